@@ -1,0 +1,144 @@
+import { Command } from 'commander';
+import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { initBackend } from '../backend.js';
+import { runCompute, runEvaluate, type ComputeSummary } from '../pipeline.js';
+import { assetsDir } from '../paths.js';
+import { UsageError } from '../errors.js';
+import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, count, type AttackFlags } from './flags.js';
+import { consoleLog, universalProgress } from './console.js';
+
+const pct = (x: number | undefined) => (x === undefined ? '-' : `${(x * 100).toFixed(1)}%`);
+
+async function backend(flag: unknown): Promise<void> {
+  const name = await initBackend(flag as string | undefined);
+  consoleLog.info(`backend: ${name}`);
+}
+
+/** Runs a compute job with a progress bar; Ctrl-C stops after the current batch, keeping the checkpoint. */
+async function computeWithProgress(flags: Record<string, unknown>, out: string, extra: { model?: string; randomDraws?: number } = {}): Promise<ComputeSummary> {
+  const progress = universalProgress();
+  const abort = new AbortController();
+  const onSigint = () => {
+    consoleLog.warn('interrupted: stopping after this batch; resume with --resume');
+    abort.abort();
+  };
+  process.once('SIGINT', onSigint);
+  try {
+    return await runCompute(
+      {
+        model: extra.model ?? (flags.model as string),
+        assets: flags.assets as string | undefined,
+        out,
+        ...dataSpec(flags),
+        options: attackOptions(flags as unknown as AttackFlags),
+        resume: Boolean(flags.resume),
+        init: flags.init as string | undefined,
+        randomDraws: extra.randomDraws,
+      },
+      { log: consoleLog, onProgress: progress.onProgress, onPass: progress.onPass, signal: abort.signal },
+    );
+  } finally {
+    progress.stop();
+    process.off('SIGINT', onSigint);
+  }
+}
+
+function printSummary(s: ComputeSummary): void {
+  const r = s.randomOnVal;
+  const lines = [
+    `model ${s.config.model}, ${s.config.norm === 2 ? 'L2' : 'Linf'} xi=${s.config.xi}, ${s.result.passes} pass(es), ${s.result.seconds.toFixed(0)} s`,
+    `fooling rate on X (${s.onX.images} images): ${pct(s.onX.foolingRate)}`,
+  ];
+  if (s.onVal) {
+    lines.push(`fooling rate on validation (${s.onVal.images} images): ${pct(s.onVal.foolingRate)}`);
+    if (s.onVal.cleanAccuracy !== undefined)
+      lines.push(`accuracy clean ${pct(s.onVal.cleanAccuracy)} -> perturbed ${pct(s.onVal.perturbedAccuracy)}; fooling rate among correctly classified ${pct(s.onVal.foolingRateOnCorrect)}`);
+  }
+  if (r) lines.push(`random noise of the same norm on validation: ${pct(r.mean)} (min ${pct(r.min)}, max ${pct(r.max)}, ${r.draws} draws)`);
+  lines.push(`written: ${['perturbation.npy', 'perturbation.png', 'examples.png', 'metrics.json', 'config.json'].map((f) => join(s.out, f)).join(', ')}`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+export function computeCommand(): Command {
+  const cmd = new Command('compute').description('compute a universal perturbation (Algorithm 1) and evaluate it');
+  addModelFlags(cmd, 'fashion');
+  addDataFlags(cmd);
+  addAttackFlags(cmd);
+  cmd
+    .option('-o, --out <dir>', 'run directory (perturbation, pictures, metrics, checkpoint)', 'runs/latest')
+    .option('--resume', 'continue the interrupted run in --out from its last checkpoint')
+    .option('--init <file.npy>', 'start from a saved perturbation (warm start)')
+    .action(async (flags: Record<string, unknown>) => {
+      await backend(flags.backend);
+      printSummary(await computeWithProgress(flags, flags.out as string));
+    });
+  return cmd;
+}
+
+export function evaluateCommand(): Command {
+  const cmd = new Command('evaluate').description('fooling rate and accuracy of a saved perturbation (.npy, HWC, pixel units)');
+  addModelFlags(cmd, 'fashion');
+  cmd
+    .requiredOption('-v, --perturbation <file.npy>', 'perturbation to evaluate (ours, or the paper authors\' .npy)')
+    .option('-d, --data <dir>', 'images to evaluate on (default: the model\'s validation set)')
+    .option('--labels <file>', 'labels file: lines "path, index"')
+    .option('--limit <n>', 'use at most n images', count('limit'))
+    .option('--batch-size <n>', 'images per forward pass', count('batch-size'), 32)
+    .option('--strict', 'stop on the first image that cannot be decoded')
+    .option('-o, --out <dir>', 'also write metrics.json and examples.png here')
+    .action(async (flags: Record<string, unknown>) => {
+      await backend(flags.backend);
+      const m = await runEvaluate(
+        {
+          model: flags.model as string, assets: flags.assets as string | undefined, perturbation: flags.perturbation as string,
+          data: flags.data as string | undefined, labels: flags.labels as string | undefined, limit: flags.limit as number | undefined,
+          strict: Boolean(flags.strict), out: flags.out as string | undefined, batchSize: flags.batchSize as number,
+        },
+        consoleLog,
+      );
+      const lines = [
+        `model ${m.model}: ${m.images} images from ${m.folder}; ||v||_2 ${m.normL2.toFixed(1)}, ||v||_inf ${m.normInf.toFixed(2)}`,
+        `fooling rate: ${pct(m.foolingRate)}`,
+        ...(m.cleanAccuracy !== undefined ? [`accuracy clean ${pct(m.cleanAccuracy)} -> perturbed ${pct(m.perturbedAccuracy)}; fooling rate among correctly classified ${pct(m.foolingRateOnCorrect)}`] : []),
+        `random noise, same Linf: ${pct(m.randomSameLinf.mean)}; same L2: ${pct(m.randomSameL2.mean)} (${m.randomSameL2.draws} draws each)`,
+      ];
+      process.stdout.write(lines.join('\n') + '\n');
+    });
+  return cmd;
+}
+
+export function demoCommand(): Command {
+  const cmd = new Command('demo').description('compute and evaluate a UAP on the embedded Fashion-MNIST model (or --imagenet: MobileNet on ImageNet images)');
+  addAttackFlags(cmd);
+  cmd
+    .option('--imagenet', 'use the ImageNet MobileNet v1 0.25 and the shared ImageNet images instead')
+    .option('--assets <dir>', 'folder of the shared ImageNet models and images (default: $UAP_ASSETS or ../shared/assets)')
+    .option('--backend <name>', 'compute backend: wasm or cpu')
+    .option('--limit <n>', 'images of X', count('limit'))
+    .option('--val-limit <n>', 'validation images', count('val-limit'))
+    .option('-o, --out <dir>', 'run directory')
+    .action(async (flags: Record<string, unknown>) => {
+      const imagenet = Boolean(flags.imagenet);
+      if (imagenet && !existsSync(assetsDir(flags.assets as string | undefined)))
+        throw new UsageError(
+          `--imagenet needs the shared assets folder (${assetsDir(flags.assets as string | undefined)} not found): pass --assets DIR or set UAP_ASSETS to the folder holding models/ and data/`,
+        );
+      await backend(flags.backend);
+      // Demo defaults sized for a couple of minutes on 2 cores; every flag can override them.
+      const fill = (k: string, v: unknown) => {
+        if (cmd.getOptionValueSource(k) !== 'cli') flags[k] = v;
+      };
+      if (imagenet) {
+        fill('limit', flags.limit ?? 200);
+        fill('valLimit', flags.valLimit ?? 500);
+        fill('maxPasses', 4);
+      } else {
+        fill('xi', 60);
+        fill('maxPasses', 5);
+      }
+      const out = (flags.out as string | undefined) ?? (imagenet ? 'runs/demo-imagenet' : 'runs/demo');
+      printSummary(await computeWithProgress(flags, out, { model: imagenet ? 'mobilenet_v1_0.25_224' : 'fashion', randomDraws: 3 }));
+    });
+  return cmd;
+}

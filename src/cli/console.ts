@@ -1,0 +1,52 @@
+import cliProgress from 'cli-progress';
+import type { Log } from '../pipeline.js';
+import type { Progress, PassRecord } from '../attacks/universal.js';
+
+/** Messages go to stderr so that stdout stays clean for results. */
+export const consoleLog: Log = {
+  info: (m) => process.stderr.write(`${m}\n`),
+  warn: (m) => process.stderr.write(`warning: ${m}\n`),
+};
+
+const pct = (x: number | null) => (x === null ? '  -  ' : `${(x * 100).toFixed(1)}%`);
+
+/**
+ * A live progress bar for Algorithm 1: images of the current pass, ETA, fooling rate on X after the
+ * last pass, and the share of images found already fooled in this pass.
+ */
+export function universalProgress(): { onProgress: (p: Progress) => void; onPass: (r: PassRecord) => void; stop: () => void } {
+  const bar = new cliProgress.SingleBar(
+    {
+      format: 'pass {pass}/{maxPasses} |{bar}| {value}/{total} images | ETA {eta_formatted} | fooled in pass {share} | FR(X) {fr} | ||v||inf {ninf}',
+      stream: process.stderr,
+      hideCursor: true,
+      etaBuffer: 20,
+      noTTYOutput: !process.stderr.isTTY,
+      notTTYSchedule: 10000,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = false;
+  let pass = 0;
+  return {
+    onProgress(p) {
+      const payload = { pass: p.pass, maxPasses: p.maxPasses, fr: pct(p.foolingRate), share: pct(p.passFooledShare), ninf: p.normInf.toFixed(2) };
+      if (!started || p.pass !== pass) {
+        if (started) bar.stop();
+        bar.start(p.total, p.done, payload);
+        started = true;
+        pass = p.pass;
+      } else bar.update(p.done, payload);
+    },
+    onPass(r) {
+      if (started) bar.stop();
+      started = false;
+      process.stderr.write(
+        `pass ${r.pass}: fooling rate on X ${pct(r.foolingRate)}, ||v||_2 ${r.normL2.toFixed(1)}, ||v||_inf ${r.normInf.toFixed(2)}, ${r.updates} updates, ${r.seconds.toFixed(1)} s\n`,
+      );
+    },
+    stop() {
+      if (started) bar.stop();
+    },
+  };
+}

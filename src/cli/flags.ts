@@ -1,0 +1,83 @@
+import { Command, Option } from 'commander';
+import { UsageError } from '../errors.js';
+import { parseNorm, type Norm } from '../math/lp.js';
+import type { UniversalOptions } from '../attacks/universal.js';
+import type { DataSpec } from '../pipeline.js';
+
+/** Flag value parsers: each error names the flag and what it expected. */
+export function number(flag: string, check: (n: number) => boolean = () => true, expected = 'a number') {
+  return (s: string): number => {
+    const n = Number(s);
+    if (s.trim() === '' || !Number.isFinite(n) || !check(n)) throw new UsageError(`--${flag} ${s}: expected ${expected}`);
+    return n;
+  };
+}
+export const positive = (flag: string) => number(flag, (n) => n > 0, 'a positive number');
+export const count = (flag: string, min = 1) => number(flag, (n) => Number.isInteger(n) && n >= min, `an integer >= ${min}`);
+
+export function norm(s: string): Norm {
+  const p = parseNorm(s);
+  if (p === undefined) throw new UsageError(`--norm ${s}: expected 2 or inf`);
+  return p;
+}
+
+/** --model, --assets, --backend: every command that runs a model takes them. */
+export function addModelFlags(cmd: Command, defaultModel: string): Command {
+  return cmd
+    .option('-m, --model <name|path>', 'bundled model name, model card, or model folder/model.json with card.json beside it', defaultModel)
+    .option('--assets <dir>', 'folder of the shared ImageNet models and images (default: $UAP_ASSETS or ../shared/assets)')
+    .option('--backend <name>', 'compute backend: wasm (default when its self-check passes) or cpu');
+}
+
+export function addDataFlags(cmd: Command): Command {
+  return cmd
+    .option('-d, --data <dir>', 'crafting set X: folder of class subfolders, wnid-named files, or with dataset.txt (default by model)')
+    .option('--val <dir>', 'validation folder (default by model; "none" to skip)')
+    .option('--labels <file>', 'labels file for --data: lines "path, index"')
+    .option('--val-labels <file>', 'labels file for --val')
+    .option('--limit <n>', 'use at most n images of X', count('limit'))
+    .option('--val-limit <n>', 'use at most n validation images', count('val-limit'))
+    .option('--strict', 'stop on the first image that cannot be decoded (default: skip and warn)');
+}
+
+export function addAttackFlags(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('-p, --norm <p>', 'perturbation norm: 2 or inf').default('inf').argParser(norm))
+    .option('--xi <x>', 'radius of the norm ball in pixel units [0,255] (default: 10 for inf, 2000 for L2 at 224x224x3, scaled by sqrt(pixels))', positive('xi'))
+    .option('--delta <d>', 'stop when the fooling rate on X reaches 1 - delta', number('delta', (n) => n >= 0 && n < 1, 'a number in [0, 1)'), 0.2)
+    .option('--max-passes <n>', 'pass cap over X', count('max-passes'), 10)
+    .option('--overshoot <o>', 'DeepFool overshoot', number('overshoot', (n) => n >= 0, 'a number >= 0'), 0.02)
+    .option('--candidates <k>', 'DeepFool candidate classes (top-k of the clean prediction)', count('candidates', 2), 10)
+    .option('--deepfool-steps <n>', 'DeepFool step cap', count('deepfool-steps'), 50)
+    .option('--batch-size <n>', 'images per forward check and per batched DeepFool call', count('batch-size'), 16)
+    .option('--seed <n>', 'seed of the shuffles', number('seed', Number.isInteger, 'an integer'), 0);
+}
+
+export interface AttackFlags {
+  norm: Norm;
+  xi?: number;
+  delta: number;
+  maxPasses: number;
+  overshoot: number;
+  candidates: number;
+  deepfoolSteps: number;
+  batchSize: number;
+  seed: number;
+}
+
+export function attackOptions(f: AttackFlags): Partial<UniversalOptions> {
+  const { norm: p, xi, delta, maxPasses, overshoot, candidates, deepfoolSteps, batchSize, seed } = f;
+  return { norm: p, ...(xi !== undefined ? { xi } : {}), delta, maxPasses, overshoot, candidates, deepfoolSteps, batchSize, seed };
+}
+
+export function dataSpec(f: Record<string, unknown>): DataSpec {
+  return {
+    data: f.data as string | undefined,
+    val: f.val as string | undefined,
+    labels: f.labels as string | undefined,
+    valLabels: f.valLabels as string | undefined,
+    limit: f.limit as number | undefined,
+    valLimit: f.valLimit as number | undefined,
+    strict: Boolean(f.strict),
+  };
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { UsageError, AbortedError } from '../errors.js';
+import { computeCommand, evaluateCommand, demoCommand } from './commands.js';
+
+/**
+ * The `uap` command line. Bad input (flags, files, cards) ends with a one-line message and exit
+ * code 2; a stack trace is printed only for real bugs, or with UAP_DEBUG=1.
+ */
+function program(): Command {
+  const p = new Command('uap')
+    .description('Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017) for TensorFlow.js classifiers')
+    .showHelpAfterError('(add --help for usage)');
+  for (const c of [computeCommand(), evaluateCommand(), demoCommand()]) p.addCommand(c);
+  p.exitOverride();
+  for (const c of p.commands) c.exitOverride();
+  return p;
+}
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`uap: error: ${message}\n`);
+  process.exit(code);
+}
+
+async function main(): Promise<void> {
+  try {
+    await program().parseAsync(process.argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') process.exit(0);
+      process.exit(e.exitCode === 0 ? 0 : 2); // commander already printed its one-line message
+    }
+    if (e instanceof UsageError) fail(e.message, 2);
+    if (e instanceof AbortedError) fail(e.message, 130);
+    if (process.env.UAP_DEBUG) throw e;
+    fail(`${(e as Error).message} (internal error; rerun with UAP_DEBUG=1 for the stack trace)`, 1);
+  }
+}
+
+await main();

@@ -1,0 +1,22 @@
+/** uap: universal adversarial perturbations for TensorFlow.js classifiers. */
+export { initBackend, type BackendName } from './backend.js';
+export { UsageError, AbortedError } from './errors.js';
+export { type Norm, parseNorm, lpNorm, batchNorm, projectLp, dualExponent } from './math/lp.js';
+export { Rng, passSeed } from './math/random.js';
+export { randomPerturbation } from './math/noise.js';
+export { type Classifier, predict, labelName } from './model/classifier.js';
+export { type ModelCard, readCard, validateCard } from './model/card.js';
+export { loadClassifier, findCard, bundledModels } from './model/load.js';
+export { candidateGradients, candidateGradientsLoop } from './model/gradients.js';
+export { listDataset, loadImages, ImageSet, type ImageItem } from './data/dataset.js';
+export { decodeImage } from './data/decode.js';
+export { deepfool, type DeepFoolOptions, type DeepFoolResult, type DeepFoolStatus } from './attacks/deepfool.js';
+export {
+  computeUniversal, validateUniversalOptions, UNIVERSAL_DEFAULTS,
+  type UniversalOptions, type UniversalResult, type PassRecord, type Progress, type RunControl,
+} from './attacks/universal.js';
+export { perturb, predictSet, foolingRate, scorePredictions, evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
+export { readNpy, writeNpy } from './io/npy.js';
+export { writePerturbation, writeExamples } from './io/run.js';
+export { runCompute, runEvaluate, loadPerturbation, loadSet, defaultXi, defaultData, randomBaseline } from './pipeline.js';
+export { assetsDir } from './paths.js';

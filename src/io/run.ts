@@ -1,0 +1,55 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import type { Classifier } from '../model/classifier.js';
+import type { ImageSet } from '../data/dataset.js';
+import type { Evaluation } from '../analysis/fooling.js';
+import { perturb } from '../analysis/fooling.js';
+import { writeNpy } from './npy.js';
+import { writePerturbationPng, writeGridPng, visiblePerturbation, type GridCell } from './pictures.js';
+
+/** Pretty JSON (typed arrays left out), creating the folder. */
+export function writeJson(file: string, value: unknown): void {
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, JSON.stringify(value, (_k, v) => (v instanceof Int32Array || v instanceof Float32Array ? undefined : v), 2) + '\n');
+}
+
+/** The first name of a label ("tench, Tinca tinca" -> "tench"). */
+export function shortLabel(model: Classifier, i: number): string {
+  const l = model.labels?.[i];
+  return l ? l.split(',')[0].trim() : `#${i}`;
+}
+
+/** perturbation.npy (float32 HWC, pixel units) and perturbation.png (scaled for visibility). */
+export async function writePerturbation(dir: string, v: tf.Tensor3D): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  const data = (await v.data()) as Float32Array;
+  const shape = v.shape as [number, number, number];
+  writeNpy(join(dir, 'perturbation.npy'), { data, shape });
+  await writePerturbationPng(join(dir, 'perturbation.png'), data, shape);
+}
+
+/**
+ * examples.png: for a few images, the clean image with its label, the perturbed image with the new
+ * label (red when it changed), and the perturbation itself. Fooled images are preferred.
+ */
+export async function writeExamples(file: string, model: Classifier, set: ImageSet, v: tf.Tensor3D, ev: Evaluation, count = 6): Promise<void> {
+  const fooled = ev.cleanPred.reduce<number[]>((a, p, i) => (p !== ev.advPred[i] ? [...a, i] : a), []);
+  const rest = Array.from({ length: set.size }, (_, i) => i).filter((i) => ev.cleanPred[i] === ev.advPred[i]);
+  const pick = [...fooled, ...rest].slice(0, count).sort((a, b) => a - b);
+  const x = set.batch(pick);
+  const adv = tf.tidy(() => perturb(x, v));
+  const advPx = Uint8Array.from(await adv.data(), (p) => Math.round(p));
+  const vis = visiblePerturbation((await v.data()) as Float32Array);
+  tf.dispose([x, adv]);
+  const per = set.shape[0] * set.shape[1] * set.shape[2];
+  const clean: GridCell[] = [];
+  const perturbed: GridCell[] = [];
+  pick.forEach((i, k) => {
+    clean.push({ pixels: set.pixels.subarray(i * per, (i + 1) * per), caption: shortLabel(model, ev.cleanPred[i]) });
+    const changed = ev.advPred[i] !== ev.cleanPred[i];
+    perturbed.push({ pixels: advPx.subarray(k * per, (k + 1) * per), caption: (changed ? '→ ' : '= ') + shortLabel(model, ev.advPred[i]), alert: changed });
+  });
+  const rows = [clean, perturbed, [{ pixels: vis, caption: 'v (scaled)' }]];
+  await writeGridPng(file, rows, set.shape, `${model.name}: clean (top) vs x+v (bottom), fooling rate ${(ev.foolingRate * 100).toFixed(1)}%`);
+}

@@ -1,0 +1,42 @@
+import * as tf from '@tensorflow/tfjs';
+
+/** The norms the paper uses: Euclidean (2) and max-abs (inf). */
+export type Norm = 2 | 'inf';
+
+export function parseNorm(s: string | number): Norm | undefined {
+  const t = String(s).toLowerCase();
+  if (t === '2' || t === 'l2') return 2;
+  if (t === 'inf' || t === 'linf' || t === 'infinity') return 'inf';
+  return undefined;
+}
+
+/** ||v||_p of a whole tensor, as a number. */
+export function lpNorm(v: tf.Tensor, p: Norm): number {
+  return tf.tidy(() => (p === 2 ? tf.norm(v) : tf.max(tf.abs(v))).dataSync()[0]);
+}
+
+/** Per-row ||.||_p of a batch [N, ...] -> [N]. */
+export function batchNorm(v: tf.Tensor, p: Norm): tf.Tensor1D {
+  return tf.tidy(() => {
+    const flat = v.reshape([v.shape[0], -1]);
+    return (p === 2 ? tf.sqrt(tf.sum(tf.square(flat), 1)) : tf.max(tf.abs(flat), 1)) as tf.Tensor1D;
+  });
+}
+
+/**
+ * Projection onto the Lp ball of radius xi (the paper's P_{p,xi}): L2 rescales when outside,
+ * Linf clips every coordinate. Both are the exact Euclidean projections onto their balls.
+ */
+export function projectLp<T extends tf.Tensor>(v: T, p: Norm, xi: number): T {
+  return tf.tidy(() => {
+    if (p === 'inf') return tf.clipByValue(v, -xi, xi) as T;
+    const n = tf.norm(v);
+    const factor = tf.minimum(1, tf.div(xi, tf.maximum(n, 1e-12)));
+    return tf.mul(v, factor) as T;
+  });
+}
+
+/** Dual exponent q = p / (p - 1): 2 for L2, 1 for Linf (the DeepFool Lp step uses it). */
+export function dualExponent(p: Norm): number {
+  return p === 2 ? 2 : 1;
+}

@@ -1,0 +1,25 @@
+import * as tf from '@tensorflow/tfjs';
+import { Rng } from './random.js';
+import type { Norm } from './lp.js';
+
+/**
+ * Seeded random perturbation of norm exactly xi: for Linf, uniform random signs times xi (a corner of
+ * the ball, the strongest random Linf noise); for L2, a Gaussian direction scaled to length xi.
+ */
+export function randomPerturbation(shape: [number, number, number], norm: Norm, xi: number, seed: number): tf.Tensor3D {
+  const rng = new Rng(seed);
+  const size = shape[0] * shape[1] * shape[2];
+  const data = new Float32Array(size);
+  if (norm === 'inf') {
+    for (let i = 0; i < size; i++) data[i] = rng.next() < 0.5 ? -xi : xi;
+  } else {
+    let sq = 0;
+    for (let i = 0; i < size; i++) {
+      data[i] = rng.normal();
+      sq += data[i] * data[i];
+    }
+    const f = xi / Math.sqrt(sq);
+    for (let i = 0; i < size; i++) data[i] *= f;
+  }
+  return tf.tensor3d(data, shape);
+}

@@ -1,0 +1,93 @@
+import { readFileSync, existsSync } from 'node:fs';
+import { dirname, resolve, isAbsolute } from 'node:path';
+import { UsageError } from '../errors.js';
+
+/**
+ * A model card: the facts about a classifier that the weights file does not state.
+ * Images always reach the classifier in pixel space [0,255] RGB; the card says how the model
+ * wants them (`preprocess`), and how its outputs map to the label space of the data.
+ */
+export interface ModelCard {
+  name: string;
+  /** 'layers' (tf.LayersModel model.json) or 'graph' (tf.GraphModel model.json). */
+  format: 'layers' | 'graph';
+  /** Path of model.json, relative to the card file (or absolute). `${assets}/` expands to the assets folder. */
+  model: string;
+  /** [height, width, channels]; channels 1 means the model takes grayscale. */
+  inputShape: [number, number, number];
+  /** model input = (pixel * scale + offset), or (pixel - mean) / std per channel. */
+  preprocess: { scale?: number; offset?: number; mean?: number[]; std?: number[]; channelOrder?: 'RGB' | 'BGR' };
+  /** Number of classes in the label space (after `outputMap`). */
+  numClasses: number;
+  /** Label names, inline or a text file with one name per line (relative to the card). */
+  labels?: string[] | string;
+  /** LayersModel: the layer whose output is the pre-softmax logits. GraphModel: the output node name. */
+  logitsLayer?: string;
+  /** True when the chosen output is probabilities: the classifier then uses log-probabilities as logits. */
+  outputIsProbabilities?: boolean;
+  /**
+   * How raw outputs map onto label indices: `dropFirst: 1` removes a background class (1001 -> 1000);
+   * `wnids` + `referenceWnids` reorder outputs listed by wnid into the reference (sorted) order.
+   */
+  outputMap?: { dropFirst?: number; wnids?: string; referenceWnids?: string };
+  /** Label space of the data: 'imagenet' (standard sorted-wnid indices) or 'own'. */
+  labelSpace?: 'imagenet' | 'own';
+  /** Top-1 accuracy measured by `uap evaluate` on the provided validation images (documentation only). */
+  measured?: Record<string, unknown>;
+  /** Folder of the card file; relative paths resolve against it. Filled in by `readCard`. */
+  baseDir?: string;
+}
+
+export function resolveCardPath(card: ModelCard, p: string, assetsDir: string): string {
+  if (p.startsWith('${assets}/')) return resolve(assetsDir, p.slice('${assets}/'.length));
+  if (isAbsolute(p)) return p;
+  return resolve(card.baseDir ?? '.', p);
+}
+
+function fail(file: string, what: string): never {
+  throw new UsageError(`model card ${file}: ${what}`);
+}
+
+/** Validates a parsed card object, naming the file and the field on the first problem. */
+export function validateCard(raw: unknown, file: string): ModelCard {
+  if (typeof raw !== 'object' || raw === null) fail(file, 'expected a JSON object');
+  const c = raw as Record<string, unknown>;
+  if (typeof c.name !== 'string') fail(file, '"name" must be a string');
+  if (c.format !== 'layers' && c.format !== 'graph') fail(file, '"format" must be "layers" or "graph"');
+  if (typeof c.model !== 'string') fail(file, '"model" must be the path of model.json');
+  const s = c.inputShape;
+  if (!Array.isArray(s) || s.length !== 3 || !s.every((v) => Number.isInteger(v) && v > 0) || ![1, 3].includes(s[2]))
+    fail(file, '"inputShape" must be [height, width, channels] with channels 1 or 3');
+  if (typeof c.preprocess !== 'object' || c.preprocess === null) fail(file, '"preprocess" must be an object');
+  const p = c.preprocess as ModelCard['preprocess'];
+  for (const k of ['mean', 'std'] as const) {
+    const arr = p[k];
+    if (arr !== undefined && (!Array.isArray(arr) || arr.length !== (s as number[])[2]))
+      fail(file, `"preprocess.${k}" must have one number per channel`);
+  }
+  if (p.std?.some((v) => v === 0)) fail(file, '"preprocess.std" must not contain 0');
+  if (!Number.isInteger(c.numClasses) || (c.numClasses as number) < 2) fail(file, '"numClasses" must be an integer >= 2');
+  return c as unknown as ModelCard;
+}
+
+export function readCard(file: string): ModelCard {
+  if (!existsSync(file)) throw new UsageError(`model card ${file}: file not found`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    fail(file, `not valid JSON (${(e as Error).message})`);
+  }
+  const card = validateCard(raw, file);
+  card.baseDir = dirname(resolve(file));
+  return card;
+}
+
+/** Label names from the card (inline or file); undefined when the card has none. */
+export function cardLabels(card: ModelCard, assetsDir: string): string[] | undefined {
+  if (card.labels === undefined) return undefined;
+  if (Array.isArray(card.labels)) return card.labels;
+  const f = resolveCardPath(card, card.labels, assetsDir);
+  if (!existsSync(f)) throw new UsageError(`model card ${card.name}: labels file ${f} not found`);
+  return readFileSync(f, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
+}

@@ -1,0 +1,24 @@
+import * as tf from '@tensorflow/tfjs';
+
+/** An image classifier seen by the attacks: pixel-space input, logits in the data's label space. */
+export interface Classifier {
+  readonly name: string;
+  /** [height, width, channels] of the images it takes. */
+  readonly inputShape: [number, number, number];
+  readonly numClasses: number;
+  readonly labels?: string[];
+  readonly labelSpace: 'imagenet' | 'own';
+  /** x: [N,H,W,C] float32 in pixel space [0,255]; returns [N, numClasses] pre-softmax logits. */
+  logits(x: tf.Tensor4D): tf.Tensor2D;
+  dispose(): void;
+}
+
+/** Top-1 labels of a batch of pixel-space images, as an Int32Array. */
+export function predict(model: Classifier, x: tf.Tensor4D): Int32Array {
+  return tf.tidy(() => tf.argMax(model.logits(x), 1).dataSync() as Int32Array);
+}
+
+/** The label name of class i, or "#i" when the model has no names. */
+export function labelName(model: Classifier, i: number): string {
+  return model.labels?.[i] ?? `#${i}`;
+}

@@ -1,0 +1,57 @@
+import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { UsageError } from '../errors.js';
+
+interface ModelJson {
+  modelTopology?: unknown;
+  format?: string;
+  generatedBy?: string;
+  convertedBy?: string;
+  weightsManifest?: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
+  signature?: unknown;
+  userDefinedMetadata?: Record<string, unknown>;
+}
+
+/**
+ * Reads a TF.js model.json and its weight shards from the local disk (TF.js itself only fetches
+ * over HTTP without tfjs-node, which cannot be installed offline).
+ */
+export function fileHandler(modelJsonPath: string): tf.io.IOHandler {
+  return {
+    load: async () => {
+      if (!existsSync(modelJsonPath)) throw new UsageError(`model ${modelJsonPath}: file not found`);
+      let json: ModelJson;
+      try {
+        json = JSON.parse(await readFile(modelJsonPath, 'utf8')) as ModelJson;
+      } catch (e) {
+        throw new UsageError(`model ${modelJsonPath}: not a valid model.json (${(e as Error).message})`);
+      }
+      if (!json.modelTopology) throw new UsageError(`model ${modelJsonPath}: no "modelTopology" (is this a TF.js model.json?)`);
+      const dir = dirname(modelJsonPath);
+      const specs: tf.io.WeightsManifestEntry[] = [];
+      const buffers: Buffer[] = [];
+      for (const group of json.weightsManifest ?? []) {
+        specs.push(...group.weights);
+        for (const p of group.paths) {
+          const f = join(dir, p);
+          if (!existsSync(f)) throw new UsageError(`model ${modelJsonPath}: weight shard ${f} not found`);
+          buffers.push(await readFile(f));
+        }
+      }
+      const all = Buffer.concat(buffers);
+      const weightData = all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength) as ArrayBuffer;
+      return {
+        modelTopology: json.modelTopology as tf.io.ModelArtifacts['modelTopology'],
+        format: json.format,
+        generatedBy: json.generatedBy,
+        convertedBy: json.convertedBy,
+        weightSpecs: specs,
+        weightData,
+        signature: json.signature as tf.io.ModelArtifacts['signature'],
+        userDefinedMetadata: json.userDefinedMetadata as tf.io.ModelArtifacts['userDefinedMetadata'],
+      };
+    },
+  };
+}

@@ -1,0 +1,121 @@
+import * as tf from '@tensorflow/tfjs';
+
+/**
+ * Ops whose gradient is taken with respect to the INPUT only, written with fast forward kernels.
+ *
+ * Convolutions whose gradient is taken with respect to the INPUT only, written with forward
+ * convolution kernels. Attacks never need filter gradients; the stock gradients of the fused ops
+ * compute them anyway, and the wasm backend lacks DepthwiseConv2dNativeBackpropInput altogether.
+ * The input gradient of a strided convolution is a stride-1 convolution of the zero-dilated, padded
+ * output gradient with the spatially flipped filter (the transposed convolution).
+ */
+
+type Padding = 'same' | 'valid';
+
+/** Leading pad and output size along one axis, as TensorFlow computes them. */
+function axisGeometry(size: number, k: number, s: number, padding: Padding): { out: number; padBefore: number } {
+  if (padding === 'valid') return { out: Math.floor((size - k) / s) + 1, padBefore: 0 };
+  const out = Math.ceil(size / s);
+  const total = Math.max((out - 1) * s + k - size, 0);
+  return { out, padBefore: Math.floor(total / 2) };
+}
+
+/**
+ * Inserts (s-1) zeros after every row and column of dy: [N,h,w,C] -> [N,h*s,w*s,C]. The trailing
+ * zeros are kept (the caller's padding accounts for them): wasm's Slice kernel is slow.
+ */
+function dilate(dy: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
+  if (sh === 1 && sw === 1) return dy;
+  const [n, h, w, c] = dy.shape;
+  return dy
+    .reshape([n, h, 1, w, 1, c])
+    .pad([[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]])
+    .reshape([n, h * sh, w * sw, c]);
+}
+
+/** Pads (or, when the amount is negative, crops) one spatial axis of t so a 'valid' conv gives `want` rows. */
+function fitAxis(before: number, have: number, k: number, want: number): { before: number; after: number } {
+  return { before, after: want + k - 1 - have - before };
+}
+
+/**
+ * dL/dx for y = conv(x) given dL/dy, where `stride1Conv(t)` runs the stride-1 'valid' convolution of
+ * t with the flipped (and for Conv2D, in/out-swapped) filter: the transposed convolution, padded so
+ * that its output has exactly the input's size.
+ */
+function inputGradient(
+  dy: tf.Tensor4D,
+  xShape: number[],
+  kernel: [number, number],
+  strides: [number, number],
+  padding: Padding,
+  stride1Conv: (t: tf.Tensor4D) => tf.Tensor4D,
+): tf.Tensor4D {
+  const [, H, W] = xShape;
+  const d = dilate(dy, strides[0], strides[1]);
+  // Row p of the padded input gets dilated rows p-k+1 .. p: shift by the forward pass's leading pad.
+  const rows = fitAxis(kernel[0] - 1 - axisGeometry(H, kernel[0], strides[0], padding).padBefore, d.shape[1], kernel[0], H);
+  const cols = fitAxis(kernel[1] - 1 - axisGeometry(W, kernel[1], strides[1], padding).padBefore, d.shape[2], kernel[1], W);
+  const crop = (a: { before: number; after: number }) => [Math.max(0, -a.before), Math.max(0, -a.after)];
+  const [cropTop, cropBottom] = crop(rows);
+  const [cropLeft, cropRight] = crop(cols);
+  let t = d;
+  if (cropTop || cropBottom || cropLeft || cropRight) {
+    const [n, h, w, c] = d.shape;
+    t = d.slice([0, cropTop, cropLeft, 0], [n, h - cropTop - cropBottom, w - cropLeft - cropRight, c]);
+  }
+  const pads: [number, number][] = [[0, 0], [Math.max(0, rows.before), Math.max(0, rows.after)], [Math.max(0, cols.before), Math.max(0, cols.after)], [0, 0]];
+  if (pads[1][0] || pads[1][1] || pads[2][0] || pads[2][1]) t = t.pad(pads);
+  return stride1Conv(t);
+}
+
+/** Wraps `forward(x)` so that its gradient with respect to x is `backward(dy, xShape)`. */
+function withInputGrad<T extends tf.Tensor>(
+  x: T,
+  forward: (x: T) => T,
+  backward: (dy: T, x: T) => T,
+): T {
+  type Custom = Parameters<typeof tf.customGrad>[0];
+  const f = tf.customGrad(((xi: T, save: tf.GradSaveFunc) => {
+    save([xi]);
+    return { value: forward(xi), gradFunc: (dy: T, saved: tf.Tensor[]) => backward(dy, saved[0] as T) };
+  }) as unknown as Custom);
+  return f(x) as T;
+}
+
+/**
+ * relu6 whose gradient is a product of two Step masks: the stock gradient goes through LessEqual and
+ * Cast, which were a fifth of a MobileNet input gradient on wasm.
+ */
+export function relu6InputGrad<T extends tf.Tensor>(x: T): T {
+  return withInputGrad(x, (xi) => tf.relu6(xi), (dy, xi) => tf.mul(dy, tf.mul(tf.step(xi), tf.step(tf.sub(6, xi)))) as T);
+}
+
+export interface InputGradConv {
+  apply(x: tf.Tensor4D): tf.Tensor4D;
+  /** The filters this op holds (the forward one and its flipped copy for the backward pass). */
+  tensors: tf.Tensor[];
+}
+
+/**
+ * conv2d (filter [kh, kw, in, out]) or depthwise conv (filter [kh, kw, C, 1]) whose input gradient
+ * comes from forward kernels; the flipped backward filter is computed once here, not per call.
+ */
+export function inputGradConv(kind: 'conv' | 'depthwise', filter: tf.Tensor4D, strides: [number, number], padding: Padding): InputGradConv {
+  const k: [number, number] = [filter.shape[0], filter.shape[1]];
+  const flipped = tf.tidy(() => {
+    const r = tf.reverse(filter, [0, 1]);
+    return (kind === 'conv' ? r.transpose([0, 1, 3, 2]) : r) as tf.Tensor4D;
+  });
+  const conv = (t: tf.Tensor4D, f: tf.Tensor4D, s: [number, number] | 1, p: Padding) =>
+    kind === 'conv' ? tf.conv2d(t, f, s, p) : tf.depthwiseConv2d(t, f, s, p);
+  return {
+    apply: (x) =>
+      withInputGrad(
+        x,
+        (xi) => conv(xi, filter, strides, padding),
+        (dy, xi) => inputGradient(dy, xi.shape, k, strides, padding, (t) => conv(t, flipped, 1, 'valid')),
+      ),
+    tensors: [filter, flipped],
+  };
+}

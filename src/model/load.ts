@@ -1,0 +1,141 @@
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { join, resolve, basename } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { UsageError } from '../errors.js';
+import { CARDS_DIR, EMBEDDED_DIR, assetsDir } from '../paths.js';
+import { type ModelCard, readCard, resolveCardPath, cardLabels } from './card.js';
+import type { Classifier } from './classifier.js';
+import { fileHandler } from './fileHandler.js';
+import { compileLayersModel, runPlainGraph, type PlainGraph } from './layersGraph.js';
+
+/** Short names for the cards shipped in cards/ and the embedded default. */
+export function bundledModels(): Record<string, string> {
+  const out: Record<string, string> = { fashion: join(EMBEDDED_DIR, 'model', 'card.json') };
+  if (existsSync(CARDS_DIR))
+    for (const f of readdirJson(CARDS_DIR)) out[basename(f, '.json')] = join(CARDS_DIR, f);
+  return out;
+}
+
+function readdirJson(dir: string): string[] {
+  return readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+}
+
+/**
+ * Finds the card for `spec`: a bundled name (`fashion`, `mobilenet_v1_0.25_224`, ...), a card file,
+ * a model folder holding `card.json`, or a model.json with `card.json` beside it.
+ */
+export function findCard(spec: string): ModelCard {
+  const bundled = bundledModels();
+  if (bundled[spec]) return readCard(bundled[spec]);
+  const p = resolve(spec);
+  if (!existsSync(p)) {
+    throw new UsageError(
+      `--model ${spec}: not found (expected a bundled name: ${Object.keys(bundled).join(', ')}; or a card / model.json / model folder)`,
+    );
+  }
+  if (p.endsWith('.tflite'))
+    throw new UsageError(`--model ${spec}: TFLite models are not supported yet (the TFLite importer is a separate issue)`);
+  if (statSync(p).isDirectory()) {
+    for (const c of ['card.json', 'model.card.json']) if (existsSync(join(p, c))) return readCard(join(p, c));
+    throw new UsageError(`--model ${spec}: folder has no card.json describing the model (see README: model cards)`);
+  }
+  const json = JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
+  if (json.modelTopology) {
+    for (const c of ['card.json', 'model.card.json']) {
+      const f = join(resolve(p, '..'), c);
+      if (existsSync(f)) return readCard(f);
+    }
+    throw new UsageError(`--model ${spec}: no card.json beside the model (a card states input size and preprocessing)`);
+  }
+  return readCard(p);
+}
+
+/** Pixel space [0,255] RGB -> the model's input, as the card declares. */
+function preprocessFn(card: ModelCard): (x: tf.Tensor4D) => tf.Tensor4D {
+  const { scale = 1, offset = 0, mean, std, channelOrder = 'RGB' } = card.preprocess;
+  return (x) => {
+    let y: tf.Tensor4D = x;
+    if (channelOrder === 'BGR') y = tf.reverse(y, -1);
+    if (mean) y = tf.sub(y, mean);
+    if (std) y = tf.div(y, std);
+    if (scale !== 1) y = tf.mul(y, scale);
+    if (offset !== 0) y = tf.add(y, offset);
+    return y;
+  };
+}
+
+/** Raw outputs -> logits over the label space (background dropped, DarkNet order mapped). */
+function outputMapFn(card: ModelCard, assets: string): { fn: (y: tf.Tensor2D) => tf.Tensor2D; owned: tf.Tensor[] } {
+  const m = card.outputMap ?? {};
+  const owned: tf.Tensor[] = [];
+  const steps: ((y: tf.Tensor2D) => tf.Tensor2D)[] = [];
+  if (m.dropFirst) steps.push((y) => y.slice([0, m.dropFirst!], [-1, -1]));
+  if (m.wnids) {
+    const read = (f: string) => readFileSync(resolveCardPath(card, f, assets), 'utf8').split('\n').map((s) => s.trim()).filter(Boolean);
+    const from = read(m.wnids);
+    const ref = read(m.referenceWnids ?? '${assets}/data/labels/imagenet1k_wnids_sorted.txt');
+    const pos = new Map(from.map((w, i) => [w, i]));
+    // A permutation matrix instead of tf.gather: gather's gradient needs a kernel wasm lacks.
+    const perm = new Float32Array(from.length * ref.length);
+    ref.forEach((w, j) => {
+      const i = pos.get(w);
+      if (i === undefined) throw new UsageError(`model card ${card.name}: wnid ${w} missing from ${m.wnids}`);
+      perm[i * ref.length + j] = 1;
+    });
+    const p = tf.tensor2d(perm, [from.length, ref.length]);
+    owned.push(p);
+    steps.push((y) => tf.matMul(y, p));
+  }
+  return { fn: (y) => steps.reduce((acc, s) => s(acc), y), owned };
+}
+
+/** Loads the classifier a card describes; its logits take pixel-space images. */
+export async function loadClassifier(spec: string | ModelCard, opts: { assets?: string } = {}): Promise<Classifier> {
+  const card = typeof spec === 'string' ? findCard(spec) : spec;
+  const assets = assetsDir(opts.assets);
+  const modelPath = resolveCardPath(card, card.model, assets);
+  if (!existsSync(modelPath)) {
+    const hint = card.model.startsWith('${assets}/')
+      ? ` (the assets folder is ${assets}; set --assets or UAP_ASSETS)`
+      : '';
+    throw new UsageError(`model ${card.name}: ${modelPath} not found${hint}`);
+  }
+  const pre = preprocessFn(card);
+  const post = outputMapFn(card, assets);
+  let forward: (x: tf.Tensor4D) => tf.Tensor;
+  let release: () => void;
+  if (card.format === 'layers') {
+    const model = await tf.loadLayersModel(fileHandler(modelPath));
+    const graph: PlainGraph = compileLayersModel(model, card.logitsLayer);
+    model.dispose();
+    forward = (x) => runPlainGraph(graph, x);
+    release = () => tf.dispose(graph.owned);
+  } else {
+    const model = await tf.loadGraphModel(fileHandler(modelPath));
+    forward = (x) => model.execute(x, card.logitsLayer) as tf.Tensor;
+    release = () => model.dispose();
+  }
+  const [h, w, c] = card.inputShape;
+  const labels = cardLabels(card, assets);
+  return {
+    name: card.name,
+    inputShape: [h, w, c],
+    numClasses: card.numClasses,
+    labels,
+    labelSpace: card.labelSpace ?? 'own',
+    logits(x: tf.Tensor4D): tf.Tensor2D {
+      return tf.tidy(() => {
+        let y = forward(pre(x)).reshape([x.shape[0], -1]) as tf.Tensor2D;
+        if (card.outputIsProbabilities) y = tf.log(tf.maximum(y, 1e-30)) as tf.Tensor2D;
+        y = post.fn(y) as tf.Tensor2D;
+        if (y.shape[1] !== card.numClasses)
+          throw new UsageError(`model ${card.name}: gives ${y.shape[1]} outputs but the card says numClasses ${card.numClasses}`);
+        return y;
+      });
+    },
+    dispose() {
+      release();
+      tf.dispose(post.owned);
+    },
+  };
+}

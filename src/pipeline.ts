@@ -1,0 +1,201 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import type { Classifier } from './model/classifier.js';
+import { loadClassifier } from './model/load.js';
+import { listDataset, loadImages, type ImageSet } from './data/dataset.js';
+import { computeUniversal, type UniversalOptions, type RunControl, type UniversalResult, UNIVERSAL_DEFAULTS } from './attacks/universal.js';
+import { evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
+import { randomPerturbation } from './math/noise.js';
+import { lpNorm, type Norm } from './math/lp.js';
+import { readNpy } from './io/npy.js';
+import { writeJson, writePerturbation, writeExamples } from './io/run.js';
+import { assetsDir, EMBEDDED_DIR } from './paths.js';
+import { UsageError } from './errors.js';
+
+/** Where the images of a run come from. Unset folders default by the model's label space. */
+export interface DataSpec {
+  /** Crafting set X. */
+  data?: string;
+  /** Validation set. */
+  val?: string;
+  labels?: string;
+  valLabels?: string;
+  limit?: number;
+  valLimit?: number;
+  strict?: boolean;
+}
+
+export interface Log {
+  info(msg: string): void;
+  warn(msg: string): void;
+}
+const silent: Log = { info: () => {}, warn: () => {} };
+
+/** Default folders: the ImageNet sample/validation images, or the embedded Fashion-MNIST split. */
+export function defaultData(model: Classifier, assets: string): { data: string; val: string } {
+  if (model.labelSpace === 'imagenet')
+    return { data: join(assets, 'data', 'imagenet-sample-images'), val: join(assets, 'data', 'ilsvrc2012_val_1300') };
+  return { data: join(EMBEDDED_DIR, 'images', 'craft'), val: join(EMBEDDED_DIR, 'images', 'val') };
+}
+
+/** The paper's radius: Linf 10; L2 2000 at 224x224x3, scaled by sqrt(pixels) for other sizes (same RMS). */
+export function defaultXi(norm: Norm, shape: [number, number, number]): number {
+  if (norm === 'inf') return 10;
+  const d = shape[0] * shape[1] * shape[2];
+  return Math.round(2000 * Math.sqrt(d / (224 * 224 * 3)));
+}
+
+function wnidsOf(assets: string): string[] | undefined {
+  const f = join(assets, 'data', 'labels', 'imagenet1k_wnids_sorted.txt');
+  return existsSync(f) ? readFileSync(f, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean) : undefined;
+}
+
+/** Lists and decodes one image folder for `model`, warning about skipped files. */
+export async function loadSet(model: Classifier, dir: string, opts: { labels?: string; limit?: number; strict?: boolean; assets: string; log?: Log; what: string }): Promise<ImageSet> {
+  const log = opts.log ?? silent;
+  const items = listDataset(dir, {
+    labelsFile: opts.labels,
+    limit: opts.limit,
+    wnids: model.labelSpace === 'imagenet' ? wnidsOf(opts.assets) : undefined,
+    labelNames: model.labels,
+  });
+  const { set, skipped } = await loadImages(items, model.inputShape, { strict: opts.strict });
+  if (skipped.length > 0)
+    log.warn(`${opts.what}: skipped ${skipped.length} of ${items.length} files that could not be decoded (first: ${skipped[0].path}: ${skipped[0].reason}); --strict makes this an error`);
+  const labelled = set.labels ? 'labelled' : 'unlabelled';
+  log.info(`${opts.what}: ${set.size} ${labelled} images from ${dir}`);
+  const bad = set.items.find((i) => i.label !== undefined && (i.label < 0 || i.label >= model.numClasses));
+  if (bad) throw new UsageError(`${opts.what}: label ${bad.label} of ${bad.path} is outside the model's ${model.numClasses} classes`);
+  return set;
+}
+
+export interface ComputeJob extends DataSpec {
+  model: string;
+  assets?: string;
+  out: string;
+  options: Partial<UniversalOptions>;
+  resume?: boolean;
+  /** A saved perturbation (.npy) to start from. */
+  init?: string;
+  /** Random-noise baseline draws for the comparison in metrics.json. */
+  randomDraws?: number;
+}
+
+export interface ComputeSummary {
+  config: Record<string, unknown>;
+  result: Omit<UniversalResult, 'v' | 'cleanPred'>;
+  onX: Evaluation;
+  onVal?: Evaluation;
+  randomOnVal?: { mean: number; min: number; max: number; draws: number };
+  out: string;
+}
+
+/** Reads a saved perturbation and fits it to the model's input: same shape, or resized (bilinear). */
+export function loadPerturbation(file: string, model: Classifier, log: Log = silent): tf.Tensor3D {
+  const { data, shape } = readNpy(file);
+  const s = shape.length === 4 && shape[0] === 1 ? shape.slice(1) : shape;
+  const [h, w, c] = model.inputShape;
+  if (s.length !== 3) throw new UsageError(`perturbation ${file}: expected shape (H, W, C), got (${shape.join(', ')})`);
+  if (s[2] !== c) throw new UsageError(`perturbation ${file}: has ${s[2]} channels, model ${model.name} takes ${c}`);
+  const v = tf.tensor3d(data, s as [number, number, number]);
+  if (s[0] === h && s[1] === w) return v;
+  log.warn(`perturbation ${file}: resized from ${s[0]}x${s[1]} to ${h}x${w} (bilinear)`);
+  const r = tf.tidy(() => tf.image.resizeBilinear(v, [h, w]) as tf.Tensor3D);
+  v.dispose();
+  return r;
+}
+
+/** Random-noise baseline: fooling rates of `draws` seeded random perturbations with the same norm. */
+export function randomBaseline(model: Classifier, set: ImageSet, norm: Norm, xi: number, draws: number, cleanPred: Int32Array) {
+  const rates: number[] = [];
+  for (let d = 0; d < draws; d++) {
+    const r = randomPerturbation(model.inputShape, norm, xi, 1000 + d);
+    rates.push(evaluatePerturbation(model, set, r, { cleanPred }).foolingRate);
+    r.dispose();
+  }
+  return { mean: rates.reduce((a, b) => a + b, 0) / draws, min: Math.min(...rates), max: Math.max(...rates), draws };
+}
+
+function summaryOf(e: Evaluation) {
+  const { cleanPred: _c, advPred: _a, ...rest } = e;
+  return rest;
+}
+
+/**
+ * The whole `uap compute` job: load the model and both image sets, run Algorithm 1 with per-pass
+ * checkpoints, evaluate on X and on the validation set against random noise of the same norm, and
+ * write the run directory.
+ */
+export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpointDir' | 'resume' | 'init'> & { log?: Log; model?: Classifier } = {}): Promise<ComputeSummary> {
+  const log = ctl.log ?? silent;
+  const assets = assetsDir(job.assets);
+  const model = ctl.model ?? (await loadClassifier(job.model, { assets }));
+  try {
+    const defaults = defaultData(model, assets);
+    const X = await loadSet(model, job.data ?? defaults.data, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'crafting set X' });
+    const valDir = job.val ?? defaults.val;
+    const V = job.val === 'none' ? undefined : await loadSet(model, valDir, { labels: job.valLabels, limit: job.valLimit, strict: job.strict, assets, log, what: 'validation set' });
+    const norm = job.options.norm ?? UNIVERSAL_DEFAULTS.norm;
+    const options: UniversalOptions = { ...UNIVERSAL_DEFAULTS, xi: defaultXi(norm, model.inputShape), ...job.options, norm };
+    const init = job.init ? loadPerturbation(job.init, model, log) : undefined;
+    const config = { model: model.name, assets, data: job.data ?? defaults.data, val: V ? valDir : null, images: X.size, valImages: V?.size ?? 0, ...options, init: job.init ?? null };
+    writeJson(join(job.out, 'config.json'), config);
+    const res = await computeUniversal(model, X, options, { ...ctl, checkpointDir: job.out, resume: job.resume, init });
+    init?.dispose();
+    log.info(`stopped: ${res.stopReason}`);
+    const onX = evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
+    const onVal = V ? evaluatePerturbation(model, V, res.v, { batchSize: options.batchSize }) : undefined;
+    const randomOnVal = V && onVal ? randomBaseline(model, V, options.norm, options.xi, job.randomDraws ?? 3, onVal.cleanPred) : undefined;
+    await writePerturbation(job.out, res.v);
+    await writeExamples(join(job.out, 'examples.png'), model, V ?? X, res.v, onVal ?? onX);
+    const { v, cleanPred: _cp, ...result } = res;
+    const metrics = {
+      norm: options.norm, xi: options.xi, normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf'),
+      run: result, onX: summaryOf(onX), onVal: onVal ? summaryOf(onVal) : null, randomNoiseOnVal: randomOnVal ?? null,
+    };
+    writeJson(join(job.out, 'metrics.json'), metrics);
+    v.dispose();
+    return { config, result, onX, onVal, randomOnVal, out: job.out };
+  } finally {
+    if (!ctl.model) model.dispose();
+  }
+}
+
+export interface EvaluateJob extends DataSpec {
+  model: string;
+  assets?: string;
+  perturbation: string;
+  /** Folder for metrics.json and examples.png (optional). */
+  out?: string;
+  batchSize?: number;
+  randomDraws?: number;
+}
+
+/** `uap evaluate`: the figures of a saved perturbation on an image set, beside random noise of its norm. */
+export async function runEvaluate(job: EvaluateJob, log: Log = silent) {
+  const assets = assetsDir(job.assets);
+  const model = await loadClassifier(job.model, { assets });
+  try {
+    const v = loadPerturbation(job.perturbation, model, log);
+    const dir = job.val ?? job.data ?? defaultData(model, assets).val;
+    const set = await loadSet(model, dir, { labels: job.valLabels ?? job.labels, limit: job.valLimit ?? job.limit, strict: job.strict, assets, log, what: 'images' });
+    const ev = evaluatePerturbation(model, set, v, { batchSize: job.batchSize });
+    const normL2 = lpNorm(v, 2);
+    const normInf = lpNorm(v, 'inf');
+    const draws = job.randomDraws ?? 3;
+    const random = {
+      inf: randomBaseline(model, set, 'inf', normInf, draws, ev.cleanPred),
+      l2: randomBaseline(model, set, 2, normL2, draws, ev.cleanPred),
+    };
+    const metrics = { model: model.name, perturbation: job.perturbation, folder: dir, normL2, normInf, ...summaryOf(ev), randomSameLinf: random.inf, randomSameL2: random.l2 };
+    if (job.out) {
+      writeJson(join(job.out, 'metrics.json'), metrics);
+      await writeExamples(join(job.out, 'examples.png'), model, set, v, ev);
+    }
+    v.dispose();
+    return metrics;
+  } finally {
+    model.dispose();
+  }
+}

@@ -1,0 +1,96 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { inputGradConv, relu6InputGrad } from '../src/model/inputgrad.js';
+import { compileLayersModel, runPlainGraph } from '../src/model/layersGraph.js';
+import { candidateGradients, candidateGradientsLoop } from '../src/model/gradients.js';
+import type { Classifier } from '../src/model/classifier.js';
+
+beforeAll(async () => {
+  tf.enableProdMode();
+  await tf.setBackend('cpu');
+});
+
+function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let scale = 0;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) {
+    scale = Math.max(scale, Math.abs(b[i]));
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+  }
+  return diff / Math.max(scale, 1e-12);
+}
+
+describe('input gradients from forward kernels', () => {
+  const cases: [string, number, number, number, 'same' | 'valid'][] = [];
+  for (const size of [7, 8]) for (const k of [1, 3]) for (const s of [1, 2]) for (const p of ['same', 'valid'] as const) cases.push([`${size}px k${k} s${s} ${p}`, size, k, s, p]);
+  it.each(cases)('conv2d and depthwise match TF.js gradients: %s', (_n, size, k, s, padding) => {
+    const x = tf.randomNormal([2, size, size, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
+    const wConv = tf.randomNormal([k, k, 3, 4], 0, 1, 'float32', 2) as tf.Tensor4D;
+    const wDw = tf.randomNormal([k, k, 3, 1], 0, 1, 'float32', 3) as tf.Tensor4D;
+    const probeConv = tf.randomNormal(tf.conv2d(x, wConv, s, padding).shape, 0, 1, 'float32', 4);
+    const probeDw = tf.randomNormal(tf.depthwiseConv2d(x, wDw, s, padding).shape, 0, 1, 'float32', 5);
+    const conv = inputGradConv('conv', wConv, [s, s], padding);
+    const dw = inputGradConv('depthwise', wDw, [s, s], padding);
+    const ours = tf.grad((t) => tf.sum(tf.mul(conv.apply(t as tf.Tensor4D), probeConv)))(x);
+    const ref = tf.grad((t) => tf.sum(tf.mul(tf.conv2d(t as tf.Tensor4D, wConv, s, padding), probeConv)))(x);
+    expect(maxRelDiff(ours.dataSync(), ref.dataSync())).toBeLessThan(1e-5);
+    const oursDw = tf.grad((t) => tf.sum(tf.mul(dw.apply(t as tf.Tensor4D), probeDw)))(x);
+    const refDw = tf.grad((t) => tf.sum(tf.mul(tf.depthwiseConv2d(t as tf.Tensor4D, wDw, s, padding), probeDw)))(x);
+    expect(maxRelDiff(oursDw.dataSync(), refDw.dataSync())).toBeLessThan(1e-5);
+    // forward values are the plain ops'
+    expect(maxRelDiff(conv.apply(x).dataSync(), tf.conv2d(x, wConv, s, padding).dataSync())).toBe(0);
+  });
+  it('relu6 gradient is 1 inside (0, 6) and 0 outside', () => {
+    const x = tf.tensor1d([-1, 0.5, 3, 5.9, 7]);
+    expect(Array.from(tf.grad((t) => tf.sum(relu6InputGrad(t)))(x).dataSync())).toEqual([0, 1, 1, 1, 0]);
+    expect(Array.from(relu6InputGrad(x).dataSync())).toEqual([0, 0.5, 3, expect.closeTo(5.9, 5), 6]);
+  });
+});
+
+/** A small Keras-style model with every layer kind MobileNet and DarkNet use. */
+function smallModel(): tf.LayersModel {
+  const input = tf.input({ shape: [12, 12, 3] });
+  let y = tf.layers.conv2d({ filters: 6, kernelSize: 3, strides: 2, padding: 'same', useBias: false, name: 'c1', kernelInitializer: tf.initializers.glorotNormal({ seed: 1 }) }).apply(input) as tf.SymbolicTensor;
+  y = tf.layers.batchNormalization({ name: 'bn1', movingMeanInitializer: tf.initializers.randomNormal({ seed: 2 }), movingVarianceInitializer: tf.initializers.ones(), gammaInitializer: tf.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed: 3 }) }).apply(y) as tf.SymbolicTensor;
+  y = tf.layers.reLU({ maxValue: 6, name: 'r1' }).apply(y) as tf.SymbolicTensor;
+  y = tf.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', name: 'dw', depthwiseInitializer: tf.initializers.glorotNormal({ seed: 4 }) }).apply(y) as tf.SymbolicTensor;
+  y = tf.layers.leakyReLU({ alpha: 0.1, name: 'lr' }).apply(y) as tf.SymbolicTensor;
+  y = tf.layers.maxPooling2d({ poolSize: 2, name: 'mp' }).apply(y) as tf.SymbolicTensor;
+  y = tf.layers.globalAveragePooling2d({ name: 'gap' }).apply(y) as tf.SymbolicTensor;
+  y = tf.layers.dense({ units: 5, name: 'logits', kernelInitializer: tf.initializers.glorotNormal({ seed: 5 }) }).apply(y) as tf.SymbolicTensor;
+  const out = tf.layers.activation({ activation: 'softmax', name: 'probs' }).apply(y) as tf.SymbolicTensor;
+  return tf.model({ inputs: input, outputs: out });
+}
+
+describe('LayersModel -> plain-op graph', () => {
+  it('gives the same logits as the LayersModel (batch-norm folded)', () => {
+    const model = smallModel();
+    const g = compileLayersModel(model, 'logits');
+    expect(g.steps.some((s) => s.name === 'bn1' && !g.steps.some((t) => t.name === 'c1'))).toBe(true);
+    const x = tf.randomUniform([3, 12, 12, 3], -1, 1, 'float32', 7);
+    const truncated = tf.model({ inputs: model.inputs, outputs: model.getLayer('logits').output as tf.SymbolicTensor });
+    const ref = (truncated.predict(x) as tf.Tensor).dataSync();
+    expect(maxRelDiff(runPlainGraph(g, x).dataSync(), ref)).toBeLessThan(1e-5);
+  });
+  it('names the missing logits layer', () => {
+    expect(() => compileLayersModel(smallModel(), 'conv_preds')).toThrow(/logits layer "conv_preds" is not in the model/);
+  });
+});
+
+describe('batched candidate gradients', () => {
+  it('one tiled backward pass equals one backward pass per class', () => {
+    const model = smallModel();
+    const g = compileLayersModel(model, 'logits');
+    const clf: Classifier = { name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', logits: (x) => runPlainGraph(g, x) as tf.Tensor2D, dispose: () => {} };
+    const x = tf.randomUniform([3, 12, 12, 3], 0, 1, 'float32', 8) as tf.Tensor4D;
+    const cand = Int32Array.from([0, 1, 2, 3, 4, 0, 2, 4, 1, 3, 4, 3, 2, 1, 0]);
+    const a = candidateGradients(clf, x, cand, 5, { maxRows: 4 });
+    const b = candidateGradientsLoop(clf, x, cand, 5);
+    expect(a.grads.shape).toEqual([3, 5, 12, 12, 3]);
+    expect(maxRelDiff(a.grads.dataSync(), b.grads.dataSync())).toBeLessThan(1e-6);
+    expect(maxRelDiff(a.logits, b.logits)).toBeLessThan(1e-6);
+    // and the logits are the model's
+    const l = clf.logits(x).dataSync();
+    for (let n = 0; n < 3; n++) for (let j = 0; j < 5; j++) expect(a.logits[n * 5 + j]).toBeCloseTo(l[n * 5 + cand[n * 5 + j]], 5);
+  });
+});

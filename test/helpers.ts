@@ -1,0 +1,39 @@
+import * as tf from '@tensorflow/tfjs';
+import type { Classifier } from '../src/model/classifier.js';
+import { ImageSet } from '../src/data/dataset.js';
+import { Rng } from '../src/math/random.js';
+
+// Production mode: no per-op debug checks, no tfjs-node banner.
+tf.enableProdMode();
+
+/** A linear classifier f(x) = W flat(x) + b: DeepFool has a closed form on it. */
+export function linearClassifier(W: number[][], b: number[], shape: [number, number, number]): Classifier {
+  const d = shape[0] * shape[1] * shape[2];
+  const w = tf.tensor2d(W.flat(), [W.length, d]);
+  const bias = tf.tensor1d(b);
+  return {
+    name: 'linear', inputShape: shape, numClasses: W.length, labelSpace: 'own',
+    logits: (x) => tf.tidy(() => tf.add(tf.matMul(x.reshape([x.shape[0], d]), w, false, true), bias) as tf.Tensor2D),
+    dispose: () => tf.dispose([w, bias]),
+  };
+}
+
+/** A small random ReLU network on [h,w,c] images with `k` classes (seeded). */
+export function tinyNet(shape: [number, number, number], k: number, seed = 1): Classifier {
+  const d = shape[0] * shape[1] * shape[2];
+  const rng = new Rng(seed);
+  const w1 = tf.tensor2d(Array.from({ length: d * 16 }, () => rng.normal() / Math.sqrt(d) / 40), [d, 16]);
+  const w2 = tf.tensor2d(Array.from({ length: 16 * k }, () => rng.normal()), [16, k]);
+  return {
+    name: 'tiny', inputShape: shape, numClasses: k, labelSpace: 'own',
+    logits: (x) => tf.tidy(() => tf.matMul(tf.relu(tf.sub(tf.matMul(x.reshape([x.shape[0], d]), w1), 0.5)), w2) as tf.Tensor2D),
+    dispose: () => tf.dispose([w1, w2]),
+  };
+}
+
+/** n random uint8 images. */
+export function randomImages(n: number, shape: [number, number, number], seed = 2): ImageSet {
+  const rng = new Rng(seed);
+  const px = Uint8Array.from({ length: n * shape[0] * shape[1] * shape[2] }, () => rng.int(256));
+  return new ImageSet(shape, px, Array.from({ length: n }, (_, i) => ({ path: `img${i}` })));
+}

@@ -1,0 +1,116 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import { mkdtempSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
+import { lpNorm } from '../src/math/lp.js';
+import { perturb, foolingRate, scorePredictions, predictSet } from '../src/analysis/fooling.js';
+import { AbortedError, UsageError } from '../src/errors.js';
+import { tinyNet, randomImages } from './helpers.js';
+
+beforeAll(async () => {
+  tf.enableProdMode();
+  await tf.setBackend('cpu');
+});
+
+const shape: [number, number, number] = [6, 6, 3];
+const opts = (o: Partial<UniversalOptions>): UniversalOptions => ({ ...UNIVERSAL_DEFAULTS, xi: 300, norm: 2, batchSize: 5, candidates: 4, delta: 0, maxPasses: 3, ...o });
+const tmp = () => mkdtempSync(join(tmpdir(), 'uap-test-'));
+
+describe('Algorithm 1 (universal perturbation)', () => {
+  const model = tinyNet(shape, 6);
+  const X = randomImages(24, shape);
+
+  it.each([[2, 300], ['inf', 12]] as const)('norm %s: ||v|| never exceeds xi after any pass, and fools more as it goes', async (p, xi) => {
+    const norms: number[] = [];
+    const res = await computeUniversal(model, X, opts({ norm: p, xi }), { onPass: (r) => norms.push(p === 2 ? r.normL2 : r.normInf) });
+    for (const n of norms) expect(n).toBeLessThanOrEqual(xi * (1 + 1e-5));
+    expect(lpNorm(res.v, p)).toBeLessThanOrEqual(xi * (1 + 1e-5));
+    expect(res.history.length).toBe(3);
+    expect(res.foolingRate).toBeGreaterThan(0.3);
+    expect(res.converged).toBe(false);
+    expect(res.stopReason).toMatch(/pass cap/);
+  });
+
+  it('stops as soon as the fooling rate reaches 1 - delta, and says so', async () => {
+    const res = await computeUniversal(model, X, opts({ delta: 0.9, maxPasses: 5 }));
+    expect(res.converged).toBe(true);
+    expect(res.passes).toBe(1);
+    expect(res.foolingRate).toBeGreaterThanOrEqual(0.1);
+    expect(res.stopReason).toMatch(/1 - delta/);
+  });
+
+  it('the same seed gives the same v; another seed gives another', async () => {
+    const a = await computeUniversal(model, X, opts({ seed: 5, maxPasses: 2 }));
+    const b = await computeUniversal(model, X, opts({ seed: 5, maxPasses: 2 }));
+    const c = await computeUniversal(model, X, opts({ seed: 6, maxPasses: 2 }));
+    expect(Array.from(b.v.dataSync())).toEqual(Array.from(a.v.dataSync()));
+    expect(Array.from(c.v.dataSync())).not.toEqual(Array.from(a.v.dataSync()));
+  });
+
+  it('a run resumed from its checkpoint ends exactly where an unbroken run ends', async () => {
+    const full = await computeUniversal(model, X, opts({ maxPasses: 3 }));
+    const dir = tmp();
+    await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpointDir: dir });
+    expect(existsSync(join(dir, 'checkpoint.npy'))).toBe(true);
+    const resumed = await computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpointDir: dir, resume: true });
+    expect(resumed.history.map((h) => h.pass)).toEqual([1, 2, 3]);
+    expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(full.v.dataSync()));
+    expect(resumed.foolingRate).toBe(full.foolingRate);
+  });
+
+  it('refuses to resume with different settings', async () => {
+    const dir = tmp();
+    await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpointDir: dir });
+    await expect(computeUniversal(model, X, opts({ xi: 100 }), { checkpointDir: dir, resume: true })).rejects.toThrow(/xi=300, not 100/);
+  });
+
+  it('an aborted run throws AbortedError and keeps the last pass checkpoint', async () => {
+    const dir = tmp();
+    const ctl = new AbortController();
+    const run = computeUniversal(model, X, opts({ maxPasses: 3 }), {
+      checkpointDir: dir, signal: ctl.signal,
+      onPass: (r) => r.pass === 1 && ctl.abort(),
+    });
+    await expect(run).rejects.toBeInstanceOf(AbortedError);
+    const resumed = await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpointDir: dir, resume: true });
+    expect(resumed.passes).toBe(1);
+  });
+
+  it('reports progress for every batch', async () => {
+    const seen: number[] = [];
+    await computeUniversal(model, X, opts({ maxPasses: 1 }), { onProgress: (p) => seen.push(p.done) });
+    expect(seen).toEqual([5, 10, 15, 20, 24]);
+  });
+
+  it('rejects bad options with the flag name', async () => {
+    await expect(computeUniversal(model, X, opts({ xi: -1 }))).rejects.toThrow(/--xi/);
+    await expect(computeUniversal(model, X, opts({ norm: 3 as unknown as 2 }))).rejects.toThrow(/--norm/);
+    await expect(computeUniversal(model, X, opts({ delta: 1 }))).rejects.toThrow(UsageError);
+    await expect(computeUniversal(model, randomImages(2, [5, 5, 3]), opts({}))).rejects.toThrow(/images are 5x5x3 but model tiny takes 6x6x3/);
+  });
+});
+
+describe('fooling rate arithmetic', () => {
+  it('counts label changes against the clean predictions, not the ground truth', () => {
+    const clean = Int32Array.from([0, 1, 2, 3]);
+    const adv = Int32Array.from([0, 2, 2, 0]);
+    expect(foolingRate(clean, adv)).toBe(0.5);
+    const labels = Int32Array.from([0, 1, 5, 0]); // image 2 and 3 misclassified when clean
+    const ev = scorePredictions(clean, adv, labels);
+    expect(ev.cleanAccuracy).toBe(0.5);
+    expect(ev.perturbedAccuracy).toBe(0.5); // images 0 and 3 (fooled into the right label)
+    expect(ev.foolingRateOnCorrect).toBe(0.5); // of the correct images 0, 1 only 1 changed
+  });
+  it('perturbed images stay in [0, 255]', () => {
+    const x = tf.tensor4d([0, 10, 250, 255], [1, 2, 2, 1]);
+    const v = tf.tensor3d([-5, 300, 10, -1], [2, 2, 1]);
+    expect(Array.from(perturb(x, v).dataSync())).toEqual([0, 255, 255, 254]);
+  });
+  it('predictSet batches give the same labels as one batch', () => {
+    const m = tinyNet(shape, 6);
+    const X = randomImages(11, shape);
+    expect(Array.from(predictSet(m, X, null, 4))).toEqual(Array.from(predictSet(m, X, null, 11)));
+  });
+});
