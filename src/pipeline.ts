@@ -87,7 +87,8 @@ export interface ComputeSummary {
   result: Omit<UniversalResult, 'v' | 'cleanPred'>;
   onX: Evaluation;
   onVal?: Evaluation;
-  randomOnVal?: { mean: number; min: number; max: number; draws: number };
+  /** Random noise on the validation set with v's own norms: same Lp (the constraint's) and same L2. */
+  randomOnVal?: { sameLp: Baseline; sameL2: Baseline };
   out: string;
 }
 
@@ -106,15 +107,24 @@ export function loadPerturbation(file: string, model: Classifier, log: Log = sil
   return r;
 }
 
-/** Random-noise baseline: fooling rates of `draws` seeded random perturbations with the same norm. */
-export function randomBaseline(model: Classifier, set: ImageSet, norm: Norm, xi: number, draws: number, cleanPred: Int32Array) {
+export interface Baseline {
+  norm: Norm;
+  radius: number;
+  mean: number;
+  min: number;
+  max: number;
+  draws: number;
+}
+
+/** Random-noise baseline: fooling rates of `draws` seeded random perturbations of norm `xi`. */
+export function randomBaseline(model: Classifier, set: ImageSet, norm: Norm, xi: number, draws: number, cleanPred: Int32Array): Baseline {
   const rates: number[] = [];
   for (let d = 0; d < draws; d++) {
     const r = randomPerturbation(model.inputShape, norm, xi, 1000 + d);
     rates.push(evaluatePerturbation(model, set, r, { cleanPred }).foolingRate);
     r.dispose();
   }
-  return { mean: rates.reduce((a, b) => a + b, 0) / draws, min: Math.min(...rates), max: Math.max(...rates), draws };
+  return { norm, radius: xi, mean: rates.reduce((a, b) => a + b, 0) / draws, min: Math.min(...rates), max: Math.max(...rates), draws };
 }
 
 function summaryOf(e: Evaluation) {
@@ -146,7 +156,13 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     log.info(`stopped: ${res.stopReason}`);
     const onX = evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
     const onVal = V ? evaluatePerturbation(model, V, res.v, { batchSize: options.batchSize }) : undefined;
-    const randomOnVal = V && onVal ? randomBaseline(model, V, options.norm, options.xi, job.randomDraws ?? 3, onVal.cleanPred) : undefined;
+    const draws = job.randomDraws ?? 3;
+    const randomOnVal = V && onVal
+      ? {
+          sameLp: randomBaseline(model, V, options.norm, lpNorm(res.v, options.norm), draws, onVal.cleanPred),
+          sameL2: randomBaseline(model, V, 2, lpNorm(res.v, 2), draws, onVal.cleanPred),
+        }
+      : undefined;
     await writePerturbation(job.out, res.v);
     await writeExamples(join(job.out, 'examples.png'), model, V ?? X, res.v, onVal ?? onX);
     const { v, cleanPred: _cp, ...result } = res;
@@ -195,6 +211,32 @@ export async function runEvaluate(job: EvaluateJob, log: Log = silent) {
     }
     v.dispose();
     return metrics;
+  } finally {
+    model.dispose();
+  }
+}
+
+/** `uap accuracy`: top-1 and top-5 accuracy of a model on a labelled folder (checks card and preprocessing). */
+export async function runAccuracy(job: { model: string; assets?: string; data?: string; labels?: string; limit?: number; strict?: boolean; batchSize?: number }, log: Log = silent) {
+  const assets = assetsDir(job.assets);
+  const model = await loadClassifier(job.model, { assets });
+  try {
+    const dir = job.data ?? defaultData(model, assets).val;
+    const set = await loadSet(model, dir, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'images' });
+    const labels = set.labels;
+    if (!labels) throw new UsageError(`data ${dir}: accuracy needs labelled images (class folders, wnid names or a labels file)`);
+    const bs = job.batchSize ?? 32;
+    let top1 = 0;
+    let top5 = 0;
+    for (let s = 0; s < set.size; s += bs) {
+      const idx = Array.from({ length: Math.min(bs, set.size - s) }, (_, i) => s + i);
+      const top = tf.tidy(() => tf.topk(model.logits(set.batch(idx)), Math.min(5, model.numClasses)).indices.arraySync() as number[][]);
+      top.forEach((row, k) => {
+        if (row[0] === labels[s + k]) top1++;
+        if (row.includes(labels[s + k])) top5++;
+      });
+    }
+    return { model: model.name, folder: dir, images: set.size, top1: top1 / set.size, top5: top5 / set.size };
   } finally {
     model.dispose();
   }

@@ -36,7 +36,9 @@ export const UNIVERSAL_DEFAULTS: Omit<UniversalOptions, 'xi'> & { xi?: number } 
   maxPasses: 10,
   overshoot: 0.02,
   candidates: 10,
-  deepfoolSteps: 50,
+  // The reference UAP code caps DeepFool at 10 steps inside Algorithm 1 and drops unconverged steps;
+  // images that have not crossed by then rarely do, and they would cost 5x the gradients at 50.
+  deepfoolSteps: 10,
   deepfoolNorm: 2,
   batchSize: 16,
   seed: 0,

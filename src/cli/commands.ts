@@ -2,10 +2,10 @@ import { Command } from 'commander';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { initBackend } from '../backend.js';
-import { runCompute, runEvaluate, type ComputeSummary } from '../pipeline.js';
+import { runCompute, runEvaluate, runAccuracy, type ComputeSummary } from '../pipeline.js';
 import { assetsDir } from '../paths.js';
 import { UsageError } from '../errors.js';
-import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, count, type AttackFlags } from './flags.js';
+import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, count, type AttackFlags } from './flags.js';
 import { consoleLog, universalProgress } from './console.js';
 
 const pct = (x: number | undefined) => (x === undefined ? '-' : `${(x * 100).toFixed(1)}%`);
@@ -55,7 +55,9 @@ function printSummary(s: ComputeSummary): void {
     if (s.onVal.cleanAccuracy !== undefined)
       lines.push(`accuracy clean ${pct(s.onVal.cleanAccuracy)} -> perturbed ${pct(s.onVal.perturbedAccuracy)}; fooling rate among correctly classified ${pct(s.onVal.foolingRateOnCorrect)}`);
   }
-  if (r) lines.push(`random noise of the same norm on validation: ${pct(r.mean)} (min ${pct(r.min)}, max ${pct(r.max)}, ${r.draws} draws)`);
+  if (r)
+    for (const b of [r.sameLp, r.sameL2])
+      lines.push(`random noise, ${b.norm === 2 ? 'L2' : 'Linf'} ${b.radius.toFixed(b.norm === 2 ? 0 : 1)} (as v), on validation: ${pct(b.mean)} (min ${pct(b.min)}, max ${pct(b.max)}, ${b.draws} draws)`);
   lines.push(`written: ${['perturbation.npy', 'perturbation.png', 'examples.png', 'metrics.json', 'config.json'].map((f) => join(s.out, f)).join(', ')}`);
   process.stdout.write(lines.join('\n') + '\n');
 }
@@ -80,12 +82,8 @@ export function evaluateCommand(): Command {
   const cmd = new Command('evaluate').description('fooling rate and accuracy of a saved perturbation (.npy, HWC, pixel units)');
   addModelFlags(cmd, 'fashion');
   cmd
-    .requiredOption('-v, --perturbation <file.npy>', 'perturbation to evaluate (ours, or the paper authors\' .npy)')
-    .option('-d, --data <dir>', 'images to evaluate on (default: the model\'s validation set)')
-    .option('--labels <file>', 'labels file: lines "path, index"')
-    .option('--limit <n>', 'use at most n images', count('limit'))
-    .option('--batch-size <n>', 'images per forward pass', count('batch-size'), 32)
-    .option('--strict', 'stop on the first image that cannot be decoded')
+    .requiredOption('-v, --perturbation <file.npy>', 'perturbation to evaluate (ours, or the paper authors\' .npy)');
+  addScoringFlags(cmd, 'images to evaluate on')
     .option('-o, --out <dir>', 'also write metrics.json and examples.png here')
     .action(async (flags: Record<string, unknown>) => {
       await backend(flags.backend);
@@ -130,15 +128,30 @@ export function demoCommand(): Command {
         if (cmd.getOptionValueSource(k) !== 'cli') flags[k] = v;
       };
       if (imagenet) {
-        fill('limit', flags.limit ?? 200);
-        fill('valLimit', flags.valLimit ?? 500);
-        fill('maxPasses', 4);
+        // All 1000 sample images: Algorithm 1 needs many DeepFool updates before v fills the ball.
+        fill('maxPasses', 3);
       } else {
-        fill('xi', 60);
-        fill('maxPasses', 5);
+        fill('xi', 40);
+        fill('maxPasses', 10);
       }
       const out = (flags.out as string | undefined) ?? (imagenet ? 'runs/demo-imagenet' : 'runs/demo');
       printSummary(await computeWithProgress(flags, out, { model: imagenet ? 'mobilenet_v1_0.25_224' : 'fashion', randomDraws: 3 }));
+    });
+  return cmd;
+}
+
+export function accuracyCommand(): Command {
+  const cmd = new Command('accuracy').description("top-1 / top-5 accuracy of a model on labelled images (checks its card's preprocessing and label mapping)");
+  addModelFlags(cmd, 'fashion');
+  addScoringFlags(cmd, 'labelled images')
+    .option('--json', 'print the result as JSON')
+    .action(async (flags: Record<string, unknown>) => {
+      await backend(flags.backend);
+      const r = await runAccuracy(
+        { model: flags.model as string, assets: flags.assets as string | undefined, data: flags.data as string | undefined, labels: flags.labels as string | undefined, limit: flags.limit as number | undefined, strict: Boolean(flags.strict), batchSize: flags.batchSize as number },
+        consoleLog,
+      );
+      process.stdout.write(flags.json ? JSON.stringify(r) + '\n' : `model ${r.model}: top-1 ${pct(r.top1)}, top-5 ${pct(r.top5)} on ${r.images} images from ${r.folder}\n`);
     });
   return cmd;
 }

@@ -48,26 +48,34 @@ export function addAttackFlags(cmd: Command): Command {
     .option('--max-passes <n>', 'pass cap over X', count('max-passes'), 10)
     .option('--overshoot <o>', 'DeepFool overshoot', number('overshoot', (n) => n >= 0, 'a number >= 0'), 0.02)
     .option('--candidates <k>', 'DeepFool candidate classes (top-k of the clean prediction)', count('candidates', 2), 10)
-    .option('--deepfool-steps <n>', 'DeepFool step cap', count('deepfool-steps'), 50)
+    .option('--deepfool-steps <n>', 'DeepFool step cap inside Algorithm 1 (the reference code uses 10)', count('deepfool-steps'), 10)
+    .addOption(new Option('--deepfool-norm <n>', 'inner DeepFool step: 2 (the paper) or match (the Lp step of --norm)').default(2).argParser(deepfoolNorm))
     .option('--batch-size <n>', 'images per forward check and per batched DeepFool call', count('batch-size'), 16)
     .option('--seed <n>', 'seed of the shuffles', number('seed', Number.isInteger, 'an integer'), 0);
 }
 
-export interface AttackFlags {
-  norm: Norm;
-  xi?: number;
-  delta: number;
-  maxPasses: number;
-  overshoot: number;
-  candidates: number;
-  deepfoolSteps: number;
-  batchSize: number;
-  seed: number;
+function deepfoolNorm(s: string): 2 | 'match' {
+  if (s === '2' || s === 'l2') return 2;
+  if (s === 'match') return 'match';
+  throw new UsageError(`--deepfool-norm ${s}: expected 2 or match`);
 }
 
+/** The attack flags as commander parses them (camel-cased): UniversalOptions, with xi optional. */
+export type AttackFlags = Omit<UniversalOptions, 'xi' | 'maxGradientRows'> & { xi?: number };
+
 export function attackOptions(f: AttackFlags): Partial<UniversalOptions> {
-  const { norm: p, xi, delta, maxPasses, overshoot, candidates, deepfoolSteps, batchSize, seed } = f;
-  return { norm: p, ...(xi !== undefined ? { xi } : {}), delta, maxPasses, overshoot, candidates, deepfoolSteps, batchSize, seed };
+  const keys = ['norm', 'xi', 'delta', 'maxPasses', 'overshoot', 'candidates', 'deepfoolSteps', 'deepfoolNorm', 'batchSize', 'seed'] as const;
+  return Object.fromEntries(keys.filter((k) => f[k] !== undefined).map((k) => [k, f[k]]));
+}
+
+/** One image folder to score (evaluate, accuracy): data, labels, limit, batch size, strict. */
+export function addScoringFlags(cmd: Command, what: string): Command {
+  return cmd
+    .option('-d, --data <dir>', `${what} (default: the model's validation set)`)
+    .option('--labels <file>', 'labels file: lines "path, index"')
+    .option('--limit <n>', 'use at most n images', count('limit'))
+    .option('--batch-size <n>', 'images per forward pass', count('batch-size'), 32)
+    .option('--strict', 'stop on the first image that cannot be decoded');
 }
 
 export function dataSpec(f: Record<string, unknown>): DataSpec {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { UsageError, AbortedError } from '../errors.js';
-import { computeCommand, evaluateCommand, demoCommand } from './commands.js';
+import { computeCommand, evaluateCommand, demoCommand, accuracyCommand } from './commands.js';
 
 /**
  * The `uap` command line. Bad input (flags, files, cards) ends with a one-line message and exit
@@ -11,7 +11,7 @@ function program(): Command {
   const p = new Command('uap')
     .description('Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017) for TensorFlow.js classifiers')
     .showHelpAfterError('(add --help for usage)');
-  for (const c of [computeCommand(), evaluateCommand(), demoCommand()]) p.addCommand(c);
+  for (const c of [computeCommand(), evaluateCommand(), accuracyCommand(), demoCommand()]) p.addCommand(c);
   p.exitOverride();
   for (const c of p.commands) c.exitOverride();
   return p;

@@ -34,9 +34,12 @@ export async function writePerturbation(dir: string, v: tf.Tensor3D): Promise<vo
  * label (red when it changed), and the perturbation itself. Fooled images are preferred.
  */
 export async function writeExamples(file: string, model: Classifier, set: ImageSet, v: tf.Tensor3D, ev: Evaluation, count = 6): Promise<void> {
-  const fooled = ev.cleanPred.reduce<number[]>((a, p, i) => (p !== ev.advPred[i] ? [...a, i] : a), []);
-  const rest = Array.from({ length: set.size }, (_, i) => i).filter((i) => ev.cleanPred[i] === ev.advPred[i]);
-  const pick = [...fooled, ...rest].slice(0, count).sort((a, b) => a - b);
+  const all = Array.from({ length: set.size }, (_, i) => i);
+  const fooled = all.filter((i) => ev.cleanPred[i] !== ev.advPred[i]);
+  // Fooled images of different clean labels first, so the grid shows several classes.
+  const seen = new Set<number>();
+  const varied = fooled.filter((i) => !seen.has(ev.cleanPred[i]) && seen.add(ev.cleanPred[i]));
+  const pick = [...new Set([...varied, ...fooled, ...all])].slice(0, count).sort((a, b) => a - b);
   const x = set.batch(pick);
   const adv = tf.tidy(() => perturb(x, v));
   const advPx = Uint8Array.from(await adv.data(), (p) => Math.round(p));

@@ -224,7 +224,8 @@ export function compileLayersModel(model: tf.LayersModel, outputLayer?: string):
     throw new UsageError(`logits layer "${target}" is not in the model (last layers: ${names})`);
   }
   if (model.inputs.length !== 1) throw new UsageError('only single-input models are supported');
-  const inputName = model.inputLayers[0].name;
+  // inputs[0].sourceLayer works for functional models and Sequential ones (whose layers omit the InputLayer).
+  const inputName = model.inputs[0].sourceLayer.name;
   const owned: tf.Tensor[] = [];
   const steps: Step[] = [];
   const folded = new Set<string>();

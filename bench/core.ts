@@ -1,0 +1,88 @@
+/**
+ * Core benchmark (`npm run bench`): on the ImageNet MobileNet v1 0.25 from the shared assets,
+ * prints DeepFool images/second, seconds per Algorithm 1 pass, the speed-up of the tiled top-k
+ * gradient over one backward pass per class (results asserted equal), and tf.memory() across passes.
+ * Ratios, not absolute times, are what carry across machines.
+ */
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../src/backend.js';
+import { loadClassifier } from '../src/model/load.js';
+import { candidateGradients, candidateGradientsLoop } from '../src/model/gradients.js';
+import { deepfool } from '../src/attacks/deepfool.js';
+import { computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
+import { loadSet } from '../src/pipeline.js';
+import { assetsDir } from '../src/paths.js';
+import { join } from 'node:path';
+
+const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
+const images = Number(args.get('images') ?? 64);
+const backendFlag = args.get('backend');
+
+function seconds<T>(f: () => T): [T, number] {
+  const t = performance.now();
+  const r = f();
+  return [r, (performance.now() - t) / 1000];
+}
+
+async function main() {
+  const assets = assetsDir(args.get('assets'));
+  if (!existsSync(assets)) {
+    console.log(`bench: skipped, assets folder ${assets} not found (pass --assets=DIR or set UAP_ASSETS)`);
+    return;
+  }
+  const backend = await initBackend(backendFlag);
+  const model = await loadClassifier('mobilenet_v1_0.25_224', { assets });
+  const X = await loadSet(model, join(assets, 'data', 'imagenet-sample-images'), { limit: images, assets, what: 'X' });
+  console.log(`backend ${backend}; MobileNet v1 0.25 224; ${X.size} images`);
+
+  // 1. Tiled top-k gradients vs one backward pass per class (same numbers).
+  const k = 10;
+  const x = X.batch([0, 1, 2, 3, 4, 5, 6, 7]);
+  const cand = Int32Array.from({ length: 8 * k }, (_, i) => (i * 37) % 1000);
+  candidateGradients(model, x, cand, k).grads.dispose(); // warm-up
+  const [tiled, tTiled] = seconds(() => candidateGradients(model, x, cand, k));
+  const [loop, tLoop] = seconds(() => candidateGradientsLoop(model, x, cand, k));
+  const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(tiled.grads, loop.grads))).dataSync()[0] / tf.max(tf.abs(loop.grads)).dataSync()[0]);
+  if (!(diff < 1e-4)) throw new Error(`tiled and per-class gradients differ: relative ${diff}`);
+  tf.dispose([tiled.grads, loop.grads]);
+
+  // 2. DeepFool throughput (L2, 10 candidates, batch 8).
+  const [df, tDf] = seconds(() => deepfool(model, x, { candidates: k }));
+  const meanSteps = df.steps.reduce((a, b) => a + b, 0) / df.steps.length;
+  df.r.dispose();
+  x.dispose();
+
+  // 3. Algorithm 1: two passes at Linf 10, memory before/after each pass.
+  const mem: { pass: number; numTensors: number; numBytes: number; rssMB: number }[] = [];
+  const snap = (pass: number) => mem.push({ pass, numTensors: tf.memory().numTensors, numBytes: tf.memory().numBytes, rssMB: Math.round(process.memoryUsage().rss / 1e6) });
+  snap(0);
+  const res = await computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, norm: 'inf', xi: 10, maxPasses: 2, delta: 0 }, { onPass: (r) => snap(r.pass) });
+  res.v.dispose();
+
+  const result = {
+    date: new Date().toISOString(),
+    backend,
+    images: X.size,
+    gradients: { batch: 8, candidates: k, tiledSeconds: tTiled, perClassLoopSeconds: tLoop, speedup: tLoop / tTiled, maxRelativeDifference: diff },
+    deepfool: { imagesPerSecond: 8 / tDf, meanSteps },
+    universal: { secondsPerPass: res.history.map((h) => h.seconds), foolingRate: res.history.map((h) => h.foolingRate) },
+    memory: mem,
+  };
+  console.table({
+    'tiled top-10 gradients (s, batch 8)': tTiled.toFixed(2),
+    'one backward per class (s)': tLoop.toFixed(2),
+    'speed-up, tiled vs loop': (tLoop / tTiled).toFixed(2) + 'x',
+    'DeepFool images/s (L2, k=10)': (8 / tDf).toFixed(2),
+    'DeepFool mean steps': meanSteps.toFixed(1),
+    'Algorithm 1 s/pass': res.history.map((h) => h.seconds.toFixed(1)).join(', '),
+  });
+  console.log('memory across passes (tf.memory and RSS):');
+  console.table(mem);
+  mkdirSync('bench/results', { recursive: true });
+  writeFileSync('bench/results/core.json', JSON.stringify(result, null, 2) + '\n');
+  console.log('written bench/results/core.json');
+  model.dispose();
+}
+
+await main();

@@ -1,0 +1,50 @@
+import { describe, it, expect } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { writeNpy } from '../src/io/npy.js';
+
+const CLI = resolve('dist/src/cli/main.js');
+const uap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120_000 });
+const tmp = () => mkdtempSync(join(tmpdir(), 'uap-cli-'));
+
+/** Bad input: exit code 2 and exactly one line on stderr naming the problem, no stack trace. */
+function expectUsageError(args: string[], pattern: RegExp) {
+  const r = uap(...args);
+  const errLines = r.stderr.split('\n').filter((l) => l.startsWith('uap: error') || l.startsWith('error:'));
+  expect(r.status, r.stderr).toBe(2);
+  expect(errLines.length).toBe(1);
+  expect(errLines[0]).toMatch(pattern);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+describe('CLI', () => {
+  it('has --help on every command', () => {
+    for (const c of ['compute', 'evaluate', 'accuracy', 'demo']) {
+      const r = uap(c, '--help');
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(/Usage: uap/);
+    }
+    expect(uap('compute', '--help').stdout).toMatch(/--xi <x>/);
+  });
+  it('negative xi', () => expectUsageError(['compute', '--xi', '-3'], /--xi -3: expected a positive number/));
+  it('unknown norm', () => expectUsageError(['compute', '--norm', '3'], /--norm 3: expected 2 or inf/));
+  it('non-numeric batch size', () => expectUsageError(['compute', '--batch-size', 'many'], /--batch-size many: expected an integer >= 1/));
+  it('unknown flag', () => expectUsageError(['compute', '--bogus'], /unknown option '--bogus'/));
+  it('missing model', () => expectUsageError(['compute', '--model', 'no-such-model'], /--model no-such-model: not found/));
+  it('empty data folder', () => expectUsageError(['compute', '--data', tmp()], /no images found/));
+  it('missing data folder', () => expectUsageError(['compute', '--data', '/nonexistent/x'], /data \/nonexistent\/x: folder not found/));
+  it('missing perturbation file', () => expectUsageError(['evaluate', '-v', '/nonexistent/v.npy'], /perturbation \/nonexistent\/v.npy: file not found/));
+  it('perturbation of the wrong image size for the model', () => {
+    const f = join(tmp(), 'v.npy');
+    writeNpy(f, { data: new Float32Array(5 * 5 * 3), shape: [5, 5, 3] });
+    expectUsageError(['evaluate', '-v', f], /has 3 channels, model fashion-mnist-cnn takes 1/);
+  });
+  it('bad model card', () => {
+    const dir = tmp();
+    writeFileSync(join(dir, 'card.json'), JSON.stringify({ name: 'x', format: 'layers', model: 'model.json', inputShape: [0, 2, 3] }));
+    expectUsageError(['compute', '--model', dir], /model card .*card\.json: "inputShape" must be/);
+  });
+  it('resume without a checkpoint', () => expectUsageError(['compute', '--resume', '--out', tmp()], /--resume: no checkpoint in/));
+});
