@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from './model/classifier.js';
-import { loadClassifier } from './model/load.js';
+import { loadClassifier, type CardOverrides } from './model/load.js';
 import { listDataset, loadImages, type ImageSet } from './data/dataset.js';
 import { computeUniversal, type UniversalOptions, type RunControl, type UniversalResult, UNIVERSAL_DEFAULTS } from './attacks/universal.js';
 import { evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
@@ -72,6 +72,8 @@ export async function loadSet(model: Classifier, dir: string, opts: { labels?: s
 
 export interface ComputeJob extends DataSpec {
   model: string;
+  /** Model-card fields that complete or override the model's card. */
+  card?: CardOverrides;
   assets?: string;
   out: string;
   options: Partial<UniversalOptions>;
@@ -140,7 +142,7 @@ function summaryOf(e: Evaluation) {
 export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpointDir' | 'resume' | 'init'> & { log?: Log; model?: Classifier } = {}): Promise<ComputeSummary> {
   const log = ctl.log ?? silent;
   const assets = assetsDir(job.assets);
-  const model = ctl.model ?? (await loadClassifier(job.model, { assets }));
+  const model = ctl.model ?? (await loadClassifier(job.model, { assets, card: job.card }));
   try {
     const defaults = defaultData(model, assets);
     const X = await loadSet(model, job.data ?? defaults.data, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'crafting set X' });
@@ -180,6 +182,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
 
 export interface EvaluateJob extends DataSpec {
   model: string;
+  card?: CardOverrides;
   assets?: string;
   perturbation: string;
   /** Folder for metrics.json and examples.png (optional). */
@@ -191,7 +194,7 @@ export interface EvaluateJob extends DataSpec {
 /** `uap evaluate`: the figures of a saved perturbation on an image set, beside random noise of its norm. */
 export async function runEvaluate(job: EvaluateJob, log: Log = silent) {
   const assets = assetsDir(job.assets);
-  const model = await loadClassifier(job.model, { assets });
+  const model = await loadClassifier(job.model, { assets, card: job.card });
   try {
     const v = loadPerturbation(job.perturbation, model, log);
     const dir = job.val ?? job.data ?? defaultData(model, assets).val;
@@ -217,9 +220,9 @@ export async function runEvaluate(job: EvaluateJob, log: Log = silent) {
 }
 
 /** `uap accuracy`: top-1 and top-5 accuracy of a model on a labelled folder (checks card and preprocessing). */
-export async function runAccuracy(job: { model: string; assets?: string; data?: string; labels?: string; limit?: number; strict?: boolean; batchSize?: number }, log: Log = silent) {
+export async function runAccuracy(job: { model: string; card?: CardOverrides; assets?: string; data?: string; labels?: string; limit?: number; strict?: boolean; batchSize?: number }, log: Log = silent) {
   const assets = assetsDir(job.assets);
-  const model = await loadClassifier(job.model, { assets });
+  const model = await loadClassifier(job.model, { assets, card: job.card });
   try {
     const dir = job.data ?? defaultData(model, assets).val;
     const set = await loadSet(model, dir, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'images' });

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { writeNpy } from '../src/io/npy.js';
@@ -47,4 +47,16 @@ describe('CLI', () => {
     expectUsageError(['compute', '--model', dir], /model card .*card\.json: "inputShape" must be/);
   });
   it('resume without a checkpoint', () => expectUsageError(['compute', '--resume', '--out', tmp()], /--resume: no checkpoint in/));
+  it('a model.json with no card: a clear error, or a card made from flags that scores like the real card', () => {
+    const dir = tmp();
+    for (const f of ['model.json', 'weights.bin']) copyFileSync(join('assets/fashion-mnist/model', f), join(dir, f));
+    expectUsageError(['accuracy', '-m', dir], /no card\.json beside the model; .* --input-shape and --num-classes/);
+    const data = ['-d', 'assets/fashion-mnist/images/val', '--json'];
+    const fromFlags = uap('accuracy', '-m', join(dir, 'model.json'), '--input-shape', '28x28x1', '--num-classes', '10', '--scale', String(1 / 255), '--logits-layer', 'logits', ...data);
+    expect(fromFlags.status, fromFlags.stderr).toBe(0);
+    const fromCard = uap('accuracy', '-m', 'fashion', ...data);
+    expect(JSON.parse(fromFlags.stdout).top1).toBe(JSON.parse(fromCard.stdout).top1);
+    expect(JSON.parse(fromCard.stdout).top1).toBeGreaterThan(0.85);
+    expectUsageError(['accuracy', '-m', dir, '--input-shape', '28x28'], /--input-shape 28x28: expected HxWxC/);
+  });
 });

@@ -3,6 +3,9 @@ import { UsageError } from '../errors.js';
 import { parseNorm, type Norm } from '../math/lp.js';
 import type { UniversalOptions } from '../attacks/universal.js';
 import type { DataSpec } from '../pipeline.js';
+import type { CardOverrides } from '../model/load.js';
+import type { ModelCard } from '../model/card.js';
+import { resolve } from 'node:path';
 
 /** Flag value parsers: each error names the flag and what it expected. */
 export function number(flag: string, check: (n: number) => boolean = () => true, expected = 'a number') {
@@ -21,12 +24,54 @@ export function norm(s: string): Norm {
   return p;
 }
 
-/** --model, --assets, --backend: every command that runs a model takes them. */
+function shape(s: string): [number, number, number] {
+  const m = /^(\d+)x(\d+)x([13])$/.exec(s.trim());
+  if (!m) throw new UsageError(`--input-shape ${s}: expected HxWxC with C 1 or 3, e.g. 224x224x3`);
+  return [Number(m[1]), Number(m[2]), Number(m[3])];
+}
+
+function numbers(flag: string) {
+  return (s: string): number[] => {
+    const v = s.split(',').map(Number);
+    if (v.some((n) => !Number.isFinite(n))) throw new UsageError(`--${flag} ${s}: expected comma-separated numbers, e.g. 123.7,116.3,103.5`);
+    return v;
+  };
+}
+
+/** --model, --assets, --backend and the model-card flags: every command that runs a model takes them. */
 export function addModelFlags(cmd: Command, defaultModel: string): Command {
   return cmd
     .option('-m, --model <name|path>', 'bundled model name, model card, or model folder/model.json with card.json beside it', defaultModel)
     .option('--assets <dir>', 'folder of the shared ImageNet models and images (default: $UAP_ASSETS or ../shared/assets)')
-    .option('--backend <name>', 'compute backend: wasm (default when its self-check passes) or cpu');
+    .option('--backend <name>', 'compute backend: wasm (default when its self-check passes) or cpu')
+    .option('--input-shape <HxWxC>', 'card: model input size, e.g. 224x224x3', shape)
+    .option('--num-classes <n>', 'card: number of classes', count('num-classes', 2))
+    .option('--scale <s>', 'card: model input = pixel * scale + offset', number('scale'))
+    .option('--offset <o>', 'card: see --scale', number('offset'))
+    .option('--mean <r,g,b>', 'card: model input = (pixel - mean) / std', numbers('mean'))
+    .option('--std <r,g,b>', 'card: see --mean', numbers('std'))
+    .option('--bgr', 'card: the model takes BGR channel order')
+    .option('--logits-layer <name>', 'card: layer (LayersModel) or node (GraphModel) giving pre-softmax logits')
+    .option('--probabilities', 'card: that output is probabilities (log-probabilities are used as logits)')
+    .option('--class-names <file>', 'card: label names, one per line');
+}
+
+/** The card fields given as flags (they complete or override the model's card). */
+export function cardOverrides(f: Record<string, unknown>): CardOverrides {
+  const o: CardOverrides = {};
+  const pre: ModelCard['preprocess'] = {};
+  if (f.inputShape) o.inputShape = f.inputShape as [number, number, number];
+  if (f.numClasses) o.numClasses = f.numClasses as number;
+  if (f.scale !== undefined) pre.scale = f.scale as number;
+  if (f.offset !== undefined) pre.offset = f.offset as number;
+  if (f.mean) pre.mean = f.mean as number[];
+  if (f.std) pre.std = f.std as number[];
+  if (f.bgr) pre.channelOrder = 'BGR';
+  if (Object.keys(pre).length) o.preprocess = pre;
+  if (f.logitsLayer) o.logitsLayer = f.logitsLayer as string;
+  if (f.probabilities) o.outputIsProbabilities = true;
+  if (f.classNames) o.labels = resolve(f.classNames as string);
+  return o;
 }
 
 export function addDataFlags(cmd: Command): Command {

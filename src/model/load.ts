@@ -1,9 +1,9 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { join, resolve, basename } from 'node:path';
+import { dirname, join, resolve, basename } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UsageError } from '../errors.js';
 import { CARDS_DIR, EMBEDDED_DIR, assetsDir } from '../paths.js';
-import { type ModelCard, readCard, resolveCardPath, cardLabels } from './card.js';
+import { type ModelCard, readCard, resolveCardPath, cardLabels, validateCard } from './card.js';
 import type { Classifier } from './classifier.js';
 import { fileHandler } from './fileHandler.js';
 import { compileLayersModel, runPlainGraph, type PlainGraph } from './layersGraph.js';
@@ -20,13 +20,36 @@ function readdirJson(dir: string): string[] {
   return readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
 }
 
+/** Card fields given on the command line: they complete or override the card file. */
+export type CardOverrides = Partial<Omit<ModelCard, 'preprocess'>> & { preprocess?: ModelCard['preprocess'] };
+
+function merge(card: Partial<ModelCard>, o: CardOverrides, source: string): ModelCard {
+  const merged = { ...card, ...o, preprocess: { ...card.preprocess, ...o.preprocess } };
+  const valid = validateCard(merged, source);
+  valid.baseDir = card.baseDir;
+  return valid;
+}
+
+/** A card built from flags alone, for a model.json that has none beside it. */
+function cardFromFlags(modelJson: string, spec: string, o: CardOverrides): ModelCard {
+  if (!o.inputShape || !o.numClasses)
+    throw new UsageError(
+      `--model ${spec}: no card.json beside the model; write one (see README: model cards) or pass --input-shape and --num-classes (with --scale/--offset or --mean/--std)`,
+    );
+  const json = JSON.parse(readFileSync(modelJson, 'utf8')) as { format?: string };
+  const base: Partial<ModelCard> = { name: basename(dirname(modelJson)), format: json.format === 'graph-model' ? 'graph' : 'layers', model: modelJson, baseDir: dirname(modelJson) };
+  return merge(base, o, `for ${spec} (from flags)`);
+}
+
 /**
  * Finds the card for `spec`: a bundled name (`fashion`, `mobilenet_v1_0.25_224`, ...), a card file,
- * a model folder holding `card.json`, or a model.json with `card.json` beside it.
+ * a model folder holding `card.json`, or a model.json with `card.json` beside it. `overrides` (from
+ * flags) complete or replace its fields, or make the whole card when the model has none.
  */
-export function findCard(spec: string): ModelCard {
+export function findCard(spec: string, overrides: CardOverrides = {}): ModelCard {
+  const withFlags = (file: string) => (Object.keys(overrides).length ? merge(readCard(file), overrides, file) : readCard(file));
   const bundled = bundledModels();
-  if (bundled[spec]) return readCard(bundled[spec]);
+  if (bundled[spec]) return withFlags(bundled[spec]);
   const p = resolve(spec);
   if (!existsSync(p)) {
     throw new UsageError(
@@ -35,19 +58,20 @@ export function findCard(spec: string): ModelCard {
   }
   if (p.endsWith('.tflite'))
     throw new UsageError(`--model ${spec}: TFLite models are not supported yet (the TFLite importer is a separate issue)`);
-  if (statSync(p).isDirectory()) {
-    for (const c of ['card.json', 'model.card.json']) if (existsSync(join(p, c))) return readCard(join(p, c));
-    throw new UsageError(`--model ${spec}: folder has no card.json describing the model (see README: model cards)`);
-  }
-  const json = JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
-  if (json.modelTopology) {
-    for (const c of ['card.json', 'model.card.json']) {
-      const f = join(resolve(p, '..'), c);
-      if (existsSync(f)) return readCard(f);
+  const dir = statSync(p).isDirectory() ? p : dirname(p);
+  const modelJson = statSync(p).isDirectory() ? join(p, 'model.json') : p;
+  if (!statSync(p).isDirectory()) {
+    let json: Record<string, unknown>;
+    try {
+      json = JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
+    } catch {
+      throw new UsageError(`--model ${spec}: not a JSON model card or model.json`);
     }
-    throw new UsageError(`--model ${spec}: no card.json beside the model (a card states input size and preprocessing)`);
+    if (!json.modelTopology) return withFlags(p);
   }
-  return readCard(p);
+  for (const c of ['card.json', 'model.card.json']) if (existsSync(join(dir, c))) return withFlags(join(dir, c));
+  if (!existsSync(modelJson)) throw new UsageError(`--model ${spec}: folder has no card.json and no model.json`);
+  return cardFromFlags(modelJson, spec, overrides);
 }
 
 /** Pixel space [0,255] RGB -> the model's input, as the card declares. */
@@ -90,8 +114,8 @@ function outputMapFn(card: ModelCard, assets: string): { fn: (y: tf.Tensor2D) =>
 }
 
 /** Loads the classifier a card describes; its logits take pixel-space images. */
-export async function loadClassifier(spec: string | ModelCard, opts: { assets?: string } = {}): Promise<Classifier> {
-  const card = typeof spec === 'string' ? findCard(spec) : spec;
+export async function loadClassifier(spec: string | ModelCard, opts: { assets?: string; card?: CardOverrides } = {}): Promise<Classifier> {
+  const card = typeof spec === 'string' ? findCard(spec, opts.card) : spec;
   const assets = assetsDir(opts.assets);
   const modelPath = resolveCardPath(card, card.model, assets);
   if (!existsSync(modelPath)) {
