@@ -17,7 +17,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import * as tf from '@tensorflow/tfjs';
-import '@tensorflow/tfjs-backend-wasm';
+import { initBackend } from '../src/backend.js';
+import { conv2dInputGradient } from '../src/model/inputgrad.js';
 import sharp from 'sharp';
 
 const DEFAULT_DATA_DIR = '/usr/share/datasets/fashion-mnist';
@@ -161,14 +162,6 @@ function isOne(v: number | [number, number] | undefined): boolean {
 }
 
 /**
- * dL/dx of a stride-1 'same' convolution: a 'same' convolution of dy with the kernel rotated by 180°
- * and its in/out channels swapped (exact for odd kernel sizes).
- */
-function convInputGrad(dy: tf.Tensor4D, filter: tf.Tensor4D): tf.Tensor4D {
-  return tf.conv2d(dy, tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]), 1, 'same');
-}
-
-/**
  * dL/dW[ky,kx,c,f] = sum over b,y,x of xpad[b,y+ky,x+kx,c] * dy[b,y,x,f]: a 'valid' convolution of the
  * padded input with dy as the kernel, once batch and channels swap places.
  */
@@ -195,7 +188,7 @@ function useForwardConvGradient(): void {
       if (!isOne(a.strides) || !isOne(a.dilations) || a.pad !== 'same' || a.dataFormat !== 'NHWC' || !oddKernel)
         throw new Error('train-fashion: the Conv2D gradient here only covers stride 1, same padding, NHWC, odd kernels');
       const g = dy as tf.Tensor4D;
-      return { x: () => convInputGrad(g, filter), filter: () => convFilterGrad(x, g, filter.shape) };
+      return { x: () => conv2dInputGradient(g, filter, x.shape, [1, 1], 'same'), filter: () => convFilterGrad(x, g, filter.shape) };
     },
   });
 }
@@ -411,7 +404,7 @@ async function main(): Promise<void> {
   const dataDir = resolve(opts.dataDir);
   const train = readSplit(dataDir, 'train');
   const test = readSplit(dataDir, 't10k');
-  await tf.setBackend('wasm'); // see the header: cpu is far too slow, wasm needs the gradient below
+  await initBackend('wasm'); // see the header: cpu is far too slow, wasm needs the gradient below
   useForwardConvGradient();
   console.log(`data: ${train.n} train / ${test.n} test images from ${dataDir}; backend ${tf.getBackend()}`);
 

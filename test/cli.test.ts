@@ -7,6 +7,8 @@ import { writeNpy } from '../src/io/npy.js';
 
 const CLI = resolve('dist/src/cli/main.js');
 const uap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120_000 });
+const uapWithEnv = (env: Record<string, string>, ...args: string[]) =>
+  spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, ...env } });
 const tmp = () => mkdtempSync(join(tmpdir(), 'uap-cli-'));
 
 /** Bad input: exit code 2 and exactly one line on stderr naming the problem, no stack trace. */
@@ -58,5 +60,12 @@ describe('CLI', () => {
     expect(JSON.parse(fromFlags.stdout).top1).toBe(JSON.parse(fromCard.stdout).top1);
     expect(JSON.parse(fromCard.stdout).top1).toBeGreaterThan(0.85);
     expectUsageError(['accuracy', '-m', dir, '--input-shape', '28x28'], /--input-shape 28x28: expected HxWxC/);
+  });
+  it('the ImageNet demo and models explain what to pass when the assets folder is absent', () => {
+    for (const args of [['demo', '--imagenet'], ['compute', '-m', 'mobilenet_v1_0.25_224']]) {
+      const r = uapWithEnv({ UAP_ASSETS: '/nonexistent-assets' }, ...args);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/\/nonexistent-assets.*(--assets|UAP_ASSETS)/);
+    }
   });
 });

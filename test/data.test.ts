@@ -1,12 +1,12 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { listDataset, loadImages } from '../src/data/dataset.js';
 import { decodeImage } from '../src/data/decode.js';
-import { readNpy, writeNpy } from '../src/io/npy.js';
+import { readNpy, writeNpy, fortranToC } from '../src/io/npy.js';
 import { UsageError } from '../src/errors.js';
 
 beforeAll(async () => {
@@ -103,6 +103,15 @@ describe('.npy files', () => {
     const back = readNpy(f);
     expect(back.shape).toEqual([2, 3, 3]);
     expect(Array.from(back.data)).toEqual(Array.from(data));
+  });
+  it('reads Fortran-order arrays (as the paper authors\' files are) into C order', () => {
+    // A 2x3 array [[0, 1, 2], [3, 4, 5]] stored column-major is 0 3 1 4 2 5.
+    expect(Array.from(fortranToC(Float32Array.from([0, 3, 1, 4, 2, 5]), [2, 3]))).toEqual([0, 1, 2, 3, 4, 5]);
+    const f = join(tmp(), 'f.npy');
+    writeNpy(f, { data: Float32Array.from([0, 3, 1, 4, 2, 5]), shape: [2, 3] });
+    const text = readFileSync(f).toString('latin1').replace("'fortran_order': False", "'fortran_order': True ");
+    writeFileSync(f, Buffer.from(text, 'latin1'));
+    expect(Array.from(readNpy(f).data)).toEqual([0, 1, 2, 3, 4, 5]);
   });
   it('rejects a file that is not .npy', () => {
     const f = join(tmp(), 'x.npy');

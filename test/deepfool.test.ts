@@ -84,4 +84,13 @@ describe('DeepFool edge cases', () => {
     for (const s of res.status) expect(['converged', 'maxSteps']).toContain(s);
     expect(Array.from(res.r.dataSync()).every(Number.isFinite)).toBe(true);
   });
+  it('leaves no tensors behind but its result', () => {
+    const m = tinyNet([4, 4, 3], 5);
+    const x = tf.randomUniform([5, 4, 4, 3], 0, 255, 'float32', 3) as tf.Tensor4D;
+    deepfool(m, x, { candidates: 4 }).r.dispose(); // first call may create lazily-cached constants
+    const before = tf.memory().numTensors;
+    const res = deepfool(m, x, { candidates: 4, maxSteps: 3 });
+    expect(tf.memory().numTensors).toBe(before + 1);
+    res.r.dispose();
+  });
 });

@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend.js';
@@ -24,8 +25,8 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
   beforeAll(async () => {
     await initBackend();
     model = await loadClassifier('mobilenet_v1_0.25_224', { assets });
-    X = await loadSet(model, join(assets, 'data', 'imagenet-sample-images'), { limit: 32, assets, what: 'X' });
-    V = await loadSet(model, join(assets, 'data', 'ilsvrc2012_val_1300'), { limit: 100, assets, what: 'val' });
+    X = await loadSet(model, join(assets, 'data', 'imagenet-sample-images'), { limit: 48, assets, what: 'X' });
+    V = await loadSet(model, join(assets, 'data', 'ilsvrc2012_val_1300'), { limit: 200, assets, what: 'val' });
   });
   afterAll(() => model?.dispose());
 
@@ -55,14 +56,24 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
     expect(Math.sqrt(diffSq / sq)).toBeLessThan(1e-3);
   }, 300_000);
 
-  it('a UAP from 32 images fools validation images far more than random noise of the same norm', async () => {
+  it('a UAP from 48 images fools validation images far more than random noise of the same norm', async () => {
     const res = await computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, norm: 2, xi: 2000, maxPasses: 2, delta: 0, batchSize: 8 });
     expect(lpNorm(res.v, 2)).toBeLessThanOrEqual(2000 * (1 + 1e-5));
     const ev = evaluatePerturbation(model, V, res.v);
-    const random = randomBaseline(model, V, 2, lpNorm(res.v, 2), 3, ev.cleanPred);
+    const random = randomBaseline(model, V, 2, lpNorm(res.v, 2), 6, ev.cleanPred);
     console.log(`UAP val fooling rate ${ev.foolingRate}, random noise with the same L2 norm ${random.mean}, ||v||_2 ${lpNorm(res.v, 2)}`);
-    expect(ev.foolingRate).toBeGreaterThan(0.06);
-    expect(ev.foolingRate).toBeGreaterThan(3 * random.mean);
+    // Measured: 14.5% vs 3.6% (6 draws) at ||v||_2 = 356.
+    expect(ev.foolingRate).toBeGreaterThan(0.08);
+    expect(ev.foolingRate).toBeGreaterThan(2.5 * random.mean);
     res.v.dispose();
   }, 600_000);
+
+  it("uap evaluate takes the paper authors' own perturbation (.npy, 224x224x3, pixel units)", () => {
+    const npy = join(assets, 'data', 'lts4_universal', 'npy', 'CaffeNet.npy');
+    const r = spawnSync(process.execPath, [join('dist', 'src', 'cli', 'main.js'), 'evaluate', '-m', 'mobilenet_v1_0.25_224', '-v', npy, '--limit', '40'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/\|\|v\|\|_inf 10\.00/);
+    expect(r.stdout).toMatch(/fooling rate: \d+\.\d%/);
+    expect(r.stdout).toMatch(/random noise, same Linf: \d+\.\d%/);
+  }, 300_000);
 });

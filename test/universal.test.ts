@@ -78,6 +78,14 @@ describe('Algorithm 1 (universal perturbation)', () => {
     expect(resumed.passes).toBe(1);
   });
 
+  it('memory stays flat: a run leaves only v behind, however many passes', async () => {
+    (await computeUniversal(model, X, opts({ maxPasses: 1 }))).v.dispose();
+    const before = tf.memory().numTensors;
+    const res = await computeUniversal(model, X, opts({ maxPasses: 3 }));
+    expect(tf.memory().numTensors).toBe(before + 1);
+    res.v.dispose();
+  });
+
   it('reports progress for every batch', async () => {
     const seen: number[] = [];
     await computeUniversal(model, X, opts({ maxPasses: 1 }), { onProgress: (p) => seen.push(p.done) });

@@ -78,7 +78,7 @@ export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOption
   const steps = new Int32Array(n);
   const status: DeepFoolStatus[] = new Array(n).fill('maxSteps');
   const toLabel = Int32Array.from({ length: n }, (_, i) => order[i * k]);
-  const rTot = tf.variable(tf.zeros([n, h, w, c]), false);
+  let rTot: tf.Tensor4D = tf.zeros([n, h, w, c]);
   let active = Array.from({ length: n }, (_, i) => i).filter((i) => {
     if (toLabel[i] === fromLabel[i]) return true;
     status[i] = 'already';
@@ -109,14 +109,12 @@ export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOption
     const { stepTensor, zero } = lpStep(g, still.length, k, norm);
     g.grads.dispose();
     const stillImgs = still.map((a) => active[a]);
-    tf.tidy(() => {
-      const update = tf.scatterND(
-        tf.tensor2d(stillImgs, [stillImgs.length, 1], 'int32'),
-        stepTensor,
-        [n, h, w, c],
-      );
-      rTot.assign(tf.add(rTot, update));
+    const prev = rTot;
+    rTot = tf.tidy(() => {
+      const update = tf.scatterND(tf.tensor2d(stillImgs, [stillImgs.length, 1], 'int32'), stepTensor, [n, h, w, c]);
+      return tf.add(prev, update) as tf.Tensor4D;
     });
+    prev.dispose();
     tf.dispose([idx, xi, sub, stepTensor]);
     const next: number[] = [];
     stillImgs.forEach((img, s) => {

@@ -40,7 +40,6 @@ export function readNpy(file: string): NdArray {
   const fortran = /'fortran_order':\s*True/.test(header);
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   if (!descr || shapeText === undefined) throw new UsageError(`perturbation ${file}: unreadable .npy header`);
-  if (fortran) throw new UsageError(`perturbation ${file}: Fortran-order arrays are not supported (save with C order)`);
   const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
   const count = shape.reduce((a, b) => a * b, 1);
   const off = start + hlen;
@@ -49,5 +48,23 @@ export function readNpy(file: string): NdArray {
   else if (descr === '<f8') data = Float32Array.from(new Float64Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + count * 8)));
   else throw new UsageError(`perturbation ${file}: dtype ${descr} is not supported (expected float32 or float64)`);
   if (data.length !== count) throw new UsageError(`perturbation ${file}: truncated (expected ${count} values)`);
-  return { data, shape };
+  return { data: fortran ? fortranToC(data, shape) : data, shape };
+}
+
+/** Reorders a column-major (Fortran, as MATLAB-derived files are) array into row-major (C) order. */
+export function fortranToC(data: Float32Array, shape: number[]): Float32Array {
+  const out = new Float32Array(data.length);
+  const nd = shape.length;
+  const idx = new Array<number>(nd).fill(0);
+  for (let c = 0; c < data.length; c++) {
+    // idx is the C-order multi-index of position c; its Fortran offset has the first axis fastest.
+    let f = 0;
+    for (let d = nd - 1; d >= 0; d--) f = f * shape[d] + idx[d];
+    out[c] = data[f];
+    for (let d = nd - 1; d >= 0; d--) {
+      if (++idx[d] < shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return out;
 }

@@ -91,6 +91,12 @@ export function relu6InputGrad<T extends tf.Tensor>(x: T): T {
   return withInputGrad(x, (xi) => tf.relu6(xi), (dy, xi) => tf.mul(dy, tf.mul(tf.step(xi), tf.step(tf.sub(6, xi)))) as T);
 }
 
+/** dL/dx of conv2d(x, filter, strides, padding) given dL/dy, from forward convolutions only. */
+export function conv2dInputGradient(dy: tf.Tensor4D, filter: tf.Tensor4D, xShape: number[], strides: [number, number], padding: Padding): tf.Tensor4D {
+  const flipped = tf.reverse(filter, [0, 1]).transpose([0, 1, 3, 2]) as tf.Tensor4D;
+  return inputGradient(dy, xShape, [filter.shape[0], filter.shape[1]], strides, padding, (t) => tf.conv2d(t, flipped, 1, 'valid'));
+}
+
 export interface InputGradConv {
   apply(x: tf.Tensor4D): tf.Tensor4D;
   /** The filters this op holds (the forward one and its flipped copy for the backward pass). */
