@@ -93,4 +93,24 @@ describe('batched candidate gradients', () => {
     const l = clf.logits(x).dataSync();
     for (let n = 0; n < 3; n++) for (let j = 0; j < 5; j++) expect(a.logits[n * 5 + j]).toBeCloseTo(l[n * 5 + cand[n * 5 + j]], 5);
   });
+  it('with a reference class, gives the gradients of the logit differences f_k - f_ref', () => {
+    const model = smallModel();
+    const g = compileLayersModel(model, 'logits');
+    const clf: Classifier = { name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', logits: (x) => runPlainGraph(g, x) as tf.Tensor2D, dispose: () => {} };
+    const x = tf.randomUniform([2, 12, 12, 3], 0, 1, 'float32', 9) as tf.Tensor4D;
+    const all = candidateGradients(clf, x, Int32Array.from([0, 1, 2, 3, 4, 0, 1, 2, 3, 4]), 5);
+    const ref = Int32Array.from([2, 4]);
+    const cand = Int32Array.from([0, 1, 3, 0, 1, 2]);
+    const diff = candidateGradients(clf, x, cand, 3, { reference: ref, maxRows: 4 });
+    const loop = candidateGradientsLoop(clf, x, cand, 3, ref);
+    expect(maxRelDiff(diff.grads.dataSync(), loop.grads.dataSync())).toBeLessThan(1e-6);
+    const a = all.grads.reshape([2, 5, -1]).arraySync() as number[][][];
+    const d = diff.grads.reshape([2, 3, -1]).arraySync() as number[][][];
+    for (let n = 0; n < 2; n++)
+      for (let j = 0; j < 3; j++) {
+        const expected = a[n][cand[n * 3 + j]].map((v, i) => v - a[n][ref[n]][i]);
+        expect(maxRelDiff(d[n][j], expected)).toBeLessThan(1e-5);
+        expect(diff.logits[n * 3 + j]).toBeCloseTo(all.logits[n * 5 + cand[n * 3 + j]] - all.logits[n * 5 + ref[n]], 5);
+      }
+  });
 });

@@ -67,12 +67,11 @@ export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOption
   const clean = tf.tidy(() => model.logits(x).dataSync() as Float32Array);
   const order = topK(clean, n, model.numClasses, k);
   const fromLabel = Int32Array.from({ length: n }, (_, i) => opts.labels?.[i] ?? order[i * k]);
-  const cand = new Int32Array(n * k);
+  // Per image, the k-1 top-ranked classes other than the one to leave: DeepFool's candidates.
+  const others = new Int32Array(n * (k - 1));
   for (let i = 0; i < n; i++) {
-    // Candidate 0 is the label to leave; the rest are the top-ranked other classes.
-    const others = Array.from(order.subarray(i * k, (i + 1) * k)).filter((j) => j !== fromLabel[i]);
-    const ranked = [fromLabel[i], ...others].slice(0, k);
-    cand.set(ranked, i * k);
+    const ranked = Array.from(order.subarray(i * k, (i + 1) * k)).filter((j) => j !== fromLabel[i]).slice(0, k - 1);
+    others.set(ranked, i * (k - 1));
   }
 
   const steps = new Int32Array(n);
@@ -103,12 +102,13 @@ export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOption
       break;
     }
     const sub = tf.tidy(() => tf.gather(xi, tf.tensor1d(still, 'int32')) as tf.Tensor4D);
-    const subCand = new Int32Array(still.length * k);
-    still.forEach((a, s) => subCand.set(cand.subarray(active[a] * k, (active[a] + 1) * k), s * k));
-    const g = candidateGradients(model, sub, subCand, k, opts);
-    const { stepTensor, zero } = lpStep(g, still.length, k, norm);
-    g.grads.dispose();
     const stillImgs = still.map((a) => active[a]);
+    const subCand = new Int32Array(still.length * (k - 1));
+    stillImgs.forEach((img, s) => subCand.set(others.subarray(img * (k - 1), (img + 1) * (k - 1)), s * (k - 1)));
+    // Gradients of the logit differences f_k - f_label directly: k-1 rows per image, no subtraction.
+    const g = candidateGradients(model, sub, subCand, k - 1, { ...opts, reference: Int32Array.from(stillImgs, (img) => fromLabel[img]) });
+    const { stepTensor, zero } = lpStep(g, still.length, k - 1, norm);
+    g.grads.dispose();
     const prev = rTot;
     rTot = tf.tidy(() => {
       const update = tf.scatterND(tf.tensor2d(stillImgs, [stillImgs.length, 1], 'int32'), stepTensor, [n, h, w, c]);
@@ -141,30 +141,26 @@ export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOption
 }
 
 /**
- * One DeepFool step per image from the candidate gradients: picks the closest linearised boundary
- * and returns the step [m, H, W, C]; `zero[s]` marks images where no candidate has a usable gradient.
+ * One DeepFool step per image from the gradients w_j of the m x c logit differences f_j (c = k-1
+ * candidates): picks the closest linearised boundary and returns the step [m, H, W, C]; `zero[s]`
+ * marks images where no candidate has a usable gradient.
  */
-function lpStep(g: { logits: Float32Array; grads: tf.Tensor }, m: number, k: number, norm: Norm): { stepTensor: tf.Tensor4D; zero: boolean[] } {
-  const [, , h, w, c] = g.grads.shape;
-  const { wDiff, wNorm } = tf.tidy(() => {
-    const flat = g.grads.reshape([m, k, -1]);
-    const wDiff = tf.sub(flat.slice([0, 1, 0], [m, k - 1, -1]), flat.slice([0, 0, 0], [m, 1, -1]));
+function lpStep(g: { logits: Float32Array; grads: tf.Tensor }, m: number, c: number, norm: Norm): { stepTensor: tf.Tensor4D; zero: boolean[] } {
+  const [, , h, w, ch] = g.grads.shape;
+  const normsArr = tf.tidy(() => {
+    const flat = g.grads.reshape([m, c, -1]);
     // The dual norm q of the attack norm p: ||.||_2 for L2, ||.||_1 for Linf.
-    const wNorm = norm === 2 ? tf.sqrt(tf.sum(tf.square(wDiff), 2)) : tf.sum(tf.abs(wDiff), 2);
-    return { wDiff, wNorm };
+    return (norm === 2 ? tf.sqrt(tf.sum(tf.square(flat), 2)) : tf.sum(tf.abs(flat), 2)).dataSync();
   });
-  const normsArr = wNorm.dataSync();
-  wNorm.dispose();
-  const coef = new Float32Array(m * (k - 1));
+  const coef = new Float32Array(m * c);
   const zero: boolean[] = [];
   for (let s = 0; s < m; s++) {
     let best = -1;
     let bestDist = Infinity;
-    for (let j = 1; j < k; j++) {
-      const nrm = normsArr[s * (k - 1) + j - 1];
+    for (let j = 0; j < c; j++) {
+      const nrm = normsArr[s * c + j];
       if (!(nrm > TINY)) continue;
-      const fk = g.logits[s * k + j] - g.logits[s * k];
-      const dist = Math.abs(fk) / nrm;
+      const dist = Math.abs(g.logits[s * c + j]) / nrm;
       if (dist < bestDist) {
         bestDist = dist;
         best = j;
@@ -172,15 +168,14 @@ function lpStep(g: { logits: Float32Array; grads: tf.Tensor }, m: number, k: num
     }
     zero.push(best < 0);
     if (best < 0) continue;
-    const nrm = normsArr[s * (k - 1) + best - 1];
+    const nrm = normsArr[s * c + best];
     // +1e-4 as in the reference implementation: lands just past the linearised boundary.
-    coef[s * (k - 1) + best - 1] = norm === 2 ? (bestDist + 1e-4) / nrm : bestDist + 1e-4;
+    coef[s * c + best] = norm === 2 ? (bestDist + 1e-4) / nrm : bestDist + 1e-4;
   }
   const stepTensor = tf.tidy(() => {
-    const dir = norm === 2 ? wDiff : tf.sign(wDiff);
-    const weights = tf.tensor3d(coef, [m, k - 1, 1]);
-    return tf.sum(tf.mul(dir, weights), 1).reshape([m, h, w, c]) as tf.Tensor4D;
+    const flat = g.grads.reshape([m, c, -1]);
+    const dir = norm === 2 ? flat : tf.sign(flat);
+    return tf.sum(tf.mul(dir, tf.tensor3d(coef, [m, c, 1])), 1).reshape([m, h, w, ch]) as tf.Tensor4D;
   });
-  wDiff.dispose();
   return { stepTensor, zero };
 }

@@ -5,9 +5,10 @@ import type { Classifier } from './classifier.js';
  * The one place attacks get input gradients from; everything runtime-specific stays behind it.
  *
  * For each image n and each of its k candidate classes cand[n][j], returns the logit f_{cand[n][j]}(x_n)
- * and its gradient with respect to x_n. All n*k gradients come from ONE backward pass over the batch
- * tiled k times: row (n, j) of the tiled batch only influences its own selected logit, so the
- * gradient of the sum of selected logits, row by row, is exactly the per-class gradient.
+ * (or, given `reference`, the difference f_{cand[n][j]} - f_{reference[n]}) and its gradient with
+ * respect to x_n. All n*k gradients come from ONE backward pass over the batch tiled k times: row
+ * (n, j) of the tiled batch only influences its own selected logit, so the gradient of the sum of
+ * selected logits, row by row, is exactly the per-class gradient.
  */
 export interface CandidateGradients {
   /** [n, k] logits of the candidate classes. */
@@ -19,17 +20,20 @@ export interface CandidateGradients {
 export interface GradientOptions {
   /** Upper bound on rows (images x candidates) per backward pass, to cap memory (wasm has a 4 GB heap). */
   maxRows?: number;
+  /** Per image: a class whose logit is subtracted from every candidate's (DeepFool's f_k - f_label). */
+  reference?: Int32Array;
 }
 
-function selectMask(cand: Int32Array, rows: number, numClasses: number): tf.Tensor2D {
-  // A one-hot mask instead of tf.gather: gather's gradient needs a kernel the wasm backend lacks.
-  return tf.oneHot(tf.tensor1d(cand.subarray(0, rows), 'int32'), numClasses).toFloat() as tf.Tensor2D;
+/** Row r selects +1 on classes[r] (and -1 on minus[r]). A mask, not tf.gather: gather's gradient needs a kernel wasm lacks. */
+function selectMask(classes: Int32Array, numClasses: number, minus?: Int32Array): tf.Tensor2D {
+  const plus = tf.oneHot(tf.tensor1d(classes, 'int32'), numClasses).toFloat();
+  return (minus ? tf.sub(plus, tf.oneHot(tf.tensor1d(minus, 'int32'), numClasses).toFloat()) : plus) as tf.Tensor2D;
 }
 
-/** Logits of the selected class per row and their input gradients, for a batch of rows. */
-function rowsGradient(model: Classifier, xRows: tf.Tensor4D, classes: Int32Array): { logits: tf.Tensor1D; grads: tf.Tensor4D } {
+/** The selected logit (difference) per row and its input gradient, for a batch of rows. */
+function rowsGradient(model: Classifier, xRows: tf.Tensor4D, classes: Int32Array, minus?: Int32Array): { logits: tf.Tensor1D; grads: tf.Tensor4D } {
   return tf.tidy(() => {
-    const mask = selectMask(classes, xRows.shape[0], model.numClasses);
+    const mask = selectMask(classes, model.numClasses, minus);
     let picked: tf.Tensor1D | null = null;
     const f = (x: tf.Tensor) => {
       const p = tf.sum(tf.mul(model.logits(x as tf.Tensor4D), mask), 1) as tf.Tensor1D;
@@ -58,9 +62,10 @@ export function candidateGradients(
     const end = Math.min(rows, start + maxRows);
     const { logits: l, grads } = tf.tidy(() => {
       // Row r of the tiled batch is image floor(r / k) with class cand[r].
-      const imageIdx = tf.tensor1d(Int32Array.from({ length: end - start }, (_, i) => Math.floor((start + i) / k)), 'int32');
-      const xRows = tf.gather(x, imageIdx) as tf.Tensor4D;
-      return rowsGradient(model, xRows, cand.subarray(start, end));
+      const images = Int32Array.from({ length: end - start }, (_, i) => Math.floor((start + i) / k));
+      const xRows = tf.gather(x, tf.tensor1d(images, 'int32')) as tf.Tensor4D;
+      const ref = opts.reference;
+      return rowsGradient(model, xRows, cand.subarray(start, end), ref ? images.map((i) => ref[i]) : undefined);
     });
     logits.set(l.dataSync(), start);
     l.dispose();
@@ -76,13 +81,13 @@ export function candidateGradients(
  * The naive reference: one backward pass per candidate class (what other toolkits do). Same results
  * as `candidateGradients`; kept for the benchmark and the equality test.
  */
-export function candidateGradientsLoop(model: Classifier, x: tf.Tensor4D, cand: Int32Array, k: number): CandidateGradients {
+export function candidateGradientsLoop(model: Classifier, x: tf.Tensor4D, cand: Int32Array, k: number, reference?: Int32Array): CandidateGradients {
   const n = x.shape[0];
   const logits = new Float32Array(n * k);
   const perClass: tf.Tensor4D[] = [];
   for (let j = 0; j < k; j++) {
     const classes = Int32Array.from({ length: n }, (_, i) => cand[i * k + j]);
-    const { logits: l, grads } = rowsGradient(model, x, classes);
+    const { logits: l, grads } = rowsGradient(model, x, classes, reference);
     l.dataSync().forEach((v, i) => (logits[i * k + j] = v));
     l.dispose();
     perClass.push(grads);
