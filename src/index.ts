@@ -1,7 +1,7 @@
 /** uap: universal adversarial perturbations for TensorFlow.js classifiers. */
 export { initBackend, type BackendName } from './backend.js';
 export { UsageError, AbortedError } from './errors.js';
-export { type Norm, parseNorm, lpNorm, batchNorm, projectLp, dualExponent } from './math/lp.js';
+export { type Norm, parseNorm, lpNorm, batchNorm, projectLp } from './math/lp.js';
 export { Rng, passSeed } from './math/random.js';
 export { randomPerturbation } from './math/noise.js';
 export { type Classifier, predict, labelName } from './model/classifier.js';

@@ -150,11 +150,12 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     const V = job.val === 'none' ? undefined : await loadSet(model, valDir, { labels: job.valLabels, limit: job.valLimit, strict: job.strict, assets, log, what: 'validation set' });
     const norm = job.options.norm ?? UNIVERSAL_DEFAULTS.norm;
     const options: UniversalOptions = { ...UNIVERSAL_DEFAULTS, xi: defaultXi(norm, model.inputShape), ...job.options, norm };
+    if (job.resume && job.init) throw new UsageError('--resume and --init exclude each other: a resumed run continues from its checkpoint');
     const init = job.init ? loadPerturbation(job.init, model, log) : undefined;
     const config = { model: model.name, assets, data: job.data ?? defaults.data, val: V ? valDir : null, images: X.size, valImages: V?.size ?? 0, ...options, init: job.init ?? null };
-    writeJson(join(job.out, 'config.json'), config);
-    const res = await computeUniversal(model, X, options, { ...ctl, checkpointDir: job.out, resume: job.resume, init });
-    init?.dispose();
+    // A resumed run keeps its original config.json (a refused resume must not overwrite it).
+    if (!job.resume) writeJson(join(job.out, 'config.json'), config);
+    const res = await computeUniversal(model, X, options, { ...ctl, checkpointDir: job.out, resume: job.resume, init }).finally(() => init?.dispose());
     log.info(`stopped: ${res.stopReason}`);
     const onX = evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
     const onVal = V ? evaluatePerturbation(model, V, res.v, { batchSize: options.batchSize }) : undefined;

@@ -48,6 +48,7 @@ describe('CLI', () => {
     writeFileSync(join(dir, 'card.json'), JSON.stringify({ name: 'x', format: 'layers', model: 'model.json', inputShape: [0, 2, 3] }));
     expectUsageError(['compute', '--model', dir], /model card .*card\.json: "inputShape" must be/);
   });
+  it('resume together with a warm start', () => expectUsageError(['compute', '--resume', '--init', 'v.npy', '--out', tmp()], /--resume and --init exclude each other/));
   it('resume without a checkpoint', () => expectUsageError(['compute', '--resume', '--out', tmp()], /--resume: no checkpoint in/));
   it('a model.json with no card: a clear error, or a card made from flags that scores like the real card', () => {
     const dir = tmp();

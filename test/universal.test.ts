@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { mkdtempSync, existsSync } from 'node:fs';
+import { mkdtempSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -53,11 +53,30 @@ describe('Algorithm 1 (universal perturbation)', () => {
     const full = await computeUniversal(model, X, opts({ maxPasses: 3 }));
     const dir = tmp();
     await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpointDir: dir });
-    expect(existsSync(join(dir, 'checkpoint.npy'))).toBe(true);
+    expect(existsSync(join(dir, 'checkpoint-1.npy'))).toBe(true);
     const resumed = await computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpointDir: dir, resume: true });
     expect(resumed.history.map((h) => h.pass)).toEqual([1, 2, 3]);
     expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(full.v.dataSync()));
     expect(resumed.foolingRate).toBe(full.foolingRate);
+  });
+
+  it('a run aborted mid-pass and resumed ends exactly where an unbroken run ends', async () => {
+    const full = await computeUniversal(model, X, opts({ maxPasses: 3 }));
+    const dir = tmp();
+    const ctl = new AbortController();
+    await expect(
+      computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpointDir: dir, signal: ctl.signal, onProgress: (p) => p.pass === 2 && p.done >= 10 && ctl.abort() }),
+    ).rejects.toThrow(/pass 1 is in the checkpoint/);
+    const resumed = await computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpointDir: dir, resume: true });
+    expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(full.v.dataSync()));
+    expect(existsSync(join(dir, 'checkpoint-1.npy'))).toBe(false); // superseded files are removed
+    expect(existsSync(join(dir, 'checkpoint-3.npy'))).toBe(true);
+  });
+
+  it('a corrupt checkpoint is a clear error', async () => {
+    const dir = tmp();
+    writeFileSync(join(dir, 'checkpoint.json'), '{ not json');
+    await expect(computeUniversal(model, X, opts({}), { checkpointDir: dir, resume: true })).rejects.toThrow(/checkpoint .*checkpoint\.json: unreadable/);
   });
 
   it('refuses to resume with different settings', async () => {

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from '../model/classifier.js';
 import { candidateGradients, type GradientOptions } from '../model/gradients.js';
 import type { Norm } from '../math/lp.js';
+import { UsageError } from '../errors.js';
 
 export interface DeepFoolOptions extends GradientOptions {
   /** Lp norm of the minimal perturbation: 2, or 'inf' (the Lp step with q = 1). Default 2. */
@@ -61,6 +62,7 @@ export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOption
   const overshoot = opts.overshoot ?? 0.02;
   const maxSteps = opts.maxSteps ?? 50;
   const n = x.shape[0];
+  if (!Number.isInteger(opts.candidates ?? 10) || (opts.candidates ?? 10) < 2) throw new UsageError(`--candidates: expected an integer >= 2, got ${opts.candidates}`);
   const k = Math.min(opts.candidates ?? 10, model.numClasses);
   const [h, w, c] = [x.shape[1], x.shape[2], x.shape[3]];
 
@@ -87,8 +89,9 @@ export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOption
   for (let step = 0; step < maxSteps && active.length > 0; step++) {
     const idx = tf.tensor1d(active, 'int32');
     const xi = tf.tidy(() => tf.add(tf.gather(x, idx), tf.mul(tf.gather(rTot, idx), 1 + overshoot)) as tf.Tensor4D);
-    // Cheap forward check first: only images still on their label pay for gradients.
-    const pred = tf.tidy(() => tf.argMax(model.logits(xi), 1).dataSync() as Int32Array);
+    // Cheap forward check first: only images still on their label pay for gradients. At step 0,
+    // x_i = x and the clean prediction is already known.
+    const pred = step === 0 ? Int32Array.from(active, (img) => order[img * k]) : tf.tidy(() => tf.argMax(model.logits(xi), 1).dataSync() as Int32Array);
     const still: number[] = [];
     active.forEach((img, a) => {
       if (pred[a] !== fromLabel[img]) {

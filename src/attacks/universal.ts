@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
@@ -110,9 +111,11 @@ export function validateUniversalOptions(o: UniversalOptions): void {
   if (!Number.isInteger(o.seed)) bad('seed', `expected an integer, got ${o.seed}`);
 }
 
+/** What must match for a resumed run to continue the same computation: model, data, backend, settings. */
 function fingerprint(model: Classifier, X: ImageSet, o: UniversalOptions): Record<string, unknown> {
+  const data = createHash('sha1').update(X.items.map((i) => i.path).join('\n')).digest('hex').slice(0, 16);
   return {
-    model: model.name, images: X.size, norm: o.norm, xi: o.xi, overshoot: o.overshoot,
+    model: model.name, images: X.size, data, backend: tf.getBackend(), norm: o.norm, xi: o.xi, overshoot: o.overshoot,
     candidates: o.candidates, deepfoolSteps: o.deepfoolSteps, deepfoolNorm: o.deepfoolNorm, batchSize: o.batchSize, seed: o.seed,
   };
 }
@@ -135,6 +138,7 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
   let history: PassRecord[] = [];
   let startPass = 0;
   let elapsedBefore = 0;
+  if (ctl.resume && ctl.init) throw new UsageError('--resume and --init exclude each other: a resumed run continues from its checkpoint');
   if (ctl.resume) {
     if (!ctl.checkpointDir) throw new UsageError('--resume needs the run directory (--out) of the interrupted run');
     const ck = loadCheckpoint<PassRecord>(ctl.checkpointDir, fp);
@@ -143,7 +147,7 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
     startPass = ck.completed;
     elapsedBefore = ck.elapsed;
   } else {
-    v = ctl.init ? projectLp(ctl.init.clone(), o.norm, o.xi) : tf.zeros([h, w, c]);
+    v = ctl.init ? projectLp(ctl.init, o.norm, o.xi) : tf.zeros([h, w, c]);
   }
   const t0 = performance.now();
   const seconds = () => elapsedBefore + (performance.now() - t0) / 1000;
@@ -159,31 +163,46 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
     let updates = 0;
     let fooledSeen = 0;
     for (let s = 0; s < X.size; s += o.batchSize) {
-      if (ctl.signal?.aborted) throw new AbortedError('stopped; the last completed pass is in the checkpoint');
+      if (ctl.signal?.aborted) {
+        v.dispose();
+        throw new AbortedError(ctl.checkpointDir && history.length ? `stopped; pass ${history.length} is in the checkpoint in ${ctl.checkpointDir}` : 'stopped');
+      }
       const idx = order.slice(s, s + o.batchSize);
       const labels = Int32Array.from(idx, (i) => cleanPred[i]);
       const x = X.batch(idx);
       const adv = tf.tidy(() => perturb(x, v));
-      const pred = tf.tidy(() => tf.argMax(model.logits(adv), 1).dataSync());
-      const unfooled = idx.map((_, j) => j).filter((j) => pred[j] === labels[j]);
-      fooledSeen += idx.length - unfooled.length;
-      if (unfooled.length > 0) {
-        const sel = tf.tensor1d(unfooled, 'int32');
-        const sub = tf.gather(adv, sel) as tf.Tensor4D;
-        const df = deepfool(model, sub, {
-          norm: o.deepfoolNorm === 'match' ? o.norm : 2, candidates: o.candidates, overshoot: o.overshoot, maxSteps: o.deepfoolSteps,
-          labels: Int32Array.from(unfooled, (j) => labels[j]), maxRows: o.maxGradientRows,
-        });
-        for (let u = 0; u < unfooled.length; u++) {
-          if (df.status[u] !== 'converged') continue;
-          const next = tf.tidy(() => projectLp(tf.add(v, df.r.slice([u, 0, 0, 0], [1, h, w, c]).reshape([h, w, c])) as tf.Tensor3D, o.norm, o.xi));
-          v.dispose();
-          v = next;
-          updates++;
+      try {
+        const pred = tf.tidy(() => tf.argMax(model.logits(adv), 1).dataSync());
+        const unfooled = idx.map((_, j) => j).filter((j) => pred[j] === labels[j]);
+        fooledSeen += idx.length - unfooled.length;
+        if (unfooled.length > 0) {
+          const sub = tf.tidy(() => tf.gather(adv, tf.tensor1d(unfooled, 'int32')) as tf.Tensor4D);
+          const df = (() => {
+            try {
+              return deepfool(model, sub, {
+                norm: o.deepfoolNorm === 'match' ? o.norm : 2, candidates: o.candidates, overshoot: o.overshoot, maxSteps: o.deepfoolSteps,
+                labels: Int32Array.from(unfooled, (j) => labels[j]), maxRows: o.maxGradientRows,
+              });
+            } finally {
+              sub.dispose();
+            }
+          })();
+          // Every step of this batch was computed at the batch-start v; v is projected after each one.
+          for (let u = 0; u < unfooled.length; u++) {
+            if (df.status[u] !== 'converged') continue;
+            const next = tf.tidy(() => projectLp(tf.add(v, df.r.slice([u, 0, 0, 0], [1, h, w, c]).reshape([h, w, c])) as tf.Tensor3D, o.norm, o.xi));
+            v.dispose();
+            v = next;
+            updates++;
+          }
+          df.r.dispose();
         }
-        tf.dispose([sel, sub, df.r]);
+      } catch (e) {
+        v.dispose();
+        throw e;
+      } finally {
+        tf.dispose([x, adv]);
       }
-      tf.dispose([x, adv]);
       ctl.onProgress?.({
         pass: pass + 1, maxPasses: o.maxPasses, done: Math.min(s + o.batchSize, X.size), total: X.size,
         foolingRate: fr, passFooledShare: fooledSeen / Math.min(s + o.batchSize, X.size),

@@ -132,7 +132,7 @@ export function demoCommand(): Command {
         // All 1000 sample images: Algorithm 1 needs many DeepFool updates before v fills the ball.
         fill('maxPasses', 3);
       } else {
-        fill('xi', 40);
+        if (flags.norm === 'inf') fill('xi', 40);
         fill('maxPasses', 10);
       }
       const out = (flags.out as string | undefined) ?? (imagenet ? 'runs/demo-imagenet' : 'runs/demo');

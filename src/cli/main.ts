@@ -1,5 +1,8 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
+import { PROJECT_ROOT } from '../paths.js';
 import { UsageError, AbortedError } from '../errors.js';
 import { computeCommand, evaluateCommand, demoCommand, accuracyCommand } from './commands.js';
 
@@ -10,7 +13,7 @@ import { computeCommand, evaluateCommand, demoCommand, accuracyCommand } from '.
 function program(): Command {
   const p = new Command('uap')
     .description('Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017) for TensorFlow.js classifiers')
-    .showHelpAfterError('(add --help for usage)');
+    .version((JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version);
   for (const c of [computeCommand(), evaluateCommand(), accuracyCommand(), demoCommand()]) p.addCommand(c);
   p.exitOverride();
   for (const c of p.commands) c.exitOverride();

@@ -121,13 +121,6 @@ export class ImageSet {
     }
     return tf.tensor4d(buf, [indices.length, h, w, c]);
   }
-  /** A new set of the given images (shares nothing with this one). */
-  subset(indices: number[]): ImageSet {
-    const per = this.shape[0] * this.shape[1] * this.shape[2];
-    const px = new Uint8Array(indices.length * per);
-    indices.forEach((j, k) => px.set(this.pixels.subarray(j * per, (j + 1) * per), k * per));
-    return new ImageSet(this.shape, px, indices.map((j) => this.items[j]));
-  }
 }
 
 export interface LoadResult {

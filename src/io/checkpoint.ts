@@ -1,5 +1,5 @@
-import { existsSync, readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, readFileSync, renameSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { readNpy, writeNpy } from './npy.js';
 
@@ -16,33 +16,49 @@ export interface Checkpoint<H = unknown> {
   elapsed: number;
 }
 
-const files = (dir: string) => ({ json: join(dir, 'checkpoint.json'), npy: join(dir, 'checkpoint.npy') });
+const jsonFile = (dir: string) => join(dir, 'checkpoint.json');
+const npyName = (completed: number) => `checkpoint-${completed}.npy`;
 
-/** Writes the checkpoint atomically (temp files then rename), so a kill mid-write keeps the old one. */
+/**
+ * Writes the checkpoint so that a kill at any moment leaves a consistent one: v goes to a file named
+ * after its pass, then checkpoint.json (which names that file) is replaced by an atomic rename; only
+ * then is the previous pass's file removed.
+ */
 export function saveCheckpoint<H>(dir: string, ck: Checkpoint<H>): void {
   mkdirSync(dir, { recursive: true });
-  const f = files(dir);
-  writeNpy(f.npy + '.tmp', { data: ck.v, shape: ck.shape });
+  const previous = existsSync(jsonFile(dir)) ? readMeta(dir).vFile : undefined;
+  const vFile = npyName(ck.completed);
+  writeNpy(join(dir, vFile), { data: ck.v, shape: ck.shape });
   const { v: _v, ...meta } = ck;
-  writeFileSync(f.json + '.tmp', JSON.stringify(meta, null, 1));
-  renameSync(f.npy + '.tmp', f.npy);
-  renameSync(f.json + '.tmp', f.json);
+  writeFileSync(jsonFile(dir) + '.tmp', JSON.stringify({ ...meta, vFile }, null, 1));
+  renameSync(jsonFile(dir) + '.tmp', jsonFile(dir));
+  if (previous && previous !== vFile) rmSync(join(dir, previous), { force: true });
+}
+
+type Meta<H> = Omit<Checkpoint<H>, 'v'> & { vFile: string };
+
+function readMeta<H>(dir: string): Meta<H> {
+  try {
+    const meta = JSON.parse(readFileSync(jsonFile(dir), 'utf8')) as Meta<H>;
+    if (typeof meta.vFile !== 'string' || typeof meta.fingerprint !== 'object' || !Array.isArray(meta.history)) throw new Error('fields missing');
+    return meta;
+  } catch (e) {
+    throw new UsageError(`checkpoint ${jsonFile(dir)}: unreadable (${(e as Error).message}); start afresh without --resume or with another --out`);
+  }
 }
 
 export function hasCheckpoint(dir: string): boolean {
-  const f = files(dir);
-  return existsSync(f.json) && existsSync(f.npy);
+  return existsSync(jsonFile(dir));
 }
 
 /** Loads a checkpoint, refusing one made with other settings (they would not continue the same run). */
 export function loadCheckpoint<H>(dir: string, fingerprint: Record<string, unknown>): Checkpoint<H> {
-  const f = files(dir);
   if (!hasCheckpoint(dir)) throw new UsageError(`--resume: no checkpoint in ${dir}`);
-  const meta = JSON.parse(readFileSync(f.json, 'utf8')) as Omit<Checkpoint<H>, 'v'>;
+  const { vFile, ...meta } = readMeta<H>(dir);
   for (const [k, val] of Object.entries(fingerprint)) {
     if (JSON.stringify(meta.fingerprint[k]) !== JSON.stringify(val))
-      throw new UsageError(`--resume: checkpoint in ${dirname(f.json)} was made with ${k}=${JSON.stringify(meta.fingerprint[k])}, not ${JSON.stringify(val)}`);
+      throw new UsageError(`--resume: checkpoint in ${dir} was made with ${k}=${JSON.stringify(meta.fingerprint[k])}, not ${JSON.stringify(val)}`);
   }
-  const { data } = readNpy(f.npy);
+  const { data } = readNpy(join(dir, vFile));
   return { ...meta, v: data };
 }

@@ -41,13 +41,15 @@ export function readNpy(file: string): NdArray {
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   if (!descr || shapeText === undefined) throw new UsageError(`perturbation ${file}: unreadable .npy header`);
   const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw new UsageError(`perturbation ${file}: unreadable shape (${shapeText})`);
   const count = shape.reduce((a, b) => a * b, 1);
   const off = start + hlen;
+  const itemSize = descr === '<f8' ? 8 : 4;
+  if (buf.length < off + count * itemSize) throw new UsageError(`perturbation ${file}: truncated (expected ${count} values of shape (${shape.join(', ')}))`);
   let data: Float32Array;
   if (descr === '<f4') data = new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + count * 4));
   else if (descr === '<f8') data = Float32Array.from(new Float64Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + count * 8)));
   else throw new UsageError(`perturbation ${file}: dtype ${descr} is not supported (expected float32 or float64)`);
-  if (data.length !== count) throw new UsageError(`perturbation ${file}: truncated (expected ${count} values)`);
   return { data: fortran ? fortranToC(data, shape) : data, shape };
 }
 

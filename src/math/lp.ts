@@ -35,8 +35,3 @@ export function projectLp<T extends tf.Tensor>(v: T, p: Norm, xi: number): T {
     return tf.mul(v, factor) as T;
   });
 }
-
-/** Dual exponent q = p / (p - 1): 2 for L2, 1 for Linf (the DeepFool Lp step uses it). */
-export function dualExponent(p: Norm): number {
-  return p === 2 ? 2 : 1;
-}

@@ -15,7 +15,10 @@ export interface ModelCard {
   model: string;
   /** [height, width, channels]; channels 1 means the model takes grayscale. */
   inputShape: [number, number, number];
-  /** model input = (pixel * scale + offset), or (pixel - mean) / std per channel. */
+  /**
+   * model input = (pixel * scale + offset), or (pixel - mean) / std per channel. With channelOrder
+   * BGR the channels are reversed first, so mean and std are given in the model's (BGR) order.
+   */
   preprocess: { scale?: number; offset?: number; mean?: number[]; std?: number[]; channelOrder?: 'RGB' | 'BGR' };
   /** Number of classes in the label space (after `outputMap`). */
   numClasses: number;
@@ -66,6 +69,13 @@ export function validateCard(raw: unknown, file: string): ModelCard {
       fail(file, `"preprocess.${k}" must have one number per channel`);
   }
   if (p.std?.some((v) => v === 0)) fail(file, '"preprocess.std" must not contain 0');
+  for (const k of ['scale', 'offset'] as const)
+    if (p[k] !== undefined && !Number.isFinite(p[k])) fail(file, `"preprocess.${k}" must be a number`);
+  for (const k of ['mean', 'std'] as const)
+    if (p[k]?.some((v) => !Number.isFinite(v))) fail(file, `"preprocess.${k}" must hold numbers`);
+  if (p.channelOrder !== undefined && p.channelOrder !== 'RGB' && p.channelOrder !== 'BGR') fail(file, '"preprocess.channelOrder" must be "RGB" or "BGR"');
+  if (Array.isArray(c.labels) && c.labels.length !== c.numClasses) fail(file, `"labels" has ${c.labels.length} names for ${String(c.numClasses)} classes`);
+  if (c.logitsLayer !== undefined && typeof c.logitsLayer !== 'string') fail(file, '"logitsLayer" must be a layer or node name');
   if (!Number.isInteger(c.numClasses) || (c.numClasses as number) < 2) fail(file, '"numClasses" must be an integer >= 2');
   return c as unknown as ModelCard;
 }

@@ -36,7 +36,12 @@ function cardFromFlags(modelJson: string, spec: string, o: CardOverrides): Model
     throw new UsageError(
       `--model ${spec}: no card.json beside the model; write one (see README: model cards) or pass --input-shape and --num-classes (with --scale/--offset or --mean/--std)`,
     );
-  const json = JSON.parse(readFileSync(modelJson, 'utf8')) as { format?: string };
+  let json: { format?: string };
+  try {
+    json = JSON.parse(readFileSync(modelJson, 'utf8')) as { format?: string };
+  } catch {
+    throw new UsageError(`--model ${spec}: ${modelJson} is not valid JSON`);
+  }
   const base: Partial<ModelCard> = { name: basename(dirname(modelJson)), format: json.format === 'graph-model' ? 'graph' : 'layers', model: modelJson, baseDir: dirname(modelJson) };
   return merge(base, o, `for ${spec} (from flags)`);
 }
@@ -95,7 +100,11 @@ function outputMapFn(card: ModelCard, assets: string): { fn: (y: tf.Tensor2D) =>
   const steps: ((y: tf.Tensor2D) => tf.Tensor2D)[] = [];
   if (m.dropFirst) steps.push((y) => y.slice([0, m.dropFirst!], [-1, -1]));
   if (m.wnids) {
-    const read = (f: string) => readFileSync(resolveCardPath(card, f, assets), 'utf8').split('\n').map((s) => s.trim()).filter(Boolean);
+    const read = (f: string) => {
+      const file = resolveCardPath(card, f, assets);
+      if (!existsSync(file)) throw new UsageError(`model card ${card.name}: outputMap file ${file} not found`);
+      return readFileSync(file, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean);
+    };
     const from = read(m.wnids);
     const ref = read(m.referenceWnids ?? '${assets}/data/labels/imagenet1k_wnids_sorted.txt');
     const pos = new Map(from.map((w, i) => [w, i]));
@@ -113,6 +122,22 @@ function outputMapFn(card: ModelCard, assets: string): { fn: (y: tf.Tensor2D) =>
   return { fn: (y) => steps.reduce((acc, s) => s(acc), y), owned };
 }
 
+/**
+ * Attacks need input gradients. TF.js cannot differentiate some converted graphs (fused convolutions
+ * with relu6, and depthwise convolutions on wasm): find out at load time, not mid-run.
+ */
+function probeGraphGradient(card: ModelCard, forward: (x: tf.Tensor4D) => tf.Tensor, pre: (x: tf.Tensor4D) => tf.Tensor4D, release: () => void): void {
+  try {
+    tf.tidy(() => tf.grad((x: tf.Tensor) => tf.sum(forward(pre(x as tf.Tensor4D))))(tf.zeros([1, ...card.inputShape])).dataSync());
+  } catch (e) {
+    release();
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(
+      `model ${card.name}: TF.js cannot compute input gradients through this GraphModel (${(e as Error).message.split('\n')[0]}); convert it as a LayersModel, or try --backend cpu`,
+    );
+  }
+}
+
 /** Loads the classifier a card describes; its logits take pixel-space images. */
 export async function loadClassifier(spec: string | ModelCard, opts: { assets?: string; card?: CardOverrides } = {}): Promise<Classifier> {
   const card = typeof spec === 'string' ? findCard(spec, opts.card) : spec;
@@ -125,22 +150,36 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
     throw new UsageError(`model ${card.name}: ${modelPath} not found${hint}`);
   }
   const pre = preprocessFn(card);
+  const labels = cardLabels(card, assets);
   const post = outputMapFn(card, assets);
   let forward: (x: tf.Tensor4D) => tf.Tensor;
   let release: () => void;
-  if (card.format === 'layers') {
-    const model = await tf.loadLayersModel(fileHandler(modelPath));
-    const graph: PlainGraph = compileLayersModel(model, card.logitsLayer);
-    model.dispose();
-    forward = (x) => runPlainGraph(graph, x);
-    release = () => tf.dispose(graph.owned);
-  } else {
-    const model = await tf.loadGraphModel(fileHandler(modelPath));
-    forward = (x) => model.execute(x, card.logitsLayer) as tf.Tensor;
-    release = () => model.dispose();
+  try {
+    if (card.format === 'layers') {
+      const model = await tf.loadLayersModel(fileHandler(modelPath));
+      try {
+        const graph: PlainGraph = compileLayersModel(model, card.logitsLayer);
+        forward = (x) => runPlainGraph(graph, x);
+        release = () => tf.dispose(graph.owned);
+      } finally {
+        model.dispose();
+      }
+    } else {
+      const model = await tf.loadGraphModel(fileHandler(modelPath));
+      forward = (x) => {
+        const y = model.execute(x, card.logitsLayer);
+        if (Array.isArray(y)) throw new UsageError(`model ${card.name}: the graph has several outputs; name the logits node in "logitsLayer"`);
+        return y;
+      };
+      release = () => model.dispose();
+      probeGraphGradient(card, forward, pre, release);
+    }
+  } catch (e) {
+    tf.dispose(post.owned);
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(`model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`);
   }
   const [h, w, c] = card.inputShape;
-  const labels = cardLabels(card, assets);
   return {
     name: card.name,
     inputShape: [h, w, c],
