@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from './model/classifier.js';
@@ -141,6 +141,7 @@ function summaryOf(e: Evaluation) {
  */
 export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpointDir' | 'resume' | 'init'> & { log?: Log; model?: Classifier } = {}): Promise<ComputeSummary> {
   const log = ctl.log ?? silent;
+  if (existsSync(job.out) && !statSync(job.out).isDirectory()) throw new UsageError(`--out ${job.out}: is a file, expected a folder for the run`);
   const assets = assetsDir(job.assets);
   const model = ctl.model ?? (await loadClassifier(job.model, { assets, card: job.card }));
   try {

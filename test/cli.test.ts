@@ -36,6 +36,12 @@ describe('CLI', () => {
   it('unknown flag', () => expectUsageError(['compute', '--bogus'], /unknown option '--bogus'/));
   it('missing model', () => expectUsageError(['compute', '--model', 'no-such-model'], /--model no-such-model: not found/));
   it('empty data folder', () => expectUsageError(['compute', '--data', tmp()], /no images found/));
+  it('--out that is a file', () => {
+    const f = join(tmp(), 'file');
+    writeFileSync(f, 'x');
+    expectUsageError(['compute', '--out', f], /--out .*: is a file, expected a folder/);
+  });
+  it('labels file that is a folder', () => expectUsageError(['compute', '--labels', tmp()], /labels file .*: not found \(expected a text file/));
   it('missing data folder', () => expectUsageError(['compute', '--data', '/nonexistent/x'], /data \/nonexistent\/x: folder not found/));
   it('missing perturbation file', () => expectUsageError(['evaluate', '-v', '/nonexistent/v.npy'], /perturbation \/nonexistent\/v.npy: file not found/));
   it('perturbation of the wrong image size for the model', () => {

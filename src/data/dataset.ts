@@ -25,7 +25,7 @@ const isImage = (f: string) => IMAGE_EXTENSIONS.includes(extname(f).toLowerCase(
 const WNID = /^(n\d{8})/;
 
 function readLabelsFile(file: string): ImageItem[] {
-  if (!existsSync(file)) throw new UsageError(`labels file ${file}: not found`);
+  if (!existsSync(file) || !statSync(file).isFile()) throw new UsageError(`labels file ${file}: not found (expected a text file of "path, index" lines)`);
   const base = dirname(resolve(file));
   const items: ImageItem[] = [];
   readFileSync(file, 'utf8')
@@ -75,7 +75,9 @@ export function listDataset(dir: string, opts: ListOptions = {}): ImageItem[] {
     throw new UsageError(`data ${dir}: expected a folder of images`);
   } else {
     const entries = readdirSync(root).sort();
-    const subdirs = entries.filter((e) => statSync(join(root, e)).isDirectory());
+    // A dangling symlink has no stat: treat it as a (non-image) file rather than failing the listing.
+    const isDir = (e: string) => statSync(join(root, e), { throwIfNoEntry: false })?.isDirectory() ?? false;
+    const subdirs = entries.filter(isDir);
     if (subdirs.length > 0 && !entries.some(isImage)) {
       items = [];
       for (const d of subdirs) {
