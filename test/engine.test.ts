@@ -78,6 +78,14 @@ describe('LayersModel -> plain-op graph', () => {
     const ref = (truncated.predict(x) as tf.Tensor).dataSync();
     expect(maxRelDiff(runPlainGraph(g, x).dataSync(), ref)).toBeLessThan(1e-5);
   });
+  it('refuses layer configurations it would translate wrongly, naming the layer', () => {
+    const input = tf.input({ shape: [4, 4, 3] });
+    const bn = tf.layers.batchNormalization({ axis: 1, name: 'bn_axis1' }).apply(input) as tf.SymbolicTensor;
+    expect(() => compileLayersModel(tf.model({ inputs: input, outputs: bn }))).toThrow(/layer bn_axis1: batch normalization over axis 1/);
+    const dense = tf.layers.dense({ units: 2, name: 'dense4d' }).apply(input) as tf.SymbolicTensor;
+    const g = compileLayersModel(tf.model({ inputs: input, outputs: dense }));
+    expect(() => runPlainGraph(g, tf.zeros([1, 4, 4, 3]))).toThrow(/layer dense4d: Dense on a rank-4 input/);
+  });
   it('names the missing logits layer', () => {
     expect(() => compileLayersModel(smallModel(), 'conv_preds')).toThrow(/logits layer "conv_preds" is not in the model/);
   });

@@ -152,6 +152,20 @@ function zeroPadFn(layer: AnyLayer): Fn {
   return ([x]) => tf.pad(x, [[0, 0], rows, cols, [0, 0]]);
 }
 
+/** Configurations the translation does not cover: refused by name rather than translated wrongly. */
+function checkSupported(layer: AnyLayer): void {
+  const cfg = layer.getConfig() as Cfg;
+  const format = cfg.data_format ?? cfg.dataFormat;
+  if (format === 'channels_first' || format === 'channelsFirst')
+    throw new UsageError(`layer ${layer.name}: channels_first layers are not supported (the engine runs NHWC)`);
+  if (layer.getClassName() === 'BatchNormalization') {
+    const axis = cfg.axis as number | number[] | undefined;
+    const a = Array.isArray(axis) ? axis : [axis ?? -1];
+    if (a.length !== 1 || (a[0] !== -1 && a[0] !== 3 && a[0] !== (layer.inputSpec?.[0]?.ndim ?? 4) - 1))
+      throw new UsageError(`layer ${layer.name}: batch normalization over axis ${JSON.stringify(axis)} is not supported (only the channel axis)`);
+  }
+}
+
 /** Builds the plain-op function of one layer (BN folding is handled by the caller). */
 function layerFn(layer: AnyLayer, owned: tf.Tensor[]): Fn {
   const cfg = layer.getConfig() as Cfg;
@@ -170,7 +184,10 @@ function layerFn(layer: AnyLayer, owned: tf.Tensor[]): Fn {
       const w = layer.getWeights().map((t) => t.clone());
       owned.push(...w);
       const act = activation(cfg.activation, layer.name);
-      return ([x]) => act(w[1] ? tf.add(tf.matMul(x as tf.Tensor2D, w[0] as tf.Tensor2D), w[1]) : tf.matMul(x as tf.Tensor2D, w[0] as tf.Tensor2D));
+      return ([x]) => {
+        if (x.rank !== 2) throw new UsageError(`layer ${layer.name}: Dense on a rank-${x.rank} input is not supported (add a Flatten)`);
+        return act(w[1] ? tf.add(tf.matMul(x as tf.Tensor2D, w[0] as tf.Tensor2D), w[1]) : tf.matMul(x as tf.Tensor2D, w[0] as tf.Tensor2D));
+      };
     }
     case 'Activation':
       return ([x]) => activation(cfg.activation, layer.name)(x);
@@ -232,6 +249,7 @@ export function compileLayersModel(model: tf.LayersModel, outputLayer?: string):
   for (const layer of layers) {
     const cls = layer.getClassName();
     if (cls === 'InputLayer' || folded.has(layer.name)) continue;
+    checkSupported(layer);
     const inputs = inboundNames(layer);
     const bn = nextFoldableBn(layer, target);
     if (bn) {
