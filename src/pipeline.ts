@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from './model/classifier.js';
 import { loadClassifier, type CardOverrides } from './model/load.js';
 import { listDataset, loadImages, type ImageSet } from './data/dataset.js';
-import { computeUniversal, type UniversalOptions, type RunControl, type UniversalResult, UNIVERSAL_DEFAULTS } from './attacks/universal.js';
+import { computeUniversal, refuseResumeWithInit, type UniversalOptions, type RunControl, type UniversalResult, UNIVERSAL_DEFAULTS } from './attacks/universal.js';
 import { evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
 import { randomPerturbation } from './math/noise.js';
 import { lpNorm, type Norm } from './math/lp.js';
@@ -151,7 +151,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     const V = job.val === 'none' ? undefined : await loadSet(model, valDir, { labels: job.valLabels, limit: job.valLimit, strict: job.strict, assets, log, what: 'validation set' });
     const norm = job.options.norm ?? UNIVERSAL_DEFAULTS.norm;
     const options: UniversalOptions = { ...UNIVERSAL_DEFAULTS, xi: defaultXi(norm, model.inputShape), ...job.options, norm };
-    if (job.resume && job.init) throw new UsageError('--resume and --init exclude each other: a resumed run continues from its checkpoint');
+    refuseResumeWithInit(job.resume, job.init); // before reading the --init file
     const init = job.init ? loadPerturbation(job.init, model, log) : undefined;
     const config = { model: model.name, assets, data: job.data ?? defaults.data, val: V ? valDir : null, images: X.size, valImages: V?.size ?? 0, ...options, init: job.init ?? null };
     // A resumed run keeps its original config.json (a refused resume must not overwrite it).
@@ -193,56 +193,74 @@ export interface EvaluateJob extends DataSpec {
   randomDraws?: number;
 }
 
-/** `uap evaluate`: the figures of a saved perturbation on an image set, beside random noise of its norm. */
-export async function runEvaluate(job: EvaluateJob, log: Log = silent) {
-  const assets = assetsDir(job.assets);
-  const model = await loadClassifier(job.model, { assets, card: job.card });
-  try {
-    const v = loadPerturbation(job.perturbation, model, log);
-    const dir = job.val ?? job.data ?? defaultData(model, assets).val;
-    const set = await loadSet(model, dir, { labels: job.valLabels ?? job.labels, limit: job.valLimit ?? job.limit, strict: job.strict, assets, log, what: 'images' });
-    const ev = evaluatePerturbation(model, set, v, { batchSize: job.batchSize });
-    const normL2 = lpNorm(v, 2);
-    const normInf = lpNorm(v, 'inf');
-    const draws = job.randomDraws ?? 3;
-    const random = {
-      inf: randomBaseline(model, set, 'inf', normInf, draws, ev.cleanPred),
-      l2: randomBaseline(model, set, 2, normL2, draws, ev.cleanPred),
-    };
-    const metrics = { model: model.name, perturbation: job.perturbation, folder: dir, normL2, normInf, ...summaryOf(ev), randomSameLinf: random.inf, randomSameL2: random.l2 };
-    if (job.out) {
-      writeJson(join(job.out, 'metrics.json'), metrics);
-      await writeExamples(join(job.out, 'examples.png'), model, set, v, ev);
-    }
-    v.dispose();
-    return metrics;
-  } finally {
-    model.dispose();
-  }
-}
-
-/** `uap accuracy`: top-1 and top-5 accuracy of a model on a labelled folder (checks card and preprocessing). */
-export async function runAccuracy(job: { model: string; card?: CardOverrides; assets?: string; data?: string; labels?: string; limit?: number; strict?: boolean; batchSize?: number }, log: Log = silent) {
+/** The model and one labelled-or-not image folder (default: its validation set), for the scoring commands. */
+async function withScoringSet<T>(
+  job: { model: string; card?: CardOverrides; assets?: string; data?: string; labels?: string; limit?: number; strict?: boolean },
+  log: Log,
+  use: (model: Classifier, set: ImageSet, dir: string) => Promise<T>,
+): Promise<T> {
   const assets = assetsDir(job.assets);
   const model = await loadClassifier(job.model, { assets, card: job.card });
   try {
     const dir = job.data ?? defaultData(model, assets).val;
     const set = await loadSet(model, dir, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'images' });
-    const labels = set.labels;
-    if (!labels) throw new UsageError(`data ${dir}: accuracy needs labelled images (class folders, wnid names or a labels file)`);
-    const bs = job.batchSize ?? 32;
-    let top1 = 0;
-    let top5 = 0;
-    for (let s = 0; s < set.size; s += bs) {
-      const idx = Array.from({ length: Math.min(bs, set.size - s) }, (_, i) => s + i);
-      const top = tf.tidy(() => tf.topk(model.logits(set.batch(idx)), Math.min(5, model.numClasses)).indices.arraySync() as number[][]);
-      top.forEach((row, k) => {
-        if (row[0] === labels[s + k]) top1++;
-        if (row.includes(labels[s + k])) top5++;
-      });
-    }
-    return { model: model.name, folder: dir, images: set.size, top1: top1 / set.size, top5: top5 / set.size };
+    return await use(model, set, dir);
   } finally {
     model.dispose();
   }
+}
+
+/** `uap evaluate`: the figures of a saved perturbation on an image set, beside random noise of its norm. */
+export async function runEvaluate(job: EvaluateJob, log: Log = silent) {
+  const scoring = { ...job, data: job.val ?? job.data, labels: job.valLabels ?? job.labels, limit: job.valLimit ?? job.limit };
+  return withScoringSet(scoring, log, async (model, set, dir) => {
+    const v = loadPerturbation(job.perturbation, model, log);
+    try {
+      const ev = evaluatePerturbation(model, set, v, { batchSize: job.batchSize });
+      const normL2 = lpNorm(v, 2);
+      const normInf = lpNorm(v, 'inf');
+      const draws = job.randomDraws ?? 3;
+      const random = {
+        inf: randomBaseline(model, set, 'inf', normInf, draws, ev.cleanPred),
+        l2: randomBaseline(model, set, 2, normL2, draws, ev.cleanPred),
+      };
+      const metrics = { model: model.name, perturbation: job.perturbation, folder: dir, normL2, normInf, ...summaryOf(ev), randomSameLinf: random.inf, randomSameL2: random.l2 };
+      if (job.out) {
+        writeJson(join(job.out, 'metrics.json'), metrics);
+        await writeExamples(join(job.out, 'examples.png'), model, set, v, ev);
+      }
+      return metrics;
+    } finally {
+      v.dispose();
+    }
+  });
+}
+
+export interface AccuracyJob {
+  model: string;
+  card?: CardOverrides;
+  assets?: string;
+  data?: string;
+  labels?: string;
+  limit?: number;
+  strict?: boolean;
+  batchSize?: number;
+}
+
+/** `uap accuracy`: top-1 and top-5 accuracy of a model on a labelled folder (checks card and preprocessing). */
+export async function runAccuracy(job: AccuracyJob, log: Log = silent) {
+  return withScoringSet(job, log, async (model, set, dir) => {
+    const labels = set.labels;
+    if (!labels) throw new UsageError(`data ${dir}: accuracy needs labelled images (class folders, wnid names or a labels file)`);
+    let top1 = 0;
+    let top5 = 0;
+    for (const idx of set.batchIndices(job.batchSize ?? 32)) {
+      const top = tf.tidy(() => tf.topk(model.logits(set.batch(idx)), Math.min(5, model.numClasses)).indices.arraySync() as number[][]);
+      top.forEach((row, k) => {
+        if (row[0] === labels[idx[k]]) top1++;
+        if (row.includes(labels[idx[k]])) top5++;
+      });
+    }
+    return { model: model.name, folder: dir, images: set.size, top1: top1 / set.size, top5: top5 / set.size };
+  });
 }

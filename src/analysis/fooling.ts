@@ -10,11 +10,10 @@ export function perturb(x: tf.Tensor4D, v: tf.Tensor3D | null): tf.Tensor4D {
 /** Top-1 labels of every image of `set` (optionally with v added), forward passes in batches. */
 export function predictSet(model: Classifier, set: ImageSet, v: tf.Tensor3D | null, batchSize = 32, onBatch?: (done: number) => void): Int32Array {
   const out = new Int32Array(set.size);
-  for (let s = 0; s < set.size; s += batchSize) {
-    const idx = Array.from({ length: Math.min(batchSize, set.size - s) }, (_, i) => s + i);
+  for (const idx of set.batchIndices(batchSize)) {
     const labels = tf.tidy(() => tf.argMax(model.logits(perturb(set.batch(idx), v)), 1).dataSync());
-    out.set(labels, s);
-    onBatch?.(s + idx.length);
+    out.set(labels, idx[0]);
+    onBatch?.(idx[0] + idx.length);
   }
   return out;
 }

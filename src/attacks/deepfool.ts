@@ -62,8 +62,9 @@ export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOption
   const overshoot = opts.overshoot ?? 0.02;
   const maxSteps = opts.maxSteps ?? 50;
   const n = x.shape[0];
-  if (!Number.isInteger(opts.candidates ?? 10) || (opts.candidates ?? 10) < 2) throw new UsageError(`--candidates: expected an integer >= 2, got ${opts.candidates}`);
-  const k = Math.min(opts.candidates ?? 10, model.numClasses);
+  const candidates = opts.candidates ?? 10;
+  if (!Number.isInteger(candidates) || candidates < 2) throw new UsageError(`--candidates: expected an integer >= 2, got ${candidates}`);
+  const k = Math.min(candidates, model.numClasses);
   const [h, w, c] = [x.shape[1], x.shape[2], x.shape[3]];
 
   const clean = tf.tidy(() => model.logits(x).dataSync() as Float32Array);

@@ -4,7 +4,7 @@ import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { type Norm, projectLp, lpNorm } from '../math/lp.js';
 import { Rng, passSeed } from '../math/random.js';
-import { deepfool } from './deepfool.js';
+import { deepfool, type DeepFoolResult } from './deepfool.js';
 import { perturb, predictSet, foolingRate } from '../analysis/fooling.js';
 import { type Checkpoint, saveCheckpoint, loadCheckpoint } from '../io/checkpoint.js';
 import { AbortedError, UsageError } from '../errors.js';
@@ -111,6 +111,11 @@ export function validateUniversalOptions(o: UniversalOptions): void {
   if (!Number.isInteger(o.seed)) bad('seed', `expected an integer, got ${o.seed}`);
 }
 
+/** A resumed run continues from its checkpoint, so a warm start alongside it is a contradiction. */
+export function refuseResumeWithInit(resume: unknown, init: unknown): void {
+  if (resume && init) throw new UsageError('--resume and --init exclude each other: a resumed run continues from its checkpoint');
+}
+
 /** What must match for a resumed run to continue the same computation: model, data, backend, settings. */
 function fingerprint(model: Classifier, X: ImageSet, o: UniversalOptions): Record<string, unknown> {
   const data = createHash('sha1').update(X.items.map((i) => i.path).join('\n')).digest('hex').slice(0, 16);
@@ -138,7 +143,7 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
   let history: PassRecord[] = [];
   let startPass = 0;
   let elapsedBefore = 0;
-  if (ctl.resume && ctl.init) throw new UsageError('--resume and --init exclude each other: a resumed run continues from its checkpoint');
+  refuseResumeWithInit(ctl.resume, ctl.init);
   if (ctl.resume) {
     if (!ctl.checkpointDir) throw new UsageError('--resume needs the run directory (--out) of the interrupted run');
     const ck = loadCheckpoint<PassRecord>(ctl.checkpointDir, fp);
@@ -171,37 +176,33 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
       const labels = Int32Array.from(idx, (i) => cleanPred[i]);
       const x = X.batch(idx);
       const adv = tf.tidy(() => perturb(x, v));
+      let sub: tf.Tensor4D | undefined;
+      let df: DeepFoolResult | undefined;
       try {
         const pred = tf.tidy(() => tf.argMax(model.logits(adv), 1).dataSync());
         const unfooled = idx.map((_, j) => j).filter((j) => pred[j] === labels[j]);
         fooledSeen += idx.length - unfooled.length;
         if (unfooled.length > 0) {
-          const sub = tf.tidy(() => tf.gather(adv, tf.tensor1d(unfooled, 'int32')) as tf.Tensor4D);
-          const df = (() => {
-            try {
-              return deepfool(model, sub, {
-                norm: o.deepfoolNorm === 'match' ? o.norm : 2, candidates: o.candidates, overshoot: o.overshoot, maxSteps: o.deepfoolSteps,
-                labels: Int32Array.from(unfooled, (j) => labels[j]), maxRows: o.maxGradientRows,
-              });
-            } finally {
-              sub.dispose();
-            }
-          })();
+          sub = tf.tidy(() => tf.gather(adv, tf.tensor1d(unfooled, 'int32')) as tf.Tensor4D);
+          df = deepfool(model, sub, {
+            norm: o.deepfoolNorm === 'match' ? o.norm : 2, candidates: o.candidates, overshoot: o.overshoot, maxSteps: o.deepfoolSteps,
+            labels: Int32Array.from(unfooled, (j) => labels[j]), maxRows: o.maxGradientRows,
+          });
           // Every step of this batch was computed at the batch-start v; v is projected after each one.
           for (let u = 0; u < unfooled.length; u++) {
             if (df.status[u] !== 'converged') continue;
-            const next = tf.tidy(() => projectLp(tf.add(v, df.r.slice([u, 0, 0, 0], [1, h, w, c]).reshape([h, w, c])) as tf.Tensor3D, o.norm, o.xi));
+            const r = df.r;
+            const next = tf.tidy(() => projectLp(tf.add(v, r.slice([u, 0, 0, 0], [1, h, w, c]).reshape([h, w, c])) as tf.Tensor3D, o.norm, o.xi));
             v.dispose();
             v = next;
             updates++;
           }
-          df.r.dispose();
         }
       } catch (e) {
         v.dispose();
         throw e;
       } finally {
-        tf.dispose([x, adv]);
+        tf.dispose([x, adv, ...(sub ? [sub] : []), ...(df ? [df.r] : [])]);
       }
       ctl.onProgress?.({
         pass: pass + 1, maxPasses: o.maxPasses, done: Math.min(s + o.batchSize, X.size), total: X.size,

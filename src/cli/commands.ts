@@ -5,7 +5,7 @@ import { initBackend } from '../backend.js';
 import { runCompute, runEvaluate, runAccuracy, type ComputeSummary } from '../pipeline.js';
 import { assetsDir } from '../paths.js';
 import { UsageError } from '../errors.js';
-import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, count, type AttackFlags } from './flags.js';
+import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, type AttackFlags } from './flags.js';
 import { consoleLog, universalProgress } from './console.js';
 
 const pct = (x: number | undefined) => (x === undefined ? '-' : `${(x * 100).toFixed(1)}%`);
@@ -89,11 +89,7 @@ export function evaluateCommand(): Command {
     .action(async (flags: Record<string, unknown>) => {
       await backend(flags.backend);
       const m = await runEvaluate(
-        {
-          model: flags.model as string, card: cardOverrides(flags), assets: flags.assets as string | undefined, perturbation: flags.perturbation as string,
-          data: flags.data as string | undefined, labels: flags.labels as string | undefined, limit: flags.limit as number | undefined,
-          strict: Boolean(flags.strict), out: flags.out as string | undefined, batchSize: flags.batchSize as number,
-        },
+        { ...scoringJob(flags), perturbation: flags.perturbation as string, out: flags.out as string | undefined },
         consoleLog,
       );
       const lines = [
@@ -149,7 +145,7 @@ export function accuracyCommand(): Command {
     .action(async (flags: Record<string, unknown>) => {
       await backend(flags.backend);
       const r = await runAccuracy(
-        { model: flags.model as string, card: cardOverrides(flags), assets: flags.assets as string | undefined, data: flags.data as string | undefined, labels: flags.labels as string | undefined, limit: flags.limit as number | undefined, strict: Boolean(flags.strict), batchSize: flags.batchSize as number },
+        scoringJob(flags),
         consoleLog,
       );
       process.stdout.write(flags.json ? JSON.stringify(r) + '\n' : `model ${r.model}: top-1 ${pct(r.top1)}, top-5 ${pct(r.top5)} on ${r.images} images from ${r.folder}\n`);

@@ -123,6 +123,20 @@ export function addScoringFlags(cmd: Command, what: string): Command {
     .option('--strict', 'stop on the first image that cannot be decoded');
 }
 
+/** The fields every scoring command (evaluate, accuracy) passes to the library. */
+export function scoringJob(f: Record<string, unknown>) {
+  return {
+    model: f.model as string,
+    card: cardOverrides(f),
+    assets: f.assets as string | undefined,
+    data: f.data as string | undefined,
+    labels: f.labels as string | undefined,
+    limit: f.limit as number | undefined,
+    strict: Boolean(f.strict),
+    batchSize: f.batchSize as number,
+  };
+}
+
 export function dataSpec(f: Record<string, unknown>): DataSpec {
   return {
     data: f.data as string | undefined,

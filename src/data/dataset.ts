@@ -112,6 +112,10 @@ export class ImageSet {
     if (this.items.some((i) => i.label === undefined)) return undefined;
     return Int32Array.from(this.items.map((i) => i.label!));
   }
+  /** Consecutive index runs of at most `size` images, covering the set in order. */
+  *batchIndices(size: number): Generator<number[]> {
+    for (let s = 0; s < this.size; s += size) yield Array.from({ length: Math.min(size, this.size - s) }, (_, i) => s + i);
+  }
   /** Float32 pixel-space batch of the given images, [n, H, W, C]. */
   batch(indices: ArrayLike<number>): tf.Tensor4D {
     const [h, w, c] = this.shape;
