@@ -54,6 +54,17 @@ async function main() {
   if (!(diff < 1e-4)) throw new Error(`tiled and per-class gradients differ: relative ${diff}`);
   tf.dispose([tiled.grads, loop.grads]);
 
+  // 1b. Forward and one-class input gradient per image (batch 8): the engine's raw speed.
+  const [fwd, tFwd] = seconds(() => {
+    const t = model.logits(x);
+    t.dataSync();
+    return t;
+  }, 3, (t) => t.dispose());
+  fwd.dispose();
+  const oneClass = Int32Array.from({ length: 8 }, (_, i) => (i * 37) % 1000);
+  const [one, tOne] = seconds(() => candidateGradients(model, x, oneClass, 1), 3, releaseGrads);
+  one.grads.dispose();
+
   // 2. DeepFool throughput (L2, 10 candidates, batch 8).
   const [df, tDf] = seconds(() => deepfool(model, x, { candidates: k }), 2, (d) => d.r.dispose());
   const meanSteps = df.steps.reduce((a, b) => a + b, 0) / df.steps.length;
@@ -71,12 +82,16 @@ async function main() {
     date: new Date().toISOString(),
     backend,
     images: X.size,
+    forwardMsPerImage: (tFwd / 8) * 1000,
+    inputGradientMsPerImage: (tOne / 8) * 1000,
     gradients: { batch: 8, candidates: k, tiledSeconds: tTiled, perClassLoopSeconds: tLoop, speedup: tLoop / tTiled, maxRelativeDifference: diff },
     deepfool: { imagesPerSecond: 8 / tDf, meanSteps },
     universal: { secondsPerPass: res.history.map((h) => h.seconds), foolingRate: res.history.map((h) => h.foolingRate) },
     memory: mem,
   };
   console.table({
+    'forward (ms/image, batch 8)': ((tFwd / 8) * 1000).toFixed(1),
+    'input gradient, one class (ms/image, batch 8)': ((tOne / 8) * 1000).toFixed(1),
     'tiled top-10 gradients (s, batch 8, best of 3)': tTiled.toFixed(2),
     'one backward per class (s, best of 3)': tLoop.toFixed(2),
     'speed-up, tiled vs loop': (tLoop / tTiled).toFixed(2) + 'x',
