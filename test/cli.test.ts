@@ -34,6 +34,11 @@ describe('CLI', () => {
   it('unknown norm', () => expectUsageError(['compute', '--norm', '3'], /--norm 3: expected 2 or inf/));
   it('non-numeric batch size', () => expectUsageError(['compute', '--batch-size', 'many'], /--batch-size many: expected an integer >= 1/));
   it('unknown flag', () => expectUsageError(['compute', '--bogus'], /unknown option '--bogus'/));
+  it('a file that is not a TFLite model', () => {
+    const f = join(tmp(), 'bad.tflite');
+    writeFileSync(f, 'not a model at all');
+    expectUsageError(['accuracy', '--model', f], /bad.tflite: not a TFLite model/);
+  });
   it('missing model', () => expectUsageError(['compute', '--model', 'no-such-model'], /--model no-such-model: not found/));
   it('empty data folder', () => expectUsageError(['compute', '--data', tmp()], /no images found/));
   it('--out that is a file', () => {

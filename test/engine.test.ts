@@ -1,7 +1,8 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { inputGradConv, relu6InputGrad } from '../src/model/inputgrad.js';
-import { compileLayersModel, runPlainGraph } from '../src/model/layersGraph.js';
+import { compileLayersModel } from '../src/model/layersGraph.js';
+import { runPlainGraph } from '../src/model/plainGraph.js';
 import { candidateGradients, candidateGradientsLoop } from '../src/model/gradients.js';
 import type { Classifier } from '../src/model/classifier.js';
 
@@ -86,6 +87,18 @@ describe('LayersModel -> plain-op graph', () => {
     const g = compileLayersModel(tf.model({ inputs: input, outputs: dense }));
     expect(() => runPlainGraph(g, tf.zeros([1, 4, 4, 3]))).toThrow(/layer dense4d: Dense on a rank-4 input/);
   });
+  it('frees activations after their last use outside a gradient tape: same logits, a fraction of the peak memory', async () => {
+    const g = compileLayersModel(smallModel(), 'logits');
+    const x = tf.randomUniform([8, 12, 12, 3], -1, 1, 'float32', 7);
+    const base = tf.memory().numBytes;
+    let freed: Float32Array | undefined;
+    const peakFreed = (await tf.profile(() => void tf.tidy(() => void (freed = runPlainGraph(g, x).dataSync() as Float32Array)))).peakBytes - base;
+    let kept: Float32Array | undefined;
+    // Under a tape (as inside tf.grad) every activation must stay for the backward pass.
+    const peakKept = (await tf.profile(() => void tf.tidy(() => void tf.grad((t) => { const y = runPlainGraph(g, t); kept = y.dataSync() as Float32Array; return tf.sum(y); })(x)))).peakBytes - base;
+    expect(maxRelDiff(freed!, kept!)).toBeLessThan(1e-6);
+    expect(peakFreed).toBeLessThan(0.6 * peakKept);
+  });
   it('names the missing logits layer', () => {
     expect(() => compileLayersModel(smallModel(), 'conv_preds')).toThrow(/logits layer "conv_preds" is not in the model/);
   });
@@ -106,6 +119,23 @@ describe('batched candidate gradients', () => {
     // and the logits are the model's
     const l = clf.logits(x).dataSync();
     for (let n = 0; n < 3; n++) for (let j = 0; j < 5; j++) expect(a.logits[n * 5 + j]).toBeCloseTo(l[n * 5 + cand[n * 5 + j]], 5);
+  });
+  it("keeps each backward pass within the model's measured batch limit", () => {
+    const g = compileLayersModel(smallModel(), 'logits');
+    let calls = 0;
+    const rows: number[] = [];
+    const clf: Classifier = {
+      name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', maxBatch: { forward: 8, gradient: 3 },
+      logits: (x) => { calls++; rows.push(x.shape[0]); return runPlainGraph(g, x) as tf.Tensor2D; },
+      dispose: () => {},
+    };
+    const x = tf.randomUniform([2, 12, 12, 3], 0, 1, 'float32', 8) as tf.Tensor4D;
+    const cand = Int32Array.from([0, 1, 2, 3, 4, 4, 3, 2, 1, 0]);
+    const limited = candidateGradients(clf, x, cand, 5);
+    expect(calls).toBe(4);
+    expect(Math.max(...rows)).toBe(3);
+    const loop = candidateGradientsLoop(clf, x, cand, 5);
+    expect(maxRelDiff(limited.grads.dataSync(), loop.grads.dataSync())).toBeLessThan(1e-6);
   });
   it('with a reference class, gives the gradients of the logit differences f_k - f_ref', () => {
     const model = smallModel();

@@ -10,7 +10,7 @@ export function perturb(x: tf.Tensor4D, v: tf.Tensor3D | null): tf.Tensor4D {
 /** Top-1 labels of every image of `set` (optionally with v added), forward passes in batches. */
 export function predictSet(model: Classifier, set: ImageSet, v: tf.Tensor3D | null, batchSize = 32, onBatch?: (done: number) => void): Int32Array {
   const out = new Int32Array(set.size);
-  for (const idx of set.batchIndices(batchSize)) {
+  for (const idx of set.batchIndices(Math.min(batchSize, model.maxBatch?.forward ?? batchSize))) {
     const labels = tf.tidy(() => tf.argMax(model.logits(perturb(set.batch(idx), v)), 1).dataSync());
     out.set(labels, idx[0]);
     onBatch?.(idx[0] + idx.length);

@@ -30,6 +30,11 @@ function shape(s: string): [number, number, number] {
   return [Number(m[1]), Number(m[2]), Number(m[3])];
 }
 
+function labelSpace(s: string): 'imagenet' | 'own' {
+  if (s !== 'imagenet' && s !== 'own') throw new UsageError(`--label-space ${s}: expected imagenet or own`);
+  return s;
+}
+
 function numbers(flag: string) {
   return (s: string): number[] => {
     const v = s.split(',').map(Number);
@@ -41,7 +46,7 @@ function numbers(flag: string) {
 /** --model, --assets, --backend and the model-card flags: every command that runs a model takes them. */
 export function addModelFlags(cmd: Command, defaultModel: string): Command {
   return cmd
-    .option('-m, --model <name|path>', 'bundled model name, model card, or model folder/model.json with card.json beside it', defaultModel)
+    .option('-m, --model <name|path>', 'bundled model name, model card, model folder/model.json with card.json beside it, or a .tflite file', defaultModel)
     .option('--assets <dir>', 'folder of the shared ImageNet models and images (default: $UAP_ASSETS or ../shared/assets)')
     .option('--backend <name>', 'compute backend: wasm (default when its self-check passes) or cpu')
     .option('--input-shape <HxWxC>', 'card: model input size, e.g. 224x224x3', shape)
@@ -51,9 +56,11 @@ export function addModelFlags(cmd: Command, defaultModel: string): Command {
     .option('--mean <r,g,b>', 'card: model input = (pixel - mean) / std', numbers('mean'))
     .option('--std <r,g,b>', 'card: see --mean', numbers('std'))
     .option('--bgr', 'card: the model takes BGR channel order')
-    .option('--logits-layer <name>', 'card: layer (LayersModel) or node (GraphModel) giving pre-softmax logits')
+    .option('--logits-layer <name>', 'card: layer (LayersModel), node (GraphModel) or tensor (TFLite) giving pre-softmax logits')
     .option('--probabilities', 'card: that output is probabilities (log-probabilities are used as logits)')
-    .option('--class-names <file>', 'card: label names, one per line');
+    .option('--class-names <file>', 'card: label names, one per line')
+    .option('--background-class', 'card: output 0 is a background class to drop (1001-output ImageNet models)')
+    .option('--label-space <space>', 'card: "imagenet" (labels are standard ImageNet indices, wnid file names work) or "own"', labelSpace);
 }
 
 /** The card fields given as flags (they complete or override the model's card). */
@@ -71,6 +78,8 @@ export function cardOverrides(f: Record<string, unknown>): CardOverrides {
   if (f.logitsLayer) o.logitsLayer = f.logitsLayer as string;
   if (f.probabilities) o.outputIsProbabilities = true;
   if (f.classNames) o.labels = resolve(f.classNames as string);
+  if (f.backgroundClass) o.outputMap = { dropFirst: 1 };
+  if (f.labelSpace) o.labelSpace = f.labelSpace as 'imagenet' | 'own';
   return o;
 }
 

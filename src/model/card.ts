@@ -9,9 +9,9 @@ import { UsageError } from '../errors.js';
  */
 export interface ModelCard {
   name: string;
-  /** 'layers' (tf.LayersModel model.json) or 'graph' (tf.GraphModel model.json). */
-  format: 'layers' | 'graph';
-  /** Path of model.json, relative to the card file (or absolute). `${assets}/` expands to the assets folder. */
+  /** 'layers' (tf.LayersModel model.json), 'graph' (tf.GraphModel model.json) or 'tflite' (a .tflite file). */
+  format: 'layers' | 'graph' | 'tflite';
+  /** Path of model.json or the .tflite file, relative to the card file (or absolute). `${assets}/` expands to the assets folder. */
   model: string;
   /** [height, width, channels]; channels 1 means the model takes grayscale. */
   inputShape: [number, number, number];
@@ -24,7 +24,10 @@ export interface ModelCard {
   numClasses: number;
   /** Label names, inline or a text file with one name per line (relative to the card). */
   labels?: string[] | string;
-  /** LayersModel: the layer whose output is the pre-softmax logits. GraphModel: the output node name. */
+  /**
+   * LayersModel: the layer whose output is the pre-softmax logits. GraphModel: the output node name.
+   * TFLite: the tensor name (default: the input of the final SOFTMAX).
+   */
   logitsLayer?: string;
   /** True when the chosen output is probabilities: the classifier then uses log-probabilities as logits. */
   outputIsProbabilities?: boolean;
@@ -56,8 +59,8 @@ export function validateCard(raw: unknown, file: string): ModelCard {
   if (typeof raw !== 'object' || raw === null) fail(file, 'expected a JSON object');
   const c = raw as Record<string, unknown>;
   if (typeof c.name !== 'string') fail(file, '"name" must be a string');
-  if (c.format !== 'layers' && c.format !== 'graph') fail(file, '"format" must be "layers" or "graph"');
-  if (typeof c.model !== 'string') fail(file, '"model" must be the path of model.json');
+  if (c.format !== 'layers' && c.format !== 'graph' && c.format !== 'tflite') fail(file, '"format" must be "layers", "graph" or "tflite"');
+  if (typeof c.model !== 'string') fail(file, '"model" must be the path of model.json or the .tflite file');
   const s = c.inputShape;
   if (!Array.isArray(s) || s.length !== 3 || !s.every((v) => Number.isInteger(v) && v > 0) || ![1, 3].includes(s[2]))
     fail(file, '"inputShape" must be [height, width, channels] with channels 1 or 3');
@@ -77,6 +80,7 @@ export function validateCard(raw: unknown, file: string): ModelCard {
   if (Array.isArray(c.labels) && c.labels.length !== c.numClasses) fail(file, `"labels" has ${c.labels.length} names for ${String(c.numClasses)} classes`);
   if (c.logitsLayer !== undefined && typeof c.logitsLayer !== 'string') fail(file, '"logitsLayer" must be a layer or node name');
   if (!Number.isInteger(c.numClasses) || (c.numClasses as number) < 2) fail(file, '"numClasses" must be an integer >= 2');
+  if (c.labelSpace !== undefined && c.labelSpace !== 'imagenet' && c.labelSpace !== 'own') fail(file, '"labelSpace" must be "imagenet" or "own"');
   return c as unknown as ModelCard;
 }
 

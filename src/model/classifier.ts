@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import type { BatchLimits } from './memory.js';
 
 /** An image classifier seen by the attacks: pixel-space input, logits in the data's label space. */
 export interface Classifier {
@@ -10,6 +11,8 @@ export interface Classifier {
   readonly labelSpace: 'imagenet' | 'own';
   /** x: [N,H,W,C] float32 in pixel space [0,255]; returns [N, numClasses] pre-softmax logits. */
   logits(x: tf.Tensor4D): tf.Tensor2D;
+  /** Largest batches that fit in memory (measured at load; absent = no limit known). */
+  readonly maxBatch?: BatchLimits;
   dispose(): void;
 }
 

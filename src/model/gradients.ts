@@ -18,7 +18,7 @@ export interface CandidateGradients {
 }
 
 export interface GradientOptions {
-  /** Upper bound on rows (images x candidates) per backward pass, to cap memory (wasm has a 4 GB heap). */
+  /** Upper bound on rows (images x candidates) per backward pass (default: what the model's memory allows, at most 32). */
   maxRows?: number;
   /** Per image: a class whose logit is subtracted from every candidate's (DeepFool's f_k - f_label). */
   reference?: Int32Array;
@@ -55,7 +55,7 @@ export function candidateGradients(
 ): CandidateGradients {
   const n = x.shape[0];
   const rows = n * k;
-  const maxRows = Math.max(1, opts.maxRows ?? 32);
+  const maxRows = Math.max(1, Math.min(opts.maxRows ?? 32, model.maxBatch?.gradient ?? 32));
   const logits = new Float32Array(rows);
   const parts: tf.Tensor4D[] = [];
   for (let start = 0; start < rows; start += maxRows) {

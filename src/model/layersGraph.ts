@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { UsageError } from '../errors.js';
-import { inputGradConv, relu6InputGrad } from './inputgrad.js';
+import { relu6InputGrad } from './inputgrad.js';
+import { activation, convFn, type ConvSpec, type Fn, type PlainGraph, type Step } from './plainGraph.js';
 
 /**
  * Turns a tf.LayersModel into a forward function of plain, unfused ops, cut at the logits layer.
@@ -9,20 +10,6 @@ import { inputGradConv, relu6InputGrad } from './inputgrad.js';
  * Batch-norm layers that directly follow a convolution are folded into it.
  */
 
-type Fn = (inputs: tf.Tensor[]) => tf.Tensor;
-interface Step {
-  name: string;
-  inputs: string[];
-  fn: Fn;
-}
-export interface PlainGraph {
-  inputName: string;
-  steps: Step[];
-  output: string;
-  /** Weights owned by the graph (folded copies); disposed with `dispose`. */
-  owned: tf.Tensor[];
-}
-
 type Cfg = Record<string, unknown>;
 type AnyLayer = tf.layers.Layer;
 
@@ -30,27 +17,6 @@ function pair(v: unknown, fallback: number): [number, number] {
   if (Array.isArray(v)) return [v[0] as number, (v[1] ?? v[0]) as number];
   if (typeof v === 'number') return [v, v];
   return [fallback, fallback];
-}
-
-function activation(name: unknown, layerName: string): (x: tf.Tensor) => tf.Tensor {
-  switch (name ?? 'linear') {
-    case 'linear':
-      return (x) => x;
-    case 'relu':
-      return (x) => tf.relu(x);
-    case 'relu6':
-      return (x) => relu6InputGrad(x);
-    case 'sigmoid':
-      return (x) => tf.sigmoid(x);
-    case 'tanh':
-      return (x) => tf.tanh(x);
-    case 'elu':
-      return (x) => tf.elu(x);
-    case 'softmax':
-      return (x) => tf.softmax(x);
-    default:
-      throw new UsageError(`layer ${layerName}: activation "${String(name)}" is not supported`);
-  }
 }
 
 function inboundNames(layer: AnyLayer): string[] {
@@ -76,15 +42,6 @@ function bnAffine(layer: AnyLayer): { scale: tf.Tensor1D; shift: tf.Tensor1D } {
   });
 }
 
-interface ConvSpec {
-  kind: 'conv' | 'depthwise';
-  kernel: tf.Tensor4D;
-  bias: tf.Tensor1D | null;
-  strides: [number, number];
-  padding: 'same' | 'valid';
-  act: (x: tf.Tensor) => tf.Tensor;
-}
-
 function convSpec(layer: AnyLayer): ConvSpec {
   const cfg = layer.getConfig() as Cfg;
   const cls = layer.getClassName();
@@ -101,7 +58,7 @@ function convSpec(layer: AnyLayer): ConvSpec {
     bias: useBias ? (w[1].clone() as tf.Tensor1D) : null,
     strides: pair(cfg.strides, 1),
     padding: cfg.padding === 'same' ? 'same' : 'valid',
-    act: activation(cfg.activation, layer.name),
+    act: activation(cfg.activation, `layer ${layer.name}`),
   };
 }
 
@@ -115,17 +72,6 @@ function foldBn(spec: ConvSpec, bn: { scale: tf.Tensor1D; shift: tf.Tensor1D }):
   const bias = tf.tidy(() => (spec.bias ? tf.add(tf.mul(spec.bias, bn.scale), bn.shift) : bn.shift.clone())) as tf.Tensor1D;
   tf.dispose([spec.kernel, spec.bias ?? [], bn.scale, bn.shift]);
   return { ...spec, kernel, bias };
-}
-
-/** The conv step; registers the tensors it holds in `owned`. */
-function convFn(spec: ConvSpec, owned: tf.Tensor[]): Fn {
-  const conv = inputGradConv(spec.kind, spec.kernel, spec.strides, spec.padding);
-  owned.push(...conv.tensors, ...(spec.bias ? [spec.bias] : []));
-  return ([x]) => {
-    let y: tf.Tensor = conv.apply(x as tf.Tensor4D);
-    if (spec.bias) y = tf.add(y, spec.bias);
-    return spec.act(y);
-  };
 }
 
 function poolFn(layer: AnyLayer, kind: 'max' | 'avg'): Fn {
@@ -183,14 +129,14 @@ function layerFn(layer: AnyLayer, owned: tf.Tensor[]): Fn {
     case 'Dense': {
       const w = layer.getWeights().map((t) => t.clone());
       owned.push(...w);
-      const act = activation(cfg.activation, layer.name);
+      const act = activation(cfg.activation, `layer ${layer.name}`);
       return ([x]) => {
         if (x.rank !== 2) throw new UsageError(`layer ${layer.name}: Dense on a rank-${x.rank} input is not supported (add a Flatten)`);
         return act(w[1] ? tf.add(tf.matMul(x as tf.Tensor2D, w[0] as tf.Tensor2D), w[1]) : tf.matMul(x as tf.Tensor2D, w[0] as tf.Tensor2D));
       };
     }
     case 'Activation':
-      return ([x]) => activation(cfg.activation, layer.name)(x);
+      return ([x]) => activation(cfg.activation, `layer ${layer.name}`)(x);
     case 'ReLU': {
       const max = cfg.max_value ?? cfg.maxValue;
       return ([x]) => (max === 6 ? relu6InputGrad(x) : max != null ? tf.clipByValue(x, 0, max as number) : tf.relu(x));
@@ -273,18 +219,4 @@ function nextFoldableBn(layer: AnyLayer, target: string): AnyLayer | undefined {
   if (layer.outboundNodes.length !== 1) return undefined;
   const next = layer.outboundNodes[0].outboundLayer;
   return next.getClassName() === 'BatchNormalization' ? next : undefined;
-}
-
-/** Runs the compiled graph on a preprocessed batch. */
-export function runPlainGraph(g: PlainGraph, x: tf.Tensor): tf.Tensor {
-  const values = new Map<string, tf.Tensor>([[g.inputName, x]]);
-  for (const s of g.steps) {
-    const ins = s.inputs.map((n) => {
-      const t = values.get(n);
-      if (!t) throw new Error(`internal: missing tensor ${n} for ${s.name}`);
-      return t;
-    });
-    values.set(s.name, s.fn(ins));
-  }
-  return values.get(g.output)!;
 }

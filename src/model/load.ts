@@ -6,7 +6,10 @@ import { CARDS_DIR, EMBEDDED_DIR, assetsDir } from '../paths.js';
 import { type ModelCard, readCard, resolveCardPath, cardLabels, validateCard } from './card.js';
 import type { Classifier } from './classifier.js';
 import { fileHandler } from './fileHandler.js';
-import { compileLayersModel, runPlainGraph, type PlainGraph } from './layersGraph.js';
+import { compileLayersModel } from './layersGraph.js';
+import { runPlainGraph, type PlainGraph } from './plainGraph.js';
+import { measureBatchLimits, type BatchLimits } from './memory.js';
+import { cardFromTflite, loadTfliteGraph } from './tflite/index.js';
 
 /** Short names for the cards shipped in cards/ and the embedded default. */
 export function bundledModels(): Record<string, string> {
@@ -51,7 +54,7 @@ function cardFromFlags(modelJson: string, spec: string, o: CardOverrides): Model
  * a model folder holding `card.json`, or a model.json with `card.json` beside it. `overrides` (from
  * flags) complete or replace its fields, or make the whole card when the model has none.
  */
-export function findCard(spec: string, overrides: CardOverrides = {}): ModelCard {
+export function findCard(spec: string, overrides: CardOverrides = {}, assets?: string): ModelCard {
   const withFlags = (file: string) => (Object.keys(overrides).length ? merge(readCard(file), overrides, file) : readCard(file));
   const bundled = bundledModels();
   if (bundled[spec]) return withFlags(bundled[spec]);
@@ -61,8 +64,7 @@ export function findCard(spec: string, overrides: CardOverrides = {}): ModelCard
       `--model ${spec}: not found (expected a bundled name: ${Object.keys(bundled).join(', ')}; or a card / model.json / model folder)`,
     );
   }
-  if (p.endsWith('.tflite'))
-    throw new UsageError(`--model ${spec}: TFLite models are not supported yet (the TFLite importer is a separate issue)`);
+  if (p.endsWith('.tflite') && statSync(p).isFile()) return tfliteCard(p, spec, overrides, assets);
   const dir = statSync(p).isDirectory() ? p : dirname(p);
   const modelJson = statSync(p).isDirectory() ? join(p, 'model.json') : p;
   if (!statSync(p).isDirectory()) {
@@ -77,6 +79,29 @@ export function findCard(spec: string, overrides: CardOverrides = {}): ModelCard
   for (const c of ['card.json', 'model.card.json']) if (existsSync(join(dir, c))) return withFlags(join(dir, c));
   if (!existsSync(modelJson)) throw new UsageError(`--model ${spec}: folder has no card.json and no model.json`);
   return cardFromFlags(modelJson, spec, overrides);
+}
+
+/**
+ * The card of a .tflite file: a bundled card that points at this very file (so the coral models keep
+ * their background offset and labels), else `NAME.card.json` beside it, else the file's own facts
+ * (input size, preprocessing from the input quantisation, class count) completed by flags.
+ */
+function tfliteCard(file: string, spec: string, o: CardOverrides, assets?: string): ModelCard {
+  const withFlags = (f: string) => (Object.keys(o).length ? merge(readCard(f), o, f) : readCard(f));
+  const dir = assetsDir(assets);
+  for (const cardFile of Object.values(bundledModels())) {
+    const c = readCard(cardFile);
+    if (c.format === 'tflite' && resolveCardPath(c, c.model, dir) === file) return withFlags(cardFile);
+  }
+  const beside = join(dirname(file), `${basename(file, '.tflite')}.card.json`);
+  if (existsSync(beside)) return withFlags(beside);
+  const own = cardFromTflite(file, undefined, o.logitsLayer);
+  if (!own.preprocess && !o.preprocess)
+    throw new UsageError(
+      `--model ${spec}: the model takes float input, so the file does not say how pixels map to it; pass --scale/--offset or --mean/--std (MobileNets: --scale 0.0078431 --offset -1), or write ${beside}`,
+    );
+  if (o.outputMap?.dropFirst && own.numClasses) own.numClasses -= o.outputMap.dropFirst;
+  return merge({ ...own, baseDir: dirname(file) }, o, `for ${spec} (from the file and flags)`);
 }
 
 /** Pixel space [0,255] RGB -> the model's input, as the card declares. */
@@ -122,25 +147,9 @@ function outputMapFn(card: ModelCard, assets: string): { fn: (y: tf.Tensor2D) =>
   return { fn: (y) => steps.reduce((acc, s) => s(acc), y), owned };
 }
 
-/**
- * Attacks need input gradients. TF.js cannot differentiate some converted graphs (fused convolutions
- * with relu6, and depthwise convolutions on wasm): find out at load time, not mid-run.
- */
-function probeGraphGradient(card: ModelCard, forward: (x: tf.Tensor4D) => tf.Tensor, pre: (x: tf.Tensor4D) => tf.Tensor4D, release: () => void): void {
-  try {
-    tf.tidy(() => tf.grad((x: tf.Tensor) => tf.sum(forward(pre(x as tf.Tensor4D))))(tf.zeros([1, ...card.inputShape])).dataSync());
-  } catch (e) {
-    release();
-    if (e instanceof UsageError) throw e;
-    throw new UsageError(
-      `model ${card.name}: TF.js cannot compute input gradients through this GraphModel (${(e as Error).message.split('\n')[0]}); convert it as a LayersModel, or try --backend cpu`,
-    );
-  }
-}
-
 /** Loads the classifier a card describes; its logits take pixel-space images. */
 export async function loadClassifier(spec: string | ModelCard, opts: { assets?: string; card?: CardOverrides } = {}): Promise<Classifier> {
-  const card = typeof spec === 'string' ? findCard(spec, opts.card) : spec;
+  const card = typeof spec === 'string' ? findCard(spec, opts.card, opts.assets) : spec;
   const assets = assetsDir(opts.assets);
   const modelPath = resolveCardPath(card, card.model, assets);
   if (!existsSync(modelPath)) {
@@ -155,7 +164,11 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
   let forward: (x: tf.Tensor4D) => tf.Tensor;
   let release: () => void;
   try {
-    if (card.format === 'layers') {
+    if (card.format === 'tflite') {
+      const graph = loadTfliteGraph(modelPath, card.logitsLayer);
+      forward = (x) => runPlainGraph(graph, x);
+      release = () => tf.dispose(graph.owned);
+    } else if (card.format === 'layers') {
       const model = await tf.loadLayersModel(fileHandler(modelPath));
       try {
         const graph: PlainGraph = compileLayersModel(model, card.logitsLayer);
@@ -172,7 +185,6 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
         return y;
       };
       release = () => model.dispose();
-      probeGraphGradient(card, forward, pre, release);
     }
   } catch (e) {
     tf.dispose(post.owned);
@@ -180,25 +192,30 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
     throw new UsageError(`model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`);
   }
   const [h, w, c] = card.inputShape;
-  return {
-    name: card.name,
-    inputShape: [h, w, c],
-    numClasses: card.numClasses,
-    labels,
-    labelSpace: card.labelSpace ?? 'own',
-    logits(x: tf.Tensor4D): tf.Tensor2D {
-      return tf.tidy(() => {
-        let y = forward(pre(x)).reshape([x.shape[0], -1]) as tf.Tensor2D;
-        if (card.outputIsProbabilities) y = tf.log(tf.maximum(y, 1e-30)) as tf.Tensor2D;
-        y = post.fn(y) as tf.Tensor2D;
-        if (y.shape[1] !== card.numClasses)
-          throw new UsageError(`model ${card.name}: gives ${y.shape[1]} outputs but the card says numClasses ${card.numClasses}`);
-        return y;
-      });
-    },
-    dispose() {
-      release();
-      tf.dispose(post.owned);
-    },
+  const logits = (x: tf.Tensor4D): tf.Tensor2D =>
+    tf.tidy(() => {
+      let y = forward(pre(x)).reshape([x.shape[0], -1]) as tf.Tensor2D;
+      if (card.outputIsProbabilities) y = tf.log(tf.maximum(y, 1e-30)) as tf.Tensor2D;
+      y = post.fn(y) as tf.Tensor2D;
+      if (y.shape[1] !== card.numClasses)
+        throw new UsageError(`model ${card.name}: gives ${y.shape[1]} outputs but the card says numClasses ${card.numClasses}`);
+      return y;
+    });
+  const dispose = () => {
+    release();
+    tf.dispose(post.owned);
   };
+  let maxBatch: BatchLimits;
+  try {
+    maxBatch = await measureBatchLimits(logits, [h, w, c]);
+  } catch (e) {
+    dispose();
+    if (e instanceof UsageError) throw e;
+    // Attacks need input gradients: find out at load time, not mid-run. (TF.js cannot differentiate
+    // some converted graphs: fused convolutions with relu6, depthwise convolutions on wasm.)
+    throw new UsageError(
+      `model ${card.name}: TF.js cannot compute input gradients through this ${card.format} model (${(e as Error).message.split('\n')[0]})${card.format === 'graph' ? '; convert it as a LayersModel, or try --backend cpu' : ''}`,
+    );
+  }
+  return { name: card.name, inputShape: [h, w, c], numClasses: card.numClasses, labels, labelSpace: card.labelSpace ?? 'own', maxBatch, logits, dispose };
 }
