@@ -7,7 +7,8 @@ import './helpers.js';
 import { initBackend } from '../src/backend.js';
 import * as fb from '../src/model/tflite/schema.generated.js';
 import { buildTflite, type TensorSpec } from './tfliteBuilder.js';
-import { parseTflite, dequantize, compileTflite, cardFromTflite, readTflite } from '../src/model/tflite/index.js';
+import { parseTflite, dequantize, tfliteToNet, cardFromTflite, readTflite } from '../src/model/tflite/index.js';
+import { netToTfGraph } from '../src/model/tfjsNet.js';
 import { runPlainGraph } from '../src/model/plainGraph.js';
 import { findCard, loadClassifier } from '../src/model/load.js';
 import { readCard } from '../src/model/card.js';
@@ -89,7 +90,7 @@ describe('TFLite parsing and dequantisation', () => {
 
   it('builds the float network: logits (the input of SOFTMAX) match the closed form', () => {
     const m = parseTflite(tinyQuantisedModel(), 'tiny.tflite');
-    const g = compileTflite(m, 'tiny.tflite');
+    const g = netToTfGraph(tfliteToNet(m, 'tiny.tflite'));
     expect(g.output).toBe('7');
     const px = [[0, 10, 14, 255], [3, 200, 12, 9]];
     const x = tf.tensor4d(px.flat(), [2, 2, 2, 1]).mul(0.5).sub(5);
@@ -99,10 +100,10 @@ describe('TFLite parsing and dequantisation', () => {
   });
 
   it('names an unsupported operator, and refuses files that are not TFLite', () => {
-    expect(() => compileTflite(parseTflite(tinyQuantisedModel(HARD_SWISH), 'hs.tflite'), 'hs.tflite')).toThrow(/operator 1 \(HARD_SWISH\) is not supported by the TFLite importer/);
+    expect(() => tfliteToNet(parseTflite(tinyQuantisedModel(HARD_SWISH), 'hs.tflite'), 'hs.tflite')).toThrow(/operator 1 \(HARD_SWISH\) is not supported by the TFLite importer/);
     expect(() => parseTflite(new TextEncoder().encode('{"modelTopology": {}}'), 'x.tflite')).toThrow(/x.tflite: not a TFLite model/);
     const cut = tinyQuantisedModel().slice(0, 200);
-    expect(() => compileTflite(parseTflite(cut, 'cut.tflite'), 'cut.tflite')).toThrow(UsageError);
+    expect(() => tfliteToNet(parseTflite(cut, 'cut.tflite'), 'cut.tflite')).toThrow(UsageError);
   });
 });
 
@@ -167,8 +168,7 @@ describe.skipIf(!present)('the coral TFLite MobileNets (shared assets)', () => {
       expect(own.numClasses).toBe(card.numClasses + 1); // background class
       expect(own.preprocess!.scale).toBeCloseTo(card.preprocess.scale!, 9);
       expect(own.preprocess!.offset).toBeCloseTo(card.preprocess.offset!, 9);
-      const g = compileTflite(m, file);
-      tf.dispose(g.owned);
+      expect(tfliteToNet(m, file).nodes.length).toBeGreaterThan(25);
       // A path to the file finds its bundled card (background offset, labels).
       expect(findCard(file, {}, assets).name).toBe(name);
     }

@@ -6,10 +6,12 @@ import { CARDS_DIR, EMBEDDED_DIR, assetsDir } from '../paths.js';
 import { type ModelCard, readCard, resolveCardPath, cardLabels, validateCard } from './card.js';
 import type { Classifier } from './classifier.js';
 import { fileHandler } from './fileHandler.js';
-import { compileLayersModel } from './layersGraph.js';
-import { runPlainGraph, type PlainGraph } from './plainGraph.js';
+import { layersToNet } from './layersGraph.js';
+import { chain, weights, type Net, type NetNode } from './net.js';
+import { runPlainGraph } from './plainGraph.js';
+import { netToTfGraph } from './tfjsNet.js';
 import { measureBatchLimits, type BatchLimits } from './memory.js';
-import { cardFromTflite, loadTfliteGraph } from './tflite/index.js';
+import { cardFromTflite, loadTfliteNet } from './tflite/index.js';
 
 /** Short names for the cards shipped in cards/ and the embedded default. */
 export function bundledModels(): Record<string, string> {
@@ -104,26 +106,26 @@ function tfliteCard(file: string, spec: string, o: CardOverrides, assets?: strin
   return merge({ ...own, baseDir: dirname(file) }, o, `for ${spec} (from the file and flags)`);
 }
 
-/** Pixel space [0,255] RGB -> the model's input, as the card declares. */
-function preprocessFn(card: ModelCard): (x: tf.Tensor4D) => tf.Tensor4D {
+/** Pixel space [0,255] RGB -> the model's input, as the card declares: one per-channel affine map. */
+function preprocessNodes(card: ModelCard): NetNode[] {
   const { scale = 1, offset = 0, mean, std, channelOrder = 'RGB' } = card.preprocess;
-  return (x) => {
-    let y: tf.Tensor4D = x;
-    if (channelOrder === 'BGR') y = tf.reverse(y, -1);
-    if (mean) y = tf.sub(y, mean);
-    if (std) y = tf.div(y, std);
-    if (scale !== 1) y = tf.mul(y, scale);
-    if (offset !== 0) y = tf.add(y, offset);
-    return y;
-  };
+  const c = card.inputShape[2];
+  // ((x - mean) / std) * scale + offset = x * a + b
+  const a = Array.from({ length: c }, (_, i) => scale / (std?.[i] ?? 1));
+  const b = Array.from({ length: c }, (_, i) => offset - (mean?.[i] ?? 0) * a[i]);
+  const nodes: NetNode[] = [];
+  if (channelOrder === 'BGR') nodes.push({ name: 'pre/bgr', inputs: [], op: { kind: 'reverseChannels' } });
+  if (a.some((v) => v !== 1) || b.some((v) => v !== 0))
+    nodes.push({ name: 'pre/affine', inputs: [], op: { kind: 'affine', scale: weights(a, [c]), shift: weights(b, [c]) } });
+  return nodes;
 }
 
-/** Raw outputs -> logits over the label space (background dropped, DarkNet order mapped). */
-function outputMapFn(card: ModelCard, assets: string): { fn: (y: tf.Tensor2D) => tf.Tensor2D; owned: tf.Tensor[] } {
+/** Raw outputs -> logits over the label space (flattened; log of probabilities; background dropped; DarkNet order mapped). */
+function outputNodes(card: ModelCard, assets: string): NetNode[] {
   const m = card.outputMap ?? {};
-  const owned: tf.Tensor[] = [];
-  const steps: ((y: tf.Tensor2D) => tf.Tensor2D)[] = [];
-  if (m.dropFirst) steps.push((y) => y.slice([0, m.dropFirst!], [-1, -1]));
+  const nodes: NetNode[] = [{ name: 'post/flatten', inputs: [], op: { kind: 'reshape', shape: [-1] } }];
+  if (card.outputIsProbabilities) nodes.push({ name: 'post/log', inputs: [], op: { kind: 'act', act: 'log' } });
+  if (m.dropFirst) nodes.push({ name: 'post/drop', inputs: [], op: { kind: 'slice', begin: m.dropFirst, size: -1 } });
   if (m.wnids) {
     const read = (f: string) => {
       const file = resolveCardPath(card, f, assets);
@@ -133,18 +135,31 @@ function outputMapFn(card: ModelCard, assets: string): { fn: (y: tf.Tensor2D) =>
     const from = read(m.wnids);
     const ref = read(m.referenceWnids ?? '${assets}/data/labels/imagenet1k_wnids_sorted.txt');
     const pos = new Map(from.map((w, i) => [w, i]));
-    // A permutation matrix instead of tf.gather: gather's gradient needs a kernel wasm lacks.
+    // A permutation matrix instead of a gather: gather's gradient needs a kernel wasm lacks.
     const perm = new Float32Array(from.length * ref.length);
     ref.forEach((w, j) => {
       const i = pos.get(w);
       if (i === undefined) throw new UsageError(`model card ${card.name}: wnid ${w} missing from ${m.wnids}`);
       perm[i * ref.length + j] = 1;
     });
-    const p = tf.tensor2d(perm, [from.length, ref.length]);
-    owned.push(p);
-    steps.push((y) => tf.matMul(y, p));
+    nodes.push({ name: 'post/order', inputs: [], op: { kind: 'dense', kernel: weights(perm, [from.length, ref.length]), act: 'linear' } });
   }
-  return { fn: (y) => steps.reduce((acc, s) => s(acc), y), owned };
+  return nodes;
+}
+
+/** The whole classifier (preprocessing, model, output mapping) as one Net, for formats the engine imports. */
+export async function loadNet(card: ModelCard, modelPath: string, assets: string): Promise<Net> {
+  let net: Net;
+  if (card.format === 'tflite') net = loadTfliteNet(modelPath, card.logitsLayer);
+  else {
+    const model = await tf.loadLayersModel(fileHandler(modelPath));
+    try {
+      net = layersToNet(model, card.logitsLayer);
+    } finally {
+      model.dispose();
+    }
+  }
+  return chain(preprocessNodes(card), net, outputNodes(card, assets));
 }
 
 /** Loads the classifier a card describes; its logits take pixel-space images. */
@@ -158,53 +173,44 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
       : '';
     throw new UsageError(`model ${card.name}: ${modelPath} not found${hint}`);
   }
-  const pre = preprocessFn(card);
   const labels = cardLabels(card, assets);
-  const post = outputMapFn(card, assets);
   let forward: (x: tf.Tensor4D) => tf.Tensor;
   let release: () => void;
+  let net: Net | undefined;
   try {
-    if (card.format === 'tflite') {
-      const graph = loadTfliteGraph(modelPath, card.logitsLayer);
+    if (card.format === 'graph') {
+      const model = await tf.loadGraphModel(fileHandler(modelPath));
+      // GraphModels run on TF.js's own ops, between preprocessing and output mapping steps.
+      const pre = netToTfGraph(chain(preprocessNodes(card), { input: 'x', nodes: [], output: 'x' }, []));
+      const post = netToTfGraph(chain([], { input: 'y', nodes: [], output: 'y' }, outputNodes(card, assets)));
+      forward = (x) => {
+        const y = model.execute(runPlainGraph(pre, x), card.logitsLayer);
+        if (Array.isArray(y)) throw new UsageError(`model ${card.name}: the graph has several outputs; name the logits node in "logitsLayer"`);
+        return runPlainGraph(post, y);
+      };
+      release = () => {
+        model.dispose();
+        tf.dispose([...pre.owned, ...post.owned]);
+      };
+    } else {
+      net = await loadNet(card, modelPath, assets);
+      const graph = netToTfGraph(net);
       forward = (x) => runPlainGraph(graph, x);
       release = () => tf.dispose(graph.owned);
-    } else if (card.format === 'layers') {
-      const model = await tf.loadLayersModel(fileHandler(modelPath));
-      try {
-        const graph: PlainGraph = compileLayersModel(model, card.logitsLayer);
-        forward = (x) => runPlainGraph(graph, x);
-        release = () => tf.dispose(graph.owned);
-      } finally {
-        model.dispose();
-      }
-    } else {
-      const model = await tf.loadGraphModel(fileHandler(modelPath));
-      forward = (x) => {
-        const y = model.execute(x, card.logitsLayer);
-        if (Array.isArray(y)) throw new UsageError(`model ${card.name}: the graph has several outputs; name the logits node in "logitsLayer"`);
-        return y;
-      };
-      release = () => model.dispose();
     }
   } catch (e) {
-    tf.dispose(post.owned);
     if (e instanceof UsageError) throw e;
     throw new UsageError(`model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`);
   }
   const [h, w, c] = card.inputShape;
   const logits = (x: tf.Tensor4D): tf.Tensor2D =>
     tf.tidy(() => {
-      let y = forward(pre(x)).reshape([x.shape[0], -1]) as tf.Tensor2D;
-      if (card.outputIsProbabilities) y = tf.log(tf.maximum(y, 1e-30)) as tf.Tensor2D;
-      y = post.fn(y) as tf.Tensor2D;
+      const y = forward(x) as tf.Tensor2D;
       if (y.shape[1] !== card.numClasses)
         throw new UsageError(`model ${card.name}: gives ${y.shape[1]} outputs but the card says numClasses ${card.numClasses}`);
       return y;
     });
-  const dispose = () => {
-    release();
-    tf.dispose(post.owned);
-  };
+  const dispose = release;
   let maxBatch: BatchLimits;
   try {
     maxBatch = await measureBatchLimits(logits, [h, w, c]);

@@ -1,11 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import { UsageError } from '../errors.js';
-import { inputGradConv, relu6InputGrad } from './inputgrad.js';
 
-/**
- * A model as a list of plain-op steps: what every imported format (LayersModel, TFLite) compiles to.
- * The steps use unfused ops whose input gradients are fast on every backend (see inputgrad.ts).
- */
+/** A network as TF.js steps (closures over weight tensors), built from a Net by tfjsNet.ts. */
 
 export type Fn = (inputs: tf.Tensor[]) => tf.Tensor;
 export interface Step {
@@ -19,51 +14,6 @@ export interface PlainGraph {
   output: string;
   /** Weights owned by the graph; disposed with it. */
   owned: tf.Tensor[];
-}
-
-/** Element-wise activation by its Keras name ('relu1' is TFLite's RELU_N1_TO_1). */
-export function activation(name: unknown, where: string): (x: tf.Tensor) => tf.Tensor {
-  switch (name ?? 'linear') {
-    case 'linear':
-      return (x) => x;
-    case 'relu':
-      return (x) => tf.relu(x);
-    case 'relu6':
-      return (x) => relu6InputGrad(x);
-    case 'relu1':
-      return (x) => tf.clipByValue(x, -1, 1);
-    case 'sigmoid':
-      return (x) => tf.sigmoid(x);
-    case 'tanh':
-      return (x) => tf.tanh(x);
-    case 'elu':
-      return (x) => tf.elu(x);
-    case 'softmax':
-      return (x) => tf.softmax(x);
-    default:
-      throw new UsageError(`${where}: activation "${String(name)}" is not supported`);
-  }
-}
-
-export interface ConvSpec {
-  kind: 'conv' | 'depthwise';
-  /** [kh, kw, in, out] for conv; [kh, kw, C, 1] for depthwise. */
-  kernel: tf.Tensor4D;
-  bias: tf.Tensor1D | null;
-  strides: [number, number];
-  padding: 'same' | 'valid';
-  act: (x: tf.Tensor) => tf.Tensor;
-}
-
-/** The conv step; registers the tensors it holds in `owned`. */
-export function convFn(spec: ConvSpec, owned: tf.Tensor[]): Fn {
-  const conv = inputGradConv(spec.kind, spec.kernel, spec.strides, spec.padding);
-  owned.push(...conv.tensors, ...(spec.bias ? [spec.bias] : []));
-  return ([x]) => {
-    let y: tf.Tensor = conv.apply(x as tf.Tensor4D);
-    if (spec.bias) y = tf.add(y, spec.bias);
-    return spec.act(y);
-  };
 }
 
 /** Index of the last step that reads each value (the output is read "after" the last step). */

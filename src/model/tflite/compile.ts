@@ -1,18 +1,17 @@
 import * as flatbuffers from 'flatbuffers';
-import * as tf from '@tensorflow/tfjs';
 import { UsageError } from '../../errors.js';
-import { activation, convFn, type Fn, type PlainGraph, type Step } from '../plainGraph.js';
+import { weights, type Activation, type Net, type NetNode, type NodeOp, type Padding, type Weights } from '../net.js';
 import { dequantize, intValues } from './dequantize.js';
 import type { TfliteModel, TfliteOp, TfliteTensor } from './parse.js';
 import * as fb from './schema.generated.js';
 
 /**
- * Compiles a parsed TFLite model into the engine's plain-op graph, in float32: quantised weights are
+ * Translates a parsed TFLite model into the engine's Net, in float32: quantised weights are
  * dequantised and activation quantisation is dropped (QUANTIZE / DEQUANTIZE become identities), so
  * the result is the differentiable float network the quantised one approximates.
  */
 
-const FUSED = ['linear', 'relu', 'relu1', 'relu6', 'tanh'];
+const FUSED: Activation[] = ['linear', 'relu', 'relu1', 'relu6', 'tanh'];
 
 export const SUPPORTED_OPERATORS = [
   'ADD', 'SUB', 'MUL', 'AVERAGE_POOL_2D', 'MAX_POOL_2D', 'CONCATENATION', 'CONV_2D', 'DEPTHWISE_CONV_2D',
@@ -50,27 +49,24 @@ export function logitsTensor(m: TfliteModel, name?: string): number {
 
 interface Ctx {
   m: TfliteModel;
-  owned: tf.Tensor[];
   where: string;
 }
 
-function constant(ctx: Ctx, index: number): tf.Tensor {
+function constant(ctx: Ctx, index: number): Weights {
   const t = ctx.m.tensors[index];
-  const v = tf.tensor(dequantize(t), t.shape.length ? t.shape : [1], 'float32');
-  ctx.owned.push(v);
-  return v;
+  return weights(dequantize(t), t.shape.length ? t.shape : [1]);
 }
 
 function ints(ctx: Ctx, index: number): number[] {
   return intValues(ctx.m.tensors[index]);
 }
 
-function fused(code: number, where: string): (x: tf.Tensor) => tf.Tensor {
+function fused(code: number, where: string): Activation {
   if (code < 0 || code >= FUSED.length) throw new UsageError(`${where}: fused activation ${code} is not supported`);
-  return activation(FUSED[code], where);
+  return FUSED[code];
 }
 
-const padding = (p: number): 'same' | 'valid' => (p === 0 ? 'same' : 'valid');
+const padding = (p: number): Padding => (p === 0 ? 'same' : 'valid');
 
 /** An empty flatbuffer table: options read from it give the format's defaults. */
 const EMPTY_TABLE = (() => {
@@ -86,171 +82,162 @@ function options<T extends { __init(i: number, bb: flatbuffers.ByteBuffer): T }>
   return o ?? make().__init(EMPTY_TABLE.readInt32(0), EMPTY_TABLE);
 }
 
-function conv(ctx: Ctx, op: TfliteOp, depthwise: boolean): Fn {
+/** Transposes a row-major array of `shape` by `perm`. */
+function transpose(w: Weights, perm: number[]): Weights {
+  const shape = perm.map((p) => w.shape[p]);
+  const strides = w.shape.map((_, i) => w.shape.slice(i + 1).reduce((a, b) => a * b, 1));
+  const out = new Float32Array(w.data.length);
+  const idx = new Array<number>(shape.length).fill(0);
+  for (let o = 0; o < out.length; o++) {
+    let src = 0;
+    for (let a = 0; a < shape.length; a++) src += idx[a] * strides[perm[a]];
+    out[o] = w.data[src];
+    for (let a = shape.length - 1; a >= 0 && ++idx[a] === shape[a]; a--) idx[a] = 0;
+  }
+  return { data: out, shape };
+}
+
+function conv(ctx: Ctx, op: TfliteOp, depthwise: boolean): NodeOp {
   const o = depthwise ? options(op, () => new fb.DepthwiseConv2DOptions()) : options(op, () => new fb.Conv2DOptions());
   if (o.dilationHFactor() !== 1 || o.dilationWFactor() !== 1) throw new UsageError(`${ctx.where}: dilated convolutions are not supported`);
   const w = constant(ctx, op.inputs[1]);
   // TFLite filters: conv [out, kh, kw, in]; depthwise [1, kh, kw, channels * multiplier].
-  let kernel: tf.Tensor4D;
-  let kind: 'conv' | 'depthwise' = 'conv';
+  let kernel: Weights;
+  let isDepthwise = false;
   if (depthwise) {
     const [, kh, kw, c] = w.shape;
     const channels = ctx.m.tensors[op.inputs[0]].shape[3];
     if (c === channels) {
-      kernel = w.reshape([kh, kw, c, 1]);
-      kind = 'depthwise';
-    } else if (channels === 1) kernel = w.reshape([kh, kw, 1, c]); // one input channel: an ordinary conv
+      kernel = { data: w.data, shape: [kh, kw, c, 1] };
+      isDepthwise = true;
+    } else if (channels === 1) kernel = { data: w.data, shape: [kh, kw, 1, c] }; // one input channel: an ordinary conv
     else throw new UsageError(`${ctx.where}: depth multiplier ${c / channels} is not supported (only 1)`);
-  } else kernel = tf.transpose(w, [1, 2, 3, 0]) as tf.Tensor4D;
-  ctx.owned.push(kernel);
+  } else kernel = transpose(w, [1, 2, 3, 0]);
   const hasBias = op.inputs.length > 2 && op.inputs[2] >= 0;
-  const bias = hasBias ? (constant(ctx, op.inputs[2]) as tf.Tensor1D) : null;
-  return convFn(
-    {
-      kind,
-      kernel,
-      bias,
-      strides: [o.strideH(), o.strideW()],
-      padding: padding(o.padding()),
-      act: fused(o.fusedActivationFunction(), ctx.where),
-    },
-    ctx.owned,
-  );
-}
-
-/** Element-wise binary op; either side may be a constant. */
-function binary(ctx: Ctx, op: TfliteOp, f: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor): { fn: Fn; inputs: number[] } {
-  const act = fused(options(op, () => new fb.ActivationOptions()).fusedActivationFunction(), ctx.where);
-  const consts = op.inputs.map((i) => (ctx.m.tensors[i].data ? constant(ctx, i) : undefined));
-  const live = op.inputs.filter((_, k) => !consts[k]);
   return {
-    inputs: live,
-    fn: (xs) => {
-      let k = 0;
-      const [a, b] = consts.map((c) => c ?? xs[k++]);
-      return act(f(a, b));
-    },
+    kind: 'conv',
+    depthwise: isDepthwise,
+    kernel,
+    bias: hasBias ? constant(ctx, op.inputs[2]) : undefined,
+    strides: [o.strideH(), o.strideW()],
+    padding: padding(o.padding()),
+    act: fused(o.fusedActivationFunction(), ctx.where),
   };
 }
 
-function pool(ctx: Ctx, op: TfliteOp, kind: 'avg' | 'max'): Fn {
+function pool(ctx: Ctx, op: TfliteOp, mode: 'avg' | 'max'): NodeOp[] {
   const o = options(op, () => new fb.Pool2DOptions());
-  const size: [number, number] = [o.filterHeight(), o.filterWidth()];
-  const strides: [number, number] = [o.strideH(), o.strideW()];
+  const p: NodeOp = { kind: 'pool', mode, size: [o.filterHeight(), o.filterWidth()], strides: [o.strideH(), o.strideW()], padding: padding(o.padding()) };
   const act = fused(o.fusedActivationFunction(), ctx.where);
-  const p = padding(o.padding());
-  return ([x]) => act(kind === 'avg' ? tf.avgPool(x as tf.Tensor4D, size, strides, p) : tf.maxPool(x as tf.Tensor4D, size, strides, p));
+  return act === 'linear' ? [p] : [p, { kind: 'act', act }];
 }
 
-/** TFLite shapes carry batch 1; the batch dimension of the running batch replaces it. */
-function withBatch(shape: number[]): (x: tf.Tensor) => number[] {
-  return (x) => (shape.length && (shape[0] === 1 || shape[0] === -1) ? [x.shape[0], ...shape.slice(1)] : [x.shape[0], -1]);
+/** TFLite shapes carry batch 1; the running batch replaces it. */
+function withoutBatch(shape: number[]): number[] {
+  return shape.length && (shape[0] === 1 || shape[0] === -1) ? shape.slice(1) : [-1];
 }
 
-/** The step of one operator, and the activation tensors it reads (constants are baked in). */
-function opStep(ctx: Ctx, op: TfliteOp): { fn: Fn; inputs: number[] } {
+/**
+ * The Net operations of one operator (a pooling with a fused activation takes two) and the
+ * activation tensors it reads (constants are baked in).
+ */
+function opNodes(ctx: Ctx, op: TfliteOp): { ops: NodeOp[]; inputs: number[] } {
   const x = [op.inputs[0]];
+  const one = (o: NodeOp, inputs = x) => ({ ops: [o], inputs });
   switch (op.name) {
     case 'QUANTIZE':
     case 'DEQUANTIZE':
-      return { inputs: x, fn: ([t]) => t };
+      return one({ kind: 'identity' });
     case 'CONV_2D':
-      return { inputs: x, fn: conv(ctx, op, false) };
+      return one(conv(ctx, op, false));
     case 'DEPTHWISE_CONV_2D':
-      return { inputs: x, fn: conv(ctx, op, true) };
+      return one(conv(ctx, op, true));
     case 'FULLY_CONNECTED': {
       const o = options(op, () => new fb.FullyConnectedOptions());
       if (o.weightsFormat() !== 0) throw new UsageError(`${ctx.where}: shuffled FULLY_CONNECTED weights are not supported`);
       const w = constant(ctx, op.inputs[1]);
-      const inputs = w.shape[1] as number;
-      const wt = tf.transpose(w);
-      ctx.owned.push(wt);
-      const bias = op.inputs.length > 2 && op.inputs[2] >= 0 ? constant(ctx, op.inputs[2]) : null;
-      const act = fused(o.fusedActivationFunction(), ctx.where);
-      return {
-        inputs: x,
-        fn: ([t]) => {
-          const y = tf.matMul(t.reshape([-1, inputs]) as tf.Tensor2D, wt as tf.Tensor2D);
-          return act(bias ? tf.add(y, bias) : y);
-        },
+      const dense: NodeOp = {
+        kind: 'dense',
+        kernel: transpose(w, [1, 0]),
+        bias: op.inputs.length > 2 && op.inputs[2] >= 0 ? constant(ctx, op.inputs[2]) : undefined,
+        act: fused(o.fusedActivationFunction(), ctx.where),
       };
+      // FULLY_CONNECTED flattens its input to [-1, in].
+      return { ops: ctx.m.tensors[op.inputs[0]].shape.length === 2 ? [dense] : [{ kind: 'reshape', shape: [w.shape[1]] }, dense], inputs: x };
     }
     case 'ADD':
-      return binary(ctx, op, tf.add);
     case 'SUB':
-      return binary(ctx, op, tf.sub);
-    case 'MUL':
-      return binary(ctx, op, tf.mul);
+    case 'MUL': {
+      const act = fused(options(op, () => new fb.ActivationOptions()).fusedActivationFunction(), ctx.where);
+      const kind = op.name === 'ADD' ? 'add' : op.name === 'SUB' ? 'sub' : 'mul';
+      const k = op.inputs.findIndex((i) => ctx.m.tensors[i].data);
+      if (k < 0) return one({ kind: 'binary', op: kind, act }, op.inputs);
+      return one({ kind: 'binary', op: kind, act, constant: { weights: constant(ctx, op.inputs[k]), first: k === 0 } }, [op.inputs[1 - k]]);
+    }
     case 'AVERAGE_POOL_2D':
-      return { inputs: x, fn: pool(ctx, op, 'avg') };
+      return { ops: pool(ctx, op, 'avg'), inputs: x };
     case 'MAX_POOL_2D':
-      return { inputs: x, fn: pool(ctx, op, 'max') };
+      return { ops: pool(ctx, op, 'max'), inputs: x };
     case 'MEAN': {
-      const axes = ints(ctx, op.inputs[1]);
-      const keep = options(op, () => new fb.ReducerOptions()).keepDims();
-      return { inputs: x, fn: ([t]) => tf.mean(t, axes, keep) };
+      const rank = ctx.m.tensors[op.inputs[0]].shape.length;
+      const axes = ints(ctx, op.inputs[1]).map((a) => (a < 0 ? a + rank : a));
+      return one({ kind: 'reduce', mode: 'mean', axes, keepDims: options(op, () => new fb.ReducerOptions()).keepDims() });
     }
     case 'PAD': {
       const p = ints(ctx, op.inputs[1]);
-      const pairs = Array.from({ length: p.length / 2 }, (_, i): [number, number] => [p[2 * i], p[2 * i + 1]]);
-      return { inputs: x, fn: ([t]) => tf.pad(t, pairs) };
+      return one({ kind: 'pad', pads: Array.from({ length: p.length / 2 }, (_, i): [number, number] => [p[2 * i], p[2 * i + 1]]) });
     }
-    case 'RESHAPE': {
-      const given = op.inputs.length > 1 && op.inputs[1] >= 0 && ctx.m.tensors[op.inputs[1]].data;
-      const shape = given ? ints(ctx, op.inputs[1]) : ctx.m.tensors[op.outputs[0]].shape;
-      const target = withBatch(shape);
-      return { inputs: x, fn: ([t]) => t.reshape(target(t)) };
-    }
+    case 'RESHAPE':
     case 'SQUEEZE': {
-      const dims = options(op, () => new fb.SqueezeOptions()).squeezeDimsArray();
-      return { inputs: x, fn: ([t]) => tf.squeeze(t, dims && dims.length ? Array.from(dims) : undefined) };
+      // Both are reshapes to the output tensor's shape, which the file states (else RESHAPE's operand).
+      const out = ctx.m.tensors[op.outputs[0]].shape;
+      const given = op.name === 'RESHAPE' && op.inputs[1] >= 0 && ctx.m.tensors[op.inputs[1]]?.data;
+      if (!out.length && !given) throw new UsageError(`${ctx.where}: the output shape is not stated`);
+      return one({ kind: 'reshape', shape: withoutBatch(out.length ? out : ints(ctx, op.inputs[1])) });
     }
     case 'CONCATENATION': {
       const o = options(op, () => new fb.ConcatenationOptions());
-      const act = fused(o.fusedActivationFunction(), ctx.where);
-      return { inputs: op.inputs, fn: (ts) => act(tf.concat(ts, o.axis())) };
+      return one({ kind: 'concat', axis: o.axis(), act: fused(o.fusedActivationFunction(), ctx.where) }, op.inputs);
     }
     case 'SOFTMAX': {
       const beta = options(op, () => new fb.SoftmaxOptions()).beta() || 1;
-      return { inputs: x, fn: ([t]) => tf.softmax(beta === 1 ? t : tf.mul(t, beta)) };
+      const sm: NodeOp = { kind: 'act', act: 'softmax' };
+      return { ops: beta === 1 ? [sm] : [{ kind: 'binary', op: 'mul', act: 'linear', constant: { weights: weights([beta], [1]), first: false } }, sm], inputs: x };
     }
     case 'RELU':
-      return { inputs: x, fn: ([t]) => tf.relu(t) };
+      return one({ kind: 'act', act: 'relu' });
     case 'RELU6':
-      return { inputs: x, fn: ([t]) => activation('relu6', ctx.where)(t) };
+      return one({ kind: 'act', act: 'relu6' });
     case 'LOGISTIC':
-      return { inputs: x, fn: ([t]) => tf.sigmoid(t) };
+      return one({ kind: 'act', act: 'sigmoid' });
     case 'TANH':
-      return { inputs: x, fn: ([t]) => tf.tanh(t) };
+      return one({ kind: 'act', act: 'tanh' });
     default:
       throw new UsageError(`${ctx.where} is not supported by the TFLite importer (supported: ${SUPPORTED_OPERATORS.join(', ')})`);
   }
 }
 
-/** Builds the graph from the model input up to the logits tensor (ops after it are not compiled). */
-export function compileTflite(m: TfliteModel, file: string, logitsName?: string): PlainGraph {
+/** Translates the model from its input up to the logits tensor (operators after it are left out). */
+export function tfliteToNet(m: TfliteModel, file: string, logitsName?: string): Net {
   if (m.inputs.length !== 1) throw new UsageError(`${file}: the TFLite model has ${m.inputs.length} inputs; only single-input models are supported`);
   const output = logitsTensor(m, logitsName);
-  const owned: tf.Tensor[] = [];
-  const steps: Step[] = [];
-  try {
-    for (const [i, op] of m.ops.entries()) {
-      const ctx: Ctx = { m, owned, where: `${file}: operator ${i} (${op.name})` };
-      const { fn, inputs } = opStep(ctx, op);
-      const unknown = inputs.find((t) => t < 0 || t >= m.tensors.length);
-      if (unknown !== undefined) throw new UsageError(`${ctx.where}: refers to missing tensor ${unknown}`);
-      steps.push({ name: String(op.outputs[0]), inputs: inputs.map(String), fn });
-      if (op.outputs.includes(output)) break;
-    }
-  } catch (e) {
-    tf.dispose(owned);
-    throw e;
+  const nodes: NetNode[] = [];
+  for (const [i, op] of m.ops.entries()) {
+    const ctx: Ctx = { m, where: `${file}: operator ${i} (${op.name})` };
+    const { ops, inputs } = opNodes(ctx, op);
+    const unknown = inputs.find((t) => t < 0 || t >= m.tensors.length);
+    if (unknown !== undefined) throw new UsageError(`${ctx.where}: refers to missing tensor ${unknown}`);
+    // Node names are tensor indices; extra nodes of one operator get a suffix and chain.
+    let prev = inputs.map(String);
+    ops.forEach((o, k) => {
+      const name = k === ops.length - 1 ? String(op.outputs[0]) : `${op.outputs[0]}:${k}`;
+      nodes.push({ name, inputs: prev, op: o });
+      prev = [name];
+    });
+    if (op.outputs.includes(output)) break;
   }
-  if (!steps.some((s) => s.name === String(output))) {
-    tf.dispose(owned);
-    throw new UsageError(`${file}: no operator produces the logits tensor ${m.tensors[output].name}`);
-  }
-  return { inputName: String(m.inputs[0]), steps, output: String(output), owned };
+  if (!nodes.some((n) => n.name === String(output))) throw new UsageError(`${file}: no operator produces the logits tensor ${m.tensors[output].name}`);
+  return { input: String(m.inputs[0]), nodes, output: String(output) };
 }
 
 /** The input tensor (for shapes and types in cards and messages). */

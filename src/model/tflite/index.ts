@@ -2,12 +2,12 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { UsageError } from '../../errors.js';
 import type { ModelCard } from '../card.js';
-import type { PlainGraph } from '../plainGraph.js';
-import { compileTflite, inputPreprocess, inputTensor, logitsTensor } from './compile.js';
+import type { Net } from '../net.js';
+import { tfliteToNet, inputPreprocess, inputTensor, logitsTensor } from './compile.js';
 import { parseTflite, type TfliteModel } from './parse.js';
 
 export { parseTflite, type TfliteModel } from './parse.js';
-export { compileTflite, inputPreprocess, logitsTensor, SUPPORTED_OPERATORS } from './compile.js';
+export { tfliteToNet, inputPreprocess, logitsTensor, SUPPORTED_OPERATORS } from './compile.js';
 export { dequantize } from './dequantize.js';
 
 export function readTflite(file: string): TfliteModel {
@@ -37,7 +37,7 @@ export function cardFromTflite(file: string, m: TfliteModel = readTflite(file), 
   };
 }
 
-/** The attack graph of a .tflite file. */
-export function loadTfliteGraph(file: string, logitsName?: string): PlainGraph {
-  return compileTflite(readTflite(file), file, logitsName);
+/** The engine network of a .tflite file, up to its logits. */
+export function loadTfliteNet(file: string, logitsName?: string): Net {
+  return tfliteToNet(readTflite(file), file, logitsName);
 }

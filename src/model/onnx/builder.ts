@@ -1,0 +1,70 @@
+import onnxProto from 'onnx-proto';
+
+const { onnx } = onnxProto;
+type Attr = number | number[] | string;
+
+/** Appends nodes and constants to an ONNX graph under unique names; encodes the model. */
+export class OnnxGraph {
+  private nodes: InstanceType<typeof onnx.NodeProto>[] = [];
+  private inits: InstanceType<typeof onnx.TensorProto>[] = [];
+  private count = 0;
+
+  fresh(hint: string): string {
+    return `${hint.replace(/[^A-Za-z0-9_]/g, '_')}_${this.count++}`;
+  }
+
+  /** One node with one output; integer-valued numbers become int attributes, others float. */
+  op(type: string, inputs: string[], attrs: Record<string, Attr> = {}, hint = type): string {
+    const out = this.fresh(hint);
+    this.opMulti(type, inputs, [out], attrs);
+    return out;
+  }
+
+  opMulti(type: string, inputs: string[], outputs: string[], attrs: Record<string, Attr> = {}): void {
+    const attribute = Object.entries(attrs).map(([name, v]) => {
+      if (typeof v === 'string') return { name, type: onnx.AttributeProto.AttributeType.STRING, s: new TextEncoder().encode(v) };
+      if (Array.isArray(v)) return { name, type: onnx.AttributeProto.AttributeType.INTS, ints: v };
+      return Number.isInteger(v) && !FLOAT_ATTRS.has(name)
+        ? { name, type: onnx.AttributeProto.AttributeType.INT, i: v }
+        : { name, type: onnx.AttributeProto.AttributeType.FLOAT, f: v };
+    });
+    this.nodes.push(onnx.NodeProto.create({ opType: type, input: inputs, output: outputs, attribute }));
+  }
+
+  floats(data: Float32Array | number[], dims: number[], hint = 'w'): string {
+    const name = this.fresh(hint);
+    const f = data instanceof Float32Array ? data : Float32Array.from(data);
+    this.inits.push(onnx.TensorProto.create({ name, dims, dataType: onnx.TensorProto.DataType.FLOAT, rawData: new Uint8Array(f.buffer, f.byteOffset, f.byteLength) }));
+    return name;
+  }
+
+  ints(data: number[], hint = 'i'): string {
+    const name = this.fresh(hint);
+    const b = new BigInt64Array(data.map((v) => BigInt(v)));
+    this.inits.push(onnx.TensorProto.create({ name, dims: [data.length], dataType: onnx.TensorProto.DataType.INT64, rawData: new Uint8Array(b.buffer) }));
+    return name;
+  }
+
+  scalar(v: number): string {
+    return this.floats([v], [], 'c');
+  }
+
+  /** The model with float32 inputs and outputs of the given shapes ('N' = batch). */
+  encode(inputs: [string, (number | string)[]][], outputs: [string, (number | string)[]][]): Uint8Array {
+    const info = ([name, dims]: [string, (number | string)[]]) => ({
+      name,
+      type: {
+        tensorType: {
+          elemType: onnx.TensorProto.DataType.FLOAT,
+          shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
+        },
+      },
+    });
+    const graph = onnx.GraphProto.create({ name: 'uap', node: this.nodes, initializer: this.inits, input: inputs.map(info), output: outputs.map(info) });
+    const model = onnx.ModelProto.create({ irVersion: 7, producerName: 'uap', opsetImport: [{ domain: '', version: 13 }], graph });
+    return onnx.ModelProto.encode(model).finish();
+  }
+}
+
+/** Attributes that are floats even when their value is a whole number. */
+const FLOAT_ATTRS = new Set(['alpha', 'beta', 'gamma', 'value_float', 'epsilon']);
