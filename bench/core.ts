@@ -20,13 +20,13 @@ const images = Number(args.get('images') ?? 64);
 const backendFlag = args.get('backend');
 
 /** Best of `repeats` timings (the first run also warms caches); returns the last result. */
-function seconds<T>(f: () => T, repeats = 3, release: (r: T) => void = () => {}): [T, number] {
+async function seconds<T>(f: () => T | Promise<T>, repeats = 3, release: (r: T) => void = () => {}): Promise<[T, number]> {
   let best = Infinity;
   let r!: T;
   for (let i = 0; i < repeats; i++) {
     if (i > 0) release(r);
     const t = performance.now();
-    r = f();
+    r = await f();
     best = Math.min(best, (performance.now() - t) / 1000);
   }
   return [r, best];
@@ -48,25 +48,25 @@ async function main() {
   const k = 10;
   const x = X.batch([0, 1, 2, 3, 4, 5, 6, 7]);
   const cand = Int32Array.from({ length: 8 * k }, (_, i) => (i * 37) % 1000);
-  const [tiled, tTiled] = seconds(() => candidateGradients(model, x, cand, k), 3, releaseGrads);
-  const [loop, tLoop] = seconds(() => candidateGradientsLoop(model, x, cand, k), 3, releaseGrads);
+  const [tiled, tTiled] = await seconds(() => candidateGradients(model, x, cand, k), 3, releaseGrads);
+  const [loop, tLoop] = await seconds(() => candidateGradientsLoop(model, x, cand, k), 3, releaseGrads);
   const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(tiled.grads, loop.grads))).dataSync()[0] / tf.max(tf.abs(loop.grads)).dataSync()[0]);
   if (!(diff < 1e-4)) throw new Error(`tiled and per-class gradients differ: relative ${diff}`);
   tf.dispose([tiled.grads, loop.grads]);
 
   // 1b. Forward and one-class input gradient per image (batch 8): the engine's raw speed.
-  const [fwd, tFwd] = seconds(() => {
+  const [fwd, tFwd] = await seconds(() => {
     const t = model.logits(x);
     t.dataSync();
     return t;
   }, 3, (t) => t.dispose());
   fwd.dispose();
   const oneClass = Int32Array.from({ length: 8 }, (_, i) => (i * 37) % 1000);
-  const [one, tOne] = seconds(() => candidateGradients(model, x, oneClass, 1), 3, releaseGrads);
+  const [one, tOne] = await seconds(() => candidateGradients(model, x, oneClass, 1), 3, releaseGrads);
   one.grads.dispose();
 
   // 2. DeepFool throughput (L2, 10 candidates, batch 8).
-  const [df, tDf] = seconds(() => deepfool(model, x, { candidates: k }), 2, (d) => d.r.dispose());
+  const [df, tDf] = await seconds(() => deepfool(model, x, { candidates: k }), 2, (d) => d.r.dispose());
   const meanSteps = df.steps.reduce((a, b) => a + b, 0) / df.steps.length;
   df.r.dispose();
   x.dispose();

@@ -2,10 +2,24 @@ import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { UsageError } from './errors.js';
+import { selfCheckInputs, selfCheckNet, closeEnough, SELF_CHECK_SHAPE } from './model/selfcheck.js';
+import { netToTfGraph } from './model/tfjsNet.js';
+import { runPlainGraph } from './model/plainGraph.js';
+import { onnxRuntime } from './model/onnx/runtime.js';
 
-export type BackendName = 'wasm' | 'cpu';
+/**
+ * Where models run. 'onnx': ONNX Runtime for forward passes and input gradients of every model the
+ * engine imports (TF.js on wasm for the small tensor work in between); 'wasm' / 'cpu': TF.js alone.
+ */
+export type BackendName = 'onnx' | 'wasm' | 'cpu';
 
 let wasmRegistered = false;
+let onnxOn = false;
+
+/** True when initBackend chose ONNX Runtime: loadClassifier then gives importable models an ONNX runtime. */
+export function onnxEnabled(): boolean {
+  return onnxOn;
+}
 
 async function registerWasm(): Promise<void> {
   if (wasmRegistered) return;
@@ -17,46 +31,86 @@ async function registerWasm(): Promise<void> {
   wasmRegistered = true;
 }
 
-/**
- * Start-up self-check: the input gradient of a tiny conv net on the candidate backend must match
- * the pure-JS cpu reference, or the backend is not used.
- */
-async function selfCheck(): Promise<boolean> {
-  const run = () =>
-    tf.tidy(() => {
-      const x = tf.tensor4d(Array.from({ length: 2 * 5 * 5 * 2 }, (_, i) => Math.sin(i)), [2, 5, 5, 2]);
-      const w = tf.tensor4d(Array.from({ length: 3 * 3 * 2 * 3 }, (_, i) => Math.cos(i)), [3, 3, 2, 3]);
-      const g = tf.grad((t: tf.Tensor) => tf.sum(tf.relu6(tf.conv2d(t as tf.Tensor4D, w, 2, 'same'))))(x);
-      return Array.from(g.dataSync());
+/** The self-check network's logits and input gradient on the current TF.js backend. */
+function tfjsProbe(): { logits: number[]; dx: number[] } {
+  const g = netToTfGraph(selfCheckNet());
+  const { x, dy } = selfCheckInputs();
+  try {
+    return tf.tidy(() => {
+      const weights = tf.tensor2d(dy, [2, 3]);
+      let logits: number[] = [];
+      const dx = tf.grad((t: tf.Tensor) => {
+        const y = runPlainGraph(g, t);
+        logits = Array.from(y.dataSync());
+        return tf.sum(tf.mul(y, weights));
+      })(x);
+      return { logits, dx: Array.from(dx.dataSync()) };
     });
-  const candidate = run();
-  const prev = tf.getBackend();
-  await tf.setBackend('cpu');
-  const reference = run();
-  await tf.setBackend(prev);
-  return candidate.every((v, i) => Math.abs(v - reference[i]) <= 1e-4 * (1 + Math.abs(reference[i])));
+  } finally {
+    tf.dispose([x, ...g.owned]);
+  }
+}
+
+/** The pure-JS cpu reference of the self-check, computed once. */
+let reference: { logits: number[]; dx: number[] } | undefined;
+async function cpuReference(): Promise<{ logits: number[]; dx: number[] }> {
+  if (!reference) {
+    const prev = tf.getBackend();
+    await tf.setBackend('cpu');
+    reference = tfjsProbe();
+    if (prev && prev !== 'cpu') await tf.setBackend(prev);
+  }
+  return reference;
+}
+
+/** The engine's own ops (custom gradients included) on the candidate TF.js backend vs the cpu reference. */
+async function tfjsSelfCheck(): Promise<boolean> {
+  const ref = await cpuReference();
+  const got = tfjsProbe();
+  return closeEnough(got.logits, ref.logits) && closeEnough(got.dx, ref.dx);
+}
+
+/** ONNX Runtime loads, and its forward pass and hand-built backward graph match the cpu reference. */
+async function onnxSelfCheck(): Promise<boolean> {
+  const ref = await cpuReference();
+  const rt = await onnxRuntime(selfCheckNet(), SELF_CHECK_SHAPE).catch(() => null);
+  if (!rt) return false;
+  const { x, dy } = selfCheckInputs();
+  try {
+    const r = await rt.vjp(x, dy);
+    return closeEnough(r.logits, ref.logits) && closeEnough(r.dx, ref.dx);
+  } catch {
+    return false;
+  } finally {
+    x.dispose();
+    await rt.dispose();
+  }
 }
 
 /**
- * Chooses the compute backend once per process: `name` when given, else the fastest that passes
- * the self-check (wasm with SIMD, then cpu). Returns the name in use.
+ * Chooses where models run, once per process: `name` when given, else the fastest that passes its
+ * self-check (onnx, then wasm, then cpu). Returns the name in use.
  */
 export async function initBackend(name?: string): Promise<BackendName> {
   // Production mode: skips per-op debug checks and the "install tfjs-node" banner (it cannot be installed offline).
   tf.enableProdMode();
-  if (name !== undefined && name !== 'wasm' && name !== 'cpu')
-    throw new UsageError(`--backend ${name}: expected wasm or cpu`);
-  const want = (name as BackendName | undefined) ?? 'wasm';
-  if (want === 'wasm') {
+  if (name !== undefined && name !== 'onnx' && name !== 'wasm' && name !== 'cpu')
+    throw new UsageError(`--backend ${name}: expected onnx, wasm or cpu`);
+  let tfBackend: 'wasm' | 'cpu' = 'cpu';
+  if (name !== 'cpu') {
     try {
       await registerWasm();
-      if ((await tf.setBackend('wasm')) && (await selfCheck())) return 'wasm';
+      if ((await tf.setBackend('wasm')) && (await tfjsSelfCheck())) tfBackend = 'wasm';
     } catch {
       /* fall through to cpu */
     }
-    if (name === 'wasm') throw new UsageError('--backend wasm: the wasm backend failed to start or failed its self-check');
+    if (name === 'wasm' && tfBackend !== 'wasm') throw new UsageError('--backend wasm: the wasm backend failed to start or failed its self-check');
   }
-  await tf.setBackend('cpu');
-  await tf.ready();
-  return 'cpu';
+  if (tfBackend === 'cpu') {
+    await tf.setBackend('cpu');
+    await tf.ready();
+  }
+  onnxOn = (name === undefined || name === 'onnx') && (await onnxSelfCheck());
+  if (name === 'onnx' && !onnxOn) throw new UsageError('--backend onnx: onnxruntime-node failed to load or failed its self-check');
+  return onnxOn ? 'onnx' : tfBackend;
 }

@@ -6,6 +6,7 @@ import { loadClassifier, type CardOverrides } from './model/load.js';
 import { listDataset, loadImages, type ImageSet } from './data/dataset.js';
 import { computeUniversal, refuseResumeWithInit, type UniversalOptions, type RunControl, type UniversalResult, UNIVERSAL_DEFAULTS } from './attacks/universal.js';
 import { evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
+import { forwardLogits } from './model/compute.js';
 import { randomPerturbation } from './math/noise.js';
 import { lpNorm, type Norm } from './math/lp.js';
 import { readNpy } from './io/npy.js';
@@ -49,6 +50,13 @@ export function defaultXi(norm: Norm, shape: [number, number, number]): number {
 function wnidsOf(assets: string): string[] | undefined {
   const f = join(assets, 'data', 'labels', 'imagenet1k_wnids_sorted.txt');
   return existsSync(f) ? readFileSync(f, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean) : undefined;
+}
+
+/** Loads a classifier and says where it runs. */
+export async function loadModel(spec: string, opts: { assets: string; card?: CardOverrides }, log: Log): Promise<Classifier> {
+  const model = await loadClassifier(spec, opts);
+  log.info(`model ${model.name}: runs on ${model.engine ?? 'TF.js'}`);
+  return model;
 }
 
 /** Lists and decodes one image folder for `model`, warning about skipped files. */
@@ -119,11 +127,11 @@ export interface Baseline {
 }
 
 /** Random-noise baseline: fooling rates of `draws` seeded random perturbations of norm `xi`. */
-export function randomBaseline(model: Classifier, set: ImageSet, norm: Norm, xi: number, draws: number, cleanPred: Int32Array): Baseline {
+export async function randomBaseline(model: Classifier, set: ImageSet, norm: Norm, xi: number, draws: number, cleanPred: Int32Array): Promise<Baseline> {
   const rates: number[] = [];
   for (let d = 0; d < draws; d++) {
     const r = randomPerturbation(model.inputShape, norm, xi, 1000 + d);
-    rates.push(evaluatePerturbation(model, set, r, { cleanPred }).foolingRate);
+    rates.push((await evaluatePerturbation(model, set, r, { cleanPred })).foolingRate);
     r.dispose();
   }
   return { norm, radius: xi, mean: rates.reduce((a, b) => a + b, 0) / draws, min: Math.min(...rates), max: Math.max(...rates), draws };
@@ -143,7 +151,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
   const log = ctl.log ?? silent;
   if (existsSync(job.out) && !statSync(job.out).isDirectory()) throw new UsageError(`--out ${job.out}: is a file, expected a folder for the run`);
   const assets = assetsDir(job.assets);
-  const model = ctl.model ?? (await loadClassifier(job.model, { assets, card: job.card }));
+  const model = ctl.model ?? (await loadModel(job.model, { assets, card: job.card }, log));
   try {
     const defaults = defaultData(model, assets);
     const X = await loadSet(model, job.data ?? defaults.data, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'crafting set X' });
@@ -158,13 +166,13 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     if (!job.resume) writeJson(join(job.out, 'config.json'), config);
     const res = await computeUniversal(model, X, options, { ...ctl, checkpointDir: job.out, resume: job.resume, init }).finally(() => init?.dispose());
     log.info(`stopped: ${res.stopReason}`);
-    const onX = evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
-    const onVal = V ? evaluatePerturbation(model, V, res.v, { batchSize: options.batchSize }) : undefined;
+    const onX = await evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
+    const onVal = V ? await evaluatePerturbation(model, V, res.v, { batchSize: options.batchSize }) : undefined;
     const draws = job.randomDraws ?? 3;
     const randomOnVal = V && onVal
       ? {
-          sameLp: randomBaseline(model, V, options.norm, lpNorm(res.v, options.norm), draws, onVal.cleanPred),
-          sameL2: randomBaseline(model, V, 2, lpNorm(res.v, 2), draws, onVal.cleanPred),
+          sameLp: await randomBaseline(model, V, options.norm, lpNorm(res.v, options.norm), draws, onVal.cleanPred),
+          sameL2: await randomBaseline(model, V, 2, lpNorm(res.v, 2), draws, onVal.cleanPred),
         }
       : undefined;
     await writePerturbation(job.out, res.v);
@@ -200,7 +208,7 @@ async function withScoringSet<T>(
   use: (model: Classifier, set: ImageSet, dir: string) => Promise<T>,
 ): Promise<T> {
   const assets = assetsDir(job.assets);
-  const model = await loadClassifier(job.model, { assets, card: job.card });
+  const model = await loadModel(job.model, { assets, card: job.card }, log);
   try {
     const dir = job.data ?? defaultData(model, assets).val;
     const set = await loadSet(model, dir, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'images' });
@@ -216,13 +224,13 @@ export async function runEvaluate(job: EvaluateJob, log: Log = silent) {
   return withScoringSet(scoring, log, async (model, set, dir) => {
     const v = loadPerturbation(job.perturbation, model, log);
     try {
-      const ev = evaluatePerturbation(model, set, v, { batchSize: job.batchSize });
+      const ev = await evaluatePerturbation(model, set, v, { batchSize: job.batchSize });
       const normL2 = lpNorm(v, 2);
       const normInf = lpNorm(v, 'inf');
       const draws = job.randomDraws ?? 3;
       const random = {
-        inf: randomBaseline(model, set, 'inf', normInf, draws, ev.cleanPred),
-        l2: randomBaseline(model, set, 2, normL2, draws, ev.cleanPred),
+        inf: await randomBaseline(model, set, 'inf', normInf, draws, ev.cleanPred),
+        l2: await randomBaseline(model, set, 2, normL2, draws, ev.cleanPred),
       };
       const metrics = { model: model.name, perturbation: job.perturbation, folder: dir, normL2, normInf, ...summaryOf(ev), randomSameLinf: random.inf, randomSameL2: random.l2 };
       if (job.out) {
@@ -254,11 +262,17 @@ export async function runAccuracy(job: AccuracyJob, log: Log = silent) {
     if (!labels) throw new UsageError(`data ${dir}: accuracy needs labelled images (class folders, wnid names or a labels file)`);
     let top1 = 0;
     let top5 = 0;
-    for (const idx of set.batchIndices(job.batchSize ?? 32)) {
-      const top = tf.tidy(() => tf.topk(model.logits(set.batch(idx)), Math.min(5, model.numClasses)).indices.arraySync() as number[][]);
-      top.forEach((row, k) => {
-        if (row[0] === labels[idx[k]]) top1++;
-        if (row.includes(labels[idx[k]])) top5++;
+    const k = model.numClasses;
+    for (const idx of set.batchIndices(Math.min(job.batchSize ?? 32, model.maxBatch?.forward ?? 32))) {
+      const x = set.batch(idx);
+      const logits = await forwardLogits(model, x).finally(() => x.dispose());
+      idx.forEach((img, r) => {
+        const row = logits.subarray(r * k, (r + 1) * k);
+        const truth = row[labels[img]];
+        // Rank of the true class: how many classes score strictly higher.
+        const higher = row.reduce((n, v) => n + (v > truth ? 1 : 0), 0);
+        if (higher === 0) top1++;
+        if (higher < 5) top5++;
       });
     }
     return { model: model.name, folder: dir, images: set.size, top1: top1 / set.size, top5: top5 / set.size };

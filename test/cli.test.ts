@@ -22,7 +22,7 @@ function expectUsageError(args: string[], pattern: RegExp) {
 }
 
 describe('CLI', () => {
-  it('has --help on every command', () => {
+  it('has --help on every command', async () => {
     for (const c of ['compute', 'evaluate', 'accuracy', 'demo']) {
       const r = uap(c, '--help');
       expect(r.status).toBe(0);
@@ -30,38 +30,38 @@ describe('CLI', () => {
     }
     expect(uap('compute', '--help').stdout).toMatch(/--xi <x>/);
   });
-  it('negative xi', () => expectUsageError(['compute', '--xi', '-3'], /--xi -3: expected a positive number/));
-  it('unknown norm', () => expectUsageError(['compute', '--norm', '3'], /--norm 3: expected 2 or inf/));
-  it('non-numeric batch size', () => expectUsageError(['compute', '--batch-size', 'many'], /--batch-size many: expected an integer >= 1/));
-  it('unknown flag', () => expectUsageError(['compute', '--bogus'], /unknown option '--bogus'/));
-  it('a file that is not a TFLite model', () => {
+  it('negative xi', async () => expectUsageError(['compute', '--xi', '-3'], /--xi -3: expected a positive number/));
+  it('unknown norm', async () => expectUsageError(['compute', '--norm', '3'], /--norm 3: expected 2 or inf/));
+  it('non-numeric batch size', async () => expectUsageError(['compute', '--batch-size', 'many'], /--batch-size many: expected an integer >= 1/));
+  it('unknown flag', async () => expectUsageError(['compute', '--bogus'], /unknown option '--bogus'/));
+  it('a file that is not a TFLite model', async () => {
     const f = join(tmp(), 'bad.tflite');
     writeFileSync(f, 'not a model at all');
     expectUsageError(['accuracy', '--model', f], /bad.tflite: not a TFLite model/);
   });
-  it('missing model', () => expectUsageError(['compute', '--model', 'no-such-model'], /--model no-such-model: not found/));
-  it('empty data folder', () => expectUsageError(['compute', '--data', tmp()], /no images found/));
-  it('--out that is a file', () => {
+  it('missing model', async () => expectUsageError(['compute', '--model', 'no-such-model'], /--model no-such-model: not found/));
+  it('empty data folder', async () => expectUsageError(['compute', '--data', tmp()], /no images found/));
+  it('--out that is a file', async () => {
     const f = join(tmp(), 'file');
     writeFileSync(f, 'x');
     expectUsageError(['compute', '--out', f], /--out .*: is a file, expected a folder/);
   });
-  it('labels file that is a folder', () => expectUsageError(['compute', '--labels', tmp()], /labels file .*: not found \(expected a text file/));
-  it('missing data folder', () => expectUsageError(['compute', '--data', '/nonexistent/x'], /data \/nonexistent\/x: folder not found/));
-  it('missing perturbation file', () => expectUsageError(['evaluate', '-v', '/nonexistent/v.npy'], /perturbation \/nonexistent\/v.npy: file not found/));
-  it('perturbation of the wrong image size for the model', () => {
+  it('labels file that is a folder', async () => expectUsageError(['compute', '--labels', tmp()], /labels file .*: not found \(expected a text file/));
+  it('missing data folder', async () => expectUsageError(['compute', '--data', '/nonexistent/x'], /data \/nonexistent\/x: folder not found/));
+  it('missing perturbation file', async () => expectUsageError(['evaluate', '-v', '/nonexistent/v.npy'], /perturbation \/nonexistent\/v.npy: file not found/));
+  it('perturbation of the wrong image size for the model', async () => {
     const f = join(tmp(), 'v.npy');
     writeNpy(f, { data: new Float32Array(5 * 5 * 3), shape: [5, 5, 3] });
     expectUsageError(['evaluate', '-v', f], /has 3 channels, model fashion-mnist-cnn takes 1/);
   });
-  it('bad model card', () => {
+  it('bad model card', async () => {
     const dir = tmp();
     writeFileSync(join(dir, 'card.json'), JSON.stringify({ name: 'x', format: 'layers', model: 'model.json', inputShape: [0, 2, 3] }));
     expectUsageError(['compute', '--model', dir], /model card .*card\.json: "inputShape" must be/);
   });
-  it('resume together with a warm start', () => expectUsageError(['compute', '--resume', '--init', 'v.npy', '--out', tmp()], /--resume and --init exclude each other/));
-  it('resume without a checkpoint', () => expectUsageError(['compute', '--resume', '--out', tmp()], /--resume: no checkpoint in/));
-  it('a model.json with no card: a clear error, or a card made from flags that scores like the real card', () => {
+  it('resume together with a warm start', async () => expectUsageError(['compute', '--resume', '--init', 'v.npy', '--out', tmp()], /--resume and --init exclude each other/));
+  it('resume without a checkpoint', async () => expectUsageError(['compute', '--resume', '--out', tmp()], /--resume: no checkpoint in/));
+  it('a model.json with no card: a clear error, or a card made from flags that scores like the real card', async () => {
     const dir = tmp();
     for (const f of ['model.json', 'weights.bin']) copyFileSync(join('assets/fashion-mnist/model', f), join(dir, f));
     expectUsageError(['accuracy', '-m', dir], /no card\.json beside the model; .* --input-shape and --num-classes/);
@@ -73,7 +73,7 @@ describe('CLI', () => {
     expect(JSON.parse(fromCard.stdout).top1).toBeGreaterThan(0.85);
     expectUsageError(['accuracy', '-m', dir, '--input-shape', '28x28'], /--input-shape 28x28: expected HxWxC/);
   });
-  it('the ImageNet demo and models explain what to pass when the assets folder is absent', () => {
+  it('the ImageNet demo and models explain what to pass when the assets folder is absent', async () => {
     for (const args of [['demo', '--imagenet'], ['compute', '-m', 'mobilenet_v1_0.25_224']]) {
       const r = uapWithEnv({ UAP_ASSETS: '/nonexistent-assets' }, ...args);
       expect(r.status).toBe(2);

@@ -82,7 +82,7 @@ describe('datasets', () => {
     expect(skipped.map((s) => s.path)).toEqual([join(dir, 'broken.jpg')]);
     await expect(loadImages(items, [5, 5, 3], { strict: true })).rejects.toThrow(/broken\.jpg: cannot be decoded/);
   });
-  it('names the folder when it is missing or empty, or a label file line is bad', () => {
+  it('names the folder when it is missing or empty, or a label file line is bad', async () => {
     const dir = tmp();
     expect(() => listDataset(join(dir, 'nope'))).toThrow(/folder not found/);
     expect(() => listDataset(dir)).toThrow(UsageError);
@@ -96,7 +96,7 @@ describe('datasets', () => {
 });
 
 describe('.npy files', () => {
-  it('round-trips float32 HWC arrays', () => {
+  it('round-trips float32 HWC arrays', async () => {
     const f = join(tmp(), 'v.npy');
     const data = Float32Array.from({ length: 2 * 3 * 3 }, (_, i) => i - 7.5);
     writeNpy(f, { data, shape: [2, 3, 3] });
@@ -113,7 +113,7 @@ describe('.npy files', () => {
     writeFileSync(f, Buffer.from(text, 'latin1'));
     expect(Array.from(readNpy(f).data)).toEqual([0, 1, 2, 3, 4, 5]);
   });
-  it('rejects a file that is not .npy', () => {
+  it('rejects a file that is not .npy', async () => {
     const f = join(tmp(), 'x.npy');
     writeFileSync(f, 'hello');
     expect(() => readNpy(f)).toThrow(/not a \.npy file/);

@@ -33,7 +33,7 @@ describe('end to end on the embedded Fashion-MNIST model', () => {
     expect(metrics.run.history.length).toBe(s.result.passes);
   }, 600_000);
 
-  it('uap compute, then uap evaluate on the saved perturbation, from the command line', () => {
+  it('uap compute, then uap evaluate on the saved perturbation, from the command line', async () => {
     const out = mkdtempSync(join(tmpdir(), 'uap-fashion-cli-'));
     const cli = join('dist', 'src', 'cli', 'main.js');
     const c = spawnSync(process.execPath, [cli, 'compute', '--limit', '40', '--val-limit', '100', '--max-passes', '1', '--xi', '40', '-o', out], { encoding: 'utf8' });

@@ -30,8 +30,8 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
   });
   afterAll(() => model?.dispose());
 
-  it('classifies validation images as the card promises (preprocessing and label order right)', () => {
-    const ev = evaluatePerturbation(model, V, tf.zeros(model.inputShape) as tf.Tensor3D);
+  it('classifies validation images as the card promises (preprocessing and label order right)', async () => {
+    const ev = await evaluatePerturbation(model, V, tf.zeros(model.inputShape) as tf.Tensor3D);
     expect(ev.cleanAccuracy).toBeGreaterThan(0.5);
   });
 
@@ -41,11 +41,11 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
   it('gradients on the fast backend equal the cpu reference (L2-relative error < 1e-3)', async () => {
     const x = X.batch([0, 1]);
     const cand = Int32Array.from([1, 2, 3, 500, 600, 700]);
-    const fast = candidateGradients(model, x, cand, 3).grads;
+    const fast = (await candidateGradients(model, x, cand, 3)).grads;
     const fastData = fast.dataSync();
     const prev = tf.getBackend();
     await tf.setBackend('cpu');
-    const ref = candidateGradients(model, x, cand, 3).grads.dataSync();
+    const ref = (await candidateGradients(model, x, cand, 3)).grads.dataSync();
     await tf.setBackend(prev);
     let sq = 0;
     let diffSq = 0;
@@ -59,8 +59,8 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
   it('a UAP from 48 images fools validation images far more than random noise of the same norm', async () => {
     const res = await computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, norm: 2, xi: 2000, maxPasses: 2, delta: 0, batchSize: 8 });
     expect(lpNorm(res.v, 2)).toBeLessThanOrEqual(2000 * (1 + 1e-5));
-    const ev = evaluatePerturbation(model, V, res.v);
-    const random = randomBaseline(model, V, 2, lpNorm(res.v, 2), 6, ev.cleanPred);
+    const ev = await evaluatePerturbation(model, V, res.v);
+    const random = await randomBaseline(model, V, 2, lpNorm(res.v, 2), 6, ev.cleanPred);
     console.log(`UAP val fooling rate ${ev.foolingRate}, random noise with the same L2 norm ${random.mean}, ||v||_2 ${lpNorm(res.v, 2)}`);
     // Measured: 13.5% vs 3.6% (6 draws) at ||v||_2 = 356.
     expect(ev.foolingRate).toBeGreaterThan(0.08);
@@ -68,7 +68,7 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
     res.v.dispose();
   }, 600_000);
 
-  it("uap evaluate takes the paper authors' own perturbation (.npy, 224x224x3, pixel units)", () => {
+  it("uap evaluate takes the paper authors' own perturbation (.npy, 224x224x3, pixel units)", async () => {
     const npy = join(assets, 'data', 'lts4_universal', 'npy', 'CaffeNet.npy');
     const r = spawnSync(process.execPath, [join('dist', 'src', 'cli', 'main.js'), 'evaluate', '-m', 'mobilenet_v1_0.25_224', '-v', npy, '--limit', '40'], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);

@@ -27,7 +27,7 @@ function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 describe('input gradients from forward kernels', () => {
   const cases: [string, number, number, number, 'same' | 'valid'][] = [];
   for (const size of [7, 8]) for (const k of [1, 3]) for (const s of [1, 2]) for (const p of ['same', 'valid'] as const) cases.push([`${size}px k${k} s${s} ${p}`, size, k, s, p]);
-  it.each(cases)('conv2d and depthwise match TF.js gradients: %s', (_n, size, k, s, padding) => {
+  it.each(cases)('conv2d and depthwise match TF.js gradients: %s', async (_n, size, k, s, padding) => {
     const x = tf.randomNormal([2, size, size, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
     const wConv = tf.randomNormal([k, k, 3, 4], 0, 1, 'float32', 2) as tf.Tensor4D;
     const wDw = tf.randomNormal([k, k, 3, 1], 0, 1, 'float32', 3) as tf.Tensor4D;
@@ -44,7 +44,7 @@ describe('input gradients from forward kernels', () => {
     // forward values are the plain ops'
     expect(maxRelDiff(conv.apply(x).dataSync(), tf.conv2d(x, wConv, s, padding).dataSync())).toBe(0);
   });
-  it('relu6 gradient is 1 inside (0, 6) and 0 outside', () => {
+  it('relu6 gradient is 1 inside (0, 6) and 0 outside', async () => {
     const x = tf.tensor1d([-1, 0.5, 3, 5.9, 7]);
     expect(Array.from(tf.grad((t) => tf.sum(relu6InputGrad(t)))(x).dataSync())).toEqual([0, 1, 1, 1, 0]);
     expect(Array.from(relu6InputGrad(x).dataSync())).toEqual([0, 0.5, 3, expect.closeTo(5.9, 5), 6]);
@@ -68,7 +68,7 @@ function smallModel(): tf.LayersModel {
 }
 
 describe('LayersModel -> plain-op graph', () => {
-  it('gives the same logits as the LayersModel (batch-norm folded)', () => {
+  it('gives the same logits as the LayersModel (batch-norm folded)', async () => {
     const model = smallModel();
     const g = compileLayersModel(model, 'logits');
     // Both batch-norms are folded: into the conv (bn1) and into the depthwise conv (bn2).
@@ -82,7 +82,7 @@ describe('LayersModel -> plain-op graph', () => {
     const ref = (truncated.predict(x) as tf.Tensor).dataSync();
     expect(maxRelDiff(runPlainGraph(g, x).dataSync(), ref)).toBeLessThan(1e-5);
   });
-  it('refuses layer configurations it would translate wrongly, naming the layer', () => {
+  it('refuses layer configurations it would translate wrongly, naming the layer', async () => {
     const input = tf.input({ shape: [4, 4, 3] });
     const bn = tf.layers.batchNormalization({ axis: 1, name: 'bn_axis1' }).apply(input) as tf.SymbolicTensor;
     expect(() => compileLayersModel(tf.model({ inputs: input, outputs: bn }))).toThrow(/layer bn_axis1: batch normalization over axis 1/);
@@ -102,20 +102,20 @@ describe('LayersModel -> plain-op graph', () => {
     expect(maxRelDiff(freed!, kept!)).toBeLessThan(1e-6);
     expect(peakFreed).toBeLessThan(0.6 * peakKept);
   });
-  it('names the missing logits layer', () => {
+  it('names the missing logits layer', async () => {
     expect(() => compileLayersModel(smallModel(), 'conv_preds')).toThrow(/logits layer "conv_preds" is not in the model/);
   });
 });
 
 describe('batched candidate gradients', () => {
-  it('one tiled backward pass equals one backward pass per class', () => {
+  it('one tiled backward pass equals one backward pass per class', async () => {
     const model = smallModel();
     const g = compileLayersModel(model, 'logits');
     const clf: Classifier = { name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', logits: (x) => runPlainGraph(g, x) as tf.Tensor2D, dispose: () => {} };
     const x = tf.randomUniform([3, 12, 12, 3], 0, 1, 'float32', 8) as tf.Tensor4D;
     const cand = Int32Array.from([0, 1, 2, 3, 4, 0, 2, 4, 1, 3, 4, 3, 2, 1, 0]);
-    const a = candidateGradients(clf, x, cand, 5, { maxRows: 4 });
-    const b = candidateGradientsLoop(clf, x, cand, 5);
+    const a = await candidateGradients(clf, x, cand, 5, { maxRows: 4 });
+    const b = await candidateGradientsLoop(clf, x, cand, 5);
     expect(a.grads.shape).toEqual([3, 5, 12, 12, 3]);
     expect(maxRelDiff(a.grads.dataSync(), b.grads.dataSync())).toBeLessThan(1e-6);
     expect(maxRelDiff(a.logits, b.logits)).toBeLessThan(1e-6);
@@ -123,7 +123,7 @@ describe('batched candidate gradients', () => {
     const l = clf.logits(x).dataSync();
     for (let n = 0; n < 3; n++) for (let j = 0; j < 5; j++) expect(a.logits[n * 5 + j]).toBeCloseTo(l[n * 5 + cand[n * 5 + j]], 5);
   });
-  it("keeps each backward pass within the model's measured batch limit", () => {
+  it("keeps each backward pass within the model's measured batch limit", async () => {
     const g = compileLayersModel(smallModel(), 'logits');
     let calls = 0;
     const rows: number[] = [];
@@ -134,22 +134,22 @@ describe('batched candidate gradients', () => {
     };
     const x = tf.randomUniform([2, 12, 12, 3], 0, 1, 'float32', 8) as tf.Tensor4D;
     const cand = Int32Array.from([0, 1, 2, 3, 4, 4, 3, 2, 1, 0]);
-    const limited = candidateGradients(clf, x, cand, 5);
+    const limited = await candidateGradients(clf, x, cand, 5);
     expect(calls).toBe(4);
     expect(Math.max(...rows)).toBe(3);
-    const loop = candidateGradientsLoop(clf, x, cand, 5);
+    const loop = await candidateGradientsLoop(clf, x, cand, 5);
     expect(maxRelDiff(limited.grads.dataSync(), loop.grads.dataSync())).toBeLessThan(1e-6);
   });
-  it('with a reference class, gives the gradients of the logit differences f_k - f_ref', () => {
+  it('with a reference class, gives the gradients of the logit differences f_k - f_ref', async () => {
     const model = smallModel();
     const g = compileLayersModel(model, 'logits');
     const clf: Classifier = { name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', logits: (x) => runPlainGraph(g, x) as tf.Tensor2D, dispose: () => {} };
     const x = tf.randomUniform([2, 12, 12, 3], 0, 1, 'float32', 9) as tf.Tensor4D;
-    const all = candidateGradients(clf, x, Int32Array.from([0, 1, 2, 3, 4, 0, 1, 2, 3, 4]), 5);
+    const all = await candidateGradients(clf, x, Int32Array.from([0, 1, 2, 3, 4, 0, 1, 2, 3, 4]), 5);
     const ref = Int32Array.from([2, 4]);
     const cand = Int32Array.from([0, 1, 3, 0, 1, 2]);
-    const diff = candidateGradients(clf, x, cand, 3, { reference: ref, maxRows: 4 });
-    const loop = candidateGradientsLoop(clf, x, cand, 3, ref);
+    const diff = await candidateGradients(clf, x, cand, 3, { reference: ref, maxRows: 4 });
+    const loop = await candidateGradientsLoop(clf, x, cand, 3, ref);
     expect(maxRelDiff(diff.grads.dataSync(), loop.grads.dataSync())).toBeLessThan(1e-6);
     const a = all.grads.reshape([2, 5, -1]).arraySync() as number[][][];
     const d = diff.grads.reshape([2, 3, -1]).arraySync() as number[][][];

@@ -58,7 +58,7 @@ describe('GraphModel loading', () => {
     expect(logits[1]).toBeCloseTo(dot, 4);
     expect(logits[0]).toBeCloseTo(0.5, 5);
     // In pixel space g = f1 - f0 = (w1/255) . x - 0.5 > 0 (class 1 wins): DeepFool steps along -w1 by |g| / ||w1/255||.
-    const res = deepfool(model, x, { candidates: 2, overshoot: 0 });
+    const res = await deepfool(model, x, { candidates: 2, overshoot: 0 });
     const f = dot - 0.5;
     expect(f).toBeGreaterThan(0);
     const n = Math.hypot(...w1) / 255;

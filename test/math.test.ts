@@ -10,21 +10,21 @@ beforeAll(async () => {
 });
 
 describe('projection onto Lp balls', () => {
-  it('L2: rescales a vector outside the ball onto its surface and keeps its direction', () => {
+  it('L2: rescales a vector outside the ball onto its surface and keeps its direction', async () => {
     const v = tf.tensor1d([3, 4]); // norm 5
     const p = projectLp(v, 2, 2.5);
     expect(Array.from(p.dataSync())).toEqual([expect.closeTo(1.5, 6), expect.closeTo(2, 6)]);
     expect(lpNorm(p, 2)).toBeCloseTo(2.5, 5);
   });
-  it('L2: leaves a vector inside the ball unchanged', () => {
+  it('L2: leaves a vector inside the ball unchanged', async () => {
     const v = tf.tensor1d([0.3, -0.4]);
     expect(Array.from(projectLp(v, 2, 1).dataSync())).toEqual(Array.from(v.dataSync()));
   });
-  it('Linf: clips each coordinate to [-xi, xi]', () => {
+  it('Linf: clips each coordinate to [-xi, xi]', async () => {
     const p = projectLp(tf.tensor1d([12, -30, 5, -9.5]), 'inf', 10);
     expect(Array.from(p.dataSync())).toEqual([10, -10, 5, -9.5]);
   });
-  it('is idempotent and never exceeds xi on random inputs', () => {
+  it('is idempotent and never exceeds xi on random inputs', async () => {
     const rng = new Rng(3);
     for (const p of [2, 'inf'] as const) {
       for (let t = 0; t < 20; t++) {
@@ -38,20 +38,20 @@ describe('projection onto Lp balls', () => {
       }
     }
   });
-  it('the zero vector stays zero (no division by zero)', () => {
+  it('the zero vector stays zero (no division by zero)', async () => {
     expect(Array.from(projectLp(tf.zeros([3]), 2, 1).dataSync())).toEqual([0, 0, 0]);
   });
 });
 
 describe('norms', () => {
-  it('computes L2 and Linf of a whole tensor and per row', () => {
+  it('computes L2 and Linf of a whole tensor and per row', async () => {
     const v = tf.tensor2d([[3, -4], [1, -7]]);
     expect(lpNorm(v, 'inf')).toBe(7);
     expect(lpNorm(v, 2)).toBeCloseTo(Math.sqrt(9 + 16 + 1 + 49), 5);
     expect(Array.from(batchNorm(v, 2).dataSync())).toEqual([5, expect.closeTo(Math.sqrt(50), 5)]);
     expect(Array.from(batchNorm(v, 'inf').dataSync())).toEqual([4, 7]);
   });
-  it('parses norm names', () => {
+  it('parses norm names', async () => {
     expect(parseNorm('2')).toBe(2);
     expect(parseNorm('Linf')).toBe('inf');
     expect(parseNorm('3')).toBeUndefined();
@@ -59,21 +59,21 @@ describe('norms', () => {
 });
 
 describe('seeded random numbers', () => {
-  it('same seed, same sequence; different seed, different sequence', () => {
+  it('same seed, same sequence; different seed, different sequence', async () => {
     const a = new Rng(42), b = new Rng(42), c = new Rng(43);
     const sa = Array.from({ length: 10 }, () => a.next());
     expect(Array.from({ length: 10 }, () => b.next())).toEqual(sa);
     expect(Array.from({ length: 10 }, () => c.next())).not.toEqual(sa);
   });
-  it('permutation is a permutation', () => {
+  it('permutation is a permutation', async () => {
     const p = new Rng(1).permutation(100);
     expect([...p].sort((x, y) => x - y)).toEqual(Array.from({ length: 100 }, (_, i) => i));
   });
-  it('pass seeds differ between passes and runs', () => {
+  it('pass seeds differ between passes and runs', async () => {
     expect(passSeed(0, 0)).not.toBe(passSeed(0, 1));
     expect(passSeed(0, 1)).not.toBe(passSeed(1, 1));
   });
-  it('random perturbations have exactly the requested norm', () => {
+  it('random perturbations have exactly the requested norm', async () => {
     expect(lpNorm(randomPerturbation([8, 8, 3], 'inf', 10, 1), 'inf')).toBe(10);
     expect(lpNorm(randomPerturbation([8, 8, 3], 2, 50, 1), 2)).toBeCloseTo(50, 3);
     const a = randomPerturbation([4, 4, 3], 2, 5, 7).dataSync();

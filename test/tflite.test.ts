@@ -63,7 +63,7 @@ function tmpFile(name: string, bytes: Uint8Array): string {
 }
 
 describe('TFLite parsing and dequantisation', () => {
-  it('reads tensors, quantisation and operators from the flatbuffer', () => {
+  it('reads tensors, quantisation and operators from the flatbuffer', async () => {
     const m = parseTflite(tinyQuantisedModel(), 'tiny.tflite');
     expect(m.ops.map((o) => o.name)).toEqual(['CONV_2D', 'MEAN', 'FULLY_CONNECTED', 'SOFTMAX']);
     expect(m.inputs).toEqual([0]);
@@ -73,7 +73,7 @@ describe('TFLite parsing and dequantisation', () => {
     expect(m.ops[2].inputs).toEqual([5, 6, -1]);
   });
 
-  it('dequantises uint8 per tensor, int8 per channel and int32 biases as scale * (q - zero point)', () => {
+  it('dequantises uint8 per tensor, int8 per channel and int32 biases as scale * (q - zero point)', async () => {
     const m = parseTflite(tinyQuantisedModel(), 'tiny.tflite');
     expect(Array.from(dequantize(m.tensors[1]))).toEqual([expect.closeTo(1, 6), expect.closeTo(-1, 6)]);
     expect(Array.from(dequantize(m.tensors[2]))).toEqual([expect.closeTo(1, 6), expect.closeTo(2, 6)]);
@@ -83,12 +83,12 @@ describe('TFLite parsing and dequantisation', () => {
     expect(Array.from(dequantize(depthwise))).toEqual([1, 0, 100, -2, -30, -200]);
   });
 
-  it('takes preprocessing, input size and class count from the file', () => {
+  it('takes preprocessing, input size and class count from the file', async () => {
     const m = parseTflite(tinyQuantisedModel(), 'tiny.tflite');
     expect(cardFromTflite('tiny.tflite', m)).toMatchObject({ format: 'tflite', inputShape: [2, 2, 1], numClasses: 3, preprocess: { scale: 0.5, offset: -5 } });
   });
 
-  it('builds the float network: logits (the input of SOFTMAX) match the closed form', () => {
+  it('builds the float network: logits (the input of SOFTMAX) match the closed form', async () => {
     const m = parseTflite(tinyQuantisedModel(), 'tiny.tflite');
     const g = netToTfGraph(tfliteToNet(m, 'tiny.tflite'));
     expect(g.output).toBe('7');
@@ -99,7 +99,7 @@ describe('TFLite parsing and dequantisation', () => {
     tf.dispose([x, ...g.owned]);
   });
 
-  it('names an unsupported operator, and refuses files that are not TFLite', () => {
+  it('names an unsupported operator, and refuses files that are not TFLite', async () => {
     expect(() => tfliteToNet(parseTflite(tinyQuantisedModel(HARD_SWISH), 'hs.tflite'), 'hs.tflite')).toThrow(/operator 1 \(HARD_SWISH\) is not supported by the TFLite importer/);
     expect(() => parseTflite(new TextEncoder().encode('{"modelTopology": {}}'), 'x.tflite')).toThrow(/x.tflite: not a TFLite model/);
     const cut = tinyQuantisedModel().slice(0, 200);
@@ -117,7 +117,7 @@ describe('a .tflite file as a classifier', () => {
   });
   afterAll(() => model?.dispose());
 
-  it('loads from the path alone with the preprocessing the file states', () => {
+  it('loads from the path alone with the preprocessing the file states', async () => {
     expect(model.inputShape).toEqual([2, 2, 1]);
     expect(model.numClasses).toBe(3);
     const px = [7, 30, 11, 100];
@@ -125,7 +125,7 @@ describe('a .tflite file as a classifier', () => {
     expectedLogits(px).forEach((v, j) => expect(y[j]).toBeCloseTo(v, 4));
   });
 
-  it('has input gradients that match central finite differences', () => {
+  it('has input gradients that match central finite differences', async () => {
     // Pixels away from the ReLU kinks (a = 0.5 (p - 10) not near -1 or 2) so differences are exact.
     const px = [20, 40, 0, 60];
     const f = (x: tf.Tensor4D) => tf.sum(tf.mul(model.logits(x), tf.tensor1d([1, -2, 0.5])));
@@ -137,7 +137,7 @@ describe('a .tflite file as a classifier', () => {
     });
   });
 
-  it('asks for preprocessing flags when the input is float (the file cannot say)', () => {
+  it('asks for preprocessing flags when the input is float (the file cannot say)', async () => {
     const bytes = buildTflite({
       tensors: [{ shape: [1, 2, 2, 1], type: 'float32', name: 'in' }, { shape: [2], type: 'int32', data: [1, 4] }, { shape: [1, 4], type: 'float32', name: 'out' }],
       ops: [{ code: 22, inputs: [0, 1], outputs: [2] }],
@@ -158,7 +158,7 @@ if (!present) console.warn(`SKIPPED TFLite asset tests: ${CORAL} not found (set 
 describe.skipIf(!present)('the coral TFLite MobileNets (shared assets)', () => {
   const names = ['mobilenet_v2_1.0_224_quant', 'tf2_mobilenet_v2_1.0_224_ptq', 'mobilenet_v1_0.75_192_quant', 'mobilenet_v1_0.5_160_quant', 'mobilenet_v1_0.25_128_quant'];
 
-  it('all five parse and compile, and each bundled card matches what its file states', () => {
+  it('all five parse and compile, and each bundled card matches what its file states', async () => {
     for (const name of names) {
       const card = readCard(join(CARDS_DIR, `${name}.json`));
       const file = join(CORAL, `${name}.tflite`);
@@ -184,12 +184,12 @@ describe.skipIf(!present)('the coral TFLite MobileNets (shared assets)', () => {
 
     it('classifies 100 validation images about as well as its reference (53.9% on 1300)', async () => {
       const V = await loadSet(model, join(assets, 'data', 'ilsvrc2012_val_1300'), { limit: 100, assets, what: 'val' });
-      const ev = evaluatePerturbation(model, V, tf.zeros(model.inputShape) as tf.Tensor3D);
+      const ev = await evaluatePerturbation(model, V, tf.zeros(model.inputShape) as tf.Tensor3D);
       expect(ev.cleanAccuracy).toBeGreaterThan(0.42);
       expect(ev.cleanAccuracy).toBeLessThan(0.66);
     });
 
-    it('has input gradients that agree with central finite differences along random directions', () => {
+    it('has input gradients that agree with central finite differences along random directions', async () => {
       const rng = new Rng(3);
       const [h, w, c] = model.inputShape;
       const x0 = tf.tensor4d(Float32Array.from({ length: h * w * c }, () => 40 + rng.int(170)), [1, h, w, c]);

@@ -120,7 +120,7 @@ describe('Algorithm 1 (universal perturbation)', () => {
 });
 
 describe('fooling rate arithmetic', () => {
-  it('counts label changes against the clean predictions, not the ground truth', () => {
+  it('counts label changes against the clean predictions, not the ground truth', async () => {
     const clean = Int32Array.from([0, 1, 2, 3]);
     const adv = Int32Array.from([0, 2, 2, 0]);
     expect(foolingRate(clean, adv)).toBe(0.5);
@@ -130,14 +130,14 @@ describe('fooling rate arithmetic', () => {
     expect(ev.perturbedAccuracy).toBe(0.5); // images 0 and 3 (fooled into the right label)
     expect(ev.foolingRateOnCorrect).toBe(0.5); // of the correct images 0, 1 only 1 changed
   });
-  it('perturbed images stay in [0, 255]', () => {
+  it('perturbed images stay in [0, 255]', async () => {
     const x = tf.tensor4d([0, 10, 250, 255], [1, 2, 2, 1]);
     const v = tf.tensor3d([-5, 300, 10, -1], [2, 2, 1]);
     expect(Array.from(perturb(x, v).dataSync())).toEqual([0, 255, 255, 254]);
   });
-  it('predictSet batches give the same labels as one batch', () => {
+  it('predictSet batches give the same labels as one batch', async () => {
     const m = tinyNet(shape, 6);
     const X = randomImages(11, shape);
-    expect(Array.from(predictSet(m, X, null, 4))).toEqual(Array.from(predictSet(m, X, null, 11)));
+    expect(Array.from(await predictSet(m, X, null, 4))).toEqual(Array.from(await predictSet(m, X, null, 11)));
   });
 });

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
+import { predictLabels } from '../model/compute.js';
 
 /** clip(x + v, 0, 255): perturbed images always stay valid pixels. */
 export function perturb(x: tf.Tensor4D, v: tf.Tensor3D | null): tf.Tensor4D {
@@ -8,11 +9,15 @@ export function perturb(x: tf.Tensor4D, v: tf.Tensor3D | null): tf.Tensor4D {
 }
 
 /** Top-1 labels of every image of `set` (optionally with v added), forward passes in batches. */
-export function predictSet(model: Classifier, set: ImageSet, v: tf.Tensor3D | null, batchSize = 32, onBatch?: (done: number) => void): Int32Array {
+export async function predictSet(model: Classifier, set: ImageSet, v: tf.Tensor3D | null, batchSize = 32, onBatch?: (done: number) => void): Promise<Int32Array> {
   const out = new Int32Array(set.size);
   for (const idx of set.batchIndices(Math.min(batchSize, model.maxBatch?.forward ?? batchSize))) {
-    const labels = tf.tidy(() => tf.argMax(model.logits(perturb(set.batch(idx), v)), 1).dataSync());
-    out.set(labels, idx[0]);
+    const x = tf.tidy(() => perturb(set.batch(idx), v));
+    try {
+      out.set(await predictLabels(model, x), idx[0]);
+    } finally {
+      x.dispose();
+    }
     onBatch?.(idx[0] + idx.length);
   }
   return out;
@@ -58,8 +63,8 @@ export function scorePredictions(cleanPred: Int32Array, advPred: Int32Array, lab
   return ev;
 }
 
-export function evaluatePerturbation(model: Classifier, set: ImageSet, v: tf.Tensor3D, opts: { batchSize?: number; cleanPred?: Int32Array } = {}): Evaluation {
-  const cleanPred = opts.cleanPred ?? predictSet(model, set, null, opts.batchSize);
-  const advPred = predictSet(model, set, v, opts.batchSize);
+export async function evaluatePerturbation(model: Classifier, set: ImageSet, v: tf.Tensor3D, opts: { batchSize?: number; cleanPred?: Int32Array } = {}): Promise<Evaluation> {
+  const cleanPred = opts.cleanPred ?? (await predictSet(model, set, null, opts.batchSize));
+  const advPred = await predictSet(model, set, v, opts.batchSize);
   return scorePredictions(cleanPred, advPred, set.labels);
 }

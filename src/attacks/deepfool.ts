@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from '../model/classifier.js';
 import { candidateGradients, type GradientOptions } from '../model/gradients.js';
+import { forwardLogits, predictLabels } from '../model/compute.js';
 import type { Norm } from '../math/lp.js';
 import { UsageError } from '../errors.js';
 
@@ -57,7 +58,7 @@ function topK(logits: Float32Array, n: number, m: number, k: number): Int32Array
  *   Linf: r = (|f_l| / ||w_l||_1 + 1e-4) * sign(w_l)
  * with l = argmin_k |f_k| / ||w_k||_q, f_k, w_k the logit difference to candidate k and its gradient.
  */
-export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOptions = {}): DeepFoolResult {
+export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOptions = {}): Promise<DeepFoolResult> {
   const norm = opts.norm ?? 2;
   const overshoot = opts.overshoot ?? 0.02;
   const maxSteps = opts.maxSteps ?? 50;
@@ -67,7 +68,7 @@ export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOption
   const k = Math.min(candidates, model.numClasses);
   const [h, w, c] = [x.shape[1], x.shape[2], x.shape[3]];
 
-  const clean = tf.tidy(() => model.logits(x).dataSync() as Float32Array);
+  const clean = await forwardLogits(model, x);
   const order = topK(clean, n, model.numClasses, k);
   const fromLabel = Int32Array.from({ length: n }, (_, i) => opts.labels?.[i] ?? order[i * k]);
   // Per image, the k-1 top-ranked classes other than the one to leave: DeepFool's candidates.
@@ -92,7 +93,7 @@ export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOption
     const xi = tf.tidy(() => tf.add(tf.gather(x, idx), tf.mul(tf.gather(rTot, idx), 1 + overshoot)) as tf.Tensor4D);
     // Cheap forward check first: only images still on their label pay for gradients. At step 0,
     // x_i = x and the clean prediction is already known.
-    const pred = step === 0 ? Int32Array.from(active, (img) => order[img * k]) : tf.tidy(() => tf.argMax(model.logits(xi), 1).dataSync() as Int32Array);
+    const pred = step === 0 ? Int32Array.from(active, (img) => order[img * k]) : await predictLabels(model, xi);
     const still: number[] = [];
     active.forEach((img, a) => {
       if (pred[a] !== fromLabel[img]) {
@@ -110,7 +111,7 @@ export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOption
     const subCand = new Int32Array(still.length * (k - 1));
     stillImgs.forEach((img, s) => subCand.set(others.subarray(img * (k - 1), (img + 1) * (k - 1)), s * (k - 1)));
     // Gradients of the logit differences f_k - f_label directly: k-1 rows per image, no subtraction.
-    const g = candidateGradients(model, sub, subCand, k - 1, { ...opts, reference: Int32Array.from(stillImgs, (img) => fromLabel[img]) });
+    const g = await candidateGradients(model, sub, subCand, k - 1, { ...opts, reference: Int32Array.from(stillImgs, (img) => fromLabel[img]) });
     const { stepTensor, zero } = lpStep(g, still.length, k - 1, norm);
     g.grads.dispose();
     const prev = rTot;
@@ -134,8 +135,9 @@ export function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOption
   rTot.dispose();
   if (active.length > 0) {
     const idx = tf.tensor1d(active, 'int32');
-    const pred = tf.tidy(() => tf.argMax(model.logits(tf.add(tf.gather(x, idx), tf.gather(r, idx)) as tf.Tensor4D), 1).dataSync());
-    idx.dispose();
+    const end = tf.tidy(() => tf.add(tf.gather(x, idx), tf.gather(r, idx)) as tf.Tensor4D);
+    const pred = await predictLabels(model, end);
+    tf.dispose([idx, end]);
     active.forEach((img, a) => {
       toLabel[img] = pred[a];
       if (pred[a] !== fromLabel[img]) status[img] = 'converged';

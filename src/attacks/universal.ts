@@ -4,6 +4,7 @@ import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { type Norm, projectLp, lpNorm } from '../math/lp.js';
 import { Rng, passSeed } from '../math/random.js';
+import { predictLabels } from '../model/compute.js';
 import { deepfool, type DeepFoolResult } from './deepfool.js';
 import { perturb, predictSet, foolingRate } from '../analysis/fooling.js';
 import { type Checkpoint, saveCheckpoint, loadCheckpoint } from '../io/checkpoint.js';
@@ -120,7 +121,7 @@ export function refuseResumeWithInit(resume: unknown, init: unknown): void {
 function fingerprint(model: Classifier, X: ImageSet, o: UniversalOptions): Record<string, unknown> {
   const data = createHash('sha1').update(X.items.map((i) => i.path).join('\n')).digest('hex').slice(0, 16);
   return {
-    model: model.name, images: X.size, data, backend: tf.getBackend(), norm: o.norm, xi: o.xi, overshoot: o.overshoot,
+    model: model.name, images: X.size, data, backend: model.runtime?.name ?? tf.getBackend(), norm: o.norm, xi: o.xi, overshoot: o.overshoot,
     candidates: o.candidates, deepfoolSteps: o.deepfoolSteps, deepfoolNorm: o.deepfoolNorm, batchSize: o.batchSize, seed: o.seed,
   };
 }
@@ -156,7 +157,7 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
   }
   const t0 = performance.now();
   const seconds = () => elapsedBefore + (performance.now() - t0) / 1000;
-  const cleanPred = predictSet(model, X, null, o.batchSize);
+  const cleanPred = await predictSet(model, X, null, o.batchSize);
   let fr = history.length ? history[history.length - 1].foolingRate : null;
   let stopReason = '';
   let converged = fr !== null && fr >= 1 - o.delta;
@@ -179,12 +180,12 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
       let sub: tf.Tensor4D | undefined;
       let df: DeepFoolResult | undefined;
       try {
-        const pred = tf.tidy(() => tf.argMax(model.logits(adv), 1).dataSync());
+        const pred = await predictLabels(model, adv);
         const unfooled = idx.map((_, j) => j).filter((j) => pred[j] === labels[j]);
         fooledSeen += idx.length - unfooled.length;
         if (unfooled.length > 0) {
           sub = tf.tidy(() => tf.gather(adv, tf.tensor1d(unfooled, 'int32')) as tf.Tensor4D);
-          df = deepfool(model, sub, {
+          df = await deepfool(model, sub, {
             norm: o.deepfoolNorm === 'match' ? o.norm : 2, candidates: o.candidates, overshoot: o.overshoot, maxSteps: o.deepfoolSteps,
             labels: Int32Array.from(unfooled, (j) => labels[j]), maxRows: o.maxGradientRows,
           });
@@ -211,7 +212,7 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
       });
       await new Promise((r) => setImmediate(r)); // let the progress bar and abort signals through
     }
-    fr = foolingRate(cleanPred, predictSet(model, X, v, o.batchSize));
+    fr = foolingRate(cleanPred, await predictSet(model, X, v, o.batchSize));
     const rec: PassRecord = {
       pass: pass + 1, foolingRate: fr, normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf'), updates,
       seconds: (performance.now() - passStart) / 1000,

@@ -109,7 +109,7 @@ export function demoCommand(): Command {
   cmd
     .option('--imagenet', 'use the ImageNet MobileNet v1 0.25 and the shared ImageNet images instead')
     .option('--assets <dir>', 'folder of the shared ImageNet models and images (default: $UAP_ASSETS or ../shared/assets)')
-    .option('--backend <name>', 'compute backend: wasm or cpu')
+    .option('--backend <name>', 'where models run: onnx (default when its self-check passes), wasm or cpu')
     .option('--limit <n>', 'images of X', count('limit'))
     .option('--val-limit <n>', 'validation images', count('val-limit'))
     .option('-o, --out <dir>', 'run directory')

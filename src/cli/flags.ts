@@ -48,7 +48,7 @@ export function addModelFlags(cmd: Command, defaultModel: string): Command {
   return cmd
     .option('-m, --model <name|path>', 'bundled model name, model card, model folder/model.json with card.json beside it, or a .tflite file', defaultModel)
     .option('--assets <dir>', 'folder of the shared ImageNet models and images (default: $UAP_ASSETS or ../shared/assets)')
-    .option('--backend <name>', 'compute backend: wasm (default when its self-check passes) or cpu')
+    .option('--backend <name>', 'where models run: onnx (ONNX Runtime; default when its self-check passes), wasm or cpu (TF.js)')
     .option('--input-shape <HxWxC>', 'card: model input size, e.g. 224x224x3', shape)
     .option('--num-classes <n>', 'card: number of classes', count('num-classes', 2))
     .option('--scale <s>', 'card: model input = pixel * scale + offset', number('scale'))

@@ -26,7 +26,13 @@ const npyName = (completed: number) => `checkpoint-${completed}.npy`;
  */
 export function saveCheckpoint<H>(dir: string, ck: Checkpoint<H>): void {
   mkdirSync(dir, { recursive: true });
-  const previous = existsSync(jsonFile(dir)) ? readMeta(dir).vFile : undefined;
+  // A fresh run may find an old or damaged checkpoint here: it is replaced, not read.
+  let previous: string | undefined;
+  try {
+    previous = existsSync(jsonFile(dir)) ? readMeta(dir).vFile : undefined;
+  } catch {
+    previous = undefined;
+  }
   const vFile = npyName(ck.completed);
   writeNpy(join(dir, vFile), { data: ck.v, shape: ck.shape });
   const { v: _v, ...meta } = ck;

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BatchLimits } from './memory.js';
+import type { Runtime } from './runtime.js';
 
 /** An image classifier seen by the attacks: pixel-space input, logits in the data's label space. */
 export interface Classifier {
@@ -11,6 +12,10 @@ export interface Classifier {
   readonly labelSpace: 'imagenet' | 'own';
   /** x: [N,H,W,C] float32 in pixel space [0,255]; returns [N, numClasses] pre-softmax logits. */
   logits(x: tf.Tensor4D): tf.Tensor2D;
+  /** Where batched forward passes and input gradients run (see compute.ts); absent: TF.js through `logits`. */
+  readonly runtime?: Runtime;
+  /** Where it runs, in words (printed by the CLI). */
+  readonly engine?: string;
   /** Largest batches that fit in memory (measured at load; absent = no limit known). */
   readonly maxBatch?: BatchLimits;
   dispose(): void;

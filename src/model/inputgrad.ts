@@ -125,3 +125,31 @@ export function inputGradConv(kind: 'conv' | 'depthwise', filter: tf.Tensor4D, s
     tensors: [filter, flipped],
   };
 }
+
+/**
+ * Max pooling with an input gradient built from forward ops when windows do not overlap
+ * (size == strides): dy, repeated over each window, goes to the inputs equal to the window's max.
+ * Why: the wasm backend's MaxPoolGrad is wrong for 2x2 stride-2 windows (30% off the cpu reference,
+ * measured on TF.js 4.22). Ties (rare in real activations) all receive dy where TF picks one.
+ */
+export function maxPoolInputGrad(x: tf.Tensor4D, size: [number, number], strides: [number, number], padding: Padding): tf.Tensor4D {
+  if (size[0] !== strides[0] || size[1] !== strides[1]) return tf.maxPool(x, size, strides, padding);
+  const [sh, sw] = size;
+  const forward = (xi: tf.Tensor4D) => tf.maxPool(xi, size, strides, padding);
+  return withInputGrad(x, forward, (dy, xi) => {
+    const [n, H, W, c] = xi.shape;
+    const [, ho, wo] = dy.shape;
+    const rows = axisGeometry(H, sh, sh, padding);
+    const cols = axisGeometry(W, sw, sw, padding);
+    // Repeat each pooled value over its window (broadcast, not Tile: slow on wasm), then align with x.
+    const repeat = (t: tf.Tensor4D) => {
+      const r = tf.mul(t.reshape([n, ho, 1, wo, 1, c]), tf.ones([1, 1, sh, 1, sw, 1])).reshape([n, ho * sh, wo * sw, c]) as tf.Tensor4D;
+      const keepH = Math.min(H, ho * sh - rows.padBefore);
+      const keepW = Math.min(W, wo * sw - cols.padBefore);
+      const cropped = r.slice([0, rows.padBefore, cols.padBefore, 0], [n, keepH, keepW, c]);
+      return keepH === H && keepW === W ? cropped : cropped.pad([[0, 0], [0, H - keepH], [0, W - keepW], [0, 0]]);
+    };
+    const mask = tf.cast(tf.equal(xi, repeat(forward(xi))), 'float32');
+    return tf.mul(repeat(dy), mask) as tf.Tensor4D;
+  });
+}

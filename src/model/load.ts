@@ -11,6 +11,10 @@ import { chain, weights, type Net, type NetNode } from './net.js';
 import { runPlainGraph } from './plainGraph.js';
 import { netToTfGraph } from './tfjsNet.js';
 import { measureBatchLimits, type BatchLimits } from './memory.js';
+import { onnxRuntime } from './onnx/runtime.js';
+import type { Runtime } from './runtime.js';
+import { closeEnough } from './selfcheck.js';
+import { onnxEnabled } from '../backend.js';
 import { cardFromTflite, loadTfliteNet } from './tflite/index.js';
 
 /** Short names for the cards shipped in cards/ and the embedded default. */
@@ -162,8 +166,34 @@ export async function loadNet(card: ModelCard, modelPath: string, assets: string
   return chain(preprocessNodes(card), net, outputNodes(card, assets));
 }
 
+/**
+ * ONNX Runtime for `net` if it exports and gives the TF.js logits on a probe image; else TF.js, with
+ * the reason in `engine`.
+ */
+async function withOnnx(net: Net, shape: [number, number, number], logits: (x: tf.Tensor4D) => tf.Tensor2D): Promise<{ runtime?: Runtime; engine: string }> {
+  const tfjs = `TF.js ${tf.getBackend()}`;
+  let runtime: Runtime | null;
+  try {
+    runtime = await onnxRuntime(net, shape);
+  } catch (e) {
+    return { engine: `${tfjs} (not ONNX: ${(e as Error).message.split('\n')[0]})` };
+  }
+  if (!runtime) return { engine: `${tfjs} (onnxruntime-node unavailable)` };
+  const probe = tf.tidy(() => tf.linspace(0, 255, shape[0] * shape[1] * shape[2]).reshape([1, ...shape]) as tf.Tensor4D);
+  try {
+    const want = tf.tidy(() => logits(probe).dataSync());
+    if (!closeEnough(await runtime.forward(probe), want, 1e-3)) {
+      await runtime.dispose();
+      return { engine: `${tfjs} (the ONNX export disagreed with TF.js on a probe image)` };
+    }
+  } finally {
+    probe.dispose();
+  }
+  return { runtime, engine: 'onnxruntime' };
+}
+
 /** Loads the classifier a card describes; its logits take pixel-space images. */
-export async function loadClassifier(spec: string | ModelCard, opts: { assets?: string; card?: CardOverrides } = {}): Promise<Classifier> {
+export async function loadClassifier(spec: string | ModelCard, opts: { assets?: string; card?: CardOverrides; onnx?: boolean } = {}): Promise<Classifier> {
   const card = typeof spec === 'string' ? findCard(spec, opts.card, opts.assets) : spec;
   const assets = assetsDir(opts.assets);
   const modelPath = resolveCardPath(card, card.model, assets);
@@ -223,5 +253,13 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
       `model ${card.name}: TF.js cannot compute input gradients through this ${card.format} model (${(e as Error).message.split('\n')[0]})${card.format === 'graph' ? '; convert it as a LayersModel, or try --backend cpu' : ''}`,
     );
   }
-  return { name: card.name, inputShape: [h, w, c], numClasses: card.numClasses, labels, labelSpace: card.labelSpace ?? 'own', maxBatch, logits, dispose };
+  const rt = net && (opts.onnx ?? onnxEnabled()) ? await withOnnx(net, [h, w, c], logits) : { runtime: undefined, engine: `TF.js ${tf.getBackend()}` };
+  const disposeAll = () => {
+    dispose();
+    void rt.runtime?.dispose();
+  };
+  return {
+    name: card.name, inputShape: [h, w, c], numClasses: card.numClasses, labels, labelSpace: card.labelSpace ?? 'own', maxBatch, logits,
+    runtime: rt.runtime, engine: rt.engine, dispose: disposeAll,
+  };
 }

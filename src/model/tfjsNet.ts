@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { UsageError } from '../errors.js';
-import { inputGradConv, relu6InputGrad } from './inputgrad.js';
+import { inputGradConv, maxPoolInputGrad, relu6InputGrad } from './inputgrad.js';
 import type { Activation, Net, NodeOp, Weights } from './net.js';
 import type { Fn, PlainGraph } from './plainGraph.js';
 
@@ -58,7 +58,7 @@ function stepFn(name: string, op: NodeOp, tensor: (w: Weights) => tf.Tensor, own
       return ([x]) => activationFn(op.act)(x);
     case 'pool':
       return ([x]) =>
-        op.mode === 'avg' ? tf.avgPool(x as tf.Tensor4D, op.size, op.strides, op.padding) : tf.maxPool(x as tf.Tensor4D, op.size, op.strides, op.padding);
+        op.mode === 'avg' ? tf.avgPool(x as tf.Tensor4D, op.size, op.strides, op.padding) : maxPoolInputGrad(x as tf.Tensor4D, op.size, op.strides, op.padding);
     case 'reduce':
       return ([x]) => (op.mode === 'mean' ? tf.mean(x, op.axes, op.keepDims) : tf.max(x, op.axes, op.keepDims));
     case 'pad':

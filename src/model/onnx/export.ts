@@ -182,8 +182,12 @@ function forwardNode(ctx: Ctx, n: NetNode): string {
     }
     case 'pool': {
       const pads = explicitPads(inShape.slice(0, 2), outShape.slice(0, 2), op.size, op.strides, op.padding);
-      const y = g.op(op.mode === 'avg' ? 'AveragePool' : 'MaxPool', [xs[0]], { kernel_shape: op.size, strides: op.strides, pads: [pads[0][0], pads[1][0], pads[0][1], pads[1][1]] });
-      save({ y });
+      const attrs = { kernel_shape: op.size, strides: op.strides, pads: [pads[0][0], pads[1][0], pads[0][1], pads[1][1]] };
+      if (op.mode === 'avg') return g.op('AveragePool', [xs[0]], attrs);
+      const y = g.fresh('maxpool');
+      const indices = g.fresh('argmax');
+      g.opMulti('MaxPool', [xs[0]], [y, indices], attrs);
+      save({ y, indices });
       return y;
     }
     case 'reduce': {
@@ -277,7 +281,6 @@ function backwardNode(ctx: Ctx, n: NetNode, dy: string, grads: Map<string, strin
     case 'pool': {
       const pads = explicitPads(inShape.slice(0, 2), outShape.slice(0, 2), op.size, op.strides, op.padding);
       const [H, W, C] = inShape;
-      const [Ho, Wo] = outShape;
       if (op.mode === 'avg') {
         // Without padding every window has size*size inputs: the transposed depthwise "box" convolution.
         if (pads.some(([a, b]) => a || b)) throw new OnnxUnsupported(`${n.name}: padded average pooling`);
@@ -287,15 +290,13 @@ function backwardNode(ctx: Ctx, n: NetNode, dy: string, grads: Map<string, strin
         add(n.inputs[0], g.op('ConvTranspose', [dy, box], { kernel_shape: op.size, strides: op.strides, output_padding: outputPadding, group: C }));
         return;
       }
-      // Max pooling with non-overlapping windows: dy goes to the inputs equal to their window's max.
-      if (op.size[0] !== op.strides[0] || op.size[1] !== op.strides[1] || pads[0][0] || pads[1][0]) throw new OnnxUnsupported(`${n.name}: overlapping max pooling`);
-      const [sh, sw] = op.size;
-      const up = (t: string) => {
-        const e = g.op('Expand', [g.op('Reshape', [t, g.ints([0, C, Ho, 1, Wo, 1])]), g.ints([1, 1, 1, sh, 1, sw])]);
-        const r = g.op('Reshape', [e, g.ints([0, C, Ho * sh, Wo * sw])]);
-        return Ho * sh === H && Wo * sw === W ? r : g.op('Slice', [r, g.ints([0, 0]), g.ints([H, W]), g.ints([2, 3])]);
-      };
-      add(n.inputs[0], g.op('Mul', [up(dy), g.op('Cast', [g.op('Equal', [x, up(s.y)])], { to: 1 })]));
+      // Max pooling with non-overlapping windows: dy goes to the first maximum of each window (as in
+      // TF), whose flat index MaxPool's second output gives.
+      if (op.size[0] !== op.strides[0] || op.size[1] !== op.strides[1]) throw new OnnxUnsupported(`${n.name}: overlapping max pooling`);
+      const flat = g.op('Reshape', [s.indices, g.ints([-1])]);
+      const zeros = g.op('Mul', [g.op('Reshape', [x, g.ints([-1])]), g.scalar(0)]);
+      const scattered = g.op('ScatterElements', [zeros, flat, g.op('Reshape', [dy, g.ints([-1])])], { axis: 0 });
+      add(n.inputs[0], g.op('Reshape', [scattered, g.ints([-1, C, H, W])]));
       return;
     }
     case 'reduce': {
