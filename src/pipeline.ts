@@ -5,6 +5,9 @@ import type { Classifier } from './model/classifier.js';
 import { loadClassifier, type CardOverrides } from './model/load.js';
 import { listDataset, loadImages, type ImageSet } from './data/dataset.js';
 import { computeUniversal, refuseResumeWithInit, type UniversalOptions, type RunControl, type UniversalResult, UNIVERSAL_DEFAULTS } from './attacks/universal.js';
+import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from './attacks/sgd.js';
+import { targetSuccessRate } from './attacks/passes.js';
+import { labelName } from './model/classifier.js';
 import { evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
 import { forwardLogits } from './model/compute.js';
 import { randomPerturbation } from './math/noise.js';
@@ -52,6 +55,21 @@ function wnidsOf(assets: string): string[] | undefined {
   return existsSync(f) ? readFileSync(f, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean) : undefined;
 }
 
+/** A --target given as a class index or a label name (exact, or the first comma-separated name). */
+export function resolveTarget(target: number | string | undefined, model: Classifier): number | undefined {
+  if (target === undefined) return undefined;
+  const asNumber = typeof target === 'number' ? target : /^\d+$/.test(target.trim()) ? Number(target) : undefined;
+  if (asNumber !== undefined) {
+    if (asNumber >= model.numClasses) throw new UsageError(`--target ${target}: the model has ${model.numClasses} classes (0..${model.numClasses - 1})`);
+    return asNumber;
+  }
+  const want = String(target).trim().toLowerCase();
+  const names = model.labels ?? [];
+  const i = names.findIndex((n) => n.toLowerCase() === want || n.toLowerCase().split(',')[0].trim() === want);
+  if (i < 0) throw new UsageError(`--target ${target}: no class of model ${model.name} has that name (give an index 0..${model.numClasses - 1} or a label name)`);
+  return i;
+}
+
 /** Loads a classifier and says where it runs. */
 export async function loadModel(spec: string, opts: { assets: string; card?: CardOverrides }, log: Log): Promise<Classifier> {
   const model = await loadClassifier(spec, opts);
@@ -84,10 +102,14 @@ export interface ComputeJob extends DataSpec {
   card?: CardOverrides;
   assets?: string;
   out: string;
-  options: Partial<UniversalOptions>;
+  options: Partial<UniversalOptions> & Partial<SgdOptions>;
   resume?: boolean;
   /** A saved perturbation (.npy) to start from. */
   init?: string;
+  /** 'algorithm1' (the paper, default) or 'sgd' (SGD-UAP). */
+  method?: 'algorithm1' | 'sgd';
+  /** Targeted: a class index or label name every image is pushed to. */
+  target?: number | string;
   /** Random-noise baseline draws for the comparison in metrics.json. */
   randomDraws?: number;
 }
@@ -99,6 +121,8 @@ export interface ComputeSummary {
   onVal?: Evaluation;
   /** Random noise on the validation set with v's own norms: same Lp (the constraint's) and same L2. */
   randomOnVal?: { sameLp: Baseline; sameL2: Baseline };
+  /** Targeted runs: share of validation images (not already of the target) that v sends to the target. */
+  targetOnVal?: number;
   out: string;
 }
 
@@ -158,16 +182,28 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     const valDir = job.val ?? defaults.val;
     const V = job.val === 'none' ? undefined : await loadSet(model, valDir, { labels: job.valLabels, limit: job.valLimit, strict: job.strict, assets, log, what: 'validation set' });
     const norm = job.options.norm ?? UNIVERSAL_DEFAULTS.norm;
-    const options: UniversalOptions = { ...UNIVERSAL_DEFAULTS, xi: defaultXi(norm, model.inputShape), ...job.options, norm };
+    const method = job.method ?? 'algorithm1';
+    const target = resolveTarget(job.target, model);
+    const base = { xi: defaultXi(norm, model.inputShape), ...job.options, norm, ...(target !== undefined ? { target } : {}) };
+    const options = method === 'sgd' ? { ...SGD_DEFAULTS, ...base } : { ...UNIVERSAL_DEFAULTS, ...base };
     refuseResumeWithInit(job.resume, job.init); // before reading the --init file
     const init = job.init ? loadPerturbation(job.init, model, log) : undefined;
-    const config = { model: model.name, assets, data: job.data ?? defaults.data, val: V ? valDir : null, images: X.size, valImages: V?.size ?? 0, ...options, init: job.init ?? null };
+    const config = {
+      model: model.name, assets, data: job.data ?? defaults.data, val: V ? valDir : null, images: X.size, valImages: V?.size ?? 0, method,
+      ...options, targetName: target !== undefined ? labelName(model, target) : null, init: job.init ?? null,
+    };
     // A resumed run keeps its original config.json (a refused resume must not overwrite it).
     if (!job.resume) writeJson(join(job.out, 'config.json'), config);
-    const res = await computeUniversal(model, X, options, { ...ctl, checkpointDir: job.out, resume: job.resume, init }).finally(() => init?.dispose());
+    const control = { ...ctl, checkpointDir: job.out, resume: job.resume, init };
+    const res = await (method === 'sgd'
+      ? computeSgdUniversal(model, X, options as SgdOptions, control)
+      : computeUniversal(model, X, options as UniversalOptions, control)
+    ).finally(() => init?.dispose());
     log.info(`stopped: ${res.stopReason}`);
+    if (lpNorm(res.v, 'inf') === 0) log.warn('the perturbation is zero: no image of X could be moved (try a larger --xi, more passes, or another method)');
     const onX = await evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
     const onVal = V ? await evaluatePerturbation(model, V, res.v, { batchSize: options.batchSize }) : undefined;
+    const targetOnVal = target !== undefined && onVal ? targetSuccessRate(onVal.cleanPred, onVal.advPred, target) : undefined;
     const draws = job.randomDraws ?? 3;
     const randomOnVal = V && onVal
       ? {
@@ -181,10 +217,11 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     const metrics = {
       norm: options.norm, xi: options.xi, normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf'),
       run: result, onX: summaryOf(onX), onVal: onVal ? summaryOf(onVal) : null, randomNoiseOnVal: randomOnVal ?? null,
+      target: target !== undefined ? { index: target, name: labelName(model, target), successOnX: res.targetSuccess ?? null, successOnVal: targetOnVal ?? null } : null,
     };
     writeJson(join(job.out, 'metrics.json'), metrics);
     v.dispose();
-    return { config, result, onX, onVal, randomOnVal, out: job.out };
+    return { config, result, onX, onVal, randomOnVal, targetOnVal, out: job.out };
   } finally {
     if (!ctl.model) model.dispose();
   }

@@ -39,6 +39,10 @@ describe('CLI', () => {
     writeFileSync(f, 'not a model at all');
     expectUsageError(['accuracy', '--model', f], /bad.tflite: not a TFLite model/);
   });
+  it('unknown target label', () => expectUsageError(['compute', '--target', 'Giraffe'], /--target Giraffe: no class of model fashion-mnist-cnn has that name/));
+  it('target index out of range', () => expectUsageError(['compute', '--target', '10'], /--target 10: the model has 10 classes/));
+  it('unknown method', () => expectUsageError(['compute', '--method', 'magic'], /--method.*magic.*algorithm1, sgd/));
+  it('bad SGD step decay', () => expectUsageError(['compute', '--method', 'sgd', '--lr-decay', '2'], /--lr-decay 2: expected a number in \(0, 1\]/));
   it('missing model', async () => expectUsageError(['compute', '--model', 'no-such-model'], /--model no-such-model: not found/));
   it('empty data folder', async () => expectUsageError(['compute', '--data', tmp()], /no images found/));
   it('--out that is a file', async () => {

@@ -38,14 +38,17 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
   // Forward logits agree to ~1e-6. Gradients agree to ~5e-7 except where a ReLU6 pre-activation sits
   // on a kink (0 or 6) and the backends' rounding picks different sides: measured 3.8e-4 (L2-relative)
   // on one of these two images. The kernels themselves are checked to 1e-5 in engine.test.ts.
-  it('gradients on the fast backend equal the cpu reference (L2-relative error < 1e-3)', async () => {
+  it('gradients on the fast engine (ONNX Runtime) equal the TF.js cpu reference (L2-relative error < 1e-3)', async () => {
+    expect(model.engine).toBe('onnxruntime');
     const x = X.batch([0, 1]);
     const cand = Int32Array.from([1, 2, 3, 500, 600, 700]);
     const fast = (await candidateGradients(model, x, cand, 3)).grads;
     const fastData = fast.dataSync();
     const prev = tf.getBackend();
     await tf.setBackend('cpu');
-    const ref = (await candidateGradients(model, x, cand, 3)).grads.dataSync();
+    const tfjs = await loadClassifier('mobilenet_v1_0.25_224', { assets, onnx: false });
+    const ref = (await candidateGradients(tfjs, x, cand, 3)).grads.dataSync();
+    tfjs.dispose();
     await tf.setBackend(prev);
     let sq = 0;
     let diffSq = 0;

@@ -8,21 +8,13 @@ const compileLayersModel = (m: tf.LayersModel, out?: string) => netToTfGraph(lay
 import { runPlainGraph } from '../src/model/plainGraph.js';
 import { candidateGradients, candidateGradientsLoop } from '../src/model/gradients.js';
 import type { Classifier } from '../src/model/classifier.js';
+import { maxRelativeDifference } from '../src/model/selfcheck.js';
 
 beforeAll(async () => {
   tf.enableProdMode();
   await tf.setBackend('cpu');
 });
 
-function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let scale = 0;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) {
-    scale = Math.max(scale, Math.abs(b[i]));
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-  }
-  return diff / Math.max(scale, 1e-12);
-}
 
 describe('input gradients from forward kernels', () => {
   const cases: [string, number, number, number, 'same' | 'valid'][] = [];
@@ -37,12 +29,12 @@ describe('input gradients from forward kernels', () => {
     const dw = inputGradConv('depthwise', wDw, [s, s], padding);
     const ours = tf.grad((t) => tf.sum(tf.mul(conv.apply(t as tf.Tensor4D), probeConv)))(x);
     const ref = tf.grad((t) => tf.sum(tf.mul(tf.conv2d(t as tf.Tensor4D, wConv, s, padding), probeConv)))(x);
-    expect(maxRelDiff(ours.dataSync(), ref.dataSync())).toBeLessThan(1e-5);
+    expect(maxRelativeDifference(ours.dataSync(), ref.dataSync())).toBeLessThan(1e-5);
     const oursDw = tf.grad((t) => tf.sum(tf.mul(dw.apply(t as tf.Tensor4D), probeDw)))(x);
     const refDw = tf.grad((t) => tf.sum(tf.mul(tf.depthwiseConv2d(t as tf.Tensor4D, wDw, s, padding), probeDw)))(x);
-    expect(maxRelDiff(oursDw.dataSync(), refDw.dataSync())).toBeLessThan(1e-5);
+    expect(maxRelativeDifference(oursDw.dataSync(), refDw.dataSync())).toBeLessThan(1e-5);
     // forward values are the plain ops'
-    expect(maxRelDiff(conv.apply(x).dataSync(), tf.conv2d(x, wConv, s, padding).dataSync())).toBe(0);
+    expect(maxRelativeDifference(conv.apply(x).dataSync(), tf.conv2d(x, wConv, s, padding).dataSync())).toBe(0);
   });
   it('relu6 gradient is 1 inside (0, 6) and 0 outside', async () => {
     const x = tf.tensor1d([-1, 0.5, 3, 5.9, 7]);
@@ -80,7 +72,7 @@ describe('LayersModel -> plain-op graph', () => {
     const x = tf.randomUniform([3, 12, 12, 3], -1, 1, 'float32', 7);
     const truncated = tf.model({ inputs: model.inputs, outputs: model.getLayer('logits').output as tf.SymbolicTensor });
     const ref = (truncated.predict(x) as tf.Tensor).dataSync();
-    expect(maxRelDiff(runPlainGraph(g, x).dataSync(), ref)).toBeLessThan(1e-5);
+    expect(maxRelativeDifference(runPlainGraph(g, x).dataSync(), ref)).toBeLessThan(1e-5);
   });
   it('refuses layer configurations it would translate wrongly, naming the layer', async () => {
     const input = tf.input({ shape: [4, 4, 3] });
@@ -99,7 +91,7 @@ describe('LayersModel -> plain-op graph', () => {
     let kept: Float32Array | undefined;
     // Under a tape (as inside tf.grad) every activation must stay for the backward pass.
     const peakKept = (await tf.profile(() => void tf.tidy(() => void tf.grad((t) => { const y = runPlainGraph(g, t); kept = y.dataSync() as Float32Array; return tf.sum(y); })(x)))).peakBytes - base;
-    expect(maxRelDiff(freed!, kept!)).toBeLessThan(1e-6);
+    expect(maxRelativeDifference(freed!, kept!)).toBeLessThan(1e-6);
     expect(peakFreed).toBeLessThan(0.6 * peakKept);
   });
   it('names the missing logits layer', async () => {
@@ -117,8 +109,8 @@ describe('batched candidate gradients', () => {
     const a = await candidateGradients(clf, x, cand, 5, { maxRows: 4 });
     const b = await candidateGradientsLoop(clf, x, cand, 5);
     expect(a.grads.shape).toEqual([3, 5, 12, 12, 3]);
-    expect(maxRelDiff(a.grads.dataSync(), b.grads.dataSync())).toBeLessThan(1e-6);
-    expect(maxRelDiff(a.logits, b.logits)).toBeLessThan(1e-6);
+    expect(maxRelativeDifference(a.grads.dataSync(), b.grads.dataSync())).toBeLessThan(1e-6);
+    expect(maxRelativeDifference(a.logits, b.logits)).toBeLessThan(1e-6);
     // and the logits are the model's
     const l = clf.logits(x).dataSync();
     for (let n = 0; n < 3; n++) for (let j = 0; j < 5; j++) expect(a.logits[n * 5 + j]).toBeCloseTo(l[n * 5 + cand[n * 5 + j]], 5);
@@ -138,7 +130,7 @@ describe('batched candidate gradients', () => {
     expect(calls).toBe(4);
     expect(Math.max(...rows)).toBe(3);
     const loop = await candidateGradientsLoop(clf, x, cand, 5);
-    expect(maxRelDiff(limited.grads.dataSync(), loop.grads.dataSync())).toBeLessThan(1e-6);
+    expect(maxRelativeDifference(limited.grads.dataSync(), loop.grads.dataSync())).toBeLessThan(1e-6);
   });
   it('with a reference class, gives the gradients of the logit differences f_k - f_ref', async () => {
     const model = smallModel();
@@ -150,13 +142,13 @@ describe('batched candidate gradients', () => {
     const cand = Int32Array.from([0, 1, 3, 0, 1, 2]);
     const diff = await candidateGradients(clf, x, cand, 3, { reference: ref, maxRows: 4 });
     const loop = await candidateGradientsLoop(clf, x, cand, 3, ref);
-    expect(maxRelDiff(diff.grads.dataSync(), loop.grads.dataSync())).toBeLessThan(1e-6);
+    expect(maxRelativeDifference(diff.grads.dataSync(), loop.grads.dataSync())).toBeLessThan(1e-6);
     const a = all.grads.reshape([2, 5, -1]).arraySync() as number[][][];
     const d = diff.grads.reshape([2, 3, -1]).arraySync() as number[][][];
     for (let n = 0; n < 2; n++)
       for (let j = 0; j < 3; j++) {
         const expected = a[n][cand[n * 3 + j]].map((v, i) => v - a[n][ref[n]][i]);
-        expect(maxRelDiff(d[n][j], expected)).toBeLessThan(1e-5);
+        expect(maxRelativeDifference(d[n][j], expected)).toBeLessThan(1e-5);
         expect(diff.logits[n * 3 + j]).toBeCloseTo(all.logits[n * 5 + cand[n * 3 + j]] - all.logits[n * 5 + ref[n]], 5);
       }
   });

@@ -17,6 +17,7 @@ import { loadSet } from '../src/pipeline.js';
 import { evaluatePerturbation } from '../src/analysis/fooling.js';
 import { assetsDir, CARDS_DIR } from '../src/paths.js';
 import { Rng } from '../src/math/random.js';
+import { vjp } from '../src/model/compute.js';
 import { UsageError } from '../src/errors.js';
 
 const CONV_2D = 3, MEAN = 40, FULLY_CONNECTED = 9, SOFTMAX = 25, HARD_SWISH = 117;
@@ -189,21 +190,28 @@ describe.skipIf(!present)('the coral TFLite MobileNets (shared assets)', () => {
       expect(ev.cleanAccuracy).toBeLessThan(0.66);
     });
 
-    it('has input gradients that agree with central finite differences along random directions', async () => {
+    it('has input gradients (TF.js engine and ONNX Runtime) that agree with central finite differences', async () => {
+      expect(model.engine).toBe('onnxruntime');
       const rng = new Rng(3);
       const [h, w, c] = model.inputShape;
       const x0 = tf.tensor4d(Float32Array.from({ length: h * w * c }, () => 40 + rng.int(170)), [1, h, w, c]);
+      // f = logit 1 - logit 0, as DeepFool differentiates it.
+      const dy = new Float32Array(model.numClasses);
+      dy[1] = 1;
+      dy[0] = -1;
       const f = (x: tf.Tensor4D) => tf.tidy(() => { const y = model.logits(x); return tf.sub(y.slice([0, 1], [1, 1]), y.slice([0, 0], [1, 1])).sum(); });
-      const g = tf.tidy(() => tf.grad(f)(x0));
-      for (let k = 0; k < 3; k++) {
-        const d = tf.tidy(() => { const r = tf.randomNormal([1, h, w, c], 0, 1, 'float32', 10 + k); return r.div(r.norm()); });
-        const step = 0.5;
-        const fd = tf.tidy(() => (f(x0.add(d.mul(step)) as tf.Tensor4D).dataSync()[0] - f(x0.sub(d.mul(step)) as tf.Tensor4D).dataSync()[0]) / (2 * step));
-        const an = tf.tidy(() => tf.sum(tf.mul(g, d)).dataSync()[0]);
-        expect(Math.abs(fd - an)).toBeLessThan(0.02 * Math.abs(an) + 1e-4);
-        d.dispose();
-      }
-      tf.dispose([x0, g]);
+      const viaTfjs = tf.tidy(() => tf.grad(f)(x0));
+      const viaOnnx = (await vjp(model, x0, dy)).dx;
+      for (const g of [viaTfjs, viaOnnx])
+        for (let k = 0; k < 3; k++) {
+          const d = tf.tidy(() => { const r = tf.randomNormal([1, h, w, c], 0, 1, 'float32', 10 + k); return r.div(r.norm()); });
+          const step = 0.5;
+          const fd = tf.tidy(() => (f(x0.add(d.mul(step)) as tf.Tensor4D).dataSync()[0] - f(x0.sub(d.mul(step)) as tf.Tensor4D).dataSync()[0]) / (2 * step));
+          const an = tf.tidy(() => tf.sum(tf.mul(g, d)).dataSync()[0]);
+          expect(Math.abs(fd - an)).toBeLessThan(0.02 * Math.abs(an) + 1e-4);
+          d.dispose();
+        }
+      tf.dispose([x0, viaTfjs, viaOnnx]);
     });
   });
 });

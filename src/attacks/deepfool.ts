@@ -19,10 +19,15 @@ export interface DeepFoolOptions extends GradientOptions {
    * model does not already give this label is returned untouched with status 'already'.
    */
   labels?: Int32Array;
+  /**
+   * Targeted DeepFool: each step crosses the linearised boundary between the current class and this
+   * one, until the model gives this class (converged); images already of it are 'already'.
+   */
+  target?: number;
 }
 
 /**
- * converged: the label changed; maxSteps: gave up; already: x was not of the given label;
+ * converged: the label changed (targeted: reached the target); maxSteps: gave up; already: x was not of the given label;
  * zeroGradient: every candidate's logit difference has a zero gradient (no direction to move).
  */
 export type DeepFoolStatus = 'converged' | 'maxSteps' | 'already' | 'zeroGradient';
@@ -78,12 +83,20 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
     others.set(ranked, i * (k - 1));
   }
 
+  const target = opts.target;
+  if (target !== undefined && !(Number.isInteger(target) && target >= 0 && target < model.numClasses))
+    throw new UsageError(`--target: expected a class index in 0..${model.numClasses - 1}, got ${target}`);
+  /** Whether an image predicted as `pred` is done. */
+  const done = (img: number, pred: number) => (target !== undefined ? pred === target : pred !== fromLabel[img]);
+  // Rows differentiated per image: the k-1 other top classes, or (targeted) just the target.
+  const rows = target !== undefined ? 1 : k - 1;
+
   const steps = new Int32Array(n);
   const status: DeepFoolStatus[] = new Array(n).fill('maxSteps');
   const toLabel = Int32Array.from({ length: n }, (_, i) => order[i * k]);
   let rTot: tf.Tensor4D = tf.zeros([n, h, w, c]);
   let active = Array.from({ length: n }, (_, i) => i).filter((i) => {
-    if (toLabel[i] === fromLabel[i]) return true;
+    if (!done(i, toLabel[i])) return true;
     status[i] = 'already';
     return false;
   });
@@ -96,7 +109,7 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
     const pred = step === 0 ? Int32Array.from(active, (img) => order[img * k]) : await predictLabels(model, xi);
     const still: number[] = [];
     active.forEach((img, a) => {
-      if (pred[a] !== fromLabel[img]) {
+      if (done(img, pred[a])) {
         status[img] = 'converged';
         toLabel[img] = pred[a];
       } else still.push(a);
@@ -108,11 +121,15 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
     }
     const sub = tf.tidy(() => tf.gather(xi, tf.tensor1d(still, 'int32')) as tf.Tensor4D);
     const stillImgs = still.map((a) => active[a]);
-    const subCand = new Int32Array(still.length * (k - 1));
-    stillImgs.forEach((img, s) => subCand.set(others.subarray(img * (k - 1), (img + 1) * (k - 1)), s * (k - 1)));
-    // Gradients of the logit differences f_k - f_label directly: k-1 rows per image, no subtraction.
-    const g = await candidateGradients(model, sub, subCand, k - 1, { ...opts, reference: Int32Array.from(stillImgs, (img) => fromLabel[img]) });
-    const { stepTensor, zero } = lpStep(g, still.length, k - 1, norm);
+    const subCand = new Int32Array(still.length * rows);
+    stillImgs.forEach((img, s) => {
+      if (target !== undefined) subCand[s] = target;
+      else subCand.set(others.subarray(img * (k - 1), (img + 1) * (k - 1)), s * (k - 1));
+    });
+    // Gradients of the logit differences f_k - f_label (targeted: f_target - f_current) directly.
+    const reference = Int32Array.from(still, (a, s) => (target !== undefined ? pred[a] : fromLabel[stillImgs[s]]));
+    const g = await candidateGradients(model, sub, subCand, rows, { ...opts, reference });
+    const { stepTensor, zero } = lpStep(g, still.length, rows, norm);
     g.grads.dispose();
     const prev = rTot;
     rTot = tf.tidy(() => {
@@ -140,7 +157,7 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
     tf.dispose([idx, end]);
     active.forEach((img, a) => {
       toLabel[img] = pred[a];
-      if (pred[a] !== fromLabel[img]) status[img] = 'converged';
+      if (done(img, pred[a])) status[img] = 'converged';
     });
   }
   return { r, steps, status, fromLabel, toLabel };

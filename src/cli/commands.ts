@@ -35,6 +35,8 @@ async function computeWithProgress(flags: Record<string, unknown>, out: string, 
         options: attackOptions(flags as unknown as AttackFlags),
         resume: Boolean(flags.resume),
         init: flags.init as string | undefined,
+        method: flags.method as 'algorithm1' | 'sgd' | undefined,
+        target: flags.target as string | undefined,
         randomDraws: extra.randomDraws,
       },
       { log: consoleLog, onProgress: progress.onProgress, onPass: progress.onPass, signal: abort.signal },
@@ -48,9 +50,11 @@ async function computeWithProgress(flags: Record<string, unknown>, out: string, 
 function printSummary(s: ComputeSummary): void {
   const r = s.randomOnVal;
   const lines = [
-    `model ${s.config.model}, ${s.config.norm === 2 ? 'L2' : 'Linf'} xi=${s.config.xi}, ${s.result.passes} pass(es), ${s.result.seconds.toFixed(0)} s`,
+    `model ${s.config.model}, ${s.config.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}, ${s.config.norm === 2 ? 'L2' : 'Linf'} xi=${s.config.xi}, ${s.result.passes} pass(es), ${s.result.seconds.toFixed(0)} s`,
     `fooling rate on X (${s.onX.images} images): ${pct(s.onX.foolingRate)}`,
   ];
+  if (s.config.targetName !== null && s.config.targetName !== undefined)
+    lines.push(`targeted at "${String(s.config.targetName)}": success on X ${pct(s.result.targetSuccess)}${s.targetOnVal !== undefined ? `, on validation ${pct(s.targetOnVal)}` : ''} (images not already of that class)`);
   if (s.onVal) {
     lines.push(`fooling rate on validation (${s.onVal.images} images): ${pct(s.onVal.foolingRate)}`);
     if (s.onVal.cleanAccuracy !== undefined)
@@ -64,7 +68,7 @@ function printSummary(s: ComputeSummary): void {
 }
 
 export function computeCommand(): Command {
-  const cmd = new Command('compute').description('compute a universal perturbation (Algorithm 1) and evaluate it');
+  const cmd = new Command('compute').description('compute a universal perturbation (Algorithm 1, or SGD-UAP with --method sgd; targeted with --target) and evaluate it');
   addModelFlags(cmd, 'fashion');
   addDataFlags(cmd);
   addAttackFlags(cmd);

@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { parseNorm, type Norm } from '../math/lp.js';
 import type { UniversalOptions } from '../attacks/universal.js';
+import type { SgdOptions } from '../attacks/sgd.js';
 import type { DataSpec } from '../pipeline.js';
 import type { CardOverrides } from '../model/load.js';
 import type { ModelCard } from '../model/card.js';
@@ -104,8 +105,16 @@ export function addAttackFlags(cmd: Command): Command {
     .option('--candidates <k>', 'DeepFool candidate classes (top-k of the clean prediction)', count('candidates', 2), 10)
     .option('--deepfool-steps <n>', 'DeepFool step cap inside Algorithm 1 (the reference code uses 10)', count('deepfool-steps'), 10)
     .addOption(new Option('--deepfool-norm <n>', 'inner DeepFool step: 2 (the paper) or match (the Lp step of --norm)').default(2).argParser(deepfoolNorm))
-    .option('--batch-size <n>', 'images per forward check and per batched DeepFool call', count('batch-size'), 16)
-    .option('--seed <n>', 'seed of the shuffles', number('seed', Number.isInteger, 'an integer'), 0);
+    .option('--batch-size <n>', 'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32)', count('batch-size'))
+    .option('--seed <n>', 'seed of the shuffles', number('seed', Number.isInteger, 'an integer'), 0)
+    .addOption(new Option('--method <m>', 'algorithm1 (the paper: DeepFool steps) or sgd (SGD-UAP: minibatch gradient ascent)').choices(['algorithm1', 'sgd']).default('algorithm1'))
+    .option('--target <label>', 'targeted: push every image to this class (index or label name); reports the targeted success rate')
+    .addOption(new Option('--loss <l>', 'sgd: ce (cross-entropy clamped at --beta) or margin (logit margin bounded at --kappa)').choices(['ce', 'margin']))
+    .option('--beta <b>', 'sgd: clamp of the cross-entropy (default 12)', positive('beta'))
+    .option('--kappa <k>', 'sgd: confidence of the margin loss (default 0)', number('kappa', (n) => n >= 0, 'a number >= 0'))
+    .addOption(new Option('--optimizer <o>', 'sgd: sign (sign steps for Linf, normalised gradient for L2) or adam').choices(['sign', 'adam']))
+    .option('--lr <s>', 'sgd: first step length in the ball\'s norm, pixels (default xi/10)', positive('lr'))
+    .option('--lr-decay <f>', 'sgd: step length factor per pass (default 0.9)', number('lr-decay', (n) => n > 0 && n <= 1, 'a number in (0, 1]'));
 }
 
 function deepfoolNorm(s: string): 2 | 'match' {
@@ -115,10 +124,13 @@ function deepfoolNorm(s: string): 2 | 'match' {
 }
 
 /** The attack flags as commander parses them (camel-cased): UniversalOptions, with xi optional. */
-export type AttackFlags = Omit<UniversalOptions, 'xi' | 'maxGradientRows'> & { xi?: number };
+export type AttackFlags = Omit<UniversalOptions, 'xi' | 'maxGradientRows' | 'target'> & Partial<Omit<SgdOptions, 'target'>> & { xi?: number };
 
-export function attackOptions(f: AttackFlags): Partial<UniversalOptions> {
-  const keys = ['norm', 'xi', 'delta', 'maxPasses', 'overshoot', 'candidates', 'deepfoolSteps', 'deepfoolNorm', 'batchSize', 'seed'] as const;
+export function attackOptions(f: AttackFlags): Partial<UniversalOptions> & Partial<SgdOptions> {
+  const keys = [
+    'norm', 'xi', 'delta', 'maxPasses', 'overshoot', 'candidates', 'deepfoolSteps', 'deepfoolNorm', 'batchSize', 'seed',
+    'loss', 'beta', 'kappa', 'optimizer', 'lr', 'lrDecay',
+  ] as const;
   return Object.fromEntries(keys.filter((k) => f[k] !== undefined).map((k) => [k, f[k]]));
 }
 

@@ -14,6 +14,8 @@ export interface Checkpoint<H = unknown> {
   shape: [number, number, number];
   /** Seconds spent before this checkpoint. */
   elapsed: number;
+  /** Method state besides v (e.g. optimiser moments), one array per name. */
+  extra?: Record<string, Float32Array>;
 }
 
 const jsonFile = (dir: string) => join(dir, 'checkpoint.json');
@@ -33,15 +35,27 @@ export function saveCheckpoint<H>(dir: string, ck: Checkpoint<H>): void {
   } catch {
     previous = undefined;
   }
+  let previousExtra: string[] = [];
+  try {
+    previousExtra = Object.values(readMeta(dir).extraFiles ?? {});
+  } catch {
+    previousExtra = [];
+  }
   const vFile = npyName(ck.completed);
   writeNpy(join(dir, vFile), { data: ck.v, shape: ck.shape });
-  const { v: _v, ...meta } = ck;
-  writeFileSync(jsonFile(dir) + '.tmp', JSON.stringify({ ...meta, vFile }, null, 1));
+  const extraFiles: Record<string, string> = {};
+  for (const [name, data] of Object.entries(ck.extra ?? {})) {
+    extraFiles[name] = `checkpoint-${ck.completed}-${name}.npy`;
+    writeNpy(join(dir, extraFiles[name]), { data, shape: [data.length] });
+  }
+  const { v: _v, extra: _e, ...meta } = ck;
+  writeFileSync(jsonFile(dir) + '.tmp', JSON.stringify({ ...meta, vFile, extraFiles }, null, 1));
   renameSync(jsonFile(dir) + '.tmp', jsonFile(dir));
   if (previous && previous !== vFile) rmSync(join(dir, previous), { force: true });
+  for (const f of previousExtra) if (!Object.values(extraFiles).includes(f)) rmSync(join(dir, f), { force: true });
 }
 
-type Meta<H> = Omit<Checkpoint<H>, 'v'> & { vFile: string };
+type Meta<H> = Omit<Checkpoint<H>, 'v' | 'extra'> & { vFile: string; extraFiles?: Record<string, string> };
 
 function readMeta<H>(dir: string): Meta<H> {
   try {
@@ -60,11 +74,12 @@ export function hasCheckpoint(dir: string): boolean {
 /** Loads a checkpoint, refusing one made with other settings (they would not continue the same run). */
 export function loadCheckpoint<H>(dir: string, fingerprint: Record<string, unknown>): Checkpoint<H> {
   if (!hasCheckpoint(dir)) throw new UsageError(`--resume: no checkpoint in ${dir}`);
-  const { vFile, ...meta } = readMeta<H>(dir);
+  const { vFile, extraFiles, ...meta } = readMeta<H>(dir);
   for (const [k, val] of Object.entries(fingerprint)) {
     if (JSON.stringify(meta.fingerprint[k]) !== JSON.stringify(val))
       throw new UsageError(`--resume: checkpoint in ${dir} was made with ${k}=${JSON.stringify(meta.fingerprint[k])}, not ${JSON.stringify(val)}`);
   }
   const { data } = readNpy(join(dir, vFile));
-  return { ...meta, v: data };
+  const extra = Object.fromEntries(Object.entries(extraFiles ?? {}).map(([name, f]) => [name, readNpy(join(dir, f)).data]));
+  return { ...meta, v: data, extra };
 }

@@ -21,11 +21,6 @@ export interface Classifier {
   dispose(): void;
 }
 
-/** Top-1 labels of a batch of pixel-space images, as an Int32Array. */
-export function predict(model: Classifier, x: tf.Tensor4D): Int32Array {
-  return tf.tidy(() => tf.argMax(model.logits(x), 1).dataSync() as Int32Array);
-}
-
 /** The label name of class i, or "#i" when the model has no names. */
 export function labelName(model: Classifier, i: number): string {
   return model.labels?.[i] ?? `#${i}`;

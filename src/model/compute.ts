@@ -31,22 +31,31 @@ export async function predictLabels(model: Classifier, x: tf.Tensor4D): Promise<
 }
 
 /**
- * The vector-Jacobian product: logits of x and dx = sum_j dy[n, j] * d logit_j(x_n) / d x_n, for a
- * batch x [n, H, W, C] and dy [n * numClasses]. The caller owns dx.
+ * Vector-Jacobian products: logits of x [n, H, W, C] and, for each image i and each of its k
+ * cotangents dy[i, j] (dy: [n, k, numClasses] flat), dx[i, j] = sum_c dy[i, j, c] d logit_c(x_i) / d x_i.
+ * Returns dx as [n, k, H, W, C]; the caller owns it. ONNX Runtime runs one forward pass for all k;
+ * TF.js differentiates the batch tiled k times.
  */
-export async function vjp(model: Classifier, x: tf.Tensor4D, dy: Float32Array): Promise<{ logits: Float32Array; dx: tf.Tensor4D }> {
+export async function vjp(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k = 1): Promise<{ logits: Float32Array; dx: tf.Tensor }> {
+  const [n, h, w, c] = x.shape;
+  if (dy.length !== n * k * model.numClasses) throw new Error(`internal: dy has ${dy.length} values for ${n} x ${k} x ${model.numClasses}`);
   if (model.runtime) {
     const r = await model.runtime.vjp(x, dy);
-    return { logits: r.logits, dx: tf.tensor4d(r.dx, x.shape) };
+    return { logits: r.logits, dx: tf.tensor(r.dx, [n, k, h, w, c]) };
   }
   let logits: Float32Array | undefined;
   const dx = tf.tidy(() => {
-    const weights = tf.tensor2d(dy, [x.shape[0], model.numClasses]);
-    return tf.grad((t: tf.Tensor) => {
+    const weights = tf.tensor2d(dy, [n * k, model.numClasses]);
+    const tiled = k === 1 ? x : (tf.gather(x, tf.tensor1d(Int32Array.from({ length: n * k }, (_, r) => Math.floor(r / k)), 'int32')) as tf.Tensor4D);
+    const g = tf.grad((t: tf.Tensor) => {
       const y = model.logits(t as tf.Tensor4D);
-      logits = y.dataSync() as Float32Array;
+      if (!logits) {
+        const all = y.dataSync() as Float32Array;
+        logits = k === 1 ? all : Float32Array.from({ length: n * model.numClasses }, (_, i) => all[(Math.floor(i / model.numClasses) * k) * model.numClasses + (i % model.numClasses)]);
+      }
       return tf.sum(tf.mul(y, weights));
-    })(x) as tf.Tensor4D;
+    })(tiled);
+    return g.reshape([n, k, h, w, c]);
   });
   return { logits: logits!, dx };
 }

@@ -32,12 +32,17 @@ export function selfCheckInputs(): { x: tf.Tensor4D; dy: Float32Array } {
   return { x, dy: Float32Array.from([1, -2, 0.5, -1, 0.25, 2]) };
 }
 
-export function closeEnough(a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-4): boolean {
+/** max |a - b| / max |b|: the error measure of every gradient comparison in the project. */
+export function maxRelativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let scale = 0;
   let diff = 0;
   for (let i = 0; i < b.length; i++) {
     scale = Math.max(scale, Math.abs(b[i]));
     diff = Math.max(diff, Math.abs(a[i] - b[i]));
   }
-  return a.length === b.length && diff <= tol * Math.max(scale, 1e-12);
+  return a.length === b.length ? diff / Math.max(scale, 1e-12) : Infinity;
+}
+
+export function closeEnough(a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-4): boolean {
+  return maxRelativeDifference(a, b) <= tol;
 }

@@ -28,7 +28,7 @@ export class OnnxGraph {
         ? { name, type: onnx.AttributeProto.AttributeType.INT, i: v }
         : { name, type: onnx.AttributeProto.AttributeType.FLOAT, f: v };
     });
-    this.nodes.push(onnx.NodeProto.create({ opType: type, input: inputs, output: outputs, attribute }));
+    this.nodes.push(onnx.NodeProto.create({ name: outputs[0], opType: type, input: inputs, output: outputs, attribute }));
   }
 
   floats(data: Float32Array | number[], dims: number[], hint = 'w'): string {

@@ -66,8 +66,10 @@ interface Ctx {
   shapes: Map<string, number[]>;
   /** ONNX value of each Net value (4-D ones in NCHW). */
   val: Map<string, string>;
-  /** ONNX values saved for the backward pass (e.g. the pre-activation), by node name. */
+  /** ONNX values saved for the backward pass (e.g. the activation output), by node name. */
   saved: Map<string, Record<string, string>>;
+  /** The batch size N as an int64 [1] tensor (made on first use). */
+  batch?: string;
 }
 
 const is4d = (shape: number[]) => shape.length === 3; // shapes exclude the batch axis
@@ -104,34 +106,56 @@ function activation(ctx: Ctx, x: string, a: Activation): string {
   }
 }
 
-/** dy -> dx through an activation, from its input x and output y. */
-function activationBackward(ctx: Ctx, dy: string, x: string, y: string, a: Activation): string {
+/** Dimensions of a Net value's ONNX tensor without the batch axis (4-D ones are NCHW). */
+const onnxDims = (shape: number[]) => (shape.length === 3 ? [shape[2], shape[0], shape[1]] : shape);
+
+/**
+ * g * f where g holds the backward rows [N*K, ...] (K cotangents per image, image-major) and f a
+ * forward-pass quantity [N, ...] of the same value: each image's factor serves its K rows, so the
+ * forward pass and every mask are computed once per image, not once per row.
+ */
+function perImage(ctx: Ctx, g: string, f: string, shape: number[]): string {
+  const G = ctx.g;
+  const size = shape.reduce((a, b) => a * b, 1);
+  ctx.batch ??= G.op('Slice', [G.op('Shape', ['x']), G.ints([0]), G.ints([1])], {}, 'batch');
+  const rows = G.op('Reshape', [g, G.op('Concat', [ctx.batch, G.ints([-1, size])], { axis: 0 })]);
+  const product = G.op('Mul', [rows, G.op('Reshape', [f, G.ints([0, 1, size])])]);
+  return G.op('Reshape', [product, G.ints([-1, ...onnxDims(shape)])]);
+}
+
+/**
+ * dy -> dx through an activation whose output (a value of `shape`) is y. Masks read the OUTPUT
+ * (0 < y < 6 exactly when 0 < x < 6, etc.), so the pre-activation never has to be kept and ONNX
+ * Runtime can fuse each activation into its conv. Only 'log' needs its input x.
+ */
+function activationBackward(ctx: Ctx, dy: string, x: string, y: string, a: Activation, shape: number[]): string {
   const g = ctx.g;
-  const mask = (m: string) => g.op('Mul', [dy, g.op('Cast', [m], { to: 1 })]);
+  const times = (f: string) => perImage(ctx, dy, f, shape);
+  const mask = (m: string) => times(g.op('Cast', [m], { to: 1 }));
   const zero = () => g.scalar(0);
-  if (typeof a === 'object') return g.op('Mul', [dy, g.op('Where', [g.op('Greater', [x, zero()]), g.scalar(1), g.scalar(a.leaky)])]);
+  if (typeof a === 'object') return times(g.op('Where', [g.op('Greater', [y, zero()]), g.scalar(1), g.scalar(a.leaky)]));
   switch (a) {
     case 'linear':
       return dy;
     case 'relu':
-      return mask(g.op('Greater', [x, zero()]));
+      return mask(g.op('Greater', [y, zero()]));
     case 'relu6':
-      return mask(g.op('And', [g.op('Greater', [x, zero()]), g.op('Less', [x, g.scalar(6)])]));
+      return mask(g.op('And', [g.op('Greater', [y, zero()]), g.op('Less', [y, g.scalar(6)])]));
     case 'relu1':
-      return mask(g.op('And', [g.op('Greater', [x, g.scalar(-1)]), g.op('Less', [x, g.scalar(1)])]));
+      return mask(g.op('And', [g.op('Greater', [y, g.scalar(-1)]), g.op('Less', [y, g.scalar(1)])]));
     case 'sigmoid':
-      return g.op('Mul', [dy, g.op('Mul', [y, g.op('Sub', [g.scalar(1), y])])]);
+      return times(g.op('Mul', [y, g.op('Sub', [g.scalar(1), y])]));
     case 'tanh':
-      return g.op('Mul', [dy, g.op('Sub', [g.scalar(1), g.op('Mul', [y, y])])]);
+      return times(g.op('Sub', [g.scalar(1), g.op('Mul', [y, y])]));
     case 'elu':
-      return g.op('Mul', [dy, g.op('Where', [g.op('Greater', [x, zero()]), g.scalar(1), g.op('Add', [y, g.scalar(1)])])]);
+      return times(g.op('Where', [g.op('Greater', [y, zero()]), g.scalar(1), g.op('Add', [y, g.scalar(1)])]));
     case 'softmax': {
-      const dot = g.op('ReduceSum', [g.op('Mul', [dy, y]), g.ints([-1])], { keepdims: 1 });
-      return g.op('Mul', [y, g.op('Sub', [dy, dot])]);
+      const dot = g.op('ReduceSum', [perImage(ctx, dy, y, shape), g.ints([-1])], { keepdims: 1 });
+      return perImage(ctx, g.op('Sub', [dy, dot]), y, shape);
     }
     case 'log': {
       const inRange = g.op('Cast', [g.op('Greater', [x, g.scalar(1e-30)])], { to: 1 });
-      return g.op('Div', [g.op('Mul', [dy, inRange]), g.op('Max', [x, g.scalar(1e-30)])]);
+      return times(g.op('Div', [inRange, g.op('Max', [x, g.scalar(1e-30)])]));
     }
   }
 }
@@ -184,10 +208,8 @@ function forwardNode(ctx: Ctx, n: NetNode): string {
       const pads = explicitPads(inShape.slice(0, 2), outShape.slice(0, 2), op.size, op.strides, op.padding);
       const attrs = { kernel_shape: op.size, strides: op.strides, pads: [pads[0][0], pads[1][0], pads[0][1], pads[1][1]] };
       if (op.mode === 'avg') return g.op('AveragePool', [xs[0]], attrs);
-      const y = g.fresh('maxpool');
-      const indices = g.fresh('argmax');
-      g.opMulti('MaxPool', [xs[0]], [y, indices], attrs);
-      save({ y, indices });
+      const y = g.op('MaxPool', [xs[0]], attrs);
+      save({ y });
       return y;
     }
     case 'reduce': {
@@ -242,6 +264,53 @@ function forwardNode(ctx: Ctx, n: NetNode): string {
   }
 }
 
+/** dx of a strided (non-depthwise) convolution by ConvTranspose: no zero-dilated copy of dy. */
+function convTransposeGradient(ctx: Ctx, name: string, d: string, op: Extract<NetNode['op'], { kind: 'conv' }>, w: string, inShape: number[], outShape: number[]): string {
+  const [kh, kw, cin] = op.kernel.shape;
+  const pads = explicitPads(inShape.slice(0, 2), outShape.slice(0, 2), [kh, kw], op.strides, op.padding);
+  // ConvTranspose output size: s*(out-1) + output_padding + k - pads; pick output_padding to get the input size back.
+  const outputPadding = [0, 1].map((a) => inShape[a] - (op.strides[a] * (outShape[a] - 1) + [kh, kw][a] - pads[a][0] - pads[a][1]));
+  if (outputPadding.some((p, a) => p < 0 || p >= op.strides[a])) throw new OnnxUnsupported(`${name}: transposed convolution geometry`);
+  return ctx.g.op('ConvTranspose', [d, w], {
+    kernel_shape: [kh, kw], strides: op.strides, pads: [pads[0][0], pads[1][0], pads[0][1], pads[1][1]], output_padding: outputPadding,
+    group: op.depthwise ? cin : 1,
+  });
+}
+
+/**
+ * dx of a stride-1 convolution as a FORWARD convolution of dy with the spatially flipped filter (in/out
+ * swapped), padded so the output has the input's size: ONNX Runtime's Conv is far faster than its
+ * ConvTranspose here and keeps its blocked layout.
+ */
+function convInputGradient(ctx: Ctx, name: string, d: string, op: Extract<NetNode['op'], { kind: 'conv' }>, inShape: number[], outShape: number[]): string {
+  const g = ctx.g;
+  const [kh, kw, cin, cout] = op.kernel.shape;
+  const [H, W] = inShape;
+  const [ho, wo] = outShape;
+  // Flipped filter in ONNX layout: depthwise [C, 1, kh, kw]; conv [in, out, kh, kw] (the roles swap).
+  const flipped = new Float32Array(op.kernel.data.length);
+  const at = (i: number, j: number, a: number, b: number) => ((i * kw + j) * cin + a) * cout + b; // kernel [kh, kw, in, out]
+  if (op.depthwise) {
+    for (let c = 0; c < cin; c++) for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) flipped[(c * kh + i) * kw + j] = op.kernel.data[at(kh - 1 - i, kw - 1 - j, c, 0)];
+  } else {
+    for (let c = 0; c < cin; c++)
+      for (let o = 0; o < cout; o++)
+        for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) flipped[((c * cout + o) * kh + i) * kw + j] = op.kernel.data[at(kh - 1 - i, kw - 1 - j, c, o)];
+  }
+  const wT = g.floats(flipped, op.depthwise ? [cin, 1, kh, kw] : [cin, cout, kh, kw], `${name}_flipped`);
+  const pads = explicitPads([H, W], [ho, wo], [kh, kw], op.strides, op.padding);
+  // Input row p gets output rows p - pad_before .. p - pad_before + k - 1: pad dy by k - 1 - pad_before in front.
+  const before = [kh - 1 - pads[0][0], kw - 1 - pads[1][0]];
+  const after = [H + kh - 1 - ho - before[0], W + kw - 1 - wo - before[1]];
+  let t = d;
+  if ([...before, ...after].some((p) => p < 0)) {
+    const [r0, c0] = before.map((p) => Math.max(0, -p));
+    t = g.op('Slice', [t, g.ints([r0, c0]), g.ints([ho - Math.max(0, -after[0]), wo - Math.max(0, -after[1])]), g.ints([2, 3])]);
+  }
+  const convPads = [Math.max(0, before[0]), Math.max(0, before[1]), Math.max(0, after[0]), Math.max(0, after[1])];
+  return g.op('Conv', [t, wT], { kernel_shape: [kh, kw], strides: [1, 1], pads: convPads, group: op.depthwise ? cin : 1 });
+}
+
 /** Adds dx contributions of one node to its inputs' gradient lists. */
 function backwardNode(ctx: Ctx, n: NetNode, dy: string, grads: Map<string, string[]>): void {
   const { g, shapes } = ctx;
@@ -254,20 +323,15 @@ function backwardNode(ctx: Ctx, n: NetNode, dy: string, grads: Map<string, strin
   const op = n.op;
   switch (op.kind) {
     case 'conv': {
-      const d = activationBackward(ctx, dy, s.pre, s.y, op.act);
-      const [kh, kw, cin] = op.kernel.shape;
-      const pads = explicitPads(inShape.slice(0, 2), outShape.slice(0, 2), [kh, kw], op.strides, op.padding);
-      // ConvTranspose output size: s*(out-1) + output_padding + k - pads; pick output_padding to get the input size back.
-      const outputPadding = [0, 1].map((a) => inShape[a] - (op.strides[a] * (outShape[a] - 1) + [kh, kw][a] - pads[a][0] - pads[a][1]));
-      if (outputPadding.some((p, a) => p < 0 || p >= op.strides[a])) throw new OnnxUnsupported(`${n.name}: transposed convolution geometry`);
-      add(n.inputs[0], g.op('ConvTranspose', [d, s.w], {
-        kernel_shape: [kh, kw], strides: op.strides, pads: [pads[0][0], pads[1][0], pads[0][1], pads[1][1]],
-        output_padding: outputPadding, group: op.depthwise ? cin : 1,
-      }));
+      const d = activationBackward(ctx, dy, s.pre, s.y, op.act, outShape);
+      const strided = op.strides[0] > 1 || op.strides[1] > 1;
+      // Measured on 2 cores: ConvTranspose is fastest for strided layers, a forward Conv with the flipped
+      // filter for stride 1 (ORT's depthwise ConvTranspose is slow; its Conv keeps a blocked layout).
+      add(n.inputs[0], strided ? convTransposeGradient(ctx, n.name, d, op, s.w, inShape, outShape) : convInputGradient(ctx, n.name, d, op, inShape, outShape));
       return;
     }
     case 'dense': {
-      const d = activationBackward(ctx, dy, s.pre, s.y, op.act);
+      const d = activationBackward(ctx, dy, s.pre, s.y, op.act, outShape);
       const [din, dout] = op.kernel.shape;
       add(n.inputs[0], g.op('MatMul', [d, g.floats(transposed(op.kernel, [1, 0]), [dout, din])]));
       return;
@@ -276,7 +340,7 @@ function backwardNode(ctx: Ctx, n: NetNode, dy: string, grads: Map<string, strin
       add(n.inputs[0], g.op('Mul', [dy, s.scale]));
       return;
     case 'act':
-      add(n.inputs[0], activationBackward(ctx, dy, x, s.y, op.act));
+      add(n.inputs[0], activationBackward(ctx, dy, x, s.y, op.act, outShape));
       return;
     case 'pool': {
       const pads = explicitPads(inShape.slice(0, 2), outShape.slice(0, 2), op.size, op.strides, op.padding);
@@ -290,13 +354,20 @@ function backwardNode(ctx: Ctx, n: NetNode, dy: string, grads: Map<string, strin
         add(n.inputs[0], g.op('ConvTranspose', [dy, box], { kernel_shape: op.size, strides: op.strides, output_padding: outputPadding, group: C }));
         return;
       }
-      // Max pooling with non-overlapping windows: dy goes to the first maximum of each window (as in
-      // TF), whose flat index MaxPool's second output gives.
+      // Max pooling with non-overlapping windows: dy, repeated over each window, goes to the inputs
+      // equal to the window's max (as the TF.js engine does; ties, rare in real activations, all get it).
       if (op.size[0] !== op.strides[0] || op.size[1] !== op.strides[1]) throw new OnnxUnsupported(`${n.name}: overlapping max pooling`);
-      const flat = g.op('Reshape', [s.indices, g.ints([-1])]);
-      const zeros = g.op('Mul', [g.op('Reshape', [x, g.ints([-1])]), g.scalar(0)]);
-      const scattered = g.op('ScatterElements', [zeros, flat, g.op('Reshape', [dy, g.ints([-1])])], { axis: 0 });
-      add(n.inputs[0], g.op('Reshape', [scattered, g.ints([-1, C, H, W])]));
+      const [sh, sw] = op.size;
+      const [ho, wo] = outShape;
+      const pt = pads[0][0];
+      const pl = pads[1][0];
+      const repeat = (t: string) => {
+        const e = g.op('Expand', [g.op('Reshape', [t, g.ints([0, C, ho, 1, wo, 1])]), g.ints([1, 1, 1, sh, 1, sw])]);
+        const r = g.op('Reshape', [e, g.ints([0, C, ho * sh, wo * sw])]);
+        return pt === 0 && pl === 0 && ho * sh === H && wo * sw === W ? r : g.op('Slice', [r, g.ints([pt, pl]), g.ints([pt + H, pl + W]), g.ints([2, 3])]);
+      };
+      const atMax = g.op('Cast', [g.op('Equal', [x, repeat(s.y)])], { to: 1 });
+      add(n.inputs[0], perImage(ctx, repeat(dy), atMax, inShape));
       return;
     }
     case 'reduce': {
@@ -323,7 +394,7 @@ function backwardNode(ctx: Ctx, n: NetNode, dy: string, grads: Map<string, strin
       return;
     }
     case 'binary': {
-      const d = activationBackward(ctx, dy, s.pre, s.y, op.act);
+      const d = activationBackward(ctx, dy, s.pre, s.y, op.act, outShape);
       if (op.constant) {
         const neg = op.op === 'sub' && op.constant.first;
         add(n.inputs[0], op.op === 'mul' ? g.op('Mul', [d, s.c]) : neg ? g.op('Neg', [d]) : d);
@@ -331,13 +402,13 @@ function backwardNode(ctx: Ctx, n: NetNode, dy: string, grads: Map<string, strin
       }
       if (op.op === 'mul' && n.inputs.length !== 2) throw new OnnxUnsupported(`${n.name}: product of ${n.inputs.length} tensors`);
       n.inputs.forEach((name, i) => {
-        if (op.op === 'mul') add(name, g.op('Mul', [d, ctx.val.get(n.inputs[1 - i])!]));
+        if (op.op === 'mul') add(name, perImage(ctx, d, ctx.val.get(n.inputs[1 - i])!, outShape));
         else add(name, op.op === 'sub' && i > 0 ? g.op('Neg', [d]) : d);
       });
       return;
     }
     case 'concat': {
-      const d = activationBackward(ctx, dy, s.pre, s.y, op.act);
+      const d = activationBackward(ctx, dy, s.pre, s.y, op.act, outShape);
       const a = op.axis < 0 ? op.axis + rank : op.axis;
       const sizes = n.inputs.map((i) => shapes.get(i)![a - 1]);
       const outs = n.inputs.map((i) => g.fresh(`split_${i}`));
@@ -365,9 +436,11 @@ function backwardNode(ctx: Ctx, n: NetNode, dy: string, grads: Map<string, strin
 }
 
 export interface OnnxModels {
-  /** x [N,H,W,C] -> logits [N,K]. */
+  /** Number of logits. */
+  classes: number;
+  /** x [N,H,W,C] -> logits [N,classes]. */
   forward: Uint8Array;
-  /** x [N,H,W,C], dy [N,K] -> logits [N,K], dx [N,H,W,C]. */
+  /** x [N,H,W,C], dy [N,K,classes] -> logits [N,classes], dx [N,K,H,W,C]: K cotangents per image, one forward pass. */
   vjp: Uint8Array;
 }
 
@@ -381,24 +454,29 @@ function build(net: Net, inputShape: number[], withBackward: boolean): Uint8Arra
   if (k.length !== 1) throw new OnnxUnsupported(`output ${net.output} has shape [${k}], expected [classes]`);
   g.opMulti('Identity', [ctx.val.get(net.output)!], ['logits']);
   if (!withBackward) return g.encode([['x', ['N', ...inputShape]]], [['logits', ['N', k[0]]]]);
-  const grads = new Map<string, string[]>([[net.output, ['dy']]]);
+  // Backward rows: K cotangents per image, dy [N, K, classes] -> [N*K, classes].
+  const grads = new Map<string, string[]>([[net.output, [g.op('Reshape', ['dy', g.ints([-1, k[0]])], {}, 'dy_rows')]]]);
   for (const n of [...net.nodes].reverse()) {
     const parts = grads.get(n.name);
     if (!parts) continue; // no path to the output: no gradient
     const dy = parts.length === 1 ? parts[0] : g.op('Sum', parts);
     backwardNode(ctx, n, dy, grads);
   }
-  const parts = grads.get(net.input) ?? [];
-  const dxNchw = parts.length === 1 ? parts[0] : parts.length ? g.op('Sum', parts) : g.op('Mul', [ctx.val.get(net.input)!, g.scalar(0)]);
-  g.opMulti('Transpose', [dxNchw], ['dx'], { perm: NCHW_TO_NHWC });
+  const parts = grads.get(net.input);
+  if (!parts) throw new OnnxUnsupported('the output does not depend on the input');
+  const dxNchw = parts.length === 1 ? parts[0] : g.op('Sum', parts);
+  const dxRows = g.op('Transpose', [dxNchw], { perm: NCHW_TO_NHWC });
+  ctx.batch ??= g.op('Slice', [g.op('Shape', ['x']), g.ints([0]), g.ints([1])], {}, 'batch');
+  g.opMulti('Reshape', [dxRows, g.op('Concat', [ctx.batch, g.ints([-1, ...inputShape])], { axis: 0 })], ['dx']);
   return g.encode(
-    [['x', ['N', ...inputShape]], ['dy', ['N', k[0]]]],
-    [['logits', ['N', k[0]]], ['dx', ['N', ...inputShape]]],
+    [['x', ['N', ...inputShape]], ['dy', ['N', 'K', k[0]]]],
+    [['logits', ['N', k[0]]], ['dx', ['N', 'K', ...inputShape]]],
   );
 }
 
 /** Both ONNX models of `net` on images of `inputShape` ([H, W, C]); throws OnnxUnsupported. */
 export function exportOnnx(net: Net, inputShape: number[]): OnnxModels {
-  return { forward: build(net, inputShape, false), vjp: build(net, inputShape, true) };
+  const shapes = inferShapes(net, inputShape);
+  return { classes: shapes.get(net.output)![0], forward: build(net, inputShape, false), vjp: build(net, inputShape, true) };
 }
 

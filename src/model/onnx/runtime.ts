@@ -24,6 +24,9 @@ const sessionOptions = (): InferenceSession.SessionOptions => ({
   extra: { session: { intra_op: { allow_spinning: '0' } } },
 });
 
+/** Backward rows per call: 4 images x 10 candidates; MobileNet v2 at 224 stays near 1 GB. */
+const ROWS_PER_CALL = 40;
+
 /** ONNX Runtime sessions for `net`: the forward model and the vector-Jacobian model. */
 export async function onnxRuntime(net: Net, inputShape: [number, number, number]): Promise<Runtime | null> {
   const ort = await loadOrt();
@@ -36,13 +39,14 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
   const input = (x: tf.Tensor4D): OrtTensor => new ort.Tensor('float32', x.dataSync() as Float32Array, x.shape);
   return {
     name: 'onnxruntime',
+    maxRows: ROWS_PER_CALL,
     async forward(x) {
       const out = await fwd.run({ x: input(x) });
       return out.logits.data as Float32Array;
     },
     async vjp(x, dy) {
-      const k = dy.length / x.shape[0];
-      const out = await vjp.run({ x: input(x), dy: new ort.Tensor('float32', dy, [x.shape[0], k]) });
+      const k = dy.length / (x.shape[0] * models.classes);
+      const out = await vjp.run({ x: input(x), dy: new ort.Tensor('float32', dy, [x.shape[0], k, models.classes]) });
       return { logits: out.logits.data as Float32Array, dx: out.dx.data as Float32Array };
     },
     async dispose() {

@@ -1,0 +1,154 @@
+/**
+ * Engine benchmark (part of `npm run bench`): forward passes and input gradients of MobileNet v1 0.25
+ * (TF.js LayersModel) and MobileNet v2 1.0 (TFLite) on 8 real images, on every runtime at hand:
+ * ONNX Runtime (the default engine), the project's TF.js engine on wasm, the naive TF.js way
+ * (tf.grad through LayersModel.predict on the cpu backend), and PyTorch (Debian's python3-torch, same
+ * weights, when installed). Prints the ratios issue 8 sets as targets; writes bench/results/engine.json.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../src/backend.js';
+import { findCard, loadClassifier, loadNet } from '../src/model/load.js';
+import { resolveCardPath } from '../src/model/card.js';
+import { fileHandler } from '../src/model/fileHandler.js';
+import { forwardLogits, vjp } from '../src/model/compute.js';
+import { candidateGradients } from '../src/model/gradients.js';
+import type { Classifier } from '../src/model/classifier.js';
+import { loadSet } from '../src/pipeline.js';
+import { assetsDir } from '../src/paths.js';
+import { writeNpy } from '../src/io/npy.js';
+import { writeNetFiles } from './netFile.js';
+import { maxRelativeDifference } from '../src/model/selfcheck.js';
+
+const B = 8;
+const TORCH_PYTHON = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0);
+
+async function best<T>(f: () => Promise<T>, repeats: number, release: (r: T) => void = () => {}): Promise<number> {
+  release(await f()); // warm-up
+  let t = Infinity;
+  for (let i = 0; i < repeats; i++) {
+    const s = performance.now();
+    const r = await f();
+    t = Math.min(t, performance.now() - s);
+    release(r);
+  }
+  return t / B;
+}
+
+
+/** dy for "logit 1 - logit 0" on every image. */
+function marginDy(classes: number): Float32Array {
+  const dy = new Float32Array(B * classes);
+  for (let i = 0; i < B; i++) {
+    dy[i * classes + 1] = 1;
+    dy[i * classes] = -1;
+  }
+  return dy;
+}
+
+interface Row {
+  model: string;
+  ortForward: number;
+  ortGradient: number;
+  ortTenGradients: number;
+  wasmGradient: number;
+  naiveCpuGradient?: number;
+  torch?: { forwardMs: number; gradientMs: number; tenGradientsMs: number; threads: number; gradRelDiff: number };
+  gradRelDiffVsTfjsCpu: number;
+}
+
+async function measure(name: string, assets: string, x: tf.Tensor4D, opts: { naive?: boolean }): Promise<Row> {
+  const ort = await loadClassifier(name, { assets });
+  if (ort.engine !== 'onnxruntime') throw new Error(`${name}: expected ONNX Runtime, got ${ort.engine}`);
+  const K = ort.numClasses;
+  const dy = marginDy(K);
+  const release = (r: { dx: tf.Tensor }) => r.dx.dispose();
+  const ortForward = await best(() => forwardLogits(ort, x), 3);
+  const ortGradient = await best(() => vjp(ort, x, dy), 3, release);
+  // Ten candidate classes per image (DeepFool's top-10): k = 10 cotangents share each forward pass.
+  const cand = Int32Array.from({ length: B * 10 }, (_, i) => 10 + (i % 10));
+  const ortTenGradients = await best(() => candidateGradients(ort, x, cand, 10), 2, (g) => g.grads.dispose());
+  const g0 = await vjp(ort, x.slice([0], [1]), marginDy(K).subarray(0, K));
+  const ortGrad0 = g0.dx.dataSync().slice();
+  g0.dx.dispose();
+  ort.dispose();
+
+  const wasm = await loadClassifier(name, { assets, onnx: false });
+  const wasmGradient = await best(() => vjp(wasm, x, dy), 2, release);
+  wasm.dispose();
+
+  // The reference: the TF.js engine on the pure-JS cpu backend, image 0.
+  await tf.setBackend('cpu');
+  const cpu = await loadClassifier(name, { assets, onnx: false });
+  const r = await vjp(cpu, x.slice([0], [1]), marginDy(K).subarray(0, K));
+  const cpuGrad0 = r.dx.dataSync().slice();
+  r.dx.dispose();
+  cpu.dispose();
+  let naiveCpuGradient: number | undefined;
+  if (opts.naive) {
+    // What a user without this engine does: tf.grad through LayersModel.predict, cpu backend.
+    const card = findCard(name);
+    const model = await tf.loadLayersModel(fileHandler(resolveCardPath(card, card.model, assets)));
+    const sel = tf.tensor2d(dy.map((v) => v), [B, K]);
+    const pre = (t: tf.Tensor) => tf.sub(tf.mul(t, card.preprocess.scale ?? 1), -(card.preprocess.offset ?? 0));
+    naiveCpuGradient = await best(async () => tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.mul((model.predict(pre(t)) as tf.Tensor).reshape([B, K]), sel)))(x).dataSync()), 1);
+    model.dispose();
+    sel.dispose();
+  }
+  await tf.setBackend('wasm');
+
+  let torch: Row['torch'];
+  if (TORCH_PYTHON) {
+    const dir = mkdtempSync(join(tmpdir(), 'uap-bench-'));
+    const card = findCard(name);
+    const net = await loadNet(card, resolveCardPath(card, card.model, assets), assets);
+    writeNetFiles(net, card.inputShape, join(dir, 'net.json'), join(dir, 'net.bin'));
+    writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
+    execFileSync(TORCH_PYTHON, ['bench/torch_ref.py', join(dir, 'net.json'), join(dir, 'net.bin'), join(dir, 'x.npy'), join(dir, 'out.json'), '2']);
+    const t = JSON.parse(readFileSync(join(dir, 'out.json'), 'utf8')) as { forwardMs: number; gradientMs: number; tenGradientsMs: number; threads: number; grad0: number[] };
+    torch = { forwardMs: t.forwardMs, gradientMs: t.gradientMs, tenGradientsMs: t.tenGradientsMs, threads: t.threads, gradRelDiff: maxRelativeDifference(ortGrad0, t.grad0) };
+  }
+  return { model: name, ortForward, ortGradient, ortTenGradients, wasmGradient, naiveCpuGradient, torch, gradRelDiffVsTfjsCpu: maxRelativeDifference(ortGrad0, cpuGrad0) };
+}
+
+export async function benchEngine(assets: string): Promise<Row[]> {
+  await initBackend();
+  const probe: Classifier = await loadClassifier('mobilenet_v1_0.25_224', { assets, onnx: false });
+  const X = await loadSet(probe, join(assets, 'data', 'imagenet-sample-images'), { limit: B, assets, what: 'images' });
+  probe.dispose();
+  const x224 = X.batch(Array.from({ length: B }, (_, i) => i));
+  const rows = [
+    await measure('mobilenet_v1_0.25_224', assets, x224, { naive: true }),
+    await measure('mobilenet_v2_1.0_224_quant', assets, x224, {}),
+  ];
+  x224.dispose();
+  const f = (v?: number) => (v === undefined ? '-' : v.toFixed(1));
+  const ratio = (a?: number, b?: number) => (a === undefined || b === undefined ? '-' : (a / b).toFixed(2) + 'x');
+  console.log(`\nms per image, batch ${B}, 2 cores${TORCH_PYTHON ? '' : ' (PyTorch: not installed, `apt-get install python3-torch` adds the column)'}`);
+  console.table(Object.fromEntries(rows.map((r) => [r.model, {
+    'ORT forward': f(r.ortForward), 'ORT 1 grad': f(r.ortGradient), 'ORT 10 grads': f(r.ortTenGradients), 'TF.js wasm 1 grad': f(r.wasmGradient),
+    'naive cpu 1 grad': f(r.naiveCpuGradient), 'torch forward': f(r.torch?.forwardMs), 'torch 1 grad': f(r.torch?.gradientMs), 'torch 10 grads': f(r.torch?.tenGradientsMs),
+  }])));
+  console.log('targets (issue 8): ratios >= 1 meet them');
+  console.table(Object.fromEntries(rows.map((r) => [r.model, {
+    'gradient: naive cpu / ORT (>= 10)': ratio(r.naiveCpuGradient, r.ortGradient),
+    'gradient: torch / ORT (>= 1)': ratio(r.torch?.gradientMs, r.ortGradient),
+    '10 gradients: torch loop / ORT (>= 1)': ratio(r.torch?.tenGradientsMs, r.ortTenGradients),
+    'forward: torch / ORT (>= 3)': ratio(r.torch?.forwardMs, r.ortForward),
+    'gradient rel. diff vs TF.js cpu (<= 1e-4)': r.gradRelDiffVsTfjsCpu.toExponential(1),
+    'vs PyTorch': r.torch ? r.torch.gradRelDiff.toExponential(1) : '-',
+  }])));
+  mkdirSync('bench/results', { recursive: true });
+  writeFileSync('bench/results/engine.json', JSON.stringify({ date: new Date().toISOString(), batch: B, torch: TORCH_PYTHON ?? null, rows }, null, 2) + '\n');
+  console.log('written bench/results/engine.json');
+  return rows;
+}
+
+if (process.argv[1]?.endsWith('engine.js')) {
+  const assets = assetsDir(process.argv.find((a) => a.startsWith('--assets='))?.slice(9));
+  if (!existsSync(assets)) console.log(`bench: skipped, assets folder ${assets} not found (pass --assets=DIR or set UAP_ASSETS)`);
+  else await benchEngine(assets);
+}

@@ -1,0 +1,259 @@
+import { createHash } from 'node:crypto';
+import * as tf from '@tensorflow/tfjs';
+import type { Classifier } from '../model/classifier.js';
+import type { ImageSet } from '../data/dataset.js';
+import { type Norm, projectLp, lpNorm } from '../math/lp.js';
+import { Rng, passSeed } from '../math/random.js';
+import { predictSet, foolingRate } from '../analysis/fooling.js';
+import { saveCheckpoint, loadCheckpoint } from '../io/checkpoint.js';
+import { AbortedError, UsageError } from '../errors.js';
+
+/**
+ * What every way of crafting a universal perturbation shares: seeded passes over X, the fooling rate
+ * (or targeted success) after each, the stopping rule, checkpoints after every pass and an exact
+ * resume, a warm start, progress and Ctrl-C. A method (Algorithm 1, SGD) supplies one pass.
+ */
+
+export interface PassOptions {
+  norm: Norm;
+  /** Radius of the Lp ball in pixel units ([0,255] images). */
+  xi: number;
+  /** Stop once the fooling rate (targeted: the targeted success rate) on X reaches 1 - delta. */
+  delta: number;
+  maxPasses: number;
+  batchSize: number;
+  seed: number;
+  /** Targeted: push every image to this class. */
+  target?: number;
+}
+
+export interface PassRecord {
+  pass: number;
+  /** Fooling rate on X with v after this pass. */
+  foolingRate: number;
+  /** Targeted runs: share of the images of X not already of the target class that v sends there. */
+  targetSuccess?: number;
+  normL2: number;
+  normInf: number;
+  /** Updates of v in this pass (Algorithm 1: converged DeepFool steps; SGD: minibatch steps). */
+  updates: number;
+  seconds: number;
+}
+
+export interface Progress {
+  pass: number;
+  maxPasses: number;
+  /** Images of X processed in this pass. */
+  done: number;
+  total: number;
+  /** Fooling rate on X after the last completed pass (null before the first). */
+  foolingRate: number | null;
+  /** Share of the images checked so far in this pass that were already fooled (targeted: at the target). */
+  passFooledShare: number;
+  normL2: number;
+  normInf: number;
+}
+
+export interface RunControl {
+  onProgress?: (p: Progress) => void;
+  /** After each pass (and its checkpoint), with v; awaited, and not counted in the pass's seconds. */
+  onPass?: (r: PassRecord, v: tf.Tensor3D) => void | Promise<void>;
+  signal?: AbortSignal;
+  /** Folder for per-pass checkpoints. */
+  checkpointDir?: string;
+  /** Continue from the checkpoint in checkpointDir. */
+  resume?: boolean;
+  /** Start from this perturbation instead of zero (warm start). */
+  init?: tf.Tensor3D;
+}
+
+export interface UniversalResult {
+  v: tf.Tensor3D;
+  method: string;
+  foolingRate: number;
+  targetSuccess?: number;
+  passes: number;
+  /** True when the rate reached 1 - delta; false when the pass cap stopped the run. */
+  converged: boolean;
+  stopReason: string;
+  history: PassRecord[];
+  /** The model's clean labels on X (the reference of the fooling rate). */
+  cleanPred: Int32Array;
+  seconds: number;
+}
+
+/** What one pass of a method sees; `v` is replaced (and the old one disposed) by the method. */
+export interface PassContext {
+  v: tf.Tensor3D;
+  readonly pass: number;
+  /** The images of X in this pass's seeded order. */
+  readonly order: number[];
+  readonly cleanPred: Int32Array;
+  /** Reports progress after a batch; throws AbortedError when the run is being stopped. */
+  report(done: number, fooledSeen: number): Promise<void>;
+}
+
+export interface PassMethod {
+  name: string;
+  /** Settings that shape the computation: a resume with other values is refused. */
+  settings: Record<string, unknown>;
+  /** One pass over ctx.order; returns the number of updates of v. */
+  pass(ctx: PassContext): Promise<number>;
+  /** State to checkpoint besides v, and to restore on resume. */
+  state?(): Record<string, Float32Array>;
+  restore?(s: Record<string, Float32Array>): void;
+  dispose?(): void;
+}
+
+/**
+ * Walks one pass's order in minibatches: `step` gets the images (and their clean labels), returns how
+ * many of them were already fooled, and the pass reports progress after each batch.
+ */
+export async function forEachBatch(
+  ctx: PassContext,
+  X: ImageSet,
+  batchSize: number,
+  step: (b: { idx: number[]; labels: Int32Array; x: tf.Tensor4D }) => Promise<number>,
+): Promise<void> {
+  let fooledSeen = 0;
+  for (let s = 0; s < X.size; s += batchSize) {
+    const idx = ctx.order.slice(s, s + batchSize);
+    const x = X.batch(idx);
+    try {
+      fooledSeen += await step({ idx, labels: Int32Array.from(idx, (i) => ctx.cleanPred[i]), x });
+    } finally {
+      x.dispose();
+    }
+    await ctx.report(Math.min(s + batchSize, X.size), fooledSeen);
+  }
+}
+
+/** A resumed run continues from its checkpoint, so a warm start alongside it is a contradiction. */
+export function refuseResumeWithInit(resume: unknown, init: unknown): void {
+  if (resume && init) throw new UsageError('--resume and --init exclude each other: a resumed run continues from its checkpoint');
+}
+
+/** Share of images not of class `target` originally that `adv` classifies as `target`. */
+export function targetSuccessRate(clean: Int32Array, adv: Int32Array, target: number): number {
+  let eligible = 0;
+  let hit = 0;
+  clean.forEach((c, i) => {
+    if (c === target) return;
+    eligible++;
+    if (adv[i] === target) hit++;
+  });
+  return eligible ? hit / eligible : 0;
+}
+
+export function validatePassOptions(o: PassOptions, numClasses: number): void {
+  const bad = (flag: string, what: string) => {
+    throw new UsageError(`--${flag}: ${what}`);
+  };
+  if (o.norm !== 2 && o.norm !== 'inf') bad('norm', `expected 2 or inf, got ${String(o.norm)}`);
+  if (!(o.xi > 0) || !Number.isFinite(o.xi)) bad('xi', `expected a positive number, got ${o.xi}`);
+  if (!(o.delta >= 0 && o.delta < 1)) bad('delta', `expected a number in [0, 1), got ${o.delta}`);
+  if (!Number.isInteger(o.maxPasses) || o.maxPasses < 1) bad('max-passes', `expected an integer >= 1, got ${o.maxPasses}`);
+  if (!Number.isInteger(o.batchSize) || o.batchSize < 1) bad('batch-size', `expected an integer >= 1, got ${o.batchSize}`);
+  if (!Number.isInteger(o.seed)) bad('seed', `expected an integer, got ${o.seed}`);
+  if (o.target !== undefined && !(Number.isInteger(o.target) && o.target >= 0 && o.target < numClasses))
+    bad('target', `expected a class index in 0..${numClasses - 1} or a label name, got ${o.target}`);
+}
+
+/** What must match for a resumed run to continue the same computation: model, data, backend, settings. */
+function fingerprint(model: Classifier, X: ImageSet, o: PassOptions, method: PassMethod): Record<string, unknown> {
+  const data = createHash('sha1').update(X.items.map((i) => i.path).join('\n')).digest('hex').slice(0, 16);
+  return {
+    model: model.name, images: X.size, data, backend: model.runtime?.name ?? tf.getBackend(), method: method.name,
+    norm: o.norm, xi: o.xi, batchSize: o.batchSize, seed: o.seed, target: o.target ?? null, ...method.settings,
+  };
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+
+export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, method: PassMethod, ctl: RunControl = {}): Promise<UniversalResult> {
+  validatePassOptions(o, model.numClasses);
+  const [h, w, c] = model.inputShape;
+  if (X.shape[0] !== h || X.shape[1] !== w || X.shape[2] !== c)
+    throw new UsageError(`images are ${X.shape.join('x')} but model ${model.name} takes ${h}x${w}x${c}`);
+  const fp = fingerprint(model, X, o, method);
+  refuseResumeWithInit(ctl.resume, ctl.init);
+  const ctx = { v: undefined as unknown as tf.Tensor3D };
+  let history: PassRecord[] = [];
+  let startPass = 0;
+  let elapsedBefore = 0;
+  if (ctl.resume) {
+    if (!ctl.checkpointDir) throw new UsageError('--resume needs the run directory (--out) of the interrupted run');
+    const ck = loadCheckpoint<PassRecord>(ctl.checkpointDir, fp);
+    ctx.v = tf.tensor3d(ck.v, ck.shape);
+    history = ck.history;
+    startPass = ck.completed;
+    elapsedBefore = ck.elapsed;
+    method.restore?.(ck.extra ?? {});
+  } else {
+    ctx.v = ctl.init ? projectLp(ctl.init, o.norm, o.xi) : tf.zeros([h, w, c]);
+  }
+  const t0 = performance.now();
+  const seconds = () => elapsedBefore + (performance.now() - t0) / 1000;
+  const targeted = o.target !== undefined;
+  const goal = 1 - o.delta;
+  const rateOf = (r: PassRecord) => (targeted ? r.targetSuccess ?? 0 : r.foolingRate);
+  const what = targeted ? 'targeted success rate' : 'fooling rate';
+  try {
+    const cleanPred = await predictSet(model, X, null, o.batchSize);
+    const last = history[history.length - 1];
+    let converged = last !== undefined && rateOf(last) >= goal;
+    let stopReason = converged ? `${what} ${pct(rateOf(last))} >= ${pct(goal)} (target reached before resume)` : '';
+    for (let pass = startPass; pass < o.maxPasses && !converged; pass++) {
+      const passStart = performance.now();
+      const lastRate = history.length ? history[history.length - 1].foolingRate : null;
+      const order = new Rng(passSeed(o.seed, pass)).permutation(X.size);
+      const updates = await method.pass({
+        get v() {
+          return ctx.v;
+        },
+        set v(t: tf.Tensor3D) {
+          ctx.v = t;
+        },
+        pass,
+        order,
+        cleanPred,
+        report: async (done, fooledSeen) => {
+          if (ctl.signal?.aborted)
+            throw new AbortedError(ctl.checkpointDir && history.length ? `stopped; pass ${history.length} is in the checkpoint in ${ctl.checkpointDir}` : 'stopped');
+          ctl.onProgress?.({
+            pass: pass + 1, maxPasses: o.maxPasses, done, total: X.size, foolingRate: lastRate,
+            passFooledShare: fooledSeen / Math.max(done, 1), normL2: lpNorm(ctx.v, 2), normInf: lpNorm(ctx.v, 'inf'),
+          });
+          await new Promise((r) => setImmediate(r)); // let the progress bar and abort signals through
+        },
+      });
+      const adv = await predictSet(model, X, ctx.v, o.batchSize);
+      const rec: PassRecord = {
+        pass: pass + 1, foolingRate: foolingRate(cleanPred, adv), normL2: lpNorm(ctx.v, 2), normInf: lpNorm(ctx.v, 'inf'), updates,
+        seconds: (performance.now() - passStart) / 1000,
+        ...(targeted ? { targetSuccess: targetSuccessRate(cleanPred, adv, o.target!) } : {}),
+      };
+      history.push(rec);
+      if (ctl.checkpointDir)
+        saveCheckpoint<PassRecord>(ctl.checkpointDir, {
+          completed: pass + 1, fingerprint: fp, history, v: ctx.v.dataSync() as Float32Array, shape: [h, w, c], elapsed: seconds(), extra: method.state?.(),
+        });
+      await ctl.onPass?.(rec, ctx.v);
+      if (rateOf(rec) >= goal) {
+        converged = true;
+        stopReason = `${what} ${pct(rateOf(rec))} >= ${pct(goal)} (1 - delta) after ${pass + 1} pass(es)`;
+      }
+    }
+    const fin = history[history.length - 1];
+    if (!converged) stopReason = `pass cap reached (${o.maxPasses} passes) at ${what} ${pct(fin ? rateOf(fin) : 0)} < ${pct(goal)}`;
+    return {
+      v: ctx.v, method: method.name, foolingRate: fin?.foolingRate ?? 0, targetSuccess: fin?.targetSuccess, passes: history.length, converged,
+      stopReason, history, cleanPred, seconds: seconds(),
+    };
+  } catch (e) {
+    ctx.v.dispose();
+    throw e;
+  } finally {
+    method.dispose?.();
+  }
+}

@@ -1,0 +1,154 @@
+import * as tf from '@tensorflow/tfjs';
+import type { Classifier } from '../model/classifier.js';
+import type { ImageSet } from '../data/dataset.js';
+import { lpNorm, projectLp } from '../math/lp.js';
+import { argmaxRows, forwardLogits, vjp } from '../model/compute.js';
+import { UsageError } from '../errors.js';
+import { forEachBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
+
+/**
+ * SGD-UAP: minibatch stochastic gradient ascent on v of a bounded loss of the perturbed images
+ * (Shafahi et al., "Universal adversarial training", AAAI 2020), v projected onto the Lp ball after
+ * every step. Untargeted it raises the loss of each image's clean label; targeted it lowers the loss
+ * of the target class.
+ */
+
+export type SgdLoss = 'ce' | 'margin';
+
+export interface SgdOptions extends PassOptions {
+  /** 'ce': cross-entropy clamped at beta, mean(min(CE, beta)); 'margin': C&W logit margin bounded at -kappa. */
+  loss: SgdLoss;
+  beta: number;
+  kappa: number;
+  /** 'sign': sign of the gradient (Linf) or its direction (L2); 'adam': Adam's direction. */
+  optimizer: 'sign' | 'adam';
+  /** Step length in the ball's norm (pixels), for the first pass; default xi / 10. */
+  lr?: number;
+  /** The step length is multiplied by this after every pass. */
+  lrDecay: number;
+}
+
+export const SGD_DEFAULTS: Omit<SgdOptions, 'xi' | 'norm'> = {
+  loss: 'ce', beta: 12, kappa: 0, optimizer: 'sign', lrDecay: 0.9, delta: 0.2, maxPasses: 10, batchSize: 32, seed: 0,
+};
+
+export function validateSgdOptions(o: SgdOptions): void {
+  const bad = (flag: string, what: string) => {
+    throw new UsageError(`--${flag}: ${what}`);
+  };
+  if (o.loss !== 'ce' && o.loss !== 'margin') bad('loss', `expected ce or margin, got ${String(o.loss)}`);
+  if (!(o.beta > 0)) bad('beta', `expected a positive number, got ${o.beta}`);
+  if (!(o.kappa >= 0)) bad('kappa', `expected a number >= 0, got ${o.kappa}`);
+  if (o.optimizer !== 'sign' && o.optimizer !== 'adam') bad('optimizer', `expected sign or adam, got ${String(o.optimizer)}`);
+  if (o.lr !== undefined && !(o.lr > 0)) bad('lr', `expected a positive number, got ${o.lr}`);
+  if (!(o.lrDecay > 0 && o.lrDecay <= 1)) bad('lr-decay', `expected a number in (0, 1], got ${o.lrDecay}`);
+}
+
+/**
+ * Per image, the loss and its gradient with respect to the logits, oriented so that ADDING it helps
+ * the attack, divided by the batch size: the cotangent of one vector-Jacobian product.
+ */
+export function lossCotangent(logits: Float32Array, labels: Int32Array, k: number, o: Pick<SgdOptions, 'loss' | 'beta' | 'kappa' | 'target'>): { dy: Float32Array; loss: number } {
+  const n = labels.length;
+  const dy = new Float32Array(n * k);
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    const z = logits.subarray(i * k, (i + 1) * k);
+    const g = dy.subarray(i * k, (i + 1) * k);
+    const cls = o.target ?? labels[i];
+    const sign = o.target === undefined ? 1 : -1; // untargeted: raise the loss of the label; targeted: lower the target's
+    if (o.loss === 'ce') {
+      let max = -Infinity;
+      for (let j = 0; j < k; j++) max = Math.max(max, z[j]);
+      let sum = 0;
+      for (let j = 0; j < k; j++) sum += Math.exp(z[j] - max);
+      const ce = Math.log(sum) + max - z[cls];
+      // Untargeted: min(CE, beta) stops pushing images that are already far across.
+      const active = o.target !== undefined || ce < o.beta;
+      total += o.target === undefined ? Math.min(ce, o.beta) : ce;
+      if (!active) continue;
+      for (let j = 0; j < k; j++) g[j] = (sign * (Math.exp(z[j] - max) / sum - (j === cls ? 1 : 0))) / n;
+    } else {
+      let other = -1;
+      for (let j = 0; j < k; j++) if (j !== cls && (other < 0 || z[j] > z[other])) other = j;
+      // margin m = z_cls - z_other: untargeted lowers it to -kappa; targeted raises it to +kappa.
+      const m = z[cls] - z[other];
+      const active = o.target === undefined ? m > -o.kappa : m < o.kappa;
+      total += o.target === undefined ? Math.max(m, -o.kappa) : Math.max(-m, -o.kappa);
+      if (!active) continue;
+      g[cls] = -sign / n;
+      g[other] = sign / n;
+    }
+  }
+  return { dy, loss: total / n };
+}
+
+/** `u` rescaled to length `len` in the ball's norm (a zero direction stays zero). */
+function scaled(u: tf.Tensor3D, norm: 2 | 'inf', len: number): tf.Tensor3D {
+  return tf.tidy(() => {
+    const size = norm === 2 ? tf.norm(u) : tf.max(tf.abs(u));
+    return tf.mul(u, tf.div(len, tf.maximum(size, 1e-20))) as tf.Tensor3D;
+  });
+}
+
+export async function computeSgdUniversal(model: Classifier, X: ImageSet, options: SgdOptions, ctl: RunControl = {}): Promise<UniversalResult> {
+  const o = options;
+  validateSgdOptions(o);
+  const [h, w, c] = model.inputShape;
+  const K = model.numClasses;
+  const lr0 = o.lr ?? o.xi / 10;
+  const adam: { m: Float32Array; s: Float32Array; t: number } = { m: new Float32Array(h * w * c), s: new Float32Array(h * w * c), t: 0 };
+  const method: PassMethod = {
+    name: 'sgd',
+    settings: { loss: o.loss, beta: o.beta, kappa: o.kappa, optimizer: o.optimizer, lr: lr0, lrDecay: o.lrDecay },
+    async pass(ctx) {
+      const lr = lr0 * o.lrDecay ** ctx.pass;
+      let steps = 0;
+      await forEachBatch(ctx, X, o.batchSize, async ({ idx, labels, x }) => {
+        const raw = tf.tidy(() => tf.add(x, ctx.v) as tf.Tensor4D);
+        const adv = tf.tidy(() => tf.clipByValue(raw, 0, 255) as tf.Tensor4D);
+        let dx: tf.Tensor | undefined;
+        try {
+          const logits = await forwardLogits(model, adv);
+          let fooled = 0;
+          argmaxRows(logits, K).forEach((top, i) => {
+            if (o.target !== undefined ? top === o.target : top !== labels[i]) fooled++;
+          });
+          const { dy } = lossCotangent(logits, labels, K, o);
+          dx = (await vjp(model, adv, dy)).dx;
+          const prev = ctx.v;
+          ctx.v = tf.tidy(() => {
+            // d clip(x + v) / dv: 1 where x + v is inside [0, 255].
+            const inside = tf.cast(tf.logicalAnd(tf.greaterEqual(raw, 0), tf.lessEqual(raw, 255)), 'float32');
+            const g = tf.sum(tf.mul(dx!.reshape(raw.shape), inside), 0) as tf.Tensor3D;
+            let dir: tf.Tensor3D;
+            if (o.optimizer === 'adam') {
+              adam.t++;
+              const m = tf.add(tf.mul(tf.tensor3d(adam.m, [h, w, c]), 0.9), tf.mul(g, 0.1));
+              const sq = tf.add(tf.mul(tf.tensor3d(adam.s, [h, w, c]), 0.999), tf.mul(tf.square(g), 0.001));
+              adam.m = m.dataSync() as Float32Array;
+              adam.s = sq.dataSync() as Float32Array;
+              dir = tf.div(tf.div(m, 1 - 0.9 ** adam.t), tf.add(tf.sqrt(tf.div(sq, 1 - 0.999 ** adam.t)), 1e-8)) as tf.Tensor3D;
+            } else dir = o.norm === 'inf' ? (tf.sign(g) as tf.Tensor3D) : g;
+            return projectLp(tf.add(prev, scaled(dir, o.norm, lr)) as tf.Tensor3D, o.norm, o.xi);
+          });
+          prev.dispose();
+          steps++;
+          return fooled;
+        } finally {
+          tf.dispose([raw, adv, ...(dx ? [dx] : [])]);
+        }
+      });
+      return steps;
+    },
+    state: (): Record<string, Float32Array> => (o.optimizer === 'adam' ? { adamM: adam.m, adamS: adam.s, adamT: Float32Array.of(adam.t) } : {}),
+    restore(st) {
+      if (st.adamM) adam.m = st.adamM;
+      if (st.adamS) adam.s = st.adamS;
+      if (st.adamT) adam.t = st.adamT[0];
+    },
+  };
+  const res = await runPasses(model, X, o, method, ctl);
+  if (lpNorm(res.v, 'inf') === 0) res.stopReason += '; v is zero: no gradient moved it';
+  return res;
+}

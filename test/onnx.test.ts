@@ -1,0 +1,194 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import './helpers.js';
+import { weights, type Net, type NetNode, type NodeOp, type Activation } from '../src/model/net.js';
+import { netToTfGraph } from '../src/model/tfjsNet.js';
+import { runPlainGraph } from '../src/model/plainGraph.js';
+import { exportOnnx, OnnxUnsupported } from '../src/model/onnx/export.js';
+import { loadOrt, onnxRuntime } from '../src/model/onnx/runtime.js';
+import { initBackend } from '../src/backend.js';
+import { loadClassifier } from '../src/model/load.js';
+import { candidateGradients } from '../src/model/gradients.js';
+import { maxPoolInputGrad } from '../src/model/inputgrad.js';
+import { loadSet } from '../src/pipeline.js';
+import { predictSet } from '../src/analysis/fooling.js';
+import { EMBEDDED_DIR } from '../src/paths.js';
+import { join } from 'node:path';
+import { maxRelativeDifference } from '../src/model/selfcheck.js';
+
+/** Deterministic weights of a shape. */
+const w = (shape: number[], seed: number) =>
+  weights(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(seed * 3.7 + i * 0.91) * 0.6), shape);
+
+/** A chain of nodes on [8, 8, 3] input ending in a dense layer to 4 classes. */
+function chainNet(body: { op: NodeOp; inputs?: string[] }[], flatSize: number): Net {
+  const nodes: NetNode[] = [];
+  let prev = 'x';
+  body.forEach((b, i) => {
+    nodes.push({ name: `n${i}`, inputs: b.inputs ?? [prev], op: b.op });
+    prev = `n${i}`;
+  });
+  nodes.push({ name: 'flat', inputs: [prev], op: { kind: 'reshape', shape: [-1] } });
+  nodes.push({ name: 'fc', inputs: ['flat'], op: { kind: 'dense', kernel: w([flatSize, 4], 99), bias: w([4], 98), act: 'linear' } });
+  return { input: 'x', nodes, output: 'fc' };
+}
+
+const conv = (cin: number, cout: number, k: number, s: number, padding: 'same' | 'valid', act: Activation = 'linear', seed = 1): NodeOp => ({
+  kind: 'conv', depthwise: false, kernel: w([k, k, cin, cout], seed), bias: w([cout], seed + 1), strides: [s, s], padding, act,
+});
+
+const SHAPE: [number, number, number] = [8, 8, 3];
+
+/** TF.js cpu reference: logits and dx for dy. */
+function reference(net: Net, x: tf.Tensor4D, dy: tf.Tensor2D): { logits: Float32Array; dx: Float32Array } {
+  const g = netToTfGraph(net);
+  let logits!: Float32Array;
+  const dx = tf.grad((t: tf.Tensor) => {
+    const y = runPlainGraph(g, t);
+    logits = y.dataSync() as Float32Array;
+    return tf.sum(tf.mul(y, dy));
+  })(x).dataSync() as Float32Array;
+  tf.dispose(g.owned);
+  return { logits, dx };
+}
+
+
+const cases: [string, Net][] = [
+  ['conv stride 2 same + relu6, depthwise, 1x1 conv', chainNet([
+    { op: conv(3, 4, 3, 2, 'same', 'relu6') },
+    { op: { kind: 'conv', depthwise: true, kernel: w([3, 3, 4, 1], 5), strides: [1, 1], padding: 'same', act: 'relu' } },
+    { op: conv(4, 2, 1, 1, 'valid', 'linear', 7) },
+  ], 4 * 4 * 2)],
+  ['conv stride 2 valid, odd geometry (remainder rows)', chainNet([{ op: conv(3, 2, 3, 2, 'valid', 'tanh') }], 3 * 3 * 2)],
+  ['average pool 2x2 valid, max pool 2x2 same, leaky relu, sigmoid', chainNet([
+    { op: conv(3, 3, 3, 1, 'same', { leaky: 0.2 }) },
+    { op: { kind: 'pool', mode: 'avg', size: [2, 2], strides: [2, 2], padding: 'valid' } },
+    { op: { kind: 'act', act: 'sigmoid' } },
+    { op: { kind: 'pool', mode: 'max', size: [2, 2], strides: [2, 2], padding: 'same' } },
+  ], 2 * 2 * 3)],
+  ['pad, affine, elu, relu1, global mean (keepDims)', chainNet([
+    { op: { kind: 'pad', pads: [[0, 0], [1, 2], [0, 1], [0, 0]] } },
+    { op: { kind: 'affine', scale: w([3], 11), shift: w([3], 12) } },
+    { op: { kind: 'act', act: 'elu' } },
+    { op: conv(3, 5, 3, 2, 'same', 'relu1', 13) },
+    { op: { kind: 'reduce', mode: 'mean', axes: [1, 2], keepDims: true } },
+  ], 5)],
+  ['residual add, product, difference with a constant first, concat on channels', chainNet([
+    { op: conv(3, 3, 3, 1, 'same', 'relu6', 21) },
+    { op: conv(3, 3, 1, 1, 'valid', 'linear', 23), inputs: ['n0'] },
+    { op: { kind: 'binary', op: 'add', act: 'relu' }, inputs: ['n0', 'n1'] },
+    { op: { kind: 'binary', op: 'mul', act: 'linear' }, inputs: ['n2', 'n1'] },
+    { op: { kind: 'binary', op: 'sub', act: 'linear', constant: { weights: w([3], 25), first: true } } },
+    { op: { kind: 'concat', axis: -1, act: 'linear' }, inputs: ['n4', 'n0'] },
+    { op: { kind: 'reshape', shape: [4, 16, 6] } },
+    { op: { kind: 'reshape', shape: [8, 8, 6] } },
+  ], 8 * 8 * 6)],
+  ['channel reversal (BGR), and after the dense layer: slice, log of softmax', {
+    input: 'x', output: 'log', nodes: [
+      { name: 'bgr', inputs: ['x'], op: { kind: 'reverseChannels' } },
+      { name: 'c', inputs: ['bgr'], op: conv(3, 2, 3, 2, 'same', 'relu', 31) },
+      { name: 'flat', inputs: ['c'], op: { kind: 'reshape', shape: [-1] } },
+      { name: 'fc', inputs: ['flat'], op: { kind: 'dense', kernel: w([32, 6], 32), act: 'linear' } },
+      { name: 'sl', inputs: ['fc'], op: { kind: 'slice', begin: 1, size: -1 } },
+      { name: 'sm', inputs: ['sl'], op: { kind: 'act', act: 'softmax' } },
+      { name: 'log', inputs: ['sm'], op: { kind: 'act', act: 'log' } },
+    ],
+  }],
+];
+
+const ortPresent = (await loadOrt()) !== null;
+if (!ortPresent) console.warn('SKIPPED ONNX tests: onnxruntime-node cannot load here');
+
+describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph vs TF.js autodiff (cpu)', () => {
+  beforeAll(async () => {
+    await tf.setBackend('cpu');
+  });
+  it.each(cases)('%s', async (_name, net) => {
+    const x = tf.randomUniform([3, ...SHAPE], -2, 3, 'float32', 5) as tf.Tensor4D;
+    const k = net.output === 'log' ? 5 : 4;
+    const dyArr = Float32Array.from({ length: 3 * k }, (_, i) => Math.cos(i * 1.9));
+    const ref = reference(net, x, tf.tensor2d(dyArr, [3, k]));
+    const rt = (await onnxRuntime(net, SHAPE))!;
+    const fwd = await rt.forward(x);
+    const back = await rt.vjp(x, dyArr);
+    expect(maxRelativeDifference(fwd, ref.logits)).toBeLessThan(1e-5);
+    expect(maxRelativeDifference(back.logits, ref.logits)).toBeLessThan(1e-5);
+    expect(maxRelativeDifference(back.dx, ref.dx)).toBeLessThan(1e-4);
+    await rt.dispose();
+  });
+
+  it('k cotangents per image from one forward pass equal k separate products', async () => {
+    const net = cases[2][1]; // max pooling, leaky relu, sigmoid: every per-image factor
+    const x = tf.randomUniform([2, ...SHAPE], -2, 3, 'float32', 6) as tf.Tensor4D;
+    const k = 3;
+    const dy = Float32Array.from({ length: 2 * k * 4 }, (_, i) => Math.sin(i * 2.3));
+    const rt = (await onnxRuntime(net, SHAPE))!;
+    const all = await rt.vjp(x, dy);
+    const size = SHAPE[0] * SHAPE[1] * SHAPE[2];
+    for (let j = 0; j < k; j++) {
+      const one = Float32Array.from({ length: 2 * 4 }, (_, t) => dy[(Math.floor(t / 4) * k + j) * 4 + (t % 4)]);
+      const ref = reference(net, x, tf.tensor2d(one, [2, 4]));
+      for (let i = 0; i < 2; i++)
+        expect(maxRelativeDifference(all.dx.subarray((i * k + j) * size, (i * k + j + 1) * size), ref.dx.subarray(i * size, (i + 1) * size))).toBeLessThan(1e-4);
+    }
+    await rt.dispose();
+  });
+
+  it('refuses what it cannot express exactly (overlapping max pooling), naming the node', () => {
+    const net = chainNet([{ op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [1, 1], padding: 'same' } }], 8 * 8 * 3);
+    expect(() => exportOnnx(net, SHAPE)).toThrow(OnnxUnsupported);
+    expect(() => exportOnnx(net, SHAPE)).toThrow(/n0: overlapping max pooling/);
+  });
+});
+
+describe.skipIf(!ortPresent)('the embedded model on ONNX Runtime', () => {
+  it('runs on onnxruntime and gives the TF.js candidate gradients', async () => {
+    expect(await initBackend()).toBe('onnx');
+    const onnx = await loadClassifier('fashion');
+    const tfjs = await loadClassifier('fashion', { onnx: false });
+    expect(onnx.engine).toBe('onnxruntime');
+    expect(tfjs.runtime).toBeUndefined();
+    const x = tf.randomUniform([4, 28, 28, 1], 0, 255, 'float32', 3) as tf.Tensor4D;
+    const cand = Int32Array.from({ length: 4 * 3 }, (_, i) => (i * 7) % 10);
+    const a = await candidateGradients(onnx, x, cand, 3);
+    const b = await candidateGradients(tfjs, x, cand, 3);
+    expect(maxRelativeDifference(a.grads.dataSync(), b.grads.dataSync())).toBeLessThan(1e-4);
+    expect(maxRelativeDifference(a.logits, b.logits)).toBeLessThan(1e-5);
+    tf.dispose([x, a.grads, b.grads]);
+    onnx.dispose();
+    tfjs.dispose();
+  });
+});
+
+describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
+  it('give the same labels as TF.js on the 200 bundled validation images', async () => {
+    await initBackend();
+    const onnx = await loadClassifier('fashion');
+    const tfjs = await loadClassifier('fashion', { onnx: false });
+    const V = await loadSet(onnx, join(EMBEDDED_DIR, 'images', 'val'), { assets: '', what: 'val' });
+    expect(Array.from(await predictSet(onnx, V, null))).toEqual(Array.from(await predictSet(tfjs, V, null)));
+    onnx.dispose();
+    tfjs.dispose();
+  });
+});
+
+describe('TF.js wasm', () => {
+  it('max pooling input gradient matches the cpu reference (the stock wasm MaxPoolGrad does not for 2x2/2)', async () => {
+    const x0 = tf.randomNormal([2, 7, 8, 3], 0, 1, 'float32', 3).arraySync();
+    const run = (padding: 'same' | 'valid') => {
+      const x = tf.tensor(x0) as tf.Tensor4D;
+      const probe = tf.randomNormal(tf.maxPool(x, 2, 2, padding).shape, 0, 1, 'float32', 4);
+      return tf.grad((t) => tf.sum(tf.mul(maxPoolInputGrad(t as tf.Tensor4D, [2, 2], [2, 2], padding), probe)))(x).dataSync();
+    };
+    await tf.setBackend('cpu');
+    const refSame = run('same');
+    const refValid = run('valid');
+    // the reference itself is TF's gradient
+    const x = tf.tensor(x0) as tf.Tensor4D;
+    const probe = tf.randomNormal(tf.maxPool(x, 2, 2, 'same').shape, 0, 1, 'float32', 4);
+    expect(maxRelativeDifference(refSame, tf.grad((t) => tf.sum(tf.mul(tf.maxPool(t as tf.Tensor4D, 2, 2, 'same'), probe)))(x).dataSync())).toBeLessThan(1e-6);
+    expect(await initBackend('wasm')).toBe('wasm');
+    expect(maxRelativeDifference(run('same'), refSame)).toBeLessThan(1e-5);
+    expect(maxRelativeDifference(run('valid'), refValid)).toBeLessThan(1e-5);
+  });
+});

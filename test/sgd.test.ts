@@ -1,0 +1,152 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { computeSgdUniversal, lossCotangent, SGD_DEFAULTS, type SgdOptions } from '../src/attacks/sgd.js';
+import { computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
+import { targetSuccessRate } from '../src/attacks/passes.js';
+import { deepfool } from '../src/attacks/deepfool.js';
+import { lpNorm } from '../src/math/lp.js';
+import { predictSet } from '../src/analysis/fooling.js';
+import { randomPerturbation } from '../src/math/noise.js';
+import { foolingRate } from '../src/analysis/fooling.js';
+import { UsageError } from '../src/errors.js';
+import { tinyNet, randomImages, linearClassifier } from './helpers.js';
+
+beforeAll(async () => {
+  tf.enableProdMode();
+  await tf.setBackend('cpu');
+});
+
+const shape: [number, number, number] = [6, 6, 3];
+const opts = (o: Partial<SgdOptions>): SgdOptions => ({ ...SGD_DEFAULTS, norm: 'inf', xi: 12, batchSize: 8, delta: 0, maxPasses: 4, ...o });
+
+describe('SGD-UAP losses', () => {
+  const logits = Float32Array.from([2, 0.5, -1, 0.1, 3, 1]); // two images, three classes
+  const labels = Int32Array.from([0, 1]);
+  const ce = (z: number[], y: number) => Math.log(z.reduce((s, v) => s + Math.exp(v), 0)) - z[y];
+
+  it('clamped cross-entropy: the cotangent is (softmax - onehot(label)) / n, and zero once CE >= beta', () => {
+    const { dy, loss } = lossCotangent(logits, labels, 3, { loss: 'ce', beta: 12, kappa: 0 });
+    // Finite differences of mean CE with respect to each logit.
+    const l = Array.from(logits);
+    for (let t = 0; t < 6; t++) {
+      const up = l.slice(); up[t] += 1e-3;
+      const dn = l.slice(); dn[t] -= 1e-3;
+      const mean = (z: number[]) => (ce(z.slice(0, 3), 0) + ce(z.slice(3), 1)) / 2;
+      expect(dy[t]).toBeCloseTo((mean(up) - mean(dn)) / 2e-3, 4);
+    }
+    expect(loss).toBeCloseTo((ce(l.slice(0, 3), 0) + ce(l.slice(3), 1)) / 2, 5);
+    // With label 0, image 1's CE (about 3.07) is above beta = 2: it stops pulling, and counts as beta.
+    const clamped = lossCotangent(logits, Int32Array.from([0, 0]), 3, { loss: 'ce', beta: 2, kappa: 0 });
+    expect(Array.from(clamped.dy.slice(3))).toEqual([0, 0, 0]);
+    expect(clamped.dy[0]).not.toBe(0);
+    expect(clamped.loss).toBeCloseTo((ce(l.slice(0, 3), 0) + 2) / 2, 5);
+  });
+
+  it('targeted cross-entropy descends on the target: the cotangent is -(softmax - onehot(target)) / n', () => {
+    const { dy } = lossCotangent(logits, labels, 3, { loss: 'ce', beta: 12, kappa: 0, target: 2 });
+    const z = [2, 0.5, -1];
+    const sum = z.reduce((s, v) => s + Math.exp(v), 0);
+    z.forEach((v, j) => expect(dy[j]).toBeCloseTo(-(Math.exp(v) / sum - (j === 2 ? 1 : 0)) / 2, 6));
+  });
+
+  it('margin: pushes the label down and the strongest other class up, until the margin reaches -kappa', () => {
+    const { dy } = lossCotangent(logits, labels, 3, { loss: 'margin', beta: 12, kappa: 0 });
+    expect(Array.from(dy.slice(0, 3))).toEqual([-0.5, 0.5, 0]); // image 0: label 0, runner-up 1
+    // Image 1 (label 1, logit 3) is 2 above class 2: active. With kappa 0 and a fooled image it would be 0.
+    expect(Array.from(dy.slice(3))).toEqual([0, -0.5, 0.5]);
+    const fooled = lossCotangent(Float32Array.from([0, 5, 1]), Int32Array.from([0]), 3, { loss: 'margin', beta: 12, kappa: 2 });
+    expect(Array.from(fooled.dy)).toEqual([0, 0, 0]); // margin -5 < -kappa: done
+  });
+});
+
+describe('targeted success rate', () => {
+  it('counts images sent to the target among those not already of it', () => {
+    const clean = Int32Array.from([0, 1, 2, 2, 1]);
+    const adv = Int32Array.from([2, 2, 2, 1, 1]);
+    expect(targetSuccessRate(clean, adv, 2)).toBeCloseTo(2 / 3, 9);
+  });
+});
+
+describe('targeted DeepFool on a linear classifier (closed form)', () => {
+  it('one L2 step r = (|f|/||w||_2 + 1e-4)(1 + overshoot) w/||w||_2, f = f_t - f_k, w = w_t - w_k, reaches the target', async () => {
+    const s: [number, number, number] = [1, 1, 2];
+    const W = [[1, 0], [0, 1], [-1, -1]];
+    const m = linearClassifier(W, [0, 0, 0], s);
+    const x0 = [2, 1]; // f = [2, 1, -3]: class 0; target 2
+    const res = await deepfool(m, tf.tensor4d(x0, [1, ...s]), { target: 2, candidates: 3, overshoot: 0.02 });
+    expect(res.status[0]).toBe('converged');
+    expect(res.toLabel[0]).toBe(2);
+    // First step from class 0 towards 2: w = w_2 - w_0 = (-2, -1), f = -5.
+    // x + r = (2 - 2.04, 1 - 1.02) = (-0.04, -0.02): f = (-0.04, -0.02, 0.06), class 2 in one step.
+    expect(res.steps[0]).toBe(1);
+    const r = res.r.dataSync();
+    const w = [-2, -1];
+    const nrm = Math.sqrt(5);
+    const scale = ((5 / nrm + 1e-4) / nrm) * 1.02;
+    expect(r[0]).toBeCloseTo(w[0] * scale, 5);
+    expect(r[1]).toBeCloseTo(w[1] * scale, 5);
+  });
+  it('an image already of the target is left alone', async () => {
+    const m = linearClassifier([[1, 0], [0, 1]], [0, 0], [1, 1, 2]);
+    const res = await deepfool(m, tf.tensor4d([0, 3], [1, 1, 1, 2]), { target: 1, candidates: 2 });
+    expect(res.status[0]).toBe('already');
+    expect(Array.from(res.r.dataSync())).toEqual([0, 0]);
+  });
+});
+
+describe('SGD-UAP', () => {
+  const model = tinyNet(shape, 6);
+  const X = randomImages(32, shape);
+
+  it.each([['inf', 12, 'sign'], [2, 300, 'sign'], ['inf', 12, 'adam']] as const)('norm %s xi %s (%s): ||v|| never exceeds xi, and it fools far more than random noise', async (p, xi, optimizer) => {
+    const norms: number[] = [];
+    const res = await computeSgdUniversal(model, X, opts({ norm: p, xi, optimizer }), { onPass: (r) => norms.push(p === 2 ? r.normL2 : r.normInf) });
+    for (const n of norms) expect(n).toBeLessThanOrEqual(xi * (1 + 1e-5));
+    const noise = randomPerturbation(shape, p, xi, 7);
+    const clean = await predictSet(model, X, null);
+    const randomRate = foolingRate(clean, await predictSet(model, X, noise));
+    expect(res.method).toBe('sgd');
+    expect(res.foolingRate).toBeGreaterThan(Math.max(0.3, 2 * randomRate));
+  });
+
+  it('same seed, same v; a resumed run (Adam state included) ends where an unbroken one does', async () => {
+    const o = opts({ optimizer: 'adam', maxPasses: 3 });
+    const a = await computeSgdUniversal(model, X, o);
+    const b = await computeSgdUniversal(model, X, o);
+    expect(Array.from(b.v.dataSync())).toEqual(Array.from(a.v.dataSync()));
+    const dir = mkdtempSync(join(tmpdir(), 'uap-sgd-'));
+    await computeSgdUniversal(model, X, { ...o, maxPasses: 1 }, { checkpointDir: dir });
+    const resumed = await computeSgdUniversal(model, X, o, { checkpointDir: dir, resume: true });
+    expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(a.v.dataSync()));
+    await expect(computeSgdUniversal(model, X, { ...o, lr: 3 }, { checkpointDir: dir, resume: true })).rejects.toThrow(/lr=/);
+  });
+
+  it('targeted: raises the share of images sent to the target (both methods)', async () => {
+    const clean = await predictSet(model, X, null);
+    const target = 2; // a class some images have (the random net never gives class 0: unreachable)
+    expect(clean.filter((c) => c === target).length).toBeLessThan(X.size / 4);
+    const sgd = await computeSgdUniversal(model, X, opts({ target, xi: 40, maxPasses: 5 }));
+    const a1 = await computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, norm: 'inf', xi: 40, batchSize: 8, candidates: 4, delta: 0, maxPasses: 3, target });
+    for (const r of [sgd, a1]) {
+      expect(r.targetSuccess).toBeGreaterThan(0.3);
+      expect(r.history.every((h) => h.targetSuccess !== undefined)).toBe(true);
+    }
+  });
+
+  it('refuses bad settings with the flag named', async () => {
+    await expect(computeSgdUniversal(model, X, opts({ lrDecay: 0 }))).rejects.toThrow(/--lr-decay/);
+    await expect(computeSgdUniversal(model, X, opts({ loss: 'hinge' as never }))).rejects.toThrow(UsageError);
+    await expect(computeSgdUniversal(model, X, opts({ target: 99 }))).rejects.toThrow(/--target: expected a class index in 0..5/);
+  });
+
+  it('warm start: begins from the given perturbation (projected onto the ball)', async () => {
+    const init = tf.fill(shape, 30) as tf.Tensor3D;
+    const res = await computeSgdUniversal(model, X, opts({ maxPasses: 1, lr: 1e-6 }), { init });
+    // One tiny step from the projected init (all 12): still about 12 everywhere.
+    expect(lpNorm(res.v, 'inf')).toBeCloseTo(12, 3);
+    expect(tf.min(res.v).dataSync()[0]).toBeGreaterThan(11.9);
+  });
+});
