@@ -1,5 +1,5 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from './model/classifier.js';
 import { loadClassifier, type CardOverrides } from './model/load.js';
@@ -189,7 +189,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     refuseResumeWithInit(job.resume, job.init); // before reading the --init file
     const init = job.init ? loadPerturbation(job.init, model, log) : undefined;
     const config = {
-      model: model.name, assets, data: job.data ?? defaults.data, val: V ? valDir : null, images: X.size, valImages: V?.size ?? 0, method,
+      model: model.name, modelSpec: existsSync(job.model) ? resolve(job.model) : job.model, assets, data: job.data ?? defaults.data, val: V ? valDir : null, images: X.size, valImages: V?.size ?? 0, method,
       ...options, targetName: target !== undefined ? labelName(model, target) : null, init: job.init ?? null,
     };
     // A resumed run keeps its original config.json (a refused resume must not overwrite it).

@@ -1,0 +1,114 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { UsageError } from '../errors.js';
+import { predictSet, foolingRate } from './fooling.js';
+import { loadModel, loadPerturbation, loadSet, defaultData, type Log } from '../pipeline.js';
+import type { CardOverrides } from '../model/load.js';
+import type { TopLevelSpec } from '../report/plots.js';
+
+/**
+ * Transfer of universal perturbations across models (paper, Table 2): every perturbation evaluated on
+ * every model. A perturbation of another input size is resized to the model's (bilinear, per channel,
+ * in pixel units: tf.image.resizeBilinear); its norm changes with the resize, which the JSON records.
+ */
+
+export interface TransferSource {
+  /** Row name. */
+  name: string;
+  /** The model it was crafted on, when known (a run directory's config.json says): a --model spec. */
+  craftedOn: string | null;
+  file: string;
+}
+
+export interface TransferResult {
+  sources: TransferSource[];
+  /** Column models. */
+  models: string[];
+  /** foolingRate[row][col]. */
+  foolingRate: number[][];
+  /** Validation images per column. */
+  images: number[];
+  /** Folder of images per column. */
+  data: string[];
+}
+
+/** A run directory (config.json + perturbation.npy) or a .npy file. */
+export function transferSource(spec: string): TransferSource {
+  if (!existsSync(spec)) throw new UsageError(`${spec}: not found (expected a run directory or a .npy perturbation)`);
+  if (statSync(spec).isDirectory()) {
+    const file = join(spec, 'perturbation.npy');
+    if (!existsSync(file)) throw new UsageError(`${spec}: no perturbation.npy in this run directory`);
+    let craftedOn: string | null = null;
+    try {
+      const config = JSON.parse(readFileSync(join(spec, 'config.json'), 'utf8')) as { model?: string; modelSpec?: string };
+      craftedOn = config.modelSpec ?? config.model ?? null;
+    } catch {
+      craftedOn = null;
+    }
+    return { name: craftedOn ? `${craftedOn} (${basename(spec)})` : basename(spec), craftedOn, file };
+  }
+  if (!spec.endsWith('.npy')) throw new UsageError(`${spec}: expected a run directory or a .npy perturbation`);
+  return { name: basename(spec, '.npy'), craftedOn: null, file: spec };
+}
+
+export async function transferMatrix(
+  sources: TransferSource[],
+  models: string[],
+  opts: { assets: string; card?: CardOverrides; data?: string; limit?: number; batchSize?: number; log: Log },
+): Promise<TransferResult> {
+  if (sources.length === 0) throw new UsageError('transfer: give at least one run directory or .npy perturbation');
+  if (models.length === 0) throw new UsageError('transfer: no models to test on (pass --models, or run directories whose config.json names a model)');
+  const foolingRates: number[][] = sources.map(() => []);
+  const images: number[] = [];
+  const data: string[] = [];
+  const quiet: Log = { info: () => {}, warn: () => {} };
+  for (const name of models) {
+    const model = await loadModel(name, { assets: opts.assets, card: opts.card }, opts.log);
+    try {
+      const dir = opts.data ?? defaultData(model, opts.assets).val;
+      const set = await loadSet(model, dir, { limit: opts.limit, assets: opts.assets, log: opts.log, what: `${name} images` });
+      const clean = await predictSet(model, set, null, opts.batchSize);
+      for (const [r, src] of sources.entries()) {
+        const v = loadPerturbation(src.file, model, quiet);
+        try {
+          foolingRates[r].push(foolingRate(clean, await predictSet(model, set, v, opts.batchSize)));
+        } finally {
+          v.dispose();
+        }
+      }
+      images.push(set.size);
+      data.push(dir);
+    } finally {
+      model.dispose();
+    }
+  }
+  return { sources, models, foolingRate: foolingRates, images, data };
+}
+
+export function transferMarkdown(t: TransferResult): string {
+  const head = `| crafted on \\ tested on | ${t.models.join(' | ')} |\n|---|${t.models.map(() => '---').join('|')}|`;
+  const rows = t.sources.map((s, r) => `| ${s.name} | ${t.foolingRate[r].map((v, c) => {
+    const cell = `${(v * 100).toFixed(1)}%`;
+    return s.craftedOn === t.models[c] ? `**${cell}**` : cell;
+  }).join(' | ')} |`);
+  return [head, ...rows].join('\n') + '\n';
+}
+
+/** Heatmap (rows: crafted on, columns: tested on) as a Vega-Lite spec. */
+export function transferSpec(t: TransferResult): TopLevelSpec {
+  const values = t.sources.flatMap((s, r) => t.models.map((m, c) => ({ craftedOn: s.name, testedOn: m, rate: t.foolingRate[r][c], label: `${(t.foolingRate[r][c] * 100).toFixed(0)}%` })));
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: 'Fooling rate of universal perturbations across models',
+    data: { values },
+    encoding: {
+      x: { field: 'testedOn', type: 'nominal', title: 'tested on', sort: t.models, axis: { labelAngle: -30, labelLimit: 320 } },
+      y: { field: 'craftedOn', type: 'nominal', title: 'crafted on', sort: t.sources.map((s) => s.name), axis: { labelLimit: 320 } },
+    },
+    layer: [
+      { mark: 'rect', encoding: { color: { field: 'rate', type: 'quantitative', title: 'fooling rate', scale: { domain: [0, 1], scheme: 'orangered' } } } },
+      { mark: { type: 'text', fontSize: 11 }, encoding: { text: { field: 'label' }, color: { condition: { test: 'datum.rate > 0.5', value: 'white' }, value: 'black' } } },
+    ],
+    config: { view: { step: 56 } },
+  } as TopLevelSpec;
+}
