@@ -55,6 +55,20 @@ function wnidsOf(assets: string): string[] | undefined {
   return existsSync(f) ? readFileSync(f, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean) : undefined;
 }
 
+export type Method = 'algorithm1' | 'sgd';
+
+/** A method's full options: its defaults, the radius for the model's input size, the given ones, the target. */
+export function methodOptions(method: Method, model: Classifier, given: Partial<UniversalOptions> & Partial<SgdOptions>, target?: number): UniversalOptions | SgdOptions {
+  const norm = given.norm ?? UNIVERSAL_DEFAULTS.norm;
+  const base = { xi: defaultXi(norm, model.inputShape), ...given, norm, ...(target !== undefined ? { target } : {}) };
+  return method === 'sgd' ? { ...SGD_DEFAULTS, ...base } : { ...UNIVERSAL_DEFAULTS, ...base };
+}
+
+/** Crafts a universal perturbation with the chosen method. */
+export function craft(model: Classifier, X: ImageSet, method: Method, options: UniversalOptions | SgdOptions, ctl: RunControl = {}): Promise<UniversalResult> {
+  return method === 'sgd' ? computeSgdUniversal(model, X, options as SgdOptions, ctl) : computeUniversal(model, X, options as UniversalOptions, ctl);
+}
+
 /** A --target given as a class index or a label name (exact, or the first comma-separated name). */
 export function resolveTarget(target: number | string | undefined, model: Classifier): number | undefined {
   if (target === undefined) return undefined;
@@ -181,11 +195,9 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     const X = await loadSet(model, job.data ?? defaults.data, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'crafting set X' });
     const valDir = job.val ?? defaults.val;
     const V = job.val === 'none' ? undefined : await loadSet(model, valDir, { labels: job.valLabels, limit: job.valLimit, strict: job.strict, assets, log, what: 'validation set' });
-    const norm = job.options.norm ?? UNIVERSAL_DEFAULTS.norm;
     const method = job.method ?? 'algorithm1';
     const target = resolveTarget(job.target, model);
-    const base = { xi: defaultXi(norm, model.inputShape), ...job.options, norm, ...(target !== undefined ? { target } : {}) };
-    const options = method === 'sgd' ? { ...SGD_DEFAULTS, ...base } : { ...UNIVERSAL_DEFAULTS, ...base };
+    const options = methodOptions(method, model, job.options, target);
     refuseResumeWithInit(job.resume, job.init); // before reading the --init file
     const init = job.init ? loadPerturbation(job.init, model, log) : undefined;
     const config = {
@@ -195,10 +207,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     // A resumed run keeps its original config.json (a refused resume must not overwrite it).
     if (!job.resume) writeJson(join(job.out, 'config.json'), config);
     const control = { ...ctl, checkpointDir: job.out, resume: job.resume, init };
-    const res = await (method === 'sgd'
-      ? computeSgdUniversal(model, X, options as SgdOptions, control)
-      : computeUniversal(model, X, options as UniversalOptions, control)
-    ).finally(() => init?.dispose());
+    const res = await craft(model, X, method, options, control).finally(() => init?.dispose());
     log.info(`stopped: ${res.stopReason}`);
     if (lpNorm(res.v, 'inf') === 0) log.warn('the perturbation is zero: no image of X could be moved (try a larger --xi, more passes, or another method)');
     const onX = await evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });

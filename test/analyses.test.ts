@@ -6,6 +6,14 @@ import { join, resolve } from 'node:path';
 import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
 import { transferMarkdown, transferSource, transferSpec, type TransferResult } from '../src/analysis/transfer.js';
 import { vegaLiteToSvg } from '../src/report/plots.js';
+import * as tf from '@tensorflow/tfjs';
+import { normSweep } from '../src/analysis/baseline.js';
+import { noiseOfNorm, randomPerturbation } from '../src/math/noise.js';
+import { lpNorm } from '../src/math/lp.js';
+import { predictSet, foolingRate } from '../src/analysis/fooling.js';
+import { tinyNet, randomImages } from './helpers.js';
+import { sizeSweep } from '../src/analysis/sizes.js';
+import { SGD_DEFAULTS } from '../src/attacks/sgd.js';
 
 const CLI = resolve('dist/src/cli/main.js');
 const uap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 300_000 });
@@ -37,6 +45,45 @@ describe('fooling graph', () => {
     const svg = await dotToSvg(dot);
     expect(svg).toMatch(/<svg/);
     expect(svg).toMatch(/>dog</);
+  });
+});
+
+describe('norm sweep (universal vs random noise)', () => {
+  it('noise of each kind has exactly the asked norm', () => {
+    for (const kind of ['sign', 'gaussian'] as const)
+      for (const p of [2, 'inf'] as const) expect(lpNorm(noiseOfNorm(kind, [5, 5, 3], p, 17, 3), p)).toBeCloseTo(17, 3);
+  });
+  it('scales v and draws noise at every radius; at 0 nothing is fooled; at 1 the universal rate is v\'s own', async () => {
+    await tf.setBackend('cpu');
+    const model = tinyNet([6, 6, 3], 6);
+    const X = randomImages(20, [6, 6, 3]);
+    const v = randomPerturbation([6, 6, 3], 'inf', 30, 5);
+    const s = await normSweep(model, X, v, 'inf', { factors: [0, 1, 2], draws: 2 });
+    expect(s.points).toHaveLength(9);
+    expect(s.vNorm).toBeCloseTo(30, 4);
+    expect(s.points.filter((p) => p.radius === 0).every((p) => p.mean === 0)).toBe(true);
+    const clean = await predictSet(model, X, null);
+    const own = foolingRate(clean, await predictSet(model, X, v));
+    expect(s.points.find((p) => p.kind === 'universal' && Math.abs(p.radius - 30) < 1e-3)!.mean).toBeCloseTo(own, 9);
+    for (const p of s.points) expect(p.min <= p.mean && p.mean <= p.max).toBe(true);
+  });
+});
+
+describe('size of X', () => {
+  it('crafts on nested seeded subsets of the asked sizes and scores each on the same validation set', async () => {
+    await tf.setBackend('cpu');
+    const model = tinyNet([6, 6, 3], 6);
+    const X = randomImages(30, [6, 6, 3], 4);
+    const V = randomImages(20, [6, 6, 3], 9);
+    const sub = X.subset([3, 7]);
+    expect(Array.from(sub.batch([1]).dataSync())).toEqual(Array.from(X.batch([7]).dataSync()));
+    const opts = { ...SGD_DEFAULTS, norm: 'inf' as const, xi: 40, maxPasses: 2, delta: 0, batchSize: 8 };
+    const points = await sizeSweep(model, X, V, 'sgd', opts, { sizes: [5, 20, 99] });
+    expect(points.map((p) => p.size)).toEqual([5, 20]); // 99 > |X| is dropped
+    for (const p of points) expect(p.valFoolingRate).toBeGreaterThanOrEqual(0);
+    // The same size and seed reproduces the same rate.
+    const again = await sizeSweep(model, X, V, 'sgd', opts, { sizes: [20] });
+    expect(again[0].valFoolingRate).toBe(points[1].valFoolingRate);
   });
 });
 
@@ -80,5 +127,16 @@ describe('uap transfer and uap graph from the command line (embedded model)', ()
     const gj = JSON.parse(readFileSync(join(run, 'graph.json'), 'utf8'));
     expect(gj.fooled / gj.images).toBeCloseTo(metrics.onVal.foolingRate, 9);
     expect(readFileSync(join(run, 'graph.svg'), 'utf8')).toMatch(/<svg/);
+    const b = uap('baseline', '--run', run, '--factors', '0,1', '--draws', '1');
+    expect(b.status, b.stderr).toBe(0);
+    const bj = JSON.parse(readFileSync(join(run, 'baseline.json'), 'utf8'));
+    expect(bj.points.find((p: { kind: string; radius: number }) => p.kind === 'universal' && p.radius > 0).mean).toBeCloseTo(metrics.onVal.foolingRate, 9);
+    expect(readFileSync(join(run, 'baseline.svg'), 'utf8')).toMatch(/<svg/);
+    const sweep = mkdtempSync(join(tmpdir(), 'uap-sweep-'));
+    const w = uap('sweep-size', '--method', 'sgd', '--sizes', '10,40', '--max-passes', '2', '--val-limit', '50', '-o', sweep);
+    expect(w.status, w.stderr).toBe(0);
+    const sj = JSON.parse(readFileSync(join(sweep, 'sweep-size.json'), 'utf8'));
+    expect(sj.points.map((p: { size: number }) => p.size)).toEqual([10, 40]);
+    expect(sj.validationImages).toBe(50);
   });
 });

@@ -1,17 +1,23 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+import type * as tf from '@tensorflow/tfjs';
+import type { Classifier } from '../model/classifier.js';
+import type { ImageSet } from '../data/dataset.js';
+import type { Norm } from '../math/lp.js';
+import { normSweep, sweepSpec, DEFAULT_FACTORS } from '../analysis/baseline.js';
 import { initBackend } from '../backend.js';
 import { UsageError } from '../errors.js';
 import { assetsDir } from '../paths.js';
-import { loadModel, loadPerturbation, loadSet, defaultData } from '../pipeline.js';
+import { loadModel, loadPerturbation, loadSet, defaultData, methodOptions, resolveTarget, type Method } from '../pipeline.js';
 import { predictSet } from '../analysis/fooling.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../analysis/graph.js';
 import { transferMatrix, transferSource, transferMarkdown, transferSpec } from '../analysis/transfer.js';
 import { vegaLiteToSvg } from '../report/plots.js';
 import { labelName } from '../model/classifier.js';
 import { writeJson } from '../io/run.js';
-import { addModelFlags, cardOverrides, count } from './flags.js';
+import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, type AttackFlags } from './flags.js';
+import { sizeSweep, sizeSpec, DEFAULT_SIZES } from '../analysis/sizes.js';
 import { consoleLog } from './console.js';
 
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
@@ -56,51 +62,91 @@ export function transferCommand(): Command {
   return cmd;
 }
 
-export function graphCommand(): Command {
-  const cmd = new Command('graph').description('fooling graph: where the fooled images of each label go; dominant labels; components (JSON, DOT, SVG)');
-  addModelFlags(cmd, 'fashion');
-  cmd
+/** The model and perturbation of an analysis: `--run DIR`, or `--model` with `-v file.npy`. */
+function runTarget(flags: Record<string, unknown>, what: string): { modelName: string; file: string; out?: string } {
+  const run = flags.run as string | undefined;
+  if (run) {
+    const src = transferSource(run);
+    if (!src.craftedOn) throw new UsageError(`--run ${run}: config.json does not name the model`);
+    return { modelName: src.craftedOn, file: src.file, out: run };
+  }
+  const file = flags.perturbation as string | undefined;
+  if (!file) throw new UsageError(`${what}: give --run DIR, or --model with -v perturbation.npy`);
+  if (!existsSync(file)) throw new UsageError(`-v ${file}: file not found`);
+  return { modelName: flags.model as string, file };
+}
+
+/** --run / -v / --data / --limit / --out of the analyses of one perturbation. */
+function addRunFlags(cmd: Command, outputs: string): Command {
+  return cmd
     .option('--run <dir>', 'a `uap compute` run directory: its model and perturbation.npy (and the default --out)')
     .option('-v, --perturbation <file.npy>', 'perturbation to analyse (with --model)')
     .option('-d, --data <dir>', "images (default: the model's validation set)")
     .option('--limit <n>', 'use at most n images', count('limit'))
-    .option('-o, --out <dir>', 'writes graph.json, graph.dot, graph.svg (default: the run directory, else runs/graph)')
+    .option('-o, --out <dir>', `writes ${outputs} (default: the run directory, else runs/analysis)`);
+}
+
+export function baselineCommand(): Command {
+  const cmd = new Command('baseline').description('fooling rate against norm: the perturbation scaled vs random sign and Gaussian noise of the same norm (JSON, SVG)');
+  addModelFlags(cmd, 'fashion');
+  addRunFlags(cmd, 'baseline.json, baseline.svg')
+    .addOption(new Option('-p, --norm <p>', 'norm of the sweep: 2 or inf (default: the run\'s)').argParser(norm))
+    .option('--factors <list>', `radii as multiples of ||v|| (default ${DEFAULT_FACTORS.join(',')})`)
+    .option('--draws <n>', 'random draws per radius', count('draws'), 3)
     .action(async (flags: Record<string, unknown>) => {
-      let modelName = flags.model as string;
-      let file = flags.perturbation as string | undefined;
-      const run = flags.run as string | undefined;
-      if (run) {
-        const src = transferSource(run);
-        if (!src.craftedOn) throw new UsageError(`--run ${run}: config.json does not name the model`);
-        modelName = src.craftedOn;
-        file = src.file;
-      }
-      if (!file) throw new UsageError('graph: give --run DIR, or --model with -v perturbation.npy');
-      if (!existsSync(file)) throw new UsageError(`-v ${file}: file not found`);
+      const { modelName, file, out: runOut } = runTarget(flags, 'baseline');
+      const factors = flags.factors === undefined ? undefined : String(flags.factors).split(',').map(Number);
+      if (factors?.some((f) => !Number.isFinite(f) || f < 0)) throw new UsageError(`--factors ${String(flags.factors)}: expected comma-separated numbers >= 0, e.g. 0,0.5,1,2`);
+      let p = flags.norm as Norm | undefined;
+      if (p === undefined && runOut) p = (JSON.parse(readFileSync(join(runOut, 'config.json'), 'utf8')) as { norm?: Norm }).norm;
+      await backend(flags.backend);
+      await withRunSet(flags, modelName, file, async (model, set, v, dir) => {
+        const sweep = await normSweep(model, set, v, p ?? 'inf', {
+          factors, draws: flags.draws as number,
+          onPoint: (pt) => consoleLog.info(`${pt.kind} at ${pt.radius.toFixed(1)}: ${pct(pt.mean)}`),
+        });
+        const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
+        writeJson(join(out, 'baseline.json'), { model: model.name, perturbation: file, data: dir, ...sweep });
+        write(join(out, 'baseline.svg'), await vegaLiteToSvg(sweepSpec(sweep, `${model.name}: universal perturbation vs random noise`)));
+        const at1 = sweep.points.filter((pt) => Math.abs(pt.radius - sweep.vNorm) < 1e-9);
+        process.stdout.write(
+          `at ||v|| = ${sweep.vNorm.toFixed(1)}: ${at1.map((pt) => `${pt.kind} ${pct(pt.mean)}`).join(', ')}\nwritten: ${join(out, 'baseline.json')}, ${join(out, 'baseline.svg')}\n`,
+        );
+      });
+    });
+  return cmd;
+}
+
+export function sweepSizeCommand(): Command {
+  const cmd = new Command('sweep-size').description('validation fooling rate against the size of X (nested seeded subsets, same method and settings; JSON, SVG)');
+  addModelFlags(cmd, 'fashion');
+  addDataFlags(cmd);
+  addAttackFlags(cmd);
+  cmd
+    .option('--sizes <list>', `sizes of X (default ${DEFAULT_SIZES.join(',')}, up to the images there are, and all of them)`)
+    .option('-o, --out <dir>', 'writes sweep-size.json, sweep-size.svg', 'runs/sweep-size')
+    .action(async (flags: Record<string, unknown>) => {
+      const sizes = flags.sizes === undefined ? undefined : String(flags.sizes).split(',').map(Number);
+      if (sizes?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--sizes ${String(flags.sizes)}: expected comma-separated integers >= 1, e.g. 50,100,500`);
       await backend(flags.backend);
       const assets = assetsDir(flags.assets as string | undefined);
-      const model = await loadModel(modelName, { assets, card: cardOverrides(flags) }, consoleLog);
+      const model = await loadModel(flags.model as string, { assets, card: cardOverrides(flags) }, consoleLog);
       try {
-        const dir = (flags.data as string | undefined) ?? defaultData(model, assets).val;
-        const set = await loadSet(model, dir, { limit: flags.limit as number | undefined, assets, log: consoleLog, what: 'images' });
-        const v = loadPerturbation(file, model, consoleLog);
-        const clean = await predictSet(model, set, null);
-        const adv = await predictSet(model, set, v).finally(() => v.dispose());
-        const name = (i: number) => labelName(model, i);
-        const g = foolingGraph(clean, adv, name);
-        const out = (flags.out as string | undefined) ?? run ?? 'runs/graph';
-        const dot = graphToDot(g, name);
-        writeJson(join(out, 'graph.json'), { model: model.name, perturbation: file, data: dir, ...g });
-        write(join(out, 'graph.dot'), dot);
-        write(join(out, 'graph.svg'), await dotToSvg(dot));
-        const top = g.dominant.slice(0, 5).map((d) => `${d.name.split(',')[0]} (${pct(d.share)} of fooled, in-degree ${d.inDegree})`);
-        process.stdout.write(
-          [
-            `${g.fooled} of ${g.images} images fooled; ${g.edges.length} labels lose images; ${g.components.length} connected component(s), largest ${g.components[0]?.length ?? 0} labels`,
-            `dominant labels: ${top.join('; ') || '-'}`,
-            `written: ${['graph.json', 'graph.dot', 'graph.svg'].map((f) => join(out, f)).join(', ')}`,
-          ].join('\n') + '\n',
-        );
+        const spec = dataSpec(flags);
+        const defaults = defaultData(model, assets);
+        const X = await loadSet(model, spec.data ?? defaults.data, { labels: spec.labels, limit: spec.limit, strict: spec.strict, assets, log: consoleLog, what: 'crafting set X' });
+        if (spec.val === 'none') throw new UsageError('--val none: the size sweep scores every perturbation on validation images');
+        const V = await loadSet(model, spec.val ?? defaults.val, { labels: spec.valLabels, limit: spec.valLimit, strict: spec.strict, assets, log: consoleLog, what: 'validation set' });
+        const method = (flags.method as Method | undefined) ?? 'algorithm1';
+        const options = methodOptions(method, model, attackOptions(flags as unknown as AttackFlags), resolveTarget(flags.target as string | undefined, model));
+        const points = await sizeSweep(model, X, V, method, options, {
+          sizes, seed: options.seed,
+          onPoint: (p) => consoleLog.info(`|X| = ${p.size}: validation ${pct(p.valFoolingRate)}, X ${pct(p.xFoolingRate)}, ${p.passes} pass(es), ${p.seconds.toFixed(0)} s`),
+        });
+        const out = flags.out as string;
+        writeJson(join(out, 'sweep-size.json'), { model: model.name, method, options, validationImages: V.size, points });
+        write(join(out, 'sweep-size.svg'), await vegaLiteToSvg(sizeSpec(points, `${model.name}: fooling rate against |X| (${method})`)));
+        process.stdout.write(points.map((p) => `|X| ${p.size}: ${pct(p.valFoolingRate)} on validation`).join('\n') + `\nwritten: ${join(out, 'sweep-size.json')}, ${join(out, 'sweep-size.svg')}\n`);
       } finally {
         model.dispose();
       }
@@ -108,3 +154,54 @@ export function graphCommand(): Command {
   return cmd;
 }
 
+/** Loads the model, its image set and the perturbation (fitted to the model), runs `use`, cleans up. */
+async function withRunSet(
+  flags: Record<string, unknown>,
+  modelName: string,
+  file: string,
+  use: (model: Classifier, set: ImageSet, v: tf.Tensor3D, dir: string) => Promise<void>,
+): Promise<void> {
+  const assets = assetsDir(flags.assets as string | undefined);
+  const model = await loadModel(modelName, { assets, card: cardOverrides(flags) }, consoleLog);
+  try {
+    const dir = (flags.data as string | undefined) ?? defaultData(model, assets).val;
+    const set = await loadSet(model, dir, { limit: flags.limit as number | undefined, assets, log: consoleLog, what: 'images' });
+    const v = loadPerturbation(file, model, consoleLog);
+    try {
+      await use(model, set, v, dir);
+    } finally {
+      v.dispose();
+    }
+  } finally {
+    model.dispose();
+  }
+}
+
+export function graphCommand(): Command {
+  const cmd = new Command('graph').description('fooling graph: where the fooled images of each label go; dominant labels; components (JSON, DOT, SVG)');
+  addModelFlags(cmd, 'fashion');
+  addRunFlags(cmd, 'graph.json, graph.dot, graph.svg').action(async (flags: Record<string, unknown>) => {
+    const { modelName, file, out: runOut } = runTarget(flags, 'graph');
+    await backend(flags.backend);
+    await withRunSet(flags, modelName, file, async (model, set, v, dir) => {
+      const clean = await predictSet(model, set, null);
+      const adv = await predictSet(model, set, v);
+      const name = (i: number) => labelName(model, i);
+      const g = foolingGraph(clean, adv, name);
+      const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
+      const dot = graphToDot(g, name);
+      writeJson(join(out, 'graph.json'), { model: model.name, perturbation: file, data: dir, ...g });
+      write(join(out, 'graph.dot'), dot);
+      write(join(out, 'graph.svg'), await dotToSvg(dot));
+      const top = g.dominant.slice(0, 5).map((d) => `${d.name.split(',')[0]} (${pct(d.share)} of fooled, in-degree ${d.inDegree})`);
+      process.stdout.write(
+        [
+          `${g.fooled} of ${g.images} images fooled; ${g.edges.length} labels lose images; ${g.components.length} connected component(s), largest ${g.components[0]?.length ?? 0} labels`,
+          `dominant labels: ${top.join('; ') || '-'}`,
+          `written: ${['graph.json', 'graph.dot', 'graph.svg'].map((f) => join(out, f)).join(', ')}`,
+        ].join('\n') + '\n',
+      );
+    });
+  });
+  return cmd;
+}

@@ -116,6 +116,13 @@ export class ImageSet {
   *batchIndices(size: number): Generator<number[]> {
     for (let s = 0; s < this.size; s += size) yield Array.from({ length: Math.min(size, this.size - s) }, (_, i) => s + i);
   }
+  /** The given images as a set of their own (pixels copied). */
+  subset(indices: ArrayLike<number>): ImageSet {
+    const per = this.shape[0] * this.shape[1] * this.shape[2];
+    const px = new Uint8Array(indices.length * per);
+    for (let k = 0; k < indices.length; k++) px.set(this.pixels.subarray(indices[k] * per, (indices[k] + 1) * per), k * per);
+    return new ImageSet(this.shape, px, Array.from(indices, (i) => this.items[i]));
+  }
   /** Float32 pixel-space batch of the given images, [n, H, W, C]. */
   batch(indices: ArrayLike<number>): tf.Tensor4D {
     const [h, w, c] = this.shape;

@@ -2,6 +2,17 @@ import * as tf from '@tensorflow/tfjs';
 import { Rng } from './random.js';
 import type { Norm } from './lp.js';
 
+/** Seeded noise of a given kind ('sign': uniform random signs; 'gaussian'), scaled to norm `radius` in `norm`. */
+export function noiseOfNorm(kind: 'sign' | 'gaussian', shape: [number, number, number], norm: Norm, radius: number, seed: number): tf.Tensor3D {
+  const raw = randomPerturbation(shape, kind === 'sign' ? 'inf' : 2, 1, seed);
+  const out = tf.tidy(() => {
+    const size = norm === 2 ? tf.norm(raw) : tf.max(tf.abs(raw));
+    return tf.mul(raw, tf.div(radius, size)) as tf.Tensor3D;
+  });
+  raw.dispose();
+  return out;
+}
+
 /**
  * Seeded random perturbation of norm exactly xi: for Linf, uniform random signs times xi (a corner of
  * the ball, the strongest random Linf noise); for L2, a Gaussian direction scaled to length xi.

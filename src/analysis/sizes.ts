@@ -1,0 +1,70 @@
+import type { Classifier } from '../model/classifier.js';
+import type { ImageSet } from '../data/dataset.js';
+import { Rng } from '../math/random.js';
+import { craft, type Method } from '../pipeline.js';
+import type { UniversalOptions } from '../attacks/universal.js';
+import type { SgdOptions } from '../attacks/sgd.js';
+import { evaluatePerturbation, predictSet } from './fooling.js';
+import type { TopLevelSpec } from '../report/plots.js';
+
+/**
+ * How small can X be (the paper's Fig. 6): the same method and settings on nested seeded subsets of
+ * X of growing size, each perturbation scored on the same validation images.
+ */
+
+export interface SizePoint {
+  size: number;
+  valFoolingRate: number;
+  xFoolingRate: number;
+  passes: number;
+  seconds: number;
+}
+
+export const DEFAULT_SIZES = [50, 100, 250, 500, 1000, 2000, 5000, 10000];
+
+export async function sizeSweep(
+  model: Classifier,
+  X: ImageSet,
+  V: ImageSet,
+  method: Method,
+  options: UniversalOptions | SgdOptions,
+  opts: { sizes?: number[]; seed?: number; onPoint?: (p: SizePoint) => void } = {},
+): Promise<SizePoint[]> {
+  const sizes = [...new Set((opts.sizes ?? DEFAULT_SIZES).filter((n) => n <= X.size).concat(opts.sizes ? [] : [X.size]))].sort((a, b) => a - b);
+  // Nested subsets: the first n images of one seeded order, so a bigger X contains every smaller one.
+  const order = new Rng(opts.seed ?? 0).permutation(X.size);
+  const cleanV = await predictSet(model, V, null);
+  const points: SizePoint[] = [];
+  for (const n of sizes) {
+    const res = await craft(model, X.subset(order.slice(0, n)), method, options);
+    try {
+      const ev = await evaluatePerturbation(model, V, res.v, { cleanPred: cleanV });
+      const p = { size: n, valFoolingRate: ev.foolingRate, xFoolingRate: res.foolingRate, passes: res.passes, seconds: res.seconds };
+      points.push(p);
+      opts.onPoint?.(p);
+    } finally {
+      res.v.dispose();
+    }
+  }
+  return points;
+}
+
+export function sizeSpec(points: SizePoint[], title: string): TopLevelSpec {
+  const values = points.flatMap((p) => [
+    { size: p.size, rate: p.valFoolingRate, on: 'validation images' },
+    { size: p.size, rate: p.xFoolingRate, on: 'X itself' },
+  ]);
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title,
+    data: { values },
+    width: 420,
+    height: 260,
+    mark: { type: 'line', point: true },
+    encoding: {
+      x: { field: 'size', type: 'quantitative', title: 'number of images in X', scale: { type: 'log' } },
+      y: { field: 'rate', type: 'quantitative', title: 'fooling rate', scale: { domain: [0, 1] }, axis: { format: '%' } },
+      color: { field: 'on', type: 'nominal', title: null },
+    },
+  } as TopLevelSpec;
+}
