@@ -11,7 +11,8 @@ import { normSweep } from '../src/analysis/baseline.js';
 import { noiseOfNorm, randomPerturbation } from '../src/math/noise.js';
 import { lpNorm } from '../src/math/lp.js';
 import { predictSet, foolingRate } from '../src/analysis/fooling.js';
-import { tinyNet, randomImages } from './helpers.js';
+import { tinyNet, randomImages, linearClassifier } from './helpers.js';
+import { normalsAnalysis } from '../src/analysis/normals.js';
 import { sizeSweep } from '../src/analysis/sizes.js';
 import { SGD_DEFAULTS } from '../src/attacks/sgd.js';
 
@@ -84,6 +85,24 @@ describe('size of X', () => {
     // The same size and seed reproduces the same rate.
     const again = await sizeSweep(model, X, V, 'sgd', opts, { sizes: [20] });
     expect(again[0].valFoolingRate).toBe(points[1].valFoolingRate);
+  });
+});
+
+describe('DeepFool normals', () => {
+  it('of a two-class linear classifier all lie on one line: singular values (sqrt(n), 0, ...), while random vectors spread', async () => {
+    await tf.setBackend('cpu');
+    const shape: [number, number, number] = [8, 8, 1];
+    const w0 = Array.from({ length: 64 }, (_, i) => Math.sin(i));
+    const w1 = Array.from({ length: 64 }, (_, i) => Math.cos(i * 0.7));
+    const model = linearClassifier([w0, w1], [0, 0], shape);
+    const X = randomImages(12, shape, 3);
+    const r = await normalsAnalysis(model, X, randomImages(40, shape, 5), { xi: 300, dims: [1], draws: 2 });
+    expect(r.normals).toBe(12);
+    expect(r.singular[0]).toBeCloseTo(Math.sqrt(12), 3);
+    expect(r.singular[1]).toBeLessThan(1e-3);
+    expect(r.randomSingular[1]).toBeGreaterThan(0.3); // 12 random unit vectors in 64 dimensions are far from one line
+    // A random vector from the normals' span moves every image straight across the boundary.
+    expect(r.subspace[0].mean).toBeGreaterThanOrEqual(r.unconstrained.mean);
   });
 });
 

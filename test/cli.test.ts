@@ -23,7 +23,7 @@ function expectUsageError(args: string[], pattern: RegExp) {
 
 describe('CLI', () => {
   it('has --help on every command', async () => {
-    for (const c of ['compute', 'evaluate', 'accuracy', 'transfer', 'graph', 'baseline', 'sweep-size', 'demo']) {
+    for (const c of ['compute', 'evaluate', 'accuracy', 'transfer', 'graph', 'baseline', 'sweep-size', 'normals', 'demo']) {
       const r = uap(c, '--help');
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/Usage: uap/);
@@ -45,6 +45,7 @@ describe('CLI', () => {
   it('bad SGD step decay', () => expectUsageError(['compute', '--method', 'sgd', '--lr-decay', '2'], /--lr-decay 2: expected a number in \(0, 1\]/));
   it('baseline with bad factors', () => expectUsageError(['baseline', '-v', 'assets/fashion-mnist/README.md', '--factors', '1,x'], /--factors 1,x: expected comma-separated numbers >= 0/));
   it('sweep-size with bad sizes', () => expectUsageError(['sweep-size', '--sizes', '10,0'], /--sizes 10,0: expected comma-separated integers >= 1/));
+  it('normals with bad dims', () => expectUsageError(['normals', '--dims', 'a'], /--dims a: expected comma-separated integers >= 1/));
   it('graph without a perturbation', () => expectUsageError(['graph'], /graph: give --run DIR, or --model with -v perturbation.npy/));
   it('transfer of a missing run', () => expectUsageError(['transfer', '/no/such/run'], /\/no\/such\/run: not found/));
   it('missing model', async () => expectUsageError(['compute', '--model', 'no-such-model'], /--model no-such-model: not found/));

@@ -9,14 +9,15 @@ import { normSweep, sweepSpec, DEFAULT_FACTORS } from '../analysis/baseline.js';
 import { initBackend } from '../backend.js';
 import { UsageError } from '../errors.js';
 import { assetsDir } from '../paths.js';
-import { loadModel, loadPerturbation, loadSet, defaultData, methodOptions, resolveTarget, type Method } from '../pipeline.js';
+import { loadModel, loadPerturbation, loadSet, defaultData, defaultXi, methodOptions, resolveTarget, type Method } from '../pipeline.js';
+import { normalsAnalysis, normalsSpec } from '../analysis/normals.js';
 import { predictSet } from '../analysis/fooling.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../analysis/graph.js';
 import { transferMatrix, transferSource, transferMarkdown, transferSpec } from '../analysis/transfer.js';
 import { vegaLiteToSvg } from '../report/plots.js';
 import { labelName } from '../model/classifier.js';
 import { writeJson } from '../io/run.js';
-import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, type AttackFlags } from './flags.js';
+import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, type AttackFlags } from './flags.js';
 import { sizeSweep, sizeSpec, DEFAULT_SIZES } from '../analysis/sizes.js';
 import { consoleLog } from './console.js';
 
@@ -147,6 +148,47 @@ export function sweepSizeCommand(): Command {
         writeJson(join(out, 'sweep-size.json'), { model: model.name, method, options, validationImages: V.size, points });
         write(join(out, 'sweep-size.svg'), await vegaLiteToSvg(sizeSpec(points, `${model.name}: fooling rate against |X| (${method})`)));
         process.stdout.write(points.map((p) => `|X| ${p.size}: ${pct(p.valFoolingRate)} on validation`).join('\n') + `\nwritten: ${join(out, 'sweep-size.json')}, ${join(out, 'sweep-size.svg')}\n`);
+      } finally {
+        model.dispose();
+      }
+    });
+  return cmd;
+}
+
+export function normalsCommand(): Command {
+  const cmd = new Command('normals').description('DeepFool boundary normals: singular values vs random vectors, and fooling by random vectors from their top-d subspace (JSON, SVG)');
+  addModelFlags(cmd, 'fashion');
+  addDataFlags(cmd);
+  cmd
+    .option('--xi <x>', 'L2 norm of the random vectors, pixel units (default: 2000 at 224x224x3, scaled by sqrt(pixels))', positive('xi'))
+    .option('--dims <list>', 'subspace dimensions d (default 1,10,50,100,200, up to the rank)')
+    .option('--draws <n>', 'random vectors per d', count('draws'), 3)
+    .option('-o, --out <dir>', 'writes normals.json, normals.svg', 'runs/normals')
+    .action(async (flags: Record<string, unknown>) => {
+      const dims = flags.dims === undefined ? undefined : String(flags.dims).split(',').map(Number);
+      if (dims?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--dims ${String(flags.dims)}: expected comma-separated integers >= 1, e.g. 1,10,50`);
+      await backend(flags.backend);
+      const assets = assetsDir(flags.assets as string | undefined);
+      const model = await loadModel(flags.model as string, { assets, card: cardOverrides(flags) }, consoleLog);
+      try {
+        const spec = dataSpec(flags);
+        const defaults = defaultData(model, assets);
+        const X = await loadSet(model, spec.data ?? defaults.data, { labels: spec.labels, limit: spec.limit ?? 200, strict: spec.strict, assets, log: consoleLog, what: 'images for the normals' });
+        if (spec.val === 'none') throw new UsageError('--val none: the subspace fooling rates need validation images');
+        const V = await loadSet(model, spec.val ?? defaults.val, { labels: spec.valLabels, limit: spec.valLimit, strict: spec.strict, assets, log: consoleLog, what: 'validation set' });
+        const xi = (flags.xi as number | undefined) ?? defaultXi(2, model.inputShape);
+        const r = await normalsAnalysis(model, X, V, { xi, dims, draws: flags.draws as number, onProgress: (done) => consoleLog.info(`DeepFool normals: ${done}/${X.size}`) });
+        const out = flags.out as string;
+        writeJson(join(out, 'normals.json'), { model: model.name, ...r });
+        write(join(out, 'normals.svg'), await vegaLiteToSvg(normalsSpec(r, `${model.name}: singular values of ${r.normals} DeepFool normals`)));
+        process.stdout.write(
+          [
+            `${r.normals} normals of ${r.images} images; random vectors of L2 ${xi.toFixed(0)} on ${V.size} validation images:`,
+            ...r.subspace.map((p) => `  from the top-${p.d} subspace: ${pct(p.mean)} (min ${pct(p.min)}, max ${pct(p.max)})`),
+            `  unconstrained: ${pct(r.unconstrained.mean)}`,
+            `written: ${join(out, 'normals.json')}, ${join(out, 'normals.svg')}`,
+          ].join('\n') + '\n',
+        );
       } finally {
         model.dispose();
       }

@@ -1,0 +1,149 @@
+import * as tf from '@tensorflow/tfjs';
+import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
+import type { Classifier } from '../model/classifier.js';
+import type { ImageSet } from '../data/dataset.js';
+import { deepfool } from '../attacks/deepfool.js';
+import { Rng } from '../math/random.js';
+import { predictSet, foolingRate } from './fooling.js';
+import type { TopLevelSpec } from '../report/plots.js';
+
+/**
+ * The geometry behind universality (the paper's Sec. 5, Fig. 9): the DeepFool boundary normals
+ * r(x)/||r(x)|| of n images span a low-dimensional subspace. Their n x D matrix N is analysed through
+ * the n x n Gram matrix N N^T (D = 150,528 makes the SVD of N itself wasteful): its eigenvalues are the
+ * squared singular values, its eigenvectors give the right singular vectors v_i = N^T u_i / s_i.
+ * Random vectors drawn from the span of the top d of them fool far more than unconstrained random
+ * vectors of the same norm.
+ */
+
+export interface NormalsResult {
+  images: number;
+  /** Images whose DeepFool converged (rows of N). */
+  normals: number;
+  /** Singular values of N, descending. */
+  singular: number[];
+  /** Singular values of as many random unit vectors in the same dimension, descending. */
+  randomSingular: number[];
+  /** Fooling rate of random vectors of L2 norm xi in the span of the top d singular vectors, and unconstrained. */
+  subspace: { d: number; mean: number; min: number; max: number }[];
+  unconstrained: { mean: number; min: number; max: number };
+  xi: number;
+  draws: number;
+}
+
+/** Descending singular values (and the matching left singular vectors) of the rows of `rows` [n, D]. */
+function gramSvd(rows: tf.Tensor2D): { singular: number[]; u: number[][] } {
+  const gram = tf.tidy(() => tf.matMul(rows, rows, false, true));
+  const g = gram.arraySync() as number[][];
+  gram.dispose();
+  const eig = new EigenvalueDecomposition(new Matrix(g), { assumeSymmetric: true });
+  const order = eig.realEigenvalues.map((v, i) => [v, i] as const).sort((a, b) => b[0] - a[0]);
+  const vecs = eig.eigenvectorMatrix;
+  return {
+    singular: order.map(([v]) => Math.sqrt(Math.max(v, 0))),
+    u: order.map(([, i]) => vecs.getColumn(i)),
+  };
+}
+
+function unitRows(n: number, size: number, seed: number): tf.Tensor2D {
+  const rng = new Rng(seed);
+  return tf.tidy(() => {
+    const r = tf.tensor2d(Float32Array.from({ length: n * size }, () => rng.normal()), [n, size]);
+    return tf.div(r, tf.norm(r, 2, 1, true)) as tf.Tensor2D;
+  });
+}
+
+export async function normalsAnalysis(
+  model: Classifier,
+  X: ImageSet,
+  V: ImageSet,
+  opts: { xi: number; dims?: number[]; draws?: number; seed?: number; batchSize?: number; onProgress?: (done: number) => void },
+): Promise<NormalsResult> {
+  const [h, w, c] = model.inputShape;
+  const size = h * w * c;
+  const draws = opts.draws ?? 3;
+  const seed = opts.seed ?? 0;
+  // 1. DeepFool normals r(x)/||r(x)|| of the converged images.
+  const parts: tf.Tensor2D[] = [];
+  for (const idx of X.batchIndices(opts.batchSize ?? 16)) {
+    const x = X.batch(idx);
+    const df = await deepfool(model, x);
+    x.dispose();
+    const ok = idx.map((_, j) => j).filter((j) => df.status[j] === 'converged');
+    if (ok.length)
+      parts.push(tf.tidy(() => {
+        const r = tf.gather(df.r.reshape([idx.length, size]), tf.tensor1d(ok, 'int32')) as tf.Tensor2D;
+        return tf.div(r, tf.norm(r, 2, 1, true)) as tf.Tensor2D;
+      }));
+    df.r.dispose();
+    opts.onProgress?.(idx[idx.length - 1] + 1);
+  }
+  if (parts.length === 0) throw new Error('DeepFool converged on none of the images');
+  const N = tf.concat(parts, 0) as tf.Tensor2D;
+  tf.dispose(parts);
+  const n = N.shape[0];
+  try {
+    const { singular, u } = gramSvd(N);
+    const R = unitRows(n, size, seed + 7);
+    const randomSingular = gramSvd(R).singular;
+    R.dispose();
+    // 2. Right singular vectors of the top components: v_i = N^T u_i / s_i, as columns of [D, dMax].
+    const usable = singular.filter((s) => s > 1e-6 * singular[0]).length;
+    const dims = (opts.dims ?? [1, 10, 50, 100, 200]).filter((d) => d <= usable);
+    const dMax = Math.max(...dims, 1);
+    const basis = tf.tidy(() => {
+      const U = tf.tensor2d(u.slice(0, dMax).flat(), [dMax, n]);
+      const S = tf.tensor1d(singular.slice(0, dMax));
+      return tf.div(tf.matMul(U, N), S.reshape([dMax, 1])) as tf.Tensor2D; // [dMax, D], orthonormal rows
+    });
+    const clean = await predictSet(model, V, null);
+    const rng = new Rng(seed + 11);
+    const rateOf = async (vec: tf.Tensor1D) => {
+      const v = tf.tidy(() => tf.mul(vec, opts.xi / tf.norm(vec).dataSync()[0]).reshape([h, w, c]) as tf.Tensor3D);
+      try {
+        return foolingRate(clean, await predictSet(model, V, v));
+      } finally {
+        v.dispose();
+      }
+    };
+    const stats = (rates: number[]) => ({ mean: rates.reduce((a, b) => a + b, 0) / rates.length, min: Math.min(...rates), max: Math.max(...rates) });
+    const subspace: NormalsResult['subspace'] = [];
+    for (const d of dims) {
+      const rates: number[] = [];
+      for (let k = 0; k < draws; k++) {
+        const z = tf.tensor2d(Float32Array.from({ length: d }, () => rng.normal()), [1, d]);
+        const vec = tf.tidy(() => tf.matMul(z, basis.slice([0, 0], [d, size])).reshape([size]) as tf.Tensor1D);
+        z.dispose();
+        rates.push(await rateOf(vec).finally(() => vec.dispose()));
+      }
+      subspace.push({ d, ...stats(rates) });
+    }
+    basis.dispose();
+    const free: number[] = [];
+    for (let k = 0; k < draws; k++) {
+      const vec = tf.tensor1d(Float32Array.from({ length: size }, () => rng.normal()));
+      free.push(await rateOf(vec).finally(() => vec.dispose()));
+    }
+    return { images: X.size, normals: n, singular, randomSingular, subspace, unconstrained: stats(free), xi: opts.xi, draws };
+  } finally {
+    N.dispose();
+  }
+}
+
+/** Singular values, normalised by the largest, of the normals vs random unit vectors (Fig. 9). */
+export function normalsSpec(r: NormalsResult, title: string): TopLevelSpec {
+  const rows = (s: number[], kind: string) => s.map((v, i) => ({ index: i + 1, value: v / s[0], kind }));
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title,
+    data: { values: [...rows(r.singular, 'DeepFool normals'), ...rows(r.randomSingular, 'random unit vectors')] },
+    width: 420,
+    height: 260,
+    mark: { type: 'line' },
+    encoding: {
+      x: { field: 'index', type: 'quantitative', title: 'singular value index' },
+      y: { field: 'value', type: 'quantitative', title: 'singular value / largest' },
+      color: { field: 'kind', type: 'nominal', title: null, scale: { range: ['#d62728', '#7f7f7f'] } },
+    },
+  } as TopLevelSpec;
+}
