@@ -118,6 +118,28 @@ export function baselineCommand(): Command {
   return cmd;
 }
 
+/** Loads the model, the images X (`--data`, default limit `xLimit`) and the validation images for `use`. */
+async function withModelAndSets(
+  flags: Record<string, unknown>,
+  what: string,
+  xLimit: number | undefined,
+  use: (model: Classifier, X: ImageSet, V: ImageSet) => Promise<void>,
+): Promise<void> {
+  await backend(flags.backend);
+  const assets = assetsDir(flags.assets as string | undefined);
+  const model = await loadModel(flags.model as string, { assets, card: cardOverrides(flags) }, consoleLog);
+  try {
+    const spec = dataSpec(flags);
+    const defaults = defaultData(model, assets);
+    const X = await loadSet(model, spec.data ?? defaults.data, { labels: spec.labels, limit: spec.limit ?? xLimit, strict: spec.strict, assets, log: consoleLog, what: 'images X' });
+    if (spec.val === 'none') throw new UsageError(`--val none: ${what} needs validation images`);
+    const V = await loadSet(model, spec.val ?? defaults.val, { labels: spec.valLabels, limit: spec.valLimit, strict: spec.strict, assets, log: consoleLog, what: 'validation set' });
+    await use(model, X, V);
+  } finally {
+    model.dispose();
+  }
+}
+
 export function sweepSizeCommand(): Command {
   const cmd = new Command('sweep-size').description('validation fooling rate against the size of X (nested seeded subsets, same method and settings; JSON, SVG)');
   addModelFlags(cmd, 'fashion');
@@ -129,15 +151,7 @@ export function sweepSizeCommand(): Command {
     .action(async (flags: Record<string, unknown>) => {
       const sizes = flags.sizes === undefined ? undefined : String(flags.sizes).split(',').map(Number);
       if (sizes?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--sizes ${String(flags.sizes)}: expected comma-separated integers >= 1, e.g. 50,100,500`);
-      await backend(flags.backend);
-      const assets = assetsDir(flags.assets as string | undefined);
-      const model = await loadModel(flags.model as string, { assets, card: cardOverrides(flags) }, consoleLog);
-      try {
-        const spec = dataSpec(flags);
-        const defaults = defaultData(model, assets);
-        const X = await loadSet(model, spec.data ?? defaults.data, { labels: spec.labels, limit: spec.limit, strict: spec.strict, assets, log: consoleLog, what: 'crafting set X' });
-        if (spec.val === 'none') throw new UsageError('--val none: the size sweep scores every perturbation on validation images');
-        const V = await loadSet(model, spec.val ?? defaults.val, { labels: spec.valLabels, limit: spec.valLimit, strict: spec.strict, assets, log: consoleLog, what: 'validation set' });
+      await withModelAndSets(flags, 'the size sweep', undefined, async (model, X, V) => {
         const method = (flags.method as Method | undefined) ?? 'algorithm1';
         const options = methodOptions(method, model, attackOptions(flags as unknown as AttackFlags), resolveTarget(flags.target as string | undefined, model));
         const points = await sizeSweep(model, X, V, method, options, {
@@ -148,9 +162,7 @@ export function sweepSizeCommand(): Command {
         writeJson(join(out, 'sweep-size.json'), { model: model.name, method, options, validationImages: V.size, points });
         write(join(out, 'sweep-size.svg'), await vegaLiteToSvg(sizeSpec(points, `${model.name}: fooling rate against |X| (${method})`)));
         process.stdout.write(points.map((p) => `|X| ${p.size}: ${pct(p.valFoolingRate)} on validation`).join('\n') + `\nwritten: ${join(out, 'sweep-size.json')}, ${join(out, 'sweep-size.svg')}\n`);
-      } finally {
-        model.dispose();
-      }
+      });
     });
   return cmd;
 }
@@ -167,15 +179,7 @@ export function normalsCommand(): Command {
     .action(async (flags: Record<string, unknown>) => {
       const dims = flags.dims === undefined ? undefined : String(flags.dims).split(',').map(Number);
       if (dims?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--dims ${String(flags.dims)}: expected comma-separated integers >= 1, e.g. 1,10,50`);
-      await backend(flags.backend);
-      const assets = assetsDir(flags.assets as string | undefined);
-      const model = await loadModel(flags.model as string, { assets, card: cardOverrides(flags) }, consoleLog);
-      try {
-        const spec = dataSpec(flags);
-        const defaults = defaultData(model, assets);
-        const X = await loadSet(model, spec.data ?? defaults.data, { labels: spec.labels, limit: spec.limit ?? 200, strict: spec.strict, assets, log: consoleLog, what: 'images for the normals' });
-        if (spec.val === 'none') throw new UsageError('--val none: the subspace fooling rates need validation images');
-        const V = await loadSet(model, spec.val ?? defaults.val, { labels: spec.valLabels, limit: spec.valLimit, strict: spec.strict, assets, log: consoleLog, what: 'validation set' });
+      await withModelAndSets(flags, 'the subspace fooling rates', 200, async (model, X, V) => {
         const xi = (flags.xi as number | undefined) ?? defaultXi(2, model.inputShape);
         const r = await normalsAnalysis(model, X, V, { xi, dims, draws: flags.draws as number, onProgress: (done) => consoleLog.info(`DeepFool normals: ${done}/${X.size}`) });
         const out = flags.out as string;
@@ -189,9 +193,7 @@ export function normalsCommand(): Command {
             `written: ${join(out, 'normals.json')}, ${join(out, 'normals.svg')}`,
           ].join('\n') + '\n',
         );
-      } finally {
-        model.dispose();
-      }
+      });
     });
   return cmd;
 }
