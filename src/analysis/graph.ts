@@ -90,26 +90,30 @@ function components(edges: GraphEdge[]): number[][] {
 const quote = (s: string) => `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
 
 /**
- * Graphviz DOT of the largest components (up to about `maxNodes` labels, so the picture stays
- * readable; the JSON keeps the whole graph): nodes named by label, edge width by count, the dominant
- * labels (top `highlight`) filled.
+ * Graphviz DOT of the dominant labels and the labels that flow into them, most dominant first, up to
+ * `maxNodes` labels so the picture stays readable (the JSON keeps the whole graph): nodes named by
+ * label, edge width by count, the top `highlight` dominant labels filled.
  */
 export function graphToDot(g: FoolingGraph, names: (i: number) => string = (i) => `#${i}`, highlight = 5, maxNodes = 60): string {
   const top = new Set(g.dominant.slice(0, highlight).map((d) => d.label));
   const nodes = new Set<number>();
-  for (const c of g.components) {
-    if (nodes.size > 0 && nodes.size + c.length > maxNodes) break;
-    c.forEach((n) => nodes.add(n));
+  // Each dominant label brings its strongest inflows, at most a fair share of the picture.
+  const perLabel = Math.max(3, Math.floor(maxNodes / Math.max(1, Math.min(highlight, g.dominant.length))) - 1);
+  for (const d of g.dominant) {
+    if (nodes.size >= maxNodes) break;
+    nodes.add(d.label);
+    const inflows = g.edges.filter((e) => e.to === d.label && e.from !== d.label).sort((a, b) => b.count - a.count).slice(0, perLabel);
+    for (const e of inflows) if (nodes.size < maxNodes) nodes.add(e.from);
   }
-  const shown = g.edges.filter((e) => nodes.has(e.from));
+  const shown = g.edges.filter((e) => nodes.has(e.from) && nodes.has(e.to));
   const maxCount = Math.max(1, ...shown.map((e) => e.count));
-  const lines = ['digraph fooling {', '  graph [rankdir=LR, overlap=false, fontname="Helvetica"];', '  node [shape=box, style="rounded", fontname="Helvetica", fontsize=10];'];
+  const lines = ['digraph fooling {', '  graph [overlap=false, splines=true, sep="+6", fontname="Helvetica"];', '  node [shape=box, style="rounded", fontname="Helvetica", fontsize=10];'];
   for (const n of [...nodes].sort((a, b) => a - b)) {
     const style = top.has(n) ? ', style="rounded,filled", fillcolor="#f4a261"' : '';
     lines.push(`  n${n} [label=${quote(names(n).split(',')[0])}${style}];`);
   }
-  if (nodes.size < new Set(g.edges.flatMap((e) => [e.from, e.to])).size)
-    lines.push(`  label=${quote(`largest components: ${nodes.size} of ${new Set(g.edges.flatMap((e) => [e.from, e.to])).size} labels`)}; labelloc=t;`);
+  const all = new Set(g.edges.flatMap((e) => [e.from, e.to])).size;
+  if (nodes.size < all) lines.push(`  label=${quote(`the dominant labels and what flows into them: ${nodes.size} of ${all} labels`)}; labelloc=t;`);
   for (const e of shown) lines.push(`  n${e.from} -> n${e.to} [penwidth=${(0.5 + (2.5 * e.count) / maxCount).toFixed(2)}, tooltip=${quote(`${e.count} images`)}];`);
   lines.push('}');
   return lines.join('\n') + '\n';
@@ -119,5 +123,6 @@ export function graphToDot(g: FoolingGraph, names: (i: number) => string = (i) =
 export async function dotToSvg(dot: string): Promise<string> {
   const { instance } = await import('@viz-js/viz');
   const viz = await instance();
-  return viz.renderString(dot, { format: 'svg', engine: 'dot' });
+  // neato: dominant labels become hubs with their inflows around them (the paper's Fig. 7 look).
+  return viz.renderString(dot, { format: 'svg', engine: 'neato' });
 }
