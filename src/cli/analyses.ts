@@ -15,6 +15,7 @@ import { predictSet } from '../analysis/fooling.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../analysis/graph.js';
 import { transferMatrix, transferSource, transferMarkdown, transferSpec } from '../analysis/transfer.js';
 import { vegaLiteToSvg } from '../report/plots.js';
+import { buildReport } from '../report/html.js';
 import { labelName } from '../model/classifier.js';
 import { writeJson } from '../io/run.js';
 import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, type AttackFlags } from './flags.js';
@@ -196,6 +197,19 @@ export function normalsCommand(): Command {
       });
     });
   return cmd;
+}
+
+export function reportCommand(): Command {
+  return new Command('report')
+    .description('one self-contained HTML page (opens offline) for run directories of compute and of the analyses')
+    .argument('<dirs...>', 'run directories (uap compute --out, or the --out of transfer / graph / baseline / sweep-size / normals)')
+    .option('-o, --out <file>', 'the HTML file', 'runs/report.html')
+    .option('--title <text>', 'page title')
+    .action(async (dirs: string[], flags: Record<string, unknown>) => {
+      const html = await buildReport(dirs, flags.title as string | undefined);
+      write(flags.out as string, html);
+      process.stdout.write(`written: ${flags.out as string} (${(html.length / 1e6).toFixed(1)} MB, self-contained)\n`);
+    });
 }
 
 /** Loads the model, its image set and the perturbation (fitted to the model), runs `use`, cleans up. */

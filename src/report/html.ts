@@ -1,0 +1,133 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { UsageError } from '../errors.js';
+import { vegaLiteToSvg, type TopLevelSpec } from './plots.js';
+
+/**
+ * One self-contained HTML page (opens offline: images as data URIs, plots as inline SVG) for one or
+ * more run directories of `uap compute` and of the analysis commands.
+ */
+
+interface PassRow {
+  pass: number;
+  foolingRate: number;
+  targetSuccess?: number;
+  seconds: number;
+}
+
+const esc = (s: unknown) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(1)}%` : '-');
+
+function readJson<T>(file: string): T | undefined {
+  if (!existsSync(file)) return undefined;
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as T;
+  } catch {
+    throw new UsageError(`${file}: not valid JSON`);
+  }
+}
+
+function dataUri(file: string): string | undefined {
+  return existsSync(file) ? `data:image/png;base64,${readFileSync(file).toString('base64')}` : undefined;
+}
+
+/** An SVG file's <svg> element, for inlining (XML prolog and DOCTYPE dropped). */
+function inlineSvg(file: string): string | undefined {
+  if (!existsSync(file)) return undefined;
+  const s = readFileSync(file, 'utf8');
+  const at = s.indexOf('<svg');
+  return at >= 0 ? s.slice(at) : undefined;
+}
+
+function passCurve(history: PassRow[]): TopLevelSpec {
+  const values = history.flatMap((h) => [
+    { pass: h.pass, rate: h.foolingRate, what: 'fooling rate on X' },
+    ...(h.targetSuccess !== undefined ? [{ pass: h.pass, rate: h.targetSuccess, what: 'targeted success on X' }] : []),
+  ]);
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    data: { values },
+    width: 360,
+    height: 200,
+    mark: { type: 'line', point: true },
+    encoding: {
+      x: { field: 'pass', type: 'quantitative', title: 'pass', axis: { tickMinStep: 1 } },
+      y: { field: 'rate', type: 'quantitative', title: null, scale: { domain: [0, 1] }, axis: { format: '%' } },
+      color: { field: 'what', type: 'nominal', title: null },
+    },
+  } as TopLevelSpec;
+}
+
+const ANALYSES: [file: string, title: string, summary: (j: Record<string, unknown>) => string][] = [
+  ['baseline', 'Fooling rate against norm (vs random noise)', (j) => `||v|| = ${Number(j.vNorm).toFixed(1)} (${j.norm === 2 ? 'L2' : 'Linf'}), ${j.images} images`],
+  ['sweep-size', 'Fooling rate against the size of X', (j) => `${j.method}, validation on ${j.validationImages} images`],
+  ['graph', 'Fooling graph', (j) => {
+    const dom = (j.dominant as { name: string; share: number }[]).slice(0, 3).map((d) => `${d.name.split(',')[0]} ${pct(d.share)}`).join(', ');
+    return `${j.fooled} of ${j.images} images fooled; dominant labels: ${dom}`;
+  }],
+  ['normals', 'DeepFool normals: singular values', (j) => {
+    const sub = (j.subspace as { d: number; mean: number }[]).map((p) => `top-${p.d}: ${pct(p.mean)}`).join(', ');
+    return `${j.normals} normals; random vectors from the subspace: ${sub}; unconstrained: ${pct((j.unconstrained as { mean: number }).mean)}`;
+  }],
+  ['transfer', 'Transfer across models', (j) => `${(j.sources as unknown[]).length} perturbations x ${(j.models as unknown[]).length} models`],
+];
+
+async function runSection(dir: string): Promise<string> {
+  const config = readJson<Record<string, unknown>>(join(dir, 'config.json'));
+  const metrics = readJson<Record<string, unknown>>(join(dir, 'metrics.json'));
+  const parts: string[] = [];
+  if (config && metrics) {
+    const run = metrics.run as { history: PassRow[]; passes: number; seconds: number; stopReason: string; targetSuccess?: number };
+    const onVal = metrics.onVal as { foolingRate: number; images: number } | null;
+    const onX = metrics.onX as { foolingRate: number; images: number };
+    const random = metrics.randomNoiseOnVal as { sameLp: { mean: number }; sameL2: { mean: number } } | null;
+    const target = metrics.target as { name: string; successOnX: number | null; successOnVal: number | null } | null;
+    const rows: [string, string][] = [
+      ['model', esc(config.model)],
+      ['method', config.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'],
+      ['norm, radius', `${config.norm === 2 ? 'L2' : 'Linf'} ${esc(config.xi)} (||v||<sub>2</sub> ${Number(metrics.normL2).toFixed(0)}, ||v||<sub>inf</sub> ${Number(metrics.normInf).toFixed(1)})`],
+      ['passes, time', `${run.passes}, ${run.seconds.toFixed(0)} s — ${esc(run.stopReason)}`],
+      ['fooling rate on X', `${pct(onX.foolingRate)} (${onX.images} images)`],
+      ['fooling rate on validation', onVal ? `<b>${pct(onVal.foolingRate)}</b> (${onVal.images} images)` : '-'],
+      ['random noise, same Linf / same L2', random ? `${pct(random.sameLp.mean)} / ${pct(random.sameL2.mean)}` : '-'],
+      ...(target ? [['targeted at', `${esc(target.name)}: ${pct(target.successOnX)} on X, ${pct(target.successOnVal)} on validation`] as [string, string]] : []),
+    ];
+    parts.push(`<table>${rows.map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join('')}</table>`);
+    const figs: string[] = [];
+    const pert = dataUri(join(dir, 'perturbation.png'));
+    if (pert) figs.push(`<figure><img src="${pert}" alt="the perturbation" width="224"><figcaption>the perturbation (scaled for visibility)</figcaption></figure>`);
+    if (run.history.length) figs.push(`<figure>${await vegaLiteToSvg(passCurve(run.history))}<figcaption>after each pass</figcaption></figure>`);
+    parts.push(`<div class="row">${figs.join('')}</div>`);
+    const ex = dataUri(join(dir, 'examples.png'));
+    if (ex) parts.push(`<figure><img src="${ex}" alt="examples" class="wide"><figcaption>validation images: clean label (top), with the perturbation and the label it now gets (bottom)</figcaption></figure>`);
+  }
+  for (const [name, title, summary] of ANALYSES) {
+    const j = readJson<Record<string, unknown>>(join(dir, `${name}.json`));
+    const svg = inlineSvg(join(dir, `${name}.svg`));
+    if (!j || !svg) continue;
+    parts.push(`<h3>${title}</h3><p>${esc(summary(j))}</p><figure class="plot">${svg}</figure>`);
+  }
+  if (!parts.length) throw new UsageError(`${dir}: no run or analysis results here (expected config.json + metrics.json, or *.json + *.svg of uap baseline / graph / sweep-size / normals / transfer)`);
+  return `<section><h2>${esc(config?.model ? `${config.model} — ${basename(dir)}` : basename(dir))}</h2>${parts.join('\n')}</section>`;
+}
+
+export async function buildReport(dirs: string[], title = 'Universal adversarial perturbations — report'): Promise<string> {
+  if (!dirs.length) throw new UsageError('report: give at least one run directory');
+  for (const d of dirs) if (!existsSync(d)) throw new UsageError(`${d}: not found (expected a run directory)`);
+  const sections = [];
+  for (const d of dirs) sections.push(await runSection(d));
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
+<style>
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 1em 0; } th, td { text-align: left; padding: .25em .8em; border-bottom: 1px solid #eee; vertical-align: top; }
+th { font-weight: 600; color: #555; } .row { display: flex; gap: 2em; align-items: flex-start; flex-wrap: wrap; }
+figure { margin: 1em 0; } figcaption { color: #666; font-size: .9em; } img.wide, .plot svg { max-width: 100%; height: auto; }
+</style></head>
+<body><h1>${esc(title)}</h1>
+<p>Generated by <code>uap report</code> on ${new Date().toISOString().slice(0, 10)}. Fooling rate: share of images whose top-1 label changes when the perturbation is added (Moosavi-Dezfooli et al., CVPR 2017).</p>
+${sections.join('\n')}
+</body></html>
+`;
+}

@@ -1,0 +1,70 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const CLI = resolve('dist/src/cli/main.js');
+const uap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 300_000 });
+const CHROMIUM = '/usr/bin/chromium';
+const hasChromium = existsSync(CHROMIUM);
+if (!hasChromium) console.warn(`SKIPPED the headless-browser check of the report: ${CHROMIUM} not found (.ci/run installs Debian's chromium)`);
+
+describe('uap report', () => {
+  let run: string;
+  let html: string;
+  let file: string;
+  beforeAll(() => {
+    run = mkdtempSync(join(tmpdir(), 'uap-rep-'));
+    for (const args of [
+      ['compute', '--method', 'sgd', '--xi', '40', '--max-passes', '3', '-o', run],
+      ['graph', '--run', run],
+      ['baseline', '--run', run, '--factors', '0,0.5,1,2', '--draws', '2'],
+    ]) {
+      const r = uap(...args);
+      expect(r.status, r.stderr).toBe(0);
+    }
+    file = join(mkdtempSync(join(tmpdir(), 'uap-html-')), 'report.html');
+    const r = uap('report', run, '-o', file);
+    expect(r.status, r.stderr).toBe(0);
+    html = readFileSync(file, 'utf8');
+  });
+
+  it('is one self-contained page: images inline, plots as inline SVG, nothing fetched', () => {
+    expect(html).toMatch(/^<!doctype html>/);
+    expect(html).toMatch(/<img src="data:image\/png;base64,/);
+    expect(html).not.toMatch(/(src|href)="(https?:)?\/\//);
+    expect((html.match(/<svg/g) ?? []).length).toBeGreaterThanOrEqual(3); // pass curve, graph, baseline
+    expect(html).toMatch(/Fooling graph/);
+    expect(html).toMatch(/Fooling rate against norm/);
+    expect(html).toMatch(/SGD-UAP/);
+  });
+
+  it('names a folder with nothing to report', () => {
+    const r = uap('report', mkdtempSync(join(tmpdir(), 'uap-none-')));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/no run or analysis results here/);
+  });
+
+  it.skipIf(!hasChromium)('renders in headless Chromium without errors (screenshot)', async () => {
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox'] });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+      const errors: string[] = [];
+      page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+      page.on('pageerror', (e) => errors.push(String(e)));
+      await page.goto(`file://${file}`);
+      expect(await page.locator('svg').count()).toBeGreaterThanOrEqual(3);
+      const widths = await page.evaluate(() => [...document.images].map((i) => i.naturalWidth));
+      expect(widths.length).toBeGreaterThanOrEqual(2);
+      expect(widths.every((w) => w > 0)).toBe(true);
+      const shot = join(run, 'report.png');
+      await page.screenshot({ path: shot, fullPage: true });
+      expect(statSync(shot).size).toBeGreaterThan(20_000);
+      expect(errors).toEqual([]);
+    } finally {
+      await browser.close();
+    }
+  });
+});
