@@ -88,6 +88,28 @@ function addRunFlags(cmd: Command, outputs: string): Command {
     .option('-o, --out <dir>', `writes ${outputs} (default: the run directory, else runs/analysis)`);
 }
 
+/** Fooling rate against norm for a run (or a model and perturbation): baseline.json, baseline.svg in `out`. */
+export async function runBaseline(flags: Record<string, unknown>): Promise<void> {
+  const { modelName, file, out: runOut } = runTarget(flags, 'baseline');
+  const factors = flags.factors === undefined ? undefined : String(flags.factors).split(',').map(Number);
+  if (factors?.some((f) => !Number.isFinite(f) || f < 0)) throw new UsageError(`--factors ${String(flags.factors)}: expected comma-separated numbers >= 0, e.g. 0,0.5,1,2`);
+  let p = flags.norm as Norm | undefined;
+  if (p === undefined && runOut) p = (JSON.parse(readFileSync(join(runOut, 'config.json'), 'utf8')) as { norm?: Norm }).norm;
+  await withRunSet(flags, modelName, file, async (model, set, v, dir) => {
+    const sweep = await normSweep(model, set, v, p ?? 'inf', {
+      factors, draws: flags.draws as number,
+      onPoint: (pt) => consoleLog.info(`${pt.kind} at ${pt.radius.toFixed(1)}: ${pct(pt.mean)}`),
+    });
+    const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
+    writeJson(join(out, 'baseline.json'), { model: model.name, perturbation: file, data: dir, ...sweep });
+    write(join(out, 'baseline.svg'), await vegaLiteToSvg(sweepSpec(sweep, `${model.name}: universal perturbation vs random noise`)));
+    const at1 = sweep.points.filter((pt) => Math.abs(pt.radius - sweep.vNorm) < 1e-9);
+    process.stdout.write(
+      `at ||v|| = ${sweep.vNorm.toFixed(1)}: ${at1.map((pt) => `${pt.kind} ${pct(pt.mean)}`).join(', ')}\nwritten: ${join(out, 'baseline.json')}, ${join(out, 'baseline.svg')}\n`,
+    );
+  });
+}
+
 export function baselineCommand(): Command {
   const cmd = new Command('baseline').description('fooling rate against norm: the perturbation scaled vs random sign and Gaussian noise of the same norm (JSON, SVG)');
   addModelFlags(cmd, 'fashion');
@@ -96,25 +118,8 @@ export function baselineCommand(): Command {
     .option('--factors <list>', `radii as multiples of ||v|| (default ${DEFAULT_FACTORS.join(',')})`)
     .option('--draws <n>', 'random draws per radius', count('draws'), 3)
     .action(async (flags: Record<string, unknown>) => {
-      const { modelName, file, out: runOut } = runTarget(flags, 'baseline');
-      const factors = flags.factors === undefined ? undefined : String(flags.factors).split(',').map(Number);
-      if (factors?.some((f) => !Number.isFinite(f) || f < 0)) throw new UsageError(`--factors ${String(flags.factors)}: expected comma-separated numbers >= 0, e.g. 0,0.5,1,2`);
-      let p = flags.norm as Norm | undefined;
-      if (p === undefined && runOut) p = (JSON.parse(readFileSync(join(runOut, 'config.json'), 'utf8')) as { norm?: Norm }).norm;
       await backend(flags.backend);
-      await withRunSet(flags, modelName, file, async (model, set, v, dir) => {
-        const sweep = await normSweep(model, set, v, p ?? 'inf', {
-          factors, draws: flags.draws as number,
-          onPoint: (pt) => consoleLog.info(`${pt.kind} at ${pt.radius.toFixed(1)}: ${pct(pt.mean)}`),
-        });
-        const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
-        writeJson(join(out, 'baseline.json'), { model: model.name, perturbation: file, data: dir, ...sweep });
-        write(join(out, 'baseline.svg'), await vegaLiteToSvg(sweepSpec(sweep, `${model.name}: universal perturbation vs random noise`)));
-        const at1 = sweep.points.filter((pt) => Math.abs(pt.radius - sweep.vNorm) < 1e-9);
-        process.stdout.write(
-          `at ||v|| = ${sweep.vNorm.toFixed(1)}: ${at1.map((pt) => `${pt.kind} ${pct(pt.mean)}`).join(', ')}\nwritten: ${join(out, 'baseline.json')}, ${join(out, 'baseline.svg')}\n`,
-        );
-      });
+      await runBaseline(flags);
     });
   return cmd;
 }
@@ -235,31 +240,36 @@ async function withRunSet(
   }
 }
 
+/** The fooling graph of a run (or a model and perturbation): graph.json, graph.dot, graph.svg in `out`; prints a summary. */
+export async function runGraph(flags: Record<string, unknown>): Promise<void> {
+  const { modelName, file, out: runOut } = runTarget(flags, 'graph');
+  await withRunSet(flags, modelName, file, async (model, set, v, dir) => {
+    const clean = await predictSet(model, set, null);
+    const adv = await predictSet(model, set, v);
+    const name = (i: number) => labelName(model, i);
+    const g = foolingGraph(clean, adv, name);
+    const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
+    const dot = graphToDot(g, name);
+    writeJson(join(out, 'graph.json'), { model: model.name, perturbation: file, data: dir, ...g });
+    write(join(out, 'graph.dot'), dot);
+    write(join(out, 'graph.svg'), await dotToSvg(dot));
+    const top = g.dominant.slice(0, 5).map((d) => `${d.name.split(',')[0]} (${pct(d.share)} of fooled, in-degree ${d.inDegree})`);
+    process.stdout.write(
+      [
+        `fooling graph: ${g.fooled} of ${g.images} images fooled; ${g.edges.length} labels lose images; ${g.components.length} connected component(s), largest ${g.components[0]?.length ?? 0} labels`,
+        `dominant labels: ${top.join('; ') || '-'}`,
+        `written: ${['graph.json', 'graph.dot', 'graph.svg'].map((f) => join(out, f)).join(', ')}`,
+      ].join('\n') + '\n',
+    );
+  });
+}
+
 export function graphCommand(): Command {
   const cmd = new Command('graph').description('fooling graph: where the fooled images of each label go; dominant labels; components (JSON, DOT, SVG)');
   addModelFlags(cmd, 'fashion');
   addRunFlags(cmd, 'graph.json, graph.dot, graph.svg').action(async (flags: Record<string, unknown>) => {
-    const { modelName, file, out: runOut } = runTarget(flags, 'graph');
     await backend(flags.backend);
-    await withRunSet(flags, modelName, file, async (model, set, v, dir) => {
-      const clean = await predictSet(model, set, null);
-      const adv = await predictSet(model, set, v);
-      const name = (i: number) => labelName(model, i);
-      const g = foolingGraph(clean, adv, name);
-      const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
-      const dot = graphToDot(g, name);
-      writeJson(join(out, 'graph.json'), { model: model.name, perturbation: file, data: dir, ...g });
-      write(join(out, 'graph.dot'), dot);
-      write(join(out, 'graph.svg'), await dotToSvg(dot));
-      const top = g.dominant.slice(0, 5).map((d) => `${d.name.split(',')[0]} (${pct(d.share)} of fooled, in-degree ${d.inDegree})`);
-      process.stdout.write(
-        [
-          `${g.fooled} of ${g.images} images fooled; ${g.edges.length} labels lose images; ${g.components.length} connected component(s), largest ${g.components[0]?.length ?? 0} labels`,
-          `dominant labels: ${top.join('; ') || '-'}`,
-          `written: ${['graph.json', 'graph.dot', 'graph.svg'].map((f) => join(out, f)).join(', ')}`,
-        ].join('\n') + '\n',
-      );
-    });
+    await runGraph(flags);
   });
   return cmd;
 }

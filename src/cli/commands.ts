@@ -1,12 +1,14 @@
 import { Command } from 'commander';
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { initBackend } from '../backend.js';
 import { runCompute, runEvaluate, runAccuracy, type ComputeSummary } from '../pipeline.js';
 import { assetsDir } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, type AttackFlags } from './flags.js';
 import { consoleLog, universalProgress } from './console.js';
+import { runGraph, runBaseline } from './analyses.js';
+import { buildReport } from '../report/html.js';
 
 const pct = (x: number | undefined) => (x === undefined ? '-' : `${(x * 100).toFixed(1)}%`);
 
@@ -137,6 +139,13 @@ export function demoCommand(): Command {
       }
       const out = (flags.out as string | undefined) ?? (imagenet ? 'runs/demo-imagenet' : 'runs/demo');
       printSummary(await computeWithProgress(flags, out, { model: imagenet ? 'mobilenet_v1_0.25_224' : 'fashion', randomDraws: 3 }));
+      // The analyses of the run and one HTML page with everything.
+      const analysis = { run: out, assets: flags.assets, draws: 2 };
+      await runGraph(analysis);
+      await runBaseline(analysis);
+      const html = join(out, 'report.html');
+      writeFileSync(html, await buildReport([out], `uap demo: ${imagenet ? 'MobileNet v1 0.25 on ImageNet' : 'the embedded Fashion-MNIST model'}`));
+      process.stdout.write(`report: ${html} (open it in a browser)\n`);
     });
   return cmd;
 }
