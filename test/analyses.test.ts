@@ -159,3 +159,18 @@ describe('uap transfer and uap graph from the command line (embedded model)', ()
     expect(sj.validationImages).toBe(50);
   });
 });
+
+describe('uap reproduce --quick (embedded model)', () => {
+  it('runs every experiment and writes the report and a summary beside the paper\'s numbers', () => {
+    const out = mkdtempSync(join(tmpdir(), 'uap-repro-'));
+    const r = uap('reproduce', '--quick', '--models', 'fashion', '--max-passes', '3', '-o', out);
+    expect(r.status, r.stderr).toBe(0);
+    const summary = readFileSync(join(out, 'summary.md'), 'utf8');
+    for (const heading of ['Table 1', 'Table 2', 'Size of X', 'Universal vs random noise', "DeepFool normals' subspace"]) expect(summary).toContain(heading);
+    expect(summary).toMatch(/\| fashion \| \d+\.\d% \| \d+\.\d% \| \d+\.\d% \| \d+\.\d% \|/);
+    const html = readFileSync(join(out, 'report.html'), 'utf8');
+    expect((html.match(/<section>/g) ?? []).length).toBe(5); // 2 runs, transfer, sweep-size, normals
+    for (const f of ['fashion-linf/graph.svg', 'fashion-l2/baseline.svg', 'transfer/transfer.svg', 'sweep-size/sweep-size.svg', 'normals/normals.svg'])
+      expect(existsSync(join(out, f))).toBe(true);
+  });
+});

@@ -23,7 +23,7 @@ function expectUsageError(args: string[], pattern: RegExp) {
 
 describe('CLI', () => {
   it('has --help on every command', async () => {
-    for (const c of ['compute', 'evaluate', 'accuracy', 'transfer', 'graph', 'baseline', 'sweep-size', 'normals', 'demo']) {
+    for (const c of ['compute', 'evaluate', 'accuracy', 'transfer', 'graph', 'baseline', 'sweep-size', 'normals', 'report', 'reproduce', 'demo']) {
       const r = uap(c, '--help');
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/Usage: uap/);

@@ -131,7 +131,6 @@ async function withModelAndSets(
   xLimit: number | undefined,
   use: (model: Classifier, X: ImageSet, V: ImageSet) => Promise<void>,
 ): Promise<void> {
-  await backend(flags.backend);
   const assets = assetsDir(flags.assets as string | undefined);
   const model = await loadModel(flags.model as string, { assets, card: cardOverrides(flags) }, consoleLog);
   try {
@@ -146,6 +145,24 @@ async function withModelAndSets(
   }
 }
 
+/** Validation fooling rate against |X| (flags as the command takes them): sweep-size.json, sweep-size.svg. */
+export async function runSweepSize(flags: Record<string, unknown>): Promise<void> {
+  const sizes = flags.sizes === undefined ? undefined : String(flags.sizes).split(',').map(Number);
+  if (sizes?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--sizes ${String(flags.sizes)}: expected comma-separated integers >= 1, e.g. 50,100,500`);
+  await withModelAndSets(flags, 'the size sweep', undefined, async (model, X, V) => {
+    const method = (flags.method as Method | undefined) ?? 'algorithm1';
+    const options = methodOptions(method, model, attackOptions(flags as unknown as AttackFlags), resolveTarget(flags.target as string | undefined, model));
+    const points = await sizeSweep(model, X, V, method, options, {
+      sizes, seed: options.seed,
+      onPoint: (p) => consoleLog.info(`|X| = ${p.size}: validation ${pct(p.valFoolingRate)}, X ${pct(p.xFoolingRate)}, ${p.passes} pass(es), ${p.seconds.toFixed(0)} s`),
+    });
+    const out = flags.out as string;
+    writeJson(join(out, 'sweep-size.json'), { model: model.name, method, options, validationImages: V.size, points });
+    write(join(out, 'sweep-size.svg'), await vegaLiteToSvg(sizeSpec(points, `${model.name}: fooling rate against |X| (${method})`)));
+    process.stdout.write(points.map((p) => `|X| ${p.size}: ${pct(p.valFoolingRate)} on validation`).join('\n') + `\nwritten: ${join(out, 'sweep-size.json')}, ${join(out, 'sweep-size.svg')}\n`);
+  });
+}
+
 export function sweepSizeCommand(): Command {
   const cmd = new Command('sweep-size').description('validation fooling rate against the size of X (nested seeded subsets, same method and settings; JSON, SVG)');
   addModelFlags(cmd, 'fashion');
@@ -155,22 +172,31 @@ export function sweepSizeCommand(): Command {
     .option('--sizes <list>', `sizes of X (default ${DEFAULT_SIZES.join(',')}, up to the images there are, and all of them)`)
     .option('-o, --out <dir>', 'writes sweep-size.json, sweep-size.svg', 'runs/sweep-size')
     .action(async (flags: Record<string, unknown>) => {
-      const sizes = flags.sizes === undefined ? undefined : String(flags.sizes).split(',').map(Number);
-      if (sizes?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--sizes ${String(flags.sizes)}: expected comma-separated integers >= 1, e.g. 50,100,500`);
-      await withModelAndSets(flags, 'the size sweep', undefined, async (model, X, V) => {
-        const method = (flags.method as Method | undefined) ?? 'algorithm1';
-        const options = methodOptions(method, model, attackOptions(flags as unknown as AttackFlags), resolveTarget(flags.target as string | undefined, model));
-        const points = await sizeSweep(model, X, V, method, options, {
-          sizes, seed: options.seed,
-          onPoint: (p) => consoleLog.info(`|X| = ${p.size}: validation ${pct(p.valFoolingRate)}, X ${pct(p.xFoolingRate)}, ${p.passes} pass(es), ${p.seconds.toFixed(0)} s`),
-        });
-        const out = flags.out as string;
-        writeJson(join(out, 'sweep-size.json'), { model: model.name, method, options, validationImages: V.size, points });
-        write(join(out, 'sweep-size.svg'), await vegaLiteToSvg(sizeSpec(points, `${model.name}: fooling rate against |X| (${method})`)));
-        process.stdout.write(points.map((p) => `|X| ${p.size}: ${pct(p.valFoolingRate)} on validation`).join('\n') + `\nwritten: ${join(out, 'sweep-size.json')}, ${join(out, 'sweep-size.svg')}\n`);
-      });
+      await backend(flags.backend);
+      await runSweepSize(flags);
     });
   return cmd;
+}
+
+/** DeepFool normals analysis (flags as the command takes them): normals.json, normals.svg. */
+export async function runNormals(flags: Record<string, unknown>): Promise<void> {
+  const dims = flags.dims === undefined ? undefined : String(flags.dims).split(',').map(Number);
+  if (dims?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--dims ${String(flags.dims)}: expected comma-separated integers >= 1, e.g. 1,10,50`);
+  await withModelAndSets(flags, 'the subspace fooling rates', 200, async (model, X, V) => {
+    const xi = (flags.xi as number | undefined) ?? defaultXi(2, model.inputShape);
+    const r = await normalsAnalysis(model, X, V, { xi, dims, draws: flags.draws as number, onProgress: (done) => consoleLog.info(`DeepFool normals: ${done}/${X.size}`) });
+    const out = flags.out as string;
+    writeJson(join(out, 'normals.json'), { model: model.name, ...r });
+    write(join(out, 'normals.svg'), await vegaLiteToSvg(normalsSpec(r, `${model.name}: singular values of ${r.normals} DeepFool normals`)));
+    process.stdout.write(
+      [
+        `${r.normals} normals of ${r.images} images; random vectors of L2 ${xi.toFixed(0)} on ${V.size} validation images:`,
+        ...r.subspace.map((p) => `  from the top-${p.d} subspace: ${pct(p.mean)} (min ${pct(p.min)}, max ${pct(p.max)})`),
+        `  unconstrained: ${pct(r.unconstrained.mean)}`,
+        `written: ${join(out, 'normals.json')}, ${join(out, 'normals.svg')}`,
+      ].join('\n') + '\n',
+    );
+  });
 }
 
 export function normalsCommand(): Command {
@@ -183,23 +209,8 @@ export function normalsCommand(): Command {
     .option('--draws <n>', 'random vectors per d', count('draws'), 3)
     .option('-o, --out <dir>', 'writes normals.json, normals.svg', 'runs/normals')
     .action(async (flags: Record<string, unknown>) => {
-      const dims = flags.dims === undefined ? undefined : String(flags.dims).split(',').map(Number);
-      if (dims?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--dims ${String(flags.dims)}: expected comma-separated integers >= 1, e.g. 1,10,50`);
-      await withModelAndSets(flags, 'the subspace fooling rates', 200, async (model, X, V) => {
-        const xi = (flags.xi as number | undefined) ?? defaultXi(2, model.inputShape);
-        const r = await normalsAnalysis(model, X, V, { xi, dims, draws: flags.draws as number, onProgress: (done) => consoleLog.info(`DeepFool normals: ${done}/${X.size}`) });
-        const out = flags.out as string;
-        writeJson(join(out, 'normals.json'), { model: model.name, ...r });
-        write(join(out, 'normals.svg'), await vegaLiteToSvg(normalsSpec(r, `${model.name}: singular values of ${r.normals} DeepFool normals`)));
-        process.stdout.write(
-          [
-            `${r.normals} normals of ${r.images} images; random vectors of L2 ${xi.toFixed(0)} on ${V.size} validation images:`,
-            ...r.subspace.map((p) => `  from the top-${p.d} subspace: ${pct(p.mean)} (min ${pct(p.min)}, max ${pct(p.max)})`),
-            `  unconstrained: ${pct(r.unconstrained.mean)}`,
-            `written: ${join(out, 'normals.json')}, ${join(out, 'normals.svg')}`,
-          ].join('\n') + '\n',
-        );
-      });
+      await backend(flags.backend);
+      await runNormals(flags);
     });
   return cmd;
 }
