@@ -70,6 +70,21 @@ describe('norm sweep (universal vs random noise)', () => {
   });
 });
 
+describe('per-image DeepFool curves of the norm sweep', () => {
+  it('each image\'s own DeepFool step rescaled: nothing at radius 0, every image past its boundary at a large radius', async () => {
+    await tf.setBackend('cpu');
+    const shape: [number, number, number] = [4, 4, 1];
+    const model = linearClassifier([Array.from({ length: 16 }, (_, i) => Math.sin(i)), Array.from({ length: 16 }, (_, i) => Math.cos(i))], [0, 0], shape);
+    const X = randomImages(10, shape, 2);
+    const v = randomPerturbation(shape, 2, 50, 1);
+    const s = await normSweep(model, X, v, 2, { factors: [0, 1, 100], draws: 1, deepfool: true });
+    const per = s.points.filter((p) => p.kind === 'per-image DeepFool');
+    expect(per.map((p) => p.mean)).toEqual([0, expect.any(Number), 1]);
+    // A two-class linear model: every DeepFool step points along +-(w1 - w0), so their sum does too.
+    expect(s.points.filter((p) => p.kind === 'sum of DeepFool perturbations')).toHaveLength(3);
+  });
+});
+
 describe('size of X', () => {
   it('crafts on nested seeded subsets of the asked sizes and scores each on the same validation set', async () => {
     await tf.setBackend('cpu');

@@ -4,16 +4,18 @@ import type { ImageSet } from '../data/dataset.js';
 import { lpNorm, type Norm } from '../math/lp.js';
 import { noiseOfNorm } from '../math/noise.js';
 import { predictSet, foolingRate } from './fooling.js';
+import { predictLabels } from '../model/compute.js';
+import { deepfool } from '../attacks/deepfool.js';
 import type { TopLevelSpec } from '../report/plots.js';
 
 /**
  * Fooling rate against norm (the paper's Fig. 8 comparison): the universal perturbation scaled to
  * each radius, against seeded random noise of the same norm (uniform random signs and Gaussian, several
- * draws: mean, min, max).
+ * draws: mean, min, max), and optionally per-image DeepFool perturbations and their sum.
  */
 
 export interface SweepPoint {
-  kind: 'universal' | 'random signs' | 'gaussian';
+  kind: 'universal' | 'random signs' | 'gaussian' | 'per-image DeepFool' | 'sum of DeepFool perturbations';
   radius: number;
   mean: number;
   min: number;
@@ -31,7 +33,13 @@ export interface NormSweep {
 
 export const DEFAULT_FACTORS = [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2];
 
-export async function normSweep(model: Classifier, set: ImageSet, v: tf.Tensor3D, norm: Norm, opts: { factors?: number[]; draws?: number; seed?: number; onPoint?: (p: SweepPoint) => void } = {}): Promise<NormSweep> {
+export async function normSweep(
+  model: Classifier,
+  set: ImageSet,
+  v: tf.Tensor3D,
+  norm: Norm,
+  opts: { factors?: number[]; draws?: number; seed?: number; deepfool?: boolean; onPoint?: (p: SweepPoint) => void } = {},
+): Promise<NormSweep> {
   const factors = opts.factors ?? DEFAULT_FACTORS;
   const draws = opts.draws ?? 3;
   const seed = opts.seed ?? 1000;
@@ -57,12 +65,57 @@ export async function normSweep(model: Classifier, set: ImageSet, v: tf.Tensor3D
       add({ kind, radius, mean: rates.reduce((a, b) => a + b, 0) / draws, min: Math.min(...rates), max: Math.max(...rates), draws });
     }
   }
+  if (opts.deepfool) for (const p of await deepfoolCurves(model, set, norm, factors.map((f) => vNorm * f), clean)) add(p);
   return { norm, vNorm, images: set.size, points };
+}
+
+/**
+ * The paper's other two curves of Fig. 8: each image's own DeepFool perturbation rescaled to the radius
+ * (a per-image attack, not universal), and the sum of all of them rescaled and added to every image.
+ * One DeepFool pass over the set, batch by batch (the perturbations are never all held at once).
+ */
+async function deepfoolCurves(model: Classifier, set: ImageSet, norm: Norm, radii: number[], clean: Int32Array): Promise<SweepPoint[]> {
+  const [h, w, c] = model.inputShape;
+  const fooled = new Array<number>(radii.length).fill(0);
+  let sum = tf.zeros([h, w, c]) as tf.Tensor3D;
+  for (const idx of set.batchIndices(16)) {
+    const x = set.batch(idx);
+    const df = await deepfool(model, x, { norm });
+    const unit = tf.tidy(() => {
+      const flat = df.r.reshape([idx.length, -1]);
+      const size = norm === 2 ? tf.norm(flat, 2, 1, true) : tf.max(tf.abs(flat), 1, true);
+      return tf.div(flat, tf.maximum(size, 1e-12)).reshape(df.r.shape) as tf.Tensor4D;
+    });
+    const next = tf.tidy(() => tf.add(sum, tf.sum(df.r, 0)) as tf.Tensor3D);
+    sum.dispose();
+    sum = next;
+    for (const [k, radius] of radii.entries()) {
+      const adv = tf.tidy(() => tf.clipByValue(tf.add(x, tf.mul(unit, radius)), 0, 255) as tf.Tensor4D);
+      const pred = await predictLabels(model, adv).finally(() => adv.dispose());
+      pred.forEach((p, j) => {
+        if (p !== clean[idx[j]]) fooled[k]++;
+      });
+    }
+    tf.dispose([x, df.r, unit]);
+  }
+  const points: SweepPoint[] = radii.map((radius, k) => ({ kind: 'per-image DeepFool', radius, mean: fooled[k] / set.size, min: fooled[k] / set.size, max: fooled[k] / set.size, draws: 1 }));
+  const sumNorm = lpNorm(sum, norm);
+  for (const radius of radii) {
+    const scaled = tf.mul(sum, radius / Math.max(sumNorm, 1e-12)) as tf.Tensor3D;
+    const r = foolingRate(clean, await predictSet(model, set, scaled).finally(() => scaled.dispose()));
+    points.push({ kind: 'sum of DeepFool perturbations', radius, mean: r, min: r, max: r, draws: 1 });
+  }
+  sum.dispose();
+  return points;
 }
 
 /** Line chart: fooling rate against radius, random noise with its min-max band. */
 export function sweepSpec(s: NormSweep, title: string): TopLevelSpec {
   const unit = s.norm === 2 ? 'L2' : 'Linf';
+  const colors = {
+    domain: ['universal', 'random signs', 'gaussian', 'per-image DeepFool', 'sum of DeepFool perturbations'],
+    range: ['#d62728', '#1f77b4', '#7f7f7f', '#2ca02c', '#9467bd'],
+  };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title,
@@ -71,11 +124,16 @@ export function sweepSpec(s: NormSweep, title: string): TopLevelSpec {
     height: 260,
     encoding: {
       x: { field: 'radius', type: 'quantitative', title: `${unit} norm of the perturbation (pixels, [0, 255] images)` },
-      color: { field: 'kind', type: 'nominal', title: null, scale: { domain: ['universal', 'random signs', 'gaussian'], range: ['#d62728', '#1f77b4', '#7f7f7f'] } },
     },
     layer: [
-      { mark: { type: 'area', opacity: 0.2 }, encoding: { y: { field: 'min', type: 'quantitative' }, y2: { field: 'max' } } },
-      { mark: { type: 'line', point: true }, encoding: { y: { field: 'mean', type: 'quantitative', title: 'fooling rate', scale: { domain: [0, 1] }, axis: { format: '%' } } } },
+      { mark: { type: 'area', opacity: 0.2 }, encoding: { y: { field: 'min', type: 'quantitative' }, y2: { field: 'max' }, color: { field: 'kind', type: 'nominal', scale: colors } } },
+      {
+        mark: { type: 'line', point: true },
+        encoding: {
+          y: { field: 'mean', type: 'quantitative', title: 'fooling rate', scale: { domain: [0, 1] }, axis: { format: '%' } },
+          color: { field: 'kind', type: 'nominal', title: null, scale: colors, legend: { labelLimit: 260 } },
+        },
+      },
       { mark: { type: 'rule', strokeDash: [4, 4], color: 'black' }, encoding: { x: { datum: s.vNorm } } },
     ],
   } as TopLevelSpec;

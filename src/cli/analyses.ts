@@ -97,7 +97,7 @@ export async function runBaseline(flags: Record<string, unknown>): Promise<void>
   if (p === undefined && runOut) p = (JSON.parse(readFileSync(join(runOut, 'config.json'), 'utf8')) as { norm?: Norm }).norm;
   await withRunSet(flags, modelName, file, async (model, set, v, dir) => {
     const sweep = await normSweep(model, set, v, p ?? 'inf', {
-      factors, draws: flags.draws as number,
+      factors, draws: flags.draws as number, deepfool: Boolean(flags.deepfool),
       onPoint: (pt) => consoleLog.info(`${pt.kind} at ${pt.radius.toFixed(1)}: ${pct(pt.mean)}`),
     });
     const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
@@ -117,6 +117,7 @@ export function baselineCommand(): Command {
     .addOption(new Option('-p, --norm <p>', 'norm of the sweep: 2 or inf (default: the run\'s)').argParser(norm))
     .option('--factors <list>', `radii as multiples of ||v|| (default ${DEFAULT_FACTORS.join(',')})`)
     .option('--draws <n>', 'random draws per radius', count('draws'), 3)
+    .option('--deepfool', "also each image's own DeepFool perturbation at each radius, and the sum of them (one DeepFool pass over the images)")
     .action(async (flags: Record<string, unknown>) => {
       await backend(flags.backend);
       await runBaseline(flags);
