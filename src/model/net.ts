@@ -55,6 +55,21 @@ export function weights(data: Float32Array | number[], shape: number[]): Weights
   return { data: data instanceof Float32Array ? data : Float32Array.from(data), shape };
 }
 
+/** A weight array transposed by `perm` (row-major, any rank). */
+export function transposeWeights(w: Weights, perm: number[]): Weights {
+  const shape = perm.map((p) => w.shape[p]);
+  const strides = w.shape.map((_, i) => w.shape.slice(i + 1).reduce((a, b) => a * b, 1));
+  const out = new Float32Array(w.data.length);
+  const idx = new Array<number>(shape.length).fill(0);
+  for (let o = 0; o < out.length; o++) {
+    let src = 0;
+    for (let a = 0; a < shape.length; a++) src += idx[a] * strides[perm[a]];
+    out[o] = w.data[src];
+    for (let a = shape.length - 1; a >= 0 && ++idx[a] === shape[a]; a--) idx[a] = 0;
+  }
+  return { data: out, shape };
+}
+
 /** Where a model network sits between the card's preprocessing and output mapping. */
 export function chain(pre: NetNode[], net: Net, post: NetNode[], input = 'pixels'): Net {
   const rename = (n: string) => (n === net.input ? (pre.length ? pre[pre.length - 1].name : input) : n);

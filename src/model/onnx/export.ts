@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import type { Activation, Net, NetNode, Weights } from '../net.js';
+import { transposeWeights, type Activation, type Net, type NetNode, type Weights } from '../net.js';
 import { netToTfGraph } from '../tfjsNet.js';
 import { OnnxGraph } from './builder.js';
 
@@ -46,20 +46,8 @@ function explicitPads(inHW: number[], outHW: number[], k: number[], s: number[],
   });
 }
 
-/** Row-major transpose of a weight array. */
-function transposed(w: Weights, perm: number[]): Float32Array {
-  const shape = perm.map((p) => w.shape[p]);
-  const strides = w.shape.map((_, i) => w.shape.slice(i + 1).reduce((a, b) => a * b, 1));
-  const out = new Float32Array(w.data.length);
-  const idx = new Array<number>(shape.length).fill(0);
-  for (let o = 0; o < out.length; o++) {
-    let src = 0;
-    for (let a = 0; a < shape.length; a++) src += idx[a] * strides[perm[a]];
-    out[o] = w.data[src];
-    for (let a = shape.length - 1; a >= 0 && ++idx[a] === shape[a]; a--) idx[a] = 0;
-  }
-  return out;
-}
+/** Row-major transpose of a weight array, as a flat array. */
+const transposed = (w: Weights, perm: number[]): Float32Array => transposeWeights(w, perm).data;
 
 interface Ctx {
   g: OnnxGraph;

@@ -1,6 +1,6 @@
 import * as flatbuffers from 'flatbuffers';
 import { UsageError } from '../../errors.js';
-import { weights, type Activation, type Net, type NetNode, type NodeOp, type Padding, type Weights } from '../net.js';
+import { transposeWeights, weights, type Activation, type Net, type NetNode, type NodeOp, type Padding, type Weights } from '../net.js';
 import { dequantize, intValues } from './dequantize.js';
 import type { TfliteModel, TfliteOp, TfliteTensor } from './parse.js';
 import * as fb from './schema.generated.js';
@@ -82,21 +82,6 @@ function options<T extends { __init(i: number, bb: flatbuffers.ByteBuffer): T }>
   return o ?? make().__init(EMPTY_TABLE.readInt32(0), EMPTY_TABLE);
 }
 
-/** Transposes a row-major array of `shape` by `perm`. */
-function transpose(w: Weights, perm: number[]): Weights {
-  const shape = perm.map((p) => w.shape[p]);
-  const strides = w.shape.map((_, i) => w.shape.slice(i + 1).reduce((a, b) => a * b, 1));
-  const out = new Float32Array(w.data.length);
-  const idx = new Array<number>(shape.length).fill(0);
-  for (let o = 0; o < out.length; o++) {
-    let src = 0;
-    for (let a = 0; a < shape.length; a++) src += idx[a] * strides[perm[a]];
-    out[o] = w.data[src];
-    for (let a = shape.length - 1; a >= 0 && ++idx[a] === shape[a]; a--) idx[a] = 0;
-  }
-  return { data: out, shape };
-}
-
 function conv(ctx: Ctx, op: TfliteOp, depthwise: boolean): NodeOp {
   const o = depthwise ? options(op, () => new fb.DepthwiseConv2DOptions()) : options(op, () => new fb.Conv2DOptions());
   if (o.dilationHFactor() !== 1 || o.dilationWFactor() !== 1) throw new UsageError(`${ctx.where}: dilated convolutions are not supported`);
@@ -112,7 +97,7 @@ function conv(ctx: Ctx, op: TfliteOp, depthwise: boolean): NodeOp {
       isDepthwise = true;
     } else if (channels === 1) kernel = { data: w.data, shape: [kh, kw, 1, c] }; // one input channel: an ordinary conv
     else throw new UsageError(`${ctx.where}: depth multiplier ${c / channels} is not supported (only 1)`);
-  } else kernel = transpose(w, [1, 2, 3, 0]);
+  } else kernel = transposeWeights(w, [1, 2, 3, 0]);
   const hasBias = op.inputs.length > 2 && op.inputs[2] >= 0;
   return {
     kind: 'conv',
@@ -158,7 +143,7 @@ function opNodes(ctx: Ctx, op: TfliteOp): { ops: NodeOp[]; inputs: number[] } {
       const w = constant(ctx, op.inputs[1]);
       const dense: NodeOp = {
         kind: 'dense',
-        kernel: transpose(w, [1, 0]),
+        kernel: transposeWeights(w, [1, 0]),
         bias: op.inputs.length > 2 && op.inputs[2] >= 0 ? constant(ctx, op.inputs[2]) : undefined,
         act: fused(o.fusedActivationFunction(), ctx.where),
       };
