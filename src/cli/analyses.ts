@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import type * as tf from '@tensorflow/tfjs';
@@ -6,7 +6,6 @@ import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import type { Norm } from '../math/lp.js';
 import { normSweep, sweepSpec, DEFAULT_FACTORS } from '../analysis/baseline.js';
-import { initBackend } from '../backend.js';
 import { UsageError } from '../errors.js';
 import { assetsDir } from '../paths.js';
 import { loadModel, loadPerturbation, loadSet, defaultData, defaultXi, methodOptions, resolveTarget, type Method } from '../pipeline.js';
@@ -17,21 +16,11 @@ import { transferMatrix, transferSource, transferMarkdown, transferSpec } from '
 import { vegaLiteToSvg } from '../report/plots.js';
 import { buildReport } from '../report/html.js';
 import { labelName } from '../model/classifier.js';
-import { writeJson } from '../io/run.js';
+import { writeJson, writeText } from '../io/run.js';
 import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, type AttackFlags } from './flags.js';
 import { sizeSweep, sizeSpec, DEFAULT_SIZES } from '../analysis/sizes.js';
-import { consoleLog } from './console.js';
+import { consoleLog, pct, startBackend } from './console.js';
 
-const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
-
-async function backend(flag: unknown): Promise<void> {
-  consoleLog.info(`backend: ${await initBackend(flag as string | undefined)}`);
-}
-
-function write(file: string, text: string): void {
-  mkdirSync(join(file, '..'), { recursive: true });
-  writeFileSync(file, text);
-}
 
 export function transferCommand(): Command {
   const cmd = new Command('transfer')
@@ -50,15 +39,15 @@ export function transferCommand(): Command {
       const models = flags.models
         ? String(flags.models).split(',').map((s) => s.trim()).filter(Boolean)
         : [...new Set(rows.map((r) => r.craftedOn).filter((m): m is string => m !== null))];
-      await backend(flags.backend);
+      await startBackend(flags.backend);
       const t = await transferMatrix(rows, models, {
         assets: assetsDir(flags.assets as string | undefined), data: flags.data as string | undefined,
         limit: flags.limit as number | undefined, batchSize: flags.batchSize as number, log: consoleLog,
       });
       const out = flags.out as string;
       writeJson(join(out, 'transfer.json'), t);
-      write(join(out, 'transfer.md'), transferMarkdown(t));
-      write(join(out, 'transfer.svg'), await vegaLiteToSvg(transferSpec(t)));
+      writeText(join(out, 'transfer.md'), transferMarkdown(t));
+      writeText(join(out, 'transfer.svg'), await vegaLiteToSvg(transferSpec(t)));
       process.stdout.write(transferMarkdown(t) + `written: ${['transfer.json', 'transfer.md', 'transfer.svg'].map((f) => join(out, f)).join(', ')}\n`);
     });
   return cmd;
@@ -102,7 +91,7 @@ export async function runBaseline(flags: Record<string, unknown>): Promise<void>
     });
     const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
     writeJson(join(out, 'baseline.json'), { model: model.name, perturbation: file, data: dir, ...sweep });
-    write(join(out, 'baseline.svg'), await vegaLiteToSvg(sweepSpec(sweep, `${model.name}: universal perturbation vs random noise`)));
+    writeText(join(out, 'baseline.svg'), await vegaLiteToSvg(sweepSpec(sweep, `${model.name}: universal perturbation vs random noise`)));
     const at1 = sweep.points.filter((pt) => Math.abs(pt.radius - sweep.vNorm) < 1e-9);
     process.stdout.write(
       `at ||v|| = ${sweep.vNorm.toFixed(1)}: ${at1.map((pt) => `${pt.kind} ${pct(pt.mean)}`).join(', ')}\nwritten: ${join(out, 'baseline.json')}, ${join(out, 'baseline.svg')}\n`,
@@ -119,7 +108,7 @@ export function baselineCommand(): Command {
     .option('--draws <n>', 'random draws per radius', count('draws'), 3)
     .option('--deepfool', "also each image's own DeepFool perturbation at each radius, and the sum of them (one DeepFool pass over the images)")
     .action(async (flags: Record<string, unknown>) => {
-      await backend(flags.backend);
+      await startBackend(flags.backend);
       await runBaseline(flags);
     });
   return cmd;
@@ -159,7 +148,7 @@ export async function runSweepSize(flags: Record<string, unknown>): Promise<void
     });
     const out = flags.out as string;
     writeJson(join(out, 'sweep-size.json'), { model: model.name, method, options, validationImages: V.size, points });
-    write(join(out, 'sweep-size.svg'), await vegaLiteToSvg(sizeSpec(points, `${model.name}: fooling rate against |X| (${method})`)));
+    writeText(join(out, 'sweep-size.svg'), await vegaLiteToSvg(sizeSpec(points, `${model.name}: fooling rate against |X| (${method})`)));
     process.stdout.write(points.map((p) => `|X| ${p.size}: ${pct(p.valFoolingRate)} on validation`).join('\n') + `\nwritten: ${join(out, 'sweep-size.json')}, ${join(out, 'sweep-size.svg')}\n`);
   });
 }
@@ -173,7 +162,7 @@ export function sweepSizeCommand(): Command {
     .option('--sizes <list>', `sizes of X (default ${DEFAULT_SIZES.join(',')}, up to the images there are, and all of them)`)
     .option('-o, --out <dir>', 'writes sweep-size.json, sweep-size.svg', 'runs/sweep-size')
     .action(async (flags: Record<string, unknown>) => {
-      await backend(flags.backend);
+      await startBackend(flags.backend);
       await runSweepSize(flags);
     });
   return cmd;
@@ -188,7 +177,7 @@ export async function runNormals(flags: Record<string, unknown>): Promise<void> 
     const r = await normalsAnalysis(model, X, V, { xi, dims, draws: flags.draws as number, onProgress: (done) => consoleLog.info(`DeepFool normals: ${done}/${X.size}`) });
     const out = flags.out as string;
     writeJson(join(out, 'normals.json'), { model: model.name, ...r });
-    write(join(out, 'normals.svg'), await vegaLiteToSvg(normalsSpec(r, `${model.name}: singular values of ${r.normals} DeepFool normals`)));
+    writeText(join(out, 'normals.svg'), await vegaLiteToSvg(normalsSpec(r, `${model.name}: singular values of ${r.normals} DeepFool normals`)));
     process.stdout.write(
       [
         `${r.normals} normals of ${r.images} images; random vectors of L2 ${xi.toFixed(0)} on ${V.size} validation images:`,
@@ -210,7 +199,7 @@ export function normalsCommand(): Command {
     .option('--draws <n>', 'random vectors per d', count('draws'), 3)
     .option('-o, --out <dir>', 'writes normals.json, normals.svg', 'runs/normals')
     .action(async (flags: Record<string, unknown>) => {
-      await backend(flags.backend);
+      await startBackend(flags.backend);
       await runNormals(flags);
     });
   return cmd;
@@ -224,7 +213,7 @@ export function reportCommand(): Command {
     .option('--title <text>', 'page title')
     .action(async (dirs: string[], flags: Record<string, unknown>) => {
       const html = await buildReport(dirs, flags.title as string | undefined);
-      write(flags.out as string, html);
+      writeText(flags.out as string, html);
       process.stdout.write(`written: ${flags.out as string} (${(html.length / 1e6).toFixed(1)} MB, self-contained)\n`);
     });
 }
@@ -263,8 +252,8 @@ export async function runGraph(flags: Record<string, unknown>): Promise<void> {
     const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
     const dot = graphToDot(g, name);
     writeJson(join(out, 'graph.json'), { model: model.name, perturbation: file, data: dir, ...g });
-    write(join(out, 'graph.dot'), dot);
-    write(join(out, 'graph.svg'), await dotToSvg(dot));
+    writeText(join(out, 'graph.dot'), dot);
+    writeText(join(out, 'graph.svg'), await dotToSvg(dot));
     const top = g.dominant.slice(0, 5).map((d) => `${d.name.split(',')[0]} (${pct(d.share)} of fooled, in-degree ${d.inDegree})`);
     process.stdout.write(
       [
@@ -280,7 +269,7 @@ export function graphCommand(): Command {
   const cmd = new Command('graph').description('fooling graph: where the fooled images of each label go; dominant labels; components (JSON, DOT, SVG)');
   addModelFlags(cmd, 'fashion');
   addRunFlags(cmd, 'graph.json, graph.dot, graph.svg').action(async (flags: Record<string, unknown>) => {
-    await backend(flags.backend);
+    await startBackend(flags.backend);
     await runGraph(flags);
   });
   return cmd;

@@ -1,21 +1,15 @@
 import { Command } from 'commander';
 import { join } from 'node:path';
-import { existsSync, writeFileSync } from 'node:fs';
-import { initBackend } from '../backend.js';
+import { existsSync } from 'node:fs';
+import { writeText } from '../io/run.js';
 import { runCompute, runEvaluate, runAccuracy, type ComputeSummary } from '../pipeline.js';
 import { assetsDir } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, type AttackFlags } from './flags.js';
-import { consoleLog, universalProgress } from './console.js';
+import { consoleLog, pct, startBackend, universalProgress } from './console.js';
 import { runGraph, runBaseline } from './analyses.js';
 import { buildReport } from '../report/html.js';
 
-const pct = (x: number | undefined) => (x === undefined ? '-' : `${(x * 100).toFixed(1)}%`);
-
-async function backend(flag: unknown): Promise<void> {
-  const name = await initBackend(flag as string | undefined);
-  consoleLog.info(`backend: ${name}`);
-}
 
 /** Runs a compute job with a progress bar; Ctrl-C stops after the current batch, keeping the checkpoint. */
 async function computeWithProgress(flags: Record<string, unknown>, out: string, extra: { model?: string; randomDraws?: number } = {}): Promise<ComputeSummary> {
@@ -79,7 +73,7 @@ export function computeCommand(): Command {
     .option('--resume', 'continue the interrupted run in --out from its last checkpoint')
     .option('--init <file.npy>', 'start from a saved perturbation (warm start)')
     .action(async (flags: Record<string, unknown>) => {
-      await backend(flags.backend);
+      await startBackend(flags.backend);
       printSummary(await computeWithProgress(flags, flags.out as string));
     });
   return cmd;
@@ -93,7 +87,7 @@ export function evaluateCommand(): Command {
   addScoringFlags(cmd, 'images to evaluate on')
     .option('-o, --out <dir>', 'also write metrics.json and examples.png here')
     .action(async (flags: Record<string, unknown>) => {
-      await backend(flags.backend);
+      await startBackend(flags.backend);
       const m = await runEvaluate(
         { ...scoringJob(flags), perturbation: flags.perturbation as string, out: flags.out as string | undefined },
         consoleLog,
@@ -125,7 +119,7 @@ export function demoCommand(): Command {
         throw new UsageError(
           `--imagenet needs the shared assets folder (${assetsDir(flags.assets as string | undefined)} not found): pass --assets DIR or set UAP_ASSETS to the folder holding models/ and data/`,
         );
-      await backend(flags.backend);
+      await startBackend(flags.backend);
       // Demo defaults sized for a couple of minutes on 2 cores; every flag can override them.
       const fill = (k: string, v: unknown) => {
         if (cmd.getOptionValueSource(k) !== 'cli') flags[k] = v;
@@ -144,7 +138,7 @@ export function demoCommand(): Command {
       await runGraph(analysis);
       await runBaseline(analysis);
       const html = join(out, 'report.html');
-      writeFileSync(html, await buildReport([out], `uap demo: ${imagenet ? 'MobileNet v1 0.25 on ImageNet' : 'the embedded Fashion-MNIST model'}`));
+      writeText(html, await buildReport([out], `uap demo: ${imagenet ? 'MobileNet v1 0.25 on ImageNet' : 'the embedded Fashion-MNIST model'}`));
       process.stdout.write(`report: ${html} (open it in a browser)\n`);
     });
   return cmd;
@@ -156,7 +150,7 @@ export function accuracyCommand(): Command {
   addScoringFlags(cmd, 'labelled images')
     .option('--json', 'print the result as JSON')
     .action(async (flags: Record<string, unknown>) => {
-      await backend(flags.backend);
+      await startBackend(flags.backend);
       const r = await runAccuracy(
         scoringJob(flags),
         consoleLog,

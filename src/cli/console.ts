@@ -1,4 +1,5 @@
 import cliProgress from 'cli-progress';
+import { initBackend } from '../backend.js';
 import type { Log } from '../pipeline.js';
 import type { Progress, PassRecord } from '../attacks/universal.js';
 
@@ -8,7 +9,13 @@ export const consoleLog: Log = {
   warn: (m) => process.stderr.write(`warning: ${m}\n`),
 };
 
-const pct = (x: number | null) => (x === null ? '  -  ' : `${(x * 100).toFixed(1)}%`);
+/** A rate as a percentage with one decimal; '-' when there is none. */
+export const pct = (x: number | null | undefined, none = '-') => (typeof x === 'number' ? `${(x * 100).toFixed(1)}%` : none);
+
+/** Chooses where models run (--backend) and says which. */
+export async function startBackend(flag: unknown): Promise<void> {
+  consoleLog.info(`backend: ${await initBackend(flag as string | undefined)}`);
+}
 
 /**
  * A live progress bar for Algorithm 1: images of the current pass, ETA, fooling rate on X after the
@@ -30,7 +37,7 @@ export function universalProgress(): { onProgress: (p: Progress) => void; onPass
   let pass = 0;
   return {
     onProgress(p) {
-      const payload = { pass: p.pass, maxPasses: p.maxPasses, fr: pct(p.foolingRate), share: pct(p.passFooledShare), ninf: p.normInf.toFixed(2) };
+      const payload = { pass: p.pass, maxPasses: p.maxPasses, fr: pct(p.foolingRate, '  -  '), share: pct(p.passFooledShare), ninf: p.normInf.toFixed(2) };
       if (!started || p.pass !== pass) {
         if (started) bar.stop();
         bar.start(p.total, p.done, payload);

@@ -1,24 +1,21 @@
-import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { initBackend } from '../backend.js';
 import { UsageError } from '../errors.js';
 import { assetsDir } from '../paths.js';
 import { runCompute, type ComputeSummary } from '../pipeline.js';
 import { transferMatrix, transferSource, transferMarkdown, transferSpec } from '../analysis/transfer.js';
 import { vegaLiteToSvg } from '../report/plots.js';
 import { buildReport } from '../report/html.js';
-import { writeJson } from '../io/run.js';
+import { writeJson, writeText } from '../io/run.js';
 import { runGraph, runBaseline, runSweepSize, runNormals } from './analyses.js';
-import { consoleLog, universalProgress } from './console.js';
+import { consoleLog, pct, startBackend, universalProgress } from './console.js';
 
 /**
  * `uap reproduce`: the paper's experiments on the bundled models and images, with its settings scaled
  * to what the bundle holds (X = the 1000 sample images instead of 10,000; validation = the 1300
  * images instead of 50,000), then the report and a Markdown summary beside the paper's numbers.
  */
-
-const pct = (x: number | undefined | null) => (typeof x === 'number' ? `${(x * 100).toFixed(1)}%` : '-');
 
 const IMAGENET = ['mobilenet_v1_0.25_224', 'mobilenet_v2_1.0_224_quant', 'darknet_tiny'];
 const EXTRA_COLUMNS = ['tf2_mobilenet_v2_1.0_224_ptq', 'mobilenet_v1_0.25_128_quant'];
@@ -57,9 +54,8 @@ export function reproduceCommand(): Command {
         sizes: quick ? '25,50,100' : '100,250,500,1000',
         normals: quick ? 50 : 200,
       };
-      consoleLog.info(`backend: ${await initBackend(flags.backend as string | undefined)}`);
+      await startBackend(flags.backend);
       const out = flags.out as string;
-      mkdirSync(out, { recursive: true });
       const method = flags.method as 'sgd' | 'algorithm1';
       const common = { assets: flags.assets, backend: flags.backend };
       // 1. Table 1: one perturbation per model and norm, scored on X and on validation.
@@ -86,8 +82,8 @@ export function reproduceCommand(): Command {
       const transferDir = join(out, 'transfer');
       const t = await transferMatrix(sources, [...plan.models, ...plan.columns], { assets, limit: plan.valLimit, log: consoleLog });
       writeJson(join(transferDir, 'transfer.json'), t);
-      writeFileSync(join(transferDir, 'transfer.md'), transferMarkdown(t));
-      writeFileSync(join(transferDir, 'transfer.svg'), await vegaLiteToSvg(transferSpec(t)));
+      writeText(join(transferDir, 'transfer.md'), transferMarkdown(t));
+      writeText(join(transferDir, 'transfer.svg'), await vegaLiteToSvg(transferSpec(t)));
       // 3. The first model's analyses: fooling graph (Linf), norm curve (L2, as the paper's Fig. 8), size of X, normals.
       const first = plan.models[0];
       const firstLinf = linf.find((r) => r.model === first)!;
@@ -100,9 +96,9 @@ export function reproduceCommand(): Command {
       await runNormals({ ...common, model: first, limit: plan.normals, valLimit: plan.valLimit, dims: '1,10,50,100', draws: 3, out: normalsDir });
       // 4. The report and the summary beside the paper.
       const dirs = [...runs.map((r) => r.dir), transferDir, sizeDir, normalsDir];
-      writeFileSync(join(out, 'report.html'), await buildReport(dirs, `uap reproduce (${method})`));
+      writeText(join(out, 'report.html'), await buildReport(dirs, `uap reproduce (${method})`));
       const summary = summaryMarkdown(runs, t, sizeDir, normalsDir, join(firstL2.dir, 'baseline.json'), method, plan);
-      writeFileSync(join(out, 'summary.md'), summary);
+      writeText(join(out, 'summary.md'), summary);
       process.stdout.write(summary + `\nwritten: ${join(out, 'report.html')}, ${join(out, 'summary.md')}\n`);
     });
 }

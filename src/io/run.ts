@@ -8,6 +8,12 @@ import { perturb } from '../analysis/fooling.js';
 import { writeNpy } from './npy.js';
 import { writePerturbationPng, writeGridPng, visiblePerturbation, type GridCell } from './pictures.js';
 
+/** A text file, creating the folder. */
+export function writeText(file: string, text: string): void {
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, text);
+}
+
 /** Pretty JSON (typed arrays left out), creating the folder. */
 export function writeJson(file: string, value: unknown): void {
   mkdirSync(dirname(file), { recursive: true });

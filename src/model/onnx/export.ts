@@ -432,9 +432,8 @@ export interface OnnxModels {
   vjp: Uint8Array;
 }
 
-function build(net: Net, inputShape: number[], withBackward: boolean): Uint8Array {
+function build(net: Net, inputShape: number[], shapes: Map<string, number[]>, withBackward: boolean): Uint8Array {
   const g = new OnnxGraph();
-  const shapes = inferShapes(net, inputShape);
   const ctx: Ctx = { g, shapes, val: new Map(), saved: new Map() };
   ctx.val.set(net.input, g.op('Transpose', ['x'], { perm: NHWC_TO_NCHW }, 'x_nchw'));
   for (const n of net.nodes) ctx.val.set(n.name, forwardNode(ctx, n));
@@ -464,7 +463,8 @@ function build(net: Net, inputShape: number[], withBackward: boolean): Uint8Arra
 
 /** Both ONNX models of `net` on images of `inputShape` ([H, W, C]); throws OnnxUnsupported. */
 export function exportOnnx(net: Net, inputShape: number[]): OnnxModels {
+  // One TF.js forward pass gives every node's shape; both graphs use it.
   const shapes = inferShapes(net, inputShape);
-  return { classes: shapes.get(net.output)![0], forward: build(net, inputShape, false), vjp: build(net, inputShape, true) };
+  return { classes: shapes.get(net.output)![0], forward: build(net, inputShape, shapes, false), vjp: build(net, inputShape, shapes, true) };
 }
 
