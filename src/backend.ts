@@ -2,9 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { UsageError } from './errors.js';
-import { selfCheckInputs, selfCheckNet, closeEnough, SELF_CHECK_SHAPE } from './model/selfcheck.js';
-import { netToTfGraph } from './model/tfjsNet.js';
-import { runPlainGraph } from './model/plainGraph.js';
+import { selfCheckInputs, selfCheckNet, closeEnough, tfjsProbe, SELF_CHECK_SHAPE } from './model/selfcheck.js';
 import { onnxRuntime } from './model/onnx/runtime.js';
 
 /**
@@ -29,26 +27,6 @@ async function registerWasm(): Promise<void> {
   const dist = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
   wasm.setWasmPaths(join(dist, 'dist') + '/');
   wasmRegistered = true;
-}
-
-/** The self-check network's logits and input gradient on the current TF.js backend. */
-function tfjsProbe(): { logits: number[]; dx: number[] } {
-  const g = netToTfGraph(selfCheckNet());
-  const { x, dy } = selfCheckInputs();
-  try {
-    return tf.tidy(() => {
-      const weights = tf.tensor2d(dy, [2, 3]);
-      let logits: number[] = [];
-      const dx = tf.grad((t: tf.Tensor) => {
-        const y = runPlainGraph(g, t);
-        logits = Array.from(y.dataSync());
-        return tf.sum(tf.mul(y, weights));
-      })(x);
-      return { logits, dx: Array.from(dx.dataSync()) };
-    });
-  } finally {
-    tf.dispose([x, ...g.owned]);
-  }
 }
 
 /** The pure-JS cpu reference of the self-check, computed once. */

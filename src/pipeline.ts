@@ -11,7 +11,9 @@ import { labelName } from './model/classifier.js';
 import { evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
 import { forwardLogits } from './model/compute.js';
 import { randomPerturbation } from './math/noise.js';
-import { lpNorm, type Norm } from './math/lp.js';
+import { lpNorm, defaultXi, type Norm } from './math/lp.js';
+
+export { defaultXi };
 import { readNpy } from './io/npy.js';
 import { writeJson, writePerturbation, writeExamples } from './io/run.js';
 import { assetsDir, EMBEDDED_DIR } from './paths.js';
@@ -41,13 +43,6 @@ export function defaultData(model: Classifier, assets: string): { data: string; 
   if (model.labelSpace === 'imagenet')
     return { data: join(assets, 'data', 'imagenet-sample-images'), val: join(assets, 'data', 'ilsvrc2012_val_1300') };
   return { data: join(EMBEDDED_DIR, 'images', 'craft'), val: join(EMBEDDED_DIR, 'images', 'val') };
-}
-
-/** The paper's radius: Linf 10; L2 2000 at 224x224x3, scaled by sqrt(pixels) for other sizes (same RMS). */
-export function defaultXi(norm: Norm, shape: [number, number, number]): number {
-  if (norm === 'inf') return 10;
-  const d = shape[0] * shape[1] * shape[2];
-  return Math.round(2000 * Math.sqrt(d / (224 * 224 * 3)));
 }
 
 function wnidsOf(assets: string): string[] | undefined {

@@ -23,12 +23,16 @@ function expectUsageError(args: string[], pattern: RegExp) {
 
 describe('CLI', () => {
   it('has --help on every command', async () => {
-    for (const c of ['compute', 'evaluate', 'accuracy', 'transfer', 'graph', 'baseline', 'sweep-size', 'normals', 'report', 'reproduce', 'demo']) {
+    for (const c of ['compute', 'evaluate', 'accuracy', 'transfer', 'graph', 'baseline', 'sweep-size', 'normals', 'report', 'reproduce', 'finetune', 'demo']) {
       const r = uap(c, '--help');
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/Usage: uap/);
     }
     expect(uap('compute', '--help').stdout).toMatch(/--xi <x>/);
+  });
+  it('finetune: a model TF.js cannot train, and a bad magnitude range', async () => {
+    expectUsageError(['finetune', '-m', 'mobilenet_v1_0.25_128_quant'], /fine-tuning needs a TF.js LayersModel .*TFLite/);
+    expectUsageError(['finetune', '--magnitude', '2,1'], /--magnitude 2,1: expected LO,HI/);
   });
   it('negative xi', async () => expectUsageError(['compute', '--xi', '-3'], /--xi -3: expected a positive number/));
   it('unknown norm', async () => expectUsageError(['compute', '--norm', '3'], /--norm 3: expected 2 or inf/));

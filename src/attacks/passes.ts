@@ -65,6 +65,8 @@ export interface RunControl {
   resume?: boolean;
   /** Start from this perturbation instead of zero (warm start). */
   init?: tf.Tensor3D;
+  /** Awaited after every batch: a pause (the studio's) holds the run here until it resolves. */
+  gate?: () => Promise<void>;
 }
 
 export interface UniversalResult {
@@ -175,7 +177,8 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
   const [h, w, c] = model.inputShape;
   if (X.shape[0] !== h || X.shape[1] !== w || X.shape[2] !== c)
     throw new UsageError(`images are ${X.shape.join('x')} but model ${model.name} takes ${h}x${w}x${c}`);
-  const fp = fingerprint(model, X, o, method);
+  // Only runs with checkpoints need it (and it hashes with node:crypto, absent in the browser studio).
+  const fp = ctl.checkpointDir ? fingerprint(model, X, o, method) : {};
   refuseResumeWithInit(ctl.resume, ctl.init);
   const ctx = { v: undefined as unknown as tf.Tensor3D };
   let history: PassRecord[] = [];
@@ -224,7 +227,8 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
             pass: pass + 1, maxPasses: o.maxPasses, done, total: X.size, foolingRate: lastRate,
             passFooledShare: fooledSeen / Math.max(done, 1), normL2: lpNorm(ctx.v, 2), normInf: lpNorm(ctx.v, 'inf'),
           });
-          await new Promise((r) => setImmediate(r)); // let the progress bar and abort signals through
+          await ctl.gate?.();
+          await new Promise((r) => setTimeout(r, 0)); // let the progress bar and abort signals through
         },
       });
       const adv = await predictSet(model, X, ctx.v, o.batchSize);

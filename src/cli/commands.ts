@@ -6,7 +6,7 @@ import { runCompute, runEvaluate, runAccuracy, type ComputeSummary } from '../pi
 import { assetsDir } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, type AttackFlags } from './flags.js';
-import { consoleLog, pct, startBackend, universalProgress } from './console.js';
+import { consoleLog, pct, startBackend, universalProgress, withInterrupt } from './console.js';
 import { runGraph, runBaseline } from './analyses.js';
 import { buildReport } from '../report/html.js';
 
@@ -14,32 +14,27 @@ import { buildReport } from '../report/html.js';
 /** Runs a compute job with a progress bar; Ctrl-C stops after the current batch, keeping the checkpoint. */
 async function computeWithProgress(flags: Record<string, unknown>, out: string, extra: { model?: string; randomDraws?: number } = {}): Promise<ComputeSummary> {
   const progress = universalProgress();
-  const abort = new AbortController();
-  const onSigint = () => {
-    consoleLog.warn('interrupted: stopping after this batch; resume with --resume');
-    abort.abort();
-  };
-  process.once('SIGINT', onSigint);
   try {
-    return await runCompute(
-      {
-        model: extra.model ?? (flags.model as string),
-        card: cardOverrides(flags),
-        assets: flags.assets as string | undefined,
-        out,
-        ...dataSpec(flags),
-        options: attackOptions(flags as unknown as AttackFlags),
-        resume: Boolean(flags.resume),
-        init: flags.init as string | undefined,
-        method: flags.method as 'algorithm1' | 'sgd' | undefined,
-        target: flags.target as string | undefined,
-        randomDraws: extra.randomDraws,
-      },
-      { log: consoleLog, onProgress: progress.onProgress, onPass: progress.onPass, signal: abort.signal },
+    return await withInterrupt('interrupted: stopping after this batch; resume with --resume', (signal) =>
+      runCompute(
+        {
+          model: extra.model ?? (flags.model as string),
+          card: cardOverrides(flags),
+          assets: flags.assets as string | undefined,
+          out,
+          ...dataSpec(flags),
+          options: attackOptions(flags as unknown as AttackFlags),
+          resume: Boolean(flags.resume),
+          init: flags.init as string | undefined,
+          method: flags.method as 'algorithm1' | 'sgd' | undefined,
+          target: flags.target as string | undefined,
+          randomDraws: extra.randomDraws,
+        },
+        { log: consoleLog, onProgress: progress.onProgress, onPass: progress.onPass, signal },
+      ),
     );
   } finally {
     progress.stop();
-    process.off('SIGINT', onSigint);
   }
 }
 

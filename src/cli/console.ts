@@ -57,3 +57,51 @@ export function universalProgress(): { onProgress: (p: Progress) => void; onPass
     },
   };
 }
+
+/** A live progress bar for fine-tuning: images of the current epoch, ETA and the running loss. */
+export function trainingProgress(): { onBatch: (p: { round: number; epoch: number; epochs: number; done: number; total: number; loss: number }) => void; stop: () => void } {
+  const bar = new cliProgress.SingleBar(
+    {
+      format: 'round {round} epoch {epoch}/{epochs} |{bar}| {value}/{total} images | ETA {eta_formatted} | loss {loss}',
+      stream: process.stderr,
+      hideCursor: true,
+      noTTYOutput: !process.stderr.isTTY,
+      notTTYSchedule: 10000,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  let key = '';
+  return {
+    onBatch(p) {
+      const payload = { round: p.round, epoch: p.epoch, epochs: p.epochs, loss: p.loss.toFixed(3) };
+      const k = `${p.round}/${p.epoch}`;
+      if (k !== key) {
+        if (key) bar.stop();
+        bar.start(p.total, p.done, payload);
+        key = k;
+      } else bar.update(p.done, payload);
+      if (p.done === p.total) {
+        bar.stop();
+        key = '';
+      }
+    },
+    stop() {
+      if (key) bar.stop();
+    },
+  };
+}
+
+/** Runs `job` with Ctrl-C wired to an abort signal (the job stops at its next safe point and says how to resume). */
+export async function withInterrupt<T>(message: string, job: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const abort = new AbortController();
+  const onSigint = () => {
+    consoleLog.warn(message);
+    abort.abort();
+  };
+  process.once('SIGINT', onSigint);
+  try {
+    return await job(abort.signal);
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}

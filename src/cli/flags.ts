@@ -95,19 +95,20 @@ export function addDataFlags(cmd: Command): Command {
     .option('--strict', 'stop on the first image that cannot be decoded (default: skip and warn)');
 }
 
-export function addAttackFlags(cmd: Command): Command {
+/** The attack flags; `defaults` changes a command's default method or pass cap (finetune: sgd, 5). */
+export function addAttackFlags(cmd: Command, defaults: { method?: 'algorithm1' | 'sgd'; maxPasses?: number } = {}): Command {
   return cmd
     .addOption(new Option('-p, --norm <p>', 'perturbation norm: 2 or inf').default('inf').argParser(norm))
     .option('--xi <x>', 'radius of the norm ball in pixel units [0,255] (default: 10 for inf, 2000 for L2 at 224x224x3, scaled by sqrt(pixels))', positive('xi'))
     .option('--delta <d>', 'stop when the fooling rate on X reaches 1 - delta', number('delta', (n) => n >= 0 && n < 1, 'a number in [0, 1)'), 0.2)
-    .option('--max-passes <n>', 'pass cap over X', count('max-passes'), 10)
+    .option('--max-passes <n>', 'pass cap over X', count('max-passes'), defaults.maxPasses ?? 10)
     .option('--overshoot <o>', 'DeepFool overshoot', number('overshoot', (n) => n >= 0, 'a number >= 0'), 0.02)
     .option('--candidates <k>', 'DeepFool candidate classes (top-k of the clean prediction)', count('candidates', 2), 10)
     .option('--deepfool-steps <n>', 'DeepFool step cap inside Algorithm 1 (the reference code uses 10)', count('deepfool-steps'), 10)
     .addOption(new Option('--deepfool-norm <n>', 'inner DeepFool step: 2 (the paper) or match (the Lp step of --norm)').default(2).argParser(deepfoolNorm))
     .option('--batch-size <n>', 'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32)', count('batch-size'))
     .option('--seed <n>', 'seed of the shuffles', number('seed', Number.isInteger, 'an integer'), 0)
-    .addOption(new Option('--method <m>', 'algorithm1 (the paper: DeepFool steps) or sgd (SGD-UAP: minibatch gradient ascent)').choices(['algorithm1', 'sgd']).default('algorithm1'))
+    .addOption(new Option('--method <m>', 'algorithm1 (the paper: DeepFool steps) or sgd (SGD-UAP: minibatch gradient ascent)').choices(['algorithm1', 'sgd']).default(defaults.method ?? 'algorithm1'))
     .option('--target <label>', 'targeted: push every image to this class (index or label name); reports the targeted success rate')
     .addOption(new Option('--loss <l>', 'sgd: ce (cross-entropy clamped at --beta) or margin (logit margin bounded at --kappa)').choices(['ce', 'margin']))
     .option('--beta <b>', 'sgd: clamp of the cross-entropy (default 12)', positive('beta'))

@@ -7,6 +7,8 @@ import { UsageError, AbortedError } from '../errors.js';
 import { computeCommand, evaluateCommand, demoCommand, accuracyCommand } from './commands.js';
 import { transferCommand, graphCommand, baselineCommand, sweepSizeCommand, normalsCommand, reportCommand } from './analyses.js';
 import { reproduceCommand } from './reproduce.js';
+import { finetuneCommand } from './defence.js';
+import { studioCommand } from './studio.js';
 
 /**
  * The `uap` command line. Bad input (flags, files, cards) ends with a one-line message and exit
@@ -16,7 +18,7 @@ function program(): Command {
   const p = new Command('uap')
     .description('Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017) for TensorFlow.js classifiers')
     .version((JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version);
-  for (const c of [computeCommand(), evaluateCommand(), accuracyCommand(), transferCommand(), graphCommand(), baselineCommand(), sweepSizeCommand(), normalsCommand(), reportCommand(), reproduceCommand(), demoCommand()]) p.addCommand(c);
+  for (const c of [computeCommand(), evaluateCommand(), accuracyCommand(), transferCommand(), graphCommand(), baselineCommand(), sweepSizeCommand(), normalsCommand(), reportCommand(), reproduceCommand(), finetuneCommand(), studioCommand(), demoCommand()]) p.addCommand(c);
   p.exitOverride();
   for (const c of p.commands) c.exitOverride();
   return p;

@@ -7,50 +7,60 @@ export interface NdArray {
   shape: number[];
 }
 
-/** Writes a little-endian float32 C-order .npy (NumPy format version 1.0). */
-export function writeNpy(file: string, arr: NdArray): void {
+/** A little-endian float32 C-order .npy (NumPy format version 1.0), as bytes (browser-safe). */
+export function encodeNpy(arr: NdArray): Uint8Array<ArrayBuffer> {
   const shape = arr.shape.length === 1 ? `(${arr.shape[0]},)` : `(${arr.shape.join(', ')})`;
   let header = `{'descr': '<f4', 'fortran_order': False, 'shape': ${shape}, }`;
   // Header (magic 6 + version 2 + length 2 + text + newline) is padded to a multiple of 64 bytes.
   const pad = 64 - ((10 + header.length + 1) % 64);
   header = header + ' '.repeat(pad % 64) + '\n';
-  const head = Buffer.alloc(10);
-  head.write('\x93NUMPY', 0, 'latin1');
-  head[6] = 1;
-  head[7] = 0;
-  head.writeUInt16LE(header.length, 8);
-  const body = Buffer.from(arr.data.buffer, arr.data.byteOffset, arr.data.byteLength);
-  writeFileSync(file, Buffer.concat([head, Buffer.from(header, 'latin1'), body]));
+  const out = new Uint8Array(10 + header.length + arr.data.byteLength);
+  out.set([0x93, ...'NUMPY'.split('').map((c) => c.charCodeAt(0)), 1, 0], 0);
+  new DataView(out.buffer).setUint16(8, header.length, true);
+  for (let i = 0; i < header.length; i++) out[10 + i] = header.charCodeAt(i);
+  out.set(new Uint8Array(arr.data.buffer, arr.data.byteOffset, arr.data.byteLength), 10 + header.length);
+  return out;
 }
 
-/** Reads a .npy of float32 or float64 (little-endian, C order) as float32. */
+export function writeNpy(file: string, arr: NdArray): void {
+  writeFileSync(file, encodeNpy(arr));
+}
+
+/** Decodes a .npy of float32 or float64 (little-endian; C or Fortran order) as float32 C order; `name` labels errors. */
+export function decodeNpy(buf: Uint8Array, name: string): NdArray {
+  const latin1 = (a: number, b: number) => String.fromCharCode(...buf.subarray(a, b));
+  if (buf.length < 10 || latin1(0, 6) !== '\x93NUMPY') throw new UsageError(`perturbation ${name}: not a .npy file`);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const major = buf[6];
+  const hlen = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
+  const start = major === 1 ? 10 : 12;
+  const header = latin1(start, start + hlen);
+  const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
+  const fortran = /'fortran_order':\s*True/.test(header);
+  const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
+  if (!descr || shapeText === undefined) throw new UsageError(`perturbation ${name}: unreadable .npy header`);
+  const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw new UsageError(`perturbation ${name}: unreadable shape (${shapeText})`);
+  const count = shape.reduce((a, b) => a * b, 1);
+  const off = start + hlen;
+  const itemSize = descr === '<f8' ? 8 : 4;
+  if (buf.length < off + count * itemSize) throw new UsageError(`perturbation ${name}: truncated (expected ${count} values of shape (${shape.join(', ')}))`);
+  const bytes = buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + count * itemSize);
+  let data: Float32Array;
+  if (descr === '<f4') data = new Float32Array(bytes);
+  else if (descr === '<f8') data = Float32Array.from(new Float64Array(bytes));
+  else throw new UsageError(`perturbation ${name}: dtype ${descr} is not supported (expected float32 or float64)`);
+  return { data: fortran ? fortranToC(data, shape) : data, shape };
+}
+
 export function readNpy(file: string): NdArray {
-  let buf: Buffer;
+  let buf: Uint8Array;
   try {
     buf = readFileSync(file);
   } catch {
     throw new UsageError(`perturbation ${file}: file not found or unreadable`);
   }
-  if (buf.length < 10 || buf.toString('latin1', 0, 6) !== '\x93NUMPY') throw new UsageError(`perturbation ${file}: not a .npy file`);
-  const major = buf[6];
-  const hlen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
-  const start = major === 1 ? 10 : 12;
-  const header = buf.toString('latin1', start, start + hlen);
-  const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
-  const fortran = /'fortran_order':\s*True/.test(header);
-  const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
-  if (!descr || shapeText === undefined) throw new UsageError(`perturbation ${file}: unreadable .npy header`);
-  const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
-  if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw new UsageError(`perturbation ${file}: unreadable shape (${shapeText})`);
-  const count = shape.reduce((a, b) => a * b, 1);
-  const off = start + hlen;
-  const itemSize = descr === '<f8' ? 8 : 4;
-  if (buf.length < off + count * itemSize) throw new UsageError(`perturbation ${file}: truncated (expected ${count} values of shape (${shape.join(', ')}))`);
-  let data: Float32Array;
-  if (descr === '<f4') data = new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + count * 4));
-  else if (descr === '<f8') data = Float32Array.from(new Float64Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + count * 8)));
-  else throw new UsageError(`perturbation ${file}: dtype ${descr} is not supported (expected float32 or float64)`);
-  return { data: fortran ? fortranToC(data, shape) : data, shape };
+  return decodeNpy(buf, file);
 }
 
 /** Reorders a column-major (Fortran, as MATLAB-derived files are) array into row-major (C) order. */

@@ -1,19 +1,12 @@
 import sharp, { type OverlayOptions } from 'sharp';
+import { visiblePerturbation } from './visible.js';
+
+export { visiblePerturbation };
 
 /**
  * Pictures for people: the perturbation scaled for visibility and a grid of clean / perturbed images
  * with their labels. Pixel data comes in as HWC float or uint8 in [0,255].
  */
-
-/** v mapped to [0,255] around mid-grey, 128 + 127 * v / max|v| (as the paper's figures show it). */
-export function visiblePerturbation(v: Float32Array): Uint8Array {
-  let m = 0;
-  for (const a of v) m = Math.max(m, Math.abs(a));
-  const out = new Uint8Array(v.length);
-  const f = m > 0 ? 127 / m : 0;
-  for (let i = 0; i < v.length; i++) out[i] = Math.round(128 + v[i] * f);
-  return out;
-}
 
 function rawImage(px: Uint8Array, [h, w, c]: [number, number, number]) {
   return sharp(Buffer.from(px.buffer, px.byteOffset, px.byteLength), { raw: { width: w, height: h, channels: c as 1 | 3 } });

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -52,6 +53,30 @@ export function fileHandler(modelJsonPath: string): tf.io.IOHandler {
         signature: json.signature as tf.io.ModelArtifacts['signature'],
         userDefinedMetadata: json.userDefinedMetadata as tf.io.ModelArtifacts['userDefinedMetadata'],
       };
+    },
+  };
+}
+
+/**
+ * Writes a LayersModel as model.json + weights.bin into `dir` (the files fileHandler reads). The
+ * JSON goes last, by rename, so a kill mid-save never leaves a model.json naming missing weights.
+ */
+export function fileSaver(dir: string): tf.io.IOHandler {
+  return {
+    save: async (artifacts) => {
+      mkdirSync(dir, { recursive: true });
+      const weights = new tf.io.CompositeArrayBuffer(artifacts.weightData).slice();
+      writeFileSync(join(dir, 'weights.bin'), Buffer.from(weights));
+      const json: ModelJson = {
+        modelTopology: artifacts.modelTopology,
+        format: artifacts.format ?? 'layers-model',
+        generatedBy: artifacts.generatedBy,
+        convertedBy: artifacts.convertedBy ?? undefined,
+        weightsManifest: [{ paths: ['weights.bin'], weights: artifacts.weightSpecs ?? [] }],
+      };
+      writeFileSync(join(dir, 'model.json.tmp'), JSON.stringify(json));
+      renameSync(join(dir, 'model.json.tmp'), join(dir, 'model.json'));
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON', weightDataBytes: weights.byteLength } };
     },
   };
 }

@@ -10,10 +10,10 @@ import * as tf from '@tensorflow/tfjs';
  * output gradient with the spatially flipped filter (the transposed convolution).
  */
 
-type Padding = 'same' | 'valid';
+export type Padding = 'same' | 'valid';
 
 /** Leading pad and output size along one axis, as TensorFlow computes them. */
-function axisGeometry(size: number, k: number, s: number, padding: Padding): { out: number; padBefore: number } {
+export function axisGeometry(size: number, k: number, s: number, padding: Padding): { out: number; padBefore: number } {
   if (padding === 'valid') return { out: Math.floor((size - k) / s) + 1, padBefore: 0 };
   const out = Math.ceil(size / s);
   const total = Math.max((out - 1) * s + k - size, 0);
@@ -27,9 +27,11 @@ function axisGeometry(size: number, k: number, s: number, padding: Padding): { o
 function dilate(dy: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
   if (sh === 1 && sw === 1) return dy;
   const [n, h, w, c] = dy.shape;
-  return dy
-    .reshape([n, h, 1, w, 1, c])
-    .pad([[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]])
+  // Rows, then columns, each as a rank-4 pad (WebGL has no shader for rank-6 pads).
+  const rows = dy.reshape([n, h, 1, w * c]).pad([[0, 0], [0, 0], [0, sh - 1], [0, 0]]);
+  return rows
+    .reshape([n * h * sh, w, 1, c])
+    .pad([[0, 0], [0, 0], [0, sw - 1], [0, 0]])
     .reshape([n, h * sh, w * sw, c]);
 }
 
@@ -97,6 +99,43 @@ export function conv2dInputGradient(dy: tf.Tensor4D, filter: tf.Tensor4D, xShape
   return inputGradient(dy, xShape, [filter.shape[0], filter.shape[1]], strides, padding, (t) => tf.conv2d(t, flipped, 1, 'valid'));
 }
 
+/** dL/dx of depthwiseConv2d(x, filter [kh, kw, C, 1], strides, padding) given dL/dy, from forward convolutions only. */
+export function depthwiseInputGradient(dy: tf.Tensor4D, filter: tf.Tensor4D, xShape: number[], strides: [number, number], padding: Padding): tf.Tensor4D {
+  const flipped = tf.reverse(filter, [0, 1]) as tf.Tensor4D;
+  return inputGradient(dy, xShape, [filter.shape[0], filter.shape[1]], strides, padding, (t) => tf.depthwiseConv2d(t, flipped, 1, 'valid'));
+}
+
+/**
+ * dL/dfilter of conv2d / depthwiseConv2d (depth multiplier 1) given dL/dy, as ONE forward convolution:
+ * filter tap (i, j) correlates the input rows i, i+s, ... with dy, so it is a stride-1 convolution of
+ * the padded input with dy as the filter, dilated by the stride; the batch becomes the summed axis
+ * (conv2d: input channels swap with the batch; depthwise: batch x channels become the channels).
+ */
+export function convFilterGradient(kind: 'conv' | 'depthwise', x: tf.Tensor4D, dy: tf.Tensor4D, filterShape: number[], strides: [number, number], padding: Padding): tf.Tensor4D {
+  const [kh, kw] = filterShape;
+  const [n, H, W, c] = x.shape;
+  const [, ho, wo, cout] = dy.shape;
+  // The padded input must hold exactly (out - 1) * stride + k rows: pad the front as the forward pass did, fit the end.
+  const fit = (size: number, k: number, s: number, out: number) => {
+    const before = axisGeometry(size, k, s, padding).padBefore;
+    return { before, after: (out - 1) * s + k - size - before };
+  };
+  const rows = fit(H, kh, strides[0], ho);
+  const cols = fit(W, kw, strides[1], wo);
+  let xp = x.pad([[0, 0], [rows.before, Math.max(0, rows.after)], [cols.before, Math.max(0, cols.after)], [0, 0]]);
+  if (rows.after < 0 || cols.after < 0) xp = xp.slice([0, 0, 0, 0], [n, (ho - 1) * strides[0] + kh, (wo - 1) * strides[1] + kw, c]);
+  const dyAsFilter = dy.transpose([1, 2, 0, 3]); // [ho, wo, N, cout]
+  if (kind === 'conv') {
+    const g = tf.conv2d(xp.transpose([3, 1, 2, 0]) as tf.Tensor4D, dyAsFilter as tf.Tensor4D, 1, 'valid', 'NHWC', strides); // [c, kh, kw, cout]
+    return g.transpose([1, 2, 0, 3]);
+  }
+  if (cout !== c) throw new Error(`depthwise filter gradient: depth multiplier ${cout / c} is not supported (only 1)`);
+  const [, hp, wp] = xp.shape;
+  const input = xp.transpose([1, 2, 0, 3]).reshape([1, hp, wp, n * c]) as tf.Tensor4D;
+  const g = tf.depthwiseConv2d(input, dyAsFilter.reshape([ho, wo, n * c, 1]) as tf.Tensor4D, 1, 'valid', 'NHWC', strides); // [1, kh, kw, N*c]
+  return g.reshape([kh, kw, n, c]).sum(2).reshape([kh, kw, c, 1]);
+}
+
 export interface InputGradConv {
   apply(x: tf.Tensor4D): tf.Tensor4D;
   /** The filters this op holds (the forward one and its flipped copy for the backward pass). */
@@ -143,7 +182,8 @@ export function maxPoolInputGrad(x: tf.Tensor4D, size: [number, number], strides
     const cols = axisGeometry(W, sw, sw, padding);
     // Repeat each pooled value over its window (broadcast, not Tile: slow on wasm), then align with x.
     const repeat = (t: tf.Tensor4D) => {
-      const r = tf.mul(t.reshape([n, ho, 1, wo, 1, c]), tf.ones([1, 1, sh, 1, sw, 1])).reshape([n, ho * sh, wo * sw, c]) as tf.Tensor4D;
+      const tall = tf.mul(t.reshape([n, ho, 1, wo * c]), tf.ones([1, 1, sh, 1]));
+      const r = tf.mul(tall.reshape([n * ho * sh, wo, 1, c]), tf.ones([1, 1, sw, 1])).reshape([n, ho * sh, wo * sw, c]) as tf.Tensor4D;
       const keepH = Math.min(H, ho * sh - rows.padBefore);
       const keepW = Math.min(W, wo * sw - cols.padBefore);
       const cropped = r.slice([0, rows.padBefore, cols.padBefore, 0], [n, keepH, keepW, c]);

@@ -7,7 +7,9 @@ import { type ModelCard, readCard, resolveCardPath, cardLabels, validateCard } f
 import type { Classifier } from './classifier.js';
 import { fileHandler } from './fileHandler.js';
 import { layersToNet } from './layersGraph.js';
-import { chain, weights, type Net, type NetNode } from './net.js';
+import { chain, type Net } from './net.js';
+import { preprocessNodes, outputNodes, cardAdapters, checkedLogits, type OutputWnids } from './adapters.js';
+export { cardAdapters, cardWnids };
 import { runPlainGraph } from './plainGraph.js';
 import { netToTfGraph } from './tfjsNet.js';
 import { measureBatchLimits, type BatchLimits } from './memory.js';
@@ -110,45 +112,16 @@ function tfliteCard(file: string, spec: string, o: CardOverrides, assets?: strin
   return merge({ ...own, baseDir: dirname(file) }, o, `for ${spec} (from the file and flags)`);
 }
 
-/** Pixel space [0,255] RGB -> the model's input, as the card declares: one per-channel affine map. */
-function preprocessNodes(card: ModelCard): NetNode[] {
-  const { scale = 1, offset = 0, mean, std, channelOrder = 'RGB' } = card.preprocess;
-  const c = card.inputShape[2];
-  // ((x - mean) / std) * scale + offset = x * a + b
-  const a = Array.from({ length: c }, (_, i) => scale / (std?.[i] ?? 1));
-  const b = Array.from({ length: c }, (_, i) => offset - (mean?.[i] ?? 0) * a[i]);
-  const nodes: NetNode[] = [];
-  if (channelOrder === 'BGR') nodes.push({ name: 'pre/bgr', inputs: [], op: { kind: 'reverseChannels' } });
-  if (a.some((v) => v !== 1) || b.some((v) => v !== 0))
-    nodes.push({ name: 'pre/affine', inputs: [], op: { kind: 'affine', scale: weights(a, [c]), shift: weights(b, [c]) } });
-  return nodes;
-}
-
-/** Raw outputs -> logits over the label space (flattened; log of probabilities; background dropped; DarkNet order mapped). */
-function outputNodes(card: ModelCard, assets: string): NetNode[] {
-  const m = card.outputMap ?? {};
-  const nodes: NetNode[] = [{ name: 'post/flatten', inputs: [], op: { kind: 'reshape', shape: [-1] } }];
-  if (card.outputIsProbabilities) nodes.push({ name: 'post/log', inputs: [], op: { kind: 'act', act: 'log' } });
-  if (m.dropFirst) nodes.push({ name: 'post/drop', inputs: [], op: { kind: 'slice', begin: m.dropFirst, size: -1 } });
-  if (m.wnids) {
-    const read = (f: string) => {
-      const file = resolveCardPath(card, f, assets);
-      if (!existsSync(file)) throw new UsageError(`model card ${card.name}: outputMap file ${file} not found`);
-      return readFileSync(file, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean);
-    };
-    const from = read(m.wnids);
-    const ref = read(m.referenceWnids ?? '${assets}/data/labels/imagenet1k_wnids_sorted.txt');
-    const pos = new Map(from.map((w, i) => [w, i]));
-    // A permutation matrix instead of a gather: gather's gradient needs a kernel wasm lacks.
-    const perm = new Float32Array(from.length * ref.length);
-    ref.forEach((w, j) => {
-      const i = pos.get(w);
-      if (i === undefined) throw new UsageError(`model card ${card.name}: wnid ${w} missing from ${m.wnids}`);
-      perm[i * ref.length + j] = 1;
-    });
-    nodes.push({ name: 'post/order', inputs: [], op: { kind: 'dense', kernel: weights(perm, [from.length, ref.length]), act: 'linear' } });
-  }
-  return nodes;
+/** The wnid lists an outputMap reorders by, read from the card's files. */
+function cardWnids(card: ModelCard, assets: string): OutputWnids | undefined {
+  const m = card.outputMap;
+  if (!m?.wnids) return undefined;
+  const read = (f: string) => {
+    const file = resolveCardPath(card, f, assets);
+    if (!existsSync(file)) throw new UsageError(`model card ${card.name}: outputMap file ${file} not found`);
+    return readFileSync(file, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean);
+  };
+  return { from: read(m.wnids), reference: read(m.referenceWnids ?? '${assets}/data/labels/imagenet1k_wnids_sorted.txt') };
 }
 
 /** The whole classifier (preprocessing, model, output mapping) as one Net, for formats the engine imports. */
@@ -163,7 +136,7 @@ export async function loadNet(card: ModelCard, modelPath: string, assets: string
       model.dispose();
     }
   }
-  return chain(preprocessNodes(card), net, outputNodes(card, assets));
+  return chain(preprocessNodes(card), net, outputNodes(card, cardWnids(card, assets)));
 }
 
 /**
@@ -211,16 +184,15 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
     if (card.format === 'graph') {
       const model = await tf.loadGraphModel(fileHandler(modelPath));
       // GraphModels run on TF.js's own ops, between preprocessing and output mapping steps.
-      const pre = netToTfGraph(chain(preprocessNodes(card), { input: 'x', nodes: [], output: 'x' }, []));
-      const post = netToTfGraph(chain([], { input: 'y', nodes: [], output: 'y' }, outputNodes(card, assets)));
+      const adapters = cardAdapters(card, cardWnids(card, assets));
       forward = (x) => {
-        const y = model.execute(runPlainGraph(pre, x), card.logitsLayer);
+        const y = model.execute(adapters.pre(x), card.logitsLayer);
         if (Array.isArray(y)) throw new UsageError(`model ${card.name}: the graph has several outputs; name the logits node in "logitsLayer"`);
-        return runPlainGraph(post, y);
+        return adapters.post(y);
       };
       release = () => {
         model.dispose();
-        tf.dispose([...pre.owned, ...post.owned]);
+        adapters.dispose();
       };
     } else {
       net = await loadNet(card, modelPath, assets);
@@ -233,13 +205,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
     throw new UsageError(`model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`);
   }
   const [h, w, c] = card.inputShape;
-  const logits = (x: tf.Tensor4D): tf.Tensor2D =>
-    tf.tidy(() => {
-      const y = forward(x) as tf.Tensor2D;
-      if (y.shape[1] !== card.numClasses)
-        throw new UsageError(`model ${card.name}: gives ${y.shape[1]} outputs but the card says numClasses ${card.numClasses}`);
-      return y;
-    });
+  const logits = checkedLogits(card, forward);
   const dispose = release;
   let maxBatch: BatchLimits;
   try {

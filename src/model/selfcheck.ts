@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { weights, type Net } from './net.js';
+import { netToTfGraph } from './tfjsNet.js';
+import { runPlainGraph } from './plainGraph.js';
 
 /**
  * A tiny network with one of each operation attacks differentiate through (strided conv + relu6,
@@ -46,3 +48,24 @@ export function maxRelativeDifference(a: ArrayLike<number>, b: ArrayLike<number>
 export function closeEnough(a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-4): boolean {
   return maxRelativeDifference(a, b) <= tol;
 }
+
+/** The self-check network's logits and input gradient on the current TF.js backend. */
+export function tfjsProbe(): { logits: number[]; dx: number[] } {
+  const g = netToTfGraph(selfCheckNet());
+  const { x, dy } = selfCheckInputs();
+  try {
+    return tf.tidy(() => {
+      const weights = tf.tensor2d(dy, [2, 3]);
+      let logits: number[] = [];
+      const dx = tf.grad((t: tf.Tensor) => {
+        const y = runPlainGraph(g, t);
+        logits = Array.from(y.dataSync());
+        return tf.sum(tf.mul(y, weights));
+      })(x);
+      return { logits, dx: Array.from(dx.dataSync()) };
+    });
+  } finally {
+    tf.dispose([x, ...g.owned]);
+  }
+}
+

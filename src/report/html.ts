@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { UsageError } from '../errors.js';
-import { vegaLiteToSvg, type TopLevelSpec } from './plots.js';
+import { rateLines, vegaLiteToSvg, type TopLevelSpec } from './plots.js';
 
 /**
  * One self-contained HTML page (opens offline: images as data URIs, plots as inline SVG) for one or
@@ -40,22 +40,13 @@ function inlineSvg(file: string): string | undefined {
 }
 
 function passCurve(history: PassRow[]): TopLevelSpec {
-  const values = history.flatMap((h) => [
-    { pass: h.pass, rate: h.foolingRate, what: 'fooling rate on X' },
-    ...(h.targetSuccess !== undefined ? [{ pass: h.pass, rate: h.targetSuccess, what: 'targeted success on X' }] : []),
-  ]);
-  return {
-    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    data: { values },
-    width: 360,
-    height: 200,
-    mark: { type: 'line', point: true },
-    encoding: {
-      x: { field: 'pass', type: 'quantitative', title: 'pass', axis: { tickMinStep: 1 } },
-      y: { field: 'rate', type: 'quantitative', title: null, scale: { domain: [0, 1] }, axis: { format: '%' } },
-      color: { field: 'what', type: 'nominal', title: null },
-    },
-  } as TopLevelSpec;
+  return rateLines(
+    history.flatMap((h) => [
+      { x: h.pass, rate: h.foolingRate, what: 'fooling rate on X' },
+      ...(h.targetSuccess !== undefined ? [{ x: h.pass, rate: h.targetSuccess, what: 'targeted success on X' }] : []),
+    ]),
+    'pass',
+  );
 }
 
 const ANALYSES: [file: string, title: string, summary: (j: Record<string, unknown>) => string][] = [
@@ -71,6 +62,45 @@ const ANALYSES: [file: string, title: string, summary: (j: Record<string, unknow
   }],
   ['transfer', 'Transfer across models', (j) => `${(j.sources as unknown[]).length} perturbations x ${(j.models as unknown[]).length} models`],
 ];
+
+interface DefenceRound {
+  round: number;
+  cleanAccuracy: number;
+  foolingRate: number;
+  previousFoolingRate: number | null;
+  epochs: { epoch: number; learningRate?: number; cleanAccuracy: number; poolFoolingRate: number; kept: boolean }[];
+}
+
+/** Per round: clean accuracy and the fresh UAP's fooling rate (the paper's defence table, as a plot). */
+function defenceCurve(rounds: DefenceRound[]): TopLevelSpec {
+  return rateLines(
+    rounds.flatMap((r) => [
+      { x: r.round, rate: r.foolingRate, what: 'fresh UAP: fooling rate' },
+      { x: r.round, rate: r.cleanAccuracy, what: 'clean accuracy' },
+      ...(r.previousFoolingRate !== null ? [{ x: r.round, rate: r.previousFoolingRate, what: "previous round's UAP: fooling rate" }] : []),
+    ]),
+    'fine-tuning round (0 = original)',
+  );
+}
+
+/** The defence run of `uap finetune`: rounds table, curve, and the perturbations before and after. */
+async function defenceSection(dir: string, d: { config: Record<string, unknown>; rounds: DefenceRound[] }): Promise<string> {
+  const a = d.config.attack as { norm: number | string; xi: number };
+  const f = d.config.finetune as { poolSize: number; epochs: number; learningRate: number; sampling: { probability: number; scale: [number, number] } };
+  const rows = d.rounds.map((r) => {
+    const epochs = r.epochs.map((e) => `${e.epoch}${e.learningRate ? ` (lr ${e.learningRate.toExponential(0)})` : ''}: ${pct(e.cleanAccuracy)} / ${pct(e.poolFoolingRate)}${e.kept ? '' : ' (undone)'}`).join('; ');
+    return `<tr><td>${r.round === 0 ? '0 (original)' : r.round}</td><td>${pct(r.cleanAccuracy)}</td><td><b>${pct(r.foolingRate)}</b></td><td>${pct(r.previousFoolingRate)}</td><td>${esc(epochs || '-')}</td></tr>`;
+  });
+  const figs = [`<figure>${await vegaLiteToSvg(defenceCurve(d.rounds))}<figcaption>on the validation images</figcaption></figure>`];
+  for (const r of [d.rounds[0], d.rounds[d.rounds.length - 1]]) {
+    const img = r && dataUri(join(dir, `round-${r.round}`, 'attack', 'perturbation.png'));
+    if (img && (r.round === 0 || d.rounds.length > 1)) figs.push(`<figure><img src="${img}" alt="UAP round ${r.round}" width="160"><figcaption>fresh UAP, round ${r.round}</figcaption></figure>`);
+  }
+  return `<h3>Defence: fine-tuning on universal perturbations</h3>
+<p>${d.config.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}, ${a.norm === 2 ? 'L2' : 'Linf'} xi = ${esc(a.xi)}; pool of ${f.poolSize} perturbations per round, each training image perturbed with probability ${f.sampling.probability} by a member times U(${f.sampling.scale.join(', ')}); ${f.epochs} epoch(s) per round, Adam ${f.learningRate}; ${esc(d.config.images)} training images, ${esc(d.config.valImages)} validation images.</p>
+<table><tr><th>round</th><th>clean accuracy</th><th>fresh UAP fooling rate</th><th>previous round's UAP</th><th>epochs: clean accuracy / fooling rate of the pool</th></tr>${rows.join('')}</table>
+<div class="row">${figs.join('')}</div>`;
+}
 
 async function runSection(dir: string): Promise<string> {
   const config = readJson<Record<string, unknown>>(join(dir, 'config.json'));
@@ -101,13 +131,15 @@ async function runSection(dir: string): Promise<string> {
     const ex = dataUri(join(dir, 'examples.png'));
     if (ex) parts.push(`<figure><img src="${ex}" alt="examples" class="wide"><figcaption>validation images: clean label (top), with the perturbation and the label it now gets (bottom)</figcaption></figure>`);
   }
+  const defence = readJson<{ config: Record<string, unknown>; rounds: DefenceRound[] }>(join(dir, 'defence.json'));
+  if (defence?.rounds.length) parts.push(await defenceSection(dir, defence));
   for (const [name, title, summary] of ANALYSES) {
     const j = readJson<Record<string, unknown>>(join(dir, `${name}.json`));
     const svg = inlineSvg(join(dir, `${name}.svg`));
     if (!j || !svg) continue;
     parts.push(`<h3>${title}</h3><p>${esc(summary(j))}</p><figure class="plot">${svg}</figure>`);
   }
-  if (!parts.length) throw new UsageError(`${dir}: no run or analysis results here (expected config.json + metrics.json, or *.json + *.svg of uap baseline / graph / sweep-size / normals / transfer)`);
+  if (!parts.length) throw new UsageError(`${dir}: no run or analysis results here (expected config.json + metrics.json, defence.json of uap finetune, or *.json + *.svg of uap baseline / graph / sweep-size / normals / transfer)`);
   return `<section><h2>${esc(config?.model ? `${config.model} — ${basename(dir)}` : basename(dir))}</h2>${parts.join('\n')}</section>`;
 }
 

@@ -1,0 +1,351 @@
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { UsageError, AbortedError } from '../errors.js';
+import type { Classifier } from '../model/classifier.js';
+import { findCard, type CardOverrides } from '../model/load.js';
+import type { ModelCard } from '../model/card.js';
+import type { ImageSet } from '../data/dataset.js';
+import { argmaxRows } from '../model/compute.js';
+import { evaluatePerturbation, foolingRate, predictSet, type Evaluation } from '../analysis/fooling.js';
+import type { UniversalOptions } from '../attacks/universal.js';
+import type { SgdOptions } from '../attacks/sgd.js';
+import { Rng, passSeed } from '../math/random.js';
+import { readNpy, writeNpy } from '../io/npy.js';
+import { writeJson, writePerturbation, writeText } from '../io/run.js';
+import { assetsDir } from '../paths.js';
+import { craft, defaultData, loadModel, loadSet, methodOptions, type DataSpec, type Log, type Method } from '../pipeline.js';
+import { drawPerturbations, applyDraws, SAMPLING_DEFAULTS, type SamplingOptions } from './sampling.js';
+import { loadTrainable, refuseUntrainable, saveTrainable, snapshotWeights, restoreWeights, type Trainable } from './trainable.js';
+
+/**
+ * The paper's defence (section 5): fine-tune the network on images perturbed by a pool of
+ * precomputed universal perturbations, then attack it afresh; repeat for several rounds.
+ */
+
+export interface FinetuneOptions {
+  /** Fine-tune / re-attack rounds (the paper: fooling rate falls in round 1, little more after). */
+  rounds: number;
+  /** Universal perturbations precomputed per round for training. */
+  poolSize: number;
+  epochs: number;
+  batchSize: number;
+  /** Adam learning rate (an epoch that costs more than maxAccuracyDrop is retried at a tenth of it, twice at most). */
+  learningRate: number;
+  sampling: SamplingOptions;
+  /** Largest fall of clean validation accuracy (0.05 = 5 points) below the original model's; an epoch past it is undone. */
+  maxAccuracyDrop: number;
+  /**
+   * What the network is trained to answer: 'model' (its own clean top-1 label of each image: the
+   * perturbed image must get the label the clean one got, i.e. invariance) or 'truth' (the data's
+   * labels, as the paper on the full ImageNet training set). With a few hundred images, 'truth'
+   * pulls the network toward memorising them and costs clean accuracy.
+   */
+  trainLabels: 'model' | 'truth';
+  seed: number;
+}
+
+export const FINETUNE_DEFAULTS: FinetuneOptions = {
+  rounds: 1, poolSize: 10, epochs: 3, batchSize: 32, learningRate: 1e-4, sampling: SAMPLING_DEFAULTS, maxAccuracyDrop: 0.05, trainLabels: 'model', seed: 0,
+};
+
+export interface FinetuneJob extends DataSpec {
+  model: string;
+  card?: CardOverrides;
+  assets?: string;
+  out: string;
+  /** How the pool members and the re-attacks are crafted (default sgd: fast and strong). */
+  method?: Method;
+  attack?: Partial<UniversalOptions> & Partial<SgdOptions>;
+  options?: Partial<FinetuneOptions>;
+  resume?: boolean;
+}
+
+export interface EpochRecord {
+  epoch: number;
+  learningRate: number;
+  /** Mean training cross-entropy over the epoch. */
+  loss: number;
+  /** Clean top-1 accuracy on the validation images after the epoch. */
+  cleanAccuracy: number;
+  /** Fooling rate on the validation images of the pool's perturbations (image i gets member i mod P). */
+  poolFoolingRate: number;
+  seconds: number;
+  /** False for an epoch undone because clean accuracy fell too far. */
+  kept: boolean;
+}
+
+export interface RoundRecord {
+  /** 0: the original model. */
+  round: number;
+  /** Card of the model this row measures. */
+  card: string;
+  cleanAccuracy: number;
+  /** A fresh universal perturbation crafted on this round's model: fooling rate on the validation images. */
+  foolingRate: number;
+  foolingRateOnX: number;
+  /** The previous round's perturbation on this model (does the old attack still work?). */
+  previousFoolingRate: number | null;
+  epochs: EpochRecord[];
+  seconds: number;
+}
+
+export interface DefenceResult {
+  config: Record<string, unknown>;
+  rounds: RoundRecord[];
+  out: string;
+}
+
+export interface FinetuneControl {
+  log?: Log;
+  /** Training progress inside an epoch. */
+  onBatch?: (p: { round: number; epoch: number; epochs: number; done: number; total: number; loss: number }) => void;
+  onEpoch?: (round: number, e: EpochRecord) => void;
+  signal?: AbortSignal;
+}
+
+const silent: Log = { info: () => {}, warn: () => {} };
+
+/** Retries of an undone epoch at a tenth of the learning rate, per round. */
+const MAX_BACKOFFS = 2;
+
+function validate(o: FinetuneOptions): void {
+  const bad = (flag: string, what: string) => {
+    throw new UsageError(`--${flag}: expected ${what}`);
+  };
+  if (!Number.isInteger(o.rounds) || o.rounds < 1) bad('rounds', 'an integer >= 1');
+  if (!Number.isInteger(o.poolSize) || o.poolSize < 1) bad('pool-size', 'an integer >= 1');
+  if (!Number.isInteger(o.epochs) || o.epochs < 1) bad('epochs', 'an integer >= 1');
+  if (!Number.isInteger(o.batchSize) || o.batchSize < 1) bad('batch-size', 'an integer >= 1');
+  if (!(o.learningRate > 0)) bad('learning-rate', 'a positive number');
+  if (!(o.sampling.probability >= 0 && o.sampling.probability <= 1)) bad('perturb-probability', 'a number in [0, 1]');
+  const [lo, hi] = o.sampling.scale;
+  if (!(lo >= 0 && hi >= lo)) bad('magnitude', 'LO,HI with 0 <= LO <= HI');
+  if (!(o.maxAccuracyDrop >= 0 && o.maxAccuracyDrop <= 1)) bad('max-accuracy-drop', 'a number in [0, 1]');
+  if (o.trainLabels !== 'model' && o.trainLabels !== 'truth') bad('train-labels', 'model or truth');
+}
+
+/** Clean top-1 accuracy of the model being trained, and the pool's fooling rate, on a labelled set (TF.js forward passes). */
+async function trainingCheck(t: Trainable, V: ImageSet, pool: tf.Tensor4D, batch: number): Promise<{ accuracy: number; poolFoolingRate: number }> {
+  const labels = V.labels!;
+  const clean = new Int32Array(V.size);
+  const adv = new Int32Array(V.size);
+  for (const idx of V.batchIndices(batch)) {
+    const draws = idx.map((i) => ({ member: i % pool.shape[0], scale: 1 }));
+    const [c, a] = tf.tidy(() => {
+      const x = V.batch(idx);
+      return [t.logits(x), t.logits(applyDraws(x, pool, draws))];
+    });
+    clean.set(argmaxRows((await c.data()) as Float32Array, t.numClasses), idx[0]);
+    adv.set(argmaxRows((await a.data()) as Float32Array, t.numClasses), idx[0]);
+    tf.dispose([c, a]);
+  }
+  return { accuracy: clean.reduce((n, p, i) => n + (p === labels[i] ? 1 : 0), 0) / V.size, poolFoolingRate: foolingRate(clean, adv) };
+}
+
+/** One epoch over X: shuffled minibatches, half the images (by default) perturbed by a scaled pool member. */
+async function trainEpoch(
+  t: Trainable, X: ImageSet, targets: Int32Array, pool: tf.Tensor4D, o: FinetuneOptions, optimizer: tf.Optimizer, seed: number,
+  progress: (done: number, loss: number) => void, signal?: AbortSignal,
+): Promise<number> {
+  const rng = new Rng(seed);
+  const order = rng.permutation(X.size);
+  let lossSum = 0;
+  for (let s = 0; s < X.size; s += o.batchSize) {
+    if (signal?.aborted) throw new AbortedError('fine-tuning interrupted; rerun with --resume to continue from the last saved epoch');
+    const idx = order.slice(s, s + o.batchSize);
+    const draws = drawPerturbations(idx.length, pool.shape[0], rng, o.sampling);
+    const x = tf.tidy(() => applyDraws(X.batch(idx), pool, draws));
+    const y = tf.tidy(() => tf.oneHot(tf.tensor1d(idx.map((i) => targets[i]), 'int32'), t.numClasses));
+    const cost = optimizer.minimize(() => tf.losses.softmaxCrossEntropy(y, t.logits(x)) as tf.Scalar, true, t.variables);
+    lossSum += (await cost!.data())[0] * idx.length;
+    tf.dispose([x, y, cost!]);
+    progress(Math.min(s + o.batchSize, X.size), lossSum / Math.min(s + o.batchSize, X.size));
+    await new Promise((r) => setTimeout(r, 0)); // lets Ctrl-C through
+  }
+  return lossSum / X.size;
+}
+
+function readJsonIf<T>(file: string): T | undefined {
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as T) : undefined;
+}
+
+/** Loads a saved perturbation file as a tensor of the given shape. */
+function npyTensor(file: string): tf.Tensor3D {
+  const { data, shape } = readNpy(file);
+  return tf.tensor3d(data, shape as [number, number, number]);
+}
+
+/**
+ * `uap finetune`: measure the original model (clean accuracy, a fresh UAP's fooling rate), then per
+ * round: craft the pool on the current model, fine-tune it, save it (TF.js model + card), attack it
+ * afresh. Every stage is written as it completes; --resume skips what is done (training restarts
+ * from the last saved epoch, with fresh optimiser moments).
+ */
+export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): Promise<DefenceResult> {
+  const log = ctl.log ?? silent;
+  const o: FinetuneOptions = { ...FINETUNE_DEFAULTS, ...job.options, sampling: { ...FINETUNE_DEFAULTS.sampling, ...job.options?.sampling } };
+  validate(o);
+  if (existsSync(job.out) && !statSync(job.out).isDirectory()) throw new UsageError(`--out ${job.out}: is a file, expected a folder for the run`);
+  const assets = assetsDir(job.assets);
+  const originalCard = findCard(job.model, job.card, assets);
+  refuseUntrainable(originalCard); // before any crafting: say it at once
+  if (job.val === 'none') throw new UsageError('--val none: fine-tuning needs validation images to keep clean accuracy in view');
+  const method = job.method ?? 'sgd';
+  let model: Classifier = await loadModel(job.model, { assets, card: job.card }, log);
+  const release: tf.Tensor[] = [];
+  try {
+    const defaults = defaultData(model, assets);
+    const X = await loadSet(model, job.data ?? defaults.data, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'training / crafting set X' });
+    const V = await loadSet(model, job.val ?? defaults.val, { labels: job.valLabels, limit: job.valLimit, strict: job.strict, assets, log, what: 'validation set' });
+    if (!V.labels) throw new UsageError(`validation set ${job.val ?? defaults.val}: fine-tuning needs labelled validation images (to track clean accuracy)`);
+    const attack = methodOptions(method, model, job.attack ?? {});
+    const config = {
+      model: originalCard.name, modelSpec: existsSync(job.model) ? resolve(job.model) : job.model, data: job.data ?? defaults.data, val: job.val ?? defaults.val,
+      images: X.size, valImages: V.size, method, attack, finetune: o,
+    };
+    const stateFile = join(job.out, 'defence.json');
+    const previous = job.resume ? readJsonIf<DefenceResult>(stateFile) : undefined;
+    if (job.resume && !previous) throw new UsageError(`--resume: no defence.json in ${job.out}`);
+    if (previous && JSON.stringify(previous.config) !== JSON.stringify(config))
+      throw new UsageError(`--resume: ${stateFile} was made with other settings (model, data or options differ); use another --out or the same flags`);
+    if (!job.resume) writeJson(join(job.out, 'config.json'), config);
+    const rounds: RoundRecord[] = previous?.rounds ?? [];
+    const save = () => {
+      writeJson(stateFile, { config, rounds, out: job.out });
+      writeText(join(job.out, 'defence.md'), defenceMarkdown({ config, rounds, out: job.out }));
+    };
+    let targets = o.trainLabels === 'truth' ? X.labels : undefined;
+    if (!targets) {
+      if (o.trainLabels === 'truth') log.warn('training set X has no labels: fine-tuning towards the original model\'s own clean predictions');
+      targets = await predictSet(model, X, null);
+    }
+
+    /** A fresh UAP on the current model (same seed every round), evaluated on V; written to round-r/attack. */
+    const attackRound = async (r: number, card: string, previousV: tf.Tensor3D | null, epochs: EpochRecord[], started: number) => {
+      const dir = join(job.out, `round-${r}`, 'attack');
+      log.info(`round ${r}: attacking ${r === 0 ? 'the original model' : 'the fine-tuned model'} (${method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}, ${attack.norm === 2 ? 'L2' : 'Linf'} xi=${attack.xi})`);
+      const res = await craft(model, X, method, attack, { signal: ctl.signal });
+      const onVal: Evaluation = await evaluatePerturbation(model, V, res.v);
+      const onX = await evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred });
+      const prev = previousV ? (await evaluatePerturbation(model, V, previousV, { cleanPred: onVal.cleanPred })).foolingRate : null;
+      await writePerturbation(dir, res.v);
+      const row: RoundRecord = {
+        round: r, card, cleanAccuracy: onVal.cleanAccuracy!, foolingRate: onVal.foolingRate, foolingRateOnX: onX.foolingRate, previousFoolingRate: prev, epochs,
+        seconds: (Date.now() - started) / 1000,
+      };
+      res.v.dispose();
+      rounds.push(row);
+      save();
+      log.info(`round ${r}: clean accuracy ${(row.cleanAccuracy * 100).toFixed(1)}%, fresh UAP fools ${(row.foolingRate * 100).toFixed(1)}% of the validation images` +
+        (prev !== null ? `; the previous round's UAP now fools ${(prev * 100).toFixed(1)}%` : ''));
+    };
+
+    if (rounds.length === 0) await attackRound(0, originalCard.name, null, [], Date.now());
+    const baseline = rounds[0].cleanAccuracy;
+    let currentCard: ModelCard = rounds.length > 1 ? findCard(rounds[rounds.length - 1].card) : originalCard;
+    if (rounds.length > 1) {
+      model.dispose();
+      model = await loadModel(rounds[rounds.length - 1].card, { assets }, log);
+    }
+    for (let r = rounds.length; r <= o.rounds; r++) {
+      const started = Date.now();
+      const roundDir = join(job.out, `round-${r}`);
+      // The pool: universal perturbations of the current model, each from its own seed.
+      const members: tf.Tensor3D[] = [];
+      mkdirSync(join(roundDir, 'pool'), { recursive: true });
+      for (let i = 0; i < o.poolSize; i++) {
+        const file = join(roundDir, 'pool', `member-${i}.npy`);
+        if (existsSync(file)) {
+          members.push(npyTensor(file));
+          continue;
+        }
+        const t0 = Date.now();
+        const res = await craft(model, X, method, { ...attack, seed: o.seed + 1000 * r + 1 + i }, { signal: ctl.signal });
+        // Written then renamed: a member file exists only when it is complete.
+        writeNpy(file + '.tmp', { data: (await res.v.data()) as Float32Array, shape: res.v.shape });
+        renameSync(file + '.tmp', file);
+        members.push(res.v);
+        log.info(`round ${r}: pool member ${i + 1}/${o.poolSize}: fooling rate on X ${pctOf(res.history.at(-1)?.foolingRate ?? 0)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+      }
+      const pool = tf.stack(members) as tf.Tensor4D;
+      tf.dispose(members);
+      release.push(pool);
+
+      // Fine-tuning, from the last saved epoch of this round if there is one.
+      const modelDir = join(roundDir, 'model');
+      const progress = readJsonIf<{ epochs: EpochRecord[] }>(join(modelDir, 'training.json'));
+      const epochs: EpochRecord[] = progress?.epochs ?? [];
+      const t = await loadTrainable(progress ? findCard(join(modelDir, 'card.json')) : currentCard, assets);
+      try {
+        // An epoch that costs too much clean accuracy is undone and retried at a tenth of the
+        // learning rate (twice at most): one default serves a small net and a pretrained MobileNet.
+        const undone = epochs.filter((x) => !x.kept).length;
+        const last = epochs[epochs.length - 1];
+        let lr = last ? (last.kept ? last.learningRate : last.learningRate / 10) : o.learningRate;
+        let optimizer = tf.train.adam(lr);
+        let backoffs = undone;
+        for (let e = epochs.filter((x) => x.kept).length + 1; e <= o.epochs && backoffs <= MAX_BACKOFFS; ) {
+          const t0 = Date.now();
+          const before = snapshotWeights(t);
+          const loss = await trainEpoch(t, X, targets, pool, o, optimizer, passSeed(o.seed + r, e),
+            (done, l) => ctl.onBatch?.({ round: r, epoch: e, epochs: o.epochs, done, total: X.size, loss: l }), ctl.signal);
+          const check = await trainingCheck(t, V, pool, Math.min(o.batchSize, 64));
+          const kept = baseline - check.accuracy <= o.maxAccuracyDrop;
+          const rec: EpochRecord = { epoch: e, learningRate: lr, loss, cleanAccuracy: check.accuracy, poolFoolingRate: check.poolFoolingRate, seconds: (Date.now() - t0) / 1000, kept };
+          if (!kept) {
+            restoreWeights(t, before);
+            backoffs++;
+            const fell = `clean accuracy fell to ${(check.accuracy * 100).toFixed(1)}% (original ${(baseline * 100).toFixed(1)}%, more than --max-accuracy-drop ${o.maxAccuracyDrop})`;
+            if (backoffs <= MAX_BACKOFFS) {
+              lr /= 10;
+              optimizer.dispose();
+              optimizer = tf.train.adam(lr);
+              log.warn(`round ${r}, epoch ${e}: ${fell}; epoch undone, retrying at learning rate ${lr.toExponential(0)}`);
+            } else log.warn(`round ${r}, epoch ${e}: ${fell}; epoch undone, training stops`);
+          } else e++;
+          tf.dispose(before);
+          epochs.push(rec);
+          ctl.onEpoch?.(r, rec);
+          await saveTrainable(t, modelDir, assets, { from: currentCard.name, round: r, epochs: epochs.filter((x) => x.kept).length, finetune: o, method, attack });
+          writeJson(join(modelDir, 'training.json'), { epochs });
+        }
+        optimizer.dispose();
+      } finally {
+        t.dispose();
+      }
+      const cardFile = join(modelDir, 'card.json');
+      currentCard = findCard(cardFile);
+      const previousV = npyTensor(join(job.out, `round-${r - 1}`, 'attack', 'perturbation.npy'));
+      model.dispose();
+      model = await loadModel(cardFile, { assets }, log);
+      try {
+        await attackRound(r, cardFile, previousV, epochs, started);
+      } finally {
+        previousV.dispose();
+      }
+    }
+    return { config, rounds, out: job.out };
+  } finally {
+    tf.dispose(release);
+    model.dispose();
+  }
+}
+
+const pctOf = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(1)}%`);
+
+/** The rounds table the paper describes: clean accuracy and a fresh UAP's fooling rate, per round. */
+export function defenceMarkdown(d: DefenceResult): string {
+  const a = d.config.attack as { norm: number | string; xi: number };
+  const lines = [
+    `# Defence: fine-tuning on universal perturbations — ${String(d.config.model)}`,
+    '',
+    `Attack: ${d.config.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}, ${a.norm === 2 ? 'L2' : 'Linf'} xi = ${a.xi}; ${String(d.config.images)} training/crafting images, ${String(d.config.valImages)} validation images.`,
+    '',
+    '| round | clean accuracy | fresh UAP fooling rate | previous round\'s UAP | epochs kept | seconds |',
+    '|---|---|---|---|---|---|',
+    ...d.rounds.map((r) => `| ${r.round === 0 ? '0 (original)' : r.round} | ${pctOf(r.cleanAccuracy)} | ${pctOf(r.foolingRate)} | ${pctOf(r.previousFoolingRate)} | ${r.round === 0 ? '-' : r.epochs.filter((e) => e.kept).length} | ${r.seconds.toFixed(0)} |`),
+    '',
+  ];
+  return lines.join('\n');
+}

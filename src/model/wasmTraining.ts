@@ -1,0 +1,67 @@
+import * as tf from '@tensorflow/tfjs';
+import { convFilterGradient, depthwiseInputGradient, type Padding } from './inputgrad.js';
+
+/**
+ * Makes TF.js's wasm backend able to TRAIN convolutional LayersModels. It has forward convolutions
+ * (XNNPACK) but no kernels for the filter gradients (Conv2DBackpropFilter,
+ * DepthwiseConv2dNativeBackpropFilter) or the depthwise input gradient, and TF.js has no fallback:
+ * training threw "kernel not registered". Each missing kernel is registered here as the equivalent
+ * forward convolutions (inputgrad.ts). The pure-JS cpu backend has these kernels but is ~100x slower.
+ */
+
+type Attrs = Record<string, unknown>;
+
+function padding(kernel: string, pad: unknown): Padding {
+  if (pad === 'same' || pad === 'valid') return pad;
+  throw new Error(`${kernel} on wasm: padding ${JSON.stringify(pad)} is not supported (same or valid)`);
+}
+
+function pair(v: unknown): [number, number] {
+  return typeof v === 'number' ? [v, v] : (v as [number, number]);
+}
+
+/** Registers `compute` (written with TF.js ops) as the wasm kernel `name`. */
+function registerAsOps(name: string, compute: (inputs: Record<string, tf.Tensor>, attrs: Attrs) => tf.Tensor): void {
+  tf.registerKernel({
+    kernelName: name,
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, attrs, backend }) => {
+      const engine = tf.engine();
+      // The backend counts references per buffer, one per tensor: every handle made here takes one
+      // (incRef) so that disposing it gives that one back and never frees the caller's data.
+      const incRef = (id: tf.DataId) => (backend as unknown as { incRef(id: tf.DataId): void }).incRef(id);
+      const out = tf.tidy(() => {
+        const wrapped: Record<string, tf.Tensor> = {};
+        for (const [k, info] of Object.entries(inputs)) {
+          incRef((info as tf.TensorInfo).dataId);
+          wrapped[k] = engine.makeTensorFromTensorInfo(info as tf.TensorInfo);
+        }
+        return compute(wrapped, attrs as Attrs);
+      });
+      // The tensor the engine makes from the returned info keeps the reference our handle gives up.
+      incRef(out.dataId);
+      const info = { dataId: out.dataId, shape: out.shape, dtype: out.dtype };
+      out.dispose();
+      return info;
+    },
+  });
+}
+
+let registered = false;
+
+/** Idempotent; call before training on the wasm backend (harmless on others). */
+export function enableWasmTraining(): void {
+  if (registered) return;
+  registered = true;
+  const conv = (kind: 'conv' | 'depthwise') => (inputs: Record<string, tf.Tensor>, a: Attrs) => {
+    if (a.dataFormat !== undefined && a.dataFormat !== 'NHWC') throw new Error(`${kind} filter gradient on wasm: only NHWC`);
+    const d = pair(a.dilations ?? 1);
+    if (d[0] !== 1 || d[1] !== 1) throw new Error(`${kind} filter gradient on wasm: dilated convolutions are not supported`);
+    return convFilterGradient(kind, inputs.x as tf.Tensor4D, inputs.dy as tf.Tensor4D, a.filterShape as number[], pair(a.strides), padding(kind, a.pad));
+  };
+  registerAsOps('Conv2DBackpropFilter', conv('conv'));
+  registerAsOps('DepthwiseConv2dNativeBackpropFilter', conv('depthwise'));
+  registerAsOps('DepthwiseConv2dNativeBackpropInput', (inputs, a) =>
+    depthwiseInputGradient(inputs.dy as tf.Tensor4D, inputs.filter as tf.Tensor4D, a.inputShape as number[], pair(a.strides), padding('depthwise', a.pad)),
+  );
+}

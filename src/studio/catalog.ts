@@ -1,0 +1,24 @@
+import type { ModelCard } from '../model/card.js';
+import type { OutputWnids } from '../model/adapters.js';
+
+/** What the studio's server tells the page (types only: shared by the server and the browser code). */
+
+/** A model card as the browser gets it: everything it needs inline or as a URL. */
+export interface BrowserCard extends Omit<ModelCard, 'labels' | 'baseDir'> {
+  modelUrl: string;
+  labels?: string[];
+  wnids?: OutputWnids;
+}
+
+export interface BrowserDataset {
+  id: string;
+  title: string;
+  labelSpace: 'imagenet' | 'own';
+  items: { url: string; label?: number }[];
+}
+
+export interface StudioCatalog {
+  models: BrowserCard[];
+  datasets: BrowserDataset[];
+  assets: string | null;
+}

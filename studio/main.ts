@@ -1,0 +1,315 @@
+/**
+ * The studio page: controls, pictures and downloads. It computes nothing itself: the worker runs the
+ * library (model import, attacks, fooling rate, fooling graph); the page draws what comes back.
+ */
+import { rateLines, vegaLiteToSvg } from '../src/report/plots.js';
+import { visiblePerturbation } from '../src/io/visible.js';
+import { encodeNpy } from '../src/io/npy.js';
+import { defaultXi } from '../src/math/lp.js';
+import type { AttackSettings, BrowserCard, BrowserDataset, FromWorker, ModelInfo, PassRecord, StudioCatalog, ToWorker } from './protocol.js';
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+
+const worker = new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' });
+const send = (m: ToWorker) => worker.postMessage(m);
+
+let catalog: StudioCatalog = { models: [], datasets: [], assets: null };
+let dropped: { card?: BrowserCard; modelFiles: File[]; images: File[] } = { modelFiles: [], images: [] };
+let info: ModelInfo | undefined;
+let shown: { pixels: Uint8Array; index: number[]; clean: Int32Array; labels?: Int32Array } | undefined;
+let history: PassRecord[] = [];
+let v: Float32Array | undefined;
+let metrics: Record<string, unknown> | undefined;
+let running = false;
+let paused = false;
+
+function status(message: string): void {
+  $('status').textContent = message;
+}
+
+function labelOf(i: number): string {
+  return (info?.labels?.[i] ?? `#${i}`).split(',')[0];
+}
+
+// ------------------------------------------------------------ catalogue and selection
+
+function selectedCard(): BrowserCard | undefined {
+  const id = $<HTMLSelectElement>('model').value;
+  return id === '__dropped' ? dropped.card : catalog.models.find((m) => m.name === id);
+}
+
+/** Image sets that match the model's label space (ImageNet models with ImageNet images). */
+function fillDatasets(): void {
+  const card = selectedCard();
+  const space = card?.labelSpace ?? 'own';
+  const sel = $<HTMLSelectElement>('dataset');
+  const sets: { id: string; title: string }[] = catalog.datasets.filter((d) => d.labelSpace === space);
+  if (dropped.images.length) sets.unshift({ id: '__dropped', title: `dropped images (${dropped.images.length})` });
+  sel.innerHTML = sets.map((d) => `<option value="${d.id}">${d.title}</option>`).join('');
+  $<HTMLInputElement>('count').value = String(space === 'imagenet' ? 32 : 200);
+  const norm = $<HTMLSelectElement>('norm').value === '2' ? 2 : 'inf';
+  if (card) $<HTMLInputElement>('xi').value = String(card.name.startsWith('fashion') && norm === 'inf' ? 40 : defaultXi(norm, card.inputShape));
+}
+
+function fillModels(): void {
+  const sel = $<HTMLSelectElement>('model');
+  const opts = catalog.models.map((m) => `<option value="${m.name}">${m.name}${m.format === 'tflite' ? ' (TFLite)' : ''}</option>`);
+  if (dropped.card) opts.unshift(`<option value="__dropped">dropped: ${dropped.card.name}</option>`);
+  sel.innerHTML = opts.join('');
+  fillDatasets();
+}
+
+async function loadCatalog(): Promise<void> {
+  const r = await fetch('./api/catalog');
+  if (!r.ok) throw new Error(`the catalogue could not be read (${r.status}); is this page served by uap studio or npm run studio?`);
+  catalog = (await r.json()) as StudioCatalog;
+  fillModels();
+  status(`Pick a model and images, then Load.${catalog.assets ? '' : ' (No ImageNet assets folder: start with uap studio --assets DIR for the ImageNet models.)'}`);
+  $<HTMLButtonElement>('load').disabled = false;
+}
+
+function load(): void {
+  const card = selectedCard();
+  if (!card) return status('No model selected.');
+  const setId = $<HTMLSelectElement>('dataset').value;
+  const count = Math.max(1, Number($<HTMLInputElement>('count').value) || 1);
+  let images: { url?: string; file?: File; label?: number }[];
+  if (setId === '__dropped') images = dropped.images.slice(0, count).map((file) => ({ file }));
+  else {
+    const set: BrowserDataset | undefined = catalog.datasets.find((d) => d.id === setId);
+    if (!set) return status('No image set for this model: drop some images.');
+    // An even spread over the (class-sorted) folder, so a few images still cover many classes.
+    const step = Math.max(1, Math.floor(set.items.length / count));
+    images = set.items.filter((_, i) => i % step === 0).slice(0, count);
+  }
+  const model = $<HTMLSelectElement>('model').value === '__dropped' ? { card, files: dropped.modelFiles } : card;
+  setRunning(false);
+  $<HTMLButtonElement>('start').disabled = true;
+  status(`Loading ${card.name} and ${images.length} images…`);
+  send({ type: 'load', model, images, backend: new URLSearchParams(location.search).get('backend') ?? undefined });
+}
+
+// ------------------------------------------------------------ drawing
+
+function drawImage(canvas: HTMLCanvasElement, px: Uint8Array | Float32Array, [h, w, c]: [number, number, number]): void {
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext('2d')!;
+  const img = ctx.createImageData(w, h);
+  for (let i = 0; i < h * w; i++) {
+    for (let k = 0; k < 3; k++) img.data[i * 4 + k] = Math.max(0, Math.min(255, Math.round(px[i * c + (c === 3 ? k : 0)])));
+    img.data[i * 4 + 3] = 255;
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+function drawGrid(adv?: Int32Array): void {
+  if (!shown || !info) return;
+  const [h, w, c] = info.inputShape;
+  const per = h * w * c;
+  const grid = $('grid');
+  grid.innerHTML = '';
+  for (let k = 0; k < shown.index.length; k++) {
+    const i = shown.index[k];
+    const x = shown.pixels.subarray(k * per, (k + 1) * per);
+    const cell = document.createElement('div');
+    cell.className = 'cell';
+    const pair = document.createElement('div');
+    pair.className = 'pair';
+    const clean = document.createElement('canvas');
+    drawImage(clean, x, info.inputShape);
+    pair.append(clean);
+    if (v) {
+      const pert = document.createElement('canvas');
+      drawImage(pert, Float32Array.from(x, (p, j) => p + v![j]), info.inputShape);
+      pair.append(pert);
+    }
+    const before = labelOf(shown.clean[i]);
+    const after = adv ? labelOf(adv[i]) : undefined;
+    const text = document.createElement('div');
+    text.innerHTML = adv ? `${before} → <span class="${adv[i] !== shown.clean[i] ? 'changed' : ''}">${after}</span>` : before;
+    cell.append(pair, text);
+    grid.append(cell);
+  }
+}
+
+async function drawCurve(): Promise<void> {
+  const spec = rateLines(history.map((h) => ({ x: h.pass, rate: h.foolingRate })), 'pass', { width: 300, height: 150 });
+  $('curve').innerHTML = await vegaLiteToSvg(spec);
+}
+
+function drawPerturbation(): void {
+  if (!v || !info) return;
+  drawImage($<HTMLCanvasElement>('pert'), visiblePerturbation(v), info.inputShape);
+}
+
+// ------------------------------------------------------------ run controls
+
+function setRunning(on: boolean): void {
+  running = on;
+  paused = false;
+  $<HTMLButtonElement>('start').disabled = on || !info;
+  $<HTMLButtonElement>('pause').disabled = !on;
+  $<HTMLButtonElement>('stop').disabled = !on;
+  $<HTMLButtonElement>('pause').textContent = 'Pause';
+  $<HTMLButtonElement>('load').disabled = on;
+}
+
+function settings(): AttackSettings {
+  const target = $<HTMLSelectElement>('target').value;
+  return {
+    method: $<HTMLSelectElement>('method').value as 'sgd' | 'algorithm1',
+    norm: $<HTMLSelectElement>('norm').value === '2' ? 2 : 'inf',
+    xi: Number($<HTMLInputElement>('xi').value),
+    maxPasses: Math.max(1, Number($<HTMLInputElement>('passes').value) || 1),
+    delta: 0,
+    seed: Number($<HTMLInputElement>('seed').value) || 0,
+    ...(target !== '' ? { target: Number(target) } : {}),
+  };
+}
+
+function start(): void {
+  const s = settings();
+  if (!(s.xi > 0)) return status('ξ must be a positive number of pixels.');
+  history = [];
+  metrics = undefined;
+  setRunning(true);
+  status(`Running ${s.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}, ${s.norm === 2 ? 'L2' : 'L∞'} ξ = ${s.xi}…`);
+  send({ type: 'start', settings: s });
+}
+
+function enableDownloads(): void {
+  for (const id of ['dl-npy', 'dl-png']) $<HTMLButtonElement>(id).disabled = !v;
+  $<HTMLButtonElement>('dl-metrics').disabled = !metrics;
+  $<HTMLInputElement>('scale').disabled = !v;
+  if (v && $('scaled').textContent?.startsWith('compute')) $('scaled').textContent = 'move the slider: 0 to 2 times v';
+}
+
+function download(name: string, blob: Blob): void {
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+// ------------------------------------------------------------ worker messages
+
+worker.onmessage = async (e: MessageEvent<FromWorker>) => {
+  const m = e.data;
+  switch (m.type) {
+    case 'status':
+      status(m.message);
+      break;
+    case 'error':
+      status(`Error: ${m.message}`);
+      setRunning(false);
+      break;
+    case 'ready': {
+      info = m.model;
+      $('backend').textContent = `TF.js ${m.backend}`;
+      shown = { pixels: m.pixels, index: m.shown, clean: m.cleanPred, labels: m.labels };
+      v = undefined;
+      history = [];
+      const acc = m.labels ? m.labels.reduce((n, l, i) => n + (l === m.cleanPred[i] ? 1 : 0), 0) / m.labels.length : undefined;
+      status(`${info.name}: ${m.images} images loaded${acc !== undefined ? `, clean accuracy ${pct(acc)}` : ''}. Choose the attack and Start.`);
+      $<HTMLSelectElement>('target').innerHTML =
+        '<option value="">none (untargeted)</option>' + Array.from({ length: info.numClasses }, (_, i) => `<option value="${i}">${i}: ${labelOf(i)}</option>`).join('');
+      $('graph').innerHTML = '';
+      $('curve').innerHTML = '';
+      $('rate').textContent = '–';
+      drawGrid();
+      setRunning(false);
+      enableDownloads();
+      break;
+    }
+    case 'progress': {
+      const p = m.p;
+      ($('progress') as HTMLProgressElement).value = p.done / p.total;
+      status(`pass ${p.pass}/${p.maxPasses}: ${p.done}/${p.total} images${paused ? ' (paused)' : ''} · ‖v‖∞ ${p.normInf.toFixed(2)}`);
+      break;
+    }
+    case 'pass': {
+      v = m.v;
+      if (m.rec.pass > 0) history.push(m.rec);
+      $('rate').textContent = pct(m.rec.foolingRate);
+      $('norms').textContent = `‖v‖₂ ${m.rec.normL2.toFixed(1)} · ‖v‖∞ ${m.rec.normInf.toFixed(2)}`;
+      drawPerturbation();
+      drawGrid(m.advPred);
+      $('graph').innerHTML = m.graphSvg || '<p class="small">no image fooled yet</p>';
+      if (history.length) await drawCurve();
+      if (m.rec.pass === 0) status(`Loaded perturbation: fooling rate ${pct(m.rec.foolingRate)} on these images.`);
+      enableDownloads();
+      break;
+    }
+    case 'done':
+      v = m.v;
+      metrics = m.metrics;
+      setRunning(false);
+      status(`Done: ${String((m.metrics.run as { stopReason: string }).stopReason)}. Fooling rate ${pct((m.metrics.onX as { foolingRate: number }).foolingRate)}.`);
+      enableDownloads();
+      break;
+    case 'scaled':
+      $('scaled').textContent = `${m.factor.toFixed(1)} × v: fooling rate ${pct(m.foolingRate)} (‖v‖₂ ${m.normL2.toFixed(1)}, ‖v‖∞ ${m.normInf.toFixed(2)})`;
+      break;
+  }
+};
+worker.onerror = (e) => status(`Worker error: ${e.message}`);
+
+// ------------------------------------------------------------ controls
+
+$('load').addEventListener('click', load);
+$('model').addEventListener('change', fillDatasets);
+$('norm').addEventListener('change', fillDatasets);
+$('start').addEventListener('click', start);
+$('pause').addEventListener('click', () => {
+  paused = !paused;
+  send({ type: paused ? 'pause' : 'resume' });
+  $('pause').textContent = paused ? 'Resume' : 'Pause';
+  if (paused) status('Paused.');
+});
+$('stop').addEventListener('click', () => send({ type: 'stop' }));
+$('dl-npy').addEventListener('click', () => {
+  if (v && info) download('perturbation.npy', new Blob([encodeNpy({ data: v, shape: info.inputShape })]));
+});
+$('dl-png').addEventListener('click', () => $<HTMLCanvasElement>('pert').toBlob((b) => b && download('perturbation.png', b)));
+$('dl-metrics').addEventListener('click', () => metrics && download('metrics.json', new Blob([JSON.stringify(metrics, null, 2)], { type: 'application/json' })));
+$('npy').addEventListener('change', async () => {
+  const f = $<HTMLInputElement>('npy').files?.[0];
+  if (f) send({ type: 'perturbation', bytes: await f.arrayBuffer(), name: f.name });
+});
+let scaleTimer: ReturnType<typeof setTimeout> | undefined;
+$('scale').addEventListener('input', () => {
+  clearTimeout(scaleTimer);
+  scaleTimer = setTimeout(() => send({ type: 'scale', factor: Number($<HTMLInputElement>('scale').value) }), 150);
+});
+
+// Drag and drop: model files with their card.json, and images.
+const drop = $('drop');
+drop.addEventListener('dragover', (e) => {
+  e.preventDefault();
+  drop.classList.add('over');
+});
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', async (e) => {
+  e.preventDefault();
+  drop.classList.remove('over');
+  const files = Array.from(e.dataTransfer?.files ?? []);
+  const images = files.filter((f) => /\.(png|jpe?g|webp|bmp|gif)$/i.test(f.name));
+  const modelFiles = files.filter((f) => /\.(json|bin|tflite)$/i.test(f.name) && f.name !== 'card.json');
+  const cardFile = files.find((f) => f.name === 'card.json' || f.name.endsWith('.card.json'));
+  if (modelFiles.length) {
+    if (!cardFile) return status('A dropped model needs its card.json (input size, preprocessing, classes): drop it together with the model files.');
+    const card = JSON.parse(await cardFile.text()) as BrowserCard;
+    if (typeof card.labels === 'string') card.labels = undefined; // a labels file cannot be followed from a drop
+    dropped = { ...dropped, card: { ...card, modelUrl: '' }, modelFiles };
+  }
+  if (images.length) dropped.images = images;
+  fillModels();
+  if (modelFiles.length) $<HTMLSelectElement>('model').value = '__dropped';
+  fillDatasets();
+  status(`Dropped ${modelFiles.length ? `model ${dropped.card!.name}` : ''}${modelFiles.length && images.length ? ' and ' : ''}${images.length ? `${images.length} images` : ''}. Load to use them.`);
+});
+
+loadCatalog().catch((e: Error) => status(e.message));

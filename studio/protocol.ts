@@ -1,0 +1,47 @@
+/** Messages between the studio page and its worker (all computation runs in the worker). */
+import type { BrowserCard, BrowserDataset, StudioCatalog } from '../src/studio/catalog.js';
+import type { PassRecord, Progress } from '../src/attacks/passes.js';
+
+export type { BrowserCard, BrowserDataset, StudioCatalog, PassRecord, Progress };
+
+export interface AttackSettings {
+  method: 'algorithm1' | 'sgd';
+  norm: 2 | 'inf';
+  xi: number;
+  maxPasses: number;
+  delta: number;
+  seed: number;
+  /** Class index, or undefined for untargeted. */
+  target?: number;
+}
+
+/** A model the user dropped: model.json + weight shards, or a .tflite; always with its card.json. */
+export interface DroppedModel {
+  card: BrowserCard;
+  files: File[];
+}
+
+export type ToWorker =
+  | { type: 'load'; model: BrowserCard | DroppedModel; images: { url?: string; file?: File; label?: number }[]; /** Force a TF.js backend (the page's ?backend=). */ backend?: string }
+  | { type: 'start'; settings: AttackSettings }
+  | { type: 'pause' }
+  | { type: 'resume' }
+  | { type: 'stop' }
+  | { type: 'scale'; factor: number }
+  | { type: 'perturbation'; bytes: ArrayBuffer; name: string };
+
+export interface ModelInfo {
+  name: string;
+  inputShape: [number, number, number];
+  numClasses: number;
+  labels?: string[];
+}
+
+export type FromWorker =
+  | { type: 'status'; message: string }
+  | { type: 'ready'; backend: string; model: ModelInfo; images: number; pixels: Uint8Array; /** Indices of the images whose pixels are sent, for the grid. */ shown: number[]; cleanPred: Int32Array; labels?: Int32Array }
+  | { type: 'progress'; p: Progress }
+  | { type: 'pass'; rec: PassRecord; v: Float32Array; advPred: Int32Array; graphSvg: string }
+  | { type: 'done'; metrics: Record<string, unknown>; v: Float32Array }
+  | { type: 'scaled'; factor: number; foolingRate: number; normL2: number; normInf: number }
+  | { type: 'error'; message: string };

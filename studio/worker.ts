@@ -1,0 +1,281 @@
+/// <reference lib="webworker" />
+/**
+ * The studio's worker: every computation of the page runs here, on TF.js's WebGL backend (wasm or
+ * cpu when WebGL is missing or fails its self-check), with the library's own code: the same model
+ * import, attacks, fooling rate and fooling graph as the CLI. The page only draws.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import wasmUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm?url';
+import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
+import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
+import type { Classifier } from '../src/model/classifier.js';
+import { layersToNet } from '../src/model/layersGraph.js';
+import { parseTflite } from '../src/model/tflite/parse.js';
+import { tfliteToNet } from '../src/model/tflite/compile.js';
+import { chain, type Net } from '../src/model/net.js';
+import { preprocessNodes, outputNodes, netClassifier } from '../src/model/adapters.js';
+import type { ModelCard } from '../src/model/card.js';
+import { tfjsProbe, closeEnough } from '../src/model/selfcheck.js';
+import { ImageSet } from '../src/data/imageSet.js';
+import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
+import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from '../src/attacks/sgd.js';
+import type { RunControl } from '../src/attacks/passes.js';
+import { predictSet, foolingRate, scorePredictions } from '../src/analysis/fooling.js';
+import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
+import { lpNorm } from '../src/math/lp.js';
+import { decodeNpy } from '../src/io/npy.js';
+import { AbortedError } from '../src/errors.js';
+import type { AttackSettings, BrowserCard, DroppedModel, FromWorker, ToWorker } from './protocol.js';
+
+const post = (m: FromWorker, transfer: Transferable[] = []) => (self as unknown as DedicatedWorkerGlobalScope).postMessage(m, transfer);
+
+/** Images shown in the page's grid. */
+const SHOWN = 12;
+
+let backend: string | undefined;
+let model: Classifier | undefined;
+let X: ImageSet | undefined;
+let cleanPred: Int32Array | undefined;
+/** The perturbation after the last completed pass (kept when a run is stopped). */
+let current: tf.Tensor3D | undefined;
+let abort: AbortController | undefined;
+let pause: { promise: Promise<void>; release: () => void } | undefined;
+
+/** The fastest TF.js backend that reproduces the cpu backend's input gradient on the self-check net. */
+async function chooseBackend(forced?: string): Promise<string> {
+  setWasmPaths({ 'tfjs-backend-wasm.wasm': wasmUrl, 'tfjs-backend-wasm-simd.wasm': wasmSimdUrl, 'tfjs-backend-wasm-threaded-simd.wasm': wasmThreadedUrl });
+  tf.enableProdMode();
+  await tf.setBackend('cpu');
+  const ref = tfjsProbe();
+  for (const b of forced ? [forced] : ['webgl', 'wasm']) {
+    if (b === 'cpu') break;
+    try {
+      if (!(await tf.setBackend(b))) continue;
+      await tf.ready();
+      const got = tfjsProbe();
+      if (closeEnough(got.logits, ref.logits, 1e-3) && closeEnough(got.dx, ref.dx, 1e-3)) {
+        // Software WebGL (no GPU: SwiftShader, llvmpipe) runs these models ~15x slower than wasm.
+        const renderer = b === 'webgl' ? webglRenderer() : '';
+        if (!forced && /swiftshader|llvmpipe|software/i.test(renderer)) {
+          post({ type: 'status', message: `webgl is software-rendered (${renderer}); wasm is faster` });
+          continue;
+        }
+        return b;
+      }
+      post({ type: 'status', message: `${b}: failed the gradient self-check; trying the next backend` });
+    } catch (e) {
+      post({ type: 'status', message: `${b}: unavailable (${(e as Error).message})` });
+    }
+  }
+  await tf.setBackend('cpu');
+  return 'cpu';
+}
+
+/** The WebGL renderer's name, when the browser tells it. */
+function webglRenderer(): string {
+  try {
+    const gl = (tf.backend() as unknown as { gpgpu: { gl: WebGL2RenderingContext } }).gpgpu.gl;
+    const ext = gl.getExtension('WEBGL_debug_renderer_info');
+    return String(gl.getParameter(ext ? ext.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+  } catch {
+    return '';
+  }
+}
+
+/** The image decoded and fitted like the CLI's: scale the short side, crop the centre (sharp's "cover"). */
+async function decodeImage(blob: Blob, [h, w, c]: [number, number, number]): Promise<Uint8Array> {
+  const bmp = await createImageBitmap(blob);
+  const s = Math.max(w / bmp.width, h / bmp.height);
+  const sw = w / s;
+  const sh = h / s;
+  const canvas = new OffscreenCanvas(w, h);
+  const ctx = canvas.getContext('2d')!;
+  ctx.drawImage(bmp, (bmp.width - sw) / 2, (bmp.height - sh) / 2, sw, sh, 0, 0, w, h);
+  bmp.close();
+  const rgba = ctx.getImageData(0, 0, w, h).data;
+  const out = new Uint8Array(h * w * c);
+  for (let i = 0; i < h * w; i++) {
+    if (c === 3) for (let k = 0; k < 3; k++) out[i * 3 + k] = rgba[i * 4 + k];
+    else out[i] = Math.round(0.299 * rgba[i * 4] + 0.587 * rgba[i * 4 + 1] + 0.114 * rgba[i * 4 + 2]);
+  }
+  return out;
+}
+
+function isDropped(m: BrowserCard | DroppedModel): m is DroppedModel {
+  return 'files' in m;
+}
+
+/** The library's Net of the model (LayersModel or TFLite), with the card's preprocessing and output mapping. */
+async function loadNet(m: BrowserCard | DroppedModel): Promise<{ card: BrowserCard; net: Net }> {
+  const card = isDropped(m) ? m.card : m;
+  let net: Net;
+  if (card.format === 'tflite') {
+    const bytes = isDropped(m)
+      ? new Uint8Array(await m.files.find((f) => f.name.endsWith('.tflite'))!.arrayBuffer())
+      : new Uint8Array(await (await fetch(card.modelUrl)).arrayBuffer());
+    net = tfliteToNet(parseTflite(bytes, card.model), card.model, card.logitsLayer);
+  } else if (card.format === 'layers') {
+    const source = isDropped(m)
+      ? tf.io.browserFiles([m.files.find((f) => f.name.endsWith('.json') && f.name !== 'card.json')!, ...m.files.filter((f) => !f.name.endsWith('.json'))])
+      : card.modelUrl;
+    const layers = await tf.loadLayersModel(source);
+    try {
+      net = layersToNet(layers, card.logitsLayer);
+    } finally {
+      layers.dispose();
+    }
+  } else throw new Error(`model ${card.name}: format "${card.format}" is not supported in the studio (LayersModel or TFLite)`);
+  return { card, net: chain(preprocessNodes(card as unknown as ModelCard), net, outputNodes(card as unknown as ModelCard, card.wnids)) };
+}
+
+async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
+  backend ??= await chooseBackend(msg.backend);
+  stopRun();
+  model?.dispose();
+  current?.dispose();
+  current = undefined;
+  post({ type: 'status', message: `loading the model on ${backend}...` });
+  const { card, net } = await loadNet(msg.model);
+  model = await netClassifier(card as unknown as ModelCard, net, card.labels);
+  const shape = model.inputShape;
+  const per = shape[0] * shape[1] * shape[2];
+  const pixels = new Uint8Array(msg.images.length * per);
+  let done = 0;
+  await Promise.all(
+    msg.images.map(async (img, i) => {
+      const blob = img.file ?? (await (await fetch(img.url!)).blob());
+      pixels.set(await decodeImage(blob, shape), i * per);
+      if (++done % 16 === 0) post({ type: 'status', message: `decoding images: ${done}/${msg.images.length}` });
+    }),
+  );
+  X = new ImageSet(shape, pixels, msg.images.map((im, i) => ({ path: im.url ?? im.file?.name ?? `image ${i}`, label: im.label })));
+  post({ type: 'status', message: 'classifying the clean images...' });
+  cleanPred = await predictSet(model, X, null);
+  // The grid shows images spread over the set (folders are sorted by class).
+  const step = Math.max(1, Math.floor(X.size / SHOWN));
+  const shown = Array.from({ length: Math.min(SHOWN, X.size) }, (_, k) => k * step);
+  const shownPixels = new Uint8Array(shown.length * per);
+  shown.forEach((i, k) => shownPixels.set(pixels.subarray(i * per, (i + 1) * per), k * per));
+  post({
+    type: 'ready', backend, model: { name: model.name, inputShape: shape, numClasses: model.numClasses, labels: model.labels }, images: X.size,
+    pixels: shownPixels, shown, cleanPred, labels: X.labels,
+  });
+}
+
+const names = () => (i: number) => (model?.labels?.[i] ?? `#${i}`).split(',')[0];
+
+/** What the page shows after each pass: v, the new labels, the fooling graph. */
+async function report(v: tf.Tensor3D, rec: Parameters<NonNullable<RunControl['onPass']>>[0]): Promise<void> {
+  const adv = await predictSet(model!, X!, v);
+  const g = foolingGraph(cleanPred!, adv, names());
+  let graphSvg = '';
+  try {
+    graphSvg = g.fooled > 0 ? await dotToSvg(graphToDot(g, names())) : '';
+  } catch (e) {
+    post({ type: 'status', message: `fooling graph: ${(e as Error).message}` });
+  }
+  const data = (await v.data()) as Float32Array;
+  post({ type: 'pass', rec, v: data.slice(), advPred: adv, graphSvg });
+}
+
+/** metrics.json in the CLI's format (uap compute), for the download. */
+function metrics(s: AttackSettings, run: Record<string, unknown>, v: tf.Tensor3D, adv: Int32Array): Record<string, unknown> {
+  const { cleanPred: _c, advPred: _a, ...onX } = scorePredictions(cleanPred!, adv, X!.labels);
+  return {
+    norm: s.norm, xi: s.xi, normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf'), run, onX, onVal: null, randomNoiseOnVal: null,
+    target: s.target !== undefined ? { index: s.target, name: names()(s.target), successOnX: run.targetSuccess ?? null, successOnVal: null } : null,
+    studio: { model: model!.name, backend, images: X!.size },
+  };
+}
+
+async function start(s: AttackSettings): Promise<void> {
+  if (!model || !X) throw new Error('load a model and images first');
+  stopRun();
+  abort = new AbortController();
+  const base = { norm: s.norm, xi: s.xi, maxPasses: s.maxPasses, delta: s.delta, seed: s.seed, ...(s.target !== undefined ? { target: s.target } : {}) };
+  const ctl: RunControl = {
+    signal: abort.signal,
+    gate: () => pause?.promise ?? Promise.resolve(),
+    onProgress: (p) => post({ type: 'progress', p }),
+    onPass: async (rec, v) => {
+      current?.dispose();
+      current = tf.keep(v.clone());
+      await report(v, rec);
+    },
+  };
+  try {
+    const res = s.method === 'sgd'
+      ? await computeSgdUniversal(model, X, { ...SGD_DEFAULTS, ...base } as SgdOptions, ctl)
+      : await computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, ...base } as UniversalOptions, ctl);
+    current?.dispose();
+    current = res.v;
+    const adv = await predictSet(model, X, res.v);
+    const { v: _v, cleanPred: _c, ...run } = res;
+    post({ type: 'done', metrics: metrics(s, run, res.v, adv), v: ((await res.v.data()) as Float32Array).slice() });
+  } catch (e) {
+    if (!(e instanceof AbortedError)) throw e;
+    post({ type: 'status', message: current ? 'stopped: the perturbation of the last full pass is kept' : 'stopped before the first pass ended' });
+  } finally {
+    abort = undefined;
+    pause?.release();
+    pause = undefined;
+  }
+}
+
+function stopRun(): void {
+  abort?.abort();
+  pause?.release();
+  pause = undefined;
+}
+
+/** Fooling rate of the current v scaled by `factor` (the page's slider). */
+async function scale(factor: number): Promise<void> {
+  if (!current || !model || !X) return;
+  const v = tf.tidy(() => tf.mul(current!, factor) as tf.Tensor3D);
+  try {
+    const adv = await predictSet(model, X, v);
+    post({ type: 'scaled', factor, foolingRate: foolingRate(cleanPred!, adv), normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf') });
+  } finally {
+    v.dispose();
+  }
+}
+
+/** A perturbation computed by the CLI (.npy): same checks and resizing as `uap evaluate`. */
+async function usePerturbation(bytes: ArrayBuffer, name: string): Promise<void> {
+  if (!model || !X) throw new Error('load a model and images first');
+  const { data, shape } = decodeNpy(new Uint8Array(bytes), name);
+  const s = shape.length === 4 && shape[0] === 1 ? shape.slice(1) : shape;
+  const [h, w, c] = model.inputShape;
+  if (s.length !== 3 || s[2] !== c) throw new Error(`perturbation ${name}: shape (${shape.join(', ')}) does not fit model ${model.name} (${h}, ${w}, ${c})`);
+  const raw = tf.tensor3d(data, s as [number, number, number]);
+  const v = s[0] === h && s[1] === w ? raw : tf.tidy(() => tf.image.resizeBilinear(raw, [h, w]) as tf.Tensor3D);
+  if (v !== raw) raw.dispose();
+  current?.dispose();
+  current = v;
+  const adv = await predictSet(model, X, v);
+  const rate = foolingRate(cleanPred!, adv);
+  await report(v, { pass: 0, foolingRate: rate, normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf'), updates: 0, seconds: 0 });
+}
+
+self.onmessage = async (e: MessageEvent<ToWorker>) => {
+  const m = e.data;
+  try {
+    if (m.type === 'load') await load(m);
+    else if (m.type === 'start') await start(m.settings);
+    else if (m.type === 'pause') {
+      if (!pause) {
+        let release = () => {};
+        const promise = new Promise<void>((r) => (release = r));
+        pause = { promise, release };
+      }
+    } else if (m.type === 'resume') {
+      pause?.release();
+      pause = undefined;
+    } else if (m.type === 'stop') stopRun();
+    else if (m.type === 'scale') await scale(m.factor);
+    else if (m.type === 'perturbation') await usePerturbation(m.bytes, m.name);
+  } catch (err) {
+    post({ type: 'error', message: (err as Error).message });
+  }
+};

@@ -1,0 +1,144 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../src/backend.js';
+import { Rng } from '../src/math/random.js';
+import { drawPerturbations, applyDraws } from '../src/defence/sampling.js';
+import { enableWasmTraining } from '../src/model/wasmTraining.js';
+import { runFinetune, type DefenceResult } from '../src/defence/finetune.js';
+import { loadClassifier } from '../src/model/load.js';
+import { UsageError } from '../src/errors.js';
+import { EMBEDDED_DIR } from '../src/paths.js';
+import { buildReport } from '../src/report/html.js';
+
+beforeAll(async () => {
+  await initBackend();
+});
+
+describe('perturbation sampling for fine-tuning', () => {
+  it('perturbs about the given share of images, with members drawn uniformly and magnitudes inside the range', () => {
+    const draws = drawPerturbations(20000, 4, new Rng(3), { probability: 0.5, scale: [0.5, 1.5] });
+    const hit = draws.filter((d) => d !== null);
+    expect(hit.length / draws.length).toBeGreaterThan(0.48);
+    expect(hit.length / draws.length).toBeLessThan(0.52);
+    for (let m = 0; m < 4; m++) expect(hit.filter((d) => d!.member === m).length / hit.length).toBeCloseTo(0.25, 1);
+    expect(Math.min(...hit.map((d) => d!.scale))).toBeGreaterThanOrEqual(0.5);
+    expect(Math.max(...hit.map((d) => d!.scale))).toBeLessThanOrEqual(1.5);
+    const mean = hit.reduce((s, d) => s + d!.scale, 0) / hit.length;
+    expect(mean).toBeCloseTo(1, 1);
+  });
+
+  it('the same seed gives the same draws; probability 0 and 1 are exact', () => {
+    const o = { probability: 0.3, scale: [0.2, 0.9] as [number, number] };
+    expect(drawPerturbations(50, 3, new Rng(9), o)).toEqual(drawPerturbations(50, 3, new Rng(9), o));
+    expect(drawPerturbations(50, 3, new Rng(9), { ...o, probability: 0 }).every((d) => d === null)).toBe(true);
+    expect(drawPerturbations(50, 3, new Rng(9), { ...o, probability: 1 }).every((d) => d !== null)).toBe(true);
+  });
+
+  it('adds scale x member and clips to [0, 255]; an image without a draw is unchanged', () => {
+    const x = tf.tensor4d([100, 250, 5, 7, 100, 250, 5, 7], [2, 2, 2, 1]);
+    const pool = tf.tensor4d([10, 10, -10, -10, 4, 4, 4, 4], [2, 2, 2, 1]);
+    const out = applyDraws(x, pool, [{ member: 0, scale: 2 }, null]);
+    expect(Array.from(out.dataSync())).toEqual([120, 255, 0, 0, 100, 250, 5, 7]);
+    const out2 = applyDraws(x, pool, [{ member: 1, scale: 0.5 }, { member: 0, scale: 1 }]);
+    expect(Array.from(out2.dataSync())).toEqual([102, 252, 7, 9, 110, 255, 0, 0]);
+    tf.dispose([x, pool, out, out2]);
+  });
+});
+
+describe('training kernels on wasm', () => {
+  /** Filter and input gradients of conv2d and depthwise conv2d on the current backend. */
+  function gradients(kind: 'conv' | 'depthwise', strides: number, pad: 'same' | 'valid'): number[] {
+    return tf.tidy(() => {
+      const x = tf.randomNormal([3, 9, 10, 4], 0, 1, 'float32', 1) as tf.Tensor4D;
+      const f = tf.randomNormal(kind === 'conv' ? [3, 3, 4, 5] : [3, 3, 4, 1], 0, 1, 'float32', 2) as tf.Tensor4D;
+      const [gx, gf] = tf.grads((xx: tf.Tensor, ff: tf.Tensor) => {
+        const y = kind === 'conv' ? tf.conv2d(xx as tf.Tensor4D, ff as tf.Tensor4D, strides, pad) : tf.depthwiseConv2d(xx as tf.Tensor4D, ff as tf.Tensor4D, strides, pad);
+        return tf.sum(tf.mul(y, tf.sin(tf.range(0, y.size).reshape(y.shape))));
+      })([x, f]);
+      return [...gx.dataSync(), ...gf.dataSync()];
+    });
+  }
+
+  it('filter gradients (which wasm lacks) match the cpu backend for strided, same and valid convolutions', async () => {
+    expect(tf.getBackend()).toBe('wasm');
+    enableWasmTraining();
+    const cases = [['conv', 1, 'same'], ['conv', 2, 'same'], ['conv', 2, 'valid'], ['depthwise', 1, 'same'], ['depthwise', 2, 'same'], ['depthwise', 2, 'valid']] as const;
+    const onWasm = cases.map(([k, s, p]) => gradients(k, s, p));
+    await tf.setBackend('cpu');
+    try {
+      cases.forEach(([k, s, p], i) => {
+        const ref = gradients(k, s, p);
+        const scale = Math.max(...ref.map(Math.abs));
+        const err = Math.max(...ref.map((v, j) => Math.abs(v - onWasm[i][j])));
+        expect(err / scale, `${k} stride ${s} ${p}`).toBeLessThan(1e-5);
+      });
+    } finally {
+      await tf.setBackend('wasm');
+    }
+    const before = tf.memory().numTensors;
+    gradients('depthwise', 2, 'same');
+    expect(tf.memory().numTensors).toBe(before); // the registered kernels leak nothing
+  });
+});
+
+describe('uap finetune (library) on the embedded model', () => {
+  const out = mkdtempSync(join(tmpdir(), 'uap-defence-'));
+  let res: DefenceResult;
+  const job = {
+    model: 'fashion', out, limit: 200, valLimit: 200, method: 'sgd' as const,
+    attack: { norm: 'inf' as const, xi: 40, maxPasses: 4 },
+    options: { poolSize: 4, epochs: 2, learningRate: 1e-3, maxAccuracyDrop: 0.2 },
+  };
+
+  beforeAll(async () => {
+    res = await runFinetune(job);
+  });
+
+  it('writes the rounds table: the fresh UAP fools less after fine-tuning, at a bounded clean-accuracy cost', () => {
+    expect(res.rounds.map((r) => r.round)).toEqual([0, 1]);
+    const [before, after] = res.rounds;
+    expect(before.foolingRate).toBeGreaterThan(0.3);
+    expect(after.foolingRate).toBeLessThan(before.foolingRate - 0.05);
+    expect(after.cleanAccuracy).toBeGreaterThan(before.cleanAccuracy - 0.2);
+    expect(after.epochs.filter((e) => e.kept).length).toBe(2);
+    expect(after.previousFoolingRate).not.toBeNull();
+    expect(readFileSync(join(out, 'defence.md'), 'utf8')).toContain('| 1 |');
+  });
+
+  it('saves a TF.js model whose weights changed, with a card that loads like any model', async () => {
+    const card = JSON.parse(readFileSync(join(out, 'round-1', 'model', 'card.json'), 'utf8')) as { name: string; labels: string[] };
+    expect(card.name).toBe('fashion-mnist-cnn-finetuned-r1');
+    expect(card.labels).toHaveLength(10);
+    const original = new Float32Array(readFileSync(join(EMBEDDED_DIR, 'model', 'weights.bin')).buffer.slice(0));
+    const tuned = new Float32Array(readFileSync(join(out, 'round-1', 'model', 'weights.bin')).buffer.slice(0));
+    expect(tuned.length).toBe(original.length);
+    const changed = tuned.filter((v, i) => v !== original[i]).length;
+    expect(changed / tuned.length).toBeGreaterThan(0.5);
+    const m = await loadClassifier(join(out, 'round-1', 'model', 'card.json'));
+    expect(m.numClasses).toBe(10);
+    m.dispose();
+  });
+
+  it('the report gets a defence section with the rounds table and curve', async () => {
+    const html = await buildReport([out]);
+    expect(html).toContain('Defence: fine-tuning on universal perturbations');
+    expect(html).toContain('0 (original)');
+    expect(html).toMatch(/<svg[^>]*>/);
+    expect(html).toContain('fresh UAP, round 1');
+  });
+
+  it('--resume of a finished run redoes nothing and gives the same table; other settings are refused', async () => {
+    const again = await runFinetune({ ...job, resume: true });
+    expect(again.rounds).toEqual(res.rounds);
+    await expect(runFinetune({ ...job, resume: true, options: { ...job.options, epochs: 3 } })).rejects.toThrow(/other settings/);
+  });
+
+  it('refuses models it cannot train and runs without a validation set, in one line', async () => {
+    await expect(runFinetune({ ...job, model: 'mobilenet_v1_0.25_128_quant' })).rejects.toThrow(/fine-tuning needs a TF.js LayersModel/);
+    await expect(runFinetune({ ...job, val: 'none' })).rejects.toThrow(UsageError);
+    await expect(runFinetune({ ...job, options: { epochs: 0 } })).rejects.toThrow(/--epochs/);
+  });
+});

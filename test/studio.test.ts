@@ -1,0 +1,122 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { serveStudio, studioCatalog, STUDIO_DIR } from '../src/studio/server.js';
+import { decodeNpy } from '../src/io/npy.js';
+
+/**
+ * The studio end to end in a real browser: Debian's chromium (installed by .ci/run), headless, with
+ * software WebGL. The page is the built one (npm test builds it), served by `uap studio`'s server.
+ */
+const CHROMIUM = '/usr/bin/chromium';
+const hasChromium = existsSync(CHROMIUM);
+if (!hasChromium) console.warn(`SKIPPED the studio browser test: ${CHROMIUM} not found (.ci/run installs Debian's chromium)`);
+
+describe('studio server', () => {
+  it('lists the embedded model with its labels inline, and its images with labels', () => {
+    const c = studioCatalog();
+    const fashion = c.models.find((m) => m.name === 'fashion-mnist-cnn')!;
+    expect(fashion.modelUrl).toBe('/files/embedded/model/model.json');
+    expect(fashion.labels).toHaveLength(10);
+    const val = c.datasets.find((d) => d.id === 'fashion-val')!;
+    expect(val.items).toHaveLength(200);
+    expect(val.items.every((i) => i.label !== undefined && i.url.startsWith('/files/embedded/'))).toBe(true);
+  });
+
+  it('serves files inside its folders only', async () => {
+    const s = await serveStudio({ port: 0 });
+    try {
+      expect((await fetch(`${s.url}files/embedded/model/card.json`)).status).toBe(200);
+      expect((await fetch(`${s.url}files/embedded/..%2f..%2fpackage.json`)).status).toBe(404);
+      expect((await fetch(`${s.url}files/embedded/../../package.json`)).status).toBe(404);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
+  let browser: Browser;
+  let page: Page;
+  let server: { url: string; close: () => Promise<void> };
+  const downloads = mkdtempSync(join(tmpdir(), 'uap-studio-'));
+
+  beforeAll(async () => {
+    expect(existsSync(join(STUDIO_DIR, 'index.html')), 'run npm run build first (it builds the studio)').toBe(true);
+    server = await serveStudio({ port: 0 });
+    const { chromium } = await import('playwright-core');
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--use-angle=swiftshader', '--enable-unsafe-swiftshader'] });
+    page = await browser.newPage({ acceptDownloads: true });
+    // ?backend=webgl: exercise WebGL even though it is software-rendered here (the page would pick wasm).
+    await page.goto(`${server.url}?backend=webgl`);
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  const status = () => page.textContent('#status');
+
+  it('loads the embedded model and images on WebGL in a worker', async () => {
+    await page.waitForSelector('#model option', { state: 'attached' });
+    await page.selectOption('#model', 'fashion-mnist-cnn');
+    await page.selectOption('#dataset', 'fashion-val');
+    await page.fill('#count', '48');
+    await page.click('#load');
+    await page.waitForFunction(() => !(document.querySelector('#start') as HTMLButtonElement).disabled || /Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
+    expect(await status()).toMatch(/48 images loaded, clean accuracy/);
+    expect(await page.textContent('#backend')).toBe('TF.js webgl');
+  });
+
+  it('runs SGD-UAP live: the curve, the grid and the fooling graph fill in, and the fooling rate rises above zero', async () => {
+    await page.fill('#passes', '2');
+    await page.click('#start');
+    await page.waitForFunction(() => /^Done|Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 240_000 });
+    expect(await status()).toMatch(/^Done/);
+    const rate = Number((await page.textContent('#rate'))!.replace('%', ''));
+    expect(rate).toBeGreaterThan(0);
+    expect(await page.locator('#curve svg').count()).toBe(1);
+    expect(await page.locator('#grid .cell').count()).toBe(12);
+    expect(await page.locator('#grid .changed').count()).toBeGreaterThan(0);
+    expect(await page.locator('#graph svg').count()).toBe(1);
+  });
+
+  it('downloads the perturbation (.npy within the Linf ball) and metrics.json in the CLI format', async () => {
+    const [npy] = await Promise.all([page.waitForEvent('download'), page.click('#dl-npy')]);
+    const file = join(downloads, 'perturbation.npy');
+    await npy.saveAs(file);
+    const v = decodeNpy(readFileSync(file), file);
+    expect(v.shape).toEqual([28, 28, 1]);
+    const max = v.data.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    expect(max).toBeGreaterThan(1);
+    expect(max).toBeLessThanOrEqual(40 + 1e-3);
+    const [json] = await Promise.all([page.waitForEvent('download'), page.click('#dl-metrics')]);
+    const mfile = join(downloads, 'metrics.json');
+    await json.saveAs(mfile);
+    const m = JSON.parse(readFileSync(mfile, 'utf8')) as { norm: string; xi: number; normInf: number; run: { history: unknown[]; method: string }; onX: { foolingRate: number } };
+    expect(m.norm).toBe('inf');
+    expect(m.xi).toBe(40);
+    expect(m.run.method).toBe('sgd');
+    expect(m.run.history).toHaveLength(2);
+    expect(m.onX.foolingRate).toBeGreaterThan(0);
+    expect(m.normInf).toBeCloseTo(max, 3);
+  });
+
+  it('the slider scales v: at 0 nothing is fooled', async () => {
+    await page.$eval('#scale', (el) => {
+      (el as HTMLInputElement).value = '0';
+      el.dispatchEvent(new Event('input'));
+    });
+    await page.waitForFunction(() => /^0\.0 × v/.test(document.querySelector('#scaled')!.textContent!), null, { timeout: 60_000 });
+    expect(await page.textContent('#scaled')).toMatch(/fooling rate 0\.0%/);
+  });
+
+  it('loads a perturbation file computed elsewhere and scores it', async () => {
+    await page.setInputFiles('#npy', join(downloads, 'perturbation.npy'));
+    await page.waitForFunction(() => /Loaded perturbation/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
+    expect(await status()).toMatch(/fooling rate \d+\.\d%/);
+  });
+});
