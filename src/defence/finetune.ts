@@ -78,7 +78,7 @@ export interface EpochRecord {
 export interface RoundRecord {
   /** 0: the original model. */
   round: number;
-  /** Card of the model this row measures. */
+  /** The model this row measures: the --model given (round 0), else the card file of the fine-tuned model. */
   card: string;
   cleanAccuracy: number;
   /** A fresh universal perturbation crafted on this round's model: fooling rate on the validation images. */
@@ -241,7 +241,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
         (prev !== null ? `; the previous round's UAP now fools ${(prev * 100).toFixed(1)}%` : ''));
     };
 
-    if (rounds.length === 0) await attackRound(0, originalCard.name, null, [], Date.now());
+    if (rounds.length === 0) await attackRound(0, job.model, null, [], Date.now());
     const baseline = rounds[0].cleanAccuracy;
     let currentCard: ModelCard = rounds.length > 1 ? findCard(rounds[rounds.length - 1].card) : originalCard;
     if (rounds.length > 1) {
