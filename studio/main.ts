@@ -250,6 +250,11 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       status(`Done: ${String((m.metrics.run as { stopReason: string }).stopReason)}. Fooling rate ${pct((m.metrics.onX as { foolingRate: number }).foolingRate)}.`);
       enableDownloads();
       break;
+    case 'stopped':
+      status(m.message);
+      setRunning(false);
+      enableDownloads();
+      break;
     case 'scaled':
       $('scaled').textContent = `${m.factor.toFixed(1)} × v: fooling rate ${pct(m.foolingRate)} (‖v‖₂ ${m.normL2.toFixed(1)}, ‖v‖∞ ${m.normInf.toFixed(2)})`;
       break;
@@ -285,31 +290,47 @@ $('scale').addEventListener('input', () => {
   scaleTimer = setTimeout(() => send({ type: 'scale', factor: Number($<HTMLInputElement>('scale').value) }), 150);
 });
 
-// Drag and drop: model files with their card.json, and images.
-const drop = $('drop');
-drop.addEventListener('dragover', (e) => {
-  e.preventDefault();
-  drop.classList.add('over');
-});
-drop.addEventListener('dragleave', () => drop.classList.remove('over'));
-drop.addEventListener('drop', async (e) => {
-  e.preventDefault();
-  drop.classList.remove('over');
-  const files = Array.from(e.dataTransfer?.files ?? []);
+/** Files the user dropped or picked: model files with their card.json (and labels file), and images. */
+async function useFiles(files: File[]): Promise<void> {
   const images = files.filter((f) => /\.(png|jpe?g|webp|bmp|gif)$/i.test(f.name));
-  const modelFiles = files.filter((f) => /\.(json|bin|tflite)$/i.test(f.name) && f.name !== 'card.json');
   const cardFile = files.find((f) => f.name === 'card.json' || f.name.endsWith('.card.json'));
+  const modelFiles = files.filter((f) => /\.(json|bin|tflite)$/i.test(f.name) && f !== cardFile);
   if (modelFiles.length) {
-    if (!cardFile) return status('A dropped model needs its card.json (input size, preprocessing, classes): drop it together with the model files.');
-    const card = JSON.parse(await cardFile.text()) as BrowserCard;
-    if (typeof card.labels === 'string') card.labels = undefined; // a labels file cannot be followed from a drop
+    if (!cardFile) return status('A model needs its card.json (input size, preprocessing, classes): add it to the model files.');
+    let card: BrowserCard;
+    try {
+      card = JSON.parse(await cardFile.text()) as BrowserCard;
+    } catch (e) {
+      return status(`${cardFile.name}: not valid JSON (${(e as Error).message})`);
+    }
+    if (typeof card.labels === 'string') {
+      // A labels file named by the card is used when it came along; other paths cannot be followed.
+      const name = (card.labels as string).split('/').pop();
+      const file = files.find((f) => f.name === name);
+      card.labels = file ? (await file.text()).split('\n').map((l) => l.trim()).filter(Boolean) : undefined;
+    }
     dropped = { ...dropped, card: { ...card, modelUrl: '' }, modelFiles };
   }
   if (images.length) dropped.images = images;
   fillModels();
   if (modelFiles.length) $<HTMLSelectElement>('model').value = '__dropped';
   fillDatasets();
-  status(`Dropped ${modelFiles.length ? `model ${dropped.card!.name}` : ''}${modelFiles.length && images.length ? ' and ' : ''}${images.length ? `${images.length} images` : ''}. Load to use them.`);
+  if (images.length) $<HTMLSelectElement>('dataset').value = '__dropped';
+  const what = [modelFiles.length ? `model ${dropped.card!.name}` : '', images.length ? `${images.length} images` : ''].filter(Boolean).join(' and ');
+  status(what ? `Added ${what}. Load to use them.` : 'None of those files is a model, card or image.');
+}
+
+const drop = $('drop');
+drop.addEventListener('dragover', (e) => {
+  e.preventDefault();
+  drop.classList.add('over');
 });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', (e) => {
+  e.preventDefault();
+  drop.classList.remove('over');
+  void useFiles(Array.from(e.dataTransfer?.files ?? []));
+});
+$('files').addEventListener('change', () => void useFiles(Array.from($<HTMLInputElement>('files').files ?? [])));
 
 loadCatalog().catch((e: Error) => status(e.message));

@@ -1,11 +1,12 @@
 /// <reference lib="webworker" />
 /**
- * The studio's worker: every computation of the page runs here, on TF.js's WebGL backend (wasm or
- * cpu when WebGL is missing or fails its self-check), with the library's own code: the same model
+ * The studio's worker: every computation of the page runs here, on TF.js's WebGPU or WebGL backend
+ * (wasm or cpu when they are missing, fail the self-check, or are software-rendered), with the library's own code: the same model
  * import, attacks, fooling rate and fooling graph as the CLI. The page only draws.
  */
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import '@tensorflow/tfjs-backend-webgpu';
 import wasmUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm?url';
 import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
 import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
@@ -48,7 +49,8 @@ async function chooseBackend(forced?: string): Promise<string> {
   tf.enableProdMode();
   await tf.setBackend('cpu');
   const ref = tfjsProbe();
-  for (const b of forced ? [forced] : ['webgl', 'wasm']) {
+  const gpu = 'gpu' in navigator ? ['webgpu'] : [];
+  for (const b of forced ? [forced] : [...gpu, 'webgl', 'wasm']) {
     if (b === 'cpu') break;
     try {
       if (!(await tf.setBackend(b))) continue;
@@ -56,7 +58,7 @@ async function chooseBackend(forced?: string): Promise<string> {
       const got = tfjsProbe();
       if (closeEnough(got.logits, ref.logits, 1e-3) && closeEnough(got.dx, ref.dx, 1e-3)) {
         // Software WebGL (no GPU: SwiftShader, llvmpipe) runs these models ~15x slower than wasm.
-        const renderer = b === 'webgl' ? webglRenderer() : '';
+        const renderer = b === 'webgl' ? webglRenderer() : b === 'webgpu' ? await webgpuAdapter() : '';
         if (!forced && /swiftshader|llvmpipe|software/i.test(renderer)) {
           post({ type: 'status', message: `webgl is software-rendered (${renderer}); wasm is faster` });
           continue;
@@ -78,6 +80,20 @@ function webglRenderer(): string {
     const gl = (tf.backend() as unknown as { gpgpu: { gl: WebGL2RenderingContext } }).gpgpu.gl;
     const ext = gl.getExtension('WEBGL_debug_renderer_info');
     return String(gl.getParameter(ext ? ext.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+  } catch {
+    return '';
+  }
+}
+
+/** The WebGPU adapter's description ("fallback" when the browser says it is a software one). */
+async function webgpuAdapter(): Promise<string> {
+  try {
+    const gpu = (navigator as unknown as { gpu: { requestAdapter(): Promise<{ info?: Record<string, unknown>; isFallbackAdapter?: boolean } | null> } }).gpu;
+    const a = await gpu.requestAdapter();
+    if (!a) return '';
+    const info = a.info ?? {};
+    const text = ['vendor', 'architecture', 'device', 'description'].map((k) => info[k]).filter(Boolean).join(' ');
+    return a.isFallbackAdapter || info.isFallbackAdapter ? `software (${text})` : text;
   } catch {
     return '';
   }
@@ -215,7 +231,7 @@ async function start(s: AttackSettings): Promise<void> {
     post({ type: 'done', metrics: metrics(s, run, res.v, adv), v: ((await res.v.data()) as Float32Array).slice() });
   } catch (e) {
     if (!(e instanceof AbortedError)) throw e;
-    post({ type: 'status', message: current ? 'stopped: the perturbation of the last full pass is kept' : 'stopped before the first pass ended' });
+    post({ type: 'stopped', message: current ? 'stopped: the perturbation of the last full pass is kept' : 'stopped before the first pass ended' });
   } finally {
     abort = undefined;
     pause?.release();

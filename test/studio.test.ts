@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { serveStudio, studioCatalog, STUDIO_DIR } from '../src/studio/server.js';
+import { EMBEDDED_DIR } from '../src/paths.js';
+import { readdirSync } from 'node:fs';
 import { decodeNpy } from '../src/io/npy.js';
 
 /**
@@ -114,9 +116,42 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     expect(await page.textContent('#scaled')).toMatch(/fooling rate 0\.0%/);
   });
 
+  it('Pause holds the run between batches, Resume continues it, Stop keeps the last full pass', async () => {
+    await page.fill('#passes', '50');
+    await page.click('#start');
+    await page.waitForFunction(() => /^pass 2\//.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
+    await page.click('#pause');
+    expect(await page.textContent('#pause')).toBe('Resume');
+    await page.waitForTimeout(500); // a batch already under way may still report
+    const held = await page.$eval('#progress', (el) => (el as HTMLProgressElement).value);
+    const heldStatus = await status();
+    await page.waitForTimeout(1500);
+    expect(await page.$eval('#progress', (el) => (el as HTMLProgressElement).value)).toBe(held);
+    expect(await status()).toBe(heldStatus);
+    await page.click('#pause');
+    await page.waitForFunction((v) => (document.querySelector('#progress') as HTMLProgressElement).value !== v, held, { timeout: 60_000 });
+    await page.click('#stop');
+    await page.waitForFunction(() => /^stopped/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
+    expect(await status()).toMatch(/the perturbation of the last full pass is kept/);
+    expect(await page.isEnabled('#start')).toBe(true);
+  });
+
   it('loads a perturbation file computed elsewhere and scores it', async () => {
     await page.setInputFiles('#npy', join(downloads, 'perturbation.npy'));
     await page.waitForFunction(() => /Loaded perturbation/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
     expect(await status()).toMatch(/fooling rate \d+\.\d%/);
+  });
+
+  it('takes a model and images the user picks as files (the drop zone\'s file input), with the card and labels file', async () => {
+    const model = join(EMBEDDED_DIR, 'model');
+    const dir = join(EMBEDDED_DIR, 'images', 'val', '07_bag');
+    const images = readdirSync(dir).slice(0, 6).map((f) => join(dir, f));
+    await page.setInputFiles('#files', [...['model.json', 'weights.bin', 'card.json', 'labels.txt'].map((f) => join(model, f)), ...images]);
+    await page.waitForFunction(() => /^Added/.test(document.querySelector('#status')!.textContent!), null, { timeout: 10_000 });
+    expect(await status()).toMatch(/Added model fashion-mnist-cnn and 6 images/);
+    await page.click('#load');
+    await page.waitForFunction(() => /images loaded|Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
+    expect(await status()).toMatch(/^fashion-mnist-cnn: 6 images loaded/);
+    expect(await page.textContent('#target')).toContain('Ankle boot'); // labels from the picked labels file
   });
 });

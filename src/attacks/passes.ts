@@ -221,13 +221,13 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
         order,
         cleanPred,
         report: async (done, fooledSeen) => {
+          await ctl.gate?.(); // a pause holds here, before this batch is reported
           if (ctl.signal?.aborted)
             throw new AbortedError(ctl.checkpointDir && history.length ? `stopped; pass ${history.length} is in the checkpoint in ${ctl.checkpointDir}` : 'stopped');
           ctl.onProgress?.({
             pass: pass + 1, maxPasses: o.maxPasses, done, total: X.size, foolingRate: lastRate,
             passFooledShare: fooledSeen / Math.max(done, 1), normL2: lpNorm(ctx.v, 2), normInf: lpNorm(ctx.v, 'inf'),
           });
-          await ctl.gate?.();
           await new Promise((r) => setTimeout(r, 0)); // let the progress bar and abort signals through
         },
       });
