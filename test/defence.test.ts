@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -134,6 +134,26 @@ describe('uap finetune (library) on the embedded model', () => {
     const again = await runFinetune({ ...job, resume: true });
     expect(again.rounds).toEqual(res.rounds);
     await expect(runFinetune({ ...job, resume: true, options: { ...job.options, epochs: 3 } })).rejects.toThrow(/other settings/);
+  });
+
+  it('an interrupted run resumes where it stopped: the pool and the finished epoch are kept, not redone', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uap-defence-resume-'));
+    const abort = new AbortController();
+    const first: number[] = [];
+    await expect(
+      runFinetune({ ...job, out: dir }, { signal: abort.signal, onEpoch: (_r, e) => {
+        first.push(e.loss);
+        abort.abort(); // Ctrl-C during the second epoch
+      } }),
+    ).rejects.toThrow(/interrupted/);
+    const poolFile = join(dir, 'round-1', 'pool', 'member-0.npy');
+    const poolBefore = statSync(poolFile).mtimeMs;
+    const resumed = await runFinetune({ ...job, out: dir, resume: true });
+    expect(resumed.rounds.map((r) => r.round)).toEqual([0, 1]);
+    const kept = resumed.rounds[1].epochs.filter((e) => e.kept);
+    expect(kept).toHaveLength(2);
+    expect(resumed.rounds[1].epochs[0].loss).toBe(first[0]);
+    expect(statSync(poolFile).mtimeMs).toBe(poolBefore);
   });
 
   it('refuses models it cannot train and runs without a validation set, in one line', async () => {

@@ -207,7 +207,7 @@ export function normalsCommand(): Command {
 
 export function reportCommand(): Command {
   return new Command('report')
-    .description('one self-contained HTML page (opens offline) for run directories of compute and of the analyses')
+    .description('one self-contained HTML page (opens offline) for run directories of compute, of the analyses and of finetune')
     .argument('<dirs...>', 'run directories (uap compute --out, or the --out of transfer / graph / baseline / sweep-size / normals)')
     .option('-o, --out <file>', 'the HTML file', 'runs/report.html')
     .option('--title <text>', 'page title')

@@ -30,7 +30,7 @@ export function finetuneCommand(): Command {
     .option('--learning-rate <r>', 'Adam learning rate (an epoch that costs too much clean accuracy is undone and retried at a tenth of it, twice at most)', positive('learning-rate'), d.learningRate)
     .option('--train-batch-size <n>', 'images per training step', count('train-batch-size'), d.batchSize)
     .option('--perturb-probability <p>', 'share of training images that get a pool member', number('perturb-probability', (n) => n >= 0 && n <= 1, 'a number in [0, 1]'), d.sampling.probability)
-    .option('--magnitude <lo,hi>', 'a perturbed image gets a pool member times a factor uniform in [lo, hi]', range, d.sampling.scale)
+    .addOption(new Option('--magnitude <lo,hi>', 'a perturbed image gets a pool member times a factor uniform in [lo, hi]').argParser(range).default(d.sampling.scale, d.sampling.scale.join(',')))
     .option('--max-accuracy-drop <f>', 'undo an epoch after which clean validation accuracy is more than this below the original (0.05 = 5 points)', number('max-accuracy-drop', (n) => n >= 0 && n <= 1, 'a number in [0, 1]'), d.maxAccuracyDrop)
     .addOption(new Option('--train-labels <l>', 'train towards the model\'s own clean labels (invariance; right for small sets) or the data\'s true labels').choices(['model', 'truth']).default(d.trainLabels))
     .option('-o, --out <dir>', 'run directory (rounds, pools, models, defence.json, defence.md)', 'runs/defence')
