@@ -40,12 +40,17 @@ const silent: Log = { info: () => {}, warn: () => {} };
 
 /** Default folders: the ImageNet sample/validation images, or the embedded Fashion-MNIST split. */
 export function defaultData(model: Classifier, assets: string): { data: string; val: string } {
-  if (model.labelSpace === 'imagenet')
-    return { data: join(assets, 'data', 'imagenet-sample-images'), val: join(assets, 'data', 'ilsvrc2012_val_1300') };
+  return defaultFolders(model.labelSpace, assets);
+}
+
+/** The default crafting and validation folders of a label space. */
+export function defaultFolders(space: 'imagenet' | 'own', assets: string): { data: string; val: string } {
+  if (space === 'imagenet') return { data: join(assets, 'data', 'imagenet-sample-images'), val: join(assets, 'data', 'ilsvrc2012_val_1300') };
   return { data: join(EMBEDDED_DIR, 'images', 'craft'), val: join(EMBEDDED_DIR, 'images', 'val') };
 }
 
-function wnidsOf(assets: string): string[] | undefined {
+/** index -> wnid of the ImageNet label space, when the assets folder has the list. */
+export function wnidsOf(assets: string): string[] | undefined {
   const f = join(assets, 'data', 'labels', 'imagenet1k_wnids_sorted.txt');
   return existsSync(f) ? readFileSync(f, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean) : undefined;
 }

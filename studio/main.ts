@@ -86,6 +86,7 @@ function load(): void {
   const model = $<HTMLSelectElement>('model').value === '__dropped' ? { card, files: dropped.modelFiles } : card;
   setRunning(false);
   $<HTMLButtonElement>('start').disabled = true;
+  $<HTMLButtonElement>('load').disabled = true; // until the worker answers (ready or error)
   status(`Loading ${card.name} and ${images.length} images…`);
   send({ type: 'load', model, images, backend: new URLSearchParams(location.search).get('backend') ?? undefined });
 }
@@ -154,6 +155,7 @@ function setRunning(on: boolean): void {
   $<HTMLButtonElement>('stop').disabled = !on;
   $<HTMLButtonElement>('pause').textContent = 'Pause';
   $<HTMLButtonElement>('load').disabled = on;
+  $<HTMLInputElement>('npy').disabled = on;
 }
 
 function settings(): AttackSettings {

@@ -147,8 +147,9 @@ async function loadNet(m: BrowserCard | DroppedModel): Promise<{ card: BrowserCa
 
 async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
   backend ??= await chooseBackend(msg.backend);
-  stopRun();
   model?.dispose();
+  model = undefined;
+  X = undefined;
   current?.dispose();
   current = undefined;
   post({ type: 'status', message: `loading the model on ${backend}...` });
@@ -207,7 +208,6 @@ function metrics(s: AttackSettings, run: Record<string, unknown>, v: tf.Tensor3D
 
 async function start(s: AttackSettings): Promise<void> {
   if (!model || !X) throw new Error('load a model and images first');
-  stopRun();
   abort = new AbortController();
   const base = { norm: s.norm, xi: s.xi, maxPasses: s.maxPasses, delta: s.delta, seed: s.seed, ...(s.target !== undefined ? { target: s.target } : {}) };
   const ctl: RunControl = {
@@ -274,24 +274,34 @@ async function usePerturbation(bytes: ArrayBuffer, name: string): Promise<void> 
   await report(v, { pass: 0, foolingRate: rate, normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf'), updates: 0, seconds: 0 });
 }
 
-self.onmessage = async (e: MessageEvent<ToWorker>) => {
-  const m = e.data;
+/**
+ * Pause, resume and stop act at once; everything else runs one message at a time, in order, so a
+ * load never overlaps a run and a stopped run has ended before the next one starts.
+ */
+let queue: Promise<void> = Promise.resolve();
+
+async function handle(m: ToWorker): Promise<void> {
   try {
     if (m.type === 'load') await load(m);
     else if (m.type === 'start') await start(m.settings);
-    else if (m.type === 'pause') {
-      if (!pause) {
-        let release = () => {};
-        const promise = new Promise<void>((r) => (release = r));
-        pause = { promise, release };
-      }
-    } else if (m.type === 'resume') {
-      pause?.release();
-      pause = undefined;
-    } else if (m.type === 'stop') stopRun();
     else if (m.type === 'scale') await scale(m.factor);
     else if (m.type === 'perturbation') await usePerturbation(m.bytes, m.name);
   } catch (err) {
     post({ type: 'error', message: (err as Error).message });
   }
+}
+
+self.onmessage = (e: MessageEvent<ToWorker>) => {
+  const m = e.data;
+  if (m.type === 'pause') {
+    if (!pause) {
+      let release = () => {};
+      const promise = new Promise<void>((r) => (release = r));
+      pause = { promise, release };
+    }
+  } else if (m.type === 'resume') {
+    pause?.release();
+    pause = undefined;
+  } else if (m.type === 'stop') stopRun();
+  else queue = queue.then(() => handle(m));
 };

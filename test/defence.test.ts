@@ -50,9 +50,17 @@ describe('perturbation sampling for fine-tuning', () => {
 
 describe('training kernels on wasm', () => {
   /** Filter and input gradients of conv2d and depthwise conv2d on the current backend. */
-  function gradients(kind: 'conv' | 'depthwise', strides: number, pad: 'same' | 'valid'): number[] {
+  function gradients(kind: 'conv' | 'depthwise' | 'maxpool', strides: number, pad: 'same' | 'valid'): number[] {
     return tf.tidy(() => {
       const x = tf.randomNormal([3, 9, 10, 4], 0, 1, 'float32', 1) as tf.Tensor4D;
+      if (kind === 'maxpool') {
+        // Negative inputs too: wasm's own MaxPoolGrad goes wrong on them for 2x2/2 windows.
+        const g = tf.grad((xx: tf.Tensor) => {
+          const y = tf.maxPool(xx as tf.Tensor4D, strides, strides, pad);
+          return tf.sum(tf.mul(y, tf.sin(tf.range(0, y.size).reshape(y.shape))));
+        })(x);
+        return [...g.dataSync()];
+      }
       const f = tf.randomNormal(kind === 'conv' ? [3, 3, 4, 5] : [3, 3, 4, 1], 0, 1, 'float32', 2) as tf.Tensor4D;
       const [gx, gf] = tf.grads((xx: tf.Tensor, ff: tf.Tensor) => {
         const y = kind === 'conv' ? tf.conv2d(xx as tf.Tensor4D, ff as tf.Tensor4D, strides, pad) : tf.depthwiseConv2d(xx as tf.Tensor4D, ff as tf.Tensor4D, strides, pad);
@@ -62,10 +70,13 @@ describe('training kernels on wasm', () => {
     });
   }
 
-  it('filter gradients (which wasm lacks) match the cpu backend for strided, same and valid convolutions', async () => {
+  it('filter gradients (which wasm lacks) and max-pool gradients (which it gets wrong) match the cpu backend', async () => {
     expect(tf.getBackend()).toBe('wasm');
     enableWasmTraining();
-    const cases = [['conv', 1, 'same'], ['conv', 2, 'same'], ['conv', 2, 'valid'], ['depthwise', 1, 'same'], ['depthwise', 2, 'same'], ['depthwise', 2, 'valid']] as const;
+    const cases = [
+      ['conv', 1, 'same'], ['conv', 2, 'same'], ['conv', 2, 'valid'], ['depthwise', 1, 'same'], ['depthwise', 2, 'same'], ['depthwise', 2, 'valid'],
+      ['maxpool', 2, 'same'], ['maxpool', 2, 'valid'], ['maxpool', 3, 'same'],
+    ] as const;
     const onWasm = cases.map(([k, s, p]) => gradients(k, s, p));
     await tf.setBackend('cpu');
     try {
@@ -154,6 +165,17 @@ describe('uap finetune (library) on the embedded model', () => {
     expect(kept).toHaveLength(2);
     expect(resumed.rounds[1].epochs[0].loss).toBe(first[0]);
     expect(statSync(poolFile).mtimeMs).toBe(poolBefore);
+  });
+
+  it('a fresh run into a folder holding an older one replaces it (its pool, epochs and model are not reused)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uap-defence-again-'));
+    const small = { ...job, out: dir, options: { ...job.options, poolSize: 2, epochs: 1 } };
+    await runFinetune(small);
+    const member = () => readFileSync(join(dir, 'round-1', 'pool', 'member-0.npy'));
+    const first = member();
+    const again = await runFinetune({ ...small, options: { ...small.options, seed: 7 } });
+    expect(member().equals(first)).toBe(false);
+    expect(again.rounds[1].epochs).toHaveLength(1);
   });
 
   it('refuses models it cannot train and runs without a validation set, in one line', async () => {

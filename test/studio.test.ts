@@ -33,6 +33,8 @@ describe('studio server', () => {
       expect((await fetch(`${s.url}files/embedded/model/card.json`)).status).toBe(200);
       expect((await fetch(`${s.url}files/embedded/..%2f..%2fpackage.json`)).status).toBe(404);
       expect((await fetch(`${s.url}files/embedded/../../package.json`)).status).toBe(404);
+      expect((await fetch(`${s.url}%E0%A4%A`)).status).toBe(400); // and the server lives on
+      expect((await fetch(`${s.url}api/catalog`)).status).toBe(200);
     } finally {
       await s.close();
     }

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UsageError, AbortedError } from '../errors.js';
@@ -209,7 +209,13 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
     if (job.resume && !previous) throw new UsageError(`--resume: no defence.json in ${job.out}`);
     if (previous && JSON.stringify(previous.config) !== JSON.stringify(config))
       throw new UsageError(`--resume: ${stateFile} was made with other settings (model, data or options differ); use another --out or the same flags`);
-    if (!job.resume) writeJson(join(job.out, 'config.json'), config);
+    if (!job.resume) {
+      // A fresh run must not pick up another run's pools, epochs or models from the same folder.
+      const stale = existsSync(job.out) ? readdirSync(job.out).filter((f) => /^round-\d+$/.test(f) || ['defence.json', 'defence.md', 'report.html'].includes(f)) : [];
+      if (stale.length) log.warn(`--out ${job.out}: replacing the defence run there (${stale.length} entries; --resume continues it instead)`);
+      for (const f of stale) rmSync(join(job.out, f), { recursive: true, force: true });
+      writeJson(join(job.out, 'config.json'), config);
+    }
     const rounds: RoundRecord[] = previous?.rounds ?? [];
     const save = () => {
       writeJson(stateFile, { config, rounds, out: job.out });
@@ -253,27 +259,34 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
       const roundDir = join(job.out, `round-${r}`);
       // The pool: universal perturbations of the current model, each from its own seed.
       const members: tf.Tensor3D[] = [];
+      let pool: tf.Tensor4D;
       mkdirSync(join(roundDir, 'pool'), { recursive: true });
-      for (let i = 0; i < o.poolSize; i++) {
-        const file = join(roundDir, 'pool', `member-${i}.npy`);
-        if (existsSync(file)) {
-          members.push(npyTensor(file));
-          continue;
+      try {
+        for (let i = 0; i < o.poolSize; i++) {
+          const file = join(roundDir, 'pool', `member-${i}.npy`);
+          if (existsSync(file)) {
+            members.push(npyTensor(file));
+            continue;
+          }
+          const t0 = Date.now();
+          const res = await craft(model, X, method, { ...attack, seed: o.seed + 1000 * r + 1 + i }, { signal: ctl.signal });
+          members.push(res.v);
+          // Written then renamed: a member file exists only when it is complete.
+          writeNpy(file + '.tmp', { data: (await res.v.data()) as Float32Array, shape: res.v.shape });
+          renameSync(file + '.tmp', file);
+          log.info(`round ${r}: pool member ${i + 1}/${o.poolSize}: fooling rate on X ${pctOf(res.history.at(-1)?.foolingRate ?? 0)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
         }
-        const t0 = Date.now();
-        const res = await craft(model, X, method, { ...attack, seed: o.seed + 1000 * r + 1 + i }, { signal: ctl.signal });
-        // Written then renamed: a member file exists only when it is complete.
-        writeNpy(file + '.tmp', { data: (await res.v.data()) as Float32Array, shape: res.v.shape });
-        renameSync(file + '.tmp', file);
-        members.push(res.v);
-        log.info(`round ${r}: pool member ${i + 1}/${o.poolSize}: fooling rate on X ${pctOf(res.history.at(-1)?.foolingRate ?? 0)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+        pool = tf.stack(members) as tf.Tensor4D;
+      } finally {
+        tf.dispose(members);
       }
-      const pool = tf.stack(members) as tf.Tensor4D;
-      tf.dispose(members);
       release.push(pool);
 
       // Fine-tuning, from the last saved epoch of this round if there is one.
       const modelDir = join(roundDir, 'model');
+      const nextDir = `${modelDir}.next`;
+      // A kill between removing the old model folder and renaming the new one leaves only the new one.
+      if (existsSync(nextDir) && !existsSync(modelDir)) renameSync(nextDir, modelDir);
       const progress = readJsonIf<{ epochs: EpochRecord[] }>(join(modelDir, 'training.json'));
       const epochs: EpochRecord[] = progress?.epochs ?? [];
       const t = await loadTrainable(progress ? findCard(join(modelDir, 'card.json')) : currentCard, assets);
@@ -288,9 +301,17 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
         for (let e = epochs.filter((x) => x.kept).length + 1; e <= o.epochs && backoffs <= MAX_BACKOFFS; ) {
           const t0 = Date.now();
           const before = snapshotWeights(t);
-          const loss = await trainEpoch(t, X, targets, pool, o, optimizer, passSeed(o.seed + r, e),
-            (done, l) => ctl.onBatch?.({ round: r, epoch: e, epochs: o.epochs, done, total: X.size, loss: l }), ctl.signal);
-          const check = await trainingCheck(t, V, pool, Math.min(o.batchSize, 64));
+          let loss: number;
+          let check: { accuracy: number; poolFoolingRate: number };
+          try {
+            loss = await trainEpoch(t, X, targets, pool, o, optimizer, passSeed(o.seed + r, e),
+              (done, l) => ctl.onBatch?.({ round: r, epoch: e, epochs: o.epochs, done, total: X.size, loss: l }), ctl.signal);
+            check = await trainingCheck(t, V, pool, Math.min(o.batchSize, 64));
+          } catch (err) {
+            tf.dispose(before);
+            optimizer.dispose();
+            throw err;
+          }
           const kept = baseline - check.accuracy <= o.maxAccuracyDrop;
           const rec: EpochRecord = { epoch: e, learningRate: lr, loss, cleanAccuracy: check.accuracy, poolFoolingRate: check.poolFoolingRate, seconds: (Date.now() - t0) / 1000, kept };
           if (!kept) {
@@ -307,8 +328,12 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
           tf.dispose(before);
           epochs.push(rec);
           ctl.onEpoch?.(r, rec);
-          await saveTrainable(t, modelDir, assets, { from: currentCard.name, round: r, epochs: epochs.filter((x) => x.kept).length, finetune: o, method, attack });
-          writeJson(join(modelDir, 'training.json'), { epochs });
+          // Weights, card and epoch list go to a new folder that replaces the old one whole.
+          rmSync(nextDir, { recursive: true, force: true });
+          await saveTrainable(t, nextDir, assets, { from: currentCard.name, round: r, epochs: epochs.filter((x) => x.kept).length, finetune: o, method, attack });
+          writeJson(join(nextDir, 'training.json'), { epochs });
+          rmSync(modelDir, { recursive: true, force: true });
+          renameSync(nextDir, modelDir);
         }
         optimizer.dispose();
       } finally {

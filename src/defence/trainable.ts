@@ -34,20 +34,27 @@ export function refuseUntrainable(card: ModelCard): void {
 export async function loadTrainable(card: ModelCard, assets: string): Promise<Trainable> {
   refuseUntrainable(card);
   if (tf.getBackend() === 'wasm') enableWasmTraining();
-  const model = await tf.loadLayersModel(fileHandler(resolveCardPath(card, card.model, assets)));
-  let head: tf.LayersModel = model;
-  if (card.logitsLayer) {
-    let layer: tf.layers.Layer;
-    try {
-      layer = model.getLayer(card.logitsLayer);
-    } catch {
-      model.dispose();
-      throw new UsageError(`model ${card.name}: no layer named "${card.logitsLayer}" (the card's logitsLayer)`);
+  const adapters = cardAdapters(card, cardWnids(card, assets)); // first: it may refuse the card
+  let model: tf.LayersModel;
+  let head: tf.LayersModel;
+  try {
+    model = await tf.loadLayersModel(fileHandler(resolveCardPath(card, card.model, assets)));
+    head = model;
+    if (card.logitsLayer) {
+      let layer: tf.layers.Layer;
+      try {
+        layer = model.getLayer(card.logitsLayer);
+      } catch {
+        model.dispose();
+        throw new UsageError(`model ${card.name}: no layer named "${card.logitsLayer}" (the card's logitsLayer)`);
+      }
+      // Shares the layers (and so the weights) of `model`; saving `model` saves what was trained.
+      head = tf.model({ inputs: model.inputs, outputs: layer.output as tf.SymbolicTensor });
     }
-    // Shares the layers (and so the weights) of `model`; saving `model` saves what was trained.
-    head = tf.model({ inputs: model.inputs, outputs: layer.output as tf.SymbolicTensor });
+  } catch (e) {
+    adapters.dispose();
+    throw e;
   }
-  const adapters = cardAdapters(card, cardWnids(card, assets));
   return {
     model,
     card,

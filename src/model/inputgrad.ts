@@ -93,16 +93,31 @@ export function relu6InputGrad<T extends tf.Tensor>(x: T): T {
   return withInputGrad(x, (xi) => tf.relu6(xi), (dy, xi) => tf.mul(dy, tf.mul(tf.step(xi), tf.step(tf.sub(6, xi)))) as T);
 }
 
+export type ConvKind = 'conv' | 'depthwise';
+
+/** The backward filter: spatially flipped (and for conv2d, in/out swapped). */
+function flipFilter(kind: ConvKind, filter: tf.Tensor4D): tf.Tensor4D {
+  const r = tf.reverse(filter, [0, 1]);
+  return (kind === 'conv' ? r.transpose([0, 1, 3, 2]) : r) as tf.Tensor4D;
+}
+
+function convolve(kind: ConvKind, t: tf.Tensor4D, f: tf.Tensor4D, s: [number, number] | 1, p: Padding): tf.Tensor4D {
+  return kind === 'conv' ? tf.conv2d(t, f, s, p) : tf.depthwiseConv2d(t, f, s, p);
+}
+
+/** dL/dx of a convolution given dL/dy and its flipped filter, from one forward convolution. */
+function convInputGradient(kind: ConvKind, dy: tf.Tensor4D, flipped: tf.Tensor4D, xShape: number[], strides: [number, number], padding: Padding): tf.Tensor4D {
+  return inputGradient(dy, xShape, [flipped.shape[0], flipped.shape[1]], strides, padding, (t) => convolve(kind, t, flipped, 1, 'valid'));
+}
+
 /** dL/dx of conv2d(x, filter, strides, padding) given dL/dy, from forward convolutions only. */
 export function conv2dInputGradient(dy: tf.Tensor4D, filter: tf.Tensor4D, xShape: number[], strides: [number, number], padding: Padding): tf.Tensor4D {
-  const flipped = tf.reverse(filter, [0, 1]).transpose([0, 1, 3, 2]) as tf.Tensor4D;
-  return inputGradient(dy, xShape, [filter.shape[0], filter.shape[1]], strides, padding, (t) => tf.conv2d(t, flipped, 1, 'valid'));
+  return convInputGradient('conv', dy, flipFilter('conv', filter), xShape, strides, padding);
 }
 
 /** dL/dx of depthwiseConv2d(x, filter [kh, kw, C, 1], strides, padding) given dL/dy, from forward convolutions only. */
 export function depthwiseInputGradient(dy: tf.Tensor4D, filter: tf.Tensor4D, xShape: number[], strides: [number, number], padding: Padding): tf.Tensor4D {
-  const flipped = tf.reverse(filter, [0, 1]) as tf.Tensor4D;
-  return inputGradient(dy, xShape, [filter.shape[0], filter.shape[1]], strides, padding, (t) => tf.depthwiseConv2d(t, flipped, 1, 'valid'));
+  return convInputGradient('depthwise', dy, flipFilter('depthwise', filter), xShape, strides, padding);
 }
 
 /**
@@ -111,7 +126,7 @@ export function depthwiseInputGradient(dy: tf.Tensor4D, filter: tf.Tensor4D, xSh
  * the padded input with dy as the filter, dilated by the stride; the batch becomes the summed axis
  * (conv2d: input channels swap with the batch; depthwise: batch x channels become the channels).
  */
-export function convFilterGradient(kind: 'conv' | 'depthwise', x: tf.Tensor4D, dy: tf.Tensor4D, filterShape: number[], strides: [number, number], padding: Padding): tf.Tensor4D {
+export function convFilterGradient(kind: ConvKind, x: tf.Tensor4D, dy: tf.Tensor4D, filterShape: number[], strides: [number, number], padding: Padding): tf.Tensor4D {
   const [kh, kw] = filterShape;
   const [n, H, W, c] = x.shape;
   const [, ho, wo, cout] = dy.shape;
@@ -146,50 +161,47 @@ export interface InputGradConv {
  * conv2d (filter [kh, kw, in, out]) or depthwise conv (filter [kh, kw, C, 1]) whose input gradient
  * comes from forward kernels; the flipped backward filter is computed once here, not per call.
  */
-export function inputGradConv(kind: 'conv' | 'depthwise', filter: tf.Tensor4D, strides: [number, number], padding: Padding): InputGradConv {
-  const k: [number, number] = [filter.shape[0], filter.shape[1]];
-  const flipped = tf.tidy(() => {
-    const r = tf.reverse(filter, [0, 1]);
-    return (kind === 'conv' ? r.transpose([0, 1, 3, 2]) : r) as tf.Tensor4D;
-  });
-  const conv = (t: tf.Tensor4D, f: tf.Tensor4D, s: [number, number] | 1, p: Padding) =>
-    kind === 'conv' ? tf.conv2d(t, f, s, p) : tf.depthwiseConv2d(t, f, s, p);
+export function inputGradConv(kind: ConvKind, filter: tf.Tensor4D, strides: [number, number], padding: Padding): InputGradConv {
+  const flipped = tf.tidy(() => flipFilter(kind, filter)); // once here, not per call
   return {
     apply: (x) =>
       withInputGrad(
         x,
-        (xi) => conv(xi, filter, strides, padding),
-        (dy, xi) => inputGradient(dy, xi.shape, k, strides, padding, (t) => conv(t, flipped, 1, 'valid')),
+        (xi) => convolve(kind, xi, filter, strides, padding),
+        (dy, xi) => convInputGradient(kind, dy, flipped, xi.shape, strides, padding),
       ),
     tensors: [filter, flipped],
   };
 }
 
 /**
- * Max pooling with an input gradient built from forward ops when windows do not overlap
- * (size == strides): dy, repeated over each window, goes to the inputs equal to the window's max.
- * Why: the wasm backend's MaxPoolGrad is wrong for 2x2 stride-2 windows (30% off the cpu reference,
- * measured on TF.js 4.22). Ties (rare in real activations) all receive dy where TF picks one.
+ * dL/dx of max pooling with non-overlapping windows (size == strides): dy, repeated over each
+ * window, goes to the inputs equal to the window's max. Ties (rare in real activations) all receive dy
+ * where TF picks one. Why: the wasm backend's MaxPoolGrad is wrong for 2x2 stride-2 windows (up to
+ * 70% off the cpu reference when activations can be negative; measured on TF.js 4.22).
  */
+export function maxPoolWindowGradient(dy: tf.Tensor4D, x: tf.Tensor4D, pooled: tf.Tensor4D, size: [number, number], padding: Padding): tf.Tensor4D {
+  const [sh, sw] = size;
+  const [n, H, W, c] = x.shape;
+  const [, ho, wo] = dy.shape;
+  const rows = axisGeometry(H, sh, sh, padding);
+  const cols = axisGeometry(W, sw, sw, padding);
+  // Repeat each pooled value over its window (broadcast, not Tile: slow on wasm), then align with x.
+  const repeat = (t: tf.Tensor4D) => {
+    const tall = tf.mul(t.reshape([n, ho, 1, wo * c]), tf.ones([1, 1, sh, 1]));
+    const r = tf.mul(tall.reshape([n * ho * sh, wo, 1, c]), tf.ones([1, 1, sw, 1])).reshape([n, ho * sh, wo * sw, c]) as tf.Tensor4D;
+    const keepH = Math.min(H, ho * sh - rows.padBefore);
+    const keepW = Math.min(W, wo * sw - cols.padBefore);
+    const cropped = r.slice([0, rows.padBefore, cols.padBefore, 0], [n, keepH, keepW, c]);
+    return keepH === H && keepW === W ? cropped : cropped.pad([[0, 0], [0, H - keepH], [0, W - keepW], [0, 0]]);
+  };
+  const mask = tf.cast(tf.equal(x, repeat(pooled)), 'float32');
+  return tf.mul(repeat(dy), mask) as tf.Tensor4D;
+}
+
+/** Max pooling whose input gradient is maxPoolWindowGradient when windows do not overlap. */
 export function maxPoolInputGrad(x: tf.Tensor4D, size: [number, number], strides: [number, number], padding: Padding): tf.Tensor4D {
   if (size[0] !== strides[0] || size[1] !== strides[1]) return tf.maxPool(x, size, strides, padding);
-  const [sh, sw] = size;
   const forward = (xi: tf.Tensor4D) => tf.maxPool(xi, size, strides, padding);
-  return withInputGrad(x, forward, (dy, xi) => {
-    const [n, H, W, c] = xi.shape;
-    const [, ho, wo] = dy.shape;
-    const rows = axisGeometry(H, sh, sh, padding);
-    const cols = axisGeometry(W, sw, sw, padding);
-    // Repeat each pooled value over its window (broadcast, not Tile: slow on wasm), then align with x.
-    const repeat = (t: tf.Tensor4D) => {
-      const tall = tf.mul(t.reshape([n, ho, 1, wo * c]), tf.ones([1, 1, sh, 1]));
-      const r = tf.mul(tall.reshape([n * ho * sh, wo, 1, c]), tf.ones([1, 1, sw, 1])).reshape([n, ho * sh, wo * sw, c]) as tf.Tensor4D;
-      const keepH = Math.min(H, ho * sh - rows.padBefore);
-      const keepW = Math.min(W, wo * sw - cols.padBefore);
-      const cropped = r.slice([0, rows.padBefore, cols.padBefore, 0], [n, keepH, keepW, c]);
-      return keepH === H && keepW === W ? cropped : cropped.pad([[0, 0], [0, H - keepH], [0, W - keepW], [0, 0]]);
-    };
-    const mask = tf.cast(tf.equal(xi, repeat(forward(xi))), 'float32');
-    return tf.mul(repeat(dy), mask) as tf.Tensor4D;
-  });
+  return withInputGrad(x, forward, (dy, xi) => maxPoolWindowGradient(dy, xi, forward(xi), size, padding));
 }

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import { convFilterGradient, depthwiseInputGradient, type Padding } from './inputgrad.js';
+import { convFilterGradient, depthwiseInputGradient, maxPoolWindowGradient, type Padding } from './inputgrad.js';
+import { UsageError } from '../errors.js';
 
 /**
  * Makes TF.js's wasm backend able to TRAIN convolutional LayersModels. It has forward convolutions
@@ -11,40 +12,47 @@ import { convFilterGradient, depthwiseInputGradient, type Padding } from './inpu
 
 type Attrs = Record<string, unknown>;
 
+/** A layer this path cannot train: the user's model, so a one-line message and a way out. */
+function unsupported(what: string): never {
+  throw new UsageError(`fine-tuning on wasm: ${what} is not supported; rerun with --backend cpu (slower, every kernel)`);
+}
+
 function padding(kernel: string, pad: unknown): Padding {
   if (pad === 'same' || pad === 'valid') return pad;
-  throw new Error(`${kernel} on wasm: padding ${JSON.stringify(pad)} is not supported (same or valid)`);
+  return unsupported(`${kernel} with padding ${JSON.stringify(pad)}`);
 }
 
 function pair(v: unknown): [number, number] {
   return typeof v === 'number' ? [v, v] : (v as [number, number]);
 }
 
-/** Registers `compute` (written with TF.js ops) as the wasm kernel `name`. */
-function registerAsOps(name: string, compute: (inputs: Record<string, tf.Tensor>, attrs: Attrs) => tf.Tensor): void {
-  tf.registerKernel({
-    kernelName: name,
-    backendName: 'wasm',
-    kernelFunc: ({ inputs, attrs, backend }) => {
-      const engine = tf.engine();
-      // The backend counts references per buffer, one per tensor: every handle made here takes one
-      // (incRef) so that disposing it gives that one back and never frees the caller's data.
-      const incRef = (id: tf.DataId) => (backend as unknown as { incRef(id: tf.DataId): void }).incRef(id);
-      const out = tf.tidy(() => {
-        const wrapped: Record<string, tf.Tensor> = {};
-        for (const [k, info] of Object.entries(inputs)) {
-          incRef((info as tf.TensorInfo).dataId);
-          wrapped[k] = engine.makeTensorFromTensorInfo(info as tf.TensorInfo);
-        }
-        return compute(wrapped, attrs as Attrs);
-      });
-      // The tensor the engine makes from the returned info keeps the reference our handle gives up.
-      incRef(out.dataId);
-      const info = { dataId: out.dataId, shape: out.shape, dtype: out.dtype };
-      out.dispose();
-      return info;
-    },
-  });
+type Compute = (inputs: Record<string, tf.Tensor>, attrs: Attrs) => tf.Tensor;
+
+/** A wasm kernel function computing with TF.js ops. */
+function asOps(compute: Compute): tf.KernelFunc {
+  return ({ inputs, attrs, backend }) => {
+    const engine = tf.engine();
+    // The backend counts references per buffer, one per tensor: every handle made here takes one
+    // (incRef) so that disposing it gives that one back and never frees the caller's data.
+    const incRef = (id: tf.DataId) => (backend as unknown as { incRef(id: tf.DataId): void }).incRef(id);
+    const out = tf.tidy(() => {
+      const wrapped: Record<string, tf.Tensor> = {};
+      for (const [k, info] of Object.entries(inputs)) {
+        incRef((info as tf.TensorInfo).dataId);
+        wrapped[k] = engine.makeTensorFromTensorInfo(info as tf.TensorInfo);
+      }
+      return compute(wrapped, attrs as Attrs);
+    });
+    // The tensor the engine makes from the returned info keeps the reference our handle gives up.
+    incRef(out.dataId);
+    const info = { dataId: out.dataId, shape: out.shape, dtype: out.dtype };
+    out.dispose();
+    return info;
+  };
+}
+
+function registerAsOps(name: string, compute: Compute): void {
+  tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: asOps(compute) });
 }
 
 let registered = false;
@@ -54,13 +62,33 @@ export function enableWasmTraining(): void {
   if (registered) return;
   registered = true;
   const conv = (kind: 'conv' | 'depthwise') => (inputs: Record<string, tf.Tensor>, a: Attrs) => {
-    if (a.dataFormat !== undefined && a.dataFormat !== 'NHWC') throw new Error(`${kind} filter gradient on wasm: only NHWC`);
+    if (a.dataFormat !== undefined && a.dataFormat !== 'NHWC') unsupported(`a ${kind} convolution in ${String(a.dataFormat)} layout`);
     const d = pair(a.dilations ?? 1);
-    if (d[0] !== 1 || d[1] !== 1) throw new Error(`${kind} filter gradient on wasm: dilated convolutions are not supported`);
+    if (d[0] !== 1 || d[1] !== 1) unsupported(`a dilated ${kind} convolution`);
+    if (kind === 'depthwise' && (a.filterShape as number[])[3] !== 1) unsupported('a depthwise convolution with depth multiplier > 1');
     return convFilterGradient(kind, inputs.x as tf.Tensor4D, inputs.dy as tf.Tensor4D, a.filterShape as number[], pair(a.strides), padding(kind, a.pad));
   };
   registerAsOps('Conv2DBackpropFilter', conv('conv'));
   registerAsOps('DepthwiseConv2dNativeBackpropFilter', conv('depthwise'));
+  const windowGradient = asOps((inputs, a) =>
+    maxPoolWindowGradient(inputs.dy as tf.Tensor4D, inputs.input as tf.Tensor4D, inputs.output as tf.Tensor4D, pair(a.filterSize), a.pad as Padding),
+  );
+  // Not missing but wrong for 2x2 stride-2 windows over negative values: replaced where windows do not
+  // overlap, the original kept for the rest.
+  const maxPoolGrad = tf.getKernel('MaxPoolGrad', 'wasm');
+  if (maxPoolGrad) {
+    tf.unregisterKernel('MaxPoolGrad', 'wasm');
+    tf.registerKernel({
+      ...maxPoolGrad,
+      kernelFunc: (args) => {
+        const a = args.attrs as Attrs;
+        const size = pair(a.filterSize);
+        const strides = pair(a.strides);
+        if (size[0] !== strides[0] || size[1] !== strides[1] || (a.pad !== 'same' && a.pad !== 'valid')) return maxPoolGrad.kernelFunc(args);
+        return windowGradient(args);
+      },
+    });
+  }
   registerAsOps('DepthwiseConv2dNativeBackpropInput', (inputs, a) =>
     depthwiseInputGradient(inputs.dy as tf.Tensor4D, inputs.filter as tf.Tensor4D, a.inputShape as number[], pair(a.strides), padding('depthwise', a.pad)),
   );

@@ -1,4 +1,4 @@
-import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { extname, join, relative, resolve, sep } from 'node:path';
 import { UsageError } from '../errors.js';
@@ -9,6 +9,7 @@ import type { BrowserCard, BrowserDataset, StudioCatalog } from './catalog.js';
 
 export type { BrowserCard, BrowserDataset, StudioCatalog };
 import { listDataset } from '../data/dataset.js';
+import { defaultFolders, wnidsOf } from '../pipeline.js';
 
 /**
  * The studio's server side: the built page, and the models and images it may use. The page fetches
@@ -48,14 +49,15 @@ export function studioCatalog(assetsFlag?: string): StudioCatalog {
     const c = browserCard(readCard(cardFile), assets);
     if (c) models.push(c);
   }
-  const wnidsFile = join(assets, 'data', 'labels', 'imagenet1k_wnids_sorted.txt');
+  const own = defaultFolders('own', assets);
+  const imagenet = defaultFolders('imagenet', assets);
   const sets: [string, string, string, 'imagenet' | 'own'][] = [
-    ['fashion-val', 'Fashion-MNIST validation (200)', join(EMBEDDED_DIR, 'images', 'val'), 'own'],
-    ['fashion-craft', 'Fashion-MNIST crafting set (200)', join(EMBEDDED_DIR, 'images', 'craft'), 'own'],
-    ['imagenet-val', 'ImageNet validation (ILSVRC2012, 1300)', join(assets, 'data', 'ilsvrc2012_val_1300'), 'imagenet'],
-    ['imagenet-sample', 'ImageNet sample images (1000, one per class)', join(assets, 'data', 'imagenet-sample-images'), 'imagenet'],
+    ['fashion-val', 'Fashion-MNIST validation (200)', own.val, 'own'],
+    ['fashion-craft', 'Fashion-MNIST crafting set (200)', own.data, 'own'],
+    ['imagenet-val', 'ImageNet validation (ILSVRC2012, 1300)', imagenet.val, 'imagenet'],
+    ['imagenet-sample', 'ImageNet sample images (1000, one per class)', imagenet.data, 'imagenet'],
   ];
-  const wnids = existsSync(wnidsFile) ? readWnids(wnidsFile) : undefined;
+  const wnids = wnidsOf(assets);
   const datasets: BrowserDataset[] = [];
   for (const [id, title, dir, labelSpace] of sets) {
     if (!existsSync(dir)) continue;
@@ -63,10 +65,6 @@ export function studioCatalog(assetsFlag?: string): StudioCatalog {
     datasets.push({ id, title, labelSpace, items: items.flatMap((i) => (toUrl(i.path, assets) ? [{ url: toUrl(i.path, assets)!, label: i.label }] : [])) });
   }
   return { models, datasets, assets: haveAssets ? assets : null };
-}
-
-function readWnids(file: string): string[] {
-  return readFileSync(file, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean);
 }
 
 const TYPES: Record<string, string> = {
@@ -77,7 +75,9 @@ const TYPES: Record<string, string> = {
 
 function sendFile(res: ServerResponse, file: string): void {
   res.writeHead(200, { 'content-type': TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream', 'content-length': statSync(file).size });
-  createReadStream(file).pipe(res);
+  createReadStream(file)
+    .on('error', () => res.destroy())
+    .pipe(res);
 }
 
 /** `dir/rel`, or undefined when rel climbs out of dir. */
@@ -94,7 +94,13 @@ export function studioHandler(opts: { assets?: string; staticDir?: string }) {
   const assets = assetsDir(opts.assets);
   let catalog: StudioCatalog | undefined;
   return (req: IncomingMessage, res: ServerResponse, next?: () => void): void => {
-    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    let path: string;
+    try {
+      path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    } catch {
+      res.writeHead(400, { 'content-type': 'text/plain' }).end('malformed URL');
+      return;
+    }
     try {
       if (path === '/api/catalog') {
         catalog ??= studioCatalog(opts.assets);
