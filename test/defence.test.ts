@@ -50,13 +50,14 @@ describe('perturbation sampling for fine-tuning', () => {
 
 describe('training kernels on wasm', () => {
   /** Filter and input gradients of conv2d and depthwise conv2d on the current backend. */
-  function gradients(kind: 'conv' | 'depthwise' | 'maxpool', strides: number, pad: 'same' | 'valid'): number[] {
+  function gradients(kind: 'conv' | 'depthwise' | 'maxpool' | 'maxpool3s2' | 'maxpool2s1', strides: number, pad: 'same' | 'valid'): number[] {
     return tf.tidy(() => {
       const x = tf.randomNormal([3, 9, 10, 4], 0, 1, 'float32', 1) as tf.Tensor4D;
-      if (kind === 'maxpool') {
-        // Negative inputs too: wasm's own MaxPoolGrad goes wrong on them for 2x2/2 windows.
+      if (kind.startsWith('maxpool')) {
+        // Negative inputs too: wasm's own MaxPoolGrad goes wrong on them (overlapping windows too).
+        const window = kind === 'maxpool3s2' ? 3 : kind === 'maxpool2s1' ? 2 : strides;
         const g = tf.grad((xx: tf.Tensor) => {
-          const y = tf.maxPool(xx as tf.Tensor4D, strides, strides, pad);
+          const y = tf.maxPool(xx as tf.Tensor4D, window, strides, pad);
           return tf.sum(tf.mul(y, tf.sin(tf.range(0, y.size).reshape(y.shape))));
         })(x);
         return [...g.dataSync()];
@@ -75,7 +76,7 @@ describe('training kernels on wasm', () => {
     enableWasmTraining();
     const cases = [
       ['conv', 1, 'same'], ['conv', 2, 'same'], ['conv', 2, 'valid'], ['depthwise', 1, 'same'], ['depthwise', 2, 'same'], ['depthwise', 2, 'valid'],
-      ['maxpool', 2, 'same'], ['maxpool', 2, 'valid'], ['maxpool', 3, 'same'],
+      ['maxpool', 2, 'same'], ['maxpool', 2, 'valid'], ['maxpool', 3, 'same'], ['maxpool3s2', 2, 'same'], ['maxpool2s1', 1, 'same'],
     ] as const;
     const onWasm = cases.map(([k, s, p]) => gradients(k, s, p));
     await tf.setBackend('cpu');

@@ -173,22 +173,19 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
 });
 
 describe('TF.js wasm', () => {
-  it('max pooling input gradient matches the cpu reference (the stock wasm MaxPoolGrad does not for 2x2/2)', async () => {
+  it('max pooling input gradient matches the cpu reference, overlapping windows included (the stock wasm MaxPoolGrad does not)', async () => {
     const x0 = tf.randomNormal([2, 7, 8, 3], 0, 1, 'float32', 3).arraySync();
-    const run = (padding: 'same' | 'valid') => {
+    const cases: [number, number, 'same' | 'valid'][] = [[2, 2, 'same'], [2, 2, 'valid'], [3, 2, 'same'], [3, 2, 'valid'], [3, 1, 'same'], [2, 1, 'valid']];
+    const run = ([k, st, padding]: [number, number, 'same' | 'valid'], ours: boolean) => {
       const x = tf.tensor(x0) as tf.Tensor4D;
-      const probe = tf.randomNormal(tf.maxPool(x, 2, 2, padding).shape, 0, 1, 'float32', 4);
-      return tf.grad((t) => tf.sum(tf.mul(maxPoolInputGrad(t as tf.Tensor4D, [2, 2], [2, 2], padding), probe)))(x).dataSync();
+      const probe = tf.randomNormal(tf.maxPool(x, k, st, padding).shape, 0, 1, 'float32', 4);
+      const pool = (t: tf.Tensor) => (ours ? maxPoolInputGrad(t as tf.Tensor4D, [k, k], [st, st], padding) : tf.maxPool(t as tf.Tensor4D, k, st, padding));
+      return tf.grad((t) => tf.sum(tf.mul(pool(t), probe)))(x).dataSync();
     };
     await tf.setBackend('cpu');
-    const refSame = run('same');
-    const refValid = run('valid');
-    // the reference itself is TF's gradient
-    const x = tf.tensor(x0) as tf.Tensor4D;
-    const probe = tf.randomNormal(tf.maxPool(x, 2, 2, 'same').shape, 0, 1, 'float32', 4);
-    expect(maxRelativeDifference(refSame, tf.grad((t) => tf.sum(tf.mul(tf.maxPool(t as tf.Tensor4D, 2, 2, 'same'), probe)))(x).dataSync())).toBeLessThan(1e-6);
+    const refs = cases.map((c) => run(c, false)); // TF's own gradient on cpu
+    cases.forEach((c, i) => expect(maxRelativeDifference(run(c, true), refs[i]), `cpu ${c.join(' ')}`).toBeLessThan(1e-6));
     expect(await initBackend('wasm')).toBe('wasm');
-    expect(maxRelativeDifference(run('same'), refSame)).toBeLessThan(1e-5);
-    expect(maxRelativeDifference(run('valid'), refValid)).toBeLessThan(1e-5);
+    cases.forEach((c, i) => expect(maxRelativeDifference(run(c, true), refs[i]), `wasm ${c.join(' ')}`).toBeLessThan(1e-5));
   });
 });

@@ -175,33 +175,37 @@ export function inputGradConv(kind: ConvKind, filter: tf.Tensor4D, strides: [num
 }
 
 /**
- * dL/dx of max pooling with non-overlapping windows (size == strides): dy, repeated over each
- * window, goes to the inputs equal to the window's max. Ties (rare in real activations) all receive dy
- * where TF picks one. Why: the wasm backend's MaxPoolGrad is wrong for 2x2 stride-2 windows (up to
- * 70% off the cpu reference when activations can be negative; measured on TF.js 4.22).
+ * dL/dx of max pooling, from forward ops only: for each of the k x k window offsets, the inputs at that
+ * offset of every window that equal the window's max receive its dy; the strided contributions are
+ * zero-dilated, shifted into place and summed. Ties all receive dy where TF picks one (rare in real
+ * activations). Why: the wasm backend's MaxPoolGrad is wrong whenever pooled values can be negative
+ * (2x2/2, 3x3/2 'same', 3x3/1, 2x2/1: off by up to 100% of the cpu reference; TF.js 4.22).
  */
-export function maxPoolWindowGradient(dy: tf.Tensor4D, x: tf.Tensor4D, pooled: tf.Tensor4D, size: [number, number], padding: Padding): tf.Tensor4D {
-  const [sh, sw] = size;
+export function maxPoolGradient(dy: tf.Tensor4D, x: tf.Tensor4D, pooled: tf.Tensor4D, size: [number, number], strides: [number, number], padding: Padding): tf.Tensor4D {
+  const [kh, kw] = size;
+  const [sh, sw] = strides;
   const [n, H, W, c] = x.shape;
   const [, ho, wo] = dy.shape;
-  const rows = axisGeometry(H, sh, sh, padding);
-  const cols = axisGeometry(W, sw, sw, padding);
-  // Repeat each pooled value over its window (broadcast, not Tile: slow on wasm), then align with x.
-  const repeat = (t: tf.Tensor4D) => {
-    const tall = tf.mul(t.reshape([n, ho, 1, wo * c]), tf.ones([1, 1, sh, 1]));
-    const r = tf.mul(tall.reshape([n * ho * sh, wo, 1, c]), tf.ones([1, 1, sw, 1])).reshape([n, ho * sh, wo * sw, c]) as tf.Tensor4D;
-    const keepH = Math.min(H, ho * sh - rows.padBefore);
-    const keepW = Math.min(W, wo * sw - cols.padBefore);
-    const cropped = r.slice([0, rows.padBefore, cols.padBefore, 0], [n, keepH, keepW, c]);
-    return keepH === H && keepW === W ? cropped : cropped.pad([[0, 0], [0, H - keepH], [0, W - keepW], [0, 0]]);
-  };
-  const mask = tf.cast(tf.equal(x, repeat(pooled)), 'float32');
-  return tf.mul(repeat(dy), mask) as tf.Tensor4D;
+  const top = axisGeometry(H, kh, sh, padding).padBefore;
+  const left = axisGeometry(W, kw, sw, padding).padBefore;
+  // The input as the windows see it: padded with a value no max can equal.
+  const [hp, wp] = [(ho - 1) * sh + kh, (wo - 1) * sw + kw];
+  let xp = x.pad([[0, 0], [top, Math.max(0, hp - H - top)], [left, Math.max(0, wp - W - left)], [0, 0]], -3.4e38);
+  if (xp.shape[1]! > hp || xp.shape[2]! > wp) xp = xp.slice([0, 0, 0, 0], [n, hp, wp, c]);
+  const [hc, wc] = [ho * sh + kh, wo * sw + kw];
+  let sum: tf.Tensor4D | undefined;
+  for (let a = 0; a < kh; a++)
+    for (let b = 0; b < kw; b++) {
+      const at = tf.stridedSlice(xp, [0, a, b, 0], [n, a + (ho - 1) * sh + 1, b + (wo - 1) * sw + 1, c], [1, sh, sw, 1]) as tf.Tensor4D;
+      const share = tf.mul(dy, tf.cast(tf.equal(at, pooled), 'float32')) as tf.Tensor4D;
+      const placed = dilate(share, sh, sw).pad([[0, 0], [a, hc - a - ho * sh], [b, wc - b - wo * sw], [0, 0]]) as tf.Tensor4D;
+      sum = sum ? (tf.add(sum, placed) as tf.Tensor4D) : placed;
+    }
+  return sum!.slice([0, top, left, 0], [n, H, W, c]);
 }
 
-/** Max pooling whose input gradient is maxPoolWindowGradient when windows do not overlap. */
+/** Max pooling whose input gradient is maxPoolGradient (correct on every backend). */
 export function maxPoolInputGrad(x: tf.Tensor4D, size: [number, number], strides: [number, number], padding: Padding): tf.Tensor4D {
-  if (size[0] !== strides[0] || size[1] !== strides[1]) return tf.maxPool(x, size, strides, padding);
   const forward = (xi: tf.Tensor4D) => tf.maxPool(xi, size, strides, padding);
-  return withInputGrad(x, forward, (dy, xi) => maxPoolWindowGradient(dy, xi, forward(xi), size, padding));
+  return withInputGrad(x, forward, (dy, xi) => maxPoolGradient(dy, xi, forward(xi), size, strides, padding));
 }

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { convFilterGradient, depthwiseInputGradient, maxPoolWindowGradient, type Padding } from './inputgrad.js';
+import { convFilterGradient, depthwiseInputGradient, maxPoolGradient, type Padding } from './inputgrad.js';
 import { UsageError } from '../errors.js';
 
 /**
@@ -70,23 +70,16 @@ export function enableWasmTraining(): void {
   };
   registerAsOps('Conv2DBackpropFilter', conv('conv'));
   registerAsOps('DepthwiseConv2dNativeBackpropFilter', conv('depthwise'));
-  const windowGradient = asOps((inputs, a) =>
-    maxPoolWindowGradient(inputs.dy as tf.Tensor4D, inputs.input as tf.Tensor4D, inputs.output as tf.Tensor4D, pair(a.filterSize), a.pad as Padding),
-  );
-  // Not missing but wrong for 2x2 stride-2 windows over negative values: replaced where windows do not
-  // overlap, the original kept for the rest.
+  // Not missing but wrong whenever pooled values can be negative: replaced (explicit paddings keep the original).
   const maxPoolGrad = tf.getKernel('MaxPoolGrad', 'wasm');
   if (maxPoolGrad) {
+    const replacement = asOps((inputs, a) =>
+      maxPoolGradient(inputs.dy as tf.Tensor4D, inputs.input as tf.Tensor4D, inputs.output as tf.Tensor4D, pair(a.filterSize), pair(a.strides), a.pad as Padding),
+    );
     tf.unregisterKernel('MaxPoolGrad', 'wasm');
     tf.registerKernel({
       ...maxPoolGrad,
-      kernelFunc: (args) => {
-        const a = args.attrs as Attrs;
-        const size = pair(a.filterSize);
-        const strides = pair(a.strides);
-        if (size[0] !== strides[0] || size[1] !== strides[1] || (a.pad !== 'same' && a.pad !== 'valid')) return maxPoolGrad.kernelFunc(args);
-        return windowGradient(args);
-      },
+      kernelFunc: (args) => ((args.attrs as Attrs).pad === 'same' || (args.attrs as Attrs).pad === 'valid' ? replacement(args) : maxPoolGrad.kernelFunc(args)),
     });
   }
   registerAsOps('DepthwiseConv2dNativeBackpropInput', (inputs, a) =>
