@@ -299,6 +299,37 @@ function convInputGradient(ctx: Ctx, name: string, d: string, op: Extract<NetNod
   return g.op('Conv', [t, wT], { kernel_shape: [kh, kw], strides: [1, 1], pads: convPads, group: op.depthwise ? cin : 1 });
 }
 
+/**
+ * dx of max pooling with overlapping windows (as the TF.js engine's maxPoolGradient): for each of the
+ * k x k window offsets, the inputs at that offset that equal their window's max receive its dy; the
+ * strided contributions are zero-dilated, shifted into place and summed, then the padding is cut off.
+ */
+function overlappingMaxPoolGradient(
+  ctx: Ctx, dy: string, x: string, y: string, size: number[], strides: number[], pads: [number, number][], inShape: number[], outShape: number[],
+): string {
+  const g = ctx.g;
+  const [kh, kw] = size;
+  const [sh, sw] = strides;
+  const [H, W, C] = inShape;
+  const [ho, wo] = outShape;
+  const [pt, pl] = [pads[0][0], pads[1][0]];
+  // The input as the windows see it, padded with a value no max can equal (cut where 'valid' leaves rows unused).
+  const [hp, wp] = [(ho - 1) * sh + kh, (wo - 1) * sw + kw];
+  let xp = g.op('Pad', [x, g.ints([0, 0, pt, pl, 0, 0, Math.max(0, hp - H - pt), Math.max(0, wp - W - pl)]), g.scalar(-3.4e38)]);
+  if (H + pt > hp || W + pl > wp) xp = g.op('Slice', [xp, g.ints([0, 0]), g.ints([hp, wp]), g.ints([2, 3])]);
+  const [hc, wc] = [ho * sh + kh, wo * sw + kw];
+  const parts: string[] = [];
+  for (let a = 0; a < kh; a++)
+    for (let b = 0; b < kw; b++) {
+      const at = g.op('Slice', [xp, g.ints([a, b]), g.ints([a + (ho - 1) * sh + 1, b + (wo - 1) * sw + 1]), g.ints([2, 3]), g.ints([sh, sw])]);
+      const share = perImage(ctx, dy, g.op('Cast', [g.op('Equal', [at, y])], { to: 1 }), outShape);
+      const dilated = g.op('Pad', [g.op('Reshape', [share, g.ints([0, C, ho, 1, wo, 1])]), g.ints([0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1])]);
+      const flat = g.op('Reshape', [dilated, g.ints([0, C, ho * sh, wo * sw])]);
+      parts.push(g.op('Pad', [flat, g.ints([0, 0, a, b, 0, 0, hc - a - ho * sh, wc - b - wo * sw])]));
+    }
+  return g.op('Slice', [g.op('Sum', parts), g.ints([pt, pl]), g.ints([pt + H, pl + W]), g.ints([2, 3])]);
+}
+
 /** Adds dx contributions of one node to its inputs' gradient lists. */
 function backwardNode(ctx: Ctx, n: NetNode, dy: string, grads: Map<string, string[]>): void {
   const { g, shapes } = ctx;
@@ -344,7 +375,10 @@ function backwardNode(ctx: Ctx, n: NetNode, dy: string, grads: Map<string, strin
       }
       // Max pooling with non-overlapping windows: dy, repeated over each window, goes to the inputs
       // equal to the window's max (as the TF.js engine does; ties, rare in real activations, all get it).
-      if (op.size[0] !== op.strides[0] || op.size[1] !== op.strides[1]) throw new OnnxUnsupported(`${n.name}: overlapping max pooling`);
+      if (op.size[0] !== op.strides[0] || op.size[1] !== op.strides[1]) {
+        add(n.inputs[0], overlappingMaxPoolGradient(ctx, dy, x, s.y, op.size, op.strides, pads, inShape, outShape));
+        return;
+      }
       const [sh, sw] = op.size;
       const [ho, wo] = outShape;
       const pt = pads[0][0];
