@@ -254,6 +254,7 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       break;
     case 'stopped':
       status(m.message);
+      metrics = m.metrics;
       setRunning(false);
       enableDownloads();
       break;

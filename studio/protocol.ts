@@ -44,6 +44,6 @@ export type FromWorker =
   | { type: 'pass'; rec: PassRecord; v: Float32Array; advPred: Int32Array; graphSvg: string }
   | { type: 'done'; metrics: Record<string, unknown>; v: Float32Array }
   /** Stop pressed: the run ended early; v of the last full pass (if any) stays. */
-  | { type: 'stopped'; message: string }
+  | { type: 'stopped'; message: string; metrics?: Record<string, unknown> }
   | { type: 'scaled'; factor: number; foolingRate: number; normL2: number; normInf: number }
   | { type: 'error'; message: string };

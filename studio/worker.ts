@@ -21,7 +21,7 @@ import { tfjsProbe, closeEnough } from '../src/model/selfcheck.js';
 import { ImageSet } from '../src/data/imageSet.js';
 import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
 import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from '../src/attacks/sgd.js';
-import type { RunControl } from '../src/attacks/passes.js';
+import type { PassRecord, RunControl } from '../src/attacks/passes.js';
 import { predictSet, foolingRate, scorePredictions } from '../src/analysis/fooling.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
 import { lpNorm } from '../src/math/lp.js';
@@ -210,6 +210,8 @@ async function start(s: AttackSettings): Promise<void> {
   if (!model || !X) throw new Error('load a model and images first');
   abort = new AbortController();
   const base = { norm: s.norm, xi: s.xi, maxPasses: s.maxPasses, delta: s.delta, seed: s.seed, ...(s.target !== undefined ? { target: s.target } : {}) };
+  const history: PassRecord[] = [];
+  const started = performance.now();
   const ctl: RunControl = {
     signal: abort.signal,
     gate: () => pause?.promise ?? Promise.resolve(),
@@ -217,6 +219,7 @@ async function start(s: AttackSettings): Promise<void> {
     onPass: async (rec, v) => {
       current?.dispose();
       current = tf.keep(v.clone());
+      history.push(rec);
       await report(v, rec);
     },
   };
@@ -231,7 +234,14 @@ async function start(s: AttackSettings): Promise<void> {
     post({ type: 'done', metrics: metrics(s, run, res.v, adv), v: ((await res.v.data()) as Float32Array).slice() });
   } catch (e) {
     if (!(e instanceof AbortedError)) throw e;
-    post({ type: 'stopped', message: current ? 'stopped: the perturbation of the last full pass is kept' : 'stopped before the first pass ended' });
+    if (!current || !history.length) return post({ type: 'stopped', message: 'stopped before the first pass ended' });
+    // The run as it stood after its last full pass, in the same metrics format.
+    const last = history[history.length - 1];
+    const run = {
+      method: s.method, foolingRate: last.foolingRate, targetSuccess: last.targetSuccess, passes: history.length, converged: false,
+      stopReason: `stopped by the user after pass ${history.length}`, history, seconds: (performance.now() - started) / 1000,
+    };
+    post({ type: 'stopped', message: 'stopped: the perturbation of the last full pass is kept', metrics: metrics(s, run, current, await predictSet(model, X, current)) });
   } finally {
     abort = undefined;
     pause?.release();

@@ -136,6 +136,12 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.waitForFunction(() => /^stopped/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
     expect(await status()).toMatch(/the perturbation of the last full pass is kept/);
     expect(await page.isEnabled('#start')).toBe(true);
+    const [json] = await Promise.all([page.waitForEvent('download'), page.click('#dl-metrics')]);
+    const file = join(downloads, 'stopped-metrics.json');
+    await json.saveAs(file);
+    const m = JSON.parse(readFileSync(file, 'utf8')) as { run: { stopReason: string; passes: number; history: unknown[] } };
+    expect(m.run.stopReason).toMatch(/^stopped by the user after pass \d+$/);
+    expect(m.run.history).toHaveLength(m.run.passes);
   });
 
   it('loads a perturbation file computed elsewhere and scores it', async () => {
