@@ -9,6 +9,7 @@ import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from './attacks/sg
 import { targetSuccessRate } from './attacks/passes.js';
 import { labelName } from './model/classifier.js';
 import { evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
+import { evaluationSummary, runMetrics } from './analysis/metrics.js';
 import { forwardLogits } from './model/compute.js';
 import { randomPerturbation } from './math/noise.js';
 import { lpNorm, defaultXi, type Norm } from './math/lp.js';
@@ -175,11 +176,6 @@ export async function randomBaseline(model: Classifier, set: ImageSet, norm: Nor
   return { norm, radius: xi, mean: rates.reduce((a, b) => a + b, 0) / draws, min: Math.min(...rates), max: Math.max(...rates), draws };
 }
 
-function summaryOf(e: Evaluation) {
-  const { cleanPred: _c, advPred: _a, ...rest } = e;
-  return rest;
-}
-
 /**
  * The whole `uap compute` job: load the model and both image sets, run Algorithm 1 with per-pass
  * checkpoints, evaluate on X and on the validation set against random noise of the same norm, and
@@ -223,12 +219,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     await writePerturbation(job.out, res.v);
     await writeExamples(join(job.out, 'examples.png'), model, V ?? X, res.v, onVal ?? onX);
     const { v, cleanPred: _cp, ...result } = res;
-    const metrics = {
-      norm: options.norm, xi: options.xi, normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf'),
-      run: result, onX: summaryOf(onX), onVal: onVal ? summaryOf(onVal) : null, randomNoiseOnVal: randomOnVal ?? null,
-      target: target !== undefined ? { index: target, name: labelName(model, target), successOnX: res.targetSuccess ?? null, successOnVal: targetOnVal ?? null } : null,
-    };
-    writeJson(join(job.out, 'metrics.json'), metrics);
+    writeJson(join(job.out, 'metrics.json'), runMetrics(model, v, options, result, onX, { onVal, randomNoiseOnVal: randomOnVal, targetOnVal }));
     v.dispose();
     return { config, result, onX, onVal, randomOnVal, targetOnVal, out: job.out };
   } finally {
@@ -278,7 +269,7 @@ export async function runEvaluate(job: EvaluateJob, log: Log = silent) {
         inf: await randomBaseline(model, set, 'inf', normInf, draws, ev.cleanPred),
         l2: await randomBaseline(model, set, 2, normL2, draws, ev.cleanPred),
       };
-      const metrics = { model: model.name, perturbation: job.perturbation, folder: dir, normL2, normInf, ...summaryOf(ev), randomSameLinf: random.inf, randomSameL2: random.l2 };
+      const metrics = { model: model.name, perturbation: job.perturbation, folder: dir, normL2, normInf, ...evaluationSummary(ev), randomSameLinf: random.inf, randomSameL2: random.l2 };
       if (job.out) {
         writeJson(join(job.out, 'metrics.json'), metrics);
         await writeExamples(join(job.out, 'examples.png'), model, set, v, ev);

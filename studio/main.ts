@@ -21,7 +21,6 @@ let shown: { pixels: Uint8Array; index: number[]; clean: Int32Array; labels?: In
 let history: PassRecord[] = [];
 let v: Float32Array | undefined;
 let metrics: Record<string, unknown> | undefined;
-let running = false;
 let paused = false;
 
 function status(message: string): void {
@@ -148,7 +147,6 @@ function drawPerturbation(): void {
 // ------------------------------------------------------------ run controls
 
 function setRunning(on: boolean): void {
-  running = on;
   paused = false;
   $<HTMLButtonElement>('start').disabled = on || !info;
   $<HTMLButtonElement>('pause').disabled = !on;

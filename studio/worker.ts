@@ -24,6 +24,7 @@ import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from '../src/attac
 import type { PassRecord, RunControl } from '../src/attacks/passes.js';
 import { predictSet, foolingRate, scorePredictions } from '../src/analysis/fooling.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
+import { runMetrics } from '../src/analysis/metrics.js';
 import { lpNorm } from '../src/math/lp.js';
 import { decodeNpy } from '../src/io/npy.js';
 import { AbortedError } from '../src/errors.js';
@@ -197,13 +198,8 @@ async function report(v: tf.Tensor3D, rec: Parameters<NonNullable<RunControl['on
 }
 
 /** metrics.json in the CLI's format (uap compute), for the download. */
-function metrics(s: AttackSettings, run: Record<string, unknown>, v: tf.Tensor3D, adv: Int32Array): Record<string, unknown> {
-  const { cleanPred: _c, advPred: _a, ...onX } = scorePredictions(cleanPred!, adv, X!.labels);
-  return {
-    norm: s.norm, xi: s.xi, normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf'), run, onX, onVal: null, randomNoiseOnVal: null,
-    target: s.target !== undefined ? { index: s.target, name: names()(s.target), successOnX: run.targetSuccess ?? null, successOnVal: null } : null,
-    studio: { model: model!.name, backend, images: X!.size },
-  };
+function metrics(s: AttackSettings, run: { targetSuccess?: number } & Record<string, unknown>, v: tf.Tensor3D, adv: Int32Array): Record<string, unknown> {
+  return { ...runMetrics(model!, v, s, run, scorePredictions(cleanPred!, adv, X!.labels)), studio: { model: model!.name, backend, images: X!.size } };
 }
 
 async function start(s: AttackSettings): Promise<void> {

@@ -5,6 +5,7 @@ import { predictSet, foolingRate } from './fooling.js';
 import { loadModel, loadPerturbation, loadSet, defaultData, type Log } from '../pipeline.js';
 import type { CardOverrides } from '../model/load.js';
 import type { TopLevelSpec } from '../report/plots.js';
+import { pct } from '../report/format.js';
 
 /**
  * Transfer of universal perturbations across models (paper, Table 2): every perturbation evaluated on
@@ -88,7 +89,7 @@ export async function transferMatrix(
 export function transferMarkdown(t: TransferResult): string {
   const head = `| crafted on \\ tested on | ${t.models.join(' | ')} |\n|---|${t.models.map(() => '---').join('|')}|`;
   const rows = t.sources.map((s, r) => `| ${s.name} | ${t.foolingRate[r].map((v, c) => {
-    const cell = `${(v * 100).toFixed(1)}%`;
+    const cell = pct(v);
     return s.craftedOn === t.models[c] ? `**${cell}**` : cell;
   }).join(' | ')} |`);
   return [head, ...rows].join('\n') + '\n';

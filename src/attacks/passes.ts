@@ -7,6 +7,7 @@ import { Rng, passSeed } from '../math/random.js';
 import { predictSet, foolingRate } from '../analysis/fooling.js';
 import { saveCheckpoint, loadCheckpoint } from '../io/checkpoint.js';
 import { AbortedError, UsageError } from '../errors.js';
+import { pct } from '../report/format.js';
 
 /**
  * What every way of crafting a universal perturbation shares: seeded passes over X, the fooling rate
@@ -170,7 +171,6 @@ function fingerprint(model: Classifier, X: ImageSet, o: PassOptions, method: Pas
   };
 }
 
-const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 
 export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, method: PassMethod, ctl: RunControl = {}): Promise<UniversalResult> {
   validatePassOptions(o, model.numClasses);

@@ -9,8 +9,9 @@ export const consoleLog: Log = {
   warn: (m) => process.stderr.write(`warning: ${m}\n`),
 };
 
-/** A rate as a percentage with one decimal; '-' when there is none. */
-export const pct = (x: number | null | undefined, none = '-') => (typeof x === 'number' ? `${(x * 100).toFixed(1)}%` : none);
+import { pct } from '../report/format.js';
+
+export { pct };
 
 /** Chooses where models run (--backend) and says which. */
 export async function startBackend(flag: unknown): Promise<void> {

@@ -1,6 +1,5 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
 import { UsageError } from '../errors.js';
 import { decodeImage, IMAGE_EXTENSIONS } from './decode.js';
 import { ImageSet, type ImageItem } from './imageSet.js';

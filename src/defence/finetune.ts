@@ -11,10 +11,11 @@ import { evaluatePerturbation, foolingRate, predictSet, type Evaluation } from '
 import type { UniversalOptions } from '../attacks/universal.js';
 import type { SgdOptions } from '../attacks/sgd.js';
 import { Rng, passSeed } from '../math/random.js';
-import { readNpy, writeNpy } from '../io/npy.js';
+import { writeNpy } from '../io/npy.js';
 import { writeJson, writePerturbation, writeText } from '../io/run.js';
 import { assetsDir } from '../paths.js';
-import { craft, defaultData, loadModel, loadSet, methodOptions, type DataSpec, type Log, type Method } from '../pipeline.js';
+import { pct } from '../report/format.js';
+import { craft, defaultData, loadModel, loadPerturbation, loadSet, methodOptions, type DataSpec, type Log, type Method } from '../pipeline.js';
 import { drawPerturbations, applyDraws, SAMPLING_DEFAULTS, type SamplingOptions } from './sampling.js';
 import { loadTrainable, refuseUntrainable, saveTrainable, snapshotWeights, restoreWeights, type Trainable } from './trainable.js';
 
@@ -170,12 +171,6 @@ function readJsonIf<T>(file: string): T | undefined {
   return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as T) : undefined;
 }
 
-/** Loads a saved perturbation file as a tensor of the given shape. */
-function npyTensor(file: string): tf.Tensor3D {
-  const { data, shape } = readNpy(file);
-  return tf.tensor3d(data, shape as [number, number, number]);
-}
-
 /**
  * `uap finetune`: measure the original model (clean accuracy, a fresh UAP's fooling rate), then per
  * round: craft the pool on the current model, fine-tune it, save it (TF.js model + card), attack it
@@ -243,8 +238,8 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
       res.v.dispose();
       rounds.push(row);
       save();
-      log.info(`round ${r}: clean accuracy ${(row.cleanAccuracy * 100).toFixed(1)}%, fresh UAP fools ${(row.foolingRate * 100).toFixed(1)}% of the validation images` +
-        (prev !== null ? `; the previous round's UAP now fools ${(prev * 100).toFixed(1)}%` : ''));
+      log.info(`round ${r}: clean accuracy ${pct(row.cleanAccuracy)}, fresh UAP fools ${pct(row.foolingRate)} of the validation images` +
+        (prev !== null ? `; the previous round's UAP now fools ${pct(prev)}` : ''));
     };
 
     if (rounds.length === 0) await attackRound(0, job.model, null, [], Date.now());
@@ -265,7 +260,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
         for (let i = 0; i < o.poolSize; i++) {
           const file = join(roundDir, 'pool', `member-${i}.npy`);
           if (existsSync(file)) {
-            members.push(npyTensor(file));
+            members.push(loadPerturbation(file, model));
             continue;
           }
           const t0 = Date.now();
@@ -274,7 +269,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
           // Written then renamed: a member file exists only when it is complete.
           writeNpy(file + '.tmp', { data: (await res.v.data()) as Float32Array, shape: res.v.shape });
           renameSync(file + '.tmp', file);
-          log.info(`round ${r}: pool member ${i + 1}/${o.poolSize}: fooling rate on X ${pctOf(res.history.at(-1)?.foolingRate ?? 0)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+          log.info(`round ${r}: pool member ${i + 1}/${o.poolSize}: fooling rate on X ${pct(res.history.at(-1)?.foolingRate ?? 0)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
         }
         pool = tf.stack(members) as tf.Tensor4D;
       } finally {
@@ -317,7 +312,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
           if (!kept) {
             restoreWeights(t, before);
             backoffs++;
-            const fell = `clean accuracy fell to ${(check.accuracy * 100).toFixed(1)}% (original ${(baseline * 100).toFixed(1)}%, more than --max-accuracy-drop ${o.maxAccuracyDrop})`;
+            const fell = `clean accuracy fell to ${pct(check.accuracy)} (original ${pct(baseline)}, more than --max-accuracy-drop ${o.maxAccuracyDrop})`;
             if (backoffs <= MAX_BACKOFFS) {
               lr /= 10;
               optimizer.dispose();
@@ -341,7 +336,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
       }
       const cardFile = join(modelDir, 'card.json');
       currentCard = findCard(cardFile);
-      const previousV = npyTensor(join(job.out, `round-${r - 1}`, 'attack', 'perturbation.npy'));
+      const previousV = loadPerturbation(join(job.out, `round-${r - 1}`, 'attack', 'perturbation.npy'), model);
       model.dispose();
       model = await loadModel(cardFile, { assets }, log);
       try {
@@ -357,7 +352,6 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
   }
 }
 
-const pctOf = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(1)}%`);
 
 /** The rounds table the paper describes: clean accuracy and a fresh UAP's fooling rate, per round. */
 export function defenceMarkdown(d: DefenceResult): string {
@@ -369,7 +363,7 @@ export function defenceMarkdown(d: DefenceResult): string {
     '',
     '| round | clean accuracy | fresh UAP fooling rate | previous round\'s UAP | epochs kept | seconds |',
     '|---|---|---|---|---|---|',
-    ...d.rounds.map((r) => `| ${r.round === 0 ? '0 (original)' : r.round} | ${pctOf(r.cleanAccuracy)} | ${pctOf(r.foolingRate)} | ${pctOf(r.previousFoolingRate)} | ${r.round === 0 ? '-' : r.epochs.filter((e) => e.kept).length} | ${r.seconds.toFixed(0)} |`),
+    ...d.rounds.map((r) => `| ${r.round === 0 ? '0 (original)' : r.round} | ${pct(r.cleanAccuracy)} | ${pct(r.foolingRate)} | ${pct(r.previousFoolingRate)} | ${r.round === 0 ? '-' : r.epochs.filter((e) => e.kept).length} | ${r.seconds.toFixed(0)} |`),
     '',
   ];
   return lines.join('\n');

@@ -6,6 +6,7 @@ import type { ImageSet } from '../data/dataset.js';
 import type { Evaluation } from '../analysis/fooling.js';
 import { perturb } from '../analysis/fooling.js';
 import { writeNpy } from './npy.js';
+import { pct } from '../report/format.js';
 import { writePerturbationPng, writeGridPng, visiblePerturbation, type GridCell } from './pictures.js';
 
 /** A text file, creating the folder. */
@@ -60,5 +61,5 @@ export async function writeExamples(file: string, model: Classifier, set: ImageS
     perturbed.push({ pixels: advPx.subarray(k * per, (k + 1) * per), caption: (changed ? '→ ' : '= ') + shortLabel(model, ev.advPred[i]), alert: changed });
   });
   const rows = [clean, perturbed, [{ pixels: vis, caption: 'v (scaled)' }]];
-  await writeGridPng(file, rows, set.shape, `${model.name}: clean (top) vs x+v (bottom), fooling rate ${(ev.foolingRate * 100).toFixed(1)}%`);
+  await writeGridPng(file, rows, set.shape, `${model.name}: clean (top) vs x+v (bottom), fooling rate ${pct(ev.foolingRate)}`);
 }

@@ -80,14 +80,33 @@ export function checkedLogits(card: ModelCard, forward: (x: tf.Tensor4D) => tf.T
     });
 }
 
-/** A classifier on TF.js alone from a whole Net (card nodes included): what the browser studio runs. */
-export async function netClassifier(card: ModelCard, net: Net, labels?: string[]): Promise<Classifier> {
-  const graph = netToTfGraph(net);
-  const logits = checkedLogits(card, (x) => runPlainGraph(graph, x));
+/**
+ * A classifier that runs on TF.js: `forward` maps pixel-space images to raw logits, `release` frees
+ * what it holds. Measures the batch limits at load, which also proves the model differentiable.
+ */
+export async function tfjsClassifier(card: ModelCard, forward: (x: tf.Tensor4D) => tf.Tensor, release: () => void, labels?: string[]): Promise<Classifier> {
+  const logits = checkedLogits(card, forward);
   const [h, w, c] = card.inputShape;
-  const maxBatch = await measureBatchLimits(logits, [h, w, c]);
+  let maxBatch;
+  try {
+    maxBatch = await measureBatchLimits(logits, [h, w, c]);
+  } catch (e) {
+    release();
+    if (e instanceof UsageError) throw e;
+    // Attacks need input gradients: find out at load time, not mid-run. (TF.js cannot differentiate
+    // some converted graphs: fused convolutions with relu6, depthwise convolutions on wasm.)
+    throw new UsageError(
+      `model ${card.name}: TF.js cannot compute input gradients through this ${card.format} model (${(e as Error).message.split('\n')[0]})${card.format === 'graph' ? '; convert it as a LayersModel, or try --backend cpu' : ''}`,
+    );
+  }
   return {
     name: card.name, inputShape: [h, w, c], numClasses: card.numClasses, labels, labelSpace: card.labelSpace ?? 'own', maxBatch, logits,
-    engine: `TF.js ${tf.getBackend()}`, dispose: () => tf.dispose(graph.owned),
+    engine: `TF.js ${tf.getBackend()}`, dispose: release,
   };
+}
+
+/** A classifier on TF.js alone from a whole Net (card nodes included): what the browser studio runs. */
+export function netClassifier(card: ModelCard, net: Net, labels?: string[]): Promise<Classifier> {
+  const graph = netToTfGraph(net);
+  return tfjsClassifier(card, (x) => runPlainGraph(graph, x), () => tf.dispose(graph.owned), labels);
 }

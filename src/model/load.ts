@@ -8,11 +8,10 @@ import type { Classifier } from './classifier.js';
 import { fileHandler } from './fileHandler.js';
 import { layersToNet } from './layersGraph.js';
 import { chain, type Net } from './net.js';
-import { preprocessNodes, outputNodes, cardAdapters, checkedLogits, type OutputWnids } from './adapters.js';
+import { preprocessNodes, outputNodes, cardAdapters, tfjsClassifier, type OutputWnids } from './adapters.js';
 export { cardAdapters, cardWnids };
 import { runPlainGraph } from './plainGraph.js';
 import { netToTfGraph } from './tfjsNet.js';
-import { measureBatchLimits, type BatchLimits } from './memory.js';
 import { onnxRuntime } from './onnx/runtime.js';
 import type { Runtime } from './runtime.js';
 import { closeEnough } from './selfcheck.js';
@@ -204,28 +203,15 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
     if (e instanceof UsageError) throw e;
     throw new UsageError(`model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`);
   }
-  const [h, w, c] = card.inputShape;
-  const logits = checkedLogits(card, forward);
-  const dispose = release;
-  let maxBatch: BatchLimits;
-  try {
-    maxBatch = await measureBatchLimits(logits, [h, w, c]);
-  } catch (e) {
-    dispose();
-    if (e instanceof UsageError) throw e;
-    // Attacks need input gradients: find out at load time, not mid-run. (TF.js cannot differentiate
-    // some converted graphs: fused convolutions with relu6, depthwise convolutions on wasm.)
-    throw new UsageError(
-      `model ${card.name}: TF.js cannot compute input gradients through this ${card.format} model (${(e as Error).message.split('\n')[0]})${card.format === 'graph' ? '; convert it as a LayersModel, or try --backend cpu' : ''}`,
-    );
-  }
-  const rt = net && (opts.onnx ?? onnxEnabled()) ? await withOnnx(net, [h, w, c], logits) : { runtime: undefined, engine: `TF.js ${tf.getBackend()}` };
-  const disposeAll = () => {
-    dispose();
-    void rt.runtime?.dispose();
-  };
+  const base = await tfjsClassifier(card, forward, release, labels);
+  const rt = net && (opts.onnx ?? onnxEnabled()) ? await withOnnx(net, base.inputShape, base.logits) : { runtime: undefined, engine: base.engine };
   return {
-    name: card.name, inputShape: [h, w, c], numClasses: card.numClasses, labels, labelSpace: card.labelSpace ?? 'own', maxBatch, logits,
-    runtime: rt.runtime, engine: rt.engine, dispose: disposeAll,
+    ...base,
+    runtime: rt.runtime,
+    engine: rt.engine,
+    dispose: () => {
+      base.dispose();
+      void rt.runtime?.dispose();
+    },
   };
 }

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { rateLines, vegaLiteToSvg, type TopLevelSpec } from './plots.js';
+import { pct } from './format.js';
 
 /**
  * One self-contained HTML page (opens offline: images as data URIs, plots as inline SVG) for one or
@@ -16,7 +17,6 @@ interface PassRow {
 }
 
 const esc = (s: unknown) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
-const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(1)}%` : '-');
 
 function readJson<T>(file: string): T | undefined {
   if (!existsSync(file)) return undefined;
