@@ -186,6 +186,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
   const originalCard = findCard(job.model, job.card, assets);
   refuseUntrainable(originalCard); // before any crafting: say it at once
   if (job.val === 'none') throw new UsageError('--val none: fine-tuning needs validation images to keep clean accuracy in view');
+  if (job.resume && !existsSync(join(job.out, 'defence.json'))) throw new UsageError(`--resume: no defence.json in ${job.out}`);
   const method = job.method ?? 'sgd';
   let model: Classifier = await loadModel(job.model, { assets, card: job.card }, log);
   const release: tf.Tensor[] = [];
@@ -201,7 +202,6 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
     };
     const stateFile = join(job.out, 'defence.json');
     const previous = job.resume ? readJsonIf<DefenceResult>(stateFile) : undefined;
-    if (job.resume && !previous) throw new UsageError(`--resume: no defence.json in ${job.out}`);
     if (previous && JSON.stringify(previous.config) !== JSON.stringify(config))
       throw new UsageError(`--resume: ${stateFile} was made with other settings (model, data or options differ); use another --out or the same flags`);
     if (!job.resume) {
