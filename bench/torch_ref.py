@@ -122,7 +122,7 @@ def forward(x_nhwc):
 x = torch.from_numpy(np.load(x_path).astype(np.float32))
 B = x.shape[0]
 
-def best(f, repeats=3):
+def best(f, repeats=5):
     f()
     t = []
     for _ in range(repeats):
@@ -130,7 +130,7 @@ def best(f, repeats=3):
     return min(t) * 1000 / B
 
 with torch.no_grad():
-    fwd_ms = best(lambda: forward(x))
+    fwd_ms = best(lambda: forward(x), 10)
 
 def one_grad():
     xi = x.clone().requires_grad_(True)
@@ -146,7 +146,7 @@ def ten_grads():
         y[:, 10 + j].sum().backward(retain_graph=True)
 
 grad_ms = best(one_grad)
-ten_ms = best(ten_grads, 2)
+ten_ms = best(ten_grads)
 g = one_grad()[0].numpy()
 with torch.no_grad():
     logits = forward(x)[0].numpy()

@@ -4,14 +4,16 @@ export { UsageError, AbortedError } from './errors.js';
 export { type Norm, parseNorm, lpNorm, batchNorm, projectLp } from './math/lp.js';
 export { Rng, passSeed } from './math/random.js';
 export { randomPerturbation } from './math/noise.js';
+export { takeRows } from './math/rows.js';
+export { perturb } from './math/perturb.js';
 export { type Classifier, labelName } from './model/classifier.js';
-export { forwardLogits, predictLabels, vjp, argmaxRows } from './model/compute.js';
+export { forwardLogits, predictLabels, predictImages, vjp, vjpRows, argmaxRows } from './model/compute.js';
 export type { Runtime } from './model/runtime.js';
 export { type Net, type NetNode, type NodeOp } from './model/net.js';
 export { exportOnnx, OnnxUnsupported } from './model/onnx/export.js';
 export { type ModelCard, readCard, validateCard } from './model/card.js';
 export { loadClassifier, findCard, bundledModels } from './model/load.js';
-export { candidateGradients, candidateGradientsLoop } from './model/gradients.js';
+export { candidateGradients, candidateGradientRows, candidateGradientsLoop } from './model/gradients.js';
 export { listDataset, loadImages, ImageSet, type ImageItem } from './data/dataset.js';
 export { decodeImage } from './data/decode.js';
 export { deepfool, type DeepFoolOptions, type DeepFoolResult, type DeepFoolStatus } from './attacks/deepfool.js';
@@ -21,7 +23,7 @@ export {
   computeUniversal, validateUniversalOptions, UNIVERSAL_DEFAULTS,
   type UniversalOptions, type UniversalResult, type PassRecord, type Progress, type RunControl,
 } from './attacks/universal.js';
-export { perturb, predictSet, foolingRate, scorePredictions, evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
+export { predictSet, foolingRate, scorePredictions, evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
 export { readNpy, writeNpy } from './io/npy.js';
 export { writePerturbation, writeExamples } from './io/run.js';
 export { runCompute, runEvaluate, loadPerturbation, loadSet, loadModel, resolveTarget, defaultXi, defaultData, randomBaseline } from './pipeline.js';

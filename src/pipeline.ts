@@ -88,7 +88,7 @@ export function resolveTarget(target: number | string | undefined, model: Classi
 /** Loads a classifier and says where it runs. */
 export async function loadModel(spec: string, opts: { assets: string; card?: CardOverrides }, log: Log): Promise<Classifier> {
   const model = await loadClassifier(spec, opts);
-  log.info(`model ${model.name}: runs on ${model.engine ?? 'TF.js'}`);
+  log.info(`model ${model.name}: runs on ${model.engine ?? 'TF.js'}${model.runtime?.layout ? ` (${model.runtime.layout})` : ''}`);
   return model;
 }
 

@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import { projectLp, lpNorm, batchNorm, parseNorm } from '../src/math/lp.js';
 import { Rng, passSeed } from '../src/math/random.js';
 import { randomPerturbation } from '../src/math/noise.js';
+import { takeRows } from '../src/math/rows.js';
 
 beforeAll(async () => {
   tf.enableProdMode();
@@ -80,3 +81,18 @@ describe('seeded random numbers', () => {
     expect(Array.from(randomPerturbation([4, 4, 3], 2, 5, 7).dataSync())).toEqual(Array.from(a));
   });
 });
+
+describe('takeRows', () => {
+  it('equals tf.gather along the first axis, repeats and int32 included', () => {
+    const x = tf.randomUniform([6, 3, 4, 2], -5, 5, 'float32', 2);
+    const idx = [5, 0, 0, 3];
+    expect(Array.from(takeRows(x, idx).dataSync())).toEqual(Array.from(tf.gather(x, idx).dataSync()));
+    expect(takeRows(x, idx).shape).toEqual([4, 3, 4, 2]);
+    const y = tf.tensor2d([[1, 2], [3, 4], [5, 6]], [3, 2], 'int32');
+    const picked = takeRows(y, [2, 1]);
+    expect(picked.dtype).toBe('int32');
+    expect(picked.arraySync()).toEqual([[5, 6], [3, 4]]);
+    expect(takeRows(y, []).shape).toEqual([0, 2]);
+  });
+});
+

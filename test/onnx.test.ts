@@ -5,10 +5,10 @@ import { weights, type Net, type NetNode, type NodeOp, type Activation } from '.
 import { netToTfGraph } from '../src/model/tfjsNet.js';
 import { runPlainGraph } from '../src/model/plainGraph.js';
 import { exportOnnx, OnnxUnsupported } from '../src/model/onnx/export.js';
-import { loadOrt, onnxRuntime } from '../src/model/onnx/runtime.js';
+import { defaultLayout, loadOrt, onnxRuntime, shares } from '../src/model/onnx/runtime.js';
 import { initBackend } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
-import { candidateGradients } from '../src/model/gradients.js';
+import { candidateGradients, candidateGradientRows, candidateGradientsLoop } from '../src/model/gradients.js';
 import { maxPoolInputGrad } from '../src/model/inputgrad.js';
 import { loadSet } from '../src/pipeline.js';
 import { predictSet } from '../src/analysis/fooling.js';
@@ -144,6 +144,38 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     await rt.dispose();
   });
 
+  it('a pool of workers gives what one session gives, split by images or (fewer images than workers) by cotangents', async () => {
+    const net = cases[2][1];
+    const one = (await onnxRuntime(net, SHAPE, { workers: 1, threadsPerWorker: 1 }))!;
+    const three = (await onnxRuntime(net, SHAPE, { workers: 3, threadsPerWorker: 1 }))!;
+    expect(three.layout).toBe('3 workers x 1 thread');
+    for (const [n, k] of [[5, 1], [4, 3], [1, 4], [2, 5], [1, 1]]) {
+      const x = tf.randomUniform([n, ...SHAPE], -2, 3, 'float32', n * 10 + k) as tf.Tensor4D;
+      const dy = Float32Array.from({ length: n * k * 4 }, (_, i) => Math.sin(i * 1.3 + k));
+      const [a, b] = [await one.vjp(x, dy), await three.vjp(x, dy)];
+      expect(b.logits).toEqual(a.logits);
+      expect(b.dx).toEqual(a.dx);
+      expect(await three.forward(x)).toEqual(await one.forward(x));
+    }
+    await Promise.all([one.dispose(), three.dispose()]);
+  });
+
+  it('a failed request rejects with ONNX Runtime\'s one-line message and leaves the pool usable', async () => {
+    const rt = (await onnxRuntime(cases[0][1], SHAPE, { workers: 2, threadsPerWorker: 1 }))!;
+    const x = tf.randomUniform([2, ...SHAPE], -2, 3, 'float32', 1) as tf.Tensor4D;
+    await expect(rt.vjp(x, new Float32Array(2 * 4 * 4 + 2))).rejects.toThrow(/^ONNX Runtime: [^\n]+$/);
+    expect((await rt.forward(x)).length).toBe(8);
+    await rt.dispose();
+  });
+
+  it('shares: near-equal contiguous parts, none empty', () => {
+    expect(shares(5, 2)).toEqual([[0, 2], [2, 5]]);
+    expect(shares(4, 4)).toEqual([[0, 1], [1, 2], [2, 3], [3, 4]]);
+    expect(defaultLayout(2)).toEqual({ workers: 2, threadsPerWorker: 1 });
+    expect(defaultLayout(16)).toEqual({ workers: 4, threadsPerWorker: 4 });
+    expect(defaultLayout(1)).toEqual({ workers: 1, threadsPerWorker: 1 });
+  });
+
   it('refuses what it cannot express exactly (padded average pooling), naming the node', () => {
     const net = chainNet([{ op: { kind: 'pool', mode: 'avg', size: [3, 3], strides: [2, 2], padding: 'same' } }], 4 * 4 * 3);
     expect(() => exportOnnx(net, SHAPE)).toThrow(OnnxUnsupported);
@@ -177,8 +209,32 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     const tfjs = await loadClassifier('fashion', { onnx: false });
     const V = await loadSet(onnx, join(EMBEDDED_DIR, 'images', 'val'), { assets: '', what: 'val' });
     expect(Array.from(await predictSet(onnx, V, null))).toEqual(Array.from(await predictSet(tfjs, V, null)));
+    // With a perturbation: ONNX Runtime adds v to the stored bytes inside its graph, TF.js on tensors.
+    const v = tf.randomUniform([28, 28, 1], -60, 60, 'float32', 9) as tf.Tensor3D;
+    const [a, b] = [await predictSet(onnx, V, v, 16), await predictSet(tfjs, V, v, 16)];
+    expect(Array.from(a)).toEqual(Array.from(b));
+    expect(Array.from(a)).not.toEqual(Array.from(await predictSet(onnx, V, null))); // v matters
+    const viaImages = await onnx.runtime!.forwardImages(V.pixelsOf(3, 5), 5, v.dataSync() as Float32Array);
+    const x = tf.tidy(() => tf.clipByValue(tf.add(V.batch([3, 4, 5, 6, 7]), v), 0, 255) as tf.Tensor4D);
+    expect(maxRelativeDifference(viaImages, await onnx.runtime!.forward(x))).toBeLessThan(1e-6);
+    tf.dispose([v, x]);
     onnx.dispose();
     tfjs.dispose();
+  });
+
+  it('candidate gradient rows land in caller-provided shared memory; other memory is refused', async () => {
+    await initBackend();
+    const onnx = await loadClassifier('fashion');
+    const x = tf.randomUniform([5, 28, 28, 1], 0, 255, 'float32', 4) as tf.Tensor4D;
+    const cand = Int32Array.from({ length: 5 * 4 }, (_, i) => (i * 3) % 10);
+    const reference = Int32Array.from([1, 2, 3, 4, 5]);
+    const rows = await candidateGradientRows(onnx, x, cand, 4, { reference, maxRows: 8 }); // chunks of 2 images, run at once
+    const loop = await candidateGradientsLoop(onnx, x, cand, 4, reference);
+    expect(maxRelativeDifference(rows.rows, loop.grads.dataSync())).toBeLessThan(1e-5);
+    expect(maxRelativeDifference(rows.logits, loop.logits)).toBeLessThan(1e-5);
+    await expect(onnx.runtime!.vjp(x, new Float32Array(5 * 10), new Float32Array(5 * 784))).rejects.toThrow(/shared memory/);
+    tf.dispose([x, loop.grads]);
+    onnx.dispose();
   });
 });
 

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
 import { lpNorm } from '../src/math/lp.js';
-import { perturb, foolingRate, scorePredictions, predictSet } from '../src/analysis/fooling.js';
+import { foolingRate, scorePredictions, predictSet } from '../src/analysis/fooling.js';
+import { perturb } from '../src/math/perturb.js';
 import { AbortedError, UsageError } from '../src/errors.js';
 import { tinyNet, randomImages } from './helpers.js';
 

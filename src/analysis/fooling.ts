@@ -1,25 +1,31 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
-import { predictLabels } from '../model/compute.js';
+import { predictImages } from '../model/compute.js';
 
-/** clip(x + v, 0, 255): perturbed images always stay valid pixels. */
-export function perturb(x: tf.Tensor4D, v: tf.Tensor3D | null): tf.Tensor4D {
-  return v ? (tf.clipByValue(tf.add(x, v), 0, 255) as tf.Tensor4D) : x;
-}
-
-/** Top-1 labels of every image of `set` (optionally with v added), forward passes in batches. */
+/**
+ * Top-1 labels of every image of `set` (optionally with v added), in batches straight from its uint8
+ * bytes. The next batch is handed over before the current one is awaited, so the runtime's workers
+ * never wait for the main thread.
+ */
 export async function predictSet(model: Classifier, set: ImageSet, v: tf.Tensor3D | null, batchSize = 32, onBatch?: (done: number) => void): Promise<Int32Array> {
   const out = new Int32Array(set.size);
-  for (const idx of set.batchIndices(Math.min(batchSize, model.maxBatch?.forward ?? batchSize))) {
-    const x = tf.tidy(() => perturb(set.batch(idx), v));
-    try {
-      out.set(await predictLabels(model, x), idx[0]);
-    } finally {
-      x.dispose();
-    }
-    onBatch?.(idx[0] + idx.length);
+  const vData = v ? (v.dataSync() as Float32Array) : null;
+  const size = Math.min(batchSize, model.maxBatch?.forward ?? batchSize);
+  type InFlight = { start: number; n: number; labels: Promise<Int32Array> };
+  const settle = async (b: InFlight) => {
+    out.set(await b.labels, b.start);
+    onBatch?.(b.start + b.n);
+  };
+  let previous: InFlight | undefined;
+  for (let start = 0; start < set.size; start += size) {
+    const n = Math.min(size, set.size - start);
+    const next: InFlight = { start, n, labels: predictImages(model, set.pixelsOf(start, n), n, vData) };
+    next.labels.catch(() => {}); // awaited in settle; this only keeps an early failure from going unhandled
+    if (previous) await settle(previous);
+    previous = next;
   }
+  if (previous) await settle(previous);
   return out;
 }
 

@@ -6,6 +6,7 @@ import { deepfool } from '../attacks/deepfool.js';
 import { Rng } from '../math/random.js';
 import { predictSet, foolingRate } from './fooling.js';
 import type { TopLevelSpec } from '../report/plots.js';
+import { takeRows } from '../math/rows.js';
 
 /**
  * The geometry behind universality (the paper's Sec. 5, Fig. 9): the DeepFool boundary normals
@@ -72,7 +73,7 @@ export async function normalsAnalysis(
     const ok = idx.map((_, j) => j).filter((j) => df.status[j] === 'converged');
     if (ok.length)
       parts.push(tf.tidy(() => {
-        const r = tf.gather(df.r.reshape([idx.length, size]), tf.tensor1d(ok, 'int32')) as tf.Tensor2D;
+        const r = takeRows(df.r.reshape([idx.length, size]) as tf.Tensor2D, ok);
         return tf.div(r, tf.norm(r, 2, 1, true)) as tf.Tensor2D;
       }));
     df.r.dispose();

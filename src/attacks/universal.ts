@@ -4,9 +4,10 @@ import type { ImageSet } from '../data/dataset.js';
 import { projectLp } from '../math/lp.js';
 import { predictLabels } from '../model/compute.js';
 import { deepfool, type DeepFoolResult } from './deepfool.js';
-import { perturb } from '../analysis/fooling.js';
+import { perturb } from '../math/perturb.js';
 import { UsageError } from '../errors.js';
 import { forEachBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
+import { takeRows } from '../math/rows.js';
 
 export interface UniversalOptions extends PassOptions {
   overshoot: number;
@@ -70,7 +71,7 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
           const pred = await predictLabels(model, adv);
           const todo = idx.map((_, j) => j).filter((j) => (o.target !== undefined ? pred[j] !== o.target : pred[j] === labels[j]));
           if (todo.length > 0) {
-            sub = tf.tidy(() => tf.gather(adv, tf.tensor1d(todo, 'int32')) as tf.Tensor4D);
+            sub = takeRows(adv, todo);
             df = await deepfool(model, sub, {
               norm: o.deepfoolNorm === 'match' ? o.norm : 2, candidates: o.candidates, overshoot: o.overshoot, maxSteps: o.deepfoolSteps,
               labels: Int32Array.from(todo, (j) => labels[j]), maxRows: o.maxGradientRows, target: o.target,

@@ -34,6 +34,11 @@ export class ImageSet {
     for (let k = 0; k < indices.length; k++) px.set(this.pixels.subarray(indices[k] * per, (indices[k] + 1) * per), k * per);
     return new ImageSet(this.shape, px, Array.from(indices, (i) => this.items[i]));
   }
+  /** The stored bytes of images start .. start + count - 1, [count, H, W, C] (a view, not a copy). */
+  pixelsOf(start: number, count: number): Uint8Array {
+    const per = this.shape[0] * this.shape[1] * this.shape[2];
+    return this.pixels.subarray(start * per, (start + count) * per);
+  }
   /** Float32 pixel-space batch of the given images, [n, H, W, C]. */
   batch(indices: ArrayLike<number>): tf.Tensor4D {
     const [h, w, c] = this.shape;

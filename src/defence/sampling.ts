@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../math/random.js';
+import { takeRows } from '../math/rows.js';
 
 /**
  * How training images are perturbed in the defence (the paper's fine-tuning, section 5): each image,
@@ -32,7 +33,7 @@ export function drawPerturbations(n: number, poolSize: number, rng: Rng, o: Samp
  */
 export function applyDraws(x: tf.Tensor4D, pool: tf.Tensor4D, draws: Draw[]): tf.Tensor4D {
   return tf.tidy(() => {
-    const members = tf.gather(pool, tf.tensor1d(draws.map((d) => d?.member ?? 0), 'int32'));
+    const members = takeRows(pool, draws.map((d) => d?.member ?? 0));
     const scales = tf.tensor4d(draws.map((d) => d?.scale ?? 0), [draws.length, 1, 1, 1]);
     return tf.clipByValue(tf.add(x, tf.mul(members, scales)), 0, 255) as tf.Tensor4D;
   });

@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import type { Evaluation } from '../analysis/fooling.js';
-import { perturb } from '../analysis/fooling.js';
+import { perturb } from '../math/perturb.js';
 import { writeNpy } from './npy.js';
 import { pct } from '../report/format.js';
 import { writePerturbationPng, writeGridPng, visiblePerturbation, type GridCell } from './pictures.js';

@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from './classifier.js';
+import { perturb } from '../math/perturb.js';
+import { takeRows } from '../math/rows.js';
 
 /**
  * The one forward function and the one gradient function every attack and evaluation calls. They run
@@ -10,7 +12,29 @@ import type { Classifier } from './classifier.js';
 /** Logits [n * numClasses] of a pixel-space batch. */
 export async function forwardLogits(model: Classifier, x: tf.Tensor4D): Promise<Float32Array> {
   if (model.runtime) return model.runtime.forward(x);
-  return tf.tidy(() => model.logits(x).dataSync() as Float32Array);
+  // Read outside tf.tidy: tidy walks a returned typed array element by element looking for tensors.
+  const y = tf.tidy(() => model.logits(x));
+  try {
+    return y.dataSync() as Float32Array;
+  } finally {
+    y.dispose();
+  }
+}
+
+/**
+ * Top-1 labels of clip(x + v, 0, 255) for n images stored as uint8 [n, H, W, C] (a dataset's bytes).
+ * ONNX Runtime takes the bytes and adds v inside its graph; TF.js builds the float batch.
+ */
+export async function predictImages(model: Classifier, pixels: Uint8Array, n: number, v: tf.Tensor3D | Float32Array | null): Promise<Int32Array> {
+  const vData = v === null || v instanceof Float32Array ? v : (v.dataSync() as Float32Array);
+  if (model.runtime) return argmaxRows(await model.runtime.forwardImages(pixels, n, vData), model.numClasses);
+  const [h, w, c] = model.inputShape;
+  const x = tf.tidy(() => perturb(tf.tensor4d(Float32Array.from(pixels), [n, h, w, c]), vData && tf.tensor3d(vData, [h, w, c])));
+  try {
+    return await predictLabels(model, x);
+  } finally {
+    x.dispose();
+  }
 }
 
 /** Row-wise argmax of an [n, k] array. */
@@ -38,15 +62,39 @@ export async function predictLabels(model: Classifier, x: tf.Tensor4D): Promise<
  */
 export async function vjp(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k = 1): Promise<{ logits: Float32Array; dx: tf.Tensor }> {
   const [n, h, w, c] = x.shape;
-  if (dy.length !== n * k * model.numClasses) throw new Error(`internal: dy has ${dy.length} values for ${n} x ${k} x ${model.numClasses}`);
   if (model.runtime) {
-    const r = await model.runtime.vjp(x, dy);
+    const r = await vjpRows(model, x, dy, k);
     return { logits: r.logits, dx: tf.tensor(r.dx, [n, k, h, w, c]) };
   }
+  return vjpTfjs(model, x, dy, k);
+}
+
+/**
+ * `vjp` with dx as a plain array [n, k, H, W, C] (written into `out` when given: shared memory, so
+ * that ONNX Runtime's workers write their rows in place). For callers that read a few rows of dx and
+ * never need all of it as a tensor.
+ */
+export async function vjpRows(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k = 1, out?: Float32Array): Promise<{ logits: Float32Array; dx: Float32Array }> {
+  if (model.runtime) {
+    if (dy.length !== x.shape[0] * k * model.numClasses) throw new Error(`internal: dy has ${dy.length} values for ${x.shape[0]} x ${k} x ${model.numClasses}`);
+    return model.runtime.vjp(x, dy, out);
+  }
+  const r = await vjpTfjs(model, x, dy, k);
+  const dx = r.dx.dataSync() as Float32Array;
+  r.dx.dispose();
+  if (!out) return { logits: r.logits, dx };
+  out.set(dx);
+  return { logits: r.logits, dx: out };
+}
+
+/** The TF.js engine's vjp: the batch tiled k times, differentiated by tf.grad. */
+async function vjpTfjs(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k: number): Promise<{ logits: Float32Array; dx: tf.Tensor }> {
+  const [n, h, w, c] = x.shape;
+  if (dy.length !== n * k * model.numClasses) throw new Error(`internal: dy has ${dy.length} values for ${n} x ${k} x ${model.numClasses}`);
   let logits: Float32Array | undefined;
   const dx = tf.tidy(() => {
     const weights = tf.tensor2d(dy, [n * k, model.numClasses]);
-    const tiled = k === 1 ? x : (tf.gather(x, tf.tensor1d(Int32Array.from({ length: n * k }, (_, r) => Math.floor(r / k)), 'int32')) as tf.Tensor4D);
+    const tiled = k === 1 ? x : takeRows(x, Int32Array.from({ length: n * k }, (_, r) => Math.floor(r / k)));
     const g = tf.grad((t: tf.Tensor) => {
       const y = model.logits(t as tf.Tensor4D);
       if (!logits) {

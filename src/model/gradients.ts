@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from './classifier.js';
-import { vjp } from './compute.js';
+import { vjp, vjpRows } from './compute.js';
 
 /**
  * For each image n and each of its k candidate classes cand[n][j], the logit f_{cand[n][j]}(x_n)
@@ -44,46 +44,49 @@ async function selectedGradients(model: Classifier, x: tf.Tensor4D, cand: Int32A
   return { logits: picked, grads: dx };
 }
 
-export async function candidateGradients(model: Classifier, x: tf.Tensor4D, cand: Int32Array, k: number, opts: GradientOptions = {}): Promise<CandidateGradients> {
-  const n = x.shape[0];
+/** `candidateGradients` with the gradients as a plain array [n, k, H, W, C] (no TF.js tensor). */
+export async function candidateGradientRows(model: Classifier, x: tf.Tensor4D, cand: Int32Array, k: number, opts: GradientOptions = {}): Promise<{ logits: Float32Array; rows: Float32Array }> {
+  const [n, h, w, c] = x.shape;
+  const size = h * w * c;
+  const K = model.numClasses;
   const budget = model.runtime ? model.runtime.maxRows : Math.min(32, model.maxBatch?.gradient ?? 32);
   const maxRows = Math.max(1, Math.min(opts.maxRows ?? budget, budget));
   const logits = new Float32Array(n * k);
-  const parts: tf.Tensor[] = [];
+  // Shared memory: ONNX Runtime's workers write every chunk's rows straight into place.
+  const rows = new Float32Array(model.runtime ? new SharedArrayBuffer(n * k * size * 4) : new ArrayBuffer(n * k * size * 4));
+  /** Images first..first+count-1, their candidates j0..j0+kj-1: rows contiguous in `rows`. */
   const run = async (first: number, count: number, j0: number, kj: number) => {
     const xs = count === n ? x : (x.slice([first], [count]) as tf.Tensor4D);
-    const c = Int32Array.from({ length: count * kj }, (_, r) => cand[(first + Math.floor(r / kj)) * k + j0 + (r % kj)]);
+    const cls = Int32Array.from({ length: count * kj }, (_, r) => cand[(first + Math.floor(r / kj)) * k + j0 + (r % kj)]);
+    const ref = opts.reference?.subarray(first, first + count);
     try {
-      const r = await selectedGradients(model, xs, c, kj, opts.reference?.subarray(first, first + count));
-      r.logits.forEach((v, t) => (logits[(first + Math.floor(t / kj)) * k + j0 + (t % kj)] = v));
-      parts.push(r.grads);
+      const out = kj === k ? rows.subarray(first * k * size, (first + count) * k * size) : rows.subarray((first * k + j0) * size, (first * k + j0 + kj) * size);
+      const r = await vjpRows(model, xs, selection(cls, count, kj, K, ref), kj, out);
+      cls.forEach((cl, t) => {
+        const i = Math.floor(t / kj);
+        logits[(first + i) * k + j0 + (t % kj)] = r.logits[i * K + cl] - (ref ? r.logits[i * K + ref[i]] : 0);
+      });
     } finally {
       if (xs !== x) xs.dispose();
     }
   };
-  try {
-    if (k <= maxRows) {
-      // Whole images per chunk (their k rows share one forward pass), as many as the row budget allows.
-      const per = Math.floor(maxRows / k);
-      for (let first = 0; first < n; first += per) await run(first, Math.min(per, n - first), 0, k);
-      return { logits, grads: parts.length === 1 ? parts.pop()! : tf.concat(parts, 0) };
-    }
+  const chunks: Parameters<typeof run>[] = [];
+  if (k <= maxRows) {
+    // Whole images per chunk (their k rows share one forward pass), as many as the row budget allows.
+    const per = Math.floor(maxRows / k);
+    for (let first = 0; first < n; first += per) chunks.push([first, Math.min(per, n - first), 0, k]);
+  } else {
     // More candidates than the budget: one image at a time, its candidates in chunks.
-    const perImage: tf.Tensor[] = [];
-    try {
-      for (let i = 0; i < n; i++) {
-        for (let j0 = 0; j0 < k; j0 += maxRows) await run(i, 1, j0, Math.min(maxRows, k - j0));
-        const chunks = parts.splice(0);
-        perImage.push(tf.concat(chunks, 1));
-        tf.dispose(chunks);
-      }
-      return { logits, grads: tf.concat(perImage, 0) };
-    } finally {
-      tf.dispose(perImage);
-    }
-  } finally {
-    tf.dispose(parts);
+    for (let i = 0; i < n; i++) for (let j0 = 0; j0 < k; j0 += maxRows) chunks.push([i, 1, j0, Math.min(maxRows, k - j0)]);
   }
+  // All chunks at once: the runtime's workers queue their runs and never wait for the main thread.
+  await Promise.all(chunks.map((a) => run(...a)));
+  return { logits, rows };
+}
+
+export async function candidateGradients(model: Classifier, x: tf.Tensor4D, cand: Int32Array, k: number, opts: GradientOptions = {}): Promise<CandidateGradients> {
+  const { logits, rows } = await candidateGradientRows(model, x, cand, k, opts);
+  return { logits, grads: tf.tensor(rows, [x.shape[0], k, ...x.shape.slice(1)]) };
 }
 
 /**

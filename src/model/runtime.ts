@@ -6,15 +6,20 @@ import type * as tf from '@tensorflow/tfjs';
  */
 export interface Runtime {
   readonly name: string;
+  /** How it runs, for the log line (e.g. "2 workers x 1 thread"). */
+  readonly layout?: string;
   /** Rows (images x cotangents) one vjp call may hold; TF.js's measured limits do not apply here. */
   readonly maxRows: number;
   /** logits [n * numClasses] of a batch x [n, H, W, C]. */
   forward(x: tf.Tensor4D): Promise<Float32Array>;
+  /** logits of clip(pixels + v, 0, 255) for n images stored as uint8 [n, H, W, C]; v [H, W, C] or none. */
+  forwardImages(pixels: Uint8Array, n: number, v: Float32Array | null): Promise<Float32Array>;
   /**
    * logits [n * numClasses] of a batch, and for each image its k = dy.length / (n * numClasses)
    * vector-Jacobian products dx[i, j] = (d logits_i / d x_i)^T dy[i, j]: dy [n, k, numClasses] ->
-   * dx [n, k, H, W, C], from one forward pass.
+   * dx [n, k, H, W, C], from one forward pass. dx is written into `out` when given (it must be backed
+   * by a SharedArrayBuffer).
    */
-  vjp(x: tf.Tensor4D, dy: Float32Array): Promise<{ logits: Float32Array; dx: Float32Array }>;
+  vjp(x: tf.Tensor4D, dy: Float32Array, out?: Float32Array): Promise<{ logits: Float32Array; dx: Float32Array }>;
   dispose(): Promise<void>;
 }

@@ -2,6 +2,8 @@ import onnxProto from 'onnx-proto';
 
 const { onnx } = onnxProto;
 type Attr = number | number[] | string;
+/** A graph input or output: name, dimensions ('N' = batch), element type (float32 by default). */
+type ValueInfo = [string, (number | string)[], ('uint8' | 'float32')?];
 
 /** Appends nodes and constants to an ONNX graph under unique names; encodes the model. */
 export class OnnxGraph {
@@ -49,13 +51,13 @@ export class OnnxGraph {
     return this.floats([v], [], 'c');
   }
 
-  /** The model with float32 inputs and outputs of the given shapes ('N' = batch). */
-  encode(inputs: [string, (number | string)[]][], outputs: [string, (number | string)[]][]): Uint8Array {
-    const info = ([name, dims]: [string, (number | string)[]]) => ({
+  /** The model with inputs and outputs of the given shapes ('N' = batch), float32 unless marked uint8. */
+  encode(inputs: ValueInfo[], outputs: ValueInfo[]): Uint8Array {
+    const info = ([name, dims, type]: ValueInfo) => ({
       name,
       type: {
         tensorType: {
-          elemType: onnx.TensorProto.DataType.FLOAT,
+          elemType: type === 'uint8' ? onnx.TensorProto.DataType.UINT8 : onnx.TensorProto.DataType.FLOAT,
           shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
         },
       },

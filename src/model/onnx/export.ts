@@ -462,19 +462,26 @@ export interface OnnxModels {
   classes: number;
   /** x [N,H,W,C] -> logits [N,classes]. */
   forward: Uint8Array;
+  /**
+   * pixels [N,H,W,C] uint8, v [H,W,C] -> logits of clip(pixels + v, 0, 255): evaluation straight from
+   * a dataset's stored bytes, with the perturbation added inside the graph.
+   */
+  images: Uint8Array;
   /** x [N,H,W,C], dy [N,K,classes] -> logits [N,classes], dx [N,K,H,W,C]: K cotangents per image, one forward pass. */
   vjp: Uint8Array;
 }
 
-function build(net: Net, inputShape: number[], shapes: Map<string, number[]>, withBackward: boolean): Uint8Array {
+function build(net: Net, inputShape: number[], shapes: Map<string, number[]>, kind: 'forward' | 'vjp' | 'images'): Uint8Array {
   const g = new OnnxGraph();
   const ctx: Ctx = { g, shapes, val: new Map(), saved: new Map() };
+  if (kind === 'images') g.opMulti('Clip', [g.op('Add', [g.op('Cast', ['pixels'], { to: 1 }), 'v']), g.scalar(0), g.scalar(255)], ['x']);
   ctx.val.set(net.input, g.op('Transpose', ['x'], { perm: NHWC_TO_NCHW }, 'x_nchw'));
   for (const n of net.nodes) ctx.val.set(n.name, forwardNode(ctx, n));
   const k = shapes.get(net.output)!;
   if (k.length !== 1) throw new OnnxUnsupported(`output ${net.output} has shape [${k}], expected [classes]`);
   g.opMulti('Identity', [ctx.val.get(net.output)!], ['logits']);
-  if (!withBackward) return g.encode([['x', ['N', ...inputShape]]], [['logits', ['N', k[0]]]]);
+  if (kind === 'forward') return g.encode([['x', ['N', ...inputShape]]], [['logits', ['N', k[0]]]]);
+  if (kind === 'images') return g.encode([['pixels', ['N', ...inputShape], 'uint8'], ['v', inputShape]], [['logits', ['N', k[0]]]]);
   // Backward rows: K cotangents per image, dy [N, K, classes] -> [N*K, classes].
   const grads = new Map<string, string[]>([[net.output, [g.op('Reshape', ['dy', g.ints([-1, k[0]])], {}, 'dy_rows')]]]);
   for (const n of [...net.nodes].reverse()) {
@@ -499,6 +506,11 @@ function build(net: Net, inputShape: number[], shapes: Map<string, number[]>, wi
 export function exportOnnx(net: Net, inputShape: number[]): OnnxModels {
   // One TF.js forward pass gives every node's shape; both graphs use it.
   const shapes = inferShapes(net, inputShape);
-  return { classes: shapes.get(net.output)![0], forward: build(net, inputShape, shapes, false), vjp: build(net, inputShape, shapes, true) };
+  return {
+    classes: shapes.get(net.output)![0],
+    forward: build(net, inputShape, shapes, 'forward'),
+    images: build(net, inputShape, shapes, 'images'),
+    vjp: build(net, inputShape, shapes, 'vjp'),
+  };
 }
 

@@ -1,9 +1,9 @@
 import { availableParallelism } from 'node:os';
 import type * as tf from '@tensorflow/tfjs';
-import type { InferenceSession, Tensor as OrtTensor } from 'onnxruntime-node';
 import type { Net } from '../net.js';
 import type { Runtime } from '../runtime.js';
 import { exportOnnx } from './export.js';
+import { SessionPool, type Feed } from './workerPool.js';
 
 type Ort = typeof import('onnxruntime-node');
 let ortModule: Promise<Ort | null> | undefined;
@@ -17,40 +17,96 @@ export function loadOrt(): Promise<Ort | null> {
   return ortModule;
 }
 
-const sessionOptions = (): InferenceSession.SessionOptions => ({
-  intraOpNumThreads: availableParallelism(),
-  graphOptimizationLevel: 'all',
-  // No spinning between runs: TF.js works on the same cores in between (it slowed wasm 4x).
-  extra: { session: { intra_op: { allow_spinning: '0' } } },
-});
+/**
+ * What one session run holds: at most ROWS_PER_RUN backward rows (images x cotangents) and
+ * IMAGES_PER_RUN images. Small runs keep the activations in cache: on MobileNet v1 0.25 (2 workers),
+ * ten-candidate gradients took 15.2 ms per image in runs of one image and 26.7 ms in runs of 8;
+ * forward passes and single gradients were fastest in runs of about 4 images.
+ */
+const ROWS_PER_RUN = 10;
+const IMAGES_PER_RUN = 4;
 
-/** Backward rows per call: 4 images x 10 candidates; MobileNet v2 at 224 stays near 1 GB. */
-const ROWS_PER_CALL = 40;
+/** More workers than this gain little and each holds a copy of the model. */
+const MAX_WORKERS = 4;
 
-/** ONNX Runtime sessions for `net`: the forward model and the vector-Jacobian model. */
-export async function onnxRuntime(net: Net, inputShape: [number, number, number]): Promise<Runtime | null> {
-  const ort = await loadOrt();
-  if (!ort) return null;
+export interface PoolLayout {
+  workers: number;
+  threadsPerWorker: number;
+}
+
+/** One 1-thread worker per core up to MAX_WORKERS; the remaining cores become intra-op threads. */
+export function defaultLayout(cores = availableParallelism()): PoolLayout {
+  const workers = Math.max(1, Math.min(cores, MAX_WORKERS));
+  return { workers, threadsPerWorker: Math.max(1, Math.floor(cores / workers)) };
+}
+
+/** [start, end) of `parts` near-equal contiguous shares of `n` items (no empty share when parts <= n). */
+export function shares(n: number, parts: number): [number, number][] {
+  return Array.from({ length: parts }, (_, i) => [Math.floor((i * n) / parts), Math.floor(((i + 1) * n) / parts)] as [number, number]);
+}
+
+/**
+ * ONNX Runtime for `net`: the forward model and the vector-Jacobian model, in a pool of worker threads.
+ * Each call is split by images across the workers; a vjp call with fewer images than workers is
+ * split by cotangents instead (every worker runs the forward pass of all images, a cheap part).
+ */
+export async function onnxRuntime(net: Net, inputShape: [number, number, number], layout = defaultLayout()): Promise<Runtime | null> {
+  if (!(await loadOrt())) return null;
   const models = exportOnnx(net, inputShape);
-  const [fwd, vjp] = await Promise.all([
-    ort.InferenceSession.create(models.forward, sessionOptions()),
-    ort.InferenceSession.create(models.vjp, sessionOptions()),
-  ]);
-  const input = (x: tf.Tensor4D): OrtTensor => new ort.Tensor('float32', x.dataSync() as Float32Array, x.shape);
+  const pool = await SessionPool.create({ forward: models.forward, images: models.images, vjp: models.vjp }, layout.workers, layout.threadsPerWorker);
+  const C = models.classes;
+  const pixels = inputShape[0] * inputShape[1] * inputShape[2];
+  const imageFeed = (x: Float32Array, a: number, b: number): Feed => ({ data: x.slice(a * pixels, b * pixels), dims: [b - a, ...inputShape] });
+  const concat = (parts: Float32Array[]) => {
+    const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+    parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+    return out;
+  };
   return {
     name: 'onnxruntime',
-    maxRows: ROWS_PER_CALL,
+    layout: `${pool.size} worker${pool.size > 1 ? 's' : ''} x ${pool.threadsPerWorker} thread${pool.threadsPerWorker > 1 ? 's' : ''}`,
+    // Per call: enough runs to keep every worker busy twice over; memory stays per run.
+    maxRows: 2 * ROWS_PER_RUN * pool.size,
     async forward(x) {
-      const out = await fwd.run({ x: input(x) });
-      return out.logits.data as Float32Array;
+      const data = x.dataSync() as Float32Array;
+      const n = x.shape[0];
+      const runs = shares(n, Math.ceil(n / IMAGES_PER_RUN));
+      const out = await pool.runShards('forward', runs.map(([a, b]) => ({ feeds: { x: imageFeed(data, a, b) } })), ['logits']);
+      return concat(out.map((o) => o.logits));
     },
-    async vjp(x, dy) {
-      const k = dy.length / (x.shape[0] * models.classes);
-      const out = await vjp.run({ x: input(x), dy: new ort.Tensor('float32', dy, [x.shape[0], k, models.classes]) });
-      return { logits: out.logits.data as Float32Array, dx: out.dx.data as Float32Array };
+    async forwardImages(pixels, n, v) {
+      const zero = new Float32Array(pixels.length / n);
+      const runs = shares(n, Math.ceil(n / IMAGES_PER_RUN));
+      const out = await pool.runShards('images', runs.map(([a, b]) => ({
+        feeds: { pixels: { data: pixels.slice(a * pixels.length / n, b * pixels.length / n), dims: [b - a, ...inputShape] }, v: { data: (v ?? zero).slice(), dims: inputShape } },
+      })), ['logits']);
+      return concat(out.map((o) => o.logits));
     },
-    async dispose() {
-      await Promise.all([fwd.release(), vjp.release()]);
+    async vjp(x, dy, into) {
+      const data = x.dataSync() as Float32Array;
+      const n = x.shape[0];
+      const k = dy.length / (n * C);
+      // dx [n, k, H, W, C] in shared memory: each run copies its rows straight into place.
+      if (into && !(into.buffer instanceof SharedArrayBuffer && into.length === n * k * pixels)) throw new Error('internal: vjp output must be shared memory of the size of dx');
+      const dx = into ?? new Float32Array(new SharedArrayBuffer(n * k * pixels * 4));
+      const rows = (i: number, a: number, b: number) => dx.subarray((i * k + a) * pixels, (i * k + b) * pixels);
+      if (n >= pool.size || k === 1) {
+        const runs = shares(n, Math.min(n, Math.max(Math.ceil((n * k) / ROWS_PER_RUN), Math.ceil(n / IMAGES_PER_RUN), pool.size)));
+        const out = await pool.runShards('vjp', runs.map(([a, b]) => ({
+          feeds: { x: imageFeed(data, a, b), dy: { data: dy.slice(a * k * C, b * k * C), dims: [b - a, k, C] } },
+          into: { dx: [dx.subarray(a * k * pixels, b * k * pixels)] },
+        })), ['logits']);
+        return { logits: concat(out.map((o) => o.logits)), dx };
+      }
+      // Fewer images than workers: each run takes a share of every image's cotangents.
+      const runs = shares(k, Math.min(k, pool.size));
+      const out = await pool.runShards('vjp', runs.map(([a, b]) => {
+        const share = new Float32Array(n * (b - a) * C);
+        for (let i = 0; i < n; i++) share.set(dy.subarray((i * k + a) * C, (i * k + b) * C), i * (b - a) * C);
+        return { feeds: { x: imageFeed(data, 0, n), dy: { data: share, dims: [n, b - a, C] } }, into: { dx: Array.from({ length: n }, (_, i) => rows(i, a, b)) } };
+      }), ['logits']);
+      return { logits: out[0].logits, dx };
     },
+    dispose: () => pool.dispose(),
   };
 }
