@@ -166,6 +166,7 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     await expect(rt.vjp(x, new Float32Array(2 * 4 * 4 + 2))).rejects.toThrow(/^ONNX Runtime: [^\n]+$/);
     expect((await rt.forward(x)).length).toBe(8);
     await rt.dispose();
+    await expect(rt.forward(x)).rejects.toThrow(/disposed/); // refused, not left hanging
   });
 
   it('shares: near-equal contiguous parts, none empty', () => {

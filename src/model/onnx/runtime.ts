@@ -46,17 +46,22 @@ export function shares(n: number, parts: number): [number, number][] {
 }
 
 /**
- * ONNX Runtime for `net`: the forward model and the vector-Jacobian model, in a pool of worker threads.
- * Each call is split by images across the workers; a vjp call with fewer images than workers is
- * split by cotangents instead (every worker runs the forward pass of all images, a cheap part).
+ * ONNX Runtime for `net`: the forward, evaluation and vector-Jacobian models, in a pool of worker
+ * threads. Each call is cut into runs of whole images that the workers take in turn; a vjp call with
+ * fewer images than workers is split by cotangents instead (every worker runs the forward pass of all
+ * images, a cheap part).
  */
 export async function onnxRuntime(net: Net, inputShape: [number, number, number], layout = defaultLayout()): Promise<Runtime | null> {
   if (!(await loadOrt())) return null;
   const models = exportOnnx(net, inputShape);
   const pool = await SessionPool.create({ forward: models.forward, images: models.images, vjp: models.vjp }, layout.workers, layout.threadsPerWorker);
   const C = models.classes;
-  const pixels = inputShape[0] * inputShape[1] * inputShape[2];
-  const imageFeed = (x: Float32Array, a: number, b: number): Feed => ({ data: x.slice(a * pixels, b * pixels), dims: [b - a, ...inputShape] });
+  /** Values per image. */
+  const size = inputShape[0] * inputShape[1] * inputShape[2];
+  /** Runs of whole images for n images of `rows` backward rows each (0: forward only). */
+  const imageRuns = (n: number, rows: number) =>
+    shares(n, Math.min(n, Math.max(Math.ceil((n * rows) / ROWS_PER_RUN), Math.ceil(n / IMAGES_PER_RUN), pool.size)));
+  const imageFeed = <T extends Float32Array | Uint8Array>(x: T, a: number, b: number): Feed => ({ data: x.slice(a * size, b * size), dims: [b - a, ...inputShape] });
   const concat = (parts: Float32Array[]) => {
     const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
     parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
@@ -69,16 +74,13 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
     maxRows: 2 * ROWS_PER_RUN * pool.size,
     async forward(x) {
       const data = x.dataSync() as Float32Array;
-      const n = x.shape[0];
-      const runs = shares(n, Math.ceil(n / IMAGES_PER_RUN));
-      const out = await pool.runShards('forward', runs.map(([a, b]) => ({ feeds: { x: imageFeed(data, a, b) } })), ['logits']);
+      const out = await pool.runShards('forward', imageRuns(x.shape[0], 0).map(([a, b]) => ({ feeds: { x: imageFeed(data, a, b) } })), ['logits']);
       return concat(out.map((o) => o.logits));
     },
     async forwardImages(pixels, n, v) {
-      const zero = new Float32Array(pixels.length / n);
-      const runs = shares(n, Math.ceil(n / IMAGES_PER_RUN));
-      const out = await pool.runShards('images', runs.map(([a, b]) => ({
-        feeds: { pixels: { data: pixels.slice(a * pixels.length / n, b * pixels.length / n), dims: [b - a, ...inputShape] }, v: { data: (v ?? zero).slice(), dims: inputShape } },
+      const perturbation = v ?? new Float32Array(size);
+      const out = await pool.runShards('images', imageRuns(n, 0).map(([a, b]) => ({
+        feeds: { pixels: imageFeed(pixels, a, b), v: { data: perturbation.slice(), dims: inputShape } },
       })), ['logits']);
       return concat(out.map((o) => o.logits));
     },
@@ -87,14 +89,12 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
       const n = x.shape[0];
       const k = dy.length / (n * C);
       // dx [n, k, H, W, C] in shared memory: each run copies its rows straight into place.
-      if (into && !(into.buffer instanceof SharedArrayBuffer && into.length === n * k * pixels)) throw new Error('internal: vjp output must be shared memory of the size of dx');
-      const dx = into ?? new Float32Array(new SharedArrayBuffer(n * k * pixels * 4));
-      const rows = (i: number, a: number, b: number) => dx.subarray((i * k + a) * pixels, (i * k + b) * pixels);
+      if (into && !(into.buffer instanceof SharedArrayBuffer && into.length === n * k * size)) throw new Error('internal: vjp output must be shared memory of the size of dx');
+      const dx = into ?? new Float32Array(new SharedArrayBuffer(n * k * size * 4));
       if (n >= pool.size || k === 1) {
-        const runs = shares(n, Math.min(n, Math.max(Math.ceil((n * k) / ROWS_PER_RUN), Math.ceil(n / IMAGES_PER_RUN), pool.size)));
-        const out = await pool.runShards('vjp', runs.map(([a, b]) => ({
+        const out = await pool.runShards('vjp', imageRuns(n, k).map(([a, b]) => ({
           feeds: { x: imageFeed(data, a, b), dy: { data: dy.slice(a * k * C, b * k * C), dims: [b - a, k, C] } },
-          into: { dx: [dx.subarray(a * k * pixels, b * k * pixels)] },
+          into: { dx: [dx.subarray(a * k * size, b * k * size)] },
         })), ['logits']);
         return { logits: concat(out.map((o) => o.logits)), dx };
       }
@@ -103,7 +103,8 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
       const out = await pool.runShards('vjp', runs.map(([a, b]) => {
         const share = new Float32Array(n * (b - a) * C);
         for (let i = 0; i < n; i++) share.set(dy.subarray((i * k + a) * C, (i * k + b) * C), i * (b - a) * C);
-        return { feeds: { x: imageFeed(data, 0, n), dy: { data: share, dims: [n, b - a, C] } }, into: { dx: Array.from({ length: n }, (_, i) => rows(i, a, b)) } };
+        const rows = Array.from({ length: n }, (_, i) => dx.subarray((i * k + a) * size, (i * k + b) * size));
+        return { feeds: { x: imageFeed(data, 0, n), dy: { data: share, dims: [n, b - a, C] } }, into: { dx: rows } };
       }), ['logits']);
       return { logits: out[0].logits, dx };
     },

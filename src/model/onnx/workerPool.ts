@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
  * batch. Why: onnxruntime-node runs a session synchronously on the calling thread, and several of
  * the kernels the backward graph needs (ConvTranspose above all, Transpose) use one core whatever
  * intraOpNumThreads says. Two 1-thread workers on 2 cores ran MobileNet v1 0.25's ten-candidate
- * gradients in ~16 ms per image against ~25 ms for one 2-thread session (bench/engine.ts measures it).
+ * gradients in ~16 ms per image against ~26 ms for one 2-thread session (README, Speed).
  */
 
 /** A float32 or uint8 tensor crossing the thread boundary. Its buffer is transferred: `data` must own it whole. */
@@ -44,6 +44,8 @@ const options = {
   intraOpNumThreads: workerData.threads,
   interOpNumThreads: 1,
   graphOptimizationLevel: 'all',
+  // No spinning between runs (with more than one thread per worker): TF.js works on the same cores in
+  // between, and spinning threads slowed TF.js wasm 4x.
   extra: { session: { intra_op: { allow_spinning: '0' } } },
 };
 const message = (e) => String((e && e.message) || e).split('\\n')[0];
@@ -87,6 +89,7 @@ class SessionWorker {
   private readonly worker: Worker;
   private readonly pending = new Map<number, { resolve: (o: Record<string, Float32Array>) => void; reject: (e: Error) => void }>();
   private nextId = 0;
+  private dead?: Error;
   readonly ready: Promise<void>;
 
   constructor(models: Record<string, Uint8Array>, threads: number, ortPath: string) {
@@ -107,9 +110,11 @@ class SessionWorker {
       if ('error' in m) p.reject(new Error(`ONNX Runtime: ${m.error}`));
       else p.resolve(m.outputs);
     });
-    // A dead worker fails whatever it still owed (out of memory, say) instead of leaving it hanging.
+    // A dead worker fails whatever it still owed (out of memory, say) and every later request,
+    // instead of leaving them hanging.
     const fail = (e: Error) => {
-      for (const p of this.pending.values()) p.reject(e);
+      this.dead ??= e;
+      for (const p of this.pending.values()) p.reject(this.dead);
       this.pending.clear();
     };
     this.worker.on('error', fail);
@@ -121,6 +126,7 @@ class SessionWorker {
     const request: Request = { id, model, fetch, ...shard };
     const feeds = shard.feeds;
     return new Promise((resolve, reject) => {
+      if (this.dead) return reject(this.dead);
       if (this.pending.size === 0) this.worker.ref();
       this.pending.set(id, { resolve, reject });
       this.worker.postMessage(request, Object.values(feeds).map((f) => f.data.buffer as ArrayBuffer));
@@ -128,6 +134,7 @@ class SessionWorker {
   }
 
   terminate(): Promise<number> {
+    this.dead ??= new Error('ONNX Runtime: the model was disposed');
     return this.worker.terminate();
   }
 }
