@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { computeSgdUniversal, lossCotangent, SGD_DEFAULTS, type SgdOptions } from '../src/attacks/sgd.js';
+import { batchGradient, computeSgdUniversal, lossCotangent, SGD_DEFAULTS, type SgdOptions } from '../src/attacks/sgd.js';
 import { computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
 import { targetSuccessRate } from '../src/attacks/passes.js';
 import { deepfool } from '../src/attacks/deepfool.js';
@@ -150,3 +150,12 @@ describe('SGD-UAP', () => {
     expect(tf.min(res.v).dataSync()[0]).toBeGreaterThan(11.9);
   });
 });
+
+describe('batchGradient', () => {
+  it('sums the images\' gradients where x + v lies inside [0, 255] (the clip passes it), nowhere else', () => {
+    const raw = Float32Array.from([-1, 0, 128, 255, 256, 10, /* image 2 */ 5, -0.5, 300, 255, 3, 4]);
+    const dx = Float32Array.from([1, 2, 3, 4, 5, 6, /* image 2 */ 10, 20, 30, 40, 50, 60]);
+    expect(Array.from(batchGradient(dx, raw, 6))).toEqual([0 + 10, 2 + 0, 3 + 0, 4 + 40, 0 + 50, 6 + 60]);
+  });
+});
+
