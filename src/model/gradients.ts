@@ -33,15 +33,19 @@ function selection(cand: Int32Array, n: number, k: number, numClasses: number, r
   return dy;
 }
 
+/** The selected logits (differences) [n, k] from all logits [n, numClasses]: what `selection` differentiates. */
+function picked(logits: Float32Array, cand: Int32Array, k: number, numClasses: number, reference?: Int32Array): Float32Array {
+  return Float32Array.from(cand, (cls, r) => {
+    const i = Math.floor(r / k);
+    return logits[i * numClasses + cls] - (reference ? logits[i * numClasses + reference[i]] : 0);
+  });
+}
+
 /** The selected logit (differences) and their input gradients [n, k, H, W, C] for a batch. */
 async function selectedGradients(model: Classifier, x: tf.Tensor4D, cand: Int32Array, k: number, reference?: Int32Array): Promise<{ logits: Float32Array; grads: tf.Tensor }> {
   const K = model.numClasses;
   const { logits, dx } = await vjp(model, x, selection(cand, x.shape[0], k, K, reference), k);
-  const picked = Float32Array.from(cand, (cls, r) => {
-    const i = Math.floor(r / k);
-    return logits[i * K + cls] - (reference ? logits[i * K + reference[i]] : 0);
-  });
-  return { logits: picked, grads: dx };
+  return { logits: picked(logits, cand, k, K, reference), grads: dx };
 }
 
 /** `candidateGradients` with the gradients as a plain array [n, k, H, W, C] (no TF.js tensor). */
@@ -62,10 +66,7 @@ export async function candidateGradientRows(model: Classifier, x: tf.Tensor4D, c
     try {
       const out = kj === k ? rows.subarray(first * k * size, (first + count) * k * size) : rows.subarray((first * k + j0) * size, (first * k + j0 + kj) * size);
       const r = await vjpRows(model, xs, selection(cls, count, kj, K, ref), kj, out);
-      cls.forEach((cl, t) => {
-        const i = Math.floor(t / kj);
-        logits[(first + i) * k + j0 + (t % kj)] = r.logits[i * K + cl] - (ref ? r.logits[i * K + ref[i]] : 0);
-      });
+      picked(r.logits, cls, kj, K, ref).forEach((v, t) => (logits[(first + Math.floor(t / kj)) * k + j0 + (t % kj)] = v));
     } finally {
       if (xs !== x) xs.dispose();
     }

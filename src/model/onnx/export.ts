@@ -502,9 +502,9 @@ function build(net: Net, inputShape: number[], shapes: Map<string, number[]>, ki
   );
 }
 
-/** Both ONNX models of `net` on images of `inputShape` ([H, W, C]); throws OnnxUnsupported. */
+/** The ONNX models of `net` on images of `inputShape` ([H, W, C]); throws OnnxUnsupported. */
 export function exportOnnx(net: Net, inputShape: number[]): OnnxModels {
-  // One TF.js forward pass gives every node's shape; both graphs use it.
+  // One TF.js forward pass gives every node's shape; every graph uses it.
   const shapes = inferShapes(net, inputShape);
   return {
     classes: shapes.get(net.output)![0],
