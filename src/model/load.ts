@@ -151,10 +151,12 @@ async function withOnnx(net: Net, shape: [number, number, number], logits: (x: t
     return { engine: `${tfjs} (not ONNX: ${(e as Error).message.split('\n')[0]})` };
   }
   if (!runtime) return { engine: `${tfjs} (onnxruntime-node unavailable)` };
-  const probe = tf.tidy(() => tf.linspace(0, 255, shape[0] * shape[1] * shape[2]).reshape([1, ...shape]) as tf.Tensor4D);
+  // Whole pixel values, so that the evaluation model (uint8 bytes in) sees the same image.
+  const probe = tf.tidy(() => tf.round(tf.linspace(0, 255, shape[0] * shape[1] * shape[2])).reshape([1, ...shape]) as tf.Tensor4D);
   try {
     const want = tf.tidy(() => logits(probe).dataSync());
-    if (!closeEnough(await runtime.forward(probe), want, 1e-3)) {
+    const bytes = Uint8Array.from(probe.dataSync());
+    if (!closeEnough(await runtime.forward(probe), want, 1e-3) || !closeEnough(await runtime.forwardImages(bytes, 1, null), want, 1e-3)) {
       await runtime.dispose();
       return { engine: `${tfjs} (the ONNX export disagreed with TF.js on a probe image)` };
     }
