@@ -76,7 +76,7 @@ export async function vjp(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k
  */
 export async function vjpRows(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k = 1, out?: Float32Array): Promise<{ logits: Float32Array; dx: Float32Array }> {
   if (model.runtime) {
-    if (dy.length !== x.shape[0] * k * model.numClasses) throw new Error(`internal: dy has ${dy.length} values for ${x.shape[0]} x ${k} x ${model.numClasses}`);
+    checkCotangents(model, x, dy, k);
     return model.runtime.vjp(x, dy, out);
   }
   const r = await vjpTfjs(model, x, dy, k);
@@ -87,10 +87,16 @@ export async function vjpRows(model: Classifier, x: tf.Tensor4D, dy: Float32Arra
   return { logits: r.logits, dx: out };
 }
 
+/** dy must hold k cotangents of numClasses values per image of x. */
+function checkCotangents(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k: number): void {
+  const n = x.shape[0];
+  if (dy.length !== n * k * model.numClasses) throw new Error(`internal: dy has ${dy.length} values for ${n} x ${k} x ${model.numClasses}`);
+}
+
 /** The TF.js engine's vjp: the batch tiled k times, differentiated by tf.grad. */
 async function vjpTfjs(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k: number): Promise<{ logits: Float32Array; dx: tf.Tensor }> {
   const [n, h, w, c] = x.shape;
-  if (dy.length !== n * k * model.numClasses) throw new Error(`internal: dy has ${dy.length} values for ${n} x ${k} x ${model.numClasses}`);
+  checkCotangents(model, x, dy, k);
   let logits: Float32Array | undefined;
   const dx = tf.tidy(() => {
     const weights = tf.tensor2d(dy, [n * k, model.numClasses]);

@@ -64,7 +64,7 @@ export async function candidateGradientRows(model: Classifier, x: tf.Tensor4D, c
     const cls = Int32Array.from({ length: count * kj }, (_, r) => cand[(first + Math.floor(r / kj)) * k + j0 + (r % kj)]);
     const ref = opts.reference?.subarray(first, first + count);
     try {
-      const out = kj === k ? rows.subarray(first * k * size, (first + count) * k * size) : rows.subarray((first * k + j0) * size, (first * k + j0 + kj) * size);
+      const out = rows.subarray((first * k + j0) * size, (first * k + j0 + count * kj) * size);
       const r = await vjpRows(model, xs, selection(cls, count, kj, K, ref), kj, out);
       picked(r.logits, cls, kj, K, ref).forEach((v, t) => (logits[(first + Math.floor(t / kj)) * k + j0 + (t % kj)] = v));
     } finally {
