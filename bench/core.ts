@@ -4,10 +4,15 @@
  * gradient over one backward pass per class (results asserted equal), and tf.memory() across passes.
  * Ratios, not absolute times, are what carry across machines.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend.js';
-import { loadClassifier } from '../src/model/load.js';
+import { findCard, loadClassifier, loadNet } from '../src/model/load.js';
+import { resolveCardPath } from '../src/model/card.js';
+import { writeNpy } from '../src/io/npy.js';
+import { writeNetFiles } from './netFile.js';
+import { runTorchBest, TORCH_PYTHON } from './torch.js';
 import { candidateGradients, candidateGradientsLoop } from '../src/model/gradients.js';
 import { forwardLogits } from '../src/model/compute.js';
 import { deepfool } from '../src/attacks/deepfool.js';
@@ -34,6 +39,20 @@ async function seconds<T>(f: () => T | Promise<T>, repeats = 3, release: (r: T) 
   return [r, best];
 }
 const releaseGrads = (g: { grads: tf.Tensor }) => g.grads.dispose();
+
+/**
+ * The textbook PyTorch DeepFool (bench/torch_deepfool.py: one image at a time, one backward pass per
+ * candidate class) on the same weights and images: ms per image and each image's ||r||_2.
+ */
+async function torchDeepFool(name: string, assets: string, x: tf.Tensor4D, k: number): Promise<{ msPerImage: number; l2: number[]; threads: number } | undefined> {
+  if (!TORCH_PYTHON) return undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'uap-df-'));
+  const card = findCard(name, {}, assets);
+  writeNetFiles(await loadNet(card, resolveCardPath(card, card.model, assets), assets), card.inputShape, join(dir, 'net.json'), join(dir, 'net.bin'));
+  writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
+  return runTorchBest<{ msPerImage: number; l2: number[]; threads: number }>(
+    'bench/torch_deepfool.py', [join(dir, 'net.json'), join(dir, 'net.bin'), join(dir, 'x.npy'), join(dir, 'out.json'), '2', String(k)], join(dir, 'out.json'));
+}
 
 async function main() {
   const assets = assetsDir(args.get('assets'));
@@ -65,7 +84,11 @@ async function main() {
   // 2. DeepFool throughput (L2, 10 candidates, batch 8).
   const [df, tDf] = await seconds(() => deepfool(model, x, { candidates: k }), 2, (d) => d.r.dispose());
   const meanSteps = df.steps.reduce((a, b) => a + b, 0) / df.steps.length;
+  const ourL2 = Array.from(tf.tidy(() => tf.sqrt(tf.sum(tf.square(df.r.reshape([8, -1])), 1)).dataSync()));
   df.r.dispose();
+  const torchDf = await torchDeepFool('mobilenet_v1_0.25_224', assets, x, k);
+  // Per image, |ours - PyTorch's| / PyTorch's ||r||_2: the same minimal perturbation, not just the same speed.
+  const l2Diff = torchDf ? Math.max(...torchDf.l2.map((t, i) => Math.abs(ourL2[i] - t) / t)) : undefined;
   x.dispose();
 
   // 3. Algorithm 1: passes at Linf 10 (all of them: delta 0), memory before/after each pass.
@@ -90,7 +113,10 @@ async function main() {
     forwardMsPerImage: (tFwd / 8) * 1000,
     inputGradientMsPerImage: (tOne / 8) * 1000,
     gradients: { batch: 8, candidates: k, tiledSeconds: tTiled, perClassLoopSeconds: tLoop, speedup: tLoop / tTiled, maxRelativeDifference: diff },
-    deepfool: { imagesPerSecond: 8 / tDf, meanSteps },
+    deepfool: {
+      imagesPerSecond: 8 / tDf, msPerImage: (tDf / 8) * 1000, meanSteps,
+      torch: torchDf && { msPerImage: torchDf.msPerImage, threads: torchDf.threads, speedup: torchDf.msPerImage / ((tDf / 8) * 1000), maxRelativeL2Difference: l2Diff },
+    },
     universal: { secondsPerPass: res.history.map((h) => h.seconds), foolingRate: res.history.map((h) => h.foolingRate) },
     memory: mem,
   };
@@ -102,6 +128,10 @@ async function main() {
     'speed-up, tiled vs loop': (tLoop / tTiled).toFixed(2) + 'x',
     'DeepFool images/s (L2, k=10)': (8 / tDf).toFixed(2),
     'DeepFool mean steps': meanSteps.toFixed(1),
+    'DeepFool ms/image, ours': ((tDf / 8) * 1000).toFixed(0),
+    'DeepFool ms/image, textbook PyTorch (one backward per candidate)': torchDf ? torchDf.msPerImage.toFixed(0) : '- (python3-torch not installed)',
+    'DeepFool speed-up vs PyTorch': torchDf ? (torchDf.msPerImage / ((tDf / 8) * 1000)).toFixed(2) + 'x' : '-',
+    'DeepFool ||r||_2 vs PyTorch (max relative difference)': l2Diff !== undefined ? l2Diff.toExponential(1) : '-',
     'Algorithm 1 s/pass': res.history.map((h) => h.seconds.toFixed(1)).join(', '),
   });
   console.log('memory across passes (tf.memory and RSS):');

@@ -5,8 +5,7 @@
  * (tf.grad through LayersModel.predict on the cpu backend), and PyTorch (Debian's python3-torch, same
  * weights, when installed). Prints the ratios issue 8 sets as targets; writes bench/results/engine.json.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -21,10 +20,10 @@ import { loadSet } from '../src/pipeline.js';
 import { assetsDir } from '../src/paths.js';
 import { writeNpy } from '../src/io/npy.js';
 import { writeNetFiles } from './netFile.js';
+import { runTorchBest, TORCH_PYTHON } from './torch.js';
 import { maxRelativeDifference } from '../src/model/selfcheck.js';
 
 const B = 8;
-const TORCH_PYTHON = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0);
 
 async function best<T>(f: () => Promise<T>, repeats: number, release: (r: T) => void = () => {}): Promise<number> {
   release(await f()); // warm-up
@@ -112,8 +111,8 @@ async function measure(name: string, assets: string, x: tf.Tensor4D, opts: { nai
     const net = await loadNet(card, resolveCardPath(card, card.model, assets), assets);
     writeNetFiles(net, card.inputShape, join(dir, 'net.json'), join(dir, 'net.bin'));
     writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
-    execFileSync(TORCH_PYTHON, ['bench/torch_ref.py', join(dir, 'net.json'), join(dir, 'net.bin'), join(dir, 'x.npy'), join(dir, 'out.json'), '2']);
-    const t = JSON.parse(readFileSync(join(dir, 'out.json'), 'utf8')) as { forwardMs: number; gradientMs: number; tenGradientsMs: number; threads: number; grad0: number[] };
+    const t = runTorchBest<{ forwardMs: number; gradientMs: number; tenGradientsMs: number; threads: number; grad0: number[] }>(
+      'bench/torch_ref.py', [join(dir, 'net.json'), join(dir, 'net.bin'), join(dir, 'x.npy'), join(dir, 'out.json'), '2'], join(dir, 'out.json'));
     torch = { forwardMs: t.forwardMs, gradientMs: t.gradientMs, tenGradientsMs: t.tenGradientsMs, threads: t.threads, gradRelDiff: maxRelativeDifference(ortGrad0, t.grad0) };
   }
   return { model: name, ortForward, ortForwardImages, ortGradient, ortTenGradients, wasmGradient, naiveCpuGradient, torch, gradRelDiffVsTfjsCpu: maxRelativeDifference(ortGrad0, cpuGrad0) };

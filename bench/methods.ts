@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
-import { computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
+import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
 import { computeSgdUniversal, SGD_DEFAULTS } from '../src/attacks/sgd.js';
 import type { PassRecord, RunControl, UniversalResult } from '../src/attacks/passes.js';
 import { evaluatePerturbation } from '../src/analysis/fooling.js';
@@ -36,7 +36,8 @@ interface Curve {
 type Runner = (model: Classifier, X: ImageSet, norm: Norm, xi: number, ctl: RunControl) => Promise<UniversalResult>;
 
 const methods: [string, Runner][] = [
-  ['Algorithm 1 (DeepFool, the paper)', (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
+  ['Algorithm 1, accumulated (default)', (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
+  ['Algorithm 1, the paper\'s variant', (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, ...ALGORITHM1_VARIANTS.paper, norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
   ['SGD-UAP, sign steps', (m, X, norm, xi, ctl) => computeSgdUniversal(m, X, { ...SGD_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
   ['SGD-UAP, Adam', (m, X, norm, xi, ctl) => computeSgdUniversal(m, X, { ...SGD_DEFAULTS, optimizer: 'adam', norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
 ];

@@ -2,8 +2,9 @@ import { writeFileSync } from 'node:fs';
 import type { Net, NodeOp, Weights } from '../src/model/net.js';
 
 /**
- * Writes a Net as JSON (structure) + one float32 file (weights), for the PyTorch reference in
- * bench/torch_ref.py: the same network and weights run under PyTorch autograd.
+ * Writes a Net as JSON (structure) + one float32 file (weights), for the PyTorch references
+ * (bench/torch_net.py rebuilds it; torch_ref.py, art_ref.py and torch_deepfool.py use that): the
+ * same network and weights run under PyTorch autograd.
  */
 export function writeNetFiles(net: Net, inputShape: number[], jsonPath: string, binPath: string): void {
   const chunks: Float32Array[] = [];

@@ -17,6 +17,8 @@ import { lpNorm, defaultXi, type Norm } from './math/lp.js';
 export { defaultXi };
 import { readNpy } from './io/npy.js';
 import { writeJson, writePerturbation, writeExamples } from './io/run.js';
+import { fingerprintMismatch, hasCheckpoint } from './io/checkpoint.js';
+import { lockRunDir } from './io/lock.js';
 import { assetsDir, EMBEDDED_DIR } from './paths.js';
 import { UsageError } from './errors.js';
 
@@ -30,6 +32,9 @@ export interface DataSpec {
   valLabels?: string;
   limit?: number;
   valLimit?: number;
+  /** A seeded random sample of this many images of X / of the validation set (seed: the run's --seed). */
+  sample?: number;
+  valSample?: number;
   strict?: boolean;
 }
 
@@ -93,13 +98,19 @@ export async function loadModel(spec: string, opts: { assets: string; card?: Car
 }
 
 /** Lists and decodes one image folder for `model`, warning about skipped files. */
-export async function loadSet(model: Classifier, dir: string, opts: { labels?: string; limit?: number; strict?: boolean; assets: string; log?: Log; what: string }): Promise<ImageSet> {
+export async function loadSet(
+  model: Classifier,
+  dir: string,
+  opts: { labels?: string; limit?: number; sample?: { count: number; seed: number }; strict?: boolean; assets: string; log?: Log; what: string },
+): Promise<ImageSet> {
   const log = opts.log ?? silent;
   const items = listDataset(dir, {
     labelsFile: opts.labels,
     limit: opts.limit,
+    sample: opts.sample,
     wnids: model.labelSpace === 'imagenet' ? wnidsOf(opts.assets) : undefined,
     labelNames: model.labels,
+    warn: (m) => log.warn(`${opts.what}: ${m}`),
   });
   const { set, skipped } = await loadImages(items, model.inputShape, { strict: opts.strict });
   if (skipped.length > 0)
@@ -119,6 +130,8 @@ export interface ComputeJob extends DataSpec {
   out: string;
   options: Partial<UniversalOptions> & Partial<SgdOptions>;
   resume?: boolean;
+  /** Start afresh in an --out that holds an unfinished run (replacing it). */
+  force?: boolean;
   /** A saved perturbation (.npy) to start from. */
   init?: string;
   /** 'algorithm1' (the paper, default) or 'sgd' (SGD-UAP). */
@@ -148,6 +161,9 @@ export function loadPerturbation(file: string, model: Classifier, log: Log = sil
   const [h, w, c] = model.inputShape;
   if (s.length !== 3) throw new UsageError(`perturbation ${file}: expected shape (H, W, C), got (${shape.join(', ')})`);
   if (s[2] !== c) throw new UsageError(`perturbation ${file}: has ${s[2]} channels, model ${model.name} takes ${c}`);
+  if (!data.every(Number.isFinite)) throw new UsageError(`perturbation ${file}: holds NaN or infinite values`);
+  const largest = data.reduce((m, t) => Math.max(m, Math.abs(t)), 0);
+  if (largest > 255) log.warn(`perturbation ${file}: values reach ${largest.toPrecision(4)}, beyond anything pixels in [0, 255] can take (x + v is clipped); is it in pixel units?`);
   const v = tf.tensor3d(data, s as [number, number, number]);
   if (s[0] === h && s[1] === w) return v;
   log.warn(`perturbation ${file}: resized from ${s[0]}x${s[1]} to ${h}x${w} (bilinear)`);
@@ -184,25 +200,42 @@ export async function randomBaseline(model: Classifier, set: ImageSet, norm: Nor
 export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpointDir' | 'resume' | 'init'> & { log?: Log; model?: Classifier } = {}): Promise<ComputeSummary> {
   const log = ctl.log ?? silent;
   if (existsSync(job.out) && !statSync(job.out).isDirectory()) throw new UsageError(`--out ${job.out}: is a file, expected a folder for the run`);
+  checkFreshRun(job, log);
+  const unlock = lockRunDir(job.out, `uap compute -o ${job.out}`);
   const assets = assetsDir(job.assets);
-  const model = ctl.model ?? (await loadModel(job.model, { assets, card: job.card }, log));
+  const model = ctl.model ?? (await loadModel(job.model, { assets, card: job.card }, log).catch((e: unknown) => {
+    unlock();
+    throw e;
+  }));
   try {
     const defaults = defaultData(model, assets);
-    const X = await loadSet(model, job.data ?? defaults.data, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'crafting set X' });
-    const valDir = job.val ?? defaults.val;
-    const V = job.val === 'none' ? undefined : await loadSet(model, valDir, { labels: job.valLabels, limit: job.valLimit, strict: job.strict, assets, log, what: 'validation set' });
+    const seed = job.options.seed ?? 0;
+    const sample = (count?: number) => (count === undefined ? undefined : { count, seed });
     const method = job.method ?? 'algorithm1';
     const target = resolveTarget(job.target, model);
     const options = methodOptions(method, model, job.options, target);
+    const dataDir = job.data ?? defaults.data;
+    // The files X is made of, counted before any is decoded: a resume with other images or settings is refused at once.
+    const listed = listDataset(dataDir, { labelsFile: job.labels, limit: job.limit, sample: sample(job.sample), labelNames: model.labels, wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined }).length;
+    if (job.resume) {
+      const before = readRunConfig(job.out)?.listed;
+      if (before !== undefined && before !== listed) throw new UsageError(`--resume: the run in ${job.out} crafted on ${before} listed images of X, not ${listed} (same --data, --limit and --sample as the first run?)`);
+      const mismatch = fingerprintMismatch(job.out, { method, norm: options.norm, xi: options.xi, seed: options.seed });
+      if (mismatch) throw new UsageError(mismatch);
+    }
+    warnRadius(options, model, log);
+    const X = await loadSet(model, dataDir, { labels: job.labels, limit: job.limit, sample: sample(job.sample), strict: job.strict, assets, log, what: 'crafting set X' });
+    const valDir = job.val ?? defaults.val;
+    const V = job.val === 'none' ? undefined : await loadSet(model, valDir, { labels: job.valLabels, limit: job.valLimit, sample: sample(job.valSample), strict: job.strict, assets, log, what: 'validation set' });
     refuseResumeWithInit(job.resume, job.init); // before reading the --init file
     const init = job.init ? loadPerturbation(job.init, model, log) : undefined;
     const config = {
-      model: model.name, modelSpec: existsSync(job.model) ? resolve(job.model) : job.model, assets, data: job.data ?? defaults.data, val: V ? valDir : null, images: X.size, valImages: V?.size ?? 0, method,
+      model: model.name, modelSpec: existsSync(job.model) ? resolve(job.model) : job.model, assets, data: dataDir, val: V ? valDir : null, listed, images: X.size, valImages: V?.size ?? 0, method,
       ...options, targetName: target !== undefined ? labelName(model, target) : null, init: job.init ?? null,
     };
     // A resumed run keeps its original config.json (a refused resume must not overwrite it).
     if (!job.resume) writeJson(join(job.out, 'config.json'), config);
-    const control = { ...ctl, checkpointDir: job.out, resume: job.resume, init };
+    const control = { ...ctl, checkpointDir: job.out, resume: job.resume, init, onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)) };
     const res = await craft(model, X, method, options, control).finally(() => init?.dispose());
     log.info(`stopped: ${res.stopReason}`);
     if (lpNorm(res.v, 'inf') === 0) log.warn('the perturbation is zero: no image of X could be moved (try a larger --xi, more passes, or another method)');
@@ -224,7 +257,36 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     return { config, result, onX, onVal, randomOnVal, targetOnVal, out: job.out };
   } finally {
     if (!ctl.model) model.dispose();
+    unlock();
   }
+}
+
+/** The config.json of a run folder, when it is there and readable. */
+function readRunConfig(dir: string): { listed?: number } | undefined {
+  try {
+    return JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { listed?: number };
+  } catch {
+    return undefined;
+  }
+}
+
+/** A radius no pixel range can use is accepted, but said: x + v is clipped to [0, 255]. */
+function warnRadius(o: { norm: Norm; xi: number }, model: Classifier, log: Log): void {
+  const [h, w, c] = model.inputShape;
+  const most = o.norm === 'inf' ? 255 : 255 * Math.sqrt(h * w * c);
+  if (o.xi > most) log.warn(`--xi ${o.xi}: beyond what images in [0, 255] allow (${o.norm === 'inf' ? 'Linf' : 'L2'} ${most.toFixed(0)}); is it in pixel units?`);
+}
+
+/**
+ * A fresh run into a folder that holds an unfinished run (a checkpoint, no metrics.json) would
+ * replace it silently: refused unless `force`; a finished run there is replaced with a notice.
+ */
+function checkFreshRun(job: ComputeJob, log: Log): void {
+  if (job.resume || !hasCheckpoint(job.out)) return;
+  const finished = existsSync(join(job.out, 'metrics.json'));
+  if (!finished && !job.force)
+    throw new UsageError(`--out ${job.out}: holds an unfinished run; --resume continues it, --force starts afresh and replaces it`);
+  log.warn(`--out ${job.out}: replacing the ${finished ? 'finished' : 'unfinished'} run there`);
 }
 
 export interface EvaluateJob extends DataSpec {

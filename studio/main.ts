@@ -14,7 +14,7 @@ const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 const worker = new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' });
 const send = (m: ToWorker) => worker.postMessage(m);
 
-let catalog: StudioCatalog = { models: [], datasets: [], assets: null };
+let catalog: StudioCatalog = { models: [], datasets: [], assets: false };
 let dropped: { card?: BrowserCard; modelFiles: File[]; images: File[] } = { modelFiles: [], images: [] };
 let info: ModelInfo | undefined;
 let shown: { pixels: Uint8Array; index: number[]; clean: Int32Array; labels?: Int32Array } | undefined;

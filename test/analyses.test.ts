@@ -1,5 +1,4 @@
 import { describe, it, expect } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -11,13 +10,12 @@ import { normSweep } from '../src/analysis/baseline.js';
 import { noiseOfNorm, randomPerturbation } from '../src/math/noise.js';
 import { lpNorm } from '../src/math/lp.js';
 import { predictSet, foolingRate } from '../src/analysis/fooling.js';
-import { tinyNet, randomImages, linearClassifier } from './helpers.js';
+import { tinyNet, randomImages, linearClassifier, uapCli } from './helpers.js';
 import { normalsAnalysis } from '../src/analysis/normals.js';
 import { sizeSweep } from '../src/analysis/sizes.js';
 import { SGD_DEFAULTS } from '../src/attacks/sgd.js';
 
-const CLI = resolve('dist/src/cli/main.js');
-const uap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 300_000 });
+const uap = (...args: string[]) => uapCli(args);
 
 describe('fooling graph', () => {
   // clean -> adv: 0->1, 0->1, 0->2, 1->1 (kept), 1->2, 2->1, 2->2 (kept), 3->3 (kept)
@@ -144,30 +142,30 @@ describe('transfer matrix outputs', () => {
 });
 
 describe('uap transfer and uap graph from the command line (embedded model)', () => {
-  it('the diagonal of the transfer matrix is the run\'s own validation fooling rate; the graph counts the same fooled images', () => {
+  it('the diagonal of the transfer matrix is the run\'s own validation fooling rate; the graph counts the same fooled images', async () => {
     const run = mkdtempSync(join(tmpdir(), 'uap-run-'));
-    const c = uap('compute', '--method', 'sgd', '--xi', '40', '--max-passes', '3', '-o', run);
+    const c = await uap('compute', '--method', 'sgd', '--xi', '40', '--max-passes', '3', '-o', run);
     expect(c.status, c.stderr).toBe(0);
     const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8'));
     const out = mkdtempSync(join(tmpdir(), 'uap-tr-'));
-    const t = uap('transfer', run, '-o', out);
+    const t = await uap('transfer', run, '-o', out);
     expect(t.status, t.stderr).toBe(0);
     const tj = JSON.parse(readFileSync(join(out, 'transfer.json'), 'utf8'));
     expect(tj.models).toEqual(['fashion']);
     expect(tj.foolingRate[0][0]).toBeCloseTo(metrics.onVal.foolingRate, 9);
     expect(existsSync(join(out, 'transfer.svg'))).toBe(true);
-    const g = uap('graph', '--run', run);
+    const g = await uap('graph', '--run', run);
     expect(g.status, g.stderr).toBe(0);
     const gj = JSON.parse(readFileSync(join(run, 'graph.json'), 'utf8'));
     expect(gj.fooled / gj.images).toBeCloseTo(metrics.onVal.foolingRate, 9);
     expect(readFileSync(join(run, 'graph.svg'), 'utf8')).toMatch(/<svg/);
-    const b = uap('baseline', '--run', run, '--factors', '0,1', '--draws', '1');
+    const b = await uap('baseline', '--run', run, '--factors', '0,1', '--draws', '1');
     expect(b.status, b.stderr).toBe(0);
     const bj = JSON.parse(readFileSync(join(run, 'baseline.json'), 'utf8'));
     expect(bj.points.find((p: { kind: string; radius: number }) => p.kind === 'universal' && p.radius > 0).mean).toBeCloseTo(metrics.onVal.foolingRate, 9);
     expect(readFileSync(join(run, 'baseline.svg'), 'utf8')).toMatch(/<svg/);
     const sweep = mkdtempSync(join(tmpdir(), 'uap-sweep-'));
-    const w = uap('sweep-size', '--method', 'sgd', '--sizes', '10,40', '--max-passes', '2', '--val-limit', '50', '-o', sweep);
+    const w = await uap('sweep-size', '--method', 'sgd', '--sizes', '10,40', '--max-passes', '2', '--val-limit', '50', '-o', sweep);
     expect(w.status, w.stderr).toBe(0);
     const sj = JSON.parse(readFileSync(join(sweep, 'sweep-size.json'), 'utf8'));
     expect(sj.points.map((p: { size: number }) => p.size)).toEqual([10, 40]);
@@ -176,9 +174,9 @@ describe('uap transfer and uap graph from the command line (embedded model)', ()
 });
 
 describe('uap reproduce --quick (embedded model)', () => {
-  it('runs every experiment and writes the report and a summary beside the paper\'s numbers', () => {
+  it('runs every experiment and writes the report and a summary beside the paper\'s numbers', async () => {
     const out = mkdtempSync(join(tmpdir(), 'uap-repro-'));
-    const r = uap('reproduce', '--quick', '--models', 'fashion', '--max-passes', '3', '-o', out);
+    const r = await uap('reproduce', '--quick', '--models', 'fashion', '--max-passes', '3', '-o', out);
     expect(r.status, r.stderr).toBe(0);
     const summary = readFileSync(join(out, 'summary.md'), 'utf8');
     for (const heading of ['Table 1', 'Table 2', 'Size of X', 'Universal vs random noise', "DeepFool normals' subspace"]) expect(summary).toContain(heading);

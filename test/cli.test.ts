@@ -1,19 +1,18 @@
 import { describe, it, expect } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { writeNpy } from '../src/io/npy.js';
+import { uapCli } from './helpers.js';
 
 const CLI = resolve('dist/src/cli/main.js');
-const uap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120_000 });
-const uapWithEnv = (env: Record<string, string>, ...args: string[]) =>
-  spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, ...env } });
+const uap = (...args: string[]) => uapCli(args);
+const uapWithEnv = (env: Record<string, string>, ...args: string[]) => uapCli(args, { env });
 const tmp = () => mkdtempSync(join(tmpdir(), 'uap-cli-'));
 
 /** Bad input: exit code 2 and exactly one line on stderr naming the problem, no stack trace. */
-function expectUsageError(args: string[], pattern: RegExp) {
-  const r = uap(...args);
+async function expectUsageError(args: string[], pattern: RegExp) {
+  const r = await uap(...args);
   const errLines = r.stderr.split('\n').filter((l) => l.startsWith('uap: error') || l.startsWith('error:'));
   expect(r.status, r.stderr).toBe(2);
   expect(errLines.length).toBe(1);
@@ -24,15 +23,15 @@ function expectUsageError(args: string[], pattern: RegExp) {
 describe('CLI', () => {
   it('has --help on every command', async () => {
     for (const c of ['compute', 'evaluate', 'accuracy', 'transfer', 'graph', 'baseline', 'sweep-size', 'normals', 'report', 'reproduce', 'finetune', 'demo']) {
-      const r = uap(c, '--help');
+      const r = await uap(c, '--help');
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/Usage: uap/);
     }
-    expect(uap('compute', '--help').stdout).toMatch(/--xi <x>/);
+    expect((await uap('compute', '--help')).stdout).toMatch(/--xi <x>/);
   });
   it('finetune: a model TF.js cannot train, and a bad magnitude range', async () => {
-    expectUsageError(['finetune', '-m', 'mobilenet_v1_0.25_128_quant'], /fine-tuning needs a TF.js LayersModel .*TFLite/);
-    expectUsageError(['finetune', '--magnitude', '2,1'], /--magnitude 2,1: expected LO,HI/);
+    await expectUsageError(['finetune', '-m', 'mobilenet_v1_0.25_128_quant'], /fine-tuning needs a TF.js LayersModel .*TFLite/);
+    await expectUsageError(['finetune', '--magnitude', '2,1'], /--magnitude 2,1: expected LO,HI/);
   });
   it('negative xi', async () => expectUsageError(['compute', '--xi', '-3'], /--xi -3: expected a positive number/));
   it('unknown norm', async () => expectUsageError(['compute', '--norm', '3'], /--norm 3: expected 2 or inf/));
@@ -41,7 +40,7 @@ describe('CLI', () => {
   it('a file that is not a TFLite model', async () => {
     const f = join(tmp(), 'bad.tflite');
     writeFileSync(f, 'not a model at all');
-    expectUsageError(['accuracy', '--model', f], /bad.tflite: not a TFLite model/);
+    await expectUsageError(['accuracy', '--model', f], /bad.tflite: not a TFLite model/);
   });
   it('unknown target label', () => expectUsageError(['compute', '--target', 'Giraffe'], /--target Giraffe: no class of model fashion-mnist-cnn has that name/));
   it('target index out of range', () => expectUsageError(['compute', '--target', '10'], /--target 10: the model has 10 classes/));
@@ -57,7 +56,7 @@ describe('CLI', () => {
   it('--out that is a file', async () => {
     const f = join(tmp(), 'file');
     writeFileSync(f, 'x');
-    expectUsageError(['compute', '--out', f], /--out .*: is a file, expected a folder/);
+    await expectUsageError(['compute', '--out', f], /--out .*: is a file, expected a folder/);
   });
   it('labels file that is a folder', async () => expectUsageError(['compute', '--labels', tmp()], /labels file .*: not found \(expected a text file/));
   it('missing data folder', async () => expectUsageError(['compute', '--data', '/nonexistent/x'], /data \/nonexistent\/x: folder not found/));
@@ -65,30 +64,30 @@ describe('CLI', () => {
   it('perturbation of the wrong image size for the model', async () => {
     const f = join(tmp(), 'v.npy');
     writeNpy(f, { data: new Float32Array(5 * 5 * 3), shape: [5, 5, 3] });
-    expectUsageError(['evaluate', '-v', f], /has 3 channels, model fashion-mnist-cnn takes 1/);
+    await expectUsageError(['evaluate', '-v', f], /has 3 channels, model fashion-mnist-cnn takes 1/);
   });
   it('bad model card', async () => {
     const dir = tmp();
     writeFileSync(join(dir, 'card.json'), JSON.stringify({ name: 'x', format: 'layers', model: 'model.json', inputShape: [0, 2, 3] }));
-    expectUsageError(['compute', '--model', dir], /model card .*card\.json: "inputShape" must be/);
+    await expectUsageError(['compute', '--model', dir], /model card .*card\.json: "inputShape" must be/);
   });
   it('resume together with a warm start', async () => expectUsageError(['compute', '--resume', '--init', 'v.npy', '--out', tmp()], /--resume and --init exclude each other/));
   it('resume without a checkpoint', async () => expectUsageError(['compute', '--resume', '--out', tmp()], /--resume: no checkpoint in/));
   it('a model.json with no card: a clear error, or a card made from flags that scores like the real card', async () => {
     const dir = tmp();
     for (const f of ['model.json', 'weights.bin']) copyFileSync(join('assets/fashion-mnist/model', f), join(dir, f));
-    expectUsageError(['accuracy', '-m', dir], /no card\.json beside the model; .* --input-shape and --num-classes/);
+    await expectUsageError(['accuracy', '-m', dir], /no card\.json beside the model; .* --input-shape and --num-classes/);
     const data = ['-d', 'assets/fashion-mnist/images/val', '--json'];
-    const fromFlags = uap('accuracy', '-m', join(dir, 'model.json'), '--input-shape', '28x28x1', '--num-classes', '10', '--scale', String(1 / 255), '--logits-layer', 'logits', ...data);
+    const fromFlags = await uap('accuracy', '-m', join(dir, 'model.json'), '--input-shape', '28x28x1', '--num-classes', '10', '--scale', String(1 / 255), '--logits-layer', 'logits', ...data);
     expect(fromFlags.status, fromFlags.stderr).toBe(0);
-    const fromCard = uap('accuracy', '-m', 'fashion', ...data);
+    const fromCard = await uap('accuracy', '-m', 'fashion', ...data);
     expect(JSON.parse(fromFlags.stdout).top1).toBe(JSON.parse(fromCard.stdout).top1);
     expect(JSON.parse(fromCard.stdout).top1).toBeGreaterThan(0.85);
-    expectUsageError(['accuracy', '-m', dir, '--input-shape', '28x28'], /--input-shape 28x28: expected HxWxC/);
+    await expectUsageError(['accuracy', '-m', dir, '--input-shape', '28x28'], /--input-shape 28x28: expected HxWxC/);
   });
   it('the ImageNet demo and models explain what to pass when the assets folder is absent', async () => {
     for (const args of [['demo', '--imagenet'], ['compute', '-m', 'mobilenet_v1_0.25_224']]) {
-      const r = uapWithEnv({ UAP_ASSETS: '/nonexistent-assets' }, ...args);
+      const r = await uapWithEnv({ UAP_ASSETS: '/nonexistent-assets' }, ...args);
       expect(r.status).toBe(2);
       expect(r.stderr).toMatch(/\/nonexistent-assets.*(--assets|UAP_ASSETS)/);
     }

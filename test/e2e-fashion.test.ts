@@ -2,11 +2,11 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { mkdtempSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend.js';
 import { runCompute } from '../src/pipeline.js';
 import { readNpy } from '../src/io/npy.js';
+import { uapCli } from './helpers.js';
 
 /** The embedded default model end to end, through the library and through the CLI (as `npm run demo` runs it). */
 describe('end to end on the embedded Fashion-MNIST model', () => {
@@ -35,12 +35,11 @@ describe('end to end on the embedded Fashion-MNIST model', () => {
 
   it('uap compute, then uap evaluate on the saved perturbation, from the command line', async () => {
     const out = mkdtempSync(join(tmpdir(), 'uap-fashion-cli-'));
-    const cli = join('dist', 'src', 'cli', 'main.js');
-    const c = spawnSync(process.execPath, [cli, 'compute', '--limit', '40', '--val-limit', '100', '--max-passes', '1', '--xi', '40', '-o', out], { encoding: 'utf8' });
+    const c = await uapCli(['compute', '--limit', '40', '--val-limit', '100', '--max-passes', '1', '--xi', '40', '-o', out]);
     expect(c.status, c.stderr).toBe(0);
     expect(c.stdout).toMatch(/fooling rate on validation \(100 images\): \d+\.\d%/);
     expect(c.stderr).toMatch(/pass 1: fooling rate on X/);
-    const e = spawnSync(process.execPath, [cli, 'evaluate', '-v', join(out, 'perturbation.npy'), '--limit', '100'], { encoding: 'utf8' });
+    const e = await uapCli(['evaluate', '-v', join(out, 'perturbation.npy'), '--limit', '100']);
     expect(e.status, e.stderr).toBe(0);
     const computed = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')).onVal.foolingRate;
     expect(e.stdout).toContain(`fooling rate: ${(computed * 100).toFixed(1)}%`);

@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { resolve as resolvePath } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from '../src/model/classifier.js';
 import { ImageSet } from '../src/data/dataset.js';
@@ -37,3 +39,33 @@ export function randomImages(n: number, shape: [number, number, number], seed = 
   const px = Uint8Array.from({ length: n * shape[0] * shape[1] * shape[2] }, () => rng.int(256));
   return new ImageSet(shape, px, Array.from({ length: n }, (_, i) => ({ path: `img${i}` })));
 }
+
+/** What a finished `uap` process left: as spawnSync's result, for the fields the tests read. */
+export interface CliResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the built CLI (`node dist/src/cli/main.js ...args`) WITHOUT blocking this process: spawnSync
+ * froze the test worker's event loop for as long as the child ran (over 60 s on a loaded 2-core
+ * machine), and vitest's worker then failed with 'Timeout calling "onTaskUpdate"'.
+ */
+export function uapCli(args: string[], opts: { env?: Record<string, string>; timeout?: number } = {}): Promise<CliResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { ...process.env, ...opts.env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeout ?? 600_000);
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolvePromise({ status, stdout, stderr });
+    });
+  });
+}
+
+const CLI_PATH = resolvePath(import.meta.dirname, '..', 'dist', 'src', 'cli', 'main.js');

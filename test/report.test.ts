@@ -1,11 +1,10 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { uapCli } from './helpers.js';
 
-const CLI = resolve('dist/src/cli/main.js');
-const uap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 300_000 });
+const uap = (...args: string[]) => uapCli(args);
 const CHROMIUM = '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
 if (!hasChromium) console.warn(`SKIPPED the headless-browser check of the report: ${CHROMIUM} not found (.ci/run installs Debian's chromium)`);
@@ -14,23 +13,23 @@ describe('uap report', () => {
   let run: string;
   let html: string;
   let file: string;
-  beforeAll(() => {
+  beforeAll(async () => {
     run = mkdtempSync(join(tmpdir(), 'uap-rep-'));
     for (const args of [
       ['compute', '--method', 'sgd', '--xi', '40', '--max-passes', '3', '-o', run],
       ['graph', '--run', run],
       ['baseline', '--run', run, '--factors', '0,0.5,1,2', '--draws', '2'],
     ]) {
-      const r = uap(...args);
+      const r = await uap(...args);
       expect(r.status, r.stderr).toBe(0);
     }
     file = join(mkdtempSync(join(tmpdir(), 'uap-html-')), 'report.html');
-    const r = uap('report', run, '-o', file);
+    const r = await uap('report', run, '-o', file);
     expect(r.status, r.stderr).toBe(0);
     html = readFileSync(file, 'utf8');
   });
 
-  it('is one self-contained page: images inline, plots as inline SVG, nothing fetched', () => {
+  it('is one self-contained page: images inline, plots as inline SVG, nothing fetched', async () => {
     expect(html).toMatch(/^<!doctype html>/);
     expect(html).toMatch(/<img src="data:image\/png;base64,/);
     expect(html).not.toMatch(/(src|href)="(https?:)?\/\//);
@@ -40,8 +39,8 @@ describe('uap report', () => {
     expect(html).toMatch(/SGD-UAP/);
   });
 
-  it('names a folder with nothing to report', () => {
-    const r = uap('report', mkdtempSync(join(tmpdir(), 'uap-none-')));
+  it('names a folder with nothing to report', async () => {
+    const r = await uap('report', mkdtempSync(join(tmpdir(), 'uap-none-')));
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/no run or analysis results here/);
   });

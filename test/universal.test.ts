@@ -3,12 +3,13 @@ import { mkdtempSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
+import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
+import { ImageSet } from '../src/data/dataset.js';
 import { lpNorm } from '../src/math/lp.js';
 import { foolingRate, scorePredictions, predictSet } from '../src/analysis/fooling.js';
 import { perturb } from '../src/math/perturb.js';
 import { AbortedError, UsageError } from '../src/errors.js';
-import { tinyNet, randomImages } from './helpers.js';
+import { tinyNet, randomImages, linearClassifier } from './helpers.js';
 
 beforeAll(async () => {
   tf.enableProdMode();
@@ -23,15 +24,29 @@ describe('Algorithm 1 (universal perturbation)', () => {
   const model = tinyNet(shape, 6);
   const X = randomImages(24, shape);
 
-  it.each([[2, 300], ['inf', 12]] as const)('norm %s: ||v|| never exceeds xi after any pass, and fools more as it goes', async (p, xi) => {
+  it.each([[2, 300, 'accumulated'], ['inf', 12, 'accumulated'], [2, 300, 'paper'], ['inf', 12, 'paper']] as const)('norm %s, %s: ||v|| never exceeds xi after any pass, and fools more as it goes', async (p, xi, variant) => {
     const norms: number[] = [];
-    const res = await computeUniversal(model, X, opts({ norm: p, xi }), { onPass: (r) => norms.push(p === 2 ? r.normL2 : r.normInf) });
+    const res = await computeUniversal(model, X, opts({ norm: p, xi, ...ALGORITHM1_VARIANTS[variant] }), { onPass: (r) => norms.push(p === 2 ? r.normL2 : r.normInf) });
     for (const n of norms) expect(n).toBeLessThanOrEqual(xi * (1 + 1e-5));
     expect(lpNorm(res.v, p)).toBeLessThanOrEqual(xi * (1 + 1e-5));
     expect(res.history.length).toBe(3);
     expect(res.foolingRate).toBeGreaterThan(0.3);
     expect(res.converged).toBe(false);
     expect(res.stopReason).toMatch(/pass cap/);
+  });
+
+  it('accumulated, closed form on a linear classifier: v is xi along the boundary normal, and fools exactly the images within xi of it', async () => {
+    // f1 - f0 = x[0] - 100: every image is class 0, and DeepFool's direction is e0 for all of them.
+    const linear = linearClassifier([[0, 0, 0, 0], [1, 0, 0, 0]], [0, -100], [2, 2, 1]);
+    const px = new Uint8Array(10 * 4);
+    for (let i = 0; i < 10; i++) px.set([i * 10, 7 * i, 200, 3], i * 4);
+    const set = new ImageSet([2, 2, 1], px, Array.from({ length: 10 }, (_, i) => ({ path: `x${i}` })));
+    const res = await computeUniversal(linear, set, { ...UNIVERSAL_DEFAULTS, norm: 2, xi: 50, candidates: 2, batchSize: 3, maxPasses: 1, delta: 0 });
+    const v = Array.from(res.v.dataSync());
+    expect(v[0]).toBeCloseTo(50, 4);
+    expect(v.slice(1)).toEqual([0, 0, 0]);
+    expect(res.foolingRate).toBeCloseTo(0.4, 10); // x[0] = 60, 70, 80, 90 cross; 50 lands on the boundary, where class 0 wins the tie
+    linear.dispose();
   });
 
   it('stops as soon as the fooling rate reaches 1 - delta, and says so', async () => {
@@ -116,6 +131,9 @@ describe('Algorithm 1 (universal perturbation)', () => {
     await expect(computeUniversal(model, X, opts({ xi: -1 }))).rejects.toThrow(/--xi/);
     await expect(computeUniversal(model, X, opts({ norm: 3 as unknown as 2 }))).rejects.toThrow(/--norm/);
     await expect(computeUniversal(model, X, opts({ delta: 1 }))).rejects.toThrow(UsageError);
+    await expect(computeUniversal(model, X, opts({ projection: 'both' as 'sum' }))).rejects.toThrow(/--projection: expected sum or each, got both/);
+    await expect(computeUniversal(model, X, opts({ steps: 'huge' as 'unit' }))).rejects.toThrow(/--steps: expected unit or minimal/);
+    await expect(computeUniversal(model, X, opts({ stepSize: 0 }))).rejects.toThrow(/--step-size: expected a positive number/);
     await expect(computeUniversal(model, randomImages(2, [5, 5, 3]), opts({}))).rejects.toThrow(/images are 5x5x3 but model tiny takes 6x6x3/);
   });
 });

@@ -25,6 +25,8 @@ export interface DeepFoolOptions extends GradientOptions {
    * one, until the model gives this class (converged); images already of it are 'already'.
    */
   target?: number;
+  /** The model's logits of x [n, numClasses], when the caller has them (saves a forward pass). */
+  logits?: Float32Array;
 }
 
 /**
@@ -74,7 +76,7 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
   const k = Math.min(candidates, model.numClasses);
   const [h, w, c] = [x.shape[1], x.shape[2], x.shape[3]];
 
-  const clean = await forwardLogits(model, x);
+  const clean = opts.logits ?? (await forwardLogits(model, x));
   const order = topK(clean, n, model.numClasses, k);
   const fromLabel = Int32Array.from({ length: n }, (_, i) => opts.labels?.[i] ?? order[i * k]);
   // Per image, the k-1 top-ranked classes other than the one to leave: DeepFool's candidates.

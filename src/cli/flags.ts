@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { parseNorm, type Norm } from '../math/lp.js';
-import type { UniversalOptions } from '../attacks/universal.js';
+import { ALGORITHM1_VARIANTS, type Algorithm1Variant, type UniversalOptions } from '../attacks/universal.js';
 import type { SgdOptions } from '../attacks/sgd.js';
 import type { DataSpec } from '../pipeline.js';
 import type { CardOverrides } from '../model/load.js';
@@ -90,8 +90,10 @@ export function addDataFlags(cmd: Command): Command {
     .option('--val <dir>', 'validation folder (default by model; "none" to skip)')
     .option('--labels <file>', 'labels file for --data: lines "path, index"')
     .option('--val-labels <file>', 'labels file for --val')
-    .option('--limit <n>', 'use at most n images of X', count('limit'))
-    .option('--val-limit <n>', 'use at most n validation images', count('val-limit'))
+    .option('--limit <n>', 'use at most n images of X (the first in sorted order)', count('limit'))
+    .option('--val-limit <n>', 'use at most n validation images (the first in sorted order)', count('val-limit'))
+    .option('--sample <n>', 'use n images of X drawn at random (seeded by --seed): every class of a class-folder set, not the first', count('sample'))
+    .option('--val-sample <n>', 'use n validation images drawn at random (seeded by --seed)', count('val-sample'))
     .option('--strict', 'stop on the first image that cannot be decoded (default: skip and warn)');
 }
 
@@ -106,6 +108,10 @@ export function addAttackFlags(cmd: Command, defaults: { method?: 'algorithm1' |
     .option('--candidates <k>', 'DeepFool candidate classes (top-k of the clean prediction)', count('candidates', 2), 10)
     .option('--deepfool-steps <n>', 'DeepFool step cap inside Algorithm 1 (the reference code uses 10)', count('deepfool-steps'), 10)
     .addOption(new Option('--deepfool-norm <n>', 'inner DeepFool step: 2 (the paper) or match (the Lp step of --norm)').default(2).argParser(deepfoolNorm))
+    .addOption(new Option('--variant <v>', 'algorithm1: accumulated (default: unit DeepFool directions summed, the sum projected; strong with 200-1000 images) or paper (the reference code: minimal steps, v projected after each; needs ~10,000 images)').choices(['accumulated', 'paper']))
+    .addOption(new Option('--projection <p>', 'algorithm1: sum (v = P(sum of steps)) or each (v = P(v + step), the paper); overrides --variant').choices(['sum', 'each']))
+    .addOption(new Option('--steps <s>', 'algorithm1: unit (each step\'s direction, --step-size x the ball\'s L2 radius long) or minimal (DeepFool\'s step x --step-size, the paper); overrides --variant').choices(['unit', 'minimal']))
+    .option('--step-size <s>', 'algorithm1: step length (unit: fraction of the ball\'s L2 radius, default 0.5; minimal: multiplier, default 1)', positive('step-size'))
     .option('--batch-size <n>', 'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32)', count('batch-size'))
     .option('--seed <n>', 'seed of the shuffles', number('seed', Number.isInteger, 'an integer'), 0)
     .addOption(new Option('--method <m>', 'algorithm1 (the paper: DeepFool steps) or sgd (SGD-UAP: minibatch gradient ascent)').choices(['algorithm1', 'sgd']).default(defaults.method ?? 'algorithm1'))
@@ -127,12 +133,16 @@ function deepfoolNorm(s: string): 2 | 'match' {
 /** The attack flags as commander parses them (camel-cased): UniversalOptions, with xi optional. */
 export type AttackFlags = Omit<UniversalOptions, 'xi' | 'maxGradientRows' | 'target'> & Partial<Omit<SgdOptions, 'target'>> & { xi?: number };
 
-export function attackOptions(f: AttackFlags): Partial<UniversalOptions> & Partial<SgdOptions> {
+export function attackOptions(f: AttackFlags & { variant?: Algorithm1Variant }): Partial<UniversalOptions> & Partial<SgdOptions> {
   const keys = [
-    'norm', 'xi', 'delta', 'maxPasses', 'overshoot', 'candidates', 'deepfoolSteps', 'deepfoolNorm', 'batchSize', 'seed',
+    'norm', 'xi', 'delta', 'maxPasses', 'overshoot', 'candidates', 'deepfoolSteps', 'deepfoolNorm', 'projection', 'steps', 'stepSize', 'batchSize', 'seed',
     'loss', 'beta', 'kappa', 'optimizer', 'lr', 'lrDecay',
   ] as const;
-  return Object.fromEntries(keys.filter((k) => f[k] !== undefined).map((k) => [k, f[k]]));
+  // A variant is a preset of projection, steps and step size; flags given beside it win. --steps alone
+  // brings its own default length (unit 0.5 of the ball, minimal x1).
+  const given = Object.fromEntries(keys.filter((k) => f[k] !== undefined).map((k) => [k, f[k]])) as Partial<UniversalOptions> & Partial<SgdOptions>;
+  const stepDefault = f.steps && f.stepSize === undefined ? { stepSize: (f.steps === 'unit' ? ALGORITHM1_VARIANTS.accumulated : ALGORITHM1_VARIANTS.paper).stepSize } : {};
+  return { ...(f.variant ? ALGORITHM1_VARIANTS[f.variant] : {}), ...stepDefault, ...given };
 }
 
 /** One image folder to score (evaluate, accuracy): data, labels, limit, batch size, strict. */
@@ -167,6 +177,8 @@ export function dataSpec(f: Record<string, unknown>): DataSpec {
     valLabels: f.valLabels as string | undefined,
     limit: f.limit as number | undefined,
     valLimit: f.valLimit as number | undefined,
+    sample: f.sample as number | undefined,
+    valSample: f.valSample as number | undefined,
     strict: Boolean(f.strict),
   };
 }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { PROJECT_ROOT } from '../paths.js';
 import { UsageError, AbortedError } from '../errors.js';
+import { osError } from '../io/atomic.js';
 import { computeCommand, evaluateCommand, demoCommand, accuracyCommand } from './commands.js';
 import { transferCommand, graphCommand, baselineCommand, sweepSizeCommand, normalsCommand, reportCommand } from './analyses.js';
 import { reproduceCommand } from './reproduce.js';
@@ -39,6 +40,10 @@ async function main(): Promise<void> {
     }
     if (e instanceof UsageError) fail(e.message, 2);
     if (e instanceof AbortedError) fail(e.message, 130);
+    // An OS error on a path the user gave (a read-only --out, a full disk): one line naming the path.
+    const path = (e as NodeJS.ErrnoException).path;
+    const os = path ? osError(e, path, (e as NodeJS.ErrnoException).syscall ?? 'access') : undefined;
+    if (os) fail(os.message, 2);
     if (process.env.UAP_DEBUG) throw e;
     fail(`${(e as Error).message} (internal error; rerun with UAP_DEBUG=1 for the stack trace)`, 1);
   }

@@ -1,18 +1,20 @@
 import { Command } from 'commander';
 import { count } from './flags.js';
 import { consoleLog } from './console.js';
-import { serveStudio } from '../studio/server.js';
+import { isLoopback, serveStudio } from '../studio/server.js';
 import { assetsDir } from '../paths.js';
 import { existsSync } from 'node:fs';
 
 export function studioCommand(): Command {
   return new Command('studio')
     .description('serve the studio (the browser page that computes and explores universal perturbations) on localhost')
-    .option('--port <n>', 'port to listen on (0: any free port)', count('port', 0), 5175)
-    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'port to listen on, 0..65535 (0: any free port)', count('port', 0), 5175)
+    .option('--host <addr>', 'address to listen on (default loopback only; another address shares the models and images with the network)', '127.0.0.1')
     .option('--assets <dir>', 'folder of the shared ImageNet models and images (default: $UAP_ASSETS or ../shared/assets)')
     .action(async (flags: { port: number; host: string; assets?: string }) => {
       const { url } = await serveStudio(flags);
+      if (!isLoopback(flags.host))
+        consoleLog.warn(`serving on ${flags.host}, not loopback: anyone who can reach ${url} can use the studio and read its models and images`);
       const assets = assetsDir(flags.assets);
       consoleLog.info(existsSync(assets) ? `ImageNet models and images from ${assets}` : `no assets folder at ${assets}: only the embedded Fashion-MNIST model (pass --assets DIR)`);
       process.stdout.write(`uap studio: open ${url} (Ctrl-C stops)\n`);

@@ -3,6 +3,7 @@ import { basename, dirname, extname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { decodeImage, IMAGE_EXTENSIONS } from './decode.js';
 import { ImageSet, type ImageItem } from './imageSet.js';
+import { Rng } from '../math/random.js';
 
 export { ImageSet, type ImageItem };
 
@@ -15,10 +16,19 @@ export interface ListOptions {
   labelNames?: string[];
   /** Keep at most this many images (the first in sorted order). */
   limit?: number;
+  /** Keep this many images drawn at random (seeded: the same seed, the same images, in their listed order). */
+  sample?: { count: number; seed: number };
+  /** Told what the listing dropped: listed files that do not exist, image files a labels file does not list. */
+  warn?: (message: string) => void;
 }
 
 const isImage = (f: string) => IMAGE_EXTENSIONS.includes(extname(f).toLowerCase());
 const WNID = /^(n\d{8})/;
+
+/** Image files under `dir` (recursively), as absolute paths. */
+function imagesUnder(dir: string): string[] {
+  return (readdirSync(dir, { recursive: true }) as string[]).filter(isImage).map((f) => resolve(dir, f));
+}
 
 function readLabelsFile(file: string): ImageItem[] {
   if (!existsSync(file) || !statSync(file).isFile()) throw new UsageError(`labels file ${file}: not found (expected a text file of "path, index" lines)`);
@@ -66,7 +76,18 @@ export function listDataset(dir: string, opts: ListOptions = {}): ImageItem[] {
   let items: ImageItem[];
   const implicitLabels = join(root, 'dataset.txt');
   if (opts.labelsFile || (statSync(root).isDirectory() && existsSync(implicitLabels))) {
-    items = readLabelsFile(opts.labelsFile ?? implicitLabels);
+    const file = opts.labelsFile ?? implicitLabels;
+    items = readLabelsFile(file);
+    // Paths in a labels file are relative to the file's own folder.
+    const missing = items.filter((i) => !existsSync(i.path));
+    if (missing.length)
+      opts.warn?.(`labels file ${file}: ${missing.length} of ${items.length} listed images do not exist and are left out (first: ${missing[0].path}; paths are relative to the labels file's folder)`);
+    items = items.filter((i) => existsSync(i.path));
+    if (statSync(root).isDirectory()) {
+      const listed = new Set(items.map((i) => i.path));
+      const unlisted = imagesUnder(root).filter((f) => !listed.has(f)).length;
+      if (unlisted) opts.warn?.(`data ${dir}: ${unlisted} image files are not in the labels file ${file} and are left out`);
+    }
   } else if (!statSync(root).isDirectory()) {
     throw new UsageError(`data ${dir}: expected a folder of images`);
   } else {
@@ -85,6 +106,10 @@ export function listDataset(dir: string, opts: ListOptions = {}): ImageItem[] {
     } else {
       items = entries.filter(isImage).map((f) => ({ path: join(root, f), label: fileLabel(f, opts) }));
     }
+  }
+  if (opts.sample !== undefined && opts.sample.count < items.length) {
+    const keep = new Rng(opts.sample.seed).permutation(items.length).slice(0, opts.sample.count).sort((a, b) => a - b);
+    items = keep.map((i) => items[i]);
   }
   if (opts.limit !== undefined) items = items.slice(0, opts.limit);
   if (items.length === 0) throw new UsageError(`data ${dir}: no images found (extensions: ${IMAGE_EXTENSIONS.join(' ')})`);

@@ -1,4 +1,5 @@
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
+import { writeAtomic } from '../io/atomic.js';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UsageError } from '../errors.js';
@@ -86,7 +87,7 @@ export async function saveTrainable(t: Trainable, dir: string, assets: string, p
     finetuned: provenance,
   };
   const file = join(dir, 'card.json');
-  writeFileSync(file, JSON.stringify(out, null, 1));
+  writeAtomic(file, JSON.stringify(out, null, 1));
   return file;
 }
 

@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, renameSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { writeAtomic } from './atomic.js';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { readNpy, writeNpy } from './npy.js';
@@ -27,7 +28,6 @@ const npyName = (completed: number) => `checkpoint-${completed}.npy`;
  * then is the previous pass's file removed.
  */
 export function saveCheckpoint<H>(dir: string, ck: Checkpoint<H>): void {
-  mkdirSync(dir, { recursive: true });
   // A fresh run may find an old or damaged checkpoint here: it is replaced, not read.
   let previous: string | undefined;
   try {
@@ -49,26 +49,64 @@ export function saveCheckpoint<H>(dir: string, ck: Checkpoint<H>): void {
     writeNpy(join(dir, extraFiles[name]), { data, shape: [data.length] });
   }
   const { v: _v, extra: _e, ...meta } = ck;
-  writeFileSync(jsonFile(dir) + '.tmp', JSON.stringify({ ...meta, vFile, extraFiles }, null, 1));
-  renameSync(jsonFile(dir) + '.tmp', jsonFile(dir));
+  writeAtomic(jsonFile(dir), JSON.stringify({ ...meta, vFile, extraFiles }, null, 1));
   if (previous && previous !== vFile) rmSync(join(dir, previous), { force: true });
   for (const f of previousExtra) if (!Object.values(extraFiles).includes(f)) rmSync(join(dir, f), { force: true });
 }
 
 type Meta<H> = Omit<Checkpoint<H>, 'v' | 'extra'> & { vFile: string; extraFiles?: Record<string, string> };
 
+/** File names a checkpoint may name: its own, in its own folder (no paths). */
+const OWN_FILE = /^checkpoint-\d+(-[A-Za-z0-9]+)?\.npy$/;
+
+/** Why a parsed checkpoint.json cannot be trusted, or undefined when every field is sound. */
+function metaProblem(meta: Partial<Meta<unknown>>): string | undefined {
+  if (!Number.isInteger(meta.completed) || (meta.completed as number) < 1) return `"completed" must be an integer >= 1, got ${JSON.stringify(meta.completed)}`;
+  if (!Array.isArray(meta.history) || meta.history.length !== meta.completed) return `"history" must hold one entry per completed pass (${meta.completed})`;
+  if (typeof meta.fingerprint !== 'object' || meta.fingerprint === null) return '"fingerprint" is missing';
+  if (typeof meta.vFile !== 'string' || !OWN_FILE.test(meta.vFile)) return `"vFile" must name a checkpoint-N.npy file in the run folder, got ${JSON.stringify(meta.vFile)}`;
+  if (Object.values(meta.extraFiles ?? {}).some((f) => typeof f !== 'string' || !OWN_FILE.test(f))) return '"extraFiles" must name checkpoint files in the run folder';
+  const shape = meta.shape;
+  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d > 0)) return `"shape" must be [height, width, channels], got ${JSON.stringify(shape)}`;
+  if (!(typeof meta.elapsed === 'number' && meta.elapsed >= 0)) return '"elapsed" must be a number of seconds >= 0';
+  return undefined;
+}
+
 function readMeta<H>(dir: string): Meta<H> {
+  let meta: Meta<H>;
   try {
-    const meta = JSON.parse(readFileSync(jsonFile(dir), 'utf8')) as Meta<H>;
-    if (typeof meta.vFile !== 'string' || typeof meta.fingerprint !== 'object' || !Array.isArray(meta.history)) throw new Error('fields missing');
-    return meta;
+    meta = JSON.parse(readFileSync(jsonFile(dir), 'utf8')) as Meta<H>;
   } catch (e) {
     throw new UsageError(`checkpoint ${jsonFile(dir)}: unreadable (${(e as Error).message}); start afresh without --resume or with another --out`);
   }
+  const problem = metaProblem(meta);
+  if (problem) throw new UsageError(`checkpoint ${jsonFile(dir)}: ${problem}; start afresh without --resume or with another --out`);
+  return meta;
+}
+
+/** A checkpoint array: every value finite, `length` values when given. */
+function checkedArray(dir: string, file: string, length?: number): Float32Array {
+  const { data } = readNpy(join(dir, file));
+  if (length !== undefined && data.length !== length) throw new UsageError(`checkpoint ${join(dir, file)}: holds ${data.length} values, the checkpoint says ${length}`);
+  if (!data.every(Number.isFinite)) throw new UsageError(`checkpoint ${join(dir, file)}: holds NaN or infinite values; start afresh without --resume`);
+  return data;
 }
 
 export function hasCheckpoint(dir: string): boolean {
   return existsSync(jsonFile(dir));
+}
+
+/**
+ * The settings a checkpoint was made with, where they differ from `expected` (an early check before a
+ * resumed run loads its images): one message, or undefined.
+ */
+export function fingerprintMismatch(dir: string, expected: Record<string, unknown>): string | undefined {
+  if (!hasCheckpoint(dir)) return undefined;
+  const { fingerprint } = readMeta(dir);
+  for (const [k, val] of Object.entries(expected))
+    if (k in fingerprint && JSON.stringify(fingerprint[k]) !== JSON.stringify(val))
+      return `--resume: checkpoint in ${dir} was made with ${k}=${JSON.stringify(fingerprint[k])}, not ${JSON.stringify(val)}`;
+  return undefined;
 }
 
 /** Loads a checkpoint, refusing one made with other settings (they would not continue the same run). */
@@ -79,7 +117,7 @@ export function loadCheckpoint<H>(dir: string, fingerprint: Record<string, unkno
     if (JSON.stringify(meta.fingerprint[k]) !== JSON.stringify(val))
       throw new UsageError(`--resume: checkpoint in ${dir} was made with ${k}=${JSON.stringify(meta.fingerprint[k])}, not ${JSON.stringify(val)}`);
   }
-  const { data } = readNpy(join(dir, vFile));
-  const extra = Object.fromEntries(Object.entries(extraFiles ?? {}).map(([name, f]) => [name, readNpy(join(dir, f)).data]));
-  return { ...meta, v: data, extra };
+  const v = checkedArray(dir, vFile, meta.shape[0] * meta.shape[1] * meta.shape[2]);
+  const extra = Object.fromEntries(Object.entries(extraFiles ?? {}).map(([name, f]) => [name, checkedArray(dir, f)]));
+  return { ...meta, v, extra };
 }

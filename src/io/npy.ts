@@ -1,4 +1,5 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { writeAtomic } from './atomic.js';
 import { UsageError } from '../errors.js';
 
 /** A float32 array with its shape, as stored in a .npy file. */
@@ -23,7 +24,7 @@ export function encodeNpy(arr: NdArray): Uint8Array<ArrayBuffer> {
 }
 
 export function writeNpy(file: string, arr: NdArray): void {
-  writeFileSync(file, encodeNpy(arr));
+  writeAtomic(file, encodeNpy(arr));
 }
 
 /** Decodes a .npy of float32 or float64 (little-endian; C or Fortran order) as float32 C order; `name` labels errors. */
@@ -41,15 +42,13 @@ export function decodeNpy(buf: Uint8Array, name: string): NdArray {
   if (!descr || shapeText === undefined) throw new UsageError(`perturbation ${name}: unreadable .npy header`);
   const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
   if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw new UsageError(`perturbation ${name}: unreadable shape (${shapeText})`);
+  if (descr !== '<f4' && descr !== '<f8') throw new UsageError(`perturbation ${name}: dtype ${descr} is not supported (expected float32 '<f4' or float64 '<f8')`);
   const count = shape.reduce((a, b) => a * b, 1);
   const off = start + hlen;
   const itemSize = descr === '<f8' ? 8 : 4;
   if (buf.length < off + count * itemSize) throw new UsageError(`perturbation ${name}: truncated (expected ${count} values of shape (${shape.join(', ')}))`);
   const bytes = buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + count * itemSize);
-  let data: Float32Array;
-  if (descr === '<f4') data = new Float32Array(bytes);
-  else if (descr === '<f8') data = Float32Array.from(new Float64Array(bytes));
-  else throw new UsageError(`perturbation ${name}: dtype ${descr} is not supported (expected float32 or float64)`);
+  const data = descr === '<f4' ? new Float32Array(bytes) : Float32Array.from(new Float64Array(bytes));
   return { data: fortran ? fortranToC(data, shape) : data, shape };
 }
 

@@ -1,5 +1,6 @@
 import sharp, { type OverlayOptions } from 'sharp';
 import { visiblePerturbation } from './visible.js';
+import { writeAtomicWith } from './atomic.js';
 
 export { visiblePerturbation };
 
@@ -19,10 +20,7 @@ function zoomFor(h: number): number {
 
 export async function writePerturbationPng(file: string, v: Float32Array, shape: [number, number, number]): Promise<void> {
   const z = zoomFor(shape[0]);
-  await rawImage(visiblePerturbation(v), shape)
-    .resize(shape[1] * z, shape[0] * z, { kernel: 'nearest' })
-    .png()
-    .toFile(file);
+  await writeAtomicWith(file, (tmp) => rawImage(visiblePerturbation(v), shape).resize(shape[1] * z, shape[0] * z, { kernel: 'nearest' }).png().toFile(tmp));
 }
 
 export interface GridCell {
@@ -67,7 +65,7 @@ export async function writeGridPng(file: string, rows: GridCell[][], shape: [num
   }
   const svg = Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${texts.join('')}</svg>`);
   layers.push({ input: svg, left: 0, top: 0 });
-  await sharp({ create: { width, height, channels: 3, background: '#ffffff' } }).composite(layers).png().toFile(file);
+  await writeAtomicWith(file, (tmp) => sharp({ create: { width, height, channels: 3, background: '#ffffff' } }).composite(layers).png().toFile(tmp));
 }
 
 function wrap(s: string, n: number): string[] {

@@ -1,5 +1,5 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
+import { writeAtomic } from './atomic.js';
 import * as tf from '@tensorflow/tfjs';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
@@ -9,16 +9,14 @@ import { writeNpy } from './npy.js';
 import { pct } from '../report/format.js';
 import { writePerturbationPng, writeGridPng, visiblePerturbation, type GridCell } from './pictures.js';
 
-/** A text file, creating the folder. */
+/** A text file, atomically, creating the folder. */
 export function writeText(file: string, text: string): void {
-  mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, text);
+  writeAtomic(file, text);
 }
 
-/** Pretty JSON (typed arrays left out), creating the folder. */
+/** Pretty JSON (typed arrays left out), atomically, creating the folder. */
 export function writeJson(file: string, value: unknown): void {
-  mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, JSON.stringify(value, (_k, v) => (v instanceof Int32Array || v instanceof Float32Array ? undefined : v), 2) + '\n');
+  writeAtomic(file, JSON.stringify(value, (_k, v) => (v instanceof Int32Array || v instanceof Float32Array ? undefined : v), 2) + '\n');
 }
 
 /** The first name of a label ("tench, Tinca tinca" -> "tench"). */
@@ -29,7 +27,6 @@ export function shortLabel(model: Classifier, i: number): string {
 
 /** perturbation.npy (float32 HWC, pixel units) and perturbation.png (scaled for visibility). */
 export async function writePerturbation(dir: string, v: tf.Tensor3D): Promise<void> {
-  mkdirSync(dir, { recursive: true });
   const data = (await v.data()) as Float32Array;
   const shape = v.shape as [number, number, number];
   writeNpy(join(dir, 'perturbation.npy'), { data, shape });

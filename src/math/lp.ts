@@ -36,6 +36,29 @@ export function projectLp<T extends tf.Tensor>(v: T, p: Norm, xi: number): T {
   });
 }
 
+/** projectLp on a plain array, in place: the same projection without a tensor round trip. */
+export function projectInPlace(v: Float32Array, p: Norm, xi: number): Float32Array {
+  if (p === 'inf') {
+    for (let t = 0; t < v.length; t++) v[t] = v[t] > xi ? xi : v[t] < -xi ? -xi : v[t];
+    return v;
+  }
+  const n = l2(v);
+  if (n > xi) for (let t = 0; t < v.length; t++) v[t] *= xi / n;
+  return v;
+}
+
+/** ||v||_2 of a plain array, in double precision. */
+export function l2(v: ArrayLike<number>): number {
+  let s = 0;
+  for (let t = 0; t < v.length; t++) s += v[t] * v[t];
+  return Math.sqrt(s);
+}
+
+/** The L2 radius of the ball: xi for L2; for Linf, the length of its corners, xi * sqrt(d). */
+export function ballL2Radius(p: Norm, xi: number, d: number): number {
+  return p === 2 ? xi : xi * Math.sqrt(d);
+}
+
 /** The paper's radius: Linf 10; L2 2000 at 224x224x3, scaled by sqrt(pixels) for other sizes (same RMS). */
 export function defaultXi(norm: Norm, shape: [number, number, number]): number {
   if (norm === 'inf') return 10;

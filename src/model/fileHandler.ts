@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { writeAtomic } from '../io/atomic.js';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -64,9 +64,8 @@ export function fileHandler(modelJsonPath: string): tf.io.IOHandler {
 export function fileSaver(dir: string): tf.io.IOHandler {
   return {
     save: async (artifacts) => {
-      mkdirSync(dir, { recursive: true });
       const weights = new tf.io.CompositeArrayBuffer(artifacts.weightData).slice();
-      writeFileSync(join(dir, 'weights.bin'), Buffer.from(weights));
+      writeAtomic(join(dir, 'weights.bin'), new Uint8Array(weights));
       const json: ModelJson = {
         modelTopology: artifacts.modelTopology,
         format: artifacts.format ?? 'layers-model',
@@ -74,8 +73,7 @@ export function fileSaver(dir: string): tf.io.IOHandler {
         convertedBy: artifacts.convertedBy ?? undefined,
         weightsManifest: [{ paths: ['weights.bin'], weights: artifacts.weightSpecs ?? [] }],
       };
-      writeFileSync(join(dir, 'model.json.tmp'), JSON.stringify(json));
-      renameSync(join(dir, 'model.json.tmp'), join(dir, 'model.json'));
+      writeAtomic(join(dir, 'model.json'), JSON.stringify(json));
       return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON', weightDataBytes: weights.byteLength } };
     },
   };

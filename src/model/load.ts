@@ -16,7 +16,7 @@ import { onnxRuntime } from './onnx/runtime.js';
 import type { Runtime } from './runtime.js';
 import { closeEnough } from './selfcheck.js';
 import { onnxEnabled } from '../backend.js';
-import { cardFromTflite, loadTfliteNet } from './tflite/index.js';
+import { cardFromTflite, inputTensor, readTflite, tfliteToNet } from './tflite/index.js';
 
 /** Short names for the cards shipped in cards/ and the embedded default. */
 export function bundledModels(): Record<string, string> {
@@ -126,16 +126,31 @@ function cardWnids(card: ModelCard, assets: string): OutputWnids | undefined {
 /** The whole classifier (preprocessing, model, output mapping) as one Net, for formats the engine imports. */
 export async function loadNet(card: ModelCard, modelPath: string, assets: string): Promise<Net> {
   let net: Net;
-  if (card.format === 'tflite') net = loadTfliteNet(modelPath, card.logitsLayer);
-  else {
+  if (card.format === 'tflite') {
+    const m = readTflite(modelPath);
+    checkInputShape(card, modelPath, inputTensor(m).shape);
+    net = tfliteToNet(m, modelPath, card.logitsLayer);
+  } else {
     const model = await tf.loadLayersModel(fileHandler(modelPath));
     try {
+      checkInputShape(card, modelPath, model.inputs[0].shape);
       net = layersToNet(model, card.logitsLayer);
     } finally {
       model.dispose();
     }
   }
   return chain(preprocessNodes(card), net, outputNodes(card, cardWnids(card, assets)));
+}
+
+/**
+ * The card's inputShape against the size the model file states ([batch, H, W, C]; null or -1 where
+ * the file leaves a size open): a mismatch would run the model on images of the wrong size.
+ */
+export function checkInputShape(card: ModelCard, file: string, stated: (number | null)[]): void {
+  const hwc = stated.slice(-3);
+  if (hwc.length !== 3) return;
+  const wrong = card.inputShape.some((d, i) => hwc[i] !== null && hwc[i]! > 0 && hwc[i] !== d);
+  if (wrong) throw new UsageError(`model card ${card.name}: "inputShape" is ${card.inputShape.join('x')}, but ${file} takes ${hwc.map((d) => (d !== null && d > 0 ? d : '?')).join('x')} images`);
 }
 
 /**
@@ -184,6 +199,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
   try {
     if (card.format === 'graph') {
       const model = await tf.loadGraphModel(fileHandler(modelPath));
+      if (model.inputs[0]?.shape) checkInputShape(card, modelPath, model.inputs[0].shape);
       // GraphModels run on TF.js's own ops, between preprocessing and output mapping steps.
       const adapters = cardAdapters(card, cardWnids(card, assets));
       forward = (x) => {

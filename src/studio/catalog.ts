@@ -20,5 +20,6 @@ export interface BrowserDataset {
 export interface StudioCatalog {
   models: BrowserCard[];
   datasets: BrowserDataset[];
-  assets: string | null;
+  /** Whether the ImageNet assets folder is there (its path stays on the server). */
+  assets: boolean;
 }

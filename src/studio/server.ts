@@ -1,5 +1,6 @@
-import { createReadStream, existsSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, realpathSync, statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
 import { extname, join, relative, resolve, sep } from 'node:path';
 import { UsageError } from '../errors.js';
 import { EMBEDDED_DIR, PROJECT_ROOT, assetsDir } from '../paths.js';
@@ -37,7 +38,8 @@ function browserCard(card: ModelCard, assets: string): BrowserCard | undefined {
   const modelUrl = existsSync(file) ? toUrl(file, assets) : undefined;
   if (!modelUrl || card.format === 'graph') return undefined;
   const { baseDir: _b, labels: _l, ...rest } = card;
-  return { ...rest, modelUrl, labels: cardLabels(card, assets), wnids: cardWnids(card, assets) };
+  // The page gets URLs, never the server's paths: the model's file name stands for its path.
+  return { ...rest, model: file.split(sep).pop()!, modelUrl, labels: cardLabels(card, assets), wnids: cardWnids(card, assets) };
 }
 
 /** The bundled models whose files are present, and the image folders that go with them. */
@@ -64,7 +66,7 @@ export function studioCatalog(assetsFlag?: string): StudioCatalog {
     const items = listDataset(dir, { wnids: labelSpace === 'imagenet' ? wnids : undefined });
     datasets.push({ id, title, labelSpace, items: items.flatMap((i) => (toUrl(i.path, assets) ? [{ url: toUrl(i.path, assets)!, label: i.label }] : [])) });
   }
-  return { models, datasets, assets: haveAssets ? assets : null };
+  return { models, datasets, assets: haveAssets };
 }
 
 const TYPES: Record<string, string> = {
@@ -73,27 +75,60 @@ const TYPES: Record<string, string> = {
   '.tflite': 'application/octet-stream', '.txt': 'text/plain; charset=utf-8', '.npy': 'application/octet-stream',
 };
 
-function sendFile(res: ServerResponse, file: string): void {
+function sendFile(req: IncomingMessage, res: ServerResponse, file: string): void {
   res.writeHead(200, { 'content-type': TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream', 'content-length': statSync(file).size });
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
   createReadStream(file)
     .on('error', () => res.destroy())
     .pipe(res);
 }
 
-/** `dir/rel`, or undefined when rel climbs out of dir. */
+/**
+ * The file `dir/rel` when it exists and, all symbolic links followed, lies inside `dir` (itself
+ * resolved); else undefined: a link in a served folder must not serve /etc/passwd.
+ */
 function inside(dir: string, rel: string): string | undefined {
-  const f = resolve(dir, '.' + sep + rel);
-  return f === dir || f.startsWith(dir + sep) ? f : undefined;
+  if (!existsSync(dir)) return undefined;
+  const root = realpathSync(dir);
+  const f = resolve(root, '.' + sep + rel);
+  if (!existsSync(f)) return undefined;
+  const real = realpathSync(f);
+  return (real === root || real.startsWith(root + sep)) && statSync(real).isFile() ? real : undefined;
+}
+
+/** Host names a page served by this server may be reached by: loopback names and the bound address. */
+function allowedHosts(bound: string): Set<string> {
+  return new Set(['localhost', '127.0.0.1', '[::1]', '::1', bound.includes(':') && !bound.startsWith('[') ? `[${bound}]` : bound]);
+}
+
+/** The Host header without its port ("[::1]:5175" -> "[::1]"). */
+function hostName(header: string | undefined): string {
+  const h = (header ?? '').trim().toLowerCase();
+  return h.startsWith('[') ? h.slice(0, h.indexOf(']') + 1) : h.split(':')[0];
 }
 
 /**
  * Handles /api/catalog and /files/...; with `staticDir`, serves the built page for everything else.
  * Without it (the Vite dev server), unknown paths go to `next`.
  */
-export function studioHandler(opts: { assets?: string; staticDir?: string }) {
+export function studioHandler(opts: { assets?: string; staticDir?: string; host?: string }) {
   const assets = assetsDir(opts.assets);
+  const hosts = allowedHosts(opts.host ?? '127.0.0.1');
   let catalog: StudioCatalog | undefined;
   return (req: IncomingMessage, res: ServerResponse, next?: () => void): void => {
+    // Read-only, same-origin: no other methods, no CORS headers, and only requests addressed to this
+    // server by a name it answers to (a rebound DNS name pointing here is refused).
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed');
+      return;
+    }
+    if (!hosts.has(hostName(req.headers.host))) {
+      res.writeHead(403, { 'content-type': 'text/plain' }).end('forbidden host');
+      return;
+    }
     let path: string;
     try {
       path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
@@ -111,36 +146,50 @@ export function studioHandler(opts: { assets?: string; staticDir?: string }) {
       const m = /^\/files\/(embedded|assets)\/(.+)$/.exec(path);
       if (m) {
         const f = inside(roots(assets)[m[1]], m[2]);
-        if (f && existsSync(f) && statSync(f).isFile()) return sendFile(res, f);
+        if (f) return sendFile(req, res, f);
         res.writeHead(404).end('not found');
         return;
       }
       if (opts.staticDir) {
         const f = inside(opts.staticDir, path === '/' ? 'index.html' : path.slice(1));
-        if (f && existsSync(f) && statSync(f).isFile()) return sendFile(res, f);
+        if (f) return sendFile(req, res, f);
         res.writeHead(404).end('not found');
         return;
       }
       next?.();
-    } catch (e) {
-      res.writeHead(500, { 'content-type': 'text/plain' }).end((e as Error).message);
+    } catch {
+      // No server paths or stack traces in answers.
+      res.writeHead(500, { 'content-type': 'text/plain' }).end('internal error');
     }
   };
 }
 
-/** `uap studio`: serves the built page on localhost. */
+/** Loopback addresses and names: only these are served without a warning. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** `uap studio`: serves the built page on localhost (another --host only when asked). */
 export async function serveStudio(opts: { port: number; host?: string; assets?: string }): Promise<{ url: string; close: () => Promise<void> }> {
   if (!existsSync(join(STUDIO_DIR, 'index.html')))
     throw new UsageError(`studio: ${STUDIO_DIR} has no built page; run npm run build:studio (or npm run build) first`);
-  const server = createServer(studioHandler({ assets: opts.assets, staticDir: STUDIO_DIR }));
+  if (!(Number.isInteger(opts.port) && opts.port >= 0 && opts.port <= 65535)) throw new UsageError(`--port ${opts.port}: expected an integer in 0..65535`);
   const host = opts.host ?? '127.0.0.1';
+  if (host !== 'localhost' && !isIP(host)) throw new UsageError(`--host ${host}: expected an IP address of this machine (or localhost)`);
+  const server = createServer(studioHandler({ assets: opts.assets, staticDir: STUDIO_DIR, host }));
   await new Promise<void>((ok, fail) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
-      fail(e.code === 'EADDRINUSE' ? new UsageError(`--port ${opts.port}: already in use; pick another`) : e),
+      fail(
+        e.code === 'EADDRINUSE' ? new UsageError(`--port ${opts.port}: already in use; pick another`)
+          : e.code === 'EADDRNOTAVAIL' ? new UsageError(`--host ${host}: not an address of this machine`)
+            : e.code === 'EACCES' ? new UsageError(`--port ${opts.port}: not allowed for this user (ports below 1024 need privileges)`)
+              : e,
+      ),
     );
     server.listen(opts.port, host, () => ok());
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : opts.port;
-  return { url: `http://${host}:${port}/`, close: () => new Promise((r) => server.close(() => r())) };
+  const shown = host.includes(':') ? `[${host}]` : host;
+  return { url: `http://${shown}:${port}/`, close: () => new Promise((r) => server.close(() => r())) };
 }

@@ -2,12 +2,11 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { UsageError } from '../../errors.js';
 import type { ModelCard } from '../card.js';
-import type { Net } from '../net.js';
-import { tfliteToNet, inputPreprocess, inputTensor, logitsTensor } from './compile.js';
+import { inputPreprocess, inputTensor, logitsTensor } from './compile.js';
 import { parseTflite, type TfliteModel } from './parse.js';
 
 export { parseTflite, type TfliteModel } from './parse.js';
-export { tfliteToNet, inputPreprocess, logitsTensor, SUPPORTED_OPERATORS } from './compile.js';
+export { tfliteToNet, inputPreprocess, inputTensor, logitsTensor, SUPPORTED_OPERATORS } from './compile.js';
 export { dequantize } from './dequantize.js';
 
 export function readTflite(file: string): TfliteModel {
@@ -35,9 +34,4 @@ export function cardFromTflite(file: string, m: TfliteModel = readTflite(file), 
     numClasses: out.slice(1).reduce((a, b) => a * b, 1),
     ...(pre ? { preprocess: pre } : {}),
   };
-}
-
-/** The engine network of a .tflite file, up to its logits. */
-export function loadTfliteNet(file: string, logitsName?: string): Net {
-  return tfliteToNet(readTflite(file), file, logitsName);
 }

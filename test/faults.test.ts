@@ -1,0 +1,292 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import { spawn } from 'node:child_process';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { request } from 'node:http';
+import { uapCli } from './helpers.js';
+import { encodeNpy, readNpy, writeNpy } from '../src/io/npy.js';
+import { writeAtomic, osError } from '../src/io/atomic.js';
+import { serveStudio } from '../src/studio/server.js';
+import { EMBEDDED_DIR } from '../src/paths.js';
+
+/**
+ * Bad files and faults, as a user meets them (issue 18): each ends in a correct result or in one
+ * error line naming the file, flag or field, with exit code 2 — never a stack trace, a silently wrong
+ * result, or lost work. The README's table "Bad input and faults" lists these cases.
+ */
+
+const tmp = (p = 'uap-fault-') => mkdtempSync(join(tmpdir(), p));
+const VAL = join(EMBEDDED_DIR, 'images', 'val');
+/** A short compute run on the embedded model. */
+const compute = (out: string, ...extra: string[]) => uapCli(['compute', '--limit', '24', '--val-limit', '24', '--xi', '40', '--max-passes', '2', '-o', out, ...extra]);
+
+/** Exit 2 and exactly one error line matching `pattern`, no stack trace. */
+function expectUsage(r: { status: number | null; stderr: string }, pattern: RegExp): void {
+  const errors = r.stderr.split('\n').filter((l) => l.startsWith('uap: error') || l.startsWith('error:'));
+  expect(r.status, r.stderr).toBe(2);
+  expect(errors, r.stderr).toHaveLength(1);
+  expect(errors[0]).toMatch(pattern);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+describe('bad images and labels', () => {
+  let data: string;
+  beforeAll(() => {
+    data = tmp();
+    const cls = join(data, '00_tshirt_top');
+    mkdirSync(cls);
+    const src = join(VAL, '00_tshirt_top');
+    for (const f of readdirSync(src).slice(0, 6)) copyFileSync(join(src, f), join(cls, f));
+    writeFileSync(join(cls, 'corrupt.png'), Buffer.from('\x89PNG\r\n\x1a\n this is not an image'));
+    writeFileSync(join(cls, 'empty.jpg'), Buffer.alloc(0));
+    const ok = readFileSync(join(src, readdirSync(src)[0]));
+    writeFileSync(join(cls, 'truncated.png'), ok.subarray(0, Math.floor(ok.length / 2)));
+    // A decompression bomb: a PNG header announcing 60000 x 60000 pixels, with no data behind it.
+    const ihdr = Buffer.alloc(25);
+    ihdr.writeUInt32BE(13, 0);
+    ihdr.write('IHDR', 4);
+    ihdr.writeUInt32BE(60000, 8);
+    ihdr.writeUInt32BE(60000, 12);
+    ihdr[16] = 8;
+    ihdr[17] = 2;
+    writeFileSync(join(cls, 'bomb.png'), Buffer.concat([Buffer.from('\x89PNG\r\n\x1a\n', 'latin1'), ihdr]));
+  });
+
+  it('corrupt, zero-byte, truncated and bomb images are skipped with a count; --strict stops on the first, naming it', async () => {
+    const r = await uapCli(['evaluate', '-v', join(data, 'none.npy'), '-d', data]);
+    expectUsage(r, /none\.npy/); // the perturbation is checked first
+    const v = join(data, 'zero.npy');
+    writeNpy(v, { data: new Float32Array(28 * 28), shape: [28, 28, 1] });
+    const ok = await uapCli(['evaluate', '-v', v, '-d', data]);
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stderr).toMatch(/skipped 4 of 10 files that could not be decoded/);
+    expect(ok.stdout).toMatch(/6 images|fooling rate/);
+    expectUsage(await uapCli(['evaluate', '-v', v, '-d', data, '--strict']), /image .*(bomb|corrupt|empty|truncated)\.(png|jpg): cannot be decoded/);
+  });
+
+  it('a labels file: a malformed line is named; listed files that do not exist and unlisted images are counted', async () => {
+    const bad = join(data, 'bad.txt');
+    writeFileSync(bad, 'a.png, 1\nthis line has no label\n');
+    const v = join(data, 'zero.npy');
+    expectUsage(await uapCli(['evaluate', '-v', v, '-d', data, '--labels', bad]), /labels file .*bad\.txt: line 2 is not "path, index"/);
+    const some = join(data, 'some.txt');
+    const files = readdirSync(join(data, '00_tshirt_top')).filter((f) => f.endsWith('.png') && !/corrupt|truncated|bomb/.test(f)).slice(0, 3);
+    writeFileSync(some, [...files.map((f) => `00_tshirt_top/${f}, 0`), 'missing/nowhere.png, 0'].join('\n'));
+    const r = await uapCli(['evaluate', '-v', v, '-d', data, '--labels', some]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/1 of 4 listed images do not exist and are left out .*paths are relative to the labels file's folder/);
+    expect(r.stderr).toMatch(/image files are not in the labels file/);
+  });
+
+  it('--sample draws a seeded sample across class folders; --limit takes the first files', async () => {
+    const out = tmp();
+    const r = await uapCli(['compute', '--sample', '20', '--val-limit', '10', '--max-passes', '1', '--xi', '40', '-o', out]);
+    expect(r.status, r.stderr).toBe(0);
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { images: number };
+    expect(config.images).toBe(20);
+  });
+});
+
+describe('perturbation files', () => {
+  const dir = tmp();
+  const npy = (name: string, data: Float32Array, shape = [28, 28, 1]) => {
+    const f = join(dir, name);
+    writeNpy(f, { data, shape });
+    return f;
+  };
+  it('NaN or infinite values are refused; huge values are warned about', async () => {
+    const nan = new Float32Array(784);
+    nan[5] = NaN;
+    expectUsage(await uapCli(['evaluate', '-v', npy('nan.npy', nan), '--limit', '8']), /nan\.npy: holds NaN or infinite values/);
+    const inf = new Float32Array(784).fill(1);
+    inf[0] = Infinity;
+    expectUsage(await uapCli(['evaluate', '-v', npy('inf.npy', inf), '--limit', '8']), /inf\.npy: holds NaN or infinite values/);
+    const huge = await uapCli(['evaluate', '-v', npy('huge.npy', new Float32Array(784).fill(1e6)), '--limit', '8']);
+    expect(huge.status, huge.stderr).toBe(0);
+    expect(huge.stderr).toMatch(/values reach 1\.000e\+6, beyond anything pixels in \[0, 255\] can take/);
+  });
+  it('uint8 and float16 files are named as unsupported dtypes, not "truncated"', async () => {
+    const header = (descr: string) => {
+      const bytes = encodeNpy({ data: new Float32Array(784), shape: [28, 28, 1] });
+      return Buffer.from(Buffer.from(bytes).toString('latin1').replace("'<f4'", `'${descr}'`), 'latin1').subarray(0, 128 + 784);
+    };
+    writeFileSync(join(dir, 'u8.npy'), header('|u1'));
+    writeFileSync(join(dir, 'f16.npy'), header('<f2'));
+    expectUsage(await uapCli(['evaluate', '-v', join(dir, 'u8.npy'), '--limit', '8']), /u8\.npy: dtype \|u1 is not supported \(expected float32 '<f4' or float64 '<f8'\)/);
+    expectUsage(await uapCli(['evaluate', '-v', join(dir, 'f16.npy'), '--limit', '8']), /f16\.npy: dtype <f2 is not supported/);
+  });
+});
+
+describe('checkpoints and run folders', () => {
+  let base: string;
+  let unbroken: Float32Array;
+  beforeAll(async () => {
+    base = tmp();
+    const r = await compute(join(base, 'unbroken'));
+    expect(r.status, r.stderr).toBe(0);
+    unbroken = readNpy(join(base, 'unbroken', 'perturbation.npy')).data;
+  });
+
+  /** A run folder stopped after pass 1 of 2, with its checkpoint edited by `edit`. */
+  async function stoppedRun(name: string, edit?: (dir: string, meta: Record<string, unknown>) => void): Promise<string> {
+    const dir = join(base, name);
+    const r = await compute(dir, '--max-passes', '1');
+    expect(r.status, r.stderr).toBe(0);
+    const meta = JSON.parse(readFileSync(join(dir, 'checkpoint.json'), 'utf8')) as Record<string, unknown>;
+    if (edit) {
+      edit(dir, meta);
+      writeFileSync(join(dir, 'checkpoint.json'), JSON.stringify(meta));
+    }
+    return dir;
+  }
+
+  it('kill -9 mid-run, then --resume: the same perturbation as an unbroken run', async () => {
+    const dir = join(base, 'killed');
+    const child = spawn(process.execPath, [resolve('dist/src/cli/main.js'), 'compute', '--limit', '24', '--val-limit', '24', '--xi', '40', '--max-passes', '2', '-o', dir], { stdio: 'ignore' });
+    // Killed as soon as the first pass is checkpointed (or when it ends, should it be that fast).
+    await new Promise<void>((done) => {
+      const poll = setInterval(() => {
+        if (existsSync(join(dir, 'checkpoint.json')) || child.exitCode !== null) {
+          clearInterval(poll);
+          child.kill('SIGKILL');
+          done();
+        }
+      }, 20);
+    });
+    await new Promise((r) => child.on('close', r));
+    const r = await compute(dir, '--resume');
+    expect(r.status, r.stderr).toBe(0);
+    expect(Array.from(readNpy(join(dir, 'perturbation.npy')).data)).toEqual(Array.from(unbroken));
+  });
+
+  it('a resume says where it starts', async () => {
+    const dir = await stoppedRun('resumed');
+    const r = await compute(dir, '--resume');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr + r.stdout).toMatch(/resuming from pass 1/);
+  });
+
+  it.each([
+    ['an all-NaN perturbation', (dir: string) => writeNpy(join(dir, 'checkpoint-1.npy'), { data: new Float32Array(784).fill(NaN), shape: [28, 28, 1] }), /checkpoint-1\.npy: holds NaN or infinite values/],
+    ['a perturbation outside the ball', (dir: string) => writeNpy(join(dir, 'checkpoint-1.npy'), { data: new Float32Array(784).fill(1000), shape: [28, 28, 1] }), /\|\|v\|\|_inf = 1000, outside the ball of radius 40/],
+    ['a negative pass count', (_dir: string, m: Record<string, unknown>) => (m.completed = -3), /"completed" must be an integer >= 1, got -3/],
+    ['a wrong shape', (_dir: string, m: Record<string, unknown>) => (m.shape = [14, 56, 1]), /holds a 14x56x1 perturbation; model fashion-mnist-cnn takes 28x28x1/],
+    ['a vFile outside the run folder', (_dir: string, m: Record<string, unknown>) => (m.vFile = '../../etc/passwd'), /"vFile" must name a checkpoint-N\.npy file in the run folder/],
+  ] as const)('--resume refuses a checkpoint with %s', async (name, edit, pattern) => {
+    const dir = await stoppedRun(`bad-${name.replace(/\W+/g, '-')}`, edit as (dir: string, m: Record<string, unknown>) => void);
+    expectUsage(await compute(dir, '--resume'), pattern);
+  });
+
+  it('--resume with other images is refused before any image is decoded', async () => {
+    const dir = await stoppedRun('limit');
+    expectUsage(await uapCli(['compute', '--limit', '30', '--val-limit', '24', '--xi', '40', '--max-passes', '2', '-o', dir, '--resume']), /crafted on 24 listed images of X, not 30/);
+  });
+
+  it('a fresh run into a folder holding an unfinished run is refused without --force, and replaces it with', async () => {
+    const dir = await stoppedRun('fresh');
+    rmSync(join(dir, 'metrics.json')); // as a run stopped mid-way leaves it: a checkpoint, no metrics
+    expectUsage(await compute(dir), /holds an unfinished run; --resume continues it, --force starts afresh/);
+    const r = await compute(dir, '--force');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/replacing the unfinished run there/);
+  });
+
+  it('two runs into one folder at once: the second is refused, naming the first one\'s pid', async () => {
+    const dir = join(base, 'locked');
+    mkdirSync(dir);
+    // A live process holds the lock (this test process); a dead one's lock is taken over.
+    writeFileSync(join(dir, '.uap.lock'), JSON.stringify({ pid: process.pid, command: 'uap compute' }));
+    expectUsage(await compute(dir), new RegExp(`another uap run \\(pid ${process.pid}, uap compute\\) is writing there`));
+    writeFileSync(join(dir, '.uap.lock'), JSON.stringify({ pid: 999999, command: 'uap compute' }));
+    const r = await compute(dir);
+    expect(r.status, r.stderr).toBe(0);
+    expect(existsSync(join(dir, '.uap.lock'))).toBe(false); // released at the end
+  });
+
+  it('OS errors on output paths: one line naming the path; outputs are written whole or not at all', async () => {
+    const file = join(base, 'a-file');
+    writeFileSync(file, 'x');
+    expectUsage(await compute(join(file, 'run')), /a-file.*(is a file|cannot .*not a folder|ENOTDIR)/);
+    expect(() => writeAtomic(join(file, 'out.json'), '{}')).toThrow(/a-file: cannot create the folder \(a part of the path is a file, not a folder, ENOTDIR\)|ENOTDIR|EEXIST/);
+    const full = osError(Object.assign(new Error('no space'), { code: 'ENOSPC' }), '/data/run/metrics.json', 'write');
+    expect(full?.message).toBe('/data/run/metrics.json: cannot write (no space left on the device, ENOSPC)');
+    // A failed write leaves the previous file and no temporary beside it.
+    const target = join(base, 'whole.json');
+    writeAtomic(target, '{"a":1}');
+    expect(() => writeAtomic(target, { length: 3 } as unknown as string)).toThrow();
+    expect(readFileSync(target, 'utf8')).toBe('{"a":1}');
+    expect(readdirSync(base).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+});
+
+describe('models and cards', () => {
+  it('a card whose inputShape disagrees with the model file is refused, naming both', async () => {
+    const dir = tmp();
+    cpSync(join(EMBEDDED_DIR, 'model'), dir, { recursive: true });
+    const card = JSON.parse(readFileSync(join(dir, 'card.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(dir, 'card.json'), JSON.stringify({ ...card, inputShape: [32, 32, 1] }));
+    expectUsage(await uapCli(['accuracy', '-m', join(dir, 'card.json'), '--limit', '8']), /"inputShape" is 32x32x1, but .*model\.json takes 28x28x1 images/);
+  });
+  it('a truncated weights file and a truncated model.json are one-line errors', async () => {
+    const dir = tmp();
+    cpSync(join(EMBEDDED_DIR, 'model'), dir, { recursive: true });
+    truncateSync(join(dir, 'weights.bin'), 1000);
+    expectUsage(await uapCli(['accuracy', '-m', join(dir, 'card.json'), '--limit', '8']), /could not be loaded|weights|bytes/);
+    const dir2 = tmp();
+    cpSync(join(EMBEDDED_DIR, 'model'), dir2, { recursive: true });
+    truncateSync(join(dir2, 'model.json'), 100);
+    expectUsage(await uapCli(['accuracy', '-m', join(dir2, 'card.json'), '--limit', '8']), /model\.json/);
+  });
+  it('--xi beyond the pixel range is accepted with a warning', async () => {
+    const r = await uapCli(['compute', '--limit', '8', '--val', 'none', '--xi', '300', '--max-passes', '1', '-o', tmp()]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/--xi 300: beyond what images in \[0, 255\] allow \(Linf 255\)/);
+  });
+});
+
+describe('studio server: only its own files, to its own origin', () => {
+  let url: string;
+  let close: () => Promise<void>;
+  let link: string;
+  beforeAll(async () => {
+    if (!existsSync(join('dist-studio', 'index.html'))) return;
+    // A link inside a served folder that points out of it.
+    link = join(EMBEDDED_DIR, 'images', `passwd-link-${process.pid}.txt`);
+    symlinkSync('/etc/passwd', link);
+    ({ url, close } = await serveStudio({ port: 0 }));
+    return async () => {
+      await close();
+      rmSync(link, { force: true });
+    };
+  });
+  const get = (path: string, opts: { method?: string; host?: string } = {}) =>
+    new Promise<{ status: number; body: string; headers: Record<string, unknown> }>((done, fail) => {
+      const u = new URL(path, url);
+      const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: opts.method ?? 'GET', headers: opts.host ? { host: opts.host } : {} }, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => done({ status: res.statusCode!, body, headers: res.headers }));
+      });
+      req.on('error', fail);
+      req.end();
+    });
+  it.skipIf(!existsSync(join('dist-studio', 'index.html')))('refuses symlinks out of its folders, other hosts and other methods; the catalog holds no server paths', async () => {
+    expect((await get('/files/embedded/images/val/00_tshirt_top/' + readdirSync(join(VAL, '00_tshirt_top'))[0])).status).toBe(200);
+    expect((await get(`/files/embedded/images/passwd-link-${process.pid}.txt`)).status).toBe(404);
+    expect((await get('/files/embedded/../../../../etc/passwd')).status).toBe(404);
+    expect((await get('/', { host: 'evil.example:5175' })).status).toBe(403);
+    expect((await get('/api/catalog', { method: 'POST' })).status).toBe(405);
+    const catalog = await get('/api/catalog');
+    expect(catalog.status).toBe(200);
+    expect(catalog.headers['access-control-allow-origin']).toBeUndefined();
+    expect(catalog.body).not.toContain(resolve('.'));
+    expect(catalog.body).not.toMatch(/"\/(work|home|root|tmp|usr)\//);
+  });
+  it('bad --port and --host values are one-line errors', async () => {
+    expectUsage(await uapCli(['studio', '--port', '70000']), /--port 70000: expected an integer in 0\.\.65535/);
+    expectUsage(await uapCli(['studio', '--host', 'not-an-address']), /--host not-an-address: expected an IP address/);
+    // 192.0.2.1 (TEST-NET-1, documentation only): never an address of this machine; nothing is sent.
+    expectUsage(await uapCli(['studio', '--host', '192.0.2.1', '--port', '0']), /--host 192\.0\.2\.1: not an address of this machine/);
+  });
+});
