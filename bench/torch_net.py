@@ -17,6 +17,17 @@ def same_pads(size, k, s):
     return total // 2, total - total // 2
 
 
+def window_pads(padding, x, kh, kw, strides):
+    """F.pad's (left, right, top, bottom) for a Net padding: 'same' / 'valid' as TensorFlow, or explicit [[t, b], [l, r]]."""
+    if padding == 'valid':
+        return (0, 0, 0, 0)
+    if padding == 'same':
+        (t, bo), (l, r) = same_pads(x.shape[2], kh, strides[0]), same_pads(x.shape[3], kw, strides[1])
+        return (l, r, t, bo)
+    (t, bo), (l, r) = padding
+    return (l, r, t, bo)
+
+
 def act(x, a):
     if isinstance(a, dict):
         return F.leaky_relu(x, a['leaky'])
@@ -49,8 +60,8 @@ def prepare_weights(spec, blob):
     for n in spec['nodes']:
         o = n['op']
         if o['kind'] == 'conv':
-            k = W(o['kernel'])  # [kh, kw, in, out] or [kh, kw, C, 1]
-            prep[n['name']] = (k.permute(2, 3, 0, 1).contiguous() if o['depthwise'] else k.permute(3, 2, 0, 1).contiguous(), W(o['bias']))
+            k = W(o['kernel'])  # [kh, kw, in / group, out]
+            prep[n['name']] = (k.permute(3, 2, 0, 1).contiguous(), W(o['bias']))
         elif o['kind'] == 'dense':
             prep[n['name']] = (W(o['kernel']), W(o['bias']))
         elif o['kind'] == 'affine':
@@ -67,11 +78,10 @@ def run_net(spec, prep, x_nhwc):
         o = n['op']; xs = [vals[i] for i in n['inputs']]; x = xs[0]; rank = x.dim(); kind = o['kind']
         if kind == 'conv':
             w, b = prep[n['name']]
-            kh, kw = w.shape[2], w.shape[3]
-            if o['padding'] == 'same':
-                (t, bo), (l, r) = same_pads(x.shape[2], kh, o['strides'][0]), same_pads(x.shape[3], kw, o['strides'][1])
-                x = F.pad(x, (l, r, t, bo))
-            y = act(F.conv2d(x, w, b, stride=o['strides'], groups=x.shape[1] if o['depthwise'] else 1), o['act'])
+            d = o.get('dilations') or [1, 1]
+            kh, kw = (w.shape[2] - 1) * d[0] + 1, (w.shape[3] - 1) * d[1] + 1
+            x = F.pad(x, window_pads(o['padding'], x, kh, kw, o['strides']))
+            y = act(F.conv2d(x, w, b, stride=o['strides'], dilation=d, groups=o['group']), o['act'])
         elif kind == 'dense':
             w, b = prep[n['name']]
             y = x @ w
@@ -83,13 +93,13 @@ def run_net(spec, prep, x_nhwc):
             y = act(x, o['act'])
         elif kind == 'pool':
             kh, kw = o['size']; sh_, sw_ = o['strides']
-            if o['padding'] == 'same':
-                (t, bo), (l, r) = same_pads(x.shape[2], kh, sh_), same_pads(x.shape[3], kw, sw_)
-                if o['mode'] == 'max':
-                    x = F.pad(x, (l, r, t, bo), value=-float('inf'))
-                elif t or bo or l or r:
-                    raise SystemExit('padded average pooling is not in the PyTorch reference')
-            y = F.max_pool2d(x, (kh, kw), (sh_, sw_)) if o['mode'] == 'max' else F.avg_pool2d(x, (kh, kw), (sh_, sw_))
+            pads = window_pads(o['padding'], x, kh, kw, o['strides'])
+            if o['mode'] == 'max':
+                y = F.max_pool2d(F.pad(x, pads, value=-float('inf')), (kh, kw), (sh_, sw_))
+            elif any(pads):
+                raise SystemExit('padded average pooling is not in the PyTorch reference')
+            else:
+                y = F.avg_pool2d(x, (kh, kw), (sh_, sw_))
         elif kind == 'reduce':
             axes = [nhwc_axis(a, rank) for a in o['axes']]
             y = x.mean(dim=axes, keepdim=o['keepDims']) if o['mode'] == 'mean' else x.amax(dim=axes, keepdim=o['keepDims'])
@@ -114,9 +124,14 @@ def run_net(spec, prep, x_nhwc):
         elif kind == 'concat':
             y = act(torch.cat(xs, dim=nhwc_axis(o['axis'], rank)), o['act'])
         elif kind == 'slice':
-            y = x[:, o['begin']:] if o['size'] < 0 else x[:, o['begin']:o['begin'] + o['size']]
-        elif kind == 'reverseChannels':
-            y = torch.flip(x, [1])
+            a = nhwc_axis(o['axis'], rank)
+            end = None if abs(o['end']) >= 2 ** 53 - 1 else o['end']
+            # Python's slicing picks the indices (negative steps included, which torch tensors refuse).
+            picked = list(range(x.shape[a]))[slice(o['begin'], end, o['step'])]
+            y = torch.index_select(x, a, torch.tensor(picked))
+        elif kind == 'softmax':
+            a = nhwc_axis(o['axis'], rank)
+            y = F.log_softmax(x, a) if o['log'] else F.softmax(x, a)
         elif kind == 'identity':
             y = x
         else:
@@ -147,3 +162,38 @@ class NetModule(torch.nn.Module):
 def load_net(json_path, bin_path):
     """NET.json + NET.bin -> NetModule (eval mode; it has no dropout or batch norm in training form)."""
     return NetModule(*read_net(json_path, bin_path)).eval()
+
+
+def time_gradients(forward, x, forward_repeats=10, grad_repeats=5):
+    """ms per image (best of the repeats) of a forward pass, one input gradient (of logit 1 - logit 0)
+    and ten (one forward pass, a retain_graph backward per class), with the logits and image 0's
+    gradient: what the benches compare uap against. `forward` maps an [B, H, W, C] pixel batch to logits."""
+    import time
+    B = x.shape[0]
+
+    def best(f, repeats):
+        f()
+        t = []
+        for _ in range(repeats):
+            s = time.perf_counter(); f(); t.append(time.perf_counter() - s)
+        return min(t) * 1000 / B
+
+    def one_grad():
+        xi = x.clone().requires_grad_(True)
+        y = forward(xi)
+        (y[:, 1] - y[:, 0]).sum().backward()
+        return xi.grad
+
+    def ten_grads():
+        xi = x.clone().requires_grad_(True)
+        y = forward(xi)
+        for j in range(10):
+            xi.grad = None
+            y[:, 10 + j].sum().backward(retain_graph=True)
+
+    with torch.no_grad():
+        fwd_ms = best(lambda: forward(x), forward_repeats)
+        logits = forward(x).numpy()
+    return {'threads': torch.get_num_threads(), 'torch': torch.__version__, 'batch': B, 'forwardMs': fwd_ms,
+            'gradientMs': best(one_grad, grad_repeats), 'tenGradientsMs': best(ten_grads, grad_repeats),
+            'logits': logits.reshape(-1).tolist(), 'grad0': one_grad()[0].numpy().reshape(-1).tolist()}

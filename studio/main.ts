@@ -53,7 +53,7 @@ function fillDatasets(): void {
 
 function fillModels(): void {
   const sel = $<HTMLSelectElement>('model');
-  const opts = catalog.models.map((m) => `<option value="${m.name}">${m.name}${m.format === 'tflite' ? ' (TFLite)' : ''}</option>`);
+  const opts = catalog.models.map((m) => `<option value="${m.name}">${m.name}${m.format === 'tflite' ? ' (TFLite)' : m.format === 'onnx' ? ' (ONNX)' : ''}</option>`);
   if (dropped.card) opts.unshift(`<option value="__dropped">dropped: ${dropped.card.name}</option>`);
   sel.innerHTML = opts.join('');
   fillDatasets();
@@ -295,7 +295,7 @@ $('scale').addEventListener('input', () => {
 async function useFiles(files: File[]): Promise<void> {
   const images = files.filter((f) => /\.(png|jpe?g|webp|bmp|gif)$/i.test(f.name));
   const cardFile = files.find((f) => f.name === 'card.json' || f.name.endsWith('.card.json'));
-  const modelFiles = files.filter((f) => /\.(json|bin|tflite)$/i.test(f.name) && f !== cardFile);
+  const modelFiles = files.filter((f) => /\.(json|bin|tflite|onnx|data)$/i.test(f.name) && f !== cardFile);
   if (modelFiles.length) {
     if (!cardFile) return status('A model needs its card.json (input size, preprocessing, classes): add it to the model files.');
     let card: BrowserCard;

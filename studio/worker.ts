@@ -14,6 +14,8 @@ import type { Classifier } from '../src/model/classifier.js';
 import { layersToNet } from '../src/model/layersGraph.js';
 import { parseTflite } from '../src/model/tflite/parse.js';
 import { tfliteToNet } from '../src/model/tflite/compile.js';
+import { parseOnnx } from '../src/model/onnxImport/parse.js';
+import { onnxNet } from '../src/model/onnxImport/convert.js';
 import { chain, type Net } from '../src/model/net.js';
 import { preprocessNodes, outputNodes, netClassifier } from '../src/model/adapters.js';
 import type { ModelCard } from '../src/model/card.js';
@@ -132,6 +134,17 @@ async function loadNet(m: BrowserCard | DroppedModel): Promise<{ card: BrowserCa
       ? new Uint8Array(await m.files.find((f) => f.name.endsWith('.tflite'))!.arrayBuffer())
       : new Uint8Array(await (await fetch(card.modelUrl)).arrayBuffer());
     net = tfliteToNet(parseTflite(bytes, card.model), card.model, card.logitsLayer);
+  } else if (card.format === 'onnx') {
+    // Weights in external data files (model.onnx.data) come as dropped files beside the model.
+    const files = isDropped(m) ? new Map(await Promise.all(m.files.map(async (f) => [f.name, new Uint8Array(await f.arrayBuffer())] as const))) : new Map<string, Uint8Array>();
+    const file = isDropped(m) ? m.files.find((f) => f.name.endsWith('.onnx'))!.name : card.model;
+    const bytes = isDropped(m) ? files.get(file)! : new Uint8Array(await (await fetch(card.modelUrl)).arrayBuffer());
+    const external = (location: string, offset: number, length: number | undefined) => {
+      const data = files.get(location.split('/').pop()!);
+      if (!data) throw new Error(`model ${card.name}: drop its external data file ${location} with it`);
+      return data.subarray(offset, length === undefined ? undefined : offset + length);
+    };
+    net = onnxNet(parseOnnx(bytes, file, external), file, card);
   } else if (card.format === 'layers') {
     const source = isDropped(m)
       ? tf.io.browserFiles([m.files.find((f) => f.name.endsWith('.json') && f.name !== 'card.json')!, ...m.files.filter((f) => !f.name.endsWith('.json'))])
@@ -142,7 +155,7 @@ async function loadNet(m: BrowserCard | DroppedModel): Promise<{ card: BrowserCa
     } finally {
       layers.dispose();
     }
-  } else throw new Error(`model ${card.name}: format "${card.format}" is not supported in the studio (LayersModel or TFLite)`);
+  } else throw new Error(`model ${card.name}: format "${card.format}" is not supported in the studio (LayersModel, TFLite or ONNX)`);
   return { card, net: chain(preprocessNodes(card as unknown as ModelCard), net, outputNodes(card as unknown as ModelCard, card.wnids)) };
 }
 

@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import './helpers.js';
-import { weights, type Net, type NetNode, type NodeOp, type Activation } from '../src/model/net.js';
+import { weights, SLICE_END, type Net, type NetNode, type NodeOp, type Activation } from '../src/model/net.js';
 import { netToTfGraph } from '../src/model/tfjsNet.js';
 import { runPlainGraph } from '../src/model/plainGraph.js';
 import { exportOnnx, OnnxUnsupported } from '../src/model/onnx/export.js';
@@ -34,14 +34,14 @@ function chainNet(body: { op: NodeOp; inputs?: string[] }[], flatSize: number): 
 }
 
 const conv = (cin: number, cout: number, k: number, s: number, padding: 'same' | 'valid', act: Activation = 'linear', seed = 1): NodeOp => ({
-  kind: 'conv', depthwise: false, kernel: w([k, k, cin, cout], seed), bias: w([cout], seed + 1), strides: [s, s], padding, act,
+  kind: 'conv', group: 1, kernel: w([k, k, cin, cout], seed), bias: w([cout], seed + 1), strides: [s, s], padding, act,
 });
 
 const SHAPE: [number, number, number] = [8, 8, 3];
 
 /** TF.js cpu reference: logits and dx for dy. */
 function reference(net: Net, x: tf.Tensor4D, dy: tf.Tensor2D): { logits: Float32Array; dx: Float32Array } {
-  const g = netToTfGraph(net);
+  const g = netToTfGraph(net, x.shape.slice(1));
   let logits!: Float32Array;
   const dx = tf.grad((t: tf.Tensor) => {
     const y = runPlainGraph(g, t);
@@ -56,7 +56,7 @@ function reference(net: Net, x: tf.Tensor4D, dy: tf.Tensor2D): { logits: Float32
 const cases: [string, Net][] = [
   ['conv stride 2 same + relu6, depthwise, 1x1 conv', chainNet([
     { op: conv(3, 4, 3, 2, 'same', 'relu6') },
-    { op: { kind: 'conv', depthwise: true, kernel: w([3, 3, 4, 1], 5), strides: [1, 1], padding: 'same', act: 'relu' } },
+    { op: { kind: 'conv', group: 4, kernel: w([3, 3, 1, 4], 5), strides: [1, 1], padding: 'same', act: 'relu' } },
     { op: conv(4, 2, 1, 1, 'valid', 'linear', 7) },
   ], 4 * 4 * 2)],
   ['conv stride 2 valid, odd geometry (remainder rows)', chainNet([{ op: conv(3, 2, 3, 2, 'valid', 'tanh') }], 3 * 3 * 2)],
@@ -95,11 +95,11 @@ const cases: [string, Net][] = [
   ], 8 * 8 * 6)],
   ['channel reversal (BGR), and after the dense layer: slice, log of softmax', {
     input: 'x', output: 'log', nodes: [
-      { name: 'bgr', inputs: ['x'], op: { kind: 'reverseChannels' } },
+      { name: 'bgr', inputs: ['x'], op: { kind: 'slice', axis: -1, begin: -1, end: -SLICE_END, step: -1 } },
       { name: 'c', inputs: ['bgr'], op: conv(3, 2, 3, 2, 'same', 'relu', 31) },
       { name: 'flat', inputs: ['c'], op: { kind: 'reshape', shape: [-1] } },
       { name: 'fc', inputs: ['flat'], op: { kind: 'dense', kernel: w([32, 6], 32), act: 'linear' } },
-      { name: 'sl', inputs: ['fc'], op: { kind: 'slice', begin: 1, size: -1 } },
+      { name: 'sl', inputs: ['fc'], op: { kind: 'slice', axis: -1, begin: 1, end: SLICE_END, step: 1 } },
       { name: 'sm', inputs: ['sl'], op: { kind: 'act', act: 'softmax' } },
       { name: 'log', inputs: ['sm'], op: { kind: 'act', act: 'log' } },
     ],
@@ -177,10 +177,12 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     expect(defaultLayout(1)).toEqual({ workers: 1, threadsPerWorker: 1 });
   });
 
-  it('refuses what it cannot express exactly (padded average pooling), naming the node', () => {
-    const net = chainNet([{ op: { kind: 'pool', mode: 'avg', size: [3, 3], strides: [2, 2], padding: 'same' } }], 4 * 4 * 3);
-    expect(() => exportOnnx(net, SHAPE)).toThrow(OnnxUnsupported);
-    expect(() => exportOnnx(net, SHAPE)).toThrow(/n0: padded average pooling/);
+  it('refuses what it cannot express (an output that is not one logit per class), and names a node whose input does not fit', () => {
+    const image: Net = { input: 'x', nodes: [{ name: 'c', inputs: ['x'], op: conv(3, 2, 3, 1, 'same') }], output: 'c' };
+    expect(() => exportOnnx(image, SHAPE)).toThrow(OnnxUnsupported);
+    expect(() => exportOnnx(image, SHAPE)).toThrow(/output c has shape \[8,8,2\], expected \[classes\]/);
+    const misfit = chainNet([{ op: conv(4, 2, 3, 1, 'same') }], 8 * 8 * 2);
+    expect(() => exportOnnx(misfit, SHAPE)).toThrow(/node n0 \(conv\): kernel \[3, 3, 4, 2\] with 1 group\(s\) does not fit 3 input channels/);
   });
 });
 

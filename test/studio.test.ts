@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
@@ -161,5 +161,19 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.waitForFunction(() => /images loaded|Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
     expect(await status()).toMatch(/^fashion-mnist-cnn: 6 images loaded/);
     expect(await page.textContent('#target')).toContain('Ankle boot'); // labels from the picked labels file
+  });
+
+  it('takes an ONNX model exported from PyTorch, picked with its card', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uap-studio-onnx-'));
+    const card = { name: 'stem-onnx', format: 'onnx', model: 'stem-op17.onnx', inputShape: [32, 32, 3], numClasses: 10, preprocess: { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] } };
+    writeFileSync(join(dir, 'card.json'), JSON.stringify(card));
+    const imgDir = join(EMBEDDED_DIR, 'images', 'val', '07_bag');
+    const images = readdirSync(imgDir).slice(0, 6).map((f) => join(imgDir, f));
+    await page.setInputFiles('#files', [join(import.meta.dirname, 'fixtures', 'onnx', 'stem-op17.onnx'), join(dir, 'card.json'), ...images]);
+    await page.waitForFunction(() => /^Added/.test(document.querySelector('#status')!.textContent!), null, { timeout: 10_000 });
+    expect(await status()).toMatch(/Added model stem-onnx and 6 images/);
+    await page.click('#load');
+    await page.waitForFunction(() => /images loaded|Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
+    expect(await status()).toMatch(/^stem-onnx: 6 images loaded/);
   });
 });

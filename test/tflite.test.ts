@@ -91,7 +91,7 @@ describe('TFLite parsing and dequantisation', () => {
 
   it('builds the float network: logits (the input of SOFTMAX) match the closed form', async () => {
     const m = parseTflite(tinyQuantisedModel(), 'tiny.tflite');
-    const g = netToTfGraph(tfliteToNet(m, 'tiny.tflite'));
+    const g = netToTfGraph(tfliteToNet(m, 'tiny.tflite'), [2, 2, 1]);
     expect(g.output).toBe('7');
     const px = [[0, 10, 14, 255], [3, 200, 12, 9]];
     const x = tf.tensor4d(px.flat(), [2, 2, 2, 1]).mul(0.5).sub(5);

@@ -18,6 +18,8 @@ export interface TransferSource {
   name: string;
   /** The model it was crafted on, when known (a run directory's config.json says): a --model spec. */
   craftedOn: string | null;
+  /** Card fields the run was given as flags, to load that model the same way. */
+  card?: CardOverrides;
   file: string;
 }
 
@@ -40,13 +42,15 @@ export function transferSource(spec: string): TransferSource {
     const file = join(spec, 'perturbation.npy');
     if (!existsSync(file)) throw new UsageError(`${spec}: no perturbation.npy in this run directory`);
     let craftedOn: string | null = null;
+    let card: CardOverrides | undefined;
     try {
-      const config = JSON.parse(readFileSync(join(spec, 'config.json'), 'utf8')) as { model?: string; modelSpec?: string };
+      const config = JSON.parse(readFileSync(join(spec, 'config.json'), 'utf8')) as { model?: string; modelSpec?: string; modelCard?: CardOverrides };
       craftedOn = config.modelSpec ?? config.model ?? null;
+      card = config.modelCard;
     } catch {
       craftedOn = null;
     }
-    return { name: craftedOn ? `${craftedOn} (${basename(spec)})` : basename(spec), craftedOn, file };
+    return { name: craftedOn ? `${craftedOn} (${basename(spec)})` : basename(spec), craftedOn, card, file };
   }
   if (!spec.endsWith('.npy')) throw new UsageError(`${spec}: expected a run directory or a .npy perturbation`);
   return { name: basename(spec, '.npy'), craftedOn: null, file: spec };
@@ -64,7 +68,9 @@ export async function transferMatrix(
   const data: string[] = [];
   const quiet: Log = { info: () => {}, warn: () => {} };
   for (const name of models) {
-    const model = await loadModel(name, { assets: opts.assets, card: opts.card }, opts.log);
+    // A model a run was crafted on loads with that run's card fields, completed by the given ones.
+    const fromRun = sources.find((s) => s.craftedOn === name)?.card;
+    const model = await loadModel(name, { assets: opts.assets, card: { ...fromRun, ...opts.card } }, opts.log);
     try {
       const dir = opts.data ?? defaultData(model, opts.assets).val;
       const set = await loadSet(model, dir, { limit: opts.limit, assets: opts.assets, log: opts.log, what: `${name} images` });

@@ -17,6 +17,7 @@ import { vegaLiteToSvg } from '../report/plots.js';
 import { buildReport } from '../report/html.js';
 import { labelName } from '../model/classifier.js';
 import { writeJson, writeText } from '../io/run.js';
+import type { CardOverrides } from '../model/load.js';
 import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, type AttackFlags } from './flags.js';
 import { sizeSweep, sizeSpec, DEFAULT_SIZES } from '../analysis/sizes.js';
 import { consoleLog, pct, startBackend } from './console.js';
@@ -54,12 +55,12 @@ export function transferCommand(): Command {
 }
 
 /** The model and perturbation of an analysis: `--run DIR`, or `--model` with `-v file.npy`. */
-function runTarget(flags: Record<string, unknown>, what: string): { modelName: string; file: string; out?: string } {
+function runTarget(flags: Record<string, unknown>, what: string): { modelName: string; file: string; out?: string; card?: CardOverrides } {
   const run = flags.run as string | undefined;
   if (run) {
     const src = transferSource(run);
     if (!src.craftedOn) throw new UsageError(`--run ${run}: config.json does not name the model`);
-    return { modelName: src.craftedOn, file: src.file, out: run };
+    return { modelName: src.craftedOn, file: src.file, out: run, card: src.card };
   }
   const file = flags.perturbation as string | undefined;
   if (!file) throw new UsageError(`${what}: give --run DIR, or --model with -v perturbation.npy`);
@@ -79,12 +80,13 @@ function addRunFlags(cmd: Command, outputs: string): Command {
 
 /** Fooling rate against norm for a run (or a model and perturbation): baseline.json, baseline.svg in `out`. */
 export async function runBaseline(flags: Record<string, unknown>): Promise<void> {
-  const { modelName, file, out: runOut } = runTarget(flags, 'baseline');
+  const target = runTarget(flags, 'baseline');
+  const { file, out: runOut } = target;
   const factors = flags.factors === undefined ? undefined : String(flags.factors).split(',').map(Number);
   if (factors?.some((f) => !Number.isFinite(f) || f < 0)) throw new UsageError(`--factors ${String(flags.factors)}: expected comma-separated numbers >= 0, e.g. 0,0.5,1,2`);
   let p = flags.norm as Norm | undefined;
   if (p === undefined && runOut) p = (JSON.parse(readFileSync(join(runOut, 'config.json'), 'utf8')) as { norm?: Norm }).norm;
-  await withRunSet(flags, modelName, file, async (model, set, v, dir) => {
+  await withRunSet(flags, target, async (model, set, v, dir) => {
     const sweep = await normSweep(model, set, v, p ?? 'inf', {
       factors, draws: flags.draws as number, deepfool: Boolean(flags.deepfool),
       onPoint: (pt) => consoleLog.info(`${pt.kind} at ${pt.radius.toFixed(1)}: ${pct(pt.mean)}`),
@@ -221,12 +223,12 @@ export function reportCommand(): Command {
 /** Loads the model, its image set and the perturbation (fitted to the model), runs `use`, cleans up. */
 async function withRunSet(
   flags: Record<string, unknown>,
-  modelName: string,
-  file: string,
+  { modelName, file, card }: ReturnType<typeof runTarget>,
   use: (model: Classifier, set: ImageSet, v: tf.Tensor3D, dir: string) => Promise<void>,
 ): Promise<void> {
   const assets = assetsDir(flags.assets as string | undefined);
-  const model = await loadModel(modelName, { assets, card: cardOverrides(flags) }, consoleLog);
+  // The run's own card fields (given as flags to uap compute), completed or overridden by this command's.
+  const model = await loadModel(modelName, { assets, card: { ...card, ...cardOverrides(flags) } }, consoleLog);
   try {
     const dir = (flags.data as string | undefined) ?? defaultData(model, assets).val;
     const set = await loadSet(model, dir, { limit: flags.limit as number | undefined, assets, log: consoleLog, what: 'images' });
@@ -243,8 +245,9 @@ async function withRunSet(
 
 /** The fooling graph of a run (or a model and perturbation): graph.json, graph.dot, graph.svg in `out`; prints a summary. */
 export async function runGraph(flags: Record<string, unknown>): Promise<void> {
-  const { modelName, file, out: runOut } = runTarget(flags, 'graph');
-  await withRunSet(flags, modelName, file, async (model, set, v, dir) => {
+  const target = runTarget(flags, 'graph');
+  const { file, out: runOut } = target;
+  await withRunSet(flags, target, async (model, set, v, dir) => {
     const clean = await predictSet(model, set, null);
     const adv = await predictSet(model, set, v);
     const name = (i: number) => labelName(model, i);

@@ -57,7 +57,7 @@ export function addModelFlags(cmd: Command, defaultModel: string): Command {
     .option('--mean <r,g,b>', 'card: model input = (pixel - mean) / std', numbers('mean'))
     .option('--std <r,g,b>', 'card: see --mean', numbers('std'))
     .option('--bgr', 'card: the model takes BGR channel order')
-    .option('--logits-layer <name>', 'card: layer (LayersModel), node (GraphModel) or tensor (TFLite) giving pre-softmax logits')
+    .option('--logits-layer <name>', 'card: layer (LayersModel), node (GraphModel), tensor (TFLite) or value (ONNX) giving pre-softmax logits')
     .option('--probabilities', 'card: that output is probabilities (log-probabilities are used as logits)')
     .option('--class-names <file>', 'card: label names, one per line')
     .option('--background-class', 'card: output 0 is a background class to drop (1001-output ImageNet models)')

@@ -27,8 +27,11 @@ export interface Trainable {
 export function refuseUntrainable(card: ModelCard): void {
   if (card.format === 'layers') return;
   throw new UsageError(
-    `model ${card.name}: fine-tuning needs a TF.js LayersModel (card format "layers"); this is a ${card.format === 'tflite' ? 'TFLite' : 'GraphModel'} model, ` +
-      'whose weights TF.js holds as constants. Convert the original Keras model with tensorflowjs_converter --output_format tfjs_layers_model.',
+    card.format === 'onnx'
+      ? `model ${card.name}: fine-tuning needs a TF.js LayersModel (card format "layers"); ONNX models are imported as fixed graphs for attacks only. ` +
+          'Fine-tune the PyTorch model in PyTorch on images perturbed by the perturbation.npy files uap writes, then export it to ONNX again.'
+      : `model ${card.name}: fine-tuning needs a TF.js LayersModel (card format "layers"); this is a ${card.format === 'tflite' ? 'TFLite' : 'GraphModel'} model, ` +
+          'whose weights TF.js holds as constants. Convert the original Keras model with tensorflowjs_converter --output_format tfjs_layers_model.',
   );
 }
 

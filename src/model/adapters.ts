@@ -4,7 +4,7 @@ import type { ModelCard } from './card.js';
 import type { Classifier } from './classifier.js';
 import { measureBatchLimits } from './memory.js';
 import type { Net } from './net.js';
-import { chain, weights, type NetNode } from './net.js';
+import { chain, weights, SLICE_END, type NetNode } from './net.js';
 import { netToTfGraph } from './tfjsNet.js';
 import { runPlainGraph } from './plainGraph.js';
 
@@ -27,7 +27,7 @@ export function preprocessNodes(card: ModelCard): NetNode[] {
   const a = Array.from({ length: c }, (_, i) => scale / (std?.[i] ?? 1));
   const b = Array.from({ length: c }, (_, i) => offset - (mean?.[i] ?? 0) * a[i]);
   const nodes: NetNode[] = [];
-  if (channelOrder === 'BGR') nodes.push({ name: 'pre/bgr', inputs: [], op: { kind: 'reverseChannels' } });
+  if (channelOrder === 'BGR') nodes.push({ name: 'pre/bgr', inputs: [], op: { kind: 'slice', axis: -1, begin: -1, end: -SLICE_END, step: -1 } });
   if (a.some((v) => v !== 1) || b.some((v) => v !== 0))
     nodes.push({ name: 'pre/affine', inputs: [], op: { kind: 'affine', scale: weights(a, [c]), shift: weights(b, [c]) } });
   return nodes;
@@ -38,7 +38,7 @@ export function outputNodes(card: ModelCard, wnids?: OutputWnids): NetNode[] {
   const m = card.outputMap ?? {};
   const nodes: NetNode[] = [{ name: 'post/flatten', inputs: [], op: { kind: 'reshape', shape: [-1] } }];
   if (card.outputIsProbabilities) nodes.push({ name: 'post/log', inputs: [], op: { kind: 'act', act: 'log' } });
-  if (m.dropFirst) nodes.push({ name: 'post/drop', inputs: [], op: { kind: 'slice', begin: m.dropFirst, size: -1 } });
+  if (m.dropFirst) nodes.push({ name: 'post/drop', inputs: [], op: { kind: 'slice', axis: -1, begin: m.dropFirst, end: SLICE_END, step: 1 } });
   if (m.wnids) {
     if (!wnids) throw new UsageError(`model card ${card.name}: outputMap.wnids needs the wnid lists`);
     const { from, reference: ref } = wnids;
@@ -60,8 +60,10 @@ export function outputNodes(card: ModelCard, wnids?: OutputWnids): NetNode[] {
  * (GraphModels; LayersModels being fine-tuned): pixels -> model input, raw output -> logits.
  */
 export function cardAdapters(card: ModelCard, wnids?: OutputWnids): { pre: (x: tf.Tensor4D) => tf.Tensor; post: (y: tf.Tensor) => tf.Tensor2D; dispose(): void } {
-  const pre = netToTfGraph(chain(preprocessNodes(card), { input: 'x', nodes: [], output: 'x' }, []));
-  const post = netToTfGraph(chain([], { input: 'y', nodes: [], output: 'y' }, outputNodes(card, wnids)));
+  const pre = netToTfGraph(chain(preprocessNodes(card), { input: 'x', nodes: [], output: 'x' }, []), card.inputShape);
+  // The raw output, flattened: the label space's classes plus any dropped ones, in the model's own order.
+  const raw = (card.outputMap?.dropFirst ?? 0) + (wnids ? wnids.from.length : card.numClasses);
+  const post = netToTfGraph(chain([], { input: 'y', nodes: [], output: 'y' }, outputNodes(card, wnids)), [raw]);
   return {
     pre: (x) => runPlainGraph(pre, x),
     post: (y) => runPlainGraph(post, y).reshape([y.shape[0], -1]) as tf.Tensor2D,
@@ -82,14 +84,15 @@ export function checkedLogits(card: ModelCard, forward: (x: tf.Tensor4D) => tf.T
 
 /**
  * A classifier that runs on TF.js: `forward` maps pixel-space images to raw logits, `release` frees
- * what it holds. Measures the batch limits at load, which also proves the model differentiable.
+ * what it holds. Measures the batch limits at load (unless another runtime will run it), which also
+ * proves the model differentiable.
  */
-export async function tfjsClassifier(card: ModelCard, forward: (x: tf.Tensor4D) => tf.Tensor, release: () => void, labels?: string[]): Promise<Classifier> {
+export async function tfjsClassifier(card: ModelCard, forward: (x: tf.Tensor4D) => tf.Tensor, release: () => void, labels?: string[], opts: { measure?: boolean } = {}): Promise<Classifier> {
   const logits = checkedLogits(card, forward);
   const [h, w, c] = card.inputShape;
   let maxBatch;
   try {
-    maxBatch = await measureBatchLimits(logits, [h, w, c]);
+    if (opts.measure ?? true) maxBatch = await measureBatchLimits(logits, [h, w, c]);
   } catch (e) {
     release();
     if (e instanceof UsageError) throw e;
@@ -107,6 +110,6 @@ export async function tfjsClassifier(card: ModelCard, forward: (x: tf.Tensor4D) 
 
 /** A classifier on TF.js alone from a whole Net (card nodes included): what the browser studio runs. */
 export function netClassifier(card: ModelCard, net: Net, labels?: string[]): Promise<Classifier> {
-  const graph = netToTfGraph(net);
+  const graph = netToTfGraph(net, card.inputShape);
   return tfjsClassifier(card, (x) => runPlainGraph(graph, x), () => tf.dispose(graph.owned), labels);
 }

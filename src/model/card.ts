@@ -9,9 +9,9 @@ import { UsageError } from '../errors.js';
  */
 export interface ModelCard {
   name: string;
-  /** 'layers' (tf.LayersModel model.json), 'graph' (tf.GraphModel model.json) or 'tflite' (a .tflite file). */
-  format: 'layers' | 'graph' | 'tflite';
-  /** Path of model.json or the .tflite file, relative to the card file (or absolute). `${assets}/` expands to the assets folder. */
+  /** 'layers' (tf.LayersModel model.json), 'graph' (tf.GraphModel model.json), 'tflite' (a .tflite file) or 'onnx' (a .onnx file). */
+  format: 'layers' | 'graph' | 'tflite' | 'onnx';
+  /** Path of model.json, the .tflite or the .onnx file, relative to the card file (or absolute). `${assets}/` expands to the assets folder. */
   model: string;
   /** [height, width, channels]; channels 1 means the model takes grayscale. */
   inputShape: [number, number, number];
@@ -26,7 +26,8 @@ export interface ModelCard {
   labels?: string[] | string;
   /**
    * LayersModel: the layer whose output is the pre-softmax logits. GraphModel: the output node name.
-   * TFLite: the tensor name (default: the input of the final SOFTMAX).
+   * TFLite: the tensor name (default: the input of the final SOFTMAX). ONNX: the value name (default:
+   * the graph's output, or the input of its final Softmax / LogSoftmax).
    */
   logitsLayer?: string;
   /** True when the chosen output is probabilities: the classifier then uses log-probabilities as logits. */
@@ -59,8 +60,8 @@ export function validateCard(raw: unknown, file: string): ModelCard {
   if (typeof raw !== 'object' || raw === null) fail(file, 'expected a JSON object');
   const c = raw as Record<string, unknown>;
   if (typeof c.name !== 'string') fail(file, '"name" must be a string');
-  if (c.format !== 'layers' && c.format !== 'graph' && c.format !== 'tflite') fail(file, '"format" must be "layers", "graph" or "tflite"');
-  if (typeof c.model !== 'string') fail(file, '"model" must be the path of model.json or the .tflite file');
+  if (!['layers', 'graph', 'tflite', 'onnx'].includes(c.format as string)) fail(file, '"format" must be "layers", "graph", "tflite" or "onnx"');
+  if (typeof c.model !== 'string') fail(file, '"model" must be the path of model.json, the .tflite or the .onnx file');
   const s = c.inputShape;
   if (!Array.isArray(s) || s.length !== 3 || !s.every((v) => Number.isInteger(v) && v > 0) || ![1, 3].includes(s[2]))
     fail(file, '"inputShape" must be [height, width, channels] with channels 1 or 3');

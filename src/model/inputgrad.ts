@@ -1,4 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
+import type { Padding } from './net.js';
+import { axisGeometry, extent, tfPadding } from './ops/geometry.js';
 
 /**
  * Ops whose gradient is taken with respect to the INPUT only, written with fast forward kernels.
@@ -10,15 +12,7 @@ import * as tf from '@tensorflow/tfjs';
  * output gradient with the spatially flipped filter (the transposed convolution).
  */
 
-export type Padding = 'same' | 'valid';
-
-/** Leading pad and output size along one axis, as TensorFlow computes them. */
-export function axisGeometry(size: number, k: number, s: number, padding: Padding): { out: number; padBefore: number } {
-  if (padding === 'valid') return { out: Math.floor((size - k) / s) + 1, padBefore: 0 };
-  const out = Math.ceil(size / s);
-  const total = Math.max((out - 1) * s + k - size, 0);
-  return { out, padBefore: Math.floor(total / 2) };
-}
+export type { Padding };
 
 /**
  * Inserts (s-1) zeros after every row and column of dy: [N,h,w,C] -> [N,h*s,w*s,C]. The trailing
@@ -52,12 +46,14 @@ function inputGradient(
   strides: [number, number],
   padding: Padding,
   stride1Conv: (t: tf.Tensor4D) => tf.Tensor4D,
+  dilations: [number, number] = [1, 1],
 ): tf.Tensor4D {
   const [, H, W] = xShape;
   const d = dilate(dy, strides[0], strides[1]);
-  // Row p of the padded input gets dilated rows p-k+1 .. p: shift by the forward pass's leading pad.
-  const rows = fitAxis(kernel[0] - 1 - axisGeometry(H, kernel[0], strides[0], padding).padBefore, d.shape[1], kernel[0], H);
-  const cols = fitAxis(kernel[1] - 1 - axisGeometry(W, kernel[1], strides[1], padding).padBefore, d.shape[2], kernel[1], W);
+  // Row p of the padded input gets dilated rows p-e+1 .. p (e: the window's extent): shift by the forward pass's leading pad.
+  const [eh, ew] = [extent(kernel[0], dilations[0]), extent(kernel[1], dilations[1])];
+  const rows = fitAxis(eh - 1 - axisGeometry(H, kernel[0], strides[0], padding, 0, dilations[0]).before, d.shape[1], eh, H);
+  const cols = fitAxis(ew - 1 - axisGeometry(W, kernel[1], strides[1], padding, 1, dilations[1]).before, d.shape[2], ew, W);
   const crop = (a: { before: number; after: number }) => [Math.max(0, -a.before), Math.max(0, -a.after)];
   const [cropTop, cropBottom] = crop(rows);
   const [cropLeft, cropRight] = crop(cols);
@@ -101,13 +97,16 @@ function flipFilter(kind: ConvKind, filter: tf.Tensor4D): tf.Tensor4D {
   return (kind === 'conv' ? r.transpose([0, 1, 3, 2]) : r) as tf.Tensor4D;
 }
 
-function convolve(kind: ConvKind, t: tf.Tensor4D, f: tf.Tensor4D, s: [number, number] | 1, p: Padding): tf.Tensor4D {
-  return kind === 'conv' ? tf.conv2d(t, f, s, p) : tf.depthwiseConv2d(t, f, s, p);
+function convolve(kind: ConvKind, t: tf.Tensor4D, f: tf.Tensor4D, s: [number, number] | 1, p: Padding, d: [number, number] = [1, 1]): tf.Tensor4D {
+  const pad = tfPadding(p);
+  return kind === 'conv' ? tf.conv2d(t, f, s, pad, 'NHWC', d) : tf.depthwiseConv2d(t, f, s, pad, 'NHWC', d);
 }
 
 /** dL/dx of a convolution given dL/dy and its flipped filter, from one forward convolution. */
-function convInputGradient(kind: ConvKind, dy: tf.Tensor4D, flipped: tf.Tensor4D, xShape: number[], strides: [number, number], padding: Padding): tf.Tensor4D {
-  return inputGradient(dy, xShape, [flipped.shape[0], flipped.shape[1]], strides, padding, (t) => convolve(kind, t, flipped, 1, 'valid'));
+function convInputGradient(
+  kind: ConvKind, dy: tf.Tensor4D, flipped: tf.Tensor4D, xShape: number[], strides: [number, number], padding: Padding, dilations: [number, number] = [1, 1],
+): tf.Tensor4D {
+  return inputGradient(dy, xShape, [flipped.shape[0], flipped.shape[1]], strides, padding, (t) => convolve(kind, t, flipped, 1, 'valid', dilations), dilations);
 }
 
 /** dL/dx of conv2d(x, filter, strides, padding) given dL/dy, from forward convolutions only. */
@@ -131,12 +130,12 @@ export function convFilterGradient(kind: ConvKind, x: tf.Tensor4D, dy: tf.Tensor
   const [n, H, W, c] = x.shape;
   const [, ho, wo, cout] = dy.shape;
   // The padded input must hold exactly (out - 1) * stride + k rows: pad the front as the forward pass did, fit the end.
-  const fit = (size: number, k: number, s: number, out: number) => {
-    const before = axisGeometry(size, k, s, padding).padBefore;
+  const fit = (size: number, k: number, s: number, out: number, axis: 0 | 1) => {
+    const before = axisGeometry(size, k, s, padding, axis).before;
     return { before, after: (out - 1) * s + k - size - before };
   };
-  const rows = fit(H, kh, strides[0], ho);
-  const cols = fit(W, kw, strides[1], wo);
+  const rows = fit(H, kh, strides[0], ho, 0);
+  const cols = fit(W, kw, strides[1], wo, 1);
   let xp = x.pad([[0, 0], [rows.before, Math.max(0, rows.after)], [cols.before, Math.max(0, cols.after)], [0, 0]]);
   if (rows.after < 0 || cols.after < 0) xp = xp.slice([0, 0, 0, 0], [n, (ho - 1) * strides[0] + kh, (wo - 1) * strides[1] + kw, c]);
   const dyAsFilter = dy.transpose([1, 2, 0, 3]); // [ho, wo, N, cout]
@@ -161,14 +160,14 @@ export interface InputGradConv {
  * conv2d (filter [kh, kw, in, out]) or depthwise conv (filter [kh, kw, C, 1]) whose input gradient
  * comes from forward kernels; the flipped backward filter is computed once here, not per call.
  */
-export function inputGradConv(kind: ConvKind, filter: tf.Tensor4D, strides: [number, number], padding: Padding): InputGradConv {
+export function inputGradConv(kind: ConvKind, filter: tf.Tensor4D, strides: [number, number], padding: Padding, dilations: [number, number] = [1, 1]): InputGradConv {
   const flipped = tf.tidy(() => flipFilter(kind, filter)); // once here, not per call
   return {
     apply: (x) =>
       withInputGrad(
         x,
-        (xi) => convolve(kind, xi, filter, strides, padding),
-        (dy, xi) => convInputGradient(kind, dy, flipped, xi.shape, strides, padding),
+        (xi) => convolve(kind, xi, filter, strides, padding, dilations),
+        (dy, xi) => convInputGradient(kind, dy, flipped, xi.shape, strides, padding, dilations),
       ),
     tensors: [filter, flipped],
   };
@@ -186,8 +185,8 @@ export function maxPoolGradient(dy: tf.Tensor4D, x: tf.Tensor4D, pooled: tf.Tens
   const [sh, sw] = strides;
   const [n, H, W, c] = x.shape;
   const [, ho, wo] = dy.shape;
-  const top = axisGeometry(H, kh, sh, padding).padBefore;
-  const left = axisGeometry(W, kw, sw, padding).padBefore;
+  const top = axisGeometry(H, kh, sh, padding, 0).before;
+  const left = axisGeometry(W, kw, sw, padding, 1).before;
   // The input as the windows see it: padded with a value no max can equal.
   const [hp, wp] = [(ho - 1) * sh + kh, (wo - 1) * sw + kw];
   let xp = x.pad([[0, 0], [top, Math.max(0, hp - H - top)], [left, Math.max(0, wp - W - left)], [0, 0]], -3.4e38);
@@ -206,6 +205,8 @@ export function maxPoolGradient(dy: tf.Tensor4D, x: tf.Tensor4D, pooled: tf.Tens
 
 /** Max pooling whose input gradient is maxPoolGradient (correct on every backend). */
 export function maxPoolInputGrad(x: tf.Tensor4D, size: [number, number], strides: [number, number], padding: Padding): tf.Tensor4D {
-  const forward = (xi: tf.Tensor4D) => tf.maxPool(xi, size, strides, padding);
+  // Explicit pads: -infinity rows around a 'valid' pooling, as ONNX and PyTorch pad max pooling.
+  const forward = (xi: tf.Tensor4D) =>
+    typeof padding === 'string' ? tf.maxPool(xi, size, strides, padding) : tf.maxPool(xi.pad([[0, 0], padding[0], padding[1], [0, 0]], -3.4e38) as tf.Tensor4D, size, strides, 'valid');
   return withInputGrad(x, forward, (dy, xi) => maxPoolGradient(dy, xi, forward(xi), size, strides, padding));
 }

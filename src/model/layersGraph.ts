@@ -55,16 +55,16 @@ function convOp(layer: AnyLayer): ConvOp {
   const depthwise = layer.getClassName() === 'DepthwiseConv2D';
   const w = layer.getWeights();
   const dilation = pair(cfg.dilation_rate ?? cfg.dilationRate, 1);
-  if (dilation[0] !== 1 || dilation[1] !== 1) throw new UsageError(`layer ${layer.name}: dilated convolutions are not supported`);
-  if (depthwise && w[0].shape[3] !== 1)
-    throw new UsageError(`layer ${layer.name}: depthwise channel multiplier ${w[0].shape[3]} is not supported (only 1)`);
   const useBias = (cfg.use_bias ?? cfg.useBias) !== false && w.length > 1;
+  // Keras's depthwise kernel [kh, kw, C, m] holds the same numbers as the Net's [kh, kw, 1, C * m].
+  const [kh, kw, cin, m] = w[0].shape;
   return {
     kind: 'conv',
-    depthwise,
-    kernel: toWeights(w[0]),
+    group: depthwise ? cin : 1,
+    kernel: depthwise ? weights(w[0].dataSync() as Float32Array, [kh, kw, 1, cin * m]) : toWeights(w[0]),
     bias: useBias ? toWeights(w[1]) : undefined,
     strides: pair(cfg.strides, 1),
+    dilations: dilation,
     padding: cfg.padding === 'same' ? 'same' : 'valid',
     act: activation(cfg.activation, layer.name),
   };
@@ -72,7 +72,7 @@ function convOp(layer: AnyLayer): ConvOp {
 
 /** Folds y = conv(x)*scale + shift into the conv's kernel and bias (scale is per output channel). */
 function foldBn(op: ConvOp, bn: { scale: Float32Array; shift: Float32Array }): ConvOp {
-  // The output channel is the kernel's last axis for conv, its third for depthwise ([kh, kw, C, 1]).
+  // The output channel is the kernel's last axis.
   const channels = bn.scale.length;
   const kernel = op.kernel.data.map((v, i) => v * bn.scale[i % channels]);
   const bias = bn.shift.map((s, c) => (op.bias ? op.bias.data[c] * bn.scale[c] : 0) + s);

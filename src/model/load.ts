@@ -8,7 +8,7 @@ import type { Classifier } from './classifier.js';
 import { fileHandler } from './fileHandler.js';
 import { layersToNet } from './layersGraph.js';
 import { chain, type Net } from './net.js';
-import { preprocessNodes, outputNodes, cardAdapters, tfjsClassifier, type OutputWnids } from './adapters.js';
+import { preprocessNodes, outputNodes, cardAdapters, checkedLogits, tfjsClassifier, type OutputWnids } from './adapters.js';
 export { cardAdapters, cardWnids };
 import { runPlainGraph } from './plainGraph.js';
 import { netToTfGraph } from './tfjsNet.js';
@@ -17,6 +17,7 @@ import type { Runtime } from './runtime.js';
 import { closeEnough } from './selfcheck.js';
 import { onnxEnabled } from '../backend.js';
 import { cardFromTflite, inputTensor, readTflite, tfliteToNet } from './tflite/index.js';
+import { cardFromOnnx, loadOnnxNet, readOnnx } from './onnxImport/index.js';
 
 /** Short names for the cards shipped in cards/ and the embedded default. */
 export function bundledModels(): Record<string, string> {
@@ -71,7 +72,7 @@ export function findCard(spec: string, overrides: CardOverrides = {}, assets?: s
       `--model ${spec}: not found (expected a bundled name: ${Object.keys(bundled).join(', ')}; or a card / model.json / model folder)`,
     );
   }
-  if (p.endsWith('.tflite') && statSync(p).isFile()) return tfliteCard(p, spec, overrides, assets);
+  for (const ext of ['.tflite', '.onnx'] as const) if (p.endsWith(ext) && statSync(p).isFile()) return modelFileCard(p, ext, spec, overrides, assets);
   const dir = statSync(p).isDirectory() ? p : dirname(p);
   const modelJson = statSync(p).isDirectory() ? join(p, 'model.json') : p;
   if (!statSync(p).isDirectory()) {
@@ -89,24 +90,28 @@ export function findCard(spec: string, overrides: CardOverrides = {}, assets?: s
 }
 
 /**
- * The card of a .tflite file: a bundled card that points at this very file (so the coral models keep
- * their background offset and labels), else `NAME.card.json` beside it, else the file's own facts
- * (input size, preprocessing from the input quantisation, class count) completed by flags.
+ * The card of a .tflite or .onnx file: a bundled card that points at this very file (so the coral
+ * models keep their background offset and labels), else `NAME.card.json` beside it, else the file's
+ * own facts (input size, class count; TFLite: preprocessing from the input quantisation) completed by flags.
  */
-function tfliteCard(file: string, spec: string, o: CardOverrides, assets?: string): ModelCard {
+function modelFileCard(file: string, ext: '.tflite' | '.onnx', spec: string, o: CardOverrides, assets?: string): ModelCard {
   const withFlags = (f: string) => (Object.keys(o).length ? merge(readCard(f), o, f) : readCard(f));
+  const format = ext === '.tflite' ? 'tflite' : 'onnx';
   const dir = assetsDir(assets);
   for (const cardFile of Object.values(bundledModels())) {
     const c = readCard(cardFile);
-    if (c.format === 'tflite' && resolveCardPath(c, c.model, dir) === file) return withFlags(cardFile);
+    if (c.format === format && resolveCardPath(c, c.model, dir) === file) return withFlags(cardFile);
   }
-  const beside = join(dirname(file), `${basename(file, '.tflite')}.card.json`);
+  const beside = join(dirname(file), `${basename(file, ext)}.card.json`);
   if (existsSync(beside)) return withFlags(beside);
-  const own = cardFromTflite(file, undefined, o.logitsLayer);
-  if (!own.preprocess && !o.preprocess)
-    throw new UsageError(
-      `--model ${spec}: the model takes float input, so the file does not say how pixels map to it; pass --scale/--offset or --mean/--std (MobileNets: --scale 0.0078431 --offset -1), or write ${beside}`,
-    );
+  const own = format === 'tflite' ? cardFromTflite(file, undefined, o.logitsLayer) : cardFromOnnx(file, readOnnx(file), o.inputShape, o.logitsLayer);
+  if (!own.preprocess && !o.preprocess) {
+    const hint = format === 'onnx'
+      ? 'torchvision / timm ImageNet models: --mean 123.675,116.28,103.53 --std 58.395,57.12,57.375'
+      : 'MobileNets: --scale 0.0078431 --offset -1';
+    throw new UsageError(`--model ${spec}: the model takes float input, so the file does not say how pixels map to it; pass --scale/--offset or --mean/--std in pixel units (${hint}), or write ${beside}`);
+  }
+  if (!own.numClasses && !o.numClasses) throw new UsageError(`--model ${spec}: the file does not state the number of classes; pass --num-classes`);
   if (o.outputMap?.dropFirst && own.numClasses) own.numClasses -= o.outputMap.dropFirst;
   return merge({ ...own, baseDir: dirname(file) }, o, `for ${spec} (from the file and flags)`);
 }
@@ -130,8 +135,8 @@ export async function loadNet(card: ModelCard, modelPath: string, assets: string
     const m = readTflite(modelPath);
     checkInputShape(card, modelPath, inputTensor(m).shape);
     net = tfliteToNet(m, modelPath, card.logitsLayer);
-  } else {
-    const model = await tf.loadLayersModel(fileHandler(modelPath));
+  } else if (card.format === 'onnx') net = loadOnnxNet(modelPath, card); // the importer checks the card's size itself
+  else {    const model = await tf.loadLayersModel(fileHandler(modelPath));
     try {
       checkInputShape(card, modelPath, model.inputs[0].shape);
       net = layersToNet(model, card.logitsLayer);
@@ -213,7 +218,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
       };
     } else {
       net = await loadNet(card, modelPath, assets);
-      const graph = netToTfGraph(net);
+      const graph = netToTfGraph(net, card.inputShape);
       forward = (x) => runPlainGraph(graph, x);
       release = () => tf.dispose(graph.owned);
     }
@@ -221,15 +226,17 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
     if (e instanceof UsageError) throw e;
     throw new UsageError(`model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`);
   }
-  const base = await tfjsClassifier(card, forward, release, labels);
-  const rt = net && (opts.onnx ?? onnxEnabled()) ? await withOnnx(net, base.inputShape, base.logits) : { runtime: undefined, engine: base.engine };
+  const rt = net && (opts.onnx ?? onnxEnabled()) ? await withOnnx(net, card.inputShape, checkedLogits(card, forward)) : undefined;
+  // On ONNX Runtime, TF.js only checks the export on a probe image: its batch limits (measured with a
+  // forward and a gradient pass on TF.js, many seconds for a large model) do not apply.
+  const base = await tfjsClassifier(card, forward, release, labels, { measure: !rt?.runtime });
   return {
     ...base,
-    runtime: rt.runtime,
-    engine: rt.engine,
+    runtime: rt?.runtime,
+    engine: rt?.engine ?? base.engine,
     dispose: () => {
       base.dispose();
-      void rt.runtime?.dispose();
+      void rt?.runtime?.dispose();
     },
   };
 }

@@ -51,10 +51,11 @@ export function shares(n: number, parts: number): [number, number][] {
  * fewer images than workers is split by cotangents instead (every worker runs the forward pass of all
  * images, a cheap part).
  */
-export async function onnxRuntime(net: Net, inputShape: [number, number, number], layout = defaultLayout()): Promise<Runtime | null> {
+export async function onnxRuntime(net: Net, inputShape: [number, number, number], layout = defaultLayout(), only?: ('forward' | 'images' | 'vjp')[]): Promise<Runtime | null> {
   if (!(await loadOrt())) return null;
-  const models = exportOnnx(net, inputShape);
-  const pool = await SessionPool.create({ forward: models.forward, images: models.images, vjp: models.vjp }, layout.workers, layout.threadsPerWorker);
+  const models = exportOnnx(net, inputShape, only);
+  const sessions = Object.fromEntries((['forward', 'images', 'vjp'] as const).filter((k) => !only || only.includes(k)).map((k) => [k, models[k]]));
+  const pool = await SessionPool.create(sessions, layout.workers, layout.threadsPerWorker);
   const C = models.classes;
   /** Values per image. */
   const size = inputShape[0] * inputShape[1] * inputShape[2];

@@ -84,27 +84,24 @@ function options<T extends { __init(i: number, bb: flatbuffers.ByteBuffer): T }>
 
 function conv(ctx: Ctx, op: TfliteOp, depthwise: boolean): NodeOp {
   const o = depthwise ? options(op, () => new fb.DepthwiseConv2DOptions()) : options(op, () => new fb.Conv2DOptions());
-  if (o.dilationHFactor() !== 1 || o.dilationWFactor() !== 1) throw new UsageError(`${ctx.where}: dilated convolutions are not supported`);
   const w = constant(ctx, op.inputs[1]);
-  // TFLite filters: conv [out, kh, kw, in]; depthwise [1, kh, kw, channels * multiplier].
+  // TFLite filters: conv [out, kh, kw, in]; depthwise [1, kh, kw, channels * multiplier], which holds
+  // the same numbers as the Net's [kh, kw, 1, channels * multiplier] (group = channels).
   let kernel: Weights;
-  let isDepthwise = false;
+  let group = 1;
   if (depthwise) {
     const [, kh, kw, c] = w.shape;
-    const channels = ctx.m.tensors[op.inputs[0]].shape[3];
-    if (c === channels) {
-      kernel = { data: w.data, shape: [kh, kw, c, 1] };
-      isDepthwise = true;
-    } else if (channels === 1) kernel = { data: w.data, shape: [kh, kw, 1, c] }; // one input channel: an ordinary conv
-    else throw new UsageError(`${ctx.where}: depth multiplier ${c / channels} is not supported (only 1)`);
+    kernel = { data: w.data, shape: [kh, kw, 1, c] };
+    group = ctx.m.tensors[op.inputs[0]].shape[3];
   } else kernel = transposeWeights(w, [1, 2, 3, 0]);
   const hasBias = op.inputs.length > 2 && op.inputs[2] >= 0;
   return {
     kind: 'conv',
-    depthwise: isDepthwise,
+    group,
     kernel,
     bias: hasBias ? constant(ctx, op.inputs[2]) : undefined,
     strides: [o.strideH(), o.strideW()],
+    dilations: [o.dilationHFactor(), o.dilationWFactor()],
     padding: padding(o.padding()),
     act: fused(o.fusedActivationFunction(), ctx.where),
   };
@@ -186,7 +183,7 @@ function opNodes(ctx: Ctx, op: TfliteOp): { ops: NodeOp[]; inputs: number[] } {
     }
     case 'SOFTMAX': {
       const beta = options(op, () => new fb.SoftmaxOptions()).beta() || 1;
-      const sm: NodeOp = { kind: 'act', act: 'softmax' };
+      const sm: NodeOp = { kind: 'softmax', axis: -1, log: false };
       return { ops: beta === 1 ? [sm] : [{ kind: 'binary', op: 'mul', act: 'linear', constant: { weights: weights([beta], [1]), first: false } }, sm], inputs: x };
     }
     case 'RELU':

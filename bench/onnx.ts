@@ -1,0 +1,117 @@
+/**
+ * Imported PyTorch models (`npm run bench:onnx`): full-size torchvision architectures with seeded
+ * random weights, exported to ONNX by `scripts/make-onnx-fixtures.py --zoo DIR` (PyTorch needed once,
+ * not here), loaded by uap's ONNX importer and run on its ONNX Runtime engine. For each: logits and the
+ * input gradient against PyTorch on the same weights and 8 real ImageNet images, and ms per image for
+ * the forward pass, one input gradient and ten candidate-class gradients beside PyTorch's (2 threads).
+ * Writes bench/results/onnx-zoo.json.
+ *   node dist/bench/onnx.js --zoo=DIR [--models=resnet18,vgg11_bn]
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../src/backend.js';
+import { loadClassifier } from '../src/model/load.js';
+import { forwardLogits, vjpRows } from '../src/model/compute.js';
+import { candidateGradientRows } from '../src/model/gradients.js';
+import { maxRelativeDifference } from '../src/model/selfcheck.js';
+import { loadSet } from '../src/pipeline.js';
+import { assetsDir } from '../src/paths.js';
+import { writeNpy } from '../src/io/npy.js';
+import { runTorchBest, TORCH_PYTHON } from './torch.js';
+
+const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
+const B = 8;
+const TORCHVISION = { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] };
+
+async function best<T>(f: () => Promise<T>, repeats: number): Promise<number> {
+  await f();
+  let t = Infinity;
+  for (let i = 0; i < repeats; i++) {
+    const s = performance.now();
+    await f();
+    t = Math.min(t, performance.now() - s);
+  }
+  return t / B;
+}
+
+type TorchRef = {
+  forwardMs: number;
+  gradientMs: number;
+  tenGradientsMs: number;
+  logits: number[];
+  grad0: number[];
+};
+
+function torchReference(name: string, x: tf.Tensor4D): TorchRef | undefined {
+  if (!TORCH_PYTHON || spawnSync(TORCH_PYTHON, ['-c', 'import torchvision'], { stdio: 'ignore' }).status !== 0) return undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'uap-zoo-'));
+  writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
+  return runTorchBest<TorchRef>('bench/torch_zoo.py', [name, join(dir, 'x.npy'), join(dir, 'out.json'), '2'], join(dir, 'out.json'));
+}
+
+async function measure(file: string, name: string, x: tf.Tensor4D) {
+  const t0 = performance.now();
+  const model = await loadClassifier(file, { card: { preprocess: TORCHVISION, numClasses: 1000 } });
+  const loadSeconds = (performance.now() - t0) / 1000;
+  const K = model.numClasses;
+  const margin = new Float32Array(B * K);
+  for (let i = 0; i < B; i++) [margin[i * K], margin[i * K + 1]] = [-1, 1];
+  const forward = await best(() => forwardLogits(model, x), 5);
+  const gradient = await best(() => vjpRows(model, x, margin, 1), 3);
+  const cand = Int32Array.from({ length: B * 10 }, (_, i) => 10 + (i % 10));
+  const tenGradients = await best(() => candidateGradientRows(model, x, cand, 10), 3);
+  const logits = await forwardLogits(model, x);
+  const g0 = (await vjpRows(model, x.slice([0], [1]), margin.subarray(0, K), 1)).dx;
+  const engine = model.engine;
+  model.dispose();
+  const torch = torchReference(name, x);
+  return {
+    model: name, engine, loadSeconds, forward, gradient, tenGradients,
+    torch: torch && { forwardMs: torch.forwardMs, gradientMs: torch.gradientMs, tenGradientsMs: torch.tenGradientsMs, logitsRelDiff: maxRelativeDifference(logits, torch.logits), gradRelDiff: maxRelativeDifference(g0, torch.grad0) },
+  };
+}
+
+async function main() {
+  const zoo = args.get('zoo') ?? process.env.UAP_ZOO;
+  const assets = assetsDir(args.get('assets'));
+  if (!zoo || !existsSync(zoo)) {
+    console.log('bench:onnx: skipped, no zoo folder (make one with: /usr/bin/python3 scripts/make-onnx-fixtures.py --zoo DIR; then --zoo=DIR or UAP_ZOO)');
+    return;
+  }
+  if (!existsSync(assets)) {
+    console.log(`bench:onnx: skipped, assets folder ${assets} not found`);
+    return;
+  }
+  const backend = await initBackend(args.get('backend'));
+  const names = (args.get('models') ?? readdirSync(zoo).filter((f) => f.endsWith('.onnx')).map((f) => f.slice(0, -5)).sort().join(',')).split(',');
+  const probe = await loadClassifier('mobilenet_v1_0.25_224', { assets, onnx: false });
+  const X = await loadSet(probe, join(assets, 'data', 'imagenet-sample-images'), { limit: B, assets, what: 'images' });
+  probe.dispose();
+  const x = X.batch(Array.from({ length: B }, (_, i) => i));
+  const rows = [];
+  for (const name of names) {
+    try {
+      const r = await measure(join(zoo, `${name}.onnx`), name, x);
+      rows.push(r);
+      const t = r.torch;
+      const ratio = (a?: number, b?: number) => (a && b ? (a / b).toFixed(2) + 'x' : '-');
+      console.log(
+        `${name}: load ${r.loadSeconds.toFixed(1)} s on ${r.engine}; ms/image forward ${r.forward.toFixed(1)} (torch ${t?.forwardMs.toFixed(1) ?? '-'}, ${ratio(t?.forwardMs, r.forward)}), ` +
+          `1 grad ${r.gradient.toFixed(1)} (torch ${t?.gradientMs.toFixed(1) ?? '-'}, ${ratio(t?.gradientMs, r.gradient)}), 10 grads ${r.tenGradients.toFixed(1)} (torch ${t?.tenGradientsMs.toFixed(1) ?? '-'}, ${ratio(t?.tenGradientsMs, r.tenGradients)}); ` +
+          `vs torch: logits ${t?.logitsRelDiff.toExponential(1) ?? '-'}, gradient ${t?.gradRelDiff.toExponential(1) ?? '-'}`,
+      );
+    } catch (e) {
+      console.log(`${name}: FAILED ${(e as Error).message}`);
+      rows.push({ model: name, error: (e as Error).message });
+    }
+  }
+  x.dispose();
+  mkdirSync('bench/results', { recursive: true });
+  writeFileSync('bench/results/onnx-zoo.json', JSON.stringify({ date: new Date().toISOString(), backend, batch: B, torch: TORCH_PYTHON ?? null, rows }, null, 2) + '\n');
+  console.log('written bench/results/onnx-zoo.json');
+}
+
+if (process.argv[1]?.endsWith('onnx.js')) await main();

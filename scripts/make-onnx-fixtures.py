@@ -1,0 +1,355 @@
+"""Exports the ONNX test fixtures: small seeded PyTorch models that together use every operator the
+ONNX importer supports, at opsets 11 and 17 (and one rewritten to opset 18), with PyTorch's reference
+logits and pixel-space input gradients. Run with Debian's python3-torch / python3-torchvision /
+python3-onnx (not needed by CI or at run time):
+
+    /usr/bin/python3 scripts/make-onnx-fixtures.py            # test/fixtures/onnx/*.onnx + *.json
+    /usr/bin/python3 scripts/make-onnx-fixtures.py --zoo DIR  # full-size torchvision architectures for the bench
+
+Pixels are NHWC in [0, 255]; each model normalises inside the reference with the card's mean / std,
+so the gradients are taken with respect to the pixels, as uap computes them.
+"""
+import argparse, json, math, os, sys
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MEAN = [123.675, 116.28, 103.53]
+STD = [58.395, 57.12, 57.375]
+
+
+class Stem(nn.Module):
+    """ResNet / MobileNet shapes: 7x7/2 conv, BN, ReLU, 3x3/2 max pool, residual block, grouped and
+    depthwise convolutions, squeeze-excitation with hardsigmoid, hardswish, SiLU, ReLU6, dropout, GAP, linear."""
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.a = nn.Conv2d(8, 8, 3, 1, 1, bias=False); self.bna = nn.BatchNorm2d(8)
+        self.b = nn.Conv2d(8, 8, 3, 1, 1, bias=False); self.bnb = nn.BatchNorm2d(8)
+        self.grouped = nn.Conv2d(8, 12, 3, 2, 1, groups=4)
+        self.dw = nn.Conv2d(12, 24, 3, 1, 1, groups=12)  # depth multiplier 2
+        self.se1 = nn.Conv2d(24, 6, 1); self.se2 = nn.Conv2d(6, 24, 1)
+        self.pw = nn.Conv2d(24, 16, 1)
+        self.drop = nn.Dropout(0.2)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.pool(x)
+        x = F.relu(x + self.bnb(self.b(F.relu(self.bna(self.a(x))))))
+        x = F.hardswish(self.grouped(x))
+        x = F.relu6(self.dw(x))
+        s = F.adaptive_avg_pool2d(x, 1)
+        x = x * F.hardsigmoid(self.se2(F.relu(self.se1(s))))
+        x = F.silu(self.pw(x))
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(self.drop(x))
+
+
+class LRN(torch.autograd.Function):
+    """nn.LocalResponseNorm exported as ONNX's LRN operator (torch writes a decomposition with If and a
+    3-D pooling instead). Odd sizes only: for even sizes PyTorch's window and ONNX's differ by one channel."""
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k):
+        return F.local_response_norm(x, size, alpha, beta, k)
+
+    @staticmethod
+    def symbolic(g, x, size, alpha, beta, k):
+        return g.op('LRN', x, size_i=size, alpha_f=alpha, beta_f=beta, bias_f=k)
+
+
+def lrn(x, size, alpha, beta, k):
+    """ONNX's LRN operator in exports; PyTorch's own (differentiable) otherwise."""
+    if torch.onnx.is_in_onnx_export():
+        return LRN.apply(x, size, alpha, beta, k)
+    return F.local_response_norm(x, size, alpha, beta, k)
+
+
+class Inception(nn.Module):
+    """GoogLeNet / CaffeNet shapes: LRN, ceil-mode max pooling, concatenated branches, average pooling
+    3x3/1 pad 1 with and without the pads counted, leaky ReLU, PReLU, ELU, tanh, sigmoid, global max."""
+    def __init__(self, classes=10):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 5, 2, 2)
+        self.lrn = lambda t: lrn(t, 5, 1e-2, 0.75, 1.0)
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.b1 = nn.Conv2d(8, 4, 1)
+        self.b2 = nn.Conv2d(8, 4, 3, padding=1)
+        self.b3 = nn.Conv2d(8, 4, 1)
+        self.prelu = nn.PReLU(4)
+        self.lrn2 = lambda t: lrn(t, 3, 0.5, 0.5, 2.0)
+        self.fc = nn.Linear(12, classes)
+
+    def forward(self, x):
+        x = self.pool(self.lrn(F.relu(self.c1(x))))
+        a = F.leaky_relu(self.b1(x), 0.1)
+        b = self.prelu(self.b2(x))
+        c = F.elu(self.b3(F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)))
+        c = torch.tanh(c) + torch.sigmoid(F.avg_pool2d(c, 3, 1, 1))
+        y = self.lrn2(torch.cat([a, b, c], 1))
+        y = torch.flatten(F.adaptive_max_pool2d(y, 1), 1)
+        return self.fc(y)
+
+
+class Shuffle(nn.Module):
+    """ShuffleNet / DenseNet shapes: channel split (chunk), channel shuffle through shape arithmetic,
+    batch norm that follows a concatenation (not folded), 2x2 average pooling, a mean over H and W."""
+    def __init__(self, classes=10):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, 2, 1)
+        self.branch = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, 1, 1, groups=4), nn.BatchNorm2d(4))
+        self.bn = nn.BatchNorm2d(8)
+        self.c2 = nn.Conv2d(8, 6, 1)
+        self.fc = nn.Linear(6, classes)
+
+    def shuffle(self, x, groups):
+        n, c, h, w = x.size()
+        x = x.view(n, groups, c // groups, h, w)
+        x = torch.transpose(x, 1, 2).contiguous()
+        return x.view(n, -1, h, w)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        a, b = x.chunk(2, dim=1)
+        x = self.shuffle(torch.cat([a, self.branch(b)], 1), 2)
+        x = F.avg_pool2d(F.relu(self.bn(x)), 2)
+        x = self.c2(x)
+        return self.fc(x.mean([2, 3]))
+
+
+class ConvNeXtish(nn.Module):
+    """ConvNeXt shapes: permute to channels-last, LayerNorm, Linear on images, GELU, layer scale,
+    permute back, a channels-first LayerNorm (permute, normalise, permute), stochastic depth off."""
+    def __init__(self, classes=10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 4, 4)
+        self.ln0 = nn.LayerNorm(8, eps=1e-6)
+        self.dw = nn.Conv2d(8, 8, 7, padding=3, groups=8)
+        self.ln = nn.LayerNorm(8, eps=1e-6)
+        self.pw1 = nn.Linear(8, 32)
+        self.pw2 = nn.Linear(32, 8)
+        self.gamma = nn.Parameter(torch.full((8,), 0.5))
+        self.head_ln = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.ln0(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.pw2(F.gelu(self.pw1(self.ln(y)))) * self.gamma
+        x = x + y.permute(0, 3, 1, 2)
+        x = self.head_ln(x.mean([-2, -1]))
+        return self.fc(x)
+
+
+class ViTiny(nn.Module):
+    """ViT shapes: patch embedding, flatten + transpose to tokens, class token expanded to the batch and
+    concatenated, position embedding, LayerNorm, multi-head self-attention written out (reshape,
+    permute, matmul, scaling, softmax), GELU MLP, the class token taken by index."""
+    def __init__(self, classes=10, dim=16, heads=2, patch=8, size=32):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Conv2d(3, dim, patch, patch)
+        tokens = (size // patch) ** 2
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.5)
+        self.pos = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.5)
+        self.ln1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp1 = nn.Linear(dim, 2 * dim)
+        self.mlp2 = nn.Linear(2 * dim, dim)
+        self.ln3 = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        n, t, d = x.shape
+        x = torch.cat([self.cls.expand(n, -1, -1), x], dim=1) + self.pos
+        h = self.ln1(x)
+        qkv = self.qkv(h).reshape(n, t + 1, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        att = torch.softmax((q @ k.transpose(-2, -1)) / math.sqrt(d // self.heads), dim=-1)
+        h = (att @ v).transpose(1, 2).reshape(n, t + 1, d)
+        x = x + self.proj(h)
+        x = x + self.mlp2(F.gelu(self.mlp1(self.ln2(x))))
+        return self.head(self.ln3(x)[:, 0])
+
+
+class Elementwise(nn.Module):
+    """The remaining element-wise and shape operators: constant padding, sqrt, reciprocal, pow, exp, neg,
+    division, subtraction, erf, clip, sum / max reductions, a softmax over channels, slicing, squeeze /
+    unsqueeze, Gemm with transB, a LogSoftmax output (its input is taken as the logits)."""
+    def __init__(self, classes=10):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 6, 3, 2)
+        self.c2 = nn.Conv2d(6, 6, 3, 1, dilation=2, padding=2)
+        self.fc = nn.Linear(12, classes)
+        self.log_output = True
+
+    def forward(self, x):
+        x = F.pad(self.c1(x), (1, 2, 0, 1), value=0.5)
+        x = self.c2(x)
+        pos = torch.sqrt(x * x + 1.0)
+        x = (x / pos) - torch.reciprocal(pos) + torch.pow(x, 2) * 0.1 - torch.exp(-pos)
+        x = torch.clamp(x, -1.5, 2.0) + torch.erf(x) * 0.5
+        x = x * torch.softmax(x, dim=1)
+        x = x[:, :, 1:-1, ::1]
+        s = x.sum(dim=[2, 3]).unsqueeze(-1)
+        m = x.amax(dim=[2, 3]).unsqueeze(-1)
+        z = self.fc(torch.cat([s, m], 1).squeeze(-1))
+        return torch.log_softmax(z, dim=-1) if self.log_output else z
+
+
+class ChannelsLast(nn.Module):
+    """A graph that takes NHWC images (as TensorFlow exports do), pixels already in [0, 1]."""
+    def __init__(self, classes=10):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3, 1, 1)
+        self.fc = nn.Linear(4, classes)
+
+    def forward(self, x):
+        x = F.relu(self.c(x.permute(0, 3, 1, 2)))
+        return self.fc(x.mean([2, 3]))
+
+
+FIXTURES = [
+    # name, class, opset, dynamic batch, input size, NHWC input
+    ('stem-op11', Stem, 11, True, 32, False),
+    ('stem-op17', Stem, 17, False, 32, False),
+    ('inception-op11', Inception, 11, False, 32, False),
+    ('inception-op17', Inception, 17, True, 32, False),
+    ('shuffle-op11', Shuffle, 11, True, 32, False),
+    ('shuffle-op17', Shuffle, 17, False, 32, False),
+    ('convnext-op11', ConvNeXtish, 11, True, 32, False),
+    ('convnext-op17', ConvNeXtish, 17, True, 32, False),
+    ('vit-op11', ViTiny, 11, True, 32, False),
+    ('vit-op17', ViTiny, 17, False, 32, False),
+    ('elementwise-op11', Elementwise, 11, False, 32, False),
+    ('elementwise-op17', Elementwise, 17, True, 32, False),
+    ('elementwise-op18', Elementwise, 18, True, 32, False),
+    ('channels-last-op13', ChannelsLast, 13, True, 32, True),
+]
+
+
+def randomize(model, seed):
+    """Seeded weights, and batch-norm statistics that are not the identity (so folding is tested)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 / math.sqrt(max(1, p[0].numel())) if p.dim() > 1 else 0.3) + (1.0 if name.endswith('gamma') else 0))
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def to_opset18(path):
+    """Rewrites an opset-17 export as opset 18: reduction axes move from attributes to inputs."""
+    import onnx
+    from onnx import helper, numpy_helper
+    m = onnx.load(path)
+    for node in m.graph.node:
+        if node.op_type in ('ReduceMean', 'ReduceMax', 'ReduceMin', 'ReduceProd', 'ReduceL2'):
+            axes = [a for a in node.attribute if a.name == 'axes']
+            if axes:
+                name = node.output[0] + '_axes'
+                m.graph.initializer.append(numpy_helper.from_array(np.array(list(axes[0].ints), dtype=np.int64), name))
+                node.input.append(name)
+                node.attribute.remove(axes[0])
+    for o in m.opset_import:
+        if o.domain in ('', 'ai.onnx'):
+            o.version = 18
+    onnx.save(m, path)
+
+
+def export(model, path, opset, dynamic, size, nhwc):
+    shape = (1, size, size, 3) if nhwc else (1, 3, size, size)
+    x = torch.rand(shape)
+    axes = {'input': {0: 'N'}, 'logits': {0: 'N'}} if dynamic else None
+    torch.onnx.export(model, x, path, opset_version=min(opset, 17), input_names=['input'], output_names=['logits'], dynamic_axes=axes)
+    if opset == 18:
+        to_opset18(path)
+
+
+def reference(model, pixels, nhwc, dy):
+    """Logits and d(sum(dy * logits))/d pixels, pixels NHWC in [0, 255]."""
+    px = torch.tensor(pixels, dtype=torch.float32, requires_grad=True)
+    if nhwc:
+        inp = px / 255.0
+    else:
+        inp = (px - torch.tensor(MEAN)) / torch.tensor(STD)
+        inp = inp.permute(0, 3, 1, 2)
+    logits = model(inp)
+    (logits * torch.tensor(dy)).sum().backward()
+    return logits.detach().numpy(), px.grad.numpy()
+
+
+def make_fixtures(out):
+    os.makedirs(out, exist_ok=True)
+    torch.set_num_threads(1)
+    for k, (name, cls, opset, dynamic, size, nhwc) in enumerate(FIXTURES):
+        torch.manual_seed(k)
+        model = randomize(cls(), 100 + k)
+        path = os.path.join(out, name + '.onnx')
+        export(model, path, opset, dynamic, size, nhwc)
+        rng = np.random.default_rng(k)
+        pixels = rng.integers(0, 256, size=(2, size, size, 3)).astype(np.float32)
+        classes = 10
+        dy = rng.standard_normal((2, classes)).astype(np.float32)
+        # A model ending in LogSoftmax is imported up to its input: the reference gives those logits.
+        if hasattr(model, 'log_output'):
+            model.log_output = False
+        logits, grad = reference(model, pixels, nhwc, dy)
+        card = {'inputShape': [size, size, 3], 'numClasses': classes, 'opset': opset, 'dynamicBatch': dynamic,
+                'preprocess': {'scale': 1 / 255} if nhwc else {'mean': MEAN, 'std': STD},
+                'pixels': pixels.astype(np.uint8).reshape(-1).tolist(), 'dy': dy.reshape(-1).tolist(),
+                'logits': logits.reshape(-1).tolist(), 'dx': grad.reshape(-1).tolist()}
+        with open(os.path.join(out, name + '.json'), 'w') as f:
+            json.dump(card, f)
+        print(f'{name}: {os.path.getsize(path)} bytes')
+
+
+ZOO = ['resnet18', 'mobilenet_v3_small', 'efficientnet_b0', 'googlenet', 'densenet121', 'convnext_tiny', 'vgg11_bn',
+       'shufflenet_v2_x1_0', 'regnet_y_400mf', 'mnasnet1_0', 'squeezenet1_1', 'mobilenet_v2', 'vit_b_16']
+
+
+def zoo_model(name):
+    """A torchvision architecture with seeded random weights (no pretrained weights offline): the same
+    numbers whenever it is built, so bench/torch_zoo.py times the very model the zoo's .onnx holds."""
+    import torchvision
+    k = ZOO.index(name)
+    torch.manual_seed(k)
+    kwargs = {'aux_logits': False, 'init_weights': True} if name == 'googlenet' else {}
+    return randomize(getattr(torchvision.models, name)(weights=None, **kwargs), 1000 + k)
+
+
+def make_zoo(out, names):
+    """Full-size torchvision architectures (zoo_model), exported at opset 13 with a dynamic batch."""
+    os.makedirs(out, exist_ok=True)
+    torch.set_num_threads(2)
+    for name in names:
+        path = os.path.join(out, name + '.onnx')
+        if os.path.exists(path):
+            continue
+        model = zoo_model(name)
+        x = torch.rand(1, 3, 224, 224)
+        torch.onnx.export(model, x, path, opset_version=13, input_names=['input'], output_names=['logits'],
+                          dynamic_axes={'input': {0: 'N'}, 'logits': {0: 'N'}})
+        print(f'{name}: {os.path.getsize(path) / 1e6:.1f} MB', flush=True)
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--out', default=os.path.join(os.path.dirname(__file__), '..', 'test', 'fixtures', 'onnx'))
+    ap.add_argument('--zoo', help='folder for the full-size architectures (the bench reads them)')
+    ap.add_argument('--models', default=','.join(ZOO))
+    a = ap.parse_args()
+    if a.zoo:
+        make_zoo(a.zoo, a.models.split(','))
+    else:
+        make_fixtures(a.out)

@@ -1,0 +1,145 @@
+import type { Weights } from '../net.js';
+import { transposeWeights } from '../net.js';
+import type { Layout, Shape } from '../ops/types.js';
+import { OnnxGraph } from './builder.js';
+
+/**
+ * What the ops' ONNX writers share: the graph being built, the batch size as a value, layouts, and the
+ * per-image product that keeps every backward row's forward quantities computed once per image.
+ */
+
+export const NHWC_TO_NCHW = [0, 3, 1, 2];
+export const NCHW_TO_NHWC = [0, 2, 3, 1];
+/** The largest integer a JS number holds; ONNX clamps slice bounds anyway. */
+export const INT64_MAX = 9007199254740991;
+
+/** Dimensions (without batch) of a value of Net shape `shape` as stored in `layout`. */
+export function storageDims(shape: Shape, layout: Layout): number[] {
+  return layout === 'nchw' ? [shape[2], shape[0], shape[1]] : shape;
+}
+
+/** The storage axis of a Net axis (batch-inclusive, may be negative) of a value of `rank` axes (batch included). */
+export function storageAxis(axis: number, rank: number, layout: Layout): number {
+  const a = axis < 0 ? axis + rank : axis;
+  return layout === 'nchw' ? NHWC_TO_NCHW.indexOf(a) : a;
+}
+
+export class OnnxEmitter {
+  readonly g = new OnnxGraph();
+  private batchValue?: string;
+
+  /** @param input the ONNX value whose first dimension is the batch size. */
+  constructor(private readonly input: string) {}
+
+  /** N, the batch size, as an int64 [1] tensor (made on first use). */
+  batch(): string {
+    this.batchValue ??= this.g.op('Slice', [this.g.op('Shape', [this.input]), this.g.ints([0]), this.g.ints([1])], {}, 'batch');
+    return this.batchValue;
+  }
+
+  /**
+   * A constant broadcast against a value of `rank` axes (batch included), trailing axes aligned, laid
+   * out as that value is stored.
+   */
+  constant(w: Weights, rank: number, layout: Layout): string {
+    if (layout !== 'nchw' || w.shape.length === 0) return this.g.floats(w.data, w.shape);
+    const s4 = [...new Array(rank - w.shape.length).fill(1), ...w.shape];
+    return this.g.floats(transposeWeights({ data: w.data, shape: s4 }, NHWC_TO_NCHW).data, NHWC_TO_NCHW.map((p) => s4[p]));
+  }
+
+  /**
+   * g * f, where g holds the backward rows [N*K, ...] (K cotangents per image, image-major) of a value
+   * of shape `shape` and f a forward-pass quantity [N, ...] of shape `fShape` (same rank, broadcastable
+   * to `shape`): each image's factor serves its K rows.
+   */
+  perImage(g: string, f: string, shape: Shape, layout: Layout, fShape: Shape = shape): string {
+    const G = this.g;
+    const dims = storageDims(shape, layout);
+    if (fShape.join() === shape.join()) {
+      // Flattened: one broadcast axis instead of several.
+      const n = dims.reduce((a, b) => a * b, 1);
+      const rows = G.op('Reshape', [g, G.op('Concat', [this.batch(), G.ints([-1, n])], { axis: 0 })]);
+      const product = G.op('Mul', [rows, G.op('Reshape', [f, G.ints([0, 1, n])])]);
+      return G.op('Reshape', [product, G.ints([-1, ...dims])]);
+    }
+    return this.rowsTimes(g, shape, f, fShape, layout);
+  }
+
+  /**
+   * Backward rows g [N*K, ...] of shape gShape times a per-image quantity f [N, ...] of shape fShape (same
+   * rank, numpy broadcasting between the two): rows [N*K, ...broadcast shape].
+   */
+  rowsTimes(g: string, gShape: Shape, f: string, fShape: Shape, layout: Layout): string {
+    const G = this.g;
+    const out = storageDims(gShape.map((d, i) => Math.max(d, fShape[i])), layout);
+    const rows = G.op('Reshape', [g, G.op('Concat', [this.batch(), G.ints([-1, ...storageDims(gShape, layout)])], { axis: 0 })]);
+    const product = G.op('Mul', [rows, G.op('Unsqueeze', [f, G.ints([1])])]);
+    return G.op('Reshape', [product, G.ints([-1, ...out])]);
+  }
+
+  /** Sums backward rows of a broadcast result back to an input's shape (axes where it had 1). */
+  unbroadcast(rows: string, outShape: Shape, inShape: Shape, layout: Layout): string {
+    const axes = inShape.map((d, i) => (d === 1 && outShape[i] !== 1 ? storageAxis(i + 1, inShape.length + 1, layout) : -1)).filter((a) => a >= 0);
+    return axes.length ? this.g.op('ReduceSum', [rows, this.g.ints(axes.sort())], { keepdims: 1 }) : rows;
+  }
+
+  /** Moves a value between layouts (rank 4 only; forward values and backward rows alike). */
+  convert(value: string, from: Layout, to: Layout): string {
+    if (from === to) return value;
+    return this.g.op('Transpose', [value], { perm: to === 'nchw' ? NHWC_TO_NCHW : NCHW_TO_NHWC });
+  }
+
+  /** The sum of gradient contributions (one value, or a Sum node). */
+  sum(parts: string[]): string {
+    return parts.length === 1 ? parts[0] : this.g.op('Sum', parts);
+  }
+}
+
+/** One node as its op's ONNX writer sees it. */
+export class OnnxNode<O> {
+  private readonly kept = new Map<string, string>();
+  constructor(
+    readonly e: OnnxEmitter,
+    readonly name: string,
+    readonly op: O,
+    /** ONNX values of the inputs, in `layouts`. */
+    readonly inputs: string[],
+    readonly inShapes: Shape[],
+    readonly outShape: Shape,
+    readonly layouts: Layout[],
+    readonly outLayout: Layout,
+  ) {}
+  get g(): OnnxGraph {
+    return this.e.g;
+  }
+  /** Rank (batch included) of input i, or of the output when i is omitted. */
+  rank(i?: number): number {
+    return (i === undefined ? this.outShape : this.inShapes[i]).length + 1;
+  }
+  /** Storage axis of a Net axis of input i (default 0). */
+  axis(a: number, i = 0): number {
+    return storageAxis(a, this.rank(i), this.layouts[i]);
+  }
+  /** Storage dims (without batch) of input i, or of the output when i is omitted. */
+  dims(i?: number): number[] {
+    return i === undefined ? storageDims(this.outShape, this.outLayout) : storageDims(this.inShapes[i], this.layouts[i]);
+  }
+  /** A constant laid out for input i's storage (default 0). */
+  constant(w: Weights, i = 0): string {
+    return this.e.constant(w, this.rank(i), this.layouts[i]);
+  }
+  /** Backward rows of the output times a forward quantity of the output's shape (or a broadcastable one). */
+  perImage(rows: string, f: string, fShape?: Shape): string {
+    return this.e.perImage(rows, f, this.outShape, this.outLayout, fShape);
+  }
+  /** Keeps a forward value for the backward pass. */
+  save(key: string, value: string): string {
+    this.kept.set(key, value);
+    return value;
+  }
+  saved(key: string): string {
+    const v = this.kept.get(key);
+    if (v === undefined) throw new Error(`internal: ${this.name} saved no "${key}"`);
+    return v;
+  }
+}

@@ -1,0 +1,74 @@
+import { closeSync, existsSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, relative, resolve, isAbsolute } from 'node:path';
+import { UsageError } from '../../errors.js';
+import type { ModelCard } from '../card.js';
+import type { Net } from '../net.js';
+import { imageInput, logitsValue, onnxNet } from './convert.js';
+import { parseOnnx, type OnnxModel } from './parse.js';
+
+export { parseOnnx, type OnnxModel } from './parse.js';
+export { onnxToNet, onnxNet, imageInput, logitsValue, SUPPORTED_OPS } from './convert.js';
+
+/**
+ * Reads external data files named by the model, relative to its folder; a location that leads
+ * outside that folder (absolute, "..", a symbolic link out) is refused.
+ */
+function externalReader(file: string) {
+  const dir = realpathSync(dirname(resolve(file)));
+  return (location: string, offset: number, length: number | undefined): Uint8Array => {
+    const path = resolve(dir, location);
+    const real = existsSync(path) ? realpathSync(path) : path;
+    const rel = relative(dir, real);
+    if (isAbsolute(location) || rel.startsWith('..') || isAbsolute(rel)) throw new UsageError(`${file}: external data "${location}" lies outside the model's folder`);
+    if (!existsSync(real)) throw new UsageError(`${file}: external data file ${location} not found beside the model`);
+    const n = length ?? statSync(real).size - offset;
+    const out = new Uint8Array(n);
+    const fd = openSync(real, 'r');
+    try {
+      if (readSync(fd, out, 0, n, offset) !== n) throw new UsageError(`${file}: external data file ${location} is shorter than the model says`);
+    } finally {
+      closeSync(fd);
+    }
+    return out;
+  };
+}
+
+/** The last model read: a card lookup and the load that follows it parse a large file once. */
+let last: { key: string; model: OnnxModel } | undefined;
+
+export function readOnnx(file: string): OnnxModel {
+  const key = existsSync(file) ? `${resolve(file)}|${statSync(file).mtimeMs}|${statSync(file).size}` : '';
+  if (key && last?.key === key) return last.model;
+  const model = parseFile(file);
+  last = { key, model };
+  return model;
+}
+
+function parseFile(file: string): OnnxModel {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (e) {
+    throw new UsageError(`${file}: cannot read the ONNX file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  return parseOnnx(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), file, externalReader(file));
+}
+
+/** Card fields the .onnx file states itself: input size (when static) and class count. */
+export function cardFromOnnx(file: string, m: OnnxModel, inputShape?: [number, number, number], logitsName?: string): Partial<ModelCard> {
+  const input = imageInput(m, file, inputShape);
+  const logits = logitsValue(m, file, logitsName);
+  const out = m.outputs.find((o) => o.name === logits)?.dims ?? m.outputs[0].dims;
+  const classes = out.slice(1).reduce<number>((a, d) => a * (typeof d === 'number' ? d : NaN), 1);
+  return {
+    name: basename(file, '.onnx'),
+    format: 'onnx',
+    model: file,
+    inputShape: input.shape,
+    ...(Number.isInteger(classes) && classes > 1 ? { numClasses: classes } : {}),
+  };
+}
+
+export function loadOnnxNet(file: string, card: Pick<ModelCard, 'inputShape' | 'logitsLayer'>): Net {
+  return onnxNet(readOnnx(file), file, card);
+}

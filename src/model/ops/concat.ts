@@ -1,0 +1,37 @@
+import * as tf from '@tensorflow/tfjs';
+import { onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
+import { normAxis, type OpDef } from './types.js';
+
+/** Joins the inputs along one axis (batch-inclusive index), with a fused activation. */
+export const concat: OpDef<'concat'> = {
+  kind: 'concat',
+  shape(op, xs) {
+    const a = normAxis(op.axis, xs[0].length + 1) - 1;
+    if (a < 0 || a >= xs[0].length || xs.some((s) => s.length !== xs[0].length || s.some((d, i) => i !== a && d !== xs[0][i])))
+      throw new Error(`inputs [${xs.join('], [')}] cannot be joined along axis ${op.axis}`);
+    return xs[0].map((d, i) => (i === a ? xs.reduce((t, s) => t + s[a], 0) : d));
+  },
+  tfjs(op) {
+    const act = tfjsActivation(op.act);
+    return (xs) => act(tf.concat(xs, op.axis));
+  },
+  onnx: {
+    layout: 'any',
+    forward(n) {
+      const pre = n.save('pre', n.g.op('Concat', n.inputs, { axis: n.axis(n.op.axis) }));
+      return n.save('y', onnxActivation(n, pre, n.op.act));
+    },
+    backward(n, dy) {
+      const d = onnxActivationBackward(n, dy, n.saved('pre'), n.saved('y'), n.op.act);
+      const a = normAxis(n.op.axis, n.rank(0)) - 1;
+      const outs = n.inputs.map((_, i) => n.g.fresh(`${n.name}_split${i}`));
+      n.g.opMulti('Split', [d, n.g.ints(n.inShapes.map((s) => s[a]))], outs, { axis: n.axis(n.op.axis) });
+      return outs;
+    },
+  },
+  samples: [
+    { name: 'channels', op: { kind: 'concat', axis: -1, act: 'linear' }, inputs: [[3, 3, 2], [3, 3, 3]] },
+    { name: 'rows, relu', op: { kind: 'concat', axis: 1, act: 'relu' }, inputs: [[2, 3, 2], [1, 3, 2]] },
+    { name: 'tokens (class token first)', op: { kind: 'concat', axis: 1, act: 'linear' }, inputs: [[1, 4], [5, 4]] },
+  ],
+};

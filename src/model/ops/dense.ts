@@ -1,0 +1,45 @@
+import * as tf from '@tensorflow/tfjs';
+import { transposeWeights } from '../net.js';
+import { onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
+import { sampleWeights as w, type OpDef } from './types.js';
+
+/** x [..., in] @ kernel [in, out] (+ bias) on the last axis, with a fused activation. */
+export const dense: OpDef<'dense'> = {
+  kind: 'dense',
+  shape(op, [x]) {
+    const [din, dout] = op.kernel.shape;
+    if (x[x.length - 1] !== din) throw new Error(`a [${din}, ${dout}] kernel does not fit inputs [${x}] (last axis ${din} expected)`);
+    return [...x.slice(0, -1), dout];
+  },
+  tfjs(op, b) {
+    const k = b.tensor(op.kernel) as tf.Tensor2D;
+    const bias = op.bias && b.tensor(op.bias);
+    const act = tfjsActivation(op.act);
+    const [din, dout] = op.kernel.shape;
+    return ([x]) => {
+      const flat = x.rank === 2 ? (x as tf.Tensor2D) : x.reshape([-1, din]);
+      let y: tf.Tensor = tf.matMul(flat as tf.Tensor2D, k);
+      if (bias) y = tf.add(y, bias);
+      return act(x.rank === 2 ? y : y.reshape([...x.shape.slice(0, -1), dout]));
+    };
+  },
+  onnx: {
+    layout: 'plain',
+    forward(n) {
+      const { kernel, bias, act } = n.op;
+      const mm = n.g.op('MatMul', [n.inputs[0], n.g.floats(kernel.data, kernel.shape)]);
+      const pre = n.save('pre', bias ? n.g.op('Add', [mm, n.g.floats(bias.data, bias.shape)]) : mm);
+      return n.save('y', onnxActivation(n, pre, act));
+    },
+    backward(n, dy) {
+      const d = onnxActivationBackward(n, dy, n.saved('pre'), n.saved('y'), n.op.act);
+      const [din, dout] = n.op.kernel.shape;
+      return [n.g.op('MatMul', [d, n.g.floats(transposeWeights(n.op.kernel, [1, 0]).data, [dout, din])])];
+    },
+  },
+  samples: [
+    { name: 'rank 2, bias, relu', op: { kind: 'dense', kernel: w([6, 4], 1), bias: w([4], 2), act: 'relu' }, inputs: [[6]] },
+    { name: 'tokens (rank 3), gelu', op: { kind: 'dense', kernel: w([5, 3], 3), bias: w([3], 4), act: 'gelu' }, inputs: [[4, 5]] },
+    { name: 'rank 4 (channels last), linear', op: { kind: 'dense', kernel: w([3, 2], 5), act: 'linear' }, inputs: [[3, 2, 3]] },
+  ],
+};

@@ -1,0 +1,67 @@
+import * as tf from '@tensorflow/tfjs';
+import type { OpOf } from '../net.js';
+import { storageDims } from '../onnx/emit.js';
+import { normAxis, type OpDef, type Shape } from './types.js';
+
+/** Mean, max or sum over axes (batch-inclusive indices; the batch axis is never reduced). */
+
+type Reduce = OpOf<'reduce'>;
+
+const axesOf = (op: Reduce, rank: number) => [...new Set(op.axes.map((a) => normAxis(a, rank)))].sort();
+
+/** The input's shape with the reduced axes kept as 1. */
+const keptShape = (op: Reduce, x: Shape) => x.map((d, i) => (axesOf(op, x.length + 1).includes(i + 1) ? 1 : d));
+
+export const reduce: OpDef<'reduce'> = {
+  kind: 'reduce',
+  shape(op, [x]) {
+    const axes = axesOf(op, x.length + 1);
+    if (axes.some((a) => a < 1 || a > x.length)) throw new Error(`axes [${op.axes}] do not fit [${x}] (the batch axis 0 cannot be reduced)`);
+    return op.keepDims ? keptShape(op, x) : x.filter((_, i) => !axes.includes(i + 1));
+  },
+  tfjs(op, _b, [x]) {
+    const axes = axesOf(op, x.length + 1);
+    const f = op.mode === 'mean' ? tf.mean : op.mode === 'max' ? tf.max : tf.sum;
+    return ([t]) => f(t, axes, op.keepDims);
+  },
+  onnx: {
+    // NCHW storage keeps the result's axis order only when reduced axes stay (or C is the one left).
+    layout(op, [x]) {
+      if (op.keepDims || x.length !== 3) return 'any';
+      const left = [1, 2, 3].filter((a) => !axesOf(op, 4).includes(a));
+      return left.includes(3) && left.length > 1 ? 'plain' : 'any';
+    },
+    forward(n) {
+      const axes = axesOf(n.op, n.rank(0)).map((a) => n.axis(a));
+      const keep = n.op.keepDims ? 1 : 0;
+      n.save('x', n.inputs[0]);
+      if (n.op.mode === 'sum') return n.g.op('ReduceSum', [n.inputs[0], n.g.ints(axes)], { keepdims: keep });
+      const y = n.g.op(n.op.mode === 'mean' ? 'ReduceMean' : 'ReduceMax', [n.inputs[0]], { axes, keepdims: keep });
+      n.save('kept', keep ? y : n.g.op('Reshape', [y, n.g.ints([0, ...storageDims(keptShape(n.op, n.inShapes[0]), n.layouts[0])])]));
+      return y;
+    },
+    backward(n, dy) {
+      const g = n.g;
+      const x = n.inShapes[0];
+      const kept = storageDims(keptShape(n.op, x), n.layouts[0]);
+      const inDims = n.dims(0);
+      const spread = (rows: string) => g.op('Expand', [n.op.keepDims ? rows : g.op('Reshape', [rows, g.ints([-1, ...kept])]), g.ints([1, ...inDims])]);
+      if (n.op.mode === 'sum') return [spread(dy)];
+      if (n.op.mode === 'mean') {
+        const count = x.reduce((a, d, i) => (axesOf(n.op, x.length + 1).includes(i + 1) ? a * d : a), 1);
+        return [spread(g.op('Mul', [dy, g.scalar(1 / count)]))];
+      }
+      // Max: dy goes to the inputs equal to the maximum (ties all get it, as for max pooling).
+      const atMax = g.op('Cast', [g.op('Equal', [n.saved('x'), n.saved('kept')])], { to: 1 });
+      return [n.e.perImage(spread(dy), atMax, x, n.layouts[0])];
+    },
+  },
+  samples: [
+    { name: 'global mean (keepDims)', op: { kind: 'reduce', mode: 'mean', axes: [1, 2], keepDims: true }, inputs: [[4, 4, 3]] },
+    { name: 'global mean', op: { kind: 'reduce', mode: 'mean', axes: [1, 2], keepDims: false }, inputs: [[4, 5, 3]] },
+    { name: 'global max', op: { kind: 'reduce', mode: 'max', axes: [1, 2], keepDims: false }, inputs: [[4, 4, 3]] },
+    { name: 'mean over channels (keepDims)', op: { kind: 'reduce', mode: 'mean', axes: [3], keepDims: true }, inputs: [[3, 3, 4]] },
+    { name: 'sum over rows', op: { kind: 'reduce', mode: 'sum', axes: [1], keepDims: false }, inputs: [[3, 4, 2]] },
+    { name: 'mean over the last axis of tokens', op: { kind: 'reduce', mode: 'mean', axes: [-1], keepDims: false }, inputs: [[4, 6]] },
+  ],
+};

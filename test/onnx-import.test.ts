@@ -1,0 +1,160 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import onnxProto from 'onnx-proto';
+import './helpers.js';
+import { initBackend } from '../src/backend.js';
+import { loadClassifier } from '../src/model/load.js';
+import { argmaxRows, forwardLogits, vjpRows } from '../src/model/compute.js';
+import { maxRelativeDifference } from '../src/model/selfcheck.js';
+import { OnnxGraph } from '../src/model/onnx/builder.js';
+import { loadOrt } from '../src/model/onnx/runtime.js';
+import type { ModelCard } from '../src/model/card.js';
+import { EMBEDDED_DIR } from '../src/paths.js';
+
+/**
+ * ONNX import against PyTorch: every fixture of scripts/make-onnx-fixtures.py (small seeded models that
+ * together use every supported operator, opsets 11, 13, 17, 18) must give PyTorch's logits and
+ * pixel-space input gradients on ONNX Runtime and on TF.js; bad files give one-line errors.
+ */
+
+const DIR = join(import.meta.dirname, 'fixtures', 'onnx');
+const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'main.js');
+const uap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 240_000 });
+const TORCHVISION = ['--mean', '123.675,116.28,103.53', '--std', '58.395,57.12,57.375'];
+
+interface Fixture {
+  inputShape: [number, number, number];
+  numClasses: number;
+  preprocess: ModelCard['preprocess'];
+  pixels: number[];
+  dy: number[];
+  logits: number[];
+  dx: number[];
+}
+const fixtures = readdirSync(DIR).filter((f) => f.endsWith('.json')).map((f) => f.replace('.json', '')).sort();
+const read = (name: string) => JSON.parse(readFileSync(join(DIR, `${name}.json`), 'utf8')) as Fixture;
+const card = (name: string, f: Fixture): ModelCard => ({ name, format: 'onnx', model: join(DIR, `${name}.onnx`), inputShape: f.inputShape, preprocess: f.preprocess, numClasses: f.numClasses, labelSpace: 'own' });
+const ortPresent = (await loadOrt()) !== null;
+
+describe('ONNX fixtures exported from PyTorch: logits and input gradients equal PyTorch autograd', () => {
+  beforeAll(async () => {
+    await initBackend();
+  });
+  it('there is a fixture per family and opset', () => {
+    expect(fixtures.length).toBeGreaterThanOrEqual(14);
+    expect(fixtures.some((f) => f.endsWith('op18'))).toBe(true);
+  });
+  for (const onnx of ortPresent ? [true, false] : [false])
+    it.each(fixtures)(`%s on ${onnx ? 'ONNX Runtime' : 'TF.js'}`, async (name) => {
+      const f = read(name);
+      const model = await loadClassifier(card(name, f), { onnx });
+      expect(model.engine).toBe(onnx ? 'onnxruntime' : `TF.js ${tf.getBackend()}`);
+      const x = tf.tensor4d(Float32Array.from(f.pixels), [2, ...f.inputShape]);
+      try {
+        const logits = await forwardLogits(model, x);
+        expect(maxRelativeDifference(logits, f.logits)).toBeLessThan(1e-4);
+        expect(Array.from(argmaxRows(logits, f.numClasses))).toEqual(Array.from(argmaxRows(Float32Array.from(f.logits), f.numClasses)));
+        const { dx } = await vjpRows(model, x, Float32Array.from(f.dy), 1);
+        expect(maxRelativeDifference(dx, f.dx)).toBeLessThan(1e-4);
+      } finally {
+        x.dispose();
+        model.dispose();
+      }
+    });
+});
+
+/** A one-node-chain ONNX model written with the project's own builder: NCHW [N, 3, 8, 8] in, [N, 4] out. */
+function tinyModel(extra?: (g: OnnxGraph, x: string) => string, dims: (number | string)[] = ['N', 3, 8, 8]): Uint8Array {
+  const g = new OnnxGraph();
+  let x = g.op('Conv', ['input', g.floats(new Float32Array(4 * 3 * 3 * 3).fill(0.01), [4, 3, 3, 3])], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] });
+  if (extra) x = extra(g, x);
+  g.opMulti('Flatten', [g.op('GlobalAveragePool', [x])], ['logits']);
+  return g.encode([['input', dims]], [['logits', ['N', 4]]]);
+}
+
+describe('bad ONNX files and operators: one-line errors naming what is wrong', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'uap-onnx-'));
+  });
+  const write = (name: string, bytes: Uint8Array) => {
+    const p = join(dir, name);
+    writeFileSync(p, bytes);
+    return p;
+  };
+  /** Exit 2 and one error line naming the problem, no stack trace. */
+  const expectUsage = (r: ReturnType<typeof uap>, pattern: RegExp) => {
+    const errors = r.stderr.split('\n').filter((l) => l.startsWith('uap: error') || l.startsWith('error:'));
+    expect(r.status, r.stderr).toBe(2);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(pattern);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  };
+
+  it('an unsupported operator names the operator, the node and the opset', () => {
+    const p = write('einsum.onnx', tinyModel((g, x) => g.op('Einsum', [x], { equation: 'nchw->nchw' }, 'my_einsum')));
+    expectUsage(uap('accuracy', '-m', p, ...TORCHVISION, '--num-classes', '4'), /node my_einsum_\d+ \(Einsum, opset 13\): this operator is not supported/);
+  });
+  it('a file that is not ONNX, and an empty one', () => {
+    expectUsage(uap('accuracy', '-m', write('junk.onnx', Uint8Array.from({ length: 200 }, (_, i) => (i * 37) % 256))), /junk\.onnx: not an ONNX model/);
+    expectUsage(uap('accuracy', '-m', write('empty.onnx', new Uint8Array(0))), /empty\.onnx: not an ONNX model/);
+  });
+  it('no preprocessing given: the torchvision mean / std are suggested', () => {
+    expectUsage(uap('accuracy', '-m', write('tiny.onnx', tinyModel())), /--mean 123\.675,116\.28,103\.53 --std 58\.395,57\.12,57\.375/);
+  });
+  it('a dynamic image size needs --input-shape; with it the model loads', () => {
+    const p = write('dynamic.onnx', tinyModel(undefined, ['N', 3, 'H', 'W']));
+    expectUsage(uap('accuracy', '-m', p, ...TORCHVISION), /dynamic size \[N, 3, H, W\]; give the image size with --input-shape/);
+    const ok = uap('accuracy', '-m', p, ...TORCHVISION, '--input-shape', '8x8x3', '--data', join(EMBEDDED_DIR, 'images', 'val'), '--limit', '8');
+    expect(ok.status, ok.stderr).toBe(0);
+  });
+  it('external data: read beside the model; a location outside its folder is refused', async () => {
+    const { onnx } = onnxProto;
+    const bytes = (location: string) => {
+      const m = onnx.ModelProto.decode(tinyModel());
+      const w = m.graph!.initializer![0] as InstanceType<typeof onnx.TensorProto>;
+      writeFileSync(join(dir, 'weights.bin'), Buffer.concat([Buffer.alloc(16), Buffer.from(w.rawData!)]));
+      w.rawData = new Uint8Array(0);
+      w.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+      w.externalData = [{ key: 'location', value: location }, { key: 'offset', value: '16' }];
+      return onnx.ModelProto.encode(m).finish();
+    };
+    const p = write('external.onnx', bytes('weights.bin'));
+    await initBackend();
+    const model = await loadClassifier(p, { card: { preprocess: { scale: 1 / 255 }, numClasses: 4 } });
+    expect(model.numClasses).toBe(4);
+    model.dispose();
+    expectUsage(uap('accuracy', '-m', write('escape.onnx', bytes('../weights.bin')), ...TORCHVISION), /external data "\.\.\/weights\.bin" lies outside the model's folder/);
+  });
+  it('fine-tuning an ONNX model is refused, saying why', () => {
+    expectUsage(uap('finetune', '-m', join(DIR, 'stem-op17.onnx'), ...TORCHVISION), /ONNX models are imported as fixed graphs for attacks only/);
+  });
+});
+
+describe('uap on an imported PyTorch model, end to end', () => {
+  it('compute (Algorithm 1 and SGD-UAP) and evaluate run from the command line', () => {
+    const out = mkdtempSync(join(tmpdir(), 'uap-onnx-run-'));
+    const model = join(DIR, 'stem-op17.onnx');
+    const data = ['--data', join(EMBEDDED_DIR, 'images', 'craft'), '--val', join(EMBEDDED_DIR, 'images', 'val'), '--limit', '24', '--val-limit', '24'];
+    for (const method of ['algorithm1', 'sgd']) {
+      const r = uap('compute', '-m', model, ...TORCHVISION, ...data, '--method', method, '--max-passes', '1', '--xi', '40', '-o', join(out, method));
+      expect(r.status, r.stderr).toBe(0);
+      expect(existsSync(join(out, method, 'perturbation.npy'))).toBe(true);
+    }
+    const ev = uap('evaluate', '-m', model, ...TORCHVISION, '-v', join(out, 'sgd', 'perturbation.npy'), '-d', join(EMBEDDED_DIR, 'images', 'val'), '--limit', '24', '-o', join(out, 'eval'));
+    expect(ev.status, ev.stderr).toBe(0);
+    expect(ev.stdout).toMatch(/fooling rate/i);
+    // The analyses take the run of an imported model like any other.
+    for (const args of [['graph', '--run', join(out, 'sgd')], ['baseline', '--run', join(out, 'sgd'), '--factors', '0,1', '--draws', '1'], ['report', join(out, 'sgd')]]) {
+      const r = uap(...args);
+      expect(r.status, `${args[0]}: ${r.stderr}`).toBe(0);
+    }
+    expect(existsSync(join(out, 'sgd', 'graph.svg'))).toBe(true);
+    expect(existsSync(join(out, 'sgd', 'baseline.json'))).toBe(true);
+    rmSync(out, { recursive: true, force: true });
+  });
+});

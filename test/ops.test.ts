@@ -1,0 +1,103 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import './helpers.js';
+import { allSamples, sampleNet, SAMPLE_INPUT, tfjsVjp, maxRelativeDifference } from '../src/model/selfcheck.js';
+import { inferShapes } from '../src/model/shapes.js';
+import { netToTfGraph } from '../src/model/tfjsNet.js';
+import { runPlainGraph } from '../src/model/plainGraph.js';
+import { loadOrt, onnxRuntime } from '../src/model/onnx/runtime.js';
+import { initBackend } from '../src/backend.js';
+import { OPS } from '../src/model/ops/registry.js';
+
+/**
+ * Generated from the op registry: every sample of every op, wrapped by sampleNet, must give on ONNX
+ * Runtime (hand-built backward graph) and on TF.js wasm the logits and input gradients of TF.js's
+ * cpu autodiff, and that gradient must agree with finite differences of the forward pass.
+ */
+
+const samples = allSamples().map(({ kind, sample }) => ({ title: `${kind}: ${sample.name}`, net: sampleNet(sample) }));
+const N = 2;
+const K = 2;
+const outSize = (net: (typeof samples)[number]['net']) => inferShapes(net, SAMPLE_INPUT).get(net.output)![0];
+const input = (seed: number) => tf.randomUniform([N, ...SAMPLE_INPUT], -2, 2, 'float32', seed) as tf.Tensor4D;
+/** K cotangents per image, [N, K, out]. */
+const cotangents = (m: number, seed: number) => Float32Array.from({ length: N * K * m }, (_, i) => Math.sin(i * 1.7 + seed));
+/** Cotangent j of every image, [N, out]. */
+const column = (dy: Float32Array, m: number, j: number) => Float32Array.from({ length: N * m }, (_, t) => dy[(Math.floor(t / m) * K + j) * m + (t % m)]);
+
+/** cpu references per sample and per cotangent column. */
+const refs = new Map<string, { logits: number[]; dx: number[] }[]>();
+
+describe('the op registry', () => {
+  it('every op kind has samples, and every sample network has a shape', () => {
+    for (const def of Object.values(OPS)) expect(def.samples.length, def.kind).toBeGreaterThan(0);
+    for (const s of samples) expect(outSize(s.net), s.title).toBeGreaterThan(0);
+  });
+});
+
+describe('every op sample on TF.js cpu: autodiff agrees with finite differences', () => {
+  beforeAll(async () => {
+    await tf.setBackend('cpu');
+  });
+  it.each(samples.map((s, i) => [s.title, i] as const))('%s', (title, i) => {
+    const { net } = samples[i];
+    const m = outSize(net);
+    const x = input(i);
+    const dy = cotangents(m, i);
+    const cols = Array.from({ length: K }, (_, j) => tfjsVjp(net, SAMPLE_INPUT, x, column(dy, m, j)));
+    refs.set(title, cols);
+    // Directional derivative of L(x) = sum(dy * f(x)) along u, central differences in float32.
+    const g = netToTfGraph(net, SAMPLE_INPUT);
+    const u = tf.randomUniform(x.shape, -1, 1, 'float32', i + 100);
+    const L = (eps: number) => tf.tidy(() => tf.sum(tf.mul(runPlainGraph(g, tf.add(x, tf.mul(u, eps))), tf.tensor(column(dy, m, 0), [N, m]))).dataSync()[0]);
+    const eps = 1e-2;
+    const numeric = (L(eps) - L(-eps)) / (2 * eps);
+    const analytic = tf.tidy(() => tf.sum(tf.mul(tf.tensor(cols[0].dx, x.shape), u)).dataSync()[0]);
+    expect(Math.abs(numeric - analytic), `numeric ${numeric} vs autodiff ${analytic}`).toBeLessThan(2e-2 * Math.max(1, Math.abs(analytic)));
+    tf.dispose([x, u, ...g.owned]);
+  });
+});
+
+const ortPresent = (await loadOrt()) !== null;
+
+describe.skipIf(!ortPresent)('every op sample on ONNX Runtime (K cotangents per image) equals TF.js cpu', () => {
+  it.each(samples.map((s, i) => [s.title, i] as const))('%s', async (title, i) => {
+    const { net } = samples[i];
+    const m = outSize(net);
+    const x = input(i);
+    const dy = cotangents(m, i);
+    const rt = (await onnxRuntime(net, SAMPLE_INPUT, { workers: 1, threadsPerWorker: 1 }))!;
+    try {
+      const r = await rt.vjp(x, dy);
+      const cols = refs.get(title)!;
+      expect(maxRelativeDifference(r.logits, cols[0].logits)).toBeLessThan(1e-5);
+      expect(maxRelativeDifference(await rt.forward(x), cols[0].logits)).toBeLessThan(1e-5);
+      const per = SAMPLE_INPUT.reduce((a, b) => a * b, 1);
+      for (let j = 0; j < K; j++)
+        for (let n = 0; n < N; n++) {
+          const got = r.dx.subarray((n * K + j) * per, (n * K + j + 1) * per);
+          const want = cols[j].dx.slice(n * per, (n + 1) * per);
+          expect(maxRelativeDifference(got, want), `image ${n}, cotangent ${j}`).toBeLessThan(1e-4);
+        }
+    } finally {
+      x.dispose();
+      await rt.dispose();
+    }
+  });
+});
+
+describe('every op sample on TF.js wasm (the custom input gradients) equals TF.js cpu', () => {
+  beforeAll(async () => {
+    expect(await initBackend('wasm')).toBe('wasm');
+  });
+  it.each(samples.map((s, i) => [s.title, i] as const))('%s', (title, i) => {
+    const { net } = samples[i];
+    const m = outSize(net);
+    const x = input(i);
+    const got = tfjsVjp(net, SAMPLE_INPUT, x, column(cotangents(m, i), m, 0));
+    const want = refs.get(title)![0];
+    expect(maxRelativeDifference(got.logits, want.logits)).toBeLessThan(1e-4);
+    expect(maxRelativeDifference(got.dx, want.dx)).toBeLessThan(1e-4);
+    x.dispose();
+  });
+});
