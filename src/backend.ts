@@ -1,9 +1,9 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf.js';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { UsageError } from './errors.js';
 import { selfCheckInputs, selfCheckNet, closeEnough, tfjsProbe, SELF_CHECK_SHAPE } from './model/selfcheck.js';
-import { onnxRuntime } from './model/onnx/runtime.js';
+import { onnxRuntime, loadOrt } from './model/onnx/runtime.js';
 
 /**
  * Where models run. 'onnx': ONNX Runtime for forward passes and input gradients of every model the
@@ -74,7 +74,7 @@ export async function initBackend(name?: string): Promise<BackendName> {
   // Production mode: skips per-op debug checks and the "install tfjs-node" banner (it cannot be installed offline).
   tf.enableProdMode();
   if (name !== undefined && name !== 'onnx' && name !== 'wasm' && name !== 'cpu')
-    throw new UsageError(`--backend ${name}: expected onnx, wasm or cpu`);
+    throw new UsageError(`{backend} ${name}: expected onnx, wasm or cpu`);
   let tfBackend: 'wasm' | 'cpu' = 'cpu';
   if (name !== 'cpu') {
     try {
@@ -83,13 +83,28 @@ export async function initBackend(name?: string): Promise<BackendName> {
     } catch {
       /* fall through to cpu */
     }
-    if (name === 'wasm' && tfBackend !== 'wasm') throw new UsageError('--backend wasm: the wasm backend failed to start or failed its self-check');
+    if (name === 'wasm' && tfBackend !== 'wasm') throw new UsageError('{backend} wasm: the wasm backend failed to start or failed its self-check');
   }
   if (tfBackend === 'cpu') {
     await tf.setBackend('cpu');
     await tf.ready();
   }
   onnxOn = (name === undefined || name === 'onnx') && (await onnxSelfCheck());
-  if (name === 'onnx' && !onnxOn) throw new UsageError('--backend onnx: onnxruntime-node failed to load or failed its self-check');
+  if (name === 'onnx' && !onnxOn)
+    throw new UsageError(
+      (await loadOrt()) ? '{backend} onnx: ONNX Runtime failed its self-check' : `{backend} onnx: onnxruntime-node is not installed (${ORT_INSTALL})`,
+    );
   return onnxOn ? 'onnx' : tfBackend;
+}
+
+/** How to add the fast engine: onnxruntime-node is an optional peer, so `npm i uap` never downloads it or its GPU libraries. */
+export const ORT_INSTALL = 'npm i onnxruntime-node --onnxruntime-node-install=skip';
+
+/**
+ * A line for the user when the default choice fell back to TF.js because onnxruntime-node is absent
+ * (not when --backend chose TF.js, nor when ONNX Runtime loaded but failed its self-check).
+ */
+export async function engineNotice(name?: string): Promise<string | undefined> {
+  if (name !== undefined || onnxOn || (await loadOrt())) return undefined;
+  return `ONNX Runtime is not installed, so models run on TF.js (several times slower on ImageNet models); for the fast engine: ${ORT_INSTALL}`;
 }

@@ -1,4 +1,4 @@
-/** uap: universal adversarial perturbations for TensorFlow.js classifiers. */
+/** uap: universal adversarial perturbations for image classifiers (ONNX from PyTorch, TensorFlow.js, TFLite). */
 export { initBackend, type BackendName } from './backend.js';
 export { UsageError, AbortedError } from './errors.js';
 export { type Norm, parseNorm, lpNorm, batchNorm, projectLp } from './math/lp.js';
@@ -25,8 +25,12 @@ export {
 } from './attacks/universal.js';
 export { predictSet, foolingRate, scorePredictions, evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
 export { readNpy, writeNpy } from './io/npy.js';
+export {
+  readArrayFile, toPixelsHwc, fromPixelsHwc, encodeNpz, LAYOUTS, UNITS,
+  type PerturbationFormat, type PerturbationLayout, type PerturbationUnits,
+} from './io/perturbationFile.js';
 export { writePerturbation, writeExamples } from './io/run.js';
-export { runCompute, runEvaluate, loadPerturbation, loadSet, loadModel, resolveTarget, defaultXi, defaultData, randomBaseline } from './pipeline.js';
+export { runCompute, runEvaluate, loadPerturbation, OWN_FORMAT, loadSet, loadModel, resolveTarget, defaultXi, defaultData, randomBaseline } from './pipeline.js';
 export { assetsDir } from './paths.js';
 export { runFinetune, defenceMarkdown, FINETUNE_DEFAULTS, type FinetuneJob, type FinetuneOptions, type DefenceResult, type RoundRecord, type EpochRecord } from './defence/finetune.js';
 export { drawPerturbations, applyDraws, SAMPLING_DEFAULTS, type SamplingOptions, type Draw } from './defence/sampling.js';

@@ -14,10 +14,21 @@ export const CARDS_DIR = resolve(PROJECT_ROOT, 'cards');
 /** The project's own embedded default: a Fashion-MNIST classifier and 400 test images. */
 export const EMBEDDED_DIR = resolve(PROJECT_ROOT, 'assets', 'fashion-mnist');
 
+/** True when uap runs from an installed package (inside node_modules) rather than its own checkout. */
+export const INSTALLED = PROJECT_ROOT.split(/[\\/]/).includes('node_modules');
+
 /**
- * Folder of the real ImageNet models and images: `--assets`, else $UAP_ASSETS, else ../shared/assets
- * beside the project. They are never copied into the repository.
+ * Folder of the real ImageNet models and images: the `assets` option (`--assets`), else $UAP_ASSETS,
+ * else, in the project's own checkout, ../shared/assets beside it. An installed package has no default
+ * (never a path inside node_modules): '' then, which no folder check passes.
  */
 export function assetsDir(flag?: string): string {
-  return resolve(flag ?? process.env.UAP_ASSETS ?? resolve(PROJECT_ROOT, '..', 'shared', 'assets'));
+  const given = flag ?? process.env.UAP_ASSETS;
+  if (given) return resolve(given);
+  return INSTALLED ? '' : resolve(PROJECT_ROOT, '..', 'shared', 'assets');
+}
+
+/** How to name the assets folder in a message: its path, or that none was given. */
+export function assetsHint(assets: string): string {
+  return assets ? `the assets folder is ${assets}` : 'no assets folder was given';
 }

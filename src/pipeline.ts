@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf.js';
 import type { Classifier } from './model/classifier.js';
 import { loadClassifier, type CardOverrides } from './model/load.js';
 import { listDataset, loadImages, type ImageSet } from './data/dataset.js';
@@ -19,8 +19,9 @@ import { readNpy } from './io/npy.js';
 import { writeJson, writePerturbation, writeExamples } from './io/run.js';
 import { fingerprintMismatch, hasCheckpoint } from './io/checkpoint.js';
 import { lockRunDir } from './io/lock.js';
-import { assetsDir, EMBEDDED_DIR } from './paths.js';
-import { UsageError } from './errors.js';
+import { assetsDir, assetsHint, EMBEDDED_DIR } from './paths.js';
+import { UsageError, withOptionNames } from './errors.js';
+import { readArrayFile, toPixelsHwc, type PerturbationFormat } from './io/perturbationFile.js';
 
 /** Where the images of a run come from. Unset folders default by the model's label space. */
 export interface DataSpec {
@@ -41,8 +42,17 @@ export interface DataSpec {
 export interface Log {
   info(msg: string): void;
   warn(msg: string): void;
+  /** True when the log renders the {option} templates of messages itself (the CLI's, as flags). */
+  templates?: boolean;
 }
-const silent: Log = { info: () => {}, warn: () => {} };
+const silent: Log = { info: () => {}, warn: () => {}, templates: true };
+
+/** The caller's log, given messages with option names in place of {option} templates. */
+export function namedLog(log: Log | undefined): Log {
+  if (!log) return silent;
+  if (log.templates) return log;
+  return { info: (m) => log.info(withOptionNames(m)), warn: (m) => log.warn(withOptionNames(m)), templates: true };
+}
 
 /** Default folders: the ImageNet sample/validation images, or the embedded Fashion-MNIST split. */
 export function defaultData(model: Classifier, assets: string): { data: string; val: string } {
@@ -80,13 +90,13 @@ export function resolveTarget(target: number | string | undefined, model: Classi
   if (target === undefined) return undefined;
   const asNumber = typeof target === 'number' ? target : /^\d+$/.test(target.trim()) ? Number(target) : undefined;
   if (asNumber !== undefined) {
-    if (asNumber >= model.numClasses) throw new UsageError(`--target ${target}: the model has ${model.numClasses} classes (0..${model.numClasses - 1})`);
+    if (asNumber >= model.numClasses) throw new UsageError(`{target} ${target}: the model has ${model.numClasses} classes (0..${model.numClasses - 1})`);
     return asNumber;
   }
   const want = String(target).trim().toLowerCase();
   const names = model.labels ?? [];
   const i = names.findIndex((n) => n.toLowerCase() === want || n.toLowerCase().split(',')[0].trim() === want);
-  if (i < 0) throw new UsageError(`--target ${target}: no class of model ${model.name} has that name (give an index 0..${model.numClasses - 1} or a label name)`);
+  if (i < 0) throw new UsageError(`{target} ${target}: no class of model ${model.name} has that name (give an index 0..${model.numClasses - 1} or a label name)`);
   return i;
 }
 
@@ -97,28 +107,54 @@ export async function loadModel(spec: string, opts: { assets: string; card?: Car
   return model;
 }
 
-/** Lists and decodes one image folder for `model`, warning about skipped files. */
+/**
+ * The image sets that come with uap, by name: 'fashion:craft' and 'fashion:val' (the embedded
+ * Fashion-MNIST images), 'imagenet:sample' and 'imagenet:val' (in the assets folder). Anything else is
+ * a folder path.
+ */
+export function dataFolder(spec: string, assets: string): string {
+  const named: Record<string, () => string> = {
+    'fashion:craft': () => defaultFolders('own', assets).data,
+    'fashion:val': () => defaultFolders('own', assets).val,
+    'imagenet:sample': () => defaultFolders('imagenet', assets).data,
+    'imagenet:val': () => defaultFolders('imagenet', assets).val,
+  };
+  if (named[spec]) {
+    if (spec.startsWith('imagenet:') && !assets) throw new UsageError(`data ${spec}: ${assetsHint(assets)}; pass the folder holding models/ and data/ as {assets} or set UAP_ASSETS`);
+    return named[spec]();
+  }
+  if (/^[a-z]+:[a-z]+$/.test(spec) && !existsSync(spec)) throw new UsageError(`data ${spec}: no such named set (${Object.keys(named).join(', ')}) or folder`);
+  return spec;
+}
+
+/**
+ * Lists and decodes one image set for `model` (a folder, or a named set: see dataFolder), warning
+ * about skipped files. `assets` defaults as everywhere (the `assets` option, else $UAP_ASSETS).
+ */
 export async function loadSet(
   model: Classifier,
-  dir: string,
-  opts: { labels?: string; limit?: number; sample?: { count: number; seed: number }; strict?: boolean; assets: string; log?: Log; what: string },
+  dirOrName: string,
+  opts: { labels?: string; limit?: number; sample?: { count: number; seed: number }; strict?: boolean; assets?: string; log?: Log; what?: string } = {},
 ): Promise<ImageSet> {
-  const log = opts.log ?? silent;
+  const log = namedLog(opts.log);
+  const assets = assetsDir(opts.assets);
+  const dir = dataFolder(dirOrName, assets);
+  const what = opts.what ?? 'images';
   const items = listDataset(dir, {
     labelsFile: opts.labels,
     limit: opts.limit,
     sample: opts.sample,
-    wnids: model.labelSpace === 'imagenet' ? wnidsOf(opts.assets) : undefined,
+    wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined,
     labelNames: model.labels,
-    warn: (m) => log.warn(`${opts.what}: ${m}`),
+    warn: (m) => log.warn(`${what}: ${m}`),
   });
   const { set, skipped } = await loadImages(items, model.inputShape, { strict: opts.strict });
   if (skipped.length > 0)
-    log.warn(`${opts.what}: skipped ${skipped.length} of ${items.length} files that could not be decoded (first: ${skipped[0].path}: ${skipped[0].reason}); --strict makes this an error`);
+    log.warn(`${what}: skipped ${skipped.length} of ${items.length} files that could not be decoded (first: ${skipped[0].path}: ${skipped[0].reason}); {strict} makes this an error`);
   const labelled = set.labels ? 'labelled' : 'unlabelled';
-  log.info(`${opts.what}: ${set.size} ${labelled} images from ${dir}`);
+  log.info(`${what}: ${set.size} ${labelled} images from ${dir}`);
   const bad = set.items.find((i) => i.label !== undefined && (i.label < 0 || i.label >= model.numClasses));
-  if (bad) throw new UsageError(`${opts.what}: label ${bad.label} of ${bad.path} is outside the model's ${model.numClasses} classes`);
+  if (bad) throw new UsageError(`${what}: label ${bad.label} of ${bad.path} is outside the model's ${model.numClasses} classes`);
   return set;
 }
 
@@ -134,6 +170,8 @@ export interface ComputeJob extends DataSpec {
   force?: boolean;
   /** A saved perturbation (.npy) to start from. */
   init?: string;
+  /** How the --init file is stored (default: detected). */
+  initFormat?: PerturbationFormat;
   /** 'algorithm1' (the paper, default) or 'sgd' (SGD-UAP). */
   method?: 'algorithm1' | 'sgd';
   /** Targeted: a class index or label name every image is pushed to. */
@@ -154,19 +192,23 @@ export interface ComputeSummary {
   out: string;
 }
 
-/** Reads a saved perturbation and fits it to the model's input: same shape, or resized (bilinear). */
-export function loadPerturbation(file: string, model: Classifier, log: Log = silent): tf.Tensor3D {
-  const { data, shape } = readNpy(file);
-  const s = shape.length === 4 && shape[0] === 1 ? shape.slice(1) : shape;
-  const [h, w, c] = model.inputShape;
-  if (s.length !== 3) throw new UsageError(`perturbation ${file}: expected shape (H, W, C), got (${shape.join(', ')})`);
-  if (s[2] !== c) throw new UsageError(`perturbation ${file}: has ${s[2]} channels, model ${model.name} takes ${c}`);
-  if (!data.every(Number.isFinite)) throw new UsageError(`perturbation ${file}: holds NaN or infinite values`);
-  const largest = data.reduce((m, t) => Math.max(m, Math.abs(t)), 0);
-  if (largest > 255) log.warn(`perturbation ${file}: values reach ${largest.toPrecision(4)}, beyond anything pixels in [0, 255] can take (x + v is clipped); is it in pixel units?`);
-  const v = tf.tensor3d(data, s as [number, number, number]);
-  if (s[0] === h && s[1] === w) return v;
-  log.warn(`perturbation ${file}: resized from ${s[0]}x${s[1]} to ${h}x${w} (bilinear)`);
+/** uap's own perturbation files (runs, checkpoints): HWC in pixel units. */
+export const OWN_FORMAT: PerturbationFormat = { layout: 'hwc', units: 'pixels' };
+
+/**
+ * Reads a perturbation (.npy, or an array of a .npz) in any layout and units (see PerturbationFormat),
+ * as HWC pixels fitted to the model's input: same size, or resized (bilinear).
+ */
+export function loadPerturbation(file: string, model: Classifier, log: Log = silent, format: PerturbationFormat = {}): tf.Tensor3D {
+  log = namedLog(log);
+  const got = toPixelsHwc(readArrayFile(file, format.array), format, model, file);
+  const [h, w] = model.inputShape;
+  if (got.layout !== 'hwc' || got.units !== 'pixels') log.info(`perturbation ${file}: read as ${got.layout} in ${got.units === 'pixels' ? 'pixel' : got.units} units`);
+  const largest = got.data.reduce((m, t) => Math.max(m, Math.abs(t)), 0);
+  if (largest > 255) log.warn(`perturbation ${file}: values reach ${largest.toPrecision(4)} pixels, beyond anything pixels in [0, 255] can take (x + v is clipped); are its {units} right?`);
+  const v = tf.tensor3d(got.data, got.shape);
+  if (got.shape[0] === h && got.shape[1] === w) return v;
+  log.warn(`perturbation ${file}: resized from ${got.shape[0]}x${got.shape[1]} to ${h}x${w} (bilinear)`);
   const r = tf.tidy(() => tf.image.resizeBilinear(v, [h, w]) as tf.Tensor3D);
   v.dispose();
   return r;
@@ -198,8 +240,8 @@ export async function randomBaseline(model: Classifier, set: ImageSet, norm: Nor
  * write the run directory.
  */
 export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpointDir' | 'resume' | 'init'> & { log?: Log; model?: Classifier } = {}): Promise<ComputeSummary> {
-  const log = ctl.log ?? silent;
-  if (existsSync(job.out) && !statSync(job.out).isDirectory()) throw new UsageError(`--out ${job.out}: is a file, expected a folder for the run`);
+  const log = namedLog(ctl.log);
+  if (existsSync(job.out) && !statSync(job.out).isDirectory()) throw new UsageError(`{out} ${job.out}: is a file, expected a folder for the run`);
   checkFreshRun(job, log);
   const unlock = lockRunDir(job.out, `uap compute -o ${job.out}`);
   const assets = assetsDir(job.assets);
@@ -219,7 +261,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     const listed = listDataset(dataDir, { labelsFile: job.labels, limit: job.limit, sample: sample(job.sample), labelNames: model.labels, wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined }).length;
     if (job.resume) {
       const before = readRunConfig(job.out)?.listed;
-      if (before !== undefined && before !== listed) throw new UsageError(`--resume: the run in ${job.out} crafted on ${before} listed images of X, not ${listed} (same --data, --limit and --sample as the first run?)`);
+      if (before !== undefined && before !== listed) throw new UsageError(`{resume}: the run in ${job.out} crafted on ${before} listed images of X, not ${listed} (same {data}, {limit} and {sample} as the first run?)`);
       const mismatch = fingerprintMismatch(job.out, { method, norm: options.norm, xi: options.xi, seed: options.seed });
       if (mismatch) throw new UsageError(mismatch);
     }
@@ -227,8 +269,8 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     const X = await loadSet(model, dataDir, { labels: job.labels, limit: job.limit, sample: sample(job.sample), strict: job.strict, assets, log, what: 'crafting set X' });
     const valDir = job.val ?? defaults.val;
     const V = job.val === 'none' ? undefined : await loadSet(model, valDir, { labels: job.valLabels, limit: job.valLimit, sample: sample(job.valSample), strict: job.strict, assets, log, what: 'validation set' });
-    refuseResumeWithInit(job.resume, job.init); // before reading the --init file
-    const init = job.init ? loadPerturbation(job.init, model, log) : undefined;
+    refuseResumeWithInit(job.resume, job.init); // before reading the {init} file
+    const init = job.init ? loadPerturbation(job.init, model, log, job.initFormat) : undefined;
     const config = {
       model: model.name, modelSpec: existsSync(job.model) ? resolve(job.model) : job.model, assets, data: dataDir, val: V ? valDir : null, listed, images: X.size, valImages: V?.size ?? 0, method,
       // Card fields given as flags (an ONNX model's mean / std): the analyses of this run load the same model.
@@ -240,7 +282,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     const control = { ...ctl, checkpointDir: job.out, resume: job.resume, init, onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)) };
     const res = await craft(model, X, method, options, control).finally(() => init?.dispose());
     log.info(`stopped: ${res.stopReason}`);
-    if (lpNorm(res.v, 'inf') === 0) log.warn('the perturbation is zero: no image of X could be moved (try a larger --xi, more passes, or another method)');
+    if (lpNorm(res.v, 'inf') === 0) log.warn('the perturbation is zero: no image of X could be moved (try a larger {xi}, more passes, or another method)');
     const onX = await evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
     const onVal = V ? await evaluatePerturbation(model, V, res.v, { batchSize: options.batchSize }) : undefined;
     const targetOnVal = target !== undefined && onVal ? targetSuccessRate(onVal.cleanPred, onVal.advPred, target) : undefined;
@@ -276,7 +318,7 @@ function readRunConfig(dir: string): { listed?: number } | undefined {
 function warnRadius(o: { norm: Norm; xi: number }, model: Classifier, log: Log): void {
   const [h, w, c] = model.inputShape;
   const most = o.norm === 'inf' ? 255 : 255 * Math.sqrt(h * w * c);
-  if (o.xi > most) log.warn(`--xi ${o.xi}: beyond what images in [0, 255] allow (${o.norm === 'inf' ? 'Linf' : 'L2'} ${most.toFixed(0)}); is it in pixel units?`);
+  if (o.xi > most) log.warn(`{xi} ${o.xi}: beyond what images in [0, 255] allow (${o.norm === 'inf' ? 'Linf' : 'L2'} ${most.toFixed(0)}); is it in pixel units?`);
 }
 
 /**
@@ -287,8 +329,8 @@ function checkFreshRun(job: ComputeJob, log: Log): void {
   if (job.resume || !hasCheckpoint(job.out)) return;
   const finished = existsSync(join(job.out, 'metrics.json'));
   if (!finished && !job.force)
-    throw new UsageError(`--out ${job.out}: holds an unfinished run; --resume continues it, --force starts afresh and replaces it`);
-  log.warn(`--out ${job.out}: replacing the ${finished ? 'finished' : 'unfinished'} run there`);
+    throw new UsageError(`{out} ${job.out}: holds an unfinished run; {resume} continues it, {force} starts afresh and replaces it`);
+  log.warn(`{out} ${job.out}: replacing the ${finished ? 'finished' : 'unfinished'} run there`);
 }
 
 export interface EvaluateJob extends DataSpec {
@@ -296,6 +338,8 @@ export interface EvaluateJob extends DataSpec {
   card?: CardOverrides;
   assets?: string;
   perturbation: string;
+  /** How the perturbation file is stored (default: detected; see PerturbationFormat). */
+  format?: PerturbationFormat;
   /** Folder for metrics.json and examples.png (optional). */
   out?: string;
   batchSize?: number;
@@ -321,9 +365,10 @@ async function withScoringSet<T>(
 
 /** `uap evaluate`: the figures of a saved perturbation on an image set, beside random noise of its norm. */
 export async function runEvaluate(job: EvaluateJob, log: Log = silent) {
+  log = namedLog(log);
   const scoring = { ...job, data: job.val ?? job.data, labels: job.valLabels ?? job.labels, limit: job.valLimit ?? job.limit };
   return withScoringSet(scoring, log, async (model, set, dir) => {
-    const v = loadPerturbation(job.perturbation, model, log);
+    const v = loadPerturbation(job.perturbation, model, log, job.format);
     try {
       const ev = await evaluatePerturbation(model, set, v, { batchSize: job.batchSize });
       const normL2 = lpNorm(v, 2);
@@ -358,6 +403,7 @@ export interface AccuracyJob {
 
 /** `uap accuracy`: top-1 and top-5 accuracy of a model on a labelled folder (checks card and preprocessing). */
 export async function runAccuracy(job: AccuracyJob, log: Log = silent) {
+  log = namedLog(log);
   return withScoringSet(job, log, async (model, set, dir) => {
     const labels = set.labels;
     if (!labels) throw new UsageError(`data ${dir}: accuracy needs labelled images (class folders, wnid names or a labels file)`);

@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
 import { transferMarkdown, transferSource, transferSpec, type TransferResult } from '../src/analysis/transfer.js';
 import { vegaLiteToSvg } from '../src/report/plots.js';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf.js';
 import { normSweep } from '../src/analysis/baseline.js';
 import { noiseOfNorm, randomPerturbation } from '../src/math/noise.js';
 import { lpNorm } from '../src/math/lp.js';
@@ -136,7 +136,7 @@ describe('transfer matrix outputs', () => {
     expect(svg).toMatch(/90%/);
   });
   it('names what it expected for a bad source', () => {
-    expect(() => transferSource('/no/such/run')).toThrow(/\/no\/such\/run: not found \(expected a run directory or a \.npy perturbation\)/);
+    expect(() => transferSource('/no/such/run')).toThrow(/\/no\/such\/run: not found \(expected a run directory or a \.npy \/ \.npz perturbation\)/);
     expect(() => transferSource(mkdtempSync(join(tmpdir(), 'uap-empty-')))).toThrow(/no perturbation\.npy in this run directory/);
   });
 });

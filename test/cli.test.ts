@@ -64,7 +64,7 @@ describe('CLI', () => {
   it('perturbation of the wrong image size for the model', async () => {
     const f = join(tmp(), 'v.npy');
     writeNpy(f, { data: new Float32Array(5 * 5 * 3), shape: [5, 5, 3] });
-    await expectUsageError(['evaluate', '-v', f], /has 3 channels, model fashion-mnist-cnn takes 1/);
+    await expectUsageError(['evaluate', '-v', f], /shape \(5, 5, 3\) has no axis of 1 channel at either end \(the model takes 28x28x1 images\)/);
   });
   it('bad model card', async () => {
     const dir = tmp();

@@ -3,7 +3,7 @@ import { mkdtempSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf.js';
 import { listDataset, loadImages } from '../src/data/dataset.js';
 import { decodeImage } from '../src/data/decode.js';
 import { readNpy, writeNpy, fortranToC } from '../src/io/npy.js';

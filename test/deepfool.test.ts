@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf.js';
 import { deepfool } from '../src/attacks/deepfool.js';
 import { linearClassifier, tinyNet } from './helpers.js';
 

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf.js';
 import { inputGradConv, relu6InputGrad } from '../src/model/inputgrad.js';
 import { layersToNet } from '../src/model/layersGraph.js';
 import { netToTfGraph } from '../src/model/tfjsNet.js';

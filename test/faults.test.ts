@@ -104,7 +104,7 @@ describe('perturbation files', () => {
     expectUsage(await uapCli(['evaluate', '-v', npy('inf.npy', inf), '--limit', '8']), /inf\.npy: holds NaN or infinite values/);
     const huge = await uapCli(['evaluate', '-v', npy('huge.npy', new Float32Array(784).fill(1e6)), '--limit', '8']);
     expect(huge.status, huge.stderr).toBe(0);
-    expect(huge.stderr).toMatch(/values reach 1\.000e\+6, beyond anything pixels in \[0, 255\] can take/);
+    expect(huge.stderr).toMatch(/values reach 1\.000e\+6 pixels, beyond anything pixels in \[0, 255\] can take/);
   });
   it('uint8 and float16 files are named as unsupported dtypes, not "truncated"', async () => {
     const header = (descr: string) => {

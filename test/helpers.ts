@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { resolve as resolvePath } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf.js';
 import type { Classifier } from '../src/model/classifier.js';
 import { ImageSet } from '../src/data/dataset.js';
 import { Rng } from '../src/math/random.js';

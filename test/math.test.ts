@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf.js';
 import { projectLp, lpNorm, batchNorm, parseNorm } from '../src/math/lp.js';
 import { Rng, passSeed } from '../src/math/random.js';
 import { randomPerturbation } from '../src/math/noise.js';

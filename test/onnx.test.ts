@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf.js';
 import './helpers.js';
 import { weights, SLICE_END, type Net, type NetNode, type NodeOp, type Activation } from '../src/model/net.js';
 import { netToTfGraph } from '../src/model/tfjsNet.js';

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf.js';
 import './helpers.js';
 import { allSamples, sampleNet, SAMPLE_INPUT, tfjsVjp, maxRelativeDifference } from '../src/model/selfcheck.js';
 import { inferShapes } from '../src/model/shapes.js';

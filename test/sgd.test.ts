@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf.js';
 import { batchGradient, computeSgdUniversal, lossCotangent, SGD_DEFAULTS, type SgdOptions } from '../src/attacks/sgd.js';
 import { computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
 import { targetSuccessRate } from '../src/attacks/passes.js';
@@ -137,9 +137,9 @@ describe('SGD-UAP', () => {
   });
 
   it('refuses bad settings with the flag named', async () => {
-    await expect(computeSgdUniversal(model, X, opts({ lrDecay: 0 }))).rejects.toThrow(/--lr-decay/);
+    await expect(computeSgdUniversal(model, X, opts({ lrDecay: 0 }))).rejects.toThrow(/^lrDecay: expected a number in \(0, 1\]/);
     await expect(computeSgdUniversal(model, X, opts({ loss: 'hinge' as never }))).rejects.toThrow(UsageError);
-    await expect(computeSgdUniversal(model, X, opts({ target: 99 }))).rejects.toThrow(/--target: expected a class index in 0..5/);
+    await expect(computeSgdUniversal(model, X, opts({ target: 99 }))).rejects.toThrow(/^target: expected a class index in 0..5/);
   });
 
   it('warm start: begins from the given perturbation (projected onto the ball)', async () => {

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf.js';
 import './helpers.js';
 import { initBackend } from '../src/backend.js';
 import * as fb from '../src/model/tflite/schema.generated.js';
@@ -146,7 +146,7 @@ describe('a .tflite file as a classifier', () => {
       outputs: [2],
     });
     const f = tmpFile('float.tflite', bytes);
-    expect(() => findCard(f)).toThrow(/float.tflite: the model takes float input.*--scale\/--offset/);
+    expect(() => findCard(f)).toThrow(/float.tflite: the model takes float input.*pass scale\/offset or mean\/std/);
     expect(findCard(f, { preprocess: { scale: 2 } })).toMatchObject({ inputShape: [2, 2, 1], numClasses: 4, preprocess: { scale: 2 } });
   });
 });

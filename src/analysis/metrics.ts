@@ -1,4 +1,4 @@
-import type * as tf from '@tensorflow/tfjs';
+import type * as tf from '../tf.js';
 import { labelName, type Classifier } from '../model/classifier.js';
 import { lpNorm, type Norm } from '../math/lp.js';
 import type { Evaluation } from './fooling.js';

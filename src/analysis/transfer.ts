@@ -1,8 +1,9 @@
+import type { PerturbationFormat } from '../io/perturbationFile.js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { predictSet, foolingRate } from './fooling.js';
-import { loadModel, loadPerturbation, loadSet, defaultData, type Log } from '../pipeline.js';
+import { loadModel, loadPerturbation, OWN_FORMAT, loadSet, defaultData, type Log } from '../pipeline.js';
 import type { CardOverrides } from '../model/load.js';
 import type { TopLevelSpec } from '../report/plots.js';
 import { pct } from '../report/format.js';
@@ -21,6 +22,8 @@ export interface TransferSource {
   /** Card fields the run was given as flags, to load that model the same way. */
   card?: CardOverrides;
   file: string;
+  /** How the file is stored: uap's own for run directories, else as given. */
+  format: PerturbationFormat;
 }
 
 export interface TransferResult {
@@ -35,9 +38,9 @@ export interface TransferResult {
   data: string[];
 }
 
-/** A run directory (config.json + perturbation.npy) or a .npy file. */
-export function transferSource(spec: string): TransferSource {
-  if (!existsSync(spec)) throw new UsageError(`${spec}: not found (expected a run directory or a .npy perturbation)`);
+/** A run directory (config.json + perturbation.npy), or a .npy / .npz file stored as `format` says. */
+export function transferSource(spec: string, format: PerturbationFormat = {}): TransferSource {
+  if (!existsSync(spec)) throw new UsageError(`${spec}: not found (expected a run directory or a .npy / .npz perturbation)`);
   if (statSync(spec).isDirectory()) {
     const file = join(spec, 'perturbation.npy');
     if (!existsSync(file)) throw new UsageError(`${spec}: no perturbation.npy in this run directory`);
@@ -50,10 +53,10 @@ export function transferSource(spec: string): TransferSource {
     } catch {
       craftedOn = null;
     }
-    return { name: craftedOn ? `${craftedOn} (${basename(spec)})` : basename(spec), craftedOn, card, file };
+    return { name: craftedOn ? `${craftedOn} (${basename(spec)})` : basename(spec), craftedOn, card, file, format: OWN_FORMAT };
   }
-  if (!spec.endsWith('.npy')) throw new UsageError(`${spec}: expected a run directory or a .npy perturbation`);
-  return { name: basename(spec, '.npy'), craftedOn: null, file: spec };
+  if (!/\.np[yz]$/.test(spec)) throw new UsageError(`${spec}: expected a run directory or a .npy / .npz perturbation`);
+  return { name: basename(spec).replace(/\.np[yz]$/, ''), craftedOn: null, file: spec, format };
 }
 
 export async function transferMatrix(
@@ -62,7 +65,7 @@ export async function transferMatrix(
   opts: { assets: string; card?: CardOverrides; data?: string; limit?: number; batchSize?: number; log: Log },
 ): Promise<TransferResult> {
   if (sources.length === 0) throw new UsageError('transfer: give at least one run directory or .npy perturbation');
-  if (models.length === 0) throw new UsageError('transfer: no models to test on (pass --models, or run directories whose config.json names a model)');
+  if (models.length === 0) throw new UsageError('transfer: no models to test on (pass {models}, or run directories whose config.json names a model)');
   const foolingRates: number[][] = sources.map(() => []);
   const images: number[] = [];
   const data: string[] = [];
@@ -76,7 +79,7 @@ export async function transferMatrix(
       const set = await loadSet(model, dir, { limit: opts.limit, assets: opts.assets, log: opts.log, what: `${name} images` });
       const clean = await predictSet(model, set, null, opts.batchSize);
       for (const [r, src] of sources.entries()) {
-        const v = loadPerturbation(src.file, model, quiet);
+        const v = loadPerturbation(src.file, model, quiet, src.format);
         try {
           foolingRates[r].push(foolingRate(clean, await predictSet(model, set, v, opts.batchSize)));
         } finally {

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import { candidateGradientRows, type GradientOptions } from '../model/gradients.js';
 import { forwardLogits, predictLabels } from '../model/compute.js';
@@ -72,7 +72,7 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
   const maxSteps = opts.maxSteps ?? 50;
   const n = x.shape[0];
   const candidates = opts.candidates ?? 10;
-  if (!Number.isInteger(candidates) || candidates < 2) throw new UsageError(`--candidates: expected an integer >= 2, got ${candidates}`);
+  if (!Number.isInteger(candidates) || candidates < 2) throw new UsageError(`{candidates}: expected an integer >= 2, got ${candidates}`);
   const k = Math.min(candidates, model.numClasses);
   const [h, w, c] = [x.shape[1], x.shape[2], x.shape[3]];
 
@@ -88,7 +88,7 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
 
   const target = opts.target;
   if (target !== undefined && !(Number.isInteger(target) && target >= 0 && target < model.numClasses))
-    throw new UsageError(`--target: expected a class index in 0..${model.numClasses - 1}, got ${target}`);
+    throw new UsageError(`{target}: expected a class index in 0..${model.numClasses - 1}, got ${target}`);
   /** Whether an image predicted as `pred` is done. */
   const done = (img: number, pred: number) => (target !== undefined ? pred === target : pred !== fromLabel[img]);
   // Rows differentiated per image: the k-1 other top classes, or (targeted) just the target.

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { type Norm, projectLp, lpNorm, l2 } from '../math/lp.js';
@@ -135,7 +135,7 @@ export async function forEachBatch(
 
 /** A resumed run continues from its checkpoint, so a warm start alongside it is a contradiction. */
 export function refuseResumeWithInit(resume: unknown, init: unknown): void {
-  if (resume && init) throw new UsageError('--resume and --init exclude each other: a resumed run continues from its checkpoint');
+  if (resume && init) throw new UsageError('{resume} and {init} exclude each other: a resumed run continues from its checkpoint');
 }
 
 /** Share of images not of class `target` originally that `adv` classifies as `target`. */
@@ -152,13 +152,13 @@ export function targetSuccessRate(clean: Int32Array, adv: Int32Array, target: nu
 
 export function validatePassOptions(o: PassOptions, numClasses: number): void {
   const bad = (flag: string, what: string) => {
-    throw new UsageError(`--${flag}: ${what}`);
+    throw new UsageError(`{${flag}}: ${what}`);
   };
   if (o.norm !== 2 && o.norm !== 'inf') bad('norm', `expected 2 or inf, got ${String(o.norm)}`);
   if (!(o.xi > 0) || !Number.isFinite(o.xi)) bad('xi', `expected a positive number, got ${o.xi}`);
   if (!(o.delta >= 0 && o.delta < 1)) bad('delta', `expected a number in [0, 1), got ${o.delta}`);
-  if (!Number.isInteger(o.maxPasses) || o.maxPasses < 1) bad('max-passes', `expected an integer >= 1, got ${o.maxPasses}`);
-  if (!Number.isInteger(o.batchSize) || o.batchSize < 1) bad('batch-size', `expected an integer >= 1, got ${o.batchSize}`);
+  if (!Number.isInteger(o.maxPasses) || o.maxPasses < 1) bad('maxPasses', `expected an integer >= 1, got ${o.maxPasses}`);
+  if (!Number.isInteger(o.batchSize) || o.batchSize < 1) bad('batchSize', `expected an integer >= 1, got ${o.batchSize}`);
   if (!Number.isInteger(o.seed)) bad('seed', `expected an integer, got ${o.seed}`);
   if (o.target !== undefined && !(Number.isInteger(o.target) && o.target >= 0 && o.target < numClasses))
     bad('target', `expected a class index in 0..${numClasses - 1} or a label name, got ${o.target}`);
@@ -187,12 +187,12 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
   let startPass = 0;
   let elapsedBefore = 0;
   if (ctl.resume) {
-    if (!ctl.checkpointDir) throw new UsageError('--resume needs the run directory (--out) of the interrupted run');
+    if (!ctl.checkpointDir) throw new UsageError('{resume} needs the run directory ({out}) of the interrupted run');
     const ck = loadCheckpoint<PassRecord>(ctl.checkpointDir, fp);
     // What a resumed run publishes must be what this run could have made: its shape, inside its ball.
-    if (ck.shape.join() !== [h, w, c].join()) throw new UsageError(`--resume: the checkpoint in ${ctl.checkpointDir} holds a ${ck.shape.join('x')} perturbation; model ${model.name} takes ${h}x${w}x${c}`);
+    if (ck.shape.join() !== [h, w, c].join()) throw new UsageError(`{resume}: the checkpoint in ${ctl.checkpointDir} holds a ${ck.shape.join('x')} perturbation; model ${model.name} takes ${h}x${w}x${c}`);
     const n = o.norm === 2 ? l2(ck.v) : ck.v.reduce((m, t) => Math.max(m, Math.abs(t)), 0);
-    if (n > o.xi * (1 + 1e-5)) throw new UsageError(`--resume: the checkpoint's perturbation has ||v||_${o.norm} = ${n.toPrecision(4)}, outside the ball of radius ${o.xi}; it was not made by this run`);
+    if (n > o.xi * (1 + 1e-5)) throw new UsageError(`{resume}: the checkpoint's perturbation has ||v||_${o.norm} = ${n.toPrecision(4)}, outside the ball of radius ${o.xi}; it was not made by this run`);
     ctl.onResume?.(ck.completed);
     ctx.v = tf.tensor3d(ck.v, ck.shape);
     history = ck.history;

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { lpNorm, projectLp } from '../math/lp.js';
@@ -34,14 +34,14 @@ export const SGD_DEFAULTS: Omit<SgdOptions, 'xi' | 'norm'> = {
 
 export function validateSgdOptions(o: SgdOptions): void {
   const bad = (flag: string, what: string) => {
-    throw new UsageError(`--${flag}: ${what}`);
+    throw new UsageError(`{${flag}}: ${what}`);
   };
   if (o.loss !== 'ce' && o.loss !== 'margin') bad('loss', `expected ce or margin, got ${String(o.loss)}`);
   if (!(o.beta > 0)) bad('beta', `expected a positive number, got ${o.beta}`);
   if (!(o.kappa >= 0)) bad('kappa', `expected a number >= 0, got ${o.kappa}`);
   if (o.optimizer !== 'sign' && o.optimizer !== 'adam') bad('optimizer', `expected sign or adam, got ${String(o.optimizer)}`);
   if (o.lr !== undefined && !(o.lr > 0)) bad('lr', `expected a positive number, got ${o.lr}`);
-  if (!(o.lrDecay > 0 && o.lrDecay <= 1)) bad('lr-decay', `expected a number in (0, 1], got ${o.lrDecay}`);
+  if (!(o.lrDecay > 0 && o.lrDecay <= 1)) bad('lrDecay', `expected a number in (0, 1], got ${o.lrDecay}`);
 }
 
 /**

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { ballL2Radius, l2, projectInPlace } from '../math/lp.js';
@@ -69,16 +69,16 @@ export const UNIVERSAL_DEFAULTS: Omit<UniversalOptions, 'xi'> & { xi?: number } 
 
 export function validateUniversalOptions(o: UniversalOptions): void {
   const bad = (flag: string, what: string) => {
-    throw new UsageError(`--${flag}: ${what}`);
+    throw new UsageError(`{${flag}}: ${what}`);
   };
   if (!(o.overshoot >= 0)) bad('overshoot', `expected a number >= 0, got ${o.overshoot}`);
   if (!Number.isInteger(o.candidates) || o.candidates < 2) bad('candidates', `expected an integer >= 2, got ${o.candidates}`);
-  if (!Number.isInteger(o.deepfoolSteps) || o.deepfoolSteps < 1) bad('deepfool-steps', `expected an integer >= 1, got ${o.deepfoolSteps}`);
-  if (o.deepfoolNorm !== 2 && o.deepfoolNorm !== 'match') bad('deepfool-norm', `expected 2 or match, got ${String(o.deepfoolNorm)}`);
+  if (!Number.isInteger(o.deepfoolSteps) || o.deepfoolSteps < 1) bad('deepfoolSteps', `expected an integer >= 1, got ${o.deepfoolSteps}`);
+  if (o.deepfoolNorm !== 2 && o.deepfoolNorm !== 'match') bad('deepfoolNorm', `expected 2 or match, got ${String(o.deepfoolNorm)}`);
   if (o.projection !== 'sum' && o.projection !== 'each') bad('projection', `expected sum or each, got ${String(o.projection)}`);
   if (o.steps !== 'unit' && o.steps !== 'minimal') bad('steps', `expected unit or minimal, got ${String(o.steps)}`);
-  if (!(o.stepSize > 0) || !Number.isFinite(o.stepSize)) bad('step-size', `expected a positive number, got ${o.stepSize}`);
-  if (o.stepDecay !== undefined && !(o.stepDecay > 0 && o.stepDecay <= 1)) bad('step-decay', `expected a number in (0, 1], got ${o.stepDecay}`);
+  if (!(o.stepSize > 0) || !Number.isFinite(o.stepSize)) bad('stepSize', `expected a positive number, got ${o.stepSize}`);
+  if (o.stepDecay !== undefined && !(o.stepDecay > 0 && o.stepDecay <= 1)) bad('stepDecay', `expected a number in (0, 1], got ${o.stepDecay}`);
   if (o.accept !== undefined && o.accept !== 'converged' && o.accept !== 'all') bad('accept', `expected converged or all, got ${String(o.accept)}`);
 }
 

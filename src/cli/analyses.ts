@@ -1,7 +1,8 @@
+import type { PerturbationFormat } from '../io/perturbationFile.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import type * as tf from '@tensorflow/tfjs';
+import type * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import type { Norm } from '../math/lp.js';
@@ -18,17 +19,17 @@ import { buildReport } from '../report/html.js';
 import { labelName } from '../model/classifier.js';
 import { writeJson, writeText } from '../io/run.js';
 import type { CardOverrides } from '../model/load.js';
-import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, type AttackFlags } from './flags.js';
+import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
 import { sizeSweep, sizeSpec, DEFAULT_SIZES } from '../analysis/sizes.js';
 import { consoleLog, pct, startBackend } from './console.js';
 
 
 export function transferCommand(): Command {
   const cmd = new Command('transfer')
-    .description("transfer matrix: each perturbation (run directory or .npy) evaluated on each model (the paper's Table 2)")
-    .argument('<sources...>', 'run directories of `uap compute` (their config.json names the model) or .npy perturbations');
-  cmd
-    .option('--assets <dir>', 'folder of the shared ImageNet models and images (default: $UAP_ASSETS or ../shared/assets)')
+    .description("transfer matrix: each perturbation (run directory, .npy or .npz) evaluated on each model (the paper's Table 2)")
+    .argument('<sources...>', 'run directories of `uap compute` (their config.json names the model) or .npy / .npz perturbations');
+  addFormatFlags(cmd)
+    .option('--assets <dir>', ASSETS_HELP)
     .option('--backend <name>', 'where models run: onnx (default when its self-check passes), wasm or cpu')
     .option('--models <names>', 'comma-separated models to test on (default: the models the runs were crafted on)')
     .option('-d, --data <dir>', "images to test on (default: each model's validation set)")
@@ -36,7 +37,8 @@ export function transferCommand(): Command {
     .option('--batch-size <n>', 'images per forward pass', count('batch-size'), 32)
     .option('-o, --out <dir>', 'writes transfer.json, transfer.md, transfer.svg', 'runs/transfer')
     .action(async (sources: string[], flags: Record<string, unknown>) => {
-      const rows = sources.map(transferSource);
+      const format = perturbationFormat(flags);
+      const rows = sources.map((s) => transferSource(s, format));
       const models = flags.models
         ? String(flags.models).split(',').map((s) => s.trim()).filter(Boolean)
         : [...new Set(rows.map((r) => r.craftedOn).filter((m): m is string => m !== null))];
@@ -55,27 +57,28 @@ export function transferCommand(): Command {
 }
 
 /** The model and perturbation of an analysis: `--run DIR`, or `--model` with `-v file.npy`. */
-function runTarget(flags: Record<string, unknown>, what: string): { modelName: string; file: string; out?: string; card?: CardOverrides } {
+function runTarget(flags: Record<string, unknown>, what: string): { modelName: string; file: string; format: PerturbationFormat; out?: string; card?: CardOverrides } {
   const run = flags.run as string | undefined;
   if (run) {
     const src = transferSource(run);
     if (!src.craftedOn) throw new UsageError(`--run ${run}: config.json does not name the model`);
-    return { modelName: src.craftedOn, file: src.file, out: run, card: src.card };
+    return { modelName: src.craftedOn, file: src.file, format: src.format, out: run, card: src.card };
   }
   const file = flags.perturbation as string | undefined;
   if (!file) throw new UsageError(`${what}: give --run DIR, or --model with -v perturbation.npy`);
   if (!existsSync(file)) throw new UsageError(`-v ${file}: file not found`);
-  return { modelName: flags.model as string, file };
+  return { modelName: flags.model as string, file, format: perturbationFormat(flags) };
 }
 
 /** --run / -v / --data / --limit / --out of the analyses of one perturbation. */
 function addRunFlags(cmd: Command, outputs: string): Command {
-  return cmd
+  cmd
     .option('--run <dir>', 'a `uap compute` run directory: its model and perturbation.npy (and the default --out)')
-    .option('-v, --perturbation <file.npy>', 'perturbation to analyse (with --model)')
+    .option('-v, --perturbation <file>', 'perturbation to analyse (with --model; .npy or .npz, read with --layout / --units / --array)')
     .option('-d, --data <dir>', "images (default: the model's validation set)")
     .option('--limit <n>', 'use at most n images', count('limit'))
     .option('-o, --out <dir>', `writes ${outputs} (default: the run directory, else runs/analysis)`);
+  return addFormatFlags(cmd);
 }
 
 /** Fooling rate against norm for a run (or a model and perturbation): baseline.json, baseline.svg in `out`. */
@@ -223,7 +226,7 @@ export function reportCommand(): Command {
 /** Loads the model, its image set and the perturbation (fitted to the model), runs `use`, cleans up. */
 async function withRunSet(
   flags: Record<string, unknown>,
-  { modelName, file, card }: ReturnType<typeof runTarget>,
+  { modelName, file, format, card }: ReturnType<typeof runTarget>,
   use: (model: Classifier, set: ImageSet, v: tf.Tensor3D, dir: string) => Promise<void>,
 ): Promise<void> {
   const assets = assetsDir(flags.assets as string | undefined);
@@ -232,7 +235,7 @@ async function withRunSet(
   try {
     const dir = (flags.data as string | undefined) ?? defaultData(model, assets).val;
     const set = await loadSet(model, dir, { limit: flags.limit as number | undefined, assets, log: consoleLog, what: 'images' });
-    const v = loadPerturbation(file, model, consoleLog);
+    const v = loadPerturbation(file, model, consoleLog, format);
     try {
       await use(model, set, v, dir);
     } finally {

@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { writeText } from '../io/run.js';
 import { runCompute, runEvaluate, runAccuracy, type ComputeSummary } from '../pipeline.js';
-import { assetsDir } from '../paths.js';
+import { assetsDir, assetsHint } from '../paths.js';
 import { UsageError } from '../errors.js';
-import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, type AttackFlags } from './flags.js';
+import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
 import { consoleLog, pct, startBackend, universalProgress, withInterrupt } from './console.js';
 import { runGraph, runBaseline } from './analyses.js';
 import { buildReport } from '../report/html.js';
@@ -27,6 +27,7 @@ async function computeWithProgress(flags: Record<string, unknown>, out: string, 
           resume: Boolean(flags.resume),
           force: extra.force ?? Boolean(flags.force),
           init: flags.init as string | undefined,
+          initFormat: perturbationFormat(flags),
           method: flags.method as 'algorithm1' | 'sgd' | undefined,
           target: flags.target as string | undefined,
           randomDraws: extra.randomDraws,
@@ -68,7 +69,8 @@ export function computeCommand(): Command {
     .option('-o, --out <dir>', 'run directory (perturbation, pictures, metrics, checkpoint)', 'runs/latest')
     .option('--resume', 'continue the interrupted run in --out from its last checkpoint')
     .option('--force', 'start afresh in an --out that holds an unfinished run, replacing it')
-    .option('--init <file.npy>', 'start from a saved perturbation (warm start)')
+    .option('--init <file>', 'start from a saved perturbation, .npy or .npz (warm start; read with --layout / --units / --array)')
+  addFormatFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
       await startBackend(flags.backend);
       printSummary(await computeWithProgress(flags, flags.out as string));
@@ -77,16 +79,17 @@ export function computeCommand(): Command {
 }
 
 export function evaluateCommand(): Command {
-  const cmd = new Command('evaluate').description('fooling rate and accuracy of a saved perturbation (.npy, HWC, pixel units)');
+  const cmd = new Command('evaluate').description('fooling rate and accuracy of a saved perturbation (.npy or .npz; uap\'s own, PyTorch\'s, ART\'s: see --layout, --units)');
   addModelFlags(cmd, 'fashion');
   cmd
-    .requiredOption('-v, --perturbation <file.npy>', 'perturbation to evaluate (ours, or the paper authors\' .npy)');
+    .requiredOption('-v, --perturbation <file>', 'perturbation to evaluate (.npy or .npz: ours, the paper authors\', PyTorch\'s or ART\'s)');
+  addFormatFlags(cmd);
   addScoringFlags(cmd, 'images to evaluate on')
     .option('-o, --out <dir>', 'also write metrics.json and examples.png here')
     .action(async (flags: Record<string, unknown>) => {
       await startBackend(flags.backend);
       const m = await runEvaluate(
-        { ...scoringJob(flags), perturbation: flags.perturbation as string, out: flags.out as string | undefined },
+        { ...scoringJob(flags), perturbation: flags.perturbation as string, format: perturbationFormat(flags), out: flags.out as string | undefined },
         consoleLog,
       );
       const lines = [
@@ -105,7 +108,7 @@ export function demoCommand(): Command {
   addAttackFlags(cmd);
   cmd
     .option('--imagenet', 'use the ImageNet MobileNet v1 0.25 and the shared ImageNet images instead')
-    .option('--assets <dir>', 'folder of the shared ImageNet models and images (default: $UAP_ASSETS or ../shared/assets)')
+    .option('--assets <dir>', ASSETS_HELP)
     .option('--backend <name>', 'where models run: onnx (default when its self-check passes), wasm or cpu')
     .option('--limit <n>', 'images of X', count('limit'))
     .option('--val-limit <n>', 'validation images', count('val-limit'))
@@ -114,7 +117,7 @@ export function demoCommand(): Command {
       const imagenet = Boolean(flags.imagenet);
       if (imagenet && !existsSync(assetsDir(flags.assets as string | undefined)))
         throw new UsageError(
-          `--imagenet needs the shared assets folder (${assetsDir(flags.assets as string | undefined)} not found): pass --assets DIR or set UAP_ASSETS to the folder holding models/ and data/`,
+          `--imagenet needs the shared assets folder (${assetsHint(assetsDir(flags.assets as string | undefined))}): pass --assets DIR or set UAP_ASSETS to the folder holding models/ and data/`,
         );
       await startBackend(flags.backend);
       // Demo defaults sized for a couple of minutes on 2 cores; every flag can override them.

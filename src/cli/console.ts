@@ -1,12 +1,14 @@
 import cliProgress from 'cli-progress';
-import { initBackend } from '../backend.js';
+import { initBackend, engineNotice } from '../backend.js';
 import type { Log } from '../pipeline.js';
+import { withFlags } from '../errors.js';
 import type { Progress, PassRecord } from '../attacks/universal.js';
 
 /** Messages go to stderr so that stdout stays clean for results. */
 export const consoleLog: Log = {
-  info: (m) => process.stderr.write(`${m}\n`),
-  warn: (m) => process.stderr.write(`warning: ${m}\n`),
+  info: (m) => process.stderr.write(`${withFlags(m)}\n`),
+  warn: (m) => process.stderr.write(`warning: ${withFlags(m)}\n`),
+  templates: true,
 };
 
 import { pct } from '../report/format.js';
@@ -15,7 +17,10 @@ export { pct };
 
 /** Chooses where models run (--backend) and says which. */
 export async function startBackend(flag: unknown): Promise<void> {
-  consoleLog.info(`backend: ${await initBackend(flag as string | undefined)}`);
+  const name = flag as string | undefined;
+  consoleLog.info(`backend: ${await initBackend(name)}`);
+  const notice = await engineNotice(name);
+  if (notice) consoleLog.info(notice);
 }
 
 /**

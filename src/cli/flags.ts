@@ -1,3 +1,4 @@
+import { checkFormat, type PerturbationFormat } from '../io/perturbationFile.js';
 import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { parseNorm, type Norm } from '../math/lp.js';
@@ -45,10 +46,13 @@ function numbers(flag: string) {
 }
 
 /** --model, --assets, --backend and the model-card flags: every command that runs a model takes them. */
+/** Help text of every command's --assets flag. */
+export const ASSETS_HELP = "folder of the shared ImageNet models and images (default: $UAP_ASSETS; in a checkout of the project, ../shared/assets)";
+
 export function addModelFlags(cmd: Command, defaultModel: string): Command {
   return cmd
     .option('-m, --model <name|path>', 'bundled model name, model card, model folder/model.json with card.json beside it, or a .tflite file', defaultModel)
-    .option('--assets <dir>', 'folder of the shared ImageNet models and images (default: $UAP_ASSETS or ../shared/assets)')
+    .option('--assets <dir>', ASSETS_HELP)
     .option('--backend <name>', 'where models run: onnx (ONNX Runtime; default when its self-check passes), wasm or cpu (TF.js)')
     .option('--input-shape <HxWxC>', 'card: model input size, e.g. 224x224x3', shape)
     .option('--num-classes <n>', 'card: number of classes', count('num-classes', 2))
@@ -153,6 +157,21 @@ export function addScoringFlags(cmd: Command, what: string): Command {
     .option('--limit <n>', 'use at most n images', count('limit'))
     .option('--batch-size <n>', 'images per forward pass', count('batch-size'), 32)
     .option('--strict', 'stop on the first image that cannot be decoded');
+}
+
+/** How a perturbation file from another tool is stored (--layout, --units, --array). */
+export function addFormatFlags(cmd: Command): Command {
+  return cmd
+    .option('--layout <l>', 'axis order of a perturbation file: hwc (uap, TF), chw or nchw (PyTorch, ART), nhwc; default auto (from the channel axis)')
+    .option('--units <u>', 'scale of its values: pixels ([0, 255] images; uap), unit ([0, 1] images, before Normalize) or normalized (after it: divided by the model\'s std); default auto (pixels when values exceed 2.5, else asks)')
+    .option('--array <name>', 'the array to read from a .npz (default: its only one)');
+}
+
+/** The library's PerturbationFormat from --layout / --units / --array. */
+export function perturbationFormat(f: Record<string, unknown>): PerturbationFormat {
+  const format: PerturbationFormat = { layout: f.layout as PerturbationFormat['layout'], units: f.units as PerturbationFormat['units'], array: f.array as string | undefined };
+  checkFormat(format);
+  return format;
 }
 
 /** The fields every scoring command (evaluate, accuracy) passes to the library. */

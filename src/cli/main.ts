@@ -3,13 +3,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { PROJECT_ROOT } from '../paths.js';
-import { UsageError, AbortedError } from '../errors.js';
+import { UsageError, AbortedError, withFlags } from '../errors.js';
 import { osError } from '../io/atomic.js';
 import { computeCommand, evaluateCommand, demoCommand, accuracyCommand } from './commands.js';
 import { transferCommand, graphCommand, baselineCommand, sweepSizeCommand, normalsCommand, reportCommand } from './analyses.js';
 import { reproduceCommand } from './reproduce.js';
 import { finetuneCommand } from './defence.js';
 import { studioCommand } from './studio.js';
+import { exportCommand } from './export.js';
 
 /**
  * The `uap` command line. Bad input (flags, files, cards) ends with a one-line message and exit
@@ -17,9 +18,9 @@ import { studioCommand } from './studio.js';
  */
 function program(): Command {
   const p = new Command('uap')
-    .description('Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017) for TensorFlow.js classifiers')
+    .description('Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017) for image classifiers from PyTorch (ONNX), TensorFlow.js and TFLite')
     .version((JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version);
-  for (const c of [computeCommand(), evaluateCommand(), accuracyCommand(), transferCommand(), graphCommand(), baselineCommand(), sweepSizeCommand(), normalsCommand(), reportCommand(), reproduceCommand(), finetuneCommand(), studioCommand(), demoCommand()]) p.addCommand(c);
+  for (const c of [computeCommand(), evaluateCommand(), accuracyCommand(), transferCommand(), graphCommand(), baselineCommand(), sweepSizeCommand(), normalsCommand(), reportCommand(), exportCommand(), reproduceCommand(), finetuneCommand(), studioCommand(), demoCommand()]) p.addCommand(c);
   p.exitOverride();
   for (const c of p.commands) c.exitOverride();
   return p;
@@ -38,8 +39,8 @@ async function main(): Promise<void> {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') process.exit(0);
       process.exit(e.exitCode === 0 ? 0 : 2); // commander already printed its one-line message
     }
-    if (e instanceof UsageError) fail(e.message, 2);
-    if (e instanceof AbortedError) fail(e.message, 130);
+    if (e instanceof AbortedError) fail(withFlags(e.template), 130);
+    if (e instanceof UsageError) fail(withFlags(e.template), 2);
     // An OS error on a path the user gave (a read-only --out, a full disk): one line naming the path.
     const path = (e as NodeJS.ErrnoException).path;
     const os = path ? osError(e, path, (e as NodeJS.ErrnoException).syscall ?? 'access') : undefined;

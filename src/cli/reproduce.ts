@@ -1,8 +1,9 @@
+import { ASSETS_HELP } from './flags.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
-import { assetsDir } from '../paths.js';
+import { assetsDir, assetsHint } from '../paths.js';
 import { runCompute, type ComputeSummary } from '../pipeline.js';
 import { transferMatrix, transferSource, transferMarkdown, transferSpec } from '../analysis/transfer.js';
 import { vegaLiteToSvg } from '../report/plots.js';
@@ -37,14 +38,14 @@ export function reproduceCommand(): Command {
     .option('--models <names>', `comma-separated models to craft on (default ${IMAGENET.join(',')})`)
     .option('--quick', 'a few minutes: 100 images of X, 300 validation images, fewer sizes and normals')
     .option('--max-passes <n>', 'pass cap per perturbation', (s) => Number(s), 10)
-    .option('--assets <dir>', 'folder of the shared ImageNet models and images (default: $UAP_ASSETS or ../shared/assets)')
+    .option('--assets <dir>', ASSETS_HELP)
     .option('--backend <name>', 'where models run: onnx (default when its self-check passes), wasm or cpu')
     .option('-o, --out <dir>', 'folder for the runs, report.html and summary.md', 'runs/reproduce')
     .action(async (flags: Record<string, unknown>) => {
       const assets = assetsDir(flags.assets as string | undefined);
       const models = flags.models ? String(flags.models).split(',').map((m) => m.trim()).filter(Boolean) : IMAGENET;
       if (models.some((m) => m !== 'fashion') && !existsSync(assets))
-        throw new UsageError(`reproduce: the ImageNet models need the shared assets folder (${assets} not found): pass --assets DIR or set UAP_ASSETS`);
+        throw new UsageError(`reproduce: the ImageNet models need the shared assets folder (${assetsHint(assets)}): pass --assets DIR or set UAP_ASSETS`);
       const quick = Boolean(flags.quick);
       const plan: Plan = {
         models,

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 
 /** One image file and, when known, its label index in the classifier's label space. */
 export interface ImageItem {

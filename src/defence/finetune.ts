@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import { UsageError, AbortedError } from '../errors.js';
 import type { Classifier } from '../model/classifier.js';
 import { findCard, type CardOverrides } from '../model/load.js';
@@ -15,7 +15,7 @@ import { writeNpy } from '../io/npy.js';
 import { writeJson, writePerturbation, writeText } from '../io/run.js';
 import { assetsDir } from '../paths.js';
 import { pct } from '../report/format.js';
-import { craft, defaultData, loadModel, loadPerturbation, loadSet, methodOptions, type DataSpec, type Log, type Method } from '../pipeline.js';
+import { craft, defaultData, loadModel, loadPerturbation, OWN_FORMAT, loadSet, methodOptions, type DataSpec, namedLog, type Log, type Method } from '../pipeline.js';
 import { drawPerturbations, applyDraws, SAMPLING_DEFAULTS, type SamplingOptions } from './sampling.js';
 import { loadTrainable, refuseUntrainable, saveTrainable, snapshotWeights, restoreWeights, type Trainable } from './trainable.js';
 
@@ -105,25 +105,24 @@ export interface FinetuneControl {
   signal?: AbortSignal;
 }
 
-const silent: Log = { info: () => {}, warn: () => {} };
 
 /** Retries of an undone epoch at a tenth of the learning rate, per round. */
 const MAX_BACKOFFS = 2;
 
 function validate(o: FinetuneOptions): void {
   const bad = (flag: string, what: string) => {
-    throw new UsageError(`--${flag}: expected ${what}`);
+    throw new UsageError(`{${flag}}: expected ${what}`);
   };
   if (!Number.isInteger(o.rounds) || o.rounds < 1) bad('rounds', 'an integer >= 1');
-  if (!Number.isInteger(o.poolSize) || o.poolSize < 1) bad('pool-size', 'an integer >= 1');
+  if (!Number.isInteger(o.poolSize) || o.poolSize < 1) bad('poolSize', 'an integer >= 1');
   if (!Number.isInteger(o.epochs) || o.epochs < 1) bad('epochs', 'an integer >= 1');
-  if (!Number.isInteger(o.batchSize) || o.batchSize < 1) bad('batch-size', 'an integer >= 1');
-  if (!(o.learningRate > 0)) bad('learning-rate', 'a positive number');
-  if (!(o.sampling.probability >= 0 && o.sampling.probability <= 1)) bad('perturb-probability', 'a number in [0, 1]');
+  if (!Number.isInteger(o.batchSize) || o.batchSize < 1) bad('batchSize', 'an integer >= 1');
+  if (!(o.learningRate > 0)) bad('learningRate', 'a positive number');
+  if (!(o.sampling.probability >= 0 && o.sampling.probability <= 1)) bad('perturbProbability', 'a number in [0, 1]');
   const [lo, hi] = o.sampling.scale;
   if (!(lo >= 0 && hi >= lo)) bad('magnitude', 'LO,HI with 0 <= LO <= HI');
-  if (!(o.maxAccuracyDrop >= 0 && o.maxAccuracyDrop <= 1)) bad('max-accuracy-drop', 'a number in [0, 1]');
-  if (o.trainLabels !== 'model' && o.trainLabels !== 'truth') bad('train-labels', 'model or truth');
+  if (!(o.maxAccuracyDrop >= 0 && o.maxAccuracyDrop <= 1)) bad('maxAccuracyDrop', 'a number in [0, 1]');
+  if (o.trainLabels !== 'model' && o.trainLabels !== 'truth') bad('trainLabels', 'model or truth');
 }
 
 /** Clean top-1 accuracy of the model being trained, and the pool's fooling rate, on a labelled set (TF.js forward passes). */
@@ -153,7 +152,7 @@ async function trainEpoch(
   const order = rng.permutation(X.size);
   let lossSum = 0;
   for (let s = 0; s < X.size; s += o.batchSize) {
-    if (signal?.aborted) throw new AbortedError('fine-tuning interrupted; rerun with --resume to continue from the last saved epoch');
+    if (signal?.aborted) throw new AbortedError('fine-tuning interrupted; rerun with {resume} to continue from the last saved epoch');
     const idx = order.slice(s, s + o.batchSize);
     const draws = drawPerturbations(idx.length, pool.shape[0], rng, o.sampling);
     const x = tf.tidy(() => applyDraws(X.batch(idx), pool, draws));
@@ -178,15 +177,15 @@ function readJsonIf<T>(file: string): T | undefined {
  * from the last saved epoch, with fresh optimiser moments).
  */
 export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): Promise<DefenceResult> {
-  const log = ctl.log ?? silent;
+  const log = namedLog(ctl.log);
   const o: FinetuneOptions = { ...FINETUNE_DEFAULTS, ...job.options, sampling: { ...FINETUNE_DEFAULTS.sampling, ...job.options?.sampling } };
   validate(o);
-  if (existsSync(job.out) && !statSync(job.out).isDirectory()) throw new UsageError(`--out ${job.out}: is a file, expected a folder for the run`);
+  if (existsSync(job.out) && !statSync(job.out).isDirectory()) throw new UsageError(`{out} ${job.out}: is a file, expected a folder for the run`);
   const assets = assetsDir(job.assets);
   const originalCard = findCard(job.model, job.card, assets);
   refuseUntrainable(originalCard); // before any crafting: say it at once
-  if (job.val === 'none') throw new UsageError('--val none: fine-tuning needs validation images to keep clean accuracy in view');
-  if (job.resume && !existsSync(join(job.out, 'defence.json'))) throw new UsageError(`--resume: no defence.json in ${job.out}`);
+  if (job.val === 'none') throw new UsageError('{val} none: fine-tuning needs validation images to keep clean accuracy in view');
+  if (job.resume && !existsSync(join(job.out, 'defence.json'))) throw new UsageError(`{resume}: no defence.json in ${job.out}`);
   const method = job.method ?? 'sgd';
   let model: Classifier = await loadModel(job.model, { assets, card: job.card }, log);
   const release: tf.Tensor[] = [];
@@ -203,11 +202,11 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
     const stateFile = join(job.out, 'defence.json');
     const previous = job.resume ? readJsonIf<DefenceResult>(stateFile) : undefined;
     if (previous && JSON.stringify(previous.config) !== JSON.stringify(config))
-      throw new UsageError(`--resume: ${stateFile} was made with other settings (model, data or options differ); use another --out or the same flags`);
+      throw new UsageError(`{resume}: ${stateFile} was made with other settings (model, data or options differ); use another {out} or the same flags`);
     if (!job.resume) {
       // A fresh run must not pick up another run's pools, epochs or models from the same folder.
       const stale = existsSync(job.out) ? readdirSync(job.out).filter((f) => /^round-\d+$/.test(f) || ['defence.json', 'defence.md', 'report.html'].includes(f)) : [];
-      if (stale.length) log.warn(`--out ${job.out}: replacing the defence run there (${stale.length} entries; --resume continues it instead)`);
+      if (stale.length) log.warn(`{out} ${job.out}: replacing the defence run there (${stale.length} entries; {resume} continues it instead)`);
       for (const f of stale) rmSync(join(job.out, f), { recursive: true, force: true });
       writeJson(join(job.out, 'config.json'), config);
     }
@@ -260,7 +259,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
         for (let i = 0; i < o.poolSize; i++) {
           const file = join(roundDir, 'pool', `member-${i}.npy`);
           if (existsSync(file)) {
-            members.push(loadPerturbation(file, model));
+            members.push(loadPerturbation(file, model, log, OWN_FORMAT));
             continue;
           }
           const t0 = Date.now();
@@ -312,7 +311,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
           if (!kept) {
             restoreWeights(t, before);
             backoffs++;
-            const fell = `clean accuracy fell to ${pct(check.accuracy)} (original ${pct(baseline)}, more than --max-accuracy-drop ${o.maxAccuracyDrop})`;
+            const fell = `clean accuracy fell to ${pct(check.accuracy)} (original ${pct(baseline)}, more than {maxAccuracyDrop} ${o.maxAccuracyDrop})`;
             if (backoffs <= MAX_BACKOFFS) {
               lr /= 10;
               optimizer.dispose();
@@ -336,7 +335,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
       }
       const cardFile = join(modelDir, 'card.json');
       currentCard = findCard(cardFile);
-      const previousV = loadPerturbation(join(job.out, `round-${r - 1}`, 'attack', 'perturbation.npy'), model);
+      const previousV = loadPerturbation(join(job.out, `round-${r - 1}`, 'attack', 'perturbation.npy'), model, log, OWN_FORMAT);
       model.dispose();
       model = await loadModel(cardFile, { assets }, log);
       try {

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import type { Rng } from '../math/random.js';
 import { takeRows } from '../math/rows.js';
 

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { writeAtomic } from '../io/atomic.js';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import { UsageError } from '../errors.js';
 import { type ModelCard, resolveCardPath, cardLabels } from '../model/card.js';
 import { cardAdapters, cardWnids } from '../model/load.js';

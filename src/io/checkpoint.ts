@@ -77,10 +77,10 @@ function readMeta<H>(dir: string): Meta<H> {
   try {
     meta = JSON.parse(readFileSync(jsonFile(dir), 'utf8')) as Meta<H>;
   } catch (e) {
-    throw new UsageError(`checkpoint ${jsonFile(dir)}: unreadable (${(e as Error).message}); start afresh without --resume or with another --out`);
+    throw new UsageError(`checkpoint ${jsonFile(dir)}: unreadable (${(e as Error).message}); start afresh without {resume} or with another {out}`);
   }
   const problem = metaProblem(meta);
-  if (problem) throw new UsageError(`checkpoint ${jsonFile(dir)}: ${problem}; start afresh without --resume or with another --out`);
+  if (problem) throw new UsageError(`checkpoint ${jsonFile(dir)}: ${problem}; start afresh without {resume} or with another {out}`);
   return meta;
 }
 
@@ -88,7 +88,7 @@ function readMeta<H>(dir: string): Meta<H> {
 function checkedArray(dir: string, file: string, length?: number): Float32Array {
   const { data } = readNpy(join(dir, file));
   if (length !== undefined && data.length !== length) throw new UsageError(`checkpoint ${join(dir, file)}: holds ${data.length} values, the checkpoint says ${length}`);
-  if (!data.every(Number.isFinite)) throw new UsageError(`checkpoint ${join(dir, file)}: holds NaN or infinite values; start afresh without --resume`);
+  if (!data.every(Number.isFinite)) throw new UsageError(`checkpoint ${join(dir, file)}: holds NaN or infinite values; start afresh without {resume}`);
   return data;
 }
 
@@ -105,17 +105,17 @@ export function fingerprintMismatch(dir: string, expected: Record<string, unknow
   const { fingerprint } = readMeta(dir);
   for (const [k, val] of Object.entries(expected))
     if (k in fingerprint && JSON.stringify(fingerprint[k]) !== JSON.stringify(val))
-      return `--resume: checkpoint in ${dir} was made with ${k}=${JSON.stringify(fingerprint[k])}, not ${JSON.stringify(val)}`;
+      return `{resume}: checkpoint in ${dir} was made with ${k}=${JSON.stringify(fingerprint[k])}, not ${JSON.stringify(val)}`;
   return undefined;
 }
 
 /** Loads a checkpoint, refusing one made with other settings (they would not continue the same run). */
 export function loadCheckpoint<H>(dir: string, fingerprint: Record<string, unknown>): Checkpoint<H> {
-  if (!hasCheckpoint(dir)) throw new UsageError(`--resume: no checkpoint in ${dir}`);
+  if (!hasCheckpoint(dir)) throw new UsageError(`{resume}: no checkpoint in ${dir}`);
   const { vFile, extraFiles, ...meta } = readMeta<H>(dir);
   for (const [k, val] of Object.entries(fingerprint)) {
     if (JSON.stringify(meta.fingerprint[k]) !== JSON.stringify(val))
-      throw new UsageError(`--resume: checkpoint in ${dir} was made with ${k}=${JSON.stringify(meta.fingerprint[k])}, not ${JSON.stringify(val)}`);
+      throw new UsageError(`{resume}: checkpoint in ${dir} was made with ${k}=${JSON.stringify(meta.fingerprint[k])}, not ${JSON.stringify(val)}`);
   }
   const v = checkedArray(dir, vFile, meta.shape[0] * meta.shape[1] * meta.shape[2]);
   const extra = Object.fromEntries(Object.entries(extraFiles ?? {}).map(([name, f]) => [name, checkedArray(dir, f)]));

@@ -37,7 +37,7 @@ export function lockRunDir(dir: string, what: string): () => void {
         // unreadable: written by a process killed mid-write; stale
       }
       if (holder.pid && holder.pid !== process.pid && alive(holder.pid))
-        throw new UsageError(`--out ${dir}: another uap run (pid ${holder.pid}${holder.command ? `, ${holder.command}` : ''}) is writing there; wait for it to finish or pick another --out`);
+        throw new UsageError(`{out} ${dir}: another uap run (pid ${holder.pid}${holder.command ? `, ${holder.command}` : ''}) is writing there; wait for it to finish or pick another {out}`);
       rmSync(file, { force: true }); // stale: its process is gone
       continue;
     }
@@ -54,5 +54,5 @@ export function lockRunDir(dir: string, what: string): () => void {
     process.on('exit', release);
     return release;
   }
-  throw new UsageError(`--out ${dir}: cannot take its lock (${file}); remove it if no uap run is writing there`);
+  throw new UsageError(`{out} ${dir}: cannot take its lock (${file}); remove it if no uap run is writing there`);
 }

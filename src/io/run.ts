@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { writeAtomic } from './atomic.js';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import type { Evaluation } from '../analysis/fooling.js';

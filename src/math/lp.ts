@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 
 /** The norms the paper uses: Euclidean (2) and max-abs (inf). */
 export type Norm = 2 | 'inf';

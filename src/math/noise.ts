@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import { Rng } from './random.js';
 import type { Norm } from './lp.js';
 

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 
 /** Backends whose tensors live in CPU memory, where a JS row copy beats their gather kernel. */
 const CPU_BACKENDS = new Set(['wasm', 'cpu']);

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import { UsageError } from '../errors.js';
 import type { ModelCard } from './card.js';
 import type { Classifier } from './classifier.js';
@@ -99,12 +99,12 @@ export async function tfjsClassifier(card: ModelCard, forward: (x: tf.Tensor4D) 
     // Attacks need input gradients: find out at load time, not mid-run. (TF.js cannot differentiate
     // some converted graphs: fused convolutions with relu6, depthwise convolutions on wasm.)
     throw new UsageError(
-      `model ${card.name}: TF.js cannot compute input gradients through this ${card.format} model (${(e as Error).message.split('\n')[0]})${card.format === 'graph' ? '; convert it as a LayersModel, or try --backend cpu' : ''}`,
+      `model ${card.name}: TF.js cannot compute input gradients through this ${card.format} model (${(e as Error).message.split('\n')[0]})${card.format === 'graph' ? '; convert it as a LayersModel, or try {backend} cpu' : ''}`,
     );
   }
   return {
     name: card.name, inputShape: [h, w, c], numClasses: card.numClasses, labels, labelSpace: card.labelSpace ?? 'own', maxBatch, logits,
-    engine: `TF.js ${tf.getBackend()}`, dispose: release,
+    preprocess: card.preprocess, engine: `TF.js ${tf.getBackend()}`, dispose: release,
   };
 }
 

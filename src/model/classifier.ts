@@ -1,4 +1,5 @@
-import * as tf from '@tensorflow/tfjs';
+import type { ModelCard } from './card.js';
+import * as tf from '../tf.js';
 import type { BatchLimits } from './memory.js';
 import type { Runtime } from './runtime.js';
 
@@ -10,6 +11,8 @@ export interface Classifier {
   readonly numClasses: number;
   readonly labels?: string[];
   readonly labelSpace: 'imagenet' | 'own';
+  /** How pixels map to the model's input (its card's); perturbations in normalised units need it. */
+  readonly preprocess?: ModelCard['preprocess'];
   /** x: [N,H,W,C] float32 in pixel space [0,255]; returns [N, numClasses] pre-softmax logits. */
   logits(x: tf.Tensor4D): tf.Tensor2D;
   /** Where batched forward passes and input gradients run (see compute.ts); absent: TF.js through `logits`. */

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import type { Classifier } from './classifier.js';
 import { perturb } from '../math/perturb.js';
 import { takeRows } from '../math/rows.js';

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { writeAtomic } from '../io/atomic.js';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import { UsageError } from '../errors.js';
 
 interface ModelJson {

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import type { Classifier } from './classifier.js';
 import { vjp, vjpRows } from './compute.js';
 

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import type { Padding } from './net.js';
 import { axisGeometry, extent, tfPadding } from './ops/geometry.js';
 

@@ -1,8 +1,8 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve, basename } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import { UsageError } from '../errors.js';
-import { CARDS_DIR, EMBEDDED_DIR, assetsDir } from '../paths.js';
+import { CARDS_DIR, EMBEDDED_DIR, assetsDir, assetsHint } from '../paths.js';
 import { type ModelCard, readCard, resolveCardPath, cardLabels, validateCard } from './card.js';
 import type { Classifier } from './classifier.js';
 import { fileHandler } from './fileHandler.js';
@@ -45,13 +45,13 @@ function merge(card: Partial<ModelCard>, o: CardOverrides, source: string): Mode
 function cardFromFlags(modelJson: string, spec: string, o: CardOverrides): ModelCard {
   if (!o.inputShape || !o.numClasses)
     throw new UsageError(
-      `--model ${spec}: no card.json beside the model; write one (see README: model cards) or pass --input-shape and --num-classes (with --scale/--offset or --mean/--std)`,
+      `{model} ${spec}: no card.json beside the model; write one (see README: model cards) or pass {inputShape} and {numClasses} (with {scale}/{offset} or {mean}/{std})`,
     );
   let json: { format?: string };
   try {
     json = JSON.parse(readFileSync(modelJson, 'utf8')) as { format?: string };
   } catch {
-    throw new UsageError(`--model ${spec}: ${modelJson} is not valid JSON`);
+    throw new UsageError(`{model} ${spec}: ${modelJson} is not valid JSON`);
   }
   const base: Partial<ModelCard> = { name: basename(dirname(modelJson)), format: json.format === 'graph-model' ? 'graph' : 'layers', model: modelJson, baseDir: dirname(modelJson) };
   return merge(base, o, `for ${spec} (from flags)`);
@@ -69,7 +69,7 @@ export function findCard(spec: string, overrides: CardOverrides = {}, assets?: s
   const p = resolve(spec);
   if (!existsSync(p)) {
     throw new UsageError(
-      `--model ${spec}: not found (expected a bundled name: ${Object.keys(bundled).join(', ')}; or a card / model.json / model folder)`,
+      `{model} ${spec}: not found (expected a bundled name: ${Object.keys(bundled).join(', ')}; or a card / model.json / model folder)`,
     );
   }
   for (const ext of ['.tflite', '.onnx'] as const) if (p.endsWith(ext) && statSync(p).isFile()) return modelFileCard(p, ext, spec, overrides, assets);
@@ -80,12 +80,12 @@ export function findCard(spec: string, overrides: CardOverrides = {}, assets?: s
     try {
       json = JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
     } catch {
-      throw new UsageError(`--model ${spec}: not a JSON model card or model.json`);
+      throw new UsageError(`{model} ${spec}: not a JSON model card or model.json`);
     }
     if (!json.modelTopology) return withFlags(p);
   }
   for (const c of ['card.json', 'model.card.json']) if (existsSync(join(dir, c))) return withFlags(join(dir, c));
-  if (!existsSync(modelJson)) throw new UsageError(`--model ${spec}: folder has no card.json and no model.json`);
+  if (!existsSync(modelJson)) throw new UsageError(`{model} ${spec}: folder has no card.json and no model.json`);
   return cardFromFlags(modelJson, spec, overrides);
 }
 
@@ -107,11 +107,11 @@ function modelFileCard(file: string, ext: '.tflite' | '.onnx', spec: string, o: 
   const own = format === 'tflite' ? cardFromTflite(file, undefined, o.logitsLayer) : cardFromOnnx(file, readOnnx(file), o.inputShape, o.logitsLayer);
   if (!own.preprocess && !o.preprocess) {
     const hint = format === 'onnx'
-      ? 'torchvision / timm ImageNet models: --mean 123.675,116.28,103.53 --std 58.395,57.12,57.375'
-      : 'MobileNets: --scale 0.0078431 --offset -1';
-    throw new UsageError(`--model ${spec}: the model takes float input, so the file does not say how pixels map to it; pass --scale/--offset or --mean/--std in pixel units (${hint}), or write ${beside}`);
+      ? 'torchvision / timm ImageNet models: {mean} 123.675,116.28,103.53 {std} 58.395,57.12,57.375'
+      : 'MobileNets: {scale} 0.0078431 {offset} -1';
+    throw new UsageError(`{model} ${spec}: the model takes float input, so the file does not say how pixels map to it; pass {scale}/{offset} or {mean}/{std} in pixel units (${hint}), or write ${beside}`);
   }
-  if (!own.numClasses && !o.numClasses) throw new UsageError(`--model ${spec}: the file does not state the number of classes; pass --num-classes`);
+  if (!own.numClasses && !o.numClasses) throw new UsageError(`{model} ${spec}: the file does not state the number of classes; pass {numClasses}`);
   if (o.outputMap?.dropFirst && own.numClasses) own.numClasses -= o.outputMap.dropFirst;
   return merge({ ...own, baseDir: dirname(file) }, o, `for ${spec} (from the file and flags)`);
 }
@@ -193,7 +193,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
   const modelPath = resolveCardPath(card, card.model, assets);
   if (!existsSync(modelPath)) {
     const hint = card.model.startsWith('${assets}/')
-      ? ` (the assets folder is ${assets}; set --assets or UAP_ASSETS)`
+      ? ` (${assetsHint(assets)}: pass the folder holding models/ and data/ as {assets} or set UAP_ASSETS)`
       : '';
     throw new UsageError(`model ${card.name}: ${modelPath} not found${hint}`);
   }

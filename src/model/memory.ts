@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 
 /**
  * How many images one forward or backward pass may hold, from the model's measured tensor memory.

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 
 /** A network as TF.js steps (closures over weight tensors), built from a Net by tfjsNet.ts. */
 

@@ -1,4 +1,4 @@
-import type * as tf from '@tensorflow/tfjs';
+import type * as tf from '../tf.js';
 
 /**
  * A runtime other than TF.js that runs a classifier's batched forward passes and input gradients

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import type { Net, NetNode, NodeOp } from './net.js';
 import { netToTfGraph } from './tfjsNet.js';
 import { runPlainGraph } from './plainGraph.js';

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import type { Net, NodeOp, Weights } from './net.js';
 import { OPS } from './ops/registry.js';
 import type { Fn, Shape, TfBuild } from './ops/types.js';

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf.js';
 import { convFilterGradient, depthwiseInputGradient, maxPoolGradient, type Padding } from './inputgrad.js';
 import { UsageError } from '../errors.js';
 
@@ -14,7 +14,7 @@ type Attrs = Record<string, unknown>;
 
 /** A layer this path cannot train: the user's model, so a one-line message and a way out. */
 function unsupported(what: string): never {
-  throw new UsageError(`fine-tuning on wasm: ${what} is not supported; rerun with --backend cpu (slower, every kernel)`);
+  throw new UsageError(`fine-tuning on wasm: ${what} is not supported; rerun with {backend} cpu (slower, every kernel)`);
 }
 
 function padding(kernel: string, pad: unknown): Padding {

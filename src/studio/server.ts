@@ -173,16 +173,16 @@ export function isLoopback(host: string): boolean {
 export async function serveStudio(opts: { port: number; host?: string; assets?: string }): Promise<{ url: string; close: () => Promise<void> }> {
   if (!existsSync(join(STUDIO_DIR, 'index.html')))
     throw new UsageError(`studio: ${STUDIO_DIR} has no built page; run npm run build:studio (or npm run build) first`);
-  if (!(Number.isInteger(opts.port) && opts.port >= 0 && opts.port <= 65535)) throw new UsageError(`--port ${opts.port}: expected an integer in 0..65535`);
+  if (!(Number.isInteger(opts.port) && opts.port >= 0 && opts.port <= 65535)) throw new UsageError(`{port} ${opts.port}: expected an integer in 0..65535`);
   const host = opts.host ?? '127.0.0.1';
-  if (host !== 'localhost' && !isIP(host)) throw new UsageError(`--host ${host}: expected an IP address of this machine (or localhost)`);
+  if (host !== 'localhost' && !isIP(host)) throw new UsageError(`{host} ${host}: expected an IP address of this machine (or localhost)`);
   const server = createServer(studioHandler({ assets: opts.assets, staticDir: STUDIO_DIR, host }));
   await new Promise<void>((ok, fail) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
       fail(
-        e.code === 'EADDRINUSE' ? new UsageError(`--port ${opts.port}: already in use; pick another`)
-          : e.code === 'EADDRNOTAVAIL' ? new UsageError(`--host ${host}: not an address of this machine`)
-            : e.code === 'EACCES' ? new UsageError(`--port ${opts.port}: not allowed for this user (ports below 1024 need privileges)`)
+        e.code === 'EADDRINUSE' ? new UsageError(`{port} ${opts.port}: already in use; pick another`)
+          : e.code === 'EADDRNOTAVAIL' ? new UsageError(`{host} ${host}: not an address of this machine`)
+            : e.code === 'EACCES' ? new UsageError(`{port} ${opts.port}: not allowed for this user (ports below 1024 need privileges)`)
               : e,
       ),
     );

@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import type * as tf from '@tensorflow/tfjs';
+import type * as tf from '../../tf.js';
 import type { Net } from '../net.js';
 import type { Runtime } from '../runtime.js';
 import { exportOnnx } from './export.js';

@@ -746,7 +746,7 @@ export function imageInput(m: OnnxModel, file: string, inputShape?: [number, num
   const [c, h, wd] = channelsFirst ? [dims[1], dims[2], dims[3]] : [dims[3], dims[1], dims[2]];
   const num = (d: number | string, i: number) => (typeof d === 'number' ? d : inputShape?.[i]);
   const shape = [num(h, 0), num(wd, 1), num(c, 2)];
-  if (shape.some((d) => d === undefined)) throw new UsageError(`${file}: input ${name} has dynamic size [${dims.join(', ')}]; give the image size with --input-shape HxWxC (or "inputShape" in the card)`);
+  if (shape.some((d) => d === undefined)) throw new UsageError(`${file}: input ${name} has dynamic size [${dims.join(', ')}]; give the image size with {inputShape} HxWxC (or "inputShape" in the card)`);
   if (inputShape && inputShape.some((d, i) => typeof [h, wd, c][i] === 'number' && [h, wd, c][i] !== d))
     throw new UsageError(`${file}: input ${name} takes [${dims.join(', ')}] images, but the card / flags say ${inputShape.join('x')}`);
   return { name, shape: shape as [number, number, number], channelsFirst, batch1: dims[0] === 1 };

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import type { Activation } from '../net.js';
 import { storageAxis, type OnnxNode } from '../onnx/emit.js';
 import { relu6InputGrad } from '../inputgrad.js';

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import type { OpOf } from '../net.js';
 import { onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
 import { sampleWeights as w, type OpDef, type Shape } from './types.js';

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import { onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
 import { normAxis, type OpDef } from './types.js';
 

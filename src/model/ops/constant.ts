@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import { storageDims } from '../onnx/emit.js';
 import { sampleWeights as w, type OpDef } from './types.js';
 

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import { transposeWeights, type OpOf, type Weights } from '../net.js';
 import { inputGradConv } from '../inputgrad.js';
 import type { OnnxNode } from '../onnx/emit.js';

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import { transposeWeights } from '../net.js';
 import { onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
 import { sampleWeights as w, type OpDef } from './types.js';

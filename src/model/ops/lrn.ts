@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import type { OpOf } from '../net.js';
 import type { OpDef } from './types.js';
 

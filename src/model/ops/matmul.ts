@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import type { OpDef } from './types.js';
 
 /** a @ b over the last two axes of two values (attention: queries x keys, weights x values). */

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import type { OpDef } from './types.js';
 
 /** Constant padding, one [before, after] per axis (batch included, where it must be [0, 0]). */

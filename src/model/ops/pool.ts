@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import type { OpOf } from '../net.js';
 import { maxPoolInputGrad } from '../inputgrad.js';
 import type { OnnxNode } from '../onnx/emit.js';

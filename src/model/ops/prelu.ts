@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import { sampleWeights as w, type OpDef } from './types.js';
 
 /** max(x, 0) + slope * min(x, 0), the slope broadcast from the trailing axes (per channel, usually). */

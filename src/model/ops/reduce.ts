@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import type { OpOf } from '../net.js';
 import { storageDims } from '../onnx/emit.js';
 import { normAxis, type OpDef, type Shape } from './types.js';

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf.js';
 import type { OpDef } from './types.js';
 
 /** Permutes the axes of each image's value; perm[0] = 0 (the batch stays first). */

@@ -1,4 +1,4 @@
-import type * as tf from '@tensorflow/tfjs';
+import type * as tf from '../../tf.js';
 import type { OpKind, OpOf, Weights } from '../net.js';
 import type { OnnxNode } from '../onnx/emit.js';
 
