@@ -325,7 +325,27 @@ def zoo_model(name):
     k = ZOO.index(name)
     torch.manual_seed(k)
     kwargs = {'aux_logits': False, 'init_weights': True} if name == 'googlenet' else {}
-    return randomize(getattr(torchvision.models, name)(weights=None, **kwargs), 1000 + k)
+    return calibrate(randomize(getattr(torchvision.models, name)(weights=None, **kwargs), 1000 + k), 2000 + k)
+
+
+def calibrate(model, seed):
+    """Batch-norm statistics measured on seeded smooth images, as training would leave them: random
+    weights with arbitrary statistics shrink the signal layer by layer until input gradients underflow
+    (1e-20 and less on EfficientNet), which would make comparing them with PyTorch's meaningless."""
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not bns:
+        return model
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(16, 3, 14, 14, generator=g)
+    x = (nn.functional.interpolate(coarse, size=224, mode='bilinear', align_corners=False) * 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(seed)  # dropout in train mode draws from the global generator
+        model(x)
+    return model.eval()
 
 
 def make_zoo(out, names):

@@ -8,6 +8,7 @@ import { runPlainGraph } from '../src/model/plainGraph.js';
 import { loadOrt, onnxRuntime } from '../src/model/onnx/runtime.js';
 import { initBackend } from '../src/backend.js';
 import { OPS } from '../src/model/ops/registry.js';
+import type { Net } from '../src/model/net.js';
 
 /**
  * Generated from the op registry: every sample of every op, wrapped by sampleNet, must give on ONNX
@@ -99,5 +100,52 @@ describe('every op sample on TF.js wasm (the custom input gradients) equals TF.j
     expect(maxRelativeDifference(got.logits, want.logits)).toBeLessThan(1e-4);
     expect(maxRelativeDifference(got.dx, want.dx)).toBeLessThan(1e-4);
     x.dispose();
+  });
+});
+
+describe('max pooling of a max-pooled map (GoogLeNet): one argmax per window, as TF and PyTorch', () => {
+  // Overlapping 3x3/2 windows repeat values, so the 3x3/1 pooling after them sees structural ties:
+  // crediting every tied copy would count one input twice. Reference: TF.js cpu's own MaxPoolGrad.
+  const shape: [number, number, number] = [9, 9, 2];
+  const net: Net = {
+    input: 'x',
+    output: 'flat',
+    nodes: [
+      { name: 'p1', inputs: ['x'], op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: 'valid' } },
+      { name: 'p2', inputs: ['p1'], op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [1, 1], padding: [[1, 1], [1, 1]] } },
+      { name: 'flat', inputs: ['p2'], op: { kind: 'reshape', shape: [-1] } },
+    ],
+  };
+  const m = 4 * 4 * 2;
+  const x = () => tf.randomUniform([N, ...shape], -2, 2, 'float32', 7) as tf.Tensor4D;
+  const dy = Float32Array.from({ length: N * m }, (_, i) => Math.cos(i * 0.9));
+  const native = () =>
+    tf.tidy(() => {
+      const f = (t: tf.Tensor) => {
+        const p1 = tf.maxPool(t as tf.Tensor4D, 3, 2, 'valid');
+        const p2 = tf.maxPool(tf.pad(p1, [[0, 0], [1, 1], [1, 1], [0, 0]], -3.4e38) as tf.Tensor4D, 3, 1, 'valid');
+        return tf.sum(tf.mul(tf.reshape(p2, [N, m]), tf.tensor(dy, [N, m])));
+      };
+      return Array.from(tf.grad(f)(x()).dataSync());
+    });
+  let want: number[];
+  beforeAll(async () => {
+    await tf.setBackend('cpu');
+    want = native();
+  });
+  it('on TF.js', () => {
+    const t = x();
+    expect(maxRelativeDifference(tfjsVjp(net, shape, t, dy).dx, want)).toBeLessThan(1e-5);
+    t.dispose();
+  });
+  it.skipIf(!ortPresent)('on ONNX Runtime', async () => {
+    const rt = (await onnxRuntime(net, shape, { workers: 1, threadsPerWorker: 1 }))!;
+    const t = x();
+    try {
+      expect(maxRelativeDifference((await rt.vjp(t, dy)).dx, want)).toBeLessThan(1e-5);
+    } finally {
+      t.dispose();
+      await rt.dispose();
+    }
   });
 });

@@ -175,9 +175,10 @@ export function inputGradConv(kind: ConvKind, filter: tf.Tensor4D, strides: [num
 
 /**
  * dL/dx of max pooling, from forward ops only: for each of the k x k window offsets, the inputs at that
- * offset of every window that equal the window's max receive its dy; the strided contributions are
- * zero-dilated, shifted into place and summed. Ties all receive dy where TF picks one (rare in real
- * activations). Why: the wasm backend's MaxPoolGrad is wrong whenever pooled values can be negative
+ * offset that is its window's first maximum (row-major, as TF and PyTorch pick one argmax) receives
+ * the window's dy; the strided contributions are zero-dilated, shifted into place and summed. One
+ * argmax, not every tie: a max pooling of a max-pooled map repeats values, and crediting each copy
+ * would count one input several times. Why from forward ops: the wasm backend's MaxPoolGrad is wrong whenever pooled values can be negative
  * (2x2/2, 3x3/2 'same', 3x3/1, 2x2/1: off by up to 100% of the cpu reference; TF.js 4.22).
  */
 export function maxPoolGradient(dy: tf.Tensor4D, x: tf.Tensor4D, pooled: tf.Tensor4D, size: [number, number], strides: [number, number], padding: Padding): tf.Tensor4D {
@@ -193,10 +194,14 @@ export function maxPoolGradient(dy: tf.Tensor4D, x: tf.Tensor4D, pooled: tf.Tens
   if (xp.shape[1]! > hp || xp.shape[2]! > wp) xp = xp.slice([0, 0, 0, 0], [n, hp, wp, c]);
   const [hc, wc] = [ho * sh + kh, wo * sw + kw];
   let sum: tf.Tensor4D | undefined;
+  let taken: tf.Tensor4D | undefined; // 1 where an earlier offset already held the window's max
   for (let a = 0; a < kh; a++)
     for (let b = 0; b < kw; b++) {
       const at = tf.stridedSlice(xp, [0, a, b, 0], [n, a + (ho - 1) * sh + 1, b + (wo - 1) * sw + 1, c], [1, sh, sw, 1]) as tf.Tensor4D;
-      const share = tf.mul(dy, tf.cast(tf.equal(at, pooled), 'float32')) as tf.Tensor4D;
+      const isMax = tf.cast(tf.equal(at, pooled), 'float32') as tf.Tensor4D;
+      const first: tf.Tensor4D = taken ? tf.mul(isMax, tf.sub(1, taken)) : isMax;
+      taken = taken ? (tf.add(taken, first) as tf.Tensor4D) : first;
+      const share = tf.mul(dy, first) as tf.Tensor4D;
       const placed = dilate(share, sh, sw).pad([[0, 0], [a, hc - a - ho * sh], [b, wc - b - wo * sw], [0, 0]]) as tf.Tensor4D;
       sum = sum ? (tf.add(sum, placed) as tf.Tensor4D) : placed;
     }

@@ -34,11 +34,13 @@ function inverseCounts(op: Pool, x: number[]): Float32Array {
 }
 
 /**
- * dx of max pooling with overlapping windows: for each of the k x k window offsets, the inputs at that
- * offset that equal their window's max receive its dy; the strided contributions are zero-dilated,
- * shifted into place and summed, then the padding is cut off.
+ * dx of max pooling: for each of the k x k window offsets in row-major order, the input at that offset
+ * receives the window's dy if it is the window's FIRST maximum (as PyTorch and TF pick one argmax); the
+ * strided contributions are zero-dilated, shifted into place and summed, then the padding is cut off.
+ * One argmax, not every tie: ties are structural after a max pooling (GoogLeNet pools pooled maps:
+ * overlapping windows repeat a value), and crediting each copy would count one input several times.
  */
-function overlappingMaxGradient(n: OnnxNode<Pool>, dy: string): string {
+function maxGradient(n: OnnxNode<Pool>, dy: string): string {
   const g = n.g;
   const [kh, kw] = n.op.size;
   const [sh, sw] = n.op.strides;
@@ -52,35 +54,22 @@ function overlappingMaxGradient(n: OnnxNode<Pool>, dy: string): string {
   if (H + pt > hp || W + pl > wp) xp = g.op('Slice', [xp, g.ints([0, 0]), g.ints([hp, wp]), g.ints([2, 3])]);
   const [hc, wc] = [ho * sh + kh, wo * sw + kw];
   const parts: string[] = [];
+  let taken: string | undefined; // 1 where an earlier offset already held the window's max
   for (let a = 0; a < kh; a++)
     for (let b = 0; b < kw; b++) {
       const at = g.op('Slice', [xp, g.ints([a, b]), g.ints([a + (ho - 1) * sh + 1, b + (wo - 1) * sw + 1]), g.ints([2, 3]), g.ints([sh, sw])]);
-      const share = n.perImage(dy, g.op('Cast', [g.op('Equal', [at, n.saved('y')])], { to: 1 }));
-      const dilated = g.op('Pad', [g.op('Reshape', [share, g.ints([0, C, ho, 1, wo, 1])]), g.ints([0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1])]);
-      const flat = g.op('Reshape', [dilated, g.ints([0, C, ho * sh, wo * sw])]);
+      const isMax = g.op('Cast', [g.op('Equal', [at, n.saved('y')])], { to: 1 });
+      const first = taken ? g.op('Mul', [isMax, g.op('Sub', [g.scalar(1), taken])]) : isMax;
+      if (a < kh - 1 || b < kw - 1) taken = taken ? g.op('Add', [taken, first]) : first;
+      const share = n.perImage(dy, first);
+      // Stride 1 (GoogLeNet's 3x3 branch pools): nothing to dilate.
+      const flat =
+        sh === 1 && sw === 1
+          ? share
+          : g.op('Reshape', [g.op('Pad', [g.op('Reshape', [share, g.ints([0, C, ho, 1, wo, 1])]), g.ints([0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1])]), g.ints([0, C, ho * sh, wo * sw])]);
       parts.push(g.op('Pad', [flat, g.ints([0, 0, a, b, 0, 0, hc - a - ho * sh, wc - b - wo * sw])]));
     }
   return g.op('Slice', [g.op('Sum', parts), g.ints([pt, pl]), g.ints([pt + H, pl + W]), g.ints([2, 3])]);
-}
-
-/**
- * Max pooling with windows that tile the input (size = strides): dy, repeated over each window, goes
- * to the inputs equal to the window's max (ties, rare in real activations, all get it).
- */
-function tiledMaxGradient(n: OnnxNode<Pool>, dy: string): string {
-  const g = n.g;
-  const [H, W, C] = n.inShapes[0];
-  const [sh, sw] = n.op.size;
-  const [ho, wo] = n.outShape;
-  const { pads } = geometry(n.op, n.inShapes[0]);
-  const [pt, pl] = [pads[0][0], pads[1][0]];
-  const repeat = (t: string) => {
-    const e = g.op('Expand', [g.op('Reshape', [t, g.ints([0, C, ho, 1, wo, 1])]), g.ints([1, 1, 1, sh, 1, sw])]);
-    const r = g.op('Reshape', [e, g.ints([0, C, ho * sh, wo * sw])]);
-    return pt === 0 && pl === 0 && ho * sh === H && wo * sw === W ? r : g.op('Slice', [r, g.ints([pt, pl]), g.ints([pt + H, pl + W]), g.ints([2, 3])]);
-  };
-  const atMax = g.op('Cast', [g.op('Equal', [n.saved('x'), repeat(n.saved('y'))])], { to: 1 });
-  return n.e.perImage(repeat(dy), atMax, n.inShapes[0], 'nchw');
 }
 
 /** dx of average pooling: dy divided by each window's count, spread back over the window (a transposed box filter). */
@@ -129,9 +118,7 @@ export const pool: OpDef<'pool'> = {
       return n.save('y', n.g.op('MaxPool', [n.inputs[0]], attrs));
     },
     backward(n, dy) {
-      if (n.op.mode === 'avg') return [averageGradient(n, dy)];
-      const tiles = n.op.size[0] === n.op.strides[0] && n.op.size[1] === n.op.strides[1];
-      return [tiles ? tiledMaxGradient(n, dy) : overlappingMaxGradient(n, dy)];
+      return [n.op.mode === 'avg' ? averageGradient(n, dy) : maxGradient(n, dy)];
     },
   },
   samples: [
