@@ -16,7 +16,7 @@ import { initBackend } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
 import { forwardLogits, vjpRows } from '../src/model/compute.js';
 import { candidateGradientRows } from '../src/model/gradients.js';
-import { maxRelativeDifference } from '../src/model/selfcheck.js';
+import { l2RelativeDifference, maxRelativeDifference } from '../src/model/selfcheck.js';
 import { loadSet } from '../src/pipeline.js';
 import { assetsDir } from '../src/paths.js';
 import { writeNpy } from '../src/io/npy.js';
@@ -43,6 +43,7 @@ type TorchRef = {
   tenGradientsMs: number;
   logits: number[];
   grad0: number[];
+  grad0f64: number[];
 };
 
 function torchReference(name: string, x: tf.Tensor4D): TorchRef | undefined {
@@ -70,8 +71,30 @@ async function measure(file: string, name: string, x: tf.Tensor4D) {
   const torch = torchReference(name, x);
   return {
     model: name, engine, loadSeconds, forward, gradient, tenGradients,
-    torch: torch && { forwardMs: torch.forwardMs, gradientMs: torch.gradientMs, tenGradientsMs: torch.tenGradientsMs, logitsRelDiff: maxRelativeDifference(logits, torch.logits), gradRelDiff: maxRelativeDifference(g0, torch.grad0) },
+    torch: torch && { forwardMs: torch.forwardMs, gradientMs: torch.gradientMs, tenGradientsMs: torch.tenGradientsMs, logitsRelDiff: maxRelativeDifference(logits, torch.logits),
+      // Gradients, L2-relative: ours and PyTorch's float32 against PyTorch in float64 (the exact answer).
+      gradL2VsTorch: l2RelativeDifference(g0, torch.grad0), gradL2VsFloat64: l2RelativeDifference(g0, torch.grad0f64), torchL2VsFloat64: l2RelativeDifference(torch.grad0, torch.grad0f64) },
   };
+}
+
+type Row = Awaited<ReturnType<typeof measure>> | { model: string; error: string };
+
+/** The README's table: ms per image beside PyTorch's (ratio = PyTorch / uap), and the agreement. */
+function zooTable(rows: Row[]): string {
+  const e = (v?: number) => (v === undefined ? '-' : v.toExponential(1));
+  const cell = (ours: number, torch?: number) => `${ours.toFixed(1)} / ${torch?.toFixed(1) ?? '-'} (${torch ? (torch / ours).toFixed(2) + 'x' : '-'})`;
+  const lines = [
+    '| model | load (s) | forward, ms/image: uap / PyTorch (ratio) | 1 gradient | 10 gradients | logits vs PyTorch | gradient vs float64: uap / PyTorch float32 |',
+    '|---|---|---|---|---|---|---|',
+  ];
+  for (const r of rows) {
+    if ('error' in r) lines.push(`| ${r.model} | refused: ${r.error} ||||||`);
+    else {
+      const t = r.torch;
+      lines.push(`| ${r.model} | ${r.loadSeconds.toFixed(1)} | ${cell(r.forward, t?.forwardMs)} | ${cell(r.gradient, t?.gradientMs)} | ${cell(r.tenGradients, t?.tenGradientsMs)} | ${e(t?.logitsRelDiff)} | ${e(t?.gradL2VsFloat64)} / ${e(t?.torchL2VsFloat64)} |`);
+    }
+  }
+  return lines.join('\n');
 }
 
 async function main() {
@@ -91,7 +114,7 @@ async function main() {
   const X = await loadSet(probe, join(assets, 'data', 'imagenet-sample-images'), { limit: B, assets, what: 'images' });
   probe.dispose();
   const x = X.batch(Array.from({ length: B }, (_, i) => i));
-  const rows = [];
+  const rows: Row[] = [];
   for (const name of names) {
     try {
       const r = await measure(join(zoo, `${name}.onnx`), name, x);
@@ -101,7 +124,8 @@ async function main() {
       console.log(
         `${name}: load ${r.loadSeconds.toFixed(1)} s on ${r.engine}; ms/image forward ${r.forward.toFixed(1)} (torch ${t?.forwardMs.toFixed(1) ?? '-'}, ${ratio(t?.forwardMs, r.forward)}), ` +
           `1 grad ${r.gradient.toFixed(1)} (torch ${t?.gradientMs.toFixed(1) ?? '-'}, ${ratio(t?.gradientMs, r.gradient)}), 10 grads ${r.tenGradients.toFixed(1)} (torch ${t?.tenGradientsMs.toFixed(1) ?? '-'}, ${ratio(t?.tenGradientsMs, r.tenGradients)}); ` +
-          `vs torch: logits ${t?.logitsRelDiff.toExponential(1) ?? '-'}, gradient ${t?.gradRelDiff.toExponential(1) ?? '-'}`,
+          `logits vs torch ${t?.logitsRelDiff.toExponential(1) ?? '-'}; gradient (L2-relative) vs torch ${t?.gradL2VsTorch.toExponential(1) ?? '-'}, ` +
+          `vs float64 ${t?.gradL2VsFloat64.toExponential(1) ?? '-'} (torch float32: ${t?.torchL2VsFloat64.toExponential(1) ?? '-'})`,
       );
     } catch (e) {
       console.log(`${name}: FAILED ${(e as Error).message}`);
@@ -109,6 +133,7 @@ async function main() {
     }
   }
   x.dispose();
+  console.log(`\n${zooTable(rows)}`);
   mkdirSync('bench/results', { recursive: true });
   writeFileSync('bench/results/onnx-zoo.json', JSON.stringify({ date: new Date().toISOString(), backend, batch: B, torch: TORCH_PYTHON ?? null, rows }, null, 2) + '\n');
   console.log('written bench/results/onnx-zoo.json');

@@ -97,7 +97,7 @@ describe('bad ONNX files and operators: one-line errors naming what is wrong', (
 
   it('an unsupported operator names the operator, the node and the opset', () => {
     const p = write('einsum.onnx', tinyModel((g, x) => g.op('Einsum', [x], { equation: 'nchw->nchw' }, 'my_einsum')));
-    expectUsage(uap('accuracy', '-m', p, ...TORCHVISION, '--num-classes', '4'), /node my_einsum_\d+ \(Einsum, opset 13\): this operator is not supported/);
+    expectUsage(uap('accuracy', '-m', p, ...TORCHVISION, '--num-classes', '4'), /node my_einsum_\d+ \(Einsum, opset 16\): this operator is not supported/);
   });
   it('a file that is not ONNX, and an empty one', () => {
     expectUsage(uap('accuracy', '-m', write('junk.onnx', Uint8Array.from({ length: 200 }, (_, i) => (i * 37) % 256))), /junk\.onnx: not an ONNX model/);

@@ -102,12 +102,19 @@ export function transposeArray<T extends Float32Array | Float64Array>(data: T, s
   const out = perm.map((p) => shape[p]);
   const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
   const moved = new (data.constructor as new (n: number) => T)(data.length);
-  const idx = new Array<number>(out.length).fill(0);
-  for (let o = 0; o < moved.length; o++) {
+  if (out.length === 0) {
+    moved.set(data);
+    return { data: moved, shape: out };
+  }
+  // Row by row of the last output axis, whose source elements are `step` apart.
+  const last = out.length - 1;
+  const [inner, step] = [out[last], strides[perm[last]]];
+  const idx = new Array<number>(last).fill(0);
+  for (let o = 0; o < moved.length; o += inner) {
     let src = 0;
-    for (let a = 0; a < out.length; a++) src += idx[a] * strides[perm[a]];
-    moved[o] = data[src];
-    for (let a = out.length - 1; a >= 0 && ++idx[a] === out[a]; a--) idx[a] = 0;
+    for (let a = 0; a < last; a++) src += idx[a] * strides[perm[a]];
+    for (let j = 0; j < inner; j++, src += step) moved[o + j] = data[src];
+    for (let a = last - 1; a >= 0 && ++idx[a] === out[a]; a--) idx[a] = 0;
   }
   return { data: moved, shape: out };
 }

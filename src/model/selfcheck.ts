@@ -108,6 +108,17 @@ export function selfCheckInputs(): { x: tf.Tensor4D; dy: Float32Array } {
   return { x, dy: Float32Array.from({ length: 2 * SELF_CHECK_CLASSES }, (_, i) => Math.cos(i * 1.3) * 2) };
 }
 
+/** ||a - b||_2 / ||b||_2: one rounding-level flip (a max-pool argmax, a ReLU kink) moves it little. */
+export function l2RelativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let sq = 0;
+  let diff = 0;
+  for (let i = 0; i < b.length; i++) {
+    sq += b[i] * b[i];
+    diff += (a[i] - b[i]) ** 2;
+  }
+  return a.length === b.length ? Math.sqrt(diff / Math.max(sq, 1e-30)) : Infinity;
+}
+
 /** max |a - b| / max |b|: the error measure of every gradient comparison in the project. */
 export function maxRelativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let scale = 0;

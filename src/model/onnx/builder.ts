@@ -63,7 +63,7 @@ export class OnnxGraph {
       },
     });
     const graph = onnx.GraphProto.create({ name: 'uap', node: this.nodes, initializer: this.inits, input: inputs.map(info), output: outputs.map(info) });
-    const model = onnx.ModelProto.create({ irVersion: 7, producerName: 'uap', opsetImport: [{ domain: '', version: 13 }], graph });
+    const model = onnx.ModelProto.create({ irVersion: 7, producerName: 'uap', opsetImport: [{ domain: '', version: 16 }], graph });
     return onnx.ModelProto.encode(model).finish();
   }
 }

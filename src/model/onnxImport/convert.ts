@@ -42,6 +42,11 @@ const BINARY: Record<string, 'add' | 'sub' | 'mul' | 'div'> = { Add: 'add', Sub:
 
 const f32 = (t: Tensor): Float32Array => (t.data instanceof Float32Array ? t.data : Float32Array.from(t.data));
 const w = (t: Tensor, shape = t.dims): Weights => ({ data: f32(t), shape });
+const scaled = (t: Tensor, k: number): Float32Array => {
+  const out = new Float32Array(t.data.length);
+  for (let i = 0; i < out.length; i++) out[i] = t.data[i] * k;
+  return out;
+};
 const norm = (a: number, r: number) => (a < 0 ? a + r : a);
 const isIdentity = (p: number[]) => p.every((v, i) => v === i);
 
@@ -412,7 +417,7 @@ class Converter {
     if (this.attr(node, 'transB', 0)) b = transposeTensor(b, [1, 0]);
     const alpha = this.attr(node, 'alpha', 1);
     const beta = this.attr(node, 'beta', 1);
-    const kernel = Float32Array.from(b.data, (v) => v * alpha);
+    const kernel = alpha === 1 ? f32(b) : scaled(b, alpha);
     const c = this.optConstant(node, 2);
     const out = b.dims[1];
     const bias = c && Float32Array.from({ length: out }, (_, j) => beta * c.data[c.data.length === 1 ? 0 : j]);

@@ -34,42 +34,27 @@ function inverseCounts(op: Pool, x: number[]): Float32Array {
 }
 
 /**
- * dx of max pooling: for each of the k x k window offsets in row-major order, the input at that offset
- * receives the window's dy if it is the window's FIRST maximum (as PyTorch and TF pick one argmax); the
- * strided contributions are zero-dilated, shifted into place and summed, then the padding is cut off.
- * One argmax, not every tie: ties are structural after a max pooling (GoogLeNet pools pooled maps:
- * overlapping windows repeat a value), and crediting each copy would count one input several times.
+ * dx of max pooling, as PyTorch computes it: ONNX Runtime's MaxPool gives each window's argmax (the
+ * first maximum in row-major order, as PyTorch and TF pick), and every backward row's dy is added at
+ * those positions (ScatterElements, reduction add: overlapping windows can share an argmax). One argmax,
+ * not every tie: ties are structural after a max pooling (GoogLeNet pools pooled maps), and crediting
+ * each copy would count one input several times. 5x cheaper on GoogLeNet than building the mask per
+ * window offset from Equal / Pad / Sum.
  */
 function maxGradient(n: OnnxNode<Pool>, dy: string): string {
   const g = n.g;
-  const [kh, kw] = n.op.size;
-  const [sh, sw] = n.op.strides;
   const [H, W, C] = n.inShapes[0];
   const [ho, wo] = n.outShape;
   const { pads } = geometry(n.op, n.inShapes[0]);
-  const [pt, pl] = [pads[0][0], pads[1][0]];
-  // The input as the windows see it, padded with a value no max can equal (cut where 'valid' leaves rows unused).
-  const [hp, wp] = [(ho - 1) * sh + kh, (wo - 1) * sw + kw];
-  let xp = g.op('Pad', [n.saved('x'), g.ints([0, 0, pt, pl, 0, 0, Math.max(0, hp - H - pt), Math.max(0, wp - W - pl)]), g.scalar(-3.4e38)]);
-  if (H + pt > hp || W + pl > wp) xp = g.op('Slice', [xp, g.ints([0, 0]), g.ints([hp, wp]), g.ints([2, 3])]);
-  const [hc, wc] = [ho * sh + kh, wo * sw + kw];
-  const parts: string[] = [];
-  let taken: string | undefined; // 1 where an earlier offset already held the window's max
-  for (let a = 0; a < kh; a++)
-    for (let b = 0; b < kw; b++) {
-      const at = g.op('Slice', [xp, g.ints([a, b]), g.ints([a + (ho - 1) * sh + 1, b + (wo - 1) * sw + 1]), g.ints([2, 3]), g.ints([sh, sw])]);
-      const isMax = g.op('Cast', [g.op('Equal', [at, n.saved('y')])], { to: 1 });
-      const first = taken ? g.op('Mul', [isMax, g.op('Sub', [g.scalar(1), taken])]) : isMax;
-      if (a < kh - 1 || b < kw - 1) taken = taken ? g.op('Add', [taken, first]) : first;
-      const share = n.perImage(dy, first);
-      // Stride 1 (GoogLeNet's 3x3 branch pools): nothing to dilate.
-      const flat =
-        sh === 1 && sw === 1
-          ? share
-          : g.op('Reshape', [g.op('Pad', [g.op('Reshape', [share, g.ints([0, C, ho, 1, wo, 1])]), g.ints([0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1])]), g.ints([0, C, ho * sh, wo * sw])]);
-      parts.push(g.op('Pad', [flat, g.ints([0, 0, a, b, 0, 0, hc - a - ho * sh, wc - b - wo * sw])]));
-    }
-  return g.op('Slice', [g.op('Sum', parts), g.ints([pt, pl]), g.ints([pt + H, pl + W]), g.ints([2, 3])]);
+  const argmax = g.fresh('argmax');
+  g.opMulti('MaxPool', [n.saved('x')], [g.fresh('pooled'), argmax], { kernel_shape: n.op.size, strides: n.op.strides, pads: onnxPads(pads) });
+  // ONNX's indices run over the whole batch; an image's own are modulo its size.
+  const inImage = g.op('Reshape', [g.op('Mod', [argmax, g.ints([C * H * W])]), g.ints([0, 1, C * ho * wo])]);
+  const rows = g.op('Reshape', [dy, g.op('Concat', [n.e.batch(), g.ints([-1, C * ho * wo])], { axis: 0 })]);
+  const rowsShape = g.op('Shape', [rows]);
+  const zeros = g.op('ConstantOfShape', [g.op('Concat', [g.op('Slice', [rowsShape, g.ints([0]), g.ints([2])]), g.ints([C * H * W])], { axis: 0 })]);
+  const dx = g.op('ScatterElements', [zeros, g.op('Expand', [inImage, rowsShape]), rows], { axis: 2, reduction: 'add' });
+  return g.op('Reshape', [dx, g.ints([-1, C, H, W])]);
 }
 
 /** dx of average pooling: dy divided by each window's count, spread back over the window (a transposed box filter). */
@@ -115,7 +100,7 @@ export const pool: OpDef<'pool'> = {
       const attrs = { kernel_shape: op.size, strides: op.strides, pads: onnxPads(pads) };
       n.save('x', n.inputs[0]);
       if (op.mode === 'avg') return n.g.op('AveragePool', [n.inputs[0]], { ...attrs, count_include_pad: fullWindows(op, n.inShapes[0]) ? 1 : 0 });
-      return n.save('y', n.g.op('MaxPool', [n.inputs[0]], attrs));
+      return n.g.op('MaxPool', [n.inputs[0]], attrs);
     },
     backward(n, dy) {
       return [n.op.mode === 'avg' ? averageGradient(n, dy) : maxGradient(n, dy)];
