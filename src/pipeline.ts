@@ -273,6 +273,8 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     const init = job.init ? loadPerturbation(job.init, model, log, job.initFormat) : undefined;
     const config = {
       model: model.name, modelSpec: existsSync(job.model) ? resolve(job.model) : job.model, assets, data: dataDir, val: V ? valDir : null, listed, images: X.size, valImages: V?.size ?? 0, method,
+      // How the validation set was chosen: the run's analyses (graph, baseline) score the same images.
+      valLabels: job.valLabels ?? null, valLimit: job.valLimit ?? null, valSample: job.valSample ?? null,
       // Card fields given as flags (an ONNX model's mean / std): the analyses of this run load the same model.
       ...(job.card && Object.keys(job.card).length ? { modelCard: job.card } : {}),
       ...options, targetName: target !== undefined ? labelName(model, target) : null, init: job.init ?? null,

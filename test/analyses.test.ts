@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
@@ -170,6 +170,32 @@ describe('uap transfer and uap graph from the command line (embedded model)', ()
     const sj = JSON.parse(readFileSync(join(sweep, 'sweep-size.json'), 'utf8'));
     expect(sj.points.map((p: { size: number }) => p.size)).toEqual([10, 40]);
     expect(sj.validationImages).toBe(50);
+  });
+});
+
+describe('the analyses of a run score the images the run was scored on', () => {
+  it('graph and baseline --run take its --val-sample; report of one run writes into it', async () => {
+    const run = mkdtempSync(join(tmpdir(), 'uap-run-'));
+    const c = await uap('compute', '--method', 'sgd', '--xi', '40', '--max-passes', '1', '--val-sample', '60', '--seed', '3', '-o', run);
+    expect(c.status, c.stderr).toBe(0);
+    const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8'));
+    const g = await uap('graph', '--run', run);
+    expect(g.status, g.stderr).toBe(0);
+    const gj = JSON.parse(readFileSync(join(run, 'graph.json'), 'utf8'));
+    expect(gj.images).toBe(60);
+    expect(gj.fooled / gj.images).toBeCloseTo(metrics.onVal.foolingRate, 9);
+    // An explicit --limit still wins.
+    const limited = await uap('graph', '--run', run, '--limit', '20', '-o', mkdtempSync(join(tmpdir(), 'uap-g-')));
+    expect(limited.stdout).toMatch(/of 20 images fooled/);
+    const b = await uap('baseline', '--run', run, '--factors', '1', '--draws', '1');
+    expect(b.status, b.stderr).toBe(0);
+    const bj = JSON.parse(readFileSync(join(run, 'baseline.json'), 'utf8'));
+    expect(bj.points.find((p: { kind: string }) => p.kind === 'universal').mean).toBeCloseTo(metrics.onVal.foolingRate, 9);
+    rmSync(join(run, 'report.html'), { force: true });
+    const r = await uap('report', run);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`written: ${join(run, 'report.html')}`);
+    expect(existsSync(join(run, 'report.html'))).toBe(true);
   });
 });
 

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { writeNpy } from '../src/io/npy.js';
 import { uapCli } from './helpers.js';
+import { runWarnings } from '../src/report/warnings.js';
 
 const CLI = resolve('dist/src/cli/main.js');
 const uap = (...args: string[]) => uapCli(args);
@@ -91,5 +92,22 @@ describe('CLI', () => {
       expect(r.status).toBe(2);
       expect(r.stderr).toMatch(/\/nonexistent-assets.*(--assets|UAP_ASSETS)/);
     }
+  });
+});
+
+describe('run warnings (CLI summary and report)', () => {
+  type S = Parameters<typeof runWarnings>[0];
+  const rate = (foolingRate: number, images: number) => ({ foolingRate, images }) as unknown as S['onX'];
+  const noise = (mean: number, norm: 2 | 'inf') => ({ mean, norm, radius: 10, min: mean, max: mean, draws: 3 });
+  const random = (linf: number, l2: number) => ({ sameLp: noise(linf, 'inf'), sameL2: noise(l2, 2) }) as unknown as S['randomOnVal'];
+  it('v no better than random noise of the same norm is said', () => {
+    const w = runWarnings({ onX: rate(0.22, 200), onVal: rate(0.2, 500), randomOnVal: random(0.25, 0.1) });
+    expect(w).toHaveLength(1);
+    expect(w[0]).toMatch(/fools 20\.0% of the validation images, no more than random noise of the same Linf norm \(25\.0%\)/);
+  });
+  it('X and validation rates further apart than their intervals allow are said; close ones are not', () => {
+    expect(runWarnings({ onX: rate(1, 200), onVal: rate(0.66, 500), randomOnVal: random(0.26, 0.1) })[0]).toMatch(/fools 100\.0% of X but 66\.0% of the validation images/);
+    expect(runWarnings({ onX: rate(0.68, 200), onVal: rate(0.66, 500), randomOnVal: random(0.26, 0.1) })).toEqual([]);
+    expect(runWarnings({ onX: rate(0.9, 200), onVal: undefined, randomOnVal: undefined })).toEqual([]);
   });
 });

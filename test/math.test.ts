@@ -4,6 +4,7 @@ import { projectLp, lpNorm, batchNorm, parseNorm } from '../src/math/lp.js';
 import { Rng, passSeed } from '../src/math/random.js';
 import { randomPerturbation } from '../src/math/noise.js';
 import { takeRows } from '../src/math/rows.js';
+import { wilsonInterval, ratesDiffer } from '../src/math/interval.js';
 
 beforeAll(async () => {
   tf.enableProdMode();
@@ -96,3 +97,27 @@ describe('takeRows', () => {
   });
 });
 
+
+describe('Wilson intervals', () => {
+  it('match the closed form at 50% of 100, and stay inside [0, 1] at 0% and 100%', () => {
+    const [lo, hi] = wilsonInterval(0.5, 100);
+    expect(lo).toBeCloseTo(0.4038, 4);
+    expect(hi).toBeCloseTo(0.5962, 4);
+    const [z0, z1] = wilsonInterval(0, 10);
+    expect(z0).toBe(0);
+    expect(z1).toBeCloseTo(0.2775, 4);
+    const [o0, o1] = wilsonInterval(1, 10);
+    expect(o0).toBeCloseTo(0.7225, 4);
+    expect(o1).toBe(1);
+    expect(wilsonInterval(0.3, 0)).toEqual([0, 1]);
+  });
+  it('narrow with n: about +-6 points at 256, +-0.4 at 50,000', () => {
+    const width = (n: number) => wilsonInterval(0.5, n).reduce((a, b) => b - a);
+    expect(width(256) / 2).toBeCloseTo(0.061, 2);
+    expect(width(50_000) / 2).toBeCloseTo(0.0044, 3);
+  });
+  it('two rates differ only when their intervals are disjoint', () => {
+    expect(ratesDiffer(0.9, 200, 0.6, 500)).toBe(true);
+    expect(ratesDiffer(0.66, 200, 0.62, 500)).toBe(false);
+  });
+});

@@ -39,6 +39,21 @@ describe('uap report', () => {
     expect(html).toMatch(/SGD-UAP/);
   });
 
+  it('gives each rate its 95% interval and the clean -> perturbed accuracy; warns when v is no better than noise', async () => {
+    const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8'));
+    const pctText = (x: number) => `${(x * 100).toFixed(1)}%`;
+    expect(html).toContain(`${pctText(metrics.onVal.foolingRate)} (95% CI `);
+    expect(html).toContain(`${pctText(metrics.onVal.cleanAccuracy)} -> ${pctText(metrics.onVal.perturbedAccuracy)}`);
+    // The same run with v scaled to nothing fools fewer images than noise: the page says so.
+    const weak = mkdtempSync(join(tmpdir(), 'uap-weak-'));
+    const c = await uap('compute', '--method', 'sgd', '--xi', '1', '--max-passes', '1', '--val-limit', '60', '-o', weak);
+    expect(c.status, c.stderr).toBe(0);
+    expect(c.stderr).toMatch(/warning: v fools .* no more than random noise of the same Linf norm/);
+    const r = await uap('report', weak);
+    expect(r.status, r.stderr).toBe(0);
+    expect(readFileSync(join(weak, 'report.html'), 'utf8')).toMatch(/<p class="warning">warning: v fools .* no more than random noise/);
+  });
+
   it('names a folder with nothing to report', async () => {
     const r = await uap('report', mkdtempSync(join(tmpdir(), 'uap-none-')));
     expect(r.status).toBe(2);

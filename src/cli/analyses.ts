@@ -57,17 +57,43 @@ export function transferCommand(): Command {
 }
 
 /** The model and perturbation of an analysis: `--run DIR`, or `--model` with `-v file.npy`. */
-function runTarget(flags: Record<string, unknown>, what: string): { modelName: string; file: string; format: PerturbationFormat; out?: string; card?: CardOverrides } {
+function runTarget(flags: Record<string, unknown>, what: string): { modelName: string; file: string; format: PerturbationFormat; out?: string; card?: CardOverrides; val?: RunValidation } {
   const run = flags.run as string | undefined;
   if (run) {
     const src = transferSource(run);
     if (!src.craftedOn) throw new UsageError(`--run ${run}: config.json does not name the model`);
-    return { modelName: src.craftedOn, file: src.file, format: src.format, out: run, card: src.card };
+    return { modelName: src.craftedOn, file: src.file, format: src.format, out: run, card: src.card, val: runValidation(run) };
   }
   const file = flags.perturbation as string | undefined;
   if (!file) throw new UsageError(`${what}: give --run DIR, or --model with -v perturbation.npy`);
   if (!existsSync(file)) throw new UsageError(`-v ${file}: file not found`);
   return { modelName: flags.model as string, file, format: perturbationFormat(flags) };
+}
+
+/** The validation images a `uap compute` run scored (its config.json), for its analyses to score the same. */
+interface RunValidation {
+  data: string;
+  labels?: string;
+  limit?: number;
+  sample?: { count: number; seed: number };
+}
+
+function runValidation(run: string): RunValidation | undefined {
+  let c: { val?: unknown; valLabels?: unknown; valLimit?: unknown; valSample?: unknown; seed?: unknown };
+  try {
+    c = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8')) as typeof c;
+  } catch {
+    return undefined;
+  }
+  if (typeof c.val !== 'string') return undefined;
+  const n = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : undefined);
+  const count = n(c.valSample);
+  return {
+    data: c.val,
+    labels: typeof c.valLabels === 'string' ? c.valLabels : undefined,
+    limit: n(c.valLimit),
+    sample: count === undefined ? undefined : { count, seed: typeof c.seed === 'number' ? c.seed : 0 },
+  };
 }
 
 /** --run / -v / --data / --limit / --out of the analyses of one perturbation. */
@@ -76,7 +102,7 @@ function addRunFlags(cmd: Command, outputs: string): Command {
     .option('--run <dir>', 'a `uap compute` run directory: its model and perturbation.npy (and the default --out)')
     .option('-v, --perturbation <file>', 'perturbation to analyse (with --model; .npy or .npz, read with --layout / --units / --array)')
     .option('-d, --data <dir>', "images (default: the model's validation set)")
-    .option('--limit <n>', 'use at most n images', count('limit'))
+    .option('--limit <n>', "use at most n images (default with --run: the run's own validation images)", count('limit'))
     .option('-o, --out <dir>', `writes ${outputs} (default: the run directory, else runs/analysis)`);
   return addFormatFlags(cmd);
 }
@@ -214,27 +240,30 @@ export function reportCommand(): Command {
   return new Command('report')
     .description('one self-contained HTML page (opens offline) for run directories of compute, of the analyses and of finetune')
     .argument('<dirs...>', 'run directories (uap compute --out, or the --out of transfer / graph / baseline / sweep-size / normals)')
-    .option('-o, --out <file>', 'the HTML file', 'runs/report.html')
+    .option('-o, --out <file>', 'the HTML file (default: report.html in the run directory when one is given, else runs/report.html)')
     .option('--title <text>', 'page title')
     .action(async (dirs: string[], flags: Record<string, unknown>) => {
       const html = await buildReport(dirs, flags.title as string | undefined);
-      writeText(flags.out as string, html);
-      process.stdout.write(`written: ${flags.out as string} (${(html.length / 1e6).toFixed(1)} MB, self-contained)\n`);
+      const out = (flags.out as string | undefined) ?? (dirs.length === 1 ? join(dirs[0], 'report.html') : 'runs/report.html');
+      writeText(out, html);
+      process.stdout.write(`written: ${out} (${(html.length / 1e6).toFixed(1)} MB, self-contained)\n`);
     });
 }
 
 /** Loads the model, its image set and the perturbation (fitted to the model), runs `use`, cleans up. */
 async function withRunSet(
   flags: Record<string, unknown>,
-  { modelName, file, format, card }: ReturnType<typeof runTarget>,
+  { modelName, file, format, card, val }: ReturnType<typeof runTarget>,
   use: (model: Classifier, set: ImageSet, v: tf.Tensor3D, dir: string) => Promise<void>,
 ): Promise<void> {
   const assets = assetsDir(flags.assets as string | undefined);
   // The run's own card fields (given as flags to uap compute), completed or overridden by this command's.
   const model = await loadModel(modelName, { assets, card: { ...card, ...cardOverrides(flags) } }, consoleLog);
   try {
-    const dir = (flags.data as string | undefined) ?? defaultData(model, assets).val;
-    const set = await loadSet(model, dir, { limit: flags.limit as number | undefined, assets, log: consoleLog, what: 'images' });
+    // Default: the images the run was scored on (its --val, --val-limit, --val-sample), else the model's validation set.
+    const own = flags.data === undefined && flags.limit === undefined ? val : undefined;
+    const dir = (flags.data as string | undefined) ?? own?.data ?? defaultData(model, assets).val;
+    const set = await loadSet(model, dir, { labels: own?.labels, limit: (flags.limit as number | undefined) ?? own?.limit, sample: own?.sample, assets, log: consoleLog, what: own ? "the run's validation set" : 'images' });
     const v = loadPerturbation(file, model, consoleLog, format);
     try {
       await use(model, set, v, dir);

@@ -9,6 +9,8 @@ import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOpt
 import { consoleLog, pct, startBackend, universalProgress, withInterrupt } from './console.js';
 import { runGraph, runBaseline } from './analyses.js';
 import { buildReport } from '../report/html.js';
+import { pctCI } from '../report/format.js';
+import { runWarnings } from '../report/warnings.js';
 
 
 /** Runs a compute job with a progress bar; Ctrl-C stops after the current batch, keeping the checkpoint. */
@@ -44,12 +46,12 @@ function printSummary(s: ComputeSummary): void {
   const r = s.randomOnVal;
   const lines = [
     `model ${s.config.model}, ${s.config.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}, ${s.config.norm === 2 ? 'L2' : 'Linf'} xi=${s.config.xi}, ${s.result.passes} pass(es), ${s.result.seconds.toFixed(0)} s`,
-    `fooling rate on X (${s.onX.images} images): ${pct(s.onX.foolingRate)}`,
+    `fooling rate on X (${s.onX.images} images): ${pctCI(s.onX.foolingRate, s.onX.images)}`,
   ];
   if (s.config.targetName !== null && s.config.targetName !== undefined)
     lines.push(`targeted at "${String(s.config.targetName)}": success on X ${pct(s.result.targetSuccess)}${s.targetOnVal !== undefined ? `, on validation ${pct(s.targetOnVal)}` : ''} (images not already of that class)`);
   if (s.onVal) {
-    lines.push(`fooling rate on validation (${s.onVal.images} images): ${pct(s.onVal.foolingRate)}`);
+    lines.push(`fooling rate on validation (${s.onVal.images} images): ${pctCI(s.onVal.foolingRate, s.onVal.images)}`);
     if (s.onVal.cleanAccuracy !== undefined)
       lines.push(`accuracy clean ${pct(s.onVal.cleanAccuracy)} -> perturbed ${pct(s.onVal.perturbedAccuracy)}; fooling rate among correctly classified ${pct(s.onVal.foolingRateOnCorrect)}`);
   }
@@ -58,6 +60,7 @@ function printSummary(s: ComputeSummary): void {
       lines.push(`random noise, ${b.norm === 2 ? 'L2' : 'Linf'} ${b.radius.toFixed(b.norm === 2 ? 0 : 1)} (as v), on validation: ${pct(b.mean)} (min ${pct(b.min)}, max ${pct(b.max)}, ${b.draws} draws)`);
   lines.push(`written: ${['perturbation.npy', 'perturbation.png', 'examples.png', 'metrics.json', 'config.json'].map((f) => join(s.out, f)).join(', ')}`);
   process.stdout.write(lines.join('\n') + '\n');
+  for (const w of runWarnings(s)) consoleLog.warn(w);
 }
 
 export function computeCommand(): Command {
@@ -94,7 +97,7 @@ export function evaluateCommand(): Command {
       );
       const lines = [
         `model ${m.model}: ${m.images} images from ${m.folder}; ||v||_2 ${m.normL2.toFixed(1)}, ||v||_inf ${m.normInf.toFixed(2)}`,
-        `fooling rate: ${pct(m.foolingRate)}`,
+        `fooling rate: ${pctCI(m.foolingRate, m.images)}`,
         ...(m.cleanAccuracy !== undefined ? [`accuracy clean ${pct(m.cleanAccuracy)} -> perturbed ${pct(m.perturbedAccuracy)}; fooling rate among correctly classified ${pct(m.foolingRateOnCorrect)}`] : []),
         `random noise, same Linf: ${pct(m.randomSameLinf.mean)}; same L2: ${pct(m.randomSameL2.mean)} (${m.randomSameL2.draws} draws each)`,
       ];

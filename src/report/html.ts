@@ -2,7 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { rateLines, vegaLiteToSvg, type TopLevelSpec } from './plots.js';
-import { pct } from './format.js';
+import { pct, pctCI } from './format.js';
+import { runWarnings } from './warnings.js';
 
 /**
  * One self-contained HTML page (opens offline: images as data URIs, plots as inline SVG) for one or
@@ -108,21 +109,23 @@ async function runSection(dir: string): Promise<string> {
   const parts: string[] = [];
   if (config && metrics) {
     const run = metrics.run as { history: PassRow[]; passes: number; seconds: number; stopReason: string; targetSuccess?: number };
-    const onVal = metrics.onVal as { foolingRate: number; images: number } | null;
+    const onVal = metrics.onVal as { foolingRate: number; images: number; cleanAccuracy?: number; perturbedAccuracy?: number } | null;
     const onX = metrics.onX as { foolingRate: number; images: number };
-    const random = metrics.randomNoiseOnVal as { sameLp: { mean: number }; sameL2: { mean: number } } | null;
+    const random = metrics.randomNoiseOnVal as { sameLp: { norm: 2 | 'inf'; mean: number }; sameL2: { norm: 2 | 'inf'; mean: number } } | null;
     const target = metrics.target as { name: string; successOnX: number | null; successOnVal: number | null } | null;
     const rows: [string, string][] = [
       ['model', esc(config.model)],
       ['method', config.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'],
       ['norm, radius', `${config.norm === 2 ? 'L2' : 'Linf'} ${esc(config.xi)} (||v||<sub>2</sub> ${Number(metrics.normL2).toFixed(0)}, ||v||<sub>inf</sub> ${Number(metrics.normInf).toFixed(1)})`],
       ['passes, time', `${run.passes}, ${run.seconds.toFixed(0)} s — ${esc(run.stopReason)}`],
-      ['fooling rate on X', `${pct(onX.foolingRate)} (${onX.images} images)`],
-      ['fooling rate on validation', onVal ? `<b>${pct(onVal.foolingRate)}</b> (${onVal.images} images)` : '-'],
+      ['fooling rate on X', `${pctCI(onX.foolingRate, onX.images)}, ${onX.images} images`],
+      ['fooling rate on validation', onVal ? `<b>${pctCI(onVal.foolingRate, onVal.images)}</b>, ${onVal.images} images` : '-'],
+      ...(onVal?.cleanAccuracy !== undefined ? [['accuracy on validation, clean -> perturbed', `${pct(onVal.cleanAccuracy)} -> ${pct(onVal.perturbedAccuracy)}`] as [string, string]] : []),
       ['random noise, same Linf / same L2', random ? `${pct(random.sameLp.mean)} / ${pct(random.sameL2.mean)}` : '-'],
       ...(target ? [['targeted at', `${esc(target.name)}: ${pct(target.successOnX)} on X, ${pct(target.successOnVal)} on validation`] as [string, string]] : []),
     ];
     parts.push(`<table>${rows.map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join('')}</table>`);
+    for (const w of runWarnings({ onX, onVal, randomOnVal: random })) parts.push(`<p class="warning">warning: ${esc(w)}</p>`);
     const figs: string[] = [];
     const pert = dataUri(join(dir, 'perturbation.png'));
     if (pert) figs.push(`<figure><img src="${pert}" alt="the perturbation" width="224"><figcaption>the perturbation (scaled for visibility)</figcaption></figure>`);
@@ -155,6 +158,7 @@ body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100p
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; } th, td { text-align: left; padding: .25em .8em; border-bottom: 1px solid #eee; vertical-align: top; }
 th { font-weight: 600; color: #555; } .row { display: flex; gap: 2em; align-items: flex-start; flex-wrap: wrap; }
+.warning { background: #fff3cd; border-left: 4px solid #d39e00; padding: 0.4em 0.8em; }
 figure { margin: 1em 0; } figcaption { color: #666; font-size: .9em; } img.wide, .plot svg { max-width: 100%; height: auto; }
 </style></head>
 <body><h1>${esc(title)}</h1>
