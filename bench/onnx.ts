@@ -4,7 +4,7 @@
  * not here), loaded by uap's ONNX importer and run on its ONNX Runtime engine. For each: logits and the
  * input gradient against PyTorch on the same weights and 8 real ImageNet images, and ms per image for
  * the forward pass, one input gradient and ten candidate-class gradients beside PyTorch's (2 threads).
- * Writes bench/results/onnx-zoo.json.
+ * Writes bench/results/onnx-zoo.json and the README's table, bench/results/onnx-zoo.md.
  *   node dist/bench/onnx.js --zoo=DIR [--models=resnet18,vgg11_bn]
  */
 import { spawnSync } from 'node:child_process';
@@ -133,8 +133,10 @@ async function main() {
     }
   }
   x.dispose();
-  console.log(`\n${zooTable(rows)}`);
+  const table = zooTable(rows);
+  console.log(`\n${table}`);
   mkdirSync('bench/results', { recursive: true });
+  writeFileSync('bench/results/onnx-zoo.md', table + '\n');
   writeFileSync('bench/results/onnx-zoo.json', JSON.stringify({ date: new Date().toISOString(), backend, batch: B, torch: TORCH_PYTHON ?? null, rows }, null, 2) + '\n');
   console.log('written bench/results/onnx-zoo.json');
 }
