@@ -6,7 +6,7 @@ import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
 import { transferMarkdown, transferSource, transferSpec, type TransferResult } from '../src/analysis/transfer.js';
 import { vegaLiteToSvg } from '../src/report/plots.js';
 import * as tf from '../src/tf.js';
-import { normSweep } from '../src/analysis/baseline.js';
+import { normSweep, sweepSpec, type NormSweep } from '../src/analysis/baseline.js';
 import { noiseOfNorm, randomPerturbation } from '../src/math/noise.js';
 import { lpNorm } from '../src/math/lp.js';
 import { predictSet, foolingRate } from '../src/analysis/fooling.js';
@@ -38,12 +38,15 @@ describe('fooling graph', () => {
   });
   it('writes DOT that Graphviz (wasm) lays out as SVG, dominant labels filled', async () => {
     const dot = graphToDot(g, (i) => ['cat', 'dog', 'owl', 'fox'][i], 1);
-    expect(dot).toMatch(/n0 -> n1/);
-    expect(dot).toMatch(/n1 \[label="dog", style="rounded,filled"/);
+    expect(dot).toMatch(/n0 -> n1 \[.*label="2"/); // 2 cats become dogs: the count is on the edge
+    expect(dot).toMatch(/n1 \[label="dog", fontsize=18\.0, style="rounded,filled"/); // in-degree 2 of 2: the largest
+    expect(dot).toMatch(/n0 \[label="cat", fontsize=9\.0\]/); // nothing flows into cat
+    expect(dot).toMatch(/label="arrow: clean label -> label with v\\n\(the number of images on it\)\\norange: the 1 dominant labels/);
     expect(dot).not.toMatch(/n3/); // fox is never fooled
     const svg = await dotToSvg(dot);
     expect(svg).toMatch(/<svg/);
     expect(svg).toMatch(/>dog</);
+    expect(svg).toMatch(/>arrow: clean label/);
   });
 });
 
@@ -170,6 +173,20 @@ describe('uap transfer and uap graph from the command line (embedded model)', ()
     const sj = JSON.parse(readFileSync(join(sweep, 'sweep-size.json'), 'utf8'));
     expect(sj.points.map((p: { size: number }) => p.size)).toEqual([10, 40]);
     expect(sj.validationImages).toBe(50);
+  });
+});
+
+describe('the baseline plot', () => {
+  it('lists in its legend only the curves drawn, in their line colours; the bands stay out of it', async () => {
+    const point = (kind: string, radius: number, mean: number) => ({ kind, radius, mean, min: mean - 0.01, max: mean + 0.01 });
+    const sweep = { norm: 'inf', vNorm: 10, images: 50, points: [point('universal', 0, 0), point('universal', 10, 0.6), point('gaussian', 0, 0), point('gaussian', 10, 0.05)] } as unknown as NormSweep;
+    const spec = sweepSpec(sweep, 'test') as unknown as { layer: { encoding: Record<string, { scale?: { domain: string[]; range: string[] }; legend?: unknown }> }[] };
+    expect(spec.layer[1].encoding.color.scale).toEqual({ domain: ['universal', 'gaussian'], range: ['#d62728', '#7f7f7f'] });
+    expect(spec.layer[0].encoding.fill.legend).toBeNull();
+    const svg = await vegaLiteToSvg(sweepSpec(sweep, 'test'));
+    expect(svg).toContain('gaussian');
+    expect(svg).not.toContain('random signs');
+    expect(svg).not.toContain('per-image DeepFool');
   });
 });
 

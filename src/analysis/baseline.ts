@@ -112,10 +112,13 @@ async function deepfoolCurves(model: Classifier, set: ImageSet, norm: Norm, radi
 /** Line chart: fooling rate against radius, random noise with its min-max band. */
 export function sweepSpec(s: NormSweep, title: string): TopLevelSpec {
   const unit = s.norm === 2 ? 'L2' : 'Linf';
-  const colors = {
-    domain: ['universal', 'random signs', 'gaussian', 'per-image DeepFool', 'sum of DeepFool perturbations'],
-    range: ['#d62728', '#1f77b4', '#7f7f7f', '#2ca02c', '#9467bd'],
-  };
+  // One colour per kind, and only the kinds drawn in the legend (an explicit domain lists them all).
+  const palette: [string, string][] = [
+    ['universal', '#d62728'], ['random signs', '#1f77b4'], ['gaussian', '#7f7f7f'],
+    ['per-image DeepFool', '#2ca02c'], ['sum of DeepFool perturbations', '#9467bd'],
+  ];
+  const drawn = palette.filter(([kind]) => s.points.some((p) => p.kind === kind));
+  const colors = { domain: drawn.map(([k]) => k), range: drawn.map(([, c]) => c) };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title,
@@ -126,15 +129,18 @@ export function sweepSpec(s: NormSweep, title: string): TopLevelSpec {
       x: { field: 'radius', type: 'quantitative', title: `${unit} norm of the perturbation (pixels, [0, 255] images)` },
     },
     layer: [
-      { mark: { type: 'area', opacity: 0.2 }, encoding: { y: { field: 'min', type: 'quantitative' }, y2: { field: 'max' }, color: { field: 'kind', type: 'nominal', scale: colors } } },
+      // The bands (min-max over the draws) stay out of the legend: its pale symbols would not match the lines.
+      { mark: { type: 'area', opacity: 0.2 }, encoding: { y: { field: 'min', type: 'quantitative' }, y2: { field: 'max' }, fill: { field: 'kind', type: 'nominal', scale: colors, legend: null } } },
       {
         mark: { type: 'line', point: true },
         encoding: {
           y: { field: 'mean', type: 'quantitative', title: 'fooling rate', scale: { domain: [0, 1] }, axis: { format: '%' } },
-          color: { field: 'kind', type: 'nominal', title: null, scale: colors, legend: { labelLimit: 260 } },
+          color: { field: 'kind', type: 'nominal', title: null, scale: colors, legend: { labelLimit: 260, symbolType: 'stroke', symbolStrokeWidth: 3 } },
         },
       },
       { mark: { type: 'rule', strokeDash: [4, 4], color: 'black' }, encoding: { x: { datum: s.vNorm } } },
+      { mark: { type: 'text', align: 'left', baseline: 'top', dx: 4, dy: 4, text: 'norm of v' }, encoding: { x: { datum: s.vNorm }, y: { datum: 1 } } },
     ],
+    resolve: { scale: { fill: 'independent' }, legend: { fill: 'independent' } },
   } as TopLevelSpec;
 }

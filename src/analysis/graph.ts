@@ -107,14 +107,26 @@ export function graphToDot(g: FoolingGraph, names: (i: number) => string = (i) =
   }
   const shown = g.edges.filter((e) => nodes.has(e.from) && nodes.has(e.to));
   const maxCount = Math.max(1, ...shown.map((e) => e.count));
-  const lines = ['digraph fooling {', '  graph [overlap=false, splines=true, sep="+6", fontname="Helvetica"];', '  node [shape=box, style="rounded", fontname="Helvetica", fontsize=10];'];
+  const lines = ['digraph fooling {', '  graph [overlap=false, splines=true, sep="+6", fontname="Helvetica"];', '  node [shape=box, style="rounded", fontname="Helvetica", fontsize=10];', '  edge [fontname="Helvetica", fontsize=8, fontcolor="#555555"];'];
+  // Labels that draw images from many others are drawn larger (font 9 to 18 by in-degree).
+  const inDegree = new Map<number, number>();
+  for (const e of g.edges) if (e.from !== e.to) inDegree.set(e.to, (inDegree.get(e.to) ?? 0) + 1);
+  const maxIn = Math.max(1, ...inDegree.values());
   for (const n of [...nodes].sort((a, b) => a - b)) {
     const style = top.has(n) ? ', style="rounded,filled", fillcolor="#f4a261"' : '';
-    lines.push(`  n${n} [label=${quote(names(n).split(',')[0])}${style}];`);
+    const size = 9 + 9 * Math.sqrt((inDegree.get(n) ?? 0) / maxIn);
+    lines.push(`  n${n} [label=${quote(names(n).split(',')[0])}, fontsize=${size.toFixed(1)}${style}];`);
   }
   const all = new Set(g.edges.flatMap((e) => [e.from, e.to])).size;
-  if (nodes.size < all) lines.push(`  label=${quote(`the dominant labels and what flows into them: ${nodes.size} of ${all} labels`)}; labelloc=t;`);
-  for (const e of shown) lines.push(`  n${e.from} -> n${e.to} [penwidth=${(0.5 + (2.5 * e.count) / maxCount).toFixed(2)}, tooltip=${quote(`${e.count} images`)}];`);
+  const caption = [
+    'arrow: clean label -> label with v',
+    '(the number of images on it)',
+    `orange: the ${top.size} dominant labels`,
+    'larger: more labels lose images to it',
+    ...(nodes.size < all ? [`${nodes.size} of ${all} labels shown:`, 'the dominant ones and their inflows'] : []),
+  ];
+  lines.push(`  label="${caption.map((c) => quote(c).slice(1, -1)).join('\\n')}"; labelloc=t; fontsize=10;`);
+  for (const e of shown) lines.push(`  n${e.from} -> n${e.to} [penwidth=${(0.5 + (2.5 * e.count) / maxCount).toFixed(2)}, label=${quote(String(e.count))}, tooltip=${quote(`${e.count} images`)}];`);
   lines.push('}');
   return lines.join('\n') + '\n';
 }
