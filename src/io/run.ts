@@ -7,6 +7,7 @@ import type { Evaluation } from '../analysis/fooling.js';
 import { perturb } from '../math/perturb.js';
 import { writeNpy } from './npy.js';
 import { pct } from '../report/format.js';
+import { Rng } from '../math/random.js';
 import { writePerturbationPng, writeGridPng, visiblePerturbation, type GridCell } from './pictures.js';
 
 /** A text file, atomically, creating the folder. */
@@ -37,13 +38,10 @@ export async function writePerturbation(dir: string, v: tf.Tensor3D): Promise<vo
  * examples.png: for a few images, the clean image with its label, the perturbed image with the new
  * label (red when it changed), and the perturbation itself. Fooled images are preferred.
  */
-export async function writeExamples(file: string, model: Classifier, set: ImageSet, v: tf.Tensor3D, ev: Evaluation, count = 6): Promise<void> {
-  const all = Array.from({ length: set.size }, (_, i) => i);
-  const fooled = all.filter((i) => ev.cleanPred[i] !== ev.advPred[i]);
-  // Fooled images of different clean labels first, so the grid shows several classes.
-  const seen = new Set<number>();
-  const varied = fooled.filter((i) => !seen.has(ev.cleanPred[i]) && seen.add(ev.cleanPred[i]));
-  const pick = [...new Set([...varied, ...fooled, ...all])].slice(0, count).sort((a, b) => a - b);
+export async function writeExamples(file: string, model: Classifier, set: ImageSet, v: tf.Tensor3D, ev: Evaluation, count = 6, seed = 0): Promise<void> {
+  // A seeded random sample, said in the title: picking fooled images first would flatter v.
+  const pick = new Rng(seed).permutation(set.size).slice(0, count).sort((a, b) => a - b);
+  const fooledShown = pick.filter((i) => ev.cleanPred[i] !== ev.advPred[i]).length;
   const x = set.batch(pick);
   const adv = tf.tidy(() => perturb(x, v));
   const advPx = Uint8Array.from(await adv.data(), (p) => Math.round(p));
@@ -58,5 +56,5 @@ export async function writeExamples(file: string, model: Classifier, set: ImageS
     perturbed.push({ pixels: advPx.subarray(k * per, (k + 1) * per), caption: (changed ? '→ ' : '= ') + shortLabel(model, ev.advPred[i]), alert: changed });
   });
   const rows = [clean, perturbed, [{ pixels: vis, caption: 'v (scaled)' }]];
-  await writeGridPng(file, rows, set.shape, `${model.name}: clean (top) vs x+v (bottom), fooling rate ${pct(ev.foolingRate)}`);
+  await writeGridPng(file, rows, set.shape, `${model.name}: ${pick.length} random images (seed ${seed}), ${fooledShown} fooled; all ${set.size}: ${pct(ev.foolingRate)}`);
 }

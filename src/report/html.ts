@@ -132,7 +132,7 @@ async function runSection(dir: string): Promise<string> {
     if (run.history.length) figs.push(`<figure>${await vegaLiteToSvg(passCurve(run.history))}<figcaption>after each pass</figcaption></figure>`);
     parts.push(`<div class="row">${figs.join('')}</div>`);
     const ex = dataUri(join(dir, 'examples.png'));
-    if (ex) parts.push(`<figure><img src="${ex}" alt="examples" class="wide"><figcaption>validation images: clean label (top), with the perturbation and the label it now gets (bottom)</figcaption></figure>`);
+    if (ex) parts.push(`<figure><img src="${ex}" alt="examples" class="wide"><figcaption>validation images drawn at random (seed 0, not chosen for being fooled): clean label (top), with the perturbation and the label it now gets (bottom)</figcaption></figure>`);
   }
   const defence = readJson<{ config: Record<string, unknown>; rounds: DefenceRound[] }>(join(dir, 'defence.json'));
   if (defence?.rounds.length) parts.push(await defenceSection(dir, defence));
