@@ -224,6 +224,9 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       enableDownloads();
       break;
     }
+    case 'held':
+      if (paused) status('Paused between batches (Resume continues).');
+      break;
     case 'progress': {
       const p = m.p;
       ($('progress') as HTMLProgressElement).value = p.done / p.total;
@@ -273,7 +276,7 @@ $('pause').addEventListener('click', () => {
   paused = !paused;
   send({ type: paused ? 'pause' : 'resume' });
   $('pause').textContent = paused ? 'Resume' : 'Pause';
-  if (paused) status('Paused.');
+  if (paused) status('Pausing after the batch under way…');
 });
 $('stop').addEventListener('click', () => send({ type: 'stop' }));
 $('dl-npy').addEventListener('click', () => {

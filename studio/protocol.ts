@@ -41,6 +41,8 @@ export type FromWorker =
   | { type: 'status'; message: string }
   | { type: 'ready'; backend: string; model: ModelInfo; images: number; pixels: Uint8Array; /** Indices of the images whose pixels are sent, for the grid. */ shown: number[]; cleanPred: Int32Array; labels?: Int32Array }
   | { type: 'progress'; p: Progress }
+  /** A pause took effect: the run waits between batches, and nothing moves until resume. */
+  | { type: 'held' }
   | { type: 'pass'; rec: PassRecord; v: Float32Array; advPred: Int32Array; graphSvg: string }
   | { type: 'done'; metrics: Record<string, unknown>; v: Float32Array }
   /** Stop pressed: the run ended early; v of the last full pass (if any) stays. */

@@ -224,7 +224,11 @@ async function start(s: AttackSettings): Promise<void> {
   const started = performance.now();
   const ctl: RunControl = {
     signal: abort.signal,
-    gate: () => pause?.promise ?? Promise.resolve(),
+    gate: () => {
+      if (!pause) return Promise.resolve();
+      post({ type: 'held' }); // after the last batch's progress: the page knows the run is still
+      return pause.promise;
+    },
     onProgress: (p) => post({ type: 'progress', p }),
     onPass: async (rec, v) => {
       current?.dispose();

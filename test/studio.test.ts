@@ -124,7 +124,8 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.waitForFunction(() => /^pass 2\//.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
     await page.click('#pause');
     expect(await page.textContent('#pause')).toBe('Resume');
-    await page.waitForTimeout(500); // a batch already under way may still report
+    // The worker says when the pause took effect (after the batch under way), however loaded the machine.
+    await page.waitForFunction(() => /^Paused between batches/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
     const held = await page.$eval('#progress', (el) => (el as HTMLProgressElement).value);
     const heldStatus = await status();
     await page.waitForTimeout(1500);
