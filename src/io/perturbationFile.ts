@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { unzipSync, zipSync } from 'fflate';
 import { UsageError } from '../errors.js';
+import { transposeArray } from '../model/net.js';
 import { decodeNpy, encodeNpy, type NdArray } from './npy.js';
 import type { ModelCard } from '../model/card.js';
 
@@ -112,17 +113,9 @@ function unitFactors(units: PerturbationUnits, pre: Preprocess | undefined, c: n
   return pixelsPerNormalizedUnit(pre, c, file);
 }
 
-/** Reorders HWC <-> CHW (either direction: `toChw`). */
-function transposeChannels(data: Float32Array, [a, b, c]: [number, number, number], toChw: boolean): Float32Array {
-  const out = new Float32Array(data.length);
-  // toChw: input H x W x C (a, b, c); else input C x H x W (a = C, b = H, c = W).
-  for (let i = 0; i < a; i++)
-    for (let j = 0; j < b; j++)
-      for (let k = 0; k < c; k++) {
-        const src = (i * b + j) * c + k;
-        out[toChw ? (k * a + i) * b + j : (j * c + k) * a + i] = data[src];
-      }
-  return out;
+/** HWC <-> CHW ([a, b, c] is the input's shape). */
+function transposeChannels(data: Float32Array, shape: [number, number, number], toChw: boolean): Float32Array {
+  return transposeArray(data, shape, toChw ? [2, 0, 1] : [1, 2, 0]).data;
 }
 
 export interface LoadedArray {
