@@ -6,7 +6,7 @@
  * Usage: npm run train:default [-- --data DIR --epochs N]
  * Data: the gzip idx files of Debian's dataset-fashion-mnist (or FASHION_MNIST_DIR / --data).
  *
- * Self-contained on purpose: it only depends on tfjs and sharp, so it keeps working while src/ changes.
+ * It depends on tfjs, sharp and a few leaf modules of src/ (Fashion-MNIST's idx files, the backend, one gradient).
  *
  * Speed: tfjs's pure-JS `cpu` backend needs ~20 s per batch of 128 for this net (its Conv2D gradient
  * kernels are naive loops), and `wasm` has no Conv2DBackpropFilter kernel at all. So we train on `wasm`
@@ -15,13 +15,13 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { gunzipSync } from 'node:zlib';
 import * as tf from '../src/tf.js';
 import { initBackend } from '../src/backend.js';
 import { conv2dInputGradient } from '../src/model/inputgrad.js';
 import sharp from 'sharp';
+import { readFashionSplit, FASHION_MNIST_DIR, FASHION_LABELS, FASHION_FOLDERS, type FashionSplit } from '../src/data/fashion.js';
 
-const DEFAULT_DATA_DIR = '/usr/share/datasets/fashion-mnist';
+const DEFAULT_DATA_DIR = FASHION_MNIST_DIR;
 const SIDE = 28;
 const PIXELS = SIDE * SIDE;
 const NUM_CLASSES = 10;
@@ -33,11 +33,8 @@ const IMAGES_PER_CLASS = 40;
 /** model input = pixel * SCALE; stated in the card, applied outside the model. */
 const SCALE = 1 / 255;
 
-const LABELS = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Bag', 'Sneaker', 'Ankle boot'];
-const FOLDERS = [
-  '00_tshirt_top', '01_trouser', '02_pullover', '03_dress', '04_coat',
-  '05_sandal', '06_shirt', '07_bag', '08_sneaker', '09_ankle_boot',
-];
+const LABELS = FASHION_LABELS;
+const FOLDERS = FASHION_FOLDERS;
 
 /** The repository root: dist/scripts/train-fashion.js -> ../.. ; scripts/train-fashion.ts via tsx -> .. */
 function repoRoot(): string {
@@ -76,43 +73,7 @@ function parseArgs(argv: string[]): Options {
 
 // ---------------------------------------------------------------- data
 
-interface Split {
-  /** uint8 pixels 0..255, n * 784, row-major. */
-  images: Uint8Array;
-  labels: Uint8Array;
-  n: number;
-}
-
-function dataFile(dir: string, name: string): string {
-  const file = join(dir, `${name}-ubyte.gz`);
-  if (!existsSync(file)) {
-    throw new UsageError(
-      `Fashion-MNIST file ${file} not found: install it with "apt-get install dataset-fashion-mnist" ` +
-        'or point --data DIR / FASHION_MNIST_DIR at a folder with the four *-ubyte.gz files',
-    );
-  }
-  return file;
-}
-
-/** Parses an idx file: big-endian magic (0x0000, type 0x08 = uint8, rank), then `rank` uint32 dims. */
-function readIdx(file: string, rank: number): { dims: number[]; data: Uint8Array } {
-  const buf = gunzipSync(readFileSync(file));
-  const magic = buf.readUInt32BE(0);
-  if (magic !== 0x0800 + rank) throw new Error(`${file}: not a rank-${rank} uint8 idx file (magic 0x${magic.toString(16)})`);
-  const dims = Array.from({ length: rank }, (_, i) => buf.readUInt32BE(4 + 4 * i));
-  const offset = 4 + 4 * rank;
-  const data = new Uint8Array(buf.buffer, buf.byteOffset + offset, buf.length - offset);
-  if (data.length !== dims.reduce((a, b) => a * b, 1)) throw new Error(`${file}: size does not match its header`);
-  return { dims, data };
-}
-
-function readSplit(dir: string, prefix: 'train' | 't10k'): Split {
-  const images = readIdx(dataFile(dir, `${prefix}-images-idx3`), 3);
-  const labels = readIdx(dataFile(dir, `${prefix}-labels-idx1`), 1);
-  if (images.dims[1] !== SIDE || images.dims[2] !== SIDE || images.dims[0] !== labels.dims[0])
-    throw new Error(`${prefix}: unexpected shapes ${images.dims} / ${labels.dims}`);
-  return { images: images.data, labels: labels.data, n: labels.dims[0] };
-}
+type Split = FashionSplit;
 
 /** A batch as model input: pixel * SCALE (the card's preprocess, applied outside the model). */
 function batchInput(split: Split, indices: ArrayLike<number>): tf.Tensor4D {
@@ -402,8 +363,8 @@ function dirBytes(dir: string): number {
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   const dataDir = resolve(opts.dataDir);
-  const train = readSplit(dataDir, 'train');
-  const test = readSplit(dataDir, 't10k');
+  const train = readFashionSplit(dataDir, 'train');
+  const test = readFashionSplit(dataDir, 't10k');
   await initBackend('wasm'); // see the header: cpu is far too slow, wasm needs the gradient below
   useForwardConvGradient();
   console.log(`data: ${train.n} train / ${test.n} test images from ${dataDir}; backend ${tf.getBackend()}`);

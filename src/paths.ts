@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -8,6 +8,11 @@ export const PROJECT_ROOT = (() => {
   while (!existsSync(resolve(d, 'package.json')) && dirname(d) !== d) d = dirname(d);
   return d;
 })();
+
+/** uap's own version (package.json's). */
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(resolve(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+}
 
 /** Model cards shipped with the project (for the embedded model and the shared ImageNet models). */
 export const CARDS_DIR = resolve(PROJECT_ROOT, 'cards');

@@ -3,12 +3,16 @@ import { join, resolve } from 'node:path';
 import * as tf from './tf.js';
 import type { Classifier } from './model/classifier.js';
 import { loadClassifier, type CardOverrides } from './model/load.js';
-import { listDataset, loadImages, type ImageSet } from './data/dataset.js';
+import { listDataset, loadImages, openImages, type ImageSet, type StreamedImages } from './data/dataset.js';
+import { itemName, labelsOf, type ImageItem, type ImageSource } from './data/source.js';
+import { fashionSplitFolder } from './data/fashion.js';
 import { computeUniversal, refuseResumeWithInit, type UniversalOptions, type RunControl, type UniversalResult, UNIVERSAL_DEFAULTS } from './attacks/universal.js';
 import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from './attacks/sgd.js';
 import { targetSuccessRate } from './attacks/passes.js';
 import { labelName } from './model/classifier.js';
-import { evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
+import { concatLabels, evaluatePerturbation, forEachBatch, foolingRate, predictMany, scorePredictions, type Evaluation } from './analysis/fooling.js';
+import { PerImage } from './analysis/perImage.js';
+import { argmaxRows } from './model/compute.js';
 import { evaluationSummary, runMetrics } from './analysis/metrics.js';
 import { forwardLogits } from './model/compute.js';
 import { randomPerturbation } from './math/noise.js';
@@ -16,7 +20,8 @@ import { lpNorm, defaultXi, type Norm } from './math/lp.js';
 
 export { defaultXi };
 import { readNpy } from './io/npy.js';
-import { writeJson, writePerturbation, writeExamples } from './io/run.js';
+import { writeJson, writePerturbation, writeExamples, writeText } from './io/run.js';
+import { provenance } from './io/provenance.js';
 import { fingerprintMismatch, hasCheckpoint } from './io/checkpoint.js';
 import { lockRunDir } from './io/lock.js';
 import { assetsDir, assetsHint, EMBEDDED_DIR } from './paths.js';
@@ -109,13 +114,16 @@ export async function loadModel(spec: string, opts: { assets: string; card?: Car
 
 /**
  * The image sets that come with uap, by name: 'fashion:craft' and 'fashion:val' (the embedded
- * Fashion-MNIST images), 'imagenet:sample' and 'imagenet:val' (in the assets folder). Anything else is
+ * Fashion-MNIST images), 'fashion:train' and 'fashion:test' (all 60,000 + 10,000, from Debian's
+ * dataset-fashion-mnist, unpacked once into the cache), 'imagenet:sample' and 'imagenet:val' (in the assets folder). Anything else is
  * a folder path.
  */
-export function dataFolder(spec: string, assets: string): string {
+export function dataFolder(spec: string, assets: string, say?: (m: string) => void): string {
   const named: Record<string, () => string> = {
     'fashion:craft': () => defaultFolders('own', assets).data,
     'fashion:val': () => defaultFolders('own', assets).val,
+    'fashion:train': () => fashionSplitFolder('train', say),
+    'fashion:test': () => fashionSplitFolder('test', say),
     'imagenet:sample': () => defaultFolders('imagenet', assets).data,
     'imagenet:val': () => defaultFolders('imagenet', assets).val,
   };
@@ -127,19 +135,22 @@ export function dataFolder(spec: string, assets: string): string {
   return spec;
 }
 
-/**
- * Lists and decodes one image set for `model` (a folder, or a named set: see dataFolder), warning
- * about skipped files. `assets` defaults as everywhere (the `assets` option, else $UAP_ASSETS).
- */
-export async function loadSet(
-  model: Classifier,
-  dirOrName: string,
-  opts: { labels?: string; limit?: number; sample?: { count: number; seed: number }; strict?: boolean; assets?: string; log?: Log; what?: string } = {},
-): Promise<ImageSet> {
+export interface SetOptions {
+  labels?: string;
+  limit?: number;
+  sample?: { count: number; seed: number };
+  strict?: boolean;
+  assets?: string;
+  log?: Log;
+  what?: string;
+}
+
+/** Lists one image set for `model` (a folder, tar shards or a named set: see dataFolder), checking its labels. */
+function listSet(model: Classifier, dirOrName: string, opts: SetOptions): { items: ImageItem[]; dir: string; log: Log; what: string } {
   const log = namedLog(opts.log);
   const assets = assetsDir(opts.assets);
-  const dir = dataFolder(dirOrName, assets);
   const what = opts.what ?? 'images';
+  const dir = dataFolder(dirOrName, assets, (m) => log.info(`${what}: ${m}`));
   const items = listDataset(dir, {
     labelsFile: opts.labels,
     limit: opts.limit,
@@ -148,14 +159,46 @@ export async function loadSet(
     labelNames: model.labels,
     warn: (m) => log.warn(`${what}: ${m}`),
   });
+  const bad = items.find((i) => i.label !== undefined && (i.label < 0 || i.label >= model.numClasses));
+  if (bad) throw new UsageError(`${what}: label ${bad.label} of ${itemName(bad)} is outside the model's ${model.numClasses} classes`);
+  return { items, dir, log, what };
+}
+
+/**
+ * Lists and decodes one image set for `model` into memory (crafting sets, which every pass reads),
+ * warning about skipped files. `assets` defaults as everywhere (the `assets` option, else $UAP_ASSETS).
+ */
+export async function loadSet(model: Classifier, dirOrName: string, opts: SetOptions = {}): Promise<ImageSet> {
+  const { items, dir, log, what } = listSet(model, dirOrName, opts);
   const { set, skipped } = await loadImages(items, model.inputShape, { strict: opts.strict });
   if (skipped.length > 0)
     log.warn(`${what}: skipped ${skipped.length} of ${items.length} files that could not be decoded (first: ${skipped[0].path}: ${skipped[0].reason}); {strict} makes this an error`);
-  const labelled = set.labels ? 'labelled' : 'unlabelled';
-  log.info(`${what}: ${set.size} ${labelled} images from ${dir}`);
-  const bad = set.items.find((i) => i.label !== undefined && (i.label < 0 || i.label >= model.numClasses));
-  if (bad) throw new UsageError(`${what}: label ${bad.label} of ${bad.path} is outside the model's ${model.numClasses} classes`);
+  log.info(`${what}: ${set.size} ${set.labels ? 'labelled' : 'unlabelled'} images from ${dir}`);
   return set;
+}
+
+/** After a pass over a streamed set: how many files did not decode (each left out of every figure). */
+export function saySkipped(set: StreamedImages, log: Log, what: string): void {
+  const s = set.skipped;
+  if (s.length) log.warn(`${what}: skipped ${s.length} of ${set.listed.length} files that could not be decoded, not counted in any figure (first: ${s[0].path}: ${s[0].reason}); {strict} makes this an error`);
+}
+
+/**
+ * Lists one image set for `model` to be read batch by batch as it is scored (validation sets: any
+ * size in bounded memory). Files that cannot be decoded are found, said and left out as they are met.
+ */
+export function openSet(model: Classifier, dirOrName: string, opts: SetOptions = {}): StreamedImages {
+  const { items, dir, log, what } = listSet(model, dirOrName, opts);
+  log.info(`${what}: ${items.length} ${labelsOf(items) ? 'labelled' : 'unlabelled'} images listed in ${dir} (decoded as they are scored)`);
+  let said = false;
+  return openImages(items, model.inputShape, {
+    strict: opts.strict,
+    onSkip: (item, reason) => {
+      if (said) return;
+      said = true;
+      log.warn(`${what}: ${itemName(item)} could not be decoded (${reason}); it and any other such file are left out (counted at the end)`);
+    },
+  });
 }
 
 export interface ComputeJob extends DataSpec {
@@ -214,6 +257,14 @@ export function loadPerturbation(file: string, model: Classifier, log: Log = sil
   return r;
 }
 
+/** Told how many images of the set being scored are done, of how many listed. */
+export type ScoreProgress = (done: number, total: number) => void;
+
+function scoreProgress(on: ScoreProgress | undefined, set: ImageSource): ((done: number) => void) | undefined {
+  const total = set.size;
+  return on && ((done) => on(done, total));
+}
+
 export interface Baseline {
   norm: Norm;
   radius: number;
@@ -223,15 +274,57 @@ export interface Baseline {
   draws: number;
 }
 
-/** Random-noise baseline: fooling rates of `draws` seeded random perturbations of norm `xi`. */
-export async function randomBaseline(model: Classifier, set: ImageSet, norm: Norm, xi: number, draws: number, cleanPred: Int32Array): Promise<Baseline> {
-  const rates: number[] = [];
-  for (let d = 0; d < draws; d++) {
+/** The seeded noise draws of a random baseline: `draws` perturbations of norm exactly `xi`. */
+function noiseDraws(model: Classifier, norm: Norm, xi: number, draws: number): Float32Array[] {
+  return Array.from({ length: draws }, (_, d) => {
     const r = randomPerturbation(model.inputShape, norm, xi, 1000 + d);
-    rates.push((await evaluatePerturbation(model, set, r, { cleanPred })).foolingRate);
+    const data = r.dataSync() as Float32Array;
     r.dispose();
-  }
-  return { norm, radius: xi, mean: rates.reduce((a, b) => a + b, 0) / draws, min: Math.min(...rates), max: Math.max(...rates), draws };
+    return data;
+  });
+}
+
+function baselineOf(norm: Norm, xi: number, clean: Int32Array, preds: Int32Array[]): Baseline {
+  const rates = preds.map((p) => foolingRate(clean, p));
+  return { norm, radius: xi, mean: rates.reduce((a, b) => a + b, 0) / rates.length, min: Math.min(...rates), max: Math.max(...rates), draws: rates.length };
+}
+
+/** Random-noise baseline: fooling rates of `draws` seeded random perturbations of norm `xi` (one pass over the set). */
+export async function randomBaseline(model: Classifier, set: ImageSource, norm: Norm, xi: number, draws: number, cleanPred: Int32Array): Promise<Baseline> {
+  return baselineOf(norm, xi, cleanPred, await predictMany(model, set, noiseDraws(model, norm, xi, draws)));
+}
+
+/**
+ * v's figures on a set beside random noise at each of `radii`, all in ONE pass over the set (each
+ * image read or decoded once: a streamed validation set of 50,000 images is not decoded 2 + 2 x draws
+ * times), with the per-image facts of v (confidences, margins) on the way.
+ */
+export async function evaluateWithNoise(
+  model: Classifier,
+  set: ImageSource,
+  v: tf.Tensor3D,
+  radii: { norm: Norm; xi: number }[],
+  draws: number,
+  opts: { batchSize?: number; onBatch?: (done: number) => void } = {},
+): Promise<{ ev: Evaluation; baselines: Baseline[]; perImage: PerImage }> {
+  const noise = radii.map((r) => noiseDraws(model, r.norm, r.xi, draws));
+  const k = model.numClasses;
+  const perImage = new PerImage();
+  const parts: Int32Array[][] = [];
+  await forEachBatch(model, set, [null, v, ...noise.flat()], (batch, logits) => {
+    perImage.add(batch.items, logits[0], logits[1], k);
+    logits.forEach((l, j) => (parts[j] ??= []).push(argmaxRows(l, k)));
+  }, opts.batchSize, opts.onBatch);
+  const [clean, adv, ...rest] = parts.map(concatLabels);
+  const baselines = radii.map((r, j) => baselineOf(r.norm, r.xi, clean, rest.slice(j * draws, (j + 1) * draws)));
+  return { ev: scorePredictions(clean, adv, set.labels), baselines, perImage };
+}
+
+/** What metrics.json keeps of the per-image facts, and predictions.csv beside it. */
+function writePerImage(dir: string, model: Classifier, perImage: PerImage): Record<string, unknown> {
+  const name = (i: number) => labelName(model, i);
+  writeText(join(dir, 'predictions.csv'), perImage.csv(name));
+  return { confidence: perImage.confidence(), perClass: perImage.perClass(name), confusions: perImage.confusions(name) };
 }
 
 /**
@@ -239,7 +332,7 @@ export async function randomBaseline(model: Classifier, set: ImageSet, norm: Nor
  * checkpoints, evaluate on X and on the validation set against random noise of the same norm, and
  * write the run directory.
  */
-export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpointDir' | 'resume' | 'init'> & { log?: Log; model?: Classifier } = {}): Promise<ComputeSummary> {
+export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpointDir' | 'resume' | 'init'> & { log?: Log; model?: Classifier; onScore?: ScoreProgress } = {}): Promise<ComputeSummary> {
   const log = namedLog(ctl.log);
   if (existsSync(job.out) && !statSync(job.out).isDirectory()) throw new UsageError(`{out} ${job.out}: is a file, expected a folder for the run`);
   checkFreshRun(job, log);
@@ -256,7 +349,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     const method = job.method ?? 'algorithm1';
     const target = resolveTarget(job.target, model);
     const options = methodOptions(method, model, job.options, target);
-    const dataDir = job.data ?? defaults.data;
+    const dataDir = dataFolder(job.data ?? defaults.data, assets, (m) => log.info(`crafting set X: ${m}`));
     // The files X is made of, counted before any is decoded: a resume with other images or settings is refused at once.
     const listed = listDataset(dataDir, { labelsFile: job.labels, limit: job.limit, sample: sample(job.sample), labelNames: model.labels, wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined }).length;
     if (job.resume) {
@@ -268,7 +361,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     warnRadius(options, model, log);
     const X = await loadSet(model, dataDir, { labels: job.labels, limit: job.limit, sample: sample(job.sample), strict: job.strict, assets, log, what: 'crafting set X' });
     const valDir = job.val ?? defaults.val;
-    const V = job.val === 'none' ? undefined : await loadSet(model, valDir, { labels: job.valLabels, limit: job.valLimit, sample: sample(job.valSample), strict: job.strict, assets, log, what: 'validation set' });
+    const V = job.val === 'none' ? undefined : openSet(model, valDir, { labels: job.valLabels, limit: job.valLimit, sample: sample(job.valSample), strict: job.strict, assets, log, what: 'validation set' });
     refuseResumeWithInit(job.resume, job.init); // before reading the {init} file
     const init = job.init ? loadPerturbation(job.init, model, log, job.initFormat) : undefined;
     const config = {
@@ -280,25 +373,25 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
       ...options, targetName: target !== undefined ? labelName(model, target) : null, init: job.init ?? null,
     };
     // A resumed run keeps its original config.json (a refused resume must not overwrite it).
-    if (!job.resume) writeJson(join(job.out, 'config.json'), config);
+    if (!job.resume) writeJson(join(job.out, 'config.json'), { ...config, provenance: await provenance({ modelFile: model.file, engine: model.engine, seed, data: X.items, val: V?.items }) });
     const control = { ...ctl, checkpointDir: job.out, resume: job.resume, init, onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)) };
     const res = await craft(model, X, method, options, control).finally(() => init?.dispose());
     log.info(`stopped: ${res.stopReason}`);
     if (lpNorm(res.v, 'inf') === 0) log.warn('the perturbation is zero: no image of X could be moved (try a larger {xi}, more passes, or another method)');
     const onX = await evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
-    const onVal = V ? await evaluatePerturbation(model, V, res.v, { batchSize: options.batchSize }) : undefined;
-    const targetOnVal = target !== undefined && onVal ? targetSuccessRate(onVal.cleanPred, onVal.advPred, target) : undefined;
     const draws = job.randomDraws ?? 3;
-    const randomOnVal = V && onVal
-      ? {
-          sameLp: await randomBaseline(model, V, options.norm, lpNorm(res.v, options.norm), draws, onVal.cleanPred),
-          sameL2: await randomBaseline(model, V, 2, lpNorm(res.v, 2), draws, onVal.cleanPred),
-        }
+    const scored = V
+      ? await evaluateWithNoise(model, V, res.v, [{ norm: options.norm, xi: lpNorm(res.v, options.norm) }, { norm: 2, xi: lpNorm(res.v, 2) }], draws, { batchSize: options.batchSize, onBatch: scoreProgress(ctl.onScore, V) })
       : undefined;
+    if (V) saySkipped(V, log, 'validation set');
+    const onVal = scored?.ev;
+    const targetOnVal = target !== undefined && onVal ? targetSuccessRate(onVal.cleanPred, onVal.advPred, target) : undefined;
+    const randomOnVal = scored ? { sameLp: scored.baselines[0], sameL2: scored.baselines[1] } : undefined;
     await writePerturbation(job.out, res.v);
     await writeExamples(join(job.out, 'examples.png'), model, V ?? X, res.v, onVal ?? onX);
     const { v, cleanPred: _cp, ...result } = res;
-    writeJson(join(job.out, 'metrics.json'), runMetrics(model, v, options, result, onX, { onVal, randomNoiseOnVal: randomOnVal, targetOnVal }));
+    const detail = scored ? writePerImage(job.out, model, scored.perImage) : undefined;
+    writeJson(join(job.out, 'metrics.json'), { ...runMetrics(model, v, options, result, onX, { onVal, randomNoiseOnVal: randomOnVal, targetOnVal }), validationDetail: detail ?? null });
     v.dispose();
     return { config, result, onX, onVal, randomOnVal, targetOnVal, out: job.out };
   } finally {
@@ -352,13 +445,13 @@ export interface EvaluateJob extends DataSpec {
 async function withScoringSet<T>(
   job: { model: string; card?: CardOverrides; assets?: string; data?: string; labels?: string; limit?: number; strict?: boolean },
   log: Log,
-  use: (model: Classifier, set: ImageSet, dir: string) => Promise<T>,
+  use: (model: Classifier, set: StreamedImages, dir: string) => Promise<T>,
 ): Promise<T> {
   const assets = assetsDir(job.assets);
   const model = await loadModel(job.model, { assets, card: job.card }, log);
   try {
     const dir = job.data ?? defaultData(model, assets).val;
-    const set = await loadSet(model, dir, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'images' });
+    const set = openSet(model, dir, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'images' });
     return await use(model, set, dir);
   } finally {
     model.dispose();
@@ -366,23 +459,21 @@ async function withScoringSet<T>(
 }
 
 /** `uap evaluate`: the figures of a saved perturbation on an image set, beside random noise of its norm. */
-export async function runEvaluate(job: EvaluateJob, log: Log = silent) {
+export async function runEvaluate(job: EvaluateJob, log: Log = silent, onScore?: ScoreProgress) {
   log = namedLog(log);
   const scoring = { ...job, data: job.val ?? job.data, labels: job.valLabels ?? job.labels, limit: job.valLimit ?? job.limit };
   return withScoringSet(scoring, log, async (model, set, dir) => {
     const v = loadPerturbation(job.perturbation, model, log, job.format);
     try {
-      const ev = await evaluatePerturbation(model, set, v, { batchSize: job.batchSize });
       const normL2 = lpNorm(v, 2);
       const normInf = lpNorm(v, 'inf');
-      const draws = job.randomDraws ?? 3;
-      const random = {
-        inf: await randomBaseline(model, set, 'inf', normInf, draws, ev.cleanPred),
-        l2: await randomBaseline(model, set, 2, normL2, draws, ev.cleanPred),
-      };
-      const metrics = { model: model.name, perturbation: job.perturbation, folder: dir, normL2, normInf, ...evaluationSummary(ev), randomSameLinf: random.inf, randomSameL2: random.l2 };
+      const radii = [{ norm: 'inf' as const, xi: normInf }, { norm: 2 as const, xi: normL2 }];
+      const { ev, baselines, perImage } = await evaluateWithNoise(model, set, v, radii, job.randomDraws ?? 3, { batchSize: job.batchSize, onBatch: scoreProgress(onScore, set) });
+      saySkipped(set, log, 'images');
+      const metrics = { model: model.name, perturbation: job.perturbation, folder: dir, normL2, normInf, ...evaluationSummary(ev), skipped: set.skipped.length, randomSameLinf: baselines[0], randomSameL2: baselines[1] };
       if (job.out) {
-        writeJson(join(job.out, 'metrics.json'), metrics);
+        const prov = await provenance({ modelFile: model.file, engine: model.engine, val: set.items });
+        writeJson(join(job.out, 'metrics.json'), { ...metrics, detail: writePerImage(job.out, model, perImage), provenance: prov });
         await writeExamples(join(job.out, 'examples.png'), model, set, v, ev);
       }
       return metrics;
@@ -412,12 +503,12 @@ export async function runAccuracy(job: AccuracyJob, log: Log = silent) {
     let top1 = 0;
     let top5 = 0;
     const k = model.numClasses;
-    for (const idx of set.batchIndices(Math.min(job.batchSize ?? 32, model.maxBatch?.forward ?? 32))) {
-      const x = set.batch(idx);
+    for await (const b of set.batches(Math.min(job.batchSize ?? 32, model.maxBatch?.forward ?? 32))) {
+      const x = tf.tensor4d(Float32Array.from(b.pixels), [b.items.length, ...model.inputShape]);
       const logits = await forwardLogits(model, x).finally(() => x.dispose());
-      idx.forEach((img, r) => {
+      b.items.forEach((item, r) => {
         const row = logits.subarray(r * k, (r + 1) * k);
-        const truth = row[labels[img]];
+        const truth = row[item.label!];
         // Rank of the true class: how many classes score strictly higher.
         const higher = row.reduce((n, v) => n + (v > truth ? 1 : 0), 0);
         if (higher === 0) top1++;

@@ -225,7 +225,8 @@ describe('uap reproduce --quick (embedded model)', () => {
     for (const heading of ['Table 1', 'Table 2', 'Size of X', 'Universal vs random noise', "DeepFool normals' subspace"]) expect(summary).toContain(heading);
     expect(summary).toMatch(/\| fashion \| \d+\.\d% \| \d+\.\d% \| \d+\.\d% \| \d+\.\d% \|/);
     const html = readFileSync(join(out, 'report.html'), 'utf8');
-    expect((html.match(/<section>/g) ?? []).length).toBe(5); // 2 runs, transfer, sweep-size, normals
+    expect((html.match(/<section>/g) ?? []).length).toBe(6); // the runs compared, 2 runs, transfer, sweep-size, normals
+    expect(html).toContain('<h2>Runs compared</h2>');
     for (const f of ['fashion-linf/graph.svg', 'fashion-l2/baseline.svg', 'transfer/transfer.svg', 'sweep-size/sweep-size.svg', 'normals/normals.svg'])
       expect(existsSync(join(out, f))).toBe(true);
   });

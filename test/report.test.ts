@@ -54,6 +54,51 @@ describe('uap report', () => {
     expect(readFileSync(join(weak, 'report.html'), 'utf8')).toMatch(/<p class="warning">warning: v fools .* no more than random noise/);
   });
 
+  it('reports per class, confusions, confidence, the spectrum and provenance, consistent with predictions.csv', async () => {
+    const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8'));
+    const lines = readFileSync(join(run, 'predictions.csv'), 'utf8').trim().split('\n');
+    expect(lines[0]).toBe('file,true_label,clean_label,clean_name,clean_confidence,perturbed_label,perturbed_name,perturbed_confidence,clean_label_confidence_after,fooled');
+    const rows = lines.slice(1).map((l) => l.split(','));
+    expect(rows.length).toBe(metrics.onVal.images);
+    // The CSV, the per-class table and the overall rate tell one story.
+    const fooled = rows.filter((r) => r[r.length - 1] === '1').length;
+    expect(fooled / rows.length).toBeCloseTo(metrics.onVal.foolingRate, 10);
+    const perClass = metrics.validationDetail.perClass as { class: number; images: number; fooled: number; lo: number; hi: number; rate: number }[];
+    expect(perClass.reduce((n, c) => n + c.images, 0)).toBe(rows.length);
+    for (const c of perClass) {
+      const mine = rows.filter((r) => Number(r[1]) === c.class);
+      expect([c.images, c.fooled]).toEqual([mine.length, mine.filter((r) => r[r.length - 1] === '1').length]);
+      expect(c.lo).toBeLessThanOrEqual(c.rate);
+      expect(c.hi).toBeGreaterThanOrEqual(c.rate);
+    }
+    const conf = metrics.validationDetail.confidence;
+    expect(conf.cleanLabelConfidenceAfter).toBeLessThan(conf.cleanConfidence);
+    expect(conf.marginAfter).toBeLessThan(conf.marginBefore);
+    expect(html).toContain('Per class, confusions and confidence');
+    expect(html).toContain('fooling rate per class, 95% Wilson intervals');
+    expect(html).toContain('2-D Fourier amplitude of v');
+    expect(html).toMatch(/<summary>Provenance<\/summary>.*uap compute|<summary>Provenance<\/summary>/s);
+    const config = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8'));
+    expect(config.provenance.modelSha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(config.provenance.command).toContain('compute');
+    expect(html).toContain(config.provenance.modelSha256.slice(0, 16));
+  });
+
+  it('compares several runs in one table and one plot', async () => {
+    const other = mkdtempSync(join(tmpdir(), 'uap-rep2-'));
+    const c = await uap('compute', '--xi', '20', '--max-passes', '2', '--val-limit', '80', '-o', other);
+    expect(c.status, c.stderr).toBe(0);
+    const out = join(other, 'both.html');
+    const r = await uap('report', run, other, '-o', out);
+    expect(r.status, r.stderr).toBe(0);
+    const both = readFileSync(out, 'utf8');
+    const compared = both.slice(both.indexOf('<h2>Runs compared</h2>'), both.indexOf('</section>'));
+    expect(compared).toContain('SGD-UAP');
+    expect(compared).toContain('Algorithm 1');
+    expect(compared).toContain('fooling rate on X after each pass, one line per run');
+    expect((compared.match(/<tr>/g) ?? []).length).toBe(3);
+  });
+
   it('names a folder with nothing to report', async () => {
     const r = await uap('report', mkdtempSync(join(tmpdir(), 'uap-none-')));
     expect(r.status).toBe(2);

@@ -1,9 +1,9 @@
 import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
-import type { ImageSet } from '../data/dataset.js';
+import type { ImageSource } from '../data/source.js';
 import { lpNorm, type Norm } from '../math/lp.js';
 import { noiseOfNorm } from '../math/noise.js';
-import { predictSet, foolingRate } from './fooling.js';
+import { predictMany, predictSet, foolingRate } from './fooling.js';
 import { predictLabels } from '../model/compute.js';
 import { deepfool } from '../attacks/deepfool.js';
 import type { TopLevelSpec } from '../report/plots.js';
@@ -35,35 +35,41 @@ export const DEFAULT_FACTORS = [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2];
 
 export async function normSweep(
   model: Classifier,
-  set: ImageSet,
+  set: ImageSource,
   v: tf.Tensor3D,
   norm: Norm,
-  opts: { factors?: number[]; draws?: number; seed?: number; deepfool?: boolean; onPoint?: (p: SweepPoint) => void } = {},
+  opts: { factors?: number[]; draws?: number; seed?: number; deepfool?: boolean; onPoint?: (p: SweepPoint) => void; onBatch?: (done: number) => void } = {},
 ): Promise<NormSweep> {
   const factors = opts.factors ?? DEFAULT_FACTORS;
   const draws = opts.draws ?? 3;
   const seed = opts.seed ?? 1000;
   const vNorm = lpNorm(v, norm);
-  const clean = await predictSet(model, set, null);
-  const rateOf = async (p: tf.Tensor3D) => foolingRate(clean, await predictSet(model, set, p));
+  // Every perturbation of the sweep, scored in ONE pass over the set (a streamed set is decoded once).
+  type Curve = { kind: SweepPoint['kind']; radius: number; first: number; draws: number };
+  const curves: Curve[] = [];
+  const perturbations: Float32Array[] = [];
+  const push = (t: tf.Tensor3D) => {
+    perturbations.push(t.dataSync() as Float32Array);
+    t.dispose();
+  };
+  for (const f of factors) {
+    const radius = vNorm * f;
+    curves.push({ kind: 'universal', radius, first: perturbations.length, draws: 1 });
+    push(tf.mul(v, f) as tf.Tensor3D);
+    for (const kind of ['random signs', 'gaussian'] as const) {
+      curves.push({ kind, radius, first: perturbations.length, draws });
+      for (let d = 0; d < draws; d++) push(noiseOfNorm(kind === 'gaussian' ? 'gaussian' : 'sign', model.inputShape, norm, radius, seed + d));
+    }
+  }
+  const [clean, ...preds] = await predictMany(model, set, [null, ...perturbations], 32, opts.onBatch);
   const points: SweepPoint[] = [];
   const add = (p: SweepPoint) => {
     points.push(p);
     opts.onPoint?.(p);
   };
-  for (const f of factors) {
-    const radius = vNorm * f;
-    const scaled = tf.mul(v, f) as tf.Tensor3D;
-    const r = await rateOf(scaled).finally(() => scaled.dispose());
-    add({ kind: 'universal', radius, mean: r, min: r, max: r, draws: 1 });
-    for (const kind of ['random signs', 'gaussian'] as const) {
-      const rates: number[] = [];
-      for (let d = 0; d < draws; d++) {
-        const noise = noiseOfNorm(kind === 'gaussian' ? 'gaussian' : 'sign', model.inputShape, norm, radius, seed + d);
-        rates.push(await rateOf(noise).finally(() => noise.dispose()));
-      }
-      add({ kind, radius, mean: rates.reduce((a, b) => a + b, 0) / draws, min: Math.min(...rates), max: Math.max(...rates), draws });
-    }
+  for (const c of curves) {
+    const rates = preds.slice(c.first, c.first + c.draws).map((p) => foolingRate(clean, p));
+    add({ kind: c.kind, radius: c.radius, mean: rates.reduce((a, b) => a + b, 0) / c.draws, min: Math.min(...rates), max: Math.max(...rates), draws: c.draws });
   }
   if (opts.deepfool) for (const p of await deepfoolCurves(model, set, norm, factors.map((f) => vNorm * f), clean)) add(p);
   return { norm, vNorm, images: set.size, points };
@@ -74,12 +80,13 @@ export async function normSweep(
  * (a per-image attack, not universal), and the sum of all of them rescaled and added to every image.
  * One DeepFool pass over the set, batch by batch (the perturbations are never all held at once).
  */
-async function deepfoolCurves(model: Classifier, set: ImageSet, norm: Norm, radii: number[], clean: Int32Array): Promise<SweepPoint[]> {
+async function deepfoolCurves(model: Classifier, set: ImageSource, norm: Norm, radii: number[], clean: Int32Array): Promise<SweepPoint[]> {
   const [h, w, c] = model.inputShape;
   const fooled = new Array<number>(radii.length).fill(0);
   let sum = tf.zeros([h, w, c]) as tf.Tensor3D;
-  for (const idx of set.batchIndices(16)) {
-    const x = set.batch(idx);
+  for await (const b of set.batches(16)) {
+    const idx = b.items.map((_, j) => b.start + j);
+    const x = tf.tensor4d(Float32Array.from(b.pixels), [idx.length, h, w, c]);
     const df = await deepfool(model, x, { norm });
     const unit = tf.tidy(() => {
       const flat = df.r.reshape([idx.length, -1]);

@@ -1,32 +1,66 @@
 import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
-import type { ImageSet } from '../data/dataset.js';
-import { predictImages } from '../model/compute.js';
+import type { DecodedBatch, ImageSource } from '../data/source.js';
+import { argmaxRows, logitsOfImages } from '../model/compute.js';
 
 /**
- * Top-1 labels of every image of `set` (optionally with v added), in batches straight from its uint8
- * bytes. The next batch is handed over before the current one is awaited, so the runtime's workers
- * never wait for the main thread.
+ * Runs every image of `set` under each perturbation of `vs` (null: the clean images) in ONE pass over
+ * the set: each batch is read (or decoded) once, and `use` gets its logits under all of them. Two forward
+ * passes are kept in flight (one running, the next handed over), so the runtime's workers never wait
+ * for the main thread, and a streamed set decodes ahead meanwhile.
  */
-export async function predictSet(model: Classifier, set: ImageSet, v: tf.Tensor3D | null, batchSize = 32, onBatch?: (done: number) => void): Promise<Int32Array> {
-  const out = new Int32Array(set.size);
-  const vData = v ? (v.dataSync() as Float32Array) : null;
+export async function forEachBatch(
+  model: Classifier,
+  set: ImageSource,
+  vs: (tf.Tensor3D | Float32Array | null)[],
+  use: (batch: DecodedBatch, logits: Float32Array[]) => void,
+  batchSize = 32,
+  onBatch?: (done: number) => void,
+): Promise<void> {
+  const data = vs.map((v) => (v === null || v instanceof Float32Array ? v : (v.dataSync() as Float32Array)));
   const size = Math.min(batchSize, model.maxBatch?.forward ?? batchSize);
-  type InFlight = { start: number; n: number; labels: Promise<Int32Array> };
-  const settle = async (b: InFlight) => {
-    out.set(await b.labels, b.start);
-    onBatch?.(b.start + b.n);
+  const window: { logits: Promise<Float32Array>; slot: Float32Array[]; k: number; batch: DecodedBatch }[] = [];
+  const settleOldest = async () => {
+    const t = window.shift()!;
+    t.slot[t.k] = await t.logits;
+    if (t.k === data.length - 1) {
+      use(t.batch, t.slot);
+      onBatch?.(t.batch.start + t.batch.items.length);
+    }
   };
-  let previous: InFlight | undefined;
-  for (let start = 0; start < set.size; start += size) {
-    const n = Math.min(size, set.size - start);
-    const next: InFlight = { start, n, labels: predictImages(model, set.pixelsOf(start, n), n, vData) };
-    next.labels.catch(() => {}); // awaited in settle; this only keeps an early failure from going unhandled
-    if (previous) await settle(previous);
-    previous = next;
+  for await (const batch of set.batches(size)) {
+    const slot: Float32Array[] = new Array(data.length);
+    for (let k = 0; k < data.length; k++) {
+      const logits = logitsOfImages(model, batch.pixels, batch.items.length, data[k]);
+      logits.catch(() => {}); // awaited in settleOldest; this only keeps an early failure from going unhandled
+      window.push({ logits, slot, k, batch });
+      if (window.length > 2) await settleOldest();
+    }
   }
-  if (previous) await settle(previous);
+  while (window.length) await settleOldest();
+}
+
+/** Top-1 labels of every image of `set` under each perturbation of `vs` (null: clean), in one pass. */
+export async function predictMany(model: Classifier, set: ImageSource, vs: (tf.Tensor3D | Float32Array | null)[], batchSize = 32, onBatch?: (done: number) => void): Promise<Int32Array[]> {
+  const parts: Int32Array[][] = vs.map(() => []);
+  await forEachBatch(model, set, vs, (_, logits) => logits.forEach((l, k) => parts[k].push(argmaxRows(l, model.numClasses))), batchSize, onBatch);
+  return parts.map(concatLabels);
+}
+
+/** Batches of labels joined in order. */
+export function concatLabels(parts: Int32Array[]): Int32Array {
+  const out = new Int32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
   return out;
+}
+
+/** Top-1 labels of every image of `set` (optionally with v added). */
+export async function predictSet(model: Classifier, set: ImageSource, v: tf.Tensor3D | null, batchSize = 32, onBatch?: (done: number) => void): Promise<Int32Array> {
+  return (await predictMany(model, set, [v], batchSize, onBatch))[0];
 }
 
 /** Share of images whose top-1 label changed: the paper's fooling rate (vs the model's own labels). */
@@ -69,8 +103,9 @@ export function scorePredictions(cleanPred: Int32Array, advPred: Int32Array, lab
   return ev;
 }
 
-export async function evaluatePerturbation(model: Classifier, set: ImageSet, v: tf.Tensor3D, opts: { batchSize?: number; cleanPred?: Int32Array } = {}): Promise<Evaluation> {
-  const cleanPred = opts.cleanPred ?? (await predictSet(model, set, null, opts.batchSize));
-  const advPred = await predictSet(model, set, v, opts.batchSize);
+/** The figures of v on a set: clean and perturbed labels in one pass (or the given clean labels). */
+export async function evaluatePerturbation(model: Classifier, set: ImageSource, v: tf.Tensor3D, opts: { batchSize?: number; cleanPred?: Int32Array } = {}): Promise<Evaluation> {
+  if (opts.cleanPred) return scorePredictions(opts.cleanPred, await predictSet(model, set, v, opts.batchSize), set.labels);
+  const [cleanPred, advPred] = await predictMany(model, set, [null, v], opts.batchSize);
   return scorePredictions(cleanPred, advPred, set.labels);
 }

@@ -2,6 +2,7 @@ import * as tf from '../tf.js';
 import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
+import type { ImageSource } from '../data/source.js';
 import { deepfool } from '../attacks/deepfool.js';
 import { Rng } from '../math/random.js';
 import { predictSet, foolingRate } from './fooling.js';
@@ -57,7 +58,7 @@ function unitRows(n: number, size: number, seed: number): tf.Tensor2D {
 export async function normalsAnalysis(
   model: Classifier,
   X: ImageSet,
-  V: ImageSet,
+  V: ImageSource,
   opts: { xi: number; dims?: number[]; draws?: number; seed?: number; batchSize?: number; onProgress?: (done: number) => void },
 ): Promise<NormalsResult> {
   const [h, w, c] = model.inputShape;

@@ -1,5 +1,6 @@
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
+import type { ImageSource } from '../data/source.js';
 import { Rng } from '../math/random.js';
 import { craft, type Method } from '../pipeline.js';
 import type { UniversalOptions } from '../attacks/universal.js';
@@ -25,7 +26,7 @@ export const DEFAULT_SIZES = [50, 100, 250, 500, 1000, 2000, 5000, 10000];
 export async function sizeSweep(
   model: Classifier,
   X: ImageSet,
-  V: ImageSet,
+  V: ImageSource,
   method: Method,
   options: UniversalOptions | SgdOptions,
   opts: { sizes?: number[]; seed?: number; onPoint?: (p: SizePoint) => void } = {},

@@ -2,8 +2,8 @@ import type { PerturbationFormat } from '../io/perturbationFile.js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { UsageError } from '../errors.js';
-import { predictSet, foolingRate } from './fooling.js';
-import { loadModel, loadPerturbation, OWN_FORMAT, loadSet, defaultData, type Log } from '../pipeline.js';
+import { predictMany, foolingRate } from './fooling.js';
+import { loadModel, loadPerturbation, OWN_FORMAT, openSet, defaultData, type Log } from '../pipeline.js';
 import type { CardOverrides } from '../model/load.js';
 import type { TopLevelSpec } from '../report/plots.js';
 import { pct } from '../report/format.js';
@@ -62,7 +62,7 @@ export function transferSource(spec: string, format: PerturbationFormat = {}): T
 export async function transferMatrix(
   sources: TransferSource[],
   models: string[],
-  opts: { assets: string; card?: CardOverrides; data?: string; limit?: number; batchSize?: number; log: Log },
+  opts: { assets: string; card?: CardOverrides; data?: string; limit?: number; sample?: number; batchSize?: number; log: Log },
 ): Promise<TransferResult> {
   if (sources.length === 0) throw new UsageError('transfer: give at least one run directory or .npy perturbation');
   if (models.length === 0) throw new UsageError('transfer: no models to test on (pass {models}, or run directories whose config.json names a model)');
@@ -76,16 +76,16 @@ export async function transferMatrix(
     const model = await loadModel(name, { assets: opts.assets, card: { ...fromRun, ...opts.card } }, opts.log);
     try {
       const dir = opts.data ?? defaultData(model, opts.assets).val;
-      const set = await loadSet(model, dir, { limit: opts.limit, assets: opts.assets, log: opts.log, what: `${name} images` });
-      const clean = await predictSet(model, set, null, opts.batchSize);
-      for (const [r, src] of sources.entries()) {
+      const set = openSet(model, dir, { limit: opts.limit, sample: opts.sample === undefined ? undefined : { count: opts.sample, seed: 0 }, assets: opts.assets, log: opts.log, what: `${name} images` });
+      // Every perturbation on this model in one pass over its images.
+      const vs = sources.map((src) => {
         const v = loadPerturbation(src.file, model, quiet, src.format);
-        try {
-          foolingRates[r].push(foolingRate(clean, await predictSet(model, set, v, opts.batchSize)));
-        } finally {
-          v.dispose();
-        }
-      }
+        const data = v.dataSync() as Float32Array;
+        v.dispose();
+        return data;
+      });
+      const [clean, ...advs] = await predictMany(model, set, [null, ...vs], opts.batchSize);
+      advs.forEach((adv, r) => foolingRates[r].push(foolingRate(clean, adv)));
       images.push(set.size);
       data.push(dir);
     } finally {

@@ -9,9 +9,10 @@ import type { Norm } from '../math/lp.js';
 import { normSweep, sweepSpec, DEFAULT_FACTORS } from '../analysis/baseline.js';
 import { UsageError } from '../errors.js';
 import { assetsDir } from '../paths.js';
-import { loadModel, loadPerturbation, loadSet, defaultData, defaultXi, methodOptions, resolveTarget, type Method } from '../pipeline.js';
+import { loadModel, loadPerturbation, loadSet, openSet, defaultData, defaultXi, methodOptions, resolveTarget, type Method } from '../pipeline.js';
 import { normalsAnalysis, normalsSpec } from '../analysis/normals.js';
-import { predictSet } from '../analysis/fooling.js';
+import { predictMany } from '../analysis/fooling.js';
+import type { ImageSource } from '../data/source.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../analysis/graph.js';
 import { transferMatrix, transferSource, transferMarkdown, transferSpec } from '../analysis/transfer.js';
 import { vegaLiteToSvg } from '../report/plots.js';
@@ -150,16 +151,18 @@ async function withModelAndSets(
   flags: Record<string, unknown>,
   what: string,
   xLimit: number | undefined,
-  use: (model: Classifier, X: ImageSet, V: ImageSet) => Promise<void>,
+  use: (model: Classifier, X: ImageSet, V: ImageSource) => Promise<void>,
 ): Promise<void> {
   const assets = assetsDir(flags.assets as string | undefined);
   const model = await loadModel(flags.model as string, { assets, card: cardOverrides(flags) }, consoleLog);
   try {
     const spec = dataSpec(flags);
     const defaults = defaultData(model, assets);
-    const X = await loadSet(model, spec.data ?? defaults.data, { labels: spec.labels, limit: spec.limit ?? xLimit, strict: spec.strict, assets, log: consoleLog, what: 'images X' });
+    const seed = (flags.seed as number | undefined) ?? 0;
+    const sample = (count?: number) => (count === undefined ? undefined : { count, seed });
+    const X = await loadSet(model, spec.data ?? defaults.data, { labels: spec.labels, limit: spec.limit ?? (spec.sample === undefined ? xLimit : undefined), sample: sample(spec.sample), strict: spec.strict, assets, log: consoleLog, what: 'images X' });
     if (spec.val === 'none') throw new UsageError(`--val none: ${what} needs validation images`);
-    const V = await loadSet(model, spec.val ?? defaults.val, { labels: spec.valLabels, limit: spec.valLimit, strict: spec.strict, assets, log: consoleLog, what: 'validation set' });
+    const V = openSet(model, spec.val ?? defaults.val, { labels: spec.valLabels, limit: spec.valLimit, sample: sample(spec.valSample), strict: spec.strict, assets, log: consoleLog, what: 'validation set' });
     await use(model, X, V);
   } finally {
     model.dispose();
@@ -254,7 +257,7 @@ export function reportCommand(): Command {
 async function withRunSet(
   flags: Record<string, unknown>,
   { modelName, file, format, card, val }: ReturnType<typeof runTarget>,
-  use: (model: Classifier, set: ImageSet, v: tf.Tensor3D, dir: string) => Promise<void>,
+  use: (model: Classifier, set: ImageSource, v: tf.Tensor3D, dir: string) => Promise<void>,
 ): Promise<void> {
   const assets = assetsDir(flags.assets as string | undefined);
   // The run's own card fields (given as flags to uap compute), completed or overridden by this command's.
@@ -263,7 +266,7 @@ async function withRunSet(
     // Default: the images the run was scored on (its --val, --val-limit, --val-sample), else the model's validation set.
     const own = flags.data === undefined && flags.limit === undefined ? val : undefined;
     const dir = (flags.data as string | undefined) ?? own?.data ?? defaultData(model, assets).val;
-    const set = await loadSet(model, dir, { labels: own?.labels, limit: (flags.limit as number | undefined) ?? own?.limit, sample: own?.sample, assets, log: consoleLog, what: own ? "the run's validation set" : 'images' });
+    const set = openSet(model, dir, { labels: own?.labels, limit: (flags.limit as number | undefined) ?? own?.limit, sample: own?.sample, assets, log: consoleLog, what: own ? "the run's validation set" : 'images' });
     const v = loadPerturbation(file, model, consoleLog, format);
     try {
       await use(model, set, v, dir);
@@ -280,8 +283,7 @@ export async function runGraph(flags: Record<string, unknown>): Promise<void> {
   const target = runTarget(flags, 'graph');
   const { file, out: runOut } = target;
   await withRunSet(flags, target, async (model, set, v, dir) => {
-    const clean = await predictSet(model, set, null);
-    const adv = await predictSet(model, set, v);
+    const [clean, adv] = await predictMany(model, set, [null, v]);
     const name = (i: number) => labelName(model, i);
     const g = foolingGraph(clean, adv, name);
     const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';

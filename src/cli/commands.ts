@@ -6,7 +6,7 @@ import { runCompute, runEvaluate, runAccuracy, type ComputeSummary } from '../pi
 import { assetsDir, assetsHint } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
-import { consoleLog, pct, startBackend, universalProgress, withInterrupt } from './console.js';
+import { consoleLog, pct, scoringProgress, startBackend, universalProgress, withInterrupt } from './console.js';
 import { runGraph, runBaseline } from './analyses.js';
 import { buildReport } from '../report/html.js';
 import { pctCI } from '../report/format.js';
@@ -16,6 +16,7 @@ import { runWarnings } from '../report/warnings.js';
 /** Runs a compute job with a progress bar; Ctrl-C stops after the current batch, keeping the checkpoint. */
 async function computeWithProgress(flags: Record<string, unknown>, out: string, extra: { model?: string; randomDraws?: number; force?: boolean } = {}): Promise<ComputeSummary> {
   const progress = universalProgress();
+  const scoring = scoringProgress('validation');
   try {
     return await withInterrupt('interrupted: stopping after this batch; resume with --resume', (signal) =>
       runCompute(
@@ -34,11 +35,12 @@ async function computeWithProgress(flags: Record<string, unknown>, out: string, 
           target: flags.target as string | undefined,
           randomDraws: extra.randomDraws,
         },
-        { log: consoleLog, onProgress: progress.onProgress, onPass: progress.onPass, signal },
+        { log: consoleLog, onProgress: progress.onProgress, onPass: progress.onPass, onScore: scoring.onScore, signal },
       ),
     );
   } finally {
     progress.stop();
+    scoring.stop();
   }
 }
 
@@ -58,7 +60,7 @@ function printSummary(s: ComputeSummary): void {
   if (r)
     for (const b of [r.sameLp, r.sameL2])
       lines.push(`random noise, ${b.norm === 2 ? 'L2' : 'Linf'} ${b.radius.toFixed(b.norm === 2 ? 0 : 1)} (as v), on validation: ${pct(b.mean)} (min ${pct(b.min)}, max ${pct(b.max)}, ${b.draws} draws)`);
-  lines.push(`written: ${['perturbation.npy', 'perturbation.png', 'examples.png', 'metrics.json', 'config.json'].map((f) => join(s.out, f)).join(', ')}`);
+  lines.push(`written: ${['perturbation.npy', 'perturbation.png', 'examples.png', 'metrics.json', 'config.json', ...(s.onVal ? ['predictions.csv'] : [])].map((f) => join(s.out, f)).join(', ')}`);
   process.stdout.write(lines.join('\n') + '\n');
   for (const w of runWarnings(s)) consoleLog.warn(w);
 }
@@ -91,10 +93,12 @@ export function evaluateCommand(): Command {
     .option('-o, --out <dir>', 'also write metrics.json and examples.png here')
     .action(async (flags: Record<string, unknown>) => {
       await startBackend(flags.backend);
+      const progress = scoringProgress('scoring');
       const m = await runEvaluate(
         { ...scoringJob(flags), perturbation: flags.perturbation as string, format: perturbationFormat(flags), out: flags.out as string | undefined },
         consoleLog,
-      );
+        progress.onScore,
+      ).finally(() => progress.stop());
       const lines = [
         `model ${m.model}: ${m.images} images from ${m.folder}; ||v||_2 ${m.normL2.toFixed(1)}, ||v||_inf ${m.normInf.toFixed(2)}`,
         `fooling rate: ${pctCI(m.foolingRate, m.images)}`,

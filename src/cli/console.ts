@@ -64,6 +64,34 @@ export function universalProgress(): { onProgress: (p: Progress) => void; onPass
   };
 }
 
+/** A progress bar for scoring a set (images done of listed, ETA); appears only on sets large enough to wait for. */
+export function scoringProgress(what: string): { onScore: (done: number, total: number) => void; stop: () => void } {
+  const bar = new cliProgress.SingleBar(
+    {
+      format: `${what} |{bar}| {value}/{total} images | {speed} images/s | ETA {eta_formatted}`,
+      stream: process.stderr,
+      hideCursor: true,
+      noTTYOutput: !process.stderr.isTTY,
+      notTTYSchedule: 10000,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = 0;
+  return {
+    onScore(done, total) {
+      if (!started) {
+        if (total < 2000) return;
+        started = Date.now();
+        bar.start(total, done, { speed: '-' });
+      }
+      bar.update(done, { speed: (done / Math.max(1e-3, (Date.now() - started) / 1000)).toFixed(0) });
+    },
+    stop() {
+      if (started) bar.stop();
+    },
+  };
+}
+
 /** A live progress bar for fine-tuning: images of the current epoch, ETA and the running loss. */
 export function trainingProgress(): { onBatch: (p: { round: number; epoch: number; epochs: number; done: number; total: number; loss: number }) => void; stop: () => void } {
   const bar = new cliProgress.SingleBar(

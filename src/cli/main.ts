@@ -1,8 +1,6 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { PROJECT_ROOT } from '../paths.js';
+import { packageVersion } from '../paths.js';
 import { UsageError, AbortedError, withFlags } from '../errors.js';
 import { osError } from '../io/atomic.js';
 import { computeCommand, evaluateCommand, demoCommand, accuracyCommand } from './commands.js';
@@ -19,7 +17,7 @@ import { exportCommand } from './export.js';
 function program(): Command {
   const p = new Command('uap')
     .description('Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017) for image classifiers from PyTorch (ONNX), TensorFlow.js and TFLite')
-    .version((JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version);
+    .version(packageVersion());
   for (const c of [computeCommand(), evaluateCommand(), accuracyCommand(), transferCommand(), graphCommand(), baselineCommand(), sweepSizeCommand(), normalsCommand(), reportCommand(), exportCommand(), reproduceCommand(), finetuneCommand(), studioCommand(), demoCommand()]) p.addCommand(c);
   p.exitOverride();
   for (const c of p.commands) c.exitOverride();

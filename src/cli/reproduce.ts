@@ -29,6 +29,12 @@ interface Plan {
   valLimit?: number;
   sizes: string;
   normals: number;
+  /** --paper-scale: Fashion-MNIST in the paper's counts (X sampled from the training images, the test images as validation). */
+  data?: string;
+  val?: string;
+  sample?: number;
+  /** Validation images as a seeded sample (the first files of class folders would be one or two classes). */
+  valSample?: number;
 }
 
 export function reproduceCommand(): Command {
@@ -37,6 +43,7 @@ export function reproduceCommand(): Command {
     .addOption(new Option('--method <m>', 'crafting method: sgd (default: reaches the paper\'s regime with the 1000 bundled images) or algorithm1 (the paper\'s)').choices(['sgd', 'algorithm1']).default('sgd'))
     .option('--models <names>', `comma-separated models to craft on (default ${IMAGENET.join(',')})`)
     .option('--quick', 'a few minutes: 100 images of X, 300 validation images, fewer sizes and normals')
+    .option('--paper-scale', "the paper's counts on real images (with --models fashion): X = 10,000 Fashion-MNIST training images, validation = the 10,000 test images, |X| from 100 to 10,000 (Debian's dataset-fashion-mnist)")
     .option('--max-passes <n>', 'pass cap per perturbation', (s) => Number(s), 10)
     .option('--assets <dir>', ASSETS_HELP)
     .option('--backend <name>', 'where models run: onnx (default when its self-check passes), wasm or cpu')
@@ -47,13 +54,16 @@ export function reproduceCommand(): Command {
       if (models.some((m) => m !== 'fashion') && !existsSync(assets))
         throw new UsageError(`reproduce: the ImageNet models need the shared assets folder (${assetsHint(assets)}): pass --assets DIR or set UAP_ASSETS`);
       const quick = Boolean(flags.quick);
+      const paper = Boolean(flags.paperScale);
+      if (paper && models.some((m) => m !== 'fashion')) throw new UsageError('--paper-scale: only the embedded Fashion-MNIST model has real images in the paper\'s counts here (use --models fashion)');
       const plan: Plan = {
         models,
         columns: flags.models ? [] : EXTRA_COLUMNS,
-        limit: quick ? 100 : undefined,
-        valLimit: quick ? 300 : undefined,
-        sizes: quick ? '25,50,100' : '100,250,500,1000',
+        limit: quick && !paper ? 100 : undefined,
+        valLimit: quick && !paper ? 300 : undefined,
+        sizes: paper ? (quick ? '100,1000' : '100,500,1000,2000,5000,10000') : quick ? '25,50,100' : '100,250,500,1000',
         normals: quick ? 50 : 200,
+        ...(paper ? { data: 'fashion:train', val: 'fashion:test', sample: quick ? 1000 : 10000, valSample: quick ? 2000 : undefined } : {}),
       };
       await startBackend(flags.backend);
       const out = flags.out as string;
@@ -68,7 +78,7 @@ export function reproduceCommand(): Command {
           const progress = universalProgress();
           try {
             const s = await runCompute(
-              { model, assets: flags.assets as string | undefined, out: dir, limit: plan.limit, valLimit: plan.valLimit, method, options: { norm, maxPasses: flags.maxPasses as number } },
+              { model, assets: flags.assets as string | undefined, out: dir, data: plan.data, val: plan.val, sample: plan.sample, valSample: plan.valSample, limit: plan.limit, valLimit: plan.valLimit, method, options: { norm, maxPasses: flags.maxPasses as number } },
               { log: consoleLog, onProgress: progress.onProgress, onPass: progress.onPass },
             );
             runs.push({ model, norm, dir, s });
@@ -81,7 +91,7 @@ export function reproduceCommand(): Command {
       const caffe = join(assets, 'data', 'lts4_universal', 'npy', 'CaffeNet.npy');
       const sources = [...linf.map((r) => transferSource(r.dir)), ...(existsSync(caffe) && plan.models.some((m) => m !== 'fashion') ? [transferSource(caffe)] : [])];
       const transferDir = join(out, 'transfer');
-      const t = await transferMatrix(sources, [...plan.models, ...plan.columns], { assets, limit: plan.valLimit, log: consoleLog });
+      const t = await transferMatrix(sources, [...plan.models, ...plan.columns], { assets, data: plan.val, limit: plan.valLimit, sample: plan.valSample, log: consoleLog });
       writeJson(join(transferDir, 'transfer.json'), t);
       writeText(join(transferDir, 'transfer.md'), transferMarkdown(t));
       writeText(join(transferDir, 'transfer.svg'), await vegaLiteToSvg(transferSpec(t)));
@@ -92,9 +102,12 @@ export function reproduceCommand(): Command {
       await runGraph({ ...common, run: firstLinf.dir, limit: plan.valLimit });
       await runBaseline({ ...common, run: firstL2.dir, limit: plan.valLimit, draws: 2, deepfool: true });
       const sizeDir = join(out, 'sweep-size');
-      await runSweepSize({ ...common, model: first, method, norm: 'inf', sizes: plan.sizes, maxPasses: flags.maxPasses, valLimit: plan.valLimit, delta: 0.2, seed: 0, out: sizeDir });
+      const sets = { data: plan.data, val: plan.val, sample: plan.sample, valSample: plan.valSample };
+      await runSweepSize({ ...common, ...sets, model: first, method, norm: 'inf', sizes: plan.sizes, maxPasses: flags.maxPasses, valLimit: plan.valLimit, delta: 0.2, seed: 0, out: sizeDir });
       const normalsDir = join(out, 'normals');
-      await runNormals({ ...common, model: first, limit: plan.normals, valLimit: plan.valLimit, dims: '1,10,50,100', draws: 3, out: normalsDir });
+      // From a large X, the normals come from a seeded sample of it (the first files are one class).
+      const normalsOf = plan.sample ? { sample: plan.normals } : { limit: plan.normals };
+      await runNormals({ ...common, ...sets, ...normalsOf, model: first, valLimit: plan.valLimit, dims: '1,10,50,100', draws: 3, out: normalsDir });
       // 4. The report and the summary beside the paper.
       const dirs = [...runs.map((r) => r.dir), transferDir, sizeDir, normalsDir];
       writeText(join(out, 'report.html'), await buildReport(dirs, `uap reproduce (${method})`));

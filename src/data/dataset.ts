@@ -1,11 +1,14 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
-import { decodeImage, IMAGE_EXTENSIONS } from './decode.js';
-import { ImageSet, type ImageItem } from './imageSet.js';
+import { IMAGE_EXTENSIONS } from './decode.js';
+import { ImageSet } from './imageSet.js';
+import { StreamedImages, type StreamOptions } from './stream.js';
+import { tarMembers, readMemberSync } from './tar.js';
+import type { ImageItem, TarMember } from './source.js';
 import { Rng } from '../math/random.js';
 
-export { ImageSet, type ImageItem };
+export { ImageSet, StreamedImages, type ImageItem };
 
 export interface ListOptions {
   /** A labels file: lines `path, index` or `path index` (paths relative to the file's folder). */
@@ -30,7 +33,8 @@ function imagesUnder(dir: string): string[] {
   return (readdirSync(dir, { recursive: true }) as string[]).filter(isImage).map((f) => resolve(dir, f));
 }
 
-function readLabelsFile(file: string): ImageItem[] {
+/** Lines `path, index`; paths resolved against the file's folder unless `relative` is false (tar member names). */
+function readLabelsFile(file: string, relative = true): ImageItem[] {
   if (!existsSync(file) || !statSync(file).isFile()) throw new UsageError(`labels file ${file}: not found (expected a text file of "path, index" lines)`);
   const base = dirname(resolve(file));
   const items: ImageItem[] = [];
@@ -41,7 +45,7 @@ function readLabelsFile(file: string): ImageItem[] {
       if (!t || t.startsWith('#')) return;
       const m = /^(.+?)[,\s]\s*(-?\d+)$/.exec(t);
       if (!m) throw new UsageError(`labels file ${file}: line ${i + 1} is not "path, index": ${t.slice(0, 80)}`);
-      items.push({ path: resolve(base, m[1].trim()), label: Number(m[2]) });
+      items.push({ path: relative ? resolve(base, m[1].trim()) : m[1].trim().replace(/^\.\//, ''), label: Number(m[2]) });
     });
   return items;
 }
@@ -66,16 +70,93 @@ function fileLabel(file: string, opts: ListOptions): number | undefined {
   return i >= 0 ? i : undefined;
 }
 
+/** `a-{000..009}.tar` -> a-000.tar ... a-009.tar (webdataset's shard notation; the width of the first bound is kept). */
+export function expandShards(spec: string): string[] {
+  const m = /\{(\d+)\.\.(\d+)\}/.exec(spec);
+  if (!m) return [spec];
+  const [lo, hi] = [Number(m[1]), Number(m[2])];
+  if (hi < lo || hi - lo > 100_000) throw new UsageError(`data ${spec}: shard range {${m[1]}..${m[2]}} is empty or too large`);
+  return Array.from({ length: hi - lo + 1 }, (_, k) => spec.replace(m[0], String(lo + k).padStart(m[1].length, '0')));
+}
+
+const isTar = (f: string) => extname(f).toLowerCase() === '.tar';
+
+/** The tar shards a data spec names: a .tar file, a {a..b} shard pattern, or a folder holding only shards. */
+function tarShards(spec: string): string[] | undefined {
+  const files = expandShards(spec).map((f) => resolve(f));
+  if (files.length > 1 || isTar(files[0])) {
+    const missing = files.find((f) => !existsSync(f) || !statSync(f).isFile());
+    if (missing) throw new UsageError(`data ${spec}: tar shard ${missing} not found`);
+    return files;
+  }
+  if (!existsSync(files[0]) || !statSync(files[0]).isDirectory()) return undefined;
+  const entries = readdirSync(files[0]).sort();
+  const shards = entries.filter(isTar);
+  if (shards.length === 0 || entries.some(isImage)) return undefined;
+  return shards.map((f) => join(files[0], f));
+}
+
+/** webdataset's sample key: the member name up to the first dot of its base name. */
+function sampleKey(name: string): string {
+  const slash = name.lastIndexOf('/');
+  const dot = name.indexOf('.', slash + 1);
+  return dot < 0 ? name : name.slice(0, dot);
+}
+
 /**
- * Lists a dataset: a labels file; a folder of class subfolders; a folder whose file names start with
+ * The images of tar shards, in archive order. Labels: a labels file listing member names; else
+ * webdataset `.cls` members beside the images (`key.jpg` + `key.cls`); else class folders inside the
+ * archive; else wnid file names.
+ */
+function listShards(spec: string, shards: string[], opts: ListOptions): ImageItem[] {
+  const fromFile = opts.labelsFile ? new Map(readLabelsFile(opts.labelsFile, false).map((i) => [i.path, i.label!])) : undefined;
+  const items: ImageItem[] = [];
+  for (const shard of shards) {
+    const members = tarMembers(shard);
+    const cls = new Map<string, number>();
+    for (const m of members.filter((m) => m.name.endsWith('.cls'))) {
+      const t = readMemberSync(shard, m, 32).toString('utf8').trim();
+      if (!/^-?\d+$/.test(t)) throw new UsageError(`data ${shard}: member ${m.name} is not a class index (got "${t.slice(0, 20)}")`);
+      cls.set(sampleKey(m.name), Number(t));
+    }
+    const images = members.filter((m) => isImage(m.name));
+    const inFolders = images.length > 0 && images.every((m) => m.name.includes('/'));
+    for (const m of images) items.push({ path: shard, member: m, label: shardLabel(spec, m, { fromFile, cls, inFolders }, opts) });
+  }
+  if (fromFile) {
+    const unlisted = items.filter((i) => i.label === undefined).length;
+    if (unlisted) opts.warn?.(`data ${spec}: ${unlisted} images are not in the labels file ${opts.labelsFile} and are left out`);
+    return items.filter((i) => i.label !== undefined);
+  }
+  return items;
+}
+
+function shardLabel(spec: string, m: TarMember, from: { fromFile?: Map<string, number>; cls: Map<string, number>; inFolders: boolean }, opts: ListOptions): number | undefined {
+  if (from.fromFile) return from.fromFile.get(m.name);
+  const c = from.cls.get(sampleKey(m.name));
+  if (c !== undefined) return c;
+  if (from.inFolders && from.cls.size === 0) {
+    const folder = m.name.split('/').slice(-2)[0];
+    const label = folderLabel(folder, opts);
+    if (label === undefined) throw new UsageError(`data ${spec}: class folder "${folder}" in the archive is not "NN_name", a wnid, or a label name of the model`);
+    return label;
+  }
+  return fileLabel(m.name, opts);
+}
+
+/**
+ * Lists a dataset: tar shards (a .tar, a {000..009} pattern, or a folder of .tar files); a labels file; a folder of class subfolders; a folder whose file names start with
  * a wnid; or a plain folder (no labels). A folder holding `dataset.txt` uses it as its labels file.
  */
 export function listDataset(dir: string, opts: ListOptions = {}): ImageItem[] {
   const root = resolve(dir);
-  if (!existsSync(root)) throw new UsageError(`data ${dir}: folder not found`);
+  const shards = tarShards(dir);
+  if (!shards && !existsSync(root)) throw new UsageError(`data ${dir}: folder not found`);
   let items: ImageItem[];
   const implicitLabels = join(root, 'dataset.txt');
-  if (opts.labelsFile || (statSync(root).isDirectory() && existsSync(implicitLabels))) {
+  if (shards) {
+    items = listShards(dir, shards, opts);
+  } else if (opts.labelsFile || (statSync(root).isDirectory() && existsSync(implicitLabels))) {
     const file = opts.labelsFile ?? implicitLabels;
     items = readLabelsFile(file);
     // Paths in a labels file are relative to the file's own folder.
@@ -122,37 +203,29 @@ export interface LoadResult {
 }
 
 /**
- * Decodes `items` to [h, w, c] uint8. Unreadable files are skipped and listed (or, with `strict`,
- * stop the load with an error naming the file).
+ * Decodes all of `items` into memory, [h, w, c] uint8 each (for crafting sets, which every pass reads).
+ * Unreadable files are skipped and listed (or, with `strict`, stop the load with an error naming the file).
  */
 export async function loadImages(
   items: ImageItem[],
   shape: [number, number, number],
   opts: { strict?: boolean; concurrency?: number; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<LoadResult> {
-  const [h, w, c] = shape;
-  const per = h * w * c;
-  const decoded: (Uint8Array | null)[] = new Array(items.length).fill(null);
-  const skipped: { path: string; reason: string }[] = [];
-  let next = 0;
-  let done = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      try {
-        decoded[i] = await decodeImage(items[i].path, h, w, c as 1 | 3);
-      } catch (e) {
-        const reason = (e as Error).message.split('\n')[0];
-        if (opts.strict) throw new UsageError(`image ${items[i].path}: cannot be decoded (${reason})`);
-        skipped.push({ path: items[i].path, reason });
-      }
-      opts.onProgress?.(++done, items.length);
-    }
-  };
-  await Promise.all(Array.from({ length: opts.concurrency ?? 8 }, worker));
-  const kept = items.map((_, i) => i).filter((i) => decoded[i] !== null);
-  if (kept.length === 0) throw new UsageError(`none of the ${items.length} images could be decoded (first: ${skipped[0]?.path}: ${skipped[0]?.reason})`);
-  const pixels = new Uint8Array(kept.length * per);
-  kept.forEach((i, k) => pixels.set(decoded[i]!, k * per));
-  return { set: new ImageSet(shape, pixels, kept.map((i) => items[i])), skipped };
+  const stream = new StreamedImages(shape, items, { strict: opts.strict, concurrency: opts.concurrency, cacheBytes: 0 });
+  const per = shape[0] * shape[1] * shape[2];
+  // Written in place as batches arrive (no second copy of the set); unreadable files leave the tail unused.
+  const all = new Uint8Array(items.length * per);
+  let decoded = 0;
+  for await (const b of stream.batches(64)) {
+    all.set(b.pixels, decoded * per);
+    decoded += b.items.length;
+    opts.onProgress?.(Math.min(items.length, decoded + stream.skipped.length), items.length);
+  }
+  const pixels = all.subarray(0, decoded * per);
+  return { set: new ImageSet(shape, pixels, stream.items), skipped: stream.skipped };
+}
+
+/** The images of `items` read batch by batch on demand (for scoring sets of any size). */
+export function openImages(items: ImageItem[], shape: [number, number, number], opts: StreamOptions = {}): StreamedImages {
+  return new StreamedImages(shape, items, opts);
 }

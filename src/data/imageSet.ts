@@ -1,15 +1,12 @@
 import * as tf from '../tf.js';
+import { labelsOf, type DecodedBatch, type ImageItem, type ImageSource } from './source.js';
 
-/** One image file and, when known, its label index in the classifier's label space. */
-export interface ImageItem {
-  path: string;
-  label?: number;
-}
+export type { ImageItem };
 
 /**
  * Decoded images kept as uint8 (a quarter of float32's memory); float tensors exist only per batch.
  */
-export class ImageSet {
+export class ImageSet implements ImageSource {
   constructor(
     readonly shape: [number, number, number],
     readonly pixels: Uint8Array,
@@ -20,8 +17,16 @@ export class ImageSet {
   }
   /** Labels, or undefined when any image has none. */
   get labels(): Int32Array | undefined {
-    if (this.items.some((i) => i.label === undefined)) return undefined;
-    return Int32Array.from(this.items.map((i) => i.label!));
+    return labelsOf(this.items);
+  }
+  async *batches(size: number): AsyncGenerator<DecodedBatch> {
+    for (let s = 0; s < this.size; s += size) {
+      const n = Math.min(size, this.size - s);
+      yield { start: s, items: this.items.slice(s, s + n), pixels: this.pixelsOf(s, n) };
+    }
+  }
+  async pick(indices: ArrayLike<number>): Promise<Uint8Array> {
+    return this.subset(indices).pixels;
   }
   /** Consecutive index runs of at most `size` images, covering the set in order. */
   *batchIndices(size: number): Generator<number[]> {

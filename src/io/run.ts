@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { writeAtomic } from './atomic.js';
 import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
-import type { ImageSet } from '../data/dataset.js';
+import type { ImageSource } from '../data/source.js';
 import type { Evaluation } from '../analysis/fooling.js';
 import { perturb } from '../math/perturb.js';
 import { writeNpy } from './npy.js';
@@ -38,11 +38,12 @@ export async function writePerturbation(dir: string, v: tf.Tensor3D): Promise<vo
  * examples.png: for a few images, the clean image with its label, the perturbed image with the new
  * label (red when it changed), and the perturbation itself. Fooled images are preferred.
  */
-export async function writeExamples(file: string, model: Classifier, set: ImageSet, v: tf.Tensor3D, ev: Evaluation, count = 6, seed = 0): Promise<void> {
+export async function writeExamples(file: string, model: Classifier, set: ImageSource, v: tf.Tensor3D, ev: Evaluation, count = 6, seed = 0): Promise<void> {
   // A seeded random sample, said in the title: picking fooled images first would flatter v.
   const pick = new Rng(seed).permutation(set.size).slice(0, count).sort((a, b) => a - b);
   const fooledShown = pick.filter((i) => ev.cleanPred[i] !== ev.advPred[i]).length;
-  const x = set.batch(pick);
+  const picked = await set.pick(pick);
+  const x = tf.tensor4d(Float32Array.from(picked), [pick.length, set.shape[0], set.shape[1], set.shape[2]]);
   const adv = tf.tidy(() => perturb(x, v));
   const advPx = Uint8Array.from(await adv.data(), (p) => Math.round(p));
   const vis = visiblePerturbation((await v.data()) as Float32Array);
@@ -51,7 +52,7 @@ export async function writeExamples(file: string, model: Classifier, set: ImageS
   const clean: GridCell[] = [];
   const perturbed: GridCell[] = [];
   pick.forEach((i, k) => {
-    clean.push({ pixels: set.pixels.subarray(i * per, (i + 1) * per), caption: shortLabel(model, ev.cleanPred[i]) });
+    clean.push({ pixels: picked.subarray(k * per, (k + 1) * per), caption: shortLabel(model, ev.cleanPred[i]) });
     const changed = ev.advPred[i] !== ev.cleanPred[i];
     perturbed.push({ pixels: advPx.subarray(k * per, (k + 1) * per), caption: (changed ? '→ ' : '= ') + shortLabel(model, ev.advPred[i]), alert: changed });
   });

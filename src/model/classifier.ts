@@ -21,6 +21,8 @@ export interface Classifier {
   readonly engine?: string;
   /** Largest batches that fit in memory (measured at load; absent = no limit known). */
   readonly maxBatch?: BatchLimits;
+  /** The file the model was read from (provenance: its hash goes into a run's config.json). */
+  readonly file?: string;
   dispose(): void;
 }
 

@@ -22,19 +22,24 @@ export async function forwardLogits(model: Classifier, x: tf.Tensor4D): Promise<
 }
 
 /**
- * Top-1 labels of clip(x + v, 0, 255) for n images stored as uint8 [n, H, W, C] (a dataset's bytes).
- * ONNX Runtime takes the bytes and adds v inside its graph; TF.js builds the float batch.
+ * Logits [n * numClasses] of clip(x + v, 0, 255) for n images stored as uint8 [n, H, W, C] (a dataset's
+ * bytes). ONNX Runtime takes the bytes and adds v inside its graph; TF.js builds the float batch.
  */
-export async function predictImages(model: Classifier, pixels: Uint8Array, n: number, v: tf.Tensor3D | Float32Array | null): Promise<Int32Array> {
+export async function logitsOfImages(model: Classifier, pixels: Uint8Array, n: number, v: tf.Tensor3D | Float32Array | null): Promise<Float32Array> {
   const vData = v === null || v instanceof Float32Array ? v : (v.dataSync() as Float32Array);
-  if (model.runtime) return argmaxRows(await model.runtime.forwardImages(pixels, n, vData), model.numClasses);
+  if (model.runtime) return model.runtime.forwardImages(pixels, n, vData);
   const [h, w, c] = model.inputShape;
   const x = tf.tidy(() => perturb(tf.tensor4d(Float32Array.from(pixels), [n, h, w, c]), vData && tf.tensor3d(vData, [h, w, c])));
   try {
-    return await predictLabels(model, x);
+    return await forwardLogits(model, x);
   } finally {
     x.dispose();
   }
+}
+
+/** Top-1 labels of clip(x + v, 0, 255) for n images stored as uint8 [n, H, W, C]. */
+export async function predictImages(model: Classifier, pixels: Uint8Array, n: number, v: tf.Tensor3D | Float32Array | null): Promise<Int32Array> {
+  return argmaxRows(await logitsOfImages(model, pixels, n, v), model.numClasses);
 }
 
 /** Row-wise argmax of an [n, k] array. */

@@ -232,6 +232,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
   const base = await tfjsClassifier(card, forward, release, labels, { measure: !rt?.runtime });
   return {
     ...base,
+    file: modelPath,
     runtime: rt?.runtime,
     engine: rt?.engine ?? base.engine,
     dispose: () => {

@@ -4,6 +4,7 @@ import { UsageError } from '../errors.js';
 import { rateLines, vegaLiteToSvg, type TopLevelSpec } from './plots.js';
 import { pct, pctCI } from './format.js';
 import { runWarnings } from './warnings.js';
+import { detailSection, esc, provenanceTable, spectrumSection, type ValidationDetail } from './detail.js';
 
 /**
  * One self-contained HTML page (opens offline: images as data URIs, plots as inline SVG) for one or
@@ -17,7 +18,7 @@ interface PassRow {
   seconds: number;
 }
 
-const esc = (s: unknown) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+
 
 function readJson<T>(file: string): T | undefined {
   if (!existsSync(file)) return undefined;
@@ -47,6 +48,8 @@ function passCurve(history: PassRow[]): TopLevelSpec {
       ...(h.targetSuccess !== undefined ? [{ x: h.pass, rate: h.targetSuccess, what: 'targeted success on X' }] : []),
     ]),
     'pass',
+    undefined,
+    'fooling rate',
   );
 }
 
@@ -133,6 +136,11 @@ async function runSection(dir: string): Promise<string> {
     parts.push(`<div class="row">${figs.join('')}</div>`);
     const ex = dataUri(join(dir, 'examples.png'));
     if (ex) parts.push(`<figure><img src="${ex}" alt="examples" class="wide"><figcaption>validation images drawn at random (seed 0, not chosen for being fooled): clean label (top), with the perturbation and the label it now gets (bottom)</figcaption></figure>`);
+    const detail = metrics.validationDetail as ValidationDetail | null | undefined;
+    if (detail) parts.push(await detailSection(detail));
+    if (existsSync(join(dir, 'perturbation.npy'))) parts.push(await spectrumSection(join(dir, 'perturbation.npy')));
+    if (existsSync(join(dir, 'predictions.csv'))) parts.push(`<p>Per image (file, true label, clean and perturbed labels with confidences): <code>${esc(join(dir, 'predictions.csv'))}</code></p>`);
+    parts.push(provenanceTable(config.provenance as Record<string, unknown> | undefined));
   }
   const defence = readJson<{ config: Record<string, unknown>; rounds: DefenceRound[] }>(join(dir, 'defence.json'));
   if (defence?.rounds.length) parts.push(await defenceSection(dir, defence));
@@ -146,10 +154,32 @@ async function runSection(dir: string): Promise<string> {
   return `<section><h2>${esc(config?.model ? `${config.model} — ${basename(dir)}` : basename(dir))}</h2>${parts.join('\n')}</section>`;
 }
 
+/** Several runs side by side: one table of their figures and their per-pass curves on one plot. */
+async function comparisonSection(dirs: string[]): Promise<string> {
+  const runs = dirs
+    .map((dir) => ({ dir, config: readJson<Record<string, unknown>>(join(dir, 'config.json')), metrics: readJson<Record<string, unknown>>(join(dir, 'metrics.json')) }))
+    .filter((r) => r.config && r.metrics && r.metrics.run);
+  if (runs.length < 2) return '';
+  const names = runs.map((r) => basename(r.dir));
+  const rows = runs.map((r, i) => {
+    const c = r.config!;
+    const m = r.metrics!;
+    const run = m.run as { passes: number; seconds: number };
+    const onX = m.onX as { foolingRate: number; images: number };
+    const onVal = m.onVal as { foolingRate: number; images: number } | null;
+    const random = m.randomNoiseOnVal as { sameLp: { mean: number } } | null;
+    return `<tr><td>${esc(names[i])}</td><td>${esc(c.model)}</td><td>${c.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}</td><td>${c.norm === 2 ? 'L2' : 'Linf'} ${esc(c.xi)}</td><td>${pctCI(onX.foolingRate, onX.images)}</td><td>${onVal ? `<b>${pctCI(onVal.foolingRate, onVal.images)}</b>, n = ${onVal.images}` : '-'}</td><td>${random ? pct(random.sameLp.mean) : '-'}</td><td>${run.passes}, ${run.seconds.toFixed(0)} s</td></tr>`;
+  });
+  const curves = runs.flatMap((r, i) => (r.metrics!.run as { history: PassRow[] }).history.map((h) => ({ x: h.pass, rate: h.foolingRate, what: names[i] })));
+  return `<section><h2>Runs compared</h2>
+<table><tr><th>run</th><th>model</th><th>method</th><th>norm, radius</th><th>fooling rate on X</th><th>on validation (95% CI)</th><th>random noise, same norm</th><th>passes, time</th></tr>${rows.join('')}</table>
+<figure>${await vegaLiteToSvg(rateLines(curves, 'pass', undefined, 'fooling rate on X'))}<figcaption>fooling rate on X after each pass, one line per run</figcaption></figure></section>`;
+}
+
 export async function buildReport(dirs: string[], title = 'Universal adversarial perturbations — report'): Promise<string> {
   if (!dirs.length) throw new UsageError('report: give at least one run directory');
   for (const d of dirs) if (!existsSync(d)) throw new UsageError(`${d}: not found (expected a run directory)`);
-  const sections = [];
+  const sections = [await comparisonSection(dirs)];
   for (const d of dirs) sections.push(await runSection(d));
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>

@@ -14,7 +14,7 @@ export async function vegaLiteToSvg(spec: TopLevelSpec): Promise<string> {
 export type { TopLevelSpec };
 
 /** Rates (0..1) against a step (pass, round): one line per `what`, percent axis. */
-export function rateLines(values: { x: number; rate: number; what?: string }[], xTitle: string, size = { width: 360, height: 200 }): TopLevelSpec {
+export function rateLines(values: { x: number; rate: number; what?: string }[], xTitle: string, size = { width: 360, height: 200 }, yTitle: string | null = null): TopLevelSpec {
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     data: { values },
@@ -22,7 +22,7 @@ export function rateLines(values: { x: number; rate: number; what?: string }[], 
     mark: { type: 'line', point: true },
     encoding: {
       x: { field: 'x', type: 'quantitative', title: xTitle, axis: { tickMinStep: 1 } },
-      y: { field: 'rate', type: 'quantitative', title: null, scale: { domain: [0, 1] }, axis: { format: '%' } },
+      y: { field: 'rate', type: 'quantitative', title: yTitle, scale: { domain: [0, 1] }, axis: { format: '%' } },
       ...(values.some((v) => v.what) ? { color: { field: 'what', type: 'nominal', title: null } } : {}),
     },
   } as TopLevelSpec;

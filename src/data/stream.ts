@@ -1,0 +1,156 @@
+import { totalmem } from 'node:os';
+import { UsageError } from '../errors.js';
+import { decodeImage } from './decode.js';
+import { readMember, ShardReader } from './tar.js';
+import { itemName, labelsOf, type DecodedBatch, type ImageItem, type ImageSource, type TarMember } from './source.js';
+
+export interface StreamOptions {
+  /** A file that cannot be decoded stops the run with an error naming it (default: it is skipped and counted). */
+  strict?: boolean;
+  /** Bytes of decoded images kept for later passes (default: 1/16 of the machine's memory, at most 1 GiB; UAP_CACHE_MB). */
+  cacheBytes?: number;
+  /** Batches decoded ahead of the one in use (default 2). */
+  prefetch?: number;
+  /** Images decoded at once within a batch (sharp decodes on libuv's threads, off the main thread). */
+  concurrency?: number;
+  /** Told each file that is skipped, when it is found. */
+  onSkip?: (item: ImageItem, reason: string) => void;
+}
+
+/** The default decoded-image cache: UAP_CACHE_MB, else 1/16 of memory capped at 1 GiB. */
+export function defaultCacheBytes(): number {
+  const mb = Number(process.env.UAP_CACHE_MB);
+  if (process.env.UAP_CACHE_MB !== undefined && Number.isFinite(mb) && mb >= 0) return mb * 2 ** 20;
+  return Math.min(2 ** 30, totalmem() / 16);
+}
+
+/** Decodes one listed image (a file or a tar member) to [h, w, c] uint8. */
+export async function decodeItem(item: ImageItem, shape: [number, number, number], shards?: ShardReader, read?: Map<TarMember, Buffer>): Promise<Uint8Array> {
+  const [h, w, c] = shape;
+  const m = item.member;
+  const source = m ? read?.get(m) ?? (await (shards ? shards.read(item.path, m) : readMember(item.path, m))) : item.path;
+  return decodeImage(source, h, w, c as 1 | 3);
+}
+
+/**
+ * A listed image set decoded on demand: batches are decoded ahead of use while the model runs, and a
+ * bounded cache keeps decoded images for the next pass (the first ones of the list that fit: a
+ * sequential scan then always finds the same images cached, where least-recently-used would find none). Files that do
+ * not decode are found on the first pass, counted and left out of every later one; positions (and so
+ * results) then refer to the images that decode, as with an in-memory set.
+ */
+export class StreamedImages implements ImageSource {
+  readonly skipped: { path: string; reason: string }[] = [];
+  private readonly bad = new Set<number>();
+  private readonly cache = new Map<number, Uint8Array>();
+  private readonly cacheSlots: number;
+  private kept: number[];
+  private readonly opts: StreamOptions;
+
+  constructor(
+    readonly shape: [number, number, number],
+    readonly listed: ImageItem[],
+    opts: StreamOptions = {},
+  ) {
+    this.opts = opts;
+    this.kept = listed.map((_, i) => i);
+    this.cacheSlots = Math.floor((opts.cacheBytes ?? defaultCacheBytes()) / (shape[0] * shape[1] * shape[2]));
+  }
+
+  get items(): ImageItem[] {
+    return this.kept.map((i) => this.listed[i]);
+  }
+  get size(): number {
+    return this.kept.length;
+  }
+  get labels(): Int32Array | undefined {
+    return labelsOf(this.items);
+  }
+  private get perImage(): number {
+    return this.shape[0] * this.shape[1] * this.shape[2];
+  }
+
+  /** One listed image, from the cache or decoded; null when it does not decode (recorded). */
+  private async image(i: number, shards: ShardReader, read: Map<TarMember, Buffer>): Promise<Uint8Array | null> {
+    const hit = this.cache.get(i);
+    if (hit) return hit;
+    if (this.bad.has(i)) return null;
+    try {
+      const px = await decodeItem(this.listed[i], this.shape, shards, read);
+      // The first images of the list that fit (by position, not by which decode finished first).
+      if (i < this.cacheSlots) this.cache.set(i, px);
+      return px;
+    } catch (e) {
+      const reason = (e as Error).message.split('\n')[0];
+      const item = this.listed[i];
+      if (this.opts.strict) throw new UsageError(`image ${itemName(item)}: cannot be decoded (${reason})`);
+      this.bad.add(i);
+      this.skipped.push({ path: itemName(item), reason });
+      this.opts.onSkip?.(item, reason);
+      return null;
+    }
+  }
+
+  /** The listed images `ids`, decoded `concurrency` at a time; the ones that decode, in order. */
+  private async decodeMany(ids: number[], shards: ShardReader): Promise<{ ids: number[]; pixels: Uint8Array }> {
+    const out: (Uint8Array | null)[] = new Array(ids.length).fill(null);
+    const members = ids.filter((i) => !this.cache.has(i) && !this.bad.has(i) && this.listed[i].member).map((i) => ({ file: this.listed[i].path, member: this.listed[i].member! }));
+    const read = await shards.readMany(members);
+    let next = 0;
+    const worker = async () => {
+      while (next < ids.length) {
+        const k = next++;
+        out[k] = await this.image(ids[k], shards, read);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(ids.length, this.opts.concurrency ?? 8) }, worker));
+    const ok = ids.filter((_, k) => out[k] !== null);
+    const pixels = new Uint8Array(ok.length * this.perImage);
+    let at = 0;
+    for (const px of out) if (px) pixels.set(px, (at++) * this.perImage);
+    return { ids: ok, pixels };
+  }
+
+  async *batches(size: number): AsyncGenerator<DecodedBatch> {
+    // Listed images in chunks of `size`; a chunk that loses unreadable files yields a shorter batch.
+    const order = [...this.kept];
+    const chunks: number[][] = [];
+    for (let s = 0; s < order.length; s += size) chunks.push(order.slice(s, s + size));
+    const ahead = Math.max(1, (this.opts.prefetch ?? 2) + 1);
+    const pending: Promise<{ ids: number[]; pixels: Uint8Array }>[] = [];
+    let issued = 0;
+    let start = 0;
+    const shards = new ShardReader();
+    const top = () => {
+      while (issued < chunks.length && pending.length < ahead) {
+        const p = this.decodeMany(chunks[issued++], shards);
+        p.catch(() => {}); // awaited in turn below; this keeps an early failure from going unhandled
+        pending.push(p);
+      }
+    };
+    try {
+      top();
+      while (pending.length) {
+        const { ids, pixels } = await pending.shift()!;
+        top();
+        if (ids.length === 0) continue;
+        yield { start, items: ids.map((i) => this.listed[i]), pixels };
+        start += ids.length;
+      }
+    } finally {
+      await Promise.allSettled(pending);
+      await shards.close();
+      // Found unreadable: left out of the positions from now on.
+      if (this.bad.size) this.kept = this.kept.filter((i) => !this.bad.has(i));
+      if (this.kept.length === 0) throw new UsageError(`none of the ${this.listed.length} images could be decoded (first: ${this.skipped[0]?.path}: ${this.skipped[0]?.reason})`);
+    }
+  }
+
+  async pick(indices: ArrayLike<number>): Promise<Uint8Array> {
+    const ids = Array.from(indices, (k) => this.kept[k]);
+    const shards = new ShardReader();
+    const { ids: ok, pixels } = await this.decodeMany(ids, shards).finally(() => shards.close());
+    if (ok.length !== ids.length) throw new UsageError(`image ${itemName(this.listed[ids.find((i) => !ok.includes(i))!])}: could not be decoded again`);
+    return pixels;
+  }
+}

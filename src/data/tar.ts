@@ -1,0 +1,169 @@
+import { closeSync, openSync, readSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { UsageError } from '../errors.js';
+import type { TarMember } from './source.js';
+
+/*
+ * Reads the member index of a tar file (ustar, pax and GNU long names) by walking its 512-byte headers
+ * with positioned reads. Written here because the maintained tar libraries (tar, tar-stream) stream
+ * every byte of the archive and do not report where a member's bytes lie; an index of offsets lets a
+ * dataset of shards be listed without reading the images and read back one member at a time.
+ */
+
+const BLOCK = 512;
+
+/** A header field: NUL-terminated text. */
+function text(b: Buffer, start: number, len: number): string {
+  const end = b.indexOf(0, start);
+  return b.toString('utf8', start, end < 0 || end > start + len ? start + len : end);
+}
+
+/** A numeric header field: octal text, or base-256 (GNU) when the first byte has its high bit set. */
+function number(b: Buffer, start: number, len: number): number {
+  if (b[start] & 0x80) {
+    let v = b[start] & 0x7f;
+    for (let i = start + 1; i < start + len; i++) v = v * 256 + b[i];
+    return v;
+  }
+  const t = text(b, start, len).trim();
+  return t ? parseInt(t, 8) : 0;
+}
+
+/** The header's checksum (bytes summed with the checksum field read as spaces) matches its field. */
+function checksumOk(b: Buffer): boolean {
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : b[i];
+  return sum === number(b, 148, 8);
+}
+
+/** The `path` record of a pax extended header ("<len> key=value\n" records). */
+function paxPath(data: Buffer): string | undefined {
+  let at = 0;
+  let path: string | undefined;
+  while (at < data.length) {
+    const space = data.indexOf(0x20, at);
+    const len = Number(data.toString('utf8', at, space));
+    if (!(len > 0) || space < 0) break;
+    const record = data.toString('utf8', space + 1, at + len - 1);
+    const eq = record.indexOf('=');
+    if (record.slice(0, eq) === 'path') path = record.slice(eq + 1);
+    at += len;
+  }
+  return path;
+}
+
+/** Regular-file members of a tar, in archive order, with where their bytes start. */
+export function tarMembers(file: string): TarMember[] {
+  const fd = openSync(file, 'r');
+  try {
+    const members: TarMember[] = [];
+    const header = Buffer.alloc(BLOCK);
+    let offset = 0;
+    let longName: string | undefined;
+    const read = (at: number, size: number) => {
+      const buf = Buffer.alloc(size);
+      if (readSync(fd, buf, 0, size, at) !== size) throw new UsageError(`tar ${file}: truncated at byte ${at} (expected ${size} more bytes)`);
+      return buf;
+    };
+    for (;;) {
+      const got = readSync(fd, header, 0, BLOCK, offset);
+      if (got === 0) break; // no end-of-archive blocks: accepted, as GNU tar does
+      if (got < BLOCK) throw new UsageError(`tar ${file}: truncated header at byte ${offset}`);
+      if (header.every((x) => x === 0)) break;
+      if (!checksumOk(header)) throw new UsageError(`tar ${file}: not a tar archive (bad header checksum at byte ${offset})`);
+      const size = number(header, 124, 12);
+      const type = String.fromCharCode(header[156] || 48);
+      const data = offset + BLOCK;
+      if (type === 'x' || type === 'L') {
+        const ext = read(data, size);
+        longName = type === 'L' ? text(ext, 0, size) : paxPath(ext) ?? longName;
+      } else {
+        if (type === '0' || type === '7') {
+          const prefix = header.toString('latin1', 257, 262) === 'ustar' ? text(header, 345, 155) : '';
+          const name = longName ?? (prefix ? `${prefix}/${text(header, 0, 100)}` : text(header, 0, 100));
+          members.push({ name: name.replace(/^\.\//, ''), offset: data, size });
+        }
+        longName = undefined;
+      }
+      offset = data + Math.ceil(size / BLOCK) * BLOCK;
+    }
+    return members;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The first `most` bytes of a (small) member, read at once (listing time: labels of a shard). */
+export function readMemberSync(file: string, m: TarMember, most: number): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(Math.min(m.size, most));
+    readSync(fd, buf, 0, buf.length, m.offset);
+    return buf;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Reads members of shards, keeping each shard open while in use (an open and a close per image cost
+ * more than the read). Close it when the pass is over.
+ */
+export class ShardReader {
+  private readonly open = new Map<string, Promise<FileHandle>>();
+
+  private handle(file: string): Promise<FileHandle> {
+    let fh = this.open.get(file);
+    if (!fh) {
+      fh = open(file, 'r');
+      fh.catch(() => this.open.delete(file));
+      this.open.set(file, fh);
+    }
+    return fh;
+  }
+
+  private async readAt(file: string, start: number, size: number): Promise<Buffer> {
+    const buf = Buffer.alloc(size);
+    const { bytesRead } = await (await this.handle(file)).read(buf, 0, size, start);
+    return bytesRead === size ? buf : buf.subarray(0, bytesRead);
+  }
+
+  async read(file: string, m: TarMember): Promise<Buffer> {
+    const buf = await this.readAt(file, m.offset, m.size);
+    if (buf.length !== m.size) throw new Error(`member ${m.name} is truncated (${buf.length} of ${m.size} bytes)`);
+    return buf;
+  }
+
+  /**
+   * The bytes of several members, reading the span of a shard that holds them in one go when they lie
+   * side by side (members listed in archive order do): one read per batch instead of one per image.
+   */
+  async readMany(wanted: { file: string; member: TarMember }[]): Promise<Map<TarMember, Buffer>> {
+    const out = new Map<TarMember, Buffer>();
+    const byFile = new Map<string, TarMember[]>();
+    for (const w of wanted) byFile.set(w.file, [...(byFile.get(w.file) ?? []), w.member]);
+    await Promise.all([...byFile].map(async ([file, ms]) => {
+      const start = Math.min(...ms.map((m) => m.offset));
+      const end = Math.max(...ms.map((m) => m.offset + m.size));
+      if (ms.length < 2 || end - start > 2 * ms.reduce((n, m) => n + m.size, 0) + (1 << 20)) return;
+      const span = await this.readAt(file, start, end - start);
+      for (const m of ms) if (m.offset + m.size <= start + span.length) out.set(m, span.subarray(m.offset - start, m.offset - start + m.size));
+    }));
+    return out;
+  }
+  async close(): Promise<void> {
+    const all = [...this.open.values()];
+    this.open.clear();
+    await Promise.all(all.map(async (fh) => (await fh.catch(() => undefined))?.close()));
+  }
+}
+
+/** The bytes of one member. */
+export async function readMember(file: string, m: TarMember): Promise<Buffer> {
+  const reader = new ShardReader();
+  try {
+    return await reader.read(file, m);
+  } finally {
+    await reader.close();
+  }
+}

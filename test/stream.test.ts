@@ -1,0 +1,230 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import * as tf from '../src/tf.js';
+import { listDataset, loadImages, openImages } from '../src/data/dataset.js';
+import { tarMembers, readMember } from '../src/data/tar.js';
+import { predictMany, predictSet, evaluatePerturbation } from '../src/analysis/fooling.js';
+import { evaluateWithNoise, randomBaseline } from '../src/pipeline.js';
+import { UsageError } from '../src/errors.js';
+import { decodeImage, decodeWithSharp, plainPng } from '../src/data/decode.js';
+import { Rng } from '../src/math/random.js';
+import { tinyNet, uapCli } from './helpers.js';
+import { fashionSplitFolder, FASHION_MNIST_DIR } from '../src/data/fashion.js';
+import { existsSync } from 'node:fs';
+
+beforeAll(async () => {
+  tf.enableProdMode();
+  await tf.setBackend('cpu');
+});
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'uap-stream-'));
+/** A 6x6 PNG whose pixels are all `value` (so a decoded image says which file it came from). */
+const png = (value: number) => sharp(Buffer.alloc(6 * 6 * 3, value), { raw: { width: 6, height: 6, channels: 3 } }).png().toBuffer();
+/** GNU tar, the reference writer: `tar cf out -C dir names...` in the given format. */
+const tar = (out: string, dir: string, names: string[], format = 'gnu') => execFileSync('tar', ['cf', out, `--format=${format}`, '-C', dir, ...names]);
+
+/** Class folders 00_a, 01_b with two images each, and one long-named image (over 100 characters). */
+async function classTree(): Promise<{ dir: string; long: string }> {
+  const dir = tmp();
+  for (const [k, folder] of ['00_a', '01_b'].entries()) {
+    mkdirSync(join(dir, folder));
+    for (const f of ['x.png', 'y.png']) writeFileSync(join(dir, folder, f), await png(10 + 40 * k + (f === 'y.png' ? 1 : 0)));
+  }
+  const long = `01_b/${'z'.repeat(120)}.png`;
+  writeFileSync(join(dir, long), await png(99));
+  return { dir, long };
+}
+
+describe('tar shards', () => {
+  it('indexes members as GNU tar writes them (gnu, pax and ustar formats, long names), and reads each one back byte for byte', async () => {
+    const { dir, long } = await classTree();
+    for (const format of ['gnu', 'pax']) {
+      const file = join(tmp(), `s-${format}.tar`);
+      tar(file, dir, ['00_a', '01_b'], format);
+      const members = tarMembers(file);
+      expect(members.map((m) => m.name).sort()).toEqual(['00_a/x.png', '00_a/y.png', '01_b/x.png', '01_b/y.png', long].sort());
+      for (const m of members) expect((await readMember(file, m)).equals(readFileSync(join(dir, m.name)))).toBe(true);
+    }
+    // ustar keeps names up to 255 characters in its prefix field.
+    const short = join(tmp(), 'u.tar');
+    tar(short, dir, ['00_a'], 'ustar');
+    expect(tarMembers(short).map((m) => m.name).sort()).toEqual(['00_a/x.png', '00_a/y.png']);
+  });
+
+  it('lists class folders inside a tar with their labels, in archive order, decoded like the same folder', async () => {
+    const { dir } = await classTree();
+    const file = join(tmp(), 'set.tar');
+    tar(file, dir, ['00_a', '01_b']);
+    const fromTar = listDataset(file);
+    expect(fromTar.map((i) => i.label).sort()).toEqual([0, 0, 1, 1, 1]);
+    expect(fromTar.every((i) => i.path === file && i.member)).toBe(true);
+    const a = (await loadImages(fromTar, [6, 6, 3])).set;
+    // Same images, same labels as listing the folder (orders may differ: compare as sorted pairs).
+    const b = (await loadImages(listDataset(dir), [6, 6, 3])).set;
+    const pairs = (s: typeof a) => s.items.map((it, k) => `${it.label}:${s.pixels[k * 108]}`).sort();
+    expect(pairs(a)).toEqual(pairs(b));
+  });
+
+  it('reads webdataset shards (key.png + key.cls) through a {0..1} pattern or a folder of shards, and labels files of member names', async () => {
+    const src = tmp();
+    const shards = tmp();
+    for (let s = 0; s < 2; s++) {
+      const names: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const key = `s${s}_${i}`;
+        writeFileSync(join(src, `${key}.png`), await png(s * 3 + i));
+        writeFileSync(join(src, `${key}.cls`), `${(s * 3 + i) % 4}\n`);
+        names.push(`${key}.png`, `${key}.cls`);
+      }
+      tar(join(shards, `shard-${s}.tar`), src, names);
+    }
+    const byPattern = listDataset(join(shards, 'shard-{0..1}.tar'));
+    expect(byPattern.map((i) => i.label)).toEqual([0, 1, 2, 3, 0, 1]);
+    expect(listDataset(shards).map((i) => i.member!.name)).toEqual(byPattern.map((i) => i.member!.name));
+    const set = (await loadImages(byPattern, [6, 6, 3])).set;
+    expect(Array.from({ length: 6 }, (_, k) => set.pixels[k * 108])).toEqual([0, 1, 2, 3, 4, 5]);
+    writeFileSync(join(src, 'labels.txt'), 's0_1.png, 7\ns1_2.png 5\n');
+    const warnings: string[] = [];
+    const listed = listDataset(join(shards, 'shard-{0..1}.tar'), { labelsFile: join(src, 'labels.txt'), warn: (m) => warnings.push(m) });
+    expect(listed.map((i) => [i.member!.name, i.label])).toEqual([['s0_1.png', 7], ['s1_2.png', 5]]);
+    expect(warnings.join()).toMatch(/4 images are not in the labels file/);
+  });
+
+  it('refuses a file that is not a tar, a truncated tar and a missing shard, naming the file', async () => {
+    const dir = tmp();
+    writeFileSync(join(dir, 'fake.tar'), Buffer.alloc(2048, 7));
+    expect(() => listDataset(join(dir, 'fake.tar'))).toThrow(UsageError);
+    expect(() => listDataset(join(dir, 'fake.tar'))).toThrow(/fake\.tar: not a tar archive/);
+    const { dir: tree } = await classTree();
+    const whole = join(dir, 'whole.tar');
+    tar(whole, tree, ['00_a']);
+    writeFileSync(join(dir, 'cut.tar'), readFileSync(whole).subarray(0, 700));
+    expect(() => listDataset(join(dir, 'cut.tar'))).toThrow(/cut\.tar: truncated/);
+    expect(() => listDataset(join(dir, 'shard-{0..2}.tar'))).toThrow(/tar shard .*shard-0\.tar not found/);
+  });
+});
+
+describe('decoding small PNGs', () => {
+  it('gives exactly the pixels sharp gives, for gray, gray+alpha, RGB and RGBA PNGs of the model size', async () => {
+    const rng = new Rng(3);
+    for (const channels of [1, 2, 3, 4] as const) {
+      const raw = Buffer.from(Array.from({ length: 28 * 28 * channels }, () => Math.floor(rng.next() * 256)));
+      const bytes = await sharp(raw, { raw: { width: 28, height: 28, channels } }).png().toBuffer();
+      expect(plainPng(bytes, 28, 28, 3)).toBeDefined(); // the JavaScript path, not sharp
+      for (const c of [1, 3] as const) expect(Buffer.from(await decodeImage(bytes, 28, 28, c)).equals(Buffer.from(await decodeWithSharp(bytes, 28, 28, c)))).toBe(true);
+    }
+    // Other sizes, palettes and 16-bit go to sharp: still exact, and a corrupt PNG is still an error.
+    const big = await sharp(Buffer.alloc(40 * 30 * 3, 90), { raw: { width: 40, height: 30, channels: 3 } }).png({ palette: true }).toBuffer();
+    expect(plainPng(big, 28, 28, 3)).toBeUndefined();
+    expect(Buffer.from(await decodeImage(big, 28, 28, 3)).equals(Buffer.from(await decodeWithSharp(big, 28, 28, 3)))).toBe(true);
+    const good = await png(5);
+    await expect(decodeImage(good.subarray(0, 40), 6, 6, 3)).rejects.toThrow();
+  });
+});
+
+describe('streamed image sets', () => {
+  async function folder(n: number): Promise<string> {
+    const dir = tmp();
+    for (let i = 0; i < n; i++) writeFileSync(join(dir, `${String(i).padStart(3, '0')}.png`), await png(i));
+    return dir;
+  }
+  const firstPixels = async (batches: AsyncIterable<{ start: number; pixels: Uint8Array; items: unknown[] }>) => {
+    const out: number[] = [];
+    for await (const b of batches) {
+      expect(b.start).toBe(out.length);
+      for (let k = 0; k < b.items.length; k++) out.push(b.pixels[k * 108]);
+    }
+    return out;
+  };
+
+  it('yields the images of the in-memory set, in order, batch by batch, with any batch size', async () => {
+    const items = listDataset(await folder(11));
+    const memory = (await loadImages(items, [6, 6, 3])).set;
+    for (const size of [1, 4, 32]) {
+      const stream = openImages(items, [6, 6, 3], { prefetch: 1, concurrency: 3 });
+      expect(await firstPixels(stream.batches(size))).toEqual(await firstPixels(memory.batches(size)));
+    }
+    const stream = openImages(items, [6, 6, 3]);
+    const picked = await stream.pick([9, 2]);
+    expect([picked[0], picked[108]]).toEqual([9, 2]);
+  });
+
+  it('leaves out a file that does not decode, says it once, and keeps positions the same on every later pass', async () => {
+    const dir = await folder(6);
+    writeFileSync(join(dir, '002.png'), 'broken');
+    const told: string[] = [];
+    const stream = openImages(listDataset(dir), [6, 6, 3], { onSkip: (i) => told.push(i.path) });
+    expect(await firstPixels(stream.batches(4))).toEqual([0, 1, 3, 4, 5]);
+    expect(await firstPixels(stream.batches(4))).toEqual([0, 1, 3, 4, 5]);
+    expect(told).toEqual([join(dir, '002.png')]);
+    expect(stream.size).toBe(5);
+    expect(stream.skipped.map((s) => s.path)).toEqual([join(dir, '002.png')]);
+    const strict = openImages(listDataset(dir), [6, 6, 3], { strict: true });
+    await expect(firstPixels(strict.batches(4))).rejects.toThrow(/002\.png: cannot be decoded/);
+  });
+
+  it('keeps decoded images for the next pass up to its cache size, and no more', async () => {
+    const dir = await folder(8);
+    const per = 6 * 6 * 3;
+    const cached = openImages(listDataset(dir), [6, 6, 3], { cacheBytes: 5 * per });
+    expect(await firstPixels(cached.batches(3))).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    // With the files gone, the next pass finds the first five in the cache and loses the rest.
+    rmSync(dir, { recursive: true });
+    expect(await firstPixels(cached.batches(3))).toEqual([0, 1, 2, 3, 4]);
+    expect(cached.skipped.length).toBe(3);
+  });
+
+  it('scores every perturbation in one pass exactly as separate passes do, on a stream as in memory', async () => {
+    const items = listDataset(await folder(20));
+    const model = tinyNet([6, 6, 3], 4, 3);
+    const memory = (await loadImages(items, [6, 6, 3])).set;
+    const stream = openImages(items, [6, 6, 3], { cacheBytes: 0 });
+    const v = tf.randomUniform([6, 6, 3], -60, 60, 'float32', 5) as tf.Tensor3D;
+    const separate = [await predictSet(model, memory, null, 8), await predictSet(model, memory, v, 8)];
+    const together = await predictMany(model, stream, [null, v], 8);
+    expect(together.map((p) => Array.from(p))).toEqual(separate.map((p) => Array.from(p)));
+    // evaluateWithNoise = evaluatePerturbation + randomBaseline at each radius, in one pass.
+    const radii = [{ norm: 'inf' as const, xi: 40 }, { norm: 2 as const, xi: 300 }];
+    const one = await evaluateWithNoise(model, stream, v, radii, 2, { batchSize: 8 });
+    const ev = await evaluatePerturbation(model, memory, v);
+    expect(one.ev.foolingRate).toBe(ev.foolingRate);
+    for (const [k, r] of radii.entries()) expect(one.baselines[k]).toEqual(await randomBaseline(model, memory, r.norm, r.xi, 2, ev.cleanPred));
+    v.dispose();
+  });
+});
+
+const hasFashion = existsSync(join(FASHION_MNIST_DIR, 't10k-images-idx3-ubyte.gz'));
+if (!hasFashion) console.warn(`SKIPPED the paper-scale Fashion-MNIST tests: ${FASHION_MNIST_DIR} not found (.ci/run installs dataset-fashion-mnist)`);
+
+describe.skipIf(!hasFashion)("Fashion-MNIST in the paper's counts", () => {
+  it('unpacks the 10,000 test images once, as class folders of 1,000 each, pixel for pixel', async () => {
+    process.env.XDG_CACHE_HOME = tmp();
+    const dir = fashionSplitFolder('test');
+    const items = listDataset(dir);
+    expect(items.length).toBe(10000);
+    for (let c = 0; c < 10; c++) expect(items.filter((i) => i.label === c).length).toBe(1000);
+    expect(fashionSplitFolder('test')).toBe(dir); // the second time: the same folder, nothing redone
+    const { readFashionSplit } = await import('../src/data/fashion.js');
+    const raw = readFashionSplit(FASHION_MNIST_DIR, 't10k');
+    const first = items.find((i) => i.path.endsWith('000000.png'))!;
+    const { set } = await loadImages([first], [28, 28, 1]);
+    expect(Buffer.from(set.pixels).equals(Buffer.from(raw.images.subarray(0, 784)))).toBe(true);
+  });
+
+  it('uap reproduce --paper-scale crafts on a sample of the training images and scores on the test images', async () => {
+    const out = tmp();
+    const r = await uapCli(['reproduce', '--models', 'fashion', '--paper-scale', '--quick', '--max-passes', '1', '-o', out], { env: { XDG_CACHE_HOME: tmp() } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/X = 1000 images, validation = 2000 images/);
+    const config = JSON.parse(readFileSync(join(out, 'fashion-linf', 'config.json'), 'utf8'));
+    expect(config.data).toMatch(/fashion-mnist.train$/);
+    expect(config.val).toBe('fashion:test');
+    // A seeded sample of X covers the classes (the first 1000 files in order would be one class).
+    const lines = readFileSync(join(out, 'fashion-linf', 'predictions.csv'), 'utf8').trim().split('\n').slice(1);
+    expect(new Set(lines.map((l) => l.split(',')[1])).size).toBe(10);
+  }, 300_000);
+});
