@@ -38,6 +38,8 @@ type Runner = (model: Classifier, X: ImageSet, norm: Norm, xi: number, ctl: RunC
 const methods: [string, Runner][] = [
   ['Algorithm 1, accumulated (default)', (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
   ['Algorithm 1, the paper\'s variant', (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, ...ALGORITHM1_VARIANTS.paper, norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
+  ['Algorithm 1, FGSM inside', (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, inner: 'fgsm', norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
+  ['Algorithm 1, PGD inside (10 steps)', (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, inner: 'pgd', norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
   ['SGD-UAP, sign steps', (m, X, norm, xi, ctl) => computeSgdUniversal(m, X, { ...SGD_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
   ['SGD-UAP, Adam', (m, X, norm, xi, ctl) => computeSgdUniversal(m, X, { ...SGD_DEFAULTS, optimizer: 'adam', norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
 ];

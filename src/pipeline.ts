@@ -10,7 +10,7 @@ import { computeUniversal, refuseResumeWithInit, type UniversalOptions, type Run
 import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from './attacks/sgd.js';
 import { targetSuccessRate } from './attacks/passes.js';
 import { labelName } from './model/classifier.js';
-import { concatLabels, evaluatePerturbation, forEachBatch, foolingRate, predictMany, scorePredictions, type Evaluation } from './analysis/fooling.js';
+import { concatLabels, evaluatePerturbation, forEachBatch, foolingRate, predictMany, predictSet, scorePredictions, type Evaluation } from './analysis/fooling.js';
 import { PerImage } from './analysis/perImage.js';
 import { argmaxRows } from './model/compute.js';
 import { evaluationSummary, runMetrics } from './analysis/metrics.js';
@@ -221,6 +221,8 @@ export interface ComputeJob extends DataSpec {
   target?: number | string;
   /** Random-noise baseline draws for the comparison in metrics.json. */
   randomDraws?: number;
+  /** Score the validation set after every pass too (the report then draws X and validation per pass). */
+  valPerPass?: boolean;
 }
 
 export interface ComputeSummary {
@@ -374,7 +376,12 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     };
     // A resumed run keeps its original config.json (a refused resume must not overwrite it).
     if (!job.resume) writeJson(join(job.out, 'config.json'), { ...config, provenance: await provenance({ modelFile: model.file, engine: model.engine, seed, data: X.items, val: V?.items }) });
-    const control = { ...ctl, checkpointDir: job.out, resume: job.resume, init, onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)) };
+    let cleanV: Promise<Int32Array> | undefined;
+    const scorePass = job.valPerPass && V
+      ? async (v: tf.Tensor3D) => foolingRate(await (cleanV ??= predictSet(model, V, null, options.batchSize)), await predictSet(model, V, v, options.batchSize))
+      : undefined;
+    if (job.valPerPass && !V) throw new UsageError('{valPerPass}: needs a validation set (not {val} none)');
+    const control = { ...ctl, scorePass, checkpointDir: job.out, resume: job.resume, init, onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)) };
     const res = await craft(model, X, method, options, control).finally(() => init?.dispose());
     log.info(`stopped: ${res.stopReason}`);
     if (lpNorm(res.v, 'inf') === 0) log.warn('the perturbation is zero: no image of X could be moved (try a larger {xi}, more passes, or another method)');

@@ -84,6 +84,24 @@ describe('uap report', () => {
     expect(html).toContain(config.provenance.modelSha256.slice(0, 16));
   });
 
+  it('with --val-per-pass, draws X and validation after every pass; the last pass is the final validation rate', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uap-vpp-'));
+    const c = await uap('compute', '--val-per-pass', '--xi', '30', '--max-passes', '3', '--val-limit', '100', '-o', dir);
+    expect(c.status, c.stderr).toBe(0);
+    expect(c.stderr).toMatch(/pass 1: fooling rate on X [\d.]+%, on validation [\d.]+%/);
+    const m = JSON.parse(readFileSync(join(dir, 'metrics.json'), 'utf8'));
+    const history = m.run.history as { valFoolingRate: number }[];
+    expect(history.length).toBe(m.run.passes);
+    expect(history.every((h) => h.valFoolingRate >= 0 && h.valFoolingRate <= 1)).toBe(true);
+    expect(history[history.length - 1].valFoolingRate).toBe(m.onVal.foolingRate);
+    const r = await uap('report', dir);
+    expect(r.status, r.stderr).toBe(0);
+    expect(readFileSync(join(dir, 'report.html'), 'utf8')).toMatch(/fooling rate on validation" role="graphics-symbol" aria-roledescription="line mark"/);
+    const none = await uap('compute', '--val-per-pass', '--val', 'none', '--max-passes', '1', '-o', mkdtempSync(join(tmpdir(), 'uap-vpp-')));
+    expect(none.status).toBe(2);
+    expect(none.stderr).toMatch(/--val-per-pass: needs a validation set/);
+  });
+
   it('compares several runs in one table and one plot', async () => {
     const other = mkdtempSync(join(tmpdir(), 'uap-rep2-'));
     const c = await uap('compute', '--xi', '20', '--max-passes', '2', '--val-limit', '80', '-o', other);

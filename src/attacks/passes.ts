@@ -34,6 +34,8 @@ export interface PassRecord {
   foolingRate: number;
   /** Targeted runs: share of the images of X not already of the target class that v sends there. */
   targetSuccess?: number;
+  /** When the run scores validation images after every pass (RunControl.scorePass): their fooling rate. */
+  valFoolingRate?: number;
   normL2: number;
   normInf: number;
   /** Updates of v in this pass (Algorithm 1: converged DeepFool steps; SGD: minibatch steps). */
@@ -70,6 +72,8 @@ export interface RunControl {
   gate?: () => Promise<void>;
   /** Called once when a run continues from its checkpoint, with the passes already done. */
   onResume?: (completed: number) => void;
+  /** Scores v on held-out images after every pass (kept in the pass's record; not counted in its seconds). */
+  scorePass?: (v: tf.Tensor3D) => Promise<number>;
 }
 
 export interface UniversalResult {
@@ -244,6 +248,7 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
         seconds: (performance.now() - passStart) / 1000,
         ...(targeted ? { targetSuccess: targetSuccessRate(cleanPred, adv, o.target!) } : {}),
       };
+      if (ctl.scorePass) rec.valFoolingRate = await ctl.scorePass(ctx.v);
       history.push(rec);
       if (ctl.checkpointDir)
         saveCheckpoint<PassRecord>(ctl.checkpointDir, {

@@ -4,6 +4,7 @@ import type { ImageSet } from '../data/dataset.js';
 import { ballL2Radius, l2, projectInPlace } from '../math/lp.js';
 import { argmaxRows, forwardLogits } from '../model/compute.js';
 import { deepfool, type DeepFoolResult } from './deepfool.js';
+import { innerAttack } from './inner.js';
 import { perturb } from '../math/perturb.js';
 import { UsageError } from '../errors.js';
 import { forEachBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
@@ -34,7 +35,17 @@ export interface UniversalOptions extends PassOptions {
   rescale?: boolean;
   /** 'converged' (default, the reference code): only steps that crossed the boundary are added; 'all': every step. */
   accept?: 'converged' | 'all';
+  /** The attack that moves each image across (ART's UniversalPerturbation `attacker`): DeepFool (default, the paper's), FGSM or PGD. */
+  inner?: InnerKind;
+  /** FGSM / PGD: radius of the inner attack, in the ball's norm (default xi). */
+  innerEps?: number;
+  /** PGD: steps (default 10) and step length (default 2.5 eps / steps). */
+  innerSteps?: number;
+  innerStepSize?: number;
 }
+
+export type InnerKind = 'deepfool' | 'fgsm' | 'pgd';
+export const INNER_ATTACKS: InnerKind[] = ['deepfool', 'fgsm', 'pgd'];
 
 export type Algorithm1Variant = 'accumulated' | 'paper';
 
@@ -80,6 +91,10 @@ export function validateUniversalOptions(o: UniversalOptions): void {
   if (!(o.stepSize > 0) || !Number.isFinite(o.stepSize)) bad('stepSize', `expected a positive number, got ${o.stepSize}`);
   if (o.stepDecay !== undefined && !(o.stepDecay > 0 && o.stepDecay <= 1)) bad('stepDecay', `expected a number in (0, 1], got ${o.stepDecay}`);
   if (o.accept !== undefined && o.accept !== 'converged' && o.accept !== 'all') bad('accept', `expected converged or all, got ${String(o.accept)}`);
+  if (o.inner !== undefined && !INNER_ATTACKS.includes(o.inner)) bad('inner', `expected one of ${INNER_ATTACKS.join(', ')}, got ${String(o.inner)}`);
+  if (o.innerEps !== undefined && !(o.innerEps > 0 && Number.isFinite(o.innerEps))) bad('innerEps', `expected a positive number, got ${o.innerEps}`);
+  if (o.innerSteps !== undefined && !(Number.isInteger(o.innerSteps) && o.innerSteps >= 1)) bad('innerSteps', `expected an integer >= 1, got ${o.innerSteps}`);
+  if (o.innerStepSize !== undefined && !(o.innerStepSize > 0 && Number.isFinite(o.innerStepSize))) bad('innerStepSize', `expected a positive number, got ${o.innerStepSize}`);
 }
 
 /**
@@ -102,9 +117,12 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
     settings: {
       overshoot: o.overshoot, candidates: o.candidates, deepfoolSteps: o.deepfoolSteps, deepfoolNorm: o.deepfoolNorm, projection: o.projection, steps: o.steps,
       stepSize: o.stepSize, stepDecay: o.stepDecay ?? 1, rescale: o.rescale ?? false, accept: o.accept ?? 'converged',
+      // Only when not DeepFool: checkpoints of DeepFool runs keep the fingerprint they had before inner attacks existed.
+      ...(o.inner && o.inner !== 'deepfool' ? { inner: o.inner, innerEps: o.innerEps ?? o.xi, innerSteps: o.innerSteps ?? 10, innerStepSize: o.innerStepSize ?? null } : {}),
     },
     async pass(ctx) {
       let updates = 0;
+      const inner = o.inner ?? 'deepfool';
       const v = Float32Array.from(ctx.v.dataSync());
       if (o.projection === 'sum') sum ??= v.slice();
       const length = o.stepSize * (o.stepDecay ?? 1) ** ctx.pass * (o.steps === 'unit' ? ballL2Radius(o.norm, o.xi, size) : 1);
@@ -119,14 +137,25 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
           const todo = idx.map((_, j) => j).filter((j) => (o.target !== undefined ? pred[j] !== o.target : pred[j] === labels[j]));
           if (todo.length > 0) {
             sub = takeRows(adv, todo);
-            df = await deepfool(model, sub, {
-              norm: o.deepfoolNorm === 'match' ? o.norm : 2, candidates: o.candidates, overshoot: o.overshoot, maxSteps: o.deepfoolSteps,
-              labels: Int32Array.from(todo, (j) => labels[j]), maxRows: o.maxGradientRows, target: o.target,
-              logits: Float32Array.from({ length: todo.length * K }, (_, t) => logits[todo[Math.floor(t / K)] * K + (t % K)]),
-            });
-            const r = df.r.dataSync() as Float32Array;
+            const todoLabels = Int32Array.from(todo, (j) => labels[j]);
+            // The inner attack's perturbation of each image at x + v, and whether to take it.
+            let r: Float32Array;
+            let take: boolean[];
+            if (inner === 'deepfool') {
+              df = await deepfool(model, sub, {
+                norm: o.deepfoolNorm === 'match' ? o.norm : 2, candidates: o.candidates, overshoot: o.overshoot, maxSteps: o.deepfoolSteps,
+                labels: todoLabels, maxRows: o.maxGradientRows, target: o.target,
+                logits: Float32Array.from({ length: todo.length * K }, (_, t) => logits[todo[Math.floor(t / K)] * K + (t % K)]),
+              });
+              r = df.r.dataSync() as Float32Array;
+              take = df.status.map((st) => st === 'converged' || (o.accept === 'all' && st === 'maxSteps'));
+            } else {
+              const res = await innerAttack(model, sub, { kind: inner, norm: o.norm, eps: o.innerEps ?? o.xi, steps: o.innerSteps, stepSize: o.innerStepSize, labels: todoLabels, target: o.target });
+              r = res.r;
+              take = res.fooled.map((f) => f || o.accept === 'all');
+            }
             for (let u = 0; u < todo.length; u++) {
-              if (df.status[u] !== 'converged' && !(o.accept === 'all' && df.status[u] === 'maxSteps')) continue;
+              if (!take[u]) continue;
               const step = r.subarray(u * size, (u + 1) * size);
               const k = o.steps === 'unit' ? length / Math.max(l2(step), 1e-12) : length;
               const into = sum ?? v;

@@ -34,6 +34,7 @@ async function computeWithProgress(flags: Record<string, unknown>, out: string, 
           method: flags.method as 'algorithm1' | 'sgd' | undefined,
           target: flags.target as string | undefined,
           randomDraws: extra.randomDraws,
+          valPerPass: Boolean(flags.valPerPass),
         },
         { log: consoleLog, onProgress: progress.onProgress, onPass: progress.onPass, onScore: scoring.onScore, signal },
       ),
@@ -75,6 +76,7 @@ export function computeCommand(): Command {
     .option('--resume', 'continue the interrupted run in --out from its last checkpoint')
     .option('--force', 'start afresh in an --out that holds an unfinished run, replacing it')
     .option('--init <file>', 'start from a saved perturbation, .npy or .npz (warm start; read with --layout / --units / --array)')
+    .option('--val-per-pass', 'also score the validation set after every pass (X and validation curves in the report)')
   addFormatFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
       await startBackend(flags.backend);

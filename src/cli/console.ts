@@ -55,7 +55,7 @@ export function universalProgress(): { onProgress: (p: Progress) => void; onPass
       if (started) bar.stop();
       started = false;
       process.stderr.write(
-        `pass ${r.pass}: fooling rate on X ${pct(r.foolingRate)}, ||v||_2 ${r.normL2.toFixed(1)}, ||v||_inf ${r.normInf.toFixed(2)}, ${r.updates} updates, ${r.seconds.toFixed(1)} s\n`,
+        `pass ${r.pass}: fooling rate on X ${pct(r.foolingRate)}${r.valFoolingRate !== undefined ? `, on validation ${pct(r.valFoolingRate)}` : ''}, ||v||_2 ${r.normL2.toFixed(1)}, ||v||_inf ${r.normInf.toFixed(2)}, ${r.updates} updates, ${r.seconds.toFixed(1)} s\n`,
       );
     },
     stop() {

@@ -112,6 +112,10 @@ export function addAttackFlags(cmd: Command, defaults: { method?: 'algorithm1' |
     .option('--candidates <k>', 'DeepFool candidate classes (top-k of the clean prediction)', count('candidates', 2), 10)
     .option('--deepfool-steps <n>', 'DeepFool step cap inside Algorithm 1 (the reference code uses 10)', count('deepfool-steps'), 10)
     .addOption(new Option('--deepfool-norm <n>', 'inner DeepFool step: 2 (the paper) or match (the Lp step of --norm)').default(2).argParser(deepfoolNorm))
+    .addOption(new Option('--inner <attack>', 'algorithm1: the attack that moves each image across: deepfool (default, the paper), fgsm or pgd (gradient-sign steps on the cross-entropy, as ART\'s UniversalPerturbation offers)').choices(['deepfool', 'fgsm', 'pgd']))
+    .option('--inner-eps <e>', 'algorithm1 with fgsm / pgd: radius of the inner attack in the ball\'s norm (default xi)', positive('inner-eps'))
+    .option('--inner-steps <n>', 'algorithm1 with pgd: steps (default 10)', count('inner-steps'))
+    .option('--inner-step-size <s>', 'algorithm1 with pgd: step length (default 2.5 x eps / steps)', positive('inner-step-size'))
     .addOption(new Option('--variant <v>', 'algorithm1: accumulated (default: unit DeepFool directions summed, the sum projected; strong with 200-1000 images) or paper (the reference code: minimal steps, v projected after each; needs ~10,000 images)').choices(['accumulated', 'paper']))
     .addOption(new Option('--projection <p>', 'algorithm1: sum (v = P(sum of steps)) or each (v = P(v + step), the paper); overrides --variant').choices(['sum', 'each']))
     .addOption(new Option('--steps <s>', 'algorithm1: unit (each step\'s direction, --step-size x the ball\'s L2 radius long) or minimal (DeepFool\'s step x --step-size, the paper); overrides --variant').choices(['unit', 'minimal']))
@@ -140,7 +144,7 @@ export type AttackFlags = Omit<UniversalOptions, 'xi' | 'maxGradientRows' | 'tar
 export function attackOptions(f: AttackFlags & { variant?: Algorithm1Variant }): Partial<UniversalOptions> & Partial<SgdOptions> {
   const keys = [
     'norm', 'xi', 'delta', 'maxPasses', 'overshoot', 'candidates', 'deepfoolSteps', 'deepfoolNorm', 'projection', 'steps', 'stepSize', 'batchSize', 'seed',
-    'loss', 'beta', 'kappa', 'optimizer', 'lr', 'lrDecay',
+    'inner', 'innerEps', 'innerSteps', 'innerStepSize', 'loss', 'beta', 'kappa', 'optimizer', 'lr', 'lrDecay',
   ] as const;
   // A variant is a preset of projection, steps and step size; flags given beside it win. --steps alone
   // brings its own default length (unit 0.5 of the ball, minimal x1).

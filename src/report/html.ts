@@ -15,6 +15,7 @@ interface PassRow {
   pass: number;
   foolingRate: number;
   targetSuccess?: number;
+  valFoolingRate?: number;
   seconds: number;
 }
 
@@ -45,6 +46,7 @@ function passCurve(history: PassRow[]): TopLevelSpec {
   return rateLines(
     history.flatMap((h) => [
       { x: h.pass, rate: h.foolingRate, what: 'fooling rate on X' },
+      ...(h.valFoolingRate !== undefined ? [{ x: h.pass, rate: h.valFoolingRate, what: 'fooling rate on validation' }] : []),
       ...(h.targetSuccess !== undefined ? [{ x: h.pass, rate: h.targetSuccess, what: 'targeted success on X' }] : []),
     ]),
     'pass',
