@@ -71,6 +71,27 @@ describe('inner attacks of Algorithm 1 (closed forms on a linear classifier)', (
     expect(res.r.every((t) => t === 0)).toBe(true);
   });
 
+  it('NewtonFool and C&W-L2 cross the boundary of a linear classifier near its closest point (DeepFool\'s closed form)', async () => {
+    // Two classes, f1 - f0 = w . x + c: the closest crossing is |f| / ||w||_2 away along w.
+    const w = [0.02, -0.01, 0.015, 0.005];
+    const m = linearClassifier([[0, 0, 0, 0], w], [0, -3], shape);
+    const x = tf.tensor4d(x0, [1, ...shape]);
+    const f = w.reduce((s2, wi, j) => s2 + wi * x0[j], 0) - 3;
+    expect(f).toBeLessThan(0); // class 0
+    const minimal = Math.abs(f) / Math.hypot(...w);
+    const nf = await innerAttack(m, x, { kind: 'newtonfool', norm: 2, eps: 1, labels: Int32Array.from([0]) });
+    expect(nf.fooled[0]).toBe(true);
+    expect(Math.hypot(...nf.r)).toBeLessThan(1.6 * minimal);
+    const cw = await innerAttack(m, x, { kind: 'cw', norm: 2, eps: 1, steps: 60, labels: Int32Array.from([0]) });
+    expect(cw.fooled[0]).toBe(true);
+    expect(Math.hypot(...cw.r)).toBeGreaterThanOrEqual(minimal * 0.999);
+    expect(Math.hypot(...cw.r)).toBeLessThan(1.3 * minimal);
+    // Targeted C&W reaches the target; NewtonFool is untargeted only and says so.
+    const t = await innerAttack(linearClassifier(W, b, shape), x, { kind: 'cw', norm: 2, eps: 1, steps: 30, labels: Int32Array.from([0]), target: 2 });
+    expect(t.fooled[0]).toBe(true);
+    await expect(innerAttack(m, x, { kind: 'newtonfool', norm: 2, eps: 1, labels: Int32Array.from([0]), target: 1 })).rejects.toThrow(/newtonfool: untargeted only/);
+  });
+
   it('Algorithm 1 with PGD or FGSM inside: v in the ball, same seed same v, more fooling than nothing', async () => {
     const net = tinyNet([4, 4, 3], 5, 7);
     const X = randomImages(40, [4, 4, 3], 11);
@@ -88,7 +109,7 @@ describe('inner attacks of Algorithm 1 (closed forms on a linear classifier)', (
     const ok = await uapCli(['compute', '--inner', 'pgd', '--inner-steps', '3', '--xi', '30', '--max-passes', '1', '--limit', '50', '--val-limit', '50', '-o', `/tmp/uap-inner-${process.pid}`]);
     expect(ok.status, ok.stderr).toBe(0);
     expect(ok.stdout).toMatch(/fooling rate on validation \(50 images\)/);
-    const bad = await uapCli(['compute', '--inner', 'cw', '-o', `/tmp/uap-inner-bad-${process.pid}`]);
+    const bad = await uapCli(['compute', '--inner', 'bim', '-o', `/tmp/uap-inner-bad-${process.pid}`]);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--inner/);
     const steps = await uapCli(['compute', '--inner', 'pgd', '--inner-steps', '0', '-o', `/tmp/uap-inner-bad-${process.pid}`]);

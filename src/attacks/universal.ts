@@ -35,17 +35,17 @@ export interface UniversalOptions extends PassOptions {
   rescale?: boolean;
   /** 'converged' (default, the reference code): only steps that crossed the boundary are added; 'all': every step. */
   accept?: 'converged' | 'all';
-  /** The attack that moves each image across (ART's UniversalPerturbation `attacker`): DeepFool (default, the paper's), FGSM or PGD. */
+  /** The attack that moves each image across (ART's UniversalPerturbation `attacker`): DeepFool (default, the paper's), FGSM, PGD, NewtonFool or C&W-L2. */
   inner?: InnerKind;
   /** FGSM / PGD: radius of the inner attack, in the ball's norm (default xi). */
   innerEps?: number;
-  /** PGD: steps (default 10) and step length (default 2.5 eps / steps). */
+  /** PGD: steps (default 10) and step length (default 2.5 eps / steps); NewtonFool: steps (100) and eta (0.01); C&W: Adam iterations per constant (10). */
   innerSteps?: number;
   innerStepSize?: number;
 }
 
-export type InnerKind = 'deepfool' | 'fgsm' | 'pgd';
-export const INNER_ATTACKS: InnerKind[] = ['deepfool', 'fgsm', 'pgd'];
+export type InnerKind = 'deepfool' | 'fgsm' | 'pgd' | 'newtonfool' | 'cw';
+export const INNER_ATTACKS: InnerKind[] = ['deepfool', 'fgsm', 'pgd', 'newtonfool', 'cw'];
 
 export type Algorithm1Variant = 'accumulated' | 'paper';
 
