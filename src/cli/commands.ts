@@ -9,7 +9,7 @@ import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOpt
 import { consoleLog, pct, scoringProgress, startBackend, universalProgress, withInterrupt } from './console.js';
 import { runGraph, runBaseline } from './analyses.js';
 import { buildReport } from '../report/html.js';
-import { pctCI } from '../report/format.js';
+import { methodName, pctCI } from '../report/format.js';
 import { runWarnings } from '../report/warnings.js';
 
 
@@ -48,7 +48,7 @@ async function computeWithProgress(flags: Record<string, unknown>, out: string, 
 function printSummary(s: ComputeSummary): void {
   const r = s.randomOnVal;
   const lines = [
-    `model ${s.config.model}, ${s.config.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}, ${s.config.norm === 2 ? 'L2' : 'Linf'} xi=${s.config.xi}, ${s.result.passes} pass(es), ${s.result.seconds.toFixed(0)} s`,
+    `model ${s.config.model}, ${methodName(s.config)}, ${s.config.norm === 2 ? 'L2' : 'Linf'} xi=${s.config.xi}, ${s.result.passes} pass(es), ${s.result.seconds.toFixed(0)} s`,
     `fooling rate on X (${s.onX.images} images): ${pctCI(s.onX.foolingRate, s.onX.images)}`,
   ];
   if (s.config.targetName !== null && s.config.targetName !== undefined)

@@ -14,7 +14,7 @@ import { Rng, passSeed } from '../math/random.js';
 import { writeNpy } from '../io/npy.js';
 import { writeJson, writePerturbation, writeText } from '../io/run.js';
 import { assetsDir } from '../paths.js';
-import { pct } from '../report/format.js';
+import { methodName, pct } from '../report/format.js';
 import { craft, defaultData, loadModel, loadPerturbation, OWN_FORMAT, loadSet, methodOptions, type DataSpec, namedLog, type Log, type Method } from '../pipeline.js';
 import { drawPerturbations, applyDraws, SAMPLING_DEFAULTS, type SamplingOptions } from './sampling.js';
 import { loadTrainable, refuseUntrainable, saveTrainable, snapshotWeights, restoreWeights, type Trainable } from './trainable.js';
@@ -224,7 +224,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
     /** A fresh UAP on the current model (same seed every round), evaluated on V; written to round-r/attack. */
     const attackRound = async (r: number, card: string, previousV: tf.Tensor3D | null, epochs: EpochRecord[], started: number) => {
       const dir = join(job.out, `round-${r}`, 'attack');
-      log.info(`round ${r}: attacking ${r === 0 ? 'the original model' : 'the fine-tuned model'} (${method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}, ${attack.norm === 2 ? 'L2' : 'Linf'} xi=${attack.xi})`);
+      log.info(`round ${r}: attacking ${r === 0 ? 'the original model' : 'the fine-tuned model'} (${methodName({ method, inner: 'inner' in attack ? attack.inner : undefined })}, ${attack.norm === 2 ? 'L2' : 'Linf'} xi=${attack.xi})`);
       const res = await craft(model, X, method, attack, { signal: ctl.signal });
       const onVal: Evaluation = await evaluatePerturbation(model, V, res.v);
       const onX = await evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred });
@@ -358,7 +358,7 @@ export function defenceMarkdown(d: DefenceResult): string {
   const lines = [
     `# Defence: fine-tuning on universal perturbations — ${String(d.config.model)}`,
     '',
-    `Attack: ${d.config.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}, ${a.norm === 2 ? 'L2' : 'Linf'} xi = ${a.xi}; ${String(d.config.images)} training/crafting images, ${String(d.config.valImages)} validation images.`,
+    `Attack: ${methodName(d.config)}, ${a.norm === 2 ? 'L2' : 'Linf'} xi = ${a.xi}; ${String(d.config.images)} training/crafting images, ${String(d.config.valImages)} validation images.`,
     '',
     '| round | clean accuracy | fresh UAP fooling rate | previous round\'s UAP | epochs kept | seconds |',
     '|---|---|---|---|---|---|',

@@ -8,3 +8,12 @@ export const pctCI = (rate: number, n: number): string => {
   const [lo, hi] = wilsonInterval(rate, n);
   return `${pct(rate)} (95% CI ${(lo * 100).toFixed(1)}-${(hi * 100).toFixed(1)}%)`;
 };
+
+const INNER_NAMES: Record<string, string> = { fgsm: 'FGSM', pgd: 'PGD', newtonfool: 'NewtonFool', cw: 'C&W-L2' };
+
+/** A crafting method in words: "SGD-UAP", "Algorithm 1", or "Algorithm 1 (PGD inside)". */
+export function methodName(c: { method?: unknown; inner?: unknown }): string {
+  if (c.method === 'sgd') return 'SGD-UAP';
+  const inner = typeof c.inner === 'string' ? INNER_NAMES[c.inner] : undefined;
+  return inner ? `Algorithm 1 (${inner} inside)` : 'Algorithm 1';
+}

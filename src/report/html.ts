@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { rateLines, vegaLiteToSvg, type TopLevelSpec } from './plots.js';
-import { pct, pctCI } from './format.js';
+import { methodName, pct, pctCI } from './format.js';
 import { runWarnings } from './warnings.js';
 import { detailSection, esc, provenanceTable, spectrumSection, type ValidationDetail } from './detail.js';
 
@@ -103,7 +103,7 @@ async function defenceSection(dir: string, d: { config: Record<string, unknown>;
     if (img && (r.round === 0 || d.rounds.length > 1)) figs.push(`<figure><img src="${img}" alt="UAP round ${r.round}" width="160"><figcaption>fresh UAP, round ${r.round}</figcaption></figure>`);
   }
   return `<h3>Defence: fine-tuning on universal perturbations</h3>
-<p>${d.config.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}, ${a.norm === 2 ? 'L2' : 'Linf'} xi = ${esc(a.xi)}; pool of ${f.poolSize} perturbations per round, each training image perturbed with probability ${f.sampling.probability} by a member times U(${f.sampling.scale.join(', ')}); ${f.epochs} epoch(s) per round, Adam ${f.learningRate}; ${esc(d.config.images)} training images, ${esc(d.config.valImages)} validation images.</p>
+<p>${methodName(d.config)}, ${a.norm === 2 ? 'L2' : 'Linf'} xi = ${esc(a.xi)}; pool of ${f.poolSize} perturbations per round, each training image perturbed with probability ${f.sampling.probability} by a member times U(${f.sampling.scale.join(', ')}); ${f.epochs} epoch(s) per round, Adam ${f.learningRate}; ${esc(d.config.images)} training images, ${esc(d.config.valImages)} validation images.</p>
 <table><tr><th>round</th><th>clean accuracy</th><th>fresh UAP fooling rate</th><th>previous round's UAP</th><th>epochs: clean accuracy / fooling rate of the pool</th></tr>${rows.join('')}</table>
 <div class="row">${figs.join('')}</div>`;
 }
@@ -120,7 +120,7 @@ async function runSection(dir: string): Promise<string> {
     const target = metrics.target as { name: string; successOnX: number | null; successOnVal: number | null } | null;
     const rows: [string, string][] = [
       ['model', esc(config.model)],
-      ['method', config.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'],
+      ['method', methodName(config)],
       ['norm, radius', `${config.norm === 2 ? 'L2' : 'Linf'} ${esc(config.xi)} (||v||<sub>2</sub> ${Number(metrics.normL2).toFixed(0)}, ||v||<sub>inf</sub> ${Number(metrics.normInf).toFixed(1)})`],
       ['passes, time', `${run.passes}, ${run.seconds.toFixed(0)} s — ${esc(run.stopReason)}`],
       ['fooling rate on X', `${pctCI(onX.foolingRate, onX.images)}, ${onX.images} images`],
@@ -170,7 +170,7 @@ async function comparisonSection(dirs: string[]): Promise<string> {
     const onX = m.onX as { foolingRate: number; images: number };
     const onVal = m.onVal as { foolingRate: number; images: number } | null;
     const random = m.randomNoiseOnVal as { sameLp: { mean: number } } | null;
-    return `<tr><td>${esc(names[i])}</td><td>${esc(c.model)}</td><td>${c.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}</td><td>${c.norm === 2 ? 'L2' : 'Linf'} ${esc(c.xi)}</td><td>${pctCI(onX.foolingRate, onX.images)}</td><td>${onVal ? `<b>${pctCI(onVal.foolingRate, onVal.images)}</b>, n = ${onVal.images}` : '-'}</td><td>${random ? pct(random.sameLp.mean) : '-'}</td><td>${run.passes}, ${run.seconds.toFixed(0)} s</td></tr>`;
+    return `<tr><td>${esc(names[i])}</td><td>${esc(c.model)}</td><td>${methodName(c)}</td><td>${c.norm === 2 ? 'L2' : 'Linf'} ${esc(c.xi)}</td><td>${pctCI(onX.foolingRate, onX.images)}</td><td>${onVal ? `<b>${pctCI(onVal.foolingRate, onVal.images)}</b>, n = ${onVal.images}` : '-'}</td><td>${random ? pct(random.sameLp.mean) : '-'}</td><td>${run.passes}, ${run.seconds.toFixed(0)} s</td></tr>`;
   });
   const curves = runs.flatMap((r, i) => (r.metrics!.run as { history: PassRow[] }).history.map((h) => ({ x: h.pass, rate: h.foolingRate, what: names[i] })));
   return `<section><h2>Runs compared</h2>
