@@ -6,8 +6,8 @@ import { loadClassifier, type CardOverrides } from './model/load.js';
 import { listDataset, loadImages, openImages, type ImageSet, type StreamedImages } from './data/dataset.js';
 import { itemName, labelsOf, type ImageItem, type ImageSource } from './data/source.js';
 import { fashionSplitFolder } from './data/fashion.js';
-import { computeUniversal, refuseResumeWithInit, type UniversalOptions, type RunControl, type UniversalResult, UNIVERSAL_DEFAULTS } from './attacks/universal.js';
-import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from './attacks/sgd.js';
+import { refuseResumeWithInit, type RunControl, type UniversalResult, UNIVERSAL_DEFAULTS } from './attacks/universal.js';
+import { methodOf, type AttackSettings, type Method } from './attacks/methods.js';
 import { targetSuccessRate } from './attacks/passes.js';
 import { labelName } from './model/classifier.js';
 import { concatLabels, evaluatePerturbation, forEachBatch, foolingRate, predictMany, predictSet, scorePredictions, type Evaluation } from './analysis/fooling.js';
@@ -76,18 +76,17 @@ export function wnidsOf(assets: string): string[] | undefined {
   return existsSync(f) ? readFileSync(f, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean) : undefined;
 }
 
-export type Method = 'algorithm1' | 'sgd';
+export type { Method };
 
 /** A method's full options: its defaults, the radius for the model's input size, the given ones, the target. */
-export function methodOptions(method: Method, model: Classifier, given: Partial<UniversalOptions> & Partial<SgdOptions>, target?: number): UniversalOptions | SgdOptions {
+export function methodOptions(method: Method, model: Classifier, given: Partial<AttackSettings>, target?: number): AttackSettings {
   const norm = given.norm ?? UNIVERSAL_DEFAULTS.norm;
-  const base = { xi: defaultXi(norm, model.inputShape), ...given, norm, ...(target !== undefined ? { target } : {}) };
-  return method === 'sgd' ? { ...SGD_DEFAULTS, ...base } : { ...UNIVERSAL_DEFAULTS, ...base };
+  return methodOf(method).options({ xi: defaultXi(norm, model.inputShape), ...given, norm, ...(target !== undefined ? { target } : {}) });
 }
 
 /** Crafts a universal perturbation with the chosen method. */
-export function craft(model: Classifier, X: ImageSet, method: Method, options: UniversalOptions | SgdOptions, ctl: RunControl = {}): Promise<UniversalResult> {
-  return method === 'sgd' ? computeSgdUniversal(model, X, options as SgdOptions, ctl) : computeUniversal(model, X, options as UniversalOptions, ctl);
+export function craft(model: Classifier, X: ImageSet, method: Method, options: AttackSettings, ctl: RunControl = {}): Promise<UniversalResult> {
+  return methodOf(method).craft(model, X, options, ctl);
 }
 
 /** A --target given as a class index or a label name (exact, or the first comma-separated name). */
@@ -207,7 +206,7 @@ export interface ComputeJob extends DataSpec {
   card?: CardOverrides;
   assets?: string;
   out: string;
-  options: Partial<UniversalOptions> & Partial<SgdOptions>;
+  options: Partial<AttackSettings>;
   resume?: boolean;
   /** Start afresh in an --out that holds an unfinished run (replacing it). */
   force?: boolean;
@@ -216,7 +215,7 @@ export interface ComputeJob extends DataSpec {
   /** How the --init file is stored (default: detected). */
   initFormat?: PerturbationFormat;
   /** 'algorithm1' (the paper, default) or 'sgd' (SGD-UAP). */
-  method?: 'algorithm1' | 'sgd';
+  method?: Method;
   /** Targeted: a class index or label name every image is pushed to. */
   target?: number | string;
   /** Random-noise baseline draws for the comparison in metrics.json. */

@@ -6,7 +6,7 @@ import { rateLines, vegaLiteToSvg } from '../src/report/plots.js';
 import { visiblePerturbation } from '../src/io/visible.js';
 import { encodeNpy } from '../src/io/npy.js';
 import { defaultXi } from '../src/math/lp.js';
-import type { AttackSettings, BrowserCard, BrowserDataset, FromWorker, ModelInfo, PassRecord, StudioCatalog, ToWorker } from './protocol.js';
+import type { AttackSettings, BrowserCard, BrowserDataset, FromWorker, Method, ModelInfo, PassRecord, StudioCatalog, ToWorker } from './protocol.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
@@ -159,7 +159,7 @@ function setRunning(on: boolean): void {
 function settings(): AttackSettings {
   const target = $<HTMLSelectElement>('target').value;
   return {
-    method: $<HTMLSelectElement>('method').value as 'sgd' | 'algorithm1',
+    method: $<HTMLSelectElement>('method').value as Method,
     norm: $<HTMLSelectElement>('norm').value === '2' ? 2 : 'inf',
     xi: Number($<HTMLInputElement>('xi').value),
     maxPasses: Math.max(1, Number($<HTMLInputElement>('passes').value) || 1),

@@ -1,11 +1,12 @@
 /** Messages between the studio page and its worker (all computation runs in the worker). */
 import type { BrowserCard, BrowserDataset, StudioCatalog } from '../src/studio/catalog.js';
 import type { PassRecord, Progress } from '../src/attacks/passes.js';
+import type { Method } from '../src/attacks/methods.js';
 
-export type { BrowserCard, BrowserDataset, StudioCatalog, PassRecord, Progress };
+export type { BrowserCard, BrowserDataset, StudioCatalog, PassRecord, Progress, Method };
 
 export interface AttackSettings {
-  method: 'algorithm1' | 'sgd';
+  method: Method;
   norm: 2 | 'inf';
   xi: number;
   maxPasses: number;

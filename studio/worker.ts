@@ -22,8 +22,7 @@ import { preprocessNodes, outputNodes, netClassifier } from '../src/model/adapte
 import type { ModelCard } from '../src/model/card.js';
 import { tfjsProbe, closeEnough } from '../src/model/selfcheck.js';
 import { ImageSet } from '../src/data/imageSet.js';
-import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
-import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from '../src/attacks/sgd.js';
+import { methodOf } from '../src/attacks/methods.js';
 import type { PassRecord, RunControl } from '../src/attacks/passes.js';
 import { predictSet, foolingRate, scorePredictions } from '../src/analysis/fooling.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
@@ -238,9 +237,8 @@ async function start(s: AttackSettings): Promise<void> {
     },
   };
   try {
-    const res = s.method === 'sgd'
-      ? await computeSgdUniversal(model, X, { ...SGD_DEFAULTS, ...base } as SgdOptions, ctl)
-      : await computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, ...base } as UniversalOptions, ctl);
+    const method = methodOf(s.method);
+    const res = await method.craft(model, X, method.options(base), ctl);
     current?.dispose();
     current = res.v;
     const adv = await predictSet(model, X, res.v);

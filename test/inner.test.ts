@@ -3,6 +3,7 @@ import * as tf from '../src/tf.js';
 import { innerAttack, crossEntropyCotangent } from '../src/attacks/inner.js';
 import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
 import { lpNorm } from '../src/math/lp.js';
+import { METHODS, METHOD_NAMES, methodOf } from '../src/attacks/methods.js';
 import { linearClassifier, tinyNet, randomImages, uapCli } from './helpers.js';
 
 beforeAll(async () => {
@@ -115,5 +116,27 @@ describe('inner attacks of Algorithm 1 (closed forms on a linear classifier)', (
     const steps = await uapCli(['compute', '--inner', 'pgd', '--inner-steps', '0', '-o', `/tmp/uap-inner-bad-${process.pid}`]);
     expect(steps.status).toBe(2);
     expect(steps.stderr).toMatch(/--inner-steps 0/);
+  });
+});
+
+describe('the registry of crafting methods', () => {
+  it('knows every method by name, fills its defaults, crafts through one call, and names the choices for an unknown one', async () => {
+    expect(METHOD_NAMES).toEqual(['algorithm1', 'sgd']);
+    const net = tinyNet([4, 4, 3], 5, 7);
+    const X = randomImages(24, [4, 4, 3], 11);
+    for (const name of METHOD_NAMES) {
+      const m = methodOf(name);
+      expect(m).toBe(METHODS[name]);
+      const o = m.options({ xi: 25, maxPasses: 1 });
+      expect(o.xi).toBe(25);
+      expect(o.norm).toBe('inf');
+      expect(o.delta).toBeGreaterThan(0);
+      const res = await m.craft(net, X, o);
+      expect(res.method).toBe(name);
+      expect(lpNorm(res.v, 'inf')).toBeLessThanOrEqual(25 + 1e-4);
+    }
+    expect(() => methodOf('fff')).toThrow(/method fff: expected one of algorithm1, sgd/);
+    const help = await uapCli(['compute', '--help']);
+    expect(help.stdout.replace(/\s+/g, " ")).toMatch(/choices: "algorithm1", "sgd"/);
   });
 });

@@ -4,7 +4,7 @@ import type { ImageSource } from '../data/source.js';
 import { Rng } from '../math/random.js';
 import { craft, type Method } from '../pipeline.js';
 import type { UniversalOptions } from '../attacks/universal.js';
-import type { SgdOptions } from '../attacks/sgd.js';
+import type { AttackSettings } from '../attacks/methods.js';
 import { evaluatePerturbation, predictSet } from './fooling.js';
 import type { TopLevelSpec } from '../report/plots.js';
 
@@ -28,7 +28,7 @@ export async function sizeSweep(
   X: ImageSet,
   V: ImageSource,
   method: Method,
-  options: UniversalOptions | SgdOptions,
+  options: AttackSettings,
   opts: { sizes?: number[]; seed?: number; onPoint?: (p: SizePoint) => void } = {},
 ): Promise<SizePoint[]> {
   const sizes = [...new Set((opts.sizes ?? DEFAULT_SIZES).filter((n) => n <= X.size).concat(opts.sizes ? [] : [X.size]))].sort((a, b) => a - b);

@@ -1,3 +1,4 @@
+import type { Method } from '../attacks/methods.js';
 import { Command } from 'commander';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
@@ -31,7 +32,7 @@ async function computeWithProgress(flags: Record<string, unknown>, out: string, 
           force: extra.force ?? Boolean(flags.force),
           init: flags.init as string | undefined,
           initFormat: perturbationFormat(flags),
-          method: flags.method as 'algorithm1' | 'sgd' | undefined,
+          method: flags.method as Method | undefined,
           target: flags.target as string | undefined,
           randomDraws: extra.randomDraws,
           valPerPass: Boolean(flags.valPerPass),

@@ -1,3 +1,4 @@
+import type { Method } from '../attacks/methods.js';
 import { Command, Option } from 'commander';
 import { join } from 'node:path';
 import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, cardOverrides, dataSpec, count, number, positive, type AttackFlags } from './flags.js';
@@ -48,7 +49,7 @@ export function finetuneCommand(): Command {
             assets: flags.assets as string | undefined,
             out: flags.out as string,
             ...dataSpec(flags),
-            method: flags.method as 'algorithm1' | 'sgd',
+            method: flags.method as Method,
             attack: attackOptions(flags as unknown as AttackFlags),
             options: {
               rounds: flags.rounds as number, poolSize: flags.poolSize as number, epochs: flags.epochs as number, learningRate: flags.learningRate as number,

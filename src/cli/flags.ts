@@ -4,6 +4,7 @@ import { UsageError } from '../errors.js';
 import { parseNorm, type Norm } from '../math/lp.js';
 import { ALGORITHM1_VARIANTS, type Algorithm1Variant, type UniversalOptions } from '../attacks/universal.js';
 import type { SgdOptions } from '../attacks/sgd.js';
+import { METHOD_NAMES, type AttackSettings, type Method } from '../attacks/methods.js';
 import type { DataSpec } from '../pipeline.js';
 import type { CardOverrides } from '../model/load.js';
 import type { ModelCard } from '../model/card.js';
@@ -102,7 +103,7 @@ export function addDataFlags(cmd: Command): Command {
 }
 
 /** The attack flags; `defaults` changes a command's default method or pass cap (finetune: sgd, 5). */
-export function addAttackFlags(cmd: Command, defaults: { method?: 'algorithm1' | 'sgd'; maxPasses?: number } = {}): Command {
+export function addAttackFlags(cmd: Command, defaults: { method?: Method; maxPasses?: number } = {}): Command {
   return cmd
     .addOption(new Option('-p, --norm <p>', 'perturbation norm: 2 or inf').default('inf').argParser(norm))
     .option('--xi <x>', 'radius of the norm ball in pixel units [0,255] (default: 10 for inf, 2000 for L2 at 224x224x3, scaled by sqrt(pixels))', positive('xi'))
@@ -122,7 +123,7 @@ export function addAttackFlags(cmd: Command, defaults: { method?: 'algorithm1' |
     .option('--step-size <s>', 'algorithm1: step length (unit: fraction of the ball\'s L2 radius, default 0.5; minimal: multiplier, default 1)', positive('step-size'))
     .option('--batch-size <n>', 'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32)', count('batch-size'))
     .option('--seed <n>', 'seed of the shuffles', number('seed', Number.isInteger, 'an integer'), 0)
-    .addOption(new Option('--method <m>', 'algorithm1 (the paper: DeepFool steps) or sgd (SGD-UAP: minibatch gradient ascent)').choices(['algorithm1', 'sgd']).default(defaults.method ?? 'algorithm1'))
+    .addOption(new Option('--method <m>', 'algorithm1 (the paper: DeepFool steps) or sgd (SGD-UAP: minibatch gradient ascent)').choices(METHOD_NAMES).default(defaults.method ?? 'algorithm1'))
     .option('--target <label>', 'targeted: push every image to this class (index or label name); reports the targeted success rate')
     .addOption(new Option('--loss <l>', 'sgd: ce (cross-entropy clamped at --beta) or margin (logit margin bounded at --kappa)').choices(['ce', 'margin']))
     .option('--beta <b>', 'sgd: clamp of the cross-entropy (default 12)', positive('beta'))
@@ -141,14 +142,14 @@ function deepfoolNorm(s: string): 2 | 'match' {
 /** The attack flags as commander parses them (camel-cased): UniversalOptions, with xi optional. */
 export type AttackFlags = Omit<UniversalOptions, 'xi' | 'maxGradientRows' | 'target'> & Partial<Omit<SgdOptions, 'target'>> & { xi?: number };
 
-export function attackOptions(f: AttackFlags & { variant?: Algorithm1Variant }): Partial<UniversalOptions> & Partial<SgdOptions> {
+export function attackOptions(f: AttackFlags & { variant?: Algorithm1Variant }): Partial<AttackSettings> {
   const keys = [
     'norm', 'xi', 'delta', 'maxPasses', 'overshoot', 'candidates', 'deepfoolSteps', 'deepfoolNorm', 'projection', 'steps', 'stepSize', 'batchSize', 'seed',
     'inner', 'innerEps', 'innerSteps', 'innerStepSize', 'loss', 'beta', 'kappa', 'optimizer', 'lr', 'lrDecay',
   ] as const;
   // A variant is a preset of projection, steps and step size; flags given beside it win. --steps alone
   // brings its own default length (unit 0.5 of the ball, minimal x1).
-  const given = Object.fromEntries(keys.filter((k) => f[k] !== undefined).map((k) => [k, f[k]])) as Partial<UniversalOptions> & Partial<SgdOptions>;
+  const given = Object.fromEntries(keys.filter((k) => f[k] !== undefined).map((k) => [k, f[k]])) as Partial<AttackSettings>;
   const stepDefault = f.steps && f.stepSize === undefined ? { stepSize: (f.steps === 'unit' ? ALGORITHM1_VARIANTS.accumulated : ALGORITHM1_VARIANTS.paper).stepSize } : {};
   return { ...(f.variant ? ALGORITHM1_VARIANTS[f.variant] : {}), ...stepDefault, ...given };
 }

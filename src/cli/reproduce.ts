@@ -1,3 +1,4 @@
+import { METHOD_NAMES, type Method } from '../attacks/methods.js';
 import { ASSETS_HELP } from './flags.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -40,7 +41,7 @@ interface Plan {
 export function reproduceCommand(): Command {
   return new Command('reproduce')
     .description("the paper's experiments on the bundled models (fooling rates at L2 2000 / Linf 10, transfer, fooling graph, norm curve, size of X, normals), a report and a summary table beside the paper's numbers")
-    .addOption(new Option('--method <m>', 'crafting method: sgd (default: reaches the paper\'s regime with the 1000 bundled images) or algorithm1 (the paper\'s)').choices(['sgd', 'algorithm1']).default('sgd'))
+    .addOption(new Option('--method <m>', 'crafting method: sgd (default: reaches the paper\'s regime with the 1000 bundled images) or algorithm1 (the paper\'s)').choices(METHOD_NAMES).default('sgd'))
     .option('--models <names>', `comma-separated models to craft on (default ${IMAGENET.join(',')})`)
     .option('--quick', 'a few minutes: 100 images of X, 300 validation images, fewer sizes and normals')
     .option('--paper-scale', "the paper's counts on real images (with --models fashion): X = 10,000 Fashion-MNIST training images, validation = the 10,000 test images, |X| from 100 to 10,000 (Debian's dataset-fashion-mnist)")
@@ -67,7 +68,7 @@ export function reproduceCommand(): Command {
       };
       await startBackend(flags.backend);
       const out = flags.out as string;
-      const method = flags.method as 'sgd' | 'algorithm1';
+      const method = flags.method as Method;
       const common = { assets: flags.assets, backend: flags.backend };
       // 1. Table 1: one perturbation per model and norm, scored on X and on validation.
       const runs: { model: string; norm: 2 | 'inf'; dir: string; s: ComputeSummary }[] = [];

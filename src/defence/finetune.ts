@@ -9,7 +9,7 @@ import type { ImageSet } from '../data/dataset.js';
 import { argmaxRows } from '../model/compute.js';
 import { evaluatePerturbation, foolingRate, predictSet, type Evaluation } from '../analysis/fooling.js';
 import type { UniversalOptions } from '../attacks/universal.js';
-import type { SgdOptions } from '../attacks/sgd.js';
+import type { AttackSettings } from '../attacks/methods.js';
 import { Rng, passSeed } from '../math/random.js';
 import { writeNpy } from '../io/npy.js';
 import { writeJson, writePerturbation, writeText } from '../io/run.js';
@@ -57,7 +57,7 @@ export interface FinetuneJob extends DataSpec {
   out: string;
   /** How the pool members and the re-attacks are crafted (default sgd: fast and strong). */
   method?: Method;
-  attack?: Partial<UniversalOptions> & Partial<SgdOptions>;
+  attack?: Partial<AttackSettings>;
   options?: Partial<FinetuneOptions>;
   resume?: boolean;
 }

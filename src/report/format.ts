@@ -1,3 +1,4 @@
+import { METHODS, type Method } from '../attacks/methods.js';
 import { wilsonInterval } from '../math/interval.js';
 
 /** A rate as a percentage with one decimal; `none` when there is none. */
@@ -11,9 +12,9 @@ export const pctCI = (rate: number, n: number): string => {
 
 const INNER_NAMES: Record<string, string> = { fgsm: 'FGSM', pgd: 'PGD', newtonfool: 'NewtonFool', cw: 'C&W-L2' };
 
-/** A crafting method in words: "SGD-UAP", "Algorithm 1", or "Algorithm 1 (PGD inside)". */
+/** A crafting method in words (its registry title): "SGD-UAP", "Algorithm 1", or "Algorithm 1 (PGD inside)". */
 export function methodName(c: { method?: unknown; inner?: unknown }): string {
-  if (c.method === 'sgd') return 'SGD-UAP';
+  const title = typeof c.method === 'string' && Object.hasOwn(METHODS, c.method) ? METHODS[c.method as Method].title : METHODS.algorithm1.title;
   const inner = typeof c.inner === 'string' ? INNER_NAMES[c.inner] : undefined;
-  return inner ? `Algorithm 1 (${inner} inside)` : 'Algorithm 1';
+  return inner ? `${title} (${inner} inside)` : title;
 }

@@ -1,0 +1,49 @@
+import type { Classifier } from '../model/classifier.js';
+import type { ImageSet } from '../data/imageSet.js';
+import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from './universal.js';
+import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from './sgd.js';
+import type { PassOptions, RunControl, UniversalResult } from './passes.js';
+import { UsageError } from '../errors.js';
+
+/**
+ * The crafting methods, one object each, in one registry: a method added here is known to the library,
+ * the CLI (its --method choices), the studio and the report. Each takes the same settings bag and
+ * reads its own fields from it (the rest are other methods'); it checks them by field name ({field}
+ * templates in UsageError messages, which the CLI shows as flags).
+ */
+
+/** The pass runner's options and any method's own, as a caller gives them. */
+export type AttackSettings = PassOptions & Partial<Omit<UniversalOptions, keyof PassOptions>> & Partial<Omit<SgdOptions, keyof PassOptions>>;
+
+export interface CraftMethod {
+  readonly name: string;
+  /** In words, for summaries and reports. */
+  readonly title: string;
+  /** The method's full options: its defaults completed by the given settings (what config.json records and craft takes). */
+  options(given: Partial<AttackSettings> & Pick<PassOptions, 'xi'>): AttackSettings;
+  craft(model: Classifier, X: ImageSet, settings: AttackSettings, ctl?: RunControl): Promise<UniversalResult>;
+}
+
+const algorithm1: CraftMethod = {
+  name: 'algorithm1',
+  title: 'Algorithm 1',
+  options: (given) => ({ ...UNIVERSAL_DEFAULTS, ...given }),
+  craft: (model, X, settings, ctl) => computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, ...settings }, ctl),
+};
+
+const sgd: CraftMethod = {
+  name: 'sgd',
+  title: 'SGD-UAP',
+  options: (given) => ({ ...SGD_DEFAULTS, norm: UNIVERSAL_DEFAULTS.norm, ...given }),
+  craft: (model, X, settings, ctl) => computeSgdUniversal(model, X, { ...SGD_DEFAULTS, ...settings }, ctl),
+};
+
+export const METHODS = { algorithm1, sgd } as const;
+export type Method = keyof typeof METHODS;
+export const METHOD_NAMES = Object.keys(METHODS) as Method[];
+
+/** The method of a name, or a UsageError naming the choices. */
+export function methodOf(name: string): CraftMethod {
+  if (!Object.hasOwn(METHODS, name)) throw new UsageError(`{method} ${name}: expected one of ${METHOD_NAMES.join(', ')}`);
+  return METHODS[name as Method];
+}
