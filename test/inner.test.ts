@@ -4,6 +4,7 @@ import { innerAttack, crossEntropyCotangent } from '../src/attacks/inner.js';
 import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
 import { lpNorm } from '../src/math/lp.js';
 import { METHODS, METHOD_NAMES, methodOf } from '../src/attacks/methods.js';
+import { UNTARGETED, targetedAt, criterionOf } from '../src/attacks/criterion.js';
 import { linearClassifier, tinyNet, randomImages, uapCli } from './helpers.js';
 
 beforeAll(async () => {
@@ -138,5 +139,20 @@ describe('the registry of crafting methods', () => {
     expect(() => methodOf('fff')).toThrow(/method fff: expected one of algorithm1, sgd/);
     const help = await uapCli(['compute', '--help']);
     expect(help.stdout.replace(/\s+/g, " ")).toMatch(/choices: "algorithm1", "sgd"/);
+  });
+});
+
+describe('criteria: untargeted and targeted', () => {
+  it('own "done", the driven class and its direction, and the success rate', () => {
+    const clean = Int32Array.from([0, 1, 2, 2]);
+    const adv = Int32Array.from([2, 1, 2, 0]);
+    expect(criterionOf(undefined)).toBe(UNTARGETED);
+    expect([UNTARGETED.done(2, 0), UNTARGETED.done(1, 1), UNTARGETED.classOf(3), UNTARGETED.sign]).toEqual([true, false, 3, 1]);
+    expect(UNTARGETED.successRate(clean, adv)).toBe(0.5);
+    const t = targetedAt(2);
+    expect([t.done(2, 0), t.done(1, 0), t.classOf(0), t.sign, t.target]).toEqual([true, false, 2, -1, 2]);
+    // Of the two images not already of class 2, one is sent there.
+    expect(t.successRate(clean, adv)).toBe(0.5);
+    expect(t.rateName).toBe('targeted success rate');
   });
 });

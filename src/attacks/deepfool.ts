@@ -5,6 +5,7 @@ import { forwardLogits, predictLabels } from '../model/compute.js';
 import type { Norm } from '../math/lp.js';
 import { UsageError } from '../errors.js';
 import { takeRows } from '../math/rows.js';
+import { criterionOf } from './criterion.js';
 
 export interface DeepFoolOptions extends GradientOptions {
   /** Lp norm of the minimal perturbation: 2, or 'inf' (the Lp step with q = 1). Default 2. */
@@ -90,7 +91,8 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
   if (target !== undefined && !(Number.isInteger(target) && target >= 0 && target < model.numClasses))
     throw new UsageError(`{target}: expected a class index in 0..${model.numClasses - 1}, got ${target}`);
   /** Whether an image predicted as `pred` is done. */
-  const done = (img: number, pred: number) => (target !== undefined ? pred === target : pred !== fromLabel[img]);
+  const criterion = criterionOf(target);
+  const done = (img: number, pred: number) => criterion.done(pred, fromLabel[img]);
   // Rows differentiated per image: the k-1 other top classes, or (targeted) just the target.
   const rows = target !== undefined ? 1 : k - 1;
 

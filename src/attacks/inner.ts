@@ -3,6 +3,7 @@ import type { Classifier } from '../model/classifier.js';
 import { argmaxRows, forwardLogits, vjpRows } from '../model/compute.js';
 import { l2, projectInPlace, type Norm } from '../math/lp.js';
 import { UsageError } from '../errors.js';
+import { criterionOf } from './criterion.js';
 
 /**
  * Inner attacks for Algorithm 1 other than DeepFool, as the Adversarial Robustness Toolbox lets
@@ -40,14 +41,14 @@ export interface InnerResult {
 export function crossEntropyCotangent(logits: Float32Array, k: number, labels: Int32Array, target?: number): Float32Array {
   const n = logits.length / k;
   const dy = new Float32Array(n * k);
+  const criterion = criterionOf(target);
   for (let i = 0; i < n; i++) {
     const row = logits.subarray(i * k, (i + 1) * k);
     const max = row.reduce((m, v) => Math.max(m, v), -Infinity);
     let sum = 0;
     for (let j = 0; j < k; j++) sum += Math.exp(row[j] - max);
-    const y = target ?? labels[i];
-    const sign = target === undefined ? 1 : -1;
-    for (let j = 0; j < k; j++) dy[i * k + j] = sign * (Math.exp(row[j] - max) / sum - (j === y ? 1 : 0));
+    const y = criterion.classOf(labels[i]);
+    for (let j = 0; j < k; j++) dy[i * k + j] = criterion.sign * (Math.exp(row[j] - max) / sum - (j === y ? 1 : 0));
   }
   return dy;
 }
@@ -117,7 +118,8 @@ export async function innerAttack(model: Classifier, x: tf.Tensor4D, o: InnerOpt
 }
 
 function reachedFn(o: { labels: Int32Array; target?: number }): (pred: number, i: number) => boolean {
-  return (pred, i) => (o.target !== undefined ? pred === o.target : pred !== o.labels[i]);
+  const criterion = criterionOf(o.target);
+  return (pred, i) => criterion.done(pred, o.labels[i]);
 }
 
 /**
@@ -192,6 +194,7 @@ async function carliniWagnerL2(model: Classifier, x: tf.Tensor4D, o: InnerOption
   const lo = new Array<number>(n).fill(0);
   const hi = new Array<number>(n).fill(Infinity);
   const reached = reachedFn(o);
+  const criterion = criterionOf(o.target);
   for (let round = 0; round < 5; round++) {
     const w = w0.slice();
     const m = new Float32Array(w.length);
@@ -205,14 +208,13 @@ async function carliniWagnerL2(model: Classifier, x: tf.Tensor4D, o: InnerOption
         const dy = new Float32Array(n * k);
         for (let i = 0; i < n; i++) {
           const row = logits.subarray(i * k, (i + 1) * k);
-          const y = o.target ?? o.labels[i];
+          const y = criterion.classOf(o.labels[i]);
           let other = -1;
           for (let j = 0; j < k; j++) if (j !== y && (other < 0 || row[j] > row[other])) other = j;
-          const f = o.target === undefined ? row[y] - row[other] : row[other] - row[y];
+          const f = criterion.sign * (row[y] - row[other]);
           if (f <= -kappa) continue;
-          const sign = o.target === undefined ? 1 : -1;
-          dy[i * k + y] = sign * c[i];
-          dy[i * k + other] = -sign * c[i];
+          dy[i * k + y] = criterion.sign * c[i];
+          dy[i * k + other] = -criterion.sign * c[i];
         }
         return dy;
       });

@@ -1,3 +1,4 @@
+import { criterionOf, targetedAt } from './criterion.js';
 import { createHash } from 'node:crypto';
 import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
@@ -144,14 +145,7 @@ export function refuseResumeWithInit(resume: unknown, init: unknown): void {
 
 /** Share of images not of class `target` originally that `adv` classifies as `target`. */
 export function targetSuccessRate(clean: Int32Array, adv: Int32Array, target: number): number {
-  let eligible = 0;
-  let hit = 0;
-  clean.forEach((c, i) => {
-    if (c === target) return;
-    eligible++;
-    if (adv[i] === target) hit++;
-  });
-  return eligible ? hit / eligible : 0;
+  return targetedAt(target).successRate(clean, adv);
 }
 
 export function validatePassOptions(o: PassOptions, numClasses: number): void {
@@ -211,7 +205,7 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
   const targeted = o.target !== undefined;
   const goal = 1 - o.delta;
   const rateOf = (r: PassRecord) => (targeted ? r.targetSuccess ?? 0 : r.foolingRate);
-  const what = targeted ? 'targeted success rate' : 'fooling rate';
+  const what = criterionOf(o.target).rateName;
   try {
     const cleanPred = await predictSet(model, X, null, o.batchSize);
     const last = history[history.length - 1];

@@ -1,3 +1,4 @@
+import { criterionOf } from './criterion.js';
 import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
@@ -51,12 +52,13 @@ export function validateSgdOptions(o: SgdOptions): void {
 export function lossCotangent(logits: Float32Array, labels: Int32Array, k: number, o: Pick<SgdOptions, 'loss' | 'beta' | 'kappa' | 'target'>): { dy: Float32Array; loss: number } {
   const n = labels.length;
   const dy = new Float32Array(n * k);
+  const criterion = criterionOf(o.target);
   let total = 0;
   for (let i = 0; i < n; i++) {
     const z = logits.subarray(i * k, (i + 1) * k);
     const g = dy.subarray(i * k, (i + 1) * k);
-    const cls = o.target ?? labels[i];
-    const sign = o.target === undefined ? 1 : -1; // untargeted: raise the loss of the label; targeted: lower the target's
+    const cls = criterion.classOf(labels[i]);
+    const sign = criterion.sign;
     if (o.loss === 'ce') {
       let max = -Infinity;
       for (let j = 0; j < k; j++) max = Math.max(max, z[j]);
@@ -64,8 +66,9 @@ export function lossCotangent(logits: Float32Array, labels: Int32Array, k: numbe
       for (let j = 0; j < k; j++) sum += Math.exp(z[j] - max);
       const ce = Math.log(sum) + max - z[cls];
       // Untargeted: min(CE, beta) stops pushing images that are already far across.
-      const active = o.target !== undefined || ce < o.beta;
-      total += o.target === undefined ? Math.min(ce, o.beta) : ce;
+      const clamped = sign > 0; // targeted: the target's loss is lowered all the way
+      const active = !clamped || ce < o.beta;
+      total += clamped ? Math.min(ce, o.beta) : ce;
       if (!active) continue;
       for (let j = 0; j < k; j++) g[j] = (sign * (Math.exp(z[j] - max) / sum - (j === cls ? 1 : 0))) / n;
     } else {
@@ -73,8 +76,8 @@ export function lossCotangent(logits: Float32Array, labels: Int32Array, k: numbe
       for (let j = 0; j < k; j++) if (j !== cls && (other < 0 || z[j] > z[other])) other = j;
       // margin m = z_cls - z_other: untargeted lowers it to -kappa; targeted raises it to +kappa.
       const m = z[cls] - z[other];
-      const active = o.target === undefined ? m > -o.kappa : m < o.kappa;
-      total += o.target === undefined ? Math.max(m, -o.kappa) : Math.max(-m, -o.kappa);
+      const active = sign * m > -o.kappa;
+      total += Math.max(sign * m, -o.kappa);
       if (!active) continue;
       g[cls] = -sign / n;
       g[other] = sign / n;
@@ -113,6 +116,7 @@ export async function computeSgdUniversal(model: Classifier, X: ImageSet, option
   const [h, w, c] = model.inputShape;
   const K = model.numClasses;
   const lr0 = o.lr ?? o.xi / 10;
+  const criterion = criterionOf(o.target);
   const adam: { m: Float32Array; s: Float32Array; t: number } = { m: new Float32Array(h * w * c), s: new Float32Array(h * w * c), t: 0 };
   const method: PassMethod = {
     name: 'sgd',
@@ -127,7 +131,7 @@ export async function computeSgdUniversal(model: Classifier, X: ImageSet, option
           const logits = await forwardLogits(model, adv);
           let fooled = 0;
           argmaxRows(logits, K).forEach((top, i) => {
-            if (o.target !== undefined ? top === o.target : top !== labels[i]) fooled++;
+            if (criterion.done(top, labels[i])) fooled++;
           });
           const { dy } = lossCotangent(logits, labels, K, o);
           const gradV = batchGradient((await vjpRows(model, adv, dy)).dx, raw.dataSync() as Float32Array, h * w * c);

@@ -5,6 +5,7 @@ import { ballL2Radius, l2, projectInPlace } from '../math/lp.js';
 import { argmaxRows, forwardLogits } from '../model/compute.js';
 import { deepfool, type DeepFoolResult } from './deepfool.js';
 import { innerAttack } from './inner.js';
+import { criterionOf } from './criterion.js';
 import { perturb } from '../math/perturb.js';
 import { UsageError } from '../errors.js';
 import { forEachBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
@@ -123,6 +124,7 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
     async pass(ctx) {
       let updates = 0;
       const inner = o.inner ?? 'deepfool';
+      const criterion = criterionOf(o.target);
       const v = Float32Array.from(ctx.v.dataSync());
       if (o.projection === 'sum') sum ??= v.slice();
       const length = o.stepSize * (o.stepDecay ?? 1) ** ctx.pass * (o.steps === 'unit' ? ballL2Radius(o.norm, o.xi, size) : 1);
@@ -134,7 +136,7 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
           const K = model.numClasses;
           const logits = await forwardLogits(model, adv);
           const pred = argmaxRows(logits, K);
-          const todo = idx.map((_, j) => j).filter((j) => (o.target !== undefined ? pred[j] !== o.target : pred[j] === labels[j]));
+          const todo = idx.map((_, j) => j).filter((j) => !criterion.done(pred[j], labels[j]));
           if (todo.length > 0) {
             sub = takeRows(adv, todo);
             const todoLabels = Int32Array.from(todo, (j) => labels[j]);
