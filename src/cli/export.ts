@@ -1,6 +1,6 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { assetsDir } from '../paths.js';
 import { findCard } from '../model/load.js';
@@ -27,8 +27,8 @@ export function exportCommand(): Command {
   return new Command('export')
     .description("write a perturbation for other tools: PyTorch's CHW / NCHW layout, [0, 1] or normalised units, .npy or .npz")
     .argument('<source>', "a `uap compute` run directory, or a perturbation .npy of uap's (HWC, pixel units)")
-    .option('--layout <l>', `axis order: ${LAYOUTS.join(', ')}`, 'chw')
-    .option('--units <u>', `value scale: ${UNITS.join(', ')} (normalized divides by the model's std)`, 'unit')
+    .addOption(new Option('--layout <l>', 'axis order').choices(LAYOUTS).default('chw'))
+    .addOption(new Option('--units <u>', "value scale (normalized divides by the model's std)").choices(UNITS).default('unit'))
     .option('-m, --model <name|path>', "model whose normalisation --units normalized uses (default: the run's)")
     .option('--assets <dir>', ASSETS_HELP)
     .option('--array <name>', 'array name inside a .npz', 'perturbation')
@@ -36,8 +36,6 @@ export function exportCommand(): Command {
     .action((source: string, flags: { layout: string; units: string; model?: string; assets?: string; array: string; out?: string }) => {
       const layout = flags.layout as PerturbationLayout;
       const units = flags.units as PerturbationUnits;
-      if (!LAYOUTS.includes(layout)) throw new UsageError(`--layout ${flags.layout}: expected ${LAYOUTS.join(', ')}`);
-      if (!UNITS.includes(units)) throw new UsageError(`--units ${flags.units}: expected ${UNITS.join(', ')}`);
       if (!existsSync(source)) throw new UsageError(`${source}: not found (expected a run directory or a .npy perturbation)`);
       const isRun = statSync(source).isDirectory();
       const src = isRun ? transferSource(source) : { file: source, craftedOn: null, card: undefined };
