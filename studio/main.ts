@@ -6,7 +6,7 @@ import { rateLines, vegaLiteToSvg } from '../src/report/plots.js';
 import { visiblePerturbation } from '../src/io/visible.js';
 import { encodeNpy } from '../src/io/npy.js';
 import { defaultXi } from '../src/math/lp.js';
-import type { AttackSettings, BrowserCard, BrowserDataset, FromWorker, Method, ModelInfo, PassRecord, StudioCatalog, ToWorker } from './protocol.js';
+import type { AttackSettings, BrowserCard, BrowserDataset, FromWorker, HeldOutRates, Method, ModelInfo, PassRecord, StudioCatalog, ToWorker } from './protocol.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
@@ -18,7 +18,7 @@ let catalog: StudioCatalog = { models: [], datasets: [], assets: false };
 let dropped: { card?: BrowserCard; modelFiles: File[]; images: File[] } = { modelFiles: [], images: [] };
 let info: ModelInfo | undefined;
 let shown: { pixels: Uint8Array; index: number[]; clean: Int32Array; labels?: Int32Array } | undefined;
-let history: PassRecord[] = [];
+let history: { rec: PassRecord; held: HeldOutRates }[] = [];
 let v: Float32Array | undefined;
 let metrics: Record<string, unknown> | undefined;
 let paused = false;
@@ -104,7 +104,8 @@ function drawImage(canvas: HTMLCanvasElement, px: Uint8Array | Float32Array, [h,
   ctx.putImageData(img, 0, 0);
 }
 
-function drawGrid(adv?: Int32Array): void {
+/** The held-out images shown, clean and with `shownV` (default: v), with their labels before and after. */
+function drawGrid(adv?: Int32Array, shownV: Float32Array | undefined = v): void {
   if (!shown || !info) return;
   const [h, w, c] = info.inputShape;
   const per = h * w * c;
@@ -120,9 +121,9 @@ function drawGrid(adv?: Int32Array): void {
     const clean = document.createElement('canvas');
     drawImage(clean, x, info.inputShape);
     pair.append(clean);
-    if (v) {
+    if (shownV) {
       const pert = document.createElement('canvas');
-      drawImage(pert, Float32Array.from(x, (p, j) => p + v![j]), info.inputShape);
+      drawImage(pert, Float32Array.from(x, (p, j) => p + shownV[j]), info.inputShape);
       pair.append(pert);
     }
     const before = labelOf(shown.clean[i]);
@@ -135,8 +136,19 @@ function drawGrid(adv?: Int32Array): void {
 }
 
 async function drawCurve(): Promise<void> {
-  const spec = rateLines(history.map((h) => ({ x: h.pass, rate: h.foolingRate })), 'pass', { width: 300, height: 150 });
-  $('curve').innerHTML = await vegaLiteToSvg(spec);
+  const values = history.flatMap(({ rec, held }) => [
+    { x: rec.pass, rate: rec.foolingRate, what: 'crafting images' },
+    { x: rec.pass, rate: held.foolingRate, what: 'held-out images' },
+    { x: rec.pass, rate: held.noiseLinf, what: 'noise, same L∞ (held-out)', dashed: true },
+    { x: rec.pass, rate: held.noiseL2, what: 'noise, same L2 (held-out)', dashed: true },
+  ]);
+  $('curve').innerHTML = await vegaLiteToSvg(rateLines(values, 'pass', { width: 300, height: 150 }, 'images fooled'));
+}
+
+/** The held-out result in plain words, beside noise of the same size. */
+function plainResult(held: HeldOutRates, crafting?: number): string {
+  const seen = crafting !== undefined ? ` (and of ${pct(crafting)} of the images it was made from)` : '';
+  return `v changes the label of ${pct(held.foolingRate)} of the held-out images it has never seen${seen}; random noise of the same size changes ${pct(held.noiseLinf)} (same L∞) and ${pct(held.noiseL2)} (same L2).`;
 }
 
 function drawPerturbation(): void {
@@ -175,7 +187,7 @@ function start(): void {
   history = [];
   metrics = undefined;
   setRunning(true);
-  status(`Running ${s.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'}, ${s.norm === 2 ? 'L2' : 'L∞'} ξ = ${s.xi}…`);
+  status(`Crafting v with ${s.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'} on the crafting images, ${s.norm === 2 ? 'L2' : 'L∞'} size ξ = ${s.xi}…`);
   send({ type: 'start', settings: s });
 }
 
@@ -213,7 +225,8 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       v = undefined;
       history = [];
       const acc = m.labels ? m.labels.reduce((n, l, i) => n + (l === m.cleanPred[i] ? 1 : 0), 0) / m.labels.length : undefined;
-      status(`${info.name}: ${m.images} images loaded${acc !== undefined ? `, clean accuracy ${pct(acc)}` : ''}. Choose the attack and Start.`);
+      $('sets').textContent = `${m.images.craft} images craft v; ${m.images.heldOut} are held out (never seen while v is made) and shown below`;
+      status(`${info.name} loaded${acc !== undefined ? ` (it labels ${pct(acc)} of the held-out images correctly)` : ''}. Choose the attack and Start.`);
       $<HTMLSelectElement>('target').innerHTML =
         '<option value="">none (untargeted)</option>' + Array.from({ length: info.numClasses }, (_, i) => `<option value="${i}">${i}: ${labelOf(i)}</option>`).join('');
       $('graph').innerHTML = '';
@@ -235,14 +248,14 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
     }
     case 'pass': {
       v = m.v;
-      if (m.rec.pass > 0) history.push(m.rec);
-      $('rate').textContent = pct(m.rec.foolingRate);
+      if (m.rec.pass > 0) history.push({ rec: m.rec, held: m.heldOut });
+      $('rate').textContent = pct(m.heldOut.foolingRate);
       $('norms').textContent = `‖v‖₂ ${m.rec.normL2.toFixed(1)} · ‖v‖∞ ${m.rec.normInf.toFixed(2)}`;
       drawPerturbation();
       drawGrid(m.advPred);
       $('graph').innerHTML = m.graphSvg || '<p class="small">no image fooled yet</p>';
       if (history.length) await drawCurve();
-      if (m.rec.pass === 0) status(`Loaded perturbation: fooling rate ${pct(m.rec.foolingRate)} on these images.`);
+      status(m.rec.pass === 0 ? `Loaded perturbation: ${plainResult(m.heldOut)}` : `After pass ${m.rec.pass}: ${plainResult(m.heldOut, m.rec.foolingRate)}`);
       enableDownloads();
       break;
     }
@@ -250,7 +263,7 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       v = m.v;
       metrics = m.metrics;
       setRunning(false);
-      status(`Done: ${String((m.metrics.run as { stopReason: string }).stopReason)}. Fooling rate ${pct((m.metrics.onX as { foolingRate: number }).foolingRate)}.`);
+      status(`Done after ${history.length} pass(es). ${history.length ? plainResult(history[history.length - 1].held, history[history.length - 1].rec.foolingRate) : ''}`);
       enableDownloads();
       break;
     case 'stopped':
@@ -260,7 +273,8 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       enableDownloads();
       break;
     case 'scaled':
-      $('scaled').textContent = `${m.factor.toFixed(1)} × v: fooling rate ${pct(m.foolingRate)} (‖v‖₂ ${m.normL2.toFixed(1)}, ‖v‖∞ ${m.normInf.toFixed(2)})`;
+      $('scaled').textContent = `${m.factor.toFixed(1)} × v fools ${pct(m.foolingRate)} of the held-out images (‖v‖₂ ${m.normL2.toFixed(1)}, ‖v‖∞ ${m.normInf.toFixed(2)})`;
+      drawGrid(m.advPred, m.v);
       break;
   }
 };

@@ -31,6 +31,13 @@ export type ToWorker =
   | { type: 'scale'; factor: number }
   | { type: 'perturbation'; bytes: ArrayBuffer; name: string };
 
+/** Fooling rates on the held-out images: v, and random noise of v's Linf and L2 norms (the comparison that teaches). */
+export interface HeldOutRates {
+  foolingRate: number;
+  noiseLinf: number;
+  noiseL2: number;
+}
+
 export interface ModelInfo {
   name: string;
   inputShape: [number, number, number];
@@ -40,13 +47,15 @@ export interface ModelInfo {
 
 export type FromWorker =
   | { type: 'status'; message: string }
-  | { type: 'ready'; backend: string; model: ModelInfo; images: number; pixels: Uint8Array; /** Indices of the images whose pixels are sent, for the grid. */ shown: number[]; cleanPred: Int32Array; labels?: Int32Array }
+  /** Loaded: the images are split into crafting images and held-out images; the grid shows held-out ones (indices into them). */
+  | { type: 'ready'; backend: string; model: ModelInfo; images: { craft: number; heldOut: number }; pixels: Uint8Array; shown: number[]; cleanPred: Int32Array; labels?: Int32Array }
   | { type: 'progress'; p: Progress }
   /** A pause took effect: the run waits between batches, and nothing moves until resume. */
   | { type: 'held' }
-  | { type: 'pass'; rec: PassRecord; v: Float32Array; advPred: Int32Array; graphSvg: string }
+  /** After a pass: v, its fooling rates (crafting images in rec, held-out images), random noise of v's norms on the held-out images, and the held-out labels with v. */
+  | { type: 'pass'; rec: PassRecord; heldOut: HeldOutRates; v: Float32Array; advPred: Int32Array; graphSvg: string }
   | { type: 'done'; metrics: Record<string, unknown>; v: Float32Array }
   /** Stop pressed: the run ended early; v of the last full pass (if any) stays. */
   | { type: 'stopped'; message: string; metrics?: Record<string, unknown> }
-  | { type: 'scaled'; factor: number; foolingRate: number; normL2: number; normInf: number }
+  | { type: 'scaled'; factor: number; foolingRate: number; normL2: number; normInf: number; advPred: Int32Array; v: Float32Array }
   | { type: 'error'; message: string };

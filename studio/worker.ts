@@ -24,13 +24,14 @@ import { tfjsProbe, closeEnough } from '../src/model/selfcheck.js';
 import { ImageSet } from '../src/data/imageSet.js';
 import { methodOf } from '../src/attacks/methods.js';
 import type { PassRecord, RunControl } from '../src/attacks/passes.js';
-import { predictSet, foolingRate, scorePredictions } from '../src/analysis/fooling.js';
+import { concatLabels, predictMany, predictSet, foolingRate, scorePredictions } from '../src/analysis/fooling.js';
+import { randomPerturbation } from '../src/math/noise.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
 import { runMetrics } from '../src/analysis/metrics.js';
 import { lpNorm } from '../src/math/lp.js';
 import { decodeNpy } from '../src/io/npy.js';
 import { AbortedError } from '../src/errors.js';
-import type { AttackSettings, BrowserCard, DroppedModel, FromWorker, ToWorker } from './protocol.js';
+import type { AttackSettings, BrowserCard, DroppedModel, FromWorker, HeldOutRates, ToWorker } from './protocol.js';
 
 const post = (m: FromWorker, transfer: Transferable[] = []) => (self as unknown as DedicatedWorkerGlobalScope).postMessage(m, transfer);
 
@@ -41,6 +42,9 @@ let backend: string | undefined;
 let model: Classifier | undefined;
 let X: ImageSet | undefined;
 let cleanPred: Int32Array | undefined;
+/** Held-out images: never seen while v is crafted; the grid, the slider and the plain-language rate use them. */
+let H: ImageSet | undefined;
+let cleanH: Int32Array | undefined;
 /** The perturbation after the last completed pass (kept when a run is stopped). */
 let current: tf.Tensor3D | undefined;
 let abort: AbortController | undefined;
@@ -164,6 +168,7 @@ async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
   model?.dispose();
   model = undefined;
   X = undefined;
+  H = undefined;
   current?.dispose();
   current = undefined;
   post({ type: 'status', message: `loading the model on ${backend}...` });
@@ -180,26 +185,41 @@ async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
       if (++done % 16 === 0) post({ type: 'status', message: `decoding images: ${done}/${msg.images.length}` });
     }),
   );
-  X = new ImageSet(shape, pixels, msg.images.map((im, i) => ({ path: im.url ?? im.file?.name ?? `image ${i}`, label: im.label })));
+  const all = new ImageSet(shape, pixels, msg.images.map((im, i) => ({ path: im.url ?? im.file?.name ?? `image ${i}`, label: im.label })));
+  // Half the images craft v, the other half (seeded) are held out: universality is v fooling images it never saw.
+  if (all.size < 2) throw new Error('the studio needs at least 2 images (half craft v, half are held out)');
+  ({ craft: X, held: H } = all.split(Math.floor(all.size / 2), 0));
   post({ type: 'status', message: 'classifying the clean images...' });
   cleanPred = await predictSet(model, X, null);
-  // The grid shows images spread over the set (folders are sorted by class).
-  const step = Math.max(1, Math.floor(X.size / SHOWN));
-  const shown = Array.from({ length: Math.min(SHOWN, X.size) }, (_, k) => k * step);
-  const shownPixels = new Uint8Array(shown.length * per);
-  shown.forEach((i, k) => shownPixels.set(pixels.subarray(i * per, (i + 1) * per), k * per));
+  cleanH = await predictSet(model, H, null);
+  // The grid shows held-out images spread over the set (folders are sorted by class).
+  const step = Math.max(1, Math.floor(H.size / SHOWN));
+  const shown = Array.from({ length: Math.min(SHOWN, H.size) }, (_, k) => k * step);
   post({
-    type: 'ready', backend, model: { name: model.name, inputShape: shape, numClasses: model.numClasses, labels: model.labels }, images: X.size,
-    pixels: shownPixels, shown, cleanPred, labels: X.labels,
+    type: 'ready', backend, model: { name: model.name, inputShape: shape, numClasses: model.numClasses, labels: model.labels }, images: { craft: X.size, heldOut: H.size },
+    pixels: await H.pick(shown), shown, cleanPred: cleanH, labels: H.labels,
   });
 }
 
 const names = () => (i: number) => (model?.labels?.[i] ?? `#${i}`).split(',')[0];
 
-/** What the page shows after each pass: v, the new labels, the fooling graph. */
+/** Fooling rates on the held-out images of v and of random noise of v's two norms, in one pass over them; and their labels with v. */
+async function heldOutRates(v: tf.Tensor3D): Promise<{ rates: HeldOutRates; adv: Int32Array }> {
+  const noise = [randomPerturbation(model!.inputShape, 'inf', lpNorm(v, 'inf'), 1000), randomPerturbation(model!.inputShape, 2, lpNorm(v, 2), 1000)];
+  try {
+    const [adv, inf, l2] = await predictMany(model!, H!, [v, ...noise]);
+    return { rates: { foolingRate: foolingRate(cleanH!, adv), noiseLinf: foolingRate(cleanH!, inf), noiseL2: foolingRate(cleanH!, l2) }, adv };
+  } finally {
+    tf.dispose(noise);
+  }
+}
+
+/** What the page shows after each pass: v, its rates on held-out images beside noise, their new labels, the fooling graph. */
 async function report(v: tf.Tensor3D, rec: Parameters<NonNullable<RunControl['onPass']>>[0]): Promise<void> {
-  const adv = await predictSet(model!, X!, v);
-  const g = foolingGraph(cleanPred!, adv, names());
+  const { rates, adv: advH } = await heldOutRates(v);
+  // The fooling graph of all the images (crafting and held-out): more fooled images, more structure.
+  const adv = concatLabels([await predictSet(model!, X!, v), advH]);
+  const g = foolingGraph(concatLabels([cleanPred!, cleanH!]), adv, names());
   let graphSvg = '';
   try {
     graphSvg = g.fooled > 0 ? await dotToSvg(graphToDot(g, names())) : '';
@@ -207,12 +227,14 @@ async function report(v: tf.Tensor3D, rec: Parameters<NonNullable<RunControl['on
     post({ type: 'status', message: `fooling graph: ${(e as Error).message}` });
   }
   const data = (await v.data()) as Float32Array;
-  post({ type: 'pass', rec, v: data.slice(), advPred: adv, graphSvg });
+  post({ type: 'pass', rec, heldOut: rates, v: data.slice(), advPred: advH, graphSvg });
 }
 
 /** metrics.json in the CLI's format (uap compute), for the download. */
-function metrics(s: AttackSettings, run: { targetSuccess?: number } & Record<string, unknown>, v: tf.Tensor3D, adv: Int32Array): Record<string, unknown> {
-  return { ...runMetrics(model!, v, s, run, scorePredictions(cleanPred!, adv, X!.labels)), studio: { model: model!.name, backend, images: X!.size } };
+async function metrics(s: AttackSettings, run: { targetSuccess?: number } & Record<string, unknown>, v: tf.Tensor3D): Promise<Record<string, unknown>> {
+  const onX = scorePredictions(cleanPred!, await predictSet(model!, X!, v), X!.labels);
+  const onVal = scorePredictions(cleanH!, await predictSet(model!, H!, v), H!.labels);
+  return { ...runMetrics(model!, v, s, run, onX, { onVal }), studio: { model: model!.name, backend, images: X!.size, heldOutImages: H!.size } };
 }
 
 async function start(s: AttackSettings): Promise<void> {
@@ -241,9 +263,8 @@ async function start(s: AttackSettings): Promise<void> {
     const res = await method.craft(model, X, method.options(base), ctl);
     current?.dispose();
     current = res.v;
-    const adv = await predictSet(model, X, res.v);
     const { v: _v, cleanPred: _c, ...run } = res;
-    post({ type: 'done', metrics: metrics(s, run, res.v, adv), v: ((await res.v.data()) as Float32Array).slice() });
+    post({ type: 'done', metrics: await metrics(s, run, res.v), v: ((await res.v.data()) as Float32Array).slice() });
   } catch (e) {
     if (!(e instanceof AbortedError)) throw e;
     if (!current || !history.length) return post({ type: 'stopped', message: 'stopped before the first pass ended' });
@@ -253,7 +274,7 @@ async function start(s: AttackSettings): Promise<void> {
       method: s.method, foolingRate: last.foolingRate, targetSuccess: last.targetSuccess, passes: history.length, converged: false,
       stopReason: `stopped by the user after pass ${history.length}`, history, seconds: (performance.now() - started) / 1000,
     };
-    post({ type: 'stopped', message: 'stopped: the perturbation of the last full pass is kept', metrics: metrics(s, run, current, await predictSet(model, X, current)) });
+    post({ type: 'stopped', message: 'stopped: the perturbation of the last full pass is kept', metrics: await metrics(s, run, current) });
   } finally {
     abort = undefined;
     pause?.release();
@@ -269,11 +290,11 @@ function stopRun(): void {
 
 /** Fooling rate of the current v scaled by `factor` (the page's slider). */
 async function scale(factor: number): Promise<void> {
-  if (!current || !model || !X) return;
+  if (!current || !model || !H) return;
   const v = tf.tidy(() => tf.mul(current!, factor) as tf.Tensor3D);
   try {
-    const adv = await predictSet(model, X, v);
-    post({ type: 'scaled', factor, foolingRate: foolingRate(cleanPred!, adv), normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf') });
+    const adv = await predictSet(model, H, v);
+    post({ type: 'scaled', factor, foolingRate: foolingRate(cleanH!, adv), normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf'), advPred: adv, v: ((await v.data()) as Float32Array).slice() });
   } finally {
     v.dispose();
   }
@@ -291,8 +312,7 @@ async function usePerturbation(bytes: ArrayBuffer, name: string): Promise<void> 
   if (v !== raw) raw.dispose();
   current?.dispose();
   current = v;
-  const adv = await predictSet(model, X, v);
-  const rate = foolingRate(cleanPred!, adv);
+  const rate = foolingRate(cleanPred!, await predictSet(model, X, v));
   await report(v, { pass: 0, foolingRate: rate, normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf'), updates: 0, seconds: 0 });
 }
 

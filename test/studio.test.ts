@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
@@ -71,18 +71,30 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.fill('#count', '48');
     await page.click('#load');
     await page.waitForFunction(() => !(document.querySelector('#start') as HTMLButtonElement).disabled || /Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
-    expect(await status()).toMatch(/48 images loaded, clean accuracy/);
+    expect(await status()).toMatch(/^fashion-mnist-cnn loaded \(it labels \d+\.\d% of the held-out images correctly\)/);
+    expect(await page.textContent('#sets')).toBe('24 images craft v; 24 are held out (never seen while v is made) and shown below');
     expect(await page.textContent('#backend')).toBe('TF.js webgl');
   });
 
-  it('runs SGD-UAP live: the curve, the grid and the fooling graph fill in, and the fooling rate rises above zero', async () => {
-    await page.fill('#passes', '2');
+  it('runs SGD-UAP live: curves for crafting and held-out images beside noise, the grid and the fooling graph fill in, said in plain words', async () => {
+    // SGD-UAP takes one step per minibatch of 32: with 24 crafting images, one step per pass.
+    await page.fill('#passes', '12');
     await page.click('#start');
     await page.waitForFunction(() => /^Done|Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 240_000 });
-    expect(await status()).toMatch(/^Done/);
+    const done = (await status())!;
+    const said = /^Done after 12 pass\(es\)\. v changes the label of (\d+\.\d)% of the held-out images it has never seen \(and of \d+\.\d% of the images it was made from\); random noise of the same size changes (\d+\.\d)% \(same L∞\) and \d+\.\d% \(same L2\)\.$/.exec(done);
+    expect(said, done).not.toBeNull();
     const rate = Number((await page.textContent('#rate'))!.replace('%', ''));
-    expect(rate).toBeGreaterThan(0);
+    expect(rate).toBe(Number(said![1]));
+    expect(rate).toBeGreaterThan(Number(said![2])); // v beats noise of its size on images it never saw
     expect(await page.locator('#curve svg').count()).toBe(1);
+    const curve = await page.innerHTML('#curve');
+    for (const line of ['crafting images', 'held-out images', 'noise, same L∞ (held-out)', 'noise, same L2 (held-out)']) expect(curve).toContain(line);
+    expect(curve).toMatch(/stroke-dasharray="5,3"/);
+    const shot = join(downloads, 'studio.png');
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.screenshot({ path: shot, fullPage: true });
+    expect(statSync(shot).size).toBeGreaterThan(20_000);
     expect(await page.locator('#grid .cell').count()).toBe(12);
     expect(await page.locator('#grid .changed').count()).toBeGreaterThan(0);
     expect(await page.locator('#graph svg').count()).toBe(1);
@@ -100,11 +112,13 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     const [json] = await Promise.all([page.waitForEvent('download'), page.click('#dl-metrics')]);
     const mfile = join(downloads, 'metrics.json');
     await json.saveAs(mfile);
-    const m = JSON.parse(readFileSync(mfile, 'utf8')) as { norm: string; xi: number; normInf: number; run: { history: unknown[]; method: string }; onX: { foolingRate: number } };
+    const m = JSON.parse(readFileSync(mfile, 'utf8')) as { norm: string; xi: number; normInf: number; run: { history: unknown[]; method: string }; onX: { foolingRate: number; images: number }; onVal: { images: number; foolingRate: number } };
+    expect([m.onX.images, m.onVal.images]).toEqual([24, 24]);
+    expect(m.onVal.foolingRate).toBeCloseTo(Number((await page.textContent('#rate'))!.replace('%', '')) / 100, 3);
     expect(m.norm).toBe('inf');
     expect(m.xi).toBe(40);
     expect(m.run.method).toBe('sgd');
-    expect(m.run.history).toHaveLength(2);
+    expect(m.run.history).toHaveLength(12);
     expect(m.onX.foolingRate).toBeGreaterThan(0);
     expect(m.normInf).toBeCloseTo(max, 3);
   });
@@ -115,13 +129,17 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
       el.dispatchEvent(new Event('input'));
     });
     await page.waitForFunction(() => /^0\.0 × v/.test(document.querySelector('#scaled')!.textContent!), null, { timeout: 60_000 });
-    expect(await page.textContent('#scaled')).toMatch(/fooling rate 0\.0%/);
+    expect(await page.textContent('#scaled')).toMatch(/^0\.0 × v fools 0\.0% of the held-out images/);
+    // The images follow the slider: with 0 x v, no label shown is changed.
+    expect(await page.locator('#grid .changed').count()).toBe(0);
   });
 
   it('Pause holds the run between batches, Resume continues it, Stop keeps the last full pass', async () => {
+    // Algorithm 1 (batches of 16): two batches per pass over the 24 crafting images, so progress moves within a pass.
+    await page.selectOption('#method', 'algorithm1');
     await page.fill('#passes', '50');
     await page.click('#start');
-    await page.waitForFunction(() => /^pass 2\//.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
+    await page.waitForFunction(() => /^(pass [2-9]|After pass [1-9])/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
     await page.click('#pause');
     expect(await page.textContent('#pause')).toBe('Resume');
     // The worker says when the pause took effect (after the batch under way), however loaded the machine.
@@ -148,7 +166,7 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
   it('loads a perturbation file computed elsewhere and scores it', async () => {
     await page.setInputFiles('#npy', join(downloads, 'perturbation.npy'));
     await page.waitForFunction(() => /Loaded perturbation/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
-    expect(await status()).toMatch(/fooling rate \d+\.\d%/);
+    expect(await status()).toMatch(/^Loaded perturbation: v changes the label of \d+\.\d% of the held-out images it has never seen; random noise/);
   });
 
   it('takes a model and images the user picks as files (the drop zone\'s file input), with the card and labels file', async () => {
@@ -159,8 +177,9 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.waitForFunction(() => /^Added/.test(document.querySelector('#status')!.textContent!), null, { timeout: 10_000 });
     expect(await status()).toMatch(/Added model fashion-mnist-cnn and 6 images/);
     await page.click('#load');
-    await page.waitForFunction(() => /images loaded|Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
-    expect(await status()).toMatch(/^fashion-mnist-cnn: 6 images loaded/);
+    await page.waitForFunction(() => / loaded|Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
+    expect(await status()).toMatch(/^fashion-mnist-cnn loaded/);
+    expect(await page.textContent('#sets')).toMatch(/^3 images craft v; 3 are held out/);
     expect(await page.textContent('#target')).toContain('Ankle boot'); // labels from the picked labels file
   });
 
@@ -174,7 +193,7 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.waitForFunction(() => /^Added/.test(document.querySelector('#status')!.textContent!), null, { timeout: 10_000 });
     expect(await status()).toMatch(/Added model stem-onnx and 6 images/);
     await page.click('#load');
-    await page.waitForFunction(() => /images loaded|Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
-    expect(await status()).toMatch(/^stem-onnx: 6 images loaded/);
+    await page.waitForFunction(() => / loaded|Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
+    expect(await status()).toMatch(/^stem-onnx loaded/);
   });
 });

@@ -1,4 +1,5 @@
 import * as tf from '../tf.js';
+import { Rng } from '../math/random.js';
 import { labelsOf, type DecodedBatch, type ImageItem, type ImageSource } from './source.js';
 
 export type { ImageItem };
@@ -38,6 +39,17 @@ export class ImageSet implements ImageSource {
     const px = new Uint8Array(indices.length * per);
     for (let k = 0; k < indices.length; k++) px.set(this.pixels.subarray(indices[k] * per, (indices[k] + 1) * per), k * per);
     return new ImageSet(this.shape, px, Array.from(indices, (i) => this.items[i]));
+  }
+  /**
+   * A seeded split into a crafting part and a held-out part of `heldOut` images (each keeps the set's
+   * order): the held-out images are never seen while v is made, so their fooling rate shows universality.
+   */
+  split(heldOut: number, seed: number): { craft: ImageSet; held: ImageSet } {
+    const order = new Rng(seed).permutation(this.size);
+    const isHeld = new Uint8Array(this.size);
+    for (let k = 0; k < heldOut; k++) isHeld[order[k]] = 1;
+    const pick = (want: number) => Array.from({ length: this.size }, (_, i) => i).filter((i) => isHeld[i] === want);
+    return { craft: this.subset(pick(0)), held: this.subset(pick(1)) };
   }
   /** The stored bytes of images start .. start + count - 1, [count, H, W, C] (a view, not a copy). */
   pixelsOf(start: number, count: number): Uint8Array {
