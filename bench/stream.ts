@@ -36,7 +36,7 @@ const IMAGES = Number(args.get('images') ?? 50000);
 const PER_SHARD = 5000;
 const rssMb = () => process.resourceUsage().maxRSS / 1024;
 
-/** Packs `files` (name -> bytes) in shards of PER_SHARD samples with GNU tar; returns the shard folder. */
+/** Packs the samples (lists of name -> bytes) into `dir` as shards of PER_SHARD samples, with GNU tar. */
 async function writeShards(dir: string, samples: AsyncGenerator<[string, Buffer][]>): Promise<void> {
   const tmp = `${dir}.partial`;
   rmSync(tmp, { recursive: true, force: true });
