@@ -9,6 +9,7 @@ import { fashionSplitFolder } from './data/fashion.js';
 import { refuseResumeWithInit, type RunControl, type UniversalResult, UNIVERSAL_DEFAULTS } from './attacks/universal.js';
 import { methodOf, type AttackSettings, type Method } from './attacks/methods.js';
 import { targetSuccessRate } from './attacks/passes.js';
+import { classDiscriminative } from './attacks/criterion.js';
 import { labelName } from './model/classifier.js';
 import { concatLabels, evaluatePerturbation, forEachBatch, foolingRate, predictMany, predictSet, scorePredictions, type Evaluation } from './analysis/fooling.js';
 import { PerImage } from './analysis/perImage.js';
@@ -89,18 +90,18 @@ export function craft(model: Classifier, X: ImageSet, method: Method, options: A
   return methodOf(method).craft(model, X, options, ctl);
 }
 
-/** A --target given as a class index or a label name (exact, or the first comma-separated name). */
-export function resolveTarget(target: number | string | undefined, model: Classifier): number | undefined {
+/** A --target (or one of --classes, `field`) given as a class index or a label name (exact, or the first comma-separated name). */
+export function resolveTarget(target: number | string | undefined, model: Classifier, field = 'target'): number | undefined {
   if (target === undefined) return undefined;
   const asNumber = typeof target === 'number' ? target : /^\d+$/.test(target.trim()) ? Number(target) : undefined;
   if (asNumber !== undefined) {
-    if (asNumber >= model.numClasses) throw new UsageError(`{target} ${target}: the model has ${model.numClasses} classes (0..${model.numClasses - 1})`);
+    if (asNumber >= model.numClasses) throw new UsageError(`{${field}} ${target}: the model has ${model.numClasses} classes (0..${model.numClasses - 1})`);
     return asNumber;
   }
   const want = String(target).trim().toLowerCase();
   const names = model.labels ?? [];
   const i = names.findIndex((n) => n.toLowerCase() === want || n.toLowerCase().split(',')[0].trim() === want);
-  if (i < 0) throw new UsageError(`{target} ${target}: no class of model ${model.name} has that name (give an index 0..${model.numClasses - 1} or a label name)`);
+  if (i < 0) throw new UsageError(`{${field}} ${target}: no class of model ${model.name} has that name (give an index 0..${model.numClasses - 1} or a label name)`);
   return i;
 }
 
@@ -218,6 +219,8 @@ export interface ComputeJob extends DataSpec {
   method?: Method;
   /** Targeted: a class index or label name every image is pushed to. */
   target?: number | string;
+  /** Class-discriminative (sgd): the classes (indices or label names) whose images v fools; the others keep their labels. */
+  classes?: (number | string)[];
   /** Random-noise baseline draws for the comparison in metrics.json. */
   randomDraws?: number;
   /** Score the validation set after every pass too (the report then draws X and validation per pass). */
@@ -233,6 +236,8 @@ export interface ComputeSummary {
   randomOnVal?: { sameLp: Baseline; sameL2: Baseline };
   /** Targeted runs: share of validation images (not already of the target) that v sends to the target. */
   targetOnVal?: number;
+  /** Class-discriminative runs, on validation: fooling rate on the attacked classes, share of the others that kept their label. */
+  classesOnVal?: { attacked: number; kept: number };
   out: string;
 }
 
@@ -349,7 +354,8 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     const sample = (count?: number) => (count === undefined ? undefined : { count, seed });
     const method = job.method ?? 'algorithm1';
     const target = resolveTarget(job.target, model);
-    const options = methodOptions(method, model, job.options, target);
+    const classes = job.classes?.map((c) => resolveTarget(c, model, 'classes')!);
+    const options = methodOptions(method, model, { ...job.options, ...(classes ? { classes } : {}) }, target);
     const dataDir = dataFolder(job.data ?? defaults.data, assets, (m) => log.info(`crafting set X: ${m}`));
     // The files X is made of, counted before any is decoded: a resume with other images or settings is refused at once.
     const listed = listDataset(dataDir, { labelsFile: job.labels, limit: job.limit, sample: sample(job.sample), labelNames: model.labels, wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined }).length;
@@ -392,14 +398,16 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     if (V) saySkipped(V, log, 'validation set');
     const onVal = scored?.ev;
     const targetOnVal = target !== undefined && onVal ? targetSuccessRate(onVal.cleanPred, onVal.advPred, target) : undefined;
+    const discriminative = classes && classDiscriminative(classes);
+    const classesOnVal = discriminative && onVal ? { attacked: discriminative.successRate(onVal.cleanPred, onVal.advPred), kept: discriminative.keptRate(onVal.cleanPred, onVal.advPred) } : undefined;
     const randomOnVal = scored ? { sameLp: scored.baselines[0], sameL2: scored.baselines[1] } : undefined;
     await writePerturbation(job.out, res.v);
     await writeExamples(join(job.out, 'examples.png'), model, V ?? X, res.v, onVal ?? onX);
     const { v, cleanPred: _cp, ...result } = res;
     const detail = scored ? writePerImage(job.out, model, scored.perImage) : undefined;
-    writeJson(join(job.out, 'metrics.json'), { ...runMetrics(model, v, options, result, onX, { onVal, randomNoiseOnVal: randomOnVal, targetOnVal }), validationDetail: detail ?? null });
+    writeJson(join(job.out, 'metrics.json'), { ...runMetrics(model, v, options, result, onX, { onVal, randomNoiseOnVal: randomOnVal, targetOnVal, ...(classesOnVal ? { classesOnVal } : {}) }), validationDetail: detail ?? null });
     v.dispose();
-    return { config, result, onX, onVal, randomOnVal, targetOnVal, out: job.out };
+    return { config, result, onX, onVal, randomOnVal, targetOnVal, classesOnVal, out: job.out };
   } finally {
     if (!ctl.model) model.dispose();
     unlock();

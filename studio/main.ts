@@ -2,11 +2,10 @@
  * The studio page: controls, pictures and downloads. It computes nothing itself: the worker runs the
  * library (model import, attacks, fooling rate, fooling graph); the page draws what comes back.
  */
-import { rateLines, vegaLiteToSvg } from '../src/report/plots.js';
 import { visiblePerturbation } from '../src/io/visible.js';
 import { encodeNpy } from '../src/io/npy.js';
-import { defaultXi } from '../src/math/lp.js';
-import type { AttackSettings, BrowserCard, BrowserDataset, FromWorker, HeldOutRates, Method, ModelInfo, PassRecord, StudioCatalog, ToWorker } from './protocol.js';
+import { defaultXi } from '../src/math/radius.js';
+import type { AttackSettings, BrowserCard, BrowserDataset, FromWorker, HeldOutRates, Method, ModelInfo, PassRecord, Progress, StudioCatalog, ToWorker } from './protocol.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
@@ -114,8 +113,11 @@ function drawGrid(adv?: Int32Array, shownV: Float32Array | undefined = v): void 
   for (let k = 0; k < shown.index.length; k++) {
     const i = shown.index[k];
     const x = shown.pixels.subarray(k * per, (k + 1) * per);
-    const cell = document.createElement('div');
+    // A button: clicking it (or Enter / Space on it) opens the large view of this image.
+    const cell = document.createElement('button');
+    cell.type = 'button';
     cell.className = 'cell';
+    cell.addEventListener('click', () => send({ type: 'inspect', shown: k, factor: scaleFactor() }));
     const pair = document.createElement('div');
     pair.className = 'pair';
     const clean = document.createElement('canvas');
@@ -130,25 +132,40 @@ function drawGrid(adv?: Int32Array, shownV: Float32Array | undefined = v): void 
     const after = adv ? labelOf(adv[i]) : undefined;
     const text = document.createElement('div');
     text.innerHTML = adv ? `${before} → <span class="${adv[i] !== shown.clean[i] ? 'changed' : ''}">${after}</span>` : before;
+    cell.setAttribute('aria-label', `held-out image ${k + 1}: ${before}${adv ? `; with v: ${after}` : ''}. Open the large view`);
     cell.append(pair, text);
     grid.append(cell);
   }
-}
-
-async function drawCurve(): Promise<void> {
-  const values = history.flatMap(({ rec, held }) => [
-    { x: rec.pass, rate: rec.foolingRate, what: 'crafting images' },
-    { x: rec.pass, rate: held.foolingRate, what: 'held-out images' },
-    { x: rec.pass, rate: held.noiseLinf, what: 'noise, same L∞ (held-out)', dashed: true },
-    { x: rec.pass, rate: held.noiseL2, what: 'noise, same L2 (held-out)', dashed: true },
-  ]);
-  $('curve').innerHTML = await vegaLiteToSvg(rateLines(values, 'pass', { width: 300, height: 150 }, 'images fooled'));
 }
 
 /** The held-out result in plain words, beside noise of the same size. */
 function plainResult(held: HeldOutRates, crafting?: number): string {
   const seen = crafting !== undefined ? ` (and of ${pct(crafting)} of the images it was made from)` : '';
   return `v changes the label of ${pct(held.foolingRate)} of the held-out images it has never seen${seen}; random noise of the same size changes ${pct(held.noiseLinf)} (same L∞) and ${pct(held.noiseL2)} (same L2).`;
+}
+
+/** The slider's factor (1 until a perturbation exists). */
+function scaleFactor(): number {
+  return Number($<HTMLInputElement>('scale').value);
+}
+
+/** The large view of one held-out image: clean, with factor x v, and their difference amplified; top-5 labels of both. */
+function showInspected(m: Extract<FromWorker, { type: 'inspected' }>): void {
+  if (!shown || !info) return;
+  const [h, w, c] = info.inputShape;
+  const per = h * w * c;
+  const x = shown.pixels.subarray(m.shown * per, (m.shown + 1) * per);
+  drawImage($<HTMLCanvasElement>('big-clean'), x, info.inputShape);
+  const adv = m.v ? Float32Array.from(x, (p, j) => Math.max(0, Math.min(255, p + m.v![j]))) : x;
+  drawImage($<HTMLCanvasElement>('big-adv'), adv, info.inputShape);
+  // What v actually changed in this image (after the clip), stretched to the full range.
+  drawImage($<HTMLCanvasElement>('big-diff'), visiblePerturbation(Float32Array.from(adv, (p, j) => p - x[j])), info.inputShape);
+  const list = (top: { label: number; p: number }[]) => top.map((t) => `<li>${labelOf(t.label)} <b>${pct(t.p)}</b></li>`).join('');
+  $('top-clean').innerHTML = list(m.clean);
+  $('top-adv').innerHTML = m.perturbed.length ? list(m.perturbed) : '<li>no perturbation yet</li>';
+  $('inspect-title').textContent = `Held-out image ${m.shown + 1}${m.v ? `, with ${m.factor.toFixed(1)} × v` : ''}`;
+  const dialog = $<HTMLDialogElement>('inspect');
+  if (!dialog.open) dialog.showModal();
 }
 
 function drawPerturbation(): void {
@@ -158,6 +175,19 @@ function drawPerturbation(): void {
 
 // ------------------------------------------------------------ run controls
 
+/** Progress drawn at most once per frame, however often the worker reports it. */
+let pendingProgress: Progress | undefined;
+function showProgress(p: Progress): void {
+  if (!pendingProgress)
+    requestAnimationFrame(() => {
+      const q = pendingProgress!;
+      pendingProgress = undefined;
+      ($('progress') as HTMLProgressElement).value = q.done / q.total;
+      status(`pass ${q.pass}/${q.maxPasses}: ${q.done}/${q.total} images${paused ? ' (paused)' : ''} · ‖v‖∞ ${q.normInf.toFixed(2)}`);
+    });
+  pendingProgress = p;
+}
+
 function setRunning(on: boolean): void {
   paused = false;
   $<HTMLButtonElement>('start').disabled = on || !info;
@@ -166,6 +196,17 @@ function setRunning(on: boolean): void {
   $<HTMLButtonElement>('pause').textContent = 'Pause';
   $<HTMLButtonElement>('load').disabled = on;
   $<HTMLInputElement>('npy').disabled = on;
+}
+
+/** Method titles by name, from the worker's registry. */
+let methodTitles = new Map<string, string>([['sgd', 'SGD-UAP'], ['algorithm1', 'Algorithm 1']]);
+
+/** The method menu from the library's registry, keeping the current choice. */
+function fillMethods(methods: { name: string; title: string }[]): void {
+  const select = $<HTMLSelectElement>('method');
+  const current = select.value;
+  select.innerHTML = methods.map((x) => `<option value="${x.name}">${x.title}</option>`).join('');
+  select.value = methods.some((x) => x.name === current) ? current : methods[0].name;
 }
 
 function settings(): AttackSettings {
@@ -187,7 +228,7 @@ function start(): void {
   history = [];
   metrics = undefined;
   setRunning(true);
-  status(`Crafting v with ${s.method === 'sgd' ? 'SGD-UAP' : 'Algorithm 1'} on the crafting images, ${s.norm === 2 ? 'L2' : 'L∞'} size ξ = ${s.xi}…`);
+  status(`Crafting v with ${methodTitles.get(s.method) ?? s.method} on the crafting images, ${s.norm === 2 ? 'L2' : 'L∞'} size ξ = ${s.xi}…`);
   send({ type: 'start', settings: s });
 }
 
@@ -227,6 +268,8 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       const acc = m.labels ? m.labels.reduce((n, l, i) => n + (l === m.cleanPred[i] ? 1 : 0), 0) / m.labels.length : undefined;
       $('sets').textContent = `${m.images.craft} images craft v; ${m.images.heldOut} are held out (never seen while v is made) and shown below`;
       status(`${info.name} loaded${acc !== undefined ? ` (it labels ${pct(acc)} of the held-out images correctly)` : ''}. Choose the attack and Start.`);
+      methodTitles = new Map(m.methods.map((x) => [x.name, x.title]));
+      fillMethods(m.methods);
       $<HTMLSelectElement>('target').innerHTML =
         '<option value="">none (untargeted)</option>' + Array.from({ length: info.numClasses }, (_, i) => `<option value="${i}">${i}: ${labelOf(i)}</option>`).join('');
       $('graph').innerHTML = '';
@@ -240,12 +283,12 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
     case 'held':
       if (paused) status('Paused between batches (Resume continues).');
       break;
-    case 'progress': {
-      const p = m.p;
-      ($('progress') as HTMLProgressElement).value = p.done / p.total;
-      status(`pass ${p.pass}/${p.maxPasses}: ${p.done}/${p.total} images${paused ? ' (paused)' : ''} · ‖v‖∞ ${p.normInf.toFixed(2)}`);
+    case 'progress':
+      showProgress(m.p);
       break;
-    }
+    case 'inspected':
+      showInspected(m);
+      break;
     case 'pass': {
       v = m.v;
       if (m.rec.pass > 0) history.push({ rec: m.rec, held: m.heldOut });
@@ -254,7 +297,7 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       drawPerturbation();
       drawGrid(m.advPred);
       $('graph').innerHTML = m.graphSvg || '<p class="small">no image fooled yet</p>';
-      if (history.length) await drawCurve();
+      if (m.curveSvg) $('curve').innerHTML = m.curveSvg;
       status(m.rec.pass === 0 ? `Loaded perturbation: ${plainResult(m.heldOut)}` : `After pass ${m.rec.pass}: ${plainResult(m.heldOut, m.rec.foolingRate)}`);
       enableDownloads();
       break;
@@ -293,6 +336,7 @@ $('pause').addEventListener('click', () => {
   if (paused) status('Pausing after the batch under way…');
 });
 $('stop').addEventListener('click', () => send({ type: 'stop' }));
+$('inspect-close').addEventListener('click', () => $<HTMLDialogElement>('inspect').close());
 $('dl-npy').addEventListener('click', () => {
   if (v && info) download('perturbation.npy', new Blob([encodeNpy({ data: v, shape: info.inputShape })]));
 });

@@ -29,6 +29,8 @@ export type ToWorker =
   | { type: 'resume' }
   | { type: 'stop' }
   | { type: 'scale'; factor: number }
+  /** One held-out image (its index among the shown ones) clean and with factor x v: the large view. */
+  | { type: 'inspect'; shown: number; factor: number }
   | { type: 'perturbation'; bytes: ArrayBuffer; name: string };
 
 /** Fooling rates on the held-out images: v, and random noise of v's Linf and L2 norms (the comparison that teaches). */
@@ -48,14 +50,25 @@ export interface ModelInfo {
 export type FromWorker =
   | { type: 'status'; message: string }
   /** Loaded: the images are split into crafting images and held-out images; the grid shows held-out ones (indices into them). */
-  | { type: 'ready'; backend: string; model: ModelInfo; images: { craft: number; heldOut: number }; pixels: Uint8Array; shown: number[]; cleanPred: Int32Array; labels?: Int32Array }
+  | {
+      type: 'ready'; backend: string; model: ModelInfo; images: { craft: number; heldOut: number }; pixels: Uint8Array; shown: number[]; cleanPred: Int32Array; labels?: Int32Array;
+      /** The library's crafting methods (its registry), for the method menu. */
+      methods: { name: Method; title: string }[];
+    }
   | { type: 'progress'; p: Progress }
   /** A pause took effect: the run waits between batches, and nothing moves until resume. */
   | { type: 'held' }
   /** After a pass: v, its fooling rates (crafting images in rec, held-out images), random noise of v's norms on the held-out images, and the held-out labels with v. */
-  | { type: 'pass'; rec: PassRecord; heldOut: HeldOutRates; v: Float32Array; advPred: Int32Array; graphSvg: string }
+  | { type: 'pass'; rec: PassRecord; heldOut: HeldOutRates; v: Float32Array; advPred: Int32Array; graphSvg: string; /** The per-pass curve (empty for a loaded perturbation). */ curveSvg: string }
   | { type: 'done'; metrics: Record<string, unknown>; v: Float32Array }
   /** Stop pressed: the run ended early; v of the last full pass (if any) stays. */
   | { type: 'stopped'; message: string; metrics?: Record<string, unknown> }
   | { type: 'scaled'; factor: number; foolingRate: number; normL2: number; normInf: number; advPred: Int32Array; v: Float32Array }
+  | { type: 'inspected'; shown: number; factor: number; v: Float32Array | null; clean: TopLabel[]; perturbed: TopLabel[] }
   | { type: 'error'; message: string };
+
+/** A class and its softmax probability. */
+export interface TopLabel {
+  label: number;
+  p: number;
+}

@@ -22,16 +22,18 @@ import { preprocessNodes, outputNodes, netClassifier } from '../src/model/adapte
 import type { ModelCard } from '../src/model/card.js';
 import { tfjsProbe, closeEnough } from '../src/model/selfcheck.js';
 import { ImageSet } from '../src/data/imageSet.js';
-import { methodOf } from '../src/attacks/methods.js';
+import { methodOf, METHODS, METHOD_NAMES } from '../src/attacks/methods.js';
 import type { PassRecord, RunControl } from '../src/attacks/passes.js';
 import { concatLabels, predictMany, predictSet, foolingRate, scorePredictions } from '../src/analysis/fooling.js';
 import { randomPerturbation } from '../src/math/noise.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
 import { runMetrics } from '../src/analysis/metrics.js';
 import { lpNorm } from '../src/math/lp.js';
+import { rateLines, vegaLiteToSvg } from '../src/report/plots.js';
 import { decodeNpy } from '../src/io/npy.js';
 import { AbortedError } from '../src/errors.js';
-import type { AttackSettings, BrowserCard, DroppedModel, FromWorker, HeldOutRates, ToWorker } from './protocol.js';
+import type { AttackSettings, BrowserCard, DroppedModel, FromWorker, HeldOutRates, ToWorker, TopLabel } from './protocol.js';
+import { forwardLogits } from '../src/model/compute.js';
 
 const post = (m: FromWorker, transfer: Transferable[] = []) => (self as unknown as DedicatedWorkerGlobalScope).postMessage(m, transfer);
 
@@ -48,6 +50,8 @@ let cleanH: Int32Array | undefined;
 /** The perturbation after the last completed pass (kept when a run is stopped). */
 let current: tf.Tensor3D | undefined;
 let abort: AbortController | undefined;
+/** Indices (into H) of the held-out images the page shows. */
+let shownIndex: number[] | undefined;
 let pause: { promise: Promise<void>; release: () => void } | undefined;
 
 /** The fastest TF.js backend that reproduces the cpu backend's input gradient on the self-check net. */
@@ -195,9 +199,11 @@ async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
   // The grid shows held-out images spread over the set (folders are sorted by class).
   const step = Math.max(1, Math.floor(H.size / SHOWN));
   const shown = Array.from({ length: Math.min(SHOWN, H.size) }, (_, k) => k * step);
+  shownIndex = shown;
   post({
     type: 'ready', backend, model: { name: model.name, inputShape: shape, numClasses: model.numClasses, labels: model.labels }, images: { craft: X.size, heldOut: H.size },
     pixels: await H.pick(shown), shown, cleanPred: cleanH, labels: H.labels,
+    methods: METHOD_NAMES.map((name) => ({ name, title: METHODS[name].title })),
   });
 }
 
@@ -214,7 +220,22 @@ async function heldOutRates(v: tf.Tensor3D): Promise<{ rates: HeldOutRates; adv:
   }
 }
 
-/** What the page shows after each pass: v, its rates on held-out images beside noise, their new labels, the fooling graph. */
+/** The run's curve so far: per pass, crafting and held-out fooling rates and noise of v's size (dashed). */
+let curve: { x: number; rate: number; what: string; dashed?: boolean }[] = [];
+
+/** The curve as SVG, drawn here so that Vega's layout and rendering never hold the page's main thread. */
+async function curveSvg(rec: PassRecord, held: HeldOutRates): Promise<string> {
+  if (rec.pass === 0) return '';
+  curve.push(
+    { x: rec.pass, rate: rec.foolingRate, what: 'crafting images' },
+    { x: rec.pass, rate: held.foolingRate, what: 'held-out images' },
+    { x: rec.pass, rate: held.noiseLinf, what: 'noise, same L∞ (held-out)', dashed: true },
+    { x: rec.pass, rate: held.noiseL2, what: 'noise, same L2 (held-out)', dashed: true },
+  );
+  return vegaLiteToSvg(rateLines(curve, 'pass', { width: 300, height: 150 }, 'images fooled'));
+}
+
+/** What the page shows after each pass: v, its rates on held-out images beside noise, their new labels, the fooling graph, the curve. */
 async function report(v: tf.Tensor3D, rec: Parameters<NonNullable<RunControl['onPass']>>[0]): Promise<void> {
   const { rates, adv: advH } = await heldOutRates(v);
   // The fooling graph of all the images (crafting and held-out): more fooled images, more structure.
@@ -227,7 +248,7 @@ async function report(v: tf.Tensor3D, rec: Parameters<NonNullable<RunControl['on
     post({ type: 'status', message: `fooling graph: ${(e as Error).message}` });
   }
   const data = (await v.data()) as Float32Array;
-  post({ type: 'pass', rec, heldOut: rates, v: data.slice(), advPred: advH, graphSvg });
+  post({ type: 'pass', rec, heldOut: rates, v: data.slice(), advPred: advH, graphSvg, curveSvg: await curveSvg(rec, rates) });
 }
 
 /** metrics.json in the CLI's format (uap compute), for the download. */
@@ -242,6 +263,7 @@ async function start(s: AttackSettings): Promise<void> {
   abort = new AbortController();
   const base = { norm: s.norm, xi: s.xi, maxPasses: s.maxPasses, delta: s.delta, seed: s.seed, ...(s.target !== undefined ? { target: s.target } : {}) };
   const history: PassRecord[] = [];
+  curve = [];
   const started = performance.now();
   const ctl: RunControl = {
     signal: abort.signal,
@@ -300,6 +322,34 @@ async function scale(factor: number): Promise<void> {
   }
 }
 
+/** The `k` most probable classes of one row of logits. */
+function topK(logits: Float32Array, k: number): TopLabel[] {
+  const max = Math.max(...logits);
+  const e = Array.from(logits, (z) => Math.exp(z - max));
+  const sum = e.reduce((a, b) => a + b, 0);
+  return e.map((x, label) => ({ label, p: x / sum })).sort((a, b) => b.p - a.p).slice(0, k);
+}
+
+/** One shown held-out image, clean and with factor x v: top-5 labels of both (the page's large view). */
+async function inspect(k: number, factor: number): Promise<void> {
+  if (!model || !H || !shownIndex) return;
+  const [h, w, c] = model.inputShape;
+  const pixels = await H.pick([shownIndex[k]]);
+  const v = current ? tf.tidy(() => tf.mul(current!, factor) as tf.Tensor3D) : null;
+  const x = tf.tidy(() => {
+    const clean = tf.tensor4d(Float32Array.from(pixels), [1, h, w, c]);
+    return v ? tf.concat([clean, tf.clipByValue(tf.add(clean, v), 0, 255)]) as tf.Tensor4D : clean;
+  });
+  try {
+    const logits = await forwardLogits(model, x);
+    const n = model.numClasses;
+    const data = v ? ((await v.data()) as Float32Array).slice() : null;
+    post({ type: 'inspected', shown: k, factor, v: data, clean: topK(logits.subarray(0, n), 5), perturbed: v ? topK(logits.subarray(n, 2 * n), 5) : [] });
+  } finally {
+    tf.dispose([x, ...(v ? [v] : [])]);
+  }
+}
+
 /** A perturbation computed by the CLI (.npy): same checks and resizing as `uap evaluate`. */
 async function usePerturbation(bytes: ArrayBuffer, name: string): Promise<void> {
   if (!model || !X) throw new Error('load a model and images first');
@@ -345,5 +395,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
     pause?.release();
     pause = undefined;
   } else if (m.type === 'stop') stopRun();
+  // A look at one image is a forward pass: answered at once, even during a run.
+  else if (m.type === 'inspect') inspect(m.shown, m.factor).catch((err: Error) => post({ type: 'error', message: err.message }));
   else queue = queue.then(() => handle(m));
 };

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
@@ -12,6 +12,12 @@ import { loadClassifier } from '../src/model/load.js';
 import { UsageError } from '../src/errors.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { buildReport } from '../src/report/html.js';
+import { uatEpoch } from '../src/defence/uat.js';
+import { loadTrainable } from '../src/defence/trainable.js';
+import { findCard } from '../src/model/load.js';
+import { assetsDir } from '../src/paths.js';
+import { readNpy } from '../src/io/npy.js';
+import { randomImages } from './helpers.js';
 
 beforeAll(async () => {
   await initBackend();
@@ -183,5 +189,65 @@ describe('uap finetune (library) on the embedded model', () => {
     await expect(runFinetune({ ...job, model: 'mobilenet_v1_0.25_128_quant' })).rejects.toThrow(/fine-tuning needs a TF.js LayersModel/);
     await expect(runFinetune({ ...job, val: 'none' })).rejects.toThrow(UsageError);
     await expect(runFinetune({ ...job, options: { epochs: 0 } })).rejects.toThrow(/^epochs: expected an integer >= 1/);
+  });
+});
+
+describe('universal adversarial training (Shafahi et al.) on the embedded model', () => {
+  const out = mkdtempSync(join(tmpdir(), 'uap-uat-'));
+  const job = {
+    model: 'fashion', out, limit: 200, valLimit: 200, method: 'sgd' as const,
+    attack: { norm: 'inf' as const, xi: 40, maxPasses: 4 },
+    options: { defence: 'uat' as const, epochs: 6, learningRate: 1e-3, maxAccuracyDrop: 0.2 },
+  };
+  let res: DefenceResult;
+  beforeAll(async () => {
+    res = await runFinetune(job);
+  });
+
+  it('one step: the weights descend and the perturbation ascends by exactly its step (sign steps for Linf), inside the ball', async () => {
+    const card = findCard('fashion');
+    const t = await loadTrainable(card, assetsDir());
+    try {
+      const X = randomImages(8, [28, 28, 1], 3);
+      const delta = tf.variable(tf.zeros([28, 28, 1]), true);
+      const before = t.variables.map((v) => v.dataSync().slice());
+      await uatEpoch(t, X, Int32Array.from({ length: 8 }, (_, i) => i % 10), delta, { batchSize: 8, norm: 'inf', xi: 5, step: 2 }, tf.train.adam(1e-3), 1, () => {});
+      const d = delta.dataSync();
+      expect(d.every((x) => x === 0 || Math.abs(x) === 2)).toBe(true);
+      expect(d.filter((x) => x !== 0).length).toBeGreaterThan(d.length / 2);
+      expect(t.variables.some((v, i) => v.dataSync().some((x, j) => x !== before[i][j]))).toBe(true);
+      for (let e = 0; e < 3; e++) await uatEpoch(t, X, new Int32Array(8), delta, { batchSize: 4, norm: 'inf', xi: 5, step: 2 }, tf.train.adam(1e-3), e, () => {});
+      expect(Math.max(...delta.dataSync().map(Math.abs))).toBeLessThanOrEqual(5);
+      delta.dispose();
+    } finally {
+      t.dispose();
+    }
+  });
+
+  it('lowers a fresh UAP\'s fooling rate at a bounded clean-accuracy cost, and keeps its perturbation inside the ball', () => {
+    const [before, after] = res.rounds;
+    expect(before.foolingRate).toBeGreaterThan(0.3);
+    expect(after.foolingRate).toBeLessThan(before.foolingRate - 0.1);
+    expect(after.cleanAccuracy).toBeGreaterThan(before.cleanAccuracy - 0.2);
+    expect(existsSync(join(out, 'round-1', 'pool'))).toBe(false);
+    const delta = readNpy(join(out, 'round-1', 'model', 'uat-perturbation.npy'));
+    const max = Math.max(...Array.from(delta.data, Math.abs));
+    expect(max).toBeGreaterThan(0);
+    expect(max).toBeLessThanOrEqual(40 * (1 + 1e-6));
+    expect(readFileSync(join(out, 'defence.md'), 'utf8')).toContain('universal adversarial training');
+  });
+
+  it('an interrupted run resumes from the last saved epoch, its perturbation included', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uap-uat-resume-'));
+    const abort = new AbortController();
+    await expect(runFinetune({ ...job, out: dir, options: { ...job.options, epochs: 2 } }, { signal: abort.signal, onEpoch: () => abort.abort() })).rejects.toThrow(/interrupted/);
+    const saved = join(dir, 'round-1', 'model', 'uat-perturbation.npy');
+    expect(readNpy(saved).data.some((x) => x !== 0)).toBe(true);
+    const resumed = await runFinetune({ ...job, out: dir, options: { ...job.options, epochs: 2 }, resume: true });
+    expect(resumed.rounds[1].epochs.filter((e) => e.kept)).toHaveLength(2);
+  });
+
+  it('refuses an unknown defence by field', async () => {
+    await expect(runFinetune({ ...job, options: { defence: 'other' as 'uat' } })).rejects.toThrow(/^defence: expected pool or uat/);
   });
 });

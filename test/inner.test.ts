@@ -122,10 +122,12 @@ describe('inner attacks of Algorithm 1 (closed forms on a linear classifier)', (
 
 describe('the registry of crafting methods', () => {
   it('knows every method by name, fills its defaults, crafts through one call, and names the choices for an unknown one', async () => {
-    expect(METHOD_NAMES).toEqual(['algorithm1', 'sgd']);
+    expect(METHOD_NAMES).toEqual(['algorithm1', 'sgd', 'gduap']);
     const net = tinyNet([4, 4, 3], 5, 7);
     const X = randomImages(24, [4, 4, 3], 11);
-    for (const name of METHOD_NAMES) {
+    // GD-UAP reads inner layers, which a bare logits function has none of (dataFree.test.ts crafts with it).
+    await expect(methodOf('gduap').craft(net, X, methodOf('gduap').options({ xi: 25 }))).rejects.toThrow(/inner layers cannot be read/);
+    for (const name of ['algorithm1', 'sgd'] as const) {
       const m = methodOf(name);
       expect(m).toBe(METHODS[name]);
       const o = m.options({ xi: 25, maxPasses: 1 });
@@ -136,7 +138,7 @@ describe('the registry of crafting methods', () => {
       expect(res.method).toBe(name);
       expect(lpNorm(res.v, 'inf')).toBeLessThanOrEqual(25 + 1e-4);
     }
-    expect(() => methodOf('fff')).toThrow(/method fff: expected one of algorithm1, sgd/);
+    expect(() => methodOf('fff')).toThrow(/method fff: expected one of algorithm1, sgd, gduap/);
     const help = await uapCli(['compute', '--help']);
     expect(help.stdout.replace(/\s+/g, " ")).toMatch(/choices: "algorithm1", "sgd"/);
   });

@@ -6,6 +6,7 @@ import * as tf from '../src/tf.js';
 import { batchGradient, computeSgdUniversal, lossCotangent, SGD_DEFAULTS, type SgdOptions } from '../src/attacks/sgd.js';
 import { computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
 import { targetSuccessRate } from '../src/attacks/passes.js';
+import { classDiscriminative } from '../src/attacks/criterion.js';
 import { deepfool } from '../src/attacks/deepfool.js';
 import { lpNorm } from '../src/math/lp.js';
 import { predictSet } from '../src/analysis/fooling.js';
@@ -59,6 +60,47 @@ describe('SGD-UAP losses', () => {
     expect(Array.from(dy.slice(3))).toEqual([0, -0.5, 0.5]);
     const fooled = lossCotangent(Float32Array.from([0, 5, 1]), Int32Array.from([0]), 3, { loss: 'margin', beta: 12, kappa: 2 });
     expect(Array.from(fooled.dy)).toEqual([0, 0, 0]); // margin -5 < -kappa: done
+  });
+});
+
+describe('class-discriminative SGD-UAP (CD-UAP)', () => {
+  it('the criterion: fooling rate on the attacked classes, and the share of the others that kept their label', () => {
+    const c = classDiscriminative([1, 2]);
+    const clean = Int32Array.from([1, 1, 2, 0, 0, 3]);
+    const adv = Int32Array.from([0, 1, 3, 0, 2, 3]);
+    expect(c.successRate(clean, adv)).toBeCloseTo(2 / 3, 12);
+    expect(c.keptRate(clean, adv)).toBeCloseTo(2 / 3, 12);
+    expect([c.done(0, 1), c.done(1, 1), c.done(0, 0), c.done(1, 0)]).toEqual([true, false, true, false]);
+  });
+
+  it('an image of a class not attacked gets the cotangent that lowers its cross-entropy: -(softmax - onehot(label)) / n', () => {
+    const logits = Float32Array.from([2, 0.5, -1, 0.1, 3, 1]);
+    const { dy } = lossCotangent(logits, Int32Array.from([0, 1]), 3, { loss: 'ce', beta: 12, kappa: 0, classes: [1] });
+    const z = [2, 0.5, -1];
+    const sum = z.reduce((a, v) => a + Math.exp(v), 0);
+    z.forEach((v, j) => expect(dy[j]).toBeCloseTo(-(Math.exp(v) / sum - (j === 0 ? 1 : 0)) / 2, 6));
+    // Image 1 is of the attacked class 1: the untargeted cotangent, +(softmax - onehot) / n.
+    const z1 = [0.1, 3, 1];
+    const s1 = z1.reduce((a, v) => a + Math.exp(v), 0);
+    z1.forEach((v, j) => expect(dy[3 + j]).toBeCloseTo((Math.exp(v) / s1 - (j === 1 ? 1 : 0)) / 2, 6));
+  });
+
+  it('fools the attacked classes and keeps more of the others than an untargeted v does; refused beside a target or with other methods', async () => {
+    const model = tinyNet(shape, 6);
+    const X = randomImages(48, shape);
+    const clean = await predictSet(model, X, null);
+    const attacked = [clean[0]];
+    const o = opts({ maxPasses: 6, xi: 16 });
+    const cd = await computeSgdUniversal(model, X, { ...o, classes: attacked });
+    const plain = await computeSgdUniversal(model, X, o);
+    const c = classDiscriminative(attacked);
+    const [cdAdv, plainAdv] = [await predictSet(model, X, cd.v), await predictSet(model, X, plain.v)];
+    expect(c.successRate(clean, cdAdv)).toBeGreaterThan(0.5);
+    expect(cd.history.at(-1)!.attackedFoolingRate).toBeCloseTo(c.successRate(clean, cdAdv), 12);
+    expect(c.keptRate(clean, cdAdv)).toBeGreaterThan(c.keptRate(clean, plainAdv) + 0.1);
+    await expect(computeSgdUniversal(model, X, { ...o, classes: attacked, target: 1 })).rejects.toThrow(/classes: a class-discriminative attack is untargeted/);
+    await expect(computeSgdUniversal(model, X, { ...o, classes: [9] })).rejects.toThrow(/classes: expected class indices in 0\.\.5/);
+    await expect(computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, norm: 'inf', xi: 12, classes: attacked })).rejects.toThrow(/classes: class-discriminative attacks need the sgd method/);
   });
 });
 

@@ -14,6 +14,10 @@ export interface Criterion {
   classOf(label: number): number;
   /** +1: raise the loss of the label; -1: lower the loss of the target. */
   readonly sign: 1 | -1;
+  /** Class-discriminative: the attacked classes; images of the others keep their label (their loss is lowered). */
+  readonly classes?: readonly number[];
+  /** Whether an image of reference label `label` is to keep it rather than be attacked. */
+  keeps(label: number): boolean;
   /** The run's success: the share of images fooled, or (targeted) of images not already of the target sent there. */
   successRate(clean: Int32Array, adv: Int32Array): number;
 }
@@ -23,6 +27,7 @@ export const UNTARGETED: Criterion = {
   done: (pred, label) => pred !== label,
   classOf: (label) => label,
   sign: 1,
+  keeps: () => false,
   successRate(clean, adv) {
     let changed = 0;
     for (let i = 0; i < clean.length; i++) if (clean[i] !== adv[i]) changed++;
@@ -37,6 +42,7 @@ export function targetedAt(target: number): Criterion {
     done: (pred) => pred === target,
     classOf: () => target,
     sign: -1,
+    keeps: () => false,
     successRate(clean, adv) {
       let eligible = 0;
       let hit = 0;
@@ -50,7 +56,38 @@ export function targetedAt(target: number): Criterion {
   };
 }
 
-/** The criterion of an optional target. */
-export function criterionOf(target: number | undefined): Criterion {
+/**
+ * Class-discriminative (Zhang et al., "CD-UAP", AAAI 2020): v fools the images of `classes` and leaves
+ * the others' labels alone. Its success rate is the fooling rate on the attacked classes; `keptRate`
+ * says how many of the other images kept their label.
+ */
+export function classDiscriminative(classes: readonly number[]): Criterion & { keptRate(clean: Int32Array, adv: Int32Array): number } {
+  const attacked = new Set(classes);
+  const share = (clean: Int32Array, adv: Int32Array, mine: (c: number) => boolean, hit: (c: number, a: number) => boolean) => {
+    let n = 0;
+    let k = 0;
+    clean.forEach((c, i) => {
+      if (!mine(c)) return;
+      n++;
+      if (hit(c, adv[i])) k++;
+    });
+    return n ? k / n : 0;
+  };
+  return {
+    classes,
+    rateName: 'fooling rate on the attacked classes',
+    // An image of another class is "done" while it keeps its label.
+    done: (pred, label) => (attacked.has(label) ? pred !== label : pred === label),
+    classOf: (label) => label,
+    sign: 1,
+    keeps: (label) => !attacked.has(label),
+    successRate: (clean, adv) => share(clean, adv, (c) => attacked.has(c), (c, a) => a !== c),
+    keptRate: (clean, adv) => share(clean, adv, (c) => !attacked.has(c), (c, a) => a === c),
+  };
+}
+
+/** The criterion of an optional target, or of attacked classes (class-discriminative). */
+export function criterionOf(target: number | undefined, classes?: readonly number[]): Criterion {
+  if (classes?.length) return classDiscriminative(classes);
   return target === undefined ? UNTARGETED : targetedAt(target);
 }

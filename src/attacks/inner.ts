@@ -4,6 +4,7 @@ import { argmaxRows, forwardLogits, vjpRows } from '../model/compute.js';
 import { l2, projectInPlace, type Norm } from '../math/lp.js';
 import { UsageError } from '../errors.js';
 import { criterionOf } from './criterion.js';
+import { crossEntropy } from './losses.js';
 
 /**
  * Inner attacks for Algorithm 1 other than DeepFool, as the Adversarial Robustness Toolbox lets
@@ -43,12 +44,8 @@ export function crossEntropyCotangent(logits: Float32Array, k: number, labels: I
   const dy = new Float32Array(n * k);
   const criterion = criterionOf(target);
   for (let i = 0; i < n; i++) {
-    const row = logits.subarray(i * k, (i + 1) * k);
-    const max = row.reduce((m, v) => Math.max(m, v), -Infinity);
-    let sum = 0;
-    for (let j = 0; j < k; j++) sum += Math.exp(row[j] - max);
-    const y = criterion.classOf(labels[i]);
-    for (let j = 0; j < k; j++) dy[i * k + j] = criterion.sign * (Math.exp(row[j] - max) / sum - (j === y ? 1 : 0));
+    const { grad } = crossEntropy(logits.subarray(i * k, (i + 1) * k), criterion.classOf(labels[i]));
+    for (let j = 0; j < k; j++) dy[i * k + j] = criterion.sign * grad[j];
   }
   return dy;
 }

@@ -2,6 +2,7 @@ import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/imageSet.js';
 import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from './universal.js';
 import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from './sgd.js';
+import { computeDataFreeUniversal, DATA_FREE_DEFAULTS, type DataFreeOptions } from './dataFree.js';
 import type { PassOptions, RunControl, UniversalResult } from './passes.js';
 import { UsageError } from '../errors.js';
 
@@ -13,7 +14,10 @@ import { UsageError } from '../errors.js';
  */
 
 /** The pass runner's options and any method's own, as a caller gives them. */
-export type AttackSettings = PassOptions & Partial<Omit<UniversalOptions, keyof PassOptions>> & Partial<Omit<SgdOptions, keyof PassOptions>>;
+export type AttackSettings = PassOptions &
+  Partial<Omit<UniversalOptions, keyof PassOptions>> &
+  Partial<Omit<SgdOptions, keyof PassOptions>> &
+  Partial<Omit<DataFreeOptions, keyof PassOptions>>;
 
 export interface CraftMethod {
   readonly name: string;
@@ -38,7 +42,14 @@ const sgd: CraftMethod = {
   craft: (model, X, settings, ctl) => computeSgdUniversal(model, X, { ...SGD_DEFAULTS, ...settings }, ctl),
 };
 
-export const METHODS = { algorithm1, sgd } as const;
+const gduap: CraftMethod = {
+  name: 'gduap',
+  title: 'GD-UAP',
+  options: (given) => ({ ...DATA_FREE_DEFAULTS, norm: UNIVERSAL_DEFAULTS.norm, ...given }),
+  craft: (model, X, settings, ctl) => computeDataFreeUniversal(model, X, { ...DATA_FREE_DEFAULTS, ...settings }, ctl),
+};
+
+export const METHODS = { algorithm1, sgd, gduap } as const;
 export type Method = keyof typeof METHODS;
 export const METHOD_NAMES = Object.keys(METHODS) as Method[];
 

@@ -1,4 +1,4 @@
-import { criterionOf, targetedAt } from './criterion.js';
+import { classDiscriminative, criterionOf, targetedAt } from './criterion.js';
 import { createHash } from 'node:crypto';
 import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
@@ -27,6 +27,8 @@ export interface PassOptions {
   seed: number;
   /** Targeted: push every image to this class. */
   target?: number;
+  /** Class-discriminative (SGD): fool the images of these classes only; the others keep their labels. */
+  classes?: number[];
 }
 
 export interface PassRecord {
@@ -35,6 +37,9 @@ export interface PassRecord {
   foolingRate: number;
   /** Targeted runs: share of the images of X not already of the target class that v sends there. */
   targetSuccess?: number;
+  /** Class-discriminative runs: fooling rate on the images of the attacked classes, and the share of the others that kept their label. */
+  attackedFoolingRate?: number;
+  keptRate?: number;
   /** When the run scores validation images after every pass (RunControl.scorePass): their fooling rate. */
   valFoolingRate?: number;
   normL2: number;
@@ -160,6 +165,11 @@ export function validatePassOptions(o: PassOptions, numClasses: number): void {
   if (!Number.isInteger(o.seed)) bad('seed', `expected an integer, got ${o.seed}`);
   if (o.target !== undefined && !(Number.isInteger(o.target) && o.target >= 0 && o.target < numClasses))
     bad('target', `expected a class index in 0..${numClasses - 1} or a label name, got ${o.target}`);
+  if (o.classes !== undefined) {
+    if (!o.classes.length || o.classes.some((c) => !(Number.isInteger(c) && c >= 0 && c < numClasses)))
+      bad('classes', `expected class indices in 0..${numClasses - 1} or label names, got ${o.classes.join(',')}`);
+    if (o.target !== undefined) bad('classes', 'a class-discriminative attack is untargeted: give {classes} or {target}, not both');
+  }
 }
 
 /** What must match for a resumed run to continue the same computation: model, data, backend, settings. */
@@ -167,7 +177,7 @@ function fingerprint(model: Classifier, X: ImageSet, o: PassOptions, method: Pas
   const data = createHash('sha1').update(X.items.map((i) => i.path).join('\n')).digest('hex').slice(0, 16);
   return {
     model: model.name, images: X.size, data, backend: model.runtime?.name ?? tf.getBackend(), method: method.name,
-    norm: o.norm, xi: o.xi, batchSize: o.batchSize, seed: o.seed, target: o.target ?? null, ...method.settings,
+    norm: o.norm, xi: o.xi, batchSize: o.batchSize, seed: o.seed, target: o.target ?? null, ...(o.classes ? { classes: o.classes.join(',') } : {}), ...method.settings,
   };
 }
 
@@ -204,8 +214,10 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
   const seconds = () => elapsedBefore + (performance.now() - t0) / 1000;
   const targeted = o.target !== undefined;
   const goal = 1 - o.delta;
-  const rateOf = (r: PassRecord) => (targeted ? r.targetSuccess ?? 0 : r.foolingRate);
-  const what = criterionOf(o.target).rateName;
+  const criterion = criterionOf(o.target, o.classes);
+  const discriminative = o.classes?.length ? classDiscriminative(o.classes) : undefined;
+  const rateOf = (r: PassRecord) => (targeted ? r.targetSuccess ?? 0 : discriminative ? r.attackedFoolingRate ?? 0 : r.foolingRate);
+  const what = criterion.rateName;
   try {
     const cleanPred = await predictSet(model, X, null, o.batchSize);
     const last = history[history.length - 1];
@@ -241,6 +253,7 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
         pass: pass + 1, foolingRate: foolingRate(cleanPred, adv), normL2: lpNorm(ctx.v, 2), normInf: lpNorm(ctx.v, 'inf'), updates,
         seconds: (performance.now() - passStart) / 1000,
         ...(targeted ? { targetSuccess: targetSuccessRate(cleanPred, adv, o.target!) } : {}),
+        ...(discriminative ? { attackedFoolingRate: discriminative.successRate(cleanPred, adv), keptRate: discriminative.keptRate(cleanPred, adv) } : {}),
       };
       if (ctl.scorePass) rec.valFoolingRate = await ctl.scorePass(ctx.v);
       history.push(rec);

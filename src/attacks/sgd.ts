@@ -1,8 +1,11 @@
 import { criterionOf } from './criterion.js';
+import { crossEntropy } from './losses.js';
 import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
-import { lpNorm, projectLp } from '../math/lp.js';
+import { lpNorm } from '../math/lp.js';
+import { Ascent, batchGradient } from './ascent.js';
+export { batchGradient };
 import { argmaxRows, forwardLogits, vjpRows } from '../model/compute.js';
 import { UsageError } from '../errors.js';
 import { forEachBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
@@ -49,28 +52,29 @@ export function validateSgdOptions(o: SgdOptions): void {
  * Per image, the loss and its gradient with respect to the logits, oriented so that ADDING it helps
  * the attack, divided by the batch size: the cotangent of one vector-Jacobian product.
  */
-export function lossCotangent(logits: Float32Array, labels: Int32Array, k: number, o: Pick<SgdOptions, 'loss' | 'beta' | 'kappa' | 'target'>): { dy: Float32Array; loss: number } {
+export function lossCotangent(logits: Float32Array, labels: Int32Array, k: number, o: Pick<SgdOptions, 'loss' | 'beta' | 'kappa' | 'target' | 'classes'>): { dy: Float32Array; loss: number } {
   const n = labels.length;
   const dy = new Float32Array(n * k);
-  const criterion = criterionOf(o.target);
+  const criterion = criterionOf(o.target, o.classes);
   let total = 0;
   for (let i = 0; i < n; i++) {
     const z = logits.subarray(i * k, (i + 1) * k);
     const g = dy.subarray(i * k, (i + 1) * k);
     const cls = criterion.classOf(labels[i]);
     const sign = criterion.sign;
-    if (o.loss === 'ce') {
-      let max = -Infinity;
-      for (let j = 0; j < k; j++) max = Math.max(max, z[j]);
-      let sum = 0;
-      for (let j = 0; j < k; j++) sum += Math.exp(z[j] - max);
-      const ce = Math.log(sum) + max - z[cls];
+    if (criterion.keeps(labels[i])) {
+      // Class-discriminative: an image of a class not attacked keeps its label (its cross-entropy is lowered).
+      const { ce, grad } = crossEntropy(z, cls);
+      total -= ce;
+      for (let j = 0; j < k; j++) g[j] = -grad[j] / n;
+    } else if (o.loss === 'ce') {
+      const { ce, grad } = crossEntropy(z, cls);
       // Untargeted: min(CE, beta) stops pushing images that are already far across.
       const clamped = sign > 0; // targeted: the target's loss is lowered all the way
       const active = !clamped || ce < o.beta;
       total += clamped ? Math.min(ce, o.beta) : ce;
       if (!active) continue;
-      for (let j = 0; j < k; j++) g[j] = (sign * (Math.exp(z[j] - max) / sum - (j === cls ? 1 : 0))) / n;
+      for (let j = 0; j < k; j++) g[j] = (sign * grad[j]) / n;
     } else {
       let other = -1;
       for (let j = 0; j < k; j++) if (j !== cls && (other < 0 || z[j] > z[other])) other = j;
@@ -86,38 +90,14 @@ export function lossCotangent(logits: Float32Array, labels: Int32Array, k: numbe
   return { dy, loss: total / n };
 }
 
-/**
- * d/dv of the batch loss through clip(x + v, 0, 255): the images' input gradients dx [n, size], each
- * counted where x + v (`raw`) lies inside [0, 255], summed over the batch. A plain loop: TF.js wasm's
- * comparison and logical ops took three quarters of an SGD pass's main-thread time.
- */
-export function batchGradient(dx: Float32Array, raw: Float32Array, size: number): Float32Array {
-  const g = new Float32Array(size);
-  for (let at = 0; at < raw.length; at += size) {
-    for (let t = 0; t < size; t++) {
-      const u = raw[at + t];
-      if (u >= 0 && u <= 255) g[t] += dx[at + t];
-    }
-  }
-  return g;
-}
-
-/** `u` rescaled to length `len` in the ball's norm (a zero direction stays zero). */
-function scaled(u: tf.Tensor3D, norm: 2 | 'inf', len: number): tf.Tensor3D {
-  return tf.tidy(() => {
-    const size = norm === 2 ? tf.norm(u) : tf.max(tf.abs(u));
-    return tf.mul(u, tf.div(len, tf.maximum(size, 1e-20))) as tf.Tensor3D;
-  });
-}
-
 export async function computeSgdUniversal(model: Classifier, X: ImageSet, options: SgdOptions, ctl: RunControl = {}): Promise<UniversalResult> {
   const o = options;
   validateSgdOptions(o);
   const [h, w, c] = model.inputShape;
   const K = model.numClasses;
   const lr0 = o.lr ?? o.xi / 10;
-  const criterion = criterionOf(o.target);
-  const adam: { m: Float32Array; s: Float32Array; t: number } = { m: new Float32Array(h * w * c), s: new Float32Array(h * w * c), t: 0 };
+  const criterion = criterionOf(o.target, o.classes);
+  const ascent = new Ascent([h, w, c], o.optimizer);
   const method: PassMethod = {
     name: 'sgd',
     settings: { loss: o.loss, beta: o.beta, kappa: o.kappa, optimizer: o.optimizer, lr: lr0, lrDecay: o.lrDecay },
@@ -136,19 +116,7 @@ export async function computeSgdUniversal(model: Classifier, X: ImageSet, option
           const { dy } = lossCotangent(logits, labels, K, o);
           const gradV = batchGradient((await vjpRows(model, adv, dy)).dx, raw.dataSync() as Float32Array, h * w * c);
           const prev = ctx.v;
-          ctx.v = tf.tidy(() => {
-            const g = tf.tensor3d(gradV, [h, w, c]);
-            let dir: tf.Tensor3D;
-            if (o.optimizer === 'adam') {
-              adam.t++;
-              const m = tf.add(tf.mul(tf.tensor3d(adam.m, [h, w, c]), 0.9), tf.mul(g, 0.1));
-              const sq = tf.add(tf.mul(tf.tensor3d(adam.s, [h, w, c]), 0.999), tf.mul(tf.square(g), 0.001));
-              adam.m = m.dataSync() as Float32Array;
-              adam.s = sq.dataSync() as Float32Array;
-              dir = tf.div(tf.div(m, 1 - 0.9 ** adam.t), tf.add(tf.sqrt(tf.div(sq, 1 - 0.999 ** adam.t)), 1e-8)) as tf.Tensor3D;
-            } else dir = o.norm === 'inf' ? (tf.sign(g) as tf.Tensor3D) : g;
-            return projectLp(tf.add(prev, scaled(dir, o.norm, lr)) as tf.Tensor3D, o.norm, o.xi);
-          });
+          ctx.v = ascent.step(prev, gradV, o.norm, lr, o.xi);
           prev.dispose();
           steps++;
           return fooled;
@@ -158,12 +126,8 @@ export async function computeSgdUniversal(model: Classifier, X: ImageSet, option
       });
       return steps;
     },
-    state: (): Record<string, Float32Array> => (o.optimizer === 'adam' ? { adamM: adam.m, adamS: adam.s, adamT: Float32Array.of(adam.t) } : {}),
-    restore(st) {
-      if (st.adamM) adam.m = st.adamM;
-      if (st.adamS) adam.s = st.adamS;
-      if (st.adamT) adam.t = st.adamT[0];
-    },
+    state: () => ascent.state(),
+    restore: (st) => ascent.restore(st),
   };
   const res = await runPasses(model, X, o, method, ctl);
   if (lpNorm(res.v, 'inf') === 0) res.stopReason += '; v is zero: no gradient moved it';

@@ -92,6 +92,7 @@ export function validateUniversalOptions(o: UniversalOptions): void {
   if (!(o.stepSize > 0) || !Number.isFinite(o.stepSize)) bad('stepSize', `expected a positive number, got ${o.stepSize}`);
   if (o.stepDecay !== undefined && !(o.stepDecay > 0 && o.stepDecay <= 1)) bad('stepDecay', `expected a number in (0, 1], got ${o.stepDecay}`);
   if (o.accept !== undefined && o.accept !== 'converged' && o.accept !== 'all') bad('accept', `expected converged or all, got ${String(o.accept)}`);
+  if (o.classes !== undefined) bad('classes', 'class-discriminative attacks need the sgd method (its loss keeps the other classes\' labels)');
   if (o.inner !== undefined && !INNER_ATTACKS.includes(o.inner)) bad('inner', `expected one of ${INNER_ATTACKS.join(', ')}, got ${String(o.inner)}`);
   if (o.innerEps !== undefined && !(o.innerEps > 0 && Number.isFinite(o.innerEps))) bad('innerEps', `expected a positive number, got ${o.innerEps}`);
   if (o.innerSteps !== undefined && !(Number.isInteger(o.innerSteps) && o.innerSteps >= 1)) bad('innerSteps', `expected an integer >= 1, got ${o.innerSteps}`);

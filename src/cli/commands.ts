@@ -34,6 +34,7 @@ async function computeWithProgress(flags: Record<string, unknown>, out: string, 
           initFormat: perturbationFormat(flags),
           method: flags.method as Method | undefined,
           target: flags.target as string | undefined,
+          classes: flags.classes as string[] | undefined,
           randomDraws: extra.randomDraws,
           valPerPass: Boolean(flags.valPerPass),
         },
@@ -54,6 +55,11 @@ function printSummary(s: ComputeSummary): void {
   ];
   if (s.config.targetName !== null && s.config.targetName !== undefined)
     lines.push(`targeted at "${String(s.config.targetName)}": success on X ${pct(s.result.targetSuccess)}${s.targetOnVal !== undefined ? `, on validation ${pct(s.targetOnVal)}` : ''} (images not already of that class)`);
+  const attacked = s.config.classes as number[] | undefined;
+  if (attacked) {
+    const last = s.result.history[s.result.history.length - 1];
+    lines.push(`class-discriminative on ${attacked.length} class(es): their images fooled ${pct(last?.attackedFoolingRate)} in X${s.classesOnVal ? `, ${pct(s.classesOnVal.attacked)} in validation` : ''}; the other classes keep their label on ${pct(last?.keptRate)} of X${s.classesOnVal ? `, ${pct(s.classesOnVal.kept)} of validation` : ''}`);
+  }
   if (s.onVal) {
     lines.push(`fooling rate on validation (${s.onVal.images} images): ${pctCI(s.onVal.foolingRate, s.onVal.images)}`);
     if (s.onVal.cleanAccuracy !== undefined)
@@ -64,7 +70,8 @@ function printSummary(s: ComputeSummary): void {
       lines.push(`random noise, ${b.norm === 2 ? 'L2' : 'Linf'} ${b.radius.toFixed(b.norm === 2 ? 0 : 1)} (as v), on validation: ${pct(b.mean)} (min ${pct(b.min)}, max ${pct(b.max)}, ${b.draws} draws)`);
   lines.push(`written: ${['perturbation.npy', 'perturbation.png', 'examples.png', 'metrics.json', 'config.json', ...(s.onVal ? ['predictions.csv'] : [])].map((f) => join(s.out, f)).join(', ')}`);
   process.stdout.write(lines.join('\n') + '\n');
-  for (const w of runWarnings(s)) consoleLog.warn(w);
+  // A class-discriminative v is meant to leave most images alone: beside noise, its overall rate says nothing.
+  for (const w of runWarnings(attacked ? { ...s, randomOnVal: null } : s)) consoleLog.warn(w);
 }
 
 export function computeCommand(): Command {
@@ -78,6 +85,7 @@ export function computeCommand(): Command {
     .option('--force', 'start afresh in an --out that holds an unfinished run, replacing it')
     .option('--init <file>', 'start from a saved perturbation, .npy or .npz (warm start; read with --layout / --units / --array)')
     .option('--val-per-pass', 'also score the validation set after every pass (X and validation curves in the report)')
+    .option('--classes <list>', 'class-discriminative (CD-UAP, with --method sgd): fool only the images of these classes (comma-separated indices or first label names); the other classes keep their labels', (s) => s.split(',').map((x) => x.trim()).filter(Boolean));
   addFormatFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
       await startBackend(flags.backend);

@@ -19,12 +19,14 @@ function range(s: string): [number, number] {
 export function finetuneCommand(): Command {
   const d = FINETUNE_DEFAULTS;
   const cmd = new Command('finetune').description(
-    'harden a LayersModel: fine-tune it on images perturbed by a pool of universal perturbations, then attack it afresh (the paper\'s defence); writes the model, its card and the rounds table',
+    'harden a LayersModel: fine-tune it on images perturbed by a pool of universal perturbations (the paper\'s defence) or train it together with one (--defence uat), then attack it afresh; writes the model, its card and the rounds table',
   );
   addModelFlags(cmd, 'fashion');
   addDataFlags(cmd);
   addAttackFlags(cmd, { method: 'sgd', maxPasses: 5 });
   cmd
+    .addOption(new Option('--defence <d>', 'pool (the paper: fine-tune on a pool of precomputed UAPs) or uat (universal adversarial training, Shafahi et al. 2020: one UAP trained with the weights, an ascent step on it per descent step)').choices(['pool', 'uat']).default(d.defence))
+    .option('--uat-step <s>', 'uat: the perturbation\'s ascent step per minibatch, pixels in the ball\'s norm (default xi/5)', positive('uat-step'))
     .option('--rounds <n>', 'fine-tune / re-attack rounds', count('rounds'), d.rounds)
     .option('--pool-size <n>', 'universal perturbations precomputed per round', count('pool-size'), d.poolSize)
     .option('--epochs <n>', 'fine-tuning epochs per round', count('epochs'), d.epochs)
@@ -52,6 +54,7 @@ export function finetuneCommand(): Command {
             method: flags.method as Method,
             attack: attackOptions(flags as unknown as AttackFlags),
             options: {
+              defence: flags.defence as 'pool' | 'uat', uatStep: flags.uatStep as number | undefined,
               rounds: flags.rounds as number, poolSize: flags.poolSize as number, epochs: flags.epochs as number, learningRate: flags.learningRate as number,
               batchSize: flags.trainBatchSize as number, maxAccuracyDrop: flags.maxAccuracyDrop as number, seed: flags.seed as number, trainLabels: flags.trainLabels as 'model' | 'truth',
               sampling: { probability: flags.perturbProbability as number, scale: flags.magnitude as [number, number] },

@@ -4,6 +4,7 @@ import { UsageError } from '../errors.js';
 import { parseNorm, type Norm } from '../math/lp.js';
 import { ALGORITHM1_VARIANTS, type Algorithm1Variant, type UniversalOptions } from '../attacks/universal.js';
 import type { SgdOptions } from '../attacks/sgd.js';
+import type { DataFreeOptions } from '../attacks/dataFree.js';
 import { METHOD_NAMES, type AttackSettings, type Method } from '../attacks/methods.js';
 import type { DataSpec } from '../pipeline.js';
 import type { CardOverrides } from '../model/load.js';
@@ -123,14 +124,17 @@ export function addAttackFlags(cmd: Command, defaults: { method?: Method; maxPas
     .option('--step-size <s>', 'algorithm1: step length (unit: fraction of the ball\'s L2 radius, default 0.5; minimal: multiplier, default 1)', positive('step-size'))
     .option('--batch-size <n>', 'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32)', count('batch-size'))
     .option('--seed <n>', 'seed of the shuffles', number('seed', Number.isInteger, 'an integer'), 0)
-    .addOption(new Option('--method <m>', 'algorithm1 (the paper: DeepFool steps) or sgd (SGD-UAP: minibatch gradient ascent)').choices(METHOD_NAMES).default(defaults.method ?? 'algorithm1'))
+    .addOption(new Option('--method <m>', 'algorithm1 (the paper: DeepFool steps), sgd (SGD-UAP: minibatch gradient ascent) or gduap (GD-UAP / Fast Feature Fool: maximises the convolutions\' activations, data-free with --prior none or range)').choices(METHOD_NAMES).default(defaults.method ?? 'algorithm1'))
     .option('--target <label>', 'targeted: push every image to this class (index or label name); reports the targeted success rate')
     .addOption(new Option('--loss <l>', 'sgd: ce (cross-entropy clamped at --beta) or margin (logit margin bounded at --kappa)').choices(['ce', 'margin']))
     .option('--beta <b>', 'sgd: clamp of the cross-entropy (default 12)', positive('beta'))
     .option('--kappa <k>', 'sgd: confidence of the margin loss (default 0)', number('kappa', (n) => n >= 0, 'a number >= 0'))
     .addOption(new Option('--optimizer <o>', 'sgd: sign (sign steps for Linf, normalised gradient for L2) or adam').choices(['sign', 'adam']))
     .option('--lr <s>', 'sgd: first step length in the ball\'s norm, pixels (default xi/10)', positive('lr'))
-    .option('--lr-decay <f>', 'sgd: step length factor per pass (default 0.9)', number('lr-decay', (n) => n > 0 && n <= 1, 'a number in (0, 1]'));
+    .option('--lr-decay <f>', 'sgd, gduap: step length factor per pass (default 0.9)', number('lr-decay', (n) => n > 0 && n <= 1, 'a number in (0, 1]'))
+    .addOption(new Option('--prior <p>', 'gduap: what v is added to: none (no data: the network sees v alone), range (random noise over [0, 255]) or data (images of X)').choices(['none', 'range', 'data']))
+    .option('--steps-per-pass <n>', 'gduap: ascent steps on v per pass (default 32)', count('steps-per-pass'))
+    .option('--layers <names>', 'gduap: comma-separated layers whose activations v maximises (default: every convolution; one layer with --prior data: layer maximisation)', (s) => s.split(',').map((x) => x.trim()).filter(Boolean));
 }
 
 function deepfoolNorm(s: string): 2 | 'match' {
@@ -140,12 +144,12 @@ function deepfoolNorm(s: string): 2 | 'match' {
 }
 
 /** The attack flags as commander parses them (camel-cased): UniversalOptions, with xi optional. */
-export type AttackFlags = Omit<UniversalOptions, 'xi' | 'maxGradientRows' | 'target'> & Partial<Omit<SgdOptions, 'target'>> & { xi?: number };
+export type AttackFlags = Omit<UniversalOptions, 'xi' | 'maxGradientRows' | 'target'> & Partial<Omit<SgdOptions, 'target'>> & Partial<Omit<DataFreeOptions, 'target'>> & { xi?: number };
 
 export function attackOptions(f: AttackFlags & { variant?: Algorithm1Variant }): Partial<AttackSettings> {
   const keys = [
     'norm', 'xi', 'delta', 'maxPasses', 'overshoot', 'candidates', 'deepfoolSteps', 'deepfoolNorm', 'projection', 'steps', 'stepSize', 'batchSize', 'seed',
-    'inner', 'innerEps', 'innerSteps', 'innerStepSize', 'loss', 'beta', 'kappa', 'optimizer', 'lr', 'lrDecay',
+    'inner', 'innerEps', 'innerSteps', 'innerStepSize', 'loss', 'beta', 'kappa', 'optimizer', 'lr', 'lrDecay', 'prior', 'stepsPerPass', 'layers',
   ] as const;
   // A variant is a preset of projection, steps and step size; flags given beside it win. --steps alone
   // brings its own default length (unit 0.5 of the ball, minimal x1).

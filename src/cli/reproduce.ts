@@ -1,5 +1,5 @@
 import { METHOD_NAMES, type Method } from '../attacks/methods.js';
-import { ASSETS_HELP } from './flags.js';
+import { ASSETS_HELP, positive, count } from './flags.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
@@ -36,6 +36,9 @@ interface Plan {
   sample?: number;
   /** Validation images as a seeded sample (the first files of class folders would be one or two classes). */
   valSample?: number;
+  /** Radii given by --l2 / --linf (else the paper's, L2 scaled to the input size). */
+  l2?: number;
+  linf?: number;
 }
 
 export function reproduceCommand(): Command {
@@ -45,7 +48,9 @@ export function reproduceCommand(): Command {
     .option('--models <names>', `comma-separated models to craft on (default ${IMAGENET.join(',')})`)
     .option('--quick', 'a few minutes: 100 images of X, 300 validation images, fewer sizes and normals')
     .option('--paper-scale', "the paper's counts on real images (with --models fashion): X = 10,000 Fashion-MNIST training images, validation = the 10,000 test images, |X| from 100 to 10,000 (Debian's dataset-fashion-mnist)")
-    .option('--max-passes <n>', 'pass cap per perturbation', (s) => Number(s), 10)
+    .option('--max-passes <n>', 'pass cap per perturbation', count('max-passes'), 10)
+    .option('--linf <xi>', 'Linf radius in pixels [0,255] (default 10, the paper\'s)', positive('linf'))
+    .option('--l2 <xi>', "L2 radius in pixels (default the paper's 2000 at 224x224x3, scaled to keep the per-pixel RMS: 2000 * sqrt(pixels / 150528))", positive('l2'))
     .option('--assets <dir>', ASSETS_HELP)
     .option('--backend <name>', 'where models run: onnx (default when its self-check passes), wasm or cpu')
     .option('-o, --out <dir>', 'folder for the runs, report.html and summary.md', 'runs/reproduce')
@@ -64,22 +69,28 @@ export function reproduceCommand(): Command {
         valLimit: quick && !paper ? 300 : undefined,
         sizes: paper ? (quick ? '100,1000' : '100,500,1000,2000,5000,10000') : quick ? '25,50,100' : '100,250,500,1000',
         normals: quick ? 50 : 200,
+        l2: flags.l2 as number | undefined,
+        linf: flags.linf as number | undefined,
         ...(paper ? { data: 'fashion:train', val: 'fashion:test', sample: quick ? 1000 : 10000, valSample: quick ? 2000 : undefined } : {}),
       };
       await startBackend(flags.backend);
       const out = flags.out as string;
       const method = flags.method as Method;
       const common = { assets: flags.assets, backend: flags.backend };
+      const xiOf = (norm: 2 | 'inf') => {
+        const xi = (norm === 2 ? flags.l2 : flags.linf) as number | undefined;
+        return xi === undefined ? {} : { xi };
+      };
       // 1. Table 1: one perturbation per model and norm, scored on X and on validation.
       const runs: { model: string; norm: 2 | 'inf'; dir: string; s: ComputeSummary }[] = [];
       for (const model of plan.models)
         for (const norm of [2, 'inf'] as const) {
           const dir = join(out, `${model}-${norm === 2 ? 'l2' : 'linf'}`);
-          consoleLog.info(`crafting on ${model}, ${norm === 2 ? 'L2 2000' : 'Linf 10'} (${method}) -> ${dir}`);
+          consoleLog.info(`crafting on ${model}, ${norm === 2 ? `L2 ${(flags.l2 as number | undefined) ?? '2000*'}` : `Linf ${(flags.linf as number | undefined) ?? 10}`} (${method}) -> ${dir}`);
           const progress = universalProgress();
           try {
             const s = await runCompute(
-              { model, assets: flags.assets as string | undefined, out: dir, data: plan.data, val: plan.val, sample: plan.sample, valSample: plan.valSample, limit: plan.limit, valLimit: plan.valLimit, method, options: { norm, maxPasses: flags.maxPasses as number } },
+              { model, assets: flags.assets as string | undefined, out: dir, data: plan.data, val: plan.val, sample: plan.sample, valSample: plan.valSample, limit: plan.limit, valLimit: plan.valLimit, method, options: { norm, maxPasses: flags.maxPasses as number, ...xiOf(norm) } },
               { log: consoleLog, onProgress: progress.onProgress, onPass: progress.onPass },
             );
             runs.push({ model, norm, dir, s });
@@ -104,15 +115,15 @@ export function reproduceCommand(): Command {
       await runBaseline({ ...common, run: firstL2.dir, limit: plan.valLimit, draws: 2, deepfool: true });
       const sizeDir = join(out, 'sweep-size');
       const sets = { data: plan.data, val: plan.val, sample: plan.sample, valSample: plan.valSample };
-      await runSweepSize({ ...common, ...sets, model: first, method, norm: 'inf', sizes: plan.sizes, maxPasses: flags.maxPasses, valLimit: plan.valLimit, delta: 0.2, seed: 0, out: sizeDir });
+      await runSweepSize({ ...common, ...sets, ...xiOf('inf'), model: first, method, norm: 'inf', sizes: plan.sizes, maxPasses: flags.maxPasses, valLimit: plan.valLimit, delta: 0.2, seed: 0, out: sizeDir });
       const normalsDir = join(out, 'normals');
       // From a large X, the normals come from a seeded sample of it (the first files are one class).
       const normalsOf = plan.sample ? { sample: plan.normals } : { limit: plan.normals };
-      await runNormals({ ...common, ...sets, ...normalsOf, model: first, valLimit: plan.valLimit, dims: '1,10,50,100', draws: 3, out: normalsDir });
+      await runNormals({ ...common, ...sets, ...normalsOf, ...xiOf(2), model: first, valLimit: plan.valLimit, dims: '1,10,50,100', draws: 3, out: normalsDir });
       // 4. The report and the summary beside the paper.
       const dirs = [...runs.map((r) => r.dir), transferDir, sizeDir, normalsDir];
       writeText(join(out, 'report.html'), await buildReport(dirs, `uap reproduce (${method})`));
-      const summary = summaryMarkdown(runs, t, sizeDir, normalsDir, join(firstL2.dir, 'baseline.json'), method, plan);
+      const summary = summaryMarkdown(runs, t, sizeDir, normalsDir, { baseline: join(firstL2.dir, 'baseline.json'), graph: join(firstLinf.dir, 'graph.json') }, method, plan);
       writeText(join(out, 'summary.md'), summary);
       process.stdout.write(summary + `\nwritten: ${join(out, 'report.html')}, ${join(out, 'summary.md')}\n`);
     });
@@ -123,19 +134,23 @@ function summaryMarkdown(
   t: Awaited<ReturnType<typeof transferMatrix>>,
   sizeDir: string,
   normalsDir: string,
-  baselineFile: string,
+  files: { baseline: string; graph: string },
   method: string,
   plan: Plan,
 ): string {
   const read = (f: string) => JSON.parse(readFileSync(f, 'utf8')) as Record<string, unknown>;
   const x = runs[0]?.s.onX.images;
   const v = runs[0]?.s.onVal?.images;
+  // The radii the runs used (the first model's; the paper's by default, with L2 scaled to the input size).
+  const radiusOf = (norm: 2 | 'inf') => Number(runs.find((r) => r.norm === norm)?.s.config.xi);
+  const l2 = plan.l2 === undefined ? 'L2 2000*' : `L2 ${radiusOf(2)}`;
+  const linf = `Linf ${radiusOf('inf')}`;
   const lines = [
     `# uap reproduce (${method}; X = ${x} images, validation = ${v} images)`,
     '',
     '## Table 1: fooling rates (paper: 10,000 images in X, 50,000 validation images; CaffeNet .. ResNet-152)',
     '',
-    '| model | L2 2000*, X | L2 2000*, val | Linf 10, X | Linf 10, val |',
+    `| model | ${l2}, X | ${l2}, val | ${linf}, X | ${linf}, val |`,
     '|---|---|---|---|---|',
     ...[...new Set(runs.map((r) => r.model))].map((m) => {
       const l2 = runs.find((r) => r.model === m && r.norm === 2)?.s;
@@ -144,22 +159,29 @@ function summaryMarkdown(
     }),
     '| paper (six networks) | 82.9-90.7% | 82.0-90.3% | 77.8-93.8% | 77.8-93.7% |',
     '',
-    '\\* 2000 at 224x224x3; other input sizes keep the per-pixel RMS (2000 * sqrt(pixels / 150528)).',
+    plan.l2 === undefined ? `\\* 2000 at 224x224x3; other input sizes keep the per-pixel RMS (2000 * sqrt(pixels / 150528)): ${radiusOf(2)} for ${runs[0]?.model}.` : '',
     '',
-    '## Table 2: transfer at Linf 10 (rows crafted on, columns tested on; paper: 39.2-74.0% off the diagonal)',
+    `## Table 2: transfer at ${linf} (rows crafted on, columns tested on; paper: 39.2-74.0% off the diagonal)`,
     '',
     transferMarkdown(t),
   ];
   const sizes = read(join(sizeDir, 'sweep-size.json')).points as { size: number; valFoolingRate: number }[];
   lines.push(
-    `## Size of X (${plan.models[0]}, Linf 10; paper, GoogLeNet: 500 ~31%, 1000 ~37%, 2000 ~49%, 4000 ~69%)`,
+    `## Size of X (${plan.models[0]}, ${linf}; paper, GoogLeNet: 500 ~31%, 1000 ~37%, 2000 ~49%, 4000 ~69%)`,
     '',
     `| images in X | ${sizes.map((p) => p.size).join(' | ')} |`,
     `|---|${sizes.map(() => '---').join('|')}|`,
     `| validation fooling rate | ${sizes.map((p) => pct(p.valFoolingRate)).join(' | ')} |`,
     '',
   );
-  const b = read(baselineFile) as { vNorm: number; points: { kind: string; radius: number; mean: number }[] };
+  const g = read(files.graph) as { images: number; fooled: number; dominant: { name: string; inDegree: number; share: number }[] };
+  lines.push(
+    `## Dominant labels (${plan.models[0]}, ${linf}, validation; paper: a few labels receive most fooled images)`,
+    '',
+    `${g.fooled} of ${g.images} images fooled; ${g.dominant.slice(0, 3).map((d) => `"${d.name}" receives ${pct(d.share)} of them (the main destination of ${d.inDegree} labels)`).join(', ')}.`,
+    '',
+  );
+  const b = read(files.baseline) as { vNorm: number; points: { kind: string; radius: number; mean: number }[] };
   const at = (kind: string) => b.points.find((p) => p.kind === kind && Math.abs(p.radius - b.vNorm) < 1e-6)?.mean;
   lines.push(
     `## Universal vs random noise at the same L2 norm (${plan.models[0]}, ||v||_2 = ${b.vNorm.toFixed(0)}; paper, CaffeNet at 2000: universal ~85%, random ~10%)`,

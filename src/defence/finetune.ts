@@ -17,6 +17,7 @@ import { assetsDir } from '../paths.js';
 import { methodName, pct } from '../report/format.js';
 import { craft, defaultData, loadModel, loadPerturbation, OWN_FORMAT, loadSet, methodOptions, type DataSpec, namedLog, type Log, type Method } from '../pipeline.js';
 import { drawPerturbations, applyDraws, SAMPLING_DEFAULTS, type SamplingOptions } from './sampling.js';
+import { uatEpoch } from './uat.js';
 import { loadTrainable, refuseUntrainable, saveTrainable, snapshotWeights, restoreWeights, type Trainable } from './trainable.js';
 
 /**
@@ -25,6 +26,13 @@ import { loadTrainable, refuseUntrainable, saveTrainable, snapshotWeights, resto
  */
 
 export interface FinetuneOptions {
+  /**
+   * 'pool': the paper's fine-tuning on a pool of universal perturbations crafted before each round;
+   * 'uat': universal adversarial training (Shafahi et al.), one perturbation trained with the weights.
+   */
+  defence: 'pool' | 'uat';
+  /** uat: length of the perturbation's ascent step per minibatch, in the ball's norm (default xi / 5). */
+  uatStep?: number;
   /** Fine-tune / re-attack rounds (the paper: fooling rate falls in round 1, little more after). */
   rounds: number;
   /** Universal perturbations precomputed per round for training. */
@@ -47,7 +55,7 @@ export interface FinetuneOptions {
 }
 
 export const FINETUNE_DEFAULTS: FinetuneOptions = {
-  rounds: 1, poolSize: 10, epochs: 3, batchSize: 32, learningRate: 1e-4, sampling: SAMPLING_DEFAULTS, maxAccuracyDrop: 0.05, trainLabels: 'model', seed: 0,
+  defence: 'pool', rounds: 1, poolSize: 10, epochs: 3, batchSize: 32, learningRate: 1e-4, sampling: SAMPLING_DEFAULTS, maxAccuracyDrop: 0.05, trainLabels: 'model', seed: 0,
 };
 
 export interface FinetuneJob extends DataSpec {
@@ -106,6 +114,9 @@ export interface FinetuneControl {
 }
 
 
+/** The perturbation universal adversarial training keeps beside the weights, in a round's model folder. */
+const UAT_DELTA = 'uat-perturbation.npy';
+
 /** Retries of an undone epoch at a tenth of the learning rate, per round. */
 const MAX_BACKOFFS = 2;
 
@@ -123,6 +134,8 @@ function validate(o: FinetuneOptions): void {
   if (!(lo >= 0 && hi >= lo)) bad('magnitude', 'LO,HI with 0 <= LO <= HI');
   if (!(o.maxAccuracyDrop >= 0 && o.maxAccuracyDrop <= 1)) bad('maxAccuracyDrop', 'a number in [0, 1]');
   if (o.trainLabels !== 'model' && o.trainLabels !== 'truth') bad('trainLabels', 'model or truth');
+  if (o.defence !== 'pool' && o.defence !== 'uat') bad('defence', 'pool or uat');
+  if (o.uatStep !== undefined && !(o.uatStep > 0 && Number.isFinite(o.uatStep))) bad('uatStep', 'a positive number');
 }
 
 /** Clean top-1 accuracy of the model being trained, and the pool's fooling rate, on a labelled set (TF.js forward passes). */
@@ -191,8 +204,9 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
   const release: tf.Tensor[] = [];
   try {
     const defaults = defaultData(model, assets);
-    const X = await loadSet(model, job.data ?? defaults.data, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'training / crafting set X' });
-    const V = await loadSet(model, job.val ?? defaults.val, { labels: job.valLabels, limit: job.valLimit, strict: job.strict, assets, log, what: 'validation set' });
+    const sample = (count: number | undefined) => (count === undefined ? undefined : { count, seed: o.seed });
+    const X = await loadSet(model, job.data ?? defaults.data, { labels: job.labels, limit: job.limit, sample: sample(job.sample), strict: job.strict, assets, log, what: 'training / crafting set X' });
+    const V = await loadSet(model, job.val ?? defaults.val, { labels: job.valLabels, limit: job.valLimit, sample: sample(job.valSample), strict: job.strict, assets, log, what: 'validation set' });
     if (!V.labels) throw new UsageError(`validation set ${job.val ?? defaults.val}: fine-tuning needs labelled validation images (to track clean accuracy)`);
     const attack = methodOptions(method, model, job.attack ?? {});
     const config = {
@@ -254,9 +268,17 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
       // The pool: universal perturbations of the current model, each from its own seed.
       const members: tf.Tensor3D[] = [];
       let pool: tf.Tensor4D;
-      mkdirSync(join(roundDir, 'pool'), { recursive: true });
+      const modelDir = join(roundDir, 'model');
+      const nextDir = `${modelDir}.next`;
+      // A kill between removing the old model folder and renaming the new one leaves only the new one.
+      if (existsSync(nextDir) && !existsSync(modelDir)) renameSync(nextDir, modelDir);
+      // Universal adversarial training: the perturbation trained beside the weights, from its last saved epoch.
+      const deltaFile = join(modelDir, UAT_DELTA);
+      const delta = o.defence === 'uat' ? tf.variable(existsSync(deltaFile) ? loadPerturbation(deltaFile, model, log, OWN_FORMAT) : tf.zeros(model.inputShape), true) : null;
+      if (delta) release.push(delta);
+      if (o.defence === 'pool') mkdirSync(join(roundDir, 'pool'), { recursive: true });
       try {
-        for (let i = 0; i < o.poolSize; i++) {
+        for (let i = 0; o.defence === 'pool' && i < o.poolSize; i++) {
           const file = join(roundDir, 'pool', `member-${i}.npy`);
           if (existsSync(file)) {
             members.push(loadPerturbation(file, model, log, OWN_FORMAT));
@@ -270,17 +292,13 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
           renameSync(file + '.tmp', file);
           log.info(`round ${r}: pool member ${i + 1}/${o.poolSize}: fooling rate on X ${pct(res.history.at(-1)?.foolingRate ?? 0)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
         }
-        pool = tf.stack(members) as tf.Tensor4D;
+        pool = delta ? (delta.expandDims(0) as tf.Tensor4D) : (tf.stack(members) as tf.Tensor4D);
       } finally {
         tf.dispose(members);
       }
       release.push(pool);
 
       // Fine-tuning, from the last saved epoch of this round if there is one.
-      const modelDir = join(roundDir, 'model');
-      const nextDir = `${modelDir}.next`;
-      // A kill between removing the old model folder and renaming the new one leaves only the new one.
-      if (existsSync(nextDir) && !existsSync(modelDir)) renameSync(nextDir, modelDir);
       const progress = readJsonIf<{ epochs: EpochRecord[] }>(join(modelDir, 'training.json'));
       const epochs: EpochRecord[] = progress?.epochs ?? [];
       const t = await loadTrainable(progress ? findCard(join(modelDir, 'card.json')) : currentCard, assets);
@@ -295,14 +313,21 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
         for (let e = epochs.filter((x) => x.kept).length + 1; e <= o.epochs && backoffs <= MAX_BACKOFFS; ) {
           const t0 = Date.now();
           const before = snapshotWeights(t);
+          const deltaBefore = delta && tf.keep(delta.clone());
           let loss: number;
           let check: { accuracy: number; poolFoolingRate: number };
           try {
-            loss = await trainEpoch(t, X, targets, pool, o, optimizer, passSeed(o.seed + r, e),
-              (done, l) => ctl.onBatch?.({ round: r, epoch: e, epochs: o.epochs, done, total: X.size, loss: l }), ctl.signal);
+            const seed = passSeed(o.seed + r, e);
+            const onBatch = (done: number, l: number) => ctl.onBatch?.({ round: r, epoch: e, epochs: o.epochs, done, total: X.size, loss: l });
+            if (delta) {
+              loss = await uatEpoch(t, X, targets, delta, { batchSize: o.batchSize, norm: attack.norm, xi: attack.xi, step: o.uatStep ?? attack.xi / 5 }, optimizer, seed, onBatch, ctl.signal);
+              pool.dispose();
+              pool = delta.expandDims(0) as tf.Tensor4D;
+              release.push(pool);
+            } else loss = await trainEpoch(t, X, targets, pool, o, optimizer, seed, onBatch, ctl.signal);
             check = await trainingCheck(t, V, pool, Math.min(o.batchSize, 64));
           } catch (err) {
-            tf.dispose(before);
+            tf.dispose([...before, ...(deltaBefore ? [deltaBefore] : [])]);
             optimizer.dispose();
             throw err;
           }
@@ -310,6 +335,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
           const rec: EpochRecord = { epoch: e, learningRate: lr, loss, cleanAccuracy: check.accuracy, poolFoolingRate: check.poolFoolingRate, seconds: (Date.now() - t0) / 1000, kept };
           if (!kept) {
             restoreWeights(t, before);
+            if (delta && deltaBefore) delta.assign(deltaBefore);
             backoffs++;
             const fell = `clean accuracy fell to ${pct(check.accuracy)} (original ${pct(baseline)}, more than {maxAccuracyDrop} ${o.maxAccuracyDrop})`;
             if (backoffs <= MAX_BACKOFFS) {
@@ -319,12 +345,13 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
               log.warn(`round ${r}, epoch ${e}: ${fell}; epoch undone, retrying at learning rate ${lr.toExponential(0)}`);
             } else log.warn(`round ${r}, epoch ${e}: ${fell}; epoch undone, training stops`);
           } else e++;
-          tf.dispose(before);
+          tf.dispose([...before, ...(deltaBefore ? [deltaBefore] : [])]);
           epochs.push(rec);
           ctl.onEpoch?.(r, rec);
           // Weights, card and epoch list go to a new folder that replaces the old one whole.
           rmSync(nextDir, { recursive: true, force: true });
           await saveTrainable(t, nextDir, assets, { from: currentCard.name, round: r, epochs: epochs.filter((x) => x.kept).length, finetune: o, method, attack });
+          if (delta) writeNpy(join(nextDir, UAT_DELTA), { data: (await delta.data()) as Float32Array, shape: delta.shape });
           writeJson(join(nextDir, 'training.json'), { epochs });
           rmSync(modelDir, { recursive: true, force: true });
           renameSync(nextDir, modelDir);
@@ -356,7 +383,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
 export function defenceMarkdown(d: DefenceResult): string {
   const a = d.config.attack as { norm: number | string; xi: number };
   const lines = [
-    `# Defence: fine-tuning on universal perturbations — ${String(d.config.model)}`,
+    `# Defence: ${(d.config.finetune as FinetuneOptions).defence === 'uat' ? 'universal adversarial training' : 'fine-tuning on universal perturbations'} — ${String(d.config.model)}`,
     '',
     `Attack: ${methodName(d.config)}, ${a.norm === 2 ? 'L2' : 'Linf'} xi = ${a.xi}; ${String(d.config.images)} training/crafting images, ${String(d.config.valImages)} validation images.`,
     '',

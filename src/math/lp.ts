@@ -59,9 +59,4 @@ export function ballL2Radius(p: Norm, xi: number, d: number): number {
   return p === 2 ? xi : xi * Math.sqrt(d);
 }
 
-/** The paper's radius: Linf 10; L2 2000 at 224x224x3, scaled by sqrt(pixels) for other sizes (same RMS). */
-export function defaultXi(norm: Norm, shape: [number, number, number]): number {
-  if (norm === 'inf') return 10;
-  const d = shape[0] * shape[1] * shape[2];
-  return Math.round(2000 * Math.sqrt(d / (224 * 224 * 3)));
-}
+export { defaultXi } from './radius.js';

@@ -6,6 +6,7 @@ import { measureBatchLimits } from './memory.js';
 import type { Net } from './net.js';
 import { chain, weights, SLICE_END, type NetNode } from './net.js';
 import { netToTfGraph } from './tfjsNet.js';
+import { featureModel } from './features.js';
 import { runPlainGraph } from './plainGraph.js';
 
 /**
@@ -109,7 +110,8 @@ export async function tfjsClassifier(card: ModelCard, forward: (x: tf.Tensor4D) 
 }
 
 /** A classifier on TF.js alone from a whole Net (card nodes included): what the browser studio runs. */
-export function netClassifier(card: ModelCard, net: Net, labels?: string[]): Promise<Classifier> {
+export async function netClassifier(card: ModelCard, net: Net, labels?: string[]): Promise<Classifier> {
   const graph = netToTfGraph(net, card.inputShape);
-  return tfjsClassifier(card, (x) => runPlainGraph(graph, x), () => tf.dispose(graph.owned), labels);
+  const model = await tfjsClassifier(card, (x) => runPlainGraph(graph, x), () => tf.dispose(graph.owned), labels);
+  return { ...model, features: (layers) => featureModel(net, card.inputShape, layers) };
 }

@@ -3,8 +3,26 @@ import * as tf from '../tf.js';
 import type { BatchLimits } from './memory.js';
 import type { Runtime } from './runtime.js';
 
+/**
+ * What the forward and gradient functions of compute.ts need: a differentiable map of pixel-space
+ * images to `numClasses` values (a classifier's logits, or a feature model's activations).
+ */
+export interface Differentiable {
+  readonly inputShape: [number, number, number];
+  readonly numClasses: number;
+  logits(x: tf.Tensor4D): tf.Tensor2D;
+  readonly runtime?: Runtime;
+}
+
+/** Inner-layer activations of a network as one differentiable output (data-free and feature-layer attacks). */
+export interface FeatureModel extends Differentiable {
+  /** The layers, in the order of their values in each row (numClasses = the sum of their sizes). */
+  readonly layers: { name: string; size: number }[];
+  dispose(): void;
+}
+
 /** An image classifier seen by the attacks: pixel-space input, logits in the data's label space. */
-export interface Classifier {
+export interface Classifier extends Differentiable {
   readonly name: string;
   /** [height, width, channels] of the images it takes. */
   readonly inputShape: [number, number, number];
@@ -23,6 +41,11 @@ export interface Classifier {
   readonly maxBatch?: BatchLimits;
   /** The file the model was read from (provenance: its hash goes into a run's config.json). */
   readonly file?: string;
+  /**
+   * The activations of inner layers (default: every convolution's output, after its activation), on the
+   * classifier's runtime. Absent for models the engine only runs as a whole (TF.js GraphModels).
+   */
+  features?(layers?: string[]): Promise<FeatureModel>;
   dispose(): void;
 }
 

@@ -1,5 +1,5 @@
 import * as tf from '../tf.js';
-import type { Classifier } from './classifier.js';
+import type { Differentiable } from './classifier.js';
 import { perturb } from '../math/perturb.js';
 import { takeRows } from '../math/rows.js';
 
@@ -10,7 +10,7 @@ import { takeRows } from '../math/rows.js';
  */
 
 /** Logits [n * numClasses] of a pixel-space batch. */
-export async function forwardLogits(model: Classifier, x: tf.Tensor4D): Promise<Float32Array> {
+export async function forwardLogits(model: Differentiable, x: tf.Tensor4D): Promise<Float32Array> {
   if (model.runtime) return model.runtime.forward(x);
   // Read outside tf.tidy: tidy walks a returned typed array element by element looking for tensors.
   const y = tf.tidy(() => model.logits(x));
@@ -25,7 +25,7 @@ export async function forwardLogits(model: Classifier, x: tf.Tensor4D): Promise<
  * Logits [n * numClasses] of clip(x + v, 0, 255) for n images stored as uint8 [n, H, W, C] (a dataset's
  * bytes). ONNX Runtime takes the bytes and adds v inside its graph; TF.js builds the float batch.
  */
-export async function logitsOfImages(model: Classifier, pixels: Uint8Array, n: number, v: tf.Tensor3D | Float32Array | null): Promise<Float32Array> {
+export async function logitsOfImages(model: Differentiable, pixels: Uint8Array, n: number, v: tf.Tensor3D | Float32Array | null): Promise<Float32Array> {
   const vData = v === null || v instanceof Float32Array ? v : (v.dataSync() as Float32Array);
   if (model.runtime) return model.runtime.forwardImages(pixels, n, vData);
   const [h, w, c] = model.inputShape;
@@ -38,7 +38,7 @@ export async function logitsOfImages(model: Classifier, pixels: Uint8Array, n: n
 }
 
 /** Top-1 labels of clip(x + v, 0, 255) for n images stored as uint8 [n, H, W, C]. */
-export async function predictImages(model: Classifier, pixels: Uint8Array, n: number, v: tf.Tensor3D | Float32Array | null): Promise<Int32Array> {
+export async function predictImages(model: Differentiable, pixels: Uint8Array, n: number, v: tf.Tensor3D | Float32Array | null): Promise<Int32Array> {
   return argmaxRows(await logitsOfImages(model, pixels, n, v), model.numClasses);
 }
 
@@ -55,7 +55,7 @@ export function argmaxRows(values: Float32Array, k: number): Int32Array {
 }
 
 /** Top-1 labels of a pixel-space batch. */
-export async function predictLabels(model: Classifier, x: tf.Tensor4D): Promise<Int32Array> {
+export async function predictLabels(model: Differentiable, x: tf.Tensor4D): Promise<Int32Array> {
   return argmaxRows(await forwardLogits(model, x), model.numClasses);
 }
 
@@ -65,7 +65,7 @@ export async function predictLabels(model: Classifier, x: tf.Tensor4D): Promise<
  * Returns dx as [n, k, H, W, C]; the caller owns it. ONNX Runtime runs one forward pass for all k;
  * TF.js differentiates the batch tiled k times.
  */
-export async function vjp(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k = 1): Promise<{ logits: Float32Array; dx: tf.Tensor }> {
+export async function vjp(model: Differentiable, x: tf.Tensor4D, dy: Float32Array, k = 1): Promise<{ logits: Float32Array; dx: tf.Tensor }> {
   const [n, h, w, c] = x.shape;
   if (model.runtime) {
     const r = await vjpRows(model, x, dy, k);
@@ -79,7 +79,7 @@ export async function vjp(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k
  * that ONNX Runtime's workers write their rows in place). For callers that read a few rows of dx and
  * never need all of it as a tensor.
  */
-export async function vjpRows(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k = 1, out?: Float32Array): Promise<{ logits: Float32Array; dx: Float32Array }> {
+export async function vjpRows(model: Differentiable, x: tf.Tensor4D, dy: Float32Array, k = 1, out?: Float32Array): Promise<{ logits: Float32Array; dx: Float32Array }> {
   if (model.runtime) {
     checkCotangents(model, x, dy, k);
     return model.runtime.vjp(x, dy, out);
@@ -93,13 +93,13 @@ export async function vjpRows(model: Classifier, x: tf.Tensor4D, dy: Float32Arra
 }
 
 /** dy must hold k cotangents of numClasses values per image of x. */
-function checkCotangents(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k: number): void {
+function checkCotangents(model: Differentiable, x: tf.Tensor4D, dy: Float32Array, k: number): void {
   const n = x.shape[0];
   if (dy.length !== n * k * model.numClasses) throw new Error(`internal: dy has ${dy.length} values for ${n} x ${k} x ${model.numClasses}`);
 }
 
 /** The TF.js engine's vjp: the batch tiled k times, differentiated by tf.grad. */
-async function vjpTfjs(model: Classifier, x: tf.Tensor4D, dy: Float32Array, k: number): Promise<{ logits: Float32Array; dx: tf.Tensor }> {
+async function vjpTfjs(model: Differentiable, x: tf.Tensor4D, dy: Float32Array, k: number): Promise<{ logits: Float32Array; dx: tf.Tensor }> {
   const [n, h, w, c] = x.shape;
   checkCotangents(model, x, dy, k);
   let logits: Float32Array | undefined;

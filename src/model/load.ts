@@ -13,6 +13,7 @@ export { cardAdapters, cardWnids };
 import { runPlainGraph } from './plainGraph.js';
 import { netToTfGraph } from './tfjsNet.js';
 import { onnxRuntime } from './onnx/runtime.js';
+import { featureModel } from './features.js';
 import type { Runtime } from './runtime.js';
 import { closeEnough } from './selfcheck.js';
 import { onnxEnabled } from '../backend.js';
@@ -234,6 +235,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
     ...base,
     file: modelPath,
     runtime: rt?.runtime,
+    ...(net ? { features: (layers?: string[]) => featureModel(net!, card.inputShape, layers, rt?.runtime ? (cut) => onnxRuntime(cut, card.inputShape, undefined, ['forward', 'vjp']) : undefined) } : {}),
     engine: rt?.engine ?? base.engine,
     dispose: () => {
       base.dispose();

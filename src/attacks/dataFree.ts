@@ -1,0 +1,136 @@
+import * as tf from '../tf.js';
+import type { Classifier, FeatureModel } from '../model/classifier.js';
+import type { ImageSet } from '../data/imageSet.js';
+import { forwardLogits, vjpRows } from '../model/compute.js';
+import { Rng, passSeed } from '../math/random.js';
+import { UsageError } from '../errors.js';
+import { Ascent, batchGradient, type AscentOptimizer } from './ascent.js';
+import { runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
+
+/**
+ * GD-UAP (Mopuri, Ganeshan, Babu, TPAMI 2018; its data-free core is Fast Feature Fool, WACV 2017):
+ * v maximises the product of the activation norms of the network's convolutional layers, i.e. it
+ * ascends sum_l log ||f_l(x + v)||_2, projected onto the Lp ball. What x is, is the prior:
+ * - 'none': no data at all; x is the image the network sees as zero input (its preprocessing's mean),
+ *   so the network sees v alone, as in Fast Feature Fool;
+ * - 'range': x is random noise spread over the pixel range [0, 255] (GD-UAP's range prior), fresh each step;
+ * - 'data': x are images of X (GD-UAP's data prior).
+ * With `layers` set to one layer and the data prior, this is layer maximisation (a feature-layer loss).
+ * X is only scored (the pass runner's fooling rate and stopping rule) unless the prior is 'data'.
+ */
+
+export type DataFreePrior = 'none' | 'range' | 'data';
+export const DATA_FREE_PRIORS: DataFreePrior[] = ['none', 'range', 'data'];
+
+export interface DataFreeOptions extends PassOptions {
+  prior: DataFreePrior;
+  /** Ascent steps on v per pass. */
+  stepsPerPass: number;
+  optimizer: AscentOptimizer;
+  /** Step length in the ball's norm (pixels) for the first pass; default xi / 10. */
+  lr?: number;
+  lrDecay: number;
+  /** Layers whose activations are maximised (default: every convolution's output). */
+  layers?: string[];
+}
+
+export const DATA_FREE_DEFAULTS: Omit<DataFreeOptions, 'xi' | 'norm'> = {
+  prior: 'none', stepsPerPass: 32, optimizer: 'adam', lrDecay: 0.9, delta: 0.2, maxPasses: 10, batchSize: 16, seed: 0,
+};
+
+export function validateDataFreeOptions(o: DataFreeOptions): void {
+  const bad = (field: string, what: string) => {
+    throw new UsageError(`{${field}}: ${what}`);
+  };
+  if (!DATA_FREE_PRIORS.includes(o.prior)) bad('prior', `expected one of ${DATA_FREE_PRIORS.join(', ')}, got ${String(o.prior)}`);
+  if (!(Number.isInteger(o.stepsPerPass) && o.stepsPerPass >= 1)) bad('stepsPerPass', `expected an integer >= 1, got ${o.stepsPerPass}`);
+  if (o.optimizer !== 'sign' && o.optimizer !== 'adam') bad('optimizer', `expected sign or adam, got ${String(o.optimizer)}`);
+  if (o.lr !== undefined && !(o.lr > 0)) bad('lr', `expected a positive number, got ${o.lr}`);
+  if (!(o.lrDecay > 0 && o.lrDecay <= 1)) bad('lrDecay', `expected a number in (0, 1], got ${o.lrDecay}`);
+  if (o.classes !== undefined) bad('classes', 'GD-UAP maximises activations, not a class (the sgd method takes {classes})');
+  if (o.target !== undefined) bad('target', 'GD-UAP is untargeted: it maximises activations, not a class (the sgd method takes a {target})');
+}
+
+/**
+ * The cotangent of sum over images and layers of log ||f_l||_2, divided by the number of images:
+ * f_l / ||f_l||^2 on each layer's values (zero where a layer is all zero). Returns it and the objective.
+ */
+export function logNormCotangent(values: Float32Array, sizes: number[], n: number): { dy: Float32Array; objective: number } {
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const dy = new Float32Array(values.length);
+  let objective = 0;
+  for (let i = 0; i < n; i++) {
+    let at = i * total;
+    for (const size of sizes) {
+      let sq = 0;
+      for (let t = at; t < at + size; t++) sq += values[t] * values[t];
+      if (sq > 0) {
+        objective += 0.5 * Math.log(sq);
+        for (let t = at; t < at + size; t++) dy[t] = values[t] / sq / n;
+      }
+      at += size;
+    }
+  }
+  return { dy, objective: objective / n };
+}
+
+/** The pixel image a network with these preprocessing settings sees as all-zero input, clipped to [0, 255]. */
+export function neutralImage(model: Classifier): Float32Array {
+  const [h, w, c] = model.inputShape;
+  const { scale = 1, offset = 0, mean, std } = model.preprocess ?? {};
+  // ((x - mean) / std) * scale + offset = 0  <=>  x = mean - offset * std / scale
+  const px = Array.from({ length: c }, (_, k) => Math.min(255, Math.max(0, (mean?.[k] ?? 0) - (offset * (std?.[k] ?? 1)) / scale)));
+  return Float32Array.from({ length: h * w * c }, (_, t) => px[t % c]);
+}
+
+export async function computeDataFreeUniversal(model: Classifier, X: ImageSet, options: DataFreeOptions, ctl: RunControl = {}): Promise<UniversalResult> {
+  const o = options;
+  validateDataFreeOptions(o);
+  if (!model.features) throw new UsageError(`{method} gduap: model ${model.name} is run as a whole (a TF.js GraphModel, or a bare logits function); its inner layers cannot be read (convert it as a LayersModel, TFLite or ONNX file)`);
+  const [h, w, c] = model.inputShape;
+  const size = h * w * c;
+  const lr0 = o.lr ?? o.xi / 10;
+  const ascent = new Ascent([h, w, c], o.optimizer);
+  const features: FeatureModel = await model.features(o.layers);
+  const sizes = features.layers.map((l) => l.size);
+  const neutral = neutralImage(model);
+  const method: PassMethod = {
+    name: 'gduap',
+    settings: { prior: o.prior, stepsPerPass: o.stepsPerPass, optimizer: o.optimizer, lr: lr0, lrDecay: o.lrDecay, layers: features.layers.map((l) => l.name).join(',') },
+    async pass(ctx) {
+      const lr = lr0 * o.lrDecay ** ctx.pass;
+      const rng = new Rng(passSeed(o.seed, ctx.pass) ^ 0x5eed);
+      for (let step = 0; step < o.stepsPerPass; step++) {
+        const base = priorBatch(step, ctx.order);
+        const n = base.shape[0];
+        const raw = tf.tidy(() => tf.add(base, ctx.v) as tf.Tensor4D);
+        const x = tf.tidy(() => tf.clipByValue(raw, 0, 255) as tf.Tensor4D);
+        try {
+          const { dy } = logNormCotangent(await forwardLogits(features, x), sizes, n);
+          const grad = batchGradient((await vjpRows(features, x, dy)).dx, raw.dataSync() as Float32Array, size);
+          const prev = ctx.v;
+          ctx.v = ascent.step(prev, grad, o.norm, lr, o.xi);
+          prev.dispose();
+        } finally {
+          tf.dispose([base, raw, x]);
+        }
+        await ctx.report(Math.round(((step + 1) / o.stepsPerPass) * X.size), 0);
+      }
+      return o.stepsPerPass;
+
+      function priorBatch(step: number, order: number[]): tf.Tensor4D {
+        if (o.prior === 'none') return tf.tensor4d(neutral, [1, h, w, c]);
+        if (o.prior === 'range') return tf.tensor4d(Float32Array.from({ length: o.batchSize * size }, () => rng.next() * 255), [o.batchSize, h, w, c]);
+        const at = (step * o.batchSize) % Math.max(X.size, 1);
+        return X.batch(order.slice(at, at + o.batchSize));
+      }
+    },
+    state: () => ascent.state(),
+    restore: (st) => ascent.restore(st),
+  };
+  try {
+    return await runPasses(model, X, o, method, ctl);
+  } finally {
+    features.dispose();
+  }
+}

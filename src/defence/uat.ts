@@ -1,0 +1,51 @@
+import * as tf from '../tf.js';
+import { AbortedError } from '../errors.js';
+import type { ImageSet } from '../data/imageSet.js';
+import { projectLp, type Norm } from '../math/lp.js';
+import { Rng } from '../math/random.js';
+import type { Trainable } from './trainable.js';
+
+/**
+ * Universal adversarial training (Shafahi, Najibi, Xu, Dickerson, Davis, Goldstein, AAAI 2020): the
+ * weights and one universal perturbation delta are trained together. Each minibatch gives, from one
+ * forward and backward pass of the cross-entropy on clip(x + delta), a descent step on the weights
+ * and an ascent step on delta (its sign for Linf, its direction for L2, `step` pixels long), delta
+ * projected back onto the ball. Unlike fine-tuning on a fixed pool, the attack keeps up with the model.
+ */
+export interface UatSettings {
+  batchSize: number;
+  norm: Norm;
+  xi: number;
+  /** Length of delta's ascent step in the ball's norm (pixels). */
+  step: number;
+}
+
+/** One epoch over X; returns the mean training cross-entropy. `delta` [H, W, C] is updated in place. */
+export async function uatEpoch(
+  t: Trainable, X: ImageSet, targets: Int32Array, delta: tf.Variable, o: UatSettings, optimizer: tf.Optimizer, seed: number,
+  progress: (done: number, loss: number) => void, signal?: AbortSignal,
+): Promise<number> {
+  const order = new Rng(seed).permutation(X.size);
+  let lossSum = 0;
+  for (let s = 0; s < X.size; s += o.batchSize) {
+    if (signal?.aborted) throw new AbortedError('fine-tuning interrupted; rerun with {resume} to continue from the last saved epoch');
+    const idx = order.slice(s, s + o.batchSize);
+    const x = X.batch(idx);
+    const y = tf.tidy(() => tf.oneHot(tf.tensor1d(idx.map((i) => targets[i]), 'int32'), t.numClasses));
+    const { value, grads } = tf.variableGrads(
+      () => tf.losses.softmaxCrossEntropy(y, t.logits(tf.clipByValue(tf.add(x, delta), 0, 255) as tf.Tensor4D)) as tf.Scalar,
+      [...t.variables, delta],
+    );
+    const { [delta.name]: gDelta, ...weightGrads } = grads;
+    optimizer.applyGradients(weightGrads);
+    tf.tidy(() => {
+      const dir = o.norm === 'inf' ? tf.sign(gDelta) : tf.div(gDelta, tf.maximum(tf.norm(gDelta), 1e-20));
+      delta.assign(projectLp(tf.add(delta, tf.mul(dir, o.step)) as tf.Tensor3D, o.norm, o.xi));
+    });
+    lossSum += (await value.data())[0] * idx.length;
+    tf.dispose([x, y, value, gDelta, ...Object.values(weightGrads)]);
+    progress(Math.min(s + o.batchSize, X.size), lossSum / Math.min(s + o.batchSize, X.size));
+    await new Promise((r) => setTimeout(r, 0)); // lets Ctrl-C through
+  }
+  return lossSum / X.size;
+}

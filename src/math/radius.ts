@@ -1,0 +1,11 @@
+import type { Norm } from './lp.js';
+
+/**
+ * The paper's radius: Linf 10; L2 2000 at 224x224x3, scaled by sqrt(pixels) for other sizes (same RMS).
+ * Its own module, free of TF.js, so the studio page can use it without loading TF.js.
+ */
+export function defaultXi(norm: Norm, shape: [number, number, number]): number {
+  if (norm === 'inf') return 10;
+  const d = shape[0] * shape[1] * shape[2];
+  return Math.round(2000 * Math.sqrt(d / (224 * 224 * 3)));
+}
