@@ -113,11 +113,19 @@ function drawGrid(adv?: Int32Array, shownV: Float32Array | undefined = v): void 
   for (let k = 0; k < shown.index.length; k++) {
     const i = shown.index[k];
     const x = shown.pixels.subarray(k * per, (k + 1) * per);
-    // A button: clicking it (or Enter / Space on it) opens the large view of this image.
-    const cell = document.createElement('button');
-    cell.type = 'button';
+    // Acts as a button (focusable; click, Enter or Space opens the large view of this image). A real
+    // <button> clipped its wrapped label text in the narrow layout.
+    const cell = document.createElement('div');
     cell.className = 'cell';
-    cell.addEventListener('click', () => send({ type: 'inspect', shown: k, factor: scaleFactor() }));
+    cell.tabIndex = 0;
+    cell.setAttribute('role', 'button');
+    const open = () => send({ type: 'inspect', shown: k, factor: scaleFactor() });
+    cell.addEventListener('click', open);
+    cell.addEventListener('keydown', (e) => {
+      if (e.key !== 'Enter' && e.key !== ' ') return;
+      e.preventDefault();
+      open();
+    });
     const pair = document.createElement('div');
     pair.className = 'pair';
     const clean = document.createElement('canvas');

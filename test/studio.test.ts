@@ -103,6 +103,15 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.setViewportSize({ width: 1280, height: 800 });
     await page.screenshot({ path: shot, fullPage: true });
     expect(statSync(shot).size).toBeGreaterThan(20_000);
+    // On an 820 px wide screen: nothing wider than the screen (no sideways scrolling), the controls above the results.
+    await page.setViewportSize({ width: 820, height: 1000 });
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(820);
+    // Every image keeps its labels in the narrow grid (a full-page capture of this long page drops some text
+    // under SwiftShader; the viewport and element captures below do not).
+    expect((await page.locator('#grid .cell').allInnerTexts()).every((t) => t.includes('→'))).toBe(true);
+    await page.screenshot({ path: join(shots, 'studio-820.png') });
+    await page.locator('#grid').screenshot({ path: join(shots, 'studio-820-grid.png') });
+    await page.setViewportSize({ width: 1280, height: 800 });
     expect(await page.locator('#grid .cell').count()).toBe(12);
     expect(await page.locator('#grid .changed').count()).toBeGreaterThan(0);
     expect(await page.locator('#graph svg').count()).toBe(1);
@@ -214,6 +223,17 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.setInputFiles('#npy', join(downloads, 'perturbation.npy'));
     await page.waitForFunction(() => /Loaded perturbation/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
     expect(await status()).toMatch(/^Loaded perturbation: v changes the label of \d+\.\d% of the held-out images it has never seen; random noise/);
+  });
+
+  it('offers every method of the library\'s registry; GD-UAP crafts from the network alone, in the browser', async () => {
+    expect(await page.$$eval('#method option', (os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual(['algorithm1', 'sgd', 'gduap']);
+    await page.selectOption('#method', 'gduap');
+    await page.fill('#passes', '1');
+    await page.click('#start');
+    expect(await status()).toMatch(/^Crafting v with GD-UAP/);
+    await page.waitForFunction(() => /^Done|Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 240_000 });
+    expect(await status()).toMatch(/^Done after 1 pass\(es\)\. v changes the label of \d+\.\d% of the held-out images/);
+    await page.selectOption('#method', 'sgd');
   });
 
   it('takes a model and images the user picks as files (the drop zone\'s file input), with the card and labels file', async () => {

@@ -178,7 +178,7 @@ function summaryMarkdown(
   lines.push(
     `## Dominant labels (${plan.models[0]}, ${linf}, validation; paper: a few labels receive most fooled images)`,
     '',
-    `${g.fooled} of ${g.images} images fooled; ${g.dominant.slice(0, 3).map((d) => `"${d.name}" receives ${pct(d.share)} of them (the main destination of ${d.inDegree} labels)`).join(', ')}.`,
+    `${g.fooled} of ${g.images} images fooled; ${g.dominant.slice(0, 3).map((d) => `"${d.name}" receives ${pct(d.share)} of them (the main destination of ${d.inDegree} label${d.inDegree === 1 ? '' : 's'})`).join(', ')}.`,
     '',
   );
   const b = read(files.baseline) as { vNorm: number; points: { kind: string; radius: number; mean: number }[] };

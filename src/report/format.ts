@@ -13,8 +13,11 @@ export const pctCI = (rate: number, n: number): string => {
 const INNER_NAMES: Record<string, string> = { fgsm: 'FGSM', pgd: 'PGD', newtonfool: 'NewtonFool', cw: 'C&W-L2' };
 
 /** A crafting method in words (its registry title): "SGD-UAP", "Algorithm 1", or "Algorithm 1 (PGD inside)". */
-export function methodName(c: { method?: unknown; inner?: unknown }): string {
+export function methodName(c: { method?: unknown; inner?: unknown; prior?: unknown; classes?: unknown }): string {
   const title = typeof c.method === 'string' && Object.hasOwn(METHODS, c.method) ? METHODS[c.method as Method].title : METHODS.algorithm1.title;
   const inner = typeof c.inner === 'string' ? INNER_NAMES[c.inner] : undefined;
-  return inner ? `${title} (${inner} inside)` : title;
+  if (inner) return `${title} (${inner} inside)`;
+  if (c.method === 'gduap' && typeof c.prior === 'string') return `${title} (${c.prior === 'none' ? 'no data' : `${c.prior} prior`})`;
+  if (Array.isArray(c.classes)) return `${title}, class-discriminative`;
+  return title;
 }
