@@ -18,6 +18,12 @@ export { listDataset, loadImages, ImageSet, type ImageItem } from './data/datase
 export { decodeImage } from './data/decode.js';
 export { deepfool, type DeepFoolOptions, type DeepFoolResult, type DeepFoolStatus } from './attacks/deepfool.js';
 export { computeSgdUniversal, lossCotangent, SGD_DEFAULTS, type SgdOptions, type SgdLoss } from './attacks/sgd.js';
+export { computeDataFreeUniversal, DATA_FREE_DEFAULTS, type DataFreeOptions, type DataFreePrior } from './attacks/dataFree.js';
+export { METHODS, METHOD_NAMES, methodOf, type Method, type CraftMethod, type AttackSettings } from './attacks/methods.js';
+export { criterionOf, classDiscriminative, targetedAt, UNTARGETED, type Criterion } from './attacks/criterion.js';
+export { featureModel, convLayers } from './model/features.js';
+export type { FeatureModel, Differentiable } from './model/classifier.js';
+export { uatEpoch, type UatSettings } from './defence/uat.js';
 export { runPasses, targetSuccessRate, type PassMethod, type PassContext, type PassOptions } from './attacks/passes.js';
 export {
   computeUniversal, validateUniversalOptions, UNIVERSAL_DEFAULTS,
