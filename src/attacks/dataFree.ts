@@ -4,7 +4,7 @@ import type { ImageSet } from '../data/imageSet.js';
 import { forwardLogits, vjpRows } from '../model/compute.js';
 import { Rng, passSeed } from '../math/random.js';
 import { UsageError } from '../errors.js';
-import { Ascent, batchGradient, type AscentOptimizer } from './ascent.js';
+import { Ascent, batchGradient, validateAscentOptions, type AscentOptimizer } from './ascent.js';
 import { runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
 
 /**
@@ -44,9 +44,7 @@ export function validateDataFreeOptions(o: DataFreeOptions): void {
   };
   if (!DATA_FREE_PRIORS.includes(o.prior)) bad('prior', `expected one of ${DATA_FREE_PRIORS.join(', ')}, got ${String(o.prior)}`);
   if (!(Number.isInteger(o.stepsPerPass) && o.stepsPerPass >= 1)) bad('stepsPerPass', `expected an integer >= 1, got ${o.stepsPerPass}`);
-  if (o.optimizer !== 'sign' && o.optimizer !== 'adam') bad('optimizer', `expected sign or adam, got ${String(o.optimizer)}`);
-  if (o.lr !== undefined && !(o.lr > 0)) bad('lr', `expected a positive number, got ${o.lr}`);
-  if (!(o.lrDecay > 0 && o.lrDecay <= 1)) bad('lrDecay', `expected a number in (0, 1], got ${o.lrDecay}`);
+  validateAscentOptions(o);
   if (o.classes !== undefined) bad('classes', 'GD-UAP maximises activations, not a class (the sgd method takes {classes})');
   if (o.target !== undefined) bad('target', 'GD-UAP is untargeted: it maximises activations, not a class (the sgd method takes a {target})');
 }

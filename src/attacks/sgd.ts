@@ -4,7 +4,7 @@ import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { lpNorm } from '../math/lp.js';
-import { Ascent, batchGradient } from './ascent.js';
+import { Ascent, batchGradient, validateAscentOptions } from './ascent.js';
 export { batchGradient };
 import { argmaxRows, forwardLogits, vjpRows } from '../model/compute.js';
 import { UsageError } from '../errors.js';
@@ -43,9 +43,7 @@ export function validateSgdOptions(o: SgdOptions): void {
   if (o.loss !== 'ce' && o.loss !== 'margin') bad('loss', `expected ce or margin, got ${String(o.loss)}`);
   if (!(o.beta > 0)) bad('beta', `expected a positive number, got ${o.beta}`);
   if (!(o.kappa >= 0)) bad('kappa', `expected a number >= 0, got ${o.kappa}`);
-  if (o.optimizer !== 'sign' && o.optimizer !== 'adam') bad('optimizer', `expected sign or adam, got ${String(o.optimizer)}`);
-  if (o.lr !== undefined && !(o.lr > 0)) bad('lr', `expected a positive number, got ${o.lr}`);
-  if (!(o.lrDecay > 0 && o.lrDecay <= 1)) bad('lrDecay', `expected a number in (0, 1], got ${o.lrDecay}`);
+  validateAscentOptions(o);
 }
 
 /**

@@ -1,7 +1,8 @@
 import * as tf from '../tf.js';
 import { AbortedError } from '../errors.js';
 import type { ImageSet } from '../data/imageSet.js';
-import { projectLp, type Norm } from '../math/lp.js';
+import type { Norm } from '../math/lp.js';
+import { Ascent } from '../attacks/ascent.js';
 import { Rng } from '../math/random.js';
 import type { Trainable } from './trainable.js';
 
@@ -26,6 +27,8 @@ export async function uatEpoch(
   progress: (done: number, loss: number) => void, signal?: AbortSignal,
 ): Promise<number> {
   const order = new Rng(seed).permutation(X.size);
+  // Sign steps (Linf) or the gradient's direction (L2), `step` long, projected: the step every method on v takes.
+  const ascent = new Ascent(delta.shape as [number, number, number], 'sign');
   let lossSum = 0;
   for (let s = 0; s < X.size; s += o.batchSize) {
     if (signal?.aborted) throw new AbortedError('fine-tuning interrupted; rerun with {resume} to continue from the last saved epoch');
@@ -38,10 +41,9 @@ export async function uatEpoch(
     );
     const { [delta.name]: gDelta, ...weightGrads } = grads;
     optimizer.applyGradients(weightGrads);
-    tf.tidy(() => {
-      const dir = o.norm === 'inf' ? tf.sign(gDelta) : tf.div(gDelta, tf.maximum(tf.norm(gDelta), 1e-20));
-      delta.assign(projectLp(tf.add(delta, tf.mul(dir, o.step)) as tf.Tensor3D, o.norm, o.xi));
-    });
+    const next = ascent.step(delta as unknown as tf.Tensor3D, (await gDelta.data()) as Float32Array, o.norm, o.step, o.xi);
+    delta.assign(next);
+    next.dispose();
     lossSum += (await value.data())[0] * idx.length;
     tf.dispose([x, y, value, gDelta, ...Object.values(weightGrads)]);
     progress(Math.min(s + o.batchSize, X.size), lossSum / Math.min(s + o.batchSize, X.size));
