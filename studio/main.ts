@@ -6,6 +6,7 @@ import { visiblePerturbation } from '../src/io/visible.js';
 import { encodeNpy } from '../src/io/npy.js';
 import { defaultXi } from '../src/math/radius.js';
 import type { AttackSettings, BrowserCard, BrowserDataset, FromWorker, HeldOutRates, Method, ModelInfo, PassRecord, Progress, StudioCatalog, ToWorker } from './protocol.js';
+import { GRAPH_MIN_FOOLED } from './protocol.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
@@ -45,7 +46,7 @@ function fillDatasets(): void {
   const sets: { id: string; title: string }[] = catalog.datasets.filter((d) => d.labelSpace === space);
   if (dropped.images.length) sets.unshift({ id: '__dropped', title: `dropped images (${dropped.images.length})` });
   sel.innerHTML = sets.map((d) => `<option value="${d.id}">${d.title}</option>`).join('');
-  $<HTMLInputElement>('count').value = String(space === 'imagenet' ? 32 : 200);
+  $<HTMLInputElement>('count').value = String(space === 'imagenet' ? 32 : 400);
   const norm = $<HTMLSelectElement>('norm').value === '2' ? 2 : 'inf';
   if (card) $<HTMLInputElement>('xi').value = String(card.name.startsWith('fashion') && norm === 'inf' ? 40 : defaultXi(norm, card.inputShape));
 }
@@ -304,7 +305,8 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       $('norms').textContent = `‖v‖₂ ${m.rec.normL2.toFixed(1)} · ‖v‖∞ ${m.rec.normInf.toFixed(2)}`;
       drawPerturbation();
       drawGrid(m.advPred);
-      $('graph').innerHTML = m.graphSvg || '<p class="small">no image fooled yet</p>';
+      $('graph').innerHTML =
+        m.graph.svg || `<p class="small">The graph appears once ${GRAPH_MIN_FOOLED} images are fooled (now ${m.graph.fooled}): with fewer it is a few unconnected pairs.</p>`;
       if (m.curveSvg) $('curve').innerHTML = m.curveSvg;
       status(m.rec.pass === 0 ? `Loaded perturbation: ${plainResult(m.heldOut)}` : `After pass ${m.rec.pass}: ${plainResult(m.heldOut, m.rec.foolingRate)}`);
       enableDownloads();

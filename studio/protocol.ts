@@ -59,13 +59,22 @@ export type FromWorker =
   /** A pause took effect: the run waits between batches, and nothing moves until resume. */
   | { type: 'held' }
   /** After a pass: v, its fooling rates (crafting images in rec, held-out images), random noise of v's norms on the held-out images, and the held-out labels with v. */
-  | { type: 'pass'; rec: PassRecord; heldOut: HeldOutRates; v: Float32Array; advPred: Int32Array; graphSvg: string; /** The per-pass curve (empty for a loaded perturbation). */ curveSvg: string }
+  | {
+      type: 'pass'; rec: PassRecord; heldOut: HeldOutRates; v: Float32Array; advPred: Int32Array;
+      /** The fooling graph, empty until GRAPH_MIN_FOOLED images are fooled; `fooled` counts them (crafting and held-out). */
+      graph: { svg: string; fooled: number };
+      /** The per-pass curve (empty for a loaded perturbation). */
+      curveSvg: string;
+    }
   | { type: 'done'; metrics: Record<string, unknown>; v: Float32Array }
   /** Stop pressed: the run ended early; v of the last full pass (if any) stays. */
   | { type: 'stopped'; message: string; metrics?: Record<string, unknown> }
   | { type: 'scaled'; factor: number; foolingRate: number; normL2: number; normInf: number; advPred: Int32Array; v: Float32Array }
   | { type: 'inspected'; shown: number; factor: number; v: Float32Array | null; clean: TopLabel[]; perturbed: TopLabel[] }
   | { type: 'error'; message: string };
+
+/** Fooled images the fooling graph waits for: with fewer, it is a handful of unconnected pairs that teach nothing. */
+export const GRAPH_MIN_FOOLED = 20;
 
 /** A class and its softmax probability. */
 export interface TopLabel {

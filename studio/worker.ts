@@ -33,6 +33,7 @@ import { rateLines, vegaLiteToSvg } from '../src/report/plots.js';
 import { decodeNpy } from '../src/io/npy.js';
 import { AbortedError } from '../src/errors.js';
 import type { AttackSettings, BrowserCard, DroppedModel, FromWorker, HeldOutRates, ToWorker, TopLabel } from './protocol.js';
+import { GRAPH_MIN_FOOLED } from './protocol.js';
 import { forwardLogits } from '../src/model/compute.js';
 
 const post = (m: FromWorker, transfer: Transferable[] = []) => (self as unknown as DedicatedWorkerGlobalScope).postMessage(m, transfer);
@@ -241,14 +242,14 @@ async function report(v: tf.Tensor3D, rec: Parameters<NonNullable<RunControl['on
   // The fooling graph of all the images (crafting and held-out): more fooled images, more structure.
   const adv = concatLabels([await predictSet(model!, X!, v), advH]);
   const g = foolingGraph(concatLabels([cleanPred!, cleanH!]), adv, names());
-  let graphSvg = '';
+  let svg = '';
   try {
-    graphSvg = g.fooled > 0 ? await dotToSvg(graphToDot(g, names())) : '';
+    if (g.fooled >= GRAPH_MIN_FOOLED) svg = await dotToSvg(graphToDot(g, names()));
   } catch (e) {
     post({ type: 'status', message: `fooling graph: ${(e as Error).message}` });
   }
   const data = (await v.data()) as Float32Array;
-  post({ type: 'pass', rec, heldOut: rates, v: data.slice(), advPred: advH, graphSvg, curveSvg: await curveSvg(rec, rates) });
+  post({ type: 'pass', rec, heldOut: rates, v: data.slice(), advPred: advH, graph: { svg, fooled: g.fooled }, curveSvg: await curveSvg(rec, rates) });
 }
 
 /** metrics.json in the CLI's format (uap compute), for the download. */

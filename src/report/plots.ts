@@ -23,7 +23,7 @@ export function rateLines(values: { x: number; rate: number; what?: string; dash
     encoding: {
       x: { field: 'x', type: 'quantitative', title: xTitle, axis: { tickMinStep: 1 } },
       y: { field: 'rate', type: 'quantitative', title: yTitle, scale: { domain: [0, 1] }, axis: { format: '%' } },
-      ...(values.some((v) => v.what) ? { color: { field: 'what', type: 'nominal', title: null } } : {}),
+      ...(values.some((v) => v.what) ? { color: { field: 'what', type: 'nominal', title: null, legend: { labelLimit: 260 } } } : {}),
       ...(values.some((v) => v.dashed) ? { strokeDash: { field: 'dashed', type: 'nominal', legend: null, scale: { domain: [false, true], range: [[1, 0], [5, 3]] } } } : {}),
     },
   } as TopLevelSpec;
