@@ -12,7 +12,9 @@ import { targetSuccessRate } from './attacks/passes.js';
 import { classDiscriminative } from './attacks/criterion.js';
 import { labelName } from './model/classifier.js';
 import { concatLabels, evaluatePerturbation, forEachBatch, foolingRate, predictMany, predictSet, scorePredictions, type Evaluation } from './analysis/fooling.js';
-import { PerImage } from './analysis/perImage.js';
+import type { PerImage } from './analysis/perImage.js';
+import { baselineOf, joinParts, noiseDraws, scorePart, type Baseline } from './analysis/noiseScore.js';
+import { scoreOnQueue, type QueueScoring } from './scale/coordinator.js';
 import { argmaxRows } from './model/compute.js';
 import { evaluationSummary, runMetrics } from './analysis/metrics.js';
 import { forwardLogits } from './model/compute.js';
@@ -20,6 +22,7 @@ import { randomPerturbation } from './math/noise.js';
 import { lpNorm, defaultXi, type Norm } from './math/lp.js';
 
 export { defaultXi };
+export type { Baseline };
 import { readNpy } from './io/npy.js';
 import { writeJson, writePerturbation, writeExamples, writeText } from './io/run.js';
 import { provenance } from './io/provenance.js';
@@ -271,59 +274,31 @@ function scoreProgress(on: ScoreProgress | undefined, set: ImageSource): ((done:
   return on && ((done) => on(done, total));
 }
 
-export interface Baseline {
-  norm: Norm;
-  radius: number;
-  mean: number;
-  min: number;
-  max: number;
-  draws: number;
-}
-
-/** The seeded noise draws of a random baseline: `draws` perturbations of norm exactly `xi`. */
-function noiseDraws(model: Classifier, norm: Norm, xi: number, draws: number): Float32Array[] {
-  return Array.from({ length: draws }, (_, d) => {
-    const r = randomPerturbation(model.inputShape, norm, xi, 1000 + d);
-    const data = r.dataSync() as Float32Array;
-    r.dispose();
-    return data;
-  });
-}
-
-function baselineOf(norm: Norm, xi: number, clean: Int32Array, preds: Int32Array[]): Baseline {
-  const rates = preds.map((p) => foolingRate(clean, p));
-  return { norm, radius: xi, mean: rates.reduce((a, b) => a + b, 0) / rates.length, min: Math.min(...rates), max: Math.max(...rates), draws: rates.length };
-}
-
 /** Random-noise baseline: fooling rates of `draws` seeded random perturbations of norm `xi` (one pass over the set). */
 export async function randomBaseline(model: Classifier, set: ImageSource, norm: Norm, xi: number, draws: number, cleanPred: Int32Array): Promise<Baseline> {
-  return baselineOf(norm, xi, cleanPred, await predictMany(model, set, noiseDraws(model, norm, xi, draws)));
+  return baselineOf(norm, xi, cleanPred, await predictMany(model, set, noiseDraws(model.inputShape, norm, xi, draws)));
 }
 
 /**
  * v's figures on a set beside random noise at each of `radii`, all in ONE pass over the set (each
  * image read or decoded once: a streamed validation set of 50,000 images is not decoded 2 + 2 x draws
- * times), with the per-image facts of v (confidences, margins) on the way.
+ * times), with the per-image facts of v (confidences, margins) on the way. With `queue`, the set is
+ * scored in shards by `uap worker`s (src/scale) and joined in order: the same figures.
  */
 export async function evaluateWithNoise(
   model: Classifier,
-  set: ImageSource,
+  set: StreamedImages | ImageSet,
   v: tf.Tensor3D,
   radii: { norm: Norm; xi: number }[],
   draws: number,
-  opts: { batchSize?: number; onBatch?: (done: number) => void } = {},
+  opts: { batchSize?: number; onBatch?: (done: number) => void; queue?: QueueScoring } = {},
 ): Promise<{ ev: Evaluation; baselines: Baseline[]; perImage: PerImage }> {
-  const noise = radii.map((r) => noiseDraws(model, r.norm, r.xi, draws));
-  const k = model.numClasses;
-  const perImage = new PerImage();
-  const parts: Int32Array[][] = [];
-  await forEachBatch(model, set, [null, v, ...noise.flat()], (batch, logits) => {
-    perImage.add(batch.items, logits[0], logits[1], k);
-    logits.forEach((l, j) => (parts[j] ??= []).push(argmaxRows(l, k)));
-  }, opts.batchSize, opts.onBatch);
-  const [clean, adv, ...rest] = parts.map(concatLabels);
-  const baselines = radii.map((r, j) => baselineOf(r.norm, r.xi, clean, rest.slice(j * draws, (j + 1) * draws)));
-  return { ev: scorePredictions(clean, adv, set.labels), baselines, perImage };
+  const data = v.dataSync() as Float32Array;
+  const o = { radii, draws, batchSize: opts.batchSize, onBatch: opts.onBatch };
+  if (opts.queue && 'listed' in set) return scoreOnQueue(opts.queue, model, set, data, o);
+  const part = await scorePart(model, set, [data], o);
+  const listed = 'listed' in set ? set.listed : set.items;
+  return joinParts(listed, [{ start: 0 }], [part], o);
 }
 
 /** What metrics.json keeps of the per-image facts, and predictions.csv beside it. */
@@ -453,6 +428,8 @@ export interface EvaluateJob extends DataSpec {
   out?: string;
   batchSize?: number;
   randomDraws?: number;
+  /** Score on `uap worker`s through this BullMQ queue (redis:// URL), in shards of `shardSize` images: the same figures as locally. */
+  queue?: { url: string; shardSize?: number };
 }
 
 /** The model and one labelled-or-not image folder (default: its validation set), for the scoring commands. */
@@ -482,7 +459,8 @@ export async function runEvaluate(job: EvaluateJob, log: Log = silent, onScore?:
       const normL2 = lpNorm(v, 2);
       const normInf = lpNorm(v, 'inf');
       const radii = [{ norm: 'inf' as const, xi: normInf }, { norm: 2 as const, xi: normL2 }];
-      const { ev, baselines, perImage } = await evaluateWithNoise(model, set, v, radii, job.randomDraws ?? 3, { batchSize: job.batchSize, onBatch: scoreProgress(onScore, set) });
+      const queue = job.queue && { ...job.queue, model: { spec: job.model, card: job.card }, data: scoring.data ?? null, dir, strict: job.strict, warn: (m: string) => log.warn(m) };
+      const { ev, baselines, perImage } = await evaluateWithNoise(model, set, v, radii, job.randomDraws ?? 3, { batchSize: job.batchSize, onBatch: scoreProgress(onScore, set), queue });
       saySkipped(set, log, 'images');
       const metrics = { model: model.name, perturbation: job.perturbation, folder: dir, normL2, normInf, ...evaluationSummary(ev), skipped: set.skipped.length, randomSameLinf: baselines[0], randomSameL2: baselines[1] };
       if (job.out) {

@@ -52,9 +52,9 @@ export interface CliResult {
  * froze the test worker's event loop for as long as the child ran (over 60 s on a loaded 2-core
  * machine), and vitest's worker then failed with 'Timeout calling "onTaskUpdate"'.
  */
-export function uapCli(args: string[], opts: { env?: Record<string, string>; timeout?: number } = {}): Promise<CliResult> {
+export function uapCli(args: string[], opts: { env?: Record<string, string>; timeout?: number; cwd?: string } = {}): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { ...process.env, ...opts.env } });
+    const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { ...process.env, ...opts.env }, cwd: opts.cwd });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -68,4 +68,4 @@ export function uapCli(args: string[], opts: { env?: Record<string, string>; tim
   });
 }
 
-const CLI_PATH = resolvePath(import.meta.dirname, '..', 'dist', 'src', 'cli', 'main.js');
+export const CLI_PATH = resolvePath(import.meta.dirname, '..', 'dist', 'src', 'cli', 'main.js');

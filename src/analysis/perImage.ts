@@ -21,10 +21,33 @@ export function rowFacts(logits: Float32Array, k: number, row: number, of?: numb
   return { top, prob: 1 / sum, probOf: Math.exp(logits[base + c] - max) / sum, marginOf: logits[base + c] - other };
 }
 
+/** One image's facts: clean and perturbed top-1 with their probabilities, the clean label's probability and logit margin before and after. */
+export interface ImageFacts {
+  clean: number;
+  cleanProb: number;
+  cleanMargin: number;
+  adv: number;
+  advProb: number;
+  cleanProbAfter: number;
+  cleanMarginAfter: number;
+}
+
 /** Per-image facts of v on a set, in the set's order. */
 export class PerImage {
   readonly items: ImageItem[] = [];
-  private readonly rows: { clean: number; cleanProb: number; cleanMargin: number; adv: number; advProb: number; cleanProbAfter: number; cleanMarginAfter: number }[] = [];
+  private readonly rows: ImageFacts[] = [];
+
+  /** The facts, in order (plain data: a worker sends them to the coordinator). */
+  facts(): readonly ImageFacts[] {
+    return this.rows;
+  }
+
+  /** Appends facts computed elsewhere (a shard of the set), in order. */
+  addFacts(items: ImageItem[], facts: readonly ImageFacts[]): void {
+    if (items.length !== facts.length) throw new Error(`per-image facts: ${facts.length} rows for ${items.length} images`);
+    this.items.push(...items);
+    this.rows.push(...facts);
+  }
 
   /** Adds a batch from its clean and perturbed logits [n * k]. */
   add(items: ImageItem[], clean: Float32Array, adv: Float32Array, k: number): void {
@@ -42,7 +65,7 @@ export class PerImage {
 
   /** Means over the images: confidence in the clean label before and after, its logit margin before and after. */
   confidence(): { cleanConfidence: number; cleanLabelConfidenceAfter: number; perturbedConfidence: number; marginBefore: number; marginAfter: number } {
-    const mean = (f: (r: PerImage['rows'][number]) => number) => this.rows.reduce((s, r) => s + f(r), 0) / Math.max(1, this.rows.length);
+    const mean = (f: (r: ImageFacts) => number) => this.rows.reduce((s, r) => s + f(r), 0) / Math.max(1, this.rows.length);
     return {
       cleanConfidence: mean((r) => r.cleanProb),
       cleanLabelConfidenceAfter: mean((r) => r.cleanProbAfter),

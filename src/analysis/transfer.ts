@@ -6,6 +6,7 @@ import { predictMany, foolingRate } from './fooling.js';
 import { loadModel, loadPerturbation, OWN_FORMAT, openSet, defaultData, type Log } from '../pipeline.js';
 import type { CardOverrides } from '../model/load.js';
 import type { TopLevelSpec } from '../report/plots.js';
+import { labelsOnQueue } from '../scale/coordinator.js';
 import { pct } from '../report/format.js';
 
 /**
@@ -62,7 +63,7 @@ export function transferSource(spec: string, format: PerturbationFormat = {}): T
 export async function transferMatrix(
   sources: TransferSource[],
   models: string[],
-  opts: { assets: string; card?: CardOverrides; data?: string; limit?: number; sample?: number; batchSize?: number; log: Log },
+  opts: { assets: string; card?: CardOverrides; data?: string; limit?: number; sample?: number; batchSize?: number; log: Log; queue?: { url: string; shardSize?: number } },
 ): Promise<TransferResult> {
   if (sources.length === 0) throw new UsageError('transfer: give at least one run directory or .npy perturbation');
   if (models.length === 0) throw new UsageError('transfer: no models to test on (pass {models}, or run directories whose config.json names a model)');
@@ -73,7 +74,8 @@ export async function transferMatrix(
   for (const name of models) {
     // A model a run was crafted on loads with that run's card fields, completed by the given ones.
     const fromRun = sources.find((s) => s.craftedOn === name)?.card;
-    const model = await loadModel(name, { assets: opts.assets, card: { ...fromRun, ...opts.card } }, opts.log);
+    const card = { ...fromRun, ...opts.card };
+    const model = await loadModel(name, { assets: opts.assets, card }, opts.log);
     try {
       const dir = opts.data ?? defaultData(model, opts.assets).val;
       const set = openSet(model, dir, { limit: opts.limit, sample: opts.sample === undefined ? undefined : { count: opts.sample, seed: 0 }, assets: opts.assets, log: opts.log, what: `${name} images` });
@@ -84,7 +86,9 @@ export async function transferMatrix(
         v.dispose();
         return data;
       });
-      const [clean, ...advs] = await predictMany(model, set, [null, ...vs], opts.batchSize);
+      // On workers when queued: every cell of this column, shard by shard, joined in order (the same labels).
+      const q = opts.queue && { ...opts.queue, model: { spec: name, card }, data: opts.data ?? null, dir, warn: (m: string) => opts.log.warn(m) };
+      const [clean, ...advs] = q ? await labelsOnQueue(q, model, set, vs, { batchSize: opts.batchSize }) : await predictMany(model, set, [null, ...vs], opts.batchSize);
       advs.forEach((adv, r) => foolingRates[r].push(foolingRate(clean, adv)));
       images.push(set.size);
       data.push(dir);

@@ -23,6 +23,7 @@ import type { CardOverrides } from '../model/load.js';
 import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
 import { sizeSweep, sizeSpec, DEFAULT_SIZES } from '../analysis/sizes.js';
 import { consoleLog, pct, startBackend } from './console.js';
+import { addQueueFlags, queueOption } from './worker.js';
 
 
 export function transferCommand(): Command {
@@ -36,8 +37,10 @@ export function transferCommand(): Command {
     .option('-d, --data <dir>', "images to test on (default: each model's validation set)")
     .option('--limit <n>', 'use at most n images per model', count('limit'))
     .option('--batch-size <n>', 'images per forward pass', count('batch-size'), 32)
-    .option('-o, --out <dir>', 'writes transfer.json, transfer.md, transfer.svg', 'runs/transfer')
+    .option('-o, --out <dir>', 'writes transfer.json, transfer.md, transfer.svg', 'runs/transfer');
+  addQueueFlags(cmd)
     .action(async (sources: string[], flags: Record<string, unknown>) => {
+      const queue = queueOption(flags);
       const format = perturbationFormat(flags);
       const rows = sources.map((s) => transferSource(s, format));
       const models = flags.models
@@ -46,7 +49,7 @@ export function transferCommand(): Command {
       await startBackend(flags.backend);
       const t = await transferMatrix(rows, models, {
         assets: assetsDir(flags.assets as string | undefined), data: flags.data as string | undefined,
-        limit: flags.limit as number | undefined, batchSize: flags.batchSize as number, log: consoleLog,
+        limit: flags.limit as number | undefined, batchSize: flags.batchSize as number, log: consoleLog, queue,
       });
       const out = flags.out as string;
       writeJson(join(out, 'transfer.json'), t);

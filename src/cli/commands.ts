@@ -9,6 +9,7 @@ import { UsageError } from '../errors.js';
 import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
 import { consoleLog, pct, scoringProgress, startBackend, universalProgress, withInterrupt } from './console.js';
 import { runGraph, runBaseline } from './analyses.js';
+import { addQueueFlags, queueOption } from './worker.js';
 import { buildReport } from '../report/html.js';
 import { methodName, pctCI } from '../report/format.js';
 import { runWarnings } from '../report/warnings.js';
@@ -100,13 +101,14 @@ export function evaluateCommand(): Command {
   cmd
     .requiredOption('-v, --perturbation <file>', 'perturbation to evaluate (.npy or .npz: ours, the paper authors\', PyTorch\'s or ART\'s)');
   addFormatFlags(cmd);
-  addScoringFlags(cmd, 'images to evaluate on')
+  addQueueFlags(addScoringFlags(cmd, 'images to evaluate on'))
     .option('-o, --out <dir>', 'also write metrics.json and examples.png here')
     .action(async (flags: Record<string, unknown>) => {
+      const queue = queueOption(flags);
       await startBackend(flags.backend);
       const progress = scoringProgress('scoring');
       const m = await runEvaluate(
-        { ...scoringJob(flags), perturbation: flags.perturbation as string, format: perturbationFormat(flags), out: flags.out as string | undefined },
+        { ...scoringJob(flags), perturbation: flags.perturbation as string, format: perturbationFormat(flags), out: flags.out as string | undefined, queue },
         consoleLog,
         progress.onScore,
       ).finally(() => progress.stop());

@@ -9,6 +9,7 @@ import { reproduceCommand } from './reproduce.js';
 import { finetuneCommand } from './defence.js';
 import { studioCommand } from './studio.js';
 import { exportCommand } from './export.js';
+import { workerCommand } from './worker.js';
 
 /**
  * The `uap` command line. Bad input (flags, files, cards) ends with a one-line message and exit
@@ -18,7 +19,7 @@ function program(): Command {
   const p = new Command('uap')
     .description('Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017) for image classifiers from PyTorch (ONNX), TensorFlow.js and TFLite')
     .version(packageVersion());
-  for (const c of [computeCommand(), evaluateCommand(), accuracyCommand(), transferCommand(), graphCommand(), baselineCommand(), sweepSizeCommand(), normalsCommand(), reportCommand(), exportCommand(), reproduceCommand(), finetuneCommand(), studioCommand(), demoCommand()]) p.addCommand(c);
+  for (const c of [computeCommand(), evaluateCommand(), accuracyCommand(), transferCommand(), graphCommand(), baselineCommand(), sweepSizeCommand(), normalsCommand(), reportCommand(), exportCommand(), reproduceCommand(), finetuneCommand(), studioCommand(), workerCommand(), demoCommand()]) p.addCommand(c);
   p.exitOverride();
   for (const c of p.commands) c.exitOverride();
   return p;

@@ -111,6 +111,17 @@ export class StreamedImages implements ImageSource {
     return { ids: ok, pixels };
   }
 
+  /** A listed file found unreadable elsewhere (a worker scoring a range of this set): left out from now on, as if met here. */
+  markUnreadable(listedIndex: number, reason: string): void {
+    if (this.bad.has(listedIndex)) return;
+    const item = this.listed[listedIndex];
+    if (this.opts.strict) throw new UsageError(`image ${itemName(item)}: cannot be decoded (${reason})`);
+    this.bad.add(listedIndex);
+    this.skipped.push({ path: itemName(item), reason });
+    this.opts.onSkip?.(item, reason);
+    this.kept = this.kept.filter((i) => i !== listedIndex);
+  }
+
   async *batches(size: number): AsyncGenerator<DecodedBatch> {
     // Listed images in chunks of `size`; a chunk that loses unreadable files yields a shorter batch.
     const order = [...this.kept];

@@ -23,6 +23,11 @@ function modelFiles(file: string): string[] {
   }
 }
 
+/** SHA-256 of a model's files (for a TF.js model.json, with its weight shards), or null when it has no file. */
+export async function modelSha256(file: string | undefined): Promise<string | null> {
+  return file && existsSync(file) ? sha256Files(modelFiles(file)) : null;
+}
+
 /**
  * Where a result came from, for config.json and the report: uap's version, the command line, a hash of
  * the model's files and of the list of images (names and labels, in order), runtime and seed.
@@ -36,7 +41,7 @@ export async function provenance(opts: { modelFile?: string; engine?: string; se
     runtime: opts.engine ?? 'TF.js',
     seed: opts.seed ?? null,
     modelFile: opts.modelFile ?? null,
-    modelSha256: opts.modelFile && existsSync(opts.modelFile) ? await sha256Files(modelFiles(opts.modelFile)) : null,
+    modelSha256: await modelSha256(opts.modelFile),
     dataListSha256: list(opts.data),
     valListSha256: list(opts.val),
     date: new Date().toISOString(),

@@ -1,0 +1,94 @@
+import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
+import { isAbsolute, relative, resolve } from 'node:path';
+import type { Classifier } from '../model/classifier.js';
+import type { CardOverrides } from '../model/load.js';
+import type { ImageItem, TarMember } from '../data/source.js';
+import type { Norm } from '../math/lp.js';
+import { modelSha256 } from '../io/provenance.js';
+
+/**
+ * The unit of distributed work: one range of a listed image set, scored with v and noise draws by a
+ * `uap worker`. Shards are plain data, idempotent (the same shard gives the same result wherever it
+ * runs) and carry fingerprints of the model and of their images, which the worker checks.
+ */
+
+/** An image as a shard names it: relative to the set's folder where it lies inside it. */
+export interface ShardItem {
+  path: string;
+  label?: number;
+  member?: TarMember;
+}
+
+export interface ScoreShard {
+  /** The model as the user named it (a bundled name or a path), resolved by the worker on its own disk. */
+  model: { spec: string; card?: CardOverrides };
+  /** sha256 of the model's files and of what the worker must agree on (name, input size, classes). */
+  modelPrint: string;
+  /** The image set as the user named it (null: the model's default validation set). */
+  data: string | null;
+  items: ShardItem[];
+  /** sha256 of the shard's images: names, labels, byte sizes. */
+  dataPrint: string;
+  /** sha256 of each perturbation (float32, HWC, pixels), stored in Redis under perturbationKey(sha). */
+  vs: string[];
+  radii: { norm: Norm; xi: number }[];
+  draws: number;
+  batchSize: number;
+  strict: boolean;
+}
+
+/**
+ * Image ranges of `n` listed images, `shardSize` at a time rounded up to whole batches: every shard
+ * starts on a batch boundary, so its forward passes see exactly the batches of the local run.
+ */
+export function planShards(n: number, shardSize: number, batchSize: number): { start: number; end: number }[] {
+  const size = Math.max(batchSize, Math.ceil(shardSize / batchSize) * batchSize);
+  const out: { start: number; end: number }[] = [];
+  for (let start = 0; start < n; start += size) out.push({ start, end: Math.min(n, start + size) });
+  return out;
+}
+
+/** The shard's names of items listed under `dir`: relative inside it, absolute outside. */
+export function shardItems(items: ImageItem[], dir: string): ShardItem[] {
+  return items.map((i) => {
+    const rel = relative(dir, i.path);
+    const path = rel.startsWith('..') || isAbsolute(rel) ? resolve(i.path) : rel;
+    return { path, ...(i.label !== undefined ? { label: i.label } : {}), ...(i.member ? { member: i.member } : {}) };
+  });
+}
+
+/** Resolves a shard's item names against this machine's folder for the set. */
+export function localItems(items: ShardItem[], dir: string): ImageItem[] {
+  return items.map((i) => ({ ...i, path: resolve(dir, i.path) }));
+}
+
+/** sha256 of a shard's images as found on this machine: names, labels, tar members, byte sizes (-1: missing). */
+export function dataPrint(items: ShardItem[], dir: string): string {
+  const h = createHash('sha256');
+  for (const i of items) {
+    let size = -1;
+    try {
+      size = statSync(resolve(dir, i.path)).size;
+    } catch {
+      // a missing file: the worker's print differs, and it refuses the shard
+    }
+    h.update(`${i.path}\t${i.label ?? ''}\t${i.member ? `${i.member.name}@${i.member.offset}+${i.member.size}` : ''}\t${size}\n`);
+  }
+  return h.digest('hex');
+}
+
+/** sha256 of a loaded model's files and of its shape: two machines agree on it only with the same model. */
+export async function modelPrint(model: Classifier): Promise<string> {
+  const files = (await modelSha256(model.file)) ?? 'no file';
+  return createHash('sha256').update(JSON.stringify({ files, name: model.name, inputShape: model.inputShape, numClasses: model.numClasses, preprocess: model.preprocess ?? null })).digest('hex');
+}
+
+/** Where a perturbation waits in Redis for the workers. */
+export function perturbationKey(sha: string): string {
+  return `uap:v:${sha}`;
+}
+
+export function sha256(bytes: Uint8Array | string): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}

@@ -1,0 +1,180 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Queue } from 'bullmq';
+import { CLI_PATH, uapCli } from './helpers.js';
+import { writeNpy } from '../src/io/npy.js';
+import { EMBEDDED_DIR } from '../src/paths.js';
+import { QUEUE_NAME } from '../src/scale/connection.js';
+
+/**
+ * Scale-out on BullMQ: a Redis from Debian's redis-server on loopback (a free port), `uap worker`
+ * processes, and `uap evaluate --queue` checked against the local run figure for figure.
+ */
+const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
+
+function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => done(port));
+    });
+    s.on('error', fail);
+  });
+}
+
+/** A running `uap worker` and what it printed. */
+interface Worker {
+  child: ChildProcess;
+  log: () => string;
+}
+
+function startWorker(url: string, args: string[] = [], cwd?: string): Promise<Worker> {
+  const child = spawn(process.execPath, [CLI_PATH, 'worker', '--queue', url, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  return new Promise((done, fail) => {
+    const t = setInterval(() => {
+      if (/worker: listening on/.test(out)) {
+        clearInterval(t);
+        done({ child, log: () => out });
+      } else if (child.exitCode !== null) {
+        clearInterval(t);
+        fail(new Error(`worker exited: ${out}`));
+      }
+    }, 50);
+  });
+}
+
+async function stop(w: Worker): Promise<void> {
+  if (w.child.exitCode !== null || w.child.signalCode) return;
+  const gone = new Promise((done) => w.child.once('exit', done));
+  w.child.kill('SIGTERM');
+  await gone;
+}
+
+/** What must match between two runs: everything but when and how they were started. */
+function figures(dir: string): unknown {
+  const m = JSON.parse(readFileSync(join(dir, 'metrics.json'), 'utf8')) as { provenance: Record<string, unknown> };
+  const { date: _d, command: _c, ...provenance } = m.provenance;
+  return { ...m, provenance };
+}
+
+describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)', () => {
+  let redis: ChildProcess;
+  let url: string;
+  const dir = mkdtempSync(join(tmpdir(), 'uap-scale-'));
+  const vFile = join(dir, 'v.npy');
+  const vFile2 = join(dir, 'v2.npy');
+
+  beforeAll(async () => {
+    const port = await freePort();
+    redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    url = `redis://127.0.0.1:${port}`;
+    for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(port), 'ping']).stdout?.toString().trim() !== 'PONG'; i++) await new Promise((r) => setTimeout(r, 100));
+    // A fixed perturbation that fools a good share of the embedded model's images (signs of a seeded pattern, Linf 60).
+    const data = Float32Array.from({ length: 28 * 28 }, (_, i) => (Math.sin(i * 12.9898) * 43758.5453 % 1 > 0 ? 60 : -60));
+    writeNpy(vFile, { data, shape: [28, 28, 1] });
+    writeNpy(vFile2, { data: data.map((x, i) => (i % 2 ? x : -x) / 2), shape: [28, 28, 1] });
+  });
+
+  afterAll(async () => {
+    redis?.kill('SIGTERM');
+  });
+
+  it('two workers score the shards of uap evaluate and uap transfer; the figures, the per-image CSV and the matrix equal the local run\'s', async () => {
+    const workers = [await startWorker(url), await startWorker(url)];
+    try {
+      const local = await uapCli(['evaluate', '-v', vFile, '--out', join(dir, 'local')]);
+      expect(local.status, local.stderr).toBe(0);
+      const queued = await uapCli(['evaluate', '-v', vFile, '--out', join(dir, 'queued'), '--queue', url, '--shard-size', '32']);
+      expect(queued.status, queued.stderr).toBe(0);
+      expect(queued.stdout).toBe(local.stdout);
+      expect(figures(join(dir, 'queued'))).toEqual(figures(join(dir, 'local')));
+      expect(readFileSync(join(dir, 'queued', 'predictions.csv'), 'utf8')).toBe(readFileSync(join(dir, 'local', 'predictions.csv'), 'utf8'));
+      // 200 images in shards of 32: 7 shards, shared by the two workers.
+      const shards = workers.map((w) => (w.log().match(/^shard \S+: \d+ images/gm) ?? []).length);
+      expect(shards.reduce((a, b) => a + b, 0)).toBe(7);
+      // A transfer matrix: each column's cells in shards on the workers, the same matrix.
+      const sources = [vFile, vFile2, '--models', 'fashion', '--limit', '150'];
+      const tl = await uapCli(['transfer', ...sources, '--out', join(dir, 'tlocal')]);
+      expect(tl.status, tl.stderr).toBe(0);
+      const tq = await uapCli(['transfer', ...sources, '--out', join(dir, 'tqueued'), '--queue', url, '--shard-size', '64']);
+      expect(tq.status, tq.stderr).toBe(0);
+      expect(readFileSync(join(dir, 'tqueued', 'transfer.json'), 'utf8')).toBe(readFileSync(join(dir, 'tlocal', 'transfer.json'), 'utf8'));
+      expect(tq.stdout).toBe(tl.stdout.replaceAll('tlocal', 'tqueued'));
+      expect(workers.map((w) => (w.log().match(/^shard \S+: \d+ images/gm) ?? []).length).reduce((a, b) => a + b, 0)).toBe(7 + 3);
+    } finally {
+      await Promise.all(workers.map(stop));
+    }
+  });
+
+  it('a worker killed with kill -9 mid-shard loses nothing: the shard goes to another worker and the figures stay the same', async () => {
+    const queue = new Queue(QUEUE_NAME, { connection: { url } });
+    const first = await startWorker(url, ['--lock-seconds', '1']);
+    let second: Worker | undefined;
+    try {
+      // One shard of all 200 images, so that it is under way (model loading, then scoring) when the worker dies.
+      const run = uapCli(['evaluate', '-v', vFile, '--out', join(dir, 'killed'), '--queue', url, '--shard-size', '256']);
+      let active = 0;
+      for (let i = 0; i < 2000 && active === 0; i++) {
+        active = (await queue.getActiveCount());
+        if (!active) await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(active).toBe(1);
+      first.child.kill('SIGKILL');
+      second = await startWorker(url, ['--lock-seconds', '1']);
+      const res = await run;
+      expect(res.status, res.stderr).toBe(0);
+      expect(first.log()).not.toMatch(/^shard \S+: \d+ images/m); // it never finished its shard
+      expect(second.log()).toMatch(/^shard \S+: 200 images/m);
+      const local = await uapCli(['evaluate', '-v', vFile, '--out', join(dir, 'local1')]);
+      expect(figures(join(dir, 'killed'))).toEqual(figures(join(dir, 'local1')));
+    } finally {
+      await queue.close();
+      if (second) await stop(second);
+    }
+  });
+
+  it('a worker refuses a model outside its folders, and a model file that differs from the coordinator\'s (one line, exit 2)', async () => {
+    // The same relative model path on two "machines" (working folders); the worker's weights differ by one byte.
+    const here = mkdtempSync(join(tmpdir(), 'uap-coord-'));
+    const there = mkdtempSync(join(tmpdir(), 'uap-worker-'));
+    for (const d of [here, there]) cpSync(join(EMBEDDED_DIR, 'model'), join(d, 'm'), { recursive: true });
+    const weights = join(there, 'm', 'weights.bin');
+    const bytes = readFileSync(weights);
+    bytes[100] ^= 1;
+    writeFileSync(weights, bytes);
+    const args = ['evaluate', '-m', 'm', '-v', vFile, '--queue', url];
+    let w = await startWorker(url, [], there);
+    try {
+      const outside = await uapCli(args, { cwd: here });
+      expect(outside.status).toBe(2);
+      expect(outside.stderr.trim().split('\n').pop()).toMatch(/^uap: error: queue: shard 1 of 1 \(images 1-200\) failed on a worker: worker refused the shard: model .*m\/model\.json: outside the folders this worker may read/);
+    } finally {
+      await stop(w);
+    }
+    w = await startWorker(url, ['--root', there], there);
+    try {
+      const differs = await uapCli(args, { cwd: here });
+      expect(differs.status).toBe(2);
+      expect(differs.stderr.trim().split('\n').pop()).toMatch(/^uap: error: queue: shard 1 of 1 \(images 1-200\) failed on a worker: worker refused the shard: model m: its files here differ from the coordinator's/);
+    } finally {
+      await stop(w);
+    }
+  });
+
+  it('a bad queue URL or no Redis there: one line naming --queue, exit 2', async () => {
+    const bad = await uapCli(['evaluate', '-v', vFile, '--queue', 'http://127.0.0.1:1']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr.trim()).toBe('uap: error: --queue http://127.0.0.1:1: expected a redis:// or rediss:// URL (BullMQ on Redis), not http:');
+    const none = await uapCli(['evaluate', '-v', vFile, '--queue', `redis://:secret@127.0.0.1:${await freePort()}`]);
+    expect(none.status).toBe(2);
+    expect(none.stderr.trim().split('\n').pop()).toMatch(/^uap: error: --queue redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\/?: /);
+    expect(none.stderr).not.toContain('secret');
+  });
+});
