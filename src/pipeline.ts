@@ -14,7 +14,8 @@ import { labelName } from './model/classifier.js';
 import { concatLabels, evaluatePerturbation, forEachBatch, foolingRate, predictMany, predictSet, scorePredictions, type Evaluation } from './analysis/fooling.js';
 import type { PerImage } from './analysis/perImage.js';
 import { baselineOf, joinParts, noiseDraws, scorePart, type Baseline } from './analysis/noiseScore.js';
-import { scoreOnQueue, type QueueScoring } from './scale/coordinator.js';
+import { queueGradients, scoreOnQueue, type QueueScoring } from './scale/coordinator.js';
+import type { SgdOptions } from './attacks/sgd.js';
 import { argmaxRows } from './model/compute.js';
 import { evaluationSummary, runMetrics } from './analysis/metrics.js';
 import { forwardLogits } from './model/compute.js';
@@ -228,6 +229,11 @@ export interface ComputeJob extends DataSpec {
   randomDraws?: number;
   /** Score the validation set after every pass too (the report then draws X and validation per pass). */
   valPerPass?: boolean;
+  /**
+   * On `uap worker`s through this BullMQ queue: SGD-UAP's gradient shards (options.gradShard images
+   * each) and the scoring of the validation set; the same v and figures as locally with the same options.
+   */
+  queue?: { url: string; shardSize?: number };
 }
 
 export interface ComputeSummary {
@@ -361,14 +367,21 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
       ? async (v: tf.Tensor3D) => foolingRate(await (cleanV ??= predictSet(model, V, null, options.batchSize)), await predictSet(model, V, v, options.batchSize))
       : undefined;
     if (job.valPerPass && !V) throw new UsageError('{valPerPass}: needs a validation set (not {val} none)');
-    const control = { ...ctl, scorePass, checkpointDir: job.out, resume: job.resume, init, onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)) };
-    const res = await craft(model, X, method, options, control).finally(() => init?.dispose());
+    const queued = (data: string | null, role: 'data' | 'val', dir: string) =>
+      job.queue && { ...job.queue, model: { spec: job.model, card: job.card }, data, role, dir, strict: job.strict, warn: (m: string) => log.warn(m) };
+    const remote = job.queue && method === 'sgd' ? await queueGradients(queued(job.data ?? null, 'data', dataDir)!, model, X, options as SgdOptions) : undefined;
+    if (job.queue && !remote) log.info(`queue: ${method} crafts here (only SGD-UAP's steps are sharded); the validation set is scored on the workers`);
+    const control = { ...ctl, scorePass, checkpointDir: job.out, resume: job.resume, init, shardGradients: remote?.shardGradients, onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)) };
+    const res = await craft(model, X, method, options, control).finally(async () => {
+      init?.dispose();
+      await remote?.close();
+    });
     log.info(`stopped: ${res.stopReason}`);
     if (lpNorm(res.v, 'inf') === 0) log.warn('the perturbation is zero: no image of X could be moved (try a larger {xi}, more passes, or another method)');
     const onX = await evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
     const draws = job.randomDraws ?? 3;
     const scored = V
-      ? await evaluateWithNoise(model, V, res.v, [{ norm: options.norm, xi: lpNorm(res.v, options.norm) }, { norm: 2, xi: lpNorm(res.v, 2) }], draws, { batchSize: options.batchSize, onBatch: scoreProgress(ctl.onScore, V) })
+      ? await evaluateWithNoise(model, V, res.v, [{ norm: options.norm, xi: lpNorm(res.v, options.norm) }, { norm: 2, xi: lpNorm(res.v, 2) }], draws, { batchSize: options.batchSize, onBatch: scoreProgress(ctl.onScore, V), queue: queued(job.val ?? null, 'val', valDir) })
       : undefined;
     if (V) saySkipped(V, log, 'validation set');
     const onVal = scored?.ev;

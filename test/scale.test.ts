@@ -113,6 +113,40 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     }
   });
 
+  it('SGD-UAP data-parallel: each step\'s gradient shards on the workers give the local run\'s v bit for bit; a coordinator killed mid-run resumes', async () => {
+    const workers = [await startWorker(url), await startWorker(url)];
+    try {
+      const args = ['compute', '--method', 'sgd', '--xi', '40', '--max-passes', '3', '--limit', '96', '--val-limit', '64', '--grad-shard', '8', '--force'];
+      const local = await uapCli([...args, '--out', join(dir, 'sgd-local')]);
+      expect(local.status, local.stderr).toBe(0);
+      const queued = await uapCli([...args, '--out', join(dir, 'sgd-queued'), '--queue', url]);
+      expect(queued.status, queued.stderr).toBe(0);
+      expect(readFileSync(join(dir, 'sgd-queued', 'perturbation.npy')).equals(readFileSync(join(dir, 'sgd-local', 'perturbation.npy')))).toBe(true);
+      // 96 images in minibatches of 32, shards of 8: 4 shards a step, 3 steps a pass, 3 passes.
+      expect(workers.map((w) => (w.log().match(/^gradient shard \S+: 8 images/gm) ?? []).length).reduce((a, b) => a + b, 0)).toBe(36);
+      // The coordinator killed after its first pass (its checkpoint written), then resumed: the same v.
+      const out = join(dir, 'sgd-killed');
+      const child = spawn(process.execPath, [CLI_PATH, ...args, '--out', out, '--queue', url], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let said = '';
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => (said += d));
+      await new Promise<void>((done) => {
+        const t = setInterval(() => {
+          if (/^pass 1: /m.test(said) || child.exitCode !== null) {
+            clearInterval(t);
+            child.kill('SIGKILL');
+            done();
+          }
+        }, 5);
+      });
+      const resumed = await uapCli([...args.filter((a) => a !== '--force'), '--out', out, '--queue', url, '--resume']);
+      expect(resumed.status, resumed.stderr).toBe(0);
+      expect(resumed.stderr).toMatch(/resuming from pass [12]/);
+      expect(readFileSync(join(out, 'perturbation.npy')).equals(readFileSync(join(dir, 'sgd-local', 'perturbation.npy')))).toBe(true);
+    } finally {
+      await Promise.all(workers.map(stop));
+    }
+  });
+
   it('a worker killed with kill -9 mid-shard loses nothing: the shard goes to another worker and the figures stay the same', async () => {
     const queue = new Queue(QUEUE_NAME, { connection: { url } });
     const first = await startWorker(url, ['--lock-seconds', '1']);

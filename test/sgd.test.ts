@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { batchGradient, computeSgdUniversal, lossCotangent, SGD_DEFAULTS, type SgdOptions } from '../src/attacks/sgd.js';
+import { batchGradient, computeSgdUniversal, lossCotangent, SGD_DEFAULTS, shardGradient, validateSgdOptions, type SgdOptions } from '../src/attacks/sgd.js';
 import { computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
 import { targetSuccessRate } from '../src/attacks/passes.js';
 import { classDiscriminative } from '../src/attacks/criterion.js';
@@ -201,3 +201,37 @@ describe('batchGradient', () => {
   });
 });
 
+
+describe('SGD-UAP gradient shards (the unit of its data-parallel run)', () => {
+  it('shards computed elsewhere, in any order, and handed back in order give the local sharded run bit for bit; shards change the sums, not the algorithm', async () => {
+    const model = tinyNet(shape, 4);
+    const X = randomImages(24, shape);
+    const o = opts({ gradShard: 3, maxPasses: 2 });
+    const local = await computeSgdUniversal(model, X, o);
+    let calls = 0;
+    // As a coordinator would: the shards at v, computed last first (as workers may finish), returned in order.
+    const remote = await computeSgdUniversal(model, X, o, {
+      shardGradients: async (v, shards, n) => {
+        calls++;
+        const vt = tf.tensor3d(v, shape);
+        const out = [];
+        for (const s of [...shards].reverse()) {
+          const x = X.batch(s.idx);
+          out.unshift(await shardGradient(model, x, vt, s.labels, n, o));
+          x.dispose();
+        }
+        vt.dispose();
+        return out;
+      },
+    });
+    expect(calls).toBe(2 * 3); // 24 images in minibatches of 8, two passes
+    expect(Array.from(remote.v.dataSync())).toEqual(Array.from(local.v.dataSync()));
+    // One shard per minibatch (the default) is the unsharded run; the sharded one differs only by float sums.
+    const whole = await computeSgdUniversal(model, X, opts({ maxPasses: 2 }));
+    const a = whole.v.dataSync();
+    const b = local.v.dataSync();
+    expect(a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0)).toBeLessThanOrEqual(2 * 12);
+    expect(() => validateSgdOptions(opts({ gradShard: 0 }))).toThrow(/^gradShard: expected an integer >= 1, got 0$/);
+    tf.dispose([local.v, remote.v, whole.v]);
+  });
+});

@@ -33,6 +33,11 @@ export function noiseDraws(shape: [number, number, number], norm: Norm, xi: numb
   });
 }
 
+/** Every noise draw of a scoring, radius by radius. */
+export function allDraws(shape: [number, number, number], o: Pick<NoiseScoreOptions, 'radii' | 'draws'>): Float32Array[] {
+  return o.radii.flatMap((r) => noiseDraws(shape, r.norm, r.xi, o.draws));
+}
+
 export function baselineOf(norm: Norm, xi: number, clean: Int32Array, preds: Int32Array[]): Baseline {
   const rates = preds.map((p) => foolingRate(clean, p));
   return { norm, radius: xi, mean: rates.reduce((a, b) => a + b, 0) / rates.length, min: Math.min(...rates), max: Math.max(...rates), draws: rates.length };
@@ -51,13 +56,15 @@ export interface ScorePart {
 export interface NoiseScoreOptions {
   radii: { norm: Norm; xi: number }[];
   draws: number;
+  /** The draws of `radii`, when already made (a worker keeps them across the shards of one scoring). */
+  noise?: Float32Array[];
   batchSize?: number;
   onBatch?: (done: number) => void;
 }
 
 /** Scores `set` (a whole set, or one range of it) clean, with each of `vs` and with the noise draws, in ONE pass over its images. */
 export async function scorePart(model: Classifier, set: ImageSource & { listed?: ImageItem[] }, vs: Float32Array[], opts: NoiseScoreOptions): Promise<ScorePart> {
-  const noise = opts.radii.flatMap((r) => noiseDraws(model.inputShape, r.norm, r.xi, opts.draws));
+  const noise = opts.noise ?? allDraws(model.inputShape, opts);
   const k = model.numClasses;
   const perImage = new PerImage();
   const kept: ImageItem[] = [];

@@ -130,15 +130,22 @@ export async function forEachBatch(
   batchSize: number,
   step: (b: { idx: number[]; labels: Int32Array; x: tf.Tensor4D }) => Promise<number>,
 ): Promise<void> {
-  let fooledSeen = 0;
-  for (let s = 0; s < X.size; s += batchSize) {
-    const idx = ctx.order.slice(s, s + batchSize);
-    const x = X.batch(idx);
+  await forEachIndexBatch(ctx, X, batchSize, async (b) => {
+    const x = X.batch(b.idx);
     try {
-      fooledSeen += await step({ idx, labels: Int32Array.from(idx, (i) => ctx.cleanPred[i]), x });
+      return await step({ ...b, x });
     } finally {
       x.dispose();
     }
+  });
+}
+
+/** As forEachBatch, with the minibatch's positions and labels only (a step that reads its images itself, or on workers). */
+export async function forEachIndexBatch(ctx: PassContext, X: { size: number }, batchSize: number, step: (b: { idx: number[]; labels: Int32Array }) => Promise<number>): Promise<void> {
+  let fooledSeen = 0;
+  for (let s = 0; s < X.size; s += batchSize) {
+    const idx = ctx.order.slice(s, s + batchSize);
+    fooledSeen += await step({ idx, labels: Int32Array.from(idx, (i) => ctx.cleanPred[i]) });
     await ctx.report(Math.min(s + batchSize, X.size), fooledSeen);
   }
 }

@@ -8,7 +8,7 @@ import { Ascent, batchGradient, validateAscentOptions } from './ascent.js';
 export { batchGradient };
 import { argmaxRows, forwardLogits, vjpRows } from '../model/compute.js';
 import { UsageError } from '../errors.js';
-import { forEachBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
+import { forEachIndexBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
 
 /**
  * SGD-UAP: minibatch stochastic gradient ascent on v of a bounded loss of the perturbed images
@@ -30,6 +30,72 @@ export interface SgdOptions extends PassOptions {
   lr?: number;
   /** The step length is multiplied by this after every pass. */
   lrDecay: number;
+  /**
+   * Images per gradient shard (default: the whole minibatch). A step's gradient is the sum, in order,
+   * of its shards' gradients, each from one forward and one backward pass over its images: the same
+   * sum whether the shards run here or on `uap worker`s (RunControl.shardGradients), so a distributed
+   * run gives the local run's v bit for bit.
+   */
+  gradShard?: number;
+}
+
+/** A minibatch's images to differentiate on (positions in X and their clean labels), in order. */
+export interface GradientShard {
+  idx: number[];
+  labels: Int32Array;
+}
+
+/** What one gradient shard gives: its part of the step's gradient on v, and how many of its images were already done. */
+export interface ShardGradient {
+  grad: Float32Array;
+  fooled: number;
+}
+
+/** Computes gradient shards elsewhere (on workers): the shards of one step at v, in order; `n` is the minibatch size. */
+export type ShardGradients = (v: Float32Array, shards: GradientShard[], n: number) => Promise<ShardGradient[]>;
+
+/**
+ * One shard's gradient of the step's loss with respect to v, at x + v (the cotangent divided by the
+ * MINIBATCH size `n`, so that shards add up to the minibatch gradient), and its images already done.
+ */
+export async function shardGradient(model: Classifier, x: tf.Tensor4D, v: tf.Tensor3D, labels: Int32Array, n: number, o: SgdLossOptions): Promise<ShardGradient> {
+  const [h, w, c] = model.inputShape;
+  const K = model.numClasses;
+  const criterion = criterionOf(o.target, o.classes);
+  const raw = tf.tidy(() => tf.add(x, v) as tf.Tensor4D);
+  const adv = tf.tidy(() => tf.clipByValue(raw, 0, 255) as tf.Tensor4D);
+  try {
+    const logits = await forwardLogits(model, adv);
+    let fooled = 0;
+    argmaxRows(logits, K).forEach((top, i) => {
+      if (criterion.done(top, labels[i])) fooled++;
+    });
+    const { dy } = lossCotangent(logits, labels, K, o, n);
+    return { grad: batchGradient((await vjpRows(model, adv, dy)).dx, raw.dataSync() as Float32Array, h * w * c), fooled };
+  } finally {
+    tf.dispose([raw, adv]);
+  }
+}
+
+/** The loss settings a gradient shard needs. */
+export type SgdLossOptions = Pick<SgdOptions, 'loss' | 'beta' | 'kappa' | 'target' | 'classes'>;
+
+/** The step's shards: `size` images at a time, in the minibatch's order. */
+export function gradientShards(idx: number[], labels: Int32Array, size: number): GradientShard[] {
+  const out: GradientShard[] = [];
+  for (let s = 0; s < idx.length; s += size) out.push({ idx: idx.slice(s, s + size), labels: labels.slice(s, s + size) });
+  return out;
+}
+
+/** The shards' gradients added in order (float32, as every run adds them), and their done images. */
+export function sumShards(parts: ShardGradient[], size: number): ShardGradient {
+  const grad = new Float32Array(size);
+  let fooled = 0;
+  for (const p of parts) {
+    for (let t = 0; t < size; t++) grad[t] += p.grad[t];
+    fooled += p.fooled;
+  }
+  return { grad, fooled };
 }
 
 export const SGD_DEFAULTS: Omit<SgdOptions, 'xi' | 'norm'> = {
@@ -43,6 +109,7 @@ export function validateSgdOptions(o: SgdOptions): void {
   if (o.loss !== 'ce' && o.loss !== 'margin') bad('loss', `expected ce or margin, got ${String(o.loss)}`);
   if (!(o.beta > 0)) bad('beta', `expected a positive number, got ${o.beta}`);
   if (!(o.kappa >= 0)) bad('kappa', `expected a number >= 0, got ${o.kappa}`);
+  if (o.gradShard !== undefined && !(Number.isInteger(o.gradShard) && o.gradShard >= 1)) bad('gradShard', `expected an integer >= 1, got ${o.gradShard}`);
   validateAscentOptions(o);
 }
 
@@ -50,12 +117,11 @@ export function validateSgdOptions(o: SgdOptions): void {
  * Per image, the loss and its gradient with respect to the logits, oriented so that ADDING it helps
  * the attack, divided by the batch size: the cotangent of one vector-Jacobian product.
  */
-export function lossCotangent(logits: Float32Array, labels: Int32Array, k: number, o: Pick<SgdOptions, 'loss' | 'beta' | 'kappa' | 'target' | 'classes'>): { dy: Float32Array; loss: number } {
-  const n = labels.length;
-  const dy = new Float32Array(n * k);
+export function lossCotangent(logits: Float32Array, labels: Int32Array, k: number, o: SgdLossOptions, n = labels.length): { dy: Float32Array; loss: number } {
+  const dy = new Float32Array(labels.length * k);
   const criterion = criterionOf(o.target, o.classes);
   let total = 0;
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; i < labels.length; i++) {
     const z = logits.subarray(i * k, (i + 1) * k);
     const g = dy.subarray(i * k, (i + 1) * k);
     const cls = criterion.classOf(labels[i]);
@@ -85,42 +151,45 @@ export function lossCotangent(logits: Float32Array, labels: Int32Array, k: numbe
       g[other] = sign / n;
     }
   }
-  return { dy, loss: total / n };
+  return { dy, loss: total / labels.length };
 }
 
-export async function computeSgdUniversal(model: Classifier, X: ImageSet, options: SgdOptions, ctl: RunControl = {}): Promise<UniversalResult> {
+export async function computeSgdUniversal(model: Classifier, X: ImageSet, options: SgdOptions, ctl: RunControl & { shardGradients?: ShardGradients } = {}): Promise<UniversalResult> {
   const o = options;
   validateSgdOptions(o);
   const [h, w, c] = model.inputShape;
-  const K = model.numClasses;
   const lr0 = o.lr ?? o.xi / 10;
-  const criterion = criterionOf(o.target, o.classes);
   const ascent = new Ascent([h, w, c], o.optimizer);
+  const gradShard = o.gradShard ?? o.batchSize;
+  /** The step's shards here, one forward and backward pass each. */
+  const local = async (v: tf.Tensor3D, shards: GradientShard[], n: number) => {
+    const parts: ShardGradient[] = [];
+    for (const s of shards) {
+      const x = X.batch(s.idx);
+      try {
+        parts.push(await shardGradient(model, x, v, s.labels, n, o));
+      } finally {
+        x.dispose();
+      }
+    }
+    return parts;
+  };
   const method: PassMethod = {
     name: 'sgd',
-    settings: { loss: o.loss, beta: o.beta, kappa: o.kappa, optimizer: o.optimizer, lr: lr0, lrDecay: o.lrDecay },
+    // gradShard shapes the float sums, so a resume with another value is refused (as any setting).
+    settings: { loss: o.loss, beta: o.beta, kappa: o.kappa, optimizer: o.optimizer, lr: lr0, lrDecay: o.lrDecay, ...(gradShard !== o.batchSize ? { gradShard } : {}) },
     async pass(ctx) {
       const lr = lr0 * o.lrDecay ** ctx.pass;
       let steps = 0;
-      await forEachBatch(ctx, X, o.batchSize, async ({ idx, labels, x }) => {
-        const raw = tf.tidy(() => tf.add(x, ctx.v) as tf.Tensor4D);
-        const adv = tf.tidy(() => tf.clipByValue(raw, 0, 255) as tf.Tensor4D);
-        try {
-          const logits = await forwardLogits(model, adv);
-          let fooled = 0;
-          argmaxRows(logits, K).forEach((top, i) => {
-            if (criterion.done(top, labels[i])) fooled++;
-          });
-          const { dy } = lossCotangent(logits, labels, K, o);
-          const gradV = batchGradient((await vjpRows(model, adv, dy)).dx, raw.dataSync() as Float32Array, h * w * c);
-          const prev = ctx.v;
-          ctx.v = ascent.step(prev, gradV, o.norm, lr, o.xi);
-          prev.dispose();
-          steps++;
-          return fooled;
-        } finally {
-          tf.dispose([raw, adv]);
-        }
+      await forEachIndexBatch(ctx, X, o.batchSize, async ({ idx, labels }) => {
+        const shards = gradientShards(idx, labels, gradShard);
+        const parts = ctl.shardGradients ? await ctl.shardGradients(ctx.v.dataSync() as Float32Array, shards, idx.length) : await local(ctx.v, shards, idx.length);
+        const { grad, fooled } = sumShards(parts, h * w * c);
+        const prev = ctx.v;
+        ctx.v = ascent.step(prev, grad, o.norm, lr, o.xi);
+        prev.dispose();
+        steps++;
+        return fooled;
       });
       return steps;
     },

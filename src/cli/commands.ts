@@ -38,6 +38,7 @@ async function computeWithProgress(flags: Record<string, unknown>, out: string, 
           classes: flags.classes as string[] | undefined,
           randomDraws: extra.randomDraws,
           valPerPass: Boolean(flags.valPerPass),
+          queue: queueOption(flags),
         },
         { log: consoleLog, onProgress: progress.onProgress, onPass: progress.onPass, onScore: scoring.onScore, signal },
       ),
@@ -87,7 +88,7 @@ export function computeCommand(): Command {
     .option('--init <file>', 'start from a saved perturbation, .npy or .npz (warm start; read with --layout / --units / --array)')
     .option('--val-per-pass', 'also score the validation set after every pass (X and validation curves in the report)')
     .option('--classes <list>', 'class-discriminative (CD-UAP, with --method sgd): fool only the images of these classes (comma-separated indices or first label names); the other classes keep their labels', (s) => s.split(',').map((x) => x.trim()).filter(Boolean));
-  addFormatFlags(cmd)
+  addQueueFlags(addFormatFlags(cmd))
     .action(async (flags: Record<string, unknown>) => {
       await startBackend(flags.backend);
       printSummary(await computeWithProgress(flags, flags.out as string));

@@ -132,6 +132,7 @@ export function addAttackFlags(cmd: Command, defaults: { method?: Method; maxPas
     .addOption(new Option('--optimizer <o>', 'sgd: sign (sign steps for Linf, normalised gradient for L2) or adam').choices(['sign', 'adam']))
     .option('--lr <s>', 'sgd: first step length in the ball\'s norm, pixels (default xi/10)', positive('lr'))
     .option('--lr-decay <f>', 'sgd, gduap: step length factor per pass (default 0.9)', number('lr-decay', (n) => n > 0 && n <= 1, 'a number in (0, 1]'))
+    .option('--grad-shard <n>', 'sgd: images per gradient shard of a step (default: the whole minibatch); with --queue each shard runs on a worker, and a local run with the same value gives the same v', count('grad-shard'))
     .addOption(new Option('--prior <p>', 'gduap: what v is added to: none (no data: the network sees v alone), range (random noise over [0, 255]) or data (images of X)').choices(['none', 'range', 'data']))
     .option('--steps-per-pass <n>', 'gduap: ascent steps on v per pass (default 32)', count('steps-per-pass'))
     .option('--layers <names>', 'gduap: comma-separated layers whose activations v maximises (default: every convolution; one layer with --prior data: layer maximisation)', (s) => s.split(',').map((x) => x.trim()).filter(Boolean));
@@ -149,7 +150,7 @@ export type AttackFlags = Omit<UniversalOptions, 'xi' | 'maxGradientRows' | 'tar
 export function attackOptions(f: AttackFlags & { variant?: Algorithm1Variant }): Partial<AttackSettings> {
   const keys = [
     'norm', 'xi', 'delta', 'maxPasses', 'overshoot', 'candidates', 'deepfoolSteps', 'deepfoolNorm', 'projection', 'steps', 'stepSize', 'batchSize', 'seed',
-    'inner', 'innerEps', 'innerSteps', 'innerStepSize', 'loss', 'beta', 'kappa', 'optimizer', 'lr', 'lrDecay', 'prior', 'stepsPerPass', 'layers',
+    'inner', 'innerEps', 'innerSteps', 'innerStepSize', 'loss', 'beta', 'kappa', 'optimizer', 'lr', 'lrDecay', 'gradShard', 'prior', 'stepsPerPass', 'layers',
   ] as const;
   // A variant is a preset of projection, steps and step size; flags given beside it win. --steps alone
   // brings its own default length (unit 0.5 of the ball, minimal x1).

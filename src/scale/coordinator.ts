@@ -1,15 +1,18 @@
 import type { Classifier } from '../model/classifier.js';
 import type { CardOverrides } from '../model/load.js';
 import type { StreamedImages } from '../data/stream.js';
+import type { ImageSet } from '../data/imageSet.js';
 import { joinLabels, joinParts, type NoiseScoreOptions, type ScorePart } from '../analysis/noiseScore.js';
+import type { GradientShard, ShardGradient, ShardGradients, SgdLossOptions } from '../attacks/sgd.js';
 import { UsageError } from '../errors.js';
+import { packageVersion } from '../paths.js';
 import { connected, queueConnection, QUEUE_NAME, redacted } from './connection.js';
-import { dataPrint, modelPrint, perturbationKey, planShards, sha256, shardItems, type ScoreShard } from './shards.js';
+import { SHARD_PROTOCOL, dataPrint, fromBase64, modelPrint, perturbationKey, planShards, sha256, shardItems, type GradJob, type ScoreShard } from './shards.js';
 
 /**
- * The coordinator's side of a distributed scoring: cut the listed set into shards, queue them on
- * BullMQ (the engine re-delivers the shard of a worker that dies), follow their progress, and join
- * their parts in shard order, which gives the local run's figures exactly.
+ * The coordinator's side of distributed work: cut it into shards, queue them on BullMQ (the engine
+ * re-delivers the shard of a worker that dies), follow their progress, and take their results in
+ * shard order, which gives the local run's figures exactly.
  */
 
 export interface QueueScoring {
@@ -17,6 +20,8 @@ export interface QueueScoring {
   /** The model and the image set as the user named them: each worker resolves them on its own disk. */
   model: { spec: string; card?: CardOverrides };
   data: string | null;
+  /** Which of the model's default sets `data: null` means (default: its validation set). */
+  role?: 'data' | 'val';
   /** The set's folder here (shards name their images relative to it). */
   dir: string;
   /** Images per shard (rounded up to whole batches; default 512). */
@@ -27,94 +32,194 @@ export interface QueueScoring {
   warn?: (message: string) => void;
 }
 
-/** What a worker returns for a shard: its part, and the positions (in the shard) of files that did not decode. */
+/** What a worker returns for a scoring shard: its part, and the positions (in the shard) of files that did not decode. */
 export interface ShardResult extends ScorePart {
   skipped: { at: number; reason: string }[];
 }
 
+const PROTOCOL = { protocol: SHARD_PROTOCOL, uap: packageVersion() };
+
 /** Seconds a shard's result stays in Redis: a coordinator restarted within it (or the same command rerun) takes it as it is. */
 const KEEP_SECONDS = 24 * 3600;
 
+/** One connection to the queue for the life of a command: put perturbations, run batches of jobs. */
+export class QueueSession {
+  private constructor(
+    private readonly url: string,
+    private readonly queue: import('bullmq').Queue,
+    private readonly events: import('bullmq').QueueEvents,
+    private readonly redis: import('ioredis').Redis,
+    private readonly warn?: (message: string) => void,
+  ) {}
+
+  static async open(url: string, warn?: (message: string) => void): Promise<QueueSession> {
+    const connection = queueConnection(url);
+    const { Queue, QueueEvents } = await import('bullmq');
+    const { Redis } = await import('ioredis');
+    const queue = new Queue(QUEUE_NAME, { connection });
+    const events = new QueueEvents(QUEUE_NAME, { connection });
+    const redis = new Redis(url, { maxRetriesPerRequest: 3, lazyConnect: true, ...(connection.tls ? { tls: {} } : {}) });
+    redis.on('error', () => {}); // failures reach the commands that meet them
+    const session = new QueueSession(url, queue, events, redis, warn);
+    try {
+      await Promise.all([connected(queue, url, { onError: (e) => warn?.(`queue ${redacted(url)}: ${e.message}`) }), connected(events, url, { onError: () => {} })]);
+      await redis.connect().catch((e: Error) => {
+        throw new UsageError(`{queue} ${redacted(url)}: cannot connect (${e.message})`);
+      });
+    } catch (e) {
+      await session.close();
+      throw e;
+    }
+    if ((await queue.getWorkersCount()) === 0) warn?.(`queue ${redacted(url)}: no uap worker is listening yet; the work waits until one starts (uap worker --queue URL)`);
+    return session;
+  }
+
+  /** Stores a perturbation for the workers (by its hash, for `seconds`); gives the hash that jobs name. */
+  async put(v: Float32Array, seconds = KEEP_SECONDS): Promise<string> {
+    const bytes = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+    const sha = sha256(bytes);
+    await this.redis.set(perturbationKey(sha), Buffer.from(bytes), 'EX', seconds);
+    return sha;
+  }
+
+  async drop(sha: string): Promise<void> {
+    await this.redis.del(perturbationKey(sha));
+  }
+
+  /**
+   * Runs jobs named `name` on the workers and gives their results in order. A job's id is the hash
+   * of its data: queued twice, it runs once (a rerun, or a coordinator restarted, takes the result).
+   */
+  async run<R>(name: string, jobs: object[], what: (i: number) => string, onProgress?: (i: number, data: number) => void): Promise<R[]> {
+    const ids = jobs.map((data, i) => `${name}-${sha256(JSON.stringify(data)).slice(0, 32)}-${i}`);
+    for (const id of ids) {
+      const old = await this.queue.getJob(id);
+      if (old && (await old.isFailed())) await old.remove(); // a failure of an earlier try is not this run's result
+    }
+    const index = new Map(ids.map((id, i) => [id, i]));
+    const listener = ({ jobId, data }: { jobId: string; data: unknown }) => {
+      const i = index.get(jobId);
+      if (i !== undefined && typeof data === 'number') onProgress?.(i, data);
+    };
+    if (onProgress) this.events.on('progress', listener);
+    // Redis restarted without its data loses queued jobs, and nothing would ever finish them: checked
+    // every few seconds, and said (while Redis is down, the check waits for it, as the jobs do).
+    const pending = new Set(ids);
+    let watchdog: NodeJS.Timeout | undefined;
+    const lost = new Promise<never>((_, reject) => {
+      watchdog = setInterval(() => {
+        void (async () => {
+          for (const id of pending) {
+            const job = await this.queue.getJob(id).catch(() => null);
+            if (job === undefined && pending.has(id))
+              reject(new UsageError(`queue ${redacted(this.url)}: Redis lost the queued work (restarted without its data?); run the command again`));
+          }
+        })();
+      }, 5000);
+      watchdog.unref();
+    });
+    lost.catch(() => {});
+    try {
+      const added = await this.queue.addBulk(
+        jobs.map((data, i) => ({
+          name,
+          data,
+          opts: { jobId: ids[i], attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: KEEP_SECONDS }, removeOnFail: { age: KEEP_SECONDS } },
+        })),
+      );
+      const all = Promise.all(
+        added.map(async (job, i) => {
+          try {
+            const r = (await job.waitUntilFinished(this.events)) as R;
+            pending.delete(ids[i]);
+            return r;
+          } catch (e) {
+            throw new UsageError(`queue: ${what(i)} failed on a worker: ${(e as Error).message}`);
+          }
+        }),
+      );
+      return await Promise.race([all, lost]);
+    } finally {
+      clearInterval(watchdog);
+      this.events.off('progress', listener);
+    }
+  }
+
+  async close(): Promise<void> {
+    // Closing waits for Redis; when it is gone, that would be forever.
+    await Promise.race([Promise.allSettled([this.events.close(), this.queue.close()]), new Promise((r) => setTimeout(r, 2000).unref())]);
+    this.redis.disconnect();
+  }
+}
+
+async function withSession<T>(q: { url: string; warn?: (m: string) => void }, use: (s: QueueSession) => Promise<T>): Promise<T> {
+  const session = await QueueSession.open(q.url, q.warn);
+  try {
+    return await use(session);
+  } finally {
+    await session.close();
+  }
+}
+
 /** v's figures on a listed set with noise draws, scored in shards by workers: the local run's figures (see joinParts). */
 export async function scoreOnQueue(q: QueueScoring, model: Classifier, set: StreamedImages, v: Float32Array, o: NoiseScoreOptions) {
-  const { ranges, parts } = await queueParts(q, model, set, [v], o);
+  const { ranges, parts } = await withSession(q, (s) => queueParts(s, q, model, set, [v], o));
   return joinParts(set.listed, ranges, parts, o);
 }
 
 /** Top-1 labels of a listed set, clean and with each of `vs`, scored in shards by workers (uap transfer). */
 export async function labelsOnQueue(q: QueueScoring, model: Classifier, set: StreamedImages, vs: Float32Array[], o: { batchSize?: number; onBatch?: (done: number) => void }): Promise<Int32Array[]> {
-  return joinLabels((await queueParts(q, model, set, vs, { ...o, radii: [], draws: 0 })).parts);
+  return joinLabels((await withSession(q, (s) => queueParts(s, q, model, set, vs, { ...o, radii: [], draws: 0 }))).parts);
 }
 
 /** Queues the shards of scoring `set` with `vs` (and noise), follows them, and gives their parts in shard order. */
-async function queueParts(q: QueueScoring, model: Classifier, set: StreamedImages, vs: Float32Array[], o: NoiseScoreOptions): Promise<{ ranges: { start: number; end: number }[]; parts: ShardResult[] }> {
-  const connection = queueConnection(q.url);
-  const { Queue, QueueEvents } = await import('bullmq');
-  const { Redis } = await import('ioredis');
-  const queue = new Queue(QUEUE_NAME, { connection });
-  const events = new QueueEvents(QUEUE_NAME, { connection });
-  const redis = new Redis(q.url, { maxRetriesPerRequest: 3, lazyConnect: true, ...(connection.tls ? { tls: {} } : {}) });
-  redis.on('error', () => {}); // failures reach the commands that meet them
-  try {
-    await Promise.all([connected(queue, q.url, { onError: (e) => q.warn?.(`queue ${redacted(q.url)}: ${e.message}`) }), connected(events, q.url, { onError: () => {} })]);
-    await redis.connect().catch((e: Error) => {
-      throw new UsageError(`{queue} ${redacted(q.url)}: cannot connect (${e.message})`);
-    });
-    // Each perturbation goes to Redis once, by its hash; shards name it.
-    const vShas: string[] = [];
-    for (const v of vs) {
-      const bytes = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
-      const sha = sha256(bytes);
-      await redis.set(perturbationKey(sha), Buffer.from(bytes), 'EX', KEEP_SECONDS);
-      vShas.push(sha);
-    }
-    const batchSize = Math.min(o.batchSize ?? 32, model.maxBatch?.forward ?? o.batchSize ?? 32);
-    const ranges = planShards(set.listed.length, q.shardSize ?? 512, batchSize);
-    const mPrint = await modelPrint(model);
-    const shards: ScoreShard[] = ranges.map((r) => {
-      const items = shardItems(set.listed.slice(r.start, r.end), q.dir);
-      return { model: q.model, modelPrint: mPrint, data: q.data, items, dataPrint: dataPrint(items, q.dir), vs: vShas, radii: o.radii, draws: o.draws, batchSize, strict: q.strict ?? false };
-    });
-    // The same shard of the same scoring has the same id: queued twice, it runs once.
-    const ids = shards.map((s, i) => `${sha256(JSON.stringify({ ...s, items: undefined, n: s.items.length, i })).slice(0, 24)}-${i}`);
-    for (const id of ids) {
-      const old = await queue.getJob(id);
-      if (old && (await old.isFailed())) await old.remove(); // a failure of an earlier try is not this run's result
-    }
-    if ((await queue.getWorkersCount()) === 0) q.warn?.(`queue ${redacted(q.url)}: no uap worker is listening yet; the ${shards.length} shards wait until one starts (uap worker --queue URL)`);
-    const done = new Array<number>(shards.length).fill(0);
-    const index = new Map(ids.map((id, i) => [id, i]));
-    const tell = () => o.onBatch?.(done.reduce((a, b) => a + b, 0));
-    events.on('progress', ({ jobId, data }: { jobId: string; data: unknown }) => {
-      const i = index.get(jobId);
-      if (i === undefined || typeof data !== 'number') return;
-      done[i] = data;
+async function queueParts(session: QueueSession, q: QueueScoring, model: Classifier, set: StreamedImages, vs: Float32Array[], o: NoiseScoreOptions): Promise<{ ranges: { start: number; end: number }[]; parts: ShardResult[] }> {
+  const shas: string[] = [];
+  for (const v of vs) shas.push(await session.put(v));
+  const batchSize = Math.min(o.batchSize ?? 32, model.maxBatch?.forward ?? o.batchSize ?? 32);
+  const ranges = planShards(set.listed.length, q.shardSize ?? 512, batchSize);
+  const mPrint = await modelPrint(model);
+  const shards: ScoreShard[] = ranges.map((r) => {
+    const items = shardItems(set.listed.slice(r.start, r.end), q.dir);
+    return { ...PROTOCOL, model: q.model, modelPrint: mPrint, data: q.data, role: q.role ?? 'val', items, dataPrint: dataPrint(items, q.dir), vs: shas, radii: o.radii, draws: o.draws, batchSize, strict: q.strict ?? false };
+  });
+  const done = new Array<number>(shards.length).fill(0);
+  const tell = () => o.onBatch?.(done.reduce((a, b) => a + b, 0));
+  const parts = await session.run<ShardResult>(
+    'score',
+    shards,
+    (i) => `shard ${i + 1} of ${shards.length} (images ${ranges[i].start + 1}-${ranges[i].end})`,
+    (i, n) => {
+      done[i] = n;
       tell();
-    });
-    const jobs = await queue.addBulk(
-      shards.map((data, i) => ({
-        name: 'score',
-        data,
-        opts: { jobId: ids[i], attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: KEEP_SECONDS }, removeOnFail: { age: KEEP_SECONDS } },
-      })),
-    );
-    const parts = await Promise.all(
-      jobs.map(async (job, i) => {
-        try {
-          const r = (await job.waitUntilFinished(events)) as ShardResult;
-          done[i] = ranges[i].end - ranges[i].start;
-          tell();
-          return r;
-        } catch (e) {
-          throw new UsageError(`queue: shard ${i + 1} of ${shards.length} (images ${ranges[i].start + 1}-${ranges[i].end}) failed on a worker: ${(e as Error).message}`);
-        }
-      }),
-    );
-    parts.forEach((p, s) => p.skipped.forEach((k) => set.markUnreadable(ranges[s].start + k.at, k.reason)));
-    return { ranges, parts };
-  } finally {
-    // Closing waits for Redis; when it is gone, that would be forever.
-    await Promise.race([Promise.allSettled([events.close(), queue.close()]), new Promise((r) => setTimeout(r, 2000).unref())]);
-    redis.disconnect();
-  }
+    },
+  );
+  parts.forEach((p, s) => p.skipped.forEach((k) => set.markUnreadable(ranges[s].start + k.at, k.reason)));
+  return { ranges, parts };
+}
+
+/**
+ * SGD-UAP data-parallel: each step's gradient shards go to the workers at the same v, their
+ * gradients come back in order and the step adds them as the local run does (sgd.ts: sumShards).
+ * The session stays open for the run; `close` ends it.
+ */
+export async function queueGradients(q: QueueScoring, model: Classifier, X: ImageSet, loss: SgdLossOptions): Promise<{ shardGradients: ShardGradients; close: () => Promise<void> }> {
+  const session = await QueueSession.open(q.url, q.warn);
+  const mPrint = await modelPrint(model);
+  let step = 0;
+  const shardGradients: ShardGradients = async (v, shards: GradientShard[], n) => {
+    step++;
+    const sha = await session.put(v, 3600);
+    try {
+      const jobs: GradJob[] = shards.map((s) => {
+        const items = shardItems(s.idx.map((i) => X.items[i]), q.dir);
+        return { ...PROTOCOL, model: q.model, modelPrint: mPrint, data: q.data, role: q.role ?? 'data', items, dataPrint: dataPrint(items, q.dir), v: sha, labels: Array.from(s.labels), n, loss };
+      });
+      const got = await session.run<{ grad: string; fooled: number }>('grad', jobs, (i) => `gradient shard ${i + 1} of ${jobs.length} of step ${step}`);
+      return got.map((g): ShardGradient => ({ grad: fromBase64(g.grad), fooled: g.fooled }));
+    } finally {
+      await session.drop(sha); // a new v every step: keep Redis from filling with old ones
+    }
+  };
+  return { shardGradients, close: () => session.close() };
 }

@@ -6,6 +6,7 @@ import type { CardOverrides } from '../model/load.js';
 import type { ImageItem, TarMember } from '../data/source.js';
 import type { Norm } from '../math/lp.js';
 import { modelSha256 } from '../io/provenance.js';
+import type { SgdLossOptions } from '../attacks/sgd.js';
 
 /**
  * The unit of distributed work: one range of a listed image set, scored with v and noise draws by a
@@ -20,13 +21,20 @@ export interface ShardItem {
   member?: TarMember;
 }
 
+/** The shape of jobs and results: a worker refuses a job of another (an older or newer uap on the queue). */
+export const SHARD_PROTOCOL = 1;
+
 export interface ScoreShard {
+  /** SHARD_PROTOCOL of the coordinator, and its uap version (said in a refusal). */
+  protocol: number;
+  uap: string;
   /** The model as the user named it (a bundled name or a path), resolved by the worker on its own disk. */
   model: { spec: string; card?: CardOverrides };
   /** sha256 of the model's files and of what the worker must agree on (name, input size, classes). */
   modelPrint: string;
-  /** The image set as the user named it (null: the model's default validation set). */
+  /** The image set as the user named it (null: the model's default set of `role`). */
   data: string | null;
+  role: 'data' | 'val';
   items: ShardItem[];
   /** sha256 of the shard's images: names, labels, byte sizes. */
   dataPrint: string;
@@ -36,6 +44,24 @@ export interface ScoreShard {
   draws: number;
   batchSize: number;
   strict: boolean;
+}
+
+/** One gradient shard of an SGD-UAP step: its images of X, their clean labels, v (by hash), the minibatch size and the loss. */
+export interface GradJob extends Pick<ScoreShard, 'protocol' | 'uap' | 'model' | 'modelPrint' | 'data' | 'role' | 'items' | 'dataPrint'> {
+  v: string;
+  labels: number[];
+  n: number;
+  loss: SgdLossOptions;
+}
+
+/** Float32 values as base64 (a job's result is JSON; numbers in text would be three times larger). */
+export function toBase64(a: Float32Array): string {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
+}
+
+export function fromBase64(s: string): Float32Array {
+  const b = Buffer.from(s, 'base64');
+  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
 }
 
 /**

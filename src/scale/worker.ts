@@ -4,13 +4,17 @@ import type { Classifier } from '../model/classifier.js';
 import { openImages } from '../data/dataset.js';
 import { itemName } from '../data/source.js';
 import { cacheDir } from '../data/fashion.js';
-import { scorePart } from '../analysis/noiseScore.js';
+import { allDraws, scorePart } from '../analysis/noiseScore.js';
 import { dataFolder, defaultData, loadModel, type Log } from '../pipeline.js';
-import { assetsDir, EMBEDDED_DIR } from '../paths.js';
+import { assetsDir, EMBEDDED_DIR, packageVersion } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { connected, queueConnection, QUEUE_NAME, redacted } from './connection.js';
 import type { ShardResult } from './coordinator.js';
-import { dataPrint, localItems, modelPrint, perturbationKey, sha256, type ScoreShard } from './shards.js';
+import { SHARD_PROTOCOL, dataPrint, localItems, modelPrint, perturbationKey, sha256, toBase64, type GradJob, type ScoreShard } from './shards.js';
+import * as tf from '../tf.js';
+import { shardGradient } from '../attacks/sgd.js';
+import { decodeItem, defaultCacheBytes } from '../data/stream.js';
+import type { ImageItem } from '../data/source.js';
 
 /**
  * `uap worker`: takes shards from the queue and scores them. It loads each model once and keeps it;
@@ -68,49 +72,99 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     return got;
   };
 
-  /** The shard's model, images and v, after every check; a refusal otherwise. */
-  const prepare = async (s: ScoreShard) => {
-    // Refusals are final (UnrecoverableError): another try on this worker would refuse again.
-    const refuse = (message: string) => new UnrecoverableError(`worker refused the shard: ${message}`);
+  // The noise draws of the scoring under way: the same for each of its shards (drawing them at 224x224x3 costs tens of ms).
+  let noise: { key: string; draws: Float32Array[] } | undefined;
+  const noiseFor = (model: Classifier, s: ScoreShard) => {
+    const key = JSON.stringify([model.inputShape, s.radii, s.draws]);
+    if (noise?.key !== key) noise = { key, draws: allDraws(model.inputShape, s) };
+    return noise.draws;
+  };
+
+  // Refusals are final (UnrecoverableError): another try on this worker would refuse again.
+  const refuse = (message: string) => new UnrecoverableError(`worker refused the shard: ${message}`);
+
+  /** The job's model and the folder of its images here, after the checks of model, folders and images. */
+  const check = async (s: Pick<ScoreShard, 'protocol' | 'uap' | 'model' | 'modelPrint' | 'data' | 'role' | 'items' | 'dataPrint'>) => {
+    if (s.protocol !== SHARD_PROTOCOL) throw refuse(`the coordinator runs uap ${s.uap ?? '(unknown)'} with job format ${s.protocol ?? '(none)'}, this worker uap ${packageVersion()} with ${SHARD_PROTOCOL}: run the same uap everywhere`);
     let model: Classifier;
     let print: string;
-    try {
-      ({ model, print } = await modelFor(s.model));
-    } catch (e) {
-      throw refuse((e as Error).message);
-    }
-    if (print !== s.modelPrint) throw refuse(`model ${s.model.spec}: its files here differ from the coordinator's (fingerprint ${print.slice(0, 12)}, expected ${s.modelPrint.slice(0, 12)})`);
     let dir: string;
     try {
-      dir = inside(dataFolder(s.data ?? defaultData(model, assets).val, assets), roots, 'data');
+      ({ model, print } = await modelFor(s.model));
+      if (print !== s.modelPrint) throw new Error(`model ${s.model.spec}: its files here differ from the coordinator's (fingerprint ${print.slice(0, 12)}, expected ${s.modelPrint.slice(0, 12)})`);
+      dir = inside(dataFolder(s.data ?? defaultData(model, assets)[s.role], assets), roots, 'data');
       for (const i of localItems(s.items, dir)) inside(i.path, roots, 'image');
     } catch (e) {
       throw refuse((e as Error).message);
     }
     if (dataPrint(s.items, dir) !== s.dataPrint) throw refuse(`data ${s.data ?? 'default'}: the shard's images here differ from the coordinator's (names, labels or sizes)`);
+    return { model, items: localItems(s.items, dir) };
+  };
+
+  /** A perturbation the coordinator put in Redis, checked against its hash and the model's size. */
+  const perturbation = async (sha: string, model: Classifier) => {
+    const bytes = await redis.getBuffer(perturbationKey(sha));
+    if (!bytes || sha256(bytes) !== sha) throw refuse(`perturbation ${sha.slice(0, 12)}: missing or damaged in Redis`);
+    const v = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+    if (v.length !== model.inputShape.reduce((a, b) => a * b, 1)) throw refuse(`perturbation: ${v.length} values for a ${model.inputShape.join('x')} model`);
+    return v;
+  };
+
+  /** A scoring shard: its part of the figures, and which of its files did not decode. */
+  const score = async (s: ScoreShard, job: import('bullmq').Job): Promise<ShardResult> => {
+    const { model, items } = await check(s);
     const vs: Float32Array[] = [];
-    for (const sha of s.vs) {
-      const bytes = await redis.getBuffer(perturbationKey(sha));
-      if (!bytes || sha256(bytes) !== sha) throw refuse(`perturbation ${sha.slice(0, 12)}: missing or damaged in Redis`);
-      const v = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-      if (v.length !== model.inputShape.reduce((a, b) => a * b, 1)) throw refuse(`perturbation: ${v.length} values for a ${model.inputShape.join('x')} model`);
-      vs.push(v);
+    for (const sha of s.vs) vs.push(await perturbation(sha, model));
+    const set = openImages(items, model.inputShape, { strict: s.strict });
+    const part = await scorePart(model, set, vs, { radii: s.radii, draws: s.draws, noise: noiseFor(model, s), batchSize: s.batchSize, onBatch: (done) => void job.updateProgress(done) });
+    const reasons = new Map(set.skipped.map((k) => [k.path, k.reason]));
+    const kept = new Set(part.kept);
+    const skipped = s.items.flatMap((_, at) => (kept.has(at) ? [] : [{ at, reason: reasons.get(itemName(set.listed[at])) ?? 'not decoded' }]));
+    return { ...part, skipped };
+  };
+
+  // Crafting images decoded once: every pass of SGD-UAP sends them again (bounded like a stream's cache).
+  const decoded = new Map<string, Uint8Array>();
+  const cacheBytes = defaultCacheBytes();
+  const pixelsOf = async (items: ImageItem[], shape: [number, number, number]) => {
+    const per = shape[0] * shape[1] * shape[2];
+    const out = new Uint8Array(items.length * per);
+    for (const [k, item] of items.entries()) {
+      const key = `${itemName(item)}@${shape.join('x')}`;
+      let px = decoded.get(key);
+      if (!px) {
+        px = await decodeItem(item, shape).catch((e: Error) => {
+          throw refuse(`image ${itemName(item)}: cannot be decoded here (${e.message.split('\n')[0]}), though it was on the coordinator`);
+        });
+        if ((decoded.size + 1) * per <= cacheBytes) decoded.set(key, px);
+      }
+      out.set(px, k * per);
     }
-    return { model, vs, set: openImages(localItems(s.items, dir), model.inputShape, { strict: s.strict }) };
+    return out;
+  };
+
+  /** A gradient shard of an SGD-UAP step: its part of the step's gradient at v. */
+  const gradient = async (g: GradJob) => {
+    const { model, items } = await check(g);
+    const v = await perturbation(g.v, model);
+    const x = tf.tensor4d(await pixelsOf(items, model.inputShape), [items.length, ...model.inputShape]);
+    const vt = tf.tensor3d(v, model.inputShape);
+    try {
+      const r = await shardGradient(model, x, vt, Int32Array.from(g.labels), g.n, g.loss);
+      return { grad: toBase64(r.grad), fooled: r.fooled };
+    } finally {
+      tf.dispose([x, vt]);
+    }
   };
 
   const worker = new Worker(
     QUEUE_NAME,
     async (job) => {
-      const s = job.data as ScoreShard;
       const started = Date.now();
-      const { model, vs, set } = await prepare(s);
-      const part = await scorePart(model, set, vs, { radii: s.radii, draws: s.draws, batchSize: s.batchSize, onBatch: (done) => void job.updateProgress(done) });
-      const reasons = new Map(set.skipped.map((k) => [k.path, k.reason]));
-      const kept = new Set(part.kept);
-      const skipped = s.items.flatMap((_, at) => (kept.has(at) ? [] : [{ at, reason: reasons.get(itemName(set.listed[at])) ?? 'not decoded' }]));
-      o.log.info(`shard ${job.id}: ${s.items.length} images of ${s.model.spec} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-      return { ...part, skipped } satisfies ShardResult;
+      const data = job.data as ScoreShard | GradJob;
+      const result = job.name === 'grad' ? await gradient(data as GradJob) : await score(data as ScoreShard, job);
+      o.log.info(`${job.name === 'grad' ? 'gradient shard' : 'shard'} ${job.id}: ${data.items.length} images of ${data.model.spec} in ${((Date.now() - started) / 1000).toFixed(2)} s`);
+      return result;
     },
     { connection, concurrency: 1, lockDuration: o.lockMs ?? 30_000, stalledInterval: o.lockMs ?? 30_000, maxStalledCount: 2 },
   );
