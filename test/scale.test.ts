@@ -86,7 +86,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     redis?.kill('SIGTERM');
   });
 
-  it('two workers score the shards of uap evaluate and uap transfer; the figures, the per-image CSV and the matrix equal the local run\'s', async () => {
+  it('two workers score the shards of uap evaluate and uap transfer and craft the points of uap sweep-size; the figures, the per-image CSV, the matrix and the sweep equal the local run\'s', async () => {
     const workers = [await startWorker(url), await startWorker(url)];
     try {
       const local = await uapCli(['evaluate', '-v', vFile, '--out', join(dir, 'local')]);
@@ -108,6 +108,16 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       expect(readFileSync(join(dir, 'tqueued', 'transfer.json'), 'utf8')).toBe(readFileSync(join(dir, 'tlocal', 'transfer.json'), 'utf8'));
       expect(tq.stdout).toBe(tl.stdout.replaceAll('tlocal', 'tqueued'));
       expect(workers.map((w) => (w.log().match(/^shard \S+: \d+ images/gm) ?? []).length).reduce((a, b) => a + b, 0)).toBe(7 + 3);
+      // A size sweep: every point crafts on a worker, then all of them are scored in one pass on the workers.
+      const sweep = ['sweep-size', '--sizes', '20,60', '--method', 'sgd', '--xi', '40', '--max-passes', '2', '--val-limit', '64'];
+      const sl = await uapCli([...sweep, '--out', join(dir, 'slocal')]);
+      expect(sl.status, sl.stderr).toBe(0);
+      const sq = await uapCli([...sweep, '--out', join(dir, 'squeued'), '--queue', url]);
+      expect(sq.status, sq.stderr).toBe(0);
+      const points = (d: string) => (JSON.parse(readFileSync(join(dir, d, 'sweep-size.json'), 'utf8')) as { points: { seconds?: number }[] }).points.map(({ seconds: _s, ...p }) => p);
+      expect(points('squeued')).toEqual(points('slocal'));
+      expect(points('slocal').some((p) => (p as { valFoolingRate: number }).valFoolingRate > 0)).toBe(true); // not a comparison of zeros
+      expect(workers.map((w) => (w.log().match(/^crafting run \S+: (20|60) images/gm) ?? []).length).reduce((a, b) => a + b, 0)).toBe(2);
     } finally {
       await Promise.all(workers.map(stop));
     }

@@ -5,7 +5,7 @@ import { Rng } from '../math/random.js';
 import { craft, type Method } from '../pipeline.js';
 import type { UniversalOptions } from '../attacks/universal.js';
 import type { AttackSettings } from '../attacks/methods.js';
-import { evaluatePerturbation, predictSet } from './fooling.js';
+import { evaluatePerturbation, foolingRate, predictSet } from './fooling.js';
 import type { TopLevelSpec } from '../report/plots.js';
 
 /**
@@ -29,11 +29,12 @@ export async function sizeSweep(
   V: ImageSource,
   method: Method,
   options: AttackSettings,
-  opts: { sizes?: number[]; seed?: number; onPoint?: (p: SizePoint) => void } = {},
+  opts: { sizes?: number[]; seed?: number; onPoint?: (p: SizePoint) => void; remote?: RemoteSweep } = {},
 ): Promise<SizePoint[]> {
   const sizes = [...new Set((opts.sizes ?? DEFAULT_SIZES).filter((n) => n <= X.size).concat(opts.sizes ? [] : [X.size]))].sort((a, b) => a - b);
   // Nested subsets: the first n images of one seeded order, so a bigger X contains every smaller one.
   const order = new Rng(opts.seed ?? 0).permutation(X.size);
+  if (opts.remote) return remoteSweep(opts.remote, sizes.map((n) => X.subset(order.slice(0, n))), opts.onPoint);
   const cleanV = await predictSet(model, V, null);
   const points: SizePoint[] = [];
   for (const n of sizes) {
@@ -48,6 +49,24 @@ export async function sizeSweep(
     }
   }
   return points;
+}
+
+/** Where a sweep's points run elsewhere (on workers): every crafting run at once, then every v scored in one pass. */
+export interface RemoteSweep {
+  craft(sets: ImageSet[]): Promise<{ v: Float32Array; foolingRate: number; passes: number; seconds: number }[]>;
+  /** Top-1 labels of the validation images: clean, then with each v. */
+  labels(vs: Float32Array[]): Promise<Int32Array[]>;
+}
+
+/** The points, crafted and scored remotely: the same figures as locally (same subsets, settings and batches). */
+async function remoteSweep(remote: RemoteSweep, sets: ImageSet[], onPoint?: (p: SizePoint) => void): Promise<SizePoint[]> {
+  const runs = await remote.craft(sets);
+  const [clean, ...advs] = await remote.labels(runs.map((r) => r.v));
+  return runs.map((r, i) => {
+    const p = { size: sets[i].size, valFoolingRate: foolingRate(clean, advs[i]), xFoolingRate: r.foolingRate, passes: r.passes, seconds: r.seconds };
+    onPoint?.(p);
+    return p;
+  });
 }
 
 export function sizeSpec(points: SizePoint[], title: string): TopLevelSpec {

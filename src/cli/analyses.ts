@@ -9,7 +9,9 @@ import type { Norm } from '../math/lp.js';
 import { normSweep, sweepSpec, DEFAULT_FACTORS } from '../analysis/baseline.js';
 import { UsageError } from '../errors.js';
 import { assetsDir } from '../paths.js';
-import { loadModel, loadPerturbation, loadSet, openSet, defaultData, defaultXi, methodOptions, resolveTarget, type Method } from '../pipeline.js';
+import { loadModel, loadPerturbation, loadSet, openSet, dataFolder, defaultData, defaultXi, methodOptions, resolveTarget, type Method } from '../pipeline.js';
+import type { StreamedImages } from '../data/stream.js';
+import { craftOnQueue, labelsOnQueue } from '../scale/coordinator.js';
 import { normalsAnalysis, normalsSpec } from '../analysis/normals.js';
 import { predictMany } from '../analysis/fooling.js';
 import type { ImageSource } from '../data/source.js';
@@ -150,11 +152,20 @@ export function baselineCommand(): Command {
 }
 
 /** Loads the model, the images X (`--data`, default limit `xLimit`) and the validation images for `use`. */
+/** Where X and the validation images were read (the folders here, and as the user named them: what queued work names). */
+interface SetsWhere {
+  xDir: string;
+  vDir: string;
+  data: string | null;
+  val: string | null;
+  strict?: boolean;
+}
+
 async function withModelAndSets(
   flags: Record<string, unknown>,
   what: string,
   xLimit: number | undefined,
-  use: (model: Classifier, X: ImageSet, V: ImageSource) => Promise<void>,
+  use: (model: Classifier, X: ImageSet, V: StreamedImages, where: SetsWhere) => Promise<void>,
 ): Promise<void> {
   const assets = assetsDir(flags.assets as string | undefined);
   const model = await loadModel(flags.model as string, { assets, card: cardOverrides(flags) }, consoleLog);
@@ -166,7 +177,7 @@ async function withModelAndSets(
     const X = await loadSet(model, spec.data ?? defaults.data, { labels: spec.labels, limit: spec.limit ?? (spec.sample === undefined ? xLimit : undefined), sample: sample(spec.sample), strict: spec.strict, assets, log: consoleLog, what: 'images X' });
     if (spec.val === 'none') throw new UsageError(`--val none: ${what} needs validation images`);
     const V = openSet(model, spec.val ?? defaults.val, { labels: spec.valLabels, limit: spec.valLimit, sample: sample(spec.valSample), strict: spec.strict, assets, log: consoleLog, what: 'validation set' });
-    await use(model, X, V);
+    await use(model, X, V, { xDir: dataFolder(spec.data ?? defaults.data, assets), vDir: dataFolder(spec.val ?? defaults.val, assets), data: spec.data ?? null, val: spec.val ?? null, strict: spec.strict });
   } finally {
     model.dispose();
   }
@@ -176,11 +187,19 @@ async function withModelAndSets(
 export async function runSweepSize(flags: Record<string, unknown>): Promise<void> {
   const sizes = flags.sizes === undefined ? undefined : String(flags.sizes).split(',').map(Number);
   if (sizes?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--sizes ${String(flags.sizes)}: expected comma-separated integers >= 1, e.g. 50,100,500`);
-  await withModelAndSets(flags, 'the size sweep', undefined, async (model, X, V) => {
+  const queue = queueOption(flags);
+  await withModelAndSets(flags, 'the size sweep', undefined, async (model, X, V, where) => {
     const method = (flags.method as Method | undefined) ?? 'algorithm1';
     const options = methodOptions(method, model, attackOptions(flags as unknown as AttackFlags), resolveTarget(flags.target as string | undefined, model));
+    // Queued: every point crafts on a worker at once, then all the v are scored on the workers in one pass.
+    const q = (role: 'data' | 'val') =>
+      queue && { ...queue, model: { spec: flags.model as string, card: cardOverrides(flags) }, data: role === 'data' ? where.data : where.val, role, dir: role === 'data' ? where.xDir : where.vDir, strict: where.strict, warn: (m: string) => consoleLog.warn(m) };
+    const remote = queue && {
+      craft: (sets: ImageSet[]) => craftOnQueue(q('data')!, model, sets, method, options),
+      labels: (vs: Float32Array[]) => labelsOnQueue(q('val')!, model, V, vs, { batchSize: 32 }),
+    };
     const points = await sizeSweep(model, X, V, method, options, {
-      sizes, seed: options.seed,
+      sizes, seed: options.seed, remote,
       onPoint: (p) => consoleLog.info(`|X| = ${p.size}: validation ${pct(p.valFoolingRate)}, X ${pct(p.xFoolingRate)}, ${p.passes} pass(es), ${p.seconds.toFixed(0)} s`),
     });
     const out = flags.out as string;
@@ -197,7 +216,8 @@ export function sweepSizeCommand(): Command {
   addAttackFlags(cmd);
   cmd
     .option('--sizes <list>', `sizes of X (default ${DEFAULT_SIZES.join(',')}, up to the images there are, and all of them)`)
-    .option('-o, --out <dir>', 'writes sweep-size.json, sweep-size.svg', 'runs/sweep-size')
+    .option('-o, --out <dir>', 'writes sweep-size.json, sweep-size.svg', 'runs/sweep-size');
+  addQueueFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
       await startBackend(flags.backend);
       await runSweepSize(flags);

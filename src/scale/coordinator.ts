@@ -7,7 +7,8 @@ import type { GradientShard, ShardGradient, ShardGradients, SgdLossOptions } fro
 import { UsageError } from '../errors.js';
 import { packageVersion } from '../paths.js';
 import { connected, queueConnection, QUEUE_NAME, redacted } from './connection.js';
-import { SHARD_PROTOCOL, dataPrint, fromBase64, modelPrint, perturbationKey, planShards, sha256, shardItems, type GradJob, type ScoreShard } from './shards.js';
+import { SHARD_PROTOCOL, dataPrint, fromBase64, modelPrint, perturbationKey, planShards, sha256, shardItems, type CraftJob, type Crafted, type GradJob, type ScoreShard } from './shards.js';
+import type { AttackSettings, Method } from '../attacks/methods.js';
 
 /**
  * The coordinator's side of distributed work: cut it into shards, queue them on BullMQ (the engine
@@ -222,4 +223,18 @@ export async function queueGradients(q: QueueScoring, model: Classifier, X: Imag
     }
   };
   return { shardGradients, close: () => session.close() };
+}
+
+/**
+ * Whole crafting runs on the workers, all queued at once (the points of a size sweep): each on its
+ * own X, with the same method and settings; v and the run's figures come back in order.
+ */
+export async function craftOnQueue(q: QueueScoring, model: Classifier, sets: ImageSet[], method: Method, options: AttackSettings): Promise<{ v: Float32Array; foolingRate: number; passes: number; seconds: number }[]> {
+  const mPrint = await modelPrint(model);
+  const jobs: CraftJob[] = sets.map((X) => {
+    const items = shardItems(X.items, q.dir);
+    return { ...PROTOCOL, model: q.model, modelPrint: mPrint, data: q.data, role: q.role ?? 'data', items, dataPrint: dataPrint(items, q.dir), strict: q.strict ?? false, method, options };
+  });
+  const got = await withSession(q, (s) => s.run<Crafted>('craft', jobs, (i) => `crafting run ${i + 1} of ${jobs.length} (|X| = ${sets[i].size})`));
+  return got.map((c) => ({ ...c, v: fromBase64(c.v) }));
 }

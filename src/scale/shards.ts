@@ -7,6 +7,7 @@ import type { ImageItem, TarMember } from '../data/source.js';
 import type { Norm } from '../math/lp.js';
 import { modelSha256 } from '../io/provenance.js';
 import type { SgdLossOptions } from '../attacks/sgd.js';
+import type { AttackSettings, Method } from '../attacks/methods.js';
 
 /**
  * The unit of distributed work: one range of a listed image set, scored with v and noise draws by a
@@ -52,6 +53,20 @@ export interface GradJob extends Pick<ScoreShard, 'protocol' | 'uap' | 'model' |
   labels: number[];
   n: number;
   loss: SgdLossOptions;
+}
+
+/** One whole crafting run on a worker (a point of a size sweep): its X (the images, in order), the method and its settings. */
+export interface CraftJob extends Pick<ScoreShard, 'protocol' | 'uap' | 'model' | 'modelPrint' | 'data' | 'role' | 'items' | 'dataPrint' | 'strict'> {
+  method: Method;
+  options: AttackSettings;
+}
+
+/** What a crafting job gives back. */
+export interface Crafted {
+  v: string;
+  foolingRate: number;
+  passes: number;
+  seconds: number;
 }
 
 /** Float32 values as base64 (a job's result is JSON; numbers in text would be three times larger). */

@@ -1,16 +1,16 @@
 import { existsSync, realpathSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
 import type { Classifier } from '../model/classifier.js';
-import { openImages } from '../data/dataset.js';
+import { loadImages, openImages } from '../data/dataset.js';
 import { itemName } from '../data/source.js';
 import { cacheDir } from '../data/fashion.js';
 import { allDraws, scorePart } from '../analysis/noiseScore.js';
-import { dataFolder, defaultData, loadModel, type Log } from '../pipeline.js';
+import { craft, dataFolder, defaultData, loadModel, type Log } from '../pipeline.js';
 import { assetsDir, EMBEDDED_DIR, packageVersion } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { connected, queueConnection, QUEUE_NAME, redacted } from './connection.js';
 import type { ShardResult } from './coordinator.js';
-import { SHARD_PROTOCOL, dataPrint, localItems, modelPrint, perturbationKey, sha256, toBase64, type GradJob, type ScoreShard } from './shards.js';
+import { SHARD_PROTOCOL, dataPrint, localItems, modelPrint, perturbationKey, sha256, toBase64, type CraftJob, type Crafted, type GradJob, type ScoreShard } from './shards.js';
 import * as tf from '../tf.js';
 import { shardGradient } from '../attacks/sgd.js';
 import { decodeItem, defaultCacheBytes } from '../data/stream.js';
@@ -34,8 +34,10 @@ export interface WorkerOptions {
   signal?: AbortSignal;
 }
 
-/** The real path of `path` when it lies inside one of `roots`, else a refusal naming it. */
-function inside(path: string, roots: string[], what: string): string {
+/** The real path of `path` when it lies inside one of `folders`, else a refusal naming it. */
+function inside(path: string, folders: string[], what: string): string {
+  // Real paths of the folders as they are now (uap's cache may be made after the worker starts).
+  const roots = folders.map((r) => (existsSync(r) ? realpathSync(r) : r));
   let real: string;
   try {
     real = realpathSync(path);
@@ -49,8 +51,8 @@ function inside(path: string, roots: string[], what: string): string {
 export async function runWorker(o: WorkerOptions): Promise<void> {
   const connection = queueConnection(o.url);
   const assets = assetsDir(o.assets);
-  const roots = [EMBEDDED_DIR, assets, cacheDir(), ...(o.roots ?? [])].filter((r) => r && existsSync(r)).map((r) => realpathSync(resolve(r)));
   for (const r of o.roots ?? []) if (!existsSync(r)) throw new UsageError(`{root} ${r}: no such folder`);
+  const roots = [EMBEDDED_DIR, ...(existsSync(assets) ? [assets] : []), cacheDir(), ...(o.roots ?? [])].map((r) => resolve(r));
   const { Worker, UnrecoverableError } = await import('bullmq');
   const { Redis } = await import('ioredis');
   const redis = new Redis(o.url, { maxRetriesPerRequest: 3, lazyConnect: true, ...(connection.tls ? { tls: {} } : {}) });
@@ -157,13 +159,26 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     }
   };
 
+  /** A whole crafting run (a point of a size sweep) on the job's X. */
+  const craftRun = async (c: CraftJob): Promise<Crafted> => {
+    const { model, items } = await check(c);
+    const { set } = await loadImages(items, model.inputShape, { strict: c.strict });
+    if (set.size !== items.length) throw refuse(`data ${c.data ?? 'default'}: ${items.length - set.size} of the job's images do not decode here, though they did on the coordinator`);
+    const res = await craft(model, set, c.method, c.options);
+    try {
+      return { v: toBase64(res.v.dataSync() as Float32Array), foolingRate: res.foolingRate, passes: res.passes, seconds: res.seconds };
+    } finally {
+      res.v.dispose();
+    }
+  };
+
   const worker = new Worker(
     QUEUE_NAME,
     async (job) => {
       const started = Date.now();
-      const data = job.data as ScoreShard | GradJob;
-      const result = job.name === 'grad' ? await gradient(data as GradJob) : await score(data as ScoreShard, job);
-      o.log.info(`${job.name === 'grad' ? 'gradient shard' : 'shard'} ${job.id}: ${data.items.length} images of ${data.model.spec} in ${((Date.now() - started) / 1000).toFixed(2)} s`);
+      const data = job.data as ScoreShard | GradJob | CraftJob;
+      const result = job.name === 'grad' ? await gradient(data as GradJob) : job.name === 'craft' ? await craftRun(data as CraftJob) : await score(data as ScoreShard, job);
+      o.log.info(`${job.name === 'grad' ? 'gradient shard' : job.name === 'craft' ? 'crafting run' : 'shard'} ${job.id}: ${data.items.length} images of ${data.model.spec} in ${((Date.now() - started) / 1000).toFixed(2)} s`);
       return result;
     },
     { connection, concurrency: 1, lockDuration: o.lockMs ?? 30_000, stalledInterval: o.lockMs ?? 30_000, maxStalledCount: 2 },
