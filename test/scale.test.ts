@@ -86,7 +86,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     redis?.kill('SIGTERM');
   });
 
-  it('two workers score the shards of uap evaluate and uap transfer and craft the points of uap sweep-size; the figures, the per-image CSV, the matrix and the sweep equal the local run\'s', async () => {
+  it('two workers score the shards of uap evaluate, uap transfer and uap baseline, craft the points of uap sweep-size and the members of a defence pool; figures, per-image CSV, matrix, sweeps and pool equal the local run\'s', async () => {
     const workers = [await startWorker(url), await startWorker(url)];
     try {
       const local = await uapCli(['evaluate', '-v', vFile, '--out', join(dir, 'local')]);
@@ -118,10 +118,29 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       expect(points('squeued')).toEqual(points('slocal'));
       expect(points('slocal').some((p) => (p as { valFoolingRate: number }).valFoolingRate > 0)).toBe(true); // not a comparison of zeros
       expect(workers.map((w) => (w.log().match(/^crafting run \S+: (20|60) images/gm) ?? []).length).reduce((a, b) => a + b, 0)).toBe(2);
+      // The norm sweep against noise: every scaled v and noise draw scored in shards on the workers.
+      const base = ['baseline', '-v', vFile, '--factors', '0,0.5,1', '--draws', '2', '--limit', '96'];
+      const bl = await uapCli([...base, '--out', join(dir, 'blocal')]);
+      expect(bl.status, bl.stderr).toBe(0);
+      const bq = await uapCli([...base, '--out', join(dir, 'bqueued'), '--queue', url, '--shard-size', '32']);
+      expect(bq.status, bq.stderr).toBe(0);
+      expect(readFileSync(join(dir, 'bqueued', 'baseline.json'), 'utf8')).toBe(readFileSync(join(dir, 'blocal', 'baseline.json'), 'utf8'));
+      // A defence pool: its members crafted on the workers, all at once; the same members, round and figures.
+      const fine = ['finetune', '--rounds', '1', '--pool-size', '2', '--epochs', '1', '--limit', '64', '--val-limit', '64', '--max-passes', '2'];
+      const fl = await uapCli([...fine, '--out', join(dir, 'flocal')]);
+      expect(fl.status, fl.stderr).toBe(0);
+      const fq = await uapCli([...fine, '--out', join(dir, 'fqueued'), '--queue', url]);
+      expect(fq.status, fq.stderr).toBe(0);
+      expect(fq.stderr).toMatch(/round 1: crafting 2 pool member\(s\) on the queue's workers/);
+      for (const m of ['member-0.npy', 'member-1.npy'])
+        expect(readFileSync(join(dir, 'fqueued', 'round-1', 'pool', m)).equals(readFileSync(join(dir, 'flocal', 'round-1', 'pool', m)))).toBe(true);
+      const rounds = (d: string) =>
+        (JSON.parse(readFileSync(join(dir, d, 'defence.json'), 'utf8')) as { rounds: { seconds?: number; card: string; epochs: { seconds?: number }[] }[] }).rounds.map(({ seconds: _s, card: _c, epochs, ...r }) => ({ ...r, epochs: epochs.map(({ seconds: _e, ...e }) => e) }));
+      expect(rounds('fqueued')).toEqual(rounds('flocal'));
     } finally {
       await Promise.all(workers.map(stop));
     }
-  });
+  }, 600_000);
 
   it('SGD-UAP data-parallel: each step\'s gradient shards on the workers give the local run\'s v bit for bit; a coordinator killed mid-run resumes', async () => {
     const workers = [await startWorker(url), await startWorker(url)];
@@ -155,7 +174,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     } finally {
       await Promise.all(workers.map(stop));
     }
-  });
+  }, 600_000);
 
   it('a worker killed with kill -9 mid-shard loses nothing: the shard goes to another worker and the figures stay the same', async () => {
     const queue = new Queue(QUEUE_NAME, { connection: { url } });
@@ -182,7 +201,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       await queue.close();
       if (second) await stop(second);
     }
-  });
+  }, 600_000);
 
   it('a worker refuses a model outside its folders, and a model file that differs from the coordinator\'s (one line, exit 2)', async () => {
     // The same relative model path on two "machines" (working folders); the worker's weights differ by one byte.
@@ -198,7 +217,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     try {
       const outside = await uapCli(args, { cwd: here });
       expect(outside.status).toBe(2);
-      expect(outside.stderr.trim().split('\n').pop()).toMatch(/^uap: error: queue: shard 1 of 1 \(images 1-200\) failed on a worker: worker refused the shard: model .*m\/model\.json: outside the folders this worker may read/);
+      expect(outside.stderr.trim().split('\n').pop()).toMatch(/^uap: error: queue: shard 1 of 1 \(images 1-200\) failed on a worker: worker refused the shard: model \S+\/m: outside the folders this worker may read/);
     } finally {
       await stop(w);
     }
@@ -210,7 +229,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     } finally {
       await stop(w);
     }
-  });
+  }, 600_000);
 
   it('a bad queue URL or no Redis there: one line naming --queue, exit 2', async () => {
     const bad = await uapCli(['evaluate', '-v', vFile, '--queue', 'http://127.0.0.1:1']);
@@ -220,5 +239,5 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     expect(none.status).toBe(2);
     expect(none.stderr.trim().split('\n').pop()).toMatch(/^uap: error: --queue redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\/?: /);
     expect(none.stderr).not.toContain('secret');
-  });
+  }, 600_000);
 });

@@ -38,7 +38,11 @@ export async function normSweep(
   set: ImageSource,
   v: tf.Tensor3D,
   norm: Norm,
-  opts: { factors?: number[]; draws?: number; seed?: number; deepfool?: boolean; onPoint?: (p: SweepPoint) => void; onBatch?: (done: number) => void } = {},
+  opts: {
+    factors?: number[]; draws?: number; seed?: number; deepfool?: boolean; onPoint?: (p: SweepPoint) => void; onBatch?: (done: number) => void;
+    /** Where the sweep's perturbations are scored (default: here, in batches of 32); clean labels first. On workers: the same labels. */
+    labels?: (vs: Float32Array[]) => Promise<Int32Array[]>;
+  } = {},
 ): Promise<NormSweep> {
   const factors = opts.factors ?? DEFAULT_FACTORS;
   const draws = opts.draws ?? 3;
@@ -61,7 +65,7 @@ export async function normSweep(
       for (let d = 0; d < draws; d++) push(noiseOfNorm(kind === 'gaussian' ? 'gaussian' : 'sign', model.inputShape, norm, radius, seed + d));
     }
   }
-  const [clean, ...preds] = await predictMany(model, set, [null, ...perturbations], 32, opts.onBatch);
+  const [clean, ...preds] = opts.labels ? await opts.labels(perturbations) : await predictMany(model, set, [null, ...perturbations], 32, opts.onBatch);
   const points: SweepPoint[] = [];
   const add = (p: SweepPoint) => {
     points.push(p);

@@ -121,9 +121,13 @@ export async function runBaseline(flags: Record<string, unknown>): Promise<void>
   if (factors?.some((f) => !Number.isFinite(f) || f < 0)) throw new UsageError(`--factors ${String(flags.factors)}: expected comma-separated numbers >= 0, e.g. 0,0.5,1,2`);
   let p = flags.norm as Norm | undefined;
   if (p === undefined && runOut) p = (JSON.parse(readFileSync(join(runOut, 'config.json'), 'utf8')) as { norm?: Norm }).norm;
-  await withRunSet(flags, target, async (model, set, v, dir) => {
+  const queue = queueOption(flags);
+  await withRunSet(flags, target, async (model, set, v, dir, spec) => {
+    // Queued: every scaled v and noise draw of the sweep scored in shards on the workers (the same labels).
+    const q = queue && { ...queue, model: { spec: spec.model, card: spec.card }, data: dir, role: 'val' as const, dir: spec.folder, warn: (m: string) => consoleLog.warn(m) };
     const sweep = await normSweep(model, set, v, p ?? 'inf', {
       factors, draws: flags.draws as number, deepfool: Boolean(flags.deepfool),
+      labels: q ? (vs) => labelsOnQueue(q, model, set, vs, { batchSize: 32 }) : undefined,
       onPoint: (pt) => consoleLog.info(`${pt.kind} at ${pt.radius.toFixed(1)}: ${pct(pt.mean)}`),
     });
     const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
@@ -143,7 +147,8 @@ export function baselineCommand(): Command {
     .addOption(new Option('-p, --norm <p>', 'norm of the sweep: 2 or inf (default: the run\'s)').argParser(norm))
     .option('--factors <list>', `radii as multiples of ||v|| (default ${DEFAULT_FACTORS.join(',')})`)
     .option('--draws <n>', 'random draws per radius', count('draws'), 3)
-    .option('--deepfool', "also each image's own DeepFool perturbation at each radius, and the sum of them (one DeepFool pass over the images)")
+    .option('--deepfool', "also each image's own DeepFool perturbation at each radius, and the sum of them (one DeepFool pass over the images)");
+  addQueueFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
       await startBackend(flags.backend);
       await runBaseline(flags);
@@ -195,7 +200,7 @@ export async function runSweepSize(flags: Record<string, unknown>): Promise<void
     const q = (role: 'data' | 'val') =>
       queue && { ...queue, model: { spec: flags.model as string, card: cardOverrides(flags) }, data: role === 'data' ? where.data : where.val, role, dir: role === 'data' ? where.xDir : where.vDir, strict: where.strict, warn: (m: string) => consoleLog.warn(m) };
     const remote = queue && {
-      craft: (sets: ImageSet[]) => craftOnQueue(q('data')!, model, sets, method, options),
+      craft: (sets: ImageSet[]) => craftOnQueue(q('data')!, model, sets.map((X) => ({ X, options })), method),
       labels: (vs: Float32Array[]) => labelsOnQueue(q('val')!, model, V, vs, { batchSize: 32 }),
     };
     const points = await sizeSweep(model, X, V, method, options, {
@@ -280,11 +285,12 @@ export function reportCommand(): Command {
 async function withRunSet(
   flags: Record<string, unknown>,
   { modelName, file, format, card, val }: ReturnType<typeof runTarget>,
-  use: (model: Classifier, set: ImageSource, v: tf.Tensor3D, dir: string) => Promise<void>,
+  use: (model: Classifier, set: StreamedImages, v: tf.Tensor3D, dir: string, spec: { model: string; card: CardOverrides; folder: string }) => Promise<void>,
 ): Promise<void> {
   const assets = assetsDir(flags.assets as string | undefined);
   // The run's own card fields (given as flags to uap compute), completed or overridden by this command's.
-  const model = await loadModel(modelName, { assets, card: { ...card, ...cardOverrides(flags) } }, consoleLog);
+  const modelCard = { ...card, ...cardOverrides(flags) };
+  const model = await loadModel(modelName, { assets, card: modelCard }, consoleLog);
   try {
     // Default: the images the run was scored on (its --val, --val-limit, --val-sample), else the model's validation set.
     const own = flags.data === undefined && flags.limit === undefined ? val : undefined;
@@ -292,7 +298,7 @@ async function withRunSet(
     const set = openSet(model, dir, { labels: own?.labels, limit: (flags.limit as number | undefined) ?? own?.limit, sample: own?.sample, assets, log: consoleLog, what: own ? "the run's validation set" : 'images' });
     const v = loadPerturbation(file, model, consoleLog, format);
     try {
-      await use(model, set, v, dir);
+      await use(model, set, v, dir, { model: modelName, card: modelCard, folder: dataFolder(dir, assets) });
     } finally {
       v.dispose();
     }

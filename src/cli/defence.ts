@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, cardOverrides, dataSpec, count, number, positive, type AttackFlags } from './flags.js';
 import { consoleLog, pct, startBackend, trainingProgress, withInterrupt } from './console.js';
 import { runFinetune, defenceMarkdown, FINETUNE_DEFAULTS } from '../defence/finetune.js';
+import { queueOption } from './worker.js';
 import { UsageError } from '../errors.js';
 import { writeText } from '../io/run.js';
 import { buildReport } from '../report/html.js';
@@ -38,6 +39,7 @@ export function finetuneCommand(): Command {
     .addOption(new Option('--train-labels <l>', 'train towards the model\'s own clean labels (invariance; right for small sets) or the data\'s true labels').choices(['model', 'truth']).default(d.trainLabels))
     .option('-o, --out <dir>', 'run directory (rounds, pools, models, defence.json, defence.md)', 'runs/defence')
     .option('--resume', 'continue the interrupted run in --out (finished stages are kept; training restarts from the last saved epoch)')
+    .option('--queue <url>', 'craft each round\'s pool members on uap workers through this Redis (BullMQ), all at once (default: $UAP_QUEUE; none: here)', process.env.UAP_QUEUE || undefined)
     .action(async (flags: Record<string, unknown>) => {
       // The embedded model's radius, as in the demo: Linf 10 barely moves a 28x28 Fashion-MNIST net.
       if (flags.model === 'fashion' && flags.norm === 'inf' && cmd.getOptionValueSource('xi') !== 'cli') flags.xi = 40;
@@ -60,6 +62,7 @@ export function finetuneCommand(): Command {
               sampling: { probability: flags.perturbProbability as number, scale: flags.magnitude as [number, number] },
             },
             resume: Boolean(flags.resume),
+            queue: queueOption(flags),
           },
           {
             log: consoleLog,

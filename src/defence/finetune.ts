@@ -15,9 +15,10 @@ import { writeNpy } from '../io/npy.js';
 import { writeJson, writePerturbation, writeText } from '../io/run.js';
 import { assetsDir } from '../paths.js';
 import { methodName, pct } from '../report/format.js';
-import { craft, defaultData, loadModel, loadPerturbation, OWN_FORMAT, loadSet, methodOptions, type DataSpec, namedLog, type Log, type Method } from '../pipeline.js';
+import { craft, dataFolder, defaultData, loadModel, loadPerturbation, OWN_FORMAT, loadSet, methodOptions, type DataSpec, namedLog, type Log, type Method } from '../pipeline.js';
 import { drawPerturbations, applyDraws, SAMPLING_DEFAULTS, type SamplingOptions } from './sampling.js';
 import { uatEpoch } from './uat.js';
+import { craftOnQueue } from '../scale/coordinator.js';
 import { loadTrainable, refuseUntrainable, saveTrainable, snapshotWeights, restoreWeights, type Trainable } from './trainable.js';
 
 /**
@@ -68,6 +69,8 @@ export interface FinetuneJob extends DataSpec {
   attack?: Partial<AttackSettings>;
   options?: Partial<FinetuneOptions>;
   resume?: boolean;
+  /** Craft each round's pool members on `uap worker`s through this queue, all at once (the same members as here). */
+  queue?: { url: string };
 }
 
 export interface EpochRecord {
@@ -205,6 +208,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
   try {
     const defaults = defaultData(model, assets);
     const sample = (count: number | undefined) => (count === undefined ? undefined : { count, seed: o.seed });
+    const xDir = dataFolder(job.data ?? defaults.data, assets);
     const X = await loadSet(model, job.data ?? defaults.data, { labels: job.labels, limit: job.limit, sample: sample(job.sample), strict: job.strict, assets, log, what: 'training / crafting set X' });
     const V = await loadSet(model, job.val ?? defaults.val, { labels: job.valLabels, limit: job.valLimit, sample: sample(job.valSample), strict: job.strict, assets, log, what: 'validation set' });
     if (!V.labels) throw new UsageError(`validation set ${job.val ?? defaults.val}: fine-tuning needs labelled validation images (to track clean accuracy)`);
@@ -258,9 +262,12 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
     if (rounds.length === 0) await attackRound(0, job.model, null, [], Date.now());
     const baseline = rounds[0].cleanAccuracy;
     let currentCard: ModelCard = rounds.length > 1 ? findCard(rounds[rounds.length - 1].card) : originalCard;
+    // The current model as a worker loads it: the --model given, then each round's saved card.
+    let currentSpec: { spec: string; card?: CardOverrides } = { spec: job.model, card: job.card };
     if (rounds.length > 1) {
       model.dispose();
       model = await loadModel(rounds[rounds.length - 1].card, { assets }, log);
+      currentSpec = { spec: rounds[rounds.length - 1].card };
     }
     for (let r = rounds.length; r <= o.rounds; r++) {
       const started = Date.now();
@@ -278,14 +285,29 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
       if (delta) release.push(delta);
       if (o.defence === 'pool') mkdirSync(join(roundDir, 'pool'), { recursive: true });
       try {
+        const memberFile = (i: number) => join(roundDir, 'pool', `member-${i}.npy`);
+        const memberSeed = (i: number) => o.seed + 1000 * r + 1 + i;
+        if (job.queue && o.defence === 'pool') {
+          // Every missing member at once on the workers, from the model as it is on disk (the workers load the same file).
+          const missing = Array.from({ length: o.poolSize }, (_, i) => i).filter((i) => !existsSync(memberFile(i)));
+          if (missing.length) {
+            log.info(`round ${r}: crafting ${missing.length} pool member(s) on the queue's workers`);
+            const q = { url: job.queue.url, model: currentSpec, data: job.data ?? null, role: 'data' as const, dir: xDir, strict: job.strict, warn: (m: string) => log.warn(m) };
+            const made = await craftOnQueue(q, model, missing.map((i) => ({ X, options: { ...attack, seed: memberSeed(i) } })), method);
+            made.forEach((m, k) => {
+              writeNpy(memberFile(missing[k]) + '.tmp', { data: m.v, shape: model.inputShape });
+              renameSync(memberFile(missing[k]) + '.tmp', memberFile(missing[k]));
+            });
+          }
+        }
         for (let i = 0; o.defence === 'pool' && i < o.poolSize; i++) {
-          const file = join(roundDir, 'pool', `member-${i}.npy`);
+          const file = memberFile(i);
           if (existsSync(file)) {
             members.push(loadPerturbation(file, model, log, OWN_FORMAT));
             continue;
           }
           const t0 = Date.now();
-          const res = await craft(model, X, method, { ...attack, seed: o.seed + 1000 * r + 1 + i }, { signal: ctl.signal });
+          const res = await craft(model, X, method, { ...attack, seed: memberSeed(i) }, { signal: ctl.signal });
           members.push(res.v);
           // Written then renamed: a member file exists only when it is complete.
           writeNpy(file + '.tmp', { data: (await res.v.data()) as Float32Array, shape: res.v.shape });
@@ -365,6 +387,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
       const previousV = loadPerturbation(join(job.out, `round-${r - 1}`, 'attack', 'perturbation.npy'), model, log, OWN_FORMAT);
       model.dispose();
       model = await loadModel(cardFile, { assets }, log);
+      currentSpec = { spec: resolve(cardFile) };
       try {
         await attackRound(r, cardFile, previousV, epochs, started);
       } finally {

@@ -226,15 +226,15 @@ export async function queueGradients(q: QueueScoring, model: Classifier, X: Imag
 }
 
 /**
- * Whole crafting runs on the workers, all queued at once (the points of a size sweep): each on its
- * own X, with the same method and settings; v and the run's figures come back in order.
+ * Whole crafting runs on the workers, all queued at once (the points of a size sweep, the members of
+ * a defence pool): each on its own X with its own settings; v and the run's figures come back in order.
  */
-export async function craftOnQueue(q: QueueScoring, model: Classifier, sets: ImageSet[], method: Method, options: AttackSettings): Promise<{ v: Float32Array; foolingRate: number; passes: number; seconds: number }[]> {
+export async function craftOnQueue(q: QueueScoring, model: Classifier, runs: { X: ImageSet; options: AttackSettings }[], method: Method): Promise<{ v: Float32Array; foolingRate: number; passes: number; seconds: number }[]> {
   const mPrint = await modelPrint(model);
-  const jobs: CraftJob[] = sets.map((X) => {
+  const jobs: CraftJob[] = runs.map(({ X, options }) => {
     const items = shardItems(X.items, q.dir);
     return { ...PROTOCOL, model: q.model, modelPrint: mPrint, data: q.data, role: q.role ?? 'data', items, dataPrint: dataPrint(items, q.dir), strict: q.strict ?? false, method, options };
   });
-  const got = await withSession(q, (s) => s.run<Crafted>('craft', jobs, (i) => `crafting run ${i + 1} of ${jobs.length} (|X| = ${sets[i].size})`));
+  const got = await withSession(q, (s) => s.run<Crafted>('craft', jobs, (i) => `crafting run ${i + 1} of ${jobs.length} (|X| = ${runs[i].X.size})`));
   return got.map((c) => ({ ...c, v: fromBase64(c.v) }));
 }

@@ -64,6 +64,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     let got = models.get(key);
     if (!got) {
       got = (async () => {
+        // A path is checked before anything is read from it (a bundled model's name is not a path).
+        if (existsSync(m.spec)) inside(resolve(m.spec), roots, 'model');
         const model = await loadModel(m.spec, { assets, card: m.card }, o.log);
         if (model.file) inside(model.file, roots, 'model');
         return { model, print: await modelPrint(model) };
