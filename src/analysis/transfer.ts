@@ -3,10 +3,11 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { predictMany, foolingRate } from './fooling.js';
-import { loadModel, loadPerturbation, OWN_FORMAT, openSet, defaultData, type Log } from '../pipeline.js';
+import { loadModel, loadPerturbation, OWN_FORMAT, openSet, dataFolder, defaultData, type Log } from '../pipeline.js';
 import type { CardOverrides } from '../model/load.js';
 import type { TopLevelSpec } from '../report/plots.js';
-import { labelsOnQueue } from '../scale/coordinator.js';
+import type { Classifier } from '../model/classifier.js';
+import type { StreamedImages } from '../data/stream.js';
 import { pct } from '../report/format.js';
 
 /**
@@ -60,10 +61,16 @@ export function transferSource(spec: string, format: PerturbationFormat = {}): T
   return { name: basename(spec).replace(/\.np[yz]$/, ''), craftedOn: null, file: spec, format };
 }
 
+/** A column's labels computed elsewhere (on workers): clean, then with each v; the same labels as here. */
+export type RemoteLabels = (
+  column: { spec: string; card: CardOverrides; model: Classifier; set: StreamedImages; data: string | null; folder: string },
+  vs: Float32Array[],
+) => Promise<Int32Array[]>;
+
 export async function transferMatrix(
   sources: TransferSource[],
   models: string[],
-  opts: { assets: string; card?: CardOverrides; data?: string; limit?: number; sample?: number; batchSize?: number; log: Log; queue?: { url: string; shardSize?: number } },
+  opts: { assets: string; card?: CardOverrides; data?: string; limit?: number; sample?: number; batchSize?: number; log: Log; remote?: RemoteLabels },
 ): Promise<TransferResult> {
   if (sources.length === 0) throw new UsageError('transfer: give at least one run directory or .npy perturbation');
   if (models.length === 0) throw new UsageError('transfer: no models to test on (pass {models}, or run directories whose config.json names a model)');
@@ -86,9 +93,8 @@ export async function transferMatrix(
         v.dispose();
         return data;
       });
-      // On workers when queued: every cell of this column, shard by shard, joined in order (the same labels).
-      const q = opts.queue && { ...opts.queue, model: { spec: name, card }, data: opts.data ?? null, dir, warn: (m: string) => opts.log.warn(m) };
-      const [clean, ...advs] = q ? await labelsOnQueue(q, model, set, vs, { batchSize: opts.batchSize }) : await predictMany(model, set, [null, ...vs], opts.batchSize);
+      const column = { spec: name, card, model, set, data: opts.data ?? null, folder: dataFolder(dir, opts.assets) };
+      const [clean, ...advs] = opts.remote ? await opts.remote(column, vs) : await predictMany(model, set, [null, ...vs], opts.batchSize);
       advs.forEach((adv, r) => foolingRates[r].push(foolingRate(clean, adv)));
       images.push(set.size);
       data.push(dir);

@@ -51,7 +51,9 @@ export function transferCommand(): Command {
       await startBackend(flags.backend);
       const t = await transferMatrix(rows, models, {
         assets: assetsDir(flags.assets as string | undefined), data: flags.data as string | undefined,
-        limit: flags.limit as number | undefined, batchSize: flags.batchSize as number, log: consoleLog, queue,
+        limit: flags.limit as number | undefined, batchSize: flags.batchSize as number, log: consoleLog,
+        // Queued: every cell of a column, shard by shard on the workers, joined in order (the same labels).
+        remote: queue && ((c, vs) => labelsOnQueue({ ...queue, model: { spec: c.spec, card: c.card }, data: c.data, dir: c.folder, warn: (m) => consoleLog.warn(m) }, c.model, c.set, vs, { batchSize: flags.batchSize as number })),
       });
       const out = flags.out as string;
       writeJson(join(out, 'transfer.json'), t);

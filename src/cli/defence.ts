@@ -5,6 +5,7 @@ import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, cardOverrid
 import { consoleLog, pct, startBackend, trainingProgress, withInterrupt } from './console.js';
 import { runFinetune, defenceMarkdown, FINETUNE_DEFAULTS } from '../defence/finetune.js';
 import { queueOption } from './worker.js';
+import { craftOnQueue } from '../scale/coordinator.js';
 import { UsageError } from '../errors.js';
 import { writeText } from '../io/run.js';
 import { buildReport } from '../report/html.js';
@@ -43,6 +44,7 @@ export function finetuneCommand(): Command {
     .action(async (flags: Record<string, unknown>) => {
       // The embedded model's radius, as in the demo: Linf 10 barely moves a 28x28 Fashion-MNIST net.
       if (flags.model === 'fashion' && flags.norm === 'inf' && cmd.getOptionValueSource('xi') !== 'cli') flags.xi = 40;
+      const queue = queueOption(flags);
       await startBackend(flags.backend);
       const progress = trainingProgress();
       try {
@@ -62,7 +64,6 @@ export function finetuneCommand(): Command {
               sampling: { probability: flags.perturbProbability as number, scale: flags.magnitude as [number, number] },
             },
             resume: Boolean(flags.resume),
-            queue: queueOption(flags),
           },
           {
             log: consoleLog,
@@ -70,6 +71,7 @@ export function finetuneCommand(): Command {
             onEpoch: (r, e) =>
               consoleLog.info(`round ${r}, epoch ${e.epoch} (lr ${e.learningRate.toExponential(0)}): loss ${e.loss.toFixed(3)}, clean accuracy ${pct(e.cleanAccuracy)}, pool fools ${pct(e.poolFoolingRate)} of the validation images${e.kept ? '' : ' (undone)'}, ${e.seconds.toFixed(0)} s`),
             signal,
+            remoteCraft: queue && ((req) => craftOnQueue({ ...queue, model: req.spec, data: req.data, role: 'data', dir: req.folder, strict: req.strict, warn: (m) => consoleLog.warn(m) }, req.model, req.runs, req.method)),
           },
         ));
         const html = join(res.out, 'report.html');

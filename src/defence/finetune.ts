@@ -18,7 +18,6 @@ import { methodName, pct } from '../report/format.js';
 import { craft, dataFolder, defaultData, loadModel, loadPerturbation, OWN_FORMAT, loadSet, methodOptions, type DataSpec, namedLog, type Log, type Method } from '../pipeline.js';
 import { drawPerturbations, applyDraws, SAMPLING_DEFAULTS, type SamplingOptions } from './sampling.js';
 import { uatEpoch } from './uat.js';
-import { craftOnQueue } from '../scale/coordinator.js';
 import { loadTrainable, refuseUntrainable, saveTrainable, snapshotWeights, restoreWeights, type Trainable } from './trainable.js';
 
 /**
@@ -69,9 +68,18 @@ export interface FinetuneJob extends DataSpec {
   attack?: Partial<AttackSettings>;
   options?: Partial<FinetuneOptions>;
   resume?: boolean;
-  /** Craft each round's pool members on `uap worker`s through this queue, all at once (the same members as here). */
-  queue?: { url: string };
 }
+
+/** Whole crafting runs elsewhere (on workers), all at once, from the model as named on disk; v in order, the same as here. */
+export type RemoteCraft = (req: {
+  model: Classifier;
+  spec: { spec: string; card?: CardOverrides };
+  data: string | null;
+  folder: string;
+  strict?: boolean;
+  runs: { X: ImageSet; options: AttackSettings }[];
+  method: Method;
+}) => Promise<{ v: Float32Array }[]>;
 
 export interface EpochRecord {
   epoch: number;
@@ -114,6 +122,8 @@ export interface FinetuneControl {
   onBatch?: (p: { round: number; epoch: number; epochs: number; done: number; total: number; loss: number }) => void;
   onEpoch?: (round: number, e: EpochRecord) => void;
   signal?: AbortSignal;
+  /** Craft each round's pool members elsewhere (uap worker), all at once. */
+  remoteCraft?: RemoteCraft;
 }
 
 
@@ -287,13 +297,13 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
       try {
         const memberFile = (i: number) => join(roundDir, 'pool', `member-${i}.npy`);
         const memberSeed = (i: number) => o.seed + 1000 * r + 1 + i;
-        if (job.queue && o.defence === 'pool') {
+        if (ctl.remoteCraft && o.defence === 'pool') {
           // Every missing member at once on the workers, from the model as it is on disk (the workers load the same file).
           const missing = Array.from({ length: o.poolSize }, (_, i) => i).filter((i) => !existsSync(memberFile(i)));
           if (missing.length) {
             log.info(`round ${r}: crafting ${missing.length} pool member(s) on the queue's workers`);
-            const q = { url: job.queue.url, model: currentSpec, data: job.data ?? null, role: 'data' as const, dir: xDir, strict: job.strict, warn: (m: string) => log.warn(m) };
-            const made = await craftOnQueue(q, model, missing.map((i) => ({ X, options: { ...attack, seed: memberSeed(i) } })), method);
+            const runs = missing.map((i) => ({ X, options: { ...attack, seed: memberSeed(i) } }));
+            const made = await ctl.remoteCraft({ model, spec: currentSpec, data: job.data ?? null, folder: xDir, strict: job.strict, runs, method });
             made.forEach((m, k) => {
               writeNpy(memberFile(missing[k]) + '.tmp', { data: m.v, shape: model.inputShape });
               renameSync(memberFile(missing[k]) + '.tmp', memberFile(missing[k]));
