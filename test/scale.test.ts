@@ -86,7 +86,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     redis?.kill('SIGTERM');
   });
 
-  it('two workers score the shards of uap evaluate, uap transfer and uap baseline, craft the points of uap sweep-size and the members of a defence pool; figures, per-image CSV, matrix, sweeps and pool equal the local run\'s', async () => {
+  it('two workers score the shards of uap evaluate, transfer, baseline and graph, craft the points of uap sweep-size and the members of a defence pool; figures, per-image CSV, matrix, sweeps and pool equal the local run\'s', async () => {
     const workers = [await startWorker(url), await startWorker(url)];
     try {
       const local = await uapCli(['evaluate', '-v', vFile, '--out', join(dir, 'local')]);
@@ -125,6 +125,10 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       const bq = await uapCli([...base, '--out', join(dir, 'bqueued'), '--queue', url, '--shard-size', '32']);
       expect(bq.status, bq.stderr).toBe(0);
       expect(readFileSync(join(dir, 'bqueued', 'baseline.json'), 'utf8')).toBe(readFileSync(join(dir, 'blocal', 'baseline.json'), 'utf8'));
+      const gl = await uapCli(['graph', '-v', vFile, '--out', join(dir, 'glocal')]);
+      const gq = await uapCli(['graph', '-v', vFile, '--out', join(dir, 'gqueued'), '--queue', url]);
+      expect([gl.status, gq.status]).toEqual([0, 0]);
+      expect(readFileSync(join(dir, 'gqueued', 'graph.json'), 'utf8')).toBe(readFileSync(join(dir, 'glocal', 'graph.json'), 'utf8'));
       // A defence pool: its members crafted on the workers, all at once; the same members, round and figures.
       const fine = ['finetune', '--rounds', '1', '--pool-size', '2', '--epochs', '1', '--limit', '64', '--val-limit', '64', '--max-passes', '2'];
       const fl = await uapCli([...fine, '--out', join(dir, 'flocal')]);

@@ -40,7 +40,7 @@ export async function normSweep(
   norm: Norm,
   opts: {
     factors?: number[]; draws?: number; seed?: number; deepfool?: boolean; onPoint?: (p: SweepPoint) => void; onBatch?: (done: number) => void;
-    /** Where the sweep's perturbations are scored (default: here, in batches of 32); clean labels first. On workers: the same labels. */
+    /** Where the sweep's perturbations are scored (default: here, in batches of 32): clean labels first, then each; elsewhere (on workers), the same labels. */
     labels?: (vs: Float32Array[]) => Promise<Int32Array[]>;
   } = {},
 ): Promise<NormSweep> {

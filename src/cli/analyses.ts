@@ -123,13 +123,9 @@ export async function runBaseline(flags: Record<string, unknown>): Promise<void>
   if (factors?.some((f) => !Number.isFinite(f) || f < 0)) throw new UsageError(`--factors ${String(flags.factors)}: expected comma-separated numbers >= 0, e.g. 0,0.5,1,2`);
   let p = flags.norm as Norm | undefined;
   if (p === undefined && runOut) p = (JSON.parse(readFileSync(join(runOut, 'config.json'), 'utf8')) as { norm?: Norm }).norm;
-  const queue = queueOption(flags);
-  await withRunSet(flags, target, async (model, set, v, dir, spec) => {
-    // Queued: every scaled v and noise draw of the sweep scored in shards on the workers (the same labels).
-    const q = queue && { ...queue, model: { spec: spec.model, card: spec.card }, data: dir, role: 'val' as const, dir: spec.folder, warn: (m: string) => consoleLog.warn(m) };
+  await withRunSet(flags, target, async (model, set, v, dir, labels) => {
     const sweep = await normSweep(model, set, v, p ?? 'inf', {
-      factors, draws: flags.draws as number, deepfool: Boolean(flags.deepfool),
-      labels: q ? (vs) => labelsOnQueue(q, model, set, vs, { batchSize: 32 }) : undefined,
+      factors, draws: flags.draws as number, deepfool: Boolean(flags.deepfool), labels,
       onPoint: (pt) => consoleLog.info(`${pt.kind} at ${pt.radius.toFixed(1)}: ${pct(pt.mean)}`),
     });
     const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
@@ -287,7 +283,7 @@ export function reportCommand(): Command {
 async function withRunSet(
   flags: Record<string, unknown>,
   { modelName, file, format, card, val }: ReturnType<typeof runTarget>,
-  use: (model: Classifier, set: StreamedImages, v: tf.Tensor3D, dir: string, spec: { model: string; card: CardOverrides; folder: string }) => Promise<void>,
+  use: (model: Classifier, set: StreamedImages, v: tf.Tensor3D, dir: string, labels: (vs: Float32Array[]) => Promise<Int32Array[]>) => Promise<void>,
 ): Promise<void> {
   const assets = assetsDir(flags.assets as string | undefined);
   // The run's own card fields (given as flags to uap compute), completed or overridden by this command's.
@@ -300,7 +296,12 @@ async function withRunSet(
     const set = openSet(model, dir, { labels: own?.labels, limit: (flags.limit as number | undefined) ?? own?.limit, sample: own?.sample, assets, log: consoleLog, what: own ? "the run's validation set" : 'images' });
     const v = loadPerturbation(file, model, consoleLog, format);
     try {
-      await use(model, set, v, dir, { model: modelName, card: modelCard, folder: dataFolder(dir, assets) });
+      // Top-1 labels, clean then with each of `vs`: here in batches of 32, or (--queue) in shards on the workers (the same labels).
+      const queue = queueOption(flags);
+      const labels = queue
+        ? (vs: Float32Array[]) => labelsOnQueue({ ...queue, model: { spec: modelName, card: modelCard }, data: dir, role: 'val', dir: dataFolder(dir, assets), warn: (m) => consoleLog.warn(m) }, model, set, vs, { batchSize: 32 })
+        : (vs: Float32Array[]) => predictMany(model, set, [null, ...vs], 32);
+      await use(model, set, v, dir, labels);
     } finally {
       v.dispose();
     }
@@ -313,8 +314,8 @@ async function withRunSet(
 export async function runGraph(flags: Record<string, unknown>): Promise<void> {
   const target = runTarget(flags, 'graph');
   const { file, out: runOut } = target;
-  await withRunSet(flags, target, async (model, set, v, dir) => {
-    const [clean, adv] = await predictMany(model, set, [null, v]);
+  await withRunSet(flags, target, async (model, set, v, dir, labels) => {
+    const [clean, adv] = await labels([v.dataSync() as Float32Array]);
     const name = (i: number) => labelName(model, i);
     const g = foolingGraph(clean, adv, name);
     const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
@@ -336,7 +337,7 @@ export async function runGraph(flags: Record<string, unknown>): Promise<void> {
 export function graphCommand(): Command {
   const cmd = new Command('graph').description('fooling graph: where the fooled images of each label go; dominant labels; components (JSON, DOT, SVG)');
   addModelFlags(cmd, 'fashion');
-  addRunFlags(cmd, 'graph.json, graph.dot, graph.svg').action(async (flags: Record<string, unknown>) => {
+  addQueueFlags(addRunFlags(cmd, 'graph.json, graph.dot, graph.svg')).action(async (flags: Record<string, unknown>) => {
     await startBackend(flags.backend);
     await runGraph(flags);
   });
