@@ -32,8 +32,8 @@ interface Worker {
   log: () => string;
 }
 
-function startWorker(url: string, args: string[] = [], cwd?: string): Promise<Worker> {
-  const child = spawn(process.execPath, [CLI_PATH, 'worker', '--queue', url, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+function startWorker(url: string, args: string[] = [], cwd?: string, env: Record<string, string> = {}): Promise<Worker> {
+  const child = spawn(process.execPath, [CLI_PATH, 'worker', '--queue', url, ...args], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -232,6 +232,40 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       expect(differs.stderr.trim().split('\n').pop()).toMatch(/^uap: error: queue: shard 1 of 1 \(images 1-200\) failed on a worker: worker refused the shard: model m: its files here differ from the coordinator's/);
     } finally {
       await stop(w);
+    }
+  }, 600_000);
+
+  it.skipIf(spawnSync('openssl', ['version']).status !== 0)('TLS and a password (rediss://:pass@): the same figures; an untrusted certificate or a wrong password is one line, exit 2, the password never printed', async () => {
+    // A throwaway CA and server certificate for 127.0.0.1; the clients trust the CA through NODE_EXTRA_CA_CERTS.
+    const tls = mkdtempSync(join(tmpdir(), 'uap-tls-'));
+    const ssl = (...a: string[]) => expect(spawnSync('openssl', a, { cwd: tls }).status).toBe(0);
+    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=uap-test-ca');
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost');
+    writeFileSync(join(tls, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
+    ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '1', '-extfile', 'ext.cnf');
+    const port = await freePort();
+    const server = spawn('redis-server', ['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1', '--tls-cert-file', 'server.crt', '--tls-key-file', 'server.key', '--tls-ca-cert-file', 'ca.crt', '--tls-auth-clients', 'no', '--requirepass', 'Pw-4242', '--save', '', '--appendonly', 'no'], { cwd: tls, stdio: 'ignore' });
+    const secure = `rediss://:Pw-4242@127.0.0.1:${port}`;
+    const trust = { NODE_EXTRA_CA_CERTS: join(tls, 'ca.crt') };
+    let w: Worker | undefined;
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      w = await startWorker(secure, [], undefined, trust);
+      expect(w.log()).toContain(`listening on rediss://:***@127.0.0.1:${port}`);
+      const local = await uapCli(['evaluate', '-v', vFile, '--limit', '64']);
+      const queued = await uapCli(['evaluate', '-v', vFile, '--limit', '64', '--queue', secure], { env: trust });
+      expect(queued.status, queued.stderr).toBe(0);
+      expect(queued.stdout).toBe(local.stdout);
+      const untrusted = await uapCli(['evaluate', '-v', vFile, '--limit', '64', '--queue', secure]);
+      expect(untrusted.status).toBe(2);
+      expect(untrusted.stderr.trim().split('\n').pop()).toBe(`uap: error: --queue rediss://:***@127.0.0.1:${port}: cannot connect (self-signed certificate in certificate chain)`);
+      const wrong = await uapCli(['evaluate', '-v', vFile, '--limit', '64', '--queue', secure.replace('Pw-4242', 'nope')], { env: trust });
+      expect(wrong.status).toBe(2);
+      expect(wrong.stderr.trim().split('\n').pop()).toMatch(/^uap: error: --queue rediss:\/\/:\*\*\*@127\.0\.0\.1:\d+: cannot connect \(WRONGPASS/);
+      for (const r of [queued, untrusted, wrong]) expect(r.stderr).not.toMatch(/Pw-4242|nope/);
+    } finally {
+      if (w) await stop(w);
+      server.kill('SIGTERM');
     }
   }, 600_000);
 
