@@ -269,6 +269,35 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     }
   }, 600_000);
 
+  it('Redis restarted without its data mid-run: the coordinator says so in one line (exit 2); the worker lives on and takes the next run', async () => {
+    const port = await freePort();
+    const start = () => spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const ping = async () => {
+      for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(port), 'ping']).stdout?.toString().trim() !== 'PONG'; i++) await new Promise((r) => setTimeout(r, 100));
+    };
+    let server = start();
+    await ping();
+    const own = `redis://127.0.0.1:${port}`;
+    const w = await startWorker(own);
+    try {
+      // SGD-UAP with one-image gradient shards: many small jobs, so the restart falls in the middle of the run.
+      const run = uapCli(['compute', '--method', 'sgd', '--xi', '40', '--max-passes', '50', '--limit', '200', '--val', 'none', '--grad-shard', '1', '--out', join(dir, 'restart'), '--force', '--queue', own]);
+      while (!/gradient shard/.test(w.log())) await new Promise((r) => setTimeout(r, 50));
+      spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave']);
+      server = start();
+      await ping();
+      const res = await run;
+      expect(res.status).toBe(2);
+      expect(res.stderr.trim().split('\n').pop()).toBe(`uap: error: queue ${own}: Redis lost the queued work (restarted without its data?); run the command again`);
+      const after = await uapCli(['evaluate', '-v', vFile, '--limit', '64', '--queue', own]);
+      expect(after.status, after.stderr).toBe(0);
+      expect(w.child.exitCode).toBeNull();
+    } finally {
+      await stop(w);
+      server.kill('SIGTERM');
+    }
+  }, 600_000);
+
   it('a bad queue URL or no Redis there: one line naming --queue, exit 2', async () => {
     const bad = await uapCli(['evaluate', '-v', vFile, '--queue', 'http://127.0.0.1:1']);
     expect(bad.status).toBe(2);
