@@ -14,7 +14,7 @@ import { initBackend } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
 import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
 import type { PassRecord } from '../src/attacks/passes.js';
-import { evaluatePerturbation, predictSet } from '../src/analysis/fooling.js';
+import { evaluatePerturbation, predictSet } from '../src/model/scoring.js';
 import { loadSet } from '../src/pipeline.js';
 import { assetsDir } from '../src/paths.js';
 import { lpNorm, parseNorm, defaultXi, type Norm } from '../src/math/lp.js';

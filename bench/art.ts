@@ -19,7 +19,7 @@ import { findCard, loadClassifier, loadNet } from '../src/model/load.js';
 import { resolveCardPath } from '../src/model/card.js';
 import type { Classifier } from '../src/model/classifier.js';
 import type { ImageSet } from '../src/data/dataset.js';
-import { evaluatePerturbation, foolingRate, predictSet } from '../src/analysis/fooling.js';
+import { evaluatePerturbation, foolingRate, predictSet } from '../src/model/scoring.js';
 import { loadPerturbation, loadSet } from '../src/pipeline.js';
 import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeNetFiles } from './netFile.js';

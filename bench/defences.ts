@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { initBackend } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
 import { runFinetune, type FinetuneOptions } from '../src/defence/finetune.js';
-import { evaluatePerturbation } from '../src/analysis/fooling.js';
+import { evaluatePerturbation } from '../src/model/scoring.js';
 import { craft, loadSet, methodOptions } from '../src/pipeline.js';
 import type { Method } from '../src/attacks/methods.js';
 import type { AttackSettings } from '../src/attacks/methods.js';

@@ -15,7 +15,7 @@ import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS } from '../sr
 import { computeSgdUniversal, SGD_DEFAULTS } from '../src/attacks/sgd.js';
 import { computeDataFreeUniversal, DATA_FREE_DEFAULTS } from '../src/attacks/dataFree.js';
 import type { PassRecord, RunControl, UniversalResult } from '../src/attacks/passes.js';
-import { evaluatePerturbation } from '../src/analysis/fooling.js';
+import { evaluatePerturbation } from '../src/model/scoring.js';
 import { AbortedError } from '../src/errors.js';
 import { loadSet } from '../src/pipeline.js';
 import { assetsDir } from '../src/paths.js';

@@ -23,7 +23,7 @@ import { initBackend } from '../src/backend.js';
 import { FASHION_MNIST_DIR, fashionPng, readFashionSplit } from '../src/data/fashion.js';
 import { listDataset } from '../src/data/dataset.js';
 import { loadModel, openSet, loadSet, methodOptions } from '../src/pipeline.js';
-import { predictMany } from '../src/analysis/fooling.js';
+import { predictMany } from '../src/model/scoring.js';
 import { ImageSet } from '../src/data/imageSet.js';
 import { computeUniversal, type UniversalOptions } from '../src/attacks/universal.js';
 import { randomPerturbation } from '../src/math/noise.js';

@@ -29,7 +29,7 @@ export {
   computeUniversal, validateUniversalOptions, UNIVERSAL_DEFAULTS,
   type UniversalOptions, type UniversalResult, type PassRecord, type Progress, type RunControl,
 } from './attacks/universal.js';
-export { predictSet, foolingRate, scorePredictions, evaluatePerturbation, type Evaluation } from './analysis/fooling.js';
+export { predictSet, foolingRate, scorePredictions, evaluatePerturbation, type Evaluation } from './model/scoring.js';
 export { readNpy, writeNpy } from './io/npy.js';
 export {
   readArrayFile, toPixelsHwc, fromPixelsHwc, encodeNpz, LAYOUTS, UNITS,

@@ -2,208 +2,42 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as tf from './tf.js';
 import type { Classifier } from './model/classifier.js';
-import { loadClassifier, type CardOverrides } from './model/load.js';
-import { listDataset, loadImages, openImages, type ImageSet, type StreamedImages } from './data/dataset.js';
-import { itemName, labelsOf, type ImageItem, type ImageSource } from './data/source.js';
-import { fashionSplitFolder } from './data/fashion.js';
-import { refuseResumeWithInit, type RunControl, type UniversalResult, UNIVERSAL_DEFAULTS } from './attacks/universal.js';
-import { methodOf, type AttackSettings, type Method } from './attacks/methods.js';
+import { labelName, resolveTarget } from './model/classifier.js';
+import { loadModel, type CardOverrides } from './model/load.js';
+import { listDataset, type ImageSet, type StreamedImages } from './data/dataset.js';
+import type { ImageSource } from './data/source.js';
+import { dataFolder, defaultData, defaultFolders, loadSet, openSet, saySkipped, wnidsOf, type DataSpec, type SetOptions } from './data/sets.js';
+import { refuseResumeWithInit, type RunControl, type UniversalResult } from './attacks/universal.js';
+import { craft, methodOptions, type AttackSettings, type Method } from './attacks/methods.js';
 import { targetSuccessRate } from './attacks/passes.js';
 import { classDiscriminative } from './attacks/criterion.js';
-import { labelName } from './model/classifier.js';
-import { concatLabels, evaluatePerturbation, forEachBatch, foolingRate, predictMany, predictSet, scorePredictions, type Evaluation } from './analysis/fooling.js';
+import type { SgdOptions } from './attacks/sgd.js';
+import { evaluatePerturbation, foolingRate, predictMany, predictSet, type Evaluation } from './model/scoring.js';
 import type { PerImage } from './analysis/perImage.js';
 import { baselineOf, joinParts, noiseDraws, scorePart, type Baseline } from './analysis/noiseScore.js';
-import { queueGradients, scoreOnQueue, type QueueScoring } from './scale/coordinator.js';
-import type { SgdOptions } from './attacks/sgd.js';
-import { argmaxRows } from './model/compute.js';
 import { evaluationSummary, runMetrics } from './analysis/metrics.js';
+import { queueGradients, scoreOnQueue, type QueueScoring } from './scale/coordinator.js';
 import { forwardLogits } from './model/compute.js';
-import { randomPerturbation } from './math/noise.js';
 import { lpNorm, defaultXi, type Norm } from './math/lp.js';
-
-export { defaultXi };
-export type { Baseline };
-import { readNpy } from './io/npy.js';
+import { namedLog, silent, type Log } from './log.js';
 import { writeJson, writePerturbation, writeExamples, writeText } from './io/run.js';
 import { provenance } from './io/provenance.js';
 import { fingerprintMismatch, hasCheckpoint } from './io/checkpoint.js';
 import { lockRunDir } from './io/lock.js';
-import { assetsDir, assetsHint, EMBEDDED_DIR } from './paths.js';
-import { UsageError, withOptionNames } from './errors.js';
-import { readArrayFile, toPixelsHwc, type PerturbationFormat } from './io/perturbationFile.js';
+import { assetsDir } from './paths.js';
+import { UsageError } from './errors.js';
+import { loadPerturbation, OWN_FORMAT, type PerturbationFormat } from './io/perturbationFile.js';
 
-/** Where the images of a run come from. Unset folders default by the model's label space. */
-export interface DataSpec {
-  /** Crafting set X. */
-  data?: string;
-  /** Validation set. */
-  val?: string;
-  labels?: string;
-  valLabels?: string;
-  limit?: number;
-  valLimit?: number;
-  /** A seeded random sample of this many images of X / of the validation set (seed: the run's --seed). */
-  sample?: number;
-  valSample?: number;
-  strict?: boolean;
-}
-
-export interface Log {
-  info(msg: string): void;
-  warn(msg: string): void;
-  /** True when the log renders the {option} templates of messages itself (the CLI's, as flags). */
-  templates?: boolean;
-}
-const silent: Log = { info: () => {}, warn: () => {}, templates: true };
-
-/** The caller's log, given messages with option names in place of {option} templates. */
-export function namedLog(log: Log | undefined): Log {
-  if (!log) return silent;
-  if (log.templates) return log;
-  return { info: (m) => log.info(withOptionNames(m)), warn: (m) => log.warn(withOptionNames(m)), templates: true };
-}
-
-/** Default folders: the ImageNet sample/validation images, or the embedded Fashion-MNIST split. */
-export function defaultData(model: Classifier, assets: string): { data: string; val: string } {
-  return defaultFolders(model.labelSpace, assets);
-}
-
-/** The default crafting and validation folders of a label space. */
-export function defaultFolders(space: 'imagenet' | 'own', assets: string): { data: string; val: string } {
-  if (space === 'imagenet') return { data: join(assets, 'data', 'imagenet-sample-images'), val: join(assets, 'data', 'ilsvrc2012_val_1300') };
-  return { data: join(EMBEDDED_DIR, 'images', 'craft'), val: join(EMBEDDED_DIR, 'images', 'val') };
-}
-
-/** index -> wnid of the ImageNet label space, when the assets folder has the list. */
-export function wnidsOf(assets: string): string[] | undefined {
-  const f = join(assets, 'data', 'labels', 'imagenet1k_wnids_sorted.txt');
-  return existsSync(f) ? readFileSync(f, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean) : undefined;
-}
-
+/**
+ * The commands' jobs: compute, evaluate, accuracy (defaults, loading, scoring, outputs). What they are
+ * made of lives in its own layer (data/sets, attacks/methods, model/load, io/perturbationFile) and is
+ * re-exported here for the CLI, the bench and the tests.
+ */
+export { namedLog, dataFolder, defaultData, defaultFolders, loadSet, openSet, saySkipped, wnidsOf, craft, methodOptions, resolveTarget, loadModel, loadPerturbation, OWN_FORMAT };
+export type { Log, DataSpec, SetOptions };
+export { defaultXi };
+export type { Baseline };
 export type { Method };
-
-/** A method's full options: its defaults, the radius for the model's input size, the given ones, the target. */
-export function methodOptions(method: Method, model: Classifier, given: Partial<AttackSettings>, target?: number): AttackSettings {
-  const norm = given.norm ?? UNIVERSAL_DEFAULTS.norm;
-  return methodOf(method).options({ xi: defaultXi(norm, model.inputShape), ...given, norm, ...(target !== undefined ? { target } : {}) });
-}
-
-/** Crafts a universal perturbation with the chosen method. */
-export function craft(model: Classifier, X: ImageSet, method: Method, options: AttackSettings, ctl: RunControl = {}): Promise<UniversalResult> {
-  return methodOf(method).craft(model, X, options, ctl);
-}
-
-/** A --target (or one of --classes, `field`) given as a class index or a label name (exact, or the first comma-separated name). */
-export function resolveTarget(target: number | string | undefined, model: Classifier, field = 'target'): number | undefined {
-  if (target === undefined) return undefined;
-  const asNumber = typeof target === 'number' ? target : /^\d+$/.test(target.trim()) ? Number(target) : undefined;
-  if (asNumber !== undefined) {
-    if (asNumber >= model.numClasses) throw new UsageError(`{${field}} ${target}: the model has ${model.numClasses} classes (0..${model.numClasses - 1})`);
-    return asNumber;
-  }
-  const want = String(target).trim().toLowerCase();
-  const names = model.labels ?? [];
-  const i = names.findIndex((n) => n.toLowerCase() === want || n.toLowerCase().split(',')[0].trim() === want);
-  if (i < 0) throw new UsageError(`{${field}} ${target}: no class of model ${model.name} has that name (give an index 0..${model.numClasses - 1} or a label name)`);
-  return i;
-}
-
-/** Loads a classifier and says where it runs. */
-export async function loadModel(spec: string, opts: { assets: string; card?: CardOverrides }, log: Log): Promise<Classifier> {
-  const model = await loadClassifier(spec, opts);
-  log.info(`model ${model.name}: runs on ${model.engine ?? 'TF.js'}${model.runtime?.layout ? ` (${model.runtime.layout})` : ''}`);
-  return model;
-}
-
-/**
- * The image sets that come with uap, by name: 'fashion:craft' and 'fashion:val' (the embedded
- * Fashion-MNIST images), 'fashion:train' and 'fashion:test' (all 60,000 + 10,000, from Debian's
- * dataset-fashion-mnist, unpacked once into the cache), 'imagenet:sample' and 'imagenet:val' (in the assets folder). Anything else is
- * a folder path.
- */
-export function dataFolder(spec: string, assets: string, say?: (m: string) => void): string {
-  const named: Record<string, () => string> = {
-    'fashion:craft': () => defaultFolders('own', assets).data,
-    'fashion:val': () => defaultFolders('own', assets).val,
-    'fashion:train': () => fashionSplitFolder('train', say),
-    'fashion:test': () => fashionSplitFolder('test', say),
-    'imagenet:sample': () => defaultFolders('imagenet', assets).data,
-    'imagenet:val': () => defaultFolders('imagenet', assets).val,
-  };
-  if (named[spec]) {
-    if (spec.startsWith('imagenet:') && !assets) throw new UsageError(`data ${spec}: ${assetsHint(assets)}; pass the folder holding models/ and data/ as {assets} or set UAP_ASSETS`);
-    return named[spec]();
-  }
-  if (/^[a-z]+:[a-z]+$/.test(spec) && !existsSync(spec)) throw new UsageError(`data ${spec}: no such named set (${Object.keys(named).join(', ')}) or folder`);
-  return spec;
-}
-
-export interface SetOptions {
-  labels?: string;
-  limit?: number;
-  sample?: { count: number; seed: number };
-  strict?: boolean;
-  assets?: string;
-  log?: Log;
-  what?: string;
-}
-
-/** Lists one image set for `model` (a folder, tar shards or a named set: see dataFolder), checking its labels. */
-function listSet(model: Classifier, dirOrName: string, opts: SetOptions): { items: ImageItem[]; dir: string; log: Log; what: string } {
-  const log = namedLog(opts.log);
-  const assets = assetsDir(opts.assets);
-  const what = opts.what ?? 'images';
-  const dir = dataFolder(dirOrName, assets, (m) => log.info(`${what}: ${m}`));
-  const items = listDataset(dir, {
-    labelsFile: opts.labels,
-    limit: opts.limit,
-    sample: opts.sample,
-    wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined,
-    labelNames: model.labels,
-    warn: (m) => log.warn(`${what}: ${m}`),
-  });
-  const bad = items.find((i) => i.label !== undefined && (i.label < 0 || i.label >= model.numClasses));
-  if (bad) throw new UsageError(`${what}: label ${bad.label} of ${itemName(bad)} is outside the model's ${model.numClasses} classes`);
-  return { items, dir, log, what };
-}
-
-/**
- * Lists and decodes one image set for `model` into memory (crafting sets, which every pass reads),
- * warning about skipped files. `assets` defaults as everywhere (the `assets` option, else $UAP_ASSETS).
- */
-export async function loadSet(model: Classifier, dirOrName: string, opts: SetOptions = {}): Promise<ImageSet> {
-  const { items, dir, log, what } = listSet(model, dirOrName, opts);
-  const { set, skipped } = await loadImages(items, model.inputShape, { strict: opts.strict });
-  if (skipped.length > 0)
-    log.warn(`${what}: skipped ${skipped.length} of ${items.length} files that could not be decoded (first: ${skipped[0].path}: ${skipped[0].reason}); {strict} makes this an error`);
-  log.info(`${what}: ${set.size} ${set.labels ? 'labelled' : 'unlabelled'} images from ${dir}`);
-  return set;
-}
-
-/** After a pass over a streamed set: how many files did not decode (each left out of every figure). */
-export function saySkipped(set: StreamedImages, log: Log, what: string): void {
-  const s = set.skipped;
-  if (s.length) log.warn(`${what}: skipped ${s.length} of ${set.listed.length} files that could not be decoded, not counted in any figure (first: ${s[0].path}: ${s[0].reason}); {strict} makes this an error`);
-}
-
-/**
- * Lists one image set for `model` to be read batch by batch as it is scored (validation sets: any
- * size in bounded memory). Files that cannot be decoded are found, said and left out as they are met.
- */
-export function openSet(model: Classifier, dirOrName: string, opts: SetOptions = {}): StreamedImages {
-  const { items, dir, log, what } = listSet(model, dirOrName, opts);
-  log.info(`${what}: ${items.length} ${labelsOf(items) ? 'labelled' : 'unlabelled'} images listed in ${dir} (decoded as they are scored)`);
-  let said = false;
-  return openImages(items, model.inputShape, {
-    strict: opts.strict,
-    onSkip: (item, reason) => {
-      if (said) return;
-      said = true;
-      log.warn(`${what}: ${itemName(item)} could not be decoded (${reason}); it and any other such file are left out (counted at the end)`);
-    },
-  });
-}
 
 export interface ComputeJob extends DataSpec {
   model: string;
@@ -248,28 +82,6 @@ export interface ComputeSummary {
   /** Class-discriminative runs, on validation: fooling rate on the attacked classes, share of the others that kept their label. */
   classesOnVal?: { attacked: number; kept: number };
   out: string;
-}
-
-/** uap's own perturbation files (runs, checkpoints): HWC in pixel units. */
-export const OWN_FORMAT: PerturbationFormat = { layout: 'hwc', units: 'pixels' };
-
-/**
- * Reads a perturbation (.npy, or an array of a .npz) in any layout and units (see PerturbationFormat),
- * as HWC pixels fitted to the model's input: same size, or resized (bilinear).
- */
-export function loadPerturbation(file: string, model: Classifier, log: Log = silent, format: PerturbationFormat = {}): tf.Tensor3D {
-  log = namedLog(log);
-  const got = toPixelsHwc(readArrayFile(file, format.array), format, model, file);
-  const [h, w] = model.inputShape;
-  if (got.layout !== 'hwc' || got.units !== 'pixels') log.info(`perturbation ${file}: read as ${got.layout} in ${got.units === 'pixels' ? 'pixel' : got.units} units`);
-  const largest = got.data.reduce((m, t) => Math.max(m, Math.abs(t)), 0);
-  if (largest > 255) log.warn(`perturbation ${file}: values reach ${largest.toPrecision(4)} pixels, beyond anything pixels in [0, 255] can take (x + v is clipped); are its {units} right?`);
-  const v = tf.tensor3d(got.data, got.shape);
-  if (got.shape[0] === h && got.shape[1] === w) return v;
-  log.warn(`perturbation ${file}: resized from ${got.shape[0]}x${got.shape[1]} to ${h}x${w} (bilinear)`);
-  const r = tf.tidy(() => tf.image.resizeBilinear(v, [h, w]) as tf.Tensor3D);
-  v.dispose();
-  return r;
 }
 
 /** Told how many images of the set being scored are done, of how many listed. */

@@ -24,7 +24,7 @@ import { tfjsProbe, closeEnough } from '../src/model/selfcheck.js';
 import { ImageSet } from '../src/data/imageSet.js';
 import { methodOf, METHODS, METHOD_NAMES } from '../src/attacks/methods.js';
 import type { PassRecord, RunControl } from '../src/attacks/passes.js';
-import { concatLabels, predictMany, predictSet, foolingRate, scorePredictions } from '../src/analysis/fooling.js';
+import { concatLabels, predictMany, predictSet, foolingRate, scorePredictions } from '../src/model/scoring.js';
 import { randomPerturbation } from '../src/math/noise.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
 import { runMetrics } from '../src/analysis/metrics.js';

@@ -9,7 +9,7 @@ import { convLayers, featureModel, featureNet } from '../src/model/features.js';
 import { forwardLogits, vjpRows } from '../src/model/compute.js';
 import { loadClassifier } from '../src/model/load.js';
 import { loadSet, randomBaseline } from '../src/pipeline.js';
-import { predictSet, foolingRate } from '../src/analysis/fooling.js';
+import { predictSet, foolingRate } from '../src/model/scoring.js';
 import { netToTfGraph } from '../src/model/tfjsNet.js';
 import { runPlainGraph } from '../src/model/plainGraph.js';
 import { loadOrt, onnxRuntime } from '../src/model/onnx/runtime.js';

@@ -7,7 +7,7 @@ import { loadClassifier } from '../src/model/load.js';
 import type { Classifier } from '../src/model/classifier.js';
 import { loadSet, randomBaseline } from '../src/pipeline.js';
 import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
-import { evaluatePerturbation } from '../src/analysis/fooling.js';
+import { evaluatePerturbation } from '../src/model/scoring.js';
 import { candidateGradients } from '../src/model/gradients.js';
 import { lpNorm } from '../src/math/lp.js';
 import { assetsDir } from '../src/paths.js';

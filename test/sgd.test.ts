@@ -9,9 +9,9 @@ import { targetSuccessRate } from '../src/attacks/passes.js';
 import { classDiscriminative } from '../src/attacks/criterion.js';
 import { deepfool } from '../src/attacks/deepfool.js';
 import { lpNorm } from '../src/math/lp.js';
-import { predictSet } from '../src/analysis/fooling.js';
+import { predictSet } from '../src/model/scoring.js';
 import { randomPerturbation } from '../src/math/noise.js';
-import { foolingRate } from '../src/analysis/fooling.js';
+import { foolingRate } from '../src/model/scoring.js';
 import { UsageError } from '../src/errors.js';
 import { tinyNet, randomImages, linearClassifier } from './helpers.js';
 

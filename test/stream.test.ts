@@ -7,7 +7,7 @@ import sharp from 'sharp';
 import * as tf from '../src/tf.js';
 import { listDataset, loadImages, openImages } from '../src/data/dataset.js';
 import { tarMembers, readMember } from '../src/data/tar.js';
-import { predictMany, predictSet, evaluatePerturbation } from '../src/analysis/fooling.js';
+import { predictMany, predictSet, evaluatePerturbation } from '../src/model/scoring.js';
 import { evaluateWithNoise, randomBaseline } from '../src/pipeline.js';
 import { UsageError } from '../src/errors.js';
 import { decodeImage, decodeWithSharp, plainPng } from '../src/data/decode.js';

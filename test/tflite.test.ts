@@ -14,7 +14,7 @@ import { findCard, loadClassifier } from '../src/model/load.js';
 import { readCard } from '../src/model/card.js';
 import type { Classifier } from '../src/model/classifier.js';
 import { loadSet } from '../src/pipeline.js';
-import { evaluatePerturbation } from '../src/analysis/fooling.js';
+import { evaluatePerturbation } from '../src/model/scoring.js';
 import { assetsDir, CARDS_DIR } from '../src/paths.js';
 import { Rng } from '../src/math/random.js';
 import { vjp } from '../src/model/compute.js';

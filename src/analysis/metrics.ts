@@ -1,7 +1,7 @@
 import type * as tf from '../tf.js';
 import { labelName, type Classifier } from '../model/classifier.js';
 import { lpNorm, type Norm } from '../math/lp.js';
-import type { Evaluation } from './fooling.js';
+import type { Evaluation } from '../model/scoring.js';
 
 /** An evaluation without its per-image predictions (what metrics files hold). */
 export function evaluationSummary(e: Evaluation): Omit<Evaluation, 'cleanPred' | 'advPred'> {

@@ -4,7 +4,7 @@ import { labelsOf } from '../data/source.js';
 import { argmaxRows } from '../model/compute.js';
 import { randomPerturbation } from '../math/noise.js';
 import type { Norm } from '../math/lp.js';
-import { concatLabels, forEachBatch, foolingRate, scorePredictions, type Evaluation } from './fooling.js';
+import { concatLabels, forEachBatch, foolingRate, scorePredictions, type Evaluation } from '../model/scoring.js';
 import { PerImage, type ImageFacts } from './perImage.js';
 
 /**

@@ -5,7 +5,7 @@ import type { ImageSet } from '../data/dataset.js';
 import type { ImageSource } from '../data/source.js';
 import { deepfool } from '../attacks/deepfool.js';
 import { Rng } from '../math/random.js';
-import { predictSet, foolingRate } from './fooling.js';
+import { predictSet, foolingRate } from '../model/scoring.js';
 import type { TopLevelSpec } from '../report/plots.js';
 import { takeRows } from '../math/rows.js';
 

@@ -2,10 +2,9 @@ import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import type { ImageSource } from '../data/source.js';
 import { Rng } from '../math/random.js';
-import { craft, type Method } from '../pipeline.js';
-import type { UniversalOptions } from '../attacks/universal.js';
+import { craft, type Method } from '../attacks/methods.js';
 import type { AttackSettings } from '../attacks/methods.js';
-import { evaluatePerturbation, foolingRate, predictSet } from './fooling.js';
+import { evaluatePerturbation, foolingRate, predictSet } from '../model/scoring.js';
 import type { TopLevelSpec } from '../report/plots.js';
 
 /**

@@ -5,6 +5,7 @@ import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from './sgd.js';
 import { computeDataFreeUniversal, DATA_FREE_DEFAULTS, type DataFreeOptions } from './dataFree.js';
 import type { PassOptions, RunControl, UniversalResult } from './passes.js';
 import { UsageError } from '../errors.js';
+import { defaultXi } from '../math/radius.js';
 
 /**
  * The crafting methods, one object each, in one registry: a method added here is known to the library,
@@ -57,4 +58,15 @@ export const METHOD_NAMES = Object.keys(METHODS) as Method[];
 export function methodOf(name: string): CraftMethod {
   if (!Object.hasOwn(METHODS, name)) throw new UsageError(`{method} ${name}: expected one of ${METHOD_NAMES.join(', ')}`);
   return METHODS[name as Method];
+}
+
+/** A method's full options: its defaults, the radius for the model's input size, the given ones, the target. */
+export function methodOptions(method: Method, model: Classifier, given: Partial<AttackSettings>, target?: number): AttackSettings {
+  const norm = given.norm ?? UNIVERSAL_DEFAULTS.norm;
+  return methodOf(method).options({ xi: defaultXi(norm, model.inputShape), ...given, norm, ...(target !== undefined ? { target } : {}) });
+}
+
+/** Crafts a universal perturbation with the chosen method. */
+export function craft(model: Classifier, X: ImageSet, method: Method, options: AttackSettings, ctl: RunControl = {}): Promise<UniversalResult> {
+  return methodOf(method).craft(model, X, options, ctl);
 }

@@ -5,10 +5,10 @@ import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { type Norm, projectLp, lpNorm, l2 } from '../math/lp.js';
 import { Rng, passSeed } from '../math/random.js';
-import { predictSet, foolingRate } from '../analysis/fooling.js';
+import { predictSet, foolingRate } from '../model/scoring.js';
 import { saveCheckpoint, loadCheckpoint } from '../io/checkpoint.js';
 import { AbortedError, UsageError } from '../errors.js';
-import { pct } from '../report/format.js';
+import { pct } from '../math/percent.js';
 
 /**
  * What every way of crafting a universal perturbation shares: seeded passes over X, the fooling rate

@@ -13,8 +13,7 @@ import { loadModel, loadPerturbation, loadSet, openSet, dataFolder, defaultData,
 import type { StreamedImages } from '../data/stream.js';
 import { craftOnQueue, labelsOnQueue } from '../scale/coordinator.js';
 import { normalsAnalysis, normalsSpec } from '../analysis/normals.js';
-import { predictMany } from '../analysis/fooling.js';
-import type { ImageSource } from '../data/source.js';
+import { predictMany } from '../model/scoring.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../analysis/graph.js';
 import { transferMatrix, transferSource, transferMarkdown, transferSpec } from '../analysis/transfer.js';
 import { vegaLiteToSvg } from '../report/plots.js';

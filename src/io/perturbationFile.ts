@@ -1,6 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { unzipSync, zipSync } from 'fflate';
 import { UsageError } from '../errors.js';
+import * as tf from '../tf.js';
+import type { Classifier } from '../model/classifier.js';
+import { namedLog, silent, type Log } from '../log.js';
 import { transposeArray } from '../model/net.js';
 import { decodeNpy, encodeNpy, type NdArray } from './npy.js';
 import type { ModelCard } from '../model/card.js';
@@ -174,4 +177,26 @@ export function fromPixelsHwc(data: Float32Array, shape: [number, number, number
   const out = chw ? transposeChannels(scaled, shape, true) : scaled;
   const dims = chw ? [c, shape[0], shape[1]] : [...shape];
   return { data: out, shape: layout.startsWith('n') ? [1, ...dims] : dims };
+}
+
+/** uap's own perturbation files (runs, checkpoints): HWC in pixel units. */
+export const OWN_FORMAT: PerturbationFormat = { layout: 'hwc', units: 'pixels' };
+
+/**
+ * Reads a perturbation (.npy, or an array of a .npz) in any layout and units (see PerturbationFormat),
+ * as HWC pixels fitted to the model's input: same size, or resized (bilinear).
+ */
+export function loadPerturbation(file: string, model: Classifier, log: Log = silent, format: PerturbationFormat = {}): tf.Tensor3D {
+  log = namedLog(log);
+  const got = toPixelsHwc(readArrayFile(file, format.array), format, model, file);
+  const [h, w] = model.inputShape;
+  if (got.layout !== 'hwc' || got.units !== 'pixels') log.info(`perturbation ${file}: read as ${got.layout} in ${got.units === 'pixels' ? 'pixel' : got.units} units`);
+  const largest = got.data.reduce((m, t) => Math.max(m, Math.abs(t)), 0);
+  if (largest > 255) log.warn(`perturbation ${file}: values reach ${largest.toPrecision(4)} pixels, beyond anything pixels in [0, 255] can take (x + v is clipped); are its {units} right?`);
+  const v = tf.tensor3d(got.data, got.shape);
+  if (got.shape[0] === h && got.shape[1] === w) return v;
+  log.warn(`perturbation ${file}: resized from ${got.shape[0]}x${got.shape[1]} to ${h}x${w} (bilinear)`);
+  const r = tf.tidy(() => tf.image.resizeBilinear(v, [h, w]) as tf.Tensor3D);
+  v.dispose();
+  return r;
 }

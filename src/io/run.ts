@@ -3,10 +3,10 @@ import { writeAtomic } from './atomic.js';
 import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSource } from '../data/source.js';
-import type { Evaluation } from '../analysis/fooling.js';
+import type { Evaluation } from '../model/scoring.js';
 import { perturb } from '../math/perturb.js';
 import { writeNpy } from './npy.js';
-import { pct } from '../report/format.js';
+import { pct } from '../math/percent.js';
 import { Rng } from '../math/random.js';
 import { writePerturbationPng, writeGridPng, visiblePerturbation, type GridCell } from './pictures.js';
 

@@ -2,6 +2,7 @@ import type { ModelCard } from './card.js';
 import * as tf from '../tf.js';
 import type { BatchLimits } from './memory.js';
 import type { Runtime } from './runtime.js';
+import { UsageError } from '../errors.js';
 
 /**
  * What the forward and gradient functions of compute.ts need: a differentiable map of pixel-space
@@ -52,4 +53,19 @@ export interface Classifier extends Differentiable {
 /** The label name of class i, or "#i" when the model has no names. */
 export function labelName(model: Classifier, i: number): string {
   return model.labels?.[i] ?? `#${i}`;
+}
+
+/** A --target (or one of --classes, `field`) given as a class index or a label name (exact, or the first comma-separated name). */
+export function resolveTarget(target: number | string | undefined, model: Classifier, field = 'target'): number | undefined {
+  if (target === undefined) return undefined;
+  const asNumber = typeof target === 'number' ? target : /^\d+$/.test(target.trim()) ? Number(target) : undefined;
+  if (asNumber !== undefined) {
+    if (asNumber >= model.numClasses) throw new UsageError(`{${field}} ${target}: the model has ${model.numClasses} classes (0..${model.numClasses - 1})`);
+    return asNumber;
+  }
+  const want = String(target).trim().toLowerCase();
+  const names = model.labels ?? [];
+  const i = names.findIndex((n) => n.toLowerCase() === want || n.toLowerCase().split(',')[0].trim() === want);
+  if (i < 0) throw new UsageError(`{${field}} ${target}: no class of model ${model.name} has that name (give an index 0..${model.numClasses - 1} or a label name)`);
+  return i;
 }

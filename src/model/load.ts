@@ -2,6 +2,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve, basename } from 'node:path';
 import * as tf from '../tf.js';
 import { UsageError } from '../errors.js';
+import type { Log } from '../log.js';
 import { CARDS_DIR, EMBEDDED_DIR, assetsDir, assetsHint } from '../paths.js';
 import { type ModelCard, readCard, resolveCardPath, cardLabels, validateCard } from './card.js';
 import type { Classifier } from './classifier.js';
@@ -242,4 +243,11 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
       void rt?.runtime?.dispose();
     },
   };
+}
+
+/** Loads a classifier and says where it runs. */
+export async function loadModel(spec: string, opts: { assets: string; card?: CardOverrides }, log: Log): Promise<Classifier> {
+  const model = await loadClassifier(spec, opts);
+  log.info(`model ${model.name}: runs on ${model.engine ?? 'TF.js'}${model.runtime?.layout ? ` (${model.runtime.layout})` : ''}`);
+  return model;
 }

@@ -50,7 +50,6 @@ export class QueueSession {
     private readonly queue: import('bullmq').Queue,
     private readonly events: import('bullmq').QueueEvents,
     private readonly redis: import('ioredis').Redis,
-    private readonly warn?: (message: string) => void,
   ) {}
 
   static async open(url: string, warn?: (message: string) => void): Promise<QueueSession> {
@@ -61,7 +60,7 @@ export class QueueSession {
     const events = new QueueEvents(QUEUE_NAME, { connection });
     const redis = new Redis(url, { maxRetriesPerRequest: 3, lazyConnect: true, ...(connection.tls ? { tls: {} } : {}) });
     redis.on('error', () => {}); // failures reach the commands that meet them
-    const session = new QueueSession(url, queue, events, redis, warn);
+    const session = new QueueSession(url, queue, events, redis);
     try {
       await Promise.all([connected(queue, url, { onError: (e) => warn?.(`queue ${redacted(url)}: ${e.message}`) }), connected(events, url, { onError: () => {} })]);
       await redis.connect().catch((e: Error) => {

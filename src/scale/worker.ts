@@ -1,11 +1,14 @@
 import { existsSync, realpathSync } from 'node:fs';
-import { join, resolve, sep } from 'node:path';
+import { resolve, sep } from 'node:path';
 import type { Classifier } from '../model/classifier.js';
 import { loadImages, openImages } from '../data/dataset.js';
 import { itemName } from '../data/source.js';
 import { cacheDir } from '../data/fashion.js';
 import { allDraws, scorePart } from '../analysis/noiseScore.js';
-import { craft, dataFolder, defaultData, loadModel, type Log } from '../pipeline.js';
+import { craft } from '../attacks/methods.js';
+import { dataFolder, defaultData } from '../data/sets.js';
+import { loadModel } from '../model/load.js';
+import type { Log } from '../log.js';
 import { assetsDir, EMBEDDED_DIR, packageVersion } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { connected, queueConnection, QUEUE_NAME, redacted } from './connection.js';

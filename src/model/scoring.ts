@@ -1,7 +1,7 @@
 import * as tf from '../tf.js';
-import type { Classifier } from '../model/classifier.js';
+import type { Classifier } from './classifier.js';
 import type { DecodedBatch, ImageSource } from '../data/source.js';
-import { argmaxRows, logitsOfImages } from '../model/compute.js';
+import { argmaxRows, logitsOfImages } from './compute.js';
 
 /**
  * Runs every image of `set` under each perturbation of `vs` (null: the clean images) in ONE pass over

@@ -1,0 +1,137 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Classifier } from '../model/classifier.js';
+import { listDataset, loadImages, openImages, type ImageSet, type StreamedImages } from './dataset.js';
+import { itemName, labelsOf, type ImageItem } from './source.js';
+import { fashionSplitFolder } from './fashion.js';
+import { assetsDir, assetsHint, EMBEDDED_DIR } from '../paths.js';
+import { UsageError } from '../errors.js';
+import { namedLog, type Log } from '../log.js';
+
+/**
+ * The image sets of a run, by name or folder: the defaults of a label space, the named sets that come
+ * with uap, and listing a set for a model (checked labels) to decode into memory or to stream.
+ */
+
+/** Where the images of a run come from. Unset folders default by the model's label space. */
+export interface DataSpec {
+  /** Crafting set X. */
+  data?: string;
+  /** Validation set. */
+  val?: string;
+  labels?: string;
+  valLabels?: string;
+  limit?: number;
+  valLimit?: number;
+  /** A seeded random sample of this many images of X / of the validation set (seed: the run's --seed). */
+  sample?: number;
+  valSample?: number;
+  strict?: boolean;
+}
+
+/** Default folders: the ImageNet sample/validation images, or the embedded Fashion-MNIST split. */
+export function defaultData(model: Classifier, assets: string): { data: string; val: string } {
+  return defaultFolders(model.labelSpace, assets);
+}
+
+/** The default crafting and validation folders of a label space. */
+export function defaultFolders(space: 'imagenet' | 'own', assets: string): { data: string; val: string } {
+  if (space === 'imagenet') return { data: join(assets, 'data', 'imagenet-sample-images'), val: join(assets, 'data', 'ilsvrc2012_val_1300') };
+  return { data: join(EMBEDDED_DIR, 'images', 'craft'), val: join(EMBEDDED_DIR, 'images', 'val') };
+}
+
+/** index -> wnid of the ImageNet label space, when the assets folder has the list. */
+export function wnidsOf(assets: string): string[] | undefined {
+  const f = join(assets, 'data', 'labels', 'imagenet1k_wnids_sorted.txt');
+  return existsSync(f) ? readFileSync(f, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean) : undefined;
+}
+
+/**
+ * The image sets that come with uap, by name: 'fashion:craft' and 'fashion:val' (the embedded
+ * Fashion-MNIST images), 'fashion:train' and 'fashion:test' (all 60,000 + 10,000, from Debian's
+ * dataset-fashion-mnist, unpacked once into the cache), 'imagenet:sample' and 'imagenet:val' (in the assets folder). Anything else is
+ * a folder path.
+ */
+export function dataFolder(spec: string, assets: string, say?: (m: string) => void): string {
+  const named: Record<string, () => string> = {
+    'fashion:craft': () => defaultFolders('own', assets).data,
+    'fashion:val': () => defaultFolders('own', assets).val,
+    'fashion:train': () => fashionSplitFolder('train', say),
+    'fashion:test': () => fashionSplitFolder('test', say),
+    'imagenet:sample': () => defaultFolders('imagenet', assets).data,
+    'imagenet:val': () => defaultFolders('imagenet', assets).val,
+  };
+  if (named[spec]) {
+    if (spec.startsWith('imagenet:') && !assets) throw new UsageError(`data ${spec}: ${assetsHint(assets)}; pass the folder holding models/ and data/ as {assets} or set UAP_ASSETS`);
+    return named[spec]();
+  }
+  if (/^[a-z]+:[a-z]+$/.test(spec) && !existsSync(spec)) throw new UsageError(`data ${spec}: no such named set (${Object.keys(named).join(', ')}) or folder`);
+  return spec;
+}
+
+export interface SetOptions {
+  labels?: string;
+  limit?: number;
+  sample?: { count: number; seed: number };
+  strict?: boolean;
+  assets?: string;
+  log?: Log;
+  what?: string;
+}
+
+/** Lists one image set for `model` (a folder, tar shards or a named set: see dataFolder), checking its labels. */
+function listSet(model: Classifier, dirOrName: string, opts: SetOptions): { items: ImageItem[]; dir: string; log: Log; what: string } {
+  const log = namedLog(opts.log);
+  const assets = assetsDir(opts.assets);
+  const what = opts.what ?? 'images';
+  const dir = dataFolder(dirOrName, assets, (m) => log.info(`${what}: ${m}`));
+  const items = listDataset(dir, {
+    labelsFile: opts.labels,
+    limit: opts.limit,
+    sample: opts.sample,
+    wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined,
+    labelNames: model.labels,
+    warn: (m) => log.warn(`${what}: ${m}`),
+  });
+  const bad = items.find((i) => i.label !== undefined && (i.label < 0 || i.label >= model.numClasses));
+  if (bad) throw new UsageError(`${what}: label ${bad.label} of ${itemName(bad)} is outside the model's ${model.numClasses} classes`);
+  return { items, dir, log, what };
+}
+
+/**
+ * Lists and decodes one image set for `model` into memory (crafting sets, which every pass reads),
+ * warning about skipped files. `assets` defaults as everywhere (the `assets` option, else $UAP_ASSETS).
+ */
+export async function loadSet(model: Classifier, dirOrName: string, opts: SetOptions = {}): Promise<ImageSet> {
+  const { items, dir, log, what } = listSet(model, dirOrName, opts);
+  const { set, skipped } = await loadImages(items, model.inputShape, { strict: opts.strict });
+  if (skipped.length > 0)
+    log.warn(`${what}: skipped ${skipped.length} of ${items.length} files that could not be decoded (first: ${skipped[0].path}: ${skipped[0].reason}); {strict} makes this an error`);
+  log.info(`${what}: ${set.size} ${set.labels ? 'labelled' : 'unlabelled'} images from ${dir}`);
+  return set;
+}
+
+/** After a pass over a streamed set: how many files did not decode (each left out of every figure). */
+export function saySkipped(set: StreamedImages, log: Log, what: string): void {
+  const s = set.skipped;
+  if (s.length) log.warn(`${what}: skipped ${s.length} of ${set.listed.length} files that could not be decoded, not counted in any figure (first: ${s[0].path}: ${s[0].reason}); {strict} makes this an error`);
+}
+
+/**
+ * Lists one image set for `model` to be read batch by batch as it is scored (validation sets: any
+ * size in bounded memory). Files that cannot be decoded are found, said and left out as they are met.
+ */
+export function openSet(model: Classifier, dirOrName: string, opts: SetOptions = {}): StreamedImages {
+  const { items, dir, log, what } = listSet(model, dirOrName, opts);
+  log.info(`${what}: ${items.length} ${labelsOf(items) ? 'labelled' : 'unlabelled'} images listed in ${dir} (decoded as they are scored)`);
+  let said = false;
+  return openImages(items, model.inputShape, {
+    strict: opts.strict,
+    onSkip: (item, reason) => {
+      if (said) return;
+      said = true;
+      log.warn(`${what}: ${itemName(item)} could not be decoded (${reason}); it and any other such file are left out (counted at the end)`);
+    },
+  });
+}
+

@@ -1,0 +1,38 @@
+import { describe, it, expect } from 'vitest';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, normalize, relative } from 'node:path';
+
+/**
+ * The layers of src/ (docs/ARCHITECTURE.md): a module imports only from its own layer or below, so a
+ * change low down never needs anything above it, and the studio can take the core without the hosts.
+ */
+const LAYERS: Record<string, number> = {
+  'math': 0, 'errors.ts': 0, 'tf.ts': 0, 'paths.ts': 0, 'log.ts': 0,
+  'data': 1, 'io': 1, 'model': 1, 'backend.ts': 1,
+  'attacks': 2,
+  'analysis': 3, 'defence': 3, 'report': 3,
+  'scale': 4, 'pipeline.ts': 4,
+  'cli': 5, 'studio': 5, 'index.ts': 5,
+};
+const SRC = join(import.meta.dirname, '..', 'src');
+
+function files(dir: string): string[] {
+  return readdirSync(dir).flatMap((f) => (statSync(join(dir, f)).isDirectory() ? files(join(dir, f)) : f.endsWith('.ts') ? [join(dir, f)] : []));
+}
+
+const top = (rel: string) => rel.split('/')[0].replace(/\.js$/, '.ts');
+
+describe('architecture', () => {
+  it('every part of src/ has a layer, and no import runs upward between layers', () => {
+    const upward: string[] = [];
+    for (const file of files(SRC)) {
+      const from = top(relative(SRC, file));
+      expect(LAYERS[from], `${from}: give it a layer here and in docs/ARCHITECTURE.md`).toBeDefined();
+      for (const m of readFileSync(file, 'utf8').matchAll(/from '(\.[^']+)'/g)) {
+        const to = top(normalize(join(dirname(relative(SRC, file)), m[1])));
+        if (to !== from && LAYERS[to] > LAYERS[from]) upward.push(`${relative(SRC, file)} -> ${m[1]}`);
+      }
+    }
+    expect(upward).toEqual([]);
+  });
+});
