@@ -16,8 +16,7 @@ import { evaluatePerturbation, foolingRate, predictMany, predictSet, type Evalua
 import type { PerImage } from './analysis/perImage.js';
 import { baselineOf, joinParts, noiseDraws, scorePart, type Baseline } from './analysis/noiseScore.js';
 import { evaluationSummary, runMetrics } from './analysis/metrics.js';
-import { queueGradients, scoreOnQueue, type QueueScoring } from './scale/coordinator.js';
-import { forwardLogits } from './model/compute.js';
+import { queueGradients, ranksOnQueue, scoreOnQueue, type QueueScoring } from './scale/coordinator.js';
 import { lpNorm, defaultXi, type Norm } from './math/lp.js';
 import { namedLog, silent, type Log } from './log.js';
 import { writeJson, writePerturbation, writeExamples, writeText } from './io/run.js';
@@ -301,6 +300,8 @@ export async function runEvaluate(job: EvaluateJob, log: Log = silent, onScore?:
 }
 
 export interface AccuracyJob {
+  /** Score on `uap worker`s through this BullMQ queue, in shards: the same figures. */
+  queue?: { url: string; shardSize?: number };
   model: string;
   card?: CardOverrides;
   assets?: string;
@@ -315,23 +316,12 @@ export interface AccuracyJob {
 export async function runAccuracy(job: AccuracyJob, log: Log = silent) {
   log = namedLog(log);
   return withScoringSet(job, log, async (model, set, dir) => {
-    const labels = set.labels;
-    if (!labels) throw new UsageError(`data ${dir}: accuracy needs labelled images (class folders, wnid names or a labels file)`);
-    let top1 = 0;
-    let top5 = 0;
-    const k = model.numClasses;
-    for await (const b of set.batches(Math.min(job.batchSize ?? 32, model.maxBatch?.forward ?? 32))) {
-      const x = tf.tensor4d(Float32Array.from(b.pixels), [b.items.length, ...model.inputShape]);
-      const logits = await forwardLogits(model, x).finally(() => x.dispose());
-      b.items.forEach((item, r) => {
-        const row = logits.subarray(r * k, (r + 1) * k);
-        const truth = row[item.label!];
-        // Rank of the true class: how many classes score strictly higher.
-        const higher = row.reduce((n, v) => n + (v > truth ? 1 : 0), 0);
-        if (higher === 0) top1++;
-        if (higher < 5) top5++;
-      });
-    }
-    return { model: model.name, folder: dir, images: set.size, top1: top1 / set.size, top5: top5 / set.size };
+    if (!set.labels) throw new UsageError(`data ${dir}: accuracy needs labelled images (class folders, wnid names or a labels file)`);
+    // The rank of each image's true label among its clean logits: here, or in shards on the workers (the same ranks).
+    const o = { batchSize: job.batchSize };
+    const q = job.queue && { ...job.queue, model: { spec: job.model, card: job.card }, data: job.data ?? null, role: 'val' as const, dir: dataFolder(dir, assetsDir(job.assets)), strict: job.strict, warn: (m: string) => log.warn(m) };
+    const ranks = q ? await ranksOnQueue(q, model, set, o) : (await scorePart(model, set, [], { ...o, radii: [], draws: 0, ranks: true })).ranks!;
+    const n = ranks.length;
+    return { model: model.name, folder: dir, images: n, top1: ranks.filter((r) => r === 0).length / n, top5: ranks.filter((r) => r < 5).length / n };
   });
 }

@@ -86,7 +86,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     redis?.kill('SIGTERM');
   });
 
-  it('two workers score the shards of uap evaluate, transfer, baseline and graph, craft the points of uap sweep-size and the members of a defence pool; figures, per-image CSV, matrix, sweeps and pool equal the local run\'s', async () => {
+  it('two workers score the shards of uap evaluate, accuracy, transfer, baseline and graph, craft the points of uap sweep-size and the members of a defence pool; figures, per-image CSV, matrix, sweeps and pool equal the local run\'s', async () => {
     const workers = [await startWorker(url), await startWorker(url)];
     try {
       const local = await uapCli(['evaluate', '-v', vFile, '--out', join(dir, 'local')]);
@@ -125,6 +125,11 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       const bq = await uapCli([...base, '--out', join(dir, 'bqueued'), '--queue', url, '--shard-size', '32']);
       expect(bq.status, bq.stderr).toBe(0);
       expect(readFileSync(join(dir, 'bqueued', 'baseline.json'), 'utf8')).toBe(readFileSync(join(dir, 'blocal', 'baseline.json'), 'utf8'));
+      const al = await uapCli(['accuracy', '--json']);
+      const aq = await uapCli(['accuracy', '--json', '--queue', url, '--shard-size', '64']);
+      expect([al.status, aq.status]).toEqual([0, 0]);
+      expect(aq.stdout).toBe(al.stdout);
+      expect((JSON.parse(al.stdout) as { top1: number }).top1).toBeGreaterThan(0.8);
       const gl = await uapCli(['graph', '-v', vFile, '--out', join(dir, 'glocal')]);
       const gq = await uapCli(['graph', '-v', vFile, '--out', join(dir, 'gqueued'), '--queue', url]);
       expect([gl.status, gq.status]).toEqual([0, 0]);

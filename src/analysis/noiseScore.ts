@@ -51,6 +51,8 @@ export interface ScorePart {
   labels: number[][];
   /** Confidences and margins with the first v (empty without one). */
   facts: ImageFacts[];
+  /** With `ranks`: per image, how many classes score strictly higher than its true label, clean (-1: no label). */
+  ranks?: number[];
 }
 
 export interface NoiseScoreOptions {
@@ -58,6 +60,8 @@ export interface NoiseScoreOptions {
   draws: number;
   /** The draws of `radii`, when already made (a worker keeps them across the shards of one scoring). */
   noise?: Float32Array[];
+  /** Also the rank of each image's true label among the clean logits (top-1 / top-5 accuracy). */
+  ranks?: boolean;
   batchSize?: number;
   onBatch?: (done: number) => void;
 }
@@ -69,14 +73,22 @@ export async function scorePart(model: Classifier, set: ImageSource & { listed?:
   const perImage = new PerImage();
   const kept: ImageItem[] = [];
   const parts: Int32Array[][] = [];
+  const ranks: number[] = [];
   await forEachBatch(model, set, [null, ...vs, ...noise], (batch, logits) => {
     kept.push(...batch.items);
+    if (opts.ranks) batch.items.forEach((item, r) => ranks.push(item.label === undefined ? -1 : rankOf(logits[0].subarray(r * k, (r + 1) * k), item.label)));
     if (vs.length) perImage.add(batch.items, logits[0], logits[1], k);
     logits.forEach((l, j) => (parts[j] ??= []).push(argmaxRows(l, k)));
   }, opts.batchSize, opts.onBatch);
   const listed = set.listed ?? set.items;
   const at = new Map(listed.map((item, i) => [item, i]));
-  return { kept: kept.map((item) => at.get(item)!), labels: parts.map((p) => Array.from(concatLabels(p))), facts: [...perImage.facts()] };
+  return { kept: kept.map((item) => at.get(item)!), labels: parts.map((p) => Array.from(concatLabels(p))), facts: [...perImage.facts()], ...(opts.ranks ? { ranks } : {}) };
+}
+
+/** How many classes score strictly higher than class `label` in one row of logits (0: top-1). */
+function rankOf(row: Float32Array, label: number): number {
+  const truth = row[label];
+  return row.reduce((n, v) => n + (v > truth ? 1 : 0), 0);
 }
 
 /** The parts' top-1 labels joined in order: clean, then each v, then each noise draw. */

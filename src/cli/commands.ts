@@ -169,14 +169,12 @@ export function demoCommand(): Command {
 export function accuracyCommand(): Command {
   const cmd = new Command('accuracy').description("top-1 / top-5 accuracy of a model on labelled images (checks its card's preprocessing and label mapping)");
   addModelFlags(cmd, 'fashion');
-  addScoringFlags(cmd, 'labelled images')
+  addQueueFlags(addScoringFlags(cmd, 'labelled images'))
     .option('--json', 'print the result as JSON')
     .action(async (flags: Record<string, unknown>) => {
+      const queue = queueOption(flags);
       await startBackend(flags.backend);
-      const r = await runAccuracy(
-        scoringJob(flags),
-        consoleLog,
-      );
+      const r = await runAccuracy({ ...scoringJob(flags), queue }, consoleLog);
       process.stdout.write(flags.json ? JSON.stringify(r) + '\n' : `model ${r.model}: top-1 ${pct(r.top1)}, top-5 ${pct(r.top5)} on ${r.images} images from ${r.folder}\n`);
     });
   return cmd;

@@ -172,6 +172,12 @@ export async function labelsOnQueue(q: QueueScoring, model: Classifier, set: Str
   return joinLabels((await withSession(q, (s) => queueParts(s, q, model, set, vs, { ...o, radii: [], draws: 0 }))).parts);
 }
 
+/** Each image's rank of its true label among the clean logits, scored in shards by workers (uap accuracy). */
+export async function ranksOnQueue(q: QueueScoring, model: Classifier, set: StreamedImages, o: { batchSize?: number; onBatch?: (done: number) => void }): Promise<number[]> {
+  const { parts } = await withSession(q, (s) => queueParts(s, q, model, set, [], { ...o, radii: [], draws: 0, ranks: true }));
+  return parts.flatMap((p) => p.ranks ?? []);
+}
+
 /** Queues the shards of scoring `set` with `vs` (and noise), follows them, and gives their parts in shard order. */
 async function queueParts(session: QueueSession, q: QueueScoring, model: Classifier, set: StreamedImages, vs: Float32Array[], o: NoiseScoreOptions): Promise<{ ranges: { start: number; end: number }[]; parts: ShardResult[] }> {
   const shas: string[] = [];
@@ -181,7 +187,7 @@ async function queueParts(session: QueueSession, q: QueueScoring, model: Classif
   const mPrint = await modelPrint(model);
   const shards: ScoreShard[] = ranges.map((r) => {
     const items = shardItems(set.listed.slice(r.start, r.end), q.dir);
-    return { ...PROTOCOL, model: q.model, modelPrint: mPrint, data: q.data, role: q.role ?? 'val', items, dataPrint: dataPrint(items, q.dir), vs: shas, radii: o.radii, draws: o.draws, batchSize, strict: q.strict ?? false };
+    return { ...PROTOCOL, model: q.model, modelPrint: mPrint, data: q.data, role: q.role ?? 'val', items, dataPrint: dataPrint(items, q.dir), vs: shas, radii: o.radii, draws: o.draws, batchSize, strict: q.strict ?? false, ...(o.ranks ? { ranks: true } : {}) };
   });
   const done = new Array<number>(shards.length).fill(0);
   const tell = () => o.onBatch?.(done.reduce((a, b) => a + b, 0));

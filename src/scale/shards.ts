@@ -45,6 +45,8 @@ export interface ScoreShard {
   draws: number;
   batchSize: number;
   strict: boolean;
+  /** Also the rank of each image's true label (uap accuracy). */
+  ranks?: boolean;
 }
 
 /** One gradient shard of an SGD-UAP step: its images of X, their clean labels, v (by hash), the minibatch size and the loss. */

@@ -123,7 +123,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     const vs: Float32Array[] = [];
     for (const sha of s.vs) vs.push(await perturbation(sha, model));
     const set = openImages(items, model.inputShape, { strict: s.strict });
-    const part = await scorePart(model, set, vs, { radii: s.radii, draws: s.draws, noise: noiseFor(model, s), batchSize: s.batchSize, onBatch: (done) => void job.updateProgress(done) });
+    const part = await scorePart(model, set, vs, { radii: s.radii, draws: s.draws, noise: noiseFor(model, s), ranks: s.ranks, batchSize: s.batchSize, onBatch: (done) => void job.updateProgress(done) });
     const reasons = new Map(set.skipped.map((k) => [k.path, k.reason]));
     const kept = new Set(part.kept);
     const skipped = s.items.flatMap((_, at) => (kept.has(at) ? [] : [{ at, reason: reasons.get(itemName(set.listed[at])) ?? 'not decoded' }]));
