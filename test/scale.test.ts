@@ -151,6 +151,29 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     }
   }, 600_000);
 
+  it('uap normals and uap reproduce --quick with --queue: the same normals, transfer matrix and sweep as here', async () => {
+    const workers = [await startWorker(url), await startWorker(url)];
+    try {
+      const normals = ['normals', '--limit', '40', '--val-limit', '64', '--dims', '1,5', '--draws', '2'];
+      const nl = await uapCli([...normals, '--out', join(dir, 'nlocal')]);
+      const nq = await uapCli([...normals, '--out', join(dir, 'nqueued'), '--queue', url, '--shard-size', '32']);
+      expect([nl.status, nq.status], nq.stderr).toEqual([0, 0]);
+      expect(readFileSync(join(dir, 'nqueued', 'normals.json'), 'utf8')).toBe(readFileSync(join(dir, 'nlocal', 'normals.json'), 'utf8'));
+      const reproduce = ['reproduce', '--models', 'fashion', '--quick', '--max-passes', '2'];
+      const rl = await uapCli([...reproduce, '--out', join(dir, 'rlocal')]);
+      const rq = await uapCli([...reproduce, '--out', join(dir, 'rqueued'), '--queue', url]);
+      expect([rl.status, rq.status], rq.stderr).toEqual([0, 0]);
+      expect(readFileSync(join(dir, 'rqueued', 'transfer', 'transfer.json'), 'utf8').replaceAll('rqueued', 'rlocal')).toBe(readFileSync(join(dir, 'rlocal', 'transfer', 'transfer.json'), 'utf8'));
+      for (const run of ['fashion-linf', 'fashion-l2']) expect(readFileSync(join(dir, 'rqueued', run, 'perturbation.npy')).equals(readFileSync(join(dir, 'rlocal', run, 'perturbation.npy')))).toBe(true);
+      const points = (d: string) => (JSON.parse(readFileSync(join(dir, d, 'sweep-size', 'sweep-size.json'), 'utf8')) as { points: { seconds?: number }[] }).points.map(({ seconds: _s, ...p }) => p);
+      expect(points('rqueued')).toEqual(points('rlocal'));
+      expect(readFileSync(join(dir, 'rqueued', 'normals', 'normals.json'), 'utf8')).toBe(readFileSync(join(dir, 'rlocal', 'normals', 'normals.json'), 'utf8'));
+      expect(workers.some((w) => /^crafting run /m.test(w.log()))).toBe(true);
+    } finally {
+      await Promise.all(workers.map(stop));
+    }
+  }, 600_000);
+
   it('SGD-UAP data-parallel: each step\'s gradient shards on the workers give the local run\'s v bit for bit; a coordinator killed mid-run resumes', async () => {
     const workers = [await startWorker(url), await startWorker(url)];
     try {

@@ -5,7 +5,7 @@ import type { ImageSet } from '../data/dataset.js';
 import type { ImageSource } from '../data/source.js';
 import { deepfool } from '../attacks/deepfool.js';
 import { Rng } from '../math/random.js';
-import { predictSet, foolingRate } from '../model/scoring.js';
+import { predictMany, foolingRate } from '../model/scoring.js';
 import type { TopLevelSpec } from '../report/plots.js';
 import { takeRows } from '../math/rows.js';
 
@@ -59,7 +59,11 @@ export async function normalsAnalysis(
   model: Classifier,
   X: ImageSet,
   V: ImageSource,
-  opts: { xi: number; dims?: number[]; draws?: number; seed?: number; batchSize?: number; onProgress?: (done: number) => void },
+  opts: {
+    xi: number; dims?: number[]; draws?: number; seed?: number; batchSize?: number; onProgress?: (done: number) => void;
+    /** Where the random vectors are scored on V (default: here): clean labels first, then with each; elsewhere (on workers), the same labels. */
+    labels?: (vs: Float32Array[]) => Promise<Int32Array[]>;
+  },
 ): Promise<NormalsResult> {
   const [h, w, c] = model.inputShape;
   const size = h * w * c;
@@ -98,34 +102,29 @@ export async function normalsAnalysis(
       const S = tf.tensor1d(singular.slice(0, dMax));
       return tf.div(tf.matMul(U, N), S.reshape([dMax, 1])) as tf.Tensor2D; // [dMax, D], orthonormal rows
     });
-    const clean = await predictSet(model, V, null);
+    // Every random vector first (the generator's draws in a fixed order), then all of them scored in ONE pass over V.
     const rng = new Rng(seed + 11);
-    const rateOf = async (vec: tf.Tensor1D) => {
-      const v = tf.tidy(() => tf.mul(vec, opts.xi / tf.norm(vec).dataSync()[0]).reshape([h, w, c]) as tf.Tensor3D);
-      try {
-        return foolingRate(clean, await predictSet(model, V, v));
-      } finally {
-        v.dispose();
-      }
+    const scaled = (vec: tf.Tensor1D): Float32Array => {
+      const v = tf.tidy(() => tf.mul(vec, opts.xi / tf.norm(vec).dataSync()[0]));
+      const data = v.dataSync() as Float32Array;
+      tf.dispose([v, vec]);
+      return data;
     };
-    const stats = (rates: number[]) => ({ mean: rates.reduce((a, b) => a + b, 0) / rates.length, min: Math.min(...rates), max: Math.max(...rates) });
-    const subspace: NormalsResult['subspace'] = [];
+    const vectors: Float32Array[] = [];
     for (const d of dims) {
-      const rates: number[] = [];
       for (let k = 0; k < draws; k++) {
         const z = tf.tensor2d(Float32Array.from({ length: d }, () => rng.normal()), [1, d]);
-        const vec = tf.tidy(() => tf.matMul(z, basis.slice([0, 0], [d, size])).reshape([size]) as tf.Tensor1D);
+        vectors.push(scaled(tf.tidy(() => tf.matMul(z, basis.slice([0, 0], [d, size])).reshape([size]) as tf.Tensor1D)));
         z.dispose();
-        rates.push(await rateOf(vec).finally(() => vec.dispose()));
       }
-      subspace.push({ d, ...stats(rates) });
     }
     basis.dispose();
-    const free: number[] = [];
-    for (let k = 0; k < draws; k++) {
-      const vec = tf.tensor1d(Float32Array.from({ length: size }, () => rng.normal()));
-      free.push(await rateOf(vec).finally(() => vec.dispose()));
-    }
+    for (let k = 0; k < draws; k++) vectors.push(scaled(tf.tensor1d(Float32Array.from({ length: size }, () => rng.normal()))));
+    const [clean, ...preds] = opts.labels ? await opts.labels(vectors) : await predictMany(model, V, [null, ...vectors]);
+    const rates = preds.map((p) => foolingRate(clean, p));
+    const stats = (r: number[]) => ({ mean: r.reduce((a, b) => a + b, 0) / r.length, min: Math.min(...r), max: Math.max(...r) });
+    const subspace: NormalsResult['subspace'] = dims.map((d, i) => ({ d, ...stats(rates.slice(i * draws, (i + 1) * draws)) }));
+    const free = rates.slice(dims.length * draws);
     return { images: X.size, normals: n, singular, randomSingular, subspace, unconstrained: stats(free), xi: opts.xi, draws };
   } finally {
     N.dispose();

@@ -11,11 +11,11 @@ import { UsageError } from '../errors.js';
 import { assetsDir } from '../paths.js';
 import { loadModel, loadPerturbation, loadSet, openSet, dataFolder, defaultData, defaultXi, methodOptions, resolveTarget, type Method } from '../pipeline.js';
 import type { StreamedImages } from '../data/stream.js';
-import { craftOnQueue, labelsOnQueue } from '../scale/coordinator.js';
+import { craftOnQueue, labelsOnQueue, type QueueScoring } from '../scale/coordinator.js';
 import { normalsAnalysis, normalsSpec } from '../analysis/normals.js';
 import { predictMany } from '../model/scoring.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../analysis/graph.js';
-import { transferMatrix, transferSource, transferMarkdown, transferSpec } from '../analysis/transfer.js';
+import { transferMatrix, transferSource, transferMarkdown, transferSpec, type RemoteLabels } from '../analysis/transfer.js';
 import { vegaLiteToSvg } from '../report/plots.js';
 import { buildReport } from '../report/html.js';
 import { labelName } from '../model/classifier.js';
@@ -51,8 +51,7 @@ export function transferCommand(): Command {
       const t = await transferMatrix(rows, models, {
         assets: assetsDir(flags.assets as string | undefined), data: flags.data as string | undefined,
         limit: flags.limit as number | undefined, batchSize: flags.batchSize as number, log: consoleLog,
-        // Queued: every cell of a column, shard by shard on the workers, joined in order (the same labels).
-        remote: queue && ((c, vs) => labelsOnQueue({ ...queue, model: { spec: c.spec, card: c.card }, data: c.data, dir: c.folder, warn: (m) => consoleLog.warn(m) }, c.model, c.set, vs, { batchSize: flags.batchSize as number })),
+        remote: transferRemote(queue, flags.batchSize as number),
       });
       const out = flags.out as string;
       writeJson(join(out, 'transfer.json'), t);
@@ -61,6 +60,11 @@ export function transferCommand(): Command {
       process.stdout.write(transferMarkdown(t) + `written: ${['transfer.json', 'transfer.md', 'transfer.svg'].map((f) => join(out, f)).join(', ')}\n`);
     });
   return cmd;
+}
+
+/** Queued transfer: every cell of a column, shard by shard on the workers, joined in order (the same labels). */
+export function transferRemote(queue: { url: string; shardSize?: number } | undefined, batchSize = 32): RemoteLabels | undefined {
+  return queue && ((c, vs) => labelsOnQueue({ ...queue, model: { spec: c.spec, card: c.card }, data: c.data, dir: c.folder, warn: (m) => consoleLog.warn(m) }, c.model, c.set, vs, { batchSize }));
 }
 
 /** The model and perturbation of an analysis: `--run DIR`, or `--model` with `-v file.npy`. */
@@ -163,6 +167,12 @@ interface SetsWhere {
   strict?: boolean;
 }
 
+/** The queue settings (--queue) for X ('data') or the validation images ('val') of withModelAndSets; undefined without --queue. */
+function setsQueue(flags: Record<string, unknown>, where: SetsWhere, role: 'data' | 'val'): QueueScoring | undefined {
+  const queue = queueOption(flags);
+  return queue && { ...queue, model: { spec: flags.model as string, card: cardOverrides(flags) }, data: role === 'data' ? where.data : where.val, role, dir: role === 'data' ? where.xDir : where.vDir, strict: where.strict, warn: (m: string) => consoleLog.warn(m) };
+}
+
 async function withModelAndSets(
   flags: Record<string, unknown>,
   what: string,
@@ -189,16 +199,14 @@ async function withModelAndSets(
 export async function runSweepSize(flags: Record<string, unknown>): Promise<void> {
   const sizes = flags.sizes === undefined ? undefined : String(flags.sizes).split(',').map(Number);
   if (sizes?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--sizes ${String(flags.sizes)}: expected comma-separated integers >= 1, e.g. 50,100,500`);
-  const queue = queueOption(flags);
   await withModelAndSets(flags, 'the size sweep', undefined, async (model, X, V, where) => {
     const method = (flags.method as Method | undefined) ?? 'algorithm1';
     const options = methodOptions(method, model, attackOptions(flags as unknown as AttackFlags), resolveTarget(flags.target as string | undefined, model));
     // Queued: every point crafts on a worker at once, then all the v are scored on the workers in one pass.
-    const q = (role: 'data' | 'val') =>
-      queue && { ...queue, model: { spec: flags.model as string, card: cardOverrides(flags) }, data: role === 'data' ? where.data : where.val, role, dir: role === 'data' ? where.xDir : where.vDir, strict: where.strict, warn: (m: string) => consoleLog.warn(m) };
-    const remote = queue && {
-      craft: (sets: ImageSet[]) => craftOnQueue(q('data')!, model, sets.map((X) => ({ X, options })), method),
-      labels: (vs: Float32Array[]) => labelsOnQueue(q('val')!, model, V, vs, { batchSize: 32 }),
+    const [qx, qv] = [setsQueue(flags, where, 'data'), setsQueue(flags, where, 'val')];
+    const remote = qx && qv && {
+      craft: (sets: ImageSet[]) => craftOnQueue(qx, model, sets.map((X) => ({ X, options })), method),
+      labels: (vs: Float32Array[]) => labelsOnQueue(qv, model, V, vs, { batchSize: 32 }),
     };
     const points = await sizeSweep(model, X, V, method, options, {
       sizes, seed: options.seed, remote,
@@ -231,9 +239,12 @@ export function sweepSizeCommand(): Command {
 export async function runNormals(flags: Record<string, unknown>): Promise<void> {
   const dims = flags.dims === undefined ? undefined : String(flags.dims).split(',').map(Number);
   if (dims?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--dims ${String(flags.dims)}: expected comma-separated integers >= 1, e.g. 1,10,50`);
-  await withModelAndSets(flags, 'the subspace fooling rates', 200, async (model, X, V) => {
+  await withModelAndSets(flags, 'the subspace fooling rates', 200, async (model, X, V, where) => {
     const xi = (flags.xi as number | undefined) ?? defaultXi(2, model.inputShape);
-    const r = await normalsAnalysis(model, X, V, { xi, dims, draws: flags.draws as number, onProgress: (done) => consoleLog.info(`DeepFool normals: ${done}/${X.size}`) });
+    // Queued: the random vectors are scored on the workers (the DeepFool normals of X are found here).
+    const qv = setsQueue(flags, where, 'val');
+    const labels = qv && ((vs: Float32Array[]) => labelsOnQueue(qv, model, V, vs, { batchSize: 32 }));
+    const r = await normalsAnalysis(model, X, V, { xi, dims, draws: flags.draws as number, labels, onProgress: (done) => consoleLog.info(`DeepFool normals: ${done}/${X.size}`) });
     const out = flags.out as string;
     writeJson(join(out, 'normals.json'), { model: model.name, ...r });
     writeText(join(out, 'normals.svg'), await vegaLiteToSvg(normalsSpec(r, `${model.name}: singular values of ${r.normals} DeepFool normals`)));
@@ -256,7 +267,8 @@ export function normalsCommand(): Command {
     .option('--xi <x>', 'L2 norm of the random vectors, pixel units (default: 2000 at 224x224x3, scaled by sqrt(pixels))', positive('xi'))
     .option('--dims <list>', 'subspace dimensions d (default 1,10,50,100,200, up to the rank)')
     .option('--draws <n>', 'random vectors per d', count('draws'), 3)
-    .option('-o, --out <dir>', 'writes normals.json, normals.svg', 'runs/normals')
+    .option('-o, --out <dir>', 'writes normals.json, normals.svg', 'runs/normals');
+  addQueueFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
       await startBackend(flags.backend);
       await runNormals(flags);

@@ -10,7 +10,8 @@ import { transferMatrix, transferSource, transferMarkdown, transferSpec } from '
 import { vegaLiteToSvg } from '../report/plots.js';
 import { buildReport } from '../report/html.js';
 import { writeJson, writeText } from '../io/run.js';
-import { runGraph, runBaseline, runSweepSize, runNormals } from './analyses.js';
+import { runGraph, runBaseline, runSweepSize, runNormals, transferRemote } from './analyses.js';
+import { queueOption } from './worker.js';
 import { consoleLog, pct, startBackend, universalProgress } from './console.js';
 
 /**
@@ -54,8 +55,11 @@ export function reproduceCommand(): Command {
     .option('--assets <dir>', ASSETS_HELP)
     .option('--backend <name>', 'where models run: onnx (default when its self-check passes), wasm or cpu')
     .option('-o, --out <dir>', 'folder for the runs, report.html and summary.md', 'runs/reproduce')
+    .option('--queue <url>', 'score (and craft SGD-UAP\'s steps, sweep points) on uap workers through this Redis (BullMQ) (default: $UAP_QUEUE; none: here)', process.env.UAP_QUEUE || undefined)
+    .option('--shard-size <n>', 'images per queued shard (rounded up to whole batches)', count('shard-size'), 512)
     .action(async (flags: Record<string, unknown>) => {
       const assets = assetsDir(flags.assets as string | undefined);
+      const queue = queueOption(flags);
       const models = flags.models ? String(flags.models).split(',').map((m) => m.trim()).filter(Boolean) : IMAGENET;
       if (models.some((m) => m !== 'fashion') && !existsSync(assets))
         throw new UsageError(`reproduce: the ImageNet models need the shared assets folder (${assetsHint(assets)}): pass --assets DIR or set UAP_ASSETS`);
@@ -76,7 +80,8 @@ export function reproduceCommand(): Command {
       await startBackend(flags.backend);
       const out = flags.out as string;
       const method = flags.method as Method;
-      const common = { assets: flags.assets, backend: flags.backend };
+      // Every step below runs on the queue's workers as its own command would with --queue.
+      const common = { assets: flags.assets, backend: flags.backend, queue: flags.queue, shardSize: flags.shardSize };
       const xiOf = (norm: 2 | 'inf') => {
         const xi = (norm === 2 ? flags.l2 : flags.linf) as number | undefined;
         return xi === undefined ? {} : { xi };
@@ -90,7 +95,7 @@ export function reproduceCommand(): Command {
           const progress = universalProgress();
           try {
             const s = await runCompute(
-              { model, assets: flags.assets as string | undefined, out: dir, data: plan.data, val: plan.val, sample: plan.sample, valSample: plan.valSample, limit: plan.limit, valLimit: plan.valLimit, method, options: { norm, maxPasses: flags.maxPasses as number, ...xiOf(norm) } },
+              { model, assets: flags.assets as string | undefined, out: dir, data: plan.data, val: plan.val, sample: plan.sample, valSample: plan.valSample, limit: plan.limit, valLimit: plan.valLimit, method, options: { norm, maxPasses: flags.maxPasses as number, ...xiOf(norm) }, queue },
               { log: consoleLog, onProgress: progress.onProgress, onPass: progress.onPass },
             );
             runs.push({ model, norm, dir, s });
@@ -103,7 +108,7 @@ export function reproduceCommand(): Command {
       const caffe = join(assets, 'data', 'lts4_universal', 'npy', 'CaffeNet.npy');
       const sources = [...linf.map((r) => transferSource(r.dir)), ...(existsSync(caffe) && plan.models.some((m) => m !== 'fashion') ? [transferSource(caffe)] : [])];
       const transferDir = join(out, 'transfer');
-      const t = await transferMatrix(sources, [...plan.models, ...plan.columns], { assets, data: plan.val, limit: plan.valLimit, sample: plan.valSample, log: consoleLog });
+      const t = await transferMatrix(sources, [...plan.models, ...plan.columns], { assets, data: plan.val, limit: plan.valLimit, sample: plan.valSample, log: consoleLog, remote: transferRemote(queue) });
       writeJson(join(transferDir, 'transfer.json'), t);
       writeText(join(transferDir, 'transfer.md'), transferMarkdown(t));
       writeText(join(transferDir, 'transfer.svg'), await vegaLiteToSvg(transferSpec(t)));
