@@ -15,7 +15,7 @@ import * as tf from '../src/tf.js';
 import { initBackend } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
 import { forwardLogits, vjpRows } from '../src/model/compute.js';
-import { candidateGradientRows } from '../src/model/gradients.js';
+import { candidateGradientRows, scratchRows, type GradientScratch } from '../src/model/gradients.js';
 import { l2RelativeDifference, maxRelativeDifference } from '../src/model/selfcheck.js';
 import { loadSet } from '../src/pipeline.js';
 import { assetsDir } from '../src/paths.js';
@@ -61,9 +61,12 @@ async function measure(file: string, name: string, x: tf.Tensor4D) {
   const margin = new Float32Array(B * K);
   for (let i = 0; i < B; i++) [margin[i * K], margin[i * K + 1]] = [-1, 1];
   const forward = await best(() => forwardLogits(model, x), 5);
-  const gradient = await best(() => vjpRows(model, x, margin, 1), 3);
+  // Each in reused memory, as SGD-UAP's steps and DeepFool's iterations run them.
+  const one: GradientScratch = {};
+  const gradient = await best(() => vjpRows(model, x, margin, 1, scratchRows(model, x.size, one)), 3);
   const cand = Int32Array.from({ length: B * 10 }, (_, i) => 10 + (i % 10));
-  const tenGradients = await best(() => candidateGradientRows(model, x, cand, 10), 3);
+  const ten: GradientScratch = {};
+  const tenGradients = await best(() => candidateGradientRows(model, x, cand, 10, { scratch: ten }), 3);
   const logits = await forwardLogits(model, x);
   const g0 = (await vjpRows(model, x.slice([0], [1]), margin.subarray(0, K), 1)).dx;
   const engine = model.engine;

@@ -8,8 +8,9 @@ import { exportOnnx, OnnxUnsupported } from '../src/model/onnx/export.js';
 import { defaultLayout, loadOrt, onnxRuntime, shares } from '../src/model/onnx/runtime.js';
 import { initBackend } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
-import { candidateGradients, candidateGradientRows, candidateGradientsLoop } from '../src/model/gradients.js';
+import { candidateGradients, candidateGradientRows, candidateGradientsLoop, type GradientScratch } from '../src/model/gradients.js';
 import { maxPoolInputGrad } from '../src/model/inputgrad.js';
+import { tensorValues } from '../src/model/tensorView.js';
 import { loadSet } from '../src/pipeline.js';
 import { predictSet } from '../src/model/scoring.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
@@ -239,9 +240,46 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     tf.dispose([x, loop.grads]);
     onnx.dispose();
   });
+
+  it('a gradient scratch is reused from call to call (a smaller call too) and gives the same rows as fresh memory', async () => {
+    await initBackend();
+    const onnx = await loadClassifier('fashion');
+    const x = tf.randomUniform([4, 28, 28, 1], 0, 255, 'float32', 5) as tf.Tensor4D;
+    const x2 = x.slice([1], [2]) as tf.Tensor4D;
+    const cand = Int32Array.from({ length: 4 * 3 }, (_, i) => (i * 7) % 10);
+    const scratch: GradientScratch = {};
+    const first = await candidateGradientRows(onnx, x, cand, 3, { scratch });
+    const firstRows = first.rows.slice();
+    const buffer = scratch.buffer;
+    expect(buffer).toBeInstanceOf(SharedArrayBuffer);
+    const second = await candidateGradientRows(onnx, x2, cand.subarray(3, 9), 3, { scratch });
+    expect(scratch.buffer).toBe(buffer);
+    expect(second.rows.buffer).toBe(buffer);
+    expect(second.rows.length).toBe(2 * 3 * 784);
+    expect(maxRelativeDifference(firstRows, (await candidateGradientRows(onnx, x, cand, 3)).rows)).toBe(0);
+    expect(maxRelativeDifference(second.rows, (await candidateGradientRows(onnx, x2, cand.subarray(3, 9), 3)).rows)).toBe(0);
+    tf.dispose([x, x2]);
+    onnx.dispose();
+  });
 });
 
 describe('TF.js wasm', () => {
+  it('tensorValues reads a float32 tensor in place on wasm (no copy) and equals dataSync everywhere', async () => {
+    expect(await initBackend('wasm')).toBe('wasm');
+    const x = tf.randomUniform([3, 5, 7, 2], -4, 4, 'float32', 9);
+    const view = tensorValues(x);
+    expect(Array.from(view)).toEqual(Array.from(x.dataSync()));
+    const heap = (tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8;
+    expect(view.buffer).toBe(heap.buffer);
+    const ints = tf.tensor1d([1, 2, 3], 'int32');
+    expect(Array.from(tensorValues(ints))).toEqual([1, 2, 3]); // not float32: dataSync
+    await tf.setBackend('cpu');
+    const y = tf.tensor1d([0.5, -2]);
+    expect(Array.from(tensorValues(y))).toEqual([0.5, -2]);
+    tf.dispose([x, ints, y]);
+    await initBackend();
+  });
+
   it('max pooling input gradient matches the cpu reference, overlapping windows included (the stock wasm MaxPoolGrad does not)', async () => {
     const x0 = tf.randomNormal([2, 7, 8, 3], 0, 1, 'float32', 3).arraySync();
     const cases: [number, number, 'same' | 'valid'][] = [[2, 2, 'same'], [2, 2, 'valid'], [3, 2, 'same'], [3, 2, 'valid'], [3, 1, 'same'], [2, 1, 'valid']];

@@ -11,12 +11,17 @@ import { OPS } from '../src/model/ops/registry.js';
 import type { Net } from '../src/model/net.js';
 
 /**
- * Generated from the op registry: every sample of every op, wrapped by sampleNet, must give on ONNX
- * Runtime (hand-built backward graph) and on TF.js wasm the logits and input gradients of TF.js's
- * cpu autodiff, and that gradient must agree with finite differences of the forward pass.
+ * Generated from the op registry: every sample of every op, wrapped by sampleNet (image inputs also in
+ * NCHW storage), must give on ONNX Runtime (hand-built backward graph) and on TF.js wasm the logits and
+ * input gradients of TF.js's cpu autodiff, and that gradient must agree with finite differences of the
+ * forward pass.
  */
 
-const samples = allSamples().map(({ kind, sample }) => ({ title: `${kind}: ${sample.name}`, net: sampleNet(sample) }));
+const samples = allSamples().flatMap(({ kind, sample }) => [
+  { title: `${kind}: ${sample.name}`, net: sampleNet(sample) },
+  // Ops that take images also run on NCHW storage (the layout after a convolution in an ONNX export).
+  ...(sample.inputs.some((s) => s.length === 3) ? [{ title: `${kind}: ${sample.name} (NCHW storage)`, net: sampleNet(sample, true) }] : []),
+]);
 const N = 2;
 const K = 2;
 const outSize = (net: (typeof samples)[number]['net']) => inferShapes(net, SAMPLE_INPUT).get(net.output)![0];

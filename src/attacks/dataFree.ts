@@ -2,6 +2,7 @@ import * as tf from '../tf.js';
 import type { Classifier, FeatureModel } from '../model/classifier.js';
 import type { ImageSet } from '../data/imageSet.js';
 import { forwardLogits, vjpRows } from '../model/compute.js';
+import { tensorValues } from '../model/tensorView.js';
 import { Rng, passSeed } from '../math/random.js';
 import { UsageError } from '../errors.js';
 import { Ascent, batchGradient, validateAscentOptions, type AscentOptimizer } from './ascent.js';
@@ -105,7 +106,7 @@ export async function computeDataFreeUniversal(model: Classifier, X: ImageSet, o
         const x = tf.tidy(() => tf.clipByValue(raw, 0, 255) as tf.Tensor4D);
         try {
           const { dy } = logNormCotangent(await forwardLogits(features, x), sizes, n);
-          const grad = batchGradient((await vjpRows(features, x, dy)).dx, raw.dataSync() as Float32Array, size);
+          const grad = batchGradient((await vjpRows(features, x, dy)).dx, tensorValues(raw), size);
           const prev = ctx.v;
           ctx.v = ascent.step(prev, grad, o.norm, lr, o.xi);
           prev.dispose();

@@ -1,6 +1,6 @@
 import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
-import { candidateGradientRows, type GradientOptions } from '../model/gradients.js';
+import { candidateGradientRows, type GradientOptions, type GradientScratch } from '../model/gradients.js';
 import { forwardLogits, predictLabels } from '../model/compute.js';
 import type { Norm } from '../math/lp.js';
 import { UsageError } from '../errors.js';
@@ -106,6 +106,8 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
     return false;
   });
 
+  // Every step's gradient rows in one buffer: each step is done with them before the next.
+  const scratch: GradientScratch = {};
   for (let step = 0; step < maxSteps && active.length > 0; step++) {
     const xi = tf.tidy(() => tf.add(takeRows(x, active), tf.mul(takeRows(rTot, active), 1 + overshoot)) as tf.Tensor4D);
     // Cheap forward check first: only images still on their label pay for gradients. At step 0,
@@ -132,7 +134,7 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
     });
     // Gradients of the logit differences f_k - f_label (targeted: f_target - f_current) directly.
     const reference = Int32Array.from(still, (a, s) => (target !== undefined ? pred[a] : fromLabel[stillImgs[s]]));
-    const g = await candidateGradientRows(model, sub, subCand, rows, { ...opts, reference });
+    const g = await candidateGradientRows(model, sub, subCand, rows, { ...opts, reference, scratch });
     const { step: stepRows, zero } = lpStep(g, still.length, rows, norm);
     const stepTensor = tf.tensor4d(stepRows, [still.length, h, w, c]);
     const prev = rTot;

@@ -7,6 +7,8 @@ import { lpNorm } from '../math/lp.js';
 import { Ascent, batchGradient, validateAscentOptions } from './ascent.js';
 export { batchGradient };
 import { argmaxRows, forwardLogits, vjpRows } from '../model/compute.js';
+import { scratchRows, type GradientScratch } from '../model/gradients.js';
+import { tensorValues } from '../model/tensorView.js';
 import { UsageError } from '../errors.js';
 import { forEachIndexBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
 
@@ -58,7 +60,7 @@ export type ShardGradients = (v: Float32Array, shards: GradientShard[], n: numbe
  * One shard's gradient of the step's loss with respect to v, at x + v (the cotangent divided by the
  * MINIBATCH size `n`, so that shards add up to the minibatch gradient), and its images already done.
  */
-export async function shardGradient(model: Classifier, x: tf.Tensor4D, v: tf.Tensor3D, labels: Int32Array, n: number, o: SgdLossOptions): Promise<ShardGradient> {
+export async function shardGradient(model: Classifier, x: tf.Tensor4D, v: tf.Tensor3D, labels: Int32Array, n: number, o: SgdLossOptions, scratch?: GradientScratch): Promise<ShardGradient> {
   const [h, w, c] = model.inputShape;
   const K = model.numClasses;
   const criterion = criterionOf(o.target, o.classes);
@@ -71,7 +73,8 @@ export async function shardGradient(model: Classifier, x: tf.Tensor4D, v: tf.Ten
       if (criterion.done(top, labels[i])) fooled++;
     });
     const { dy } = lossCotangent(logits, labels, K, o, n);
-    return { grad: batchGradient((await vjpRows(model, adv, dy)).dx, raw.dataSync() as Float32Array, h * w * c), fooled };
+    const dx = (await vjpRows(model, adv, dy, 1, scratchRows(model, x.shape[0] * h * w * c, scratch))).dx;
+    return { grad: batchGradient(dx, tensorValues(raw), h * w * c), fooled };
   } finally {
     tf.dispose([raw, adv]);
   }
@@ -161,13 +164,15 @@ export async function computeSgdUniversal(model: Classifier, X: ImageSet, option
   const lr0 = o.lr ?? o.xi / 10;
   const ascent = new Ascent([h, w, c], o.optimizer);
   const gradShard = o.gradShard ?? o.batchSize;
+  // Every shard's input gradients in one buffer: each is summed into the step's gradient at once.
+  const scratch: GradientScratch = {};
   /** The step's shards here, one forward and backward pass each. */
   const local = async (v: tf.Tensor3D, shards: GradientShard[], n: number) => {
     const parts: ShardGradient[] = [];
     for (const s of shards) {
       const x = X.batch(s.idx);
       try {
-        parts.push(await shardGradient(model, x, v, s.labels, n, o));
+        parts.push(await shardGradient(model, x, v, s.labels, n, o, scratch));
       } finally {
         x.dispose();
       }

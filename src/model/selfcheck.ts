@@ -23,7 +23,7 @@ export function allSamples(): { kind: string; sample: AnySample }[] {
  * Nodes that turn a flat value `from` (of `fromSize` entries) into the sample's inputs: input i is a
  * dense projection squashed into the sample's range (lo + (hi - lo) * sigmoid), reshaped.
  */
-function inputsFrom(prefix: string, from: string, fromSize: number, sample: AnySample, seed: number): { nodes: NetNode[]; names: string[] } {
+function inputsFrom(prefix: string, from: string, fromSize: number, sample: AnySample, seed: number, nchw = false): { nodes: NetNode[]; names: string[] } {
   const [lo, hi] = sample.range ?? [-2, 2];
   const nodes: NetNode[] = [];
   const names = sample.inputs.map((shape, i) => {
@@ -34,7 +34,13 @@ function inputsFrom(prefix: string, from: string, fromSize: number, sample: AnyS
       { name: `${p}/range`, inputs: [`${p}/scaled`], op: { kind: 'binary', op: 'add', act: 'linear', constant: { weights: { data: Float32Array.of(lo), shape: [1] }, first: false } } },
       { name: p, inputs: [`${p}/range`], op: { kind: 'reshape', shape } },
     );
-    return p;
+    if (!nchw || shape.length !== 3) return p;
+    // An identity 1x1 convolution: the ONNX export stores its output as NCHW, so the op's own NCHW
+    // code path is the one tested.
+    const c = shape[2];
+    const kernel = { data: Float32Array.from({ length: c * c }, (_, t) => (t % (c + 1) === 0 ? 1 : 0)), shape: [1, 1, c, c] };
+    nodes.push({ name: `${p}/nchw`, inputs: [p], op: { kind: 'conv', kernel, strides: [1, 1], padding: 'valid', group: 1, act: 'linear' } });
+    return `${p}/nchw`;
   });
   return { nodes, names };
 }
@@ -45,11 +51,12 @@ export const SAMPLE_INPUT: [number, number, number] = [2, 3, 4];
 /**
  * One sample as a network on a SAMPLE_INPUT image: the sample's inputs projected from it, the op, and
  * the op's output flattened and joined with the flat input itself (so that every sample, a
- * constant's too, has a gradient path).
+ * constant's too, has a gradient path). `nchw`: image-shaped inputs come out of a convolution, so
+ * that an ONNX export hands them to the op in NCHW storage.
  */
-export function sampleNet(sample: AnySample): Net {
+export function sampleNet(sample: AnySample, nchw = false): Net {
   const flat: NetNode = { name: 'flat', inputs: ['x'], op: { kind: 'reshape', shape: [-1] } };
-  const { nodes, names } = inputsFrom('s', 'flat', size(SAMPLE_INPUT), sample, 1);
+  const { nodes, names } = inputsFrom('s', 'flat', size(SAMPLE_INPUT), sample, 1, nchw);
   nodes.unshift(flat);
   nodes.push(
     { name: 'op', inputs: names, op: sample.op },

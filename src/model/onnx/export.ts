@@ -51,11 +51,28 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
     }
     return v;
   };
+  const needOf = (n: Net['nodes'][number]) => {
+    const def = onnxOf(n.op);
+    return typeof def.layout === 'function' ? def.layout(n.op, n.inputs.map((i) => shapes.get(i)!)) : def.layout;
+  };
+  const consumers = new Map<string, Net['nodes']>();
+  for (const n of net.nodes) for (const i of new Set(n.inputs)) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+  /** What the chain of sole consumers after `name` first needs ('any' when it branches or never says). */
+  const ahead = (name: string): LayoutNeed => {
+    const next = consumers.get(name);
+    if (next?.length !== 1) return 'any';
+    const need = needOf(next[0]);
+    return need === 'any' ? ahead(next[0].name) : need;
+  };
   for (const n of net.nodes) {
     const def = onnxOf(n.op);
     const inShapes = n.inputs.map((i) => shapes.get(i)!);
     const outShape = shapes.get(n.name)!;
-    const need = typeof def.layout === 'function' ? def.layout(n.op, inShapes) : def.layout;
+    let need = needOf(n);
+    // Steps on the input image itself (the card's preprocessing) run in the layout the first real layer
+    // needs: the one transpose comes first, and a per-channel affine becomes one NCHW batch-norm kernel
+    // (as Mul and Add on NHWC it took as long as MobileNet v3 small's convolutions).
+    if (need === 'any' && n.inputs.every((i) => i === net.input) && inShapes[0].length === 3 && ahead(n.name) === 'nchw') need = 'nchw';
     const layouts = inputLayouts(need, inShapes, n.inputs.map((i) => b.own.get(i)!));
     const first4 = layouts.find((_, i) => inShapes[i].length === 3);
     const outLayout: Layout = outShape.length !== 3 ? 'plain' : need === 'any' ? first4 ?? 'plain' : need;

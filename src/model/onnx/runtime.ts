@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import type * as tf from '../../tf.js';
+import { tensorValues } from '../tensorView.js';
 import type { Net } from '../net.js';
 import type { Runtime } from '../runtime.js';
 import { exportOnnx } from './export.js';
@@ -62,7 +63,9 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
   /** Runs of whole images for n images of `rows` backward rows each (0: forward only). */
   const imageRuns = (n: number, rows: number) =>
     shares(n, Math.min(n, Math.max(Math.ceil((n * rows) / ROWS_PER_RUN), Math.ceil(n / IMAGES_PER_RUN), pool.size)));
-  const imageFeed = <T extends Float32Array | Uint8Array>(x: T, a: number, b: number): Feed => ({ data: x.slice(a * size, b * size), dims: [b - a, ...inputShape] });
+  const imageFeed = <T extends Float32Array | Uint8Array>(x: T, a: number, b: number): Feed => ({ data: x.subarray(a * size, b * size), dims: [b - a, ...inputShape] });
+  /** Images a..b of a tensor, read (without a copy where possible) as the run is sent. */
+  const tensorFeed = (x: tf.Tensor4D, a: number, b: number): Feed => ({ data: () => tensorValues(x).subarray(a * size, b * size), dims: [b - a, ...inputShape] });
   const concat = (parts: Float32Array[]) => {
     const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
     parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
@@ -74,19 +77,17 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
     // Per call: enough runs to keep every worker busy twice over; memory stays per run.
     maxRows: 2 * ROWS_PER_RUN * pool.size,
     async forward(x) {
-      const data = x.dataSync() as Float32Array;
-      const out = await pool.runShards('forward', imageRuns(x.shape[0], 0).map(([a, b]) => ({ feeds: { x: imageFeed(data, a, b) } })), ['logits']);
+      const out = await pool.runShards('forward', imageRuns(x.shape[0], 0).map(([a, b]) => ({ feeds: { x: tensorFeed(x, a, b) } })), ['logits']);
       return concat(out.map((o) => o.logits));
     },
     async forwardImages(pixels, n, v) {
       const perturbation = v ?? new Float32Array(size);
       const out = await pool.runShards('images', imageRuns(n, 0).map(([a, b]) => ({
-        feeds: { pixels: imageFeed(pixels, a, b), v: { data: perturbation.slice(), dims: inputShape } },
+        feeds: { pixels: imageFeed(pixels, a, b), v: { data: perturbation, dims: inputShape } },
       })), ['logits']);
       return concat(out.map((o) => o.logits));
     },
     async vjp(x, dy, into) {
-      const data = x.dataSync() as Float32Array;
       const n = x.shape[0];
       const k = dy.length / (n * C);
       // dx [n, k, H, W, C] in shared memory: each run copies its rows straight into place.
@@ -94,7 +95,7 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
       const dx = into ?? new Float32Array(new SharedArrayBuffer(n * k * size * 4));
       if (n >= pool.size || k === 1) {
         const out = await pool.runShards('vjp', imageRuns(n, k).map(([a, b]) => ({
-          feeds: { x: imageFeed(data, a, b), dy: { data: dy.slice(a * k * C, b * k * C), dims: [b - a, k, C] } },
+          feeds: { x: tensorFeed(x, a, b), dy: { data: dy.subarray(a * k * C, b * k * C), dims: [b - a, k, C] } },
           into: { dx: [dx.subarray(a * k * size, b * k * size)] },
         })), ['logits']);
         return { logits: concat(out.map((o) => o.logits)), dx };
@@ -105,7 +106,7 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
         const share = new Float32Array(n * (b - a) * C);
         for (let i = 0; i < n; i++) share.set(dy.subarray((i * k + a) * C, (i * k + b) * C), i * (b - a) * C);
         const rows = Array.from({ length: n }, (_, i) => dx.subarray((i * k + a) * size, (i * k + b) * size));
-        return { feeds: { x: imageFeed(data, 0, n), dy: { data: share, dims: [n, b - a, C] } }, into: { dx: rows } };
+        return { feeds: { x: tensorFeed(x, 0, n), dy: { data: share, dims: [n, b - a, C] } }, into: { dx: rows } };
       }), ['logits']);
       return { logits: out[0].logits, dx };
     },

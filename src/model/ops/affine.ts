@@ -1,5 +1,6 @@
 import * as tf from '../../tf.js';
 import type { OpOf, Weights } from '../net.js';
+import type { OnnxNode } from '../onnx/emit.js';
 import { normAxis, sampleWeights as w, type OpDef } from './types.js';
 
 /** x * scale + shift along one axis (default the last): batch-norm that could not be folded, preprocessing. */
@@ -11,6 +12,9 @@ function along(v: Weights, axis: number, rank: number): Weights {
 }
 
 const axisOf = (op: OpOf<'affine'>) => op.axis ?? -1;
+
+/** The scales as a constant broadcast against the input's storage (made where used: a forward-only model must not hold it unused). */
+const scaleOf = (n: OnnxNode<OpOf<'affine'>>) => n.constant(along(n.op.scale, axisOf(n.op), n.rank(0)));
 
 export const affine: OpDef<'affine'> = {
   kind: 'affine',
@@ -29,11 +33,18 @@ export const affine: OpDef<'affine'> = {
     layout: 'any',
     forward(n) {
       const r = n.rank(0);
-      const scale = n.save('scale', n.constant(along(n.op.scale, axisOf(n.op), r)));
-      return n.g.op('Add', [n.g.op('Mul', [n.inputs[0], scale]), n.constant(along(n.op.shift, axisOf(n.op), r))]);
+      if (r === 4 && n.layouts[0] === 'nchw' && normAxis(axisOf(n.op), r) === 3) {
+        // Per channel of an NCHW image: a BatchNormalization (mean 0, variance 1, epsilon 0, so exactly
+        // x * scale + shift), which ONNX Runtime turns into a blocked-layout kernel fused with the ReLU
+        // after it. As Mul and Add, DenseNet's 62 unfoldable batch norms each cost two layout conversions.
+        const c = n.op.scale.data.length;
+        const g = n.g;
+        return g.op('BatchNormalization', [n.inputs[0], g.floats(n.op.scale.data, [c]), g.floats(n.op.shift.data, [c]), g.floats(new Float32Array(c), [c]), g.floats(new Float32Array(c).fill(1), [c])], { epsilon: 0 });
+      }
+      return n.g.op('Add', [n.g.op('Mul', [n.inputs[0], scaleOf(n)]), n.constant(along(n.op.shift, axisOf(n.op), r))]);
     },
     backward(n, dy) {
-      return [n.g.op('Mul', [dy, n.saved('scale')])];
+      return [n.g.op('Mul', [dy, scaleOf(n)])];
     },
   },
   samples: [

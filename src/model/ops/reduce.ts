@@ -36,6 +36,12 @@ export const reduce: OpDef<'reduce'> = {
       const keep = n.op.keepDims ? 1 : 0;
       n.save('x', n.inputs[0]);
       if (n.op.mode === 'sum') return n.g.op('ReduceSum', [n.inputs[0], n.g.ints(axes)], { keepdims: keep });
+      if (n.layouts[0] === 'nchw' && axes.join() === '2,3') {
+        // Global pooling rather than a reduction: ONNX Runtime keeps it in its blocked (NCHWc) layout,
+        // where a ReduceMean costs a layout conversion on each side (ten of them in MobileNet v3).
+        const pooled = n.save('kept', n.g.op(n.op.mode === 'mean' ? 'GlobalAveragePool' : 'GlobalMaxPool', [n.inputs[0]]));
+        return keep ? pooled : n.g.op('Flatten', [pooled], { axis: 1 });
+      }
       const y = n.g.op(n.op.mode === 'mean' ? 'ReduceMean' : 'ReduceMax', [n.inputs[0]], { axes, keepdims: keep });
       n.save('kept', keep ? y : n.g.op('Reshape', [y, n.g.ints([0, ...storageDims(keptShape(n.op, n.inShapes[0]), n.layouts[0])])]));
       return y;
