@@ -18,7 +18,7 @@ const LIMITS = { tarballMB: 12, unpackedMB: 40, installedMB: 350 };
 /** Paths the tarball must not carry: development-only builds and source maps of unshipped sources. */
 const FORBIDDEN = [/^dist\/bench\//, /^dist\/scripts\//, /\.map$/, /^test\//, /^src\//];
 /** Files a user of the package needs. */
-const REQUIRED = ['dist/src/cli/main.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/generated/tfjs-registrations.js', 'dist-studio/index.html', 'README.md', 'LICENSE', 'CHANGELOG.md'];
+const REQUIRED = ['dist/src/cli/main.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/internal.js', 'dist/src/generated/tfjs-registrations.js', 'dist-studio/index.html', 'README.md', 'LICENSE', 'CHANGELOG.md'];
 
 const failures: string[] = [];
 const check = (ok: boolean, what: string) => {

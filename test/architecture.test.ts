@@ -12,7 +12,7 @@ const LAYERS: Record<string, number> = {
   'attacks': 2,
   'analysis': 3, 'defence': 3, 'report': 3,
   'scale': 4, 'pipeline.ts': 4,
-  'cli': 5, 'studio': 5, 'index.ts': 5,
+  'cli': 5, 'studio': 5, 'index.ts': 5, 'internal.ts': 5,
 };
 const SRC = join(import.meta.dirname, '..', 'src');
 

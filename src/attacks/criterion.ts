@@ -22,6 +22,7 @@ export interface Criterion {
   successRate(clean: Int32Array, adv: Int32Array): number;
 }
 
+/** The untargeted criterion: an image is done when its label changes; success is the fooling rate. */
 export const UNTARGETED: Criterion = {
   rateName: 'fooling rate',
   done: (pred, label) => pred !== label,
@@ -35,6 +36,7 @@ export const UNTARGETED: Criterion = {
   },
 };
 
+/** The targeted criterion: an image is done when it gets class `target`; success is the share of images that do. */
 export function targetedAt(target: number): Criterion {
   return {
     target,

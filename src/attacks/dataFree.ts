@@ -23,6 +23,7 @@ import { runPasses, type PassMethod, type PassOptions, type RunControl, type Uni
 export type DataFreePrior = 'none' | 'range' | 'data';
 export const DATA_FREE_PRIORS: DataFreePrior[] = ['none', 'range', 'data'];
 
+/** GD-UAP options: the pass options plus the prior, the layers, the optimiser, the learning rate and the steps per pass. */
 export interface DataFreeOptions extends PassOptions {
   prior: DataFreePrior;
   /** Ascent steps on v per pass. */
@@ -35,6 +36,7 @@ export interface DataFreeOptions extends PassOptions {
   layers?: string[];
 }
 
+/** GD-UAP's defaults for everything but the budget (norm, xi). */
 export const DATA_FREE_DEFAULTS: Omit<DataFreeOptions, 'xi' | 'norm'> = {
   prior: 'none', stepsPerPass: 32, optimizer: 'adam', lrDecay: 0.9, delta: 0.2, maxPasses: 10, batchSize: 16, seed: 0,
 };
@@ -82,6 +84,7 @@ export function neutralImage(model: Classifier): Float32Array {
   return Float32Array.from({ length: h * w * c }, (_, t) => px[t % c]);
 }
 
+/** GD-UAP / Fast Feature Fool: v maximises the log-norms of inner layers' activations (Adam, projected), with no data ('none'), uniform noise ('range') or images of X ('data') as the prior; one layer with the data prior is layer maximisation. */
 export async function computeDataFreeUniversal(model: Classifier, X: ImageSet, options: DataFreeOptions, ctl: RunControl = {}): Promise<UniversalResult> {
   const o = options;
   validateDataFreeOptions(o);

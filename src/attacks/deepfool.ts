@@ -7,6 +7,7 @@ import { UsageError } from '../errors.js';
 import { takeRows } from '../math/rows.js';
 import { criterionOf } from './criterion.js';
 
+/** DeepFool's settings: the norm of the step (2 or inf), the candidate classes per image, the overshoot, the step cap, known labels and an optional target class. */
 export interface DeepFoolOptions extends GradientOptions {
   /** Lp norm of the minimal perturbation: 2, or 'inf' (the Lp step with q = 1). Default 2. */
   norm?: Norm;
@@ -36,6 +37,7 @@ export interface DeepFoolOptions extends GradientOptions {
  */
 export type DeepFoolStatus = 'converged' | 'maxSteps' | 'already' | 'zeroGradient';
 
+/** What DeepFool found for each image of the batch: its perturbation r [n, H, W, C], its steps, why it stopped, and its labels before and after. */
 export interface DeepFoolResult {
   /** [n, H, W, C] perturbations (overshoot included): x + r crosses the boundary when converged. */
   r: tf.Tensor4D;

@@ -20,6 +20,7 @@ export type AttackSettings = PassOptions &
   Partial<Omit<SgdOptions, keyof PassOptions>> &
   Partial<Omit<DataFreeOptions, keyof PassOptions>>;
 
+/** A universal attack as the registry holds it: its name and title, its options (defaults completed by the given settings), and `craft`. */
 export interface CraftMethod {
   readonly name: string;
   /** In words, for summaries and reports. */
@@ -50,8 +51,11 @@ const gduap: CraftMethod = {
   craft: (model, X, settings, ctl) => computeDataFreeUniversal(model, X, { ...DATA_FREE_DEFAULTS, ...settings }, ctl),
 };
 
+/** The registry of universal attacks, by name: each gives its full options from the given ones and crafts a perturbation. */
 export const METHODS = { algorithm1, sgd, gduap } as const;
+/** The name of a registered method. */
 export type Method = keyof typeof METHODS;
+/** The names of the registered methods, in registry order. */
 export const METHOD_NAMES = Object.keys(METHODS) as Method[];
 
 /** The method of a name, or a UsageError naming the choices. */

@@ -31,6 +31,7 @@ export interface PassOptions {
   classes?: number[];
 }
 
+/** One pass over X: its number, the rates after it (fooling; targeted, class-discriminative and validation when they apply), the norms of v, the updates made, and its time. */
 export interface PassRecord {
   pass: number;
   /** Fooling rate on X with v after this pass. */
@@ -49,6 +50,7 @@ export interface PassRecord {
   seconds: number;
 }
 
+/** Progress within a pass (images done of the total, the rate so far, the norms of v), given to `onProgress` as an attack runs. */
 export interface Progress {
   pass: number;
   maxPasses: number;
@@ -63,6 +65,7 @@ export interface Progress {
   normInf: number;
 }
 
+/** How a run is driven from outside: progress and per-pass callbacks, an abort signal, the checkpoint folder saved after every pass (and `resume` from it), a starting v. */
 export interface RunControl {
   onProgress?: (p: Progress) => void;
   /** After each pass (and its checkpoint), with v; awaited, and not counted in the pass's seconds. */
@@ -82,6 +85,7 @@ export interface RunControl {
   scorePass?: (v: tf.Tensor3D) => Promise<number>;
 }
 
+/** What a universal attack returns: the perturbation v [H, W, C] in pixel units, the fooling (or target success) rate on X, the per-pass history, why it stopped, and X's clean labels. */
 export interface UniversalResult {
   v: tf.Tensor3D;
   method: string;

@@ -21,6 +21,7 @@ import { forEachIndexBatch, runPasses, type PassMethod, type PassOptions, type R
 
 export type SgdLoss = 'ce' | 'margin';
 
+/** SGD-UAP options: the pass options (norm, xi, passes, seed, target) plus the loss, its parameters, the optimiser, the learning rate and the minibatch. */
 export interface SgdOptions extends PassOptions {
   /** 'ce': cross-entropy clamped at beta, mean(min(CE, beta)); 'margin': C&W logit margin bounded at -kappa. */
   loss: SgdLoss;
@@ -101,6 +102,7 @@ export function sumShards(parts: ShardGradient[], size: number): ShardGradient {
   return { grad, fooled };
 }
 
+/** SGD-UAP's defaults for everything but the budget (norm, xi). */
 export const SGD_DEFAULTS: Omit<SgdOptions, 'xi' | 'norm'> = {
   loss: 'ce', beta: 12, kappa: 0, optimizer: 'sign', lrDecay: 0.9, delta: 0.2, maxPasses: 10, batchSize: 32, seed: 0,
 };
@@ -157,6 +159,7 @@ export function lossCotangent(logits: Float32Array, labels: Int32Array, k: numbe
   return { dy, loss: total / labels.length };
 }
 
+/** SGD-UAP (Shafahi et al.; Zhang et al.): v climbs a loss of the minibatch (cross-entropy or bounded logit margin) by projected sign, plain or Adam steps; targeted with `target`, class-discriminative with `classes`. Same control (progress, checkpoints, abort) and result as `computeUniversal`. */
 export async function computeSgdUniversal(model: Classifier, X: ImageSet, options: SgdOptions, ctl: RunControl & { shardGradients?: ShardGradients } = {}): Promise<UniversalResult> {
   const o = options;
   validateSgdOptions(o);

@@ -11,6 +11,7 @@ import { UsageError } from '../errors.js';
 import { forEachBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
 import { takeRows } from '../math/rows.js';
 
+/** Algorithm 1's options: the pass options (norm, xi, delta, passes, batch, seed, target) plus the inner DeepFool's settings, the projection and the step rule. */
 export interface UniversalOptions extends PassOptions {
   overshoot: number;
   candidates: number;
@@ -64,6 +65,7 @@ export const ALGORITHM1_VARIANTS: Record<Algorithm1Variant, Pick<UniversalOption
   paper: { projection: 'each', steps: 'minimal', stepSize: 1 },
 };
 
+/** Algorithm 1's defaults (norm, delta, passes, DeepFool's settings); xi defaults by norm and model. */
 export const UNIVERSAL_DEFAULTS: Omit<UniversalOptions, 'xi'> & { xi?: number } = {
   norm: 'inf',
   delta: 0.2,

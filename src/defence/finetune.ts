@@ -57,10 +57,12 @@ export interface FinetuneOptions {
   seed: number;
 }
 
+/** Fine-tuning's defaults: the pool defence, one round of 10 perturbations, 3 epochs, and an accuracy guard of 5 points. */
 export const FINETUNE_DEFAULTS: FinetuneOptions = {
   defence: 'pool', rounds: 1, poolSize: 10, epochs: 3, batchSize: 32, learningRate: 1e-4, sampling: SAMPLING_DEFAULTS, maxAccuracyDrop: 0.05, trainLabels: 'model', seed: 0,
 };
 
+/** A fine-tuning job: the model (a name or file) and its data, the attack that crafts the pools and re-attacks, the options, the output folder, and whether to resume there. */
 export interface FinetuneJob extends DataSpec {
   model: string;
   card?: CardOverrides;
@@ -84,6 +86,7 @@ export type RemoteCraft = (req: {
   method: Method;
 }) => Promise<{ v: Float32Array }[]>;
 
+/** One training epoch: learning rate, loss, clean validation accuracy, the pool's fooling rate, time, and whether the accuracy guard undid it. */
 export interface EpochRecord {
   epoch: number;
   learningRate: number;
@@ -98,6 +101,7 @@ export interface EpochRecord {
   kept: boolean;
 }
 
+/** One round of fine-tuning (round 0: the original model): clean accuracy, a fresh perturbation's fooling rate, the previous round's perturbation on it, and its epochs. */
 export interface RoundRecord {
   /** 0: the original model. */
   round: number;
@@ -113,6 +117,7 @@ export interface RoundRecord {
   seconds: number;
 }
 
+/** What fine-tuning gives: its configuration, one record per round (round 0 is the original model), and the output folder. */
 export interface DefenceResult {
   config: Record<string, unknown>;
   rounds: RoundRecord[];

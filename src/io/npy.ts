@@ -23,6 +23,7 @@ export function encodeNpy(arr: NdArray): Uint8Array<ArrayBuffer> {
   return out;
 }
 
+/** Writes an array as a float32 NumPy .npy file, atomically. */
 export function writeNpy(file: string, arr: NdArray): void {
   writeAtomic(file, encodeNpy(arr));
 }
@@ -52,6 +53,7 @@ export function decodeNpy(buf: Uint8Array, name: string): NdArray {
   return { data: fortran ? fortranToC(data, shape) : data, shape };
 }
 
+/** A NumPy .npy file (float32 or float64, C or Fortran order) as a float32 array in C order with its shape; anything else is a UsageError naming the file. */
 export function readNpy(file: string): NdArray {
   let buf: Uint8Array;
   try {

@@ -14,10 +14,14 @@ import type { ModelCard } from '../model/card.js';
  * it: divided by std). Reading converts to uap's layout and units; exporting converts back.
  */
 export const LAYOUTS = ['hwc', 'chw', 'nhwc', 'nchw'] as const;
+/** An axis order of a stored perturbation (one of LAYOUTS). */
 export type PerturbationLayout = (typeof LAYOUTS)[number];
+/** The units a stored perturbation can be in: pixels (0-255 range), unit ([0, 1] images) or normalized (the model's preprocessed space). */
 export const UNITS = ['pixels', 'unit', 'normalized'] as const;
+/** The units of a stored perturbation (one of UNITS). */
 export type PerturbationUnits = (typeof UNITS)[number];
 
+/** How another tool's perturbation file is laid out: axis order, units and, in a .npz, the array's name. */
 export interface PerturbationFormat {
   /** Axis order of the stored array; 'auto' (default) finds the channel axis from the model's channel count. */
   layout?: PerturbationLayout | 'auto';

@@ -85,6 +85,7 @@ export function validateCard(raw: unknown, file: string): ModelCard {
   return c as unknown as ModelCard;
 }
 
+/** A model card read from a JSON file and validated field by field (a UsageError names the file and the field); its folder becomes the base of the paths it holds. */
 export function readCard(file: string): ModelCard {
   if (!existsSync(file)) throw new UsageError(`model card ${file}: file not found`);
   let raw: unknown;

@@ -109,6 +109,7 @@ export async function candidateGradientRows(model: Classifier, x: tf.Tensor4D, c
   return { logits, rows };
 }
 
+/** `candidateGradientRows` with the gradients as one TF.js tensor [n, k, H, W, C] (the caller disposes it). */
 export async function candidateGradients(model: Classifier, x: tf.Tensor4D, cand: Int32Array, k: number, opts: GradientOptions = {}): Promise<CandidateGradients> {
   const { logits, rows } = await candidateGradientRows(model, x, cand, k, opts);
   return { logits, grads: tf.tensor(rows, [x.shape[0], k, ...x.shape.slice(1)]) };

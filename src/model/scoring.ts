@@ -71,6 +71,7 @@ export function foolingRate(clean: Int32Array, adv: Int32Array): number {
   return changed / clean.length;
 }
 
+/** A perturbation scored on a set: fooling rate, clean and perturbed accuracy (when labels are known), and every image's clean and perturbed label. */
 export interface Evaluation {
   images: number;
   /** Share of images whose label changed when v is added. */

@@ -1,0 +1,31 @@
+/**
+ * `uap/internal`: building blocks the CLI, the studio, the benchmarks and the tests use, exported for
+ * tools built on uap. No stability promise: these change with the code. The public API is `uap`
+ * (src/index.ts), which this module also re-exports so that one import serves both.
+ */
+export * from './index.js';
+export { parseNorm, batchNorm } from './math/lp.js';
+export { Rng, passSeed } from './math/random.js';
+export { takeRows } from './math/rows.js';
+export { perturb } from './math/perturb.js';
+export { argmaxRows } from './model/compute.js';
+export { type Net, type NetNode, type NodeOp } from './model/net.js';
+export { exportOnnx, OnnxUnsupported } from './model/onnx/export.js';
+export { candidateGradientsLoop, scratchRows } from './model/gradients.js';
+export { tensorValues } from './model/tensorView.js';
+export { netClassifier, preprocessNodes, outputNodes, cardAdapters } from './model/adapters.js';
+export { featureModel, convLayers } from './model/features.js';
+export { enableWasmTraining } from './model/wasmTraining.js';
+export { lossCotangent } from './attacks/sgd.js';
+export { runPasses, targetSuccessRate, type PassMethod, type PassContext, type PassOptions } from './attacks/passes.js';
+export { validateUniversalOptions } from './attacks/universal.js';
+export { scorePredictions } from './model/scoring.js';
+export { encodeNpy, decodeNpy } from './io/npy.js';
+export { encodeNpz } from './io/perturbationFile.js';
+export { writeExamples } from './io/run.js';
+export { OWN_FORMAT, loadModel, resolveTarget, defaultXi, defaultData, randomBaseline } from './pipeline.js';
+export { uatEpoch, type UatSettings } from './defence/uat.js';
+export { defenceMarkdown } from './defence/finetune.js';
+export { drawPerturbations, applyDraws, SAMPLING_DEFAULTS, type SamplingOptions, type Draw } from './defence/sampling.js';
+export { loadTrainable, saveTrainable, refuseUntrainable, type Trainable } from './defence/trainable.js';
+export { studioCatalog, studioHandler } from './studio/server.js';
