@@ -8,14 +8,16 @@
  * embedded model; and with --imagenet=N, N images re-encoded from the ImageNet validation images with
  * seeded crops and flips (JPEG, 224 px for MobileNet v1 0.25), which makes decoding the heavy part.
  * Each measurement runs in a fresh process so that its peak RSS is its own.
- *   node dist/bench/stream.js [--images=50000] [--imagenet=5000] [--work=DIR]
- * Writes bench/results/stream.json.
+ *   node dist/bench/stream.js [--images=50000] [--imagenet=5000 [--onnx=resnet18.onnx]] [--work=DIR]
+ * --onnx adds a torchvision export (scripts/make-onnx-fixtures.py --zoo) on the same JPEG shards;
+ * --results=NAME writes bench/results/NAME.{json,md} instead of stream.{json,md}.
+ * Writes bench/results/stream.{json,md}.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import * as tf from '../src/tf.js';
@@ -34,6 +36,8 @@ const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split
 const WORK = args.get('work') ?? join(tmpdir(), 'uap-bench-stream');
 const IMAGES = Number(args.get('images') ?? 50000);
 const PER_SHARD = 5000;
+/** Results go to bench/results/OUT.{json,md}. */
+const OUT = args.get('results') ?? 'stream';
 const rssMb = () => process.resourceUsage().maxRSS / 1024;
 
 /** Packs the samples (lists of name -> bytes) into `dir` as shards of PER_SHARD samples, with GNU tar. */
@@ -102,11 +106,20 @@ async function imagenetShards(n: number): Promise<string> {
   return dir;
 }
 
+/** torchvision's normalisation in pixel units: the card of an imported PyTorch model (--onnx). */
+const TORCHVISION = { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] };
+
+/** A bundled model by name, or an ONNX file exported from torchvision (1000 classes, its normalisation). */
+function benchModel(spec: string) {
+  const card = spec.endsWith('.onnx') ? { preprocess: TORCHVISION, numClasses: 1000 } : undefined;
+  return loadModel(spec, { assets: assetsDir(), card }, { info: () => {}, warn: () => {} });
+}
+
 type Measure = { images: number; seconds: number; imagesPerSecond: number; firstBatchSeconds?: number; peakRssMb: number; skipped?: number };
 
 /** Child: clean + perturbed labels of every image, streamed from `data` (v: seeded random, Linf 10). */
 async function scoreStreamed(modelName: string, data: string): Promise<Measure> {
-  const model = await loadModel(modelName, { assets: assetsDir() }, { info: () => {}, warn: () => {} });
+  const model = await benchModel(modelName);
   const set = openSet(model, data, { assets: assetsDir() });
   const v = randomPerturbation(model.inputShape, 'inf', 10, 1);
   const t0 = performance.now();
@@ -118,7 +131,7 @@ async function scoreStreamed(modelName: string, data: string): Promise<Measure> 
 
 /** Child: the same work on batches decoded beforehand (the model's own speed): 2,048 images scored 4 times over. */
 async function scorePredecoded(modelName: string, data: string): Promise<Measure> {
-  const model = await loadModel(modelName, { assets: assetsDir() }, { info: () => {}, warn: () => {} });
+  const model = await benchModel(modelName);
   const some = await loadSet(model, data, { limit: 2048, assets: assetsDir() });
   const big = new ImageSet(some.shape, new Uint8Array(some.pixels.length * 4), Array.from({ length: 4 }, () => some.items).flat());
   for (let r = 0; r < 4; r++) big.pixels.set(some.pixels, r * some.pixels.length);
@@ -176,18 +189,24 @@ async function main(): Promise<void> {
   };
   pair('Fashion-MNIST CNN, PNG shards', 'fashion', fashion);
   const imagenet = Number(args.get('imagenet') ?? 0);
-  if (imagenet > 0) pair('MobileNet v1 0.25, JPEG shards', 'mobilenet_v1_0.25_224', await imagenetShards(imagenet));
+  if (imagenet > 0) {
+    const shards = await imagenetShards(imagenet);
+    pair('MobileNet v1 0.25, JPEG shards', 'mobilenet_v1_0.25_224', shards);
+    // A model of a usual cost beside the tiny one: decoding weighs in proportion to the model's speed.
+    const onnx = args.get('onnx');
+    if (onnx) pair(`${basename(onnx, '.onnx')} (ONNX), JPEG shards`, onnx, shards);
+  }
   const craft = child<{ passes: { pass: number; peakRssMb: number }[] }>('craft', fashion);
   results.craft10000 = craft;
   console.log(`crafting on |X| = 10,000: peak RSS after each pass ${craft.passes.map((p) => `${p.peakRssMb.toFixed(0)} MB`).join(', ')}`);
   mkdirSync('bench/results', { recursive: true });
-  writeFileSync('bench/results/stream.json', JSON.stringify(results, null, 2) + '\n');
+  writeFileSync(`bench/results/${OUT}.json`, JSON.stringify(results, null, 2) + '\n');
   const table = [
     '| model, data | images | streamed: images/s | pre-decoded: images/s | ratio | peak RSS | first batch |',
     '|---|---|---|---|---|---|---|',
     ...rows,
   ].join('\n');
-  writeFileSync('bench/results/stream.md', `${table}\n\nCrafting on |X| = 10,000 (Algorithm 1, Linf 40, ${craft.passes.length} passes): peak RSS after each pass ${craft.passes.map((p) => `${p.peakRssMb.toFixed(0)} MB`).join(', ')}.\n`);
+  writeFileSync(`bench/results/${OUT}.md`, `${table}\n\nCrafting on |X| = 10,000 (Algorithm 1, Linf 40, ${craft.passes.length} passes): peak RSS after each pass ${craft.passes.map((p) => `${p.peakRssMb.toFixed(0)} MB`).join(', ')}.\n`);
   console.log(table);
 }
 

@@ -15,7 +15,8 @@ import { loadSet } from '../src/pipeline.js';
 import { predictSet } from '../src/model/scoring.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { join } from 'node:path';
-import { maxRelativeDifference } from '../src/model/selfcheck.js';
+import { maxRelativeDifference, selfCheckNet, SELF_CHECK_SHAPE } from '../src/model/selfcheck.js';
+import { SessionPool } from '../src/model/onnx/workerPool.js';
 
 /** Deterministic weights of a shape. */
 const w = (shape: number[], seed: number) =>
@@ -239,6 +240,23 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     await expect(onnx.runtime!.vjp(x, new Float32Array(5 * 10), new Float32Array(5 * 784))).rejects.toThrow(/shared memory/);
     tf.dispose([x, loop.grads]);
     onnx.dispose();
+  });
+
+  it('worker sessions are built on first use: a model ONNX Runtime refuses fails only when asked for, unless it is the first', async () => {
+    const good = exportOnnx(selfCheckNet(), SELF_CHECK_SHAPE, ['forward']).forward;
+    const bad = Uint8Array.of(8, 1, 18, 3, 98, 97, 100);
+    const pool = await SessionPool.create({ forward: good, vjp: bad }, 1, 1);
+    try {
+      const feeds = { x: { data: new Float32Array(2 * 48).fill(1), dims: [2, ...SELF_CHECK_SHAPE] } };
+      const [out] = await pool.runShards('forward', [{ feeds }], ['logits']);
+      expect(out.logits.length).toBe(2 * 3);
+      await expect(pool.runShards('vjp', [{ feeds }], ['logits'])).rejects.toThrow(/^ONNX Runtime: /);
+      const [again] = await pool.runShards('forward', [{ feeds }], ['logits']);
+      expect(Array.from(again.logits)).toEqual(Array.from(out.logits));
+    } finally {
+      await pool.dispose();
+    }
+    await expect(SessionPool.create({ vjp: bad }, 1, 1)).rejects.toThrow(/^ONNX Runtime: /);
   });
 
   it('a gradient scratch is reused from call to call (a smaller call too) and gives the same rows as fresh memory', async () => {

@@ -70,9 +70,12 @@ const options = {
 };
 const message = (e) => String((e && e.message) || e).split('\\n')[0];
 (async () => {
+  // Sessions are made on first use: an evaluation never builds the gradient graph's session, which
+  // holds as much memory as the others together and takes as long to build.
   const sessions = {};
+  const session = (name) => (sessions[name] ??= ort.InferenceSession.create(workerData.models[name].slice(), options));
   try {
-    for (const [name, bytes] of Object.entries(workerData.models)) sessions[name] = await ort.InferenceSession.create(bytes.slice(), options);
+    await session(workerData.eager);
   } catch (e) {
     parentPort.postMessage({ ready: false, error: message(e) });
     return;
@@ -85,7 +88,7 @@ const message = (e) => String((e && e.message) || e).split('\\n')[0];
         const data = f.uint8 ? new Uint8Array(f.buffer, 0, f.length) : new Float32Array(f.buffer, 0, f.length);
         feeds[k] = new ort.Tensor(f.uint8 ? 'uint8' : 'float32', data, f.dims);
       }
-      const out = await sessions[req.model].run(feeds);
+      const out = await (await session(req.model)).run(feeds);
       for (const [k, views] of Object.entries(req.into || {})) {
         const d = out[k].data;
         let at = 0;
@@ -119,7 +122,8 @@ class SessionWorker {
   readonly ready: Promise<void>;
 
   constructor(models: Record<string, Uint8Array>, threads: number, ortPath: string) {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { models, threads, ortPath } });
+    // The first model's session is built at once, so that a model ONNX Runtime refuses fails here.
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { models, threads, ortPath, eager: Object.keys(models)[0] } });
     // Idle workers must not keep the process alive: unref once ready, ref while a request is pending.
     this.ready = new Promise<void>((resolve, reject) => {
       this.worker.once('message', (m: { ready: boolean; error?: string }) => (m.ready ? resolve() : reject(new Error(`ONNX Runtime: ${m.error}`))));
