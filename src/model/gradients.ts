@@ -42,7 +42,9 @@ export interface GradientScratch {
 export function scratchRows(model: Differentiable, count: number, scratch?: GradientScratch): Float32Array {
   const shared = !!model.runtime;
   const old = scratch?.buffer;
-  const buffer = old && old.byteLength >= count * 4 && old instanceof SharedArrayBuffer === shared ? old : shared ? new SharedArrayBuffer(count * 4) : new ArrayBuffer(count * 4);
+  // SharedArrayBuffer is undefined in a browser page that is not cross-origin isolated (the studio's).
+  const oldShared = typeof SharedArrayBuffer !== 'undefined' && old instanceof SharedArrayBuffer;
+  const buffer = old && old.byteLength >= count * 4 && oldShared === shared ? old : shared ? new SharedArrayBuffer(count * 4) : new ArrayBuffer(count * 4);
   if (scratch) scratch.buffer = buffer;
   return new Float32Array(buffer, 0, count);
 }
