@@ -142,4 +142,8 @@ export class OnnxNode<O> {
     if (v === undefined) throw new Error(`internal: ${this.name} saved no "${key}"`);
     return v;
   }
+  /** A value the forward or the backward pass may need, made by whichever asks first and shared. */
+  once(key: string, make: () => string): string {
+    return this.kept.get(key) ?? this.save(key, make());
+  }
 }

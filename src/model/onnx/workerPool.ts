@@ -70,8 +70,8 @@ const options = {
 };
 const message = (e) => String((e && e.message) || e).split('\\n')[0];
 (async () => {
-  // Sessions are made on first use: an evaluation never builds the gradient graph's session, which
-  // holds as much memory as the others together and takes as long to build.
+  // Sessions are made on first use: an evaluation never builds the gradient graph's session (for
+  // ResNet-18, 0.5 GB of resident memory after load, and its build time).
   const sessions = {};
   const session = (name) => (sessions[name] ??= ort.InferenceSession.create(workerData.models[name].slice(), options));
   try {

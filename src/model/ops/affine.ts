@@ -13,8 +13,11 @@ function along(v: Weights, axis: number, rank: number): Weights {
 
 const axisOf = (op: OpOf<'affine'>) => op.axis ?? -1;
 
-/** The scales as a constant broadcast against the input's storage (made where used: a forward-only model must not hold it unused). */
-const scaleOf = (n: OnnxNode<OpOf<'affine'>>) => n.constant(along(n.op.scale, axisOf(n.op), n.rank(0)));
+/**
+ * The scales as a constant broadcast against the input's storage, made by the first pass that needs
+ * it (a forward-only model with the batch-norm form must not hold it unused) and shared with the other.
+ */
+const scaleOf = (n: OnnxNode<OpOf<'affine'>>) => n.once('scale', () => n.constant(along(n.op.scale, axisOf(n.op), n.rank(0))));
 
 export const affine: OpDef<'affine'> = {
   kind: 'affine',
