@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { crc32 as zlibCrc32, deflateSync } from 'node:zlib';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -124,6 +125,64 @@ describe('decoding small PNGs', () => {
     const good = await png(5);
     await expect(decodeImage(good.subarray(0, 40), 6, 6, 3)).rejects.toThrow();
   });
+
+  /** A PNG written by hand: row y filtered with filter type filters[y % 5] (PNG spec, section 9), IDAT split in `parts`. */
+  function handPng(raw: Uint8Array, w: number, h: number, channels: number, filters: number[], parts = 1): Buffer {
+    const stride = w * channels;
+    const filtered = Buffer.alloc(h * (stride + 1));
+    const px = (y: number, i: number) => (y < 0 || i < 0 ? 0 : raw[y * stride + i]);
+    for (let y = 0; y < h; y++) {
+      const f = filters[y % filters.length];
+      filtered[y * (stride + 1)] = f;
+      for (let i = 0; i < stride; i++) {
+        const [a, b, c] = [px(y, i - channels), px(y - 1, i), px(y - 1, i - channels)];
+        const p = a + b - c;
+        const paeth = Math.abs(p - a) <= Math.abs(p - b) && Math.abs(p - a) <= Math.abs(p - c) ? a : Math.abs(p - b) <= Math.abs(p - c) ? b : c;
+        const pred = [0, a, b, Math.floor((a + b) / 2), paeth][f] ?? 0; // 5 and above: no such filter
+        filtered[y * (stride + 1) + 1 + i] = (px(y, i) - pred + 256) % 256;
+      }
+    }
+    const chunk = (type: string, data: Buffer) => {
+      const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+      const out = Buffer.alloc(data.length + 12);
+      out.writeUInt32BE(data.length, 0);
+      body.copy(out, 4);
+      out.writeUInt32BE(zlibCrc32(body), data.length + 8);
+      return out;
+    };
+    const ihdr = Buffer.alloc(13);
+    ihdr.writeUInt32BE(w, 0);
+    ihdr.writeUInt32BE(h, 4);
+    ihdr[8] = 8;
+    ihdr[9] = { 1: 0, 2: 4, 3: 2, 4: 6 }[channels]!;
+    const z = deflateSync(filtered);
+    const cut = Math.ceil(z.length / parts);
+    const idat = Array.from({ length: parts }, (_, k) => chunk('IDAT', z.subarray(k * cut, (k + 1) * cut)));
+    return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), ...idat, chunk('IEND', Buffer.alloc(0))]);
+  }
+
+  it('undoes every PNG row filter (none, sub, up, average, Paeth) and joins split image data exactly as sharp does; a bad checksum goes to sharp, which refuses it', async () => {
+    const rng = new Rng(11);
+    for (const channels of [1, 2, 3, 4]) {
+      const raw = Uint8Array.from({ length: 28 * 28 * channels }, () => Math.floor(rng.next() * 256));
+      for (const [filters, parts] of [[[0, 1, 2, 3, 4], 1], [[4, 3, 2, 1, 0], 3], [[4], 2], [[3], 1]] as [number[], number][]) {
+        const bytes = handPng(raw, 28, 28, channels, filters, parts);
+        expect(plainPng(bytes, 28, 28, 3)).toBeDefined();
+        for (const c of [1, 3] as const) {
+          const sharpPixels = Buffer.from(await decodeWithSharp(bytes, 28, 28, c));
+          expect(Buffer.from(await decodeImage(bytes, 28, 28, c)).equals(sharpPixels)).toBe(true);
+        }
+        if (channels === 3) expect(Buffer.from(plainPng(bytes, 28, 28, 3)!).equals(Buffer.from(raw))).toBe(true);
+      }
+    }
+    const bytes = handPng(Uint8Array.from({ length: 28 * 28 }, (_, i) => i % 251), 28, 28, 1, [1, 4]);
+    bytes[50] ^= 1; // inside the image data: its chunk's CRC no longer matches
+    expect(plainPng(bytes, 28, 28, 1)).toBeUndefined();
+    await expect(decodeImage(bytes, 28, 28, 1)).rejects.toThrow();
+    const badFilter = handPng(new Uint8Array(28 * 28), 28, 28, 1, [0, 5]);
+    expect(plainPng(badFilter, 28, 28, 1)).toBeUndefined();
+    await expect(decodeImage(badFilter, 28, 28, 1)).rejects.toThrow();
+  });
 });
 
 describe('streamed image sets', () => {
@@ -167,12 +226,20 @@ describe('streamed image sets', () => {
     await expect(firstPixels(strict.batches(4))).rejects.toThrow(/002\.png: cannot be decoded/);
   });
 
-  it('keeps decoded images for the next pass up to its cache size, and no more', async () => {
+  it('keeps nothing from a set read once, then keeps decoded images from the second pass up to its cache size, and no more', async () => {
     const dir = await folder(8);
     const per = 6 * 6 * 3;
     const cached = openImages(listDataset(dir), [6, 6, 3], { cacheBytes: 5 * per });
     expect(await firstPixels(cached.batches(3))).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
-    // With the files gone, the next pass finds the first five in the cache and loses the rest.
+    const files = Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f))]));
+    // A first pass cached nothing: with the files broken, the second pass decodes none of them.
+    const once = openImages(listDataset(dir), [6, 6, 3], { cacheBytes: 5 * per });
+    expect(await firstPixels(once.batches(3))).toHaveLength(8);
+    for (const f of Object.keys(files)) writeFileSync(join(dir, f), 'broken');
+    await expect(firstPixels(once.batches(3))).rejects.toThrow(/none of the 8 images could be decoded/);
+    for (const [f, bytes] of Object.entries(files)) writeFileSync(join(dir, f), bytes);
+    // The second pass fills the cache; with the files gone, the third finds the first five there and loses the rest.
+    expect(await firstPixels(cached.batches(3))).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
     rmSync(dir, { recursive: true });
     expect(await firstPixels(cached.batches(3))).toEqual([0, 1, 2, 3, 4]);
     expect(cached.skipped.length).toBe(3);

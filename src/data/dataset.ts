@@ -4,7 +4,7 @@ import { UsageError } from '../errors.js';
 import { IMAGE_EXTENSIONS } from './decode.js';
 import { ImageSet } from './imageSet.js';
 import { StreamedImages, type StreamOptions } from './stream.js';
-import { tarMembers, readMemberSync } from './tar.js';
+import { tarIndex } from './tar.js';
 import type { ImageItem, TarMember } from './source.js';
 import { Rng } from '../math/random.js';
 
@@ -112,10 +112,10 @@ function listShards(spec: string, shards: string[], opts: ListOptions): ImageIte
   const fromFile = opts.labelsFile ? new Map(readLabelsFile(opts.labelsFile, false).map((i) => [i.path, i.label!])) : undefined;
   const items: ImageItem[] = [];
   for (const shard of shards) {
-    const members = tarMembers(shard);
+    const { members, kept } = tarIndex(shard, (name) => name.endsWith('.cls'));
     const cls = new Map<string, number>();
-    for (const m of members.filter((m) => m.name.endsWith('.cls'))) {
-      const t = readMemberSync(shard, m, 32).toString('utf8').trim();
+    for (const [m, bytes] of kept) {
+      const t = bytes.toString('utf8', 0, 32).trim();
       if (!/^-?\d+$/.test(t)) throw new UsageError(`data ${shard}: member ${m.name} is not a class index (got "${t.slice(0, 20)}")`);
       cls.set(sampleKey(m.name), Number(t));
     }
