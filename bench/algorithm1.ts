@@ -123,8 +123,9 @@ async function main() {
     console.log(`bench:algorithm1: skipped, assets folder ${assets} not found`);
     return;
   }
-  const backend = await initBackend(args.get('backend'));
-  const model = await loadClassifier('mobilenet_v1_0.25_224', { assets });
+  const engine = await initBackend(args.get('backend'));
+  const backend = engine.name;
+  const model = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine });
   const plan: Setting[] = args.has('images')
     ? [{ images: Number(args.get('images')), val: Number(args.get('val') ?? 500), norm: parseNorm(args.get('norm') ?? 'inf')!, passes: Number(args.get('passes') ?? 3), variants: (args.get('variants') ?? Object.keys(VARIANTS).join(',')).split(',') }]
     : PLAN;

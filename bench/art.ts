@@ -137,8 +137,9 @@ async function main(): Promise<void> {
     return;
   }
   if (norm !== 'inf' && norm !== '2') throw new Error(`--norm=${norm}: expected inf or 2`);
-  const backend = await initBackend();
-  const model = await loadClassifier(MODEL, { assets });
+  const engine = await initBackend();
+  const backend = engine.name;
+  const model = await loadClassifier(MODEL, { assets, engine });
   const X = await loadSet(model, join(assets, 'data', 'imagenet-sample-images'), { limit: images, assets, what: 'X' });
   const V = await loadSet(model, join(assets, 'data', 'ilsvrc2012_val_1300'), { limit: val, assets, what: 'validation' });
   const dir = mkdtempSync(join(tmpdir(), 'uap-art-'));

@@ -60,8 +60,9 @@ async function main() {
     console.log(`bench: skipped, assets folder ${assets} not found (pass --assets=DIR or set UAP_ASSETS)`);
     return;
   }
-  const backend = await initBackend(backendFlag);
-  const model = await loadClassifier('mobilenet_v1_0.25_224', { assets });
+  const engine = await initBackend(backendFlag);
+  const backend = engine.name;
+  const model = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine });
   const X = await loadSet(model, join(assets, 'data', 'imagenet-sample-images'), { limit: images, assets, what: 'X' });
   console.log(`backend ${backend} (model runs on ${model.engine}); MobileNet v1 0.25 224; ${X.size} images`);
 

@@ -9,7 +9,7 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend } from '../src/backend.js';
+import { initBackend, type Engine } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
 import { runFinetune, type FinetuneOptions } from '../src/defence/finetune.js';
 import { evaluatePerturbation } from '../src/model/scoring.js';
@@ -37,8 +37,8 @@ interface Row {
   seconds: number;
 }
 
-async function attackAll(spec: string, sets: { data: string; val: string }): Promise<Omit<Row, 'defence' | 'seconds'>> {
-  const model = await loadClassifier(spec);
+async function attackAll(engine: Engine, spec: string, sets: { data: string; val: string }): Promise<Omit<Row, 'defence' | 'seconds'>> {
+  const model = await loadClassifier(spec, { engine });
   try {
     const X = await loadSet(model, sets.data, { sample: { count: images, seed: 0 }, what: 'X' });
     const V = await loadSet(model, sets.val, { sample: { count: valImages, seed: 0 }, what: 'V' });
@@ -59,9 +59,10 @@ async function attackAll(spec: string, sets: { data: string; val: string }): Pro
 }
 
 async function main() {
-  const backend = await initBackend(args.get('backend'));
+  const engine = await initBackend(args.get('backend'));
+  const backend = engine.name;
   const sets = { data: 'fashion:train', val: 'fashion:test' };
-  const rows: Row[] = [{ defence: 'none (original model)', seconds: 0, ...(await attackAll('fashion', sets)) }];
+  const rows: Row[] = [{ defence: 'none (original model)', seconds: 0, ...(await attackAll(engine, 'fashion', sets)) }];
   const common: Partial<FinetuneOptions> = { epochs, learningRate: 1e-3, maxAccuracyDrop: 0.05 };
   for (const [name, options] of [
     ['fine-tuning on a pool of 10 SGD-UAPs (the paper)', { ...common, defence: 'pool' as const }],
@@ -69,11 +70,11 @@ async function main() {
   ] as const) {
     const out = mkdtempSync(join(tmpdir(), 'uap-bench-defence-'));
     const t0 = performance.now();
-    const res = await runFinetune({ model: 'fashion', out, ...sets, sample: images, valSample: valImages, method: 'sgd', attack: { norm: 'inf', xi, maxPasses: 5 }, options });
+    const res = await runFinetune({ model: 'fashion', engine, out, ...sets, sample: images, valSample: valImages, method: 'sgd', attack: { norm: 'inf', xi, maxPasses: 5 }, options });
     // The defence's own cost: training and (pool) crafting, without the re-attack that closes its round.
     const seconds = (performance.now() - t0) / 1000 - res.rounds[0].seconds - res.rounds[1].seconds + res.rounds[1].epochs.reduce((s, e) => s + e.seconds, 0);
     process.stdout.write(`${name}: ${seconds.toFixed(0)} s\n`);
-    rows.push({ defence: name, seconds, ...(await attackAll(res.rounds[1].card, sets)) });
+    rows.push({ defence: name, seconds, ...(await attackAll(engine, res.rounds[1].card, sets)) });
   }
   const pct = (r: number) => `${(r * 100).toFixed(1)}%`;
   const md = [

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend } from '../src/backend.js';
+import { initBackend, tfjsEngine, type Engine } from '../src/backend.js';
 import { findCard, loadClassifier, loadNet } from '../src/model/load.js';
 import { resolveCardPath } from '../src/model/card.js';
 import { fileHandler } from '../src/model/fileHandler.js';
@@ -60,8 +60,8 @@ interface Row {
   gradRelDiffVsTfjsCpu: number;
 }
 
-async function measure(name: string, assets: string, x: tf.Tensor4D, opts: { naive?: boolean }): Promise<Row> {
-  const ort = await loadClassifier(name, { assets });
+async function measure(engine: Engine, name: string, assets: string, x: tf.Tensor4D, opts: { naive?: boolean }): Promise<Row> {
+  const ort = await loadClassifier(name, { assets, engine });
   if (ort.engine !== 'onnxruntime') throw new Error(`${name}: expected ONNX Runtime, got ${ort.engine}`);
   const K = ort.numClasses;
   const dy = marginDy(K);
@@ -80,13 +80,13 @@ async function measure(name: string, assets: string, x: tf.Tensor4D, opts: { nai
   g0.dx.dispose();
   ort.dispose();
 
-  const wasm = await loadClassifier(name, { assets, onnx: false });
+  const wasm = await loadClassifier(name, { assets, engine: tfjsEngine() });
   const wasmGradient = await best(() => vjp(wasm, x, dy), 2, release);
   wasm.dispose();
 
   // The reference: the TF.js engine on the pure-JS cpu backend, image 0.
   await tf.setBackend('cpu');
-  const cpu = await loadClassifier(name, { assets, onnx: false });
+  const cpu = await loadClassifier(name, { assets, engine: tfjsEngine() });
   const r = await vjp(cpu, x.slice([0], [1]), marginDy(K).subarray(0, K));
   const cpuGrad0 = r.dx.dataSync().slice();
   r.dx.dispose();
@@ -119,14 +119,14 @@ async function measure(name: string, assets: string, x: tf.Tensor4D, opts: { nai
 }
 
 export async function benchEngine(assets: string): Promise<Row[]> {
-  await initBackend();
-  const probe: Classifier = await loadClassifier('mobilenet_v1_0.25_224', { assets, onnx: false });
+  const engine = await initBackend();
+  const probe: Classifier = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine: tfjsEngine() });
   const X = await loadSet(probe, join(assets, 'data', 'imagenet-sample-images'), { limit: B, assets, what: 'images' });
   probe.dispose();
   const x224 = X.batch(Array.from({ length: B }, (_, i) => i));
   const rows = [
-    await measure('mobilenet_v1_0.25_224', assets, x224, { naive: true }),
-    await measure('mobilenet_v2_1.0_224_quant', assets, x224, {}),
+    await measure(engine, 'mobilenet_v1_0.25_224', assets, x224, { naive: true }),
+    await measure(engine, 'mobilenet_v2_1.0_224_quant', assets, x224, {}),
   ];
   x224.dispose();
   const f = (v?: number) => (v === undefined ? '-' : v.toFixed(1));

@@ -98,11 +98,12 @@ async function main() {
     console.log(`bench:methods: skipped, assets folder ${assets} not found (pass --assets=DIR or set UAP_ASSETS)`);
     return;
   }
-  const backend = await initBackend(args.get('backend'));
+  const engine = await initBackend(args.get('backend'));
+  const backend = engine.name;
   const curves: Curve[] = [];
   const sizes: string[] = [];
   for (const spec of models) {
-    const model = await loadClassifier(spec, { assets });
+    const model = await loadClassifier(spec, { assets, engine });
     try {
       // ImageNet models: the assets' images, Linf 10; Fashion-MNIST models (an ONNX export of a PyTorch
       // ResNet, say): seeded samples of the 60,000 / 10,000 images, Linf 25.5 (0.1 of the range, the

@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend } from '../src/backend.js';
+import { initBackend, tfjsEngine, type Engine } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
 import { forwardLogits, vjpRows } from '../src/model/compute.js';
 import { candidateGradientRows, scratchRows, type GradientScratch } from '../src/model/gradients.js';
@@ -53,9 +53,9 @@ function torchReference(name: string, x: tf.Tensor4D): TorchRef | undefined {
   return runTorchBest<TorchRef>('bench/torch_zoo.py', [name, join(dir, 'x.npy'), join(dir, 'out.json'), '2'], join(dir, 'out.json'));
 }
 
-async function measure(file: string, name: string, x: tf.Tensor4D) {
+async function measure(engine: Engine, file: string, name: string, x: tf.Tensor4D) {
   const t0 = performance.now();
-  const model = await loadClassifier(file, { card: { preprocess: TORCHVISION, numClasses: 1000 } });
+  const model = await loadClassifier(file, { engine, card: { preprocess: TORCHVISION, numClasses: 1000 } });
   const loadSeconds = (performance.now() - t0) / 1000;
   const K = model.numClasses;
   const margin = new Float32Array(B * K);
@@ -69,11 +69,11 @@ async function measure(file: string, name: string, x: tf.Tensor4D) {
   const tenGradients = await best(() => candidateGradientRows(model, x, cand, 10, { scratch: ten }), 3);
   const logits = await forwardLogits(model, x);
   const g0 = (await vjpRows(model, x.slice([0], [1]), margin.subarray(0, K), 1)).dx;
-  const engine = model.engine;
+  const runsOn = model.engine;
   model.dispose();
   const torch = torchReference(name, x);
   return {
-    model: name, engine, loadSeconds, forward, gradient, tenGradients,
+    model: name, engine: runsOn, loadSeconds, forward, gradient, tenGradients,
     torch: torch && { forwardMs: torch.forwardMs, gradientMs: torch.gradientMs, tenGradientsMs: torch.tenGradientsMs, logitsRelDiff: maxRelativeDifference(logits, torch.logits),
       // Gradients, L2-relative: ours and PyTorch's float32 against PyTorch in float64 (the exact answer).
       gradL2VsTorch: l2RelativeDifference(g0, torch.grad0), gradL2VsFloat64: l2RelativeDifference(g0, torch.grad0f64), torchL2VsFloat64: l2RelativeDifference(torch.grad0, torch.grad0f64) },
@@ -111,16 +111,17 @@ async function main() {
     console.log(`bench:onnx: skipped, assets folder ${assets} not found`);
     return;
   }
-  const backend = await initBackend(args.get('backend'));
+  const engine = await initBackend(args.get('backend'));
+  const backend = engine.name;
   const names = (args.get('models') ?? readdirSync(zoo).filter((f) => f.endsWith('.onnx')).map((f) => f.slice(0, -5)).sort().join(',')).split(',');
-  const probe = await loadClassifier('mobilenet_v1_0.25_224', { assets, onnx: false });
+  const probe = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine: tfjsEngine() });
   const X = await loadSet(probe, join(assets, 'data', 'imagenet-sample-images'), { limit: B, assets, what: 'images' });
   probe.dispose();
   const x = X.batch(Array.from({ length: B }, (_, i) => i));
   const rows: Row[] = [];
   for (const name of names) {
     try {
-      const r = await measure(join(zoo, `${name}.onnx`), name, x);
+      const r = await measure(engine, join(zoo, `${name}.onnx`), name, x);
       rows.push(r);
       const t = r.torch;
       const ratio = (a?: number, b?: number) => (a && b ? (a / b).toFixed(2) + 'x' : '-');

@@ -110,9 +110,9 @@ async function imagenetShards(n: number): Promise<string> {
 const TORCHVISION = { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] };
 
 /** A bundled model by name, or an ONNX file exported from torchvision (1000 classes, its normalisation). */
-function benchModel(spec: string) {
+async function benchModel(spec: string) {
   const card = spec.endsWith('.onnx') ? { preprocess: TORCHVISION, numClasses: 1000 } : undefined;
-  return loadModel(spec, { assets: assetsDir(), card }, { info: () => {}, warn: () => {} });
+  return loadModel(spec, { assets: assetsDir(), card, engine: await initBackend() }, { info: () => {}, warn: () => {} });
 }
 
 type Measure = { images: number; seconds: number; imagesPerSecond: number; firstBatchSeconds?: number; peakRssMb: number; skipped?: number };
@@ -145,7 +145,7 @@ async function scorePredecoded(modelName: string, data: string): Promise<Measure
 
 /** Child: Algorithm 1 on |X| = 10,000 Fashion-MNIST images, peak RSS after every pass. */
 async function craftLarge(data: string): Promise<{ passes: { pass: number; foolingRate: number; seconds: number; peakRssMb: number }[]; images: number }> {
-  const model = await loadModel('fashion', { assets: assetsDir() }, { info: () => {}, warn: () => {} });
+  const model = await benchModel('fashion');
   const X = await loadSet(model, data, { limit: 10000, assets: assetsDir() });
   const passes: { pass: number; foolingRate: number; seconds: number; peakRssMb: number }[] = [];
   const res = await computeUniversal(model, X, methodOptions('algorithm1', model, { norm: 'inf', xi: 40, maxPasses: 4, delta: 0, seed: 0 }) as UniversalOptions, {

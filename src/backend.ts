@@ -11,22 +11,34 @@ import { onnxRuntime, loadOrt } from './model/onnx/runtime.js';
  */
 export type BackendName = 'onnx' | 'wasm' | 'cpu';
 
-let wasmRegistered = false;
-let onnxOn = false;
+/**
+ * Where models run, as initBackend chose it: handed to loadClassifier, which gives importable models
+ * ONNX Runtime when `onnx` is true, else runs them on TF.js. (TF.js's own backend is one per process,
+ * TF.js's rule: `tfjs` says which one was set.)
+ */
+export interface Engine {
+  /** 'onnx', or the TF.js backend when ONNX Runtime is not used. */
+  readonly name: BackendName;
+  /** ONNX Runtime loaded and passed its self-check: importable models run on it. */
+  readonly onnx: boolean;
+  /** The TF.js backend set for the process (the tensor work in between, and models ONNX cannot take). */
+  readonly tfjs: 'wasm' | 'cpu';
+}
 
-/** True when initBackend chose ONNX Runtime: loadClassifier then gives importable models an ONNX runtime. */
-export function onnxEnabled(): boolean {
-  return onnxOn;
+/** TF.js alone, on the backend TF.js has now: models load without ONNX Runtime (a TF.js reference beside it, tests). */
+export function tfjsEngine(): Engine {
+  const tfjs = tf.getBackend() === 'wasm' ? 'wasm' : 'cpu';
+  return { name: tfjs, onnx: false, tfjs };
 }
 
 async function registerWasm(): Promise<void> {
-  if (wasmRegistered) return;
+  // Idempotent: TF.js keeps one registry per process.
+  if (tf.findBackendFactory('wasm')) return;
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   // The .wasm binaries ship inside the npm package: point TF.js at them (no network fetch).
   const require = createRequire(import.meta.url);
   const dist = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
   wasm.setWasmPaths(join(dist, 'dist') + '/');
-  wasmRegistered = true;
 }
 
 /** The pure-JS cpu reference of the self-check, computed once. */
@@ -67,10 +79,11 @@ async function onnxSelfCheck(): Promise<boolean> {
 }
 
 /**
- * Chooses where models run, once per process: `name` when given, else the fastest that passes its
- * self-check (onnx, then wasm, then cpu). Returns the name in use.
+ * Chooses where models run: `name` when given, else the fastest that passes its self-check (onnx,
+ * then wasm, then cpu). Sets TF.js's backend (one per process) and returns the engine to load
+ * classifiers with (loadClassifier's `engine`).
  */
-export async function initBackend(name?: string): Promise<BackendName> {
+export async function initBackend(name?: string): Promise<Engine> {
   // Production mode: skips per-op debug checks and the "install tfjs-node" banner (it cannot be installed offline).
   tf.enableProdMode();
   if (name !== undefined && name !== 'onnx' && name !== 'wasm' && name !== 'cpu')
@@ -89,12 +102,12 @@ export async function initBackend(name?: string): Promise<BackendName> {
     await tf.setBackend('cpu');
     await tf.ready();
   }
-  onnxOn = (name === undefined || name === 'onnx') && (await onnxSelfCheck());
-  if (name === 'onnx' && !onnxOn)
+  const onnx = (name === undefined || name === 'onnx') && (await onnxSelfCheck());
+  if (name === 'onnx' && !onnx)
     throw new UsageError(
       (await loadOrt()) ? '{backend} onnx: ONNX Runtime failed its self-check' : `{backend} onnx: onnxruntime-node is not installed (${ORT_INSTALL})`,
     );
-  return onnxOn ? 'onnx' : tfBackend;
+  return { name: onnx ? 'onnx' : tfBackend, onnx, tfjs: tfBackend };
 }
 
 /** How to add the fast engine: onnxruntime-node is an optional peer, so `npm i uap` never downloads it or its GPU libraries. */
@@ -104,7 +117,7 @@ export const ORT_INSTALL = 'npm i onnxruntime-node --onnxruntime-node-install=sk
  * A line for the user when the default choice fell back to TF.js because onnxruntime-node is absent
  * (not when --backend chose TF.js, nor when ONNX Runtime loaded but failed its self-check).
  */
-export async function engineNotice(name?: string): Promise<string | undefined> {
-  if (name !== undefined || onnxOn || (await loadOrt())) return undefined;
+export async function engineNotice(engine: Engine, requested?: string): Promise<string | undefined> {
+  if (requested !== undefined || engine.onnx || (await loadOrt())) return undefined;
   return `ONNX Runtime is not installed, so models run on TF.js (several times slower on ImageNet models); for the fast engine: ${ORT_INSTALL}`;
 }

@@ -5,13 +5,14 @@
  * (src/internal.ts), with no such promise.
  */
 // Where models run, and the errors the library throws.
-export { initBackend, type BackendName } from './backend.js';
+export { initBackend, tfjsEngine, type BackendName, type Engine } from './backend.js';
 export { UsageError, AbortedError } from './errors.js';
 // Models: loading, cards, and the one forward / gradient path every attack uses.
 export { loadClassifier, findCard, bundledModels } from './model/load.js';
 export { type ModelCard, readCard, validateCard } from './model/card.js';
 export { type Classifier, type Differentiable, type FeatureModel, labelName } from './model/classifier.js';
 export type { Runtime } from './model/runtime.js';
+export { tfjsRuntime, type TfjsGraph } from './model/tfjsRuntime.js';
 export { forwardLogits, predictLabels, predictImages, vjp, vjpRows } from './model/compute.js';
 export { candidateGradients, candidateGradientRows, type GradientScratch } from './model/gradients.js';
 // Images.

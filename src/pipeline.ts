@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import * as tf from './tf.js';
 import type { Classifier } from './model/classifier.js';
 import { labelName, resolveTarget } from './model/classifier.js';
-import { loadModel, type CardOverrides } from './model/load.js';
+import { loadModel, type CardOverrides, type ModelSpec } from './model/load.js';
 import { listDataset, type ImageSet, type StreamedImages } from './data/dataset.js';
 import type { ImageSource } from './data/source.js';
 import { dataFolder, defaultData, defaultFolders, loadSet, openSet, saySkipped, wnidsOf, type DataSpec, type SetOptions } from './data/sets.js';
@@ -38,11 +38,7 @@ export { defaultXi };
 export type { Baseline };
 export type { Method };
 
-export interface ComputeJob extends DataSpec {
-  model: string;
-  /** Model-card fields that complete or override the model's card. */
-  card?: CardOverrides;
-  assets?: string;
+export interface ComputeJob extends DataSpec, ModelSpec {
   out: string;
   options: Partial<AttackSettings>;
   resume?: boolean;
@@ -136,7 +132,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
   checkFreshRun(job, log);
   const unlock = lockRunDir(job.out, `uap compute -o ${job.out}`);
   const assets = assetsDir(job.assets);
-  const model = ctl.model ?? (await loadModel(job.model, { assets, card: job.card }, log).catch((e: unknown) => {
+  const model = ctl.model ?? (await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log).catch((e: unknown) => {
     unlock();
     throw e;
   }));
@@ -241,10 +237,7 @@ function checkFreshRun(job: ComputeJob, log: Log): void {
   log.warn(`{out} ${job.out}: replacing the ${finished ? 'finished' : 'unfinished'} run there`);
 }
 
-export interface EvaluateJob extends DataSpec {
-  model: string;
-  card?: CardOverrides;
-  assets?: string;
+export interface EvaluateJob extends DataSpec, ModelSpec {
   perturbation: string;
   /** How the perturbation file is stored (default: detected; see PerturbationFormat). */
   format?: PerturbationFormat;
@@ -258,12 +251,12 @@ export interface EvaluateJob extends DataSpec {
 
 /** The model and one labelled-or-not image folder (default: its validation set), for the scoring commands. */
 async function withScoringSet<T>(
-  job: { model: string; card?: CardOverrides; assets?: string; data?: string; labels?: string; limit?: number; strict?: boolean },
+  job: ModelSpec & { data?: string; labels?: string; limit?: number; strict?: boolean },
   log: Log,
   use: (model: Classifier, set: StreamedImages, dir: string) => Promise<T>,
 ): Promise<T> {
   const assets = assetsDir(job.assets);
-  const model = await loadModel(job.model, { assets, card: job.card }, log);
+  const model = await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log);
   try {
     const dir = job.data ?? defaultData(model, assets).val;
     const set = openSet(model, dir, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'images' });
@@ -299,12 +292,9 @@ export async function runEvaluate(job: EvaluateJob, log: Log = silent, onScore?:
   });
 }
 
-export interface AccuracyJob {
+export interface AccuracyJob extends ModelSpec {
   /** Score on `uap worker`s through this BullMQ queue, in shards: the same figures. */
   queue?: { url: string; shardSize?: number };
-  model: string;
-  card?: CardOverrides;
-  assets?: string;
   data?: string;
   labels?: string;
   limit?: number;

@@ -20,9 +20,8 @@ import { assetsDir } from '../src/paths.js';
 import type { Classifier } from '../src/model/classifier.js';
 import { randomImages } from './helpers.js';
 
-beforeAll(async () => {
-  await initBackend();
-});
+const engine = await initBackend();
+
 
 const shape: [number, number, number] = [6, 6, 3];
 
@@ -120,7 +119,7 @@ describe('inner layers as an output', () => {
 describe('GD-UAP on the embedded Fashion-MNIST model', () => {
   let model: Classifier;
   beforeAll(async () => {
-    model = await loadClassifier('fashion');
+    model = await loadClassifier('fashion', { engine });
   });
   afterAll(() => model?.dispose());
   const X = randomImages(24, [28, 28, 1], 11);
@@ -172,7 +171,7 @@ const present = existsSync(join(assets, 'models', 'mobilenet_v1_0.25_224'));
 
 describe.skipIf(!present)('GD-UAP without data on ImageNet MobileNet v1 0.25 (shared assets)', () => {
   it('beats random noise of the same Linf norm on validation images it never saw', async () => {
-    const model = await loadClassifier('mobilenet_v1_0.25_224', { assets });
+    const model = await loadClassifier('mobilenet_v1_0.25_224', { engine, assets });
     try {
       const V = await loadSet(model, join(assets, 'data', 'ilsvrc2012_val_1300'), { limit: 64, assets, what: 'val' });
       const res = await computeDataFreeUniversal(model, V, { ...DATA_FREE_DEFAULTS, norm: 'inf', xi: 10, prior: 'none', stepsPerPass: 24, maxPasses: 1, delta: 0 });

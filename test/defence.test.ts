@@ -19,9 +19,8 @@ import { assetsDir } from '../src/paths.js';
 import { readNpy } from '../src/io/npy.js';
 import { randomImages } from './helpers.js';
 
-beforeAll(async () => {
-  await initBackend();
-});
+const engine = await initBackend();
+
 
 describe('perturbation sampling for fine-tuning', () => {
   it('perturbs about the given share of images, with members drawn uniformly and magnitudes inside the range', () => {
@@ -106,7 +105,7 @@ describe('uap finetune (library) on the embedded model', () => {
   const out = mkdtempSync(join(tmpdir(), 'uap-defence-'));
   let res: DefenceResult;
   const job = {
-    model: 'fashion', out, limit: 200, valLimit: 200, method: 'sgd' as const,
+    model: 'fashion', engine, out, limit: 200, valLimit: 200, method: 'sgd' as const,
     attack: { norm: 'inf' as const, xi: 40, maxPasses: 4 },
     options: { poolSize: 4, epochs: 2, learningRate: 1e-3, maxAccuracyDrop: 0.2 },
   };
@@ -135,7 +134,7 @@ describe('uap finetune (library) on the embedded model', () => {
     expect(tuned.length).toBe(original.length);
     const changed = tuned.filter((v, i) => v !== original[i]).length;
     expect(changed / tuned.length).toBeGreaterThan(0.5);
-    const m = await loadClassifier(join(out, 'round-1', 'model', 'card.json'));
+    const m = await loadClassifier(join(out, 'round-1', 'model', 'card.json'), { engine });
     expect(m.numClasses).toBe(10);
     m.dispose();
   });
@@ -195,7 +194,7 @@ describe('uap finetune (library) on the embedded model', () => {
 describe('universal adversarial training (Shafahi et al.) on the embedded model', () => {
   const out = mkdtempSync(join(tmpdir(), 'uap-uat-'));
   const job = {
-    model: 'fashion', out, limit: 200, valLimit: 200, method: 'sgd' as const,
+    model: 'fashion', engine, out, limit: 200, valLimit: 200, method: 'sgd' as const,
     attack: { norm: 'inf' as const, xi: 40, maxPasses: 4 },
     options: { defence: 'uat' as const, epochs: 6, learningRate: 1e-3, maxAccuracyDrop: 0.2 },
   };

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend } from '../src/backend.js';
+import { initBackend, tfjsEngine } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
 import type { Classifier } from '../src/model/classifier.js';
 import { loadSet, randomBaseline } from '../src/pipeline.js';
@@ -14,6 +14,8 @@ import { assetsDir } from '../src/paths.js';
 import type { ImageSet } from '../src/data/dataset.js';
 import { uapCli } from './helpers.js';
 
+const engine = await initBackend();
+
 const assets = assetsDir();
 const present = existsSync(join(assets, 'models', 'mobilenet_v1_0.25_224'));
 if (!present) console.warn(`SKIPPED ImageNet end-to-end tests: assets folder ${assets} not found (set UAP_ASSETS)`);
@@ -23,8 +25,7 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
   let X: ImageSet;
   let V: ImageSet;
   beforeAll(async () => {
-    await initBackend();
-    model = await loadClassifier('mobilenet_v1_0.25_224', { assets });
+    model = await loadClassifier('mobilenet_v1_0.25_224', { engine, assets });
     X = await loadSet(model, join(assets, 'data', 'imagenet-sample-images'), { limit: 48, assets, what: 'X' });
     V = await loadSet(model, join(assets, 'data', 'ilsvrc2012_val_1300'), { limit: 200, assets, what: 'val' });
   });
@@ -46,7 +47,7 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
     const fastData = fast.dataSync();
     const prev = tf.getBackend();
     await tf.setBackend('cpu');
-    const tfjs = await loadClassifier('mobilenet_v1_0.25_224', { assets, onnx: false });
+    const tfjs = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine: tfjsEngine() });
     const ref = (await candidateGradients(tfjs, x, cand, 3)).grads.dataSync();
     tfjs.dispose();
     await tf.setBackend(prev);

@@ -7,7 +7,7 @@ import { netToTfGraph } from '../src/model/tfjsNet.js';
 const compileLayersModel = (m: tf.LayersModel, out?: string) => netToTfGraph(layersToNet(m, out), m.inputs[0].shape.slice(1) as number[]);
 import { runPlainGraph } from '../src/model/plainGraph.js';
 import { candidateGradients, candidateGradientsLoop } from '../src/model/gradients.js';
-import type { Classifier } from '../src/model/classifier.js';
+import { onTfjs } from './helpers.js';
 import { maxRelativeDifference } from '../src/model/selfcheck.js';
 
 beforeAll(async () => {
@@ -105,7 +105,7 @@ describe('batched candidate gradients', () => {
   it('one tiled backward pass equals one backward pass per class', async () => {
     const model = smallModel();
     const g = compileLayersModel(model, 'logits');
-    const clf: Classifier = { name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', logits: (x) => runPlainGraph(g, x) as tf.Tensor2D, dispose: () => {} };
+    const clf = onTfjs({ name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', logits: (x) => runPlainGraph(g, x) as tf.Tensor2D, dispose: () => {} });
     const x = tf.randomUniform([3, 12, 12, 3], 0, 1, 'float32', 8) as tf.Tensor4D;
     const cand = Int32Array.from([0, 1, 2, 3, 4, 0, 2, 4, 1, 3, 4, 3, 2, 1, 0]);
     const a = await candidateGradients(clf, x, cand, 5, { maxRows: 4 });
@@ -121,11 +121,11 @@ describe('batched candidate gradients', () => {
     const g = compileLayersModel(smallModel(), 'logits');
     let calls = 0;
     const rows: number[] = [];
-    const clf: Classifier = {
+    const clf = onTfjs({
       name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', maxBatch: { forward: 8, gradient: 3 },
       logits: (x) => { calls++; rows.push(x.shape[0]); return runPlainGraph(g, x) as tf.Tensor2D; },
       dispose: () => {},
-    };
+    });
     const x = tf.randomUniform([2, 12, 12, 3], 0, 1, 'float32', 8) as tf.Tensor4D;
     const cand = Int32Array.from([0, 1, 2, 3, 4, 4, 3, 2, 1, 0]);
     const limited = await candidateGradients(clf, x, cand, 5);
@@ -137,7 +137,7 @@ describe('batched candidate gradients', () => {
   it('with a reference class, gives the gradients of the logit differences f_k - f_ref', async () => {
     const model = smallModel();
     const g = compileLayersModel(model, 'logits');
-    const clf: Classifier = { name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', logits: (x) => runPlainGraph(g, x) as tf.Tensor2D, dispose: () => {} };
+    const clf = onTfjs({ name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', logits: (x) => runPlainGraph(g, x) as tf.Tensor2D, dispose: () => {} });
     const x = tf.randomUniform([2, 12, 12, 3], 0, 1, 'float32', 9) as tf.Tensor4D;
     const all = await candidateGradients(clf, x, Int32Array.from([0, 1, 2, 3, 4, 0, 1, 2, 3, 4]), 5);
     const ref = Int32Array.from([2, 4]);

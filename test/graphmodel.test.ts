@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import * as tf from '../src/tf.js';
 import { loadClassifier } from '../src/model/load.js';
 import { deepfool } from '../src/attacks/deepfool.js';
+import { tfjsEngine } from '../src/backend.js';
 
 beforeAll(async () => {
   tf.enableProdMode();
@@ -50,7 +51,7 @@ describe('GraphModel loading', () => {
     const dir = mkdtempSync(join(tmpdir(), 'uap-graph-'));
     const w1 = Array.from({ length: 12 }, (_, i) => (i % 3) - 1 + 0.25); // class-1 weights
     writeGraphModel(dir, [new Array(12).fill(0), w1], [0.5, 0]);
-    const model = await loadClassifier(dir);
+    const model = await loadClassifier(dir, { engine: tfjsEngine() });
     expect(model.labels).toEqual(['zero', 'one']);
     const x = tf.fill([1, 2, 2, 3], 100) as tf.Tensor4D;
     const logits = model.logits(x).dataSync();

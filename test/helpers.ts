@@ -2,22 +2,28 @@ import { spawn } from 'node:child_process';
 import { resolve as resolvePath } from 'node:path';
 import * as tf from '../src/tf.js';
 import type { Classifier } from '../src/model/classifier.js';
+import { tfjsRuntime } from '../src/model/tfjsRuntime.js';
 import { ImageSet } from '../src/data/dataset.js';
 import { Rng } from '../src/math/random.js';
 
 // Production mode: no per-op debug checks, no tfjs-node banner.
 tf.enableProdMode();
 
+/** A classifier built by hand from its TF.js logits, run on TF.js (the maxBatch's gradient limit, when given, bounds its gradient passes). */
+export function onTfjs(model: Omit<Classifier, 'runtime'>): Classifier {
+  return { ...model, runtime: tfjsRuntime(model, model.maxBatch?.gradient) };
+}
+
 /** A linear classifier f(x) = W flat(x) + b: DeepFool has a closed form on it. */
 export function linearClassifier(W: number[][], b: number[], shape: [number, number, number]): Classifier {
   const d = shape[0] * shape[1] * shape[2];
   const w = tf.tensor2d(W.flat(), [W.length, d]);
   const bias = tf.tensor1d(b);
-  return {
+  return onTfjs({
     name: 'linear', inputShape: shape, numClasses: W.length, labelSpace: 'own',
     logits: (x) => tf.tidy(() => tf.add(tf.matMul(x.reshape([x.shape[0], d]), w, false, true), bias) as tf.Tensor2D),
     dispose: () => tf.dispose([w, bias]),
-  };
+  });
 }
 
 /** A small random ReLU network on [h,w,c] images with `k` classes (seeded). */
@@ -26,11 +32,11 @@ export function tinyNet(shape: [number, number, number], k: number, seed = 1): C
   const rng = new Rng(seed);
   const w1 = tf.tensor2d(Array.from({ length: d * 16 }, () => rng.normal() / Math.sqrt(d) / 40), [d, 16]);
   const w2 = tf.tensor2d(Array.from({ length: 16 * k }, () => rng.normal()), [16, k]);
-  return {
+  return onTfjs({
     name: 'tiny', inputShape: shape, numClasses: k, labelSpace: 'own',
     logits: (x) => tf.tidy(() => tf.matMul(tf.relu(tf.sub(tf.matMul(x.reshape([x.shape[0], d]), w1), 0.5)), w2) as tf.Tensor2D),
     dispose: () => tf.dispose([w1, w2]),
-  };
+  });
 }
 
 /** n random uint8 images. */

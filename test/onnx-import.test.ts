@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as tf from '../src/tf.js';
 import onnxProto from 'onnx-proto';
 import './helpers.js';
-import { initBackend } from '../src/backend.js';
+import { initBackend, tfjsEngine } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
 import { argmaxRows, forwardLogits, vjpRows } from '../src/model/compute.js';
 import { maxRelativeDifference } from '../src/model/selfcheck.js';
@@ -14,6 +14,8 @@ import { OnnxGraph } from '../src/model/onnx/builder.js';
 import { loadOrt } from '../src/model/onnx/runtime.js';
 import type { ModelCard } from '../src/model/card.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
+
+const engine = await initBackend();
 
 /**
  * ONNX import against PyTorch: every fixture of scripts/make-onnx-fixtures.py (small seeded models that
@@ -41,9 +43,6 @@ const card = (name: string, f: Fixture): ModelCard => ({ name, format: 'onnx', m
 const ortPresent = (await loadOrt()) !== null;
 
 describe('ONNX fixtures exported from PyTorch: logits and input gradients equal PyTorch autograd', () => {
-  beforeAll(async () => {
-    await initBackend();
-  });
   it('there is a fixture per family and opset', () => {
     expect(fixtures.length).toBeGreaterThanOrEqual(14);
     expect(fixtures.some((f) => f.endsWith('op18'))).toBe(true);
@@ -51,7 +50,7 @@ describe('ONNX fixtures exported from PyTorch: logits and input gradients equal 
   for (const onnx of ortPresent ? [true, false] : [false])
     it.each(fixtures)(`%s on ${onnx ? 'ONNX Runtime' : 'TF.js'}`, async (name) => {
       const f = read(name);
-      const model = await loadClassifier(card(name, f), { onnx });
+      const model = await loadClassifier(card(name, f), { engine: onnx ? engine : tfjsEngine() });
       expect(model.engine).toBe(onnx ? 'onnxruntime' : `TF.js ${tf.getBackend()}`);
       const x = tf.tensor4d(Float32Array.from(f.pixels), [2, ...f.inputShape]);
       try {
@@ -124,8 +123,7 @@ describe('bad ONNX files and operators: one-line errors naming what is wrong', (
       return onnx.ModelProto.encode(m).finish();
     };
     const p = write('external.onnx', bytes('weights.bin'));
-    await initBackend();
-    const model = await loadClassifier(p, { card: { preprocess: { scale: 1 / 255 }, numClasses: 4 } });
+    const model = await loadClassifier(p, { engine, card: { preprocess: { scale: 1 / 255 }, numClasses: 4 } });
     expect(model.numClasses).toBe(4);
     model.dispose();
     expectUsage(uap('accuracy', '-m', write('escape.onnx', bytes('../weights.bin')), ...TORCHVISION), /external data "\.\.\/weights\.bin" lies outside the model's folder/);

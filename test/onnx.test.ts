@@ -6,7 +6,7 @@ import { netToTfGraph } from '../src/model/tfjsNet.js';
 import { runPlainGraph } from '../src/model/plainGraph.js';
 import { exportOnnx, OnnxUnsupported } from '../src/model/onnx/export.js';
 import { defaultLayout, loadOrt, onnxRuntime, shares } from '../src/model/onnx/runtime.js';
-import { initBackend } from '../src/backend.js';
+import { initBackend, tfjsEngine } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
 import { candidateGradients, candidateGradientRows, candidateGradientsLoop, type GradientScratch } from '../src/model/gradients.js';
 import { maxPoolInputGrad } from '../src/model/inputgrad.js';
@@ -190,11 +190,12 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
 
 describe.skipIf(!ortPresent)('the embedded model on ONNX Runtime', () => {
   it('runs on onnxruntime and gives the TF.js candidate gradients', async () => {
-    expect(await initBackend()).toBe('onnx');
-    const onnx = await loadClassifier('fashion');
-    const tfjs = await loadClassifier('fashion', { onnx: false });
+    const engine = await initBackend();
+    expect(engine.name).toBe('onnx');
+    const onnx = await loadClassifier('fashion', { engine });
+    const tfjs = await loadClassifier('fashion', { engine: tfjsEngine() });
     expect(onnx.engine).toBe('onnxruntime');
-    expect(tfjs.runtime).toBeUndefined();
+    expect([onnx.runtime.name, tfjs.runtime.name]).toEqual(['onnxruntime', 'wasm']);
     const x = tf.randomUniform([4, 28, 28, 1], 0, 255, 'float32', 3) as tf.Tensor4D;
     const cand = Int32Array.from({ length: 4 * 3 }, (_, i) => (i * 7) % 10);
     const a = await candidateGradients(onnx, x, cand, 3);
@@ -209,9 +210,9 @@ describe.skipIf(!ortPresent)('the embedded model on ONNX Runtime', () => {
 
 describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
   it('give the same labels as TF.js on the 200 bundled validation images', async () => {
-    await initBackend();
-    const onnx = await loadClassifier('fashion');
-    const tfjs = await loadClassifier('fashion', { onnx: false });
+    const engine = await initBackend();
+    const onnx = await loadClassifier('fashion', { engine });
+    const tfjs = await loadClassifier('fashion', { engine: tfjsEngine() });
     const V = await loadSet(onnx, join(EMBEDDED_DIR, 'images', 'val'), { assets: '', what: 'val' });
     expect(Array.from(await predictSet(onnx, V, null))).toEqual(Array.from(await predictSet(tfjs, V, null)));
     // With a perturbation: ONNX Runtime adds v to the stored bytes inside its graph, TF.js on tensors.
@@ -228,8 +229,8 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
   });
 
   it('candidate gradient rows land in caller-provided shared memory; other memory is refused', async () => {
-    await initBackend();
-    const onnx = await loadClassifier('fashion');
+    const engine = await initBackend();
+    const onnx = await loadClassifier('fashion', { engine });
     const x = tf.randomUniform([5, 28, 28, 1], 0, 255, 'float32', 4) as tf.Tensor4D;
     const cand = Int32Array.from({ length: 5 * 4 }, (_, i) => (i * 3) % 10);
     const reference = Int32Array.from([1, 2, 3, 4, 5]);
@@ -260,8 +261,8 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
   });
 
   it('a gradient scratch is reused from call to call (a smaller call too) and gives the same rows as fresh memory', async () => {
-    await initBackend();
-    const onnx = await loadClassifier('fashion');
+    const engine = await initBackend();
+    const onnx = await loadClassifier('fashion', { engine });
     const x = tf.randomUniform([4, 28, 28, 1], 0, 255, 'float32', 5) as tf.Tensor4D;
     const x2 = x.slice([1], [2]) as tf.Tensor4D;
     const cand = Int32Array.from({ length: 4 * 3 }, (_, i) => (i * 7) % 10);
@@ -283,7 +284,7 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
 
 describe('TF.js wasm', () => {
   it('tensorValues reads a float32 tensor in place on wasm (no copy) and equals dataSync everywhere', async () => {
-    expect(await initBackend('wasm')).toBe('wasm');
+    expect((await initBackend('wasm')).name).toBe('wasm');
     const x = tf.randomUniform([3, 5, 7, 2], -4, 4, 'float32', 9);
     const view = tensorValues(x);
     expect(Array.from(view)).toEqual(Array.from(x.dataSync()));
@@ -310,7 +311,7 @@ describe('TF.js wasm', () => {
     await tf.setBackend('cpu');
     const refs = cases.map((c) => run(c, false)); // TF's own gradient on cpu
     cases.forEach((c, i) => expect(maxRelativeDifference(run(c, true), refs[i]), `cpu ${c.join(' ')}`).toBeLessThan(1e-6));
-    expect(await initBackend('wasm')).toBe('wasm');
+    expect((await initBackend('wasm')).name).toBe('wasm');
     cases.forEach((c, i) => expect(maxRelativeDifference(run(c, true), refs[i]), `wasm ${c.join(' ')}`).toBeLessThan(1e-5));
   });
 });

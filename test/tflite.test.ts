@@ -20,6 +20,8 @@ import { Rng } from '../src/math/random.js';
 import { vjp } from '../src/model/compute.js';
 import { UsageError } from '../src/errors.js';
 
+const engine = await initBackend();
+
 const CONV_2D = 3, MEAN = 40, FULLY_CONNECTED = 9, SOFTMAX = 25, HARD_SWISH = 117;
 
 /**
@@ -112,9 +114,8 @@ describe('a .tflite file as a classifier', () => {
   let model: Classifier;
   let file: string;
   beforeAll(async () => {
-    await initBackend();
     file = tmpFile('tiny.tflite', tinyQuantisedModel());
-    model = await loadClassifier(file);
+    model = await loadClassifier(file, { engine });
   });
   afterAll(() => model?.dispose());
 
@@ -178,8 +179,7 @@ describe.skipIf(!present)('the coral TFLite MobileNets (shared assets)', () => {
   describe('MobileNet v1 0.25 128 (uint8)', () => {
     let model: Classifier;
     beforeAll(async () => {
-      await initBackend();
-      model = await loadClassifier('mobilenet_v1_0.25_128_quant', { assets });
+      model = await loadClassifier('mobilenet_v1_0.25_128_quant', { engine, assets });
     });
     afterAll(() => model?.dispose());
 

@@ -12,6 +12,7 @@ import type { TopLevelSpec } from '../report/plots.js';
 import type { Classifier } from '../model/classifier.js';
 import type { StreamedImages } from '../data/stream.js';
 import { pct } from '../report/format.js';
+import type { Engine } from '../backend.js';
 
 /**
  * Transfer of universal perturbations across models (paper, Table 2): every perturbation evaluated on
@@ -73,7 +74,7 @@ export type RemoteLabels = (
 export async function transferMatrix(
   sources: TransferSource[],
   models: string[],
-  opts: { assets: string; card?: CardOverrides; data?: string; limit?: number; sample?: number; batchSize?: number; log: Log; remote?: RemoteLabels },
+  opts: { engine: Engine; assets: string; card?: CardOverrides; data?: string; limit?: number; sample?: number; batchSize?: number; log: Log; remote?: RemoteLabels },
 ): Promise<TransferResult> {
   if (sources.length === 0) throw new UsageError('transfer: give at least one run directory or .npy perturbation');
   if (models.length === 0) throw new UsageError('transfer: no models to test on (pass {models}, or run directories whose config.json names a model)');
@@ -85,7 +86,7 @@ export async function transferMatrix(
     // A model a run was crafted on loads with that run's card fields, completed by the given ones.
     const fromRun = sources.find((s) => s.craftedOn === name)?.card;
     const card = { ...fromRun, ...opts.card };
-    const model = await loadModel(name, { assets: opts.assets, card }, opts.log);
+    const model = await loadModel(name, { assets: opts.assets, card, engine: opts.engine }, opts.log);
     try {
       const dir = opts.data ?? defaultData(model, opts.assets).val;
       const set = openSet(model, dir, { limit: opts.limit, sample: opts.sample === undefined ? undefined : { count: opts.sample, seed: 0 }, assets: opts.assets, log: opts.log, what: `${name} images` });

@@ -187,7 +187,7 @@ export function validatePassOptions(o: PassOptions, numClasses: number): void {
 function fingerprint(model: Classifier, X: ImageSet, o: PassOptions, method: PassMethod): Record<string, unknown> {
   const data = createHash('sha1').update(X.items.map((i) => i.path).join('\n')).digest('hex').slice(0, 16);
   return {
-    model: model.name, images: X.size, data, backend: model.runtime?.name ?? tf.getBackend(), method: method.name,
+    model: model.name, images: X.size, data, backend: model.runtime.name, method: method.name,
     norm: o.norm, xi: o.xi, batchSize: o.batchSize, seed: o.seed, target: o.target ?? null, ...(o.classes ? { classes: o.classes.join(',') } : {}), ...method.settings,
   };
 }

@@ -24,6 +24,7 @@ import type { CardOverrides } from '../model/load.js';
 import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
 import { sizeSweep, sizeSpec, DEFAULT_SIZES } from '../analysis/sizes.js';
 import { consoleLog, pct, startBackend } from './console.js';
+import type { Engine } from '../backend.js';
 import { addQueueFlags, queueOption } from './worker.js';
 
 
@@ -47,9 +48,9 @@ export function transferCommand(): Command {
       const models = flags.models
         ? String(flags.models).split(',').map((s) => s.trim()).filter(Boolean)
         : [...new Set(rows.map((r) => r.craftedOn).filter((m): m is string => m !== null))];
-      await startBackend(flags.backend);
+      const engine = await startBackend(flags.backend);
       const t = await transferMatrix(rows, models, {
-        assets: assetsDir(flags.assets as string | undefined), data: flags.data as string | undefined,
+        engine, assets: assetsDir(flags.assets as string | undefined), data: flags.data as string | undefined,
         limit: flags.limit as number | undefined, batchSize: flags.batchSize as number, log: consoleLog,
         remote: transferRemote(queue, flags.batchSize as number),
       });
@@ -119,14 +120,14 @@ function addRunFlags(cmd: Command, outputs: string): Command {
 }
 
 /** Fooling rate against norm for a run (or a model and perturbation): baseline.json, baseline.svg in `out`. */
-export async function runBaseline(flags: Record<string, unknown>): Promise<void> {
+export async function runBaseline(flags: Record<string, unknown>, engine: Engine): Promise<void> {
   const target = runTarget(flags, 'baseline');
   const { file, out: runOut } = target;
   const factors = flags.factors === undefined ? undefined : String(flags.factors).split(',').map(Number);
   if (factors?.some((f) => !Number.isFinite(f) || f < 0)) throw new UsageError(`--factors ${String(flags.factors)}: expected comma-separated numbers >= 0, e.g. 0,0.5,1,2`);
   let p = flags.norm as Norm | undefined;
   if (p === undefined && runOut) p = (JSON.parse(readFileSync(join(runOut, 'config.json'), 'utf8')) as { norm?: Norm }).norm;
-  await withRunSet(flags, target, async (model, set, v, dir, labels) => {
+  await withRunSet(flags, engine, target, async (model, set, v, dir, labels) => {
     const sweep = await normSweep(model, set, v, p ?? 'inf', {
       factors, draws: flags.draws as number, deepfool: Boolean(flags.deepfool), labels,
       onPoint: (pt) => consoleLog.info(`${pt.kind} at ${pt.radius.toFixed(1)}: ${pct(pt.mean)}`),
@@ -151,8 +152,7 @@ export function baselineCommand(): Command {
     .option('--deepfool', "also each image's own DeepFool perturbation at each radius, and the sum of them (one DeepFool pass over the images)");
   addQueueFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
-      await startBackend(flags.backend);
-      await runBaseline(flags);
+      await runBaseline(flags, await startBackend(flags.backend));
     });
   return cmd;
 }
@@ -175,12 +175,13 @@ function setsQueue(flags: Record<string, unknown>, where: SetsWhere, role: 'data
 
 async function withModelAndSets(
   flags: Record<string, unknown>,
+  engine: Engine,
   what: string,
   xLimit: number | undefined,
   use: (model: Classifier, X: ImageSet, V: StreamedImages, where: SetsWhere) => Promise<void>,
 ): Promise<void> {
   const assets = assetsDir(flags.assets as string | undefined);
-  const model = await loadModel(flags.model as string, { assets, card: cardOverrides(flags) }, consoleLog);
+  const model = await loadModel(flags.model as string, { assets, card: cardOverrides(flags), engine }, consoleLog);
   try {
     const spec = dataSpec(flags);
     const defaults = defaultData(model, assets);
@@ -196,10 +197,10 @@ async function withModelAndSets(
 }
 
 /** Validation fooling rate against |X| (flags as the command takes them): sweep-size.json, sweep-size.svg. */
-export async function runSweepSize(flags: Record<string, unknown>): Promise<void> {
+export async function runSweepSize(flags: Record<string, unknown>, engine: Engine): Promise<void> {
   const sizes = flags.sizes === undefined ? undefined : String(flags.sizes).split(',').map(Number);
   if (sizes?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--sizes ${String(flags.sizes)}: expected comma-separated integers >= 1, e.g. 50,100,500`);
-  await withModelAndSets(flags, 'the size sweep', undefined, async (model, X, V, where) => {
+  await withModelAndSets(flags, engine, 'the size sweep', undefined, async (model, X, V, where) => {
     const method = (flags.method as Method | undefined) ?? 'algorithm1';
     const options = methodOptions(method, model, attackOptions(flags as unknown as AttackFlags), resolveTarget(flags.target as string | undefined, model));
     // Queued: every point crafts on a worker at once, then all the v are scored on the workers in one pass.
@@ -229,17 +230,16 @@ export function sweepSizeCommand(): Command {
     .option('-o, --out <dir>', 'writes sweep-size.json, sweep-size.svg', 'runs/sweep-size');
   addQueueFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
-      await startBackend(flags.backend);
-      await runSweepSize(flags);
+      await runSweepSize(flags, await startBackend(flags.backend));
     });
   return cmd;
 }
 
 /** DeepFool normals analysis (flags as the command takes them): normals.json, normals.svg. */
-export async function runNormals(flags: Record<string, unknown>): Promise<void> {
+export async function runNormals(flags: Record<string, unknown>, engine: Engine): Promise<void> {
   const dims = flags.dims === undefined ? undefined : String(flags.dims).split(',').map(Number);
   if (dims?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--dims ${String(flags.dims)}: expected comma-separated integers >= 1, e.g. 1,10,50`);
-  await withModelAndSets(flags, 'the subspace fooling rates', 200, async (model, X, V, where) => {
+  await withModelAndSets(flags, engine, 'the subspace fooling rates', 200, async (model, X, V, where) => {
     const xi = (flags.xi as number | undefined) ?? defaultXi(2, model.inputShape);
     // Queued: the random vectors are scored on the workers (the DeepFool normals of X are found here).
     const qv = setsQueue(flags, where, 'val');
@@ -270,8 +270,7 @@ export function normalsCommand(): Command {
     .option('-o, --out <dir>', 'writes normals.json, normals.svg', 'runs/normals');
   addQueueFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
-      await startBackend(flags.backend);
-      await runNormals(flags);
+      await runNormals(flags, await startBackend(flags.backend));
     });
   return cmd;
 }
@@ -293,13 +292,14 @@ export function reportCommand(): Command {
 /** Loads the model, its image set and the perturbation (fitted to the model), runs `use`, cleans up. */
 async function withRunSet(
   flags: Record<string, unknown>,
+  engine: Engine,
   { modelName, file, format, card, val }: ReturnType<typeof runTarget>,
   use: (model: Classifier, set: StreamedImages, v: tf.Tensor3D, dir: string, labels: (vs: Float32Array[]) => Promise<Int32Array[]>) => Promise<void>,
 ): Promise<void> {
   const assets = assetsDir(flags.assets as string | undefined);
   // The run's own card fields (given as flags to uap compute), completed or overridden by this command's.
   const modelCard = { ...card, ...cardOverrides(flags) };
-  const model = await loadModel(modelName, { assets, card: modelCard }, consoleLog);
+  const model = await loadModel(modelName, { assets, card: modelCard, engine }, consoleLog);
   try {
     // Default: the images the run was scored on (its --val, --val-limit, --val-sample), else the model's validation set.
     const own = flags.data === undefined && flags.limit === undefined ? val : undefined;
@@ -322,10 +322,10 @@ async function withRunSet(
 }
 
 /** The fooling graph of a run (or a model and perturbation): graph.json, graph.dot, graph.svg in `out`; prints a summary. */
-export async function runGraph(flags: Record<string, unknown>): Promise<void> {
+export async function runGraph(flags: Record<string, unknown>, engine: Engine): Promise<void> {
   const target = runTarget(flags, 'graph');
   const { file, out: runOut } = target;
-  await withRunSet(flags, target, async (model, set, v, dir, labels) => {
+  await withRunSet(flags, engine, target, async (model, set, v, dir, labels) => {
     const [clean, adv] = await labels([v.dataSync() as Float32Array]);
     const name = (i: number) => labelName(model, i);
     const g = foolingGraph(clean, adv, name);
@@ -349,8 +349,7 @@ export function graphCommand(): Command {
   const cmd = new Command('graph').description('fooling graph: where the fooled images of each label go; dominant labels; components (JSON, DOT, SVG)');
   addModelFlags(cmd, 'fashion');
   addQueueFlags(addRunFlags(cmd, 'graph.json, graph.dot, graph.svg')).action(async (flags: Record<string, unknown>) => {
-    await startBackend(flags.backend);
-    await runGraph(flags);
+    await runGraph(flags, await startBackend(flags.backend));
   });
   return cmd;
 }

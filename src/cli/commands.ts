@@ -9,6 +9,7 @@ import { UsageError } from '../errors.js';
 import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
 import { consoleLog, pct, scoringProgress, startBackend, universalProgress, withInterrupt } from './console.js';
 import { runGraph, runBaseline } from './analyses.js';
+import type { Engine } from '../backend.js';
 import { addQueueFlags, queueOption } from './worker.js';
 import { buildReport } from '../report/html.js';
 import { methodName, pctCI } from '../report/format.js';
@@ -16,7 +17,7 @@ import { runWarnings } from '../report/warnings.js';
 
 
 /** Runs a compute job with a progress bar; Ctrl-C stops after the current batch, keeping the checkpoint. */
-async function computeWithProgress(flags: Record<string, unknown>, out: string, extra: { model?: string; randomDraws?: number; force?: boolean } = {}): Promise<ComputeSummary> {
+async function computeWithProgress(engine: Engine, flags: Record<string, unknown>, out: string, extra: { model?: string; randomDraws?: number; force?: boolean } = {}): Promise<ComputeSummary> {
   const progress = universalProgress();
   const scoring = scoringProgress('validation');
   try {
@@ -26,6 +27,7 @@ async function computeWithProgress(flags: Record<string, unknown>, out: string, 
           model: extra.model ?? (flags.model as string),
           card: cardOverrides(flags),
           assets: flags.assets as string | undefined,
+          engine,
           out,
           ...dataSpec(flags),
           options: attackOptions(flags as unknown as AttackFlags),
@@ -90,8 +92,7 @@ export function computeCommand(): Command {
     .option('--classes <list>', 'class-discriminative (CD-UAP, with --method sgd): fool only the images of these classes (comma-separated indices or first label names); the other classes keep their labels', (s) => s.split(',').map((x) => x.trim()).filter(Boolean));
   addQueueFlags(addFormatFlags(cmd))
     .action(async (flags: Record<string, unknown>) => {
-      await startBackend(flags.backend);
-      printSummary(await computeWithProgress(flags, flags.out as string));
+      printSummary(await computeWithProgress(await startBackend(flags.backend), flags, flags.out as string));
     });
   return cmd;
 }
@@ -106,10 +107,10 @@ export function evaluateCommand(): Command {
     .option('-o, --out <dir>', 'also write metrics.json and examples.png here')
     .action(async (flags: Record<string, unknown>) => {
       const queue = queueOption(flags);
-      await startBackend(flags.backend);
+      const engine = await startBackend(flags.backend);
       const progress = scoringProgress('scoring');
       const m = await runEvaluate(
-        { ...scoringJob(flags), perturbation: flags.perturbation as string, format: perturbationFormat(flags), out: flags.out as string | undefined, queue },
+        { ...scoringJob(flags, engine), perturbation: flags.perturbation as string, format: perturbationFormat(flags), out: flags.out as string | undefined, queue },
         consoleLog,
         progress.onScore,
       ).finally(() => progress.stop());
@@ -140,7 +141,7 @@ export function demoCommand(): Command {
         throw new UsageError(
           `--imagenet needs the shared assets folder (${assetsHint(assetsDir(flags.assets as string | undefined))}): pass --assets DIR or set UAP_ASSETS to the folder holding models/ and data/`,
         );
-      await startBackend(flags.backend);
+      const engine = await startBackend(flags.backend);
       // Demo defaults sized for a couple of minutes on 2 cores; every flag can override them.
       const fill = (k: string, v: unknown) => {
         if (cmd.getOptionValueSource(k) !== 'cli') flags[k] = v;
@@ -154,11 +155,11 @@ export function demoCommand(): Command {
       }
       const out = (flags.out as string | undefined) ?? (imagenet ? 'runs/demo-imagenet' : 'runs/demo');
       // The demo always starts afresh (a demo killed earlier leaves nothing worth resuming).
-      printSummary(await computeWithProgress(flags, out, { model: imagenet ? 'mobilenet_v1_0.25_224' : 'fashion', randomDraws: 3, force: true }));
+      printSummary(await computeWithProgress(engine, flags, out, { model: imagenet ? 'mobilenet_v1_0.25_224' : 'fashion', randomDraws: 3, force: true }));
       // The analyses of the run and one HTML page with everything.
       const analysis = { run: out, assets: flags.assets, draws: 2 };
-      await runGraph(analysis);
-      await runBaseline(analysis);
+      await runGraph(analysis, engine);
+      await runBaseline(analysis, engine);
       const html = join(out, 'report.html');
       writeText(html, await buildReport([out], `uap demo: ${imagenet ? 'MobileNet v1 0.25 on ImageNet' : 'the embedded Fashion-MNIST model'}`));
       process.stdout.write(`report: ${html} (open it in a browser)\n`);
@@ -173,8 +174,8 @@ export function accuracyCommand(): Command {
     .option('--json', 'print the result as JSON')
     .action(async (flags: Record<string, unknown>) => {
       const queue = queueOption(flags);
-      await startBackend(flags.backend);
-      const r = await runAccuracy({ ...scoringJob(flags), queue }, consoleLog);
+      const engine = await startBackend(flags.backend);
+      const r = await runAccuracy({ ...scoringJob(flags, engine), queue }, consoleLog);
       process.stdout.write(flags.json ? JSON.stringify(r) + '\n' : `model ${r.model}: top-1 ${pct(r.top1)}, top-5 ${pct(r.top5)} on ${r.images} images from ${r.folder}\n`);
     });
   return cmd;

@@ -1,5 +1,5 @@
 import cliProgress from 'cli-progress';
-import { initBackend, engineNotice } from '../backend.js';
+import { initBackend, engineNotice, type Engine } from '../backend.js';
 import type { Log } from '../pipeline.js';
 import { withFlags } from '../errors.js';
 import type { Progress, PassRecord } from '../attacks/universal.js';
@@ -15,12 +15,14 @@ import { pct } from '../report/format.js';
 
 export { pct };
 
-/** Chooses where models run (--backend) and says which. */
-export async function startBackend(flag: unknown): Promise<void> {
+/** Chooses where models run (--backend), says which, and returns the engine the command's job loads models with. */
+export async function startBackend(flag: unknown): Promise<Engine> {
   const name = flag as string | undefined;
-  consoleLog.info(`backend: ${await initBackend(name)}`);
-  const notice = await engineNotice(name);
+  const engine = await initBackend(name);
+  consoleLog.info(`backend: ${engine.name}`);
+  const notice = await engineNotice(engine, name);
   if (notice) consoleLog.info(notice);
+  return engine;
 }
 
 /**

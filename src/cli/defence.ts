@@ -45,7 +45,7 @@ export function finetuneCommand(): Command {
       // The embedded model's radius, as in the demo: Linf 10 barely moves a 28x28 Fashion-MNIST net.
       if (flags.model === 'fashion' && flags.norm === 'inf' && cmd.getOptionValueSource('xi') !== 'cli') flags.xi = 40;
       const queue = queueOption(flags);
-      await startBackend(flags.backend);
+      const engine = await startBackend(flags.backend);
       const progress = trainingProgress();
       try {
         const res = await withInterrupt('interrupted: stopping after this step; continue with --resume', (signal) => runFinetune(
@@ -53,6 +53,7 @@ export function finetuneCommand(): Command {
             model: flags.model as string,
             card: cardOverrides(flags),
             assets: flags.assets as string | undefined,
+            engine,
             out: flags.out as string,
             ...dataSpec(flags),
             method: flags.method as Method,

@@ -10,6 +10,7 @@ import type { DataSpec } from '../pipeline.js';
 import type { CardOverrides } from '../model/load.js';
 import type { ModelCard } from '../model/card.js';
 import { resolve } from 'node:path';
+import type { Engine } from '../backend.js';
 
 /** Flag value parsers: each error names the flag and what it expected. */
 export function number(flag: string, check: (n: number) => boolean = () => true, expected = 'a number') {
@@ -185,8 +186,9 @@ export function perturbationFormat(f: Record<string, unknown>): PerturbationForm
 }
 
 /** The fields every scoring command (evaluate, accuracy) passes to the library. */
-export function scoringJob(f: Record<string, unknown>) {
+export function scoringJob(f: Record<string, unknown>, engine: Engine) {
   return {
+    engine,
     model: f.model as string,
     card: cardOverrides(f),
     assets: f.assets as string | undefined,

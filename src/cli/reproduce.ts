@@ -77,7 +77,7 @@ export function reproduceCommand(): Command {
         linf: flags.linf as number | undefined,
         ...(paper ? { data: 'fashion:train', val: 'fashion:test', sample: quick ? 1000 : 10000, valSample: quick ? 2000 : undefined } : {}),
       };
-      await startBackend(flags.backend);
+      const engine = await startBackend(flags.backend);
       const out = flags.out as string;
       const method = flags.method as Method;
       // Every step below runs on the queue's workers as its own command would with --queue.
@@ -95,7 +95,7 @@ export function reproduceCommand(): Command {
           const progress = universalProgress();
           try {
             const s = await runCompute(
-              { model, assets: flags.assets as string | undefined, out: dir, data: plan.data, val: plan.val, sample: plan.sample, valSample: plan.valSample, limit: plan.limit, valLimit: plan.valLimit, method, options: { norm, maxPasses: flags.maxPasses as number, ...xiOf(norm) }, queue },
+              { model, assets: flags.assets as string | undefined, engine, out: dir, data: plan.data, val: plan.val, sample: plan.sample, valSample: plan.valSample, limit: plan.limit, valLimit: plan.valLimit, method, options: { norm, maxPasses: flags.maxPasses as number, ...xiOf(norm) }, queue },
               { log: consoleLog, onProgress: progress.onProgress, onPass: progress.onPass },
             );
             runs.push({ model, norm, dir, s });
@@ -108,7 +108,7 @@ export function reproduceCommand(): Command {
       const caffe = join(assets, 'data', 'lts4_universal', 'npy', 'CaffeNet.npy');
       const sources = [...linf.map((r) => transferSource(r.dir)), ...(existsSync(caffe) && plan.models.some((m) => m !== 'fashion') ? [transferSource(caffe)] : [])];
       const transferDir = join(out, 'transfer');
-      const t = await transferMatrix(sources, [...plan.models, ...plan.columns], { assets, data: plan.val, limit: plan.valLimit, sample: plan.valSample, log: consoleLog, remote: transferRemote(queue) });
+      const t = await transferMatrix(sources, [...plan.models, ...plan.columns], { engine, assets, data: plan.val, limit: plan.valLimit, sample: plan.valSample, log: consoleLog, remote: transferRemote(queue) });
       writeJson(join(transferDir, 'transfer.json'), t);
       writeText(join(transferDir, 'transfer.md'), transferMarkdown(t));
       writeText(join(transferDir, 'transfer.svg'), await vegaLiteToSvg(transferSpec(t)));
@@ -116,15 +116,15 @@ export function reproduceCommand(): Command {
       const first = plan.models[0];
       const firstLinf = linf.find((r) => r.model === first)!;
       const firstL2 = runs.find((r) => r.model === first && r.norm === 2)!;
-      await runGraph({ ...common, run: firstLinf.dir, limit: plan.valLimit });
-      await runBaseline({ ...common, run: firstL2.dir, limit: plan.valLimit, draws: 2, deepfool: true });
+      await runGraph({ ...common, run: firstLinf.dir, limit: plan.valLimit }, engine);
+      await runBaseline({ ...common, run: firstL2.dir, limit: plan.valLimit, draws: 2, deepfool: true }, engine);
       const sizeDir = join(out, 'sweep-size');
       const sets = { data: plan.data, val: plan.val, sample: plan.sample, valSample: plan.valSample };
-      await runSweepSize({ ...common, ...sets, ...xiOf('inf'), model: first, method, norm: 'inf', sizes: plan.sizes, maxPasses: flags.maxPasses, valLimit: plan.valLimit, delta: 0.2, seed: 0, out: sizeDir });
+      await runSweepSize({ ...common, ...sets, ...xiOf('inf'), model: first, method, norm: 'inf', sizes: plan.sizes, maxPasses: flags.maxPasses, valLimit: plan.valLimit, delta: 0.2, seed: 0, out: sizeDir }, engine);
       const normalsDir = join(out, 'normals');
       // From a large X, the normals come from a seeded sample of it (the first files are one class).
       const normalsOf = plan.sample ? { sample: plan.normals } : { limit: plan.normals };
-      await runNormals({ ...common, ...sets, ...normalsOf, ...xiOf(2), model: first, valLimit: plan.valLimit, dims: '1,10,50,100', draws: 3, out: normalsDir });
+      await runNormals({ ...common, ...sets, ...normalsOf, ...xiOf(2), model: first, valLimit: plan.valLimit, dims: '1,10,50,100', draws: 3, out: normalsDir }, engine);
       // 4. The report and the summary beside the paper.
       const dirs = [...runs.map((r) => r.dir), transferDir, sizeDir, normalsDir];
       writeText(join(out, 'report.html'), await buildReport(dirs, `uap reproduce (${method})`));

@@ -30,14 +30,14 @@ export function workerCommand(): Command {
     .action(async (flags: { queue?: string; root?: string[]; assets?: string; backend?: string; lockSeconds: number }) => {
       if (!flags.queue) throw new UsageError('{queue}: give the Redis URL (or set UAP_QUEUE)');
       queueConnection(flags.queue);
-      await startBackend(flags.backend);
+      const engine = await startBackend(flags.backend);
       const stop = new AbortController();
       for (const sig of ['SIGINT', 'SIGTERM'] as const)
         process.once(sig, () => {
           consoleLog.info('worker: stopping after the shard under way');
           stop.abort();
         });
-      await runWorker({ url: flags.queue, roots: flags.root, assets: flags.assets, lockMs: flags.lockSeconds * 1000, log: consoleLog, signal: stop.signal });
+      await runWorker({ url: flags.queue, engine, roots: flags.root, assets: flags.assets, lockMs: flags.lockSeconds * 1000, log: consoleLog, signal: stop.signal });
       process.exit(0);
     });
 }

@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import * as tf from '../tf.js';
 import { UsageError, AbortedError } from '../errors.js';
 import type { Classifier } from '../model/classifier.js';
-import { findCard, type CardOverrides } from '../model/load.js';
+import { findCard, type CardOverrides, type ModelSpec } from '../model/load.js';
 import type { ModelCard } from '../model/card.js';
 import type { ImageSet } from '../data/dataset.js';
 import { argmaxRows } from '../model/compute.js';
@@ -63,10 +63,7 @@ export const FINETUNE_DEFAULTS: FinetuneOptions = {
 };
 
 /** A fine-tuning job: the model (a name or file) and its data, the attack that crafts the pools and re-attacks, the options, the output folder, and whether to resume there. */
-export interface FinetuneJob extends DataSpec {
-  model: string;
-  card?: CardOverrides;
-  assets?: string;
+export interface FinetuneJob extends DataSpec, ModelSpec {
   out: string;
   /** How the pool members and the re-attacks are crafted (default sgd: fast and strong). */
   method?: Method;
@@ -221,7 +218,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
   if (job.val === 'none') throw new UsageError('{val} none: fine-tuning needs validation images to keep clean accuracy in view');
   if (job.resume && !existsSync(join(job.out, 'defence.json'))) throw new UsageError(`{resume}: no defence.json in ${job.out}`);
   const method = job.method ?? 'sgd';
-  let model: Classifier = await loadModel(job.model, { assets, card: job.card }, log);
+  let model: Classifier = await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log);
   const release: tf.Tensor[] = [];
   try {
     const defaults = defaultData(model, assets);
@@ -284,7 +281,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
     let currentSpec: { spec: string; card?: CardOverrides } = { spec: job.model, card: job.card };
     if (rounds.length > 1) {
       model.dispose();
-      model = await loadModel(rounds[rounds.length - 1].card, { assets }, log);
+      model = await loadModel(rounds[rounds.length - 1].card, { assets, engine: job.engine }, log);
       currentSpec = { spec: rounds[rounds.length - 1].card };
     }
     for (let r = rounds.length; r <= o.rounds; r++) {
@@ -404,7 +401,7 @@ export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): 
       currentCard = findCard(cardFile);
       const previousV = loadPerturbation(join(job.out, `round-${r - 1}`, 'attack', 'perturbation.npy'), model, log, OWN_FORMAT);
       model.dispose();
-      model = await loadModel(cardFile, { assets }, log);
+      model = await loadModel(cardFile, { assets, engine: job.engine }, log);
       currentSpec = { spec: resolve(cardFile) };
       try {
         await attackRound(r, cardFile, previousV, epochs, started);

@@ -8,6 +8,7 @@ import { chain, weights, SLICE_END, type NetNode } from './net.js';
 import { netToTfGraph } from './tfjsNet.js';
 import { featureModel } from './features.js';
 import { runPlainGraph } from './plainGraph.js';
+import { tfjsRuntime } from './tfjsRuntime.js';
 
 /**
  * What a model card adds around the network, as engine nodes: pixel preprocessing in front, the
@@ -105,6 +106,7 @@ export async function tfjsClassifier(card: ModelCard, forward: (x: tf.Tensor4D) 
   }
   return {
     name: card.name, inputShape: [h, w, c], numClasses: card.numClasses, labels, labelSpace: card.labelSpace ?? 'own', maxBatch, logits,
+    runtime: tfjsRuntime({ inputShape: [h, w, c], numClasses: card.numClasses, logits }, maxBatch?.gradient),
     preprocess: card.preprocess, engine: `TF.js ${tf.getBackend()}`, dispose: release,
   };
 }

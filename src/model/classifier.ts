@@ -11,8 +11,10 @@ import { UsageError } from '../errors.js';
 export interface Differentiable {
   readonly inputShape: [number, number, number];
   readonly numClasses: number;
+  /** The TF.js graph of the map (what a TF.js runtime runs; what the self-check and training differentiate). */
   logits(x: tf.Tensor4D): tf.Tensor2D;
-  readonly runtime?: Runtime;
+  /** Where its batched forward passes and input gradients run: the one head every attack calls (compute.ts). */
+  readonly runtime: Runtime;
 }
 
 /** Inner-layer activations of a network as one differentiable output (data-free and feature-layer attacks). */
@@ -32,10 +34,10 @@ export interface Classifier extends Differentiable {
   readonly labelSpace: 'imagenet' | 'own';
   /** How pixels map to the model's input (its card's); perturbations in normalised units need it. */
   readonly preprocess?: ModelCard['preprocess'];
-  /** x: [N,H,W,C] float32 in pixel space [0,255]; returns [N, numClasses] pre-softmax logits. */
+  /** x: [N,H,W,C] float32 in pixel space [0,255]; returns [N, numClasses] pre-softmax logits (TF.js). */
   logits(x: tf.Tensor4D): tf.Tensor2D;
-  /** Where batched forward passes and input gradients run (see compute.ts); absent: TF.js through `logits`. */
-  readonly runtime?: Runtime;
+  /** Where batched forward passes and input gradients run (ONNX Runtime or TF.js; see compute.ts). */
+  readonly runtime: Runtime;
   /** Where it runs, in words (printed by the CLI). */
   readonly engine?: string;
   /** Largest batches that fit in memory (measured at load; absent = no limit known). */

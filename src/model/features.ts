@@ -5,6 +5,7 @@ import { inferShapes } from './shapes.js';
 import { netToTfGraph } from './tfjsNet.js';
 import { runPlainGraph } from './plainGraph.js';
 import type { Runtime } from './runtime.js';
+import { tfjsRuntime } from './tfjsRuntime.js';
 import { UsageError } from '../errors.js';
 
 /**
@@ -69,6 +70,7 @@ export async function featureModel(
   } catch {
     runtime = undefined; // the runtime cannot express this cut: TF.js computes it
   }
+  runtime ??= tfjsRuntime({ inputShape, numClasses: total, logits });
   return {
     inputShape, numClasses: total, layers: sized, logits, runtime,
     dispose: () => {

@@ -40,7 +40,7 @@ export interface GradientScratch {
  * into it): the scratch's buffer when it is big enough and of the right kind, else a new one it keeps.
  */
 export function scratchRows(model: Differentiable, count: number, scratch?: GradientScratch): Float32Array {
-  const shared = !!model.runtime;
+  const shared = model.runtime.sharedRows;
   const old = scratch?.buffer;
   // SharedArrayBuffer is undefined in a browser page that is not cross-origin isolated (the studio's).
   const oldShared = typeof SharedArrayBuffer !== 'undefined' && old instanceof SharedArrayBuffer;
@@ -79,7 +79,7 @@ export async function candidateGradientRows(model: Classifier, x: tf.Tensor4D, c
   const [n, h, w, c] = x.shape;
   const size = h * w * c;
   const K = model.numClasses;
-  const budget = model.runtime ? model.runtime.maxRows : Math.min(32, model.maxBatch?.gradient ?? 32);
+  const budget = model.runtime.maxRows;
   const maxRows = Math.max(1, Math.min(opts.maxRows ?? budget, budget));
   const logits = new Float32Array(n * k);
   // Shared memory: ONNX Runtime's workers write every chunk's rows straight into place.

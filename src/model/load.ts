@@ -17,7 +17,7 @@ import { onnxRuntime } from './onnx/runtime.js';
 import { featureModel } from './features.js';
 import type { Runtime } from './runtime.js';
 import { closeEnough } from './selfcheck.js';
-import { onnxEnabled } from '../backend.js';
+import type { Engine } from '../backend.js';
 import { cardFromTflite, inputTensor, readTflite, tfliteToNet } from './tflite/index.js';
 import { cardFromOnnx, loadOnnxNet, readOnnx } from './onnxImport/index.js';
 
@@ -188,8 +188,29 @@ async function withOnnx(net: Net, shape: [number, number, number], logits: (x: t
   return { runtime, engine: 'onnxruntime' };
 }
 
+/** A model as a job names it: a bundled name, a card or a model file, the card fields that complete or override its card, and where it runs. */
+export interface ModelSpec {
+  /** A bundled model's name, a card (.json) or a model file (.onnx, .tflite, model.json). */
+  model: string;
+  /** Model-card fields that complete or override the model's card. */
+  card?: CardOverrides;
+  /** The shared assets folder (default: UAP_ASSETS, else ../shared/assets). */
+  assets?: string;
+  /** Where it runs (initBackend's choice). */
+  engine: Engine;
+}
+
+export interface LoadOptions {
+  /** Where it runs (initBackend's choice): ONNX Runtime for importable models when `engine.onnx`, else TF.js. */
+  engine: Engine;
+  /** The shared assets folder (default: UAP_ASSETS, else ../shared/assets). */
+  assets?: string;
+  /** Card fields that override the found card's (preprocessing, class count, labels). */
+  card?: CardOverrides;
+}
+
 /** Loads the classifier a card describes; its logits take pixel-space images. */
-export async function loadClassifier(spec: string | ModelCard, opts: { assets?: string; card?: CardOverrides; onnx?: boolean } = {}): Promise<Classifier> {
+export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions): Promise<Classifier> {
   const card = typeof spec === 'string' ? findCard(spec, opts.card, opts.assets) : spec;
   const assets = assetsDir(opts.assets);
   const modelPath = resolveCardPath(card, card.model, assets);
@@ -228,14 +249,14 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
     if (e instanceof UsageError) throw e;
     throw new UsageError(`model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`);
   }
-  const rt = net && (opts.onnx ?? onnxEnabled()) ? await withOnnx(net, card.inputShape, checkedLogits(card, forward)) : undefined;
+  const rt = net && opts.engine.onnx ? await withOnnx(net, card.inputShape, checkedLogits(card, forward)) : undefined;
   // On ONNX Runtime, TF.js only checks the export on a probe image: its batch limits (measured with a
   // forward and a gradient pass on TF.js, many seconds for a large model) do not apply.
   const base = await tfjsClassifier(card, forward, release, labels, { measure: !rt?.runtime });
   return {
     ...base,
     file: modelPath,
-    runtime: rt?.runtime,
+    runtime: rt?.runtime ?? base.runtime,
     ...(net ? { features: (layers?: string[]) => featureModel(net!, card.inputShape, layers, rt?.runtime ? (cut) => onnxRuntime(cut, card.inputShape, undefined, ['forward', 'vjp']) : undefined) } : {}),
     engine: rt?.engine ?? base.engine,
     dispose: () => {
@@ -246,7 +267,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: { assets?: 
 }
 
 /** Loads a classifier and says where it runs. */
-export async function loadModel(spec: string, opts: { assets: string; card?: CardOverrides }, log: Log): Promise<Classifier> {
+export async function loadModel(spec: string, opts: LoadOptions & { assets: string }, log: Log): Promise<Classifier> {
   const model = await loadClassifier(spec, opts);
   log.info(`model ${model.name}: runs on ${model.engine ?? 'TF.js'}${model.runtime?.layout ? ` (${model.runtime.layout})` : ''}`);
   return model;

@@ -1,11 +1,15 @@
 import type * as tf from '../tf.js';
 
 /**
- * A runtime other than TF.js that runs a classifier's batched forward passes and input gradients
- * (ONNX Runtime). Inputs are pixel-space NHWC batches; outputs are plain arrays.
+ * Where a classifier's batched forward passes and input gradients run: ONNX Runtime
+ * (src/model/onnx/runtime.ts) or TF.js (src/model/tfjsRuntime.ts). Every attack and evaluation goes
+ * through this one head (compute.ts). Inputs are pixel-space NHWC batches; outputs are plain arrays.
  */
 export interface Runtime {
+  /** 'onnxruntime', or the TF.js backend ('wasm', 'cpu', 'webgl', 'webgpu'). */
   readonly name: string;
+  /** vjp's `out` must be backed by a SharedArrayBuffer (worker threads write rows into it). */
+  readonly sharedRows: boolean;
   /** How it runs, for the log line (e.g. "2 workers x 1 thread"). */
   readonly layout?: string;
   /** Rows (images x cotangents) one vjp call may hold; TF.js's measured limits do not apply here. */
@@ -17,8 +21,8 @@ export interface Runtime {
   /**
    * logits [n * numClasses] of a batch, and for each image its k = dy.length / (n * numClasses)
    * vector-Jacobian products dx[i, j] = (d logits_i / d x_i)^T dy[i, j]: dy [n, k, numClasses] ->
-   * dx [n, k, H, W, C], from one forward pass. dx is written into `out` when given (it must be backed
-   * by a SharedArrayBuffer).
+   * dx [n, k, H, W, C]. dx is written into `out` when given (backed by a SharedArrayBuffer when
+   * `sharedRows`).
    */
   vjp(x: tf.Tensor4D, dy: Float32Array, out?: Float32Array): Promise<{ logits: Float32Array; dx: Float32Array }>;
   dispose(): Promise<void>;

@@ -8,6 +8,7 @@ import { allDraws, scorePart } from '../analysis/noiseScore.js';
 import { craft } from '../attacks/methods.js';
 import { dataFolder, defaultData } from '../data/sets.js';
 import { loadModel } from '../model/load.js';
+import type { Engine } from '../backend.js';
 import type { Log } from '../log.js';
 import { assetsDir, EMBEDDED_DIR, packageVersion } from '../paths.js';
 import { UsageError } from '../errors.js';
@@ -28,6 +29,8 @@ import type { ImageItem } from '../data/source.js';
 
 export interface WorkerOptions {
   url: string;
+  /** Where the models of its shards run. */
+  engine: Engine;
   assets?: string;
   /** Folders it may read besides the embedded model and images, the assets folder and uap's cache. */
   roots?: string[];
@@ -69,7 +72,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
       got = (async () => {
         // A path is checked before anything is read from it (a bundled model's name is not a path).
         if (existsSync(m.spec)) inside(resolve(m.spec), roots, 'model');
-        const model = await loadModel(m.spec, { assets, card: m.card }, o.log);
+        const model = await loadModel(m.spec, { assets, card: m.card, engine: o.engine }, o.log);
         if (model.file) inside(model.file, roots, 'model');
         return { model, print: await modelPrint(model) };
       })();

@@ -73,6 +73,7 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
   };
   return {
     name: 'onnxruntime',
+    sharedRows: true,
     layout: `${pool.size} worker${pool.size > 1 ? 's' : ''} x ${pool.threadsPerWorker} thread${pool.threadsPerWorker > 1 ? 's' : ''}`,
     // Per call: enough runs to keep every worker busy twice over; memory stays per run.
     maxRows: 2 * ROWS_PER_RUN * pool.size,
