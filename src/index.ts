@@ -25,7 +25,7 @@ export { randomPerturbation } from './math/noise.js';
 export { deepfool, type DeepFoolOptions, type DeepFoolResult, type DeepFoolStatus } from './attacks/deepfool.js';
 export {
   computeUniversal, UNIVERSAL_DEFAULTS,
-  type UniversalOptions, type UniversalResult, type PassRecord, type Progress, type RunControl,
+  type UniversalOptions, type UniversalResult, type PassRecord, type Progress, type RunControl, type CheckpointStore,
 } from './attacks/universal.js';
 export { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions, type SgdLoss } from './attacks/sgd.js';
 export { computeDataFreeUniversal, DATA_FREE_DEFAULTS, type DataFreeOptions, type DataFreePrior } from './attacks/dataFree.js';
@@ -40,6 +40,7 @@ export {
   type PerturbationFormat, type PerturbationLayout, type PerturbationUnits,
 } from './io/perturbationFile.js';
 export { writePerturbation } from './io/run.js';
+export { folderCheckpoints } from './io/checkpoint.js';
 // Whole jobs, as the CLI runs them.
 export { runCompute, runEvaluate, loadPerturbation, loadSet } from './pipeline.js';
 export { runFinetune, FINETUNE_DEFAULTS, type FinetuneJob, type FinetuneOptions, type DefenceResult, type RoundRecord, type EpochRecord } from './defence/finetune.js';

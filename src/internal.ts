@@ -20,7 +20,7 @@ export { lossCotangent } from './attacks/sgd.js';
 export { runPasses, targetSuccessRate, type PassMethod, type PassContext, type PassOptions } from './attacks/passes.js';
 export { validateUniversalOptions } from './attacks/universal.js';
 export { scorePredictions } from './model/scoring.js';
-export { encodeNpy, decodeNpy } from './io/npy.js';
+export { encodeNpy, decodeNpy } from './io/npyCodec.js';
 export { encodeNpz } from './io/perturbationFile.js';
 export { writeExamples } from './io/run.js';
 export { OWN_FORMAT, loadModel, resolveTarget, defaultXi, defaultData, randomBaseline } from './pipeline.js';

@@ -7,7 +7,7 @@ import { loadModel, type CardOverrides, type ModelSpec } from './model/load.js';
 import { listDataset, type ImageSet, type StreamedImages } from './data/dataset.js';
 import type { ImageSource } from './data/source.js';
 import { dataFolder, defaultData, defaultFolders, loadSet, openSet, saySkipped, wnidsOf, type DataSpec, type SetOptions } from './data/sets.js';
-import { refuseResumeWithInit, type RunControl, type UniversalResult } from './attacks/universal.js';
+import { refuseResumeWithInit, type RunControl, type UniversalResult, type PassRecord } from './attacks/universal.js';
 import { craft, methodOptions, type AttackSettings, type Method } from './attacks/methods.js';
 import { targetSuccessRate } from './attacks/passes.js';
 import { classDiscriminative } from './attacks/criterion.js';
@@ -21,7 +21,7 @@ import { lpNorm, defaultXi, type Norm } from './math/lp.js';
 import { namedLog, silent, type Log } from './log.js';
 import { writeJson, writePerturbation, writeExamples, writeText } from './io/run.js';
 import { provenance } from './io/provenance.js';
-import { fingerprintMismatch, hasCheckpoint } from './io/checkpoint.js';
+import { fingerprintMismatch, hasCheckpoint, folderCheckpoints } from './io/checkpoint.js';
 import { lockRunDir } from './io/lock.js';
 import { assetsDir } from './paths.js';
 import { UsageError } from './errors.js';
@@ -126,7 +126,7 @@ function writePerImage(dir: string, model: Classifier, perImage: PerImage): Reco
  * checkpoints, evaluate on X and on the validation set against random noise of the same norm, and
  * write the run directory.
  */
-export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpointDir' | 'resume' | 'init'> & { log?: Log; model?: Classifier; onScore?: ScoreProgress } = {}): Promise<ComputeSummary> {
+export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpoints' | 'resume' | 'init'> & { log?: Log; model?: Classifier; onScore?: ScoreProgress } = {}): Promise<ComputeSummary> {
   const log = namedLog(ctl.log);
   if (existsSync(job.out) && !statSync(job.out).isDirectory()) throw new UsageError(`{out} ${job.out}: is a file, expected a folder for the run`);
   checkFreshRun(job, log);
@@ -178,7 +178,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
       job.queue && { ...job.queue, model: { spec: job.model, card: job.card }, data, role, dir, strict: job.strict, warn: (m: string) => log.warn(m) };
     const remote = job.queue && method === 'sgd' ? await queueGradients(queued(job.data ?? null, 'data', dataDir)!, model, X, options as SgdOptions) : undefined;
     if (job.queue && !remote) log.info(`queue: ${method} crafts here (only SGD-UAP's steps are sharded); the validation set is scored on the workers`);
-    const control = { ...ctl, scorePass, checkpointDir: job.out, resume: job.resume, init, shardGradients: remote?.shardGradients, onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)) };
+    const control = { ...ctl, scorePass, checkpoints: folderCheckpoints<PassRecord>(job.out), resume: job.resume, init, shardGradients: remote?.shardGradients, onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)) };
     const res = await craft(model, X, method, options, control).finally(async () => {
       init?.dispose();
       await remote?.close();

@@ -3,7 +3,7 @@
  * library (model import, attacks, fooling rate, fooling graph); the page draws what comes back.
  */
 import { visiblePerturbation } from '../src/io/visible.js';
-import { encodeNpy } from '../src/io/npy.js';
+import { encodeNpy } from '../src/io/npyCodec.js';
 import { defaultXi } from '../src/math/radius.js';
 import type { AttackSettings, BrowserCard, BrowserDataset, FromWorker, HeldOutRates, Method, ModelInfo, PassRecord, Progress, StudioCatalog, ToWorker } from './protocol.js';
 import { GRAPH_MIN_FOOLED } from './protocol.js';

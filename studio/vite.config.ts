@@ -7,8 +7,6 @@ import { studioHandler } from '../src/studio/server.js';
  * dist-studio/, served by `uap studio`). Both serve the catalogue and the model / image files with the
  * same handler as `uap studio` (UAP_ASSETS or ../shared/assets for the ImageNet ones).
  */
-const stub = fileURLToPath(new URL('./node-stub.ts', import.meta.url));
-
 function catalogue(): Plugin {
   return {
     name: 'uap-studio-files',
@@ -24,8 +22,6 @@ function catalogue(): Plugin {
 export default defineConfig({
   root: fileURLToPath(new URL('.', import.meta.url)),
   base: './',
-  // Library modules import these for checkpoints and card files, which the studio never uses.
-  resolve: { alias: { 'node:fs': stub, 'node:path': stub, 'node:crypto': stub } },
   plugins: [catalogue()],
   worker: { format: 'es' },
   build: { outDir: fileURLToPath(new URL('../dist-studio', import.meta.url)), emptyOutDir: true, chunkSizeWarningLimit: 8000, target: 'es2022' },

@@ -30,7 +30,7 @@ import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
 import { runMetrics } from '../src/analysis/metrics.js';
 import { lpNorm } from '../src/math/lp.js';
 import { rateLines, vegaLiteToSvg } from '../src/report/plots.js';
-import { decodeNpy } from '../src/io/npy.js';
+import { decodeNpy } from '../src/io/npyCodec.js';
 import { AbortedError } from '../src/errors.js';
 import type { AttackSettings, BrowserCard, DroppedModel, FromWorker, HeldOutRates, ToWorker, TopLabel } from './protocol.js';
 import { GRAPH_MIN_FOOLED } from './protocol.js';

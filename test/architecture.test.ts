@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
 
 /**
@@ -34,5 +34,33 @@ describe('architecture', () => {
       }
     }
     expect(upward).toEqual([]);
+  });
+
+  it("the studio's page and worker take the core with no Node module in the bundle (no stubs, no copies)", () => {
+    // Every module the studio reaches through value imports (type-only imports leave no code).
+    const root = join(import.meta.dirname, '..');
+    const seen = new Set<string>();
+    const nodeImports: string[] = [];
+    const walk = (file: string) => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      const text = readFileSync(file, 'utf8');
+      for (const m of text.matchAll(/^(?:import|export)\s+(type\s+)?(?:[^;]*?\sfrom\s+)?'([^']+)'/gms)) {
+        if (m[1]) continue;
+        const spec = m[2];
+        if (spec.startsWith('node:')) nodeImports.push(`${relative(root, file)} -> ${spec}`);
+        else if (spec.startsWith('.')) {
+          // A .js import names its .ts source, or a generated .js file (src/generated).
+          const named = join(dirname(file), spec);
+          const target = [named.replace(/\.js$/, '.ts'), named].find((f) => /\.[jt]s$/.test(f) && existsSync(f));
+          if (target) walk(target);
+        }
+      }
+    };
+    walk(join(root, 'studio', 'worker.ts'));
+    walk(join(root, 'studio', 'main.ts'));
+    expect(seen.size).toBeGreaterThan(40);
+    expect(nodeImports).toEqual([]);
+    expect(readFileSync(join(root, 'studio', 'vite.config.ts'), 'utf8')).not.toMatch(/alias/);
   });
 });

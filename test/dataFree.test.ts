@@ -19,6 +19,7 @@ import { Rng } from '../src/math/random.js';
 import { assetsDir } from '../src/paths.js';
 import type { Classifier } from '../src/model/classifier.js';
 import { randomImages } from './helpers.js';
+import { folderCheckpoints } from '../src/io/checkpoint.js';
 
 const engine = await initBackend();
 
@@ -153,10 +154,10 @@ describe('GD-UAP on the embedded Fashion-MNIST model', () => {
     const o = opts({ prior: 'range', maxPasses: 3 });
     const a = await computeDataFreeUniversal(model, X, o);
     const dir = mkdtempSync(join(tmpdir(), 'uap-gduap-'));
-    await computeDataFreeUniversal(model, X, { ...o, maxPasses: 1 }, { checkpointDir: dir });
-    const resumed = await computeDataFreeUniversal(model, X, o, { checkpointDir: dir, resume: true });
+    await computeDataFreeUniversal(model, X, { ...o, maxPasses: 1 }, { checkpoints: folderCheckpoints(dir) });
+    const resumed = await computeDataFreeUniversal(model, X, o, { checkpoints: folderCheckpoints(dir), resume: true });
     expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(a.v.dataSync()));
-    await expect(computeDataFreeUniversal(model, X, { ...o, prior: 'none' }, { checkpointDir: dir, resume: true })).rejects.toThrow(/prior=/);
+    await expect(computeDataFreeUniversal(model, X, { ...o, prior: 'none' }, { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(/prior=/);
   });
 
   it('refuses a target and bad settings by field', async () => {

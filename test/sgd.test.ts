@@ -14,6 +14,7 @@ import { randomPerturbation } from '../src/math/noise.js';
 import { foolingRate } from '../src/model/scoring.js';
 import { UsageError } from '../src/errors.js';
 import { tinyNet, randomImages, linearClassifier } from './helpers.js';
+import { folderCheckpoints } from '../src/io/checkpoint.js';
 
 beforeAll(async () => {
   tf.enableProdMode();
@@ -160,10 +161,10 @@ describe('SGD-UAP', () => {
     const b = await computeSgdUniversal(model, X, o);
     expect(Array.from(b.v.dataSync())).toEqual(Array.from(a.v.dataSync()));
     const dir = mkdtempSync(join(tmpdir(), 'uap-sgd-'));
-    await computeSgdUniversal(model, X, { ...o, maxPasses: 1 }, { checkpointDir: dir });
-    const resumed = await computeSgdUniversal(model, X, o, { checkpointDir: dir, resume: true });
+    await computeSgdUniversal(model, X, { ...o, maxPasses: 1 }, { checkpoints: folderCheckpoints(dir) });
+    const resumed = await computeSgdUniversal(model, X, o, { checkpoints: folderCheckpoints(dir), resume: true });
     expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(a.v.dataSync()));
-    await expect(computeSgdUniversal(model, X, { ...o, lr: 3 }, { checkpointDir: dir, resume: true })).rejects.toThrow(/lr=/);
+    await expect(computeSgdUniversal(model, X, { ...o, lr: 3 }, { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(/lr=/);
   });
 
   it('targeted: raises the share of images sent to the target (both methods)', async () => {

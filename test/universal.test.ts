@@ -10,6 +10,7 @@ import { foolingRate, scorePredictions, predictSet } from '../src/model/scoring.
 import { perturb } from '../src/math/perturb.js';
 import { AbortedError, UsageError } from '../src/errors.js';
 import { tinyNet, randomImages, linearClassifier } from './helpers.js';
+import { folderCheckpoints } from '../src/io/checkpoint.js';
 
 beforeAll(async () => {
   tf.enableProdMode();
@@ -68,9 +69,9 @@ describe('Algorithm 1 (universal perturbation)', () => {
   it('a run resumed from its checkpoint ends exactly where an unbroken run ends', async () => {
     const full = await computeUniversal(model, X, opts({ maxPasses: 3 }));
     const dir = tmp();
-    await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpointDir: dir });
+    await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpoints: folderCheckpoints(dir) });
     expect(existsSync(join(dir, 'checkpoint-1.npy'))).toBe(true);
-    const resumed = await computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpointDir: dir, resume: true });
+    const resumed = await computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpoints: folderCheckpoints(dir), resume: true });
     expect(resumed.history.map((h) => h.pass)).toEqual([1, 2, 3]);
     expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(full.v.dataSync()));
     expect(resumed.foolingRate).toBe(full.foolingRate);
@@ -81,9 +82,9 @@ describe('Algorithm 1 (universal perturbation)', () => {
     const dir = tmp();
     const ctl = new AbortController();
     await expect(
-      computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpointDir: dir, signal: ctl.signal, onProgress: (p) => p.pass === 2 && p.done >= 10 && ctl.abort() }),
+      computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpoints: folderCheckpoints(dir), signal: ctl.signal, onProgress: (p) => p.pass === 2 && p.done >= 10 && ctl.abort() }),
     ).rejects.toThrow(/pass 1 is in the checkpoint/);
-    const resumed = await computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpointDir: dir, resume: true });
+    const resumed = await computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpoints: folderCheckpoints(dir), resume: true });
     expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(full.v.dataSync()));
     expect(existsSync(join(dir, 'checkpoint-1.npy'))).toBe(false); // superseded files are removed
     expect(existsSync(join(dir, 'checkpoint-3.npy'))).toBe(true);
@@ -92,24 +93,24 @@ describe('Algorithm 1 (universal perturbation)', () => {
   it('a corrupt checkpoint is a clear error', async () => {
     const dir = tmp();
     writeFileSync(join(dir, 'checkpoint.json'), '{ not json');
-    await expect(computeUniversal(model, X, opts({}), { checkpointDir: dir, resume: true })).rejects.toThrow(/checkpoint .*checkpoint\.json: unreadable/);
+    await expect(computeUniversal(model, X, opts({}), { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(/checkpoint .*checkpoint\.json: unreadable/);
   });
 
   it('refuses to resume with different settings', async () => {
     const dir = tmp();
-    await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpointDir: dir });
-    await expect(computeUniversal(model, X, opts({ xi: 100 }), { checkpointDir: dir, resume: true })).rejects.toThrow(/xi=300, not 100/);
+    await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpoints: folderCheckpoints(dir) });
+    await expect(computeUniversal(model, X, opts({ xi: 100 }), { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(/xi=300, not 100/);
   });
 
   it('an aborted run throws AbortedError and keeps the last pass checkpoint', async () => {
     const dir = tmp();
     const ctl = new AbortController();
     const run = computeUniversal(model, X, opts({ maxPasses: 3 }), {
-      checkpointDir: dir, signal: ctl.signal,
+      checkpoints: folderCheckpoints(dir), signal: ctl.signal,
       onPass: (r) => r.pass === 1 && ctl.abort(),
     });
     await expect(run).rejects.toBeInstanceOf(AbortedError);
-    const resumed = await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpointDir: dir, resume: true });
+    const resumed = await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpoints: folderCheckpoints(dir), resume: true });
     expect(resumed.passes).toBe(1);
   });
 

@@ -1,12 +1,11 @@
 import { classDiscriminative, criterionOf, targetedAt } from './criterion.js';
-import { createHash } from 'node:crypto';
 import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { type Norm, projectLp, lpNorm, l2 } from '../math/lp.js';
 import { Rng, passSeed } from '../math/random.js';
 import { predictSet, foolingRate } from '../model/scoring.js';
-import { saveCheckpoint, loadCheckpoint } from '../io/checkpoint.js';
+import type { Checkpoint } from '../io/checkpoint.js';
 import { AbortedError, UsageError } from '../errors.js';
 import { pct } from '../math/percent.js';
 
@@ -65,15 +64,28 @@ export interface Progress {
   normInf: number;
 }
 
-/** How a run is driven from outside: progress and per-pass callbacks, an abort signal, the checkpoint folder saved after every pass (and `resume` from it), a starting v. */
+/**
+ * Where a run's checkpoint goes after every pass, and comes back from on resume: a folder on disk
+ * (`folderCheckpoints(dir)`, src/io/checkpoint.ts) or anything else that keeps one (the host's to give:
+ * this module runs in a browser too).
+ */
+export interface CheckpointStore {
+  /** Where it is, in words (a folder): named in messages. */
+  readonly where: string;
+  save(ck: Checkpoint<PassRecord>): void;
+  /** The stored checkpoint; refused when it was made with another fingerprint (not the same run). */
+  load(fingerprint: Record<string, unknown>): Checkpoint<PassRecord>;
+}
+
+/** How a run is driven from outside: progress and per-pass callbacks, an abort signal, the checkpoint store saved after every pass (and `resume` from it), a starting v. */
 export interface RunControl {
   onProgress?: (p: Progress) => void;
   /** After each pass (and its checkpoint), with v; awaited, and not counted in the pass's seconds. */
   onPass?: (r: PassRecord, v: tf.Tensor3D) => void | Promise<void>;
   signal?: AbortSignal;
-  /** Folder for per-pass checkpoints. */
-  checkpointDir?: string;
-  /** Continue from the checkpoint in checkpointDir. */
+  /** Per-pass checkpoints. */
+  checkpoints?: CheckpointStore;
+  /** Continue from the checkpoint in `checkpoints`. */
   resume?: boolean;
   /** Start from this perturbation instead of zero (warm start). */
   init?: tf.Tensor3D;
@@ -184,8 +196,10 @@ export function validatePassOptions(o: PassOptions, numClasses: number): void {
 }
 
 /** What must match for a resumed run to continue the same computation: model, data, backend, settings. */
-function fingerprint(model: Classifier, X: ImageSet, o: PassOptions, method: PassMethod): Record<string, unknown> {
-  const data = createHash('sha1').update(X.items.map((i) => i.path).join('\n')).digest('hex').slice(0, 16);
+async function fingerprint(model: Classifier, X: ImageSet, o: PassOptions, method: PassMethod): Promise<Record<string, unknown>> {
+  // Web Crypto, in Node and in browsers alike; the same SHA-1 as checkpoints made before it.
+  const digest = await globalThis.crypto.subtle.digest('SHA-1', new TextEncoder().encode(X.items.map((i) => i.path).join('\n')));
+  const data = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('').slice(0, 16);
   return {
     model: model.name, images: X.size, data, backend: model.runtime.name, method: method.name,
     norm: o.norm, xi: o.xi, batchSize: o.batchSize, seed: o.seed, target: o.target ?? null, ...(o.classes ? { classes: o.classes.join(',') } : {}), ...method.settings,
@@ -198,18 +212,18 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
   const [h, w, c] = model.inputShape;
   if (X.shape[0] !== h || X.shape[1] !== w || X.shape[2] !== c)
     throw new UsageError(`images are ${X.shape.join('x')} but model ${model.name} takes ${h}x${w}x${c}`);
-  // Only runs with checkpoints need it (and it hashes with node:crypto, absent in the browser studio).
-  const fp = ctl.checkpointDir ? fingerprint(model, X, o, method) : {};
+  // Only runs with checkpoints need it.
+  const fp = ctl.checkpoints ? await fingerprint(model, X, o, method) : {};
   refuseResumeWithInit(ctl.resume, ctl.init);
   const ctx = { v: undefined as unknown as tf.Tensor3D };
   let history: PassRecord[] = [];
   let startPass = 0;
   let elapsedBefore = 0;
   if (ctl.resume) {
-    if (!ctl.checkpointDir) throw new UsageError('{resume} needs the run directory ({out}) of the interrupted run');
-    const ck = loadCheckpoint<PassRecord>(ctl.checkpointDir, fp);
+    if (!ctl.checkpoints) throw new UsageError('{resume} needs the run directory ({out}) of the interrupted run');
+    const ck = ctl.checkpoints.load(fp);
     // What a resumed run publishes must be what this run could have made: its shape, inside its ball.
-    if (ck.shape.join() !== [h, w, c].join()) throw new UsageError(`{resume}: the checkpoint in ${ctl.checkpointDir} holds a ${ck.shape.join('x')} perturbation; model ${model.name} takes ${h}x${w}x${c}`);
+    if (ck.shape.join() !== [h, w, c].join()) throw new UsageError(`{resume}: the checkpoint in ${ctl.checkpoints.where} holds a ${ck.shape.join('x')} perturbation; model ${model.name} takes ${h}x${w}x${c}`);
     const n = o.norm === 2 ? l2(ck.v) : ck.v.reduce((m, t) => Math.max(m, Math.abs(t)), 0);
     if (n > o.xi * (1 + 1e-5)) throw new UsageError(`{resume}: the checkpoint's perturbation has ||v||_${o.norm} = ${n.toPrecision(4)}, outside the ball of radius ${o.xi}; it was not made by this run`);
     ctl.onResume?.(ck.completed);
@@ -251,7 +265,7 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
         report: async (done, fooledSeen) => {
           await ctl.gate?.(); // a pause holds here, before this batch is reported
           if (ctl.signal?.aborted)
-            throw new AbortedError(ctl.checkpointDir && history.length ? `stopped; pass ${history.length} is in the checkpoint in ${ctl.checkpointDir}` : 'stopped');
+            throw new AbortedError(ctl.checkpoints && history.length ? `stopped; pass ${history.length} is in the checkpoint in ${ctl.checkpoints.where}` : 'stopped');
           ctl.onProgress?.({
             pass: pass + 1, maxPasses: o.maxPasses, done, total: X.size, foolingRate: lastRate,
             passFooledShare: fooledSeen / Math.max(done, 1), normL2: lpNorm(ctx.v, 2), normInf: lpNorm(ctx.v, 'inf'),
@@ -268,10 +282,9 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
       };
       if (ctl.scorePass) rec.valFoolingRate = await ctl.scorePass(ctx.v);
       history.push(rec);
-      if (ctl.checkpointDir)
-        saveCheckpoint<PassRecord>(ctl.checkpointDir, {
-          completed: pass + 1, fingerprint: fp, history, v: ctx.v.dataSync() as Float32Array, shape: [h, w, c], elapsed: seconds(), extra: method.state?.(),
-        });
+      ctl.checkpoints?.save({
+        completed: pass + 1, fingerprint: fp, history, v: ctx.v.dataSync() as Float32Array, shape: [h, w, c], elapsed: seconds(), extra: method.state?.(),
+      });
       await ctl.onPass?.(rec, ctx.v);
       if (rateOf(rec) >= goal) {
         converged = true;

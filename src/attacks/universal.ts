@@ -199,4 +199,4 @@ function replace(ctx: { v: tf.Tensor3D }, next: tf.Tensor3D): void {
   prev.dispose();
 }
 
-export { refuseResumeWithInit, type PassRecord, type Progress, type RunControl, type UniversalResult } from './passes.js';
+export { refuseResumeWithInit, type PassRecord, type Progress, type RunControl, type UniversalResult, type CheckpointStore } from './passes.js';

@@ -109,6 +109,11 @@ export function fingerprintMismatch(dir: string, expected: Record<string, unknow
   return undefined;
 }
 
+/** A run's checkpoints in the folder `dir` (the Node host's CheckpointStore, see src/attacks/passes.ts). */
+export function folderCheckpoints<H>(dir: string): { where: string; save(ck: Checkpoint<H>): void; load(fingerprint: Record<string, unknown>): Checkpoint<H> } {
+  return { where: dir, save: (ck) => saveCheckpoint(dir, ck), load: (fp) => loadCheckpoint<H>(dir, fp) };
+}
+
 /** Loads a checkpoint, refusing one made with other settings (they would not continue the same run). */
 export function loadCheckpoint<H>(dir: string, fingerprint: Record<string, unknown>): Checkpoint<H> {
   if (!hasCheckpoint(dir)) throw new UsageError(`{resume}: no checkpoint in ${dir}`);
