@@ -12,14 +12,11 @@ import wasmUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm?u
 import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
 import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
 import type { Classifier } from '../src/model/classifier.js';
-import { layersToNet } from '../src/model/layersGraph.js';
 import { parseTflite } from '../src/model/tflite/parse.js';
-import { tfliteToNet } from '../src/model/tflite/compile.js';
 import { parseOnnx } from '../src/model/onnxImport/parse.js';
-import { onnxNet } from '../src/model/onnxImport/convert.js';
-import { chain, type Net } from '../src/model/net.js';
-import { preprocessNodes, outputNodes, netClassifier } from '../src/model/adapters.js';
-import type { ModelCard } from '../src/model/card.js';
+import type { Net } from '../src/model/net.js';
+import { netClassifier } from '../src/model/adapters.js';
+import { classifierNet, type ReadModel } from '../src/model/importNet.js';
 import { tfjsProbe, closeEnough } from '../src/model/selfcheck.js';
 import { ImageSet } from '../src/data/imageSet.js';
 import { methodOf, METHODS, METHOD_NAMES } from '../src/attacks/methods.js';
@@ -30,8 +27,8 @@ import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
 import { runMetrics } from '../src/analysis/metrics.js';
 import { lpNorm } from '../src/math/lp.js';
 import { rateLines, vegaLiteToSvg } from '../src/report/plots.js';
-import { decodeNpy } from '../src/io/npyCodec.js';
-import { AbortedError } from '../src/errors.js';
+import { arrayFromBytes, fitPerturbation } from '../src/io/perturbationFormat.js';
+import { AbortedError, withOptionNames } from '../src/errors.js';
 import type { AttackSettings, BrowserCard, DroppedModel, FromWorker, HeldOutRates, ToWorker, TopLabel } from './protocol.js';
 import { GRAPH_MIN_FOOLED } from './protocol.js';
 import { forwardLogits } from '../src/model/compute.js';
@@ -134,38 +131,41 @@ function isDropped(m: BrowserCard | DroppedModel): m is DroppedModel {
   return 'files' in m;
 }
 
-/** The library's Net of the model (LayersModel or TFLite), with the card's preprocessing and output mapping. */
-async function loadNet(m: BrowserCard | DroppedModel): Promise<{ card: BrowserCard; net: Net }> {
+/** The model's files as the browser reaches them (fetched, or dropped by the user), read as the library's importers take them. */
+async function readModel(m: BrowserCard | DroppedModel): Promise<ReadModel> {
   const card = isDropped(m) ? m.card : m;
-  let net: Net;
-  if (card.format === 'tflite') {
-    const bytes = isDropped(m)
-      ? new Uint8Array(await m.files.find((f) => f.name.endsWith('.tflite'))!.arrayBuffer())
-      : new Uint8Array(await (await fetch(card.modelUrl)).arrayBuffer());
-    net = tfliteToNet(parseTflite(bytes, card.model), card.model, card.logitsLayer);
-  } else if (card.format === 'onnx') {
+  const bytesOf = async (ext: string) =>
+    isDropped(m) ? new Uint8Array(await m.files.find((f) => f.name.endsWith(ext))!.arrayBuffer()) : new Uint8Array(await (await fetch(card.modelUrl)).arrayBuffer());
+  if (card.format === 'tflite') return { format: 'tflite', model: parseTflite(await bytesOf('.tflite'), card.model), file: card.model };
+  if (card.format === 'onnx') {
     // Weights in external data files (model.onnx.data) come as dropped files beside the model.
     const files = isDropped(m) ? new Map(await Promise.all(m.files.map(async (f) => [f.name, new Uint8Array(await f.arrayBuffer())] as const))) : new Map<string, Uint8Array>();
     const file = isDropped(m) ? m.files.find((f) => f.name.endsWith('.onnx'))!.name : card.model;
-    const bytes = isDropped(m) ? files.get(file)! : new Uint8Array(await (await fetch(card.modelUrl)).arrayBuffer());
     const external = (location: string, offset: number, length: number | undefined) => {
       const data = files.get(location.split('/').pop()!);
       if (!data) throw new Error(`model ${card.name}: drop its external data file ${location} with it`);
       return data.subarray(offset, length === undefined ? undefined : offset + length);
     };
-    net = onnxNet(parseOnnx(bytes, file, external), file, card);
-  } else if (card.format === 'layers') {
+    return { format: 'onnx', model: parseOnnx(await bytesOf('.onnx'), file, external), file };
+  }
+  if (card.format === 'layers') {
     const source = isDropped(m)
       ? tf.io.browserFiles([m.files.find((f) => f.name.endsWith('.json') && f.name !== 'card.json')!, ...m.files.filter((f) => !f.name.endsWith('.json'))])
       : card.modelUrl;
-    const layers = await tf.loadLayersModel(source);
-    try {
-      net = layersToNet(layers, card.logitsLayer);
-    } finally {
-      layers.dispose();
-    }
-  } else throw new Error(`model ${card.name}: format "${card.format}" is not supported in the studio (LayersModel, TFLite or ONNX)`);
-  return { card, net: chain(preprocessNodes(card as unknown as ModelCard), net, outputNodes(card as unknown as ModelCard, card.wnids)) };
+    return { format: 'layers', model: await tf.loadLayersModel(source), file: card.model };
+  }
+  throw new Error(`model ${card.name}: format "${card.format}" is not supported in the studio (LayersModel, TFLite or ONNX)`);
+}
+
+/** The whole classifier as the library's one import path builds it (classifierNet: card preprocessing, model, output mapping). */
+async function loadNet(m: BrowserCard | DroppedModel): Promise<{ card: BrowserCard; net: Net }> {
+  const card = isDropped(m) ? m.card : m;
+  const read = await readModel(m);
+  try {
+    return { card, net: classifierNet(card, read, card.wnids) };
+  } finally {
+    if (read.format === 'layers') read.model.dispose();
+  }
 }
 
 async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
@@ -178,7 +178,7 @@ async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
   current = undefined;
   post({ type: 'status', message: `loading the model on ${backend}...` });
   const { card, net } = await loadNet(msg.model);
-  model = await netClassifier(card as unknown as ModelCard, net, card.labels);
+  model = await netClassifier(card, net, card.labels);
   const shape = model.inputShape;
   const per = shape[0] * shape[1] * shape[2];
   const pixels = new Uint8Array(msg.images.length * per);
@@ -351,16 +351,11 @@ async function inspect(k: number, factor: number): Promise<void> {
   }
 }
 
-/** A perturbation computed by the CLI (.npy): same checks and resizing as `uap evaluate`. */
+/** A perturbation computed by the CLI or another tool (.npy / .npz, any layout and units): read by the same code as `uap evaluate`. */
 async function usePerturbation(bytes: ArrayBuffer, name: string): Promise<void> {
   if (!model || !X) throw new Error('load a model and images first');
-  const { data, shape } = decodeNpy(new Uint8Array(bytes), name);
-  const s = shape.length === 4 && shape[0] === 1 ? shape.slice(1) : shape;
-  const [h, w, c] = model.inputShape;
-  if (s.length !== 3 || s[2] !== c) throw new Error(`perturbation ${name}: shape (${shape.join(', ')}) does not fit model ${model.name} (${h}, ${w}, ${c})`);
-  const raw = tf.tensor3d(data, s as [number, number, number]);
-  const v = s[0] === h && s[1] === w ? raw : tf.tidy(() => tf.image.resizeBilinear(raw, [h, w]) as tf.Tensor3D);
-  if (v !== raw) raw.dispose();
+  const say = (message: string) => post({ type: 'status', message });
+  const v = fitPerturbation(arrayFromBytes(new Uint8Array(bytes), name), name, model, { info: say, warn: say });
   current?.dispose();
   current = v;
   const rate = foolingRate(cleanPred!, await predictSet(model, X, v));
@@ -380,7 +375,8 @@ async function handle(m: ToWorker): Promise<void> {
     else if (m.type === 'scale') await scale(m.factor);
     else if (m.type === 'perturbation') await usePerturbation(m.bytes, m.name);
   } catch (err) {
-    post({ type: 'error', message: (err as Error).message });
+    // The library's messages name options as {templates}: plain names here.
+    post({ type: 'error', message: withOptionNames((err as Error).message) });
   }
 }
 

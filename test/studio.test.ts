@@ -7,6 +7,7 @@ import { serveStudio, studioCatalog, STUDIO_DIR } from '../src/studio/server.js'
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { readdirSync } from 'node:fs';
 import { decodeNpy } from '../src/io/npy.js';
+import { encodeNpz } from '../src/io/perturbationFormat.js';
 
 /**
  * The studio end to end in a real browser: Debian's chromium (installed by .ci/run), headless, with
@@ -252,6 +253,26 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.setInputFiles('#npy', join(downloads, 'perturbation.npy'));
     await page.waitForFunction(() => /Loaded perturbation/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
     expect(await status()).toMatch(/^Loaded perturbation: v changes the label of \d+\.\d% of the held-out images it has never seen; random noise/);
+  });
+
+  it('reads a perturbation as PyTorch stores it (a .npz holding NCHW) with the same code as uap evaluate: the same rate as the .npy', async () => {
+    const rateOf = (text: string) => /changes the label of (\d+\.\d)%/.exec(text)?.[1];
+    const own = rateOf(await status());
+    const { data, shape } = decodeNpy(readFileSync(join(downloads, 'perturbation.npy')), 'perturbation.npy');
+    expect(shape).toEqual([28, 28, 1]); // one channel: NCHW holds the same values in the same order
+    const npz = join(downloads, 'torch.npz');
+    writeFileSync(npz, encodeNpz({ delta: { data, shape: [1, 1, 28, 28] } }));
+    await page.evaluate(() => (document.querySelector('#status')!.textContent = ''));
+    await page.setInputFiles('#npy', npz);
+    await page.waitForFunction(() => /^Loaded perturbation/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
+    expect(own).toBeDefined();
+    expect(rateOf(await status())).toBe(own);
+    // A .npz whose array must be named is refused with the evaluate's message, in the page.
+    const two = join(downloads, 'two.npz');
+    writeFileSync(two, encodeNpz({ a: { data, shape: [28, 28, 1] }, b: { data, shape: [28, 28, 1] } }));
+    await page.setInputFiles('#npy', two);
+    await page.waitForFunction(() => /^Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
+    expect(await status()).toBe('Error: perturbation two.npz: holds a, b; name one with array');
   });
 
   it('offers every method of the library\'s registry; GD-UAP crafts from the network alone, in the browser', async () => {

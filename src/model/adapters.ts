@@ -22,7 +22,7 @@ export interface OutputWnids {
 }
 
 /** Pixel space [0,255] RGB -> the model's input, as the card declares: one per-channel affine map. */
-export function preprocessNodes(card: ModelCard): NetNode[] {
+export function preprocessNodes(card: Pick<ModelCard, 'preprocess' | 'inputShape'>): NetNode[] {
   const { scale = 1, offset = 0, mean, std, channelOrder = 'RGB' } = card.preprocess;
   const c = card.inputShape[2];
   // ((x - mean) / std) * scale + offset = x * a + b
@@ -36,7 +36,7 @@ export function preprocessNodes(card: ModelCard): NetNode[] {
 }
 
 /** Raw outputs -> logits over the label space (flattened; log of probabilities; background dropped; DarkNet order mapped). */
-export function outputNodes(card: ModelCard, wnids?: OutputWnids): NetNode[] {
+export function outputNodes(card: Pick<ModelCard, 'name' | 'outputMap' | 'outputIsProbabilities'>, wnids?: OutputWnids): NetNode[] {
   const m = card.outputMap ?? {};
   const nodes: NetNode[] = [{ name: 'post/flatten', inputs: [], op: { kind: 'reshape', shape: [-1] } }];
   if (card.outputIsProbabilities) nodes.push({ name: 'post/log', inputs: [], op: { kind: 'act', act: 'log' } });

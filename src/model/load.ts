@@ -7,9 +7,8 @@ import { CARDS_DIR, EMBEDDED_DIR, assetsDir, assetsHint } from '../paths.js';
 import { type ModelCard, readCard, resolveCardPath, cardLabels, validateCard } from './card.js';
 import type { Classifier } from './classifier.js';
 import { fileHandler } from './fileHandler.js';
-import { layersToNet } from './layersGraph.js';
-import { chain, type Net } from './net.js';
-import { preprocessNodes, outputNodes, cardAdapters, checkedLogits, tfjsClassifier, type OutputWnids } from './adapters.js';
+import type { Net } from './net.js';
+import { cardAdapters, checkedLogits, tfjsClassifier, type OutputWnids } from './adapters.js';
 export { cardAdapters, cardWnids };
 import { runPlainGraph } from './plainGraph.js';
 import { netToTfGraph } from './tfjsNet.js';
@@ -18,8 +17,10 @@ import { featureModel } from './features.js';
 import type { Runtime } from './runtime.js';
 import { closeEnough } from './selfcheck.js';
 import type { Engine } from '../backend.js';
-import { cardFromTflite, inputTensor, readTflite, tfliteToNet } from './tflite/index.js';
-import { cardFromOnnx, loadOnnxNet, readOnnx } from './onnxImport/index.js';
+import { cardFromTflite, readTflite } from './tflite/index.js';
+import { cardFromOnnx, readOnnx } from './onnxImport/index.js';
+import { checkInputShape, classifierNet } from './importNet.js';
+export { checkInputShape };
 
 /** Short names for the cards shipped in cards/ and the embedded default. */
 export function bundledModels(): Record<string, string> {
@@ -130,34 +131,17 @@ function cardWnids(card: ModelCard, assets: string): OutputWnids | undefined {
   return { from: read(m.wnids), reference: read(m.referenceWnids ?? '${assets}/data/labels/imagenet1k_wnids_sorted.txt') };
 }
 
-/** The whole classifier (preprocessing, model, output mapping) as one Net, for formats the engine imports. */
+/** The whole classifier (preprocessing, model, output mapping) as one Net, for formats the engine imports: the files read here, the import shared (classifierNet). */
 export async function loadNet(card: ModelCard, modelPath: string, assets: string): Promise<Net> {
-  let net: Net;
-  if (card.format === 'tflite') {
-    const m = readTflite(modelPath);
-    checkInputShape(card, modelPath, inputTensor(m).shape);
-    net = tfliteToNet(m, modelPath, card.logitsLayer);
-  } else if (card.format === 'onnx') net = loadOnnxNet(modelPath, card); // the importer checks the card's size itself
-  else {    const model = await tf.loadLayersModel(fileHandler(modelPath));
-    try {
-      checkInputShape(card, modelPath, model.inputs[0].shape);
-      net = layersToNet(model, card.logitsLayer);
-    } finally {
-      model.dispose();
-    }
+  const wnids = cardWnids(card, assets);
+  if (card.format === 'tflite') return classifierNet(card, { format: 'tflite', model: readTflite(modelPath), file: modelPath }, wnids);
+  if (card.format === 'onnx') return classifierNet(card, { format: 'onnx', model: readOnnx(modelPath), file: modelPath }, wnids);
+  const model = await tf.loadLayersModel(fileHandler(modelPath));
+  try {
+    return classifierNet(card, { format: 'layers', model, file: modelPath }, wnids);
+  } finally {
+    model.dispose();
   }
-  return chain(preprocessNodes(card), net, outputNodes(card, cardWnids(card, assets)));
-}
-
-/**
- * The card's inputShape against the size the model file states ([batch, H, W, C]; null or -1 where
- * the file leaves a size open): a mismatch would run the model on images of the wrong size.
- */
-export function checkInputShape(card: ModelCard, file: string, stated: (number | null)[]): void {
-  const hwc = stated.slice(-3);
-  if (hwc.length !== 3) return;
-  const wrong = card.inputShape.some((d, i) => hwc[i] !== null && hwc[i]! > 0 && hwc[i] !== d);
-  if (wrong) throw new UsageError(`model card ${card.name}: "inputShape" is ${card.inputShape.join('x')}, but ${file} takes ${hwc.map((d) => (d !== null && d > 0 ? d : '?')).join('x')} images`);
 }
 
 /**

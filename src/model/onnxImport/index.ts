@@ -2,8 +2,7 @@ import { closeSync, existsSync, openSync, readFileSync, readSync, realpathSync, 
 import { basename, dirname, relative, resolve, isAbsolute } from 'node:path';
 import { UsageError } from '../../errors.js';
 import type { ModelCard } from '../card.js';
-import type { Net } from '../net.js';
-import { imageInput, logitsValue, onnxNet } from './convert.js';
+import { imageInput, logitsValue } from './convert.js';
 import { parseOnnx, type OnnxModel } from './parse.js';
 
 export { parseOnnx, type OnnxModel } from './parse.js';
@@ -67,8 +66,4 @@ export function cardFromOnnx(file: string, m: OnnxModel, inputShape?: [number, n
     inputShape: input.shape,
     ...(Number.isInteger(classes) && classes > 1 ? { numClasses: classes } : {}),
   };
-}
-
-export function loadOnnxNet(file: string, card: Pick<ModelCard, 'inputShape' | 'logitsLayer'>): Net {
-  return onnxNet(readOnnx(file), file, card);
 }
