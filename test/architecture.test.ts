@@ -11,7 +11,7 @@ const LAYERS: Record<string, number> = {
   'data': 1, 'io': 1, 'model': 1, 'backend.ts': 1,
   'attacks': 2,
   'analysis': 3, 'defence': 3, 'report': 3,
-  'scale': 4, 'pipeline.ts': 4,
+  'scale': 4, 'pipeline.ts': 4, 'jobs': 4,
   'cli': 5, 'studio': 5, 'index.ts': 5, 'internal.ts': 5,
 };
 const SRC = join(import.meta.dirname, '..', 'src');

@@ -50,7 +50,7 @@ describe('CLI', () => {
   it('baseline with bad factors', () => expectUsageError(['baseline', '-v', 'assets/fashion-mnist/README.md', '--factors', '1,x'], /--factors 1,x: expected comma-separated numbers >= 0/));
   it('sweep-size with bad sizes', () => expectUsageError(['sweep-size', '--sizes', '10,0'], /--sizes 10,0: expected comma-separated integers >= 1/));
   it('normals with bad dims', () => expectUsageError(['normals', '--dims', 'a'], /--dims a: expected comma-separated integers >= 1/));
-  it('graph without a perturbation', () => expectUsageError(['graph'], /graph: give --run DIR, or --model with -v perturbation.npy/));
+  it('graph without a perturbation', () => expectUsageError(['graph'], /graph: give --run DIR, or --model with --perturbation FILE/));
   it('transfer of a missing run', () => expectUsageError(['transfer', '/no/such/run'], /\/no\/such\/run: not found/));
   it('missing model', async () => expectUsageError(['compute', '--model', 'no-such-model'], /--model no-such-model: not found/));
   it('empty data folder', async () => expectUsageError(['compute', '--data', tmp()], /no images found/));

@@ -1,30 +1,24 @@
-import type { PerturbationFormat } from '../io/perturbationFile.js';
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import type * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import type { Norm } from '../math/lp.js';
-import { normSweep, sweepSpec, DEFAULT_FACTORS } from '../analysis/baseline.js';
+import { DEFAULT_FACTORS } from '../analysis/baseline.js';
 import { UsageError } from '../errors.js';
 import { assetsDir } from '../paths.js';
-import { loadModel, loadPerturbation, loadSet, openSet, dataFolder, defaultData, defaultXi, methodOptions, resolveTarget, type Method } from '../pipeline.js';
+import { loadModel, loadSet, openSet, dataFolder, defaultData, defaultXi, methodOptions, resolveTarget, type Method } from '../pipeline.js';
 import type { StreamedImages } from '../data/stream.js';
 import { craftOnQueue, labelsOnQueue, type QueueScoring } from '../scale/coordinator.js';
 import { normalsAnalysis, normalsSpec } from '../analysis/normals.js';
-import { predictMany } from '../model/scoring.js';
-import { foolingGraph, graphToDot, dotToSvg } from '../analysis/graph.js';
 import { transferMatrix, transferSource, transferMarkdown, transferSpec, type RemoteLabels } from '../analysis/transfer.js';
 import { vegaLiteToSvg } from '../report/plots.js';
 import { buildReport } from '../report/html.js';
-import { labelName } from '../model/classifier.js';
 import { writeJson, writeText } from '../io/run.js';
-import type { CardOverrides } from '../model/load.js';
 import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
 import { sizeSweep, sizeSpec, DEFAULT_SIZES } from '../analysis/sizes.js';
 import { consoleLog, pct, startBackend } from './console.js';
 import type { Engine } from '../backend.js';
+import { graphJob, baselineJob, type BaselineJob, type PerturbationAnalysisJob } from '../jobs/perturbationAnalyses.js';
 import { addQueueFlags, queueOption } from './worker.js';
 
 
@@ -68,43 +62,12 @@ export function transferRemote(queue: { url: string; shardSize?: number } | unde
   return queue && ((c, vs) => labelsOnQueue({ ...queue, model: { spec: c.spec, card: c.card }, data: c.data, dir: c.folder, warn: (m) => consoleLog.warn(m) }, c.model, c.set, vs, { batchSize }));
 }
 
-/** The model and perturbation of an analysis: `--run DIR`, or `--model` with `-v file.npy`. */
-function runTarget(flags: Record<string, unknown>, what: string): { modelName: string; file: string; format: PerturbationFormat; out?: string; card?: CardOverrides; val?: RunValidation } {
-  const run = flags.run as string | undefined;
-  if (run) {
-    const src = transferSource(run);
-    if (!src.craftedOn) throw new UsageError(`--run ${run}: config.json does not name the model`);
-    return { modelName: src.craftedOn, file: src.file, format: src.format, out: run, card: src.card, val: runValidation(run) };
-  }
-  const file = flags.perturbation as string | undefined;
-  if (!file) throw new UsageError(`${what}: give --run DIR, or --model with -v perturbation.npy`);
-  if (!existsSync(file)) throw new UsageError(`-v ${file}: file not found`);
-  return { modelName: flags.model as string, file, format: perturbationFormat(flags) };
-}
-
-/** The validation images a `uap compute` run scored (its config.json), for its analyses to score the same. */
-interface RunValidation {
-  data: string;
-  labels?: string;
-  limit?: number;
-  sample?: { count: number; seed: number };
-}
-
-function runValidation(run: string): RunValidation | undefined {
-  let c: { val?: unknown; valLabels?: unknown; valLimit?: unknown; valSample?: unknown; seed?: unknown };
-  try {
-    c = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8')) as typeof c;
-  } catch {
-    return undefined;
-  }
-  if (typeof c.val !== 'string') return undefined;
-  const n = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : undefined);
-  const count = n(c.valSample);
+/** The options of an analysis of one perturbation (`uap graph`, `uap baseline`) from its flags. */
+function analysisJob(flags: Record<string, unknown>, engine: Engine): PerturbationAnalysisJob {
   return {
-    data: c.val,
-    labels: typeof c.valLabels === 'string' ? c.valLabels : undefined,
-    limit: n(c.valLimit),
-    sample: count === undefined ? undefined : { count, seed: typeof c.seed === 'number' ? c.seed : 0 },
+    engine, run: flags.run as string | undefined, model: flags.model as string | undefined, perturbation: flags.perturbation as string | undefined,
+    format: perturbationFormat(flags), card: cardOverrides(flags), assets: flags.assets as string | undefined, data: flags.data as string | undefined,
+    limit: flags.limit as number | undefined, out: flags.out as string | undefined, queue: queueOption(flags),
   };
 }
 
@@ -119,27 +82,20 @@ function addRunFlags(cmd: Command, outputs: string): Command {
   return addFormatFlags(cmd);
 }
 
-/** Fooling rate against norm for a run (or a model and perturbation): baseline.json, baseline.svg in `out`. */
-export async function runBaseline(flags: Record<string, unknown>, engine: Engine): Promise<void> {
-  const target = runTarget(flags, 'baseline');
-  const { file, out: runOut } = target;
+/** Prints what `uap baseline` found: each kind of perturbation at ||v||, and the files. */
+export function printBaseline({ sweep, files }: Awaited<ReturnType<typeof baselineJob>>): void {
+  const at1 = sweep.points.filter((pt) => Math.abs(pt.radius - sweep.vNorm) < 1e-9);
+  process.stdout.write(`at ||v|| = ${sweep.vNorm.toFixed(1)}: ${at1.map((pt) => `${pt.kind} ${pct(pt.mean)}`).join(', ')}\nwritten: ${files.join(', ')}\n`);
+}
+
+/** The options of `uap baseline` from its flags. */
+function baselineOptions(flags: Record<string, unknown>, engine: Engine): BaselineJob {
   const factors = flags.factors === undefined ? undefined : String(flags.factors).split(',').map(Number);
   if (factors?.some((f) => !Number.isFinite(f) || f < 0)) throw new UsageError(`--factors ${String(flags.factors)}: expected comma-separated numbers >= 0, e.g. 0,0.5,1,2`);
-  let p = flags.norm as Norm | undefined;
-  if (p === undefined && runOut) p = (JSON.parse(readFileSync(join(runOut, 'config.json'), 'utf8')) as { norm?: Norm }).norm;
-  await withRunSet(flags, engine, target, async (model, set, v, dir, labels) => {
-    const sweep = await normSweep(model, set, v, p ?? 'inf', {
-      factors, draws: flags.draws as number, deepfool: Boolean(flags.deepfool), labels,
-      onPoint: (pt) => consoleLog.info(`${pt.kind} at ${pt.radius.toFixed(1)}: ${pct(pt.mean)}`),
-    });
-    const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
-    writeJson(join(out, 'baseline.json'), { model: model.name, perturbation: file, data: dir, ...sweep });
-    writeText(join(out, 'baseline.svg'), await vegaLiteToSvg(sweepSpec(sweep, `${model.name}: universal perturbation vs random noise`)));
-    const at1 = sweep.points.filter((pt) => Math.abs(pt.radius - sweep.vNorm) < 1e-9);
-    process.stdout.write(
-      `at ||v|| = ${sweep.vNorm.toFixed(1)}: ${at1.map((pt) => `${pt.kind} ${pct(pt.mean)}`).join(', ')}\nwritten: ${join(out, 'baseline.json')}, ${join(out, 'baseline.svg')}\n`,
-    );
-  });
+  return {
+    ...analysisJob(flags, engine), norm: flags.norm as Norm | undefined, factors, draws: flags.draws as number, deepfool: Boolean(flags.deepfool),
+    onPoint: (pt) => consoleLog.info(`${pt.kind} at ${pt.radius.toFixed(1)}: ${pct(pt.mean)}`),
+  };
 }
 
 export function baselineCommand(): Command {
@@ -152,7 +108,7 @@ export function baselineCommand(): Command {
     .option('--deepfool', "also each image's own DeepFool perturbation at each radius, and the sum of them (one DeepFool pass over the images)");
   addQueueFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
-      await runBaseline(flags, await startBackend(flags.backend));
+      printBaseline(await baselineJob(baselineOptions(flags, await startBackend(flags.backend)), consoleLog));
     });
   return cmd;
 }
@@ -289,67 +245,23 @@ export function reportCommand(): Command {
     });
 }
 
-/** Loads the model, its image set and the perturbation (fitted to the model), runs `use`, cleans up. */
-async function withRunSet(
-  flags: Record<string, unknown>,
-  engine: Engine,
-  { modelName, file, format, card, val }: ReturnType<typeof runTarget>,
-  use: (model: Classifier, set: StreamedImages, v: tf.Tensor3D, dir: string, labels: (vs: Float32Array[]) => Promise<Int32Array[]>) => Promise<void>,
-): Promise<void> {
-  const assets = assetsDir(flags.assets as string | undefined);
-  // The run's own card fields (given as flags to uap compute), completed or overridden by this command's.
-  const modelCard = { ...card, ...cardOverrides(flags) };
-  const model = await loadModel(modelName, { assets, card: modelCard, engine }, consoleLog);
-  try {
-    // Default: the images the run was scored on (its --val, --val-limit, --val-sample), else the model's validation set.
-    const own = flags.data === undefined && flags.limit === undefined ? val : undefined;
-    const dir = (flags.data as string | undefined) ?? own?.data ?? defaultData(model, assets).val;
-    const set = openSet(model, dir, { labels: own?.labels, limit: (flags.limit as number | undefined) ?? own?.limit, sample: own?.sample, assets, log: consoleLog, what: own ? "the run's validation set" : 'images' });
-    const v = loadPerturbation(file, model, consoleLog, format);
-    try {
-      // Top-1 labels, clean then with each of `vs`: here in batches of 32, or (--queue) in shards on the workers (the same labels).
-      const queue = queueOption(flags);
-      const labels = queue
-        ? (vs: Float32Array[]) => labelsOnQueue({ ...queue, model: { spec: modelName, card: modelCard }, data: dir, role: 'val', dir: dataFolder(dir, assets), warn: (m) => consoleLog.warn(m) }, model, set, vs, { batchSize: 32 })
-        : (vs: Float32Array[]) => predictMany(model, set, [null, ...vs], 32);
-      await use(model, set, v, dir, labels);
-    } finally {
-      v.dispose();
-    }
-  } finally {
-    model.dispose();
-  }
-}
-
-/** The fooling graph of a run (or a model and perturbation): graph.json, graph.dot, graph.svg in `out`; prints a summary. */
-export async function runGraph(flags: Record<string, unknown>, engine: Engine): Promise<void> {
-  const target = runTarget(flags, 'graph');
-  const { file, out: runOut } = target;
-  await withRunSet(flags, engine, target, async (model, set, v, dir, labels) => {
-    const [clean, adv] = await labels([v.dataSync() as Float32Array]);
-    const name = (i: number) => labelName(model, i);
-    const g = foolingGraph(clean, adv, name);
-    const out = (flags.out as string | undefined) ?? runOut ?? 'runs/analysis';
-    const dot = graphToDot(g, name);
-    writeJson(join(out, 'graph.json'), { model: model.name, perturbation: file, data: dir, ...g });
-    writeText(join(out, 'graph.dot'), dot);
-    writeText(join(out, 'graph.svg'), await dotToSvg(dot));
-    const top = g.dominant.slice(0, 5).map((d) => `${d.name.split(',')[0]} (${pct(d.share)} of fooled, in-degree ${d.inDegree})`);
-    process.stdout.write(
-      [
-        `fooling graph: ${g.fooled} of ${g.images} images fooled; ${g.edges.length} labels lose images; ${g.components.length} connected component(s), largest ${g.components[0]?.length ?? 0} labels`,
-        `dominant labels: ${top.join('; ') || '-'}`,
-        `written: ${['graph.json', 'graph.dot', 'graph.svg'].map((f) => join(out, f)).join(', ')}`,
-      ].join('\n') + '\n',
-    );
-  });
+/** Prints what `uap graph` found: fooled images, components, dominant labels, and the files. */
+export function printGraph({ graph: g, files }: Awaited<ReturnType<typeof graphJob>>): void {
+  const top = g.dominant.slice(0, 5).map((d) => `${d.name.split(',')[0]} (${pct(d.share)} of fooled, in-degree ${d.inDegree})`);
+  process.stdout.write(
+    [
+      `fooling graph: ${g.fooled} of ${g.images} images fooled; ${g.edges.length} labels lose images; ${g.components.length} connected component(s), largest ${g.components[0]?.length ?? 0} labels`,
+      `dominant labels: ${top.join('; ') || '-'}`,
+      `written: ${files.join(', ')}`,
+    ].join('\n') + '\n',
+  );
 }
 
 export function graphCommand(): Command {
   const cmd = new Command('graph').description('fooling graph: where the fooled images of each label go; dominant labels; components (JSON, DOT, SVG)');
   addModelFlags(cmd, 'fashion');
   addQueueFlags(addRunFlags(cmd, 'graph.json, graph.dot, graph.svg')).action(async (flags: Record<string, unknown>) => {
-    await runGraph(flags, await startBackend(flags.backend));
+    printGraph(await graphJob(analysisJob(flags, await startBackend(flags.backend)), consoleLog));
   });
   return cmd;
 }

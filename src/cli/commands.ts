@@ -8,7 +8,8 @@ import { assetsDir, assetsHint } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
 import { consoleLog, pct, scoringProgress, startBackend, universalProgress, withInterrupt } from './console.js';
-import { runGraph, runBaseline } from './analyses.js';
+import { printGraph, printBaseline } from './analyses.js';
+import { graphJob, baselineJob } from '../jobs/perturbationAnalyses.js';
 import type { Engine } from '../backend.js';
 import { addQueueFlags, queueOption } from './worker.js';
 import { buildReport } from '../report/html.js';
@@ -157,9 +158,9 @@ export function demoCommand(): Command {
       // The demo always starts afresh (a demo killed earlier leaves nothing worth resuming).
       printSummary(await computeWithProgress(engine, flags, out, { model: imagenet ? 'mobilenet_v1_0.25_224' : 'fashion', randomDraws: 3, force: true }));
       // The analyses of the run and one HTML page with everything.
-      const analysis = { run: out, assets: flags.assets, draws: 2 };
-      await runGraph(analysis, engine);
-      await runBaseline(analysis, engine);
+      const analysis = { engine, run: out, assets: flags.assets as string | undefined };
+      printGraph(await graphJob(analysis, consoleLog));
+      printBaseline(await baselineJob({ ...analysis, draws: 2 }, consoleLog));
       const html = join(out, 'report.html');
       writeText(html, await buildReport([out], `uap demo: ${imagenet ? 'MobileNet v1 0.25 on ImageNet' : 'the embedded Fashion-MNIST model'}`));
       process.stdout.write(`report: ${html} (open it in a browser)\n`);

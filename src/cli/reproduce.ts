@@ -10,7 +10,8 @@ import { transferMatrix, transferSource, transferMarkdown, transferSpec } from '
 import { vegaLiteToSvg } from '../report/plots.js';
 import { buildReport } from '../report/html.js';
 import { writeJson, writeText } from '../io/run.js';
-import { runGraph, runBaseline, runSweepSize, runNormals, transferRemote } from './analyses.js';
+import { printGraph, printBaseline, runSweepSize, runNormals, transferRemote } from './analyses.js';
+import { graphJob, baselineJob } from '../jobs/perturbationAnalyses.js';
 import { queueOption } from './worker.js';
 import { consoleLog, pct, startBackend, universalProgress } from './console.js';
 
@@ -116,8 +117,9 @@ export function reproduceCommand(): Command {
       const first = plan.models[0];
       const firstLinf = linf.find((r) => r.model === first)!;
       const firstL2 = runs.find((r) => r.model === first && r.norm === 2)!;
-      await runGraph({ ...common, run: firstLinf.dir, limit: plan.valLimit }, engine);
-      await runBaseline({ ...common, run: firstL2.dir, limit: plan.valLimit, draws: 2, deepfool: true }, engine);
+      const analysis = { engine, assets: flags.assets as string | undefined, queue, limit: plan.valLimit };
+      printGraph(await graphJob({ ...analysis, run: firstLinf.dir }, consoleLog));
+      printBaseline(await baselineJob({ ...analysis, run: firstL2.dir, draws: 2, deepfool: true }, consoleLog));
       const sizeDir = join(out, 'sweep-size');
       const sets = { data: plan.data, val: plan.val, sample: plan.sample, valSample: plan.valSample };
       await runSweepSize({ ...common, ...sets, ...xiOf('inf'), model: first, method, norm: 'inf', sizes: plan.sizes, maxPasses: flags.maxPasses, valLimit: plan.valLimit, delta: 0.2, seed: 0, out: sizeDir }, engine);
