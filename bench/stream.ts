@@ -8,8 +8,11 @@
  * embedded model; and with --imagenet=N, N images re-encoded from the ImageNet validation images with
  * seeded crops and flips (JPEG, 224 px for MobileNet v1 0.25), which makes decoding the heavy part.
  * Each measurement runs in a fresh process so that its peak RSS is its own.
- *   node dist/bench/stream.js [--images=50000] [--imagenet=5000 [--onnx=resnet18.onnx]] [--work=DIR]
+ *   node dist/bench/stream.js [--images=50000] [--imagenet=5000 [--onnx=resnet18.onnx]] [--torch] [--work=DIR]
  * --onnx adds a torchvision export (scripts/make-onnx-fixtures.py --zoo) on the same JPEG shards;
+ * --torch adds the anchor a user would otherwise pick, PyTorch streaming the same shards with the same
+ * weights (bench/torch_stream.py: tarfile IterableDataset, PIL, DataLoader with 2 workers, batch 32, 2
+ * threads) for the Fashion and --onnx rows, as a ratio to ours (Debian's python3-torch; skipped without);
  * --results=NAME writes bench/results/NAME.{json,md} instead of stream.{json,md}.
  * Writes bench/results/stream.{json,md}.
  */
@@ -31,6 +34,10 @@ import { computeUniversal, type UniversalOptions } from '../src/attacks/universa
 import { randomPerturbation } from '../src/math/noise.js';
 import { assetsDir } from '../src/paths.js';
 import { Rng } from '../src/math/random.js';
+import { findCard, loadNet } from '../src/model/load.js';
+import { resolveCardPath } from '../src/model/card.js';
+import { writeNetFiles } from './netFile.js';
+import { runTorchBest, TORCH_PYTHON } from './torch.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const WORK = args.get('work') ?? join(tmpdir(), 'uap-bench-stream');
@@ -157,6 +164,34 @@ async function craftLarge(data: string): Promise<{ passes: { pass: number; fooli
   return { passes, images: X.size };
 }
 
+type TorchMeasure = Measure & { decodeImagesPerSecond: number; workers: number; split: string; ompWaitPolicy: string };
+
+/**
+ * PyTorch's DataLoader on the same shards (bench/torch_stream.py), best of its two OpenMP wait policies:
+ * `model` is a bundled name (its Net written for torch_net.py) or an ONNX file of the torchvision zoo.
+ */
+async function torchStreamed(model: string, data: string): Promise<TorchMeasure> {
+  let which: string[];
+  if (model.endsWith('.onnx')) which = ['--zoo', basename(model, '.onnx')];
+  else {
+    const assets = assetsDir();
+    const card = findCard(model, {}, assets);
+    const [json, bin] = [join(WORK, `${model}.net.json`), join(WORK, `${model}.net.bin`)];
+    writeNetFiles(await loadNet(card, resolveCardPath(card, card.model, assets), assets), card.inputShape, json, bin);
+    which = ['--net', json, '--bin', bin];
+  }
+  const out = join(WORK, 'torch.json');
+  type Out = { images: number; msPerImage: number; firstBatchMs: number; decodeMsPerImage: number; peakRssMb: number; workers: number; split: string };
+  const t = runTorchBest<Out>('bench/torch_stream.py', [data, out, ...which], out);
+  // Rates from the best times (runTorchBest keeps the best of each ...Ms field, maybe from different runs).
+  return {
+    images: t.images, seconds: (t.images * t.msPerImage) / 1000, imagesPerSecond: 1000 / t.msPerImage, firstBatchSeconds: t.firstBatchMs / 1000,
+    peakRssMb: t.peakRssMb, decodeImagesPerSecond: 1000 / t.decodeMsPerImage, workers: t.workers, split: t.split, ompWaitPolicy: t.ompWaitPolicy,
+  };
+}
+
+const torchvisionAtHand = () => TORCH_PYTHON !== undefined && spawnSync(TORCH_PYTHON, ['-c', 'import torchvision'], { stdio: 'ignore' }).status === 0;
+
 function child<T>(mode: string, ...rest: string[]): T {
   const out = join(WORK, `${mode}.json`);
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), `--child=${mode}`, `--out=${out}`, ...rest.map((a, i) => `--a${i}=${a}`), `--work=${WORK}`], { stdio: ['ignore', 'inherit', 'inherit'] });
@@ -179,22 +214,28 @@ async function main(): Promise<void> {
   const fashion = await fashionShards();
   console.log(`fashion shards: ${readdirSync(fashion).length} in ${fashion}`);
   const rows: string[] = [];
-  const pair = (name: string, modelName: string, data: string) => {
+  const notes: string[] = [];
+  const torch = args.has('torch') && (torchvisionAtHand() || (console.log('--torch: skipped, no python3 with torch and torchvision (apt-get install python3-torchvision)'), false));
+  const pair = async (name: string, modelName: string, data: string, withTorch = false) => {
     const streamed = child<Measure>('streamed', modelName, data);
     const pre = child<Measure>('predecoded', modelName, data);
     const ratio = streamed.imagesPerSecond / pre.imagesPerSecond;
-    results[name] = { streamed, predecoded: pre, ratio };
-    rows.push(`| ${name} | ${streamed.images} | ${streamed.imagesPerSecond.toFixed(0)} | ${pre.imagesPerSecond.toFixed(0)} | ${(100 * ratio).toFixed(0)}% | ${streamed.peakRssMb.toFixed(0)} MB | ${streamed.firstBatchSeconds?.toFixed(2)} s |`);
+    const py = withTorch ? await torchStreamed(modelName, data).catch((e: Error) => void console.log(`--torch: ${name} skipped (${e.message})`)) : undefined;
+    results[name] = { streamed, predecoded: pre, ratio, ...(py && { torch: py, oursOverTorch: streamed.imagesPerSecond / py.imagesPerSecond }) };
+    const pyCells = !torch ? '' : py ? ` ${py.imagesPerSecond.toFixed(0)} | ${(streamed.imagesPerSecond / py.imagesPerSecond).toFixed(2)}x |` : ' - | - |';
+    rows.push(`| ${name} | ${streamed.images} | ${streamed.imagesPerSecond.toFixed(0)} | ${pre.imagesPerSecond.toFixed(0)} | ${(100 * ratio).toFixed(0)}% | ${streamed.peakRssMb.toFixed(0)} MB | ${streamed.firstBatchSeconds?.toFixed(2)} s |${pyCells}`);
     console.log(rows[rows.length - 1]);
+    if (py)
+      notes.push(`${name}: PyTorch ${py.workers} workers (split by ${py.split}), decode only ${py.decodeImagesPerSecond.toFixed(0)} images/s, first batch ${py.firstBatchSeconds?.toFixed(2)} s, peak RSS ${py.peakRssMb.toFixed(0)} MB (main + largest worker), OMP_WAIT_POLICY ${py.ompWaitPolicy}.`);
   };
-  pair('Fashion-MNIST CNN, PNG shards', 'fashion', fashion);
+  await pair('Fashion-MNIST CNN, PNG shards', 'fashion', fashion, torch);
   const imagenet = Number(args.get('imagenet') ?? 0);
   if (imagenet > 0) {
     const shards = await imagenetShards(imagenet);
-    pair('MobileNet v1 0.25, JPEG shards', 'mobilenet_v1_0.25_224', shards);
+    await pair('MobileNet v1 0.25, JPEG shards', 'mobilenet_v1_0.25_224', shards);
     // A model of a usual cost beside the tiny one: decoding weighs in proportion to the model's speed.
     const onnx = args.get('onnx');
-    if (onnx) pair(`${basename(onnx, '.onnx')} (ONNX), JPEG shards`, onnx, shards);
+    if (onnx) await pair(`${basename(onnx, '.onnx')} (ONNX), JPEG shards`, onnx, shards, torch);
   }
   const craft = child<{ passes: { pass: number; peakRssMb: number }[] }>('craft', fashion);
   results.craft10000 = craft;
@@ -202,11 +243,11 @@ async function main(): Promise<void> {
   mkdirSync('bench/results', { recursive: true });
   writeFileSync(`bench/results/${OUT}.json`, JSON.stringify(results, null, 2) + '\n');
   const table = [
-    '| model, data | images | streamed: images/s | pre-decoded: images/s | ratio | peak RSS | first batch |',
-    '|---|---|---|---|---|---|---|',
+    `| model, data | images | streamed: images/s | pre-decoded: images/s | ratio | peak RSS | first batch |${torch ? ' PyTorch DataLoader img/s | ours / PyTorch |' : ''}`,
+    `|---|---|---|---|---|---|---|${torch ? '---|---|' : ''}`,
     ...rows,
   ].join('\n');
-  writeFileSync(`bench/results/${OUT}.md`, `${table}\n\nCrafting on |X| = 10,000 (Algorithm 1, Linf 40, ${craft.passes.length} passes): peak RSS after each pass ${craft.passes.map((p) => `${p.peakRssMb.toFixed(0)} MB`).join(', ')}.\n`);
+  writeFileSync(`bench/results/${OUT}.md`, `${table}\n\n${notes.map((n) => `${n}\n`).join('')}${notes.length ? '\n' : ''}Crafting on |X| = 10,000 (Algorithm 1, Linf 40, ${craft.passes.length} passes): peak RSS after each pass ${craft.passes.map((p) => `${p.peakRssMb.toFixed(0)} MB`).join(', ')}.\n`);
   console.log(table);
 }
 
