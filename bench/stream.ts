@@ -12,7 +12,8 @@
  * --onnx adds a torchvision export (scripts/make-onnx-fixtures.py --zoo) on the same JPEG shards;
  * --torch adds the anchor a user would otherwise pick, PyTorch streaming the same shards with the same
  * weights (bench/torch_stream.py: tarfile IterableDataset, PIL, DataLoader with 2 workers, batch 32, 2
- * threads) for the Fashion and --onnx rows, as a ratio to ours (Debian's python3-torch; skipped without);
+ * threads, OMP_WAIT_POLICY=PASSIVE) for the Fashion and --onnx rows, as a ratio to ours (Debian's
+ * python3-torch and python3-torchvision; skipped without);
  * --results=NAME writes bench/results/NAME.{json,md} instead of stream.{json,md}.
  * Writes bench/results/stream.{json,md}.
  */
@@ -37,7 +38,7 @@ import { Rng } from '../src/math/random.js';
 import { findCard, loadNet } from '../src/model/load.js';
 import { resolveCardPath } from '../src/model/card.js';
 import { writeNetFiles } from './netFile.js';
-import { runTorchBest, TORCH_PYTHON } from './torch.js';
+import { TORCH_PYTHON } from './torch.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const WORK = args.get('work') ?? join(tmpdir(), 'uap-bench-stream');
@@ -164,11 +165,13 @@ async function craftLarge(data: string): Promise<{ passes: { pass: number; fooli
   return { passes, images: X.size };
 }
 
-type TorchMeasure = Measure & { decodeImagesPerSecond: number; workers: number; split: string; ompWaitPolicy: string };
+type TorchMeasure = Measure & { decodeImagesPerSecond: number; workers: number; split: string };
 
 /**
- * PyTorch's DataLoader on the same shards (bench/torch_stream.py), best of its two OpenMP wait policies:
- * `model` is a bundled name (its Net written for torch_net.py) or an ONNX file of the torchvision zoo.
+ * PyTorch's DataLoader on the same shards (bench/torch_stream.py): `model` is a bundled name (its Net
+ * written for torch_net.py) or an ONNX file of the torchvision zoo. OpenMP threads that sleep (PASSIVE),
+ * not runTorchBest's best of two: threads that spin take the cores the DataLoader's workers decode on
+ * (ResNet-18 on 640 JPEGs, 2 cores: 8.5 images/s PASSIVE, 4.3 unset, 3.6 ACTIVE).
  */
 async function torchStreamed(model: string, data: string): Promise<TorchMeasure> {
   let which: string[];
@@ -181,13 +184,9 @@ async function torchStreamed(model: string, data: string): Promise<TorchMeasure>
     which = ['--net', json, '--bin', bin];
   }
   const out = join(WORK, 'torch.json');
-  type Out = { images: number; msPerImage: number; firstBatchMs: number; decodeMsPerImage: number; peakRssMb: number; workers: number; split: string };
-  const t = runTorchBest<Out>('bench/torch_stream.py', [data, out, ...which], out);
-  // Rates from the best times (runTorchBest keeps the best of each ...Ms field, maybe from different runs).
-  return {
-    images: t.images, seconds: (t.images * t.msPerImage) / 1000, imagesPerSecond: 1000 / t.msPerImage, firstBatchSeconds: t.firstBatchMs / 1000,
-    peakRssMb: t.peakRssMb, decodeImagesPerSecond: 1000 / t.decodeMsPerImage, workers: t.workers, split: t.split, ompWaitPolicy: t.ompWaitPolicy,
-  };
+  execFileSync(TORCH_PYTHON!, ['bench/torch_stream.py', data, out, ...which], { env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const t = JSON.parse(readFileSync(out, 'utf8')) as Omit<TorchMeasure, 'firstBatchSeconds'> & { firstBatchMs: number };
+  return { images: t.images, seconds: t.seconds, imagesPerSecond: t.imagesPerSecond, firstBatchSeconds: t.firstBatchMs / 1000, peakRssMb: t.peakRssMb, decodeImagesPerSecond: t.decodeImagesPerSecond, workers: t.workers, split: t.split };
 }
 
 const torchvisionAtHand = () => TORCH_PYTHON !== undefined && spawnSync(TORCH_PYTHON, ['-c', 'import torchvision'], { stdio: 'ignore' }).status === 0;
@@ -226,7 +225,7 @@ async function main(): Promise<void> {
     rows.push(`| ${name} | ${streamed.images} | ${streamed.imagesPerSecond.toFixed(0)} | ${pre.imagesPerSecond.toFixed(0)} | ${(100 * ratio).toFixed(0)}% | ${streamed.peakRssMb.toFixed(0)} MB | ${streamed.firstBatchSeconds?.toFixed(2)} s |${pyCells}`);
     console.log(rows[rows.length - 1]);
     if (py)
-      notes.push(`${name}: PyTorch ${py.workers} workers (split by ${py.split}), decode only ${py.decodeImagesPerSecond.toFixed(0)} images/s, first batch ${py.firstBatchSeconds?.toFixed(2)} s, peak RSS ${py.peakRssMb.toFixed(0)} MB (main + largest worker), OMP_WAIT_POLICY ${py.ompWaitPolicy}.`);
+      notes.push(`${name}: PyTorch ${py.workers} workers (split by ${py.split}), decode only ${py.decodeImagesPerSecond.toFixed(0)} images/s, first batch ${py.firstBatchSeconds?.toFixed(2)} s, peak RSS ${py.peakRssMb.toFixed(0)} MB (main + largest worker).`);
   };
   await pair('Fashion-MNIST CNN, PNG shards', 'fashion', fashion, torch);
   const imagenet = Number(args.get('imagenet') ?? 0);

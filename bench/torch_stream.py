@@ -12,9 +12,11 @@ members sharing a key: key.png / key.jpg, optionally key.cls); images larger tha
 get torchvision's Resize(short side) + CenterCrop, what sharp's `fit: cover` does in uap's decoder.
 Writes (and prints) images, seconds, msPerImage, imagesPerSecond, firstBatchMs (DataLoader start to
 the first batch's labels), peak RSS (this process + the largest worker), and the same DataLoader's rate
-without the model (decodeMsPerImage). Timings end in Ms so bench/torch.ts's runTorchBest keeps the best.
+without the model (decodeImagesPerSecond). Run it with OMP_WAIT_POLICY=PASSIVE (bench/stream.ts does):
+spinning OpenMP threads take the cores the workers decode on (ResNet-18: 2x slower, see stream.ts).
 """
 import argparse, importlib.util, io, json, os, resource, tarfile, time
+import numpy as np
 import torch
 import torchvision.transforms as T
 from PIL import Image
@@ -22,14 +24,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 
 class TarShards(IterableDataset):
-    """(uint8 CHW image, label or -1) per sample. Each worker takes its own shards; with fewer shards
+    """(uint8 HWC image, label or -1) per sample. Each worker takes its own shards; with fewer shards
     than workers, every worker reads all of them and keeps every n-th sample (else workers would idle:
     the 5,000 JPEGs are one shard)."""
 
     def __init__(self, shards, shape):
         h, w, c = shape
-        self.shards, self.mode = shards, 'L' if c == 1 else 'RGB'
-        self.transform = T.Compose([T.Resize(min(h, w)), T.CenterCrop((h, w)), T.PILToTensor()])
+        self.shards, self.mode, self.shape = shards, 'L' if c == 1 else 'RGB', shape
+        self.transform = T.Compose([T.Resize(min(h, w)), T.CenterCrop((h, w))])
 
     def samples(self, path):
         """Consecutive members with the same key, as {extension: bytes}."""
@@ -59,24 +61,25 @@ class TarShards(IterableDataset):
                 if data is None:
                     continue
                 img = Image.open(io.BytesIO(data)).convert(self.mode)
-                yield self.transform(img), int(s['cls']) if 'cls' in s else -1
+                yield torch.from_numpy(np.array(self.transform(img)).reshape(self.shape)), int(s['cls']) if 'cls' in s else -1
 
 
 def zoo_forward(name):
-    """The zoo's torchvision model with its normalisation: uint8-range NCHW pixels in, logits out."""
+    """The zoo's torchvision model with its normalisation: NHWC pixels in, logits out. NCHW by a permute,
+    as bench/torch_zoo.py: channels-last strides, which oneDNN runs about 25% faster than contiguous NCHW."""
     here = os.path.dirname(os.path.abspath(__file__))
     spec = importlib.util.spec_from_file_location('fixtures', os.path.join(here, '..', 'scripts', 'make-onnx-fixtures.py'))
     fixtures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixtures)
     model = fixtures.zoo_model(name)
-    mean, std = torch.tensor(fixtures.MEAN).view(1, 3, 1, 1), torch.tensor(fixtures.STD).view(1, 3, 1, 1)
-    return (lambda x: model((x - mean) / std)), [224, 224, 3]
+    mean, std = torch.tensor(fixtures.MEAN), torch.tensor(fixtures.STD)
+    return (lambda x: model(((x - mean) / std).permute(0, 3, 1, 2))), [224, 224, 3]
 
 
 def net_forward(json_path, bin_path):
     from torch_net import load_net
     net = load_net(json_path, bin_path)
-    return (lambda x: net(x.permute(0, 2, 3, 1))), net.input_shape  # the Net takes NHWC
+    return net, net.input_shape
 
 
 def rss_mb():
@@ -114,7 +117,7 @@ def main():
     loader = DataLoader(TarShards(shards, shape), batch_size=a.batch, num_workers=a.workers)
     # Seeded random signs times 10 (Linf 10), as uap's bench; its exact values do not change the speed.
     h, w, c = shape
-    v = (torch.randint(0, 2, (c, h, w), generator=torch.Generator().manual_seed(1)) * 20 - 10).float()
+    v = (torch.randint(0, 2, (h, w, c), generator=torch.Generator().manual_seed(1)) * 20 - 10).float()
 
     def score(x):
         x = x.float()
