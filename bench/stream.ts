@@ -25,7 +25,7 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import * as tf from '../src/tf.js';
-import { initBackend } from '../src/backend.js';
+import { initBackend, type Engine } from '../src/backend.js';
 import { FASHION_MNIST_DIR, fashionPng, readFashionSplit } from '../src/data/fashion.js';
 import { listDataset } from '../src/data/dataset.js';
 import { loadModel, openSet, loadSet, methodOptions } from '../src/pipeline.js';
@@ -118,16 +118,16 @@ async function imagenetShards(n: number): Promise<string> {
 const TORCHVISION = { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] };
 
 /** A bundled model by name, or an ONNX file exported from torchvision (1000 classes, its normalisation). */
-async function benchModel(spec: string) {
+function benchModel(engine: Engine, spec: string) {
   const card = spec.endsWith('.onnx') ? { preprocess: TORCHVISION, numClasses: 1000 } : undefined;
-  return loadModel(spec, { assets: assetsDir(), card, engine: await initBackend() }, { info: () => {}, warn: () => {} });
+  return loadModel(spec, { assets: assetsDir(), card, engine }, { info: () => {}, warn: () => {} });
 }
 
 type Measure = { images: number; seconds: number; imagesPerSecond: number; firstBatchSeconds?: number; peakRssMb: number; skipped?: number };
 
 /** Child: clean + perturbed labels of every image, streamed from `data` (v: seeded random, Linf 10). */
-async function scoreStreamed(modelName: string, data: string): Promise<Measure> {
-  const model = await benchModel(modelName);
+async function scoreStreamed(engine: Engine, modelName: string, data: string): Promise<Measure> {
+  const model = await benchModel(engine, modelName);
   const set = openSet(model, data, { assets: assetsDir() });
   const v = randomPerturbation(model.inputShape, 'inf', 10, 1);
   const t0 = performance.now();
@@ -138,8 +138,8 @@ async function scoreStreamed(modelName: string, data: string): Promise<Measure> 
 }
 
 /** Child: the same work on batches decoded beforehand (the model's own speed): 2,048 images scored 4 times over. */
-async function scorePredecoded(modelName: string, data: string): Promise<Measure> {
-  const model = await benchModel(modelName);
+async function scorePredecoded(engine: Engine, modelName: string, data: string): Promise<Measure> {
+  const model = await benchModel(engine, modelName);
   const some = await loadSet(model, data, { limit: 2048, assets: assetsDir() });
   const big = new ImageSet(some.shape, new Uint8Array(some.pixels.length * 4), Array.from({ length: 4 }, () => some.items).flat());
   for (let r = 0; r < 4; r++) big.pixels.set(some.pixels, r * some.pixels.length);
@@ -152,8 +152,8 @@ async function scorePredecoded(modelName: string, data: string): Promise<Measure
 }
 
 /** Child: Algorithm 1 on |X| = 10,000 Fashion-MNIST images, peak RSS after every pass. */
-async function craftLarge(data: string): Promise<{ passes: { pass: number; foolingRate: number; seconds: number; peakRssMb: number }[]; images: number }> {
-  const model = await benchModel('fashion');
+async function craftLarge(engine: Engine, data: string): Promise<{ passes: { pass: number; foolingRate: number; seconds: number; peakRssMb: number }[]; images: number }> {
+  const model = await benchModel(engine, 'fashion');
   const X = await loadSet(model, data, { limit: 10000, assets: assetsDir() });
   const passes: { pass: number; foolingRate: number; seconds: number; peakRssMb: number }[] = [];
   const res = await computeUniversal(model, X, methodOptions('algorithm1', model, { norm: 'inf', xi: 40, maxPasses: 4, delta: 0, seed: 0 }) as UniversalOptions, {
@@ -199,11 +199,11 @@ function child<T>(mode: string, ...rest: string[]): T {
 }
 
 async function main(): Promise<void> {
-  await initBackend(undefined);
+  const engine = await initBackend(undefined);
   const mode = args.get('child');
   if (mode) {
     const a = (i: number) => args.get(`a${i}`)!;
-    const result = mode === 'streamed' ? await scoreStreamed(a(0), a(1)) : mode === 'predecoded' ? await scorePredecoded(a(0), a(1)) : await craftLarge(a(0));
+    const result = mode === 'streamed' ? await scoreStreamed(engine, a(0), a(1)) : mode === 'predecoded' ? await scorePredecoded(engine, a(0), a(1)) : await craftLarge(engine, a(0));
     writeFileSync(args.get('out')!, JSON.stringify(result));
     tf.disposeVariables();
     return;

@@ -146,7 +146,7 @@ async function readModel(m: BrowserCard | DroppedModel): Promise<ReadModel> {
       if (!data) throw new Error(`model ${card.name}: drop its external data file ${location} with it`);
       return data.subarray(offset, length === undefined ? undefined : offset + length);
     };
-    return { format: 'onnx', model: parseOnnx(await bytesOf('.onnx'), file, external), file };
+    return { format: 'onnx', model: parseOnnx(files.get(file) ?? (await bytesOf('.onnx')), file, external), file };
   }
   if (card.format === 'layers') {
     const source = isDropped(m)

@@ -41,6 +41,8 @@ export function plainPng(bytes: Buffer, h: number, w: number, c: 1 | 3): Uint8Ar
   if (bytes.length < 33 || bytes.readUInt32BE(0) !== 0x89504e47 || bytes.readUInt32BE(12) !== 0x49484452) return undefined;
   const from = PNG_CHANNELS[bytes[25]];
   if (bytes.readUInt32BE(16) !== w || bytes.readUInt32BE(20) !== h || bytes[24] !== 8 || !from || bytes[26] !== 0 || bytes[27] !== 0 || bytes[28] !== 0) return undefined;
+  const colour = from >= 3 ? 3 : 1; // channels before alpha
+  if (c === 1 && colour === 3) return undefined; // RGB -> gray: sharp's own weights
   const idat: Buffer[] = [];
   for (let at = 8; ; ) {
     if (at + 12 > bytes.length) return undefined; // truncated: sharp says why
@@ -60,8 +62,6 @@ export function plainPng(bytes: Buffer, h: number, w: number, c: 1 | 3): Uint8Ar
     return undefined;
   }
   if (rows.length !== h * (stride + 1) || !unfilter(rows, h, stride, from)) return undefined;
-  const colour = from >= 3 ? 3 : 1; // channels before alpha
-  if (c === 1 && colour === 3) return undefined; // RGB -> gray: sharp's own weights
   const out = new Uint8Array(h * w * c);
   for (let y = 0; y < h; y++) {
     const row = y * (stride + 1) + 1;

@@ -253,6 +253,6 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
 /** Loads a classifier and says where it runs. */
 export async function loadModel(spec: string, opts: LoadOptions & { assets: string }, log: Log): Promise<Classifier> {
   const model = await loadClassifier(spec, opts);
-  log.info(`model ${model.name}: runs on ${model.engine ?? 'TF.js'}${model.runtime?.layout ? ` (${model.runtime.layout})` : ''}`);
+  log.info(`model ${model.name}: runs on ${model.engine ?? 'TF.js'}${model.runtime.layout ? ` (${model.runtime.layout})` : ''}`);
   return model;
 }
