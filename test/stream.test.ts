@@ -12,6 +12,7 @@ import { predictMany, predictSet, evaluatePerturbation } from '../src/model/scor
 import { evaluateWithNoise, randomBaseline } from '../src/pipeline.js';
 import { UsageError } from '../src/errors.js';
 import { decodeImage, decodeWithSharp, plainPng } from '../src/data/decode.js';
+import { decodePngsOffThread } from '../src/data/decodeWorker.js';
 import { Rng } from '../src/math/random.js';
 import { tinyNet, uapCli } from './helpers.js';
 import { fashionSplitFolder, FASHION_MNIST_DIR } from '../src/data/fashion.js';
@@ -182,6 +183,32 @@ describe('decoding small PNGs', () => {
     const badFilter = handPng(new Uint8Array(28 * 28), 28, 28, 1, [0, 5]);
     expect(plainPng(badFilter, 28, 28, 1)).toBeUndefined();
     await expect(decodeImage(badFilter, 28, 28, 1)).rejects.toThrow();
+  });
+  it('decodes a batch of them on the decoding thread exactly as here, and leaves what it cannot decode (a bad checksum, a JPEG) to sharp, which skips it with its reason', async () => {
+    const rng = new Rng(5);
+    const raws = Array.from({ length: 6 }, () => Uint8Array.from({ length: 28 * 28 * 3 }, () => Math.floor(rng.next() * 256)));
+    const pngs = raws.map((raw, k) => handPng(raw, 28, 28, 3, [k % 5, 4, 1]));
+    const corrupt = Buffer.from(pngs[3]);
+    corrupt[60] ^= 1;
+    const jpeg = await sharp(Buffer.from(raws[4]), { raw: { width: 28, height: 28, channels: 3 } }).jpeg().toBuffer();
+    const off = decodePngsOffThread([pngs[0], corrupt, jpeg, pngs[5]], [28, 28, 3]);
+    expect(off, 'the decoding thread loads the built PNG module: run npm run build:lib first').toBeDefined();
+    const { pixels, ok } = await off!;
+    expect(Array.from(ok)).toEqual([1, 0, 0, 1]);
+    expect(Buffer.from(pixels.subarray(0, 2352)).equals(Buffer.from(raws[0]))).toBe(true);
+    expect(Buffer.from(pixels.subarray(3 * 2352)).equals(Buffer.from(raws[5]))).toBe(true);
+    // Through a streamed set of tar members: the same pixels as sharp's, and the corrupt one skipped.
+    const dir = tmp();
+    const names = pngs.map((_, k) => `${k}.png`);
+    pngs.forEach((b, k) => writeFileSync(join(dir, names[k]), k === 3 ? corrupt : b));
+    writeFileSync(join(dir, '4.png'), jpeg); // a JPEG named .png: sharp decodes it by its content
+    tar(join(dir, 's.tar'), dir, names);
+    const stream = openImages(listDataset(join(dir, 's.tar')), [28, 28, 3]);
+    const seen: Buffer[] = [];
+    for await (const b of stream.batches(4)) for (let k = 0; k < b.items.length; k++) seen.push(Buffer.from(b.pixels.subarray(k * 2352, (k + 1) * 2352)));
+    const expected = await Promise.all([0, 1, 2, 4, 5].map(async (k) => Buffer.from(await decodeWithSharp(k === 4 ? jpeg : pngs[k], 28, 28, 3))));
+    expect(seen.map((b, k) => b.equals(expected[k]))).toEqual([true, true, true, true, true]);
+    expect(stream.skipped.map((s) => s.path)).toEqual([`${join(dir, 's.tar')}:3.png`]);
   });
 });
 

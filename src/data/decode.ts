@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
-import { crc32, inflateSync } from 'node:zlib';
+import { plainPng } from './png.js';
 
 /**
  * Decodes one image (a file, or its bytes) to uint8 HWC pixels of exactly [h, w, c]: the short side is
@@ -24,83 +24,6 @@ export async function decodeWithSharp(bytes: Buffer, h: number, w: number, c: 1 
   return out;
 }
 
-/** PNG chunks that change nothing sharp's decode above would do with the pixels. */
-const NEUTRAL_CHUNKS = new Set(['IHDR', 'IDAT', 'IEND', 'tEXt', 'zTXt', 'iTXt', 'pHYs', 'tIME', 'sRGB', 'bKGD']);
-/** Channels per PNG colour type (0 gray, 2 RGB, 4 gray + alpha, 6 RGBA); palette (3) is left to sharp. */
-const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 4: 2, 6: 4 };
-
-/**
- * A PNG already of the model's size, 8-bit, not palette, not interlaced, without colour profile or
- * orientation: decoded here, with exactly sharp's pixels (tested, on every row filter). Why by hand:
- * sharp's fixed cost per image (a libvips pipeline and a thread hop, about 1-2 ms) is 10x the model's
- * own time on 28x28 or 32x32 datasets, and fast-png's JavaScript inflate took 60-90 us per 28x28 image
- * (its output buffer grows as it goes); node:zlib inflates the same in about 11 us, which leaves only the
- * PNG row filters (the spec's five, a few lines) to write. Anything else returns undefined (sharp decodes it).
- */
-export function plainPng(bytes: Buffer, h: number, w: number, c: 1 | 3): Uint8Array | undefined {
-  if (bytes.length < 33 || bytes.readUInt32BE(0) !== 0x89504e47 || bytes.readUInt32BE(12) !== 0x49484452) return undefined;
-  const from = PNG_CHANNELS[bytes[25]];
-  if (bytes.readUInt32BE(16) !== w || bytes.readUInt32BE(20) !== h || bytes[24] !== 8 || !from || bytes[26] !== 0 || bytes[27] !== 0 || bytes[28] !== 0) return undefined;
-  const colour = from >= 3 ? 3 : 1; // channels before alpha
-  if (c === 1 && colour === 3) return undefined; // RGB -> gray: sharp's own weights
-  const idat: Buffer[] = [];
-  for (let at = 8; ; ) {
-    if (at + 12 > bytes.length) return undefined; // truncated: sharp says why
-    const len = bytes.readUInt32BE(at);
-    const type = bytes.toString('latin1', at + 4, at + 8);
-    const end = at + 8 + len;
-    if (!NEUTRAL_CHUNKS.has(type) || end + 4 > bytes.length || crc32(bytes.subarray(at + 4, end)) !== bytes.readUInt32BE(end)) return undefined;
-    if (type === 'IDAT') idat.push(bytes.subarray(at + 8, end));
-    if (type === 'IEND') break;
-    at = end + 4;
-  }
-  const stride = w * from;
-  let rows: Buffer;
-  try {
-    rows = inflateSync(idat.length === 1 ? idat[0] : Buffer.concat(idat));
-  } catch {
-    return undefined;
-  }
-  if (rows.length !== h * (stride + 1) || !unfilter(rows, h, stride, from)) return undefined;
-  const out = new Uint8Array(h * w * c);
-  for (let y = 0; y < h; y++) {
-    const row = y * (stride + 1) + 1;
-    if (from === c) out.set(rows.subarray(row, row + stride), y * stride);
-    else for (let x = 0; x < w; x++) for (let k = 0; k < c; k++) out[(y * w + x) * c + k] = rows[row + x * from + Math.min(k, colour - 1)];
-  }
-  return out;
-}
-
-/**
- * Undoes PNG's per-row filters in place (each row: a filter byte, then `stride` bytes; `bpp` bytes per
- * pixel): 0 none, 1 sub, 2 up, 3 average, 4 Paeth, as the PNG specification defines them, one loop
- * per filter (a byte costs a few nanoseconds). False on an unknown filter type.
- */
-function unfilter(rows: Buffer, h: number, stride: number, bpp: number): boolean {
-  for (let y = 0; y < h; y++) {
-    const at = y * (stride + 1) + 1;
-    const up = at - stride - 1; // the previous row's first byte
-    const filter = rows[at - 1];
-    if (filter === 0) continue;
-    if (filter === 1) {
-      for (let i = bpp; i < stride; i++) rows[at + i] += rows[at + i - bpp];
-    } else if (filter === 2) {
-      if (y > 0) for (let i = 0; i < stride; i++) rows[at + i] += rows[up + i];
-    } else if (filter === 3) {
-      for (let i = 0; i < stride; i++) rows[at + i] += ((i >= bpp ? rows[at + i - bpp] : 0) + (y > 0 ? rows[up + i] : 0)) >> 1;
-    } else if (filter === 4) {
-      for (let i = 0; i < stride; i++) {
-        const a = i >= bpp ? rows[at + i - bpp] : 0;
-        const b = y > 0 ? rows[up + i] : 0;
-        const c = i >= bpp && y > 0 ? rows[up + i - bpp] : 0;
-        const pa = Math.abs(b - c); // |p - a| with p = a + b - c
-        const pb = Math.abs(a - c);
-        const pc = Math.abs(a + b - 2 * c);
-        rows[at + i] += pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
-      }
-    } else return false;
-  }
-  return true;
-}
+export { plainPng };
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff', '.avif'];

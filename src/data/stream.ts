@@ -1,8 +1,13 @@
+import { readFile } from 'node:fs/promises';
 import { totalmem } from 'node:os';
 import { UsageError } from '../errors.js';
 import { decodeImage } from './decode.js';
+import { decodePngsOffThread } from './decodeWorker.js';
+import { pngOfSize } from './png.js';
 import { readMember, ShardReader } from './tar.js';
-import { itemName, labelsOf, type DecodedBatch, type ImageItem, type ImageSource, type TarMember } from './source.js';
+import { itemName, labelsOf, type DecodedBatch, type ImageItem, type ImageSource } from './source.js';
+
+const EMPTY = new Uint8Array(0);
 
 export interface StreamOptions {
   /** A file that cannot be decoded stops the run with an error naming it (default: it is skipped and counted). */
@@ -27,11 +32,11 @@ export function defaultCacheBytes(): number {
   return Math.min(2 ** 30, totalmem() / 16);
 }
 
-/** Decodes one listed image (a file or a tar member) to [h, w, c] uint8. */
-export async function decodeItem(item: ImageItem, shape: [number, number, number], shards?: ShardReader, read?: Map<TarMember, Buffer>): Promise<Uint8Array> {
+/** Decodes one listed image (a file or a tar member; `bytes`: already read) to [h, w, c] uint8. */
+export async function decodeItem(item: ImageItem, shape: [number, number, number], shards?: ShardReader, bytes?: Buffer): Promise<Uint8Array> {
   const [h, w, c] = shape;
   const m = item.member;
-  const source = m ? read?.get(m) ?? (await (shards ? shards.read(item.path, m) : readMember(item.path, m))) : item.path;
+  const source = bytes ?? (m ? await (shards ? shards.read(item.path, m) : readMember(item.path, m)) : item.path);
   return decodeImage(source, h, w, c as 1 | 3);
 }
 
@@ -77,16 +82,16 @@ export class StreamedImages implements ImageSource {
     return this.shape[0] * this.shape[1] * this.shape[2];
   }
 
-  /** One listed image, from the cache or decoded; null when it does not decode (recorded). */
-  private async image(i: number, shards: ShardReader, read: Map<TarMember, Buffer>): Promise<Uint8Array | null> {
-    const hit = this.cache.get(i);
-    if (hit) return hit;
-    if (this.bad.has(i)) return null;
+  /** Keeps a decoded image for later passes when it is one of the first that fit (by position, not by which decode finished first). */
+  private keep(i: number, px: Uint8Array): Uint8Array {
+    if (this.passes > 1 && i < this.cacheSlots) this.cache.set(i, px.length === px.buffer.byteLength ? px : px.slice());
+    return px;
+  }
+
+  /** One listed image decoded (`bytes`: already read); null when it does not decode (recorded). */
+  private async image(i: number, shards: ShardReader, bytes?: Buffer): Promise<Uint8Array | null> {
     try {
-      const px = await decodeItem(this.listed[i], this.shape, shards, read);
-      // The first images of the list that fit (by position, not by which decode finished first).
-      if (this.passes > 1 && i < this.cacheSlots) this.cache.set(i, px);
-      return px;
+      return this.keep(i, await decodeItem(this.listed[i], this.shape, shards, bytes));
     } catch (e) {
       const reason = (e as Error).message.split('\n')[0];
       const item = this.listed[i];
@@ -98,20 +103,52 @@ export class StreamedImages implements ImageSource {
     }
   }
 
-  /** The listed images `ids`, decoded `concurrency` at a time; the ones that decode, in order. */
+  /**
+   * The bytes of the listed images `ids`: tar members lying side by side read in one go per shard, files
+   * each in one read. Any not read here (a failed read, a scattered member) are read again as they are
+   * decoded, where a failure is recorded with its reason.
+   */
+  private async readBytes(ids: number[], shards: ShardReader): Promise<Map<number, Buffer>> {
+    const withMember = ids.filter((i) => this.listed[i].member);
+    const files = ids.filter((i) => !this.listed[i].member);
+    const [read, fileBytes] = await Promise.all([
+      shards.readMany(withMember.map((i) => ({ file: this.listed[i].path, member: this.listed[i].member! }))),
+      Promise.all(files.map((i) => readFile(this.listed[i].path).catch(() => undefined))),
+    ]);
+    const out = new Map<number, Buffer>();
+    for (const i of withMember) if (read.has(this.listed[i].member!)) out.set(i, read.get(this.listed[i].member!)!);
+    files.forEach((i, k) => fileBytes[k] && out.set(i, fileBytes[k]));
+    return out;
+  }
+
+  /**
+   * The listed images `ids` decoded; the ones that decode, in order. Small PNGs of the model's size go
+   * to the decoding thread in one message (decodeWorker.ts); the rest, and any it leaves, are decoded
+   * `concurrency` at a time here (sharp works on libuv's threads).
+   */
   private async decodeMany(ids: number[], shards: ShardReader): Promise<{ ids: number[]; pixels: Uint8Array }> {
-    const out: (Uint8Array | null)[] = new Array(ids.length).fill(null);
-    const members = ids.filter((i) => !this.cache.has(i) && !this.bad.has(i) && this.listed[i].member).map((i) => ({ file: this.listed[i].path, member: this.listed[i].member! }));
-    const read = await shards.readMany(members);
+    const out: (Uint8Array | null | undefined)[] = ids.map((i) => this.cache.get(i) ?? (this.bad.has(i) ? null : undefined));
+    const todo = ids.flatMap((i, k) => (out[k] === undefined ? [k] : []));
+    const bytes = await this.readBytes(todo.map((k) => ids[k]), shards);
+    const [h, w] = this.shape;
+    const pngs = todo.filter((k) => pngOfSize(bytes.get(ids[k]) ?? EMPTY, h, w));
+    const offThread = pngs.length ? decodePngsOffThread(pngs.map((k) => bytes.get(ids[k])!), this.shape) : undefined;
+    if (offThread) {
+      const { pixels, ok } = await offThread;
+      pngs.forEach((k, j) => {
+        if (ok[j]) out[k] = this.keep(ids[k], pixels.subarray(j * this.perImage, (j + 1) * this.perImage));
+      });
+    }
+    const rest = todo.filter((k) => out[k] === undefined);
     let next = 0;
-    const worker = async () => {
-      while (next < ids.length) {
-        const k = next++;
-        out[k] = await this.image(ids[k], shards, read);
+    const decodeRest = async () => {
+      while (next < rest.length) {
+        const k = rest[next++];
+        out[k] = await this.image(ids[k], shards, bytes.get(ids[k]));
       }
     };
-    await Promise.all(Array.from({ length: Math.min(ids.length, this.opts.concurrency ?? 8) }, worker));
-    const ok = ids.filter((_, k) => out[k] !== null);
+    await Promise.all(Array.from({ length: Math.min(rest.length, this.opts.concurrency ?? 8) }, decodeRest));
+    const ok = ids.filter((_, k) => out[k]);
     const pixels = new Uint8Array(ok.length * this.perImage);
     let at = 0;
     for (const px of out) if (px) pixels.set(px, (at++) * this.perImage);
