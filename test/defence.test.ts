@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
@@ -7,7 +7,10 @@ import { initBackend } from '../src/backend.js';
 import { Rng } from '../src/math/random.js';
 import { drawPerturbations, applyDraws } from '../src/defence/sampling.js';
 import { enableWasmTraining } from '../src/model/wasmTraining.js';
-import { runFinetune, type DefenceResult } from '../src/defence/finetune.js';
+import { runFinetune, FINETUNE_DEFAULTS, type DefenceResult, type EpochRecord, type RemoteCraft, type RoundRecord } from '../src/defence/finetune.js';
+import { finetuneOptions } from '../src/defence/finetune/options.js';
+import { readTrainingLog, resumedRounds, writeRecords } from '../src/defence/finetune/records.js';
+import { craft } from '../src/attacks/methods.js';
 import { loadClassifier } from '../src/model/load.js';
 import { UsageError } from '../src/errors.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
@@ -184,6 +187,25 @@ describe('uap finetune (library) on the embedded model', () => {
     expect(again.rounds[1].epochs).toHaveLength(1);
   });
 
+  it('pool members crafted through a RemoteCraft are the ones crafted here, asked for all at once from the model as named', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uap-defence-remote-'));
+    const asked: { spec: unknown; seeds: number[] }[] = [];
+    const remoteCraft: RemoteCraft = async (req) => {
+      asked.push({ spec: req.spec, seeds: req.runs.map((r) => r.options.seed) });
+      const made: { v: Float32Array }[] = [];
+      for (const r of req.runs) {
+        const res = await craft(req.model, r.X, req.method, r.options);
+        made.push({ v: (await res.v.data()) as Float32Array });
+        res.v.dispose();
+      }
+      return made;
+    };
+    await runFinetune({ ...job, out: dir, options: { ...job.options, poolSize: 2, epochs: 1 } }, { remoteCraft });
+    expect(asked).toEqual([{ spec: { spec: 'fashion', card: undefined }, seeds: [1001, 1002] }]);
+    for (const m of ['member-0.npy', 'member-1.npy'])
+      expect(readFileSync(join(dir, 'round-1', 'pool', m)).equals(readFileSync(join(out, 'round-1', 'pool', m)))).toBe(true);
+  });
+
   it('refuses models it cannot train and runs without a validation set, in one line', async () => {
     await expect(runFinetune({ ...job, model: 'mobilenet_v1_0.25_128_quant' })).rejects.toThrow(/fine-tuning needs a TF.js LayersModel/);
     await expect(runFinetune({ ...job, val: 'none' })).rejects.toThrow(UsageError);
@@ -248,5 +270,61 @@ describe('universal adversarial training (Shafahi et al.) on the embedded model'
 
   it('refuses an unknown defence by field', async () => {
     await expect(runFinetune({ ...job, options: { defence: 'other' as 'uat' } })).rejects.toThrow(/^defence: expected pool or uat/);
+  });
+});
+
+describe('fine-tuning stages: options and the records a resume reads back', () => {
+  it('refuses a bad option by the field it names, a nested one by its path', () => {
+    expect(finetuneOptions()).toEqual(FINETUNE_DEFAULTS);
+    expect(() => finetuneOptions({ batchSize: 0 })).toThrow(/^batchSize: expected an integer >= 1, got 0$/);
+    expect(() => finetuneOptions({ sampling: { probability: 1.5, scale: [0.5, 1.5] } })).toThrow(/^sampling\.probability: expected a number in \[0, 1\], got 1.5$/);
+    expect(() => finetuneOptions({ sampling: { probability: 0.5, scale: [2, 1] } })).toThrow(/^sampling\.scale: expected \[lo, hi\] with 0 <= lo <= hi, got 2,1$/);
+  });
+
+  const config = { model: 'm', method: 'sgd', attack: { norm: 'inf', xi: 10 }, finetune: FINETUNE_DEFAULTS, images: 1, valImages: 1 };
+  const epoch = (e: number): EpochRecord => ({ epoch: e, learningRate: 1e-3, loss: 0.5, cleanAccuracy: 0.8, poolFoolingRate: 0.3, seconds: 1, kept: true });
+  const round = (r: number): RoundRecord => ({
+    round: r, card: r ? `round-${r}/model/card.json` : 'fashion', cleanAccuracy: 0.8, foolingRate: 0.5, foolingRateOnX: 0.6, previousFoolingRate: r ? 0.4 : null, epochs: r ? [epoch(1)] : [], seconds: 3,
+  });
+  /** A run folder whose defence.json holds `rounds` (records as a previous run left them, sound or not). */
+  const saved = (rounds: unknown[]) => {
+    const out = mkdtempSync(join(tmpdir(), 'uap-defence-records-'));
+    writeFileSync(join(out, 'defence.json'), JSON.stringify({ config, rounds, out }));
+    return out;
+  };
+
+  it('reads back the rounds it wrote; refuses another configuration, an unreadable file, and a malformed record by its field', () => {
+    const out = mkdtempSync(join(tmpdir(), 'uap-defence-records-'));
+    const rounds = [round(0), round(1)];
+    writeRecords({ config, rounds, out });
+    expect(resumedRounds(out, config)).toEqual(rounds);
+    expect(readFileSync(join(out, 'defence.md'), 'utf8')).toContain('| 1 | 80.0% |');
+    expect(() => resumedRounds(out, { ...config, images: 2 })).toThrow(/other settings/);
+    writeFileSync(join(out, 'defence.json'), '{"config": ');
+    expect(() => resumedRounds(out, config)).toThrow(/defence\.json: unreadable/);
+    const refused = (rounds: unknown[]) => {
+      try {
+        resumedRounds(saved(rounds), config);
+      } catch (e) {
+        expect(e).toBeInstanceOf(UsageError);
+        return (e as Error).message;
+      }
+      return 'accepted';
+    };
+    expect(refused([{ ...round(0), cleanAccuracy: 'x' }])).toMatch(/rounds\[0\]\.cleanAccuracy is missing or malformed \("x"\)/);
+    expect(refused([round(0), round(2)])).toMatch(/rounds\[1\]\.round is missing or malformed \(2\)/);
+    const { kept: _k, ...noKept } = epoch(1);
+    expect(refused([round(0), { ...round(1), epochs: [noKept] }])).toMatch(/rounds\[1\]\.epochs\[0\]\.kept is missing or malformed \(absent\)/);
+    expect(refused([round(0), null])).toMatch(/rounds\[1\] is missing or malformed/);
+  });
+
+  it('reads a round\'s epoch log back checked: none yet, a diverged epoch\'s null loss, a malformed one refused', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uap-defence-log-'));
+    expect(readTrainingLog(dir)).toBeUndefined();
+    const diverged = { ...epoch(1), loss: null, kept: false };
+    writeFileSync(join(dir, 'training.json'), JSON.stringify({ epochs: [diverged, epoch(1)] }));
+    expect(readTrainingLog(dir)).toEqual([diverged, epoch(1)]);
+    writeFileSync(join(dir, 'training.json'), JSON.stringify({ epochs: [{ ...epoch(1), learningRate: -1 }] }));
+    expect(() => readTrainingLog(dir)).toThrow(/^resume: .*training\.json: epochs\[0\]\.learningRate is missing or malformed \(-1\); start afresh/);
   });
 });

@@ -1,10 +1,10 @@
 import * as tf from '../tf.js';
-import { AbortedError } from '../errors.js';
 import type { ImageSet } from '../data/imageSet.js';
 import type { Norm } from '../math/lp.js';
 import { Ascent } from '../attacks/ascent.js';
 import { Rng } from '../math/random.js';
 import type { Trainable } from './trainable.js';
+import { runEpoch } from './epoch.js';
 
 /**
  * Universal adversarial training (Shafahi, Najibi, Xu, Dickerson, Davis, Goldstein, AAAI 2020): the
@@ -26,13 +26,9 @@ export async function uatEpoch(
   t: Trainable, X: ImageSet, targets: Int32Array, delta: tf.Variable, o: UatSettings, optimizer: tf.Optimizer, seed: number,
   progress: (done: number, loss: number) => void, signal?: AbortSignal,
 ): Promise<number> {
-  const order = new Rng(seed).permutation(X.size);
   // Sign steps (Linf) or the gradient's direction (L2), `step` long, projected: the step every method on v takes.
   const ascent = new Ascent(delta.shape as [number, number, number], 'sign');
-  let lossSum = 0;
-  for (let s = 0; s < X.size; s += o.batchSize) {
-    if (signal?.aborted) throw new AbortedError('fine-tuning interrupted; rerun with {resume} to continue from the last saved epoch');
-    const idx = order.slice(s, s + o.batchSize);
+  return runEpoch(new Rng(seed).permutation(X.size), o.batchSize, async (idx) => {
     const x = X.batch(idx);
     const y = tf.tidy(() => tf.oneHot(tf.tensor1d(idx.map((i) => targets[i]), 'int32'), t.numClasses));
     const { value, grads } = tf.variableGrads(
@@ -44,10 +40,8 @@ export async function uatEpoch(
     const next = ascent.step(delta as unknown as tf.Tensor3D, (await gDelta.data()) as Float32Array, o.norm, o.step, o.xi);
     delta.assign(next);
     next.dispose();
-    lossSum += (await value.data())[0] * idx.length;
+    const loss = (await value.data())[0];
     tf.dispose([x, y, value, gDelta, ...Object.values(weightGrads)]);
-    progress(Math.min(s + o.batchSize, X.size), lossSum / Math.min(s + o.batchSize, X.size));
-    await new Promise((r) => setTimeout(r, 0)); // lets Ctrl-C through
-  }
-  return lossSum / X.size;
+    return loss;
+  }, progress, signal);
 }
