@@ -15,7 +15,7 @@ import { loadClassifier } from '../src/model/load.js';
 import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
 import type { PassRecord } from '../src/attacks/passes.js';
 import { evaluatePerturbation, predictSet } from '../src/model/scoring.js';
-import { loadSet } from '../src/pipeline.js';
+import { loadSet } from '../src/data/sets.js';
 import { assetsDir } from '../src/paths.js';
 import { lpNorm, parseNorm, defaultXi, type Norm } from '../src/math/lp.js';
 import { noiseOfNorm } from '../src/math/noise.js';

@@ -20,7 +20,8 @@ import { resolveCardPath } from '../src/model/card.js';
 import type { Classifier } from '../src/model/classifier.js';
 import type { ImageSet } from '../src/data/dataset.js';
 import { evaluatePerturbation, foolingRate, predictSet } from '../src/model/scoring.js';
-import { loadPerturbation, loadSet } from '../src/pipeline.js';
+import { loadSet } from '../src/data/sets.js';
+import { loadPerturbation } from '../src/io/perturbationFile.js';
 import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeNetFiles } from './netFile.js';
 

@@ -17,7 +17,7 @@ import { candidateGradients, candidateGradientsLoop } from '../src/model/gradien
 import { forwardLogits } from '../src/model/compute.js';
 import { deepfool } from '../src/attacks/deepfool.js';
 import { computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
-import { loadSet } from '../src/pipeline.js';
+import { loadSet } from '../src/data/sets.js';
 import { assetsDir } from '../src/paths.js';
 import { join } from 'node:path';
 

@@ -13,7 +13,8 @@ import { initBackend, type Engine } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
 import { runFinetune, type FinetuneOptions } from '../src/defence/finetune.js';
 import { evaluatePerturbation } from '../src/model/scoring.js';
-import { craft, loadSet, methodOptions } from '../src/pipeline.js';
+import { loadSet } from '../src/data/sets.js';
+import { craft, methodOptions } from '../src/attacks/methods.js';
 import type { Method } from '../src/attacks/methods.js';
 import type { AttackSettings } from '../src/attacks/methods.js';
 

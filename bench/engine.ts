@@ -16,7 +16,7 @@ import { fileHandler } from '../src/model/fileHandler.js';
 import { forwardLogits, vjp } from '../src/model/compute.js';
 import { candidateGradientRows } from '../src/model/gradients.js';
 import type { Classifier } from '../src/model/classifier.js';
-import { loadSet } from '../src/pipeline.js';
+import { loadSet } from '../src/data/sets.js';
 import { assetsDir } from '../src/paths.js';
 import { writeNpy } from '../src/io/npy.js';
 import { writeNetFiles } from './netFile.js';

@@ -17,7 +17,7 @@ import { computeDataFreeUniversal, DATA_FREE_DEFAULTS } from '../src/attacks/dat
 import type { PassRecord, RunControl, UniversalResult } from '../src/attacks/passes.js';
 import { evaluatePerturbation } from '../src/model/scoring.js';
 import { AbortedError } from '../src/errors.js';
-import { loadSet } from '../src/pipeline.js';
+import { loadSet } from '../src/data/sets.js';
 import { assetsDir } from '../src/paths.js';
 import { defaultXi, type Norm } from '../src/math/lp.js';
 import type { Classifier } from '../src/model/classifier.js';

@@ -17,7 +17,7 @@ import { loadClassifier } from '../src/model/load.js';
 import { forwardLogits, vjpRows } from '../src/model/compute.js';
 import { candidateGradientRows, scratchRows, type GradientScratch } from '../src/model/gradients.js';
 import { l2RelativeDifference, maxRelativeDifference } from '../src/model/selfcheck.js';
-import { loadSet } from '../src/pipeline.js';
+import { loadSet } from '../src/data/sets.js';
 import { assetsDir } from '../src/paths.js';
 import { writeNpy } from '../src/io/npy.js';
 import { runTorchBest, TORCH_PYTHON } from './torch.js';

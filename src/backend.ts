@@ -115,7 +115,7 @@ export const ORT_INSTALL = 'npm i onnxruntime-node --onnxruntime-node-install=sk
 
 /**
  * A line for the user when the default choice fell back to TF.js because onnxruntime-node is absent
- * (not when --backend chose TF.js, nor when ONNX Runtime loaded but failed its self-check).
+ * (not when the caller chose TF.js, nor when ONNX Runtime loaded but failed its self-check).
  */
 export async function engineNotice(engine: Engine, requested?: string): Promise<string | undefined> {
   if (requested !== undefined || engine.onnx || (await loadOrt())) return undefined;

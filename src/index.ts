@@ -41,8 +41,18 @@ export {
 } from './io/perturbationFile.js';
 export { writePerturbation } from './io/run.js';
 export { folderCheckpoints } from './io/checkpoint.js';
-// Whole jobs, as the CLI runs them.
-export { runCompute, runEvaluate, loadPerturbation, loadSet } from './pipeline.js';
-export { runFinetune, FINETUNE_DEFAULTS, type FinetuneJob, type FinetuneOptions, type DefenceResult, type RoundRecord, type EpochRecord } from './defence/finetune.js';
+// Whole jobs, as the CLI runs them: typed options in, a result out (and the files of the command).
+export { runCompute, type ComputeJob, type ComputeSummary } from './jobs/compute.js';
+export { runEvaluate, runAccuracy, type EvaluateJob, type AccuracyJob } from './jobs/scoring.js';
+export { transferJob, type TransferJob } from './jobs/transfer.js';
+export { graphJob, baselineJob, type PerturbationAnalysisJob, type BaselineJob } from './jobs/perturbationAnalyses.js';
+export { sweepSizeJob, normalsJob, type ModelAnalysisJob, type SweepSizeJob, type NormalsJob } from './jobs/modelAnalyses.js';
+export { reproduceJob, type ReproduceJob } from './jobs/reproduce.js';
+export { reportJob, type ReportJob } from './jobs/report.js';
+export type { JobControl } from './jobs/control.js';
+export { loadPerturbation } from './io/perturbationFile.js';
+export { loadSet } from './data/sets.js';
+export { runFinetune, FINETUNE_DEFAULTS, type FinetuneOptions, type DefenceResult, type RoundRecord, type EpochRecord } from './defence/finetune.js';
+export { finetuneJob, type FinetuneJob } from './jobs/finetune.js';
 export { assetsDir } from './paths.js';
 export { serveStudio } from './studio/server.js';

@@ -1,23 +1,12 @@
 /// <reference lib="webworker" />
 /**
- * The studio's worker: every computation of the page runs here, on TF.js's WebGPU or WebGL backend
- * (wasm or cpu when they are missing, fail the self-check, or are software-rendered), with the library's own code: the same model
- * import, attacks, fooling rate and fooling graph as the CLI. The page only draws.
+ * The studio's worker: every computation of the page runs here, with the library's own code: the same
+ * model import, attacks, fooling rate and fooling graph as the CLI. The page only draws. What only a
+ * browser does (the TF.js backend, decoding images, reading model files) is its host's (studio/host/).
  */
 import * as tf from '../src/tf.js';
-import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
-import '@tensorflow/tfjs-backend-webgl';
-import '@tensorflow/tfjs-backend-webgpu';
-import wasmUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm?url';
-import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
-import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
 import type { Classifier } from '../src/model/classifier.js';
-import { parseTflite } from '../src/model/tflite/parse.js';
-import { parseOnnx } from '../src/model/onnxImport/parse.js';
-import type { Net } from '../src/model/net.js';
 import { netClassifier } from '../src/model/adapters.js';
-import { classifierNet, type ReadModel } from '../src/model/importNet.js';
-import { tfjsProbe, closeEnough } from '../src/model/selfcheck.js';
 import { ImageSet } from '../src/data/imageSet.js';
 import { methodOf, METHODS, METHOD_NAMES } from '../src/attacks/methods.js';
 import type { PassRecord, RunControl } from '../src/attacks/passes.js';
@@ -32,6 +21,9 @@ import { AbortedError, withOptionNames } from '../src/errors.js';
 import type { AttackSettings, BrowserCard, DroppedModel, FromWorker, HeldOutRates, ToWorker, TopLabel } from './protocol.js';
 import { GRAPH_MIN_FOOLED } from './protocol.js';
 import { forwardLogits } from '../src/model/compute.js';
+import { chooseBrowserBackend } from './host/backend.js';
+import { readImage } from './host/images.js';
+import { netFromModelFiles } from './host/modelFiles.js';
 
 const post = (m: FromWorker, transfer: Transferable[] = []) => (self as unknown as DedicatedWorkerGlobalScope).postMessage(m, transfer);
 
@@ -52,124 +44,13 @@ let abort: AbortController | undefined;
 let shownIndex: number[] | undefined;
 let pause: { promise: Promise<void>; release: () => void } | undefined;
 
-/** The fastest TF.js backend that reproduces the cpu backend's input gradient on the self-check net. */
-async function chooseBackend(forced?: string): Promise<string> {
-  setWasmPaths({ 'tfjs-backend-wasm.wasm': wasmUrl, 'tfjs-backend-wasm-simd.wasm': wasmSimdUrl, 'tfjs-backend-wasm-threaded-simd.wasm': wasmThreadedUrl });
-  tf.enableProdMode();
-  await tf.setBackend('cpu');
-  const ref = tfjsProbe();
-  const gpu = 'gpu' in navigator ? ['webgpu'] : [];
-  for (const b of forced ? [forced] : [...gpu, 'webgl', 'wasm']) {
-    if (b === 'cpu') break;
-    try {
-      if (!(await tf.setBackend(b))) continue;
-      await tf.ready();
-      const got = tfjsProbe();
-      if (closeEnough(got.logits, ref.logits, 1e-3) && closeEnough(got.dx, ref.dx, 1e-3)) {
-        // Software WebGL (no GPU: SwiftShader, llvmpipe) runs these models ~15x slower than wasm.
-        const renderer = b === 'webgl' ? webglRenderer() : b === 'webgpu' ? await webgpuAdapter() : '';
-        if (!forced && /swiftshader|llvmpipe|software/i.test(renderer)) {
-          post({ type: 'status', message: `webgl is software-rendered (${renderer}); wasm is faster` });
-          continue;
-        }
-        return b;
-      }
-      post({ type: 'status', message: `${b}: failed the gradient self-check; trying the next backend` });
-    } catch (e) {
-      post({ type: 'status', message: `${b}: unavailable (${(e as Error).message})` });
-    }
-  }
-  await tf.setBackend('cpu');
-  return 'cpu';
-}
-
-/** The WebGL renderer's name, when the browser tells it. */
-function webglRenderer(): string {
-  try {
-    const gl = (tf.backend() as unknown as { gpgpu: { gl: WebGL2RenderingContext } }).gpgpu.gl;
-    const ext = gl.getExtension('WEBGL_debug_renderer_info');
-    return String(gl.getParameter(ext ? ext.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
-  } catch {
-    return '';
-  }
-}
-
-/** The WebGPU adapter's description ("fallback" when the browser says it is a software one). */
-async function webgpuAdapter(): Promise<string> {
-  try {
-    const gpu = (navigator as unknown as { gpu: { requestAdapter(): Promise<{ info?: Record<string, unknown>; isFallbackAdapter?: boolean } | null> } }).gpu;
-    const a = await gpu.requestAdapter();
-    if (!a) return '';
-    const info = a.info ?? {};
-    const text = ['vendor', 'architecture', 'device', 'description'].map((k) => info[k]).filter(Boolean).join(' ');
-    return a.isFallbackAdapter || info.isFallbackAdapter ? `software (${text})` : text;
-  } catch {
-    return '';
-  }
-}
-
-/** The image decoded and fitted like the CLI's: scale the short side, crop the centre (sharp's "cover"). */
-async function decodeImage(blob: Blob, [h, w, c]: [number, number, number]): Promise<Uint8Array> {
-  const bmp = await createImageBitmap(blob);
-  const s = Math.max(w / bmp.width, h / bmp.height);
-  const sw = w / s;
-  const sh = h / s;
-  const canvas = new OffscreenCanvas(w, h);
-  const ctx = canvas.getContext('2d')!;
-  ctx.drawImage(bmp, (bmp.width - sw) / 2, (bmp.height - sh) / 2, sw, sh, 0, 0, w, h);
-  bmp.close();
-  const rgba = ctx.getImageData(0, 0, w, h).data;
-  const out = new Uint8Array(h * w * c);
-  for (let i = 0; i < h * w; i++) {
-    if (c === 3) for (let k = 0; k < 3; k++) out[i * 3 + k] = rgba[i * 4 + k];
-    else out[i] = Math.round(0.299 * rgba[i * 4] + 0.587 * rgba[i * 4 + 1] + 0.114 * rgba[i * 4 + 2]);
-  }
-  return out;
-}
-
-function isDropped(m: BrowserCard | DroppedModel): m is DroppedModel {
-  return 'files' in m;
-}
-
-/** The model's files as the browser reaches them (fetched, or dropped by the user), read as the library's importers take them. */
-async function readModel(m: BrowserCard | DroppedModel): Promise<ReadModel> {
-  const card = isDropped(m) ? m.card : m;
-  const bytesOf = async (ext: string) =>
-    isDropped(m) ? new Uint8Array(await m.files.find((f) => f.name.endsWith(ext))!.arrayBuffer()) : new Uint8Array(await (await fetch(card.modelUrl)).arrayBuffer());
-  if (card.format === 'tflite') return { format: 'tflite', model: parseTflite(await bytesOf('.tflite'), card.model), file: card.model };
-  if (card.format === 'onnx') {
-    // Weights in external data files (model.onnx.data) come as dropped files beside the model.
-    const files = isDropped(m) ? new Map(await Promise.all(m.files.map(async (f) => [f.name, new Uint8Array(await f.arrayBuffer())] as const))) : new Map<string, Uint8Array>();
-    const file = isDropped(m) ? m.files.find((f) => f.name.endsWith('.onnx'))!.name : card.model;
-    const external = (location: string, offset: number, length: number | undefined) => {
-      const data = files.get(location.split('/').pop()!);
-      if (!data) throw new Error(`model ${card.name}: drop its external data file ${location} with it`);
-      return data.subarray(offset, length === undefined ? undefined : offset + length);
-    };
-    return { format: 'onnx', model: parseOnnx(files.get(file) ?? (await bytesOf('.onnx')), file, external), file };
-  }
-  if (card.format === 'layers') {
-    const source = isDropped(m)
-      ? tf.io.browserFiles([m.files.find((f) => f.name.endsWith('.json') && f.name !== 'card.json')!, ...m.files.filter((f) => !f.name.endsWith('.json'))])
-      : card.modelUrl;
-    return { format: 'layers', model: await tf.loadLayersModel(source), file: card.model };
-  }
-  throw new Error(`model ${card.name}: format "${card.format}" is not supported in the studio (LayersModel, TFLite or ONNX)`);
-}
-
-/** The whole classifier as the library's one import path builds it (classifierNet: card preprocessing, model, output mapping). */
-async function loadNet(m: BrowserCard | DroppedModel): Promise<{ card: BrowserCard; net: Net }> {
-  const card = isDropped(m) ? m.card : m;
-  const read = await readModel(m);
-  try {
-    return { card, net: classifierNet(card, read, card.wnids) };
-  } finally {
-    if (read.format === 'layers') read.model.dispose();
-  }
+/** A load message's model: its card, and the files the user dropped (none when the studio serves the model). */
+function cardAndFiles(m: BrowserCard | DroppedModel): { card: BrowserCard; dropped?: File[] } {
+  return 'files' in m ? { card: m.card, dropped: m.files } : { card: m };
 }
 
 async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
-  backend ??= await chooseBackend(msg.backend);
+  backend ??= await chooseBrowserBackend(msg.backend, (message) => post({ type: 'status', message }));
   model?.dispose();
   model = undefined;
   X = undefined;
@@ -177,7 +58,8 @@ async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
   current?.dispose();
   current = undefined;
   post({ type: 'status', message: `loading the model on ${backend}...` });
-  const { card, net } = await loadNet(msg.model);
+  const { card, dropped } = cardAndFiles(msg.model);
+  const net = await netFromModelFiles(card, dropped);
   model = await netClassifier(card, net, card.labels);
   const shape = model.inputShape;
   const per = shape[0] * shape[1] * shape[2];
@@ -185,8 +67,7 @@ async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
   let done = 0;
   await Promise.all(
     msg.images.map(async (img, i) => {
-      const blob = img.file ?? (await (await fetch(img.url!)).blob());
-      pixels.set(await decodeImage(blob, shape), i * per);
+      pixels.set(await readImage(img, shape), i * per);
       if (++done % 16 === 0) post({ type: 'status', message: `decoding images: ${done}/${msg.images.length}` });
     }),
   );

@@ -11,7 +11,7 @@ const LAYERS: Record<string, number> = {
   'data': 1, 'io': 1, 'model': 1, 'backend.ts': 1,
   'attacks': 2,
   'analysis': 3, 'defence': 3, 'report': 3,
-  'scale': 4, 'pipeline.ts': 4, 'jobs': 4,
+  'scale': 4, 'jobs': 4,
   'cli': 5, 'studio': 5, 'index.ts': 5, 'internal.ts': 5,
 };
 const SRC = join(import.meta.dirname, '..', 'src');
@@ -62,5 +62,14 @@ describe('architecture', () => {
     expect(seen.size).toBeGreaterThan(40);
     expect(nodeImports).toEqual([]);
     expect(readFileSync(join(root, 'studio', 'vite.config.ts'), 'utf8')).not.toMatch(/alias/);
+  });
+
+  it("the studio's worker leaves what only a browser does to its host (studio/host/), which imports neither the worker nor the page", () => {
+    const studio = join(import.meta.dirname, '..', 'studio');
+    // TF.js's browser backends and their wasm files, canvas decoding, fetched or dropped files, the GPU.
+    const platform = /@tensorflow\/tfjs-backend-\w+|\?url'|\bcreateImageBitmap\b|\bOffscreenCanvas\b|\bnavigator\b|\bfetch\(|\.arrayBuffer\(\)/g;
+    expect(readFileSync(join(studio, 'worker.ts'), 'utf8').match(platform) ?? []).toEqual([]);
+    for (const file of readdirSync(join(studio, 'host')).filter((f) => f.endsWith('.ts')))
+      expect(readFileSync(join(studio, 'host', file), 'utf8'), file).not.toMatch(/from '\.\.\/(worker|main|protocol)\.js'/);
   });
 });

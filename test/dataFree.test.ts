@@ -8,7 +8,8 @@ import { computeDataFreeUniversal, DATA_FREE_DEFAULTS, logNormCotangent, neutral
 import { convLayers, featureModel, featureNet } from '../src/model/features.js';
 import { forwardLogits, vjpRows } from '../src/model/compute.js';
 import { loadClassifier } from '../src/model/load.js';
-import { loadSet, randomBaseline } from '../src/pipeline.js';
+import { loadSet } from '../src/data/sets.js';
+import { randomBaseline } from '../src/analysis/noiseScore.js';
 import { predictSet, foolingRate } from '../src/model/scoring.js';
 import { netToTfGraph } from '../src/model/tfjsNet.js';
 import { runPlainGraph } from '../src/model/plainGraph.js';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
 import { initBackend } from '../src/backend.js';
-import { runCompute } from '../src/pipeline.js';
+import { runCompute } from '../src/jobs/compute.js';
 import { readNpy } from '../src/io/npy.js';
 import { uapCli } from './helpers.js';
 

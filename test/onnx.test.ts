@@ -11,7 +11,7 @@ import { loadClassifier } from '../src/model/load.js';
 import { candidateGradients, candidateGradientRows, candidateGradientsLoop, type GradientScratch } from '../src/model/gradients.js';
 import { maxPoolInputGrad } from '../src/model/inputgrad.js';
 import { tensorValues } from '../src/model/tensorView.js';
-import { loadSet } from '../src/pipeline.js';
+import { loadSet } from '../src/data/sets.js';
 import { predictSet } from '../src/model/scoring.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { join } from 'node:path';

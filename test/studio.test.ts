@@ -8,12 +8,17 @@ import { EMBEDDED_DIR } from '../src/paths.js';
 import { readdirSync } from 'node:fs';
 import { decodeNpy } from '../src/io/npy.js';
 import { encodeNpz } from '../src/io/perturbationFormat.js';
+import { decodeImage } from '../src/data/decode.js';
+import sharp from 'sharp';
+import type { HostOnPage } from '../studio/host/testPage.js';
 
 /**
  * The studio end to end in a real browser: Debian's chromium (installed by .ci/run), headless, with
  * software WebGL. The page is the built one (npm test builds it), served by `uap studio`'s server.
  */
 const CHROMIUM = '/usr/bin/chromium';
+/** The browser host as studio/host/testPage.ts puts it on its page's globals (read inside page.evaluate). */
+declare const uapHost: HostOnPage;
 const hasChromium = existsSync(CHROMIUM);
 if (!hasChromium) console.warn(`SKIPPED the studio browser test: ${CHROMIUM} not found (.ci/run installs Debian's chromium)`);
 
@@ -72,6 +77,55 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
   });
 
   const status = () => page.textContent('#status');
+
+  describe('the browser host (studio/host/), on a page of its own', () => {
+    let hostPage: Page;
+    let preview: { close: () => Promise<void> };
+
+    beforeAll(async () => {
+      // Built with Vite as the studio is (its ?url assets included), from testPage.html alone.
+      const { build, preview: servePreview } = await import('vite');
+      const root = join(import.meta.dirname, '..', 'studio', 'host');
+      const outDir = mkdtempSync(join(tmpdir(), 'uap-studio-host-'));
+      const common = { configFile: false as const, root, base: './', logLevel: 'warn' as const };
+      await build({ ...common, build: { outDir, emptyOutDir: true, target: 'es2022', chunkSizeWarningLimit: 8000, rollupOptions: { input: join(root, 'testPage.html') } } });
+      const served = await servePreview({ ...common, build: { outDir }, preview: { host: '127.0.0.1', port: 0 } });
+      preview = served;
+      hostPage = await browser.newPage();
+      await hostPage.goto(`${served.resolvedUrls!.local[0]}testPage.html`);
+      await hostPage.waitForFunction(() => typeof uapHost !== 'undefined');
+    }, 120_000);
+
+    afterAll(async () => {
+      await hostPage?.close();
+      await preview?.close();
+    });
+
+    it('chooses a backend that passes the gradient self-check, passing over software-rendered WebGL; a forced one is taken as it is', async () => {
+      const chosen = await hostPage.evaluate(() => uapHost.chooseBackend());
+      // WebGL here is SwiftShader (the launch flags): a GPU backend only where the browser offers a real WebGPU adapter.
+      expect(['webgpu', 'wasm']).toContain(chosen.name);
+      expect(chosen.active).toBe(chosen.name);
+      if (chosen.name === 'wasm') expect(chosen.said).toContainEqual(expect.stringMatching(/^webgl is software-rendered \(.*swiftshader.*\); wasm is faster$/i));
+      for (const forced of ['webgl', 'cpu']) {
+        const got = await hostPage.evaluate((b) => uapHost.chooseBackend(b), forced);
+        expect(got).toEqual({ name: forced, active: forced, said: [] });
+      }
+    }, 60_000);
+
+    it("decodes images to the Node host's pixels: a model-sized gray PNG, and the centre crop of a wider RGB one", async () => {
+      const file = join(EMBEDDED_DIR, 'images', 'val', '07_bag', readdirSync(join(EMBEDDED_DIR, 'images', 'val', '07_bag'))[0]);
+      const gray = readFileSync(file);
+      expect(await hostPage.evaluate(([b, s]) => uapHost.decode(b, s), [[...gray], [28, 28, 1]] as [number[], [number, number, number]])).toEqual([...(await decodeImage(gray, 28, 28, 1))]);
+      // 6 wide, 4 high, into 4x4: no scaling, so "cover" is a crop of columns 1-4, to the exact pixel.
+      const raw = Uint8Array.from({ length: 4 * 6 * 3 }, (_, i) => (i * 37 + 11) % 256);
+      const png = await sharp(raw, { raw: { width: 6, height: 4, channels: 3 } }).png().toBuffer();
+      const crop = Array.from({ length: 4 }, (_, y) => [...raw.subarray((y * 6 + 1) * 3, (y * 6 + 5) * 3)]).flat();
+      const decoded = await hostPage.evaluate(([b, s]) => uapHost.decode(b, s), [[...png], [4, 4, 3]] as [number[], [number, number, number]]);
+      expect(decoded).toEqual(crop);
+      expect(decoded).toEqual([...(await decodeImage(png, 4, 4, 3))]);
+    });
+  });
 
   it("a teacher's run: the defaults, Load, Start; v fools most held-out images, far more than noise of its size, and the fooling graph has structure", async () => {
     // A page of its own, on the backend the page picks itself (wasm under SwiftShader), as a class would see it.

@@ -13,7 +13,7 @@ import { runPlainGraph } from '../src/model/plainGraph.js';
 import { findCard, loadClassifier } from '../src/model/load.js';
 import { readCard } from '../src/model/card.js';
 import type { Classifier } from '../src/model/classifier.js';
-import { loadSet } from '../src/pipeline.js';
+import { loadSet } from '../src/data/sets.js';
 import { evaluatePerturbation } from '../src/model/scoring.js';
 import { assetsDir, CARDS_DIR } from '../src/paths.js';
 import { Rng } from '../src/math/random.js';

@@ -4,7 +4,7 @@ import { labelsOf } from '../data/source.js';
 import { argmaxRows } from '../model/compute.js';
 import { randomPerturbation } from '../math/noise.js';
 import type { Norm } from '../math/lp.js';
-import { concatLabels, forEachBatch, foolingRate, scorePredictions, type Evaluation } from '../model/scoring.js';
+import { concatLabels, forEachBatch, foolingRate, predictMany, scorePredictions, type Evaluation } from '../model/scoring.js';
 import { PerImage, type ImageFacts } from './perImage.js';
 
 /**
@@ -110,4 +110,9 @@ export function joinParts(listed: ImageItem[], ranges: { start: number }[], part
   const [clean, adv, ...rest] = joinLabels(parts);
   const baselines = opts.radii.map((r, j) => baselineOf(r.norm, r.xi, clean, rest.slice(j * opts.draws, (j + 1) * opts.draws)));
   return { ev: scorePredictions(clean, adv, labelsOf(items)), baselines, perImage, items };
+}
+
+/** Random-noise baseline: fooling rates of `draws` seeded random perturbations of norm `xi` (one pass over the set). */
+export async function randomBaseline(model: Classifier, set: ImageSource, norm: Norm, xi: number, draws: number, cleanPred: Int32Array): Promise<Baseline> {
+  return baselineOf(norm, xi, cleanPred, await predictMany(model, set, noiseDraws(model.inputShape, norm, xi, draws)));
 }

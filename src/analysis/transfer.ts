@@ -23,7 +23,7 @@ import type { Engine } from '../backend.js';
 export interface TransferSource {
   /** Row name. */
   name: string;
-  /** The model it was crafted on, when known (a run directory's config.json says): a --model spec. */
+  /** The model it was crafted on, when known (a run directory's config.json says): a model spec as `loadModel` takes it. */
   craftedOn: string | null;
   /** Card fields the run was given as flags, to load that model the same way. */
   card?: CardOverrides;

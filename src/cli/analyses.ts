@@ -1,26 +1,18 @@
-import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import type { Classifier } from '../model/classifier.js';
-import type { ImageSet } from '../data/dataset.js';
 import type { Norm } from '../math/lp.js';
 import { DEFAULT_FACTORS } from '../analysis/baseline.js';
-import { UsageError } from '../errors.js';
-import { assetsDir } from '../paths.js';
-import { loadModel, loadSet, openSet, dataFolder, defaultData, defaultXi, methodOptions, resolveTarget, type Method } from '../pipeline.js';
-import type { StreamedImages } from '../data/stream.js';
-import { craftOnQueue, labelsOnQueue, type QueueScoring } from '../scale/coordinator.js';
-import { normalsAnalysis, normalsSpec } from '../analysis/normals.js';
-import { transferMatrix, transferSource, transferMarkdown, transferSpec, type RemoteLabels } from '../analysis/transfer.js';
-import { vegaLiteToSvg } from '../report/plots.js';
-import { buildReport } from '../report/html.js';
-import { writeJson, writeText } from '../io/run.js';
-import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
-import { sizeSweep, sizeSpec, DEFAULT_SIZES } from '../analysis/sizes.js';
+import { DEFAULT_SIZES } from '../analysis/sizes.js';
+import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, numberList, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
 import { consoleLog, pct, startBackend } from './console.js';
 import type { Engine } from '../backend.js';
+import type { Method } from '../attacks/methods.js';
 import { graphJob, baselineJob, type BaselineJob, type PerturbationAnalysisJob } from '../jobs/perturbationAnalyses.js';
+import { transferJob } from '../jobs/transfer.js';
+import { sweepSizeJob, normalsJob, type ModelAnalysisJob } from '../jobs/modelAnalyses.js';
+import { reportJob } from '../jobs/report.js';
 import { addQueueFlags, queueOption } from './worker.js';
 
+/** The analysis commands: each maps its flags to a typed job (src/jobs), runs it, and prints what it found. */
 
 export function transferCommand(): Command {
   const cmd = new Command('transfer')
@@ -36,30 +28,17 @@ export function transferCommand(): Command {
     .option('-o, --out <dir>', 'writes transfer.json, transfer.md, transfer.svg', 'runs/transfer');
   addQueueFlags(cmd)
     .action(async (sources: string[], flags: Record<string, unknown>) => {
-      const queue = queueOption(flags);
-      const format = perturbationFormat(flags);
-      const rows = sources.map((s) => transferSource(s, format));
-      const models = flags.models
-        ? String(flags.models).split(',').map((s) => s.trim()).filter(Boolean)
-        : [...new Set(rows.map((r) => r.craftedOn).filter((m): m is string => m !== null))];
-      const engine = await startBackend(flags.backend);
-      const t = await transferMatrix(rows, models, {
-        engine, assets: assetsDir(flags.assets as string | undefined), data: flags.data as string | undefined,
-        limit: flags.limit as number | undefined, batchSize: flags.batchSize as number, log: consoleLog,
-        remote: transferRemote(queue, flags.batchSize as number),
-      });
-      const out = flags.out as string;
-      writeJson(join(out, 'transfer.json'), t);
-      writeText(join(out, 'transfer.md'), transferMarkdown(t));
-      writeText(join(out, 'transfer.svg'), await vegaLiteToSvg(transferSpec(t)));
-      process.stdout.write(transferMarkdown(t) + `written: ${['transfer.json', 'transfer.md', 'transfer.svg'].map((f) => join(out, f)).join(', ')}\n`);
+      const models = flags.models ? String(flags.models).split(',').map((m) => m.trim()).filter(Boolean) : undefined;
+      const { markdown, files } = await transferJob(
+        {
+          engine: await startBackend(flags.backend), sources, format: perturbationFormat(flags), models, assets: flags.assets as string | undefined,
+          data: flags.data as string | undefined, limit: flags.limit as number | undefined, batchSize: flags.batchSize as number, out: flags.out as string, queue: queueOption(flags),
+        },
+        { log: consoleLog },
+      );
+      process.stdout.write(markdown + `written: ${files.join(', ')}\n`);
     });
   return cmd;
-}
-
-/** Queued transfer: every cell of a column, shard by shard on the workers, joined in order (the same labels). */
-export function transferRemote(queue: { url: string; shardSize?: number } | undefined, batchSize = 32): RemoteLabels | undefined {
-  return queue && ((c, vs) => labelsOnQueue({ ...queue, model: { spec: c.spec, card: c.card }, data: c.data, dir: c.folder, warn: (m) => consoleLog.warn(m) }, c.model, c.set, vs, { batchSize }));
 }
 
 /** The options of an analysis of one perturbation (`uap graph`, `uap baseline`) from its flags. */
@@ -90,10 +69,8 @@ export function printBaseline({ sweep, files }: Awaited<ReturnType<typeof baseli
 
 /** The options of `uap baseline` from its flags. */
 function baselineOptions(flags: Record<string, unknown>, engine: Engine): BaselineJob {
-  const factors = flags.factors === undefined ? undefined : String(flags.factors).split(',').map(Number);
-  if (factors?.some((f) => !Number.isFinite(f) || f < 0)) throw new UsageError(`--factors ${String(flags.factors)}: expected comma-separated numbers >= 0, e.g. 0,0.5,1,2`);
   return {
-    ...analysisJob(flags, engine), norm: flags.norm as Norm | undefined, factors, draws: flags.draws as number, deepfool: Boolean(flags.deepfool),
+    ...analysisJob(flags, engine), norm: flags.norm as Norm | undefined, factors: flags.factors as number[] | undefined, draws: flags.draws as number, deepfool: Boolean(flags.deepfool),
     onPoint: (pt) => consoleLog.info(`${pt.kind} at ${pt.radius.toFixed(1)}: ${pct(pt.mean)}`),
   };
 }
@@ -103,77 +80,33 @@ export function baselineCommand(): Command {
   addModelFlags(cmd, 'fashion');
   addRunFlags(cmd, 'baseline.json, baseline.svg')
     .addOption(new Option('-p, --norm <p>', 'norm of the sweep: 2 or inf (default: the run\'s)').argParser(norm))
-    .option('--factors <list>', `radii as multiples of ||v|| (default ${DEFAULT_FACTORS.join(',')})`)
+    .option('--factors <list>', `radii as multiples of ||v|| (default ${DEFAULT_FACTORS.join(',')})`, numberList('factors', (f) => f >= 0, 'numbers >= 0', '0,0.5,1,2'))
     .option('--draws <n>', 'random draws per radius', count('draws'), 3)
     .option('--deepfool', "also each image's own DeepFool perturbation at each radius, and the sum of them (one DeepFool pass over the images)");
   addQueueFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
-      printBaseline(await baselineJob(baselineOptions(flags, await startBackend(flags.backend)), consoleLog));
+      printBaseline(await baselineJob(baselineOptions(flags, await startBackend(flags.backend)), { log: consoleLog }));
     });
   return cmd;
 }
 
-/** Loads the model, the images X (`--data`, default limit `xLimit`) and the validation images for `use`. */
-/** Where X and the validation images were read (the folders here, and as the user named them: what queued work names). */
-interface SetsWhere {
-  xDir: string;
-  vDir: string;
-  data: string | null;
-  val: string | null;
-  strict?: boolean;
+/** The model, data and queue flags of sweep-size and normals as a job's options. */
+function modelAnalysisJob(flags: Record<string, unknown>, engine: Engine): ModelAnalysisJob {
+  return { engine, model: flags.model as string, card: cardOverrides(flags), assets: flags.assets as string | undefined, ...dataSpec(flags), out: flags.out as string, queue: queueOption(flags) };
 }
 
-/** The queue settings (--queue) for X ('data') or the validation images ('val') of withModelAndSets; undefined without --queue. */
-function setsQueue(flags: Record<string, unknown>, where: SetsWhere, role: 'data' | 'val'): QueueScoring | undefined {
-  const queue = queueOption(flags);
-  return queue && { ...queue, model: { spec: flags.model as string, card: cardOverrides(flags) }, data: role === 'data' ? where.data : where.val, role, dir: role === 'data' ? where.xDir : where.vDir, strict: where.strict, warn: (m: string) => consoleLog.warn(m) };
-}
-
-async function withModelAndSets(
-  flags: Record<string, unknown>,
-  engine: Engine,
-  what: string,
-  xLimit: number | undefined,
-  use: (model: Classifier, X: ImageSet, V: StreamedImages, where: SetsWhere) => Promise<void>,
-): Promise<void> {
-  const assets = assetsDir(flags.assets as string | undefined);
-  const model = await loadModel(flags.model as string, { assets, card: cardOverrides(flags), engine }, consoleLog);
-  try {
-    const spec = dataSpec(flags);
-    const defaults = defaultData(model, assets);
-    const seed = (flags.seed as number | undefined) ?? 0;
-    const sample = (count?: number) => (count === undefined ? undefined : { count, seed });
-    const X = await loadSet(model, spec.data ?? defaults.data, { labels: spec.labels, limit: spec.limit ?? (spec.sample === undefined ? xLimit : undefined), sample: sample(spec.sample), strict: spec.strict, assets, log: consoleLog, what: 'images X' });
-    if (spec.val === 'none') throw new UsageError(`--val none: ${what} needs validation images`);
-    const V = openSet(model, spec.val ?? defaults.val, { labels: spec.valLabels, limit: spec.valLimit, sample: sample(spec.valSample), strict: spec.strict, assets, log: consoleLog, what: 'validation set' });
-    await use(model, X, V, { xDir: dataFolder(spec.data ?? defaults.data, assets), vDir: dataFolder(spec.val ?? defaults.val, assets), data: spec.data ?? null, val: spec.val ?? null, strict: spec.strict });
-  } finally {
-    model.dispose();
-  }
-}
-
-/** Validation fooling rate against |X| (flags as the command takes them): sweep-size.json, sweep-size.svg. */
-export async function runSweepSize(flags: Record<string, unknown>, engine: Engine): Promise<void> {
-  const sizes = flags.sizes === undefined ? undefined : String(flags.sizes).split(',').map(Number);
-  if (sizes?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--sizes ${String(flags.sizes)}: expected comma-separated integers >= 1, e.g. 50,100,500`);
-  await withModelAndSets(flags, engine, 'the size sweep', undefined, async (model, X, V, where) => {
-    const method = (flags.method as Method | undefined) ?? 'algorithm1';
-    const options = methodOptions(method, model, attackOptions(flags as unknown as AttackFlags), resolveTarget(flags.target as string | undefined, model));
-    // Queued: every point crafts on a worker at once, then all the v are scored on the workers in one pass.
-    const [qx, qv] = [setsQueue(flags, where, 'data'), setsQueue(flags, where, 'val')];
-    const remote = qx && qv && {
-      craft: (sets: ImageSet[]) => craftOnQueue(qx, model, sets.map((X) => ({ X, options })), method),
-      labels: (vs: Float32Array[]) => labelsOnQueue(qv, model, V, vs, { batchSize: 32 }),
-    };
-    const points = await sizeSweep(model, X, V, method, options, {
-      sizes, seed: options.seed, remote,
+/** Runs `uap sweep-size` from its flags and prints the points. */
+async function sweepSize(flags: Record<string, unknown>): Promise<void> {
+  const options = attackOptions(flags as unknown as AttackFlags);
+  const { points, files } = await sweepSizeJob(
+    {
+      ...modelAnalysisJob(flags, await startBackend(flags.backend)), seed: options.seed, method: flags.method as Method | undefined, options,
+      target: flags.target as string | undefined, sizes: flags.sizes as number[] | undefined,
       onPoint: (p) => consoleLog.info(`|X| = ${p.size}: validation ${pct(p.valFoolingRate)}, X ${pct(p.xFoolingRate)}, ${p.passes} pass(es), ${p.seconds.toFixed(0)} s`),
-    });
-    const out = flags.out as string;
-    writeJson(join(out, 'sweep-size.json'), { model: model.name, method, options, validationImages: V.size, points });
-    writeText(join(out, 'sweep-size.svg'), await vegaLiteToSvg(sizeSpec(points, `${model.name}: fooling rate against |X| (${method})`)));
-    process.stdout.write(points.map((p) => `|X| ${p.size}: ${pct(p.valFoolingRate)} on validation`).join('\n') + `\nwritten: ${join(out, 'sweep-size.json')}, ${join(out, 'sweep-size.svg')}\n`);
-  });
+    },
+    { log: consoleLog },
+  );
+  process.stdout.write(points.map((p) => `|X| ${p.size}: ${pct(p.valFoolingRate)} on validation`).join('\n') + `\nwritten: ${files.join(', ')}\n`);
 }
 
 export function sweepSizeCommand(): Command {
@@ -182,37 +115,33 @@ export function sweepSizeCommand(): Command {
   addDataFlags(cmd);
   addAttackFlags(cmd);
   cmd
-    .option('--sizes <list>', `sizes of X (default ${DEFAULT_SIZES.join(',')}, up to the images there are, and all of them)`)
+    .option('--sizes <list>', `sizes of X (default ${DEFAULT_SIZES.join(',')}, up to the images there are, and all of them)`, numberList('sizes', (n) => Number.isInteger(n) && n >= 1, 'integers >= 1', '50,100,500'))
     .option('-o, --out <dir>', 'writes sweep-size.json, sweep-size.svg', 'runs/sweep-size');
   addQueueFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
-      await runSweepSize(flags, await startBackend(flags.backend));
+      await sweepSize(flags);
     });
   return cmd;
 }
 
-/** DeepFool normals analysis (flags as the command takes them): normals.json, normals.svg. */
-export async function runNormals(flags: Record<string, unknown>, engine: Engine): Promise<void> {
-  const dims = flags.dims === undefined ? undefined : String(flags.dims).split(',').map(Number);
-  if (dims?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--dims ${String(flags.dims)}: expected comma-separated integers >= 1, e.g. 1,10,50`);
-  await withModelAndSets(flags, engine, 'the subspace fooling rates', 200, async (model, X, V, where) => {
-    const xi = (flags.xi as number | undefined) ?? defaultXi(2, model.inputShape);
-    // Queued: the random vectors are scored on the workers (the DeepFool normals of X are found here).
-    const qv = setsQueue(flags, where, 'val');
-    const labels = qv && ((vs: Float32Array[]) => labelsOnQueue(qv, model, V, vs, { batchSize: 32 }));
-    const r = await normalsAnalysis(model, X, V, { xi, dims, draws: flags.draws as number, labels, onProgress: (done) => consoleLog.info(`DeepFool normals: ${done}/${X.size}`) });
-    const out = flags.out as string;
-    writeJson(join(out, 'normals.json'), { model: model.name, ...r });
-    writeText(join(out, 'normals.svg'), await vegaLiteToSvg(normalsSpec(r, `${model.name}: singular values of ${r.normals} DeepFool normals`)));
-    process.stdout.write(
-      [
-        `${r.normals} normals of ${r.images} images; random vectors of L2 ${xi.toFixed(0)} on ${V.size} validation images:`,
-        ...r.subspace.map((p) => `  from the top-${p.d} subspace: ${pct(p.mean)} (min ${pct(p.min)}, max ${pct(p.max)})`),
-        `  unconstrained: ${pct(r.unconstrained.mean)}`,
-        `written: ${join(out, 'normals.json')}, ${join(out, 'normals.svg')}`,
-      ].join('\n') + '\n',
-    );
-  });
+/** Runs `uap normals` from its flags and prints the subspace fooling rates. */
+async function normals(flags: Record<string, unknown>): Promise<void> {
+  const r = await normalsJob(
+    {
+      ...modelAnalysisJob(flags, await startBackend(flags.backend)), xi: flags.xi as number | undefined, dims: flags.dims as number[] | undefined, draws: flags.draws as number,
+      onProgress: (done, total) => consoleLog.info(`DeepFool normals: ${done}/${total}`),
+    },
+    { log: consoleLog },
+  );
+  const n = r.normals;
+  process.stdout.write(
+    [
+      `${n.normals} normals of ${n.images} images; random vectors of L2 ${r.xi.toFixed(0)} on ${r.validationImages} validation images:`,
+      ...n.subspace.map((p) => `  from the top-${p.d} subspace: ${pct(p.mean)} (min ${pct(p.min)}, max ${pct(p.max)})`),
+      `  unconstrained: ${pct(n.unconstrained.mean)}`,
+      `written: ${r.files.join(', ')}`,
+    ].join('\n') + '\n',
+  );
 }
 
 export function normalsCommand(): Command {
@@ -221,12 +150,12 @@ export function normalsCommand(): Command {
   addDataFlags(cmd);
   cmd
     .option('--xi <x>', 'L2 norm of the random vectors, pixel units (default: 2000 at 224x224x3, scaled by sqrt(pixels))', positive('xi'))
-    .option('--dims <list>', 'subspace dimensions d (default 1,10,50,100,200, up to the rank)')
+    .option('--dims <list>', 'subspace dimensions d (default 1,10,50,100,200, up to the rank)', numberList('dims', (n) => Number.isInteger(n) && n >= 1, 'integers >= 1', '1,10,50'))
     .option('--draws <n>', 'random vectors per d', count('draws'), 3)
     .option('-o, --out <dir>', 'writes normals.json, normals.svg', 'runs/normals');
   addQueueFlags(cmd)
     .action(async (flags: Record<string, unknown>) => {
-      await runNormals(flags, await startBackend(flags.backend));
+      await normals(flags);
     });
   return cmd;
 }
@@ -238,10 +167,8 @@ export function reportCommand(): Command {
     .option('-o, --out <file>', 'the HTML file (default: report.html in the run directory when one is given, else runs/report.html)')
     .option('--title <text>', 'page title')
     .action(async (dirs: string[], flags: Record<string, unknown>) => {
-      const html = await buildReport(dirs, flags.title as string | undefined);
-      const out = (flags.out as string | undefined) ?? (dirs.length === 1 ? join(dirs[0], 'report.html') : 'runs/report.html');
-      writeText(out, html);
-      process.stdout.write(`written: ${out} (${(html.length / 1e6).toFixed(1)} MB, self-contained)\n`);
+      const { file, bytes } = await reportJob({ dirs, out: flags.out as string | undefined, title: flags.title as string | undefined });
+      process.stdout.write(`written: ${file} (${(bytes / 1e6).toFixed(1)} MB, self-contained)\n`);
     });
 }
 
@@ -261,7 +188,7 @@ export function graphCommand(): Command {
   const cmd = new Command('graph').description('fooling graph: where the fooled images of each label go; dominant labels; components (JSON, DOT, SVG)');
   addModelFlags(cmd, 'fashion');
   addQueueFlags(addRunFlags(cmd, 'graph.json, graph.dot, graph.svg')).action(async (flags: Record<string, unknown>) => {
-    printGraph(await graphJob(analysisJob(flags, await startBackend(flags.backend)), consoleLog));
+    printGraph(await graphJob(analysisJob(flags, await startBackend(flags.backend)), { log: consoleLog }));
   });
   return cmd;
 }

@@ -2,8 +2,9 @@ import type { Method } from '../attacks/methods.js';
 import { Command } from 'commander';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { writeText } from '../io/run.js';
-import { runCompute, runEvaluate, runAccuracy, type ComputeSummary } from '../pipeline.js';
+import { runCompute, type ComputeSummary } from '../jobs/compute.js';
+import { runEvaluate, runAccuracy } from '../jobs/scoring.js';
+import { reportJob } from '../jobs/report.js';
 import { assetsDir, assetsHint } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
@@ -12,7 +13,6 @@ import { printGraph, printBaseline } from './analyses.js';
 import { graphJob, baselineJob } from '../jobs/perturbationAnalyses.js';
 import type { Engine } from '../backend.js';
 import { addQueueFlags, queueOption } from './worker.js';
-import { buildReport } from '../report/html.js';
 import { methodName, pctCI } from '../report/format.js';
 import { runWarnings } from '../report/warnings.js';
 
@@ -112,8 +112,7 @@ export function evaluateCommand(): Command {
       const progress = scoringProgress('scoring');
       const m = await runEvaluate(
         { ...scoringJob(flags, engine), perturbation: flags.perturbation as string, format: perturbationFormat(flags), out: flags.out as string | undefined, queue },
-        consoleLog,
-        progress.onScore,
+        { log: consoleLog, onScore: progress.onScore },
       ).finally(() => progress.stop());
       const lines = [
         `model ${m.model}: ${m.images} images from ${m.folder}; ||v||_2 ${m.normL2.toFixed(1)}, ||v||_inf ${m.normInf.toFixed(2)}`,
@@ -159,11 +158,10 @@ export function demoCommand(): Command {
       printSummary(await computeWithProgress(engine, flags, out, { model: imagenet ? 'mobilenet_v1_0.25_224' : 'fashion', randomDraws: 3, force: true }));
       // The analyses of the run and one HTML page with everything.
       const analysis = { engine, run: out, assets: flags.assets as string | undefined };
-      printGraph(await graphJob(analysis, consoleLog));
-      printBaseline(await baselineJob({ ...analysis, draws: 2 }, consoleLog));
-      const html = join(out, 'report.html');
-      writeText(html, await buildReport([out], `uap demo: ${imagenet ? 'MobileNet v1 0.25 on ImageNet' : 'the embedded Fashion-MNIST model'}`));
-      process.stdout.write(`report: ${html} (open it in a browser)\n`);
+      printGraph(await graphJob(analysis, { log: consoleLog }));
+      printBaseline(await baselineJob({ ...analysis, draws: 2 }, { log: consoleLog }));
+      const { file } = await reportJob({ dirs: [out], title: `uap demo: ${imagenet ? 'MobileNet v1 0.25 on ImageNet' : 'the embedded Fashion-MNIST model'}` });
+      process.stdout.write(`report: ${file} (open it in a browser)\n`);
     });
   return cmd;
 }
@@ -176,7 +174,7 @@ export function accuracyCommand(): Command {
     .action(async (flags: Record<string, unknown>) => {
       const queue = queueOption(flags);
       const engine = await startBackend(flags.backend);
-      const r = await runAccuracy({ ...scoringJob(flags, engine), queue }, consoleLog);
+      const r = await runAccuracy({ ...scoringJob(flags, engine), queue }, { log: consoleLog });
       process.stdout.write(flags.json ? JSON.stringify(r) + '\n' : `model ${r.model}: top-1 ${pct(r.top1)}, top-5 ${pct(r.top5)} on ${r.images} images from ${r.folder}\n`);
     });
   return cmd;

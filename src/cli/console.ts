@@ -1,6 +1,6 @@
 import cliProgress from 'cli-progress';
 import { initBackend, engineNotice, type Engine } from '../backend.js';
-import type { Log } from '../pipeline.js';
+import type { Log } from '../log.js';
 import { withFlags } from '../errors.js';
 import type { Progress, PassRecord } from '../attacks/universal.js';
 

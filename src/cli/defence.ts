@@ -1,14 +1,11 @@
 import type { Method } from '../attacks/methods.js';
 import { Command, Option } from 'commander';
-import { join } from 'node:path';
 import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, cardOverrides, dataSpec, count, number, positive, type AttackFlags } from './flags.js';
 import { consoleLog, pct, startBackend, trainingProgress, withInterrupt } from './console.js';
-import { runFinetune, defenceMarkdown, FINETUNE_DEFAULTS } from '../defence/finetune.js';
+import { defenceMarkdown, FINETUNE_DEFAULTS } from '../defence/finetune.js';
+import { finetuneJob } from '../jobs/finetune.js';
 import { queueOption } from './worker.js';
-import { craftOnQueue } from '../scale/coordinator.js';
 import { UsageError } from '../errors.js';
-import { writeText } from '../io/run.js';
-import { buildReport } from '../report/html.js';
 
 function range(s: string): [number, number] {
   const m = /^\s*([\d.]+)\s*,\s*([\d.]+)\s*$/.exec(s);
@@ -48,7 +45,7 @@ export function finetuneCommand(): Command {
       const engine = await startBackend(flags.backend);
       const progress = trainingProgress();
       try {
-        const res = await withInterrupt('interrupted: stopping after this step; continue with --resume', (signal) => runFinetune(
+        const { result: res, files } = await withInterrupt('interrupted: stopping after this step; continue with --resume', (signal) => finetuneJob(
           {
             model: flags.model as string,
             card: cardOverrides(flags),
@@ -65,6 +62,7 @@ export function finetuneCommand(): Command {
               sampling: { probability: flags.perturbProbability as number, scale: flags.magnitude as [number, number] },
             },
             resume: Boolean(flags.resume),
+            queue,
           },
           {
             log: consoleLog,
@@ -72,14 +70,10 @@ export function finetuneCommand(): Command {
             onEpoch: (r, e) =>
               consoleLog.info(`round ${r}, epoch ${e.epoch} (lr ${e.learningRate.toExponential(0)}): loss ${e.loss.toFixed(3)}, clean accuracy ${pct(e.cleanAccuracy)}, pool fools ${pct(e.poolFoolingRate)} of the validation images${e.kept ? '' : ' (undone)'}, ${e.seconds.toFixed(0)} s`),
             signal,
-            remoteCraft: queue && ((req) => craftOnQueue({ ...queue, model: req.spec, data: req.data, role: 'data', dir: req.folder, strict: req.strict, warn: (m) => consoleLog.warn(m) }, req.model, req.runs, req.method)),
           },
         ));
-        const html = join(res.out, 'report.html');
-        writeText(html, await buildReport([res.out], `uap finetune: ${String(res.config.model)}`));
         process.stdout.write(defenceMarkdown(res));
-        const last = res.rounds[res.rounds.length - 1];
-        process.stdout.write(`fine-tuned model: ${last.card}\nwritten: ${['defence.md', 'defence.json', 'config.json'].map((f) => join(res.out, f)).join(', ')}, ${html}\n`);
+        process.stdout.write(`fine-tuned model: ${res.rounds[res.rounds.length - 1].card}\nwritten: ${files.join(', ')}\n`);
       } finally {
         progress.stop();
       }

@@ -6,7 +6,7 @@ import { ALGORITHM1_VARIANTS, type Algorithm1Variant, type UniversalOptions } fr
 import type { SgdOptions } from '../attacks/sgd.js';
 import type { DataFreeOptions } from '../attacks/dataFree.js';
 import { METHOD_NAMES, type AttackSettings, type Method } from '../attacks/methods.js';
-import type { DataSpec } from '../pipeline.js';
+import type { DataSpec } from '../data/sets.js';
 import type { CardOverrides } from '../model/load.js';
 import type { ModelCard } from '../model/card.js';
 import { resolve } from 'node:path';
@@ -40,10 +40,11 @@ function labelSpace(s: string): 'imagenet' | 'own' {
   return s;
 }
 
-function numbers(flag: string) {
+/** A comma-separated list of numbers, each passing `check` (`expected` and `example` for the message). */
+export function numberList(flag: string, check: (n: number) => boolean = () => true, expected = 'numbers', example = '123.7,116.3,103.5') {
   return (s: string): number[] => {
-    const v = s.split(',').map(Number);
-    if (v.some((n) => !Number.isFinite(n))) throw new UsageError(`--${flag} ${s}: expected comma-separated numbers, e.g. 123.7,116.3,103.5`);
+    const v = s.split(',').map((x) => (x.trim() === '' ? NaN : Number(x)));
+    if (v.some((n) => !Number.isFinite(n) || !check(n))) throw new UsageError(`--${flag} ${s}: expected comma-separated ${expected}, e.g. ${example}`);
     return v;
   };
 }
@@ -61,8 +62,8 @@ export function addModelFlags(cmd: Command, defaultModel: string): Command {
     .option('--num-classes <n>', 'card: number of classes', count('num-classes', 2))
     .option('--scale <s>', 'card: model input = pixel * scale + offset', number('scale'))
     .option('--offset <o>', 'card: see --scale', number('offset'))
-    .option('--mean <r,g,b>', 'card: model input = (pixel - mean) / std', numbers('mean'))
-    .option('--std <r,g,b>', 'card: see --mean', numbers('std'))
+    .option('--mean <r,g,b>', 'card: model input = (pixel - mean) / std', numberList('mean'))
+    .option('--std <r,g,b>', 'card: see --mean', numberList('std'))
     .option('--bgr', 'card: the model takes BGR channel order')
     .option('--logits-layer <name>', 'card: layer (LayersModel), node (GraphModel), tensor (TFLite) or value (ONNX) giving pre-softmax logits')
     .option('--probabilities', 'card: that output is probabilities (log-probabilities are used as logits)')

@@ -23,7 +23,7 @@ export interface DataSpec {
   valLabels?: string;
   limit?: number;
   valLimit?: number;
-  /** A seeded random sample of this many images of X / of the validation set (seed: the run's --seed). */
+  /** A seeded random sample of this many images of X / of the validation set (seed: the run's seed). */
   sample?: number;
   valSample?: number;
   strict?: boolean;

@@ -4,7 +4,7 @@ import { UsageError } from '../errors.js';
 import { onPath } from './atomic.js';
 
 /**
- * One writer per run folder: two runs into one --out would overwrite each other's files and both
+ * One writer per run folder: two runs into one output folder would overwrite each other's files and both
  * exit 0. The lock is a file created exclusively (O_EXCL) holding the writer's pid; a lock whose
  * process is gone (killed) is taken over.
  */

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import type * as tf from '../tf.js';
 import type { Engine } from '../backend.js';
 import { UsageError } from '../errors.js';
-import { namedLog, silent, type Log } from '../log.js';
+import { namedLog, type Log } from '../log.js';
+import type { JobControl } from './control.js';
 import { assetsDir } from '../paths.js';
 import type { Norm } from '../math/lp.js';
 import { labelName, type Classifier } from '../model/classifier.js';
@@ -106,7 +107,7 @@ async function withTarget<T>(job: PerturbationAnalysisJob, what: string, log: Lo
   const card = { ...t.card, ...job.card };
   const model = await loadModel(t.modelName, { assets, card, engine: job.engine }, log);
   try {
-    // Default: the images the run was scored on (its --val, --val-limit, --val-sample), else the model's validation set.
+    // Default: the images the run was scored on (its val, valLimit, valSample), else the model's validation set.
     const own = job.data === undefined && job.limit === undefined ? t.val : undefined;
     const dir = job.data ?? own?.data ?? defaultData(model, assets).val;
     const set = openSet(model, dir, { labels: own?.labels, limit: job.limit ?? own?.limit, sample: own?.sample, assets, log, what: own ? "the run's validation set" : 'images' });
@@ -132,8 +133,8 @@ export interface GraphResult {
 }
 
 /** `uap graph`: where the fooled images of each label go; dominant labels; components. */
-export async function graphJob(job: PerturbationAnalysisJob, log: Log = silent): Promise<GraphResult> {
-  log = namedLog(log);
+export async function graphJob(job: PerturbationAnalysisJob, ctl: JobControl = {}): Promise<GraphResult> {
+  const log = namedLog(ctl.log);
   return withTarget(job, 'graph', log, async ({ model, v, dir, file, out, labels }) => {
     const [clean, adv] = await labels([v.dataSync() as Float32Array]);
     const name = (i: number) => labelName(model, i);
@@ -162,8 +163,8 @@ export interface BaselineJob extends PerturbationAnalysisJob {
 }
 
 /** `uap baseline`: fooling rate against norm, the perturbation scaled beside random noise of the same norm (baseline.json, baseline.svg). */
-export async function baselineJob(job: BaselineJob, log: Log = silent): Promise<{ sweep: NormSweep; files: string[] }> {
-  log = namedLog(log);
+export async function baselineJob(job: BaselineJob, ctl: JobControl = {}): Promise<{ sweep: NormSweep; files: string[] }> {
+  const log = namedLog(ctl.log);
   if (job.factors?.some((f) => !Number.isFinite(f) || f < 0)) throw new UsageError(`{factors} ${job.factors.join(',')}: expected numbers >= 0, e.g. 0,0.5,1,2`);
   let p = job.norm;
   if (p === undefined && job.run) p = (JSON.parse(readFileSync(join(job.run, 'config.json'), 'utf8')) as { norm?: Norm }).norm;

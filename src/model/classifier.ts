@@ -57,7 +57,7 @@ export function labelName(model: Classifier, i: number): string {
   return model.labels?.[i] ?? `#${i}`;
 }
 
-/** A --target (or one of --classes, `field`) given as a class index or a label name (exact, or the first comma-separated name). */
+/** A `target` (or one of `classes`, `field`) given as a class index or a label name (exact, or the first comma-separated name). */
 export function resolveTarget(target: number | string | undefined, model: Classifier, field = 'target'): number | undefined {
   if (target === undefined) return undefined;
   const asNumber = typeof target === 'number' ? target : /^\d+$/.test(target.trim()) ? Number(target) : undefined;

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { UsageError } from '../errors.js';
+import { UsageError, withOptionNames } from '../errors.js';
 import { rateLines, vegaLiteToSvg, type TopLevelSpec } from './plots.js';
 import { methodName, pct, pctCI } from './format.js';
 import { runWarnings } from './warnings.js';
@@ -133,7 +133,7 @@ async function runSection(dir: string): Promise<string> {
     ];
     parts.push(`<table>${rows.map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join('')}</table>`);
     // A class-discriminative v is meant to leave most images alone: beside noise, its overall rate says nothing.
-    for (const w of runWarnings({ onX, onVal, randomOnVal: cd ? null : random })) parts.push(`<p class="warning">warning: ${esc(w)}</p>`);
+    for (const w of runWarnings({ onX, onVal, randomOnVal: cd ? null : random })) parts.push(`<p class="warning">warning: ${esc(withOptionNames(w))}</p>`);
     const figs: string[] = [];
     const pert = dataUri(join(dir, 'perturbation.png'));
     if (pert) figs.push(`<figure><img src="${pert}" alt="the perturbation" width="224"><figcaption>the perturbation (scaled for visibility)</figcaption></figure>`);

@@ -1,7 +1,7 @@
 import { UsageError } from '../errors.js';
 
 /**
- * The Redis connection behind a `--queue URL` (BullMQ's job engine). redis:// or rediss:// (TLS), with
+ * The Redis connection behind a queue URL (BullMQ's job engine). redis:// or rediss:// (TLS), with
  * an optional password (redis://:pass@host:port/db). The password never appears in messages.
  */
 
@@ -23,7 +23,7 @@ export function redacted(url: string): string {
   return url.replace(/^([a-z]+:\/\/)([^@/]*:)[^@/]*@/i, '$1$2***@').replace(/^([a-z]+:\/\/)[^@/:]+@/i, '$1***@');
 }
 
-/** Checks a --queue URL (`field` names the flag in the message) and gives the connection options. */
+/** Checks a queue URL (`field` names the option in the message) and gives the connection options. */
 export function queueConnection(url: string, field = 'queue'): QueueConnection {
   let u: URL;
   try {

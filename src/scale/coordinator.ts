@@ -70,7 +70,7 @@ export class QueueSession {
       await session.close();
       throw e;
     }
-    if ((await queue.getWorkersCount()) === 0) warn?.(`queue ${redacted(url)}: no uap worker is listening yet; the work waits until one starts (uap worker --queue URL)`);
+    if ((await queue.getWorkersCount()) === 0) warn?.(`queue ${redacted(url)}: no uap worker is listening yet; the work waits until one starts (uap worker {queue} URL)`);
     return session;
   }
 

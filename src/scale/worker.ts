@@ -50,7 +50,7 @@ function inside(path: string, folders: string[], what: string): string {
   } catch {
     throw new UsageError(`${what} ${path}: not found on this worker`);
   }
-  if (!roots.some((r) => real === r || real.startsWith(r + sep))) throw new UsageError(`${what} ${path}: outside the folders this worker may read (${roots.join(', ')}; add one with --root)`);
+  if (!roots.some((r) => real === r || real.startsWith(r + sep))) throw new UsageError(`${what} ${path}: outside the folders this worker may read (${roots.join(', ')}; add one with {root})`);
   return real;
 }
 

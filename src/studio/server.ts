@@ -10,7 +10,7 @@ import type { BrowserCard, BrowserDataset, StudioCatalog } from './catalog.js';
 
 export type { BrowserCard, BrowserDataset, StudioCatalog };
 import { listDataset } from '../data/dataset.js';
-import { defaultFolders, wnidsOf } from '../pipeline.js';
+import { defaultFolders, wnidsOf } from '../data/sets.js';
 
 /**
  * The studio's server side: the built page, and the models and images it may use. The page fetches

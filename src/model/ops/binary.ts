@@ -1,5 +1,4 @@
 import * as tf from '../../tf.js';
-import type { OpOf } from '../net.js';
 import { onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
 import { sampleWeights as w, type OpDef, type Shape } from './types.js';
 
@@ -8,7 +7,6 @@ import { sampleWeights as w, type OpDef, type Shape } from './types.js';
  * [N, H, W, C] by [N, 1, 1, C]) or of the input and a constant, with a fused activation.
  */
 
-type Binary = OpOf<'binary'>;
 const ONNX = { add: 'Add', sub: 'Sub', mul: 'Mul', div: 'Div' } as const;
 const TF = { add: tf.add, sub: tf.sub, mul: tf.mul, div: tf.div } as const;
 

@@ -1,0 +1,122 @@
+import { join } from 'node:path';
+import type { Classifier } from '../model/classifier.js';
+import { resolveTarget } from '../model/classifier.js';
+import { loadModel, type ModelSpec } from '../model/load.js';
+import type { ImageSet } from '../data/imageSet.js';
+import type { StreamedImages } from '../data/stream.js';
+import { dataFolder, defaultData, loadSet, openSet, type DataSpec } from '../data/sets.js';
+import { methodOptions, type AttackSettings, type Method } from '../attacks/methods.js';
+import { sizeSweep, sizeSpec, type SizePoint } from '../analysis/sizes.js';
+import { normalsAnalysis, normalsSpec, type NormalsResult } from '../analysis/normals.js';
+import { craftOnQueue, labelsOnQueue, type QueueScoring } from '../scale/coordinator.js';
+import { defaultXi } from '../math/lp.js';
+import { namedLog, type Log } from '../log.js';
+import { writeJson, writeText } from '../io/run.js';
+import { vegaLiteToSvg } from '../report/plots.js';
+import { assetsDir } from '../paths.js';
+import { UsageError } from '../errors.js';
+import type { JobControl } from './control.js';
+
+/**
+ * The analyses of a model that work on images X and score on validation images (`uap sweep-size`, `uap
+ * normals`) as typed jobs: the model, the two sets, where the files go.
+ */
+export interface ModelAnalysisJob extends ModelSpec, DataSpec {
+  /** Seed of the samples of X and validation (`sample`, `valSample`). */
+  seed?: number;
+  /** Folder for the JSON and SVG. */
+  out: string;
+  /** Work on `uap worker`s through this queue, in shards: the same figures. */
+  queue?: { url: string; shardSize?: number };
+}
+
+/** The model, X (at most `xLimit` images unless the job says) and the validation images, with the queue settings for each. */
+interface Sets {
+  model: Classifier;
+  X: ImageSet;
+  V: StreamedImages;
+  /** Queue settings for work on X ('data') or on the validation images ('val'); undefined without a queue. */
+  queued: (role: 'data' | 'val') => QueueScoring | undefined;
+}
+
+async function withModelAndSets<T>(job: ModelAnalysisJob, what: string, xLimit: number | undefined, log: Log, use: (s: Sets) => Promise<T>): Promise<T> {
+  if (job.val === 'none') throw new UsageError(`{val} none: ${what} needs validation images`);
+  const assets = assetsDir(job.assets);
+  const model = await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log);
+  try {
+    const defaults = defaultData(model, assets);
+    const seed = job.seed ?? 0;
+    const sample = (count?: number) => (count === undefined ? undefined : { count, seed });
+    const [data, val] = [job.data ?? defaults.data, job.val ?? defaults.val];
+    const X = await loadSet(model, data, { labels: job.labels, limit: job.limit ?? (job.sample === undefined ? xLimit : undefined), sample: sample(job.sample), strict: job.strict, assets, log, what: 'images X' });
+    const V = openSet(model, val, { labels: job.valLabels, limit: job.valLimit, sample: sample(job.valSample), strict: job.strict, assets, log, what: 'validation set' });
+    const q = job.queue;
+    const queued = (role: 'data' | 'val') =>
+      q && { ...q, model: { spec: job.model, card: job.card }, data: (role === 'data' ? job.data : job.val) ?? null, role, dir: dataFolder(role === 'data' ? data : val, assets), strict: job.strict, warn: (m: string) => log.warn(m) };
+    return await use({ model, X, V, queued });
+  } finally {
+    model.dispose();
+  }
+}
+
+/** Options of `uap sweep-size`: one method and its settings, crafted on nested seeded subsets of X. */
+export interface SweepSizeJob extends ModelAnalysisJob {
+  method?: Method;
+  options: Partial<AttackSettings>;
+  /** Targeted: a class index or label name. */
+  target?: number | string;
+  /** Sizes of X (default DEFAULT_SIZES up to the images there are, and all of them). */
+  sizes?: number[];
+  /** Told each point as it is scored. */
+  onPoint?: (p: SizePoint) => void;
+}
+
+/** `uap sweep-size`: validation fooling rate against |X| (sweep-size.json, sweep-size.svg). */
+export async function sweepSizeJob(job: SweepSizeJob, ctl: JobControl = {}): Promise<{ points: SizePoint[]; validationImages: number; files: string[] }> {
+  const log = namedLog(ctl.log);
+  if (job.sizes?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`{sizes} ${job.sizes.join(',')}: expected integers >= 1, e.g. 50,100,500`);
+  return withModelAndSets({ ...job, seed: job.seed ?? job.options.seed }, 'the size sweep', undefined, log, async ({ model, X, V, queued }) => {
+    const method = job.method ?? 'algorithm1';
+    const options = methodOptions(method, model, job.options, resolveTarget(job.target, model));
+    // Queued: every point crafts on a worker at once, then all the v are scored on the workers in one pass.
+    const [qx, qv] = [queued('data'), queued('val')];
+    const remote = qx && qv && {
+      craft: (sets: ImageSet[]) => craftOnQueue(qx, model, sets.map((X) => ({ X, options })), method),
+      labels: (vs: Float32Array[]) => labelsOnQueue(qv, model, V, vs, { batchSize: 32 }),
+    };
+    const points = await sizeSweep(model, X, V, method, options, { sizes: job.sizes, seed: options.seed, remote, onPoint: job.onPoint });
+    const files = ['sweep-size.json', 'sweep-size.svg'].map((f) => join(job.out, f));
+    writeJson(files[0], { model: model.name, method, options, validationImages: V.size, points });
+    writeText(files[1], await vegaLiteToSvg(sizeSpec(points, `${model.name}: fooling rate against |X| (${method})`)));
+    return { points, validationImages: V.size, files };
+  });
+}
+
+/** Options of `uap normals`. */
+export interface NormalsJob extends ModelAnalysisJob {
+  /** L2 norm of the random vectors, in pixels (default: 2000 at 224x224x3, scaled by sqrt(pixels)). */
+  xi?: number;
+  /** Subspace dimensions d (default 1,10,50,100,200, up to the rank). */
+  dims?: number[];
+  /** Random vectors per d. */
+  draws: number;
+  /** Told how many images of X have their DeepFool normal. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** `uap normals`: singular values of X's DeepFool normals, and fooling by random vectors of their top-d subspaces (normals.json, normals.svg). X defaults to 200 images. */
+export async function normalsJob(job: NormalsJob, ctl: JobControl = {}): Promise<{ normals: NormalsResult; xi: number; validationImages: number; files: string[] }> {
+  const log = namedLog(ctl.log);
+  if (job.dims?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`{dims} ${job.dims.join(',')}: expected integers >= 1, e.g. 1,10,50`);
+  return withModelAndSets(job, 'the subspace fooling rates', 200, log, async ({ model, X, V, queued }) => {
+    const xi = job.xi ?? defaultXi(2, model.inputShape);
+    // Queued: the random vectors are scored on the workers (the DeepFool normals of X are found here).
+    const qv = queued('val');
+    const labels = qv && ((vs: Float32Array[]) => labelsOnQueue(qv, model, V, vs, { batchSize: 32 }));
+    const normals = await normalsAnalysis(model, X, V, { xi, dims: job.dims, draws: job.draws, labels, onProgress: job.onProgress && ((done) => job.onProgress!(done, X.size)) });
+    const files = ['normals.json', 'normals.svg'].map((f) => join(job.out, f));
+    writeJson(files[0], { model: model.name, ...normals });
+    writeText(files[1], await vegaLiteToSvg(normalsSpec(normals, `${model.name}: singular values of ${normals.normals} DeepFool normals`)));
+    return { normals, xi, validationImages: V.size, files };
+  });
+}
