@@ -23,7 +23,7 @@ export const EMBEDDED_DIR = resolve(PROJECT_ROOT, 'assets', 'fashion-mnist');
 export const INSTALLED = PROJECT_ROOT.split(/[\\/]/).includes('node_modules');
 
 /**
- * Folder of the real ImageNet models and images: the `assets` option (`--assets`), else $UAP_ASSETS,
+ * Folder of the real ImageNet models and images: the `assets` option, else $UAP_ASSETS,
  * else, in the project's own checkout, ../shared/assets beside it. An installed package has no default
  * (never a path inside node_modules): '' then, which no folder check passes.
  */

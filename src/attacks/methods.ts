@@ -9,7 +9,7 @@ import { defaultXi } from '../math/radius.js';
 
 /**
  * The crafting methods, one object each, in one registry: a method added here is known to the library,
- * the CLI (its --method choices), the studio and the report. Each takes the same settings bag and
+ * the CLI (its method choices), the studio and the report. Each takes the same settings bag and
  * reads its own fields from it (the rest are other methods'); it checks them by field name ({field}
  * templates in UsageError messages, which the CLI shows as flags).
  */
