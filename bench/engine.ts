@@ -113,7 +113,7 @@ async function measure(engine: Engine, name: string, assets: string, x: tf.Tenso
     writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
     const t = runTorchBest<{ forwardMs: number; gradientMs: number; tenGradientsMs: number; threads: number; grad0: number[] }>(
       'bench/torch_ref.py', [join(dir, 'net.json'), join(dir, 'net.bin'), join(dir, 'x.npy'), join(dir, 'out.json'), '2'], join(dir, 'out.json'));
-    torch = { forwardMs: t.forwardMs, gradientMs: t.gradientMs, tenGradientsMs: t.tenGradientsMs, threads: t.threads, gradRelDiff: maxRelativeDifference(ortGrad0, t.grad0) };
+    torch = { forwardMs: t.forwardMs, gradientMs: t.gradientMs, tenGradientsMs: t.tenGradientsMs, threads: t.threads, settings: t.torchSettings, gradRelDiff: maxRelativeDifference(ortGrad0, t.grad0) };
   }
   return { model: name, ortForward, ortForwardImages, ortGradient, ortTenGradients, wasmGradient, naiveCpuGradient, torch, gradRelDiffVsTfjsCpu: maxRelativeDifference(ortGrad0, cpuGrad0) };
 }

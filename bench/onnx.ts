@@ -74,7 +74,7 @@ async function measure(engine: Engine, file: string, name: string, x: tf.Tensor4
   const torch = torchReference(name, x);
   return {
     model: name, engine: runsOn, loadSeconds, forward, gradient, tenGradients,
-    torch: torch && { forwardMs: torch.forwardMs, gradientMs: torch.gradientMs, tenGradientsMs: torch.tenGradientsMs, logitsRelDiff: maxRelativeDifference(logits, torch.logits),
+    torch: torch && { forwardMs: torch.forwardMs, gradientMs: torch.gradientMs, tenGradientsMs: torch.tenGradientsMs, settings: torch.torchSettings, logitsRelDiff: maxRelativeDifference(logits, torch.logits),
       // Gradients, L2-relative: ours and PyTorch's float32 against PyTorch in float64 (the exact answer).
       gradL2VsTorch: l2RelativeDifference(g0, torch.grad0), gradL2VsFloat64: l2RelativeDifference(g0, torch.grad0f64), torchL2VsFloat64: l2RelativeDifference(torch.grad0, torch.grad0f64) },
   };

@@ -41,7 +41,7 @@ import { Rng } from '../src/math/random.js';
 import { findCard, loadNet } from '../src/model/load.js';
 import { resolveCardPath } from '../src/model/card.js';
 import { writeNetFiles } from './netFile.js';
-import { TORCH_PYTHON } from './torch.js';
+import { TORCH_PYTHON, TUNED_MALLOC } from './torch.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const WORK = args.get('work') ?? join(tmpdir(), 'uap-bench-stream');
@@ -167,9 +167,6 @@ async function craftLarge(engine: Engine, data: string): Promise<{ passes: { pas
   res.v.dispose();
   return { passes, images: X.size };
 }
-
-/** glibc malloc settings that keep freed memory for reuse instead of returning it to the system. */
-const TUNED_MALLOC = { MALLOC_MMAP_THRESHOLD_: '1000000000', MALLOC_TRIM_THRESHOLD_: '4000000000' };
 
 type TorchMeasure = Measure & { decodeImagesPerSecond: number; workers: number; split: string };
 
