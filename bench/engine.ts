@@ -56,7 +56,7 @@ interface Row {
   ortTenGradients: number;
   wasmGradient: number;
   naiveCpuGradient?: number;
-  torch?: { forwardMs: number; gradientMs: number; tenGradientsMs: number; threads: number; gradRelDiff: number };
+  torch?: { forwardMs: number; gradientMs: number; tenGradientsMs: number; threads: number; settings: string; gradRelDiff: number };
   gradRelDiffVsTfjsCpu: number;
 }
 

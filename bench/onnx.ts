@@ -46,7 +46,7 @@ type TorchRef = {
   grad0f64: number[];
 };
 
-function torchReference(name: string, x: tf.Tensor4D): TorchRef | undefined {
+function torchReference(name: string, x: tf.Tensor4D): (TorchRef & { torchSettings: string }) | undefined {
   if (!TORCH_PYTHON || spawnSync(TORCH_PYTHON, ['-c', 'import torchvision'], { stdio: 'ignore' }).status !== 0) return undefined;
   const dir = mkdtempSync(join(tmpdir(), 'uap-zoo-'));
   writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
