@@ -92,15 +92,16 @@ class PngWorker {
 }
 
 let worker: PngWorker | undefined;
-let available: boolean | undefined;
+/** The PNG module the thread loads; null when there is none or the thread is turned off (found once). */
+let png: URL | null | undefined;
 
 /**
  * Decodes the PNGs of one batch off the main thread; undefined when no decoding thread can be started
  * (the PNG module is not built), and the caller decodes in place. UAP_DECODE_THREAD=0 turns it off.
  */
 export function decodePngsOffThread(images: Uint8Array[], shape: [number, number, number]): Promise<DecodedPngs> | undefined {
-  if (available === undefined) available = process.env.UAP_DECODE_THREAD !== '0' && pngModule() !== undefined;
-  if (!available) return undefined;
-  worker ??= new PngWorker(pngModule()!);
+  if (png === undefined) png = (process.env.UAP_DECODE_THREAD !== '0' && pngModule()) || null;
+  if (!png) return undefined;
+  worker ??= new PngWorker(png);
   return worker.decode(images, shape);
 }

@@ -26,9 +26,9 @@ const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 4: 2, 6: 4 };
  * PNG row filters (the spec's five, a few lines) to write. Anything else returns undefined (sharp decodes it).
  */
 export function plainPng(bytes: Buffer, h: number, w: number, c: 1 | 3): Uint8Array | undefined {
-  if (bytes.length < 33 || bytes.readUInt32BE(0) !== 0x89504e47 || bytes.readUInt32BE(12) !== 0x49484452) return undefined;
+  if (!pngOfSize(bytes, h, w)) return undefined;
   const from = PNG_CHANNELS[bytes[25]];
-  if (bytes.readUInt32BE(16) !== w || bytes.readUInt32BE(20) !== h || bytes[24] !== 8 || !from || bytes[26] !== 0 || bytes[27] !== 0 || bytes[28] !== 0) return undefined;
+  if (bytes[24] !== 8 || !from || bytes[26] !== 0 || bytes[27] !== 0 || bytes[28] !== 0) return undefined;
   const colour = from >= 3 ? 3 : 1; // channels before alpha
   if (c === 1 && colour === 3) return undefined; // RGB -> gray: sharp's own weights
   const idat: Buffer[] = [];

@@ -7,8 +7,6 @@ import { pngOfSize } from './png.js';
 import { readMember, ShardReader } from './tar.js';
 import { itemName, labelsOf, type DecodedBatch, type ImageItem, type ImageSource } from './source.js';
 
-const EMPTY = new Uint8Array(0);
-
 export interface StreamOptions {
   /** A file that cannot be decoded stops the run with an error naming it (default: it is skipped and counted). */
   strict?: boolean;
@@ -131,7 +129,10 @@ export class StreamedImages implements ImageSource {
     const todo = ids.flatMap((i, k) => (out[k] === undefined ? [k] : []));
     const bytes = await this.readBytes(todo.map((k) => ids[k]), shards);
     const [h, w] = this.shape;
-    const pngs = todo.filter((k) => pngOfSize(bytes.get(ids[k]) ?? EMPTY, h, w));
+    const pngs = todo.filter((k) => {
+      const b = bytes.get(ids[k]);
+      return b !== undefined && pngOfSize(b, h, w);
+    });
     const offThread = pngs.length ? decodePngsOffThread(pngs.map((k) => bytes.get(ids[k])!), this.shape) : undefined;
     if (offThread) {
       const { pixels, ok } = await offThread;
