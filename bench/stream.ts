@@ -7,12 +7,15 @@
  * webdataset shards (key.png + key.cls, 5,000 per shard, written once with GNU tar), scored by the
  * embedded model; and with --imagenet=N, N images re-encoded from the ImageNet validation images with
  * seeded crops and flips (JPEG, 224 px for MobileNet v1 0.25), which makes decoding the heavy part.
- * Each measurement runs in a fresh process so that its peak RSS is its own.
+ * Each measurement runs in a fresh process so that its peak RSS is its own. Every image is scored clean
+ * and under v (the strictest ratio: decoding weighs most beside two forward passes) and, for the small
+ * models, also as `uap evaluate` scores it (v beside 6 noise draws); reading and decoding alone are
+ * timed too, which bounds what streaming can reach on the same cores.
  *   node dist/bench/stream.js [--images=50000] [--imagenet=5000 [--onnx=resnet18.onnx]] [--torch] [--work=DIR]
  * --onnx adds a torchvision export (scripts/make-onnx-fixtures.py --zoo) on the same JPEG shards;
  * --torch adds the anchor a user would otherwise pick, PyTorch streaming the same shards with the same
- * weights (bench/torch_stream.py: tarfile IterableDataset, PIL, DataLoader with 2 workers, batch 32, 2
- * threads, OMP_WAIT_POLICY=PASSIVE) for the Fashion and --onnx rows, as a ratio to ours (Debian's
+ * weights (bench/torch_stream.py: tarfile IterableDataset, PIL, DataLoader with 2 workers, our batch
+ * size for the model, 2 threads, OMP_WAIT_POLICY=PASSIVE) for the Fashion and --onnx rows, as a ratio to ours (Debian's
  * python3-torch and python3-torchvision; skipped without), run twice: with glibc's default allocator and
  * with one told to keep freed memory (TUNED_MALLOC), the ratio taken to the faster;
  * --results=NAME writes bench/results/NAME.{json,md} instead of stream.{json,md}.
@@ -32,7 +35,7 @@ import { listDataset } from '../src/data/dataset.js';
 import { openSet, loadSet } from '../src/data/sets.js';
 import { loadModel } from '../src/model/load.js';
 import { methodOptions } from '../src/attacks/methods.js';
-import { predictMany } from '../src/model/scoring.js';
+import { predictMany, scoringBatch } from '../src/model/scoring.js';
 import { ImageSet } from '../src/data/imageSet.js';
 import { computeUniversal, type UniversalOptions } from '../src/attacks/universal.js';
 import { randomPerturbation } from '../src/math/noise.js';
@@ -126,37 +129,57 @@ function benchModel(engine: Engine, spec: string) {
   return loadModel(spec, { assets: assetsDir(), card, engine }, { info: () => {}, warn: () => {} });
 }
 
-type Measure = { images: number; seconds: number; imagesPerSecond: number; firstBatchSeconds?: number; peakRssMb: number; skipped?: number };
+type Measure = { images: number; seconds: number; imagesPerSecond: number; firstBatchSeconds?: number; peakRssMb: number; skipped?: number; batch?: number };
 
-/** Child: clean + perturbed labels of every image, streamed from `data` (v: seeded random, Linf 10). */
-async function scoreStreamed(engine: Engine, modelName: string, data: string): Promise<Measure> {
+/**
+ * The perturbations every image is scored under: clean and v (seeded random, Linf 10), and with
+ * `draws` > 0 that many noise draws more, as `uap evaluate` scores v beside random noise (6: three
+ * draws at each of two norms).
+ */
+function scoredUnder(shape: [number, number, number], draws: number): (Float32Array | null)[] {
+  return [null, ...Array.from({ length: 1 + draws }, (_, k) => randomPerturbation(shape, 'inf', 10, 1 + k).dataSync() as Float32Array)];
+}
+
+/** Child: the labels of every image under scoredUnder's perturbations, streamed from `data`, in the batches `uap evaluate` uses. */
+async function scoreStreamed(engine: Engine, modelName: string, data: string, draws: number): Promise<Measure> {
   const model = await benchModel(engine, modelName);
   const set = openSet(model, data, { assets: assetsDir() });
-  const v = randomPerturbation(model.inputShape, 'inf', 10, 1);
+  const vs = scoredUnder(model.inputShape, draws);
   const t0 = performance.now();
   let first: number | undefined;
-  const [clean] = await predictMany(model, set, [null, v], 32, () => (first ??= (performance.now() - t0) / 1000));
+  const [clean] = await predictMany(model, set, vs, undefined, () => (first ??= (performance.now() - t0) / 1000));
   const seconds = (performance.now() - t0) / 1000;
-  return { images: clean.length, seconds, imagesPerSecond: clean.length / seconds, firstBatchSeconds: first, peakRssMb: rssMb(), skipped: set.skipped.length };
+  return { images: clean.length, seconds, imagesPerSecond: clean.length / seconds, firstBatchSeconds: first, peakRssMb: rssMb(), skipped: set.skipped.length, batch: scoringBatch(model) };
 }
 
 /** Seconds the pre-decoded measurement runs at least (whole rounds of its 8,192 images). */
 const MIN_SECONDS = 3;
 
 /** Child: the same work on batches decoded beforehand (the model's own speed): 2,048 images scored 4 times over, repeated for at least MIN_SECONDS. */
-async function scorePredecoded(engine: Engine, modelName: string, data: string): Promise<Measure> {
+async function scorePredecoded(engine: Engine, modelName: string, data: string, draws: number): Promise<Measure> {
   const model = await benchModel(engine, modelName);
   const some = await loadSet(model, data, { limit: 2048, assets: assetsDir() });
   const big = new ImageSet(some.shape, new Uint8Array(some.pixels.length * 4), Array.from({ length: 4 }, () => some.items).flat());
   for (let r = 0; r < 4; r++) big.pixels.set(some.pixels, r * some.pixels.length);
-  const v = randomPerturbation(model.inputShape, 'inf', 10, 1);
-  await predictMany(model, some, [null, v], 32); // warm-up
+  const vs = scoredUnder(model.inputShape, draws);
+  await predictMany(model, some, vs); // warm-up
   // At least MIN_SECONDS of work, as the streamed measurement has: a fast model's 8,192 images take
   // 0.4 s, where one scheduling hiccup on a shared machine moves the figure by 10%.
   const t0 = performance.now();
   let images = 0;
-  do images += (await predictMany(model, big, [null, v], 32))[0].length;
+  do images += (await predictMany(model, big, vs))[0].length;
   while (performance.now() - t0 < MIN_SECONDS * 1000);
+  const seconds = (performance.now() - t0) / 1000;
+  return { images, seconds, imagesPerSecond: images / seconds, peakRssMb: rssMb() };
+}
+
+/** Child: reading and decoding alone, the streamed set's batches taken and dropped (no model runs). */
+async function decodeOnly(engine: Engine, modelName: string, data: string): Promise<Measure> {
+  const model = await benchModel(engine, modelName);
+  const set = openSet(model, data, { assets: assetsDir() });
+  const t0 = performance.now();
+  let images = 0;
+  for await (const b of set.batches(scoringBatch(model))) images += b.items.length;
   const seconds = (performance.now() - t0) / 1000;
   return { images, seconds, imagesPerSecond: images / seconds, peakRssMb: rssMb() };
 }
@@ -185,7 +208,7 @@ type TorchMeasure = Measure & { decodeImagesPerSecond: number; workers: number; 
  * allocator told to keep freed memory (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_), which a PyTorch
  * user may set: large activations then stop costing fresh pages (page faults) on every batch.
  */
-async function torchStreamed(model: string, data: string, tunedMalloc = false): Promise<TorchMeasure> {
+async function torchStreamed(model: string, data: string, batch: number, tunedMalloc = false): Promise<TorchMeasure> {
   let which: string[];
   if (model.endsWith('.onnx')) which = ['--zoo', basename(model, '.onnx')];
   else {
@@ -196,7 +219,7 @@ async function torchStreamed(model: string, data: string, tunedMalloc = false): 
     which = ['--net', json, '--bin', bin];
   }
   const out = join(WORK, 'torch.json');
-  execFileSync(TORCH_PYTHON!, ['bench/torch_stream.py', data, out, ...which], { env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', ...(tunedMalloc ? TUNED_MALLOC : {}) }, stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(TORCH_PYTHON!, ['bench/torch_stream.py', data, out, ...which, '--batch', String(batch)], { env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', ...(tunedMalloc ? TUNED_MALLOC : {}) }, stdio: ['ignore', 'ignore', 'inherit'] });
   const t = JSON.parse(readFileSync(out, 'utf8')) as Omit<TorchMeasure, 'firstBatchSeconds'> & { firstBatchMs: number };
   return { images: t.images, seconds: t.seconds, imagesPerSecond: t.imagesPerSecond, firstBatchSeconds: t.firstBatchMs / 1000, peakRssMb: t.peakRssMb, decodeImagesPerSecond: t.decodeImagesPerSecond, workers: t.workers, split: t.split };
 }
@@ -215,7 +238,12 @@ async function main(): Promise<void> {
   const mode = args.get('child');
   if (mode) {
     const a = (i: number) => args.get(`a${i}`)!;
-    const result = mode === 'streamed' ? await scoreStreamed(engine, a(0), a(1)) : mode === 'predecoded' ? await scorePredecoded(engine, a(0), a(1)) : await craftLarge(engine, a(0));
+    const draws = Number(args.get('a2') ?? 0);
+    const result =
+      mode === 'streamed' ? await scoreStreamed(engine, a(0), a(1), draws)
+      : mode === 'predecoded' ? await scorePredecoded(engine, a(0), a(1), draws)
+      : mode === 'decode' ? await decodeOnly(engine, a(0), a(1))
+      : await craftLarge(engine, a(0));
     writeFileSync(args.get('out')!, JSON.stringify(result));
     tf.disposeVariables();
     return;
@@ -227,29 +255,40 @@ async function main(): Promise<void> {
   const rows: string[] = [];
   const notes: string[] = [];
   const torch = args.has('torch') && (torchvisionAtHand() || (console.log('--torch: skipped, no python3 with torch and torchvision (apt-get install python3-torchvision)'), false));
-  const pair = async (name: string, modelName: string, data: string, withTorch = false) => {
-    const streamed = child<Measure>('streamed', modelName, data);
-    const pre = child<Measure>('predecoded', modelName, data);
-    const ratio = streamed.imagesPerSecond / pre.imagesPerSecond;
+  /**
+   * One model on one set: reading and decoding alone, then streamed vs pre-decoded scoring under clean +
+   * v (and, with `asEvaluate`, under the 8 perturbations `uap evaluate` scores: decoding then weighs 4x
+   * less per forward pass), and PyTorch on the first workload.
+   */
+  const pair = async (name: string, modelName: string, data: string, o: { torch?: boolean; asEvaluate?: boolean } = {}) => {
+    const decode = child<Measure>('decode', modelName, data);
     const skip = (e: Error) => void console.log(`--torch: ${name} skipped (${e.message})`);
-    const py = withTorch ? await torchStreamed(modelName, data).catch(skip) : undefined;
-    const tuned = py ? await torchStreamed(modelName, data, true).catch(skip) : undefined;
-    const best = tuned && py && tuned.imagesPerSecond > py.imagesPerSecond ? tuned : py;
-    results[name] = { streamed, predecoded: pre, ratio, ...(py && { torch: py, torchTunedMalloc: tuned, oursOverTorch: streamed.imagesPerSecond / best!.imagesPerSecond }) };
-    const pyCells = !torch ? '' : py ? ` ${py.imagesPerSecond.toFixed(0)} | ${tuned ? tuned.imagesPerSecond.toFixed(0) : '-'} | ${(streamed.imagesPerSecond / best!.imagesPerSecond).toFixed(2)}x |` : ' - | - | - |';
-    rows.push(`| ${name} | ${streamed.images} | ${streamed.imagesPerSecond.toFixed(0)} | ${pre.imagesPerSecond.toFixed(0)} | ${(100 * ratio).toFixed(0)}% | ${streamed.peakRssMb.toFixed(0)} MB | ${streamed.firstBatchSeconds?.toFixed(2)} s |${pyCells}`);
-    console.log(rows[rows.length - 1]);
-    if (py)
-      notes.push(`${name}: PyTorch ${py.workers} workers (split by ${py.split}), decode only ${py.decodeImagesPerSecond.toFixed(0)} images/s, first batch ${py.firstBatchSeconds?.toFixed(2)} s, peak RSS ${py.peakRssMb.toFixed(0)} MB (main + largest worker).`);
+    const entry: Record<string, unknown> = { decodeOnly: decode };
+    for (const draws of o.asEvaluate ? [0, 6] : [0]) {
+      const streamed = child<Measure>('streamed', modelName, data, String(draws));
+      const pre = child<Measure>('predecoded', modelName, data, String(draws));
+      const ratio = streamed.imagesPerSecond / pre.imagesPerSecond;
+      const py = o.torch && draws === 0 ? await torchStreamed(modelName, data, streamed.batch ?? 32).catch(skip) : undefined;
+      const tuned = py ? await torchStreamed(modelName, data, streamed.batch ?? 32, true).catch(skip) : undefined;
+      const best = tuned && py && tuned.imagesPerSecond > py.imagesPerSecond ? tuned : py;
+      entry[draws ? 'asEvaluate' : 'cleanAndV'] = { streamed, predecoded: pre, ratio, ...(py && { torch: py, torchTunedMalloc: tuned, oursOverTorch: streamed.imagesPerSecond / best!.imagesPerSecond }) };
+      const pyCells = !torch ? '' : py ? ` ${py.imagesPerSecond.toFixed(0)} | ${tuned ? tuned.imagesPerSecond.toFixed(0) : '-'} | ${(streamed.imagesPerSecond / best!.imagesPerSecond).toFixed(2)}x |` : ' - | - | - |';
+      const under = draws ? `clean, v, ${draws} noise draws (as uap evaluate)` : 'clean, v';
+      rows.push(`| ${name} | ${under} | ${streamed.images} | ${streamed.imagesPerSecond.toFixed(0)} | ${pre.imagesPerSecond.toFixed(0)} | ${(100 * ratio).toFixed(0)}% | ${decode.imagesPerSecond.toFixed(0)} | ${streamed.peakRssMb.toFixed(0)} MB | ${streamed.firstBatchSeconds?.toFixed(2)} s |${pyCells}`);
+      console.log(rows[rows.length - 1]);
+      if (py)
+        notes.push(`${name}: PyTorch ${py.workers} workers (split by ${py.split}), decode only ${py.decodeImagesPerSecond.toFixed(0)} images/s, first batch ${py.firstBatchSeconds?.toFixed(2)} s, peak RSS ${py.peakRssMb.toFixed(0)} MB (main + largest worker).`);
+    }
+    results[name] = entry;
   };
-  await pair('Fashion-MNIST CNN, PNG shards', 'fashion', fashion, torch);
+  await pair('Fashion-MNIST CNN, PNG shards', 'fashion', fashion, { torch, asEvaluate: true });
   const imagenet = Number(args.get('imagenet') ?? 0);
   if (imagenet > 0) {
     const shards = await imagenetShards(imagenet);
-    await pair('MobileNet v1 0.25, JPEG shards', 'mobilenet_v1_0.25_224', shards);
+    await pair('MobileNet v1 0.25, JPEG shards', 'mobilenet_v1_0.25_224', shards, { asEvaluate: true });
     // A model of a usual cost beside the tiny one: decoding weighs in proportion to the model's speed.
     const onnx = args.get('onnx');
-    if (onnx) await pair(`${basename(onnx, '.onnx')} (ONNX), JPEG shards`, onnx, shards, torch);
+    if (onnx) await pair(`${basename(onnx, '.onnx')} (ONNX), JPEG shards`, onnx, shards, { torch });
   }
   const craft = child<{ passes: { pass: number; peakRssMb: number }[] }>('craft', fashion);
   results.craft10000 = craft;
@@ -257,8 +296,8 @@ async function main(): Promise<void> {
   mkdirSync('bench/results', { recursive: true });
   writeFileSync(`bench/results/${OUT}.json`, JSON.stringify(results, null, 2) + '\n');
   const table = [
-    `| model, data | images | streamed: images/s | pre-decoded: images/s | ratio | peak RSS | first batch |${torch ? ' PyTorch DataLoader img/s | PyTorch, malloc tuned | ours / best PyTorch |' : ''}`,
-    `|---|---|---|---|---|---|---|${torch ? '---|---|---|' : ''}`,
+    `| model, data | scored under | images | streamed: images/s | pre-decoded: images/s | ratio | reading + decoding alone: images/s | peak RSS | first batch |${torch ? ' PyTorch DataLoader img/s | PyTorch, malloc tuned | ours / best PyTorch |' : ''}`,
+    `|---|---|---|---|---|---|---|---|---|${torch ? '---|---|---|' : ''}`,
     ...rows,
   ].join('\n');
   writeFileSync(`bench/results/${OUT}.md`, `${table}\n\n${notes.map((n) => `${n}\n`).join('')}${notes.length ? '\n' : ''}Crafting on |X| = 10,000 (Algorithm 1, Linf 40, ${craft.passes.length} passes): peak RSS after each pass ${craft.passes.map((p) => `${p.peakRssMb.toFixed(0)} MB`).join(', ')}.\n`);

@@ -5,14 +5,16 @@ import { weights, SLICE_END, type Net, type NetNode, type NodeOp, type Activatio
 import { netToTfGraph } from '../src/model/tfjsNet.js';
 import { runPlainGraph } from '../src/model/plainGraph.js';
 import { exportOnnx, OnnxUnsupported } from '../src/model/onnx/export.js';
-import { defaultLayout, loadOrt, onnxRuntime, shares } from '../src/model/onnx/runtime.js';
+import { defaultLayout, forwardImagesPerRun, loadOrt, onnxRuntime, shares } from '../src/model/onnx/runtime.js';
+import { multiplyAdds } from '../src/model/shapes.js';
+import type { Classifier } from '../src/model/classifier.js';
 import { initBackend, tfjsEngine } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
 import { candidateGradients, candidateGradientRows, candidateGradientsLoop, type GradientScratch } from '../src/model/gradients.js';
 import { maxPoolInputGrad } from '../src/model/inputgrad.js';
 import { tensorValues } from '../src/model/tensorView.js';
 import { loadSet } from '../src/data/sets.js';
-import { predictSet } from '../src/model/scoring.js';
+import { DEFAULT_BATCH, predictSet, scoringBatch } from '../src/model/scoring.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { join } from 'node:path';
 import { maxRelativeDifference, selfCheckNet, SELF_CHECK_SHAPE } from '../src/model/selfcheck.js';
@@ -179,6 +181,30 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     expect(defaultLayout(1)).toEqual({ workers: 1, threadsPerWorker: 1 });
   });
 
+  it('sizes forward runs to the model: multiply-adds counted from the graph, more images per run for small models', async () => {
+    // conv 3 -> 4, 3x3, stride 2, same on 8x8: 4x4x4 outputs of 3*3*3 each; dense 64 -> 4: 4 x 64.
+    const net = chainNet([{ op: conv(3, 4, 3, 2, 'same') }], 4 * 4 * 4);
+    expect(multiplyAdds(net, SHAPE)).toBe(4 * 4 * 4 * 27 + 64 * 4);
+    expect([forwardImagesPerRun(1.12e6), forwardImagesPerRun(13.6e6), forwardImagesPerRun(41e6), forwardImagesPerRun(1.8e9)]).toEqual([64, 7, 4, 4]);
+    const rt = (await onnxRuntime(net, SHAPE, { workers: 3, threadsPerWorker: 1 }))!;
+    expect(rt.forwardBatch).toBe(3 * 64);
+    const x = tf.randomUniform([200, ...SHAPE], 0, 255, 'float32', 2) as tf.Tensor4D;
+    const one = (await onnxRuntime(net, SHAPE, { workers: 1, threadsPerWorker: 1 }))!;
+    expect(await rt.forward(x)).toEqual(await one.forward(x)); // runs of 64 images, or one run: the same logits
+    await Promise.all([rt.dispose(), one.dispose()]);
+    x.dispose();
+  });
+
+  it('scoring batches: the size asked for, else 32 or what the runtime needs for full runs, within the model\'s measured limit', () => {
+    const model = (forwardBatch?: number, forward?: number) => ({ runtime: { forwardBatch }, maxBatch: forward ? { forward, gradient: 1 } : undefined }) as unknown as Classifier;
+    expect(scoringBatch(model(128), 16)).toBe(16);
+    expect(scoringBatch(model(128))).toBe(128);
+    expect(scoringBatch(model(8))).toBe(DEFAULT_BATCH);
+    expect(scoringBatch(model(undefined))).toBe(DEFAULT_BATCH);
+    expect(scoringBatch(model(undefined, 10))).toBe(10);
+    expect(scoringBatch(model(128, 64), 100)).toBe(64);
+  });
+
   it('refuses what it cannot express (an output that is not one logit per class), and names a node whose input does not fit', () => {
     const image: Net = { input: 'x', nodes: [{ name: 'c', inputs: ['x'], op: conv(3, 2, 3, 1, 'same') }], output: 'c' };
     expect(() => exportOnnx(image, SHAPE)).toThrow(OnnxUnsupported);
@@ -220,6 +246,9 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     const [a, b] = [await predictSet(onnx, V, v, 16), await predictSet(tfjs, V, v, 16)];
     expect(Array.from(a)).toEqual(Array.from(b));
     expect(Array.from(a)).not.toEqual(Array.from(await predictSet(onnx, V, null))); // v matters
+    // The batch size changes how images are split into runs, never their labels (default: 128 in runs of 64).
+    expect(onnx.runtime.forwardBatch).toBeGreaterThan(DEFAULT_BATCH);
+    for (const size of [undefined, 7, 200]) expect(Array.from(await predictSet(onnx, V, v, size))).toEqual(Array.from(a));
     const viaImages = await onnx.runtime!.forwardImages(V.pixelsOf(3, 5), 5, v.dataSync() as Float32Array);
     const x = tf.tidy(() => tf.clipByValue(tf.add(V.batch([3, 4, 5, 6, 7]), v), 0, 255) as tf.Tensor4D);
     expect(maxRelativeDifference(viaImages, await onnx.runtime!.forward(x))).toBeLessThan(1e-6);

@@ -7,13 +7,13 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import * as tf from '../src/tf.js';
 import { listDataset, loadImages, openImages } from '../src/data/dataset.js';
-import { tarMembers, readMember } from '../src/data/tar.js';
+import { tarMembers, readMember, readSpans, ShardReader } from '../src/data/tar.js';
 import { predictMany, predictSet, evaluatePerturbation } from '../src/model/scoring.js';
 import { evaluateWithNoise } from '../src/jobs/scoring.js';
 import { randomBaseline } from '../src/analysis/noiseScore.js';
 import { UsageError } from '../src/errors.js';
 import { decodeImage, decodeWithSharp, plainPng } from '../src/data/decode.js';
-import { decodePngsOffThread } from '../src/data/decodeWorker.js';
+import { decodeOffThread } from '../src/data/decodeWorker.js';
 import { Rng } from '../src/math/random.js';
 import { tinyNet, uapCli } from './helpers.js';
 import { fashionSplitFolder, FASHION_MNIST_DIR } from '../src/data/fashion.js';
@@ -56,6 +56,26 @@ describe('tar shards', () => {
     const short = join(tmp(), 'u.tar');
     tar(short, dir, ['00_a'], 'ustar');
     expect(tarMembers(short).map((m) => m.name).sort()).toEqual(['00_a/x.png', '00_a/y.png']);
+  });
+
+  it('plans reads of members in few spans: side by side in one shard, one read; scattered, one per member', async () => {
+    const m = (name: string, offset: number, size: number) => ({ name, offset, size });
+    const [a, b, c] = [m('a', 512, 100), m('b', 1536, 90), m('c', 5e7, 80)];
+    expect(readSpans([{ file: 's0', member: a }, { file: 's0', member: b }, { file: 's1', member: c }])).toEqual([
+      { file: 's0', start: 512, length: 1114, members: [a, b] },
+      { file: 's1', start: 5e7, length: 80, members: [c] },
+    ]);
+    // 50 MB apart: reading the span between would read far more than the members.
+    expect(readSpans([{ file: 's0', member: a }, { file: 's0', member: c }]).map((s) => [s.start, s.length])).toEqual([[512, 100], [5e7, 80]]);
+    // Read back through a shard: the same bytes as reading each member alone.
+    const { dir } = await classTree();
+    const file = join(tmp(), 'set.tar');
+    tar(file, dir, ['00_a', '01_b']);
+    const members = tarMembers(file);
+    const reader = new ShardReader();
+    const read = await reader.readMany(members.map((member) => ({ file, member })));
+    await reader.close();
+    for (const mm of members) expect(read.get(mm)?.equals(await readMember(file, mm))).toBe(true);
   });
 
   it('lists class folders inside a tar with their labels, in archive order, decoded like the same folder', async () => {
@@ -185,19 +205,22 @@ describe('decoding small PNGs', () => {
     expect(plainPng(badFilter, 28, 28, 1)).toBeUndefined();
     await expect(decodeImage(badFilter, 28, 28, 1)).rejects.toThrow();
   });
-  it('decodes a batch of them on the decoding thread exactly as here, and leaves what it cannot decode (a bad checksum, a JPEG) to sharp, which skips it with its reason', async () => {
+  it('reads and decodes a batch of them on the decoding thread exactly as here, and hands back the bytes of what it cannot decode (a bad checksum, a JPEG) for sharp, which skips it with its reason', async () => {
     const rng = new Rng(5);
     const raws = Array.from({ length: 6 }, () => Uint8Array.from({ length: 28 * 28 * 3 }, () => Math.floor(rng.next() * 256)));
     const pngs = raws.map((raw, k) => handPng(raw, 28, 28, 3, [k % 5, 4, 1]));
     const corrupt = Buffer.from(pngs[3]);
     corrupt[60] ^= 1;
     const jpeg = await sharp(Buffer.from(raws[4]), { raw: { width: 28, height: 28, channels: 3 } }).jpeg().toBuffer();
-    const off = decodePngsOffThread([pngs[0], corrupt, jpeg, pngs[5]], [28, 28, 3]);
-    expect(off, 'the decoding thread loads the built PNG module: run npm run build:lib first').toBeDefined();
-    const { pixels, ok } = await off!;
-    expect(Array.from(ok)).toEqual([1, 0, 0, 1]);
-    expect(Buffer.from(pixels.subarray(0, 2352)).equals(Buffer.from(raws[0]))).toBe(true);
-    expect(Buffer.from(pixels.subarray(3 * 2352)).equals(Buffer.from(raws[5]))).toBe(true);
+    const files = tmp();
+    const batch = [pngs[0], corrupt, jpeg, pngs[5]].map((b, k) => (writeFileSync(join(files, `${k}`), b), { path: join(files, `${k}`) }));
+    const off = decodeOffThread([...batch, { path: join(files, 'missing') }], [28, 28, 3]);
+    expect(off, 'the decoding thread loads the built batch module: run npm run build:lib first').toBeDefined();
+    const got = await off!;
+    expect([0, 1, 2, 3, 4].map((k) => got.decoded(k))).toEqual([true, false, false, true, false]);
+    expect(Buffer.from(got.pixels.subarray(0, 2352)).equals(Buffer.from(raws[0]))).toBe(true);
+    expect(Buffer.from(got.pixels.subarray(3 * 2352, 4 * 2352)).equals(Buffer.from(raws[5]))).toBe(true);
+    expect([got.bytes(1)?.equals(corrupt), got.bytes(2)?.equals(jpeg), got.bytes(4)]).toEqual([true, true, undefined]);
     // Through a streamed set of tar members: the same pixels as sharp's, and the corrupt one skipped.
     const dir = tmp();
     const names = pngs.map((_, k) => `${k}.png`);

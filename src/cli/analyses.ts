@@ -24,7 +24,7 @@ export function transferCommand(): Command {
     .option('--models <names>', 'comma-separated models to test on (default: the models the runs were crafted on)')
     .option('-d, --data <dir>', "images to test on (default: each model's validation set)")
     .option('--limit <n>', 'use at most n images per model', count('limit'))
-    .option('--batch-size <n>', 'images per forward pass', count('batch-size'), 32)
+    .option('--batch-size <n>', 'images per forward pass (default 32, more for small models on ONNX Runtime)', count('batch-size'))
     .option('-o, --out <dir>', 'writes transfer.json, transfer.md, transfer.svg', 'runs/transfer');
   addQueueFlags(cmd)
     .action(async (sources: string[], flags: Record<string, unknown>) => {
@@ -32,7 +32,7 @@ export function transferCommand(): Command {
       const { markdown, files } = await transferJob(
         {
           engine: await startBackend(flags.backend), sources, format: perturbationFormat(flags), models, assets: flags.assets as string | undefined,
-          data: flags.data as string | undefined, limit: flags.limit as number | undefined, batchSize: flags.batchSize as number, out: flags.out as string, queue: queueOption(flags),
+          data: flags.data as string | undefined, limit: flags.limit as number | undefined, batchSize: flags.batchSize as number | undefined, out: flags.out as string, queue: queueOption(flags),
         },
         { log: consoleLog },
       );

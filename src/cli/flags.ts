@@ -167,7 +167,7 @@ export function addScoringFlags(cmd: Command, what: string): Command {
     .option('-d, --data <dir>', `${what} (default: the model's validation set)`)
     .option('--labels <file>', 'labels file: lines "path, index"')
     .option('--limit <n>', 'use at most n images', count('limit'))
-    .option('--batch-size <n>', 'images per forward pass', count('batch-size'), 32)
+    .option('--batch-size <n>', 'images per forward pass (default 32, more for small models on ONNX Runtime)', count('batch-size'))
     .option('--strict', 'stop on the first image that cannot be decoded');
 }
 

@@ -3,67 +3,65 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { PROJECT_ROOT } from '../paths.js';
+import type { DecodeReply, DecodeRequest } from './decodeBatch.js';
+import type { ImageItem } from './source.js';
+import { readSpans } from './tar.js';
 
 /**
- * Small PNGs decoded on a worker thread, a batch per message. Why: decoding on the main thread
- * competes with handing batches to ONNX Runtime's workers; with Fashion-MNIST's 28x28 images (the
- * model ~50 us per image), the workers waited on the main thread and only about 1.5 of 2 cores were
- * busy. Images it cannot decode (anything but a plain PNG of the model's size) come back as misses,
- * for sharp on the main thread to decode or to refuse with its reason.
+ * Batches of images read and, where they are small PNGs, decoded on a worker thread, a batch per
+ * message (decodeBatch.ts). Why: reading and decoding on the main thread compete with handing batches
+ * to ONNX Runtime's workers; with Fashion-MNIST's 28x28 images (the model ~50 us per image), the
+ * workers waited on the main thread and only about 1.5 of 2 cores were busy. Images it cannot decode
+ * (anything but a plain PNG of the model's size) come back undecoded with their bytes, for sharp on
+ * the main thread to decode or to refuse with its reason.
  */
 
-/** The worker loads the compiled PNG module; run from the TypeScript sources (the tests), the build's copy. */
-function pngModule(): URL | undefined {
-  const here = new URL('./png.js', import.meta.url);
+/** The worker loads the compiled batch module; run from the TypeScript sources (the tests), the build's copy. */
+function batchModule(): URL | undefined {
+  const here = new URL('./decodeBatch.js', import.meta.url);
   if (existsSync(fileURLToPath(here))) return here;
-  const built = join(PROJECT_ROOT, 'dist', 'src', 'data', 'png.js');
+  const built = join(PROJECT_ROOT, 'dist', 'src', 'data', 'decodeBatch.js');
   return existsSync(built) ? pathToFileURL(built) : undefined;
 }
 
-/** Plain JS, run with `eval` (CommonJS): imports the PNG module and decodes each request's images in order. */
+/** Plain JS, run with `eval` (CommonJS): imports the batch module and answers each request in turn. */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
-import(workerData.png).then(({ plainPng }) => {
-  parentPort.on('message', ({ id, bytes, ends, shape: [h, w, c] }) => {
-    const n = ends.length;
-    const per = h * w * c;
-    const pixels = new Uint8Array(n * per);
-    const ok = new Uint8Array(n);
-    let from = 0;
-    for (let k = 0; k < n; k++) {
-      const px = plainPng(Buffer.from(bytes.buffer, bytes.byteOffset + from, ends[k] - from), h, w, c);
-      if (px) { pixels.set(px, k * per); ok[k] = 1; }
-      from = ends[k];
-    }
-    parentPort.postMessage({ id, pixels, ok }, [pixels.buffer, ok.buffer]);
+const whole = (a) => a.byteOffset === 0 && a.byteLength === a.buffer.byteLength;
+import(workerData.module).then(({ readAndDecode }) => {
+  parentPort.on('message', ({ id, request }) => {
+    const reply = readAndDecode(request);
+    const owned = [reply.pixels, reply.ok, ...reply.bytes.filter((b) => b && whole(b))];
+    parentPort.postMessage({ id, reply }, owned.map((a) => a.buffer));
   });
 });
 `;
 
-/** Decoded images of one request: `ok[k]` is 0 where image k is left to sharp. */
-export interface DecodedPngs {
+/** A batch from the thread: `decoded(k)` says whether image k is in `pixels`; `bytes(k)` its file's bytes where it is not (undefined: not read). */
+export interface ThreadBatch {
   pixels: Uint8Array;
-  ok: Uint8Array;
+  decoded(k: number): boolean;
+  bytes(k: number): Buffer | undefined;
 }
 
 /**
  * One decoding thread for the process, started on first use; referenced only while requests are out,
  * so that it never keeps the process alive.
  */
-class PngWorker {
+class DecodingThread {
   private readonly worker: Worker;
-  private readonly waiting = new Map<number, { resolve: (d: DecodedPngs) => void; reject: (e: Error) => void }>();
+  private readonly waiting = new Map<number, { resolve: (d: DecodeReply) => void; reject: (e: Error) => void }>();
   private next = 0;
 
-  constructor(png: URL) {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { png: png.href } });
+  constructor(module: URL) {
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { module: module.href } });
     this.worker.unref();
-    this.worker.on('message', (m: DecodedPngs & { id: number }) => this.settle(m.id, (w) => w.resolve(m)));
+    this.worker.on('message', (m: { id: number; reply: DecodeReply }) => this.settle(m.id, (w) => w.resolve(m.reply)));
     this.worker.on('error', (e) => this.failAll(e));
-    this.worker.on('exit', () => this.failAll(new Error('the PNG decoding thread stopped')));
+    this.worker.on('exit', () => this.failAll(new Error('the image decoding thread stopped')));
   }
 
-  private settle(id: number, how: (w: { resolve: (d: DecodedPngs) => void; reject: (e: Error) => void }) => void): void {
+  private settle(id: number, how: (w: { resolve: (d: DecodeReply) => void; reject: (e: Error) => void }) => void): void {
     const w = this.waiting.get(id);
     if (!w) return;
     this.waiting.delete(id);
@@ -72,36 +70,54 @@ class PngWorker {
   }
 
   private failAll(e: Error): void {
-    worker = undefined; // the next request starts a new thread
+    thread = undefined; // the next request starts a new thread
     for (const id of [...this.waiting.keys()]) this.settle(id, (w) => w.reject(e));
   }
 
-  decode(images: Uint8Array[], shape: [number, number, number]): Promise<DecodedPngs> {
-    const ends = new Uint32Array(images.length);
-    let total = 0;
-    images.forEach((b, k) => (ends[k] = total += b.length));
-    const bytes = new Uint8Array(total);
-    images.forEach((b, k) => bytes.set(b, ends[k] - b.length));
+  run(request: DecodeRequest): Promise<DecodeReply> {
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       this.worker.ref();
-      this.worker.postMessage({ id, bytes, ends, shape }, [bytes.buffer, ends.buffer]);
+      this.worker.postMessage({ id, request });
     });
   }
 }
 
-let worker: PngWorker | undefined;
-/** The PNG module the thread loads; null when there is none or the thread is turned off (found once). */
-let png: URL | null | undefined;
+/** The request for `items`: tar members read span by span (readSpans), files whole. */
+function requestFor(items: ImageItem[], shape: [number, number, number]): DecodeRequest {
+  const spans = readSpans(items.flatMap((it) => (it.member ? [{ file: it.path, member: it.member }] : [])));
+  const where = new Map(spans.flatMap((s, i) => s.members.map((m) => [m, { span: i, offset: m.offset - s.start, size: m.size }] as const)));
+  const images = items.map((it) => {
+    if (it.member) return where.get(it.member)!;
+    spans.push({ file: it.path, start: 0, length: -1, members: [] });
+    return { span: spans.length - 1, offset: 0, size: -1 };
+  });
+  return { shape, spans: spans.map(({ file, start, length }) => ({ file, start, length })), images };
+}
+
+let thread: DecodingThread | undefined;
+/** The module the thread loads; null when there is none or the thread is turned off (found once). */
+let module: URL | null | undefined;
 
 /**
- * Decodes the PNGs of one batch off the main thread; undefined when no decoding thread can be started
- * (the PNG module is not built), and the caller decodes in place. UAP_DECODE_THREAD=0 turns it off.
+ * Reads the images `items` and decodes the small PNGs among them off the main thread; undefined when
+ * no decoding thread can be started (the module is not built), and the caller reads and decodes in
+ * place. UAP_DECODE_THREAD=0 turns it off.
  */
-export function decodePngsOffThread(images: Uint8Array[], shape: [number, number, number]): Promise<DecodedPngs> | undefined {
-  if (png === undefined) png = (process.env.UAP_DECODE_THREAD !== '0' && pngModule()) || null;
-  if (!png) return undefined;
-  worker ??= new PngWorker(png);
-  return worker.decode(images, shape);
+export function decodeOffThread(items: ImageItem[], shape: [number, number, number]): Promise<ThreadBatch> | undefined {
+  if (module === undefined) module = (process.env.UAP_DECODE_THREAD !== '0' && batchModule()) || null;
+  if (!module) return undefined;
+  thread ??= new DecodingThread(module);
+  const request = requestFor(items, shape);
+  return thread.run(request).then(({ pixels, ok, bytes }) => ({
+    pixels,
+    decoded: (k) => ok[k] === 1,
+    bytes: (k) => {
+      const { span, offset, size } = request.images[k];
+      const b = bytes[span];
+      const length = size < 0 ? b?.length ?? 0 : size;
+      return b && offset + length <= b.length ? Buffer.from(b.buffer, b.byteOffset + offset, length) : undefined;
+    },
+  }));
 }

@@ -2,7 +2,7 @@ import { crc32, inflateSync } from 'node:zlib';
 
 /**
  * The PNG decoder for small images of the model's own size, apart from sharp so that the decoding
- * worker (decodeWorker.ts) loads only this.
+ * thread (decodeWorker.ts, through decodeBatch.ts) loads only this and node:fs.
  */
 
 /** A PNG whose header says it has the model's size: worth trying plainPng on (a check of 24 bytes). */
@@ -12,8 +12,12 @@ export function pngOfSize(bytes: Uint8Array, h: number, w: number): boolean {
   return view.getUint32(0) === 0x89504e47 && view.getUint32(12) === 0x49484452 && view.getUint32(16) === w && view.getUint32(20) === h;
 }
 
-/** PNG chunks that change nothing sharp's decode (decode.ts) would do with the pixels. */
-const NEUTRAL_CHUNKS = new Set(['IHDR', 'IDAT', 'IEND', 'tEXt', 'zTXt', 'iTXt', 'pHYs', 'tIME', 'sRGB', 'bKGD']);
+/** PNG chunk types (read as big-endian 32-bit words) that change nothing sharp's decode (decode.ts) would do with the pixels. */
+const NEUTRAL_CHUNKS = new Set(['IHDR', 'IDAT', 'IEND', 'tEXt', 'zTXt', 'iTXt', 'pHYs', 'tIME', 'sRGB', 'bKGD'].map(typeCode));
+const [IDAT, IEND] = [typeCode('IDAT'), typeCode('IEND')];
+function typeCode(name: string): number {
+  return Buffer.from(name, 'latin1').readUInt32BE(0);
+}
 /** Channels per PNG colour type (0 gray, 2 RGB, 4 gray + alpha, 6 RGBA); palette (3) is left to sharp. */
 const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 4: 2, 6: 4 };
 
@@ -22,41 +26,50 @@ const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 4: 2, 6: 4 };
  * orientation: decoded here, with exactly sharp's pixels (tested, on every row filter). Why by hand:
  * sharp's fixed cost per image (a libvips pipeline and a thread hop, about 1-2 ms) is 10x the model's
  * own time on 28x28 or 32x32 datasets, and fast-png's JavaScript inflate took 60-90 us per 28x28 image
- * (its output buffer grows as it goes); node:zlib inflates the same in about 11 us, which leaves only the
+ * (its output buffer grows as it goes); node:zlib inflates the same in about 8 us, which leaves only the
  * PNG row filters (the spec's five, a few lines) to write. Anything else returns undefined (sharp decodes it).
  */
 export function plainPng(bytes: Buffer, h: number, w: number, c: 1 | 3): Uint8Array | undefined {
-  if (!pngOfSize(bytes, h, w)) return undefined;
+  const out = new Uint8Array(h * w * c);
+  return plainPngInto(bytes, h, w, c, out, 0) ? out : undefined;
+}
+
+/** plainPng writing the pixels into `out` at `at` (a batch's buffer); false (and `out` untouched) where plainPng gives undefined. */
+export function plainPngInto(bytes: Buffer, h: number, w: number, c: 1 | 3, out: Uint8Array, at: number): boolean {
+  if (!pngOfSize(bytes, h, w)) return false;
   const from = PNG_CHANNELS[bytes[25]];
-  if (bytes[24] !== 8 || !from || bytes[26] !== 0 || bytes[27] !== 0 || bytes[28] !== 0) return undefined;
+  if (bytes[24] !== 8 || !from || bytes[26] !== 0 || bytes[27] !== 0 || bytes[28] !== 0) return false;
   const colour = from >= 3 ? 3 : 1; // channels before alpha
-  if (c === 1 && colour === 3) return undefined; // RGB -> gray: sharp's own weights
+  if (c === 1 && colour === 3) return false; // RGB -> gray: sharp's own weights
   const idat: Buffer[] = [];
-  for (let at = 8; ; ) {
-    if (at + 12 > bytes.length) return undefined; // truncated: sharp says why
-    const len = bytes.readUInt32BE(at);
-    const type = bytes.toString('latin1', at + 4, at + 8);
-    const end = at + 8 + len;
-    if (!NEUTRAL_CHUNKS.has(type) || end + 4 > bytes.length || crc32(bytes.subarray(at + 4, end)) !== bytes.readUInt32BE(end)) return undefined;
-    if (type === 'IDAT') idat.push(bytes.subarray(at + 8, end));
-    if (type === 'IEND') break;
-    at = end + 4;
+  for (let pos = 8; ; ) {
+    if (pos + 12 > bytes.length) return false; // truncated: sharp says why
+    const len = bytes.readUInt32BE(pos);
+    const type = bytes.readUInt32BE(pos + 4);
+    const end = pos + 8 + len;
+    if (!NEUTRAL_CHUNKS.has(type) || end + 4 > bytes.length || crc32(bytes.subarray(pos + 4, end)) !== bytes.readUInt32BE(end)) return false;
+    if (type === IDAT) idat.push(bytes.subarray(pos + 8, end));
+    if (type === IEND) break;
+    pos = end + 4;
   }
   const stride = w * from;
+  const size = h * (stride + 1);
   let rows: Buffer;
   try {
-    rows = inflateSync(idat.length === 1 ? idat[0] : Buffer.concat(idat));
+    // Output of exactly the image's size in one chunk: node:zlib's default 16 KiB chunk per call was
+    // most of what the decoding thread allocated (and collected) on 28x28 images; more output is refused.
+    rows = inflateSync(idat.length === 1 ? idat[0] : Buffer.concat(idat), { chunkSize: Math.max(64, size + 1), maxOutputLength: size });
   } catch {
-    return undefined;
+    return false;
   }
-  if (rows.length !== h * (stride + 1) || !unfilter(rows, h, stride, from)) return undefined;
-  const out = new Uint8Array(h * w * c);
+  if (rows.length !== size || !unfilter(rows, h, stride, from)) return false;
   for (let y = 0; y < h; y++) {
     const row = y * (stride + 1) + 1;
-    if (from === c) out.set(rows.subarray(row, row + stride), y * stride);
-    else for (let x = 0; x < w; x++) for (let k = 0; k < c; k++) out[(y * w + x) * c + k] = rows[row + x * from + Math.min(k, colour - 1)];
+    const to = at + y * w * c;
+    if (from === c) out.set(rows.subarray(row, row + stride), to);
+    else for (let x = 0; x < w; x++) for (let k = 0; k < c; k++) out[to + x * c + k] = rows[row + x * from + Math.min(k, colour - 1)];
   }
-  return out;
+  return true;
 }
 
 /**

@@ -156,20 +156,12 @@ export class ShardReader {
     return buf;
   }
 
-  /**
-   * The bytes of several members, reading the span of a shard that holds them in one go when they lie
-   * side by side (members listed in archive order do): one read per batch instead of one per image.
-   */
+  /** The bytes of several members, read span by span (readSpans): one read per batch of a shard instead of one per image. */
   async readMany(wanted: { file: string; member: TarMember }[]): Promise<Map<TarMember, Buffer>> {
     const out = new Map<TarMember, Buffer>();
-    const byFile = new Map<string, TarMember[]>();
-    for (const w of wanted) byFile.set(w.file, [...(byFile.get(w.file) ?? []), w.member]);
-    await Promise.all([...byFile].map(async ([file, ms]) => {
-      const start = Math.min(...ms.map((m) => m.offset));
-      const end = Math.max(...ms.map((m) => m.offset + m.size));
-      if (ms.length < 2 || end - start > 2 * ms.reduce((n, m) => n + m.size, 0) + (1 << 20)) return;
-      const span = await this.readAt(file, start, end - start);
-      for (const m of ms) if (m.offset + m.size <= start + span.length) out.set(m, span.subarray(m.offset - start, m.offset - start + m.size));
+    await Promise.all(readSpans(wanted).map(async ({ file, start, length, members }) => {
+      const span = await this.readAt(file, start, length).catch(() => undefined);
+      if (span) for (const m of members) if (m.offset + m.size <= start + span.length) out.set(m, span.subarray(m.offset - start, m.offset - start + m.size));
     }));
     return out;
   }
@@ -178,6 +170,33 @@ export class ShardReader {
     this.open.clear();
     await Promise.all(all.map(async (fh) => (await fh.catch(() => undefined))?.close()));
   }
+}
+
+/** A stretch of a shard read in one go, and the members lying in it. */
+export interface ReadSpan {
+  file: string;
+  start: number;
+  length: number;
+  members: TarMember[];
+}
+
+/**
+ * Where to read members of shards with few reads: one span per shard holding its wanted members when
+ * they lie side by side (members listed in archive order do), else one read per member.
+ */
+export function readSpans(wanted: { file: string; member: TarMember }[]): ReadSpan[] {
+  const byFile = new Map<string, TarMember[]>();
+  for (const { file, member } of wanted) {
+    const ms = byFile.get(file);
+    if (ms) ms.push(member);
+    else byFile.set(file, [member]);
+  }
+  return [...byFile].flatMap(([file, ms]) => {
+    let [start, end, bytes] = [Infinity, 0, 0];
+    for (const m of ms) [start, end, bytes] = [Math.min(start, m.offset), Math.max(end, m.offset + m.size), bytes + m.size];
+    if (ms.length > 1 && end - start <= 2 * bytes + (1 << 20)) return [{ file, start, length: end - start, members: ms }];
+    return ms.map((m) => ({ file, start: m.offset, length: m.size, members: [m] }));
+  });
 }
 
 /** The bytes of one member. */

@@ -49,6 +49,6 @@ export async function transferJob(job: TransferJob, ctl: JobControl = {}): Promi
 }
 
 /** Queued transfer: every cell of a column, shard by shard on the workers, joined in order (the same labels). */
-function queuedColumns(queue: TransferJob['queue'], batchSize = 32, log: Log): RemoteLabels | undefined {
+function queuedColumns(queue: TransferJob['queue'], batchSize: number | undefined, log: Log): RemoteLabels | undefined {
   return queue && ((c, vs) => labelsOnQueue({ ...queue, model: { spec: c.spec, card: c.card }, data: c.data, dir: c.folder, warn: (m) => log.warn(m) }, c.model, c.set, vs, { batchSize }));
 }

@@ -12,6 +12,8 @@ export interface Runtime {
   readonly sharedRows: boolean;
   /** How it runs, for the log line (e.g. "2 workers x 1 thread"). */
   readonly layout?: string;
+  /** Images per forward call that give every worker full runs, where that is more than a usual batch (small models on ONNX Runtime). */
+  readonly forwardBatch?: number;
   /** Rows (images x cotangents) one vjp call may hold; TF.js's measured limits do not apply here. */
   readonly maxRows: number;
   /** logits [n * numClasses] of a batch x [n, H, W, C]. */

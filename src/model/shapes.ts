@@ -25,3 +25,24 @@ export function inferShapes(net: Net, inputShape: Shape): Map<string, Shape> {
   if (!shapes.has(net.output)) throw new UsageError(`the network's output ${net.output} is not produced by any node`);
   return shapes;
 }
+
+/**
+ * Multiply-adds of one image's forward pass through the convolutions, dense layers and matrix products
+ * (the rest is small beside them): a static measure of a model's cost, for sizing work to it.
+ */
+export function multiplyAdds(net: Net, inputShape: Shape): number {
+  const shapes = inferShapes(net, inputShape);
+  const count = (s: Shape) => s.reduce((a, b) => a * b, 1);
+  let total = 0;
+  for (const n of net.nodes) {
+    const out = shapes.get(n.name)!;
+    const op = n.op;
+    if (op.kind === 'conv') total += count(out) * op.kernel.shape[0] * op.kernel.shape[1] * op.kernel.shape[2];
+    else if (op.kind === 'dense') total += count(out) * op.kernel.shape[0];
+    else if (op.kind === 'matmul') {
+      const a = shapes.get(n.inputs[0])!;
+      total += count(out) * a[a.length - 1];
+    }
+  }
+  return total;
+}

@@ -5,6 +5,7 @@ import type { ImageSet } from '../data/imageSet.js';
 import { joinLabels, joinParts, type NoiseScoreOptions, type ScorePart } from '../analysis/noiseScore.js';
 import type { GradientShard, ShardGradient, ShardGradients, SgdLossOptions } from '../attacks/sgd.js';
 import { UsageError } from '../errors.js';
+import { scoringBatch } from '../model/scoring.js';
 import { packageVersion } from '../paths.js';
 import { connected, queueConnection, QUEUE_NAME, redacted } from './connection.js';
 import { SHARD_PROTOCOL, dataPrint, fromBase64, modelPrint, perturbationKey, planShards, sha256, shardItems, type CraftJob, type Crafted, type GradJob, type ScoreShard } from './shards.js';
@@ -182,8 +183,10 @@ export async function ranksOnQueue(q: QueueScoring, model: Classifier, set: Stre
 async function queueParts(session: QueueSession, q: QueueScoring, model: Classifier, set: StreamedImages, vs: Float32Array[], o: NoiseScoreOptions): Promise<{ ranges: { start: number; end: number }[]; parts: ShardResult[] }> {
   const shas: string[] = [];
   for (const v of vs) shas.push(await session.put(v));
-  const batchSize = Math.min(o.batchSize ?? 32, model.maxBatch?.forward ?? o.batchSize ?? 32);
-  const ranges = planShards(set.listed.length, q.shardSize ?? 512, batchSize);
+  // A shard is whole batches: a default batch bigger than the shard size asked for gives way to it.
+  const shardSize = q.shardSize ?? 512;
+  const batchSize = scoringBatch(model, o.batchSize ?? Math.min(scoringBatch(model), shardSize));
+  const ranges = planShards(set.listed.length, shardSize, batchSize);
   const mPrint = await modelPrint(model);
   const shards: ScoreShard[] = ranges.map((r) => {
     const items = shardItems(set.listed.slice(r.start, r.end), q.dir);

@@ -4,6 +4,7 @@ import { tensorValues } from '../tensorView.js';
 import type { Net } from '../net.js';
 import type { Runtime } from '../runtime.js';
 import { exportOnnx } from './export.js';
+import { multiplyAdds } from '../shapes.js';
 import { SessionPool, type Feed } from './workerPool.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -26,6 +27,15 @@ export function loadOrt(): Promise<Ort | null> {
  */
 const ROWS_PER_RUN = 10;
 const IMAGES_PER_RUN = 4;
+/**
+ * Forward runs of a small model carry about RUN_MULTIPLY_ADDS of work (up to MAX_IMAGES_PER_RUN
+ * images) instead: a run's fixed cost (a message each way, ONNX Runtime's call) outweighed 4 images of
+ * the Fashion-MNIST CNN (1.1 M multiply-adds each), which scored 23k images/s in runs of 4 and 33k in
+ * runs of 16 (clean + v, batches of 32, 2 workers); MobileNet v1 0.25 at 128 (14 M) gained 17% in runs
+ * of 8, and at 224 (41 M) runs of 4 stay fastest.
+ */
+const RUN_MULTIPLY_ADDS = 1e8;
+const MAX_IMAGES_PER_RUN = 64;
 
 /** More workers than this gain little and each holds a copy of the model. */
 const MAX_WORKERS = 4;
@@ -39,6 +49,11 @@ export interface PoolLayout {
 export function defaultLayout(cores = availableParallelism()): PoolLayout {
   const workers = Math.max(1, Math.min(cores, MAX_WORKERS));
   return { workers, threadsPerWorker: Math.max(1, Math.floor(cores / workers)) };
+}
+
+/** Images per forward run for a model of `multiplyAdds` per image: IMAGES_PER_RUN, more for small models. */
+export function forwardImagesPerRun(multiplyAdds: number): number {
+  return Math.max(IMAGES_PER_RUN, Math.min(MAX_IMAGES_PER_RUN, Math.round(RUN_MULTIPLY_ADDS / Math.max(1, multiplyAdds))));
 }
 
 /** [start, end) of `parts` near-equal contiguous shares of `n` items (no empty share when parts <= n). */
@@ -60,9 +75,10 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
   const C = models.classes;
   /** Values per image. */
   const size = inputShape[0] * inputShape[1] * inputShape[2];
+  const forwardRun = forwardImagesPerRun(multiplyAdds(net, inputShape));
   /** Runs of whole images for n images of `rows` backward rows each (0: forward only). */
   const imageRuns = (n: number, rows: number) =>
-    shares(n, Math.min(n, Math.max(Math.ceil((n * rows) / ROWS_PER_RUN), Math.ceil(n / IMAGES_PER_RUN), pool.size)));
+    shares(n, Math.min(n, Math.max(Math.ceil((n * rows) / ROWS_PER_RUN), Math.ceil(n / (rows ? IMAGES_PER_RUN : forwardRun)), pool.size)));
   const imageFeed = <T extends Float32Array | Uint8Array>(x: T, a: number, b: number): Feed => ({ data: x.subarray(a * size, b * size), dims: [b - a, ...inputShape] });
   /** Images a..b of a tensor, read (without a copy where possible) as the run is sent. */
   const tensorFeed = (x: tf.Tensor4D, a: number, b: number): Feed => ({ data: () => tensorValues(x).subarray(a * size, b * size), dims: [b - a, ...inputShape] });
@@ -77,6 +93,7 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
     layout: `${pool.size} worker${pool.size > 1 ? 's' : ''} x ${pool.threadsPerWorker} thread${pool.threadsPerWorker > 1 ? 's' : ''}`,
     // Per call: enough runs to keep every worker busy twice over; memory stays per run.
     maxRows: 2 * ROWS_PER_RUN * pool.size,
+    forwardBatch: forwardRun * pool.size,
     async forward(x) {
       const out = await pool.runShards('forward', imageRuns(x.shape[0], 0).map(([a, b]) => ({ feeds: { x: tensorFeed(x, a, b) } })), ['logits']);
       return concat(out.map((o) => o.logits));
