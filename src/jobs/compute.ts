@@ -14,7 +14,7 @@ import type { SgdOptions } from '../attacks/sgd.js';
 import { evaluatePerturbation, foolingRate, predictSet, type Evaluation } from '../model/scoring.js';
 import type { Baseline } from '../analysis/noiseScore.js';
 import { runMetrics } from '../analysis/metrics.js';
-import { queueGradients } from '../scale/coordinator.js';
+import { queueFor, queueGradients, type QueueOption } from '../scale/coordinator.js';
 import { lpNorm, type Norm } from '../math/lp.js';
 import { namedLog, type Log } from '../log.js';
 import { writeJson, writePerturbation, writeExamples } from '../io/run.js';
@@ -51,7 +51,7 @@ export interface ComputeJob extends DataSpec, ModelSpec {
    * On `uap worker`s through this BullMQ queue: SGD-UAP's gradient shards (options.gradShard images
    * each) and the scoring of the validation set; the same v and figures as locally with the same options.
    */
-  queue?: { url: string; shardSize?: number };
+  queue?: QueueOption;
 }
 
 /** What `runCompute` found (also written to the run folder: config.json, metrics.json, the perturbation and pictures). */
@@ -123,7 +123,7 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
       : undefined;
     if (job.valPerPass && !V) throw new UsageError('{valPerPass}: needs a validation set (not {val} none)');
     const queued = (data: string | null, role: 'data' | 'val', dir: string) =>
-      job.queue && { ...job.queue, model: { spec: job.model, card: job.card }, data, role, dir, strict: job.strict, warn: (m: string) => log.warn(m) };
+      job.queue && queueFor(job.queue, { model: { spec: job.model, card: job.card }, data, role, dir, strict: job.strict }, log);
     const remote = job.queue && method === 'sgd' ? await queueGradients(queued(job.data ?? null, 'data', dataDir)!, model, X, options as SgdOptions) : undefined;
     if (job.queue && !remote) log.info(`queue: ${method} crafts here (only SGD-UAP's steps are sharded); the validation set is scored on the workers`);
     const control = { ...ctl, scorePass, checkpoints: folderCheckpoints<PassRecord>(job.out), resume: job.resume, init, shardGradients: remote?.shardGradients, onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)) };

@@ -1,20 +1,20 @@
 import { join } from 'node:path';
 import { runFinetune, type DefenceResult, type FinetuneControl, type FinetuneJob as DefenceJob } from '../defence/finetune.js';
-import { craftOnQueue } from '../scale/coordinator.js';
+import { craftOnQueue, queueFor, type QueueOption } from '../scale/coordinator.js';
 import { namedLog } from '../log.js';
 import { reportJob } from './report.js';
 
 /** Options of `uap finetune`: the defence's, and a queue whose workers craft each round's pool. */
 export interface FinetuneJob extends DefenceJob {
   /** Craft each round's pool members on `uap worker`s through this queue, all at once: the same members. */
-  queue?: { url: string; shardSize?: number };
+  queue?: QueueOption;
 }
 
 /** `uap finetune`: the defence (src/defence/finetune.ts) with its pool crafted on the queue when given, then its report (report.html in the run folder). */
 export async function finetuneJob(job: FinetuneJob, ctl: Omit<FinetuneControl, 'remoteCraft'> = {}): Promise<{ result: DefenceResult; files: string[] }> {
   const log = namedLog(ctl.log);
   const { queue, ...defence } = job;
-  const remoteCraft: FinetuneControl['remoteCraft'] = queue && ((req) => craftOnQueue({ ...queue, model: req.spec, data: req.data, role: 'data', dir: req.folder, strict: req.strict, warn: (m) => log.warn(m) }, req.model, req.runs, req.method));
+  const remoteCraft: FinetuneControl['remoteCraft'] = queue && ((req) => craftOnQueue(queueFor(queue, { model: req.spec, data: req.data, role: 'data', dir: req.folder, strict: req.strict }, log), req.model, req.runs, req.method));
   const result = await runFinetune(defence, { ...ctl, log, remoteCraft });
   const report = await reportJob({ dirs: [result.out], title: `uap finetune: ${String(result.config.model)}` });
   return { result, files: ['defence.md', 'defence.json', 'config.json'].map((f) => join(result.out, f)).concat(report.file) };

@@ -8,7 +8,7 @@ import { dataFolder, defaultData, loadSet, openSet, type DataSpec } from '../dat
 import { methodOptions, type AttackSettings, type Method } from '../attacks/methods.js';
 import { sizeSweep, sizeSpec, type SizePoint } from '../analysis/sizes.js';
 import { normalsAnalysis, normalsSpec, type NormalsResult } from '../analysis/normals.js';
-import { craftOnQueue, labelsOnQueue, type QueueScoring } from '../scale/coordinator.js';
+import { craftOnQueue, labelsOnQueue, queueFor, type QueueOption, type QueueScoring } from '../scale/coordinator.js';
 import { defaultXi } from '../math/lp.js';
 import { namedLog, type Log } from '../log.js';
 import { writeJson, writeText } from '../io/run.js';
@@ -27,7 +27,7 @@ export interface ModelAnalysisJob extends ModelSpec, DataSpec {
   /** Folder for the JSON and SVG. */
   out: string;
   /** Work on `uap worker`s through this queue, in shards: the same figures. */
-  queue?: { url: string; shardSize?: number };
+  queue?: QueueOption;
 }
 
 /** The model, X (at most `xLimit` images unless the job says) and the validation images, with the queue settings for each. */
@@ -52,7 +52,7 @@ async function withModelAndSets<T>(job: ModelAnalysisJob, what: string, xLimit: 
     const V = openSet(model, val, { labels: job.valLabels, limit: job.valLimit, sample: sample(job.valSample), strict: job.strict, assets, log, what: 'validation set' });
     const q = job.queue;
     const queued = (role: 'data' | 'val') =>
-      q && { ...q, model: { spec: job.model, card: job.card }, data: (role === 'data' ? job.data : job.val) ?? null, role, dir: dataFolder(role === 'data' ? data : val, assets), strict: job.strict, warn: (m: string) => log.warn(m) };
+      q && queueFor(q, { model: { spec: job.model, card: job.card }, data: (role === 'data' ? job.data : job.val) ?? null, role, dir: dataFolder(role === 'data' ? data : val, assets), strict: job.strict }, log);
     return await use({ model, X, V, queued });
   } finally {
     model.dispose();

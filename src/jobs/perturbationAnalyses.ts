@@ -18,7 +18,7 @@ import { transferSource } from '../analysis/transfer.js';
 import { foolingGraph, graphToDot, dotToSvg, type FoolingGraph } from '../analysis/graph.js';
 import { normSweep, sweepSpec, type SweepPoint, type NormSweep } from '../analysis/baseline.js';
 import { vegaLiteToSvg } from '../report/plots.js';
-import { labelsOnQueue } from '../scale/coordinator.js';
+import { labelsOnQueue, queueFor, type QueueOption } from '../scale/coordinator.js';
 
 /**
  * The analyses of one perturbation (`uap graph`, `uap baseline`) as typed jobs: what to analyse, on
@@ -43,7 +43,7 @@ export interface PerturbationAnalysisJob {
   /** Output folder (default: the run directory, else runs/analysis). */
   out?: string;
   /** Score on `uap worker`s through this queue, in shards: the same labels. */
-  queue?: { url: string; shardSize?: number };
+  queue?: QueueOption;
 }
 
 /** The validation images a `uap compute` run scored (its config.json), for its analyses to score the same. */
@@ -115,8 +115,8 @@ async function withTarget<T>(job: PerturbationAnalysisJob, what: string, log: Lo
     try {
       const q = job.queue;
       const labels = q
-        ? (vs: Float32Array[]) => labelsOnQueue({ ...q, model: { spec: t.modelName, card }, data: dir, role: 'val', dir: dataFolder(dir, assets), warn: (m) => log.warn(m) }, model, set, vs, { batchSize: 32 })
-        : (vs: Float32Array[]) => predictMany(model, set, [null, ...vs], 32);
+        ? (vs: Float32Array[]) => labelsOnQueue(queueFor(q, { model: { spec: t.modelName, card }, data: dir, role: 'val', dir: dataFolder(dir, assets) }, log), model, set, vs, {})
+        : (vs: Float32Array[]) => predictMany(model, set, [null, ...vs]);
       return await use({ model, set, v, dir, file: t.file, out: job.out ?? t.out ?? 'runs/analysis', labels });
     } finally {
       v.dispose();

@@ -19,6 +19,7 @@ import { graphJob, baselineJob, type GraphResult } from './perturbationAnalyses.
 import { sweepSizeJob, normalsJob } from './modelAnalyses.js';
 import { reportJob } from './report.js';
 import type { JobControl } from './control.js';
+import type { QueueOption } from '../scale/coordinator.js';
 
 /**
  * `uap reproduce`: the paper's experiments on the bundled models and images, with its settings scaled
@@ -51,7 +52,7 @@ export interface ReproduceJob {
   /** Folder for the runs, report.html and summary.md. */
   out: string;
   /** Every step on `uap worker`s through this queue, as each job would: the same figures. */
-  queue?: { url: string; shardSize?: number };
+  queue?: QueueOption;
 }
 
 /** The settings of one reproduction. */

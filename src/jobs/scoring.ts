@@ -11,7 +11,7 @@ import type { Evaluation } from '../model/scoring.js';
 import type { PerImage } from '../analysis/perImage.js';
 import { joinParts, scorePart, type Baseline } from '../analysis/noiseScore.js';
 import { evaluationSummary } from '../analysis/metrics.js';
-import { ranksOnQueue, scoreOnQueue, type QueueScoring } from '../scale/coordinator.js';
+import { queueFor, ranksOnQueue, scoreOnQueue, type QueueOption, type QueueScoring } from '../scale/coordinator.js';
 import { lpNorm, type Norm } from '../math/lp.js';
 import { namedLog, type Log } from '../log.js';
 import { writeJson, writeText, writeExamples } from '../io/run.js';
@@ -73,7 +73,7 @@ export interface EvaluateJob extends DataSpec, ModelSpec {
   batchSize?: number;
   randomDraws?: number;
   /** Score on `uap worker`s through this BullMQ queue (redis:// URL), in shards of `shardSize` images: the same figures as locally. */
-  queue?: { url: string; shardSize?: number };
+  queue?: QueueOption;
 }
 
 /** The model and one labelled-or-not image folder (default: its validation set), for the scoring commands. */
@@ -104,7 +104,7 @@ export async function runEvaluate(job: EvaluateJob, ctl: JobControl & { onScore?
       const normL2 = lpNorm(v, 2);
       const normInf = lpNorm(v, 'inf');
       const radii = [{ norm: 'inf' as const, xi: normInf }, { norm: 2 as const, xi: normL2 }];
-      const queue = job.queue && { ...job.queue, model: { spec: job.model, card: job.card }, data: scoring.data ?? null, dir, strict: job.strict, warn: (m: string) => log.warn(m) };
+      const queue = job.queue && queueFor(job.queue, { model: { spec: job.model, card: job.card }, data: scoring.data ?? null, dir, strict: job.strict }, log);
       const { ev, baselines, perImage } = await evaluateWithNoise(model, set, v, radii, job.randomDraws ?? 3, { batchSize: job.batchSize, onBatch: scoreProgress(onScore, set), queue });
       saySkipped(set, log, 'images');
       const metrics = { model: model.name, perturbation: job.perturbation, folder: dir, normL2, normInf, ...evaluationSummary(ev), skipped: set.skipped.length, randomSameLinf: baselines[0], randomSameL2: baselines[1] };
@@ -123,7 +123,7 @@ export async function runEvaluate(job: EvaluateJob, ctl: JobControl & { onScore?
 /** Options of `uap accuracy`: a model on labelled images. */
 export interface AccuracyJob extends ModelSpec {
   /** Score on `uap worker`s through this BullMQ queue, in shards: the same figures. */
-  queue?: { url: string; shardSize?: number };
+  queue?: QueueOption;
   data?: string;
   labels?: string;
   limit?: number;
@@ -138,7 +138,7 @@ export async function runAccuracy(job: AccuracyJob, ctl: JobControl = {}) {
     if (!set.labels) throw new UsageError(`data ${dir}: accuracy needs labelled images (class folders, wnid names or a labels file)`);
     // The rank of each image's true label among its clean logits: here, or in shards on the workers (the same ranks).
     const o = { batchSize: job.batchSize };
-    const q = job.queue && { ...job.queue, model: { spec: job.model, card: job.card }, data: job.data ?? null, role: 'val' as const, dir: dataFolder(dir, assetsDir(job.assets)), strict: job.strict, warn: (m: string) => log.warn(m) };
+    const q = job.queue && queueFor(job.queue, { model: { spec: job.model, card: job.card }, data: job.data ?? null, role: 'val', dir: dataFolder(dir, assetsDir(job.assets)), strict: job.strict }, log);
     const ranks = q ? await ranksOnQueue(q, model, set, o) : (await scorePart(model, set, [], { ...o, radii: [], draws: 0, ranks: true })).ranks!;
     const n = ranks.length;
     return { model: model.name, folder: dir, images: n, top1: ranks.filter((r) => r === 0).length / n, top5: ranks.filter((r) => r < 5).length / n };

@@ -6,7 +6,7 @@ import type { PerturbationFormat } from '../io/perturbationFile.js';
 import { writeJson, writeText } from '../io/run.js';
 import { transferMatrix, transferSource, transferMarkdown, transferSpec, type RemoteLabels, type TransferResult } from '../analysis/transfer.js';
 import { vegaLiteToSvg } from '../report/plots.js';
-import { labelsOnQueue } from '../scale/coordinator.js';
+import { labelsOnQueue, queueFor, type QueueOption } from '../scale/coordinator.js';
 import type { Log } from '../log.js';
 import type { JobControl } from './control.js';
 
@@ -28,7 +28,7 @@ export interface TransferJob {
   /** Folder for transfer.json, transfer.md, transfer.svg. */
   out: string;
   /** Score on `uap worker`s through this queue, in shards: the same labels. */
-  queue?: { url: string; shardSize?: number };
+  queue?: QueueOption;
 }
 
 /** `uap transfer`: the matrix, written to the job's folder; the Markdown table beside the files. */
@@ -50,5 +50,5 @@ export async function transferJob(job: TransferJob, ctl: JobControl = {}): Promi
 
 /** Queued transfer: every cell of a column, shard by shard on the workers, joined in order (the same labels). */
 function queuedColumns(queue: TransferJob['queue'], batchSize: number | undefined, log: Log): RemoteLabels | undefined {
-  return queue && ((c, vs) => labelsOnQueue({ ...queue, model: { spec: c.spec, card: c.card }, data: c.data, dir: c.folder, warn: (m) => log.warn(m) }, c.model, c.set, vs, { batchSize }));
+  return queue && ((c, vs) => labelsOnQueue(queueFor(queue, { model: { spec: c.spec, card: c.card }, data: c.data, dir: c.folder }, log), c.model, c.set, vs, { batchSize }));
 }

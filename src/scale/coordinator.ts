@@ -34,6 +34,14 @@ export interface QueueScoring {
   warn?: (message: string) => void;
 }
 
+/** A job's queue option: a BullMQ queue (redis:// URL) of `uap worker`s, in shards of `shardSize` images. */
+export type QueueOption = Pick<QueueScoring, 'url' | 'shardSize'>;
+
+/** The queue settings for one set of a job: the job's option, the model and set as workers resolve them, warnings to `log`. */
+export function queueFor(queue: QueueOption, set: Omit<QueueScoring, 'url' | 'shardSize' | 'warn'>, log: { warn: (message: string) => void }): QueueScoring {
+  return { ...queue, ...set, warn: (m) => log.warn(m) };
+}
+
 /** What a worker returns for a scoring shard: its part, and the positions (in the shard) of files that did not decode. */
 export interface ShardResult extends ScorePart {
   skipped: { at: number; reason: string }[];
