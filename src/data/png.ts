@@ -30,6 +30,8 @@ const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 4: 2, 6: 4 };
  * PNG row filters (the spec's five, a few lines) to write. Anything else returns undefined (sharp decodes it).
  */
 export function plainPng(bytes: Buffer, h: number, w: number, c: 1 | 3): Uint8Array | undefined {
+  // Every image sharp decodes passes here first: no output buffer for one that is not a PNG of this size.
+  if (!pngOfSize(bytes, h, w)) return undefined;
   const out = new Uint8Array(h * w * c);
   return plainPngInto(bytes, h, w, c, out, 0) ? out : undefined;
 }
