@@ -9,7 +9,7 @@ python3-onnx (not needed by CI or at run time):
 Pixels are NHWC in [0, 255]; each model normalises inside the reference with the card's mean / std,
 so the gradients are taken with respect to the pixels, as uap computes them.
 """
-import argparse, json, math, os, sys
+import argparse, inspect, json, math, os, sys
 import numpy as np
 import torch
 import torch.nn as nn
@@ -315,7 +315,7 @@ def make_fixtures(out):
 
 
 ZOO = ['resnet18', 'mobilenet_v3_small', 'efficientnet_b0', 'googlenet', 'densenet121', 'convnext_tiny', 'vgg11_bn',
-       'shufflenet_v2_x1_0', 'regnet_y_400mf', 'mnasnet1_0', 'squeezenet1_1', 'mobilenet_v2', 'vit_b_16']
+       'shufflenet_v2_x1_0', 'regnet_y_400mf', 'mnasnet1_0', 'squeezenet1_1', 'mobilenet_v2', 'vit_b_16', 'resnet50']
 
 
 def zoo_model(name):
@@ -348,6 +348,11 @@ def calibrate(model, seed):
     return model.eval()
 
 
+# PyTorch 2.9 and later export through torch.export (dynamo) by default, at another opset and with
+# other graphs: the zoo is the TorchScript exporter's, as PyTorch 1.13 to 2.8 write it.
+TORCHSCRIPT_EXPORT = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
+
+
 def make_zoo(out, names):
     """Full-size torchvision architectures (zoo_model), exported at opset 13 with a dynamic batch."""
     os.makedirs(out, exist_ok=True)
@@ -359,7 +364,7 @@ def make_zoo(out, names):
         model = zoo_model(name)
         x = torch.rand(1, 3, 224, 224)
         torch.onnx.export(model, x, path, opset_version=13, input_names=['input'], output_names=['logits'],
-                          dynamic_axes={'input': {0: 'N'}, 'logits': {0: 'N'}})
+                          dynamic_axes={'input': {0: 'N'}, 'logits': {0: 'N'}}, **TORCHSCRIPT_EXPORT)
         print(f'{name}: {os.path.getsize(path) / 1e6:.1f} MB', flush=True)
 
 

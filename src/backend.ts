@@ -1,15 +1,21 @@
 import * as tf from './tf.js';
 import { createRequire } from 'node:module';
+import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { UsageError } from './errors.js';
 import { selfCheckInputs, selfCheckNet, closeEnough, tfjsProbe, SELF_CHECK_SHAPE } from './model/selfcheck.js';
-import { onnxRuntime, loadOrt } from './model/onnx/runtime.js';
+import { onnxRuntime, loadOrt, type Device } from './model/onnx/runtime.js';
+import type { Runtime } from './model/runtime.js';
 
 /**
- * Where models run. 'onnx': ONNX Runtime for forward passes and input gradients of every model the
- * engine imports (TF.js on wasm for the small tensor work in between); 'wasm' / 'cpu': TF.js alone.
+ * Where models run. 'onnx': ONNX Runtime on the CPU for forward passes and input gradients of every
+ * model the engine imports (TF.js on wasm for the small tensor work in between); 'webgpu': the same
+ * graphs on ONNX Runtime's WebGPU provider (a GPU through Vulkan, Metal or D3D12); 'wasm' / 'cpu':
+ * TF.js alone.
  */
-export type BackendName = 'onnx' | 'wasm' | 'cpu';
+export type BackendName = 'onnx' | 'webgpu' | 'wasm' | 'cpu';
+
+const BACKENDS: readonly BackendName[] = ['onnx', 'webgpu', 'wasm', 'cpu'];
 
 /**
  * Where models run, as initBackend chose it: handed to loadClassifier, which gives importable models
@@ -21,6 +27,8 @@ export interface Engine {
   readonly name: BackendName;
   /** ONNX Runtime loaded and passed its self-check: importable models run on it. */
   readonly onnx: boolean;
+  /** Where ONNX Runtime runs them: its CPU provider or its WebGPU provider. */
+  readonly device: Device;
   /** The TF.js backend set for the process (the tensor work in between, and models ONNX cannot take). */
   readonly tfjs: 'wasm' | 'cpu';
 }
@@ -28,7 +36,7 @@ export interface Engine {
 /** TF.js alone, on the backend TF.js has now: models load without ONNX Runtime (a TF.js reference beside it, tests). */
 export function tfjsEngine(): Engine {
   const tfjs = tf.getBackend() === 'wasm' ? 'wasm' : 'cpu';
-  return { name: tfjs, onnx: false, tfjs };
+  return { name: tfjs, onnx: false, device: 'cpu', tfjs };
 }
 
 async function registerWasm(): Promise<void> {
@@ -60,34 +68,65 @@ async function tfjsSelfCheck(): Promise<boolean> {
   return closeEnough(got.logits, ref.logits) && closeEnough(got.dx, ref.dx);
 }
 
-/** ONNX Runtime loads, and its forward pass and hand-built backward graph match the cpu reference. */
-async function onnxSelfCheck(): Promise<boolean> {
+/**
+ * ONNX Runtime loads on `device`, and its hand-built backward graph gives the cpu reference's logits
+ * and gradients on the probe network (every op of the registry): null when it passes, else why not.
+ */
+async function onnxSelfCheck(device: Device): Promise<string | null> {
   const ref = await cpuReference();
   // One worker and the vjp model alone: the check is of the graphs, and starts take time.
-  const rt = await onnxRuntime(selfCheckNet(), SELF_CHECK_SHAPE, { workers: 1, threadsPerWorker: 1 }, ['vjp']).catch(() => null);
-  if (!rt) return false;
+  let rt: Runtime | null;
+  try {
+    rt = await onnxRuntime(selfCheckNet(), SELF_CHECK_SHAPE, { layout: { workers: 1, threadsPerWorker: 1 }, only: ['vjp'], device });
+  } catch (e) {
+    return firstLine(e);
+  }
+  if (!rt) return 'onnxruntime-node is not installed';
   const { x, dy } = selfCheckInputs();
   try {
     const r = await rt.vjp(x, dy);
-    return closeEnough(r.logits, ref.logits) && closeEnough(r.dx, ref.dx);
-  } catch {
-    return false;
+    if (!closeEnough(r.logits, ref.logits) || !closeEnough(r.dx, ref.dx)) return 'its logits or gradients differ from the reference on the probe network';
+    return null;
+  } catch (e) {
+    return firstLine(e);
   } finally {
     x.dispose();
     await rt.dispose();
   }
 }
 
+const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0];
+
 /**
- * Chooses where models run: `name` when given, else the fastest that passes its self-check (onnx,
- * then wasm, then cpu). Sets TF.js's backend (one per process) and returns the engine to load
- * classifiers with (loadClassifier's `engine`).
+ * Whether this machine seems to have a GPU that WebGPU would drive in hardware: always on macOS and
+ * Windows; on Linux, an NVIDIA device node or a DRM render node. Without one, Dawn can only find a
+ * software Vulkan (Mesa's lavapipe), exact but slower than the CPU engine, so the default choice does
+ * not try WebGPU there (`webgpu` asked for by name still runs on it).
+ */
+export function hardwareGpuLikely(platform = process.platform, dev = '/dev'): boolean {
+  if (platform === 'darwin' || platform === 'win32') return true;
+  if (platform !== 'linux') return false;
+  if (existsSync(join(dev, 'nvidia0'))) return true;
+  try {
+    return readdirSync(join(dev, 'dri')).some((f) => f.startsWith('renderD'));
+  } catch {
+    return false;
+  }
+}
+
+/** Why the default choice did not take the GPU, for engineNotice (set by initBackend). */
+let gpuFallback: string | undefined;
+
+/**
+ * Chooses where models run: `name` when given, else the fastest that passes its self-check (webgpu
+ * where a hardware GPU seems present, then onnx, wasm, cpu). Sets TF.js's backend (one per process)
+ * and returns the engine to load classifiers with (loadClassifier's `engine`). A backend asked for by
+ * name that cannot start is a UsageError saying why.
  */
 export async function initBackend(name?: string): Promise<Engine> {
   // Production mode: skips per-op debug checks and the "install tfjs-node" banner (it cannot be installed offline).
   tf.enableProdMode();
-  if (name !== undefined && name !== 'onnx' && name !== 'wasm' && name !== 'cpu')
-    throw new UsageError(`{backend} ${name}: expected onnx, wasm or cpu`);
+  if (name !== undefined && !BACKENDS.includes(name as BackendName)) throw new UsageError(`{backend} ${name}: expected ${BACKENDS.join(', ')}`);
   let tfBackend: 'wasm' | 'cpu' = 'cpu';
   if (name !== 'cpu') {
     try {
@@ -102,13 +141,24 @@ export async function initBackend(name?: string): Promise<Engine> {
     await tf.setBackend('cpu');
     await tf.ready();
   }
-  const onnx = (name === undefined || name === 'onnx') && (await onnxSelfCheck());
+  gpuFallback = undefined;
+  if (name === 'webgpu' || (name === undefined && hardwareGpuLikely())) {
+    const why = (await loadOrt()) ? await onnxSelfCheck('webgpu') : `onnxruntime-node is not installed (${ORT_INSTALL})`;
+    if (!why) return { name: 'webgpu', onnx: true, device: 'webgpu', tfjs: tfBackend };
+    if (name === 'webgpu') throw new UsageError(`{backend} webgpu: ONNX Runtime's WebGPU provider cannot run here: ${why} (${GPU_DRIVER_HINT})`);
+    gpuFallback = why;
+  }
+  const onnx = (name === undefined || name === 'onnx') && (await onnxSelfCheck('cpu')) === null;
   if (name === 'onnx' && !onnx)
     throw new UsageError(
       (await loadOrt()) ? '{backend} onnx: ONNX Runtime failed its self-check' : `{backend} onnx: onnxruntime-node is not installed (${ORT_INSTALL})`,
     );
-  return { name: onnx ? 'onnx' : tfBackend, onnx, tfjs: tfBackend };
+  return { name: onnx ? 'onnx' : tfBackend, onnx, device: 'cpu', tfjs: tfBackend };
 }
+
+/** What a GPU needs besides the package: a Vulkan driver on Linux; nothing on macOS (Metal) or Windows (D3D12). */
+export const GPU_DRIVER_HINT =
+  'on Linux WebGPU needs a Vulkan driver: the GPU vendor\'s, or Mesa 25 or later (Debian: mesa-vulkan-drivers from bookworm-backports) and libvulkan1';
 
 /** How to add the fast engine: onnxruntime-node is an optional peer, so `npm i uap` never downloads it or its GPU libraries. */
 export const ORT_INSTALL = 'npm i onnxruntime-node --onnxruntime-node-install=skip';
@@ -118,6 +168,8 @@ export const ORT_INSTALL = 'npm i onnxruntime-node --onnxruntime-node-install=sk
  * (not when the caller chose TF.js, nor when ONNX Runtime loaded but failed its self-check).
  */
 export async function engineNotice(engine: Engine, requested?: string): Promise<string | undefined> {
-  if (requested !== undefined || engine.onnx || (await loadOrt())) return undefined;
+  if (requested !== undefined) return undefined;
+  if (gpuFallback && engine.device === 'cpu') return `a GPU seems present but ONNX Runtime's WebGPU provider did not start (${gpuFallback}), so models run on the CPU; ${GPU_DRIVER_HINT}`;
+  if (engine.onnx || (await loadOrt())) return undefined;
   return `ONNX Runtime is not installed, so models run on TF.js (several times slower on ImageNet models); for the fast engine: ${ORT_INSTALL}`;
 }

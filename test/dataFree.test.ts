@@ -101,7 +101,7 @@ describe('inner layers as an output', () => {
 
   it.skipIf(!existsSync('node_modules/onnxruntime-node'))('on ONNX Runtime, the exported feature graph and its backward graph give the TF.js values and gradients', async () => {
     if (!(await loadOrt())) return;
-    const [ort, ref] = [await featureModel(net, shape, undefined, (cut) => onnxRuntime(cut, shape, undefined, ['forward', 'vjp'])), await featureModel(net, shape, undefined)];
+    const [ort, ref] = [await featureModel(net, shape, undefined, (cut) => onnxRuntime(cut, shape, { only: ['forward', 'vjp'] })), await featureModel(net, shape, undefined)];
     expect(ort.runtime?.name).toBe('onnxruntime');
     const x = tf.tidy(() => tf.randomUniform([3, ...shape], 0, 255, 'float32', 4) as tf.Tensor4D);
     const dy = Float32Array.from({ length: 3 * 164 }, (_, t) => Math.cos(t));

@@ -150,8 +150,8 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
 
   it('a pool of workers gives what one session gives, split by images or (fewer images than workers) by cotangents', async () => {
     const net = cases[2][1];
-    const one = (await onnxRuntime(net, SHAPE, { workers: 1, threadsPerWorker: 1 }))!;
-    const three = (await onnxRuntime(net, SHAPE, { workers: 3, threadsPerWorker: 1 }))!;
+    const one = (await onnxRuntime(net, SHAPE, { layout: { workers: 1, threadsPerWorker: 1 } }))!;
+    const three = (await onnxRuntime(net, SHAPE, { layout: { workers: 3, threadsPerWorker: 1 } }))!;
     expect(three.layout).toBe('3 workers x 1 thread');
     for (const [n, k] of [[5, 1], [4, 3], [1, 4], [2, 5], [1, 1]]) {
       const x = tf.randomUniform([n, ...SHAPE], -2, 3, 'float32', n * 10 + k) as tf.Tensor4D;
@@ -165,7 +165,7 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
   });
 
   it('a failed request rejects with ONNX Runtime\'s one-line message and leaves the pool usable', async () => {
-    const rt = (await onnxRuntime(cases[0][1], SHAPE, { workers: 2, threadsPerWorker: 1 }))!;
+    const rt = (await onnxRuntime(cases[0][1], SHAPE, { layout: { workers: 2, threadsPerWorker: 1 } }))!;
     const x = tf.randomUniform([2, ...SHAPE], -2, 3, 'float32', 1) as tf.Tensor4D;
     await expect(rt.vjp(x, new Float32Array(2 * 4 * 4 + 2))).rejects.toThrow(/^ONNX Runtime: [^\n]+$/);
     expect((await rt.forward(x)).length).toBe(8);
@@ -186,7 +186,7 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     const net = chainNet([{ op: conv(3, 4, 3, 2, 'same') }], 4 * 4 * 4);
     expect(multiplyAdds(net, SHAPE)).toBe(4 * 4 * 4 * 27 + 64 * 4);
     expect([forwardImagesPerRun(1.12e6), forwardImagesPerRun(13.6e6), forwardImagesPerRun(41e6), forwardImagesPerRun(1.8e9)]).toEqual([64, 7, 4, 4]);
-    const rt = (await onnxRuntime(net, SHAPE, { workers: 3, threadsPerWorker: 1 }))!;
+    const rt = (await onnxRuntime(net, SHAPE, { layout: { workers: 3, threadsPerWorker: 1 } }))!;
     expect(rt.forwardBatch).toBe(3 * 64);
     // 200 images go in runs of 50 (4 runs, none over 64); each image alone is a run of one: the same logits.
     const x = tf.randomUniform([200, ...SHAPE], 0, 255, 'float32', 2) as tf.Tensor4D;

@@ -72,7 +72,7 @@ describe.skipIf(!ortPresent)('every op sample on ONNX Runtime (K cotangents per 
     const m = outSize(net);
     const x = input(i);
     const dy = cotangents(m, i);
-    const rt = (await onnxRuntime(net, SAMPLE_INPUT, { workers: 1, threadsPerWorker: 1 }))!;
+    const rt = (await onnxRuntime(net, SAMPLE_INPUT, { layout: { workers: 1, threadsPerWorker: 1 } }))!;
     try {
       const r = await rt.vjp(x, dy);
       const cols = refs.get(title)!;
@@ -144,7 +144,7 @@ describe('max pooling of a max-pooled map (GoogLeNet): one argmax per window, as
     t.dispose();
   });
   it.skipIf(!ortPresent)('on ONNX Runtime', async () => {
-    const rt = (await onnxRuntime(net, shape, { workers: 1, threadsPerWorker: 1 }))!;
+    const rt = (await onnxRuntime(net, shape, { layout: { workers: 1, threadsPerWorker: 1 } }))!;
     const t = x();
     try {
       expect(maxRelativeDifference((await rt.vjp(t, dy)).dx, want)).toBeLessThan(1e-5);

@@ -12,7 +12,7 @@ import { cardAdapters, checkedLogits, tfjsClassifier, type OutputWnids } from '.
 export { cardAdapters, cardWnids };
 import { runPlainGraph } from './plainGraph.js';
 import { netToTfGraph } from './tfjsNet.js';
-import { onnxRuntime } from './onnx/runtime.js';
+import { onnxRuntime, type Device } from './onnx/runtime.js';
 import { featureModel } from './features.js';
 import type { Runtime } from './runtime.js';
 import { closeEnough } from './selfcheck.js';
@@ -145,18 +145,29 @@ export async function loadNet(card: ModelCard, modelPath: string, assets: string
 }
 
 /**
- * ONNX Runtime for `net` if it exports and gives the TF.js logits on a probe image; else TF.js, with
- * the reason in `engine`.
+ * ONNX Runtime for `net` on `device` if it exports and gives the TF.js logits on a probe image; on a
+ * GPU that cannot run it, ONNX Runtime on the CPU; else TF.js. The reason is in `engine`.
  */
-async function withOnnx(net: Net, shape: [number, number, number], logits: (x: tf.Tensor4D) => tf.Tensor2D): Promise<{ runtime?: Runtime; engine: string }> {
+async function withOnnx(net: Net, shape: [number, number, number], logits: (x: tf.Tensor4D) => tf.Tensor2D, device: Device): Promise<{ runtime?: Runtime; engine: string }> {
   const tfjs = `TF.js ${tf.getBackend()}`;
+  const tried = await onnxOn(net, shape, logits, device);
+  if ('runtime' in tried) return { runtime: tried.runtime, engine: device === 'webgpu' ? 'onnxruntime (WebGPU)' : 'onnxruntime' };
+  if (device === 'webgpu') {
+    const cpu = await onnxOn(net, shape, logits, 'cpu');
+    if ('runtime' in cpu) return { runtime: cpu.runtime, engine: `onnxruntime on the CPU (not on WebGPU: ${tried.why})` };
+  }
+  return { engine: `${tfjs} (${tried.why})` };
+}
+
+/** ONNX Runtime for `net` on `device`, checked on a probe image against the TF.js logits, or why not. */
+async function onnxOn(net: Net, shape: [number, number, number], logits: (x: tf.Tensor4D) => tf.Tensor2D, device: Device): Promise<{ runtime: Runtime } | { why: string }> {
   let runtime: Runtime | null;
   try {
-    runtime = await onnxRuntime(net, shape);
+    runtime = await onnxRuntime(net, shape, { device });
   } catch (e) {
-    return { engine: `${tfjs} (not ONNX: ${(e as Error).message.split('\n')[0]})` };
+    return { why: `not ONNX: ${(e as Error).message.split('\n')[0]}` };
   }
-  if (!runtime) return { engine: `${tfjs} (onnxruntime-node unavailable)` };
+  if (!runtime) return { why: 'onnxruntime-node unavailable' };
   // Whole pixel values, so that the evaluation model (uint8 bytes in) sees the same image.
   const probe = tf.tidy(() => tf.round(tf.linspace(0, 255, shape[0] * shape[1] * shape[2])).reshape([1, ...shape]) as tf.Tensor4D);
   try {
@@ -164,12 +175,15 @@ async function withOnnx(net: Net, shape: [number, number, number], logits: (x: t
     const bytes = Uint8Array.from(probe.dataSync());
     if (!closeEnough(await runtime.forward(probe), want, 1e-3) || !closeEnough(await runtime.forwardImages(bytes, 1, null), want, 1e-3)) {
       await runtime.dispose();
-      return { engine: `${tfjs} (the ONNX export disagreed with TF.js on a probe image)` };
+      return { why: 'the ONNX export disagreed with TF.js on a probe image' };
     }
+  } catch (e) {
+    await runtime.dispose();
+    return { why: `not ONNX: ${(e as Error).message.split('\n')[0]}` };
   } finally {
     probe.dispose();
   }
-  return { runtime, engine: 'onnxruntime' };
+  return { runtime };
 }
 
 /** A model as a job names it: a bundled name, a card or a model file, the card fields that complete or override its card, and where it runs. */
@@ -233,7 +247,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
     if (e instanceof UsageError) throw e;
     throw new UsageError(`model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`);
   }
-  const rt = net && opts.engine.onnx ? await withOnnx(net, card.inputShape, checkedLogits(card, forward)) : undefined;
+  const rt = net && opts.engine.onnx ? await withOnnx(net, card.inputShape, checkedLogits(card, forward), opts.engine.device) : undefined;
   // On ONNX Runtime, TF.js only checks the export on a probe image: its batch limits (measured with a
   // forward and a gradient pass on TF.js, many seconds for a large model) do not apply.
   const base = await tfjsClassifier(card, forward, release, labels, { measure: !rt?.runtime });
@@ -241,7 +255,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
     ...base,
     file: modelPath,
     runtime: rt?.runtime ?? base.runtime,
-    ...(net ? { features: (layers?: string[]) => featureModel(net!, card.inputShape, layers, rt?.runtime ? (cut) => onnxRuntime(cut, card.inputShape, undefined, ['forward', 'vjp']) : undefined) } : {}),
+    ...(net ? { features: (layers?: string[]) => featureModel(net!, card.inputShape, layers, rt?.runtime ? (cut) => onnxRuntime(cut, card.inputShape, { only: ['forward', 'vjp'], device: opts.engine.device }) : undefined) } : {}),
     engine: rt?.engine ?? base.engine,
     dispose: () => {
       base.dispose();

@@ -24,12 +24,23 @@ export function storageAxis(axis: number, rank: number, layout: Layout): number 
   return layout === 'nchw' ? NHWC_TO_NCHW.indexOf(a) : a;
 }
 
+/**
+ * The ONNX Runtime execution provider a graph is written for. Ops choose constructions the provider
+ * has kernels for: the WebGPU provider lacks Sum, LogSoftmax and MaxPool's Indices output (and runs
+ * int64 index arithmetic on the CPU), so those nodes are written from ops it has instead of falling
+ * back to the CPU provider inside the session.
+ */
+export type OnnxTarget = 'cpu' | 'webgpu';
+
 export class OnnxEmitter {
   readonly g = new OnnxGraph();
   private batchValue?: string;
 
-  /** @param input the ONNX value whose first dimension is the batch size. */
-  constructor(private readonly input: string) {}
+  /**
+   * @param input the ONNX value whose first dimension is the batch size.
+   * @param target the execution provider the graph is written for.
+   */
+  constructor(private readonly input: string, readonly target: OnnxTarget = 'cpu') {}
 
   /** N, the batch size, as an int64 [1] tensor (made on first use). */
   batch(): string {
@@ -83,15 +94,39 @@ export class OnnxEmitter {
     return axes.length ? this.g.op('ReduceSum', [rows, this.g.ints(axes.sort())], { keepdims: 1 }) : rows;
   }
 
+  /**
+   * ConvTranspose of x [N, inChannels, H, W] (NCHW) by w [inChannels, outPerGroup, kh, kw]. ONNX
+   * Runtime's WebGPU kernel is wrong for grouped ConvTranspose with an even number of input channels
+   * per group (its vectorised path; exact with odd counts and with one group): there each group gets a
+   * zero input channel and a zero filter row, which changes no sum.
+   */
+  convTranspose(x: string, w: string, [inChannels, H, W]: number[], attrs: Record<string, number | number[]>): string {
+    const G = this.g;
+    const group = (attrs.group as number | undefined) ?? 1;
+    const perGroup = inChannels / group;
+    if (this.target === 'cpu' || group === 1 || perGroup % 2 === 1) return G.op('ConvTranspose', [x, w], attrs);
+    const pad = (v: string, dims: number[], axis: number) => {
+      const pads = new Array(2 * dims.length).fill(0);
+      pads[dims.length + axis] = 1;
+      return G.op('Pad', [G.op('Reshape', [v, G.ints(dims)]), G.ints(pads)]);
+    };
+    const xs = G.op('Reshape', [pad(x, [-1, group, perGroup, H, W], 2), G.ints([-1, group * (perGroup + 1), H, W])]);
+    const ws = G.op('Reshape', [pad(w, [group, perGroup, -1], 1), G.ints([group * (perGroup + 1), -1, ...(attrs.kernel_shape as number[])])]);
+    return G.op('ConvTranspose', [xs, ws], attrs);
+  }
+
   /** Moves a value between layouts (rank 4 only; forward values and backward rows alike). */
   convert(value: string, from: Layout, to: Layout): string {
     if (from === to) return value;
     return this.g.op('Transpose', [value], { perm: to === 'nchw' ? NHWC_TO_NCHW : NCHW_TO_NHWC });
   }
 
-  /** The sum of gradient contributions (one value, or a Sum node). */
+  /** The sum of gradient contributions: one value, a Sum node, or (WebGPU: no Sum kernel) a balanced tree of Adds. */
   sum(parts: string[]): string {
-    return parts.length === 1 ? parts[0] : this.g.op('Sum', parts);
+    if (parts.length === 1) return parts[0];
+    if (this.target === 'cpu') return this.g.op('Sum', parts);
+    const half = Math.ceil(parts.length / 2);
+    return this.g.op('Add', [this.sum(parts.slice(0, half)), this.sum(parts.slice(half))]);
   }
 }
 

@@ -2,7 +2,7 @@ import type { Net, NodeOp } from '../net.js';
 import { OPS } from '../ops/registry.js';
 import type { Layout, LayoutNeed, OnnxOp, Shape } from '../ops/types.js';
 import { inferShapes } from '../shapes.js';
-import { OnnxEmitter, OnnxNode } from './emit.js';
+import { OnnxEmitter, OnnxNode, type OnnxTarget } from './emit.js';
 
 /**
  * Exports a Net to ONNX: a forward model (x -> logits), an evaluation model (uint8 pixels and v ->
@@ -84,8 +84,8 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
   return b;
 }
 
-function build(net: Net, inputShape: Shape, shapes: Map<string, Shape>, kind: 'forward' | 'vjp' | 'images'): Uint8Array {
-  const e = new OnnxEmitter('x');
+function build(net: Net, inputShape: Shape, shapes: Map<string, Shape>, kind: 'forward' | 'vjp' | 'images', target: OnnxTarget): Uint8Array {
+  const e = new OnnxEmitter('x', target);
   const g = e.g;
   if (kind === 'images') g.opMulti('Clip', [g.op('Add', [g.op('Cast', ['pixels'], { to: 1 }), 'v']), g.scalar(0), g.scalar(255)], ['x']);
   const b = forwardGraph(net, shapes, e);
@@ -130,11 +130,14 @@ export interface OnnxModels {
   vjp: Uint8Array;
 }
 
-/** The ONNX models of `net` on images of `inputShape` ([H, W, C]) (`only`: just these); throws OnnxUnsupported. */
-export function exportOnnx(net: Net, inputShape: number[], only?: (keyof Omit<OnnxModels, 'classes'>)[]): OnnxModels {
+/**
+ * The ONNX models of `net` on images of `inputShape` ([H, W, C]) (`only`: just these), written for the
+ * execution provider `target` (default the CPU's); throws OnnxUnsupported.
+ */
+export function exportOnnx(net: Net, inputShape: number[], only?: (keyof Omit<OnnxModels, 'classes'>)[], target: OnnxTarget = 'cpu'): OnnxModels {
   const shapes = inferShapes(net, inputShape);
   const empty = new Uint8Array(0);
-  const model = (kind: 'forward' | 'vjp' | 'images') => (!only || only.includes(kind) ? build(net, inputShape, shapes, kind) : empty);
+  const model = (kind: 'forward' | 'vjp' | 'images') => (!only || only.includes(kind) ? build(net, inputShape, shapes, kind, target) : empty);
   try {
     return { classes: shapes.get(net.output)![0], forward: model('forward'), images: model('images'), vjp: model('vjp') };
   } catch (e) {

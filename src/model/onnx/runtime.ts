@@ -4,7 +4,8 @@ import { tensorValues } from '../tensorView.js';
 import type { Net } from '../net.js';
 import type { Runtime } from '../runtime.js';
 import { exportOnnx } from './export.js';
-import { multiplyAdds } from '../shapes.js';
+import { inferShapes, multiplyAdds } from '../shapes.js';
+import type { OnnxTarget } from './emit.js';
 import { SessionPool, type Feed } from './workerPool.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -37,6 +38,15 @@ const IMAGES_PER_RUN = 4;
 const RUN_MULTIPLY_ADDS = 1e8;
 const MAX_IMAGES_PER_RUN = 64;
 
+/**
+ * On a GPU a run is sized by memory instead: about GPU_RUN_BYTES of activations (every value of the
+ * forward graph, and one gradient of each per backward row), at most GPU_MAX_IMAGES_PER_RUN images
+ * or rows. A GPU is busy only with runs of tens to hundreds of images, and one session serves the
+ * device (no worker per core).
+ */
+const GPU_RUN_BYTES = 4 * 2 ** 30;
+const GPU_MAX_IMAGES_PER_RUN = 256;
+
 /** More workers than this gain little and each holds a copy of the model. */
 const MAX_WORKERS = 4;
 
@@ -61,24 +71,55 @@ export function shares(n: number, parts: number): [number, number][] {
   return Array.from({ length: parts }, (_, i) => [Math.floor((i * n) / parts), Math.floor(((i + 1) * n) / parts)] as [number, number]);
 }
 
+/** Where ONNX Runtime runs a model: its CPU provider, or its WebGPU provider (a GPU through Vulkan, Metal or D3D12). */
+export type Device = OnnxTarget;
+
+/** Float32 values of all of a network's activations (its input and every node's output) for one image. */
+export function activationsPerImage(net: Net, inputShape: number[]): number {
+  let total = 0;
+  for (const shape of inferShapes(net, inputShape).values()) total += shape.reduce((a, b) => a * b, 1);
+  return total;
+}
+
+/** Images per forward run and backward rows per vjp run on a GPU, for a model of `activations` values per image. */
+export function gpuRunSizes(activations: number): { images: number; rows: number } {
+  const fit = (bytes: number) => Math.max(1, Math.min(GPU_MAX_IMAGES_PER_RUN, Math.floor(GPU_RUN_BYTES / bytes)));
+  return { images: fit(4 * activations), rows: fit(8 * activations) };
+}
+
+export interface OnnxRuntimeOptions {
+  /** Worker threads and their intra-op threads on the CPU (default: defaultLayout()); a GPU gets one session. */
+  layout?: PoolLayout;
+  /** Just these models (the others are not exported). */
+  only?: ('forward' | 'images' | 'vjp')[];
+  /** Where the sessions run (default 'cpu'). */
+  device?: Device;
+}
+
 /**
  * ONNX Runtime for `net`: the forward, evaluation and vector-Jacobian models, in a pool of worker
- * threads. Each call is cut into runs of whole images that the workers take in turn; a vjp call with
- * fewer images than workers is split by cotangents instead (every worker runs the forward pass of all
- * images, a cheap part).
+ * threads (one on a GPU, which serves the whole device). Each call is cut into runs of whole images
+ * that the workers take in turn; a vjp call with fewer images than workers is split by cotangents
+ * instead (every worker runs the forward pass of all images, a cheap part).
  */
-export async function onnxRuntime(net: Net, inputShape: [number, number, number], layout = defaultLayout(), only?: ('forward' | 'images' | 'vjp')[]): Promise<Runtime | null> {
+export async function onnxRuntime(net: Net, inputShape: [number, number, number], options: OnnxRuntimeOptions = {}): Promise<Runtime | null> {
   if (!(await loadOrt())) return null;
-  const models = exportOnnx(net, inputShape, only);
+  const { only, device = 'cpu' } = options;
+  const gpu = device === 'webgpu';
+  const layout = gpu ? { workers: 1, threadsPerWorker: 1 } : options.layout ?? defaultLayout();
+  const models = exportOnnx(net, inputShape, only, device);
   const sessions = Object.fromEntries((['forward', 'images', 'vjp'] as const).filter((k) => !only || only.includes(k)).map((k) => [k, models[k]]));
-  const pool = await SessionPool.create(sessions, layout.workers, layout.threadsPerWorker);
+  const pool = await SessionPool.create(sessions, layout.workers, layout.threadsPerWorker, device);
   const C = models.classes;
   /** Values per image. */
   const size = inputShape[0] * inputShape[1] * inputShape[2];
-  const forwardRun = forwardImagesPerRun(multiplyAdds(net, inputShape));
+  const onGpu = gpu ? gpuRunSizes(activationsPerImage(net, inputShape)) : undefined;
+  const forwardRun = onGpu?.images ?? forwardImagesPerRun(multiplyAdds(net, inputShape));
+  const rowsPerRun = onGpu?.rows ?? ROWS_PER_RUN;
+  const imagesPerRun = onGpu?.images ?? IMAGES_PER_RUN;
   /** Runs of whole images for n images of `rows` backward rows each (0: forward only). */
   const imageRuns = (n: number, rows: number) =>
-    shares(n, Math.min(n, Math.max(Math.ceil((n * rows) / ROWS_PER_RUN), Math.ceil(n / (rows ? IMAGES_PER_RUN : forwardRun)), pool.size)));
+    shares(n, Math.min(n, Math.max(Math.ceil((n * rows) / rowsPerRun), Math.ceil(n / (rows ? imagesPerRun : forwardRun)), pool.size)));
   const imageFeed = <T extends Float32Array | Uint8Array>(x: T, a: number, b: number): Feed => ({ data: x.subarray(a * size, b * size), dims: [b - a, ...inputShape] });
   /** Images a..b of a tensor, read (without a copy where possible) as the run is sent. */
   const tensorFeed = (x: tf.Tensor4D, a: number, b: number): Feed => ({ data: () => tensorValues(x).subarray(a * size, b * size), dims: [b - a, ...inputShape] });
@@ -88,11 +129,13 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
     return out;
   };
   return {
-    name: 'onnxruntime',
+    name: gpu ? 'onnxruntime-webgpu' : 'onnxruntime',
     sharedRows: true,
-    layout: `${pool.size} worker${pool.size > 1 ? 's' : ''} x ${pool.threadsPerWorker} thread${pool.threadsPerWorker > 1 ? 's' : ''}`,
-    // Per call: enough runs to keep every worker busy twice over; memory stays per run.
-    maxRows: 2 * ROWS_PER_RUN * pool.size,
+    layout: gpu
+      ? `WebGPU, runs of up to ${forwardRun} images / ${rowsPerRun} gradient rows`
+      : `${pool.size} worker${pool.size > 1 ? 's' : ''} x ${pool.threadsPerWorker} thread${pool.threadsPerWorker > 1 ? 's' : ''}`,
+    // Per call: enough runs to keep every worker busy twice over (one run on a GPU); memory stays per run.
+    maxRows: gpu ? rowsPerRun : 2 * ROWS_PER_RUN * pool.size,
     forwardBatch: forwardRun * pool.size,
     async forward(x) {
       const out = await pool.runShards('forward', imageRuns(x.shape[0], 0).map(([a, b]) => ({ feeds: { x: tensorFeed(x, a, b) } })), ['logits']);

@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
+import type { OnnxTarget as Device } from './emit.js';
 
 /**
  * ONNX Runtime sessions in worker threads, one copy per worker, each worker running a share of every
@@ -61,6 +62,9 @@ const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const ort = require(workerData.ortPath);
 const options = {
+  executionProviders: [workerData.device],
+  // Errors only: on a GPU, ORT warns that it keeps shape arithmetic on the CPU (it should).
+  logSeverityLevel: 3,
   intraOpNumThreads: workerData.threads,
   interOpNumThreads: 1,
   graphOptimizationLevel: 'all',
@@ -121,9 +125,9 @@ class SessionWorker {
   private spare: ArrayBuffer[] = [];
   readonly ready: Promise<void>;
 
-  constructor(models: Record<string, Uint8Array>, threads: number, ortPath: string) {
+  constructor(models: Record<string, Uint8Array>, threads: number, ortPath: string, device: Device) {
     // The first model's session is built at once, so that a model ONNX Runtime refuses fails here.
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { models, threads, ortPath, eager: Object.keys(models)[0] } });
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { models, threads, ortPath, device, eager: Object.keys(models)[0] } });
     // Idle workers must not keep the process alive: unref once ready, ref while a request is pending.
     this.ready = new Promise<void>((resolve, reject) => {
       this.worker.once('message', (m: { ready: boolean; error?: string }) => (m.ready ? resolve() : reject(new Error(`ONNX Runtime: ${m.error}`))));
@@ -182,11 +186,11 @@ class SessionWorker {
   }
 }
 
-/** `workers` threads, each holding one session per model with `threadsPerWorker` intra-op threads. */
+/** `workers` threads, each holding one session per model with `threadsPerWorker` intra-op threads, on `device`'s execution provider. */
 export class SessionPool {
   private constructor(private readonly workers: SessionWorker[], readonly threadsPerWorker: number) {}
 
-  static async create(models: Record<string, Uint8Array>, workers: number, threadsPerWorker: number): Promise<SessionPool> {
+  static async create(models: Record<string, Uint8Array>, workers: number, threadsPerWorker: number, device: Device = 'cpu'): Promise<SessionPool> {
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
     // The model bytes go to the workers in shared memory: cloning them into each worker's message
     // took 27 s for VGG-11's three 530 MB graphs; each worker copies them into its own buffer instead.
@@ -197,7 +201,7 @@ export class SessionPool {
         return [name, s];
       }),
     );
-    const pool = Array.from({ length: workers }, () => new SessionWorker(shared, threadsPerWorker, ortPath));
+    const pool = Array.from({ length: workers }, () => new SessionWorker(shared, threadsPerWorker, ortPath, device));
     try {
       await Promise.all(pool.map((w) => w.ready));
     } catch (e) {

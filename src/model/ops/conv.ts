@@ -83,7 +83,7 @@ function transposedGradient(n: OnnxNode<Conv>, d: string): string {
   const outHW = n.outShape;
   // ConvTranspose output size: s*(out-1) + output_padding + extent - pads; pick output_padding to get the input size back.
   const outputPadding = [0, 1].map((a) => n.inShapes[0][a] - (op.strides[a] * (outHW[a] - 1) + extent([kh, kw][a], dil[a]) - pads[a][0] - pads[a][1]));
-  return n.g.op('ConvTranspose', [d, n.saved('w')], {
+  return n.e.convTranspose(d, n.saved('w'), n.dims(), {
     kernel_shape: [kh, kw], strides: op.strides, pads: onnxPads(pads), output_padding: outputPadding, group: op.group, dilations: dil,
   });
 }

@@ -57,6 +57,47 @@ function maxGradient(n: OnnxNode<Pool>, dy: string): string {
   return g.op('Reshape', [dx, g.ints([-1, C, H, W])]);
 }
 
+/**
+ * dx of max pooling from ops the WebGPU provider has (it has no MaxPool Indices output and runs
+ * int64 index arithmetic on the CPU): the same first maximum per window in row-major order, found
+ * by comparing each window offset's strided view of the -infinity-padded input with the pooled value
+ * (offsets in row-major order, each taking the windows no earlier offset took); dy times those masks
+ * goes back to its offsets through one grouped ConvTranspose whose one-hot filters place each offset.
+ */
+function maxGradientByMasks(n: OnnxNode<Pool>, dy: string): string {
+  const g = n.g;
+  const op = n.op;
+  const C = n.inShapes[0][2];
+  const [ho, wo] = n.outShape;
+  const [k0, k1] = op.size;
+  const [s0, s1] = op.strides;
+  const { pads } = geometry(op, n.inShapes[0]);
+  const padded = pads.some(([a, b]) => a > 0 || b > 0)
+    ? g.op('Pad', [n.saved('x'), g.ints([0, 0, pads[0][0], pads[1][0], 0, 0, pads[0][1], pads[1][1]]), g.scalar(-Infinity)])
+    : n.saved('x');
+  const pooled = n.saved('y');
+  const masks: string[] = [];
+  // 0/1 floats: the provider has Equal and Cast but no boolean Or.
+  let taken = '';
+  for (let i = 0; i < k0; i++)
+    for (let j = 0; j < k1; j++) {
+      const view = g.op('Slice', [padded, g.ints([i, j]), g.ints([i + s0 * (ho - 1) + 1, j + s1 * (wo - 1) + 1]), g.ints([2, 3]), g.ints([s0, s1])]);
+      const equal = g.op('Cast', [g.op('Equal', [view, pooled])], { to: 1 });
+      const first = taken ? g.op('Mul', [equal, g.op('Sub', [g.scalar(1), taken])]) : equal;
+      taken = taken ? g.op('Add', [taken, first]) : first;
+      masks.push(g.op('Unsqueeze', [first, g.ints([2])]));
+    }
+  const T = k0 * k1;
+  // [N, 1, C, T, ho, wo]: each image's masks serve its K backward rows.
+  const mask = g.op('Unsqueeze', [g.op('Concat', masks, { axis: 2 }), g.ints([1])]);
+  const rows = g.op('Reshape', [dy, g.op('Concat', [n.e.batch(), g.ints([-1, C, 1, ho, wo])], { axis: 0 })]);
+  const routed = g.op('Reshape', [g.op('Mul', [rows, mask]), g.ints([-1, C * T, ho, wo])]);
+  const place = new Float32Array(C * T * T);
+  for (let c = 0; c < C; c++) for (let t = 0; t < T; t++) place[(c * T + t) * T + t] = 1;
+  const outputPadding = [0, 1].map((a) => n.inShapes[0][a] - (op.strides[a] * (n.outShape[a] - 1) + op.size[a] - pads[a][0] - pads[a][1]));
+  return n.e.convTranspose(routed, g.floats(place, [C * T, 1, k0, k1]), [C * T, ho, wo], { kernel_shape: op.size, strides: op.strides, pads: onnxPads(pads), output_padding: outputPadding, group: C });
+}
+
 /** dx of average pooling: dy divided by each window's count, spread back over the window (a transposed box filter). */
 function averageGradient(n: OnnxNode<Pool>, dy: string): string {
   const g = n.g;
@@ -68,7 +109,7 @@ function averageGradient(n: OnnxNode<Pool>, dy: string): string {
   const scaled = fullWindows(op, n.inShapes[0]) ? dy : g.op('Mul', [dy, g.floats(inverseCounts(op, n.inShapes[0]).map((v) => v * k), [1, 1, ho, wo])]);
   const box = g.floats(new Float32Array(C * k).fill(1 / k), [C, 1, op.size[0], op.size[1]]);
   const outputPadding = [0, 1].map((a) => n.inShapes[0][a] - (op.strides[a] * (n.outShape[a] - 1) + op.size[a] - pads[a][0] - pads[a][1]));
-  return g.op('ConvTranspose', [scaled, box], { kernel_shape: op.size, strides: op.strides, pads: onnxPads(pads), output_padding: outputPadding, group: C });
+  return n.e.convTranspose(scaled, box, [C, ho, wo], { kernel_shape: op.size, strides: op.strides, pads: onnxPads(pads), output_padding: outputPadding, group: C });
 }
 
 export const pool: OpDef<'pool'> = {
@@ -100,10 +141,11 @@ export const pool: OpDef<'pool'> = {
       const attrs = { kernel_shape: op.size, strides: op.strides, pads: onnxPads(pads) };
       n.save('x', n.inputs[0]);
       if (op.mode === 'avg') return n.g.op('AveragePool', [n.inputs[0]], { ...attrs, count_include_pad: fullWindows(op, n.inShapes[0]) ? 1 : 0 });
-      return n.g.op('MaxPool', [n.inputs[0]], attrs);
+      return n.save('y', n.g.op('MaxPool', [n.inputs[0]], attrs));
     },
     backward(n, dy) {
-      return [n.op.mode === 'avg' ? averageGradient(n, dy) : maxGradient(n, dy)];
+      if (n.op.mode === 'avg') return [averageGradient(n, dy)];
+      return [n.e.target === 'webgpu' ? maxGradientByMasks(n, dy) : maxGradient(n, dy)];
     },
   },
   samples: [

@@ -22,7 +22,13 @@ export const softmax: OpDef<'softmax'> = {
   onnx: {
     layout: 'any',
     forward(n) {
-      return n.save('y', n.g.op(n.op.log ? 'LogSoftmax' : 'Softmax', [n.inputs[0]], { axis: n.axis(n.op.axis) }));
+      const axis = n.axis(n.op.axis);
+      if (!n.op.log || n.e.target === 'cpu') return n.save('y', n.g.op(n.op.log ? 'LogSoftmax' : 'Softmax', [n.inputs[0]], { axis }));
+      // WebGPU has no LogSoftmax kernel: x - max - log(sum(exp(x - max))), as the kernel computes it
+      // (log(softmax) would underflow to -infinity for very unlikely classes).
+      const g = n.g;
+      const shifted = g.op('Sub', [n.inputs[0], g.op('ReduceMax', [n.inputs[0]], { axes: [axis], keepdims: 1 })]);
+      return n.save('y', g.op('Sub', [shifted, g.op('Log', [g.op('ReduceSum', [g.op('Exp', [shifted]), g.ints([axis])], { keepdims: 1 })])]));
     },
     backward(n, dy) {
       const g = n.g;

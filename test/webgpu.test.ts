@@ -1,0 +1,160 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import * as tf from '../src/tf.js';
+import './helpers.js';
+import { allSamples, sampleNet, SAMPLE_INPUT, tfjsVjp, maxRelativeDifference } from '../src/model/selfcheck.js';
+import { inferShapes } from '../src/model/shapes.js';
+import { loadOrt, onnxRuntime } from '../src/model/onnx/runtime.js';
+import { exportOnnx } from '../src/model/onnx/export.js';
+import { nodePlacements, cpuFallbacks, shapeOnlyNodes } from '../src/model/onnx/placement.js';
+import { GPU_DRIVER_HINT, hardwareGpuLikely, initBackend, type Engine } from '../src/backend.js';
+import { runCompute, type ComputeJob } from '../src/jobs/compute.js';
+import { loadClassifier } from '../src/model/load.js';
+import { mkdtempSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/**
+ * The GPU engine: every op sample of the registry (as ops.test.ts generates them) exported for ONNX
+ * Runtime's WebGPU provider must place every node of ours on the GPU (only shape arithmetic may stay on
+ * the CPU, as ONNX Runtime intends) and give TF.js cpu's logits and K input gradients per image. CI runs
+ * it on Mesa's software Vulkan (lavapipe), which is exact but slow: the sample networks are tiny.
+ */
+
+const samples = allSamples().flatMap(({ kind, sample }) => [
+  { title: `${kind}: ${sample.name}`, net: sampleNet(sample) },
+  ...(sample.inputs.some((s) => s.length === 3) ? [{ title: `${kind}: ${sample.name} (NCHW storage)`, net: sampleNet(sample, true) }] : []),
+]);
+const N = 2;
+const K = 2;
+const outSize = (net: (typeof samples)[number]['net']) => inferShapes(net, SAMPLE_INPUT).get(net.output)![0];
+const input = (seed: number) => tf.randomUniform([N, ...SAMPLE_INPUT], -2, 2, 'float32', seed) as tf.Tensor4D;
+const cotangents = (m: number, seed: number) => Float32Array.from({ length: N * K * m }, (_, i) => Math.sin(i * 1.7 + seed));
+const column = (dy: Float32Array, m: number, j: number) => Float32Array.from({ length: N * m }, (_, t) => dy[(Math.floor(t / m) * K + j) * m + (t % m)]);
+
+/** Whether ONNX Runtime's WebGPU provider finds an adapter here (CI installs Mesa's lavapipe so that it does). */
+async function webgpuStarts(): Promise<string | null> {
+  if (!(await loadOrt())) return 'onnxruntime-node is not installed';
+  const [p] = await nodePlacements([exportOnnx(samples[0].net, SAMPLE_INPUT, ['forward']).forward], 'webgpu');
+  return 'error' in p ? p.error : null;
+}
+const unavailable = await webgpuStarts();
+// CI must prove the GPU engine: there a missing Vulkan driver fails the suite instead of skipping it.
+const skip = unavailable !== null && !process.env.CI;
+
+describe.skipIf(skip)('the WebGPU engine (ONNX Runtime WebGPU provider)', () => {
+  it('starts here', () => {
+    expect(unavailable, `WebGPU unavailable: ${unavailable} (${GPU_DRIVER_HINT})`).toBeNull();
+  });
+
+  it('places every node of every op sample on the GPU, shape arithmetic aside (vjp and evaluation graphs)', async () => {
+    const models = samples.flatMap((s) => {
+      const m = exportOnnx(s.net, SAMPLE_INPUT, ['vjp', 'images'], 'webgpu');
+      return [m.vjp, m.images];
+    });
+    const placements = await nodePlacements(models, 'webgpu');
+    const problems = placements.flatMap((p, i) => {
+      const title = `${samples[i >> 1].title} (${i % 2 ? 'images' : 'vjp'})`;
+      if ('error' in p) return [`${title}: ${p.error}`];
+      if (!p.providers.WebGpuExecutionProvider?.length) return [`${title}: nothing on WebGPU`];
+      return cpuFallbacks(models[i], p).map((n) => `${title}: ${n.opType} ${n.name} on the CPU`);
+    });
+    expect(problems.length, problems.slice(0, 12).join('\n')).toBe(0);
+  });
+
+  it('the placement check sees a CPU fallback (the CPU export of max pooling uses MaxPool Indices and int64 Mod)', async () => {
+    const pool = samples.find((s) => s.title.startsWith('pool: max 3x3/2 same'))!;
+    const cpuModel = exportOnnx(pool.net, SAMPLE_INPUT, ['vjp'], 'cpu').vjp;
+    const [p] = await nodePlacements([cpuModel], 'webgpu');
+    expect(cpuFallbacks(cpuModel, p).map((n) => n.opType)).toContain('Mod');
+    // Shape arithmetic is recognised as such, not as a fallback.
+    expect(shapeOnlyNodes(cpuModel).size).toBeGreaterThan(0);
+  });
+
+  describe('every op sample equals TF.js cpu (logits, K cotangents per image)', () => {
+    const refs = new Map<string, { logits: number[]; dx: number[] }[]>();
+    beforeAll(async () => {
+      await tf.setBackend('cpu');
+      samples.forEach(({ title, net }, i) => {
+        const m = outSize(net);
+        const x = input(i);
+        const dy = cotangents(m, i);
+        refs.set(title, Array.from({ length: K }, (_, j) => tfjsVjp(net, SAMPLE_INPUT, x, column(dy, m, j))));
+        x.dispose();
+      });
+    });
+    it.each(samples.map((s, i) => [s.title, i] as const))('%s', async (title, i) => {
+      const { net } = samples[i];
+      const m = outSize(net);
+      const x = input(i);
+      const dy = cotangents(m, i);
+      const rt = (await onnxRuntime(net, SAMPLE_INPUT, { device: 'webgpu' }))!;
+      try {
+        const r = await rt.vjp(x, dy);
+        const cols = refs.get(title)!;
+        // Float32 on another device (other summation orders, fused multiply-adds): the CPU provider's bounds.
+        expect(maxRelativeDifference(r.logits, cols[0].logits)).toBeLessThan(1e-5);
+        expect(maxRelativeDifference(await rt.forward(x), cols[0].logits)).toBeLessThan(1e-5);
+        const per = SAMPLE_INPUT.reduce((a, b) => a * b, 1);
+        for (let j = 0; j < K; j++)
+          for (let n = 0; n < N; n++) {
+            const got = r.dx.subarray((n * K + j) * per, (n * K + j + 1) * per);
+            const want = cols[j].dx.slice(n * per, (n + 1) * per);
+            expect(maxRelativeDifference(got, want), `image ${n}, cotangent ${j}`).toBeLessThan(1e-4);
+          }
+      } finally {
+        x.dispose();
+        await rt.dispose();
+      }
+    });
+  });
+});
+
+/**
+ * Algorithm 1 and SGD-UAP on the embedded model, on the GPU engine and on the CPU engine, same seed and
+ * images. The perturbations are not bit-equal: float32 sums in another order move DeepFool's steps by
+ * ~1e-6 relative, and Algorithm 1 compounds them over passes. The fooling rates must agree within 3 of
+ * the 200 images (1.5 points): an image within that distance of a decision boundary may flip, and a
+ * wrong gradient (a sign, a missing term, a row of another image) costs tens of points.
+ */
+describe.skipIf(skip)('end to end on the WebGPU engine: the CPU engine\'s fooling rates', () => {
+  let gpu: Engine;
+  let cpu: Engine;
+  beforeAll(async () => {
+    cpu = await initBackend('onnx');
+    gpu = await initBackend('webgpu');
+  });
+  const job = (engine: Engine, o: Partial<ComputeJob>): ComputeJob => {
+    const out = join(mkdtempSync(join(tmpdir(), 'uap-webgpu-')), 'run');
+    return { model: 'fashion', engine, out, limit: 200, valLimit: 200, randomDraws: 1, options: { norm: 'inf', xi: 40, maxPasses: 2, seed: 1 }, ...o };
+  };
+
+  it('the model loads on WebGPU and says so', async () => {
+    const model = await loadClassifier('fashion', { engine: gpu });
+    expect(model.engine).toBe('onnxruntime (WebGPU)');
+    expect(model.runtime.name).toBe('onnxruntime-webgpu');
+    model.dispose();
+  });
+
+  it.each([['Algorithm 1', 'algorithm1'], ['SGD-UAP', 'sgd']] as const)('%s', async (_, method) => {
+    const [g, c] = [await runCompute(job(gpu, { method })), await runCompute(job(cpu, { method }))];
+    expect(g.result.passes).toBe(c.result.passes);
+    expect(Math.abs(g.result.foolingRate - c.result.foolingRate)).toBeLessThanOrEqual(0.015);
+    expect(Math.abs(g.onVal!.foolingRate - c.onVal!.foolingRate)).toBeLessThanOrEqual(0.015);
+    // A real attack, not two equal failures.
+    expect(c.onVal!.foolingRate).toBeGreaterThan(0.3);
+  }, 600_000);
+});
+
+describe('choosing the GPU by default', () => {
+  it('only where a hardware GPU seems present (never lavapipe alone)', () => {
+    expect(hardwareGpuLikely('darwin')).toBe(true);
+    expect(hardwareGpuLikely('win32')).toBe(true);
+    expect(hardwareGpuLikely('linux', '/nonexistent')).toBe(false);
+    expect(hardwareGpuLikely('freebsd')).toBe(false);
+    const dev = mkdtempSync(join(tmpdir(), 'uap-dev-'));
+    mkdirSync(join(dev, 'dri'));
+    expect(hardwareGpuLikely('linux', dev)).toBe(false);
+    mkdirSync(join(dev, 'dri', 'renderD128'));
+    expect(hardwareGpuLikely('linux', dev)).toBe(true);
+  });
+});
