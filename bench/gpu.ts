@@ -31,7 +31,7 @@ const TORCHVISION = { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.3
 const SHAPE: [number, number, number] = [224, 224, 3];
 const MEASURES = ['forward', 'gradient', 'tenGradients', 'deepfoolStep', 'sgdEpoch'] as const;
 type Measure = (typeof MEASURES)[number];
-type Timings = Record<Measure, number> & { device: string; batch: number; error?: string };
+type Timings = Record<Measure, number> & { device: string; batch: number; error?: string; torch?: string; tf32Convolutions?: boolean };
 
 /** Seeded smooth pictures: 14x14 random colours upsampled (nearest) to 224x224. */
 function pictures(n: number, seed = 7): Uint8Array {
@@ -158,7 +158,7 @@ async function main(): Promise<void> {
   const device = rows.find((r) => r.torch?.device)?.torch?.device ?? 'unknown GPU';
   const results = args.get('results') ?? 'gpu';
   const md = [
-    `GPU: ${device}; uap WebGPU: ${rows.find((r) => r.gpu?.device)?.gpu?.device ?? '-'}; PyTorch ${rows.find((r) => r.torch)?.torch?.device ? '(CUDA, cudnn.benchmark, TF32 convolutions as PyTorch defaults)' : ''}`,
+    `Device: ${device}; uap WebGPU: ${rows.find((r) => r.gpu?.device)?.gpu?.device ?? '-'}; PyTorch ${rows.find((r) => r.torch?.torch)?.torch?.torch ?? '-'} on ${args.get('torch-device') ?? 'cuda'} (cudnn.benchmark on, TF32 convolutions: ${rows.find((r) => r.torch)?.torch?.tf32Convolutions ? 'on, as PyTorch defaults' : 'off'})`,
     `Batch ${num('batch', 32)} for forward and gradient steps, ${num('images', 256)} images per SGD-UAP epoch (minibatches of 32); ${new Date().toISOString().slice(0, 10)}; \`node dist/bench/gpu.js ${process.argv.slice(2).join(' ')}\``,
     '',
     table(rows, cores),

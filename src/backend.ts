@@ -95,7 +95,11 @@ async function onnxSelfCheck(device: Device): Promise<string | null> {
   }
 }
 
-const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0];
+/** An error's first line, without ONNX Runtime's source location and failed condition before its own words. */
+const firstLine = (e: unknown) =>
+  String((e as Error)?.message ?? e)
+    .split('\n')[0]
+    .replace(/^ONNX Runtime: \S+\.cc:\d+ .*? was false\. /, '');
 
 /**
  * Whether this machine seems to have a GPU that WebGPU would drive in hardware: always on macOS and

@@ -7,6 +7,7 @@ import { loadOrt, onnxRuntime } from '../src/model/onnx/runtime.js';
 import { exportOnnx } from '../src/model/onnx/export.js';
 import { nodePlacements, cpuFallbacks, shapeOnlyNodes } from '../src/model/onnx/placement.js';
 import { GPU_DRIVER_HINT, hardwareGpuLikely, initBackend, type Engine } from '../src/backend.js';
+import { uapCli } from './helpers.js';
 import { runCompute, type ComputeJob } from '../src/jobs/compute.js';
 import { loadClassifier } from '../src/model/load.js';
 import { mkdtempSync, mkdirSync } from 'node:fs';
@@ -143,6 +144,18 @@ describe.skipIf(skip)('end to end on the WebGPU engine: the CPU engine\'s foolin
     // A real attack, not two equal failures.
     expect(c.onVal!.foolingRate).toBeGreaterThan(0.3);
   }, 600_000);
+});
+
+describe.skipIf(skip)('no GPU driver', () => {
+  it('--backend webgpu with no Vulkan driver: one line naming the flag, why, and what to install; exit 2', async () => {
+    // The Vulkan loader finds no driver when told to look only at a file that does not exist.
+    const r = await uapCli(['compute', '--backend', 'webgpu', '--limit', '4'], { env: { VK_ICD_FILENAMES: '/nonexistent/icd.json', VK_DRIVER_FILES: '/nonexistent/icd.json' } });
+    expect(r.status).toBe(2);
+    const line = r.stderr.split('\n').find((l) => l.startsWith('uap: error:'));
+    expect(line).toMatch(/^uap: error: --backend webgpu: ONNX Runtime's WebGPU provider cannot run here: Failed to get a WebGPU adapter.*Vulkan driver/);
+    // No JavaScript stack (Dawn, inside ONNX Runtime, prints its own Vulkan warnings to stderr first).
+    expect(r.stderr).not.toMatch(/\n\s+at .*\.[cm]?js:\d+/);
+  });
 });
 
 describe('choosing the GPU by default', () => {

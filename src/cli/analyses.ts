@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import type { Norm } from '../math/lp.js';
 import { DEFAULT_FACTORS } from '../analysis/baseline.js';
 import { DEFAULT_SIZES } from '../analysis/sizes.js';
-import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, numberList, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
+import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, numberList, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP, BACKEND_HELP } from './flags.js';
 import { consoleLog, pct, startBackend } from './console.js';
 import type { Engine } from '../backend.js';
 import type { Method } from '../attacks/methods.js';
@@ -20,7 +20,7 @@ export function transferCommand(): Command {
     .argument('<sources...>', 'run directories of `uap compute` (their config.json names the model) or .npy / .npz perturbations');
   addFormatFlags(cmd)
     .option('--assets <dir>', ASSETS_HELP)
-    .option('--backend <name>', 'where models run: onnx (default when its self-check passes), wasm or cpu')
+    .option('--backend <name>', BACKEND_HELP)
     .option('--models <names>', 'comma-separated models to test on (default: the models the runs were crafted on)')
     .option('-d, --data <dir>', "images to test on (default: each model's validation set)")
     .option('--limit <n>', 'use at most n images per model', count('limit'))

@@ -7,7 +7,7 @@ import { runEvaluate, runAccuracy } from '../jobs/scoring.js';
 import { reportJob } from '../jobs/report.js';
 import { assetsDir, assetsHint } from '../paths.js';
 import { UsageError } from '../errors.js';
-import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP } from './flags.js';
+import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP, BACKEND_HELP } from './flags.js';
 import { consoleLog, pct, scoringProgress, startBackend, universalProgress, withInterrupt } from './console.js';
 import { printGraph, printBaseline } from './analyses.js';
 import { graphJob, baselineJob } from '../jobs/perturbationAnalyses.js';
@@ -131,7 +131,7 @@ export function demoCommand(): Command {
   cmd
     .option('--imagenet', 'use the ImageNet MobileNet v1 0.25 and the shared ImageNet images instead')
     .option('--assets <dir>', ASSETS_HELP)
-    .option('--backend <name>', 'where models run: onnx (default when its self-check passes), wasm or cpu')
+    .option('--backend <name>', BACKEND_HELP)
     .option('--limit <n>', 'images of X', count('limit'))
     .option('--val-limit <n>', 'validation images', count('val-limit'))
     .option('-o, --out <dir>', 'run directory')

@@ -53,11 +53,14 @@ export function numberList(flag: string, check: (n: number) => boolean = () => t
 /** Help text of every command's --assets flag. */
 export const ASSETS_HELP = "folder of the shared ImageNet models and images (default: $UAP_ASSETS; in a checkout of the project, ../shared/assets)";
 
+export const BACKEND_HELP =
+  'where models run: webgpu (ONNX Runtime on a GPU; the default where a GPU is found and passes the self-check), onnx (ONNX Runtime on the CPU; the default otherwise), wasm or cpu (TF.js)';
+
 export function addModelFlags(cmd: Command, defaultModel: string): Command {
   return cmd
     .option('-m, --model <name|path>', 'bundled model name, model card, model folder/model.json with card.json beside it, or a .tflite file', defaultModel)
     .option('--assets <dir>', ASSETS_HELP)
-    .option('--backend <name>', 'where models run: webgpu (ONNX Runtime on a GPU; default where a GPU is found and passes the self-check), onnx (ONNX Runtime on the CPU; the default otherwise), wasm or cpu (TF.js)')
+    .option('--backend <name>', BACKEND_HELP)
     .option('--input-shape <HxWxC>', 'card: model input size, e.g. 224x224x3', shape)
     .option('--num-classes <n>', 'card: number of classes', count('num-classes', 2))
     .option('--scale <s>', 'card: model input = pixel * scale + offset', number('scale'))

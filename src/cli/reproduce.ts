@@ -1,5 +1,5 @@
 import { METHOD_NAMES, type Method } from '../attacks/methods.js';
-import { ASSETS_HELP, positive, count } from './flags.js';
+import { ASSETS_HELP, BACKEND_HELP, positive, count } from './flags.js';
 import { Command, Option } from 'commander';
 import { reproduceJob, REPRODUCE_MODELS } from '../jobs/reproduce.js';
 import { printGraph, printBaseline } from './analyses.js';
@@ -18,7 +18,7 @@ export function reproduceCommand(): Command {
     .option('--linf <xi>', 'Linf radius in pixels [0,255] (default 10, the paper\'s)', positive('linf'))
     .option('--l2 <xi>', "L2 radius in pixels (default the paper's 2000 at 224x224x3, scaled to keep the per-pixel RMS: 2000 * sqrt(pixels / 150528))", positive('l2'))
     .option('--assets <dir>', ASSETS_HELP)
-    .option('--backend <name>', 'where models run: onnx (default when its self-check passes), wasm or cpu')
+    .option('--backend <name>', BACKEND_HELP)
     .option('-o, --out <dir>', 'folder for the runs, report.html and summary.md', 'runs/reproduce')
     .option('--queue <url>', 'score (and craft SGD-UAP\'s steps, sweep points) on uap workers through this Redis (BullMQ) (default: $UAP_QUEUE; none: here)', process.env.UAP_QUEUE || undefined)
     .option('--shard-size <n>', 'images per queued shard (rounded up to whole batches)', count('shard-size'), 512)

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { count, ASSETS_HELP } from './flags.js';
+import { count, ASSETS_HELP, BACKEND_HELP } from './flags.js';
 import { consoleLog, startBackend } from './console.js';
 import { runWorker } from '../scale/worker.js';
 import { queueConnection } from '../scale/connection.js';
@@ -25,7 +25,7 @@ export function workerCommand(): Command {
     .option('--queue <url>', 'the Redis the coordinators use: redis://[:password@]host:port[/db] or rediss:// (default: $UAP_QUEUE)', process.env.UAP_QUEUE || undefined)
     .option('--root <dir...>', 'folders of models and images this worker may read, besides the embedded ones, the assets folder and uap\'s cache')
     .option('--assets <dir>', ASSETS_HELP)
-    .option('--backend <name>', 'where models run: onnx (ONNX Runtime; default when its self-check passes), wasm or cpu (TF.js)')
+    .option('--backend <name>', BACKEND_HELP)
     .option('--lock-seconds <n>', 'a shard of a worker that stops answering goes to another after this long', count('lock-seconds'), 30)
     .action(async (flags: { queue?: string; root?: string[]; assets?: string; backend?: string; lockSeconds: number }) => {
       if (!flags.queue) throw new UsageError('{queue}: give the Redis URL (or set UAP_QUEUE)');
