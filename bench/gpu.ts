@@ -7,7 +7,10 @@
  * runs in a child process of its own. Images are seeded smooth random pictures (no data set needed:
  * the timings do not depend on what the images show). Writes bench/results/gpu.json and gpu.md.
  *   node dist/bench/gpu.js --zoo=DIR [--models=resnet18,resnet50,mobilenet_v2] [--batch=32]
- *     [--images=256] [--cpu-cores=2] [--engines=webgpu,onnx,torch] [--torch-device=cuda] [--results=gpu]
+ *     [--images=256] [--cpu-cores=2] [--cpu-batch=B] [--cpu-images=N] [--engines=webgpu,onnx,torch]
+ *     [--torch-device=cuda] [--results=gpu]
+ * Images per second hardly depend on the batch on the CPU engine (it cuts calls into runs of a few
+ * images), so --cpu-batch / --cpu-images may be smaller to keep its minutes short on large models.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -86,9 +89,11 @@ async function child(): Promise<void> {
   writeFileSync(args.get('out')!, JSON.stringify(t));
 }
 
+/** One engine on one model in a child process; the CPU engine pinned to `cores` cores, with its own (smaller) batch and image count. */
 function runChild(engineName: string, file: string, cores?: number): Timings {
   const out = join(mkdtempSync(join(tmpdir(), 'uap-gpu-')), 'out.json');
-  const node = [process.argv[1], `--child=${engineName}`, `--file=${file}`, `--out=${out}`, `--batch=${num('batch', 32)}`, `--images=${num('images', 256)}`];
+  const [batch, images] = cores ? [num('cpu-batch', num('batch', 32)), num('cpu-images', num('images', 256))] : [num('batch', 32), num('images', 256)];
+  const node = [process.argv[1], `--child=${engineName}`, `--file=${file}`, `--out=${out}`, `--batch=${batch}`, `--images=${images}`];
   const cpus = cores ? ['taskset', '-c', `0-${cores - 1}`, process.execPath, ...node] : [process.execPath, ...node];
   const r = spawnSync(cpus[0], cpus.slice(1), { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
   if (r.status !== 0) return { error: (r.stderr || r.error?.message || `exit ${r.status}`).trim().split('\n').slice(-1)[0] } as Timings;
@@ -159,7 +164,7 @@ async function main(): Promise<void> {
   const results = args.get('results') ?? 'gpu';
   const md = [
     `Device: ${device}; uap WebGPU: ${rows.find((r) => r.gpu?.device)?.gpu?.device ?? '-'}; PyTorch ${rows.find((r) => r.torch?.torch)?.torch?.torch ?? '-'} on ${args.get('torch-device') ?? 'cuda'} (cudnn.benchmark on, TF32 convolutions: ${rows.find((r) => r.torch)?.torch?.tf32Convolutions ? 'on, as PyTorch defaults' : 'off'})`,
-    `Batch ${num('batch', 32)} for forward and gradient steps, ${num('images', 256)} images per SGD-UAP epoch (minibatches of 32); ${new Date().toISOString().slice(0, 10)}; \`node dist/bench/gpu.js ${process.argv.slice(2).join(' ')}\``,
+    `Batch ${num('batch', 32)} for forward and gradient steps, ${num('images', 256)} images per SGD-UAP epoch (minibatches of 32; CPU engine: batch ${num('cpu-batch', num('batch', 32))}, ${num('cpu-images', num('images', 256))} images); ${new Date().toISOString().slice(0, 10)}; \`node dist/bench/gpu.js ${process.argv.slice(2).join(' ')}\``,
     '',
     table(rows, cores),
   ].join('\n');

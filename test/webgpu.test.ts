@@ -9,8 +9,10 @@ import { nodePlacements, cpuFallbacks, shapeOnlyNodes } from '../src/model/onnx/
 import { GPU_DRIVER_HINT, hardwareGpuLikely, initBackend, type Engine } from '../src/backend.js';
 import { uapCli } from './helpers.js';
 import { runCompute, type ComputeJob } from '../src/jobs/compute.js';
-import { loadClassifier } from '../src/model/load.js';
-import { mkdtempSync, mkdirSync } from 'node:fs';
+import { loadClassifier, loadNet } from '../src/model/load.js';
+import { mkdtempSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { argmaxRows, forwardLogits, vjpRows } from '../src/model/compute.js';
+import type { ModelCard } from '../src/model/card.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -111,11 +113,14 @@ describe.skipIf(skip)('the WebGPU engine (ONNX Runtime WebGPU provider)', () => 
 });
 
 /**
- * Algorithm 1 and SGD-UAP on the embedded model, on the GPU engine and on the CPU engine, same seed and
- * images. The perturbations are not bit-equal: float32 sums in another order move DeepFool's steps by
- * ~1e-6 relative, and Algorithm 1 compounds them over passes. The fooling rates must agree within 3 of
- * the 200 images (1.5 points): an image within that distance of a decision boundary may flip, and a
- * wrong gradient (a sign, a missing term, a row of another image) costs tens of points.
+ * Algorithm 1 and SGD-UAP end to end on the GPU engine and on the CPU engine, same seed and images: on
+ * the embedded CNN and on a ResNet trained in PyTorch and exported to ONNX (test/fixtures/fashion-resnet,
+ * scripts/train-fashion-resnet.py: BasicBlocks with projected shortcuts, 88% test accuracy). Algorithm 1
+ * is sequential, so float32 sums in another order (about 1e-6 relative in a gradient) can change which
+ * images a later pass still has to fool: on the ResNet the two exact CPU engines, ONNX Runtime and TF.js
+ * wasm, end 5 of 200 images apart (87.0% vs 84.5%; the GPU gives wasm's figure). The fooling rates must
+ * agree within 4 points; a wrong gradient (a sign, a missing term, another image's row) costs tens.
+ * SGD-UAP averages gradients over minibatches and agrees more closely.
  */
 describe.skipIf(skip)('end to end on the WebGPU engine: the CPU engine\'s fooling rates', () => {
   let gpu: Engine;
@@ -124,26 +129,85 @@ describe.skipIf(skip)('end to end on the WebGPU engine: the CPU engine\'s foolin
     cpu = await initBackend('onnx');
     gpu = await initBackend('webgpu');
   });
+  const RESNET = join(import.meta.dirname, 'fixtures', 'fashion-resnet', 'fashion-resnet.card.json');
   const job = (engine: Engine, o: Partial<ComputeJob>): ComputeJob => {
     const out = join(mkdtempSync(join(tmpdir(), 'uap-webgpu-')), 'run');
     return { model: 'fashion', engine, out, limit: 200, valLimit: 200, randomDraws: 1, options: { norm: 'inf', xi: 40, maxPasses: 2, seed: 1 }, ...o };
   };
 
-  it('the model loads on WebGPU and says so', async () => {
-    const model = await loadClassifier('fashion', { engine: gpu });
-    expect(model.engine).toBe('onnxruntime (WebGPU)');
-    expect(model.runtime.name).toBe('onnxruntime-webgpu');
-    model.dispose();
+  it('the models load on WebGPU and say so', async () => {
+    for (const spec of ['fashion', RESNET]) {
+      const model = await loadClassifier(spec, { engine: gpu });
+      expect(model.engine).toBe('onnxruntime (WebGPU)');
+      expect(model.runtime.name).toBe('onnxruntime-webgpu');
+      model.dispose();
+    }
   });
 
-  it.each([['Algorithm 1', 'algorithm1'], ['SGD-UAP', 'sgd']] as const)('%s', async (_, method) => {
-    const [g, c] = [await runCompute(job(gpu, { method })), await runCompute(job(cpu, { method }))];
-    expect(g.result.passes).toBe(c.result.passes);
-    expect(Math.abs(g.result.foolingRate - c.result.foolingRate)).toBeLessThanOrEqual(0.015);
-    expect(Math.abs(g.onVal!.foolingRate - c.onVal!.foolingRate)).toBeLessThanOrEqual(0.015);
+  it.each([
+    ['Algorithm 1, embedded CNN', 'fashion', 'algorithm1'],
+    ['SGD-UAP, embedded CNN', 'fashion', 'sgd'],
+    ['Algorithm 1, PyTorch ResNet (ONNX)', RESNET, 'algorithm1'],
+    ['SGD-UAP, PyTorch ResNet (ONNX)', RESNET, 'sgd'],
+  ] as const)('%s', async (_, model, method) => {
+    const [g, c] = [await runCompute(job(gpu, { model, method })), await runCompute(job(cpu, { model, method }))];
+    expect(Math.abs(g.result.foolingRate - c.result.foolingRate), `on X: GPU ${g.result.foolingRate}, CPU ${c.result.foolingRate}`).toBeLessThanOrEqual(0.04);
+    expect(Math.abs(g.onVal!.foolingRate - c.onVal!.foolingRate), `validation: GPU ${g.onVal!.foolingRate}, CPU ${c.onVal!.foolingRate}`).toBeLessThanOrEqual(0.04);
+    expect(Math.abs(g.onVal!.cleanAccuracy - c.onVal!.cleanAccuracy)).toBe(0);
     // A real attack, not two equal failures.
     expect(c.onVal!.foolingRate).toBeGreaterThan(0.3);
   }, 600_000);
+});
+
+/**
+ * PyTorch's own exports (scripts/make-onnx-fixtures.py: ResNet, Inception, ShuffleNet, ConvNeXt and ViT
+ * shapes at opsets 11 to 18, 32x32) imported and run on the GPU: PyTorch autograd is the reference,
+ * with the CPU engine's bounds (onnx-import.test.ts).
+ */
+describe.skipIf(skip)('PyTorch ONNX exports on the WebGPU engine: PyTorch autograd\'s logits and input gradients', () => {
+  const DIR = join(import.meta.dirname, 'fixtures', 'onnx');
+  const names = readdirSync(DIR).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
+  const RESNET_ONNX = join(import.meta.dirname, 'fixtures', 'fashion-resnet', 'fashion-resnet.onnx');
+  type Fixture = { inputShape: [number, number, number]; numClasses: number; preprocess: ModelCard['preprocess']; pixels: number[]; dy: number[]; logits: number[]; dx: number[] };
+  let gpu: Engine;
+  beforeAll(async () => {
+    gpu = await initBackend('webgpu');
+  });
+  it('their vjp and evaluation graphs place every node on the GPU, shape arithmetic aside', async () => {
+    const models = await Promise.all(
+      [...names.map((n) => join(DIR, `${n}.onnx`)), RESNET_ONNX].map(async (file) => {
+        const name = file.split('/').pop()!.slice(0, -5);
+        const f = file === RESNET_ONNX ? { inputShape: [28, 28, 1], numClasses: 10, preprocess: { scale: 1 / 255 } } : (JSON.parse(readFileSync(join(DIR, `${name}.json`), 'utf8')) as Fixture);
+        const card = { name, format: 'onnx', model: file, inputShape: f.inputShape, preprocess: f.preprocess, numClasses: f.numClasses, labelSpace: 'own' } as ModelCard;
+        const m = exportOnnx(await loadNet(card, file, ''), card.inputShape, ['vjp', 'images'], 'webgpu');
+        return [{ name: `${name} (vjp)`, bytes: m.vjp }, { name: `${name} (images)`, bytes: m.images }];
+      }),
+    );
+    const flat = models.flat();
+    const placements = await nodePlacements(flat.map((m) => m.bytes), 'webgpu');
+    const problems = placements.flatMap((p, i) =>
+      'error' in p ? [`${flat[i].name}: ${p.error}`] : cpuFallbacks(flat[i].bytes, p).map((n) => `${flat[i].name}: ${n.opType} ${n.name} on the CPU`),
+    );
+    expect(problems.length, problems.slice(0, 12).join('\n')).toBe(0);
+  });
+
+  it.each(names)('%s', async (name) => {
+    const f = JSON.parse(readFileSync(join(DIR, `${name}.json`), 'utf8')) as Fixture;
+    const card: ModelCard = { name, format: 'onnx', model: join(DIR, `${name}.onnx`), inputShape: f.inputShape, preprocess: f.preprocess, numClasses: f.numClasses, labelSpace: 'own' };
+    const model = await loadClassifier(card, { engine: gpu });
+    expect(model.engine).toBe('onnxruntime (WebGPU)');
+    const x = tf.tensor4d(Float32Array.from(f.pixels), [2, ...f.inputShape]);
+    try {
+      const logits = await forwardLogits(model, x);
+      expect(maxRelativeDifference(logits, f.logits)).toBeLessThan(1e-4);
+      expect(Array.from(argmaxRows(logits, f.numClasses))).toEqual(Array.from(argmaxRows(Float32Array.from(f.logits), f.numClasses)));
+      expect(maxRelativeDifference((await vjpRows(model, x, Float32Array.from(f.dy), 1)).dx, f.dx)).toBeLessThan(1e-4);
+    } finally {
+      x.dispose();
+      model.dispose();
+    }
+  });
+
 });
 
 describe.skipIf(skip)('no GPU driver', () => {
