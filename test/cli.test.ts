@@ -34,6 +34,17 @@ describe('CLI', () => {
     await expectUsageError(['finetune', '-m', 'mobilenet_v1_0.25_128_quant'], /fine-tuning needs a TF.js LayersModel .*TFLite/);
     await expectUsageError(['finetune', '--magnitude', '2,1'], /--magnitude 2,1: expected LO,HI/);
   });
+  it('a model of its own label space that the embedded images do not fit is refused without --data (never scored on Fashion-MNIST in silence)', async () => {
+    const stem = ['-m', 'test/fixtures/onnx/stem-op17.onnx', '--mean', '123.675,116.28,103.53', '--std', '58.395,57.12,57.375'];
+    const why = /--data: model stem-op17 takes 32x32x3 images with 10 classes of its own; the default images \(the embedded Fashion-MNIST set, 28x28x1, 10 classes\) do not fit it: pass its images as --data \(and --val\), or --label-space imagenet/;
+    await expectUsageError(['compute', ...stem, '--limit', '4'], why);
+    const v = join(tmp(), 'v.npy');
+    writeNpy(v, { data: new Float32Array(32 * 32 * 3), shape: [32, 32, 3] });
+    await expectUsageError(['evaluate', ...stem, '-v', v], /--data: model stem-op17 takes 32x32x3 images/);
+    // With its own images named, the same model runs (the check is of the defaults only).
+    const r = await uap('compute', ...stem, '--data', 'fashion:craft', '--val', 'none', '--limit', '4', '--max-passes', '1', '-o', join(tmp(), 'run'));
+    expect(r.status, r.stderr).toBe(0);
+  });
   it('negative xi', async () => expectUsageError(['compute', '--xi', '-3'], /--xi -3: expected a positive number/));
   it('unknown norm', async () => expectUsageError(['compute', '--norm', '3'], /--norm 3: expected 2 or inf/));
   it('non-numeric batch size', async () => expectUsageError(['compute', '--batch-size', 'many'], /--batch-size many: expected an integer >= 1/));

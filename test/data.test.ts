@@ -1,5 +1,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { mkdtempSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { FASHION_FOLDERS, FASHION_LABELS, FASHION_MNIST_DIR, readFashionSplit } from '../src/data/fashion.js';
+import { EMBEDDED_DIR } from '../src/paths.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -118,5 +120,31 @@ describe('.npy files', () => {
     writeFileSync(f, 'hello');
     expect(() => readNpy(f)).toThrow(/not a \.npy file/);
     expect(() => readNpy(join(tmp(), 'missing.npy'))).toThrow(/not found/);
+  });
+});
+
+describe('the embedded Fashion-MNIST model and images: the official class names', () => {
+  // Zalando Research's README (github.com/zalandoresearch/fashion-mnist, "Labels"): the order every
+  // Fashion-MNIST tool uses.
+  const OFFICIAL = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
+  const slug = (name: string) => name.toLowerCase().replace(/-/g, '').replace(/[^a-z]+/g, '_');
+
+  it('labels.txt, the library constant and the class folders name label i as the official list does', () => {
+    expect(FASHION_LABELS).toEqual(OFFICIAL);
+    expect(readFileSync(join(EMBEDDED_DIR, 'model', 'labels.txt'), 'utf8').trim().split('\n')).toEqual(OFFICIAL);
+    expect(FASHION_FOLDERS).toEqual(OFFICIAL.map((n, i) => `${String(i).padStart(2, '0')}_${slug(n)}`));
+    for (const split of ['craft', 'val']) expect(readdirSync(join(EMBEDDED_DIR, 'images', split)).sort()).toEqual(FASHION_FOLDERS);
+  });
+
+  it.skipIf(!existsSync(join(FASHION_MNIST_DIR, 't10k-labels-idx1-ubyte.gz')))('every embedded image is the test-set image its file names, with the label its folder names', async () => {
+    const test = readFashionSplit(FASHION_MNIST_DIR, 't10k');
+    for (const split of ['craft', 'val'])
+      for (const [label, folder] of FASHION_FOLDERS.entries())
+        for (const file of readdirSync(join(EMBEDDED_DIR, 'images', split, folder))) {
+          const i = Number(file.slice(0, 6));
+          expect(test.labels[i], `${split}/${folder}/${file}`).toBe(label);
+          const { data } = await sharp(join(EMBEDDED_DIR, 'images', split, folder, file)).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+          expect(Buffer.compare(data, Buffer.from(test.images.subarray(i * 784, (i + 1) * 784))), `${split}/${folder}/${file}`).toBe(0);
+        }
   });
 });

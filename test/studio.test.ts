@@ -114,7 +114,7 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     }, 60_000);
 
     it("decodes images to the Node host's pixels: a model-sized gray PNG, and the centre crop of a wider RGB one", async () => {
-      const file = join(EMBEDDED_DIR, 'images', 'val', '07_bag', readdirSync(join(EMBEDDED_DIR, 'images', 'val', '07_bag'))[0]);
+      const file = join(EMBEDDED_DIR, 'images', 'val', '07_sneaker', readdirSync(join(EMBEDDED_DIR, 'images', 'val', '07_sneaker'))[0]);
       const gray = readFileSync(file);
       expect(await hostPage.evaluate(([b, s]) => uapHost.decode(b, s), [[...gray], [28, 28, 1]] as [number[], [number, number, number]])).toEqual([...(await decodeImage(gray, 28, 28, 1))]);
       // 6 wide, 4 high, into 4x4: no scaling, so "cover" is a crop of columns 1-4, to the exact pixel.
@@ -342,7 +342,7 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
 
   it('takes a model and images the user picks as files (the drop zone\'s file input), with the card and labels file', async () => {
     const model = join(EMBEDDED_DIR, 'model');
-    const dir = join(EMBEDDED_DIR, 'images', 'val', '07_bag');
+    const dir = join(EMBEDDED_DIR, 'images', 'val', '07_sneaker');
     const images = readdirSync(dir).slice(0, 6).map((f) => join(dir, f));
     await page.setInputFiles('#files', [...['model.json', 'weights.bin', 'card.json', 'labels.txt'].map((f) => join(model, f)), ...images]);
     await page.waitForFunction(() => /^Added/.test(document.querySelector('#status')!.textContent!), null, { timeout: 10_000 });
@@ -358,7 +358,7 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     const dir = mkdtempSync(join(tmpdir(), 'uap-studio-onnx-'));
     const card = { name: 'stem-onnx', format: 'onnx', model: 'stem-op17.onnx', inputShape: [32, 32, 3], numClasses: 10, preprocess: { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] } };
     writeFileSync(join(dir, 'card.json'), JSON.stringify(card));
-    const imgDir = join(EMBEDDED_DIR, 'images', 'val', '07_bag');
+    const imgDir = join(EMBEDDED_DIR, 'images', 'val', '07_sneaker');
     const images = readdirSync(imgDir).slice(0, 6).map((f) => join(imgDir, f));
     await page.setInputFiles('#files', [join(import.meta.dirname, 'fixtures', 'onnx', 'stem-op17.onnx'), join(dir, 'card.json'), ...images]);
     await page.waitForFunction(() => /^Added/.test(document.querySelector('#status')!.textContent!), null, { timeout: 10_000 });

@@ -144,6 +144,23 @@ describe.skipIf(skip)('end to end on the WebGPU engine: the CPU engine\'s foolin
     }
   });
 
+  it('GD-UAP\'s inner-layer feature model runs on the GPU with the CPU engine\'s values and gradients', async () => {
+    const [g, c] = [await loadClassifier('fashion', { engine: gpu }), await loadClassifier('fashion', { engine: cpu })];
+    const [fg, fc] = [await g.features!(), await c.features!()];
+    const x = tf.randomUniform([3, 28, 28, 1], 0, 255, 'float32', 5) as tf.Tensor4D;
+    try {
+      expect(fg.runtime?.name).toBe('onnxruntime-webgpu');
+      const size = fc.layers.reduce((a, l) => a + l.size, 0);
+      const dy = Float32Array.from({ length: 3 * size }, (_, t) => Math.cos(t));
+      const [a, b] = [await vjpRows(fg, x, dy), await vjpRows(fc, x, dy)];
+      expect(maxRelativeDifference(a.logits, b.logits)).toBeLessThan(1e-5);
+      expect(maxRelativeDifference(a.dx, b.dx)).toBeLessThan(1e-4);
+    } finally {
+      x.dispose();
+      for (const m of [fg, fc, g, c]) m.dispose();
+    }
+  });
+
   it.each([
     ['Algorithm 1, embedded CNN', 'fashion', 'algorithm1'],
     ['SGD-UAP, embedded CNN', 'fashion', 'sgd'],

@@ -10,11 +10,12 @@ import { UsageError } from '../errors.js';
 /** Where Debian's dataset-fashion-mnist puts the four gzip idx files (FASHION_MNIST_DIR overrides). */
 export const FASHION_MNIST_DIR = process.env.FASHION_MNIST_DIR ?? '/usr/share/datasets/fashion-mnist';
 
-export const FASHION_LABELS = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Bag', 'Sneaker', 'Ankle boot'];
-/** Class folder names, "NN_name" as uap's folder listing reads them. */
+/** Fashion-MNIST's class names in label order, as Zalando Research publishes them (7 = Sneaker, 8 = Bag). */
+export const FASHION_LABELS = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
+/** Class folder names, "NN_name" as uap's folder listing reads them (NN is the label). */
 export const FASHION_FOLDERS = [
   '00_tshirt_top', '01_trouser', '02_pullover', '03_dress', '04_coat',
-  '05_sandal', '06_shirt', '07_bag', '08_sneaker', '09_ankle_boot',
+  '05_sandal', '06_shirt', '07_sneaker', '08_bag', '09_ankle_boot',
 ];
 
 export interface FashionSplit {
@@ -84,7 +85,9 @@ export function cacheDir(): string {
  * temporary folder and renamed, so an interrupted unpack is redone, never half-used.
  */
 export function fashionSplitFolder(split: 'train' | 'test', say?: (m: string) => void): string {
-  const dir = join(cacheDir(), 'fashion-mnist', split);
+  // 'v2': the folders of earlier releases named classes 7 and 8 the wrong way round (their images and
+  // labels were right); a fresh unpack gives the true names.
+  const dir = join(cacheDir(), 'fashion-mnist', 'v2', split);
   if (existsSync(dir)) return dir;
   const data = readFashionSplit(FASHION_MNIST_DIR, split === 'train' ? 'train' : 't10k');
   say?.(`unpacking the ${data.n} Fashion-MNIST ${split} images from ${FASHION_MNIST_DIR} into ${dir} (once)`);
@@ -95,7 +98,7 @@ export function fashionSplitFolder(split: 'train' | 'test', say?: (m: string) =>
     const png = encodePng({ width: 28, height: 28, data: data.images.subarray(i * 784, (i + 1) * 784), channels: 1, depth: 8 });
     writeFileSync(join(tmp, FASHION_FOLDERS[data.labels[i]], `${String(i).padStart(6, '0')}.png`), png);
   }
-  mkdirSync(join(cacheDir(), 'fashion-mnist'), { recursive: true });
+  mkdirSync(join(cacheDir(), 'fashion-mnist', 'v2'), { recursive: true });
   renameSync(tmp, dir);
   return dir;
 }

@@ -29,9 +29,32 @@ export interface DataSpec {
   strict?: boolean;
 }
 
-/** Default folders: the ImageNet sample/validation images, or the embedded Fashion-MNIST split. */
-export function defaultData(model: Classifier, assets: string): { data: string; val: string } {
-  return defaultFolders(model.labelSpace, assets);
+/** What the embedded Fashion-MNIST images are: the default data of a model of its own label space. */
+const EMBEDDED_SET = { inputShape: [28, 28, 1], numClasses: 10 };
+
+/**
+ * Default folders: the ImageNet sample/validation images, or the embedded Fashion-MNIST split. A model
+ * of its own label space that is not a 28x28 grayscale 10-class classifier is refused: the embedded
+ * images would be resized and scored against labels that are not its classes, and every figure would
+ * be meaningless (a user's ONNX model given without {labelSpace} or {data}).
+ */
+export function defaultData(model: Classifier, assets: string): { readonly data: string; readonly val: string } {
+  // Getters: a job that names its own folders (job.data ?? defaults.data) never asks, so never fails.
+  const folder = (role: 'data' | 'val') => {
+    if (model.labelSpace === 'own' && (model.inputShape.join('x') !== EMBEDDED_SET.inputShape.join('x') || model.numClasses !== EMBEDDED_SET.numClasses))
+      throw new UsageError(
+        `{data}: model ${model.name} takes ${model.inputShape.join('x')} images with ${model.numClasses} classes of its own; the default images (the embedded Fashion-MNIST set, 28x28x1, 10 classes) do not fit it: pass its images as {data} (and {val}), or {labelSpace} imagenet for an ImageNet classifier`,
+      );
+    return defaultFolders(model.labelSpace, assets)[role];
+  };
+  return {
+    get data() {
+      return folder('data');
+    },
+    get val() {
+      return folder('val');
+    },
+  };
 }
 
 /** The default crafting and validation folders of a label space. */
