@@ -30,12 +30,15 @@ export const VARIANTS: Record<string, { label: string; options: Partial<Universa
   paper: { label: 'the paper (minimal L2 DeepFool steps, v projected after each)', options: paper },
   'paper-linf': { label: '+ Linf DeepFool (sign steps, `--deepfool-norm match`)', options: { ...paper, deepfoolNorm: 'match' } },
   'paper-overshoot': { label: '+ overshoot 1 (steps twice as long)', options: { ...paper, overshoot: 1 } },
-  'paper-accept-all': { label: '+ every step accepted, converged or not (ART\'s rule)', options: { ...paper, accept: 'all' } },
+  'paper-accept-all': { label: "+ every step accepted, converged or not (ART's rule)", options: { ...paper, accept: 'all' } },
   'paper-sequential': { label: '+ strictly sequential (batch 1: each step at the current v)', options: { ...paper, batchSize: 1 } },
-  'paper-rescale': { label: '+ v rescaled to the ball\'s boundary after each pass', options: { ...paper, rescale: true } },
+  'paper-rescale': { label: "+ v rescaled to the ball's boundary after each pass", options: { ...paper, rescale: true } },
   'paper-decay': { label: '+ steps x30, shrinking by 0.7 per pass', options: { ...paper, stepSize: 30, stepDecay: 0.7 } },
   'sum-minimal': { label: 'the SUM of the steps projected (steps x100)', options: { projection: 'sum', steps: 'minimal', stepSize: 100 } },
-  accumulated: { label: '**accumulated (default): unit steps half the ball\'s L2 radius long, their sum projected**', options: ALGORITHM1_VARIANTS.accumulated },
+  accumulated: {
+    label: "**accumulated (default): unit steps half the ball's L2 radius long, their sum projected**",
+    options: ALGORITHM1_VARIANTS.accumulated,
+  },
 };
 
 interface Point {
@@ -47,7 +50,13 @@ interface Point {
 }
 
 /** Random noise of the run's norm and radius on V: uniform random signs and a Gaussian direction, 3 draws each. */
-async function noise(model: Classifier, V: ImageSet, clean: Int32Array, norm: Norm, xi: number): Promise<{ signs: number; gaussian: number }> {
+async function noise(
+  model: Classifier,
+  V: ImageSet,
+  clean: Int32Array,
+  norm: Norm,
+  xi: number,
+): Promise<{ signs: number; gaussian: number }> {
   const rate = async (kind: 'sign' | 'gaussian') => {
     let total = 0;
     for (let seed = 1; seed <= 3; seed++) {
@@ -60,7 +69,16 @@ async function noise(model: Classifier, V: ImageSet, clean: Int32Array, norm: No
   return { signs: await rate('sign'), gaussian: await rate('gaussian') };
 }
 
-async function run(model: Classifier, X: ImageSet, V: ImageSet, clean: Int32Array, norm: Norm, xi: number, passes: number, name: string): Promise<Point[]> {
+async function run(
+  model: Classifier,
+  X: ImageSet,
+  V: ImageSet,
+  clean: Int32Array,
+  norm: Norm,
+  xi: number,
+  passes: number,
+  name: string,
+): Promise<Point[]> {
   const o: UniversalOptions = { ...UNIVERSAL_DEFAULTS, norm, xi, delta: 0, maxPasses: passes, ...VARIANTS[name].options };
   const curve: Point[] = [];
   let spent = 0;
@@ -68,7 +86,9 @@ async function run(model: Classifier, X: ImageSet, V: ImageSet, clean: Int32Arra
     spent += r.seconds;
     const ev = await evaluatePerturbation(model, V, v, { cleanPred: clean });
     curve.push({ pass: r.pass, seconds: +spent.toFixed(1), x: r.foolingRate, val: ev.foolingRate, l2: +lpNorm(v, 2).toFixed(0) });
-    console.log(`  ${name}: pass ${r.pass}, ${spent.toFixed(0)} s, X ${(r.foolingRate * 100).toFixed(1)}%, val ${(ev.foolingRate * 100).toFixed(1)}%, ||v||_2 ${lpNorm(v, 2).toFixed(0)}`);
+    console.log(
+      `  ${name}: pass ${r.pass}, ${spent.toFixed(0)} s, X ${(r.foolingRate * 100).toFixed(1)}%, val ${(ev.foolingRate * 100).toFixed(1)}%, ||v||_2 ${lpNorm(v, 2).toFixed(0)}`,
+    );
   };
   (await computeUniversal(model, X, o, { onPass })).v.dispose();
   return curve;
@@ -105,12 +125,16 @@ interface Saved {
 /** The README's tables, from results (labels from VARIANTS). `--table` prints them from the saved file. */
 function printTables(results: SettingResult[]): void {
   for (const r of results) {
-    console.log(`${r.norm === 2 ? 'L2' : 'Linf'} ${r.xi}, |X| = ${r.images}, validation ${r.val} images (random noise: signs ${pct(r.random.signs)}, Gaussian ${pct(r.random.gaussian)})\n`);
+    console.log(
+      `${r.norm === 2 ? 'L2' : 'Linf'} ${r.xi}, |X| = ${r.images}, validation ${r.val} images (random noise: signs ${pct(r.random.signs)}, Gaussian ${pct(r.random.gaussian)})\n`,
+    );
     console.log('| variant | val. fooling after pass 1 / last | X fooling (last) | L2 norm of v (last) | seconds per pass (mean) |');
     console.log('|---|---|---|---|---|');
     for (const row of r.rows) {
       const [first, last] = [row.curve[0], row.curve[row.curve.length - 1]];
-      console.log(`| ${VARIANTS[row.variant]?.label ?? row.variant} | ${pct(first.val)} / ${pct(last.val)} | ${pct(last.x)} | ${last.l2} | ${(last.seconds / last.pass).toFixed(0)} |`);
+      console.log(
+        `| ${VARIANTS[row.variant]?.label ?? row.variant} | ${pct(first.val)} / ${pct(last.val)} | ${pct(last.x)} | ${last.l2} | ${(last.seconds / last.pass).toFixed(0)} |`,
+      );
     }
     console.log('');
   }
@@ -127,7 +151,15 @@ async function main() {
   const backend = engine.name;
   const model = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine });
   const plan: Setting[] = args.has('images')
-    ? [{ images: Number(args.get('images')), val: Number(args.get('val') ?? 500), norm: parseNorm(args.get('norm') ?? 'inf')!, passes: Number(args.get('passes') ?? 3), variants: (args.get('variants') ?? Object.keys(VARIANTS).join(',')).split(',') }]
+    ? [
+        {
+          images: Number(args.get('images')),
+          val: Number(args.get('val') ?? 500),
+          norm: parseNorm(args.get('norm') ?? 'inf')!,
+          passes: Number(args.get('passes') ?? 3),
+          variants: (args.get('variants') ?? Object.keys(VARIANTS).join(',')).split(','),
+        },
+      ]
     : PLAN;
   // The whole plan is the README's table; a run with flags goes to a file of its own.
   const file = args.has('images') ? `bench/results/algorithm1-${plan[0].norm}-${plan[0].images}.json` : 'bench/results/algorithm1.json';
@@ -138,13 +170,18 @@ async function main() {
     const xi = defaultXi(s.norm, model.inputShape);
     const clean = await predictSet(model, V, null);
     const random = await noise(model, V, clean, s.norm, xi);
-    console.log(`|X| = ${X.size}, |V| = ${V.size}, ${s.norm === 2 ? 'L2' : 'Linf'} ${xi}: random noise on V: signs ${pct(random.signs)}, Gaussian ${pct(random.gaussian)}`);
+    console.log(
+      `|X| = ${X.size}, |V| = ${V.size}, ${s.norm === 2 ? 'L2' : 'Linf'} ${xi}: random noise on V: signs ${pct(random.signs)}, Gaussian ${pct(random.gaussian)}`,
+    );
     const rows: SettingResult['rows'] = [];
     for (const name of s.variants) rows.push({ variant: name, curve: await run(model, X, V, clean, s.norm, xi, s.passes, name) });
     results.push({ images: X.size, val: V.size, norm: s.norm, xi, passes: s.passes, random, rows });
   }
   mkdirSync('bench/results', { recursive: true });
-  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), backend, engine: model.engine, model: model.name, results }, null, 2) + '\n');
+  writeFileSync(
+    file,
+    JSON.stringify({ date: new Date().toISOString(), backend, engine: model.engine, model: model.name, results }, null, 2) + '\n',
+  );
   console.log(`written ${file}\n`);
   printTables(results);
   model.dispose();

@@ -72,7 +72,8 @@ function missing(assets: string): string | null {
   if (!existsSync(assets)) return `assets folder ${assets} not found (pass --assets=DIR or set UAP_ASSETS)`;
   if (!existsSync(join(artDir, 'art', '__init__.py'))) return `no ART package at ${artDir}/art (pass --art=DIR, a folder holding art/)`;
   const probe = spawnSync(PYTHON, ['-c', 'import torch, art'], { env: { ...process.env, PYTHONPATH: artDir }, encoding: 'utf8' });
-  if (probe.status !== 0) return `${PYTHON} cannot import torch and art (${(probe.stderr ?? probe.error?.message ?? '').trim().split('\n').pop()})`;
+  if (probe.status !== 0)
+    return `${PYTHON} cannot import torch and art (${(probe.stderr ?? probe.error?.message ?? '').trim().split('\n').pop()})`;
   return null;
 }
 
@@ -115,11 +116,36 @@ async function writeInputs(dir: string, model: Classifier, X: ImageSet, V: Image
 
 function runArt(dir: string, noise: string): ArtOut {
   const out = join(dir, 'out.json');
-  const r = spawnSync(PYTHON, [join(PROJECT_ROOT, 'bench', 'art_ref.py'), '--net', join(dir, 'net.json'), '--bin', join(dir, 'net.bin'), '--x', join(dir, 'x.npy'), '--v', join(dir, 'v.npy'),
-    '--norm', norm, '--xi', String(xi), '--passes', String(passes), '--threads', String(threads), '--noise', noise, '--out', out], {
-    env: { ...process.env, PYTHONPATH: artDir, OMP_WAIT_POLICY: ompWait },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
+  const r = spawnSync(
+    PYTHON,
+    [
+      join(PROJECT_ROOT, 'bench', 'art_ref.py'),
+      '--net',
+      join(dir, 'net.json'),
+      '--bin',
+      join(dir, 'net.bin'),
+      '--x',
+      join(dir, 'x.npy'),
+      '--v',
+      join(dir, 'v.npy'),
+      '--norm',
+      norm,
+      '--xi',
+      String(xi),
+      '--passes',
+      String(passes),
+      '--threads',
+      String(threads),
+      '--noise',
+      noise,
+      '--out',
+      out,
+    ],
+    {
+      env: { ...process.env, PYTHONPATH: artDir, OMP_WAIT_POLICY: ompWait },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    },
+  );
   if (r.status !== 0) throw new Error(`bench/art_ref.py failed (exit ${r.status ?? r.signal})`);
   return JSON.parse(readFileSync(out, 'utf8')) as ArtOut;
 }
@@ -149,7 +175,9 @@ async function main(): Promise<void> {
   const noise = resolve('runs/art', `${name}.npy`);
   try {
     await writeInputs(dir, model, X, V, assets);
-    console.log(`ART ${artDir} on ${MODEL}: X ${X.size}, validation ${V.size}, L${norm} xi ${xi}, ${passes} pass(es), ${threads} torch threads (OMP_WAIT_POLICY ${ompWait})`);
+    console.log(
+      `ART ${artDir} on ${MODEL}: X ${X.size}, validation ${V.size}, L${norm} xi ${xi}, ${passes} pass(es), ${threads} torch threads (OMP_WAIT_POLICY ${ompWait})`,
+    );
     const loadBefore = loadavg();
     const a = runArt(dir, noise);
     const loadAfter = loadavg();
@@ -186,9 +214,19 @@ async function main(): Promise<void> {
       calls: a.calls,
       artFoolingRateX: a.artFoolingRateX,
       pytorch: { foolingX: a.foolingX, foolingV: a.foolingV },
-      uap: { foolingX: foolingRate(cleanX, advX), foolingV: onV.foolingRate, cleanAccuracyV: onV.cleanAccuracy, perturbedAccuracyV: onV.perturbedAccuracy },
+      uap: {
+        foolingX: foolingRate(cleanX, advX),
+        foolingV: onV.foolingRate,
+        cleanAccuracyV: onV.cleanAccuracy,
+        perturbedAccuracyV: onV.perturbedAccuracy,
+      },
       // Boundary images: PyTorch and ONNX Runtime round differently, so a few labels may flip.
-      labelsDiffering: { cleanX: differing(a.cleanX, cleanX), advX: differing(a.advX, advX), cleanV: differing(a.cleanV, onV.cleanPred), advV: differing(a.advV, onV.advPred) },
+      labelsDiffering: {
+        cleanX: differing(a.cleanX, cleanX),
+        advX: differing(a.advX, advX),
+        cleanV: differing(a.cleanV, onV.cleanPred),
+        advV: differing(a.advV, onV.advPred),
+      },
       normL2: a.normL2,
       normLinf: a.normLinf,
       noise: `runs/art/${name}.npy`,
@@ -196,11 +234,21 @@ async function main(): Promise<void> {
     const pct = (f: number) => `${(100 * f).toFixed(1)}%`;
     console.log(`load average before ${loadBefore.join(' ')}, after ${loadAfter.join(' ')}`);
     console.log(`wall time (ART generate): ${a.wallSeconds.toFixed(1)} s`);
-    console.log(`passes: ${a.passes.map((p) => `${p.seconds.toFixed(1)} s ${pct(p.foolingRateX)}`).join(', ')}${a.converged ? ' (converged)' : ''}`);
-    console.log(`calls: ${Object.entries(a.calls).map(([k, n]) => `${k} ${n}`).join(', ')}`);
+    console.log(
+      `passes: ${a.passes.map((p) => `${p.seconds.toFixed(1)} s ${pct(p.foolingRateX)}`).join(', ')}${a.converged ? ' (converged)' : ''}`,
+    );
+    console.log(
+      `calls: ${Object.entries(a.calls)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ')}`,
+    );
     console.log(`fooling rate on X: ART ${pct(a.artFoolingRateX)}, PyTorch ${pct(a.foolingX)}, uap ${pct(result.uap.foolingX)}`);
     console.log(`fooling rate on validation: PyTorch ${pct(a.foolingV)}, uap ${pct(onV.foolingRate)}`);
-    console.log(`labels differing PyTorch vs uap: ${Object.entries(result.labelsDiffering).map(([k, n]) => `${k} ${n}`).join(', ')}`);
+    console.log(
+      `labels differing PyTorch vs uap: ${Object.entries(result.labelsDiffering)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ')}`,
+    );
     console.log(`||v||_2 ${a.normL2.toFixed(1)}, ||v||_inf ${a.normLinf.toFixed(2)} (pixels)`);
     mkdirSync('bench/results', { recursive: true });
     writeFileSync(`bench/results/${name}.json`, JSON.stringify(result, null, 2) + '\n');

@@ -44,14 +44,27 @@ const releaseGrads = (g: { grads: tf.Tensor }) => g.grads.dispose();
  * The textbook PyTorch DeepFool (bench/torch_deepfool.py: one image at a time, one backward pass per
  * candidate class) on the same weights and images: ms per image and each image's ||r||_2.
  */
-async function torchDeepFool(name: string, assets: string, x: tf.Tensor4D, k: number): Promise<{ msPerImage: number; l2: number[]; threads: number } | undefined> {
+async function torchDeepFool(
+  name: string,
+  assets: string,
+  x: tf.Tensor4D,
+  k: number,
+): Promise<{ msPerImage: number; l2: number[]; threads: number } | undefined> {
   if (!TORCH_PYTHON) return undefined;
   const dir = mkdtempSync(join(tmpdir(), 'uap-df-'));
   const card = findCard(name, {}, assets);
-  writeNetFiles(await loadNet(card, resolveCardPath(card, card.model, assets), assets), card.inputShape, join(dir, 'net.json'), join(dir, 'net.bin'));
+  writeNetFiles(
+    await loadNet(card, resolveCardPath(card, card.model, assets), assets),
+    card.inputShape,
+    join(dir, 'net.json'),
+    join(dir, 'net.bin'),
+  );
   writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
   return runTorchBest<{ msPerImage: number; l2: number[]; threads: number }>(
-    'bench/torch_deepfool.py', [join(dir, 'net.json'), join(dir, 'net.bin'), join(dir, 'x.npy'), join(dir, 'out.json'), '2', String(k)], join(dir, 'out.json'));
+    'bench/torch_deepfool.py',
+    [join(dir, 'net.json'), join(dir, 'net.bin'), join(dir, 'x.npy'), join(dir, 'out.json'), '2', String(k)],
+    join(dir, 'out.json'),
+  );
 }
 
 async function main() {
@@ -83,7 +96,11 @@ async function main() {
   one.grads.dispose();
 
   // 2. DeepFool throughput (L2, 10 candidates, batch 8).
-  const [df, tDf] = await seconds(() => deepfool(model, x, { candidates: k }), 2, (d) => d.r.dispose());
+  const [df, tDf] = await seconds(
+    () => deepfool(model, x, { candidates: k }),
+    2,
+    (d) => d.r.dispose(),
+  );
   const meanSteps = df.steps.reduce((a, b) => a + b, 0) / df.steps.length;
   const ourL2 = Array.from(tf.tidy(() => tf.sqrt(tf.sum(tf.square(df.r.reshape([8, -1])), 1)).dataSync()));
   df.r.dispose();
@@ -99,10 +116,21 @@ async function main() {
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 200);
   const snap = (pass: number) => {
     peak = Math.max(peak, process.memoryUsage().rss);
-    mem.push({ pass, numTensors: tf.memory().numTensors, numBytes: tf.memory().numBytes, rssMB: Math.round(process.memoryUsage().rss / 1e6), peakRssMB: Math.round(peak / 1e6) });
+    mem.push({
+      pass,
+      numTensors: tf.memory().numTensors,
+      numBytes: tf.memory().numBytes,
+      rssMB: Math.round(process.memoryUsage().rss / 1e6),
+      peakRssMB: Math.round(peak / 1e6),
+    });
   };
   snap(0);
-  const res = await computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, norm: 'inf', xi: 10, maxPasses: passes, delta: 0 }, { onPass: (r) => snap(r.pass) });
+  const res = await computeUniversal(
+    model,
+    X,
+    { ...UNIVERSAL_DEFAULTS, norm: 'inf', xi: 10, maxPasses: passes, delta: 0 },
+    { onPass: (r) => snap(r.pass) },
+  );
   clearInterval(sampler);
   res.v.dispose();
 
@@ -113,10 +141,24 @@ async function main() {
     images: X.size,
     forwardMsPerImage: (tFwd / 8) * 1000,
     inputGradientMsPerImage: (tOne / 8) * 1000,
-    gradients: { batch: 8, candidates: k, tiledSeconds: tTiled, perClassLoopSeconds: tLoop, speedup: tLoop / tTiled, maxRelativeDifference: diff },
+    gradients: {
+      batch: 8,
+      candidates: k,
+      tiledSeconds: tTiled,
+      perClassLoopSeconds: tLoop,
+      speedup: tLoop / tTiled,
+      maxRelativeDifference: diff,
+    },
     deepfool: {
-      imagesPerSecond: 8 / tDf, msPerImage: (tDf / 8) * 1000, meanSteps,
-      torch: torchDf && { msPerImage: torchDf.msPerImage, threads: torchDf.threads, speedup: torchDf.msPerImage / ((tDf / 8) * 1000), maxRelativeL2Difference: l2Diff },
+      imagesPerSecond: 8 / tDf,
+      msPerImage: (tDf / 8) * 1000,
+      meanSteps,
+      torch: torchDf && {
+        msPerImage: torchDf.msPerImage,
+        threads: torchDf.threads,
+        speedup: torchDf.msPerImage / ((tDf / 8) * 1000),
+        maxRelativeL2Difference: l2Diff,
+      },
     },
     universal: { secondsPerPass: res.history.map((h) => h.seconds), foolingRate: res.history.map((h) => h.foolingRate) },
     memory: mem,
@@ -130,7 +172,9 @@ async function main() {
     'DeepFool images/s (L2, k=10)': (8 / tDf).toFixed(2),
     'DeepFool mean steps': meanSteps.toFixed(1),
     'DeepFool ms/image, ours': ((tDf / 8) * 1000).toFixed(0),
-    'DeepFool ms/image, textbook PyTorch (one backward per candidate)': torchDf ? torchDf.msPerImage.toFixed(0) : '- (python3-torch not installed)',
+    'DeepFool ms/image, textbook PyTorch (one backward per candidate)': torchDf
+      ? torchDf.msPerImage.toFixed(0)
+      : '- (python3-torch not installed)',
     'DeepFool speed-up vs PyTorch': torchDf ? (torchDf.msPerImage / ((tDf / 8) * 1000)).toFixed(2) + 'x' : '-',
     'DeepFool ||r||_2 vs PyTorch (max relative difference)': l2Diff !== undefined ? l2Diff.toExponential(1) : '-',
     'Algorithm 1 s/pass': res.history.map((h) => h.seconds.toFixed(1)).join(', '),

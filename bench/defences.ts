@@ -71,9 +71,23 @@ async function main() {
   ] as const) {
     const out = mkdtempSync(join(tmpdir(), 'uap-bench-defence-'));
     const t0 = performance.now();
-    const res = await runFinetune({ model: 'fashion', engine, out, ...sets, sample: images, valSample: valImages, method: 'sgd', attack: { norm: 'inf', xi, maxPasses: 5 }, options });
+    const res = await runFinetune({
+      model: 'fashion',
+      engine,
+      out,
+      ...sets,
+      sample: images,
+      valSample: valImages,
+      method: 'sgd',
+      attack: { norm: 'inf', xi, maxPasses: 5 },
+      options,
+    });
     // The defence's own cost: training and (pool) crafting, without the re-attack that closes its round.
-    const seconds = (performance.now() - t0) / 1000 - res.rounds[0].seconds - res.rounds[1].seconds + res.rounds[1].epochs.reduce((s, e) => s + e.seconds, 0);
+    const seconds =
+      (performance.now() - t0) / 1000 -
+      res.rounds[0].seconds -
+      res.rounds[1].seconds +
+      res.rounds[1].epochs.reduce((s, e) => s + e.seconds, 0);
     process.stdout.write(`${name}: ${seconds.toFixed(0)} s\n`);
     rows.push({ defence: name, seconds, ...(await attackAll(engine, res.rounds[1].card, sets)) });
   }
@@ -83,12 +97,18 @@ async function main() {
     '',
     `| defence | clean accuracy | ${ATTACKS.map(([n]) => `fresh ${n}`).join(' | ')} | defence time |`,
     `|---|---|${ATTACKS.map(() => '---').join('|')}|---|`,
-    ...rows.map((r) => `| ${r.defence} | ${pct(r.cleanAccuracy)} | ${ATTACKS.map(([n]) => pct(r.fooling[n])).join(' | ')} | ${r.seconds ? `${r.seconds.toFixed(0)} s` : '-'} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.defence} | ${pct(r.cleanAccuracy)} | ${ATTACKS.map(([n]) => pct(r.fooling[n])).join(' | ')} | ${r.seconds ? `${r.seconds.toFixed(0)} s` : '-'} |`,
+    ),
     '',
   ].join('\n');
   process.stdout.write('\n' + md);
   mkdirSync('bench/results', { recursive: true });
-  writeFileSync('bench/results/defences.json', JSON.stringify({ date: new Date().toISOString(), backend, images, valImages, xi, epochs, rows }, null, 2) + '\n');
+  writeFileSync(
+    'bench/results/defences.json',
+    JSON.stringify({ date: new Date().toISOString(), backend, images, valImages, xi, epochs, rows }, null, 2) + '\n',
+  );
   writeFileSync('bench/results/defences.md', md);
   console.log('written bench/results/defences.json, bench/results/defences.md');
 }

@@ -37,7 +37,6 @@ async function best<T>(f: () => Promise<T>, repeats: number, release: (r: T) => 
   return t / B;
 }
 
-
 /** dy for "logit 1 - logit 0" on every image. */
 function marginDy(classes: number): Float32Array {
   const dy = new Float32Array(B * classes);
@@ -96,9 +95,16 @@ async function measure(engine: Engine, name: string, assets: string, x: tf.Tenso
     // What a user without this engine does: tf.grad through LayersModel.predict, cpu backend.
     const card = findCard(name);
     const model = await tf.loadLayersModel(fileHandler(resolveCardPath(card, card.model, assets)));
-    const sel = tf.tensor2d(dy.map((v) => v), [B, K]);
+    const sel = tf.tensor2d(
+      dy.map((v) => v),
+      [B, K],
+    );
     const pre = (t: tf.Tensor) => tf.sub(tf.mul(t, card.preprocess.scale ?? 1), -(card.preprocess.offset ?? 0));
-    naiveCpuGradient = await best(async () => tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.mul((model.predict(pre(t)) as tf.Tensor).reshape([B, K]), sel)))(x)), 1, (g) => g.dispose());
+    naiveCpuGradient = await best(
+      async () => tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.mul((model.predict(pre(t)) as tf.Tensor).reshape([B, K]), sel)))(x)),
+      1,
+      (g) => g.dispose(),
+    );
     model.dispose();
     sel.dispose();
   }
@@ -112,10 +118,30 @@ async function measure(engine: Engine, name: string, assets: string, x: tf.Tenso
     writeNetFiles(net, card.inputShape, join(dir, 'net.json'), join(dir, 'net.bin'));
     writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
     const t = runTorchBest<{ forwardMs: number; gradientMs: number; tenGradientsMs: number; threads: number; grad0: number[] }>(
-      'bench/torch_ref.py', [join(dir, 'net.json'), join(dir, 'net.bin'), join(dir, 'x.npy'), join(dir, 'out.json'), '2'], join(dir, 'out.json'));
-    torch = { forwardMs: t.forwardMs, gradientMs: t.gradientMs, tenGradientsMs: t.tenGradientsMs, threads: t.threads, settings: t.torchSettings, gradRelDiff: maxRelativeDifference(ortGrad0, t.grad0) };
+      'bench/torch_ref.py',
+      [join(dir, 'net.json'), join(dir, 'net.bin'), join(dir, 'x.npy'), join(dir, 'out.json'), '2'],
+      join(dir, 'out.json'),
+    );
+    torch = {
+      forwardMs: t.forwardMs,
+      gradientMs: t.gradientMs,
+      tenGradientsMs: t.tenGradientsMs,
+      threads: t.threads,
+      settings: t.torchSettings,
+      gradRelDiff: maxRelativeDifference(ortGrad0, t.grad0),
+    };
   }
-  return { model: name, ortForward, ortForwardImages, ortGradient, ortTenGradients, wasmGradient, naiveCpuGradient, torch, gradRelDiffVsTfjsCpu: maxRelativeDifference(ortGrad0, cpuGrad0) };
+  return {
+    model: name,
+    ortForward,
+    ortForwardImages,
+    ortGradient,
+    ortTenGradients,
+    wasmGradient,
+    naiveCpuGradient,
+    torch,
+    gradRelDiffVsTfjsCpu: maxRelativeDifference(ortGrad0, cpuGrad0),
+  };
 }
 
 export async function benchEngine(assets: string): Promise<Row[]> {
@@ -131,23 +157,49 @@ export async function benchEngine(assets: string): Promise<Row[]> {
   x224.dispose();
   const f = (v?: number) => (v === undefined ? '-' : v.toFixed(1));
   const ratio = (a?: number, b?: number) => (a === undefined || b === undefined ? '-' : (a / b).toFixed(2) + 'x');
-  console.log(`\nms per image, batch ${B}, 2 cores${TORCH_PYTHON ? '' : ' (PyTorch: not installed, `apt-get install python3-torch` adds the column)'}`);
-  console.table(Object.fromEntries(rows.map((r) => [r.model, {
-    'ORT forward': f(r.ortForward), 'ORT forward, uint8': f(r.ortForwardImages), 'ORT 1 grad': f(r.ortGradient), 'ORT 10 grads': f(r.ortTenGradients), 'TF.js wasm 1 grad': f(r.wasmGradient),
-    'naive cpu 1 grad': f(r.naiveCpuGradient), 'torch forward': f(r.torch?.forwardMs), 'torch 1 grad': f(r.torch?.gradientMs), 'torch 10 grads': f(r.torch?.tenGradientsMs),
-  }])));
+  console.log(
+    `\nms per image, batch ${B}, 2 cores${TORCH_PYTHON ? '' : ' (PyTorch: not installed, `apt-get install python3-torch` adds the column)'}`,
+  );
+  console.table(
+    Object.fromEntries(
+      rows.map((r) => [
+        r.model,
+        {
+          'ORT forward': f(r.ortForward),
+          'ORT forward, uint8': f(r.ortForwardImages),
+          'ORT 1 grad': f(r.ortGradient),
+          'ORT 10 grads': f(r.ortTenGradients),
+          'TF.js wasm 1 grad': f(r.wasmGradient),
+          'naive cpu 1 grad': f(r.naiveCpuGradient),
+          'torch forward': f(r.torch?.forwardMs),
+          'torch 1 grad': f(r.torch?.gradientMs),
+          'torch 10 grads': f(r.torch?.tenGradientsMs),
+        },
+      ]),
+    ),
+  );
   console.log('targets (issue 8): ratios >= 1 meet them');
-  console.table(Object.fromEntries(rows.map((r) => [r.model, {
-    'gradient: naive cpu / ORT (>= 10)': ratio(r.naiveCpuGradient, r.ortGradient),
-    'gradient: torch / ORT (>= 1)': ratio(r.torch?.gradientMs, r.ortGradient),
-    '10 gradients: torch loop / ORT (>= 1)': ratio(r.torch?.tenGradientsMs, r.ortTenGradients),
-    'forward: torch / ORT (>= 3)': ratio(r.torch?.forwardMs, r.ortForward),
-    'evaluation forward (uint8): torch / ORT': ratio(r.torch?.forwardMs, r.ortForwardImages),
-    'gradient rel. diff vs TF.js cpu (<= 1e-4)': r.gradRelDiffVsTfjsCpu.toExponential(1),
-    'vs PyTorch': r.torch ? r.torch.gradRelDiff.toExponential(1) : '-',
-  }])));
+  console.table(
+    Object.fromEntries(
+      rows.map((r) => [
+        r.model,
+        {
+          'gradient: naive cpu / ORT (>= 10)': ratio(r.naiveCpuGradient, r.ortGradient),
+          'gradient: torch / ORT (>= 1)': ratio(r.torch?.gradientMs, r.ortGradient),
+          '10 gradients: torch loop / ORT (>= 1)': ratio(r.torch?.tenGradientsMs, r.ortTenGradients),
+          'forward: torch / ORT (>= 3)': ratio(r.torch?.forwardMs, r.ortForward),
+          'evaluation forward (uint8): torch / ORT': ratio(r.torch?.forwardMs, r.ortForwardImages),
+          'gradient rel. diff vs TF.js cpu (<= 1e-4)': r.gradRelDiffVsTfjsCpu.toExponential(1),
+          'vs PyTorch': r.torch ? r.torch.gradRelDiff.toExponential(1) : '-',
+        },
+      ]),
+    ),
+  );
   mkdirSync('bench/results', { recursive: true });
-  writeFileSync('bench/results/engine.json', JSON.stringify({ date: new Date().toISOString(), batch: B, torch: TORCH_PYTHON ?? null, rows }, null, 2) + '\n');
+  writeFileSync(
+    'bench/results/engine.json',
+    JSON.stringify({ date: new Date().toISOString(), batch: B, torch: TORCH_PYTHON ?? null, rows }, null, 2) + '\n',
+  );
   console.log('written bench/results/engine.json');
   return rows;
 }

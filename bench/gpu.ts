@@ -69,7 +69,11 @@ async function child(): Promise<void> {
   const N = num('images', 256);
   const model = await loadClassifier(args.get('file')!, { engine, card: { preprocess: TORCHVISION, numClasses: 1000 } });
   const px = pictures(N);
-  const X = new ImageSet(SHAPE, px, Array.from({ length: N }, (_, i) => ({ path: `picture${i}` })));
+  const X = new ImageSet(
+    SHAPE,
+    px,
+    Array.from({ length: N }, (_, i) => ({ path: `picture${i}` })),
+  );
   const x = X.batch(Array.from({ length: B }, (_, i) => i));
   const K = model.numClasses;
   const margin = new Float32Array(B * K);
@@ -82,7 +86,12 @@ async function child(): Promise<void> {
     gradient: await perSecond(() => vjpRows(model, x, margin, 1), B),
     tenGradients: await perSecond(() => candidateGradientRows(model, x, cand, 10), B),
     deepfoolStep: await perSecond(async () => (await deepfool(model, x, { maxSteps: 1, candidates: 10 })).r.dispose(), B),
-    sgdEpoch: await perSecond(async () => (await computeSgdUniversal(model, X, { ...SGD_DEFAULTS, norm: 'inf', xi: 10, delta: 0, maxPasses: 1, batchSize: 32 })).v.dispose(), N, 1),
+    sgdEpoch: await perSecond(
+      async () =>
+        (await computeSgdUniversal(model, X, { ...SGD_DEFAULTS, norm: 'inf', xi: 10, delta: 0, maxPasses: 1, batchSize: 32 })).v.dispose(),
+      N,
+      1,
+    ),
   };
   x.dispose();
   model.dispose();
@@ -92,7 +101,9 @@ async function child(): Promise<void> {
 /** One engine on one model in a child process; the CPU engine pinned to `cores` cores, with its own (smaller) batch and image count. */
 function runChild(engineName: string, file: string, cores?: number): Timings {
   const out = join(mkdtempSync(join(tmpdir(), 'uap-gpu-')), 'out.json');
-  const [batch, images] = cores ? [num('cpu-batch', num('batch', 32)), num('cpu-images', num('images', 256))] : [num('batch', 32), num('images', 256)];
+  const [batch, images] = cores
+    ? [num('cpu-batch', num('batch', 32)), num('cpu-images', num('images', 256))]
+    : [num('batch', 32), num('images', 256)];
   const node = [process.argv[1], `--child=${engineName}`, `--file=${file}`, `--out=${out}`, `--batch=${batch}`, `--images=${images}`];
   const cpus = cores ? ['taskset', '-c', `0-${cores - 1}`, process.execPath, ...node] : [process.execPath, ...node];
   const r = spawnSync(cpus[0], cpus.slice(1), { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
@@ -104,7 +115,9 @@ function runTorch(name: string, pixelsNpy: string): Timings {
   if (!TORCH_PYTHON) return { error: 'no PyTorch' } as Timings;
   const out = join(mkdtempSync(join(tmpdir(), 'uap-gpu-torch-')), 'out.json');
   try {
-    execFileSync(TORCH_PYTHON, ['bench/torch_gpu.py', name, pixelsNpy, out, args.get('torch-device') ?? 'cuda', String(num('batch', 32))], { stdio: ['ignore', 'inherit', 'inherit'] });
+    execFileSync(TORCH_PYTHON, ['bench/torch_gpu.py', name, pixelsNpy, out, args.get('torch-device') ?? 'cuda', String(num('batch', 32))], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
   } catch (e) {
     return { error: (e as Error).message.split('\n')[0] } as Timings;
   }
@@ -134,14 +147,18 @@ function table(rows: Row[], cores: number): string {
       const [g, t, c] = [r.gpu?.[m], r.torch?.[m], r.cpu?.[m]];
       lines.push(`| ${r.model} | ${LABELS[m]} | ${f(g)} | ${f(t)} | ${f(c)} | ${ratio(g, c)} | ${ratio(g, t)} |`);
     }
-  const errors = rows.flatMap((r) => (['gpu', 'torch', 'cpu'] as const).filter((k) => r[k]?.error).map((k) => `- ${r.model}, ${k}: ${r[k]!.error}`));
+  const errors = rows.flatMap((r) =>
+    (['gpu', 'torch', 'cpu'] as const).filter((k) => r[k]?.error).map((k) => `- ${r.model}, ${k}: ${r[k]!.error}`),
+  );
   return [...lines, ...(errors.length ? ['', ...errors] : [])].join('\n');
 }
 
 async function main(): Promise<void> {
   const zoo = args.get('zoo') ?? process.env.UAP_ZOO;
   if (!zoo || !existsSync(zoo)) {
-    console.log('bench:gpu: skipped, no zoo folder (make one with: python3 scripts/make-onnx-fixtures.py --zoo DIR --models resnet18,resnet50,mobilenet_v2; then --zoo=DIR or UAP_ZOO)');
+    console.log(
+      'bench:gpu: skipped, no zoo folder (make one with: python3 scripts/make-onnx-fixtures.py --zoo DIR --models resnet18,resnet50,mobilenet_v2; then --zoo=DIR or UAP_ZOO)',
+    );
     return;
   }
   const engines = (args.get('engines') ?? 'webgpu,onnx,torch').split(',');
@@ -171,7 +188,11 @@ async function main(): Promise<void> {
   console.log(`\n${md}`);
   mkdirSync('bench/results', { recursive: true });
   writeFileSync(`bench/results/${results}.md`, md + '\n');
-  writeFileSync(`bench/results/${results}.json`, JSON.stringify({ date: new Date().toISOString(), device, cores, batch: num('batch', 32), images: num('images', 256), rows }, null, 2) + '\n');
+  writeFileSync(
+    `bench/results/${results}.json`,
+    JSON.stringify({ date: new Date().toISOString(), device, cores, batch: num('batch', 32), images: num('images', 256), rows }, null, 2) +
+      '\n',
+  );
   console.log(`written bench/results/${results}.md and .json`);
 }
 

@@ -41,14 +41,40 @@ interface Curve {
 type Runner = (model: Classifier, X: ImageSet, norm: Norm, xi: number, ctl: RunControl) => Promise<UniversalResult>;
 
 const methods: [string, Runner][] = [
-  ['Algorithm 1, accumulated (default)', (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
-  ['Algorithm 1, the paper\'s variant', (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, ...ALGORITHM1_VARIANTS.paper, norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
-  ['Algorithm 1, FGSM inside', (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, inner: 'fgsm', norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
-  ['Algorithm 1, PGD inside (10 steps)', (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, inner: 'pgd', norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
-  ['SGD-UAP, sign steps', (m, X, norm, xi, ctl) => computeSgdUniversal(m, X, { ...SGD_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
-  ['SGD-UAP, Adam', (m, X, norm, xi, ctl) => computeSgdUniversal(m, X, { ...SGD_DEFAULTS, optimizer: 'adam', norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
-  ['GD-UAP, no data', (m, X, norm, xi, ctl) => computeDataFreeUniversal(m, X, { ...DATA_FREE_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
-  ['GD-UAP, data prior', (m, X, norm, xi, ctl) => computeDataFreeUniversal(m, X, { ...DATA_FREE_DEFAULTS, prior: 'data', norm, xi, delta: 0, maxPasses: 1000 }, ctl)],
+  [
+    'Algorithm 1, accumulated (default)',
+    (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl),
+  ],
+  [
+    "Algorithm 1, the paper's variant",
+    (m, X, norm, xi, ctl) =>
+      computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, ...ALGORITHM1_VARIANTS.paper, norm, xi, delta: 0, maxPasses: 1000 }, ctl),
+  ],
+  [
+    'Algorithm 1, FGSM inside',
+    (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, inner: 'fgsm', norm, xi, delta: 0, maxPasses: 1000 }, ctl),
+  ],
+  [
+    'Algorithm 1, PGD inside (10 steps)',
+    (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, inner: 'pgd', norm, xi, delta: 0, maxPasses: 1000 }, ctl),
+  ],
+  [
+    'SGD-UAP, sign steps',
+    (m, X, norm, xi, ctl) => computeSgdUniversal(m, X, { ...SGD_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl),
+  ],
+  [
+    'SGD-UAP, Adam',
+    (m, X, norm, xi, ctl) => computeSgdUniversal(m, X, { ...SGD_DEFAULTS, optimizer: 'adam', norm, xi, delta: 0, maxPasses: 1000 }, ctl),
+  ],
+  [
+    'GD-UAP, no data',
+    (m, X, norm, xi, ctl) => computeDataFreeUniversal(m, X, { ...DATA_FREE_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl),
+  ],
+  [
+    'GD-UAP, data prior',
+    (m, X, norm, xi, ctl) =>
+      computeDataFreeUniversal(m, X, { ...DATA_FREE_DEFAULTS, prior: 'data', norm, xi, delta: 0, maxPasses: 1000 }, ctl),
+  ],
 ];
 
 async function race(model: Classifier, X: ImageSet, V: ImageSet, name: string, run: Runner, norm: Norm, xi: number): Promise<Curve> {
@@ -59,7 +85,9 @@ async function race(model: Classifier, X: ImageSet, V: ImageSet, name: string, r
     spent += r.seconds;
     const ev = await evaluatePerturbation(model, V, v);
     curve.points.push({ seconds: spent, pass: r.pass, valFoolingRate: ev.foolingRate });
-    process.stdout.write(`  ${model.name}, ${name}, ${curve.norm}: pass ${r.pass}, ${spent.toFixed(0)} s, val fooling rate ${(ev.foolingRate * 100).toFixed(1)}%\n`);
+    process.stdout.write(
+      `  ${model.name}, ${name}, ${curve.norm}: pass ${r.pass}, ${spent.toFixed(0)} s, val fooling rate ${(ev.foolingRate * 100).toFixed(1)}%\n`,
+    );
     if (spent >= budget) stop.abort();
   };
   try {
@@ -81,7 +109,9 @@ export function summarize(curves: Curve[], budget: number, goals: number[]): Rec
       const reached = inBudget.find((p) => p.valFoolingRate >= goal);
       row[`s to ${goal * 100}%`] = reached ? reached.seconds.toFixed(0) : '-';
     }
-    row[`best in ${budget} s`] = best.pass ? `${(best.valFoolingRate * 100).toFixed(1)}% (${best.seconds.toFixed(0)} s)` : 'no pass ended in time';
+    row[`best in ${budget} s`] = best.pass
+      ? `${(best.valFoolingRate * 100).toFixed(1)}% (${best.seconds.toFixed(0)} s)`
+      : 'no pass ended in time';
     return row;
   });
 }
@@ -89,7 +119,13 @@ export function summarize(curves: Curve[], budget: number, goals: number[]): Rec
 /** The rows as a Markdown table. */
 function markdown(rows: Record<string, string>[]): string {
   const keys = Object.keys(rows[0] ?? {});
-  return [`| ${keys.join(' | ')} |`, `|${keys.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${keys.map((k) => r[k]).join(' | ')} |`)].join('\n') + '\n';
+  return (
+    [
+      `| ${keys.join(' | ')} |`,
+      `|${keys.map(() => '---').join('|')}|`,
+      ...rows.map((r) => `| ${keys.map((k) => r[k]).join(' | ')} |`),
+    ].join('\n') + '\n'
+  );
 }
 
 async function main() {
@@ -116,10 +152,13 @@ async function main() {
         ? await loadSet(model, join(assets, 'data', 'ilsvrc2012_val_1300'), { limit: valImages, assets, what: 'V' })
         : await loadSet(model, 'fashion:test', { sample: { count: valImages, seed: 0 }, what: 'V' });
       const linf = imagenet ? 10 : 25.5;
-      sizes.push(`${model.name} on ${model.engine}${imagenet ? '' : ` (Fashion-MNIST: ${images} of the 60,000 training images as X, ${valImages} test images)`}`);
+      sizes.push(
+        `${model.name} on ${model.engine}${imagenet ? '' : ` (Fashion-MNIST: ${images} of the 60,000 training images as X, ${valImages} test images)`}`,
+      );
       console.log(`backend ${backend} (${model.engine}); ${model.name}; |X| = ${X.size}, |V| = ${V.size}; budget ${budget} s per run`);
       for (const norm of norms)
-        for (const [name, run] of methods) curves.push(await race(model, X, V, name, run, norm, norm === 2 ? defaultXi(2, model.inputShape) * (linf / 10) : linf));
+        for (const [name, run] of methods)
+          curves.push(await race(model, X, V, name, run, norm, norm === 2 ? defaultXi(2, model.inputShape) * (linf / 10) : linf));
     } finally {
       model.dispose();
     }
@@ -128,7 +167,10 @@ async function main() {
   console.table(rows);
   mkdirSync('bench/results', { recursive: true });
   const md = `${sizes.join('; ')}; |X| = ${images}, |V| = ${valImages}; ${budget} s of crafting per run (evaluation not counted); backend ${backend}.\n\n${markdown(rows)}`;
-  writeFileSync('bench/results/methods.json', JSON.stringify({ date: new Date().toISOString(), backend, images, valImages, budget, goals, rows, curves }, null, 2) + '\n');
+  writeFileSync(
+    'bench/results/methods.json',
+    JSON.stringify({ date: new Date().toISOString(), backend, images, valImages, budget, goals, rows, curves }, null, 2) + '\n',
+  );
   writeFileSync('bench/results/methods.md', md);
   console.log('written bench/results/methods.json, bench/results/methods.md');
 }

@@ -73,10 +73,23 @@ async function measure(engine: Engine, file: string, name: string, x: tf.Tensor4
   model.dispose();
   const torch = torchReference(name, x);
   return {
-    model: name, engine: runsOn, loadSeconds, forward, gradient, tenGradients,
-    torch: torch && { forwardMs: torch.forwardMs, gradientMs: torch.gradientMs, tenGradientsMs: torch.tenGradientsMs, settings: torch.torchSettings, logitsRelDiff: maxRelativeDifference(logits, torch.logits),
+    model: name,
+    engine: runsOn,
+    loadSeconds,
+    forward,
+    gradient,
+    tenGradients,
+    torch: torch && {
+      forwardMs: torch.forwardMs,
+      gradientMs: torch.gradientMs,
+      tenGradientsMs: torch.tenGradientsMs,
+      settings: torch.torchSettings,
+      logitsRelDiff: maxRelativeDifference(logits, torch.logits),
       // Gradients, L2-relative: ours and PyTorch's float32 against PyTorch in float64 (the exact answer).
-      gradL2VsTorch: l2RelativeDifference(g0, torch.grad0), gradL2VsFloat64: l2RelativeDifference(g0, torch.grad0f64), torchL2VsFloat64: l2RelativeDifference(torch.grad0, torch.grad0f64) },
+      gradL2VsTorch: l2RelativeDifference(g0, torch.grad0),
+      gradL2VsFloat64: l2RelativeDifference(g0, torch.grad0f64),
+      torchL2VsFloat64: l2RelativeDifference(torch.grad0, torch.grad0f64),
+    },
   };
 }
 
@@ -85,7 +98,8 @@ type Row = Awaited<ReturnType<typeof measure>> | { model: string; error: string 
 /** The README's table: ms per image beside PyTorch's (ratio = PyTorch / uap), and the agreement. */
 function zooTable(rows: Row[]): string {
   const e = (v?: number) => (v === undefined ? '-' : v.toExponential(1));
-  const cell = (ours: number, torch?: number) => `${ours.toFixed(1)} / ${torch?.toFixed(1) ?? '-'} (${torch ? (torch / ours).toFixed(2) + 'x' : '-'})`;
+  const cell = (ours: number, torch?: number) =>
+    `${ours.toFixed(1)} / ${torch?.toFixed(1) ?? '-'} (${torch ? (torch / ours).toFixed(2) + 'x' : '-'})`;
   const lines = [
     '| model | load (s) | forward, ms/image: uap / PyTorch (ratio) | 1 gradient | 10 gradients | logits vs PyTorch | gradient vs float64: uap / PyTorch float32 |',
     '|---|---|---|---|---|---|---|',
@@ -94,7 +108,9 @@ function zooTable(rows: Row[]): string {
     if ('error' in r) lines.push(`| ${r.model} | refused: ${r.error} ||||||`);
     else {
       const t = r.torch;
-      lines.push(`| ${r.model} | ${r.loadSeconds.toFixed(1)} | ${cell(r.forward, t?.forwardMs)} | ${cell(r.gradient, t?.gradientMs)} | ${cell(r.tenGradients, t?.tenGradientsMs)} | ${e(t?.logitsRelDiff)} | ${e(t?.gradL2VsFloat64)} / ${e(t?.torchL2VsFloat64)} |`);
+      lines.push(
+        `| ${r.model} | ${r.loadSeconds.toFixed(1)} | ${cell(r.forward, t?.forwardMs)} | ${cell(r.gradient, t?.gradientMs)} | ${cell(r.tenGradients, t?.tenGradientsMs)} | ${e(t?.logitsRelDiff)} | ${e(t?.gradL2VsFloat64)} / ${e(t?.torchL2VsFloat64)} |`,
+      );
     }
   }
   return lines.join('\n');
@@ -104,7 +120,9 @@ async function main() {
   const zoo = args.get('zoo') ?? process.env.UAP_ZOO;
   const assets = assetsDir(args.get('assets'));
   if (!zoo || !existsSync(zoo)) {
-    console.log('bench:onnx: skipped, no zoo folder (make one with: /usr/bin/python3 scripts/make-onnx-fixtures.py --zoo DIR; then --zoo=DIR or UAP_ZOO)');
+    console.log(
+      'bench:onnx: skipped, no zoo folder (make one with: /usr/bin/python3 scripts/make-onnx-fixtures.py --zoo DIR; then --zoo=DIR or UAP_ZOO)',
+    );
     return;
   }
   if (!existsSync(assets)) {
@@ -113,7 +131,14 @@ async function main() {
   }
   const engine = await initBackend(args.get('backend'));
   const backend = engine.name;
-  const names = (args.get('models') ?? readdirSync(zoo).filter((f) => f.endsWith('.onnx')).map((f) => f.slice(0, -5)).sort().join(',')).split(',');
+  const names = (
+    args.get('models') ??
+    readdirSync(zoo)
+      .filter((f) => f.endsWith('.onnx'))
+      .map((f) => f.slice(0, -5))
+      .sort()
+      .join(',')
+  ).split(',');
   const probe = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine: tfjsEngine() });
   const X = await loadSet(probe, join(assets, 'data', 'imagenet-sample-images'), { limit: B, assets, what: 'images' });
   probe.dispose();
@@ -141,7 +166,10 @@ async function main() {
   console.log(`\n${table}`);
   mkdirSync('bench/results', { recursive: true });
   writeFileSync('bench/results/onnx-zoo.md', table + '\n');
-  writeFileSync('bench/results/onnx-zoo.json', JSON.stringify({ date: new Date().toISOString(), backend, batch: B, torch: TORCH_PYTHON ?? null, rows }, null, 2) + '\n');
+  writeFileSync(
+    'bench/results/onnx-zoo.json',
+    JSON.stringify({ date: new Date().toISOString(), backend, batch: B, torch: TORCH_PYTHON ?? null, rows }, null, 2) + '\n',
+  );
   console.log('written bench/results/onnx-zoo.json');
 }
 

@@ -45,7 +45,11 @@ function run(argv: string[]): Promise<{ seconds: number; stdout: string; stderr:
     let stderr = '';
     c.stdout.on('data', (d) => (stdout += d));
     c.stderr.on('data', (d) => (stderr += d));
-    c.on('close', (code) => (code === 0 ? done({ seconds: (performance.now() - t0) / 1000, stdout, stderr }) : fail(new Error(`uap ${argv.join(' ')}: exit ${code}\n${stderr}`))));
+    c.on('close', (code) =>
+      code === 0
+        ? done({ seconds: (performance.now() - t0) / 1000, stdout, stderr })
+        : fail(new Error(`uap ${argv.join(' ')}: exit ${code}\n${stderr}`)),
+    );
   });
 }
 
@@ -61,12 +65,16 @@ function startWorker(url: string): Promise<ChildProcess> {
   });
 }
 
-const stopAll = (ws: ChildProcess[]) => Promise.all(ws.map((w) => new Promise((r) => (w.exitCode !== null ? r(0) : (w.once('exit', r), w.kill('SIGTERM'))))));
+const stopAll = (ws: ChildProcess[]) =>
+  Promise.all(ws.map((w) => new Promise((r) => (w.exitCode !== null ? r(0) : (w.once('exit', r), w.kill('SIGTERM'))))));
 
 async function main(): Promise<void> {
-  if (spawnSync('redis-server', ['--version']).status !== 0) throw new Error('bench:scale needs redis-server (apt-get install redis-server)');
+  if (spawnSync('redis-server', ['--version']).status !== 0)
+    throw new Error('bench:scale needs redis-server (apt-get install redis-server)');
   const port = await freePort();
-  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
   const url = `redis://127.0.0.1:${port}`;
   // Finished shards stay in Redis and a rerun takes them: each timed run starts from an empty Redis.
   const flush = () => spawnSync('redis-cli', ['-p', String(port), 'flushall']);
@@ -79,7 +87,12 @@ async function main(): Promise<void> {
     const shape = model.inputShape;
     model.dispose();
     const v = join(dir, 'v.npy');
-    writeNpy(v, { data: Float32Array.from({ length: shape[0] * shape[1] * shape[2] }, (_, i) => ((Math.sin(i * 12.9898) * 43758.5453) % 1 > 0 ? 10 : -10)), shape });
+    writeNpy(v, {
+      data: Float32Array.from({ length: shape[0] * shape[1] * shape[2] }, (_, i) =>
+        (Math.sin(i * 12.9898) * 43758.5453) % 1 > 0 ? 10 : -10,
+      ),
+      shape,
+    });
     const fashionV = join(dir, 'fashion-v.npy');
     writeNpy(fashionV, { data: Float32Array.from({ length: 28 * 28 }, (_, i) => (i % 3 ? 20 : -20)), shape: [28, 28, 1] });
     const base = ['evaluate', '-m', MODEL, '-v', v, '--limit', String(LIMIT)];
@@ -93,7 +106,13 @@ async function main(): Promise<void> {
         await run([...base, '--queue', url, '--shard-size', String(SHARD), '--limit', '1']); // each worker loads the model once
         flush();
         const r = await run([...base, '--queue', url, '--shard-size', String(SHARD)]);
-        rows.push({ workers: n, shardSize: SHARD, seconds: r.seconds, imagesPerSecond: LIMIT / r.seconds, same: r.stdout === local.stdout });
+        rows.push({
+          workers: n,
+          shardSize: SHARD,
+          seconds: r.seconds,
+          imagesPerSecond: LIMIT / r.seconds,
+          same: r.stdout === local.stdout,
+        });
         console.log(`${n} worker(s): ${r.seconds.toFixed(1)} s, same figures: ${r.stdout === local.stdout}`);
         if (n === 1) {
           // Per-shard overhead, where the work per image is tiny so that the overhead shows: the embedded
@@ -107,14 +126,31 @@ async function main(): Promise<void> {
             runs.push({ shardSize: size, shards: Math.ceil(10000 / size), seconds: t.seconds });
           }
           overhead = { perShardMs: ((runs[0].seconds - runs[1].seconds) / (runs[0].shards - runs[1].shards)) * 1000, runs };
-          console.log(`per-shard overhead: ${overhead.perShardMs.toFixed(1)} ms (${runs.map((t) => `${t.shards} shards ${t.seconds.toFixed(1)} s`).join(', ')})`);
+          console.log(
+            `per-shard overhead: ${overhead.perShardMs.toFixed(1)} ms (${runs.map((t) => `${t.shards} shards ${t.seconds.toFixed(1)} s`).join(', ')})`,
+          );
         }
       } finally {
         await stopAll(workers);
       }
     }
     // SGD-UAP data-parallel: 2 passes over 128 images, minibatch 32, shards of 16 (2 per step), here and on 2 workers.
-    const sgdArgs = ['compute', '-m', MODEL, '--method', 'sgd', '--limit', '128', '--val', 'none', '--max-passes', '2', '--grad-shard', '16', '--force'];
+    const sgdArgs = [
+      'compute',
+      '-m',
+      MODEL,
+      '--method',
+      'sgd',
+      '--limit',
+      '128',
+      '--val',
+      'none',
+      '--max-passes',
+      '2',
+      '--grad-shard',
+      '16',
+      '--force',
+    ];
     const sgdLocal = await run([...sgdArgs, '--out', join(dir, 'sgd-local')]);
     flush();
     const sgdWorkers = await Promise.all([startWorker(url), startWorker(url)]);
@@ -124,11 +160,35 @@ async function main(): Promise<void> {
     } finally {
       await stopAll(sgdWorkers);
     }
-    const sameV = readFileSync(join(dir, 'sgd-local', 'perturbation.npy')).equals(readFileSync(join(dir, 'sgd-queued', 'perturbation.npy')));
+    const sameV = readFileSync(join(dir, 'sgd-local', 'perturbation.npy')).equals(
+      readFileSync(join(dir, 'sgd-queued', 'perturbation.npy')),
+    );
     const steps = 2 * Math.ceil(128 / 32);
-    const sgd = { images: 128, passes: 2, steps, gradShard: 16, localSeconds: sgdLocal.seconds, queuedSeconds: sgdQueued.seconds, extraPerStepMs: ((sgdQueued.seconds - sgdLocal.seconds) / steps) * 1000, sameV };
-    console.log(`SGD-UAP: ${steps} steps here ${sgdLocal.seconds.toFixed(1)} s, on 2 workers ${sgdQueued.seconds.toFixed(1)} s (same v: ${sameV})`);
-    const result = { model: MODEL, images: LIMIT, shardSize: SHARD, localSeconds: local.seconds, localImagesPerSecond: LIMIT / local.seconds, rows, overhead, sgd, cores: (await import('node:os')).cpus().length, date: new Date().toISOString() };
+    const sgd = {
+      images: 128,
+      passes: 2,
+      steps,
+      gradShard: 16,
+      localSeconds: sgdLocal.seconds,
+      queuedSeconds: sgdQueued.seconds,
+      extraPerStepMs: ((sgdQueued.seconds - sgdLocal.seconds) / steps) * 1000,
+      sameV,
+    };
+    console.log(
+      `SGD-UAP: ${steps} steps here ${sgdLocal.seconds.toFixed(1)} s, on 2 workers ${sgdQueued.seconds.toFixed(1)} s (same v: ${sameV})`,
+    );
+    const result = {
+      model: MODEL,
+      images: LIMIT,
+      shardSize: SHARD,
+      localSeconds: local.seconds,
+      localImagesPerSecond: LIMIT / local.seconds,
+      rows,
+      overhead,
+      sgd,
+      cores: (await import('node:os')).cpus().length,
+      date: new Date().toISOString(),
+    };
     mkdirSync(OUT, { recursive: true });
     writeFileSync(join(OUT, 'scale.json'), JSON.stringify(result, null, 2) + '\n');
     writeFileSync(join(OUT, 'scale.md'), scaleMarkdown(result));
@@ -140,7 +200,10 @@ async function main(): Promise<void> {
 
 /** The README's table of a bench:scale run. */
 function scaleMarkdown(r: {
-  model: string; images: number; shardSize: number; localSeconds: number;
+  model: string;
+  images: number;
+  shardSize: number;
+  localSeconds: number;
   rows: { workers: number; seconds: number; imagesPerSecond: number; same: boolean }[];
   overhead?: { perShardMs: number; runs: { shardSize: number; shards: number; seconds: number }[] };
   sgd: { steps: number; gradShard: number; localSeconds: number; queuedSeconds: number; sameV: boolean };
@@ -149,11 +212,21 @@ function scaleMarkdown(r: {
     `| \`uap evaluate\`, ${r.model}, ${r.images} images, shards of ${r.shardSize} | seconds | images / s | same figures as here |`,
     '|---|---|---|---|',
     `| here (no queue) | ${r.localSeconds.toFixed(1)} | ${(r.images / r.localSeconds).toFixed(0)} | - |`,
-    ...r.rows.map((w) => `| ${w.workers} worker${w.workers > 1 ? 's' : ''} | ${w.seconds.toFixed(1)} | ${w.imagesPerSecond.toFixed(0)} | ${w.same ? 'yes' : '**no**'} |`),
+    ...r.rows.map(
+      (w) =>
+        `| ${w.workers} worker${w.workers > 1 ? 's' : ''} | ${w.seconds.toFixed(1)} | ${w.imagesPerSecond.toFixed(0)} | ${w.same ? 'yes' : '**no**'} |`,
+    ),
   ];
   const o = r.overhead;
-  if (o) lines.push('', `Per-shard overhead (queue round trip, job bookkeeping, checks; 1 worker, the embedded model on 10,000 images in ${o.runs.map((x) => `${x.shards} shards: ${x.seconds.toFixed(1)} s`).join(' vs ')}): **${o.perShardMs.toFixed(1)} ms**.`);
-  lines.push('', `SGD-UAP, ${r.sgd.steps} steps with shards of ${r.sgd.gradShard}: ${r.sgd.localSeconds.toFixed(1)} s here, ${r.sgd.queuedSeconds.toFixed(1)} s on 2 workers (same v bit for bit: ${r.sgd.sameV ? 'yes' : '**no**'}).`);
+  if (o)
+    lines.push(
+      '',
+      `Per-shard overhead (queue round trip, job bookkeeping, checks; 1 worker, the embedded model on 10,000 images in ${o.runs.map((x) => `${x.shards} shards: ${x.seconds.toFixed(1)} s`).join(' vs ')}): **${o.perShardMs.toFixed(1)} ms**.`,
+    );
+  lines.push(
+    '',
+    `SGD-UAP, ${r.sgd.steps} steps with shards of ${r.sgd.gradShard}: ${r.sgd.localSeconds.toFixed(1)} s here, ${r.sgd.queuedSeconds.toFixed(1)} s on 2 workers (same v bit for bit: ${r.sgd.sameV ? 'yes' : '**no**'}).`,
+  );
   return lines.join('\n') + '\n';
 }
 

@@ -91,7 +91,10 @@ async function fashionShards(): Promise<string> {
     for (let k = 0; k < IMAGES; k++) {
       const [split, i] = k < train.n ? [train, k] : [test, k - train.n];
       const key = `f${String(k).padStart(6, '0')}`;
-      yield [[`${key}.png`, await fashionPng(split, i)], [`${key}.cls`, Buffer.from(`${split.labels[i]}\n`)]];
+      yield [
+        [`${key}.png`, await fashionPng(split, i)],
+        [`${key}.cls`, Buffer.from(`${split.labels[i]}\n`)],
+      ];
     }
   }
   await writeShards(dir, samples());
@@ -112,7 +115,12 @@ async function imagenetShards(n: number): Promise<string> {
       const [w, h] = [meta.width!, meta.height!];
       const cw = Math.max(32, Math.floor(w * (0.6 + 0.4 * rng.next())));
       const ch = Math.max(32, Math.floor(h * (0.6 + 0.4 * rng.next())));
-      let img = sharp(item.path).extract({ left: Math.floor(rng.next() * (w - cw)), top: Math.floor(rng.next() * (h - ch)), width: cw, height: ch });
+      let img = sharp(item.path).extract({
+        left: Math.floor(rng.next() * (w - cw)),
+        top: Math.floor(rng.next() * (h - ch)),
+        width: cw,
+        height: ch,
+      });
       if (rng.next() < 0.5) img = img.flop();
       yield [[`i${String(k).padStart(6, '0')}.jpg`, await img.jpeg({ quality: 90 }).toBuffer()]];
     }
@@ -130,7 +138,15 @@ function benchModel(engine: Engine, spec: string) {
   return loadModel(spec, { assets: assetsDir(), card, engine }, { info: () => {}, warn: () => {} });
 }
 
-type Measure = { images: number; seconds: number; imagesPerSecond: number; firstBatchSeconds?: number; peakRssMb: number; skipped?: number; batch?: number };
+type Measure = {
+  images: number;
+  seconds: number;
+  imagesPerSecond: number;
+  firstBatchSeconds?: number;
+  peakRssMb: number;
+  skipped?: number;
+  batch?: number;
+};
 
 /**
  * The perturbations every image is scored under: clean and v (seeded random, Linf 10), and with
@@ -150,7 +166,15 @@ async function scoreStreamed(engine: Engine, modelName: string, data: string, dr
   let first: number | undefined;
   const [clean] = await predictMany(model, set, vs, undefined, () => (first ??= (performance.now() - t0) / 1000));
   const seconds = (performance.now() - t0) / 1000;
-  return { images: clean.length, seconds, imagesPerSecond: clean.length / seconds, firstBatchSeconds: first, peakRssMb: rssMb(), skipped: set.skipped.length, batch: scoringBatch(model) };
+  return {
+    images: clean.length,
+    seconds,
+    imagesPerSecond: clean.length / seconds,
+    firstBatchSeconds: first,
+    peakRssMb: rssMb(),
+    skipped: set.skipped.length,
+    batch: scoringBatch(model),
+  };
 }
 
 /** Seconds the pre-decoded measurement runs at least (whole rounds of its 8,192 images). */
@@ -186,15 +210,23 @@ async function decodeOnly(engine: Engine, modelName: string, data: string): Prom
 }
 
 /** Child: Algorithm 1 on |X| = 10,000 Fashion-MNIST images, peak RSS after every pass. */
-async function craftLarge(engine: Engine, data: string): Promise<{ passes: { pass: number; foolingRate: number; seconds: number; peakRssMb: number }[]; images: number }> {
+async function craftLarge(
+  engine: Engine,
+  data: string,
+): Promise<{ passes: { pass: number; foolingRate: number; seconds: number; peakRssMb: number }[]; images: number }> {
   const model = await benchModel(engine, 'fashion');
   const X = await loadSet(model, data, { limit: 10000, assets: assetsDir() });
   const passes: { pass: number; foolingRate: number; seconds: number; peakRssMb: number }[] = [];
-  const res = await computeUniversal(model, X, methodOptions('algorithm1', model, { norm: 'inf', xi: 40, maxPasses: 4, delta: 0, seed: 0 }) as UniversalOptions, {
-    onPass: (r) => {
-      passes.push({ pass: r.pass, foolingRate: r.foolingRate, seconds: r.seconds, peakRssMb: rssMb() });
+  const res = await computeUniversal(
+    model,
+    X,
+    methodOptions('algorithm1', model, { norm: 'inf', xi: 40, maxPasses: 4, delta: 0, seed: 0 }) as UniversalOptions,
+    {
+      onPass: (r) => {
+        passes.push({ pass: r.pass, foolingRate: r.foolingRate, seconds: r.seconds, peakRssMb: rssMb() });
+      },
     },
-  });
+  );
   res.v.dispose();
   return { passes, images: X.size };
 }
@@ -220,16 +252,33 @@ async function torchStreamed(model: string, data: string, batch: number, tunedMa
     which = ['--net', json, '--bin', bin];
   }
   const out = join(WORK, 'torch.json');
-  execFileSync(TORCH_PYTHON!, ['bench/torch_stream.py', data, out, ...which, '--batch', String(batch)], { env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', ...(tunedMalloc ? TUNED_MALLOC : {}) }, stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(TORCH_PYTHON!, ['bench/torch_stream.py', data, out, ...which, '--batch', String(batch)], {
+    env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', ...(tunedMalloc ? TUNED_MALLOC : {}) },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   const t = JSON.parse(readFileSync(out, 'utf8')) as Omit<TorchMeasure, 'firstBatchSeconds'> & { firstBatchMs: number };
-  return { images: t.images, seconds: t.seconds, imagesPerSecond: t.imagesPerSecond, firstBatchSeconds: t.firstBatchMs / 1000, peakRssMb: t.peakRssMb, decodeImagesPerSecond: t.decodeImagesPerSecond, workers: t.workers, split: t.split };
+  return {
+    images: t.images,
+    seconds: t.seconds,
+    imagesPerSecond: t.imagesPerSecond,
+    firstBatchSeconds: t.firstBatchMs / 1000,
+    peakRssMb: t.peakRssMb,
+    decodeImagesPerSecond: t.decodeImagesPerSecond,
+    workers: t.workers,
+    split: t.split,
+  };
 }
 
-const torchvisionAtHand = () => TORCH_PYTHON !== undefined && spawnSync(TORCH_PYTHON, ['-c', 'import torchvision'], { stdio: 'ignore' }).status === 0;
+const torchvisionAtHand = () =>
+  TORCH_PYTHON !== undefined && spawnSync(TORCH_PYTHON, ['-c', 'import torchvision'], { stdio: 'ignore' }).status === 0;
 
 function child<T>(mode: string, ...rest: string[]): T {
   const out = join(WORK, `${mode}.json`);
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), `--child=${mode}`, `--out=${out}`, ...rest.map((a, i) => `--a${i}=${a}`), `--work=${WORK}`], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const r = spawnSync(
+    process.execPath,
+    [fileURLToPath(import.meta.url), `--child=${mode}`, `--out=${out}`, ...rest.map((a, i) => `--a${i}=${a}`), `--work=${WORK}`],
+    { stdio: ['ignore', 'inherit', 'inherit'] },
+  );
   if (r.status !== 0) throw new Error(`bench child ${mode} failed (${r.status})`);
   return JSON.parse(readFileSync(out, 'utf8')) as T;
 }
@@ -241,20 +290,29 @@ async function main(): Promise<void> {
     const a = (i: number) => args.get(`a${i}`)!;
     const draws = Number(args.get('a2') ?? 0);
     const result =
-      mode === 'streamed' ? await scoreStreamed(engine, a(0), a(1), draws)
-      : mode === 'predecoded' ? await scorePredecoded(engine, a(0), a(1), draws)
-      : mode === 'decode' ? await decodeOnly(engine, a(0), a(1))
-      : await craftLarge(engine, a(0));
+      mode === 'streamed'
+        ? await scoreStreamed(engine, a(0), a(1), draws)
+        : mode === 'predecoded'
+          ? await scorePredecoded(engine, a(0), a(1), draws)
+          : mode === 'decode'
+            ? await decodeOnly(engine, a(0), a(1))
+            : await craftLarge(engine, a(0));
     writeFileSync(args.get('out')!, JSON.stringify(result));
     tf.disposeVariables();
     return;
   }
   if (args.has('render')) return renderResults();
   mkdirSync(WORK, { recursive: true });
-  const results: Record<string, unknown> = { machine: `${process.platform} ${process.arch}, node ${process.version}`, date: new Date().toISOString() };
+  const results: Record<string, unknown> = {
+    machine: `${process.platform} ${process.arch}, node ${process.version}`,
+    date: new Date().toISOString(),
+  };
   const fashion = await fashionShards();
   console.log(`fashion shards: ${readdirSync(fashion).length} in ${fashion}`);
-  const torch = args.has('torch') && (torchvisionAtHand() || (console.log('--torch: skipped, no python3 with torch and torchvision (apt-get install python3-torchvision)'), false));
+  const torch =
+    args.has('torch') &&
+    (torchvisionAtHand() ||
+      (console.log('--torch: skipped, no python3 with torch and torchvision (apt-get install python3-torchvision)'), false));
   /**
    * One model on one set: reading and decoding alone, then streamed vs pre-decoded scoring under clean +
    * v (and, with `asEvaluate`, under the 8 perturbations `uap evaluate` scores: decoding then weighs 4x
@@ -269,8 +327,15 @@ async function main(): Promise<void> {
       const py = o.torch && draws === 0 ? await torchStreamed(modelName, data, streamed.batch ?? 32).catch(skip) : undefined;
       const tuned = py ? await torchStreamed(modelName, data, streamed.batch ?? 32, true).catch(skip) : undefined;
       const best = tuned && py && tuned.imagesPerSecond > py.imagesPerSecond ? tuned : py;
-      entry[draws ? 'asEvaluate' : 'cleanAndV'] = { streamed, predecoded: pre, ratio: streamed.imagesPerSecond / pre.imagesPerSecond, ...(py && { torch: py, torchTunedMalloc: tuned, oursOverTorch: streamed.imagesPerSecond / best!.imagesPerSecond }) };
-      console.log(`${name}, ${draws} draws: streamed ${streamed.imagesPerSecond.toFixed(0)}, pre-decoded ${pre.imagesPerSecond.toFixed(0)} images/s`);
+      entry[draws ? 'asEvaluate' : 'cleanAndV'] = {
+        streamed,
+        predecoded: pre,
+        ratio: streamed.imagesPerSecond / pre.imagesPerSecond,
+        ...(py && { torch: py, torchTunedMalloc: tuned, oursOverTorch: streamed.imagesPerSecond / best!.imagesPerSecond }),
+      };
+      console.log(
+        `${name}, ${draws} draws: streamed ${streamed.imagesPerSecond.toFixed(0)}, pre-decoded ${pre.imagesPerSecond.toFixed(0)} images/s`,
+      );
     }
     results[name] = entry;
   };
@@ -291,7 +356,14 @@ async function main(): Promise<void> {
   renderResults();
 }
 
-type Scored = { streamed: Measure; predecoded: Measure; ratio: number; torch?: TorchMeasure; torchTunedMalloc?: TorchMeasure; oursOverTorch?: number };
+type Scored = {
+  streamed: Measure;
+  predecoded: Measure;
+  ratio: number;
+  torch?: TorchMeasure;
+  torchTunedMalloc?: TorchMeasure;
+  oursOverTorch?: number;
+};
 type Entry = { decodeOnly: Measure; cleanAndV?: Scored; asEvaluate?: Scored };
 type Craft = { passes: { pass: number; peakRssMb: number }[] };
 
@@ -303,20 +375,33 @@ type Craft = { passes: { pass: number; peakRssMb: number }[] };
  */
 function renderResults(): void {
   const results = JSON.parse(readFileSync(`bench/results/${OUT}.json`, 'utf8')) as Record<string, unknown>;
-  const entries = Object.entries(results).filter((e): e is [string, Entry] => typeof e[1] === 'object' && e[1] !== null && 'decodeOnly' in e[1]);
+  const entries = Object.entries(results).filter(
+    (e): e is [string, Entry] => typeof e[1] === 'object' && e[1] !== null && 'decodeOnly' in e[1],
+  );
   const torch = entries.some(([, e]) => e.cleanAndV?.torch);
   const rows: string[] = [];
   const notes: string[] = [];
   for (const [name, e] of entries)
-    for (const [under, sc] of [['clean, v', e.cleanAndV], ['clean, v, 6 noise draws (as uap evaluate)', e.asEvaluate]] as const) {
+    for (const [under, sc] of [
+      ['clean, v', e.cleanAndV],
+      ['clean, v, 6 noise draws (as uap evaluate)', e.asEvaluate],
+    ] as const) {
       if (!sc) continue;
       const { streamed, predecoded: pre, torch: py, torchTunedMalloc: tuned } = sc;
       const inTurn = 1 / (1 / e.decodeOnly.imagesPerSecond + 1 / pre.imagesPerSecond);
-      const pyCells = !torch ? '' : py ? ` ${py.imagesPerSecond.toFixed(0)} | ${tuned ? tuned.imagesPerSecond.toFixed(0) : '-'} | ${sc.oursOverTorch!.toFixed(2)}x |` : ' - | - | - |';
+      const pyCells = !torch
+        ? ''
+        : py
+          ? ` ${py.imagesPerSecond.toFixed(0)} | ${tuned ? tuned.imagesPerSecond.toFixed(0) : '-'} | ${sc.oursOverTorch!.toFixed(2)}x |`
+          : ' - | - | - |';
       const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
-      rows.push(`| ${name} | ${under} | ${streamed.images} | ${streamed.imagesPerSecond.toFixed(0)} | ${pre.imagesPerSecond.toFixed(0)} | ${pct(sc.ratio)} | ${e.decodeOnly.imagesPerSecond.toFixed(0)} | ${inTurn.toFixed(0)} | ${pct(streamed.imagesPerSecond / inTurn)} | ${streamed.peakRssMb.toFixed(0)} MB | ${streamed.firstBatchSeconds?.toFixed(2)} s |${pyCells}`);
+      rows.push(
+        `| ${name} | ${under} | ${streamed.images} | ${streamed.imagesPerSecond.toFixed(0)} | ${pre.imagesPerSecond.toFixed(0)} | ${pct(sc.ratio)} | ${e.decodeOnly.imagesPerSecond.toFixed(0)} | ${inTurn.toFixed(0)} | ${pct(streamed.imagesPerSecond / inTurn)} | ${streamed.peakRssMb.toFixed(0)} MB | ${streamed.firstBatchSeconds?.toFixed(2)} s |${pyCells}`,
+      );
       if (py)
-        notes.push(`${name}: PyTorch ${py.workers} workers (split by ${py.split}), batch ${streamed.batch ?? 32}, decode only ${py.decodeImagesPerSecond.toFixed(0)} images/s, first batch ${py.firstBatchSeconds?.toFixed(2)} s, peak RSS ${py.peakRssMb.toFixed(0)} MB (main + largest worker).`);
+        notes.push(
+          `${name}: PyTorch ${py.workers} workers (split by ${py.split}), batch ${streamed.batch ?? 32}, decode only ${py.decodeImagesPerSecond.toFixed(0)} images/s, first batch ${py.firstBatchSeconds?.toFixed(2)} s, peak RSS ${py.peakRssMb.toFixed(0)} MB (main + largest worker).`,
+        );
     }
   const table = [
     `| model, data | scored under | images | streamed: images/s | pre-decoded: images/s | ratio | reading + decoding alone: images/s | both in turn: images/s | streamed / in turn | peak RSS | first batch |${torch ? ' PyTorch DataLoader img/s | PyTorch, malloc tuned | ours / best PyTorch |' : ''}`,
@@ -324,7 +409,9 @@ function renderResults(): void {
     ...rows,
   ].join('\n');
   const craft = results.craft10000 as Craft | undefined;
-  const craftLine = craft ? `Crafting on |X| = 10,000 (Algorithm 1, Linf 40, ${craft.passes.length} passes): peak RSS after each pass ${craft.passes.map((p) => `${p.peakRssMb.toFixed(0)} MB`).join(', ')}.\n` : '';
+  const craftLine = craft
+    ? `Crafting on |X| = 10,000 (Algorithm 1, Linf 40, ${craft.passes.length} passes): peak RSS after each pass ${craft.passes.map((p) => `${p.peakRssMb.toFixed(0)} MB`).join(', ')}.\n`
+    : '';
   writeFileSync(`bench/results/${OUT}.md`, `${table}\n\n${notes.map((n) => `${n}\n`).join('')}${notes.length ? '\n' : ''}${craftLine}`);
   console.log(table);
 }

@@ -13,17 +13,27 @@ const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 async function main() {
   const server = await serveStudio({ port: 0 });
   const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--use-angle=swiftshader', '--enable-unsafe-swiftshader'] });
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--use-angle=swiftshader', '--enable-unsafe-swiftshader'],
+  });
   try {
     const page = await browser.newPage();
     await page.addInitScript(() => {
       const w = window as unknown as { tasks: [number, number][]; said: [number, string][] };
       w.tasks = [];
       w.said = [];
-      new PerformanceObserver((l) => l.getEntries().forEach((e) => w.tasks.push([e.startTime, e.duration]))).observe({ type: 'longtask', buffered: true });
+      new PerformanceObserver((l) => l.getEntries().forEach((e) => w.tasks.push([e.startTime, e.duration]))).observe({
+        type: 'longtask',
+        buffered: true,
+      });
       document.addEventListener('DOMContentLoaded', () => {
         const status = document.querySelector('#status')!;
-        new MutationObserver(() => w.said.push([performance.now(), status.textContent ?? ''])).observe(status, { childList: true, characterData: true, subtree: true });
+        new MutationObserver(() => w.said.push([performance.now(), status.textContent ?? ''])).observe(status, {
+          childList: true,
+          characterData: true,
+          subtree: true,
+        });
       });
     });
     await page.goto(server.url);
@@ -38,7 +48,15 @@ async function main() {
       const w = window as unknown as { tasks: [number, number][]; said: [number, string][] };
       return { tasks: w.tasks, said: w.said };
     });
-    const tasks = r.tasks.map(([at, ms]) => ({ at: Math.round(at), ms: Math.round(ms), during: [...r.said].reverse().find(([t]) => t <= at)?.[1].slice(0, 60) ?? '(page start)' }));
+    const tasks = r.tasks.map(([at, ms]) => ({
+      at: Math.round(at),
+      ms: Math.round(ms),
+      during:
+        [...r.said]
+          .reverse()
+          .find(([t]) => t <= at)?.[1]
+          .slice(0, 60) ?? '(page start)',
+    }));
     for (const t of tasks) console.log(`${String(t.ms).padStart(5)} ms at ${t.at} ms, during: ${t.during}`);
     const longest = Math.max(0, ...tasks.map((t) => t.ms));
     console.log(`longest main-thread task: ${longest} ms (target < 100 ms on an idle machine)`);

@@ -14,7 +14,9 @@ import { readFileSync } from 'node:fs';
  */
 
 /** The interpreter that has torch, or undefined (the benches then skip the PyTorch column). */
-export const TORCH_PYTHON = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0);
+export const TORCH_PYTHON = ['/usr/bin/python3', 'python3'].find(
+  (p) => spawnSync(p, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0,
+);
 
 /** glibc malloc settings that keep freed memory for reuse instead of returning it to the system. */
 export const TUNED_MALLOC = { MALLOC_MMAP_THRESHOLD_: '1000000000', MALLOC_TRIM_THRESHOLD_: '4000000000' };
@@ -24,7 +26,11 @@ const SETTINGS = (['ACTIVE', 'PASSIVE'] as const).flatMap((policy) => [
   { name: `${policy}, malloc tuned`, env: { OMP_WAIT_POLICY: policy, ...TUNED_MALLOC } },
 ]);
 
-export function runTorchBest<T extends Record<string, unknown>>(script: string, args: string[], outJson: string): T & { torchSettings: string } {
+export function runTorchBest<T extends Record<string, unknown>>(
+  script: string,
+  args: string[],
+  outJson: string,
+): T & { torchSettings: string } {
   const runs = SETTINGS.map((setting) => {
     execFileSync(TORCH_PYTHON!, [script, ...args], { env: { ...process.env, ...setting.env }, stdio: ['ignore', 'ignore', 'inherit'] });
     return { setting: setting.name, out: JSON.parse(readFileSync(outJson, 'utf8')) as T };

@@ -18,7 +18,17 @@ const LIMITS = { tarballMB: 12, unpackedMB: 40, installedMB: 350 };
 /** Paths the tarball must not carry: development-only builds and source maps of unshipped sources. */
 const FORBIDDEN = [/^dist\/bench\//, /^dist\/scripts\//, /\.map$/, /^test\//, /^src\//];
 /** Files a user of the package needs. */
-const REQUIRED = ['dist/src/cli/main.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/internal.js', 'dist/src/generated/tfjs-registrations.js', 'dist-studio/index.html', 'README.md', 'LICENSE', 'CHANGELOG.md'];
+const REQUIRED = [
+  'dist/src/cli/main.js',
+  'dist/src/index.js',
+  'dist/src/index.d.ts',
+  'dist/src/internal.js',
+  'dist/src/generated/tfjs-registrations.js',
+  'dist-studio/index.html',
+  'README.md',
+  'LICENSE',
+  'CHANGELOG.md',
+];
 
 const failures: string[] = [];
 const check = (ok: boolean, what: string) => {
@@ -43,11 +53,16 @@ function packTarball(dest: string): string {
   const [info] = JSON.parse(r.stdout) as { filename: string; size: number; unpackedSize: number; files: { path: string }[] }[];
   const paths = info.files.map((f) => f.path);
   Object.assign(measured, { tarballMB: +mb(info.size).toFixed(1), unpackedMB: +mb(info.unpackedSize).toFixed(1), files: paths.length });
-  process.stdout.write(`tarball ${info.filename}: ${mb(info.size).toFixed(1)} MB, ${mb(info.unpackedSize).toFixed(1)} MB unpacked, ${paths.length} files\n`);
+  process.stdout.write(
+    `tarball ${info.filename}: ${mb(info.size).toFixed(1)} MB, ${mb(info.unpackedSize).toFixed(1)} MB unpacked, ${paths.length} files\n`,
+  );
   check(mb(info.size) <= LIMITS.tarballMB, `tarball ${mb(info.size).toFixed(1)} MB <= ${LIMITS.tarballMB} MB`);
   check(mb(info.unpackedSize) <= LIMITS.unpackedMB, `unpacked ${mb(info.unpackedSize).toFixed(1)} MB <= ${LIMITS.unpackedMB} MB`);
   const forbidden = paths.filter((p) => FORBIDDEN.some((re) => re.test(p)));
-  check(forbidden.length === 0, `no development files in the tarball${forbidden.length ? ` (found ${forbidden.slice(0, 5).join(', ')})` : ''}`);
+  check(
+    forbidden.length === 0,
+    `no development files in the tarball${forbidden.length ? ` (found ${forbidden.slice(0, 5).join(', ')})` : ''}`,
+  );
   for (const f of REQUIRED) check(paths.includes(f), `tarball has ${f}`);
   return join(dest, info.filename);
 }
@@ -86,7 +101,10 @@ async function checkStudio(app: string): Promise<void> {
     });
     const page = await fetch(`${url}/`);
     check(page.ok && (await page.text()).includes('<script'), `studio page ${url}/ served`);
-    const catalog = (await (await fetch(`${url}/api/catalog`)).json()) as { models?: { name: string }[]; datasets?: { items: unknown[] }[] };
+    const catalog = (await (await fetch(`${url}/api/catalog`)).json()) as {
+      models?: { name: string }[];
+      datasets?: { items: unknown[] }[];
+    };
     check(!!catalog.models?.some((m) => m.name === 'fashion-mnist-cnn'), 'studio catalog lists the embedded model');
     check(!!catalog.datasets?.some((d) => d.items.length > 0), 'studio catalog lists the embedded images');
   } catch (e) {
@@ -103,14 +121,20 @@ async function main(): Promise<void> {
   mkdirSync(app);
   try {
     const tarball = packTarball(work);
-    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'uap-package-test', version: '1.0.0', private: true, type: 'module' }, null, 2));
+    writeFileSync(
+      join(app, 'package.json'),
+      JSON.stringify({ name: 'uap-package-test', version: '1.0.0', private: true, type: 'module' }, null, 2),
+    );
     // A user's environment: none of this project's npm settings or variables.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(npm_|UAP_|ONNXRUNTIME_)/i.test(k)));
     const install = run('npm', ['i', '--no-audit', '--no-fund', tarball], app, env);
     process.stdout.write(install.stdout + install.stderr);
     check(install.status === 0, 'npm i uap succeeds with no flags or variables');
     check(!/EBADENGINE|Unsupported engine/.test(install.stderr), `no engine warning on Node ${process.version}`);
-    check(!existsSync(join(app, 'node_modules', 'onnxruntime-node')), 'onnxruntime-node (and its GPU download) is not installed by default');
+    check(
+      !existsSync(join(app, 'node_modules', 'onnxruntime-node')),
+      'onnxruntime-node (and its GPU download) is not installed by default',
+    );
     const size = duMB(join(app, 'node_modules'));
     process.stdout.write(`installed: ${size.toFixed(0)} MB in node_modules\n`);
     const npmVersion = run('npm', ['--version'], app, env).stdout.trim();

@@ -129,7 +129,15 @@ function isOne(v: number | [number, number] | undefined): boolean {
 function convFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, filterShape: number[]): tf.Tensor4D {
   const [kh, kw] = filterShape;
   const [ph, pw] = [(kh - 1) / 2, (kw - 1) / 2];
-  const xT = tf.transpose(tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]]), [3, 1, 2, 0]); // [C, H+2ph, W+2pw, B]
+  const xT = tf.transpose(
+    tf.pad(x, [
+      [0, 0],
+      [ph, ph],
+      [pw, pw],
+      [0, 0],
+    ]),
+    [3, 1, 2, 0],
+  ); // [C, H+2ph, W+2pw, B]
   const dyT = tf.transpose(dy, [1, 2, 0, 3]); // [H, W, B, F] used as a kernel
   return tf.transpose(tf.conv2d(xT, dyT, 1, 'valid'), [1, 2, 0, 3]); // [C, kh, kw, F] -> [kh, kw, C, F]
 }
@@ -159,9 +167,21 @@ function buildModel(): tf.LayersModel {
   let seed = SEED;
   const init = (): ReturnType<typeof tf.initializers.glorotUniform> => tf.initializers.glorotUniform({ seed: seed++ });
   const model = tf.sequential({ name: 'fashion_mnist_cnn' });
-  model.add(tf.layers.conv2d({ inputShape: [SIDE, SIDE, 1], filters: 16, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer: init(), name: 'conv1' }));
+  model.add(
+    tf.layers.conv2d({
+      inputShape: [SIDE, SIDE, 1],
+      filters: 16,
+      kernelSize: 3,
+      padding: 'same',
+      activation: 'relu',
+      kernelInitializer: init(),
+      name: 'conv1',
+    }),
+  );
   model.add(tf.layers.maxPooling2d({ poolSize: 2, name: 'pool1' }));
-  model.add(tf.layers.conv2d({ filters: 32, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer: init(), name: 'conv2' }));
+  model.add(
+    tf.layers.conv2d({ filters: 32, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer: init(), name: 'conv2' }),
+  );
   model.add(tf.layers.maxPooling2d({ poolSize: 2, name: 'pool2' }));
   model.add(tf.layers.flatten({ name: 'flatten' }));
   model.add(tf.layers.dense({ units: 64, activation: 'relu', kernelInitializer: init(), name: 'fc1' }));
@@ -242,7 +262,9 @@ interface Measured {
 function inlineJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(inlineJson).join(', ')}]`;
   if (typeof v === 'object' && v !== null)
-    return `{ ${Object.entries(v).map(([k, e]) => `${JSON.stringify(k)}: ${inlineJson(e)}`).join(', ')} }`;
+    return `{ ${Object.entries(v)
+      .map(([k, e]) => `${JSON.stringify(k)}: ${inlineJson(e)}`)
+      .join(', ')} }`;
   return JSON.stringify(v);
 }
 
@@ -378,7 +400,9 @@ async function main(): Promise<void> {
     const loss = trainEpoch(model, optimizer, train, shuffled(train.n, rand));
     trainMs += performance.now() - t0;
     const acc = accuracy(model, test);
-    console.log(`epoch ${epoch}/${opts.epochs}  loss ${loss.toFixed(4)}  test acc ${(acc * 100).toFixed(2)}%  (${(trainMs / 1000).toFixed(0)} s training)`);
+    console.log(
+      `epoch ${epoch}/${opts.epochs}  loss ${loss.toFixed(4)}  test acc ${(acc * 100).toFixed(2)}%  (${(trainMs / 1000).toFixed(0)} s training)`,
+    );
   }
   const seconds = Math.round(trainMs / 100) / 10;
 

@@ -85,7 +85,8 @@ async function onnxSelfCheck(device: Device): Promise<string | null> {
   const { x, dy } = selfCheckInputs();
   try {
     const r = await rt.vjp(x, dy);
-    if (!closeEnough(r.logits, ref.logits) || !closeEnough(r.dx, ref.dx)) return 'its logits or gradients differ from the reference on the probe network';
+    if (!closeEnough(r.logits, ref.logits) || !closeEnough(r.dx, ref.dx))
+      return 'its logits or gradients differ from the reference on the probe network';
     return null;
   } catch (e) {
     return firstLine(e);
@@ -130,7 +131,8 @@ let gpuFallback: string | undefined;
 export async function initBackend(name?: string): Promise<Engine> {
   // Production mode: skips per-op debug checks and the "install tfjs-node" banner (it cannot be installed offline).
   tf.enableProdMode();
-  if (name !== undefined && !BACKENDS.includes(name as BackendName)) throw new UsageError(`{backend} ${name}: expected ${BACKENDS.join(', ')}`);
+  if (name !== undefined && !BACKENDS.includes(name as BackendName))
+    throw new UsageError(`{backend} ${name}: expected ${BACKENDS.join(', ')}`);
   let tfBackend: 'wasm' | 'cpu' = 'cpu';
   if (name !== 'cpu') {
     try {
@@ -139,7 +141,8 @@ export async function initBackend(name?: string): Promise<Engine> {
     } catch {
       /* fall through to cpu */
     }
-    if (name === 'wasm' && tfBackend !== 'wasm') throw new UsageError('{backend} wasm: the wasm backend failed to start or failed its self-check');
+    if (name === 'wasm' && tfBackend !== 'wasm')
+      throw new UsageError('{backend} wasm: the wasm backend failed to start or failed its self-check');
   }
   if (tfBackend === 'cpu') {
     await tf.setBackend('cpu');
@@ -149,20 +152,23 @@ export async function initBackend(name?: string): Promise<Engine> {
   if (name === 'webgpu' || (name === undefined && hardwareGpuLikely())) {
     const why = (await loadOrt()) ? await onnxSelfCheck('webgpu') : `onnxruntime-node is not installed (${ORT_INSTALL})`;
     if (!why) return { name: 'webgpu', onnx: true, device: 'webgpu', tfjs: tfBackend };
-    if (name === 'webgpu') throw new UsageError(`{backend} webgpu: ONNX Runtime's WebGPU provider cannot run here: ${why} (${GPU_DRIVER_HINT})`);
+    if (name === 'webgpu')
+      throw new UsageError(`{backend} webgpu: ONNX Runtime's WebGPU provider cannot run here: ${why} (${GPU_DRIVER_HINT})`);
     gpuFallback = why;
   }
   const onnx = (name === undefined || name === 'onnx') && (await onnxSelfCheck('cpu')) === null;
   if (name === 'onnx' && !onnx)
     throw new UsageError(
-      (await loadOrt()) ? '{backend} onnx: ONNX Runtime failed its self-check' : `{backend} onnx: onnxruntime-node is not installed (${ORT_INSTALL})`,
+      (await loadOrt())
+        ? '{backend} onnx: ONNX Runtime failed its self-check'
+        : `{backend} onnx: onnxruntime-node is not installed (${ORT_INSTALL})`,
     );
   return { name: onnx ? 'onnx' : tfBackend, onnx, device: 'cpu', tfjs: tfBackend };
 }
 
 /** What a GPU needs besides the package: a Vulkan driver on Linux; nothing on macOS (Metal) or Windows (D3D12). */
 export const GPU_DRIVER_HINT =
-  'on Linux WebGPU needs a Vulkan driver: the GPU vendor\'s, or Mesa 25 or later (Debian: mesa-vulkan-drivers from bookworm-backports) and libvulkan1';
+  "on Linux WebGPU needs a Vulkan driver: the GPU vendor's, or Mesa 25 or later (Debian: mesa-vulkan-drivers from bookworm-backports) and libvulkan1";
 
 /** How to add the fast engine: onnxruntime-node is an optional peer, so `npm i uap` never downloads it or its GPU libraries. */
 export const ORT_INSTALL = 'npm i onnxruntime-node --onnxruntime-node-install=skip';
@@ -173,7 +179,8 @@ export const ORT_INSTALL = 'npm i onnxruntime-node --onnxruntime-node-install=sk
  */
 export async function engineNotice(engine: Engine, requested?: string): Promise<string | undefined> {
   if (requested !== undefined) return undefined;
-  if (gpuFallback && engine.device === 'cpu') return `a GPU seems present but ONNX Runtime's WebGPU provider did not start (${gpuFallback}), so models run on the CPU; ${GPU_DRIVER_HINT}`;
+  if (gpuFallback && engine.device === 'cpu')
+    return `a GPU seems present but ONNX Runtime's WebGPU provider did not start (${gpuFallback}), so models run on the CPU; ${GPU_DRIVER_HINT}`;
   if (engine.onnx || (await loadOrt())) return undefined;
   return `ONNX Runtime is not installed, so models run on TF.js (several times slower on ImageNet models); for the fast engine: ${ORT_INSTALL}`;
 }

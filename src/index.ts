@@ -24,8 +24,14 @@ export { randomPerturbation } from './math/noise.js';
 // Attacks: DeepFool, Algorithm 1, SGD-UAP, GD-UAP, the method registry and success criteria.
 export { deepfool, type DeepFoolOptions, type DeepFoolResult, type DeepFoolStatus } from './attacks/deepfool.js';
 export {
-  computeUniversal, UNIVERSAL_DEFAULTS,
-  type UniversalOptions, type UniversalResult, type PassRecord, type Progress, type RunControl, type CheckpointStore,
+  computeUniversal,
+  UNIVERSAL_DEFAULTS,
+  type UniversalOptions,
+  type UniversalResult,
+  type PassRecord,
+  type Progress,
+  type RunControl,
+  type CheckpointStore,
 } from './attacks/universal.js';
 export { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions, type SgdLoss } from './attacks/sgd.js';
 export { computeDataFreeUniversal, DATA_FREE_DEFAULTS, type DataFreeOptions, type DataFreePrior } from './attacks/dataFree.js';
@@ -36,8 +42,14 @@ export { predictSet, foolingRate, evaluatePerturbation, type Evaluation } from '
 // Perturbation files: uap's own and other tools'.
 export { readNpy, writeNpy } from './io/npy.js';
 export {
-  readArrayFile, toPixelsHwc, fromPixelsHwc, LAYOUTS, UNITS,
-  type PerturbationFormat, type PerturbationLayout, type PerturbationUnits,
+  readArrayFile,
+  toPixelsHwc,
+  fromPixelsHwc,
+  LAYOUTS,
+  UNITS,
+  type PerturbationFormat,
+  type PerturbationLayout,
+  type PerturbationUnits,
 } from './io/perturbationFile.js';
 export { writePerturbation } from './io/run.js';
 export { folderCheckpoints } from './io/checkpoint.js';
@@ -52,7 +64,14 @@ export { reportJob, type ReportJob } from './jobs/report.js';
 export type { JobControl } from './jobs/control.js';
 export { loadPerturbation } from './io/perturbationFile.js';
 export { loadSet } from './data/sets.js';
-export { runFinetune, FINETUNE_DEFAULTS, type FinetuneOptions, type DefenceResult, type RoundRecord, type EpochRecord } from './defence/finetune.js';
+export {
+  runFinetune,
+  FINETUNE_DEFAULTS,
+  type FinetuneOptions,
+  type DefenceResult,
+  type RoundRecord,
+  type EpochRecord,
+} from './defence/finetune.js';
 export { finetuneJob, type FinetuneJob } from './jobs/finetune.js';
 export { assetsDir } from './paths.js';
 export { serveStudio } from './studio/server.js';

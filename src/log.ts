@@ -15,4 +15,3 @@ export function namedLog(log: Log | undefined): Log {
   if (log.templates) return log;
   return { info: (m) => log.info(withOptionNames(m)), warn: (m) => log.warn(withOptionNames(m)), templates: true };
 }
-

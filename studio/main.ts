@@ -5,7 +5,19 @@
 import { visiblePerturbation } from '../src/io/visible.js';
 import { encodeNpy } from '../src/io/npyCodec.js';
 import { defaultXi } from '../src/math/radius.js';
-import type { AttackSettings, BrowserCard, BrowserDataset, FromWorker, HeldOutRates, Method, ModelInfo, PassRecord, Progress, StudioCatalog, ToWorker } from './protocol.js';
+import type {
+  AttackSettings,
+  BrowserCard,
+  BrowserDataset,
+  FromWorker,
+  HeldOutRates,
+  Method,
+  ModelInfo,
+  PassRecord,
+  Progress,
+  StudioCatalog,
+  ToWorker,
+} from './protocol.js';
 import { GRAPH_MIN_FOOLED } from './protocol.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -48,12 +60,15 @@ function fillDatasets(): void {
   sel.innerHTML = sets.map((d) => `<option value="${d.id}">${d.title}</option>`).join('');
   $<HTMLInputElement>('count').value = String(space === 'imagenet' ? 32 : 400);
   const norm = $<HTMLSelectElement>('norm').value === '2' ? 2 : 'inf';
-  if (card) $<HTMLInputElement>('xi').value = String(card.name.startsWith('fashion') && norm === 'inf' ? 40 : defaultXi(norm, card.inputShape));
+  if (card)
+    $<HTMLInputElement>('xi').value = String(card.name.startsWith('fashion') && norm === 'inf' ? 40 : defaultXi(norm, card.inputShape));
 }
 
 function fillModels(): void {
   const sel = $<HTMLSelectElement>('model');
-  const opts = catalog.models.map((m) => `<option value="${m.name}">${m.name}${m.format === 'tflite' ? ' (TFLite)' : m.format === 'onnx' ? ' (ONNX)' : ''}</option>`);
+  const opts = catalog.models.map(
+    (m) => `<option value="${m.name}">${m.name}${m.format === 'tflite' ? ' (TFLite)' : m.format === 'onnx' ? ' (ONNX)' : ''}</option>`,
+  );
   if (dropped.card) opts.unshift(`<option value="__dropped">dropped: ${dropped.card.name}</option>`);
   sel.innerHTML = opts.join('');
   fillDatasets();
@@ -64,7 +79,9 @@ async function loadCatalog(): Promise<void> {
   if (!r.ok) throw new Error(`the catalogue could not be read (${r.status}); is this page served by uap studio or npm run studio?`);
   catalog = (await r.json()) as StudioCatalog;
   fillModels();
-  status(`Pick a model and images, then Load.${catalog.assets ? '' : ' (No ImageNet assets folder: start with uap studio --assets DIR for the ImageNet models.)'}`);
+  status(
+    `Pick a model and images, then Load.${catalog.assets ? '' : ' (No ImageNet assets folder: start with uap studio --assets DIR for the ImageNet models.)'}`,
+  );
   $<HTMLButtonElement>('load').disabled = false;
 }
 
@@ -134,7 +151,11 @@ function drawGrid(adv?: Int32Array, shownV: Float32Array | undefined = v): void 
     pair.append(clean);
     if (shownV) {
       const pert = document.createElement('canvas');
-      drawImage(pert, Float32Array.from(x, (p, j) => p + shownV[j]), info.inputShape);
+      drawImage(
+        pert,
+        Float32Array.from(x, (p, j) => p + shownV[j]),
+        info.inputShape,
+      );
       pair.append(pert);
     }
     const before = labelOf(shown.clean[i]);
@@ -208,7 +229,10 @@ function setRunning(on: boolean): void {
 }
 
 /** Method titles by name, from the worker's registry. */
-let methodTitles = new Map<string, string>([['sgd', 'SGD-UAP'], ['algorithm1', 'Algorithm 1']]);
+let methodTitles = new Map<string, string>([
+  ['sgd', 'SGD-UAP'],
+  ['algorithm1', 'Algorithm 1'],
+]);
 
 /** The method menu from the library's registry, keeping the current choice. */
 function fillMethods(methods: { name: string; title: string }[]): void {
@@ -237,7 +261,9 @@ function start(): void {
   history = [];
   metrics = undefined;
   setRunning(true);
-  status(`Crafting v with ${methodTitles.get(s.method) ?? s.method} on the crafting images, ${s.norm === 2 ? 'L2' : 'L∞'} size ξ = ${s.xi}…`);
+  status(
+    `Crafting v with ${methodTitles.get(s.method) ?? s.method} on the crafting images, ${s.norm === 2 ? 'L2' : 'L∞'} size ξ = ${s.xi}…`,
+  );
   send({ type: 'start', settings: s });
 }
 
@@ -275,12 +301,16 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       v = undefined;
       history = [];
       const acc = m.labels ? m.labels.reduce((n, l, i) => n + (l === m.cleanPred[i] ? 1 : 0), 0) / m.labels.length : undefined;
-      $('sets').textContent = `${m.images.craft} images craft v; ${m.images.heldOut} are held out (never seen while v is made) and shown below`;
-      status(`${info.name} loaded${acc !== undefined ? ` (it labels ${pct(acc)} of the held-out images correctly)` : ''}. Choose the attack and Start.`);
+      $('sets').textContent =
+        `${m.images.craft} images craft v; ${m.images.heldOut} are held out (never seen while v is made) and shown below`;
+      status(
+        `${info.name} loaded${acc !== undefined ? ` (it labels ${pct(acc)} of the held-out images correctly)` : ''}. Choose the attack and Start.`,
+      );
       methodTitles = new Map(m.methods.map((x) => [x.name, x.title]));
       fillMethods(m.methods);
       $<HTMLSelectElement>('target').innerHTML =
-        '<option value="">none (untargeted)</option>' + Array.from({ length: info.numClasses }, (_, i) => `<option value="${i}">${i}: ${labelOf(i)}</option>`).join('');
+        '<option value="">none (untargeted)</option>' +
+        Array.from({ length: info.numClasses }, (_, i) => `<option value="${i}">${i}: ${labelOf(i)}</option>`).join('');
       $('graph').innerHTML = '';
       $('curve').innerHTML = '';
       $('rate').textContent = '–';
@@ -306,9 +336,14 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       drawPerturbation();
       drawGrid(m.advPred);
       $('graph').innerHTML =
-        m.graph.svg || `<p class="small">The graph appears once ${GRAPH_MIN_FOOLED} images are fooled (now ${m.graph.fooled}): with fewer it is a few unconnected pairs.</p>`;
+        m.graph.svg ||
+        `<p class="small">The graph appears once ${GRAPH_MIN_FOOLED} images are fooled (now ${m.graph.fooled}): with fewer it is a few unconnected pairs.</p>`;
       if (m.curveSvg) $('curve').innerHTML = m.curveSvg;
-      status(m.rec.pass === 0 ? `Loaded perturbation: ${plainResult(m.heldOut)}` : `After pass ${m.rec.pass}: ${plainResult(m.heldOut, m.rec.foolingRate)}`);
+      status(
+        m.rec.pass === 0
+          ? `Loaded perturbation: ${plainResult(m.heldOut)}`
+          : `After pass ${m.rec.pass}: ${plainResult(m.heldOut, m.rec.foolingRate)}`,
+      );
       enableDownloads();
       break;
     }
@@ -316,7 +351,9 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       v = m.v;
       metrics = m.metrics;
       setRunning(false);
-      status(`Done after ${history.length} pass(es). ${history.length ? plainResult(history[history.length - 1].held, history[history.length - 1].rec.foolingRate) : ''}`);
+      status(
+        `Done after ${history.length} pass(es). ${history.length ? plainResult(history[history.length - 1].held, history[history.length - 1].rec.foolingRate) : ''}`,
+      );
       enableDownloads();
       break;
     case 'stopped':
@@ -326,7 +363,8 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       enableDownloads();
       break;
     case 'scaled':
-      $('scaled').textContent = `${m.factor.toFixed(1)} × v fools ${pct(m.foolingRate)} of the held-out images (‖v‖₂ ${m.normL2.toFixed(1)}, ‖v‖∞ ${m.normInf.toFixed(2)})`;
+      $('scaled').textContent =
+        `${m.factor.toFixed(1)} × v fools ${pct(m.foolingRate)} of the held-out images (‖v‖₂ ${m.normL2.toFixed(1)}, ‖v‖∞ ${m.normInf.toFixed(2)})`;
       drawGrid(m.advPred, m.v);
       break;
   }
@@ -351,7 +389,10 @@ $('dl-npy').addEventListener('click', () => {
   if (v && info) download('perturbation.npy', new Blob([encodeNpy({ data: v, shape: info.inputShape })]));
 });
 $('dl-png').addEventListener('click', () => $<HTMLCanvasElement>('pert').toBlob((b) => b && download('perturbation.png', b)));
-$('dl-metrics').addEventListener('click', () => metrics && download('metrics.json', new Blob([JSON.stringify(metrics, null, 2)], { type: 'application/json' })));
+$('dl-metrics').addEventListener(
+  'click',
+  () => metrics && download('metrics.json', new Blob([JSON.stringify(metrics, null, 2)], { type: 'application/json' })),
+);
 $('npy').addEventListener('change', async () => {
   const f = $<HTMLInputElement>('npy').files?.[0];
   if (f) send({ type: 'perturbation', bytes: await f.arrayBuffer(), name: f.name });
@@ -379,7 +420,12 @@ async function useFiles(files: File[]): Promise<void> {
       // A labels file named by the card is used when it came along; other paths cannot be followed.
       const name = (card.labels as string).split('/').pop();
       const file = files.find((f) => f.name === name);
-      card.labels = file ? (await file.text()).split('\n').map((l) => l.trim()).filter(Boolean) : undefined;
+      card.labels = file
+        ? (await file.text())
+            .split('\n')
+            .map((l) => l.trim())
+            .filter(Boolean)
+        : undefined;
     }
     dropped = { ...dropped, card: { ...card, modelUrl: '' }, modelFiles };
   }
@@ -388,7 +434,9 @@ async function useFiles(files: File[]): Promise<void> {
   if (modelFiles.length) $<HTMLSelectElement>('model').value = '__dropped';
   fillDatasets();
   if (images.length) $<HTMLSelectElement>('dataset').value = '__dropped';
-  const what = [modelFiles.length ? `model ${dropped.card!.name}` : '', images.length ? `${images.length} images` : ''].filter(Boolean).join(' and ');
+  const what = [modelFiles.length ? `model ${dropped.card!.name}` : '', images.length ? `${images.length} images` : '']
+    .filter(Boolean)
+    .join(' and ');
   status(what ? `Added ${what}. Load to use them.` : 'None of those files is a model, card or image.');
 }
 

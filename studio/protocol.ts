@@ -23,7 +23,12 @@ export interface DroppedModel {
 }
 
 export type ToWorker =
-  | { type: 'load'; model: BrowserCard | DroppedModel; images: { url?: string; file?: File; label?: number }[]; /** Force a TF.js backend (the page's ?backend=). */ backend?: string }
+  | {
+      type: 'load';
+      model: BrowserCard | DroppedModel;
+      images: { url?: string; file?: File; label?: number }[];
+      /** Force a TF.js backend (the page's ?backend=). */ backend?: string;
+    }
   | { type: 'start'; settings: AttackSettings }
   | { type: 'pause' }
   | { type: 'resume' }
@@ -51,7 +56,14 @@ export type FromWorker =
   | { type: 'status'; message: string }
   /** Loaded: the images are split into crafting images and held-out images; the grid shows held-out ones (indices into them). */
   | {
-      type: 'ready'; backend: string; model: ModelInfo; images: { craft: number; heldOut: number }; pixels: Uint8Array; shown: number[]; cleanPred: Int32Array; labels?: Int32Array;
+      type: 'ready';
+      backend: string;
+      model: ModelInfo;
+      images: { craft: number; heldOut: number };
+      pixels: Uint8Array;
+      shown: number[];
+      cleanPred: Int32Array;
+      labels?: Int32Array;
       /** The library's crafting methods (its registry), for the method menu. */
       methods: { name: Method; title: string }[];
     }
@@ -60,7 +72,11 @@ export type FromWorker =
   | { type: 'held' }
   /** After a pass: v, its fooling rates (crafting images in rec, held-out images), random noise of v's norms on the held-out images, and the held-out labels with v. */
   | {
-      type: 'pass'; rec: PassRecord; heldOut: HeldOutRates; v: Float32Array; advPred: Int32Array;
+      type: 'pass';
+      rec: PassRecord;
+      heldOut: HeldOutRates;
+      v: Float32Array;
+      advPred: Int32Array;
       /** The fooling graph, empty until GRAPH_MIN_FOOLED images are fooled; `fooled` counts them (crafting and held-out). */
       graph: { svg: string; fooled: number };
       /** The per-pass curve (empty for a loaded perturbation). */

@@ -24,7 +24,12 @@ export default defineConfig({
   base: './',
   plugins: [catalogue()],
   worker: { format: 'es' },
-  build: { outDir: fileURLToPath(new URL('../dist-studio', import.meta.url)), emptyOutDir: true, chunkSizeWarningLimit: 8000, target: 'es2022' },
+  build: {
+    outDir: fileURLToPath(new URL('../dist-studio', import.meta.url)),
+    emptyOutDir: true,
+    chunkSizeWarningLimit: 8000,
+    target: 'es2022',
+  },
   server: { port: 5175 },
   logLevel: 'warn',
 });

@@ -71,7 +71,11 @@ async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
       if (++done % 16 === 0) post({ type: 'status', message: `decoding images: ${done}/${msg.images.length}` });
     }),
   );
-  const all = new ImageSet(shape, pixels, msg.images.map((im, i) => ({ path: im.url ?? im.file?.name ?? `image ${i}`, label: im.label })));
+  const all = new ImageSet(
+    shape,
+    pixels,
+    msg.images.map((im, i) => ({ path: im.url ?? im.file?.name ?? `image ${i}`, label: im.label })),
+  );
   // Half the images craft v, the other half (seeded) are held out: universality is v fooling images it never saw.
   if (all.size < 2) throw new Error('the studio needs at least 2 images (half craft v, half are held out)');
   ({ craft: X, held: H } = all.split(Math.floor(all.size / 2), 0));
@@ -83,8 +87,14 @@ async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
   const shown = Array.from({ length: Math.min(SHOWN, H.size) }, (_, k) => k * step);
   shownIndex = shown;
   post({
-    type: 'ready', backend, model: { name: model.name, inputShape: shape, numClasses: model.numClasses, labels: model.labels }, images: { craft: X.size, heldOut: H.size },
-    pixels: await H.pick(shown), shown, cleanPred: cleanH, labels: H.labels,
+    type: 'ready',
+    backend,
+    model: { name: model.name, inputShape: shape, numClasses: model.numClasses, labels: model.labels },
+    images: { craft: X.size, heldOut: H.size },
+    pixels: await H.pick(shown),
+    shown,
+    cleanPred: cleanH,
+    labels: H.labels,
     methods: METHOD_NAMES.map((name) => ({ name, title: METHODS[name].title })),
   });
 }
@@ -93,10 +103,16 @@ const names = () => (i: number) => (model?.labels?.[i] ?? `#${i}`).split(',')[0]
 
 /** Fooling rates on the held-out images of v and of random noise of v's two norms, in one pass over them; and their labels with v. */
 async function heldOutRates(v: tf.Tensor3D): Promise<{ rates: HeldOutRates; adv: Int32Array }> {
-  const noise = [randomPerturbation(model!.inputShape, 'inf', lpNorm(v, 'inf'), 1000), randomPerturbation(model!.inputShape, 2, lpNorm(v, 2), 1000)];
+  const noise = [
+    randomPerturbation(model!.inputShape, 'inf', lpNorm(v, 'inf'), 1000),
+    randomPerturbation(model!.inputShape, 2, lpNorm(v, 2), 1000),
+  ];
   try {
     const [adv, inf, l2] = await predictMany(model!, H!, [v, ...noise]);
-    return { rates: { foolingRate: foolingRate(cleanH!, adv), noiseLinf: foolingRate(cleanH!, inf), noiseL2: foolingRate(cleanH!, l2) }, adv };
+    return {
+      rates: { foolingRate: foolingRate(cleanH!, adv), noiseLinf: foolingRate(cleanH!, inf), noiseL2: foolingRate(cleanH!, l2) },
+      adv,
+    };
   } finally {
     tf.dispose(noise);
   }
@@ -130,20 +146,42 @@ async function report(v: tf.Tensor3D, rec: Parameters<NonNullable<RunControl['on
     post({ type: 'status', message: `fooling graph: ${(e as Error).message}` });
   }
   const data = (await v.data()) as Float32Array;
-  post({ type: 'pass', rec, heldOut: rates, v: data.slice(), advPred: advH, graph: { svg, fooled: g.fooled }, curveSvg: await curveSvg(rec, rates) });
+  post({
+    type: 'pass',
+    rec,
+    heldOut: rates,
+    v: data.slice(),
+    advPred: advH,
+    graph: { svg, fooled: g.fooled },
+    curveSvg: await curveSvg(rec, rates),
+  });
 }
 
 /** metrics.json in the CLI's format (uap compute), for the download. */
-async function metrics(s: AttackSettings, run: { targetSuccess?: number } & Record<string, unknown>, v: tf.Tensor3D): Promise<Record<string, unknown>> {
+async function metrics(
+  s: AttackSettings,
+  run: { targetSuccess?: number } & Record<string, unknown>,
+  v: tf.Tensor3D,
+): Promise<Record<string, unknown>> {
   const onX = scorePredictions(cleanPred!, await predictSet(model!, X!, v), X!.labels);
   const onVal = scorePredictions(cleanH!, await predictSet(model!, H!, v), H!.labels);
-  return { ...runMetrics(model!, v, s, run, onX, { onVal }), studio: { model: model!.name, backend, images: X!.size, heldOutImages: H!.size } };
+  return {
+    ...runMetrics(model!, v, s, run, onX, { onVal }),
+    studio: { model: model!.name, backend, images: X!.size, heldOutImages: H!.size },
+  };
 }
 
 async function start(s: AttackSettings): Promise<void> {
   if (!model || !X) throw new Error('load a model and images first');
   abort = new AbortController();
-  const base = { norm: s.norm, xi: s.xi, maxPasses: s.maxPasses, delta: s.delta, seed: s.seed, ...(s.target !== undefined ? { target: s.target } : {}) };
+  const base = {
+    norm: s.norm,
+    xi: s.xi,
+    maxPasses: s.maxPasses,
+    delta: s.delta,
+    seed: s.seed,
+    ...(s.target !== undefined ? { target: s.target } : {}),
+  };
   const history: PassRecord[] = [];
   curve = [];
   const started = performance.now();
@@ -175,8 +213,14 @@ async function start(s: AttackSettings): Promise<void> {
     // The run as it stood after its last full pass, in the same metrics format.
     const last = history[history.length - 1];
     const run = {
-      method: s.method, foolingRate: last.foolingRate, targetSuccess: last.targetSuccess, passes: history.length, converged: false,
-      stopReason: `stopped by the user after pass ${history.length}`, history, seconds: (performance.now() - started) / 1000,
+      method: s.method,
+      foolingRate: last.foolingRate,
+      targetSuccess: last.targetSuccess,
+      passes: history.length,
+      converged: false,
+      stopReason: `stopped by the user after pass ${history.length}`,
+      history,
+      seconds: (performance.now() - started) / 1000,
     };
     post({ type: 'stopped', message: 'stopped: the perturbation of the last full pass is kept', metrics: await metrics(s, run, current) });
   } finally {
@@ -198,7 +242,15 @@ async function scale(factor: number): Promise<void> {
   const v = tf.tidy(() => tf.mul(current!, factor) as tf.Tensor3D);
   try {
     const adv = await predictSet(model, H, v);
-    post({ type: 'scaled', factor, foolingRate: foolingRate(cleanH!, adv), normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf'), advPred: adv, v: ((await v.data()) as Float32Array).slice() });
+    post({
+      type: 'scaled',
+      factor,
+      foolingRate: foolingRate(cleanH!, adv),
+      normL2: lpNorm(v, 2),
+      normInf: lpNorm(v, 'inf'),
+      advPred: adv,
+      v: ((await v.data()) as Float32Array).slice(),
+    });
   } finally {
     v.dispose();
   }
@@ -209,7 +261,10 @@ function topK(logits: Float32Array, k: number): TopLabel[] {
   const max = Math.max(...logits);
   const e = Array.from(logits, (z) => Math.exp(z - max));
   const sum = e.reduce((a, b) => a + b, 0);
-  return e.map((x, label) => ({ label, p: x / sum })).sort((a, b) => b.p - a.p).slice(0, k);
+  return e
+    .map((x, label) => ({ label, p: x / sum }))
+    .sort((a, b) => b.p - a.p)
+    .slice(0, k);
 }
 
 /** One shown held-out image, clean and with factor x v: top-5 labels of both (the page's large view). */
@@ -220,13 +275,20 @@ async function inspect(k: number, factor: number): Promise<void> {
   const v = current ? tf.tidy(() => tf.mul(current!, factor) as tf.Tensor3D) : null;
   const x = tf.tidy(() => {
     const clean = tf.tensor4d(Float32Array.from(pixels), [1, h, w, c]);
-    return v ? tf.concat([clean, tf.clipByValue(tf.add(clean, v), 0, 255)]) as tf.Tensor4D : clean;
+    return v ? (tf.concat([clean, tf.clipByValue(tf.add(clean, v), 0, 255)]) as tf.Tensor4D) : clean;
   });
   try {
     const logits = await forwardLogits(model, x);
     const n = model.numClasses;
     const data = v ? ((await v.data()) as Float32Array).slice() : null;
-    post({ type: 'inspected', shown: k, factor, v: data, clean: topK(logits.subarray(0, n), 5), perturbed: v ? topK(logits.subarray(n, 2 * n), 5) : [] });
+    post({
+      type: 'inspected',
+      shown: k,
+      factor,
+      v: data,
+      clean: topK(logits.subarray(0, n), 5),
+      perturbed: v ? topK(logits.subarray(n, 2 * n), 5) : [],
+    });
   } finally {
     tf.dispose([x, ...(v ? [v] : [])]);
   }

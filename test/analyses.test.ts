@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
 import { transferMarkdown, transferSource, transferSpec, type TransferResult } from '../src/analysis/transfer.js';
 import { vegaLiteToSvg } from '../src/report/plots.js';
@@ -32,7 +32,10 @@ describe('fooling graph', () => {
     ]);
   });
   it('ranks dominant labels by the share of fooled images they receive, with their in-degree', () => {
-    expect(g.dominant.map((d) => [d.name, d.received, d.inDegree])).toEqual([['dog', 3, 2], ['owl', 2, 1]]);
+    expect(g.dominant.map((d) => [d.name, d.received, d.inDegree])).toEqual([
+      ['dog', 3, 2],
+      ['owl', 2, 1],
+    ]);
     expect(g.dominant[0].share).toBeCloseTo(0.6, 9);
     expect(g.components).toEqual([[0, 1, 2]]);
   });
@@ -55,7 +58,7 @@ describe('norm sweep (universal vs random noise)', () => {
     for (const kind of ['sign', 'gaussian'] as const)
       for (const p of [2, 'inf'] as const) expect(lpNorm(noiseOfNorm(kind, [5, 5, 3], p, 17, 3), p)).toBeCloseTo(17, 3);
   });
-  it('scales v and draws noise at every radius; at 0 nothing is fooled; at 1 the universal rate is v\'s own', async () => {
+  it("scales v and draws noise at every radius; at 0 nothing is fooled; at 1 the universal rate is v's own", async () => {
     await tf.setBackend('cpu');
     const model = tinyNet([6, 6, 3], 6);
     const X = randomImages(20, [6, 6, 3]);
@@ -72,10 +75,14 @@ describe('norm sweep (universal vs random noise)', () => {
 });
 
 describe('per-image DeepFool curves of the norm sweep', () => {
-  it('each image\'s own DeepFool step rescaled: nothing at radius 0, every image past its boundary at a large radius', async () => {
+  it("each image's own DeepFool step rescaled: nothing at radius 0, every image past its boundary at a large radius", async () => {
     await tf.setBackend('cpu');
     const shape: [number, number, number] = [4, 4, 1];
-    const model = linearClassifier([Array.from({ length: 16 }, (_, i) => Math.sin(i)), Array.from({ length: 16 }, (_, i) => Math.cos(i))], [0, 0], shape);
+    const model = linearClassifier(
+      [Array.from({ length: 16 }, (_, i) => Math.sin(i)), Array.from({ length: 16 }, (_, i) => Math.cos(i))],
+      [0, 0],
+      shape,
+    );
     const X = randomImages(10, shape, 2);
     const v = randomPerturbation(shape, 2, 50, 1);
     const s = await normSweep(model, X, v, 2, { factors: [0, 1, 100], draws: 1, deepfool: true });
@@ -124,14 +131,22 @@ describe('DeepFool normals', () => {
 
 describe('transfer matrix outputs', () => {
   const t: TransferResult = {
-    sources: [{ name: 'a (run)', craftedOn: 'a', file: 'x.npy' }, { name: 'b', craftedOn: 'b', file: 'y.npy' }],
+    sources: [
+      { name: 'a (run)', craftedOn: 'a', file: 'x.npy' },
+      { name: 'b', craftedOn: 'b', file: 'y.npy' },
+    ],
     models: ['a', 'b'],
-    foolingRate: [[0.9, 0.25], [0.125, 0.5]],
+    foolingRate: [
+      [0.9, 0.25],
+      [0.125, 0.5],
+    ],
     images: [10, 10],
     data: ['d', 'd'],
   };
   it('a Markdown table with the crafted-on cells in bold', () => {
-    expect(transferMarkdown(t)).toBe('| crafted on \\ tested on | a | b |\n|---|---|---|\n| a (run) | **90.0%** | 25.0% |\n| b | 12.5% | **50.0%** |\n');
+    expect(transferMarkdown(t)).toBe(
+      '| crafted on \\ tested on | a | b |\n|---|---|---|\n| a (run) | **90.0%** | 25.0% |\n| b | 12.5% | **50.0%** |\n',
+    );
   });
   it('a Vega-Lite heatmap rendered to SVG', async () => {
     const svg = await vegaLiteToSvg(transferSpec(t));
@@ -139,13 +154,15 @@ describe('transfer matrix outputs', () => {
     expect(svg).toMatch(/90%/);
   });
   it('names what it expected for a bad source', () => {
-    expect(() => transferSource('/no/such/run')).toThrow(/\/no\/such\/run: not found \(expected a run directory or a \.npy \/ \.npz perturbation\)/);
+    expect(() => transferSource('/no/such/run')).toThrow(
+      /\/no\/such\/run: not found \(expected a run directory or a \.npy \/ \.npz perturbation\)/,
+    );
     expect(() => transferSource(mkdtempSync(join(tmpdir(), 'uap-empty-')))).toThrow(/no perturbation\.npy in this run directory/);
   });
 });
 
 describe('uap transfer and uap graph from the command line (embedded model)', () => {
-  it('the diagonal of the transfer matrix is the run\'s own validation fooling rate; the graph counts the same fooled images', async () => {
+  it("the diagonal of the transfer matrix is the run's own validation fooling rate; the graph counts the same fooled images", async () => {
     const run = mkdtempSync(join(tmpdir(), 'uap-run-'));
     const c = await uap('compute', '--method', 'sgd', '--xi', '40', '--max-passes', '3', '-o', run);
     expect(c.status, c.stderr).toBe(0);
@@ -165,7 +182,10 @@ describe('uap transfer and uap graph from the command line (embedded model)', ()
     const b = await uap('baseline', '--run', run, '--factors', '0,1', '--draws', '1');
     expect(b.status, b.stderr).toBe(0);
     const bj = JSON.parse(readFileSync(join(run, 'baseline.json'), 'utf8'));
-    expect(bj.points.find((p: { kind: string; radius: number }) => p.kind === 'universal' && p.radius > 0).mean).toBeCloseTo(metrics.onVal.foolingRate, 9);
+    expect(bj.points.find((p: { kind: string; radius: number }) => p.kind === 'universal' && p.radius > 0).mean).toBeCloseTo(
+      metrics.onVal.foolingRate,
+      9,
+    );
     expect(readFileSync(join(run, 'baseline.svg'), 'utf8')).toMatch(/<svg/);
     const sweep = mkdtempSync(join(tmpdir(), 'uap-sweep-'));
     const w = await uap('sweep-size', '--method', 'sgd', '--sizes', '10,40', '--max-passes', '2', '--val-limit', '50', '-o', sweep);
@@ -179,8 +199,15 @@ describe('uap transfer and uap graph from the command line (embedded model)', ()
 describe('the baseline plot', () => {
   it('lists in its legend only the curves drawn, in their line colours; the bands stay out of it', async () => {
     const point = (kind: string, radius: number, mean: number) => ({ kind, radius, mean, min: mean - 0.01, max: mean + 0.01 });
-    const sweep = { norm: 'inf', vNorm: 10, images: 50, points: [point('universal', 0, 0), point('universal', 10, 0.6), point('gaussian', 0, 0), point('gaussian', 10, 0.05)] } as unknown as NormSweep;
-    const spec = sweepSpec(sweep, 'test') as unknown as { layer: { encoding: Record<string, { scale?: { domain: string[]; range: string[] }; legend?: unknown }> }[] };
+    const sweep = {
+      norm: 'inf',
+      vNorm: 10,
+      images: 50,
+      points: [point('universal', 0, 0), point('universal', 10, 0.6), point('gaussian', 0, 0), point('gaussian', 10, 0.05)],
+    } as unknown as NormSweep;
+    const spec = sweepSpec(sweep, 'test') as unknown as {
+      layer: { encoding: Record<string, { scale?: { domain: string[]; range: string[] }; legend?: unknown }> }[];
+    };
     expect(spec.layer[1].encoding.color.scale).toEqual({ domain: ['universal', 'gaussian'], range: ['#d62728', '#7f7f7f'] });
     expect(spec.layer[0].encoding.fill.legend).toBeNull();
     const svg = await vegaLiteToSvg(sweepSpec(sweep, 'test'));
@@ -217,17 +244,24 @@ describe('the analyses of a run score the images the run was scored on', () => {
 });
 
 describe('uap reproduce --quick (embedded model)', () => {
-  it('runs every experiment and writes the report and a summary beside the paper\'s numbers', async () => {
+  it("runs every experiment and writes the report and a summary beside the paper's numbers", async () => {
     const out = mkdtempSync(join(tmpdir(), 'uap-repro-'));
     const r = await uap('reproduce', '--quick', '--models', 'fashion', '--max-passes', '3', '-o', out);
     expect(r.status, r.stderr).toBe(0);
     const summary = readFileSync(join(out, 'summary.md'), 'utf8');
-    for (const heading of ['Table 1', 'Table 2', 'Size of X', 'Universal vs random noise', "DeepFool normals' subspace"]) expect(summary).toContain(heading);
+    for (const heading of ['Table 1', 'Table 2', 'Size of X', 'Universal vs random noise', "DeepFool normals' subspace"])
+      expect(summary).toContain(heading);
     expect(summary).toMatch(/\| fashion \| \d+\.\d% \| \d+\.\d% \| \d+\.\d% \| \d+\.\d% \|/);
     const html = readFileSync(join(out, 'report.html'), 'utf8');
     expect((html.match(/<section>/g) ?? []).length).toBe(6); // the runs compared, 2 runs, transfer, sweep-size, normals
     expect(html).toContain('<h2>Runs compared</h2>');
-    for (const f of ['fashion-linf/graph.svg', 'fashion-l2/baseline.svg', 'transfer/transfer.svg', 'sweep-size/sweep-size.svg', 'normals/normals.svg'])
+    for (const f of [
+      'fashion-linf/graph.svg',
+      'fashion-l2/baseline.svg',
+      'transfer/transfer.svg',
+      'sweep-size/sweep-size.svg',
+      'normals/normals.svg',
+    ])
       expect(existsSync(join(out, f))).toBe(true);
   });
 });

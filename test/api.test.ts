@@ -8,13 +8,22 @@ import * as internal from '../src/internal.js';
 /** Exports of a module with their doc comments, as TypeScript resolves them (re-exports followed to their declarations). */
 function documentedExports(file: string): Map<string, string> {
   const path = join(PROJECT_ROOT, file);
-  const program = ts.createProgram([path], { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2022, strict: true, noEmit: true, skipLibCheck: true });
+  const program = ts.createProgram([path], {
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    strict: true,
+    noEmit: true,
+    skipLibCheck: true,
+  });
   const checker = program.getTypeChecker();
   const module = checker.getSymbolAtLocation(program.getSourceFile(path)!)!;
-  return new Map(checker.getExportsOfModule(module).map((e) => {
-    const s = e.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(e) : e;
-    return [e.name, ts.displayPartsToString(s.getDocumentationComment(checker)).trim()];
-  }));
+  return new Map(
+    checker.getExportsOfModule(module).map((e) => {
+      const s = e.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(e) : e;
+      return [e.name, ts.displayPartsToString(s.getDocumentationComment(checker)).trim()];
+    }),
+  );
 }
 
 describe('the public API (uap) and the internals (uap/internal)', () => {

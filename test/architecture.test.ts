@@ -7,17 +7,32 @@ import { dirname, join, normalize, relative } from 'node:path';
  * change low down never needs anything above it, and the studio can take the core without the hosts.
  */
 const LAYERS: Record<string, number> = {
-  'math': 0, 'errors.ts': 0, 'tf.ts': 0, 'paths.ts': 0, 'log.ts': 0,
-  'data': 1, 'io': 1, 'model': 1, 'backend.ts': 1,
-  'attacks': 2,
-  'analysis': 3, 'defence': 3, 'report': 3,
-  'scale': 4, 'jobs': 4,
-  'cli': 5, 'studio': 5, 'index.ts': 5, 'internal.ts': 5,
+  math: 0,
+  'errors.ts': 0,
+  'tf.ts': 0,
+  'paths.ts': 0,
+  'log.ts': 0,
+  data: 1,
+  io: 1,
+  model: 1,
+  'backend.ts': 1,
+  attacks: 2,
+  analysis: 3,
+  defence: 3,
+  report: 3,
+  scale: 4,
+  jobs: 4,
+  cli: 5,
+  studio: 5,
+  'index.ts': 5,
+  'internal.ts': 5,
 };
 const SRC = join(import.meta.dirname, '..', 'src');
 
 function files(dir: string): string[] {
-  return readdirSync(dir).flatMap((f) => (statSync(join(dir, f)).isDirectory() ? files(join(dir, f)) : f.endsWith('.ts') ? [join(dir, f)] : []));
+  return readdirSync(dir).flatMap((f) =>
+    statSync(join(dir, f)).isDirectory() ? files(join(dir, f)) : f.endsWith('.ts') ? [join(dir, f)] : [],
+  );
 }
 
 const top = (rel: string) => rel.split('/')[0].replace(/\.js$/, '.ts');
@@ -67,7 +82,8 @@ describe('architecture', () => {
   it("the studio's worker leaves what only a browser does to its host (studio/host/), which imports neither the worker nor the page", () => {
     const studio = join(import.meta.dirname, '..', 'studio');
     // TF.js's browser backends and their wasm files, canvas decoding, fetched or dropped files, the GPU.
-    const platform = /@tensorflow\/tfjs-backend-\w+|\?url'|\bcreateImageBitmap\b|\bOffscreenCanvas\b|\bnavigator\b|\bfetch\(|\.arrayBuffer\(\)/g;
+    const platform =
+      /@tensorflow\/tfjs-backend-\w+|\?url'|\bcreateImageBitmap\b|\bOffscreenCanvas\b|\bnavigator\b|\bfetch\(|\.arrayBuffer\(\)/g;
     expect(readFileSync(join(studio, 'worker.ts'), 'utf8').match(platform) ?? []).toEqual([]);
     for (const file of readdirSync(join(studio, 'host')).filter((f) => f.endsWith('.ts')))
       expect(readFileSync(join(studio, 'host', file), 'utf8'), file).not.toMatch(/from '\.\.\/(worker|main|protocol)\.js'/);

@@ -1,12 +1,11 @@
 import { describe, it, expect } from 'vitest';
 import { mkdtempSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { writeNpy } from '../src/io/npy.js';
 import { uapCli } from './helpers.js';
 import { runWarnings } from '../src/report/warnings.js';
 
-const CLI = resolve('dist/src/cli/main.js');
 const uap = (...args: string[]) => uapCli(args);
 const uapWithEnv = (env: Record<string, string>, ...args: string[]) => uapCli(args, { env });
 const tmp = () => mkdtempSync(join(tmpdir(), 'uap-cli-'));
@@ -23,7 +22,20 @@ async function expectUsageError(args: string[], pattern: RegExp) {
 
 describe('CLI', () => {
   it('has --help on every command', async () => {
-    for (const c of ['compute', 'evaluate', 'accuracy', 'transfer', 'graph', 'baseline', 'sweep-size', 'normals', 'report', 'reproduce', 'finetune', 'demo']) {
+    for (const c of [
+      'compute',
+      'evaluate',
+      'accuracy',
+      'transfer',
+      'graph',
+      'baseline',
+      'sweep-size',
+      'normals',
+      'report',
+      'reproduce',
+      'finetune',
+      'demo',
+    ]) {
       const r = await uap(c, '--help');
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/Usage: uap/);
@@ -36,30 +48,52 @@ describe('CLI', () => {
   });
   it('a model of its own label space that the embedded images do not fit is refused without --data (never scored on Fashion-MNIST in silence)', async () => {
     const stem = ['-m', 'test/fixtures/onnx/stem-op17.onnx', '--mean', '123.675,116.28,103.53', '--std', '58.395,57.12,57.375'];
-    const why = /--data: model stem-op17 takes 32x32x3 images with 10 classes of its own; the default images \(the embedded Fashion-MNIST set, 28x28x1, 10 classes\) do not fit it: pass its images as --data \(and --val\), or --label-space imagenet/;
+    const why =
+      /--data: model stem-op17 takes 32x32x3 images with 10 classes of its own; the default images \(the embedded Fashion-MNIST set, 28x28x1, 10 classes\) do not fit it: pass its images as --data \(and --val\), or --label-space imagenet/;
     await expectUsageError(['compute', ...stem, '--limit', '4'], why);
     const v = join(tmp(), 'v.npy');
     writeNpy(v, { data: new Float32Array(32 * 32 * 3), shape: [32, 32, 3] });
     await expectUsageError(['evaluate', ...stem, '-v', v], /--data: model stem-op17 takes 32x32x3 images/);
     // With its own images named, the same model runs (the check is of the defaults only).
-    const r = await uap('compute', ...stem, '--data', 'fashion:craft', '--val', 'none', '--limit', '4', '--max-passes', '1', '-o', join(tmp(), 'run'));
+    const r = await uap(
+      'compute',
+      ...stem,
+      '--data',
+      'fashion:craft',
+      '--val',
+      'none',
+      '--limit',
+      '4',
+      '--max-passes',
+      '1',
+      '-o',
+      join(tmp(), 'run'),
+    );
     expect(r.status, r.stderr).toBe(0);
   });
   it('negative xi', async () => expectUsageError(['compute', '--xi', '-3'], /--xi -3: expected a positive number/));
   it('unknown norm', async () => expectUsageError(['compute', '--norm', '3'], /--norm 3: expected 2 or inf/));
-  it('non-numeric batch size', async () => expectUsageError(['compute', '--batch-size', 'many'], /--batch-size many: expected an integer >= 1/));
+  it('non-numeric batch size', async () =>
+    expectUsageError(['compute', '--batch-size', 'many'], /--batch-size many: expected an integer >= 1/));
   it('unknown flag', async () => expectUsageError(['compute', '--bogus'], /unknown option '--bogus'/));
   it('a file that is not a TFLite model', async () => {
     const f = join(tmp(), 'bad.tflite');
     writeFileSync(f, 'not a model at all');
     await expectUsageError(['accuracy', '--model', f], /bad.tflite: not a TFLite model/);
   });
-  it('unknown target label', () => expectUsageError(['compute', '--target', 'Giraffe'], /--target Giraffe: no class of model fashion-mnist-cnn has that name/));
+  it('unknown target label', () =>
+    expectUsageError(['compute', '--target', 'Giraffe'], /--target Giraffe: no class of model fashion-mnist-cnn has that name/));
   it('target index out of range', () => expectUsageError(['compute', '--target', '10'], /--target 10: the model has 10 classes/));
   it('unknown method', () => expectUsageError(['compute', '--method', 'magic'], /--method.*magic.*algorithm1, sgd/));
-  it('bad SGD step decay', () => expectUsageError(['compute', '--method', 'sgd', '--lr-decay', '2'], /--lr-decay 2: expected a number in \(0, 1\]/));
-  it('baseline with bad factors', () => expectUsageError(['baseline', '-v', 'assets/fashion-mnist/README.md', '--factors', '1,x'], /--factors 1,x: expected comma-separated numbers >= 0/));
-  it('sweep-size with bad sizes', () => expectUsageError(['sweep-size', '--sizes', '10,0'], /--sizes 10,0: expected comma-separated integers >= 1/));
+  it('bad SGD step decay', () =>
+    expectUsageError(['compute', '--method', 'sgd', '--lr-decay', '2'], /--lr-decay 2: expected a number in \(0, 1\]/));
+  it('baseline with bad factors', () =>
+    expectUsageError(
+      ['baseline', '-v', 'assets/fashion-mnist/README.md', '--factors', '1,x'],
+      /--factors 1,x: expected comma-separated numbers >= 0/,
+    ));
+  it('sweep-size with bad sizes', () =>
+    expectUsageError(['sweep-size', '--sizes', '10,0'], /--sizes 10,0: expected comma-separated integers >= 1/));
   it('normals with bad dims', () => expectUsageError(['normals', '--dims', 'a'], /--dims a: expected comma-separated integers >= 1/));
   it('graph without a perturbation', () => expectUsageError(['graph'], /graph: give --run DIR, or --model with --perturbation FILE/));
   it('transfer of a missing run', () => expectUsageError(['transfer', '/no/such/run'], /\/no\/such\/run: not found/));
@@ -70,27 +104,47 @@ describe('CLI', () => {
     writeFileSync(f, 'x');
     await expectUsageError(['compute', '--out', f], /--out .*: is a file, expected a folder/);
   });
-  it('labels file that is a folder', async () => expectUsageError(['compute', '--labels', tmp()], /labels file .*: not found \(expected a text file/));
-  it('missing data folder', async () => expectUsageError(['compute', '--data', '/nonexistent/x'], /data \/nonexistent\/x: folder not found/));
-  it('missing perturbation file', async () => expectUsageError(['evaluate', '-v', '/nonexistent/v.npy'], /perturbation \/nonexistent\/v.npy: file not found/));
+  it('labels file that is a folder', async () =>
+    expectUsageError(['compute', '--labels', tmp()], /labels file .*: not found \(expected a text file/));
+  it('missing data folder', async () =>
+    expectUsageError(['compute', '--data', '/nonexistent/x'], /data \/nonexistent\/x: folder not found/));
+  it('missing perturbation file', async () =>
+    expectUsageError(['evaluate', '-v', '/nonexistent/v.npy'], /perturbation \/nonexistent\/v.npy: file not found/));
   it('perturbation of the wrong image size for the model', async () => {
     const f = join(tmp(), 'v.npy');
     writeNpy(f, { data: new Float32Array(5 * 5 * 3), shape: [5, 5, 3] });
-    await expectUsageError(['evaluate', '-v', f], /shape \(5, 5, 3\) has no axis of 1 channel at either end \(the model takes 28x28x1 images\)/);
+    await expectUsageError(
+      ['evaluate', '-v', f],
+      /shape \(5, 5, 3\) has no axis of 1 channel at either end \(the model takes 28x28x1 images\)/,
+    );
   });
   it('bad model card', async () => {
     const dir = tmp();
     writeFileSync(join(dir, 'card.json'), JSON.stringify({ name: 'x', format: 'layers', model: 'model.json', inputShape: [0, 2, 3] }));
     await expectUsageError(['compute', '--model', dir], /model card .*card\.json: "inputShape" must be/);
   });
-  it('resume together with a warm start', async () => expectUsageError(['compute', '--resume', '--init', 'v.npy', '--out', tmp()], /--resume and --init exclude each other/));
+  it('resume together with a warm start', async () =>
+    expectUsageError(['compute', '--resume', '--init', 'v.npy', '--out', tmp()], /--resume and --init exclude each other/));
   it('resume without a checkpoint', async () => expectUsageError(['compute', '--resume', '--out', tmp()], /--resume: no checkpoint in/));
   it('a model.json with no card: a clear error, or a card made from flags that scores like the real card', async () => {
     const dir = tmp();
     for (const f of ['model.json', 'weights.bin']) copyFileSync(join('assets/fashion-mnist/model', f), join(dir, f));
     await expectUsageError(['accuracy', '-m', dir], /no card\.json beside the model; .* --input-shape and --num-classes/);
     const data = ['-d', 'assets/fashion-mnist/images/val', '--json'];
-    const fromFlags = await uap('accuracy', '-m', join(dir, 'model.json'), '--input-shape', '28x28x1', '--num-classes', '10', '--scale', String(1 / 255), '--logits-layer', 'logits', ...data);
+    const fromFlags = await uap(
+      'accuracy',
+      '-m',
+      join(dir, 'model.json'),
+      '--input-shape',
+      '28x28x1',
+      '--num-classes',
+      '10',
+      '--scale',
+      String(1 / 255),
+      '--logits-layer',
+      'logits',
+      ...data,
+    );
     expect(fromFlags.status, fromFlags.stderr).toBe(0);
     const fromCard = await uap('accuracy', '-m', 'fashion', ...data);
     expect(JSON.parse(fromFlags.stdout).top1).toBe(JSON.parse(fromCard.stdout).top1);
@@ -98,7 +152,10 @@ describe('CLI', () => {
     await expectUsageError(['accuracy', '-m', dir, '--input-shape', '28x28'], /--input-shape 28x28: expected HxWxC/);
   });
   it('the ImageNet demo and models explain what to pass when the assets folder is absent', async () => {
-    for (const args of [['demo', '--imagenet'], ['compute', '-m', 'mobilenet_v1_0.25_224']]) {
+    for (const args of [
+      ['demo', '--imagenet'],
+      ['compute', '-m', 'mobilenet_v1_0.25_224'],
+    ]) {
       const r = await uapWithEnv({ UAP_ASSETS: '/nonexistent-assets' }, ...args);
       expect(r.status).toBe(2);
       expect(r.stderr).toMatch(/\/nonexistent-assets.*(--assets|UAP_ASSETS)/);
@@ -117,7 +174,9 @@ describe('run warnings (CLI summary and report)', () => {
     expect(w[0]).toMatch(/fools 20\.0% of the validation images, no more than random noise of the same Linf norm \(25\.0%\)/);
   });
   it('X and validation rates further apart than their intervals allow are said; close ones are not', () => {
-    expect(runWarnings({ onX: rate(1, 200), onVal: rate(0.66, 500), randomOnVal: random(0.26, 0.1) })[0]).toMatch(/fools 100\.0% of X but 66\.0% of the validation images/);
+    expect(runWarnings({ onX: rate(1, 200), onVal: rate(0.66, 500), randomOnVal: random(0.26, 0.1) })[0]).toMatch(
+      /fools 100\.0% of X but 66\.0% of the validation images/,
+    );
     expect(runWarnings({ onX: rate(0.68, 200), onVal: rate(0.66, 500), randomOnVal: random(0.26, 0.1) })).toEqual([]);
     expect(runWarnings({ onX: rate(0.9, 200), onVal: undefined, randomOnVal: undefined })).toEqual([]);
   });

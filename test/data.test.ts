@@ -26,7 +26,9 @@ describe('decoding', () => {
     // 40x20: left half black, right half white; a centre crop of 10x10 after resizing to 20x10 -> half/half.
     const px = Buffer.alloc(40 * 20 * 3);
     for (let y = 0; y < 20; y++) for (let x = 20; x < 40; x++) px.fill(255, (y * 40 + x) * 3, (y * 40 + x) * 3 + 3);
-    await sharp(px, { raw: { width: 40, height: 20, channels: 3 } }).png().toFile(join(dir, 'a.png'));
+    await sharp(px, { raw: { width: 40, height: 20, channels: 3 } })
+      .png()
+      .toFile(join(dir, 'a.png'));
     const out = await decodeImage(join(dir, 'a.png'), 10, 10, 3);
     expect(out.length).toBe(300);
     expect(out[0]).toBeLessThan(30); // left column dark
@@ -52,10 +54,17 @@ describe('decoding', () => {
 describe('datasets', () => {
   it('reads labels from NN_name class folders', async () => {
     const dir = tmp();
-    for (const [folder, v] of [['00_zero', 10], ['03_three', 20]] as const) {
+    for (const [folder, v] of [
+      ['00_zero', 10],
+      ['03_three', 20],
+    ] as const) {
       mkdirSync(join(dir, folder));
-      await solid(5, 5, 3, v).png().toFile(join(dir, folder, 'x.png'));
-      await solid(5, 5, 3, v).png().toFile(join(dir, folder, 'y.png'));
+      await solid(5, 5, 3, v)
+        .png()
+        .toFile(join(dir, folder, 'x.png'));
+      await solid(5, 5, 3, v)
+        .png()
+        .toFile(join(dir, folder, 'y.png'));
     }
     const items = listDataset(dir);
     expect(items.map((i) => i.label)).toEqual([0, 0, 3, 3]);
@@ -106,7 +115,7 @@ describe('.npy files', () => {
     expect(back.shape).toEqual([2, 3, 3]);
     expect(Array.from(back.data)).toEqual(Array.from(data));
   });
-  it('reads Fortran-order arrays (as the paper authors\' files are) into C order', () => {
+  it("reads Fortran-order arrays (as the paper authors' files are) into C order", () => {
     // A 2x3 array [[0, 1, 2], [3, 4, 5]] stored column-major is 0 3 1 4 2 5.
     expect(Array.from(fortranToC(Float32Array.from([0, 3, 1, 4, 2, 5]), [2, 3]))).toEqual([0, 1, 2, 3, 4, 5]);
     const f = join(tmp(), 'f.npy');
@@ -127,24 +136,38 @@ describe('the embedded Fashion-MNIST model and images: the official class names'
   // Zalando Research's README (github.com/zalandoresearch/fashion-mnist, "Labels"): the order every
   // Fashion-MNIST tool uses.
   const OFFICIAL = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
-  const slug = (name: string) => name.toLowerCase().replace(/-/g, '').replace(/[^a-z]+/g, '_');
+  const slug = (name: string) =>
+    name
+      .toLowerCase()
+      .replace(/-/g, '')
+      .replace(/[^a-z]+/g, '_');
 
   it('labels.txt, the library constant and the class folders name label i as the official list does', () => {
     expect(FASHION_LABELS).toEqual(OFFICIAL);
-    expect(readFileSync(join(EMBEDDED_DIR, 'model', 'labels.txt'), 'utf8').trim().split('\n')).toEqual(OFFICIAL);
+    expect(
+      readFileSync(join(EMBEDDED_DIR, 'model', 'labels.txt'), 'utf8')
+        .trim()
+        .split('\n'),
+    ).toEqual(OFFICIAL);
     expect(FASHION_FOLDERS).toEqual(OFFICIAL.map((n, i) => `${String(i).padStart(2, '0')}_${slug(n)}`));
     for (const split of ['craft', 'val']) expect(readdirSync(join(EMBEDDED_DIR, 'images', split)).sort()).toEqual(FASHION_FOLDERS);
   });
 
-  it.skipIf(!existsSync(join(FASHION_MNIST_DIR, 't10k-labels-idx1-ubyte.gz')))('every embedded image is the test-set image its file names, with the label its folder names', async () => {
-    const test = readFashionSplit(FASHION_MNIST_DIR, 't10k');
-    for (const split of ['craft', 'val'])
-      for (const [label, folder] of FASHION_FOLDERS.entries())
-        for (const file of readdirSync(join(EMBEDDED_DIR, 'images', split, folder))) {
-          const i = Number(file.slice(0, 6));
-          expect(test.labels[i], `${split}/${folder}/${file}`).toBe(label);
-          const { data } = await sharp(join(EMBEDDED_DIR, 'images', split, folder, file)).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
-          expect(Buffer.compare(data, Buffer.from(test.images.subarray(i * 784, (i + 1) * 784))), `${split}/${folder}/${file}`).toBe(0);
-        }
-  });
+  it.skipIf(!existsSync(join(FASHION_MNIST_DIR, 't10k-labels-idx1-ubyte.gz')))(
+    'every embedded image is the test-set image its file names, with the label its folder names',
+    async () => {
+      const test = readFashionSplit(FASHION_MNIST_DIR, 't10k');
+      for (const split of ['craft', 'val'])
+        for (const [label, folder] of FASHION_FOLDERS.entries())
+          for (const file of readdirSync(join(EMBEDDED_DIR, 'images', split, folder))) {
+            const i = Number(file.slice(0, 6));
+            expect(test.labels[i], `${split}/${folder}/${file}`).toBe(label);
+            const { data } = await sharp(join(EMBEDDED_DIR, 'images', split, folder, file))
+              .extractChannel(0)
+              .raw()
+              .toBuffer({ resolveWithObject: true });
+            expect(Buffer.compare(data, Buffer.from(test.images.subarray(i * 784, (i + 1) * 784))), `${split}/${folder}/${file}`).toBe(0);
+          }
+    },
+  );
 });

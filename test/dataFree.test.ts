@@ -4,7 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
 import { initBackend } from '../src/backend.js';
-import { computeDataFreeUniversal, DATA_FREE_DEFAULTS, logNormCotangent, neutralImage, type DataFreeOptions } from '../src/attacks/dataFree.js';
+import {
+  computeDataFreeUniversal,
+  DATA_FREE_DEFAULTS,
+  logNormCotangent,
+  neutralImage,
+  type DataFreeOptions,
+} from '../src/attacks/dataFree.js';
 import { convLayers, featureModel, featureNet } from '../src/model/features.js';
 import { forwardLogits, vjpRows } from '../src/model/compute.js';
 import { loadClassifier } from '../src/model/load.js';
@@ -24,13 +30,16 @@ import { folderCheckpoints } from '../src/io/checkpoint.js';
 
 const engine = await initBackend();
 
-
 const shape: [number, number, number] = [6, 6, 3];
 
 /** conv -> batch-norm -> relu -> conv (relu fused) -> dense: two convolution layers, one with unfused followers. */
 function smallNet(): Net {
   const rng = new Rng(5);
-  const w = (n: number, s: number) => weights(Array.from({ length: n }, () => rng.normal() * s), []);
+  const w = (n: number, s: number) =>
+    weights(
+      Array.from({ length: n }, () => rng.normal() * s),
+      [],
+    );
   const k1 = { ...w(3 * 3 * 3 * 4, 0.02), shape: [3, 3, 3, 4] };
   const k2 = { ...w(3 * 3 * 4 * 5, 0.3), shape: [3, 3, 4, 5] };
   return {
@@ -38,7 +47,11 @@ function smallNet(): Net {
     output: 'logits',
     nodes: [
       { name: 'c1', inputs: ['x'], op: { kind: 'conv', kernel: k1, strides: [1, 1], padding: 'same', group: 1, act: 'linear' } },
-      { name: 'bn1', inputs: ['c1'], op: { kind: 'affine', scale: weights([1, 0.5, 2, 1], [4]), shift: weights([0.1, -0.2, 0, 0.3], [4]) } },
+      {
+        name: 'bn1',
+        inputs: ['c1'],
+        op: { kind: 'affine', scale: weights([1, 0.5, 2, 1], [4]), shift: weights([0.1, -0.2, 0, 0.3], [4]) },
+      },
       { name: 'r1', inputs: ['bn1'], op: { kind: 'act', act: 'relu' } },
       { name: 'c2', inputs: ['r1'], op: { kind: 'conv', kernel: k2, strides: [2, 2], padding: 'valid', group: 1, act: 'relu' } },
       { name: 'flat', inputs: ['c2'], op: { kind: 'reshape', shape: [-1] } },
@@ -79,12 +92,18 @@ describe('inner layers as an output', () => {
     expect(convLayers(net)).toEqual(['r1', 'c2']);
   });
 
-  it('the feature model gives each layer\'s values flattened and joined, and its vjp is the gradient of their weighted sum', async () => {
+  it("the feature model gives each layer's values flattened and joined, and its vjp is the gradient of their weighted sum", async () => {
     const fm = await featureModel(net, shape, undefined);
-    expect(fm.layers).toEqual([{ name: 'r1', size: 6 * 6 * 4 }, { name: 'c2', size: 2 * 2 * 5 }]);
+    expect(fm.layers).toEqual([
+      { name: 'r1', size: 6 * 6 * 4 },
+      { name: 'c2', size: 2 * 2 * 5 },
+    ]);
     const x = tf.tidy(() => tf.randomUniform([2, ...shape], 0, 255, 'float32', 9) as tf.Tensor4D);
     const values = await forwardLogits(fm, x);
-    for (const [name, at] of [['r1', 0], ['c2', 144]] as const) {
+    for (const [name, at] of [
+      ['r1', 0],
+      ['c2', 144],
+    ] as const) {
       const g = netToTfGraph({ ...net, output: name }, shape);
       const want = tf.tidy(() => runPlainGraph(g, x).reshape([2, -1]).arraySync() as number[][]);
       tf.dispose(g.owned);
@@ -93,25 +112,35 @@ describe('inner layers as an output', () => {
     }
     const dy = Float32Array.from({ length: 2 * 164 }, (_, t) => Math.sin(t));
     const { dx } = await vjpRows(fm, x, dy);
-    const ref = tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.mul(fm.logits(t as tf.Tensor4D), tf.tensor2d(dy, [2, 164]))))(x).dataSync());
+    const ref = tf.tidy(() =>
+      tf
+        .grad((t: tf.Tensor) => tf.sum(tf.mul(fm.logits(t as tf.Tensor4D), tf.tensor2d(dy, [2, 164]))))(x)
+        .dataSync(),
+    );
     dx.forEach((d, t) => expect(d).toBeCloseTo(ref[t], 3));
     x.dispose();
     fm.dispose();
   });
 
-  it.skipIf(!existsSync('node_modules/onnxruntime-node'))('on ONNX Runtime, the exported feature graph and its backward graph give the TF.js values and gradients', async () => {
-    if (!(await loadOrt())) return;
-    const [ort, ref] = [await featureModel(net, shape, undefined, (cut) => onnxRuntime(cut, shape, { only: ['forward', 'vjp'] })), await featureModel(net, shape, undefined)];
-    expect(ort.runtime?.name).toBe('onnxruntime');
-    const x = tf.tidy(() => tf.randomUniform([3, ...shape], 0, 255, 'float32', 4) as tf.Tensor4D);
-    const dy = Float32Array.from({ length: 3 * 164 }, (_, t) => Math.cos(t));
-    const [a, b] = [await vjpRows(ort, x, dy), await vjpRows(ref, x, dy)];
-    a.logits.forEach((v, t) => expect(v).toBeCloseTo(b.logits[t], 2));
-    a.dx.forEach((v, t) => expect(v).toBeCloseTo(b.dx[t], 3));
-    x.dispose();
-    ort.dispose();
-    ref.dispose();
-  });
+  it.skipIf(!existsSync('node_modules/onnxruntime-node'))(
+    'on ONNX Runtime, the exported feature graph and its backward graph give the TF.js values and gradients',
+    async () => {
+      if (!(await loadOrt())) return;
+      const [ort, ref] = [
+        await featureModel(net, shape, undefined, (cut) => onnxRuntime(cut, shape, { only: ['forward', 'vjp'] })),
+        await featureModel(net, shape, undefined),
+      ];
+      expect(ort.runtime?.name).toBe('onnxruntime');
+      const x = tf.tidy(() => tf.randomUniform([3, ...shape], 0, 255, 'float32', 4) as tf.Tensor4D);
+      const dy = Float32Array.from({ length: 3 * 164 }, (_, t) => Math.cos(t));
+      const [a, b] = [await vjpRows(ort, x, dy), await vjpRows(ref, x, dy)];
+      a.logits.forEach((v, t) => expect(v).toBeCloseTo(b.logits[t], 2));
+      a.dx.forEach((v, t) => expect(v).toBeCloseTo(b.dx[t], 3));
+      x.dispose();
+      ort.dispose();
+      ref.dispose();
+    },
+  );
 
   it('an unknown layer is refused by name', () => {
     expect(() => featureNet(net, ['nope'])).toThrow(/layers: no layer named nope/);
@@ -125,15 +154,29 @@ describe('GD-UAP on the embedded Fashion-MNIST model', () => {
   });
   afterAll(() => model?.dispose());
   const X = randomImages(24, [28, 28, 1], 11);
-  const opts = (o: Partial<DataFreeOptions>): DataFreeOptions => ({ ...DATA_FREE_DEFAULTS, norm: 'inf', xi: 25, stepsPerPass: 6, maxPasses: 2, delta: 0, ...o });
+  const opts = (o: Partial<DataFreeOptions>): DataFreeOptions => ({
+    ...DATA_FREE_DEFAULTS,
+    norm: 'inf',
+    xi: 25,
+    stepsPerPass: 6,
+    maxPasses: 2,
+    delta: 0,
+    ...o,
+  });
 
   it('the zero-input image of its preprocessing is black (pixels / 255)', () => {
     expect(Math.max(...neutralImage(model))).toBe(0);
   });
 
-  it.each([['inf', 25, 'adam'], [2, 400, 'sign'], ['inf', 25, 'sign']] as const)('norm %s xi %s (%s): ||v|| never exceeds xi', async (norm, xi, optimizer) => {
+  it.each([
+    ['inf', 25, 'adam'],
+    [2, 400, 'sign'],
+    ['inf', 25, 'sign'],
+  ] as const)('norm %s xi %s (%s): ||v|| never exceeds xi', async (norm, xi, optimizer) => {
     const norms: number[] = [];
-    const res = await computeDataFreeUniversal(model, X, opts({ norm, xi, optimizer, prior: 'range' }), { onPass: (r) => norms.push(norm === 2 ? r.normL2 : r.normInf) });
+    const res = await computeDataFreeUniversal(model, X, opts({ norm, xi, optimizer, prior: 'range' }), {
+      onPass: (r) => norms.push(norm === 2 ? r.normL2 : r.normInf),
+    });
     expect(res.method).toBe('gduap');
     expect(norms.length).toBe(2);
     for (const n of norms) expect(n).toBeLessThanOrEqual(xi * (1 + 1e-5));
@@ -158,7 +201,9 @@ describe('GD-UAP on the embedded Fashion-MNIST model', () => {
     await computeDataFreeUniversal(model, X, { ...o, maxPasses: 1 }, { checkpoints: folderCheckpoints(dir) });
     const resumed = await computeDataFreeUniversal(model, X, o, { checkpoints: folderCheckpoints(dir), resume: true });
     expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(a.v.dataSync()));
-    await expect(computeDataFreeUniversal(model, X, { ...o, prior: 'none' }, { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(/prior=/);
+    await expect(
+      computeDataFreeUniversal(model, X, { ...o, prior: 'none' }, { checkpoints: folderCheckpoints(dir), resume: true }),
+    ).rejects.toThrow(/prior=/);
   });
 
   it('refuses a target and bad settings by field', async () => {
@@ -176,7 +221,15 @@ describe.skipIf(!present)('GD-UAP without data on ImageNet MobileNet v1 0.25 (sh
     const model = await loadClassifier('mobilenet_v1_0.25_224', { engine, assets });
     try {
       const V = await loadSet(model, join(assets, 'data', 'ilsvrc2012_val_1300'), { limit: 64, assets, what: 'val' });
-      const res = await computeDataFreeUniversal(model, V, { ...DATA_FREE_DEFAULTS, norm: 'inf', xi: 10, prior: 'none', stepsPerPass: 24, maxPasses: 1, delta: 0 });
+      const res = await computeDataFreeUniversal(model, V, {
+        ...DATA_FREE_DEFAULTS,
+        norm: 'inf',
+        xi: 10,
+        prior: 'none',
+        stepsPerPass: 24,
+        maxPasses: 1,
+        delta: 0,
+      });
       const clean = await predictSet(model, V, null);
       const universal = foolingRate(clean, await predictSet(model, V, res.v));
       const noise = await randomBaseline(model, V, 'inf', 10, 2, clean);

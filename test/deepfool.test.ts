@@ -37,7 +37,11 @@ describe('DeepFool on a linear classifier (closed form)', () => {
   });
   it('multi-class: moves towards the closest linearised boundary', async () => {
     // class 0 wins at x = 0 by margins 1 (class 1, along +e0) and 4 (class 2, along +e1).
-    const W = [[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]];
+    const W = [
+      [0, 0, 0, 0],
+      [1, 0, 0, 0],
+      [0, 1, 0, 0],
+    ];
     const m = linearClassifier(W, [2, 1, -2], shape);
     const res = await deepfool(m, tf.zeros([1, ...shape]) as tf.Tensor4D, { norm: 2, candidates: 3 });
     const r = Array.from(res.r.dataSync());
@@ -71,7 +75,14 @@ describe('DeepFool edge cases', () => {
     expect(res.steps[0]).toBe(0);
   });
   it('zero gradient: flagged, no NaN, no step', async () => {
-    const m = linearClassifier([[0, 0, 0, 0], [0, 0, 0, 0]], [1, 0], shape);
+    const m = linearClassifier(
+      [
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+      ],
+      [1, 0],
+      shape,
+    );
     const res = await deepfool(m, tf.tensor4d(x0, [1, ...shape]), { candidates: 2 });
     expect(res.status[0]).toBe('zeroGradient');
     const r = Array.from(res.r.dataSync());

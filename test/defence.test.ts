@@ -7,7 +7,14 @@ import { initBackend } from '../src/backend.js';
 import { Rng } from '../src/math/random.js';
 import { drawPerturbations, applyDraws } from '../src/defence/sampling.js';
 import { enableWasmTraining } from '../src/model/wasmTraining.js';
-import { runFinetune, FINETUNE_DEFAULTS, type DefenceResult, type EpochRecord, type RemoteCraft, type RoundRecord } from '../src/defence/finetune.js';
+import {
+  runFinetune,
+  FINETUNE_DEFAULTS,
+  type DefenceResult,
+  type EpochRecord,
+  type RemoteCraft,
+  type RoundRecord,
+} from '../src/defence/finetune.js';
 import { finetuneOptions } from '../src/defence/finetune/options.js';
 import { readTrainingLog, resumedRounds, writeRecords } from '../src/defence/finetune/records.js';
 import { craft } from '../src/attacks/methods.js';
@@ -23,7 +30,6 @@ import { readNpy } from '../src/io/npy.js';
 import { randomImages } from './helpers.js';
 
 const engine = await initBackend();
-
 
 describe('perturbation sampling for fine-tuning', () => {
   it('perturbs about the given share of images, with members drawn uniformly and magnitudes inside the range', () => {
@@ -50,7 +56,10 @@ describe('perturbation sampling for fine-tuning', () => {
     const pool = tf.tensor4d([10, 10, -10, -10, 4, 4, 4, 4], [2, 2, 2, 1]);
     const out = applyDraws(x, pool, [{ member: 0, scale: 2 }, null]);
     expect(Array.from(out.dataSync())).toEqual([120, 255, 0, 0, 100, 250, 5, 7]);
-    const out2 = applyDraws(x, pool, [{ member: 1, scale: 0.5 }, { member: 0, scale: 1 }]);
+    const out2 = applyDraws(x, pool, [
+      { member: 1, scale: 0.5 },
+      { member: 0, scale: 1 },
+    ]);
     expect(Array.from(out2.dataSync())).toEqual([102, 252, 7, 9, 110, 255, 0, 0]);
     tf.dispose([x, pool, out, out2]);
   });
@@ -58,7 +67,11 @@ describe('perturbation sampling for fine-tuning', () => {
 
 describe('training kernels on wasm', () => {
   /** Filter and input gradients of conv2d and depthwise conv2d on the current backend. */
-  function gradients(kind: 'conv' | 'depthwise' | 'maxpool' | 'maxpool3s2' | 'maxpool2s1', strides: number, pad: 'same' | 'valid'): number[] {
+  function gradients(
+    kind: 'conv' | 'depthwise' | 'maxpool' | 'maxpool3s2' | 'maxpool2s1',
+    strides: number,
+    pad: 'same' | 'valid',
+  ): number[] {
     return tf.tidy(() => {
       const x = tf.randomNormal([3, 9, 10, 4], 0, 1, 'float32', 1) as tf.Tensor4D;
       if (kind.startsWith('maxpool')) {
@@ -72,7 +85,10 @@ describe('training kernels on wasm', () => {
       }
       const f = tf.randomNormal(kind === 'conv' ? [3, 3, 4, 5] : [3, 3, 4, 1], 0, 1, 'float32', 2) as tf.Tensor4D;
       const [gx, gf] = tf.grads((xx: tf.Tensor, ff: tf.Tensor) => {
-        const y = kind === 'conv' ? tf.conv2d(xx as tf.Tensor4D, ff as tf.Tensor4D, strides, pad) : tf.depthwiseConv2d(xx as tf.Tensor4D, ff as tf.Tensor4D, strides, pad);
+        const y =
+          kind === 'conv'
+            ? tf.conv2d(xx as tf.Tensor4D, ff as tf.Tensor4D, strides, pad)
+            : tf.depthwiseConv2d(xx as tf.Tensor4D, ff as tf.Tensor4D, strides, pad);
         return tf.sum(tf.mul(y, tf.sin(tf.range(0, y.size).reshape(y.shape))));
       })([x, f]);
       return [...gx.dataSync(), ...gf.dataSync()];
@@ -83,8 +99,17 @@ describe('training kernels on wasm', () => {
     expect(tf.getBackend()).toBe('wasm');
     enableWasmTraining();
     const cases = [
-      ['conv', 1, 'same'], ['conv', 2, 'same'], ['conv', 2, 'valid'], ['depthwise', 1, 'same'], ['depthwise', 2, 'same'], ['depthwise', 2, 'valid'],
-      ['maxpool', 2, 'same'], ['maxpool', 2, 'valid'], ['maxpool', 3, 'same'], ['maxpool3s2', 2, 'same'], ['maxpool2s1', 1, 'same'],
+      ['conv', 1, 'same'],
+      ['conv', 2, 'same'],
+      ['conv', 2, 'valid'],
+      ['depthwise', 1, 'same'],
+      ['depthwise', 2, 'same'],
+      ['depthwise', 2, 'valid'],
+      ['maxpool', 2, 'same'],
+      ['maxpool', 2, 'valid'],
+      ['maxpool', 3, 'same'],
+      ['maxpool3s2', 2, 'same'],
+      ['maxpool2s1', 1, 'same'],
     ] as const;
     const onWasm = cases.map(([k, s, p]) => gradients(k, s, p));
     await tf.setBackend('cpu');
@@ -108,7 +133,12 @@ describe('uap finetune (library) on the embedded model', () => {
   const out = mkdtempSync(join(tmpdir(), 'uap-defence-'));
   let res: DefenceResult;
   const job = {
-    model: 'fashion', engine, out, limit: 200, valLimit: 200, method: 'sgd' as const,
+    model: 'fashion',
+    engine,
+    out,
+    limit: 200,
+    valLimit: 200,
+    method: 'sgd' as const,
     attack: { norm: 'inf' as const, xi: 40, maxPasses: 4 },
     options: { poolSize: 4, epochs: 2, learningRate: 1e-3, maxAccuracyDrop: 0.2 },
   };
@@ -161,10 +191,16 @@ describe('uap finetune (library) on the embedded model', () => {
     const abort = new AbortController();
     const first: number[] = [];
     await expect(
-      runFinetune({ ...job, out: dir }, { signal: abort.signal, onEpoch: (_r, e) => {
-        first.push(e.loss);
-        abort.abort(); // Ctrl-C during the second epoch
-      } }),
+      runFinetune(
+        { ...job, out: dir },
+        {
+          signal: abort.signal,
+          onEpoch: (_r, e) => {
+            first.push(e.loss);
+            abort.abort(); // Ctrl-C during the second epoch
+          },
+        },
+      ),
     ).rejects.toThrow(/interrupted/);
     const poolFile = join(dir, 'round-1', 'pool', 'member-0.npy');
     const poolBefore = statSync(poolFile).mtimeMs;
@@ -216,7 +252,12 @@ describe('uap finetune (library) on the embedded model', () => {
 describe('universal adversarial training (Shafahi et al.) on the embedded model', () => {
   const out = mkdtempSync(join(tmpdir(), 'uap-uat-'));
   const job = {
-    model: 'fashion', engine, out, limit: 200, valLimit: 200, method: 'sgd' as const,
+    model: 'fashion',
+    engine,
+    out,
+    limit: 200,
+    valLimit: 200,
+    method: 'sgd' as const,
     attack: { norm: 'inf' as const, xi: 40, maxPasses: 4 },
     options: { defence: 'uat' as const, epochs: 6, learningRate: 1e-3, maxAccuracyDrop: 0.2 },
   };
@@ -232,12 +273,22 @@ describe('universal adversarial training (Shafahi et al.) on the embedded model'
       const X = randomImages(8, [28, 28, 1], 3);
       const delta = tf.variable(tf.zeros([28, 28, 1]), true);
       const before = t.variables.map((v) => v.dataSync().slice());
-      await uatEpoch(t, X, Int32Array.from({ length: 8 }, (_, i) => i % 10), delta, { batchSize: 8, norm: 'inf', xi: 5, step: 2 }, tf.train.adam(1e-3), 1, () => {});
+      await uatEpoch(
+        t,
+        X,
+        Int32Array.from({ length: 8 }, (_, i) => i % 10),
+        delta,
+        { batchSize: 8, norm: 'inf', xi: 5, step: 2 },
+        tf.train.adam(1e-3),
+        1,
+        () => {},
+      );
       const d = delta.dataSync();
       expect(d.every((x) => x === 0 || Math.abs(x) === 2)).toBe(true);
       expect(d.filter((x) => x !== 0).length).toBeGreaterThan(d.length / 2);
       expect(t.variables.some((v, i) => v.dataSync().some((x, j) => x !== before[i][j]))).toBe(true);
-      for (let e = 0; e < 3; e++) await uatEpoch(t, X, new Int32Array(8), delta, { batchSize: 4, norm: 'inf', xi: 5, step: 2 }, tf.train.adam(1e-3), e, () => {});
+      for (let e = 0; e < 3; e++)
+        await uatEpoch(t, X, new Int32Array(8), delta, { batchSize: 4, norm: 'inf', xi: 5, step: 2 }, tf.train.adam(1e-3), e, () => {});
       expect(Math.max(...delta.dataSync().map(Math.abs))).toBeLessThanOrEqual(5);
       delta.dispose();
     } finally {
@@ -245,7 +296,7 @@ describe('universal adversarial training (Shafahi et al.) on the embedded model'
     }
   });
 
-  it('lowers a fresh UAP\'s fooling rate at a bounded clean-accuracy cost, and keeps its perturbation inside the ball', () => {
+  it("lowers a fresh UAP's fooling rate at a bounded clean-accuracy cost, and keeps its perturbation inside the ball", () => {
     const [before, after] = res.rounds;
     expect(before.foolingRate).toBeGreaterThan(0.3);
     expect(after.foolingRate).toBeLessThan(before.foolingRate - 0.1);
@@ -261,7 +312,9 @@ describe('universal adversarial training (Shafahi et al.) on the embedded model'
   it('an interrupted run resumes from the last saved epoch, its perturbation included', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'uap-uat-resume-'));
     const abort = new AbortController();
-    await expect(runFinetune({ ...job, out: dir, options: { ...job.options, epochs: 2 } }, { signal: abort.signal, onEpoch: () => abort.abort() })).rejects.toThrow(/interrupted/);
+    await expect(
+      runFinetune({ ...job, out: dir, options: { ...job.options, epochs: 2 } }, { signal: abort.signal, onEpoch: () => abort.abort() }),
+    ).rejects.toThrow(/interrupted/);
     const saved = join(dir, 'round-1', 'model', 'uat-perturbation.npy');
     expect(readNpy(saved).data.some((x) => x !== 0)).toBe(true);
     const resumed = await runFinetune({ ...job, out: dir, options: { ...job.options, epochs: 2 }, resume: true });
@@ -277,14 +330,33 @@ describe('fine-tuning stages: options and the records a resume reads back', () =
   it('refuses a bad option by the field it names, a nested one by its path', () => {
     expect(finetuneOptions()).toEqual(FINETUNE_DEFAULTS);
     expect(() => finetuneOptions({ batchSize: 0 })).toThrow(/^batchSize: expected an integer >= 1, got 0$/);
-    expect(() => finetuneOptions({ sampling: { probability: 1.5, scale: [0.5, 1.5] } })).toThrow(/^sampling\.probability: expected a number in \[0, 1\], got 1.5$/);
-    expect(() => finetuneOptions({ sampling: { probability: 0.5, scale: [2, 1] } })).toThrow(/^sampling\.scale: expected \[lo, hi\] with 0 <= lo <= hi, got 2,1$/);
+    expect(() => finetuneOptions({ sampling: { probability: 1.5, scale: [0.5, 1.5] } })).toThrow(
+      /^sampling\.probability: expected a number in \[0, 1\], got 1.5$/,
+    );
+    expect(() => finetuneOptions({ sampling: { probability: 0.5, scale: [2, 1] } })).toThrow(
+      /^sampling\.scale: expected \[lo, hi\] with 0 <= lo <= hi, got 2,1$/,
+    );
   });
 
   const config = { model: 'm', method: 'sgd', attack: { norm: 'inf', xi: 10 }, finetune: FINETUNE_DEFAULTS, images: 1, valImages: 1 };
-  const epoch = (e: number): EpochRecord => ({ epoch: e, learningRate: 1e-3, loss: 0.5, cleanAccuracy: 0.8, poolFoolingRate: 0.3, seconds: 1, kept: true });
+  const epoch = (e: number): EpochRecord => ({
+    epoch: e,
+    learningRate: 1e-3,
+    loss: 0.5,
+    cleanAccuracy: 0.8,
+    poolFoolingRate: 0.3,
+    seconds: 1,
+    kept: true,
+  });
   const round = (r: number): RoundRecord => ({
-    round: r, card: r ? `round-${r}/model/card.json` : 'fashion', cleanAccuracy: 0.8, foolingRate: 0.5, foolingRateOnX: 0.6, previousFoolingRate: r ? 0.4 : null, epochs: r ? [epoch(1)] : [], seconds: 3,
+    round: r,
+    card: r ? `round-${r}/model/card.json` : 'fashion',
+    cleanAccuracy: 0.8,
+    foolingRate: 0.5,
+    foolingRateOnX: 0.6,
+    previousFoolingRate: r ? 0.4 : null,
+    epochs: r ? [epoch(1)] : [],
+    seconds: 3,
   });
   /** A run folder whose defence.json holds `rounds` (records as a previous run left them, sound or not). */
   const saved = (rounds: unknown[]) => {
@@ -314,17 +386,21 @@ describe('fine-tuning stages: options and the records a resume reads back', () =
     expect(refused([{ ...round(0), cleanAccuracy: 'x' }])).toMatch(/rounds\[0\]\.cleanAccuracy is missing or malformed \("x"\)/);
     expect(refused([round(0), round(2)])).toMatch(/rounds\[1\]\.round is missing or malformed \(2\)/);
     const { kept: _k, ...noKept } = epoch(1);
-    expect(refused([round(0), { ...round(1), epochs: [noKept] }])).toMatch(/rounds\[1\]\.epochs\[0\]\.kept is missing or malformed \(absent\)/);
+    expect(refused([round(0), { ...round(1), epochs: [noKept] }])).toMatch(
+      /rounds\[1\]\.epochs\[0\]\.kept is missing or malformed \(absent\)/,
+    );
     expect(refused([round(0), null])).toMatch(/rounds\[1\] is missing or malformed/);
   });
 
-  it('reads a round\'s epoch log back checked: none yet, a diverged epoch\'s null loss, a malformed one refused', () => {
+  it("reads a round's epoch log back checked: none yet, a diverged epoch's null loss, a malformed one refused", () => {
     const dir = mkdtempSync(join(tmpdir(), 'uap-defence-log-'));
     expect(readTrainingLog(dir)).toBeUndefined();
     const diverged = { ...epoch(1), loss: null, kept: false };
     writeFileSync(join(dir, 'training.json'), JSON.stringify({ epochs: [diverged, epoch(1)] }));
     expect(readTrainingLog(dir)).toEqual([diverged, epoch(1)]);
     writeFileSync(join(dir, 'training.json'), JSON.stringify({ epochs: [{ ...epoch(1), learningRate: -1 }] }));
-    expect(() => readTrainingLog(dir)).toThrow(/^resume: .*training\.json: epochs\[0\]\.learningRate is missing or malformed \(-1\); start afresh/);
+    expect(() => readTrainingLog(dir)).toThrow(
+      /^resume: .*training\.json: epochs\[0\]\.learningRate is missing or malformed \(-1\); start afresh/,
+    );
   });
 });

@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { mkdtempSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +12,6 @@ const engine = await initBackend();
 
 /** The embedded default model end to end, through the library and through the CLI (as `npm run demo` runs it). */
 describe('end to end on the embedded Fashion-MNIST model', () => {
-
   it('computes a UAP that fools far more validation images than random noise of the same norm', async () => {
     const out = mkdtempSync(join(tmpdir(), 'uap-fashion-'));
     const s = await runCompute({ model: 'fashion', engine, out, options: { norm: 'inf', xi: 40, maxPasses: 8, seed: 1 } });

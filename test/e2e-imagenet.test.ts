@@ -73,8 +73,16 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
     res.v.dispose();
   }, 600_000);
 
-  it('the paper\'s variant: a UAP from 48 images fools validation images far more than random noise of the same L2 norm', async () => {
-    const res = await computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, ...ALGORITHM1_VARIANTS.paper, norm: 2, xi: 2000, maxPasses: 2, delta: 0, batchSize: 8 });
+  it("the paper's variant: a UAP from 48 images fools validation images far more than random noise of the same L2 norm", async () => {
+    const res = await computeUniversal(model, X, {
+      ...UNIVERSAL_DEFAULTS,
+      ...ALGORITHM1_VARIANTS.paper,
+      norm: 2,
+      xi: 2000,
+      maxPasses: 2,
+      delta: 0,
+      batchSize: 8,
+    });
     expect(lpNorm(res.v, 2)).toBeLessThanOrEqual(2000 * (1 + 1e-5));
     const ev = await evaluatePerturbation(model, V, res.v);
     const random = await randomBaseline(model, V, 2, lpNorm(res.v, 2), 6, ev.cleanPred);

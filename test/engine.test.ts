@@ -15,10 +15,11 @@ beforeAll(async () => {
   await tf.setBackend('cpu');
 });
 
-
 describe('input gradients from forward kernels', () => {
   const cases: [string, number, number, number, 'same' | 'valid'][] = [];
-  for (const size of [7, 8]) for (const k of [1, 3]) for (const s of [1, 2]) for (const p of ['same', 'valid'] as const) cases.push([`${size}px k${k} s${s} ${p}`, size, k, s, p]);
+  for (const size of [7, 8])
+    for (const k of [1, 3])
+      for (const s of [1, 2]) for (const p of ['same', 'valid'] as const) cases.push([`${size}px k${k} s${s} ${p}`, size, k, s, p]);
   it.each(cases)('conv2d and depthwise match TF.js gradients: %s', async (_n, size, k, s, padding) => {
     const x = tf.randomNormal([2, size, size, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
     const wConv = tf.randomNormal([k, k, 3, 4], 0, 1, 'float32', 2) as tf.Tensor4D;
@@ -38,7 +39,13 @@ describe('input gradients from forward kernels', () => {
   });
   it('relu6 gradient is 1 inside (0, 6) and 0 outside', async () => {
     const x = tf.tensor1d([-1, 0.5, 3, 5.9, 7]);
-    expect(Array.from(tf.grad((t) => tf.sum(relu6InputGrad(t)))(x).dataSync())).toEqual([0, 1, 1, 1, 0]);
+    expect(
+      Array.from(
+        tf
+          .grad((t) => tf.sum(relu6InputGrad(t)))(x)
+          .dataSync(),
+      ),
+    ).toEqual([0, 1, 1, 1, 0]);
     expect(Array.from(relu6InputGrad(x).dataSync())).toEqual([0, 0.5, 3, expect.closeTo(5.9, 5), 6]);
   });
 });
@@ -46,15 +53,43 @@ describe('input gradients from forward kernels', () => {
 /** A small Keras-style model with every layer kind MobileNet and DarkNet use. */
 function smallModel(): tf.LayersModel {
   const input = tf.input({ shape: [12, 12, 3] });
-  let y = tf.layers.conv2d({ filters: 6, kernelSize: 3, strides: 2, padding: 'same', useBias: false, name: 'c1', kernelInitializer: tf.initializers.glorotNormal({ seed: 1 }) }).apply(input) as tf.SymbolicTensor;
-  y = tf.layers.batchNormalization({ name: 'bn1', movingMeanInitializer: tf.initializers.randomNormal({ seed: 2 }), movingVarianceInitializer: tf.initializers.ones(), gammaInitializer: tf.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed: 3 }) }).apply(y) as tf.SymbolicTensor;
+  let y = tf.layers
+    .conv2d({
+      filters: 6,
+      kernelSize: 3,
+      strides: 2,
+      padding: 'same',
+      useBias: false,
+      name: 'c1',
+      kernelInitializer: tf.initializers.glorotNormal({ seed: 1 }),
+    })
+    .apply(input) as tf.SymbolicTensor;
+  y = tf.layers
+    .batchNormalization({
+      name: 'bn1',
+      movingMeanInitializer: tf.initializers.randomNormal({ seed: 2 }),
+      movingVarianceInitializer: tf.initializers.ones(),
+      gammaInitializer: tf.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed: 3 }),
+    })
+    .apply(y) as tf.SymbolicTensor;
   y = tf.layers.reLU({ maxValue: 6, name: 'r1' }).apply(y) as tf.SymbolicTensor;
-  y = tf.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', name: 'dw', depthwiseInitializer: tf.initializers.glorotNormal({ seed: 4 }) }).apply(y) as tf.SymbolicTensor;
-  y = tf.layers.batchNormalization({ name: 'bn2', movingMeanInitializer: tf.initializers.randomNormal({ seed: 6 }), movingVarianceInitializer: tf.initializers.randomUniform({ minval: 0.5, maxval: 2, seed: 7 }), betaInitializer: tf.initializers.randomNormal({ seed: 8 }) }).apply(y) as tf.SymbolicTensor;
+  y = tf.layers
+    .depthwiseConv2d({ kernelSize: 3, padding: 'same', name: 'dw', depthwiseInitializer: tf.initializers.glorotNormal({ seed: 4 }) })
+    .apply(y) as tf.SymbolicTensor;
+  y = tf.layers
+    .batchNormalization({
+      name: 'bn2',
+      movingMeanInitializer: tf.initializers.randomNormal({ seed: 6 }),
+      movingVarianceInitializer: tf.initializers.randomUniform({ minval: 0.5, maxval: 2, seed: 7 }),
+      betaInitializer: tf.initializers.randomNormal({ seed: 8 }),
+    })
+    .apply(y) as tf.SymbolicTensor;
   y = tf.layers.leakyReLU({ alpha: 0.1, name: 'lr' }).apply(y) as tf.SymbolicTensor;
   y = tf.layers.maxPooling2d({ poolSize: 2, name: 'mp' }).apply(y) as tf.SymbolicTensor;
   y = tf.layers.globalAveragePooling2d({ name: 'gap' }).apply(y) as tf.SymbolicTensor;
-  y = tf.layers.dense({ units: 5, name: 'logits', kernelInitializer: tf.initializers.glorotNormal({ seed: 5 }) }).apply(y) as tf.SymbolicTensor;
+  y = tf.layers
+    .dense({ units: 5, name: 'logits', kernelInitializer: tf.initializers.glorotNormal({ seed: 5 }) })
+    .apply(y) as tf.SymbolicTensor;
   const out = tf.layers.activation({ activation: 'softmax', name: 'probs' }).apply(y) as tf.SymbolicTensor;
   return tf.model({ inputs: input, outputs: out });
 }
@@ -89,10 +124,24 @@ describe('LayersModel -> plain-op graph', () => {
     const x = tf.randomUniform([8, 12, 12, 3], -1, 1, 'float32', 7);
     const base = tf.memory().numBytes;
     let freed: Float32Array | undefined;
-    const peakFreed = (await tf.profile(() => void tf.tidy(() => void (freed = runPlainGraph(g, x).dataSync() as Float32Array)))).peakBytes - base;
+    const peakFreed =
+      (await tf.profile(() => void tf.tidy(() => void (freed = runPlainGraph(g, x).dataSync() as Float32Array)))).peakBytes - base;
     let kept: Float32Array | undefined;
     // Under a tape (as inside tf.grad) every activation must stay for the backward pass.
-    const peakKept = (await tf.profile(() => void tf.tidy(() => void tf.grad((t) => { const y = runPlainGraph(g, t); kept = y.dataSync() as Float32Array; return tf.sum(y); })(x)))).peakBytes - base;
+    const peakKept =
+      (
+        await tf.profile(
+          () =>
+            void tf.tidy(
+              () =>
+                void tf.grad((t) => {
+                  const y = runPlainGraph(g, t);
+                  kept = y.dataSync() as Float32Array;
+                  return tf.sum(y);
+                })(x),
+            ),
+        )
+      ).peakBytes - base;
     expect(maxRelativeDifference(freed!, kept!)).toBeLessThan(1e-6);
     expect(peakFreed).toBeLessThan(0.6 * peakKept);
   });
@@ -105,7 +154,14 @@ describe('batched candidate gradients', () => {
   it('one tiled backward pass equals one backward pass per class', async () => {
     const model = smallModel();
     const g = compileLayersModel(model, 'logits');
-    const clf = onTfjs({ name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', logits: (x) => runPlainGraph(g, x) as tf.Tensor2D, dispose: () => {} });
+    const clf = onTfjs({
+      name: 's',
+      inputShape: [12, 12, 3],
+      numClasses: 5,
+      labelSpace: 'own',
+      logits: (x) => runPlainGraph(g, x) as tf.Tensor2D,
+      dispose: () => {},
+    });
     const x = tf.randomUniform([3, 12, 12, 3], 0, 1, 'float32', 8) as tf.Tensor4D;
     const cand = Int32Array.from([0, 1, 2, 3, 4, 0, 2, 4, 1, 3, 4, 3, 2, 1, 0]);
     const a = await candidateGradients(clf, x, cand, 5, { maxRows: 4 });
@@ -122,8 +178,16 @@ describe('batched candidate gradients', () => {
     let calls = 0;
     const rows: number[] = [];
     const clf = onTfjs({
-      name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', maxBatch: { forward: 8, gradient: 3 },
-      logits: (x) => { calls++; rows.push(x.shape[0]); return runPlainGraph(g, x) as tf.Tensor2D; },
+      name: 's',
+      inputShape: [12, 12, 3],
+      numClasses: 5,
+      labelSpace: 'own',
+      maxBatch: { forward: 8, gradient: 3 },
+      logits: (x) => {
+        calls++;
+        rows.push(x.shape[0]);
+        return runPlainGraph(g, x) as tf.Tensor2D;
+      },
       dispose: () => {},
     });
     const x = tf.randomUniform([2, 12, 12, 3], 0, 1, 'float32', 8) as tf.Tensor4D;
@@ -137,7 +201,14 @@ describe('batched candidate gradients', () => {
   it('with a reference class, gives the gradients of the logit differences f_k - f_ref', async () => {
     const model = smallModel();
     const g = compileLayersModel(model, 'logits');
-    const clf = onTfjs({ name: 's', inputShape: [12, 12, 3], numClasses: 5, labelSpace: 'own', logits: (x) => runPlainGraph(g, x) as tf.Tensor2D, dispose: () => {} });
+    const clf = onTfjs({
+      name: 's',
+      inputShape: [12, 12, 3],
+      numClasses: 5,
+      labelSpace: 'own',
+      logits: (x) => runPlainGraph(g, x) as tf.Tensor2D,
+      dispose: () => {},
+    });
     const x = tf.randomUniform([2, 12, 12, 3], 0, 1, 'float32', 9) as tf.Tensor4D;
     const all = await candidateGradients(clf, x, Int32Array.from([0, 1, 2, 3, 4, 0, 1, 2, 3, 4]), 5);
     const ref = Int32Array.from([2, 4]);

@@ -1,6 +1,18 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { spawn } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { request } from 'node:http';
@@ -19,7 +31,8 @@ import { EMBEDDED_DIR } from '../src/paths.js';
 const tmp = (p = 'uap-fault-') => mkdtempSync(join(tmpdir(), p));
 const VAL = join(EMBEDDED_DIR, 'images', 'val');
 /** A short compute run on the embedded model. */
-const compute = (out: string, ...extra: string[]) => uapCli(['compute', '--limit', '24', '--val-limit', '24', '--xi', '40', '--max-passes', '2', '-o', out, ...extra]);
+const compute = (out: string, ...extra: string[]) =>
+  uapCli(['compute', '--limit', '24', '--val-limit', '24', '--xi', '40', '--max-passes', '2', '-o', out, ...extra]);
 
 /** Exit 2 and exactly one error line matching `pattern`, no stack trace. */
 function expectUsage(r: { status: number | null; stderr: string }, pattern: RegExp): void {
@@ -62,7 +75,10 @@ describe('bad images and labels', () => {
     expect(ok.status, ok.stderr).toBe(0);
     expect(ok.stderr).toMatch(/skipped 4 of 10 files that could not be decoded/);
     expect(ok.stdout).toMatch(/6 images|fooling rate/);
-    expectUsage(await uapCli(['evaluate', '-v', v, '-d', data, '--strict']), /image .*(bomb|corrupt|empty|truncated)\.(png|jpg): cannot be decoded/);
+    expectUsage(
+      await uapCli(['evaluate', '-v', v, '-d', data, '--strict']),
+      /image .*(bomb|corrupt|empty|truncated)\.(png|jpg): cannot be decoded/,
+    );
   });
 
   it('a labels file: a malformed line is named; listed files that do not exist and unlisted images are counted', async () => {
@@ -71,7 +87,9 @@ describe('bad images and labels', () => {
     const v = join(data, 'zero.npy');
     expectUsage(await uapCli(['evaluate', '-v', v, '-d', data, '--labels', bad]), /labels file .*bad\.txt: line 2 is not "path, index"/);
     const some = join(data, 'some.txt');
-    const files = readdirSync(join(data, '00_tshirt_top')).filter((f) => f.endsWith('.png') && !/corrupt|truncated|bomb/.test(f)).slice(0, 3);
+    const files = readdirSync(join(data, '00_tshirt_top'))
+      .filter((f) => f.endsWith('.png') && !/corrupt|truncated|bomb/.test(f))
+      .slice(0, 3);
     writeFileSync(some, [...files.map((f) => `00_tshirt_top/${f}, 0`), 'missing/nowhere.png, 0'].join('\n'));
     const r = await uapCli(['evaluate', '-v', v, '-d', data, '--labels', some]);
     expect(r.status, r.stderr).toBe(0);
@@ -113,7 +131,10 @@ describe('perturbation files', () => {
     };
     writeFileSync(join(dir, 'u8.npy'), header('|u1'));
     writeFileSync(join(dir, 'f16.npy'), header('<f2'));
-    expectUsage(await uapCli(['evaluate', '-v', join(dir, 'u8.npy'), '--limit', '8']), /u8\.npy: dtype \|u1 is not supported \(expected float32 '<f4' or float64 '<f8'\)/);
+    expectUsage(
+      await uapCli(['evaluate', '-v', join(dir, 'u8.npy'), '--limit', '8']),
+      /u8\.npy: dtype \|u1 is not supported \(expected float32 '<f4' or float64 '<f8'\)/,
+    );
     expectUsage(await uapCli(['evaluate', '-v', join(dir, 'f16.npy'), '--limit', '8']), /f16\.npy: dtype <f2 is not supported/);
   });
 });
@@ -143,7 +164,11 @@ describe('checkpoints and run folders', () => {
 
   it('kill -9 mid-run, then --resume: the same perturbation as an unbroken run', async () => {
     const dir = join(base, 'killed');
-    const child = spawn(process.execPath, [resolve('dist/src/cli/main.js'), 'compute', '--limit', '24', '--val-limit', '24', '--xi', '40', '--max-passes', '2', '-o', dir], { stdio: 'ignore' });
+    const child = spawn(
+      process.execPath,
+      [resolve('dist/src/cli/main.js'), 'compute', '--limit', '24', '--val-limit', '24', '--xi', '40', '--max-passes', '2', '-o', dir],
+      { stdio: 'ignore' },
+    );
     // Killed as soon as the first pass is checkpointed (or when it ends, should it be that fast).
     await new Promise<void>((done) => {
       const poll = setInterval(() => {
@@ -168,11 +193,31 @@ describe('checkpoints and run folders', () => {
   });
 
   it.each([
-    ['an all-NaN perturbation', (dir: string) => writeNpy(join(dir, 'checkpoint-1.npy'), { data: new Float32Array(784).fill(NaN), shape: [28, 28, 1] }), /checkpoint-1\.npy: holds NaN or infinite values/],
-    ['a perturbation outside the ball', (dir: string) => writeNpy(join(dir, 'checkpoint-1.npy'), { data: new Float32Array(784).fill(1000), shape: [28, 28, 1] }), /\|\|v\|\|_inf = 1000, outside the ball of radius 40/],
-    ['a negative pass count', (_dir: string, m: Record<string, unknown>) => (m.completed = -3), /"completed" must be an integer >= 1, got -3/],
-    ['a wrong shape', (_dir: string, m: Record<string, unknown>) => (m.shape = [14, 56, 1]), /holds a 14x56x1 perturbation; model fashion-mnist-cnn takes 28x28x1/],
-    ['a vFile outside the run folder', (_dir: string, m: Record<string, unknown>) => (m.vFile = '../../etc/passwd'), /"vFile" must name a checkpoint-N\.npy file in the run folder/],
+    [
+      'an all-NaN perturbation',
+      (dir: string) => writeNpy(join(dir, 'checkpoint-1.npy'), { data: new Float32Array(784).fill(NaN), shape: [28, 28, 1] }),
+      /checkpoint-1\.npy: holds NaN or infinite values/,
+    ],
+    [
+      'a perturbation outside the ball',
+      (dir: string) => writeNpy(join(dir, 'checkpoint-1.npy'), { data: new Float32Array(784).fill(1000), shape: [28, 28, 1] }),
+      /\|\|v\|\|_inf = 1000, outside the ball of radius 40/,
+    ],
+    [
+      'a negative pass count',
+      (_dir: string, m: Record<string, unknown>) => (m.completed = -3),
+      /"completed" must be an integer >= 1, got -3/,
+    ],
+    [
+      'a wrong shape',
+      (_dir: string, m: Record<string, unknown>) => (m.shape = [14, 56, 1]),
+      /holds a 14x56x1 perturbation; model fashion-mnist-cnn takes 28x28x1/,
+    ],
+    [
+      'a vFile outside the run folder',
+      (_dir: string, m: Record<string, unknown>) => (m.vFile = '../../etc/passwd'),
+      /"vFile" must name a checkpoint-N\.npy file in the run folder/,
+    ],
   ] as const)('--resume refuses a checkpoint with %s', async (name, edit, pattern) => {
     const dir = await stoppedRun(`bad-${name.replace(/\W+/g, '-')}`, edit as (dir: string, m: Record<string, unknown>) => void);
     expectUsage(await compute(dir, '--resume'), pattern);
@@ -180,7 +225,10 @@ describe('checkpoints and run folders', () => {
 
   it('--resume with other images is refused before any image is decoded', async () => {
     const dir = await stoppedRun('limit');
-    expectUsage(await uapCli(['compute', '--limit', '30', '--val-limit', '24', '--xi', '40', '--max-passes', '2', '-o', dir, '--resume']), /crafted on 24 listed images of X, not 30/);
+    expectUsage(
+      await uapCli(['compute', '--limit', '30', '--val-limit', '24', '--xi', '40', '--max-passes', '2', '-o', dir, '--resume']),
+      /crafted on 24 listed images of X, not 30/,
+    );
   });
 
   it('a fresh run into a folder holding an unfinished run is refused without --force, and replaces it with', async () => {
@@ -192,7 +240,7 @@ describe('checkpoints and run folders', () => {
     expect(r.stderr).toMatch(/replacing the unfinished run there/);
   });
 
-  it('two runs into one folder at once: the second is refused, naming the first one\'s pid', async () => {
+  it("two runs into one folder at once: the second is refused, naming the first one's pid", async () => {
     const dir = join(base, 'locked');
     mkdirSync(dir);
     // A live process holds the lock (this test process); a dead one's lock is taken over.
@@ -208,7 +256,9 @@ describe('checkpoints and run folders', () => {
     const file = join(base, 'a-file');
     writeFileSync(file, 'x');
     expectUsage(await compute(join(file, 'run')), /a-file.*(is a file|cannot .*not a folder|ENOTDIR)/);
-    expect(() => writeAtomic(join(file, 'out.json'), '{}')).toThrow(/a-file: cannot create the folder \(a part of the path is a file, not a folder, ENOTDIR\)|ENOTDIR|EEXIST/);
+    expect(() => writeAtomic(join(file, 'out.json'), '{}')).toThrow(
+      /a-file: cannot create the folder \(a part of the path is a file, not a folder, ENOTDIR\)|ENOTDIR|EEXIST/,
+    );
     const full = osError(Object.assign(new Error('no space'), { code: 'ENOSPC' }), '/data/run/metrics.json', 'write');
     expect(full?.message).toBe('/data/run/metrics.json: cannot write (no space left on the device, ENOSPC)');
     // A failed write leaves the previous file and no temporary beside it.
@@ -226,7 +276,10 @@ describe('models and cards', () => {
     cpSync(join(EMBEDDED_DIR, 'model'), dir, { recursive: true });
     const card = JSON.parse(readFileSync(join(dir, 'card.json'), 'utf8')) as Record<string, unknown>;
     writeFileSync(join(dir, 'card.json'), JSON.stringify({ ...card, inputShape: [32, 32, 1] }));
-    expectUsage(await uapCli(['accuracy', '-m', join(dir, 'card.json'), '--limit', '8']), /"inputShape" is 32x32x1, but .*model\.json takes 28x28x1 images/);
+    expectUsage(
+      await uapCli(['accuracy', '-m', join(dir, 'card.json'), '--limit', '8']),
+      /"inputShape" is 32x32x1, but .*model\.json takes 28x28x1 images/,
+    );
   });
   it('a truncated weights file and a truncated model.json are one-line errors', async () => {
     const dir = tmp();
@@ -263,26 +316,32 @@ describe('studio server: only its own files, to its own origin', () => {
   const get = (path: string, opts: { method?: string; host?: string } = {}) =>
     new Promise<{ status: number; body: string; headers: Record<string, unknown> }>((done, fail) => {
       const u = new URL(path, url);
-      const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: opts.method ?? 'GET', headers: opts.host ? { host: opts.host } : {} }, (res) => {
-        let body = '';
-        res.on('data', (d) => (body += d));
-        res.on('end', () => done({ status: res.statusCode!, body, headers: res.headers }));
-      });
+      const req = request(
+        { host: u.hostname, port: u.port, path: u.pathname, method: opts.method ?? 'GET', headers: opts.host ? { host: opts.host } : {} },
+        (res) => {
+          let body = '';
+          res.on('data', (d) => (body += d));
+          res.on('end', () => done({ status: res.statusCode!, body, headers: res.headers }));
+        },
+      );
       req.on('error', fail);
       req.end();
     });
-  it.skipIf(!existsSync(join('dist-studio', 'index.html')))('refuses symlinks out of its folders, other hosts and other methods; the catalog holds no server paths', async () => {
-    expect((await get('/files/embedded/images/val/00_tshirt_top/' + readdirSync(join(VAL, '00_tshirt_top'))[0])).status).toBe(200);
-    expect((await get(`/files/embedded/images/passwd-link-${process.pid}.txt`)).status).toBe(404);
-    expect((await get('/files/embedded/../../../../etc/passwd')).status).toBe(404);
-    expect((await get('/', { host: 'evil.example:5175' })).status).toBe(403);
-    expect((await get('/api/catalog', { method: 'POST' })).status).toBe(405);
-    const catalog = await get('/api/catalog');
-    expect(catalog.status).toBe(200);
-    expect(catalog.headers['access-control-allow-origin']).toBeUndefined();
-    expect(catalog.body).not.toContain(resolve('.'));
-    expect(catalog.body).not.toMatch(/"\/(work|home|root|tmp|usr)\//);
-  });
+  it.skipIf(!existsSync(join('dist-studio', 'index.html')))(
+    'refuses symlinks out of its folders, other hosts and other methods; the catalog holds no server paths',
+    async () => {
+      expect((await get('/files/embedded/images/val/00_tshirt_top/' + readdirSync(join(VAL, '00_tshirt_top'))[0])).status).toBe(200);
+      expect((await get(`/files/embedded/images/passwd-link-${process.pid}.txt`)).status).toBe(404);
+      expect((await get('/files/embedded/../../../../etc/passwd')).status).toBe(404);
+      expect((await get('/', { host: 'evil.example:5175' })).status).toBe(403);
+      expect((await get('/api/catalog', { method: 'POST' })).status).toBe(405);
+      const catalog = await get('/api/catalog');
+      expect(catalog.status).toBe(200);
+      expect(catalog.headers['access-control-allow-origin']).toBeUndefined();
+      expect(catalog.body).not.toContain(resolve('.'));
+      expect(catalog.body).not.toMatch(/"\/(work|home|root|tmp|usr)\//);
+    },
+  );
   it('bad --port and --host values are one-line errors', async () => {
     expectUsage(await uapCli(['studio', '--port', '70000']), /--port 70000: expected an integer in 0\.\.65535/);
     expectUsage(await uapCli(['studio', '--host', 'not-an-address']), /--host not-an-address: expected an IP address/);

@@ -32,18 +32,34 @@ function writeGraphModel(dir: string, W: number[][], b: number[]): void {
   const model = {
     format: 'graph-model',
     modelTopology: { node: nodes, library: {}, versions: { producer: 1 } },
-    weightsManifest: [{ paths: ['w.bin'], weights: [
-      { name: 'W', shape: [12, 2], dtype: 'float32' }, { name: 'b', shape: [2], dtype: 'float32' }, { name: 'shape', shape: [2], dtype: 'int32' },
-    ] }],
+    weightsManifest: [
+      {
+        paths: ['w.bin'],
+        weights: [
+          { name: 'W', shape: [12, 2], dtype: 'float32' },
+          { name: 'b', shape: [2], dtype: 'float32' },
+          { name: 'shape', shape: [2], dtype: 'int32' },
+        ],
+      },
+    ],
   };
   writeFileSync(join(dir, 'model.json'), JSON.stringify(model));
   const Wt = W[0].map((_, i) => W.map((row) => row[i])); // [12, 2]
   const buf = Buffer.concat([Buffer.from(new Float32Array([...Wt.flat(), ...b]).buffer), Buffer.from(new Int32Array([-1, 12]).buffer)]);
   writeFileSync(join(dir, 'w.bin'), buf);
-  writeFileSync(join(dir, 'card.json'), JSON.stringify({
-    name: 'hand-graph', format: 'graph', model: 'model.json', inputShape: [2, 2, 3],
-    preprocess: { scale: 1 / 255 }, numClasses: 2, logitsLayer: 'logits', labels: ['zero', 'one'],
-  }));
+  writeFileSync(
+    join(dir, 'card.json'),
+    JSON.stringify({
+      name: 'hand-graph',
+      format: 'graph',
+      model: 'model.json',
+      inputShape: [2, 2, 3],
+      preprocess: { scale: 1 / 255 },
+      numClasses: 2,
+      logitsLayer: 'logits',
+      labels: ['zero', 'one'],
+    }),
+  );
 }
 
 describe('GraphModel loading', () => {
@@ -64,7 +80,7 @@ describe('GraphModel loading', () => {
     expect(f).toBeGreaterThan(0);
     const n = Math.hypot(...w1) / 255;
     const r = res.r.dataSync();
-    w1.forEach((wi, i) => expect(r[i]).toBeCloseTo((Math.abs(f) / n + 1e-4) * (-wi / 255) / n, 3));
+    w1.forEach((wi, i) => expect(r[i]).toBeCloseTo(((Math.abs(f) / n + 1e-4) * (-wi / 255)) / n, 3));
     expect(res.status[0]).toBe('converged');
   });
 });

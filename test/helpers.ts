@@ -20,7 +20,10 @@ export function linearClassifier(W: number[][], b: number[], shape: [number, num
   const w = tf.tensor2d(W.flat(), [W.length, d]);
   const bias = tf.tensor1d(b);
   return onTfjs({
-    name: 'linear', inputShape: shape, numClasses: W.length, labelSpace: 'own',
+    name: 'linear',
+    inputShape: shape,
+    numClasses: W.length,
+    labelSpace: 'own',
     logits: (x) => tf.tidy(() => tf.add(tf.matMul(x.reshape([x.shape[0], d]), w, false, true), bias) as tf.Tensor2D),
     dispose: () => tf.dispose([w, bias]),
   });
@@ -30,10 +33,19 @@ export function linearClassifier(W: number[][], b: number[], shape: [number, num
 export function tinyNet(shape: [number, number, number], k: number, seed = 1): Classifier {
   const d = shape[0] * shape[1] * shape[2];
   const rng = new Rng(seed);
-  const w1 = tf.tensor2d(Array.from({ length: d * 16 }, () => rng.normal() / Math.sqrt(d) / 40), [d, 16]);
-  const w2 = tf.tensor2d(Array.from({ length: 16 * k }, () => rng.normal()), [16, k]);
+  const w1 = tf.tensor2d(
+    Array.from({ length: d * 16 }, () => rng.normal() / Math.sqrt(d) / 40),
+    [d, 16],
+  );
+  const w2 = tf.tensor2d(
+    Array.from({ length: 16 * k }, () => rng.normal()),
+    [16, k],
+  );
   return onTfjs({
-    name: 'tiny', inputShape: shape, numClasses: k, labelSpace: 'own',
+    name: 'tiny',
+    inputShape: shape,
+    numClasses: k,
+    labelSpace: 'own',
     logits: (x) => tf.tidy(() => tf.matMul(tf.relu(tf.sub(tf.matMul(x.reshape([x.shape[0], d]), w1), 0.5)), w2) as tf.Tensor2D),
     dispose: () => tf.dispose([w1, w2]),
   });
@@ -43,7 +55,11 @@ export function tinyNet(shape: [number, number, number], k: number, seed = 1): C
 export function randomImages(n: number, shape: [number, number, number], seed = 2): ImageSet {
   const rng = new Rng(seed);
   const px = Uint8Array.from({ length: n * shape[0] * shape[1] * shape[2] }, () => rng.int(256));
-  return new ImageSet(shape, px, Array.from({ length: n }, (_, i) => ({ path: `img${i}` })));
+  return new ImageSet(
+    shape,
+    px,
+    Array.from({ length: n }, (_, i) => ({ path: `img${i}` })),
+  );
 }
 
 /** What a finished `uap` process left: as spawnSync's result, for the fields the tests read. */

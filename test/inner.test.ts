@@ -14,7 +14,11 @@ beforeAll(async () => {
 
 const shape: [number, number, number] = [1, 2, 2];
 // Three classes on 4 pixels; mid-range pixels so that small steps never meet the [0, 255] clip.
-const W = [[1, -2, 0.5, 0], [0, 1, 1, -1], [-1, 0, 2, 1]];
+const W = [
+  [1, -2, 0.5, 0],
+  [0, 1, 1, -1],
+  [-1, 0, 2, 1],
+];
 const b = [0.3, -0.2, 0.1];
 const x0 = [100, 120, 90, 110];
 
@@ -73,7 +77,7 @@ describe('inner attacks of Algorithm 1 (closed forms on a linear classifier)', (
     expect(res.r.every((t) => t === 0)).toBe(true);
   });
 
-  it('NewtonFool and C&W-L2 cross the boundary of a linear classifier near its closest point (DeepFool\'s closed form)', async () => {
+  it("NewtonFool and C&W-L2 cross the boundary of a linear classifier near its closest point (DeepFool's closed form)", async () => {
     // Two classes, f1 - f0 = w . x + c: the closest crossing is |f| / ||w||_2 away along w.
     const w = [0.02, -0.01, 0.015, 0.005];
     const m = linearClassifier([[0, 0, 0, 0], w], [0, -3], shape);
@@ -89,9 +93,18 @@ describe('inner attacks of Algorithm 1 (closed forms on a linear classifier)', (
     expect(Math.hypot(...cw.r)).toBeGreaterThanOrEqual(minimal * 0.999);
     expect(Math.hypot(...cw.r)).toBeLessThan(1.3 * minimal);
     // Targeted C&W reaches the target; NewtonFool is untargeted only and says so.
-    const t = await innerAttack(linearClassifier(W, b, shape), x, { kind: 'cw', norm: 2, eps: 1, steps: 30, labels: Int32Array.from([0]), target: 2 });
+    const t = await innerAttack(linearClassifier(W, b, shape), x, {
+      kind: 'cw',
+      norm: 2,
+      eps: 1,
+      steps: 30,
+      labels: Int32Array.from([0]),
+      target: 2,
+    });
     expect(t.fooled[0]).toBe(true);
-    await expect(innerAttack(m, x, { kind: 'newtonfool', norm: 2, eps: 1, labels: Int32Array.from([0]), target: 1 })).rejects.toThrow(/newtonfool: untargeted only/);
+    await expect(innerAttack(m, x, { kind: 'newtonfool', norm: 2, eps: 1, labels: Int32Array.from([0]), target: 1 })).rejects.toThrow(
+      /newtonfool: untargeted only/,
+    );
   });
 
   it('Algorithm 1 with PGD or FGSM inside: v in the ball, same seed same v, more fooling than nothing', async () => {
@@ -108,7 +121,23 @@ describe('inner attacks of Algorithm 1 (closed forms on a linear classifier)', (
   });
 
   it('the CLI runs --inner pgd on the embedded model and names bad inner flags', async () => {
-    const ok = await uapCli(['compute', '--inner', 'pgd', '--inner-steps', '3', '--xi', '30', '--max-passes', '1', '--limit', '50', '--val-limit', '50', '-o', `/tmp/uap-inner-${process.pid}`]);
+    const ok = await uapCli([
+      'compute',
+      '--inner',
+      'pgd',
+      '--inner-steps',
+      '3',
+      '--xi',
+      '30',
+      '--max-passes',
+      '1',
+      '--limit',
+      '50',
+      '--val-limit',
+      '50',
+      '-o',
+      `/tmp/uap-inner-${process.pid}`,
+    ]);
     expect(ok.status, ok.stderr).toBe(0);
     expect(ok.stdout).toMatch(/fooling rate on validation \(50 images\)/);
     const bad = await uapCli(['compute', '--inner', 'bim', '-o', `/tmp/uap-inner-bad-${process.pid}`]);
@@ -140,7 +169,7 @@ describe('the registry of crafting methods', () => {
     }
     expect(() => methodOf('fff')).toThrow(/method fff: expected one of algorithm1, sgd, gduap/);
     const help = await uapCli(['compute', '--help']);
-    expect(help.stdout.replace(/\s+/g, " ")).toMatch(/choices: "algorithm1", "sgd"/);
+    expect(help.stdout.replace(/\s+/g, ' ')).toMatch(/choices: "algorithm1", "sgd"/);
   });
 });
 

@@ -54,7 +54,11 @@ describe('layouts and units: there and back', () => {
     const chw = fromPixelsHwc(v, SHAPE, 'chw', 'unit', undefined, 'test');
     const norm = fromPixelsHwc(v, SHAPE, 'chw', 'normalized', TORCHVISION, 'test');
     const [h, w, c] = SHAPE;
-    for (const [y, x, ch] of [[0, 0, 0], [2, 3, 1], [5, 4, 2]]) {
+    for (const [y, x, ch] of [
+      [0, 0, 0],
+      [2, 3, 1],
+      [5, 4, 2],
+    ]) {
       const pixel = v[(y * w + x) * c + ch];
       expect(chw.data[(ch * h + y) * w + x]).toBeCloseTo(pixel / 255, 6);
       expect(norm.data[(ch * h + y) * w + x]).toBeCloseTo(pixel / TORCHVISION.std[ch], 6);
@@ -85,7 +89,9 @@ describe('detection: the obvious cases, and refusals of the ambiguous ones', () 
 
   it('pixel-sized values are read as pixels; small ones are refused, naming the choices', () => {
     expect(toPixelsHwc(arr([6, 5, 3]), {}, model, 'f').units).toBe('pixels');
-    expect(message(() => toPixelsHwc(arr([3, 6, 5], 0.04), {}, model, 'f.npy'))).toMatch(/f\.npy: its values stay within \+-0\.0\d+.*pass units pixels, unit or normalized/);
+    expect(message(() => toPixelsHwc(arr([3, 6, 5], 0.04), {}, model, 'f.npy'))).toMatch(
+      /f\.npy: its values stay within \+-0\.0\d+.*pass units pixels, unit or normalized/,
+    );
   });
 
   it('the CLI names the flag where the library names the option', () => {
@@ -105,8 +111,12 @@ describe('detection: the obvious cases, and refusals of the ambiguous ones', () 
     expect(message(() => toPixelsHwc(arr([3, 6, 5]), { layout: 'nchw' }, model, 'f'))).toMatch(/layout nchw needs 4 axes/);
     expect(message(() => toPixelsHwc(arr([6, 5, 3]), { layout: 'chw' }, model, 'f'))).toMatch(/read as chw it has 6 channels/);
     expect(message(() => toPixelsHwc({ shape: [6, 5, 3], data: new Float32Array(90).fill(NaN) }, {}, model, 'f'))).toMatch(/NaN/);
-    expect(message(() => toPixelsHwc(arr([6, 5, 3]), { units: 'normalized' }, { inputShape: SHAPE }, 'f'))).toMatch(/needs the model's normalisation/);
-    expect(message(() => toPixelsHwc(arr([6, 5, 3]), { layout: 'whc' as never }, model, 'f'))).toMatch(/layout whc: expected hwc, chw, nhwc, nchw or auto/);
+    expect(message(() => toPixelsHwc(arr([6, 5, 3]), { units: 'normalized' }, { inputShape: SHAPE }, 'f'))).toMatch(
+      /needs the model's normalisation/,
+    );
+    expect(message(() => toPixelsHwc(arr([6, 5, 3]), { layout: 'whc' as never }, model, 'f'))).toMatch(
+      /layout whc: expected hwc, chw, nhwc, nchw or auto/,
+    );
   });
 
   it('.npz: the only array, a named one, a compressed archive; several unnamed are refused', () => {
@@ -147,7 +157,20 @@ describe('uap export and uap evaluate across formats (CLI, embedded model)', () 
     expect(exported.data[0]).toBeCloseTo(v[0] / 255, 6);
 
     const normFile = join(dir, 'v.npz');
-    const norm = await uapCli(['export', own, '--layout', 'chw', '--units', 'normalized', '--model', 'fashion', '-o', normFile, '--array', 'uap']);
+    const norm = await uapCli([
+      'export',
+      own,
+      '--layout',
+      'chw',
+      '--units',
+      'normalized',
+      '--model',
+      'fashion',
+      '-o',
+      normFile,
+      '--array',
+      'uap',
+    ]);
     expect(norm.status, norm.stderr).toBe(0);
     expect(norm.stdout).toContain(`np.load("${normFile}")["uap"]`);
 
@@ -163,7 +186,9 @@ describe('uap export and uap evaluate across formats (CLI, embedded model)', () 
     // Small values without --units: refused, naming the flag.
     const asked = await uapCli(['evaluate', '--limit', '8', '-v', unitFile]);
     expect(asked.status).toBe(2);
-    expect(asked.stderr).toMatch(/uap: error: perturbation .*v-nchw-unit\.npy: its values stay within .*pass --units pixels, unit or normalized/);
+    expect(asked.stderr).toMatch(
+      /uap: error: perturbation .*v-nchw-unit\.npy: its values stay within .*pass --units pixels, unit or normalized/,
+    );
     expect(readFileSync(unitFile).length).toBeGreaterThan(0);
   }, 240_000);
 });

@@ -35,7 +35,8 @@ describe('projection onto Lp balls', () => {
         const once = projectLp(v, p, xi);
         expect(lpNorm(once, p)).toBeLessThanOrEqual(xi * (1 + 1e-6));
         const twice = projectLp(once, p, xi);
-        const a = once.dataSync(), b = twice.dataSync();
+        const a = once.dataSync(),
+          b = twice.dataSync();
         a.forEach((x, i) => expect(b[i]).toBeCloseTo(x, 4));
       }
     }
@@ -47,7 +48,10 @@ describe('projection onto Lp balls', () => {
 
 describe('norms', () => {
   it('computes L2 and Linf of a whole tensor and per row', async () => {
-    const v = tf.tensor2d([[3, -4], [1, -7]]);
+    const v = tf.tensor2d([
+      [3, -4],
+      [1, -7],
+    ]);
     expect(lpNorm(v, 'inf')).toBe(7);
     expect(lpNorm(v, 2)).toBeCloseTo(Math.sqrt(9 + 16 + 1 + 49), 5);
     expect(Array.from(batchNorm(v, 2).dataSync())).toEqual([5, expect.closeTo(Math.sqrt(50), 5)]);
@@ -62,7 +66,9 @@ describe('norms', () => {
 
 describe('seeded random numbers', () => {
   it('same seed, same sequence; different seed, different sequence', async () => {
-    const a = new Rng(42), b = new Rng(42), c = new Rng(43);
+    const a = new Rng(42),
+      b = new Rng(42),
+      c = new Rng(43);
     const sa = Array.from({ length: 10 }, () => a.next());
     expect(Array.from({ length: 10 }, () => b.next())).toEqual(sa);
     expect(Array.from({ length: 10 }, () => c.next())).not.toEqual(sa);
@@ -89,14 +95,24 @@ describe('takeRows', () => {
     const idx = [5, 0, 0, 3];
     expect(Array.from(takeRows(x, idx).dataSync())).toEqual(Array.from(tf.gather(x, idx).dataSync()));
     expect(takeRows(x, idx).shape).toEqual([4, 3, 4, 2]);
-    const y = tf.tensor2d([[1, 2], [3, 4], [5, 6]], [3, 2], 'int32');
+    const y = tf.tensor2d(
+      [
+        [1, 2],
+        [3, 4],
+        [5, 6],
+      ],
+      [3, 2],
+      'int32',
+    );
     const picked = takeRows(y, [2, 1]);
     expect(picked.dtype).toBe('int32');
-    expect(picked.arraySync()).toEqual([[5, 6], [3, 4]]);
+    expect(picked.arraySync()).toEqual([
+      [5, 6],
+      [3, 4],
+    ]);
     expect(takeRows(y, []).shape).toEqual([0, 2]);
   });
 });
-
 
 describe('Wilson intervals', () => {
   it('match the closed form at 50% of 100, and stay inside [0, 1] at 0% and 100%', () => {

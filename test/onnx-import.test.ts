@@ -37,9 +37,20 @@ interface Fixture {
   logits: number[];
   dx: number[];
 }
-const fixtures = readdirSync(DIR).filter((f) => f.endsWith('.json')).map((f) => f.replace('.json', '')).sort();
+const fixtures = readdirSync(DIR)
+  .filter((f) => f.endsWith('.json'))
+  .map((f) => f.replace('.json', ''))
+  .sort();
 const read = (name: string) => JSON.parse(readFileSync(join(DIR, `${name}.json`), 'utf8')) as Fixture;
-const card = (name: string, f: Fixture): ModelCard => ({ name, format: 'onnx', model: join(DIR, `${name}.onnx`), inputShape: f.inputShape, preprocess: f.preprocess, numClasses: f.numClasses, labelSpace: 'own' });
+const card = (name: string, f: Fixture): ModelCard => ({
+  name,
+  format: 'onnx',
+  model: join(DIR, `${name}.onnx`),
+  inputShape: f.inputShape,
+  preprocess: f.preprocess,
+  numClasses: f.numClasses,
+  labelSpace: 'own',
+});
 const ortPresent = (await loadOrt()) !== null;
 
 describe('ONNX fixtures exported from PyTorch: logits and input gradients equal PyTorch autograd', () => {
@@ -69,7 +80,10 @@ describe('ONNX fixtures exported from PyTorch: logits and input gradients equal 
 /** A one-node-chain ONNX model written with the project's own builder: NCHW [N, 3, 8, 8] in, [N, 4] out. */
 function tinyModel(extra?: (g: OnnxGraph, x: string) => string, dims: (number | string)[] = ['N', 3, 8, 8]): Uint8Array {
   const g = new OnnxGraph();
-  let x = g.op('Conv', ['input', g.floats(new Float32Array(4 * 3 * 3 * 3).fill(0.01), [4, 3, 3, 3])], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] });
+  let x = g.op('Conv', ['input', g.floats(new Float32Array(4 * 3 * 3 * 3).fill(0.01), [4, 3, 3, 3])], {
+    kernel_shape: [3, 3],
+    pads: [1, 1, 1, 1],
+  });
   if (extra) x = extra(g, x);
   g.opMulti('Flatten', [g.op('GlobalAveragePool', [x])], ['logits']);
   return g.encode([['input', dims]], [['logits', ['N', 4]]]);
@@ -95,11 +109,27 @@ describe('bad ONNX files and operators: one-line errors naming what is wrong', (
   };
 
   it('an unsupported operator names the operator, the node and the opset', () => {
-    const p = write('einsum.onnx', tinyModel((g, x) => g.op('Einsum', [x], { equation: 'nchw->nchw' }, 'my_einsum')));
-    expectUsage(uap('accuracy', '-m', p, ...TORCHVISION, '--num-classes', '4'), /node my_einsum_\d+ \(Einsum, opset 16\): this operator is not supported/);
+    const p = write(
+      'einsum.onnx',
+      tinyModel((g, x) => g.op('Einsum', [x], { equation: 'nchw->nchw' }, 'my_einsum')),
+    );
+    expectUsage(
+      uap('accuracy', '-m', p, ...TORCHVISION, '--num-classes', '4'),
+      /node my_einsum_\d+ \(Einsum, opset 16\): this operator is not supported/,
+    );
   });
   it('a file that is not ONNX, and an empty one', () => {
-    expectUsage(uap('accuracy', '-m', write('junk.onnx', Uint8Array.from({ length: 200 }, (_, i) => (i * 37) % 256))), /junk\.onnx: not an ONNX model/);
+    expectUsage(
+      uap(
+        'accuracy',
+        '-m',
+        write(
+          'junk.onnx',
+          Uint8Array.from({ length: 200 }, (_, i) => (i * 37) % 256),
+        ),
+      ),
+      /junk\.onnx: not an ONNX model/,
+    );
     expectUsage(uap('accuracy', '-m', write('empty.onnx', new Uint8Array(0))), /empty\.onnx: not an ONNX model/);
   });
   it('no preprocessing given: the torchvision mean / std are suggested', () => {
@@ -108,7 +138,18 @@ describe('bad ONNX files and operators: one-line errors naming what is wrong', (
   it('a dynamic image size needs --input-shape; with it the model loads', () => {
     const p = write('dynamic.onnx', tinyModel(undefined, ['N', 3, 'H', 'W']));
     expectUsage(uap('accuracy', '-m', p, ...TORCHVISION), /dynamic size \[N, 3, H, W\]; give the image size with --input-shape/);
-    const ok = uap('accuracy', '-m', p, ...TORCHVISION, '--input-shape', '8x8x3', '--data', join(EMBEDDED_DIR, 'images', 'val'), '--limit', '8');
+    const ok = uap(
+      'accuracy',
+      '-m',
+      p,
+      ...TORCHVISION,
+      '--input-shape',
+      '8x8x3',
+      '--data',
+      join(EMBEDDED_DIR, 'images', 'val'),
+      '--limit',
+      '8',
+    );
     expect(ok.status, ok.stderr).toBe(0);
   });
   it('external data: read beside the model; a location outside its folder is refused', async () => {
@@ -119,17 +160,26 @@ describe('bad ONNX files and operators: one-line errors naming what is wrong', (
       writeFileSync(join(dir, 'weights.bin'), Buffer.concat([Buffer.alloc(16), Buffer.from(w.rawData!)]));
       w.rawData = new Uint8Array(0);
       w.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
-      w.externalData = [{ key: 'location', value: location }, { key: 'offset', value: '16' }];
+      w.externalData = [
+        { key: 'location', value: location },
+        { key: 'offset', value: '16' },
+      ];
       return onnx.ModelProto.encode(m).finish();
     };
     const p = write('external.onnx', bytes('weights.bin'));
     const model = await loadClassifier(p, { engine, card: { preprocess: { scale: 1 / 255 }, numClasses: 4 } });
     expect(model.numClasses).toBe(4);
     model.dispose();
-    expectUsage(uap('accuracy', '-m', write('escape.onnx', bytes('../weights.bin')), ...TORCHVISION), /external data "\.\.\/weights\.bin" lies outside the model's folder/);
+    expectUsage(
+      uap('accuracy', '-m', write('escape.onnx', bytes('../weights.bin')), ...TORCHVISION),
+      /external data "\.\.\/weights\.bin" lies outside the model's folder/,
+    );
   });
   it('fine-tuning an ONNX model is refused, saying why', () => {
-    expectUsage(uap('finetune', '-m', join(DIR, 'stem-op17.onnx'), ...TORCHVISION), /ONNX models are imported as fixed graphs for attacks only/);
+    expectUsage(
+      uap('finetune', '-m', join(DIR, 'stem-op17.onnx'), ...TORCHVISION),
+      /ONNX models are imported as fixed graphs for attacks only/,
+    );
   });
 });
 
@@ -137,17 +187,57 @@ describe('uap on an imported PyTorch model, end to end', () => {
   it('compute (Algorithm 1 and SGD-UAP) and evaluate run from the command line', () => {
     const out = mkdtempSync(join(tmpdir(), 'uap-onnx-run-'));
     const model = join(DIR, 'stem-op17.onnx');
-    const data = ['--data', join(EMBEDDED_DIR, 'images', 'craft'), '--val', join(EMBEDDED_DIR, 'images', 'val'), '--limit', '24', '--val-limit', '24'];
+    const data = [
+      '--data',
+      join(EMBEDDED_DIR, 'images', 'craft'),
+      '--val',
+      join(EMBEDDED_DIR, 'images', 'val'),
+      '--limit',
+      '24',
+      '--val-limit',
+      '24',
+    ];
     for (const method of ['algorithm1', 'sgd']) {
-      const r = uap('compute', '-m', model, ...TORCHVISION, ...data, '--method', method, '--max-passes', '1', '--xi', '40', '-o', join(out, method));
+      const r = uap(
+        'compute',
+        '-m',
+        model,
+        ...TORCHVISION,
+        ...data,
+        '--method',
+        method,
+        '--max-passes',
+        '1',
+        '--xi',
+        '40',
+        '-o',
+        join(out, method),
+      );
       expect(r.status, r.stderr).toBe(0);
       expect(existsSync(join(out, method, 'perturbation.npy'))).toBe(true);
     }
-    const ev = uap('evaluate', '-m', model, ...TORCHVISION, '-v', join(out, 'sgd', 'perturbation.npy'), '-d', join(EMBEDDED_DIR, 'images', 'val'), '--limit', '24', '-o', join(out, 'eval'));
+    const ev = uap(
+      'evaluate',
+      '-m',
+      model,
+      ...TORCHVISION,
+      '-v',
+      join(out, 'sgd', 'perturbation.npy'),
+      '-d',
+      join(EMBEDDED_DIR, 'images', 'val'),
+      '--limit',
+      '24',
+      '-o',
+      join(out, 'eval'),
+    );
     expect(ev.status, ev.stderr).toBe(0);
     expect(ev.stdout).toMatch(/fooling rate/i);
     // The analyses take the run of an imported model like any other.
-    for (const args of [['graph', '--run', join(out, 'sgd')], ['baseline', '--run', join(out, 'sgd'), '--factors', '0,1', '--draws', '1'], ['report', join(out, 'sgd')]]) {
+    for (const args of [
+      ['graph', '--run', join(out, 'sgd')],
+      ['baseline', '--run', join(out, 'sgd'), '--factors', '0,1', '--draws', '1'],
+      ['report', join(out, 'sgd')],
+    ]) {
       const r = uap(...args);
       expect(r.status, `${args[0]}: ${r.stderr}`).toBe(0);
     }

@@ -22,7 +22,10 @@ import { SessionPool } from '../src/model/onnx/workerPool.js';
 
 /** Deterministic weights of a shape. */
 const w = (shape: number[], seed: number) =>
-  weights(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(seed * 3.7 + i * 0.91) * 0.6), shape);
+  weights(
+    Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(seed * 3.7 + i * 0.91) * 0.6),
+    shape,
+  );
 
 /** A chain of nodes on [8, 8, 3] input ending in a dense layer to 4 classes. */
 function chainNet(body: { op: NodeOp; inputs?: string[] }[], flatSize: number): Net {
@@ -37,8 +40,22 @@ function chainNet(body: { op: NodeOp; inputs?: string[] }[], flatSize: number): 
   return { input: 'x', nodes, output: 'fc' };
 }
 
-const conv = (cin: number, cout: number, k: number, s: number, padding: 'same' | 'valid', act: Activation = 'linear', seed = 1): NodeOp => ({
-  kind: 'conv', group: 1, kernel: w([k, k, cin, cout], seed), bias: w([cout], seed + 1), strides: [s, s], padding, act,
+const conv = (
+  cin: number,
+  cout: number,
+  k: number,
+  s: number,
+  padding: 'same' | 'valid',
+  act: Activation = 'linear',
+  seed = 1,
+): NodeOp => ({
+  kind: 'conv',
+  group: 1,
+  kernel: w([k, k, cin, cout], seed),
+  bias: w([cout], seed + 1),
+  strides: [s, s],
+  padding,
+  act,
 });
 
 const SHAPE: [number, number, number] = [8, 8, 3];
@@ -47,67 +64,119 @@ const SHAPE: [number, number, number] = [8, 8, 3];
 function reference(net: Net, x: tf.Tensor4D, dy: tf.Tensor2D): { logits: Float32Array; dx: Float32Array } {
   const g = netToTfGraph(net, x.shape.slice(1));
   let logits!: Float32Array;
-  const dx = tf.grad((t: tf.Tensor) => {
-    const y = runPlainGraph(g, t);
-    logits = y.dataSync() as Float32Array;
-    return tf.sum(tf.mul(y, dy));
-  })(x).dataSync() as Float32Array;
+  const dx = tf
+    .grad((t: tf.Tensor) => {
+      const y = runPlainGraph(g, t);
+      logits = y.dataSync() as Float32Array;
+      return tf.sum(tf.mul(y, dy));
+    })(x)
+    .dataSync() as Float32Array;
   tf.dispose(g.owned);
   return { logits, dx };
 }
 
-
 const cases: [string, Net][] = [
-  ['conv stride 2 same + relu6, depthwise, 1x1 conv', chainNet([
-    { op: conv(3, 4, 3, 2, 'same', 'relu6') },
-    { op: { kind: 'conv', group: 4, kernel: w([3, 3, 1, 4], 5), strides: [1, 1], padding: 'same', act: 'relu' } },
-    { op: conv(4, 2, 1, 1, 'valid', 'linear', 7) },
-  ], 4 * 4 * 2)],
+  [
+    'conv stride 2 same + relu6, depthwise, 1x1 conv',
+    chainNet(
+      [
+        { op: conv(3, 4, 3, 2, 'same', 'relu6') },
+        { op: { kind: 'conv', group: 4, kernel: w([3, 3, 1, 4], 5), strides: [1, 1], padding: 'same', act: 'relu' } },
+        { op: conv(4, 2, 1, 1, 'valid', 'linear', 7) },
+      ],
+      4 * 4 * 2,
+    ),
+  ],
   ['conv stride 2 valid, odd geometry (remainder rows)', chainNet([{ op: conv(3, 2, 3, 2, 'valid', 'tanh') }], 3 * 3 * 2)],
-  ['average pool 2x2 valid, max pool 2x2 same, leaky relu, sigmoid', chainNet([
-    { op: conv(3, 3, 3, 1, 'same', { leaky: 0.2 }) },
-    { op: { kind: 'pool', mode: 'avg', size: [2, 2], strides: [2, 2], padding: 'valid' } },
-    { op: { kind: 'act', act: 'sigmoid' } },
-    { op: { kind: 'pool', mode: 'max', size: [2, 2], strides: [2, 2], padding: 'same' } },
-  ], 2 * 2 * 3)],
-  ['overlapping max pools over negative values: 3x3/2 same, 3x3/1 same, 2x2/1 valid', chainNet([
-    { op: conv(3, 3, 3, 1, 'same', 'linear', 31) },
-    { op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: 'same' } },
-    { op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [1, 1], padding: 'same' } },
-    { op: { kind: 'pool', mode: 'max', size: [2, 2], strides: [1, 1], padding: 'valid' } },
-  ], 3 * 3 * 3)],
-  ['overlapping max pool 3x3/2 valid (unused last row)', chainNet([
-    { op: conv(3, 2, 3, 1, 'same', 'tanh', 33) },
-    { op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: 'valid' } },
-  ], 3 * 3 * 2)],
-  ['pad, affine, elu, relu1, global mean (keepDims)', chainNet([
-    { op: { kind: 'pad', pads: [[0, 0], [1, 2], [0, 1], [0, 0]] } },
-    { op: { kind: 'affine', scale: w([3], 11), shift: w([3], 12) } },
-    { op: { kind: 'act', act: 'elu' } },
-    { op: conv(3, 5, 3, 2, 'same', 'relu1', 13) },
-    { op: { kind: 'reduce', mode: 'mean', axes: [1, 2], keepDims: true } },
-  ], 5)],
-  ['residual add, product, difference with a constant first, concat on channels', chainNet([
-    { op: conv(3, 3, 3, 1, 'same', 'relu6', 21) },
-    { op: conv(3, 3, 1, 1, 'valid', 'linear', 23), inputs: ['n0'] },
-    { op: { kind: 'binary', op: 'add', act: 'relu' }, inputs: ['n0', 'n1'] },
-    { op: { kind: 'binary', op: 'mul', act: 'linear' }, inputs: ['n2', 'n1'] },
-    { op: { kind: 'binary', op: 'sub', act: 'linear', constant: { weights: w([3], 25), first: true } } },
-    { op: { kind: 'concat', axis: -1, act: 'linear' }, inputs: ['n4', 'n0'] },
-    { op: { kind: 'reshape', shape: [4, 16, 6] } },
-    { op: { kind: 'reshape', shape: [8, 8, 6] } },
-  ], 8 * 8 * 6)],
-  ['channel reversal (BGR), and after the dense layer: slice, log of softmax', {
-    input: 'x', output: 'log', nodes: [
-      { name: 'bgr', inputs: ['x'], op: { kind: 'slice', axis: -1, begin: -1, end: -SLICE_END, step: -1 } },
-      { name: 'c', inputs: ['bgr'], op: conv(3, 2, 3, 2, 'same', 'relu', 31) },
-      { name: 'flat', inputs: ['c'], op: { kind: 'reshape', shape: [-1] } },
-      { name: 'fc', inputs: ['flat'], op: { kind: 'dense', kernel: w([32, 6], 32), act: 'linear' } },
-      { name: 'sl', inputs: ['fc'], op: { kind: 'slice', axis: -1, begin: 1, end: SLICE_END, step: 1 } },
-      { name: 'sm', inputs: ['sl'], op: { kind: 'act', act: 'softmax' } },
-      { name: 'log', inputs: ['sm'], op: { kind: 'act', act: 'log' } },
-    ],
-  }],
+  [
+    'average pool 2x2 valid, max pool 2x2 same, leaky relu, sigmoid',
+    chainNet(
+      [
+        { op: conv(3, 3, 3, 1, 'same', { leaky: 0.2 }) },
+        { op: { kind: 'pool', mode: 'avg', size: [2, 2], strides: [2, 2], padding: 'valid' } },
+        { op: { kind: 'act', act: 'sigmoid' } },
+        { op: { kind: 'pool', mode: 'max', size: [2, 2], strides: [2, 2], padding: 'same' } },
+      ],
+      2 * 2 * 3,
+    ),
+  ],
+  [
+    'overlapping max pools over negative values: 3x3/2 same, 3x3/1 same, 2x2/1 valid',
+    chainNet(
+      [
+        { op: conv(3, 3, 3, 1, 'same', 'linear', 31) },
+        { op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: 'same' } },
+        { op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [1, 1], padding: 'same' } },
+        { op: { kind: 'pool', mode: 'max', size: [2, 2], strides: [1, 1], padding: 'valid' } },
+      ],
+      3 * 3 * 3,
+    ),
+  ],
+  [
+    'overlapping max pool 3x3/2 valid (unused last row)',
+    chainNet(
+      [
+        { op: conv(3, 2, 3, 1, 'same', 'tanh', 33) },
+        { op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: 'valid' } },
+      ],
+      3 * 3 * 2,
+    ),
+  ],
+  [
+    'pad, affine, elu, relu1, global mean (keepDims)',
+    chainNet(
+      [
+        {
+          op: {
+            kind: 'pad',
+            pads: [
+              [0, 0],
+              [1, 2],
+              [0, 1],
+              [0, 0],
+            ],
+          },
+        },
+        { op: { kind: 'affine', scale: w([3], 11), shift: w([3], 12) } },
+        { op: { kind: 'act', act: 'elu' } },
+        { op: conv(3, 5, 3, 2, 'same', 'relu1', 13) },
+        { op: { kind: 'reduce', mode: 'mean', axes: [1, 2], keepDims: true } },
+      ],
+      5,
+    ),
+  ],
+  [
+    'residual add, product, difference with a constant first, concat on channels',
+    chainNet(
+      [
+        { op: conv(3, 3, 3, 1, 'same', 'relu6', 21) },
+        { op: conv(3, 3, 1, 1, 'valid', 'linear', 23), inputs: ['n0'] },
+        { op: { kind: 'binary', op: 'add', act: 'relu' }, inputs: ['n0', 'n1'] },
+        { op: { kind: 'binary', op: 'mul', act: 'linear' }, inputs: ['n2', 'n1'] },
+        { op: { kind: 'binary', op: 'sub', act: 'linear', constant: { weights: w([3], 25), first: true } } },
+        { op: { kind: 'concat', axis: -1, act: 'linear' }, inputs: ['n4', 'n0'] },
+        { op: { kind: 'reshape', shape: [4, 16, 6] } },
+        { op: { kind: 'reshape', shape: [8, 8, 6] } },
+      ],
+      8 * 8 * 6,
+    ),
+  ],
+  [
+    'channel reversal (BGR), and after the dense layer: slice, log of softmax',
+    {
+      input: 'x',
+      output: 'log',
+      nodes: [
+        { name: 'bgr', inputs: ['x'], op: { kind: 'slice', axis: -1, begin: -1, end: -SLICE_END, step: -1 } },
+        { name: 'c', inputs: ['bgr'], op: conv(3, 2, 3, 2, 'same', 'relu', 31) },
+        { name: 'flat', inputs: ['c'], op: { kind: 'reshape', shape: [-1] } },
+        { name: 'fc', inputs: ['flat'], op: { kind: 'dense', kernel: w([32, 6], 32), act: 'linear' } },
+        { name: 'sl', inputs: ['fc'], op: { kind: 'slice', axis: -1, begin: 1, end: SLICE_END, step: 1 } },
+        { name: 'sm', inputs: ['sl'], op: { kind: 'act', act: 'softmax' } },
+        { name: 'log', inputs: ['sm'], op: { kind: 'act', act: 'log' } },
+      ],
+    },
+  ],
 ];
 
 const ortPresent = (await loadOrt()) !== null;
@@ -143,7 +212,9 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
       const one = Float32Array.from({ length: 2 * 4 }, (_, t) => dy[(Math.floor(t / 4) * k + j) * 4 + (t % 4)]);
       const ref = reference(net, x, tf.tensor2d(one, [2, 4]));
       for (let i = 0; i < 2; i++)
-        expect(maxRelativeDifference(all.dx.subarray((i * k + j) * size, (i * k + j + 1) * size), ref.dx.subarray(i * size, (i + 1) * size))).toBeLessThan(1e-4);
+        expect(
+          maxRelativeDifference(all.dx.subarray((i * k + j) * size, (i * k + j + 1) * size), ref.dx.subarray(i * size, (i + 1) * size)),
+        ).toBeLessThan(1e-4);
     }
     await rt.dispose();
   });
@@ -153,7 +224,13 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     const one = (await onnxRuntime(net, SHAPE, { layout: { workers: 1, threadsPerWorker: 1 } }))!;
     const three = (await onnxRuntime(net, SHAPE, { layout: { workers: 3, threadsPerWorker: 1 } }))!;
     expect(three.layout).toBe('3 workers x 1 thread');
-    for (const [n, k] of [[5, 1], [4, 3], [1, 4], [2, 5], [1, 1]]) {
+    for (const [n, k] of [
+      [5, 1],
+      [4, 3],
+      [1, 4],
+      [2, 5],
+      [1, 1],
+    ]) {
       const x = tf.randomUniform([n, ...SHAPE], -2, 3, 'float32', n * 10 + k) as tf.Tensor4D;
       const dy = Float32Array.from({ length: n * k * 4 }, (_, i) => Math.sin(i * 1.3 + k));
       const [a, b] = [await one.vjp(x, dy), await three.vjp(x, dy)];
@@ -164,7 +241,7 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     await Promise.all([one.dispose(), three.dispose()]);
   });
 
-  it('a failed request rejects with ONNX Runtime\'s one-line message and leaves the pool usable', async () => {
+  it("a failed request rejects with ONNX Runtime's one-line message and leaves the pool usable", async () => {
     const rt = (await onnxRuntime(cases[0][1], SHAPE, { layout: { workers: 2, threadsPerWorker: 1 } }))!;
     const x = tf.randomUniform([2, ...SHAPE], -2, 3, 'float32', 1) as tf.Tensor4D;
     await expect(rt.vjp(x, new Float32Array(2 * 4 * 4 + 2))).rejects.toThrow(/^ONNX Runtime: [^\n]+$/);
@@ -174,8 +251,16 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
   });
 
   it('shares: near-equal contiguous parts, none empty', () => {
-    expect(shares(5, 2)).toEqual([[0, 2], [2, 5]]);
-    expect(shares(4, 4)).toEqual([[0, 1], [1, 2], [2, 3], [3, 4]]);
+    expect(shares(5, 2)).toEqual([
+      [0, 2],
+      [2, 5],
+    ]);
+    expect(shares(4, 4)).toEqual([
+      [0, 1],
+      [1, 2],
+      [2, 3],
+      [3, 4],
+    ]);
     expect(defaultLayout(2)).toEqual({ workers: 2, threadsPerWorker: 1 });
     expect(defaultLayout(16)).toEqual({ workers: 4, threadsPerWorker: 4 });
     expect(defaultLayout(1)).toEqual({ workers: 1, threadsPerWorker: 1 });
@@ -185,7 +270,9 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     // conv 3 -> 4, 3x3, stride 2, same on 8x8: 4x4x4 outputs of 3*3*3 each; dense 64 -> 4: 4 x 64.
     const net = chainNet([{ op: conv(3, 4, 3, 2, 'same') }], 4 * 4 * 4);
     expect(multiplyAdds(net, SHAPE)).toBe(4 * 4 * 4 * 27 + 64 * 4);
-    expect([forwardImagesPerRun(1.12e6), forwardImagesPerRun(13.6e6), forwardImagesPerRun(41e6), forwardImagesPerRun(1.8e9)]).toEqual([64, 7, 4, 4]);
+    expect([forwardImagesPerRun(1.12e6), forwardImagesPerRun(13.6e6), forwardImagesPerRun(41e6), forwardImagesPerRun(1.8e9)]).toEqual([
+      64, 7, 4, 4,
+    ]);
     const rt = (await onnxRuntime(net, SHAPE, { layout: { workers: 3, threadsPerWorker: 1 } }))!;
     expect(rt.forwardBatch).toBe(3 * 64);
     // 200 images go in runs of 50 (4 runs, none over 64); each image alone is a run of one: the same logits.
@@ -200,8 +287,9 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     x.dispose();
   });
 
-  it('scoring batches: the size asked for, else 32 or what the runtime needs for full runs, within the model\'s measured limit', () => {
-    const model = (forwardBatch?: number, forward?: number) => ({ runtime: { forwardBatch }, maxBatch: forward ? { forward, gradient: 1 } : undefined }) as unknown as Classifier;
+  it("scoring batches: the size asked for, else 32 or what the runtime needs for full runs, within the model's measured limit", () => {
+    const model = (forwardBatch?: number, forward?: number) =>
+      ({ runtime: { forwardBatch }, maxBatch: forward ? { forward, gradient: 1 } : undefined }) as unknown as Classifier;
     expect(scoringBatch(model(128), 16)).toBe(16);
     expect(scoringBatch(model(128))).toBe(128);
     expect(scoringBatch(model(8))).toBe(DEFAULT_BATCH);
@@ -215,7 +303,9 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     expect(() => exportOnnx(image, SHAPE)).toThrow(OnnxUnsupported);
     expect(() => exportOnnx(image, SHAPE)).toThrow(/output c has shape \[8,8,2\], expected \[classes\]/);
     const misfit = chainNet([{ op: conv(4, 2, 3, 1, 'same') }], 8 * 8 * 2);
-    expect(() => exportOnnx(misfit, SHAPE)).toThrow(/node n0 \(conv\): kernel \[3, 3, 4, 2\] with 1 group\(s\) does not fit 3 input channels/);
+    expect(() => exportOnnx(misfit, SHAPE)).toThrow(
+      /node n0 \(conv\): kernel \[3, 3, 4, 2\] with 1 group\(s\) does not fit 3 input channels/,
+    );
   });
 });
 
@@ -335,12 +425,22 @@ describe('TF.js wasm', () => {
 
   it('max pooling input gradient matches the cpu reference, overlapping windows included (the stock wasm MaxPoolGrad does not)', async () => {
     const x0 = tf.randomNormal([2, 7, 8, 3], 0, 1, 'float32', 3).arraySync();
-    const cases: [number, number, 'same' | 'valid'][] = [[2, 2, 'same'], [2, 2, 'valid'], [3, 2, 'same'], [3, 2, 'valid'], [3, 1, 'same'], [2, 1, 'valid']];
+    const cases: [number, number, 'same' | 'valid'][] = [
+      [2, 2, 'same'],
+      [2, 2, 'valid'],
+      [3, 2, 'same'],
+      [3, 2, 'valid'],
+      [3, 1, 'same'],
+      [2, 1, 'valid'],
+    ];
     const run = ([k, st, padding]: [number, number, 'same' | 'valid'], ours: boolean) => {
       const x = tf.tensor(x0) as tf.Tensor4D;
       const probe = tf.randomNormal(tf.maxPool(x, k, st, padding).shape, 0, 1, 'float32', 4);
-      const pool = (t: tf.Tensor) => (ours ? maxPoolInputGrad(t as tf.Tensor4D, [k, k], [st, st], padding) : tf.maxPool(t as tf.Tensor4D, k, st, padding));
-      return tf.grad((t) => tf.sum(tf.mul(pool(t), probe)))(x).dataSync();
+      const pool = (t: tf.Tensor) =>
+        ours ? maxPoolInputGrad(t as tf.Tensor4D, [k, k], [st, st], padding) : tf.maxPool(t as tf.Tensor4D, k, st, padding);
+      return tf
+        .grad((t) => tf.sum(tf.mul(pool(t), probe)))(x)
+        .dataSync();
     };
     await tf.setBackend('cpu');
     const refs = cases.map((c) => run(c, false)); // TF's own gradient on cpu

@@ -29,7 +29,8 @@ const input = (seed: number) => tf.randomUniform([N, ...SAMPLE_INPUT], -2, 2, 'f
 /** K cotangents per image, [N, K, out]. */
 const cotangents = (m: number, seed: number) => Float32Array.from({ length: N * K * m }, (_, i) => Math.sin(i * 1.7 + seed));
 /** Cotangent j of every image, [N, out]. */
-const column = (dy: Float32Array, m: number, j: number) => Float32Array.from({ length: N * m }, (_, t) => dy[(Math.floor(t / m) * K + j) * m + (t % m)]);
+const column = (dy: Float32Array, m: number, j: number) =>
+  Float32Array.from({ length: N * m }, (_, t) => dy[(Math.floor(t / m) * K + j) * m + (t % m)]);
 
 /** cpu references per sample and per cotangent column. */
 const refs = new Map<string, { logits: number[]; dx: number[] }[]>();
@@ -55,7 +56,8 @@ describe('every op sample on TF.js cpu: autodiff agrees with finite differences'
     // Directional derivative of L(x) = sum(dy * f(x)) along u, central differences in float32.
     const g = netToTfGraph(net, SAMPLE_INPUT);
     const u = tf.randomUniform(x.shape, -1, 1, 'float32', i + 100);
-    const L = (eps: number) => tf.tidy(() => tf.sum(tf.mul(runPlainGraph(g, tf.add(x, tf.mul(u, eps))), tf.tensor(column(dy, m, 0), [N, m]))).dataSync()[0]);
+    const L = (eps: number) =>
+      tf.tidy(() => tf.sum(tf.mul(runPlainGraph(g, tf.add(x, tf.mul(u, eps))), tf.tensor(column(dy, m, 0), [N, m]))).dataSync()[0]);
     const eps = 1e-2;
     const numeric = (L(eps) - L(-eps)) / (2 * eps);
     const analytic = tf.tidy(() => tf.sum(tf.mul(tf.tensor(cols[0].dx, x.shape), u)).dataSync()[0]);
@@ -117,7 +119,20 @@ describe('max pooling of a max-pooled map (GoogLeNet): one argmax per window, as
     output: 'flat',
     nodes: [
       { name: 'p1', inputs: ['x'], op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: 'valid' } },
-      { name: 'p2', inputs: ['p1'], op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [1, 1], padding: [[1, 1], [1, 1]] } },
+      {
+        name: 'p2',
+        inputs: ['p1'],
+        op: {
+          kind: 'pool',
+          mode: 'max',
+          size: [3, 3],
+          strides: [1, 1],
+          padding: [
+            [1, 1],
+            [1, 1],
+          ],
+        },
+      },
       { name: 'flat', inputs: ['p2'], op: { kind: 'reshape', shape: [-1] } },
     ],
   };
@@ -128,7 +143,21 @@ describe('max pooling of a max-pooled map (GoogLeNet): one argmax per window, as
     tf.tidy(() => {
       const f = (t: tf.Tensor) => {
         const p1 = tf.maxPool(t as tf.Tensor4D, 3, 2, 'valid');
-        const p2 = tf.maxPool(tf.pad(p1, [[0, 0], [1, 1], [1, 1], [0, 0]], -3.4e38) as tf.Tensor4D, 3, 1, 'valid');
+        const p2 = tf.maxPool(
+          tf.pad(
+            p1,
+            [
+              [0, 0],
+              [1, 1],
+              [1, 1],
+              [0, 0],
+            ],
+            -3.4e38,
+          ) as tf.Tensor4D,
+          3,
+          1,
+          'valid',
+        );
         return tf.sum(tf.mul(tf.reshape(p2, [N, m]), tf.tensor(dy, [N, m])));
       };
       return Array.from(tf.grad(f)(x()).dataSync());

@@ -1,13 +1,14 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { uapCli } from './helpers.js';
 
 const uap = (...args: string[]) => uapCli(args);
 const CHROMIUM = '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) console.warn(`SKIPPED the headless-browser check of the report: ${CHROMIUM} not found (.ci/run installs Debian's chromium)`);
+if (!hasChromium)
+  console.warn(`SKIPPED the headless-browser check of the report: ${CHROMIUM} not found (.ci/run installs Debian's chromium)`);
 
 describe('uap report', () => {
   let run: string;
@@ -57,13 +58,22 @@ describe('uap report', () => {
   it('reports per class, confusions, confidence, the spectrum and provenance, consistent with predictions.csv', async () => {
     const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8'));
     const lines = readFileSync(join(run, 'predictions.csv'), 'utf8').trim().split('\n');
-    expect(lines[0]).toBe('file,true_label,clean_label,clean_name,clean_confidence,perturbed_label,perturbed_name,perturbed_confidence,clean_label_confidence_after,fooled');
+    expect(lines[0]).toBe(
+      'file,true_label,clean_label,clean_name,clean_confidence,perturbed_label,perturbed_name,perturbed_confidence,clean_label_confidence_after,fooled',
+    );
     const rows = lines.slice(1).map((l) => l.split(','));
     expect(rows.length).toBe(metrics.onVal.images);
     // The CSV, the per-class table and the overall rate tell one story.
     const fooled = rows.filter((r) => r[r.length - 1] === '1').length;
     expect(fooled / rows.length).toBeCloseTo(metrics.onVal.foolingRate, 10);
-    const perClass = metrics.validationDetail.perClass as { class: number; images: number; fooled: number; lo: number; hi: number; rate: number }[];
+    const perClass = metrics.validationDetail.perClass as {
+      class: number;
+      images: number;
+      fooled: number;
+      lo: number;
+      hi: number;
+      rate: number;
+    }[];
     expect(perClass.reduce((n, c) => n + c.images, 0)).toBe(rows.length);
     for (const c of perClass) {
       const mine = rows.filter((r) => Number(r[1]) === c.class);
@@ -96,8 +106,19 @@ describe('uap report', () => {
     expect(history[history.length - 1].valFoolingRate).toBe(m.onVal.foolingRate);
     const r = await uap('report', dir);
     expect(r.status, r.stderr).toBe(0);
-    expect(readFileSync(join(dir, 'report.html'), 'utf8')).toMatch(/fooling rate on validation" role="graphics-symbol" aria-roledescription="line mark"/);
-    const none = await uap('compute', '--val-per-pass', '--val', 'none', '--max-passes', '1', '-o', mkdtempSync(join(tmpdir(), 'uap-vpp-')));
+    expect(readFileSync(join(dir, 'report.html'), 'utf8')).toMatch(
+      /fooling rate on validation" role="graphics-symbol" aria-roledescription="line mark"/,
+    );
+    const none = await uap(
+      'compute',
+      '--val-per-pass',
+      '--val',
+      'none',
+      '--max-passes',
+      '1',
+      '-o',
+      mkdtempSync(join(tmpdir(), 'uap-vpp-')),
+    );
     expect(none.status).toBe(2);
     expect(none.stderr).toMatch(/--val-per-pass: needs a validation set/);
   });

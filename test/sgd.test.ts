@@ -3,7 +3,15 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { batchGradient, computeSgdUniversal, lossCotangent, SGD_DEFAULTS, shardGradient, validateSgdOptions, type SgdOptions } from '../src/attacks/sgd.js';
+import {
+  batchGradient,
+  computeSgdUniversal,
+  lossCotangent,
+  SGD_DEFAULTS,
+  shardGradient,
+  validateSgdOptions,
+  type SgdOptions,
+} from '../src/attacks/sgd.js';
 import { computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
 import { targetSuccessRate } from '../src/attacks/passes.js';
 import { classDiscriminative } from '../src/attacks/criterion.js';
@@ -34,8 +42,10 @@ describe('SGD-UAP losses', () => {
     // Finite differences of mean CE with respect to each logit.
     const l = Array.from(logits);
     for (let t = 0; t < 6; t++) {
-      const up = l.slice(); up[t] += 1e-3;
-      const dn = l.slice(); dn[t] -= 1e-3;
+      const up = l.slice();
+      up[t] += 1e-3;
+      const dn = l.slice();
+      dn[t] -= 1e-3;
       const mean = (z: number[]) => (ce(z.slice(0, 3), 0) + ce(z.slice(3), 1)) / 2;
       expect(dy[t]).toBeCloseTo((mean(up) - mean(dn)) / 2e-3, 4);
     }
@@ -99,9 +109,13 @@ describe('class-discriminative SGD-UAP (CD-UAP)', () => {
     expect(c.successRate(clean, cdAdv)).toBeGreaterThan(0.5);
     expect(cd.history.at(-1)!.attackedFoolingRate).toBeCloseTo(c.successRate(clean, cdAdv), 12);
     expect(c.keptRate(clean, cdAdv)).toBeGreaterThan(c.keptRate(clean, plainAdv) + 0.1);
-    await expect(computeSgdUniversal(model, X, { ...o, classes: attacked, target: 1 })).rejects.toThrow(/classes: a class-discriminative attack is untargeted/);
+    await expect(computeSgdUniversal(model, X, { ...o, classes: attacked, target: 1 })).rejects.toThrow(
+      /classes: a class-discriminative attack is untargeted/,
+    );
     await expect(computeSgdUniversal(model, X, { ...o, classes: [9] })).rejects.toThrow(/classes: expected class indices in 0\.\.5/);
-    await expect(computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, norm: 'inf', xi: 12, classes: attacked })).rejects.toThrow(/classes: class-discriminative attacks need the sgd method/);
+    await expect(computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, norm: 'inf', xi: 12, classes: attacked })).rejects.toThrow(
+      /classes: class-discriminative attacks need the sgd method/,
+    );
   });
 });
 
@@ -116,7 +130,11 @@ describe('targeted success rate', () => {
 describe('targeted DeepFool on a linear classifier (closed form)', () => {
   it('one L2 step r = (|f|/||w||_2 + 1e-4)(1 + overshoot) w/||w||_2, f = f_t - f_k, w = w_t - w_k, reaches the target', async () => {
     const s: [number, number, number] = [1, 1, 2];
-    const W = [[1, 0], [0, 1], [-1, -1]];
+    const W = [
+      [1, 0],
+      [0, 1],
+      [-1, -1],
+    ];
     const m = linearClassifier(W, [0, 0, 0], s);
     const x0 = [2, 1]; // f = [2, 1, -3]: class 0; target 2
     const res = await deepfool(m, tf.tensor4d(x0, [1, ...s]), { target: 2, candidates: 3, overshoot: 0.02 });
@@ -133,7 +151,14 @@ describe('targeted DeepFool on a linear classifier (closed form)', () => {
     expect(r[1]).toBeCloseTo(w[1] * scale, 5);
   });
   it('an image already of the target is left alone', async () => {
-    const m = linearClassifier([[1, 0], [0, 1]], [0, 0], [1, 1, 2]);
+    const m = linearClassifier(
+      [
+        [1, 0],
+        [0, 1],
+      ],
+      [0, 0],
+      [1, 1, 2],
+    );
     const res = await deepfool(m, tf.tensor4d([0, 3], [1, 1, 1, 2]), { target: 1, candidates: 2 });
     expect(res.status[0]).toBe('already');
     expect(Array.from(res.r.dataSync())).toEqual([0, 0]);
@@ -144,9 +169,15 @@ describe('SGD-UAP', () => {
   const model = tinyNet(shape, 6);
   const X = randomImages(32, shape);
 
-  it.each([['inf', 12, 'sign'], [2, 300, 'sign'], ['inf', 12, 'adam']] as const)('norm %s xi %s (%s): ||v|| never exceeds xi, and it fools far more than random noise', async (p, xi, optimizer) => {
+  it.each([
+    ['inf', 12, 'sign'],
+    [2, 300, 'sign'],
+    ['inf', 12, 'adam'],
+  ] as const)('norm %s xi %s (%s): ||v|| never exceeds xi, and it fools far more than random noise', async (p, xi, optimizer) => {
     const norms: number[] = [];
-    const res = await computeSgdUniversal(model, X, opts({ norm: p, xi, optimizer }), { onPass: (r) => norms.push(p === 2 ? r.normL2 : r.normInf) });
+    const res = await computeSgdUniversal(model, X, opts({ norm: p, xi, optimizer }), {
+      onPass: (r) => norms.push(p === 2 ? r.normL2 : r.normInf),
+    });
     for (const n of norms) expect(n).toBeLessThanOrEqual(xi * (1 + 1e-5));
     const noise = randomPerturbation(shape, p, xi, 7);
     const clean = await predictSet(model, X, null);
@@ -164,7 +195,9 @@ describe('SGD-UAP', () => {
     await computeSgdUniversal(model, X, { ...o, maxPasses: 1 }, { checkpoints: folderCheckpoints(dir) });
     const resumed = await computeSgdUniversal(model, X, o, { checkpoints: folderCheckpoints(dir), resume: true });
     expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(a.v.dataSync()));
-    await expect(computeSgdUniversal(model, X, { ...o, lr: 3 }, { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(/lr=/);
+    await expect(computeSgdUniversal(model, X, { ...o, lr: 3 }, { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(
+      /lr=/,
+    );
   });
 
   it('targeted: raises the share of images sent to the target (both methods)', async () => {
@@ -172,7 +205,16 @@ describe('SGD-UAP', () => {
     const target = 2; // a class some images have (the random net never gives class 0: unreachable)
     expect(clean.filter((c) => c === target).length).toBeLessThan(X.size / 4);
     const sgd = await computeSgdUniversal(model, X, opts({ target, xi: 40, maxPasses: 5 }));
-    const a1 = await computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, norm: 'inf', xi: 40, batchSize: 8, candidates: 4, delta: 0, maxPasses: 3, target });
+    const a1 = await computeUniversal(model, X, {
+      ...UNIVERSAL_DEFAULTS,
+      norm: 'inf',
+      xi: 40,
+      batchSize: 8,
+      candidates: 4,
+      delta: 0,
+      maxPasses: 3,
+      target,
+    });
     for (const r of [sgd, a1]) {
       expect(r.targetSuccess).toBeGreaterThan(0.3);
       expect(r.history.every((h) => h.targetSuccess !== undefined)).toBe(true);
@@ -195,13 +237,12 @@ describe('SGD-UAP', () => {
 });
 
 describe('batchGradient', () => {
-  it('sums the images\' gradients where x + v lies inside [0, 255] (the clip passes it), nowhere else', () => {
+  it("sums the images' gradients where x + v lies inside [0, 255] (the clip passes it), nowhere else", () => {
     const raw = Float32Array.from([-1, 0, 128, 255, 256, 10, /* image 2 */ 5, -0.5, 300, 255, 3, 4]);
     const dx = Float32Array.from([1, 2, 3, 4, 5, 6, /* image 2 */ 10, 20, 30, 40, 50, 60]);
     expect(Array.from(batchGradient(dx, raw, 6))).toEqual([0 + 10, 2 + 0, 3 + 0, 4 + 40, 0 + 50, 6 + 60]);
   });
 });
-
 
 describe('SGD-UAP gradient shards (the unit of its data-parallel run)', () => {
   it('shards computed elsewhere, in any order, and handed back in order give the local sharded run bit for bit; shards change the sums, not the algorithm', async () => {

@@ -26,9 +26,13 @@ beforeAll(async () => {
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'uap-stream-'));
 /** A 6x6 PNG whose pixels are all `value` (so a decoded image says which file it came from). */
-const png = (value: number) => sharp(Buffer.alloc(6 * 6 * 3, value), { raw: { width: 6, height: 6, channels: 3 } }).png().toBuffer();
+const png = (value: number) =>
+  sharp(Buffer.alloc(6 * 6 * 3, value), { raw: { width: 6, height: 6, channels: 3 } })
+    .png()
+    .toBuffer();
 /** GNU tar, the reference writer: `tar cf out -C dir names...` in the given format. */
-const tar = (out: string, dir: string, names: string[], format = 'gnu') => execFileSync('tar', ['cf', out, `--format=${format}`, '-C', dir, ...names]);
+const tar = (out: string, dir: string, names: string[], format = 'gnu') =>
+  execFileSync('tar', ['cf', out, `--format=${format}`, '-C', dir, ...names]);
 
 /** Class folders 00_a, 01_b with two images each, and one long-named image (over 100 characters). */
 async function classTree(): Promise<{ dir: string; long: string }> {
@@ -55,18 +59,36 @@ describe('tar shards', () => {
     // ustar keeps names up to 255 characters in its prefix field.
     const short = join(tmp(), 'u.tar');
     tar(short, dir, ['00_a'], 'ustar');
-    expect(tarMembers(short).map((m) => m.name).sort()).toEqual(['00_a/x.png', '00_a/y.png']);
+    expect(
+      tarMembers(short)
+        .map((m) => m.name)
+        .sort(),
+    ).toEqual(['00_a/x.png', '00_a/y.png']);
   });
 
   it('plans reads of members in few spans: side by side in one shard, one read; scattered, one per member', async () => {
     const m = (name: string, offset: number, size: number) => ({ name, offset, size });
     const [a, b, c] = [m('a', 512, 100), m('b', 1536, 90), m('c', 5e7, 80)];
-    expect(readSpans([{ file: 's0', member: a }, { file: 's0', member: b }, { file: 's1', member: c }])).toEqual([
+    expect(
+      readSpans([
+        { file: 's0', member: a },
+        { file: 's0', member: b },
+        { file: 's1', member: c },
+      ]),
+    ).toEqual([
       { file: 's0', start: 512, length: 1114, members: [a, b] },
       { file: 's1', start: 5e7, length: 80, members: [c] },
     ]);
     // 50 MB apart: reading the span between would read far more than the members.
-    expect(readSpans([{ file: 's0', member: a }, { file: 's0', member: c }]).map((s) => [s.start, s.length])).toEqual([[512, 100], [5e7, 80]]);
+    expect(
+      readSpans([
+        { file: 's0', member: a },
+        { file: 's0', member: c },
+      ]).map((s) => [s.start, s.length]),
+    ).toEqual([
+      [512, 100],
+      [5e7, 80],
+    ]);
     // Read back through a shard: the same bytes as reading each member alone.
     const { dir } = await classTree();
     const file = join(tmp(), 'set.tar');
@@ -113,7 +135,10 @@ describe('tar shards', () => {
     writeFileSync(join(src, 'labels.txt'), 's0_1.png, 7\ns1_2.png 5\n');
     const warnings: string[] = [];
     const listed = listDataset(join(shards, 'shard-{0..1}.tar'), { labelsFile: join(src, 'labels.txt'), warn: (m) => warnings.push(m) });
-    expect(listed.map((i) => [i.member!.name, i.label])).toEqual([['s0_1.png', 7], ['s1_2.png', 5]]);
+    expect(listed.map((i) => [i.member!.name, i.label])).toEqual([
+      ['s0_1.png', 7],
+      ['s1_2.png', 5],
+    ]);
     expect(warnings.join()).toMatch(/4 images are not in the labels file/);
   });
 
@@ -136,12 +161,17 @@ describe('decoding small PNGs', () => {
     const rng = new Rng(3);
     for (const channels of [1, 2, 3, 4] as const) {
       const raw = Buffer.from(Array.from({ length: 28 * 28 * channels }, () => Math.floor(rng.next() * 256)));
-      const bytes = await sharp(raw, { raw: { width: 28, height: 28, channels } }).png().toBuffer();
+      const bytes = await sharp(raw, { raw: { width: 28, height: 28, channels } })
+        .png()
+        .toBuffer();
       expect(plainPng(bytes, 28, 28, 3)).toBeDefined(); // the JavaScript path, not sharp
-      for (const c of [1, 3] as const) expect(Buffer.from(await decodeImage(bytes, 28, 28, c)).equals(Buffer.from(await decodeWithSharp(bytes, 28, 28, c)))).toBe(true);
+      for (const c of [1, 3] as const)
+        expect(Buffer.from(await decodeImage(bytes, 28, 28, c)).equals(Buffer.from(await decodeWithSharp(bytes, 28, 28, c)))).toBe(true);
     }
     // Other sizes, palettes and 16-bit go to sharp: still exact, and a corrupt PNG is still an error.
-    const big = await sharp(Buffer.alloc(40 * 30 * 3, 90), { raw: { width: 40, height: 30, channels: 3 } }).png({ palette: true }).toBuffer();
+    const big = await sharp(Buffer.alloc(40 * 30 * 3, 90), { raw: { width: 40, height: 30, channels: 3 } })
+      .png({ palette: true })
+      .toBuffer();
     expect(plainPng(big, 28, 28, 3)).toBeUndefined();
     expect(Buffer.from(await decodeImage(big, 28, 28, 3)).equals(Buffer.from(await decodeWithSharp(big, 28, 28, 3)))).toBe(true);
     const good = await png(5);
@@ -159,7 +189,8 @@ describe('decoding small PNGs', () => {
       for (let i = 0; i < stride; i++) {
         const [a, b, c] = [px(y, i - channels), px(y - 1, i), px(y - 1, i - channels)];
         const p = a + b - c;
-        const paeth = Math.abs(p - a) <= Math.abs(p - b) && Math.abs(p - a) <= Math.abs(p - c) ? a : Math.abs(p - b) <= Math.abs(p - c) ? b : c;
+        const paeth =
+          Math.abs(p - a) <= Math.abs(p - b) && Math.abs(p - a) <= Math.abs(p - c) ? a : Math.abs(p - b) <= Math.abs(p - c) ? b : c;
         const pred = [0, a, b, Math.floor((a + b) / 2), paeth][f] ?? 0; // 5 and above: no such filter
         filtered[y * (stride + 1) + 1 + i] = (px(y, i) - pred + 256) % 256;
       }
@@ -180,14 +211,24 @@ describe('decoding small PNGs', () => {
     const z = deflateSync(filtered);
     const cut = Math.ceil(z.length / parts);
     const idat = Array.from({ length: parts }, (_, k) => chunk('IDAT', z.subarray(k * cut, (k + 1) * cut)));
-    return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), ...idat, chunk('IEND', Buffer.alloc(0))]);
+    return Buffer.concat([
+      Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+      chunk('IHDR', ihdr),
+      ...idat,
+      chunk('IEND', Buffer.alloc(0)),
+    ]);
   }
 
   it('undoes every PNG row filter (none, sub, up, average, Paeth) and joins split image data exactly as sharp does; a bad checksum goes to sharp, which refuses it', async () => {
     const rng = new Rng(11);
     for (const channels of [1, 2, 3, 4]) {
       const raw = Uint8Array.from({ length: 28 * 28 * channels }, () => Math.floor(rng.next() * 256));
-      for (const [filters, parts] of [[[0, 1, 2, 3, 4], 1], [[4, 3, 2, 1, 0], 3], [[4], 2], [[3], 1]] as [number[], number][]) {
+      for (const [filters, parts] of [
+        [[0, 1, 2, 3, 4], 1],
+        [[4, 3, 2, 1, 0], 3],
+        [[4], 2],
+        [[3], 1],
+      ] as [number[], number][]) {
         const bytes = handPng(raw, 28, 28, channels, filters, parts);
         expect(plainPng(bytes, 28, 28, 3)).toBeDefined();
         for (const c of [1, 3] as const) {
@@ -197,7 +238,13 @@ describe('decoding small PNGs', () => {
         if (channels === 3) expect(Buffer.from(plainPng(bytes, 28, 28, 3)!).equals(Buffer.from(raw))).toBe(true);
       }
     }
-    const bytes = handPng(Uint8Array.from({ length: 28 * 28 }, (_, i) => i % 251), 28, 28, 1, [1, 4]);
+    const bytes = handPng(
+      Uint8Array.from({ length: 28 * 28 }, (_, i) => i % 251),
+      28,
+      28,
+      1,
+      [1, 4],
+    );
     bytes[50] ^= 1; // inside the image data: its chunk's CRC no longer matches
     expect(plainPng(bytes, 28, 28, 1)).toBeUndefined();
     await expect(decodeImage(bytes, 28, 28, 1)).rejects.toThrow();
@@ -211,7 +258,9 @@ describe('decoding small PNGs', () => {
     const pngs = raws.map((raw, k) => handPng(raw, 28, 28, 3, [k % 5, 4, 1]));
     const corrupt = Buffer.from(pngs[3]);
     corrupt[60] ^= 1;
-    const jpeg = await sharp(Buffer.from(raws[4]), { raw: { width: 28, height: 28, channels: 3 } }).jpeg().toBuffer();
+    const jpeg = await sharp(Buffer.from(raws[4]), { raw: { width: 28, height: 28, channels: 3 } })
+      .jpeg()
+      .toBuffer();
     const files = tmp();
     const batch = [pngs[0], corrupt, jpeg, pngs[5]].map((b, k) => (writeFileSync(join(files, `${k}`), b), { path: join(files, `${k}`) }));
     const off = decodeOffThread([...batch, { path: join(files, 'missing') }], [28, 28, 3]);
@@ -229,8 +278,11 @@ describe('decoding small PNGs', () => {
     tar(join(dir, 's.tar'), dir, names);
     const stream = openImages(listDataset(join(dir, 's.tar')), [28, 28, 3]);
     const seen: Buffer[] = [];
-    for await (const b of stream.batches(4)) for (let k = 0; k < b.items.length; k++) seen.push(Buffer.from(b.pixels.subarray(k * 2352, (k + 1) * 2352)));
-    const expected = await Promise.all([0, 1, 2, 4, 5].map(async (k) => Buffer.from(await decodeWithSharp(k === 4 ? jpeg : pngs[k], 28, 28, 3))));
+    for await (const b of stream.batches(4))
+      for (let k = 0; k < b.items.length; k++) seen.push(Buffer.from(b.pixels.subarray(k * 2352, (k + 1) * 2352)));
+    const expected = await Promise.all(
+      [0, 1, 2, 4, 5].map(async (k) => Buffer.from(await decodeWithSharp(k === 4 ? jpeg : pngs[k], 28, 28, 3))),
+    );
     expect(seen.map((b, k) => b.equals(expected[k]))).toEqual([true, true, true, true, true]);
     expect(stream.skipped.map((s) => s.path)).toEqual([`${join(dir, 's.tar')}:3.png`]);
   });
@@ -306,17 +358,22 @@ describe('streamed image sets', () => {
     const together = await predictMany(model, stream, [null, v], 8);
     expect(together.map((p) => Array.from(p))).toEqual(separate.map((p) => Array.from(p)));
     // evaluateWithNoise = evaluatePerturbation + randomBaseline at each radius, in one pass.
-    const radii = [{ norm: 'inf' as const, xi: 40 }, { norm: 2 as const, xi: 300 }];
+    const radii = [
+      { norm: 'inf' as const, xi: 40 },
+      { norm: 2 as const, xi: 300 },
+    ];
     const one = await evaluateWithNoise(model, stream, v, radii, 2, { batchSize: 8 });
     const ev = await evaluatePerturbation(model, memory, v);
     expect(one.ev.foolingRate).toBe(ev.foolingRate);
-    for (const [k, r] of radii.entries()) expect(one.baselines[k]).toEqual(await randomBaseline(model, memory, r.norm, r.xi, 2, ev.cleanPred));
+    for (const [k, r] of radii.entries())
+      expect(one.baselines[k]).toEqual(await randomBaseline(model, memory, r.norm, r.xi, 2, ev.cleanPred));
     v.dispose();
   });
 });
 
 const hasFashion = existsSync(join(FASHION_MNIST_DIR, 't10k-images-idx3-ubyte.gz'));
-if (!hasFashion) console.warn(`SKIPPED the paper-scale Fashion-MNIST tests: ${FASHION_MNIST_DIR} not found (.ci/run installs dataset-fashion-mnist)`);
+if (!hasFashion)
+  console.warn(`SKIPPED the paper-scale Fashion-MNIST tests: ${FASHION_MNIST_DIR} not found (.ci/run installs dataset-fashion-mnist)`);
 
 describe.skipIf(!hasFashion)("Fashion-MNIST in the paper's counts", () => {
   it('unpacks the 10,000 test images once, as class folders of 1,000 each, pixel for pixel', async () => {
@@ -335,14 +392,19 @@ describe.skipIf(!hasFashion)("Fashion-MNIST in the paper's counts", () => {
 
   it('uap reproduce --paper-scale crafts on a sample of the training images and scores on the test images', async () => {
     const out = tmp();
-    const r = await uapCli(['reproduce', '--models', 'fashion', '--paper-scale', '--quick', '--max-passes', '1', '-o', out], { env: { XDG_CACHE_HOME: tmp() } });
+    const r = await uapCli(['reproduce', '--models', 'fashion', '--paper-scale', '--quick', '--max-passes', '1', '-o', out], {
+      env: { XDG_CACHE_HOME: tmp() },
+    });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/X = 1000 images, validation = 2000 images/);
     const config = JSON.parse(readFileSync(join(out, 'fashion-linf', 'config.json'), 'utf8'));
     expect(config.data).toMatch(/fashion-mnist.train$/);
     expect(config.val).toBe('fashion:test');
     // A seeded sample of X covers the classes (the first 1000 files in order would be one class).
-    const lines = readFileSync(join(out, 'fashion-linf', 'predictions.csv'), 'utf8').trim().split('\n').slice(1);
+    const lines = readFileSync(join(out, 'fashion-linf', 'predictions.csv'), 'utf8')
+      .trim()
+      .split('\n')
+      .slice(1);
     expect(new Set(lines.map((l) => l.split(',')[1])).size).toBe(10);
   }, 300_000);
 });

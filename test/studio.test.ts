@@ -59,13 +59,19 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     expect(existsSync(join(STUDIO_DIR, 'index.html')), 'run npm run build first (it builds the studio)').toBe(true);
     server = await serveStudio({ port: 0 });
     const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--use-angle=swiftshader', '--enable-unsafe-swiftshader'] });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--use-angle=swiftshader', '--enable-unsafe-swiftshader'],
+    });
     page = await browser.newPage({ acceptDownloads: true });
     // Every task that holds the page's main thread for 50 ms or more (the Long Tasks API), from the start.
     await page.addInitScript(() => {
       const w = window as unknown as { longTasks: number[] };
       w.longTasks = [];
-      new PerformanceObserver((list) => list.getEntries().forEach((e) => w.longTasks.push(e.duration))).observe({ type: 'longtask', buffered: true });
+      new PerformanceObserver((list) => list.getEntries().forEach((e) => w.longTasks.push(e.duration))).observe({
+        type: 'longtask',
+        buffered: true,
+      });
     });
     // ?backend=webgl: exercise WebGL even though it is software-rendered here (the page would pick wasm).
     await page.goto(`${server.url}?backend=webgl`);
@@ -88,7 +94,16 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
       const root = join(import.meta.dirname, '..', 'studio', 'host');
       const outDir = mkdtempSync(join(tmpdir(), 'uap-studio-host-'));
       const common = { configFile: false as const, root, base: './', logLevel: 'warn' as const };
-      await build({ ...common, build: { outDir, emptyOutDir: true, target: 'es2022', chunkSizeWarningLimit: 8000, rollupOptions: { input: join(root, 'testPage.html') } } });
+      await build({
+        ...common,
+        build: {
+          outDir,
+          emptyOutDir: true,
+          target: 'es2022',
+          chunkSizeWarningLimit: 8000,
+          rollupOptions: { input: join(root, 'testPage.html') },
+        },
+      });
       const served = await servePreview({ ...common, build: { outDir }, preview: { host: '127.0.0.1', port: 0 } });
       preview = served;
       hostPage = await browser.newPage();
@@ -106,7 +121,8 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
       // WebGL here is SwiftShader (the launch flags): a GPU backend only where the browser offers a real WebGPU adapter.
       expect(['webgpu', 'wasm']).toContain(chosen.name);
       expect(chosen.active).toBe(chosen.name);
-      if (chosen.name === 'wasm') expect(chosen.said).toContainEqual(expect.stringMatching(/^webgl is software-rendered \(.*swiftshader.*\); wasm is faster$/i));
+      if (chosen.name === 'wasm')
+        expect(chosen.said).toContainEqual(expect.stringMatching(/^webgl is software-rendered \(.*swiftshader.*\); wasm is faster$/i));
       for (const forced of ['webgl', 'cpu']) {
         const got = await hostPage.evaluate((b) => uapHost.chooseBackend(b), forced);
         expect(got).toEqual({ name: forced, active: forced, said: [] });
@@ -116,12 +132,19 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     it("decodes images to the Node host's pixels: a model-sized gray PNG, and the centre crop of a wider RGB one", async () => {
       const file = join(EMBEDDED_DIR, 'images', 'val', '07_sneaker', readdirSync(join(EMBEDDED_DIR, 'images', 'val', '07_sneaker'))[0]);
       const gray = readFileSync(file);
-      expect(await hostPage.evaluate(([b, s]) => uapHost.decode(b, s), [[...gray], [28, 28, 1]] as [number[], [number, number, number]])).toEqual([...(await decodeImage(gray, 28, 28, 1))]);
+      expect(
+        await hostPage.evaluate(([b, s]) => uapHost.decode(b, s), [[...gray], [28, 28, 1]] as [number[], [number, number, number]]),
+      ).toEqual([...(await decodeImage(gray, 28, 28, 1))]);
       // 6 wide, 4 high, into 4x4: no scaling, so "cover" is a crop of columns 1-4, to the exact pixel.
       const raw = Uint8Array.from({ length: 4 * 6 * 3 }, (_, i) => (i * 37 + 11) % 256);
-      const png = await sharp(raw, { raw: { width: 6, height: 4, channels: 3 } }).png().toBuffer();
+      const png = await sharp(raw, { raw: { width: 6, height: 4, channels: 3 } })
+        .png()
+        .toBuffer();
       const crop = Array.from({ length: 4 }, (_, y) => [...raw.subarray((y * 6 + 1) * 3, (y * 6 + 5) * 3)]).flat();
-      const decoded = await hostPage.evaluate(([b, s]) => uapHost.decode(b, s), [[...png], [4, 4, 3]] as [number[], [number, number, number]]);
+      const decoded = await hostPage.evaluate(([b, s]) => uapHost.decode(b, s), [[...png], [4, 4, 3]] as [
+        number[],
+        [number, number, number],
+      ]);
       expect(decoded).toEqual(crop);
       expect(decoded).toEqual([...(await decodeImage(png, 4, 4, 3))]);
     });
@@ -137,12 +160,20 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     expect(await page.inputValue('#dataset')).toBe('fashion-all');
     expect(await page.inputValue('#count')).toBe('400');
     await page.click('#load');
-    await page.waitForFunction(() => !(document.querySelector('#start') as HTMLButtonElement).disabled || /Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
+    await page.waitForFunction(
+      () =>
+        !(document.querySelector('#start') as HTMLButtonElement).disabled || /Error/.test(document.querySelector('#status')!.textContent!),
+      null,
+      { timeout: 120_000 },
+    );
     expect(await page.textContent('#sets')).toBe('200 images craft v; 200 are held out (never seen while v is made) and shown below');
     await page.click('#start');
     await page.waitForFunction(() => /^Done|Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 420_000 });
     const done = (await status())!;
-    const said = /^Done after 5 pass\(es\)\. v changes the label of (\d+\.\d)% of the held-out images it has never seen \(and of \d+\.\d% of the images it was made from\); random noise of the same size changes (\d+\.\d)% \(same L∞\) and (\d+\.\d)% \(same L2\)\.$/.exec(done);
+    const said =
+      /^Done after 5 pass\(es\)\. v changes the label of (\d+\.\d)% of the held-out images it has never seen \(and of \d+\.\d% of the images it was made from\); random noise of the same size changes (\d+\.\d)% \(same L∞\) and (\d+\.\d)% \(same L2\)\.$/.exec(
+        done,
+      );
     expect(said, done).not.toBeNull();
     const [held, noiseLinf, noiseL2] = said!.slice(1).map(Number);
     console.log(`studio default run: held-out ${held}%, noise ${noiseLinf}% (Linf) ${noiseL2}% (L2)`);
@@ -161,7 +192,12 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.selectOption('#dataset', 'fashion-val');
     await page.fill('#count', '48');
     await page.click('#load');
-    await page.waitForFunction(() => !(document.querySelector('#start') as HTMLButtonElement).disabled || /Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
+    await page.waitForFunction(
+      () =>
+        !(document.querySelector('#start') as HTMLButtonElement).disabled || /Error/.test(document.querySelector('#status')!.textContent!),
+      null,
+      { timeout: 120_000 },
+    );
     expect(await status()).toMatch(/^fashion-mnist-cnn loaded \(it labels \d+\.\d% of the held-out images correctly\)/);
     expect(await page.textContent('#sets')).toBe('24 images craft v; 24 are held out (never seen while v is made) and shown below');
     expect(await page.textContent('#backend')).toBe('TF.js webgl');
@@ -173,14 +209,18 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.click('#start');
     await page.waitForFunction(() => /^Done|Error/.test(document.querySelector('#status')!.textContent!), null, { timeout: 240_000 });
     const done = (await status())!;
-    const said = /^Done after 12 pass\(es\)\. v changes the label of (\d+\.\d)% of the held-out images it has never seen \(and of \d+\.\d% of the images it was made from\); random noise of the same size changes (\d+\.\d)% \(same L∞\) and \d+\.\d% \(same L2\)\.$/.exec(done);
+    const said =
+      /^Done after 12 pass\(es\)\. v changes the label of (\d+\.\d)% of the held-out images it has never seen \(and of \d+\.\d% of the images it was made from\); random noise of the same size changes (\d+\.\d)% \(same L∞\) and \d+\.\d% \(same L2\)\.$/.exec(
+        done,
+      );
     expect(said, done).not.toBeNull();
     const rate = Number((await page.textContent('#rate'))!.replace('%', ''));
     expect(rate).toBe(Number(said![1]));
     expect(rate).toBeGreaterThan(Number(said![2])); // v beats noise of its size on images it never saw
     expect(await page.locator('#curve svg').count()).toBe(1);
     const curve = await page.innerHTML('#curve');
-    for (const line of ['crafting images', 'held-out images', 'noise, same L∞ (held-out)', 'noise, same L2 (held-out)']) expect(curve).toContain(line);
+    for (const line of ['crafting images', 'held-out images', 'noise, same L∞ (held-out)', 'noise, same L2 (held-out)'])
+      expect(curve).toContain(line);
     expect(curve).toMatch(/stroke-dasharray="5,3"/);
     const shot = join(shots, 'studio-fashion.png');
     await page.setViewportSize({ width: 1280, height: 800 });
@@ -198,7 +238,10 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     expect(await page.locator('#grid .cell').count()).toBe(12);
     expect(await page.locator('#grid .changed').count()).toBeGreaterThan(0);
     // The graph waits for enough fooled images to have structure; until then it says so.
-    expect((await page.locator('#graph svg').count()) === 1 || /^The graph appears once 20 images are fooled \(now \d+\)/.test((await page.textContent('#graph'))!)).toBe(true);
+    expect(
+      (await page.locator('#graph svg').count()) === 1 ||
+        /^The graph appears once 20 images are fooled \(now \d+\)/.test((await page.textContent('#graph'))!),
+    ).toBe(true);
   });
 
   it('click (or Enter on) a held-out image: a large view, clean / with v / the difference amplified, top-5 labels before and after', async () => {
@@ -220,7 +263,9 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.keyboard.press('Escape');
     await page.waitForSelector('#inspect:not([open])', { state: 'attached' });
     // Keyboard: the cells are buttons with labels; Enter on the second opens its view.
-    expect(await page.getAttribute('#grid .cell >> nth=1', 'aria-label')).toMatch(/^held-out image 2: .+; with v: .+\. Open the large view$/);
+    expect(await page.getAttribute('#grid .cell >> nth=1', 'aria-label')).toMatch(
+      /^held-out image 2: .+; with v: .+\. Open the large view$/,
+    );
     await page.focus('#grid .cell >> nth=1');
     await page.keyboard.press('Enter');
     await page.waitForFunction(() => document.querySelector('#inspect-title')!.textContent!.startsWith('Held-out image 2'));
@@ -252,7 +297,14 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     const [json] = await Promise.all([page.waitForEvent('download'), page.click('#dl-metrics')]);
     const mfile = join(downloads, 'metrics.json');
     await json.saveAs(mfile);
-    const m = JSON.parse(readFileSync(mfile, 'utf8')) as { norm: string; xi: number; normInf: number; run: { history: unknown[]; method: string }; onX: { foolingRate: number; images: number }; onVal: { images: number; foolingRate: number } };
+    const m = JSON.parse(readFileSync(mfile, 'utf8')) as {
+      norm: string;
+      xi: number;
+      normInf: number;
+      run: { history: unknown[]; method: string };
+      onX: { foolingRate: number; images: number };
+      onVal: { images: number; foolingRate: number };
+    };
     expect([m.onX.images, m.onVal.images]).toEqual([24, 24]);
     expect(m.onVal.foolingRate).toBeCloseTo(Number((await page.textContent('#rate'))!.replace('%', '')) / 100, 3);
     expect(m.norm).toBe('inf');
@@ -279,11 +331,15 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.selectOption('#method', 'algorithm1');
     await page.fill('#passes', '50');
     await page.click('#start');
-    await page.waitForFunction(() => /^(pass [2-9]|After pass [1-9])/.test(document.querySelector('#status')!.textContent!), null, { timeout: 120_000 });
+    await page.waitForFunction(() => /^(pass [2-9]|After pass [1-9])/.test(document.querySelector('#status')!.textContent!), null, {
+      timeout: 120_000,
+    });
     await page.click('#pause');
     expect(await page.textContent('#pause')).toBe('Resume');
     // The worker says when the pause took effect (after the batch under way), however loaded the machine.
-    await page.waitForFunction(() => /^Paused between batches/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
+    await page.waitForFunction(() => /^Paused between batches/.test(document.querySelector('#status')!.textContent!), null, {
+      timeout: 60_000,
+    });
     const held = await page.$eval('#progress', (el) => (el as HTMLProgressElement).value);
     const heldStatus = await status();
     await page.waitForTimeout(1500);
@@ -305,8 +361,12 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
 
   it('loads a perturbation file computed elsewhere and scores it', async () => {
     await page.setInputFiles('#npy', join(downloads, 'perturbation.npy'));
-    await page.waitForFunction(() => /Loaded perturbation/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
-    expect(await status()).toMatch(/^Loaded perturbation: v changes the label of \d+\.\d% of the held-out images it has never seen; random noise/);
+    await page.waitForFunction(() => /Loaded perturbation/.test(document.querySelector('#status')!.textContent!), null, {
+      timeout: 60_000,
+    });
+    expect(await status()).toMatch(
+      /^Loaded perturbation: v changes the label of \d+\.\d% of the held-out images it has never seen; random noise/,
+    );
   });
 
   it('reads a perturbation as PyTorch stores it (a .npz holding NCHW) with the same code as uap evaluate: the same rate as the .npy', async () => {
@@ -318,7 +378,9 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     writeFileSync(npz, encodeNpz({ delta: { data, shape: [1, 1, 28, 28] } }));
     await page.evaluate(() => (document.querySelector('#status')!.textContent = ''));
     await page.setInputFiles('#npy', npz);
-    await page.waitForFunction(() => /^Loaded perturbation/.test(document.querySelector('#status')!.textContent!), null, { timeout: 60_000 });
+    await page.waitForFunction(() => /^Loaded perturbation/.test(document.querySelector('#status')!.textContent!), null, {
+      timeout: 60_000,
+    });
     expect(own).toBeDefined();
     expect(rateOf(await status())).toBe(own);
     // A .npz whose array must be named is refused with the evaluate's message, in the page.
@@ -329,8 +391,12 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     expect(await status()).toBe('Error: perturbation two.npz: holds a, b; name one with array');
   });
 
-  it('offers every method of the library\'s registry; GD-UAP crafts from the network alone, in the browser', async () => {
-    expect(await page.$$eval('#method option', (os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual(['algorithm1', 'sgd', 'gduap']);
+  it("offers every method of the library's registry; GD-UAP crafts from the network alone, in the browser", async () => {
+    expect(await page.$$eval('#method option', (os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual([
+      'algorithm1',
+      'sgd',
+      'gduap',
+    ]);
     await page.selectOption('#method', 'gduap');
     await page.fill('#passes', '1');
     await page.click('#start');
@@ -340,10 +406,12 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
     await page.selectOption('#method', 'sgd');
   });
 
-  it('takes a model and images the user picks as files (the drop zone\'s file input), with the card and labels file', async () => {
+  it("takes a model and images the user picks as files (the drop zone's file input), with the card and labels file", async () => {
     const model = join(EMBEDDED_DIR, 'model');
     const dir = join(EMBEDDED_DIR, 'images', 'val', '07_sneaker');
-    const images = readdirSync(dir).slice(0, 6).map((f) => join(dir, f));
+    const images = readdirSync(dir)
+      .slice(0, 6)
+      .map((f) => join(dir, f));
     await page.setInputFiles('#files', [...['model.json', 'weights.bin', 'card.json', 'labels.txt'].map((f) => join(model, f)), ...images]);
     await page.waitForFunction(() => /^Added/.test(document.querySelector('#status')!.textContent!), null, { timeout: 10_000 });
     expect(await status()).toMatch(/Added model fashion-mnist-cnn and 6 images/);
@@ -356,11 +424,24 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
 
   it('takes an ONNX model exported from PyTorch, picked with its card', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'uap-studio-onnx-'));
-    const card = { name: 'stem-onnx', format: 'onnx', model: 'stem-op17.onnx', inputShape: [32, 32, 3], numClasses: 10, preprocess: { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] } };
+    const card = {
+      name: 'stem-onnx',
+      format: 'onnx',
+      model: 'stem-op17.onnx',
+      inputShape: [32, 32, 3],
+      numClasses: 10,
+      preprocess: { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] },
+    };
     writeFileSync(join(dir, 'card.json'), JSON.stringify(card));
     const imgDir = join(EMBEDDED_DIR, 'images', 'val', '07_sneaker');
-    const images = readdirSync(imgDir).slice(0, 6).map((f) => join(imgDir, f));
-    await page.setInputFiles('#files', [join(import.meta.dirname, 'fixtures', 'onnx', 'stem-op17.onnx'), join(dir, 'card.json'), ...images]);
+    const images = readdirSync(imgDir)
+      .slice(0, 6)
+      .map((f) => join(imgDir, f));
+    await page.setInputFiles('#files', [
+      join(import.meta.dirname, 'fixtures', 'onnx', 'stem-op17.onnx'),
+      join(dir, 'card.json'),
+      ...images,
+    ]);
     await page.waitForFunction(() => /^Added/.test(document.querySelector('#status')!.textContent!), null, { timeout: 10_000 });
     expect(await status()).toMatch(/Added model stem-onnx and 6 images/);
     await page.click('#load');

@@ -22,7 +22,11 @@ import { UsageError } from '../src/errors.js';
 
 const engine = await initBackend();
 
-const CONV_2D = 3, MEAN = 40, FULLY_CONNECTED = 9, SOFTMAX = 25, HARD_SWISH = 117;
+const CONV_2D = 3,
+  MEAN = 40,
+  FULLY_CONNECTED = 9,
+  SOFTMAX = 25,
+  HARD_SWISH = 117;
 
 /**
  * input uint8 [1,2,2,1] (scale 0.5, zero point 10) -> 1x1 CONV_2D, int8 weights per output channel
@@ -42,10 +46,28 @@ function tinyQuantisedModel(extraOp?: number): Uint8Array {
     { shape: [1, 3], type: 'uint8', quant: { scale: [1 / 256], zeroPoint: [0] }, name: 'probs' },
   ];
   const ops = [
-    { code: CONV_2D, inputs: [0, 1, 2], outputs: [3], options: (b: never) => [fb.BuiltinOptions.Conv2DOptions, fb.Conv2DOptions.createConv2DOptions(b, 1, 1, 1, 1, 1, 1)] as [fb.BuiltinOptions, number] },
-    { code: MEAN, inputs: [3, 4], outputs: [5], options: (b: never) => [fb.BuiltinOptions.ReducerOptions, fb.ReducerOptions.createReducerOptions(b, false)] as [fb.BuiltinOptions, number] },
+    {
+      code: CONV_2D,
+      inputs: [0, 1, 2],
+      outputs: [3],
+      options: (b: never) =>
+        [fb.BuiltinOptions.Conv2DOptions, fb.Conv2DOptions.createConv2DOptions(b, 1, 1, 1, 1, 1, 1)] as [fb.BuiltinOptions, number],
+    },
+    {
+      code: MEAN,
+      inputs: [3, 4],
+      outputs: [5],
+      options: (b: never) =>
+        [fb.BuiltinOptions.ReducerOptions, fb.ReducerOptions.createReducerOptions(b, false)] as [fb.BuiltinOptions, number],
+    },
     { code: FULLY_CONNECTED, inputs: [5, 6, -1], outputs: [7] },
-    { code: SOFTMAX, inputs: [7], outputs: [8], options: (b: never) => [fb.BuiltinOptions.SoftmaxOptions, fb.SoftmaxOptions.createSoftmaxOptions(b, 1)] as [fb.BuiltinOptions, number] },
+    {
+      code: SOFTMAX,
+      inputs: [7],
+      outputs: [8],
+      options: (b: never) =>
+        [fb.BuiltinOptions.SoftmaxOptions, fb.SoftmaxOptions.createSoftmaxOptions(b, 1)] as [fb.BuiltinOptions, number],
+    },
   ];
   if (extraOp !== undefined) ops.splice(1, 0, { code: extraOp, inputs: [3], outputs: [3] } as never);
   return buildTflite({ tensors, ops, inputs: [0], outputs: [8] });
@@ -82,20 +104,35 @@ describe('TFLite parsing and dequantisation', () => {
     expect(Array.from(dequantize(m.tensors[2]))).toEqual([expect.closeTo(1, 6), expect.closeTo(2, 6)]);
     expect(Array.from(dequantize(m.tensors[6]))).toEqual([1, -1, 0, 2, -4, 0]);
     // Per-channel along the LAST axis (depthwise filters [1, kh, kw, C]): channel = index % C.
-    const depthwise = { index: 0, name: 'dw', shape: [1, 1, 2, 3], type: 'int8', data: new Uint8Array(new Int8Array([1, 1, 1, -2, -2, -2]).buffer), quant: { scale: [1, 10, 100], zeroPoint: [0, 1, 0], axis: 3 } };
+    const depthwise = {
+      index: 0,
+      name: 'dw',
+      shape: [1, 1, 2, 3],
+      type: 'int8',
+      data: new Uint8Array(new Int8Array([1, 1, 1, -2, -2, -2]).buffer),
+      quant: { scale: [1, 10, 100], zeroPoint: [0, 1, 0], axis: 3 },
+    };
     expect(Array.from(dequantize(depthwise))).toEqual([1, 0, 100, -2, -30, -200]);
   });
 
   it('takes preprocessing, input size and class count from the file', async () => {
     const m = parseTflite(tinyQuantisedModel(), 'tiny.tflite');
-    expect(cardFromTflite('tiny.tflite', m)).toMatchObject({ format: 'tflite', inputShape: [2, 2, 1], numClasses: 3, preprocess: { scale: 0.5, offset: -5 } });
+    expect(cardFromTflite('tiny.tflite', m)).toMatchObject({
+      format: 'tflite',
+      inputShape: [2, 2, 1],
+      numClasses: 3,
+      preprocess: { scale: 0.5, offset: -5 },
+    });
   });
 
   it('builds the float network: logits (the input of SOFTMAX) match the closed form', async () => {
     const m = parseTflite(tinyQuantisedModel(), 'tiny.tflite');
     const g = netToTfGraph(tfliteToNet(m, 'tiny.tflite'), [2, 2, 1]);
     expect(g.output).toBe('7');
-    const px = [[0, 10, 14, 255], [3, 200, 12, 9]];
+    const px = [
+      [0, 10, 14, 255],
+      [3, 200, 12, 9],
+    ];
     const x = tf.tensor4d(px.flat(), [2, 2, 2, 1]).mul(0.5).sub(5);
     const y = runPlainGraph(g, x).arraySync() as number[][];
     px.forEach((p, i) => expectedLogits(p).forEach((v, j) => expect(y[i][j]).toBeCloseTo(v, 4)));
@@ -103,7 +140,9 @@ describe('TFLite parsing and dequantisation', () => {
   });
 
   it('names an unsupported operator, and refuses files that are not TFLite', async () => {
-    expect(() => tfliteToNet(parseTflite(tinyQuantisedModel(HARD_SWISH), 'hs.tflite'), 'hs.tflite')).toThrow(/operator 1 \(HARD_SWISH\) is not supported by the TFLite importer/);
+    expect(() => tfliteToNet(parseTflite(tinyQuantisedModel(HARD_SWISH), 'hs.tflite'), 'hs.tflite')).toThrow(
+      /operator 1 \(HARD_SWISH\) is not supported by the TFLite importer/,
+    );
     expect(() => parseTflite(new TextEncoder().encode('{"modelTopology": {}}'), 'x.tflite')).toThrow(/x.tflite: not a TFLite model/);
     const cut = tinyQuantisedModel().slice(0, 200);
     expect(() => tfliteToNet(parseTflite(cut, 'cut.tflite'), 'cut.tflite')).toThrow(UsageError);
@@ -131,17 +170,34 @@ describe('a .tflite file as a classifier', () => {
     // Pixels away from the ReLU kinks (a = 0.5 (p - 10) not near -1 or 2) so differences are exact.
     const px = [20, 40, 0, 60];
     const f = (x: tf.Tensor4D) => tf.sum(tf.mul(model.logits(x), tf.tensor1d([1, -2, 0.5])));
-    const g = tf.tidy(() => tf.grad(f)(tf.tensor4d(px, [1, 2, 2, 1])).dataSync());
+    const g = tf.tidy(() =>
+      tf
+        .grad(f)(tf.tensor4d(px, [1, 2, 2, 1]))
+        .dataSync(),
+    );
     const h = 0.5;
     px.forEach((_, i) => {
-      const at = (d: number) => tf.tidy(() => f(tf.tensor4d(px.map((p, k) => (k === i ? p + d : p)), [1, 2, 2, 1])).dataSync()[0]);
+      const at = (d: number) =>
+        tf.tidy(
+          () =>
+            f(
+              tf.tensor4d(
+                px.map((p, k) => (k === i ? p + d : p)),
+                [1, 2, 2, 1],
+              ),
+            ).dataSync()[0],
+        );
       expect(g[i]).toBeCloseTo((at(h) - at(-h)) / (2 * h), 4);
     });
   });
 
   it('asks for preprocessing flags when the input is float (the file cannot say)', async () => {
     const bytes = buildTflite({
-      tensors: [{ shape: [1, 2, 2, 1], type: 'float32', name: 'in' }, { shape: [2], type: 'int32', data: [1, 4] }, { shape: [1, 4], type: 'float32', name: 'out' }],
+      tensors: [
+        { shape: [1, 2, 2, 1], type: 'float32', name: 'in' },
+        { shape: [2], type: 'int32', data: [1, 4] },
+        { shape: [1, 4], type: 'float32', name: 'out' },
+      ],
       ops: [{ code: 22, inputs: [0, 1], outputs: [2] }],
       inputs: [0],
       outputs: [2],
@@ -158,7 +214,13 @@ const present = existsSync(join(CORAL, 'mobilenet_v1_0.25_128_quant.tflite'));
 if (!present) console.warn(`SKIPPED TFLite asset tests: ${CORAL} not found (set UAP_ASSETS)`);
 
 describe.skipIf(!present)('the coral TFLite MobileNets (shared assets)', () => {
-  const names = ['mobilenet_v2_1.0_224_quant', 'tf2_mobilenet_v2_1.0_224_ptq', 'mobilenet_v1_0.75_192_quant', 'mobilenet_v1_0.5_160_quant', 'mobilenet_v1_0.25_128_quant'];
+  const names = [
+    'mobilenet_v2_1.0_224_quant',
+    'tf2_mobilenet_v2_1.0_224_ptq',
+    'mobilenet_v1_0.75_192_quant',
+    'mobilenet_v1_0.5_160_quant',
+    'mobilenet_v1_0.25_128_quant',
+  ];
 
   it('all five parse and compile, and each bundled card matches what its file states', async () => {
     for (const name of names) {
@@ -194,19 +256,31 @@ describe.skipIf(!present)('the coral TFLite MobileNets (shared assets)', () => {
       expect(model.engine).toBe('onnxruntime');
       const rng = new Rng(3);
       const [h, w, c] = model.inputShape;
-      const x0 = tf.tensor4d(Float32Array.from({ length: h * w * c }, () => 40 + rng.int(170)), [1, h, w, c]);
+      const x0 = tf.tensor4d(
+        Float32Array.from({ length: h * w * c }, () => 40 + rng.int(170)),
+        [1, h, w, c],
+      );
       // f = logit 1 - logit 0, as DeepFool differentiates it.
       const dy = new Float32Array(model.numClasses);
       dy[1] = 1;
       dy[0] = -1;
-      const f = (x: tf.Tensor4D) => tf.tidy(() => { const y = model.logits(x); return tf.sub(y.slice([0, 1], [1, 1]), y.slice([0, 0], [1, 1])).sum(); });
+      const f = (x: tf.Tensor4D) =>
+        tf.tidy(() => {
+          const y = model.logits(x);
+          return tf.sub(y.slice([0, 1], [1, 1]), y.slice([0, 0], [1, 1])).sum();
+        });
       const viaTfjs = tf.tidy(() => tf.grad(f)(x0));
       const viaOnnx = (await vjp(model, x0, dy)).dx;
       for (const g of [viaTfjs, viaOnnx])
         for (let k = 0; k < 3; k++) {
-          const d = tf.tidy(() => { const r = tf.randomNormal([1, h, w, c], 0, 1, 'float32', 10 + k); return r.div(r.norm()); });
+          const d = tf.tidy(() => {
+            const r = tf.randomNormal([1, h, w, c], 0, 1, 'float32', 10 + k);
+            return r.div(r.norm());
+          });
           const step = 0.5;
-          const fd = tf.tidy(() => (f(x0.add(d.mul(step)) as tf.Tensor4D).dataSync()[0] - f(x0.sub(d.mul(step)) as tf.Tensor4D).dataSync()[0]) / (2 * step));
+          const fd = tf.tidy(
+            () => (f(x0.add(d.mul(step)) as tf.Tensor4D).dataSync()[0] - f(x0.sub(d.mul(step)) as tf.Tensor4D).dataSync()[0]) / (2 * step),
+          );
           const an = tf.tidy(() => tf.sum(tf.mul(g, d)).dataSync()[0]);
           expect(Math.abs(fd - an)).toBeLessThan(0.02 * Math.abs(an) + 1e-4);
           d.dispose();

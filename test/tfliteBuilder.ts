@@ -24,7 +24,13 @@ const TYPE_NUMBER = { float32: 0, int32: 2, uint8: 3, int8: 9 } as const;
 function bytes(t: TensorSpec): Uint8Array {
   const d = t.data!;
   const arr =
-    t.type === 'float32' ? new Float32Array(d) : t.type === 'int32' ? new Int32Array(d) : t.type === 'int8' ? new Int8Array(d) : new Uint8Array(d);
+    t.type === 'float32'
+      ? new Float32Array(d)
+      : t.type === 'int32'
+        ? new Int32Array(d)
+        : t.type === 'int8'
+          ? new Int8Array(d)
+          : new Uint8Array(d);
   return new Uint8Array(arr.buffer);
 }
 
@@ -42,10 +48,14 @@ export function buildTflite(spec: { tensors: TensorSpec[]; ops: OpSpec[]; inputs
     const shape = fb.Tensor.createShapeVector(b, t.shape);
     const quant = t.quant
       ? fb.QuantizationParameters.createQuantizationParameters(
-          b, 0, 0,
+          b,
+          0,
+          0,
           fb.QuantizationParameters.createScaleVector(b, t.quant.scale),
           fb.QuantizationParameters.createZeroPointVector(b, t.quant.zeroPoint.map(BigInt)),
-          fb.QuantizationDetails.NONE, 0, t.quant.axis ?? 0,
+          fb.QuantizationDetails.NONE,
+          0,
+          t.quant.axis ?? 0,
         )
       : 0;
     fb.Tensor.startTensor(b);
@@ -60,7 +70,12 @@ export function buildTflite(spec: { tensors: TensorSpec[]; ops: OpSpec[]; inputs
   const ops = spec.ops.map((o) => {
     const [type, opts] = o.options ? o.options(b) : [fb.BuiltinOptions.NONE, 0];
     return fb.Operator.createOperator(
-      b, codes.indexOf(o.code), fb.Operator.createInputsVector(b, o.inputs), fb.Operator.createOutputsVector(b, o.outputs), type, opts,
+      b,
+      codes.indexOf(o.code),
+      fb.Operator.createInputsVector(b, o.inputs),
+      fb.Operator.createOutputsVector(b, o.outputs),
+      type,
+      opts,
     );
   });
   const subgraph = fb.SubGraph.createSubGraph(
@@ -72,8 +87,12 @@ export function buildTflite(spec: { tensors: TensorSpec[]; ops: OpSpec[]; inputs
     b.createString('main'),
   );
   const model = fb.Model.createModel(
-    b, 3,
-    fb.Model.createOperatorCodesVector(b, codes.map((c) => fb.OperatorCode.createOperatorCode(b, Math.min(c, 127), 0, 1, c))),
+    b,
+    3,
+    fb.Model.createOperatorCodesVector(
+      b,
+      codes.map((c) => fb.OperatorCode.createOperatorCode(b, Math.min(c, 127), 0, 1, c)),
+    ),
     fb.Model.createSubgraphsVector(b, [subgraph]),
     b.createString('test model'),
     fb.Model.createBuffersVector(b, buffers),

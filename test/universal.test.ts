@@ -18,16 +18,32 @@ beforeAll(async () => {
 });
 
 const shape: [number, number, number] = [6, 6, 3];
-const opts = (o: Partial<UniversalOptions>): UniversalOptions => ({ ...UNIVERSAL_DEFAULTS, xi: 300, norm: 2, batchSize: 5, candidates: 4, delta: 0, maxPasses: 3, ...o });
+const opts = (o: Partial<UniversalOptions>): UniversalOptions => ({
+  ...UNIVERSAL_DEFAULTS,
+  xi: 300,
+  norm: 2,
+  batchSize: 5,
+  candidates: 4,
+  delta: 0,
+  maxPasses: 3,
+  ...o,
+});
 const tmp = () => mkdtempSync(join(tmpdir(), 'uap-test-'));
 
 describe('Algorithm 1 (universal perturbation)', () => {
   const model = tinyNet(shape, 6);
   const X = randomImages(24, shape);
 
-  it.each([[2, 300, 'accumulated'], ['inf', 12, 'accumulated'], [2, 300, 'paper'], ['inf', 12, 'paper']] as const)('norm %s, %s: ||v|| never exceeds xi after any pass, and fools more as it goes', async (p, xi, variant) => {
+  it.each([
+    [2, 300, 'accumulated'],
+    ['inf', 12, 'accumulated'],
+    [2, 300, 'paper'],
+    ['inf', 12, 'paper'],
+  ] as const)('norm %s, %s: ||v|| never exceeds xi after any pass, and fools more as it goes', async (p, xi, variant) => {
     const norms: number[] = [];
-    const res = await computeUniversal(model, X, opts({ norm: p, xi, ...ALGORITHM1_VARIANTS[variant] }), { onPass: (r) => norms.push(p === 2 ? r.normL2 : r.normInf) });
+    const res = await computeUniversal(model, X, opts({ norm: p, xi, ...ALGORITHM1_VARIANTS[variant] }), {
+      onPass: (r) => norms.push(p === 2 ? r.normL2 : r.normInf),
+    });
     for (const n of norms) expect(n).toBeLessThanOrEqual(xi * (1 + 1e-5));
     expect(lpNorm(res.v, p)).toBeLessThanOrEqual(xi * (1 + 1e-5));
     expect(res.history.length).toBe(3);
@@ -38,11 +54,30 @@ describe('Algorithm 1 (universal perturbation)', () => {
 
   it('accumulated, closed form on a linear classifier: v is xi along the boundary normal, and fools exactly the images within xi of it', async () => {
     // f1 - f0 = x[0] - 100: every image is class 0, and DeepFool's direction is e0 for all of them.
-    const linear = linearClassifier([[0, 0, 0, 0], [1, 0, 0, 0]], [0, -100], [2, 2, 1]);
+    const linear = linearClassifier(
+      [
+        [0, 0, 0, 0],
+        [1, 0, 0, 0],
+      ],
+      [0, -100],
+      [2, 2, 1],
+    );
     const px = new Uint8Array(10 * 4);
     for (let i = 0; i < 10; i++) px.set([i * 10, 7 * i, 200, 3], i * 4);
-    const set = new ImageSet([2, 2, 1], px, Array.from({ length: 10 }, (_, i) => ({ path: `x${i}` })));
-    const res = await computeUniversal(linear, set, { ...UNIVERSAL_DEFAULTS, norm: 2, xi: 50, candidates: 2, batchSize: 3, maxPasses: 1, delta: 0 });
+    const set = new ImageSet(
+      [2, 2, 1],
+      px,
+      Array.from({ length: 10 }, (_, i) => ({ path: `x${i}` })),
+    );
+    const res = await computeUniversal(linear, set, {
+      ...UNIVERSAL_DEFAULTS,
+      norm: 2,
+      xi: 50,
+      candidates: 2,
+      batchSize: 3,
+      maxPasses: 1,
+      delta: 0,
+    });
     const v = Array.from(res.v.dataSync());
     expect(v[0]).toBeCloseTo(50, 4);
     expect(v.slice(1)).toEqual([0, 0, 0]);
@@ -82,7 +117,11 @@ describe('Algorithm 1 (universal perturbation)', () => {
     const dir = tmp();
     const ctl = new AbortController();
     await expect(
-      computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpoints: folderCheckpoints(dir), signal: ctl.signal, onProgress: (p) => p.pass === 2 && p.done >= 10 && ctl.abort() }),
+      computeUniversal(model, X, opts({ maxPasses: 3 }), {
+        checkpoints: folderCheckpoints(dir),
+        signal: ctl.signal,
+        onProgress: (p) => p.pass === 2 && p.done >= 10 && ctl.abort(),
+      }),
     ).rejects.toThrow(/pass 1 is in the checkpoint/);
     const resumed = await computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpoints: folderCheckpoints(dir), resume: true });
     expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(full.v.dataSync()));
@@ -93,20 +132,25 @@ describe('Algorithm 1 (universal perturbation)', () => {
   it('a corrupt checkpoint is a clear error', async () => {
     const dir = tmp();
     writeFileSync(join(dir, 'checkpoint.json'), '{ not json');
-    await expect(computeUniversal(model, X, opts({}), { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(/checkpoint .*checkpoint\.json: unreadable/);
+    await expect(computeUniversal(model, X, opts({}), { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(
+      /checkpoint .*checkpoint\.json: unreadable/,
+    );
   });
 
   it('refuses to resume with different settings', async () => {
     const dir = tmp();
     await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpoints: folderCheckpoints(dir) });
-    await expect(computeUniversal(model, X, opts({ xi: 100 }), { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(/xi=300, not 100/);
+    await expect(computeUniversal(model, X, opts({ xi: 100 }), { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(
+      /xi=300, not 100/,
+    );
   });
 
   it('an aborted run throws AbortedError and keeps the last pass checkpoint', async () => {
     const dir = tmp();
     const ctl = new AbortController();
     const run = computeUniversal(model, X, opts({ maxPasses: 3 }), {
-      checkpoints: folderCheckpoints(dir), signal: ctl.signal,
+      checkpoints: folderCheckpoints(dir),
+      signal: ctl.signal,
       onPass: (r) => r.pass === 1 && ctl.abort(),
     });
     await expect(run).rejects.toBeInstanceOf(AbortedError);
@@ -132,10 +176,14 @@ describe('Algorithm 1 (universal perturbation)', () => {
     await expect(computeUniversal(model, X, opts({ xi: -1 }))).rejects.toThrow(/^xi: expected a positive number/);
     await expect(computeUniversal(model, X, opts({ norm: 3 as unknown as 2 }))).rejects.toThrow(/^norm: expected 2 or inf/);
     await expect(computeUniversal(model, X, opts({ delta: 1 }))).rejects.toThrow(UsageError);
-    await expect(computeUniversal(model, X, opts({ projection: 'both' as 'sum' }))).rejects.toThrow(/^projection: expected sum or each, got both/);
+    await expect(computeUniversal(model, X, opts({ projection: 'both' as 'sum' }))).rejects.toThrow(
+      /^projection: expected sum or each, got both/,
+    );
     await expect(computeUniversal(model, X, opts({ steps: 'huge' as 'unit' }))).rejects.toThrow(/^steps: expected unit or minimal/);
     await expect(computeUniversal(model, X, opts({ stepSize: 0 }))).rejects.toThrow(/^stepSize: expected a positive number/);
-    await expect(computeUniversal(model, randomImages(2, [5, 5, 3]), opts({}))).rejects.toThrow(/images are 5x5x3 but model tiny takes 6x6x3/);
+    await expect(computeUniversal(model, randomImages(2, [5, 5, 3]), opts({}))).rejects.toThrow(
+      /images are 5x5x3 but model tiny takes 6x6x3/,
+    );
   });
 });
 

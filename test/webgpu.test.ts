@@ -32,7 +32,8 @@ const K = 2;
 const outSize = (net: (typeof samples)[number]['net']) => inferShapes(net, SAMPLE_INPUT).get(net.output)![0];
 const input = (seed: number) => tf.randomUniform([N, ...SAMPLE_INPUT], -2, 2, 'float32', seed) as tf.Tensor4D;
 const cotangents = (m: number, seed: number) => Float32Array.from({ length: N * K * m }, (_, i) => Math.sin(i * 1.7 + seed));
-const column = (dy: Float32Array, m: number, j: number) => Float32Array.from({ length: N * m }, (_, t) => dy[(Math.floor(t / m) * K + j) * m + (t % m)]);
+const column = (dy: Float32Array, m: number, j: number) =>
+  Float32Array.from({ length: N * m }, (_, t) => dy[(Math.floor(t / m) * K + j) * m + (t % m)]);
 
 /** Whether ONNX Runtime's WebGPU provider finds an adapter here (CI installs Mesa's lavapipe so that it does). */
 async function webgpuStarts(): Promise<string | null> {
@@ -81,7 +82,10 @@ describe.skipIf(skip)('the WebGPU engine (ONNX Runtime WebGPU provider)', () => 
         const m = outSize(net);
         const x = input(i);
         const dy = cotangents(m, i);
-        refs.set(title, Array.from({ length: K }, (_, j) => tfjsVjp(net, SAMPLE_INPUT, x, column(dy, m, j))));
+        refs.set(
+          title,
+          Array.from({ length: K }, (_, j) => tfjsVjp(net, SAMPLE_INPUT, x, column(dy, m, j))),
+        );
         x.dispose();
       });
     });
@@ -122,7 +126,7 @@ describe.skipIf(skip)('the WebGPU engine (ONNX Runtime WebGPU provider)', () => 
  * agree within 4 points; a wrong gradient (a sign, a missing term, another image's row) costs tens.
  * SGD-UAP averages gradients over minibatches and agrees more closely.
  */
-describe.skipIf(skip)('end to end on the WebGPU engine: the CPU engine\'s fooling rates', () => {
+describe.skipIf(skip)("end to end on the WebGPU engine: the CPU engine's fooling rates", () => {
   let gpu: Engine;
   let cpu: Engine;
   beforeAll(async () => {
@@ -132,7 +136,16 @@ describe.skipIf(skip)('end to end on the WebGPU engine: the CPU engine\'s foolin
   const RESNET = join(import.meta.dirname, 'fixtures', 'fashion-resnet', 'fashion-resnet.card.json');
   const job = (engine: Engine, o: Partial<ComputeJob>): ComputeJob => {
     const out = join(mkdtempSync(join(tmpdir(), 'uap-webgpu-')), 'run');
-    return { model: 'fashion', engine, out, limit: 200, valLimit: 200, randomDraws: 1, options: { norm: 'inf', xi: 40, maxPasses: 2, seed: 1 }, ...o };
+    return {
+      model: 'fashion',
+      engine,
+      out,
+      limit: 200,
+      valLimit: 200,
+      randomDraws: 1,
+      options: { norm: 'inf', xi: 40, maxPasses: 2, seed: 1 },
+      ...o,
+    };
   };
 
   it('the models load on WebGPU and say so', async () => {
@@ -144,7 +157,7 @@ describe.skipIf(skip)('end to end on the WebGPU engine: the CPU engine\'s foolin
     }
   });
 
-  it('GD-UAP\'s inner-layer feature model runs on the GPU with the CPU engine\'s values and gradients', async () => {
+  it("GD-UAP's inner-layer feature model runs on the GPU with the CPU engine's values and gradients", async () => {
     const [g, c] = [await loadClassifier('fashion', { engine: gpu }), await loadClassifier('fashion', { engine: cpu })];
     const [fg, fc] = [await g.features!(), await c.features!()];
     const x = tf.randomUniform([3, 28, 28, 1], 0, 255, 'float32', 5) as tf.Tensor4D;
@@ -166,14 +179,24 @@ describe.skipIf(skip)('end to end on the WebGPU engine: the CPU engine\'s foolin
     ['SGD-UAP, embedded CNN', 'fashion', 'sgd'],
     ['Algorithm 1, PyTorch ResNet (ONNX)', RESNET, 'algorithm1'],
     ['SGD-UAP, PyTorch ResNet (ONNX)', RESNET, 'sgd'],
-  ] as const)('%s', async (_, model, method) => {
-    const [g, c] = [await runCompute(job(gpu, { model, method })), await runCompute(job(cpu, { model, method }))];
-    expect(Math.abs(g.result.foolingRate - c.result.foolingRate), `on X: GPU ${g.result.foolingRate}, CPU ${c.result.foolingRate}`).toBeLessThanOrEqual(0.04);
-    expect(Math.abs(g.onVal!.foolingRate - c.onVal!.foolingRate), `validation: GPU ${g.onVal!.foolingRate}, CPU ${c.onVal!.foolingRate}`).toBeLessThanOrEqual(0.04);
-    expect(Math.abs(g.onVal!.cleanAccuracy - c.onVal!.cleanAccuracy)).toBe(0);
-    // A real attack, not two equal failures.
-    expect(c.onVal!.foolingRate).toBeGreaterThan(0.3);
-  }, 600_000);
+  ] as const)(
+    '%s',
+    async (_, model, method) => {
+      const [g, c] = [await runCompute(job(gpu, { model, method })), await runCompute(job(cpu, { model, method }))];
+      expect(
+        Math.abs(g.result.foolingRate - c.result.foolingRate),
+        `on X: GPU ${g.result.foolingRate}, CPU ${c.result.foolingRate}`,
+      ).toBeLessThanOrEqual(0.04);
+      expect(
+        Math.abs(g.onVal!.foolingRate - c.onVal!.foolingRate),
+        `validation: GPU ${g.onVal!.foolingRate}, CPU ${c.onVal!.foolingRate}`,
+      ).toBeLessThanOrEqual(0.04);
+      expect(Math.abs(g.onVal!.cleanAccuracy - c.onVal!.cleanAccuracy)).toBe(0);
+      // A real attack, not two equal failures.
+      expect(c.onVal!.foolingRate).toBeGreaterThan(0.3);
+    },
+    600_000,
+  );
 });
 
 /**
@@ -181,11 +204,22 @@ describe.skipIf(skip)('end to end on the WebGPU engine: the CPU engine\'s foolin
  * shapes at opsets 11 to 18, 32x32) imported and run on the GPU: PyTorch autograd is the reference,
  * with the CPU engine's bounds (onnx-import.test.ts).
  */
-describe.skipIf(skip)('PyTorch ONNX exports on the WebGPU engine: PyTorch autograd\'s logits and input gradients', () => {
+describe.skipIf(skip)("PyTorch ONNX exports on the WebGPU engine: PyTorch autograd's logits and input gradients", () => {
   const DIR = join(import.meta.dirname, 'fixtures', 'onnx');
-  const names = readdirSync(DIR).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
+  const names = readdirSync(DIR)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => f.slice(0, -5))
+    .sort();
   const RESNET_ONNX = join(import.meta.dirname, 'fixtures', 'fashion-resnet', 'fashion-resnet.onnx');
-  type Fixture = { inputShape: [number, number, number]; numClasses: number; preprocess: ModelCard['preprocess']; pixels: number[]; dy: number[]; logits: number[]; dx: number[] };
+  type Fixture = {
+    inputShape: [number, number, number];
+    numClasses: number;
+    preprocess: ModelCard['preprocess'];
+    pixels: number[];
+    dy: number[];
+    logits: number[];
+    dx: number[];
+  };
   let gpu: Engine;
   beforeAll(async () => {
     gpu = await initBackend('webgpu');
@@ -194,23 +228,50 @@ describe.skipIf(skip)('PyTorch ONNX exports on the WebGPU engine: PyTorch autogr
     const models = await Promise.all(
       [...names.map((n) => join(DIR, `${n}.onnx`)), RESNET_ONNX].map(async (file) => {
         const name = file.split('/').pop()!.slice(0, -5);
-        const f = file === RESNET_ONNX ? { inputShape: [28, 28, 1], numClasses: 10, preprocess: { scale: 1 / 255 } } : (JSON.parse(readFileSync(join(DIR, `${name}.json`), 'utf8')) as Fixture);
-        const card = { name, format: 'onnx', model: file, inputShape: f.inputShape, preprocess: f.preprocess, numClasses: f.numClasses, labelSpace: 'own' } as ModelCard;
+        const f =
+          file === RESNET_ONNX
+            ? { inputShape: [28, 28, 1], numClasses: 10, preprocess: { scale: 1 / 255 } }
+            : (JSON.parse(readFileSync(join(DIR, `${name}.json`), 'utf8')) as Fixture);
+        const card = {
+          name,
+          format: 'onnx',
+          model: file,
+          inputShape: f.inputShape,
+          preprocess: f.preprocess,
+          numClasses: f.numClasses,
+          labelSpace: 'own',
+        } as ModelCard;
         const m = exportOnnx(await loadNet(card, file, ''), card.inputShape, ['vjp', 'images'], 'webgpu');
-        return [{ name: `${name} (vjp)`, bytes: m.vjp }, { name: `${name} (images)`, bytes: m.images }];
+        return [
+          { name: `${name} (vjp)`, bytes: m.vjp },
+          { name: `${name} (images)`, bytes: m.images },
+        ];
       }),
     );
     const flat = models.flat();
-    const placements = await nodePlacements(flat.map((m) => m.bytes), 'webgpu');
+    const placements = await nodePlacements(
+      flat.map((m) => m.bytes),
+      'webgpu',
+    );
     const problems = placements.flatMap((p, i) =>
-      'error' in p ? [`${flat[i].name}: ${p.error}`] : cpuFallbacks(flat[i].bytes, p).map((n) => `${flat[i].name}: ${n.opType} ${n.name} on the CPU`),
+      'error' in p
+        ? [`${flat[i].name}: ${p.error}`]
+        : cpuFallbacks(flat[i].bytes, p).map((n) => `${flat[i].name}: ${n.opType} ${n.name} on the CPU`),
     );
     expect(problems.length, problems.slice(0, 12).join('\n')).toBe(0);
   });
 
   it.each(names)('%s', async (name) => {
     const f = JSON.parse(readFileSync(join(DIR, `${name}.json`), 'utf8')) as Fixture;
-    const card: ModelCard = { name, format: 'onnx', model: join(DIR, `${name}.onnx`), inputShape: f.inputShape, preprocess: f.preprocess, numClasses: f.numClasses, labelSpace: 'own' };
+    const card: ModelCard = {
+      name,
+      format: 'onnx',
+      model: join(DIR, `${name}.onnx`),
+      inputShape: f.inputShape,
+      preprocess: f.preprocess,
+      numClasses: f.numClasses,
+      labelSpace: 'own',
+    };
     const model = await loadClassifier(card, { engine: gpu });
     expect(model.engine).toBe('onnxruntime (WebGPU)');
     const x = tf.tensor4d(Float32Array.from(f.pixels), [2, ...f.inputShape]);
@@ -224,16 +285,19 @@ describe.skipIf(skip)('PyTorch ONNX exports on the WebGPU engine: PyTorch autogr
       model.dispose();
     }
   });
-
 });
 
 describe.skipIf(skip)('no GPU driver', () => {
   it('--backend webgpu with no Vulkan driver: one line naming the flag, why, and what to install; exit 2', async () => {
     // The Vulkan loader finds no driver when told to look only at a file that does not exist.
-    const r = await uapCli(['compute', '--backend', 'webgpu', '--limit', '4'], { env: { VK_ICD_FILENAMES: '/nonexistent/icd.json', VK_DRIVER_FILES: '/nonexistent/icd.json' } });
+    const r = await uapCli(['compute', '--backend', 'webgpu', '--limit', '4'], {
+      env: { VK_ICD_FILENAMES: '/nonexistent/icd.json', VK_DRIVER_FILES: '/nonexistent/icd.json' },
+    });
     expect(r.status).toBe(2);
     const line = r.stderr.split('\n').find((l) => l.startsWith('uap: error:'));
-    expect(line).toMatch(/^uap: error: --backend webgpu: ONNX Runtime's WebGPU provider cannot run here: Failed to get a WebGPU adapter.*Vulkan driver/);
+    expect(line).toMatch(
+      /^uap: error: --backend webgpu: ONNX Runtime's WebGPU provider cannot run here: Failed to get a WebGPU adapter.*Vulkan driver/,
+    );
     // No JavaScript stack (Dawn, inside ONNX Runtime, prints its own Vulkan warnings to stderr first).
     expect(r.stderr).not.toMatch(/\n\s+at .*\.[cm]?js:\d+/);
   });

@@ -39,7 +39,12 @@ export async function normSweep(
   v: tf.Tensor3D,
   norm: Norm,
   opts: {
-    factors?: number[]; draws?: number; seed?: number; deepfool?: boolean; onPoint?: (p: SweepPoint) => void; onBatch?: (done: number) => void;
+    factors?: number[];
+    draws?: number;
+    seed?: number;
+    deepfool?: boolean;
+    onPoint?: (p: SweepPoint) => void;
+    onBatch?: (done: number) => void;
     /** Where the sweep's perturbations are scored (default: here, in batches of 32): clean labels first, then each; elsewhere (on workers), the same labels. */
     labels?: (vs: Float32Array[]) => Promise<Int32Array[]>;
   } = {},
@@ -62,10 +67,13 @@ export async function normSweep(
     push(tf.mul(v, f) as tf.Tensor3D);
     for (const kind of ['random signs', 'gaussian'] as const) {
       curves.push({ kind, radius, first: perturbations.length, draws });
-      for (let d = 0; d < draws; d++) push(noiseOfNorm(kind === 'gaussian' ? 'gaussian' : 'sign', model.inputShape, norm, radius, seed + d));
+      for (let d = 0; d < draws; d++)
+        push(noiseOfNorm(kind === 'gaussian' ? 'gaussian' : 'sign', model.inputShape, norm, radius, seed + d));
     }
   }
-  const [clean, ...preds] = opts.labels ? await opts.labels(perturbations) : await predictMany(model, set, [null, ...perturbations], 32, opts.onBatch);
+  const [clean, ...preds] = opts.labels
+    ? await opts.labels(perturbations)
+    : await predictMany(model, set, [null, ...perturbations], 32, opts.onBatch);
   const points: SweepPoint[] = [];
   const add = (p: SweepPoint) => {
     points.push(p);
@@ -73,9 +81,24 @@ export async function normSweep(
   };
   for (const c of curves) {
     const rates = preds.slice(c.first, c.first + c.draws).map((p) => foolingRate(clean, p));
-    add({ kind: c.kind, radius: c.radius, mean: rates.reduce((a, b) => a + b, 0) / c.draws, min: Math.min(...rates), max: Math.max(...rates), draws: c.draws });
+    add({
+      kind: c.kind,
+      radius: c.radius,
+      mean: rates.reduce((a, b) => a + b, 0) / c.draws,
+      min: Math.min(...rates),
+      max: Math.max(...rates),
+      draws: c.draws,
+    });
   }
-  if (opts.deepfool) for (const p of await deepfoolCurves(model, set, norm, factors.map((f) => vNorm * f), clean)) add(p);
+  if (opts.deepfool)
+    for (const p of await deepfoolCurves(
+      model,
+      set,
+      norm,
+      factors.map((f) => vNorm * f),
+      clean,
+    ))
+      add(p);
   return { norm, vNorm, images: set.size, points };
 }
 
@@ -109,7 +132,14 @@ async function deepfoolCurves(model: Classifier, set: ImageSource, norm: Norm, r
     }
     tf.dispose([x, df.r, unit]);
   }
-  const points: SweepPoint[] = radii.map((radius, k) => ({ kind: 'per-image DeepFool', radius, mean: fooled[k] / set.size, min: fooled[k] / set.size, max: fooled[k] / set.size, draws: 1 }));
+  const points: SweepPoint[] = radii.map((radius, k) => ({
+    kind: 'per-image DeepFool',
+    radius,
+    mean: fooled[k] / set.size,
+    min: fooled[k] / set.size,
+    max: fooled[k] / set.size,
+    draws: 1,
+  }));
   const sumNorm = lpNorm(sum, norm);
   for (const radius of radii) {
     const scaled = tf.mul(sum, radius / Math.max(sumNorm, 1e-12)) as tf.Tensor3D;
@@ -125,8 +155,11 @@ export function sweepSpec(s: NormSweep, title: string): TopLevelSpec {
   const unit = s.norm === 2 ? 'L2' : 'Linf';
   // One colour per kind, and only the kinds drawn in the legend (an explicit domain lists them all).
   const palette: [string, string][] = [
-    ['universal', '#d62728'], ['random signs', '#1f77b4'], ['gaussian', '#7f7f7f'],
-    ['per-image DeepFool', '#2ca02c'], ['sum of DeepFool perturbations', '#9467bd'],
+    ['universal', '#d62728'],
+    ['random signs', '#1f77b4'],
+    ['gaussian', '#7f7f7f'],
+    ['per-image DeepFool', '#2ca02c'],
+    ['sum of DeepFool perturbations', '#9467bd'],
   ];
   const drawn = palette.filter(([kind]) => s.points.some((p) => p.kind === kind));
   const colors = { domain: drawn.map(([k]) => k), range: drawn.map(([, c]) => c) };
@@ -141,16 +174,32 @@ export function sweepSpec(s: NormSweep, title: string): TopLevelSpec {
     },
     layer: [
       // The bands (min-max over the draws) stay out of the legend: its pale symbols would not match the lines.
-      { mark: { type: 'area', opacity: 0.2 }, encoding: { y: { field: 'min', type: 'quantitative' }, y2: { field: 'max' }, fill: { field: 'kind', type: 'nominal', scale: colors, legend: null } } },
+      {
+        mark: { type: 'area', opacity: 0.2 },
+        encoding: {
+          y: { field: 'min', type: 'quantitative' },
+          y2: { field: 'max' },
+          fill: { field: 'kind', type: 'nominal', scale: colors, legend: null },
+        },
+      },
       {
         mark: { type: 'line', point: true },
         encoding: {
           y: { field: 'mean', type: 'quantitative', title: 'fooling rate', scale: { domain: [0, 1] }, axis: { format: '%' } },
-          color: { field: 'kind', type: 'nominal', title: null, scale: colors, legend: { labelLimit: 260, symbolType: 'stroke', symbolStrokeWidth: 3 } },
+          color: {
+            field: 'kind',
+            type: 'nominal',
+            title: null,
+            scale: colors,
+            legend: { labelLimit: 260, symbolType: 'stroke', symbolStrokeWidth: 3 },
+          },
         },
       },
       { mark: { type: 'rule', strokeDash: [4, 4], color: 'black' }, encoding: { x: { datum: s.vNorm } } },
-      { mark: { type: 'text', align: 'left', baseline: 'top', dx: 4, dy: 4, text: 'norm of v' }, encoding: { x: { datum: s.vNorm }, y: { datum: 1 } } },
+      {
+        mark: { type: 'text', align: 'left', baseline: 'top', dx: 4, dy: 4, text: 'norm of v' },
+        encoding: { x: { datum: s.vNorm }, y: { datum: 1 } },
+      },
     ],
     resolve: { scale: { fill: 'independent' }, legend: { fill: 'independent' } },
   } as TopLevelSpec;

@@ -102,12 +102,20 @@ export function graphToDot(g: FoolingGraph, names: (i: number) => string = (i) =
   for (const d of g.dominant) {
     if (nodes.size >= maxNodes) break;
     nodes.add(d.label);
-    const inflows = g.edges.filter((e) => e.to === d.label && e.from !== d.label).sort((a, b) => b.count - a.count).slice(0, perLabel);
+    const inflows = g.edges
+      .filter((e) => e.to === d.label && e.from !== d.label)
+      .sort((a, b) => b.count - a.count)
+      .slice(0, perLabel);
     for (const e of inflows) if (nodes.size < maxNodes) nodes.add(e.from);
   }
   const shown = g.edges.filter((e) => nodes.has(e.from) && nodes.has(e.to));
   const maxCount = Math.max(1, ...shown.map((e) => e.count));
-  const lines = ['digraph fooling {', '  graph [overlap=false, splines=true, sep="+6", fontname="Helvetica"];', '  node [shape=box, style="rounded", fontname="Helvetica", fontsize=10];', '  edge [fontname="Helvetica", fontsize=8, fontcolor="#555555"];'];
+  const lines = [
+    'digraph fooling {',
+    '  graph [overlap=false, splines=true, sep="+6", fontname="Helvetica"];',
+    '  node [shape=box, style="rounded", fontname="Helvetica", fontsize=10];',
+    '  edge [fontname="Helvetica", fontsize=8, fontcolor="#555555"];',
+  ];
   // Labels that draw images from many others are drawn larger (font 9 to 18 by in-degree).
   const inDegree = new Map<number, number>();
   for (const e of g.edges) if (e.from !== e.to) inDegree.set(e.to, (inDegree.get(e.to) ?? 0) + 1);
@@ -126,7 +134,10 @@ export function graphToDot(g: FoolingGraph, names: (i: number) => string = (i) =
     ...(nodes.size < all ? [`${nodes.size} of ${all} labels shown:`, 'the dominant ones and their inflows'] : []),
   ];
   lines.push(`  label="${caption.map((c) => quote(c).slice(1, -1)).join('\\n')}"; labelloc=t; fontsize=10;`);
-  for (const e of shown) lines.push(`  n${e.from} -> n${e.to} [penwidth=${(0.5 + (2.5 * e.count) / maxCount).toFixed(2)}, label=${quote(String(e.count))}, tooltip=${quote(`${e.count} images`)}];`);
+  for (const e of shown)
+    lines.push(
+      `  n${e.from} -> n${e.to} [penwidth=${(0.5 + (2.5 * e.count) / maxCount).toFixed(2)}, label=${quote(String(e.count))}, tooltip=${quote(`${e.count} images`)}];`,
+    );
   lines.push('}');
   return lines.join('\n') + '\n';
 }

@@ -19,14 +19,28 @@ export function runMetrics(
   attack: { norm: Norm; xi: number; target?: number },
   run: { targetSuccess?: number } & Record<string, unknown>,
   onX: Evaluation,
-  validation: { onVal?: Evaluation; randomNoiseOnVal?: unknown; targetOnVal?: number; classesOnVal?: { attacked: number; kept: number } } = {},
+  validation: {
+    onVal?: Evaluation;
+    randomNoiseOnVal?: unknown;
+    targetOnVal?: number;
+    classesOnVal?: { attacked: number; kept: number };
+  } = {},
 ): Record<string, unknown> {
   const { onVal, randomNoiseOnVal, targetOnVal, classesOnVal } = validation;
   const t = attack.target;
   return {
-    norm: attack.norm, xi: attack.xi, normL2: lpNorm(v, 2), normInf: lpNorm(v, 'inf'),
-    run, onX: evaluationSummary(onX), onVal: onVal ? evaluationSummary(onVal) : null, randomNoiseOnVal: randomNoiseOnVal ?? null,
-    target: t !== undefined ? { index: t, name: labelName(model, t), successOnX: run.targetSuccess ?? null, successOnVal: targetOnVal ?? null } : null,
+    norm: attack.norm,
+    xi: attack.xi,
+    normL2: lpNorm(v, 2),
+    normInf: lpNorm(v, 'inf'),
+    run,
+    onX: evaluationSummary(onX),
+    onVal: onVal ? evaluationSummary(onVal) : null,
+    randomNoiseOnVal: randomNoiseOnVal ?? null,
+    target:
+      t !== undefined
+        ? { index: t, name: labelName(model, t), successOnX: run.targetSuccess ?? null, successOnVal: targetOnVal ?? null }
+        : null,
     ...(classesOnVal ? { classDiscriminative: { classes: (attack as { classes?: number[] }).classes, onVal: classesOnVal } } : {}),
   };
 }

@@ -40,7 +40,14 @@ export function allDraws(shape: [number, number, number], o: Pick<NoiseScoreOpti
 
 export function baselineOf(norm: Norm, xi: number, clean: Int32Array, preds: Int32Array[]): Baseline {
   const rates = preds.map((p) => foolingRate(clean, p));
-  return { norm, radius: xi, mean: rates.reduce((a, b) => a + b, 0) / rates.length, min: Math.min(...rates), max: Math.max(...rates), draws: rates.length };
+  return {
+    norm,
+    radius: xi,
+    mean: rates.reduce((a, b) => a + b, 0) / rates.length,
+    min: Math.min(...rates),
+    max: Math.max(...rates),
+    draws: rates.length,
+  };
 }
 
 /** What scoring a run of images gives: per image, in order, for the images that decoded. */
@@ -67,22 +74,42 @@ export interface NoiseScoreOptions {
 }
 
 /** Scores `set` (a whole set, or one range of it) clean, with each of `vs` and with the noise draws, in ONE pass over its images. */
-export async function scorePart(model: Classifier, set: ImageSource & { listed?: ImageItem[] }, vs: Float32Array[], opts: NoiseScoreOptions): Promise<ScorePart> {
+export async function scorePart(
+  model: Classifier,
+  set: ImageSource & { listed?: ImageItem[] },
+  vs: Float32Array[],
+  opts: NoiseScoreOptions,
+): Promise<ScorePart> {
   const noise = opts.noise ?? allDraws(model.inputShape, opts);
   const k = model.numClasses;
   const perImage = new PerImage();
   const kept: ImageItem[] = [];
   const parts: Int32Array[][] = [];
   const ranks: number[] = [];
-  await forEachBatch(model, set, [null, ...vs, ...noise], (batch, logits) => {
-    kept.push(...batch.items);
-    if (opts.ranks) batch.items.forEach((item, r) => ranks.push(item.label === undefined ? -1 : rankOf(logits[0].subarray(r * k, (r + 1) * k), item.label)));
-    if (vs.length) perImage.add(batch.items, logits[0], logits[1], k);
-    logits.forEach((l, j) => (parts[j] ??= []).push(argmaxRows(l, k)));
-  }, opts.batchSize, opts.onBatch);
+  await forEachBatch(
+    model,
+    set,
+    [null, ...vs, ...noise],
+    (batch, logits) => {
+      kept.push(...batch.items);
+      if (opts.ranks)
+        batch.items.forEach((item, r) =>
+          ranks.push(item.label === undefined ? -1 : rankOf(logits[0].subarray(r * k, (r + 1) * k), item.label)),
+        );
+      if (vs.length) perImage.add(batch.items, logits[0], logits[1], k);
+      logits.forEach((l, j) => (parts[j] ??= []).push(argmaxRows(l, k)));
+    },
+    opts.batchSize,
+    opts.onBatch,
+  );
   const listed = set.listed ?? set.items;
   const at = new Map(listed.map((item, i) => [item, i]));
-  return { kept: kept.map((item) => at.get(item)!), labels: parts.map((p) => Array.from(concatLabels(p))), facts: [...perImage.facts()], ...(opts.ranks ? { ranks } : {}) };
+  return {
+    kept: kept.map((item) => at.get(item)!),
+    labels: parts.map((p) => Array.from(concatLabels(p))),
+    facts: [...perImage.facts()],
+    ...(opts.ranks ? { ranks } : {}),
+  };
 }
 
 /** How many classes score strictly higher than class `label` in one row of logits (0: top-1). */
@@ -99,7 +126,12 @@ export function joinLabels(parts: ScorePart[]): Int32Array[] {
 }
 
 /** The figures of the parts of a list of images, joined in order: `parts[i]` scored `ranges[i]` of `listed`. */
-export function joinParts(listed: ImageItem[], ranges: { start: number }[], parts: ScorePart[], opts: Pick<NoiseScoreOptions, 'radii' | 'draws'>): { ev: Evaluation; baselines: Baseline[]; perImage: PerImage; items: ImageItem[] } {
+export function joinParts(
+  listed: ImageItem[],
+  ranges: { start: number }[],
+  parts: ScorePart[],
+  opts: Pick<NoiseScoreOptions, 'radii' | 'draws'>,
+): { ev: Evaluation; baselines: Baseline[]; perImage: PerImage; items: ImageItem[] } {
   const perImage = new PerImage();
   const items: ImageItem[] = [];
   parts.forEach((p, s) => {
@@ -113,6 +145,13 @@ export function joinParts(listed: ImageItem[], ranges: { start: number }[], part
 }
 
 /** Random-noise baseline: fooling rates of `draws` seeded random perturbations of norm `xi` (one pass over the set). */
-export async function randomBaseline(model: Classifier, set: ImageSource, norm: Norm, xi: number, draws: number, cleanPred: Int32Array): Promise<Baseline> {
+export async function randomBaseline(
+  model: Classifier,
+  set: ImageSource,
+  norm: Norm,
+  xi: number,
+  draws: number,
+  cleanPred: Int32Array,
+): Promise<Baseline> {
   return baselineOf(norm, xi, cleanPred, await predictMany(model, set, noiseDraws(model.inputShape, norm, xi, draws)));
 }

@@ -50,7 +50,10 @@ function gramSvd(rows: tf.Tensor2D): { singular: number[]; u: number[][] } {
 function unitRows(n: number, size: number, seed: number): tf.Tensor2D {
   const rng = new Rng(seed);
   return tf.tidy(() => {
-    const r = tf.tensor2d(Float32Array.from({ length: n * size }, () => rng.normal()), [n, size]);
+    const r = tf.tensor2d(
+      Float32Array.from({ length: n * size }, () => rng.normal()),
+      [n, size],
+    );
     return tf.div(r, tf.norm(r, 2, 1, true)) as tf.Tensor2D;
   });
 }
@@ -60,7 +63,12 @@ export async function normalsAnalysis(
   X: ImageSet,
   V: ImageSource,
   opts: {
-    xi: number; dims?: number[]; draws?: number; seed?: number; batchSize?: number; onProgress?: (done: number) => void;
+    xi: number;
+    dims?: number[];
+    draws?: number;
+    seed?: number;
+    batchSize?: number;
+    onProgress?: (done: number) => void;
     /** Where the random vectors are scored on V (default: here): clean labels first, then with each; elsewhere (on workers), the same labels. */
     labels?: (vs: Float32Array[]) => Promise<Int32Array[]>;
   },
@@ -77,10 +85,12 @@ export async function normalsAnalysis(
     x.dispose();
     const ok = idx.map((_, j) => j).filter((j) => df.status[j] === 'converged');
     if (ok.length)
-      parts.push(tf.tidy(() => {
-        const r = takeRows(df.r.reshape([idx.length, size]) as tf.Tensor2D, ok);
-        return tf.div(r, tf.norm(r, 2, 1, true)) as tf.Tensor2D;
-      }));
+      parts.push(
+        tf.tidy(() => {
+          const r = takeRows(df.r.reshape([idx.length, size]) as tf.Tensor2D, ok);
+          return tf.div(r, tf.norm(r, 2, 1, true)) as tf.Tensor2D;
+        }),
+      );
     df.r.dispose();
     opts.onProgress?.(idx[idx.length - 1] + 1);
   }
@@ -113,7 +123,10 @@ export async function normalsAnalysis(
     const vectors: Float32Array[] = [];
     for (const d of dims) {
       for (let k = 0; k < draws; k++) {
-        const z = tf.tensor2d(Float32Array.from({ length: d }, () => rng.normal()), [1, d]);
+        const z = tf.tensor2d(
+          Float32Array.from({ length: d }, () => rng.normal()),
+          [1, d],
+        );
         vectors.push(scaled(tf.tidy(() => tf.matMul(z, basis.slice([0, 0], [d, size])).reshape([size]) as tf.Tensor1D)));
         z.dispose();
       }

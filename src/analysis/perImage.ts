@@ -8,7 +8,12 @@ import { wilsonInterval } from '../math/interval.js';
  */
 
 /** One row of logits: top-1 index, its softmax probability, and the softmax probability / logit margin of class `of`. */
-export function rowFacts(logits: Float32Array, k: number, row: number, of?: number): { top: number; prob: number; probOf: number; marginOf: number } {
+export function rowFacts(
+  logits: Float32Array,
+  k: number,
+  row: number,
+  of?: number,
+): { top: number; prob: number; probOf: number; marginOf: number } {
   const base = row * k;
   let top = 0;
   for (let j = 1; j < k; j++) if (logits[base + j] > logits[base + top]) top = j;
@@ -55,7 +60,15 @@ export class PerImage {
       const c = rowFacts(clean, k, r);
       const a = rowFacts(adv, k, r, c.top);
       this.items.push(item);
-      this.rows.push({ clean: c.top, cleanProb: c.prob, cleanMargin: c.marginOf, adv: a.top, advProb: a.prob, cleanProbAfter: a.probOf, cleanMarginAfter: a.marginOf });
+      this.rows.push({
+        clean: c.top,
+        cleanProb: c.prob,
+        cleanMargin: c.marginOf,
+        adv: a.top,
+        advProb: a.prob,
+        cleanProbAfter: a.probOf,
+        cleanMarginAfter: a.marginOf,
+      });
     });
   }
 
@@ -64,7 +77,13 @@ export class PerImage {
   }
 
   /** Means over the images: confidence in the clean label before and after, its logit margin before and after. */
-  confidence(): { cleanConfidence: number; cleanLabelConfidenceAfter: number; perturbedConfidence: number; marginBefore: number; marginAfter: number } {
+  confidence(): {
+    cleanConfidence: number;
+    cleanLabelConfidenceAfter: number;
+    perturbedConfidence: number;
+    marginBefore: number;
+    marginAfter: number;
+  } {
     const mean = (f: (r: ImageFacts) => number) => this.rows.reduce((s, r) => s + f(r), 0) / Math.max(1, this.rows.length);
     return {
       cleanConfidence: mean((r) => r.cleanProb),
@@ -94,7 +113,16 @@ export class PerImage {
       .map(([cls, c]) => {
         const rate = c.fooled / c.images;
         const [lo, hi] = wilsonInterval(rate, c.images);
-        return { class: cls, name: name(cls), by: byTruth ? 'true label' : 'clean prediction', images: c.images, fooled: c.fooled, rate, lo, hi };
+        return {
+          class: cls,
+          name: name(cls),
+          by: byTruth ? 'true label' : 'clean prediction',
+          images: c.images,
+          fooled: c.fooled,
+          rate,
+          lo,
+          hi,
+        };
       });
   }
 
@@ -114,10 +142,25 @@ export class PerImage {
   /** predictions.csv: one line per image (file, true label, clean and perturbed labels with confidences). */
   csv(name: (i: number) => string): string {
     const q = (s: string) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
-    const lines = ['file,true_label,clean_label,clean_name,clean_confidence,perturbed_label,perturbed_name,perturbed_confidence,clean_label_confidence_after,fooled'];
+    const lines = [
+      'file,true_label,clean_label,clean_name,clean_confidence,perturbed_label,perturbed_name,perturbed_confidence,clean_label_confidence_after,fooled',
+    ];
     this.rows.forEach((r, i) => {
       const item = this.items[i];
-      lines.push([q(itemName(item)), item.label ?? '', r.clean, q(name(r.clean)), r.cleanProb.toFixed(4), r.adv, q(name(r.adv)), r.advProb.toFixed(4), r.cleanProbAfter.toFixed(4), r.adv !== r.clean ? 1 : 0].join(','));
+      lines.push(
+        [
+          q(itemName(item)),
+          item.label ?? '',
+          r.clean,
+          q(name(r.clean)),
+          r.cleanProb.toFixed(4),
+          r.adv,
+          q(name(r.adv)),
+          r.advProb.toFixed(4),
+          r.cleanProbAfter.toFixed(4),
+          r.adv !== r.clean ? 1 : 0,
+        ].join(','),
+      );
     });
     return lines.join('\n') + '\n';
   }

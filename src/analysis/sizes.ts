@@ -30,10 +30,17 @@ export async function sizeSweep(
   options: AttackSettings,
   opts: { sizes?: number[]; seed?: number; onPoint?: (p: SizePoint) => void; remote?: RemoteSweep } = {},
 ): Promise<SizePoint[]> {
-  const sizes = [...new Set((opts.sizes ?? DEFAULT_SIZES).filter((n) => n <= X.size).concat(opts.sizes ? [] : [X.size]))].sort((a, b) => a - b);
+  const sizes = [...new Set((opts.sizes ?? DEFAULT_SIZES).filter((n) => n <= X.size).concat(opts.sizes ? [] : [X.size]))].sort(
+    (a, b) => a - b,
+  );
   // Nested subsets: the first n images of one seeded order, so a bigger X contains every smaller one.
   const order = new Rng(opts.seed ?? 0).permutation(X.size);
-  if (opts.remote) return remoteSweep(opts.remote, sizes.map((n) => X.subset(order.slice(0, n))), opts.onPoint);
+  if (opts.remote)
+    return remoteSweep(
+      opts.remote,
+      sizes.map((n) => X.subset(order.slice(0, n))),
+      opts.onPoint,
+    );
   const cleanV = await predictSet(model, V, null);
   const points: SizePoint[] = [];
   for (const n of sizes) {
@@ -62,7 +69,13 @@ async function remoteSweep(remote: RemoteSweep, sets: ImageSet[], onPoint?: (p: 
   const runs = await remote.craft(sets);
   const [clean, ...advs] = await remote.labels(runs.map((r) => r.v));
   return runs.map((r, i) => {
-    const p = { size: sets[i].size, valFoolingRate: foolingRate(clean, advs[i]), xFoolingRate: r.foolingRate, passes: r.passes, seconds: r.seconds };
+    const p = {
+      size: sets[i].size,
+      valFoolingRate: foolingRate(clean, advs[i]),
+      xFoolingRate: r.foolingRate,
+      passes: r.passes,
+      seconds: r.seconds,
+    };
     onPoint?.(p);
     return p;
   });

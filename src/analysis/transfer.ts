@@ -50,10 +50,14 @@ export function transferSource(spec: string, format: PerturbationFormat = {}): T
   if (statSync(spec).isDirectory()) {
     const file = join(spec, 'perturbation.npy');
     if (!existsSync(file)) throw new UsageError(`${spec}: no perturbation.npy in this run directory`);
-    let craftedOn: string | null = null;
+    let craftedOn: string | null;
     let card: CardOverrides | undefined;
     try {
-      const config = JSON.parse(readFileSync(join(spec, 'config.json'), 'utf8')) as { model?: string; modelSpec?: string; modelCard?: CardOverrides };
+      const config = JSON.parse(readFileSync(join(spec, 'config.json'), 'utf8')) as {
+        model?: string;
+        modelSpec?: string;
+        modelCard?: CardOverrides;
+      };
       craftedOn = config.modelSpec ?? config.model ?? null;
       card = config.modelCard;
     } catch {
@@ -74,10 +78,21 @@ export type RemoteLabels = (
 export async function transferMatrix(
   sources: TransferSource[],
   models: string[],
-  opts: { engine: Engine; assets: string; card?: CardOverrides; data?: string; limit?: number; sample?: number; batchSize?: number; log: Log; remote?: RemoteLabels },
+  opts: {
+    engine: Engine;
+    assets: string;
+    card?: CardOverrides;
+    data?: string;
+    limit?: number;
+    sample?: number;
+    batchSize?: number;
+    log: Log;
+    remote?: RemoteLabels;
+  },
 ): Promise<TransferResult> {
   if (sources.length === 0) throw new UsageError('transfer: give at least one run directory or .npy perturbation');
-  if (models.length === 0) throw new UsageError('transfer: no models to test on (pass {models}, or run directories whose config.json names a model)');
+  if (models.length === 0)
+    throw new UsageError('transfer: no models to test on (pass {models}, or run directories whose config.json names a model)');
   const foolingRates: number[][] = sources.map(() => []);
   const images: number[] = [];
   const data: string[] = [];
@@ -89,7 +104,13 @@ export async function transferMatrix(
     const model = await loadModel(name, { assets: opts.assets, card, engine: opts.engine }, opts.log);
     try {
       const dir = opts.data ?? defaultData(model, opts.assets).val;
-      const set = openSet(model, dir, { limit: opts.limit, sample: opts.sample === undefined ? undefined : { count: opts.sample, seed: 0 }, assets: opts.assets, log: opts.log, what: `${name} images` });
+      const set = openSet(model, dir, {
+        limit: opts.limit,
+        sample: opts.sample === undefined ? undefined : { count: opts.sample, seed: 0 },
+        assets: opts.assets,
+        log: opts.log,
+        what: `${name} images`,
+      });
       // Every perturbation on this model in one pass over its images.
       const vs = sources.map((src) => {
         const v = loadPerturbation(src.file, model, quiet, src.format);
@@ -111,16 +132,28 @@ export async function transferMatrix(
 
 export function transferMarkdown(t: TransferResult): string {
   const head = `| crafted on \\ tested on | ${t.models.join(' | ')} |\n|---|${t.models.map(() => '---').join('|')}|`;
-  const rows = t.sources.map((s, r) => `| ${s.name} | ${t.foolingRate[r].map((v, c) => {
-    const cell = pct(v);
-    return s.craftedOn === t.models[c] ? `**${cell}**` : cell;
-  }).join(' | ')} |`);
+  const rows = t.sources.map(
+    (s, r) =>
+      `| ${s.name} | ${t.foolingRate[r]
+        .map((v, c) => {
+          const cell = pct(v);
+          return s.craftedOn === t.models[c] ? `**${cell}**` : cell;
+        })
+        .join(' | ')} |`,
+  );
   return [head, ...rows].join('\n') + '\n';
 }
 
 /** Heatmap (rows: crafted on, columns: tested on) as a Vega-Lite spec. */
 export function transferSpec(t: TransferResult): TopLevelSpec {
-  const values = t.sources.flatMap((s, r) => t.models.map((m, c) => ({ craftedOn: s.name, testedOn: m, rate: t.foolingRate[r][c], label: `${(t.foolingRate[r][c] * 100).toFixed(0)}%` })));
+  const values = t.sources.flatMap((s, r) =>
+    t.models.map((m, c) => ({
+      craftedOn: s.name,
+      testedOn: m,
+      rate: t.foolingRate[r][c],
+      label: `${(t.foolingRate[r][c] * 100).toFixed(0)}%`,
+    })),
+  );
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: 'Fooling rate of universal perturbations across models',
@@ -130,8 +163,14 @@ export function transferSpec(t: TransferResult): TopLevelSpec {
       y: { field: 'craftedOn', type: 'nominal', title: 'crafted on', sort: t.sources.map((s) => s.name), axis: { labelLimit: 320 } },
     },
     layer: [
-      { mark: 'rect', encoding: { color: { field: 'rate', type: 'quantitative', title: 'fooling rate', scale: { domain: [0, 1], scheme: 'orangered' } } } },
-      { mark: { type: 'text', fontSize: 11 }, encoding: { text: { field: 'label' }, color: { condition: { test: 'datum.rate > 0.5', value: 'white' }, value: 'black' } } },
+      {
+        mark: 'rect',
+        encoding: { color: { field: 'rate', type: 'quantitative', title: 'fooling rate', scale: { domain: [0, 1], scheme: 'orangered' } } },
+      },
+      {
+        mark: { type: 'text', fontSize: 11 },
+        encoding: { text: { field: 'label' }, color: { condition: { test: 'datum.rate > 0.5', value: 'white' }, value: 'black' } },
+      },
     ],
     config: { view: { step: 56 } },
   } as TopLevelSpec;

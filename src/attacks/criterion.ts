@@ -83,8 +83,20 @@ export function classDiscriminative(classes: readonly number[]): Criterion & { k
     classOf: (label) => label,
     sign: 1,
     keeps: (label) => !attacked.has(label),
-    successRate: (clean, adv) => share(clean, adv, (c) => attacked.has(c), (c, a) => a !== c),
-    keptRate: (clean, adv) => share(clean, adv, (c) => !attacked.has(c), (c, a) => a === c),
+    successRate: (clean, adv) =>
+      share(
+        clean,
+        adv,
+        (c) => attacked.has(c),
+        (c, a) => a !== c,
+      ),
+    keptRate: (clean, adv) =>
+      share(
+        clean,
+        adv,
+        (c) => !attacked.has(c),
+        (c, a) => a === c,
+      ),
   };
 }
 

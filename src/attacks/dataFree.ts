@@ -38,7 +38,14 @@ export interface DataFreeOptions extends PassOptions {
 
 /** GD-UAP's defaults for everything but the budget (norm, xi). */
 export const DATA_FREE_DEFAULTS: Omit<DataFreeOptions, 'xi' | 'norm'> = {
-  prior: 'none', stepsPerPass: 32, optimizer: 'adam', lrDecay: 0.9, delta: 0.2, maxPasses: 10, batchSize: 16, seed: 0,
+  prior: 'none',
+  stepsPerPass: 32,
+  optimizer: 'adam',
+  lrDecay: 0.9,
+  delta: 0.2,
+  maxPasses: 10,
+  batchSize: 16,
+  seed: 0,
 };
 
 export function validateDataFreeOptions(o: DataFreeOptions): void {
@@ -49,7 +56,8 @@ export function validateDataFreeOptions(o: DataFreeOptions): void {
   if (!(Number.isInteger(o.stepsPerPass) && o.stepsPerPass >= 1)) bad('stepsPerPass', `expected an integer >= 1, got ${o.stepsPerPass}`);
   validateAscentOptions(o);
   if (o.classes !== undefined) bad('classes', 'GD-UAP maximises activations, not a class (the sgd method takes {classes})');
-  if (o.target !== undefined) bad('target', 'GD-UAP is untargeted: it maximises activations, not a class (the sgd method takes a {target})');
+  if (o.target !== undefined)
+    bad('target', 'GD-UAP is untargeted: it maximises activations, not a class (the sgd method takes a {target})');
 }
 
 /**
@@ -85,10 +93,18 @@ export function neutralImage(model: Classifier): Float32Array {
 }
 
 /** GD-UAP / Fast Feature Fool: v maximises the log-norms of inner layers' activations (Adam, projected), with no data ('none'), uniform noise ('range') or images of X ('data') as the prior; one layer with the data prior is layer maximisation. */
-export async function computeDataFreeUniversal(model: Classifier, X: ImageSet, options: DataFreeOptions, ctl: RunControl = {}): Promise<UniversalResult> {
+export async function computeDataFreeUniversal(
+  model: Classifier,
+  X: ImageSet,
+  options: DataFreeOptions,
+  ctl: RunControl = {},
+): Promise<UniversalResult> {
   const o = options;
   validateDataFreeOptions(o);
-  if (!model.features) throw new UsageError(`{method} gduap: model ${model.name} is run as a whole (a TF.js GraphModel, or a bare logits function); its inner layers cannot be read (convert it as a LayersModel, TFLite or ONNX file)`);
+  if (!model.features)
+    throw new UsageError(
+      `{method} gduap: model ${model.name} is run as a whole (a TF.js GraphModel, or a bare logits function); its inner layers cannot be read (convert it as a LayersModel, TFLite or ONNX file)`,
+    );
   const [h, w, c] = model.inputShape;
   const size = h * w * c;
   const lr0 = o.lr ?? o.xi / 10;
@@ -98,7 +114,14 @@ export async function computeDataFreeUniversal(model: Classifier, X: ImageSet, o
   const neutral = neutralImage(model);
   const method: PassMethod = {
     name: 'gduap',
-    settings: { prior: o.prior, stepsPerPass: o.stepsPerPass, optimizer: o.optimizer, lr: lr0, lrDecay: o.lrDecay, layers: features.layers.map((l) => l.name).join(',') },
+    settings: {
+      prior: o.prior,
+      stepsPerPass: o.stepsPerPass,
+      optimizer: o.optimizer,
+      lr: lr0,
+      lrDecay: o.lrDecay,
+      layers: features.layers.map((l) => l.name).join(','),
+    },
     async pass(ctx) {
       const lr = lr0 * o.lrDecay ** ctx.pass;
       const rng = new Rng(passSeed(o.seed, ctx.pass) ^ 0x5eed);
@@ -122,7 +145,11 @@ export async function computeDataFreeUniversal(model: Classifier, X: ImageSet, o
 
       function priorBatch(step: number, order: number[]): tf.Tensor4D {
         if (o.prior === 'none') return tf.tensor4d(neutral, [1, h, w, c]);
-        if (o.prior === 'range') return tf.tensor4d(Float32Array.from({ length: o.batchSize * size }, () => rng.next() * 255), [o.batchSize, h, w, c]);
+        if (o.prior === 'range')
+          return tf.tensor4d(
+            Float32Array.from({ length: o.batchSize * size }, () => rng.next() * 255),
+            [o.batchSize, h, w, c],
+          );
         const at = (step * o.batchSize) % Math.max(X.size, 1);
         return X.batch(order.slice(at, at + o.batchSize));
       }

@@ -85,7 +85,9 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
   // Per image, the k-1 top-ranked classes other than the one to leave: DeepFool's candidates.
   const others = new Int32Array(n * (k - 1));
   for (let i = 0; i < n; i++) {
-    const ranked = Array.from(order.subarray(i * k, (i + 1) * k)).filter((j) => j !== fromLabel[i]).slice(0, k - 1);
+    const ranked = Array.from(order.subarray(i * k, (i + 1) * k))
+      .filter((j) => j !== fromLabel[i])
+      .slice(0, k - 1);
     others.set(ranked, i * (k - 1));
   }
 
@@ -208,7 +210,12 @@ function dualNorm(row: Float32Array, norm: Norm): number {
  * rows: only one gradient per image is used, and TF.js reductions over all m x c rows cost more than
  * the gradients themselves on small models.
  */
-function lpStep(g: { logits: Float32Array; rows: Float32Array }, m: number, c: number, norm: Norm): { step: Float32Array; zero: boolean[] } {
+function lpStep(
+  g: { logits: Float32Array; rows: Float32Array },
+  m: number,
+  c: number,
+  norm: Norm,
+): { step: Float32Array; zero: boolean[] } {
   const size = g.rows.length / (m * c);
   const row = (s: number, j: number) => g.rows.subarray((s * c + j) * size, (s * c + j + 1) * size);
   const step = new Float32Array(m * size);

@@ -64,7 +64,12 @@ function steepestInPlace(g: Float32Array, norm: Norm, length: number): Float32Ar
  * Logits at clip(x + r) and the input gradient of the loss whose cotangent on the logits `cotangent`
  * gives (it needs the logits first: a forward pass, then the vector-Jacobian product).
  */
-async function gradientAt(model: Classifier, x: tf.Tensor4D, r: Float32Array, cotangent: (logits: Float32Array) => Float32Array): Promise<{ logits: Float32Array; dx: Float32Array }> {
+async function gradientAt(
+  model: Classifier,
+  x: tf.Tensor4D,
+  r: Float32Array,
+  cotangent: (logits: Float32Array) => Float32Array,
+): Promise<{ logits: Float32Array; dx: Float32Array }> {
   const at = tf.tidy(() => tf.clipByValue(tf.add(x, tf.tensor4d(r, x.shape)), 0, 255) as tf.Tensor4D);
   try {
     const logits = await forwardLogits(model, at);
@@ -93,8 +98,8 @@ export async function innerAttack(model: Classifier, x: tf.Tensor4D, o: InnerOpt
   const k = model.numClasses;
   const base = x.dataSync() as Float32Array;
   const r = new Float32Array(n * size);
-  const steps = o.kind === 'fgsm' ? 1 : o.steps ?? 10;
-  const stepSize = o.kind === 'fgsm' ? o.eps : o.stepSize ?? (2.5 * o.eps) / steps;
+  const steps = o.kind === 'fgsm' ? 1 : (o.steps ?? 10);
+  const stepSize = o.kind === 'fgsm' ? o.eps : (o.stepSize ?? (2.5 * o.eps) / steps);
   const done = new Array<boolean>(n).fill(false);
   const reached = reachedFn(o);
   for (let s = 0; s < steps; s++) {
@@ -199,7 +204,7 @@ async function carliniWagnerL2(model: Classifier, x: tf.Tensor4D, o: InnerOption
     const succeeded = new Array<boolean>(n).fill(false);
     const r = new Float32Array(n * size);
     for (let it = 1; it <= (o.steps ?? 10); it++) {
-      for (let t = 0; t < w.length; t++) r[t] = 255 * (Math.tanh(w[t]) + 1) / 2 - base[t];
+      for (let t = 0; t < w.length; t++) r[t] = (255 * (Math.tanh(w[t]) + 1)) / 2 - base[t];
       // Cotangent of c * f on the logits: +c at the label (or the best other class when targeted), -c at the rival; zero where f sits at -kappa.
       const g = await gradientAt(model, x, r, (logits) => {
         const dy = new Float32Array(n * k);

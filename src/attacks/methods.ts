@@ -71,6 +71,12 @@ export function methodOptions(method: Method, model: Classifier, given: Partial<
 }
 
 /** Crafts a universal perturbation with the chosen method. */
-export function craft(model: Classifier, X: ImageSet, method: Method, options: AttackSettings, ctl: RunControl = {}): Promise<UniversalResult> {
+export function craft(
+  model: Classifier,
+  X: ImageSet,
+  method: Method,
+  options: AttackSettings,
+  ctl: RunControl = {},
+): Promise<UniversalResult> {
   return methodOf(method).craft(model, X, options, ctl);
 }

@@ -157,7 +157,12 @@ export async function forEachBatch(
 }
 
 /** As forEachBatch, with the minibatch's positions and labels only (a step that reads its images itself, or on workers). */
-export async function forEachIndexBatch(ctx: PassContext, X: { size: number }, batchSize: number, step: (b: { idx: number[]; labels: Int32Array }) => Promise<number>): Promise<void> {
+export async function forEachIndexBatch(
+  ctx: PassContext,
+  X: { size: number },
+  batchSize: number,
+  step: (b: { idx: number[]; labels: Int32Array }) => Promise<number>,
+): Promise<void> {
   let fooledSeen = 0;
   for (let s = 0; s < X.size; s += batchSize) {
     const idx = ctx.order.slice(s, s + batchSize);
@@ -199,15 +204,32 @@ export function validatePassOptions(o: PassOptions, numClasses: number): void {
 async function fingerprint(model: Classifier, X: ImageSet, o: PassOptions, method: PassMethod): Promise<Record<string, unknown>> {
   // Web Crypto, in Node and in browsers alike; the same SHA-1 as checkpoints made before it.
   const digest = await globalThis.crypto.subtle.digest('SHA-1', new TextEncoder().encode(X.items.map((i) => i.path).join('\n')));
-  const data = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('').slice(0, 16);
+  const data = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0'))
+    .join('')
+    .slice(0, 16);
   return {
-    model: model.name, images: X.size, data, backend: model.runtime.name, method: method.name,
-    norm: o.norm, xi: o.xi, batchSize: o.batchSize, seed: o.seed, target: o.target ?? null, ...(o.classes ? { classes: o.classes.join(',') } : {}), ...method.settings,
+    model: model.name,
+    images: X.size,
+    data,
+    backend: model.runtime.name,
+    method: method.name,
+    norm: o.norm,
+    xi: o.xi,
+    batchSize: o.batchSize,
+    seed: o.seed,
+    target: o.target ?? null,
+    ...(o.classes ? { classes: o.classes.join(',') } : {}),
+    ...method.settings,
   };
 }
 
-
-export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, method: PassMethod, ctl: RunControl = {}): Promise<UniversalResult> {
+export async function runPasses(
+  model: Classifier,
+  X: ImageSet,
+  o: PassOptions,
+  method: PassMethod,
+  ctl: RunControl = {},
+): Promise<UniversalResult> {
   validatePassOptions(o, model.numClasses);
   const [h, w, c] = model.inputShape;
   if (X.shape[0] !== h || X.shape[1] !== w || X.shape[2] !== c)
@@ -223,9 +245,15 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
     if (!ctl.checkpoints) throw new UsageError('{resume} needs the run directory ({out}) of the interrupted run');
     const ck = ctl.checkpoints.load(fp);
     // What a resumed run publishes must be what this run could have made: its shape, inside its ball.
-    if (ck.shape.join() !== [h, w, c].join()) throw new UsageError(`{resume}: the checkpoint in ${ctl.checkpoints.where} holds a ${ck.shape.join('x')} perturbation; model ${model.name} takes ${h}x${w}x${c}`);
+    if (ck.shape.join() !== [h, w, c].join())
+      throw new UsageError(
+        `{resume}: the checkpoint in ${ctl.checkpoints.where} holds a ${ck.shape.join('x')} perturbation; model ${model.name} takes ${h}x${w}x${c}`,
+      );
     const n = o.norm === 2 ? l2(ck.v) : ck.v.reduce((m, t) => Math.max(m, Math.abs(t)), 0);
-    if (n > o.xi * (1 + 1e-5)) throw new UsageError(`{resume}: the checkpoint's perturbation has ||v||_${o.norm} = ${n.toPrecision(4)}, outside the ball of radius ${o.xi}; it was not made by this run`);
+    if (n > o.xi * (1 + 1e-5))
+      throw new UsageError(
+        `{resume}: the checkpoint's perturbation has ||v||_${o.norm} = ${n.toPrecision(4)}, outside the ball of radius ${o.xi}; it was not made by this run`,
+      );
     ctl.onResume?.(ck.completed);
     ctx.v = tf.tensor3d(ck.v, ck.shape);
     history = ck.history;
@@ -241,7 +269,7 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
   const goal = 1 - o.delta;
   const criterion = criterionOf(o.target, o.classes);
   const discriminative = o.classes?.length ? classDiscriminative(o.classes) : undefined;
-  const rateOf = (r: PassRecord) => (targeted ? r.targetSuccess ?? 0 : discriminative ? r.attackedFoolingRate ?? 0 : r.foolingRate);
+  const rateOf = (r: PassRecord) => (targeted ? (r.targetSuccess ?? 0) : discriminative ? (r.attackedFoolingRate ?? 0) : r.foolingRate);
   const what = criterion.rateName;
   try {
     const cleanPred = await predictSet(model, X, null, o.batchSize);
@@ -265,25 +293,47 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
         report: async (done, fooledSeen) => {
           await ctl.gate?.(); // a pause holds here, before this batch is reported
           if (ctl.signal?.aborted)
-            throw new AbortedError(ctl.checkpoints && history.length ? `stopped; pass ${history.length} is in the checkpoint in ${ctl.checkpoints.where}` : 'stopped');
+            throw new AbortedError(
+              ctl.checkpoints && history.length
+                ? `stopped; pass ${history.length} is in the checkpoint in ${ctl.checkpoints.where}`
+                : 'stopped',
+            );
           ctl.onProgress?.({
-            pass: pass + 1, maxPasses: o.maxPasses, done, total: X.size, foolingRate: lastRate,
-            passFooledShare: fooledSeen / Math.max(done, 1), normL2: lpNorm(ctx.v, 2), normInf: lpNorm(ctx.v, 'inf'),
+            pass: pass + 1,
+            maxPasses: o.maxPasses,
+            done,
+            total: X.size,
+            foolingRate: lastRate,
+            passFooledShare: fooledSeen / Math.max(done, 1),
+            normL2: lpNorm(ctx.v, 2),
+            normInf: lpNorm(ctx.v, 'inf'),
           });
           await new Promise((r) => setTimeout(r, 0)); // let the progress bar and abort signals through
         },
       });
       const adv = await predictSet(model, X, ctx.v, o.batchSize);
       const rec: PassRecord = {
-        pass: pass + 1, foolingRate: foolingRate(cleanPred, adv), normL2: lpNorm(ctx.v, 2), normInf: lpNorm(ctx.v, 'inf'), updates,
+        pass: pass + 1,
+        foolingRate: foolingRate(cleanPred, adv),
+        normL2: lpNorm(ctx.v, 2),
+        normInf: lpNorm(ctx.v, 'inf'),
+        updates,
         seconds: (performance.now() - passStart) / 1000,
         ...(targeted ? { targetSuccess: targetSuccessRate(cleanPred, adv, o.target!) } : {}),
-        ...(discriminative ? { attackedFoolingRate: discriminative.successRate(cleanPred, adv), keptRate: discriminative.keptRate(cleanPred, adv) } : {}),
+        ...(discriminative
+          ? { attackedFoolingRate: discriminative.successRate(cleanPred, adv), keptRate: discriminative.keptRate(cleanPred, adv) }
+          : {}),
       };
       if (ctl.scorePass) rec.valFoolingRate = await ctl.scorePass(ctx.v);
       history.push(rec);
       ctl.checkpoints?.save({
-        completed: pass + 1, fingerprint: fp, history, v: ctx.v.dataSync() as Float32Array, shape: [h, w, c], elapsed: seconds(), extra: method.state?.(),
+        completed: pass + 1,
+        fingerprint: fp,
+        history,
+        v: ctx.v.dataSync() as Float32Array,
+        shape: [h, w, c],
+        elapsed: seconds(),
+        extra: method.state?.(),
       });
       await ctl.onPass?.(rec, ctx.v);
       if (rateOf(rec) >= goal) {
@@ -294,8 +344,16 @@ export async function runPasses(model: Classifier, X: ImageSet, o: PassOptions, 
     const fin = history[history.length - 1];
     if (!converged) stopReason = `pass cap reached (${o.maxPasses} passes) at ${what} ${pct(fin ? rateOf(fin) : 0)} < ${pct(goal)}`;
     return {
-      v: ctx.v, method: method.name, foolingRate: fin?.foolingRate ?? 0, targetSuccess: fin?.targetSuccess, passes: history.length, converged,
-      stopReason, history, cleanPred, seconds: seconds(),
+      v: ctx.v,
+      method: method.name,
+      foolingRate: fin?.foolingRate ?? 0,
+      targetSuccess: fin?.targetSuccess,
+      passes: history.length,
+      converged,
+      stopReason,
+      history,
+      cleanPred,
+      seconds: seconds(),
     };
   } catch (e) {
     ctx.v.dispose();

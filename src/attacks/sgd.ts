@@ -61,7 +61,15 @@ export type ShardGradients = (v: Float32Array, shards: GradientShard[], n: numbe
  * One shard's gradient of the step's loss with respect to v, at x + v (the cotangent divided by the
  * MINIBATCH size `n`, so that shards add up to the minibatch gradient), and its images already done.
  */
-export async function shardGradient(model: Classifier, x: tf.Tensor4D, v: tf.Tensor3D, labels: Int32Array, n: number, o: SgdLossOptions, scratch?: GradientScratch): Promise<ShardGradient> {
+export async function shardGradient(
+  model: Classifier,
+  x: tf.Tensor4D,
+  v: tf.Tensor3D,
+  labels: Int32Array,
+  n: number,
+  o: SgdLossOptions,
+  scratch?: GradientScratch,
+): Promise<ShardGradient> {
   const [h, w, c] = model.inputShape;
   const K = model.numClasses;
   const criterion = criterionOf(o.target, o.classes);
@@ -104,7 +112,15 @@ export function sumShards(parts: ShardGradient[], size: number): ShardGradient {
 
 /** SGD-UAP's defaults for everything but the budget (norm, xi). */
 export const SGD_DEFAULTS: Omit<SgdOptions, 'xi' | 'norm'> = {
-  loss: 'ce', beta: 12, kappa: 0, optimizer: 'sign', lrDecay: 0.9, delta: 0.2, maxPasses: 10, batchSize: 32, seed: 0,
+  loss: 'ce',
+  beta: 12,
+  kappa: 0,
+  optimizer: 'sign',
+  lrDecay: 0.9,
+  delta: 0.2,
+  maxPasses: 10,
+  batchSize: 32,
+  seed: 0,
 };
 
 export function validateSgdOptions(o: SgdOptions): void {
@@ -114,7 +130,8 @@ export function validateSgdOptions(o: SgdOptions): void {
   if (o.loss !== 'ce' && o.loss !== 'margin') bad('loss', `expected ce or margin, got ${String(o.loss)}`);
   if (!(o.beta > 0)) bad('beta', `expected a positive number, got ${o.beta}`);
   if (!(o.kappa >= 0)) bad('kappa', `expected a number >= 0, got ${o.kappa}`);
-  if (o.gradShard !== undefined && !(Number.isInteger(o.gradShard) && o.gradShard >= 1)) bad('gradShard', `expected an integer >= 1, got ${o.gradShard}`);
+  if (o.gradShard !== undefined && !(Number.isInteger(o.gradShard) && o.gradShard >= 1))
+    bad('gradShard', `expected an integer >= 1, got ${o.gradShard}`);
   validateAscentOptions(o);
 }
 
@@ -122,7 +139,13 @@ export function validateSgdOptions(o: SgdOptions): void {
  * Per image, the loss and its gradient with respect to the logits, oriented so that ADDING it helps
  * the attack, divided by the batch size: the cotangent of one vector-Jacobian product.
  */
-export function lossCotangent(logits: Float32Array, labels: Int32Array, k: number, o: SgdLossOptions, n = labels.length): { dy: Float32Array; loss: number } {
+export function lossCotangent(
+  logits: Float32Array,
+  labels: Int32Array,
+  k: number,
+  o: SgdLossOptions,
+  n = labels.length,
+): { dy: Float32Array; loss: number } {
   const dy = new Float32Array(labels.length * k);
   const criterion = criterionOf(o.target, o.classes);
   let total = 0;
@@ -160,7 +183,12 @@ export function lossCotangent(logits: Float32Array, labels: Int32Array, k: numbe
 }
 
 /** SGD-UAP (Shafahi et al.; Zhang et al.): v climbs a loss of the minibatch (cross-entropy or bounded logit margin) by projected sign, plain or Adam steps; targeted with `target`, class-discriminative with `classes`. Same control (progress, checkpoints, abort) and result as `computeUniversal`. */
-export async function computeSgdUniversal(model: Classifier, X: ImageSet, options: SgdOptions, ctl: RunControl & { shardGradients?: ShardGradients } = {}): Promise<UniversalResult> {
+export async function computeSgdUniversal(
+  model: Classifier,
+  X: ImageSet,
+  options: SgdOptions,
+  ctl: RunControl & { shardGradients?: ShardGradients } = {},
+): Promise<UniversalResult> {
   const o = options;
   validateSgdOptions(o);
   const [h, w, c] = model.inputShape;
@@ -185,13 +213,23 @@ export async function computeSgdUniversal(model: Classifier, X: ImageSet, option
   const method: PassMethod = {
     name: 'sgd',
     // gradShard shapes the float sums, so a resume with another value is refused (as any setting).
-    settings: { loss: o.loss, beta: o.beta, kappa: o.kappa, optimizer: o.optimizer, lr: lr0, lrDecay: o.lrDecay, ...(gradShard !== o.batchSize ? { gradShard } : {}) },
+    settings: {
+      loss: o.loss,
+      beta: o.beta,
+      kappa: o.kappa,
+      optimizer: o.optimizer,
+      lr: lr0,
+      lrDecay: o.lrDecay,
+      ...(gradShard !== o.batchSize ? { gradShard } : {}),
+    },
     async pass(ctx) {
       const lr = lr0 * o.lrDecay ** ctx.pass;
       let steps = 0;
       await forEachIndexBatch(ctx, X, o.batchSize, async ({ idx, labels }) => {
         const shards = gradientShards(idx, labels, gradShard);
-        const parts = ctl.shardGradients ? await ctl.shardGradients(ctx.v.dataSync() as Float32Array, shards, idx.length) : await local(ctx.v, shards, idx.length);
+        const parts = ctl.shardGradients
+          ? await ctl.shardGradients(ctx.v.dataSync() as Float32Array, shards, idx.length)
+          : await local(ctx.v, shards, idx.length);
         const { grad, fooled } = sumShards(parts, h * w * c);
         const prev = ctx.v;
         ctx.v = ascent.step(prev, grad, o.norm, lr, o.xi);

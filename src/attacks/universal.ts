@@ -92,13 +92,20 @@ export function validateUniversalOptions(o: UniversalOptions): void {
   if (o.projection !== 'sum' && o.projection !== 'each') bad('projection', `expected sum or each, got ${String(o.projection)}`);
   if (o.steps !== 'unit' && o.steps !== 'minimal') bad('steps', `expected unit or minimal, got ${String(o.steps)}`);
   if (!(o.stepSize > 0) || !Number.isFinite(o.stepSize)) bad('stepSize', `expected a positive number, got ${o.stepSize}`);
-  if (o.stepDecay !== undefined && !(o.stepDecay > 0 && o.stepDecay <= 1)) bad('stepDecay', `expected a number in (0, 1], got ${o.stepDecay}`);
-  if (o.accept !== undefined && o.accept !== 'converged' && o.accept !== 'all') bad('accept', `expected converged or all, got ${String(o.accept)}`);
-  if (o.classes !== undefined) bad('classes', 'class-discriminative attacks need the sgd method (its loss keeps the other classes\' labels)');
-  if (o.inner !== undefined && !INNER_ATTACKS.includes(o.inner)) bad('inner', `expected one of ${INNER_ATTACKS.join(', ')}, got ${String(o.inner)}`);
-  if (o.innerEps !== undefined && !(o.innerEps > 0 && Number.isFinite(o.innerEps))) bad('innerEps', `expected a positive number, got ${o.innerEps}`);
-  if (o.innerSteps !== undefined && !(Number.isInteger(o.innerSteps) && o.innerSteps >= 1)) bad('innerSteps', `expected an integer >= 1, got ${o.innerSteps}`);
-  if (o.innerStepSize !== undefined && !(o.innerStepSize > 0 && Number.isFinite(o.innerStepSize))) bad('innerStepSize', `expected a positive number, got ${o.innerStepSize}`);
+  if (o.stepDecay !== undefined && !(o.stepDecay > 0 && o.stepDecay <= 1))
+    bad('stepDecay', `expected a number in (0, 1], got ${o.stepDecay}`);
+  if (o.accept !== undefined && o.accept !== 'converged' && o.accept !== 'all')
+    bad('accept', `expected converged or all, got ${String(o.accept)}`);
+  if (o.classes !== undefined)
+    bad('classes', "class-discriminative attacks need the sgd method (its loss keeps the other classes' labels)");
+  if (o.inner !== undefined && !INNER_ATTACKS.includes(o.inner))
+    bad('inner', `expected one of ${INNER_ATTACKS.join(', ')}, got ${String(o.inner)}`);
+  if (o.innerEps !== undefined && !(o.innerEps > 0 && Number.isFinite(o.innerEps)))
+    bad('innerEps', `expected a positive number, got ${o.innerEps}`);
+  if (o.innerSteps !== undefined && !(Number.isInteger(o.innerSteps) && o.innerSteps >= 1))
+    bad('innerSteps', `expected an integer >= 1, got ${o.innerSteps}`);
+  if (o.innerStepSize !== undefined && !(o.innerStepSize > 0 && Number.isFinite(o.innerStepSize)))
+    bad('innerStepSize', `expected a positive number, got ${o.innerStepSize}`);
 }
 
 /**
@@ -109,7 +116,12 @@ export function validateUniversalOptions(o: UniversalOptions): void {
  * takes its L2 step by default (as the paper's code does; the Linf constraint comes from the projection).
  * Only converged DeepFool results are added (as the reference code does).
  */
-export async function computeUniversal(model: Classifier, X: ImageSet, options: UniversalOptions, ctl: RunControl = {}): Promise<UniversalResult> {
+export async function computeUniversal(
+  model: Classifier,
+  X: ImageSet,
+  options: UniversalOptions,
+  ctl: RunControl = {},
+): Promise<UniversalResult> {
   const o = options;
   validateUniversalOptions(o);
   const [h, w, c] = model.inputShape;
@@ -119,10 +131,20 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
   const method: PassMethod = {
     name: 'algorithm1',
     settings: {
-      overshoot: o.overshoot, candidates: o.candidates, deepfoolSteps: o.deepfoolSteps, deepfoolNorm: o.deepfoolNorm, projection: o.projection, steps: o.steps,
-      stepSize: o.stepSize, stepDecay: o.stepDecay ?? 1, rescale: o.rescale ?? false, accept: o.accept ?? 'converged',
+      overshoot: o.overshoot,
+      candidates: o.candidates,
+      deepfoolSteps: o.deepfoolSteps,
+      deepfoolNorm: o.deepfoolNorm,
+      projection: o.projection,
+      steps: o.steps,
+      stepSize: o.stepSize,
+      stepDecay: o.stepDecay ?? 1,
+      rescale: o.rescale ?? false,
+      accept: o.accept ?? 'converged',
       // Only when not DeepFool: checkpoints of DeepFool runs keep the fingerprint they had before inner attacks existed.
-      ...(o.inner && o.inner !== 'deepfool' ? { inner: o.inner, innerEps: o.innerEps ?? o.xi, innerSteps: o.innerSteps ?? 10, innerStepSize: o.innerStepSize ?? null } : {}),
+      ...(o.inner && o.inner !== 'deepfool'
+        ? { inner: o.inner, innerEps: o.innerEps ?? o.xi, innerSteps: o.innerSteps ?? 10, innerStepSize: o.innerStepSize ?? null }
+        : {}),
     },
     async pass(ctx) {
       let updates = 0;
@@ -148,14 +170,27 @@ export async function computeUniversal(model: Classifier, X: ImageSet, options: 
             let take: boolean[];
             if (inner === 'deepfool') {
               df = await deepfool(model, sub, {
-                norm: o.deepfoolNorm === 'match' ? o.norm : 2, candidates: o.candidates, overshoot: o.overshoot, maxSteps: o.deepfoolSteps,
-                labels: todoLabels, maxRows: o.maxGradientRows, target: o.target,
+                norm: o.deepfoolNorm === 'match' ? o.norm : 2,
+                candidates: o.candidates,
+                overshoot: o.overshoot,
+                maxSteps: o.deepfoolSteps,
+                labels: todoLabels,
+                maxRows: o.maxGradientRows,
+                target: o.target,
                 logits: Float32Array.from({ length: todo.length * K }, (_, t) => logits[todo[Math.floor(t / K)] * K + (t % K)]),
               });
               r = df.r.dataSync() as Float32Array;
               take = df.status.map((st) => st === 'converged' || (o.accept === 'all' && st === 'maxSteps'));
             } else {
-              const res = await innerAttack(model, sub, { kind: inner, norm: o.norm, eps: o.innerEps ?? o.xi, steps: o.innerSteps, stepSize: o.innerStepSize, labels: todoLabels, target: o.target });
+              const res = await innerAttack(model, sub, {
+                kind: inner,
+                norm: o.norm,
+                eps: o.innerEps ?? o.xi,
+                steps: o.innerSteps,
+                stepSize: o.innerStepSize,
+                labels: todoLabels,
+                target: o.target,
+              });
               r = res.r;
               take = res.fooled.map((f) => f || o.accept === 'all');
             }
@@ -199,4 +234,11 @@ function replace(ctx: { v: tf.Tensor3D }, next: tf.Tensor3D): void {
   prev.dispose();
 }
 
-export { refuseResumeWithInit, type PassRecord, type Progress, type RunControl, type UniversalResult, type CheckpointStore } from './passes.js';
+export {
+  refuseResumeWithInit,
+  type PassRecord,
+  type Progress,
+  type RunControl,
+  type UniversalResult,
+  type CheckpointStore,
+} from './passes.js';

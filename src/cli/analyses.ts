@@ -2,7 +2,23 @@ import { Command, Option } from 'commander';
 import type { Norm } from '../math/lp.js';
 import { DEFAULT_FACTORS } from '../analysis/baseline.js';
 import { DEFAULT_SIZES } from '../analysis/sizes.js';
-import { addModelFlags, addDataFlags, addAttackFlags, attackOptions, dataSpec, cardOverrides, count, norm, positive, numberList, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP, BACKEND_HELP } from './flags.js';
+import {
+  addModelFlags,
+  addDataFlags,
+  addAttackFlags,
+  attackOptions,
+  dataSpec,
+  cardOverrides,
+  count,
+  norm,
+  positive,
+  numberList,
+  addFormatFlags,
+  perturbationFormat,
+  type AttackFlags,
+  ASSETS_HELP,
+  BACKEND_HELP,
+} from './flags.js';
 import { consoleLog, pct, startBackend } from './console.js';
 import type { Engine } from '../backend.js';
 import type { Method } from '../attacks/methods.js';
@@ -26,27 +42,47 @@ export function transferCommand(): Command {
     .option('--limit <n>', 'use at most n images per model', count('limit'))
     .option('--batch-size <n>', 'images per forward pass (default 32, more for small models on ONNX Runtime)', count('batch-size'))
     .option('-o, --out <dir>', 'writes transfer.json, transfer.md, transfer.svg', 'runs/transfer');
-  addQueueFlags(cmd)
-    .action(async (sources: string[], flags: Record<string, unknown>) => {
-      const models = flags.models ? String(flags.models).split(',').map((m) => m.trim()).filter(Boolean) : undefined;
-      const { markdown, files } = await transferJob(
-        {
-          engine: await startBackend(flags.backend), sources, format: perturbationFormat(flags), models, assets: flags.assets as string | undefined,
-          data: flags.data as string | undefined, limit: flags.limit as number | undefined, batchSize: flags.batchSize as number | undefined, out: flags.out as string, queue: queueOption(flags),
-        },
-        { log: consoleLog },
-      );
-      process.stdout.write(markdown + `written: ${files.join(', ')}\n`);
-    });
+  addQueueFlags(cmd).action(async (sources: string[], flags: Record<string, unknown>) => {
+    const models = flags.models
+      ? String(flags.models)
+          .split(',')
+          .map((m) => m.trim())
+          .filter(Boolean)
+      : undefined;
+    const { markdown, files } = await transferJob(
+      {
+        engine: await startBackend(flags.backend),
+        sources,
+        format: perturbationFormat(flags),
+        models,
+        assets: flags.assets as string | undefined,
+        data: flags.data as string | undefined,
+        limit: flags.limit as number | undefined,
+        batchSize: flags.batchSize as number | undefined,
+        out: flags.out as string,
+        queue: queueOption(flags),
+      },
+      { log: consoleLog },
+    );
+    process.stdout.write(markdown + `written: ${files.join(', ')}\n`);
+  });
   return cmd;
 }
 
 /** The options of an analysis of one perturbation (`uap graph`, `uap baseline`) from its flags. */
 function analysisJob(flags: Record<string, unknown>, engine: Engine): PerturbationAnalysisJob {
   return {
-    engine, run: flags.run as string | undefined, model: flags.model as string | undefined, perturbation: flags.perturbation as string | undefined,
-    format: perturbationFormat(flags), card: cardOverrides(flags), assets: flags.assets as string | undefined, data: flags.data as string | undefined,
-    limit: flags.limit as number | undefined, out: flags.out as string | undefined, queue: queueOption(flags),
+    engine,
+    run: flags.run as string | undefined,
+    model: flags.model as string | undefined,
+    perturbation: flags.perturbation as string | undefined,
+    format: perturbationFormat(flags),
+    card: cardOverrides(flags),
+    assets: flags.assets as string | undefined,
+    data: flags.data as string | undefined,
+    limit: flags.limit as number | undefined,
+    out: flags.out as string | undefined,
+    queue: queueOption(flags),
   };
 }
 
@@ -64,35 +100,57 @@ function addRunFlags(cmd: Command, outputs: string): Command {
 /** Prints what `uap baseline` found: each kind of perturbation at ||v||, and the files. */
 export function printBaseline({ sweep, files }: Awaited<ReturnType<typeof baselineJob>>): void {
   const at1 = sweep.points.filter((pt) => Math.abs(pt.radius - sweep.vNorm) < 1e-9);
-  process.stdout.write(`at ||v|| = ${sweep.vNorm.toFixed(1)}: ${at1.map((pt) => `${pt.kind} ${pct(pt.mean)}`).join(', ')}\nwritten: ${files.join(', ')}\n`);
+  process.stdout.write(
+    `at ||v|| = ${sweep.vNorm.toFixed(1)}: ${at1.map((pt) => `${pt.kind} ${pct(pt.mean)}`).join(', ')}\nwritten: ${files.join(', ')}\n`,
+  );
 }
 
 /** The options of `uap baseline` from its flags. */
 function baselineOptions(flags: Record<string, unknown>, engine: Engine): BaselineJob {
   return {
-    ...analysisJob(flags, engine), norm: flags.norm as Norm | undefined, factors: flags.factors as number[] | undefined, draws: flags.draws as number, deepfool: Boolean(flags.deepfool),
+    ...analysisJob(flags, engine),
+    norm: flags.norm as Norm | undefined,
+    factors: flags.factors as number[] | undefined,
+    draws: flags.draws as number,
+    deepfool: Boolean(flags.deepfool),
     onPoint: (pt) => consoleLog.info(`${pt.kind} at ${pt.radius.toFixed(1)}: ${pct(pt.mean)}`),
   };
 }
 
 export function baselineCommand(): Command {
-  const cmd = new Command('baseline').description('fooling rate against norm: the perturbation scaled vs random sign and Gaussian noise of the same norm (JSON, SVG)');
+  const cmd = new Command('baseline').description(
+    'fooling rate against norm: the perturbation scaled vs random sign and Gaussian noise of the same norm (JSON, SVG)',
+  );
   addModelFlags(cmd, 'fashion');
   addRunFlags(cmd, 'baseline.json, baseline.svg')
-    .addOption(new Option('-p, --norm <p>', 'norm of the sweep: 2 or inf (default: the run\'s)').argParser(norm))
-    .option('--factors <list>', `radii as multiples of ||v|| (default ${DEFAULT_FACTORS.join(',')})`, numberList('factors', (f) => f >= 0, 'numbers >= 0', '0,0.5,1,2'))
+    .addOption(new Option('-p, --norm <p>', "norm of the sweep: 2 or inf (default: the run's)").argParser(norm))
+    .option(
+      '--factors <list>',
+      `radii as multiples of ||v|| (default ${DEFAULT_FACTORS.join(',')})`,
+      numberList('factors', (f) => f >= 0, 'numbers >= 0', '0,0.5,1,2'),
+    )
     .option('--draws <n>', 'random draws per radius', count('draws'), 3)
-    .option('--deepfool', "also each image's own DeepFool perturbation at each radius, and the sum of them (one DeepFool pass over the images)");
-  addQueueFlags(cmd)
-    .action(async (flags: Record<string, unknown>) => {
-      printBaseline(await baselineJob(baselineOptions(flags, await startBackend(flags.backend)), { log: consoleLog }));
-    });
+    .option(
+      '--deepfool',
+      "also each image's own DeepFool perturbation at each radius, and the sum of them (one DeepFool pass over the images)",
+    );
+  addQueueFlags(cmd).action(async (flags: Record<string, unknown>) => {
+    printBaseline(await baselineJob(baselineOptions(flags, await startBackend(flags.backend)), { log: consoleLog }));
+  });
   return cmd;
 }
 
 /** The model, data and queue flags of sweep-size and normals as a job's options. */
 function modelAnalysisJob(flags: Record<string, unknown>, engine: Engine): ModelAnalysisJob {
-  return { engine, model: flags.model as string, card: cardOverrides(flags), assets: flags.assets as string | undefined, ...dataSpec(flags), out: flags.out as string, queue: queueOption(flags) };
+  return {
+    engine,
+    model: flags.model as string,
+    card: cardOverrides(flags),
+    assets: flags.assets as string | undefined,
+    ...dataSpec(flags),
+    out: flags.out as string,
+    queue: queueOption(flags),
+  };
 }
 
 /** Runs `uap sweep-size` from its flags and prints the points. */
@@ -100,27 +158,41 @@ async function sweepSize(flags: Record<string, unknown>): Promise<void> {
   const options = attackOptions(flags as unknown as AttackFlags);
   const { points, files } = await sweepSizeJob(
     {
-      ...modelAnalysisJob(flags, await startBackend(flags.backend)), seed: options.seed, method: flags.method as Method | undefined, options,
-      target: flags.target as string | undefined, sizes: flags.sizes as number[] | undefined,
-      onPoint: (p) => consoleLog.info(`|X| = ${p.size}: validation ${pct(p.valFoolingRate)}, X ${pct(p.xFoolingRate)}, ${p.passes} pass(es), ${p.seconds.toFixed(0)} s`),
+      ...modelAnalysisJob(flags, await startBackend(flags.backend)),
+      seed: options.seed,
+      method: flags.method as Method | undefined,
+      options,
+      target: flags.target as string | undefined,
+      sizes: flags.sizes as number[] | undefined,
+      onPoint: (p) =>
+        consoleLog.info(
+          `|X| = ${p.size}: validation ${pct(p.valFoolingRate)}, X ${pct(p.xFoolingRate)}, ${p.passes} pass(es), ${p.seconds.toFixed(0)} s`,
+        ),
     },
     { log: consoleLog },
   );
-  process.stdout.write(points.map((p) => `|X| ${p.size}: ${pct(p.valFoolingRate)} on validation`).join('\n') + `\nwritten: ${files.join(', ')}\n`);
+  process.stdout.write(
+    points.map((p) => `|X| ${p.size}: ${pct(p.valFoolingRate)} on validation`).join('\n') + `\nwritten: ${files.join(', ')}\n`,
+  );
 }
 
 export function sweepSizeCommand(): Command {
-  const cmd = new Command('sweep-size').description('validation fooling rate against the size of X (nested seeded subsets, same method and settings; JSON, SVG)');
+  const cmd = new Command('sweep-size').description(
+    'validation fooling rate against the size of X (nested seeded subsets, same method and settings; JSON, SVG)',
+  );
   addModelFlags(cmd, 'fashion');
   addDataFlags(cmd);
   addAttackFlags(cmd);
   cmd
-    .option('--sizes <list>', `sizes of X (default ${DEFAULT_SIZES.join(',')}, up to the images there are, and all of them)`, numberList('sizes', (n) => Number.isInteger(n) && n >= 1, 'integers >= 1', '50,100,500'))
+    .option(
+      '--sizes <list>',
+      `sizes of X (default ${DEFAULT_SIZES.join(',')}, up to the images there are, and all of them)`,
+      numberList('sizes', (n) => Number.isInteger(n) && n >= 1, 'integers >= 1', '50,100,500'),
+    )
     .option('-o, --out <dir>', 'writes sweep-size.json, sweep-size.svg', 'runs/sweep-size');
-  addQueueFlags(cmd)
-    .action(async (flags: Record<string, unknown>) => {
-      await sweepSize(flags);
-    });
+  addQueueFlags(cmd).action(async (flags: Record<string, unknown>) => {
+    await sweepSize(flags);
+  });
   return cmd;
 }
 
@@ -128,7 +200,10 @@ export function sweepSizeCommand(): Command {
 async function normals(flags: Record<string, unknown>): Promise<void> {
   const r = await normalsJob(
     {
-      ...modelAnalysisJob(flags, await startBackend(flags.backend)), xi: flags.xi as number | undefined, dims: flags.dims as number[] | undefined, draws: flags.draws as number,
+      ...modelAnalysisJob(flags, await startBackend(flags.backend)),
+      xi: flags.xi as number | undefined,
+      dims: flags.dims as number[] | undefined,
+      draws: flags.draws as number,
       onProgress: (done, total) => consoleLog.info(`DeepFool normals: ${done}/${total}`),
     },
     { log: consoleLog },
@@ -145,18 +220,23 @@ async function normals(flags: Record<string, unknown>): Promise<void> {
 }
 
 export function normalsCommand(): Command {
-  const cmd = new Command('normals').description('DeepFool boundary normals: singular values vs random vectors, and fooling by random vectors from their top-d subspace (JSON, SVG)');
+  const cmd = new Command('normals').description(
+    'DeepFool boundary normals: singular values vs random vectors, and fooling by random vectors from their top-d subspace (JSON, SVG)',
+  );
   addModelFlags(cmd, 'fashion');
   addDataFlags(cmd);
   cmd
     .option('--xi <x>', 'L2 norm of the random vectors, pixel units (default: 2000 at 224x224x3, scaled by sqrt(pixels))', positive('xi'))
-    .option('--dims <list>', 'subspace dimensions d (default 1,10,50,100,200, up to the rank)', numberList('dims', (n) => Number.isInteger(n) && n >= 1, 'integers >= 1', '1,10,50'))
+    .option(
+      '--dims <list>',
+      'subspace dimensions d (default 1,10,50,100,200, up to the rank)',
+      numberList('dims', (n) => Number.isInteger(n) && n >= 1, 'integers >= 1', '1,10,50'),
+    )
     .option('--draws <n>', 'random vectors per d', count('draws'), 3)
     .option('-o, --out <dir>', 'writes normals.json, normals.svg', 'runs/normals');
-  addQueueFlags(cmd)
-    .action(async (flags: Record<string, unknown>) => {
-      await normals(flags);
-    });
+  addQueueFlags(cmd).action(async (flags: Record<string, unknown>) => {
+    await normals(flags);
+  });
   return cmd;
 }
 
@@ -185,7 +265,9 @@ export function printGraph({ graph: g, files }: Awaited<ReturnType<typeof graphJ
 }
 
 export function graphCommand(): Command {
-  const cmd = new Command('graph').description('fooling graph: where the fooled images of each label go; dominant labels; components (JSON, DOT, SVG)');
+  const cmd = new Command('graph').description(
+    'fooling graph: where the fooled images of each label go; dominant labels; components (JSON, DOT, SVG)',
+  );
   addModelFlags(cmd, 'fashion');
   addQueueFlags(addRunFlags(cmd, 'graph.json, graph.dot, graph.svg')).action(async (flags: Record<string, unknown>) => {
     printGraph(await graphJob(analysisJob(flags, await startBackend(flags.backend)), { log: consoleLog }));

@@ -7,7 +7,22 @@ import { runEvaluate, runAccuracy } from '../jobs/scoring.js';
 import { reportJob } from '../jobs/report.js';
 import { assetsDir, assetsHint } from '../paths.js';
 import { UsageError } from '../errors.js';
-import { addModelFlags, addDataFlags, addAttackFlags, addScoringFlags, attackOptions, dataSpec, cardOverrides, scoringJob, count, addFormatFlags, perturbationFormat, type AttackFlags, ASSETS_HELP, BACKEND_HELP } from './flags.js';
+import {
+  addModelFlags,
+  addDataFlags,
+  addAttackFlags,
+  addScoringFlags,
+  attackOptions,
+  dataSpec,
+  cardOverrides,
+  scoringJob,
+  count,
+  addFormatFlags,
+  perturbationFormat,
+  type AttackFlags,
+  ASSETS_HELP,
+  BACKEND_HELP,
+} from './flags.js';
 import { consoleLog, pct, scoringProgress, startBackend, universalProgress, withInterrupt } from './console.js';
 import { printGraph, printBaseline } from './analyses.js';
 import { graphJob, baselineJob } from '../jobs/perturbationAnalyses.js';
@@ -16,9 +31,13 @@ import { addQueueFlags, queueOption } from './worker.js';
 import { methodName, pctCI } from '../report/format.js';
 import { runWarnings } from '../report/warnings.js';
 
-
 /** Runs a compute job with a progress bar; Ctrl-C stops after the current batch, keeping the checkpoint. */
-async function computeWithProgress(engine: Engine, flags: Record<string, unknown>, out: string, extra: { model?: string; randomDraws?: number; force?: boolean } = {}): Promise<ComputeSummary> {
+async function computeWithProgress(
+  engine: Engine,
+  flags: Record<string, unknown>,
+  out: string,
+  extra: { model?: string; randomDraws?: number; force?: boolean } = {},
+): Promise<ComputeSummary> {
   const progress = universalProgress();
   const scoring = scoringProgress('validation');
   try {
@@ -59,28 +78,40 @@ function printSummary(s: ComputeSummary): void {
     `fooling rate on X (${s.onX.images} images): ${pctCI(s.onX.foolingRate, s.onX.images)}`,
   ];
   if (s.config.targetName !== null && s.config.targetName !== undefined)
-    lines.push(`targeted at "${String(s.config.targetName)}": success on X ${pct(s.result.targetSuccess)}${s.targetOnVal !== undefined ? `, on validation ${pct(s.targetOnVal)}` : ''} (images not already of that class)`);
+    lines.push(
+      `targeted at "${String(s.config.targetName)}": success on X ${pct(s.result.targetSuccess)}${s.targetOnVal !== undefined ? `, on validation ${pct(s.targetOnVal)}` : ''} (images not already of that class)`,
+    );
   const attacked = s.config.classes as number[] | undefined;
   if (attacked) {
     const last = s.result.history[s.result.history.length - 1];
-    lines.push(`class-discriminative on ${attacked.length} class(es): their images fooled ${pct(last?.attackedFoolingRate)} in X${s.classesOnVal ? `, ${pct(s.classesOnVal.attacked)} in validation` : ''}; the other classes keep their label on ${pct(last?.keptRate)} of X${s.classesOnVal ? `, ${pct(s.classesOnVal.kept)} of validation` : ''}`);
+    lines.push(
+      `class-discriminative on ${attacked.length} class(es): their images fooled ${pct(last?.attackedFoolingRate)} in X${s.classesOnVal ? `, ${pct(s.classesOnVal.attacked)} in validation` : ''}; the other classes keep their label on ${pct(last?.keptRate)} of X${s.classesOnVal ? `, ${pct(s.classesOnVal.kept)} of validation` : ''}`,
+    );
   }
   if (s.onVal) {
     lines.push(`fooling rate on validation (${s.onVal.images} images): ${pctCI(s.onVal.foolingRate, s.onVal.images)}`);
     if (s.onVal.cleanAccuracy !== undefined)
-      lines.push(`accuracy clean ${pct(s.onVal.cleanAccuracy)} -> perturbed ${pct(s.onVal.perturbedAccuracy)}; fooling rate among correctly classified ${pct(s.onVal.foolingRateOnCorrect)}`);
+      lines.push(
+        `accuracy clean ${pct(s.onVal.cleanAccuracy)} -> perturbed ${pct(s.onVal.perturbedAccuracy)}; fooling rate among correctly classified ${pct(s.onVal.foolingRateOnCorrect)}`,
+      );
   }
   if (r)
     for (const b of [r.sameLp, r.sameL2])
-      lines.push(`random noise, ${b.norm === 2 ? 'L2' : 'Linf'} ${b.radius.toFixed(b.norm === 2 ? 0 : 1)} (as v), on validation: ${pct(b.mean)} (min ${pct(b.min)}, max ${pct(b.max)}, ${b.draws} draws)`);
-  lines.push(`written: ${['perturbation.npy', 'perturbation.png', 'examples.png', 'metrics.json', 'config.json', ...(s.onVal ? ['predictions.csv'] : [])].map((f) => join(s.out, f)).join(', ')}`);
+      lines.push(
+        `random noise, ${b.norm === 2 ? 'L2' : 'Linf'} ${b.radius.toFixed(b.norm === 2 ? 0 : 1)} (as v), on validation: ${pct(b.mean)} (min ${pct(b.min)}, max ${pct(b.max)}, ${b.draws} draws)`,
+      );
+  lines.push(
+    `written: ${['perturbation.npy', 'perturbation.png', 'examples.png', 'metrics.json', 'config.json', ...(s.onVal ? ['predictions.csv'] : [])].map((f) => join(s.out, f)).join(', ')}`,
+  );
   process.stdout.write(lines.join('\n') + '\n');
   // A class-discriminative v is meant to leave most images alone: beside noise, its overall rate says nothing.
   for (const w of runWarnings(attacked ? { ...s, randomOnVal: null } : s)) consoleLog.warn(w);
 }
 
 export function computeCommand(): Command {
-  const cmd = new Command('compute').description('compute a universal perturbation (Algorithm 1, or SGD-UAP with --method sgd; targeted with --target) and evaluate it');
+  const cmd = new Command('compute').description(
+    'compute a universal perturbation (Algorithm 1, or SGD-UAP with --method sgd; targeted with --target) and evaluate it',
+  );
   addModelFlags(cmd, 'fashion');
   addDataFlags(cmd);
   addAttackFlags(cmd);
@@ -90,19 +121,27 @@ export function computeCommand(): Command {
     .option('--force', 'start afresh in an --out that holds an unfinished run, replacing it')
     .option('--init <file>', 'start from a saved perturbation, .npy or .npz (warm start; read with --layout / --units / --array)')
     .option('--val-per-pass', 'also score the validation set after every pass (X and validation curves in the report)')
-    .option('--classes <list>', 'class-discriminative (CD-UAP, with --method sgd): fool only the images of these classes (comma-separated indices or first label names); the other classes keep their labels', (s) => s.split(',').map((x) => x.trim()).filter(Boolean));
-  addQueueFlags(addFormatFlags(cmd))
-    .action(async (flags: Record<string, unknown>) => {
-      printSummary(await computeWithProgress(await startBackend(flags.backend), flags, flags.out as string));
-    });
+    .option(
+      '--classes <list>',
+      'class-discriminative (CD-UAP, with --method sgd): fool only the images of these classes (comma-separated indices or first label names); the other classes keep their labels',
+      (s) =>
+        s
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean),
+    );
+  addQueueFlags(addFormatFlags(cmd)).action(async (flags: Record<string, unknown>) => {
+    printSummary(await computeWithProgress(await startBackend(flags.backend), flags, flags.out as string));
+  });
   return cmd;
 }
 
 export function evaluateCommand(): Command {
-  const cmd = new Command('evaluate').description('fooling rate and accuracy of a saved perturbation (.npy or .npz; uap\'s own, PyTorch\'s, ART\'s: see --layout, --units)');
+  const cmd = new Command('evaluate').description(
+    "fooling rate and accuracy of a saved perturbation (.npy or .npz; uap's own, PyTorch's, ART's: see --layout, --units)",
+  );
   addModelFlags(cmd, 'fashion');
-  cmd
-    .requiredOption('-v, --perturbation <file>', 'perturbation to evaluate (.npy or .npz: ours, the paper authors\', PyTorch\'s or ART\'s)');
+  cmd.requiredOption('-v, --perturbation <file>', "perturbation to evaluate (.npy or .npz: ours, the paper authors', PyTorch's or ART's)");
   addFormatFlags(cmd);
   addQueueFlags(addScoringFlags(cmd, 'images to evaluate on'))
     .option('-o, --out <dir>', 'also write metrics.json and examples.png here')
@@ -111,13 +150,23 @@ export function evaluateCommand(): Command {
       const engine = await startBackend(flags.backend);
       const progress = scoringProgress('scoring');
       const m = await runEvaluate(
-        { ...scoringJob(flags, engine), perturbation: flags.perturbation as string, format: perturbationFormat(flags), out: flags.out as string | undefined, queue },
+        {
+          ...scoringJob(flags, engine),
+          perturbation: flags.perturbation as string,
+          format: perturbationFormat(flags),
+          out: flags.out as string | undefined,
+          queue,
+        },
         { log: consoleLog, onScore: progress.onScore },
       ).finally(() => progress.stop());
       const lines = [
         `model ${m.model}: ${m.images} images from ${m.folder}; ||v||_2 ${m.normL2.toFixed(1)}, ||v||_inf ${m.normInf.toFixed(2)}`,
         `fooling rate: ${pctCI(m.foolingRate, m.images)}`,
-        ...(m.cleanAccuracy !== undefined ? [`accuracy clean ${pct(m.cleanAccuracy)} -> perturbed ${pct(m.perturbedAccuracy)}; fooling rate among correctly classified ${pct(m.foolingRateOnCorrect)}`] : []),
+        ...(m.cleanAccuracy !== undefined
+          ? [
+              `accuracy clean ${pct(m.cleanAccuracy)} -> perturbed ${pct(m.perturbedAccuracy)}; fooling rate among correctly classified ${pct(m.foolingRateOnCorrect)}`,
+            ]
+          : []),
         `random noise, same Linf: ${pct(m.randomSameLinf.mean)}; same L2: ${pct(m.randomSameL2.mean)} (${m.randomSameL2.draws} draws each)`,
       ];
       process.stdout.write(lines.join('\n') + '\n');
@@ -126,7 +175,9 @@ export function evaluateCommand(): Command {
 }
 
 export function demoCommand(): Command {
-  const cmd = new Command('demo').description('compute and evaluate a UAP on the embedded Fashion-MNIST model (or --imagenet: MobileNet on ImageNet images)');
+  const cmd = new Command('demo').description(
+    'compute and evaluate a UAP on the embedded Fashion-MNIST model (or --imagenet: MobileNet on ImageNet images)',
+  );
   addAttackFlags(cmd);
   cmd
     .option('--imagenet', 'use the ImageNet MobileNet v1 0.25 and the shared ImageNet images instead')
@@ -155,19 +206,30 @@ export function demoCommand(): Command {
       }
       const out = (flags.out as string | undefined) ?? (imagenet ? 'runs/demo-imagenet' : 'runs/demo');
       // The demo always starts afresh (a demo killed earlier leaves nothing worth resuming).
-      printSummary(await computeWithProgress(engine, flags, out, { model: imagenet ? 'mobilenet_v1_0.25_224' : 'fashion', randomDraws: 3, force: true }));
+      printSummary(
+        await computeWithProgress(engine, flags, out, {
+          model: imagenet ? 'mobilenet_v1_0.25_224' : 'fashion',
+          randomDraws: 3,
+          force: true,
+        }),
+      );
       // The analyses of the run and one HTML page with everything.
       const analysis = { engine, run: out, assets: flags.assets as string | undefined };
       printGraph(await graphJob(analysis, { log: consoleLog }));
       printBaseline(await baselineJob({ ...analysis, draws: 2 }, { log: consoleLog }));
-      const { file } = await reportJob({ dirs: [out], title: `uap demo: ${imagenet ? 'MobileNet v1 0.25 on ImageNet' : 'the embedded Fashion-MNIST model'}` });
+      const { file } = await reportJob({
+        dirs: [out],
+        title: `uap demo: ${imagenet ? 'MobileNet v1 0.25 on ImageNet' : 'the embedded Fashion-MNIST model'}`,
+      });
       process.stdout.write(`report: ${file} (open it in a browser)\n`);
     });
   return cmd;
 }
 
 export function accuracyCommand(): Command {
-  const cmd = new Command('accuracy').description("top-1 / top-5 accuracy of a model on labelled images (checks its card's preprocessing and label mapping)");
+  const cmd = new Command('accuracy').description(
+    "top-1 / top-5 accuracy of a model on labelled images (checks its card's preprocessing and label mapping)",
+  );
   addModelFlags(cmd, 'fashion');
   addQueueFlags(addScoringFlags(cmd, 'labelled images'))
     .option('--json', 'print the result as JSON')
@@ -175,7 +237,11 @@ export function accuracyCommand(): Command {
       const queue = queueOption(flags);
       const engine = await startBackend(flags.backend);
       const r = await runAccuracy({ ...scoringJob(flags, engine), queue }, { log: consoleLog });
-      process.stdout.write(flags.json ? JSON.stringify(r) + '\n' : `model ${r.model}: top-1 ${pct(r.top1)}, top-5 ${pct(r.top5)} on ${r.images} images from ${r.folder}\n`);
+      process.stdout.write(
+        flags.json
+          ? JSON.stringify(r) + '\n'
+          : `model ${r.model}: top-1 ${pct(r.top1)}, top-5 ${pct(r.top5)} on ${r.images} images from ${r.folder}\n`,
+      );
     });
   return cmd;
 }

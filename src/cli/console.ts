@@ -32,7 +32,8 @@ export async function startBackend(flag: unknown): Promise<Engine> {
 export function universalProgress(): { onProgress: (p: Progress) => void; onPass: (r: PassRecord) => void; stop: () => void } {
   const bar = new cliProgress.SingleBar(
     {
-      format: 'pass {pass}/{maxPasses} |{bar}| {value}/{total} images | ETA {eta_formatted} | fooled in pass {share} | FR(X) {fr} | ||v||inf {ninf}',
+      format:
+        'pass {pass}/{maxPasses} |{bar}| {value}/{total} images | ETA {eta_formatted} | fooled in pass {share} | FR(X) {fr} | ||v||inf {ninf}',
       stream: process.stderr,
       hideCursor: true,
       etaBuffer: 20,
@@ -45,7 +46,13 @@ export function universalProgress(): { onProgress: (p: Progress) => void; onPass
   let pass = 0;
   return {
     onProgress(p) {
-      const payload = { pass: p.pass, maxPasses: p.maxPasses, fr: pct(p.foolingRate, '  -  '), share: pct(p.passFooledShare), ninf: p.normInf.toFixed(2) };
+      const payload = {
+        pass: p.pass,
+        maxPasses: p.maxPasses,
+        fr: pct(p.foolingRate, '  -  '),
+        share: pct(p.passFooledShare),
+        ninf: p.normInf.toFixed(2),
+      };
       if (!started || p.pass !== pass) {
         if (started) bar.stop();
         bar.start(p.total, p.done, payload);
@@ -95,7 +102,10 @@ export function scoringProgress(what: string): { onScore: (done: number, total: 
 }
 
 /** A live progress bar for fine-tuning: images of the current epoch, ETA and the running loss. */
-export function trainingProgress(): { onBatch: (p: { round: number; epoch: number; epochs: number; done: number; total: number; loss: number }) => void; stop: () => void } {
+export function trainingProgress(): {
+  onBatch: (p: { round: number; epoch: number; epochs: number; done: number; total: number; loss: number }) => void;
+  stop: () => void;
+} {
   const bar = new cliProgress.SingleBar(
     {
       format: 'round {round} epoch {epoch}/{epochs} |{bar}| {value}/{total} images | ETA {eta_formatted} | loss {loss}',

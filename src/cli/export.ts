@@ -44,14 +44,19 @@ export function exportCommand(): Command {
       const modelSpec = flags.model ?? src.craftedOn;
       let preprocess;
       if (units === 'normalized') {
-        if (!modelSpec) throw new UsageError(`--units normalized: name the model with --model (${source} does not say which it was made for)`);
+        if (!modelSpec)
+          throw new UsageError(`--units normalized: name the model with --model (${source} does not say which it was made for)`);
         preprocess = findCard(modelSpec, src.card, assetsDir(flags.assets)).preprocess;
       }
       const out = fromPixelsHwc(arr.data, arr.shape as [number, number, number], layout, units, preprocess, src.file);
-      const file = flags.out ?? join(isRun ? source : dirname(source), `${isRun ? 'perturbation' : basename(source, extname(source))}-${layout}-${units}.npy`);
+      const file =
+        flags.out ??
+        join(isRun ? source : dirname(source), `${isRun ? 'perturbation' : basename(source, extname(source))}-${layout}-${units}.npy`);
       if (extname(file) === '.npz') writeAtomic(file, encodeNpz({ [flags.array]: out }));
       else if (extname(file) === '.npy') writeNpy(file, out);
       else throw new UsageError(`--out ${file}: expected a .npy or .npz file name`);
-      process.stdout.write(`written: ${file} (${out.shape.join('x')}, ${layout}, ${units} units)\n\nIn PyTorch:\n${pytorchSnippet(file, units, layout, extname(file) === '.npz' ? flags.array : undefined)}\n`);
+      process.stdout.write(
+        `written: ${file} (${out.shape.join('x')}, ${layout}, ${units} units)\n\nIn PyTorch:\n${pytorchSnippet(file, units, layout, extname(file) === '.npz' ? flags.array : undefined)}\n`,
+      );
     });
 }

@@ -44,21 +44,27 @@ function labelSpace(s: string): 'imagenet' | 'own' {
 export function numberList(flag: string, check: (n: number) => boolean = () => true, expected = 'numbers', example = '123.7,116.3,103.5') {
   return (s: string): number[] => {
     const v = s.split(',').map((x) => (x.trim() === '' ? NaN : Number(x)));
-    if (v.some((n) => !Number.isFinite(n) || !check(n))) throw new UsageError(`--${flag} ${s}: expected comma-separated ${expected}, e.g. ${example}`);
+    if (v.some((n) => !Number.isFinite(n) || !check(n)))
+      throw new UsageError(`--${flag} ${s}: expected comma-separated ${expected}, e.g. ${example}`);
     return v;
   };
 }
 
 /** --model, --assets, --backend and the model-card flags: every command that runs a model takes them. */
 /** Help text of every command's --assets flag. */
-export const ASSETS_HELP = "folder of the shared ImageNet models and images (default: $UAP_ASSETS; in a checkout of the project, ../shared/assets)";
+export const ASSETS_HELP =
+  'folder of the shared ImageNet models and images (default: $UAP_ASSETS; in a checkout of the project, ../shared/assets)';
 
 export const BACKEND_HELP =
   'where models run: webgpu (ONNX Runtime on a GPU; the default where a GPU is found and passes the self-check), onnx (ONNX Runtime on the CPU; the default otherwise), wasm or cpu (TF.js)';
 
 export function addModelFlags(cmd: Command, defaultModel: string): Command {
   return cmd
-    .option('-m, --model <name|path>', 'bundled model name, model card, model folder/model.json with card.json beside it, or a .tflite file', defaultModel)
+    .option(
+      '-m, --model <name|path>',
+      'bundled model name, model card, model folder/model.json with card.json beside it, or a .tflite file',
+      defaultModel,
+    )
     .option('--assets <dir>', ASSETS_HELP)
     .option('--backend <name>', BACKEND_HELP)
     .option('--input-shape <HxWxC>', 'card: model input size, e.g. 224x224x3', shape)
@@ -68,7 +74,10 @@ export function addModelFlags(cmd: Command, defaultModel: string): Command {
     .option('--mean <r,g,b>', 'card: model input = (pixel - mean) / std', numberList('mean'))
     .option('--std <r,g,b>', 'card: see --mean', numberList('std'))
     .option('--bgr', 'card: the model takes BGR channel order')
-    .option('--logits-layer <name>', 'card: layer (LayersModel), node (GraphModel), tensor (TFLite) or value (ONNX) giving pre-softmax logits')
+    .option(
+      '--logits-layer <name>',
+      'card: layer (LayersModel), node (GraphModel), tensor (TFLite) or value (ONNX) giving pre-softmax logits',
+    )
     .option('--probabilities', 'card: that output is probabilities (log-probabilities are used as logits)')
     .option('--class-names <file>', 'card: label names, one per line')
     .option('--background-class', 'card: output 0 is a background class to drop (1001-output ImageNet models)')
@@ -103,7 +112,11 @@ export function addDataFlags(cmd: Command): Command {
     .option('--val-labels <file>', 'labels file for --val')
     .option('--limit <n>', 'use at most n images of X (the first in sorted order)', count('limit'))
     .option('--val-limit <n>', 'use at most n validation images (the first in sorted order)', count('val-limit'))
-    .option('--sample <n>', 'use n images of X drawn at random (seeded by --seed): every class of a class-folder set, not the first', count('sample'))
+    .option(
+      '--sample <n>',
+      'use n images of X drawn at random (seeded by --seed): every class of a class-folder set, not the first',
+      count('sample'),
+    )
     .option('--val-sample <n>', 'use n validation images drawn at random (seeded by --seed)', count('val-sample'))
     .option('--strict', 'stop on the first image that cannot be decoded (default: skip and warn)');
 }
@@ -112,35 +125,132 @@ export function addDataFlags(cmd: Command): Command {
 export function addAttackFlags(cmd: Command, defaults: { method?: Method; maxPasses?: number } = {}): Command {
   return cmd
     .addOption(new Option('-p, --norm <p>', 'perturbation norm: 2 or inf').default('inf').argParser(norm))
-    .option('--xi <x>', 'radius of the norm ball in pixel units [0,255] (default: 10 for inf, 2000 for L2 at 224x224x3, scaled by sqrt(pixels))', positive('xi'))
-    .option('--delta <d>', 'stop when the fooling rate on X reaches 1 - delta', number('delta', (n) => n >= 0 && n < 1, 'a number in [0, 1)'), 0.2)
+    .option(
+      '--xi <x>',
+      'radius of the norm ball in pixel units [0,255] (default: 10 for inf, 2000 for L2 at 224x224x3, scaled by sqrt(pixels))',
+      positive('xi'),
+    )
+    .option(
+      '--delta <d>',
+      'stop when the fooling rate on X reaches 1 - delta',
+      number('delta', (n) => n >= 0 && n < 1, 'a number in [0, 1)'),
+      0.2,
+    )
     .option('--max-passes <n>', 'pass cap over X', count('max-passes'), defaults.maxPasses ?? 10)
-    .option('--overshoot <o>', 'DeepFool overshoot', number('overshoot', (n) => n >= 0, 'a number >= 0'), 0.02)
+    .option(
+      '--overshoot <o>',
+      'DeepFool overshoot',
+      number('overshoot', (n) => n >= 0, 'a number >= 0'),
+      0.02,
+    )
     .option('--candidates <k>', 'DeepFool candidate classes (top-k of the clean prediction)', count('candidates', 2), 10)
     .option('--deepfool-steps <n>', 'DeepFool step cap inside Algorithm 1 (the reference code uses 10)', count('deepfool-steps'), 10)
-    .addOption(new Option('--deepfool-norm <n>', 'inner DeepFool step: 2 (the paper) or match (the Lp step of --norm)').default(2).argParser(deepfoolNorm))
-    .addOption(new Option('--inner <attack>', 'algorithm1: the attack that moves each image across: deepfool (default, the paper), fgsm or pgd (gradient-sign steps on the cross-entropy), newtonfool or cw (Carlini-Wagner L2), as ART\'s UniversalPerturbation offers').choices(['deepfool', 'fgsm', 'pgd', 'newtonfool', 'cw']))
-    .option('--inner-eps <e>', 'algorithm1 with fgsm / pgd: radius of the inner attack in the ball\'s norm (default xi)', positive('inner-eps'))
-    .option('--inner-steps <n>', 'algorithm1 with pgd: steps (default 10); newtonfool: steps (100); cw: Adam iterations per constant (10)', count('inner-steps'))
-    .option('--inner-step-size <s>', 'algorithm1 with pgd: step length (default 2.5 x eps / steps); newtonfool: eta (0.01)', positive('inner-step-size'))
-    .addOption(new Option('--variant <v>', 'algorithm1: accumulated (default: unit DeepFool directions summed, the sum projected; strong with 200-1000 images) or paper (the reference code: minimal steps, v projected after each; needs ~10,000 images)').choices(['accumulated', 'paper']))
-    .addOption(new Option('--projection <p>', 'algorithm1: sum (v = P(sum of steps)) or each (v = P(v + step), the paper); overrides --variant').choices(['sum', 'each']))
-    .addOption(new Option('--steps <s>', 'algorithm1: unit (each step\'s direction, --step-size x the ball\'s L2 radius long) or minimal (DeepFool\'s step x --step-size, the paper); overrides --variant').choices(['unit', 'minimal']))
-    .option('--step-size <s>', 'algorithm1: step length (unit: fraction of the ball\'s L2 radius, default 0.5; minimal: multiplier, default 1)', positive('step-size'))
-    .option('--batch-size <n>', 'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32)', count('batch-size'))
+    .addOption(
+      new Option('--deepfool-norm <n>', 'inner DeepFool step: 2 (the paper) or match (the Lp step of --norm)')
+        .default(2)
+        .argParser(deepfoolNorm),
+    )
+    .addOption(
+      new Option(
+        '--inner <attack>',
+        "algorithm1: the attack that moves each image across: deepfool (default, the paper), fgsm or pgd (gradient-sign steps on the cross-entropy), newtonfool or cw (Carlini-Wagner L2), as ART's UniversalPerturbation offers",
+      ).choices(['deepfool', 'fgsm', 'pgd', 'newtonfool', 'cw']),
+    )
+    .option(
+      '--inner-eps <e>',
+      "algorithm1 with fgsm / pgd: radius of the inner attack in the ball's norm (default xi)",
+      positive('inner-eps'),
+    )
+    .option(
+      '--inner-steps <n>',
+      'algorithm1 with pgd: steps (default 10); newtonfool: steps (100); cw: Adam iterations per constant (10)',
+      count('inner-steps'),
+    )
+    .option(
+      '--inner-step-size <s>',
+      'algorithm1 with pgd: step length (default 2.5 x eps / steps); newtonfool: eta (0.01)',
+      positive('inner-step-size'),
+    )
+    .addOption(
+      new Option(
+        '--variant <v>',
+        'algorithm1: accumulated (default: unit DeepFool directions summed, the sum projected; strong with 200-1000 images) or paper (the reference code: minimal steps, v projected after each; needs ~10,000 images)',
+      ).choices(['accumulated', 'paper']),
+    )
+    .addOption(
+      new Option(
+        '--projection <p>',
+        'algorithm1: sum (v = P(sum of steps)) or each (v = P(v + step), the paper); overrides --variant',
+      ).choices(['sum', 'each']),
+    )
+    .addOption(
+      new Option(
+        '--steps <s>',
+        "algorithm1: unit (each step's direction, --step-size x the ball's L2 radius long) or minimal (DeepFool's step x --step-size, the paper); overrides --variant",
+      ).choices(['unit', 'minimal']),
+    )
+    .option(
+      '--step-size <s>',
+      "algorithm1: step length (unit: fraction of the ball's L2 radius, default 0.5; minimal: multiplier, default 1)",
+      positive('step-size'),
+    )
+    .option(
+      '--batch-size <n>',
+      'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32)',
+      count('batch-size'),
+    )
     .option('--seed <n>', 'seed of the shuffles', number('seed', Number.isInteger, 'an integer'), 0)
-    .addOption(new Option('--method <m>', 'algorithm1 (the paper: DeepFool steps), sgd (SGD-UAP: minibatch gradient ascent) or gduap (GD-UAP / Fast Feature Fool: maximises the convolutions\' activations, data-free with --prior none or range)').choices(METHOD_NAMES).default(defaults.method ?? 'algorithm1'))
+    .addOption(
+      new Option(
+        '--method <m>',
+        "algorithm1 (the paper: DeepFool steps), sgd (SGD-UAP: minibatch gradient ascent) or gduap (GD-UAP / Fast Feature Fool: maximises the convolutions' activations, data-free with --prior none or range)",
+      )
+        .choices(METHOD_NAMES)
+        .default(defaults.method ?? 'algorithm1'),
+    )
     .option('--target <label>', 'targeted: push every image to this class (index or label name); reports the targeted success rate')
-    .addOption(new Option('--loss <l>', 'sgd: ce (cross-entropy clamped at --beta) or margin (logit margin bounded at --kappa)').choices(['ce', 'margin']))
+    .addOption(
+      new Option('--loss <l>', 'sgd: ce (cross-entropy clamped at --beta) or margin (logit margin bounded at --kappa)').choices([
+        'ce',
+        'margin',
+      ]),
+    )
     .option('--beta <b>', 'sgd: clamp of the cross-entropy (default 12)', positive('beta'))
-    .option('--kappa <k>', 'sgd: confidence of the margin loss (default 0)', number('kappa', (n) => n >= 0, 'a number >= 0'))
-    .addOption(new Option('--optimizer <o>', 'sgd: sign (sign steps for Linf, normalised gradient for L2) or adam').choices(['sign', 'adam']))
-    .option('--lr <s>', 'sgd: first step length in the ball\'s norm, pixels (default xi/10)', positive('lr'))
-    .option('--lr-decay <f>', 'sgd, gduap: step length factor per pass (default 0.9)', number('lr-decay', (n) => n > 0 && n <= 1, 'a number in (0, 1]'))
-    .option('--grad-shard <n>', 'sgd: images per gradient shard of a step (default: the whole minibatch); with --queue each shard runs on a worker, and a local run with the same value gives the same v', count('grad-shard'))
-    .addOption(new Option('--prior <p>', 'gduap: what v is added to: none (no data: the network sees v alone), range (random noise over [0, 255]) or data (images of X)').choices(['none', 'range', 'data']))
+    .option(
+      '--kappa <k>',
+      'sgd: confidence of the margin loss (default 0)',
+      number('kappa', (n) => n >= 0, 'a number >= 0'),
+    )
+    .addOption(
+      new Option('--optimizer <o>', 'sgd: sign (sign steps for Linf, normalised gradient for L2) or adam').choices(['sign', 'adam']),
+    )
+    .option('--lr <s>', "sgd: first step length in the ball's norm, pixels (default xi/10)", positive('lr'))
+    .option(
+      '--lr-decay <f>',
+      'sgd, gduap: step length factor per pass (default 0.9)',
+      number('lr-decay', (n) => n > 0 && n <= 1, 'a number in (0, 1]'),
+    )
+    .option(
+      '--grad-shard <n>',
+      'sgd: images per gradient shard of a step (default: the whole minibatch); with --queue each shard runs on a worker, and a local run with the same value gives the same v',
+      count('grad-shard'),
+    )
+    .addOption(
+      new Option(
+        '--prior <p>',
+        'gduap: what v is added to: none (no data: the network sees v alone), range (random noise over [0, 255]) or data (images of X)',
+      ).choices(['none', 'range', 'data']),
+    )
     .option('--steps-per-pass <n>', 'gduap: ascent steps on v per pass (default 32)', count('steps-per-pass'))
-    .option('--layers <names>', 'gduap: comma-separated layers whose activations v maximises (default: every convolution; one layer with --prior data: layer maximisation)', (s) => s.split(',').map((x) => x.trim()).filter(Boolean));
+    .option(
+      '--layers <names>',
+      'gduap: comma-separated layers whose activations v maximises (default: every convolution; one layer with --prior data: layer maximisation)',
+      (s) =>
+        s
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean),
+    );
 }
 
 function deepfoolNorm(s: string): 2 | 'match' {
@@ -150,17 +260,47 @@ function deepfoolNorm(s: string): 2 | 'match' {
 }
 
 /** The attack flags as commander parses them (camel-cased): UniversalOptions, with xi optional. */
-export type AttackFlags = Omit<UniversalOptions, 'xi' | 'maxGradientRows' | 'target'> & Partial<Omit<SgdOptions, 'target'>> & Partial<Omit<DataFreeOptions, 'target'>> & { xi?: number };
+export type AttackFlags = Omit<UniversalOptions, 'xi' | 'maxGradientRows' | 'target'> &
+  Partial<Omit<SgdOptions, 'target'>> &
+  Partial<Omit<DataFreeOptions, 'target'>> & { xi?: number };
 
 export function attackOptions(f: AttackFlags & { variant?: Algorithm1Variant }): Partial<AttackSettings> {
   const keys = [
-    'norm', 'xi', 'delta', 'maxPasses', 'overshoot', 'candidates', 'deepfoolSteps', 'deepfoolNorm', 'projection', 'steps', 'stepSize', 'batchSize', 'seed',
-    'inner', 'innerEps', 'innerSteps', 'innerStepSize', 'loss', 'beta', 'kappa', 'optimizer', 'lr', 'lrDecay', 'gradShard', 'prior', 'stepsPerPass', 'layers',
+    'norm',
+    'xi',
+    'delta',
+    'maxPasses',
+    'overshoot',
+    'candidates',
+    'deepfoolSteps',
+    'deepfoolNorm',
+    'projection',
+    'steps',
+    'stepSize',
+    'batchSize',
+    'seed',
+    'inner',
+    'innerEps',
+    'innerSteps',
+    'innerStepSize',
+    'loss',
+    'beta',
+    'kappa',
+    'optimizer',
+    'lr',
+    'lrDecay',
+    'gradShard',
+    'prior',
+    'stepsPerPass',
+    'layers',
   ] as const;
   // A variant is a preset of projection, steps and step size; flags given beside it win. --steps alone
   // brings its own default length (unit 0.5 of the ball, minimal x1).
   const given = Object.fromEntries(keys.filter((k) => f[k] !== undefined).map((k) => [k, f[k]])) as Partial<AttackSettings>;
-  const stepDefault = f.steps && f.stepSize === undefined ? { stepSize: (f.steps === 'unit' ? ALGORITHM1_VARIANTS.accumulated : ALGORITHM1_VARIANTS.paper).stepSize } : {};
+  const stepDefault =
+    f.steps && f.stepSize === undefined
+      ? { stepSize: (f.steps === 'unit' ? ALGORITHM1_VARIANTS.accumulated : ALGORITHM1_VARIANTS.paper).stepSize }
+      : {};
   return { ...(f.variant ? ALGORITHM1_VARIANTS[f.variant] : {}), ...stepDefault, ...given };
 }
 
@@ -177,14 +317,24 @@ export function addScoringFlags(cmd: Command, what: string): Command {
 /** How a perturbation file from another tool is stored (--layout, --units, --array). */
 export function addFormatFlags(cmd: Command): Command {
   return cmd
-    .option('--layout <l>', 'axis order of a perturbation file: hwc (uap, TF), chw or nchw (PyTorch, ART), nhwc; default auto (from the channel axis)')
-    .option('--units <u>', 'scale of its values: pixels ([0, 255] images; uap), unit ([0, 1] images, before Normalize) or normalized (after it: divided by the model\'s std); default auto (pixels when values exceed 2.5, else asks)')
+    .option(
+      '--layout <l>',
+      'axis order of a perturbation file: hwc (uap, TF), chw or nchw (PyTorch, ART), nhwc; default auto (from the channel axis)',
+    )
+    .option(
+      '--units <u>',
+      "scale of its values: pixels ([0, 255] images; uap), unit ([0, 1] images, before Normalize) or normalized (after it: divided by the model's std); default auto (pixels when values exceed 2.5, else asks)",
+    )
     .option('--array <name>', 'the array to read from a .npz (default: its only one)');
 }
 
 /** The library's PerturbationFormat from --layout / --units / --array. */
 export function perturbationFormat(f: Record<string, unknown>): PerturbationFormat {
-  const format: PerturbationFormat = { layout: f.layout as PerturbationFormat['layout'], units: f.units as PerturbationFormat['units'], array: f.array as string | undefined };
+  const format: PerturbationFormat = {
+    layout: f.layout as PerturbationFormat['layout'],
+    units: f.units as PerturbationFormat['units'],
+    array: f.array as string | undefined,
+  };
   checkFormat(format);
   return format;
 }

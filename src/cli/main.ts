@@ -17,9 +17,28 @@ import { workerCommand } from './worker.js';
  */
 function program(): Command {
   const p = new Command('uap')
-    .description('Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017) for image classifiers from PyTorch (ONNX), TensorFlow.js and TFLite')
+    .description(
+      'Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017) for image classifiers from PyTorch (ONNX), TensorFlow.js and TFLite',
+    )
     .version(packageVersion());
-  for (const c of [computeCommand(), evaluateCommand(), accuracyCommand(), transferCommand(), graphCommand(), baselineCommand(), sweepSizeCommand(), normalsCommand(), reportCommand(), exportCommand(), reproduceCommand(), finetuneCommand(), studioCommand(), workerCommand(), demoCommand()]) p.addCommand(c);
+  for (const c of [
+    computeCommand(),
+    evaluateCommand(),
+    accuracyCommand(),
+    transferCommand(),
+    graphCommand(),
+    baselineCommand(),
+    sweepSizeCommand(),
+    normalsCommand(),
+    reportCommand(),
+    exportCommand(),
+    reproduceCommand(),
+    finetuneCommand(),
+    studioCommand(),
+    workerCommand(),
+    demoCommand(),
+  ])
+    p.addCommand(c);
   p.exitOverride();
   for (const c of p.commands) c.exitOverride();
   return p;

@@ -8,7 +8,11 @@ import { UsageError } from '../errors.js';
 /** --queue with its UAP_QUEUE default, for the commands that can run on workers. */
 export function addQueueFlags(cmd: Command): Command {
   return cmd
-    .option('--queue <url>', 'score on uap workers through this Redis (BullMQ): redis://[:password@]host:port or rediss:// (default: $UAP_QUEUE; none: here)', process.env.UAP_QUEUE || undefined)
+    .option(
+      '--queue <url>',
+      'score on uap workers through this Redis (BullMQ): redis://[:password@]host:port or rediss:// (default: $UAP_QUEUE; none: here)',
+      process.env.UAP_QUEUE || undefined,
+    )
     .option('--shard-size <n>', 'images per queued shard (rounded up to whole batches)', count('shard-size'), 512);
 }
 
@@ -22,8 +26,15 @@ export function queueOption(f: Record<string, unknown>): { url: string; shardSiz
 export function workerCommand(): Command {
   return new Command('worker')
     .description('take shards of scoring work from a queue (BullMQ on Redis) until stopped; uap evaluate --queue URL hands them out')
-    .option('--queue <url>', 'the Redis the coordinators use: redis://[:password@]host:port[/db] or rediss:// (default: $UAP_QUEUE)', process.env.UAP_QUEUE || undefined)
-    .option('--root <dir...>', 'folders of models and images this worker may read, besides the embedded ones, the assets folder and uap\'s cache')
+    .option(
+      '--queue <url>',
+      'the Redis the coordinators use: redis://[:password@]host:port[/db] or rediss:// (default: $UAP_QUEUE)',
+      process.env.UAP_QUEUE || undefined,
+    )
+    .option(
+      '--root <dir...>',
+      "folders of models and images this worker may read, besides the embedded ones, the assets folder and uap's cache",
+    )
     .option('--assets <dir>', ASSETS_HELP)
     .option('--backend <name>', BACKEND_HELP)
     .option('--lock-seconds <n>', 'a shard of a worker that stops answering goes to another after this long', count('lock-seconds'), 30)
@@ -37,7 +48,15 @@ export function workerCommand(): Command {
           consoleLog.info('worker: stopping after the shard under way');
           stop.abort();
         });
-      await runWorker({ url: flags.queue, engine, roots: flags.root, assets: flags.assets, lockMs: flags.lockSeconds * 1000, log: consoleLog, signal: stop.signal });
+      await runWorker({
+        url: flags.queue,
+        engine,
+        roots: flags.root,
+        assets: flags.assets,
+        lockMs: flags.lockSeconds * 1000,
+        log: consoleLog,
+        signal: stop.signal,
+      });
       process.exit(0);
     });
 }

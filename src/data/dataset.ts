@@ -35,7 +35,8 @@ function imagesUnder(dir: string): string[] {
 
 /** Lines `path, index`; paths resolved against the file's folder unless `relative` is false (tar member names). */
 function readLabelsFile(file: string, relative = true): ImageItem[] {
-  if (!existsSync(file) || !statSync(file).isFile()) throw new UsageError(`labels file ${file}: not found (expected a text file of "path, index" lines)`);
+  if (!existsSync(file) || !statSync(file).isFile())
+    throw new UsageError(`labels file ${file}: not found (expected a text file of "path, index" lines)`);
   const base = dirname(resolve(file));
   const items: ImageItem[] = [];
   readFileSync(file, 'utf8')
@@ -131,14 +132,20 @@ function listShards(spec: string, shards: string[], opts: ListOptions): ImageIte
   return items;
 }
 
-function shardLabel(spec: string, m: TarMember, from: { fromFile?: Map<string, number>; cls: Map<string, number>; inFolders: boolean }, opts: ListOptions): number | undefined {
+function shardLabel(
+  spec: string,
+  m: TarMember,
+  from: { fromFile?: Map<string, number>; cls: Map<string, number>; inFolders: boolean },
+  opts: ListOptions,
+): number | undefined {
   if (from.fromFile) return from.fromFile.get(m.name);
   const c = from.cls.get(sampleKey(m.name));
   if (c !== undefined) return c;
   if (from.inFolders && from.cls.size === 0) {
     const folder = m.name.split('/').slice(-2)[0];
     const label = folderLabel(folder, opts);
-    if (label === undefined) throw new UsageError(`data ${spec}: class folder "${folder}" in the archive is not "NN_name", a wnid, or a label name of the model`);
+    if (label === undefined)
+      throw new UsageError(`data ${spec}: class folder "${folder}" in the archive is not "NN_name", a wnid, or a label name of the model`);
     return label;
   }
   return fileLabel(m.name, opts);
@@ -162,7 +169,9 @@ export function listDataset(dir: string, opts: ListOptions = {}): ImageItem[] {
     // Paths in a labels file are relative to the file's own folder.
     const missing = items.filter((i) => !existsSync(i.path));
     if (missing.length)
-      opts.warn?.(`labels file ${file}: ${missing.length} of ${items.length} listed images do not exist and are left out (first: ${missing[0].path}; paths are relative to the labels file's folder)`);
+      opts.warn?.(
+        `labels file ${file}: ${missing.length} of ${items.length} listed images do not exist and are left out (first: ${missing[0].path}; paths are relative to the labels file's folder)`,
+      );
     items = items.filter((i) => existsSync(i.path));
     if (statSync(root).isDirectory()) {
       const listed = new Set(items.map((i) => i.path));
@@ -189,7 +198,10 @@ export function listDataset(dir: string, opts: ListOptions = {}): ImageItem[] {
     }
   }
   if (opts.sample !== undefined && opts.sample.count < items.length) {
-    const keep = new Rng(opts.sample.seed).permutation(items.length).slice(0, opts.sample.count).sort((a, b) => a - b);
+    const keep = new Rng(opts.sample.seed)
+      .permutation(items.length)
+      .slice(0, opts.sample.count)
+      .sort((a, b) => a - b);
     items = keep.map((i) => items[i]);
   }
   if (opts.limit !== undefined) items = items.slice(0, opts.limit);

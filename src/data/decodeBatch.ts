@@ -56,7 +56,7 @@ export function readAndDecode({ shape: [h, w, c], spans, images }: DecodeRequest
   const missed = new Set<number>();
   images.forEach(({ span, offset, size }, k) => {
     const bytes = data[span];
-    const end = size < 0 ? bytes?.length ?? 0 : offset + size;
+    const end = size < 0 ? (bytes?.length ?? 0) : offset + size;
     if (bytes && end <= bytes.length && plainPngInto(bytes.subarray(offset, end), h, w, c as 1 | 3, pixels, k * per)) ok[k] = 1;
     else missed.add(span);
   });

@@ -116,7 +116,7 @@ export function decodeOffThread(items: ImageItem[], shape: [number, number, numb
     bytes: (k) => {
       const { span, offset, size } = request.images[k];
       const b = bytes[span];
-      const length = size < 0 ? b?.length ?? 0 : size;
+      const length = size < 0 ? (b?.length ?? 0) : size;
       return b && offset + length <= b.length ? Buffer.from(b.buffer, b.byteOffset + offset, length) : undefined;
     },
   }));

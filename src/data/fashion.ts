@@ -14,8 +14,16 @@ export const FASHION_MNIST_DIR = process.env.FASHION_MNIST_DIR ?? '/usr/share/da
 export const FASHION_LABELS = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
 /** Class folder names, "NN_name" as uap's folder listing reads them (NN is the label). */
 export const FASHION_FOLDERS = [
-  '00_tshirt_top', '01_trouser', '02_pullover', '03_dress', '04_coat',
-  '05_sandal', '06_shirt', '07_sneaker', '08_bag', '09_ankle_boot',
+  '00_tshirt_top',
+  '01_trouser',
+  '02_pullover',
+  '03_dress',
+  '04_coat',
+  '05_sandal',
+  '06_shirt',
+  '07_sneaker',
+  '08_bag',
+  '09_ankle_boot',
 ];
 
 export interface FashionSplit {
@@ -28,7 +36,9 @@ export interface FashionSplit {
 function dataFile(dir: string, name: string): string {
   const file = join(dir, `${name}-ubyte.gz`);
   if (!existsSync(file))
-    throw new UsageError(`Fashion-MNIST file ${file} not found: install it with "apt-get install dataset-fashion-mnist" or point FASHION_MNIST_DIR at a folder with the four *-ubyte.gz files`);
+    throw new UsageError(
+      `Fashion-MNIST file ${file} not found: install it with "apt-get install dataset-fashion-mnist" or point FASHION_MNIST_DIR at a folder with the four *-ubyte.gz files`,
+    );
   return file;
 }
 
@@ -55,7 +65,10 @@ export function readFashionSplit(dir: string, split: 'train' | 't10k'): FashionS
 
 /** Image i of a split as an 8-bit grayscale PNG. */
 export function fashionPng(split: FashionSplit, i: number): Promise<Buffer> {
-  return sharp(Buffer.from(split.images.subarray(i * 784, (i + 1) * 784)), { raw: { width: 28, height: 28, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+  return sharp(Buffer.from(split.images.subarray(i * 784, (i + 1) * 784)), { raw: { width: 28, height: 28, channels: 1 } })
+    .toColourspace('b-w')
+    .png()
+    .toBuffer();
 }
 
 /**
@@ -69,7 +82,13 @@ export async function writeFashionFolders(split: FashionSplit, indices: ArrayLik
   for (const f of FASHION_FOLDERS) mkdirSync(join(tmp, f), { recursive: true });
   const list = Array.from(indices);
   for (let s = 0; s < list.length; s += 256)
-    await Promise.all(list.slice(s, s + 256).map(async (i) => writeFile(join(tmp, FASHION_FOLDERS[split.labels[i]], `${String(i).padStart(6, '0')}.png`), await fashionPng(split, i))));
+    await Promise.all(
+      list
+        .slice(s, s + 256)
+        .map(async (i) =>
+          writeFile(join(tmp, FASHION_FOLDERS[split.labels[i]], `${String(i).padStart(6, '0')}.png`), await fashionPng(split, i)),
+        ),
+    );
   renameSync(tmp, dir);
   return dir;
 }

@@ -38,7 +38,11 @@ export class ImageSet implements ImageSource {
     const per = this.shape[0] * this.shape[1] * this.shape[2];
     const px = new Uint8Array(indices.length * per);
     for (let k = 0; k < indices.length; k++) px.set(this.pixels.subarray(indices[k] * per, (indices[k] + 1) * per), k * per);
-    return new ImageSet(this.shape, px, Array.from(indices, (i) => this.items[i]));
+    return new ImageSet(
+      this.shape,
+      px,
+      Array.from(indices, (i) => this.items[i]),
+    );
   }
   /**
    * A seeded split into a crafting part and a held-out part of `heldOut` images (each keeps the set's

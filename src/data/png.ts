@@ -44,12 +44,13 @@ export function plainPngInto(bytes: Buffer, h: number, w: number, c: 1 | 3, out:
   const colour = from >= 3 ? 3 : 1; // channels before alpha
   if (c === 1 && colour === 3) return false; // RGB -> gray: sharp's own weights
   const idat: Buffer[] = [];
-  for (let pos = 8; ; ) {
+  for (let pos = 8; ;) {
     if (pos + 12 > bytes.length) return false; // truncated: sharp says why
     const len = bytes.readUInt32BE(pos);
     const type = bytes.readUInt32BE(pos + 4);
     const end = pos + 8 + len;
-    if (!NEUTRAL_CHUNKS.has(type) || end + 4 > bytes.length || crc32(bytes.subarray(pos + 4, end)) !== bytes.readUInt32BE(end)) return false;
+    if (!NEUTRAL_CHUNKS.has(type) || end + 4 > bytes.length || crc32(bytes.subarray(pos + 4, end)) !== bytes.readUInt32BE(end))
+      return false;
     if (type === IDAT) idat.push(bytes.subarray(pos + 8, end));
     if (type === IEND) break;
     pos = end + 4;

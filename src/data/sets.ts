@@ -41,7 +41,10 @@ const EMBEDDED_SET = { inputShape: [28, 28, 1], numClasses: 10 };
 export function defaultData(model: Classifier, assets: string): { readonly data: string; readonly val: string } {
   // Getters: a job that names its own folders (job.data ?? defaults.data) never asks, so never fails.
   const folder = (role: 'data' | 'val') => {
-    if (model.labelSpace === 'own' && (model.inputShape.join('x') !== EMBEDDED_SET.inputShape.join('x') || model.numClasses !== EMBEDDED_SET.numClasses))
+    if (
+      model.labelSpace === 'own' &&
+      (model.inputShape.join('x') !== EMBEDDED_SET.inputShape.join('x') || model.numClasses !== EMBEDDED_SET.numClasses)
+    )
       throw new UsageError(
         `{data}: model ${model.name} takes ${model.inputShape.join('x')} images with ${model.numClasses} classes of its own; the default images (the embedded Fashion-MNIST set, 28x28x1, 10 classes) do not fit it: pass its images as {data} (and {val}), or {labelSpace} imagenet for an ImageNet classifier`,
       );
@@ -59,14 +62,20 @@ export function defaultData(model: Classifier, assets: string): { readonly data:
 
 /** The default crafting and validation folders of a label space. */
 export function defaultFolders(space: 'imagenet' | 'own', assets: string): { data: string; val: string } {
-  if (space === 'imagenet') return { data: join(assets, 'data', 'imagenet-sample-images'), val: join(assets, 'data', 'ilsvrc2012_val_1300') };
+  if (space === 'imagenet')
+    return { data: join(assets, 'data', 'imagenet-sample-images'), val: join(assets, 'data', 'ilsvrc2012_val_1300') };
   return { data: join(EMBEDDED_DIR, 'images', 'craft'), val: join(EMBEDDED_DIR, 'images', 'val') };
 }
 
 /** index -> wnid of the ImageNet label space, when the assets folder has the list. */
 export function wnidsOf(assets: string): string[] | undefined {
   const f = join(assets, 'data', 'labels', 'imagenet1k_wnids_sorted.txt');
-  return existsSync(f) ? readFileSync(f, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean) : undefined;
+  return existsSync(f)
+    ? readFileSync(f, 'utf8')
+        .split('\n')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : undefined;
 }
 
 /**
@@ -85,10 +94,12 @@ export function dataFolder(spec: string, assets: string, say?: (m: string) => vo
     'imagenet:val': () => defaultFolders('imagenet', assets).val,
   };
   if (named[spec]) {
-    if (spec.startsWith('imagenet:') && !assets) throw new UsageError(`data ${spec}: ${assetsHint(assets)}; pass the folder holding models/ and data/ as {assets} or set UAP_ASSETS`);
+    if (spec.startsWith('imagenet:') && !assets)
+      throw new UsageError(`data ${spec}: ${assetsHint(assets)}; pass the folder holding models/ and data/ as {assets} or set UAP_ASSETS`);
     return named[spec]();
   }
-  if (/^[a-z]+:[a-z]+$/.test(spec) && !existsSync(spec)) throw new UsageError(`data ${spec}: no such named set (${Object.keys(named).join(', ')}) or folder`);
+  if (/^[a-z]+:[a-z]+$/.test(spec) && !existsSync(spec))
+    throw new UsageError(`data ${spec}: no such named set (${Object.keys(named).join(', ')}) or folder`);
   return spec;
 }
 
@@ -129,7 +140,9 @@ export async function loadSet(model: Classifier, dirOrName: string, opts: SetOpt
   const { items, dir, log, what } = listSet(model, dirOrName, opts);
   const { set, skipped } = await loadImages(items, model.inputShape, { strict: opts.strict });
   if (skipped.length > 0)
-    log.warn(`${what}: skipped ${skipped.length} of ${items.length} files that could not be decoded (first: ${skipped[0].path}: ${skipped[0].reason}); {strict} makes this an error`);
+    log.warn(
+      `${what}: skipped ${skipped.length} of ${items.length} files that could not be decoded (first: ${skipped[0].path}: ${skipped[0].reason}); {strict} makes this an error`,
+    );
   log.info(`${what}: ${set.size} ${set.labels ? 'labelled' : 'unlabelled'} images from ${dir}`);
   return set;
 }
@@ -137,7 +150,10 @@ export async function loadSet(model: Classifier, dirOrName: string, opts: SetOpt
 /** After a pass over a streamed set: how many files did not decode (each left out of every figure). */
 export function saySkipped(set: StreamedImages, log: Log, what: string): void {
   const s = set.skipped;
-  if (s.length) log.warn(`${what}: skipped ${s.length} of ${set.listed.length} files that could not be decoded, not counted in any figure (first: ${s[0].path}: ${s[0].reason}); {strict} makes this an error`);
+  if (s.length)
+    log.warn(
+      `${what}: skipped ${s.length} of ${set.listed.length} files that could not be decoded, not counted in any figure (first: ${s[0].path}: ${s[0].reason}); {strict} makes this an error`,
+    );
 }
 
 /**
@@ -157,4 +173,3 @@ export function openSet(model: Classifier, dirOrName: string, opts: SetOptions =
     },
   });
 }
-

@@ -38,7 +38,12 @@ export function defaultCacheBytes(): number {
 }
 
 /** Decodes one listed image (a file or a tar member; `bytes`: already read) to [h, w, c] uint8. */
-export async function decodeItem(item: ImageItem, shape: [number, number, number], shards?: ShardReader, bytes?: Buffer): Promise<Uint8Array> {
+export async function decodeItem(
+  item: ImageItem,
+  shape: [number, number, number],
+  shards?: ShardReader,
+  bytes?: Buffer,
+): Promise<Uint8Array> {
   const [h, w, c] = shape;
   const m = item.member;
   const source = bytes ?? (m ? await (shards ? shards.read(item.path, m) : readMember(item.path, m)) : item.path);
@@ -134,15 +139,25 @@ export class StreamedImages implements ImageSource {
   private async decodeMany(ids: number[], shards: ShardReader): Promise<{ ids: number[]; pixels: Uint8Array }> {
     const out: (Uint8Array | null | undefined)[] = ids.map((i) => this.cache.get(i) ?? (this.bad.has(i) ? null : undefined));
     const todo = ids.flatMap((i, k) => (out[k] === undefined ? [k] : []));
-    const viaThread = todo.length ? decodeOffThread(todo.map((k) => this.listed[ids[k]]), this.shape) : undefined;
+    const viaThread = todo.length
+      ? decodeOffThread(
+          todo.map((k) => this.listed[ids[k]]),
+          this.shape,
+        )
+      : undefined;
     let bytesOf: (j: number) => Buffer | undefined;
     if (viaThread) {
       const batch = await viaThread;
-      todo.forEach((k, j) => batch.decoded(j) && (out[k] = this.keep(ids[k], batch.pixels.subarray(j * this.perImage, (j + 1) * this.perImage))));
+      todo.forEach(
+        (k, j) => batch.decoded(j) && (out[k] = this.keep(ids[k], batch.pixels.subarray(j * this.perImage, (j + 1) * this.perImage))),
+      );
       if (todo.length === ids.length && todo.every((_, j) => batch.decoded(j))) return { ids, pixels: batch.pixels };
       bytesOf = batch.bytes;
     } else {
-      const read = await this.readBytes(todo.map((k) => ids[k]), shards);
+      const read = await this.readBytes(
+        todo.map((k) => ids[k]),
+        shards,
+      );
       bytesOf = (j) => read.get(ids[todo[j]]);
     }
     const rest = todo.flatMap((k, j) => (out[k] === undefined ? [[k, j]] : []));
@@ -157,7 +172,7 @@ export class StreamedImages implements ImageSource {
     const ok = ids.filter((_, k) => out[k]);
     const pixels = new Uint8Array(ok.length * this.perImage);
     let at = 0;
-    for (const px of out) if (px) pixels.set(px, (at++) * this.perImage);
+    for (const px of out) if (px) pixels.set(px, at++ * this.perImage);
     return { ids: ok, pixels };
   }
 
@@ -199,7 +214,11 @@ export class StreamedImages implements ImageSource {
         top();
         for (let s = 0; s < ids.length; s += size) {
           const part = ids.slice(s, s + size);
-          yield { start, items: part.map((i) => this.listed[i]), pixels: pixels.subarray(s * this.perImage, (s + part.length) * this.perImage) };
+          yield {
+            start,
+            items: part.map((i) => this.listed[i]),
+            pixels: pixels.subarray(s * this.perImage, (s + part.length) * this.perImage),
+          };
           start += part.length;
         }
       }
@@ -208,15 +227,20 @@ export class StreamedImages implements ImageSource {
       await shards.close();
       // Found unreadable: left out of the positions from now on.
       if (this.bad.size) this.kept = this.kept.filter((i) => !this.bad.has(i));
-      if (this.kept.length === 0) throw new UsageError(`none of the ${this.listed.length} images could be decoded (first: ${this.skipped[0]?.path}: ${this.skipped[0]?.reason})`);
     }
+    // After the cleanup, not inside it: an error of the pass itself is what the caller should see.
+    if (this.kept.length === 0)
+      throw new UsageError(
+        `none of the ${this.listed.length} images could be decoded (first: ${this.skipped[0]?.path}: ${this.skipped[0]?.reason})`,
+      );
   }
 
   async pick(indices: ArrayLike<number>): Promise<Uint8Array> {
     const ids = Array.from(indices, (k) => this.kept[k]);
     const shards = new ShardReader();
     const { ids: ok, pixels } = await this.decodeMany(ids, shards).finally(() => shards.close());
-    if (ok.length !== ids.length) throw new UsageError(`image ${itemName(this.listed[ids.find((i) => !ok.includes(i))!])}: could not be decoded again`);
+    if (ok.length !== ids.length)
+      throw new UsageError(`image ${itemName(this.listed[ids.find((i) => !ok.includes(i))!])}: could not be decoded again`);
     return pixels;
   }
 }

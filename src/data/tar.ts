@@ -108,7 +108,7 @@ export function tarIndex(file: string, keep?: (name: string) => boolean): { memb
       const data = offset + BLOCK;
       if (type === 'x' || type === 'L') {
         const ext = read(data, size);
-        longName = type === 'L' ? text(ext, 0, size) : paxPath(ext) ?? longName;
+        longName = type === 'L' ? text(ext, 0, size) : (paxPath(ext) ?? longName);
       } else {
         if (type === '0' || type === '7') {
           const prefix = header.toString('latin1', 257, 262) === 'ustar' ? text(header, 345, 155) : '';
@@ -159,10 +159,14 @@ export class ShardReader {
   /** The bytes of several members, read span by span (readSpans): one read per batch of a shard instead of one per image. */
   async readMany(wanted: { file: string; member: TarMember }[]): Promise<Map<TarMember, Buffer>> {
     const out = new Map<TarMember, Buffer>();
-    await Promise.all(readSpans(wanted).map(async ({ file, start, length, members }) => {
-      const span = await this.readAt(file, start, length).catch(() => undefined);
-      if (span) for (const m of members) if (m.offset + m.size <= start + span.length) out.set(m, span.subarray(m.offset - start, m.offset - start + m.size));
-    }));
+    await Promise.all(
+      readSpans(wanted).map(async ({ file, start, length, members }) => {
+        const span = await this.readAt(file, start, length).catch(() => undefined);
+        if (span)
+          for (const m of members)
+            if (m.offset + m.size <= start + span.length) out.set(m, span.subarray(m.offset - start, m.offset - start + m.size));
+      }),
+    );
     return out;
   }
   async close(): Promise<void> {

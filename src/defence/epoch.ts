@@ -6,8 +6,11 @@ import { AbortedError } from '../errors.js';
  * between minibatches, so an interrupted epoch leaves the last saved one to resume from.
  */
 export async function runEpoch(
-  order: number[], batchSize: number, step: (idx: number[]) => Promise<number>,
-  progress: (done: number, loss: number) => void, signal?: AbortSignal,
+  order: number[],
+  batchSize: number,
+  step: (idx: number[]) => Promise<number>,
+  progress: (done: number, loss: number) => void,
+  signal?: AbortSignal,
 ): Promise<number> {
   let lossSum = 0;
   for (let s = 0; s < order.length; s += batchSize) {

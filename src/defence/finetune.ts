@@ -1,7 +1,17 @@
 import { assetsDir } from '../paths.js';
 import { namedLog } from '../log.js';
 import { finetuneOptions } from './finetune/options.js';
-import { refuseJob, openRun, trainingTargets, originalModel, finetunedModel, type FinetuneJob, type FinetuneControl, type FinetuneRun, type RoundModel } from './finetune/job.js';
+import {
+  refuseJob,
+  openRun,
+  trainingTargets,
+  originalModel,
+  finetunedModel,
+  type FinetuneJob,
+  type FinetuneControl,
+  type FinetuneRun,
+  type RoundModel,
+} from './finetune/job.js';
 import { roundFolder, startFresh } from './finetune/folder.js';
 import { resumedRounds, writeRecords, type DefenceResult, type EpochRecord, type RoundRecord } from './finetune/records.js';
 import { recoverModelFolder } from './finetune/modelFolder.js';
@@ -25,12 +35,19 @@ export { defenceMarkdown, type DefenceResult, type EpochRecord, type RoundRecord
  * Round r's training, from the model the round starts from: its model folder made whole after a kill,
  * its adversary (the pool crafted, or UAT's perturbation), then the epochs.
  */
-async function hardenRound(run: FinetuneRun, current: RoundModel, r: number, targets: Int32Array, baseline: number): Promise<EpochRecord[]> {
+async function hardenRound(
+  run: FinetuneRun,
+  current: RoundModel,
+  r: number,
+  targets: Int32Array,
+  baseline: number,
+): Promise<EpochRecord[]> {
   const folder = roundFolder(run.job.out, r);
   recoverModelFolder(folder);
-  const adversary = run.o.defence === 'uat'
-    ? uatAdversary(run, targets, savedUatDelta(folder.model, current.classifier, run.log))
-    : poolAdversary(run, targets, await roundPool(run, current, r, folder));
+  const adversary =
+    run.o.defence === 'uat'
+      ? uatAdversary(run, targets, savedUatDelta(folder.model, current.classifier, run.log))
+      : poolAdversary(run, targets, await roundPool(run, current, r, folder));
   try {
     return await trainRound(run, r, adversary, current.card, folder, baseline);
   } finally {

@@ -33,8 +33,14 @@ export function drawPerturbations(n: number, poolSize: number, rng: Rng, o: Samp
  */
 export function applyDraws(x: tf.Tensor4D, pool: tf.Tensor4D, draws: Draw[]): tf.Tensor4D {
   return tf.tidy(() => {
-    const members = takeRows(pool, draws.map((d) => d?.member ?? 0));
-    const scales = tf.tensor4d(draws.map((d) => d?.scale ?? 0), [draws.length, 1, 1, 1]);
+    const members = takeRows(
+      pool,
+      draws.map((d) => d?.member ?? 0),
+    );
+    const scales = tf.tensor4d(
+      draws.map((d) => d?.scale ?? 0),
+      [draws.length, 1, 1, 1],
+    );
     return tf.clipByValue(tf.add(x, tf.mul(members, scales)), 0, 255) as tf.Tensor4D;
   });
 }

@@ -86,7 +86,15 @@ export async function saveTrainable(t: Trainable, dir: string, assets: string, p
     name: `${String(provenance.from ?? card.name).replace(/-finetuned-r\d+$/, '')}-finetuned-r${String(provenance.round)}`,
     model: 'model.json',
     labels: typeof card.labels === 'string' && card.labels.startsWith('${assets}/') ? card.labels : cardLabels(t.card, assets),
-    ...(card.outputMap?.wnids ? { outputMap: { ...card.outputMap, wnids: keepAssets(card.outputMap.wnids), ...(card.outputMap.referenceWnids ? { referenceWnids: keepAssets(card.outputMap.referenceWnids) } : {}) } } : {}),
+    ...(card.outputMap?.wnids
+      ? {
+          outputMap: {
+            ...card.outputMap,
+            wnids: keepAssets(card.outputMap.wnids),
+            ...(card.outputMap.referenceWnids ? { referenceWnids: keepAssets(card.outputMap.referenceWnids) } : {}),
+          },
+        }
+      : {}),
     finetuned: provenance,
   };
   const file = join(dir, 'card.json');

@@ -10,9 +10,18 @@ import { UsageError } from '../errors.js';
 
 /** Errors of the file system that the user's path or machine causes (not bugs). */
 const OS_ERRORS: Record<string, string> = {
-  EACCES: 'permission denied', EPERM: 'operation not permitted', ENOSPC: 'no space left on the device', EROFS: 'read-only file system',
-  ENOTDIR: 'a part of the path is a file, not a folder', EISDIR: 'is a folder, not a file', ENOENT: 'no such file or folder',
-  EEXIST: 'already exists', EDQUOT: 'disk quota exceeded', ENAMETOOLONG: 'name too long', EMFILE: 'too many open files', EBUSY: 'busy',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  ENOSPC: 'no space left on the device',
+  EROFS: 'read-only file system',
+  ENOTDIR: 'a part of the path is a file, not a folder',
+  EISDIR: 'is a folder, not a file',
+  ENOENT: 'no such file or folder',
+  EEXIST: 'already exists',
+  EDQUOT: 'disk quota exceeded',
+  ENAMETOOLONG: 'name too long',
+  EMFILE: 'too many open files',
+  EBUSY: 'busy',
 };
 
 /** The UsageError for an OS error on `path`, or undefined when `e` is not one. */

@@ -35,7 +35,7 @@ export function saveCheckpoint<H>(dir: string, ck: Checkpoint<H>): void {
   } catch {
     previous = undefined;
   }
-  let previousExtra: string[] = [];
+  let previousExtra: string[];
   try {
     previousExtra = Object.values(readMeta(dir).extraFiles ?? {});
   } catch {
@@ -61,13 +61,18 @@ const OWN_FILE = /^checkpoint-\d+(-[A-Za-z0-9]+)?\.npy$/;
 
 /** Why a parsed checkpoint.json cannot be trusted, or undefined when every field is sound. */
 function metaProblem(meta: Partial<Meta<unknown>>): string | undefined {
-  if (!Number.isInteger(meta.completed) || (meta.completed as number) < 1) return `"completed" must be an integer >= 1, got ${JSON.stringify(meta.completed)}`;
-  if (!Array.isArray(meta.history) || meta.history.length !== meta.completed) return `"history" must hold one entry per completed pass (${meta.completed})`;
+  if (!Number.isInteger(meta.completed) || (meta.completed as number) < 1)
+    return `"completed" must be an integer >= 1, got ${JSON.stringify(meta.completed)}`;
+  if (!Array.isArray(meta.history) || meta.history.length !== meta.completed)
+    return `"history" must hold one entry per completed pass (${meta.completed})`;
   if (typeof meta.fingerprint !== 'object' || meta.fingerprint === null) return '"fingerprint" is missing';
-  if (typeof meta.vFile !== 'string' || !OWN_FILE.test(meta.vFile)) return `"vFile" must name a checkpoint-N.npy file in the run folder, got ${JSON.stringify(meta.vFile)}`;
-  if (Object.values(meta.extraFiles ?? {}).some((f) => typeof f !== 'string' || !OWN_FILE.test(f))) return '"extraFiles" must name checkpoint files in the run folder';
+  if (typeof meta.vFile !== 'string' || !OWN_FILE.test(meta.vFile))
+    return `"vFile" must name a checkpoint-N.npy file in the run folder, got ${JSON.stringify(meta.vFile)}`;
+  if (Object.values(meta.extraFiles ?? {}).some((f) => typeof f !== 'string' || !OWN_FILE.test(f)))
+    return '"extraFiles" must name checkpoint files in the run folder';
   const shape = meta.shape;
-  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d > 0)) return `"shape" must be [height, width, channels], got ${JSON.stringify(shape)}`;
+  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d > 0))
+    return `"shape" must be [height, width, channels], got ${JSON.stringify(shape)}`;
   if (!(typeof meta.elapsed === 'number' && meta.elapsed >= 0)) return '"elapsed" must be a number of seconds >= 0';
   return undefined;
 }
@@ -77,7 +82,9 @@ function readMeta<H>(dir: string): Meta<H> {
   try {
     meta = JSON.parse(readFileSync(jsonFile(dir), 'utf8')) as Meta<H>;
   } catch (e) {
-    throw new UsageError(`checkpoint ${jsonFile(dir)}: unreadable (${(e as Error).message}); start afresh without {resume} or with another {out}`);
+    throw new UsageError(
+      `checkpoint ${jsonFile(dir)}: unreadable (${(e as Error).message}); start afresh without {resume} or with another {out}`,
+    );
   }
   const problem = metaProblem(meta);
   if (problem) throw new UsageError(`checkpoint ${jsonFile(dir)}: ${problem}; start afresh without {resume} or with another {out}`);
@@ -87,8 +94,10 @@ function readMeta<H>(dir: string): Meta<H> {
 /** A checkpoint array: every value finite, `length` values when given. */
 function checkedArray(dir: string, file: string, length?: number): Float32Array {
   const { data } = readNpy(join(dir, file));
-  if (length !== undefined && data.length !== length) throw new UsageError(`checkpoint ${join(dir, file)}: holds ${data.length} values, the checkpoint says ${length}`);
-  if (!data.every(Number.isFinite)) throw new UsageError(`checkpoint ${join(dir, file)}: holds NaN or infinite values; start afresh without {resume}`);
+  if (length !== undefined && data.length !== length)
+    throw new UsageError(`checkpoint ${join(dir, file)}: holds ${data.length} values, the checkpoint says ${length}`);
+  if (!data.every(Number.isFinite))
+    throw new UsageError(`checkpoint ${join(dir, file)}: holds NaN or infinite values; start afresh without {resume}`);
   return data;
 }
 
@@ -110,7 +119,11 @@ export function fingerprintMismatch(dir: string, expected: Record<string, unknow
 }
 
 /** A run's checkpoints in the folder `dir` (the Node host's CheckpointStore, see src/attacks/passes.ts). */
-export function folderCheckpoints<H>(dir: string): { where: string; save(ck: Checkpoint<H>): void; load(fingerprint: Record<string, unknown>): Checkpoint<H> } {
+export function folderCheckpoints<H>(dir: string): {
+  where: string;
+  save(ck: Checkpoint<H>): void;
+  load(fingerprint: Record<string, unknown>): Checkpoint<H>;
+} {
   return { where: dir, save: (ck) => saveCheckpoint(dir, ck), load: (fp) => loadCheckpoint<H>(dir, fp) };
 }
 
@@ -120,7 +133,9 @@ export function loadCheckpoint<H>(dir: string, fingerprint: Record<string, unkno
   const { vFile, extraFiles, ...meta } = readMeta<H>(dir);
   for (const [k, val] of Object.entries(fingerprint)) {
     if (JSON.stringify(meta.fingerprint[k]) !== JSON.stringify(val))
-      throw new UsageError(`{resume}: checkpoint in ${dir} was made with ${k}=${JSON.stringify(meta.fingerprint[k])}, not ${JSON.stringify(val)}`);
+      throw new UsageError(
+        `{resume}: checkpoint in ${dir} was made with ${k}=${JSON.stringify(meta.fingerprint[k])}, not ${JSON.stringify(val)}`,
+      );
   }
   const v = checkedArray(dir, vFile, meta.shape[0] * meta.shape[1] * meta.shape[2]);
   const extra = Object.fromEntries(Object.entries(extraFiles ?? {}).map(([name, f]) => [name, checkedArray(dir, f)]));

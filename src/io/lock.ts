@@ -29,7 +29,10 @@ export function lockRunDir(dir: string, what: string): () => void {
     try {
       fd = openSync(file, 'wx');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return onPath(file, 'create the lock', () => { throw e; });
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST')
+        return onPath(file, 'create the lock', () => {
+          throw e;
+        });
       let holder: { pid?: number; command?: string } = {};
       try {
         holder = JSON.parse(readFileSync(file, 'utf8')) as { pid?: number; command?: string };
@@ -37,7 +40,9 @@ export function lockRunDir(dir: string, what: string): () => void {
         // unreadable: written by a process killed mid-write; stale
       }
       if (holder.pid && holder.pid !== process.pid && alive(holder.pid))
-        throw new UsageError(`{out} ${dir}: another uap run (pid ${holder.pid}${holder.command ? `, ${holder.command}` : ''}) is writing there; wait for it to finish or pick another {out}`);
+        throw new UsageError(
+          `{out} ${dir}: another uap run (pid ${holder.pid}${holder.command ? `, ${holder.command}` : ''}) is writing there; wait for it to finish or pick another {out}`,
+        );
       rmSync(file, { force: true }); // stale: its process is gone
       continue;
     }

@@ -38,13 +38,19 @@ export function decodeNpy(buf: Uint8Array, name: string): NdArray {
   const fortran = /'fortran_order':\s*True/.test(header);
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   if (!descr || shapeText === undefined) throw new UsageError(`perturbation ${name}: unreadable .npy header`);
-  const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  const shape = shapeText
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
   if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw new UsageError(`perturbation ${name}: unreadable shape (${shapeText})`);
-  if (descr !== '<f4' && descr !== '<f8') throw new UsageError(`perturbation ${name}: dtype ${descr} is not supported (expected float32 '<f4' or float64 '<f8')`);
+  if (descr !== '<f4' && descr !== '<f8')
+    throw new UsageError(`perturbation ${name}: dtype ${descr} is not supported (expected float32 '<f4' or float64 '<f8')`);
   const count = shape.reduce((a, b) => a * b, 1);
   const off = start + hlen;
   const itemSize = descr === '<f8' ? 8 : 4;
-  if (buf.length < off + count * itemSize) throw new UsageError(`perturbation ${name}: truncated (expected ${count} values of shape (${shape.join(', ')}))`);
+  if (buf.length < off + count * itemSize)
+    throw new UsageError(`perturbation ${name}: truncated (expected ${count} values of shape (${shape.join(', ')}))`);
   const bytes = buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + count * itemSize);
   const data = descr === '<f4' ? new Float32Array(bytes) : Float32Array.from(new Float64Array(bytes));
   return { data: fortran ? fortranToC(data, shape) : data, shape };

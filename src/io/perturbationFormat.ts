@@ -55,7 +55,11 @@ function npzArrays(buf: Uint8Array, file: string): Map<string, Uint8Array> {
   } catch (e) {
     throw new UsageError(`perturbation ${file}: not a readable .npz (zip) file (${(e as Error).message})`);
   }
-  return new Map(Object.entries(entries).filter(([n]) => n.endsWith('.npy')).map(([n, b]) => [n.slice(0, -4), b]));
+  return new Map(
+    Object.entries(entries)
+      .filter(([n]) => n.endsWith('.npy'))
+      .map(([n, b]) => [n.slice(0, -4), b]),
+  );
 }
 
 /** The array of a .npy, or the named (or only) array of a .npz, from the file's bytes (`file` names it in errors). */
@@ -68,7 +72,8 @@ export function arrayFromBytes(buf: Uint8Array, file: string, array?: string): N
   const arrays = npzArrays(buf, file);
   const names = [...arrays.keys()];
   if (array === undefined) {
-    if (names.length !== 1) throw new UsageError(`perturbation ${file}: holds ${names.length ? names.join(', ') : 'no arrays'}; name one with {array}`);
+    if (names.length !== 1)
+      throw new UsageError(`perturbation ${file}: holds ${names.length ? names.join(', ') : 'no arrays'}; name one with {array}`);
     return decodeNpy(arrays.get(names[0])!, `${file}:${names[0]}`);
   }
   const got = arrays.get(array);
@@ -82,11 +87,18 @@ export function encodeNpz(arrays: Record<string, NdArray>): Uint8Array {
 }
 
 /** Which stored layout `shape` is for a model taking H x W x C images ('auto' resolved). */
-function resolveLayout(shape: number[], given: PerturbationLayout | 'auto', input: [number, number, number], file: string): PerturbationLayout {
+function resolveLayout(
+  shape: number[],
+  given: PerturbationLayout | 'auto',
+  input: [number, number, number],
+  file: string,
+): PerturbationLayout {
   const c = input[2];
   const batched = shape.length === 4;
-  if (batched && shape[0] !== 1) throw new UsageError(`perturbation ${file}: shape (${shape.join(', ')}) holds ${shape[0]} perturbations; expected one`);
-  if (shape.length !== 3 && !batched) throw new UsageError(`perturbation ${file}: shape (${shape.join(', ')}); expected HWC, CHW, NHWC or NCHW with N = 1`);
+  if (batched && shape[0] !== 1)
+    throw new UsageError(`perturbation ${file}: shape (${shape.join(', ')}) holds ${shape[0]} perturbations; expected one`);
+  if (shape.length !== 3 && !batched)
+    throw new UsageError(`perturbation ${file}: shape (${shape.join(', ')}); expected HWC, CHW, NHWC or NCHW with N = 1`);
   const s = batched ? shape.slice(1) : shape;
   if (given !== 'auto') {
     if (given.length !== shape.length)
@@ -95,8 +107,14 @@ function resolveLayout(shape: number[], given: PerturbationLayout | 'auto', inpu
   }
   const last = s[2] === c;
   const first = s[0] === c;
-  if (last && first) throw new UsageError(`perturbation ${file}: shape (${shape.join(', ')}) reads as channels first and last; pass {layout} (${LAYOUTS.join(', ')})`);
-  if (!last && !first) throw new UsageError(`perturbation ${file}: shape (${shape.join(', ')}) has no axis of ${c} channel${c === 1 ? '' : 's'} at either end (the model takes ${input.join('x')} images)`);
+  if (last && first)
+    throw new UsageError(
+      `perturbation ${file}: shape (${shape.join(', ')}) reads as channels first and last; pass {layout} (${LAYOUTS.join(', ')})`,
+    );
+  if (!last && !first)
+    throw new UsageError(
+      `perturbation ${file}: shape (${shape.join(', ')}) has no axis of ${c} channel${c === 1 ? '' : 's'} at either end (the model takes ${input.join('x')} images)`,
+    );
   return `${batched ? 'n' : ''}${last ? 'hwc' : 'chw'}` as PerturbationLayout;
 }
 
@@ -104,7 +122,9 @@ function resolveLayout(shape: number[], given: PerturbationLayout | 'auto', inpu
 export function pixelsPerNormalizedUnit(pre: Preprocess | undefined, channels: number, file: string): number[] {
   if (pre?.std) return pre.std.slice(0, channels);
   if (pre?.scale !== undefined) return new Array<number>(channels).fill(1 / pre.scale);
-  throw new UsageError(`perturbation ${file}: {units} normalized needs the model's normalisation; its card has no "preprocess" std or scale (pass {std})`);
+  throw new UsageError(
+    `perturbation ${file}: {units} normalized needs the model's normalisation; its card has no "preprocess" std or scale (pass {std})`,
+  );
 }
 
 /** Per-channel factors from `units` to pixel units. */
@@ -131,7 +151,12 @@ export interface LoadedArray {
  * A stored perturbation in uap's layout (HWC) and units (pixels). `channelOrder` BGR models get their
  * normalised-unit channels flipped to RGB, since normalised arrays are in the model's own order.
  */
-export function toPixelsHwc(arr: NdArray, fmt: PerturbationFormat, model: { inputShape: [number, number, number]; preprocess?: Preprocess }, file: string): LoadedArray {
+export function toPixelsHwc(
+  arr: NdArray,
+  fmt: PerturbationFormat,
+  model: { inputShape: [number, number, number]; preprocess?: Preprocess },
+  file: string,
+): LoadedArray {
   checkFormat(fmt);
   const c = model.inputShape[2];
   const layout = resolveLayout(arr.shape, fmt.layout ?? 'auto', model.inputShape, file);
@@ -162,7 +187,14 @@ export function toPixelsHwc(arr: NdArray, fmt: PerturbationFormat, model: { inpu
 }
 
 /** uap's HWC pixel-unit perturbation in another layout and units (the inverse of toPixelsHwc). */
-export function fromPixelsHwc(data: Float32Array, shape: [number, number, number], layout: PerturbationLayout, units: PerturbationUnits, pre: Preprocess | undefined, what: string): NdArray {
+export function fromPixelsHwc(
+  data: Float32Array,
+  shape: [number, number, number],
+  layout: PerturbationLayout,
+  units: PerturbationUnits,
+  pre: Preprocess | undefined,
+  what: string,
+): NdArray {
   const c = shape[2];
   const f = unitFactors(units, pre, c, what);
   const bgr = units === 'normalized' && pre?.channelOrder === 'BGR';
@@ -184,13 +216,23 @@ export const OWN_FORMAT: PerturbationFormat = { layout: 'hwc', units: 'pixels' }
  * A perturbation's array (see arrayFromBytes) in any layout and units (see PerturbationFormat), as HWC
  * pixels fitted to the model's input: same size, or resized (bilinear). `file` names it in messages.
  */
-export function fitPerturbation(arr: NdArray, file: string, model: Pick<Classifier, 'inputShape' | 'preprocess'>, log: Log = silent, format: PerturbationFormat = {}): tf.Tensor3D {
+export function fitPerturbation(
+  arr: NdArray,
+  file: string,
+  model: Pick<Classifier, 'inputShape' | 'preprocess'>,
+  log: Log = silent,
+  format: PerturbationFormat = {},
+): tf.Tensor3D {
   log = namedLog(log);
   const got = toPixelsHwc(arr, format, model, file);
   const [h, w] = model.inputShape;
-  if (got.layout !== 'hwc' || got.units !== 'pixels') log.info(`perturbation ${file}: read as ${got.layout} in ${got.units === 'pixels' ? 'pixel' : got.units} units`);
+  if (got.layout !== 'hwc' || got.units !== 'pixels')
+    log.info(`perturbation ${file}: read as ${got.layout} in ${got.units === 'pixels' ? 'pixel' : got.units} units`);
   const largest = got.data.reduce((m, t) => Math.max(m, Math.abs(t)), 0);
-  if (largest > 255) log.warn(`perturbation ${file}: values reach ${largest.toPrecision(4)} pixels, beyond anything pixels in [0, 255] can take (x + v is clipped); are its {units} right?`);
+  if (largest > 255)
+    log.warn(
+      `perturbation ${file}: values reach ${largest.toPrecision(4)} pixels, beyond anything pixels in [0, 255] can take (x + v is clipped); are its {units} right?`,
+    );
   const v = tf.tensor3d(got.data, got.shape);
   if (got.shape[0] === h && got.shape[1] === w) return v;
   log.warn(`perturbation ${file}: resized from ${got.shape[0]}x${got.shape[1]} to ${h}x${w} (bilinear)`);

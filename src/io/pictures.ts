@@ -20,7 +20,12 @@ function zoomFor(h: number): number {
 
 export async function writePerturbationPng(file: string, v: Float32Array, shape: [number, number, number]): Promise<void> {
   const z = zoomFor(shape[0]);
-  await writeAtomicWith(file, (tmp) => rawImage(visiblePerturbation(v), shape).resize(shape[1] * z, shape[0] * z, { kernel: 'nearest' }).png().toFile(tmp));
+  await writeAtomicWith(file, (tmp) =>
+    rawImage(visiblePerturbation(v), shape)
+      .resize(shape[1] * z, shape[0] * z, { kernel: 'nearest' })
+      .png()
+      .toFile(tmp),
+  );
 }
 
 export interface GridCell {
@@ -56,16 +61,23 @@ export async function writeGridPng(file: string, rows: GridCell[][], shape: [num
       const tile = await rawImage(cell.pixels, shape).resize(tw, th, { kernel: 'nearest' }).toColourspace('srgb').png().toBuffer();
       layers.push({ input: tile, left, top });
       const lines = wrap(cell.caption, Math.max(8, Math.floor(tw / 6.5)));
-      lines.slice(0, 2).forEach((line, i) =>
-        texts.push(
-          `<text x="${left}" y="${top + th + 13 + i * 13}" font-family="sans-serif" font-size="11" fill="${cell.alert ? '#c00' : '#000'}">${escapeXml(line)}</text>`,
-        ),
-      );
+      lines
+        .slice(0, 2)
+        .forEach((line, i) =>
+          texts.push(
+            `<text x="${left}" y="${top + th + 13 + i * 13}" font-family="sans-serif" font-size="11" fill="${cell.alert ? '#c00' : '#000'}">${escapeXml(line)}</text>`,
+          ),
+        );
     }
   }
   const svg = Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${texts.join('')}</svg>`);
   layers.push({ input: svg, left: 0, top: 0 });
-  await writeAtomicWith(file, (tmp) => sharp({ create: { width, height, channels: 3, background: '#ffffff' } }).composite(layers).png().toFile(tmp));
+  await writeAtomicWith(file, (tmp) =>
+    sharp({ create: { width, height, channels: 3, background: '#ffffff' } })
+      .composite(layers)
+      .png()
+      .toFile(tmp),
+  );
 }
 
 function wrap(s: string, n: number): string[] {

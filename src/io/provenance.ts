@@ -32,8 +32,19 @@ export async function modelSha256(file: string | undefined): Promise<string | nu
  * Where a result came from, for config.json and the report: uap's version, the command line, a hash of
  * the model's files and of the list of images (names and labels, in order), runtime and seed.
  */
-export async function provenance(opts: { modelFile?: string; engine?: string; seed?: number; data?: ImageItem[]; val?: ImageItem[] }): Promise<Record<string, unknown>> {
-  const list = (items?: ImageItem[]) => (items ? createHash('sha256').update(items.map((i) => `${itemName(i)}\t${i.label ?? ''}`).join('\n')).digest('hex') : null);
+export async function provenance(opts: {
+  modelFile?: string;
+  engine?: string;
+  seed?: number;
+  data?: ImageItem[];
+  val?: ImageItem[];
+}): Promise<Record<string, unknown>> {
+  const list = (items?: ImageItem[]) =>
+    items
+      ? createHash('sha256')
+          .update(items.map((i) => `${itemName(i)}\t${i.label ?? ''}`).join('\n'))
+          .digest('hex')
+      : null;
   return {
     uapVersion: packageVersion(),
     command: process.argv.slice(1).join(' '),

@@ -38,9 +38,20 @@ export async function writePerturbation(dir: string, v: tf.Tensor3D): Promise<vo
  * examples.png: for a few images, the clean image with its label, the perturbed image with the new
  * label (red when it changed), and the perturbation itself. Fooled images are preferred.
  */
-export async function writeExamples(file: string, model: Classifier, set: ImageSource, v: tf.Tensor3D, ev: Evaluation, count = 6, seed = 0): Promise<void> {
+export async function writeExamples(
+  file: string,
+  model: Classifier,
+  set: ImageSource,
+  v: tf.Tensor3D,
+  ev: Evaluation,
+  count = 6,
+  seed = 0,
+): Promise<void> {
   // A seeded random sample, said in the title: picking fooled images first would flatter v.
-  const pick = new Rng(seed).permutation(set.size).slice(0, count).sort((a, b) => a - b);
+  const pick = new Rng(seed)
+    .permutation(set.size)
+    .slice(0, count)
+    .sort((a, b) => a - b);
   const fooledShown = pick.filter((i) => ev.cleanPred[i] !== ev.advPred[i]).length;
   const picked = await set.pick(pick);
   const x = tf.tensor4d(Float32Array.from(picked), [pick.length, set.shape[0], set.shape[1], set.shape[2]]);
@@ -54,8 +65,17 @@ export async function writeExamples(file: string, model: Classifier, set: ImageS
   pick.forEach((i, k) => {
     clean.push({ pixels: picked.subarray(k * per, (k + 1) * per), caption: shortLabel(model, ev.cleanPred[i]) });
     const changed = ev.advPred[i] !== ev.cleanPred[i];
-    perturbed.push({ pixels: advPx.subarray(k * per, (k + 1) * per), caption: (changed ? '→ ' : '= ') + shortLabel(model, ev.advPred[i]), alert: changed });
+    perturbed.push({
+      pixels: advPx.subarray(k * per, (k + 1) * per),
+      caption: (changed ? '→ ' : '= ') + shortLabel(model, ev.advPred[i]),
+      alert: changed,
+    });
   });
   const rows = [clean, perturbed, [{ pixels: vis, caption: 'v (scaled)' }]];
-  await writeGridPng(file, rows, set.shape, `${model.name}: ${pick.length} random images (seed ${seed}), ${fooledShown} fooled; all ${set.size}: ${pct(ev.foolingRate)}`);
+  await writeGridPng(
+    file,
+    rows,
+    set.shape,
+    `${model.name}: ${pick.length} random images (seed ${seed}), ${fooledShown} fooled; all ${set.size}: ${pct(ev.foolingRate)}`,
+  );
 }

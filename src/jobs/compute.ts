@@ -74,16 +74,22 @@ export interface ComputeSummary {
  * checkpoints, evaluate on X and on the validation set against random noise of the same norm, and
  * write the run directory.
  */
-export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpoints' | 'resume' | 'init'> & { log?: Log; model?: Classifier; onScore?: ScoreProgress } = {}): Promise<ComputeSummary> {
+export async function runCompute(
+  job: ComputeJob,
+  ctl: Omit<RunControl, 'checkpoints' | 'resume' | 'init'> & { log?: Log; model?: Classifier; onScore?: ScoreProgress } = {},
+): Promise<ComputeSummary> {
   const log = namedLog(ctl.log);
-  if (existsSync(job.out) && !statSync(job.out).isDirectory()) throw new UsageError(`{out} ${job.out}: is a file, expected a folder for the run`);
+  if (existsSync(job.out) && !statSync(job.out).isDirectory())
+    throw new UsageError(`{out} ${job.out}: is a file, expected a folder for the run`);
   checkFreshRun(job, log);
   const unlock = lockRunDir(job.out, `uap compute -o ${job.out}`);
   const assets = assetsDir(job.assets);
-  const model = ctl.model ?? (await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log).catch((e: unknown) => {
-    unlock();
-    throw e;
-  }));
+  const model =
+    ctl.model ??
+    (await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log).catch((e: unknown) => {
+      unlock();
+      throw e;
+    }));
   try {
     const defaults = defaultData(model, assets);
     const seed = job.options.seed ?? 0;
@@ -94,61 +100,144 @@ export async function runCompute(job: ComputeJob, ctl: Omit<RunControl, 'checkpo
     const options = methodOptions(method, model, { ...job.options, ...(classes ? { classes } : {}) }, target);
     const dataDir = dataFolder(job.data ?? defaults.data, assets, (m) => log.info(`crafting set X: ${m}`));
     // The files X is made of, counted before any is decoded: a resume with other images or settings is refused at once.
-    const listed = listDataset(dataDir, { labelsFile: job.labels, limit: job.limit, sample: sample(job.sample), labelNames: model.labels, wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined }).length;
+    const listed = listDataset(dataDir, {
+      labelsFile: job.labels,
+      limit: job.limit,
+      sample: sample(job.sample),
+      labelNames: model.labels,
+      wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined,
+    }).length;
     if (job.resume) {
       const before = readRunConfig(job.out)?.listed;
-      if (before !== undefined && before !== listed) throw new UsageError(`{resume}: the run in ${job.out} crafted on ${before} listed images of X, not ${listed} (same {data}, {limit} and {sample} as the first run?)`);
+      if (before !== undefined && before !== listed)
+        throw new UsageError(
+          `{resume}: the run in ${job.out} crafted on ${before} listed images of X, not ${listed} (same {data}, {limit} and {sample} as the first run?)`,
+        );
       const mismatch = fingerprintMismatch(job.out, { method, norm: options.norm, xi: options.xi, seed: options.seed });
       if (mismatch) throw new UsageError(mismatch);
     }
     warnRadius(options, model, log);
-    const X = await loadSet(model, dataDir, { labels: job.labels, limit: job.limit, sample: sample(job.sample), strict: job.strict, assets, log, what: 'crafting set X' });
+    const X = await loadSet(model, dataDir, {
+      labels: job.labels,
+      limit: job.limit,
+      sample: sample(job.sample),
+      strict: job.strict,
+      assets,
+      log,
+      what: 'crafting set X',
+    });
     const valDir = job.val ?? defaults.val;
-    const V = job.val === 'none' ? undefined : openSet(model, valDir, { labels: job.valLabels, limit: job.valLimit, sample: sample(job.valSample), strict: job.strict, assets, log, what: 'validation set' });
+    const V =
+      job.val === 'none'
+        ? undefined
+        : openSet(model, valDir, {
+            labels: job.valLabels,
+            limit: job.valLimit,
+            sample: sample(job.valSample),
+            strict: job.strict,
+            assets,
+            log,
+            what: 'validation set',
+          });
     refuseResumeWithInit(job.resume, job.init); // before reading the {init} file
     const init = job.init ? loadPerturbation(job.init, model, log, job.initFormat) : undefined;
     const config = {
-      model: model.name, modelSpec: existsSync(job.model) ? resolve(job.model) : job.model, assets, data: dataDir, val: V ? valDir : null, listed, images: X.size, valImages: V?.size ?? 0, method,
+      model: model.name,
+      modelSpec: existsSync(job.model) ? resolve(job.model) : job.model,
+      assets,
+      data: dataDir,
+      val: V ? valDir : null,
+      listed,
+      images: X.size,
+      valImages: V?.size ?? 0,
+      method,
       // How the validation set was chosen: the run's analyses (graph, baseline) score the same images.
-      valLabels: job.valLabels ?? null, valLimit: job.valLimit ?? null, valSample: job.valSample ?? null,
+      valLabels: job.valLabels ?? null,
+      valLimit: job.valLimit ?? null,
+      valSample: job.valSample ?? null,
       // Card fields given as flags (an ONNX model's mean / std): the analyses of this run load the same model.
       ...(job.card && Object.keys(job.card).length ? { modelCard: job.card } : {}),
-      ...options, targetName: target !== undefined ? labelName(model, target) : null, init: job.init ?? null,
+      ...options,
+      targetName: target !== undefined ? labelName(model, target) : null,
+      init: job.init ?? null,
     };
     // A resumed run keeps its original config.json (a refused resume must not overwrite it).
-    if (!job.resume) writeJson(join(job.out, 'config.json'), { ...config, provenance: await provenance({ modelFile: model.file, engine: model.engine, seed, data: X.items, val: V?.items }) });
+    if (!job.resume)
+      writeJson(join(job.out, 'config.json'), {
+        ...config,
+        provenance: await provenance({ modelFile: model.file, engine: model.engine, seed, data: X.items, val: V?.items }),
+      });
     let cleanV: Promise<Int32Array> | undefined;
-    const scorePass = job.valPerPass && V
-      ? async (v: tf.Tensor3D) => foolingRate(await (cleanV ??= predictSet(model, V, null, options.batchSize)), await predictSet(model, V, v, options.batchSize))
-      : undefined;
+    const scorePass =
+      job.valPerPass && V
+        ? async (v: tf.Tensor3D) =>
+            foolingRate(await (cleanV ??= predictSet(model, V, null, options.batchSize)), await predictSet(model, V, v, options.batchSize))
+        : undefined;
     if (job.valPerPass && !V) throw new UsageError('{valPerPass}: needs a validation set (not {val} none)');
     const queued = (data: string | null, role: 'data' | 'val', dir: string) =>
       job.queue && queueFor(job.queue, { model: { spec: job.model, card: job.card }, data, role, dir, strict: job.strict }, log);
-    const remote = job.queue && method === 'sgd' ? await queueGradients(queued(job.data ?? null, 'data', dataDir)!, model, X, options as SgdOptions) : undefined;
-    if (job.queue && !remote) log.info(`queue: ${method} crafts here (only SGD-UAP's steps are sharded); the validation set is scored on the workers`);
-    const control = { ...ctl, scorePass, checkpoints: folderCheckpoints<PassRecord>(job.out), resume: job.resume, init, shardGradients: remote?.shardGradients, onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)) };
+    const remote =
+      job.queue && method === 'sgd'
+        ? await queueGradients(queued(job.data ?? null, 'data', dataDir)!, model, X, options as SgdOptions)
+        : undefined;
+    if (job.queue && !remote)
+      log.info(`queue: ${method} crafts here (only SGD-UAP's steps are sharded); the validation set is scored on the workers`);
+    const control = {
+      ...ctl,
+      scorePass,
+      checkpoints: folderCheckpoints<PassRecord>(job.out),
+      resume: job.resume,
+      init,
+      shardGradients: remote?.shardGradients,
+      onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)),
+    };
     const res = await craft(model, X, method, options, control).finally(async () => {
       init?.dispose();
       await remote?.close();
     });
     log.info(`stopped: ${res.stopReason}`);
-    if (lpNorm(res.v, 'inf') === 0) log.warn('the perturbation is zero: no image of X could be moved (try a larger {xi}, more passes, or another method)');
+    if (lpNorm(res.v, 'inf') === 0)
+      log.warn('the perturbation is zero: no image of X could be moved (try a larger {xi}, more passes, or another method)');
     const onX = await evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
     const draws = job.randomDraws ?? 3;
     const scored = V
-      ? await evaluateWithNoise(model, V, res.v, [{ norm: options.norm, xi: lpNorm(res.v, options.norm) }, { norm: 2, xi: lpNorm(res.v, 2) }], draws, { batchSize: options.batchSize, onBatch: scoreProgress(ctl.onScore, V), queue: queued(job.val ?? null, 'val', valDir) })
+      ? await evaluateWithNoise(
+          model,
+          V,
+          res.v,
+          [
+            { norm: options.norm, xi: lpNorm(res.v, options.norm) },
+            { norm: 2, xi: lpNorm(res.v, 2) },
+          ],
+          draws,
+          { batchSize: options.batchSize, onBatch: scoreProgress(ctl.onScore, V), queue: queued(job.val ?? null, 'val', valDir) },
+        )
       : undefined;
     if (V) saySkipped(V, log, 'validation set');
     const onVal = scored?.ev;
     const targetOnVal = target !== undefined && onVal ? targetSuccessRate(onVal.cleanPred, onVal.advPred, target) : undefined;
     const discriminative = classes && classDiscriminative(classes);
-    const classesOnVal = discriminative && onVal ? { attacked: discriminative.successRate(onVal.cleanPred, onVal.advPred), kept: discriminative.keptRate(onVal.cleanPred, onVal.advPred) } : undefined;
+    const classesOnVal =
+      discriminative && onVal
+        ? {
+            attacked: discriminative.successRate(onVal.cleanPred, onVal.advPred),
+            kept: discriminative.keptRate(onVal.cleanPred, onVal.advPred),
+          }
+        : undefined;
     const randomOnVal = scored ? { sameLp: scored.baselines[0], sameL2: scored.baselines[1] } : undefined;
     await writePerturbation(job.out, res.v);
     await writeExamples(join(job.out, 'examples.png'), model, V ?? X, res.v, onVal ?? onX);
     const { v, cleanPred: _cp, ...result } = res;
     const detail = scored ? writePerImage(job.out, model, scored.perImage) : undefined;
-    writeJson(join(job.out, 'metrics.json'), { ...runMetrics(model, v, options, result, onX, { onVal, randomNoiseOnVal: randomOnVal, targetOnVal, ...(classesOnVal ? { classesOnVal } : {}) }), validationDetail: detail ?? null });
+    writeJson(join(job.out, 'metrics.json'), {
+      ...runMetrics(model, v, options, result, onX, {
+        onVal,
+        randomNoiseOnVal: randomOnVal,
+        targetOnVal,
+        ...(classesOnVal ? { classesOnVal } : {}),
+      }),
+      validationDetail: detail ?? null,
+    });
     v.dispose();
     return { config, result, onX, onVal, randomOnVal, targetOnVal, classesOnVal, out: job.out };
   } finally {
@@ -170,7 +259,10 @@ function readRunConfig(dir: string): { listed?: number } | undefined {
 function warnRadius(o: { norm: Norm; xi: number }, model: Classifier, log: Log): void {
   const [h, w, c] = model.inputShape;
   const most = o.norm === 'inf' ? 255 : 255 * Math.sqrt(h * w * c);
-  if (o.xi > most) log.warn(`{xi} ${o.xi}: beyond what images in [0, 255] allow (${o.norm === 'inf' ? 'Linf' : 'L2'} ${most.toFixed(0)}); is it in pixel units?`);
+  if (o.xi > most)
+    log.warn(
+      `{xi} ${o.xi}: beyond what images in [0, 255] allow (${o.norm === 'inf' ? 'Linf' : 'L2'} ${most.toFixed(0)}); is it in pixel units?`,
+    );
 }
 
 /**
@@ -184,4 +276,3 @@ function checkFreshRun(job: ComputeJob, log: Log): void {
     throw new UsageError(`{out} ${job.out}: holds an unfinished run; {resume} continues it, {force} starts afresh and replaces it`);
   log.warn(`{out} ${job.out}: replacing the ${finished ? 'finished' : 'unfinished'} run there`);
 }
-

@@ -39,7 +39,13 @@ interface Sets {
   queued: (role: 'data' | 'val') => QueueScoring | undefined;
 }
 
-async function withModelAndSets<T>(job: ModelAnalysisJob, what: string, xLimit: number | undefined, log: Log, use: (s: Sets) => Promise<T>): Promise<T> {
+async function withModelAndSets<T>(
+  job: ModelAnalysisJob,
+  what: string,
+  xLimit: number | undefined,
+  log: Log,
+  use: (s: Sets) => Promise<T>,
+): Promise<T> {
   if (job.val === 'none') throw new UsageError(`{val} none: ${what} needs validation images`);
   const assets = assetsDir(job.assets);
   const model = await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log);
@@ -48,11 +54,38 @@ async function withModelAndSets<T>(job: ModelAnalysisJob, what: string, xLimit: 
     const seed = job.seed ?? 0;
     const sample = (count?: number) => (count === undefined ? undefined : { count, seed });
     const [data, val] = [job.data ?? defaults.data, job.val ?? defaults.val];
-    const X = await loadSet(model, data, { labels: job.labels, limit: job.limit ?? (job.sample === undefined ? xLimit : undefined), sample: sample(job.sample), strict: job.strict, assets, log, what: 'images X' });
-    const V = openSet(model, val, { labels: job.valLabels, limit: job.valLimit, sample: sample(job.valSample), strict: job.strict, assets, log, what: 'validation set' });
+    const X = await loadSet(model, data, {
+      labels: job.labels,
+      limit: job.limit ?? (job.sample === undefined ? xLimit : undefined),
+      sample: sample(job.sample),
+      strict: job.strict,
+      assets,
+      log,
+      what: 'images X',
+    });
+    const V = openSet(model, val, {
+      labels: job.valLabels,
+      limit: job.valLimit,
+      sample: sample(job.valSample),
+      strict: job.strict,
+      assets,
+      log,
+      what: 'validation set',
+    });
     const q = job.queue;
     const queued = (role: 'data' | 'val') =>
-      q && queueFor(q, { model: { spec: job.model, card: job.card }, data: (role === 'data' ? job.data : job.val) ?? null, role, dir: dataFolder(role === 'data' ? data : val, assets), strict: job.strict }, log);
+      q &&
+      queueFor(
+        q,
+        {
+          model: { spec: job.model, card: job.card },
+          data: (role === 'data' ? job.data : job.val) ?? null,
+          role,
+          dir: dataFolder(role === 'data' ? data : val, assets),
+          strict: job.strict,
+        },
+        log,
+      );
     return await use({ model, X, V, queued });
   } finally {
     model.dispose();
@@ -72,24 +105,41 @@ export interface SweepSizeJob extends ModelAnalysisJob {
 }
 
 /** `uap sweep-size`: validation fooling rate against |X| (sweep-size.json, sweep-size.svg). */
-export async function sweepSizeJob(job: SweepSizeJob, ctl: JobControl = {}): Promise<{ points: SizePoint[]; validationImages: number; files: string[] }> {
+export async function sweepSizeJob(
+  job: SweepSizeJob,
+  ctl: JobControl = {},
+): Promise<{ points: SizePoint[]; validationImages: number; files: string[] }> {
   const log = namedLog(ctl.log);
-  if (job.sizes?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`{sizes} ${job.sizes.join(',')}: expected integers >= 1, e.g. 50,100,500`);
-  return withModelAndSets({ ...job, seed: job.seed ?? job.options.seed }, 'the size sweep', undefined, log, async ({ model, X, V, queued }) => {
-    const method = job.method ?? 'algorithm1';
-    const options = methodOptions(method, model, job.options, resolveTarget(job.target, model));
-    // Queued: every point crafts on a worker at once, then all the v are scored on the workers in one pass.
-    const [qx, qv] = [queued('data'), queued('val')];
-    const remote = qx && qv && {
-      craft: (sets: ImageSet[]) => craftOnQueue(qx, model, sets.map((X) => ({ X, options })), method),
-      labels: (vs: Float32Array[]) => labelsOnQueue(qv, model, V, vs, { batchSize: 32 }),
-    };
-    const points = await sizeSweep(model, X, V, method, options, { sizes: job.sizes, seed: options.seed, remote, onPoint: job.onPoint });
-    const files = ['sweep-size.json', 'sweep-size.svg'].map((f) => join(job.out, f));
-    writeJson(files[0], { model: model.name, method, options, validationImages: V.size, points });
-    writeText(files[1], await vegaLiteToSvg(sizeSpec(points, `${model.name}: fooling rate against |X| (${method})`)));
-    return { points, validationImages: V.size, files };
-  });
+  if (job.sizes?.some((n) => !Number.isInteger(n) || n < 1))
+    throw new UsageError(`{sizes} ${job.sizes.join(',')}: expected integers >= 1, e.g. 50,100,500`);
+  return withModelAndSets(
+    { ...job, seed: job.seed ?? job.options.seed },
+    'the size sweep',
+    undefined,
+    log,
+    async ({ model, X, V, queued }) => {
+      const method = job.method ?? 'algorithm1';
+      const options = methodOptions(method, model, job.options, resolveTarget(job.target, model));
+      // Queued: every point crafts on a worker at once, then all the v are scored on the workers in one pass.
+      const [qx, qv] = [queued('data'), queued('val')];
+      const remote = qx &&
+        qv && {
+          craft: (sets: ImageSet[]) =>
+            craftOnQueue(
+              qx,
+              model,
+              sets.map((X) => ({ X, options })),
+              method,
+            ),
+          labels: (vs: Float32Array[]) => labelsOnQueue(qv, model, V, vs, { batchSize: 32 }),
+        };
+      const points = await sizeSweep(model, X, V, method, options, { sizes: job.sizes, seed: options.seed, remote, onPoint: job.onPoint });
+      const files = ['sweep-size.json', 'sweep-size.svg'].map((f) => join(job.out, f));
+      writeJson(files[0], { model: model.name, method, options, validationImages: V.size, points });
+      writeText(files[1], await vegaLiteToSvg(sizeSpec(points, `${model.name}: fooling rate against |X| (${method})`)));
+      return { points, validationImages: V.size, files };
+    },
+  );
 }
 
 /** Options of `uap normals`. */
@@ -105,15 +155,25 @@ export interface NormalsJob extends ModelAnalysisJob {
 }
 
 /** `uap normals`: singular values of X's DeepFool normals, and fooling by random vectors of their top-d subspaces (normals.json, normals.svg). X defaults to 200 images. */
-export async function normalsJob(job: NormalsJob, ctl: JobControl = {}): Promise<{ normals: NormalsResult; xi: number; validationImages: number; files: string[] }> {
+export async function normalsJob(
+  job: NormalsJob,
+  ctl: JobControl = {},
+): Promise<{ normals: NormalsResult; xi: number; validationImages: number; files: string[] }> {
   const log = namedLog(ctl.log);
-  if (job.dims?.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`{dims} ${job.dims.join(',')}: expected integers >= 1, e.g. 1,10,50`);
+  if (job.dims?.some((n) => !Number.isInteger(n) || n < 1))
+    throw new UsageError(`{dims} ${job.dims.join(',')}: expected integers >= 1, e.g. 1,10,50`);
   return withModelAndSets(job, 'the subspace fooling rates', 200, log, async ({ model, X, V, queued }) => {
     const xi = job.xi ?? defaultXi(2, model.inputShape);
     // Queued: the random vectors are scored on the workers (the DeepFool normals of X are found here).
     const qv = queued('val');
     const labels = qv && ((vs: Float32Array[]) => labelsOnQueue(qv, model, V, vs, { batchSize: 32 }));
-    const normals = await normalsAnalysis(model, X, V, { xi, dims: job.dims, draws: job.draws, labels, onProgress: job.onProgress && ((done) => job.onProgress!(done, X.size)) });
+    const normals = await normalsAnalysis(model, X, V, {
+      xi,
+      dims: job.dims,
+      draws: job.draws,
+      labels,
+      onProgress: job.onProgress && ((done) => job.onProgress!(done, X.size)),
+    });
     const files = ['normals.json', 'normals.svg'].map((f) => join(job.out, f));
     writeJson(files[0], { model: model.name, ...normals });
     writeText(files[1], await vegaLiteToSvg(normalsSpec(normals, `${model.name}: singular values of ${normals.normals} DeepFool normals`)));

@@ -73,7 +73,10 @@ function runValidation(run: string): RunValidation | undefined {
 }
 
 /** The model and perturbation a job names: its run, or its model and perturbation file. */
-function target(job: PerturbationAnalysisJob, what: string): { modelName: string; file: string; format: PerturbationFormat; out?: string; card?: CardOverrides; val?: RunValidation } {
+function target(
+  job: PerturbationAnalysisJob,
+  what: string,
+): { modelName: string; file: string; format: PerturbationFormat; out?: string; card?: CardOverrides; val?: RunValidation } {
   if (job.run) {
     const src = transferSource(job.run);
     if (!src.craftedOn) throw new UsageError(`{run} ${job.run}: config.json does not name the model`);
@@ -110,12 +113,26 @@ async function withTarget<T>(job: PerturbationAnalysisJob, what: string, log: Lo
     // Default: the images the run was scored on (its val, valLimit, valSample), else the model's validation set.
     const own = job.data === undefined && job.limit === undefined ? t.val : undefined;
     const dir = job.data ?? own?.data ?? defaultData(model, assets).val;
-    const set = openSet(model, dir, { labels: own?.labels, limit: job.limit ?? own?.limit, sample: own?.sample, assets, log, what: own ? "the run's validation set" : 'images' });
+    const set = openSet(model, dir, {
+      labels: own?.labels,
+      limit: job.limit ?? own?.limit,
+      sample: own?.sample,
+      assets,
+      log,
+      what: own ? "the run's validation set" : 'images',
+    });
     const v = loadPerturbation(t.file, model, log, t.format);
     try {
       const q = job.queue;
       const labels = q
-        ? (vs: Float32Array[]) => labelsOnQueue(queueFor(q, { model: { spec: t.modelName, card }, data: dir, role: 'val', dir: dataFolder(dir, assets) }, log), model, set, vs, {})
+        ? (vs: Float32Array[]) =>
+            labelsOnQueue(
+              queueFor(q, { model: { spec: t.modelName, card }, data: dir, role: 'val', dir: dataFolder(dir, assets) }, log),
+              model,
+              set,
+              vs,
+              {},
+            )
         : (vs: Float32Array[]) => predictMany(model, set, [null, ...vs]);
       return await use({ model, set, v, dir, file: t.file, out: job.out ?? t.out ?? 'runs/analysis', labels });
     } finally {
@@ -165,11 +182,18 @@ export interface BaselineJob extends PerturbationAnalysisJob {
 /** `uap baseline`: fooling rate against norm, the perturbation scaled beside random noise of the same norm (baseline.json, baseline.svg). */
 export async function baselineJob(job: BaselineJob, ctl: JobControl = {}): Promise<{ sweep: NormSweep; files: string[] }> {
   const log = namedLog(ctl.log);
-  if (job.factors?.some((f) => !Number.isFinite(f) || f < 0)) throw new UsageError(`{factors} ${job.factors.join(',')}: expected numbers >= 0, e.g. 0,0.5,1,2`);
+  if (job.factors?.some((f) => !Number.isFinite(f) || f < 0))
+    throw new UsageError(`{factors} ${job.factors.join(',')}: expected numbers >= 0, e.g. 0,0.5,1,2`);
   let p = job.norm;
   if (p === undefined && job.run) p = (JSON.parse(readFileSync(join(job.run, 'config.json'), 'utf8')) as { norm?: Norm }).norm;
   return withTarget(job, 'baseline', log, async ({ model, set, v, dir, file, out, labels }) => {
-    const sweep = await normSweep(model, set, v, p ?? 'inf', { factors: job.factors, draws: job.draws, deepfool: job.deepfool, labels, onPoint: job.onPoint });
+    const sweep = await normSweep(model, set, v, p ?? 'inf', {
+      factors: job.factors,
+      draws: job.draws,
+      deepfool: job.deepfool,
+      labels,
+      onPoint: job.onPoint,
+    });
     const files = ['baseline.json', 'baseline.svg'].map((f) => join(out, f));
     writeJson(files[0], { model: model.name, perturbation: file, data: dir, ...sweep });
     writeText(files[1], await vegaLiteToSvg(sweepSpec(sweep, `${model.name}: universal perturbation vs random noise`)));

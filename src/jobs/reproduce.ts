@@ -77,9 +77,14 @@ function plan(job: ReproduceJob): Plan {
   const models = job.models ?? REPRODUCE_MODELS;
   const assets = assetsDir(job.assets);
   if (models.some((m) => m !== 'fashion') && !existsSync(assets))
-    throw new UsageError(`reproduce: the ImageNet models need the shared assets folder (${assetsHint(assets)}): pass {assets} DIR or set UAP_ASSETS`);
+    throw new UsageError(
+      `reproduce: the ImageNet models need the shared assets folder (${assetsHint(assets)}): pass {assets} DIR or set UAP_ASSETS`,
+    );
   const { quick, paperScale: paper } = job;
-  if (paper && models.some((m) => m !== 'fashion')) throw new UsageError("{paperScale}: only the embedded Fashion-MNIST model has real images in the paper's counts here (use {models} fashion)");
+  if (paper && models.some((m) => m !== 'fashion'))
+    throw new UsageError(
+      "{paperScale}: only the embedded Fashion-MNIST model has real images in the paper's counts here (use {models} fashion)",
+    );
   return {
     models,
     columns: job.models ? [] : EXTRA_COLUMNS,
@@ -133,7 +138,10 @@ export async function reproduceJob(job: ReproduceJob, ctl: JobControl & { progre
       const progress = ctl.progress?.();
       try {
         const options = { norm, maxPasses: job.maxPasses, ...(xi(norm) === undefined ? {} : { xi: xi(norm) }) };
-        const summary = await runCompute({ model, assets: job.assets, engine, out: dir, ...sets, limit: p.limit, valLimit: p.valLimit, method, options, queue }, { log, signal: ctl.signal, onProgress: progress?.onProgress, onPass: progress?.onPass });
+        const summary = await runCompute(
+          { model, assets: job.assets, engine, out: dir, ...sets, limit: p.limit, valLimit: p.valLimit, method, options, queue },
+          { log, signal: ctl.signal, onProgress: progress?.onProgress, onPass: progress?.onPass },
+        );
         runs.push({ model, norm, dir, summary });
       } finally {
         progress?.stop();
@@ -143,7 +151,20 @@ export async function reproduceJob(job: ReproduceJob, ctl: JobControl & { progre
   const linf = runs.filter((r) => r.norm === 'inf');
   const caffe = join(assets, 'data', 'lts4_universal', 'npy', 'CaffeNet.npy');
   const sources = [...linf.map((r) => r.dir), ...(existsSync(caffe) && p.models.some((m) => m !== 'fashion') ? [caffe] : [])];
-  const transfer = await transferJob({ engine, sources, models: [...p.models, ...p.columns], assets: job.assets, data: p.val, limit: p.valLimit, sample: p.valSample, out: join(out, 'transfer'), queue }, { log });
+  const transfer = await transferJob(
+    {
+      engine,
+      sources,
+      models: [...p.models, ...p.columns],
+      assets: job.assets,
+      data: p.val,
+      limit: p.valLimit,
+      sample: p.valSample,
+      out: join(out, 'transfer'),
+      queue,
+    },
+    { log },
+  );
   // 3. The first model's analyses: fooling graph (Linf), norm curve (L2, as the paper's Fig. 8), size of X, normals.
   const first = p.models[0];
   const firstLinf = linf.find((r) => r.model === first)!;
@@ -152,21 +173,53 @@ export async function reproduceJob(job: ReproduceJob, ctl: JobControl & { progre
   const graph = await graphJob({ ...analysis, run: firstLinf.dir }, { log });
   const baseline = await baselineJob({ ...analysis, run: firstL2.dir, draws: 2, deepfool: true }, { log });
   const common = { engine, model: first, assets: job.assets, queue, ...sets, valLimit: p.valLimit, seed: 0 };
-  const sweep = await sweepSizeJob({ ...common, method, options: { norm: 'inf', maxPasses: job.maxPasses, delta: 0.2, seed: 0, ...(p.linf === undefined ? {} : { xi: p.linf }) }, sizes: p.sizes, out: join(out, 'sweep-size') }, { log });
+  const sweep = await sweepSizeJob(
+    {
+      ...common,
+      method,
+      options: { norm: 'inf', maxPasses: job.maxPasses, delta: 0.2, seed: 0, ...(p.linf === undefined ? {} : { xi: p.linf }) },
+      sizes: p.sizes,
+      out: join(out, 'sweep-size'),
+    },
+    { log },
+  );
   // From a large X, the normals come from a seeded sample of it (the first files are one class).
   const normalsOf = p.sample ? { sample: p.normals } : { limit: p.normals };
-  const normals = await normalsJob({ ...common, ...normalsOf, xi: p.l2, dims: [1, 10, 50, 100], draws: 3, out: join(out, 'normals') }, { log });
+  const normals = await normalsJob(
+    { ...common, ...normalsOf, xi: p.l2, dims: [1, 10, 50, 100], draws: 3, out: join(out, 'normals') },
+    { log },
+  );
   // 4. The report and the summary beside the paper.
   const dirs = [...runs.map((r) => r.dir), join(out, 'transfer'), join(out, 'sweep-size'), join(out, 'normals')];
   const report = await reportJob({ dirs, out: join(out, 'report.html'), title: `uap reproduce (${method})` });
-  const summary = summaryMarkdown({ runs, transfer: transfer.transfer, sizes: sweep.points, graph: graph.graph, baseline: baseline.sweep, normals: normals.normals }, method, p);
+  const summary = summaryMarkdown(
+    { runs, transfer: transfer.transfer, sizes: sweep.points, graph: graph.graph, baseline: baseline.sweep, normals: normals.normals },
+    method,
+    p,
+  );
   writeText(join(out, 'summary.md'), summary);
-  return { runs, transfer: transfer.transfer, graph, baseline, sizes: sweep.points, normals: normals.normals, summary, files: [report.file, join(out, 'summary.md')] };
+  return {
+    runs,
+    transfer: transfer.transfer,
+    graph,
+    baseline,
+    sizes: sweep.points,
+    normals: normals.normals,
+    summary,
+    files: [report.file, join(out, 'summary.md')],
+  };
 }
 
 /** summary.md: the reproduction's tables beside the paper's numbers. */
 function summaryMarkdown(
-  r: { runs: ReproducedRun[]; transfer: TransferResult; sizes: SizePoint[]; graph: FoolingGraph; baseline: NormSweep; normals: NormalsResult },
+  r: {
+    runs: ReproducedRun[];
+    transfer: TransferResult;
+    sizes: SizePoint[];
+    graph: FoolingGraph;
+    baseline: NormSweep;
+    normals: NormalsResult;
+  },
   method: string,
   plan: Plan,
 ): string {
@@ -192,7 +245,9 @@ function summaryMarkdown(
     }),
     '| paper (six networks) | 82.9-90.7% | 82.0-90.3% | 77.8-93.8% | 77.8-93.7% |',
     '',
-    plan.l2 === undefined ? `\\* 2000 at 224x224x3; other input sizes keep the per-pixel RMS (2000 * sqrt(pixels / 150528)): ${radiusOf(2)} for ${runs[0]?.model}.` : '',
+    plan.l2 === undefined
+      ? `\\* 2000 at 224x224x3; other input sizes keep the per-pixel RMS (2000 * sqrt(pixels / 150528)): ${radiusOf(2)} for ${runs[0]?.model}.`
+      : '',
     '',
     `## Table 2: transfer at ${linf} (rows crafted on, columns tested on; paper: 39.2-74.0% off the diagonal)`,
     '',
@@ -210,7 +265,12 @@ function summaryMarkdown(
   lines.push(
     `## Dominant labels (${first}, ${linf}, validation; paper: a few labels receive most fooled images)`,
     '',
-    `${g.fooled} of ${g.images} images fooled; ${g.dominant.slice(0, 3).map((d) => `"${d.name}" receives ${pct(d.share)} of them (the main destination of ${d.inDegree} label${d.inDegree === 1 ? '' : 's'})`).join(', ')}.`,
+    `${g.fooled} of ${g.images} images fooled; ${g.dominant
+      .slice(0, 3)
+      .map(
+        (d) => `"${d.name}" receives ${pct(d.share)} of them (the main destination of ${d.inDegree} label${d.inDegree === 1 ? '' : 's'})`,
+      )
+      .join(', ')}.`,
     '',
   );
   const b = r.baseline;

@@ -103,11 +103,30 @@ export async function runEvaluate(job: EvaluateJob, ctl: JobControl & { onScore?
     try {
       const normL2 = lpNorm(v, 2);
       const normInf = lpNorm(v, 'inf');
-      const radii = [{ norm: 'inf' as const, xi: normInf }, { norm: 2 as const, xi: normL2 }];
-      const queue = job.queue && queueFor(job.queue, { model: { spec: job.model, card: job.card }, data: scoring.data ?? null, dir, strict: job.strict }, log);
-      const { ev, baselines, perImage } = await evaluateWithNoise(model, set, v, radii, job.randomDraws ?? 3, { batchSize: job.batchSize, onBatch: scoreProgress(onScore, set), queue });
+      const radii = [
+        { norm: 'inf' as const, xi: normInf },
+        { norm: 2 as const, xi: normL2 },
+      ];
+      const queue =
+        job.queue &&
+        queueFor(job.queue, { model: { spec: job.model, card: job.card }, data: scoring.data ?? null, dir, strict: job.strict }, log);
+      const { ev, baselines, perImage } = await evaluateWithNoise(model, set, v, radii, job.randomDraws ?? 3, {
+        batchSize: job.batchSize,
+        onBatch: scoreProgress(onScore, set),
+        queue,
+      });
       saySkipped(set, log, 'images');
-      const metrics = { model: model.name, perturbation: job.perturbation, folder: dir, normL2, normInf, ...evaluationSummary(ev), skipped: set.skipped.length, randomSameLinf: baselines[0], randomSameL2: baselines[1] };
+      const metrics = {
+        model: model.name,
+        perturbation: job.perturbation,
+        folder: dir,
+        normL2,
+        normInf,
+        ...evaluationSummary(ev),
+        skipped: set.skipped.length,
+        randomSameLinf: baselines[0],
+        randomSameL2: baselines[1],
+      };
       if (job.out) {
         const prov = await provenance({ modelFile: model.file, engine: model.engine, val: set.items });
         writeJson(join(job.out, 'metrics.json'), { ...metrics, detail: writePerImage(job.out, model, perImage), provenance: prov });
@@ -138,9 +157,29 @@ export async function runAccuracy(job: AccuracyJob, ctl: JobControl = {}) {
     if (!set.labels) throw new UsageError(`data ${dir}: accuracy needs labelled images (class folders, wnid names or a labels file)`);
     // The rank of each image's true label among its clean logits: here, or in shards on the workers (the same ranks).
     const o = { batchSize: job.batchSize };
-    const q = job.queue && queueFor(job.queue, { model: { spec: job.model, card: job.card }, data: job.data ?? null, role: 'val', dir: dataFolder(dir, assetsDir(job.assets)), strict: job.strict }, log);
-    const ranks = q ? await ranksOnQueue(q, model, set, o) : (await scorePart(model, set, [], { ...o, radii: [], draws: 0, ranks: true })).ranks!;
+    const q =
+      job.queue &&
+      queueFor(
+        job.queue,
+        {
+          model: { spec: job.model, card: job.card },
+          data: job.data ?? null,
+          role: 'val',
+          dir: dataFolder(dir, assetsDir(job.assets)),
+          strict: job.strict,
+        },
+        log,
+      );
+    const ranks = q
+      ? await ranksOnQueue(q, model, set, o)
+      : (await scorePart(model, set, [], { ...o, radii: [], draws: 0, ranks: true })).ranks!;
     const n = ranks.length;
-    return { model: model.name, folder: dir, images: n, top1: ranks.filter((r) => r === 0).length / n, top5: ranks.filter((r) => r < 5).length / n };
+    return {
+      model: model.name,
+      folder: dir,
+      images: n,
+      top1: ranks.filter((r) => r === 0).length / n,
+      top5: ranks.filter((r) => r < 5).length / n,
+    };
   });
 }

@@ -4,7 +4,14 @@ import { namedLog } from '../log.js';
 import { assetsDir } from '../paths.js';
 import type { PerturbationFormat } from '../io/perturbationFile.js';
 import { writeJson, writeText } from '../io/run.js';
-import { transferMatrix, transferSource, transferMarkdown, transferSpec, type RemoteLabels, type TransferResult } from '../analysis/transfer.js';
+import {
+  transferMatrix,
+  transferSource,
+  transferMarkdown,
+  transferSpec,
+  type RemoteLabels,
+  type TransferResult,
+} from '../analysis/transfer.js';
 import { vegaLiteToSvg } from '../report/plots.js';
 import { labelsOnQueue, queueFor, type QueueOption } from '../scale/coordinator.js';
 import type { Log } from '../log.js';
@@ -32,12 +39,21 @@ export interface TransferJob {
 }
 
 /** `uap transfer`: the matrix, written to the job's folder; the Markdown table beside the files. */
-export async function transferJob(job: TransferJob, ctl: JobControl = {}): Promise<{ transfer: TransferResult; markdown: string; files: string[] }> {
+export async function transferJob(
+  job: TransferJob,
+  ctl: JobControl = {},
+): Promise<{ transfer: TransferResult; markdown: string; files: string[] }> {
   const log = namedLog(ctl.log);
   const rows = job.sources.map((s) => transferSource(s, job.format));
   const models = job.models ?? [...new Set(rows.map((r) => r.craftedOn).filter((m): m is string => m !== null))];
   const transfer = await transferMatrix(rows, models, {
-    engine: job.engine, assets: assetsDir(job.assets), data: job.data, limit: job.limit, sample: job.sample, batchSize: job.batchSize, log,
+    engine: job.engine,
+    assets: assetsDir(job.assets),
+    data: job.data,
+    limit: job.limit,
+    sample: job.sample,
+    batchSize: job.batchSize,
+    log,
     remote: queuedColumns(job.queue, job.batchSize, log),
   });
   const markdown = transferMarkdown(transfer);
@@ -50,5 +66,11 @@ export async function transferJob(job: TransferJob, ctl: JobControl = {}): Promi
 
 /** Queued transfer: every cell of a column, shard by shard on the workers, joined in order (the same labels). */
 function queuedColumns(queue: TransferJob['queue'], batchSize: number | undefined, log: Log): RemoteLabels | undefined {
-  return queue && ((c, vs) => labelsOnQueue(queueFor(queue, { model: { spec: c.spec, card: c.card }, data: c.data, dir: c.folder }, log), c.model, c.set, vs, { batchSize }));
+  return (
+    queue &&
+    ((c, vs) =>
+      labelsOnQueue(queueFor(queue, { model: { spec: c.spec, card: c.card }, data: c.data, dir: c.folder }, log), c.model, c.set, vs, {
+        batchSize,
+      }))
+  );
 }

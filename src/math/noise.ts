@@ -3,7 +3,13 @@ import { Rng } from './random.js';
 import type { Norm } from './lp.js';
 
 /** Seeded noise of a given kind ('sign': uniform random signs; 'gaussian'), scaled to norm `radius` in `norm`. */
-export function noiseOfNorm(kind: 'sign' | 'gaussian', shape: [number, number, number], norm: Norm, radius: number, seed: number): tf.Tensor3D {
+export function noiseOfNorm(
+  kind: 'sign' | 'gaussian',
+  shape: [number, number, number],
+  norm: Norm,
+  radius: number,
+  seed: number,
+): tf.Tensor3D {
   const raw = randomPerturbation(shape, kind === 'sign' ? 'inf' : 2, 1, seed);
   const out = tf.tidy(() => {
     const size = norm === 2 ? tf.norm(raw) : tf.max(tf.abs(raw));

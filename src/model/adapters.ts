@@ -29,7 +29,8 @@ export function preprocessNodes(card: Pick<ModelCard, 'preprocess' | 'inputShape
   const a = Array.from({ length: c }, (_, i) => scale / (std?.[i] ?? 1));
   const b = Array.from({ length: c }, (_, i) => offset - (mean?.[i] ?? 0) * a[i]);
   const nodes: NetNode[] = [];
-  if (channelOrder === 'BGR') nodes.push({ name: 'pre/bgr', inputs: [], op: { kind: 'slice', axis: -1, begin: -1, end: -SLICE_END, step: -1 } });
+  if (channelOrder === 'BGR')
+    nodes.push({ name: 'pre/bgr', inputs: [], op: { kind: 'slice', axis: -1, begin: -1, end: -SLICE_END, step: -1 } });
   if (a.some((v) => v !== 1) || b.some((v) => v !== 0))
     nodes.push({ name: 'pre/affine', inputs: [], op: { kind: 'affine', scale: weights(a, [c]), shift: weights(b, [c]) } });
   return nodes;
@@ -40,7 +41,8 @@ export function outputNodes(card: Pick<ModelCard, 'name' | 'outputMap' | 'output
   const m = card.outputMap ?? {};
   const nodes: NetNode[] = [{ name: 'post/flatten', inputs: [], op: { kind: 'reshape', shape: [-1] } }];
   if (card.outputIsProbabilities) nodes.push({ name: 'post/log', inputs: [], op: { kind: 'act', act: 'log' } });
-  if (m.dropFirst) nodes.push({ name: 'post/drop', inputs: [], op: { kind: 'slice', axis: -1, begin: m.dropFirst, end: SLICE_END, step: 1 } });
+  if (m.dropFirst)
+    nodes.push({ name: 'post/drop', inputs: [], op: { kind: 'slice', axis: -1, begin: m.dropFirst, end: SLICE_END, step: 1 } });
   if (m.wnids) {
     if (!wnids) throw new UsageError(`model card ${card.name}: outputMap.wnids needs the wnid lists`);
     const { from, reference: ref } = wnids;
@@ -61,7 +63,10 @@ export function outputNodes(card: Pick<ModelCard, 'name' | 'outputMap' | 'output
  * The card's preprocessing and output mapping as two TF.js graphs, for models TF.js runs itself
  * (GraphModels; LayersModels being fine-tuned): pixels -> model input, raw output -> logits.
  */
-export function cardAdapters(card: ModelCard, wnids?: OutputWnids): { pre: (x: tf.Tensor4D) => tf.Tensor; post: (y: tf.Tensor) => tf.Tensor2D; dispose(): void } {
+export function cardAdapters(
+  card: ModelCard,
+  wnids?: OutputWnids,
+): { pre: (x: tf.Tensor4D) => tf.Tensor; post: (y: tf.Tensor) => tf.Tensor2D; dispose(): void } {
   const pre = netToTfGraph(chain(preprocessNodes(card), { input: 'x', nodes: [], output: 'x' }, []), card.inputShape);
   // The raw output, flattened: the label space's classes plus any dropped ones, in the model's own order.
   const raw = (card.outputMap?.dropFirst ?? 0) + (wnids ? wnids.from.length : card.numClasses);
@@ -89,7 +94,13 @@ export function checkedLogits(card: ModelCard, forward: (x: tf.Tensor4D) => tf.T
  * what it holds. Measures the batch limits at load (unless another runtime will run it), which also
  * proves the model differentiable.
  */
-export async function tfjsClassifier(card: ModelCard, forward: (x: tf.Tensor4D) => tf.Tensor, release: () => void, labels?: string[], opts: { measure?: boolean } = {}): Promise<Classifier> {
+export async function tfjsClassifier(
+  card: ModelCard,
+  forward: (x: tf.Tensor4D) => tf.Tensor,
+  release: () => void,
+  labels?: string[],
+  opts: { measure?: boolean } = {},
+): Promise<Classifier> {
   const logits = checkedLogits(card, forward);
   const [h, w, c] = card.inputShape;
   let maxBatch;
@@ -105,15 +116,28 @@ export async function tfjsClassifier(card: ModelCard, forward: (x: tf.Tensor4D) 
     );
   }
   return {
-    name: card.name, inputShape: [h, w, c], numClasses: card.numClasses, labels, labelSpace: card.labelSpace ?? 'own', maxBatch, logits,
+    name: card.name,
+    inputShape: [h, w, c],
+    numClasses: card.numClasses,
+    labels,
+    labelSpace: card.labelSpace ?? 'own',
+    maxBatch,
+    logits,
     runtime: tfjsRuntime({ inputShape: [h, w, c], numClasses: card.numClasses, logits }, maxBatch?.gradient),
-    preprocess: card.preprocess, engine: `TF.js ${tf.getBackend()}`, dispose: release,
+    preprocess: card.preprocess,
+    engine: `TF.js ${tf.getBackend()}`,
+    dispose: release,
   };
 }
 
 /** A classifier on TF.js alone from a whole Net (card nodes included): what the browser studio runs. */
 export async function netClassifier(card: ModelCard, net: Net, labels?: string[]): Promise<Classifier> {
   const graph = netToTfGraph(net, card.inputShape);
-  const model = await tfjsClassifier(card, (x) => runPlainGraph(graph, x), () => tf.dispose(graph.owned), labels);
+  const model = await tfjsClassifier(
+    card,
+    (x) => runPlainGraph(graph, x),
+    () => tf.dispose(graph.owned),
+    labels,
+  );
   return { ...model, features: (layers) => featureModel(net, card.inputShape, layers) };
 }

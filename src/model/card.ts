@@ -60,7 +60,8 @@ export function validateCard(raw: unknown, file: string): ModelCard {
   if (typeof raw !== 'object' || raw === null) fail(file, 'expected a JSON object');
   const c = raw as Record<string, unknown>;
   if (typeof c.name !== 'string') fail(file, '"name" must be a string');
-  if (!['layers', 'graph', 'tflite', 'onnx'].includes(c.format as string)) fail(file, '"format" must be "layers", "graph", "tflite" or "onnx"');
+  if (!['layers', 'graph', 'tflite', 'onnx'].includes(c.format as string))
+    fail(file, '"format" must be "layers", "graph", "tflite" or "onnx"');
   if (typeof c.model !== 'string') fail(file, '"model" must be the path of model.json, the .tflite or the .onnx file');
   const s = c.inputShape;
   if (!Array.isArray(s) || s.length !== 3 || !s.every((v) => Number.isInteger(v) && v > 0) || ![1, 3].includes(s[2]))
@@ -75,13 +76,15 @@ export function validateCard(raw: unknown, file: string): ModelCard {
   if (p.std?.some((v) => v === 0)) fail(file, '"preprocess.std" must not contain 0');
   for (const k of ['scale', 'offset'] as const)
     if (p[k] !== undefined && !Number.isFinite(p[k])) fail(file, `"preprocess.${k}" must be a number`);
-  for (const k of ['mean', 'std'] as const)
-    if (p[k]?.some((v) => !Number.isFinite(v))) fail(file, `"preprocess.${k}" must hold numbers`);
-  if (p.channelOrder !== undefined && p.channelOrder !== 'RGB' && p.channelOrder !== 'BGR') fail(file, '"preprocess.channelOrder" must be "RGB" or "BGR"');
-  if (Array.isArray(c.labels) && c.labels.length !== c.numClasses) fail(file, `"labels" has ${c.labels.length} names for ${String(c.numClasses)} classes`);
+  for (const k of ['mean', 'std'] as const) if (p[k]?.some((v) => !Number.isFinite(v))) fail(file, `"preprocess.${k}" must hold numbers`);
+  if (p.channelOrder !== undefined && p.channelOrder !== 'RGB' && p.channelOrder !== 'BGR')
+    fail(file, '"preprocess.channelOrder" must be "RGB" or "BGR"');
+  if (Array.isArray(c.labels) && c.labels.length !== c.numClasses)
+    fail(file, `"labels" has ${c.labels.length} names for ${String(c.numClasses)} classes`);
   if (c.logitsLayer !== undefined && typeof c.logitsLayer !== 'string') fail(file, '"logitsLayer" must be a layer or node name');
   if (!Number.isInteger(c.numClasses) || (c.numClasses as number) < 2) fail(file, '"numClasses" must be an integer >= 2');
-  if (c.labelSpace !== undefined && c.labelSpace !== 'imagenet' && c.labelSpace !== 'own') fail(file, '"labelSpace" must be "imagenet" or "own"');
+  if (c.labelSpace !== undefined && c.labelSpace !== 'imagenet' && c.labelSpace !== 'own')
+    fail(file, '"labelSpace" must be "imagenet" or "own"');
   return c as unknown as ModelCard;
 }
 
@@ -105,5 +108,8 @@ export function cardLabels(card: ModelCard, assetsDir: string): string[] | undef
   if (Array.isArray(card.labels)) return card.labels;
   const f = resolveCardPath(card, card.labels, assetsDir);
   if (!existsSync(f)) throw new UsageError(`model card ${card.name}: labels file ${f} not found`);
-  return readFileSync(f, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
+  return readFileSync(f, 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0);
 }

@@ -62,12 +62,16 @@ export function resolveTarget(target: number | string | undefined, model: Classi
   if (target === undefined) return undefined;
   const asNumber = typeof target === 'number' ? target : /^\d+$/.test(target.trim()) ? Number(target) : undefined;
   if (asNumber !== undefined) {
-    if (asNumber >= model.numClasses) throw new UsageError(`{${field}} ${target}: the model has ${model.numClasses} classes (0..${model.numClasses - 1})`);
+    if (asNumber >= model.numClasses)
+      throw new UsageError(`{${field}} ${target}: the model has ${model.numClasses} classes (0..${model.numClasses - 1})`);
     return asNumber;
   }
   const want = String(target).trim().toLowerCase();
   const names = model.labels ?? [];
   const i = names.findIndex((n) => n.toLowerCase() === want || n.toLowerCase().split(',')[0].trim() === want);
-  if (i < 0) throw new UsageError(`{${field}} ${target}: no class of model ${model.name} has that name (give an index 0..${model.numClasses - 1} or a label name)`);
+  if (i < 0)
+    throw new UsageError(
+      `{${field}} ${target}: no class of model ${model.name} has that name (give an index 0..${model.numClasses - 1} or a label name)`,
+    );
   return i;
 }

@@ -15,13 +15,23 @@ export async function forwardLogits(model: Differentiable, x: tf.Tensor4D): Prom
  * Logits [n * numClasses] of clip(x + v, 0, 255) for n images stored as uint8 [n, H, W, C] (a dataset's
  * bytes). ONNX Runtime takes the bytes and adds v inside its graph; TF.js builds the float batch.
  */
-export async function logitsOfImages(model: Differentiable, pixels: Uint8Array, n: number, v: tf.Tensor3D | Float32Array | null): Promise<Float32Array> {
+export async function logitsOfImages(
+  model: Differentiable,
+  pixels: Uint8Array,
+  n: number,
+  v: tf.Tensor3D | Float32Array | null,
+): Promise<Float32Array> {
   const vData = v === null || v instanceof Float32Array ? v : (v.dataSync() as Float32Array);
   return model.runtime.forwardImages(pixels, n, vData);
 }
 
 /** Top-1 labels of clip(x + v, 0, 255) for n images stored as uint8 [n, H, W, C]. */
-export async function predictImages(model: Differentiable, pixels: Uint8Array, n: number, v: tf.Tensor3D | Float32Array | null): Promise<Int32Array> {
+export async function predictImages(
+  model: Differentiable,
+  pixels: Uint8Array,
+  n: number,
+  v: tf.Tensor3D | Float32Array | null,
+): Promise<Int32Array> {
   return argmaxRows(await logitsOfImages(model, pixels, n, v), model.numClasses);
 }
 
@@ -48,7 +58,12 @@ export async function predictLabels(model: Differentiable, x: tf.Tensor4D): Prom
  * Returns dx as [n, k, H, W, C]; the caller owns it. ONNX Runtime runs one forward pass for all k;
  * TF.js differentiates the batch tiled k times.
  */
-export async function vjp(model: Differentiable, x: tf.Tensor4D, dy: Float32Array, k = 1): Promise<{ logits: Float32Array; dx: tf.Tensor }> {
+export async function vjp(
+  model: Differentiable,
+  x: tf.Tensor4D,
+  dy: Float32Array,
+  k = 1,
+): Promise<{ logits: Float32Array; dx: tf.Tensor }> {
   const [n, h, w, c] = x.shape;
   const r = await vjpRows(model, x, dy, k);
   return { logits: r.logits, dx: tf.tensor(r.dx, [n, k, h, w, c]) };
@@ -59,7 +74,13 @@ export async function vjp(model: Differentiable, x: tf.Tensor4D, dy: Float32Arra
  * runtime with `sharedRows`, so that ONNX Runtime's workers write their rows in place). For callers
  * that read a few rows of dx and never need all of it as a tensor.
  */
-export async function vjpRows(model: Differentiable, x: tf.Tensor4D, dy: Float32Array, k = 1, out?: Float32Array): Promise<{ logits: Float32Array; dx: Float32Array }> {
+export async function vjpRows(
+  model: Differentiable,
+  x: tf.Tensor4D,
+  dy: Float32Array,
+  k = 1,
+  out?: Float32Array,
+): Promise<{ logits: Float32Array; dx: Float32Array }> {
   const n = x.shape[0];
   if (dy.length !== n * k * model.numClasses) throw new Error(`internal: dy has ${dy.length} values for ${n} x ${k} x ${model.numClasses}`);
   return model.runtime.vjp(x, dy, out);

@@ -43,11 +43,18 @@ export function convLayers(net: Net): string[] {
 export function featureNet(net: Net, layers: string[]): Net {
   const known = new Set(net.nodes.map((n) => n.name));
   const missing = layers.find((l) => !known.has(l));
-  if (missing !== undefined) throw new UsageError(`{layers}: no layer named ${missing} (the network has ${[...known].slice(0, 8).join(', ')}${known.size > 8 ? ', ...' : ''})`);
+  if (missing !== undefined)
+    throw new UsageError(
+      `{layers}: no layer named ${missing} (the network has ${[...known].slice(0, 8).join(', ')}${known.size > 8 ? ', ...' : ''})`,
+    );
   if (layers.length === 0) throw new UsageError('{layers}: expected at least one layer (the network has no convolution to default to)');
   const flat: NetNode[] = layers.map((l, i) => ({ name: `features/flat${i}`, inputs: [l], op: { kind: 'reshape', shape: [-1] } }));
   const joined: NetNode = { name: 'features/out', inputs: flat.map((f) => f.name), op: { kind: 'concat', axis: -1, act: 'linear' } };
-  return { input: net.input, nodes: [...net.nodes, ...flat, ...(layers.length > 1 ? [joined] : [])], output: layers.length > 1 ? joined.name : flat[0].name };
+  return {
+    input: net.input,
+    nodes: [...net.nodes, ...flat, ...(layers.length > 1 ? [joined] : [])],
+    output: layers.length > 1 ? joined.name : flat[0].name,
+  };
 }
 
 /**
@@ -55,7 +62,10 @@ export function featureNet(net: Net, layers: string[]): Net {
  * builds for the cut Net (the Node host passes ONNX Runtime), else on TF.js.
  */
 export async function featureModel(
-  net: Net, inputShape: [number, number, number], layers: string[] | undefined, runtimeOf?: (cut: Net) => Promise<Runtime | null>,
+  net: Net,
+  inputShape: [number, number, number],
+  layers: string[] | undefined,
+  runtimeOf?: (cut: Net) => Promise<Runtime | null>,
 ): Promise<FeatureModel> {
   const chosen = layers ?? convLayers(net);
   const cut = featureNet(net, chosen);
@@ -72,7 +82,11 @@ export async function featureModel(
   }
   runtime ??= tfjsRuntime({ inputShape, numClasses: total, logits });
   return {
-    inputShape, numClasses: total, layers: sized, logits, runtime,
+    inputShape,
+    numClasses: total,
+    layers: sized,
+    logits,
+    runtime,
     dispose: () => {
       tf.dispose(graph.owned);
       void runtime?.dispose();

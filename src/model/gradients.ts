@@ -44,7 +44,12 @@ export function scratchRows(model: Differentiable, count: number, scratch?: Grad
   const old = scratch?.buffer;
   // SharedArrayBuffer is undefined in a browser page that is not cross-origin isolated (the studio's).
   const oldShared = typeof SharedArrayBuffer !== 'undefined' && old instanceof SharedArrayBuffer;
-  const buffer = old && old.byteLength >= count * 4 && oldShared === shared ? old : shared ? new SharedArrayBuffer(count * 4) : new ArrayBuffer(count * 4);
+  const buffer =
+    old && old.byteLength >= count * 4 && oldShared === shared
+      ? old
+      : shared
+        ? new SharedArrayBuffer(count * 4)
+        : new ArrayBuffer(count * 4);
   if (scratch) scratch.buffer = buffer;
   return new Float32Array(buffer, 0, count);
 }
@@ -68,14 +73,26 @@ function picked(logits: Float32Array, cand: Int32Array, k: number, numClasses: n
 }
 
 /** The selected logit (differences) and their input gradients [n, k, H, W, C] for a batch. */
-async function selectedGradients(model: Classifier, x: tf.Tensor4D, cand: Int32Array, k: number, reference?: Int32Array): Promise<{ logits: Float32Array; grads: tf.Tensor }> {
+async function selectedGradients(
+  model: Classifier,
+  x: tf.Tensor4D,
+  cand: Int32Array,
+  k: number,
+  reference?: Int32Array,
+): Promise<{ logits: Float32Array; grads: tf.Tensor }> {
   const K = model.numClasses;
   const { logits, dx } = await vjp(model, x, selection(cand, x.shape[0], k, K, reference), k);
   return { logits: picked(logits, cand, k, K, reference), grads: dx };
 }
 
 /** `candidateGradients` with the gradients as a plain array [n, k, H, W, C] (no TF.js tensor). */
-export async function candidateGradientRows(model: Classifier, x: tf.Tensor4D, cand: Int32Array, k: number, opts: GradientOptions = {}): Promise<{ logits: Float32Array; rows: Float32Array }> {
+export async function candidateGradientRows(
+  model: Classifier,
+  x: tf.Tensor4D,
+  cand: Int32Array,
+  k: number,
+  opts: GradientOptions = {},
+): Promise<{ logits: Float32Array; rows: Float32Array }> {
   const [n, h, w, c] = x.shape;
   const size = h * w * c;
   const K = model.numClasses;
@@ -112,7 +129,13 @@ export async function candidateGradientRows(model: Classifier, x: tf.Tensor4D, c
 }
 
 /** `candidateGradientRows` with the gradients as one TF.js tensor [n, k, H, W, C] (the caller disposes it). */
-export async function candidateGradients(model: Classifier, x: tf.Tensor4D, cand: Int32Array, k: number, opts: GradientOptions = {}): Promise<CandidateGradients> {
+export async function candidateGradients(
+  model: Classifier,
+  x: tf.Tensor4D,
+  cand: Int32Array,
+  k: number,
+  opts: GradientOptions = {},
+): Promise<CandidateGradients> {
   const { logits, rows } = await candidateGradientRows(model, x, cand, k, opts);
   return { logits, grads: tf.tensor(rows, [x.shape[0], k, ...x.shape.slice(1)]) };
 }
@@ -121,7 +144,13 @@ export async function candidateGradients(model: Classifier, x: tf.Tensor4D, cand
  * The naive reference: one backward pass per candidate class (what other toolkits do). Same results
  * as `candidateGradients`; kept for the benchmark and the equality test.
  */
-export async function candidateGradientsLoop(model: Classifier, x: tf.Tensor4D, cand: Int32Array, k: number, reference?: Int32Array): Promise<CandidateGradients> {
+export async function candidateGradientsLoop(
+  model: Classifier,
+  x: tf.Tensor4D,
+  cand: Int32Array,
+  k: number,
+  reference?: Int32Array,
+): Promise<CandidateGradients> {
   const n = x.shape[0];
   const logits = new Float32Array(n * k);
   const perClass: tf.Tensor[] = [];

@@ -19,7 +19,10 @@ export type ReadModel =
   | { format: 'layers'; model: tf.LayersModel; file: string };
 
 /** What of a card the import uses (a browser card carries the same fields). */
-export type ImportCard = Pick<ModelCard, 'name' | 'inputShape' | 'logitsLayer' | 'preprocess' | 'numClasses' | 'outputIsProbabilities' | 'outputMap'>;
+export type ImportCard = Pick<
+  ModelCard,
+  'name' | 'inputShape' | 'logitsLayer' | 'preprocess' | 'numClasses' | 'outputIsProbabilities' | 'outputMap'
+>;
 
 /**
  * The card's inputShape against the size the model file states ([batch, H, W, C]; null or -1 where
@@ -29,7 +32,10 @@ export function checkInputShape(card: Pick<ModelCard, 'name' | 'inputShape'>, fi
   const hwc = stated.slice(-3);
   if (hwc.length !== 3) return;
   const wrong = card.inputShape.some((d, i) => hwc[i] !== null && hwc[i]! > 0 && hwc[i] !== d);
-  if (wrong) throw new UsageError(`model card ${card.name}: "inputShape" is ${card.inputShape.join('x')}, but ${file} takes ${hwc.map((d) => (d !== null && d > 0 ? d : '?')).join('x')} images`);
+  if (wrong)
+    throw new UsageError(
+      `model card ${card.name}: "inputShape" is ${card.inputShape.join('x')}, but ${file} takes ${hwc.map((d) => (d !== null && d > 0 ? d : '?')).join('x')} images`,
+    );
 }
 
 /**

@@ -22,10 +22,20 @@ function dilate(dy: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
   if (sh === 1 && sw === 1) return dy;
   const [n, h, w, c] = dy.shape;
   // Rows, then columns, each as a rank-4 pad (WebGL has no shader for rank-6 pads).
-  const rows = dy.reshape([n, h, 1, w * c]).pad([[0, 0], [0, 0], [0, sh - 1], [0, 0]]);
+  const rows = dy.reshape([n, h, 1, w * c]).pad([
+    [0, 0],
+    [0, 0],
+    [0, sh - 1],
+    [0, 0],
+  ]);
   return rows
     .reshape([n * h * sh, w, 1, c])
-    .pad([[0, 0], [0, 0], [0, sw - 1], [0, 0]])
+    .pad([
+      [0, 0],
+      [0, 0],
+      [0, sw - 1],
+      [0, 0],
+    ])
     .reshape([n, h * sh, w * sw, c]);
 }
 
@@ -62,17 +72,18 @@ function inputGradient(
     const [n, h, w, c] = d.shape;
     t = d.slice([0, cropTop, cropLeft, 0], [n, h - cropTop - cropBottom, w - cropLeft - cropRight, c]);
   }
-  const pads: [number, number][] = [[0, 0], [Math.max(0, rows.before), Math.max(0, rows.after)], [Math.max(0, cols.before), Math.max(0, cols.after)], [0, 0]];
+  const pads: [number, number][] = [
+    [0, 0],
+    [Math.max(0, rows.before), Math.max(0, rows.after)],
+    [Math.max(0, cols.before), Math.max(0, cols.after)],
+    [0, 0],
+  ];
   if (pads[1][0] || pads[1][1] || pads[2][0] || pads[2][1]) t = t.pad(pads);
   return stride1Conv(t);
 }
 
 /** Wraps `forward(x)` so that its gradient with respect to x is `backward(dy, xShape)`. */
-function withInputGrad<T extends tf.Tensor>(
-  x: T,
-  forward: (x: T) => T,
-  backward: (dy: T, x: T) => T,
-): T {
+function withInputGrad<T extends tf.Tensor>(x: T, forward: (x: T) => T, backward: (dy: T, x: T) => T): T {
   type Custom = Parameters<typeof tf.customGrad>[0];
   const f = tf.customGrad(((xi: T, save: tf.GradSaveFunc) => {
     save([xi]);
@@ -86,7 +97,11 @@ function withInputGrad<T extends tf.Tensor>(
  * Cast, which were a fifth of a MobileNet input gradient on wasm.
  */
 export function relu6InputGrad<T extends tf.Tensor>(x: T): T {
-  return withInputGrad(x, (xi) => tf.relu6(xi), (dy, xi) => tf.mul(dy, tf.mul(tf.step(xi), tf.step(tf.sub(6, xi)))) as T);
+  return withInputGrad(
+    x,
+    (xi) => tf.relu6(xi),
+    (dy, xi) => tf.mul(dy, tf.mul(tf.step(xi), tf.step(tf.sub(6, xi)))) as T,
+  );
 }
 
 export type ConvKind = 'conv' | 'depthwise';
@@ -97,25 +112,58 @@ function flipFilter(kind: ConvKind, filter: tf.Tensor4D): tf.Tensor4D {
   return (kind === 'conv' ? r.transpose([0, 1, 3, 2]) : r) as tf.Tensor4D;
 }
 
-function convolve(kind: ConvKind, t: tf.Tensor4D, f: tf.Tensor4D, s: [number, number] | 1, p: Padding, d: [number, number] = [1, 1]): tf.Tensor4D {
+function convolve(
+  kind: ConvKind,
+  t: tf.Tensor4D,
+  f: tf.Tensor4D,
+  s: [number, number] | 1,
+  p: Padding,
+  d: [number, number] = [1, 1],
+): tf.Tensor4D {
   const pad = tfPadding(p);
   return kind === 'conv' ? tf.conv2d(t, f, s, pad, 'NHWC', d) : tf.depthwiseConv2d(t, f, s, pad, 'NHWC', d);
 }
 
 /** dL/dx of a convolution given dL/dy and its flipped filter, from one forward convolution. */
 function convInputGradient(
-  kind: ConvKind, dy: tf.Tensor4D, flipped: tf.Tensor4D, xShape: number[], strides: [number, number], padding: Padding, dilations: [number, number] = [1, 1],
+  kind: ConvKind,
+  dy: tf.Tensor4D,
+  flipped: tf.Tensor4D,
+  xShape: number[],
+  strides: [number, number],
+  padding: Padding,
+  dilations: [number, number] = [1, 1],
 ): tf.Tensor4D {
-  return inputGradient(dy, xShape, [flipped.shape[0], flipped.shape[1]], strides, padding, (t) => convolve(kind, t, flipped, 1, 'valid', dilations), dilations);
+  return inputGradient(
+    dy,
+    xShape,
+    [flipped.shape[0], flipped.shape[1]],
+    strides,
+    padding,
+    (t) => convolve(kind, t, flipped, 1, 'valid', dilations),
+    dilations,
+  );
 }
 
 /** dL/dx of conv2d(x, filter, strides, padding) given dL/dy, from forward convolutions only. */
-export function conv2dInputGradient(dy: tf.Tensor4D, filter: tf.Tensor4D, xShape: number[], strides: [number, number], padding: Padding): tf.Tensor4D {
+export function conv2dInputGradient(
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  xShape: number[],
+  strides: [number, number],
+  padding: Padding,
+): tf.Tensor4D {
   return convInputGradient('conv', dy, flipFilter('conv', filter), xShape, strides, padding);
 }
 
 /** dL/dx of depthwiseConv2d(x, filter [kh, kw, C, 1], strides, padding) given dL/dy, from forward convolutions only. */
-export function depthwiseInputGradient(dy: tf.Tensor4D, filter: tf.Tensor4D, xShape: number[], strides: [number, number], padding: Padding): tf.Tensor4D {
+export function depthwiseInputGradient(
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  xShape: number[],
+  strides: [number, number],
+  padding: Padding,
+): tf.Tensor4D {
   return convInputGradient('depthwise', dy, flipFilter('depthwise', filter), xShape, strides, padding);
 }
 
@@ -125,7 +173,14 @@ export function depthwiseInputGradient(dy: tf.Tensor4D, filter: tf.Tensor4D, xSh
  * the padded input with dy as the filter, dilated by the stride; the batch becomes the summed axis
  * (conv2d: input channels swap with the batch; depthwise: batch x channels become the channels).
  */
-export function convFilterGradient(kind: ConvKind, x: tf.Tensor4D, dy: tf.Tensor4D, filterShape: number[], strides: [number, number], padding: Padding): tf.Tensor4D {
+export function convFilterGradient(
+  kind: ConvKind,
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  filterShape: number[],
+  strides: [number, number],
+  padding: Padding,
+): tf.Tensor4D {
   const [kh, kw] = filterShape;
   const [n, H, W, c] = x.shape;
   const [, ho, wo, cout] = dy.shape;
@@ -136,7 +191,12 @@ export function convFilterGradient(kind: ConvKind, x: tf.Tensor4D, dy: tf.Tensor
   };
   const rows = fit(H, kh, strides[0], ho, 0);
   const cols = fit(W, kw, strides[1], wo, 1);
-  let xp = x.pad([[0, 0], [rows.before, Math.max(0, rows.after)], [cols.before, Math.max(0, cols.after)], [0, 0]]);
+  let xp = x.pad([
+    [0, 0],
+    [rows.before, Math.max(0, rows.after)],
+    [cols.before, Math.max(0, cols.after)],
+    [0, 0],
+  ]);
   if (rows.after < 0 || cols.after < 0) xp = xp.slice([0, 0, 0, 0], [n, (ho - 1) * strides[0] + kh, (wo - 1) * strides[1] + kw, c]);
   const dyAsFilter = dy.transpose([1, 2, 0, 3]); // [ho, wo, N, cout]
   if (kind === 'conv') {
@@ -160,7 +220,13 @@ export interface InputGradConv {
  * conv2d (filter [kh, kw, in, out]) or depthwise conv (filter [kh, kw, C, 1]) whose input gradient
  * comes from forward kernels; the flipped backward filter is computed once here, not per call.
  */
-export function inputGradConv(kind: ConvKind, filter: tf.Tensor4D, strides: [number, number], padding: Padding, dilations: [number, number] = [1, 1]): InputGradConv {
+export function inputGradConv(
+  kind: ConvKind,
+  filter: tf.Tensor4D,
+  strides: [number, number],
+  padding: Padding,
+  dilations: [number, number] = [1, 1],
+): InputGradConv {
   const flipped = tf.tidy(() => flipFilter(kind, filter)); // once here, not per call
   return {
     apply: (x) =>
@@ -181,7 +247,14 @@ export function inputGradConv(kind: ConvKind, filter: tf.Tensor4D, strides: [num
  * would count one input several times. Why from forward ops: the wasm backend's MaxPoolGrad is wrong whenever pooled values can be negative
  * (2x2/2, 3x3/2 'same', 3x3/1, 2x2/1: off by up to 100% of the cpu reference; TF.js 4.22).
  */
-export function maxPoolGradient(dy: tf.Tensor4D, x: tf.Tensor4D, pooled: tf.Tensor4D, size: [number, number], strides: [number, number], padding: Padding): tf.Tensor4D {
+export function maxPoolGradient(
+  dy: tf.Tensor4D,
+  x: tf.Tensor4D,
+  pooled: tf.Tensor4D,
+  size: [number, number],
+  strides: [number, number],
+  padding: Padding,
+): tf.Tensor4D {
   const [kh, kw] = size;
   const [sh, sw] = strides;
   const [n, H, W, c] = x.shape;
@@ -190,7 +263,15 @@ export function maxPoolGradient(dy: tf.Tensor4D, x: tf.Tensor4D, pooled: tf.Tens
   const left = axisGeometry(W, kw, sw, padding, 1).before;
   // The input as the windows see it: padded with a value no max can equal.
   const [hp, wp] = [(ho - 1) * sh + kh, (wo - 1) * sw + kw];
-  let xp = x.pad([[0, 0], [top, Math.max(0, hp - H - top)], [left, Math.max(0, wp - W - left)], [0, 0]], -3.4e38);
+  let xp = x.pad(
+    [
+      [0, 0],
+      [top, Math.max(0, hp - H - top)],
+      [left, Math.max(0, wp - W - left)],
+      [0, 0],
+    ],
+    -3.4e38,
+  );
   if (xp.shape[1]! > hp || xp.shape[2]! > wp) xp = xp.slice([0, 0, 0, 0], [n, hp, wp, c]);
   const [hc, wc] = [ho * sh + kh, wo * sw + kw];
   let sum: tf.Tensor4D | undefined;
@@ -202,7 +283,12 @@ export function maxPoolGradient(dy: tf.Tensor4D, x: tf.Tensor4D, pooled: tf.Tens
       const first: tf.Tensor4D = taken ? tf.mul(isMax, tf.sub(1, taken)) : isMax;
       taken = taken ? (tf.add(taken, first) as tf.Tensor4D) : first;
       const share = tf.mul(dy, first) as tf.Tensor4D;
-      const placed = dilate(share, sh, sw).pad([[0, 0], [a, hc - a - ho * sh], [b, wc - b - wo * sw], [0, 0]]) as tf.Tensor4D;
+      const placed = dilate(share, sh, sw).pad([
+        [0, 0],
+        [a, hc - a - ho * sh],
+        [b, wc - b - wo * sw],
+        [0, 0],
+      ]) as tf.Tensor4D;
       sum = sum ? (tf.add(sum, placed) as tf.Tensor4D) : placed;
     }
   return sum!.slice([0, top, left, 0], [n, H, W, c]);
@@ -212,6 +298,8 @@ export function maxPoolGradient(dy: tf.Tensor4D, x: tf.Tensor4D, pooled: tf.Tens
 export function maxPoolInputGrad(x: tf.Tensor4D, size: [number, number], strides: [number, number], padding: Padding): tf.Tensor4D {
   // Explicit pads: -infinity rows around a 'valid' pooling, as ONNX and PyTorch pad max pooling.
   const forward = (xi: tf.Tensor4D) =>
-    typeof padding === 'string' ? tf.maxPool(xi, size, strides, padding) : tf.maxPool(xi.pad([[0, 0], padding[0], padding[1], [0, 0]], -3.4e38) as tf.Tensor4D, size, strides, 'valid');
+    typeof padding === 'string'
+      ? tf.maxPool(xi, size, strides, padding)
+      : tf.maxPool(xi.pad([[0, 0], padding[0], padding[1], [0, 0]], -3.4e38) as tf.Tensor4D, size, strides, 'valid');
   return withInputGrad(x, forward, (dy, xi) => maxPoolGradient(dy, xi, forward(xi), size, strides, padding));
 }

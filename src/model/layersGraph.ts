@@ -41,7 +41,7 @@ function bnAffine(layer: AnyLayer): { scale: Float32Array; shift: Float32Array }
   const gamma = cfg.scale !== false ? w[i++] : null;
   const beta = cfg.center !== false ? w[i++] : null;
   const mean = w[i++];
-  const variance = w[i++];
+  const variance = w[i];
   const eps = (cfg.epsilon as number) ?? 1e-3;
   const scale = mean.map((_, c) => (gamma ? gamma[c] : 1) / Math.sqrt(variance[c] + eps));
   const shift = mean.map((m, c) => (beta ? beta[c] : 0) - m * scale[c]);
@@ -108,7 +108,9 @@ function checkSupported(layer: AnyLayer): void {
     const axis = cfg.axis as number | number[] | undefined;
     const a = Array.isArray(axis) ? axis : [axis ?? -1];
     if (a.length !== 1 || (a[0] !== -1 && a[0] !== 3 && a[0] !== (layer.inputSpec?.[0]?.ndim ?? 4) - 1))
-      throw new UsageError(`layer ${layer.name}: batch normalization over axis ${JSON.stringify(axis)} is not supported (only the channel axis)`);
+      throw new UsageError(
+        `layer ${layer.name}: batch normalization over axis ${JSON.stringify(axis)} is not supported (only the channel axis)`,
+      );
   }
 }
 
@@ -126,13 +128,19 @@ function layerOp(layer: AnyLayer): NodeOp {
     }
     case 'Dense': {
       const w = layer.getWeights();
-      return { kind: 'dense', kernel: toWeights(w[0]), bias: w[1] ? toWeights(w[1]) : undefined, act: activation(cfg.activation, layer.name) };
+      return {
+        kind: 'dense',
+        kernel: toWeights(w[0]),
+        bias: w[1] ? toWeights(w[1]) : undefined,
+        act: activation(cfg.activation, layer.name),
+      };
     }
     case 'Activation':
       return { kind: 'act', act: activation(cfg.activation, layer.name) };
     case 'ReLU': {
       const max = cfg.max_value ?? cfg.maxValue;
-      if (max != null && max !== 6) throw new UsageError(`layer ${layer.name}: ReLU with max_value ${String(max)} is not supported (only 6)`);
+      if (max != null && max !== 6)
+        throw new UsageError(`layer ${layer.name}: ReLU with max_value ${String(max)} is not supported (only 6)`);
       return { kind: 'act', act: max === 6 ? 'relu6' : 'relu' };
     }
     case 'LeakyReLU':
@@ -185,7 +193,10 @@ export function layersToNet(model: tf.LayersModel, outputLayer?: string): Net {
   const layers = model.layers;
   const target = outputLayer ?? layers[layers.length - 1].name;
   if (!layers.some((l) => l.name === target)) {
-    const names = layers.slice(-5).map((l) => l.name).join(', ');
+    const names = layers
+      .slice(-5)
+      .map((l) => l.name)
+      .join(', ');
     throw new UsageError(`logits layer "${target}" is not in the model (last layers: ${names})`);
   }
   if (model.inputs.length !== 1) throw new UsageError('only single-input models are supported');

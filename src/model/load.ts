@@ -25,13 +25,14 @@ export { checkInputShape };
 /** Short names for the cards shipped in cards/ and the embedded default. */
 export function bundledModels(): Record<string, string> {
   const out: Record<string, string> = { fashion: join(EMBEDDED_DIR, 'model', 'card.json') };
-  if (existsSync(CARDS_DIR))
-    for (const f of readdirJson(CARDS_DIR)) out[basename(f, '.json')] = join(CARDS_DIR, f);
+  if (existsSync(CARDS_DIR)) for (const f of readdirJson(CARDS_DIR)) out[basename(f, '.json')] = join(CARDS_DIR, f);
   return out;
 }
 
 function readdirJson(dir: string): string[] {
-  return readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort();
 }
 
 /** Card fields given on the command line: they complete or override the card file. */
@@ -56,7 +57,12 @@ function cardFromFlags(modelJson: string, spec: string, o: CardOverrides): Model
   } catch {
     throw new UsageError(`{model} ${spec}: ${modelJson} is not valid JSON`);
   }
-  const base: Partial<ModelCard> = { name: basename(dirname(modelJson)), format: json.format === 'graph-model' ? 'graph' : 'layers', model: modelJson, baseDir: dirname(modelJson) };
+  const base: Partial<ModelCard> = {
+    name: basename(dirname(modelJson)),
+    format: json.format === 'graph-model' ? 'graph' : 'layers',
+    model: modelJson,
+    baseDir: dirname(modelJson),
+  };
   return merge(base, o, `for ${spec} (from flags)`);
 }
 
@@ -75,7 +81,8 @@ export function findCard(spec: string, overrides: CardOverrides = {}, assets?: s
       `{model} ${spec}: not found (expected a bundled name: ${Object.keys(bundled).join(', ')}; or a card / model.json / model folder)`,
     );
   }
-  for (const ext of ['.tflite', '.onnx'] as const) if (p.endsWith(ext) && statSync(p).isFile()) return modelFileCard(p, ext, spec, overrides, assets);
+  for (const ext of ['.tflite', '.onnx'] as const)
+    if (p.endsWith(ext) && statSync(p).isFile()) return modelFileCard(p, ext, spec, overrides, assets);
   const dir = statSync(p).isDirectory() ? p : dirname(p);
   const modelJson = statSync(p).isDirectory() ? join(p, 'model.json') : p;
   if (!statSync(p).isDirectory()) {
@@ -107,14 +114,19 @@ function modelFileCard(file: string, ext: '.tflite' | '.onnx', spec: string, o: 
   }
   const beside = join(dirname(file), `${basename(file, ext)}.card.json`);
   if (existsSync(beside)) return withFlags(beside);
-  const own = format === 'tflite' ? cardFromTflite(file, undefined, o.logitsLayer) : cardFromOnnx(file, readOnnx(file), o.inputShape, o.logitsLayer);
+  const own =
+    format === 'tflite' ? cardFromTflite(file, undefined, o.logitsLayer) : cardFromOnnx(file, readOnnx(file), o.inputShape, o.logitsLayer);
   if (!own.preprocess && !o.preprocess) {
-    const hint = format === 'onnx'
-      ? 'torchvision / timm ImageNet models: {mean} 123.675,116.28,103.53 {std} 58.395,57.12,57.375'
-      : 'MobileNets: {scale} 0.0078431 {offset} -1';
-    throw new UsageError(`{model} ${spec}: the model takes float input, so the file does not say how pixels map to it; pass {scale}/{offset} or {mean}/{std} in pixel units (${hint}), or write ${beside}`);
+    const hint =
+      format === 'onnx'
+        ? 'torchvision / timm ImageNet models: {mean} 123.675,116.28,103.53 {std} 58.395,57.12,57.375'
+        : 'MobileNets: {scale} 0.0078431 {offset} -1';
+    throw new UsageError(
+      `{model} ${spec}: the model takes float input, so the file does not say how pixels map to it; pass {scale}/{offset} or {mean}/{std} in pixel units (${hint}), or write ${beside}`,
+    );
   }
-  if (!own.numClasses && !o.numClasses) throw new UsageError(`{model} ${spec}: the file does not state the number of classes; pass {numClasses}`);
+  if (!own.numClasses && !o.numClasses)
+    throw new UsageError(`{model} ${spec}: the file does not state the number of classes; pass {numClasses}`);
   if (o.outputMap?.dropFirst && own.numClasses) own.numClasses -= o.outputMap.dropFirst;
   return merge({ ...own, baseDir: dirname(file) }, o, `for ${spec} (from the file and flags)`);
 }
@@ -126,7 +138,10 @@ function cardWnids(card: ModelCard, assets: string): OutputWnids | undefined {
   const read = (f: string) => {
     const file = resolveCardPath(card, f, assets);
     if (!existsSync(file)) throw new UsageError(`model card ${card.name}: outputMap file ${file} not found`);
-    return readFileSync(file, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean);
+    return readFileSync(file, 'utf8')
+      .split('\n')
+      .map((s) => s.trim())
+      .filter(Boolean);
   };
   return { from: read(m.wnids), reference: read(m.referenceWnids ?? '${assets}/data/labels/imagenet1k_wnids_sorted.txt') };
 }
@@ -148,7 +163,12 @@ export async function loadNet(card: ModelCard, modelPath: string, assets: string
  * ONNX Runtime for `net` on `device` if it exports and gives the TF.js logits on a probe image; on a
  * GPU that cannot run it, ONNX Runtime on the CPU; else TF.js. The reason is in `engine`.
  */
-async function withOnnx(net: Net, shape: [number, number, number], logits: (x: tf.Tensor4D) => tf.Tensor2D, device: Device): Promise<{ runtime?: Runtime; engine: string }> {
+async function withOnnx(
+  net: Net,
+  shape: [number, number, number],
+  logits: (x: tf.Tensor4D) => tf.Tensor2D,
+  device: Device,
+): Promise<{ runtime?: Runtime; engine: string }> {
   const tfjs = `TF.js ${tf.getBackend()}`;
   const tried = await onnxOn(net, shape, logits, device);
   if ('runtime' in tried) return { runtime: tried.runtime, engine: device === 'webgpu' ? 'onnxruntime (WebGPU)' : 'onnxruntime' };
@@ -160,7 +180,12 @@ async function withOnnx(net: Net, shape: [number, number, number], logits: (x: t
 }
 
 /** ONNX Runtime for `net` on `device`, checked on a probe image against the TF.js logits, or why not. */
-async function onnxOn(net: Net, shape: [number, number, number], logits: (x: tf.Tensor4D) => tf.Tensor2D, device: Device): Promise<{ runtime: Runtime } | { why: string }> {
+async function onnxOn(
+  net: Net,
+  shape: [number, number, number],
+  logits: (x: tf.Tensor4D) => tf.Tensor2D,
+  device: Device,
+): Promise<{ runtime: Runtime } | { why: string }> {
   let runtime: Runtime | null;
   try {
     runtime = await onnxRuntime(net, shape, { device });
@@ -230,7 +255,8 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
       const adapters = cardAdapters(card, cardWnids(card, assets));
       forward = (x) => {
         const y = model.execute(adapters.pre(x), card.logitsLayer);
-        if (Array.isArray(y)) throw new UsageError(`model ${card.name}: the graph has several outputs; name the logits node in "logitsLayer"`);
+        if (Array.isArray(y))
+          throw new UsageError(`model ${card.name}: the graph has several outputs; name the logits node in "logitsLayer"`);
         return adapters.post(y);
       };
       release = () => {
@@ -245,7 +271,9 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
     }
   } catch (e) {
     if (e instanceof UsageError) throw e;
-    throw new UsageError(`model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`);
+    throw new UsageError(
+      `model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`,
+    );
   }
   const rt = net && opts.engine.onnx ? await withOnnx(net, card.inputShape, checkedLogits(card, forward), opts.engine.device) : undefined;
   // On ONNX Runtime, TF.js only checks the export on a probe image: its batch limits (measured with a
@@ -255,7 +283,19 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
     ...base,
     file: modelPath,
     runtime: rt?.runtime ?? base.runtime,
-    ...(net ? { features: (layers?: string[]) => featureModel(net!, card.inputShape, layers, rt?.runtime ? (cut) => onnxRuntime(cut, card.inputShape, { only: ['forward', 'vjp'], device: opts.engine.device }) : undefined) } : {}),
+    ...(net
+      ? {
+          features: (layers?: string[]) =>
+            featureModel(
+              net!,
+              card.inputShape,
+              layers,
+              rt?.runtime
+                ? (cut) => onnxRuntime(cut, card.inputShape, { only: ['forward', 'vjp'], device: opts.engine.device })
+                : undefined,
+            ),
+        }
+      : {}),
     engine: rt?.engine ?? base.engine,
     dispose: () => {
       base.dispose();

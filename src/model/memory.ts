@@ -25,7 +25,10 @@ function peakAbove(base: number, info: { peakBytes: number; kernels: unknown[] }
  * Runs one forward and one input gradient of a single image under tf.profile and scales the batch to
  * the budget. Also proves, at load time, that the model is differentiable (throws otherwise).
  */
-export async function measureBatchLimits(logits: (x: tf.Tensor4D) => tf.Tensor2D, inputShape: [number, number, number]): Promise<BatchLimits> {
+export async function measureBatchLimits(
+  logits: (x: tf.Tensor4D) => tf.Tensor2D,
+  inputShape: [number, number, number],
+): Promise<BatchLimits> {
   const x = tf.zeros([1, ...inputShape]) as tf.Tensor4D;
   try {
     const base = tf.memory().numBytes;
@@ -33,7 +36,15 @@ export async function measureBatchLimits(logits: (x: tf.Tensor4D) => tf.Tensor2D
     const forward = peakAbove(base, await tf.profile(() => void tf.tidy(() => void logits(x).dataSync())));
     const gradient = peakAbove(
       base,
-      await tf.profile(() => void tf.tidy(() => void tf.grad((t: tf.Tensor) => tf.sum(logits(t as tf.Tensor4D)))(x).dataSync())),
+      await tf.profile(
+        () =>
+          void tf.tidy(
+            () =>
+              void tf
+                .grad((t: tf.Tensor) => tf.sum(logits(t as tf.Tensor4D)))(x)
+                .dataSync(),
+          ),
+      ),
     );
     const fit = (bytes: number, cap: number) => Math.max(1, Math.min(cap, Math.floor(PASS_BUDGET_BYTES / bytes)));
     return { forward: fit(forward, MAX_FORWARD), gradient: fit(gradient, MAX_GRADIENT_ROWS) };

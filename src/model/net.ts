@@ -24,8 +24,22 @@ export type Padding = 'same' | 'valid' | [[number, number], [number, number]];
  * the exact (erf) GELU; hardSigmoid is max(0, min(1, alpha x + beta)).
  */
 export type Activation =
-  | 'linear' | 'relu' | 'relu6' | 'relu1' | 'sigmoid' | 'tanh' | 'elu' | 'softmax' | 'log'
-  | 'gelu' | 'erf' | 'sqrt' | 'reciprocal' | 'exp' | 'neg' | 'hardSwish'
+  | 'linear'
+  | 'relu'
+  | 'relu6'
+  | 'relu1'
+  | 'sigmoid'
+  | 'tanh'
+  | 'elu'
+  | 'softmax'
+  | 'log'
+  | 'gelu'
+  | 'erf'
+  | 'sqrt'
+  | 'reciprocal'
+  | 'exp'
+  | 'neg'
+  | 'hardSwish'
   | { leaky: number }
   | { clip: [number, number] }
   | { hardSigmoid: [number, number] }
@@ -36,7 +50,16 @@ export type NodeOp =
    * 2-D convolution, NHWC: kernel [kh, kw, in / group, out]. group 1: ordinary; group = in channels:
    * depthwise (out = in * multiplier, output channel c * multiplier + j reads input channel c).
    */
-  | { kind: 'conv'; kernel: Weights; bias?: Weights; strides: [number, number]; padding: Padding; group: number; dilations?: [number, number]; act: Activation }
+  | {
+      kind: 'conv';
+      kernel: Weights;
+      bias?: Weights;
+      strides: [number, number];
+      padding: Padding;
+      group: number;
+      dilations?: [number, number];
+      act: Activation;
+    }
   /** x [..., in] @ kernel [in, out] (+ bias), on the last axis. */
   | { kind: 'dense'; kernel: Weights; bias?: Weights; act: Activation }
   /** x * scale + shift along `axis` (default the last: channels): unfolded batch-norm, preprocessing. */
@@ -98,7 +121,11 @@ export function weights(data: Float32Array | number[], shape: number[]): Weights
 }
 
 /** A row-major array of `shape` transposed by `perm` (any rank), in an array of the same type. */
-export function transposeArray<T extends Float32Array | Float64Array>(data: T, shape: number[], perm: number[]): { data: T; shape: number[] } {
+export function transposeArray<T extends Float32Array | Float64Array>(
+  data: T,
+  shape: number[],
+  perm: number[],
+): { data: T; shape: number[] } {
   const out = perm.map((p) => shape[p]);
   const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
   const moved = new (data.constructor as new (n: number) => T)(data.length);

@@ -47,7 +47,13 @@ export function optimizeNet(net: Net): Net {
       if (n.inputs.length !== 1) continue;
       const p = named.get(n.inputs[0]);
       if (!p || uses.get(p.name) !== 1) continue;
-      if (n.op.kind === 'affine' && p.op.kind === 'conv' && p.op.act === 'linear' && [-1, 3].includes(n.op.axis ?? -1) && n.op.scale.data.length === p.op.kernel.shape[3]) {
+      if (
+        n.op.kind === 'affine' &&
+        p.op.kind === 'conv' &&
+        p.op.act === 'linear' &&
+        [-1, 3].includes(n.op.axis ?? -1) &&
+        n.op.scale.data.length === p.op.kernel.shape[3]
+      ) {
         merge(nodes, p, n, foldAffine(p.op, n.op));
         changed = true;
         break;

@@ -55,9 +55,22 @@ export async function forEachBatch(
 }
 
 /** Top-1 labels of every image of `set` under each perturbation of `vs` (null: clean), in one pass. */
-export async function predictMany(model: Classifier, set: ImageSource, vs: (tf.Tensor3D | Float32Array | null)[], batchSize?: number, onBatch?: (done: number) => void): Promise<Int32Array[]> {
+export async function predictMany(
+  model: Classifier,
+  set: ImageSource,
+  vs: (tf.Tensor3D | Float32Array | null)[],
+  batchSize?: number,
+  onBatch?: (done: number) => void,
+): Promise<Int32Array[]> {
   const parts: Int32Array[][] = vs.map(() => []);
-  await forEachBatch(model, set, vs, (_, logits) => logits.forEach((l, k) => parts[k].push(argmaxRows(l, model.numClasses))), batchSize, onBatch);
+  await forEachBatch(
+    model,
+    set,
+    vs,
+    (_, logits) => logits.forEach((l, k) => parts[k].push(argmaxRows(l, model.numClasses))),
+    batchSize,
+    onBatch,
+  );
   return parts.map(concatLabels);
 }
 
@@ -73,7 +86,13 @@ export function concatLabels(parts: Int32Array[]): Int32Array {
 }
 
 /** Top-1 labels of every image of `set` (optionally with v added). */
-export async function predictSet(model: Classifier, set: ImageSource, v: tf.Tensor3D | null, batchSize?: number, onBatch?: (done: number) => void): Promise<Int32Array> {
+export async function predictSet(
+  model: Classifier,
+  set: ImageSource,
+  v: tf.Tensor3D | null,
+  batchSize?: number,
+  onBatch?: (done: number) => void,
+): Promise<Int32Array> {
   return (await predictMany(model, set, [v], batchSize, onBatch))[0];
 }
 
@@ -119,7 +138,12 @@ export function scorePredictions(cleanPred: Int32Array, advPred: Int32Array, lab
 }
 
 /** The figures of v on a set: clean and perturbed labels in one pass (or the given clean labels). */
-export async function evaluatePerturbation(model: Classifier, set: ImageSource, v: tf.Tensor3D, opts: { batchSize?: number; cleanPred?: Int32Array } = {}): Promise<Evaluation> {
+export async function evaluatePerturbation(
+  model: Classifier,
+  set: ImageSource,
+  v: tf.Tensor3D,
+  opts: { batchSize?: number; cleanPred?: Int32Array } = {},
+): Promise<Evaluation> {
   if (opts.cleanPred) return scorePredictions(opts.cleanPred, await predictSet(model, set, v, opts.batchSize), set.labels);
   const [cleanPred, advPred] = await predictMany(model, set, [null, v], opts.batchSize);
   return scorePredictions(cleanPred, advPred, set.labels);

@@ -23,15 +23,39 @@ export function allSamples(): { kind: string; sample: AnySample }[] {
  * Nodes that turn a flat value `from` (of `fromSize` entries) into the sample's inputs: input i is a
  * dense projection squashed into the sample's range (lo + (hi - lo) * sigmoid), reshaped.
  */
-function inputsFrom(prefix: string, from: string, fromSize: number, sample: AnySample, seed: number, nchw = false): { nodes: NetNode[]; names: string[] } {
+function inputsFrom(
+  prefix: string,
+  from: string,
+  fromSize: number,
+  sample: AnySample,
+  seed: number,
+  nchw = false,
+): { nodes: NetNode[]; names: string[] } {
   const [lo, hi] = sample.range ?? [-2, 2];
   const nodes: NetNode[] = [];
   const names = sample.inputs.map((shape, i) => {
     const p = `${prefix}/in${i}`;
     nodes.push(
-      { name: `${p}/proj`, inputs: [from], op: { kind: 'dense', kernel: sampleWeights([fromSize, size(shape)], seed + i, 0.05), act: 'sigmoid' } },
-      { name: `${p}/scaled`, inputs: [`${p}/proj`], op: { kind: 'binary', op: 'mul', act: 'linear', constant: { weights: { data: Float32Array.of(hi - lo), shape: [1] }, first: false } } },
-      { name: `${p}/range`, inputs: [`${p}/scaled`], op: { kind: 'binary', op: 'add', act: 'linear', constant: { weights: { data: Float32Array.of(lo), shape: [1] }, first: false } } },
+      {
+        name: `${p}/proj`,
+        inputs: [from],
+        op: { kind: 'dense', kernel: sampleWeights([fromSize, size(shape)], seed + i, 0.05), act: 'sigmoid' },
+      },
+      {
+        name: `${p}/scaled`,
+        inputs: [`${p}/proj`],
+        op: {
+          kind: 'binary',
+          op: 'mul',
+          act: 'linear',
+          constant: { weights: { data: Float32Array.of(hi - lo), shape: [1] }, first: false },
+        },
+      },
+      {
+        name: `${p}/range`,
+        inputs: [`${p}/scaled`],
+        op: { kind: 'binary', op: 'add', act: 'linear', constant: { weights: { data: Float32Array.of(lo), shape: [1] }, first: false } },
+      },
       { name: p, inputs: [`${p}/range`], op: { kind: 'reshape', shape } },
     );
     if (!nchw || shape.length !== 3) return p;
@@ -39,7 +63,11 @@ function inputsFrom(prefix: string, from: string, fromSize: number, sample: AnyS
     // code path is the one tested.
     const c = shape[2];
     const kernel = { data: Float32Array.from({ length: c * c }, (_, t) => (t % (c + 1) === 0 ? 1 : 0)), shape: [1, 1, c, c] };
-    nodes.push({ name: `${p}/nchw`, inputs: [p], op: { kind: 'conv', kernel, strides: [1, 1], padding: 'valid', group: 1, act: 'linear' } });
+    nodes.push({
+      name: `${p}/nchw`,
+      inputs: [p],
+      op: { kind: 'conv', kernel, strides: [1, 1], padding: 'valid', group: 1, act: 'linear' },
+    });
     return `${p}/nchw`;
   });
   return { nodes, names };
@@ -100,7 +128,11 @@ export function selfCheckNet(): Net {
       ...ins,
       { name: `${p}/op`, inputs: names, op: sample.op },
       { name: `${p}/flat`, inputs: [`${p}/op`], op: { kind: 'reshape', shape: [-1] } },
-      { name: `${p}/head`, inputs: [`${p}/flat`], op: { kind: 'dense', kernel: sampleWeights([size(out), SELF_CHECK_CLASSES], b + 7, 0.3), act: 'linear' } },
+      {
+        name: `${p}/head`,
+        inputs: [`${p}/flat`],
+        op: { kind: 'dense', kernel: sampleWeights([size(out), SELF_CHECK_CLASSES], b + 7, 0.3), act: 'linear' },
+      },
     );
     heads.push(`${p}/head`);
   });
@@ -111,7 +143,10 @@ export function selfCheckNet(): Net {
 /** The probe batch (2 images) and cotangent used by every self-check. */
 export function selfCheckInputs(): { x: tf.Tensor4D; dy: Float32Array } {
   const [h, w, c] = SELF_CHECK_SHAPE;
-  const x = tf.tensor4d(Float32Array.from({ length: 2 * h * w * c }, (_, i) => 3 * Math.sin(i * 0.37) + Math.cos(i * 1.7)), [2, h, w, c]);
+  const x = tf.tensor4d(
+    Float32Array.from({ length: 2 * h * w * c }, (_, i) => 3 * Math.sin(i * 0.37) + Math.cos(i * 1.7)),
+    [2, h, w, c],
+  );
   return { x, dy: Float32Array.from({ length: 2 * SELF_CHECK_CLASSES }, (_, i) => Math.cos(i * 1.3) * 2) };
 }
 

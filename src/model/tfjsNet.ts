@@ -21,7 +21,15 @@ export function netToTfGraph(net: Net, inputShape: Shape): PlainGraph {
   try {
     const steps = net.nodes.map((n) => {
       const build = OPS[n.op.kind].tfjs as (op: NodeOp, b: TfBuild, inputs: Shape[]) => Fn;
-      return { name: n.name, inputs: n.inputs, fn: build(n.op, b, n.inputs.map((i) => shapes.get(i)!)) };
+      return {
+        name: n.name,
+        inputs: n.inputs,
+        fn: build(
+          n.op,
+          b,
+          n.inputs.map((i) => shapes.get(i)!),
+        ),
+      };
     });
     return { inputName: net.input, steps, output: net.output, owned };
   } catch (e) {

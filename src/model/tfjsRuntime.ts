@@ -52,7 +52,13 @@ export function tfjsRuntime(model: TfjsGraph, maxGradientRows?: number): Runtime
       let logits: Float32Array | undefined;
       const dx = tf.tidy(() => {
         const weights = tf.tensor2d(dy, [n * k, K]);
-        const tiled = k === 1 ? x : takeRows(x, Int32Array.from({ length: n * k }, (_, r) => Math.floor(r / k)));
+        const tiled =
+          k === 1
+            ? x
+            : takeRows(
+                x,
+                Int32Array.from({ length: n * k }, (_, r) => Math.floor(r / k)),
+              );
         return tf.grad((t: tf.Tensor) => {
           const y = model.logits(t as tf.Tensor4D);
           if (!logits) {

@@ -66,7 +66,14 @@ export function enableWasmTraining(): void {
     const d = pair(a.dilations ?? 1);
     if (d[0] !== 1 || d[1] !== 1) unsupported(`a dilated ${kind} convolution`);
     if (kind === 'depthwise' && (a.filterShape as number[])[3] !== 1) unsupported('a depthwise convolution with depth multiplier > 1');
-    return convFilterGradient(kind, inputs.x as tf.Tensor4D, inputs.dy as tf.Tensor4D, a.filterShape as number[], pair(a.strides), padding(kind, a.pad));
+    return convFilterGradient(
+      kind,
+      inputs.x as tf.Tensor4D,
+      inputs.dy as tf.Tensor4D,
+      a.filterShape as number[],
+      pair(a.strides),
+      padding(kind, a.pad),
+    );
   };
   registerAsOps('Conv2DBackpropFilter', conv('conv'));
   registerAsOps('DepthwiseConv2dNativeBackpropFilter', conv('depthwise'));
@@ -74,15 +81,29 @@ export function enableWasmTraining(): void {
   const maxPoolGrad = tf.getKernel('MaxPoolGrad', 'wasm');
   if (maxPoolGrad) {
     const replacement = asOps((inputs, a) =>
-      maxPoolGradient(inputs.dy as tf.Tensor4D, inputs.input as tf.Tensor4D, inputs.output as tf.Tensor4D, pair(a.filterSize), pair(a.strides), a.pad as Padding),
+      maxPoolGradient(
+        inputs.dy as tf.Tensor4D,
+        inputs.input as tf.Tensor4D,
+        inputs.output as tf.Tensor4D,
+        pair(a.filterSize),
+        pair(a.strides),
+        a.pad as Padding,
+      ),
     );
     tf.unregisterKernel('MaxPoolGrad', 'wasm');
     tf.registerKernel({
       ...maxPoolGrad,
-      kernelFunc: (args) => ((args.attrs as Attrs).pad === 'same' || (args.attrs as Attrs).pad === 'valid' ? replacement(args) : maxPoolGrad.kernelFunc(args)),
+      kernelFunc: (args) =>
+        (args.attrs as Attrs).pad === 'same' || (args.attrs as Attrs).pad === 'valid' ? replacement(args) : maxPoolGrad.kernelFunc(args),
     });
   }
   registerAsOps('DepthwiseConv2dNativeBackpropInput', (inputs, a) =>
-    depthwiseInputGradient(inputs.dy as tf.Tensor4D, inputs.filter as tf.Tensor4D, a.inputShape as number[], pair(a.strides), padding('depthwise', a.pad)),
+    depthwiseInputGradient(
+      inputs.dy as tf.Tensor4D,
+      inputs.filter as tf.Tensor4D,
+      a.inputShape as number[],
+      pair(a.strides),
+      padding('depthwise', a.pad),
+    ),
   );
 }

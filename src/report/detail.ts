@@ -9,7 +9,13 @@ import { pct } from './format.js';
 export const esc = (s: unknown) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 
 export interface ValidationDetail {
-  confidence: { cleanConfidence: number; cleanLabelConfidenceAfter: number; perturbedConfidence: number; marginBefore: number; marginAfter: number };
+  confidence: {
+    cleanConfidence: number;
+    cleanLabelConfidenceAfter: number;
+    perturbedConfidence: number;
+    marginBefore: number;
+    marginAfter: number;
+  };
   perClass: ClassRate[];
   confusions: { fromName: string; toName: string; images: number }[];
 }
@@ -18,14 +24,25 @@ export interface ValidationDetail {
 function perClassSpec(rows: ClassRate[]): TopLevelSpec {
   const shown = rows.length <= 40 ? rows : [...rows].sort((a, b) => b.rate - a.rate).slice(0, 40);
   const values = shown.map((r) => ({ name: r.name.split(',')[0], rate: r.rate, lo: r.lo, hi: r.hi, n: r.images }));
-  const y = { field: 'name', type: 'nominal', sort: rows.length <= 40 ? null : '-x', title: rows[0]?.by === 'true label' ? 'true class' : 'predicted class (clean)' };
+  const y = {
+    field: 'name',
+    type: 'nominal',
+    sort: rows.length <= 40 ? null : '-x',
+    title: rows[0]?.by === 'true label' ? 'true class' : 'predicted class (clean)',
+  };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     data: { values },
     width: 360,
     height: { step: 14 },
     layer: [
-      { mark: { type: 'bar', color: '#d62728' }, encoding: { y, x: { field: 'rate', type: 'quantitative', title: 'fooling rate (95% CI)', scale: { domain: [0, 1] }, axis: { format: '%' } } } },
+      {
+        mark: { type: 'bar', color: '#d62728' },
+        encoding: {
+          y,
+          x: { field: 'rate', type: 'quantitative', title: 'fooling rate (95% CI)', scale: { domain: [0, 1] }, axis: { format: '%' } },
+        },
+      },
       { mark: { type: 'rule', color: '#333' }, encoding: { y, x: { field: 'lo', type: 'quantitative' }, x2: { field: 'hi' } } },
     ],
   } as TopLevelSpec;
@@ -36,7 +53,10 @@ export async function detailSection(d: ValidationDetail): Promise<string> {
   const many = d.perClass.length > 40;
   const table = (rows: ClassRate[]) =>
     `<table><tr><th>class</th><th>images</th><th>fooled</th><th>fooling rate (95% CI)</th></tr>${rows
-      .map((r) => `<tr><td>${esc(r.name.split(',')[0])}</td><td>${r.images}</td><td>${r.fooled}</td><td>${pct(r.rate)} (${pct(r.lo)}-${pct(r.hi)})</td></tr>`)
+      .map(
+        (r) =>
+          `<tr><td>${esc(r.name.split(',')[0])}</td><td>${r.images}</td><td>${r.fooled}</td><td>${pct(r.rate)} (${pct(r.lo)}-${pct(r.hi)})</td></tr>`,
+      )
       .join('')}</table>`;
   const sorted = [...d.perClass].sort((a, b) => b.rate - a.rate);
   const tables = many
@@ -96,7 +116,10 @@ export function amplitudeSpectrum(data: Float32Array, h: number, w: number, c: n
 }
 
 /** Mean, standard deviation, min, max and L2 norm of each channel of an [h, w, c] array. */
-export function channelStats(data: Float32Array, c: number): { channel: number; mean: number; std: number; min: number; max: number; l2: number }[] {
+export function channelStats(
+  data: Float32Array,
+  c: number,
+): { channel: number; mean: number; std: number; min: number; max: number; l2: number }[] {
   return Array.from({ length: c }, (_, ch) => {
     let sum = 0;
     let sq = 0;
@@ -127,13 +150,19 @@ export async function spectrumSection(file: string): Promise<string> {
   const lo = Math.min(...logs);
   const px = Buffer.from(logs.map((l) => Math.round((255 * (l - lo)) / Math.max(1e-12, hi - lo))));
   const scale = Math.max(1, Math.round(224 / w));
-  const png = await sharp(px, { raw: { width: w, height: h, channels: 1 } }).resize(w * scale, h * scale, { kernel: 'nearest' }).png().toBuffer();
+  const png = await sharp(px, { raw: { width: w, height: h, channels: 1 } })
+    .resize(w * scale, h * scale, { kernel: 'nearest' })
+    .png()
+    .toBuffer();
   const names = c === 3 ? ['R', 'G', 'B'] : c === 1 ? ['gray'] : Array.from({ length: c }, (_, i) => `channel ${i}`);
   const stats = channelStats(data, c);
   return `<h3>The perturbation in frequency and per channel</h3>
 <div class="row"><figure><img src="data:image/png;base64,${png.toString('base64')}" alt="amplitude spectrum of the perturbation" width="${w * scale}"><figcaption>2-D Fourier amplitude of v (log scale, channels summed, zero frequency at the centre): energy away from the centre is fine, high-frequency structure</figcaption></figure>
 <table><tr><th>channel</th><th>mean</th><th>std</th><th>min</th><th>max</th><th>L2</th></tr>${stats
-    .map((s) => `<tr><td>${names[s.channel]}</td><td>${s.mean.toFixed(2)}</td><td>${s.std.toFixed(2)}</td><td>${s.min.toFixed(2)}</td><td>${s.max.toFixed(2)}</td><td>${s.l2.toFixed(1)}</td></tr>`)
+    .map(
+      (s) =>
+        `<tr><td>${names[s.channel]}</td><td>${s.mean.toFixed(2)}</td><td>${s.std.toFixed(2)}</td><td>${s.min.toFixed(2)}</td><td>${s.max.toFixed(2)}</td><td>${s.l2.toFixed(1)}</td></tr>`,
+    )
     .join('')}</table></div>`;
 }
 

@@ -15,7 +15,8 @@ const INNER_NAMES: Record<string, string> = { fgsm: 'FGSM', pgd: 'PGD', newtonfo
 
 /** A crafting method in words (its registry title): "SGD-UAP", "Algorithm 1", or "Algorithm 1 (PGD inside)". */
 export function methodName(c: { method?: unknown; inner?: unknown; prior?: unknown; classes?: unknown }): string {
-  const title = typeof c.method === 'string' && Object.hasOwn(METHODS, c.method) ? METHODS[c.method as Method].title : METHODS.algorithm1.title;
+  const title =
+    typeof c.method === 'string' && Object.hasOwn(METHODS, c.method) ? METHODS[c.method as Method].title : METHODS.algorithm1.title;
   const inner = typeof c.inner === 'string' ? INNER_NAMES[c.inner] : undefined;
   if (inner) return `${title} (${inner} inside)`;
   if (c.method === 'gduap' && typeof c.prior === 'string') return `${title} (${c.prior === 'none' ? 'no data' : `${c.prior} prior`})`;

@@ -19,8 +19,6 @@ interface PassRow {
   seconds: number;
 }
 
-
-
 function readJson<T>(file: string): T | undefined {
   if (!existsSync(file)) return undefined;
   try {
@@ -56,17 +54,36 @@ function passCurve(history: PassRow[]): TopLevelSpec {
 }
 
 const ANALYSES: [file: string, title: string, summary: (j: Record<string, unknown>) => string][] = [
-  ['baseline', 'Fooling rate against norm (vs random noise)', (j) => `||v|| = ${Number(j.vNorm).toFixed(1)} (${j.norm === 2 ? 'L2' : 'Linf'}), ${j.images} images`],
+  [
+    'baseline',
+    'Fooling rate against norm (vs random noise)',
+    (j) => `||v|| = ${Number(j.vNorm).toFixed(1)} (${j.norm === 2 ? 'L2' : 'Linf'}), ${j.images} images`,
+  ],
   ['sweep-size', 'Fooling rate against the size of X', (j) => `${j.method}, validation on ${j.validationImages} images`],
-  ['graph', 'Fooling graph', (j) => {
-    const dom = (j.dominant as { name: string; share: number }[]).slice(0, 3).map((d) => `${d.name.split(',')[0]} ${pct(d.share)}`).join(', ');
-    return `${j.fooled} of ${j.images} images fooled; dominant labels: ${dom}`;
-  }],
-  ['normals', 'DeepFool normals: singular values', (j) => {
-    const sub = (j.subspace as { d: number; mean: number }[]).map((p) => `top-${p.d}: ${pct(p.mean)}`).join(', ');
-    return `${j.normals} normals; random vectors from the subspace: ${sub}; unconstrained: ${pct((j.unconstrained as { mean: number }).mean)}`;
-  }],
-  ['transfer', 'Transfer across models', (j) => `${(j.sources as unknown[]).length} perturbations x ${(j.models as unknown[]).length} models`],
+  [
+    'graph',
+    'Fooling graph',
+    (j) => {
+      const dom = (j.dominant as { name: string; share: number }[])
+        .slice(0, 3)
+        .map((d) => `${d.name.split(',')[0]} ${pct(d.share)}`)
+        .join(', ');
+      return `${j.fooled} of ${j.images} images fooled; dominant labels: ${dom}`;
+    },
+  ],
+  [
+    'normals',
+    'DeepFool normals: singular values',
+    (j) => {
+      const sub = (j.subspace as { d: number; mean: number }[]).map((p) => `top-${p.d}: ${pct(p.mean)}`).join(', ');
+      return `${j.normals} normals; random vectors from the subspace: ${sub}; unconstrained: ${pct((j.unconstrained as { mean: number }).mean)}`;
+    },
+  ],
+  [
+    'transfer',
+    'Transfer across models',
+    (j) => `${(j.sources as unknown[]).length} perturbations x ${(j.models as unknown[]).length} models`,
+  ],
 ];
 
 interface DefenceRound {
@@ -92,15 +109,28 @@ function defenceCurve(rounds: DefenceRound[]): TopLevelSpec {
 /** The defence run of `uap finetune`: rounds table, curve, and the perturbations before and after. */
 async function defenceSection(dir: string, d: { config: Record<string, unknown>; rounds: DefenceRound[] }): Promise<string> {
   const a = d.config.attack as { norm: number | string; xi: number };
-  const f = d.config.finetune as { poolSize: number; epochs: number; learningRate: number; sampling: { probability: number; scale: [number, number] } };
+  const f = d.config.finetune as {
+    poolSize: number;
+    epochs: number;
+    learningRate: number;
+    sampling: { probability: number; scale: [number, number] };
+  };
   const rows = d.rounds.map((r) => {
-    const epochs = r.epochs.map((e) => `${e.epoch}${e.learningRate ? ` (lr ${e.learningRate.toExponential(0)})` : ''}: ${pct(e.cleanAccuracy)} / ${pct(e.poolFoolingRate)}${e.kept ? '' : ' (undone)'}`).join('; ');
+    const epochs = r.epochs
+      .map(
+        (e) =>
+          `${e.epoch}${e.learningRate ? ` (lr ${e.learningRate.toExponential(0)})` : ''}: ${pct(e.cleanAccuracy)} / ${pct(e.poolFoolingRate)}${e.kept ? '' : ' (undone)'}`,
+      )
+      .join('; ');
     return `<tr><td>${r.round === 0 ? '0 (original)' : r.round}</td><td>${pct(r.cleanAccuracy)}</td><td><b>${pct(r.foolingRate)}</b></td><td>${pct(r.previousFoolingRate)}</td><td>${esc(epochs || '-')}</td></tr>`;
   });
   const figs = [`<figure>${await vegaLiteToSvg(defenceCurve(d.rounds))}<figcaption>on the validation images</figcaption></figure>`];
   for (const r of [d.rounds[0], d.rounds[d.rounds.length - 1]]) {
     const img = r && dataUri(join(dir, `round-${r.round}`, 'attack', 'perturbation.png'));
-    if (img && (r.round === 0 || d.rounds.length > 1)) figs.push(`<figure><img src="${img}" alt="UAP round ${r.round}" width="160"><figcaption>fresh UAP, round ${r.round}</figcaption></figure>`);
+    if (img && (r.round === 0 || d.rounds.length > 1))
+      figs.push(
+        `<figure><img src="${img}" alt="UAP round ${r.round}" width="160"><figcaption>fresh UAP, round ${r.round}</figcaption></figure>`,
+      );
   }
   return `<h3>Defence: fine-tuning on universal perturbations</h3>
 <p>${methodName(d.config)}, ${a.norm === 2 ? 'L2' : 'Linf'} xi = ${esc(a.xi)}; pool of ${f.poolSize} perturbations per round, each training image perturbed with probability ${f.sampling.probability} by a member times U(${f.sampling.scale.join(', ')}); ${f.epochs} epoch(s) per round, Adam ${f.learningRate}; ${esc(d.config.images)} training images, ${esc(d.config.valImages)} validation images.</p>
@@ -116,35 +146,73 @@ async function runSection(dir: string): Promise<string> {
     const run = metrics.run as { history: PassRow[]; passes: number; seconds: number; stopReason: string; targetSuccess?: number };
     const onVal = metrics.onVal as { foolingRate: number; images: number; cleanAccuracy?: number; perturbedAccuracy?: number } | null;
     const onX = metrics.onX as { foolingRate: number; images: number };
-    const random = metrics.randomNoiseOnVal as { sameLp: { norm: 2 | 'inf'; mean: number }; sameL2: { norm: 2 | 'inf'; mean: number } } | null;
+    const random = metrics.randomNoiseOnVal as {
+      sameLp: { norm: 2 | 'inf'; mean: number };
+      sameL2: { norm: 2 | 'inf'; mean: number };
+    } | null;
     const target = metrics.target as { name: string; successOnX: number | null; successOnVal: number | null } | null;
     const cd = metrics.classDiscriminative as { classes: number[]; onVal: { attacked: number; kept: number } } | undefined;
     const rows: [string, string][] = [
       ['model', esc(config.model)],
       ['method', methodName(config)],
-      ['norm, radius', `${config.norm === 2 ? 'L2' : 'Linf'} ${esc(config.xi)} (||v||<sub>2</sub> ${Number(metrics.normL2).toFixed(0)}, ||v||<sub>inf</sub> ${Number(metrics.normInf).toFixed(1)})`],
+      [
+        'norm, radius',
+        `${config.norm === 2 ? 'L2' : 'Linf'} ${esc(config.xi)} (||v||<sub>2</sub> ${Number(metrics.normL2).toFixed(0)}, ||v||<sub>inf</sub> ${Number(metrics.normInf).toFixed(1)})`,
+      ],
       ['passes, time', `${run.passes}, ${run.seconds.toFixed(0)} s — ${esc(run.stopReason)}`],
       ['fooling rate on X', `${pctCI(onX.foolingRate, onX.images)}, ${onX.images} images`],
       ['fooling rate on validation', onVal ? `<b>${pctCI(onVal.foolingRate, onVal.images)}</b>, ${onVal.images} images` : '-'],
-      ...(onVal?.cleanAccuracy !== undefined ? [['accuracy on validation, clean -> perturbed', `${pct(onVal.cleanAccuracy)} -> ${pct(onVal.perturbedAccuracy)}`] as [string, string]] : []),
+      ...(onVal?.cleanAccuracy !== undefined
+        ? [
+            ['accuracy on validation, clean -> perturbed', `${pct(onVal.cleanAccuracy)} -> ${pct(onVal.perturbedAccuracy)}`] as [
+              string,
+              string,
+            ],
+          ]
+        : []),
       ['random noise, same Linf / same L2', random ? `${pct(random.sameLp.mean)} / ${pct(random.sameL2.mean)}` : '-'],
-      ...(target ? [['targeted at', `${esc(target.name)}: ${pct(target.successOnX)} on X, ${pct(target.successOnVal)} on validation`] as [string, string]] : []),
-      ...(cd ? [['class-discriminative', `classes ${esc(cd.classes.join(', '))}: ${pct(cd.onVal.attacked)} of their validation images fooled; the other classes keep their label on ${pct(cd.onVal.kept)}`] as [string, string]] : []),
+      ...(target
+        ? [
+            ['targeted at', `${esc(target.name)}: ${pct(target.successOnX)} on X, ${pct(target.successOnVal)} on validation`] as [
+              string,
+              string,
+            ],
+          ]
+        : []),
+      ...(cd
+        ? [
+            [
+              'class-discriminative',
+              `classes ${esc(cd.classes.join(', '))}: ${pct(cd.onVal.attacked)} of their validation images fooled; the other classes keep their label on ${pct(cd.onVal.kept)}`,
+            ] as [string, string],
+          ]
+        : []),
     ];
     parts.push(`<table>${rows.map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join('')}</table>`);
     // A class-discriminative v is meant to leave most images alone: beside noise, its overall rate says nothing.
-    for (const w of runWarnings({ onX, onVal, randomOnVal: cd ? null : random })) parts.push(`<p class="warning">warning: ${esc(withOptionNames(w))}</p>`);
+    for (const w of runWarnings({ onX, onVal, randomOnVal: cd ? null : random }))
+      parts.push(`<p class="warning">warning: ${esc(withOptionNames(w))}</p>`);
     const figs: string[] = [];
     const pert = dataUri(join(dir, 'perturbation.png'));
-    if (pert) figs.push(`<figure><img src="${pert}" alt="the perturbation" width="224"><figcaption>the perturbation (scaled for visibility)</figcaption></figure>`);
-    if (run.history.length) figs.push(`<figure>${await vegaLiteToSvg(passCurve(run.history))}<figcaption>after each pass</figcaption></figure>`);
+    if (pert)
+      figs.push(
+        `<figure><img src="${pert}" alt="the perturbation" width="224"><figcaption>the perturbation (scaled for visibility)</figcaption></figure>`,
+      );
+    if (run.history.length)
+      figs.push(`<figure>${await vegaLiteToSvg(passCurve(run.history))}<figcaption>after each pass</figcaption></figure>`);
     parts.push(`<div class="row">${figs.join('')}</div>`);
     const ex = dataUri(join(dir, 'examples.png'));
-    if (ex) parts.push(`<figure><img src="${ex}" alt="examples" class="wide"><figcaption>validation images drawn at random (seed 0, not chosen for being fooled): clean label (top), with the perturbation and the label it now gets (bottom)</figcaption></figure>`);
+    if (ex)
+      parts.push(
+        `<figure><img src="${ex}" alt="examples" class="wide"><figcaption>validation images drawn at random (seed 0, not chosen for being fooled): clean label (top), with the perturbation and the label it now gets (bottom)</figcaption></figure>`,
+      );
     const detail = metrics.validationDetail as ValidationDetail | null | undefined;
     if (detail) parts.push(await detailSection(detail));
     if (existsSync(join(dir, 'perturbation.npy'))) parts.push(await spectrumSection(join(dir, 'perturbation.npy')));
-    if (existsSync(join(dir, 'predictions.csv'))) parts.push(`<p>Per image (file, true label, clean and perturbed labels with confidences): <code>${esc(join(dir, 'predictions.csv'))}</code></p>`);
+    if (existsSync(join(dir, 'predictions.csv')))
+      parts.push(
+        `<p>Per image (file, true label, clean and perturbed labels with confidences): <code>${esc(join(dir, 'predictions.csv'))}</code></p>`,
+      );
     parts.push(provenanceTable(config.provenance as Record<string, unknown> | undefined));
   }
   const defence = readJson<{ config: Record<string, unknown>; rounds: DefenceRound[] }>(join(dir, 'defence.json'));
@@ -155,14 +223,21 @@ async function runSection(dir: string): Promise<string> {
     if (!j || !svg) continue;
     parts.push(`<h3>${title}</h3><p>${esc(summary(j))}</p><figure class="plot">${svg}</figure>`);
   }
-  if (!parts.length) throw new UsageError(`${dir}: no run or analysis results here (expected config.json + metrics.json, defence.json of uap finetune, or *.json + *.svg of uap baseline / graph / sweep-size / normals / transfer)`);
+  if (!parts.length)
+    throw new UsageError(
+      `${dir}: no run or analysis results here (expected config.json + metrics.json, defence.json of uap finetune, or *.json + *.svg of uap baseline / graph / sweep-size / normals / transfer)`,
+    );
   return `<section><h2>${esc(config?.model ? `${config.model} — ${basename(dir)}` : basename(dir))}</h2>${parts.join('\n')}</section>`;
 }
 
 /** Several runs side by side: one table of their figures and their per-pass curves on one plot. */
 async function comparisonSection(dirs: string[]): Promise<string> {
   const runs = dirs
-    .map((dir) => ({ dir, config: readJson<Record<string, unknown>>(join(dir, 'config.json')), metrics: readJson<Record<string, unknown>>(join(dir, 'metrics.json')) }))
+    .map((dir) => ({
+      dir,
+      config: readJson<Record<string, unknown>>(join(dir, 'config.json')),
+      metrics: readJson<Record<string, unknown>>(join(dir, 'metrics.json')),
+    }))
     .filter((r) => r.config && r.metrics && r.metrics.run);
   if (runs.length < 2) return '';
   const names = runs.map((r) => basename(r.dir));
@@ -175,7 +250,9 @@ async function comparisonSection(dirs: string[]): Promise<string> {
     const random = m.randomNoiseOnVal as { sameLp: { mean: number } } | null;
     return `<tr><td>${esc(names[i])}</td><td>${esc(c.model)}</td><td>${methodName(c)}</td><td>${c.norm === 2 ? 'L2' : 'Linf'} ${esc(c.xi)}</td><td>${pctCI(onX.foolingRate, onX.images)}</td><td>${onVal ? `<b>${pctCI(onVal.foolingRate, onVal.images)}</b>, n = ${onVal.images}` : '-'}</td><td>${random ? pct(random.sameLp.mean) : '-'}</td><td>${run.passes}, ${run.seconds.toFixed(0)} s</td></tr>`;
   });
-  const curves = runs.flatMap((r, i) => (r.metrics!.run as { history: PassRow[] }).history.map((h) => ({ x: h.pass, rate: h.foolingRate, what: names[i] })));
+  const curves = runs.flatMap((r, i) =>
+    (r.metrics!.run as { history: PassRow[] }).history.map((h) => ({ x: h.pass, rate: h.foolingRate, what: names[i] })),
+  );
   return `<section><h2>Runs compared</h2>
 <table><tr><th>run</th><th>model</th><th>method</th><th>norm, radius</th><th>fooling rate on X</th><th>on validation (95% CI)</th><th>random noise, same norm</th><th>passes, time</th></tr>${rows.join('')}</table>
 <figure>${await vegaLiteToSvg(rateLines(curves, 'pass', undefined, 'fooling rate on X'))}<figcaption>fooling rate on X after each pass, one line per run</figcaption></figure></section>`;

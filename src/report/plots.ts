@@ -14,7 +14,12 @@ export async function vegaLiteToSvg(spec: TopLevelSpec): Promise<string> {
 export type { TopLevelSpec };
 
 /** Rates (0..1) against a step (pass, round): one line per `what` (dashed where `dashed`: references such as noise), percent axis. */
-export function rateLines(values: { x: number; rate: number; what?: string; dashed?: boolean }[], xTitle: string, size = { width: 360, height: 200 }, yTitle: string | null = null): TopLevelSpec {
+export function rateLines(
+  values: { x: number; rate: number; what?: string; dashed?: boolean }[],
+  xTitle: string,
+  size = { width: 360, height: 200 },
+  yTitle: string | null = null,
+): TopLevelSpec {
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     data: { values },
@@ -24,7 +29,22 @@ export function rateLines(values: { x: number; rate: number; what?: string; dash
       x: { field: 'x', type: 'quantitative', title: xTitle, axis: { tickMinStep: 1 } },
       y: { field: 'rate', type: 'quantitative', title: yTitle, scale: { domain: [0, 1] }, axis: { format: '%' } },
       ...(values.some((v) => v.what) ? { color: { field: 'what', type: 'nominal', title: null, legend: { labelLimit: 260 } } } : {}),
-      ...(values.some((v) => v.dashed) ? { strokeDash: { field: 'dashed', type: 'nominal', legend: null, scale: { domain: [false, true], range: [[1, 0], [5, 3]] } } } : {}),
+      ...(values.some((v) => v.dashed)
+        ? {
+            strokeDash: {
+              field: 'dashed',
+              type: 'nominal',
+              legend: null,
+              scale: {
+                domain: [false, true],
+                range: [
+                  [1, 0],
+                  [5, 3],
+                ],
+              },
+            },
+          }
+        : {}),
     },
   } as TopLevelSpec;
 }

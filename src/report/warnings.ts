@@ -21,8 +21,12 @@ export function runWarnings(s: { onX: Rate; onVal?: Rate | null; randomOnVal?: {
   if (!onVal) return warnings;
   for (const b of r ? [r.sameLp, r.sameL2] : [])
     if (onVal.foolingRate <= b.mean)
-      warnings.push(`v fools ${pct(onVal.foolingRate)} of the validation images, no more than random noise of the same ${b.norm === 2 ? 'L2' : 'Linf'} norm (${pct(b.mean)}): it is not a universal perturbation yet (more passes, a larger {xi}, or {method} sgd)`);
+      warnings.push(
+        `v fools ${pct(onVal.foolingRate)} of the validation images, no more than random noise of the same ${b.norm === 2 ? 'L2' : 'Linf'} norm (${pct(b.mean)}): it is not a universal perturbation yet (more passes, a larger {xi}, or {method} sgd)`,
+      );
   if (onX.foolingRate > onVal.foolingRate && ratesDiffer(onX.foolingRate, onX.images, onVal.foolingRate, onVal.images))
-    warnings.push(`v fools ${pct(onX.foolingRate)} of X but ${pct(onVal.foolingRate)} of the validation images, more apart than their 95% intervals allow: it is fitted to X (more images in X narrow the gap)`);
+    warnings.push(
+      `v fools ${pct(onX.foolingRate)} of X but ${pct(onVal.foolingRate)} of the validation images, more apart than their 95% intervals allow: it is fitted to X (more images in X narrow the gap)`,
+    );
   return warnings;
 }

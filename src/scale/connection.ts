@@ -31,7 +31,8 @@ export function queueConnection(url: string, field = 'queue'): QueueConnection {
   } catch {
     throw new UsageError(`{${field}} ${redacted(url)}: expected redis://[:password@]host:port[/db] or rediss://... (TLS)`);
   }
-  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new UsageError(`{${field}} ${redacted(url)}: expected a redis:// or rediss:// URL (BullMQ on Redis), not ${u.protocol}`);
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:')
+    throw new UsageError(`{${field}} ${redacted(url)}: expected a redis:// or rediss:// URL (BullMQ on Redis), not ${u.protocol}`);
   if (!u.hostname) throw new UsageError(`{${field}} ${redacted(url)}: the URL names no host`);
   return { url, maxRetriesPerRequest: null, enableOfflineQueue: true, ...(u.protocol === 'rediss:' ? { tls: {} } : {}) };
 }
@@ -53,7 +54,13 @@ export async function connected(
   what.on('error', (e: Error) => (failFirst ? failFirst(e) : opts.onError?.(e)));
   const failed = new Promise<never>((_, reject) => {
     failFirst = (e) => reject(new UsageError(`{${field}} ${redacted(url)}: cannot connect (${e.message.split('\n')[0]})`));
-    timer = setTimeout(() => reject(new UsageError(`{${field}} ${redacted(url)}: no Redis answered within ${seconds} s (is redis-server running and reachable?)`)), seconds * 1000);
+    timer = setTimeout(
+      () =>
+        reject(
+          new UsageError(`{${field}} ${redacted(url)}: no Redis answered within ${seconds} s (is redis-server running and reachable?)`),
+        ),
+      seconds * 1000,
+    );
   });
   try {
     await Promise.race([what.waitUntilReady(), failed]);

@@ -8,7 +8,20 @@ import { UsageError } from '../errors.js';
 import { scoringBatch } from '../model/scoring.js';
 import { packageVersion } from '../paths.js';
 import { connected, queueConnection, QUEUE_NAME, redacted } from './connection.js';
-import { SHARD_PROTOCOL, dataPrint, fromBase64, modelPrint, perturbationKey, planShards, sha256, shardItems, type CraftJob, type Crafted, type GradJob, type ScoreShard } from './shards.js';
+import {
+  SHARD_PROTOCOL,
+  dataPrint,
+  fromBase64,
+  modelPrint,
+  perturbationKey,
+  planShards,
+  sha256,
+  shardItems,
+  type CraftJob,
+  type Crafted,
+  type GradJob,
+  type ScoreShard,
+} from './shards.js';
 import type { AttackSettings, Method } from '../attacks/methods.js';
 
 /**
@@ -38,7 +51,11 @@ export interface QueueScoring {
 export type QueueOption = Pick<QueueScoring, 'url' | 'shardSize'>;
 
 /** The queue settings for one set of a job: the job's option, the model and set as workers resolve them, warnings to `log`. */
-export function queueFor(queue: QueueOption, set: Omit<QueueScoring, 'url' | 'shardSize' | 'warn'>, log: { warn: (message: string) => void }): QueueScoring {
+export function queueFor(
+  queue: QueueOption,
+  set: Omit<QueueScoring, 'url' | 'shardSize' | 'warn'>,
+  log: { warn: (message: string) => void },
+): QueueScoring {
   return { ...queue, ...set, warn: (m) => log.warn(m) };
 }
 
@@ -71,7 +88,10 @@ export class QueueSession {
     redis.on('error', () => {}); // failures reach the commands that meet them
     const session = new QueueSession(url, queue, events, redis);
     try {
-      await Promise.all([connected(queue, url, { onError: (e) => warn?.(`queue ${redacted(url)}: ${e.message}`) }), connected(events, url, { onError: () => {} })]);
+      await Promise.all([
+        connected(queue, url, { onError: (e) => warn?.(`queue ${redacted(url)}: ${e.message}`) }),
+        connected(events, url, { onError: () => {} }),
+      ]);
       await redis.connect().catch((e: Error) => {
         throw new UsageError(`{queue} ${redacted(url)}: cannot connect (${e.message})`);
       });
@@ -79,7 +99,8 @@ export class QueueSession {
       await session.close();
       throw e;
     }
-    if ((await queue.getWorkersCount()) === 0) warn?.(`queue ${redacted(url)}: no uap worker is listening yet; the work waits until one starts (uap worker {queue} URL)`);
+    if ((await queue.getWorkersCount()) === 0)
+      warn?.(`queue ${redacted(url)}: no uap worker is listening yet; the work waits until one starts (uap worker {queue} URL)`);
     return session;
   }
 
@@ -121,7 +142,11 @@ export class QueueSession {
           for (const id of pending) {
             const job = await this.queue.getJob(id).catch(() => null);
             if (job === undefined && pending.has(id))
-              reject(new UsageError(`queue ${redacted(this.url)}: Redis lost the queued work (restarted without its data?); run the command again`));
+              reject(
+                new UsageError(
+                  `queue ${redacted(this.url)}: Redis lost the queued work (restarted without its data?); run the command again`,
+                ),
+              );
           }
         })();
       }, 5000);
@@ -133,7 +158,13 @@ export class QueueSession {
         jobs.map((data, i) => ({
           name,
           data,
-          opts: { jobId: ids[i], attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: KEEP_SECONDS }, removeOnFail: { age: KEEP_SECONDS } },
+          opts: {
+            jobId: ids[i],
+            attempts: 3,
+            backoff: { type: 'exponential', delay: 1000 },
+            removeOnComplete: { age: KEEP_SECONDS },
+            removeOnFail: { age: KEEP_SECONDS },
+          },
         })),
       );
       const all = Promise.all(
@@ -177,18 +208,36 @@ export async function scoreOnQueue(q: QueueScoring, model: Classifier, set: Stre
 }
 
 /** Top-1 labels of a listed set, clean and with each of `vs`, scored in shards by workers (uap transfer). */
-export async function labelsOnQueue(q: QueueScoring, model: Classifier, set: StreamedImages, vs: Float32Array[], o: { batchSize?: number; onBatch?: (done: number) => void }): Promise<Int32Array[]> {
+export async function labelsOnQueue(
+  q: QueueScoring,
+  model: Classifier,
+  set: StreamedImages,
+  vs: Float32Array[],
+  o: { batchSize?: number; onBatch?: (done: number) => void },
+): Promise<Int32Array[]> {
   return joinLabels((await withSession(q, (s) => queueParts(s, q, model, set, vs, { ...o, radii: [], draws: 0 }))).parts);
 }
 
 /** Each image's rank of its true label among the clean logits, scored in shards by workers (uap accuracy). */
-export async function ranksOnQueue(q: QueueScoring, model: Classifier, set: StreamedImages, o: { batchSize?: number; onBatch?: (done: number) => void }): Promise<number[]> {
+export async function ranksOnQueue(
+  q: QueueScoring,
+  model: Classifier,
+  set: StreamedImages,
+  o: { batchSize?: number; onBatch?: (done: number) => void },
+): Promise<number[]> {
   const { parts } = await withSession(q, (s) => queueParts(s, q, model, set, [], { ...o, radii: [], draws: 0, ranks: true }));
   return parts.flatMap((p) => p.ranks ?? []);
 }
 
 /** Queues the shards of scoring `set` with `vs` (and noise), follows them, and gives their parts in shard order. */
-async function queueParts(session: QueueSession, q: QueueScoring, model: Classifier, set: StreamedImages, vs: Float32Array[], o: NoiseScoreOptions): Promise<{ ranges: { start: number; end: number }[]; parts: ShardResult[] }> {
+async function queueParts(
+  session: QueueSession,
+  q: QueueScoring,
+  model: Classifier,
+  set: StreamedImages,
+  vs: Float32Array[],
+  o: NoiseScoreOptions,
+): Promise<{ ranges: { start: number; end: number }[]; parts: ShardResult[] }> {
   const shas: string[] = [];
   for (const v of vs) shas.push(await session.put(v));
   // A shard is whole batches: a default batch bigger than the shard size asked for gives way to it.
@@ -198,7 +247,21 @@ async function queueParts(session: QueueSession, q: QueueScoring, model: Classif
   const mPrint = await modelPrint(model);
   const shards: ScoreShard[] = ranges.map((r) => {
     const items = shardItems(set.listed.slice(r.start, r.end), q.dir);
-    return { ...PROTOCOL, model: q.model, modelPrint: mPrint, data: q.data, role: q.role ?? 'val', items, dataPrint: dataPrint(items, q.dir), vs: shas, radii: o.radii, draws: o.draws, batchSize, strict: q.strict ?? false, ...(o.ranks ? { ranks: true } : {}) };
+    return {
+      ...PROTOCOL,
+      model: q.model,
+      modelPrint: mPrint,
+      data: q.data,
+      role: q.role ?? 'val',
+      items,
+      dataPrint: dataPrint(items, q.dir),
+      vs: shas,
+      radii: o.radii,
+      draws: o.draws,
+      batchSize,
+      strict: q.strict ?? false,
+      ...(o.ranks ? { ranks: true } : {}),
+    };
   });
   const done = new Array<number>(shards.length).fill(0);
   const tell = () => o.onBatch?.(done.reduce((a, b) => a + b, 0));
@@ -220,7 +283,12 @@ async function queueParts(session: QueueSession, q: QueueScoring, model: Classif
  * gradients come back in order and the step adds them as the local run does (sgd.ts: sumShards).
  * The session stays open for the run; `close` ends it.
  */
-export async function queueGradients(q: QueueScoring, model: Classifier, X: ImageSet, loss: SgdLossOptions): Promise<{ shardGradients: ShardGradients; close: () => Promise<void> }> {
+export async function queueGradients(
+  q: QueueScoring,
+  model: Classifier,
+  X: ImageSet,
+  loss: SgdLossOptions,
+): Promise<{ shardGradients: ShardGradients; close: () => Promise<void> }> {
   const session = await QueueSession.open(q.url, q.warn);
   const mPrint = await modelPrint(model);
   let step = 0;
@@ -229,10 +297,29 @@ export async function queueGradients(q: QueueScoring, model: Classifier, X: Imag
     const sha = await session.put(v, 3600);
     try {
       const jobs: GradJob[] = shards.map((s) => {
-        const items = shardItems(s.idx.map((i) => X.items[i]), q.dir);
-        return { ...PROTOCOL, model: q.model, modelPrint: mPrint, data: q.data, role: q.role ?? 'data', items, dataPrint: dataPrint(items, q.dir), v: sha, labels: Array.from(s.labels), n, loss };
+        const items = shardItems(
+          s.idx.map((i) => X.items[i]),
+          q.dir,
+        );
+        return {
+          ...PROTOCOL,
+          model: q.model,
+          modelPrint: mPrint,
+          data: q.data,
+          role: q.role ?? 'data',
+          items,
+          dataPrint: dataPrint(items, q.dir),
+          v: sha,
+          labels: Array.from(s.labels),
+          n,
+          loss,
+        };
       });
-      const got = await session.run<{ grad: string; fooled: number }>('grad', jobs, (i) => `gradient shard ${i + 1} of ${jobs.length} of step ${step}`);
+      const got = await session.run<{ grad: string; fooled: number }>(
+        'grad',
+        jobs,
+        (i) => `gradient shard ${i + 1} of ${jobs.length} of step ${step}`,
+      );
       return got.map((g): ShardGradient => ({ grad: fromBase64(g.grad), fooled: g.fooled }));
     } finally {
       await session.drop(sha); // a new v every step: keep Redis from filling with old ones
@@ -245,12 +332,30 @@ export async function queueGradients(q: QueueScoring, model: Classifier, X: Imag
  * Whole crafting runs on the workers, all queued at once (the points of a size sweep, the members of
  * a defence pool): each on its own X with its own settings; v and the run's figures come back in order.
  */
-export async function craftOnQueue(q: QueueScoring, model: Classifier, runs: { X: ImageSet; options: AttackSettings }[], method: Method): Promise<{ v: Float32Array; foolingRate: number; passes: number; seconds: number }[]> {
+export async function craftOnQueue(
+  q: QueueScoring,
+  model: Classifier,
+  runs: { X: ImageSet; options: AttackSettings }[],
+  method: Method,
+): Promise<{ v: Float32Array; foolingRate: number; passes: number; seconds: number }[]> {
   const mPrint = await modelPrint(model);
   const jobs: CraftJob[] = runs.map(({ X, options }) => {
     const items = shardItems(X.items, q.dir);
-    return { ...PROTOCOL, model: q.model, modelPrint: mPrint, data: q.data, role: q.role ?? 'data', items, dataPrint: dataPrint(items, q.dir), strict: q.strict ?? false, method, options };
+    return {
+      ...PROTOCOL,
+      model: q.model,
+      modelPrint: mPrint,
+      data: q.data,
+      role: q.role ?? 'data',
+      items,
+      dataPrint: dataPrint(items, q.dir),
+      strict: q.strict ?? false,
+      method,
+      options,
+    };
   });
-  const got = await withSession(q, (s) => s.run<Crafted>('craft', jobs, (i) => `crafting run ${i + 1} of ${jobs.length} (|X| = ${runs[i].X.size})`));
+  const got = await withSession(q, (s) =>
+    s.run<Crafted>('craft', jobs, (i) => `crafting run ${i + 1} of ${jobs.length} (|X| = ${runs[i].X.size})`),
+  );
   return got.map((c) => ({ ...c, v: fromBase64(c.v) }));
 }

@@ -58,7 +58,10 @@ export interface GradJob extends Pick<ScoreShard, 'protocol' | 'uap' | 'model' |
 }
 
 /** One whole crafting run on a worker (a point of a size sweep): its X (the images, in order), the method and its settings. */
-export interface CraftJob extends Pick<ScoreShard, 'protocol' | 'uap' | 'model' | 'modelPrint' | 'data' | 'role' | 'items' | 'dataPrint' | 'strict'> {
+export interface CraftJob extends Pick<
+  ScoreShard,
+  'protocol' | 'uap' | 'model' | 'modelPrint' | 'data' | 'role' | 'items' | 'dataPrint' | 'strict'
+> {
   method: Method;
   options: AttackSettings;
 }
@@ -124,7 +127,17 @@ export function dataPrint(items: ShardItem[], dir: string): string {
 /** sha256 of a loaded model's files and of its shape: two machines agree on it only with the same model. */
 export async function modelPrint(model: Classifier): Promise<string> {
   const files = (await modelSha256(model.file)) ?? 'no file';
-  return createHash('sha256').update(JSON.stringify({ files, name: model.name, inputShape: model.inputShape, numClasses: model.numClasses, preprocess: model.preprocess ?? null })).digest('hex');
+  return createHash('sha256')
+    .update(
+      JSON.stringify({
+        files,
+        name: model.name,
+        inputShape: model.inputShape,
+        numClasses: model.numClasses,
+        preprocess: model.preprocess ?? null,
+      }),
+    )
+    .digest('hex');
 }
 
 /** Where a perturbation waits in Redis for the workers. */

@@ -14,7 +14,19 @@ import { assetsDir, EMBEDDED_DIR, packageVersion } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { connected, queueConnection, QUEUE_NAME, redacted } from './connection.js';
 import type { ShardResult } from './coordinator.js';
-import { SHARD_PROTOCOL, dataPrint, localItems, modelPrint, perturbationKey, sha256, toBase64, type CraftJob, type Crafted, type GradJob, type ScoreShard } from './shards.js';
+import {
+  SHARD_PROTOCOL,
+  dataPrint,
+  localItems,
+  modelPrint,
+  perturbationKey,
+  sha256,
+  toBase64,
+  type CraftJob,
+  type Crafted,
+  type GradJob,
+  type ScoreShard,
+} from './shards.js';
 import * as tf from '../tf.js';
 import { shardGradient } from '../attacks/sgd.js';
 import { decodeItem, defaultCacheBytes } from '../data/stream.js';
@@ -50,7 +62,8 @@ function inside(path: string, folders: string[], what: string): string {
   } catch {
     throw new UsageError(`${what} ${path}: not found on this worker`);
   }
-  if (!roots.some((r) => real === r || real.startsWith(r + sep))) throw new UsageError(`${what} ${path}: outside the folders this worker may read (${roots.join(', ')}; add one with {root})`);
+  if (!roots.some((r) => real === r || real.startsWith(r + sep)))
+    throw new UsageError(`${what} ${path}: outside the folders this worker may read (${roots.join(', ')}; add one with {root})`);
   return real;
 }
 
@@ -95,19 +108,26 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
 
   /** The job's model and the folder of its images here, after the checks of model, folders and images. */
   const check = async (s: Pick<ScoreShard, 'protocol' | 'uap' | 'model' | 'modelPrint' | 'data' | 'role' | 'items' | 'dataPrint'>) => {
-    if (s.protocol !== SHARD_PROTOCOL) throw refuse(`the coordinator runs uap ${s.uap ?? '(unknown)'} with job format ${s.protocol ?? '(none)'}, this worker uap ${packageVersion()} with ${SHARD_PROTOCOL}: run the same uap everywhere`);
+    if (s.protocol !== SHARD_PROTOCOL)
+      throw refuse(
+        `the coordinator runs uap ${s.uap ?? '(unknown)'} with job format ${s.protocol ?? '(none)'}, this worker uap ${packageVersion()} with ${SHARD_PROTOCOL}: run the same uap everywhere`,
+      );
     let model: Classifier;
     let print: string;
     let dir: string;
     try {
       ({ model, print } = await modelFor(s.model));
-      if (print !== s.modelPrint) throw new Error(`model ${s.model.spec}: its files here differ from the coordinator's (fingerprint ${print.slice(0, 12)}, expected ${s.modelPrint.slice(0, 12)})`);
+      if (print !== s.modelPrint)
+        throw new Error(
+          `model ${s.model.spec}: its files here differ from the coordinator's (fingerprint ${print.slice(0, 12)}, expected ${s.modelPrint.slice(0, 12)})`,
+        );
       dir = inside(dataFolder(s.data ?? defaultData(model, assets)[s.role], assets), roots, 'data');
       for (const i of localItems(s.items, dir)) inside(i.path, roots, 'image');
     } catch (e) {
       throw refuse((e as Error).message);
     }
-    if (dataPrint(s.items, dir) !== s.dataPrint) throw refuse(`data ${s.data ?? 'default'}: the shard's images here differ from the coordinator's (names, labels or sizes)`);
+    if (dataPrint(s.items, dir) !== s.dataPrint)
+      throw refuse(`data ${s.data ?? 'default'}: the shard's images here differ from the coordinator's (names, labels or sizes)`);
     return { model, items: localItems(s.items, dir) };
   };
 
@@ -116,7 +136,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     const bytes = await redis.getBuffer(perturbationKey(sha));
     if (!bytes || sha256(bytes) !== sha) throw refuse(`perturbation ${sha.slice(0, 12)}: missing or damaged in Redis`);
     const v = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-    if (v.length !== model.inputShape.reduce((a, b) => a * b, 1)) throw refuse(`perturbation: ${v.length} values for a ${model.inputShape.join('x')} model`);
+    if (v.length !== model.inputShape.reduce((a, b) => a * b, 1))
+      throw refuse(`perturbation: ${v.length} values for a ${model.inputShape.join('x')} model`);
     return v;
   };
 
@@ -126,10 +147,19 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     const vs: Float32Array[] = [];
     for (const sha of s.vs) vs.push(await perturbation(sha, model));
     const set = openImages(items, model.inputShape, { strict: s.strict });
-    const part = await scorePart(model, set, vs, { radii: s.radii, draws: s.draws, noise: noiseFor(model, s), ranks: s.ranks, batchSize: s.batchSize, onBatch: (done) => void job.updateProgress(done) });
+    const part = await scorePart(model, set, vs, {
+      radii: s.radii,
+      draws: s.draws,
+      noise: noiseFor(model, s),
+      ranks: s.ranks,
+      batchSize: s.batchSize,
+      onBatch: (done) => void job.updateProgress(done),
+    });
     const reasons = new Map(set.skipped.map((k) => [k.path, k.reason]));
     const kept = new Set(part.kept);
-    const skipped = s.items.flatMap((_, at) => (kept.has(at) ? [] : [{ at, reason: reasons.get(itemName(set.listed[at])) ?? 'not decoded' }]));
+    const skipped = s.items.flatMap((_, at) =>
+      kept.has(at) ? [] : [{ at, reason: reasons.get(itemName(set.listed[at])) ?? 'not decoded' }],
+    );
     return { ...part, skipped };
   };
 
@@ -171,7 +201,10 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const craftRun = async (c: CraftJob): Promise<Crafted> => {
     const { model, items } = await check(c);
     const { set } = await loadImages(items, model.inputShape, { strict: c.strict });
-    if (set.size !== items.length) throw refuse(`data ${c.data ?? 'default'}: ${items.length - set.size} of the job's images do not decode here, though they did on the coordinator`);
+    if (set.size !== items.length)
+      throw refuse(
+        `data ${c.data ?? 'default'}: ${items.length - set.size} of the job's images do not decode here, though they did on the coordinator`,
+      );
     const res = await craft(model, set, c.method, c.options);
     try {
       return { v: toBase64(res.v.dataSync() as Float32Array), foolingRate: res.foolingRate, passes: res.passes, seconds: res.seconds };
@@ -185,8 +218,15 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     async (job) => {
       const started = Date.now();
       const data = job.data as ScoreShard | GradJob | CraftJob;
-      const result = job.name === 'grad' ? await gradient(data as GradJob) : job.name === 'craft' ? await craftRun(data as CraftJob) : await score(data as ScoreShard, job);
-      o.log.info(`${job.name === 'grad' ? 'gradient shard' : job.name === 'craft' ? 'crafting run' : 'shard'} ${job.id}: ${data.items.length} images of ${data.model.spec} in ${((Date.now() - started) / 1000).toFixed(2)} s`);
+      const result =
+        job.name === 'grad'
+          ? await gradient(data as GradJob)
+          : job.name === 'craft'
+            ? await craftRun(data as CraftJob)
+            : await score(data as ScoreShard, job);
+      o.log.info(
+        `${job.name === 'grad' ? 'gradient shard' : job.name === 'craft' ? 'crafting run' : 'shard'} ${job.id}: ${data.items.length} images of ${data.model.spec} in ${((Date.now() - started) / 1000).toFixed(2)} s`,
+      );
       return result;
     },
     { connection, concurrency: 1, lockDuration: o.lockMs ?? 30_000, stalledInterval: o.lockMs ?? 30_000, maxStalledCount: 2 },

@@ -67,19 +67,38 @@ export function studioCatalog(assetsFlag?: string): StudioCatalog {
   for (const [id, title, dirs, labelSpace] of sets) {
     if (!dirs.every((dir) => existsSync(dir))) continue;
     const items = dirs.flatMap((dir) => listDataset(dir, { wnids: labelSpace === 'imagenet' ? wnids : undefined }));
-    datasets.push({ id, title, labelSpace, items: items.flatMap((i) => (toUrl(i.path, assets) ? [{ url: toUrl(i.path, assets)!, label: i.label }] : [])) });
+    datasets.push({
+      id,
+      title,
+      labelSpace,
+      items: items.flatMap((i) => (toUrl(i.path, assets) ? [{ url: toUrl(i.path, assets)!, label: i.label }] : [])),
+    });
   }
   return { models, datasets, assets: haveAssets };
 }
 
 const TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css', '.json': 'application/json',
-  '.wasm': 'application/wasm', '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.svg': 'image/svg+xml', '.bin': 'application/octet-stream',
-  '.tflite': 'application/octet-stream', '.txt': 'text/plain; charset=utf-8', '.npy': 'application/octet-stream',
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript',
+  '.mjs': 'text/javascript',
+  '.css': 'text/css',
+  '.json': 'application/json',
+  '.wasm': 'application/wasm',
+  '.png': 'image/png',
+  '.jpg': 'image/jpeg',
+  '.jpeg': 'image/jpeg',
+  '.svg': 'image/svg+xml',
+  '.bin': 'application/octet-stream',
+  '.tflite': 'application/octet-stream',
+  '.txt': 'text/plain; charset=utf-8',
+  '.npy': 'application/octet-stream',
 };
 
 function sendFile(req: IncomingMessage, res: ServerResponse, file: string): void {
-  res.writeHead(200, { 'content-type': TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream', 'content-length': statSync(file).size });
+  res.writeHead(200, {
+    'content-type': TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream',
+    'content-length': statSync(file).size,
+  });
   if (req.method === 'HEAD') {
     res.end();
     return;
@@ -173,19 +192,27 @@ export function isLoopback(host: string): boolean {
 }
 
 /** `uap studio`: serves the built page on localhost (another --host only when asked). */
-export async function serveStudio(opts: { port: number; host?: string; assets?: string }): Promise<{ url: string; close: () => Promise<void> }> {
+export async function serveStudio(opts: {
+  port: number;
+  host?: string;
+  assets?: string;
+}): Promise<{ url: string; close: () => Promise<void> }> {
   if (!existsSync(join(STUDIO_DIR, 'index.html')))
     throw new UsageError(`studio: ${STUDIO_DIR} has no built page; run npm run build:studio (or npm run build) first`);
-  if (!(Number.isInteger(opts.port) && opts.port >= 0 && opts.port <= 65535)) throw new UsageError(`{port} ${opts.port}: expected an integer in 0..65535`);
+  if (!(Number.isInteger(opts.port) && opts.port >= 0 && opts.port <= 65535))
+    throw new UsageError(`{port} ${opts.port}: expected an integer in 0..65535`);
   const host = opts.host ?? '127.0.0.1';
   if (host !== 'localhost' && !isIP(host)) throw new UsageError(`{host} ${host}: expected an IP address of this machine (or localhost)`);
   const server = createServer(studioHandler({ assets: opts.assets, staticDir: STUDIO_DIR, host }));
   await new Promise<void>((ok, fail) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
       fail(
-        e.code === 'EADDRINUSE' ? new UsageError(`{port} ${opts.port}: already in use; pick another`)
-          : e.code === 'EADDRNOTAVAIL' ? new UsageError(`{host} ${host}: not an address of this machine`)
-            : e.code === 'EACCES' ? new UsageError(`{port} ${opts.port}: not allowed for this user (ports below 1024 need privileges)`)
+        e.code === 'EADDRINUSE'
+          ? new UsageError(`{port} ${opts.port}: already in use; pick another`)
+          : e.code === 'EADDRNOTAVAIL'
+            ? new UsageError(`{host} ${host}: not an address of this machine`)
+            : e.code === 'EACCES'
+              ? new UsageError(`{port} ${opts.port}: not allowed for this user (ports below 1024 need privileges)`)
               : e,
       ),
     );

@@ -20,7 +20,11 @@ import { tfjsProbe, closeEnough } from '../../src/model/selfcheck.js';
  */
 export async function chooseBrowserBackend(forced: string | undefined, say: (message: string) => void): Promise<string> {
   // The .wasm binaries are the bundler's assets: point TF.js at them.
-  setWasmPaths({ 'tfjs-backend-wasm.wasm': wasmUrl, 'tfjs-backend-wasm-simd.wasm': wasmSimdUrl, 'tfjs-backend-wasm-threaded-simd.wasm': wasmThreadedUrl });
+  setWasmPaths({
+    'tfjs-backend-wasm.wasm': wasmUrl,
+    'tfjs-backend-wasm-simd.wasm': wasmSimdUrl,
+    'tfjs-backend-wasm-threaded-simd.wasm': wasmThreadedUrl,
+  });
   tf.enableProdMode();
   await tf.setBackend('cpu');
   const ref = tfjsProbe();
@@ -65,11 +69,16 @@ function webglRenderer(): string {
 /** The WebGPU adapter's description ("software" when the browser says it is a fallback one). */
 async function webgpuAdapter(): Promise<string> {
   try {
-    const gpu = (navigator as unknown as { gpu: { requestAdapter(): Promise<{ info?: Record<string, unknown>; isFallbackAdapter?: boolean } | null> } }).gpu;
+    const gpu = (
+      navigator as unknown as { gpu: { requestAdapter(): Promise<{ info?: Record<string, unknown>; isFallbackAdapter?: boolean } | null> } }
+    ).gpu;
     const a = await gpu.requestAdapter();
     if (!a) return '';
     const info = a.info ?? {};
-    const text = ['vendor', 'architecture', 'device', 'description'].map((k) => info[k]).filter(Boolean).join(' ');
+    const text = ['vendor', 'architecture', 'device', 'description']
+      .map((k) => info[k])
+      .filter(Boolean)
+      .join(' ');
     return a.isFallbackAdapter || info.isFallbackAdapter ? `software (${text})` : text;
   } catch {
     return '';

@@ -16,11 +16,15 @@ import type { BrowserCard } from '../../src/studio/catalog.js';
  */
 export async function readModelFiles(card: BrowserCard, dropped?: File[]): Promise<ReadModel> {
   const bytesOf = async (ext: string) =>
-    dropped ? new Uint8Array(await dropped.find((f) => f.name.endsWith(ext))!.arrayBuffer()) : new Uint8Array(await (await fetch(card.modelUrl)).arrayBuffer());
+    dropped
+      ? new Uint8Array(await dropped.find((f) => f.name.endsWith(ext))!.arrayBuffer())
+      : new Uint8Array(await (await fetch(card.modelUrl)).arrayBuffer());
   if (card.format === 'tflite') return { format: 'tflite', model: parseTflite(await bytesOf('.tflite'), card.model), file: card.model };
   if (card.format === 'onnx') {
     // Weights in external data files (model.onnx.data) come as dropped files beside the model.
-    const files = dropped ? new Map(await Promise.all(dropped.map(async (f) => [f.name, new Uint8Array(await f.arrayBuffer())] as const))) : new Map<string, Uint8Array>();
+    const files = dropped
+      ? new Map(await Promise.all(dropped.map(async (f) => [f.name, new Uint8Array(await f.arrayBuffer())] as const)))
+      : new Map<string, Uint8Array>();
     const file = dropped ? dropped.find((f) => f.name.endsWith('.onnx'))!.name : card.model;
     const external = (location: string, offset: number, length: number | undefined) => {
       const data = files.get(location.split('/').pop()!);
@@ -31,7 +35,10 @@ export async function readModelFiles(card: BrowserCard, dropped?: File[]): Promi
   }
   if (card.format === 'layers') {
     const source = dropped
-      ? tf.io.browserFiles([dropped.find((f) => f.name.endsWith('.json') && f.name !== 'card.json')!, ...dropped.filter((f) => !f.name.endsWith('.json'))])
+      ? tf.io.browserFiles([
+          dropped.find((f) => f.name.endsWith('.json') && f.name !== 'card.json')!,
+          ...dropped.filter((f) => !f.name.endsWith('.json')),
+        ])
       : card.modelUrl;
     return { format: 'layers', model: await tf.loadLayersModel(source), file: card.model };
   }

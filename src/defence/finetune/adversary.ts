@@ -38,15 +38,29 @@ export function poolAdversary(run: FinetuneRun, targets: Int32Array, pool: tf.Te
   return {
     epoch: (t, optimizer, seed, progress) => {
       const rng = new Rng(seed);
-      return runEpoch(rng.permutation(X.size), o.batchSize, async (idx) => {
-        const draws = drawPerturbations(idx.length, pool.shape[0], rng, o.sampling);
-        const x = tf.tidy(() => applyDraws(X.batch(idx), pool, draws));
-        const y = tf.tidy(() => tf.oneHot(tf.tensor1d(idx.map((i) => targets[i]), 'int32'), t.numClasses));
-        const cost = optimizer.minimize(() => tf.losses.softmaxCrossEntropy(y, t.logits(x)) as tf.Scalar, true, t.variables)!;
-        const loss = (await cost.data())[0];
-        tf.dispose([x, y, cost]);
-        return loss;
-      }, progress, run.ctl.signal);
+      return runEpoch(
+        rng.permutation(X.size),
+        o.batchSize,
+        async (idx) => {
+          const draws = drawPerturbations(idx.length, pool.shape[0], rng, o.sampling);
+          const x = tf.tidy(() => applyDraws(X.batch(idx), pool, draws));
+          const y = tf.tidy(() =>
+            tf.oneHot(
+              tf.tensor1d(
+                idx.map((i) => targets[i]),
+                'int32',
+              ),
+              t.numClasses,
+            ),
+          );
+          const cost = optimizer.minimize(() => tf.losses.softmaxCrossEntropy(y, t.logits(x)) as tf.Scalar, true, t.variables)!;
+          const loss = (await cost.data())[0];
+          tf.dispose([x, y, cost]);
+          return loss;
+        },
+        progress,
+        run.ctl.signal,
+      );
     },
     members: () => pool.clone(),
     snapshot: () => NO_STATE,

@@ -79,7 +79,8 @@ export interface FinetuneRun extends FinetuneBasis {
  * TF.js cannot train, no validation images, a resume with nothing to resume. The original model's card.
  */
 export function refuseJob(job: FinetuneJob, assets: string): ModelCard {
-  if (existsSync(job.out) && !statSync(job.out).isDirectory()) throw new UsageError(`{out} ${job.out}: is a file, expected a folder for the run`);
+  if (existsSync(job.out) && !statSync(job.out).isDirectory())
+    throw new UsageError(`{out} ${job.out}: is a file, expected a folder for the run`);
   const card = findCard(job.model, job.card, assets);
   refuseUntrainable(card);
   if (job.val === 'none') throw new UsageError('{val} none: fine-tuning needs validation images to keep clean accuracy in view');
@@ -95,14 +96,37 @@ export async function openRun(basis: FinetuneBasis, model: Classifier, card: Mod
   const val = job.val ?? defaults.val;
   const sample = (count: number | undefined) => (count === undefined ? undefined : { count, seed: o.seed });
   const xDir = dataFolder(data, assets);
-  const X = await loadSet(model, data, { labels: job.labels, limit: job.limit, sample: sample(job.sample), strict: job.strict, assets, log, what: 'training / crafting set X' });
-  const V = await loadSet(model, val, { labels: job.valLabels, limit: job.valLimit, sample: sample(job.valSample), strict: job.strict, assets, log, what: 'validation set' });
+  const X = await loadSet(model, data, {
+    labels: job.labels,
+    limit: job.limit,
+    sample: sample(job.sample),
+    strict: job.strict,
+    assets,
+    log,
+    what: 'training / crafting set X',
+  });
+  const V = await loadSet(model, val, {
+    labels: job.valLabels,
+    limit: job.valLimit,
+    sample: sample(job.valSample),
+    strict: job.strict,
+    assets,
+    log,
+    what: 'validation set',
+  });
   if (!V.labels) throw new UsageError(`validation set ${val}: fine-tuning needs labelled validation images (to track clean accuracy)`);
   const method = job.method ?? 'sgd';
   const attack = methodOptions(method, model, job.attack ?? {});
   const config = {
-    model: card.name, modelSpec: existsSync(job.model) ? resolve(job.model) : job.model, data, val,
-    images: X.size, valImages: V.size, method, attack, finetune: o,
+    model: card.name,
+    modelSpec: existsSync(job.model) ? resolve(job.model) : job.model,
+    data,
+    val,
+    images: X.size,
+    valImages: V.size,
+    method,
+    attack,
+    finetune: o,
   };
   return { ...basis, method, attack, X, xDir, V, config };
 }
@@ -110,7 +134,8 @@ export async function openRun(basis: FinetuneBasis, model: Classifier, card: Mod
 /** What the network is trained to answer on X: the data's labels ('truth', when X has them), else the original model's clean predictions. */
 export async function trainingTargets(run: FinetuneRun, original: Classifier): Promise<Int32Array> {
   if (run.o.trainLabels === 'truth' && run.X.labels) return run.X.labels;
-  if (run.o.trainLabels === 'truth') run.log.warn('training set X has no labels: fine-tuning towards the original model\'s own clean predictions');
+  if (run.o.trainLabels === 'truth')
+    run.log.warn("training set X has no labels: fine-tuning towards the original model's own clean predictions");
   return predictSet(original, run.X, null);
 }
 

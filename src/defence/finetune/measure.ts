@@ -23,9 +23,18 @@ async function previousFoolingRate(run: FinetuneRun, model: Classifier, r: numbe
  * seed every round), its fooling rate on V and X, clean accuracy, and the previous round's UAP on it.
  * The UAP goes to the round's attack folder, for the next round to try. The round's record.
  */
-export async function measureRound(run: FinetuneRun, model: Classifier, r: number, card: string, epochs: EpochRecord[], started: number): Promise<RoundRecord> {
+export async function measureRound(
+  run: FinetuneRun,
+  model: Classifier,
+  r: number,
+  card: string,
+  epochs: EpochRecord[],
+  started: number,
+): Promise<RoundRecord> {
   const { method, attack, log } = run;
-  log.info(`round ${r}: attacking ${r === 0 ? 'the original model' : 'the fine-tuned model'} (${methodName({ method, inner: 'inner' in attack ? attack.inner : undefined })}, ${attack.norm === 2 ? 'L2' : 'Linf'} xi=${attack.xi})`);
+  log.info(
+    `round ${r}: attacking ${r === 0 ? 'the original model' : 'the fine-tuned model'} (${methodName({ method, inner: 'inner' in attack ? attack.inner : undefined })}, ${attack.norm === 2 ? 'L2' : 'Linf'} xi=${attack.xi})`,
+  );
   const res = await craft(model, run.X, method, attack, { signal: run.ctl.signal });
   try {
     const onVal = await evaluatePerturbation(model, run.V, res.v);
@@ -33,11 +42,19 @@ export async function measureRound(run: FinetuneRun, model: Classifier, r: numbe
     const previous = r > 0 ? await previousFoolingRate(run, model, r, onVal.cleanPred) : null;
     await writePerturbation(roundFolder(run.job.out, r).attack, res.v);
     const row: RoundRecord = {
-      round: r, card, cleanAccuracy: onVal.cleanAccuracy!, foolingRate: onVal.foolingRate, foolingRateOnX: onX.foolingRate, previousFoolingRate: previous, epochs,
+      round: r,
+      card,
+      cleanAccuracy: onVal.cleanAccuracy!,
+      foolingRate: onVal.foolingRate,
+      foolingRateOnX: onX.foolingRate,
+      previousFoolingRate: previous,
+      epochs,
       seconds: (Date.now() - started) / 1000,
     };
-    log.info(`round ${r}: clean accuracy ${pct(row.cleanAccuracy)}, fresh UAP fools ${pct(row.foolingRate)} of the validation images` +
-      (previous !== null ? `; the previous round's UAP now fools ${pct(previous)}` : ''));
+    log.info(
+      `round ${r}: clean accuracy ${pct(row.cleanAccuracy)}, fresh UAP fools ${pct(row.foolingRate)} of the validation images` +
+        (previous !== null ? `; the previous round's UAP now fools ${pct(previous)}` : ''),
+    );
     return row;
   } finally {
     res.v.dispose();

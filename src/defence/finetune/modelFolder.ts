@@ -16,7 +16,12 @@ export function recoverModelFolder(f: RoundFolder): void {
 
 /** Saves the model after an epoch: weights and card (with `provenance`), the adversary's state and the epoch log, swapped in whole. */
 export async function saveRoundModel(
-  f: RoundFolder, t: Trainable, adversary: Adversary, epochs: EpochRecord[], assets: string, provenance: Record<string, unknown>,
+  f: RoundFolder,
+  t: Trainable,
+  adversary: Adversary,
+  epochs: EpochRecord[],
+  assets: string,
+  provenance: Record<string, unknown>,
 ): Promise<void> {
   rmSync(f.nextModel, { recursive: true, force: true });
   await saveTrainable(t, f.nextModel, assets, provenance);

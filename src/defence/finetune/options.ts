@@ -33,7 +33,16 @@ export interface FinetuneOptions {
 
 /** Fine-tuning's defaults: the pool defence, one round of 10 perturbations, 3 epochs, and an accuracy guard of 5 points. */
 export const FINETUNE_DEFAULTS: FinetuneOptions = {
-  defence: 'pool', rounds: 1, poolSize: 10, epochs: 3, batchSize: 32, learningRate: 1e-4, sampling: SAMPLING_DEFAULTS, maxAccuracyDrop: 0.05, trainLabels: 'model', seed: 0,
+  defence: 'pool',
+  rounds: 1,
+  poolSize: 10,
+  epochs: 3,
+  batchSize: 32,
+  learningRate: 1e-4,
+  sampling: SAMPLING_DEFAULTS,
+  maxAccuracyDrop: 0.05,
+  trainLabels: 'model',
+  seed: 0,
 };
 
 /** A field of FinetuneOptions, nested ones by their path. */
@@ -49,7 +58,8 @@ const isShare = (n: number) => n >= 0 && n <= 1;
 
 /** Every option in its range; the first that is not is refused by its field. */
 function checkOptions(o: FinetuneOptions): void {
-  for (const field of ['rounds', 'poolSize', 'epochs', 'batchSize'] as const) if (!isCount(o[field])) refuse(field, 'an integer >= 1', o[field]);
+  for (const field of ['rounds', 'poolSize', 'epochs', 'batchSize'] as const)
+    if (!isCount(o[field])) refuse(field, 'an integer >= 1', o[field]);
   if (!(o.learningRate > 0)) refuse('learningRate', 'a positive number', o.learningRate);
   if (!isShare(o.sampling.probability)) refuse('sampling.probability', 'a number in [0, 1]', o.sampling.probability);
   const [lo, hi] = o.sampling.scale;

@@ -20,7 +20,15 @@ async function craftMissingRemotely(run: FinetuneRun, model: RoundModel, r: numb
   if (!remote || !missing.length) return;
   run.log.info(`round ${r}: crafting ${missing.length} pool member(s) on the queue's workers`);
   const runs = missing.map((i) => ({ X: run.X, options: { ...run.attack, seed: memberSeed(run, r, i) } }));
-  const made = await remote({ model: model.classifier, spec: model.worker, data: run.job.data ?? null, folder: run.xDir, strict: run.job.strict, runs, method: run.method });
+  const made = await remote({
+    model: model.classifier,
+    spec: model.worker,
+    data: run.job.data ?? null,
+    folder: run.xDir,
+    strict: run.job.strict,
+    runs,
+    method: run.method,
+  });
   made.forEach((m, k) => writeNpy(folder.member(missing[k]), { data: m.v, shape: model.classifier.inputShape }));
 }
 
@@ -29,7 +37,9 @@ async function craftMember(run: FinetuneRun, model: RoundModel, r: number, i: nu
   const started = Date.now();
   const res = await craft(model.classifier, run.X, run.method, { ...run.attack, seed: memberSeed(run, r, i) }, { signal: run.ctl.signal });
   writeNpy(folder.member(i), { data: (await res.v.data()) as Float32Array, shape: res.v.shape });
-  run.log.info(`round ${r}: pool member ${i + 1}/${run.o.poolSize}: fooling rate on X ${pct(res.history.at(-1)?.foolingRate ?? 0)} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+  run.log.info(
+    `round ${r}: pool member ${i + 1}/${run.o.poolSize}: fooling rate on X ${pct(res.history.at(-1)?.foolingRate ?? 0)} (${((Date.now() - started) / 1000).toFixed(0)} s)`,
+  );
   return res.v;
 }
 
@@ -44,7 +54,9 @@ export async function roundPool(run: FinetuneRun, model: RoundModel, r: number, 
   try {
     for (let i = 0; i < run.o.poolSize; i++) {
       const file = folder.member(i);
-      members.push(existsSync(file) ? loadPerturbation(file, model.classifier, run.log, OWN_FORMAT) : await craftMember(run, model, r, i, folder));
+      members.push(
+        existsSync(file) ? loadPerturbation(file, model.classifier, run.log, OWN_FORMAT) : await craftMember(run, model, r, i, folder),
+      );
     }
     return tf.stack(members) as tf.Tensor4D;
   } finally {

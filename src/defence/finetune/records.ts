@@ -52,9 +52,12 @@ export function defenceMarkdown(d: DefenceResult): string {
     '',
     `Attack: ${methodName(d.config)}, ${a.norm === 2 ? 'L2' : 'Linf'} xi = ${a.xi}; ${String(d.config.images)} training/crafting images, ${String(d.config.valImages)} validation images.`,
     '',
-    '| round | clean accuracy | fresh UAP fooling rate | previous round\'s UAP | epochs kept | seconds |',
+    "| round | clean accuracy | fresh UAP fooling rate | previous round's UAP | epochs kept | seconds |",
     '|---|---|---|---|---|---|',
-    ...d.rounds.map((r) => `| ${r.round === 0 ? '0 (original)' : r.round} | ${pct(r.cleanAccuracy)} | ${pct(r.foolingRate)} | ${pct(r.previousFoolingRate)} | ${r.round === 0 ? '-' : r.epochs.filter((e) => e.kept).length} | ${r.seconds.toFixed(0)} |`),
+    ...d.rounds.map(
+      (r) =>
+        `| ${r.round === 0 ? '0 (original)' : r.round} | ${pct(r.cleanAccuracy)} | ${pct(r.foolingRate)} | ${pct(r.previousFoolingRate)} | ${r.round === 0 ? '-' : r.epochs.filter((e) => e.kept).length} | ${r.seconds.toFixed(0)} |`,
+    ),
     '',
   ];
   return lines.join('\n');
@@ -149,7 +152,9 @@ export function resumedRounds(out: string, config: Record<string, unknown>): Rou
   const file = join(out, RECORDS_FILE);
   const saved = readRecordFile(file);
   if (JSON.stringify(saved.config) !== JSON.stringify(config))
-    throw new UsageError(`{resume}: ${file} was made with other settings (model, data or options differ); use another {out} or the same settings`);
+    throw new UsageError(
+      `{resume}: ${file} was made with other settings (model, data or options differ); use another {out} or the same settings`,
+    );
   if (!Array.isArray(saved.rounds)) refuseField(file, { path: 'rounds', value: saved.rounds });
   const bad = badRounds(saved.rounds);
   if (bad) refuseField(file, bad);

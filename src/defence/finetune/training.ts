@@ -20,7 +20,12 @@ const MAX_BACKOFFS = 2;
 const keptCount = (epochs: EpochRecord[]) => epochs.filter((e) => e.kept).length;
 
 /** Clean top-1 accuracy of the model being trained, and the adversary's fooling rate, on a labelled set (TF.js forward passes). */
-async function trainingCheck(t: Trainable, V: ImageSet, adversary: Adversary, batch: number): Promise<{ accuracy: number; poolFoolingRate: number }> {
+async function trainingCheck(
+  t: Trainable,
+  V: ImageSet,
+  adversary: Adversary,
+  batch: number,
+): Promise<{ accuracy: number; poolFoolingRate: number }> {
   const labels = V.labels!;
   const clean = new Int32Array(V.size);
   const adv = new Int32Array(V.size);
@@ -99,7 +104,15 @@ function undoPoint(t: Trainable, adversary: Adversary): { restore(): void; dispo
  * Epoch e of round r, then the accuracy guard: clean accuracy on V more than maxAccuracyDrop below the
  * original model's (`baseline`) undoes it and backs the rate off.
  */
-async function guardedEpoch(run: FinetuneRun, r: number, e: number, t: Trainable, adversary: Adversary, backoff: Backoff, baseline: number): Promise<EpochRecord> {
+async function guardedEpoch(
+  run: FinetuneRun,
+  r: number,
+  e: number,
+  t: Trainable,
+  adversary: Adversary,
+  backoff: Backoff,
+  baseline: number,
+): Promise<EpochRecord> {
   const { o, ctl } = run;
   const started = Date.now();
   const undo = undoPoint(t, adversary);
@@ -108,11 +121,21 @@ async function guardedEpoch(run: FinetuneRun, r: number, e: number, t: Trainable
     const loss = await adversary.epoch(t, backoff.optimizer, passSeed(o.seed + r, e), progress);
     const check = await trainingCheck(t, run.V, adversary, Math.min(o.batchSize, 64));
     const kept = baseline - check.accuracy <= o.maxAccuracyDrop;
-    const rec: EpochRecord = { epoch: e, learningRate: backoff.learningRate, loss, cleanAccuracy: check.accuracy, poolFoolingRate: check.poolFoolingRate, seconds: (Date.now() - started) / 1000, kept };
+    const rec: EpochRecord = {
+      epoch: e,
+      learningRate: backoff.learningRate,
+      loss,
+      cleanAccuracy: check.accuracy,
+      poolFoolingRate: check.poolFoolingRate,
+      seconds: (Date.now() - started) / 1000,
+      kept,
+    };
     if (!kept) {
       undo.restore();
       const fell = `round ${r}, epoch ${e}: clean accuracy fell to ${pct(check.accuracy)} (original ${pct(baseline)}, more than {maxAccuracyDrop} ${o.maxAccuracyDrop}); epoch undone`;
-      run.log.warn(backoff.retry() ? `${fell}, retrying at learning rate ${backoff.learningRate.toExponential(0)}` : `${fell}, training stops`);
+      run.log.warn(
+        backoff.retry() ? `${fell}, retrying at learning rate ${backoff.learningRate.toExponential(0)}` : `${fell}, training stops`,
+      );
     }
     return rec;
   } finally {
@@ -125,13 +148,20 @@ async function guardedEpoch(run: FinetuneRun, r: number, e: number, t: Trainable
  * up, from the last epoch its model folder saved (with fresh optimiser moments), else from `from` (the
  * card the round starts from). Each epoch is saved as it ends. The round's epoch records.
  */
-export async function trainRound(run: FinetuneRun, r: number, adversary: Adversary, from: ModelCard, folder: RoundFolder, baseline: number): Promise<EpochRecord[]> {
+export async function trainRound(
+  run: FinetuneRun,
+  r: number,
+  adversary: Adversary,
+  from: ModelCard,
+  folder: RoundFolder,
+  baseline: number,
+): Promise<EpochRecord[]> {
   const saved = readTrainingLog(folder.model);
   const epochs = saved ?? [];
   const t = await loadTrainable(saved ? findCard(folder.card) : from, run.assets);
   const backoff = new Backoff(epochs, run.o.learningRate);
   try {
-    for (let e = keptCount(epochs) + 1; e <= run.o.epochs && !backoff.exhausted; ) {
+    for (let e = keptCount(epochs) + 1; e <= run.o.epochs && !backoff.exhausted;) {
       const rec = await guardedEpoch(run, r, e, t, adversary, backoff, baseline);
       if (rec.kept) e++;
       epochs.push(rec);

@@ -36,14 +36,23 @@ export class OnnxGraph {
   floats(data: Float32Array | number[], dims: number[], hint = 'w'): string {
     const name = this.fresh(hint);
     const f = data instanceof Float32Array ? data : Float32Array.from(data);
-    this.inits.push(onnx.TensorProto.create({ name, dims, dataType: onnx.TensorProto.DataType.FLOAT, rawData: new Uint8Array(f.buffer, f.byteOffset, f.byteLength) }));
+    this.inits.push(
+      onnx.TensorProto.create({
+        name,
+        dims,
+        dataType: onnx.TensorProto.DataType.FLOAT,
+        rawData: new Uint8Array(f.buffer, f.byteOffset, f.byteLength),
+      }),
+    );
     return name;
   }
 
   ints(data: number[], hint = 'i'): string {
     const name = this.fresh(hint);
     const b = new BigInt64Array(data.map((v) => BigInt(v)));
-    this.inits.push(onnx.TensorProto.create({ name, dims: [data.length], dataType: onnx.TensorProto.DataType.INT64, rawData: new Uint8Array(b.buffer) }));
+    this.inits.push(
+      onnx.TensorProto.create({ name, dims: [data.length], dataType: onnx.TensorProto.DataType.INT64, rawData: new Uint8Array(b.buffer) }),
+    );
     return name;
   }
 
@@ -62,7 +71,13 @@ export class OnnxGraph {
         },
       },
     });
-    const graph = onnx.GraphProto.create({ name: 'uap', node: this.nodes, initializer: this.inits, input: inputs.map(info), output: outputs.map(info) });
+    const graph = onnx.GraphProto.create({
+      name: 'uap',
+      node: this.nodes,
+      initializer: this.inits,
+      input: inputs.map(info),
+      output: outputs.map(info),
+    });
     const model = onnx.ModelProto.create({ irVersion: 7, producerName: 'uap', opsetImport: [{ domain: '', version: 16 }], graph });
     return onnx.ModelProto.encode(model).finish();
   }

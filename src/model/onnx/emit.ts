@@ -40,7 +40,10 @@ export class OnnxEmitter {
    * @param input the ONNX value whose first dimension is the batch size.
    * @param target the execution provider the graph is written for.
    */
-  constructor(private readonly input: string, readonly target: OnnxTarget = 'cpu') {}
+  constructor(
+    private readonly input: string,
+    readonly target: OnnxTarget = 'cpu',
+  ) {}
 
   /** N, the batch size, as an int64 [1] tensor (made on first use). */
   batch(): string {
@@ -55,7 +58,10 @@ export class OnnxEmitter {
   constant(w: Weights, rank: number, layout: Layout): string {
     if (layout !== 'nchw' || w.shape.length === 0) return this.g.floats(w.data, w.shape);
     const s4 = [...new Array(rank - w.shape.length).fill(1), ...w.shape];
-    return this.g.floats(transposeWeights({ data: w.data, shape: s4 }, NHWC_TO_NCHW).data, NHWC_TO_NCHW.map((p) => s4[p]));
+    return this.g.floats(
+      transposeWeights({ data: w.data, shape: s4 }, NHWC_TO_NCHW).data,
+      NHWC_TO_NCHW.map((p) => s4[p]),
+    );
   }
 
   /**
@@ -82,7 +88,10 @@ export class OnnxEmitter {
    */
   rowsTimes(g: string, gShape: Shape, f: string, fShape: Shape, layout: Layout): string {
     const G = this.g;
-    const out = storageDims(gShape.map((d, i) => Math.max(d, fShape[i])), layout);
+    const out = storageDims(
+      gShape.map((d, i) => Math.max(d, fShape[i])),
+      layout,
+    );
     const rows = G.op('Reshape', [g, G.op('Concat', [this.batch(), G.ints([-1, ...storageDims(gShape, layout)])], { axis: 0 })]);
     const product = G.op('Mul', [rows, G.op('Unsqueeze', [f, G.ints([1])])]);
     return G.op('Reshape', [product, G.ints([-1, ...out])]);
@@ -90,7 +99,9 @@ export class OnnxEmitter {
 
   /** Sums backward rows of a broadcast result back to an input's shape (axes where it had 1). */
   unbroadcast(rows: string, outShape: Shape, inShape: Shape, layout: Layout): string {
-    const axes = inShape.map((d, i) => (d === 1 && outShape[i] !== 1 ? storageAxis(i + 1, inShape.length + 1, layout) : -1)).filter((a) => a >= 0);
+    const axes = inShape
+      .map((d, i) => (d === 1 && outShape[i] !== 1 ? storageAxis(i + 1, inShape.length + 1, layout) : -1))
+      .filter((a) => a >= 0);
     return axes.length ? this.g.op('ReduceSum', [rows, this.g.ints(axes.sort())], { keepdims: 1 }) : rows;
   }
 
@@ -111,7 +122,10 @@ export class OnnxEmitter {
       return G.op('Pad', [G.op('Reshape', [v, G.ints(dims)]), G.ints(pads)]);
     };
     const xs = G.op('Reshape', [pad(x, [-1, group, perGroup, H, W], 2), G.ints([-1, group * (perGroup + 1), H, W])]);
-    const ws = G.op('Reshape', [pad(w, [group, perGroup, -1], 1), G.ints([group * (perGroup + 1), -1, ...(attrs.kernel_shape as number[])])]);
+    const ws = G.op('Reshape', [
+      pad(w, [group, perGroup, -1], 1),
+      G.ints([group * (perGroup + 1), -1, ...(attrs.kernel_shape as number[])]),
+    ]);
     return G.op('ConvTranspose', [xs, ws], attrs);
   }
 

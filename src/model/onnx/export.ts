@@ -26,7 +26,14 @@ function inputLayouts(need: LayoutNeed, shapes: Shape[], current: Layout[]): Lay
   const rank4 = shapes.map((s) => s.length === 3);
   // Broadcasting between a rank-4 value and one of another rank aligns NHWC axes: stay plain.
   const mixed = rank4.some(Boolean) && !rank4.every(Boolean);
-  let chosen: Layout = need === 'any' ? (mixed ? 'plain' : current.filter((l, i) => rank4[i] && l === 'nchw').length * 2 >= rank4.filter(Boolean).length ? 'nchw' : 'plain') : need;
+  let chosen: Layout =
+    need === 'any'
+      ? mixed
+        ? 'plain'
+        : current.filter((l, i) => rank4[i] && l === 'nchw').length * 2 >= rank4.filter(Boolean).length
+          ? 'nchw'
+          : 'plain'
+      : need;
   if (need === 'any' && !rank4.some(Boolean)) chosen = 'plain';
   return rank4.map((r) => (r ? chosen : 'plain'));
 }
@@ -41,7 +48,12 @@ interface Built {
 
 /** The forward graph from the input value 'x' (NHWC) up to the logits. */
 function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Built {
-  const b: Built = { e, values: new Map([[net.input, new Map([['plain' as Layout, 'x']])]]), own: new Map([[net.input, 'plain']]), nodes: new Map() };
+  const b: Built = {
+    e,
+    values: new Map([[net.input, new Map([['plain' as Layout, 'x']])]]),
+    own: new Map([[net.input, 'plain']]),
+    nodes: new Map(),
+  };
   const get = (name: string, layout: Layout) => {
     const have = b.values.get(name)!;
     let v = have.get(layout);
@@ -53,7 +65,12 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
   };
   const needOf = (n: Net['nodes'][number]) => {
     const def = onnxOf(n.op);
-    return typeof def.layout === 'function' ? def.layout(n.op, n.inputs.map((i) => shapes.get(i)!)) : def.layout;
+    return typeof def.layout === 'function'
+      ? def.layout(
+          n.op,
+          n.inputs.map((i) => shapes.get(i)!),
+        )
+      : def.layout;
   };
   const consumers = new Map<string, Net['nodes']>();
   for (const n of net.nodes) for (const i of new Set(n.inputs)) consumers.set(i, [...(consumers.get(i) ?? []), n]);
@@ -73,10 +90,23 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
     // needs: the one transpose comes first, and a per-channel affine becomes one NCHW batch-norm kernel
     // (as Mul and Add on NHWC it took as long as MobileNet v3 small's convolutions).
     if (need === 'any' && n.inputs.every((i) => i === net.input) && inShapes[0].length === 3 && ahead(n.name) === 'nchw') need = 'nchw';
-    const layouts = inputLayouts(need, inShapes, n.inputs.map((i) => b.own.get(i)!));
+    const layouts = inputLayouts(
+      need,
+      inShapes,
+      n.inputs.map((i) => b.own.get(i)!),
+    );
     const first4 = layouts.find((_, i) => inShapes[i].length === 3);
-    const outLayout: Layout = outShape.length !== 3 ? 'plain' : need === 'any' ? first4 ?? 'plain' : need;
-    const node = new OnnxNode<NodeOp>(e, n.name, n.op, n.inputs.map((i, k) => get(i, layouts[k])), inShapes, outShape, layouts, outLayout);
+    const outLayout: Layout = outShape.length !== 3 ? 'plain' : need === 'any' ? (first4 ?? 'plain') : need;
+    const node = new OnnxNode<NodeOp>(
+      e,
+      n.name,
+      n.op,
+      n.inputs.map((i, k) => get(i, layouts[k])),
+      inShapes,
+      outShape,
+      layouts,
+      outLayout,
+    );
     b.nodes.set(n.name, node);
     b.values.set(n.name, new Map([[outLayout, def.forward(node)]]));
     b.own.set(n.name, outLayout);
@@ -84,7 +114,13 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
   return b;
 }
 
-function build(net: Net, inputShape: Shape, shapes: Map<string, Shape>, kind: 'forward' | 'vjp' | 'images', target: OnnxTarget): Uint8Array {
+function build(
+  net: Net,
+  inputShape: Shape,
+  shapes: Map<string, Shape>,
+  kind: 'forward' | 'vjp' | 'images',
+  target: OnnxTarget,
+): Uint8Array {
   const e = new OnnxEmitter('x', target);
   const g = e.g;
   if (kind === 'images') g.opMulti('Clip', [g.op('Add', [g.op('Cast', ['pixels'], { to: 1 }), 'v']), g.scalar(0), g.scalar(255)], ['x']);
@@ -93,7 +129,14 @@ function build(net: Net, inputShape: Shape, shapes: Map<string, Shape>, kind: 'f
   if (k.length !== 1) throw new OnnxUnsupported(`output ${net.output} has shape [${k}], expected [classes]`);
   g.opMulti('Identity', [b.values.get(net.output)!.get('plain')!], ['logits']);
   if (kind === 'forward') return g.encode([['x', ['N', ...inputShape]]], [['logits', ['N', k[0]]]]);
-  if (kind === 'images') return g.encode([['pixels', ['N', ...inputShape], 'uint8'], ['v', inputShape]], [['logits', ['N', k[0]]]]);
+  if (kind === 'images')
+    return g.encode(
+      [
+        ['pixels', ['N', ...inputShape], 'uint8'],
+        ['v', inputShape],
+      ],
+      [['logits', ['N', k[0]]]],
+    );
   // Backward rows: K cotangents per image, dy [N, K, classes] -> [N*K, classes]; gradients kept in each value's own layout.
   const grads = new Map<string, string[]>([[net.output, [g.op('Reshape', ['dy', g.ints([-1, k[0]])], {}, 'dy_rows')]]]);
   for (const n of [...net.nodes].reverse()) {
@@ -111,8 +154,14 @@ function build(net: Net, inputShape: Shape, shapes: Map<string, Shape>, kind: 'f
   if (!parts) throw new OnnxUnsupported('the output does not depend on the input');
   g.opMulti('Reshape', [e.sum(parts), g.op('Concat', [e.batch(), g.ints([-1, ...inputShape])], { axis: 0 })], ['dx']);
   return g.encode(
-    [['x', ['N', ...inputShape]], ['dy', ['N', 'K', k[0]]]],
-    [['logits', ['N', k[0]]], ['dx', ['N', 'K', ...inputShape]]],
+    [
+      ['x', ['N', ...inputShape]],
+      ['dy', ['N', 'K', k[0]]],
+    ],
+    [
+      ['logits', ['N', k[0]]],
+      ['dx', ['N', 'K', ...inputShape]],
+    ],
   );
 }
 
@@ -134,10 +183,16 @@ export interface OnnxModels {
  * The ONNX models of `net` on images of `inputShape` ([H, W, C]) (`only`: just these), written for the
  * execution provider `target` (default the CPU's); throws OnnxUnsupported.
  */
-export function exportOnnx(net: Net, inputShape: number[], only?: (keyof Omit<OnnxModels, 'classes'>)[], target: OnnxTarget = 'cpu'): OnnxModels {
+export function exportOnnx(
+  net: Net,
+  inputShape: number[],
+  only?: (keyof Omit<OnnxModels, 'classes'>)[],
+  target: OnnxTarget = 'cpu',
+): OnnxModels {
   const shapes = inferShapes(net, inputShape);
   const empty = new Uint8Array(0);
-  const model = (kind: 'forward' | 'vjp' | 'images') => (!only || only.includes(kind) ? build(net, inputShape, shapes, kind, target) : empty);
+  const model = (kind: 'forward' | 'vjp' | 'images') =>
+    !only || only.includes(kind) ? build(net, inputShape, shapes, kind, target) : empty;
   try {
     return { classes: shapes.get(net.output)![0], forward: model('forward'), images: model('images'), vjp: model('vjp') };
   } catch (e) {

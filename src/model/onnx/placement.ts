@@ -53,11 +53,15 @@ export async function nodePlacements(models: Uint8Array[], provider: OnnxTarget)
     });
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
     const log = await new Promise<string>((resolve, reject) => {
-      const child = spawn(process.execPath, ['-e', CHILD, ortPath, JSON.stringify(files), provider], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(process.execPath, ['-e', CHILD, ortPath, JSON.stringify(files), provider], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
       let text = '';
       child.stderr.setEncoding('utf8').on('data', (d: string) => (text += d));
       child.on('error', reject);
-      child.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`placement child exited with ${code}: ${text.slice(-500)}`))));
+      child.on('close', (code) =>
+        code === 0 ? resolve(text) : reject(new Error(`placement child exited with ${code}: ${text.slice(-500)}`)),
+      );
     });
     // Each session logs under its own id ([V:onnxruntime:m3, ...]): the native log and the child's own
     // lines reach the pipe in no guaranteed order.

@@ -102,13 +102,19 @@ export interface OnnxRuntimeOptions {
  * that the workers take in turn; a vjp call with fewer images than workers is split by cotangents
  * instead (every worker runs the forward pass of all images, a cheap part).
  */
-export async function onnxRuntime(net: Net, inputShape: [number, number, number], options: OnnxRuntimeOptions = {}): Promise<Runtime | null> {
+export async function onnxRuntime(
+  net: Net,
+  inputShape: [number, number, number],
+  options: OnnxRuntimeOptions = {},
+): Promise<Runtime | null> {
   if (!(await loadOrt())) return null;
   const { only, device = 'cpu' } = options;
   const gpu = device === 'webgpu';
-  const layout = gpu ? { workers: 1, threadsPerWorker: 1 } : options.layout ?? defaultLayout();
+  const layout = gpu ? { workers: 1, threadsPerWorker: 1 } : (options.layout ?? defaultLayout());
   const models = exportOnnx(net, inputShape, only, device);
-  const sessions = Object.fromEntries((['forward', 'images', 'vjp'] as const).filter((k) => !only || only.includes(k)).map((k) => [k, models[k]]));
+  const sessions = Object.fromEntries(
+    (['forward', 'images', 'vjp'] as const).filter((k) => !only || only.includes(k)).map((k) => [k, models[k]]),
+  );
   const pool = await SessionPool.create(sessions, layout.workers, layout.threadsPerWorker, device);
   const C = models.classes;
   /** Values per image. */
@@ -120,9 +126,15 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
   /** Runs of whole images for n images of `rows` backward rows each (0: forward only). */
   const imageRuns = (n: number, rows: number) =>
     shares(n, Math.min(n, Math.max(Math.ceil((n * rows) / rowsPerRun), Math.ceil(n / (rows ? imagesPerRun : forwardRun)), pool.size)));
-  const imageFeed = <T extends Float32Array | Uint8Array>(x: T, a: number, b: number): Feed => ({ data: x.subarray(a * size, b * size), dims: [b - a, ...inputShape] });
+  const imageFeed = <T extends Float32Array | Uint8Array>(x: T, a: number, b: number): Feed => ({
+    data: x.subarray(a * size, b * size),
+    dims: [b - a, ...inputShape],
+  });
   /** Images a..b of a tensor, read (without a copy where possible) as the run is sent. */
-  const tensorFeed = (x: tf.Tensor4D, a: number, b: number): Feed => ({ data: () => tensorValues(x).subarray(a * size, b * size), dims: [b - a, ...inputShape] });
+  const tensorFeed = (x: tf.Tensor4D, a: number, b: number): Feed => ({
+    data: () => tensorValues(x).subarray(a * size, b * size),
+    dims: [b - a, ...inputShape],
+  });
   const concat = (parts: Float32Array[]) => {
     const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
     parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
@@ -138,37 +150,54 @@ export async function onnxRuntime(net: Net, inputShape: [number, number, number]
     maxRows: gpu ? rowsPerRun : 2 * ROWS_PER_RUN * pool.size,
     forwardBatch: forwardRun * pool.size,
     async forward(x) {
-      const out = await pool.runShards('forward', imageRuns(x.shape[0], 0).map(([a, b]) => ({ feeds: { x: tensorFeed(x, a, b) } })), ['logits']);
+      const out = await pool.runShards(
+        'forward',
+        imageRuns(x.shape[0], 0).map(([a, b]) => ({ feeds: { x: tensorFeed(x, a, b) } })),
+        ['logits'],
+      );
       return concat(out.map((o) => o.logits));
     },
     async forwardImages(pixels, n, v) {
       const perturbation = v ?? new Float32Array(size);
-      const out = await pool.runShards('images', imageRuns(n, 0).map(([a, b]) => ({
-        feeds: { pixels: imageFeed(pixels, a, b), v: { data: perturbation, dims: inputShape } },
-      })), ['logits']);
+      const out = await pool.runShards(
+        'images',
+        imageRuns(n, 0).map(([a, b]) => ({
+          feeds: { pixels: imageFeed(pixels, a, b), v: { data: perturbation, dims: inputShape } },
+        })),
+        ['logits'],
+      );
       return concat(out.map((o) => o.logits));
     },
     async vjp(x, dy, into) {
       const n = x.shape[0];
       const k = dy.length / (n * C);
       // dx [n, k, H, W, C] in shared memory: each run copies its rows straight into place.
-      if (into && !(into.buffer instanceof SharedArrayBuffer && into.length === n * k * size)) throw new Error('internal: vjp output must be shared memory of the size of dx');
+      if (into && !(into.buffer instanceof SharedArrayBuffer && into.length === n * k * size))
+        throw new Error('internal: vjp output must be shared memory of the size of dx');
       const dx = into ?? new Float32Array(new SharedArrayBuffer(n * k * size * 4));
       if (n >= pool.size || k === 1) {
-        const out = await pool.runShards('vjp', imageRuns(n, k).map(([a, b]) => ({
-          feeds: { x: tensorFeed(x, a, b), dy: { data: dy.subarray(a * k * C, b * k * C), dims: [b - a, k, C] } },
-          into: { dx: [dx.subarray(a * k * size, b * k * size)] },
-        })), ['logits']);
+        const out = await pool.runShards(
+          'vjp',
+          imageRuns(n, k).map(([a, b]) => ({
+            feeds: { x: tensorFeed(x, a, b), dy: { data: dy.subarray(a * k * C, b * k * C), dims: [b - a, k, C] } },
+            into: { dx: [dx.subarray(a * k * size, b * k * size)] },
+          })),
+          ['logits'],
+        );
         return { logits: concat(out.map((o) => o.logits)), dx };
       }
       // Fewer images than workers: each run takes a share of every image's cotangents.
       const runs = shares(k, Math.min(k, pool.size));
-      const out = await pool.runShards('vjp', runs.map(([a, b]) => {
-        const share = new Float32Array(n * (b - a) * C);
-        for (let i = 0; i < n; i++) share.set(dy.subarray((i * k + a) * C, (i * k + b) * C), i * (b - a) * C);
-        const rows = Array.from({ length: n }, (_, i) => dx.subarray((i * k + a) * size, (i * k + b) * size));
-        return { feeds: { x: tensorFeed(x, 0, n), dy: { data: share, dims: [n, b - a, C] } }, into: { dx: rows } };
-      }), ['logits']);
+      const out = await pool.runShards(
+        'vjp',
+        runs.map(([a, b]) => {
+          const share = new Float32Array(n * (b - a) * C);
+          for (let i = 0; i < n; i++) share.set(dy.subarray((i * k + a) * C, (i * k + b) * C), i * (b - a) * C);
+          const rows = Array.from({ length: n }, (_, i) => dx.subarray((i * k + a) * size, (i * k + b) * size));
+          return { feeds: { x: tensorFeed(x, 0, n), dy: { data: share, dims: [n, b - a, C] } }, into: { dx: rows } };
+        }),
+        ['logits'],
+      );
       return { logits: out[0].logits, dx };
     },
     dispose: () => pool.dispose(),

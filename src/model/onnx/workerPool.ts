@@ -127,10 +127,15 @@ class SessionWorker {
 
   constructor(models: Record<string, Uint8Array>, threads: number, ortPath: string, device: Device) {
     // The first model's session is built at once, so that a model ONNX Runtime refuses fails here.
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { models, threads, ortPath, device, eager: Object.keys(models)[0] } });
+    this.worker = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: { models, threads, ortPath, device, eager: Object.keys(models)[0] },
+    });
     // Idle workers must not keep the process alive: unref once ready, ref while a request is pending.
     this.ready = new Promise<void>((resolve, reject) => {
-      this.worker.once('message', (m: { ready: boolean; error?: string }) => (m.ready ? resolve() : reject(new Error(`ONNX Runtime: ${m.error}`))));
+      this.worker.once('message', (m: { ready: boolean; error?: string }) =>
+        m.ready ? resolve() : reject(new Error(`ONNX Runtime: ${m.error}`)),
+      );
       this.worker.once('error', reject);
     }).then(() => {
       if (this.pending.size === 0) this.worker.unref();
@@ -164,7 +169,10 @@ class SessionWorker {
       const request: Request = { id, model, fetch, feeds, into: shard.into };
       if (this.pending.size === 0) this.worker.ref();
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage(request, Object.values(feeds).map((f) => f.buffer));
+      this.worker.postMessage(
+        request,
+        Object.values(feeds).map((f) => f.buffer),
+      );
     });
   }
 
@@ -188,9 +196,17 @@ class SessionWorker {
 
 /** `workers` threads, each holding one session per model with `threadsPerWorker` intra-op threads, on `device`'s execution provider. */
 export class SessionPool {
-  private constructor(private readonly workers: SessionWorker[], readonly threadsPerWorker: number) {}
+  private constructor(
+    private readonly workers: SessionWorker[],
+    readonly threadsPerWorker: number,
+  ) {}
 
-  static async create(models: Record<string, Uint8Array>, workers: number, threadsPerWorker: number, device: Device = 'cpu'): Promise<SessionPool> {
+  static async create(
+    models: Record<string, Uint8Array>,
+    workers: number,
+    threadsPerWorker: number,
+    device: Device = 'cpu',
+  ): Promise<SessionPool> {
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
     // The model bytes go to the workers in shared memory: cloning them into each worker's message
     // took 27 s for VGG-11's three 530 MB graphs; each worker copies them into its own buffer instead.
@@ -219,12 +235,14 @@ export class SessionPool {
   async runShards(model: string, shards: Shard[], fetch: string[]): Promise<Record<string, Float32Array>[]> {
     const results: Record<string, Float32Array>[] = new Array(shards.length);
     let next = 0;
-    await Promise.all(this.workers.map(async (w) => {
-      while (next < shards.length) {
-        const i = next++;
-        results[i] = await w.run(model, shards[i], fetch);
-      }
-    }));
+    await Promise.all(
+      this.workers.map(async (w) => {
+        while (next < shards.length) {
+          const i = next++;
+          results[i] = await w.run(model, shards[i], fetch);
+        }
+      }),
+    );
     return results;
   }
 

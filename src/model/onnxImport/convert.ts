@@ -34,9 +34,16 @@ type Val = { t: Tensor } | { d: Dyn };
 const NET_AXIS = [0, 3, 1, 2];
 const ONNX_AXIS = [0, 2, 3, 1];
 
-
 const ACTIVATIONS: Record<string, Activation> = {
-  Relu: 'relu', Sigmoid: 'sigmoid', Tanh: 'tanh', Erf: 'erf', Sqrt: 'sqrt', Reciprocal: 'reciprocal', Exp: 'exp', Neg: 'neg', HardSwish: 'hardSwish',
+  Relu: 'relu',
+  Sigmoid: 'sigmoid',
+  Tanh: 'tanh',
+  Erf: 'erf',
+  Sqrt: 'sqrt',
+  Reciprocal: 'reciprocal',
+  Exp: 'exp',
+  Neg: 'neg',
+  HardSwish: 'hardSwish',
 };
 const BINARY: Record<string, 'add' | 'sub' | 'mul' | 'div'> = { Add: 'add', Sub: 'sub', Mul: 'mul', Div: 'div' };
 
@@ -80,7 +87,10 @@ class Converter {
   private emit(node: OnnxNodeInfo, op: NodeOp, inputs: string[]): string {
     const name = `${node.name}#${this.count++}`;
     try {
-      const shape = (OPS[op.kind].shape as (o: NodeOp, xs: Shape[]) => Shape)(op, inputs.map((i) => this.shapes.get(i)!));
+      const shape = (OPS[op.kind].shape as (o: NodeOp, xs: Shape[]) => Shape)(
+        op,
+        inputs.map((i) => this.shapes.get(i)!),
+      );
       this.shapes.set(name, shape);
     } catch (e) {
       this.fail(node, (e as Error).message);
@@ -151,7 +161,11 @@ class Converter {
   private val(node: OnnxNodeInfo, name: string): Val | undefined {
     const v = this.raw(node, name);
     if (!v || !('d' in v) || !v.d.perm) return v;
-    if (v.d.perm[0] !== 0) this.fail(node, `its input has the batch axis moved away from the front (perm [${v.d.perm}]); only gathers and slices along the moved axes are supported`);
+    if (v.d.perm[0] !== 0)
+      this.fail(
+        node,
+        `its input has the batch axis moved away from the front (perm [${v.d.perm}]); only gathers and slices along the moved axes are supported`,
+      );
     return { d: { net: this.emit(node, { kind: 'transpose', perm: v.d.perm }, [v.d.net]), layout: 'plain' } };
   }
 
@@ -170,11 +184,16 @@ class Converter {
     const p = d.perm[a];
     if (p === 0) this.fail(node, 'taking part of the batch axis is not supported');
     const shape = this.shapes.get(d.net)!;
-    let net = start === 0 && end === shape[p - 1] ? d.net : this.emit(node, { kind: 'slice', axis: p, begin: start, end, step: 1 }, [d.net]);
+    let net =
+      start === 0 && end === shape[p - 1] ? d.net : this.emit(node, { kind: 'slice', axis: p, begin: start, end, step: 1 }, [d.net]);
     if (!drop) return this.permuted(node, net, d.perm);
     if (end - start !== 1) this.fail(node, 'only a single index can be dropped');
     net = this.emit(node, { kind: 'reshape', shape: shape.filter((_, i) => i !== p - 1) }, [net]);
-    return this.permuted(node, net, d.perm.filter((_, i) => i !== a).map((q) => (q > p ? q - 1 : q)));
+    return this.permuted(
+      node,
+      net,
+      d.perm.filter((_, i) => i !== a).map((q) => (q > p ? q - 1 : q)),
+    );
   }
 
   private dyn(node: OnnxNodeInfo, i: number, what = 'input'): Dyn {
@@ -213,11 +232,17 @@ class Converter {
     let explicit: [[number, number], [number, number]];
     if (auto === 'SAME_LOWER') {
       const same = windowGeometry(inHW, k, s, 'same', dil).pads;
-      explicit = [[same[0][1], same[0][0]], [same[1][1], same[1][0]]];
+      explicit = [
+        [same[0][1], same[0][0]],
+        [same[1][1], same[1][0]],
+      ];
     } else {
       const p = this.attr(node, 'pads', [0, 0, 0, 0]);
       if (p.length !== 4) this.fail(node, `only 2-D windows are supported (pads ${JSON.stringify(p)})`);
-      explicit = [[p[0], p[2]], [p[1], p[3]]];
+      explicit = [
+        [p[0], p[2]],
+        [p[1], p[3]],
+      ];
     }
     if (explicit.flat().every((v) => v === 0)) return 'valid';
     const same = windowGeometry(inHW, k, s, 'same', dil).pads;
@@ -248,7 +273,10 @@ class Converter {
       return;
     }
     if (ins.every((v) => !v || 't' in v)) {
-      const out = fold(node, ins.map((v) => (v && 't' in v ? v.t : undefined)));
+      const out = fold(
+        node,
+        ins.map((v) => (v && 't' in v ? v.t : undefined)),
+      );
       if (out) {
         out.forEach((t, i) => node.outputs[i] && this.set(node.outputs[i], { t }));
         return;
@@ -261,13 +289,14 @@ class Converter {
 
   /** The input as it is: Identity, Dropout (inference), Cast to a float type. */
   same(node: OnnxNodeInfo): void {
-    if (node.opType === 'Cast' && ![1, 10, 11, 16].includes(this.attr(node, 'to', 1))) this.fail(node, 'only casts to floating point are supported on image values');
+    if (node.opType === 'Cast' && ![1, 10, 11, 16].includes(this.attr(node, 'to', 1)))
+      this.fail(node, 'only casts to floating point are supported on image values');
     this.set(node.outputs[0], { d: this.dyn(node, 0) });
   }
 
   clip(node: OnnxNodeInfo): void {
-    const lo = node.attrs.has('min') ? this.attr(node, 'min', -Infinity) : this.optConstant(node, 1)?.data[0] ?? -Infinity;
-    const hi = node.attrs.has('max') ? this.attr(node, 'max', Infinity) : this.optConstant(node, 2)?.data[0] ?? Infinity;
+    const lo = node.attrs.has('min') ? this.attr(node, 'min', -Infinity) : (this.optConstant(node, 1)?.data[0] ?? -Infinity);
+    const hi = node.attrs.has('max') ? this.attr(node, 'max', Infinity) : (this.optConstant(node, 2)?.data[0] ?? Infinity);
     this.act(node, lo === 0 && hi === 6 ? 'relu6' : lo === 0 && hi === Infinity ? 'relu' : { clip: [lo, hi] });
   }
 
@@ -281,22 +310,48 @@ class Converter {
 
   prelu(node: OnnxNodeInfo): void {
     const x = this.dyn(node, 0);
-    this.set(node.outputs[0], { d: { net: this.emit(node, { kind: 'prelu', slope: this.operand(node, this.constant(node, 1, 'the slope'), x) }, [x.net]), layout: x.layout } });
+    this.set(node.outputs[0], {
+      d: {
+        net: this.emit(node, { kind: 'prelu', slope: this.operand(node, this.constant(node, 1, 'the slope'), x) }, [x.net]),
+        layout: x.layout,
+      },
+    });
   }
 
   /** Sum and Mean of any number of inputs. */
   sum(node: OnnxNodeInfo): void {
     const xs = node.inputs.map((_, i) => this.dyn(node, i));
     const layout: Layout = xs.some((x) => x.layout === 'nhwc') ? 'nhwc' : 'plain';
-    let y = xs.length === 1 ? xs[0].net : this.emit(node, { kind: 'binary', op: 'add', act: 'linear' }, xs.map((x) => this.as(node, x, layout)));
-    if (node.opType === 'Mean') y = this.emit(node, { kind: 'binary', op: 'mul', act: 'linear', constant: { weights: { data: Float32Array.of(1 / xs.length), shape: [] }, first: false } }, [y]);
+    let y =
+      xs.length === 1
+        ? xs[0].net
+        : this.emit(
+            node,
+            { kind: 'binary', op: 'add', act: 'linear' },
+            xs.map((x) => this.as(node, x, layout)),
+          );
+    if (node.opType === 'Mean')
+      y = this.emit(
+        node,
+        {
+          kind: 'binary',
+          op: 'mul',
+          act: 'linear',
+          constant: { weights: { data: Float32Array.of(1 / xs.length), shape: [] }, first: false },
+        },
+        [y],
+      );
     this.set(node.outputs[0], { d: { net: y, layout: xs.length === 1 ? xs[0].layout : layout } });
   }
 
   globalPool(node: OnnxNodeInfo): void {
     const x = this.dyn(node, 0);
     if (this.dims(x).length !== 3) this.fail(node, 'only [N, C, H, W] inputs are supported');
-    const y = this.emit(node, { kind: 'reduce', mode: node.opType === 'GlobalAveragePool' ? 'mean' : 'max', axes: [1, 2], keepDims: true }, [this.as(node, x, 'nhwc')]);
+    const y = this.emit(
+      node,
+      { kind: 'reduce', mode: node.opType === 'GlobalAveragePool' ? 'mean' : 'max', axes: [1, 2], keepDims: true },
+      [this.as(node, x, 'nhwc')],
+    );
     this.set(node.outputs[0], { d: { net: y, layout: 'nhwc' } });
   }
 
@@ -314,13 +369,20 @@ class Converter {
     const x = this.dyn(node, 0);
     const dims = this.dims(x);
     const a = norm(this.attr(node, 'axis', 1), dims.length + 1);
-    if (a === 0 || dims.slice(0, a - 1).some((d) => d !== 1)) this.fail(node, `flattening into the batch axis (axis ${a}) is not supported`);
+    if (a === 0 || dims.slice(0, a - 1).some((d) => d !== 1))
+      this.fail(node, `flattening into the batch axis (axis ${a}) is not supported`);
     this.set(node.outputs[0], { d: this.reshapeTo(node, x, [size(dims.slice(a - 1))]) });
   }
 
   lrn(node: OnnxNodeInfo): void {
     const x = this.dyn(node, 0);
-    const op: NodeOp = { kind: 'lrn', size: this.attr(node, 'size', 5), alpha: this.attr(node, 'alpha', 1e-4), beta: this.attr(node, 'beta', 0.75), bias: this.attr(node, 'bias', 1) };
+    const op: NodeOp = {
+      kind: 'lrn',
+      size: this.attr(node, 'size', 5),
+      alpha: this.attr(node, 'alpha', 1e-4),
+      beta: this.attr(node, 'beta', 0.75),
+      bias: this.attr(node, 'bias', 1),
+    };
     this.set(node.outputs[0], { d: { net: this.emit(node, op, [this.as(node, x, 'nhwc')]), layout: 'nhwc' } });
   }
 
@@ -328,12 +390,15 @@ class Converter {
     const [a, b] = node.inputs.map((i) => this.val(node, i)!);
     if ('t' in a || 't' in b) {
       const [d, t, first] = 'd' in a ? [a.d, (b as { t: Tensor }).t, false] : [(b as { d: Dyn }).d, a.t, true];
-      const y = this.emit(node, { kind: 'binary', op: kind, act: 'linear', constant: { weights: this.operand(node, t, d), first } }, [d.net]);
+      const y = this.emit(node, { kind: 'binary', op: kind, act: 'linear', constant: { weights: this.operand(node, t, d), first } }, [
+        d.net,
+      ]);
       this.set(node.outputs[0], { d: { net: y, layout: d.layout } });
       return;
     }
     const [da, db] = [a.d, b.d];
-    if (this.dims(da).length !== this.dims(db).length) this.fail(node, `operands of different ranks ([N, ${this.dims(da)}] and [N, ${this.dims(db)}]) are not supported`);
+    if (this.dims(da).length !== this.dims(db).length)
+      this.fail(node, `operands of different ranks ([N, ${this.dims(da)}] and [N, ${this.dims(db)}]) are not supported`);
     const layout: Layout = da.layout === 'nhwc' || db.layout === 'nhwc' ? 'nhwc' : 'plain';
     const y = this.emit(node, { kind: 'binary', op: kind, act: 'linear' }, [this.as(node, da, layout), this.as(node, db, layout)]);
     this.set(node.outputs[0], { d: { net: y, layout: this.dims(da).length === 3 ? layout : 'plain' } });
@@ -349,20 +414,32 @@ class Converter {
     const [, H, W] = this.dims(x);
     const bias = this.optConstant(node, 2);
     const op: NodeOp = {
-      kind: 'conv', kernel: w(transposeTensor(wt, [2, 3, 1, 0])), bias: bias ? w(bias, [bias.data.length]) : undefined,
-      strides: [s[0], s[1]], dilations: [dil[0], dil[1]], padding: this.padding(node, [H, W], [kh, kw], s, dil), group: this.attr(node, 'group', 1), act: 'linear',
+      kind: 'conv',
+      kernel: w(transposeTensor(wt, [2, 3, 1, 0])),
+      bias: bias ? w(bias, [bias.data.length]) : undefined,
+      strides: [s[0], s[1]],
+      dilations: [dil[0], dil[1]],
+      padding: this.padding(node, [H, W], [kh, kw], s, dil),
+      group: this.attr(node, 'group', 1),
+      act: 'linear',
     };
     this.set(node.outputs[0], { d: { net: this.emit(node, op, [this.as(node, x, 'nhwc')]), layout: 'nhwc' } });
   }
 
   batchNorm(node: OnnxNodeInfo): void {
     const x = this.dyn(node, 0);
-    if (this.attr(node, 'training_mode', 0)) this.fail(node, 'training-mode batch normalization is not supported (export the model in eval mode)');
+    if (this.attr(node, 'training_mode', 0))
+      this.fail(node, 'training-mode batch normalization is not supported (export the model in eval mode)');
     const [gamma, beta, mean, variance] = [1, 2, 3, 4].map((i) => this.constant(node, i, ['scale', 'bias', 'mean', 'variance'][i - 1]));
     const eps = this.attr(node, 'epsilon', 1e-5);
     const scale = Float32Array.from(gamma.data, (g, c) => g / Math.sqrt(variance.data[c] + eps));
     const shift = Float32Array.from(beta.data, (b, c) => b - mean.data[c] * scale[c]);
-    const op: NodeOp = { kind: 'affine', scale: { data: scale, shape: [scale.length] }, shift: { data: shift, shape: [shift.length] }, axis: this.netAxis(x, 1) };
+    const op: NodeOp = {
+      kind: 'affine',
+      scale: { data: scale, shape: [scale.length] },
+      shift: { data: shift, shape: [shift.length] },
+      axis: this.netAxis(x, 1),
+    };
     this.set(node.outputs[0], { d: { net: this.emit(node, op, [x.net]), layout: x.layout } });
   }
 
@@ -384,10 +461,20 @@ class Converter {
       });
       if (extra.some((e) => e > 0)) {
         if (avg) this.fail(node, 'average pooling with ceil_mode that adds a partial window is not supported');
-        padding = [[pads[0][0], pads[0][1] + extra[0]], [pads[1][0], pads[1][1] + extra[1]]];
+        padding = [
+          [pads[0][0], pads[0][1] + extra[0]],
+          [pads[1][0], pads[1][1] + extra[1]],
+        ];
       }
     }
-    const op: NodeOp = { kind: 'pool', mode: avg ? 'avg' : 'max', size: [k[0], k[1]], strides: [s[0], s[1]], padding, countIncludePad: avg ? this.attr(node, 'count_include_pad', 0) === 1 : undefined };
+    const op: NodeOp = {
+      kind: 'pool',
+      mode: avg ? 'avg' : 'max',
+      size: [k[0], k[1]],
+      strides: [s[0], s[1]],
+      padding,
+      countIncludePad: avg ? this.attr(node, 'count_include_pad', 0) === 1 : undefined,
+    };
     this.set(node.outputs[0], { d: { net: this.emit(node, op, [this.as(node, x, 'nhwc')]), layout: 'nhwc' } });
   }
 
@@ -421,7 +508,12 @@ class Converter {
     const c = this.optConstant(node, 2);
     const out = b.dims[1];
     const bias = c && Float32Array.from({ length: out }, (_, j) => beta * c.data[c.data.length === 1 ? 0 : j]);
-    const op: NodeOp = { kind: 'dense', kernel: { data: kernel, shape: b.dims }, bias: bias && { data: bias, shape: [out] }, act: 'linear' };
+    const op: NodeOp = {
+      kind: 'dense',
+      kernel: { data: kernel, shape: b.dims },
+      bias: bias && { data: bias, shape: [out] },
+      act: 'linear',
+    };
     this.set(node.outputs[0], { d: { net: this.emit(node, op, [a.net]), layout: 'plain' } });
   }
 
@@ -441,7 +533,8 @@ class Converter {
   private targetDims(node: OnnxNodeInfo, x: Dyn, target: number[]): number[] {
     const dims = [BATCH, ...this.dims(x)];
     const t = target.map((d, i) => (d === 0 && !this.attr(node, 'allowzero', 0) ? dims[i] : d));
-    if (t.slice(1).some((d) => d === BATCH || (d !== 0 && d % BATCH === 0))) this.fail(node, `the target shape mixes the batch axis into others ([${target}])`);
+    if (t.slice(1).some((d) => d === BATCH || (d !== 0 && d % BATCH === 0)))
+      this.fail(node, `the target shape mixes the batch axis into others ([${target}])`);
     const batchFirst = t[0] === BATCH || (t[0] === 1 && this.fixedBatch1) || t[0] === -1;
     if (!batchFirst) this.fail(node, `the target shape [${target}] does not keep the batch axis first (export with a dynamic batch axis)`);
     const rest = t.slice(1);
@@ -471,7 +564,13 @@ class Converter {
       const r = dims.length + 1;
       const drop = (axes ?? dims.flatMap((d, i) => (d === 1 ? [i + 1] : []))).map((a) => norm(a, r));
       if (drop.includes(0)) this.fail(node, 'squeezing the batch axis is not supported');
-      this.set(node.outputs[0], { d: this.reshapeTo(node, x, dims.filter((_, i) => !drop.includes(i + 1))) });
+      this.set(node.outputs[0], {
+        d: this.reshapeTo(
+          node,
+          x,
+          dims.filter((_, i) => !drop.includes(i + 1)),
+        ),
+      });
       return;
     }
     const r = dims.length + 1 + (axes?.length ?? 0);
@@ -487,13 +586,30 @@ class Converter {
     const v = this.raw(node, node.inputs[0]);
     if (v && 'd' in v && v.d.perm) {
       const pending = v.d.perm;
-      const perm = this.attr(node, 'perm', pending.map((_, i) => pending.length - 1 - i));
-      return this.set(node.outputs[0], { d: this.permuted(node, v.d.net, perm.map((p) => pending[p])) });
+      const perm = this.attr(
+        node,
+        'perm',
+        pending.map((_, i) => pending.length - 1 - i),
+      );
+      return this.set(node.outputs[0], {
+        d: this.permuted(
+          node,
+          v.d.net,
+          perm.map((p) => pending[p]),
+        ),
+      });
     }
     const x = this.dyn(node, 0);
     const r = this.dims(x).length + 1;
-    const perm = this.attr(node, 'perm', Array.from({ length: r }, (_, i) => r - 1 - i));
-    if (perm[0] !== 0) return this.set(node.outputs[0], { d: this.permuted(node, this.as(node, x, 'plain'), x.layout === 'nhwc' && r === 4 ? perm.map((p) => NET_AXIS[p]) : perm) });
+    const perm = this.attr(
+      node,
+      'perm',
+      Array.from({ length: r }, (_, i) => r - 1 - i),
+    );
+    if (perm[0] !== 0)
+      return this.set(node.outputs[0], {
+        d: this.permuted(node, this.as(node, x, 'plain'), x.layout === 'nhwc' && r === 4 ? perm.map((p) => NET_AXIS[p]) : perm),
+      });
     // The permutation of the Net value that gives the ONNX result as it is ("plain").
     const q = x.layout === 'nhwc' && r === 4 ? perm.map((p) => NET_AXIS[p]) : perm;
     // The result held NHWC would be the Net value itself when q undoes the layout (ConvNeXt's permutes).
@@ -521,7 +637,9 @@ class Converter {
     const target: Dyn = { net: '', layout: r === 4 ? layout : 'plain' };
     const inputs = xs.map((x) => this.as(node, x, target.layout));
     const netAxis = target.layout === 'nhwc' ? NET_AXIS[axis] : axis;
-    this.set(node.outputs[0], { d: { net: this.emit(node, { kind: 'concat', axis: netAxis, act: 'linear' }, inputs), layout: target.layout } });
+    this.set(node.outputs[0], {
+      d: { net: this.emit(node, { kind: 'concat', axis: netAxis, act: 'linear' }, inputs), layout: target.layout },
+    });
   }
 
   /** x[..., start:end:step, ...] on ONNX axis `axis` (step 1 or -1); returns x when it takes everything. */
@@ -530,18 +648,33 @@ class Converter {
     const a = norm(axis, dims.length + 1);
     const idx = sliceIndices(a === 0 ? 1 : dims[a - 1], start, end, step);
     if (a === 0) {
-      if (start !== 0 || step !== 1 || (end !== -1 && end < BATCH && end < 2 ** 31 - 1)) this.fail(node, 'slicing the batch axis is not supported');
+      if (start !== 0 || step !== 1 || (end !== -1 && end < BATCH && end < 2 ** 31 - 1))
+        this.fail(node, 'slicing the batch axis is not supported');
       return x;
     }
     if (step === 1 && idx.length === dims[a - 1]) return x;
     if (step !== 1 && step !== -1) this.fail(node, `slices with step ${step} are not supported`);
     if (idx.length === 0) this.fail(node, 'the slice is empty');
-    const op: NodeOp = step === 1 ? { kind: 'slice', axis: this.netAxis(x, a), begin: idx[0], end: idx[idx.length - 1] + 1, step: 1 } : { kind: 'slice', axis: this.netAxis(x, a), begin: idx[0], end: idx[idx.length - 1] - 1 < 0 ? -SLICE_END : idx[idx.length - 1] - 1, step: -1 };
+    const op: NodeOp =
+      step === 1
+        ? { kind: 'slice', axis: this.netAxis(x, a), begin: idx[0], end: idx[idx.length - 1] + 1, step: 1 }
+        : {
+            kind: 'slice',
+            axis: this.netAxis(x, a),
+            begin: idx[0],
+            end: idx[idx.length - 1] - 1 < 0 ? -SLICE_END : idx[idx.length - 1] - 1,
+            step: -1,
+          };
     return { net: this.emit(node, op, [x.net]), layout: x.layout };
   }
 
   slice(node: OnnxNodeInfo): void {
-    const get = (name: string, i: number) => (node.attrs.has(name) ? (node.attrs.get(name) as number[]) : this.optConstant(node, i) ? Array.from(this.optConstant(node, i)!.data) : undefined);
+    const get = (name: string, i: number) =>
+      node.attrs.has(name)
+        ? (node.attrs.get(name) as number[])
+        : this.optConstant(node, i)
+          ? Array.from(this.optConstant(node, i)!.data)
+          : undefined;
     const starts = get('starts', 1)!;
     const ends = get('ends', 2)!;
     const axes = get('axes', 3) ?? starts.map((_, i) => i);
@@ -569,7 +702,11 @@ class Converter {
     const a = norm(this.attr(node, 'axis', 0), dims.length + 1);
     if (a === 0) this.fail(node, 'splitting the batch axis is not supported');
     const n = node.outputs.length;
-    const given = node.attrs.has('split') ? (node.attrs.get('split') as number[]) : this.optConstant(node, 1) ? Array.from(this.optConstant(node, 1)!.data) : undefined;
+    const given = node.attrs.has('split')
+      ? (node.attrs.get('split') as number[])
+      : this.optConstant(node, 1)
+        ? Array.from(this.optConstant(node, 1)!.data)
+        : undefined;
     const whole = dims[a - 1];
     const sizes = given ?? Array.from({ length: n }, (_, i) => Math.min(Math.ceil(whole / n), whole - i * Math.ceil(whole / n)));
     let at = 0;
@@ -595,16 +732,25 @@ class Converter {
     if (idx.dims.length !== 0 || a === 0) this.fail(node, 'only a single constant index on an axis other than the batch is supported');
     const i = idx.data[0] < 0 ? idx.data[0] + dims[a - 1] : idx.data[0];
     const one = this.sliceAxis(node, x, a, i, i + 1, 1);
-    this.set(node.outputs[0], { d: this.reshapeTo(node, one, dims.filter((_, k) => k !== a - 1)) });
+    this.set(node.outputs[0], {
+      d: this.reshapeTo(
+        node,
+        one,
+        dims.filter((_, k) => k !== a - 1),
+      ),
+    });
   }
 
   pad(node: OnnxNodeInfo): void {
     const x = this.dyn(node, 0);
     const r = this.dims(x).length + 1;
-    if (this.attr(node, 'mode', 'constant') !== 'constant') this.fail(node, `padding mode ${this.attr(node, 'mode', '')} is not supported (only constant)`);
+    if (this.attr(node, 'mode', 'constant') !== 'constant')
+      this.fail(node, `padding mode ${this.attr(node, 'mode', '')} is not supported (only constant)`);
     const p = node.attrs.has('pads') ? (node.attrs.get('pads') as number[]) : Array.from(this.constant(node, 1, 'the pads').data);
-    const axes = this.optConstant(node, 3) ? Array.from(this.optConstant(node, 3)!.data).map((a) => norm(a, r)) : Array.from({ length: r }, (_, i) => i);
-    const value = node.attrs.has('value') ? this.attr(node, 'value', 0) : this.optConstant(node, 2)?.data[0] ?? 0;
+    const axes = this.optConstant(node, 3)
+      ? Array.from(this.optConstant(node, 3)!.data).map((a) => norm(a, r))
+      : Array.from({ length: r }, (_, i) => i);
+    const value = node.attrs.has('value') ? this.attr(node, 'value', 0) : (this.optConstant(node, 2)?.data[0] ?? 0);
     const pads: [number, number][] = Array.from({ length: r }, () => [0, 0]);
     axes.forEach((a, k) => (pads[this.netAxis(x, a)] = [p[k], p[k + axes.length]]));
     if (pads[0][0] || pads[0][1]) this.fail(node, 'padding the batch axis is not supported');
@@ -623,7 +769,13 @@ class Converter {
       return;
     }
     const dims = [1, ...this.dims(v.d)];
-    if (broadcastDims(dims, shape.map((d) => (d === BATCH ? 1 : d))).join() !== dims.join()) this.fail(node, 'expanding an image value is not supported');
+    if (
+      broadcastDims(
+        dims,
+        shape.map((d) => (d === BATCH ? 1 : d)),
+      ).join() !== dims.join()
+    )
+      this.fail(node, 'expanding an image value is not supported');
     this.set(node.outputs[0], { d: v.d });
   }
 
@@ -635,7 +787,13 @@ class Converter {
     if (axis === 0) this.fail(node, 'normalizing over the batch axis is not supported');
     const scale = this.constant(node, 1, 'the scale');
     const bias = this.optConstant(node, 2);
-    const op: NodeOp = { kind: 'layerNorm', axis, epsilon: this.attr(node, 'epsilon', 1e-5), scale: w(scale, [scale.data.length]), bias: bias && w(bias, [bias.data.length]) };
+    const op: NodeOp = {
+      kind: 'layerNorm',
+      axis,
+      epsilon: this.attr(node, 'epsilon', 1e-5),
+      scale: w(scale, [scale.data.length]),
+      bias: bias && w(bias, [bias.data.length]),
+    };
     this.set(node.outputs[0], { d: { net: this.emit(node, op, [src.net]), layout: 'plain' } });
   }
 
@@ -707,7 +865,10 @@ export function logitsValue(m: OnnxModel, file: string, name?: string): string {
   const produced = new Map<string, OnnxNodeInfo>();
   for (const n of m.nodes) for (const o of n.outputs) produced.set(o, n);
   if (name !== undefined) {
-    if (!produced.has(name)) throw new UsageError(`${file}: logits value "${name}" is not computed by any node (outputs: ${m.outputs.map((o) => o.name).join(', ')})`);
+    if (!produced.has(name))
+      throw new UsageError(
+        `${file}: logits value "${name}" is not computed by any node (outputs: ${m.outputs.map((o) => o.name).join(', ')})`,
+      );
     return name;
   }
   let v = m.outputs[0]?.name;
@@ -743,15 +904,22 @@ export interface OnnxInput {
 
 /** The image input: its name, size and layout (from the graph, completed by `inputShape` where dynamic). */
 export function imageInput(m: OnnxModel, file: string, inputShape?: [number, number, number]): OnnxInput {
-  if (m.inputs.length !== 1) throw new UsageError(`${file}: the graph has ${m.inputs.length} inputs (${m.inputs.map((i) => i.name).join(', ')}); only single-input image models are supported`);
+  if (m.inputs.length !== 1)
+    throw new UsageError(
+      `${file}: the graph has ${m.inputs.length} inputs (${m.inputs.map((i) => i.name).join(', ')}); only single-input image models are supported`,
+    );
   const { name, dims } = m.inputs[0];
-  if (dims.length !== 4) throw new UsageError(`${file}: input ${name} has ${dims.length} dimensions; expected [N, C, H, W] (or [N, H, W, C])`);
+  if (dims.length !== 4)
+    throw new UsageError(`${file}: input ${name} has ${dims.length} dimensions; expected [N, C, H, W] (or [N, H, W, C])`);
   const isChannels = (d: number | string) => d === 1 || d === 3;
   const channelsFirst = isChannels(dims[1]) || !isChannels(dims[3]);
   const [c, h, wd] = channelsFirst ? [dims[1], dims[2], dims[3]] : [dims[3], dims[1], dims[2]];
   const num = (d: number | string, i: number) => (typeof d === 'number' ? d : inputShape?.[i]);
   const shape = [num(h, 0), num(wd, 1), num(c, 2)];
-  if (shape.some((d) => d === undefined)) throw new UsageError(`${file}: input ${name} has dynamic size [${dims.join(', ')}]; give the image size with {inputShape} HxWxC (or "inputShape" in the card)`);
+  if (shape.some((d) => d === undefined))
+    throw new UsageError(
+      `${file}: input ${name} has dynamic size [${dims.join(', ')}]; give the image size with {inputShape} HxWxC (or "inputShape" in the card)`,
+    );
   if (inputShape && inputShape.some((d, i) => typeof [h, wd, c][i] === 'number' && [h, wd, c][i] !== d))
     throw new UsageError(`${file}: input ${name} takes [${dims.join(', ')}] images, but the card / flags say ${inputShape.join('x')}`);
   return { name, shape: shape as [number, number, number], channelsFirst, batch1: dims[0] === 1 };
@@ -761,7 +929,12 @@ export function imageInput(m: OnnxModel, file: string, inputShape?: [number, num
 export function onnxToNet(m: OnnxModel, file: string, input: OnnxInput, logitsName?: string): Net {
   const logits = logitsValue(m, file, logitsName);
   const [h, wd, c] = input.shape;
-  const cv = new Converter(m, file, { onnx: input.name, net: 'input', shape: [h, wd, c], layout: input.channelsFirst ? 'nhwc' : 'plain' }, input.batch1);
+  const cv = new Converter(
+    m,
+    file,
+    { onnx: input.name, net: 'input', shape: [h, wd, c], layout: input.channelsFirst ? 'nhwc' : 'plain' },
+    input.batch1,
+  );
   for (const n of needed(m, logits)) cv.convert(n);
   return { input: 'input', nodes: cv.nodes, output: cv.output(logits) };
 }

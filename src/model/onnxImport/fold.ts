@@ -13,7 +13,11 @@ import { transposeArray } from '../net.js';
  */
 export const BATCH = 1_000_003;
 
-export const tensor = (dtype: Tensor['dtype'], dims: number[], data: ArrayLike<number>): Tensor => ({ dtype, dims, data: Float64Array.from(data) });
+export const tensor = (dtype: Tensor['dtype'], dims: number[], data: ArrayLike<number>): Tensor => ({
+  dtype,
+  dims,
+  data: Float64Array.from(data),
+});
 export const size = (dims: number[]) => dims.reduce((a, b) => a * b, 1);
 const strides = (dims: number[]) => dims.map((_, i) => size(dims.slice(i + 1)));
 
@@ -105,9 +109,23 @@ function attr(node: OnnxNodeInfo, name: string, fallback: AttrValue): AttrValue 
 }
 
 const ELEMENTWISE: Record<string, (...v: number[]) => number> = {
-  Add: (a, b) => a + b, Sub: (a, b) => a - b, Mul: (a, b) => a * b, Pow: (a, b) => a ** b, Max: Math.max, Min: Math.min,
-  Sqrt: Math.sqrt, Neg: (a) => -a, Abs: Math.abs, Floor: Math.floor, Ceil: Math.ceil, Reciprocal: (a) => 1 / a, Exp: Math.exp,
-  Relu: (a) => Math.max(a, 0), Sigmoid: (a) => 1 / (1 + Math.exp(-a)), Tanh: Math.tanh, Erf: erf,
+  Add: (a, b) => a + b,
+  Sub: (a, b) => a - b,
+  Mul: (a, b) => a * b,
+  Pow: (a, b) => a ** b,
+  Max: Math.max,
+  Min: Math.min,
+  Sqrt: Math.sqrt,
+  Neg: (a) => -a,
+  Abs: Math.abs,
+  Floor: Math.floor,
+  Ceil: Math.ceil,
+  Reciprocal: (a) => 1 / a,
+  Exp: Math.exp,
+  Relu: (a) => Math.max(a, 0),
+  Sigmoid: (a) => 1 / (1 + Math.exp(-a)),
+  Tanh: Math.tanh,
+  Erf: erf,
 };
 
 /** Abramowitz-Stegun 7.1.26 would do for shapes, but folded weights deserve float precision: a series / continued fraction. */
@@ -131,8 +149,31 @@ function erf(x: number): number {
 
 /** Operators fold() evaluates (besides the element-wise ones): shape arithmetic and constants. */
 export const FOLDED = [
-  'Identity', 'Dropout', 'Shape', 'Div', 'Equal', 'Less', 'Greater', 'Not', 'Where', 'Cast', 'Constant', 'ConstantOfShape', 'Range', 'Reshape',
-  'Flatten', 'Squeeze', 'Unsqueeze', 'Concat', 'Gather', 'Slice', 'Transpose', 'Expand', 'ReduceProd', 'ReduceSum', ...Object.keys(ELEMENTWISE),
+  'Identity',
+  'Dropout',
+  'Shape',
+  'Div',
+  'Equal',
+  'Less',
+  'Greater',
+  'Not',
+  'Where',
+  'Cast',
+  'Constant',
+  'ConstantOfShape',
+  'Range',
+  'Reshape',
+  'Flatten',
+  'Squeeze',
+  'Unsqueeze',
+  'Concat',
+  'Gather',
+  'Slice',
+  'Transpose',
+  'Expand',
+  'ReduceProd',
+  'ReduceSum',
+  ...Object.keys(ELEMENTWISE),
 ];
 
 /**
@@ -142,7 +183,13 @@ export const FOLDED = [
 export function fold(node: OnnxNodeInfo, inputs: (Tensor | undefined)[]): Tensor[] | undefined {
   const [x] = inputs;
   const op = node.opType;
-  if (ELEMENTWISE[op]) return [elementwise(inputs.filter((t): t is Tensor => !!t), ELEMENTWISE[op])];
+  if (ELEMENTWISE[op])
+    return [
+      elementwise(
+        inputs.filter((t): t is Tensor => !!t),
+        ELEMENTWISE[op],
+      ),
+    ];
   switch (op) {
     case 'Identity':
     case 'Dropout':
@@ -167,10 +214,21 @@ export function fold(node: OnnxNodeInfo, inputs: (Tensor | undefined)[]): Tensor
     case 'Cast': {
       const to = attr(node, 'to', 1);
       const dtype: Tensor['dtype'] = [1, 10, 11, 16].includes(to) ? 'float' : to === 9 ? 'bool' : 'int';
-      return [{ dtype, dims: x!.dims, data: Float64Array.from(x!.data, (v) => (dtype === 'int' ? Math.trunc(v) : dtype === 'bool' ? (v ? 1 : 0) : v)) }];
+      return [
+        {
+          dtype,
+          dims: x!.dims,
+          data: Float64Array.from(x!.data, (v) => (dtype === 'int' ? Math.trunc(v) : dtype === 'bool' ? (v ? 1 : 0) : v)),
+        },
+      ];
     }
     case 'Constant': {
-      const v = node.attrs.get('value') ?? node.attrs.get('value_float') ?? node.attrs.get('value_floats') ?? node.attrs.get('value_int') ?? node.attrs.get('value_ints');
+      const v =
+        node.attrs.get('value') ??
+        node.attrs.get('value_float') ??
+        node.attrs.get('value_floats') ??
+        node.attrs.get('value_int') ??
+        node.attrs.get('value_ints');
       if (v === undefined) return undefined;
       if (typeof v === 'number') return [tensor(node.attrs.has('value_int') ? 'int' : 'float', [], [v])];
       if (Array.isArray(v)) return [tensor(node.attrs.has('value_ints') ? 'int' : 'float', [v.length], v as number[])];
@@ -185,7 +243,13 @@ export function fold(node: OnnxNodeInfo, inputs: (Tensor | undefined)[]): Tensor
     case 'Range': {
       const [s, l, d] = inputs.map((t) => t!.data[0]);
       const n = Math.max(Math.ceil((l - s) / d), 0);
-      return [tensor(x!.dtype, [n], Array.from({ length: n }, (_, i) => s + i * d))];
+      return [
+        tensor(
+          x!.dtype,
+          [n],
+          Array.from({ length: n }, (_, i) => s + i * d),
+        ),
+      ];
     }
     case 'Reshape': {
       const shape = ints(inputs[1]);
@@ -220,12 +284,21 @@ export function fold(node: OnnxNodeInfo, inputs: (Tensor | undefined)[]): Tensor
           const inner = size(t.dims.slice(a));
           for (let i = 0; i < inner; i++) data.push(t.data[o * inner + i]);
         }
-      return [tensor(ts[0].dtype, ts[0].dims.map((d, i) => (i === a ? ts.reduce((s, t) => s + t.dims[a], 0) : d)), data)];
+      return [
+        tensor(
+          ts[0].dtype,
+          ts[0].dims.map((d, i) => (i === a ? ts.reduce((s, t) => s + t.dims[a], 0) : d)),
+          data,
+        ),
+      ];
     }
     case 'Gather': {
       const a = norm(attr(node, 'axis', 0), x!.dims.length);
       const idx = ints(inputs[1]).map((i) => (i < 0 ? i + x!.dims[a] : i));
-      const taken = pick(x!, x!.dims.map((d, i) => (i === a ? idx : all(d))));
+      const taken = pick(
+        x!,
+        x!.dims.map((d, i) => (i === a ? idx : all(d))),
+      );
       const idxDims = inputs[1]!.dims;
       return [{ ...taken, dims: [...x!.dims.slice(0, a), ...idxDims, ...x!.dims.slice(a + 1)] }];
     }
@@ -233,7 +306,9 @@ export function fold(node: OnnxNodeInfo, inputs: (Tensor | undefined)[]): Tensor
       const r = x!.dims.length;
       const starts = node.attrs.has('starts') ? (node.attrs.get('starts') as number[]) : ints(inputs[1]);
       const ends = node.attrs.has('ends') ? (node.attrs.get('ends') as number[]) : ints(inputs[2]);
-      const axes = (node.attrs.has('axes') ? (node.attrs.get('axes') as number[]) : inputs[3] ? ints(inputs[3]) : starts.map((_, i) => i)).map((a) => norm(a, r));
+      const axes = (
+        node.attrs.has('axes') ? (node.attrs.get('axes') as number[]) : inputs[3] ? ints(inputs[3]) : starts.map((_, i) => i)
+      ).map((a) => norm(a, r));
       const steps = inputs[4] ? ints(inputs[4]) : starts.map(() => 1);
       const keep = x!.dims.map((d, i) => {
         const k = axes.indexOf(i);
@@ -242,7 +317,11 @@ export function fold(node: OnnxNodeInfo, inputs: (Tensor | undefined)[]): Tensor
       return [pick(x!, keep)];
     }
     case 'Transpose': {
-      const perm = attr(node, 'perm', x!.dims.map((_, i) => x!.dims.length - 1 - i));
+      const perm = attr(
+        node,
+        'perm',
+        x!.dims.map((_, i) => x!.dims.length - 1 - i),
+      );
       return [transposeTensor(x!, perm)];
     }
     case 'Expand': {

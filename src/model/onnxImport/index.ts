@@ -18,13 +18,15 @@ function externalReader(file: string) {
     const path = resolve(dir, location);
     const real = existsSync(path) ? realpathSync(path) : path;
     const rel = relative(dir, real);
-    if (isAbsolute(location) || rel.startsWith('..') || isAbsolute(rel)) throw new UsageError(`${file}: external data "${location}" lies outside the model's folder`);
+    if (isAbsolute(location) || rel.startsWith('..') || isAbsolute(rel))
+      throw new UsageError(`${file}: external data "${location}" lies outside the model's folder`);
     if (!existsSync(real)) throw new UsageError(`${file}: external data file ${location} not found beside the model`);
     const n = length ?? statSync(real).size - offset;
     const out = new Uint8Array(n);
     const fd = openSync(real, 'r');
     try {
-      if (readSync(fd, out, 0, n, offset) !== n) throw new UsageError(`${file}: external data file ${location} is shorter than the model says`);
+      if (readSync(fd, out, 0, n, offset) !== n)
+        throw new UsageError(`${file}: external data file ${location} is shorter than the model says`);
     } finally {
       closeSync(fd);
     }

@@ -89,7 +89,8 @@ export function readTensor(t: InstanceType<typeof onnx.TensorProto>, where: stri
     raw = external(location, Number(info.get('offset') ?? 0), info.has('length') ? Number(info.get('length')) : count * kind.bytes);
   }
   if (raw) {
-    if (raw.length < count * kind.bytes) throw new UsageError(`${where}: tensor ${t.name} holds ${raw.length} bytes, expected ${count * kind.bytes}`);
+    if (raw.length < count * kind.bytes)
+      throw new UsageError(`${where}: tensor ${t.name} holds ${raw.length} bytes, expected ${count * kind.bytes}`);
     // float32 weights: one copy of the bytes (the platforms we run on are little-endian, as ONNX is).
     if (t.dataType === T.FLOAT) return { dtype: 'float', dims, data: new Float32Array(raw.slice(0, count * 4).buffer) };
     const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
@@ -99,7 +100,8 @@ export function readTensor(t: InstanceType<typeof onnx.TensorProto>, where: stri
   // Typed fields: float_data, double_data, int64_data, int32_data (which also holds int8/16, uint8, bool and float16 bits).
   const fields: ArrayLike<unknown> =
     t.dataType === T.FLOAT ? t.floatData : t.dataType === T.DOUBLE ? t.doubleData : t.dataType === T.INT64 ? t.int64Data : t.int32Data;
-  if ((fields?.length ?? 0) < count) throw new UsageError(`${where}: tensor ${t.name} holds ${fields?.length ?? 0} values, expected ${count}`);
+  if ((fields?.length ?? 0) < count)
+    throw new UsageError(`${where}: tensor ${t.name} holds ${fields?.length ?? 0} values, expected ${count}`);
   for (let i = 0; i < count; i++) data[i] = t.dataType === T.FLOAT16 ? halfToFloat(num(fields[i])) : num(fields[i]);
   return { dtype: kind.dtype, dims, data };
 }
@@ -127,7 +129,9 @@ function readAttr(a: InstanceType<typeof onnx.AttributeProto>, where: string, ex
 }
 
 function valueDims(v: InstanceType<typeof onnx.ValueInfoProto>): ValueDims {
-  const dims = (v.type?.tensorType?.shape?.dim ?? []).map((d) => (d.dimParam ? d.dimParam : d.dimValue != null && num(d.dimValue) > 0 ? num(d.dimValue) : ''));
+  const dims = (v.type?.tensorType?.shape?.dim ?? []).map((d) =>
+    d.dimParam ? d.dimParam : d.dimValue != null && num(d.dimValue) > 0 ? num(d.dimValue) : '',
+  );
   return { name: v.name, dims };
 }
 
@@ -148,7 +152,11 @@ export function parseOnnx(bytes: Uint8Array, file: string, external?: ExternalRe
     const name = n.name || `#${i}`;
     const where = `${file}: node ${name} (${n.opType})`;
     return {
-      name, opType: n.opType, domain: n.domain ?? '', inputs: [...n.input], outputs: [...n.output],
+      name,
+      opType: n.opType,
+      domain: n.domain ?? '',
+      inputs: [...n.input],
+      outputs: [...n.output],
       attrs: new Map((n.attribute as InstanceType<typeof onnx.AttributeProto>[]).map((a) => [a.name, readAttr(a, where, external)])),
     };
   });

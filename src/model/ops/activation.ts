@@ -183,9 +183,27 @@ export function onnxActivationBackward(n: OnnxNode<unknown>, dy: string, x: stri
  * differences (the generated tests differentiate each one).
  */
 export const ACTIVATIONS: [Activation, [number, number]?][] = [
-  ['linear'], ['relu'], ['relu6', [-2, 8]], ['relu1'], ['sigmoid'], ['tanh'], ['elu'], ['softmax'], ['log', [0.2, 3]],
-  ['gelu'], ['erf'], ['sqrt', [0.2, 3]], ['reciprocal', [0.3, 3]], ['exp'], ['neg'], ['hardSwish', [-5, 5]],
-  [{ leaky: 0.2 }], [{ clip: [-0.5, 1.5] }], [{ hardSigmoid: [0.2, 0.5] }], [{ pow: 2 }], [{ pow: 3 }],
+  ['linear'],
+  ['relu'],
+  ['relu6', [-2, 8]],
+  ['relu1'],
+  ['sigmoid'],
+  ['tanh'],
+  ['elu'],
+  ['softmax'],
+  ['log', [0.2, 3]],
+  ['gelu'],
+  ['erf'],
+  ['sqrt', [0.2, 3]],
+  ['reciprocal', [0.3, 3]],
+  ['exp'],
+  ['neg'],
+  ['hardSwish', [-5, 5]],
+  [{ leaky: 0.2 }],
+  [{ clip: [-0.5, 1.5] }],
+  [{ hardSigmoid: [0.2, 0.5] }],
+  [{ pow: 2 }],
+  [{ pow: 3 }],
 ];
 
 /** A readable name for an activation (test titles, messages). */

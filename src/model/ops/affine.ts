@@ -42,7 +42,17 @@ export const affine: OpDef<'affine'> = {
         // after it. As Mul and Add, DenseNet's 62 unfoldable batch norms each cost two layout conversions.
         const c = n.op.scale.data.length;
         const g = n.g;
-        return g.op('BatchNormalization', [n.inputs[0], g.floats(n.op.scale.data, [c]), g.floats(n.op.shift.data, [c]), g.floats(new Float32Array(c), [c]), g.floats(new Float32Array(c).fill(1), [c])], { epsilon: 0 });
+        return g.op(
+          'BatchNormalization',
+          [
+            n.inputs[0],
+            g.floats(n.op.scale.data, [c]),
+            g.floats(n.op.shift.data, [c]),
+            g.floats(new Float32Array(c), [c]),
+            g.floats(new Float32Array(c).fill(1), [c]),
+          ],
+          { epsilon: 0 },
+        );
       }
       return n.g.op('Add', [n.g.op('Mul', [n.inputs[0], scaleOf(n)]), n.constant(along(n.op.shift, axisOf(n.op), r))]);
     },

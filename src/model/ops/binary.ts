@@ -23,7 +23,8 @@ function broadcast(shapes: Shape[]): Shape {
 export const binary: OpDef<'binary'> = {
   kind: 'binary',
   shape(op, xs) {
-    if ((op.op === 'mul' || op.op === 'div') && xs.length + (op.constant ? 1 : 0) !== 2) throw new Error(`${op.op} takes two operands, got ${xs.length + (op.constant ? 1 : 0)}`);
+    if ((op.op === 'mul' || op.op === 'div') && xs.length + (op.constant ? 1 : 0) !== 2)
+      throw new Error(`${op.op} takes two operands, got ${xs.length + (op.constant ? 1 : 0)}`);
     if (!op.constant) return broadcast(xs);
     const full = [1, ...xs[0]];
     const c = op.constant.weights.shape;
@@ -77,16 +78,73 @@ export const binary: OpDef<'binary'> = {
     },
   },
   samples: [
-    { name: 'residual add, relu', op: { kind: 'binary', op: 'add', act: 'relu' }, inputs: [[3, 3, 2], [3, 3, 2]] },
+    {
+      name: 'residual add, relu',
+      op: { kind: 'binary', op: 'add', act: 'relu' },
+      inputs: [
+        [3, 3, 2],
+        [3, 3, 2],
+      ],
+    },
     { name: 'sum of three', op: { kind: 'binary', op: 'add', act: 'linear' }, inputs: [[4], [4], [4]] },
-    { name: 'difference', op: { kind: 'binary', op: 'sub', act: 'linear' }, inputs: [[3, 3, 2], [3, 3, 2]] },
-    { name: 'product', op: { kind: 'binary', op: 'mul', act: 'linear' }, inputs: [[3, 3, 2], [3, 3, 2]] },
-    { name: 'product broadcast per channel (SE block)', op: { kind: 'binary', op: 'mul', act: 'linear' }, inputs: [[3, 3, 4], [1, 1, 4]] },
-    { name: 'quotient broadcast over the last axis (layer norm)', op: { kind: 'binary', op: 'div', act: 'linear' }, inputs: [[4, 5], [4, 1]], range: [0.5, 2] },
-    { name: 'constant first, difference', op: { kind: 'binary', op: 'sub', act: 'linear', constant: { weights: w([2], 1), first: true } }, inputs: [[3, 3, 2]] },
-    { name: 'constant product per channel, relu6', op: { kind: 'binary', op: 'mul', act: 'relu6', constant: { weights: w([2], 2, 3), first: false } }, inputs: [[3, 3, 2]] },
-    { name: 'constant addend (position embedding)', op: { kind: 'binary', op: 'add', act: 'linear', constant: { weights: w([1, 4, 3], 3), first: false } }, inputs: [[4, 3]] },
-    { name: 'divided by a constant', op: { kind: 'binary', op: 'div', act: 'linear', constant: { weights: { data: Float32Array.of(2, 3, 4), shape: [3] }, first: false } }, inputs: [[2, 3]] },
-    { name: 'constant divided by the input', op: { kind: 'binary', op: 'div', act: 'linear', constant: { weights: { data: Float32Array.of(1.5), shape: [] }, first: true } }, inputs: [[5]], range: [0.5, 2] },
+    {
+      name: 'difference',
+      op: { kind: 'binary', op: 'sub', act: 'linear' },
+      inputs: [
+        [3, 3, 2],
+        [3, 3, 2],
+      ],
+    },
+    {
+      name: 'product',
+      op: { kind: 'binary', op: 'mul', act: 'linear' },
+      inputs: [
+        [3, 3, 2],
+        [3, 3, 2],
+      ],
+    },
+    {
+      name: 'product broadcast per channel (SE block)',
+      op: { kind: 'binary', op: 'mul', act: 'linear' },
+      inputs: [
+        [3, 3, 4],
+        [1, 1, 4],
+      ],
+    },
+    {
+      name: 'quotient broadcast over the last axis (layer norm)',
+      op: { kind: 'binary', op: 'div', act: 'linear' },
+      inputs: [
+        [4, 5],
+        [4, 1],
+      ],
+      range: [0.5, 2],
+    },
+    {
+      name: 'constant first, difference',
+      op: { kind: 'binary', op: 'sub', act: 'linear', constant: { weights: w([2], 1), first: true } },
+      inputs: [[3, 3, 2]],
+    },
+    {
+      name: 'constant product per channel, relu6',
+      op: { kind: 'binary', op: 'mul', act: 'relu6', constant: { weights: w([2], 2, 3), first: false } },
+      inputs: [[3, 3, 2]],
+    },
+    {
+      name: 'constant addend (position embedding)',
+      op: { kind: 'binary', op: 'add', act: 'linear', constant: { weights: w([1, 4, 3], 3), first: false } },
+      inputs: [[4, 3]],
+    },
+    {
+      name: 'divided by a constant',
+      op: { kind: 'binary', op: 'div', act: 'linear', constant: { weights: { data: Float32Array.of(2, 3, 4), shape: [3] }, first: false } },
+      inputs: [[2, 3]],
+    },
+    {
+      name: 'constant divided by the input',
+      op: { kind: 'binary', op: 'div', act: 'linear', constant: { weights: { data: Float32Array.of(1.5), shape: [] }, first: true } },
+      inputs: [[5]],
+      range: [0.5, 2],
+    },
   ],
 };

@@ -30,8 +30,29 @@ export const concat: OpDef<'concat'> = {
     },
   },
   samples: [
-    { name: 'channels', op: { kind: 'concat', axis: -1, act: 'linear' }, inputs: [[3, 3, 2], [3, 3, 3]] },
-    { name: 'rows, relu', op: { kind: 'concat', axis: 1, act: 'relu' }, inputs: [[2, 3, 2], [1, 3, 2]] },
-    { name: 'tokens (class token first)', op: { kind: 'concat', axis: 1, act: 'linear' }, inputs: [[1, 4], [5, 4]] },
+    {
+      name: 'channels',
+      op: { kind: 'concat', axis: -1, act: 'linear' },
+      inputs: [
+        [3, 3, 2],
+        [3, 3, 3],
+      ],
+    },
+    {
+      name: 'rows, relu',
+      op: { kind: 'concat', axis: 1, act: 'relu' },
+      inputs: [
+        [2, 3, 2],
+        [1, 3, 2],
+      ],
+    },
+    {
+      name: 'tokens (class token first)',
+      op: { kind: 'concat', axis: 1, act: 'linear' },
+      inputs: [
+        [1, 4],
+        [5, 4],
+      ],
+    },
   ],
 };

@@ -15,7 +15,14 @@ export const constant: OpDef<'const'> = {
     forward(n) {
       const g = n.g;
       const v = g.floats(n.op.value.data, [1, ...n.op.value.shape]);
-      return g.op('Expand', [v, g.op('Concat', [g.op('Slice', [g.op('Shape', [n.inputs[0]]), g.ints([0]), g.ints([1])]), g.ints(storageDims(n.outShape, 'plain'))], { axis: 0 })]);
+      return g.op('Expand', [
+        v,
+        g.op(
+          'Concat',
+          [g.op('Slice', [g.op('Shape', [n.inputs[0]]), g.ints([0]), g.ints([1])]), g.ints(storageDims(n.outShape, 'plain'))],
+          { axis: 0 },
+        ),
+      ]);
     },
     backward: () => [null],
   },

@@ -52,7 +52,8 @@ function blockDiagonal(op: Conv): Weights {
   for (let t = 0; t < kh * kw; t++)
     for (let ci = 0; ci < cin; ci++) {
       const gi = Math.floor(ci / cinG);
-      for (let co = gi * coutG; co < (gi + 1) * coutG; co++) data[(t * cin + ci) * cout + co] = op.kernel.data[(t * cinG + (ci % cinG)) * cout + co];
+      for (let co = gi * coutG; co < (gi + 1) * coutG; co++)
+        data[(t * cin + ci) * cout + co] = op.kernel.data[(t * cinG + (ci % cinG)) * cout + co];
     }
   return { data, shape: [kh, kw, cin, cout] };
 }
@@ -70,7 +71,8 @@ function backwardFilter(op: Conv): Float32Array {
       for (let co = 0; co < coutG; co++)
         for (let i = 0; i < kh; i++)
           for (let j = 0; j < kw; j++)
-            out[((((gi * cinG + ci) * coutG + co) * kh + i) * kw) + j] = op.kernel.data[((kh - 1 - i) * kw + (kw - 1 - j)) * cinG * cout + ci * cout + gi * coutG + co];
+            out[(((gi * cinG + ci) * coutG + co) * kh + i) * kw + j] =
+              op.kernel.data[((kh - 1 - i) * kw + (kw - 1 - j)) * cinG * cout + ci * cout + gi * coutG + co];
   return out;
 }
 
@@ -82,9 +84,16 @@ function transposedGradient(n: OnnxNode<Conv>, d: string): string {
   const { pads } = geometry(op, n.inShapes[0]);
   const outHW = n.outShape;
   // ConvTranspose output size: s*(out-1) + output_padding + extent - pads; pick output_padding to get the input size back.
-  const outputPadding = [0, 1].map((a) => n.inShapes[0][a] - (op.strides[a] * (outHW[a] - 1) + extent([kh, kw][a], dil[a]) - pads[a][0] - pads[a][1]));
+  const outputPadding = [0, 1].map(
+    (a) => n.inShapes[0][a] - (op.strides[a] * (outHW[a] - 1) + extent([kh, kw][a], dil[a]) - pads[a][0] - pads[a][1]),
+  );
   return n.e.convTranspose(d, n.saved('w'), n.dims(), {
-    kernel_shape: [kh, kw], strides: op.strides, pads: onnxPads(pads), output_padding: outputPadding, group: op.group, dilations: dil,
+    kernel_shape: [kh, kw],
+    strides: op.strides,
+    pads: onnxPads(pads),
+    output_padding: outputPadding,
+    group: op.group,
+    dilations: dil,
   });
 }
 
@@ -102,7 +111,11 @@ function forwardGradient(n: OnnxNode<Conv>, d: string): string {
   const [ho, wo] = n.outShape;
   const [eh, ew] = [extent(kh, dil[0]), extent(kw, dil[1])];
   const { pads } = geometry(op, n.inShapes[0]);
-  const wT = g.floats(cached(op.kernel, 'backward', () => backwardFilter(op)), [cin, cout / op.group, kh, kw], `${n.name}_flipped`);
+  const wT = g.floats(
+    cached(op.kernel, 'backward', () => backwardFilter(op)),
+    [cin, cout / op.group, kh, kw],
+    `${n.name}_flipped`,
+  );
   // Input row p gets output rows p - pad_before .. p - pad_before + extent - 1: pad dy by extent - 1 - pad_before in front.
   const before = [eh - 1 - pads[0][0], ew - 1 - pads[1][0]];
   const after = [H + eh - 1 - ho - before[0], W + ew - 1 - wo - before[1]];
@@ -157,17 +170,38 @@ export const conv: OpDef<'conv'> = {
       b.own(c.tensors[1]);
       return c;
     });
-    return ([x]) => withBias(tf.concat(tf.split(x, op.group, 3).map((xi, gi) => parts[gi].apply(xi as tf.Tensor4D)), 3));
+    return ([x]) =>
+      withBias(
+        tf.concat(
+          tf.split(x, op.group, 3).map((xi, gi) => parts[gi].apply(xi as tf.Tensor4D)),
+          3,
+        ),
+      );
   },
   onnx: {
     layout: 'nchw',
     forward(n) {
       const op = n.op;
       const [kh, kw, cinG, cout] = op.kernel.shape;
-      const w = n.save('w', n.g.floats(cached(op.kernel, 'forward', () => transposeWeights(op.kernel, [3, 2, 0, 1]).data), [cout, cinG, kh, kw]));
+      const w = n.save(
+        'w',
+        n.g.floats(
+          cached(op.kernel, 'forward', () => transposeWeights(op.kernel, [3, 2, 0, 1]).data),
+          [cout, cinG, kh, kw],
+        ),
+      );
       const inputs = [n.inputs[0], w, ...(op.bias ? [n.g.floats(op.bias.data, [op.bias.data.length])] : [])];
       const { pads } = geometry(op, n.inShapes[0]);
-      const pre = n.save('pre', n.g.op('Conv', inputs, { kernel_shape: [kh, kw], strides: op.strides, pads: onnxPads(pads), group: op.group, dilations: dilationsOf(op) }));
+      const pre = n.save(
+        'pre',
+        n.g.op('Conv', inputs, {
+          kernel_shape: [kh, kw],
+          strides: op.strides,
+          pads: onnxPads(pads),
+          group: op.group,
+          dilations: dilationsOf(op),
+        }),
+      );
       return n.save('y', onnxActivation(n, pre, op.act));
     },
     backward(n, dy) {
@@ -179,14 +213,93 @@ export const conv: OpDef<'conv'> = {
     },
   },
   samples: [
-    { name: '3x3/2 same, relu6', op: { kind: 'conv', kernel: w([3, 3, 3, 4], 1), bias: w([4], 2), strides: [2, 2], padding: 'same', group: 1, act: 'relu6' }, inputs: [[9, 9, 3]], range: [-2, 8] },
-    { name: '3x3/2 valid, odd geometry', op: { kind: 'conv', kernel: w([3, 3, 3, 2], 3), strides: [2, 2], padding: 'valid', group: 1, act: 'tanh' }, inputs: [[8, 8, 3]] },
-    { name: 'depthwise 3x3/1 same, leaky', op: { kind: 'conv', kernel: w([3, 3, 1, 4], 5), strides: [1, 1], padding: 'same', group: 4, act: { leaky: 0.1 } }, inputs: [[6, 6, 4]] },
-    { name: 'depthwise x2 multiplier, 3x3/2 explicit pads', op: { kind: 'conv', kernel: w([3, 3, 1, 6], 7), bias: w([6], 8), strides: [2, 2], padding: [[1, 1], [1, 1]], group: 3, act: 'relu' }, inputs: [[7, 7, 3]] },
-    { name: '1x1 valid', op: { kind: 'conv', kernel: w([1, 1, 4, 5], 9), strides: [1, 1], padding: 'valid', group: 1, act: 'linear' }, inputs: [[5, 5, 4]] },
-    { name: 'grouped (2), asymmetric explicit pads', op: { kind: 'conv', kernel: w([3, 3, 2, 6], 11), bias: w([6], 12), strides: [1, 1], padding: [[1, 0], [2, 1]], group: 2, act: 'linear' }, inputs: [[6, 5, 4]] },
-    { name: 'grouped (2), 3x3/2 explicit pads', op: { kind: 'conv', kernel: w([3, 3, 2, 4], 13), strides: [2, 2], padding: [[1, 1], [1, 1]], group: 2, act: 'linear' }, inputs: [[8, 8, 4]] },
-    { name: 'dilated 3x3 (2), same', op: { kind: 'conv', kernel: w([3, 3, 3, 2], 15), strides: [1, 1], padding: 'same', group: 1, dilations: [2, 2], act: 'linear' }, inputs: [[9, 8, 3]] },
-    { name: '7x7/2 pad 3 (ResNet stem)', op: { kind: 'conv', kernel: w([7, 7, 3, 4], 17, 0.2), strides: [2, 2], padding: [[3, 3], [3, 3]], group: 1, act: 'relu' }, inputs: [[12, 12, 3]] },
+    {
+      name: '3x3/2 same, relu6',
+      op: { kind: 'conv', kernel: w([3, 3, 3, 4], 1), bias: w([4], 2), strides: [2, 2], padding: 'same', group: 1, act: 'relu6' },
+      inputs: [[9, 9, 3]],
+      range: [-2, 8],
+    },
+    {
+      name: '3x3/2 valid, odd geometry',
+      op: { kind: 'conv', kernel: w([3, 3, 3, 2], 3), strides: [2, 2], padding: 'valid', group: 1, act: 'tanh' },
+      inputs: [[8, 8, 3]],
+    },
+    {
+      name: 'depthwise 3x3/1 same, leaky',
+      op: { kind: 'conv', kernel: w([3, 3, 1, 4], 5), strides: [1, 1], padding: 'same', group: 4, act: { leaky: 0.1 } },
+      inputs: [[6, 6, 4]],
+    },
+    {
+      name: 'depthwise x2 multiplier, 3x3/2 explicit pads',
+      op: {
+        kind: 'conv',
+        kernel: w([3, 3, 1, 6], 7),
+        bias: w([6], 8),
+        strides: [2, 2],
+        padding: [
+          [1, 1],
+          [1, 1],
+        ],
+        group: 3,
+        act: 'relu',
+      },
+      inputs: [[7, 7, 3]],
+    },
+    {
+      name: '1x1 valid',
+      op: { kind: 'conv', kernel: w([1, 1, 4, 5], 9), strides: [1, 1], padding: 'valid', group: 1, act: 'linear' },
+      inputs: [[5, 5, 4]],
+    },
+    {
+      name: 'grouped (2), asymmetric explicit pads',
+      op: {
+        kind: 'conv',
+        kernel: w([3, 3, 2, 6], 11),
+        bias: w([6], 12),
+        strides: [1, 1],
+        padding: [
+          [1, 0],
+          [2, 1],
+        ],
+        group: 2,
+        act: 'linear',
+      },
+      inputs: [[6, 5, 4]],
+    },
+    {
+      name: 'grouped (2), 3x3/2 explicit pads',
+      op: {
+        kind: 'conv',
+        kernel: w([3, 3, 2, 4], 13),
+        strides: [2, 2],
+        padding: [
+          [1, 1],
+          [1, 1],
+        ],
+        group: 2,
+        act: 'linear',
+      },
+      inputs: [[8, 8, 4]],
+    },
+    {
+      name: 'dilated 3x3 (2), same',
+      op: { kind: 'conv', kernel: w([3, 3, 3, 2], 15), strides: [1, 1], padding: 'same', group: 1, dilations: [2, 2], act: 'linear' },
+      inputs: [[9, 8, 3]],
+    },
+    {
+      name: '7x7/2 pad 3 (ResNet stem)',
+      op: {
+        kind: 'conv',
+        kernel: w([7, 7, 3, 4], 17, 0.2),
+        strides: [2, 2],
+        padding: [
+          [3, 3],
+          [3, 3],
+        ],
+        group: 1,
+        act: 'relu',
+      },
+      inputs: [[12, 12, 3]],
+    },
   ],
 };

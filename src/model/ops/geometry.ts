@@ -30,11 +30,21 @@ export function axisGeometry(size: number, k: number, s: number, padding: Paddin
 
 /** Both spatial axes: output size [ho, wo] and explicit pads [[top, bottom], [left, right]]. */
 export function windowGeometry(
-  inHW: number[], k: number[], s: number[], padding: Padding, d: number[] = [1, 1],
+  inHW: number[],
+  k: number[],
+  s: number[],
+  padding: Padding,
+  d: number[] = [1, 1],
 ): { out: [number, number]; pads: [[number, number], [number, number]] } {
   const r = axisGeometry(inHW[0], k[0], s[0], padding, 0, d[0]);
   const c = axisGeometry(inHW[1], k[1], s[1], padding, 1, d[1]);
-  return { out: [r.out, c.out], pads: [[r.before, r.after], [c.before, c.after]] };
+  return {
+    out: [r.out, c.out],
+    pads: [
+      [r.before, r.after],
+      [c.before, c.after],
+    ],
+  };
 }
 
 /** ONNX's pads attribute: [top, left, bottom, right]. */

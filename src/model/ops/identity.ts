@@ -4,7 +4,10 @@ import type { OpDef } from './types.js';
 export const identity: OpDef<'identity'> = {
   kind: 'identity',
   shape: (_op, [x]) => x,
-  tfjs: () => ([x]) => x,
+  tfjs:
+    () =>
+    ([x]) =>
+      x,
   onnx: { layout: 'any', forward: (n) => n.inputs[0], backward: (_n, dy) => [dy] },
   samples: [{ name: 'image', op: { kind: 'identity' }, inputs: [[3, 3, 2]] }],
 };

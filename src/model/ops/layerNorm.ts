@@ -18,7 +18,8 @@ export const layerNorm: OpDef<'layerNorm'> = {
     const normalized = axes.map((a) => x[a - 1]);
     if (axes.length === 0 || axes[0] < 1) throw new Error(`axis ${op.axis} does not fit [${x}]`);
     for (const p of [op.scale, op.bias])
-      if (p && p.data.length !== normalized.reduce((a, b) => a * b, 1)) throw new Error(`scale / bias of ${p.data.length} values do not fit normalized axes [${normalized}]`);
+      if (p && p.data.length !== normalized.reduce((a, b) => a * b, 1))
+        throw new Error(`scale / bias of ${p.data.length} values do not fit normalized axes [${normalized}]`);
     return x;
   },
   tfjs(op, b, [x]) {
@@ -63,7 +64,11 @@ export const layerNorm: OpDef<'layerNorm'> = {
     },
   },
   samples: [
-    { name: 'tokens, last axis, scale and bias', op: { kind: 'layerNorm', axis: -1, epsilon: 1e-5, scale: w([5], 1), bias: w([5], 2) }, inputs: [[3, 5]] },
+    {
+      name: 'tokens, last axis, scale and bias',
+      op: { kind: 'layerNorm', axis: -1, epsilon: 1e-5, scale: w([5], 1), bias: w([5], 2) },
+      inputs: [[3, 5]],
+    },
     { name: 'channels last of an image, no scale', op: { kind: 'layerNorm', axis: -1, epsilon: 1e-6 }, inputs: [[3, 3, 4]] },
     { name: 'last two axes', op: { kind: 'layerNorm', axis: 2, epsilon: 1e-5, scale: w([12], 3) }, inputs: [[2, 3, 4]] },
   ],

@@ -31,7 +31,12 @@ export const lrn: OpDef<'lrn'> = {
     const { lo, hi } = window(op);
     const C = x[2];
     return ([t]) => {
-      const sq = tf.pad(tf.square(t), [[0, 0], [0, 0], [0, 0], [lo, hi]]);
+      const sq = tf.pad(tf.square(t), [
+        [0, 0],
+        [0, 0],
+        [0, 0],
+        [lo, hi],
+      ]);
       let sum = tf.slice(sq, [0, 0, 0, 0], [-1, -1, -1, C]);
       for (let k = 1; k < op.size; k++) sum = tf.add(sum, tf.slice(sq, [0, 0, 0, k], [-1, -1, -1, C]));
       return tf.mul(t, tf.pow(tf.add(tf.mul(sum, op.alpha / op.size), op.bias), -op.beta));

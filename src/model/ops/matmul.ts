@@ -13,7 +13,10 @@ export const matmul: OpDef<'matmul'> = {
       throw new Error(`cannot multiply [${a}] by [${b}] (same leading axes, [.., m, k] @ [.., k, n])`);
     return [...a.slice(0, -1), b[b.length - 1]];
   },
-  tfjs: () => ([a, b]) => tf.matMul(a, b),
+  tfjs:
+    () =>
+    ([a, b]) =>
+      tf.matMul(a, b),
   onnx: {
     layout: 'plain',
     forward(n) {
@@ -31,7 +34,21 @@ export const matmul: OpDef<'matmul'> = {
     },
   },
   samples: [
-    { name: 'tokens x tokens', op: { kind: 'matmul' }, inputs: [[4, 3], [3, 5]] },
-    { name: 'heads (rank 4)', op: { kind: 'matmul' }, inputs: [[2, 3, 4], [2, 4, 3]] },
+    {
+      name: 'tokens x tokens',
+      op: { kind: 'matmul' },
+      inputs: [
+        [4, 3],
+        [3, 5],
+      ],
+    },
+    {
+      name: 'heads (rank 4)',
+      op: { kind: 'matmul' },
+      inputs: [
+        [2, 3, 4],
+        [2, 4, 3],
+      ],
+    },
   ],
 };

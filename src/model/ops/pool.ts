@@ -47,12 +47,18 @@ function maxGradient(n: OnnxNode<Pool>, dy: string): string {
   const [ho, wo] = n.outShape;
   const { pads } = geometry(n.op, n.inShapes[0]);
   const argmax = g.fresh('argmax');
-  g.opMulti('MaxPool', [n.saved('x')], [g.fresh('pooled'), argmax], { kernel_shape: n.op.size, strides: n.op.strides, pads: onnxPads(pads) });
+  g.opMulti('MaxPool', [n.saved('x')], [g.fresh('pooled'), argmax], {
+    kernel_shape: n.op.size,
+    strides: n.op.strides,
+    pads: onnxPads(pads),
+  });
   // ONNX's indices run over the whole batch; an image's own are modulo its size.
   const inImage = g.op('Reshape', [g.op('Mod', [argmax, g.ints([C * H * W])]), g.ints([0, 1, C * ho * wo])]);
   const rows = g.op('Reshape', [dy, g.op('Concat', [n.e.batch(), g.ints([-1, C * ho * wo])], { axis: 0 })]);
   const rowsShape = g.op('Shape', [rows]);
-  const zeros = g.op('ConstantOfShape', [g.op('Concat', [g.op('Slice', [rowsShape, g.ints([0]), g.ints([2])]), g.ints([C * H * W])], { axis: 0 })]);
+  const zeros = g.op('ConstantOfShape', [
+    g.op('Concat', [g.op('Slice', [rowsShape, g.ints([0]), g.ints([2])]), g.ints([C * H * W])], { axis: 0 }),
+  ]);
   const dx = g.op('ScatterElements', [zeros, g.op('Expand', [inImage, rowsShape]), rows], { axis: 2, reduction: 'add' });
   return g.op('Reshape', [dx, g.ints([-1, C, H, W])]);
 }
@@ -81,7 +87,13 @@ function maxGradientByMasks(n: OnnxNode<Pool>, dy: string): string {
   let taken = '';
   for (let i = 0; i < k0; i++)
     for (let j = 0; j < k1; j++) {
-      const view = g.op('Slice', [padded, g.ints([i, j]), g.ints([i + s0 * (ho - 1) + 1, j + s1 * (wo - 1) + 1]), g.ints([2, 3]), g.ints([s0, s1])]);
+      const view = g.op('Slice', [
+        padded,
+        g.ints([i, j]),
+        g.ints([i + s0 * (ho - 1) + 1, j + s1 * (wo - 1) + 1]),
+        g.ints([2, 3]),
+        g.ints([s0, s1]),
+      ]);
       const equal = g.op('Cast', [g.op('Equal', [view, pooled])], { to: 1 });
       const first = taken ? g.op('Mul', [equal, g.op('Sub', [g.scalar(1), taken])]) : equal;
       taken = taken ? g.op('Add', [taken, first]) : first;
@@ -95,7 +107,13 @@ function maxGradientByMasks(n: OnnxNode<Pool>, dy: string): string {
   const place = new Float32Array(C * T * T);
   for (let c = 0; c < C; c++) for (let t = 0; t < T; t++) place[(c * T + t) * T + t] = 1;
   const outputPadding = [0, 1].map((a) => n.inShapes[0][a] - (op.strides[a] * (n.outShape[a] - 1) + op.size[a] - pads[a][0] - pads[a][1]));
-  return n.e.convTranspose(routed, g.floats(place, [C * T, 1, k0, k1]), [C * T, ho, wo], { kernel_shape: op.size, strides: op.strides, pads: onnxPads(pads), output_padding: outputPadding, group: C });
+  return n.e.convTranspose(routed, g.floats(place, [C * T, 1, k0, k1]), [C * T, ho, wo], {
+    kernel_shape: op.size,
+    strides: op.strides,
+    pads: onnxPads(pads),
+    output_padding: outputPadding,
+    group: C,
+  });
 }
 
 /** dx of average pooling: dy divided by each window's count, spread back over the window (a transposed box filter). */
@@ -106,10 +124,24 @@ function averageGradient(n: OnnxNode<Pool>, dy: string): string {
   const [ho, wo] = n.outShape;
   const { pads } = geometry(op, n.inShapes[0]);
   const k = op.size[0] * op.size[1];
-  const scaled = fullWindows(op, n.inShapes[0]) ? dy : g.op('Mul', [dy, g.floats(inverseCounts(op, n.inShapes[0]).map((v) => v * k), [1, 1, ho, wo])]);
+  const scaled = fullWindows(op, n.inShapes[0])
+    ? dy
+    : g.op('Mul', [
+        dy,
+        g.floats(
+          inverseCounts(op, n.inShapes[0]).map((v) => v * k),
+          [1, 1, ho, wo],
+        ),
+      ]);
   const box = g.floats(new Float32Array(C * k).fill(1 / k), [C, 1, op.size[0], op.size[1]]);
   const outputPadding = [0, 1].map((a) => n.inShapes[0][a] - (op.strides[a] * (n.outShape[a] - 1) + op.size[a] - pads[a][0] - pads[a][1]));
-  return n.e.convTranspose(scaled, box, [C, ho, wo], { kernel_shape: op.size, strides: op.strides, pads: onnxPads(pads), output_padding: outputPadding, group: C });
+  return n.e.convTranspose(scaled, box, [C, ho, wo], {
+    kernel_shape: op.size,
+    strides: op.strides,
+    pads: onnxPads(pads),
+    output_padding: outputPadding,
+    group: C,
+  });
 }
 
 export const pool: OpDef<'pool'> = {
@@ -127,7 +159,9 @@ export const pool: OpDef<'pool'> = {
     const { pads, out } = geometry(op, shape);
     if (pads.every(([a, b]) => a === 0 && b === 0)) return ([x]) => tf.avgPool(x as tf.Tensor4D, op.size, op.strides, 'valid');
     const k = op.size[0] * op.size[1];
-    const correction = fullWindows(op, shape) ? null : b.tensor({ data: inverseCounts(op, shape).map((v) => v * k), shape: [1, out[0], out[1], 1] });
+    const correction = fullWindows(op, shape)
+      ? null
+      : b.tensor({ data: inverseCounts(op, shape).map((v) => v * k), shape: [1, out[0], out[1], 1] });
     return ([x]) => {
       const y = tf.avgPool(x.pad([[0, 0], pads[0], pads[1], [0, 0]]) as tf.Tensor4D, op.size, op.strides, 'valid');
       return correction ? tf.mul(y, correction) : y;
@@ -140,7 +174,8 @@ export const pool: OpDef<'pool'> = {
       const { pads } = geometry(op, n.inShapes[0]);
       const attrs = { kernel_shape: op.size, strides: op.strides, pads: onnxPads(pads) };
       n.save('x', n.inputs[0]);
-      if (op.mode === 'avg') return n.g.op('AveragePool', [n.inputs[0]], { ...attrs, count_include_pad: fullWindows(op, n.inShapes[0]) ? 1 : 0 });
+      if (op.mode === 'avg')
+        return n.g.op('AveragePool', [n.inputs[0]], { ...attrs, count_include_pad: fullWindows(op, n.inShapes[0]) ? 1 : 0 });
       return n.save('y', n.g.op('MaxPool', [n.inputs[0]], attrs));
     },
     backward(n, dy) {
@@ -150,15 +185,80 @@ export const pool: OpDef<'pool'> = {
   },
   samples: [
     { name: 'avg 2x2 valid', op: { kind: 'pool', mode: 'avg', size: [2, 2], strides: [2, 2], padding: 'valid' }, inputs: [[6, 6, 3]] },
-    { name: 'avg 3x3/2 same (TF: pads not counted)', op: { kind: 'pool', mode: 'avg', size: [3, 3], strides: [2, 2], padding: 'same' }, inputs: [[7, 6, 2]] },
-    { name: 'avg 3x3/1 pad 1, pads counted', op: { kind: 'pool', mode: 'avg', size: [3, 3], strides: [1, 1], padding: [[1, 1], [1, 1]], countIncludePad: true }, inputs: [[5, 5, 2]] },
-    { name: 'avg 3x3/1 pad 1, pads not counted', op: { kind: 'pool', mode: 'avg', size: [3, 3], strides: [1, 1], padding: [[1, 1], [1, 1]] }, inputs: [[5, 5, 2]] },
+    {
+      name: 'avg 3x3/2 same (TF: pads not counted)',
+      op: { kind: 'pool', mode: 'avg', size: [3, 3], strides: [2, 2], padding: 'same' },
+      inputs: [[7, 6, 2]],
+    },
+    {
+      name: 'avg 3x3/1 pad 1, pads counted',
+      op: {
+        kind: 'pool',
+        mode: 'avg',
+        size: [3, 3],
+        strides: [1, 1],
+        padding: [
+          [1, 1],
+          [1, 1],
+        ],
+        countIncludePad: true,
+      },
+      inputs: [[5, 5, 2]],
+    },
+    {
+      name: 'avg 3x3/1 pad 1, pads not counted',
+      op: {
+        kind: 'pool',
+        mode: 'avg',
+        size: [3, 3],
+        strides: [1, 1],
+        padding: [
+          [1, 1],
+          [1, 1],
+        ],
+      },
+      inputs: [[5, 5, 2]],
+    },
     { name: 'max 2x2 same', op: { kind: 'pool', mode: 'max', size: [2, 2], strides: [2, 2], padding: 'same' }, inputs: [[5, 5, 3]] },
-    { name: 'max 3x3/2 same (overlapping)', op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: 'same' }, inputs: [[8, 8, 3]] },
+    {
+      name: 'max 3x3/2 same (overlapping)',
+      op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: 'same' },
+      inputs: [[8, 8, 3]],
+    },
     { name: 'max 3x3/1 same', op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [1, 1], padding: 'same' }, inputs: [[5, 5, 2]] },
     { name: 'max 2x2/1 valid', op: { kind: 'pool', mode: 'max', size: [2, 2], strides: [1, 1], padding: 'valid' }, inputs: [[5, 5, 2]] },
-    { name: 'max 3x3/2 valid (unused last row)', op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: 'valid' }, inputs: [[8, 8, 2]] },
-    { name: 'max 3x3/2 pad 1 (ResNet)', op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: [[1, 1], [1, 1]] }, inputs: [[8, 8, 2]] },
-    { name: 'max 3x3/2 ceil mode (extra end pad)', op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: [[0, 1], [0, 1]] }, inputs: [[8, 8, 2]] },
+    {
+      name: 'max 3x3/2 valid (unused last row)',
+      op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: 'valid' },
+      inputs: [[8, 8, 2]],
+    },
+    {
+      name: 'max 3x3/2 pad 1 (ResNet)',
+      op: {
+        kind: 'pool',
+        mode: 'max',
+        size: [3, 3],
+        strides: [2, 2],
+        padding: [
+          [1, 1],
+          [1, 1],
+        ],
+      },
+      inputs: [[8, 8, 2]],
+    },
+    {
+      name: 'max 3x3/2 ceil mode (extra end pad)',
+      op: {
+        kind: 'pool',
+        mode: 'max',
+        size: [3, 3],
+        strides: [2, 2],
+        padding: [
+          [0, 1],
+          [0, 1],
+        ],
+      },
+      inputs: [[8, 8, 2]],
+    },
   ],
 };

@@ -16,7 +16,8 @@ export const reduce: OpDef<'reduce'> = {
   kind: 'reduce',
   shape(op, [x]) {
     const axes = axesOf(op, x.length + 1);
-    if (axes.some((a) => a < 1 || a > x.length)) throw new Error(`axes [${op.axes}] do not fit [${x}] (the batch axis 0 cannot be reduced)`);
+    if (axes.some((a) => a < 1 || a > x.length))
+      throw new Error(`axes [${op.axes}] do not fit [${x}] (the batch axis 0 cannot be reduced)`);
     return op.keepDims ? keptShape(op, x) : x.filter((_, i) => !axes.includes(i + 1));
   },
   tfjs(op, _b, [x]) {
@@ -51,7 +52,8 @@ export const reduce: OpDef<'reduce'> = {
       const x = n.inShapes[0];
       const kept = storageDims(keptShape(n.op, x), n.layouts[0]);
       const inDims = n.dims(0);
-      const spread = (rows: string) => g.op('Expand', [n.op.keepDims ? rows : g.op('Reshape', [rows, g.ints([-1, ...kept])]), g.ints([1, ...inDims])]);
+      const spread = (rows: string) =>
+        g.op('Expand', [n.op.keepDims ? rows : g.op('Reshape', [rows, g.ints([-1, ...kept])]), g.ints([1, ...inDims])]);
       if (n.op.mode === 'sum') return [spread(dy)];
       if (n.op.mode === 'mean') {
         const count = x.reduce((a, d, i) => (axesOf(n.op, x.length + 1).includes(i + 1) ? a * d : a), 1);

@@ -22,8 +22,25 @@ import { transpose } from './transpose.js';
 
 /** Every kind of Net node, by kind: the one list the executors, the exporter, the tests and the self-check read. */
 export const OPS: { [K in OpKind]: OpDef<K> } = {
-  conv, dense, affine, act, prelu, pool, reduce, pad, reshape, transpose, binary, concat, slice, matmul, layerNorm, lrn, softmax,
-  const: constant, identity,
+  conv,
+  dense,
+  affine,
+  act,
+  prelu,
+  pool,
+  reduce,
+  pad,
+  reshape,
+  transpose,
+  binary,
+  concat,
+  slice,
+  matmul,
+  layerNorm,
+  lrn,
+  softmax,
+  const: constant,
+  identity,
 };
 
 export function opDef<K extends OpKind>(kind: K): OpDef<K> {

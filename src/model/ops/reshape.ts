@@ -8,10 +8,14 @@ export const reshape: OpDef<'reshape'> = {
     const known = op.shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
     const free = op.shape.filter((d) => d === -1).length;
     const out = op.shape.map((d) => (d === -1 ? total / known : d));
-    if (free > 1 || out.some((d) => !Number.isInteger(d) || d < 1) || size(out) !== total) throw new Error(`cannot reshape [${x}] to [${op.shape}]`);
+    if (free > 1 || out.some((d) => !Number.isInteger(d) || d < 1) || size(out) !== total)
+      throw new Error(`cannot reshape [${x}] to [${op.shape}]`);
     return out;
   },
-  tfjs: (op) => ([x]) => x.reshape([x.shape[0], ...op.shape]),
+  tfjs:
+    (op) =>
+    ([x]) =>
+      x.reshape([x.shape[0], ...op.shape]),
   onnx: {
     layout: 'plain',
     forward: (n) => n.g.op('Reshape', [n.inputs[0], n.g.ints([0, ...n.op.shape])]),

@@ -49,7 +49,13 @@ export const slice: OpDef<'slice'> = {
       const { start, count } = range(n.op, n.inShapes[0][axisIn(n.op, n.inShapes[0])]);
       const end = n.op.step > 0 ? start + count : start - count;
       // An end of -1 with step -1 means "before index 0": ONNX reads it as the last index, so use a large negative.
-      return g.op('Slice', [n.inputs[0], g.ints([start]), g.ints([end < 0 ? -(2 ** 53 - 1) : end]), g.ints([n.axis(n.op.axis)]), g.ints([n.op.step])]);
+      return g.op('Slice', [
+        n.inputs[0],
+        g.ints([start]),
+        g.ints([end < 0 ? -(2 ** 53 - 1) : end]),
+        g.ints([n.axis(n.op.axis)]),
+        g.ints([n.op.step]),
+      ]);
     },
     backward(n, dy) {
       const g = n.g;

@@ -28,7 +28,10 @@ export const softmax: OpDef<'softmax'> = {
       // (log(softmax) would underflow to -infinity for very unlikely classes).
       const g = n.g;
       const shifted = g.op('Sub', [n.inputs[0], g.op('ReduceMax', [n.inputs[0]], { axes: [axis], keepdims: 1 })]);
-      return n.save('y', g.op('Sub', [shifted, g.op('Log', [g.op('ReduceSum', [g.op('Exp', [shifted]), g.ints([axis])], { keepdims: 1 })])]));
+      return n.save(
+        'y',
+        g.op('Sub', [shifted, g.op('Log', [g.op('ReduceSum', [g.op('Exp', [shifted]), g.ints([axis])], { keepdims: 1 })])]),
+      );
     },
     backward(n, dy) {
       const g = n.g;

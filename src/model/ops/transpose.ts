@@ -10,7 +10,10 @@ export const transpose: OpDef<'transpose'> = {
       throw new Error(`perm [${op.perm}] is not a permutation of the ${r} axes of [N, ${x}] keeping the batch first`);
     return op.perm.slice(1).map((p) => x[p - 1]);
   },
-  tfjs: (op) => ([x]) => tf.transpose(x, op.perm),
+  tfjs:
+    (op) =>
+    ([x]) =>
+      tf.transpose(x, op.perm),
   onnx: {
     layout: 'plain',
     forward: (n) => n.g.op('Transpose', [n.inputs[0]], { perm: n.op.perm }),

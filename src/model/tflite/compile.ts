@@ -14,9 +14,26 @@ import * as fb from './schema.generated.js';
 const FUSED: Activation[] = ['linear', 'relu', 'relu1', 'relu6', 'tanh'];
 
 export const SUPPORTED_OPERATORS = [
-  'ADD', 'SUB', 'MUL', 'AVERAGE_POOL_2D', 'MAX_POOL_2D', 'CONCATENATION', 'CONV_2D', 'DEPTHWISE_CONV_2D',
-  'FULLY_CONNECTED', 'MEAN', 'PAD', 'RESHAPE', 'SQUEEZE', 'SOFTMAX', 'RELU', 'RELU6', 'LOGISTIC', 'TANH',
-  'QUANTIZE', 'DEQUANTIZE',
+  'ADD',
+  'SUB',
+  'MUL',
+  'AVERAGE_POOL_2D',
+  'MAX_POOL_2D',
+  'CONCATENATION',
+  'CONV_2D',
+  'DEPTHWISE_CONV_2D',
+  'FULLY_CONNECTED',
+  'MEAN',
+  'PAD',
+  'RESHAPE',
+  'SQUEEZE',
+  'SOFTMAX',
+  'RELU',
+  'RELU6',
+  'LOGISTIC',
+  'TANH',
+  'QUANTIZE',
+  'DEQUANTIZE',
 ];
 
 /** Pixel [0,255] -> model input: (pixel * scale + offset), from the input tensor's quantisation. */
@@ -109,7 +126,13 @@ function conv(ctx: Ctx, op: TfliteOp, depthwise: boolean): NodeOp {
 
 function pool(ctx: Ctx, op: TfliteOp, mode: 'avg' | 'max'): NodeOp[] {
   const o = options(op, () => new fb.Pool2DOptions());
-  const p: NodeOp = { kind: 'pool', mode, size: [o.filterHeight(), o.filterWidth()], strides: [o.strideH(), o.strideW()], padding: padding(o.padding()) };
+  const p: NodeOp = {
+    kind: 'pool',
+    mode,
+    size: [o.filterHeight(), o.filterWidth()],
+    strides: [o.strideH(), o.strideW()],
+    padding: padding(o.padding()),
+  };
   const act = fused(o.fusedActivationFunction(), ctx.where);
   return act === 'linear' ? [p] : [p, { kind: 'act', act }];
 }
@@ -145,7 +168,10 @@ function opNodes(ctx: Ctx, op: TfliteOp): { ops: NodeOp[]; inputs: number[] } {
         act: fused(o.fusedActivationFunction(), ctx.where),
       };
       // FULLY_CONNECTED flattens its input to [-1, in].
-      return { ops: ctx.m.tensors[op.inputs[0]].shape.length === 2 ? [dense] : [{ kind: 'reshape', shape: [w.shape[1]] }, dense], inputs: x };
+      return {
+        ops: ctx.m.tensors[op.inputs[0]].shape.length === 2 ? [dense] : [{ kind: 'reshape', shape: [w.shape[1]] }, dense],
+        inputs: x,
+      };
     }
     case 'ADD':
     case 'SUB':
@@ -184,7 +210,11 @@ function opNodes(ctx: Ctx, op: TfliteOp): { ops: NodeOp[]; inputs: number[] } {
     case 'SOFTMAX': {
       const beta = options(op, () => new fb.SoftmaxOptions()).beta() || 1;
       const sm: NodeOp = { kind: 'softmax', axis: -1, log: false };
-      return { ops: beta === 1 ? [sm] : [{ kind: 'binary', op: 'mul', act: 'linear', constant: { weights: weights([beta], [1]), first: false } }, sm], inputs: x };
+      return {
+        ops:
+          beta === 1 ? [sm] : [{ kind: 'binary', op: 'mul', act: 'linear', constant: { weights: weights([beta], [1]), first: false } }, sm],
+        inputs: x,
+      };
     }
     case 'RELU':
       return one({ kind: 'act', act: 'relu' });
@@ -201,7 +231,8 @@ function opNodes(ctx: Ctx, op: TfliteOp): { ops: NodeOp[]; inputs: number[] } {
 
 /** Translates the model from its input up to the logits tensor (operators after it are left out). */
 export function tfliteToNet(m: TfliteModel, file: string, logitsName?: string): Net {
-  if (m.inputs.length !== 1) throw new UsageError(`${file}: the TFLite model has ${m.inputs.length} inputs; only single-input models are supported`);
+  if (m.inputs.length !== 1)
+    throw new UsageError(`${file}: the TFLite model has ${m.inputs.length} inputs; only single-input models are supported`);
   const output = logitsTensor(m, logitsName);
   const nodes: NetNode[] = [];
   for (const [i, op] of m.ops.entries()) {
@@ -218,7 +249,8 @@ export function tfliteToNet(m: TfliteModel, file: string, logitsName?: string): 
     });
     if (op.outputs.includes(output)) break;
   }
-  if (!nodes.some((n) => n.name === String(output))) throw new UsageError(`${file}: no operator produces the logits tensor ${m.tensors[output].name}`);
+  if (!nodes.some((n) => n.name === String(output)))
+    throw new UsageError(`${file}: no operator produces the logits tensor ${m.tensors[output].name}`);
   return { input: String(m.inputs[0]), nodes, output: String(output) };
 }
 
