@@ -21,6 +21,7 @@ import { encodeNpy, readNpy, writeNpy } from '../src/io/npy.js';
 import { writeAtomic, osError } from '../src/io/atomic.js';
 import { serveStudio } from '../src/studio/server.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
+import { commandLine, provenance } from '../src/io/provenance.js';
 
 /**
  * Bad files and faults, as a user meets them (issue 18): each ends in a correct result or in one
@@ -270,6 +271,21 @@ describe('checkpoints and run folders', () => {
   });
 });
 
+describe('secrets in what a run records', () => {
+  it('a queue password never reaches config.json or the report (provenance.command)', async () => {
+    expect(
+      commandLine(['uap', 'evaluate', '--queue', 'redis://:s3cret@127.0.0.1:6379/2', '--queue=rediss://me:pw@h:1', 'redis://h:1']),
+    ).toBe('uap evaluate --queue redis://:***@127.0.0.1:6379/2 --queue=rediss://me:***@h:1 redis://h:1');
+    const saved = process.argv;
+    process.argv = [saved[0], 'uap', 'compute', '--queue', 'redis://:s3cret@127.0.0.1:6379'];
+    try {
+      expect(JSON.stringify(await provenance({}))).not.toContain('s3cret');
+    } finally {
+      process.argv = saved;
+    }
+  });
+});
+
 describe('models and cards', () => {
   it('a card whose inputShape disagrees with the model file is refused, naming both', async () => {
     const dir = tmp();
@@ -291,10 +307,19 @@ describe('models and cards', () => {
     truncateSync(join(dir2, 'model.json'), 100);
     expectUsage(await uapCli(['accuracy', '-m', join(dir2, 'card.json'), '--limit', '8']), /model\.json/);
   });
-  it('--xi beyond the pixel range is accepted with a warning', async () => {
-    const r = await uapCli(['compute', '--limit', '8', '--val', 'none', '--xi', '300', '--max-passes', '1', '-o', tmp()]);
+  it('--xi beyond the pixel range is refused, before anything is crafted (1e308 made a perturbation of NaNs)', async () => {
+    for (const [norm, xi, shown, most] of [
+      ['inf', '300', '300', 'Linf 255'],
+      ['inf', '1e308', '1e\\+308', 'Linf 255'],
+      ['2', '1e160', '1e\\+160', 'L2 7140'],
+    ])
+      expectUsage(
+        await uapCli(['compute', '--limit', '8', '--val', 'none', '--norm', norm, '--xi', xi, '--max-passes', '1', '-o', tmp()]),
+        new RegExp(`--xi ${shown}: beyond what images in \\[0, 255\\] allow \\(${most} is the whole pixel range\\)`),
+      );
+    // The whole range itself is a radius.
+    const r = await uapCli(['compute', '--limit', '8', '--val', 'none', '--xi', '255', '--max-passes', '1', '-o', tmp()]);
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/--xi 300: beyond what images in \[0, 255\] allow \(Linf 255\)/);
   });
 });
 

@@ -6,6 +6,7 @@ import { computeDataFreeUniversal, DATA_FREE_DEFAULTS, type DataFreeOptions } fr
 import type { PassOptions, RunControl, UniversalResult } from './passes.js';
 import { UsageError } from '../errors.js';
 import { defaultXi } from '../math/radius.js';
+import type { Norm } from '../math/lp.js';
 
 /**
  * The crafting methods, one object each, in one registry: a method added here is known to the library,
@@ -67,7 +68,27 @@ export function methodOf(name: string): CraftMethod {
 /** A method's full options: its defaults, the radius for the model's input size, the given ones, the target. */
 export function methodOptions(method: Method, model: Classifier, given: Partial<AttackSettings>, target?: number): AttackSettings {
   const norm = given.norm ?? UNIVERSAL_DEFAULTS.norm;
-  return methodOf(method).options({ xi: defaultXi(norm, model.inputShape), ...given, norm, ...(target !== undefined ? { target } : {}) });
+  const options = methodOf(method).options({
+    xi: defaultXi(norm, model.inputShape),
+    ...given,
+    norm,
+    ...(target !== undefined ? { target } : {}),
+  });
+  checkRadius(options, model.inputShape);
+  return options;
+}
+
+/**
+ * A radius beyond the pixel range is refused: x + v is clipped to [0, 255], so no perturbation needs
+ * more than 255 per pixel (Linf) or 255 * sqrt(pixels) (L2), and a far larger one (1e308) overflows
+ * to a perturbation of NaNs. The usual cause is a radius in other units.
+ */
+export function checkRadius(o: { norm: Norm; xi: number }, [h, w, c]: readonly number[]): void {
+  const most = o.norm === 'inf' ? 255 : 255 * Math.sqrt(h * w * c);
+  if (o.xi > most)
+    throw new UsageError(
+      `{xi} ${o.xi}: beyond what images in [0, 255] allow (${o.norm === 'inf' ? 'Linf' : 'L2'} ${most.toFixed(0)} is the whole pixel range); is it in pixel units?`,
+    );
 }
 
 /** Crafts a universal perturbation with the chosen method. */

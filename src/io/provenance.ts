@@ -29,6 +29,22 @@ export async function modelSha256(file: string | undefined): Promise<string | nu
 }
 
 /**
+ * The command line as config.json and the report keep it, with the secret of every URL's credentials
+ * (`redis://:password@host`, `rediss://user:password@host`) replaced by *** : run folders and reports
+ * are shared, queue passwords must not be.
+ */
+export function commandLine(argv: readonly string[] = process.argv.slice(1)): string {
+  return argv
+    .map((a) =>
+      a.replace(
+        /([a-z][a-z0-9+.-]*:\/\/)([^@/\s]*)@/gi,
+        (_, scheme: string, who: string) => `${scheme}${who.includes(':') ? `${who.split(':')[0]}:***` : '***'}@`,
+      ),
+    )
+    .join(' ');
+}
+
+/**
  * Where a result came from, for config.json and the report: uap's version, the command line, a hash of
  * the model's files and of the list of images (names and labels, in order), runtime and seed.
  */
@@ -47,7 +63,7 @@ export async function provenance(opts: {
       : null;
   return {
     uapVersion: packageVersion(),
-    command: process.argv.slice(1).join(' '),
+    command: commandLine(),
     node: process.version,
     runtime: opts.engine ?? 'TF.js',
     seed: opts.seed ?? null,

@@ -15,7 +15,7 @@ import { evaluatePerturbation, foolingRate, predictSet, type Evaluation } from '
 import type { Baseline } from '../analysis/noiseScore.js';
 import { runMetrics } from '../analysis/metrics.js';
 import { queueFor, queueGradients, type QueueOption } from '../scale/coordinator.js';
-import { lpNorm, type Norm } from '../math/lp.js';
+import { lpNorm } from '../math/lp.js';
 import { namedLog, type Log } from '../log.js';
 import { writeJson, writePerturbation, writeExamples } from '../io/run.js';
 import { provenance } from '../io/provenance.js';
@@ -116,7 +116,6 @@ export async function runCompute(
       const mismatch = fingerprintMismatch(job.out, { method, norm: options.norm, xi: options.xi, seed: options.seed });
       if (mismatch) throw new UsageError(mismatch);
     }
-    warnRadius(options, model, log);
     const X = await loadSet(model, dataDir, {
       labels: job.labels,
       limit: job.limit,
@@ -253,16 +252,6 @@ function readRunConfig(dir: string): { listed?: number } | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** A radius no pixel range can use is accepted, but said: x + v is clipped to [0, 255]. */
-function warnRadius(o: { norm: Norm; xi: number }, model: Classifier, log: Log): void {
-  const [h, w, c] = model.inputShape;
-  const most = o.norm === 'inf' ? 255 : 255 * Math.sqrt(h * w * c);
-  if (o.xi > most)
-    log.warn(
-      `{xi} ${o.xi}: beyond what images in [0, 255] allow (${o.norm === 'inf' ? 'Linf' : 'L2'} ${most.toFixed(0)}); is it in pixel units?`,
-    );
 }
 
 /**
