@@ -125,6 +125,12 @@ describe('perturbation files', () => {
     expect(huge.status, huge.stderr).toBe(0);
     expect(huge.stderr).toMatch(/values reach 1\.000e\+6 pixels, beyond anything pixels in \[0, 255\] can take/);
   });
+  it('a file of no values (an axis of length 0) is refused, not resized into a perturbation', async () => {
+    expectUsage(
+      await uapCli(['evaluate', '-v', npy('empty.npy', new Float32Array(0), [0, 28, 1]), '--limit', '8']),
+      /empty\.npy: shape \(0, 28, 1\) holds no values/,
+    );
+  });
   it('uint8 and float16 files are named as unsupported dtypes, not "truncated"', async () => {
     const header = (descr: string) => {
       const bytes = encodeNpy({ data: new Float32Array(784), shape: [28, 28, 1] });
@@ -137,6 +143,21 @@ describe('perturbation files', () => {
       /u8\.npy: dtype \|u1 is not supported \(expected float32 '<f4' or float64 '<f8'\)/,
     );
     expectUsage(await uapCli(['evaluate', '-v', join(dir, 'f16.npy'), '--limit', '8']), /f16\.npy: dtype <f2 is not supported/);
+  });
+});
+
+describe('flags that ask for opposite things are refused, not silently ranked', () => {
+  it('--resume with --force; --limit with --sample; --val-limit with --val-sample', async () => {
+    expectUsage(
+      await compute(tmp(), '--resume', '--force'),
+      /--resume and --force: one continues the run in --out, the other replaces it; give one/,
+    );
+    expectUsage(await compute(tmp(), '--sample', '10'), /--limit 24 and --sample 10: both choose the images of X; give one/);
+    expectUsage(
+      await uapCli(['compute', '--val-limit', '5', '--val-sample', '10', '-o', tmp()]),
+      /--val-limit 5 and --val-sample 10: both choose the validation images/,
+    );
+    expectUsage(await uapCli(['sweep-size', '--limit', '5', '--sample', '10']), /--limit 5 and --sample 10/);
   });
 });
 

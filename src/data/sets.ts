@@ -29,6 +29,17 @@ export interface DataSpec {
   strict?: boolean;
 }
 
+/**
+ * Refuses a spec that chooses a set's images two ways at once: {limit} (the first n in sorted order)
+ * and {sample} (n drawn at random) would silently give way to each other.
+ */
+export function checkDataSpec(spec: DataSpec): void {
+  if (spec.limit !== undefined && spec.sample !== undefined)
+    throw new UsageError(`{limit} ${spec.limit} and {sample} ${spec.sample}: both choose the images of X; give one`);
+  if (spec.valLimit !== undefined && spec.valSample !== undefined)
+    throw new UsageError(`{valLimit} ${spec.valLimit} and {valSample} ${spec.valSample}: both choose the validation images; give one`);
+}
+
 /** What the embedded Fashion-MNIST images are: the default data of a model of its own label space. */
 const EMBEDDED_SET = { inputShape: [28, 28, 1], numClasses: 10 };
 

@@ -1,5 +1,6 @@
 import { assetsDir } from '../paths.js';
 import { namedLog } from '../log.js';
+import { checkDataSpec } from '../data/sets.js';
 import { finetuneOptions } from './finetune/options.js';
 import {
   refuseJob,
@@ -63,6 +64,7 @@ async function hardenRound(
  */
 export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): Promise<DefenceResult> {
   const basis = { job, ctl, o: finetuneOptions(job.options), log: namedLog(ctl.log), assets: assetsDir(job.assets) };
+  checkDataSpec(job);
   const originalCard = refuseJob(job, basis.assets);
   let current = await originalModel(basis, originalCard);
   try {

@@ -164,6 +164,8 @@ export function toPixelsHwc(
   const chw = layout.endsWith('chw');
   const shape: [number, number, number] = chw ? [s[1], s[2], s[0]] : s;
   if (shape[2] !== c) throw new UsageError(`perturbation ${file}: read as ${layout} it has ${shape[2]} channels; the model takes ${c}`);
+  // An axis of length 0 would be "resized" into the model's size, giving values no file held.
+  if (arr.data.length === 0) throw new UsageError(`perturbation ${file}: shape (${arr.shape.join(', ')}) holds no values`);
   if (!arr.data.every(Number.isFinite)) throw new UsageError(`perturbation ${file}: holds NaN or infinite values`);
   let data = chw ? transposeChannels(arr.data, s, false) : Float32Array.from(arr.data);
   const largest = data.reduce((m, t) => Math.max(m, Math.abs(t)), 0);

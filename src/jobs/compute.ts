@@ -5,7 +5,7 @@ import type { Classifier } from '../model/classifier.js';
 import { labelName, resolveTarget } from '../model/classifier.js';
 import { loadModel, type ModelSpec } from '../model/load.js';
 import { listDataset } from '../data/dataset.js';
-import { dataFolder, defaultData, loadSet, openSet, saySkipped, wnidsOf, type DataSpec } from '../data/sets.js';
+import { checkDataSpec, dataFolder, defaultData, loadSet, openSet, saySkipped, wnidsOf, type DataSpec } from '../data/sets.js';
 import { refuseResumeWithInit, type RunControl, type UniversalResult, type PassRecord } from '../attacks/universal.js';
 import { craft, methodOptions, type AttackSettings, type Method } from '../attacks/methods.js';
 import { targetSuccessRate } from '../attacks/passes.js';
@@ -81,6 +81,7 @@ export async function runCompute(
   const log = namedLog(ctl.log);
   if (existsSync(job.out) && !statSync(job.out).isDirectory())
     throw new UsageError(`{out} ${job.out}: is a file, expected a folder for the run`);
+  checkDataSpec(job);
   checkFreshRun(job, log);
   const unlock = lockRunDir(job.out, `uap compute -o ${job.out}`);
   const assets = assetsDir(job.assets);
@@ -259,6 +260,8 @@ function readRunConfig(dir: string): { listed?: number } | undefined {
  * replace it silently: refused unless `force`; a finished run there is replaced with a notice.
  */
 function checkFreshRun(job: ComputeJob, log: Log): void {
+  if (job.resume && job.force)
+    throw new UsageError('{resume} and {force}: one continues the run in {out}, the other replaces it; give one');
   if (job.resume || !hasCheckpoint(job.out)) return;
   const finished = existsSync(join(job.out, 'metrics.json'));
   if (!finished && !job.force)

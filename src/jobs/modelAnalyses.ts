@@ -4,7 +4,7 @@ import { resolveTarget } from '../model/classifier.js';
 import { loadModel, type ModelSpec } from '../model/load.js';
 import type { ImageSet } from '../data/imageSet.js';
 import type { StreamedImages } from '../data/stream.js';
-import { dataFolder, defaultData, loadSet, openSet, type DataSpec } from '../data/sets.js';
+import { checkDataSpec, dataFolder, defaultData, loadSet, openSet, type DataSpec } from '../data/sets.js';
 import { methodOptions, type AttackSettings, type Method } from '../attacks/methods.js';
 import { sizeSweep, sizeSpec, type SizePoint } from '../analysis/sizes.js';
 import { normalsAnalysis, normalsSpec, type NormalsResult } from '../analysis/normals.js';
@@ -47,6 +47,7 @@ async function withModelAndSets<T>(
   use: (s: Sets) => Promise<T>,
 ): Promise<T> {
   if (job.val === 'none') throw new UsageError(`{val} none: ${what} needs validation images`);
+  checkDataSpec(job);
   const assets = assetsDir(job.assets);
   const model = await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log);
   try {
