@@ -158,6 +158,23 @@ describe('flags that ask for opposite things are refused, not silently ranked', 
       /--val-limit 5 and --val-sample 10: both choose the validation images/,
     );
     expectUsage(await uapCli(['sweep-size', '--limit', '5', '--sample', '10']), /--limit 5 and --sample 10/);
+    expectUsage(
+      await uapCli(['graph', '--run', tmp(), '-v', 'other.npy']),
+      /--run \S+ and --perturbation other\.npy: the run analyses its own perturbation; give one/,
+    );
+  });
+});
+
+describe('analyses asked for more than the data holds', () => {
+  it('sweep-size --sizes and normals --dims beyond the images of X are refused, not dropped into an empty result', async () => {
+    expectUsage(
+      await uapCli(['sweep-size', '--limit', '20', '--sizes', '10,50', '--val-limit', '20', '-o', tmp()]),
+      /--sizes 10,50: 50 exceed the 20 images of X/,
+    );
+    expectUsage(
+      await uapCli(['normals', '--limit', '20', '--dims', '1,500', '--val-limit', '20', '-o', tmp()]),
+      /--dims 1,500: 500 exceed the 20 normals that 20 images of X give/,
+    );
   });
 });
 

@@ -398,7 +398,7 @@ describe.skipIf(!hasFashion)("Fashion-MNIST in the paper's counts", () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/X = 1000 images, validation = 2000 images/);
     const config = JSON.parse(readFileSync(join(out, 'fashion-linf', 'config.json'), 'utf8'));
-    expect(config.data).toMatch(/fashion-mnist.train$/);
+    expect(config.data).toMatch(/fashion-mnist.v2.train$/);
     expect(config.val).toBe('fashion:test');
     // A seeded sample of X covers the classes (the first 1000 files in order would be one class).
     const lines = readFileSync(join(out, 'fashion-linf', 'predictions.csv'), 'utf8')

@@ -1,3 +1,4 @@
+import { UsageError } from '../errors.js';
 import * as tf from '../tf.js';
 import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import type { Classifier } from '../model/classifier.js';
@@ -94,7 +95,10 @@ export async function normalsAnalysis(
     df.r.dispose();
     opts.onProgress?.(idx[idx.length - 1] + 1);
   }
-  if (parts.length === 0) throw new Error('DeepFool converged on none of the images');
+  if (parts.length === 0)
+    throw new UsageError(
+      'DeepFool converged on none of the images of X: no normals to analyse (more images, or a model whose decisions DeepFool can cross)',
+    );
   const N = tf.concat(parts, 0) as tf.Tensor2D;
   tf.dispose(parts);
   const n = N.shape[0];
@@ -105,6 +109,12 @@ export async function normalsAnalysis(
     R.dispose();
     // 2. Right singular vectors of the top components: v_i = N^T u_i / s_i, as columns of [D, dMax].
     const usable = singular.filter((s) => s > 1e-6 * singular[0]).length;
+    // Dimensions asked for by name must exist: dropping them left an empty result with exit 0.
+    const beyond = opts.dims?.filter((d) => d > usable) ?? [];
+    if (beyond.length)
+      throw new UsageError(
+        `{dims} ${opts.dims!.join(',')}: the ${n} DeepFool normals span ${usable} dimensions, fewer than ${beyond.join(', ')}`,
+      );
     const dims = (opts.dims ?? [1, 10, 50, 100, 200]).filter((d) => d <= usable);
     const dMax = Math.max(...dims, 1);
     const basis = tf.tidy(() => {

@@ -119,6 +119,8 @@ export async function sweepSizeJob(
     undefined,
     log,
     async ({ model, X, V, queued }) => {
+      const over = job.sizes?.filter((n) => n > X.size) ?? [];
+      if (over.length) throw new UsageError(`{sizes} ${job.sizes!.join(',')}: ${over.join(', ')} exceed the ${X.size} images of X`);
       const method = job.method ?? 'algorithm1';
       const options = methodOptions(method, model, job.options, resolveTarget(job.target, model));
       // Queued: every point crafts on a worker at once, then all the v are scored on the workers in one pass.
@@ -164,6 +166,11 @@ export async function normalsJob(
   if (job.dims?.some((n) => !Number.isInteger(n) || n < 1))
     throw new UsageError(`{dims} ${job.dims.join(',')}: expected integers >= 1, e.g. 1,10,50`);
   return withModelAndSets(job, 'the subspace fooling rates', 200, log, async ({ model, X, V, queued }) => {
+    const over = job.dims?.filter((d) => d > X.size) ?? [];
+    if (over.length)
+      throw new UsageError(
+        `{dims} ${job.dims!.join(',')}: ${over.join(', ')} exceed the ${X.size} normals that ${X.size} images of X give`,
+      );
     const xi = job.xi ?? defaultXi(2, model.inputShape);
     // Queued: the random vectors are scored on the workers (the DeepFool normals of X are found here).
     const qv = queued('val');

@@ -77,6 +77,8 @@ function target(
   job: PerturbationAnalysisJob,
   what: string,
 ): { modelName: string; file: string; format: PerturbationFormat; out?: string; card?: CardOverrides; val?: RunValidation } {
+  if (job.run && job.perturbation)
+    throw new UsageError(`{run} ${job.run} and {perturbation} ${job.perturbation}: the run analyses its own perturbation; give one`);
   if (job.run) {
     const src = transferSource(job.run);
     if (!src.craftedOn) throw new UsageError(`{run} ${job.run}: config.json does not name the model`);
