@@ -165,6 +165,33 @@ describe('flags that ask for opposite things are refused, not silently ranked', 
   });
 });
 
+describe('a reader that goes away', () => {
+  it('uap compute | head: the run finishes, writes its results and releases its folder (no EPIPE crash, no stale lock)', async () => {
+    const out = tmp();
+    const child = spawn(process.execPath, [
+      resolve('dist/src/cli/main.js'),
+      'compute',
+      '--limit',
+      '16',
+      '--val-limit',
+      '16',
+      '--max-passes',
+      '2',
+      '--xi',
+      '40',
+      '-o',
+      out,
+    ]);
+    // Like head -1: read the first chunk, then close both pipes.
+    child.stdout.once('data', () => child.stdout.destroy());
+    child.stderr.once('data', () => child.stderr.destroy());
+    const code = await new Promise<number | null>((done) => child.on('close', done));
+    expect(code).toBe(0);
+    expect(existsSync(join(out, 'metrics.json'))).toBe(true);
+    expect(existsSync(join(out, '.uap.lock'))).toBe(false);
+  });
+});
+
 describe('analyses asked for more than the data holds', () => {
   it('sweep-size --sizes and normals --dims beyond the images of X are refused, not dropped into an empty result', async () => {
     expectUsage(

@@ -49,7 +49,20 @@ function fail(message: string, code: number): never {
   process.exit(code);
 }
 
+/**
+ * A reader that goes away (`uap compute | head`) must not end the run: its results are the files it
+ * writes. Writes to a closed pipe fail with EPIPE, and every later one on the destroyed stream; both
+ * are dropped (the run goes on and releases its folder's lock as usual).
+ */
+function survivePipeReaders(): void {
+  for (const s of [process.stdout, process.stderr])
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e;
+    });
+}
+
 async function main(): Promise<void> {
+  survivePipeReaders();
   try {
     await program().parseAsync(process.argv);
   } catch (e) {
