@@ -49,6 +49,25 @@ async function registerWasm(): Promise<void> {
   wasm.setWasmPaths(join(dist, 'dist') + '/');
 }
 
+/**
+ * Runs `f` and removes the process-wide error handlers it added. The wasm backend's Emscripten module
+ * installs uncaughtException / unhandledRejection handlers that rethrow, so any uncaught error of the
+ * host application (a library user's own code, or the CLI's) ended as exit 7 with a stack pointing
+ * into tf-backend-wasm.
+ */
+async function withoutNewProcessHandlers<T>(f: () => Promise<T>): Promise<T> {
+  const events = ['uncaughtException', 'unhandledRejection'];
+  const emitter = process as unknown as NodeJS.EventEmitter;
+  const before = events.map((e) => new Set(emitter.listeners(e)));
+  try {
+    return await f();
+  } finally {
+    events.forEach((e, i) => {
+      for (const l of emitter.listeners(e)) if (!before[i].has(l)) emitter.off(e, l as (...args: unknown[]) => void);
+    });
+  }
+}
+
 /** The pure-JS cpu reference of the self-check, computed once. */
 let reference: { logits: number[]; dx: number[] } | undefined;
 async function cpuReference(): Promise<{ logits: number[]; dx: number[] }> {
@@ -136,8 +155,11 @@ export async function initBackend(name?: string): Promise<Engine> {
   let tfBackend: 'wasm' | 'cpu' = 'cpu';
   if (name !== 'cpu') {
     try {
-      await registerWasm();
-      if ((await tf.setBackend('wasm')) && (await tfjsSelfCheck())) tfBackend = 'wasm';
+      const started = await withoutNewProcessHandlers(async () => {
+        await registerWasm();
+        return (await tf.setBackend('wasm')) && (await tfjsSelfCheck());
+      });
+      if (started) tfBackend = 'wasm';
     } catch {
       /* fall through to cpu */
     }

@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import ts from 'typescript';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { PROJECT_ROOT } from '../src/paths.js';
 import * as api from '../src/index.js';
@@ -39,5 +40,17 @@ describe('the public API (uap) and the internals (uap/internal)', () => {
       expect(internal, name).toHaveProperty(name);
       expect(api, name).not.toHaveProperty(name);
     }
+  });
+});
+
+describe('the library in a host application', () => {
+  it("after initBackend, the host's own uncaught errors end as Node ends them (exit 1, the host's stack), not exit 7 from tf-backend-wasm", () => {
+    const script = `import { initBackend } from ${JSON.stringify(join(PROJECT_ROOT, 'dist', 'src', 'index.js'))};
+await initBackend('wasm');
+setTimeout(() => { throw new Error('the host application failed'); }, 0);`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 120_000 });
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/Error: the host application failed/);
+    expect(r.stderr).not.toMatch(/tf-backend-wasm/);
   });
 });
