@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { PROJECT_ROOT } from '../src/paths.js';
 import * as api from '../src/index.js';
 import * as internal from '../src/internal.js';
+import * as tf from '../src/tf.js';
+import { randomImages, tinyNet } from './helpers.js';
 
 /** Exports of a module with their doc comments, as TypeScript resolves them (re-exports followed to their declarations). */
 function documentedExports(file: string): Map<string, string> {
@@ -44,6 +46,18 @@ describe('the public API (uap) and the internals (uap/internal)', () => {
 });
 
 describe('the library in a host application', () => {
+  it('evaluatePerturbation refuses a missing or misshapen v instead of scoring the clean images against themselves', async () => {
+    const model = tinyNet([4, 4, 1], 3);
+    const X = randomImages(4, [4, 4, 1]);
+    await expect(api.evaluatePerturbation(model, X, null as never)).rejects.toThrow(
+      /evaluatePerturbation: v must be a tf\.Tensor3D of the model's input shape \[4,4,1\], got null/,
+    );
+    const wrong = tf.zeros([4, 4, 3]) as tf.Tensor3D;
+    await expect(api.evaluatePerturbation(model, X, wrong)).rejects.toThrow(/got \[4,4,3\]/);
+    wrong.dispose();
+    model.dispose();
+  });
+
   it("after initBackend, the host's own uncaught errors end as Node ends them (exit 1, the host's stack), not exit 7 from tf-backend-wasm", () => {
     const script = `import { initBackend } from ${JSON.stringify(join(PROJECT_ROOT, 'dist', 'src', 'index.js'))};
 await initBackend('wasm');

@@ -46,6 +46,20 @@ describe('projection onto Lp balls', () => {
   });
 });
 
+describe('library arguments', () => {
+  it('projectLp and randomPerturbation refuse unknown norms and negative, NaN or infinite radii', () => {
+    const v = tf.ones([2, 2, 1]);
+    expect(() => projectLp(v, 3 as never, 1)).toThrow(/projectLp: norm 3: expected 2 or 'inf'/);
+    for (const xi of [-1, NaN, Infinity]) expect(() => projectLp(v, 2, xi)).toThrow(/projectLp: radius .*: expected a finite number >= 0/);
+    expect(() => randomPerturbation([2, 2, 1], 'l1' as never, 1, 0)).toThrow(/randomPerturbation: norm l1/);
+    expect(() => randomPerturbation([2, 2, 1], 'inf', -2, 0)).toThrow(/randomPerturbation: radius -2/);
+    expect(() => randomPerturbation([2, 0, 1], 'inf', 2, 0)).toThrow(/randomPerturbation: shape \[2,0,1\]/);
+    // A radius of 0 is a ball too (the zero perturbation).
+    expect(lpNorm(projectLp(v, 'inf', 0), 'inf')).toBe(0);
+    v.dispose();
+  });
+});
+
 describe('norms', () => {
   it('computes L2 and Linf of a whole tensor and per row', async () => {
     const v = tf.tensor2d([

@@ -10,6 +10,16 @@ export function parseNorm(s: string | number): Norm | undefined {
   return undefined;
 }
 
+/**
+ * A library caller's norm and radius, checked where they enter (`fn` names the function): an unknown
+ * norm fell through to L2, and a negative or NaN radius gave perturbations of no meaning.
+ */
+export function checkBall(fn: string, p: unknown, xi: unknown): void {
+  if (p !== 2 && p !== 'inf') throw new RangeError(`${fn}: norm ${String(p)}: expected 2 or 'inf'`);
+  if (typeof xi !== 'number' || !Number.isFinite(xi) || xi < 0)
+    throw new RangeError(`${fn}: radius ${String(xi)}: expected a finite number >= 0`);
+}
+
 /** ||v||_p of a whole tensor, as a number. */
 export function lpNorm(v: tf.Tensor, p: Norm): number {
   return tf.tidy(() => (p === 2 ? tf.norm(v) : tf.max(tf.abs(v))).dataSync()[0]);
@@ -28,6 +38,7 @@ export function batchNorm(v: tf.Tensor, p: Norm): tf.Tensor1D {
  * Linf clips every coordinate. Both are the exact Euclidean projections onto their balls.
  */
 export function projectLp<T extends tf.Tensor>(v: T, p: Norm, xi: number): T {
+  checkBall('projectLp', p, xi);
   return tf.tidy(() => {
     if (p === 'inf') return tf.clipByValue(v, -xi, xi) as T;
     const n = tf.norm(v);

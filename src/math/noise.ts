@@ -1,6 +1,6 @@
 import * as tf from '../tf.js';
 import { Rng } from './random.js';
-import type { Norm } from './lp.js';
+import { checkBall, type Norm } from './lp.js';
 
 /** Seeded noise of a given kind ('sign': uniform random signs; 'gaussian'), scaled to norm `radius` in `norm`. */
 export function noiseOfNorm(
@@ -24,6 +24,9 @@ export function noiseOfNorm(
  * the ball, the strongest random Linf noise); for L2, a Gaussian direction scaled to length xi.
  */
 export function randomPerturbation(shape: [number, number, number], norm: Norm, xi: number, seed: number): tf.Tensor3D {
+  checkBall('randomPerturbation', norm, xi);
+  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d > 0))
+    throw new RangeError(`randomPerturbation: shape ${JSON.stringify(shape)}: expected [H, W, C] of positive integers`);
   const rng = new Rng(seed);
   const size = shape[0] * shape[1] * shape[2];
   const data = new Float32Array(size);

@@ -144,6 +144,11 @@ export async function evaluatePerturbation(
   v: tf.Tensor3D,
   opts: { batchSize?: number; cleanPred?: Int32Array } = {},
 ): Promise<Evaluation> {
+  // A missing v scored the clean images against themselves: 0% fooled, silently.
+  if (!(v instanceof tf.Tensor) || v.shape.join('x') !== model.inputShape.join('x'))
+    throw new TypeError(
+      `evaluatePerturbation: v must be a tf.Tensor3D of the model's input shape [${model.inputShape}], got ${v instanceof tf.Tensor ? `[${v.shape}]` : String(v)}`,
+    );
   if (opts.cleanPred) return scorePredictions(opts.cleanPred, await predictSet(model, set, v, opts.batchSize), set.labels);
   const [cleanPred, advPred] = await predictMany(model, set, [null, v], opts.batchSize);
   return scorePredictions(cleanPred, advPred, set.labels);
