@@ -193,15 +193,18 @@ describe('a reader that goes away', () => {
 });
 
 describe('analyses asked for more than the data holds', () => {
-  it('sweep-size --sizes and normals --dims beyond the images of X are refused, not dropped into an empty result', async () => {
+  it('sweep-size --sizes and normals --dims beyond the images of X: refused when none fits (it was an empty result), else the larger left out with a warning', async () => {
     expectUsage(
-      await uapCli(['sweep-size', '--limit', '20', '--sizes', '10,50', '--val-limit', '20', '-o', tmp()]),
-      /--sizes 10,50: 50 exceed the 20 images of X/,
+      await uapCli(['sweep-size', '--limit', '20', '--sizes', '50,80', '--val-limit', '20', '-o', tmp()]),
+      /--sizes 50,80: all exceed the 20 images of X/,
     );
     expectUsage(
-      await uapCli(['normals', '--limit', '20', '--dims', '1,500', '--val-limit', '20', '-o', tmp()]),
-      /--dims 1,500: 500 exceed the 20 normals that 20 images of X give/,
+      await uapCli(['normals', '--limit', '20', '--dims', '300,500', '--val-limit', '20', '-o', tmp()]),
+      /--dims 300,500: all exceed the 20 normals that 20 images of X give/,
     );
+    const r = await uapCli(['sweep-size', '--limit', '20', '--sizes', '10,50', '--val-limit', '20', '--max-passes', '1', '-o', tmp()]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/warning: --sizes 10,50: 50 exceed the 20 images of X and are left out/);
   });
 });
 

@@ -1,14 +1,14 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '../src/tf.js';
 import './helpers.js';
-import { allSamples, sampleNet, SAMPLE_INPUT, tfjsVjp, maxRelativeDifference } from '../src/model/selfcheck.js';
-import { inferShapes } from '../src/model/shapes.js';
+import { SAMPLE_INPUT, tfjsVjp, maxRelativeDifference } from '../src/model/selfcheck.js';
 import { netToTfGraph } from '../src/model/tfjsNet.js';
 import { runPlainGraph } from '../src/model/plainGraph.js';
 import { loadOrt, onnxRuntime } from '../src/model/onnx/runtime.js';
 import { initBackend } from '../src/backend.js';
 import { OPS } from '../src/model/ops/registry.js';
 import type { Net } from '../src/model/net.js';
+import { samples, N, K, outSize, input, cotangents, column, expectRuntimeMatches } from './opSamples.js';
 
 /**
  * Generated from the op registry: every sample of every op, wrapped by sampleNet (image inputs also in
@@ -16,21 +16,6 @@ import type { Net } from '../src/model/net.js';
  * input gradients of TF.js's cpu autodiff, and that gradient must agree with finite differences of the
  * forward pass.
  */
-
-const samples = allSamples().flatMap(({ kind, sample }) => [
-  { title: `${kind}: ${sample.name}`, net: sampleNet(sample) },
-  // Ops that take images also run on NCHW storage (the layout after a convolution in an ONNX export).
-  ...(sample.inputs.some((s) => s.length === 3) ? [{ title: `${kind}: ${sample.name} (NCHW storage)`, net: sampleNet(sample, true) }] : []),
-]);
-const N = 2;
-const K = 2;
-const outSize = (net: (typeof samples)[number]['net']) => inferShapes(net, SAMPLE_INPUT).get(net.output)![0];
-const input = (seed: number) => tf.randomUniform([N, ...SAMPLE_INPUT], -2, 2, 'float32', seed) as tf.Tensor4D;
-/** K cotangents per image, [N, K, out]. */
-const cotangents = (m: number, seed: number) => Float32Array.from({ length: N * K * m }, (_, i) => Math.sin(i * 1.7 + seed));
-/** Cotangent j of every image, [N, out]. */
-const column = (dy: Float32Array, m: number, j: number) =>
-  Float32Array.from({ length: N * m }, (_, t) => dy[(Math.floor(t / m) * K + j) * m + (t % m)]);
 
 /** cpu references per sample and per cotangent column. */
 const refs = new Map<string, { logits: number[]; dx: number[] }[]>();
@@ -76,17 +61,7 @@ describe.skipIf(!ortPresent)('every op sample on ONNX Runtime (K cotangents per 
     const dy = cotangents(m, i);
     const rt = (await onnxRuntime(net, SAMPLE_INPUT, { layout: { workers: 1, threadsPerWorker: 1 } }))!;
     try {
-      const r = await rt.vjp(x, dy);
-      const cols = refs.get(title)!;
-      expect(maxRelativeDifference(r.logits, cols[0].logits)).toBeLessThan(1e-5);
-      expect(maxRelativeDifference(await rt.forward(x), cols[0].logits)).toBeLessThan(1e-5);
-      const per = SAMPLE_INPUT.reduce((a, b) => a * b, 1);
-      for (let j = 0; j < K; j++)
-        for (let n = 0; n < N; n++) {
-          const got = r.dx.subarray((n * K + j) * per, (n * K + j + 1) * per);
-          const want = cols[j].dx.slice(n * per, (n + 1) * per);
-          expect(maxRelativeDifference(got, want), `image ${n}, cotangent ${j}`).toBeLessThan(1e-4);
-        }
+      await expectRuntimeMatches(rt, x, dy, refs.get(title)!);
     } finally {
       x.dispose();
       await rt.dispose();

@@ -1,13 +1,13 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '../src/tf.js';
 import './helpers.js';
-import { allSamples, sampleNet, SAMPLE_INPUT, tfjsVjp, maxRelativeDifference } from '../src/model/selfcheck.js';
-import { inferShapes } from '../src/model/shapes.js';
+import { SAMPLE_INPUT, tfjsVjp, maxRelativeDifference } from '../src/model/selfcheck.js';
 import { loadOrt, onnxRuntime } from '../src/model/onnx/runtime.js';
 import { exportOnnx } from '../src/model/onnx/export.js';
 import { nodePlacements, cpuFallbacks, shapeOnlyNodes } from '../src/model/onnx/placement.js';
 import { GPU_DRIVER_HINT, hardwareGpuLikely, initBackend, type Engine } from '../src/backend.js';
 import { uapCli } from './helpers.js';
+import { samples, K, outSize, input, cotangents, column, expectRuntimeMatches } from './opSamples.js';
 import { runCompute, type ComputeJob } from '../src/jobs/compute.js';
 import { loadClassifier, loadNet } from '../src/model/load.js';
 import { mkdtempSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
@@ -22,18 +22,6 @@ import { join } from 'node:path';
  * the CPU, as ONNX Runtime intends) and give TF.js cpu's logits and K input gradients per image. CI runs
  * it on Mesa's software Vulkan (lavapipe), which is exact but slow: the sample networks are tiny.
  */
-
-const samples = allSamples().flatMap(({ kind, sample }) => [
-  { title: `${kind}: ${sample.name}`, net: sampleNet(sample) },
-  ...(sample.inputs.some((s) => s.length === 3) ? [{ title: `${kind}: ${sample.name} (NCHW storage)`, net: sampleNet(sample, true) }] : []),
-]);
-const N = 2;
-const K = 2;
-const outSize = (net: (typeof samples)[number]['net']) => inferShapes(net, SAMPLE_INPUT).get(net.output)![0];
-const input = (seed: number) => tf.randomUniform([N, ...SAMPLE_INPUT], -2, 2, 'float32', seed) as tf.Tensor4D;
-const cotangents = (m: number, seed: number) => Float32Array.from({ length: N * K * m }, (_, i) => Math.sin(i * 1.7 + seed));
-const column = (dy: Float32Array, m: number, j: number) =>
-  Float32Array.from({ length: N * m }, (_, t) => dy[(Math.floor(t / m) * K + j) * m + (t % m)]);
 
 /** Whether ONNX Runtime's WebGPU provider finds an adapter here (CI installs Mesa's lavapipe so that it does). */
 async function webgpuStarts(): Promise<string | null> {
@@ -96,18 +84,8 @@ describe.skipIf(skip)('the WebGPU engine (ONNX Runtime WebGPU provider)', () => 
       const dy = cotangents(m, i);
       const rt = (await onnxRuntime(net, SAMPLE_INPUT, { device: 'webgpu' }))!;
       try {
-        const r = await rt.vjp(x, dy);
-        const cols = refs.get(title)!;
         // Float32 on another device (other summation orders, fused multiply-adds): the CPU provider's bounds.
-        expect(maxRelativeDifference(r.logits, cols[0].logits)).toBeLessThan(1e-5);
-        expect(maxRelativeDifference(await rt.forward(x), cols[0].logits)).toBeLessThan(1e-5);
-        const per = SAMPLE_INPUT.reduce((a, b) => a * b, 1);
-        for (let j = 0; j < K; j++)
-          for (let n = 0; n < N; n++) {
-            const got = r.dx.subarray((n * K + j) * per, (n * K + j + 1) * per);
-            const want = cols[j].dx.slice(n * per, (n + 1) * per);
-            expect(maxRelativeDifference(got, want), `image ${n}, cotangent ${j}`).toBeLessThan(1e-4);
-          }
+        await expectRuntimeMatches(rt, x, dy, refs.get(title)!);
       } finally {
         x.dispose();
         await rt.dispose();
@@ -191,7 +169,7 @@ describe.skipIf(skip)("end to end on the WebGPU engine: the CPU engine's fooling
         Math.abs(g.onVal!.foolingRate - c.onVal!.foolingRate),
         `validation: GPU ${g.onVal!.foolingRate}, CPU ${c.onVal!.foolingRate}`,
       ).toBeLessThanOrEqual(0.04);
-      expect(Math.abs(g.onVal!.cleanAccuracy - c.onVal!.cleanAccuracy)).toBe(0);
+      expect(g.onVal!.cleanAccuracy).toBe(c.onVal!.cleanAccuracy);
       // A real attack, not two equal failures.
       expect(c.onVal!.foolingRate).toBeGreaterThan(0.3);
     },

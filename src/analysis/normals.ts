@@ -70,6 +70,8 @@ export async function normalsAnalysis(
     seed?: number;
     batchSize?: number;
     onProgress?: (done: number) => void;
+    /** Told when dimensions asked for are beyond the rank of the normals found (they are left out). */
+    warn?: (message: string) => void;
     /** Where the random vectors are scored on V (default: here): clean labels first, then with each; elsewhere (on workers), the same labels. */
     labels?: (vs: Float32Array[]) => Promise<Int32Array[]>;
   },
@@ -110,11 +112,13 @@ export async function normalsAnalysis(
     // 2. Right singular vectors of the top components: v_i = N^T u_i / s_i, as columns of [D, dMax].
     const usable = singular.filter((s) => s > 1e-6 * singular[0]).length;
     // Dimensions asked for by name must exist: dropping them left an empty result with exit 0.
+    // Dimensions asked for by name and beyond the normals' rank: said, and refused when none is left
+    // (dropping them in silence left an empty result with exit 0).
     const beyond = opts.dims?.filter((d) => d > usable) ?? [];
-    if (beyond.length)
-      throw new UsageError(
-        `{dims} ${opts.dims!.join(',')}: the ${n} DeepFool normals span ${usable} dimensions, fewer than ${beyond.join(', ')}`,
-      );
+    const span = `the ${n} DeepFool normals span ${usable} dimensions`;
+    if (beyond.length && beyond.length === opts.dims!.length)
+      throw new UsageError(`{dims} ${opts.dims!.join(',')}: ${span}, fewer than each`);
+    if (beyond.length) opts.warn?.(`{dims} ${opts.dims!.join(',')}: ${span}; ${beyond.join(', ')} left out`);
     const dims = (opts.dims ?? [1, 10, 50, 100, 200]).filter((d) => d <= usable);
     const dMax = Math.max(...dims, 1);
     const basis = tf.tidy(() => {

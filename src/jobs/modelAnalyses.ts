@@ -30,6 +30,17 @@ export interface ModelAnalysisJob extends ModelSpec, DataSpec {
   queue?: QueueOption;
 }
 
+/**
+ * Counts asked for (sizes of X, dimensions) beyond what the data holds: refused when none fits (the
+ * result would be empty), else the larger ones are left out with a warning naming them.
+ */
+function checkCounts(option: 'sizes' | 'dims', asked: number[] | undefined, most: number, what: string, log: Log): void {
+  const over = asked?.filter((n) => n > most) ?? [];
+  if (!asked || over.length === 0) return;
+  if (over.length === asked.length) throw new UsageError(`{${option}} ${asked.join(',')}: all exceed ${what}`);
+  log.warn(`{${option}} ${asked.join(',')}: ${over.join(', ')} exceed ${what} and are left out`);
+}
+
 /** The model, X (at most `xLimit` images unless the job says) and the validation images, with the queue settings for each. */
 interface Sets {
   model: Classifier;
@@ -119,8 +130,7 @@ export async function sweepSizeJob(
     undefined,
     log,
     async ({ model, X, V, queued }) => {
-      const over = job.sizes?.filter((n) => n > X.size) ?? [];
-      if (over.length) throw new UsageError(`{sizes} ${job.sizes!.join(',')}: ${over.join(', ')} exceed the ${X.size} images of X`);
+      checkCounts('sizes', job.sizes, X.size, `the ${X.size} images of X`, log);
       const method = job.method ?? 'algorithm1';
       const options = methodOptions(method, model, job.options, resolveTarget(job.target, model));
       // Queued: every point crafts on a worker at once, then all the v are scored on the workers in one pass.
@@ -166,11 +176,7 @@ export async function normalsJob(
   if (job.dims?.some((n) => !Number.isInteger(n) || n < 1))
     throw new UsageError(`{dims} ${job.dims.join(',')}: expected integers >= 1, e.g. 1,10,50`);
   return withModelAndSets(job, 'the subspace fooling rates', 200, log, async ({ model, X, V, queued }) => {
-    const over = job.dims?.filter((d) => d > X.size) ?? [];
-    if (over.length)
-      throw new UsageError(
-        `{dims} ${job.dims!.join(',')}: ${over.join(', ')} exceed the ${X.size} normals that ${X.size} images of X give`,
-      );
+    checkCounts('dims', job.dims, X.size, `the ${X.size} normals that ${X.size} images of X give`, log);
     const xi = job.xi ?? defaultXi(2, model.inputShape);
     // Queued: the random vectors are scored on the workers (the DeepFool normals of X are found here).
     const qv = queued('val');
@@ -180,6 +186,7 @@ export async function normalsJob(
       dims: job.dims,
       draws: job.draws,
       labels,
+      warn: (m) => log.warn(m),
       onProgress: job.onProgress && ((done) => job.onProgress!(done, X.size)),
     });
     const files = ['normals.json', 'normals.svg'].map((f) => join(job.out, f));

@@ -186,7 +186,7 @@ export async function reproduceJob(job: ReproduceJob, ctl: JobControl & { progre
   // From a large X, the normals come from a seeded sample of it (the first files are one class).
   const normalsOf = p.sample ? { sample: p.normals } : { limit: p.normals };
   const normals = await normalsJob(
-    { ...common, ...normalsOf, xi: p.l2, dims: [1, 10, 50, 100], draws: 3, out: join(out, 'normals') },
+    { ...common, ...normalsOf, xi: p.l2, dims: [1, 10, 50, 100].filter((d) => d <= p.normals), draws: 3, out: join(out, 'normals') },
     { log },
   );
   // 4. The report and the summary beside the paper.

@@ -106,13 +106,24 @@ function maxGradientByMasks(n: OnnxNode<Pool>, dy: string): string {
   const routed = g.op('Reshape', [g.op('Mul', [rows, mask]), g.ints([-1, C * T, ho, wo])]);
   const place = new Float32Array(C * T * T);
   for (let c = 0; c < C; c++) for (let t = 0; t < T; t++) place[(c * T + t) * T + t] = 1;
+  return spreadOverWindows(n, routed, g.floats(place, [C * T, 1, k0, k1]), C * T);
+}
+
+/**
+ * The transposed pooling window: rows [N*K, channels, ho, wo] spread back over the input's [H, W]
+ * through `filter` ([channels, 1, kh, kw], one group per input channel), with the output padding that
+ * gives the input's size back.
+ */
+function spreadOverWindows(n: OnnxNode<Pool>, rows: string, filter: string, channels: number): string {
+  const op = n.op;
+  const { pads } = geometry(op, n.inShapes[0]);
   const outputPadding = [0, 1].map((a) => n.inShapes[0][a] - (op.strides[a] * (n.outShape[a] - 1) + op.size[a] - pads[a][0] - pads[a][1]));
-  return n.e.convTranspose(routed, g.floats(place, [C * T, 1, k0, k1]), [C * T, ho, wo], {
+  return n.e.convTranspose(rows, filter, [channels, ...n.outShape.slice(0, 2)], {
     kernel_shape: op.size,
     strides: op.strides,
     pads: onnxPads(pads),
     output_padding: outputPadding,
-    group: C,
+    group: n.inShapes[0][2],
   });
 }
 
@@ -122,7 +133,6 @@ function averageGradient(n: OnnxNode<Pool>, dy: string): string {
   const op = n.op;
   const C = n.inShapes[0][2];
   const [ho, wo] = n.outShape;
-  const { pads } = geometry(op, n.inShapes[0]);
   const k = op.size[0] * op.size[1];
   const scaled = fullWindows(op, n.inShapes[0])
     ? dy
@@ -133,15 +143,7 @@ function averageGradient(n: OnnxNode<Pool>, dy: string): string {
           [1, 1, ho, wo],
         ),
       ]);
-  const box = g.floats(new Float32Array(C * k).fill(1 / k), [C, 1, op.size[0], op.size[1]]);
-  const outputPadding = [0, 1].map((a) => n.inShapes[0][a] - (op.strides[a] * (n.outShape[a] - 1) + op.size[a] - pads[a][0] - pads[a][1]));
-  return n.e.convTranspose(scaled, box, [C, ho, wo], {
-    kernel_shape: op.size,
-    strides: op.strides,
-    pads: onnxPads(pads),
-    output_padding: outputPadding,
-    group: C,
-  });
+  return spreadOverWindows(n, scaled, g.floats(new Float32Array(C * k).fill(1 / k), [C, 1, op.size[0], op.size[1]]), C);
 }
 
 export const pool: OpDef<'pool'> = {
