@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
@@ -12,8 +12,8 @@ import { argmaxRows, forwardLogits, vjpRows } from '../src/model/compute.js';
 import { maxRelativeDifference } from '../src/model/selfcheck.js';
 import { OnnxGraph } from '../src/model/onnx/builder.js';
 import { loadOrt } from '../src/model/onnx/runtime.js';
-import type { ModelCard } from '../src/model/card.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
+import { FIXTURE_DIR, fixtureCard, fixtureNames, readFixture } from './onnxFixtures.js';
 
 const engine = await initBackend();
 
@@ -23,34 +23,14 @@ const engine = await initBackend();
  * pixel-space input gradients on ONNX Runtime and on TF.js; bad files give one-line errors.
  */
 
-const DIR = join(import.meta.dirname, 'fixtures', 'onnx');
+const DIR = FIXTURE_DIR;
 const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'main.js');
 const uap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 240_000 });
 const TORCHVISION = ['--mean', '123.675,116.28,103.53', '--std', '58.395,57.12,57.375'];
 
-interface Fixture {
-  inputShape: [number, number, number];
-  numClasses: number;
-  preprocess: ModelCard['preprocess'];
-  pixels: number[];
-  dy: number[];
-  logits: number[];
-  dx: number[];
-}
-const fixtures = readdirSync(DIR)
-  .filter((f) => f.endsWith('.json'))
-  .map((f) => f.replace('.json', ''))
-  .sort();
-const read = (name: string) => JSON.parse(readFileSync(join(DIR, `${name}.json`), 'utf8')) as Fixture;
-const card = (name: string, f: Fixture): ModelCard => ({
-  name,
-  format: 'onnx',
-  model: join(DIR, `${name}.onnx`),
-  inputShape: f.inputShape,
-  preprocess: f.preprocess,
-  numClasses: f.numClasses,
-  labelSpace: 'own',
-});
+const fixtures = fixtureNames;
+const read = readFixture;
+const card = fixtureCard;
 const ortPresent = (await loadOrt()) !== null;
 
 describe('ONNX fixtures exported from PyTorch: logits and input gradients equal PyTorch autograd', () => {

@@ -8,11 +8,11 @@ import { nodePlacements, cpuFallbacks, shapeOnlyNodes } from '../src/model/onnx/
 import { GPU_DRIVER_HINT, hardwareGpuLikely, initBackend, type Engine } from '../src/backend.js';
 import { uapCli } from './helpers.js';
 import { samples, K, outSize, input, cotangents, column, expectRuntimeMatches } from './opSamples.js';
+import { fixtureCard, fixtureNames, readFixture } from './onnxFixtures.js';
 import { runCompute, type ComputeJob } from '../src/jobs/compute.js';
 import { loadClassifier, loadNet } from '../src/model/load.js';
-import { mkdtempSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, mkdirSync } from 'node:fs';
 import { argmaxRows, forwardLogits, vjpRows } from '../src/model/compute.js';
-import type { ModelCard } from '../src/model/card.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -183,46 +183,22 @@ describe.skipIf(skip)("end to end on the WebGPU engine: the CPU engine's fooling
  * with the CPU engine's bounds (onnx-import.test.ts).
  */
 describe.skipIf(skip)("PyTorch ONNX exports on the WebGPU engine: PyTorch autograd's logits and input gradients", () => {
-  const DIR = join(import.meta.dirname, 'fixtures', 'onnx');
-  const names = readdirSync(DIR)
-    .filter((f) => f.endsWith('.json'))
-    .map((f) => f.slice(0, -5))
-    .sort();
   const RESNET_ONNX = join(import.meta.dirname, 'fixtures', 'fashion-resnet', 'fashion-resnet.onnx');
-  type Fixture = {
-    inputShape: [number, number, number];
-    numClasses: number;
-    preprocess: ModelCard['preprocess'];
-    pixels: number[];
-    dy: number[];
-    logits: number[];
-    dx: number[];
-  };
   let gpu: Engine;
   beforeAll(async () => {
     gpu = await initBackend('webgpu');
   });
   it('their vjp and evaluation graphs place every node on the GPU, shape arithmetic aside', async () => {
+    const cards = [
+      ...fixtureNames.map((name) => fixtureCard(name, readFixture(name))),
+      fixtureCard('fashion-resnet', { inputShape: [28, 28, 1], numClasses: 10, preprocess: { scale: 1 / 255 } }, RESNET_ONNX),
+    ];
     const models = await Promise.all(
-      [...names.map((n) => join(DIR, `${n}.onnx`)), RESNET_ONNX].map(async (file) => {
-        const name = file.split('/').pop()!.slice(0, -5);
-        const f =
-          file === RESNET_ONNX
-            ? { inputShape: [28, 28, 1], numClasses: 10, preprocess: { scale: 1 / 255 } }
-            : (JSON.parse(readFileSync(join(DIR, `${name}.json`), 'utf8')) as Fixture);
-        const card = {
-          name,
-          format: 'onnx',
-          model: file,
-          inputShape: f.inputShape,
-          preprocess: f.preprocess,
-          numClasses: f.numClasses,
-          labelSpace: 'own',
-        } as ModelCard;
-        const m = exportOnnx(await loadNet(card, file, ''), card.inputShape, ['vjp', 'images'], 'webgpu');
+      cards.map(async (card) => {
+        const m = exportOnnx(await loadNet(card, card.model, ''), card.inputShape, ['vjp', 'images'], 'webgpu');
         return [
-          { name: `${name} (vjp)`, bytes: m.vjp },
-          { name: `${name} (images)`, bytes: m.images },
+          { name: `${card.name} (vjp)`, bytes: m.vjp },
+          { name: `${card.name} (images)`, bytes: m.images },
         ];
       }),
     );
@@ -239,17 +215,9 @@ describe.skipIf(skip)("PyTorch ONNX exports on the WebGPU engine: PyTorch autogr
     expect(problems.length, problems.slice(0, 12).join('\n')).toBe(0);
   });
 
-  it.each(names)('%s', async (name) => {
-    const f = JSON.parse(readFileSync(join(DIR, `${name}.json`), 'utf8')) as Fixture;
-    const card: ModelCard = {
-      name,
-      format: 'onnx',
-      model: join(DIR, `${name}.onnx`),
-      inputShape: f.inputShape,
-      preprocess: f.preprocess,
-      numClasses: f.numClasses,
-      labelSpace: 'own',
-    };
+  it.each(fixtureNames)('%s', async (name) => {
+    const f = readFixture(name);
+    const card = fixtureCard(name, f);
     const model = await loadClassifier(card, { engine: gpu });
     expect(model.engine).toBe('onnxruntime (WebGPU)');
     const x = tf.tensor4d(Float32Array.from(f.pixels), [2, ...f.inputShape]);
