@@ -25,12 +25,13 @@ export function storageAxis(axis: number, rank: number, layout: Layout): number 
 }
 
 /**
- * The ONNX Runtime execution provider a graph is written for. Ops choose constructions the provider
+ * Where ONNX Runtime runs a model, and so the execution provider a graph is written for: its CPU
+ * provider, or its WebGPU provider (a GPU through Vulkan, Metal or D3D12). Ops choose constructions the provider
  * has kernels for: the WebGPU provider lacks Sum, LogSoftmax and MaxPool's Indices output (and runs
  * int64 index arithmetic on the CPU), so those nodes are written from ops it has instead of falling
  * back to the CPU provider inside the session.
  */
-export type OnnxTarget = 'cpu' | 'webgpu';
+export type Device = 'cpu' | 'webgpu';
 
 export class OnnxEmitter {
   readonly g = new OnnxGraph();
@@ -42,7 +43,7 @@ export class OnnxEmitter {
    */
   constructor(
     private readonly input: string,
-    readonly target: OnnxTarget = 'cpu',
+    readonly target: Device = 'cpu',
   ) {}
 
   /** N, the batch size, as an int64 [1] tensor (made on first use). */

@@ -2,7 +2,7 @@ import type { Net, NodeOp } from '../net.js';
 import { OPS } from '../ops/registry.js';
 import type { Layout, LayoutNeed, OnnxOp, Shape } from '../ops/types.js';
 import { inferShapes } from '../shapes.js';
-import { OnnxEmitter, OnnxNode, type OnnxTarget } from './emit.js';
+import { OnnxEmitter, OnnxNode, type Device } from './emit.js';
 
 /**
  * Exports a Net to ONNX: a forward model (x -> logits), an evaluation model (uint8 pixels and v ->
@@ -114,13 +114,7 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
   return b;
 }
 
-function build(
-  net: Net,
-  inputShape: Shape,
-  shapes: Map<string, Shape>,
-  kind: 'forward' | 'vjp' | 'images',
-  target: OnnxTarget,
-): Uint8Array {
+function build(net: Net, inputShape: Shape, shapes: Map<string, Shape>, kind: 'forward' | 'vjp' | 'images', target: Device): Uint8Array {
   const e = new OnnxEmitter('x', target);
   const g = e.g;
   if (kind === 'images') g.opMulti('Clip', [g.op('Add', [g.op('Cast', ['pixels'], { to: 1 }), 'v']), g.scalar(0), g.scalar(255)], ['x']);
@@ -187,7 +181,7 @@ export function exportOnnx(
   net: Net,
   inputShape: number[],
   only?: (keyof Omit<OnnxModels, 'classes'>)[],
-  target: OnnxTarget = 'cpu',
+  target: Device = 'cpu',
 ): OnnxModels {
   const shapes = inferShapes(net, inputShape);
   const empty = new Uint8Array(0);

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
-import type { OnnxTarget } from './emit.js';
+import type { Device } from './emit.js';
 
 /**
  * Which execution provider ONNX Runtime gives each node of a model, and which nodes may stay on the
@@ -43,7 +43,7 @@ const ALL_PLACED = /All nodes placed on \[(\w+)\]\. Number of nodes: (\d+)/;
 const NODE = /VerifyEachNodeIsAssignedToAnEp\]\s{3}(\S+) \((.*)\)\s*$/;
 
 /** The placements of each model on `provider`, read from ONNX Runtime's verbose log of a child process. */
-export async function nodePlacements(models: Uint8Array[], provider: OnnxTarget): Promise<Placements[]> {
+export async function nodePlacements(models: Uint8Array[], provider: Device): Promise<Placements[]> {
   const dir = mkdtempSync(join(tmpdir(), 'uap-placement-'));
   try {
     const files = models.map((m, i) => {

@@ -5,7 +5,9 @@ import type { Net } from '../net.js';
 import type { Runtime } from '../runtime.js';
 import { exportOnnx } from './export.js';
 import { inferShapes, multiplyAdds } from '../shapes.js';
-import type { OnnxTarget } from './emit.js';
+import type { Device } from './emit.js';
+
+export type { Device };
 import { SessionPool, type Feed } from './workerPool.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -70,9 +72,6 @@ export function forwardImagesPerRun(multiplyAdds: number): number {
 export function shares(n: number, parts: number): [number, number][] {
   return Array.from({ length: parts }, (_, i) => [Math.floor((i * n) / parts), Math.floor(((i + 1) * n) / parts)] as [number, number]);
 }
-
-/** Where ONNX Runtime runs a model: its CPU provider, or its WebGPU provider (a GPU through Vulkan, Metal or D3D12). */
-export type Device = OnnxTarget;
 
 /** Float32 values of all of a network's activations (its input and every node's output) for one image. */
 export function activationsPerImage(net: Net, inputShape: number[]): number {

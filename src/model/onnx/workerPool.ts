@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import type { OnnxTarget as Device } from './emit.js';
+import type { Device } from './emit.js';
 
 /**
  * ONNX Runtime sessions in worker threads, one copy per worker, each worker running a share of every
