@@ -15,6 +15,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeNpy } from '../src/io/npy.js';
@@ -28,6 +29,8 @@ const LIMIT = Number(args.get('limit') ?? 1300);
 const SHARD = Number(args.get('shard') ?? 256);
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const OUT = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+// The queue's shared key for this bench's coordinators and workers (they inherit the environment).
+process.env.UAP_QUEUE_KEY ??= randomBytes(32).toString('hex');
 
 const freePort = () =>
   new Promise<number>((done) => {

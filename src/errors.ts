@@ -32,3 +32,12 @@ export class UsageError extends Error {
 export class AbortedError extends UsageError {
   override name = 'AbortedError';
 }
+
+/**
+ * `s` with terminal control characters (and newlines) written as \xNN escapes: file names and queue
+ * fields that reach a message must not move the cursor, recolour the terminal or break the one line.
+ */
+export function printable(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import {
   copyFileSync,
   cpSync,
@@ -13,7 +13,7 @@ import {
   truncateSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, networkInterfaces, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { request } from 'node:http';
 import { uapCli } from './helpers.js';
@@ -105,6 +105,123 @@ describe('bad images and labels', () => {
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { images: number };
     expect(config.images).toBe(20);
   });
+});
+
+describe('reads are bounded: regular files only, sizes checked before anything is allocated', () => {
+  const classDir = () => {
+    const data = tmp();
+    const cls = join(data, '00_tshirt_top');
+    mkdirSync(cls);
+    const src = join(VAL, '00_tshirt_top');
+    for (const f of readdirSync(src).slice(0, 4)) copyFileSync(join(src, f), join(cls, f));
+    return { data, cls };
+  };
+  const v = join(tmp(), 'v.npy');
+  beforeAll(() => writeNpy(v, { data: new Float32Array(784).fill(20), shape: [28, 28, 1] }));
+
+  it('an image that is /dev/zero behind a symlink, or a FIFO, is skipped with its reason (it filled memory, or hung the run); --strict names it', async () => {
+    const { data, cls } = classDir();
+    symlinkSync('/dev/zero', join(cls, 'zero.png'));
+    expect(spawnSync('mkfifo', [join(cls, 'pipe.png')]).status).toBe(0);
+    const r = await uapCli(['evaluate', '-v', v, '--data', data], { timeout: 120_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/skipped 2 of 6 files that could not be decoded/);
+    expect(r.stderr).toMatch(/(a device|a named pipe), expected a regular file/);
+    expectUsage(
+      await uapCli(['evaluate', '-v', v, '--data', data, '--strict'], { timeout: 120_000 }),
+      /(pipe|zero)\.png: a (device|named pipe), expected a regular file/,
+    );
+  }, 300_000);
+
+  it('a labels file that is a FIFO is one line, not a hang', async () => {
+    const { data } = classDir();
+    const fifo = join(tmp(), 'labels.txt');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    expectUsage(
+      await uapCli(['evaluate', '-v', v, '--data', data, '--labels', fifo], { timeout: 60_000 }),
+      /labels file .*labels\.txt: a named pipe, expected a regular file/,
+    );
+  }, 120_000);
+
+  it('a tar cut short inside a member is refused, saying what is lost; --allow-partial uses its whole members with a warning', async () => {
+    const { data } = classDir();
+    const shard = join(tmp(), 'shard.tar');
+    execFileSync('tar', ['cf', shard, '--format=gnu', '-C', data, '00_tshirt_top']);
+    // The 4 images are members 2-5 (after the folder); cut inside the third image.
+    const members = execFileSync('tar', ['tvf', shard]).toString().trim().split('\n').length;
+    expect(members).toBe(5);
+    const bytes = readFileSync(shard);
+    const cut = join(tmp(), 'cut.tar');
+    // Member offsets: 512-byte header, data padded to 512. The folder: 512; each small PNG: 512 + ceil(size / 512) * 512.
+    let at = 512;
+    const sizes = readdirSync(join(data, '00_tshirt_top'))
+      .sort()
+      .map((f) => readFileSync(join(data, '00_tshirt_top', f)).length);
+    for (const size of sizes.slice(0, 2)) at += 512 + Math.ceil(size / 512) * 512;
+    writeFileSync(cut, bytes.subarray(0, at + 512 + 10));
+    expectUsage(
+      await uapCli(['evaluate', '-v', v, '--data', cut]),
+      /cut\.tar: the archive is cut short inside member 3 \(00_tshirt_top\/\S+: 10 of its \d+ bytes\), so it and every member after it are lost; fetch the shard again, or pass --allow-partial to use its 2 whole members/,
+    );
+    const partial = await uapCli(['evaluate', '-v', v, '--data', cut, '--allow-partial']);
+    expect(partial.status, partial.stderr).toBe(0);
+    expect(partial.stderr).toMatch(/using its 2 whole members \(--allow-partial\)/);
+    expect(partial.stdout).toMatch(/on 2 images|2 images/);
+  }, 300_000);
+
+  it('a 1 KB tar whose header claims a 1.5 GB member, or a huge extended header, is refused at once (it reached 4.6 GB of memory)', async () => {
+    const header = (name: string, size: number, type = '0') => {
+      const h = Buffer.alloc(512);
+      h.write(name, 0);
+      h.write('0000644\0', 100);
+      h.write('0000000\0', 108);
+      h.write('0000000\0', 116);
+      h.write(size.toString(8).padStart(11, '0') + '\0', 124);
+      h.write('00000000000\0', 136);
+      h.write(type, 156);
+      h.write('ustar\0', 257);
+      h.write('00', 263);
+      h.fill(32, 148, 156);
+      let sum = 0;
+      for (const b of h) sum += b;
+      h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
+      return h;
+    };
+    const dir = tmp();
+    const big = join(dir, 'big.tar');
+    writeFileSync(big, Buffer.concat([header('a.png', 1.5e9), Buffer.alloc(512)]));
+    expectUsage(
+      await uapCli(['evaluate', '-v', v, '--data', big]),
+      /big\.tar: the archive is cut short inside member 1 \(a\.png: 512 of its 1500000000 bytes\)/,
+    );
+    const pax = join(dir, 'pax.tar');
+    writeFileSync(pax, Buffer.concat([header('PaxHeader', 1.5e9, 'x'), Buffer.alloc(512)]));
+    expectUsage(await uapCli(['evaluate', '-v', v, '--data', pax]), /pax\.tar: an extended header of 1500000000 bytes/);
+  }, 120_000);
+
+  it('a .npz that inflates beyond the cap for array files is refused before it is inflated (UAP_MAX_ARRAY_MB)', async () => {
+    const { zipSync } = await import('fflate');
+    const f = join(tmp(), 'big.npz');
+    writeFileSync(f, zipSync({ 'v.npy': [encodeNpy({ data: new Float32Array(784 * 1024), shape: [1024, 28, 28] }), { level: 6 }] }));
+    expectUsage(
+      await uapCli(['evaluate', '-v', f, '--limit', '8'], { env: { UAP_MAX_ARRAY_MB: '1' } }),
+      /big\.npz: its arrays inflate to more than the 1 MiB an array file may have \(at v; raise it with UAP_MAX_ARRAY_MB\)/,
+    );
+  }, 120_000);
+
+  it('a model file that is a FIFO, and a card that is /dev/zero, are one line each', async () => {
+    const dir = tmp();
+    expect(spawnSync('mkfifo', [join(dir, 'm.onnx')]).status).toBe(0);
+    expectUsage(
+      await uapCli(['evaluate', '-m', join(dir, 'm.onnx'), '-v', v], { timeout: 60_000 }),
+      /m\.onnx: a named pipe, expected a regular file/,
+    );
+    symlinkSync('/dev/zero', join(dir, 'card.json'));
+    expectUsage(
+      await uapCli(['evaluate', '-m', join(dir, 'card.json'), '-v', v], { timeout: 60_000 }),
+      /card\.json: a device, expected a regular file/,
+    );
+  }, 120_000);
 });
 
 describe('perturbation files', () => {
@@ -435,6 +552,31 @@ describe('studio server: only its own files, to its own origin', () => {
       expect(catalog.body).not.toMatch(/"\/(work|home|root|tmp|usr)\//);
     },
   );
+  it('bound to every interface (--host 0.0.0.0): answers requests addressed to any address of this machine, still refuses other hosts', async () => {
+    const { url: wide, close: closeWide } = await serveStudio({ port: 0, host: '0.0.0.0' });
+    try {
+      const port = new URL(wide).port;
+      const own = Object.values(networkInterfaces())
+        .flat()
+        .find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
+      const status = (host: string) =>
+        new Promise<number>((done, fail) =>
+          request({ host: '127.0.0.1', port, path: '/api/catalog', headers: { host } }, (res) => {
+            res.resume();
+            done(res.statusCode ?? 0);
+          })
+            .on('error', fail)
+            .end(),
+        );
+      expect(await status(`127.0.0.1:${port}`)).toBe(200);
+      if (own) expect(await status(`${own}:${port}`)).toBe(200);
+      expect(await status(`${hostname()}:${port}`)).toBe(200);
+      expect(await status(`evil.example:${port}`)).toBe(403);
+    } finally {
+      await closeWide();
+    }
+  });
+
   it('bad --port and --host values are one-line errors', async () => {
     expectUsage(await uapCli(['studio', '--port', '70000']), /--port 70000: expected an integer in 0\.\.65535/);
     expectUsage(await uapCli(['studio', '--host', 'not-an-address']), /--host not-an-address: expected an IP address/);

@@ -4,17 +4,22 @@ import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Queue } from 'bullmq';
+import { Queue, Worker as BullWorker, QueueEvents } from 'bullmq';
 import { CLI_PATH, uapCli } from './helpers.js';
 import { writeNpy } from '../src/io/npy.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { QUEUE_NAME } from '../src/scale/connection.js';
+import { sealJob } from '../src/scale/signing.js';
 
 /**
  * Scale-out on BullMQ: a Redis from Debian's redis-server on loopback (a free port), `uap worker`
  * processes, and `uap evaluate --queue` checked against the local run figure for figure.
  */
 const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
+
+// The queue's shared key, for every coordinator and worker these tests start (they inherit the environment).
+const KEY = 'test-key-0123456789abcdef0123456789abcdef';
+process.env.UAP_QUEUE_KEY = KEY;
 
 function freePort(): Promise<number> {
   return new Promise((done, fail) => {
@@ -299,35 +304,139 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     }
   }, 600_000);
 
-  it("a worker refuses a model outside its folders, and a model file that differs from the coordinator's (one line, exit 2)", async () => {
+  it('a worker runs only the models its operator allows, found by their files: another model, or one whose files differ, is refused (one line, exit 2)', async () => {
     // The same relative model path on two "machines" (working folders); the worker's weights differ by one byte.
     const here = mkdtempSync(join(tmpdir(), 'uap-coord-'));
     const there = mkdtempSync(join(tmpdir(), 'uap-worker-'));
-    for (const d of [here, there]) cpSync(join(EMBEDDED_DIR, 'model'), join(d, 'm'), { recursive: true });
+    const same = mkdtempSync(join(tmpdir(), 'uap-worker-'));
+    for (const d of [here, there, same]) cpSync(join(EMBEDDED_DIR, 'model'), join(d, 'm'), { recursive: true });
     const weights = join(there, 'm', 'weights.bin');
     const bytes = readFileSync(weights);
     bytes[100] ^= 1;
     writeFileSync(weights, bytes);
     const args = ['evaluate', '-m', 'm', '-v', vFile, '--queue', url];
+    const notAllowed =
+      /^uap: error: queue: shard 1 of 1 \(images 1-200\) failed on a worker: worker refused the shard: model m: not among this worker's models/;
+    // No --model: only the bundled models; a path in the job is never opened.
     let w = await startWorker(url, [], there);
     try {
       const outside = await uapCli(args, { cwd: here });
       expect(outside.status).toBe(2);
-      expect(outside.stderr.trim().split('\n').pop()).toMatch(
-        /^uap: error: queue: shard 1 of 1 \(images 1-200\) failed on a worker: worker refused the shard: model \S+\/m: outside the folders this worker may read/,
-      );
+      expect(outside.stderr.trim().split('\n').pop()).toMatch(notAllowed);
     } finally {
       await stop(w);
     }
-    w = await startWorker(url, ['--root', there], there);
+    w = await startWorker(url, ['--model', 'm'], there);
     try {
       const differs = await uapCli(args, { cwd: here });
       expect(differs.status).toBe(2);
-      expect(differs.stderr.trim().split('\n').pop()).toMatch(
-        /^uap: error: queue: shard 1 of 1 \(images 1-200\) failed on a worker: worker refused the shard: model m: its files here differ from the coordinator's/,
-      );
+      expect(differs.stderr.trim().split('\n').pop()).toMatch(notAllowed);
     } finally {
       await stop(w);
+    }
+    // The same files under another folder and name on the worker: found, and the same figures.
+    w = await startWorker(url, ['--model', join(same, 'm')], tmpdir());
+    try {
+      const ok = await uapCli(args, { cwd: here });
+      expect(ok.status, ok.stderr).toBe(0);
+      expect(ok.stdout).toBe((await uapCli(['evaluate', '-m', 'm', '-v', vFile], { cwd: here })).stdout);
+    } finally {
+      await stop(w);
+    }
+  }, 600_000);
+
+  it('a rogue worker without the key cannot forge a result: the coordinator refuses it (one line, exit 2), and a rerun with honest workers gives the true figures', async () => {
+    const connection = { url };
+    // A 20-line impostor on the same queue: it answers every job with a 100% fooling rate.
+    const rogue = new BullWorker(QUEUE_NAME, async () => ({ body: JSON.stringify({ forged: true }), mac: '0'.repeat(64) }), { connection });
+    const args = ['evaluate', '-v', vFile, '--limit', '64', '--queue', url];
+    try {
+      await rogue.waitUntilReady();
+      const forged = await uapCli(args);
+      expect(forged.status).toBe(2);
+      expect(forged.stderr.trim().split('\n').pop()).toMatch(
+        /^uap: error: queue: the result of shard 1 of 1 \(images 1-64\) does not carry a signature of this queue's key/,
+      );
+    } finally {
+      await rogue.close();
+    }
+    const w = await startWorker(url);
+    try {
+      const honest = await uapCli(args);
+      expect(honest.status, honest.stderr).toBe(0);
+      expect(honest.stdout).toBe((await uapCli(['evaluate', '-v', vFile, '--limit', '64'])).stdout);
+    } finally {
+      await stop(w);
+    }
+  }, 600_000);
+
+  it('forged jobs: unsigned, or signed with file-naming card fields, paths outside the folders or sizes beyond bounds, are refused without reading anything; refusals carry no file contents, paths of the worker or stacks', async () => {
+    const connection = { url };
+    const queue = new Queue(QUEUE_NAME, { connection });
+    const events = new QueueEvents(QUEUE_NAME, { connection });
+    const secret = mkdtempSync(join(tmpdir(), 'uap-secret-'));
+    writeFileSync(join(secret, 'card.json'), 'root:*:20202:0:99999:7:::\n');
+    const w = await startWorker(url);
+    const shard = (o: Record<string, unknown> = {}) => ({
+      protocol: 2,
+      uap: '0',
+      model: { spec: 'fashion' },
+      modelPrint: '0'.repeat(64),
+      data: null,
+      role: 'val',
+      items: [{ path: 'a.png', label: 0 }],
+      dataPrint: '0'.repeat(64),
+      vs: [],
+      radii: [],
+      draws: 0,
+      batchSize: 32,
+      strict: false,
+      ...o,
+    });
+    const refusal = async (id: string, data: unknown): Promise<{ reason: string; stack: string[] }> => {
+      const job = await queue.add('score', data, { jobId: id, attempts: 1 });
+      await job.waitUntilFinished(events).then(
+        () => expect.unreachable('a forged job ran'),
+        () => {},
+      );
+      const failed = (await queue.getJob(id))!;
+      return { reason: failed.failedReason, stack: failed.stacktrace };
+    };
+    try {
+      await events.waitUntilReady();
+      const unsigned = await refusal('forged-1', shard({ model: { spec: 'fashion', card: { model: join(secret, 'card.json') } } }));
+      expect(unsigned.reason).toBe(
+        "worker refused the shard: the job is not signed with this worker's queue key (do its coordinator and this worker share UAP_QUEUE_KEY?)",
+      );
+      const wrongKey = await refusal('forged-2', sealJob('another-key-0123456789abcdef0123456789', 'score', shard()));
+      expect(wrongKey.reason).toMatch(/not signed with this worker's queue key/);
+      const signed = (id: string, o: Record<string, unknown>) => refusal(id, sealJob(KEY, 'score', shard(o)));
+      const card = await signed('forged-3', { model: { spec: 'fashion', card: { model: join(secret, 'card.json'), format: 'layers' } } });
+      expect(card.reason).toBe(
+        'worker refused the shard: job field model.card.model: expected none (a job may set only inputShape, numClasses, preprocess, logitsLayer, outputIsProbabilities, outputMap, labelSpace)',
+      );
+      const path = await signed('forged-4', { model: { spec: join(secret, 'card.json') } });
+      expect(path.reason).toMatch(/^worker refused the shard: model card\.json: not among this worker's models/);
+      const draws = await signed('forged-5', { draws: 100000 });
+      expect(draws.reason).toBe('worker refused the shard: job field draws: expected an integer in [0, 1000]');
+      const member = await signed('forged-6', { items: [{ path: 'a.tar', member: { name: 'x.png', offset: 0, size: 4e9 } }] });
+      expect(member.reason).toMatch(/^worker refused the shard: job field items\[0\]\.member\.size: expected an integer in \[0, \d+\]$/);
+      const dataOut = await signed('forged-7', { data: secret });
+      expect(dataOut.reason).toBe(
+        'worker refused the shard: data .../' +
+          secret.split('/').pop() +
+          ': outside the folders this worker may read (its operator adds one with uap worker --root)',
+      );
+      for (const r of [unsigned, wrongKey, card, path, draws, member, dataOut]) {
+        expect(r.reason).not.toMatch(/root:\*|20202/);
+        expect(r.reason).not.toContain(secret);
+        expect(r.stack).toEqual([]);
+      }
+      expect(w.child.exitCode).toBeNull();
+    } finally {
+      await stop(w);
+      await events.close();
+      await queue.close();
     }
   }, 600_000);
 
@@ -470,6 +579,56 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       expect(after.status, after.stderr).toBe(0);
       expect(w.child.exitCode).toBeNull();
     } finally {
+      await stop(w);
+      server.kill('SIGTERM');
+    }
+  }, 600_000);
+
+  it('Redis restarted without its data in the middle of a shard: the worker lives on (its progress reports fail quietly) and takes the next run', async () => {
+    const port = await freePort();
+    const start = () =>
+      spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const ping = async () => {
+      for (
+        let i = 0;
+        i < 100 &&
+        spawnSync('redis-cli', ['-p', String(port), 'ping'])
+          .stdout?.toString()
+          .trim() !== 'PONG';
+        i++
+      )
+        await new Promise((r) => setTimeout(r, 100));
+    };
+    let server = start();
+    await ping();
+    const own = `redis://127.0.0.1:${port}`;
+    const w = await startWorker(own);
+    const queue = new Queue(QUEUE_NAME, { connection: { url: own } });
+    try {
+      // One long shard: every image scored at 5 radii with 300 noise draws each, reporting progress per batch.
+      const run = uapCli(['baseline', '-v', vFile, '--draws', '300', '--shard-size', '256', '--queue', own]);
+      let active = 0;
+      for (let i = 0; i < 4000 && active === 0; i++) {
+        active = await queue.getActiveCount().catch(() => 0);
+        if (!active) await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(active).toBe(1);
+      await new Promise((r) => setTimeout(r, 500)); // progress reports under way
+      spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave']);
+      await new Promise((r) => setTimeout(r, 1000)); // reports fail while Redis is gone
+      server = start();
+      await ping();
+      const res = await run;
+      expect(res.status).toBe(2);
+      expect(res.stderr.trim().split('\n').pop()).toBe(
+        `uap: error: queue ${own}: Redis lost the queued work (restarted without its data?); run the command again`,
+      );
+      const after = await uapCli(['evaluate', '-v', vFile, '--limit', '64', '--queue', own]);
+      expect(after.status, after.stderr).toBe(0);
+      expect(w.child.exitCode).toBeNull();
+      expect(w.log()).not.toMatch(/Unhandled|at .*\.js:\d+/);
+    } finally {
+      await queue.close();
       await stop(w);
       server.kill('SIGTERM');
     }

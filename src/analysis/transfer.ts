@@ -1,5 +1,6 @@
 import type { PerturbationFormat } from '../io/perturbationFile.js';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { readBoundedText } from '../io/bounded.js';
 import { basename, join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { predictMany, foolingRate } from '../model/scoring.js';
@@ -53,7 +54,7 @@ export function transferSource(spec: string, format: PerturbationFormat = {}): T
     let craftedOn: string | null;
     let card: CardOverrides | undefined;
     try {
-      const config = JSON.parse(readFileSync(join(spec, 'config.json'), 'utf8')) as {
+      const config = JSON.parse(readBoundedText(join(spec, 'config.json'), { what: 'run' })) as {
         model?: string;
         modelSpec?: string;
         modelCard?: CardOverrides;

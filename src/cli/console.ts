@@ -1,13 +1,13 @@
 import cliProgress from 'cli-progress';
 import { initBackend, engineNotice, type Engine } from '../backend.js';
 import type { Log } from '../log.js';
-import { withFlags } from '../errors.js';
+import { printable, withFlags } from '../errors.js';
 import type { Progress, PassRecord } from '../attacks/universal.js';
 
 /** Messages go to stderr so that stdout stays clean for results. */
 export const consoleLog: Log = {
-  info: (m) => process.stderr.write(`${withFlags(m)}\n`),
-  warn: (m) => process.stderr.write(`warning: ${withFlags(m)}\n`),
+  info: (m) => process.stderr.write(`${printable(withFlags(m))}\n`),
+  warn: (m) => process.stderr.write(`warning: ${printable(withFlags(m))}\n`),
   templates: true,
 };
 

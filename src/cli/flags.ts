@@ -118,7 +118,8 @@ export function addDataFlags(cmd: Command): Command {
       count('sample'),
     )
     .option('--val-sample <n>', 'use n validation images drawn at random (seeded by --seed)', count('val-sample'))
-    .option('--strict', 'stop on the first image that cannot be decoded (default: skip and warn)');
+    .option('--strict', 'stop on the first image that cannot be decoded (default: skip and warn)')
+    .option('--allow-partial', 'use the whole members of a tar shard that is cut short (default: refuse it)');
 }
 
 /** The attack flags; `defaults` changes a command's default method or pass cap (finetune: sgd, 5). */
@@ -311,7 +312,8 @@ export function addScoringFlags(cmd: Command, what: string): Command {
     .option('--labels <file>', 'labels file: lines "path, index"')
     .option('--limit <n>', 'use at most n images', count('limit'))
     .option('--batch-size <n>', 'images per forward pass (default 32, more for small models on ONNX Runtime)', count('batch-size'))
-    .option('--strict', 'stop on the first image that cannot be decoded');
+    .option('--strict', 'stop on the first image that cannot be decoded')
+    .option('--allow-partial', 'use the whole members of a tar shard that is cut short (default: refuse it)');
 }
 
 /** How a perturbation file from another tool is stored (--layout, --units, --array). */
@@ -350,6 +352,7 @@ export function scoringJob(f: Record<string, unknown>, engine: Engine) {
     labels: f.labels as string | undefined,
     limit: f.limit as number | undefined,
     strict: Boolean(f.strict),
+    allowPartial: Boolean(f.allowPartial),
     batchSize: f.batchSize as number,
   };
 }
@@ -365,5 +368,6 @@ export function dataSpec(f: Record<string, unknown>): DataSpec {
     sample: f.sample as number | undefined,
     valSample: f.valSample as number | undefined,
     strict: Boolean(f.strict),
+    allowPartial: Boolean(f.allowPartial),
   };
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { packageVersion } from '../paths.js';
-import { UsageError, AbortedError, withFlags } from '../errors.js';
+import { UsageError, AbortedError, printable, withFlags } from '../errors.js';
 import { osError } from '../io/atomic.js';
 import { computeCommand, evaluateCommand, demoCommand, accuracyCommand } from './commands.js';
 import { transferCommand, graphCommand, baselineCommand, sweepSizeCommand, normalsCommand, reportCommand } from './analyses.js';
@@ -45,7 +45,7 @@ function program(): Command {
 }
 
 function fail(message: string, code: number): never {
-  process.stderr.write(`uap: error: ${message}\n`);
+  process.stderr.write(`uap: error: ${printable(message)}\n`);
   process.exit(code);
 }
 

@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { readBoundedText } from '../io/bounded.js';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { IMAGE_EXTENSIONS } from './decode.js';
@@ -21,6 +22,8 @@ export interface ListOptions {
   limit?: number;
   /** Keep this many images drawn at random (seeded: the same seed, the same images, in their listed order). */
   sample?: { count: number; seed: number };
+  /** Use the whole members of a tar shard that is cut short (default: refuse it, since what followed is lost). */
+  allowPartial?: boolean;
   /** Told what the listing dropped: listed files that do not exist, image files a labels file does not list. */
   warn?: (message: string) => void;
 }
@@ -35,11 +38,10 @@ function imagesUnder(dir: string): string[] {
 
 /** Lines `path, index`; paths resolved against the file's folder unless `relative` is false (tar member names). */
 function readLabelsFile(file: string, relative = true): ImageItem[] {
-  if (!existsSync(file) || !statSync(file).isFile())
-    throw new UsageError(`labels file ${file}: not found (expected a text file of "path, index" lines)`);
+  if (!existsSync(file)) throw new UsageError(`labels file ${file}: not found (expected a text file of "path, index" lines)`);
   const base = dirname(resolve(file));
   const items: ImageItem[] = [];
-  readFileSync(file, 'utf8')
+  readBoundedText(file, { what: 'labels file' })
     .split('\n')
     .forEach((line, i) => {
       const t = line.trim();
@@ -113,7 +115,14 @@ function listShards(spec: string, shards: string[], opts: ListOptions): ImageIte
   const fromFile = opts.labelsFile ? new Map(readLabelsFile(opts.labelsFile, false).map((i) => [i.path, i.label!])) : undefined;
   const items: ImageItem[] = [];
   for (const shard of shards) {
-    const { members, kept } = tarIndex(shard, (name) => name.endsWith('.cls'));
+    const { members, kept, truncated } = tarIndex(shard, (name) => name.endsWith('.cls'));
+    if (truncated) {
+      const t = truncated;
+      const what = `data ${shard}: the archive is cut short inside member ${t.index + 1} (${t.name}: ${t.present} of its ${t.size} bytes), so it and every member after it are lost`;
+      if (!opts.allowPartial)
+        throw new UsageError(`${what}; fetch the shard again, or pass {allowPartial} to use its ${t.index} whole members`);
+      opts.warn?.(`${what}; using its ${t.index} whole members ({allowPartial})`);
+    }
     const cls = new Map<string, number>();
     for (const [m, bytes] of kept) {
       const t = bytes.toString('utf8', 0, 32).trim();

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readBoundedAsync } from '../io/bounded.js';
 import sharp from 'sharp';
 import { plainPng } from './png.js';
 
@@ -8,7 +8,7 @@ import { plainPng } from './png.js';
  * become RGB (or grayscale when c is 1); alpha is dropped.
  */
 export async function decodeImage(file: string | Buffer, h: number, w: number, c: 1 | 3): Promise<Uint8Array> {
-  const bytes = typeof file === 'string' ? await readFile(file) : file;
+  const bytes = typeof file === 'string' ? await readBoundedAsync(file, { what: 'image', kind: 'image' }) : file;
   return plainPng(bytes, h, w, c) ?? decodeWithSharp(bytes, h, w, c);
 }
 

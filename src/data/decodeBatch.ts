@@ -1,4 +1,5 @@
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { readBounded, readLimit } from '../io/bounded.js';
 import { plainPngInto } from './png.js';
 
 /**
@@ -35,9 +36,12 @@ export interface DecodeReply {
 /** A span's bytes in a buffer of its own (so it can be handed over whole), or null when it cannot be read. */
 function readSpan({ file, start, length }: SpanToRead): Buffer | null {
   try {
-    if (length < 0) return readFileSync(file);
-    const fd = openSync(file, 'r');
+    if (length < 0) return readBounded(file, { what: 'image', kind: 'image' });
+    const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
     try {
+      // A span's length comes from tar headers: allocated only when the file holds it (and it is not too big).
+      const st = fstatSync(fd);
+      if (!st.isFile() || start + length > st.size || length > readLimit('image') * 64) return null;
       const buf = Buffer.allocUnsafeSlow(length);
       return buf.subarray(0, readSync(fd, buf, 0, length, start));
     } finally {

@@ -1,4 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readBoundedText } from '../io/bounded.js';
 import { join } from 'node:path';
 import type { Classifier } from '../model/classifier.js';
 import { listDataset, loadImages, openImages, type ImageSet, type StreamedImages } from './dataset.js';
@@ -27,6 +28,8 @@ export interface DataSpec {
   sample?: number;
   valSample?: number;
   strict?: boolean;
+  /** Use the whole members of tar shards that are cut short (default: refuse them). */
+  allowPartial?: boolean;
 }
 
 /**
@@ -82,7 +85,7 @@ export function defaultFolders(space: 'imagenet' | 'own', assets: string): { dat
 export function wnidsOf(assets: string): string[] | undefined {
   const f = join(assets, 'data', 'labels', 'imagenet1k_wnids_sorted.txt');
   return existsSync(f)
-    ? readFileSync(f, 'utf8')
+    ? readBoundedText(f, { what: 'ImageNet wnid list' })
         .split('\n')
         .map((s) => s.trim())
         .filter(Boolean)
@@ -119,6 +122,7 @@ export interface SetOptions {
   limit?: number;
   sample?: { count: number; seed: number };
   strict?: boolean;
+  allowPartial?: boolean;
   assets?: string;
   log?: Log;
   what?: string;
@@ -134,6 +138,7 @@ function listSet(model: Classifier, dirOrName: string, opts: SetOptions): { item
     labelsFile: opts.labels,
     limit: opts.limit,
     sample: opts.sample,
+    allowPartial: opts.allowPartial,
     wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined,
     labelNames: model.labels,
     warn: (m) => log.warn(`${what}: ${m}`),

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readBoundedAsync } from '../io/bounded.js';
 import { totalmem } from 'node:os';
 import { UsageError } from '../errors.js';
 import { decodeImage } from './decode.js';
@@ -123,7 +123,7 @@ export class StreamedImages implements ImageSource {
     const files = ids.filter((i) => !this.listed[i].member);
     const [read, fileBytes] = await Promise.all([
       shards.readMany(withMember.map((i) => ({ file: this.listed[i].path, member: this.listed[i].member! }))),
-      Promise.all(files.map((i) => readFile(this.listed[i].path).catch(() => undefined))),
+      Promise.all(files.map((i) => readBoundedAsync(this.listed[i].path, { what: 'image', kind: 'image' }).catch(() => undefined))),
     ]);
     const out = new Map<number, Buffer>();
     for (const i of withMember) if (read.has(this.listed[i].member!)) out.set(i, read.get(this.listed[i].member!)!);

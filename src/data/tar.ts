@@ -1,4 +1,5 @@
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { checkReadable, readLimit } from '../io/bounded.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
 import type { TarMember } from './source.js';
@@ -72,8 +73,18 @@ class WindowReader {
   }
 }
 const WINDOW = 1 << 20;
+/** Largest pax or GNU long-name record (a path; real ones are a few hundred bytes). */
+const MAX_EXTENDED = 1 << 20;
 /** Bytes of a kept member read at listing time. */
 const KEEP_MOST = 4096;
+
+/** Where a tar cut short ends: inside member `index` (0-based) of `size` bytes, of which `present` are there. */
+export interface TruncatedTar {
+  name: string;
+  index: number;
+  present: number;
+  size: number;
+}
 
 /** Regular-file members of a tar, in archive order, with where their bytes start. */
 export function tarMembers(file: string): TarMember[] {
@@ -84,15 +95,22 @@ export function tarMembers(file: string): TarMember[] {
  * The members of a tar (regular files, in archive order, with where their bytes start) and the
  * first KEEP_MOST bytes of those `keep` picks (small ones, such as labels: read in the same pass as the headers).
  */
-export function tarIndex(file: string, keep?: (name: string) => boolean): { members: TarMember[]; kept: Map<TarMember, Buffer> } {
-  const fd = openSync(file, 'r');
+export function tarIndex(
+  file: string,
+  keep?: (name: string) => boolean,
+): { members: TarMember[]; kept: Map<TarMember, Buffer>; truncated?: TruncatedTar } {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
+    const st = fstatSync(fd);
+    checkReadable(file, st, { what: 'tar', maxBytes: Number.MAX_SAFE_INTEGER });
     const members: TarMember[] = [];
     const kept = new Map<TarMember, Buffer>();
     const reader = new WindowReader(fd);
     let offset = 0;
     let longName: string | undefined;
+    // Sizes come from the headers: checked against the file before anything is allocated for them.
     const read = (at: number, size: number) => {
+      if (at + size > st.size) throw new UsageError(`tar ${file}: truncated at byte ${st.size} (a header says ${size} bytes from ${at})`);
       const buf = reader.bytes(at, size);
       if (buf.length !== size) throw new UsageError(`tar ${file}: truncated at byte ${at} (expected ${size} more bytes)`);
       return buf;
@@ -107,6 +125,8 @@ export function tarIndex(file: string, keep?: (name: string) => boolean): { memb
       const type = String.fromCharCode(header[156] || 48);
       const data = offset + BLOCK;
       if (type === 'x' || type === 'L') {
+        if (size > MAX_EXTENDED)
+          throw new UsageError(`tar ${file}: an extended header of ${size} bytes at byte ${offset} (not a tar written by tar?)`);
         const ext = read(data, size);
         longName = type === 'L' ? text(ext, 0, size) : (paxPath(ext) ?? longName);
       } else {
@@ -114,6 +134,9 @@ export function tarIndex(file: string, keep?: (name: string) => boolean): { memb
           const prefix = header.toString('latin1', 257, 262) === 'ustar' ? text(header, 345, 155) : '';
           const name = (longName ?? (prefix ? `${prefix}/${text(header, 0, 100)}` : text(header, 0, 100))).replace(/^\.\//, '');
           const member = { name, offset: data, size };
+          // Cut inside this member: it and whatever followed it are gone.
+          if (data + size > st.size)
+            return { members, kept, truncated: { name, index: members.length, present: Math.max(0, st.size - data), size } };
           members.push(member);
           if (keep?.(name)) kept.set(member, read(data, Math.min(size, KEEP_MOST)));
         }
@@ -132,25 +155,38 @@ export function tarIndex(file: string, keep?: (name: string) => boolean): { memb
  * more than the read). Close it when the pass is over.
  */
 export class ShardReader {
-  private readonly open = new Map<string, Promise<FileHandle>>();
+  private readonly open = new Map<string, Promise<{ fh: FileHandle; size: number }>>();
 
-  private handle(file: string): Promise<FileHandle> {
-    let fh = this.open.get(file);
-    if (!fh) {
-      fh = open(file, 'r');
-      fh.catch(() => this.open.delete(file));
-      this.open.set(file, fh);
+  private handle(file: string): Promise<{ fh: FileHandle; size: number }> {
+    let got = this.open.get(file);
+    if (!got) {
+      got = (async () => {
+        const fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+        const st = await fh.stat();
+        if (!st.isFile()) {
+          await fh.close();
+          throw new Error(`${file} is not a regular file`);
+        }
+        return { fh, size: st.size };
+      })();
+      got.catch(() => this.open.delete(file));
+      this.open.set(file, got);
     }
-    return fh;
+    return got;
   }
 
   private async readAt(file: string, start: number, size: number): Promise<Buffer> {
+    const { fh, size: fileSize } = await this.handle(file);
+    // Offsets and sizes come from headers (or a queued job): nothing is allocated beyond what the file holds.
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(size) || start < 0 || size < 0 || start + size > fileSize)
+      throw new Error(`bytes ${start}-${start + size} lie beyond the end of ${file} (${fileSize} bytes)`);
     const buf = Buffer.alloc(size);
-    const { bytesRead } = await (await this.handle(file)).read(buf, 0, size, start);
+    const { bytesRead } = await fh.read(buf, 0, size, start);
     return bytesRead === size ? buf : buf.subarray(0, bytesRead);
   }
 
   async read(file: string, m: TarMember): Promise<Buffer> {
+    if (m.size > readLimit('image')) throw new Error(`member ${m.name}: ${m.size} bytes, more than an image may have (UAP_MAX_IMAGE_MB)`);
     const buf = await this.readAt(file, m.offset, m.size);
     if (buf.length !== m.size) throw new Error(`member ${m.name} is truncated (${buf.length} of ${m.size} bytes)`);
     return buf;
@@ -172,7 +208,7 @@ export class ShardReader {
   async close(): Promise<void> {
     const all = [...this.open.values()];
     this.open.clear();
-    await Promise.all(all.map(async (fh) => (await fh.catch(() => undefined))?.close()));
+    await Promise.all(all.map(async (h) => (await h.catch(() => undefined))?.fh.close()));
   }
 }
 

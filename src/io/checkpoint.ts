@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
+import { readBoundedText } from './bounded.js';
 import { writeAtomic } from './atomic.js';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
@@ -80,7 +81,7 @@ function metaProblem(meta: Partial<Meta<unknown>>): string | undefined {
 function readMeta<H>(dir: string): Meta<H> {
   let meta: Meta<H>;
   try {
-    meta = JSON.parse(readFileSync(jsonFile(dir), 'utf8')) as Meta<H>;
+    meta = JSON.parse(readBoundedText(jsonFile(dir), { what: 'checkpoint' })) as Meta<H>;
   } catch (e) {
     throw new UsageError(
       `checkpoint ${jsonFile(dir)}: unreadable (${(e as Error).message}); start afresh without {resume} or with another {out}`,

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readBounded } from './bounded.js';
 import { writeAtomic } from './atomic.js';
 import { UsageError } from '../errors.js';
 import { decodeNpy, encodeNpy, type NdArray } from './npyCodec.js';
@@ -14,8 +14,9 @@ export function writeNpy(file: string, arr: NdArray): void {
 export function readNpy(file: string): NdArray {
   let buf: Uint8Array;
   try {
-    buf = readFileSync(file);
-  } catch {
+    buf = readBounded(file, { what: 'perturbation', kind: 'array' });
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
     throw new UsageError(`perturbation ${file}: file not found or unreadable`);
   }
   return decodeNpy(buf, file);

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readBounded } from './bounded.js';
 import { UsageError } from '../errors.js';
 import type * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
@@ -12,8 +12,9 @@ export * from './perturbationFormat.js';
 export function readArrayFile(file: string, array?: string): NdArray {
   let buf: Uint8Array;
   try {
-    buf = readFileSync(file);
-  } catch {
+    buf = readBounded(file, { what: 'perturbation', kind: 'array' });
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
     throw new UsageError(`perturbation ${file}: file not found or unreadable`);
   }
   return arrayFromBytes(buf, file, array);

@@ -1,4 +1,5 @@
 import { unzipSync, zipSync } from 'fflate';
+import { readLimit } from './readLimits.js';
 import { UsageError } from '../errors.js';
 import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
@@ -47,19 +48,37 @@ export function checkFormat(f: PerturbationFormat): void {
     throw new UsageError(`{units} ${String(f.units)}: expected ${UNITS.join(', ')} or auto`);
 }
 
-/** The arrays of a .npz (a zip of .npy files, compressed or not), by name. */
-function npzArrays(buf: Uint8Array, file: string): Map<string, Uint8Array> {
+/**
+ * The arrays of a .npz (a zip of .npy files, compressed or not), by name: only `.npy` members (only
+ * `array`'s when given) are inflated, and no more bytes than an array file may have in all (sizes as
+ * the zip states them, which bounds what fflate allocates: a zip bomb of overlapping entries is refused).
+ */
+function npzArrays(buf: Uint8Array, file: string, array?: string): { arrays: Map<string, Uint8Array>; names: string[] } {
+  const names: string[] = [];
+  const limit = readLimit('array');
+  let total = 0;
+  let tooBig: string | undefined;
   let entries: Record<string, Uint8Array>;
   try {
-    entries = unzipSync(buf);
+    entries = unzipSync(buf, {
+      filter: (f) => {
+        if (!f.name.endsWith('.npy')) return false;
+        const name = f.name.slice(0, -4);
+        names.push(name);
+        if (array !== undefined && name !== array) return false;
+        total += f.originalSize;
+        if (total > limit) tooBig ??= name;
+        return tooBig === undefined;
+      },
+    });
   } catch (e) {
     throw new UsageError(`perturbation ${file}: not a readable .npz (zip) file (${(e as Error).message})`);
   }
-  return new Map(
-    Object.entries(entries)
-      .filter(([n]) => n.endsWith('.npy'))
-      .map(([n, b]) => [n.slice(0, -4), b]),
-  );
+  if (tooBig !== undefined)
+    throw new UsageError(
+      `perturbation ${file}: its arrays inflate to more than the ${limit / 2 ** 20} MiB an array file may have (at ${tooBig}; raise it with UAP_MAX_ARRAY_MB)`,
+    );
+  return { arrays: new Map(Object.entries(entries).map(([n, b]) => [n.slice(0, -4), b])), names };
 }
 
 /** The array of a .npy, or the named (or only) array of a .npz, from the file's bytes (`file` names it in errors). */
@@ -69,13 +88,13 @@ export function arrayFromBytes(buf: Uint8Array, file: string, array?: string): N
     if (array !== undefined) throw new UsageError(`perturbation ${file}: {array} ${array} names an array of a .npz, but this is a .npy`);
     return decodeNpy(buf, file);
   }
-  const arrays = npzArrays(buf, file);
-  const names = [...arrays.keys()];
   if (array === undefined) {
+    const { names } = npzArrays(buf, file, '\0'); // the names alone, nothing inflated
     if (names.length !== 1)
       throw new UsageError(`perturbation ${file}: holds ${names.length ? names.join(', ') : 'no arrays'}; name one with {array}`);
-    return decodeNpy(arrays.get(names[0])!, `${file}:${names[0]}`);
+    array = names[0];
   }
+  const { arrays, names } = npzArrays(buf, file, array);
   const got = arrays.get(array);
   if (!got) throw new UsageError(`perturbation ${file}: has no array ${array} (it holds ${names.join(', ') || 'none'})`);
   return decodeNpy(got, `${file}:${array}`);

@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { readBoundedText } from '../io/bounded.js';
 import { join, resolve } from 'node:path';
 import type * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
@@ -105,6 +106,7 @@ export async function runCompute(
       labelsFile: job.labels,
       limit: job.limit,
       sample: sample(job.sample),
+      allowPartial: job.allowPartial,
       labelNames: model.labels,
       wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined,
     }).length;
@@ -122,6 +124,7 @@ export async function runCompute(
       limit: job.limit,
       sample: sample(job.sample),
       strict: job.strict,
+      allowPartial: job.allowPartial,
       assets,
       log,
       what: 'crafting set X',
@@ -135,6 +138,7 @@ export async function runCompute(
             limit: job.valLimit,
             sample: sample(job.valSample),
             strict: job.strict,
+            allowPartial: job.allowPartial,
             assets,
             log,
             what: 'validation set',
@@ -249,7 +253,7 @@ export async function runCompute(
 /** The config.json of a run folder, when it is there and readable. */
 function readRunConfig(dir: string): { listed?: number } | undefined {
   try {
-    return JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { listed?: number };
+    return JSON.parse(readBoundedText(join(dir, 'config.json'), { what: 'run' })) as { listed?: number };
   } catch {
     return undefined;
   }

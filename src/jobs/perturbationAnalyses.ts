@@ -1,4 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readBoundedText } from '../io/bounded.js';
 import { join } from 'node:path';
 import type * as tf from '../tf.js';
 import type { Engine } from '../backend.js';
@@ -54,10 +55,20 @@ interface RunValidation {
   sample?: { count: number; seed: number };
 }
 
+/** The norm a run folder's config.json names (none when it is unreadable or names another). */
+function runNorm(run: string): Norm | undefined {
+  try {
+    const norm = (JSON.parse(readBoundedText(join(run, 'config.json'), { what: 'run' })) as { norm?: unknown }).norm;
+    return norm === 2 || norm === 'inf' ? norm : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function runValidation(run: string): RunValidation | undefined {
   let c: { val?: unknown; valLabels?: unknown; valLimit?: unknown; valSample?: unknown; seed?: unknown };
   try {
-    c = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8')) as typeof c;
+    c = JSON.parse(readBoundedText(join(run, 'config.json'), { what: 'run' })) as typeof c;
   } catch {
     return undefined;
   }
@@ -187,7 +198,7 @@ export async function baselineJob(job: BaselineJob, ctl: JobControl = {}): Promi
   if (job.factors?.some((f) => !Number.isFinite(f) || f < 0))
     throw new UsageError(`{factors} ${job.factors.join(',')}: expected numbers >= 0, e.g. 0,0.5,1,2`);
   let p = job.norm;
-  if (p === undefined && job.run) p = (JSON.parse(readFileSync(join(job.run, 'config.json'), 'utf8')) as { norm?: Norm }).norm;
+  if (p === undefined && job.run) p = runNorm(job.run);
   return withTarget(job, 'baseline', log, async ({ model, set, v, dir, file, out, labels }) => {
     const sweep = await normSweep(model, set, v, p ?? 'inf', {
       factors: job.factors,

@@ -78,7 +78,7 @@ export interface EvaluateJob extends DataSpec, ModelSpec {
 
 /** The model and one labelled-or-not image folder (default: its validation set), for the scoring commands. */
 async function withScoringSet<T>(
-  job: ModelSpec & { data?: string; labels?: string; limit?: number; strict?: boolean },
+  job: ModelSpec & { data?: string; labels?: string; limit?: number; strict?: boolean; allowPartial?: boolean },
   log: Log,
   use: (model: Classifier, set: StreamedImages, dir: string) => Promise<T>,
 ): Promise<T> {
@@ -86,7 +86,15 @@ async function withScoringSet<T>(
   const model = await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log);
   try {
     const dir = job.data ?? defaultData(model, assets).val;
-    const set = openSet(model, dir, { labels: job.labels, limit: job.limit, strict: job.strict, assets, log, what: 'images' });
+    const set = openSet(model, dir, {
+      labels: job.labels,
+      limit: job.limit,
+      strict: job.strict,
+      allowPartial: job.allowPartial,
+      assets,
+      log,
+      what: 'images',
+    });
     return await use(model, set, dir);
   } finally {
     model.dispose();
@@ -147,6 +155,8 @@ export interface AccuracyJob extends ModelSpec {
   labels?: string;
   limit?: number;
   strict?: boolean;
+  /** Use the whole members of tar shards that are cut short (default: refuse them). */
+  allowPartial?: boolean;
   batchSize?: number;
 }
 

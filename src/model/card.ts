@@ -1,4 +1,5 @@
-import { readFileSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readBoundedText } from '../io/bounded.js';
 import { dirname, resolve, isAbsolute } from 'node:path';
 import { UsageError } from '../errors.js';
 
@@ -93,8 +94,9 @@ export function readCard(file: string): ModelCard {
   if (!existsSync(file)) throw new UsageError(`model card ${file}: file not found`);
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
+    raw = JSON.parse(readBoundedText(file, { what: 'model card' }));
   } catch (e) {
+    if (e instanceof UsageError) throw e;
     fail(file, `not valid JSON (${(e as Error).message})`);
   }
   const card = validateCard(raw, file);
@@ -108,7 +110,7 @@ export function cardLabels(card: ModelCard, assetsDir: string): string[] | undef
   if (Array.isArray(card.labels)) return card.labels;
   const f = resolveCardPath(card, card.labels, assetsDir);
   if (!existsSync(f)) throw new UsageError(`model card ${card.name}: labels file ${f} not found`);
-  return readFileSync(f, 'utf8')
+  return readBoundedText(f, { what: `model card ${card.name}: labels file` })
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l.length > 0);

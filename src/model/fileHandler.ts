@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readBoundedAsync } from '../io/bounded.js';
 import { writeAtomic } from '../io/atomic.js';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -25,8 +25,9 @@ export function fileHandler(modelJsonPath: string): tf.io.IOHandler {
       if (!existsSync(modelJsonPath)) throw new UsageError(`model ${modelJsonPath}: file not found`);
       let json: ModelJson;
       try {
-        json = JSON.parse(await readFile(modelJsonPath, 'utf8')) as ModelJson;
+        json = JSON.parse((await readBoundedAsync(modelJsonPath, { what: 'model', kind: 'text' })).toString('utf8')) as ModelJson;
       } catch (e) {
+        if (e instanceof UsageError) throw e;
         throw new UsageError(`model ${modelJsonPath}: not a valid model.json (${(e as Error).message})`);
       }
       if (!json.modelTopology) throw new UsageError(`model ${modelJsonPath}: no "modelTopology" (is this a TF.js model.json?)`);
@@ -38,7 +39,7 @@ export function fileHandler(modelJsonPath: string): tf.io.IOHandler {
         for (const p of group.paths) {
           const f = join(dir, p);
           if (!existsSync(f)) throw new UsageError(`model ${modelJsonPath}: weight shard ${f} not found`);
-          buffers.push(await readFile(f));
+          buffers.push(await readBoundedAsync(f, { what: `model ${modelJsonPath}: weight shard`, kind: 'model' }));
         }
       }
       const all = Buffer.concat(buffers);

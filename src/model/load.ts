@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { readBoundedText } from '../io/bounded.js';
 import { dirname, join, resolve, basename } from 'node:path';
 import * as tf from '../tf.js';
 import { UsageError } from '../errors.js';
@@ -53,8 +54,9 @@ function cardFromFlags(modelJson: string, spec: string, o: CardOverrides): Model
     );
   let json: { format?: string };
   try {
-    json = JSON.parse(readFileSync(modelJson, 'utf8')) as { format?: string };
-  } catch {
+    json = JSON.parse(readBoundedText(modelJson, { what: '{model}' })) as { format?: string };
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
     throw new UsageError(`{model} ${spec}: ${modelJson} is not valid JSON`);
   }
   const base: Partial<ModelCard> = {
@@ -88,8 +90,9 @@ export function findCard(spec: string, overrides: CardOverrides = {}, assets?: s
   if (!statSync(p).isDirectory()) {
     let json: Record<string, unknown>;
     try {
-      json = JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
-    } catch {
+      json = JSON.parse(readBoundedText(p, { what: '{model}' })) as Record<string, unknown>;
+    } catch (e) {
+      if (e instanceof UsageError) throw e;
       throw new UsageError(`{model} ${spec}: not a JSON model card or model.json`);
     }
     if (!json.modelTopology) return withFlags(p);
@@ -138,7 +141,7 @@ function cardWnids(card: ModelCard, assets: string): OutputWnids | undefined {
   const read = (f: string) => {
     const file = resolveCardPath(card, f, assets);
     if (!existsSync(file)) throw new UsageError(`model card ${card.name}: outputMap file ${file} not found`);
-    return readFileSync(file, 'utf8')
+    return readBoundedText(file, { what: `model card ${card.name}: outputMap file` })
       .split('\n')
       .map((s) => s.trim())
       .filter(Boolean);

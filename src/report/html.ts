@@ -1,4 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readBounded, readBoundedText } from '../io/bounded.js';
 import { basename, join } from 'node:path';
 import { UsageError, withOptionNames } from '../errors.js';
 import { rateLines, vegaLiteToSvg, type TopLevelSpec } from './plots.js';
@@ -22,20 +23,21 @@ interface PassRow {
 function readJson<T>(file: string): T | undefined {
   if (!existsSync(file)) return undefined;
   try {
-    return JSON.parse(readFileSync(file, 'utf8')) as T;
-  } catch {
+    return JSON.parse(readBoundedText(file, { what: 'run file' })) as T;
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
     throw new UsageError(`${file}: not valid JSON`);
   }
 }
 
 function dataUri(file: string): string | undefined {
-  return existsSync(file) ? `data:image/png;base64,${readFileSync(file).toString('base64')}` : undefined;
+  return existsSync(file) ? `data:image/png;base64,${readBounded(file, { what: 'picture', kind: 'image' }).toString('base64')}` : undefined;
 }
 
 /** An SVG file's <svg> element, for inlining (XML prolog and DOCTYPE dropped). */
 function inlineSvg(file: string): string | undefined {
   if (!existsSync(file)) return undefined;
-  const s = readFileSync(file, 'utf8');
+  const s = readBoundedText(file, { what: 'figure' });
   const at = s.indexOf('<svg');
   return at >= 0 ? s.slice(at) : undefined;
 }

@@ -4,10 +4,13 @@ import type { StreamedImages } from '../data/stream.js';
 import type { ImageSet } from '../data/imageSet.js';
 import { joinLabels, joinParts, type NoiseScoreOptions, type ScorePart } from '../analysis/noiseScore.js';
 import type { GradientShard, ShardGradient, ShardGradients, SgdLossOptions } from '../attacks/sgd.js';
-import { UsageError } from '../errors.js';
+import { UsageError, printable } from '../errors.js';
 import { scoringBatch } from '../model/scoring.js';
 import { packageVersion } from '../paths.js';
 import { connected, queueConnection, QUEUE_NAME, redacted } from './connection.js';
+import { jobId, openResult, sealJob } from './signing.js';
+import { jobCard } from './jobFields.js';
+import { modelSha256 } from '../io/provenance.js';
 import {
   SHARD_PROTOCOL,
   dataPrint,
@@ -32,6 +35,8 @@ import type { AttackSettings, Method } from '../attacks/methods.js';
 
 export interface QueueScoring {
   url: string;
+  /** The queue's shared key (signing.ts: queueKey): jobs are signed with it, results without its signature refused. */
+  key: string;
   /** The model and the image set as the user named them: each worker resolves them on its own disk. */
   model: { spec: string; card?: CardOverrides };
   data: string | null;
@@ -48,12 +53,12 @@ export interface QueueScoring {
 }
 
 /** A job's queue option: a BullMQ queue (redis:// URL) of `uap worker`s, in shards of `shardSize` images. */
-export type QueueOption = Pick<QueueScoring, 'url' | 'shardSize'>;
+export type QueueOption = Pick<QueueScoring, 'url' | 'key' | 'shardSize'>;
 
 /** The queue settings for one set of a job: the job's option, the model and set as workers resolve them, warnings to `log`. */
 export function queueFor(
   queue: QueueOption,
-  set: Omit<QueueScoring, 'url' | 'shardSize' | 'warn'>,
+  set: Omit<QueueScoring, 'url' | 'key' | 'shardSize' | 'warn'>,
   log: { warn: (message: string) => void },
 ): QueueScoring {
   return { ...queue, ...set, warn: (m) => log.warn(m) };
@@ -66,6 +71,12 @@ export interface ShardResult extends ScorePart {
 
 const PROTOCOL = { protocol: SHARD_PROTOCOL, uap: packageVersion() };
 
+/** The model as a job names it: the name, and only the card fields a worker takes from a job. */
+function jobModel(m: QueueScoring['model']): ScoreShard['model'] {
+  const card = jobCard(m.card);
+  return { spec: m.spec, ...(card ? { card } : {}) };
+}
+
 /** Seconds a shard's result stays in Redis: a coordinator restarted within it (or the same command rerun) takes it as it is. */
 const KEEP_SECONDS = 24 * 3600;
 
@@ -73,12 +84,13 @@ const KEEP_SECONDS = 24 * 3600;
 export class QueueSession {
   private constructor(
     private readonly url: string,
+    private readonly key: string,
     private readonly queue: import('bullmq').Queue,
     private readonly events: import('bullmq').QueueEvents,
     private readonly redis: import('ioredis').Redis,
   ) {}
 
-  static async open(url: string, warn?: (message: string) => void): Promise<QueueSession> {
+  static async open(url: string, key: string, warn?: (message: string) => void): Promise<QueueSession> {
     const connection = queueConnection(url);
     const { Queue, QueueEvents } = await import('bullmq');
     const { Redis } = await import('ioredis');
@@ -86,7 +98,7 @@ export class QueueSession {
     const events = new QueueEvents(QUEUE_NAME, { connection });
     const redis = new Redis(url, { maxRetriesPerRequest: 3, lazyConnect: true, ...(connection.tls ? { tls: {} } : {}) });
     redis.on('error', () => {}); // failures reach the commands that meet them
-    const session = new QueueSession(url, queue, events, redis);
+    const session = new QueueSession(url, key, queue, events, redis);
     try {
       await Promise.all([
         connected(queue, url, { onError: (e) => warn?.(`queue ${redacted(url)}: ${e.message}`) }),
@@ -117,19 +129,29 @@ export class QueueSession {
   }
 
   /**
-   * Runs jobs named `name` on the workers and gives their results in order. A job's id is the hash
-   * of its data: queued twice, it runs once (a rerun, or a coordinator restarted, takes the result).
+   * Runs jobs named `name` on the workers and gives their results in order. Each job is signed with
+   * the key and its id derives from that signature: queued twice, it runs once (a rerun, or a
+   * coordinator restarted, takes the result), and no one without the key can plant one under it. A
+   * result is taken only with a worker's signature for that very job: one without it (a rogue or
+   * misconfigured worker) ends the run with an error, and is removed so that a rerun computes it.
    */
   async run<R>(name: string, jobs: object[], what: (i: number) => string, onProgress?: (i: number, data: number) => void): Promise<R[]> {
-    const ids = jobs.map((data, i) => `${name}-${sha256(JSON.stringify(data)).slice(0, 32)}-${i}`);
-    for (const id of ids) {
+    const sealed = jobs.map((data) => sealJob(this.key, name, data));
+    const ids = sealed.map((s, i) => jobId(this.key, name, s, i));
+    const opened = (i: number, value: unknown): R | null => {
+      const body = openResult(this.key, sealed[i], value);
+      return body === null ? null : (JSON.parse(body) as R);
+    };
+    for (const [i, id] of ids.entries()) {
       const old = await this.queue.getJob(id);
-      if (old && (await old.isFailed())) await old.remove(); // a failure of an earlier try is not this run's result
+      if (!old) continue;
+      // A failure of an earlier try is not this run's result; neither is a result no worker of this key signed.
+      if ((await old.isFailed()) || ((await old.isCompleted()) && opened(i, old.returnvalue) === null)) await old.remove();
     }
     const index = new Map(ids.map((id, i) => [id, i]));
     const listener = ({ jobId, data }: { jobId: string; data: unknown }) => {
       const i = index.get(jobId);
-      if (i !== undefined && typeof data === 'number') onProgress?.(i, data);
+      if (i !== undefined && typeof data === 'number' && Number.isFinite(data)) onProgress?.(i, data);
     };
     if (onProgress) this.events.on('progress', listener);
     // Redis restarted without its data loses queued jobs, and nothing would ever finish them: checked
@@ -155,7 +177,7 @@ export class QueueSession {
     lost.catch(() => {});
     try {
       const added = await this.queue.addBulk(
-        jobs.map((data, i) => ({
+        sealed.map((data, i) => ({
           name,
           data,
           opts: {
@@ -164,18 +186,27 @@ export class QueueSession {
             backoff: { type: 'exponential', delay: 1000 },
             removeOnComplete: { age: KEEP_SECONDS },
             removeOnFail: { age: KEEP_SECONDS },
+            stackTraceLimit: 0,
           },
         })),
       );
       const all = Promise.all(
         added.map(async (job, i) => {
+          let value: unknown;
           try {
-            const r = (await job.waitUntilFinished(this.events)) as R;
-            pending.delete(ids[i]);
-            return r;
+            value = await job.waitUntilFinished(this.events);
           } catch (e) {
-            throw new UsageError(`queue: ${what(i)} failed on a worker: ${(e as Error).message}`);
+            throw new UsageError(`queue: ${what(i)} failed on a worker: ${printable((e as Error).message.split('\n')[0].slice(0, 600))}`);
           }
+          pending.delete(ids[i]);
+          const r = opened(i, value);
+          if (r === null) {
+            await job.remove().catch(() => {});
+            throw new UsageError(
+              `queue: the result of ${what(i)} does not carry a signature of this queue's key: a worker without the key (a rogue or misconfigured one) answered; nothing of it was used (find that worker; the job is removed, so a rerun computes it again)`,
+            );
+          }
+          return r;
         }),
       );
       return await Promise.race([all, lost]);
@@ -192,8 +223,11 @@ export class QueueSession {
   }
 }
 
-async function withSession<T>(q: { url: string; warn?: (m: string) => void }, use: (s: QueueSession) => Promise<T>): Promise<T> {
-  const session = await QueueSession.open(q.url, q.warn);
+async function withSession<T>(
+  q: { url: string; key: string; warn?: (m: string) => void },
+  use: (s: QueueSession) => Promise<T>,
+): Promise<T> {
+  const session = await QueueSession.open(q.url, q.key, q.warn);
   try {
     return await use(session);
   } finally {
@@ -245,11 +279,13 @@ async function queueParts(
   const batchSize = scoringBatch(model, o.batchSize ?? Math.min(scoringBatch(model), shardSize));
   const ranges = planShards(set.listed.length, shardSize, batchSize);
   const mPrint = await modelPrint(model);
+  const mFiles = (await modelSha256(model.file)) ?? undefined;
   const shards: ScoreShard[] = ranges.map((r) => {
     const items = shardItems(set.listed.slice(r.start, r.end), q.dir);
     return {
       ...PROTOCOL,
-      model: q.model,
+      model: jobModel(q.model),
+      ...(mFiles ? { modelFiles: mFiles } : {}),
       modelPrint: mPrint,
       data: q.data,
       role: q.role ?? 'val',
@@ -289,8 +325,17 @@ export async function queueGradients(
   X: ImageSet,
   loss: SgdLossOptions,
 ): Promise<{ shardGradients: ShardGradients; close: () => Promise<void> }> {
-  const session = await QueueSession.open(q.url, q.warn);
+  const session = await QueueSession.open(q.url, q.key, q.warn);
   const mPrint = await modelPrint(model);
+  const mFiles = (await modelSha256(model.file)) ?? undefined;
+  // The loss settings alone (the caller may pass all of SGD's options): a worker refuses any other field.
+  const lossFields: SgdLossOptions = {
+    loss: loss.loss,
+    beta: loss.beta,
+    kappa: loss.kappa,
+    ...(loss.target !== undefined ? { target: loss.target } : {}),
+    ...(loss.classes !== undefined ? { classes: loss.classes } : {}),
+  };
   let step = 0;
   const shardGradients: ShardGradients = async (v, shards: GradientShard[], n) => {
     step++;
@@ -303,7 +348,8 @@ export async function queueGradients(
         );
         return {
           ...PROTOCOL,
-          model: q.model,
+          model: jobModel(q.model),
+          ...(mFiles ? { modelFiles: mFiles } : {}),
           modelPrint: mPrint,
           data: q.data,
           role: q.role ?? 'data',
@@ -312,7 +358,7 @@ export async function queueGradients(
           v: sha,
           labels: Array.from(s.labels),
           n,
-          loss,
+          loss: lossFields,
         };
       });
       const got = await session.run<{ grad: string; fooled: number }>(
@@ -339,11 +385,13 @@ export async function craftOnQueue(
   method: Method,
 ): Promise<{ v: Float32Array; foolingRate: number; passes: number; seconds: number }[]> {
   const mPrint = await modelPrint(model);
+  const mFiles = (await modelSha256(model.file)) ?? undefined;
   const jobs: CraftJob[] = runs.map(({ X, options }) => {
     const items = shardItems(X.items, q.dir);
     return {
       ...PROTOCOL,
-      model: q.model,
+      model: jobModel(q.model),
+      ...(mFiles ? { modelFiles: mFiles } : {}),
       modelPrint: mPrint,
       data: q.data,
       role: q.role ?? 'data',

@@ -23,14 +23,16 @@ export interface ShardItem {
 }
 
 /** The shape of jobs and results: a worker refuses a job of another (an older or newer uap on the queue). */
-export const SHARD_PROTOCOL = 1;
+export const SHARD_PROTOCOL = 2;
 
 export interface ScoreShard {
   /** SHARD_PROTOCOL of the coordinator, and its uap version (said in a refusal). */
   protocol: number;
   uap: string;
-  /** The model as the user named it (a bundled name or a path), resolved by the worker on its own disk. */
+  /** The model as the user named it: a bundled name the worker loads by name, else only a name for messages. */
   model: { spec: string; card?: CardOverrides };
+  /** sha256 of the model's files: how the worker finds the model among those its operator allows. */
+  modelFiles?: string;
   /** sha256 of the model's files and of what the worker must agree on (name, input size, classes). */
   modelPrint: string;
   /** The image set as the user named it (null: the model's default set of `role`). */
@@ -50,7 +52,10 @@ export interface ScoreShard {
 }
 
 /** One gradient shard of an SGD-UAP step: its images of X, their clean labels, v (by hash), the minibatch size and the loss. */
-export interface GradJob extends Pick<ScoreShard, 'protocol' | 'uap' | 'model' | 'modelPrint' | 'data' | 'role' | 'items' | 'dataPrint'> {
+export interface GradJob extends Pick<
+  ScoreShard,
+  'protocol' | 'uap' | 'model' | 'modelFiles' | 'modelPrint' | 'data' | 'role' | 'items' | 'dataPrint'
+> {
   v: string;
   labels: number[];
   n: number;
@@ -60,7 +65,7 @@ export interface GradJob extends Pick<ScoreShard, 'protocol' | 'uap' | 'model' |
 /** One whole crafting run on a worker (a point of a size sweep): its X (the images, in order), the method and its settings. */
 export interface CraftJob extends Pick<
   ScoreShard,
-  'protocol' | 'uap' | 'model' | 'modelPrint' | 'data' | 'role' | 'items' | 'dataPrint' | 'strict'
+  'protocol' | 'uap' | 'model' | 'modelFiles' | 'modelPrint' | 'data' | 'role' | 'items' | 'dataPrint' | 'strict'
 > {
   method: Method;
   options: AttackSettings;

@@ -1,17 +1,19 @@
 import { existsSync, realpathSync } from 'node:fs';
-import { resolve, sep } from 'node:path';
+import { basename, resolve, sep } from 'node:path';
 import type { Classifier } from '../model/classifier.js';
 import { loadImages, openImages } from '../data/dataset.js';
 import { itemName } from '../data/source.js';
 import { cacheDir } from '../data/fashion.js';
 import { allDraws, scorePart } from '../analysis/noiseScore.js';
-import { craft } from '../attacks/methods.js';
+import { checkRadius, craft, methodOf, METHOD_NAMES } from '../attacks/methods.js';
 import { dataFolder, defaultData } from '../data/sets.js';
-import { loadModel } from '../model/load.js';
+import { bundledModels, findCard, loadModel } from '../model/load.js';
+import { resolveCardPath } from '../model/card.js';
+import { modelSha256 } from '../io/provenance.js';
 import type { Engine } from '../backend.js';
 import type { Log } from '../log.js';
 import { assetsDir, EMBEDDED_DIR, packageVersion } from '../paths.js';
-import { UsageError } from '../errors.js';
+import { UsageError, printable } from '../errors.js';
 import { connected, queueConnection, QUEUE_NAME, redacted } from './connection.js';
 import type { ShardResult } from './coordinator.js';
 import {
@@ -30,21 +32,30 @@ import {
 import * as tf from '../tf.js';
 import { shardGradient } from '../attacks/sgd.js';
 import { decodeItem, defaultCacheBytes } from '../data/stream.js';
+import { openJob, sealResult, type Sealed } from './signing.js';
+import { JobFieldError, MAX_NOISE_BYTES, int, parseCraftJob, parseGradJob, parseScoreShard } from './jobFields.js';
 import type { ImageItem } from '../data/source.js';
 
 /**
- * `uap worker`: takes shards from the queue and scores them. It loads each model once and keeps it;
- * it reads models and images only inside the folders it was started with (a job names a model or a
- * set, it cannot make the worker read an arbitrary path), and refuses a shard whose model or images
- * differ from the coordinator's (fingerprints), so results of different files never mix.
+ * `uap worker`: takes jobs from the queue and runs them (docs/queue.md: trust model). It runs only
+ * jobs signed with the queue's key and signs what it returns; it loads only the models its operator
+ * allowed (bundled names and its --model list, matched by the files' hash, never a path from the
+ * job) and reads images only inside its folders (by real path, checked before any read); every job
+ * field is bounded (jobFields.ts). A shard whose model or images differ from the coordinator's
+ * (fingerprints) is refused, so results of different files never mix. What it stores in Redis for a
+ * refusal is one line without its folders' paths or a stack.
  */
 
 export interface WorkerOptions {
   url: string;
+  /** The queue's shared key (signing.ts): jobs without its signature are refused. */
+  key: string;
   /** Where the models of its shards run. */
   engine: Engine;
   assets?: string;
-  /** Folders it may read besides the embedded model and images, the assets folder and uap's cache. */
+  /** Models it may load besides the bundled ones (cards, model folders or files); a job names one by its files' hash. */
+  models?: string[];
+  /** Folders of images it may read besides the embedded images, the assets folder and uap's cache. */
   roots?: string[];
   /** How long a shard stays locked to this worker without a heartbeat: a dead worker's shard goes to another after it (ms; default 30,000). */
   lockMs?: number;
@@ -52,7 +63,7 @@ export interface WorkerOptions {
   signal?: AbortSignal;
 }
 
-/** The real path of `path` when it lies inside one of `folders`, else a refusal naming it. */
+/** The real path of `path` when it lies inside one of `folders`, else a refusal naming it (not the folders: they are this machine's). */
 function inside(path: string, folders: string[], what: string): string {
   // Real paths of the folders as they are now (uap's cache may be made after the worker starts).
   const roots = folders.map((r) => (existsSync(r) ? realpathSync(r) : r));
@@ -63,30 +74,66 @@ function inside(path: string, folders: string[], what: string): string {
     throw new UsageError(`${what} ${path}: not found on this worker`);
   }
   if (!roots.some((r) => real === r || real.startsWith(r + sep)))
-    throw new UsageError(`${what} ${path}: outside the folders this worker may read (${roots.join(', ')}; add one with {root})`);
+    throw new UsageError(`${what} ${path}: outside the folders this worker may read (its operator adds one with uap worker --root)`);
   return real;
 }
+
+/**
+ * A message as a refusal stored in Redis says it: one printable line, at most 500 characters, with
+ * the folders of absolute paths left out (they describe this machine, not the job).
+ */
+export function scrubbed(message: string): string {
+  const line = printable(message.split('\n')[0]).replace(/(^|[\s('"=])\/(?:[^\s/'"():,]+\/)+/g, '$1.../');
+  return line.length > 500 ? `${line.slice(0, 497)}...` : line;
+}
+
+/** An error for the queue: its scrubbed message and no stack (BullMQ stores a job's stack traces). */
+function forQueue<E extends Error>(e: E): E {
+  e.message = scrubbed(e.message);
+  e.stack = '';
+  return e;
+}
+
+const JOB_NAMES = ['score', 'grad', 'craft'] as const;
 
 export async function runWorker(o: WorkerOptions): Promise<void> {
   const connection = queueConnection(o.url);
   const assets = assetsDir(o.assets);
   for (const r of o.roots ?? []) if (!existsSync(r)) throw new UsageError(`{root} ${r}: no such folder`);
   const roots = [EMBEDDED_DIR, ...(existsSync(assets) ? [assets] : []), cacheDir(), ...(o.roots ?? [])].map((r) => resolve(r));
+  // The operator's models: each one's card is found (and so checked) now, its files hashed at first need.
+  const allowed = (o.models ?? []).map((spec) => {
+    const card = findCard(spec, {}, assets);
+    return { spec, file: resolveCardPath(card, card.model, assets), files: undefined as Promise<string | null> | undefined };
+  });
   const { Worker, UnrecoverableError } = await import('bullmq');
   const { Redis } = await import('ioredis');
   const redis = new Redis(o.url, { maxRetriesPerRequest: 3, lazyConnect: true, ...(connection.tls ? { tls: {} } : {}) });
   redis.on('error', () => {}); // the worker's own connection reports Redis trouble once
   const models = new Map<string, Promise<{ model: Classifier; print: string }>>();
 
-  const modelFor = (m: ScoreShard['model']) => {
-    const key = JSON.stringify(m);
+  // Refusals are final (UnrecoverableError): another try on this worker would refuse again.
+  const refuse = (message: string) => new UnrecoverableError(`worker refused the shard: ${message}`);
+
+  /** Which of the allowed models a job means: a bundled one by name, else the one whose files hash to `files`. */
+  const allowedSpec = async (m: ScoreShard['model'], files: string | undefined): Promise<string> => {
+    if (Object.hasOwn(bundledModels(), m.spec)) return m.spec;
+    for (const a of allowed) {
+      a.files ??= modelSha256(a.file);
+      if (files && (await a.files) === files) return a.spec;
+    }
+    throw new UsageError(
+      `model ${basename(m.spec)}: not among this worker's models (bundled names, or a model its operator allows with uap worker --model; matched by the files' contents)`,
+    );
+  };
+
+  const modelFor = (m: ScoreShard['model'], files: string | undefined) => {
+    const key = JSON.stringify([m, files]);
     let got = models.get(key);
     if (!got) {
       got = (async () => {
-        // A path is checked before anything is read from it (a bundled model's name is not a path).
-        if (existsSync(m.spec)) inside(resolve(m.spec), roots, 'model');
-        const model = await loadModel(m.spec, { assets, card: m.card, engine: o.engine }, o.log);
-        if (model.file) inside(model.file, roots, 'model');
+        const spec = await allowedSpec(m, files);
+        const model = await loadModel(spec, { assets, card: m.card, engine: o.engine }, o.log);
         return { model, print: await modelPrint(model) };
       })();
       got.catch(() => models.delete(key)); // a model that failed to load is tried afresh by the next shard
@@ -103,26 +150,25 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     return noise.draws;
   };
 
-  // Refusals are final (UnrecoverableError): another try on this worker would refuse again.
-  const refuse = (message: string) => new UnrecoverableError(`worker refused the shard: ${message}`);
-
   /** The job's model and the folder of its images here, after the checks of model, folders and images. */
-  const check = async (s: Pick<ScoreShard, 'protocol' | 'uap' | 'model' | 'modelPrint' | 'data' | 'role' | 'items' | 'dataPrint'>) => {
+  const check = async (
+    s: Pick<ScoreShard, 'protocol' | 'uap' | 'model' | 'modelPrint' | 'modelFiles' | 'data' | 'role' | 'items' | 'dataPrint'>,
+  ) => {
     if (s.protocol !== SHARD_PROTOCOL)
       throw refuse(
-        `the coordinator runs uap ${s.uap ?? '(unknown)'} with job format ${s.protocol ?? '(none)'}, this worker uap ${packageVersion()} with ${SHARD_PROTOCOL}: run the same uap everywhere`,
+        `the coordinator runs uap ${s.uap} with job format ${s.protocol}, this worker uap ${packageVersion()} with ${SHARD_PROTOCOL}: run the same uap everywhere`,
       );
     let model: Classifier;
     let print: string;
     let dir: string;
     try {
-      ({ model, print } = await modelFor(s.model));
-      if (print !== s.modelPrint)
-        throw new Error(
-          `model ${s.model.spec}: its files here differ from the coordinator's (fingerprint ${print.slice(0, 12)}, expected ${s.modelPrint.slice(0, 12)})`,
-        );
+      ({ model, print } = await modelFor(s.model, s.modelFiles));
       dir = inside(dataFolder(s.data ?? defaultData(model, assets)[s.role], assets), roots, 'data');
       for (const i of localItems(s.items, dir)) inside(i.path, roots, 'image');
+      if (print !== s.modelPrint)
+        throw new Error(
+          `model ${basename(s.model.spec)}: its files here differ from the coordinator's (fingerprint ${print.slice(0, 12)}, expected ${s.modelPrint.slice(0, 12)})`,
+        );
     } catch (e) {
       throw refuse((e as Error).message);
     }
@@ -144,6 +190,12 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   /** A scoring shard: its part of the figures, and which of its files did not decode. */
   const score = async (s: ScoreShard, job: import('bullmq').Job): Promise<ShardResult> => {
     const { model, items } = await check(s);
+    const per = model.inputShape.reduce((a, b) => a * b, 1);
+    if (s.radii.length * s.draws * per * 4 > MAX_NOISE_BYTES)
+      throw refuse(`${s.radii.length} radii x ${s.draws} noise draws of ${per} values: more than ${MAX_NOISE_BYTES / 2 ** 30} GiB`);
+    if (s.batchSize * per * 4 > MAX_NOISE_BYTES) throw refuse(`batchSize ${s.batchSize}: too large for ${per}-value images`);
+    if (s.vs.length * per * 4 > MAX_NOISE_BYTES)
+      throw refuse(`${s.vs.length} perturbations of ${per} values: more than ${MAX_NOISE_BYTES / 2 ** 30} GiB`);
     const vs: Float32Array[] = [];
     for (const sha of s.vs) vs.push(await perturbation(sha, model));
     const set = openImages(items, model.inputShape, { strict: s.strict });
@@ -153,7 +205,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
       noise: noiseFor(model, s),
       ranks: s.ranks,
       batchSize: s.batchSize,
-      onBatch: (done) => void job.updateProgress(done),
+      // Progress is a courtesy: Redis gone for a moment must not end the shard (its result is sent later).
+      onBatch: (done) => void job.updateProgress(done).catch(() => {}),
     });
     const reasons = new Map(set.skipped.map((k) => [k.path, k.reason]));
     const kept = new Set(part.kept);
@@ -186,6 +239,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   /** A gradient shard of an SGD-UAP step: its part of the step's gradient at v. */
   const gradient = async (g: GradJob) => {
     const { model, items } = await check(g);
+    if (g.labels.some((l) => l >= model.numClasses)) throw refuse(`labels: outside the model's ${model.numClasses} classes`);
     const v = await perturbation(g.v, model);
     const x = tf.tensor4d(await pixelsOf(items, model.inputShape), [items.length, ...model.inputShape]);
     const vt = tf.tensor3d(v, model.inputShape);
@@ -200,12 +254,21 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   /** A whole crafting run (a point of a size sweep) on the job's X. */
   const craftRun = async (c: CraftJob): Promise<Crafted> => {
     const { model, items } = await check(c);
+    let options: CraftJob['options'];
+    try {
+      options = methodOf(c.method).options(c.options);
+      checkRadius(options, model.inputShape);
+      int(options.maxPasses, 'options.maxPasses', 1, 100_000);
+      int(options.batchSize, 'options.batchSize', 1, 4096);
+    } catch (e) {
+      throw refuse((e as Error).message);
+    }
     const { set } = await loadImages(items, model.inputShape, { strict: c.strict });
     if (set.size !== items.length)
       throw refuse(
         `data ${c.data ?? 'default'}: ${items.length - set.size} of the job's images do not decode here, though they did on the coordinator`,
       );
-    const res = await craft(model, set, c.method, c.options);
+    const res = await craft(model, set, c.method, options);
     try {
       return { v: toBase64(res.v.dataSync() as Float32Array), foolingRate: res.foolingRate, passes: res.passes, seconds: res.seconds };
     } finally {
@@ -213,28 +276,51 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     }
   };
 
+  /** One job: its signature, its fields, then the work; the result signed for this very job. */
+  const run = async (job: import('bullmq').Job): Promise<{ sealed: Sealed; images: number; model: string }> => {
+    const name = job.name as (typeof JOB_NAMES)[number];
+    if (!(JOB_NAMES as readonly string[]).includes(name)) throw refuse(`job kind ${name.slice(0, 40)}: expected ${JOB_NAMES.join(', ')}`);
+    const body = openJob(o.key, name, job.data);
+    if (body === null)
+      throw refuse("the job is not signed with this worker's queue key (do its coordinator and this worker share UAP_QUEUE_KEY?)");
+    let parsed: ScoreShard | GradJob | CraftJob;
+    try {
+      parsed = name === 'grad' ? parseGradJob(body) : name === 'craft' ? parseCraftJob(body, METHOD_NAMES) : parseScoreShard(body);
+    } catch (e) {
+      if (e instanceof JobFieldError) throw refuse(e.message);
+      throw e;
+    }
+    const result =
+      name === 'grad'
+        ? await gradient(parsed as GradJob)
+        : name === 'craft'
+          ? await craftRun(parsed as CraftJob)
+          : await score(parsed as ScoreShard, job);
+    return { sealed: sealResult(o.key, job.data as Sealed, result), images: parsed.items.length, model: basename(parsed.model.spec) };
+  };
+
   const worker = new Worker(
     QUEUE_NAME,
     async (job) => {
       const started = Date.now();
-      const data = job.data as ScoreShard | GradJob | CraftJob;
-      const result =
-        job.name === 'grad'
-          ? await gradient(data as GradJob)
-          : job.name === 'craft'
-            ? await craftRun(data as CraftJob)
-            : await score(data as ScoreShard, job);
-      o.log.info(
-        `${job.name === 'grad' ? 'gradient shard' : job.name === 'craft' ? 'crafting run' : 'shard'} ${job.id}: ${data.items.length} images of ${data.model.spec} in ${((Date.now() - started) / 1000).toFixed(2)} s`,
-      );
-      return result;
+      try {
+        const { sealed, images, model } = await run(job);
+        o.log.info(
+          `${job.name === 'grad' ? 'gradient shard' : job.name === 'craft' ? 'crafting run' : 'shard'} ${printable(String(job.id))}: ${images} images of ${model} in ${((Date.now() - started) / 1000).toFixed(2)} s`,
+        );
+        return sealed;
+      } catch (e) {
+        throw forQueue(e as Error);
+      }
     },
     { connection, concurrency: 1, lockDuration: o.lockMs ?? 30_000, stalledInterval: o.lockMs ?? 30_000, maxStalledCount: 2 },
   );
-  worker.on('failed', (job, e) => o.log.warn(`shard ${job?.id}: ${e.message}`));
+  worker.on('failed', (job, e) => o.log.warn(`shard ${printable(String(job?.id))}: ${e.message}`));
   await connected(worker, o.url, { onError: (e) => o.log.warn(`queue ${redacted(o.url)}: ${e.message}`) });
   await redis.connect();
-  o.log.info(`worker: listening on ${redacted(o.url)} (queue ${QUEUE_NAME}); reads models and images in ${roots.join(', ')}`);
+  o.log.info(
+    `worker: listening on ${redacted(o.url)} (queue ${QUEUE_NAME}); models: bundled${allowed.length ? `, ${allowed.map((a) => a.spec).join(', ')}` : ''}; images in ${roots.join(', ')}`,
+  );
   await new Promise<void>((done) => {
     if (o.signal?.aborted) return done();
     o.signal?.addEventListener('abort', () => done(), { once: true });

@@ -1,6 +1,7 @@
 import { createReadStream, existsSync, realpathSync, statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
+import { hostname, networkInterfaces } from 'node:os';
 import { extname, join, relative, resolve, sep } from 'node:path';
 import { UsageError } from '../errors.js';
 import { EMBEDDED_DIR, PROJECT_ROOT, assetsDir } from '../paths.js';
@@ -121,9 +122,19 @@ function inside(dir: string, rel: string): string | undefined {
   return (real === root || real.startsWith(root + sep)) && statSync(real).isFile() ? real : undefined;
 }
 
-/** Host names a page served by this server may be reached by: loopback names and the bound address. */
+/**
+ * Host names a page served by this server may be reached by: loopback names and the bound address;
+ * bound to every interface (0.0.0.0, ::), every address of this machine and its host name. Any other
+ * Host header is refused (a page of another site cannot reach the studio by DNS rebinding).
+ */
 function allowedHosts(bound: string): Set<string> {
-  return new Set(['localhost', '127.0.0.1', '[::1]', '::1', bound.includes(':') && !bound.startsWith('[') ? `[${bound}]` : bound]);
+  const bracket = (a: string) => (a.includes(':') && !a.startsWith('[') ? `[${a}]` : a);
+  const names = ['localhost', '127.0.0.1', '[::1]', '::1', bracket(bound)];
+  if (bound === '0.0.0.0' || bound === '::') {
+    for (const list of Object.values(networkInterfaces())) for (const i of list ?? []) names.push(bracket(i.address.toLowerCase()));
+    names.push(hostname().toLowerCase());
+  }
+  return new Set(names);
 }
 
 /** The Host header without its port ("[::1]:5175" -> "[::1]"). */

@@ -1,4 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readBoundedText } from '../../io/bounded.js';
 import { join } from 'node:path';
 import { UsageError } from '../../errors.js';
 import { writeJson, writeText } from '../../io/run.js';
@@ -136,7 +137,7 @@ function refuseField(file: string, { path, value }: BadField): never {
 function readRecordFile(file: string): Record<string, unknown> {
   let value: unknown;
   try {
-    value = JSON.parse(readFileSync(file, 'utf8'));
+    value = JSON.parse(readBoundedText(file, { what: 'run file' }));
   } catch (e) {
     refuseRecord(file, `unreadable (${(e as Error).message})`);
   }

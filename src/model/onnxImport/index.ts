@@ -1,4 +1,5 @@
-import { closeSync, existsSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
+import { checkReadable, readBounded } from '../../io/bounded.js';
 import { basename, dirname, relative, resolve, isAbsolute } from 'node:path';
 import { UsageError } from '../../errors.js';
 import type { ModelCard } from '../card.js';
@@ -21,16 +22,21 @@ function externalReader(file: string) {
     if (isAbsolute(location) || rel.startsWith('..') || isAbsolute(rel))
       throw new UsageError(`${file}: external data "${location}" lies outside the model's folder`);
     if (!existsSync(real)) throw new UsageError(`${file}: external data file ${location} not found beside the model`);
-    const n = length ?? statSync(real).size - offset;
-    const out = new Uint8Array(n);
     const fd = openSync(real, 'r');
     try {
+      // The model states offset and length: checked against the file before anything is allocated.
+      const st = fstatSync(fd);
+      checkReadable(`${file}: external data`, st, { what: 'file', kind: 'model' });
+      const n = length ?? st.size - offset;
+      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(n) || offset < 0 || n < 0 || offset + n > st.size)
+        throw new UsageError(`${file}: external data file ${location} is shorter than the model says`);
+      const out = new Uint8Array(n);
       if (readSync(fd, out, 0, n, offset) !== n)
         throw new UsageError(`${file}: external data file ${location} is shorter than the model says`);
+      return out;
     } finally {
       closeSync(fd);
     }
-    return out;
   };
 }
 
@@ -48,8 +54,9 @@ export function readOnnx(file: string): OnnxModel {
 function parseFile(file: string): OnnxModel {
   let bytes: Buffer;
   try {
-    bytes = readFileSync(file);
+    bytes = readBounded(file, { what: 'ONNX file', kind: 'model' });
   } catch (e) {
+    if (e instanceof UsageError) throw e;
     throw new UsageError(`${file}: cannot read the ONNX file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   return parseOnnx(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), file, externalReader(file));

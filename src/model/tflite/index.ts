@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readBounded } from '../../io/bounded.js';
 import { basename } from 'node:path';
 import { UsageError } from '../../errors.js';
 import type { ModelCard } from '../card.js';
@@ -12,8 +12,9 @@ export { dequantize } from './dequantize.js';
 export function readTflite(file: string): TfliteModel {
   let bytes: Buffer;
   try {
-    bytes = readFileSync(file);
+    bytes = readBounded(file, { what: 'TFLite file', kind: 'model' });
   } catch (e) {
+    if (e instanceof UsageError) throw e;
     throw new UsageError(`${file}: cannot read the TFLite file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   return parseTflite(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), file);
