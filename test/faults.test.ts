@@ -96,6 +96,12 @@ describe('bad images and labels', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/1 of 4 listed images do not exist and are left out .*paths are relative to the labels file's folder/);
     expect(r.stderr).toMatch(/image files are not in the labels file/);
+    const twice = join(data, 'twice.txt');
+    writeFileSync(twice, `00_tshirt_top/${files[0]}, 0\n00_tshirt_top/${files[1]}, 0\n00_tshirt_top/${files[0]}, 3\n`);
+    expectUsage(
+      await uapCli(['evaluate', '-v', v, '-d', data, '--labels', twice]),
+      /twice\.txt: line 3 lists 00_tshirt_top\/\S+ again \(first on line 1\); each image once/,
+    );
   });
 
   it('--sample draws a seeded sample across class folders; --limit takes the first files', async () => {
@@ -282,6 +288,18 @@ describe('flags that ask for opposite things are refused, not silently ranked', 
   });
 });
 
+describe('numbers beyond the range where they keep their meaning', () => {
+  it('--batch-size 1e9, --seed 1e300, --draws 100000, --lock-seconds 1e10: one line each, naming the bound', async () => {
+    expectUsage(await compute(tmp(), '--batch-size', '1e9'), /--batch-size 1e9: expected an integer in \[1, 4096\]/);
+    expectUsage(await compute(tmp(), '--seed', '1e300'), /--seed 1e300: expected an integer >= 0/);
+    expectUsage(await uapCli(['baseline', '--run', tmp(), '--draws', '100000']), /--draws 100000: expected an integer in \[1, 1000\]/);
+    expectUsage(
+      await uapCli(['worker', '--queue', 'redis://127.0.0.1:1', '--lock-seconds', '1e10']),
+      /--lock-seconds 1e10: expected an integer in \[1, 86400\]/,
+    );
+  }, 120_000);
+});
+
 describe('a reader that goes away', () => {
   it('uap compute | head: the run finishes, writes its results and releases its folder (no EPIPE crash, no stale lock)', async () => {
     const out = tmp();
@@ -404,6 +422,16 @@ describe('checkpoints and run folders', () => {
       (_dir: string, m: Record<string, unknown>) => (m.vFile = '../../etc/passwd'),
       /"vFile" must name a checkpoint-N\.npy file in the run folder/,
     ],
+    [
+      'garbage in its pass history (the report would copy it)',
+      (_dir: string, m: Record<string, unknown>) => ((m.history as Record<string, unknown>[])[0].foolingRate = '<script>'),
+      /"history"\[0\]\.foolingRate must be a rate in \[0, 1\], got "<script>"/,
+    ],
+    [
+      'a pass history out of order',
+      (_dir: string, m: Record<string, unknown>) => ((m.history as Record<string, unknown>[])[0].pass = 7),
+      /"history"\[0\]\.pass must be 1, got 7/,
+    ],
   ] as const)('--resume refuses a checkpoint with %s', async (name, edit, pattern) => {
     const dir = await stoppedRun(`bad-${name.replace(/\W+/g, '-')}`, edit as (dir: string, m: Record<string, unknown>) => void);
     expectUsage(await compute(dir, '--resume'), pattern);
@@ -454,6 +482,10 @@ describe('checkpoints and run folders', () => {
     expect(readFileSync(target, 'utf8')).toBe('{"a":1}');
     expect(readdirSync(base).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
+
+  it("an --out under a kernel folder (/proc/self/x) is one line: Node's recursive mkdir never returned there", async () => {
+    expectUsage(await compute('/proc/self/uap-run'), /\/proc\/self\/uap-run: cannot create the folder \(.*ENOENT\)/);
+  }, 120_000);
 });
 
 describe('secrets in what a run records', () => {

@@ -18,6 +18,7 @@ import {
   type AttackFlags,
   ASSETS_HELP,
   BACKEND_HELP,
+  MAX_BATCH,
 } from './flags.js';
 import { consoleLog, pct, startBackend } from './console.js';
 import type { Engine } from '../backend.js';
@@ -40,7 +41,11 @@ export function transferCommand(): Command {
     .option('--models <names>', 'comma-separated models to test on (default: the models the runs were crafted on)')
     .option('-d, --data <dir>', "images to test on (default: each model's validation set)")
     .option('--limit <n>', 'use at most n images per model', count('limit'))
-    .option('--batch-size <n>', 'images per forward pass (default 32, more for small models on ONNX Runtime)', count('batch-size'))
+    .option(
+      '--batch-size <n>',
+      'images per forward pass (default 32, more for small models on ONNX Runtime)',
+      count('batch-size', 1, MAX_BATCH),
+    )
     .option('-o, --out <dir>', 'writes transfer.json, transfer.md, transfer.svg', 'runs/transfer');
   addQueueFlags(cmd).action(async (sources: string[], flags: Record<string, unknown>) => {
     const models = flags.models
@@ -129,7 +134,7 @@ export function baselineCommand(): Command {
       `radii as multiples of ||v|| (default ${DEFAULT_FACTORS.join(',')})`,
       numberList('factors', (f) => f >= 0, 'numbers >= 0', '0,0.5,1,2'),
     )
-    .option('--draws <n>', 'random draws per radius', count('draws'), 3)
+    .option('--draws <n>', 'random draws per radius', count('draws', 1, 1000), 3)
     .option(
       '--deepfool',
       "also each image's own DeepFool perturbation at each radius, and the sum of them (one DeepFool pass over the images)",
@@ -232,7 +237,7 @@ export function normalsCommand(): Command {
       'subspace dimensions d (default 1,10,50,100,200, up to the rank)',
       numberList('dims', (n) => Number.isInteger(n) && n >= 1, 'integers >= 1', '1,10,50'),
     )
-    .option('--draws <n>', 'random vectors per d', count('draws'), 3)
+    .option('--draws <n>', 'random vectors per d', count('draws', 1, 1000), 3)
     .option('-o, --out <dir>', 'writes normals.json, normals.svg', 'runs/normals');
   addQueueFlags(cmd).action(async (flags: Record<string, unknown>) => {
     await normals(flags);

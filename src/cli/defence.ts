@@ -11,6 +11,7 @@ import {
   number,
   positive,
   type AttackFlags,
+  MAX_BATCH,
 } from './flags.js';
 import { consoleLog, pct, startBackend, trainingProgress, withInterrupt } from './console.js';
 import { defenceMarkdown, FINETUNE_DEFAULTS } from '../defence/finetune.js';
@@ -58,7 +59,7 @@ export function finetuneCommand(): Command {
       positive('learning-rate'),
       d.learningRate,
     )
-    .option('--train-batch-size <n>', 'images per training step', count('train-batch-size'), d.batchSize)
+    .option('--train-batch-size <n>', 'images per training step', count('train-batch-size', 1, MAX_BATCH), d.batchSize)
     .option(
       '--perturb-probability <p>',
       'share of training images that get a pool member',

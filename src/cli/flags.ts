@@ -21,7 +21,15 @@ export function number(flag: string, check: (n: number) => boolean = () => true,
   };
 }
 export const positive = (flag: string) => number(flag, (n) => n > 0, 'a positive number');
-export const count = (flag: string, min = 1) => number(flag, (n) => Number.isInteger(n) && n >= min, `an integer >= ${min}`);
+/** A whole count: `min` to `max` (a bound where a larger value loses its meaning or cannot be allocated). */
+export const count = (flag: string, min = 1, max = Number.MAX_SAFE_INTEGER) =>
+  number(
+    flag,
+    (n) => Number.isSafeInteger(n) && n >= min && n <= max,
+    max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer in [${min}, ${max}]`,
+  );
+/** Largest batch of images per pass (a larger one is refused by the engines' memory long before it helps). */
+export const MAX_BATCH = 4096;
 
 export function norm(s: string): Norm {
   const p = parseNorm(s);
@@ -144,7 +152,7 @@ export function addAttackFlags(cmd: Command, defaults: { method?: Method; maxPas
       number('overshoot', (n) => n >= 0, 'a number >= 0'),
       0.02,
     )
-    .option('--candidates <k>', 'DeepFool candidate classes (top-k of the clean prediction)', count('candidates', 2), 10)
+    .option('--candidates <k>', 'DeepFool candidate classes (top-k of the clean prediction)', count('candidates', 2, 100_000), 10)
     .option('--deepfool-steps <n>', 'DeepFool step cap inside Algorithm 1 (the reference code uses 10)', count('deepfool-steps'), 10)
     .addOption(
       new Option('--deepfool-norm <n>', 'inner DeepFool step: 2 (the paper) or match (the Lp step of --norm)')
@@ -198,9 +206,14 @@ export function addAttackFlags(cmd: Command, defaults: { method?: Method; maxPas
     .option(
       '--batch-size <n>',
       'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32)',
-      count('batch-size'),
+      count('batch-size', 1, MAX_BATCH),
     )
-    .option('--seed <n>', 'seed of the shuffles', number('seed', Number.isInteger, 'an integer'), 0)
+    .option(
+      '--seed <n>',
+      'seed of the shuffles',
+      number('seed', (n) => Number.isSafeInteger(n) && n >= 0, 'an integer >= 0'),
+      0,
+    )
     .addOption(
       new Option(
         '--method <m>',
@@ -311,7 +324,11 @@ export function addScoringFlags(cmd: Command, what: string): Command {
     .option('-d, --data <dir>', `${what} (default: the model's validation set)`)
     .option('--labels <file>', 'labels file: lines "path, index"')
     .option('--limit <n>', 'use at most n images', count('limit'))
-    .option('--batch-size <n>', 'images per forward pass (default 32, more for small models on ONNX Runtime)', count('batch-size'))
+    .option(
+      '--batch-size <n>',
+      'images per forward pass (default 32, more for small models on ONNX Runtime)',
+      count('batch-size', 1, MAX_BATCH),
+    )
     .option('--strict', 'stop on the first image that cannot be decoded')
     .option('--allow-partial', 'use the whole members of a tar shard that is cut short (default: refuse it)');
 }

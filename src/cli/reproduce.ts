@@ -41,7 +41,7 @@ export function reproduceCommand(): Command {
       "score (and craft SGD-UAP's steps, sweep points) on uap workers through this Redis (BullMQ) (default: $UAP_QUEUE; none: here)",
       process.env.UAP_QUEUE || undefined,
     )
-    .option('--shard-size <n>', 'images per queued shard (rounded up to whole batches)', count('shard-size'), 512)
+    .option('--shard-size <n>', 'images per queued shard (rounded up to whole batches)', count('shard-size', 1, 65_536), 512)
     .action(async (flags: Record<string, unknown>) => {
       const models = flags.models
         ? String(flags.models)

@@ -18,7 +18,7 @@ export function addQueueFlags(cmd: Command): Command {
       process.env.UAP_QUEUE || undefined,
     )
     .option('--queue-key <file>', KEY_HELP)
-    .option('--shard-size <n>', 'images per queued shard (rounded up to whole batches)', count('shard-size'), 512);
+    .option('--shard-size <n>', 'images per queued shard (rounded up to whole batches)', count('shard-size', 1, 65_536), 512);
 }
 
 /** The library's queue option from --queue / --shard-size (checked here, so a bad URL fails before any work). */
@@ -44,7 +44,12 @@ export function workerCommand(): Command {
     .option('--root <dir...>', "folders of images this worker may read, besides the embedded ones, the assets folder and uap's cache")
     .option('--assets <dir>', ASSETS_HELP)
     .option('--backend <name>', BACKEND_HELP)
-    .option('--lock-seconds <n>', 'a shard of a worker that stops answering goes to another after this long', count('lock-seconds'), 30)
+    .option(
+      '--lock-seconds <n>',
+      'a shard of a worker that stops answering goes to another after this long',
+      count('lock-seconds', 1, 86_400),
+      30,
+    )
     .action(
       async (flags: {
         queue?: string;

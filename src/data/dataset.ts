@@ -41,6 +41,7 @@ function readLabelsFile(file: string, relative = true): ImageItem[] {
   if (!existsSync(file)) throw new UsageError(`labels file ${file}: not found (expected a text file of "path, index" lines)`);
   const base = dirname(resolve(file));
   const items: ImageItem[] = [];
+  const lines = new Map<string, number>();
   readBoundedText(file, { what: 'labels file' })
     .split('\n')
     .forEach((line, i) => {
@@ -48,7 +49,12 @@ function readLabelsFile(file: string, relative = true): ImageItem[] {
       if (!t || t.startsWith('#')) return;
       const m = /^(.+?)[,\s]\s*(-?\d+)$/.exec(t);
       if (!m) throw new UsageError(`labels file ${file}: line ${i + 1} is not "path, index": ${t.slice(0, 80)}`);
-      items.push({ path: relative ? resolve(base, m[1].trim()) : m[1].trim().replace(/^\.\//, ''), label: Number(m[2]) });
+      const path = relative ? resolve(base, m[1].trim()) : m[1].trim().replace(/^\.\//, '');
+      const first = lines.get(path);
+      if (first !== undefined)
+        throw new UsageError(`labels file ${file}: line ${i + 1} lists ${m[1].trim().slice(0, 80)} again (first on line ${first}); each image once`);
+      lines.set(path, i + 1);
+      items.push({ path, label: Number(m[2]) });
     });
   return items;
 }

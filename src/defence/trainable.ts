@@ -1,5 +1,4 @@
-import { mkdirSync } from 'node:fs';
-import { writeAtomic } from '../io/atomic.js';
+import { makeFolder, onPath, writeAtomic } from '../io/atomic.js';
 import { join } from 'node:path';
 import * as tf from '../tf.js';
 import { UsageError } from '../errors.js';
@@ -77,7 +76,7 @@ export async function loadTrainable(card: ModelCard, assets: string): Promise<Tr
  * replaced, labels written inline (so the folder stands alone), and where it came from.
  */
 export async function saveTrainable(t: Trainable, dir: string, assets: string, provenance: Record<string, unknown>): Promise<string> {
-  mkdirSync(dir, { recursive: true });
+  onPath(dir, 'create the folder', () => makeFolder(dir));
   await t.model.save(fileSaver(dir));
   const { baseDir: _b, measured: _m, ...card } = t.card;
   const keepAssets = (p: string) => (p.startsWith('${assets}/') ? p : resolveCardPath(t.card, p, assets));

@@ -1,5 +1,5 @@
-import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 
 /**
@@ -39,31 +39,34 @@ export function onPath<T>(path: string, doing: string, act: () => T): T {
   }
 }
 
+/**
+ * Creates `dir` and its missing parents, one level at a time. Node's own recursive mkdir never returns
+ * under some kernel folders (it loops on /proc/self/x); this meets the same OS error once.
+ */
+export function makeFolder(dir: string): void {
+  const missing: string[] = [];
+  for (let d = resolve(dir); !existsSync(d); d = dirname(d)) {
+    missing.push(d);
+    if (dirname(d) === d) break;
+  }
+  for (const d of missing.reverse())
+    try {
+      mkdirSync(d);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+}
+
 let counter = 0;
 /** A temporary name beside `file` (same folder, so the final rename is atomic). */
 export const tempBeside = (file: string): string => join(dirname(file), `.${basename(file)}.${process.pid}.${counter++}.tmp`);
 
 /** Writes `data` to `file` atomically, creating its folder. */
 export function writeAtomic(file: string, data: string | Uint8Array): void {
-  onPath(dirname(file), 'create the folder', () => mkdirSync(dirname(file), { recursive: true }));
+  onPath(dirname(file), 'create the folder', () => makeFolder(dirname(file)));
   const tmp = tempBeside(file);
   try {
     onPath(file, 'write', () => writeFileSync(tmp, data));
-    onPath(file, 'write', () => renameSync(tmp, file));
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-}
-
-/** Like writeAtomic for writers that take a path (sharp's toFile): `write(tmp)`, then the rename. */
-export async function writeAtomicWith(file: string, write: (tmp: string) => Promise<unknown>): Promise<void> {
-  onPath(dirname(file), 'create the folder', () => mkdirSync(dirname(file), { recursive: true }));
-  const tmp = tempBeside(file);
-  try {
-    await write(tmp).catch((e: unknown) => {
-      throw osError(e, file, 'write') ?? e;
-    });
     onPath(file, 'write', () => renameSync(tmp, file));
   } catch (e) {
     rmSync(tmp, { force: true });

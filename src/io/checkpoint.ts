@@ -75,6 +75,29 @@ function metaProblem(meta: Partial<Meta<unknown>>): string | undefined {
   if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d > 0))
     return `"shape" must be [height, width, channels], got ${JSON.stringify(shape)}`;
   if (!(typeof meta.elapsed === 'number' && meta.elapsed >= 0)) return '"elapsed" must be a number of seconds >= 0';
+  return historyProblem(meta.history);
+}
+
+/** The figures a pass record holds: rates in [0, 1], the rest numbers >= 0 (the report copies them). */
+const RATES = ['foolingRate', 'targetSuccess', 'attackedFoolingRate', 'keptRate', 'valFoolingRate'];
+const AMOUNTS = ['normL2', 'normInf', 'updates', 'seconds'];
+
+/** What is wrong with a checkpoint's pass history, if anything: one record per pass, in order, of figures only. */
+function historyProblem(history: unknown[]): string | undefined {
+  for (const [i, h] of history.entries()) {
+    const at = `"history"[${i}]`;
+    if (typeof h !== 'object' || h === null || Array.isArray(h)) return `${at} must be a pass record (an object)`;
+    const r = h as Record<string, unknown>;
+    if (r.pass !== i + 1) return `${at}.pass must be ${i + 1}, got ${JSON.stringify(r.pass)?.slice(0, 40)}`;
+    for (const [k, v] of Object.entries(r)) {
+      if (k === 'pass') continue;
+      const rate = RATES.includes(k);
+      if (!rate && !AMOUNTS.includes(k)) return `${at} has an unknown field ${JSON.stringify(k.slice(0, 40))}`;
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (rate && v > 1))
+        return `${at}.${k} must be ${rate ? 'a rate in [0, 1]' : 'a number >= 0'}, got ${JSON.stringify(v)?.slice(0, 40)}`;
+    }
+    if (typeof r.foolingRate !== 'number') return `${at}.foolingRate is missing`;
+  }
   return undefined;
 }
 

@@ -1,7 +1,7 @@
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
-import { onPath } from './atomic.js';
+import { makeFolder, onPath } from './atomic.js';
 
 /**
  * One writer per run folder: two runs into one output folder would overwrite each other's files and both
@@ -22,7 +22,7 @@ function alive(pid: number): boolean {
 
 /** Takes the lock of `dir` (created if needed) for this process; returns the release function. */
 export function lockRunDir(dir: string, what: string): () => void {
-  onPath(dir, 'create the folder', () => mkdirSync(dir, { recursive: true }));
+  onPath(dir, 'create the folder', () => makeFolder(dir));
   const file = join(dir, LOCK);
   for (let attempt = 0; attempt < 2; attempt++) {
     let fd: number;

@@ -1,6 +1,6 @@
 import sharp, { type OverlayOptions } from 'sharp';
 import { visiblePerturbation } from './visible.js';
-import { writeAtomicWith } from './atomic.js';
+import { writeAtomic } from './atomic.js';
 
 export { visiblePerturbation };
 
@@ -20,12 +20,12 @@ function zoomFor(h: number): number {
 
 export async function writePerturbationPng(file: string, v: Float32Array, shape: [number, number, number]): Promise<void> {
   const z = zoomFor(shape[0]);
-  await writeAtomicWith(file, (tmp) =>
-    rawImage(visiblePerturbation(v), shape)
-      .resize(shape[1] * z, shape[0] * z, { kernel: 'nearest' })
-      .png()
-      .toFile(tmp),
-  );
+  // Encoded in memory, written by Node: a full disk is then an OS error naming the file, not libvips' text.
+  const png = await rawImage(visiblePerturbation(v), shape)
+    .resize(shape[1] * z, shape[0] * z, { kernel: 'nearest' })
+    .png()
+    .toBuffer();
+  writeAtomic(file, png);
 }
 
 export interface GridCell {
@@ -72,12 +72,11 @@ export async function writeGridPng(file: string, rows: GridCell[][], shape: [num
   }
   const svg = Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${texts.join('')}</svg>`);
   layers.push({ input: svg, left: 0, top: 0 });
-  await writeAtomicWith(file, (tmp) =>
-    sharp({ create: { width, height, channels: 3, background: '#ffffff' } })
-      .composite(layers)
-      .png()
-      .toFile(tmp),
-  );
+  const png = await sharp({ create: { width, height, channels: 3, background: '#ffffff' } })
+    .composite(layers)
+    .png()
+    .toBuffer();
+  writeAtomic(file, png);
 }
 
 function wrap(s: string, n: number): string[] {
