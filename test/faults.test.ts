@@ -267,6 +267,17 @@ describe('perturbation files', () => {
     );
     expectUsage(await uapCli(['evaluate', '-v', join(dir, 'f16.npy'), '--limit', '8']), /f16\.npy: dtype <f2 is not supported/);
   });
+  it('a format-2 .npy cut inside its header, or claiming a header longer than the file, is one line (it was an internal error)', async () => {
+    const v1 = encodeNpy({ data: new Float32Array(784), shape: [28, 28, 1] });
+    const cut = Buffer.from(v1.subarray(0, 10));
+    cut[6] = 2;
+    writeFileSync(join(dir, 'cut2.npy'), cut);
+    expectUsage(await uapCli(['evaluate', '-v', join(dir, 'cut2.npy'), '--limit', '8']), /cut2\.npy: truncated \.npy header/);
+    const long = Buffer.concat([Buffer.from(v1.subarray(0, 8)), Buffer.from([255, 255, 255, 127]), Buffer.alloc(64)]);
+    long[6] = 2;
+    writeFileSync(join(dir, 'long2.npy'), long);
+    expectUsage(await uapCli(['evaluate', '-v', join(dir, 'long2.npy'), '--limit', '8']), /long2\.npy: truncated \.npy header/);
+  });
 });
 
 describe('flags that ask for opposite things are refused, not silently ranked', () => {

@@ -52,7 +52,9 @@ function readLabelsFile(file: string, relative = true): ImageItem[] {
       const path = relative ? resolve(base, m[1].trim()) : m[1].trim().replace(/^\.\//, '');
       const first = lines.get(path);
       if (first !== undefined)
-        throw new UsageError(`labels file ${file}: line ${i + 1} lists ${m[1].trim().slice(0, 80)} again (first on line ${first}); each image once`);
+        throw new UsageError(
+          `labels file ${file}: line ${i + 1} lists ${m[1].trim().slice(0, 80)} again (first on line ${first}); each image once`,
+        );
       lines.set(path, i + 1);
       items.push({ path, label: Number(m[2]) });
     });

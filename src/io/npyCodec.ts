@@ -27,12 +27,17 @@ export function encodeNpy(arr: NdArray): Uint8Array<ArrayBuffer> {
 
 /** Decodes a .npy of float32 or float64 (little-endian; C or Fortran order) as float32 C order; `name` labels errors. */
 export function decodeNpy(buf: Uint8Array, name: string): NdArray {
-  const latin1 = (a: number, b: number) => String.fromCharCode(...buf.subarray(a, b));
-  if (buf.length < 10 || latin1(0, 6) !== '\x93NUMPY') throw new UsageError(`perturbation ${name}: not a .npy file`);
+  // Header text is ASCII (the magic's first byte, 0x93, is compared as a byte).
+  const latin1 = (a: number, b: number) => new TextDecoder('latin1').decode(buf.subarray(a, b));
+  if (buf.length < 10 || buf[0] !== 0x93 || latin1(1, 6) !== 'NUMPY') throw new UsageError(`perturbation ${name}: not a .npy file`);
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const major = buf[6];
-  const hlen = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
+  if (major < 1 || major > 3) throw new UsageError(`perturbation ${name}: .npy format version ${major}, expected 1, 2 or 3`);
   const start = major === 1 ? 10 : 12;
+  if (buf.length < start) throw new UsageError(`perturbation ${name}: truncated .npy header`);
+  const hlen = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
+  // NumPy writes headers of a few hundred bytes; one that claims more than the file holds is damaged.
+  if (start + hlen > buf.length || hlen > 1 << 20) throw new UsageError(`perturbation ${name}: truncated .npy header`);
   const header = latin1(start, start + hlen);
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
   const fortran = /'fortran_order':\s*True/.test(header);
