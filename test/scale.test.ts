@@ -345,6 +345,34 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     }
   }, 600_000);
 
+  it("a defence's later rounds on the workers: a --model folder allows the fine-tuned models its runs write under it", async () => {
+    const runs = mkdtempSync(join(tmpdir(), 'uap-runs-'));
+    const w = await startWorker(url, ['--model', runs]);
+    try {
+      const fine = [
+        'finetune',
+        '--rounds',
+        '2',
+        '--pool-size',
+        '1',
+        '--epochs',
+        '1',
+        '--limit',
+        '32',
+        '--val-limit',
+        '32',
+        '--max-passes',
+        '1',
+      ];
+      const fq = await uapCli([...fine, '--out', join(runs, 'defence'), '--queue', url]);
+      expect(fq.status, fq.stderr).toBe(0);
+      expect(fq.stderr).toMatch(/round 2: crafting 1 pool member\(s\) on the queue's workers/);
+      expect(w.log().match(/^crafting run \S+: 32 images of /gm)).toHaveLength(2);
+    } finally {
+      await stop(w);
+    }
+  }, 600_000);
+
   it('a rogue worker without the key cannot forge a result: the coordinator refuses it (one line, exit 2), and a rerun with honest workers gives the true figures', async () => {
     const connection = { url };
     // A 20-line impostor on the same queue: it answers every job with a 100% fooling rate.

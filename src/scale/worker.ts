@@ -1,5 +1,5 @@
-import { existsSync, realpathSync } from 'node:fs';
-import { basename, resolve, sep } from 'node:path';
+import { existsSync, readdirSync, realpathSync, statSync, type Dirent } from 'node:fs';
+import { basename, join, resolve, sep } from 'node:path';
 import type { Classifier } from '../model/classifier.js';
 import { loadImages, openImages } from '../data/dataset.js';
 import { itemName } from '../data/source.js';
@@ -94,6 +94,56 @@ function forQueue<E extends Error>(e: E): E {
   return e;
 }
 
+/** A model a worker's operator allows: its spec, its model file, and the hash of its files (at first need). */
+interface AllowedModel {
+  spec: string;
+  file: string;
+  files?: Promise<string | null>;
+  /** The file's state when hashed: a model rewritten in place is hashed again. */
+  stamp?: string;
+}
+
+function allowedModel(spec: string, assets: string): AllowedModel {
+  const card = findCard(spec, {}, assets);
+  return { spec, file: resolveCardPath(card, card.model, assets) };
+}
+
+function filesOf(a: AllowedModel): Promise<string | null> {
+  const st = statSync(a.file, { throwIfNoEntry: false });
+  const stamp = st ? `${st.size}:${st.mtimeMs}` : 'gone';
+  if (!a.files || a.stamp !== stamp) {
+    a.files = modelSha256(a.file);
+    a.stamp = stamp;
+  }
+  return a.files;
+}
+
+/** Whether `spec` names a folder that is not itself a model (no card or model.json in it). */
+function isModelFolder(spec: string): boolean {
+  if (!existsSync(spec) || !statSync(spec).isDirectory()) return false;
+  return !['card.json', 'model.card.json', 'model.json'].some((f) => existsSync(join(spec, f)));
+}
+
+/** Model cards (card.json) under `dir`, at most 6 folders deep and 10,000 folders in all. */
+function cardsUnder(dir: string): string[] {
+  const out: string[] = [];
+  let budget = 10_000;
+  const walk = (d: string, depth: number) => {
+    if (depth > 6 || budget-- <= 0) return;
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries)
+      if (e.isDirectory()) walk(join(d, e.name), depth + 1);
+      else if (e.isFile() && e.name === 'card.json') out.push(join(d, e.name));
+  };
+  walk(dir, 0);
+  return out;
+}
+
 const JOB_NAMES = ['score', 'grad', 'craft'] as const;
 
 export async function runWorker(o: WorkerOptions): Promise<void> {
@@ -102,15 +152,19 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   for (const r of o.roots ?? []) if (!existsSync(r)) throw new UsageError(`{root} ${r}: no such folder`);
   const roots = [EMBEDDED_DIR, ...(existsSync(assets) ? [assets] : []), cacheDir(), ...(o.roots ?? [])].map((r) => resolve(r));
   // The operator's models: each one's card is found (and so checked) now, its files hashed at first need.
-  const allowed = (o.models ?? []).map((spec) => {
-    const card = findCard(spec, {}, assets);
-    return { spec, file: resolveCardPath(card, card.model, assets), files: undefined as Promise<string | null> | undefined };
-  });
+  // A folder that is not itself a model allows every model whose card lies under it (a defence run's rounds).
+  const allowed: AllowedModel[] = [];
+  const folders: string[] = [];
+  for (const spec of o.models ?? []) {
+    if (isModelFolder(spec)) folders.push(resolve(spec));
+    else allowed.push(allowedModel(spec, assets));
+  }
   const { Worker, UnrecoverableError } = await import('bullmq');
   const { Redis } = await import('ioredis');
   const redis = new Redis(o.url, { maxRetriesPerRequest: 3, lazyConnect: true, ...(connection.tls ? { tls: {} } : {}) });
   redis.on('error', () => {}); // the worker's own connection reports Redis trouble once
   const models = new Map<string, Promise<{ model: Classifier; print: string }>>();
+  const found = new Map<string, AllowedModel>();
 
   // Refusals are final (UnrecoverableError): another try on this worker would refuse again.
   const refuse = (message: string) => new UnrecoverableError(`worker refused the shard: ${message}`);
@@ -118,9 +172,21 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   /** Which of the allowed models a job means: a bundled one by name, else the one whose files hash to `files`. */
   const allowedSpec = async (m: ScoreShard['model'], files: string | undefined): Promise<string> => {
     if (Object.hasOwn(bundledModels(), m.spec)) return m.spec;
-    for (const a of allowed) {
-      a.files ??= modelSha256(a.file);
-      if (files && (await a.files) === files) return a.spec;
+    if (files) {
+      for (const a of allowed) if ((await filesOf(a)) === files) return a.spec;
+      for (const f of folders)
+        for (const card of cardsUnder(f)) {
+          let a = found.get(card);
+          if (!a) {
+            try {
+              a = allowedModel(card, assets);
+            } catch {
+              continue; // not a card of a loadable model: not a candidate
+            }
+            found.set(card, a);
+          }
+          if ((await filesOf(a)) === files) return a.spec;
+        }
     }
     throw new UsageError(
       `model ${basename(m.spec)}: not among this worker's models (bundled names, or a model its operator allows with uap worker --model; matched by the files' contents)`,
@@ -319,7 +385,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   await connected(worker, o.url, { onError: (e) => o.log.warn(`queue ${redacted(o.url)}: ${e.message}`) });
   await redis.connect();
   o.log.info(
-    `worker: listening on ${redacted(o.url)} (queue ${QUEUE_NAME}); models: bundled${allowed.length ? `, ${allowed.map((a) => a.spec).join(', ')}` : ''}; images in ${roots.join(', ')}`,
+    `worker: listening on ${redacted(o.url)} (queue ${QUEUE_NAME}); models: bundled${[...allowed.map((a) => a.spec), ...folders.map((f) => `${f}/**`)].map((m) => `, ${m}`).join('')}; images in ${roots.join(', ')}`,
   );
   await new Promise<void>((done) => {
     if (o.signal?.aborted) return done();
