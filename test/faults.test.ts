@@ -494,6 +494,19 @@ describe('checkpoints and run folders', () => {
     expect(readdirSync(base).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
+  it('a damaged run folder (config.json naming the model with a number, a card that is not an object) is one line for graph, baseline and transfer', async () => {
+    const run = tmp();
+    expect((await compute(run)).status).toBe(0);
+    writeFileSync(join(run, 'config.json'), '{"modelSpec": 5, "model": [1]}');
+    expectUsage(await uapCli(['graph', '--run', run, '--limit', '16']), /--run \S+: config\.json does not name the model/);
+    writeFileSync(join(run, 'config.json'), '{"modelSpec": "fashion", "modelCard": 5}');
+    for (const args of [
+      ['baseline', '--run', run, '--limit', '16', '--draws', '1'],
+      ['transfer', run, '--models', 'fashion', '--limit', '16'],
+    ])
+      expectUsage(await uapCli(args), /config\.json's "modelCard" is not an object of card fields/);
+  }, 300_000);
+
   it("an --out under a kernel folder (/proc/self/x) is one line: Node's recursive mkdir never returned there", async () => {
     expectUsage(await compute('/proc/self/uap-run'), /\/proc\/self\/uap-run: cannot create the folder \(.*ENOENT\)/);
   }, 120_000);
