@@ -1,9 +1,10 @@
 import { describe, it, expect } from 'vitest';
-import { mkdtempSync, writeFileSync, copyFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeNpy } from '../src/io/npy.js';
 import { uapCli } from './helpers.js';
+import { PROJECT_ROOT } from '../src/paths.js';
 import { runWarnings } from '../src/report/warnings.js';
 
 const uap = (...args: string[]) => uapCli(args);
@@ -74,7 +75,7 @@ describe('CLI', () => {
   it('negative xi', async () => expectUsageError(['compute', '--xi', '-3'], /--xi -3: expected a positive number/));
   it('unknown norm', async () => expectUsageError(['compute', '--norm', '3'], /--norm 3: expected 2 or inf/));
   it('non-numeric batch size', async () =>
-    expectUsageError(['compute', '--batch-size', 'many'], /--batch-size many: expected an integer >= 1/));
+    expectUsageError(['compute', '--batch-size', 'many'], /--batch-size many: expected an integer in \[1, 4096\]/));
   it('unknown flag', async () => expectUsageError(['compute', '--bogus'], /unknown option '--bogus'/));
   it('a file that is not a TFLite model', async () => {
     const f = join(tmp(), 'bad.tflite');
@@ -105,7 +106,7 @@ describe('CLI', () => {
     await expectUsageError(['compute', '--out', f], /--out .*: is a file, expected a folder/);
   });
   it('labels file that is a folder', async () =>
-    expectUsageError(['compute', '--labels', tmp()], /labels file .*: not found \(expected a text file/));
+    expectUsageError(['compute', '--labels', tmp()], /labels file .*: a folder, expected a regular file/));
   it('missing data folder', async () =>
     expectUsageError(['compute', '--data', '/nonexistent/x'], /data \/nonexistent\/x: folder not found/));
   it('missing perturbation file', async () =>
@@ -179,5 +180,12 @@ describe('run warnings (CLI summary and report)', () => {
     );
     expect(runWarnings({ onX: rate(0.68, 200), onVal: rate(0.66, 500), randomOnVal: random(0.26, 0.1) })).toEqual([]);
     expect(runWarnings({ onX: rate(0.9, 200), onVal: undefined, randomOnVal: undefined })).toEqual([]);
+  });
+});
+
+describe('docs/cli-reference.md', () => {
+  it("is every command's --help as the commands define it now (npm run docs:cli regenerates it)", async () => {
+    const { cliReference } = await import('../src/cli/reference.js');
+    expect(readFileSync(join(PROJECT_ROOT, 'docs', 'cli-reference.md'), 'utf8')).toBe(cliReference());
   });
 });

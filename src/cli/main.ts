@@ -1,49 +1,13 @@
 #!/usr/bin/env node
-import { Command, CommanderError } from 'commander';
-import { packageVersion } from '../paths.js';
+import { CommanderError } from 'commander';
 import { UsageError, AbortedError, printable, withFlags } from '../errors.js';
 import { osError } from '../io/atomic.js';
-import { computeCommand, evaluateCommand, demoCommand, accuracyCommand } from './commands.js';
-import { transferCommand, graphCommand, baselineCommand, sweepSizeCommand, normalsCommand, reportCommand } from './analyses.js';
-import { reproduceCommand } from './reproduce.js';
-import { finetuneCommand } from './defence.js';
-import { studioCommand } from './studio.js';
-import { exportCommand } from './export.js';
-import { workerCommand } from './worker.js';
+import { program } from './program.js';
 
 /**
  * The `uap` command line. Bad input (flags, files, cards) ends with a one-line message and exit
  * code 2; a stack trace is printed only for real bugs, or with UAP_DEBUG=1.
  */
-function program(): Command {
-  const p = new Command('uap')
-    .description(
-      'Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017) for image classifiers from PyTorch (ONNX), TensorFlow.js and TFLite',
-    )
-    .version(packageVersion());
-  for (const c of [
-    computeCommand(),
-    evaluateCommand(),
-    accuracyCommand(),
-    transferCommand(),
-    graphCommand(),
-    baselineCommand(),
-    sweepSizeCommand(),
-    normalsCommand(),
-    reportCommand(),
-    exportCommand(),
-    reproduceCommand(),
-    finetuneCommand(),
-    studioCommand(),
-    workerCommand(),
-    demoCommand(),
-  ])
-    p.addCommand(c);
-  p.exitOverride();
-  for (const c of p.commands) c.exitOverride();
-  return p;
-}
-
 function fail(message: string, code: number): never {
   process.stderr.write(`uap: error: ${printable(message)}\n`);
   process.exit(code);
