@@ -189,3 +189,26 @@ describe('docs/cli-reference.md', () => {
     expect(readFileSync(join(PROJECT_ROOT, 'docs', 'cli-reference.md'), 'utf8')).toBe(cliReference());
   });
 });
+
+describe('defaults that never destroy a run', () => {
+  it('compute without --out writes a new runs/compute-DATE-TIME each time (a second run keeps the first); --resume takes the newest; the embedded model gets Linf 40', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'uap-runs-'));
+    const args = ['compute', '--limit', '8', '--val-limit', '8', '--max-passes', '1'];
+    const first = await uapCli(args, { cwd });
+    const second = await uapCli(args, { cwd });
+    const folder = (r: { stderr: string }) => /^run folder: (runs\/compute-\d{8}-\d{6}(-\d+)?)$/m.exec(r.stderr)?.[1];
+    expect(first.status, first.stderr).toBe(0);
+    expect(second.status, second.stderr).toBe(0);
+    expect(folder(first)).toBeDefined();
+    expect(folder(second)).not.toBe(folder(first));
+    for (const r of [first, second]) expect(readFileSync(join(cwd, folder(r)!, 'metrics.json'), 'utf8')).toContain('"xi": 40');
+    const resumed = await uapCli([...args, '--resume'], { cwd });
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(folder(resumed)).toBe(folder(second));
+    const none = await uapCli([...args, '--resume'], { cwd: mkdtempSync(join(tmpdir(), 'uap-runs-')) });
+    expect(none.status).toBe(2);
+    expect(none.stderr.trim().split('\n').pop()).toBe(
+      'uap: error: --resume: no earlier run of uap compute under runs/ to resume; name its folder with --out',
+    );
+  }, 300_000);
+});

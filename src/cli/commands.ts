@@ -22,12 +22,14 @@ import {
   type AttackFlags,
   ASSETS_HELP,
   BACKEND_HELP,
+  embeddedRadius,
 } from './flags.js';
 import { consoleLog, pct, scoringProgress, startBackend, universalProgress, withInterrupt } from './console.js';
 import { printGraph, printBaseline } from './analyses.js';
 import { graphJob, baselineJob } from '../jobs/perturbationAnalyses.js';
 import type { Engine } from '../backend.js';
 import { addQueueFlags, queueOption } from './worker.js';
+import { defaultRunFolder, OUT_DEFAULT_HELP } from './runFolder.js';
 import { methodName, pctCI } from '../report/format.js';
 import { runWarnings } from '../report/warnings.js';
 
@@ -116,7 +118,7 @@ export function computeCommand(): Command {
   addDataFlags(cmd);
   addAttackFlags(cmd);
   cmd
-    .option('-o, --out <dir>', 'run directory (perturbation, pictures, metrics, checkpoint)', 'runs/latest')
+    .option('-o, --out <dir>', `run directory: perturbation, pictures, metrics, checkpoint (${OUT_DEFAULT_HELP})`)
     .option('--resume', 'continue the interrupted run in --out from its last checkpoint')
     .option('--force', 'start afresh in an --out that holds an unfinished run, replacing it')
     .option('--init <file>', 'start from a saved perturbation, .npy or .npz (warm start; read with --layout / --units / --array)')
@@ -131,7 +133,10 @@ export function computeCommand(): Command {
           .filter(Boolean),
     );
   addQueueFlags(addFormatFlags(cmd)).action(async (flags: Record<string, unknown>) => {
-    printSummary(await computeWithProgress(await startBackend(flags.backend), flags, flags.out as string));
+    embeddedRadius(cmd, flags);
+    const out = (flags.out as string | undefined) ?? defaultRunFolder('compute', Boolean(flags.resume));
+    consoleLog.info(`run folder: ${out}`);
+    printSummary(await computeWithProgress(await startBackend(flags.backend), flags, out));
   });
   return cmd;
 }

@@ -12,11 +12,13 @@ import {
   positive,
   type AttackFlags,
   MAX_BATCH,
+  embeddedRadius,
 } from './flags.js';
 import { consoleLog, pct, startBackend, trainingProgress, withInterrupt } from './console.js';
 import { defenceMarkdown, FINETUNE_DEFAULTS } from '../defence/finetune.js';
 import { finetuneJob } from '../jobs/finetune.js';
 import { queueOption } from './worker.js';
+import { defaultRunFolder, OUT_DEFAULT_HELP } from './runFolder.js';
 import { UsageError } from '../errors.js';
 
 function range(s: string): [number, number] {
@@ -85,7 +87,7 @@ export function finetuneCommand(): Command {
         .choices(['model', 'truth'])
         .default(d.trainLabels),
     )
-    .option('-o, --out <dir>', 'run directory (rounds, pools, models, defence.json, defence.md)', 'runs/defence')
+    .option('-o, --out <dir>', `run directory: rounds, pools, models, defence.json, defence.md (${OUT_DEFAULT_HELP})`)
     .option('--resume', 'continue the interrupted run in --out (finished stages are kept; training restarts from the last saved epoch)')
     .option(
       '--queue <url>',
@@ -93,8 +95,9 @@ export function finetuneCommand(): Command {
       process.env.UAP_QUEUE || undefined,
     )
     .action(async (flags: Record<string, unknown>) => {
-      // The embedded model's radius, as in the demo: Linf 10 barely moves a 28x28 Fashion-MNIST net.
-      if (flags.model === 'fashion' && flags.norm === 'inf' && cmd.getOptionValueSource('xi') !== 'cli') flags.xi = 40;
+      embeddedRadius(cmd, flags);
+      flags.out ??= defaultRunFolder('finetune', Boolean(flags.resume));
+      consoleLog.info(`run folder: ${flags.out as string}`);
       const queue = queueOption(flags);
       const engine = await startBackend(flags.backend);
       const progress = trainingProgress();
