@@ -73,7 +73,11 @@ export function universalProgress(): { onProgress: (p: Progress) => void; onPass
   };
 }
 
-/** A progress bar for scoring a set (images done of listed, ETA); appears only on sets large enough to wait for. */
+/**
+ * A progress bar for scoring a set (images done of listed, ETA): it appears once scoring has taken
+ * two seconds, whatever the set's size (1300 images on a large model take minutes; 10,000 on the
+ * embedded one, a second).
+ */
 export function scoringProgress(what: string): { onScore: (done: number, total: number) => void; stop: () => void } {
   const bar = new cliProgress.SingleBar(
     {
@@ -85,12 +89,14 @@ export function scoringProgress(what: string): { onScore: (done: number, total: 
     },
     cliProgress.Presets.shades_classic,
   );
+  let first = 0;
   let started = 0;
   return {
     onScore(done, total) {
       if (!started) {
-        if (total < 2000) return;
-        started = Date.now();
+        first ||= Date.now();
+        if (Date.now() - first < 2000 || done >= total) return;
+        started = first;
         bar.start(total, done, { speed: '-' });
       }
       bar.update(done, { speed: (done / Math.max(1e-3, (Date.now() - started) / 1000)).toFixed(0) });
