@@ -171,3 +171,30 @@ describe('the embedded Fashion-MNIST model and images: the official class names'
     },
   );
 });
+
+describe('the layouts users have', () => {
+  it("a PyTorch ImageFolder tree (cat/, dog/): classes numbered in sorted folder order as torchvision's ImageFolder does, with a warning", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uap-imagefolder-'));
+    const png = await sharp({ create: { width: 28, height: 28, channels: 3, background: '#808080' } })
+      .png()
+      .toBuffer();
+    for (const c of ['dog', 'cat', 'zebra']) {
+      mkdirSync(join(dir, c));
+      writeFileSync(join(dir, c, 'a.png'), png);
+    }
+    const warnings: string[] = [];
+    const items = listDataset(dir, { labelNames: ['T-shirt/top', 'Trouser'], warn: (m) => warnings.push(m) });
+    expect(items.map((i) => [i.path.split('/').slice(-2)[0], i.label])).toEqual([
+      ['cat', 0],
+      ['dog', 1],
+      ['zebra', 2],
+    ]);
+    expect(warnings.join('\n')).toMatch(
+      /class folders numbered in sorted order as torchvision's ImageFolder does \(cat = 0, dog = 1, zebra = 2\)/,
+    );
+    // Some folders named by class and some not is a mistake, not a layout: refused, naming the folder.
+    mkdirSync(join(dir, '00_tshirt'));
+    writeFileSync(join(dir, '00_tshirt', 'a.png'), png);
+    expect(() => listDataset(dir, {})).toThrow(/class folder "cat" is not "NN_name", a wnid, or a label name of the model/);
+  });
+});

@@ -102,3 +102,17 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
     expect(r.stdout).toMatch(/random noise, same Linf: \d+\.\d%/);
   }, 300_000);
 });
+
+describe.skipIf(!present)('ImageNet class names', () => {
+  it('a 1000-class model of the ImageNet label space whose card names no classes gets the bundled ImageNet names, not #238', async () => {
+    const { loadClassifier, findCard } = await import('../src/model/load.js');
+    const { labels: _l, ...card } = findCard('mobilenet_v1_0.25_224', {}, assets);
+    const model = await loadClassifier({ ...card, model: card.model }, { engine, assets });
+    try {
+      expect(model.labels?.[0]).toBe('tench, Tinca tinca');
+      expect(model.labels?.[238]).toMatch(/^Greater Swiss Mountain dog/);
+    } finally {
+      model.dispose();
+    }
+  });
+});

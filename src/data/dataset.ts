@@ -204,8 +204,17 @@ export function listDataset(dir: string, opts: ListOptions = {}): ImageItem[] {
     const subdirs = entries.filter(isDir);
     if (subdirs.length > 0 && !entries.some(isImage)) {
       items = [];
-      for (const d of subdirs) {
-        const label = folderLabel(d, opts);
+      // No folder name says its class (cat/, dog/): numbered in sorted order, as torchvision's ImageFolder does.
+      const imageFolder = subdirs.every((d) => folderLabel(d, opts) === undefined);
+      if (imageFolder)
+        opts.warn?.(
+          `data ${dir}: class folders numbered in sorted order as torchvision's ImageFolder does (${subdirs
+            .slice(0, 3)
+            .map((d, i) => `${d} = ${i}`)
+            .join(', ')}${subdirs.length > 3 ? ', ...' : ''}); pass a labels file if the model numbers its classes otherwise`,
+        );
+      for (const [k, d] of subdirs.entries()) {
+        const label = imageFolder ? k : folderLabel(d, opts);
         if (label === undefined)
           throw new UsageError(`data ${dir}: class folder "${d}" is not "NN_name", a wnid, or a label name of the model`);
         for (const f of readdirSync(join(root, d)).sort()) if (isImage(f)) items.push({ path: join(root, d, f), label });

@@ -235,6 +235,21 @@ export interface LoadOptions {
   card?: CardOverrides;
 }
 
+/**
+ * ImageNet's class names (assets' data/labels/imagenet1k_names.txt, in the standard sorted-wnid order)
+ * for a 1000-class model of the ImageNet label space whose card names none: "tench", not "#0".
+ */
+function imagenetNames(card: ModelCard, assets: string): string[] | undefined {
+  if (card.labelSpace !== 'imagenet' || card.numClasses !== 1000) return undefined;
+  const file = join(assets, 'data', 'labels', 'imagenet1k_names.txt');
+  if (!existsSync(file)) return undefined;
+  const names = readBoundedText(file, { what: 'ImageNet class names' })
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  return names.length === 1000 ? names : undefined;
+}
+
 /** Loads the classifier a card describes; its logits take pixel-space images. */
 export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions): Promise<Classifier> {
   const card = typeof spec === 'string' ? findCard(spec, opts.card, opts.assets) : spec;
@@ -246,7 +261,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
       : '';
     throw new UsageError(`model ${card.name}: ${modelPath} not found${hint}`);
   }
-  const labels = cardLabels(card, assets);
+  const labels = cardLabels(card, assets) ?? imagenetNames(card, assets);
   let forward: (x: tf.Tensor4D) => tf.Tensor;
   let release: () => void;
   let net: Net | undefined;
