@@ -166,3 +166,14 @@ describe('uap report', () => {
     }
   });
 });
+
+describe('figures a reviewer accepts', () => {
+  it('a one-pass run draws its pass curve on whole-number ticks from 0 (it was one dot over "1.000000")', async () => {
+    const { rateLines, vegaLiteToSvg } = await import('../src/report/plots.js');
+    const svg = await vegaLiteToSvg(rateLines([{ x: 1, rate: 0.4, what: 'fooling rate on X' }], 'pass', undefined, 'fooling rate', true));
+    const ticks = [...svg.matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((m) => m[1]);
+    expect(ticks).toContain('0');
+    expect(ticks).toContain('1');
+    expect(ticks.some((t) => /^\d+\.\d+$/.test(t))).toBe(false);
+  });
+});

@@ -52,6 +52,7 @@ function passCurve(history: PassRow[]): TopLevelSpec {
     'pass',
     undefined,
     'fooling rate',
+    true,
   );
 }
 
@@ -105,6 +106,9 @@ function defenceCurve(rounds: DefenceRound[]): TopLevelSpec {
       ...(r.previousFoolingRate !== null ? [{ x: r.round, rate: r.previousFoolingRate, what: "previous round's UAP: fooling rate" }] : []),
     ]),
     'fine-tuning round (0 = original)',
+    undefined,
+    null,
+    true,
   );
 }
 
@@ -257,7 +261,7 @@ async function comparisonSection(dirs: string[]): Promise<string> {
   );
   return `<section><h2>Runs compared</h2>
 <table><tr><th>run</th><th>model</th><th>method</th><th>norm, radius</th><th>fooling rate on X</th><th>on validation (95% CI)</th><th>random noise, same norm</th><th>passes, time</th></tr>${rows.join('')}</table>
-<figure>${await vegaLiteToSvg(rateLines(curves, 'pass', undefined, 'fooling rate on X'))}<figcaption>fooling rate on X after each pass, one line per run</figcaption></figure></section>`;
+<figure>${await vegaLiteToSvg(rateLines(curves, 'pass', undefined, 'fooling rate on X', true))}<figcaption>fooling rate on X after each pass, one line per run</figcaption></figure></section>`;
 }
 
 export async function buildReport(dirs: string[], title = 'Universal adversarial perturbations — report'): Promise<string> {

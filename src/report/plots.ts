@@ -19,14 +19,23 @@ export function rateLines(
   xTitle: string,
   size = { width: 360, height: 200 },
   yTitle: string | null = null,
+  /** Whole numbers on x (passes, sizes of X): integer ticks on an axis from 0, so one point is not alone on "1.000000". */
+  xWhole = false,
 ): TopLevelSpec {
+  const most = Math.max(1, ...values.map((v) => v.x));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     data: { values },
     ...size,
     mark: { type: 'line', point: true },
     encoding: {
-      x: { field: 'x', type: 'quantitative', title: xTitle, axis: { tickMinStep: 1 } },
+      x: {
+        field: 'x',
+        type: 'quantitative',
+        title: xTitle,
+        axis: xWhole ? { tickMinStep: 1, format: 'd' } : { tickMinStep: 1 },
+        ...(xWhole ? { scale: { domain: [0, most], nice: false } } : {}),
+      },
       y: { field: 'rate', type: 'quantitative', title: yTitle, scale: { domain: [0, 1] }, axis: { format: '%' } },
       ...(values.some((v) => v.what) ? { color: { field: 'what', type: 'nominal', title: null, legend: { labelLimit: 260 } } } : {}),
       ...(values.some((v) => v.dashed)
