@@ -212,3 +212,18 @@ describe('defaults that never destroy a run', () => {
     );
   }, 300_000);
 });
+
+describe('--json', () => {
+  it('evaluate and compute print their figures as one JSON document on stdout (the logs stay on stderr)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uap-json-'));
+    const c = await uapCli(['compute', '--limit', '8', '--val-limit', '8', '--max-passes', '1', '--json', '-o', join(dir, 'run')]);
+    expect(c.status, c.stderr).toBe(0);
+    const metrics = JSON.parse(c.stdout) as { xi: number; onX: { foolingRate: number } };
+    expect(metrics).toEqual(JSON.parse(readFileSync(join(dir, 'run', 'metrics.json'), 'utf8')));
+    const e = await uapCli(['evaluate', '-v', join(dir, 'run', 'perturbation.npy'), '--limit', '16', '--json']);
+    expect(e.status, e.stderr).toBe(0);
+    const m = JSON.parse(e.stdout) as { images: number; foolingRate: number };
+    expect(m.images).toBe(16);
+    expect(m.foolingRate).toBeGreaterThanOrEqual(0);
+  }, 300_000);
+});

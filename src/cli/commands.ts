@@ -1,7 +1,7 @@
 import type { Method } from '../attacks/methods.js';
 import { Command } from 'commander';
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { runCompute, type ComputeSummary } from '../jobs/compute.js';
 import { runEvaluate, runAccuracy } from '../jobs/scoring.js';
 import { reportJob } from '../jobs/report.js';
@@ -123,6 +123,7 @@ export function computeCommand(): Command {
     .option('--force', 'start afresh in an --out that holds an unfinished run, replacing it')
     .option('--init <file>', 'start from a saved perturbation, .npy or .npz (warm start; read with --layout / --units / --array)')
     .option('--val-per-pass', 'also score the validation set after every pass (X and validation curves in the report)')
+    .option('--json', "print the run's figures as JSON (its metrics.json) instead of text")
     .option(
       '--classes <list>',
       'class-discriminative (CD-UAP, with --method sgd): fool only the images of these classes (comma-separated indices or first label names); the other classes keep their labels',
@@ -136,7 +137,9 @@ export function computeCommand(): Command {
     embeddedRadius(cmd, flags);
     const out = (flags.out as string | undefined) ?? defaultRunFolder('compute', Boolean(flags.resume));
     consoleLog.info(`run folder: ${out}`);
-    printSummary(await computeWithProgress(await startBackend(flags.backend), flags, out));
+    const summary = await computeWithProgress(await startBackend(flags.backend), flags, out);
+    if (flags.json) process.stdout.write(readFileSync(join(summary.out, 'metrics.json'), 'utf8').trim() + '\n');
+    else printSummary(summary);
   });
   return cmd;
 }
@@ -150,6 +153,7 @@ export function evaluateCommand(): Command {
   addFormatFlags(cmd);
   addQueueFlags(addScoringFlags(cmd, 'images to evaluate on'))
     .option('-o, --out <dir>', 'also write metrics.json and examples.png here')
+    .option('--json', 'print the figures as JSON (those metrics.json holds) instead of text')
     .action(async (flags: Record<string, unknown>) => {
       const queue = queueOption(flags);
       const engine = await startBackend(flags.backend);
@@ -164,6 +168,7 @@ export function evaluateCommand(): Command {
         },
         { log: consoleLog, onScore: progress.onScore },
       ).finally(() => progress.stop());
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(m)}\n`);
       const lines = [
         `model ${m.model}: ${m.images} images from ${m.folder}; ||v||_2 ${m.normL2.toFixed(1)}, ||v||_inf ${m.normInf.toFixed(2)}`,
         `fooling rate: ${pctCI(m.foolingRate, m.images)}`,
