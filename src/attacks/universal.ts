@@ -3,8 +3,7 @@ import type { Classifier } from '../model/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { ballL2Radius, l2, projectInPlace } from '../math/lp.js';
 import { argmaxRows, forwardLogits } from '../model/compute.js';
-import { deepfool, type DeepFoolResult } from './deepfool.js';
-import { innerAttack } from './inner.js';
+import { INNER_ATTACKS, innerStepOf, type InnerKind, type InnerStep } from './innerStep.js';
 import { criterionOf } from './criterion.js';
 import { perturb } from '../math/perturb.js';
 import { UsageError } from '../errors.js';
@@ -46,8 +45,7 @@ export interface UniversalOptions extends PassOptions {
   innerStepSize?: number;
 }
 
-export type InnerKind = 'deepfool' | 'fgsm' | 'pgd' | 'newtonfool' | 'cw';
-export const INNER_ATTACKS: InnerKind[] = ['deepfool', 'fgsm', 'pgd', 'newtonfool', 'cw'];
+export { INNER_ATTACKS, type InnerKind } from './innerStep.js';
 
 export type Algorithm1Variant = 'accumulated' | 'paper';
 
@@ -148,7 +146,7 @@ export async function computeUniversal(
     },
     async pass(ctx) {
       let updates = 0;
-      const inner = o.inner ?? 'deepfool';
+      const step = innerStepOf(model, o);
       const criterion = criterionOf(o.target);
       const v = Float32Array.from(ctx.v.dataSync());
       if (o.projection === 'sum') sum ??= v.slice();
@@ -156,7 +154,7 @@ export async function computeUniversal(
       await forEachBatch(ctx, X, o.batchSize, async ({ idx, labels, x }) => {
         const adv = tf.tidy(() => perturb(x, ctx.v));
         let sub: tf.Tensor4D | undefined;
-        let df: DeepFoolResult | undefined;
+        let got: InnerStep | undefined;
         try {
           const K = model.numClasses;
           const logits = await forwardLogits(model, adv);
@@ -164,42 +162,18 @@ export async function computeUniversal(
           const todo = idx.map((_, j) => j).filter((j) => !criterion.done(pred[j], labels[j]));
           if (todo.length > 0) {
             sub = takeRows(adv, todo);
-            const todoLabels = Int32Array.from(todo, (j) => labels[j]);
             // The inner attack's perturbation of each image at x + v, and whether to take it.
-            let r: Float32Array;
-            let take: boolean[];
-            if (inner === 'deepfool') {
-              df = await deepfool(model, sub, {
-                norm: o.deepfoolNorm === 'match' ? o.norm : 2,
-                candidates: o.candidates,
-                overshoot: o.overshoot,
-                maxSteps: o.deepfoolSteps,
-                labels: todoLabels,
-                maxRows: o.maxGradientRows,
-                target: o.target,
-                logits: Float32Array.from({ length: todo.length * K }, (_, t) => logits[todo[Math.floor(t / K)] * K + (t % K)]),
-              });
-              r = df.r.dataSync() as Float32Array;
-              take = df.status.map((st) => st === 'converged' || (o.accept === 'all' && st === 'maxSteps'));
-            } else {
-              const res = await innerAttack(model, sub, {
-                kind: inner,
-                norm: o.norm,
-                eps: o.innerEps ?? o.xi,
-                steps: o.innerSteps,
-                stepSize: o.innerStepSize,
-                labels: todoLabels,
-                target: o.target,
-              });
-              r = res.r;
-              take = res.fooled.map((f) => f || o.accept === 'all');
-            }
+            got = await step(
+              sub,
+              Int32Array.from(todo, (j) => labels[j]),
+              Float32Array.from({ length: todo.length * K }, (_, t) => logits[todo[Math.floor(t / K)] * K + (t % K)]),
+            );
             for (let u = 0; u < todo.length; u++) {
-              if (!take[u]) continue;
-              const step = r.subarray(u * size, (u + 1) * size);
-              const k = o.steps === 'unit' ? length / Math.max(l2(step), 1e-12) : length;
+              if (!got.take[u]) continue;
+              const r = got.r.subarray(u * size, (u + 1) * size);
+              const k = o.steps === 'unit' ? length / Math.max(l2(r), 1e-12) : length;
               const into = sum ?? v;
-              for (let t = 0; t < size; t++) into[t] += k * step[t];
+              for (let t = 0; t < size; t++) into[t] += k * r[t];
               if (!sum) projectInPlace(v, o.norm, o.xi);
               updates++;
             }
@@ -208,7 +182,8 @@ export async function computeUniversal(
           }
           return idx.length - todo.length;
         } finally {
-          tf.dispose([adv, ...(sub ? [sub] : []), ...(df ? [df.r] : [])]);
+          tf.dispose([adv, ...(sub ? [sub] : [])]);
+          got?.release();
         }
       });
       if (o.rescale) {

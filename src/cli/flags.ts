@@ -8,6 +8,7 @@ import type { DataFreeOptions } from '../attacks/dataFree.js';
 import { METHOD_NAMES, type AttackSettings, type Method } from '../attacks/methods.js';
 import type { DataSpec } from '../data/sets.js';
 import type { CardOverrides } from '../model/load.js';
+import { INNER_ATTACKS } from '../attacks/innerStep.js';
 import type { ModelCard } from '../model/card.js';
 import { resolve } from 'node:path';
 import type { Engine } from '../backend.js';
@@ -171,7 +172,7 @@ export function addAttackFlags(cmd: Command, defaults: { method?: Method; maxPas
       new Option(
         '--inner <attack>',
         "algorithm1: the attack that moves each image across: deepfool (default, the paper), fgsm or pgd (gradient-sign steps on the cross-entropy), newtonfool or cw (Carlini-Wagner L2), as ART's UniversalPerturbation offers",
-      ).choices(['deepfool', 'fgsm', 'pgd', 'newtonfool', 'cw']),
+      ).choices(INNER_ATTACKS),
     )
     .option(
       '--inner-eps <e>',
