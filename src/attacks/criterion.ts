@@ -1,3 +1,5 @@
+import { foolingRate } from '../model/scoring.js';
+
 /**
  * What an attack is after, as one object (as foolbox 3's criteria): untargeted (change the label) or
  * targeted (reach one class). It owns "is this image done", which class's loss the attack drives and
@@ -29,11 +31,7 @@ export const UNTARGETED: Criterion = {
   classOf: (label) => label,
   sign: 1,
   keeps: () => false,
-  successRate(clean, adv) {
-    let changed = 0;
-    for (let i = 0; i < clean.length; i++) if (clean[i] !== adv[i]) changed++;
-    return clean.length ? changed / clean.length : 0;
-  },
+  successRate: foolingRate,
 };
 
 /** The targeted criterion: an image is done when it gets class `target`; success is the share of images that do. */
