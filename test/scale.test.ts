@@ -453,7 +453,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       expect(dataOut.reason).toBe(
         'worker refused the shard: data .../' +
           secret.split('/').pop() +
-          ': outside the folders this worker may read (its operator adds one with uap worker --root)',
+          ': not among the files this worker may read (its operator adds folders with uap worker --root)',
       );
       for (const r of [unsigned, wrongKey, card, path, draws, member, dataOut]) {
         expect(r.reason).not.toMatch(/root:\*|20202/);
@@ -673,4 +673,19 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     expect(none.stderr.trim().split('\n').pop()).toMatch(/^uap: error: --queue redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\/?: /);
     expect(none.stderr).not.toContain('secret');
   }, 600_000);
+});
+
+describe('what a worker stores in Redis', () => {
+  it("scrubs this machine's folders from messages (names with spaces too), any absolute path's folders, and control characters", async () => {
+    const { scrubbed } = await import('../src/scale/worker.js');
+    expect(scrubbed('image /home/John Smith/data/x.png: a folder, expected a regular file', ['/home/John Smith/data'])).toBe(
+      'image .../x.png: a folder, expected a regular file',
+    );
+    expect(scrubbed('bytes 0-9 lie beyond the end of /srv/shards/a.tar (5 bytes)')).toBe(
+      'bytes 0-9 lie beyond the end of .../a.tar (5 bytes)',
+    );
+    expect(scrubbed('x [/srv/a/b.png] and <"/srv/c/d.png">')).toBe('x [.../b.png] and <".../d.png">');
+    expect(scrubbed('line one\u001b[31m\nline two')).toBe('line one\\x1b[31m');
+    expect(scrubbed('y'.repeat(600))).toHaveLength(500);
+  });
 });

@@ -120,12 +120,19 @@ export class QueueSession {
   async put(v: Float32Array, seconds = KEEP_SECONDS): Promise<string> {
     const bytes = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
     const sha = sha256(bytes);
-    await this.redis.set(perturbationKey(sha), Buffer.from(bytes), 'EX', seconds);
+    // Counted: two runs at once may store the same v (v = 0 at a first step); the last drop deletes it.
+    await this.redis
+      .multi()
+      .set(perturbationKey(sha), Buffer.from(bytes), 'EX', seconds)
+      .incr(`${perturbationKey(sha)}:users`)
+      .expire(`${perturbationKey(sha)}:users`, seconds)
+      .exec();
     return sha;
   }
 
   async drop(sha: string): Promise<void> {
-    await this.redis.del(perturbationKey(sha));
+    const users = await this.redis.decr(`${perturbationKey(sha)}:users`);
+    if (users <= 0) await this.redis.del(perturbationKey(sha), `${perturbationKey(sha)}:users`);
   }
 
   /**
@@ -339,7 +346,7 @@ export async function queueGradients(
   let step = 0;
   const shardGradients: ShardGradients = async (v, shards: GradientShard[], n) => {
     step++;
-    const sha = await session.put(v, 3600);
+    const sha = await session.put(v);
     try {
       const jobs: GradJob[] = shards.map((s) => {
         const items = shardItems(

@@ -21,6 +21,10 @@ export const MAX_DRAWS = 1000;
 /** Bytes of perturbations, or of noise draws, a worker holds at once (count x image). */
 export const MAX_NOISE_BYTES = 1024 * 1024 * 1024;
 export const MAX_BATCH = 4096;
+/** Image forward passes one scoring shard may ask for: images x (clean + perturbations + radii x draws). */
+export const MAX_SHARD_FORWARDS = 20_000_000;
+/** Bytes of decoded images a crafting job may hold (its whole X, as uint8). */
+export const MAX_CRAFT_BYTES = 8 * 1024 * 1024 * 1024;
 
 /** A field that does not hold what this uap writes: the job is refused, naming it. */
 export class JobFieldError extends Error {

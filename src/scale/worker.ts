@@ -1,5 +1,6 @@
 import { existsSync, readdirSync, realpathSync, statSync, type Dirent } from 'node:fs';
 import { basename, join, resolve, sep } from 'node:path';
+import { homedir } from 'node:os';
 import type { Classifier } from '../model/classifier.js';
 import { loadImages, openImages } from '../data/dataset.js';
 import { itemName } from '../data/source.js';
@@ -33,7 +34,16 @@ import * as tf from '../tf.js';
 import { shardGradient } from '../attacks/sgd.js';
 import { decodeItem, defaultCacheBytes } from '../data/stream.js';
 import { openJob, sealResult, type Sealed } from './signing.js';
-import { JobFieldError, MAX_NOISE_BYTES, int, parseCraftJob, parseGradJob, parseScoreShard } from './jobFields.js';
+import {
+  JobFieldError,
+  MAX_CRAFT_BYTES,
+  MAX_NOISE_BYTES,
+  MAX_SHARD_FORWARDS,
+  int,
+  parseCraftJob,
+  parseGradJob,
+  parseScoreShard,
+} from './jobFields.js';
 import type { ImageItem } from '../data/source.js';
 
 /**
@@ -67,14 +77,17 @@ export interface WorkerOptions {
 function inside(path: string, folders: string[], what: string): string {
   // Real paths of the folders as they are now (uap's cache may be made after the worker starts).
   const roots = folders.map((r) => (existsSync(r) ? realpathSync(r) : r));
+  // One message whether the path is missing or outside: a job cannot probe what exists on the worker.
+  const refused = new UsageError(
+    `${what} ${path}: not among the files this worker may read (its operator adds folders with uap worker --root)`,
+  );
   let real: string;
   try {
     real = realpathSync(path);
   } catch {
-    throw new UsageError(`${what} ${path}: not found on this worker`);
+    throw refused;
   }
-  if (!roots.some((r) => real === r || real.startsWith(r + sep)))
-    throw new UsageError(`${what} ${path}: outside the folders this worker may read (its operator adds one with uap worker --root)`);
+  if (!roots.some((r) => real === r || real.startsWith(r.endsWith(sep) ? r : r + sep))) throw refused;
   return real;
 }
 
@@ -82,16 +95,21 @@ function inside(path: string, folders: string[], what: string): string {
  * A message as a refusal stored in Redis says it: one printable line, at most 500 characters, with
  * the folders of absolute paths left out (they describe this machine, not the job).
  */
-export function scrubbed(message: string): string {
-  const line = printable(message.split('\n')[0]).replace(/(^|[\s('"=])\/(?:[^\s/'"():,]+\/)+/g, '$1.../');
+export function scrubbed(message: string, folders: string[] = []): string {
+  let line = message.split('\n')[0];
+  // This machine's folders by name first (they may hold spaces), longest first; then any absolute path's folders.
+  for (const f of [...folders, process.cwd(), homedir()].filter((f) => f.length > 1).sort((a, b) => b.length - a.length))
+    line = line.split(f).join('...');
+  line = printable(line).replace(/(^|[^\w.-])\/(?:[^\s/'"()<>[\],:]+\/)+/g, '$1.../');
   return line.length > 500 ? `${line.slice(0, 497)}...` : line;
 }
 
 /** An error for the queue: its scrubbed message and no stack (BullMQ stores a job's stack traces). */
-function forQueue<E extends Error>(e: E): E {
-  e.message = scrubbed(e.message);
-  e.stack = '';
-  return e;
+function forQueue(e: unknown, folders: string[]): Error {
+  const err = e instanceof Error ? e : new Error(String(e));
+  err.message = scrubbed(err.message, folders);
+  err.stack = '';
+  return err;
 }
 
 /** A model a worker's operator allows: its spec, its model file, and the hash of its files (at first need). */
@@ -145,6 +163,9 @@ function cardsUnder(dir: string): string[] {
 }
 
 const JOB_NAMES = ['score', 'grad', 'craft'] as const;
+
+/** Models a worker keeps loaded at once. */
+const MODELS_KEPT = 2;
 
 export async function runWorker(o: WorkerOptions): Promise<void> {
   const connection = queueConnection(o.url);
@@ -204,6 +225,15 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
       })();
       got.catch(() => models.delete(key)); // a model that failed to load is tried afresh by the next shard
       models.set(key, got);
+      // The two models used last stay loaded (a defence run brings a new one each round): older ones are freed.
+      while (models.size > MODELS_KEPT) {
+        const [oldest, old] = models.entries().next().value as [string, Promise<{ model: Classifier }>];
+        models.delete(oldest);
+        void old.then((m) => m.model.dispose()).catch(() => {});
+      }
+    } else {
+      models.delete(key); // most recently used last
+      models.set(key, got);
     }
     return got;
   };
@@ -262,6 +292,11 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     if (s.batchSize * per * 4 > MAX_NOISE_BYTES) throw refuse(`batchSize ${s.batchSize}: too large for ${per}-value images`);
     if (s.vs.length * per * 4 > MAX_NOISE_BYTES)
       throw refuse(`${s.vs.length} perturbations of ${per} values: more than ${MAX_NOISE_BYTES / 2 ** 30} GiB`);
+    const passes = s.items.length * (1 + s.vs.length + s.radii.length * s.draws);
+    if (passes > MAX_SHARD_FORWARDS)
+      throw refuse(
+        `${passes} image forward passes in one shard: more than ${MAX_SHARD_FORWARDS} (fewer images a shard, draws or perturbations)`,
+      );
     const vs: Float32Array[] = [];
     for (const sha of s.vs) vs.push(await perturbation(sha, model));
     const set = openImages(items, model.inputShape, { strict: s.strict });
@@ -277,7 +312,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     const reasons = new Map(set.skipped.map((k) => [k.path, k.reason]));
     const kept = new Set(part.kept);
     const skipped = s.items.flatMap((_, at) =>
-      kept.has(at) ? [] : [{ at, reason: reasons.get(itemName(set.listed[at])) ?? 'not decoded' }],
+      kept.has(at) ? [] : [{ at, reason: scrubbed(reasons.get(itemName(set.listed[at])) ?? 'not decoded', roots) }],
     );
     return { ...part, skipped };
   };
@@ -289,7 +324,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     const per = shape[0] * shape[1] * shape[2];
     const out = new Uint8Array(items.length * per);
     for (const [k, item] of items.entries()) {
-      const key = `${itemName(item)}@${shape.join('x')}`;
+      const st = statSync(item.path, { throwIfNoEntry: false });
+      const key = `${itemName(item)}@${shape.join('x')}@${st?.size}:${st?.mtimeMs}`;
       let px = decoded.get(key);
       if (!px) {
         px = await decodeItem(item, shape).catch((e: Error) => {
@@ -306,6 +342,11 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const gradient = async (g: GradJob) => {
     const { model, items } = await check(g);
     if (g.labels.some((l) => l >= model.numClasses)) throw refuse(`labels: outside the model's ${model.numClasses} classes`);
+    const per = model.inputShape.reduce((a, b) => a * b, 1);
+    if (items.length * per * 5 > MAX_NOISE_BYTES) throw refuse(`${items.length} images of ${per} values: too many for one gradient shard`);
+    const classes = [...(g.loss.target !== undefined ? [g.loss.target] : []), ...(g.loss.classes ?? [])];
+    if (classes.some((k) => k >= model.numClasses)) throw refuse(`loss: a class outside the model's ${model.numClasses} classes`);
+    if (!(g.loss.beta > 0) || g.loss.kappa < 0) throw refuse('loss: expected beta > 0 and kappa >= 0');
     const v = await perturbation(g.v, model);
     const x = tf.tensor4d(await pixelsOf(items, model.inputShape), [items.length, ...model.inputShape]);
     const vt = tf.tensor3d(v, model.inputShape);
@@ -326,6 +367,13 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
       checkRadius(options, model.inputShape);
       int(options.maxPasses, 'options.maxPasses', 1, 100_000);
       int(options.batchSize, 'options.batchSize', 1, 4096);
+      // The counts the methods check only from below: bounded here so no job runs without end.
+      const counts = options as unknown as Record<string, unknown>;
+      for (const k of ['deepfoolSteps', 'innerSteps', 'stepsPerPass', 'candidates', 'maxGradientRows'])
+        if (counts[k] !== undefined) int(counts[k], `options.${k}`, 1, 100_000);
+      const per = model.inputShape.reduce((a, b) => a * b, 1);
+      if (items.length * per > MAX_CRAFT_BYTES)
+        throw new Error(`${items.length} images of ${per} values: more than the ${MAX_CRAFT_BYTES / 2 ** 30} GiB a crafting job may hold`);
     } catch (e) {
       throw refuse((e as Error).message);
     }
@@ -376,7 +424,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
         );
         return sealed;
       } catch (e) {
-        throw forQueue(e as Error);
+        throw forQueue(e, roots);
       }
     },
     { connection, concurrency: 1, lockDuration: o.lockMs ?? 30_000, stalledInterval: o.lockMs ?? 30_000, maxStalledCount: 2 },
