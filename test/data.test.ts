@@ -100,8 +100,11 @@ describe('datasets', () => {
     expect(() => listDataset(dir)).toThrow(/no images found/);
     writeFileSync(join(dir, 'bad.txt'), 'a.png\n');
     expect(() => listDataset(dir, { labelsFile: join(dir, 'bad.txt') })).toThrow(/line 1 is not "path, index"/);
-    mkdirSync(join(dir, 'cats'));
-    writeFileSync(join(dir, 'cats', 'a.png'), '');
+    // A class folder named "NN_name" beside one that says no class: refused, naming it (all unnamed is an ImageFolder tree).
+    for (const f of ['00_tshirt', 'cats']) {
+      mkdirSync(join(dir, f));
+      writeFileSync(join(dir, f, 'a.png'), '');
+    }
     expect(() => listDataset(dir)).toThrow(/class folder "cats"/);
   });
 });
