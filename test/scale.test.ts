@@ -31,6 +31,43 @@ function freePort(): Promise<number> {
   });
 }
 
+/** A redis-server of its own on a free loopback port, without persistence: restarted, it has lost its data. */
+interface OwnRedis {
+  url: string;
+  /** Shuts it down without saving, waits `downMs`, and starts it again, empty. */
+  restart(downMs?: number): Promise<void>;
+  stop(): void;
+}
+
+async function ownRedis(): Promise<OwnRedis> {
+  const port = await freePort();
+  const start = async () => {
+    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: 'ignore',
+    });
+    for (
+      let i = 0;
+      i < 100 &&
+      spawnSync('redis-cli', ['-p', String(port), 'ping'])
+        .stdout?.toString()
+        .trim() !== 'PONG';
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 100));
+    return child;
+  };
+  let server = await start();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    async restart(downMs = 0) {
+      spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave']);
+      await new Promise((r) => setTimeout(r, downMs));
+      server = await start();
+    },
+    stop: () => void server.kill('SIGTERM'),
+  };
+}
+
 /** A running `uap worker` and what it printed. */
 interface Worker {
   child: ChildProcess;
@@ -74,25 +111,15 @@ function figures(dir: string): unknown {
 }
 
 describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)', () => {
-  let redis: ChildProcess;
+  let redis: OwnRedis;
   let url: string;
   const dir = mkdtempSync(join(tmpdir(), 'uap-scale-'));
   const vFile = join(dir, 'v.npy');
   const vFile2 = join(dir, 'v2.npy');
 
   beforeAll(async () => {
-    const port = await freePort();
-    redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-    url = `redis://127.0.0.1:${port}`;
-    for (
-      let i = 0;
-      i < 100 &&
-      spawnSync('redis-cli', ['-p', String(port), 'ping'])
-        .stdout?.toString()
-        .trim() !== 'PONG';
-      i++
-    )
-      await new Promise((r) => setTimeout(r, 100));
+    redis = await ownRedis();
+    url = redis.url;
     // A fixed perturbation that fools a good share of the embedded model's images (signs of a seeded pattern, Linf 60).
     const data = Float32Array.from({ length: 28 * 28 }, (_, i) => ((Math.sin(i * 12.9898) * 43758.5453) % 1 > 0 ? 60 : -60));
     writeNpy(vFile, { data, shape: [28, 28, 1] });
@@ -100,7 +127,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
   });
 
   afterAll(async () => {
-    redis?.kill('SIGTERM');
+    redis?.stop();
   });
 
   it("two workers score the shards of uap evaluate, accuracy, transfer, baseline and graph, craft the points of uap sweep-size and the members of a defence pool; figures, per-image CSV, matrix, sweeps and pool equal the local run's", async () => {
@@ -554,23 +581,8 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
   );
 
   it('Redis restarted without its data mid-run: the coordinator says so in one line (exit 2); the worker lives on and takes the next run', async () => {
-    const port = await freePort();
-    const start = () =>
-      spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-    const ping = async () => {
-      for (
-        let i = 0;
-        i < 100 &&
-        spawnSync('redis-cli', ['-p', String(port), 'ping'])
-          .stdout?.toString()
-          .trim() !== 'PONG';
-        i++
-      )
-        await new Promise((r) => setTimeout(r, 100));
-    };
-    let server = start();
-    await ping();
-    const own = `redis://127.0.0.1:${port}`;
+    const redis = await ownRedis();
+    const own = redis.url;
     const w = await startWorker(own);
     try {
       // SGD-UAP with one-image gradient shards: many small jobs, so the restart falls in the middle of the run.
@@ -595,9 +607,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
         own,
       ]);
       while (!/gradient shard/.test(w.log())) await new Promise((r) => setTimeout(r, 50));
-      spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave']);
-      server = start();
-      await ping();
+      await redis.restart();
       const res = await run;
       expect(res.status).toBe(2);
       expect(res.stderr.trim().split('\n').pop()).toBe(
@@ -608,28 +618,13 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       expect(w.child.exitCode).toBeNull();
     } finally {
       await stop(w);
-      server.kill('SIGTERM');
+      redis.stop();
     }
   }, 600_000);
 
   it('Redis restarted without its data in the middle of a shard: the worker lives on (its progress reports fail quietly) and takes the next run', async () => {
-    const port = await freePort();
-    const start = () =>
-      spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-    const ping = async () => {
-      for (
-        let i = 0;
-        i < 100 &&
-        spawnSync('redis-cli', ['-p', String(port), 'ping'])
-          .stdout?.toString()
-          .trim() !== 'PONG';
-        i++
-      )
-        await new Promise((r) => setTimeout(r, 100));
-    };
-    let server = start();
-    await ping();
-    const own = `redis://127.0.0.1:${port}`;
+    const redis = await ownRedis();
+    const own = redis.url;
     const w = await startWorker(own);
     const queue = new Queue(QUEUE_NAME, { connection: { url: own } });
     try {
@@ -642,10 +637,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       }
       expect(active).toBe(1);
       await new Promise((r) => setTimeout(r, 500)); // progress reports under way
-      spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave']);
-      await new Promise((r) => setTimeout(r, 1000)); // reports fail while Redis is gone
-      server = start();
-      await ping();
+      await redis.restart(1000); // reports fail while Redis is gone
       const res = await run;
       expect(res.status).toBe(2);
       expect(res.stderr.trim().split('\n').pop()).toBe(
@@ -658,7 +650,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     } finally {
       await queue.close();
       await stop(w);
-      server.kill('SIGTERM');
+      redis.stop();
     }
   }, 600_000);
 

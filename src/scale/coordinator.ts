@@ -10,12 +10,11 @@ import { packageVersion } from '../paths.js';
 import { connected, queueConnection, QUEUE_NAME, redacted } from './connection.js';
 import { jobId, openResult, sealJob } from './signing.js';
 import { jobCard } from './jobFields.js';
-import { modelSha256 } from '../io/provenance.js';
 import {
   SHARD_PROTOCOL,
   dataPrint,
   fromBase64,
-  modelPrint,
+  modelPrints,
   perturbationKey,
   planShards,
   sha256,
@@ -285,8 +284,7 @@ async function queueParts(
   const shardSize = q.shardSize ?? 512;
   const batchSize = scoringBatch(model, o.batchSize ?? Math.min(scoringBatch(model), shardSize));
   const ranges = planShards(set.listed.length, shardSize, batchSize);
-  const mPrint = await modelPrint(model);
-  const mFiles = (await modelSha256(model.file)) ?? undefined;
+  const { print: mPrint, files: mFiles } = await modelPrints(model);
   const shards: ScoreShard[] = ranges.map((r) => {
     const items = shardItems(set.listed.slice(r.start, r.end), q.dir);
     return {
@@ -333,8 +331,7 @@ export async function queueGradients(
   loss: SgdLossOptions,
 ): Promise<{ shardGradients: ShardGradients; close: () => Promise<void> }> {
   const session = await QueueSession.open(q.url, q.key, q.warn);
-  const mPrint = await modelPrint(model);
-  const mFiles = (await modelSha256(model.file)) ?? undefined;
+  const { print: mPrint, files: mFiles } = await modelPrints(model);
   // The loss settings alone (the caller may pass all of SGD's options): a worker refuses any other field.
   const lossFields: SgdLossOptions = {
     loss: loss.loss,
@@ -391,8 +388,7 @@ export async function craftOnQueue(
   runs: { X: ImageSet; options: AttackSettings }[],
   method: Method,
 ): Promise<{ v: Float32Array; foolingRate: number; passes: number; seconds: number }[]> {
-  const mPrint = await modelPrint(model);
-  const mFiles = (await modelSha256(model.file)) ?? undefined;
+  const { print: mPrint, files: mFiles } = await modelPrints(model);
   const jobs: CraftJob[] = runs.map(({ X, options }) => {
     const items = shardItems(X.items, q.dir);
     return {

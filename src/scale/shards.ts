@@ -129,13 +129,16 @@ export function dataPrint(items: ShardItem[], dir: string): string {
   return h.digest('hex');
 }
 
-/** sha256 of a loaded model's files and of its shape: two machines agree on it only with the same model. */
-export async function modelPrint(model: Classifier): Promise<string> {
-  const files = (await modelSha256(model.file)) ?? 'no file';
-  return createHash('sha256')
+/**
+ * sha256 of a loaded model's files (`files`: how a worker finds it among those allowed) and of the files
+ * with its shape (`print`: two machines agree on it only with the same model). The files are hashed once.
+ */
+export async function modelPrints(model: Classifier): Promise<{ files?: string; print: string }> {
+  const files = (await modelSha256(model.file)) ?? undefined;
+  const print = createHash('sha256')
     .update(
       JSON.stringify({
-        files,
+        files: files ?? 'no file',
         name: model.name,
         inputShape: model.inputShape,
         numClasses: model.numClasses,
@@ -143,6 +146,12 @@ export async function modelPrint(model: Classifier): Promise<string> {
       }),
     )
     .digest('hex');
+  return { files, print };
+}
+
+/** modelPrints' print alone. */
+export async function modelPrint(model: Classifier): Promise<string> {
+  return (await modelPrints(model)).print;
 }
 
 /** Where a perturbation waits in Redis for the workers. */

@@ -162,6 +162,9 @@ function cardsUnder(dir: string): string[] {
   return out;
 }
 
+/** Values of one image the model takes (height x width x channels). */
+const valuesOf = (model: Classifier) => model.inputShape.reduce((a, b) => a * b, 1);
+
 const JOB_NAMES = ['score', 'grad', 'craft'] as const;
 
 /** Models a worker keeps loaded at once. */
@@ -278,15 +281,14 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     const bytes = await redis.getBuffer(perturbationKey(sha));
     if (!bytes || sha256(bytes) !== sha) throw refuse(`perturbation ${sha.slice(0, 12)}: missing or damaged in Redis`);
     const v = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-    if (v.length !== model.inputShape.reduce((a, b) => a * b, 1))
-      throw refuse(`perturbation: ${v.length} values for a ${model.inputShape.join('x')} model`);
+    if (v.length !== valuesOf(model)) throw refuse(`perturbation: ${v.length} values for a ${model.inputShape.join('x')} model`);
     return v;
   };
 
   /** A scoring shard: its part of the figures, and which of its files did not decode. */
   const score = async (s: ScoreShard, job: import('bullmq').Job): Promise<ShardResult> => {
     const { model, items } = await check(s);
-    const per = model.inputShape.reduce((a, b) => a * b, 1);
+    const per = valuesOf(model);
     if (s.radii.length * s.draws * per * 4 > MAX_NOISE_BYTES)
       throw refuse(`${s.radii.length} radii x ${s.draws} noise draws of ${per} values: more than ${MAX_NOISE_BYTES / 2 ** 30} GiB`);
     if (s.batchSize * per * 4 > MAX_NOISE_BYTES) throw refuse(`batchSize ${s.batchSize}: too large for ${per}-value images`);
@@ -342,7 +344,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const gradient = async (g: GradJob) => {
     const { model, items } = await check(g);
     if (g.labels.some((l) => l >= model.numClasses)) throw refuse(`labels: outside the model's ${model.numClasses} classes`);
-    const per = model.inputShape.reduce((a, b) => a * b, 1);
+    const per = valuesOf(model);
     if (items.length * per * 5 > MAX_NOISE_BYTES) throw refuse(`${items.length} images of ${per} values: too many for one gradient shard`);
     const classes = [...(g.loss.target !== undefined ? [g.loss.target] : []), ...(g.loss.classes ?? [])];
     if (classes.some((k) => k >= model.numClasses)) throw refuse(`loss: a class outside the model's ${model.numClasses} classes`);
@@ -371,7 +373,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
       const counts = options as unknown as Record<string, unknown>;
       for (const k of ['deepfoolSteps', 'innerSteps', 'stepsPerPass', 'candidates', 'maxGradientRows'])
         if (counts[k] !== undefined) int(counts[k], `options.${k}`, 1, 100_000);
-      const per = model.inputShape.reduce((a, b) => a * b, 1);
+      const per = valuesOf(model);
       if (items.length * per > MAX_CRAFT_BYTES)
         throw new Error(`${items.length} images of ${per} values: more than the ${MAX_CRAFT_BYTES / 2 ** 30} GiB a crafting job may hold`);
     } catch (e) {
