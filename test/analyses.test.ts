@@ -3,7 +3,15 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
-import { transferMarkdown, transferSource, transferSpec, type TransferResult } from '../src/analysis/transfer.js';
+import {
+  diagonalOrder,
+  transferMarkdown,
+  transferSource,
+  transferSpec,
+  transferSpread,
+  type TransferResult,
+} from '../src/analysis/transfer.js';
+import { wilsonInterval } from '../src/math/interval.js';
 import { vegaLiteToSvg } from '../src/report/plots.js';
 import * as tf from '../src/tf.js';
 import { normSweep, sweepSpec, type NormSweep } from '../src/analysis/baseline.js';
@@ -108,6 +116,28 @@ describe('size of X', () => {
     // The same size and seed reproduces the same rate.
     const again = await sizeSweep(model, X, V, 'sgd', opts, { sizes: [20] });
     expect(again[0].valFoolingRate).toBe(points[1].valFoolingRate);
+    expect(points[0].spread).toBeNull();
+    expect(points[0].valInterval).toEqual(wilsonInterval(points[0].valFoolingRate, V.size));
+  });
+  it('with several seeds: one run per size and seed, the first seed as a single-seed sweep, mean and spread over them', async () => {
+    await tf.setBackend('cpu');
+    const model = tinyNet([6, 6, 3], 6);
+    const X = randomImages(30, [6, 6, 3], 4);
+    const V = randomImages(20, [6, 6, 3], 9);
+    const opts = { ...SGD_DEFAULTS, norm: 'inf' as const, xi: 40, maxPasses: 2, delta: 0, batchSize: 8, seed: 3 };
+    const seen: number[] = [];
+    const points = await sizeSweep(model, X, V, 'sgd', opts, { sizes: [10], seed: 3, seeds: 3, onRun: (r) => seen.push(r.seed) });
+    expect(seen).toEqual([3, 4, 5]);
+    const [p] = points;
+    expect(p.runs.map((r) => r.seed)).toEqual([3, 4, 5]);
+    const one = await sizeSweep(model, X, V, 'sgd', opts, { sizes: [10], seed: 3 });
+    expect(p.runs[0].valFoolingRate).toBe(one[0].valFoolingRate);
+    const rates = p.runs.map((r) => r.valFoolingRate);
+    const mean = rates.reduce((a, b) => a + b, 0) / 3;
+    expect(p.valFoolingRate).toBeCloseTo(mean, 12);
+    expect(p.spread!.seeds).toBe(3);
+    expect(p.spread!.sd).toBeCloseTo(Math.sqrt(rates.reduce((a, x) => a + (x - mean) ** 2, 0) / 2), 12);
+    expect([p.spread!.min, p.spread!.max]).toEqual([Math.min(...rates), Math.max(...rates)]);
   });
 });
 
@@ -140,13 +170,48 @@ describe('transfer matrix outputs', () => {
       [0.9, 0.25],
       [0.125, 0.5],
     ],
+    interval: [
+      [wilsonInterval(0.9, 10), wilsonInterval(0.25, 10)],
+      [wilsonInterval(0.125, 10), wilsonInterval(0.5, 10)],
+    ],
+    spread: [],
     images: [10, 10],
     data: ['d', 'd'],
   };
-  it('a Markdown table with the crafted-on cells in bold', () => {
+  it('a Markdown table with the crafted-on cells in bold and each 95% interval', () => {
     expect(transferMarkdown(t)).toBe(
-      '| crafted on \\ tested on | a | b |\n|---|---|---|\n| a (run) | **90.0%** | 25.0% |\n| b | 12.5% | **50.0%** |\n',
+      '| crafted on \\ tested on | a | b |\n|---|---|---|\n' +
+        '| a (run) | **90.0%** (59.6-98.2) | 25.0% (8.1-55.8) |\n| b | 12.5% (2.6-43.2) | **50.0%** (23.7-76.3) |\n' +
+        "\nCells: fooling rate on the column's validation images (10), 95% Wilson interval in brackets.\n",
     );
+  });
+  it('puts every crafted-on cell on the diagonal, whatever order rows and columns come in', () => {
+    const src = (name: string, craftedOn: string | null) => ({ name, craftedOn, file: `${name}.npy` });
+    const { sources, models } = diagonalOrder([src('other', null), src('c1', 'c'), src('a1', 'a'), src('c2', 'c')], ['x', 'a', 'y', 'c']);
+    expect(models).toEqual(['a', 'c', 'x', 'y']);
+    expect(sources.map((s) => s.name)).toEqual(['a1', 'c1', 'c2', 'other']);
+  });
+  it('the spread over perturbations crafted on one model: mean, sample standard deviation and range per column', () => {
+    const src = (name: string, craftedOn: string) => ({ name, craftedOn, file: `${name}.npy` });
+    const spread = transferSpread(
+      [src('a1', 'a'), src('a2', 'a'), src('a3', 'a'), src('b1', 'b')],
+      ['a', 'b'],
+      [
+        [0.5, 0.1],
+        [0.6, 0.2],
+        [0.7, 0.3],
+        [0.4, 0.9],
+      ],
+    );
+    expect(spread.map((x) => [x.craftedOn, x.testedOn, x.runs])).toEqual([
+      ['a', 'a', 3],
+      ['a', 'b', 3],
+    ]);
+    expect(spread[0].mean).toBeCloseTo(0.6, 12);
+    expect(spread[0].sd).toBeCloseTo(0.1, 12);
+    expect([spread[1].min, spread[1].max]).toEqual([0.1, 0.3]);
+    const md = transferMarkdown({ ...t, spread: spread.map((x) => ({ ...x, testedOn: x.testedOn })) });
+    expect(md).toContain('| a (3) | 60.0% ± 10.0 (50.0-70.0) | 20.0% ± 10.0 (10.0-30.0) |');
   });
   it('a Vega-Lite heatmap rendered to SVG', async () => {
     const svg = await vegaLiteToSvg(transferSpec(t));
@@ -168,15 +233,17 @@ describe('uap transfer and uap graph from the command line (embedded model)', ()
     expect(c.status, c.stderr).toBe(0);
     const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8'));
     const out = mkdtempSync(join(tmpdir(), 'uap-tr-'));
-    const t = await uap('transfer', run, '-o', out);
+    const t = await uap('transfer', run, '-o', out, '--json');
     expect(t.status, t.stderr).toBe(0);
     const tj = JSON.parse(readFileSync(join(out, 'transfer.json'), 'utf8'));
+    expect(JSON.parse(t.stdout)).toEqual(tj); // --json prints the file it wrote, nothing else
     expect(tj.models).toEqual(['fashion']);
     expect(tj.foolingRate[0][0]).toBeCloseTo(metrics.onVal.foolingRate, 9);
     expect(existsSync(join(out, 'transfer.svg'))).toBe(true);
-    const g = await uap('graph', '--run', run);
+    const g = await uap('graph', '--run', run, '--json');
     expect(g.status, g.stderr).toBe(0);
     const gj = JSON.parse(readFileSync(join(run, 'graph.json'), 'utf8'));
+    expect(JSON.parse(g.stdout)).toEqual(gj);
     expect(gj.fooled / gj.images).toBeCloseTo(metrics.onVal.foolingRate, 9);
     expect(readFileSync(join(run, 'graph.svg'), 'utf8')).toMatch(/<svg/);
     const b = await uap('baseline', '--run', run, '--factors', '0,1', '--draws', '1');
@@ -223,9 +290,10 @@ describe('the analyses of a run score the images the run was scored on', () => {
     const c = await uap('compute', '--method', 'sgd', '--xi', '40', '--max-passes', '1', '--val-sample', '60', '--seed', '3', '-o', run);
     expect(c.status, c.stderr).toBe(0);
     const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8'));
-    const g = await uap('graph', '--run', run);
+    const g = await uap('graph', '--run', run, '--json');
     expect(g.status, g.stderr).toBe(0);
     const gj = JSON.parse(readFileSync(join(run, 'graph.json'), 'utf8'));
+    expect(JSON.parse(g.stdout)).toEqual(gj);
     expect(gj.images).toBe(60);
     expect(gj.fooled / gj.images).toBeCloseTo(metrics.onVal.foolingRate, 9);
     // An explicit --limit still wins.
@@ -251,7 +319,8 @@ describe('uap reproduce --quick (embedded model)', () => {
     const summary = readFileSync(join(out, 'summary.md'), 'utf8');
     for (const heading of ['Table 1', 'Table 2', 'Size of X', 'Universal vs random noise', "DeepFool normals' subspace"])
       expect(summary).toContain(heading);
-    expect(summary).toMatch(/\| fashion \| \d+\.\d% \| \d+\.\d% \| \d+\.\d% \| \d+\.\d% \|/);
+    const ci = String.raw`\d+\.\d% \(\d+\.\d-\d+\.\d\)`;
+    expect(summary).toMatch(new RegExp(String.raw`\| fashion \| ${ci} \| ${ci} \| ${ci} \| ${ci} \|`));
     const html = readFileSync(join(out, 'report.html'), 'utf8');
     expect((html.match(/<section>/g) ?? []).length).toBe(6); // the runs compared, 2 runs, transfer, sweep-size, normals
     expect(html).toContain('<h2>Runs compared</h2>');

@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { uapCli } from './helpers.js';
 
 const uap = (...args: string[]) => uapCli(args);
@@ -38,6 +38,18 @@ describe('uap report', () => {
     expect(html).toMatch(/Fooling graph/);
     expect(html).toMatch(/Fooling rate against norm/);
     expect(html).toMatch(/SGD-UAP/);
+  });
+
+  it('keeps every plot of the page as a standalone SVG file beside it (vector, for a paper)', () => {
+    const folder = join(file, '..', 'report-figures');
+    const files = readdirSync(folder).sort();
+    const name = basename(run);
+    expect(files).toEqual([`${name}-baseline.svg`, `${name}-graph.svg`, `${name}-passes.svg`, `${name}-per-class.svg`].sort());
+    for (const f of files) {
+      const svg = readFileSync(join(folder, f), 'utf8');
+      expect(svg).toMatch(/^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+      expect(html).toContain(svg.slice(0, 200)); // the same drawing as the page's
+    }
   });
 
   it('gives each rate its 95% interval and the clean -> perturbed accuracy; warns when v is no better than noise', async () => {
@@ -85,7 +97,7 @@ describe('uap report', () => {
     expect(conf.cleanLabelConfidenceAfter).toBeLessThan(conf.cleanConfidence);
     expect(conf.marginAfter).toBeLessThan(conf.marginBefore);
     expect(html).toContain('Per class, confusions and confidence');
-    expect(html).toContain('fooling rate per class, 95% Wilson intervals');
+    expect(html).toContain('fooling rate per class (images in brackets), 95% Wilson intervals');
     expect(html).toContain('2-D Fourier amplitude of v');
     expect(html).toMatch(/<summary>Provenance<\/summary>.*uap compute|<summary>Provenance<\/summary>/s);
     const config = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8'));
@@ -175,5 +187,51 @@ describe('figures a reviewer accepts', () => {
     expect(ticks).toContain('0');
     expect(ticks).toContain('1');
     expect(ticks.some((t) => /^\d+\.\d+$/.test(t))).toBe(false);
+  });
+
+  it('the per-class plot of a 1000-class set: classes of one or two images left out, the rest by the lower end of their interval', async () => {
+    const { plottedClasses, PLOT_MIN_IMAGES } = await import('../src/report/detail.js');
+    const { wilsonInterval } = await import('../src/math/interval.js');
+    const row = (cls: number, images: number, fooled: number) => {
+      const rate = fooled / images;
+      const [lo, hi] = wilsonInterval(rate, images);
+      return { class: cls, name: `c${cls}`, by: 'true label' as const, images, fooled, rate, lo, hi };
+    };
+    // 900 classes of one image, all fooled; 100 of 30 images, fooled 10..29 times.
+    const rows = [
+      ...Array.from({ length: 900 }, (_, i) => row(i, 1, 1)),
+      ...Array.from({ length: 100 }, (_, i) => row(900 + i, 30, 10 + (i % 20))),
+    ];
+    const { shown, sorted, fewImages } = plottedClasses(rows);
+    expect(sorted).toBe(true);
+    expect(fewImages).toBe(900);
+    expect(shown).toHaveLength(40);
+    expect(shown.every((r) => r.images >= PLOT_MIN_IMAGES)).toBe(true);
+    for (let i = 1; i < shown.length; i++) expect(shown[i - 1].lo).toBeGreaterThanOrEqual(shown[i].lo);
+    expect(shown[0].fooled).toBe(29);
+    // Ten classes fit: all of them, in index order.
+    expect(plottedClasses(rows.slice(0, 10)).shown.map((r) => r.class)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  it('the transfer heatmap keeps long row names whole (run folder on a second line) and shows each interval', async () => {
+    const { transferSpec } = await import('../src/analysis/transfer.js');
+    const { vegaLiteToSvg } = await import('../src/report/plots.js');
+    const long = 'mobilenet_v2_1.0_224_quant';
+    const svg = await vegaLiteToSvg(
+      transferSpec({
+        sources: [{ name: `${long} (sgd-${long}-linf-seed-0)`, craftedOn: long, file: 'v.npy' }],
+        models: [long],
+        foolingRate: [[0.658]],
+        interval: [[[0.631, 0.683]]],
+        spread: [],
+        images: [1300],
+        data: ['d'],
+      }),
+    );
+    const texts = [...svg.matchAll(/<text[^>]*>(.*?)<\/text>/gs)].map((m) => m[1].replace(/<[^>]+>/g, '|'));
+    expect(texts.join(' ')).not.toContain('…');
+    expect(texts.some((t) => t.includes(`(sgd-${long}-linf-seed-0)`))).toBe(true);
+    expect(texts).toContain('66%');
+    expect(texts).toContain('63-68');
   });
 });

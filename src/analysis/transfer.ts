@@ -13,6 +13,7 @@ import type { TopLevelSpec } from '../report/plots.js';
 import type { Classifier } from '../model/classifier.js';
 import type { StreamedImages } from '../data/stream.js';
 import { pct } from '../report/format.js';
+import { wilsonInterval } from '../math/interval.js';
 import type { Engine } from '../backend.js';
 
 /**
@@ -39,10 +40,25 @@ export interface TransferResult {
   models: string[];
   /** foolingRate[row][col]. */
   foolingRate: number[][];
+  /** 95% Wilson interval of each cell over its column's images. */
+  interval: [number, number][][];
+  /** Perturbations crafted on the same model (seeds, settings) summarised per column: the spread a single run hides. */
+  spread: TransferSpread[];
   /** Validation images per column. */
   images: number[];
   /** Folder of images per column. */
   data: string[];
+}
+
+/** Two or more rows crafted on one model, per tested-on column: mean, standard deviation and range over the rows. */
+export interface TransferSpread {
+  craftedOn: string;
+  testedOn: string;
+  runs: number;
+  mean: number;
+  sd: number;
+  min: number;
+  max: number;
 }
 
 /** A run directory (config.json + perturbation.npy), or a .npy / .npz file stored as `format` says. */
@@ -77,8 +93,8 @@ export type RemoteLabels = (
 ) => Promise<Int32Array[]>;
 
 export async function transferMatrix(
-  sources: TransferSource[],
-  models: string[],
+  givenSources: TransferSource[],
+  givenModels: string[],
   opts: {
     engine: Engine;
     assets: string;
@@ -91,9 +107,10 @@ export async function transferMatrix(
     remote?: RemoteLabels;
   },
 ): Promise<TransferResult> {
-  if (sources.length === 0) throw new UsageError('transfer: give at least one run directory or .npy perturbation');
-  if (models.length === 0)
+  if (givenSources.length === 0) throw new UsageError('transfer: give at least one run directory or .npy perturbation');
+  if (givenModels.length === 0)
     throw new UsageError('transfer: no models to test on (pass {models}, or run directories whose config.json names a model)');
+  const { sources, models } = diagonalOrder(givenSources, givenModels);
   const foolingRates: number[][] = sources.map(() => []);
   const images: number[] = [];
   const data: string[] = [];
@@ -128,51 +145,122 @@ export async function transferMatrix(
       model.dispose();
     }
   }
-  return { sources, models, foolingRate: foolingRates, images, data };
+  const interval = foolingRates.map((row) => row.map((rate, c) => wilsonInterval(rate, images[c])));
+  return { sources, models, foolingRate: foolingRates, interval, spread: transferSpread(sources, models, foolingRates), images, data };
 }
 
+/**
+ * Crafted-on cells on the diagonal: the columns of models some row was crafted on first (in the given
+ * order), then the others; rows in the order of their model's column (stable; rows of other models last).
+ */
+export function diagonalOrder(sources: TransferSource[], models: string[]): { sources: TransferSource[]; models: string[] } {
+  const crafted = new Set(sources.map((s) => s.craftedOn));
+  const columns = [...models.filter((m) => crafted.has(m)), ...models.filter((m) => !crafted.has(m))];
+  const at = (s: TransferSource) => {
+    const i = s.craftedOn === null ? -1 : columns.indexOf(s.craftedOn);
+    return i < 0 ? columns.length : i;
+  };
+  const rows = sources
+    .map((s, i) => ({ s, i }))
+    .sort((a, b) => at(a.s) - at(b.s) || a.i - b.i)
+    .map(({ s }) => s);
+  return { sources: rows, models: columns };
+}
+
+/** Mean, standard deviation (n - 1) and range per (crafted-on model, column) over the rows crafted on that model, where there are two or more. */
+export function transferSpread(sources: TransferSource[], models: string[], rates: number[][]): TransferSpread[] {
+  const out: TransferSpread[] = [];
+  for (const craftedOn of new Set(sources.map((s) => s.craftedOn))) {
+    const rows = sources.flatMap((s, r) => (craftedOn !== null && s.craftedOn === craftedOn ? [r] : []));
+    if (rows.length < 2) continue;
+    models.forEach((testedOn, c) => {
+      const xs = rows.map((r) => rates[r][c]);
+      const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+      const sd = Math.sqrt(xs.reduce((a, x) => a + (x - mean) ** 2, 0) / (xs.length - 1));
+      out.push({ craftedOn: craftedOn!, testedOn, runs: xs.length, mean, sd, min: Math.min(...xs), max: Math.max(...xs) });
+    });
+  }
+  return out;
+}
+
+/** The matrix with each cell's 95% interval (crafted-on cells in bold), then the spread over runs crafted on one model. */
 export function transferMarkdown(t: TransferResult): string {
   const head = `| crafted on \\ tested on | ${t.models.join(' | ')} |\n|---|${t.models.map(() => '---').join('|')}|`;
   const rows = t.sources.map(
     (s, r) =>
       `| ${s.name} | ${t.foolingRate[r]
         .map((v, c) => {
-          const cell = pct(v);
-          return s.craftedOn === t.models[c] ? `**${cell}**` : cell;
+          const rate = s.craftedOn === t.models[c] ? `**${pct(v)}**` : pct(v);
+          return `${rate} (${range(t.interval[r][c])})`;
         })
         .join(' | ')} |`,
   );
-  return [head, ...rows].join('\n') + '\n';
+  const table = [head, ...rows].join('\n') + '\n';
+  const note = `\nCells: fooling rate on the column's validation images (${[...new Set(t.images)].join(' / ')}), 95% Wilson interval in brackets.\n`;
+  if (!t.spread.length) return table + note;
+  const spread = [
+    '',
+    'Spread over the perturbations crafted on one model (mean ± standard deviation, range):',
+    '',
+    `| crafted on (runs) \\ tested on | ${t.models.join(' | ')} |`,
+    `|---|${t.models.map(() => '---').join('|')}|`,
+    ...[...new Set(t.spread.map((x) => x.craftedOn))].map((m) => {
+      const cells = t.spread.filter((x) => x.craftedOn === m);
+      return `| ${m} (${cells[0].runs}) | ${cells.map((x) => `${pct(x.mean)} ± ${(x.sd * 100).toFixed(1)} (${range([x.min, x.max])})`).join(' | ')} |`;
+    }),
+  ];
+  return table + note + spread.join('\n') + '\n';
 }
 
-/** Heatmap (rows: crafted on, columns: tested on) as a Vega-Lite spec. */
+/** "16.3-17.8" (percent, one decimal). */
+const range = ([lo, hi]: [number, number]) => `${(lo * 100).toFixed(1)}-${(hi * 100).toFixed(1)}`;
+
+/**
+ * Heatmap (rows: crafted on, columns: tested on) as a Vega-Lite spec. Each cell shows its rate and 95%
+ * interval; a row's run folder goes on a second line of its label, so long names are not cut.
+ */
 export function transferSpec(t: TransferResult): TopLevelSpec {
+  const lines = (s: string) => s.replace(/ \(/, '\n(');
   const values = t.sources.flatMap((s, r) =>
     t.models.map((m, c) => ({
-      craftedOn: s.name,
+      craftedOn: lines(s.name),
       testedOn: m,
       rate: t.foolingRate[r][c],
       label: `${(t.foolingRate[r][c] * 100).toFixed(0)}%`,
+      interval: `${(t.interval[r][c][0] * 100).toFixed(0)}-${(t.interval[r][c][1] * 100).toFixed(0)}`,
+      own: s.craftedOn === m,
     })),
   );
+  const textColor = { condition: { test: 'datum.rate > 0.5', value: 'white' }, value: 'black' };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: 'Fooling rate of universal perturbations across models',
+    title: {
+      text: 'Fooling rate of universal perturbations across models',
+      subtitle: 'rows: crafted on; columns: tested on; 95% interval below each rate; outlined: the model it was crafted on',
+    },
     data: { values },
     encoding: {
-      x: { field: 'testedOn', type: 'nominal', title: 'tested on', sort: t.models, axis: { labelAngle: -30, labelLimit: 320 } },
-      y: { field: 'craftedOn', type: 'nominal', title: 'crafted on', sort: t.sources.map((s) => s.name), axis: { labelLimit: 320 } },
+      x: { field: 'testedOn', type: 'nominal', title: null, sort: t.models, axis: { orient: 'top', labelAngle: -30, labelLimit: 400 } },
+      y: {
+        field: 'craftedOn',
+        type: 'nominal',
+        title: null,
+        sort: t.sources.map((s) => lines(s.name)),
+        axis: { labelLimit: 400, labelExpr: "split(datum.label, '\\n')" },
+      },
     },
     layer: [
       {
-        mark: 'rect',
-        encoding: { color: { field: 'rate', type: 'quantitative', title: 'fooling rate', scale: { domain: [0, 1], scheme: 'orangered' } } },
+        mark: { type: 'rect' },
+        encoding: {
+          color: { field: 'rate', type: 'quantitative', title: 'fooling rate', scale: { domain: [0, 1], scheme: 'orangered' } },
+          stroke: { condition: { test: 'datum.own', value: '#111' }, value: null },
+          strokeWidth: { condition: { test: 'datum.own', value: 2 }, value: 0 },
+        },
       },
-      {
-        mark: { type: 'text', fontSize: 11 },
-        encoding: { text: { field: 'label' }, color: { condition: { test: 'datum.rate > 0.5', value: 'white' }, value: 'black' } },
-      },
+      { mark: { type: 'text', fontSize: 12, dy: -6 }, encoding: { text: { field: 'label' }, color: textColor } },
+      { mark: { type: 'text', fontSize: 9, dy: 8 }, encoding: { text: { field: 'interval' }, color: textColor } },
     ],
-    config: { view: { step: 56 } },
+    config: { view: { step: 64 } },
   } as TopLevelSpec;
 }

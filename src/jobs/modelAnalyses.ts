@@ -6,7 +6,7 @@ import type { ImageSet } from '../data/imageSet.js';
 import type { StreamedImages } from '../data/stream.js';
 import { checkDataSpec, dataFolder, defaultData, loadSet, openSet, type DataSpec } from '../data/sets.js';
 import { methodOptions, type AttackSettings, type Method } from '../attacks/methods.js';
-import { sizeSweep, sizeSpec, type SizePoint } from '../analysis/sizes.js';
+import { sizeSweep, sizeSpec, type SizePoint, type SizeRun } from '../analysis/sizes.js';
 import { normalsAnalysis, normalsSpec, type NormalsResult } from '../analysis/normals.js';
 import { craftOnQueue, labelsOnQueue, queueFor, type QueueOption, type QueueScoring } from '../scale/coordinator.js';
 import { defaultXi } from '../math/lp.js';
@@ -114,8 +114,10 @@ export interface SweepSizeJob extends ModelAnalysisJob {
   target?: number | string;
   /** Sizes of X (default DEFAULT_SIZES up to the images there are, and all of them). */
   sizes?: number[];
-  /** Told each point as it is scored. */
-  onPoint?: (p: SizePoint) => void;
+  /** Repeat the sweep with this many seeds (seed, seed + 1, ...): each point then has the spread over them (default 1). */
+  seeds?: number;
+  /** Told each crafting run (a size and a seed) as it is scored. */
+  onRun?: (r: SizeRun) => void;
 }
 
 /** `uap sweep-size`: validation fooling rate against |X| (sweep-size.json, sweep-size.svg). */
@@ -124,6 +126,8 @@ export async function sweepSizeJob(
   ctl: JobControl = {},
 ): Promise<{ points: SizePoint[]; validationImages: number; files: string[] }> {
   const log = namedLog(ctl.log);
+  if (job.seeds !== undefined && (!Number.isInteger(job.seeds) || job.seeds < 1 || job.seeds > 100))
+    throw new UsageError(`{seeds} ${job.seeds}: expected an integer from 1 to 100`);
   if (job.sizes?.some((n) => !Number.isInteger(n) || n < 1))
     throw new UsageError(`{sizes} ${job.sizes.join(',')}: expected integers >= 1, e.g. 50,100,500`);
   return withModelAndSets(
@@ -139,18 +143,18 @@ export async function sweepSizeJob(
       const [qx, qv] = [queued('data'), queued('val')];
       const remote = qx &&
         qv && {
-          craft: (sets: ImageSet[]) =>
-            craftOnQueue(
-              qx,
-              model,
-              sets.map((X) => ({ X, options })),
-              method,
-            ),
+          craft: (sets: { X: ImageSet; options: AttackSettings }[]) => craftOnQueue(qx, model, sets, method),
           labels: (vs: Float32Array[]) => labelsOnQueue(qv, model, V, vs, { batchSize: 32 }),
         };
-      const points = await sizeSweep(model, X, V, method, options, { sizes: job.sizes, seed: options.seed, remote, onPoint: job.onPoint });
+      const points = await sizeSweep(model, X, V, method, options, {
+        sizes: job.sizes,
+        seed: options.seed,
+        seeds: job.seeds,
+        remote,
+        onRun: job.onRun,
+      });
       const files = ['sweep-size.json', 'sweep-size.svg'].map((f) => join(job.out, f));
-      writeJson(files[0], { model: model.name, method, options, validationImages: V.size, points });
+      writeJson(files[0], { model: model.name, method, options, seeds: job.seeds ?? 1, validationImages: V.size, points });
       writeText(files[1], await vegaLiteToSvg(sizeSpec(points, `${model.name}: fooling rate against |X| (${method})`)));
       return { points, validationImages: V.size, files };
     },

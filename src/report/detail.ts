@@ -20,15 +20,35 @@ export interface ValidationDetail {
   confusions: { fromName: string; toName: string; images: number }[];
 }
 
-/** Fooling rate per class with its 95% interval: bars for up to 40 classes, else the 40 most fooled. */
+/** Classes with fewer images than this are left out of the plot when there are many classes: one or two images say nothing. */
+export const PLOT_MIN_IMAGES = 5;
+/** Most bars the per-class plot draws. */
+const PLOT_MAX_CLASSES = 40;
+
+/** Most fooled first by the interval's lower end (a class at 100% of one image sinks below 90% of fifty), then by count. */
+const byEvidence = (a: ClassRate, b: ClassRate) => b.lo - a.lo || b.rate - a.rate || b.images - a.images;
+
+/**
+ * The classes the plot shows: all of them (in index order) when they fit, else the most fooled by the
+ * lower end of their interval among those with at least PLOT_MIN_IMAGES images.
+ */
+export function plottedClasses(rows: ClassRate[]): { shown: ClassRate[]; sorted: boolean; fewImages: number } {
+  if (rows.length <= PLOT_MAX_CLASSES) return { shown: rows, sorted: false, fewImages: 0 };
+  const enough = rows.filter((r) => r.images >= PLOT_MIN_IMAGES);
+  const pool = enough.length ? enough : rows;
+  return { shown: [...pool].sort(byEvidence).slice(0, PLOT_MAX_CLASSES), sorted: true, fewImages: rows.length - pool.length };
+}
+
+/** Fooling rate per class with its 95% interval; each label carries its image count. */
 function perClassSpec(rows: ClassRate[]): TopLevelSpec {
-  const shown = rows.length <= 40 ? rows : [...rows].sort((a, b) => b.rate - a.rate).slice(0, 40);
-  const values = shown.map((r) => ({ name: r.name.split(',')[0], rate: r.rate, lo: r.lo, hi: r.hi, n: r.images }));
+  const { shown, sorted } = plottedClasses(rows);
+  const values = shown.map((r, i) => ({ name: `${r.name.split(',')[0]} (${r.images})`, order: i, rate: r.rate, lo: r.lo, hi: r.hi }));
   const y = {
     field: 'name',
     type: 'nominal',
-    sort: rows.length <= 40 ? null : '-x',
-    title: rows[0]?.by === 'true label' ? 'true class' : 'predicted class (clean)',
+    sort: sorted ? { field: 'order' } : null,
+    title: `${rows[0]?.by === 'true label' ? 'true class' : 'predicted class (clean)'} (images)`,
+    axis: { labelLimit: 220 },
   };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
@@ -48,9 +68,10 @@ function perClassSpec(rows: ClassRate[]): TopLevelSpec {
   } as TopLevelSpec;
 }
 
-export async function detailSection(d: ValidationDetail): Promise<string> {
+export async function detailSection(d: ValidationDetail, draw: (spec: TopLevelSpec) => Promise<string> = vegaLiteToSvg): Promise<string> {
   const c = d.confidence;
-  const many = d.perClass.length > 40;
+  const many = d.perClass.length > PLOT_MAX_CLASSES;
+  const plotted = plottedClasses(d.perClass);
   const table = (rows: ClassRate[]) =>
     `<table><tr><th>class</th><th>images</th><th>fooled</th><th>fooling rate (95% CI)</th></tr>${rows
       .map(
@@ -58,17 +79,23 @@ export async function detailSection(d: ValidationDetail): Promise<string> {
           `<tr><td>${esc(r.name.split(',')[0])}</td><td>${r.images}</td><td>${r.fooled}</td><td>${pct(r.rate)} (${pct(r.lo)}-${pct(r.hi)})</td></tr>`,
       )
       .join('')}</table>`;
-  const sorted = [...d.perClass].sort((a, b) => b.rate - a.rate);
+  const most = [...d.perClass].sort(byEvidence).slice(0, 10);
+  // Least fooled by the interval's upper end: a class at 0% of one image is not known to resist.
+  const least = [...d.perClass].sort((a, b) => a.hi - b.hi || a.rate - b.rate || b.images - a.images).slice(0, 10);
   const tables = many
-    ? `<div class="row"><div><p>10 most fooled classes</p>${table(sorted.slice(0, 10))}</div><div><p>10 least fooled classes</p>${table(sorted.slice(-10).reverse())}</div></div>`
+    ? `<div class="row"><div><p>10 most fooled classes (by the lower end of the interval)</p>${table(most)}</div><div><p>10 least fooled classes (by the upper end of the interval)</p>${table(least)}</div></div>`
     : table(d.perClass);
   const conf = d.confusions.length
     ? `<table><tr><th>clean label</th><th>becomes</th><th>images</th></tr>${d.confusions.map((x) => `<tr><td>${esc(x.fromName.split(',')[0])}</td><td>${esc(x.toName.split(',')[0])}</td><td>${x.images}</td></tr>`).join('')}</table>`
     : '<p>no image changed label</p>';
   return `<h3>Per class, confusions and confidence (validation set)</h3>
 <p>Mean confidence (softmax) in the clean label: ${pct(c.cleanConfidence)} on clean images, ${pct(c.cleanLabelConfidenceAfter)} with v added; mean confidence in the label given with v: ${pct(c.perturbedConfidence)}. Mean logit margin of the clean label over the best other class: ${c.marginBefore.toFixed(2)} before, ${c.marginAfter.toFixed(2)} after (negative: the label changed).</p>
-<p>Fooling rate by ${esc(d.perClass[0]?.by ?? 'class')}${many ? ` (${d.perClass.length} classes; the plot shows the 40 most fooled)` : ''}; with few images per class the intervals are wide.</p>
-<div class="row"><figure>${await vegaLiteToSvg(perClassSpec(d.perClass))}<figcaption>fooling rate per class, 95% Wilson intervals</figcaption></figure><div>${tables}</div></div>
+<p>Fooling rate by ${esc(d.perClass[0]?.by ?? 'class')}${
+    many
+      ? ` (${d.perClass.length} classes; the plot shows the ${plotted.shown.length} most fooled by the lower end of their interval${plotted.fewImages ? `, leaving out ${plotted.fewImages} classes with fewer than ${PLOT_MIN_IMAGES} images` : ''})`
+      : ''
+  }; with few images per class the intervals are wide.</p>
+<div class="row"><figure>${await draw(perClassSpec(d.perClass))}<figcaption>fooling rate per class (images in brackets), 95% Wilson intervals</figcaption></figure><div>${tables}</div></div>
 <p>Most frequent label changes (clean -> with v):</p>${conf}`;
 }
 

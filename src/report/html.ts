@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { readBounded, readBoundedText } from '../io/bounded.js';
 import { basename, join } from 'node:path';
 import { UsageError, withOptionNames } from '../errors.js';
-import { rateLines, vegaLiteToSvg, type TopLevelSpec } from './plots.js';
+import { rateLines, ReportFigures, type TopLevelSpec } from './plots.js';
 import { methodName, pct, pctCI } from './format.js';
 import { runWarnings } from './warnings.js';
 import { detailSection, esc, provenanceTable, spectrumSection, type ValidationDetail } from './detail.js';
@@ -113,7 +113,11 @@ function defenceCurve(rounds: DefenceRound[]): TopLevelSpec {
 }
 
 /** The defence run of `uap finetune`: rounds table, curve, and the perturbations before and after. */
-async function defenceSection(dir: string, d: { config: Record<string, unknown>; rounds: DefenceRound[] }): Promise<string> {
+async function defenceSection(
+  dir: string,
+  d: { config: Record<string, unknown>; rounds: DefenceRound[] },
+  figures: ReportFigures,
+): Promise<string> {
   const a = d.config.attack as { norm: number | string; xi: number };
   const f = d.config.finetune as {
     poolSize: number;
@@ -130,7 +134,9 @@ async function defenceSection(dir: string, d: { config: Record<string, unknown>;
       .join('; ');
     return `<tr><td>${r.round === 0 ? '0 (original)' : r.round}</td><td>${pct(r.cleanAccuracy)}</td><td><b>${pct(r.foolingRate)}</b></td><td>${pct(r.previousFoolingRate)}</td><td>${esc(epochs || '-')}</td></tr>`;
   });
-  const figs = [`<figure>${await vegaLiteToSvg(defenceCurve(d.rounds))}<figcaption>on the validation images</figcaption></figure>`];
+  const figs = [
+    `<figure>${await figures.draw(`${basename(dir)}-defence-rounds`, defenceCurve(d.rounds))}<figcaption>on the validation images</figcaption></figure>`,
+  ];
   for (const r of [d.rounds[0], d.rounds[d.rounds.length - 1]]) {
     const img = r && dataUri(join(dir, `round-${r.round}`, 'attack', 'perturbation.png'));
     if (img && (r.round === 0 || d.rounds.length > 1))
@@ -144,7 +150,7 @@ async function defenceSection(dir: string, d: { config: Record<string, unknown>;
 <div class="row">${figs.join('')}</div>`;
 }
 
-async function runSection(dir: string): Promise<string> {
+async function runSection(dir: string, figures: ReportFigures): Promise<string> {
   const config = readJson<Record<string, unknown>>(join(dir, 'config.json'));
   const metrics = readJson<Record<string, unknown>>(join(dir, 'metrics.json'));
   const parts: string[] = [];
@@ -205,7 +211,9 @@ async function runSection(dir: string): Promise<string> {
         `<figure><img src="${pert}" alt="the perturbation" width="224"><figcaption>the perturbation (scaled for visibility)</figcaption></figure>`,
       );
     if (run.history.length)
-      figs.push(`<figure>${await vegaLiteToSvg(passCurve(run.history))}<figcaption>after each pass</figcaption></figure>`);
+      figs.push(
+        `<figure>${await figures.draw(`${basename(dir)}-passes`, passCurve(run.history))}<figcaption>after each pass</figcaption></figure>`,
+      );
     parts.push(`<div class="row">${figs.join('')}</div>`);
     const ex = dataUri(join(dir, 'examples.png'));
     if (ex)
@@ -213,7 +221,7 @@ async function runSection(dir: string): Promise<string> {
         `<figure><img src="${ex}" alt="examples" class="wide"><figcaption>validation images drawn at random (seed 0, not chosen for being fooled): clean label (top), with the perturbation and the label it now gets (bottom)</figcaption></figure>`,
       );
     const detail = metrics.validationDetail as ValidationDetail | null | undefined;
-    if (detail) parts.push(await detailSection(detail));
+    if (detail) parts.push(await detailSection(detail, (spec) => figures.draw(`${basename(dir)}-per-class`, spec)));
     if (existsSync(join(dir, 'perturbation.npy'))) parts.push(await spectrumSection(join(dir, 'perturbation.npy')));
     if (existsSync(join(dir, 'predictions.csv')))
       parts.push(
@@ -222,12 +230,12 @@ async function runSection(dir: string): Promise<string> {
     parts.push(provenanceTable(config.provenance as Record<string, unknown> | undefined));
   }
   const defence = readJson<{ config: Record<string, unknown>; rounds: DefenceRound[] }>(join(dir, 'defence.json'));
-  if (defence?.rounds.length) parts.push(await defenceSection(dir, defence));
+  if (defence?.rounds.length) parts.push(await defenceSection(dir, defence, figures));
   for (const [name, title, summary] of ANALYSES) {
     const j = readJson<Record<string, unknown>>(join(dir, `${name}.json`));
     const svg = inlineSvg(join(dir, `${name}.svg`));
     if (!j || !svg) continue;
-    parts.push(`<h3>${title}</h3><p>${esc(summary(j))}</p><figure class="plot">${svg}</figure>`);
+    parts.push(`<h3>${title}</h3><p>${esc(summary(j))}</p><figure class="plot">${figures.keep(`${basename(dir)}-${name}`, svg)}</figure>`);
   }
   if (!parts.length)
     throw new UsageError(
@@ -237,7 +245,7 @@ async function runSection(dir: string): Promise<string> {
 }
 
 /** Several runs side by side: one table of their figures and their per-pass curves on one plot. */
-async function comparisonSection(dirs: string[]): Promise<string> {
+async function comparisonSection(dirs: string[], figures: ReportFigures): Promise<string> {
   const runs = dirs
     .map((dir) => ({
       dir,
@@ -261,14 +269,19 @@ async function comparisonSection(dirs: string[]): Promise<string> {
   );
   return `<section><h2>Runs compared</h2>
 <table><tr><th>run</th><th>model</th><th>method</th><th>norm, radius</th><th>fooling rate on X</th><th>on validation (95% CI)</th><th>random noise, same norm</th><th>passes, time</th></tr>${rows.join('')}</table>
-<figure>${await vegaLiteToSvg(rateLines(curves, 'pass', undefined, 'fooling rate on X', true))}<figcaption>fooling rate on X after each pass, one line per run</figcaption></figure></section>`;
+<figure>${await figures.draw('runs-compared-passes', rateLines(curves, 'pass', undefined, 'fooling rate on X', true))}<figcaption>fooling rate on X after each pass, one line per run</figcaption></figure></section>`;
 }
 
-export async function buildReport(dirs: string[], title = 'Universal adversarial perturbations — report'): Promise<string> {
+/** The report's HTML; every plot it draws also lands in `figures` (for standalone SVG files). */
+export async function buildReport(
+  dirs: string[],
+  title = 'Universal adversarial perturbations — report',
+  figures = new ReportFigures(),
+): Promise<string> {
   if (!dirs.length) throw new UsageError('report: give at least one run directory');
   for (const d of dirs) if (!existsSync(d)) throw new UsageError(`${d}: not found (expected a run directory)`);
-  const sections = [await comparisonSection(dirs)];
-  for (const d of dirs) sections.push(await runSection(d));
+  const sections = [await comparisonSection(dirs, figures)];
+  for (const d of dirs) sections.push(await runSection(d, figures));
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
 <style>

@@ -13,6 +13,28 @@ export async function vegaLiteToSvg(spec: TopLevelSpec): Promise<string> {
 
 export type { TopLevelSpec };
 
+/**
+ * The figures of one report, drawn once: inlined in the HTML and kept as standalone SVG files (vector,
+ * for a paper) under unique names.
+ */
+export class ReportFigures {
+  readonly files: { name: string; svg: string }[] = [];
+
+  /** Draws a spec, keeps it as `name`.svg and returns the SVG for inlining. */
+  async draw(name: string, spec: TopLevelSpec): Promise<string> {
+    return this.keep(name, await vegaLiteToSvg(spec));
+  }
+
+  /** Keeps an SVG drawn elsewhere (an analysis's file) under `name`.svg. */
+  keep(name: string, svg: string): string {
+    const base = name.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^-+|-+$/g, '') || 'figure';
+    let unique = base;
+    for (let k = 2; this.files.some((f) => f.name === `${unique}.svg`); k++) unique = `${base}-${k}`;
+    this.files.push({ name: `${unique}.svg`, svg });
+    return svg;
+  }
+}
+
 /** Rates (0..1) against a step (pass, round): one line per `what` (dashed where `dashed`: references such as noise), percent axis. */
 export function rateLines(
   values: { x: number; rate: number; what?: string; dashed?: boolean }[],
