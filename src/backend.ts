@@ -192,8 +192,11 @@ export async function initBackend(name?: string): Promise<Engine> {
 export const GPU_DRIVER_HINT =
   "on Linux WebGPU needs a Vulkan driver: the GPU vendor's, or Mesa 25 or later (Debian: mesa-vulkan-drivers from bookworm-backports) and libvulkan1";
 
-/** How to add the fast engine: onnxruntime-node is an optional peer, so `npm i uap` never downloads it or its GPU libraries. */
-export const ORT_INSTALL = 'npm i onnxruntime-node --onnxruntime-node-install=skip';
+/**
+ * How to add the fast engine where `npm i uap` left it out (its optional install failed, e.g. offline from
+ * NuGet): the variable skips onnxruntime-node's CUDA download, which uap never uses.
+ */
+export const ORT_INSTALL = 'ONNXRUNTIME_NODE_INSTALL=skip npm i onnxruntime-node';
 
 /**
  * A line for the user when the default choice fell back to TF.js because onnxruntime-node is absent
