@@ -98,7 +98,7 @@ async function main(): Promise<void> {
     });
     const fashionV = join(dir, 'fashion-v.npy');
     writeNpy(fashionV, { data: Float32Array.from({ length: 28 * 28 }, (_, i) => (i % 3 ? 20 : -20)), shape: [28, 28, 1] });
-    const base = ['evaluate', '-m', MODEL, '-v', v, '--limit', String(LIMIT)];
+    const base = ['evaluate', '-m', MODEL, '--perturbation', v, '--limit', String(LIMIT)];
     const local = await run(base);
     console.log(`local: ${local.seconds.toFixed(1)} s`);
     const rows: { workers: number; shardSize: number; seconds: number; imagesPerSecond: number; same: boolean }[] = [];
@@ -121,7 +121,7 @@ async function main(): Promise<void> {
           // Per-shard overhead, where the work per image is tiny so that the overhead shows: the embedded
           // model on 10,000 Fashion-MNIST test images in shards of 32 (313) and of 5,000 (2), one worker.
           const runs: { shardSize: number; shards: number; seconds: number }[] = [];
-          const small = ['evaluate', '-v', fashionV, '--data', 'fashion:test'];
+          const small = ['evaluate', '--perturbation', fashionV, '--data', 'fashion:test'];
           await run([...small, '--queue', url, '--limit', '64']); // the worker loads the model once
           for (const size of [32, 5000]) {
             flush();

@@ -54,7 +54,7 @@ describe('CLI', () => {
     await expectUsageError(['compute', ...stem, '--limit', '4'], why);
     const v = join(tmp(), 'v.npy');
     writeNpy(v, { data: new Float32Array(32 * 32 * 3), shape: [32, 32, 3] });
-    await expectUsageError(['evaluate', ...stem, '-v', v], /--data: model stem-op17 takes 32x32x3 images/);
+    await expectUsageError(['evaluate', ...stem, '--perturbation', v], /--data: model stem-op17 takes 32x32x3 images/);
     // With its own images named, the same model runs (the check is of the defaults only).
     const r = await uap(
       'compute',
@@ -90,7 +90,7 @@ describe('CLI', () => {
     expectUsageError(['compute', '--method', 'sgd', '--lr-decay', '2'], /--lr-decay 2: expected a number in \(0, 1\]/));
   it('baseline with bad factors', () =>
     expectUsageError(
-      ['baseline', '-v', 'assets/fashion-mnist/README.md', '--factors', '1,x'],
+      ['baseline', '--perturbation', 'assets/fashion-mnist/README.md', '--factors', '1,x'],
       /--factors 1,x: expected comma-separated numbers >= 0/,
     ));
   it('sweep-size with bad sizes', () =>
@@ -109,13 +109,28 @@ describe('CLI', () => {
     expectUsageError(['compute', '--labels', tmp()], /labels file .*: a folder, expected a regular file/));
   it('missing data folder', async () =>
     expectUsageError(['compute', '--data', '/nonexistent/x'], /data \/nonexistent\/x: folder not found/));
+  it('evaluate without a perturbation', async () => expectUsageError(['evaluate'], /--perturbation <file>: required/));
+  it('the perturbation given twice (new and old flag)', async () =>
+    expectUsageError(['evaluate', '--perturbation', 'a.npy', '-v', 'b.npy'], /--perturbation and -v: give the perturbation once/));
+  it('-v is the version alone, and the old short form of --perturbation after a command (with a warning)', async () => {
+    const version = JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')).version;
+    for (const flag of ['-v', '-V', '--version']) {
+      const r = await uap(flag);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout.trim()).toBe(version);
+    }
+    const old = await uap('evaluate', '-v', '/nonexistent/v.npy');
+    expect(old.status).toBe(2);
+    expect(old.stderr).toMatch(/-v is the old short form of --perturbation and will go; write --perturbation \/nonexistent\/v\.npy/);
+    expect(old.stderr).toMatch(/perturbation \/nonexistent\/v\.npy: file not found/);
+  });
   it('missing perturbation file', async () =>
-    expectUsageError(['evaluate', '-v', '/nonexistent/v.npy'], /perturbation \/nonexistent\/v.npy: file not found/));
+    expectUsageError(['evaluate', '--perturbation', '/nonexistent/v.npy'], /perturbation \/nonexistent\/v.npy: file not found/));
   it('perturbation of the wrong image size for the model', async () => {
     const f = join(tmp(), 'v.npy');
     writeNpy(f, { data: new Float32Array(5 * 5 * 3), shape: [5, 5, 3] });
     await expectUsageError(
-      ['evaluate', '-v', f],
+      ['evaluate', '--perturbation', f],
       /shape \(5, 5, 3\) has no axis of 1 channel at either end \(the model takes 28x28x1 images\)/,
     );
   });
@@ -220,10 +235,30 @@ describe('--json', () => {
     expect(c.status, c.stderr).toBe(0);
     const metrics = JSON.parse(c.stdout) as { xi: number; onX: { foolingRate: number } };
     expect(metrics).toEqual(JSON.parse(readFileSync(join(dir, 'run', 'metrics.json'), 'utf8')));
-    const e = await uapCli(['evaluate', '-v', join(dir, 'run', 'perturbation.npy'), '--limit', '16', '--json']);
+    const e = await uapCli(['evaluate', '--perturbation', join(dir, 'run', 'perturbation.npy'), '--limit', '16', '--json']);
     expect(e.status, e.stderr).toBe(0);
     const m = JSON.parse(e.stdout) as { images: number; foolingRate: number };
     expect(m.images).toBe(16);
     expect(m.foolingRate).toBeGreaterThanOrEqual(0);
   }, 300_000);
+});
+
+describe('progress when piped', () => {
+  it('plain lines without bar glyphs or empty lines: a start, the end and one every 10 s per pass', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uap-pipe-'));
+    const c = await uapCli(['compute', '--method', 'algorithm1', '--max-passes', '3', '--val-limit', '8', '-o', join(dir, 'run')]);
+    expect(c.status, c.stderr).toBe(0);
+    const lines = c.stderr.split('\n');
+    const progress = lines.filter((l) => /^pass \d+\/3: \d+%, \d+\/200 images, ETA /.test(l));
+    expect(progress.length).toBeGreaterThanOrEqual(3);
+    expect(progress.length).toBeLessThanOrEqual(3 * 4); // start, end, and a line per 10 s of a short pass
+    expect(c.stderr).not.toMatch(/[█░]/);
+    expect(lines.slice(0, -1).filter((l) => l.trim() === '')).toEqual([]);
+  }, 300_000);
+  it('the plain format of a bar', async () => {
+    const { plainProgressFormat } = await import('../src/cli/console.js');
+    expect(plainProgressFormat('pass {pass} |{bar}| {value}/{total} images | ETA {eta_formatted}')).toBe(
+      'pass {pass}: {percentage}%, {value}/{total} images, ETA {eta_formatted}',
+    );
+  });
 });

@@ -37,7 +37,7 @@ describe('end to end on the embedded Fashion-MNIST model', () => {
     expect(c.status, c.stderr).toBe(0);
     expect(c.stdout).toMatch(/fooling rate on validation \(100 images\): \d+\.\d%/);
     expect(c.stderr).toMatch(/pass 1: fooling rate on X/);
-    const e = await uapCli(['evaluate', '-v', join(out, 'perturbation.npy'), '--limit', '100']);
+    const e = await uapCli(['evaluate', '--perturbation', join(out, 'perturbation.npy'), '--limit', '100']);
     expect(e.status, e.stderr).toBe(0);
     const computed = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')).onVal.foolingRate;
     expect(e.stdout).toContain(`fooling rate: ${(computed * 100).toFixed(1)}%`);

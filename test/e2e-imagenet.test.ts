@@ -95,7 +95,7 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
 
   it("uap evaluate takes the paper authors' own perturbation (.npy, 224x224x3, pixel units)", async () => {
     const npy = join(assets, 'data', 'lts4_universal', 'npy', 'CaffeNet.npy');
-    const r = await uapCli(['evaluate', '-m', 'mobilenet_v1_0.25_224', '-v', npy, '--limit', '40']);
+    const r = await uapCli(['evaluate', '-m', 'mobilenet_v1_0.25_224', '--perturbation', npy, '--limit', '40']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/\|\|v\|\|_inf 10\.00/);
     expect(r.stdout).toMatch(/fooling rate: \d+\.\d%/);

@@ -68,16 +68,16 @@ describe('bad images and labels', () => {
   });
 
   it('corrupt, zero-byte, truncated and bomb images are skipped with a count; --strict stops on the first, naming it', async () => {
-    const r = await uapCli(['evaluate', '-v', join(data, 'none.npy'), '-d', data]);
+    const r = await uapCli(['evaluate', '--perturbation', join(data, 'none.npy'), '-d', data]);
     expectUsage(r, /none\.npy/); // the perturbation is checked first
     const v = join(data, 'zero.npy');
     writeNpy(v, { data: new Float32Array(28 * 28), shape: [28, 28, 1] });
-    const ok = await uapCli(['evaluate', '-v', v, '-d', data]);
+    const ok = await uapCli(['evaluate', '--perturbation', v, '-d', data]);
     expect(ok.status, ok.stderr).toBe(0);
     expect(ok.stderr).toMatch(/skipped 4 of 10 files that could not be decoded/);
     expect(ok.stdout).toMatch(/6 images|fooling rate/);
     expectUsage(
-      await uapCli(['evaluate', '-v', v, '-d', data, '--strict']),
+      await uapCli(['evaluate', '--perturbation', v, '-d', data, '--strict']),
       /image .*(bomb|corrupt|empty|truncated)\.(png|jpg): cannot be decoded/,
     );
   });
@@ -86,20 +86,23 @@ describe('bad images and labels', () => {
     const bad = join(data, 'bad.txt');
     writeFileSync(bad, 'a.png, 1\nthis line has no label\n');
     const v = join(data, 'zero.npy');
-    expectUsage(await uapCli(['evaluate', '-v', v, '-d', data, '--labels', bad]), /labels file .*bad\.txt: line 2 is not "path, index"/);
+    expectUsage(
+      await uapCli(['evaluate', '--perturbation', v, '-d', data, '--labels', bad]),
+      /labels file .*bad\.txt: line 2 is not "path, index"/,
+    );
     const some = join(data, 'some.txt');
     const files = readdirSync(join(data, '00_tshirt_top'))
       .filter((f) => f.endsWith('.png') && !/corrupt|truncated|bomb/.test(f))
       .slice(0, 3);
     writeFileSync(some, [...files.map((f) => `00_tshirt_top/${f}, 0`), 'missing/nowhere.png, 0'].join('\n'));
-    const r = await uapCli(['evaluate', '-v', v, '-d', data, '--labels', some]);
+    const r = await uapCli(['evaluate', '--perturbation', v, '-d', data, '--labels', some]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/1 of 4 listed images do not exist and are left out .*paths are relative to the labels file's folder/);
     expect(r.stderr).toMatch(/image files are not in the labels file/);
     const twice = join(data, 'twice.txt');
     writeFileSync(twice, `00_tshirt_top/${files[0]}, 0\n00_tshirt_top/${files[1]}, 0\n00_tshirt_top/${files[0]}, 3\n`);
     expectUsage(
-      await uapCli(['evaluate', '-v', v, '-d', data, '--labels', twice]),
+      await uapCli(['evaluate', '--perturbation', v, '-d', data, '--labels', twice]),
       /twice\.txt: line 3 lists 00_tshirt_top\/\S+ again \(first on line 1\); each image once/,
     );
   });
@@ -129,12 +132,12 @@ describe('reads are bounded: regular files only, sizes checked before anything i
     const { data, cls } = classDir();
     symlinkSync('/dev/zero', join(cls, 'zero.png'));
     expect(spawnSync('mkfifo', [join(cls, 'pipe.png')]).status).toBe(0);
-    const r = await uapCli(['evaluate', '-v', v, '--data', data], { timeout: 120_000 });
+    const r = await uapCli(['evaluate', '--perturbation', v, '--data', data], { timeout: 120_000 });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/skipped 2 of 6 files that could not be decoded/);
     expect(r.stderr).toMatch(/(a device|a named pipe), expected a regular file/);
     expectUsage(
-      await uapCli(['evaluate', '-v', v, '--data', data, '--strict'], { timeout: 120_000 }),
+      await uapCli(['evaluate', '--perturbation', v, '--data', data, '--strict'], { timeout: 120_000 }),
       /(pipe|zero)\.png: a (device|named pipe), expected a regular file/,
     );
   }, 300_000);
@@ -144,7 +147,7 @@ describe('reads are bounded: regular files only, sizes checked before anything i
     const fifo = join(tmp(), 'labels.txt');
     expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
     expectUsage(
-      await uapCli(['evaluate', '-v', v, '--data', data, '--labels', fifo], { timeout: 60_000 }),
+      await uapCli(['evaluate', '--perturbation', v, '--data', data, '--labels', fifo], { timeout: 60_000 }),
       /labels file .*labels\.txt: a named pipe, expected a regular file/,
     );
   }, 120_000);
@@ -166,10 +169,10 @@ describe('reads are bounded: regular files only, sizes checked before anything i
     for (const size of sizes.slice(0, 2)) at += 512 + Math.ceil(size / 512) * 512;
     writeFileSync(cut, bytes.subarray(0, at + 512 + 10));
     expectUsage(
-      await uapCli(['evaluate', '-v', v, '--data', cut]),
+      await uapCli(['evaluate', '--perturbation', v, '--data', cut]),
       /cut\.tar: the archive is cut short inside member 3 \(00_tshirt_top\/\S+: 10 of its \d+ bytes\), so it and every member after it are lost; fetch the shard again, or pass --allow-partial to use its 2 whole members/,
     );
-    const partial = await uapCli(['evaluate', '-v', v, '--data', cut, '--allow-partial']);
+    const partial = await uapCli(['evaluate', '--perturbation', v, '--data', cut, '--allow-partial']);
     expect(partial.status, partial.stderr).toBe(0);
     expect(partial.stderr).toMatch(/using its 2 whole members \(--allow-partial\)/);
     expect(partial.stdout).toMatch(/on 2 images|2 images/);
@@ -197,12 +200,12 @@ describe('reads are bounded: regular files only, sizes checked before anything i
     const big = join(dir, 'big.tar');
     writeFileSync(big, Buffer.concat([header('a.png', 1.5e9), Buffer.alloc(512)]));
     expectUsage(
-      await uapCli(['evaluate', '-v', v, '--data', big]),
+      await uapCli(['evaluate', '--perturbation', v, '--data', big]),
       /big\.tar: the archive is cut short inside member 1 \(a\.png: 512 of its 1500000000 bytes\)/,
     );
     const pax = join(dir, 'pax.tar');
     writeFileSync(pax, Buffer.concat([header('PaxHeader', 1.5e9, 'x'), Buffer.alloc(512)]));
-    expectUsage(await uapCli(['evaluate', '-v', v, '--data', pax]), /pax\.tar: an extended header of 1500000000 bytes/);
+    expectUsage(await uapCli(['evaluate', '--perturbation', v, '--data', pax]), /pax\.tar: an extended header of 1500000000 bytes/);
   }, 120_000);
 
   it('a .npz that inflates beyond the cap for array files is refused before it is inflated (UAP_MAX_ARRAY_MB)', async () => {
@@ -210,7 +213,7 @@ describe('reads are bounded: regular files only, sizes checked before anything i
     const f = join(tmp(), 'big.npz');
     writeFileSync(f, zipSync({ 'v.npy': [encodeNpy({ data: new Float32Array(784 * 1024), shape: [1024, 28, 28] }), { level: 6 }] }));
     expectUsage(
-      await uapCli(['evaluate', '-v', f, '--limit', '8'], { env: { UAP_MAX_ARRAY_MB: '1' } }),
+      await uapCli(['evaluate', '--perturbation', f, '--limit', '8'], { env: { UAP_MAX_ARRAY_MB: '1' } }),
       /big\.npz: its arrays inflate to more than the 1 MiB an array file may have \(at v; raise it with UAP_MAX_ARRAY_MB\)/,
     );
   }, 120_000);
@@ -219,12 +222,12 @@ describe('reads are bounded: regular files only, sizes checked before anything i
     const dir = tmp();
     expect(spawnSync('mkfifo', [join(dir, 'm.onnx')]).status).toBe(0);
     expectUsage(
-      await uapCli(['evaluate', '-m', join(dir, 'm.onnx'), '-v', v], { timeout: 60_000 }),
+      await uapCli(['evaluate', '-m', join(dir, 'm.onnx'), '--perturbation', v], { timeout: 60_000 }),
       /m\.onnx: a named pipe, expected a regular file/,
     );
     symlinkSync('/dev/zero', join(dir, 'card.json'));
     expectUsage(
-      await uapCli(['evaluate', '-m', join(dir, 'card.json'), '-v', v], { timeout: 60_000 }),
+      await uapCli(['evaluate', '-m', join(dir, 'card.json'), '--perturbation', v], { timeout: 60_000 }),
       /card\.json: a device, expected a regular file/,
     );
   }, 120_000);
@@ -240,17 +243,23 @@ describe('perturbation files', () => {
   it('NaN or infinite values are refused; huge values are warned about', async () => {
     const nan = new Float32Array(784);
     nan[5] = NaN;
-    expectUsage(await uapCli(['evaluate', '-v', npy('nan.npy', nan), '--limit', '8']), /nan\.npy: holds NaN or infinite values/);
+    expectUsage(
+      await uapCli(['evaluate', '--perturbation', npy('nan.npy', nan), '--limit', '8']),
+      /nan\.npy: holds NaN or infinite values/,
+    );
     const inf = new Float32Array(784).fill(1);
     inf[0] = Infinity;
-    expectUsage(await uapCli(['evaluate', '-v', npy('inf.npy', inf), '--limit', '8']), /inf\.npy: holds NaN or infinite values/);
-    const huge = await uapCli(['evaluate', '-v', npy('huge.npy', new Float32Array(784).fill(1e6)), '--limit', '8']);
+    expectUsage(
+      await uapCli(['evaluate', '--perturbation', npy('inf.npy', inf), '--limit', '8']),
+      /inf\.npy: holds NaN or infinite values/,
+    );
+    const huge = await uapCli(['evaluate', '--perturbation', npy('huge.npy', new Float32Array(784).fill(1e6)), '--limit', '8']);
     expect(huge.status, huge.stderr).toBe(0);
     expect(huge.stderr).toMatch(/values reach 1\.000e\+6 pixels, beyond anything pixels in \[0, 255\] can take/);
   });
   it('a file of no values (an axis of length 0) is refused, not resized into a perturbation', async () => {
     expectUsage(
-      await uapCli(['evaluate', '-v', npy('empty.npy', new Float32Array(0), [0, 28, 1]), '--limit', '8']),
+      await uapCli(['evaluate', '--perturbation', npy('empty.npy', new Float32Array(0), [0, 28, 1]), '--limit', '8']),
       /empty\.npy: shape \(0, 28, 1\) holds no values/,
     );
   });
@@ -262,21 +271,21 @@ describe('perturbation files', () => {
     writeFileSync(join(dir, 'u8.npy'), header('|u1'));
     writeFileSync(join(dir, 'f16.npy'), header('<f2'));
     expectUsage(
-      await uapCli(['evaluate', '-v', join(dir, 'u8.npy'), '--limit', '8']),
+      await uapCli(['evaluate', '--perturbation', join(dir, 'u8.npy'), '--limit', '8']),
       /u8\.npy: dtype \|u1 is not supported \(expected float32 '<f4' or float64 '<f8'\)/,
     );
-    expectUsage(await uapCli(['evaluate', '-v', join(dir, 'f16.npy'), '--limit', '8']), /f16\.npy: dtype <f2 is not supported/);
+    expectUsage(await uapCli(['evaluate', '--perturbation', join(dir, 'f16.npy'), '--limit', '8']), /f16\.npy: dtype <f2 is not supported/);
   });
   it('a format-2 .npy cut inside its header, or claiming a header longer than the file, is one line (it was an internal error)', async () => {
     const v1 = encodeNpy({ data: new Float32Array(784), shape: [28, 28, 1] });
     const cut = Buffer.from(v1.subarray(0, 10));
     cut[6] = 2;
     writeFileSync(join(dir, 'cut2.npy'), cut);
-    expectUsage(await uapCli(['evaluate', '-v', join(dir, 'cut2.npy'), '--limit', '8']), /cut2\.npy: truncated \.npy header/);
+    expectUsage(await uapCli(['evaluate', '--perturbation', join(dir, 'cut2.npy'), '--limit', '8']), /cut2\.npy: truncated \.npy header/);
     const long = Buffer.concat([Buffer.from(v1.subarray(0, 8)), Buffer.from([255, 255, 255, 127]), Buffer.alloc(64)]);
     long[6] = 2;
     writeFileSync(join(dir, 'long2.npy'), long);
-    expectUsage(await uapCli(['evaluate', '-v', join(dir, 'long2.npy'), '--limit', '8']), /long2\.npy: truncated \.npy header/);
+    expectUsage(await uapCli(['evaluate', '--perturbation', join(dir, 'long2.npy'), '--limit', '8']), /long2\.npy: truncated \.npy header/);
   });
 });
 
@@ -293,7 +302,7 @@ describe('flags that ask for opposite things are refused, not silently ranked', 
     );
     expectUsage(await uapCli(['sweep-size', '--limit', '5', '--sample', '10']), /--limit 5 and --sample 10/);
     expectUsage(
-      await uapCli(['graph', '--run', tmp(), '-v', 'other.npy']),
+      await uapCli(['graph', '--run', tmp(), '--perturbation', 'other.npy']),
       /--run \S+ and --perturbation other\.npy: the run analyses its own perturbation; give one/,
     );
   });

@@ -179,12 +179,12 @@ describe('uap export and uap evaluate across formats (CLI, embedded model)', () 
       expect(r.status, r.stderr).toBe(0);
       return /fooling rate: (\S+)/.exec(r.stdout)![1];
     };
-    const original = await score('-v', own);
-    expect(await score('-v', unitFile, '--units', 'unit')).toBe(original);
-    expect(await score('-v', normFile, '--units', 'normalized')).toBe(original);
+    const original = await score('--perturbation', own);
+    expect(await score('--perturbation', unitFile, '--units', 'unit')).toBe(original);
+    expect(await score('--perturbation', normFile, '--units', 'normalized')).toBe(original);
 
     // Small values without --units: refused, naming the flag.
-    const asked = await uapCli(['evaluate', '--limit', '8', '-v', unitFile]);
+    const asked = await uapCli(['evaluate', '--limit', '8', '--perturbation', unitFile]);
     expect(asked.status).toBe(2);
     expect(asked.stderr).toMatch(
       /uap: error: perturbation .*v-nchw-unit\.npy: its values stay within .*pass --units pixels, unit or normalized/,

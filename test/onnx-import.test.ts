@@ -201,7 +201,7 @@ describe('uap on an imported PyTorch model, end to end', () => {
       '-m',
       model,
       ...TORCHVISION,
-      '-v',
+      '--perturbation',
       join(out, 'sgd', 'perturbation.npy'),
       '-d',
       join(EMBEDDED_DIR, 'images', 'val'),

@@ -133,9 +133,19 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
   it("two workers score the shards of uap evaluate, accuracy, transfer, baseline and graph, craft the points of uap sweep-size and the members of a defence pool; figures, per-image CSV, matrix, sweeps and pool equal the local run's", async () => {
     const workers = [await startWorker(url), await startWorker(url)];
     try {
-      const local = await uapCli(['evaluate', '-v', vFile, '--out', join(dir, 'local')]);
+      const local = await uapCli(['evaluate', '--perturbation', vFile, '--out', join(dir, 'local')]);
       expect(local.status, local.stderr).toBe(0);
-      const queued = await uapCli(['evaluate', '-v', vFile, '--out', join(dir, 'queued'), '--queue', url, '--shard-size', '32']);
+      const queued = await uapCli([
+        'evaluate',
+        '--perturbation',
+        vFile,
+        '--out',
+        join(dir, 'queued'),
+        '--queue',
+        url,
+        '--shard-size',
+        '32',
+      ]);
       expect(queued.status, queued.stderr).toBe(0);
       expect(queued.stdout).toBe(local.stdout);
       expect(figures(join(dir, 'queued'))).toEqual(figures(join(dir, 'local')));
@@ -168,7 +178,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       expect(points('slocal').some((p) => (p as { valFoolingRate: number }).valFoolingRate > 0)).toBe(true); // not a comparison of zeros
       expect(workers.map((w) => (w.log().match(/^crafting run \S+: (20|60) images/gm) ?? []).length).reduce((a, b) => a + b, 0)).toBe(2);
       // The norm sweep against noise: every scaled v and noise draw scored in shards on the workers.
-      const base = ['baseline', '-v', vFile, '--factors', '0,0.5,1', '--draws', '2', '--limit', '96'];
+      const base = ['baseline', '--perturbation', vFile, '--factors', '0,0.5,1', '--draws', '2', '--limit', '96'];
       const bl = await uapCli([...base, '--out', join(dir, 'blocal')]);
       expect(bl.status, bl.stderr).toBe(0);
       const bq = await uapCli([...base, '--out', join(dir, 'bqueued'), '--queue', url, '--shard-size', '32']);
@@ -179,8 +189,8 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       expect([al.status, aq.status]).toEqual([0, 0]);
       expect(aq.stdout).toBe(al.stdout);
       expect((JSON.parse(al.stdout) as { top1: number }).top1).toBeGreaterThan(0.8);
-      const gl = await uapCli(['graph', '-v', vFile, '--out', join(dir, 'glocal')]);
-      const gq = await uapCli(['graph', '-v', vFile, '--out', join(dir, 'gqueued'), '--queue', url]);
+      const gl = await uapCli(['graph', '--perturbation', vFile, '--out', join(dir, 'glocal')]);
+      const gq = await uapCli(['graph', '--perturbation', vFile, '--out', join(dir, 'gqueued'), '--queue', url]);
       expect([gl.status, gq.status]).toEqual([0, 0]);
       expect(readFileSync(join(dir, 'gqueued', 'graph.json'), 'utf8')).toBe(readFileSync(join(dir, 'glocal', 'graph.json'), 'utf8'));
       // A defence pool: its members crafted on the workers, all at once; the same members, round and figures.
@@ -310,7 +320,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     let second: Worker | undefined;
     try {
       // One shard of all 200 images, so that it is under way (model loading, then scoring) when the worker dies.
-      const run = uapCli(['evaluate', '-v', vFile, '--out', join(dir, 'killed'), '--queue', url, '--shard-size', '256']);
+      const run = uapCli(['evaluate', '--perturbation', vFile, '--out', join(dir, 'killed'), '--queue', url, '--shard-size', '256']);
       let active = 0;
       for (let i = 0; i < 2000 && active === 0; i++) {
         active = await queue.getActiveCount();
@@ -323,7 +333,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       expect(res.status, res.stderr).toBe(0);
       expect(first.log()).not.toMatch(/^shard \S+: \d+ images/m); // it never finished its shard
       expect(second.log()).toMatch(/^shard \S+: 200 images/m);
-      await uapCli(['evaluate', '-v', vFile, '--out', join(dir, 'local1')]);
+      await uapCli(['evaluate', '--perturbation', vFile, '--out', join(dir, 'local1')]);
       expect(figures(join(dir, 'killed'))).toEqual(figures(join(dir, 'local1')));
     } finally {
       await queue.close();
@@ -341,7 +351,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     const bytes = readFileSync(weights);
     bytes[100] ^= 1;
     writeFileSync(weights, bytes);
-    const args = ['evaluate', '-m', 'm', '-v', vFile, '--queue', url];
+    const args = ['evaluate', '-m', 'm', '--perturbation', vFile, '--queue', url];
     const notAllowed =
       /^uap: error: queue: shard 1 of 1 \(images 1-200\) failed on a worker: worker refused the shard: model m: not among this worker's models/;
     // No --model: only the bundled models; a path in the job is never opened.
@@ -366,7 +376,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     try {
       const ok = await uapCli(args, { cwd: here });
       expect(ok.status, ok.stderr).toBe(0);
-      expect(ok.stdout).toBe((await uapCli(['evaluate', '-m', 'm', '-v', vFile], { cwd: here })).stdout);
+      expect(ok.stdout).toBe((await uapCli(['evaluate', '-m', 'm', '--perturbation', vFile], { cwd: here })).stdout);
     } finally {
       await stop(w);
     }
@@ -404,7 +414,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     const connection = { url };
     // A 20-line impostor on the same queue: it answers every job with a 100% fooling rate.
     const rogue = new BullWorker(QUEUE_NAME, async () => ({ body: JSON.stringify({ forged: true }), mac: '0'.repeat(64) }), { connection });
-    const args = ['evaluate', '-v', vFile, '--limit', '64', '--queue', url];
+    const args = ['evaluate', '--perturbation', vFile, '--limit', '64', '--queue', url];
     try {
       await rogue.waitUntilReady();
       const forged = await uapCli(args);
@@ -419,7 +429,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     try {
       const honest = await uapCli(args);
       expect(honest.status, honest.stderr).toBe(0);
-      expect(honest.stdout).toBe((await uapCli(['evaluate', '-v', vFile, '--limit', '64'])).stdout);
+      expect(honest.stdout).toBe((await uapCli(['evaluate', '--perturbation', vFile, '--limit', '64'])).stdout);
     } finally {
       await stop(w);
     }
@@ -555,16 +565,16 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
         await new Promise((r) => setTimeout(r, 500));
         w = await startWorker(secure, [], undefined, trust);
         expect(w.log()).toContain(`listening on rediss://:***@127.0.0.1:${port}`);
-        const local = await uapCli(['evaluate', '-v', vFile, '--limit', '64']);
-        const queued = await uapCli(['evaluate', '-v', vFile, '--limit', '64', '--queue', secure], { env: trust });
+        const local = await uapCli(['evaluate', '--perturbation', vFile, '--limit', '64']);
+        const queued = await uapCli(['evaluate', '--perturbation', vFile, '--limit', '64', '--queue', secure], { env: trust });
         expect(queued.status, queued.stderr).toBe(0);
         expect(queued.stdout).toBe(local.stdout);
-        const untrusted = await uapCli(['evaluate', '-v', vFile, '--limit', '64', '--queue', secure]);
+        const untrusted = await uapCli(['evaluate', '--perturbation', vFile, '--limit', '64', '--queue', secure]);
         expect(untrusted.status).toBe(2);
         expect(untrusted.stderr.trim().split('\n').pop()).toBe(
           `uap: error: --queue rediss://:***@127.0.0.1:${port}: cannot connect (self-signed certificate in certificate chain)`,
         );
-        const wrong = await uapCli(['evaluate', '-v', vFile, '--limit', '64', '--queue', secure.replace('Pw-4242', 'nope')], {
+        const wrong = await uapCli(['evaluate', '--perturbation', vFile, '--limit', '64', '--queue', secure.replace('Pw-4242', 'nope')], {
           env: trust,
         });
         expect(wrong.status).toBe(2);
@@ -613,7 +623,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       expect(res.stderr.trim().split('\n').pop()).toBe(
         `uap: error: queue ${own}: Redis lost the queued work (restarted without its data?); run the command again`,
       );
-      const after = await uapCli(['evaluate', '-v', vFile, '--limit', '64', '--queue', own]);
+      const after = await uapCli(['evaluate', '--perturbation', vFile, '--limit', '64', '--queue', own]);
       expect(after.status, after.stderr).toBe(0);
       expect(w.child.exitCode).toBeNull();
     } finally {
@@ -629,7 +639,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     const queue = new Queue(QUEUE_NAME, { connection: { url: own } });
     try {
       // One long shard: every image scored at 5 radii with 300 noise draws each, reporting progress per batch.
-      const run = uapCli(['baseline', '-v', vFile, '--draws', '300', '--shard-size', '256', '--queue', own]);
+      const run = uapCli(['baseline', '--perturbation', vFile, '--draws', '300', '--shard-size', '256', '--queue', own]);
       let active = 0;
       for (let i = 0; i < 4000 && active === 0; i++) {
         active = await queue.getActiveCount().catch(() => 0);
@@ -643,7 +653,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       expect(res.stderr.trim().split('\n').pop()).toBe(
         `uap: error: queue ${own}: Redis lost the queued work (restarted without its data?); run the command again`,
       );
-      const after = await uapCli(['evaluate', '-v', vFile, '--limit', '64', '--queue', own]);
+      const after = await uapCli(['evaluate', '--perturbation', vFile, '--limit', '64', '--queue', own]);
       expect(after.status, after.stderr).toBe(0);
       expect(w.child.exitCode).toBeNull();
       expect(w.log()).not.toMatch(/Unhandled|at .*\.js:\d+/);
@@ -655,12 +665,12 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
   }, 600_000);
 
   it('a bad queue URL or no Redis there: one line naming --queue, exit 2', async () => {
-    const bad = await uapCli(['evaluate', '-v', vFile, '--queue', 'http://127.0.0.1:1']);
+    const bad = await uapCli(['evaluate', '--perturbation', vFile, '--queue', 'http://127.0.0.1:1']);
     expect(bad.status).toBe(2);
     expect(bad.stderr.trim()).toBe(
       'uap: error: --queue http://127.0.0.1:1: expected a redis:// or rediss:// URL (BullMQ on Redis), not http:',
     );
-    const none = await uapCli(['evaluate', '-v', vFile, '--queue', `redis://:secret@127.0.0.1:${await freePort()}`]);
+    const none = await uapCli(['evaluate', '--perturbation', vFile, '--queue', `redis://:secret@127.0.0.1:${await freePort()}`]);
     expect(none.status).toBe(2);
     expect(none.stderr.trim().split('\n').pop()).toMatch(/^uap: error: --queue redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\/?: /);
     expect(none.stderr).not.toContain('secret');

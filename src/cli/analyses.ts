@@ -1,3 +1,4 @@
+import { dirname } from 'node:path';
 import { Command, Option } from 'commander';
 import type { Norm } from '../math/lp.js';
 import { DEFAULT_FACTORS } from '../analysis/baseline.js';
@@ -15,12 +16,15 @@ import {
   numberList,
   addFormatFlags,
   perturbationFormat,
+  addPerturbationFlag,
+  perturbationPath,
   type AttackFlags,
   ASSETS_HELP,
   BACKEND_HELP,
   MAX_BATCH,
 } from './flags.js';
-import { consoleLog, pct, startBackend } from './console.js';
+import { addJsonFlag, consoleLog, pct, printResult, startBackend } from './console.js';
+import { pctCI } from '../report/format.js';
 import type { Engine } from '../backend.js';
 import type { Method } from '../attacks/methods.js';
 import { graphJob, baselineJob, type BaselineJob, type PerturbationAnalysisJob } from '../jobs/perturbationAnalyses.js';
@@ -47,6 +51,7 @@ export function transferCommand(): Command {
       count('batch-size', 1, MAX_BATCH),
     )
     .option('-o, --out <dir>', 'writes transfer.json, transfer.md, transfer.svg', 'runs/transfer');
+  addJsonFlag(cmd, 'transfer.json');
   addQueueFlags(cmd).action(async (sources: string[], flags: Record<string, unknown>) => {
     const models = flags.models
       ? String(flags.models)
@@ -69,7 +74,7 @@ export function transferCommand(): Command {
       },
       { log: consoleLog },
     );
-    process.stdout.write(markdown + `written: ${files.join(', ')}\n`);
+    printResult(flags, files[0], () => markdown + `written: ${files.join(', ')}\n`);
   });
   return cmd;
 }
@@ -80,7 +85,7 @@ function analysisJob(flags: Record<string, unknown>, engine: Engine): Perturbati
     engine,
     run: flags.run as string | undefined,
     model: flags.model as string | undefined,
-    perturbation: flags.perturbation as string | undefined,
+    perturbation: perturbationPath(flags, false, consoleLog.warn),
     format: perturbationFormat(flags),
     card: cardOverrides(flags),
     assets: flags.assets as string | undefined,
@@ -91,11 +96,10 @@ function analysisJob(flags: Record<string, unknown>, engine: Engine): Perturbati
   };
 }
 
-/** --run / -v / --data / --limit / --out of the analyses of one perturbation. */
+/** --run / --perturbation / --data / --limit / --out of the analyses of one perturbation. */
 function addRunFlags(cmd: Command, outputs: string): Command {
-  cmd
-    .option('--run <dir>', 'a `uap compute` run directory: its model and perturbation.npy (and the default --out)')
-    .option('-v, --perturbation <file>', 'perturbation to analyse (with --model; .npy or .npz, read with --layout / --units / --array)')
+  cmd.option('--run <dir>', 'a `uap compute` run directory: its model and perturbation.npy (and the default --out)');
+  addPerturbationFlag(cmd, 'perturbation to analyse (with --model; .npy or .npz, read with --layout / --units / --array)')
     .option('-d, --data <dir>', "images (default: the model's validation set)")
     .option('--limit <n>', "use at most n images (default with --run: the run's own validation images)", count('limit'))
     .option('-o, --out <dir>', `writes ${outputs} (default: the run directory, else runs/analysis)`);
@@ -127,7 +131,7 @@ export function baselineCommand(): Command {
     'fooling rate against norm: the perturbation scaled vs random sign and Gaussian noise of the same norm (JSON, SVG)',
   );
   addModelFlags(cmd, 'fashion');
-  addRunFlags(cmd, 'baseline.json, baseline.svg')
+  addJsonFlag(addRunFlags(cmd, 'baseline.json, baseline.svg'), 'baseline.json')
     .addOption(new Option('-p, --norm <p>', "norm of the sweep: 2 or inf (default: the run's)").argParser(norm))
     .option(
       '--factors <list>',
@@ -140,7 +144,9 @@ export function baselineCommand(): Command {
       "also each image's own DeepFool perturbation at each radius, and the sum of them (one DeepFool pass over the images)",
     );
   addQueueFlags(cmd).action(async (flags: Record<string, unknown>) => {
-    printBaseline(await baselineJob(baselineOptions(flags, await startBackend(flags.backend)), { log: consoleLog }));
+    const r = await baselineJob(baselineOptions(flags, await startBackend(flags.backend)), { log: consoleLog });
+    if (flags.json) printResult(flags, r.files[0], () => '');
+    else printBaseline(r);
   });
   return cmd;
 }
@@ -161,7 +167,7 @@ function modelAnalysisJob(flags: Record<string, unknown>, engine: Engine): Model
 /** Runs `uap sweep-size` from its flags and prints the points. */
 async function sweepSize(flags: Record<string, unknown>): Promise<void> {
   const options = attackOptions(flags as unknown as AttackFlags);
-  const { points, files } = await sweepSizeJob(
+  const { points, files, validationImages } = await sweepSizeJob(
     {
       ...modelAnalysisJob(flags, await startBackend(flags.backend)),
       seed: options.seed,
@@ -169,15 +175,26 @@ async function sweepSize(flags: Record<string, unknown>): Promise<void> {
       options,
       target: flags.target as string | undefined,
       sizes: flags.sizes as number[] | undefined,
-      onPoint: (p) =>
+      seeds: flags.seeds as number,
+      onRun: (r) =>
         consoleLog.info(
-          `|X| = ${p.size}: validation ${pct(p.valFoolingRate)}, X ${pct(p.xFoolingRate)}, ${p.passes} pass(es), ${p.seconds.toFixed(0)} s`,
+          `|X| = ${r.size}, seed ${r.seed}: validation ${pct(r.valFoolingRate)}, X ${pct(r.xFoolingRate)}, ${r.passes} pass(es), ${r.seconds.toFixed(0)} s`,
         ),
     },
     { log: consoleLog },
   );
+  if (flags.json) return printResult(flags, files[0], () => '');
   process.stdout.write(
-    points.map((p) => `|X| ${p.size}: ${pct(p.valFoolingRate)} on validation`).join('\n') + `\nwritten: ${files.join(', ')}\n`,
+    points
+      .map(
+        (p) =>
+          `|X| ${p.size}: ${pctCI(p.valFoolingRate, validationImages)} on validation${
+            p.spread
+              ? `; over ${p.spread.seeds} seeds sd ${(p.spread.sd * 100).toFixed(1)} points, range ${pct(p.spread.min)}-${pct(p.spread.max)}`
+              : ''
+          }`,
+      )
+      .join('\n') + `\nwritten: ${files.join(', ')}\n`,
   );
 }
 
@@ -194,7 +211,14 @@ export function sweepSizeCommand(): Command {
       `sizes of X (default ${DEFAULT_SIZES.join(',')}, up to the images there are, and all of them)`,
       numberList('sizes', (n) => Number.isInteger(n) && n >= 1, 'integers >= 1', '50,100,500'),
     )
+    .option(
+      '--seeds <n>',
+      'repeat the sweep with n seeds (each draws its own subsets of X and seeds the attack): each size gets the spread over seeds',
+      count('seeds', 1, 100),
+      1,
+    )
     .option('-o, --out <dir>', 'writes sweep-size.json, sweep-size.svg', 'runs/sweep-size');
+  addJsonFlag(cmd, 'sweep-size.json');
   addQueueFlags(cmd).action(async (flags: Record<string, unknown>) => {
     await sweepSize(flags);
   });
@@ -213,6 +237,7 @@ async function normals(flags: Record<string, unknown>): Promise<void> {
     },
     { log: consoleLog },
   );
+  if (flags.json) return printResult(flags, r.files[0], () => '');
   const n = r.normals;
   process.stdout.write(
     [
@@ -239,6 +264,7 @@ export function normalsCommand(): Command {
     )
     .option('--draws <n>', 'random vectors per d', count('draws', 1, 1000), 3)
     .option('-o, --out <dir>', 'writes normals.json, normals.svg', 'runs/normals');
+  addJsonFlag(cmd, 'normals.json');
   addQueueFlags(cmd).action(async (flags: Record<string, unknown>) => {
     await normals(flags);
   });
@@ -249,11 +275,20 @@ export function reportCommand(): Command {
   return new Command('report')
     .description('one self-contained HTML page (opens offline) for run directories of compute, of the analyses and of finetune')
     .argument('<dirs...>', 'run directories (uap compute --out, or the --out of transfer / graph / baseline / sweep-size / normals)')
-    .option('-o, --out <file>', 'the HTML file (default: report.html in the run directory when one is given, else runs/report.html)')
+    .option(
+      '-o, --out <file>',
+      'the HTML file (default: report.html in the run directory when one is given, else runs/report.html); its plots also go as SVG files to NAME-figures/ beside it',
+    )
     .option('--title <text>', 'page title')
     .action(async (dirs: string[], flags: Record<string, unknown>) => {
-      const { file, bytes } = await reportJob({ dirs, out: flags.out as string | undefined, title: flags.title as string | undefined });
-      process.stdout.write(`written: ${file} (${(bytes / 1e6).toFixed(1)} MB, self-contained)\n`);
+      const { file, bytes, figures } = await reportJob({
+        dirs,
+        out: flags.out as string | undefined,
+        title: flags.title as string | undefined,
+      });
+      process.stdout.write(
+        `written: ${file} (${(bytes / 1e6).toFixed(1)} MB, self-contained)${figures.length ? `; its ${figures.length} plots as SVG in ${dirname(figures[0])}` : ''}\n`,
+      );
     });
 }
 
@@ -274,8 +309,12 @@ export function graphCommand(): Command {
     'fooling graph: where the fooled images of each label go; dominant labels; components (JSON, DOT, SVG)',
   );
   addModelFlags(cmd, 'fashion');
-  addQueueFlags(addRunFlags(cmd, 'graph.json, graph.dot, graph.svg')).action(async (flags: Record<string, unknown>) => {
-    printGraph(await graphJob(analysisJob(flags, await startBackend(flags.backend)), { log: consoleLog }));
-  });
+  addQueueFlags(addJsonFlag(addRunFlags(cmd, 'graph.json, graph.dot, graph.svg'), 'graph.json')).action(
+    async (flags: Record<string, unknown>) => {
+      const r = await graphJob(analysisJob(flags, await startBackend(flags.backend)), { log: consoleLog });
+      if (flags.json) printResult(flags, r.files[0], () => '');
+      else printGraph(r);
+    },
+  );
   return cmd;
 }

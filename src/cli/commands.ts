@@ -19,6 +19,8 @@ import {
   count,
   addFormatFlags,
   perturbationFormat,
+  addPerturbationFlag,
+  perturbationPath,
   type AttackFlags,
   ASSETS_HELP,
   BACKEND_HELP,
@@ -149,7 +151,7 @@ export function evaluateCommand(): Command {
     "fooling rate and accuracy of a saved perturbation (.npy or .npz; uap's own, PyTorch's, ART's: see --layout, --units)",
   );
   addModelFlags(cmd, 'fashion');
-  cmd.requiredOption('-v, --perturbation <file>', "perturbation to evaluate (.npy or .npz: ours, the paper authors', PyTorch's or ART's)");
+  addPerturbationFlag(cmd, "perturbation to evaluate, required (.npy or .npz: ours, the paper authors', PyTorch's or ART's)");
   addFormatFlags(cmd);
   addQueueFlags(addScoringFlags(cmd, 'images to evaluate on'))
     .option('-o, --out <dir>', 'also write metrics.json and examples.png here')
@@ -161,7 +163,7 @@ export function evaluateCommand(): Command {
       const m = await runEvaluate(
         {
           ...scoringJob(flags, engine),
-          perturbation: flags.perturbation as string,
+          perturbation: perturbationPath(flags, true, consoleLog.warn)!,
           format: perturbationFormat(flags),
           out: flags.out as string | undefined,
           queue,

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { initBackend, engineNotice, type Engine } from '../backend.js';
 import type { Log } from '../log.js';
@@ -15,6 +17,17 @@ import { pct } from '../report/format.js';
 
 export { pct };
 
+/** `--json` on a command that writes a JSON file of its figures: print that file instead of the text. */
+export function addJsonFlag<C extends Command>(cmd: C, file: string): C {
+  cmd.option('--json', `print the figures as JSON (the ${file} it writes) instead of text`);
+  return cmd;
+}
+
+/** With --json, the JSON file's contents on stdout; else the text. */
+export function printResult(flags: Record<string, unknown>, jsonFile: string, text: () => string): void {
+  process.stdout.write(flags.json ? readFileSync(jsonFile, 'utf8').trim() + '\n' : text());
+}
+
 /** Chooses where models run (--backend), says which, and returns the engine the command's job loads models with. */
 export async function startBackend(flag: unknown): Promise<Engine> {
   const name = flag as string | undefined;
@@ -26,21 +39,38 @@ export async function startBackend(flag: unknown): Promise<Engine> {
 }
 
 /**
+ * A progress bar on a terminal; piped (a log file, CI), a plain line every 10 s and at the end, without
+ * the bar's glyphs ("pass 1/3: 42%, 84/200 images, ETA 3s, ...").
+ */
+export function progressBar(format: string): cliProgress.SingleBar {
+  const tty = Boolean(process.stderr.isTTY);
+  return new cliProgress.SingleBar(
+    {
+      format: tty ? format : plainProgressFormat(format),
+      stream: process.stderr,
+      hideCursor: tty,
+      etaBuffer: 20,
+      noTTYOutput: !tty,
+      notTTYSchedule: 10000,
+      // Piped, every line already ends with a newline: no empty line at the end.
+      clearOnComplete: !tty,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+}
+
+/** A bar's format as a plain log line: the bar becomes a percentage, the separators commas. */
+export function plainProgressFormat(format: string): string {
+  return format.replace(/ \|\{bar\}\| /, ': {percentage}%, ').replace(/ \| /g, ', ');
+}
+
+/**
  * A live progress bar for Algorithm 1: images of the current pass, ETA, fooling rate on X after the
  * last pass, and the share of images found already fooled in this pass.
  */
 export function universalProgress(): { onProgress: (p: Progress) => void; onPass: (r: PassRecord) => void; stop: () => void } {
-  const bar = new cliProgress.SingleBar(
-    {
-      format:
-        'pass {pass}/{maxPasses} |{bar}| {value}/{total} images | ETA {eta_formatted} | fooled in pass {share} | FR(X) {fr} | ||v||inf {ninf}',
-      stream: process.stderr,
-      hideCursor: true,
-      etaBuffer: 20,
-      noTTYOutput: !process.stderr.isTTY,
-      notTTYSchedule: 10000,
-    },
-    cliProgress.Presets.shades_classic,
+  const bar = progressBar(
+    'pass {pass}/{maxPasses} |{bar}| {value}/{total} images | ETA {eta_formatted} | fooled in pass {share} | FR(X) {fr} | ||v||inf {ninf}',
   );
   let started = false;
   let pass = 0;
@@ -79,16 +109,7 @@ export function universalProgress(): { onProgress: (p: Progress) => void; onPass
  * embedded one, a second).
  */
 export function scoringProgress(what: string): { onScore: (done: number, total: number) => void; stop: () => void } {
-  const bar = new cliProgress.SingleBar(
-    {
-      format: `${what} |{bar}| {value}/{total} images | {speed} images/s | ETA {eta_formatted}`,
-      stream: process.stderr,
-      hideCursor: true,
-      noTTYOutput: !process.stderr.isTTY,
-      notTTYSchedule: 10000,
-    },
-    cliProgress.Presets.shades_classic,
-  );
+  const bar = progressBar(`${what} |{bar}| {value}/{total} images | {speed} images/s | ETA {eta_formatted}`);
   let first = 0;
   let started = 0;
   return {
@@ -112,16 +133,7 @@ export function trainingProgress(): {
   onBatch: (p: { round: number; epoch: number; epochs: number; done: number; total: number; loss: number }) => void;
   stop: () => void;
 } {
-  const bar = new cliProgress.SingleBar(
-    {
-      format: 'round {round} epoch {epoch}/{epochs} |{bar}| {value}/{total} images | ETA {eta_formatted} | loss {loss}',
-      stream: process.stderr,
-      hideCursor: true,
-      noTTYOutput: !process.stderr.isTTY,
-      notTTYSchedule: 10000,
-    },
-    cliProgress.Presets.shades_classic,
-  );
+  const bar = progressBar('round {round} epoch {epoch}/{epochs} |{bar}| {value}/{total} images | ETA {eta_formatted} | loss {loss}');
   let key = '';
   return {
     onBatch(p) {

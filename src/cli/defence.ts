@@ -14,7 +14,8 @@ import {
   MAX_BATCH,
   embeddedRadius,
 } from './flags.js';
-import { consoleLog, pct, startBackend, trainingProgress, withInterrupt } from './console.js';
+import { consoleLog, pct, printResult, startBackend, trainingProgress, withInterrupt } from './console.js';
+import { join } from 'node:path';
 import { defenceMarkdown, FINETUNE_DEFAULTS } from '../defence/finetune.js';
 import { finetuneJob } from '../jobs/finetune.js';
 import { queueOption } from './worker.js';
@@ -94,6 +95,7 @@ export function finetuneCommand(): Command {
       "craft each round's pool members on uap workers through this Redis (BullMQ), all at once (default: $UAP_QUEUE; none: here)",
       process.env.UAP_QUEUE || undefined,
     )
+    .option('--json', 'print the figures as JSON (the defence.json it writes) instead of text')
     .action(async (flags: Record<string, unknown>) => {
       embeddedRadius(cmd, flags);
       flags.out ??= defaultRunFolder('finetune', Boolean(flags.resume));
@@ -140,8 +142,11 @@ export function finetuneCommand(): Command {
             },
           ),
         );
-        process.stdout.write(defenceMarkdown(res));
-        process.stdout.write(`fine-tuned model: ${res.rounds[res.rounds.length - 1].card}\nwritten: ${files.join(', ')}\n`);
+        printResult(
+          flags,
+          files.find((f) => f.endsWith('defence.json')) ?? join(flags.out as string, 'defence.json'),
+          () => defenceMarkdown(res) + `fine-tuned model: ${res.rounds[res.rounds.length - 1].card}\nwritten: ${files.join(', ')}\n`,
+        );
       } finally {
         progress.stop();
       }

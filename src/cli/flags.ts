@@ -214,7 +214,7 @@ export function addAttackFlags(cmd: Command, defaults: { method?: Method; maxPas
     )
     .option(
       '--batch-size <n>',
-      'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32)',
+      'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32, smaller on a set of under 128 images so that a pass takes 4 steps)',
       count('batch-size', 1, MAX_BATCH),
     )
     .option(
@@ -340,6 +340,26 @@ export function addScoringFlags(cmd: Command, what: string): Command {
     )
     .option('--strict', 'stop on the first image that cannot be decoded')
     .option('--allow-partial', 'use the whole members of a tar shard that is cut short (default: refuse it)');
+}
+
+/**
+ * `--perturbation FILE`. Its old short form `-v` (which users read as verbose or version) still works
+ * for a while, hidden from the help, with a warning naming the new flag.
+ */
+export function addPerturbationFlag(cmd: Command, help: string): Command {
+  return cmd.option('--perturbation <file>', help).addOption(new Option('-v <file>', 'old short form of --perturbation').hideHelp());
+}
+
+/** The --perturbation path (or the old -v), refusing both at once and, when `required`, neither. */
+export function perturbationPath(flags: Record<string, unknown>, required: boolean, warn: (line: string) => void): string | undefined {
+  const long = flags.perturbation as string | undefined;
+  const old = flags.v as string | undefined;
+  if (long !== undefined && old !== undefined)
+    throw new UsageError('--perturbation and -v: give the perturbation once, with --perturbation');
+  if (old !== undefined) warn(`-v ${old}: -v is the old short form of --perturbation and will go; write --perturbation ${old}`);
+  const file = long ?? old;
+  if (required && file === undefined) throw new UsageError('--perturbation <file>: required (the perturbation to evaluate, .npy or .npz)');
+  return file;
 }
 
 /** How a perturbation file from another tool is stored (--layout, --units, --array). */

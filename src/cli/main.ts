@@ -28,7 +28,9 @@ function survivePipeReaders(): void {
 async function main(): Promise<void> {
   survivePipeReaders();
   try {
-    await program().parseAsync(process.argv);
+    // `uap -v` alone is the version, as users expect (after a command, -v is the old --perturbation).
+    const argv = process.argv.length === 3 && process.argv[2] === '-v' ? [...process.argv.slice(0, 2), '--version'] : process.argv;
+    await program().parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') process.exit(0);

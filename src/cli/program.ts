@@ -17,7 +17,7 @@ export function program(): Command {
     .description(
       'Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017) for image classifiers from PyTorch (ONNX), TensorFlow.js and TFLite',
     )
-    .version(packageVersion());
+    .version(packageVersion(), '-V, --version', 'print the version (also -v)');
   for (const c of [
     computeCommand(),
     evaluateCommand(),
