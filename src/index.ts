@@ -61,6 +61,17 @@ export { graphJob, baselineJob, type PerturbationAnalysisJob, type BaselineJob }
 export { sweepSizeJob, normalsJob, type ModelAnalysisJob, type SweepSizeJob, type NormalsJob } from './jobs/modelAnalyses.js';
 export { reproduceJob, type ReproduceJob } from './jobs/reproduce.js';
 export { reportJob, type ReportJob } from './jobs/report.js';
+export {
+  auditJob,
+  AUDIT_SCHEMA,
+  AUDIT_METHODS,
+  type AuditJob,
+  type AuditResult,
+  type AuditRun,
+  type AuditBudget,
+  type AuditBudgetResult,
+  type AuditComparison,
+} from './jobs/audit.js';
 export type { JobControl } from './jobs/control.js';
 export { loadPerturbation } from './io/perturbationFile.js';
 export { loadSet } from './data/sets.js';

@@ -1,5 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import type { AuditResult } from '../src/jobs/audit.js';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
 import { initBackend, tfjsEngine } from '../src/backend.js';
@@ -115,4 +117,46 @@ describe.skipIf(!present)('ImageNet class names', () => {
       model.dispose();
     }
   });
+});
+
+describe.skipIf(!present)('uap audit on the ImageNet MobileNet v1 0.25 (shared assets)', () => {
+  it("the crafted methods and the paper authors' own perturbations, projected, scored on held-out validation images", async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'uap-audit-in-')), 'audit');
+    const r = await uapCli(
+      [
+        'audit',
+        '-m',
+        'mobilenet_v1_0.25_224',
+        '--norms',
+        'inf:10',
+        '--max-passes',
+        '1',
+        '--methods',
+        'sgd-adam,authors',
+        '--limit',
+        '64',
+        '--val-limit',
+        '200',
+        '--json',
+        '-o',
+        out,
+      ],
+      { timeout: 600_000 },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    const a = JSON.parse(r.stdout) as AuditResult;
+    const runs = a.budgets[0].runs;
+    expect(runs[0].key).toBe('sgd-adam');
+    const authors = runs.filter((x) => x.key === 'authors');
+    expect(authors.map((x) => x.method)).toContain("the paper authors' CaffeNet perturbation, projected");
+    for (const x of runs) {
+      expect(x.heldOutImages).toBe(200);
+      expect(x.cleanAccuracy!).toBeGreaterThan(0.4);
+      expect(x.noiseFoolingRate!).toBeGreaterThanOrEqual(0);
+    }
+    // The worst case is far above random noise of the budget (a universal perturbation, not noise).
+    expect(a.budgets[0].worst.heldOutFoolingRate).toBeGreaterThan(a.budgets[0].noiseFoolingRate + 0.1);
+    expect(a.budgets[0].worst.heldOutFoolingRate).toBe(Math.max(...runs.map((x) => x.heldOutFoolingRate)));
+    expect(a.methods).toEqual(['sgd-adam', 'authors']);
+  }, 600_000);
 });

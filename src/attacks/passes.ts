@@ -93,6 +93,11 @@ export interface RunControl {
   gate?: () => Promise<void>;
   /** Called once when a run continues from its checkpoint, with the passes already done. */
   onResume?: (completed: number) => void;
+  /**
+   * A wall-clock time (Date.now()) after which no new pass starts: the run ends after the pass in which
+   * its time ran out, with that pass's v (a control, not a setting: it does not enter the fingerprint).
+   */
+  deadline?: number;
   /** Scores v on held-out images after every pass (kept in the pass's record; not counted in its seconds). */
   scorePass?: (v: tf.Tensor3D) => Promise<number>;
 }
@@ -276,7 +281,12 @@ export async function runPasses(
     const last = history[history.length - 1];
     let converged = last !== undefined && rateOf(last) >= goal;
     let stopReason = converged ? `${what} ${pct(rateOf(last))} >= ${pct(goal)} (target reached before resume)` : '';
+    let outOfTime = false;
     for (let pass = startPass; pass < o.maxPasses && !converged; pass++) {
+      if (pass > startPass && ctl.deadline !== undefined && Date.now() >= ctl.deadline) {
+        outOfTime = true;
+        break;
+      }
       const passStart = performance.now();
       const lastRate = history.length ? history[history.length - 1].foolingRate : null;
       const order = new Rng(passSeed(o.seed, pass)).permutation(X.size);
@@ -342,7 +352,10 @@ export async function runPasses(
       }
     }
     const fin = history[history.length - 1];
-    if (!converged) stopReason = `pass cap reached (${o.maxPasses} passes) at ${what} ${pct(fin ? rateOf(fin) : 0)} < ${pct(goal)}`;
+    if (!converged)
+      stopReason = outOfTime
+        ? `time budget reached after ${history.length} pass(es) at ${what} ${pct(fin ? rateOf(fin) : 0)}`
+        : `pass cap reached (${o.maxPasses} passes) at ${what} ${pct(fin ? rateOf(fin) : 0)} < ${pct(goal)}`;
     return {
       v: ctx.v,
       method: method.name,

@@ -7,6 +7,7 @@ import { finetuneCommand } from './defence.js';
 import { studioCommand } from './studio.js';
 import { exportCommand } from './export.js';
 import { workerCommand } from './worker.js';
+import { auditCommand } from './audit.js';
 
 /**
  * The `uap` command line. Bad input (flags, files, cards) ends with a one-line message and exit
@@ -30,6 +31,7 @@ export function program(): Command {
     reportCommand(),
     exportCommand(),
     reproduceCommand(),
+    auditCommand(),
     finetuneCommand(),
     studioCommand(),
     workerCommand(),
