@@ -170,9 +170,10 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
       expect(sl.status, sl.stderr).toBe(0);
       const sq = await uapCli([...sweep, '--out', join(dir, 'squeued'), '--queue', url]);
       expect(sq.status, sq.stderr).toBe(0);
+      type Point = { seconds?: number; runs: { seconds?: number }[] };
       const points = (d: string) =>
-        (JSON.parse(readFileSync(join(dir, d, 'sweep-size.json'), 'utf8')) as { points: { seconds?: number }[] }).points.map(
-          ({ seconds: _s, ...p }) => p,
+        (JSON.parse(readFileSync(join(dir, d, 'sweep-size.json'), 'utf8')) as { points: Point[] }).points.map(
+          ({ seconds: _s, runs, ...p }) => ({ ...p, runs: runs.map(({ seconds: _t, ...r }) => r) }),
         );
       expect(points('squeued')).toEqual(points('slocal'));
       expect(points('slocal').some((p) => (p as { valFoolingRate: number }).valFoolingRate > 0)).toBe(true); // not a comparison of zeros
@@ -230,7 +231,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
     }
   }, 600_000);
 
-  it('uap normals and uap reproduce --quick with --queue: the same normals, transfer matrix and sweep as here', async () => {
+  it('uap normals, uap reproduce --quick and uap audit with --queue: the same normals, transfer matrix, sweep and audit as here', async () => {
     const workers = [await startWorker(url), await startWorker(url)];
     try {
       const normals = ['normals', '--limit', '40', '--val-limit', '64', '--dims', '1,5', '--draws', '2'];
@@ -249,15 +250,26 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
         expect(
           readFileSync(join(dir, 'rqueued', run, 'perturbation.npy')).equals(readFileSync(join(dir, 'rlocal', run, 'perturbation.npy'))),
         ).toBe(true);
+      type SizePoint = { seconds?: number; runs: { seconds?: number }[] };
       const points = (d: string) =>
-        (JSON.parse(readFileSync(join(dir, d, 'sweep-size', 'sweep-size.json'), 'utf8')) as { points: { seconds?: number }[] }).points.map(
-          ({ seconds: _s, ...p }) => p,
+        (JSON.parse(readFileSync(join(dir, d, 'sweep-size', 'sweep-size.json'), 'utf8')) as { points: SizePoint[] }).points.map(
+          ({ seconds: _s, runs, ...p }) => ({ ...p, runs: runs.map(({ seconds: _t, ...r }) => r) }),
         );
       expect(points('rqueued')).toEqual(points('rlocal'));
       expect(readFileSync(join(dir, 'rqueued', 'normals', 'normals.json'), 'utf8')).toBe(
         readFileSync(join(dir, 'rlocal', 'normals', 'normals.json'), 'utf8'),
       );
       expect(workers.some((w) => /^crafting run /m.test(w.log()))).toBe(true);
+      // uap audit with --queue: SGD-UAP's gradient shards and the scoring on the workers, the same audit.
+      const audit = ['audit', '--norms', 'inf:40', '--methods', 'sgd-adam', '--max-passes', '2', '--limit', '64', '--val-limit', '64'];
+      const al = await uapCli([...audit, '--out', join(dir, 'alocal')]);
+      const aq = await uapCli([...audit, '--out', join(dir, 'aqueued'), '--queue', url, '--shard-size', '32']);
+      expect([al.status, aq.status], aq.stderr).toEqual([0, 0]);
+      const runs = (d: string) =>
+        (JSON.parse(readFileSync(join(dir, d, 'audit.json'), 'utf8')) as { budgets: { runs: { craftSeconds?: number }[] }[] }).budgets.map(
+          (b) => b.runs.map(({ craftSeconds: _s, ...r }) => r),
+        );
+      expect(runs('aqueued')).toEqual(runs('alocal'));
     } finally {
       await Promise.all(workers.map(stop));
     }

@@ -99,6 +99,7 @@ export function universalProgress(): { onProgress: (p: Progress) => void; onPass
     },
     stop() {
       if (started) bar.stop();
+      started = false; // a later run (audit, reproduce) starts a fresh bar, whatever its pass number
     },
   };
 }
