@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { EMBEDDED_DIR } from '../src/paths.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { uapCli } from './helpers.js';
@@ -9,6 +10,15 @@ import { auditJunit } from '../src/jobs/auditFormats.js';
 import { wilsonInterval } from '../src/math/interval.js';
 
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), p));
+
+/** A class folder of two embedded images. */
+function twoImages(): string {
+  const dir = tmp('uap-audit-two-');
+  mkdirSync(join(dir, '00_tshirt_top'));
+  const from = join(EMBEDDED_DIR, 'images', 'craft', '00_tshirt_top');
+  for (const f of readdirSync(from).slice(0, 2)) copyFileSync(join(from, f), join(dir, '00_tshirt_top', f));
+  return dir;
+}
 
 /** testcases and failures of a JUnit file, counted by element. */
 function junitCounts(xml: string): { tests: number; failures: number; suites: number } {
@@ -182,9 +192,38 @@ describe('uap audit end to end (embedded model)', () => {
     expect(readFileSync(join(dir, 'new', 'audit.xml'), 'utf8')).toContain('type="regression"');
   }, 300_000);
 
-  it('refuses bad input in one line (exit 2): a crafting folder without held-out images, an unknown method', async () => {
+  it('one folder alone is split (seeded) into crafting and held-out images, never the same image in both', async () => {
+    const out = tmp('uap-audit-split-');
+    const r = await uapCli([
+      'audit',
+      '--data',
+      join(EMBEDDED_DIR, 'images', 'craft'),
+      '--norms',
+      'inf:40',
+      '--max-passes',
+      '1',
+      '--methods',
+      'sgd-adam',
+      '--json',
+      '-o',
+      out,
+    ]);
+    expect(r.status, r.stderr).toBe(0);
+    const a = JSON.parse(r.stdout) as AuditResult;
+    const paths = (f: string) =>
+      readFileSync(join(out, f), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => l.split(',')[0]);
+    const [crafting, heldOut] = [paths('crafting-split.txt'), paths('held-out-split.txt')];
+    expect([crafting.length, heldOut.length]).toEqual([100, 100]);
+    expect(crafting.filter((p) => heldOut.includes(p))).toEqual([]);
+    expect(a.data).toMatchObject({ crafting: { images: 100 }, heldOut: { images: 100 } });
+  }, 300_000);
+
+  it('refuses bad input in one line (exit 2): a folder too small to split, an unknown method, a missing audit to compare', async () => {
     for (const [extra, pattern] of [
-      [['--data', tmp('uap-audit-data-')], /--data without --val: an audit reports on held-out images it never crafted on/],
+      [['--data', twoImages()], /--data .*: 2 images; an audit splits them in two and needs at least 4/],
       [['--methods', 'fgsm'], /--methods fgsm: expected some of sgd-adam, algorithm1, gduap, sgd-targeted, authors/],
       [['--compare', '/no/such/audit.json'], /--compare \/no\/such\/audit\.json: not found/],
     ] as const) {

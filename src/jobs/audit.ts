@@ -1,11 +1,13 @@
 import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Engine } from '../backend.js';
 import * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
 import { labelName } from '../model/classifier.js';
 import { loadModel, type ModelSpec } from '../model/load.js';
-import { checkDataSpec, defaultData, openSet, type DataSpec } from '../data/sets.js';
+import { checkDataSpec, dataFolder, defaultData, openSet, wnidsOf, type DataSpec } from '../data/sets.js';
+import { listDataset } from '../data/dataset.js';
+import { Rng } from '../math/random.js';
 import type { AttackSettings, Method } from '../attacks/methods.js';
 import type { RunControl } from '../attacks/passes.js';
 import type { Norm } from '../math/lp.js';
@@ -186,15 +188,13 @@ export async function auditJob(
   if (job.failAbove !== undefined && !(job.failAbove >= 0 && job.failAbove <= 1))
     throw new UsageError(`{failAbove} ${job.failAbove}: expected a rate from 0% to 100%`);
   checkDataSpec(job);
-  if (job.data !== undefined && job.val === undefined)
-    throw new UsageError(
-      '{data} without {val}: an audit reports on held-out images it never crafted on; give both folders (crafting and held-out)',
-    );
   const before = job.compare === undefined ? undefined : readAudit(job.compare);
   const { crafted: methods, authors } = auditMethods(job.methods);
   const assets = assetsDir(job.assets);
   const model = await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log);
   try {
+    // One folder given: the audit splits it (seeded) so that it never reports on an image it crafted on.
+    const sets: DataSpec = job.data !== undefined && job.val === undefined ? { ...job, ...splitData(model, job, assets, log) } : job;
     const budgets = job.budgets ?? defaultBudgets(model);
     if (!budgets.length) throw new UsageError('{norms}: give at least one norm budget, e.g. inf:10');
     const runsTotal = budgets.length * methods.length;
@@ -221,15 +221,15 @@ export async function auditJob(
             card: job.card,
             engine: job.engine,
             assets: job.assets,
-            data: job.data,
-            val: job.val,
-            labels: job.labels,
-            valLabels: job.valLabels,
-            limit: job.limit,
-            valLimit: job.valLimit,
-            sample: job.sample,
-            valSample: job.valSample,
-            strict: job.strict,
+            data: sets.data,
+            val: sets.val,
+            labels: sets.labels,
+            valLabels: sets.valLabels,
+            limit: sets.limit,
+            valLimit: sets.valLimit,
+            sample: sets.sample,
+            valSample: sets.valSample,
+            strict: sets.strict,
             out: join(job.out, name),
             force: true,
             method: m.method,
@@ -246,14 +246,14 @@ export async function auditJob(
         ctl.onRun?.(run, b);
         if (!m.targeted && (!strongest || s.onX.foolingRate > strongest.onX.foolingRate)) strongest = s;
       }
-      if (authors) runs.push(...(await authorsRuns(model, b, job, assets, log)));
+      if (authors) runs.push(...(await authorsRuns(model, b, { ...job, ...sets }, assets, log)));
       if (!runs.length)
         throw new UsageError(
           `{methods}: nothing ran at ${b.norm === 'inf' ? 'Linf' : 'L2'} ${b.xi} (the authors' perturbations need a 224x224x3 model and the assets)`,
         );
       const worst = runs.reduce((a, r) => (r.heldOutFoolingRate > a.heldOutFoolingRate ? r : a));
       const verdict = job.failAbove === undefined ? 'reported' : worst.heldOutFoolingRate > job.failAbove ? 'fail' : 'pass';
-      results.push({ ...b, verdict, noiseFoolingRate: await budgetNoise(model, b, job, assets, log), worst, runs });
+      results.push({ ...b, verdict, noiseFoolingRate: await budgetNoise(model, b, { ...job, ...sets }, assets, log), worst, runs });
     }
     if (!summaries.length) throw new UsageError('{methods}: give at least one crafting method beside authors');
     const first = summaries[0];
@@ -325,6 +325,40 @@ function auditRun(m: AuditMethod, run: string, s: ComputeSummary, model: Classif
     stopReason: s.result.stopReason,
     ...(target !== undefined ? { target: { label: target, name: labelName(model, target) } } : {}),
   };
+}
+
+/** Share of a single given folder the audit keeps for crafting; the rest is held out. */
+export const CRAFTING_SHARE = 0.5;
+
+/**
+ * A seeded split of one folder of labelled images into crafting and held-out images, written as two
+ * labels files in the audit's folder (the record of which image went where).
+ */
+function splitData(model: Classifier, job: AuditJob, assets: string, log: Log): Pick<DataSpec, 'data' | 'labels' | 'val' | 'valLabels'> {
+  const dir = dataFolder(job.data!, assets);
+  const items = listDataset(dir, {
+    labelsFile: job.labels,
+    labelNames: model.labels,
+    wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined,
+    allowPartial: job.allowPartial,
+    warn: log.warn,
+  });
+  if (items.some((i) => i.member !== undefined || i.label === undefined))
+    throw new UsageError(
+      `{data} ${job.data}: without {val} the audit splits a folder of labelled images into crafting and held-out images; for tar shards or unlabelled images give the held-out images with {val}`,
+    );
+  if (items.length < 4) throw new UsageError(`{data} ${job.data}: ${items.length} images; an audit splits them in two and needs at least 4`);
+  const order = new Rng(job.seed ?? 0).permutation(items.length);
+  const cut = Math.round(items.length * CRAFTING_SHARE);
+  const write = (name: string, idx: number[]) => {
+    const file = resolve(job.out, name);
+    writeText(file, idx.map((i) => `${resolve(items[i].path)}, ${items[i].label}`).join('\n') + '\n');
+    return file;
+  };
+  const crafting = write('crafting-split.txt', order.slice(0, cut).sort((a, b) => a - b));
+  const heldOut = write('held-out-split.txt', order.slice(cut).sort((a, b) => a - b));
+  log.info(`audit: ${job.data} split (seed ${job.seed ?? 0}) into ${cut} crafting and ${items.length - cut} held-out images (${crafting}, ${heldOut})`);
+  return { data: crafting, labels: crafting, val: heldOut, valLabels: heldOut };
 }
 
 /** The held-out images, as every run of the audit scores them. */
