@@ -314,9 +314,20 @@ describe('the analyses of a run score the images the run was scored on', () => {
 describe('uap reproduce --quick (embedded model)', () => {
   it("runs every experiment and writes the report and a summary beside the paper's numbers", async () => {
     const out = mkdtempSync(join(tmpdir(), 'uap-repro-'));
-    const r = await uap('reproduce', '--quick', '--models', 'fashion', '--max-passes', '3', '-o', out);
+    const r = await uap('reproduce', '--quick', '--models', 'fashion', '--max-passes', '3', '-o', out, '--json');
     expect(r.status, r.stderr).toBe(0);
     const summary = readFileSync(join(out, 'summary.md'), 'utf8');
+    // --json: the figures summary.md is made of, as one document.
+    const j = JSON.parse(r.stdout) as {
+      runs: { model: string; norm: unknown; summary: { onVal: { foolingRate: number } } }[];
+      files: string[];
+    };
+    expect(j.runs.map((x) => [x.model, x.norm])).toEqual([
+      ['fashion', 2],
+      ['fashion', 'inf'],
+    ]);
+    expect(summary).toContain(`${(j.runs[1].summary.onVal.foolingRate * 100).toFixed(1)}% (`);
+    expect(j.files).toContain(join(out, 'summary.md'));
     for (const heading of ['Table 1', 'Table 2', 'Size of X', 'Universal vs random noise', "DeepFool normals' subspace"])
       expect(summary).toContain(heading);
     const ci = String.raw`\d+\.\d% \(\d+\.\d-\d+\.\d\)`;

@@ -38,7 +38,7 @@ export function parseRate(s: string): number {
 /** `uap audit`: the release check for universal perturbations (src/jobs/audit.ts). */
 export function auditCommand(): Command {
   const cmd = new Command('audit').description(
-    'how vulnerable a model is to universal perturbations: the strongest methods at each norm budget, scored on held-out images beside noise; audit.json, JUnit XML, a model-card section and a report; exit 1 above --fail-above or on a regression',
+    'how vulnerable a model is to universal perturbations: the strongest methods at each norm budget, crafted on --data and scored on the held-out --val beside noise (a --data folder alone is split in two); audit.json, JUnit XML, a model-card section and a report; exit 1 above --fail-above or on a regression',
   );
   addModelFlags(cmd, 'fashion');
   addDataFlags(cmd);

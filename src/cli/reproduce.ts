@@ -42,6 +42,7 @@ export function reproduceCommand(): Command {
       process.env.UAP_QUEUE || undefined,
     )
     .option('--shard-size <n>', 'images per queued shard (rounded up to whole batches)', count('shard-size', 1, 65_536), 512)
+    .option('--json', "print every run's and analysis's figures as one JSON document instead of the text (summary.md is still written)")
     .action(async (flags: Record<string, unknown>) => {
       const models = flags.models
         ? String(flags.models)
@@ -65,6 +66,12 @@ export function reproduceCommand(): Command {
         },
         { log: consoleLog, progress: universalProgress },
       );
+      if (flags.json) {
+        // Everything the runs found, typed arrays (per-image labels) left out: they are in each run's folder.
+        const plain = (_k: string, v: unknown) => (ArrayBuffer.isView(v) ? undefined : v);
+        process.stdout.write(JSON.stringify({ ...r, summary: undefined }, plain) + '\n');
+        return;
+      }
       printGraph(r.graph);
       printBaseline(r.baseline);
       process.stdout.write(r.summary + `\nwritten: ${r.files.join(', ')}\n`);
