@@ -3,7 +3,8 @@
  * a fresh output folder, wall time and peak RSS (GNU time), on this machine. Writes
  * bench/results/times.{json,md} and the README's block between `<!-- times:begin -->` and
  * `<!-- times:end -->`, so the times the README quotes are the last run's, with the machine they came from.
- *   node dist/bench/times.js [--only=demo,demo-imagenet,reproduce-quick]
+ *   node dist/bench/times.js [--only=demo,demo-imagenet,reproduce-quick] [--render]
+ * --render writes times.md and the README block again from times.json without running anything.
  * The ImageNet rows need the assets folder (UAP_ASSETS or ../shared/assets); without it they are left out.
  */
 import { spawnSync } from 'node:child_process';
@@ -26,8 +27,8 @@ const hasAssets = existsSync(join(assets, 'models'));
 
 /** The commands, as the README gives them (the npm scripts run this CLI). */
 const COMMANDS: { name: string; args: string[]; shown: string; assets?: boolean }[] = [
-  { name: 'demo', args: ['demo'], shown: 'npm run demo' },
-  { name: 'demo-imagenet', args: ['demo', '--imagenet'], shown: 'npm run demo:imagenet', assets: true },
+  { name: 'demo', args: ['demo'], shown: 'uap demo' },
+  { name: 'demo-imagenet', args: ['demo', '--imagenet'], shown: 'uap demo --imagenet', assets: true },
   { name: 'reproduce-quick', args: ['reproduce', '--quick'], shown: 'uap reproduce --quick', assets: true },
 ];
 
@@ -47,7 +48,7 @@ function timed(args: string[], out: string): { seconds: number; peakMB: number }
 
 function markdown(rows: Row[], machine: string): string {
   return [
-    `Measured by \`npm run bench:times\` on ${machine}, each command alone in a fresh process:`,
+    `Measured by \`npm run bench:times\` on ${machine}, one command at a time, each in a fresh process (\`npm run demo\` and \`demo:imagenet\` run these after compiling the project):`,
     '',
     '| command | wall time | peak memory |',
     '|---|---|---|',
@@ -63,8 +64,9 @@ function main(): void {
     .find((a) => a.startsWith('--only='))
     ?.slice(7)
     .split(',');
+  const render = process.argv.includes('--render');
   const rows: Row[] = [];
-  for (const c of COMMANDS) {
+  for (const c of render ? [] : COMMANDS) {
     if (only && !only.includes(c.name)) continue;
     if (c.assets && !hasAssets) {
       process.stdout.write(`skip ${c.name}: no assets folder at ${assets}\n`);
@@ -79,14 +81,17 @@ function main(): void {
       rmSync(out, { recursive: true, force: true });
     }
   }
-  const machine = `${cpus().length} cores (${cpus()[0]?.model.trim() ?? 'unknown CPU'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}`;
+  let machine = `${cpus().length} cores (${cpus()[0]?.model.trim() ?? 'unknown CPU'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}`;
   const results = join(PROJECT_ROOT, 'bench', 'results');
   // Rows not rerun (--only) keep their last figures.
   const file = join(results, 'times.json');
-  const before = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { rows: Row[] }).rows : [];
-  const merged = COMMANDS.map((c) => rows.find((r) => r.name === c.name) ?? before.find((r) => r.name === c.name)).filter(
-    (r): r is Row => r !== undefined,
-  );
+  const saved = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { machine: string; rows: Row[] }) : undefined;
+  const before = saved?.rows ?? [];
+  if (render && saved) machine = saved.machine;
+  const merged = COMMANDS.map((c) => {
+    const r = rows.find((x) => x.name === c.name) ?? before.find((x) => x.name === c.name);
+    return r && { ...r, command: c.shown };
+  }).filter((r): r is Row => r !== undefined);
   writeAtomic(file, JSON.stringify({ machine, rows: merged }, null, 2) + '\n');
   const md = markdown(merged, machine);
   writeAtomic(join(results, 'times.md'), md + '\n');

@@ -347,7 +347,8 @@ function splitData(model: Classifier, job: AuditJob, assets: string, log: Log): 
     throw new UsageError(
       `{data} ${job.data}: without {val} the audit splits a folder of labelled images into crafting and held-out images; for tar shards or unlabelled images give the held-out images with {val}`,
     );
-  if (items.length < 4) throw new UsageError(`{data} ${job.data}: ${items.length} images; an audit splits them in two and needs at least 4`);
+  if (items.length < 4)
+    throw new UsageError(`{data} ${job.data}: ${items.length} images; an audit splits them in two and needs at least 4`);
   const order = new Rng(job.seed ?? 0).permutation(items.length);
   const cut = Math.round(items.length * CRAFTING_SHARE);
   const write = (name: string, idx: number[]) => {
@@ -355,9 +356,17 @@ function splitData(model: Classifier, job: AuditJob, assets: string, log: Log): 
     writeText(file, idx.map((i) => `${resolve(items[i].path)}, ${items[i].label}`).join('\n') + '\n');
     return file;
   };
-  const crafting = write('crafting-split.txt', order.slice(0, cut).sort((a, b) => a - b));
-  const heldOut = write('held-out-split.txt', order.slice(cut).sort((a, b) => a - b));
-  log.info(`audit: ${job.data} split (seed ${job.seed ?? 0}) into ${cut} crafting and ${items.length - cut} held-out images (${crafting}, ${heldOut})`);
+  const crafting = write(
+    'crafting-split.txt',
+    order.slice(0, cut).sort((a, b) => a - b),
+  );
+  const heldOut = write(
+    'held-out-split.txt',
+    order.slice(cut).sort((a, b) => a - b),
+  );
+  log.info(
+    `audit: ${job.data} split (seed ${job.seed ?? 0}) into ${cut} crafting and ${items.length - cut} held-out images (${crafting}, ${heldOut})`,
+  );
   return { data: crafting, labels: crafting, val: heldOut, valLabels: heldOut };
 }
 
