@@ -182,14 +182,6 @@ export function lossCotangent(
   return { dy, loss: total / labels.length };
 }
 
-/** Fewest steps a pass takes: with one step per pass on a small X (16 images, batch 32), v never reaches the ball's surface. */
-export const MIN_STEPS_PER_PASS = 4;
-
-/** The minibatch of a pass over n images: `batchSize`, smaller on a small X so that a pass takes MIN_STEPS_PER_PASS steps. */
-export function stepBatch(batchSize: number, n: number): number {
-  return Math.min(batchSize, Math.max(1, Math.ceil(n / MIN_STEPS_PER_PASS)));
-}
-
 /** SGD-UAP (Shafahi et al.; Zhang et al.): v climbs a loss of the minibatch (cross-entropy or bounded logit margin) by projected sign, plain or Adam steps; targeted with `target`, class-discriminative with `classes`. Same control (progress, checkpoints, abort) and result as `computeUniversal`. */
 export async function computeSgdUniversal(
   model: Classifier,
@@ -202,8 +194,7 @@ export async function computeSgdUniversal(
   const [h, w, c] = model.inputShape;
   const lr0 = o.lr ?? o.xi / 10;
   const ascent = new Ascent([h, w, c], o.optimizer);
-  const batch = stepBatch(o.batchSize, X.size);
-  const gradShard = o.gradShard ?? batch;
+  const gradShard = o.gradShard ?? o.batchSize;
   // Every shard's input gradients in one buffer: each is summed into the step's gradient at once.
   const scratch: GradientScratch = {};
   /** The step's shards here, one forward and backward pass each. */
@@ -229,12 +220,12 @@ export async function computeSgdUniversal(
       optimizer: o.optimizer,
       lr: lr0,
       lrDecay: o.lrDecay,
-      ...(gradShard !== batch ? { gradShard } : {}),
+      ...(gradShard !== o.batchSize ? { gradShard } : {}),
     },
     async pass(ctx) {
       const lr = lr0 * o.lrDecay ** ctx.pass;
       let steps = 0;
-      await forEachIndexBatch(ctx, X, batch, async ({ idx, labels }) => {
+      await forEachIndexBatch(ctx, X, o.batchSize, async ({ idx, labels }) => {
         const shards = gradientShards(idx, labels, gradShard);
         const parts = ctl.shardGradients
           ? await ctl.shardGradients(ctx.v.dataSync() as Float32Array, shards, idx.length)
