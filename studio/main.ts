@@ -5,6 +5,7 @@
 import { visiblePerturbation } from '../src/io/visible.js';
 import { encodeNpy } from '../src/io/npyCodec.js';
 import { defaultXi } from '../src/math/radius.js';
+import { passesToReach } from '../src/attacks/stepSchedule.js';
 import type {
   AttackSettings,
   BrowserCard,
@@ -58,7 +59,11 @@ function fillDatasets(): void {
   const sets: { id: string; title: string }[] = catalog.datasets.filter((d) => d.labelSpace === space);
   if (dropped.images.length) sets.unshift({ id: '__dropped', title: `dropped images (${dropped.images.length})` });
   sel.innerHTML = sets.map((d) => `<option value="${d.id}">${d.title}</option>`).join('');
-  $<HTMLInputElement>('count').value = String(space === 'imagenet' ? 32 : 400);
+  const count = space === 'imagenet' ? 32 : 400;
+  $<HTMLInputElement>('count').value = String(count);
+  // Half the images craft v; SGD-UAP steps once per 32 of them, its step shrinking every pass: enough
+  // passes for v to be able to reach 90% of xi (16 ImageNet images: 22; the embedded set: the 5 it had).
+  $<HTMLInputElement>('passes').value = String(Math.max(5, passesToReach(0.9, Math.ceil(count / 2 / 32)) ?? 5));
   const norm = $<HTMLSelectElement>('norm').value === '2' ? 2 : 'inf';
   if (card)
     $<HTMLInputElement>('xi').value = String(card.name.startsWith('fashion') && norm === 'inf' ? 40 : defaultXi(norm, card.inputShape));

@@ -23,6 +23,7 @@ import { foolingRate } from '../src/model/scoring.js';
 import { UsageError } from '../src/errors.js';
 import { tinyNet, randomImages, linearClassifier } from './helpers.js';
 import { folderCheckpoints } from '../src/io/checkpoint.js';
+import { passesToReach, reachableShare } from '../src/attacks/stepSchedule.js';
 
 beforeAll(async () => {
   tf.enableProdMode();
@@ -219,6 +220,18 @@ describe('SGD-UAP', () => {
       expect(r.targetSuccess).toBeGreaterThan(0.3);
       expect(r.history.every((h) => h.targetSuccess !== undefined)).toBe(true);
     }
+  });
+
+  it("a small X (one step a pass): 5 passes can cover 41% of xi; the studio's default passes let v reach the ball", async () => {
+    expect(reachableShare(5, 1)).toBeCloseTo(1 - 0.9 ** 5, 12);
+    expect(passesToReach(0.9, 1)).toBe(22); // 1 - 0.9^22 = 0.902
+    expect(passesToReach(0.9, 7)).toBe(2); // 0.7, then 1.33
+    expect(passesToReach(1.5, 1)).toBeUndefined(); // one step a pass never covers more than xi
+    const small = X.subset(Array.from({ length: 16 }, (_, i) => i));
+    const run = async (maxPasses: number) =>
+      lpNorm((await computeSgdUniversal(model, small, { ...SGD_DEFAULTS, norm: 'inf', xi: 10, delta: 0, maxPasses })).v, 'inf');
+    expect(await run(5)).toBeLessThanOrEqual(10 * reachableShare(5, 1) + 1e-4);
+    expect(await run(passesToReach(0.9, 1)!)).toBeGreaterThan(10 * reachableShare(5, 1) + 1);
   });
 
   it('refuses bad settings with the flag named', async () => {

@@ -214,7 +214,7 @@ export function addAttackFlags(cmd: Command, defaults: { method?: Method; maxPas
     )
     .option(
       '--batch-size <n>',
-      'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32, smaller on a set of under 128 images so that a pass takes 4 steps)',
+      'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32)',
       count('batch-size', 1, MAX_BATCH),
     )
     .option(
