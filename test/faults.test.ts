@@ -516,6 +516,34 @@ describe('checkpoints and run folders', () => {
       expectUsage(await uapCli(args), /config\.json's "modelCard" is not an object of card fields/);
   }, 300_000);
 
+  it('a run folder is read back with every field checked: wrong types read as absent, a card that is not an object refused', async () => {
+    const { readRunConfig } = await import('../src/io/runConfig.js');
+    const run = tmp();
+    expect(readRunConfig(run)).toBeUndefined(); // no config.json
+    writeFileSync(join(run, 'config.json'), '[1, 2]');
+    expect(readRunConfig(run)).toBeUndefined();
+    writeFileSync(join(run, 'config.json'), 'not json');
+    expect(readRunConfig(run)).toBeUndefined();
+    writeFileSync(
+      join(run, 'config.json'),
+      JSON.stringify({ modelSpec: 'fashion', norm: 3, seed: -1, listed: 1.5, val: 'v', valLimit: 0, valSample: 20, valLabels: 7 }),
+    );
+    expect(readRunConfig(run)).toEqual({
+      modelSpec: 'fashion',
+      model: undefined,
+      modelCard: undefined,
+      norm: undefined,
+      seed: undefined,
+      listed: undefined,
+      val: 'v',
+      valLabels: undefined,
+      valLimit: undefined,
+      valSample: 20,
+    });
+    writeFileSync(join(run, 'config.json'), JSON.stringify({ modelSpec: 'fashion', modelCard: [1] }));
+    expect(() => readRunConfig(run)).toThrow(/config\.json's "modelCard" is not an object of card fields/);
+  });
+
   it("an --out under a kernel folder (/proc/self/x) is one line: Node's recursive mkdir never returned there", async () => {
     expectUsage(await compute('/proc/self/uap-run'), /\/proc\/self\/uap-run: cannot create the folder \(.*ENOENT\)/);
   }, 120_000);

@@ -1,6 +1,6 @@
 import type { PerturbationFormat } from '../io/perturbationFile.js';
 import { existsSync, statSync } from 'node:fs';
-import { readBoundedText } from '../io/bounded.js';
+import { readRunConfig } from '../io/runConfig.js';
 import { basename, join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { predictMany, foolingRate } from '../model/scoring.js';
@@ -67,19 +67,10 @@ export function transferSource(spec: string, format: PerturbationFormat = {}): T
   if (statSync(spec).isDirectory()) {
     const file = join(spec, 'perturbation.npy');
     if (!existsSync(file)) throw new UsageError(`${spec}: no perturbation.npy in this run directory`);
-    const config = ((): { model?: unknown; modelSpec?: unknown; modelCard?: unknown } | null => {
-      try {
-        return JSON.parse(readBoundedText(join(spec, 'config.json'), { what: 'run' })) as { modelSpec?: unknown } | null;
-      } catch {
-        return null; // no readable config.json: a perturbation whose model is not known
-      }
-    })();
-    const text = (v: unknown) => (typeof v === 'string' && v.length > 0 && v.length <= 4096 ? v : undefined);
-    const craftedOn = (config && (text(config.modelSpec) ?? text(config.model))) ?? null;
-    const c = config?.modelCard;
-    if (c !== undefined && (typeof c !== 'object' || c === null || Array.isArray(c)))
-      throw new UsageError(`${spec}: config.json's "modelCard" is not an object of card fields (a damaged run folder?)`);
-    const card = c as CardOverrides | undefined;
+    // No readable config.json: a perturbation whose model is not known.
+    const config = readRunConfig(spec);
+    const craftedOn = config?.modelSpec ?? config?.model ?? null;
+    const card = config?.modelCard;
     return { name: craftedOn ? `${craftedOn} (${basename(spec)})` : basename(spec), craftedOn, card, file, format: OWN_FORMAT };
   }
   if (!/\.np[yz]$/.test(spec)) throw new UsageError(`${spec}: expected a run directory or a .npy / .npz perturbation`);

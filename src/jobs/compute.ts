@@ -1,5 +1,5 @@
 import { existsSync, statSync } from 'node:fs';
-import { readBoundedText } from '../io/bounded.js';
+import { readRunConfig } from '../io/runConfig.js';
 import { join, resolve } from 'node:path';
 import type * as tf from '../tf.js';
 import type { Classifier } from '../model/classifier.js';
@@ -247,15 +247,6 @@ export async function runCompute(
   } finally {
     if (!ctl.model) model.dispose();
     unlock();
-  }
-}
-
-/** The config.json of a run folder, when it is there and readable. */
-function readRunConfig(dir: string): { listed?: number } | undefined {
-  try {
-    return JSON.parse(readBoundedText(join(dir, 'config.json'), { what: 'run' })) as { listed?: number };
-  } catch {
-    return undefined;
   }
 }
 

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readBoundedText } from '../io/bounded.js';
+import { readRunConfig } from '../io/runConfig.js';
 import { join } from 'node:path';
 import type * as tf from '../tf.js';
 import type { Engine } from '../backend.js';
@@ -57,29 +57,17 @@ interface RunValidation {
 
 /** The norm a run folder's config.json names (none when it is unreadable or names another). */
 function runNorm(run: string): Norm | undefined {
-  try {
-    const norm = (JSON.parse(readBoundedText(join(run, 'config.json'), { what: 'run' })) as { norm?: unknown }).norm;
-    return norm === 2 || norm === 'inf' ? norm : undefined;
-  } catch {
-    return undefined;
-  }
+  return readRunConfig(run)?.norm;
 }
 
 function runValidation(run: string): RunValidation | undefined {
-  let c: { val?: unknown; valLabels?: unknown; valLimit?: unknown; valSample?: unknown; seed?: unknown };
-  try {
-    c = JSON.parse(readBoundedText(join(run, 'config.json'), { what: 'run' })) as typeof c;
-  } catch {
-    return undefined;
-  }
-  if (typeof c.val !== 'string') return undefined;
-  const n = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : undefined);
-  const count = n(c.valSample);
+  const c = readRunConfig(run);
+  if (c?.val === undefined) return undefined;
   return {
     data: c.val,
-    labels: typeof c.valLabels === 'string' ? c.valLabels : undefined,
-    limit: n(c.valLimit),
-    sample: count === undefined ? undefined : { count, seed: typeof c.seed === 'number' ? c.seed : 0 },
+    labels: c.valLabels,
+    limit: c.valLimit,
+    sample: c.valSample === undefined ? undefined : { count: c.valSample, seed: c.seed ?? 0 },
   };
 }
 
