@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { AUDIT_METHODS, AUTHORS_KEY, auditJob, auditLines, type AuditBudget } from '../jobs/audit.js';
+import { budgetName } from '../jobs/auditFormats.js';
 import { parseNorm } from '../math/lp.js';
 import { UsageError } from '../errors.js';
 import { addDataFlags, addModelFlags, cardOverrides, count, dataSpec } from './flags.js';
@@ -98,7 +99,7 @@ export function auditCommand(): Command {
             progress.stop();
             const left = Math.max(0, budget - (Date.now() - started) / 1000);
             consoleLog.info(
-              `${b.norm === 'inf' ? 'Linf' : 'L2'} ${b.xi}, ${r.method}: ${pct(r.heldOutFoolingRate)} of ${r.heldOutImages} held-out images fooled (random noise ${r.noiseFoolingRate === null ? '-' : pct(r.noiseFoolingRate)}); about ${Math.round(left)} s of the budget left`,
+              `${budgetName(b)}, ${r.method}: ${pct(r.heldOutFoolingRate)} of ${r.heldOutImages} held-out images fooled (random noise ${r.noiseFoolingRate === null ? '-' : pct(r.noiseFoolingRate)}); about ${Math.round(left)} s of the budget left`,
             );
           },
         },
@@ -108,8 +109,7 @@ export function auditCommand(): Command {
           ...auditLines(audit),
           ...(audit.compare
             ? audit.compare.budgets.map(
-                (c) =>
-                  `vs ${audit.compare!.against}, ${c.norm === 'inf' ? 'Linf' : 'L2'} ${c.xi}: ${pct(c.before.rate)} -> ${pct(c.after.rate)} (${c.change})`,
+                (c) => `vs ${audit.compare!.against}, ${budgetName(c)}: ${pct(c.before.rate)} -> ${pct(c.after.rate)} (${c.change})`,
               )
             : []),
           `verdict: ${audit.verdict}${audit.compare?.regression ? ', and a regression' : ''}`,

@@ -27,8 +27,9 @@ import { pct } from '../report/format.js';
 import type { QueueOption } from '../scale/coordinator.js';
 import type { JobControl } from './control.js';
 import { runCompute, type ComputeSummary } from './compute.js';
+import type { Evaluation } from '../model/scoring.js';
 import { reportJob } from './report.js';
-import { auditJunit, auditMarkdown } from './auditFormats.js';
+import { auditJunit, auditMarkdown, budgetName } from './auditFormats.js';
 import { modelPrints } from '../scale/shards.js';
 
 /**
@@ -159,6 +160,9 @@ export interface AuditResult {
   compare?: AuditComparison;
 }
 
+/** A budget as a folder name's prefix ("linf-10"). */
+const budgetTag = (b: AuditBudget) => `${b.norm === 'inf' ? 'linf' : 'l2'}-${b.xi}`;
+
 /** The audit's default budgets for a model: the paper's radii (4x for the embedded 28x28 model, whose boundaries lie far from its images). */
 export function defaultBudgets(model: Pick<Classifier, 'inputShape' | 'name'>): AuditBudget[] {
   const scale = model.name === 'fashion-mnist-cnn' ? 4 : 1;
@@ -194,7 +198,19 @@ export async function auditJob(
   const model = await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log);
   try {
     // One folder given: the audit splits it (seeded) so that it never reports on an image it crafted on.
-    const sets: DataSpec = job.data !== undefined && job.val === undefined ? { ...job, ...splitData(model, job, assets, log) } : job;
+    const given: DataSpec = {
+      data: job.data,
+      val: job.val,
+      labels: job.labels,
+      valLabels: job.valLabels,
+      limit: job.limit,
+      valLimit: job.valLimit,
+      sample: job.sample,
+      valSample: job.valSample,
+      strict: job.strict,
+      allowPartial: job.allowPartial,
+    };
+    const sets: DataSpec = job.data !== undefined && job.val === undefined ? { ...given, ...splitData(model, job, assets, log) } : given;
     const budgets = job.budgets ?? defaultBudgets(model);
     if (!budgets.length) throw new UsageError('{norms}: give at least one norm budget, e.g. inf:10');
     const runsTotal = budgets.length * methods.length;
@@ -207,29 +223,21 @@ export async function auditJob(
       // The untargeted run that fooled most crafting images: its most absorbing label is the target.
       let strongest: ComputeSummary | undefined;
       for (const m of methods) {
-        const name = `${b.norm === 'inf' ? 'linf' : 'l2'}-${b.xi}-${m.key}`;
+        const name = `${budgetTag(b)}-${m.key}`;
         const target = m.targeted && strongest ? mostAbsorbing(strongest) : undefined;
         if (m.targeted && target === undefined) {
           log.warn(`audit ${name}: no untargeted run fooled a crafting image, so there is no absorbing label to aim at; left out`);
           continue;
         }
         const plan = job.maxPasses ? `${job.maxPasses} passes` : `${Math.round(share / 1000)} s of crafting`;
-        log.info(`audit: ${m.title}, ${b.norm === 'inf' ? 'Linf' : 'L2'} ${b.xi} (${plan}) -> ${join(job.out, name)}`);
+        log.info(`audit: ${m.title}, ${budgetName(b)} (${plan}) -> ${join(job.out, name)}`);
         const s = await runCompute(
           {
             model: job.model,
             card: job.card,
             engine: job.engine,
             assets: job.assets,
-            data: sets.data,
-            val: sets.val,
-            labels: sets.labels,
-            valLabels: sets.valLabels,
-            limit: sets.limit,
-            valLimit: sets.valLimit,
-            sample: sets.sample,
-            valSample: sets.valSample,
-            strict: sets.strict,
+            ...sets,
             out: join(job.out, name),
             force: true,
             method: m.method,
@@ -249,7 +257,7 @@ export async function auditJob(
       if (authors) runs.push(...(await authorsRuns(model, b, { ...job, ...sets }, assets, log)));
       if (!runs.length)
         throw new UsageError(
-          `{methods}: nothing ran at ${b.norm === 'inf' ? 'Linf' : 'L2'} ${b.xi} (the authors' perturbations need a 224x224x3 model and the assets)`,
+          `{methods}: nothing ran at ${budgetName(b)} (the authors' perturbations need a 224x224x3 model and the assets)`,
         );
       const worst = runs.reduce((a, r) => (r.heldOutFoolingRate > a.heldOutFoolingRate ? r : a));
       const verdict = job.failAbove === undefined ? 'reported' : worst.heldOutFoolingRate > job.failAbove ? 'fail' : 'pass';
@@ -305,25 +313,34 @@ export async function auditJob(
 }
 
 function auditRun(m: AuditMethod, run: string, s: ComputeSummary, model: Classifier, target?: number): AuditRun {
-  const val = s.onVal;
-  if (!val) throw new Error('audit: a run without held-out scores');
+  if (!s.onVal) throw new Error('audit: a run without held-out scores');
   return {
     key: m.key,
     method: target === undefined ? m.title : `${m.title} (${labelName(model, target).split(',')[0]})`,
     run,
-    heldOutImages: val.images,
-    heldOutFoolingRate: val.foolingRate,
-    interval: wilsonInterval(val.foolingRate, val.images),
-    cleanAccuracy: val.cleanAccuracy ?? null,
-    perturbedAccuracy: val.perturbedAccuracy ?? null,
-    dominantLabels: receivedLabels(val.cleanPred, val.advPred)
-      .slice(0, 3)
-      .map((d) => ({ ...d, name: labelName(model, d.label) })),
+    ...heldOutFigures(s.onVal, model),
     noiseFoolingRate: s.randomOnVal?.sameLp.mean ?? null,
     craftSeconds: s.result.seconds,
     passes: s.result.passes,
     stopReason: s.result.stopReason,
     ...(target !== undefined ? { target: { label: target, name: labelName(model, target) } } : {}),
+  };
+}
+
+/** What a run's held-out scores give its AuditRun: rate, interval, accuracies and the labels fooled images receive. */
+function heldOutFigures(
+  ev: Evaluation,
+  model: Classifier,
+): Pick<AuditRun, 'heldOutImages' | 'heldOutFoolingRate' | 'interval' | 'cleanAccuracy' | 'perturbedAccuracy' | 'dominantLabels'> {
+  return {
+    heldOutImages: ev.images,
+    heldOutFoolingRate: ev.foolingRate,
+    interval: wilsonInterval(ev.foolingRate, ev.images),
+    cleanAccuracy: ev.cleanAccuracy ?? null,
+    perturbedAccuracy: ev.perturbedAccuracy ?? null,
+    dominantLabels: receivedLabels(ev.cleanPred, ev.advPred)
+      .slice(0, 3)
+      .map((d) => ({ ...d, name: labelName(model, d.label) })),
   };
 }
 
@@ -406,7 +423,7 @@ async function authorsRuns(model: Classifier, b: AuditBudget, job: AuditJob, ass
     .sort();
   const runs: AuditRun[] = [];
   for (const f of files) {
-    const name = `${b.norm === 'inf' ? 'linf' : 'l2'}-${b.xi}-${AUTHORS_KEY}-${f.replace(/\.npy$/, '')}`;
+    const name = `${budgetTag(b)}-${AUTHORS_KEY}-${f.replace(/\.npy$/, '')}`;
     const loaded = loadPerturbation(join(dir, f), model, log);
     const v = projectLp(loaded, b.norm, b.xi);
     loaded.dispose();
@@ -418,14 +435,7 @@ async function authorsRuns(model: Classifier, b: AuditBudget, job: AuditJob, ass
         key: AUTHORS_KEY,
         method: `the paper authors' ${f.replace(/\.npy$/, '')} perturbation, projected`,
         run: name,
-        heldOutImages: ev.images,
-        heldOutFoolingRate: ev.foolingRate,
-        interval: wilsonInterval(ev.foolingRate, ev.images),
-        cleanAccuracy: ev.cleanAccuracy ?? null,
-        perturbedAccuracy: ev.perturbedAccuracy ?? null,
-        dominantLabels: receivedLabels(ev.cleanPred, ev.advPred)
-          .slice(0, 3)
-          .map((d) => ({ ...d, name: labelName(model, d.label) })),
+        ...heldOutFigures(ev, model),
         noiseFoolingRate: baselines[0]?.mean ?? null,
         craftSeconds: 0,
         passes: 0,
@@ -502,6 +512,6 @@ export function compareAudits(before: AuditResult, after: AuditResult, against: 
 export function auditLines(a: AuditResult): string[] {
   return a.budgets.map((b) => {
     const w = b.worst;
-    return `${b.norm === 'inf' ? 'Linf' : 'L2'} ${b.xi}: worst case ${pct(w.heldOutFoolingRate)} (95% CI ${pct(w.interval[0])}-${pct(w.interval[1])}) of ${w.heldOutImages} held-out images, by ${w.method}; random noise of the budget ${pct(b.noiseFoolingRate)}${b.verdict === 'reported' ? '' : ` -> ${b.verdict.toUpperCase()}`}`;
+    return `${budgetName(b)}: worst case ${pct(w.heldOutFoolingRate)} (95% CI ${pct(w.interval[0])}-${pct(w.interval[1])}) of ${w.heldOutImages} held-out images, by ${w.method}; random noise of the budget ${pct(b.noiseFoolingRate)}${b.verdict === 'reported' ? '' : ` -> ${b.verdict.toUpperCase()}`}`;
   });
 }

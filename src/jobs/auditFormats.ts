@@ -1,4 +1,4 @@
-import type { AuditResult } from './audit.js';
+import type { AuditBudget, AuditResult } from './audit.js';
 import { pct } from '../report/format.js';
 
 /** An audit as a CI system and a model card read it: JUnit XML and a Markdown section. */
@@ -6,7 +6,8 @@ import { pct } from '../report/format.js';
 const xml = (s: unknown) =>
   String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]!);
 
-const budgetName = (b: { norm: unknown; xi: number }) => `${b.norm === 'inf' ? 'Linf' : 'L2'} ${b.xi}`;
+/** A budget in words: "Linf 10". */
+export const budgetName = (b: AuditBudget) => `${b.norm === 'inf' ? 'Linf' : 'L2'} ${b.xi}`;
 
 const ci = (i: [number, number]) => `95% CI ${pct(i[0])}-${pct(i[1])}`;
 
