@@ -12,7 +12,7 @@ import type { CardOverrides } from '../model/load.js';
 import type { TopLevelSpec } from '../report/plots.js';
 import type { Classifier } from '../model/classifier.js';
 import type { StreamedImages } from '../data/stream.js';
-import { pct } from '../report/format.js';
+import { pct, pctRange } from '../report/format.js';
 import { wilsonInterval } from '../math/interval.js';
 import type { Engine } from '../backend.js';
 
@@ -182,7 +182,7 @@ export function transferMarkdown(t: TransferResult): string {
       `| ${s.name} | ${t.foolingRate[r]
         .map((v, c) => {
           const rate = s.craftedOn === t.models[c] ? `**${pct(v)}**` : pct(v);
-          return `${rate} (${range(t.interval[r][c])})`;
+          return `${rate} (${pctRange(t.interval[r][c])})`;
         })
         .join(' | ')} |`,
   );
@@ -197,14 +197,11 @@ export function transferMarkdown(t: TransferResult): string {
     `|---|${t.models.map(() => '---').join('|')}|`,
     ...[...new Set(t.spread.map((x) => x.craftedOn))].map((m) => {
       const cells = t.spread.filter((x) => x.craftedOn === m);
-      return `| ${m} (${cells[0].runs}) | ${cells.map((x) => `${pct(x.mean)} ± ${(x.sd * 100).toFixed(1)} (${range([x.min, x.max])})`).join(' | ')} |`;
+      return `| ${m} (${cells[0].runs}) | ${cells.map((x) => `${pct(x.mean)} ± ${(x.sd * 100).toFixed(1)} (${pctRange([x.min, x.max])})`).join(' | ')} |`;
     }),
   ];
   return table + note + spread.join('\n') + '\n';
 }
-
-/** "16.3-17.8" (percent, one decimal). */
-const range = ([lo, hi]: [number, number]) => `${(lo * 100).toFixed(1)}-${(hi * 100).toFixed(1)}`;
 
 /**
  * Heatmap (rows: crafted on, columns: tested on) as a Vega-Lite spec. Each cell shows its rate and 95%

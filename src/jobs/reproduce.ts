@@ -7,9 +7,8 @@ import type { NormSweep } from '../analysis/baseline.js';
 import type { FoolingGraph } from '../analysis/graph.js';
 import type { NormalsResult } from '../analysis/normals.js';
 import type { SizePoint } from '../analysis/sizes.js';
-import { wilsonInterval } from '../math/interval.js';
 import { transferMarkdown, type TransferResult } from '../analysis/transfer.js';
-import { pct } from '../report/format.js';
+import { pct, pctInterval, pctRange } from '../report/format.js';
 import { writeText } from '../io/run.js';
 import { namedLog } from '../log.js';
 import { assetsDir, assetsHint } from '../paths.js';
@@ -211,12 +210,6 @@ export async function reproduceJob(job: ReproduceJob, ctl: JobControl & { progre
   };
 }
 
-/** "17.0% (16.3-17.8)": a rate with its 95% Wilson interval. */
-function withInterval(rate: number, n: number): string {
-  const [lo, hi] = wilsonInterval(rate, n);
-  return `${pct(rate)} (${(lo * 100).toFixed(1)}-${(hi * 100).toFixed(1)})`;
-}
-
 /** summary.md: the reproduction's tables beside the paper's numbers. */
 function summaryMarkdown(
   r: {
@@ -250,7 +243,7 @@ function summaryMarkdown(
     ...[...new Set(runs.map((run) => run.model))].map((m) => {
       const l2 = runs.find((run) => run.model === m && run.norm === 2)?.summary;
       const li = runs.find((run) => run.model === m && run.norm === 'inf')?.summary;
-      const cell = (r: { foolingRate: number; images: number } | null | undefined) => (r ? withInterval(r.foolingRate, r.images) : '-');
+      const cell = (r: { foolingRate: number; images: number } | null | undefined) => (r ? pctInterval(r.foolingRate, r.images) : '-');
       return `| ${m} | ${cell(l2?.onX)} | ${cell(l2?.onVal)} | ${cell(li?.onX)} | ${cell(li?.onVal)} |`;
     }),
     '| paper (six networks) | 82.9-90.7% | 82.0-90.3% | 77.8-93.8% | 77.8-93.7% |',
@@ -269,7 +262,7 @@ function summaryMarkdown(
     `| images in X | ${r.sizes.map((pt) => pt.size).join(' | ')} |`,
     `|---|${r.sizes.map(() => '---').join('|')}|`,
     `| validation fooling rate | ${r.sizes.map((pt) => pct(pt.valFoolingRate)).join(' | ')} |`,
-    `| 95% interval | ${r.sizes.map((pt) => `${(pt.valInterval[0] * 100).toFixed(1)}-${(pt.valInterval[1] * 100).toFixed(1)}`).join(' | ')} |`,
+    `| 95% interval | ${r.sizes.map((pt) => pctRange(pt.valInterval)).join(' | ')} |`,
     ...(r.sizes.some((pt) => pt.spread)
       ? [`| sd over seeds (points) | ${r.sizes.map((pt) => (pt.spread ? (pt.spread.sd * 100).toFixed(1) : '-')).join(' | ')} |`]
       : []),

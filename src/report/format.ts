@@ -5,11 +5,14 @@ import { pct } from '../math/percent.js';
 
 export { pct };
 
-/** A rate of n images with its 95% Wilson interval: "66.2% (95% CI 61.9-70.2%, n = 500)". */
-export const pctCI = (rate: number, n: number): string => {
-  const [lo, hi] = wilsonInterval(rate, n);
-  return `${pct(rate)} (95% CI ${(lo * 100).toFixed(1)}-${(hi * 100).toFixed(1)}%)`;
-};
+/** Two rates as a range of percents, one decimal, no sign: "61.9-70.2" (an interval, a spread). */
+export const pctRange = ([lo, hi]: readonly [number, number]): string => `${(lo * 100).toFixed(1)}-${(hi * 100).toFixed(1)}`;
+
+/** A rate of n images with its 95% Wilson interval: "66.2% (95% CI 61.9-70.2%)". */
+export const pctCI = (rate: number, n: number): string => `${pct(rate)} (95% CI ${pctRange(wilsonInterval(rate, n))}%)`;
+
+/** The same, short, for table cells: "66.2% (61.9-70.2)". */
+export const pctInterval = (rate: number, n: number): string => `${pct(rate)} (${pctRange(wilsonInterval(rate, n))})`;
 
 const INNER_NAMES: Record<string, string> = { fgsm: 'FGSM', pgd: 'PGD', newtonfool: 'NewtonFool', cw: 'C&W-L2' };
 
