@@ -234,6 +234,18 @@ describe('SGD-UAP', () => {
     expect(await run(passesToReach(0.9, 1)!)).toBeGreaterThan(10 * reachableShare(5, 1) + 1);
   });
 
+  it('a deadline ends the run after the pass in which it passed (always one pass), with the reason', async () => {
+    const o = opts({ maxPasses: 5 });
+    const past = await computeSgdUniversal(model, X, o, { deadline: Date.now() - 1 });
+    expect(past.passes).toBe(1);
+    expect(past.converged).toBe(false);
+    expect(past.stopReason).toMatch(/^time budget reached after 1 pass\(es\) at fooling rate \d+\.\d%$/);
+    const one = await computeSgdUniversal(model, X, { ...o, maxPasses: 1 });
+    expect(Array.from(past.v.dataSync())).toEqual(Array.from(one.v.dataSync()));
+    const far = await computeSgdUniversal(model, X, o, { deadline: Date.now() + 3_600_000 });
+    expect(far.passes).toBe(5);
+  });
+
   it('refuses bad settings with the flag named', async () => {
     await expect(computeSgdUniversal(model, X, opts({ lrDecay: 0 }))).rejects.toThrow(/^lrDecay: expected a number in \(0, 1\]/);
     await expect(computeSgdUniversal(model, X, opts({ loss: 'hinge' as never }))).rejects.toThrow(UsageError);
