@@ -13,6 +13,7 @@ import { cpus, totalmem, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { writeAtomic } from '../src/io/atomic.js';
+import { replaceDocBlock } from './docBlock.js';
 
 interface Row {
   name: string;
@@ -95,10 +96,7 @@ function main(): void {
   writeAtomic(file, JSON.stringify({ machine, rows: merged }, null, 2) + '\n');
   const md = markdown(merged, machine);
   writeAtomic(join(results, 'times.md'), md + '\n');
-  const readme = join(PROJECT_ROOT, 'README.md');
-  const text = readFileSync(readme, 'utf8');
-  const block = /<!-- times:begin -->[\s\S]*?<!-- times:end -->/;
-  if (block.test(text)) writeAtomic(readme, text.replace(block, `<!-- times:begin -->\n${md}\n<!-- times:end -->`));
+  replaceDocBlock(join(PROJECT_ROOT, 'README.md'), 'times', md);
   process.stdout.write(md + '\n');
 }
 

@@ -7,6 +7,14 @@
 // Where models run, and the errors the library throws.
 export { initBackend, tfjsEngine, type BackendName, type Engine } from './backend.js';
 export { UsageError, AbortedError } from './errors.js';
+import * as tfjs from './tf.js';
+/**
+ * The TensorFlow.js instance uap runs on (tfjs-core, layers, converter and the cpu backend, with uap's
+ * wasm backend once `initBackend` chose it). Build the tensors that `forwardLogits`, `vjp` and
+ * `evaluatePerturbation` take with it (`tf.tensor4d(pixels, [n, h, w, c])`): tensors of another copy
+ * of TensorFlow.js belong to another engine and its backend.
+ */
+export const tf = tfjs;
 // Models: loading, cards, and the one forward / gradient path every attack uses.
 export { loadClassifier, findCard, bundledModels } from './model/load.js';
 export { type ModelCard, readCard, validateCard } from './model/card.js';

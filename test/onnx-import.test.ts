@@ -11,6 +11,7 @@ import { loadClassifier } from '../src/model/load.js';
 import { argmaxRows, forwardLogits, vjpRows } from '../src/model/compute.js';
 import { maxRelativeDifference } from '../src/model/selfcheck.js';
 import { OnnxGraph } from '../src/model/onnx/builder.js';
+import { parseOnnx } from '../src/model/onnxImport/parse.js';
 import { loadOrt } from '../src/model/onnx/runtime.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { FIXTURE_DIR, fixtureCard, fixtureNames, readFixture } from './onnxFixtures.js';
@@ -111,6 +112,17 @@ describe('bad ONNX files and operators: one-line errors naming what is wrong', (
       /junk\.onnx: not an ONNX model/,
     );
     expectUsage(uap('accuracy', '-m', write('empty.onnx', new Uint8Array(0))), /empty\.onnx: not an ONNX model/);
+  });
+  it('a model held in a Node Buffer at any offset (as readFileSync gives it) parses to the same weights', () => {
+    const g = new OnnxGraph();
+    g.opMulti('Add', ['x', g.floats([1.5, -2, 3.25], [3])], ['y']);
+    const bytes = g.encode([['x', [3]]], [['y', [3]]]);
+    // A Buffer's slice is a view of its pool: the weights must be copied from the right bytes.
+    for (const skip of [1, 3, 4]) {
+      const inPool = Buffer.concat([Buffer.alloc(skip), Buffer.from(bytes), Buffer.alloc(5)]).subarray(skip, skip + bytes.length);
+      const [w] = parseOnnx(inPool, 'pooled.onnx').initializers.values();
+      expect([...w.data]).toEqual([1.5, -2, 3.25]);
+    }
   });
   it('no preprocessing given: the torchvision mean / std are suggested', () => {
     expectUsage(uap('accuracy', '-m', write('tiny.onnx', tinyModel())), /--mean 123\.675,116\.28,103\.53 --std 58\.395,57\.12,57\.375/);

@@ -198,6 +198,12 @@ describe('fooling rate arithmetic', () => {
     expect(ev.perturbedAccuracy).toBe(0.5); // images 0 and 3 (fooled into the right label)
     expect(ev.foolingRateOnCorrect).toBe(0.5); // of the correct images 0, 1 only 1 changed
   });
+  it('with no correctly classified image the rate among them is absent, not 0%', () => {
+    const ev = scorePredictions(Int32Array.from([0, 1]), Int32Array.from([1, 1]), Int32Array.from([2, 2]));
+    expect(ev.cleanAccuracy).toBe(0);
+    expect(ev.foolingRateOnCorrect).toBeUndefined();
+    expect(JSON.parse(JSON.stringify(ev))).not.toHaveProperty('foolingRateOnCorrect');
+  });
   it('perturbed images stay in [0, 255]', async () => {
     const x = tf.tensor4d([0, 10, 250, 255], [1, 2, 2, 1]);
     const v = tf.tensor3d([-5, 300, 10, -1], [2, 2, 1]);

@@ -96,7 +96,7 @@ function printSummary(s: ComputeSummary): void {
     lines.push(`fooling rate on validation (${s.onVal.images} images): ${pctCI(s.onVal.foolingRate, s.onVal.images)}`);
     if (s.onVal.cleanAccuracy !== undefined)
       lines.push(
-        `accuracy clean ${pct(s.onVal.cleanAccuracy)} -> perturbed ${pct(s.onVal.perturbedAccuracy)}; fooling rate among correctly classified ${pct(s.onVal.foolingRateOnCorrect)}`,
+        `accuracy clean ${pct(s.onVal.cleanAccuracy)} -> perturbed ${pct(s.onVal.perturbedAccuracy)}; fooling rate among correctly classified ${pct(s.onVal.foolingRateOnCorrect, 'n/a (none is)')}`,
       );
   }
   if (r)
@@ -176,7 +176,7 @@ export function evaluateCommand(): Command {
         `fooling rate: ${pctCI(m.foolingRate, m.images)}`,
         ...(m.cleanAccuracy !== undefined
           ? [
-              `accuracy clean ${pct(m.cleanAccuracy)} -> perturbed ${pct(m.perturbedAccuracy)}; fooling rate among correctly classified ${pct(m.foolingRateOnCorrect)}`,
+              `accuracy clean ${pct(m.cleanAccuracy)} -> perturbed ${pct(m.perturbedAccuracy)}; fooling rate among correctly classified ${pct(m.foolingRateOnCorrect, 'n/a (none is)')}`,
             ]
           : []),
         `random noise, same Linf: ${pct(m.randomSameLinf.mean)}; same L2: ${pct(m.randomSameL2.mean)} (${m.randomSameL2.draws} draws each)`,

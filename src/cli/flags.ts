@@ -79,7 +79,7 @@ export function addModelFlags(cmd: Command, defaultModel: string): Command {
   return cmd
     .option(
       '-m, --model <name|path>',
-      'bundled model name, model card, model folder/model.json with card.json beside it, or a .tflite file',
+      'bundled model name, model card, .onnx file (a PyTorch export), model folder/model.json with card.json beside it, or a .tflite file',
       defaultModel,
     )
     .option('--assets <dir>', ASSETS_HELP)

@@ -109,7 +109,10 @@ export interface Evaluation {
   images: number;
   /** Share of images whose label changed when v is added. */
   foolingRate: number;
-  /** With ground-truth labels: accuracy clean and perturbed, and the fooling rate among correct images. */
+  /**
+   * With ground-truth labels: accuracy clean and perturbed, and the fooling rate among correct images
+   * (absent when no image is classified correctly).
+   */
   cleanAccuracy?: number;
   perturbedAccuracy?: number;
   foolingRateOnCorrect?: number;
@@ -133,7 +136,8 @@ export function scorePredictions(cleanPred: Int32Array, advPred: Int32Array, lab
   }
   ev.cleanAccuracy = correct / labels.length;
   ev.perturbedAccuracy = advCorrect / labels.length;
-  ev.foolingRateOnCorrect = correct ? correctFooled / correct : 0;
+  // No correctly classified image: the rate among them is undefined, not 0%.
+  if (correct) ev.foolingRateOnCorrect = correctFooled / correct;
   return ev;
 }
 

@@ -92,7 +92,9 @@ export function readTensor(t: InstanceType<typeof onnx.TensorProto>, where: stri
     if (raw.length < count * kind.bytes)
       throw new UsageError(`${where}: tensor ${t.name} holds ${raw.length} bytes, expected ${count * kind.bytes}`);
     // float32 weights: one copy of the bytes (the platforms we run on are little-endian, as ONNX is).
-    if (t.dataType === T.FLOAT) return { dtype: 'float', dims, data: new Float32Array(raw.slice(0, count * 4).buffer) };
+    // Uint8Array's own slice: a copy even where the bytes are a Node Buffer, whose slice is a view of its pool.
+    if (t.dataType === T.FLOAT)
+      return { dtype: 'float', dims, data: new Float32Array(Uint8Array.prototype.slice.call(raw, 0, count * 4).buffer) };
     const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     for (let i = 0; i < count; i++) data[i] = kind.read(view, i * kind.bytes);
     return { dtype: kind.dtype, dims, data };
