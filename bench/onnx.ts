@@ -4,11 +4,13 @@
  * not here), loaded by uap's ONNX importer and run on its ONNX Runtime engine. For each: logits and the
  * input gradient against PyTorch on the same weights and 8 real ImageNet images, and ms per image for
  * the forward pass, one input gradient and ten candidate-class gradients beside PyTorch's (2 threads).
- * Writes bench/results/onnx-zoo.json and the README's table, bench/results/onnx-zoo.md.
+ * Each model's load time, resident memory after loading and peak after a gradient, each in a fresh
+ * process, beside PyTorch loading the same weights from a state dict (NAME.pt in the zoo).
+ * Writes bench/results/onnx-zoo.json and the tables bench/results/onnx-zoo.md and onnx-memory.md.
  *   node dist/bench/onnx.js --zoo=DIR [--models=resnet18,vgg11_bn]
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
@@ -93,7 +95,56 @@ async function measure(engine: Engine, file: string, name: string, x: tf.Tensor4
   };
 }
 
-type Row = Awaited<ReturnType<typeof measure>> | { model: string; error: string };
+/** Load time and resident memory of one process that loads the model and runs a forward pass and a gradient. */
+interface LoadFigures {
+  loadSeconds: number;
+  rssAfterLoadMB: number;
+  peakMB: number;
+  baseMB: number;
+}
+
+/**
+ * uap's figures (bench/onnxLoad.ts) and PyTorch's for the same weights loaded from a state dict
+ * (bench/torch_load.py, where the zoo has NAME.pt), each in a fresh process: a high-water mark is per
+ * process, and earlier models must not count.
+ */
+function loadFigures(zoo: string, name: string): { uap?: LoadFigures; torch?: LoadFigures; weightsMB: number } {
+  const weightsMB = statSync(join(zoo, `${name}.onnx`)).size / 2 ** 20;
+  const child = spawnSync(process.execPath, [join(import.meta.dirname, 'onnxLoad.js'), join(zoo, `${name}.onnx`), String(B)], {
+    encoding: 'utf8',
+    maxBuffer: 2 ** 24,
+  });
+  const last = child.stdout.trim().split('\n').pop() ?? '';
+  const uap = child.status === 0 && last.startsWith('{') ? (JSON.parse(last) as LoadFigures) : undefined;
+  if (!uap) console.log(`${name}: load measurement failed (${child.stderr.trim().split('\n').pop() ?? child.status})`);
+  let torch: LoadFigures | undefined;
+  if (TORCH_PYTHON && existsSync(join(zoo, `${name}.pt`))) {
+    const out = join(mkdtempSync(join(tmpdir(), 'uap-zoo-')), 'load.json');
+    const r = spawnSync(TORCH_PYTHON, ['bench/torch_load.py', zoo, name, String(B), out, '2'], { stdio: ['ignore', 'ignore', 'inherit'] });
+    if (r.status === 0) torch = JSON.parse(readFileSync(out, 'utf8')) as LoadFigures;
+  }
+  return { uap, torch, weightsMB };
+}
+
+type Row = (Awaited<ReturnType<typeof measure>> & { memory?: ReturnType<typeof loadFigures> }) | { model: string; error: string };
+
+/** Load time and memory beside PyTorch's: the issue's targets are peak <= 3x the weights + a base, load <= 2x PyTorch's. */
+function memoryTable(rows: Row[]): string {
+  const f = (v?: number, d = 0) => (v === undefined ? '-' : v.toFixed(d));
+  const lines = [
+    `| model | weights (MB) | load, s: uap / PyTorch | resident after load, MB: uap / PyTorch | peak after a gradient on ${B} images, MB: uap / PyTorch | uap peak over its base, in weights |`,
+    '|---|---|---|---|---|---|',
+  ];
+  for (const r of rows) {
+    if ('error' in r || !r.memory) continue;
+    const { uap, torch, weightsMB } = r.memory;
+    lines.push(
+      `| ${r.model} | ${f(weightsMB)} | ${f(uap?.loadSeconds, 1)} / ${f(torch?.loadSeconds, 1)} | ${f(uap?.rssAfterLoadMB)} / ${f(torch?.rssAfterLoadMB)} | ` +
+        `${f(uap?.peakMB)} / ${f(torch?.peakMB)} | ${uap ? ((uap.peakMB - uap.baseMB) / weightsMB).toFixed(1) + 'x' : '-'} |`,
+    );
+  }
+  return lines.join('\n');
+}
 
 /** The README's table: ms per image beside PyTorch's (ratio = PyTorch / uap), and the agreement. */
 function zooTable(rows: Row[]): string {
@@ -146,7 +197,7 @@ async function main() {
   const rows: Row[] = [];
   for (const name of names) {
     try {
-      const r = await measure(engine, join(zoo, `${name}.onnx`), name, x);
+      const r = { ...(await measure(engine, join(zoo, `${name}.onnx`), name, x)), memory: loadFigures(zoo, name) };
       rows.push(r);
       const t = r.torch;
       const ratio = (a?: number, b?: number) => (a && b ? (a / b).toFixed(2) + 'x' : '-');
@@ -163,9 +214,11 @@ async function main() {
   }
   x.dispose();
   const table = zooTable(rows);
-  console.log(`\n${table}`);
+  const memory = memoryTable(rows);
+  console.log(`\n${table}\n\n${memory}`);
   mkdirSync('bench/results', { recursive: true });
   writeFileSync('bench/results/onnx-zoo.md', table + '\n');
+  writeFileSync('bench/results/onnx-memory.md', memory + '\n');
   writeFileSync(
     'bench/results/onnx-zoo.json',
     JSON.stringify({ date: new Date().toISOString(), backend, batch: B, torch: TORCH_PYTHON ?? null, rows }, null, 2) + '\n',

@@ -315,7 +315,7 @@ def make_fixtures(out):
 
 
 ZOO = ['resnet18', 'mobilenet_v3_small', 'efficientnet_b0', 'googlenet', 'densenet121', 'convnext_tiny', 'vgg11_bn',
-       'shufflenet_v2_x1_0', 'regnet_y_400mf', 'mnasnet1_0', 'squeezenet1_1', 'mobilenet_v2', 'vit_b_16', 'resnet50']
+       'shufflenet_v2_x1_0', 'regnet_y_400mf', 'mnasnet1_0', 'squeezenet1_1', 'mobilenet_v2', 'vit_b_16', 'resnet50', 'vgg16']
 
 
 def zoo_model(name):
@@ -354,14 +354,20 @@ TORCHSCRIPT_EXPORT = {'dynamo': False} if 'dynamo' in inspect.signature(torch.on
 
 
 def make_zoo(out, names):
-    """Full-size torchvision architectures (zoo_model), exported at opset 13 with a dynamic batch."""
+    """Full-size torchvision architectures (zoo_model), exported at opset 13 with a dynamic batch, and
+    their weights as a PyTorch state dict beside each (NAME.pt)."""
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(2)
     for name in names:
         path = os.path.join(out, name + '.onnx')
-        if os.path.exists(path):
+        weights = os.path.join(out, name + '.pt')
+        if os.path.exists(path) and os.path.exists(weights):
             continue
         model = zoo_model(name)
+        # The same weights as a state dict: what a PyTorch user loads (bench/torch_load.py times it).
+        torch.save(model.state_dict(), weights)
+        if os.path.exists(path):
+            continue
         x = torch.rand(1, 3, 224, 224)
         torch.onnx.export(model, x, path, opset_version=13, input_names=['input'], output_names=['logits'],
                           dynamic_axes={'input': {0: 'N'}, 'logits': {0: 'N'}}, **TORCHSCRIPT_EXPORT)

@@ -153,7 +153,7 @@ function cardWnids(card: ModelCard, assets: string): OutputWnids | undefined {
 export async function loadNet(card: ModelCard, modelPath: string, assets: string): Promise<Net> {
   const wnids = cardWnids(card, assets);
   if (card.format === 'tflite') return classifierNet(card, { format: 'tflite', model: readTflite(modelPath), file: modelPath }, wnids);
-  if (card.format === 'onnx') return classifierNet(card, { format: 'onnx', model: readOnnx(modelPath), file: modelPath }, wnids);
+  if (card.format === 'onnx') return classifierNet(card, { format: 'onnx', model: readOnnx(modelPath, false), file: modelPath }, wnids);
   const model = await tf.loadLayersModel(fileHandler(modelPath));
   try {
     return classifierNet(card, { format: 'layers', model, file: modelPath }, wnids);

@@ -33,6 +33,23 @@ export function storageAxis(axis: number, rank: number, layout: Layout): number 
  */
 export type Device = 'cpu' | 'webgpu';
 
+/**
+ * Arrays derived from a network's weights (kernels in ONNX layout, flipped backward filters), made once
+ * per export: its forward, evaluation and vjp graphs all hold them (transposing ResNet-size kernels
+ * three times cost seconds per load), and they are dropped with the export rather than kept as long
+ * as the Net (a second copy of the weights).
+ */
+export class DerivedWeights {
+  private readonly made = new Map<Weights, Map<string, Float32Array>>();
+  get(w: Weights, key: string, make: () => Float32Array): Float32Array {
+    const entry = this.made.get(w) ?? new Map<string, Float32Array>();
+    this.made.set(w, entry);
+    let v = entry.get(key);
+    if (!v) entry.set(key, (v = make()));
+    return v;
+  }
+}
+
 export class OnnxEmitter {
   readonly g = new OnnxGraph();
   private batchValue?: string;
@@ -40,10 +57,12 @@ export class OnnxEmitter {
   /**
    * @param input the ONNX value whose first dimension is the batch size.
    * @param target the execution provider the graph is written for.
+   * @param derived arrays derived from the weights, shared by the graphs of one export.
    */
   constructor(
     private readonly input: string,
     readonly target: Device = 'cpu',
+    readonly derived = new DerivedWeights(),
   ) {}
 
   /** N, the batch size, as an int64 [1] tensor (made on first use). */

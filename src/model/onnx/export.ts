@@ -2,7 +2,7 @@ import type { Net, NodeOp } from '../net.js';
 import { OPS } from '../ops/registry.js';
 import type { Layout, LayoutNeed, OnnxOp, Shape } from '../ops/types.js';
 import { inferShapes } from '../shapes.js';
-import { OnnxEmitter, OnnxNode, type Device } from './emit.js';
+import { DerivedWeights, OnnxEmitter, OnnxNode, type Device } from './emit.js';
 
 /**
  * Exports a Net to ONNX: a forward model (x -> logits), an evaluation model (uint8 pixels and v ->
@@ -114,8 +114,15 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
   return b;
 }
 
-function build(net: Net, inputShape: Shape, shapes: Map<string, Shape>, kind: 'forward' | 'vjp' | 'images', target: Device): Uint8Array {
-  const e = new OnnxEmitter('x', target);
+function build(
+  net: Net,
+  inputShape: Shape,
+  shapes: Map<string, Shape>,
+  kind: 'forward' | 'vjp' | 'images',
+  target: Device,
+  derived: DerivedWeights,
+): Uint8Array {
+  const e = new OnnxEmitter('x', target, derived);
   const g = e.g;
   if (kind === 'images') g.opMulti('Clip', [g.op('Add', [g.op('Cast', ['pixels'], { to: 1 }), 'v']), g.scalar(0), g.scalar(255)], ['x']);
   const b = forwardGraph(net, shapes, e);
@@ -183,12 +190,29 @@ export function exportOnnx(
   only?: (keyof Omit<OnnxModels, 'classes'>)[],
   target: Device = 'cpu',
 ): OnnxModels {
-  const shapes = inferShapes(net, inputShape);
   const empty = new Uint8Array(0);
-  const model = (kind: 'forward' | 'vjp' | 'images') =>
-    !only || only.includes(kind) ? build(net, inputShape, shapes, kind, target) : empty;
+  const models: OnnxModels = { classes: 0, forward: empty, images: empty, vjp: empty };
+  models.classes = exportOnnxEach(net, inputShape, only ?? ['forward', 'images', 'vjp'], target, (kind, bytes) => (models[kind] = bytes));
+  return models;
+}
+
+/**
+ * The ONNX models `kinds` of `net`, each handed to `take` as soon as it is written, so that a caller
+ * that stores them (in files) holds one at a time: for VGG-16 the three together are 2.2 GB. Returns
+ * the number of logits; throws OnnxUnsupported.
+ */
+export function exportOnnxEach(
+  net: Net,
+  inputShape: number[],
+  kinds: (keyof Omit<OnnxModels, 'classes'>)[],
+  target: Device,
+  take: (kind: keyof Omit<OnnxModels, 'classes'>, bytes: Uint8Array) => void,
+): number {
+  const shapes = inferShapes(net, inputShape);
+  const derived = new DerivedWeights();
   try {
-    return { classes: shapes.get(net.output)![0], forward: model('forward'), images: model('images'), vjp: model('vjp') };
+    for (const kind of kinds) take(kind, build(net, inputShape, shapes, kind, target, derived));
+    return shapes.get(net.output)![0];
   } catch (e) {
     if (e instanceof OnnxUnsupported) throw e;
     throw new OnnxUnsupported((e as Error).message);

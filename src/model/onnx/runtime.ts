@@ -3,7 +3,8 @@ import type * as tf from '../../tf.js';
 import { tensorValues } from '../tensorView.js';
 import type { Net } from '../net.js';
 import type { Runtime } from '../runtime.js';
-import { exportOnnx } from './export.js';
+import { exportOnnxEach } from './export.js';
+import { ModelFiles } from './modelFiles.js';
 import { inferShapes, multiplyAdds } from '../shapes.js';
 import type { Device } from './emit.js';
 
@@ -110,12 +111,18 @@ export async function onnxRuntime(
   const { only, device = 'cpu' } = options;
   const gpu = device === 'webgpu';
   const layout = gpu ? { workers: 1, threadsPerWorker: 1 } : (options.layout ?? defaultLayout());
-  const models = exportOnnx(net, inputShape, only, device);
-  const sessions = Object.fromEntries(
-    (['forward', 'images', 'vjp'] as const).filter((k) => !only || only.includes(k)).map((k) => [k, models[k]]),
-  );
-  const pool = await SessionPool.create(sessions, layout.workers, layout.threadsPerWorker, device);
-  const C = models.classes;
+  // Each model goes to its file as soon as it is written: one model's bytes in memory at a time.
+  const files = new ModelFiles();
+  let C: number;
+  try {
+    // In this order: the first is the session every worker builds at once.
+    const kinds = (['forward', 'images', 'vjp'] as const).filter((k) => !only || only.includes(k));
+    C = exportOnnxEach(net, inputShape, kinds, device, (kind, bytes) => files.add(kind, bytes));
+  } catch (e) {
+    files.release();
+    throw e;
+  }
+  const pool = await SessionPool.create(files, layout.workers, layout.threadsPerWorker, device);
   /** Values per image. */
   const size = inputShape[0] * inputShape[1] * inputShape[2];
   const onGpu = gpu ? gpuRunSizes(activationsPerImage(net, inputShape)) : undefined;

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { Device } from './emit.js';
+import { ModelFiles } from './modelFiles.js';
 
 /**
  * ONNX Runtime sessions in worker threads, one copy per worker, each worker running a share of every
@@ -77,7 +78,7 @@ const message = (e) => String((e && e.message) || e).split('\\n')[0];
   // Sessions are made on first use: an evaluation never builds the gradient graph's session (for
   // ResNet-18, 0.5 GB of resident memory after load, and its build time).
   const sessions = {};
-  const session = (name) => (sessions[name] ??= ort.InferenceSession.create(workerData.models[name].slice(), options));
+  const session = (name) => (sessions[name] ??= ort.InferenceSession.create(workerData.models[name], options));
   try {
     await session(workerData.eager);
   } catch (e) {
@@ -125,7 +126,7 @@ class SessionWorker {
   private spare: ArrayBuffer[] = [];
   readonly ready: Promise<void>;
 
-  constructor(models: Record<string, Uint8Array>, threads: number, ortPath: string, device: Device) {
+  constructor(models: Record<string, string>, threads: number, ortPath: string, device: Device) {
     // The first model's session is built at once, so that a model ONNX Runtime refuses fails here.
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
@@ -199,32 +200,32 @@ export class SessionPool {
   private constructor(
     private readonly workers: SessionWorker[],
     readonly threadsPerWorker: number,
+    private readonly files: ModelFiles,
   ) {}
 
+  /**
+   * The pool owns `models` (bytes are written to files first): it releases them on dispose or when it
+   * cannot start. The first model's session is built at once in every worker.
+   */
   static async create(
-    models: Record<string, Uint8Array>,
+    models: ModelFiles | Record<string, Uint8Array>,
     workers: number,
     threadsPerWorker: number,
     device: Device = 'cpu',
   ): Promise<SessionPool> {
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
-    // The model bytes go to the workers in shared memory: cloning them into each worker's message
-    // took 27 s for VGG-11's three 530 MB graphs; each worker copies them into its own buffer instead.
-    const shared = Object.fromEntries(
-      Object.entries(models).map(([name, bytes]) => {
-        const s = new Uint8Array(new SharedArrayBuffer(bytes.length));
-        s.set(bytes);
-        return [name, s];
-      }),
-    );
-    const pool = Array.from({ length: workers }, () => new SessionWorker(shared, threadsPerWorker, ortPath, device));
+    // The workers open the models by path (modelFiles.ts): cloning the bytes into each worker's message
+    // took 27 s for VGG-11's three 530 MB graphs, and bytes in shared memory still cost each worker a copy.
+    const files = models instanceof ModelFiles ? models : ModelFiles.of(models);
+    const pool = Array.from({ length: workers }, () => new SessionWorker(files.paths, threadsPerWorker, ortPath, device));
     try {
       await Promise.all(pool.map((w) => w.ready));
     } catch (e) {
       await Promise.all(pool.map((w) => w.terminate()));
+      files.release();
       throw e;
     }
-    return new SessionPool(pool, threadsPerWorker);
+    return new SessionPool(pool, threadsPerWorker, files);
   }
 
   get size(): number {
@@ -248,5 +249,6 @@ export class SessionPool {
 
   async dispose(): Promise<void> {
     await Promise.all(this.workers.map((w) => w.terminate()));
+    this.files.release();
   }
 }

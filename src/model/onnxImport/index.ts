@@ -40,14 +40,17 @@ function externalReader(file: string) {
   };
 }
 
-/** The last model read: a card lookup and the load that follows it parse a large file once. */
+/** The last model read for a card lookup: the load that follows it parses a large file once. */
 let last: { key: string; model: OnnxModel } | undefined;
 
-export function readOnnx(file: string): OnnxModel {
+/**
+ * The parsed model of an .onnx file. A card lookup keeps it for the load that follows; the load takes
+ * it (`keep` false), so that the parsed weights do not outlive the Net built from them.
+ */
+export function readOnnx(file: string, keep = true): OnnxModel {
   const key = existsSync(file) ? `${resolve(file)}|${statSync(file).mtimeMs}|${statSync(file).size}` : '';
-  if (key && last?.key === key) return last.model;
-  const model = parseFile(file);
-  last = { key, model };
+  const model = key && last?.key === key ? last.model : parseFile(file);
+  last = keep && key ? { key, model } : undefined;
   return model;
 }
 

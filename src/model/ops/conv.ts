@@ -15,17 +15,6 @@ type Conv = OpOf<'conv'>;
 
 const dilationsOf = (op: Conv): [number, number] => op.dilations ?? [1, 1];
 
-/**
- * Per kernel, its ONNX layout and its flipped backward filter, computed once: the forward, evaluation
- * and vjp graphs all hold them (transposing ResNet-size kernels three times cost seconds per load).
- */
-const onnxKernels = new WeakMap<Weights, { forward?: Float32Array; backward?: Float32Array }>();
-function cached(k: Weights, which: 'forward' | 'backward', make: () => Float32Array): Float32Array {
-  const entry = onnxKernels.get(k) ?? {};
-  onnxKernels.set(k, entry);
-  return (entry[which] ??= make());
-}
-
 /** Depthwise: one group per input channel (any multiplier). */
 const isDepthwise = (op: Conv, cin: number) => op.group > 1 && op.group === cin && op.kernel.shape[2] === 1;
 
@@ -112,7 +101,7 @@ function forwardGradient(n: OnnxNode<Conv>, d: string): string {
   const [eh, ew] = [extent(kh, dil[0]), extent(kw, dil[1])];
   const { pads } = geometry(op, n.inShapes[0]);
   const wT = g.floats(
-    cached(op.kernel, 'backward', () => backwardFilter(op)),
+    n.e.derived.get(op.kernel, 'backward', () => backwardFilter(op)),
     [cin, cout / op.group, kh, kw],
     `${n.name}_flipped`,
   );
@@ -186,7 +175,7 @@ export const conv: OpDef<'conv'> = {
       const w = n.save(
         'w',
         n.g.floats(
-          cached(op.kernel, 'forward', () => transposeWeights(op.kernel, [3, 2, 0, 1]).data),
+          n.e.derived.get(op.kernel, 'forward', () => transposeWeights(op.kernel, [3, 2, 0, 1]).data),
           [cout, cinG, kh, kw],
         ),
       );

@@ -1,5 +1,4 @@
 import * as tf from '../../tf.js';
-import { transposeWeights } from '../net.js';
 import { onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
 import { sampleWeights as w, type OpDef } from './types.js';
 
@@ -27,14 +26,19 @@ export const dense: OpDef<'dense'> = {
     layout: 'plain',
     forward(n) {
       const { kernel, bias, act } = n.op;
-      const mm = n.g.op('MatMul', [n.inputs[0], n.g.floats(kernel.data, kernel.shape)]);
+      const mm = n.g.op('MatMul', [n.inputs[0], n.save('w', n.g.floats(kernel.data, kernel.shape))]);
       const pre = n.save('pre', bias ? n.g.op('Add', [mm, n.g.floats(bias.data, bias.shape)]) : mm);
       return n.save('y', onnxActivation(n, pre, act));
     },
     backward(n, dy) {
+      const g = n.g;
       const d = onnxActivationBackward(n, dy, n.saved('pre'), n.saved('y'), n.op.act);
-      const [din, dout] = n.op.kernel.shape;
-      return [n.g.op('MatMul', [d, n.g.floats(transposeWeights(n.op.kernel, [1, 0]).data, [dout, din])])];
+      const dout = n.op.kernel.shape[1];
+      // dx = d @ kernel^T as Gemm on the forward's own kernel (transB): no transposed copy in the graph,
+      // which for VGG's first dense layer alone would be 411 MB.
+      const rows = n.inShapes[0].length === 1 ? d : g.op('Reshape', [d, g.ints([-1, dout])]);
+      const dx = g.op('Gemm', [rows, n.saved('w')], { transB: 1 });
+      return [n.inShapes[0].length === 1 ? dx : g.op('Reshape', [dx, g.ints([-1, ...n.inShapes[0]])])];
     },
   },
   samples: [
