@@ -6,11 +6,13 @@
  * the forward pass, one input gradient and ten candidate-class gradients beside PyTorch's (2 threads).
  * Each model's load time, resident memory after loading and peak after a gradient, each in a fresh
  * process, beside PyTorch loading the same weights from a state dict (NAME.pt in the zoo).
- * Writes bench/results/onnx-zoo.json and the tables bench/results/onnx-zoo.md and onnx-memory.md.
- *   node dist/bench/onnx.js --zoo=DIR [--models=resnet18,vgg11_bn]
+ * Writes bench/results/onnx-zoo.json, the tables bench/results/onnx-zoo.md and onnx-memory.md, and
+ * their generated blocks in docs/models.md.
+ *   node dist/bench/onnx.js --zoo=DIR [--models=resnet18,vgg11_bn] [--memory-only]
+ *   node dist/bench/onnx.js --render   (the tables and docs again from the saved results)
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
@@ -20,9 +22,11 @@ import { forwardLogits, vjpRows } from '../src/model/compute.js';
 import { candidateGradientRows, scratchRows, type GradientScratch } from '../src/model/gradients.js';
 import { l2RelativeDifference, maxRelativeDifference } from '../src/model/selfcheck.js';
 import { loadSet } from '../src/data/sets.js';
-import { assetsDir } from '../src/paths.js';
+import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeNpy } from '../src/io/npy.js';
 import { runTorchBest, TORCH_PYTHON } from './torch.js';
+import { writeAtomic } from '../src/io/atomic.js';
+import { replaceDocBlock } from './docBlock.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const B = 8;
@@ -126,21 +130,31 @@ function loadFigures(zoo: string, name: string): { uap?: LoadFigures; torch?: Lo
   return { uap, torch, weightsMB };
 }
 
-type Row = (Awaited<ReturnType<typeof measure>> & { memory?: ReturnType<typeof loadFigures> }) | { model: string; error: string };
+/** A model's figures; `date`: when they were measured (a run of some models keeps the others' rows). */
+const RESULTS = 'bench/results/onnx-zoo.json';
+
+/** The rows of the last runs (bench/results/onnx-zoo.json). */
+function previousRows(): Row[] {
+  return existsSync(RESULTS) ? ((JSON.parse(readFileSync(RESULTS, 'utf8')) as { rows?: Row[] }).rows ?? []) : [];
+}
+
+type Memory = { memory?: ReturnType<typeof loadFigures>; date?: string };
+type Row = (Awaited<ReturnType<typeof measure>> & Memory) | ({ model: string } & Memory) | { model: string; error: string };
 
 /** Load time and memory beside PyTorch's: the issue's targets are peak <= 3x the weights + a base, load <= 2x PyTorch's. */
 function memoryTable(rows: Row[]): string {
   const f = (v?: number, d = 0) => (v === undefined ? '-' : v.toFixed(d));
   const lines = [
-    `| model | weights (MB) | load, s: uap / PyTorch | resident after load, MB: uap / PyTorch | peak after a gradient on ${B} images, MB: uap / PyTorch | uap peak over its base, in weights |`,
+    `| model | weights (MB) | load, s: uap / PyTorch | resident after load, MB: uap / PyTorch | peak after a gradient on ${B} images, MB: uap / PyTorch | peak over the process's base, in weights: uap / PyTorch |`,
     '|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
     if ('error' in r || !r.memory) continue;
     const { uap, torch, weightsMB } = r.memory;
+    const over = (m?: LoadFigures) => (m ? ((m.peakMB - m.baseMB) / weightsMB).toFixed(1) + 'x' : '-');
     lines.push(
       `| ${r.model} | ${f(weightsMB)} | ${f(uap?.loadSeconds, 1)} / ${f(torch?.loadSeconds, 1)} | ${f(uap?.rssAfterLoadMB)} / ${f(torch?.rssAfterLoadMB)} | ` +
-        `${f(uap?.peakMB)} / ${f(torch?.peakMB)} | ${uap ? ((uap.peakMB - uap.baseMB) / weightsMB).toFixed(1) + 'x' : '-'} |`,
+        `${f(uap?.peakMB)} / ${f(torch?.peakMB)} | ${over(uap)} / ${over(torch)} |`,
     );
   }
   return lines.join('\n');
@@ -157,7 +171,7 @@ function zooTable(rows: Row[]): string {
   ];
   for (const r of rows) {
     if ('error' in r) lines.push(`| ${r.model} | refused: ${r.error} ||||||`);
-    else {
+    else if ('forward' in r) {
       const t = r.torch;
       lines.push(
         `| ${r.model} | ${r.loadSeconds.toFixed(1)} | ${cell(r.forward, t?.forwardMs)} | ${cell(r.gradient, t?.gradientMs)} | ${cell(r.tenGradients, t?.tenGradientsMs)} | ${e(t?.logitsRelDiff)} | ${e(t?.gradL2VsFloat64)} / ${e(t?.torchL2VsFloat64)} |`,
@@ -168,6 +182,13 @@ function zooTable(rows: Row[]): string {
 }
 
 async function main() {
+  if (args.has('render')) {
+    // The tables and the docs' blocks again from bench/results/onnx-zoo.json, measuring nothing.
+    const saved = existsSync(RESULTS) ? (JSON.parse(readFileSync(RESULTS, 'utf8')) as { backend?: string }) : {};
+    save([], saved.backend ?? 'onnx');
+    console.log(`${zooTable(previousRows())}\n\n${memoryTable(previousRows())}`);
+    return;
+  }
   const zoo = args.get('zoo') ?? process.env.UAP_ZOO;
   const assets = assetsDir(args.get('assets'));
   if (!zoo || !existsSync(zoo)) {
@@ -197,8 +218,17 @@ async function main() {
   const rows: Row[] = [];
   for (const name of names) {
     try {
-      const r = { ...(await measure(engine, join(zoo, `${name}.onnx`), name, x)), memory: loadFigures(zoo, name) };
+      // --memory-only: the load and memory columns alone (VGG-16's PyTorch speed reference takes an hour on 2 cores).
+      const speed = args.has('memory-only') ? undefined : await measure(engine, join(zoo, `${name}.onnx`), name, x);
+      const earlierRow = previousRows().find((p) => p.model === name);
+      const base = speed ?? (earlierRow && !('error' in earlierRow) ? earlierRow : { model: name });
+      const r: Row = { ...base, memory: loadFigures(zoo, name), date: new Date().toISOString() };
       rows.push(r);
+      save(rows, backend);
+      if (!speed || !('forward' in r)) {
+        console.log(`${name}: load and memory measured`);
+        continue;
+      }
       const t = r.torch;
       const ratio = (a?: number, b?: number) => (a && b ? (a / b).toFixed(2) + 'x' : '-');
       console.log(
@@ -210,20 +240,34 @@ async function main() {
     } catch (e) {
       console.log(`${name}: FAILED ${(e as Error).message}`);
       rows.push({ model: name, error: (e as Error).message });
+      save(rows, backend);
     }
   }
   x.dispose();
-  const table = zooTable(rows);
-  const memory = memoryTable(rows);
-  console.log(`\n${table}\n\n${memory}`);
+  console.log(`\n${zooTable(previousRows())}\n\n${memoryTable(previousRows())}\nwritten ${RESULTS}`);
+}
+
+/**
+ * Merges this run's rows into bench/results/onnx-zoo.json (a run of some models, --models, replaces
+ * their rows and keeps the others') and rewrites the tables: after every model, so that a run cut
+ * short keeps what it measured.
+ */
+function save(rows: Row[], backend: string): void {
+  const earlier = previousRows();
+  const merged = [
+    ...earlier.map((r) => rows.find((n) => n.model === r.model) ?? r),
+    ...rows.filter((n) => !earlier.some((r) => r.model === n.model)),
+  ];
   mkdirSync('bench/results', { recursive: true });
-  writeFileSync('bench/results/onnx-zoo.md', table + '\n');
-  writeFileSync('bench/results/onnx-memory.md', memory + '\n');
-  writeFileSync(
-    'bench/results/onnx-zoo.json',
-    JSON.stringify({ date: new Date().toISOString(), backend, batch: B, torch: TORCH_PYTHON ?? null, rows }, null, 2) + '\n',
+  writeAtomic('bench/results/onnx-zoo.md', zooTable(merged) + '\n');
+  writeAtomic('bench/results/onnx-memory.md', memoryTable(merged) + '\n');
+  const docs = join(PROJECT_ROOT, 'docs', 'models.md');
+  replaceDocBlock(docs, 'onnx-zoo', zooTable(merged));
+  replaceDocBlock(docs, 'onnx-memory', memoryTable(merged));
+  writeAtomic(
+    RESULTS,
+    JSON.stringify({ date: new Date().toISOString(), backend, batch: B, torch: TORCH_PYTHON ?? null, rows: merged }, null, 2) + '\n',
   );
-  console.log('written bench/results/onnx-zoo.json');
 }
 
 if (process.argv[1]?.endsWith('onnx.js')) await main();
