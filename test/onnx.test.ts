@@ -5,7 +5,7 @@ import { weights, SLICE_END, type Net, type NetNode, type NodeOp, type Activatio
 import { netToTfGraph } from '../src/model/tfjsNet.js';
 import { runPlainGraph } from '../src/model/plainGraph.js';
 import { exportOnnx, OnnxUnsupported } from '../src/model/onnx/export.js';
-import { defaultLayout, forwardImagesPerRun, loadOrt, onnxRuntime, shares } from '../src/model/onnx/runtime.js';
+import { defaultLayout, forwardImagesPerRun, loadOrt, onnxRuntime, shares, weightBytes } from '../src/model/onnx/runtime.js';
 import { multiplyAdds } from '../src/model/shapes.js';
 import type { Classifier } from '../src/model/classifier.js';
 import { initBackend, tfjsEngine } from '../src/backend.js';
@@ -267,6 +267,19 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     expect(defaultLayout(2)).toEqual({ workers: 2, threadsPerWorker: 1 });
     expect(defaultLayout(16)).toEqual({ workers: 4, threadsPerWorker: 4 });
     expect(defaultLayout(1)).toEqual({ workers: 1, threadsPerWorker: 1 });
+    // Workers whose sessions fit in half the memory: VGG-16 (553 MB) on 8 GB gets one, with both cores.
+    const GB = 2 ** 30;
+    expect(defaultLayout(2, { weightBytes: 553e6, totalBytes: 8 * GB })).toEqual({ workers: 1, threadsPerWorker: 2, fitsMemory: true });
+    expect(defaultLayout(2, { weightBytes: 553e6, totalBytes: 24 * GB })).toEqual({ workers: 2, threadsPerWorker: 1 });
+    expect(defaultLayout(2, { weightBytes: 102e6, totalBytes: 8 * GB })).toEqual({ workers: 2, threadsPerWorker: 1 });
+    expect(defaultLayout(16, { weightBytes: 553e6, totalBytes: 16 * GB })).toEqual({ workers: 3, threadsPerWorker: 5, fitsMemory: true });
+    expect(defaultLayout(2, { weightBytes: 64e9, totalBytes: 8 * GB })).toEqual({ workers: 1, threadsPerWorker: 2, fitsMemory: true });
+  });
+
+  it("counts a network's weight bytes: every array its nodes hold", () => {
+    const net = chainNet([{ op: conv(3, 4, 3, 2, 'same') }], 4 * 4 * 4);
+    // conv kernel 3x3x3x4 and bias 4, dense kernel 64x4 and bias 4; float32.
+    expect(weightBytes(net)).toBe(4 * (3 * 3 * 3 * 4 + 4 + 64 * 4 + 4));
   });
 
   it('sizes forward runs to the model: multiply-adds counted from the graph, more images per run for small models', async () => {

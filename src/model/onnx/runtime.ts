@@ -1,4 +1,4 @@
-import { availableParallelism } from 'node:os';
+import { availableParallelism, totalmem } from 'node:os';
 import type * as tf from '../../tf.js';
 import { tensorValues } from '../tensorView.js';
 import type { Net } from '../net.js';
@@ -53,15 +53,46 @@ const GPU_MAX_IMAGES_PER_RUN = 256;
 /** More workers than this gain little and each holds a copy of the model. */
 const MAX_WORKERS = 4;
 
+/**
+ * Resident bytes one CPU worker may come to hold per byte of the model's weights: ONNX Runtime keeps
+ * about 1.3x the weights per forward or evaluation session and 2x per gradient session, activations
+ * besides (bench:onnx's memory table, docs/models.md).
+ */
+const WORKER_BYTES_PER_WEIGHT_BYTE = 5;
+/** The share of the machine's memory the workers plan on (the main thread holds the model too). */
+const WORKER_MEMORY_SHARE = 0.5;
+
 export interface PoolLayout {
   workers: number;
   threadsPerWorker: number;
+  /** Set where fewer workers than cores were chosen so that their sessions fit in memory. */
+  fitsMemory?: true;
 }
 
-/** One 1-thread worker per core up to MAX_WORKERS; the remaining cores become intra-op threads. */
-export function defaultLayout(cores = availableParallelism()): PoolLayout {
-  const workers = Math.max(1, Math.min(cores, MAX_WORKERS));
-  return { workers, threadsPerWorker: Math.max(1, Math.floor(cores / workers)) };
+/**
+ * One 1-thread worker per core up to MAX_WORKERS; the remaining cores become intra-op threads. Given
+ * the model's weight bytes, no more workers than half the machine's memory holds (each has its own
+ * sessions): a VGG-size model on an 8 GB laptop gets one worker with every core as its threads, which
+ * is slower per gradient (ResNet-50: 22%) but does not run out of memory.
+ */
+export function defaultLayout(cores = availableParallelism(), memory?: { weightBytes: number; totalBytes?: number }): PoolLayout {
+  let workers = Math.max(1, Math.min(cores, MAX_WORKERS));
+  let fitsMemory = false;
+  if (memory && memory.weightBytes > 0) {
+    const fit = Math.floor((WORKER_MEMORY_SHARE * (memory.totalBytes ?? totalmem())) / (WORKER_BYTES_PER_WEIGHT_BYTE * memory.weightBytes));
+    if (fit < workers) [workers, fitsMemory] = [Math.max(1, fit), true];
+  }
+  return { workers, threadsPerWorker: Math.max(1, Math.floor(cores / workers)), ...(fitsMemory ? { fitsMemory: true as const } : {}) };
+}
+
+/** Bytes of a network's weights (every array its nodes hold). */
+export function weightBytes(net: Net): number {
+  let bytes = 0;
+  for (const n of net.nodes)
+    for (const v of Object.values(n.op as object) as unknown[])
+      if (v && typeof v === 'object' && (v as { data?: unknown }).data instanceof Float32Array)
+        bytes += (v as { data: Float32Array }).data.byteLength;
+  return bytes;
 }
 
 /** Images per forward run for a model of `multiplyAdds` per image: IMAGES_PER_RUN, more for small models. */
@@ -110,7 +141,9 @@ export async function onnxRuntime(
   if (!(await loadOrt())) return null;
   const { only, device = 'cpu' } = options;
   const gpu = device === 'webgpu';
-  const layout = gpu ? { workers: 1, threadsPerWorker: 1 } : (options.layout ?? defaultLayout());
+  const layout: PoolLayout = gpu
+    ? { workers: 1, threadsPerWorker: 1 }
+    : (options.layout ?? defaultLayout(undefined, { weightBytes: weightBytes(net) }));
   // Each model goes to its file as soon as it is written: one model's bytes in memory at a time.
   const files = new ModelFiles();
   let C: number;
@@ -151,7 +184,8 @@ export async function onnxRuntime(
     sharedRows: true,
     layout: gpu
       ? `WebGPU, runs of up to ${forwardRun} images / ${rowsPerRun} gradient rows`
-      : `${pool.size} worker${pool.size > 1 ? 's' : ''} x ${pool.threadsPerWorker} thread${pool.threadsPerWorker > 1 ? 's' : ''}`,
+      : `${pool.size} worker${pool.size > 1 ? 's' : ''} x ${pool.threadsPerWorker} thread${pool.threadsPerWorker > 1 ? 's' : ''}` +
+        (layout.fitsMemory ? ', fewer workers than cores so that their copies of the model fit in memory' : ''),
     // Per call: enough runs to keep every worker busy twice over (one run on a GPU); memory stays per run.
     maxRows: gpu ? rowsPerRun : 2 * ROWS_PER_RUN * pool.size,
     forwardBatch: forwardRun * pool.size,
