@@ -29,7 +29,7 @@ export class ModelFiles {
     if (this.released) throw new Error('internal: model files already released');
     if (this.byDescriptor) {
       // A folder of its own, gone with the file: an ended process leaves not even an empty folder.
-      const dir = mkdtempSync(join(tmpdir(), 'uap-onnx-'));
+      const dir = mkdtempSync(join(tmpdir(), 'uap-graphs-'));
       try {
         const file = join(dir, `${name}.onnx`);
         writeFileSync(file, bytes);
@@ -42,7 +42,7 @@ export class ModelFiles {
       return;
     }
     if (!this.dir) {
-      this.dir = mkdtempSync(join(tmpdir(), 'uap-onnx-'));
+      this.dir = mkdtempSync(join(tmpdir(), 'uap-graphs-'));
       process.once('exit', this.removeDir);
     }
     const file = join(this.dir, `${name}.onnx`);
