@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -75,6 +75,7 @@ describe('bad ONNX files and operators: one-line errors naming what is wrong', (
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), 'uap-onnx-'));
   });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const write = (name: string, bytes: Uint8Array) => {
     const p = join(dir, name);
     writeFileSync(p, bytes);
