@@ -78,15 +78,11 @@ function split(times: Map<string, { op: string; us: number }>, keep: (name: stri
   return { totalMs: total, byOp: Object.fromEntries(Object.entries(byOp).sort((a, b) => b[1] - a[1])) };
 }
 
-async function bestOf(run: () => Promise<unknown>, runs: number): Promise<number> {
+/** Milliseconds of one call. */
+async function msOf(run: () => Promise<unknown>): Promise<number> {
+  const s = performance.now();
   await run();
-  let t = Infinity;
-  for (let i = 0; i < runs; i++) {
-    const s = performance.now();
-    await run();
-    t = Math.min(t, performance.now() - s);
-  }
-  return t;
+  return performance.now() - s;
 }
 
 async function profileModel(ort: Ort, name: string, assets: string, dir: string): Promise<Row> {
@@ -95,7 +91,7 @@ async function profileModel(ort: Ort, name: string, assets: string, dir: string)
   const shape = card.inputShape as [number, number, number];
   const models = exportOnnx(net, shape, ['forward', 'vjp']);
   const size = shape[0] * shape[1] * shape[2];
-  // Random pixels and cotangents: the graphs' cost does not depend on the values.
+  // Fixed patterns of pixels and cotangents: the graphs' cost does not depend on the values.
   const x = new ort.Tensor(
     'float32',
     Float32Array.from({ length: B * size }, (_, i) => (i * 7919) % 256),
@@ -109,12 +105,16 @@ async function profileModel(ort: Ort, name: string, assets: string, dir: string)
   const base = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' as const, logSeverityLevel: 3 as const };
   const session = (bytes: Uint8Array, extra: object) => ort.InferenceSession.create(bytes, { ...base, ...extra });
   const timed = { forward: await session(models.forward, {}), vjp: await session(models.vjp, {}) };
-  // Interleaved, so a burst of other work on the machine hits both.
+  // One warm-up each, then the best of RUNS interleaved, so a burst of other work on the machine hits both.
+  const runForward = () => timed.forward.run({ x });
+  const runVjp = () => timed.vjp.run({ x, dy });
+  await runForward();
+  await runVjp();
   let forwardMs = Infinity;
   let vjpMs = Infinity;
   for (let i = 0; i < RUNS; i++) {
-    forwardMs = Math.min(forwardMs, await bestOf(() => timed.forward.run({ x }), 1));
-    vjpMs = Math.min(vjpMs, await bestOf(() => timed.vjp.run({ x, dy }), 1));
+    forwardMs = Math.min(forwardMs, await msOf(runForward));
+    vjpMs = Math.min(vjpMs, await msOf(runVjp));
   }
   await Promise.all([timed.forward.release(), timed.vjp.release()]);
   const profiled = async (kind: 'forward' | 'vjp', feeds: Record<string, InstanceType<Ort['Tensor']>>) => {

@@ -275,10 +275,16 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     expect(defaultLayout(2, { weightBytes: 64e9, totalBytes: 8 * GB })).toEqual({ workers: 1, threadsPerWorker: 2, fitsMemory: true });
   });
 
-  it("counts a network's weight bytes: every array its nodes hold", () => {
-    const net = chainNet([{ op: conv(3, 4, 3, 2, 'same') }], 4 * 4 * 4);
-    // conv kernel 3x3x3x4 and bias 4, dense kernel 64x4 and bias 4; float32.
-    expect(weightBytes(net)).toBe(4 * (3 * 3 * 3 * 4 + 4 + 64 * 4 + 4));
+  it("counts a network's weight bytes: every array its nodes hold, a binary op's constant too", () => {
+    const net = chainNet(
+      [
+        { op: conv(3, 4, 3, 2, 'same') },
+        { op: { kind: 'binary', op: 'add', constant: { weights: w([1, 1, 4], 5), first: false }, act: 'linear' } },
+      ],
+      4 * 4 * 4,
+    );
+    // conv kernel 3x3x3x4 and bias 4, the added constant 4, dense kernel 64x4 and bias 4; float32.
+    expect(weightBytes(net)).toBe(4 * (3 * 3 * 3 * 4 + 4 + 4 + 64 * 4 + 4));
   });
 
   it('sizes forward runs to the model: multiply-adds counted from the graph, more images per run for small models', async () => {

@@ -85,14 +85,14 @@ export function defaultLayout(cores = availableParallelism(), memory?: { weightB
   return { workers, threadsPerWorker: Math.max(1, Math.floor(cores / workers)), ...(fitsMemory ? { fitsMemory: true as const } : {}) };
 }
 
-/** Bytes of a network's weights (every array its nodes hold). */
+/** Bytes of a network's weights: every array its nodes hold, nested ones too (a binary op's constant). */
 export function weightBytes(net: Net): number {
-  let bytes = 0;
-  for (const n of net.nodes)
-    for (const v of Object.values(n.op as object) as unknown[])
-      if (v && typeof v === 'object' && (v as { data?: unknown }).data instanceof Float32Array)
-        bytes += (v as { data: Float32Array }).data.byteLength;
-  return bytes;
+  const bytes = (v: unknown): number => {
+    if (!v || typeof v !== 'object') return 0;
+    const data = (v as { data?: unknown }).data;
+    return data instanceof Float32Array ? data.byteLength : Object.values(v).reduce((sum: number, x) => sum + bytes(x), 0);
+  };
+  return net.nodes.reduce((sum, n) => sum + bytes(n.op), 0);
 }
 
 /** Images per forward run for a model of `multiplyAdds` per image: IMAGES_PER_RUN, more for small models. */
