@@ -27,10 +27,10 @@ import { ImageSet } from '../src/data/imageSet.js';
 import { writeNpy } from '../src/io/npy.js';
 import { Rng } from '../src/math/random.js';
 import { TORCH_PYTHON } from './torch.js';
+import { TORCHVISION } from './torchvision.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const num = (k: string, d: number) => (args.has(k) ? Number(args.get(k)) : d);
-const TORCHVISION = { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] };
 const SHAPE: [number, number, number] = [224, 224, 3];
 const MEASURES = ['forward', 'gradient', 'tenGradients', 'deepfoolStep', 'sgdEpoch'] as const;
 type Measure = (typeof MEASURES)[number];

@@ -12,7 +12,7 @@
  *   node dist/bench/onnx.js --render   (the tables and docs again from the saved results)
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
@@ -27,10 +27,10 @@ import { writeNpy } from '../src/io/npy.js';
 import { runTorchBest, TORCH_PYTHON } from './torch.js';
 import { writeAtomic } from '../src/io/atomic.js';
 import { replaceDocBlock } from './docBlock.js';
+import { TORCHVISION } from './torchvision.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const B = 8;
-const TORCHVISION = { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] };
 
 async function best<T>(f: () => Promise<T>, repeats: number): Promise<number> {
   await f();
@@ -55,8 +55,12 @@ type TorchRef = {
 function torchReference(name: string, x: tf.Tensor4D): (TorchRef & { torchSettings: string }) | undefined {
   if (!TORCH_PYTHON || spawnSync(TORCH_PYTHON, ['-c', 'import torchvision'], { stdio: 'ignore' }).status !== 0) return undefined;
   const dir = mkdtempSync(join(tmpdir(), 'uap-zoo-'));
-  writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
-  return runTorchBest<TorchRef>('bench/torch_zoo.py', [name, join(dir, 'x.npy'), join(dir, 'out.json'), '2'], join(dir, 'out.json'));
+  try {
+    writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
+    return runTorchBest<TorchRef>('bench/torch_zoo.py', [name, join(dir, 'x.npy'), join(dir, 'out.json'), '2'], join(dir, 'out.json'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 async function measure(engine: Engine, file: string, name: string, x: tf.Tensor4D) {
@@ -123,14 +127,20 @@ function loadFigures(zoo: string, name: string): { uap?: LoadFigures; torch?: Lo
   if (!uap) console.log(`${name}: load measurement failed (${child.stderr.trim().split('\n').pop() ?? child.status})`);
   let torch: LoadFigures | undefined;
   if (TORCH_PYTHON && existsSync(join(zoo, `${name}.pt`))) {
-    const out = join(mkdtempSync(join(tmpdir(), 'uap-zoo-')), 'load.json');
-    const r = spawnSync(TORCH_PYTHON, ['bench/torch_load.py', zoo, name, String(B), out, '2'], { stdio: ['ignore', 'ignore', 'inherit'] });
-    if (r.status === 0) torch = JSON.parse(readFileSync(out, 'utf8')) as LoadFigures;
+    const dir = mkdtempSync(join(tmpdir(), 'uap-zoo-'));
+    try {
+      const out = join(dir, 'load.json');
+      const r = spawnSync(TORCH_PYTHON, ['bench/torch_load.py', zoo, name, String(B), out, '2'], {
+        stdio: ['ignore', 'ignore', 'inherit'],
+      });
+      if (r.status === 0) torch = JSON.parse(readFileSync(out, 'utf8')) as LoadFigures;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
   return { uap, torch, weightsMB };
 }
 
-/** A model's figures; `date`: when they were measured (a run of some models keeps the others' rows). */
 const RESULTS = 'bench/results/onnx-zoo.json';
 
 /** The rows of the last runs (bench/results/onnx-zoo.json). */
@@ -139,9 +149,10 @@ function previousRows(): Row[] {
 }
 
 type Memory = { memory?: ReturnType<typeof loadFigures>; date?: string };
+/** A model's figures; `date`: when they were measured (a run of some models keeps the others' rows). */
 type Row = (Awaited<ReturnType<typeof measure>> & Memory) | ({ model: string } & Memory) | { model: string; error: string };
 
-/** Load time and memory beside PyTorch's: the issue's targets are peak <= 3x the weights + a base, load <= 2x PyTorch's. */
+/** Load time and memory beside PyTorch's: the targets are a peak within 3x the weights over the base, and load within 2x PyTorch's. */
 function memoryTable(rows: Row[]): string {
   const f = (v?: number, d = 0) => (v === undefined ? '-' : v.toFixed(d));
   const lines = [

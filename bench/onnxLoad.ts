@@ -6,31 +6,25 @@
  * and peakMB (the process's high-water mark after the gradient).
  *   node dist/bench/onnxLoad.js MODEL.onnx BATCH
  */
-import { readFileSync } from 'node:fs';
 import * as tf from '../src/tf.js';
 import { initBackend } from '../src/backend.js';
 import { loadClassifier } from '../src/model/load.js';
 import { forwardLogits, vjpRows } from '../src/model/compute.js';
+import { TORCHVISION } from './torchvision.js';
 
-const TORCHVISION = { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] };
-
-/** A field of /proc/self/status in MB (VmRSS: resident now; VmHWM: its high-water mark). */
-function statusMB(field: 'VmRSS' | 'VmHWM'): number {
-  const line = readFileSync('/proc/self/status', 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith(`${field}:`));
-  return line ? Number(line.split(/\s+/)[1]) / 1024 : NaN;
-}
+/** Resident MB now, and the process's high-water mark (as bench:stream and bench:core read them). */
+const rssMB = () => process.memoryUsage().rss / 2 ** 20;
+const peakRssMB = () => process.resourceUsage().maxRSS / 1024;
 
 async function main(): Promise<void> {
   const [file, batchArg] = process.argv.slice(2);
   const batch = Number(batchArg ?? 8);
   const engine = await initBackend();
-  const baseMB = statusMB('VmRSS');
+  const baseMB = rssMB();
   const t0 = performance.now();
   const model = await loadClassifier(file, { engine, card: { preprocess: TORCHVISION, numClasses: 1000 } });
   const loadSeconds = (performance.now() - t0) / 1000;
-  const rssAfterLoadMB = statusMB('VmRSS');
+  const rssAfterLoadMB = rssMB();
   const [h, w, c] = model.inputShape;
   const x = tf.randomUniform([batch, h, w, c], 0, 255, 'float32', 1) as tf.Tensor4D;
   await forwardLogits(model, x);
@@ -38,7 +32,7 @@ async function main(): Promise<void> {
   const dy = new Float32Array(batch * K);
   for (let i = 0; i < batch; i++) [dy[i * K], dy[i * K + 1]] = [-1, 1];
   await vjpRows(model, x, dy, 1);
-  const peakMB = statusMB('VmHWM');
+  const peakMB = peakRssMB();
   x.dispose();
   model.dispose();
   process.stdout.write(JSON.stringify({ engine: model.engine, loadSeconds, baseMB, rssAfterLoadMB, peakMB }) + '\n');

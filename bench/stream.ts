@@ -46,6 +46,7 @@ import { findCard, loadNet } from '../src/model/load.js';
 import { resolveCardPath } from '../src/model/card.js';
 import { writeNetFiles } from './netFile.js';
 import { TORCH_PYTHON, TUNED_MALLOC } from './torch.js';
+import { TORCHVISION } from './torchvision.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const WORK = args.get('work') ?? join(tmpdir(), 'uap-bench-stream');
@@ -130,7 +131,6 @@ async function imagenetShards(n: number): Promise<string> {
 }
 
 /** torchvision's normalisation in pixel units: the card of an imported PyTorch model (--onnx). */
-const TORCHVISION = { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] };
 
 /** A bundled model by name, or an ONNX file exported from torchvision (1000 classes, its normalisation). */
 function benchModel(engine: Engine, spec: string) {
