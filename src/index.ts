@@ -4,10 +4,11 @@
  * and kept stable across minor versions. Internals that tools and tests reach for are in `uap/internal`
  * (src/internal.ts), with no such promise.
  */
+import * as tfjs from './tf.js';
+
 // Where models run, and the errors the library throws.
 export { initBackend, tfjsEngine, type BackendName, type Engine } from './backend.js';
 export { UsageError, AbortedError } from './errors.js';
-import * as tfjs from './tf.js';
 /**
  * The TensorFlow.js instance uap runs on (tfjs-core, layers, converter and the cpu backend, with uap's
  * wasm backend once `initBackend` chose it). Build the tensors that `forwardLogits`, `vjp` and

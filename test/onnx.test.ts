@@ -391,7 +391,7 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
   it('worker sessions are built on first use: a model ONNX Runtime refuses fails only when asked for, unless it is the first', async () => {
     const good = exportOnnx(selfCheckNet(), SELF_CHECK_SHAPE, ['forward']).forward;
     const bad = Uint8Array.of(8, 1, 18, 3, 98, 97, 100);
-    const pool = await SessionPool.create({ forward: good, vjp: bad }, 1, 1);
+    const pool = await SessionPool.create(ModelFiles.of({ forward: good, vjp: bad }), 1, 1);
     try {
       const feeds = { x: { data: new Float32Array(2 * 48).fill(1), dims: [2, ...SELF_CHECK_SHAPE] } };
       const [out] = await pool.runShards('forward', [{ feeds }], ['logits']);
@@ -402,7 +402,7 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     } finally {
       await pool.dispose();
     }
-    await expect(SessionPool.create({ vjp: bad }, 1, 1)).rejects.toThrow(/^ONNX Runtime: /);
+    await expect(SessionPool.create(ModelFiles.of({ vjp: bad }), 1, 1)).rejects.toThrow(/^ONNX Runtime: /);
   });
 
   it('the workers open the models by path: the files hold the bytes, leave nothing in the temp folder, and go with the pool', async () => {

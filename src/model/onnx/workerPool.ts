@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { Device } from './emit.js';
-import { ModelFiles } from './modelFiles.js';
+import type { ModelFiles } from './modelFiles.js';
 
 /**
  * ONNX Runtime sessions in worker threads, one copy per worker, each worker running a share of every
@@ -204,19 +204,13 @@ export class SessionPool {
   ) {}
 
   /**
-   * The pool owns `models` (bytes are written to files first): it releases them on dispose or when it
-   * cannot start. The first model's session is built at once in every worker.
+   * The pool owns `files`: it releases them on dispose or when it cannot start. The first model's
+   * session is built at once in every worker.
    */
-  static async create(
-    models: ModelFiles | Record<string, Uint8Array>,
-    workers: number,
-    threadsPerWorker: number,
-    device: Device = 'cpu',
-  ): Promise<SessionPool> {
+  static async create(files: ModelFiles, workers: number, threadsPerWorker: number, device: Device = 'cpu'): Promise<SessionPool> {
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
     // The workers open the models by path (modelFiles.ts): cloning the bytes into each worker's message
     // took 27 s for VGG-11's three 530 MB graphs, and bytes in shared memory still cost each worker a copy.
-    const files = models instanceof ModelFiles ? models : ModelFiles.of(models);
     const pool = Array.from({ length: workers }, () => new SessionWorker(files.paths, threadsPerWorker, ortPath, device));
     try {
       await Promise.all(pool.map((w) => w.ready));
