@@ -229,7 +229,7 @@ async function main() {
   const rows: Row[] = [];
   for (const name of names) {
     try {
-      // --memory-only: the load and memory columns alone (VGG-16's PyTorch speed reference takes an hour on 2 cores).
+      // --memory-only: the load and memory columns alone (PyTorch's speed reference of a VGG-size model is slow on a few cores).
       const speed = args.has('memory-only') ? undefined : await measure(engine, join(zoo, `${name}.onnx`), name, x);
       const earlierRow = previousRows().find((p) => p.model === name);
       const base = speed ?? (earlierRow && !('error' in earlierRow) ? earlierRow : { model: name });

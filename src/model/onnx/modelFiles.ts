@@ -5,8 +5,8 @@ import { join } from 'node:path';
 /**
  * The exported ONNX models as files that every worker's ONNX Runtime opens by path. onnxruntime-node
  * takes a model as a path or as a plain ArrayBuffer (not shared memory): bytes would cost a copy in
- * the main thread and another in each worker, kept until that worker's garbage collector runs (for
- * ResNet-50, 0.4 GB each); a path costs none, and ONNX Runtime reads the file as it parses it. Models
+ * the main thread and another in each worker, kept until that worker's garbage collector runs; a path
+ * costs none, and ONNX Runtime reads the file as it parses it. Models
  * are added one at a time as they are exported, so the caller holds one model's bytes at most.
  *
  * On Linux each file is unlinked as soon as it is written and reached through its open descriptor

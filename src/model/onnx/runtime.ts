@@ -55,8 +55,8 @@ const MAX_WORKERS = 4;
 
 /**
  * Resident bytes one CPU worker may come to hold per byte of the model's weights: ONNX Runtime keeps
- * about 1.3x the weights per forward or evaluation session and 2x per gradient session, activations
- * besides (bench:onnx's memory table, docs/models.md).
+ * a copy of the weights per forward or evaluation session and more per gradient session (the flipped
+ * filters), activations besides (bench:onnx's memory table, bench/results/onnx-memory.md).
  */
 const WORKER_BYTES_PER_WEIGHT_BYTE = 5;
 /** The share of the machine's memory the workers plan on (the main thread holds the model too). */
@@ -73,7 +73,7 @@ export interface PoolLayout {
  * One 1-thread worker per core up to MAX_WORKERS; the remaining cores become intra-op threads. Given
  * the model's weight bytes, no more workers than half the machine's memory holds (each has its own
  * sessions): a VGG-size model on an 8 GB laptop gets one worker with every core as its threads, which
- * is slower per gradient (ResNet-50: 22%) but does not run out of memory.
+ * is slower per gradient (ONNX Runtime's backward kernels thread poorly) but does not run out of memory.
  */
 export function defaultLayout(cores = availableParallelism(), memory?: { weightBytes: number; totalBytes?: number }): PoolLayout {
   let workers = Math.max(1, Math.min(cores, MAX_WORKERS));
