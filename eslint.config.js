@@ -11,7 +11,7 @@ export default tseslint.config(
       'node_modules/',
       'runs/',
       'src/generated/',
-      'src/model/tflite/schema.generated.ts',
+      'src/import/tflite/schema.generated.ts',
       'bench/results/',
       'test/fixtures/',
     ],

@@ -10,16 +10,16 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as tf from '../src/tf.js';
-import { initBackend } from '../src/backend.js';
-import { loadClassifier } from '../src/model/load.js';
+import { initBackend } from '../src/engine/backend.js';
+import { loadClassifier } from '../src/import/load.js';
 import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
 import type { PassRecord } from '../src/attacks/passes.js';
-import { evaluatePerturbation, predictSet } from '../src/model/scoring.js';
+import { evaluatePerturbation, predictSet } from '../src/evaluation/scoring.js';
 import { loadSet } from '../src/data/sets.js';
 import { assetsDir } from '../src/paths.js';
 import { lpNorm, parseNorm, defaultXi, type Norm } from '../src/math/lp.js';
 import { noiseOfNorm } from '../src/math/noise.js';
-import type { Classifier } from '../src/model/classifier.js';
+import type { Classifier } from '../src/classifier/classifier.js';
 import type { ImageSet } from '../src/data/dataset.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));

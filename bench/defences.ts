@@ -9,10 +9,10 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend, type Engine } from '../src/backend.js';
-import { loadClassifier } from '../src/model/load.js';
+import { initBackend, type Engine } from '../src/engine/backend.js';
+import { loadClassifier } from '../src/import/load.js';
 import { runFinetune, type FinetuneOptions } from '../src/defence/finetune.js';
-import { evaluatePerturbation } from '../src/model/scoring.js';
+import { evaluatePerturbation } from '../src/evaluation/scoring.js';
 import { loadSet } from '../src/data/sets.js';
 import { craft, methodOptions } from '../src/attacks/methods.js';
 import type { Method } from '../src/attacks/methods.js';

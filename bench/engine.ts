@@ -9,19 +9,19 @@ import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend, tfjsEngine, type Engine } from '../src/backend.js';
-import { findCard, loadClassifier, loadNet } from '../src/model/load.js';
-import { resolveCardPath } from '../src/model/card.js';
-import { fileHandler } from '../src/model/fileHandler.js';
-import { forwardLogits, vjp } from '../src/model/compute.js';
-import { candidateGradientRows } from '../src/model/gradients.js';
-import type { Classifier } from '../src/model/classifier.js';
+import { initBackend, tfjsEngine, type Engine } from '../src/engine/backend.js';
+import { findCard, loadClassifier, loadNet } from '../src/import/load.js';
+import { resolveCardPath } from '../src/classifier/card.js';
+import { fileHandler } from '../src/import/fileHandler.js';
+import { forwardLogits, vjp } from '../src/classifier/compute.js';
+import { candidateGradientRows } from '../src/classifier/gradients.js';
+import type { Classifier } from '../src/classifier/classifier.js';
 import { loadSet } from '../src/data/sets.js';
 import { assetsDir } from '../src/paths.js';
 import { writeNpy } from '../src/io/npy.js';
 import { writeNetFiles } from './netFile.js';
 import { runTorchBest, TORCH_PYTHON } from './torch.js';
-import { maxRelativeDifference } from '../src/model/selfcheck.js';
+import { maxRelativeDifference } from '../src/engine/selfcheck.js';
 
 const B = 8;
 

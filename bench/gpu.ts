@@ -17,10 +17,10 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend } from '../src/backend.js';
-import { loadClassifier } from '../src/model/load.js';
-import { forwardLogits, vjpRows } from '../src/model/compute.js';
-import { candidateGradientRows } from '../src/model/gradients.js';
+import { initBackend } from '../src/engine/backend.js';
+import { loadClassifier } from '../src/import/load.js';
+import { forwardLogits, vjpRows } from '../src/classifier/compute.js';
+import { candidateGradientRows } from '../src/classifier/gradients.js';
 import { deepfool } from '../src/attacks/deepfool.js';
 import { computeSgdUniversal, SGD_DEFAULTS } from '../src/attacks/sgd.js';
 import { ImageSet } from '../src/data/imageSet.js';

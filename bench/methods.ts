@@ -9,18 +9,18 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend } from '../src/backend.js';
-import { loadClassifier } from '../src/model/load.js';
+import { initBackend } from '../src/engine/backend.js';
+import { loadClassifier } from '../src/import/load.js';
 import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
 import { computeSgdUniversal, SGD_DEFAULTS } from '../src/attacks/sgd.js';
 import { computeDataFreeUniversal, DATA_FREE_DEFAULTS } from '../src/attacks/dataFree.js';
 import type { PassRecord, RunControl, UniversalResult } from '../src/attacks/passes.js';
-import { evaluatePerturbation } from '../src/model/scoring.js';
+import { evaluatePerturbation } from '../src/evaluation/scoring.js';
 import { AbortedError } from '../src/errors.js';
 import { loadSet } from '../src/data/sets.js';
 import { assetsDir } from '../src/paths.js';
 import { defaultXi, type Norm } from '../src/math/lp.js';
-import type { Classifier } from '../src/model/classifier.js';
+import type { Classifier } from '../src/classifier/classifier.js';
 import type { ImageSet } from '../src/data/dataset.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));

@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import type { Net, NodeOp, Weights } from '../src/model/net.js';
+import type { Net, NodeOp, Weights } from '../src/engine/net.js';
 
 /**
  * Writes a Net as JSON (structure) + one float32 file (weights), for the PyTorch references

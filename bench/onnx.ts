@@ -16,11 +16,11 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend, tfjsEngine, type Engine } from '../src/backend.js';
-import { loadClassifier } from '../src/model/load.js';
-import { forwardLogits, vjpRows } from '../src/model/compute.js';
-import { candidateGradientRows, scratchRows, type GradientScratch } from '../src/model/gradients.js';
-import { l2RelativeDifference, maxRelativeDifference } from '../src/model/selfcheck.js';
+import { initBackend, tfjsEngine, type Engine } from '../src/engine/backend.js';
+import { loadClassifier } from '../src/import/load.js';
+import { forwardLogits, vjpRows } from '../src/classifier/compute.js';
+import { candidateGradientRows, scratchRows, type GradientScratch } from '../src/classifier/gradients.js';
+import { l2RelativeDifference, maxRelativeDifference } from '../src/engine/selfcheck.js';
 import { loadSet } from '../src/data/sets.js';
 import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeNpy } from '../src/io/npy.js';

@@ -7,9 +7,9 @@
  *   node dist/bench/onnxLoad.js MODEL.onnx BATCH
  */
 import * as tf from '../src/tf.js';
-import { initBackend } from '../src/backend.js';
-import { loadClassifier } from '../src/model/load.js';
-import { forwardLogits, vjpRows } from '../src/model/compute.js';
+import { initBackend } from '../src/engine/backend.js';
+import { loadClassifier } from '../src/import/load.js';
+import { forwardLogits, vjpRows } from '../src/classifier/compute.js';
 import { TORCHVISION } from './torchvision.js';
 
 /** Resident MB now, and the process's high-water mark (as bench:stream and bench:core read them). */

@@ -19,9 +19,9 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeNpy } from '../src/io/npy.js';
-import { loadClassifier } from '../src/model/load.js';
+import { loadClassifier } from '../src/import/load.js';
 import { assetsDir } from '../src/paths.js';
-import { initBackend } from '../src/backend.js';
+import { initBackend } from '../src/engine/backend.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const MODEL = args.get('model') ?? 'mobilenet_v1_0.25_224';

@@ -13,12 +13,12 @@
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend } from '../src/backend.js';
-import { findCard, loadNet } from '../src/model/load.js';
-import { resolveCardPath } from '../src/model/card.js';
-import { exportOnnx } from '../src/model/onnx/export.js';
-import { loadOrt } from '../src/model/onnx/runtime.js';
-import { parseOnnx } from '../src/model/onnxImport/parse.js';
+import { initBackend } from '../src/engine/backend.js';
+import { findCard, loadNet } from '../src/import/load.js';
+import { resolveCardPath } from '../src/classifier/card.js';
+import { exportOnnx } from '../src/engine/onnx/export.js';
+import { loadOrt } from '../src/engine/onnx/runtime.js';
+import { parseOnnx } from '../src/import/onnx/parse.js';
 import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeAtomic } from '../src/io/atomic.js';
 import { replaceDocBlock } from './docBlock.js';

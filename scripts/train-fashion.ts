@@ -16,8 +16,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, r
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '../src/tf.js';
-import { initBackend } from '../src/backend.js';
-import { conv2dInputGradient } from '../src/model/inputgrad.js';
+import { initBackend } from '../src/engine/backend.js';
+import { conv2dInputGradient } from '../src/engine/tfjs/inputgrad.js';
 import sharp from 'sharp';
 import { readFashionSplit, FASHION_MNIST_DIR, FASHION_LABELS, FASHION_FOLDERS, type FashionSplit } from '../src/data/fashion.js';
 

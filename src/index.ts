@@ -7,7 +7,7 @@
 import * as tfjs from './tf.js';
 
 // Where models run, and the errors the library throws.
-export { initBackend, tfjsEngine, type BackendName, type Engine } from './backend.js';
+export { initBackend, tfjsEngine, type BackendName, type Engine } from './engine/backend.js';
 export { UsageError, AbortedError } from './errors.js';
 /**
  * The TensorFlow.js instance uap runs on (tfjs-core, layers, converter and the cpu backend, with uap's
@@ -17,13 +17,13 @@ export { UsageError, AbortedError } from './errors.js';
  */
 export const tf = tfjs;
 // Models: loading, cards, and the one forward / gradient path every attack uses.
-export { loadClassifier, findCard, bundledModels } from './model/load.js';
-export { type ModelCard, readCard, validateCard } from './model/card.js';
-export { type Classifier, type Differentiable, type FeatureModel, labelName } from './model/classifier.js';
-export type { Runtime } from './model/runtime.js';
-export { tfjsRuntime, type TfjsGraph } from './model/tfjsRuntime.js';
-export { forwardLogits, predictLabels, predictImages, vjp, vjpRows } from './model/compute.js';
-export { candidateGradients, candidateGradientRows, type GradientScratch } from './model/gradients.js';
+export { loadClassifier, findCard, bundledModels } from './import/load.js';
+export { type ModelCard, readCard, validateCard } from './classifier/card.js';
+export { type Classifier, type Differentiable, type FeatureModel, labelName } from './classifier/classifier.js';
+export type { Runtime } from './engine/runtime.js';
+export { tfjsRuntime, type TfjsGraph } from './engine/tfjs/tfjsRuntime.js';
+export { forwardLogits, predictLabels, predictImages, vjp, vjpRows } from './classifier/compute.js';
+export { candidateGradients, candidateGradientRows, type GradientScratch } from './classifier/gradients.js';
 // Images.
 export { listDataset, loadImages, ImageSet, type ImageItem } from './data/dataset.js';
 export { decodeImage } from './data/decode.js';
@@ -47,7 +47,7 @@ export { computeDataFreeUniversal, DATA_FREE_DEFAULTS, type DataFreeOptions, typ
 export { METHODS, METHOD_NAMES, methodOf, type Method, type CraftMethod, type AttackSettings } from './attacks/methods.js';
 export { criterionOf, classDiscriminative, targetedAt, UNTARGETED, type Criterion } from './attacks/criterion.js';
 // Scoring.
-export { predictSet, foolingRate, evaluatePerturbation, type Evaluation } from './model/scoring.js';
+export { predictSet, foolingRate, evaluatePerturbation, type Evaluation } from './evaluation/scoring.js';
 // Perturbation files: uap's own and other tools'.
 export { readNpy, writeNpy } from './io/npy.js';
 export {
@@ -59,8 +59,8 @@ export {
   type PerturbationFormat,
   type PerturbationLayout,
   type PerturbationUnits,
-} from './io/perturbationFile.js';
-export { writePerturbation } from './io/run.js';
+} from './perturbation/file.js';
+export { writePerturbation } from './run/write.js';
 export { folderCheckpoints } from './io/checkpoint.js';
 // Whole jobs, as the CLI runs them: typed options in, a result out (and the files of the command).
 export { runCompute, type ComputeJob, type ComputeSummary } from './jobs/compute.js';
@@ -82,7 +82,7 @@ export {
   type AuditComparison,
 } from './jobs/audit.js';
 export type { JobControl } from './jobs/control.js';
-export { loadPerturbation } from './io/perturbationFile.js';
+export { loadPerturbation } from './perturbation/file.js';
 export { loadSet } from './data/sets.js';
 export {
   runFinetune,

@@ -5,22 +5,22 @@
  * browser does (the TF.js backend, decoding images, reading model files) is its host's (studio/host/).
  */
 import * as tf from '../src/tf.js';
-import type { Classifier } from '../src/model/classifier.js';
-import { netClassifier } from '../src/model/adapters.js';
+import type { Classifier } from '../src/classifier/classifier.js';
+import { netClassifier } from '../src/import/adapters.js';
 import { ImageSet } from '../src/data/imageSet.js';
 import { methodOf, METHODS, METHOD_NAMES } from '../src/attacks/methods.js';
 import type { PassRecord, RunControl } from '../src/attacks/passes.js';
-import { concatLabels, predictMany, predictSet, foolingRate, scorePredictions } from '../src/model/scoring.js';
+import { concatLabels, predictMany, predictSet, foolingRate, scorePredictions } from '../src/evaluation/scoring.js';
 import { randomPerturbation } from '../src/math/noise.js';
 import { foolingGraph, graphToDot, dotToSvg } from '../src/analysis/graph.js';
-import { runMetrics } from '../src/analysis/metrics.js';
+import { runMetrics } from '../src/evaluation/metrics.js';
 import { lpNorm } from '../src/math/lp.js';
 import { rateLines, vegaLiteToSvg } from '../src/report/plots.js';
-import { arrayFromBytes, fitPerturbation } from '../src/io/perturbationFormat.js';
+import { arrayFromBytes, fitPerturbation } from '../src/perturbation/format.js';
 import { AbortedError, withOptionNames } from '../src/errors.js';
 import type { AttackSettings, BrowserCard, DroppedModel, FromWorker, HeldOutRates, ToWorker, TopLabel } from './protocol.js';
 import { GRAPH_MIN_FOOLED } from './protocol.js';
-import { forwardLogits } from '../src/model/compute.js';
+import { forwardLogits } from '../src/classifier/compute.js';
 import { chooseBrowserBackend } from './host/backend.js';
 import { readImage } from './host/images.js';
 import { netFromModelFiles } from './host/modelFiles.js';

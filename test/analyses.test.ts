@@ -17,7 +17,7 @@ import * as tf from '../src/tf.js';
 import { normSweep, sweepSpec, type NormSweep } from '../src/analysis/baseline.js';
 import { noiseOfNorm, randomPerturbation } from '../src/math/noise.js';
 import { lpNorm } from '../src/math/lp.js';
-import { predictSet, foolingRate } from '../src/model/scoring.js';
+import { predictSet, foolingRate } from '../src/evaluation/scoring.js';
 import { tinyNet, randomImages, linearClassifier, uapCli } from './helpers.js';
 import { normalsAnalysis } from '../src/analysis/normals.js';
 import { sizeSweep } from '../src/analysis/sizes.js';

@@ -12,20 +12,25 @@ const LAYERS: Record<string, number> = {
   'tf.ts': 0,
   'paths.ts': 0,
   'log.ts': 0,
-  data: 1,
+  generated: 0,
   io: 1,
-  model: 1,
-  'backend.ts': 1,
-  attacks: 2,
-  analysis: 3,
-  defence: 3,
-  report: 3,
-  scale: 4,
-  jobs: 4,
-  cli: 5,
-  studio: 5,
-  'index.ts': 5,
-  'internal.ts': 5,
+  data: 1,
+  engine: 1,
+  classifier: 2,
+  import: 3,
+  evaluation: 3,
+  perturbation: 3,
+  attacks: 4,
+  run: 4,
+  analysis: 5,
+  defence: 5,
+  report: 5,
+  scale: 6,
+  jobs: 6,
+  cli: 7,
+  studio: 7,
+  'index.ts': 7,
+  'internal.ts': 7,
 };
 const SRC = join(import.meta.dirname, '..', 'src');
 
@@ -49,6 +54,40 @@ describe('architecture', () => {
       }
     }
     expect(upward).toEqual([]);
+  });
+
+  it('no import cycle between the files of src/, nor between its parts of one layer', () => {
+    const imports = new Map<string, string[]>();
+    for (const file of files(SRC)) {
+      const from = relative(SRC, file);
+      const to = [...readFileSync(file, 'utf8').matchAll(/from '(\.[^']+)'/g)]
+        .map((m) => normalize(join(dirname(from), m[1])).replace(/\.js$/, '.ts'))
+        .filter((t) => existsSync(join(SRC, t)));
+      imports.set(from, to);
+    }
+    const cycles = (graph: Map<string, string[]>) => {
+      // Depth-first search; a back edge closes a cycle, reported as the path around it.
+      const found: string[] = [];
+      const state = new Map<string, 'open' | 'done'>();
+      const path: string[] = [];
+      const visit = (v: string) => {
+        state.set(v, 'open');
+        path.push(v);
+        for (const w of graph.get(v) ?? []) {
+          if (state.get(w) === 'open') found.push([...path.slice(path.indexOf(w)), w].join(' -> '));
+          else if (!state.has(w)) visit(w);
+        }
+        path.pop();
+        state.set(v, 'done');
+      };
+      for (const v of graph.keys()) if (!state.has(v)) visit(v);
+      return found;
+    };
+    expect(cycles(imports)).toEqual([]);
+    const parts = new Map<string, string[]>();
+    for (const [from, tos] of imports)
+      for (const to of tos) if (top(from) !== top(to)) parts.set(top(from), [...(parts.get(top(from)) ?? []), top(to)]);
+    expect(cycles(parts)).toEqual([]);
   });
 
   it("the studio's page and worker take the core with no Node module in the bundle (no stubs, no copies)", () => {

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend } from '../src/backend.js';
+import { initBackend } from '../src/engine/backend.js';
 import {
   computeDataFreeUniversal,
   DATA_FREE_DEFAULTS,
@@ -11,20 +11,20 @@ import {
   neutralImage,
   type DataFreeOptions,
 } from '../src/attacks/dataFree.js';
-import { convLayers, featureModel, featureNet } from '../src/model/features.js';
-import { forwardLogits, vjpRows } from '../src/model/compute.js';
-import { loadClassifier } from '../src/model/load.js';
+import { convLayers, featureModel, featureNet } from '../src/classifier/features.js';
+import { forwardLogits, vjpRows } from '../src/classifier/compute.js';
+import { loadClassifier } from '../src/import/load.js';
 import { loadSet } from '../src/data/sets.js';
-import { randomBaseline } from '../src/analysis/noiseScore.js';
-import { predictSet, foolingRate } from '../src/model/scoring.js';
-import { netToTfGraph } from '../src/model/tfjsNet.js';
-import { runPlainGraph } from '../src/model/plainGraph.js';
-import { loadOrt, onnxRuntime } from '../src/model/onnx/runtime.js';
-import { weights, type Net } from '../src/model/net.js';
+import { randomBaseline } from '../src/evaluation/noiseScore.js';
+import { predictSet, foolingRate } from '../src/evaluation/scoring.js';
+import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
+import { runPlainGraph } from '../src/engine/tfjs/plainGraph.js';
+import { loadOrt, onnxRuntime } from '../src/engine/onnx/runtime.js';
+import { weights, type Net } from '../src/engine/net.js';
 import { lpNorm } from '../src/math/lp.js';
 import { Rng } from '../src/math/random.js';
 import { assetsDir } from '../src/paths.js';
-import type { Classifier } from '../src/model/classifier.js';
+import type { Classifier } from '../src/classifier/classifier.js';
 import { randomImages } from './helpers.js';
 import { folderCheckpoints } from '../src/io/checkpoint.js';
 

@@ -3,10 +3,10 @@ import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend } from '../src/backend.js';
+import { initBackend } from '../src/engine/backend.js';
 import { Rng } from '../src/math/random.js';
 import { drawPerturbations, applyDraws } from '../src/defence/sampling.js';
-import { enableWasmTraining } from '../src/model/wasmTraining.js';
+import { enableWasmTraining } from '../src/engine/tfjs/wasmTraining.js';
 import {
   runFinetune,
   FINETUNE_DEFAULTS,
@@ -18,13 +18,13 @@ import {
 import { finetuneOptions } from '../src/defence/finetune/options.js';
 import { readTrainingLog, resumedRounds, writeRecords } from '../src/defence/finetune/records.js';
 import { craft } from '../src/attacks/methods.js';
-import { loadClassifier } from '../src/model/load.js';
+import { loadClassifier } from '../src/import/load.js';
 import { UsageError } from '../src/errors.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { buildReport } from '../src/report/html.js';
 import { uatEpoch } from '../src/defence/uat.js';
 import { loadTrainable } from '../src/defence/trainable.js';
-import { findCard } from '../src/model/load.js';
+import { findCard } from '../src/import/load.js';
 import { assetsDir } from '../src/paths.js';
 import { readNpy } from '../src/io/npy.js';
 import { randomImages } from './helpers.js';

@@ -3,7 +3,7 @@ import { mkdtempSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend } from '../src/backend.js';
+import { initBackend } from '../src/engine/backend.js';
 import { runCompute } from '../src/jobs/compute.js';
 import { readNpy } from '../src/io/npy.js';
 import { uapCli } from './helpers.js';

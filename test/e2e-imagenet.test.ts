@@ -4,14 +4,14 @@ import { tmpdir } from 'node:os';
 import type { AuditResult } from '../src/jobs/audit.js';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend, tfjsEngine } from '../src/backend.js';
-import { loadClassifier } from '../src/model/load.js';
-import type { Classifier } from '../src/model/classifier.js';
+import { initBackend, tfjsEngine } from '../src/engine/backend.js';
+import { loadClassifier } from '../src/import/load.js';
+import type { Classifier } from '../src/classifier/classifier.js';
 import { loadSet } from '../src/data/sets.js';
-import { randomBaseline } from '../src/analysis/noiseScore.js';
+import { randomBaseline } from '../src/evaluation/noiseScore.js';
 import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
-import { evaluatePerturbation } from '../src/model/scoring.js';
-import { candidateGradients } from '../src/model/gradients.js';
+import { evaluatePerturbation } from '../src/evaluation/scoring.js';
+import { candidateGradients } from '../src/classifier/gradients.js';
 import { lpNorm } from '../src/math/lp.js';
 import { assetsDir } from '../src/paths.js';
 import type { ImageSet } from '../src/data/dataset.js';
@@ -107,7 +107,7 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
 
 describe.skipIf(!present)('ImageNet class names', () => {
   it('a 1000-class model of the ImageNet label space whose card names no classes gets the bundled ImageNet names, not #238', async () => {
-    const { loadClassifier, findCard } = await import('../src/model/load.js');
+    const { loadClassifier, findCard } = await import('../src/import/load.js');
     const { labels: _l, ...card } = findCard('mobilenet_v1_0.25_224', {}, assets);
     const model = await loadClassifier({ ...card, model: card.model }, { engine, assets });
     try {

@@ -1,14 +1,14 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '../src/tf.js';
-import { inputGradConv, relu6InputGrad } from '../src/model/inputgrad.js';
-import { layersToNet } from '../src/model/layersGraph.js';
-import { netToTfGraph } from '../src/model/tfjsNet.js';
+import { inputGradConv, relu6InputGrad } from '../src/engine/tfjs/inputgrad.js';
+import { layersToNet } from '../src/import/layersGraph.js';
+import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
 
 const compileLayersModel = (m: tf.LayersModel, out?: string) => netToTfGraph(layersToNet(m, out), m.inputs[0].shape.slice(1) as number[]);
-import { runPlainGraph } from '../src/model/plainGraph.js';
-import { candidateGradients, candidateGradientsLoop } from '../src/model/gradients.js';
+import { runPlainGraph } from '../src/engine/tfjs/plainGraph.js';
+import { candidateGradients, candidateGradientsLoop } from '../src/classifier/gradients.js';
 import { onTfjs } from './helpers.js';
-import { maxRelativeDifference } from '../src/model/selfcheck.js';
+import { maxRelativeDifference } from '../src/engine/selfcheck.js';
 
 beforeAll(async () => {
   tf.enableProdMode();

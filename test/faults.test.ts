@@ -21,7 +21,7 @@ import { encodeNpy, readNpy, writeNpy } from '../src/io/npy.js';
 import { writeAtomic, osError } from '../src/io/atomic.js';
 import { serveStudio } from '../src/studio/server.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
-import { commandLine, provenance } from '../src/io/provenance.js';
+import { commandLine, provenance } from '../src/run/provenance.js';
 
 /**
  * Bad files and faults, as a user meets them (issue 18): each ends in a correct result or in one
@@ -517,7 +517,7 @@ describe('checkpoints and run folders', () => {
   }, 300_000);
 
   it('a run folder is read back with every field checked: wrong types read as absent, a card that is not an object refused', async () => {
-    const { readRunConfig } = await import('../src/io/runConfig.js');
+    const { readRunConfig } = await import('../src/run/config.js');
     const run = tmp();
     expect(readRunConfig(run)).toBeUndefined(); // no config.json
     writeFileSync(join(run, 'config.json'), '[1, 2]');

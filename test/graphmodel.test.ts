@@ -3,9 +3,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { loadClassifier } from '../src/model/load.js';
+import { loadClassifier } from '../src/import/load.js';
 import { deepfool } from '../src/attacks/deepfool.js';
-import { tfjsEngine } from '../src/backend.js';
+import { tfjsEngine } from '../src/engine/backend.js';
 
 beforeAll(async () => {
   tf.enableProdMode();

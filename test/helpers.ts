@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { resolve as resolvePath } from 'node:path';
 import * as tf from '../src/tf.js';
-import type { Classifier } from '../src/model/classifier.js';
-import { tfjsRuntime } from '../src/model/tfjsRuntime.js';
+import type { Classifier } from '../src/classifier/classifier.js';
+import { tfjsRuntime } from '../src/engine/tfjs/tfjsRuntime.js';
 import { ImageSet } from '../src/data/dataset.js';
 import { Rng } from '../src/math/random.js';
 

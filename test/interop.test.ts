@@ -6,7 +6,7 @@ import { zipSync } from 'fflate';
 import { uapCli } from './helpers.js';
 import { Rng } from '../src/math/random.js';
 import { encodeNpy, readNpy, writeNpy, type NdArray } from '../src/io/npy.js';
-import { encodeNpz, fromPixelsHwc, readArrayFile, toPixelsHwc, LAYOUTS, UNITS } from '../src/io/perturbationFile.js';
+import { encodeNpz, fromPixelsHwc, readArrayFile, toPixelsHwc, LAYOUTS, UNITS } from '../src/perturbation/file.js';
 import { UsageError, withFlags } from '../src/errors.js';
 
 /**

@@ -1,26 +1,26 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '../src/tf.js';
 import './helpers.js';
-import { weights, SLICE_END, type Net, type NetNode, type NodeOp, type Activation } from '../src/model/net.js';
-import { netToTfGraph } from '../src/model/tfjsNet.js';
-import { runPlainGraph } from '../src/model/plainGraph.js';
-import { exportOnnx, OnnxUnsupported } from '../src/model/onnx/export.js';
-import { defaultLayout, forwardImagesPerRun, loadOrt, onnxRuntime, shares, weightBytes } from '../src/model/onnx/runtime.js';
-import { multiplyAdds } from '../src/model/shapes.js';
-import type { Classifier } from '../src/model/classifier.js';
-import { initBackend, tfjsEngine } from '../src/backend.js';
-import { loadClassifier } from '../src/model/load.js';
-import { candidateGradients, candidateGradientRows, candidateGradientsLoop, type GradientScratch } from '../src/model/gradients.js';
-import { maxPoolInputGrad } from '../src/model/inputgrad.js';
-import { tensorValues } from '../src/model/tensorView.js';
+import { weights, SLICE_END, type Net, type NetNode, type NodeOp, type Activation } from '../src/engine/net.js';
+import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
+import { runPlainGraph } from '../src/engine/tfjs/plainGraph.js';
+import { exportOnnx, OnnxUnsupported } from '../src/engine/onnx/export.js';
+import { defaultLayout, forwardImagesPerRun, loadOrt, onnxRuntime, shares, weightBytes } from '../src/engine/onnx/runtime.js';
+import { multiplyAdds } from '../src/engine/shapes.js';
+import type { Classifier } from '../src/classifier/classifier.js';
+import { initBackend, tfjsEngine } from '../src/engine/backend.js';
+import { loadClassifier } from '../src/import/load.js';
+import { candidateGradients, candidateGradientRows, candidateGradientsLoop, type GradientScratch } from '../src/classifier/gradients.js';
+import { maxPoolInputGrad } from '../src/engine/tfjs/inputgrad.js';
+import { tensorValues } from '../src/engine/tfjs/tensorView.js';
 import { loadSet } from '../src/data/sets.js';
-import { DEFAULT_BATCH, predictSet, scoringBatch } from '../src/model/scoring.js';
+import { DEFAULT_BATCH, predictSet, scoringBatch } from '../src/evaluation/scoring.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { dirname, join } from 'node:path';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
-import { maxRelativeDifference, selfCheckNet, SELF_CHECK_SHAPE } from '../src/model/selfcheck.js';
-import { SessionPool } from '../src/model/onnx/workerPool.js';
-import { ModelFiles } from '../src/model/onnx/modelFiles.js';
+import { maxRelativeDifference, selfCheckNet, SELF_CHECK_SHAPE } from '../src/engine/selfcheck.js';
+import { SessionPool } from '../src/engine/onnx/workerPool.js';
+import { ModelFiles } from '../src/engine/onnx/modelFiles.js';
 
 /** Deterministic weights of a shape. */
 const w = (shape: number[], seed: number) =>

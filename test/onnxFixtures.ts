@@ -1,6 +1,6 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ModelCard } from '../src/model/card.js';
+import type { ModelCard } from '../src/classifier/card.js';
 
 /**
  * The PyTorch ONNX fixtures of scripts/make-onnx-fixtures.py (test/fixtures/onnx): each model with its

@@ -1,9 +1,9 @@
 import { expect } from 'vitest';
 import * as tf from '../src/tf.js';
-import { allSamples, sampleNet, SAMPLE_INPUT, maxRelativeDifference } from '../src/model/selfcheck.js';
-import { inferShapes } from '../src/model/shapes.js';
-import type { Net } from '../src/model/net.js';
-import type { Runtime } from '../src/model/runtime.js';
+import { allSamples, sampleNet, SAMPLE_INPUT, maxRelativeDifference } from '../src/engine/selfcheck.js';
+import { inferShapes } from '../src/engine/shapes.js';
+import type { Net } from '../src/engine/net.js';
+import type { Runtime } from '../src/engine/runtime.js';
 
 /**
  * The per-op test harness that ops.test.ts (the CPU engine, TF.js wasm) and webgpu.test.ts (the GPU

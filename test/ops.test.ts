@@ -1,13 +1,13 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '../src/tf.js';
 import './helpers.js';
-import { SAMPLE_INPUT, tfjsVjp, maxRelativeDifference } from '../src/model/selfcheck.js';
-import { netToTfGraph } from '../src/model/tfjsNet.js';
-import { runPlainGraph } from '../src/model/plainGraph.js';
-import { loadOrt, onnxRuntime } from '../src/model/onnx/runtime.js';
-import { initBackend } from '../src/backend.js';
-import { OPS } from '../src/model/ops/registry.js';
-import type { Net } from '../src/model/net.js';
+import { SAMPLE_INPUT, tfjsVjp, maxRelativeDifference } from '../src/engine/selfcheck.js';
+import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
+import { runPlainGraph } from '../src/engine/tfjs/plainGraph.js';
+import { loadOrt, onnxRuntime } from '../src/engine/onnx/runtime.js';
+import { initBackend } from '../src/engine/backend.js';
+import { OPS } from '../src/engine/ops/registry.js';
+import type { Net } from '../src/engine/net.js';
 import { samples, N, K, outSize, input, cotangents, column, expectRuntimeMatches } from './opSamples.js';
 
 /**

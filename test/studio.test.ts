@@ -7,7 +7,7 @@ import { serveStudio, studioCatalog, STUDIO_DIR } from '../src/studio/server.js'
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { readdirSync } from 'node:fs';
 import { decodeNpy } from '../src/io/npy.js';
-import { encodeNpz } from '../src/io/perturbationFormat.js';
+import { encodeNpz } from '../src/perturbation/format.js';
 import { decodeImage } from '../src/data/decode.js';
 import sharp from 'sharp';
 import type { HostOnPage } from '../studio/host/testPage.js';

@@ -1,5 +1,5 @@
 import * as flatbuffers from 'flatbuffers';
-import * as fb from '../src/model/tflite/schema.generated.js';
+import * as fb from '../src/import/tflite/schema.generated.js';
 
 /** Writes small TFLite flatbuffers for tests, through the same generated schema code the importer reads with. */
 

@@ -6,7 +6,7 @@ import * as tf from '../src/tf.js';
 import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
 import { ImageSet } from '../src/data/dataset.js';
 import { lpNorm } from '../src/math/lp.js';
-import { foolingRate, scorePredictions, predictSet } from '../src/model/scoring.js';
+import { foolingRate, scorePredictions, predictSet } from '../src/evaluation/scoring.js';
 import { perturb } from '../src/math/perturb.js';
 import { AbortedError, UsageError } from '../src/errors.js';
 import { tinyNet, randomImages, linearClassifier } from './helpers.js';

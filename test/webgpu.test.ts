@@ -1,18 +1,18 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '../src/tf.js';
 import './helpers.js';
-import { SAMPLE_INPUT, tfjsVjp, maxRelativeDifference } from '../src/model/selfcheck.js';
-import { loadOrt, onnxRuntime } from '../src/model/onnx/runtime.js';
-import { exportOnnx } from '../src/model/onnx/export.js';
-import { nodePlacements, cpuFallbacks, shapeOnlyNodes } from '../src/model/onnx/placement.js';
-import { GPU_DRIVER_HINT, hardwareGpuLikely, initBackend, type Engine } from '../src/backend.js';
+import { SAMPLE_INPUT, tfjsVjp, maxRelativeDifference } from '../src/engine/selfcheck.js';
+import { loadOrt, onnxRuntime } from '../src/engine/onnx/runtime.js';
+import { exportOnnx } from '../src/engine/onnx/export.js';
+import { nodePlacements, cpuFallbacks, shapeOnlyNodes } from '../src/engine/onnx/placement.js';
+import { GPU_DRIVER_HINT, hardwareGpuLikely, initBackend, type Engine } from '../src/engine/backend.js';
 import { uapCli } from './helpers.js';
 import { samples, K, outSize, input, cotangents, column, expectRuntimeMatches } from './opSamples.js';
 import { fixtureCard, fixtureNames, readFixture } from './onnxFixtures.js';
 import { runCompute, type ComputeJob } from '../src/jobs/compute.js';
-import { loadClassifier, loadNet } from '../src/model/load.js';
+import { loadClassifier, loadNet } from '../src/import/load.js';
 import { mkdtempSync, mkdirSync } from 'node:fs';
-import { argmaxRows, forwardLogits, vjpRows } from '../src/model/compute.js';
+import { argmaxRows, forwardLogits, vjpRows } from '../src/classifier/compute.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 

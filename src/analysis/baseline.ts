@@ -1,10 +1,10 @@
 import * as tf from '../tf.js';
-import type { Classifier } from '../model/classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSource } from '../data/source.js';
 import { lpNorm, type Norm } from '../math/lp.js';
 import { noiseOfNorm } from '../math/noise.js';
-import { predictMany, predictSet, foolingRate } from '../model/scoring.js';
-import { predictLabels } from '../model/compute.js';
+import { predictMany, predictSet, foolingRate } from '../evaluation/scoring.js';
+import { predictLabels } from '../classifier/compute.js';
 import { deepfool } from '../attacks/deepfool.js';
 import type { TopLevelSpec } from '../report/plots.js';
 

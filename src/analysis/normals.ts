@@ -1,12 +1,12 @@
 import { UsageError } from '../errors.js';
 import * as tf from '../tf.js';
 import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
-import type { Classifier } from '../model/classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import type { ImageSource } from '../data/source.js';
 import { deepfool } from '../attacks/deepfool.js';
 import { Rng } from '../math/random.js';
-import { predictMany, foolingRate } from '../model/scoring.js';
+import { predictMany, foolingRate } from '../evaluation/scoring.js';
 import type { TopLevelSpec } from '../report/plots.js';
 import { takeRows } from '../math/rows.js';
 

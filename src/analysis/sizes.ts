@@ -1,10 +1,10 @@
-import type { Classifier } from '../model/classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import type { ImageSource } from '../data/source.js';
 import { Rng } from '../math/random.js';
 import { craft, type Method } from '../attacks/methods.js';
 import type { AttackSettings } from '../attacks/methods.js';
-import { evaluatePerturbation, foolingRate, predictSet } from '../model/scoring.js';
+import { evaluatePerturbation, foolingRate, predictSet } from '../evaluation/scoring.js';
 import type { TopLevelSpec } from '../report/plots.js';
 import { wilsonInterval } from '../math/interval.js';
 

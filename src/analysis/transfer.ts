@@ -1,20 +1,20 @@
-import type { PerturbationFormat } from '../io/perturbationFile.js';
+import type { PerturbationFormat } from '../perturbation/file.js';
 import { existsSync, statSync } from 'node:fs';
-import { readRunConfig } from '../io/runConfig.js';
+import { readRunConfig } from '../run/config.js';
 import { basename, join } from 'node:path';
 import { UsageError } from '../errors.js';
-import { predictMany, foolingRate } from '../model/scoring.js';
-import { loadModel } from '../model/load.js';
-import { loadPerturbation, OWN_FORMAT } from '../io/perturbationFile.js';
+import { predictMany, foolingRate } from '../evaluation/scoring.js';
+import { loadModel } from '../import/load.js';
+import { loadPerturbation, OWN_FORMAT } from '../perturbation/file.js';
 import { openSet, dataFolder, defaultData } from '../data/sets.js';
 import type { Log } from '../log.js';
-import type { CardOverrides } from '../model/load.js';
+import type { CardOverrides } from '../import/load.js';
 import type { TopLevelSpec } from '../report/plots.js';
-import type { Classifier } from '../model/classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import type { StreamedImages } from '../data/stream.js';
 import { pct, pctRange } from '../report/format.js';
 import { wilsonInterval } from '../math/interval.js';
-import type { Engine } from '../backend.js';
+import type { Engine } from '../engine/backend.js';
 
 /**
  * Transfer of universal perturbations across models (paper, Table 2): every perturbation evaluated on

@@ -1,4 +1,4 @@
-import { foolingRate } from '../model/scoring.js';
+import { foolingRate } from '../evaluation/scoring.js';
 
 /**
  * What an attack is after, as one object (as foolbox 3's criteria): untargeted (change the label) or

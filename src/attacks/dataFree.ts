@@ -1,8 +1,8 @@
 import * as tf from '../tf.js';
-import type { Classifier, FeatureModel } from '../model/classifier.js';
+import type { Classifier, FeatureModel } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/imageSet.js';
-import { forwardLogits, vjpRows } from '../model/compute.js';
-import { tensorValues } from '../model/tensorView.js';
+import { forwardLogits, vjpRows } from '../classifier/compute.js';
+import { tensorValues } from '../engine/tfjs/tensorView.js';
 import { Rng, passSeed } from '../math/random.js';
 import { UsageError } from '../errors.js';
 import { Ascent, batchGradient, validateAscentOptions, type AscentOptimizer } from './ascent.js';

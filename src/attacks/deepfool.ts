@@ -1,7 +1,7 @@
 import * as tf from '../tf.js';
-import type { Classifier } from '../model/classifier.js';
-import { candidateGradientRows, type GradientOptions, type GradientScratch } from '../model/gradients.js';
-import { forwardLogits, predictLabels } from '../model/compute.js';
+import type { Classifier } from '../classifier/classifier.js';
+import { candidateGradientRows, type GradientOptions, type GradientScratch } from '../classifier/gradients.js';
+import { forwardLogits, predictLabels } from '../classifier/compute.js';
 import type { Norm } from '../math/lp.js';
 import { UsageError } from '../errors.js';
 import { takeRows } from '../math/rows.js';

@@ -1,6 +1,6 @@
 import * as tf from '../tf.js';
-import type { Classifier } from '../model/classifier.js';
-import { argmaxRows, forwardLogits, vjpRows } from '../model/compute.js';
+import type { Classifier } from '../classifier/classifier.js';
+import { argmaxRows, forwardLogits, vjpRows } from '../classifier/compute.js';
 import { l2, projectInPlace, type Norm } from '../math/lp.js';
 import { UsageError } from '../errors.js';
 import { criterionOf } from './criterion.js';

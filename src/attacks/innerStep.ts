@@ -1,5 +1,5 @@
 import type * as tf from '../tf.js';
-import type { Classifier } from '../model/classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import type { Norm } from '../math/lp.js';
 import { deepfool } from './deepfool.js';
 import { innerAttack } from './inner.js';

@@ -1,4 +1,4 @@
-import type { Classifier } from '../model/classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/imageSet.js';
 import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from './universal.js';
 import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from './sgd.js';

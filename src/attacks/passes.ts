@@ -1,10 +1,10 @@
 import { classDiscriminative, criterionOf, targetedAt } from './criterion.js';
 import * as tf from '../tf.js';
-import type { Classifier } from '../model/classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { type Norm, projectLp, lpNorm, l2 } from '../math/lp.js';
 import { Rng, passSeed } from '../math/random.js';
-import { predictSet, foolingRate } from '../model/scoring.js';
+import { predictSet, foolingRate } from '../evaluation/scoring.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { AbortedError, UsageError } from '../errors.js';
 import { pct } from '../math/percent.js';

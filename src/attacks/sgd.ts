@@ -1,14 +1,14 @@
 import { criterionOf } from './criterion.js';
 import { crossEntropy } from './losses.js';
 import * as tf from '../tf.js';
-import type { Classifier } from '../model/classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { lpNorm } from '../math/lp.js';
 import { Ascent, batchGradient, validateAscentOptions } from './ascent.js';
 export { batchGradient };
-import { argmaxRows, forwardLogits, vjpRows } from '../model/compute.js';
-import { scratchRows, type GradientScratch } from '../model/gradients.js';
-import { tensorValues } from '../model/tensorView.js';
+import { argmaxRows, forwardLogits, vjpRows } from '../classifier/compute.js';
+import { scratchRows, type GradientScratch } from '../classifier/gradients.js';
+import { tensorValues } from '../engine/tfjs/tensorView.js';
 import { UsageError } from '../errors.js';
 import { forEachIndexBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
 

@@ -1,8 +1,8 @@
 import * as tf from '../tf.js';
-import type { Classifier } from '../model/classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { ballL2Radius, l2, projectInPlace } from '../math/lp.js';
-import { argmaxRows, forwardLogits } from '../model/compute.js';
+import { argmaxRows, forwardLogits } from '../classifier/compute.js';
 import { INNER_ATTACKS, innerStepOf, type InnerKind, type InnerStep } from './innerStep.js';
 import { criterionOf } from './criterion.js';
 import { perturb } from '../math/perturb.js';

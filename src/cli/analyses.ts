@@ -25,7 +25,7 @@ import {
 } from './flags.js';
 import { addJsonFlag, consoleLog, pct, printResult, startBackend } from './console.js';
 import { pctCI } from '../report/format.js';
-import type { Engine } from '../backend.js';
+import type { Engine } from '../engine/backend.js';
 import type { Method } from '../attacks/methods.js';
 import { graphJob, baselineJob, type BaselineJob, type PerturbationAnalysisJob } from '../jobs/perturbationAnalyses.js';
 import { transferJob } from '../jobs/transfer.js';

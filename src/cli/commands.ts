@@ -29,7 +29,7 @@ import {
 import { consoleLog, pct, scoringProgress, startBackend, universalProgress, withInterrupt } from './console.js';
 import { printGraph, printBaseline } from './analyses.js';
 import { graphJob, baselineJob } from '../jobs/perturbationAnalyses.js';
-import type { Engine } from '../backend.js';
+import type { Engine } from '../engine/backend.js';
 import { addQueueFlags, queueOption } from './worker.js';
 import { defaultRunFolder, OUT_DEFAULT_HELP } from './runFolder.js';
 import { methodName, pctCI } from '../report/format.js';

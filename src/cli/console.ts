@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
-import { initBackend, engineNotice, type Engine } from '../backend.js';
+import { initBackend, engineNotice, type Engine } from '../engine/backend.js';
 import type { Log } from '../log.js';
 import { printable, withFlags } from '../errors.js';
 import type { Progress, PassRecord } from '../attacks/universal.js';

@@ -3,11 +3,11 @@ import { basename, dirname, extname, join } from 'node:path';
 import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { assetsDir } from '../paths.js';
-import { findCard } from '../model/load.js';
+import { findCard } from '../import/load.js';
 import { transferSource } from '../analysis/transfer.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { writeAtomic } from '../io/atomic.js';
-import { encodeNpz, fromPixelsHwc, LAYOUTS, UNITS, type PerturbationLayout, type PerturbationUnits } from '../io/perturbationFile.js';
+import { encodeNpz, fromPixelsHwc, LAYOUTS, UNITS, type PerturbationLayout, type PerturbationUnits } from '../perturbation/file.js';
 import { ASSETS_HELP } from './flags.js';
 
 /** Three lines that apply an exported perturbation in PyTorch. */

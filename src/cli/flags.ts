@@ -1,4 +1,4 @@
-import { checkFormat, type PerturbationFormat } from '../io/perturbationFile.js';
+import { checkFormat, type PerturbationFormat } from '../perturbation/file.js';
 import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { parseNorm, type Norm } from '../math/lp.js';
@@ -7,11 +7,11 @@ import type { SgdOptions } from '../attacks/sgd.js';
 import type { DataFreeOptions } from '../attacks/dataFree.js';
 import { METHOD_NAMES, type AttackSettings, type Method } from '../attacks/methods.js';
 import type { DataSpec } from '../data/sets.js';
-import type { CardOverrides } from '../model/load.js';
+import type { CardOverrides } from '../import/load.js';
 import { INNER_ATTACKS } from '../attacks/innerStep.js';
-import type { ModelCard } from '../model/card.js';
+import type { ModelCard } from '../classifier/card.js';
 import { resolve } from 'node:path';
-import type { Engine } from '../backend.js';
+import type { Engine } from '../engine/backend.js';
 
 /** Flag value parsers: each error names the flag and what it expected. */
 export function number(flag: string, check: (n: number) => boolean = () => true, expected = 'a number') {

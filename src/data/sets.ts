@@ -1,13 +1,21 @@
 import { existsSync } from 'node:fs';
 import { readBoundedText } from '../io/bounded.js';
 import { join } from 'node:path';
-import type { Classifier } from '../model/classifier.js';
 import { listDataset, loadImages, openImages, type ImageSet, type StreamedImages } from './dataset.js';
 import { itemName, labelsOf, type ImageItem } from './source.js';
 import { fashionSplitFolder } from './fashion.js';
 import { assetsDir, assetsHint, EMBEDDED_DIR } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { namedLog, type Log } from '../log.js';
+
+/** What choosing and checking a model's images needs of it (every Classifier has it; data sits below the classifier). */
+export interface SetModel {
+  readonly name: string;
+  readonly inputShape: [number, number, number];
+  readonly numClasses: number;
+  readonly labels?: string[];
+  readonly labelSpace: 'imagenet' | 'own';
+}
 
 /**
  * The image sets of a run, by name or folder: the defaults of a label space, the named sets that come
@@ -52,7 +60,7 @@ const EMBEDDED_SET = { inputShape: [28, 28, 1], numClasses: 10 };
  * images would be resized and scored against labels that are not its classes, and every figure would
  * be meaningless (a user's ONNX model given without {labelSpace} or {data}).
  */
-export function defaultData(model: Classifier, assets: string): { readonly data: string; readonly val: string } {
+export function defaultData(model: SetModel, assets: string): { readonly data: string; readonly val: string } {
   // Getters: a job that names its own folders (job.data ?? defaults.data) never asks, so never fails.
   const folder = (role: 'data' | 'val') => {
     if (
@@ -129,7 +137,7 @@ export interface SetOptions {
 }
 
 /** Lists one image set for `model` (a folder, tar shards or a named set: see dataFolder), checking its labels. */
-function listSet(model: Classifier, dirOrName: string, opts: SetOptions): { items: ImageItem[]; dir: string; log: Log; what: string } {
+function listSet(model: SetModel, dirOrName: string, opts: SetOptions): { items: ImageItem[]; dir: string; log: Log; what: string } {
   const log = namedLog(opts.log);
   const assets = assetsDir(opts.assets);
   const what = opts.what ?? 'images';
@@ -152,7 +160,7 @@ function listSet(model: Classifier, dirOrName: string, opts: SetOptions): { item
  * Lists and decodes one image set for `model` into memory (crafting sets, which every pass reads),
  * warning about skipped files. `assets` defaults as everywhere (the `assets` option, else $UAP_ASSETS).
  */
-export async function loadSet(model: Classifier, dirOrName: string, opts: SetOptions = {}): Promise<ImageSet> {
+export async function loadSet(model: SetModel, dirOrName: string, opts: SetOptions = {}): Promise<ImageSet> {
   const { items, dir, log, what } = listSet(model, dirOrName, opts);
   const { set, skipped } = await loadImages(items, model.inputShape, { strict: opts.strict });
   if (skipped.length > 0)
@@ -176,7 +184,7 @@ export function saySkipped(set: StreamedImages, log: Log, what: string): void {
  * Lists one image set for `model` to be read batch by batch as it is scored (validation sets: any
  * size in bounded memory). Files that cannot be decoded are found, said and left out as they are met.
  */
-export function openSet(model: Classifier, dirOrName: string, opts: SetOptions = {}): StreamedImages {
+export function openSet(model: SetModel, dirOrName: string, opts: SetOptions = {}): StreamedImages {
   const { items, dir, log, what } = listSet(model, dirOrName, opts);
   log.info(`${what}: ${items.length} ${labelsOf(items) ? 'labelled' : 'unlabelled'} images listed in ${dir} (decoded as they are scored)`);
   let said = false;

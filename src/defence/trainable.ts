@@ -2,10 +2,10 @@ import { makeFolder, onPath, writeAtomic } from '../io/atomic.js';
 import { join } from 'node:path';
 import * as tf from '../tf.js';
 import { UsageError } from '../errors.js';
-import { type ModelCard, resolveCardPath, cardLabels } from '../model/card.js';
-import { cardAdapters, cardWnids } from '../model/load.js';
-import { fileHandler, fileSaver } from '../model/fileHandler.js';
-import { enableWasmTraining } from '../model/wasmTraining.js';
+import { type ModelCard, resolveCardPath, cardLabels } from '../classifier/card.js';
+import { cardAdapters, cardWnids } from '../import/load.js';
+import { fileHandler, fileSaver } from '../import/fileHandler.js';
+import { enableWasmTraining } from '../engine/tfjs/wasmTraining.js';
 
 /**
  * A LayersModel opened for training: its weights are TF.js variables, and `logits` maps pixel-space

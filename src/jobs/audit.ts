@@ -1,25 +1,24 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Engine } from '../backend.js';
+import type { Engine } from '../engine/backend.js';
 import * as tf from '../tf.js';
-import type { Classifier } from '../model/classifier.js';
-import { labelName } from '../model/classifier.js';
-import { loadModel, type ModelSpec } from '../model/load.js';
+import type { Classifier } from '../classifier/classifier.js';
+import { labelName } from '../classifier/classifier.js';
+import { loadModel, type ModelSpec } from '../import/load.js';
 import { checkDataSpec, dataFolder, defaultData, openSet, wnidsOf, type DataSpec } from '../data/sets.js';
 import { listDataset } from '../data/dataset.js';
 import { Rng } from '../math/random.js';
 import type { AttackSettings, Method } from '../attacks/methods.js';
 import type { RunControl } from '../attacks/passes.js';
-import type { Norm } from '../math/lp.js';
 import { defaultXi } from '../math/radius.js';
 import { wilsonInterval } from '../math/interval.js';
 import { readBoundedText } from '../io/bounded.js';
 import { writeNpy } from '../io/npy.js';
-import { loadPerturbation } from '../io/perturbationFile.js';
+import { loadPerturbation } from '../perturbation/file.js';
 import { lpNorm, projectLp } from '../math/lp.js';
 import { evaluateWithNoise } from './scoring.js';
-import { writeJson, writeText } from '../io/run.js';
-import { commandLine } from '../io/provenance.js';
+import { writeJson, writeText } from '../run/write.js';
+import { commandLine } from '../run/provenance.js';
 import { assetsDir, packageVersion } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { namedLog, type Log } from '../log.js';
@@ -27,10 +26,21 @@ import { pct } from '../report/format.js';
 import type { QueueOption } from '../scale/coordinator.js';
 import type { JobControl } from './control.js';
 import { runCompute, type ComputeSummary } from './compute.js';
-import type { Evaluation } from '../model/scoring.js';
+import type { Evaluation } from '../evaluation/scoring.js';
 import { reportJob } from './report.js';
 import { auditJunit, auditMarkdown, budgetName } from './auditFormats.js';
+import {
+  AUDIT_SCHEMA,
+  type AuditBudget,
+  type AuditBudgetResult,
+  type AuditComparison,
+  type AuditResult,
+  type AuditRun,
+  type RateCI,
+} from './auditResult.js';
 import { modelPrints } from '../scale/shards.js';
+
+export { AUDIT_SCHEMA, type AuditBudget, type AuditBudgetResult, type AuditComparison, type AuditResult, type AuditRun };
 
 /**
  * `uap audit`: how vulnerable a model is to universal perturbations at the budgets a team cares about,
@@ -39,9 +49,6 @@ import { modelPrints } from '../scale/shards.js';
  * worst case. Within a wall-clock budget it plans for: each crafting run gets an equal share of 3/4 of
  * it and ends after the pass in which its share ran out; scoring takes the rest.
  */
-
-/** Version of audit.json's layout (docs/audit.md): a reader refuses another. */
-export const AUDIT_SCHEMA = 'uap-audit/1';
 
 /** A method the audit runs: a registry method with settings; `targeted` aims at the label that absorbs most of the crafting images. */
 export interface AuditMethod {
@@ -63,12 +70,6 @@ export const AUDIT_METHODS: AuditMethod[] = [
 /** The paper authors' perturbations (assets/data/lts4_universal/npy, 224x224x3, Linf 10), scored projected onto each budget's ball. */
 export const AUTHORS_KEY = 'authors';
 const AUTHORS_SHAPE = [224, 224, 3];
-
-/** A norm budget: the norm and the radius in pixels of [0, 255] images. */
-export interface AuditBudget {
-  norm: Norm;
-  xi: number;
-}
 
 /** Options of `uap audit`. */
 export interface AuditJob extends ModelSpec, DataSpec {
@@ -92,72 +93,6 @@ export interface AuditJob extends ModelSpec, DataSpec {
   compare?: string;
   out: string;
   queue?: QueueOption;
-}
-
-/** One method's perturbation at one budget, scored on the held-out images. */
-export interface AuditRun {
-  key: string;
-  method: string;
-  /** Its run folder (relative to the audit's folder). */
-  run: string;
-  heldOutImages: number;
-  heldOutFoolingRate: number;
-  interval: [number, number];
-  cleanAccuracy: number | null;
-  perturbedAccuracy: number | null;
-  /** Labels the fooled held-out images receive, most first (share of the fooled). */
-  dominantLabels: { label: number; name: string; share: number }[];
-  /** Random noise of this v's own Lp norm (at most the budget's radius) on the same images, mean of 3 draws. */
-  noiseFoolingRate: number | null;
-  craftSeconds: number;
-  passes: number;
-  stopReason: string;
-  target?: { label: number; name: string };
-}
-
-/** One budget's verdict: its worst case over the methods, every run, and noise of the budget. */
-export interface AuditBudgetResult extends AuditBudget {
-  /** pass / fail against failAbove; 'reported' without a threshold. */
-  verdict: 'pass' | 'fail' | 'reported';
-  /** Random noise of exactly the budget's norm and radius on the held-out images (mean of 3 draws): what no structure gives. */
-  noiseFoolingRate: number;
-  worst: AuditRun;
-  runs: AuditRun[];
-}
-
-/** This audit beside an earlier one (`--compare`), budget by budget. */
-export interface AuditComparison {
-  against: string;
-  budgets: { norm: Norm; xi: number; before: RateCI; after: RateCI; change: 'worse' | 'better' | 'within the noise' }[];
-  /** Some budget got worse, with intervals apart. */
-  regression: boolean;
-}
-
-interface RateCI {
-  rate: number;
-  interval: [number, number];
-  images: number;
-}
-
-/** audit.json (schema AUDIT_SCHEMA, docs/audit.md): the settings, fingerprints, every budget's verdict and runs. */
-export interface AuditResult {
-  schema: typeof AUDIT_SCHEMA;
-  uapVersion: string;
-  date: string;
-  command: string;
-  /** sha256: of the model's files (null for a model without files); fingerprint: of the files with the input shape, class count and preprocessing. */
-  model: { spec: string; name: string; sha256: string | null; fingerprint: string; inputShape: number[]; numClasses: number };
-  /** Passes per run when fixed (--max-passes), else null (runs stopped on the clock). */
-  maxPasses: number | null;
-  data: { crafting: { images: number; listSha256: string | null }; heldOut: { images: number; listSha256: string | null } };
-  seed: number;
-  budgetSeconds: number;
-  failAbove: number | null;
-  methods: string[];
-  budgets: AuditBudgetResult[];
-  verdict: 'pass' | 'fail' | 'reported';
-  seconds: number;
-  compare?: AuditComparison;
 }
 
 /** A budget as a folder name's prefix ("linf-10"). */

@@ -1,4 +1,4 @@
-import type { AuditBudget, AuditResult } from './audit.js';
+import type { AuditBudget, AuditResult } from './auditResult.js';
 import { pct } from '../report/format.js';
 
 /** An audit as a CI system and a model card read it: JUnit XML and a Markdown section. */

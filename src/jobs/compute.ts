@@ -1,10 +1,10 @@
 import { existsSync, statSync } from 'node:fs';
-import { readRunConfig } from '../io/runConfig.js';
+import { readRunConfig } from '../run/config.js';
 import { join, resolve } from 'node:path';
 import type * as tf from '../tf.js';
-import type { Classifier } from '../model/classifier.js';
-import { labelName, resolveTarget } from '../model/classifier.js';
-import { loadModel, type ModelSpec } from '../model/load.js';
+import type { Classifier } from '../classifier/classifier.js';
+import { labelName, resolveTarget } from '../classifier/classifier.js';
+import { loadModel, type ModelSpec } from '../import/load.js';
 import { listDataset } from '../data/dataset.js';
 import { checkDataSpec, dataFolder, defaultData, loadSet, openSet, saySkipped, wnidsOf, type DataSpec } from '../data/sets.js';
 import { refuseResumeWithInit, type RunControl, type UniversalResult, type PassRecord } from '../attacks/universal.js';
@@ -12,19 +12,19 @@ import { craft, methodOptions, type AttackSettings, type Method } from '../attac
 import { targetSuccessRate } from '../attacks/passes.js';
 import { classDiscriminative } from '../attacks/criterion.js';
 import type { SgdOptions } from '../attacks/sgd.js';
-import { evaluatePerturbation, foolingRate, predictSet, type Evaluation } from '../model/scoring.js';
-import type { Baseline } from '../analysis/noiseScore.js';
-import { runMetrics } from '../analysis/metrics.js';
+import { evaluatePerturbation, foolingRate, predictSet, type Evaluation } from '../evaluation/scoring.js';
+import type { Baseline } from '../evaluation/noiseScore.js';
+import { runMetrics } from '../evaluation/metrics.js';
 import { queueFor, queueGradients, type QueueOption } from '../scale/coordinator.js';
 import { lpNorm } from '../math/lp.js';
 import { namedLog, type Log } from '../log.js';
-import { writeJson, writePerturbation, writeExamples } from '../io/run.js';
-import { provenance } from '../io/provenance.js';
+import { writeJson, writePerturbation, writeExamples } from '../run/write.js';
+import { provenance } from '../run/provenance.js';
 import { fingerprintMismatch, hasCheckpoint, folderCheckpoints } from '../io/checkpoint.js';
 import { lockRunDir } from '../io/lock.js';
 import { assetsDir } from '../paths.js';
 import { UsageError } from '../errors.js';
-import { loadPerturbation, type PerturbationFormat } from '../io/perturbationFile.js';
+import { loadPerturbation, type PerturbationFormat } from '../perturbation/file.js';
 import { evaluateWithNoise, scoreProgress, writePerImage, type ScoreProgress } from './scoring.js';
 
 /** Options of `uap compute`: the model, X and the validation images, the method and its settings, the run folder. */

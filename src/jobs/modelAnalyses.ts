@@ -1,7 +1,7 @@
 import { join } from 'node:path';
-import type { Classifier } from '../model/classifier.js';
-import { resolveTarget } from '../model/classifier.js';
-import { loadModel, type ModelSpec } from '../model/load.js';
+import type { Classifier } from '../classifier/classifier.js';
+import { resolveTarget } from '../classifier/classifier.js';
+import { loadModel, type ModelSpec } from '../import/load.js';
 import type { ImageSet } from '../data/imageSet.js';
 import type { StreamedImages } from '../data/stream.js';
 import { checkDataSpec, dataFolder, defaultData, loadSet, openSet, type DataSpec } from '../data/sets.js';
@@ -11,7 +11,7 @@ import { normalsAnalysis, normalsSpec, type NormalsResult } from '../analysis/no
 import { craftOnQueue, labelsOnQueue, queueFor, type QueueOption, type QueueScoring } from '../scale/coordinator.js';
 import { defaultXi } from '../math/lp.js';
 import { namedLog, type Log } from '../log.js';
-import { writeJson, writeText } from '../io/run.js';
+import { writeJson, writeText } from '../run/write.js';
 import { vegaLiteToSvg } from '../report/plots.js';
 import { assetsDir } from '../paths.js';
 import { UsageError } from '../errors.js';

@@ -1,7 +1,7 @@
 import { basename, dirname, join } from 'node:path';
 import { buildReport } from '../report/html.js';
 import { ReportFigures } from '../report/plots.js';
-import { writeText } from '../io/run.js';
+import { writeText } from '../run/write.js';
 
 /** Options of `uap report`: run directories (of compute, the analyses, finetune) in one page. */
 export interface ReportJob {

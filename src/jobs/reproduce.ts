@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Engine } from '../backend.js';
+import type { Engine } from '../engine/backend.js';
 import type { Method } from '../attacks/methods.js';
 import type { RunControl } from '../attacks/universal.js';
 import type { NormSweep } from '../analysis/baseline.js';
@@ -9,7 +9,7 @@ import type { NormalsResult } from '../analysis/normals.js';
 import type { SizePoint } from '../analysis/sizes.js';
 import { transferMarkdown, type TransferResult } from '../analysis/transfer.js';
 import { pct, pctInterval, pctRange } from '../report/format.js';
-import { writeText } from '../io/run.js';
+import { writeText } from '../run/write.js';
 import { namedLog } from '../log.js';
 import { assetsDir, assetsHint } from '../paths.js';
 import { UsageError } from '../errors.js';

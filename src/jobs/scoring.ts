@@ -1,24 +1,24 @@
 import { join } from 'node:path';
 import type * as tf from '../tf.js';
-import type { Classifier } from '../model/classifier.js';
-import { labelName } from '../model/classifier.js';
-import { loadModel, type ModelSpec } from '../model/load.js';
+import type { Classifier } from '../classifier/classifier.js';
+import { labelName } from '../classifier/classifier.js';
+import { loadModel, type ModelSpec } from '../import/load.js';
 import type { ImageSet } from '../data/imageSet.js';
 import type { StreamedImages } from '../data/stream.js';
 import type { ImageSource } from '../data/source.js';
 import { dataFolder, defaultData, openSet, saySkipped, type DataSpec } from '../data/sets.js';
-import type { Evaluation } from '../model/scoring.js';
-import type { PerImage } from '../analysis/perImage.js';
-import { joinParts, scorePart, type Baseline } from '../analysis/noiseScore.js';
-import { evaluationSummary } from '../analysis/metrics.js';
+import type { Evaluation } from '../evaluation/scoring.js';
+import type { PerImage } from '../evaluation/perImage.js';
+import { joinParts, scorePart, type Baseline } from '../evaluation/noiseScore.js';
+import { evaluationSummary } from '../evaluation/metrics.js';
 import { queueFor, ranksOnQueue, scoreOnQueue, type QueueOption, type QueueScoring } from '../scale/coordinator.js';
 import { lpNorm, type Norm } from '../math/lp.js';
 import { namedLog, type Log } from '../log.js';
-import { writeJson, writeText, writeExamples } from '../io/run.js';
-import { provenance } from '../io/provenance.js';
+import { writeJson, writeText, writeExamples } from '../run/write.js';
+import { provenance } from '../run/provenance.js';
 import { assetsDir } from '../paths.js';
 import { UsageError } from '../errors.js';
-import { loadPerturbation, type PerturbationFormat } from '../io/perturbationFile.js';
+import { loadPerturbation, type PerturbationFormat } from '../perturbation/file.js';
 import type { JobControl } from './control.js';
 
 /**

@@ -1,9 +1,9 @@
 import { join } from 'node:path';
-import type { Engine } from '../backend.js';
+import type { Engine } from '../engine/backend.js';
 import { namedLog } from '../log.js';
 import { assetsDir } from '../paths.js';
-import type { PerturbationFormat } from '../io/perturbationFile.js';
-import { writeJson, writeText } from '../io/run.js';
+import type { PerturbationFormat } from '../perturbation/file.js';
+import { writeJson, writeText } from '../run/write.js';
 import {
   transferMatrix,
   transferSource,

@@ -1,7 +1,7 @@
 import * as tf from '../tf.js';
+import type { Norm } from './radius.js';
 
-/** The norms the paper uses: Euclidean (2) and max-abs (inf). */
-export type Norm = 2 | 'inf';
+export type { Norm };
 
 export function parseNorm(s: string | number): Norm | undefined {
   const t = String(s).toLowerCase();

@@ -1,4 +1,5 @@
-import type { Norm } from './lp.js';
+/** The norms the paper uses: Euclidean (2) and max-abs (inf). */
+export type Norm = 2 | 'inf';
 
 /**
  * The paper's radius: Linf 10; L2 2000 at 224x224x3, scaled by sqrt(pixels) for other sizes (same RMS).

@@ -1,5 +1,5 @@
 import sharp from 'sharp';
-import type { ClassRate } from '../analysis/perImage.js';
+import type { ClassRate } from '../evaluation/perImage.js';
 import { readNpy } from '../io/npy.js';
 import { vegaLiteToSvg, type TopLevelSpec } from './plots.js';
 import { pct } from './format.js';

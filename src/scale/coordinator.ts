@@ -1,11 +1,11 @@
-import type { Classifier } from '../model/classifier.js';
-import type { CardOverrides } from '../model/load.js';
+import type { Classifier } from '../classifier/classifier.js';
+import type { CardOverrides } from '../import/load.js';
 import type { StreamedImages } from '../data/stream.js';
 import type { ImageSet } from '../data/imageSet.js';
-import { joinLabels, joinParts, type NoiseScoreOptions, type ScorePart } from '../analysis/noiseScore.js';
+import { joinLabels, joinParts, type NoiseScoreOptions, type ScorePart } from '../evaluation/noiseScore.js';
 import type { GradientShard, ShardGradient, ShardGradients, SgdLossOptions } from '../attacks/sgd.js';
 import { UsageError, printable } from '../errors.js';
-import { scoringBatch } from '../model/scoring.js';
+import { scoringBatch } from '../evaluation/scoring.js';
 import { packageVersion } from '../paths.js';
 import { connected, queueConnection, QUEUE_NAME, redacted } from './connection.js';
 import { jobId, openResult, sealJob } from './signing.js';

@@ -1,4 +1,4 @@
-import type { CardOverrides } from '../model/load.js';
+import type { CardOverrides } from '../import/load.js';
 import type { CraftJob, GradJob, ScoreShard, ShardItem } from './shards.js';
 import { readLimit } from '../io/bounded.js';
 

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { isAbsolute, relative, resolve } from 'node:path';
-import type { Classifier } from '../model/classifier.js';
-import type { CardOverrides } from '../model/load.js';
+import type { Classifier } from '../classifier/classifier.js';
+import type { CardOverrides } from '../import/load.js';
 import type { ImageItem, TarMember } from '../data/source.js';
 import type { Norm } from '../math/lp.js';
-import { modelSha256 } from '../io/provenance.js';
+import { modelSha256 } from '../run/provenance.js';
 import type { SgdLossOptions } from '../attacks/sgd.js';
 import type { AttackSettings, Method } from '../attacks/methods.js';
 

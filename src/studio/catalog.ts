@@ -1,5 +1,5 @@
-import type { ModelCard } from '../model/card.js';
-import type { OutputWnids } from '../model/adapters.js';
+import type { ModelCard } from '../classifier/card.js';
+import type { OutputWnids } from '../import/adapters.js';
 
 /** What the studio's server tells the page (types only: shared by the server and the browser code). */
 

@@ -5,8 +5,8 @@ import { hostname, networkInterfaces } from 'node:os';
 import { extname, join, relative, resolve, sep } from 'node:path';
 import { UsageError } from '../errors.js';
 import { EMBEDDED_DIR, PROJECT_ROOT, assetsDir } from '../paths.js';
-import { bundledModels, cardWnids } from '../model/load.js';
-import { readCard, resolveCardPath, cardLabels, type ModelCard } from '../model/card.js';
+import { bundledModels, cardWnids } from '../import/load.js';
+import { readCard, resolveCardPath, cardLabels, type ModelCard } from '../classifier/card.js';
 import type { BrowserCard, BrowserDataset, StudioCatalog } from './catalog.js';
 
 export type { BrowserCard, BrowserDataset, StudioCatalog };

@@ -1,6 +1,6 @@
 /**
  * The browser host's choice of where models run: one of TF.js's browser backends (the Node host's
- * choice, ONNX Runtime or TF.js on wasm / cpu, is src/backend.ts).
+ * choice, ONNX Runtime or TF.js on wasm / cpu, is src/engine/backend.ts).
  */
 import * as tf from '../../src/tf.js';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
@@ -10,7 +10,7 @@ import '@tensorflow/tfjs-backend-webgpu';
 import wasmUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm?url';
 import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
 import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
-import { tfjsProbe, closeEnough } from '../../src/model/selfcheck.js';
+import { tfjsProbe, closeEnough } from '../../src/engine/selfcheck.js';
 
 /**
  * Sets TF.js's backend to the fastest one that reproduces the cpu backend's logits and input gradient

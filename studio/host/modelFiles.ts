@@ -1,13 +1,13 @@
 /**
  * The browser host's reading of a model's files: fetched from the card's URL, or dropped by the user
- * (the Node host reads them from disk: src/model/load.ts). Either way the import is the core's
+ * (the Node host reads them from disk: src/import/load.ts). Either way the import is the core's
  * (classifierNet).
  */
 import * as tf from '../../src/tf.js';
-import { parseTflite } from '../../src/model/tflite/parse.js';
-import { parseOnnx } from '../../src/model/onnxImport/parse.js';
-import type { Net } from '../../src/model/net.js';
-import { classifierNet, type ReadModel } from '../../src/model/importNet.js';
+import { parseTflite } from '../../src/import/tflite/parse.js';
+import { parseOnnx } from '../../src/import/onnx/parse.js';
+import type { Net } from '../../src/engine/net.js';
+import { classifierNet, type ReadModel } from '../../src/import/importNet.js';
 import type { BrowserCard } from '../../src/studio/catalog.js';
 
 /**

@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '../../tf.js';
-import type { Classifier } from '../../model/classifier.js';
+import type { Classifier } from '../../classifier/classifier.js';
 import { Rng } from '../../math/random.js';
 import { writeNpy } from '../../io/npy.js';
-import { loadPerturbation, OWN_FORMAT } from '../../io/perturbationFile.js';
+import { loadPerturbation, OWN_FORMAT } from '../../perturbation/file.js';
 import type { Log } from '../../log.js';
 import { drawPerturbations, applyDraws } from '../sampling.js';
 import { uatEpoch } from '../uat.js';

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeJson } from '../../io/run.js';
+import { writeJson } from '../../run/write.js';
 import type { Log } from '../../log.js';
 
 /**

@@ -1,12 +1,12 @@
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../../errors.js';
-import type { Classifier } from '../../model/classifier.js';
-import type { ModelCard } from '../../model/card.js';
-import { findCard, loadModel, type CardOverrides, type ModelSpec } from '../../model/load.js';
+import type { Classifier } from '../../classifier/classifier.js';
+import type { ModelCard } from '../../classifier/card.js';
+import { findCard, loadModel, type CardOverrides, type ModelSpec } from '../../import/load.js';
 import type { ImageSet } from '../../data/dataset.js';
 import { dataFolder, defaultData, loadSet, type DataSpec } from '../../data/sets.js';
-import { predictSet } from '../../model/scoring.js';
+import { predictSet } from '../../evaluation/scoring.js';
 import { methodOptions, type AttackSettings, type Method } from '../../attacks/methods.js';
 import type { Log } from '../../log.js';
 import { refuseUntrainable } from '../trainable.js';

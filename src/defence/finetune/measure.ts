@@ -1,8 +1,8 @@
-import type { Classifier } from '../../model/classifier.js';
-import { evaluatePerturbation } from '../../model/scoring.js';
+import type { Classifier } from '../../classifier/classifier.js';
+import { evaluatePerturbation } from '../../evaluation/scoring.js';
 import { craft } from '../../attacks/methods.js';
-import { writePerturbation } from '../../io/run.js';
-import { loadPerturbation, OWN_FORMAT } from '../../io/perturbationFile.js';
+import { writePerturbation } from '../../run/write.js';
+import { loadPerturbation, OWN_FORMAT } from '../../perturbation/file.js';
 import { methodName, pct } from '../../report/format.js';
 import { roundFolder } from './folder.js';
 import type { FinetuneRun } from './job.js';

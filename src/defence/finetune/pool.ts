@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import * as tf from '../../tf.js';
 import { craft } from '../../attacks/methods.js';
 import { writeNpy } from '../../io/npy.js';
-import { loadPerturbation, OWN_FORMAT } from '../../io/perturbationFile.js';
+import { loadPerturbation, OWN_FORMAT } from '../../perturbation/file.js';
 import { pct } from '../../report/format.js';
 import type { RoundFolder } from './folder.js';
 import type { FinetuneRun, RoundModel } from './job.js';

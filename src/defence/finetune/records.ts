@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { readBoundedText } from '../../io/bounded.js';
 import { join } from 'node:path';
 import { UsageError } from '../../errors.js';
-import { writeJson, writeText } from '../../io/run.js';
+import { writeJson, writeText } from '../../run/write.js';
 import { methodName, pct } from '../../report/format.js';
 import { RECORDS_FILE, TABLE_FILE, TRAINING_LOG } from './folder.js';
 import type { FinetuneOptions } from './options.js';

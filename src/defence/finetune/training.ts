@@ -1,9 +1,9 @@
 import * as tf from '../../tf.js';
 import type { ImageSet } from '../../data/dataset.js';
-import type { ModelCard } from '../../model/card.js';
-import { findCard } from '../../model/load.js';
-import { argmaxRows } from '../../model/compute.js';
-import { foolingRate } from '../../model/scoring.js';
+import type { ModelCard } from '../../classifier/card.js';
+import { findCard } from '../../import/load.js';
+import { argmaxRows } from '../../classifier/compute.js';
+import { foolingRate } from '../../evaluation/scoring.js';
 import { passSeed } from '../../math/random.js';
 import { pct } from '../../report/format.js';
 import { applyDraws } from '../sampling.js';

@@ -1,0 +1,208 @@
+import type { Weights } from '../net.js';
+import { transposeWeights } from '../net.js';
+import type { Shape } from '../net.js';
+import { NCHW_TO_NHWC, NHWC_TO_NCHW, storageAxis, storageDims, type Layout } from './layout.js';
+import { OnnxGraph } from './builder.js';
+
+export { NCHW_TO_NHWC, NHWC_TO_NCHW, storageAxis, storageDims, type Layout };
+
+/**
+ * What the ops' ONNX writers share: the graph being built, the batch size as a value, layouts, and the
+ * per-image product that keeps every backward row's forward quantities computed once per image.
+ */
+
+/** The largest integer a JS number holds; ONNX clamps slice bounds anyway. */
+export const INT64_MAX = 9007199254740991;
+
+/**
+ * Where ONNX Runtime runs a model, and so the execution provider a graph is written for: its CPU
+ * provider, or its WebGPU provider (a GPU through Vulkan, Metal or D3D12). Ops choose constructions the provider
+ * has kernels for: the WebGPU provider lacks Sum, LogSoftmax and MaxPool's Indices output (and runs
+ * int64 index arithmetic on the CPU), so those nodes are written from ops it has instead of falling
+ * back to the CPU provider inside the session.
+ */
+export type Device = 'cpu' | 'webgpu';
+
+/**
+ * Arrays derived from a network's weights (kernels in ONNX layout, flipped backward filters), made once
+ * per export: its forward, evaluation and vjp graphs all hold them (transposing ResNet-size kernels
+ * three times cost seconds per load), and they are dropped with the export rather than kept as long
+ * as the Net (a second copy of the weights).
+ */
+export class DerivedWeights {
+  private readonly made = new Map<Weights, Map<string, Float32Array>>();
+  get(w: Weights, key: string, make: () => Float32Array): Float32Array {
+    const entry = this.made.get(w) ?? new Map<string, Float32Array>();
+    this.made.set(w, entry);
+    let v = entry.get(key);
+    if (!v) entry.set(key, (v = make()));
+    return v;
+  }
+}
+
+export class OnnxEmitter {
+  readonly g = new OnnxGraph();
+  private batchValue?: string;
+
+  /**
+   * @param input the ONNX value whose first dimension is the batch size.
+   * @param target the execution provider the graph is written for.
+   * @param derived arrays derived from the weights, shared by the graphs of one export.
+   */
+  constructor(
+    private readonly input: string,
+    readonly target: Device = 'cpu',
+    readonly derived = new DerivedWeights(),
+  ) {}
+
+  /** N, the batch size, as an int64 [1] tensor (made on first use). */
+  batch(): string {
+    this.batchValue ??= this.g.op('Slice', [this.g.op('Shape', [this.input]), this.g.ints([0]), this.g.ints([1])], {}, 'batch');
+    return this.batchValue;
+  }
+
+  /**
+   * A constant broadcast against a value of `rank` axes (batch included), trailing axes aligned, laid
+   * out as that value is stored.
+   */
+  constant(w: Weights, rank: number, layout: Layout): string {
+    if (layout !== 'nchw' || w.shape.length === 0) return this.g.floats(w.data, w.shape);
+    const s4 = [...new Array(rank - w.shape.length).fill(1), ...w.shape];
+    return this.g.floats(
+      transposeWeights({ data: w.data, shape: s4 }, NHWC_TO_NCHW).data,
+      NHWC_TO_NCHW.map((p) => s4[p]),
+    );
+  }
+
+  /**
+   * g * f, where g holds the backward rows [N*K, ...] (K cotangents per image, image-major) of a value
+   * of shape `shape` and f a forward-pass quantity [N, ...] of shape `fShape` (same rank, broadcastable
+   * to `shape`): each image's factor serves its K rows.
+   */
+  perImage(g: string, f: string, shape: Shape, layout: Layout, fShape: Shape = shape): string {
+    const G = this.g;
+    const dims = storageDims(shape, layout);
+    if (fShape.join() === shape.join()) {
+      // Flattened: one broadcast axis instead of several.
+      const n = dims.reduce((a, b) => a * b, 1);
+      const rows = G.op('Reshape', [g, G.op('Concat', [this.batch(), G.ints([-1, n])], { axis: 0 })]);
+      const product = G.op('Mul', [rows, G.op('Reshape', [f, G.ints([0, 1, n])])]);
+      return G.op('Reshape', [product, G.ints([-1, ...dims])]);
+    }
+    return this.rowsTimes(g, shape, f, fShape, layout);
+  }
+
+  /**
+   * Backward rows g [N*K, ...] of shape gShape times a per-image quantity f [N, ...] of shape fShape (same
+   * rank, numpy broadcasting between the two): rows [N*K, ...broadcast shape].
+   */
+  rowsTimes(g: string, gShape: Shape, f: string, fShape: Shape, layout: Layout): string {
+    const G = this.g;
+    const out = storageDims(
+      gShape.map((d, i) => Math.max(d, fShape[i])),
+      layout,
+    );
+    const rows = G.op('Reshape', [g, G.op('Concat', [this.batch(), G.ints([-1, ...storageDims(gShape, layout)])], { axis: 0 })]);
+    const product = G.op('Mul', [rows, G.op('Unsqueeze', [f, G.ints([1])])]);
+    return G.op('Reshape', [product, G.ints([-1, ...out])]);
+  }
+
+  /** Sums backward rows of a broadcast result back to an input's shape (axes where it had 1). */
+  unbroadcast(rows: string, outShape: Shape, inShape: Shape, layout: Layout): string {
+    const axes = inShape
+      .map((d, i) => (d === 1 && outShape[i] !== 1 ? storageAxis(i + 1, inShape.length + 1, layout) : -1))
+      .filter((a) => a >= 0);
+    return axes.length ? this.g.op('ReduceSum', [rows, this.g.ints(axes.sort())], { keepdims: 1 }) : rows;
+  }
+
+  /**
+   * ConvTranspose of x [N, inChannels, H, W] (NCHW) by w [inChannels, outPerGroup, kh, kw]. ONNX
+   * Runtime's WebGPU kernel is wrong for grouped ConvTranspose with an even number of input channels
+   * per group (its vectorised path; exact with odd counts and with one group): there each group gets a
+   * zero input channel and a zero filter row, which changes no sum.
+   */
+  convTranspose(x: string, w: string, [inChannels, H, W]: number[], attrs: Record<string, number | number[]>): string {
+    const G = this.g;
+    const group = (attrs.group as number | undefined) ?? 1;
+    const perGroup = inChannels / group;
+    if (this.target === 'cpu' || group === 1 || perGroup % 2 === 1) return G.op('ConvTranspose', [x, w], attrs);
+    const pad = (v: string, dims: number[], axis: number) => {
+      const pads = new Array(2 * dims.length).fill(0);
+      pads[dims.length + axis] = 1;
+      return G.op('Pad', [G.op('Reshape', [v, G.ints(dims)]), G.ints(pads)]);
+    };
+    const xs = G.op('Reshape', [pad(x, [-1, group, perGroup, H, W], 2), G.ints([-1, group * (perGroup + 1), H, W])]);
+    const ws = G.op('Reshape', [
+      pad(w, [group, perGroup, -1], 1),
+      G.ints([group * (perGroup + 1), -1, ...(attrs.kernel_shape as number[])]),
+    ]);
+    return G.op('ConvTranspose', [xs, ws], attrs);
+  }
+
+  /** Moves a value between layouts (rank 4 only; forward values and backward rows alike). */
+  convert(value: string, from: Layout, to: Layout): string {
+    if (from === to) return value;
+    return this.g.op('Transpose', [value], { perm: to === 'nchw' ? NHWC_TO_NCHW : NCHW_TO_NHWC });
+  }
+
+  /** The sum of gradient contributions: one value, a Sum node, or (WebGPU: no Sum kernel) a balanced tree of Adds. */
+  sum(parts: string[]): string {
+    if (parts.length === 1) return parts[0];
+    if (this.target === 'cpu') return this.g.op('Sum', parts);
+    const half = Math.ceil(parts.length / 2);
+    return this.g.op('Add', [this.sum(parts.slice(0, half)), this.sum(parts.slice(half))]);
+  }
+}
+
+/** One node as its op's ONNX writer sees it. */
+export class OnnxNode<O> {
+  private readonly kept = new Map<string, string>();
+  constructor(
+    readonly e: OnnxEmitter,
+    readonly name: string,
+    readonly op: O,
+    /** ONNX values of the inputs, in `layouts`. */
+    readonly inputs: string[],
+    readonly inShapes: Shape[],
+    readonly outShape: Shape,
+    readonly layouts: Layout[],
+    readonly outLayout: Layout,
+  ) {}
+  get g(): OnnxGraph {
+    return this.e.g;
+  }
+  /** Rank (batch included) of input i, or of the output when i is omitted. */
+  rank(i?: number): number {
+    return (i === undefined ? this.outShape : this.inShapes[i]).length + 1;
+  }
+  /** Storage axis of a Net axis of input i (default 0). */
+  axis(a: number, i = 0): number {
+    return storageAxis(a, this.rank(i), this.layouts[i]);
+  }
+  /** Storage dims (without batch) of input i, or of the output when i is omitted. */
+  dims(i?: number): number[] {
+    return i === undefined ? storageDims(this.outShape, this.outLayout) : storageDims(this.inShapes[i], this.layouts[i]);
+  }
+  /** A constant laid out for input i's storage (default 0). */
+  constant(w: Weights, i = 0): string {
+    return this.e.constant(w, this.rank(i), this.layouts[i]);
+  }
+  /** Backward rows of the output times a forward quantity of the output's shape (or a broadcastable one). */
+  perImage(rows: string, f: string, fShape?: Shape): string {
+    return this.e.perImage(rows, f, this.outShape, this.outLayout, fShape);
+  }
+  /** Keeps a forward value for the backward pass. */
+  save(key: string, value: string): string {
+    this.kept.set(key, value);
+    return value;
+  }
+  saved(key: string): string {
+    const v = this.kept.get(key);
+    if (v === undefined) throw new Error(`internal: ${this.name} saved no "${key}"`);
+    return v;
+  }
+  /** A value the forward or the backward pass may need, made by whichever asks first and shared. */
+  once(key: string, make: () => string): string {
+    return this.kept.get(key) ?? this.save(key, make());
+  }
+}

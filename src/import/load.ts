@@ -1,0 +1,330 @@
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { readBoundedText } from '../io/bounded.js';
+import { dirname, join, resolve, basename } from 'node:path';
+import * as tf from '../tf.js';
+import { UsageError } from '../errors.js';
+import type { Log } from '../log.js';
+import { CARDS_DIR, EMBEDDED_DIR, assetsDir, assetsHint } from '../paths.js';
+import { type ModelCard, readCard, resolveCardPath, cardLabels, validateCard } from '../classifier/card.js';
+import type { Classifier } from '../classifier/classifier.js';
+import { fileHandler } from './fileHandler.js';
+import type { Net } from '../engine/net.js';
+import { cardAdapters, checkedLogits, tfjsClassifier, type OutputWnids } from './adapters.js';
+export { cardAdapters, cardWnids };
+import { runPlainGraph } from '../engine/tfjs/plainGraph.js';
+import { netToTfGraph } from '../engine/tfjs/tfjsNet.js';
+import { onnxRuntime, type Device } from '../engine/onnx/runtime.js';
+import { featureModel } from '../classifier/features.js';
+import type { Runtime } from '../engine/runtime.js';
+import { closeEnough } from '../engine/selfcheck.js';
+import type { Engine } from '../engine/backend.js';
+import { cardFromTflite, readTflite } from './tflite/index.js';
+import { cardFromOnnx, readOnnx } from './onnx/index.js';
+import { checkInputShape, classifierNet } from './importNet.js';
+export { checkInputShape };
+
+/** Short names for the cards shipped in cards/ and the embedded default. */
+export function bundledModels(): Record<string, string> {
+  const out: Record<string, string> = { fashion: join(EMBEDDED_DIR, 'model', 'card.json') };
+  if (existsSync(CARDS_DIR)) for (const f of readdirJson(CARDS_DIR)) out[basename(f, '.json')] = join(CARDS_DIR, f);
+  return out;
+}
+
+function readdirJson(dir: string): string[] {
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort();
+}
+
+/** Card fields given on the command line: they complete or override the card file. */
+export type CardOverrides = Partial<Omit<ModelCard, 'preprocess'>> & { preprocess?: ModelCard['preprocess'] };
+
+function merge(card: Partial<ModelCard>, o: CardOverrides, source: string): ModelCard {
+  const merged = { ...card, ...o, preprocess: { ...card.preprocess, ...o.preprocess } };
+  const valid = validateCard(merged, source);
+  valid.baseDir = card.baseDir;
+  return valid;
+}
+
+/** A card built from flags alone, for a model.json that has none beside it. */
+function cardFromFlags(modelJson: string, spec: string, o: CardOverrides): ModelCard {
+  if (!o.inputShape || !o.numClasses)
+    throw new UsageError(
+      `{model} ${spec}: no card.json beside the model; write one (see README: model cards) or pass {inputShape} and {numClasses} (with {scale}/{offset} or {mean}/{std})`,
+    );
+  let json: { format?: string };
+  try {
+    json = JSON.parse(readBoundedText(modelJson, { what: '{model}' })) as { format?: string };
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(`{model} ${spec}: ${modelJson} is not valid JSON`);
+  }
+  const base: Partial<ModelCard> = {
+    name: basename(dirname(modelJson)),
+    format: json.format === 'graph-model' ? 'graph' : 'layers',
+    model: modelJson,
+    baseDir: dirname(modelJson),
+  };
+  return merge(base, o, `for ${spec} (from flags)`);
+}
+
+/**
+ * Finds the card for `spec`: a bundled name (`fashion`, `mobilenet_v1_0.25_224`, ...), a card file,
+ * a model folder holding `card.json`, or a model.json with `card.json` beside it. `overrides` (from
+ * flags) complete or replace its fields, or make the whole card when the model has none.
+ */
+export function findCard(spec: string, overrides: CardOverrides = {}, assets?: string): ModelCard {
+  const withFlags = (file: string) => (Object.keys(overrides).length ? merge(readCard(file), overrides, file) : readCard(file));
+  const bundled = bundledModels();
+  if (bundled[spec]) return withFlags(bundled[spec]);
+  const p = resolve(spec);
+  if (!existsSync(p)) {
+    throw new UsageError(
+      `{model} ${spec}: not found (expected a bundled name: ${Object.keys(bundled).join(', ')}; or a card / model.json / model folder)`,
+    );
+  }
+  for (const ext of ['.tflite', '.onnx'] as const)
+    if (p.endsWith(ext) && statSync(p).isFile()) return modelFileCard(p, ext, spec, overrides, assets);
+  const dir = statSync(p).isDirectory() ? p : dirname(p);
+  const modelJson = statSync(p).isDirectory() ? join(p, 'model.json') : p;
+  if (!statSync(p).isDirectory()) {
+    let json: Record<string, unknown>;
+    try {
+      json = JSON.parse(readBoundedText(p, { what: '{model}' })) as Record<string, unknown>;
+    } catch (e) {
+      if (e instanceof UsageError) throw e;
+      throw new UsageError(`{model} ${spec}: not a JSON model card or model.json`);
+    }
+    if (!json.modelTopology) return withFlags(p);
+  }
+  for (const c of ['card.json', 'model.card.json']) if (existsSync(join(dir, c))) return withFlags(join(dir, c));
+  if (!existsSync(modelJson)) throw new UsageError(`{model} ${spec}: folder has no card.json and no model.json`);
+  return cardFromFlags(modelJson, spec, overrides);
+}
+
+/**
+ * The card of a .tflite or .onnx file: a bundled card that points at this very file (so the coral
+ * models keep their background offset and labels), else `NAME.card.json` beside it, else the file's
+ * own facts (input size, class count; TFLite: preprocessing from the input quantisation) completed by flags.
+ */
+function modelFileCard(file: string, ext: '.tflite' | '.onnx', spec: string, o: CardOverrides, assets?: string): ModelCard {
+  const withFlags = (f: string) => (Object.keys(o).length ? merge(readCard(f), o, f) : readCard(f));
+  const format = ext === '.tflite' ? 'tflite' : 'onnx';
+  const dir = assetsDir(assets);
+  for (const cardFile of Object.values(bundledModels())) {
+    const c = readCard(cardFile);
+    if (c.format === format && resolveCardPath(c, c.model, dir) === file) return withFlags(cardFile);
+  }
+  const beside = join(dirname(file), `${basename(file, ext)}.card.json`);
+  if (existsSync(beside)) return withFlags(beside);
+  const own =
+    format === 'tflite' ? cardFromTflite(file, undefined, o.logitsLayer) : cardFromOnnx(file, readOnnx(file), o.inputShape, o.logitsLayer);
+  if (!own.preprocess && !o.preprocess) {
+    const hint =
+      format === 'onnx'
+        ? 'torchvision / timm ImageNet models: {mean} 123.675,116.28,103.53 {std} 58.395,57.12,57.375'
+        : 'MobileNets: {scale} 0.0078431 {offset} -1';
+    throw new UsageError(
+      `{model} ${spec}: the model takes float input, so the file does not say how pixels map to it; pass {scale}/{offset} or {mean}/{std} in pixel units (${hint}), or write ${beside}`,
+    );
+  }
+  if (!own.numClasses && !o.numClasses)
+    throw new UsageError(`{model} ${spec}: the file does not state the number of classes; pass {numClasses}`);
+  if (o.outputMap?.dropFirst && own.numClasses) own.numClasses -= o.outputMap.dropFirst;
+  return merge({ ...own, baseDir: dirname(file) }, o, `for ${spec} (from the file and flags)`);
+}
+
+/** The wnid lists an outputMap reorders by, read from the card's files. */
+function cardWnids(card: ModelCard, assets: string): OutputWnids | undefined {
+  const m = card.outputMap;
+  if (!m?.wnids) return undefined;
+  const read = (f: string) => {
+    const file = resolveCardPath(card, f, assets);
+    if (!existsSync(file)) throw new UsageError(`model card ${card.name}: outputMap file ${file} not found`);
+    return readBoundedText(file, { what: `model card ${card.name}: outputMap file` })
+      .split('\n')
+      .map((s) => s.trim())
+      .filter(Boolean);
+  };
+  return { from: read(m.wnids), reference: read(m.referenceWnids ?? '${assets}/data/labels/imagenet1k_wnids_sorted.txt') };
+}
+
+/** The whole classifier (preprocessing, model, output mapping) as one Net, for formats the engine imports: the files read here, the import shared (classifierNet). */
+export async function loadNet(card: ModelCard, modelPath: string, assets: string): Promise<Net> {
+  const wnids = cardWnids(card, assets);
+  if (card.format === 'tflite') return classifierNet(card, { format: 'tflite', model: readTflite(modelPath), file: modelPath }, wnids);
+  if (card.format === 'onnx') return classifierNet(card, { format: 'onnx', model: readOnnx(modelPath, false), file: modelPath }, wnids);
+  const model = await tf.loadLayersModel(fileHandler(modelPath));
+  try {
+    return classifierNet(card, { format: 'layers', model, file: modelPath }, wnids);
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * ONNX Runtime for `net` on `device` if it exports and gives the TF.js logits on a probe image; on a
+ * GPU that cannot run it, ONNX Runtime on the CPU; else TF.js. The reason is in `engine`.
+ */
+async function withOnnx(
+  net: Net,
+  shape: [number, number, number],
+  logits: (x: tf.Tensor4D) => tf.Tensor2D,
+  device: Device,
+): Promise<{ runtime?: Runtime; engine: string }> {
+  const tfjs = `TF.js ${tf.getBackend()}`;
+  const tried = await onnxOn(net, shape, logits, device);
+  if ('runtime' in tried) return { runtime: tried.runtime, engine: device === 'webgpu' ? 'onnxruntime (WebGPU)' : 'onnxruntime' };
+  if (device === 'webgpu') {
+    const cpu = await onnxOn(net, shape, logits, 'cpu');
+    if ('runtime' in cpu) return { runtime: cpu.runtime, engine: `onnxruntime on the CPU (not on WebGPU: ${tried.why})` };
+  }
+  return { engine: `${tfjs} (${tried.why})` };
+}
+
+/** ONNX Runtime for `net` on `device`, checked on a probe image against the TF.js logits, or why not. */
+async function onnxOn(
+  net: Net,
+  shape: [number, number, number],
+  logits: (x: tf.Tensor4D) => tf.Tensor2D,
+  device: Device,
+): Promise<{ runtime: Runtime } | { why: string }> {
+  let runtime: Runtime | null;
+  try {
+    runtime = await onnxRuntime(net, shape, { device });
+  } catch (e) {
+    return { why: `not ONNX: ${(e as Error).message.split('\n')[0]}` };
+  }
+  if (!runtime) return { why: 'onnxruntime-node unavailable' };
+  // Whole pixel values, so that the evaluation model (uint8 bytes in) sees the same image.
+  const probe = tf.tidy(() => tf.round(tf.linspace(0, 255, shape[0] * shape[1] * shape[2])).reshape([1, ...shape]) as tf.Tensor4D);
+  try {
+    const want = tf.tidy(() => logits(probe).dataSync());
+    const bytes = Uint8Array.from(probe.dataSync());
+    if (!closeEnough(await runtime.forward(probe), want, 1e-3) || !closeEnough(await runtime.forwardImages(bytes, 1, null), want, 1e-3)) {
+      await runtime.dispose();
+      return { why: 'the ONNX export disagreed with TF.js on a probe image' };
+    }
+  } catch (e) {
+    await runtime.dispose();
+    return { why: `not ONNX: ${(e as Error).message.split('\n')[0]}` };
+  } finally {
+    probe.dispose();
+  }
+  return { runtime };
+}
+
+/** A model as a job names it: a bundled name, a card or a model file, the card fields that complete or override its card, and where it runs. */
+export interface ModelSpec {
+  /** A bundled model's name, a card (.json) or a model file (.onnx, .tflite, model.json). */
+  model: string;
+  /** Model-card fields that complete or override the model's card. */
+  card?: CardOverrides;
+  /** The shared assets folder (default: UAP_ASSETS, else ../shared/assets). */
+  assets?: string;
+  /** Where it runs (initBackend's choice). */
+  engine: Engine;
+}
+
+export interface LoadOptions {
+  /** Where it runs (initBackend's choice): ONNX Runtime for importable models when `engine.onnx`, else TF.js. */
+  engine: Engine;
+  /** The shared assets folder (default: UAP_ASSETS, else ../shared/assets). */
+  assets?: string;
+  /** Card fields that override the found card's (preprocessing, class count, labels). */
+  card?: CardOverrides;
+}
+
+/**
+ * ImageNet's class names (assets' data/labels/imagenet1k_names.txt, in the standard sorted-wnid order)
+ * for a 1000-class model of the ImageNet label space whose card names none: "tench", not "#0".
+ */
+function imagenetNames(card: ModelCard, assets: string): string[] | undefined {
+  if (card.labelSpace !== 'imagenet' || card.numClasses !== 1000) return undefined;
+  const file = join(assets, 'data', 'labels', 'imagenet1k_names.txt');
+  if (!existsSync(file)) return undefined;
+  const names = readBoundedText(file, { what: 'ImageNet class names' })
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  return names.length === 1000 ? names : undefined;
+}
+
+/** Loads the classifier a card describes; its logits take pixel-space images. */
+export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions): Promise<Classifier> {
+  const card = typeof spec === 'string' ? findCard(spec, opts.card, opts.assets) : spec;
+  const assets = assetsDir(opts.assets);
+  const modelPath = resolveCardPath(card, card.model, assets);
+  if (!existsSync(modelPath)) {
+    const hint = card.model.startsWith('${assets}/')
+      ? ` (${assetsHint(assets)}: pass the folder holding models/ and data/ as {assets} or set UAP_ASSETS)`
+      : '';
+    throw new UsageError(`model ${card.name}: ${modelPath} not found${hint}`);
+  }
+  const labels = cardLabels(card, assets) ?? imagenetNames(card, assets);
+  let forward: (x: tf.Tensor4D) => tf.Tensor;
+  let release: () => void;
+  let net: Net | undefined;
+  try {
+    if (card.format === 'graph') {
+      const model = await tf.loadGraphModel(fileHandler(modelPath));
+      if (model.inputs[0]?.shape) checkInputShape(card, modelPath, model.inputs[0].shape);
+      // GraphModels run on TF.js's own ops, between preprocessing and output mapping steps.
+      const adapters = cardAdapters(card, cardWnids(card, assets));
+      forward = (x) => {
+        const y = model.execute(adapters.pre(x), card.logitsLayer);
+        if (Array.isArray(y))
+          throw new UsageError(`model ${card.name}: the graph has several outputs; name the logits node in "logitsLayer"`);
+        return adapters.post(y);
+      };
+      release = () => {
+        model.dispose();
+        adapters.dispose();
+      };
+    } else {
+      net = await loadNet(card, modelPath, assets);
+      const graph = netToTfGraph(net, card.inputShape);
+      forward = (x) => runPlainGraph(graph, x);
+      release = () => tf.dispose(graph.owned);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(
+      `model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`,
+    );
+  }
+  const rt = net && opts.engine.onnx ? await withOnnx(net, card.inputShape, checkedLogits(card, forward), opts.engine.device) : undefined;
+  // On ONNX Runtime, TF.js only checks the export on a probe image: its batch limits (measured with a
+  // forward and a gradient pass on TF.js, many seconds for a large model) do not apply.
+  const base = await tfjsClassifier(card, forward, release, labels, { measure: !rt?.runtime });
+  return {
+    ...base,
+    file: modelPath,
+    runtime: rt?.runtime ?? base.runtime,
+    ...(net
+      ? {
+          features: (layers?: string[]) =>
+            featureModel(
+              net!,
+              card.inputShape,
+              layers,
+              rt?.runtime
+                ? (cut) => onnxRuntime(cut, card.inputShape, { only: ['forward', 'vjp'], device: opts.engine.device })
+                : undefined,
+            ),
+        }
+      : {}),
+    engine: rt?.engine ?? base.engine,
+    dispose: () => {
+      base.dispose();
+      void rt?.runtime?.dispose();
+    },
+  };
+}
+
+/** Loads a classifier and says where it runs. */
+export async function loadModel(spec: string, opts: LoadOptions & { assets: string }, log: Log): Promise<Classifier> {
+  const model = await loadClassifier(spec, opts);
+  log.info(`model ${model.name}: runs on ${model.engine ?? 'TF.js'}${model.runtime.layout ? ` (${model.runtime.layout})` : ''}`);
+  return model;
+}
