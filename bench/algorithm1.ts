@@ -12,7 +12,13 @@ import { join } from 'node:path';
 import type * as tf from '../src/tf.js';
 import { initBackend } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
-import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
+import {
+  ALGORITHM1_VARIANTS,
+  computeUniversal,
+  UNIVERSAL_DEFAULTS,
+  type UniversalOptions,
+  type Algorithm1Knobs,
+} from '../src/attacks/universal.js';
 import type { PassRecord } from '../src/attacks/passes.js';
 import { evaluatePerturbation, predictSet } from '../src/evaluation/scoring.js';
 import { loadSet } from '../src/data/sets.js';
@@ -26,7 +32,7 @@ const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split
 const paper = ALGORITHM1_VARIANTS.paper;
 
 /** Each row: what it changes, from the paper's Algorithm 1 (the reference code's settings). */
-export const VARIANTS: Record<string, { label: string; options: Partial<UniversalOptions> }> = {
+export const VARIANTS: Record<string, { label: string; options: Partial<UniversalOptions & Algorithm1Knobs> }> = {
   paper: { label: 'the paper (minimal L2 DeepFool steps, v projected after each)', options: paper },
   'paper-linf': { label: '+ Linf DeepFool (sign steps, `--deepfool-norm match`)', options: { ...paper, deepfoolNorm: 'match' } },
   'paper-overshoot': { label: '+ overshoot 1 (steps twice as long)', options: { ...paper, overshoot: 1 } },
@@ -79,7 +85,7 @@ async function run(
   passes: number,
   name: string,
 ): Promise<Point[]> {
-  const o: UniversalOptions = { ...UNIVERSAL_DEFAULTS, norm, xi, delta: 0, maxPasses: passes, ...VARIANTS[name].options };
+  const o: UniversalOptions & Algorithm1Knobs = { ...UNIVERSAL_DEFAULTS, norm, xi, delta: 0, maxPasses: passes, ...VARIANTS[name].options };
   const curve: Point[] = [];
   let spent = 0;
   const onPass = async (r: PassRecord, v: tf.Tensor3D) => {

@@ -200,8 +200,11 @@ describe('run warnings (CLI summary and report)', () => {
 
 describe('docs/cli-reference.md', () => {
   it("is every command's --help as the commands define it now (npm run docs:cli regenerates it)", async () => {
-    const { cliReference } = await import('../src/cli/reference.js');
+    const { cliReference, optionsTable } = await import('../src/cli/reference.js');
     expect(readFileSync(join(PROJECT_ROOT, 'docs', 'cli-reference.md'), 'utf8')).toBe(cliReference());
+    // docs/cli.md's table of crafting options is the schema's.
+    const guide = readFileSync(join(PROJECT_ROOT, 'docs', 'cli.md'), 'utf8');
+    expect(/<!-- attack-options:begin -->\n([\s\S]*?)\n<!-- attack-options:end -->/.exec(guide)?.[1]).toBe(optionsTable());
   });
 });
 

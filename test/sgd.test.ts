@@ -298,7 +298,7 @@ describe('SGD-UAP gradient shards (the unit of its data-parallel run)', () => {
     const a = whole.v.dataSync();
     const b = local.v.dataSync();
     expect(a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0)).toBeLessThanOrEqual(2 * 12);
-    expect(() => validateSgdOptions(opts({ gradShard: 0 }))).toThrow(/^gradShard: expected an integer >= 1, got 0$/);
+    expect(() => validateSgdOptions(opts({ gradShard: 0 }))).toThrow(/^gradShard: expected an integer in \[1, 4096\], got 0$/);
     tf.dispose([local.v, remote.v, whole.v]);
   });
 });

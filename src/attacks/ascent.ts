@@ -1,6 +1,5 @@
 import * as tf from '../tf.js';
 import { projectLp, type Norm } from '../math/lp.js';
-import { UsageError } from '../errors.js';
 
 /**
  * One ascent step on a universal perturbation from its gradient, projected back onto the Lp ball:
@@ -9,16 +8,6 @@ import { UsageError } from '../errors.js';
  * rescaled to `lr` in the ball's norm, so step lengths read in pixels whatever the optimiser.
  */
 export type AscentOptimizer = 'sign' | 'adam';
-
-/** The step settings every method with an Ascent shares, checked by field name. */
-export function validateAscentOptions(o: { optimizer: AscentOptimizer; lr?: number; lrDecay: number }): void {
-  const bad = (field: string, what: string) => {
-    throw new UsageError(`{${field}}: ${what}`);
-  };
-  if (o.optimizer !== 'sign' && o.optimizer !== 'adam') bad('optimizer', `expected sign or adam, got ${String(o.optimizer)}`);
-  if (o.lr !== undefined && !(o.lr > 0)) bad('lr', `expected a positive number, got ${o.lr}`);
-  if (!(o.lrDecay > 0 && o.lrDecay <= 1)) bad('lrDecay', `expected a number in (0, 1], got ${o.lrDecay}`);
-}
 
 export class Ascent {
   private m: Float32Array;

@@ -5,7 +5,8 @@ import { forwardLogits, vjpRows } from '../classifier/compute.js';
 import { tensorValues } from '../engine/tfjs/tensorView.js';
 import { Rng, passSeed } from '../math/random.js';
 import { UsageError } from '../errors.js';
-import { Ascent, batchGradient, validateAscentOptions, type AscentOptimizer } from './ascent.js';
+import { Ascent, batchGradient } from './ascent.js';
+import { checkOptions, defaultsOf, fingerprintOf, type OptionsOf } from './options.js';
 import { runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
 
 /**
@@ -21,40 +22,18 @@ import { runPasses, type PassMethod, type PassOptions, type RunControl, type Uni
  */
 
 export type DataFreePrior = 'none' | 'range' | 'data';
-export const DATA_FREE_PRIORS: DataFreePrior[] = ['none', 'range', 'data'];
 
-/** GD-UAP options: the pass options plus the prior, the layers, the optimiser, the learning rate and the steps per pass. */
-export interface DataFreeOptions extends PassOptions {
-  prior: DataFreePrior;
-  /** Ascent steps on v per pass. */
-  stepsPerPass: number;
-  optimizer: AscentOptimizer;
-  /** Step length in the ball's norm (pixels) for the first pass; default xi / 10. */
-  lr?: number;
-  lrDecay: number;
-  /** Layers whose activations are maximised (default: every convolution's output). */
-  layers?: string[];
-}
+/** GD-UAP options: the pass options plus the prior, the layers, the optimiser, the learning rate and the steps per pass (the schema in options.ts). */
+export type DataFreeOptions = PassOptions & OptionsOf<'gduap'>;
 
-/** GD-UAP's defaults for everything but the budget (norm, xi). */
-export const DATA_FREE_DEFAULTS: Omit<DataFreeOptions, 'xi' | 'norm'> = {
-  prior: 'none',
-  stepsPerPass: 32,
-  optimizer: 'adam',
-  lrDecay: 0.9,
-  delta: 0.2,
-  maxPasses: 10,
-  batchSize: 16,
-  seed: 0,
-};
+/** GD-UAP's defaults (the schema's) for everything but the radius. */
+export const DATA_FREE_DEFAULTS = defaultsOf('gduap') as Omit<DataFreeOptions, 'xi'>;
 
 export function validateDataFreeOptions(o: DataFreeOptions): void {
+  checkOptions(o, ['gduap']);
   const bad = (field: string, what: string) => {
     throw new UsageError(`{${field}}: ${what}`);
   };
-  if (!DATA_FREE_PRIORS.includes(o.prior)) bad('prior', `expected one of ${DATA_FREE_PRIORS.join(', ')}, got ${String(o.prior)}`);
-  if (!(Number.isInteger(o.stepsPerPass) && o.stepsPerPass >= 1)) bad('stepsPerPass', `expected an integer >= 1, got ${o.stepsPerPass}`);
-  validateAscentOptions(o);
   if (o.classes !== undefined) bad('classes', 'GD-UAP maximises activations, not a class (the sgd method takes {classes})');
   if (o.target !== undefined)
     bad('target', 'GD-UAP is untargeted: it maximises activations, not a class (the sgd method takes a {target})');
@@ -115,11 +94,7 @@ export async function computeDataFreeUniversal(
   const method: PassMethod = {
     name: 'gduap',
     settings: {
-      prior: o.prior,
-      stepsPerPass: o.stepsPerPass,
-      optimizer: o.optimizer,
-      lr: lr0,
-      lrDecay: o.lrDecay,
+      ...fingerprintOf(o, ['gduap']),
       layers: features.layers.map((l) => l.name).join(','),
     },
     async pass(ctx) {

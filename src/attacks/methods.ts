@@ -1,8 +1,9 @@
 import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/imageSet.js';
-import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from './universal.js';
-import { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions } from './sgd.js';
-import { computeDataFreeUniversal, DATA_FREE_DEFAULTS, type DataFreeOptions } from './dataFree.js';
+import { computeUniversal, UNIVERSAL_DEFAULTS } from './universal.js';
+import { computeSgdUniversal, SGD_DEFAULTS } from './sgd.js';
+import { computeDataFreeUniversal, DATA_FREE_DEFAULTS } from './dataFree.js';
+import type { GivenOptions, MethodName } from './options.js';
 import type { PassOptions, RunControl, UniversalResult } from './passes.js';
 import { UsageError } from '../errors.js';
 import { defaultXi } from '../math/radius.js';
@@ -15,11 +16,8 @@ import type { Norm } from '../math/lp.js';
  * templates in UsageError messages, which the CLI shows as flags).
  */
 
-/** The pass runner's options and any method's own, as a caller gives them. */
-export type AttackSettings = PassOptions &
-  Partial<Omit<UniversalOptions, keyof PassOptions>> &
-  Partial<Omit<SgdOptions, keyof PassOptions>> &
-  Partial<Omit<DataFreeOptions, keyof PassOptions>>;
+/** The pass runner's options and any method's own, as a caller gives them (the schema in options.ts). */
+export type AttackSettings = PassOptions & GivenOptions;
 
 /** A universal attack as the registry holds it: its name and title, its options (defaults completed by the given settings), and `craft`. */
 export interface CraftMethod {
@@ -41,19 +39,19 @@ const algorithm1: CraftMethod = {
 const sgd: CraftMethod = {
   name: 'sgd',
   title: 'SGD-UAP',
-  options: (given) => ({ ...SGD_DEFAULTS, norm: UNIVERSAL_DEFAULTS.norm, ...given }),
+  options: (given) => ({ ...SGD_DEFAULTS, ...given }),
   craft: (model, X, settings, ctl) => computeSgdUniversal(model, X, { ...SGD_DEFAULTS, ...settings }, ctl),
 };
 
 const gduap: CraftMethod = {
   name: 'gduap',
   title: 'GD-UAP',
-  options: (given) => ({ ...DATA_FREE_DEFAULTS, norm: UNIVERSAL_DEFAULTS.norm, ...given }),
+  options: (given) => ({ ...DATA_FREE_DEFAULTS, ...given }),
   craft: (model, X, settings, ctl) => computeDataFreeUniversal(model, X, { ...DATA_FREE_DEFAULTS, ...settings }, ctl),
 };
 
 /** The registry of universal attacks, by name: each gives its full options from the given ones and crafts a perturbation. */
-export const METHODS = { algorithm1, sgd, gduap } as const;
+export const METHODS = { algorithm1, sgd, gduap } as const satisfies Record<MethodName, CraftMethod>;
 /** The name of a registered method. */
 export type Method = keyof typeof METHODS;
 /** The names of the registered methods, in registry order. */

@@ -2,12 +2,13 @@ import { classDiscriminative, criterionOf, targetedAt } from './criterion.js';
 import * as tf from '../tf.js';
 import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
-import { type Norm, projectLp, lpNorm, l2 } from '../math/lp.js';
+import { projectLp, lpNorm, l2 } from '../math/lp.js';
 import { Rng, passSeed } from '../math/random.js';
 import { predictSet, foolingRate } from '../evaluation/scoring.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { AbortedError, UsageError } from '../errors.js';
 import { pct } from '../math/percent.js';
+import { checkOptions, fingerprintOf, type OptionsOf } from './options.js';
 
 /**
  * What every way of crafting a universal perturbation shares: seeded passes over X, the fooling rate
@@ -15,20 +16,16 @@ import { pct } from '../math/percent.js';
  * resume, a warm start, progress and Ctrl-C. A method (Algorithm 1, SGD) supplies one pass.
  */
 
-export interface PassOptions {
-  norm: Norm;
-  /** Radius of the Lp ball in pixel units ([0,255] images). */
-  xi: number;
-  /** Stop once the fooling rate (targeted: the targeted success rate) on X reaches 1 - delta. */
-  delta: number;
-  maxPasses: number;
-  batchSize: number;
-  seed: number;
+/**
+ * The pass runner's options (norm, xi, delta, passes, batch, seed: the schema in options.ts) and the
+ * criterion: whom the attack pushes where, checked against the model's classes.
+ */
+export type PassOptions = OptionsOf<'passes'> & {
   /** Targeted: push every image to this class. */
   target?: number;
   /** Class-discriminative (SGD): fool the images of these classes only; the others keep their labels. */
   classes?: number[];
-}
+};
 
 /** One pass over X: its number, the rates after it (fooling; targeted, class-discriminative and validation when they apply), the norms of v, the updates made, and its time. */
 export interface PassRecord {
@@ -187,15 +184,10 @@ export function targetSuccessRate(clean: Int32Array, adv: Int32Array, target: nu
 }
 
 export function validatePassOptions(o: PassOptions, numClasses: number): void {
+  checkOptions(o, ['passes']);
   const bad = (flag: string, what: string) => {
     throw new UsageError(`{${flag}}: ${what}`);
   };
-  if (o.norm !== 2 && o.norm !== 'inf') bad('norm', `expected 2 or inf, got ${String(o.norm)}`);
-  if (!(o.xi > 0) || !Number.isFinite(o.xi)) bad('xi', `expected a positive number, got ${o.xi}`);
-  if (!(o.delta >= 0 && o.delta < 1)) bad('delta', `expected a number in [0, 1), got ${o.delta}`);
-  if (!Number.isInteger(o.maxPasses) || o.maxPasses < 1) bad('maxPasses', `expected an integer >= 1, got ${o.maxPasses}`);
-  if (!Number.isInteger(o.batchSize) || o.batchSize < 1) bad('batchSize', `expected an integer >= 1, got ${o.batchSize}`);
-  if (!Number.isInteger(o.seed)) bad('seed', `expected an integer, got ${o.seed}`);
   if (o.target !== undefined && !(Number.isInteger(o.target) && o.target >= 0 && o.target < numClasses))
     bad('target', `expected a class index in 0..${numClasses - 1} or a label name, got ${o.target}`);
   if (o.classes !== undefined) {
@@ -218,10 +210,7 @@ async function fingerprint(model: Classifier, X: ImageSet, o: PassOptions, metho
     data,
     backend: model.runtime.name,
     method: method.name,
-    norm: o.norm,
-    xi: o.xi,
-    batchSize: o.batchSize,
-    seed: o.seed,
+    ...fingerprintOf(o, ['passes']),
     target: o.target ?? null,
     ...(o.classes ? { classes: o.classes.join(',') } : {}),
     ...method.settings,

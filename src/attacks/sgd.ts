@@ -4,12 +4,12 @@ import * as tf from '../tf.js';
 import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { lpNorm } from '../math/lp.js';
-import { Ascent, batchGradient, validateAscentOptions } from './ascent.js';
+import { Ascent, batchGradient } from './ascent.js';
+import { checkOptions, defaultsOf, fingerprintOf, type OptionsOf } from './options.js';
 export { batchGradient };
 import { argmaxRows, forwardLogits, vjpRows } from '../classifier/compute.js';
 import { scratchRows, type GradientScratch } from '../classifier/gradients.js';
 import { tensorValues } from '../engine/tfjs/tensorView.js';
-import { UsageError } from '../errors.js';
 import { forEachIndexBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
 
 /**
@@ -21,26 +21,15 @@ import { forEachIndexBatch, runPasses, type PassMethod, type PassOptions, type R
 
 export type SgdLoss = 'ce' | 'margin';
 
-/** SGD-UAP options: the pass options (norm, xi, passes, seed, target) plus the loss, its parameters, the optimiser, the learning rate and the minibatch. */
-export interface SgdOptions extends PassOptions {
-  /** 'ce': cross-entropy clamped at beta, mean(min(CE, beta)); 'margin': C&W logit margin bounded at -kappa. */
-  loss: SgdLoss;
-  beta: number;
-  kappa: number;
-  /** 'sign': sign of the gradient (Linf) or its direction (L2); 'adam': Adam's direction. */
-  optimizer: 'sign' | 'adam';
-  /** Step length in the ball's norm (pixels), for the first pass; default xi / 10. */
-  lr?: number;
-  /** The step length is multiplied by this after every pass. */
-  lrDecay: number;
-  /**
-   * Images per gradient shard (default: the whole minibatch). A step's gradient is the sum, in order,
-   * of its shards' gradients, each from one forward and one backward pass over its images: the same
-   * sum whether the shards run here or on `uap worker`s (RunControl.shardGradients), so a distributed
-   * run gives the local run's v bit for bit.
-   */
-  gradShard?: number;
-}
+/**
+ * SGD-UAP options: the pass options plus the loss ('ce': cross-entropy clamped at beta; 'margin': C&W
+ * logit margin bounded at -kappa), the optimiser, the learning rate and its decay, and the gradient
+ * shards (the schema in options.ts). A step's gradient is the sum, in order, of its shards'
+ * gradients, each from one forward and one backward pass over its images: the same sum whether the
+ * shards run here or on `uap worker`s (RunControl.shardGradients), so a distributed run gives the
+ * local run's v bit for bit.
+ */
+export type SgdOptions = PassOptions & OptionsOf<'sgd'>;
 
 /** A minibatch's images to differentiate on (positions in X and their clean labels), in order. */
 export interface GradientShard {
@@ -110,29 +99,11 @@ export function sumShards(parts: ShardGradient[], size: number): ShardGradient {
   return { grad, fooled };
 }
 
-/** SGD-UAP's defaults for everything but the budget (norm, xi). */
-export const SGD_DEFAULTS: Omit<SgdOptions, 'xi' | 'norm'> = {
-  loss: 'ce',
-  beta: 12,
-  kappa: 0,
-  optimizer: 'sign',
-  lrDecay: 0.9,
-  delta: 0.2,
-  maxPasses: 10,
-  batchSize: 32,
-  seed: 0,
-};
+/** SGD-UAP's defaults (the schema's) for everything but the radius. */
+export const SGD_DEFAULTS = defaultsOf('sgd') as Omit<SgdOptions, 'xi'>;
 
 export function validateSgdOptions(o: SgdOptions): void {
-  const bad = (flag: string, what: string) => {
-    throw new UsageError(`{${flag}}: ${what}`);
-  };
-  if (o.loss !== 'ce' && o.loss !== 'margin') bad('loss', `expected ce or margin, got ${String(o.loss)}`);
-  if (!(o.beta > 0)) bad('beta', `expected a positive number, got ${o.beta}`);
-  if (!(o.kappa >= 0)) bad('kappa', `expected a number >= 0, got ${o.kappa}`);
-  if (o.gradShard !== undefined && !(Number.isInteger(o.gradShard) && o.gradShard >= 1))
-    bad('gradShard', `expected an integer >= 1, got ${o.gradShard}`);
-  validateAscentOptions(o);
+  checkOptions(o, ['sgd']);
 }
 
 /**
@@ -213,15 +184,7 @@ export async function computeSgdUniversal(
   const method: PassMethod = {
     name: 'sgd',
     // gradShard shapes the float sums, so a resume with another value is refused (as any setting).
-    settings: {
-      loss: o.loss,
-      beta: o.beta,
-      kappa: o.kappa,
-      optimizer: o.optimizer,
-      lr: lr0,
-      lrDecay: o.lrDecay,
-      ...(gradShard !== o.batchSize ? { gradShard } : {}),
-    },
+    settings: fingerprintOf(o, ['sgd']),
     async pass(ctx) {
       const lr = lr0 * o.lrDecay ** ctx.pass;
       let steps = 0;

@@ -3,46 +3,32 @@ import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { ballL2Radius, l2, projectInPlace } from '../math/lp.js';
 import { argmaxRows, forwardLogits } from '../classifier/compute.js';
-import { INNER_ATTACKS, innerStepOf, type InnerKind, type InnerStep } from './innerStep.js';
+import { innerStepOf, type InnerStep } from './innerStep.js';
 import { criterionOf } from './criterion.js';
 import { perturb } from '../math/perturb.js';
 import { UsageError } from '../errors.js';
 import { forEachBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
 import { takeRows } from '../math/rows.js';
+import { checkOptions, defaultsOf, fingerprintOf, type OptionsOf } from './options.js';
 
-/** Algorithm 1's options: the pass options (norm, xi, delta, passes, batch, seed, target) plus the inner DeepFool's settings, the projection and the step rule. */
-export interface UniversalOptions extends PassOptions {
-  overshoot: number;
-  candidates: number;
-  deepfoolSteps: number;
-  /**
-   * Norm of the inner DeepFool step: 2 (the paper's code, whatever the ball) or 'match' (the Lp
-   * DeepFool of the ball's norm: sign steps for Linf).
-   */
-  deepfoolNorm: 2 | 'match';
-  /**
-   * 'sum': v is the projection of the sum of all steps so far (v = P(u), u += step; dual averaging);
-   * 'each': v = P(v + step) after every image (the paper).
-   */
-  projection: 'sum' | 'each';
-  /** 'unit': each DeepFool step's direction, of length stepSize x the ball's L2 radius; 'minimal': the step itself x stepSize (the paper: 1). */
-  steps: 'unit' | 'minimal';
-  stepSize: number;
-  /** Cap on images x candidates per backward pass (memory). */
-  maxGradientRows?: number;
-  /** Investigation knobs (bench/algorithm1.ts): the step shrinks by this factor per pass. */
+/**
+ * Algorithm 1's options: the pass options plus the inner attack's (DeepFool's by default) settings,
+ * the projection and the step rule (the schema in options.ts says what each does).
+ */
+export type UniversalOptions = PassOptions &
+  OptionsOf<'algorithm1'> & {
+    /** Cap on images x candidates per backward pass (memory). */
+    maxGradientRows?: number;
+  };
+
+/** Investigation knobs of bench/algorithm1.ts, not options of the method: they enter the fingerprint with their neutral values. */
+export interface Algorithm1Knobs {
+  /** The step shrinks by this factor per pass. */
   stepDecay?: number;
   /** After each pass, v is rescaled onto the ball's boundary (||v||_p = xi). */
   rescale?: boolean;
   /** 'converged' (default, the reference code): only steps that crossed the boundary are added; 'all': every step. */
   accept?: 'converged' | 'all';
-  /** The attack that moves each image across (ART's UniversalPerturbation `attacker`): DeepFool (default, the paper's), FGSM, PGD, NewtonFool or C&W-L2. */
-  inner?: InnerKind;
-  /** FGSM / PGD: radius of the inner attack, in the ball's norm (default xi). */
-  innerEps?: number;
-  /** PGD: steps (default 10) and step length (default 2.5 eps / steps); NewtonFool: steps (100) and eta (0.01); C&W: Adam iterations per constant (10). */
-  innerSteps?: number;
-  innerStepSize?: number;
 }
 
 export { INNER_ATTACKS, type InnerKind } from './innerStep.js';
@@ -63,47 +49,20 @@ export const ALGORITHM1_VARIANTS: Record<Algorithm1Variant, Pick<UniversalOption
   paper: { projection: 'each', steps: 'minimal', stepSize: 1 },
 };
 
-/** Algorithm 1's defaults (norm, delta, passes, DeepFool's settings); xi defaults by norm and model. */
-export const UNIVERSAL_DEFAULTS: Omit<UniversalOptions, 'xi'> & { xi?: number } = {
-  norm: 'inf',
-  delta: 0.2,
-  maxPasses: 10,
-  overshoot: 0.02,
-  candidates: 10,
-  // The reference UAP code caps DeepFool at 10 steps inside Algorithm 1 and drops unconverged steps;
-  // images that have not crossed by then rarely do, and they would cost 5x the gradients at 50.
-  deepfoolSteps: 10,
-  deepfoolNorm: 2,
-  batchSize: 16,
-  seed: 0,
-  ...ALGORITHM1_VARIANTS.accumulated,
-};
+/** Algorithm 1's defaults (the schema's: the pass runner's, DeepFool's, the 'accumulated' variant); xi defaults by norm and model. */
+export const UNIVERSAL_DEFAULTS = defaultsOf('algorithm1') as Omit<UniversalOptions, 'xi'>;
 
-export function validateUniversalOptions(o: UniversalOptions): void {
+export function validateUniversalOptions(o: UniversalOptions & Algorithm1Knobs): void {
+  checkOptions(o, ['algorithm1']);
   const bad = (flag: string, what: string) => {
     throw new UsageError(`{${flag}}: ${what}`);
   };
-  if (!(o.overshoot >= 0)) bad('overshoot', `expected a number >= 0, got ${o.overshoot}`);
-  if (!Number.isInteger(o.candidates) || o.candidates < 2) bad('candidates', `expected an integer >= 2, got ${o.candidates}`);
-  if (!Number.isInteger(o.deepfoolSteps) || o.deepfoolSteps < 1) bad('deepfoolSteps', `expected an integer >= 1, got ${o.deepfoolSteps}`);
-  if (o.deepfoolNorm !== 2 && o.deepfoolNorm !== 'match') bad('deepfoolNorm', `expected 2 or match, got ${String(o.deepfoolNorm)}`);
-  if (o.projection !== 'sum' && o.projection !== 'each') bad('projection', `expected sum or each, got ${String(o.projection)}`);
-  if (o.steps !== 'unit' && o.steps !== 'minimal') bad('steps', `expected unit or minimal, got ${String(o.steps)}`);
-  if (!(o.stepSize > 0) || !Number.isFinite(o.stepSize)) bad('stepSize', `expected a positive number, got ${o.stepSize}`);
   if (o.stepDecay !== undefined && !(o.stepDecay > 0 && o.stepDecay <= 1))
     bad('stepDecay', `expected a number in (0, 1], got ${o.stepDecay}`);
   if (o.accept !== undefined && o.accept !== 'converged' && o.accept !== 'all')
     bad('accept', `expected converged or all, got ${String(o.accept)}`);
   if (o.classes !== undefined)
     bad('classes', "class-discriminative attacks need the sgd method (its loss keeps the other classes' labels)");
-  if (o.inner !== undefined && !INNER_ATTACKS.includes(o.inner))
-    bad('inner', `expected one of ${INNER_ATTACKS.join(', ')}, got ${String(o.inner)}`);
-  if (o.innerEps !== undefined && !(o.innerEps > 0 && Number.isFinite(o.innerEps)))
-    bad('innerEps', `expected a positive number, got ${o.innerEps}`);
-  if (o.innerSteps !== undefined && !(Number.isInteger(o.innerSteps) && o.innerSteps >= 1))
-    bad('innerSteps', `expected an integer >= 1, got ${o.innerSteps}`);
-  if (o.innerStepSize !== undefined && !(o.innerStepSize > 0 && Number.isFinite(o.innerStepSize)))
-    bad('innerStepSize', `expected a positive number, got ${o.innerStepSize}`);
 }
 
 /**
@@ -117,7 +76,7 @@ export function validateUniversalOptions(o: UniversalOptions): void {
 export async function computeUniversal(
   model: Classifier,
   X: ImageSet,
-  options: UniversalOptions,
+  options: UniversalOptions & Algorithm1Knobs,
   ctl: RunControl = {},
 ): Promise<UniversalResult> {
   const o = options;
@@ -129,20 +88,10 @@ export async function computeUniversal(
   const method: PassMethod = {
     name: 'algorithm1',
     settings: {
-      overshoot: o.overshoot,
-      candidates: o.candidates,
-      deepfoolSteps: o.deepfoolSteps,
-      deepfoolNorm: o.deepfoolNorm,
-      projection: o.projection,
-      steps: o.steps,
-      stepSize: o.stepSize,
+      ...fingerprintOf(o, ['algorithm1']),
       stepDecay: o.stepDecay ?? 1,
       rescale: o.rescale ?? false,
       accept: o.accept ?? 'converged',
-      // Only when not DeepFool: checkpoints of DeepFool runs keep the fingerprint they had before inner attacks existed.
-      ...(o.inner && o.inner !== 'deepfool'
-        ? { inner: o.inner, innerEps: o.innerEps ?? o.xi, innerSteps: o.innerSteps ?? 10, innerStepSize: o.innerStepSize ?? null }
-        : {}),
     },
     async pass(ctx) {
       let updates = 0;

@@ -1,3 +1,4 @@
+import { OPTIONS } from '../attacks/options.js';
 import { dirname } from 'node:path';
 import { Command, Option } from 'commander';
 import type { Norm } from '../math/lp.js';
@@ -170,7 +171,7 @@ async function sweepSize(flags: Record<string, unknown>): Promise<void> {
   const { points, files, validationImages } = await sweepSizeJob(
     {
       ...modelAnalysisJob(flags, await startBackend(flags.backend)),
-      seed: options.seed,
+      seed: options.seed ?? OPTIONS.seed.default,
       method: flags.method as Method | undefined,
       options,
       target: flags.target as string | undefined,

@@ -1,3 +1,4 @@
+import { OPTIONS } from '../attacks/options.js';
 import type { Method } from '../attacks/methods.js';
 import { Command } from 'commander';
 import { join } from 'node:path';
@@ -213,7 +214,7 @@ export function demoCommand(): Command {
         // All 1000 sample images; the default Algorithm 1 fools 80% of them in one pass (cap: 3).
         fill('maxPasses', 3);
       } else {
-        if (flags.norm === 'inf') fill('xi', 40);
+        if ((flags.norm ?? OPTIONS.norm.default) === 'inf') fill('xi', 40);
         fill('maxPasses', 10);
       }
       const out = (flags.out as string | undefined) ?? (imagenet ? 'runs/demo-imagenet' : 'runs/demo');

@@ -1,3 +1,4 @@
+import { OPTIONS } from '../attacks/options.js';
 import type { Method } from '../attacks/methods.js';
 import { Command, Option } from 'commander';
 import {
@@ -124,7 +125,7 @@ export function finetuneCommand(): Command {
                 learningRate: flags.learningRate as number,
                 batchSize: flags.trainBatchSize as number,
                 maxAccuracyDrop: flags.maxAccuracyDrop as number,
-                seed: flags.seed as number,
+                seed: (flags.seed as number | undefined) ?? OPTIONS.seed.default,
                 trainLabels: flags.trainLabels as 'model' | 'truth',
                 sampling: { probability: flags.perturbProbability as number, scale: flags.magnitude as [number, number] },
               },

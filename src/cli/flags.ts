@@ -2,13 +2,11 @@ import { checkFormat, type PerturbationFormat } from '../perturbation/file.js';
 import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { parseNorm, type Norm } from '../math/lp.js';
-import { ALGORITHM1_VARIANTS, type Algorithm1Variant, type UniversalOptions } from '../attacks/universal.js';
-import type { SgdOptions } from '../attacks/sgd.js';
-import type { DataFreeOptions } from '../attacks/dataFree.js';
+import { ALGORITHM1_VARIANTS, type Algorithm1Variant } from '../attacks/universal.js';
+import { flagName, helpLine, MAX_BATCH, OPTION_NAMES, OPTIONS, parseWord, type GivenOptions } from '../attacks/options.js';
 import { METHOD_NAMES, type AttackSettings, type Method } from '../attacks/methods.js';
 import type { DataSpec } from '../data/sets.js';
 import type { CardOverrides } from '../import/load.js';
-import { INNER_ATTACKS } from '../attacks/innerStep.js';
 import type { ModelCard } from '../classifier/card.js';
 import { resolve } from 'node:path';
 import type { Engine } from '../engine/backend.js';
@@ -34,11 +32,11 @@ export const count = (flag: string, min = 1, max = Number.MAX_SAFE_INTEGER) =>
  * radius) barely moves a 28x28 Fashion-MNIST network (about 12% fooled), Linf 40 does.
  */
 export function embeddedRadius(cmd: Command, flags: Record<string, unknown>): void {
-  if (flags.model === 'fashion' && flags.norm === 'inf' && cmd.getOptionValueSource('xi') !== 'cli') flags.xi = 40;
+  if (flags.model === 'fashion' && (flags.norm ?? OPTIONS.norm.default) === 'inf' && cmd.getOptionValueSource('xi') !== 'cli')
+    flags.xi = 40;
 }
 
-/** Largest batch of images per pass (a larger one is refused by the engines' memory long before it helps). */
-export const MAX_BATCH = 4096;
+export { MAX_BATCH };
 
 export function norm(s: string): Norm {
   const p = parseNorm(s);
@@ -139,187 +137,46 @@ export function addDataFlags(cmd: Command): Command {
     .option('--allow-partial', 'use the whole members of a tar shard that is cut short (default: refuse it)');
 }
 
-/** The attack flags; `defaults` changes a command's default method or pass cap (finetune: sgd, 5). */
+/**
+ * The attack flags: `--method`, one flag per option of the schema (src/attacks/options.ts: its help,
+ * parser and range; the library fills the defaults), `--variant` and `--target`. `defaults` changes a
+ * command's default method or pass cap (finetune: sgd, 5).
+ */
 export function addAttackFlags(cmd: Command, defaults: { method?: Method; maxPasses?: number } = {}): Command {
+  cmd.addOption(
+    new Option(
+      '--method <m>',
+      "algorithm1 (the paper: DeepFool steps), sgd (SGD-UAP: minibatch gradient ascent) or gduap (GD-UAP / Fast Feature Fool: maximises the convolutions' activations, data-free with --prior none or range)",
+    )
+      .choices(METHOD_NAMES)
+      .default(defaults.method ?? 'algorithm1'),
+  );
+  for (const name of OPTION_NAMES) {
+    const spec = OPTIONS[name];
+    const flag = `${'short' in spec ? `${spec.short}, ` : ''}--${flagName(name)} ${spec.arg}`;
+    // A command's own default (finetune's pass cap) is passed; the schema's are filled by the library.
+    const own = name === 'maxPasses' ? defaults.maxPasses : undefined;
+    const option = new Option(flag, helpLine(name, own)).argParser((word: string) => parseWord(name, word));
+    if (own !== undefined) option.default(own);
+    cmd.addOption(option);
+  }
   return cmd
-    .addOption(new Option('-p, --norm <p>', 'perturbation norm: 2 or inf').default('inf').argParser(norm))
-    .option(
-      '--xi <x>',
-      'radius of the norm ball in pixel units [0,255] (default: 10 for inf, 40 on the embedded fashion model; 2000 for L2 at 224x224x3, scaled by sqrt(pixels))',
-      positive('xi'),
-    )
-    .option(
-      '--delta <d>',
-      'stop when the fooling rate on X reaches 1 - delta',
-      number('delta', (n) => n >= 0 && n < 1, 'a number in [0, 1)'),
-      0.2,
-    )
-    .option('--max-passes <n>', 'pass cap over X', count('max-passes'), defaults.maxPasses ?? 10)
-    .option(
-      '--overshoot <o>',
-      'DeepFool overshoot',
-      number('overshoot', (n) => n >= 0, 'a number >= 0'),
-      0.02,
-    )
-    .option('--candidates <k>', 'DeepFool candidate classes (top-k of the clean prediction)', count('candidates', 2, 100_000), 10)
-    .option('--deepfool-steps <n>', 'DeepFool step cap inside Algorithm 1 (the reference code uses 10)', count('deepfool-steps'), 10)
-    .addOption(
-      new Option('--deepfool-norm <n>', 'inner DeepFool step: 2 (the paper) or match (the Lp step of --norm)')
-        .default(2)
-        .argParser(deepfoolNorm),
-    )
-    .addOption(
-      new Option(
-        '--inner <attack>',
-        "algorithm1: the attack that moves each image across: deepfool (default, the paper), fgsm or pgd (gradient-sign steps on the cross-entropy), newtonfool or cw (Carlini-Wagner L2), as ART's UniversalPerturbation offers",
-      ).choices(INNER_ATTACKS),
-    )
-    .option(
-      '--inner-eps <e>',
-      "algorithm1 with fgsm / pgd: radius of the inner attack in the ball's norm (default xi)",
-      positive('inner-eps'),
-    )
-    .option(
-      '--inner-steps <n>',
-      'algorithm1 with pgd: steps (default 10); newtonfool: steps (100); cw: Adam iterations per constant (10)',
-      count('inner-steps'),
-    )
-    .option(
-      '--inner-step-size <s>',
-      'algorithm1 with pgd: step length (default 2.5 x eps / steps); newtonfool: eta (0.01)',
-      positive('inner-step-size'),
-    )
     .addOption(
       new Option(
         '--variant <v>',
-        'algorithm1: accumulated (default: unit DeepFool directions summed, the sum projected; strong with 200-1000 images) or paper (the reference code: minimal steps, v projected after each; needs ~10,000 images)',
+        'algorithm1: accumulated (default: unit DeepFool directions summed, the sum projected; strong with 200-1000 images) or paper (the reference code: minimal steps, v projected after each; needs ~10,000 images); --projection, --steps and --step-size override it',
       ).choices(['accumulated', 'paper']),
     )
-    .addOption(
-      new Option(
-        '--projection <p>',
-        'algorithm1: sum (v = P(sum of steps)) or each (v = P(v + step), the paper); overrides --variant',
-      ).choices(['sum', 'each']),
-    )
-    .addOption(
-      new Option(
-        '--steps <s>',
-        "algorithm1: unit (each step's direction, --step-size x the ball's L2 radius long) or minimal (DeepFool's step x --step-size, the paper); overrides --variant",
-      ).choices(['unit', 'minimal']),
-    )
-    .option(
-      '--step-size <s>',
-      "algorithm1: step length (unit: fraction of the ball's L2 radius, default 0.5; minimal: multiplier, default 1)",
-      positive('step-size'),
-    )
-    .option(
-      '--batch-size <n>',
-      'images per batch: forward check and batched DeepFool call (default 16), or SGD minibatch (default 32)',
-      count('batch-size', 1, MAX_BATCH),
-    )
-    .option(
-      '--seed <n>',
-      'seed of the shuffles',
-      number('seed', (n) => Number.isSafeInteger(n) && n >= 0, 'an integer >= 0'),
-      0,
-    )
-    .addOption(
-      new Option(
-        '--method <m>',
-        "algorithm1 (the paper: DeepFool steps), sgd (SGD-UAP: minibatch gradient ascent) or gduap (GD-UAP / Fast Feature Fool: maximises the convolutions' activations, data-free with --prior none or range)",
-      )
-        .choices(METHOD_NAMES)
-        .default(defaults.method ?? 'algorithm1'),
-    )
-    .option('--target <label>', 'targeted: push every image to this class (index or label name); reports the targeted success rate')
-    .addOption(
-      new Option('--loss <l>', 'sgd: ce (cross-entropy clamped at --beta) or margin (logit margin bounded at --kappa)').choices([
-        'ce',
-        'margin',
-      ]),
-    )
-    .option('--beta <b>', 'sgd: clamp of the cross-entropy (default 12)', positive('beta'))
-    .option(
-      '--kappa <k>',
-      'sgd: confidence of the margin loss (default 0)',
-      number('kappa', (n) => n >= 0, 'a number >= 0'),
-    )
-    .addOption(
-      new Option('--optimizer <o>', 'sgd: sign (sign steps for Linf, normalised gradient for L2) or adam').choices(['sign', 'adam']),
-    )
-    .option('--lr <s>', "sgd: first step length in the ball's norm, pixels (default xi/10)", positive('lr'))
-    .option(
-      '--lr-decay <f>',
-      'sgd, gduap: step length factor per pass (default 0.9)',
-      number('lr-decay', (n) => n > 0 && n <= 1, 'a number in (0, 1]'),
-    )
-    .option(
-      '--grad-shard <n>',
-      'sgd: images per gradient shard of a step (default: the whole minibatch); with --queue each shard runs on a worker, and a local run with the same value gives the same v',
-      count('grad-shard'),
-    )
-    .addOption(
-      new Option(
-        '--prior <p>',
-        'gduap: what v is added to: none (no data: the network sees v alone), range (random noise over [0, 255]) or data (images of X)',
-      ).choices(['none', 'range', 'data']),
-    )
-    .option('--steps-per-pass <n>', 'gduap: ascent steps on v per pass (default 32)', count('steps-per-pass'))
-    .option(
-      '--layers <names>',
-      'gduap: comma-separated layers whose activations v maximises (default: every convolution; one layer with --prior data: layer maximisation)',
-      (s) =>
-        s
-          .split(',')
-          .map((x) => x.trim())
-          .filter(Boolean),
-    );
+    .option('--target <label>', 'targeted: push every image to this class (index or label name); reports the targeted success rate');
 }
 
-function deepfoolNorm(s: string): 2 | 'match' {
-  if (s === '2' || s === 'l2') return 2;
-  if (s === 'match') return 'match';
-  throw new UsageError(`--deepfool-norm ${s}: expected 2 or match`);
-}
+/** The attack flags as commander parses them (camel-cased): any option of the schema, and the variant. */
+export type AttackFlags = GivenOptions & { variant?: Algorithm1Variant };
 
-/** The attack flags as commander parses them (camel-cased): UniversalOptions, with xi optional. */
-export type AttackFlags = Omit<UniversalOptions, 'xi' | 'maxGradientRows' | 'target'> &
-  Partial<Omit<SgdOptions, 'target'>> &
-  Partial<Omit<DataFreeOptions, 'target'>> & { xi?: number };
-
-export function attackOptions(f: AttackFlags & { variant?: Algorithm1Variant }): Partial<AttackSettings> {
-  const keys = [
-    'norm',
-    'xi',
-    'delta',
-    'maxPasses',
-    'overshoot',
-    'candidates',
-    'deepfoolSteps',
-    'deepfoolNorm',
-    'projection',
-    'steps',
-    'stepSize',
-    'batchSize',
-    'seed',
-    'inner',
-    'innerEps',
-    'innerSteps',
-    'innerStepSize',
-    'loss',
-    'beta',
-    'kappa',
-    'optimizer',
-    'lr',
-    'lrDecay',
-    'gradShard',
-    'prior',
-    'stepsPerPass',
-    'layers',
-  ] as const;
+export function attackOptions(f: AttackFlags): Partial<AttackSettings> {
   // A variant is a preset of projection, steps and step size; flags given beside it win. --steps alone
   // brings its own default length (unit 0.5 of the ball, minimal x1).
-  const given = Object.fromEntries(keys.filter((k) => f[k] !== undefined).map((k) => [k, f[k]])) as Partial<AttackSettings>;
+  const given = Object.fromEntries(OPTION_NAMES.filter((k) => f[k] !== undefined).map((k) => [k, f[k]])) as Partial<AttackSettings>;
   const stepDefault =
     f.steps && f.stepSize === undefined
       ? { stepSize: (f.steps === 'unit' ? ALGORITHM1_VARIANTS.accumulated : ALGORITHM1_VARIANTS.paper).stepSize }

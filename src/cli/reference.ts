@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { program } from './program.js';
+import { docRow, OPTION_NAMES } from '../attacks/options.js';
 
 /**
  * docs/cli-reference.md: every command's --help, as commander prints it from the flags' own
@@ -28,4 +29,9 @@ export function cliReference(): string {
   } finally {
     if (saved.queue !== undefined) process.env.UAP_QUEUE = saved.queue;
   }
+}
+
+/** docs/cli.md's table of the crafting options, from their schema (test/cli.test.ts compares it). */
+export function optionsTable(): string {
+  return ['| flag | default | meaning |', '|---|---|---|', ...OPTION_NAMES.map(docRow)].join('\n');
 }

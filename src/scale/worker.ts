@@ -1,3 +1,4 @@
+import { checkOptions } from '../attacks/options.js';
 import { existsSync, readdirSync, realpathSync, statSync, type Dirent } from 'node:fs';
 import { basename, join, resolve, sep } from 'node:path';
 import { homedir } from 'node:os';
@@ -367,12 +368,10 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     try {
       options = methodOf(c.method).options(c.options);
       checkRadius(options, model.inputShape);
-      int(options.maxPasses, 'options.maxPasses', 1, 100_000);
-      int(options.batchSize, 'options.batchSize', 1, 4096);
-      // The counts the methods check only from below: bounded here so no job runs without end.
-      const counts = options as unknown as Record<string, unknown>;
-      for (const k of ['deepfoolSteps', 'innerSteps', 'stepsPerPass', 'candidates', 'maxGradientRows'])
-        if (counts[k] !== undefined) int(counts[k], `options.${k}`, 1, 100_000);
+      // The schema bounds every count (passes, batch, steps), so no job runs without end.
+      checkOptions(options, ['passes', c.method]);
+      const rows = (options as { maxGradientRows?: unknown }).maxGradientRows;
+      if (rows !== undefined) int(rows, 'options.maxGradientRows', 1, 100_000);
       const per = valuesOf(model);
       if (items.length * per > MAX_CRAFT_BYTES)
         throw new Error(`${items.length} images of ${per} values: more than the ${MAX_CRAFT_BYTES / 2 ** 30} GiB a crafting job may hold`);
