@@ -158,6 +158,11 @@ describe('uap audit end to end (embedded model)', () => {
       expect(r.passes).toBe(3);
       expect(existsSync(join(first, r.run, 'perturbation.npy'))).toBe(true);
     }
+    // The image lists' hashes are those the crafting runs recorded (they were null: the job's config lacked provenance).
+    const prov = (JSON.parse(readFileSync(join(first, b.runs[0].run, 'config.json'), 'utf8')) as { provenance: Record<string, string> })
+      .provenance;
+    expect(audit.data.crafting.listSha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(audit.data).toMatchObject({ crafting: { listSha256: prov.dataListSha256 }, heldOut: { listSha256: prov.valListSha256 } });
     expect(audit.data).toMatchObject({ crafting: { images: 100 }, heldOut: { images: 200 } });
     expect(audit.model.fingerprint).toMatch(/^[0-9a-f]{64}$/);
   });

@@ -1,10 +1,12 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { uapCli } from './helpers.js';
+import { readRunFiles } from '../src/run/files.js';
 
 const uap = (...args: string[]) => uapCli(args);
+type Json = Record<string, unknown>;
 const CHROMIUM = '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
 if (!hasChromium)
@@ -28,6 +30,39 @@ describe('uap report', () => {
     const r = await uap('report', run, '-o', file);
     expect(r.status, r.stderr).toBe(0);
     html = readFileSync(file, 'utf8');
+  });
+
+  it('reads the run folder through one typed, checked reader: a damaged metrics.json or config.json is one line naming the file and field', async () => {
+    const files = readRunFiles(run)!;
+    expect(files.config).toMatchObject({ model: 'fashion-mnist-cnn', modelSpec: 'fashion', method: 'sgd', norm: 'inf', xi: 40 });
+    expect(files.metrics.run.history).toHaveLength(files.metrics.run.passes);
+    expect(files.metrics.validationDetail?.perClass.length).toBe(10);
+    for (const [name, damage, message] of [
+      ['metrics.json', (m: Json) => ((m.onX as Json).foolingRate = 'high'), /metrics\.json: "onX\.foolingRate" is not a rate in \[0, 1\]/],
+      [
+        'metrics.json',
+        (m: Json) => (((m.run as Json).history as Json[])[0].pass = 7),
+        /metrics\.json: run\."history"\[0\]\.pass must be 1/,
+      ],
+      [
+        'metrics.json',
+        (m: Json) => (((m.validationDetail as Json).perClass as unknown[])[2] = null),
+        /"validationDetail\.perClass\[2\]" is not an object/,
+      ],
+      ['config.json', (c: Json) => (c.norm = 3), /config\.json: "norm" is not 2 or "inf"/],
+    ] as [string, (o: Json) => void, RegExp][]) {
+      const copy = mkdtempSync(join(tmpdir(), 'uap-damaged-'));
+      for (const f of ['config.json', 'metrics.json']) {
+        const o = JSON.parse(readFileSync(join(run, f), 'utf8')) as Json;
+        if (f === name) damage(o);
+        writeFileSync(join(copy, f), JSON.stringify(o));
+      }
+      expect(() => readRunFiles(copy), String(message)).toThrow(message);
+      const r = await uap('report', copy, '-o', join(copy, 'r.html'));
+      expect(r.status).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(message);
+    }
   });
 
   it('is one self-contained page: images inline, plots as inline SVG, nothing fetched', async () => {

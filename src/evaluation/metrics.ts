@@ -2,6 +2,7 @@ import type * as tf from '../tf.js';
 import { labelName, type Classifier } from '../classifier/classifier.js';
 import { lpNorm, type Norm } from '../math/lp.js';
 import type { Evaluation } from './scoring.js';
+import type { Baseline } from './noiseScore.js';
 
 /** An evaluation without its per-image predictions (what metrics files hold). */
 export function evaluationSummary(e: Evaluation): Omit<Evaluation, 'cleanPred' | 'advPred'> {
@@ -9,23 +10,37 @@ export function evaluationSummary(e: Evaluation): Omit<Evaluation, 'cleanPred' |
   return rest;
 }
 
+/** The figures of metrics.json but the per-class detail (the run folder's files: src/run/files.ts). */
+export interface RunMetrics<R> {
+  norm: Norm;
+  xi: number;
+  normL2: number;
+  normInf: number;
+  run: R;
+  onX: Omit<Evaluation, 'cleanPred' | 'advPred'>;
+  onVal: Omit<Evaluation, 'cleanPred' | 'advPred'> | null;
+  randomNoiseOnVal: { sameLp: Baseline; sameL2: Baseline } | null;
+  target: { index: number; name: string; successOnX: number | null; successOnVal: number | null } | null;
+  classDiscriminative?: { classes: number[]; onVal: { attacked: number; kept: number } };
+}
+
 /**
  * metrics.json of a crafted perturbation: one format for `uap compute` and the studio's download.
  * `run` is the run's result without v and the clean labels.
  */
-export function runMetrics(
+export function runMetrics<R extends { targetSuccess?: number }>(
   model: Classifier,
   v: tf.Tensor3D,
-  attack: { norm: Norm; xi: number; target?: number },
-  run: { targetSuccess?: number } & Record<string, unknown>,
+  attack: { norm: Norm; xi: number; target?: number; classes?: number[] },
+  run: R,
   onX: Evaluation,
   validation: {
     onVal?: Evaluation;
-    randomNoiseOnVal?: unknown;
+    randomNoiseOnVal?: { sameLp: Baseline; sameL2: Baseline };
     targetOnVal?: number;
     classesOnVal?: { attacked: number; kept: number };
   } = {},
-): Record<string, unknown> {
+): RunMetrics<R> {
   const { onVal, randomNoiseOnVal, targetOnVal, classesOnVal } = validation;
   const t = attack.target;
   return {
@@ -41,6 +56,6 @@ export function runMetrics(
       t !== undefined
         ? { index: t, name: labelName(model, t), successOnX: run.targetSuccess ?? null, successOnVal: targetOnVal ?? null }
         : null,
-    ...(classesOnVal ? { classDiscriminative: { classes: (attack as { classes?: number[] }).classes, onVal: classesOnVal } } : {}),
+    ...(classesOnVal && attack.classes ? { classDiscriminative: { classes: attack.classes, onVal: classesOnVal } } : {}),
   };
 }

@@ -176,3 +176,16 @@ export interface ClassRate {
   lo: number;
   hi: number;
 }
+
+/** What metrics.json keeps of the per-image facts: mean confidences, rates per class, the most frequent confusions. */
+export interface ValidationDetail {
+  confidence: {
+    cleanConfidence: number;
+    cleanLabelConfidenceAfter: number;
+    perturbedConfidence: number;
+    marginBefore: number;
+    marginAfter: number;
+  };
+  perClass: ClassRate[];
+  confusions: { from: number; fromName: string; to: number; toName: string; images: number }[];
+}

@@ -83,7 +83,7 @@ const RATES = ['foolingRate', 'targetSuccess', 'attackedFoolingRate', 'keptRate'
 const AMOUNTS = ['normL2', 'normInf', 'updates', 'seconds'];
 
 /** What is wrong with a checkpoint's pass history, if anything: one record per pass, in order, of figures only. */
-function historyProblem(history: unknown[]): string | undefined {
+export function historyProblem(history: unknown[]): string | undefined {
   for (const [i, h] of history.entries()) {
     const at = `"history"[${i}]`;
     if (typeof h !== 'object' || h === null || Array.isArray(h)) return `${at} must be a pass record (an object)`;

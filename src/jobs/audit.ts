@@ -200,7 +200,7 @@ export async function auditJob(
     }
     if (!summaries.length) throw new UsageError('{methods}: give at least one crafting method beside authors');
     const first = summaries[0];
-    const prov = (first.config.provenance ?? {}) as Record<string, unknown>;
+    const prov = first.config.provenance ?? {};
     const prints = await modelPrints(model);
     const audit: AuditResult = {
       schema: AUDIT_SCHEMA,

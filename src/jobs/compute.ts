@@ -1,5 +1,6 @@
 import { existsSync, statSync } from 'node:fs';
 import { readRunConfig } from '../run/config.js';
+import { writeRunConfig, writeRunMetrics, type RunConfigFile } from '../run/files.js';
 import { join, resolve } from 'node:path';
 import type * as tf from '../tf.js';
 import type { Classifier } from '../classifier/classifier.js';
@@ -18,7 +19,7 @@ import { runMetrics } from '../evaluation/metrics.js';
 import { queueFor, queueGradients, type QueueOption } from '../scale/coordinator.js';
 import { lpNorm } from '../math/lp.js';
 import { namedLog, type Log } from '../log.js';
-import { writeJson, writePerturbation, writeExamples } from '../run/write.js';
+import { writePerturbation, writeExamples } from '../run/write.js';
 import { provenance } from '../run/provenance.js';
 import { fingerprintMismatch, hasCheckpoint, folderCheckpoints } from '../io/checkpoint.js';
 import { lockRunDir } from '../io/lock.js';
@@ -57,7 +58,7 @@ export interface ComputeJob extends DataSpec, ModelSpec {
 
 /** What `runCompute` found (also written to the run folder: config.json, metrics.json, the perturbation and pictures). */
 export interface ComputeSummary {
-  config: Record<string, unknown>;
+  config: RunConfigFile;
   result: Omit<UniversalResult, 'v' | 'cleanPred'>;
   onX: Evaluation;
   onVal?: Evaluation;
@@ -145,7 +146,7 @@ export async function runCompute(
           });
     refuseResumeWithInit(job.resume, job.init); // before reading the {init} file
     const init = job.init ? loadPerturbation(job.init, model, log, job.initFormat) : undefined;
-    const config = {
+    const config: RunConfigFile = {
       model: model.name,
       modelSpec: existsSync(job.model) ? resolve(job.model) : job.model,
       assets,
@@ -164,13 +165,10 @@ export async function runCompute(
       ...options,
       targetName: target !== undefined ? labelName(model, target) : null,
       init: job.init ?? null,
+      provenance: await provenance({ modelFile: model.file, engine: model.engine, seed, data: X.items, val: V?.items }),
     };
     // A resumed run keeps its original config.json (a refused resume must not overwrite it).
-    if (!job.resume)
-      writeJson(join(job.out, 'config.json'), {
-        ...config,
-        provenance: await provenance({ modelFile: model.file, engine: model.engine, seed, data: X.items, val: V?.items }),
-      });
+    if (!job.resume) writeRunConfig(job.out, config);
     let cleanV: Promise<Int32Array> | undefined;
     const scorePass =
       job.valPerPass && V
@@ -233,7 +231,7 @@ export async function runCompute(
     await writeExamples(join(job.out, 'examples.png'), model, V ?? X, res.v, onVal ?? onX);
     const { v, cleanPred: _cp, ...result } = res;
     const detail = scored ? writePerImage(job.out, model, scored.perImage) : undefined;
-    writeJson(join(job.out, 'metrics.json'), {
+    writeRunMetrics(job.out, {
       ...runMetrics(model, v, options, result, onX, {
         onVal,
         randomNoiseOnVal: randomOnVal,

@@ -8,7 +8,7 @@ import type { StreamedImages } from '../data/stream.js';
 import type { ImageSource } from '../data/source.js';
 import { dataFolder, defaultData, openSet, saySkipped, type DataSpec } from '../data/sets.js';
 import type { Evaluation } from '../evaluation/scoring.js';
-import type { PerImage } from '../evaluation/perImage.js';
+import type { PerImage, ValidationDetail } from '../evaluation/perImage.js';
 import { joinParts, scorePart, type Baseline } from '../evaluation/noiseScore.js';
 import { evaluationSummary } from '../evaluation/metrics.js';
 import { queueFor, ranksOnQueue, scoreOnQueue, type QueueOption, type QueueScoring } from '../scale/coordinator.js';
@@ -57,7 +57,7 @@ export async function evaluateWithNoise(
 }
 
 /** What metrics.json keeps of the per-image facts, and predictions.csv beside it. */
-export function writePerImage(dir: string, model: Classifier, perImage: PerImage): Record<string, unknown> {
+export function writePerImage(dir: string, model: Classifier, perImage: PerImage): ValidationDetail {
   const name = (i: number) => labelName(model, i);
   writeText(join(dir, 'predictions.csv'), perImage.csv(name));
   return { confidence: perImage.confidence(), perClass: perImage.perClass(name), confusions: perImage.confusions(name) };

@@ -1,5 +1,5 @@
 import sharp from 'sharp';
-import type { ClassRate } from '../evaluation/perImage.js';
+import type { ClassRate, ValidationDetail } from '../evaluation/perImage.js';
 import { readNpy } from '../io/npy.js';
 import { vegaLiteToSvg, type TopLevelSpec } from './plots.js';
 import { pct } from './format.js';
@@ -8,17 +8,7 @@ import { pct } from './format.js';
 
 export const esc = (s: unknown) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 
-export interface ValidationDetail {
-  confidence: {
-    cleanConfidence: number;
-    cleanLabelConfidenceAfter: number;
-    perturbedConfidence: number;
-    marginBefore: number;
-    marginAfter: number;
-  };
-  perClass: ClassRate[];
-  confusions: { fromName: string; toName: string; images: number }[];
-}
+export type { ValidationDetail };
 
 /** Classes with fewer images than this are left out of the plot when there are many classes: one or two images say nothing. */
 export const PLOT_MIN_IMAGES = 5;

@@ -5,7 +5,8 @@ import { UsageError, withOptionNames } from '../errors.js';
 import { rateLines, ReportFigures, type TopLevelSpec } from './plots.js';
 import { methodName, pct, pctCI } from './format.js';
 import { runWarnings } from './warnings.js';
-import { detailSection, esc, provenanceTable, spectrumSection, type ValidationDetail } from './detail.js';
+import { detailSection, esc, provenanceTable, spectrumSection } from './detail.js';
+import { readRunFiles } from '../run/files.js';
 
 /**
  * One self-contained HTML page (opens offline: images as data URIs, plots as inline SVG) for one or
@@ -151,25 +152,18 @@ async function defenceSection(
 }
 
 async function runSection(dir: string, figures: ReportFigures): Promise<string> {
-  const config = readJson<Record<string, unknown>>(join(dir, 'config.json'));
-  const metrics = readJson<Record<string, unknown>>(join(dir, 'metrics.json'));
+  const files = readRunFiles(dir);
+  const config = files?.config;
   const parts: string[] = [];
-  if (config && metrics) {
-    const run = metrics.run as { history: PassRow[]; passes: number; seconds: number; stopReason: string; targetSuccess?: number };
-    const onVal = metrics.onVal as { foolingRate: number; images: number; cleanAccuracy?: number; perturbedAccuracy?: number } | null;
-    const onX = metrics.onX as { foolingRate: number; images: number };
-    const random = metrics.randomNoiseOnVal as {
-      sameLp: { norm: 2 | 'inf'; mean: number };
-      sameL2: { norm: 2 | 'inf'; mean: number };
-    } | null;
-    const target = metrics.target as { name: string; successOnX: number | null; successOnVal: number | null } | null;
-    const cd = metrics.classDiscriminative as { classes: number[]; onVal: { attacked: number; kept: number } } | undefined;
+  if (files) {
+    const { metrics } = files;
+    const { run, onVal, onX, randomNoiseOnVal: random, target, classDiscriminative: cd } = metrics;
     const rows: [string, string][] = [
-      ['model', esc(config.model)],
-      ['method', methodName(config)],
+      ['model', esc(files.config.model)],
+      ['method', methodName(files.config)],
       [
         'norm, radius',
-        `${config.norm === 2 ? 'L2' : 'Linf'} ${esc(config.xi)} (||v||<sub>2</sub> ${Number(metrics.normL2).toFixed(0)}, ||v||<sub>inf</sub> ${Number(metrics.normInf).toFixed(1)})`,
+        `${files.config.norm === 2 ? 'L2' : 'Linf'} ${esc(files.config.xi)} (||v||<sub>2</sub> ${metrics.normL2.toFixed(0)}, ||v||<sub>inf</sub> ${metrics.normInf.toFixed(1)})`,
       ],
       ['passes, time', `${run.passes}, ${run.seconds.toFixed(0)} s — ${esc(run.stopReason)}`],
       ['fooling rate on X', `${pctCI(onX.foolingRate, onX.images)}, ${onX.images} images`],
@@ -220,14 +214,14 @@ async function runSection(dir: string, figures: ReportFigures): Promise<string> 
       parts.push(
         `<figure><img src="${ex}" alt="examples" class="wide"><figcaption>validation images drawn at random (seed 0, not chosen for being fooled): clean label (top), with the perturbation and the label it now gets (bottom)</figcaption></figure>`,
       );
-    const detail = metrics.validationDetail as ValidationDetail | null | undefined;
+    const detail = metrics.validationDetail;
     if (detail) parts.push(await detailSection(detail, (spec) => figures.draw(`${basename(dir)}-per-class`, spec)));
     if (existsSync(join(dir, 'perturbation.npy'))) parts.push(await spectrumSection(join(dir, 'perturbation.npy')));
     if (existsSync(join(dir, 'predictions.csv')))
       parts.push(
         `<p>Per image (file, true label, clean and perturbed labels with confidences): <code>${esc(join(dir, 'predictions.csv'))}</code></p>`,
       );
-    parts.push(provenanceTable(config.provenance as Record<string, unknown> | undefined));
+    parts.push(provenanceTable(files.config.provenance));
   }
   const defence = readJson<{ config: Record<string, unknown>; rounds: DefenceRound[] }>(join(dir, 'defence.json'));
   if (defence?.rounds.length) parts.push(await defenceSection(dir, defence, figures));
@@ -246,27 +240,18 @@ async function runSection(dir: string, figures: ReportFigures): Promise<string> 
 
 /** Several runs side by side: one table of their figures and their per-pass curves on one plot. */
 async function comparisonSection(dirs: string[], figures: ReportFigures): Promise<string> {
-  const runs = dirs
-    .map((dir) => ({
-      dir,
-      config: readJson<Record<string, unknown>>(join(dir, 'config.json')),
-      metrics: readJson<Record<string, unknown>>(join(dir, 'metrics.json')),
-    }))
-    .filter((r) => r.config && r.metrics && r.metrics.run);
+  const runs = dirs.flatMap((dir) => {
+    const files = readRunFiles(dir);
+    return files ? [{ dir, ...files }] : [];
+  });
   if (runs.length < 2) return '';
   const names = runs.map((r) => basename(r.dir));
   const rows = runs.map((r, i) => {
-    const c = r.config!;
-    const m = r.metrics!;
-    const run = m.run as { passes: number; seconds: number };
-    const onX = m.onX as { foolingRate: number; images: number };
-    const onVal = m.onVal as { foolingRate: number; images: number } | null;
-    const random = m.randomNoiseOnVal as { sameLp: { mean: number } } | null;
+    const c = r.config;
+    const { run, onX, onVal, randomNoiseOnVal: random } = r.metrics;
     return `<tr><td>${esc(names[i])}</td><td>${esc(c.model)}</td><td>${methodName(c)}</td><td>${c.norm === 2 ? 'L2' : 'Linf'} ${esc(c.xi)}</td><td>${pctCI(onX.foolingRate, onX.images)}</td><td>${onVal ? `<b>${pctCI(onVal.foolingRate, onVal.images)}</b>, n = ${onVal.images}` : '-'}</td><td>${random ? pct(random.sameLp.mean) : '-'}</td><td>${run.passes}, ${run.seconds.toFixed(0)} s</td></tr>`;
   });
-  const curves = runs.flatMap((r, i) =>
-    (r.metrics!.run as { history: PassRow[] }).history.map((h) => ({ x: h.pass, rate: h.foolingRate, what: names[i] })),
-  );
+  const curves = runs.flatMap((r, i) => r.metrics.run.history.map((h) => ({ x: h.pass, rate: h.foolingRate, what: names[i] })));
   return `<section><h2>Runs compared</h2>
 <table><tr><th>run</th><th>model</th><th>method</th><th>norm, radius</th><th>fooling rate on X</th><th>on validation (95% CI)</th><th>random noise, same norm</th><th>passes, time</th></tr>${rows.join('')}</table>
 <figure>${await figures.draw('runs-compared-passes', rateLines(curves, 'pass', undefined, 'fooling rate on X', true))}<figcaption>fooling rate on X after each pass, one line per run</figcaption></figure></section>`;
