@@ -1,5 +1,14 @@
 import { foolingRate } from '../evaluation/scoring.js';
 
+/** What a pass records of a criterion's success beside the fooling rate (none for an untargeted attack). */
+export interface SuccessFigures {
+  /** Targeted runs: share of the images not already of the target class that v sends there. */
+  targetSuccess?: number;
+  /** Class-discriminative runs: fooling rate on the images of the attacked classes, and the share of the others that kept their label. */
+  attackedFoolingRate?: number;
+  keptRate?: number;
+}
+
 /**
  * What an attack is after, as one object (as foolbox 3's criteria): untargeted (change the label) or
  * targeted (reach one class). It owns "is this image done", which class's loss the attack drives and
@@ -22,6 +31,10 @@ export interface Criterion {
   keeps(label: number): boolean;
   /** The run's success: the share of images fooled, or (targeted) of images not already of the target sent there. */
   successRate(clean: Int32Array, adv: Int32Array): number;
+  /** What a pass (or an evaluation) records of this success beside the fooling rate. */
+  figures(clean: Int32Array, adv: Int32Array): SuccessFigures;
+  /** The success a record holds: the rate the stopping rule reads. */
+  rateIn(r: { foolingRate: number } & SuccessFigures): number;
 }
 
 /** The untargeted criterion: an image is done when its label changes; success is the fooling rate. */
@@ -32,6 +45,8 @@ export const UNTARGETED: Criterion = {
   sign: 1,
   keeps: () => false,
   successRate: foolingRate,
+  figures: () => ({}),
+  rateIn: (r) => r.foolingRate,
 };
 
 /** The targeted criterion: an image is done when it gets class `target`; success is the share of images that do. */
@@ -53,6 +68,10 @@ export function targetedAt(target: number): Criterion {
       });
       return eligible ? hit / eligible : 0;
     },
+    figures(clean, adv) {
+      return { targetSuccess: this.successRate(clean, adv) };
+    },
+    rateIn: (r) => r.targetSuccess ?? 0,
   };
 }
 
@@ -73,29 +92,35 @@ export function classDiscriminative(classes: readonly number[]): Criterion & { k
     });
     return n ? k / n : 0;
   };
-  return {
+  const c: Criterion & { keptRate(clean: Int32Array, adv: Int32Array): number } = {
     classes,
     rateName: 'fooling rate on the attacked classes',
     // An image of another class is "done" while it keeps its label.
-    done: (pred, label) => (attacked.has(label) ? pred !== label : pred === label),
-    classOf: (label) => label,
-    sign: 1,
-    keeps: (label) => !attacked.has(label),
-    successRate: (clean, adv) =>
+    done: (pred: number, label: number) => (attacked.has(label) ? pred !== label : pred === label),
+    classOf: (label: number) => label,
+    sign: 1 as const,
+    keeps: (label: number) => !attacked.has(label),
+    successRate: (clean: Int32Array, adv: Int32Array) =>
       share(
         clean,
         adv,
         (c) => attacked.has(c),
         (c, a) => a !== c,
       ),
-    keptRate: (clean, adv) =>
+    keptRate: (clean: Int32Array, adv: Int32Array) =>
       share(
         clean,
         adv,
         (c) => !attacked.has(c),
         (c, a) => a === c,
       ),
+    figures: (clean: Int32Array, adv: Int32Array): SuccessFigures => ({
+      attackedFoolingRate: c.successRate(clean, adv),
+      keptRate: c.keptRate(clean, adv),
+    }),
+    rateIn: (r: SuccessFigures) => r.attackedFoolingRate ?? 0,
   };
+  return c;
 }
 
 /** The criterion of an optional target, or of attacked classes (class-discriminative). */

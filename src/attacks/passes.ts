@@ -1,4 +1,4 @@
-import { classDiscriminative, criterionOf, targetedAt } from './criterion.js';
+import { criterionOf, targetedAt, type SuccessFigures } from './criterion.js';
 import * as tf from '../tf.js';
 import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
@@ -27,16 +27,11 @@ export type PassOptions = OptionsOf<'passes'> & {
   classes?: number[];
 };
 
-/** One pass over X: its number, the rates after it (fooling; targeted, class-discriminative and validation when they apply), the norms of v, the updates made, and its time. */
-export interface PassRecord {
+/** One pass over X: its number, the rates after it (fooling; the criterion's own success and validation when they apply), the norms of v, the updates made, and its time. */
+export interface PassRecord extends SuccessFigures {
   pass: number;
   /** Fooling rate on X with v after this pass. */
   foolingRate: number;
-  /** Targeted runs: share of the images of X not already of the target class that v sends there. */
-  targetSuccess?: number;
-  /** Class-discriminative runs: fooling rate on the images of the attacked classes, and the share of the others that kept their label. */
-  attackedFoolingRate?: number;
-  keptRate?: number;
   /** When the run scores validation images after every pass (RunControl.scorePass): their fooling rate. */
   valFoolingRate?: number;
   normL2: number;
@@ -259,11 +254,9 @@ export async function runPasses(
   }
   const t0 = performance.now();
   const seconds = () => elapsedBefore + (performance.now() - t0) / 1000;
-  const targeted = o.target !== undefined;
   const goal = 1 - o.delta;
   const criterion = criterionOf(o.target, o.classes);
-  const discriminative = o.classes?.length ? classDiscriminative(o.classes) : undefined;
-  const rateOf = (r: PassRecord) => (targeted ? (r.targetSuccess ?? 0) : discriminative ? (r.attackedFoolingRate ?? 0) : r.foolingRate);
+  const rateOf = (r: PassRecord) => criterion.rateIn(r);
   const what = criterion.rateName;
   try {
     const cleanPred = await predictSet(model, X, null, o.batchSize);
@@ -318,10 +311,7 @@ export async function runPasses(
         normInf: lpNorm(ctx.v, 'inf'),
         updates,
         seconds: (performance.now() - passStart) / 1000,
-        ...(targeted ? { targetSuccess: targetSuccessRate(cleanPred, adv, o.target!) } : {}),
-        ...(discriminative
-          ? { attackedFoolingRate: discriminative.successRate(cleanPred, adv), keptRate: discriminative.keptRate(cleanPred, adv) }
-          : {}),
+        ...criterion.figures(cleanPred, adv),
       };
       if (ctl.scorePass) rec.valFoolingRate = await ctl.scorePass(ctx.v);
       history.push(rec);

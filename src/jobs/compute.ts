@@ -10,8 +10,7 @@ import { listDataset } from '../data/dataset.js';
 import { checkDataSpec, dataFolder, defaultData, loadSet, openSet, saySkipped, wnidsOf, type DataSpec } from '../data/sets.js';
 import { refuseResumeWithInit, type RunControl, type UniversalResult, type PassRecord } from '../attacks/universal.js';
 import { craft, methodOptions, type AttackSettings, type Method } from '../attacks/methods.js';
-import { targetSuccessRate } from '../attacks/passes.js';
-import { classDiscriminative } from '../attacks/criterion.js';
+import { criterionOf } from '../attacks/criterion.js';
 import type { SgdOptions } from '../attacks/sgd.js';
 import { evaluatePerturbation, foolingRate, predictSet, type Evaluation } from '../evaluation/scoring.js';
 import type { Baseline } from '../evaluation/noiseScore.js';
@@ -217,14 +216,12 @@ export async function runCompute(
       : undefined;
     if (V) saySkipped(V, log, 'validation set');
     const onVal = scored?.ev;
-    const targetOnVal = target !== undefined && onVal ? targetSuccessRate(onVal.cleanPred, onVal.advPred, target) : undefined;
-    const discriminative = classes && classDiscriminative(classes);
+    // The criterion's own success on validation, as a pass records it on X.
+    const successOnVal = onVal ? criterionOf(target, classes).figures(onVal.cleanPred, onVal.advPred) : {};
+    const targetOnVal = successOnVal.targetSuccess;
     const classesOnVal =
-      discriminative && onVal
-        ? {
-            attacked: discriminative.successRate(onVal.cleanPred, onVal.advPred),
-            kept: discriminative.keptRate(onVal.cleanPred, onVal.advPred),
-          }
+      successOnVal.attackedFoolingRate !== undefined
+        ? { attacked: successOnVal.attackedFoolingRate, kept: successOnVal.keptRate ?? 0 }
         : undefined;
     const randomOnVal = scored ? { sameLp: scored.baselines[0], sameL2: scored.baselines[1] } : undefined;
     await writePerturbation(job.out, res.v);
