@@ -6,7 +6,7 @@ import type * as tf from '../tf.js';
 import type { Classifier } from '../classifier/classifier.js';
 import { labelName, resolveTarget } from '../classifier/classifier.js';
 import { loadModel, type ModelSpec } from '../import/load.js';
-import { listDataset } from '../data/dataset.js';
+import { listDataset, type ImageSet, type StreamedImages } from '../data/dataset.js';
 import { checkDataSpec, dataFolder, defaultData, loadSet, openSet, saySkipped, wnidsOf, type DataSpec } from '../data/sets.js';
 import { refuseResumeWithInit, type RunControl, type UniversalResult, type PassRecord } from '../attacks/universal.js';
 import { craft, methodOptions, type AttackSettings, type Method } from '../attacks/methods.js';
@@ -71,14 +71,11 @@ export interface ComputeSummary {
 }
 
 /**
- * The whole `uap compute` job: load the model and both image sets, run Algorithm 1 with per-pass
+ * The whole `uap compute` job: load the model and both image sets, run the method with per-pass
  * checkpoints, evaluate on X and on the validation set against random noise of the same norm, and
  * write the run directory.
  */
-export async function runCompute(
-  job: ComputeJob,
-  ctl: Omit<RunControl, 'checkpoints' | 'resume' | 'init'> & { log?: Log; model?: Classifier; onScore?: ScoreProgress } = {},
-): Promise<ComputeSummary> {
+export async function runCompute(job: ComputeJob, ctl: ComputeControl = {}): Promise<ComputeSummary> {
   const log = namedLog(ctl.log);
   if (existsSync(job.out) && !statSync(job.out).isDirectory())
     throw new UsageError(`{out} ${job.out}: is a file, expected a folder for the run`);
@@ -93,156 +90,217 @@ export async function runCompute(
       throw e;
     }));
   try {
-    const defaults = defaultData(model, assets);
-    const seed = job.options.seed ?? 0;
-    const sample = (count?: number) => (count === undefined ? undefined : { count, seed });
-    const method = job.method ?? 'algorithm1';
-    const target = resolveTarget(job.target, model);
-    const classes = job.classes?.map((c) => resolveTarget(c, model, 'classes')!);
-    const options = methodOptions(method, model, { ...job.options, ...(classes ? { classes } : {}) }, target);
-    const dataDir = dataFolder(job.data ?? defaults.data, assets, (m) => log.info(`crafting set X: ${m}`));
-    // The files X is made of, counted before any is decoded: a resume with other images or settings is refused at once.
-    const listed = listDataset(dataDir, {
-      labelsFile: job.labels,
-      limit: job.limit,
-      sample: sample(job.sample),
-      allowPartial: job.allowPartial,
-      labelNames: model.labels,
-      wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined,
-    }).length;
-    if (job.resume) {
-      const before = readRunConfig(job.out)?.listed;
-      if (before !== undefined && before !== listed)
-        throw new UsageError(
-          `{resume}: the run in ${job.out} crafted on ${before} listed images of X, not ${listed} (same {data}, {limit} and {sample} as the first run?)`,
-        );
-      const mismatch = fingerprintMismatch(job.out, { method, norm: options.norm, xi: options.xi, seed: options.seed });
-      if (mismatch) throw new UsageError(mismatch);
-    }
-    const X = await loadSet(model, dataDir, {
-      labels: job.labels,
-      limit: job.limit,
-      sample: sample(job.sample),
-      strict: job.strict,
-      allowPartial: job.allowPartial,
-      assets,
-      log,
-      what: 'crafting set X',
-    });
-    const valDir = job.val ?? defaults.val;
-    const V =
-      job.val === 'none'
-        ? undefined
-        : openSet(model, valDir, {
-            labels: job.valLabels,
-            limit: job.valLimit,
-            sample: sample(job.valSample),
-            strict: job.strict,
-            allowPartial: job.allowPartial,
-            assets,
-            log,
-            what: 'validation set',
-          });
-    refuseResumeWithInit(job.resume, job.init); // before reading the {init} file
-    const init = job.init ? loadPerturbation(job.init, model, log, job.initFormat) : undefined;
-    const config: RunConfigFile = {
-      model: model.name,
-      modelSpec: existsSync(job.model) ? resolve(job.model) : job.model,
-      assets,
-      data: dataDir,
-      val: V ? valDir : null,
-      listed,
-      images: X.size,
-      valImages: V?.size ?? 0,
-      method,
-      // How the validation set was chosen: the run's analyses (graph, baseline) score the same images.
-      valLabels: job.valLabels ?? null,
-      valLimit: job.valLimit ?? null,
-      valSample: job.valSample ?? null,
-      // Card fields given as flags (an ONNX model's mean / std): the analyses of this run load the same model.
-      ...(job.card && Object.keys(job.card).length ? { modelCard: job.card } : {}),
-      ...options,
-      targetName: target !== undefined ? labelName(model, target) : null,
-      init: job.init ?? null,
-      provenance: await provenance({ modelFile: model.file, engine: model.engine, seed, data: X.items, val: V?.items }),
-    };
+    const plan = await planRun(job, model, assets, log);
+    const config = await runConfig(job, model, plan);
     // A resumed run keeps its original config.json (a refused resume must not overwrite it).
     if (!job.resume) writeRunConfig(job.out, config);
-    let cleanV: Promise<Int32Array> | undefined;
-    const scorePass =
-      job.valPerPass && V
-        ? async (v: tf.Tensor3D) =>
-            foolingRate(await (cleanV ??= predictSet(model, V, null, options.batchSize)), await predictSet(model, V, v, options.batchSize))
-        : undefined;
-    if (job.valPerPass && !V) throw new UsageError('{valPerPass}: needs a validation set (not {val} none)');
-    const queued = (data: string | null, role: 'data' | 'val', dir: string) =>
-      job.queue && queueFor(job.queue, { model: { spec: job.model, card: job.card }, data, role, dir, strict: job.strict }, log);
-    const remote =
-      job.queue && method === 'sgd'
-        ? await queueGradients(queued(job.data ?? null, 'data', dataDir)!, model, X, options as SgdOptions)
-        : undefined;
-    if (job.queue && !remote)
-      log.info(`queue: ${method} crafts here (only SGD-UAP's steps are sharded); the validation set is scored on the workers`);
-    const control = {
-      ...ctl,
-      scorePass,
-      checkpoints: folderCheckpoints<PassRecord>(job.out),
-      resume: job.resume,
-      init,
-      shardGradients: remote?.shardGradients,
-      onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)),
-    };
-    const res = await craft(model, X, method, options, control).finally(async () => {
-      init?.dispose();
-      await remote?.close();
-    });
-    log.info(`stopped: ${res.stopReason}`);
-    if (lpNorm(res.v, 'inf') === 0)
-      log.warn('the perturbation is zero: no image of X could be moved (try a larger {xi}, more passes, or another method)');
-    const onX = await evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
-    const draws = job.randomDraws ?? 3;
-    const scored = V
-      ? await evaluateWithNoise(
-          model,
-          V,
-          res.v,
-          [
-            { norm: options.norm, xi: lpNorm(res.v, options.norm) },
-            { norm: 2, xi: lpNorm(res.v, 2) },
-          ],
-          draws,
-          { batchSize: options.batchSize, onBatch: scoreProgress(ctl.onScore, V), queue: queued(job.val ?? null, 'val', valDir) },
-        )
-      : undefined;
-    if (V) saySkipped(V, log, 'validation set');
-    const onVal = scored?.ev;
-    // The criterion's own success on validation, as a pass records it on X.
-    const successOnVal = onVal ? criterionOf(target, classes).figures(onVal.cleanPred, onVal.advPred) : {};
-    const targetOnVal = successOnVal.targetSuccess;
-    const classesOnVal =
-      successOnVal.attackedFoolingRate !== undefined
-        ? { attacked: successOnVal.attackedFoolingRate, kept: successOnVal.keptRate ?? 0 }
-        : undefined;
-    const randomOnVal = scored ? { sameLp: scored.baselines[0], sameL2: scored.baselines[1] } : undefined;
-    await writePerturbation(job.out, res.v);
-    await writeExamples(join(job.out, 'examples.png'), model, V ?? X, res.v, onVal ?? onX);
+    const res = await craftRun(job, model, plan, ctl, log);
+    const scored = await scoreRun(job, model, plan, res, ctl, log);
     const { v, cleanPred: _cp, ...result } = res;
-    const detail = scored ? writePerImage(job.out, model, scored.perImage) : undefined;
-    writeRunMetrics(job.out, {
-      ...runMetrics(model, v, options, result, onX, {
-        onVal,
-        randomNoiseOnVal: randomOnVal,
-        targetOnVal,
-        ...(classesOnVal ? { classesOnVal } : {}),
-      }),
-      validationDetail: detail ?? null,
-    });
-    v.dispose();
-    return { config, result, onX, onVal, randomOnVal, targetOnVal, classesOnVal, out: job.out };
+    try {
+      await writePerturbation(job.out, v);
+      await writeExamples(join(job.out, 'examples.png'), model, plan.V ?? plan.X, v, scored.onVal ?? scored.onX);
+      writeRunMetrics(job.out, {
+        ...runMetrics(model, v, plan.options, result, scored.onX, {
+          onVal: scored.onVal,
+          randomNoiseOnVal: scored.randomOnVal,
+          targetOnVal: scored.targetOnVal,
+          ...(scored.classesOnVal ? { classesOnVal: scored.classesOnVal } : {}),
+        }),
+        validationDetail: scored.detail ?? null,
+      });
+    } finally {
+      v.dispose();
+    }
+    const { detail: _d, ...figures } = scored;
+    return { config, result, ...figures, out: job.out };
   } finally {
     if (!ctl.model) model.dispose();
     unlock();
   }
+}
+
+/** What runCompute takes beside the job: the pass runner's controls, a log, a model already loaded, scoring progress. */
+export type ComputeControl = Omit<RunControl, 'checkpoints' | 'resume' | 'init'> & {
+  log?: Log;
+  model?: Classifier;
+  onScore?: ScoreProgress;
+};
+
+/** The run resolved against its model: method, criterion, full options, the image sets and the warm start. */
+interface RunPlan {
+  method: Method;
+  target?: number;
+  classes?: number[];
+  options: AttackSettings;
+  seed: number;
+  dataDir: string;
+  valDir: string;
+  listed: number;
+  X: ImageSet;
+  V?: StreamedImages;
+  init?: tf.Tensor3D;
+}
+
+/**
+ * Resolves the job against the model and opens its images. The files X is made of are counted before
+ * any is decoded, so a resume with other images or settings is refused at once.
+ */
+async function planRun(job: ComputeJob, model: Classifier, assets: string, log: Log): Promise<RunPlan> {
+  const defaults = defaultData(model, assets);
+  const seed = job.options.seed ?? 0;
+  const sample = (count?: number) => (count === undefined ? undefined : { count, seed });
+  const method = job.method ?? 'algorithm1';
+  const target = resolveTarget(job.target, model);
+  const classes = job.classes?.map((c) => resolveTarget(c, model, 'classes')!);
+  const options = methodOptions(method, model, { ...job.options, ...(classes ? { classes } : {}) }, target);
+  const dataDir = dataFolder(job.data ?? defaults.data, assets, (m) => log.info(`crafting set X: ${m}`));
+  const listed = listDataset(dataDir, {
+    labelsFile: job.labels,
+    limit: job.limit,
+    sample: sample(job.sample),
+    allowPartial: job.allowPartial,
+    labelNames: model.labels,
+    wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined,
+  }).length;
+  if (job.resume) refuseChangedResume(job.out, listed, { method, norm: options.norm, xi: options.xi, seed: options.seed });
+  const X = await loadSet(model, dataDir, {
+    labels: job.labels,
+    limit: job.limit,
+    sample: sample(job.sample),
+    strict: job.strict,
+    allowPartial: job.allowPartial,
+    assets,
+    log,
+    what: 'crafting set X',
+  });
+  const valDir = job.val ?? defaults.val;
+  const V =
+    job.val === 'none'
+      ? undefined
+      : openSet(model, valDir, {
+          labels: job.valLabels,
+          limit: job.valLimit,
+          sample: sample(job.valSample),
+          strict: job.strict,
+          allowPartial: job.allowPartial,
+          assets,
+          log,
+          what: 'validation set',
+        });
+  refuseResumeWithInit(job.resume, job.init); // before reading the {init} file
+  const init = job.init ? loadPerturbation(job.init, model, log, job.initFormat) : undefined;
+  return { method, target, classes, options, seed, dataDir, valDir, listed, X, V, init };
+}
+
+/** A resume is refused when X lists other files or the settings that shape v differ from the first run's. */
+function refuseChangedResume(out: string, listed: number, settings: Record<string, unknown>): void {
+  const before = readRunConfig(out)?.listed;
+  if (before !== undefined && before !== listed)
+    throw new UsageError(
+      `{resume}: the run in ${out} crafted on ${before} listed images of X, not ${listed} (same {data}, {limit} and {sample} as the first run?)`,
+    );
+  const mismatch = fingerprintMismatch(out, settings);
+  if (mismatch) throw new UsageError(mismatch);
+}
+
+/** config.json of the run: what was asked, every option with its default, provenance. */
+async function runConfig(job: ComputeJob, model: Classifier, plan: RunPlan): Promise<RunConfigFile> {
+  const { X, V } = plan;
+  return {
+    model: model.name,
+    modelSpec: existsSync(job.model) ? resolve(job.model) : job.model,
+    assets: assetsDir(job.assets),
+    data: plan.dataDir,
+    val: V ? plan.valDir : null,
+    listed: plan.listed,
+    images: X.size,
+    valImages: V?.size ?? 0,
+    method: plan.method,
+    // How the validation set was chosen: the run's analyses (graph, baseline) score the same images.
+    valLabels: job.valLabels ?? null,
+    valLimit: job.valLimit ?? null,
+    valSample: job.valSample ?? null,
+    // Card fields given as flags (an ONNX model's mean / std): the analyses of this run load the same model.
+    ...(job.card && Object.keys(job.card).length ? { modelCard: job.card } : {}),
+    ...plan.options,
+    targetName: plan.target !== undefined ? labelName(model, plan.target) : null,
+    init: job.init ?? null,
+    provenance: await provenance({ modelFile: model.file, engine: model.engine, seed: plan.seed, data: X.items, val: V?.items }),
+  };
+}
+
+/** Crafts v with the method: checkpoints in the run folder, validation per pass when asked, SGD's steps on the queue. */
+async function craftRun(job: ComputeJob, model: Classifier, plan: RunPlan, ctl: ComputeControl, log: Log): Promise<UniversalResult> {
+  const { X, V, options, method, init } = plan;
+  if (job.valPerPass && !V) throw new UsageError('{valPerPass}: needs a validation set (not {val} none)');
+  let cleanV: Promise<Int32Array> | undefined;
+  const scorePass =
+    job.valPerPass && V
+      ? async (v: tf.Tensor3D) =>
+          foolingRate(await (cleanV ??= predictSet(model, V, null, options.batchSize)), await predictSet(model, V, v, options.batchSize))
+      : undefined;
+  const remote =
+    job.queue && method === 'sgd'
+      ? await queueGradients(queued(job, 'data', plan.dataDir, log)!, model, X, options as SgdOptions)
+      : undefined;
+  if (job.queue && !remote)
+    log.info(`queue: ${method} crafts here (only SGD-UAP's steps are sharded); the validation set is scored on the workers`);
+  const control = {
+    ...ctl,
+    scorePass,
+    checkpoints: folderCheckpoints<PassRecord>(job.out),
+    resume: job.resume,
+    init,
+    shardGradients: remote?.shardGradients,
+    onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)),
+  };
+  const res = await craft(model, X, method, options, control).finally(async () => {
+    init?.dispose();
+    await remote?.close();
+  });
+  log.info(`stopped: ${res.stopReason}`);
+  if (lpNorm(res.v, 'inf') === 0)
+    log.warn('the perturbation is zero: no image of X could be moved (try a larger {xi}, more passes, or another method)');
+  return res;
+}
+
+/** The queue of a job's image set (X or validation), when it runs on one. */
+function queued(job: ComputeJob, role: 'data' | 'val', dir: string, log: Log) {
+  const data = (role === 'data' ? job.data : job.val) ?? null;
+  return job.queue && queueFor(job.queue, { model: { spec: job.model, card: job.card }, data, role, dir, strict: job.strict }, log);
+}
+
+/** v scored on X, and on validation beside random noise of its own norms, with the criterion's own success there. */
+async function scoreRun(job: ComputeJob, model: Classifier, plan: RunPlan, res: UniversalResult, ctl: ComputeControl, log: Log) {
+  const { X, V, options } = plan;
+  const onX = await evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
+  const scored = V
+    ? await evaluateWithNoise(
+        model,
+        V,
+        res.v,
+        [
+          { norm: options.norm, xi: lpNorm(res.v, options.norm) },
+          { norm: 2, xi: lpNorm(res.v, 2) },
+        ],
+        job.randomDraws ?? 3,
+        { batchSize: options.batchSize, onBatch: scoreProgress(ctl.onScore, V), queue: queued(job, 'val', plan.valDir, log) },
+      )
+    : undefined;
+  if (V) saySkipped(V, log, 'validation set');
+  const onVal = scored?.ev;
+  // The criterion's own success on validation, as a pass records it on X.
+  const success = onVal ? criterionOf(plan.target, plan.classes).figures(onVal.cleanPred, onVal.advPred) : {};
+  return {
+    onX,
+    onVal,
+    randomOnVal: scored ? { sameLp: scored.baselines[0], sameL2: scored.baselines[1] } : undefined,
+    targetOnVal: success.targetSuccess,
+    classesOnVal:
+      success.attackedFoolingRate !== undefined ? { attacked: success.attackedFoolingRate, kept: success.keptRate ?? 0 } : undefined,
+    detail: scored ? writePerImage(job.out, model, scored.perImage) : undefined,
+  };
 }
 
 /**
