@@ -1,5 +1,6 @@
 import * as tf from '../tf.js';
 import { projectLp, type Norm } from '../math/lp.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /**
  * One ascent step on a universal perturbation from its gradient, projected back onto the Lp ball:
@@ -15,7 +16,7 @@ export class Ascent {
   private t = 0;
 
   constructor(
-    private readonly shape: [number, number, number],
+    private readonly shape: ImageShape,
     private readonly optimizer: AscentOptimizer,
   ) {
     const size = shape[0] * shape[1] * shape[2];

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { readBoundedText } from '../io/bounded.js';
 import { dirname, resolve, isAbsolute } from 'node:path';
 import { UsageError } from '../errors.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /**
  * A model card: the facts about a classifier that the weights file does not state.
@@ -15,7 +16,7 @@ export interface ModelCard {
   /** Path of model.json, the .tflite or the .onnx file, relative to the card file (or absolute). `${assets}/` expands to the assets folder. */
   model: string;
   /** [height, width, channels]; channels 1 means the model takes grayscale. */
-  inputShape: [number, number, number];
+  inputShape: ImageShape;
   /**
    * model input = (pixel * scale + offset), or (pixel - mean) / std per channel. With channelOrder
    * BGR the channels are reversed first, so mean and std are given in the model's (BGR) order.

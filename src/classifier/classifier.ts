@@ -3,13 +3,14 @@ import * as tf from '../tf.js';
 import type { BatchLimits } from '../engine/memory.js';
 import type { Runtime } from '../engine/runtime.js';
 import { UsageError } from '../errors.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /**
  * What the forward and gradient functions of compute.ts need: a differentiable map of pixel-space
  * images to `numClasses` values (a classifier's logits, or a feature model's activations).
  */
 export interface Differentiable {
-  readonly inputShape: [number, number, number];
+  readonly inputShape: ImageShape;
   readonly numClasses: number;
   /** The TF.js graph of the map (what a TF.js runtime runs; what the self-check and training differentiate). */
   logits(x: tf.Tensor4D): tf.Tensor2D;
@@ -28,7 +29,7 @@ export interface FeatureModel extends Differentiable {
 export interface Classifier extends Differentiable {
   readonly name: string;
   /** [height, width, channels] of the images it takes. */
-  readonly inputShape: [number, number, number];
+  readonly inputShape: ImageShape;
   readonly numClasses: number;
   readonly labels?: string[];
   readonly labelSpace: 'imagenet' | 'own';

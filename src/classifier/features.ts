@@ -7,6 +7,7 @@ import { runPlainGraph } from '../engine/tfjs/plainGraph.js';
 import type { Runtime } from '../engine/runtime.js';
 import { tfjsRuntime } from '../engine/tfjs/tfjsRuntime.js';
 import { UsageError } from '../errors.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /**
  * Inner layers as an output: the Net cut open at a set of nodes, their values flattened and joined
@@ -63,7 +64,7 @@ export function featureNet(net: Net, layers: string[]): Net {
  */
 export async function featureModel(
   net: Net,
-  inputShape: [number, number, number],
+  inputShape: ImageShape,
   layers: string[] | undefined,
   runtimeOf?: (cut: Net) => Promise<Runtime | null>,
 ): Promise<FeatureModel> {

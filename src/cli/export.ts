@@ -9,6 +9,7 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import { writeAtomic } from '../io/atomic.js';
 import { encodeNpz, fromPixelsHwc, LAYOUTS, UNITS, type PerturbationLayout, type PerturbationUnits } from '../perturbation/file.js';
 import { ASSETS_HELP } from './flags.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /** Three lines that apply an exported perturbation in PyTorch. */
 export function pytorchSnippet(file: string, units: PerturbationUnits, layout: PerturbationLayout, array?: string): string {
@@ -48,7 +49,7 @@ export function exportCommand(): Command {
           throw new UsageError(`--units normalized: name the model with --model (${source} does not say which it was made for)`);
         preprocess = findCard(modelSpec, src.card, assetsDir(flags.assets)).preprocess;
       }
-      const out = fromPixelsHwc(arr.data, arr.shape as [number, number, number], layout, units, preprocess, src.file);
+      const out = fromPixelsHwc(arr.data, arr.shape as ImageShape, layout, units, preprocess, src.file);
       const file =
         flags.out ??
         join(isRun ? source : dirname(source), `${isRun ? 'perturbation' : basename(source, extname(source))}-${layout}-${units}.npy`);

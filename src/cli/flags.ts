@@ -10,6 +10,7 @@ import type { CardOverrides } from '../import/load.js';
 import type { ModelCard } from '../classifier/card.js';
 import { resolve } from 'node:path';
 import type { Engine } from '../engine/backend.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /** Flag value parsers: each error names the flag and what it expected. */
 export function number(flag: string, check: (n: number) => boolean = () => true, expected = 'a number') {
@@ -44,7 +45,7 @@ export function norm(s: string): Norm {
   return p;
 }
 
-function shape(s: string): [number, number, number] {
+function shape(s: string): ImageShape {
   const m = /^(\d+)x(\d+)x([13])$/.exec(s.trim());
   if (!m) throw new UsageError(`--input-shape ${s}: expected HxWxC with C 1 or 3, e.g. 224x224x3`);
   return [Number(m[1]), Number(m[2]), Number(m[3])];
@@ -103,7 +104,7 @@ export function addModelFlags(cmd: Command, defaultModel: string): Command {
 export function cardOverrides(f: Record<string, unknown>): CardOverrides {
   const o: CardOverrides = {};
   const pre: ModelCard['preprocess'] = {};
-  if (f.inputShape) o.inputShape = f.inputShape as [number, number, number];
+  if (f.inputShape) o.inputShape = f.inputShape as ImageShape;
   if (f.numClasses) o.numClasses = f.numClasses as number;
   if (f.scale !== undefined) pre.scale = f.scale as number;
   if (f.offset !== undefined) pre.offset = f.offset as number;

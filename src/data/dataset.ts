@@ -8,6 +8,7 @@ import { StreamedImages, type StreamOptions } from './stream.js';
 import { tarIndex } from './tar.js';
 import type { ImageItem, TarMember } from './source.js';
 import { Rng } from '../math/random.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 export { ImageSet, StreamedImages, type ImageItem };
 
@@ -246,7 +247,7 @@ export interface LoadResult {
  */
 export async function loadImages(
   items: ImageItem[],
-  shape: [number, number, number],
+  shape: ImageShape,
   opts: { strict?: boolean; concurrency?: number; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<LoadResult> {
   const stream = new StreamedImages(shape, items, { strict: opts.strict, concurrency: opts.concurrency, cacheBytes: 0 });
@@ -264,6 +265,6 @@ export async function loadImages(
 }
 
 /** The images of `items` read batch by batch on demand (for scoring sets of any size). */
-export function openImages(items: ImageItem[], shape: [number, number, number], opts: StreamOptions = {}): StreamedImages {
+export function openImages(items: ImageItem[], shape: ImageShape, opts: StreamOptions = {}): StreamedImages {
   return new StreamedImages(shape, items, opts);
 }

@@ -1,6 +1,7 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { readBounded, readLimit } from '../io/bounded.js';
 import { plainPngInto } from './png.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /**
  * What the decoding thread (decodeWorker.ts) does with one batch: reads the files or stretches of tar
@@ -18,7 +19,7 @@ export interface SpanToRead {
 
 /** One batch: the spans to read, and where each image's bytes lie in them (size -1: the whole span). */
 export interface DecodeRequest {
-  shape: [number, number, number];
+  shape: ImageShape;
   spans: SpanToRead[];
   images: { span: number; offset: number; size: number }[];
 }

@@ -6,6 +6,7 @@ import { PROJECT_ROOT } from '../paths.js';
 import type { DecodeReply, DecodeRequest } from './decodeBatch.js';
 import type { ImageItem } from './source.js';
 import { readSpans } from './tar.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /**
  * Batches of images read and, where they are small PNGs, decoded on a worker thread, a batch per
@@ -85,7 +86,7 @@ class DecodingThread {
 }
 
 /** The request for `items`: tar members read span by span (readSpans), files whole. */
-function requestFor(items: ImageItem[], shape: [number, number, number]): DecodeRequest {
+function requestFor(items: ImageItem[], shape: ImageShape): DecodeRequest {
   const spans = readSpans(items.flatMap((it) => (it.member ? [{ file: it.path, member: it.member }] : [])));
   const where = new Map(spans.flatMap((s, i) => s.members.map((m) => [m, { span: i, offset: m.offset - s.start, size: m.size }] as const)));
   const images = items.map((it) => {
@@ -105,7 +106,7 @@ let module: URL | null | undefined;
  * no decoding thread can be started (the module is not built), and the caller reads and decodes in
  * place. UAP_DECODE_THREAD=0 turns it off.
  */
-export function decodeOffThread(items: ImageItem[], shape: [number, number, number]): Promise<ThreadBatch> | undefined {
+export function decodeOffThread(items: ImageItem[], shape: ImageShape): Promise<ThreadBatch> | undefined {
   if (module === undefined) module = (process.env.UAP_DECODE_THREAD !== '0' && batchModule()) || null;
   if (!module) return undefined;
   thread ??= new DecodingThread(module);

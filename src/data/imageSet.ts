@@ -1,6 +1,7 @@
 import * as tf from '../tf.js';
 import { Rng } from '../math/random.js';
 import { labelsOf, type DecodedBatch, type ImageItem, type ImageSource } from './source.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 export type { ImageItem };
 
@@ -9,7 +10,7 @@ export type { ImageItem };
  */
 export class ImageSet implements ImageSource {
   constructor(
-    readonly shape: [number, number, number],
+    readonly shape: ImageShape,
     readonly pixels: Uint8Array,
     readonly items: ImageItem[],
   ) {}

@@ -7,11 +7,12 @@ import { fashionSplitFolder } from './fashion.js';
 import { assetsDir, assetsHint, EMBEDDED_DIR } from '../paths.js';
 import { UsageError } from '../errors.js';
 import { namedLog, type Log } from '../log.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /** What choosing and checking a model's images needs of it (every Classifier has it; data sits below the classifier). */
 export interface SetModel {
   readonly name: string;
-  readonly inputShape: [number, number, number];
+  readonly inputShape: ImageShape;
   readonly numClasses: number;
   readonly labels?: string[];
   readonly labelSpace: 'imagenet' | 'own';

@@ -1,3 +1,4 @@
+import type { ImageShape } from '../math/imageShape.js';
 /** One image and, when known, its label index in the classifier's label space. */
 export interface ImageItem {
   /** The image file, or the tar shard holding it (then `member` says where). */
@@ -30,7 +31,7 @@ export interface DecodedBatch {
  * Scoring code takes this, so a validation set of any size runs in bounded memory.
  */
 export interface ImageSource {
-  readonly shape: [number, number, number];
+  readonly shape: ImageShape;
   /** The images that decode (for a stream: all listed ones not yet found unreadable). */
   readonly items: ImageItem[];
   readonly size: number;

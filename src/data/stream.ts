@@ -5,6 +5,7 @@ import { decodeImage } from './decode.js';
 import { decodeOffThread } from './decodeWorker.js';
 import { readMember, ShardReader } from './tar.js';
 import { itemName, labelsOf, type DecodedBatch, type ImageItem, type ImageSource } from './source.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 export interface StreamOptions {
   /** A file that cannot be decoded stops the run with an error naming it (default: it is skipped and counted). */
@@ -38,12 +39,7 @@ export function defaultCacheBytes(): number {
 }
 
 /** Decodes one listed image (a file or a tar member; `bytes`: already read) to [h, w, c] uint8. */
-export async function decodeItem(
-  item: ImageItem,
-  shape: [number, number, number],
-  shards?: ShardReader,
-  bytes?: Buffer,
-): Promise<Uint8Array> {
+export async function decodeItem(item: ImageItem, shape: ImageShape, shards?: ShardReader, bytes?: Buffer): Promise<Uint8Array> {
   const [h, w, c] = shape;
   const m = item.member;
   const source = bytes ?? (m ? await (shards ? shards.read(item.path, m) : readMember(item.path, m)) : item.path);
@@ -70,7 +66,7 @@ export class StreamedImages implements ImageSource {
   private passes = 0;
 
   constructor(
-    readonly shape: [number, number, number],
+    readonly shape: ImageShape,
     readonly listed: ImageItem[],
     opts: StreamOptions = {},
   ) {

@@ -5,6 +5,7 @@ import { Ascent } from '../attacks/ascent.js';
 import { Rng } from '../math/random.js';
 import type { Trainable } from './trainable.js';
 import { runEpoch } from './epoch.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /**
  * Universal adversarial training (Shafahi, Najibi, Xu, Dickerson, Davis, Goldstein, AAAI 2020): the
@@ -34,7 +35,7 @@ export async function uatEpoch(
   signal?: AbortSignal,
 ): Promise<number> {
   // Sign steps (Linf) or the gradient's direction (L2), `step` long, projected: the step every method on v takes.
-  const ascent = new Ascent(delta.shape as [number, number, number], 'sign');
+  const ascent = new Ascent(delta.shape as ImageShape, 'sign');
   return runEpoch(
     new Rng(seed).permutation(X.size),
     o.batchSize,

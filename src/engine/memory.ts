@@ -1,4 +1,5 @@
 import * as tf from '../tf.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /**
  * How many images one forward or backward pass may hold, from the model's measured tensor memory.
@@ -25,10 +26,7 @@ function peakAbove(base: number, info: { peakBytes: number; kernels: unknown[] }
  * Runs one forward and one input gradient of a single image under tf.profile and scales the batch to
  * the budget. Also proves, at load time, that the model is differentiable (throws otherwise).
  */
-export async function measureBatchLimits(
-  logits: (x: tf.Tensor4D) => tf.Tensor2D,
-  inputShape: [number, number, number],
-): Promise<BatchLimits> {
+export async function measureBatchLimits(logits: (x: tf.Tensor4D) => tf.Tensor2D, inputShape: ImageShape): Promise<BatchLimits> {
   const x = tf.zeros([1, ...inputShape]) as tf.Tensor4D;
   try {
     const base = tf.memory().numBytes;

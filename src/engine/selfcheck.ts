@@ -4,6 +4,7 @@ import { netToTfGraph } from './tfjs/tfjsNet.js';
 import { runPlainGraph } from './tfjs/plainGraph.js';
 import { OPS } from './ops/registry.js';
 import { sampleWeights, size, type Sample, type Shape } from './ops/types.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /**
  * Networks built from the op registry's samples. `sampleNet` wraps one sample so that its inputs come
@@ -74,7 +75,7 @@ function inputsFrom(
 }
 
 /** The image every sample network takes. */
-export const SAMPLE_INPUT: [number, number, number] = [2, 3, 4];
+export const SAMPLE_INPUT: ImageShape = [2, 3, 4];
 
 /**
  * One sample as a network on a SAMPLE_INPUT image: the sample's inputs projected from it, the op, and
@@ -94,7 +95,7 @@ export function sampleNet(sample: AnySample, nchw = false): Net {
   return { input: 'x', nodes, output: 'out' };
 }
 
-export const SELF_CHECK_SHAPE: [number, number, number] = [4, 4, 3];
+export const SELF_CHECK_SHAPE: ImageShape = [4, 4, 3];
 const SELF_CHECK_CLASSES = 3;
 
 /**

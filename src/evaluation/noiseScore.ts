@@ -6,6 +6,7 @@ import { randomPerturbation } from '../math/noise.js';
 import type { Norm } from '../math/lp.js';
 import { concatLabels, forEachBatch, foolingRate, predictMany, scorePredictions, type Evaluation } from './scoring.js';
 import { PerImage, type ImageFacts } from './perImage.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /**
  * v's figures on a set beside random noise, computed in parts and joined in order. One part is the
@@ -24,7 +25,7 @@ export interface Baseline {
 }
 
 /** The seeded noise draws of a random baseline: `draws` perturbations of norm exactly `xi`. */
-export function noiseDraws(shape: [number, number, number], norm: Norm, xi: number, draws: number): Float32Array[] {
+export function noiseDraws(shape: ImageShape, norm: Norm, xi: number, draws: number): Float32Array[] {
   return Array.from({ length: draws }, (_, d) => {
     const r = randomPerturbation(shape, norm, xi, 1000 + d);
     const data = r.dataSync() as Float32Array;
@@ -34,7 +35,7 @@ export function noiseDraws(shape: [number, number, number], norm: Norm, xi: numb
 }
 
 /** Every noise draw of a scoring, radius by radius. */
-export function allDraws(shape: [number, number, number], o: Pick<NoiseScoreOptions, 'radii' | 'draws'>): Float32Array[] {
+export function allDraws(shape: ImageShape, o: Pick<NoiseScoreOptions, 'radii' | 'draws'>): Float32Array[] {
   return o.radii.flatMap((r) => noiseDraws(shape, r.norm, r.xi, o.draws));
 }
 

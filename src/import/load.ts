@@ -10,6 +10,7 @@ import type { Classifier } from '../classifier/classifier.js';
 import { fileHandler } from './fileHandler.js';
 import type { Net } from '../engine/net.js';
 import { cardAdapters, checkedLogits, tfjsClassifier, type OutputWnids } from './adapters.js';
+import type { ImageShape } from '../math/imageShape.js';
 export { cardAdapters, cardWnids };
 import { runPlainGraph } from '../engine/tfjs/plainGraph.js';
 import { netToTfGraph } from '../engine/tfjs/tfjsNet.js';
@@ -168,7 +169,7 @@ export async function loadNet(card: ModelCard, modelPath: string, assets: string
  */
 async function withOnnx(
   net: Net,
-  shape: [number, number, number],
+  shape: ImageShape,
   logits: (x: tf.Tensor4D) => tf.Tensor2D,
   device: Device,
 ): Promise<{ runtime?: Runtime; engine: string }> {
@@ -185,7 +186,7 @@ async function withOnnx(
 /** ONNX Runtime for `net` on `device`, checked on a probe image against the TF.js logits, or why not. */
 async function onnxOn(
   net: Net,
-  shape: [number, number, number],
+  shape: ImageShape,
   logits: (x: tf.Tensor4D) => tf.Tensor2D,
   device: Device,
 ): Promise<{ runtime: Runtime } | { why: string }> {

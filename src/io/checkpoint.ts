@@ -4,6 +4,7 @@ import { writeAtomic } from './atomic.js';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { readNpy, writeNpy } from './npy.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /** What a run needs to continue exactly where it stopped: v after the last full pass, and its history. */
 export interface Checkpoint<H = unknown> {
@@ -13,7 +14,7 @@ export interface Checkpoint<H = unknown> {
   fingerprint: Record<string, unknown>;
   history: H[];
   v: Float32Array;
-  shape: [number, number, number];
+  shape: ImageShape;
   /** Seconds spent before this checkpoint. */
   elapsed: number;
   /** Method state besides v (e.g. optimiser moments), one array per name. */

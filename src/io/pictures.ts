@@ -1,6 +1,7 @@
 import sharp, { type OverlayOptions } from 'sharp';
 import { visiblePerturbation } from './visible.js';
 import { writeAtomic } from './atomic.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 export { visiblePerturbation };
 
@@ -9,7 +10,7 @@ export { visiblePerturbation };
  * with their labels. Pixel data comes in as HWC float or uint8 in [0,255].
  */
 
-function rawImage(px: Uint8Array, [h, w, c]: [number, number, number]) {
+function rawImage(px: Uint8Array, [h, w, c]: ImageShape) {
   return sharp(Buffer.from(px.buffer, px.byteOffset, px.byteLength), { raw: { width: w, height: h, channels: c as 1 | 3 } });
 }
 
@@ -18,7 +19,7 @@ function zoomFor(h: number): number {
   return h < 96 ? Math.ceil(112 / h) : 1;
 }
 
-export async function writePerturbationPng(file: string, v: Float32Array, shape: [number, number, number]): Promise<void> {
+export async function writePerturbationPng(file: string, v: Float32Array, shape: ImageShape): Promise<void> {
   const z = zoomFor(shape[0]);
   // Encoded in memory, written by Node: a full disk is then an OS error naming the file, not libvips' text.
   const png = await rawImage(visiblePerturbation(v), shape)
@@ -41,7 +42,7 @@ const escapeXml = (s: string) => s.replace(/[<>&'"]/g, (ch) => `&#${ch.charCodeA
  * A grid of rows, each row a list of cells with captions under them (the SVG text is rendered by
  * sharp's librsvg). Used for clean | perturbed | scaled-v rows.
  */
-export async function writeGridPng(file: string, rows: GridCell[][], shape: [number, number, number], title: string): Promise<void> {
+export async function writeGridPng(file: string, rows: GridCell[][], shape: ImageShape, title: string): Promise<void> {
   const z = zoomFor(shape[0]);
   const tw = shape[1] * z;
   const th = shape[0] * z;

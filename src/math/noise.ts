@@ -1,15 +1,10 @@
 import * as tf from '../tf.js';
 import { Rng } from './random.js';
 import { checkBall, type Norm } from './lp.js';
+import type { ImageShape } from './imageShape.js';
 
 /** Seeded noise of a given kind ('sign': uniform random signs; 'gaussian'), scaled to norm `radius` in `norm`. */
-export function noiseOfNorm(
-  kind: 'sign' | 'gaussian',
-  shape: [number, number, number],
-  norm: Norm,
-  radius: number,
-  seed: number,
-): tf.Tensor3D {
+export function noiseOfNorm(kind: 'sign' | 'gaussian', shape: ImageShape, norm: Norm, radius: number, seed: number): tf.Tensor3D {
   const raw = randomPerturbation(shape, kind === 'sign' ? 'inf' : 2, 1, seed);
   const out = tf.tidy(() => {
     const size = norm === 2 ? tf.norm(raw) : tf.max(tf.abs(raw));
@@ -23,7 +18,7 @@ export function noiseOfNorm(
  * Seeded random perturbation of norm exactly xi: for Linf, uniform random signs times xi (a corner of
  * the ball, the strongest random Linf noise); for L2, a Gaussian direction scaled to length xi.
  */
-export function randomPerturbation(shape: [number, number, number], norm: Norm, xi: number, seed: number): tf.Tensor3D {
+export function randomPerturbation(shape: ImageShape, norm: Norm, xi: number, seed: number): tf.Tensor3D {
   checkBall('randomPerturbation', norm, xi);
   if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d > 0))
     throw new RangeError(`randomPerturbation: shape ${JSON.stringify(shape)}: expected [H, W, C] of positive integers`);

@@ -7,6 +7,7 @@ import { namedLog, silent, type Log } from '../log.js';
 import { transposeArray } from '../engine/net.js';
 import { decodeNpy, encodeNpy, type NdArray } from '../io/npyCodec.js';
 import type { ModelCard } from '../classifier/card.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /**
  * Perturbations as other tools hold them (the formats, as bytes and arrays: no file access, so the
@@ -106,12 +107,7 @@ export function encodeNpz(arrays: Record<string, NdArray>): Uint8Array {
 }
 
 /** Which stored layout `shape` is for a model taking H x W x C images ('auto' resolved). */
-function resolveLayout(
-  shape: number[],
-  given: PerturbationLayout | 'auto',
-  input: [number, number, number],
-  file: string,
-): PerturbationLayout {
+function resolveLayout(shape: number[], given: PerturbationLayout | 'auto', input: ImageShape, file: string): PerturbationLayout {
   const c = input[2];
   const batched = shape.length === 4;
   if (batched && shape[0] !== 1)
@@ -154,14 +150,14 @@ function unitFactors(units: PerturbationUnits, pre: Preprocess | undefined, c: n
 }
 
 /** HWC <-> CHW ([a, b, c] is the input's shape). */
-function transposeChannels(data: Float32Array, shape: [number, number, number], toChw: boolean): Float32Array {
+function transposeChannels(data: Float32Array, shape: ImageShape, toChw: boolean): Float32Array {
   return transposeArray(data, shape, toChw ? [2, 0, 1] : [1, 2, 0]).data;
 }
 
 export interface LoadedArray {
   data: Float32Array;
   /** H, W, C as stored (the caller resizes to the model's H, W when they differ). */
-  shape: [number, number, number];
+  shape: ImageShape;
   layout: PerturbationLayout;
   units: PerturbationUnits;
 }
@@ -173,15 +169,15 @@ export interface LoadedArray {
 export function toPixelsHwc(
   arr: NdArray,
   fmt: PerturbationFormat,
-  model: { inputShape: [number, number, number]; preprocess?: Preprocess },
+  model: { inputShape: ImageShape; preprocess?: Preprocess },
   file: string,
 ): LoadedArray {
   checkFormat(fmt);
   const c = model.inputShape[2];
   const layout = resolveLayout(arr.shape, fmt.layout ?? 'auto', model.inputShape, file);
-  const s = (arr.shape.length === 4 ? arr.shape.slice(1) : arr.shape) as [number, number, number];
+  const s = (arr.shape.length === 4 ? arr.shape.slice(1) : arr.shape) as ImageShape;
   const chw = layout.endsWith('chw');
-  const shape: [number, number, number] = chw ? [s[1], s[2], s[0]] : s;
+  const shape: ImageShape = chw ? [s[1], s[2], s[0]] : s;
   if (shape[2] !== c) throw new UsageError(`perturbation ${file}: read as ${layout} it has ${shape[2]} channels; the model takes ${c}`);
   // An axis of length 0 would be "resized" into the model's size, giving values no file held.
   if (arr.data.length === 0) throw new UsageError(`perturbation ${file}: shape (${arr.shape.join(', ')}) holds no values`);
@@ -210,7 +206,7 @@ export function toPixelsHwc(
 /** uap's HWC pixel-unit perturbation in another layout and units (the inverse of toPixelsHwc). */
 export function fromPixelsHwc(
   data: Float32Array,
-  shape: [number, number, number],
+  shape: ImageShape,
   layout: PerturbationLayout,
   units: PerturbationUnits,
   pre: Preprocess | undefined,

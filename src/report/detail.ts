@@ -3,6 +3,7 @@ import type { ClassRate, ValidationDetail } from '../evaluation/perImage.js';
 import { readNpy } from '../io/npy.js';
 import { vegaLiteToSvg, type TopLevelSpec } from './plots.js';
 import { pct } from './format.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /** The report's sections on what a reviewer asks beyond one rate: classes, confusions, confidence, spectrum, provenance. */
 
@@ -159,7 +160,7 @@ export function channelStats(
 export async function spectrumSection(file: string): Promise<string> {
   const arr = readNpy(file);
   if (arr.shape.length !== 3) return '';
-  const [h, w, c] = arr.shape as [number, number, number];
+  const [h, w, c] = arr.shape as ImageShape;
   const data = Float32Array.from(arr.data as ArrayLike<number>);
   const amp = amplitudeSpectrum(data, h, w, c);
   const logs = Array.from(amp, (a) => Math.log1p(a));

@@ -9,6 +9,7 @@ import { writeNpy } from '../io/npy.js';
 import { pct } from '../math/percent.js';
 import { Rng } from '../math/random.js';
 import { writePerturbationPng, writeGridPng, visiblePerturbation, type GridCell } from '../io/pictures.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /** A text file, atomically, creating the folder. */
 export function writeText(file: string, text: string): void {
@@ -29,7 +30,7 @@ export function shortLabel(model: Classifier, i: number): string {
 /** perturbation.npy (float32 HWC, pixel units) and perturbation.png (scaled for visibility). */
 export async function writePerturbation(dir: string, v: tf.Tensor3D): Promise<void> {
   const data = (await v.data()) as Float32Array;
-  const shape = v.shape as [number, number, number];
+  const shape = v.shape as ImageShape;
   writeNpy(join(dir, 'perturbation.npy'), { data, shape });
   await writePerturbationPng(join(dir, 'perturbation.png'), data, shape);
 }

@@ -1,6 +1,7 @@
 import type { CardOverrides } from '../import/load.js';
 import type { CraftJob, GradJob, ScoreShard, ShardItem } from './shards.js';
 import { readLimit } from '../io/bounded.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /**
  * The bounds of every field a queued job carries, checked by the worker before it acts on any of
@@ -91,7 +92,7 @@ export function checkCard(v: unknown): CardOverrides | undefined {
   if (c.inputShape !== undefined) {
     const s = list(c.inputShape, 'model.card.inputShape', 3, (x, f) => int(x, f, 1, 4096));
     if (s.length !== 3 || ![1, 3].includes(s[2])) bad('model.card.inputShape', '[height, width, 1 or 3]');
-    out.inputShape = s as [number, number, number];
+    out.inputShape = s as ImageShape;
   }
   if (c.numClasses !== undefined) out.numClasses = int(c.numClasses, 'model.card.numClasses', 2, 1_000_000);
   if (c.preprocess !== undefined) {

@@ -37,6 +37,7 @@ import {
 } from './jobFields.js';
 import { inside, scrubbed } from './workerFiles.js';
 import type { WorkerModels } from './workerModels.js';
+import type { ImageShape } from '../math/imageShape.js';
 
 /** Values of one image the model takes (height x width x channels). */
 const valuesOf = (model: Classifier) => model.inputShape.reduce((a, b) => a * b, 1);
@@ -147,7 +148,7 @@ export class ShardWork {
   /** Crafting images decoded once: every pass of SGD-UAP sends them again (bounded like a stream's cache). */
   private readonly decoded = new Map<string, Uint8Array>();
   private readonly cacheBytes = defaultCacheBytes();
-  private async pixelsOf(items: ImageItem[], shape: [number, number, number]): Promise<Uint8Array> {
+  private async pixelsOf(items: ImageItem[], shape: ImageShape): Promise<Uint8Array> {
     const per = shape[0] * shape[1] * shape[2];
     const out = new Uint8Array(items.length * per);
     for (const [k, item] of items.entries()) {

@@ -7,6 +7,7 @@ import { exportOnnxEach } from './export.js';
 import { ModelFiles } from './modelFiles.js';
 import { inferShapes, multiplyAdds } from '../shapes.js';
 import type { Device } from './emit.js';
+import type { ImageShape } from '../../math/imageShape.js';
 
 export type { Device };
 import { SessionPool, type Feed } from './workerPool.js';
@@ -133,11 +134,7 @@ export interface OnnxRuntimeOptions {
  * that the workers take in turn; a vjp call with fewer images than workers is split by cotangents
  * instead (every worker runs the forward pass of all images, a cheap part).
  */
-export async function onnxRuntime(
-  net: Net,
-  inputShape: [number, number, number],
-  options: OnnxRuntimeOptions = {},
-): Promise<Runtime | null> {
+export async function onnxRuntime(net: Net, inputShape: ImageShape, options: OnnxRuntimeOptions = {}): Promise<Runtime | null> {
   if (!(await loadOrt())) return null;
   const { only, device = 'cpu' } = options;
   const gpu = device === 'webgpu';

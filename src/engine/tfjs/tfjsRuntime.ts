@@ -2,10 +2,11 @@ import * as tf from '../../tf.js';
 import { perturb } from '../../math/perturb.js';
 import { takeRows } from '../../math/rows.js';
 import type { Runtime } from '../runtime.js';
+import type { ImageShape } from '../../math/imageShape.js';
 
 /** What TF.js needs to run a model: its differentiable logits graph and their shape. */
 export interface TfjsGraph {
-  readonly inputShape: [number, number, number];
+  readonly inputShape: ImageShape;
   readonly numClasses: number;
   /** x: [N,H,W,C] float32 in pixel space; returns [N, numClasses]. */
   logits(x: tf.Tensor4D): tf.Tensor2D;

@@ -6,6 +6,7 @@ import type { Shape } from '../../engine/ops/types.js';
 import { axesOf, BATCH, broadcastDims, fold, FOLDED, size, sliceIndices, tensor, transposeTensor } from './fold.js';
 import type { AttrValue, OnnxModel, OnnxNodeInfo, Tensor } from './parse.js';
 import { optimizeNet } from '../../engine/optimize.js';
+import type { ImageShape } from '../../math/imageShape.js';
 
 /**
  * Translates an ONNX graph into the engine's Net. ONNX image models are NCHW; the Net is NHWC where it
@@ -895,7 +896,7 @@ function needed(m: OnnxModel, logits: string): OnnxNodeInfo[] {
 export interface OnnxInput {
   name: string;
   /** [H, W, C] */
-  shape: [number, number, number];
+  shape: ImageShape;
   /** Whether the graph takes NCHW (true for PyTorch exports) or NHWC images. */
   channelsFirst: boolean;
   /** The graph fixes the batch at 1. */
@@ -903,7 +904,7 @@ export interface OnnxInput {
 }
 
 /** The image input: its name, size and layout (from the graph, completed by `inputShape` where dynamic). */
-export function imageInput(m: OnnxModel, file: string, inputShape?: [number, number, number]): OnnxInput {
+export function imageInput(m: OnnxModel, file: string, inputShape?: ImageShape): OnnxInput {
   if (m.inputs.length !== 1)
     throw new UsageError(
       `${file}: the graph has ${m.inputs.length} inputs (${m.inputs.map((i) => i.name).join(', ')}); only single-input image models are supported`,
@@ -922,7 +923,7 @@ export function imageInput(m: OnnxModel, file: string, inputShape?: [number, num
     );
   if (inputShape && inputShape.some((d, i) => typeof [h, wd, c][i] === 'number' && [h, wd, c][i] !== d))
     throw new UsageError(`${file}: input ${name} takes [${dims.join(', ')}] images, but the card / flags say ${inputShape.join('x')}`);
-  return { name, shape: shape as [number, number, number], channelsFirst, batch1: dims[0] === 1 };
+  return { name, shape: shape as ImageShape, channelsFirst, batch1: dims[0] === 1 };
 }
 
 /** The Net of an ONNX model from its image input up to its logits (the input is NHWC pixels after the card's preprocessing). */
@@ -940,6 +941,6 @@ export function onnxToNet(m: OnnxModel, file: string, input: OnnxInput, logitsNa
 }
 
 /** The engine network of an ONNX model for the card's input size, up to its logits, simplified. */
-export function onnxNet(m: OnnxModel, file: string, card: { inputShape?: [number, number, number]; logitsLayer?: string }): Net {
+export function onnxNet(m: OnnxModel, file: string, card: { inputShape?: ImageShape; logitsLayer?: string }): Net {
   return optimizeNet(onnxToNet(m, file, imageInput(m, file, card.inputShape), card.logitsLayer));
 }

@@ -5,6 +5,7 @@ import { UsageError } from '../../errors.js';
 import type { ModelCard } from '../../classifier/card.js';
 import { imageInput, logitsValue } from './convert.js';
 import { parseOnnx, type OnnxModel } from './parse.js';
+import type { ImageShape } from '../../math/imageShape.js';
 
 export { parseOnnx, type OnnxModel } from './parse.js';
 export { onnxToNet, onnxNet, imageInput, logitsValue, SUPPORTED_OPS } from './convert.js';
@@ -66,7 +67,7 @@ function parseFile(file: string): OnnxModel {
 }
 
 /** Card fields the .onnx file states itself: input size (when static) and class count. */
-export function cardFromOnnx(file: string, m: OnnxModel, inputShape?: [number, number, number], logitsName?: string): Partial<ModelCard> {
+export function cardFromOnnx(file: string, m: OnnxModel, inputShape?: ImageShape, logitsName?: string): Partial<ModelCard> {
   const input = imageInput(m, file, inputShape);
   const logits = logitsValue(m, file, logitsName);
   const out = m.outputs.find((o) => o.name === logits)?.dims ?? m.outputs[0].dims;
