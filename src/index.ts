@@ -5,6 +5,8 @@
  * (src/internal.ts), with no such promise.
  */
 import * as tfjs from './tf.js';
+import { computeJob } from './jobs/compute.js';
+import { accuracyJob, evaluateJob } from './jobs/scoring.js';
 
 // Where models run, and the errors the library throws.
 export { initBackend, tfjsEngine, type BackendName, type Engine } from './engine/backend.js';
@@ -63,8 +65,14 @@ export {
 export { writePerturbation } from './run/write.js';
 export { folderCheckpoints } from './io/checkpoint.js';
 // Whole jobs, as the CLI runs them: typed options in, a result out (and the files of the command).
-export { runCompute, type ComputeJob, type ComputeSummary } from './jobs/compute.js';
-export { runEvaluate, runAccuracy, type EvaluateJob, type AccuracyJob } from './jobs/scoring.js';
+export { computeJob, type ComputeJob, type ComputeSummary } from './jobs/compute.js';
+export { evaluateJob, accuracyJob, type EvaluateJob, type AccuracyJob } from './jobs/scoring.js';
+/** @deprecated The name of 0.1; use `computeJob` (every job is named `<command>Job`). */
+export const runCompute = computeJob;
+/** @deprecated The name of 0.1; use `evaluateJob`. */
+export const runEvaluate = evaluateJob;
+/** @deprecated The name of 0.1; use `accuracyJob`. */
+export const runAccuracy = accuracyJob;
 export { transferJob, type TransferJob } from './jobs/transfer.js';
 export { graphJob, baselineJob, type PerturbationAnalysisJob, type BaselineJob } from './jobs/perturbationAnalyses.js';
 export { sweepSizeJob, normalsJob, type ModelAnalysisJob, type SweepSizeJob, type NormalsJob } from './jobs/modelAnalyses.js';

@@ -43,6 +43,12 @@ describe('the public API (uap) and the internals (uap/internal)', () => {
       expect(api, name).not.toHaveProperty(name);
     }
   });
+
+  it("keeps 0.1's job names working beside the new ones (every job is <command>Job)", () => {
+    expect(api.runCompute).toBe(api.computeJob);
+    expect(api.runEvaluate).toBe(api.evaluateJob);
+    expect(api.runAccuracy).toBe(api.accuracyJob);
+  });
 });
 
 describe('the library in a host application', () => {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
 import { initBackend } from '../src/engine/backend.js';
-import { runCompute } from '../src/jobs/compute.js';
+import { computeJob } from '../src/jobs/compute.js';
 import { readNpy } from '../src/io/npy.js';
 import { uapCli } from './helpers.js';
 
@@ -14,7 +14,7 @@ const engine = await initBackend();
 describe('end to end on the embedded Fashion-MNIST model', () => {
   it('computes a UAP that fools far more validation images than random noise of the same norm', async () => {
     const out = mkdtempSync(join(tmpdir(), 'uap-fashion-'));
-    const s = await runCompute({ model: 'fashion', engine, out, options: { norm: 'inf', xi: 40, maxPasses: 8, seed: 1 } });
+    const s = await computeJob({ model: 'fashion', engine, out, options: { norm: 'inf', xi: 40, maxPasses: 8, seed: 1 } });
     expect(s.onVal).toBeDefined();
     expect(s.onVal!.cleanAccuracy).toBeGreaterThan(0.85);
     expect(s.onVal!.foolingRate).toBeGreaterThan(0.35);

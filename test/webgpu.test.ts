@@ -9,7 +9,7 @@ import { GPU_DRIVER_HINT, hardwareGpuLikely, initBackend, type Engine } from '..
 import { uapCli } from './helpers.js';
 import { samples, K, outSize, input, cotangents, column, expectRuntimeMatches } from './opSamples.js';
 import { fixtureCard, fixtureNames, readFixture } from './onnxFixtures.js';
-import { runCompute, type ComputeJob } from '../src/jobs/compute.js';
+import { computeJob, type ComputeJob } from '../src/jobs/compute.js';
 import { loadClassifier, loadNet } from '../src/import/load.js';
 import { mkdtempSync, mkdirSync } from 'node:fs';
 import { argmaxRows, forwardLogits, vjpRows } from '../src/classifier/compute.js';
@@ -160,7 +160,7 @@ describe.skipIf(skip)("end to end on the WebGPU engine: the CPU engine's fooling
   ] as const)(
     '%s',
     async (_, model, method) => {
-      const [g, c] = [await runCompute(job(gpu, { model, method })), await runCompute(job(cpu, { model, method }))];
+      const [g, c] = [await computeJob(job(gpu, { model, method })), await computeJob(job(cpu, { model, method }))];
       expect(
         Math.abs(g.result.foolingRate - c.result.foolingRate),
         `on X: GPU ${g.result.foolingRate}, CPU ${c.result.foolingRate}`,

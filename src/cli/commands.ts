@@ -3,8 +3,8 @@ import type { Method } from '../attacks/methods.js';
 import { Command } from 'commander';
 import { join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
-import { runCompute, type ComputeSummary } from '../jobs/compute.js';
-import { runEvaluate, runAccuracy } from '../jobs/scoring.js';
+import { computeJob, type ComputeSummary } from '../jobs/compute.js';
+import { evaluateJob, accuracyJob } from '../jobs/scoring.js';
 import { reportJob } from '../jobs/report.js';
 import { assetsDir, assetsHint } from '../paths.js';
 import { UsageError } from '../errors.js';
@@ -47,7 +47,7 @@ async function computeWithProgress(
   const scoring = scoringProgress('validation');
   try {
     return await withInterrupt('interrupted: stopping after this batch; resume with --resume', (signal) =>
-      runCompute(
+      computeJob(
         {
           model: extra.model ?? (flags.model as string),
           card: cardOverrides(flags),
@@ -161,7 +161,7 @@ export function evaluateCommand(): Command {
       const queue = queueOption(flags);
       const engine = await startBackend(flags.backend);
       const progress = scoringProgress('scoring');
-      const m = await runEvaluate(
+      const m = await evaluateJob(
         {
           ...scoringJob(flags, engine),
           perturbation: perturbationPath(flags, true, consoleLog.warn)!,
@@ -249,7 +249,7 @@ export function accuracyCommand(): Command {
     .action(async (flags: Record<string, unknown>) => {
       const queue = queueOption(flags);
       const engine = await startBackend(flags.backend);
-      const r = await runAccuracy({ ...scoringJob(flags, engine), queue }, { log: consoleLog });
+      const r = await accuracyJob({ ...scoringJob(flags, engine), queue }, { log: consoleLog });
       process.stdout.write(
         flags.json
           ? JSON.stringify(r) + '\n'

@@ -25,7 +25,7 @@ import { namedLog, type Log } from '../log.js';
 import { pct } from '../report/format.js';
 import type { QueueOption } from '../scale/coordinator.js';
 import type { JobControl } from './control.js';
-import { runCompute, type ComputeSummary } from './compute.js';
+import { computeJob, type ComputeSummary } from './compute.js';
 import type { Evaluation } from '../evaluation/scoring.js';
 import { reportJob } from './report.js';
 import { auditJunit, auditMarkdown, budgetName } from './auditFormats.js';
@@ -166,7 +166,7 @@ export async function auditJob(
         }
         const plan = job.maxPasses ? `${job.maxPasses} passes` : `${Math.round(share / 1000)} s of crafting`;
         log.info(`audit: ${m.title}, ${budgetName(b)} (${plan}) -> ${join(job.out, name)}`);
-        const s = await runCompute(
+        const s = await computeJob(
           {
             model: job.model,
             card: job.card,

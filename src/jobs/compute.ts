@@ -55,7 +55,7 @@ export interface ComputeJob extends DataSpec, ModelSpec {
   queue?: QueueOption;
 }
 
-/** What `runCompute` found (also written to the run folder: config.json, metrics.json, the perturbation and pictures). */
+/** What `computeJob` found (also written to the run folder: config.json, metrics.json, the perturbation and pictures). */
 export interface ComputeSummary {
   config: RunConfigFile;
   result: Omit<UniversalResult, 'v' | 'cleanPred'>;
@@ -75,7 +75,7 @@ export interface ComputeSummary {
  * checkpoints, evaluate on X and on the validation set against random noise of the same norm, and
  * write the run directory.
  */
-export async function runCompute(job: ComputeJob, ctl: ComputeControl = {}): Promise<ComputeSummary> {
+export async function computeJob(job: ComputeJob, ctl: ComputeControl = {}): Promise<ComputeSummary> {
   const log = namedLog(ctl.log);
   if (existsSync(job.out) && !statSync(job.out).isDirectory())
     throw new UsageError(`{out} ${job.out}: is a file, expected a folder for the run`);
@@ -120,7 +120,7 @@ export async function runCompute(job: ComputeJob, ctl: ComputeControl = {}): Pro
   }
 }
 
-/** What runCompute takes beside the job: the pass runner's controls, a log, a model already loaded, scoring progress. */
+/** What computeJob takes beside the job: the pass runner's controls, a log, a model already loaded, scoring progress. */
 export type ComputeControl = Omit<RunControl, 'checkpoints' | 'resume' | 'init'> & {
   log?: Log;
   model?: Classifier;

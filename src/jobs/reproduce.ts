@@ -13,7 +13,7 @@ import { writeText } from '../run/write.js';
 import { namedLog } from '../log.js';
 import { assetsDir, assetsHint } from '../paths.js';
 import { UsageError } from '../errors.js';
-import { runCompute, type ComputeSummary } from './compute.js';
+import { computeJob, type ComputeSummary } from './compute.js';
 import { transferJob } from './transfer.js';
 import { graphJob, baselineJob, type GraphResult } from './perturbationAnalyses.js';
 import { sweepSizeJob, normalsJob } from './modelAnalyses.js';
@@ -138,7 +138,7 @@ export async function reproduceJob(job: ReproduceJob, ctl: JobControl & { progre
       const progress = ctl.progress?.();
       try {
         const options = { norm, maxPasses: job.maxPasses, ...(xi(norm) === undefined ? {} : { xi: xi(norm) }) };
-        const summary = await runCompute(
+        const summary = await computeJob(
           { model, assets: job.assets, engine, out: dir, ...sets, limit: p.limit, valLimit: p.valLimit, method, options, queue },
           { log, signal: ctl.signal, onProgress: progress?.onProgress, onPass: progress?.onPass },
         );

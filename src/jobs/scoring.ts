@@ -102,7 +102,7 @@ async function withScoringSet<T>(
 }
 
 /** `uap evaluate`: the figures of a saved perturbation on an image set, beside random noise of its norm. */
-export async function runEvaluate(job: EvaluateJob, ctl: JobControl & { onScore?: ScoreProgress } = {}) {
+export async function evaluateJob(job: EvaluateJob, ctl: JobControl & { onScore?: ScoreProgress } = {}) {
   const log = namedLog(ctl.log);
   const onScore = ctl.onScore;
   const scoring = { ...job, data: job.val ?? job.data, labels: job.valLabels ?? job.labels, limit: job.valLimit ?? job.limit };
@@ -161,7 +161,7 @@ export interface AccuracyJob extends ModelSpec {
 }
 
 /** `uap accuracy`: top-1 and top-5 accuracy of a model on a labelled folder (checks card and preprocessing). */
-export async function runAccuracy(job: AccuracyJob, ctl: JobControl = {}) {
+export async function accuracyJob(job: AccuracyJob, ctl: JobControl = {}) {
   const log = namedLog(ctl.log);
   return withScoringSet(job, log, async (model, set, dir) => {
     if (!set.labels) throw new UsageError(`data ${dir}: accuracy needs labelled images (class folders, wnid names or a labels file)`);
