@@ -113,10 +113,10 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
   // Every step's gradient rows in one buffer: each step is done with them before the next.
   const scratch: GradientScratch = {};
   for (let step = 0; step < maxSteps && active.length > 0; step++) {
-    const xi = tf.tidy(() => tf.add(takeRows(x, active), tf.mul(takeRows(rTot, active), 1 + overshoot)) as tf.Tensor4D);
+    const xStep = tf.tidy(() => tf.add(takeRows(x, active), tf.mul(takeRows(rTot, active), 1 + overshoot)) as tf.Tensor4D);
     // Cheap forward check first: only images still on their label pay for gradients. At step 0,
     // x_i = x and the clean prediction is already known.
-    const pred = step === 0 ? Int32Array.from(active, (img) => order[img * k]) : await predictLabels(model, xi);
+    const pred = step === 0 ? Int32Array.from(active, (img) => order[img * k]) : await predictLabels(model, xStep);
     const still: number[] = [];
     active.forEach((img, a) => {
       if (done(img, pred[a])) {
@@ -125,11 +125,11 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
       } else still.push(a);
     });
     if (still.length === 0) {
-      xi.dispose();
+      xStep.dispose();
       active = [];
       break;
     }
-    const sub = takeRows(xi, still);
+    const sub = takeRows(xStep, still);
     const stillImgs = still.map((a) => active[a]);
     const subCand = new Int32Array(still.length * rows);
     stillImgs.forEach((img, s) => {
@@ -147,7 +147,7 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
       return tf.add(prev, update) as tf.Tensor4D;
     });
     prev.dispose();
-    tf.dispose([xi, sub, stepTensor]);
+    tf.dispose([xStep, sub, stepTensor]);
     const next: number[] = [];
     stillImgs.forEach((img, s) => {
       steps[img]++;
