@@ -137,13 +137,13 @@ export interface PassMethod {
  * Walks one pass's order in minibatches: `step` gets the images (and their clean labels), returns how
  * many of them were already fooled, and the pass reports progress after each batch.
  */
-export async function forEachBatch(
+export async function forEachMinibatch(
   ctx: PassContext,
   X: ImageSet,
   batchSize: number,
   step: (b: { idx: number[]; labels: Int32Array; x: tf.Tensor4D }) => Promise<number>,
 ): Promise<void> {
-  await forEachIndexBatch(ctx, X, batchSize, async (b) => {
+  await forEachMinibatchIndex(ctx, X, batchSize, async (b) => {
     const x = X.batch(b.idx);
     try {
       return await step({ ...b, x });
@@ -153,8 +153,8 @@ export async function forEachBatch(
   });
 }
 
-/** As forEachBatch, with the minibatch's positions and labels only (a step that reads its images itself, or on workers). */
-export async function forEachIndexBatch(
+/** As forEachMinibatch, with the minibatch's positions and labels only (a step that reads its images itself, or on workers). */
+export async function forEachMinibatchIndex(
   ctx: PassContext,
   X: { size: number },
   batchSize: number,

@@ -10,7 +10,7 @@ export { batchGradient };
 import { argmaxRows, forwardLogits, vjpRows } from '../classifier/compute.js';
 import { scratchRows, type GradientScratch } from '../classifier/gradients.js';
 import { tensorValues } from '../engine/tfjs/tensorView.js';
-import { forEachIndexBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
+import { forEachMinibatchIndex, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
 
 /**
  * SGD-UAP: minibatch stochastic gradient ascent on v of a bounded loss of the perturbed images
@@ -188,7 +188,7 @@ export async function computeSgdUniversal(
     async pass(ctx) {
       const lr = lr0 * o.lrDecay ** ctx.pass;
       let steps = 0;
-      await forEachIndexBatch(ctx, X, o.batchSize, async ({ idx, labels }) => {
+      await forEachMinibatchIndex(ctx, X, o.batchSize, async ({ idx, labels }) => {
         const shards = gradientShards(idx, labels, gradShard);
         const parts = ctl.shardGradients
           ? await ctl.shardGradients(ctx.v.dataSync() as Float32Array, shards, idx.length)

@@ -7,7 +7,7 @@ import { innerStepOf, type InnerStep } from './innerStep.js';
 import { criterionOf } from './criterion.js';
 import { perturb } from '../math/perturb.js';
 import { UsageError } from '../errors.js';
-import { forEachBatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
+import { forEachMinibatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
 import { takeRows } from '../math/rows.js';
 import { checkOptions, defaultsOf, fingerprintOf, type OptionsOf } from './options.js';
 
@@ -100,7 +100,7 @@ export async function computeUniversal(
       const v = Float32Array.from(ctx.v.dataSync());
       if (o.projection === 'sum') sum ??= v.slice();
       const length = o.stepSize * (o.stepDecay ?? 1) ** ctx.pass * (o.steps === 'unit' ? ballL2Radius(o.norm, o.xi, size) : 1);
-      await forEachBatch(ctx, X, o.batchSize, async ({ idx, labels, x }) => {
+      await forEachMinibatch(ctx, X, o.batchSize, async ({ idx, labels, x }) => {
         const adv = tf.tidy(() => perturb(x, ctx.v));
         let sub: tf.Tensor4D | undefined;
         let got: InnerStep | undefined;

@@ -8,7 +8,7 @@ import {
   trainingTargets,
   originalModel,
   finetunedModel,
-  type FinetuneJob,
+  type DefenceJob,
   type FinetuneControl,
   type FinetuneRun,
   type RoundModel,
@@ -29,7 +29,7 @@ import { measureRound } from './finetune/measure.js';
  */
 
 export { FINETUNE_DEFAULTS, type FinetuneOptions } from './finetune/options.js';
-export type { FinetuneJob, FinetuneControl, RemoteCraft } from './finetune/job.js';
+export type { DefenceJob, FinetuneControl, RemoteCraft } from './finetune/job.js';
 export { defenceMarkdown, type DefenceResult, type EpochRecord, type RoundRecord } from './finetune/records.js';
 
 /**
@@ -62,7 +62,7 @@ async function hardenRound(
  * afresh. Every stage is written as it completes; a resume skips what is done (training restarts
  * from the last saved epoch, with fresh optimiser moments).
  */
-export async function runFinetune(job: FinetuneJob, ctl: FinetuneControl = {}): Promise<DefenceResult> {
+export async function runFinetune(job: DefenceJob, ctl: FinetuneControl = {}): Promise<DefenceResult> {
   const basis = { job, ctl, o: finetuneOptions(job.options), log: namedLog(ctl.log), assets: assetsDir(job.assets) };
   checkDataSpec(job);
   const originalCard = refuseJob(job, basis.assets);

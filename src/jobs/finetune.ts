@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { runFinetune, type DefenceResult, type FinetuneControl, type FinetuneJob as DefenceJob } from '../defence/finetune.js';
+import { runFinetune, type DefenceResult, type FinetuneControl, type DefenceJob } from '../defence/finetune.js';
 import { craftOnQueue, queueFor, type QueueOption } from '../scale/coordinator.js';
 import { namedLog } from '../log.js';
 import { reportJob } from './report.js';

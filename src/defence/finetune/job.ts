@@ -15,7 +15,7 @@ import type { FinetuneOptions } from './options.js';
 import type { EpochRecord } from './records.js';
 
 /** A fine-tuning job: the model (a name or file) and its data, the attack that crafts the pools and re-attacks, the options, the output folder, and whether to resume there. */
-export interface FinetuneJob extends DataSpec, ModelSpec {
+export interface DefenceJob extends DataSpec, ModelSpec {
   out: string;
   /** How the pool members and the re-attacks are crafted (default sgd: fast and strong). */
   method?: Method;
@@ -54,7 +54,7 @@ export interface FinetuneControl {
 
 /** The job as the stages take it: its options checked, its log and assets folder resolved. */
 export interface FinetuneBasis {
-  job: FinetuneJob;
+  job: DefenceJob;
   o: FinetuneOptions;
   ctl: FinetuneControl;
   log: Log;
@@ -78,7 +78,7 @@ export interface FinetuneRun extends FinetuneBasis {
  * Refuses, before anything is loaded, a job that cannot run: an output path that is a file, a model
  * TF.js cannot train, no validation images, a resume with nothing to resume. The original model's card.
  */
-export function refuseJob(job: FinetuneJob, assets: string): ModelCard {
+export function refuseJob(job: DefenceJob, assets: string): ModelCard {
   if (existsSync(job.out) && !statSync(job.out).isDirectory())
     throw new UsageError(`{out} ${job.out}: is a file, expected a folder for the run`);
   const card = findCard(job.model, job.card, assets);
