@@ -14,9 +14,9 @@ import { initBackend } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
 import {
   ALGORITHM1_VARIANTS,
-  computeUniversal,
-  UNIVERSAL_DEFAULTS,
-  type UniversalOptions,
+  computeAlgorithm1,
+  ALGORITHM1_DEFAULTS,
+  type Algorithm1Options,
   type Algorithm1Knobs,
 } from '../src/attacks/universal.js';
 import type { PassRecord } from '../src/attacks/passes.js';
@@ -32,7 +32,7 @@ const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split
 const paper = ALGORITHM1_VARIANTS.paper;
 
 /** Each row: what it changes, from the paper's Algorithm 1 (the reference code's settings). */
-export const VARIANTS: Record<string, { label: string; options: Partial<UniversalOptions & Algorithm1Knobs> }> = {
+export const VARIANTS: Record<string, { label: string; options: Partial<Algorithm1Options & Algorithm1Knobs> }> = {
   paper: { label: 'the paper (minimal L2 DeepFool steps, v projected after each)', options: paper },
   'paper-linf': { label: '+ Linf DeepFool (sign steps, `--deepfool-norm match`)', options: { ...paper, deepfoolNorm: 'match' } },
   'paper-overshoot': { label: '+ overshoot 1 (steps twice as long)', options: { ...paper, overshoot: 1 } },
@@ -85,7 +85,14 @@ async function run(
   passes: number,
   name: string,
 ): Promise<Point[]> {
-  const o: UniversalOptions & Algorithm1Knobs = { ...UNIVERSAL_DEFAULTS, norm, xi, delta: 0, maxPasses: passes, ...VARIANTS[name].options };
+  const o: Algorithm1Options & Algorithm1Knobs = {
+    ...ALGORITHM1_DEFAULTS,
+    norm,
+    xi,
+    delta: 0,
+    maxPasses: passes,
+    ...VARIANTS[name].options,
+  };
   const curve: Point[] = [];
   let spent = 0;
   const onPass = async (r: PassRecord, v: tf.Tensor3D) => {
@@ -96,7 +103,7 @@ async function run(
       `  ${name}: pass ${r.pass}, ${spent.toFixed(0)} s, X ${(r.foolingRate * 100).toFixed(1)}%, val ${(ev.foolingRate * 100).toFixed(1)}%, ||v||_2 ${lpNorm(v, 2).toFixed(0)}`,
     );
   };
-  (await computeUniversal(model, X, o, { onPass })).v.dispose();
+  (await computeAlgorithm1(model, X, o, { onPass })).v.dispose();
   return curve;
 }
 

@@ -16,7 +16,7 @@ import { runTorchBest, TORCH_PYTHON } from './torch.js';
 import { candidateGradients, candidateGradientsLoop } from '../src/classifier/gradients.js';
 import { forwardLogits } from '../src/classifier/compute.js';
 import { deepfool } from '../src/attacks/deepfool.js';
-import { computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
+import { computeAlgorithm1, ALGORITHM1_DEFAULTS } from '../src/attacks/universal.js';
 import { loadSet } from '../src/data/sets.js';
 import { assetsDir } from '../src/paths.js';
 import { join } from 'node:path';
@@ -125,10 +125,10 @@ async function main() {
     });
   };
   snap(0);
-  const res = await computeUniversal(
+  const res = await computeAlgorithm1(
     model,
     X,
-    { ...UNIVERSAL_DEFAULTS, norm: 'inf', xi: 10, maxPasses: passes, delta: 0 },
+    { ...ALGORITHM1_DEFAULTS, norm: 'inf', xi: 10, maxPasses: passes, delta: 0 },
     { onPass: (r) => snap(r.pass) },
   );
   clearInterval(sampler);

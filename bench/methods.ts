@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import * as tf from '../src/tf.js';
 import { initBackend } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
-import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
+import { ALGORITHM1_VARIANTS, computeAlgorithm1, ALGORITHM1_DEFAULTS } from '../src/attacks/universal.js';
 import { computeSgdUniversal, SGD_DEFAULTS } from '../src/attacks/sgd.js';
 import { computeDataFreeUniversal, DATA_FREE_DEFAULTS } from '../src/attacks/dataFree.js';
 import type { PassRecord, RunControl, UniversalResult } from '../src/attacks/passes.js';
@@ -43,20 +43,20 @@ type Runner = (model: Classifier, X: ImageSet, norm: Norm, xi: number, ctl: RunC
 const methods: [string, Runner][] = [
   [
     'Algorithm 1, accumulated (default)',
-    (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl),
+    (m, X, norm, xi, ctl) => computeAlgorithm1(m, X, { ...ALGORITHM1_DEFAULTS, norm, xi, delta: 0, maxPasses: 1000 }, ctl),
   ],
   [
     "Algorithm 1, the paper's variant",
     (m, X, norm, xi, ctl) =>
-      computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, ...ALGORITHM1_VARIANTS.paper, norm, xi, delta: 0, maxPasses: 1000 }, ctl),
+      computeAlgorithm1(m, X, { ...ALGORITHM1_DEFAULTS, ...ALGORITHM1_VARIANTS.paper, norm, xi, delta: 0, maxPasses: 1000 }, ctl),
   ],
   [
     'Algorithm 1, FGSM inside',
-    (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, inner: 'fgsm', norm, xi, delta: 0, maxPasses: 1000 }, ctl),
+    (m, X, norm, xi, ctl) => computeAlgorithm1(m, X, { ...ALGORITHM1_DEFAULTS, inner: 'fgsm', norm, xi, delta: 0, maxPasses: 1000 }, ctl),
   ],
   [
     'Algorithm 1, PGD inside (10 steps)',
-    (m, X, norm, xi, ctl) => computeUniversal(m, X, { ...UNIVERSAL_DEFAULTS, inner: 'pgd', norm, xi, delta: 0, maxPasses: 1000 }, ctl),
+    (m, X, norm, xi, ctl) => computeAlgorithm1(m, X, { ...ALGORITHM1_DEFAULTS, inner: 'pgd', norm, xi, delta: 0, maxPasses: 1000 }, ctl),
   ],
   [
     'SGD-UAP, sign steps',

@@ -38,7 +38,7 @@ import { loadModel } from '../src/import/load.js';
 import { methodOptions } from '../src/attacks/methods.js';
 import { predictMany, scoringBatch } from '../src/evaluation/scoring.js';
 import { ImageSet } from '../src/data/imageSet.js';
-import { computeUniversal, type UniversalOptions } from '../src/attacks/universal.js';
+import { computeAlgorithm1, type Algorithm1Options } from '../src/attacks/universal.js';
 import { randomPerturbation } from '../src/math/noise.js';
 import { assetsDir } from '../src/paths.js';
 import { Rng } from '../src/math/random.js';
@@ -217,10 +217,10 @@ async function craftLarge(
   const model = await benchModel(engine, 'fashion');
   const X = await loadSet(model, data, { limit: 10000, assets: assetsDir() });
   const passes: { pass: number; foolingRate: number; seconds: number; peakRssMb: number }[] = [];
-  const res = await computeUniversal(
+  const res = await computeAlgorithm1(
     model,
     X,
-    methodOptions('algorithm1', model, { norm: 'inf', xi: 40, maxPasses: 4, delta: 0, seed: 0 }) as UniversalOptions,
+    methodOptions('algorithm1', model, { norm: 'inf', xi: 40, maxPasses: 4, delta: 0, seed: 0 }) as Algorithm1Options,
     {
       onPass: (r) => {
         passes.push({ pass: r.pass, foolingRate: r.foolingRate, seconds: r.seconds, peakRssMb: rssMb() });

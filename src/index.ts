@@ -7,6 +7,7 @@
 import * as tfjs from './tf.js';
 import { computeJob } from './jobs/compute.js';
 import { accuracyJob, evaluateJob } from './jobs/scoring.js';
+import { computeAlgorithm1, ALGORITHM1_DEFAULTS, type Algorithm1Options } from './attacks/universal.js';
 
 // Where models run, and the errors the library throws.
 export { initBackend, tfjsEngine, type BackendName, type Engine } from './engine/backend.js';
@@ -35,9 +36,9 @@ export { randomPerturbation } from './math/noise.js';
 // Attacks: DeepFool, Algorithm 1, SGD-UAP, GD-UAP, the method registry and success criteria.
 export { deepfool, type DeepFoolOptions, type DeepFoolResult, type DeepFoolStatus } from './attacks/deepfool.js';
 export {
-  computeUniversal,
-  UNIVERSAL_DEFAULTS,
-  type UniversalOptions,
+  computeAlgorithm1,
+  ALGORITHM1_DEFAULTS,
+  type Algorithm1Options,
   type UniversalResult,
   type PassRecord,
   type Progress,
@@ -73,6 +74,12 @@ export const runCompute = computeJob;
 export const runEvaluate = evaluateJob;
 /** @deprecated The name of 0.1; use `accuracyJob`. */
 export const runAccuracy = accuracyJob;
+/** @deprecated The name of 0.1; use `computeAlgorithm1` (it is Algorithm 1 alone; every method: `METHODS`). */
+export const computeUniversal = computeAlgorithm1;
+/** @deprecated The name of 0.1; use `ALGORITHM1_DEFAULTS`. */
+export const UNIVERSAL_DEFAULTS = ALGORITHM1_DEFAULTS;
+/** @deprecated The name of 0.1; use `Algorithm1Options`. */
+export type UniversalOptions = Algorithm1Options;
 export { transferJob, type TransferJob } from './jobs/transfer.js';
 export { graphJob, baselineJob, type PerturbationAnalysisJob, type BaselineJob } from './jobs/perturbationAnalyses.js';
 export { sweepSizeJob, normalsJob, type ModelAnalysisJob, type SweepSizeJob, type NormalsJob } from './jobs/modelAnalyses.js';

@@ -18,7 +18,7 @@ export { featureModel, convLayers } from './classifier/features.js';
 export { enableWasmTraining } from './engine/tfjs/wasmTraining.js';
 export { lossCotangent } from './attacks/sgd.js';
 export { runPasses, targetSuccessRate, type PassMethod, type PassContext, type PassOptions } from './attacks/passes.js';
-export { validateUniversalOptions } from './attacks/universal.js';
+export { validateAlgorithm1Options } from './attacks/universal.js';
 export { scorePredictions } from './evaluation/scoring.js';
 export { encodeNpy, decodeNpy } from './io/npyCodec.js';
 export { encodeNpz } from './perturbation/file.js';

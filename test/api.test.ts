@@ -44,10 +44,12 @@ describe('the public API (uap) and the internals (uap/internal)', () => {
     }
   });
 
-  it("keeps 0.1's job names working beside the new ones (every job is <command>Job)", () => {
+  it("keeps 0.1's names working beside the new ones (every job is <command>Job; Algorithm 1 is named so)", () => {
     expect(api.runCompute).toBe(api.computeJob);
     expect(api.runEvaluate).toBe(api.evaluateJob);
     expect(api.runAccuracy).toBe(api.accuracyJob);
+    expect(api.computeUniversal).toBe(api.computeAlgorithm1);
+    expect(api.UNIVERSAL_DEFAULTS).toBe(api.ALGORITHM1_DEFAULTS);
   });
 });
 

@@ -9,7 +9,7 @@ import { loadClassifier } from '../src/import/load.js';
 import type { Classifier } from '../src/classifier/classifier.js';
 import { loadSet } from '../src/data/sets.js';
 import { randomBaseline } from '../src/evaluation/noiseScore.js';
-import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
+import { ALGORITHM1_VARIANTS, computeAlgorithm1, ALGORITHM1_DEFAULTS } from '../src/attacks/universal.js';
 import { evaluatePerturbation } from '../src/evaluation/scoring.js';
 import { candidateGradients } from '../src/classifier/gradients.js';
 import { lpNorm } from '../src/math/lp.js';
@@ -66,7 +66,7 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
   // Issue 14's invariant: with the default settings Algorithm 1 beats random noise of the same Linf
   // norm, the strongest random noise there (uniform random signs fill the ball's corner).
   it('with default settings, a Linf 10 UAP from 48 images fools validation images far more than random sign noise of the same norm', async () => {
-    const res = await computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, norm: 'inf', xi: 10, maxPasses: 1 });
+    const res = await computeAlgorithm1(model, X, { ...ALGORITHM1_DEFAULTS, norm: 'inf', xi: 10, maxPasses: 1 });
     expect(lpNorm(res.v, 'inf')).toBeLessThanOrEqual(10 * (1 + 1e-6));
     const ev = await evaluatePerturbation(model, V, res.v);
     const signs = await randomBaseline(model, V, 'inf', 10, 3, ev.cleanPred);
@@ -76,8 +76,8 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
   }, 600_000);
 
   it("the paper's variant: a UAP from 48 images fools validation images far more than random noise of the same L2 norm", async () => {
-    const res = await computeUniversal(model, X, {
-      ...UNIVERSAL_DEFAULTS,
+    const res = await computeAlgorithm1(model, X, {
+      ...ALGORITHM1_DEFAULTS,
       ...ALGORITHM1_VARIANTS.paper,
       norm: 2,
       xi: 2000,

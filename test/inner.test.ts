@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '../src/tf.js';
 import { innerAttack, crossEntropyCotangent } from '../src/attacks/inner.js';
-import { computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
+import { computeAlgorithm1, ALGORITHM1_DEFAULTS, type Algorithm1Options } from '../src/attacks/universal.js';
 import { lpNorm } from '../src/math/lp.js';
 import { METHODS, METHOD_NAMES, methodOf } from '../src/attacks/methods.js';
 import { UNTARGETED, targetedAt, criterionOf } from '../src/attacks/criterion.js';
@@ -110,13 +110,13 @@ describe('inner attacks of Algorithm 1 (closed forms on a linear classifier)', (
   it('Algorithm 1 with PGD or FGSM inside: v in the ball, same seed same v, more fooling than nothing', async () => {
     const net = tinyNet([4, 4, 3], 5, 7);
     const X = randomImages(40, [4, 4, 3], 11);
-    const o = { ...UNIVERSAL_DEFAULTS, xi: 30, maxPasses: 2, inner: 'pgd', innerSteps: 4 } as UniversalOptions;
-    const a = await computeUniversal(net, X, o);
-    const again = await computeUniversal(net, X, o);
+    const o = { ...ALGORITHM1_DEFAULTS, xi: 30, maxPasses: 2, inner: 'pgd', innerSteps: 4 } as Algorithm1Options;
+    const a = await computeAlgorithm1(net, X, o);
+    const again = await computeAlgorithm1(net, X, o);
     expect(lpNorm(a.v, 'inf')).toBeLessThanOrEqual(30 + 1e-4);
     expect(Array.from(a.v.dataSync())).toEqual(Array.from(again.v.dataSync()));
     expect(a.foolingRate).toBeGreaterThan(0);
-    const f = await computeUniversal(net, X, { ...o, inner: 'fgsm', norm: 2, xi: 200 });
+    const f = await computeAlgorithm1(net, X, { ...o, inner: 'fgsm', norm: 2, xi: 200 });
     expect(lpNorm(f.v, 2)).toBeLessThanOrEqual(200 * (1 + 1e-5));
   });
 

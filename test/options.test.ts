@@ -13,7 +13,7 @@ import {
   parseWord,
   type OptionName,
 } from '../src/attacks/options.js';
-import { ALGORITHM1_VARIANTS, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
+import { ALGORITHM1_VARIANTS, ALGORITHM1_DEFAULTS } from '../src/attacks/universal.js';
 import { SGD_DEFAULTS } from '../src/attacks/sgd.js';
 import { DATA_FREE_DEFAULTS } from '../src/attacks/dataFree.js';
 import { addAttackFlags, attackOptions, type AttackFlags } from '../src/cli/flags.js';
@@ -56,12 +56,18 @@ describe('the option schema', () => {
       if (s.default !== undefined) expect(accepts(name, s.default), name).toBe(true);
       for (const d of Object.values(s.defaultFor ?? {})) expect(accepts(name, d), name).toBe(true);
     }
-    expect(UNIVERSAL_DEFAULTS).toMatchObject({ ...ALGORITHM1_VARIANTS.accumulated, norm: 'inf', delta: 0.2, maxPasses: 10, batchSize: 16 });
+    expect(ALGORITHM1_DEFAULTS).toMatchObject({
+      ...ALGORITHM1_VARIANTS.accumulated,
+      norm: 'inf',
+      delta: 0.2,
+      maxPasses: 10,
+      batchSize: 16,
+    });
     expect(SGD_DEFAULTS).toMatchObject({ batchSize: 32, optimizer: 'sign', loss: 'ce', beta: 12, lrDecay: 0.9 });
     expect(DATA_FREE_DEFAULTS).toMatchObject({ batchSize: 16, optimizer: 'adam', prior: 'none', stepsPerPass: 32 });
     // A method's defaults hold its own options and the pass runner's, none of another method's.
     expect(Object.keys(SGD_DEFAULTS)).not.toContain('overshoot');
-    expect(Object.keys(UNIVERSAL_DEFAULTS)).not.toContain('loss');
+    expect(Object.keys(ALGORITHM1_DEFAULTS)).not.toContain('loss');
     expect(Object.keys(defaultsOf('gduap')).sort()).toEqual(
       ['batchSize', 'delta', 'lrDecay', 'maxPasses', 'norm', 'optimizer', 'prior', 'seed', 'stepsPerPass'].sort(),
     );
@@ -95,7 +101,7 @@ describe('the option schema', () => {
   });
 
   it('checks name the option as {option}, with what it takes and what it got; a required one missing is refused', () => {
-    const ok = { ...UNIVERSAL_DEFAULTS, xi: 10 };
+    const ok = { ...ALGORITHM1_DEFAULTS, xi: 10 };
     expect(() => checkOptions(ok, ['passes', 'algorithm1'])).not.toThrow();
     expect(() => checkOptions({ ...ok, candidates: 1 }, ['algorithm1'])).toThrow(
       /^candidates: expected an integer in \[2, 100000\], got 1$/,
@@ -110,7 +116,7 @@ describe('the option schema', () => {
 
   it('fingerprints as checkpoints made before the schema have them (resume keeps working)', () => {
     // The settings each method recorded before the schema, written out as they were.
-    const a1 = { ...UNIVERSAL_DEFAULTS, xi: 10 };
+    const a1 = { ...ALGORITHM1_DEFAULTS, xi: 10 };
     expect(fingerprintOf(a1, ['passes'])).toEqual({ norm: 'inf', xi: 10, batchSize: 16, seed: 0 });
     expect(fingerprintOf(a1, ['algorithm1'])).toEqual({
       overshoot: 0.02,

@@ -12,7 +12,7 @@ import {
   validateSgdOptions,
   type SgdOptions,
 } from '../src/attacks/sgd.js';
-import { computeUniversal, UNIVERSAL_DEFAULTS } from '../src/attacks/universal.js';
+import { computeAlgorithm1, ALGORITHM1_DEFAULTS } from '../src/attacks/universal.js';
 import { targetSuccessRate } from '../src/attacks/passes.js';
 import { classDiscriminative } from '../src/attacks/criterion.js';
 import { deepfool } from '../src/attacks/deepfool.js';
@@ -114,7 +114,7 @@ describe('class-discriminative SGD-UAP (CD-UAP)', () => {
       /classes: a class-discriminative attack is untargeted/,
     );
     await expect(computeSgdUniversal(model, X, { ...o, classes: [9] })).rejects.toThrow(/classes: expected class indices in 0\.\.5/);
-    await expect(computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, norm: 'inf', xi: 12, classes: attacked })).rejects.toThrow(
+    await expect(computeAlgorithm1(model, X, { ...ALGORITHM1_DEFAULTS, norm: 'inf', xi: 12, classes: attacked })).rejects.toThrow(
       /classes: class-discriminative attacks need the sgd method/,
     );
   });
@@ -206,8 +206,8 @@ describe('SGD-UAP', () => {
     const target = 2; // a class some images have (the random net never gives class 0: unreachable)
     expect(clean.filter((c) => c === target).length).toBeLessThan(X.size / 4);
     const sgd = await computeSgdUniversal(model, X, opts({ target, xi: 40, maxPasses: 5 }));
-    const a1 = await computeUniversal(model, X, {
-      ...UNIVERSAL_DEFAULTS,
+    const a1 = await computeAlgorithm1(model, X, {
+      ...ALGORITHM1_DEFAULTS,
       norm: 'inf',
       xi: 40,
       batchSize: 8,

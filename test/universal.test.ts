@@ -3,7 +3,7 @@ import { mkdtempSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { ALGORITHM1_VARIANTS, computeUniversal, UNIVERSAL_DEFAULTS, type UniversalOptions } from '../src/attacks/universal.js';
+import { ALGORITHM1_VARIANTS, computeAlgorithm1, ALGORITHM1_DEFAULTS, type Algorithm1Options } from '../src/attacks/universal.js';
 import { ImageSet } from '../src/data/dataset.js';
 import { lpNorm } from '../src/math/lp.js';
 import { foolingRate, scorePredictions, predictSet } from '../src/evaluation/scoring.js';
@@ -18,8 +18,8 @@ beforeAll(async () => {
 });
 
 const shape: [number, number, number] = [6, 6, 3];
-const opts = (o: Partial<UniversalOptions>): UniversalOptions => ({
-  ...UNIVERSAL_DEFAULTS,
+const opts = (o: Partial<Algorithm1Options>): Algorithm1Options => ({
+  ...ALGORITHM1_DEFAULTS,
   xi: 300,
   norm: 2,
   batchSize: 5,
@@ -41,7 +41,7 @@ describe('Algorithm 1 (universal perturbation)', () => {
     ['inf', 12, 'paper'],
   ] as const)('norm %s, %s: ||v|| never exceeds xi after any pass, and fools more as it goes', async (p, xi, variant) => {
     const norms: number[] = [];
-    const res = await computeUniversal(model, X, opts({ norm: p, xi, ...ALGORITHM1_VARIANTS[variant] }), {
+    const res = await computeAlgorithm1(model, X, opts({ norm: p, xi, ...ALGORITHM1_VARIANTS[variant] }), {
       onPass: (r) => norms.push(p === 2 ? r.normL2 : r.normInf),
     });
     for (const n of norms) expect(n).toBeLessThanOrEqual(xi * (1 + 1e-5));
@@ -69,8 +69,8 @@ describe('Algorithm 1 (universal perturbation)', () => {
       px,
       Array.from({ length: 10 }, (_, i) => ({ path: `x${i}` })),
     );
-    const res = await computeUniversal(linear, set, {
-      ...UNIVERSAL_DEFAULTS,
+    const res = await computeAlgorithm1(linear, set, {
+      ...ALGORITHM1_DEFAULTS,
       norm: 2,
       xi: 50,
       candidates: 2,
@@ -86,7 +86,7 @@ describe('Algorithm 1 (universal perturbation)', () => {
   });
 
   it('stops as soon as the fooling rate reaches 1 - delta, and says so', async () => {
-    const res = await computeUniversal(model, X, opts({ delta: 0.9, maxPasses: 5 }));
+    const res = await computeAlgorithm1(model, X, opts({ delta: 0.9, maxPasses: 5 }));
     expect(res.converged).toBe(true);
     expect(res.passes).toBe(1);
     expect(res.foolingRate).toBeGreaterThanOrEqual(0.1);
@@ -94,36 +94,36 @@ describe('Algorithm 1 (universal perturbation)', () => {
   });
 
   it('the same seed gives the same v; another seed gives another', async () => {
-    const a = await computeUniversal(model, X, opts({ seed: 5, maxPasses: 2 }));
-    const b = await computeUniversal(model, X, opts({ seed: 5, maxPasses: 2 }));
-    const c = await computeUniversal(model, X, opts({ seed: 6, maxPasses: 2 }));
+    const a = await computeAlgorithm1(model, X, opts({ seed: 5, maxPasses: 2 }));
+    const b = await computeAlgorithm1(model, X, opts({ seed: 5, maxPasses: 2 }));
+    const c = await computeAlgorithm1(model, X, opts({ seed: 6, maxPasses: 2 }));
     expect(Array.from(b.v.dataSync())).toEqual(Array.from(a.v.dataSync()));
     expect(Array.from(c.v.dataSync())).not.toEqual(Array.from(a.v.dataSync()));
   });
 
   it('a run resumed from its checkpoint ends exactly where an unbroken run ends', async () => {
-    const full = await computeUniversal(model, X, opts({ maxPasses: 3 }));
+    const full = await computeAlgorithm1(model, X, opts({ maxPasses: 3 }));
     const dir = tmp();
-    await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpoints: folderCheckpoints(dir) });
+    await computeAlgorithm1(model, X, opts({ maxPasses: 1 }), { checkpoints: folderCheckpoints(dir) });
     expect(existsSync(join(dir, 'checkpoint-1.npy'))).toBe(true);
-    const resumed = await computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpoints: folderCheckpoints(dir), resume: true });
+    const resumed = await computeAlgorithm1(model, X, opts({ maxPasses: 3 }), { checkpoints: folderCheckpoints(dir), resume: true });
     expect(resumed.history.map((h) => h.pass)).toEqual([1, 2, 3]);
     expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(full.v.dataSync()));
     expect(resumed.foolingRate).toBe(full.foolingRate);
   });
 
   it('a run aborted mid-pass and resumed ends exactly where an unbroken run ends', async () => {
-    const full = await computeUniversal(model, X, opts({ maxPasses: 3 }));
+    const full = await computeAlgorithm1(model, X, opts({ maxPasses: 3 }));
     const dir = tmp();
     const ctl = new AbortController();
     await expect(
-      computeUniversal(model, X, opts({ maxPasses: 3 }), {
+      computeAlgorithm1(model, X, opts({ maxPasses: 3 }), {
         checkpoints: folderCheckpoints(dir),
         signal: ctl.signal,
         onProgress: (p) => p.pass === 2 && p.done >= 10 && ctl.abort(),
       }),
     ).rejects.toThrow(/pass 1 is in the checkpoint/);
-    const resumed = await computeUniversal(model, X, opts({ maxPasses: 3 }), { checkpoints: folderCheckpoints(dir), resume: true });
+    const resumed = await computeAlgorithm1(model, X, opts({ maxPasses: 3 }), { checkpoints: folderCheckpoints(dir), resume: true });
     expect(Array.from(resumed.v.dataSync())).toEqual(Array.from(full.v.dataSync()));
     expect(existsSync(join(dir, 'checkpoint-1.npy'))).toBe(false); // superseded files are removed
     expect(existsSync(join(dir, 'checkpoint-3.npy'))).toBe(true);
@@ -132,15 +132,15 @@ describe('Algorithm 1 (universal perturbation)', () => {
   it('a corrupt checkpoint is a clear error', async () => {
     const dir = tmp();
     writeFileSync(join(dir, 'checkpoint.json'), '{ not json');
-    await expect(computeUniversal(model, X, opts({}), { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(
+    await expect(computeAlgorithm1(model, X, opts({}), { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(
       /checkpoint .*checkpoint\.json: unreadable/,
     );
   });
 
   it('refuses to resume with different settings', async () => {
     const dir = tmp();
-    await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpoints: folderCheckpoints(dir) });
-    await expect(computeUniversal(model, X, opts({ xi: 100 }), { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(
+    await computeAlgorithm1(model, X, opts({ maxPasses: 1 }), { checkpoints: folderCheckpoints(dir) });
+    await expect(computeAlgorithm1(model, X, opts({ xi: 100 }), { checkpoints: folderCheckpoints(dir), resume: true })).rejects.toThrow(
       /xi=300, not 100/,
     );
   });
@@ -148,40 +148,40 @@ describe('Algorithm 1 (universal perturbation)', () => {
   it('an aborted run throws AbortedError and keeps the last pass checkpoint', async () => {
     const dir = tmp();
     const ctl = new AbortController();
-    const run = computeUniversal(model, X, opts({ maxPasses: 3 }), {
+    const run = computeAlgorithm1(model, X, opts({ maxPasses: 3 }), {
       checkpoints: folderCheckpoints(dir),
       signal: ctl.signal,
       onPass: (r) => r.pass === 1 && ctl.abort(),
     });
     await expect(run).rejects.toBeInstanceOf(AbortedError);
-    const resumed = await computeUniversal(model, X, opts({ maxPasses: 1 }), { checkpoints: folderCheckpoints(dir), resume: true });
+    const resumed = await computeAlgorithm1(model, X, opts({ maxPasses: 1 }), { checkpoints: folderCheckpoints(dir), resume: true });
     expect(resumed.passes).toBe(1);
   });
 
   it('memory stays flat: a run leaves only v behind, however many passes', async () => {
-    (await computeUniversal(model, X, opts({ maxPasses: 1 }))).v.dispose();
+    (await computeAlgorithm1(model, X, opts({ maxPasses: 1 }))).v.dispose();
     const before = tf.memory().numTensors;
-    const res = await computeUniversal(model, X, opts({ maxPasses: 3 }));
+    const res = await computeAlgorithm1(model, X, opts({ maxPasses: 3 }));
     expect(tf.memory().numTensors).toBe(before + 1);
     res.v.dispose();
   });
 
   it('reports progress for every batch', async () => {
     const seen: number[] = [];
-    await computeUniversal(model, X, opts({ maxPasses: 1 }), { onProgress: (p) => seen.push(p.done) });
+    await computeAlgorithm1(model, X, opts({ maxPasses: 1 }), { onProgress: (p) => seen.push(p.done) });
     expect(seen).toEqual([5, 10, 15, 20, 24]);
   });
 
   it('rejects bad options with the flag name', async () => {
-    await expect(computeUniversal(model, X, opts({ xi: -1 }))).rejects.toThrow(/^xi: expected a positive number/);
-    await expect(computeUniversal(model, X, opts({ norm: 3 as unknown as 2 }))).rejects.toThrow(/^norm: expected 2 or inf/);
-    await expect(computeUniversal(model, X, opts({ delta: 1 }))).rejects.toThrow(UsageError);
-    await expect(computeUniversal(model, X, opts({ projection: 'both' as 'sum' }))).rejects.toThrow(
+    await expect(computeAlgorithm1(model, X, opts({ xi: -1 }))).rejects.toThrow(/^xi: expected a positive number/);
+    await expect(computeAlgorithm1(model, X, opts({ norm: 3 as unknown as 2 }))).rejects.toThrow(/^norm: expected 2 or inf/);
+    await expect(computeAlgorithm1(model, X, opts({ delta: 1 }))).rejects.toThrow(UsageError);
+    await expect(computeAlgorithm1(model, X, opts({ projection: 'both' as 'sum' }))).rejects.toThrow(
       /^projection: expected sum or each, got both/,
     );
-    await expect(computeUniversal(model, X, opts({ steps: 'huge' as 'unit' }))).rejects.toThrow(/^steps: expected unit or minimal/);
-    await expect(computeUniversal(model, X, opts({ stepSize: 0 }))).rejects.toThrow(/^stepSize: expected a positive number/);
-    await expect(computeUniversal(model, randomImages(2, [5, 5, 3]), opts({}))).rejects.toThrow(
+    await expect(computeAlgorithm1(model, X, opts({ steps: 'huge' as 'unit' }))).rejects.toThrow(/^steps: expected unit or minimal/);
+    await expect(computeAlgorithm1(model, X, opts({ stepSize: 0 }))).rejects.toThrow(/^stepSize: expected a positive number/);
+    await expect(computeAlgorithm1(model, randomImages(2, [5, 5, 3]), opts({}))).rejects.toThrow(
       /images are 5x5x3 but model tiny takes 6x6x3/,
     );
   });

@@ -1,6 +1,6 @@
 import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/imageSet.js';
-import { computeUniversal, UNIVERSAL_DEFAULTS } from './universal.js';
+import { computeAlgorithm1, ALGORITHM1_DEFAULTS } from './universal.js';
 import { computeSgdUniversal, SGD_DEFAULTS } from './sgd.js';
 import { computeDataFreeUniversal, DATA_FREE_DEFAULTS } from './dataFree.js';
 import type { GivenOptions, MethodName } from './options.js';
@@ -32,8 +32,8 @@ export interface CraftMethod {
 const algorithm1: CraftMethod = {
   name: 'algorithm1',
   title: 'Algorithm 1',
-  options: (given) => ({ ...UNIVERSAL_DEFAULTS, ...given }),
-  craft: (model, X, settings, ctl) => computeUniversal(model, X, { ...UNIVERSAL_DEFAULTS, ...settings }, ctl),
+  options: (given) => ({ ...ALGORITHM1_DEFAULTS, ...given }),
+  craft: (model, X, settings, ctl) => computeAlgorithm1(model, X, { ...ALGORITHM1_DEFAULTS, ...settings }, ctl),
 };
 
 const sgd: CraftMethod = {
@@ -65,7 +65,7 @@ export function methodOf(name: string): CraftMethod {
 
 /** A method's full options: its defaults, the radius for the model's input size, the given ones, the target. */
 export function methodOptions(method: Method, model: Classifier, given: Partial<AttackSettings>, target?: number): AttackSettings {
-  const norm = given.norm ?? UNIVERSAL_DEFAULTS.norm;
+  const norm = given.norm ?? ALGORITHM1_DEFAULTS.norm;
   const options = methodOf(method).options({
     xi: defaultXi(norm, model.inputShape),
     ...given,

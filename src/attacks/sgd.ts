@@ -153,7 +153,7 @@ export function lossCotangent(
   return { dy, loss: total / labels.length };
 }
 
-/** SGD-UAP (Shafahi et al.; Zhang et al.): v climbs a loss of the minibatch (cross-entropy or bounded logit margin) by projected sign, plain or Adam steps; targeted with `target`, class-discriminative with `classes`. Same control (progress, checkpoints, abort) and result as `computeUniversal`. */
+/** SGD-UAP (Shafahi et al.; Zhang et al.): v climbs a loss of the minibatch (cross-entropy or bounded logit margin) by projected sign, plain or Adam steps; targeted with `target`, class-discriminative with `classes`. Same control (progress, checkpoints, abort) and result as `computeAlgorithm1`. */
 export async function computeSgdUniversal(
   model: Classifier,
   X: ImageSet,

@@ -15,7 +15,7 @@ import { checkOptions, defaultsOf, fingerprintOf, type OptionsOf } from './optio
  * Algorithm 1's options: the pass options plus the inner attack's (DeepFool's by default) settings,
  * the projection and the step rule (the schema in options.ts says what each does).
  */
-export type UniversalOptions = PassOptions &
+export type Algorithm1Options = PassOptions &
   OptionsOf<'algorithm1'> & {
     /** Cap on images x candidates per backward pass (memory). */
     maxGradientRows?: number;
@@ -44,15 +44,15 @@ export type Algorithm1Variant = 'accumulated' | 'paper';
  * directions shared by many images build up while the clipping of one step cannot erase the others:
  * 65% at 200 images and 77% at 1000 (Linf 10, MobileNet v1 0.25; ART's UniversalPerturbation 47% / 53%).
  */
-export const ALGORITHM1_VARIANTS: Record<Algorithm1Variant, Pick<UniversalOptions, 'projection' | 'steps' | 'stepSize'>> = {
+export const ALGORITHM1_VARIANTS: Record<Algorithm1Variant, Pick<Algorithm1Options, 'projection' | 'steps' | 'stepSize'>> = {
   accumulated: { projection: 'sum', steps: 'unit', stepSize: 0.5 },
   paper: { projection: 'each', steps: 'minimal', stepSize: 1 },
 };
 
 /** Algorithm 1's defaults (the schema's: the pass runner's, DeepFool's, the 'accumulated' variant); xi defaults by norm and model. */
-export const UNIVERSAL_DEFAULTS = defaultsOf('algorithm1') as Omit<UniversalOptions, 'xi'>;
+export const ALGORITHM1_DEFAULTS = defaultsOf('algorithm1') as Omit<Algorithm1Options, 'xi'>;
 
-export function validateUniversalOptions(o: UniversalOptions & Algorithm1Knobs): void {
+export function validateAlgorithm1Options(o: Algorithm1Options & Algorithm1Knobs): void {
   checkOptions(o, ['algorithm1']);
   const bad = (flag: string, what: string) => {
     throw new UsageError(`{${flag}}: ${what}`);
@@ -73,14 +73,14 @@ export function validateUniversalOptions(o: UniversalOptions & Algorithm1Knobs):
  * takes its L2 step by default (as the paper's code does; the Linf constraint comes from the projection).
  * Only converged DeepFool results are added (as the reference code does).
  */
-export async function computeUniversal(
+export async function computeAlgorithm1(
   model: Classifier,
   X: ImageSet,
-  options: UniversalOptions & Algorithm1Knobs,
+  options: Algorithm1Options & Algorithm1Knobs,
   ctl: RunControl = {},
 ): Promise<UniversalResult> {
   const o = options;
-  validateUniversalOptions(o);
+  validateAlgorithm1Options(o);
   const [h, w, c] = model.inputShape;
   const size = h * w * c;
   /** 'sum': the running sum of the steps, whose projection is v. */
