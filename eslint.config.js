@@ -14,6 +14,7 @@ export default tseslint.config(
       'src/import/tflite/schema.generated.ts',
       'bench/results/',
       'test/fixtures/',
+      'docs/api/',
     ],
   },
   js.configs.recommended,
