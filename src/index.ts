@@ -68,17 +68,35 @@ export { folderCheckpoints } from './io/checkpoint.js';
 // Whole jobs, as the CLI runs them: typed options in, a result out (and the files of the command).
 export { computeJob, type ComputeJob, type ComputeSummary } from './jobs/compute.js';
 export { evaluateJob, accuracyJob, type EvaluateJob, type AccuracyJob } from './jobs/scoring.js';
-/** @deprecated The name of 0.1; use `computeJob` (every job is named `<command>Job`). */
+/**
+ * The 0.1 name of `computeJob`, the same function.
+ * @deprecated Use `computeJob` (every job is named `<command>Job`).
+ */
 export const runCompute = computeJob;
-/** @deprecated The name of 0.1; use `evaluateJob`. */
+/**
+ * The 0.1 name of `evaluateJob`, the same function.
+ * @deprecated Use `evaluateJob`.
+ */
 export const runEvaluate = evaluateJob;
-/** @deprecated The name of 0.1; use `accuracyJob`. */
+/**
+ * The 0.1 name of `accuracyJob`, the same function.
+ * @deprecated Use `accuracyJob`.
+ */
 export const runAccuracy = accuracyJob;
-/** @deprecated The name of 0.1; use `computeAlgorithm1` (it is Algorithm 1 alone; every method: `METHODS`). */
+/**
+ * The 0.1 name of `computeAlgorithm1`, the same function.
+ * @deprecated Use `computeAlgorithm1` (it is Algorithm 1 alone; every method: `METHODS`).
+ */
 export const computeUniversal = computeAlgorithm1;
-/** @deprecated The name of 0.1; use `ALGORITHM1_DEFAULTS`. */
+/**
+ * The 0.1 name of `ALGORITHM1_DEFAULTS`, the same object.
+ * @deprecated Use `ALGORITHM1_DEFAULTS`.
+ */
 export const UNIVERSAL_DEFAULTS = ALGORITHM1_DEFAULTS;
-/** @deprecated The name of 0.1; use `Algorithm1Options`. */
+/**
+ * The 0.1 name of `Algorithm1Options`, the same type.
+ * @deprecated Use `Algorithm1Options`.
+ */
 export type UniversalOptions = Algorithm1Options;
 export { transferJob, type TransferJob } from './jobs/transfer.js';
 export { graphJob, baselineJob, type PerturbationAnalysisJob, type BaselineJob } from './jobs/perturbationAnalyses.js';
