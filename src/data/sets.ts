@@ -137,6 +137,27 @@ export interface SetOptions {
   what?: string;
 }
 
+/**
+ * The SetOptions of one of a DataSpec's two sets, X ('data') or the validation set ('val'): its labels
+ * file, limit and sample (drawn with `seed`), and the spec's decoding rules.
+ */
+export function setOptionsOf(
+  spec: DataSpec,
+  role: 'data' | 'val',
+  seed: number,
+  more: Pick<SetOptions, 'assets' | 'log' | 'what'>,
+): SetOptions {
+  const [labels, limit, count] = role === 'data' ? [spec.labels, spec.limit, spec.sample] : [spec.valLabels, spec.valLimit, spec.valSample];
+  return {
+    labels,
+    limit,
+    sample: count === undefined ? undefined : { count, seed },
+    strict: spec.strict,
+    allowPartial: spec.allowPartial,
+    ...more,
+  };
+}
+
 /** Lists one image set for `model` (a folder, tar shards or a named set: see dataFolder), checking its labels. */
 function listSet(model: SetModel, dirOrName: string, opts: SetOptions): { items: ImageItem[]; dir: string; log: Log; what: string } {
   const log = namedLog(opts.log);

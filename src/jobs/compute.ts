@@ -7,7 +7,17 @@ import type { Classifier } from '../classifier/classifier.js';
 import { labelName, resolveTarget } from '../classifier/classifier.js';
 import { loadModel, type ModelSpec } from '../import/load.js';
 import { listDataset, type ImageSet, type StreamedImages } from '../data/dataset.js';
-import { checkDataSpec, dataFolder, defaultData, loadSet, openSet, saySkipped, wnidsOf, type DataSpec } from '../data/sets.js';
+import {
+  checkDataSpec,
+  dataFolder,
+  defaultData,
+  loadSet,
+  openSet,
+  saySkipped,
+  setOptionsOf,
+  wnidsOf,
+  type DataSpec,
+} from '../data/sets.js';
 import { refuseResumeWithInit, type RunControl, type UniversalResult, type PassRecord } from '../attacks/universal.js';
 import { craft, methodOptions, type AttackSettings, type Method } from '../attacks/methods.js';
 import { criterionOf } from '../attacks/criterion.js';
@@ -134,6 +144,7 @@ interface RunPlan {
   classes?: number[];
   options: AttackSettings;
   seed: number;
+  assets: string;
   dataDir: string;
   valDir: string;
   listed: number;
@@ -149,48 +160,28 @@ interface RunPlan {
 async function planRun(job: ComputeJob, model: Classifier, assets: string, log: Log): Promise<RunPlan> {
   const defaults = defaultData(model, assets);
   const seed = job.options.seed ?? 0;
-  const sample = (count?: number) => (count === undefined ? undefined : { count, seed });
   const method = job.method ?? 'algorithm1';
   const target = resolveTarget(job.target, model);
   const classes = job.classes?.map((c) => resolveTarget(c, model, 'classes')!);
   const options = methodOptions(method, model, { ...job.options, ...(classes ? { classes } : {}) }, target);
   const dataDir = dataFolder(job.data ?? defaults.data, assets, (m) => log.info(`crafting set X: ${m}`));
+  const xOptions = setOptionsOf(job, 'data', seed, { assets, log, what: 'crafting set X' });
   const listed = listDataset(dataDir, {
-    labelsFile: job.labels,
-    limit: job.limit,
-    sample: sample(job.sample),
-    allowPartial: job.allowPartial,
+    labelsFile: xOptions.labels,
+    limit: xOptions.limit,
+    sample: xOptions.sample,
+    allowPartial: xOptions.allowPartial,
     labelNames: model.labels,
     wnids: model.labelSpace === 'imagenet' ? wnidsOf(assets) : undefined,
   }).length;
   if (job.resume) refuseChangedResume(job.out, listed, { method, norm: options.norm, xi: options.xi, seed: options.seed });
-  const X = await loadSet(model, dataDir, {
-    labels: job.labels,
-    limit: job.limit,
-    sample: sample(job.sample),
-    strict: job.strict,
-    allowPartial: job.allowPartial,
-    assets,
-    log,
-    what: 'crafting set X',
-  });
+  const X = await loadSet(model, dataDir, xOptions);
   const valDir = job.val ?? defaults.val;
   const V =
-    job.val === 'none'
-      ? undefined
-      : openSet(model, valDir, {
-          labels: job.valLabels,
-          limit: job.valLimit,
-          sample: sample(job.valSample),
-          strict: job.strict,
-          allowPartial: job.allowPartial,
-          assets,
-          log,
-          what: 'validation set',
-        });
+    job.val === 'none' ? undefined : openSet(model, valDir, setOptionsOf(job, 'val', seed, { assets, log, what: 'validation set' }));
   refuseResumeWithInit(job.resume, job.init); // before reading the {init} file
   const init = job.init ? loadPerturbation(job.init, model, log, job.initFormat) : undefined;
-  return { method, target, classes, options, seed, dataDir, valDir, listed, X, V, init };
+  return { method, target, classes, options, seed, assets, dataDir, valDir, listed, X, V, init };
 }
 
 /** A resume is refused when X lists other files or the settings that shape v differ from the first run's. */
@@ -210,7 +201,7 @@ async function runConfig(job: ComputeJob, model: Classifier, plan: RunPlan): Pro
   return {
     model: model.name,
     modelSpec: existsSync(job.model) ? resolve(job.model) : job.model,
-    assets: assetsDir(job.assets),
+    assets: plan.assets,
     data: plan.dataDir,
     val: V ? plan.valDir : null,
     listed: plan.listed,
@@ -226,7 +217,10 @@ async function runConfig(job: ComputeJob, model: Classifier, plan: RunPlan): Pro
     ...plan.options,
     targetName: plan.target !== undefined ? labelName(model, plan.target) : null,
     init: job.init ?? null,
-    provenance: await provenance({ modelFile: model.file, engine: model.engine, seed: plan.seed, data: X.items, val: V?.items }),
+    // A resume keeps the first run's config.json: its provenance is not hashed again.
+    provenance: job.resume
+      ? undefined
+      : await provenance({ modelFile: model.file, engine: model.engine, seed: plan.seed, data: X.items, val: V?.items }),
   };
 }
 

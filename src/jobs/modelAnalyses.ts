@@ -4,7 +4,7 @@ import { resolveTarget } from '../classifier/classifier.js';
 import { loadModel, type ModelSpec } from '../import/load.js';
 import type { ImageSet } from '../data/imageSet.js';
 import type { StreamedImages } from '../data/stream.js';
-import { checkDataSpec, dataFolder, defaultData, loadSet, openSet, type DataSpec } from '../data/sets.js';
+import { checkDataSpec, dataFolder, defaultData, loadSet, openSet, setOptionsOf, type DataSpec } from '../data/sets.js';
 import { methodOptions, type AttackSettings, type Method } from '../attacks/methods.js';
 import { sizeSweep, sizeSpec, type SizePoint, type SizeRun } from '../analysis/sizes.js';
 import { normalsAnalysis, normalsSpec, type NormalsResult } from '../analysis/normals.js';
@@ -64,28 +64,12 @@ async function withModelAndSets<T>(
   try {
     const defaults = defaultData(model, assets);
     const seed = job.seed ?? 0;
-    const sample = (count?: number) => (count === undefined ? undefined : { count, seed });
     const [data, val] = [job.data ?? defaults.data, job.val ?? defaults.val];
     const X = await loadSet(model, data, {
-      labels: job.labels,
+      ...setOptionsOf(job, 'data', seed, { assets, log, what: 'images X' }),
       limit: job.limit ?? (job.sample === undefined ? xLimit : undefined),
-      sample: sample(job.sample),
-      strict: job.strict,
-      allowPartial: job.allowPartial,
-      assets,
-      log,
-      what: 'images X',
     });
-    const V = openSet(model, val, {
-      labels: job.valLabels,
-      limit: job.valLimit,
-      sample: sample(job.valSample),
-      strict: job.strict,
-      allowPartial: job.allowPartial,
-      assets,
-      log,
-      what: 'validation set',
-    });
+    const V = openSet(model, val, setOptionsOf(job, 'val', seed, { assets, log, what: 'validation set' }));
     const q = job.queue;
     const queued = (role: 'data' | 'val') =>
       q &&

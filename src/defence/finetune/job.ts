@@ -5,7 +5,7 @@ import type { Classifier } from '../../classifier/classifier.js';
 import type { ModelCard } from '../../classifier/card.js';
 import { findCard, loadModel, type CardOverrides, type ModelSpec } from '../../import/load.js';
 import type { ImageSet } from '../../data/dataset.js';
-import { dataFolder, defaultData, loadSet, type DataSpec } from '../../data/sets.js';
+import { dataFolder, defaultData, loadSet, setOptionsOf, type DataSpec } from '../../data/sets.js';
 import { predictSet } from '../../evaluation/scoring.js';
 import { methodOptions, type AttackSettings, type Method } from '../../attacks/methods.js';
 import type { Log } from '../../log.js';
@@ -94,28 +94,9 @@ export async function openRun(basis: FinetuneBasis, model: Classifier, card: Mod
   const defaults = defaultData(model, assets);
   const data = job.data ?? defaults.data;
   const val = job.val ?? defaults.val;
-  const sample = (count: number | undefined) => (count === undefined ? undefined : { count, seed: o.seed });
   const xDir = dataFolder(data, assets);
-  const X = await loadSet(model, data, {
-    labels: job.labels,
-    limit: job.limit,
-    sample: sample(job.sample),
-    strict: job.strict,
-    allowPartial: job.allowPartial,
-    assets,
-    log,
-    what: 'training / crafting set X',
-  });
-  const V = await loadSet(model, val, {
-    labels: job.valLabels,
-    limit: job.valLimit,
-    sample: sample(job.valSample),
-    strict: job.strict,
-    allowPartial: job.allowPartial,
-    assets,
-    log,
-    what: 'validation set',
-  });
+  const X = await loadSet(model, data, setOptionsOf(job, 'data', o.seed, { assets, log, what: 'training / crafting set X' }));
+  const V = await loadSet(model, val, setOptionsOf(job, 'val', o.seed, { assets, log, what: 'validation set' }));
   if (!V.labels) throw new UsageError(`validation set ${val}: fine-tuning needs labelled validation images (to track clean accuracy)`);
   const method = job.method ?? 'sgd';
   const attack = methodOptions(method, model, job.attack ?? {});
