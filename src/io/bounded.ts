@@ -74,6 +74,16 @@ export function readBoundedText(file: string, o: BoundedRead): string {
   return readBounded(file, o).toString('utf8');
 }
 
+/** A JSON file read as readBoundedText reads it and parsed; one that is not JSON is a UsageError naming it. */
+export function readBoundedJson(file: string, o: BoundedRead): unknown {
+  try {
+    return JSON.parse(readBoundedText(file, o)) as unknown;
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(`${file}: not valid JSON`);
+  }
+}
+
 /** readBounded without blocking the event loop (images, weight shards). */
 export async function readBoundedAsync(file: string, o: BoundedRead): Promise<Buffer> {
   const h = await open(file, FLAGS);

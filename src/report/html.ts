@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readBounded, readBoundedText } from '../io/bounded.js';
+import { readBounded, readBoundedJson, readBoundedText } from '../io/bounded.js';
 import { basename, join } from 'node:path';
 import { UsageError, withOptionNames } from '../errors.js';
 import { rateLines, ReportFigures, type TopLevelSpec } from './plots.js';
@@ -22,13 +22,7 @@ interface PassRow {
 }
 
 function readJson<T>(file: string): T | undefined {
-  if (!existsSync(file)) return undefined;
-  try {
-    return JSON.parse(readBoundedText(file, { what: 'run file' })) as T;
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    throw new UsageError(`${file}: not valid JSON`);
-  }
+  return existsSync(file) ? (readBoundedJson(file, { what: 'run file' }) as T) : undefined;
 }
 
 function dataUri(file: string): string | undefined {

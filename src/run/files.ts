@@ -8,7 +8,7 @@ import type { Evaluation } from '../evaluation/scoring.js';
 import type { Baseline } from '../evaluation/noiseScore.js';
 import type { ValidationDetail } from '../evaluation/perImage.js';
 import { historyProblem } from '../io/checkpoint.js';
-import { readBoundedText } from '../io/bounded.js';
+import { readBoundedJson } from '../io/bounded.js';
 import { UsageError } from '../errors.js';
 import { writeJson } from './write.js';
 
@@ -87,13 +87,7 @@ export function readRunFiles(dir: string): { config: RunConfigFile; metrics: Run
 }
 
 function readObject(file: string): Record<string, unknown> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readBoundedText(file, { what: 'run file' }));
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    throw new UsageError(`${file}: not valid JSON`);
-  }
+  const parsed = readBoundedJson(file, { what: 'run file' });
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new UsageError(`${file}: not a JSON object`);
   return parsed as Record<string, unknown>;
 }
