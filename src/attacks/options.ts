@@ -29,6 +29,8 @@ interface Common {
    * before the schema keep their fingerprints.
    */
   readonly fingerprint: boolean | ((value: never, o: Record<string, unknown>) => unknown);
+  /** Always there once the run starts, though the schema has no default for it (xi: it depends on the model's input size). */
+  readonly required?: true;
   /** Shown after the help where the default is computed, not a value ("xi / 10"). */
   readonly defaultNote?: string;
   /** More than `--help` has room for, for docs/cli.md's table (Markdown); the help line where absent. */
@@ -87,6 +89,7 @@ export const OPTIONS = {
     kind: 'number',
     above: 0,
     users: ['passes'],
+    required: true,
     arg: '<x>',
     help: 'radius of the norm ball in pixel units [0,255] (at most the whole pixel range)',
     defaultNote: '10 for inf, 40 on the embedded fashion model; 2000 for L2 at 224x224x3, scaled by sqrt(pixels)',
@@ -349,23 +352,24 @@ type Schema = typeof OPTIONS;
 
 type ValueOf<S> = S extends { kind: 'choice'; choices: readonly (infer C)[] } ? C : S extends { kind: 'list' } ? string[] : number;
 type UsedBy<K extends OptionName, U extends OptionUser> = U extends Schema[K]['users'][number] ? K : never;
-type Defaulted<K extends OptionName> = Schema[K] extends { default: unknown } ? K : never;
+type AlwaysThere<K extends OptionName> = Schema[K] extends { default: unknown } | { required: true } ? K : never;
 
 /**
  * The options one part reads, as its code sees them once defaults are filled: an option with a
- * default is always there, one without (computed at run time, or absent) is optional. `xi` has no
- * default here (it depends on the model's input size) but every run has one.
+ * default (or `required`) is always there, one without (computed at run time, or absent) is optional.
  */
 export type OptionsOf<U extends OptionUser> = {
-  -readonly [K in OptionName as UsedBy<K, U> & (Defaulted<K> | 'xi')]: ValueOf<Schema[K]>;
+  -readonly [K in OptionName as UsedBy<K, U> & AlwaysThere<K>]: ValueOf<Schema[K]>;
 } & {
-  -readonly [K in OptionName as Exclude<UsedBy<K, U>, Defaulted<K> | 'xi'>]?: ValueOf<Schema[K]>;
+  -readonly [K in OptionName as Exclude<UsedBy<K, U>, AlwaysThere<K>>]?: ValueOf<Schema[K]>;
 };
 
 /** Every option of the schema, each optional: what a caller gives. */
 export type GivenOptions = { -readonly [K in OptionName]?: ValueOf<Schema[K]> };
 
 const spec = (name: OptionName): OptionSpec => OPTIONS[name] as OptionSpec;
+/** "sgd, gduap: " before the help of a method's own option; nothing for the pass runner's. */
+const usersPrefix = (s: OptionSpec) => (s.users.includes('passes') ? '' : `${s.users.join(', ')}: `);
 const reads = (name: OptionName, users: readonly OptionUser[]) => spec(name).users.some((u) => users.includes(u));
 
 /** The defaults of the options `method` and the pass runner read (xi excepted). */
@@ -422,7 +426,7 @@ export function checkOptions(o: object, users: readonly OptionUser[]): void {
   for (const name of OPTION_NAMES) {
     if (!reads(name, users)) continue;
     const value = given[name];
-    const required = spec(name).default !== undefined || name === 'xi';
+    const required = spec(name).default !== undefined || spec(name).required === true;
     if (value === undefined && !required) continue;
     if (!accepts(name, value))
       throw new UsageError(`{${name}}: expected ${expected(name)}, got ${Array.isArray(value) ? value.join(',') : String(value)}`);
@@ -469,7 +473,6 @@ export const flagName = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.to
 /** The option's help line: who reads it, what it does, its default (per method where they differ; none where a command gives its own, which the CLI shows). */
 export function helpLine(name: OptionName, given?: unknown): string {
   const s = spec(name);
-  const who = s.users.includes('passes') ? '' : `${s.users.join(', ')}: `;
   const per = s.defaultFor
     ? Object.entries(s.defaultFor)
         .map(([m, d]) => `${m}: ${String(d)}`)
@@ -483,7 +486,7 @@ export function helpLine(name: OptionName, given?: unknown): string {
         : s.defaultNote !== undefined
           ? ` (default: ${s.defaultNote})`
           : '';
-  return `${who}${s.help}${d}`;
+  return `${usersPrefix(s)}${s.help}${d}`;
 }
 
 /** One row of docs/cli.md's option table: the flag, its default, who reads it and what it does. */
@@ -492,6 +495,5 @@ export function docRow(name: OptionName): string {
   const flag = `${s.short ? `\`${s.short}\`, ` : ''}\`--${flagName(name)}\``;
   const per = Object.entries(s.defaultFor ?? {}).map(([m, d]) => `${String(d)} (${m})`);
   const d = s.default !== undefined ? [String(s.default), ...per].join(', ') : (s.defaultNote ?? '');
-  const who = s.users.includes('passes') ? '' : `${s.users.join(', ')}: `;
-  return `| ${flag} | ${d} | ${who}${(s.doc ?? s.help).replace(/\|/g, '\\|')} |`;
+  return `| ${flag} | ${d} | ${usersPrefix(s)}${(s.doc ?? s.help).replace(/\|/g, '\\|')} |`;
 }

@@ -22,7 +22,6 @@ export const MAX_DRAWS = 1000;
 /** Bytes of perturbations, or of noise draws, a worker holds at once (count x image). */
 export const MAX_NOISE_BYTES = 1024 * 1024 * 1024;
 import { MAX_BATCH } from '../attacks/options.js';
-export { MAX_BATCH };
 /** Image forward passes one scoring shard may ask for: images x (clean + perturbations + radii x draws). */
 export const MAX_SHARD_FORWARDS = 20_000_000;
 /** Bytes of decoded images a crafting job may hold (its whole X, as uint8). */
