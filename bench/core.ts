@@ -16,6 +16,8 @@ import { runTorchBest, TORCH_PYTHON } from './torch.js';
 import { candidateGradients, candidateGradientsLoop } from '../src/classifier/gradients.js';
 import { forwardLogits } from '../src/classifier/compute.js';
 import { deepfool } from '../src/attacks/deepfool.js';
+import { imageSize, type Batch } from '../src/math/batch.js';
+import { l2 } from '../src/math/lp.js';
 import { computeAlgorithm1, ALGORITHM1_DEFAULTS } from '../src/attacks/universal.js';
 import { loadSet } from '../src/data/sets.js';
 import { assetsDir } from '../src/paths.js';
@@ -27,6 +29,10 @@ const passes = Number(args.get('passes') ?? 2);
 const backendFlag = args.get('backend');
 
 /** Best of `repeats` timings (the first run also warms caches); returns the last result. */
+/** max_i |a_i - b_i| and max_i |a_i|: how far two gradient arrays are apart, relative to their size. */
+const maxAbsDifference = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+const maxAbs = (a: Float32Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+
 async function seconds<T>(f: () => T | Promise<T>, repeats = 3, release: (r: T) => void = () => {}): Promise<[T, number]> {
   let best = Infinity;
   let r!: T;
@@ -38,7 +44,6 @@ async function seconds<T>(f: () => T | Promise<T>, repeats = 3, release: (r: T) 
   }
   return [r, best];
 }
-const releaseGrads = (g: { grads: tf.Tensor }) => g.grads.dispose();
 
 /**
  * The textbook PyTorch DeepFool (bench/torch_deepfool.py: one image at a time, one backward pass per
@@ -47,7 +52,7 @@ const releaseGrads = (g: { grads: tf.Tensor }) => g.grads.dispose();
 async function torchDeepFool(
   name: string,
   assets: string,
-  x: tf.Tensor4D,
+  x: Batch,
   k: number,
 ): Promise<{ msPerImage: number; l2: number[]; threads: number } | undefined> {
   if (!TORCH_PYTHON) return undefined;
@@ -59,7 +64,7 @@ async function torchDeepFool(
     join(dir, 'net.json'),
     join(dir, 'net.bin'),
   );
-  writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
+  writeNpy(join(dir, 'x.npy'), { data: x.data, shape: [x.n, ...x.shape] });
   return runTorchBest<{ msPerImage: number; l2: number[]; threads: number }>(
     'bench/torch_deepfool.py',
     [join(dir, 'net.json'), join(dir, 'net.bin'), join(dir, 'x.npy'), join(dir, 'out.json'), '2', String(k)],
@@ -81,33 +86,26 @@ async function main() {
 
   // 1. Tiled top-k gradients vs one backward pass per class (same numbers).
   const k = 10;
-  const x = X.batch([0, 1, 2, 3, 4, 5, 6, 7]);
+  const x = X.images([0, 1, 2, 3, 4, 5, 6, 7]);
   const cand = Int32Array.from({ length: 8 * k }, (_, i) => (i * 37) % 1000);
-  const [tiled, tTiled] = await seconds(() => candidateGradients(model, x, cand, k), 3, releaseGrads);
-  const [loop, tLoop] = await seconds(() => candidateGradientsLoop(model, x, cand, k), 3, releaseGrads);
-  const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(tiled.grads, loop.grads))).dataSync()[0] / tf.max(tf.abs(loop.grads)).dataSync()[0]);
+  const [tiled, tTiled] = await seconds(() => candidateGradients(model, x, cand, k), 3);
+  const [loop, tLoop] = await seconds(() => candidateGradientsLoop(model, x, cand, k), 3);
+  const diff = maxAbsDifference(tiled.rows, loop.rows) / maxAbs(loop.rows);
   if (!(diff < 1e-4)) throw new Error(`tiled and per-class gradients differ: relative ${diff}`);
-  tf.dispose([tiled.grads, loop.grads]);
 
   // 1b. Forward and one-class input gradient per image (batch 8): the engine's raw speed.
   const [, tFwd] = await seconds(() => forwardLogits(model, x), 3);
   const oneClass = Int32Array.from({ length: 8 }, (_, i) => (i * 37) % 1000);
-  const [one, tOne] = await seconds(() => candidateGradients(model, x, oneClass, 1), 3, releaseGrads);
-  one.grads.dispose();
+  const [, tOne] = await seconds(() => candidateGradients(model, x, oneClass, 1), 3);
 
   // 2. DeepFool throughput (L2, 10 candidates, batch 8).
-  const [df, tDf] = await seconds(
-    () => deepfool(model, x, { candidates: k }),
-    2,
-    (d) => d.r.dispose(),
-  );
+  const [df, tDf] = await seconds(() => deepfool(model, x, { candidates: k }), 2);
   const meanSteps = df.steps.reduce((a, b) => a + b, 0) / df.steps.length;
-  const ourL2 = Array.from(tf.tidy(() => tf.sqrt(tf.sum(tf.square(df.r.reshape([8, -1])), 1)).dataSync()));
-  df.r.dispose();
+  const size = imageSize(x.shape);
+  const ourL2 = Array.from({ length: 8 }, (_, i) => l2(df.r.subarray(i * size, (i + 1) * size)));
   const torchDf = await torchDeepFool('mobilenet_v1_0.25_224', assets, x, k);
   // Per image, |ours - PyTorch's| / PyTorch's ||r||_2: the same minimal perturbation, not just the same speed.
   const l2Diff = torchDf ? Math.max(...torchDf.l2.map((t, i) => Math.abs(ourL2[i] - t) / t)) : undefined;
-  x.dispose();
 
   // 3. Algorithm 1: passes at Linf 10 (all of them: delta 0), memory before/after each pass.
   const mem: { pass: number; numTensors: number; numBytes: number; rssMB: number; peakRssMB: number }[] = [];

@@ -14,7 +14,9 @@ import { findCard, loadClassifier, loadNet } from '../src/import/load.js';
 import { resolveCardPath } from '../src/classifier/card.js';
 import { fileHandler } from '../src/import/fileHandler.js';
 import { forwardLogits, vjp } from '../src/classifier/compute.js';
-import { candidateGradientRows } from '../src/classifier/gradients.js';
+import { candidateGradients } from '../src/classifier/gradients.js';
+import { sliceImages } from '../src/math/batch.js';
+import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 import type { Classifier } from '../src/classifier/classifier.js';
 import { loadSet } from '../src/data/sets.js';
 import { assetsDir } from '../src/paths.js';
@@ -64,31 +66,28 @@ async function measure(engine: Engine, name: string, assets: string, x: tf.Tenso
   if (ort.engine !== 'onnxruntime') throw new Error(`${name}: expected ONNX Runtime, got ${ort.engine}`);
   const K = ort.numClasses;
   const dy = marginDy(K);
-  const release = (r: { dx: tf.Tensor }) => r.dx.dispose();
-  const ortForward = await best(() => forwardLogits(ort, x), 10);
-  const ortGradient = await best(() => vjp(ort, x, dy), 5, release);
+  const xb = batchOfTensor(x);
+  const first = sliceImages(xb, 0, 1);
+  const ortForward = await best(() => forwardLogits(ort, xb), 10);
+  const ortGradient = await best(() => vjp(ort, xb, dy), 5);
   // Ten candidate classes per image (DeepFool's top-10): k = 10 cotangents share each forward pass.
   const cand = Int32Array.from({ length: B * 10 }, (_, i) => 10 + (i % 10));
   // As DeepFool takes them: plain rows in shared memory, no TF.js tensor of all ten.
-  const ortTenGradients = await best(() => candidateGradientRows(ort, x, cand, 10), 5);
+  const ortTenGradients = await best(() => candidateGradients(ort, xb, cand, 10), 5);
   // Evaluation's path: the images' uint8 bytes in, the perturbation added inside the graph.
   const bytes = Uint8Array.from(x.dataSync());
   const ortForwardImages = await best(() => ort.runtime!.forwardImages(bytes, B, null), 10);
-  const g0 = await vjp(ort, x.slice([0], [1]), marginDy(K).subarray(0, K));
-  const ortGrad0 = g0.dx.dataSync().slice();
-  g0.dx.dispose();
+  const ortGrad0 = (await vjp(ort, first, marginDy(K).subarray(0, K))).dx.slice();
   ort.dispose();
 
   const wasm = await loadClassifier(name, { assets, engine: tfjsEngine() });
-  const wasmGradient = await best(() => vjp(wasm, x, dy), 2, release);
+  const wasmGradient = await best(() => vjp(wasm, xb, dy), 2);
   wasm.dispose();
 
   // The reference: the TF.js engine on the pure-JS cpu backend, image 0.
   await tf.setBackend('cpu');
   const cpu = await loadClassifier(name, { assets, engine: tfjsEngine() });
-  const r = await vjp(cpu, x.slice([0], [1]), marginDy(K).subarray(0, K));
-  const cpuGrad0 = r.dx.dataSync().slice();
-  r.dx.dispose();
+  const cpuGrad0 = (await vjp(cpu, first, marginDy(K).subarray(0, K))).dx.slice();
   cpu.dispose();
   let naiveCpuGradient: number | undefined;
   if (opts.naive) {

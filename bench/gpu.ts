@@ -19,8 +19,8 @@ import { join } from 'node:path';
 import * as tf from '../src/tf.js';
 import { initBackend } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
-import { forwardLogits, vjpRows } from '../src/classifier/compute.js';
-import { candidateGradientRows } from '../src/classifier/gradients.js';
+import { forwardLogits, vjp } from '../src/classifier/compute.js';
+import { candidateGradients } from '../src/classifier/gradients.js';
 import { deepfool } from '../src/attacks/deepfool.js';
 import { computeSgdUniversal, SGD_DEFAULTS } from '../src/attacks/sgd.js';
 import { ImageSet } from '../src/data/imageSet.js';
@@ -74,7 +74,7 @@ async function child(): Promise<void> {
     px,
     Array.from({ length: N }, (_, i) => ({ path: `picture${i}` })),
   );
-  const x = X.batch(Array.from({ length: B }, (_, i) => i));
+  const x = X.images(Array.from({ length: B }, (_, i) => i));
   const K = model.numClasses;
   const margin = new Float32Array(B * K);
   for (let i = 0; i < B; i++) [margin[i * K], margin[i * K + 1]] = [-1, 1];
@@ -83,9 +83,9 @@ async function child(): Promise<void> {
     device: `${model.engine}${model.runtime.layout ? `, ${model.runtime.layout}` : ''}`,
     batch: B,
     forward: await perSecond(() => forwardLogits(model, x), B),
-    gradient: await perSecond(() => vjpRows(model, x, margin, 1), B),
-    tenGradients: await perSecond(() => candidateGradientRows(model, x, cand, 10), B),
-    deepfoolStep: await perSecond(async () => (await deepfool(model, x, { maxSteps: 1, candidates: 10 })).r.dispose(), B),
+    gradient: await perSecond(() => vjp(model, x, margin, 1), B),
+    tenGradients: await perSecond(() => candidateGradients(model, x, cand, 10), B),
+    deepfoolStep: await perSecond(() => deepfool(model, x, { maxSteps: 1, candidates: 10 }), B),
     sgdEpoch: await perSecond(
       async () =>
         (await computeSgdUniversal(model, X, { ...SGD_DEFAULTS, norm: 'inf', xi: 10, delta: 0, maxPasses: 1, batchSize: 32 })).v.dispose(),
@@ -93,7 +93,6 @@ async function child(): Promise<void> {
       1,
     ),
   };
-  x.dispose();
   model.dispose();
   writeFileSync(args.get('out')!, JSON.stringify(t));
 }

@@ -9,7 +9,8 @@
 import * as tf from '../src/tf.js';
 import { initBackend } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
-import { forwardLogits, vjpRows } from '../src/classifier/compute.js';
+import { forwardLogits, vjp } from '../src/classifier/compute.js';
+import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 import { TORCHVISION } from './torchvision.js';
 
 /** Resident MB now, and the process's high-water mark (as bench:stream and bench:core read them). */
@@ -26,14 +27,15 @@ async function main(): Promise<void> {
   const loadSeconds = (performance.now() - t0) / 1000;
   const rssAfterLoadMB = rssMB();
   const [h, w, c] = model.inputShape;
-  const x = tf.randomUniform([batch, h, w, c], 0, 255, 'float32', 1) as tf.Tensor4D;
+  const t = tf.randomUniform([batch, h, w, c], 0, 255, 'float32', 1) as tf.Tensor4D;
+  const x = batchOfTensor(t);
+  t.dispose();
   await forwardLogits(model, x);
   const K = model.numClasses;
   const dy = new Float32Array(batch * K);
   for (let i = 0; i < batch; i++) [dy[i * K], dy[i * K + 1]] = [-1, 1];
-  await vjpRows(model, x, dy, 1);
+  await vjp(model, x, dy, 1);
   const peakMB = peakRssMB();
-  x.dispose();
   model.dispose();
   process.stdout.write(JSON.stringify({ engine: model.engine, loadSeconds, baseMB, rssAfterLoadMB, peakMB }) + '\n');
   process.exit(0);

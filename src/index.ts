@@ -14,9 +14,10 @@ export { initBackend, tfjsEngine, type BackendName, type Engine } from './engine
 export { UsageError, AbortedError } from './errors.js';
 /**
  * The TensorFlow.js instance uap runs on (tfjs-core, layers, converter and the cpu backend, with uap's
- * wasm backend once `initBackend` chose it). Build the tensors that `forwardLogits`, `vjp` and
- * `evaluatePerturbation` take with it (`tf.tensor4d(pixels, [n, h, w, c])`): tensors of another copy
- * of TensorFlow.js belong to another engine and its backend.
+ * wasm backend once `initBackend` chose it). Build the tensors that `evaluatePerturbation` and a
+ * classifier's `logits` take with it (`tf.tensor4d(pixels, [n, h, w, c])`): tensors of another copy of
+ * TensorFlow.js belong to another engine and its backend. The forward and gradient functions take plain
+ * batches (`Batch`, `batchOf`).
  */
 export const tf = tfjs;
 // Models: loading, cards, and the one forward / gradient path every attack uses.
@@ -24,9 +25,17 @@ export { loadClassifier, findCard, bundledModels } from './import/load.js';
 export { type ModelCard, readCard, validateCard } from './classifier/card.js';
 export { type Classifier, type Differentiable, type FeatureModel, labelName } from './classifier/classifier.js';
 export type { Runtime } from './engine/runtime.js';
+export { batchOf, type Batch } from './math/batch.js';
+export { batchOfTensor, tensorOfBatch } from './engine/tfjs/batchTensor.js';
 export { tfjsRuntime, type TfjsGraph } from './engine/tfjs/tfjsRuntime.js';
 export { forwardLogits, predictLabels, predictImages, vjp, vjpRows } from './classifier/compute.js';
-export { candidateGradients, candidateGradientRows, type GradientScratch } from './classifier/gradients.js';
+export {
+  candidateGradients,
+  candidateGradientRows,
+  type CandidateGradients,
+  type GradientOptions,
+  type GradientScratch,
+} from './classifier/gradients.js';
 // Images.
 export { listDataset, loadImages, ImageSet, type ImageItem } from './data/dataset.js';
 export { decodeImage } from './data/decode.js';

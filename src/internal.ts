@@ -12,7 +12,7 @@ export { argmaxRows } from './classifier/compute.js';
 export { type Net, type NetNode, type NodeOp } from './engine/net.js';
 export { exportOnnx, OnnxUnsupported } from './engine/onnx/export.js';
 export { candidateGradientsLoop, scratchRows } from './classifier/gradients.js';
-export { tensorValues } from './engine/tfjs/tensorView.js';
+export { batchOfTensor, tensorOfBatch } from './engine/tfjs/batchTensor.js';
 export { netClassifier, preprocessNodes, outputNodes, cardAdapters } from './import/adapters.js';
 export { featureModel, convLayers } from './classifier/features.js';
 export { enableWasmTraining } from './engine/tfjs/wasmTraining.js';

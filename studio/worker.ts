@@ -21,6 +21,7 @@ import { AbortedError, withOptionNames } from '../src/errors.js';
 import type { AttackSettings, BrowserCard, DroppedModel, FromWorker, HeldOutRates, ToWorker, TopLabel } from './protocol.js';
 import { GRAPH_MIN_FOOLED } from './protocol.js';
 import { forwardLogits } from '../src/classifier/compute.js';
+import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 import { chooseBrowserBackend } from './host/backend.js';
 import { readImage } from './host/images.js';
 import { netFromModelFiles } from './host/modelFiles.js';
@@ -278,7 +279,7 @@ async function inspect(k: number, factor: number): Promise<void> {
     return v ? (tf.concat([clean, tf.clipByValue(tf.add(clean, v), 0, 255)]) as tf.Tensor4D) : clean;
   });
   try {
-    const logits = await forwardLogits(model, x);
+    const logits = await forwardLogits(model, batchOfTensor(x));
     const n = model.numClasses;
     const data = v ? ((await v.data()) as Float32Array).slice() : null;
     post({

@@ -54,20 +54,25 @@ describe('the public API (uap) and the internals (uap/internal)', () => {
 });
 
 describe('the library in a host application', () => {
-  it('tensors built with the exported tf feed forwardLogits and vjp, as the model computes them', async () => {
+  it('plain batches (or tensors of the exported tf, through batchOfTensor) feed forwardLogits and vjp, as the model computes them', async () => {
     const model = tinyNet([4, 4, 1], 3);
     const pixels = Float32Array.from({ length: 32 }, (_, i) => (i * 37) % 256);
     const x = api.tf.tensor4d(pixels, [2, 4, 4, 1]);
-    const logits = await api.forwardLogits(model, x);
+    const batch = api.batchOf(pixels, [4, 4, 1]);
+    expect(batch.n).toBe(2);
+    const logits = await api.forwardLogits(model, batch);
     expect([...logits]).toEqual([...(model.logits(x) as tf.Tensor).dataSync()]);
+    expect([...(await api.forwardLogits(model, api.batchOfTensor(x)))]).toEqual([...logits]);
     const dy = Float32Array.from([1, 0, -1, 0, 1, 0]);
-    const { dx } = await api.vjp(model, x, dy);
-    expect(dx.shape).toEqual([2, 1, 4, 4, 1]); // [images, cotangents, H, W, C]
+    const { dx } = await api.vjp(model, batch, dy);
+    expect(dx).toBeInstanceOf(Float32Array);
+    expect(dx.length).toBe(2 * 1 * 4 * 4 * 1); // [images, cotangents, H, W, C]
     const reference = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(model.logits(t as tf.Tensor4D), tf.tensor2d(dy, [2, 3]))))(x);
-    expect(Math.max(...(dx.dataSync() as Float32Array).map((v, i) => Math.abs(v - reference.dataSync()[i])))).toBeLessThan(1e-5);
+    expect(Math.max(...dx.map((v, i) => Math.abs(v - reference.dataSync()[i])))).toBeLessThan(1e-5);
+    expect(api.vjpRows).toBe(api.vjp); // the deprecated name, until 1.0
+    expect(api.candidateGradientRows).toBe(api.candidateGradients);
     reference.dispose();
     x.dispose();
-    dx.dispose();
     model.dispose();
   });
   it('evaluatePerturbation refuses a missing or misshapen v instead of scoring the clean images against themselves', async () => {

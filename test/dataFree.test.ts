@@ -12,7 +12,7 @@ import {
   type DataFreeOptions,
 } from '../src/attacks/dataFree.js';
 import { convLayers, featureModel, featureNet } from '../src/classifier/features.js';
-import { forwardLogits, vjpRows } from '../src/classifier/compute.js';
+import { forwardLogits, vjp } from '../src/classifier/compute.js';
 import { loadClassifier } from '../src/import/load.js';
 import { loadSet } from '../src/data/sets.js';
 import { randomBaseline } from '../src/evaluation/noiseScore.js';
@@ -27,6 +27,7 @@ import { assetsDir } from '../src/paths.js';
 import type { Classifier } from '../src/classifier/classifier.js';
 import { randomImages } from './helpers.js';
 import { folderCheckpoints } from '../src/io/checkpoint.js';
+import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 
 const engine = await initBackend();
 
@@ -99,7 +100,7 @@ describe('inner layers as an output', () => {
       { name: 'c2', size: 2 * 2 * 5 },
     ]);
     const x = tf.tidy(() => tf.randomUniform([2, ...shape], 0, 255, 'float32', 9) as tf.Tensor4D);
-    const values = await forwardLogits(fm, x);
+    const values = await forwardLogits(fm, batchOfTensor(x));
     for (const [name, at] of [
       ['r1', 0],
       ['c2', 144],
@@ -111,7 +112,7 @@ describe('inner layers as an output', () => {
       for (let i = 0; i < 2; i++) for (let t = 0; t < size; t++) expect(values[i * 164 + at + t]).toBeCloseTo(want[i][t], 3);
     }
     const dy = Float32Array.from({ length: 2 * 164 }, (_, t) => Math.sin(t));
-    const { dx } = await vjpRows(fm, x, dy);
+    const { dx } = await vjp(fm, batchOfTensor(x), dy);
     const ref = tf.tidy(() =>
       tf
         .grad((t: tf.Tensor) => tf.sum(tf.mul(fm.logits(t as tf.Tensor4D), tf.tensor2d(dy, [2, 164]))))(x)
@@ -133,7 +134,7 @@ describe('inner layers as an output', () => {
       expect(ort.runtime?.name).toBe('onnxruntime');
       const x = tf.tidy(() => tf.randomUniform([3, ...shape], 0, 255, 'float32', 4) as tf.Tensor4D);
       const dy = Float32Array.from({ length: 3 * 164 }, (_, t) => Math.cos(t));
-      const [a, b] = [await vjpRows(ort, x, dy), await vjpRows(ref, x, dy)];
+      const [a, b] = [await vjp(ort, batchOfTensor(x), dy), await vjp(ref, batchOfTensor(x), dy)];
       a.logits.forEach((v, t) => expect(v).toBeCloseTo(b.logits[t], 2));
       a.dx.forEach((v, t) => expect(v).toBeCloseTo(b.dx[t], 3));
       x.dispose();

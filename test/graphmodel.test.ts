@@ -6,6 +6,7 @@ import * as tf from '../src/tf.js';
 import { loadClassifier } from '../src/import/load.js';
 import { deepfool } from '../src/attacks/deepfool.js';
 import { tfjsEngine } from '../src/engine/backend.js';
+import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 
 beforeAll(async () => {
   tf.enableProdMode();
@@ -75,11 +76,11 @@ describe('GraphModel loading', () => {
     expect(logits[1]).toBeCloseTo(dot, 4);
     expect(logits[0]).toBeCloseTo(0.5, 5);
     // In pixel space g = f1 - f0 = (w1/255) . x - 0.5 > 0 (class 1 wins): DeepFool steps along -w1 by |g| / ||w1/255||.
-    const res = await deepfool(model, x, { candidates: 2, overshoot: 0 });
+    const res = await deepfool(model, batchOfTensor(x), { candidates: 2, overshoot: 0 });
     const f = dot - 0.5;
     expect(f).toBeGreaterThan(0);
     const n = Math.hypot(...w1) / 255;
-    const r = res.r.dataSync();
+    const r = res.r;
     w1.forEach((wi, i) => expect(r[i]).toBeCloseTo(((Math.abs(f) / n + 1e-4) * (-wi / 255)) / n, 3));
     expect(res.status[0]).toBe('converged');
   });

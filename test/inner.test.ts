@@ -6,6 +6,8 @@ import { lpNorm } from '../src/math/lp.js';
 import { METHODS, METHOD_NAMES, methodOf } from '../src/attacks/methods.js';
 import { UNTARGETED, targetedAt, criterionOf } from '../src/attacks/criterion.js';
 import { linearClassifier, tinyNet, randomImages, uapCli } from './helpers.js';
+import { batchOf } from '../src/math/batch.js';
+import { tensorOfBatch } from '../src/engine/tfjs/batchTensor.js';
 
 beforeAll(async () => {
   tf.enableProdMode();
@@ -44,7 +46,7 @@ describe('inner attacks of Algorithm 1 (closed forms on a linear classifier)', (
 
   it('FGSM, Linf: r = eps sign(grad of the cross-entropy); L2: r = eps grad / ||grad||', async () => {
     const m = linearClassifier(W, b, shape);
-    const x = tf.tensor4d(x0, [1, ...shape]);
+    const x = batchOf(Float32Array.from(x0), shape);
     const label = Int32Array.from([0]);
     const g = ceGradient(x0, 0);
     const inf = await innerAttack(m, x, { kind: 'fgsm', norm: 'inf', eps: 3, labels: label });
@@ -57,12 +59,12 @@ describe('inner attacks of Algorithm 1 (closed forms on a linear classifier)', (
   it('PGD stays in the eps ball and the pixel range, fools when eps allows, and leaves an already fooled image alone', async () => {
     const net = tinyNet([4, 4, 3], 5, 7);
     const X = randomImages(6, [4, 4, 3], 9);
-    const x = X.batch([0, 1, 2, 3, 4, 5]);
-    const clean = Int32Array.from((await net.logits(x).argMax(1).data()) as Int32Array);
+    const x = X.images([0, 1, 2, 3, 4, 5]);
+    const clean = Int32Array.from((await net.logits(tensorOfBatch(x)).argMax(1).data()) as Int32Array);
     for (const norm of ['inf', 2] as const) {
       const eps = norm === 'inf' ? 40 : 400;
       const res = await innerAttack(net, x, { kind: 'pgd', norm, eps, steps: 8, labels: clean });
-      const px = x.dataSync();
+      const px = x.data;
       for (let i = 0; i < 6; i++) {
         const ri = res.r.subarray(i * 48, (i + 1) * 48);
         expect(lpNorm(tf.tensor3d(ri, [4, 4, 3]), norm)).toBeLessThanOrEqual(eps * (1 + 1e-5));
@@ -81,7 +83,7 @@ describe('inner attacks of Algorithm 1 (closed forms on a linear classifier)', (
     // Two classes, f1 - f0 = w . x + c: the closest crossing is |f| / ||w||_2 away along w.
     const w = [0.02, -0.01, 0.015, 0.005];
     const m = linearClassifier([[0, 0, 0, 0], w], [0, -3], shape);
-    const x = tf.tensor4d(x0, [1, ...shape]);
+    const x = batchOf(Float32Array.from(x0), shape);
     const f = w.reduce((s2, wi, j) => s2 + wi * x0[j], 0) - 3;
     expect(f).toBeLessThan(0); // class 0
     const minimal = Math.abs(f) / Math.hypot(...w);

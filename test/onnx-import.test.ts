@@ -8,13 +8,14 @@ import onnxProto from 'onnx-proto';
 import './helpers.js';
 import { initBackend, tfjsEngine } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
-import { argmaxRows, forwardLogits, vjpRows } from '../src/classifier/compute.js';
+import { argmaxRows, forwardLogits, vjp } from '../src/classifier/compute.js';
 import { maxRelativeDifference } from '../src/engine/selfcheck.js';
 import { OnnxGraph } from '../src/engine/onnx/builder.js';
 import { parseOnnx } from '../src/import/onnx/parse.js';
 import { loadOrt } from '../src/engine/onnx/runtime.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { FIXTURE_DIR, fixtureCard, fixtureNames, readFixture } from './onnxFixtures.js';
+import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 
 const engine = await initBackend();
 
@@ -46,10 +47,10 @@ describe('ONNX fixtures exported from PyTorch: logits and input gradients equal 
       expect(model.engine).toBe(onnx ? 'onnxruntime' : `TF.js ${tf.getBackend()}`);
       const x = tf.tensor4d(Float32Array.from(f.pixels), [2, ...f.inputShape]);
       try {
-        const logits = await forwardLogits(model, x);
+        const logits = await forwardLogits(model, batchOfTensor(x));
         expect(maxRelativeDifference(logits, f.logits)).toBeLessThan(1e-4);
         expect(Array.from(argmaxRows(logits, f.numClasses))).toEqual(Array.from(argmaxRows(Float32Array.from(f.logits), f.numClasses)));
-        const { dx } = await vjpRows(model, x, Float32Array.from(f.dy), 1);
+        const { dx } = await vjp(model, batchOfTensor(x), Float32Array.from(f.dy), 1);
         expect(maxRelativeDifference(dx, f.dx)).toBeLessThan(1e-4);
       } finally {
         x.dispose();

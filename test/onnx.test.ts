@@ -10,9 +10,8 @@ import { multiplyAdds } from '../src/engine/shapes.js';
 import type { Classifier } from '../src/classifier/classifier.js';
 import { initBackend, tfjsEngine } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
-import { candidateGradients, candidateGradientRows, candidateGradientsLoop, type GradientScratch } from '../src/classifier/gradients.js';
+import { candidateGradients, candidateGradientsLoop, type GradientScratch } from '../src/classifier/gradients.js';
 import { maxPoolInputGrad } from '../src/engine/tfjs/inputgrad.js';
-import { tensorValues } from '../src/engine/tfjs/tensorView.js';
 import { loadSet } from '../src/data/sets.js';
 import { DEFAULT_BATCH, predictSet, scoringBatch } from '../src/evaluation/scoring.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
@@ -21,6 +20,7 @@ import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { maxRelativeDifference, selfCheckNet, SELF_CHECK_SHAPE } from '../src/engine/selfcheck.js';
 import { SessionPool } from '../src/engine/onnx/workerPool.js';
 import { ModelFiles } from '../src/engine/onnx/modelFiles.js';
+import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 
 /** Deterministic weights of a shape. */
 const w = (shape: number[], seed: number) =>
@@ -194,8 +194,8 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     const dyArr = Float32Array.from({ length: 3 * k }, (_, i) => Math.cos(i * 1.9));
     const ref = reference(net, x, tf.tensor2d(dyArr, [3, k]));
     const rt = (await onnxRuntime(net, SHAPE))!;
-    const fwd = await rt.forward(x);
-    const back = await rt.vjp(x, dyArr);
+    const fwd = await rt.forward(batchOfTensor(x));
+    const back = await rt.vjp(batchOfTensor(x), dyArr);
     expect(maxRelativeDifference(fwd, ref.logits)).toBeLessThan(1e-5);
     expect(maxRelativeDifference(back.logits, ref.logits)).toBeLessThan(1e-5);
     expect(maxRelativeDifference(back.dx, ref.dx)).toBeLessThan(1e-4);
@@ -208,7 +208,7 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     const k = 3;
     const dy = Float32Array.from({ length: 2 * k * 4 }, (_, i) => Math.sin(i * 2.3));
     const rt = (await onnxRuntime(net, SHAPE))!;
-    const all = await rt.vjp(x, dy);
+    const all = await rt.vjp(batchOfTensor(x), dy);
     const size = SHAPE[0] * SHAPE[1] * SHAPE[2];
     for (let j = 0; j < k; j++) {
       const one = Float32Array.from({ length: 2 * 4 }, (_, t) => dy[(Math.floor(t / 4) * k + j) * 4 + (t % 4)]);
@@ -235,10 +235,10 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     ]) {
       const x = tf.randomUniform([n, ...SHAPE], -2, 3, 'float32', n * 10 + k) as tf.Tensor4D;
       const dy = Float32Array.from({ length: n * k * 4 }, (_, i) => Math.sin(i * 1.3 + k));
-      const [a, b] = [await one.vjp(x, dy), await three.vjp(x, dy)];
+      const [a, b] = [await one.vjp(batchOfTensor(x), dy), await three.vjp(batchOfTensor(x), dy)];
       expect(b.logits).toEqual(a.logits);
       expect(b.dx).toEqual(a.dx);
-      expect(await three.forward(x)).toEqual(await one.forward(x));
+      expect(await three.forward(batchOfTensor(x))).toEqual(await one.forward(batchOfTensor(x)));
     }
     await Promise.all([one.dispose(), three.dispose()]);
   });
@@ -246,10 +246,10 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
   it("a failed request rejects with ONNX Runtime's one-line message and leaves the pool usable", async () => {
     const rt = (await onnxRuntime(cases[0][1], SHAPE, { layout: { workers: 2, threadsPerWorker: 1 } }))!;
     const x = tf.randomUniform([2, ...SHAPE], -2, 3, 'float32', 1) as tf.Tensor4D;
-    await expect(rt.vjp(x, new Float32Array(2 * 4 * 4 + 2))).rejects.toThrow(/^ONNX Runtime: [^\n]+$/);
-    expect((await rt.forward(x)).length).toBe(8);
+    await expect(rt.vjp(batchOfTensor(x), new Float32Array(2 * 4 * 4 + 2))).rejects.toThrow(/^ONNX Runtime: [^\n]+$/);
+    expect((await rt.forward(batchOfTensor(x))).length).toBe(8);
     await rt.dispose();
-    await expect(rt.forward(x)).rejects.toThrow(/disposed/); // refused, not left hanging
+    await expect(rt.forward(batchOfTensor(x))).rejects.toThrow(/disposed/); // refused, not left hanging
   });
 
   it('shares: near-equal contiguous parts, none empty', () => {
@@ -298,10 +298,10 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     expect(rt.forwardBatch).toBe(3 * 64);
     // 200 images go in runs of 50 (4 runs, none over 64); each image alone is a run of one: the same logits.
     const x = tf.randomUniform([200, ...SHAPE], 0, 255, 'float32', 2) as tf.Tensor4D;
-    const all = await rt.forward(x);
+    const all = await rt.forward(batchOfTensor(x));
     for (const i of [0, 49, 50, 137, 199]) {
       const alone = tf.slice(x, [i, 0, 0, 0], [1, ...SHAPE]) as tf.Tensor4D;
-      expect(Array.from(await rt.forward(alone))).toEqual(Array.from(all.subarray(i * 4, (i + 1) * 4)));
+      expect(Array.from(await rt.forward(batchOfTensor(alone)))).toEqual(Array.from(all.subarray(i * 4, (i + 1) * 4)));
       alone.dispose();
     }
     await rt.dispose();
@@ -340,11 +340,11 @@ describe.skipIf(!ortPresent)('the embedded model on ONNX Runtime', () => {
     expect([onnx.runtime.name, tfjs.runtime.name]).toEqual(['onnxruntime', 'wasm']);
     const x = tf.randomUniform([4, 28, 28, 1], 0, 255, 'float32', 3) as tf.Tensor4D;
     const cand = Int32Array.from({ length: 4 * 3 }, (_, i) => (i * 7) % 10);
-    const a = await candidateGradients(onnx, x, cand, 3);
-    const b = await candidateGradients(tfjs, x, cand, 3);
-    expect(maxRelativeDifference(a.grads.dataSync(), b.grads.dataSync())).toBeLessThan(1e-4);
+    const a = await candidateGradients(onnx, batchOfTensor(x), cand, 3);
+    const b = await candidateGradients(tfjs, batchOfTensor(x), cand, 3);
+    expect(maxRelativeDifference(a.rows, b.rows)).toBeLessThan(1e-4);
     expect(maxRelativeDifference(a.logits, b.logits)).toBeLessThan(1e-5);
-    tf.dispose([x, a.grads, b.grads]);
+    x.dispose();
     onnx.dispose();
     tfjs.dispose();
   });
@@ -367,7 +367,7 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     for (const size of [undefined, 7, 200]) expect(Array.from(await predictSet(onnx, V, v, size))).toEqual(Array.from(a));
     const viaImages = await onnx.runtime!.forwardImages(V.pixelsOf(3, 5), 5, v.dataSync() as Float32Array);
     const x = tf.tidy(() => tf.clipByValue(tf.add(V.batch([3, 4, 5, 6, 7]), v), 0, 255) as tf.Tensor4D);
-    expect(maxRelativeDifference(viaImages, await onnx.runtime!.forward(x))).toBeLessThan(1e-6);
+    expect(maxRelativeDifference(viaImages, await onnx.runtime!.forward(batchOfTensor(x)))).toBeLessThan(1e-6);
     tf.dispose([v, x]);
     onnx.dispose();
     tfjs.dispose();
@@ -379,12 +379,12 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     const x = tf.randomUniform([5, 28, 28, 1], 0, 255, 'float32', 4) as tf.Tensor4D;
     const cand = Int32Array.from({ length: 5 * 4 }, (_, i) => (i * 3) % 10);
     const reference = Int32Array.from([1, 2, 3, 4, 5]);
-    const rows = await candidateGradientRows(onnx, x, cand, 4, { reference, maxRows: 8 }); // chunks of 2 images, run at once
-    const loop = await candidateGradientsLoop(onnx, x, cand, 4, reference);
-    expect(maxRelativeDifference(rows.rows, loop.grads.dataSync())).toBeLessThan(1e-5);
+    const rows = await candidateGradients(onnx, batchOfTensor(x), cand, 4, { reference, maxRows: 8 }); // chunks of 2 images, run at once
+    const loop = await candidateGradientsLoop(onnx, batchOfTensor(x), cand, 4, reference);
+    expect(maxRelativeDifference(rows.rows, loop.rows)).toBeLessThan(1e-5);
     expect(maxRelativeDifference(rows.logits, loop.logits)).toBeLessThan(1e-5);
-    await expect(onnx.runtime!.vjp(x, new Float32Array(5 * 10), new Float32Array(5 * 784))).rejects.toThrow(/shared memory/);
-    tf.dispose([x, loop.grads]);
+    await expect(onnx.runtime!.vjp(batchOfTensor(x), new Float32Array(5 * 10), new Float32Array(5 * 784))).rejects.toThrow(/shared memory/);
+    x.dispose();
     onnx.dispose();
   });
 
@@ -435,38 +435,22 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     const x2 = x.slice([1], [2]) as tf.Tensor4D;
     const cand = Int32Array.from({ length: 4 * 3 }, (_, i) => (i * 7) % 10);
     const scratch: GradientScratch = {};
-    const first = await candidateGradientRows(onnx, x, cand, 3, { scratch });
+    const first = await candidateGradients(onnx, batchOfTensor(x), cand, 3, { scratch });
     const firstRows = first.rows.slice();
     const buffer = scratch.buffer;
     expect(buffer).toBeInstanceOf(SharedArrayBuffer);
-    const second = await candidateGradientRows(onnx, x2, cand.subarray(3, 9), 3, { scratch });
+    const second = await candidateGradients(onnx, batchOfTensor(x2), cand.subarray(3, 9), 3, { scratch });
     expect(scratch.buffer).toBe(buffer);
     expect(second.rows.buffer).toBe(buffer);
     expect(second.rows.length).toBe(2 * 3 * 784);
-    expect(maxRelativeDifference(firstRows, (await candidateGradientRows(onnx, x, cand, 3)).rows)).toBe(0);
-    expect(maxRelativeDifference(second.rows, (await candidateGradientRows(onnx, x2, cand.subarray(3, 9), 3)).rows)).toBe(0);
+    expect(maxRelativeDifference(firstRows, (await candidateGradients(onnx, batchOfTensor(x), cand, 3)).rows)).toBe(0);
+    expect(maxRelativeDifference(second.rows, (await candidateGradients(onnx, batchOfTensor(x2), cand.subarray(3, 9), 3)).rows)).toBe(0);
     tf.dispose([x, x2]);
     onnx.dispose();
   });
 });
 
 describe('TF.js wasm', () => {
-  it('tensorValues reads a float32 tensor in place on wasm (no copy) and equals dataSync everywhere', async () => {
-    expect((await initBackend('wasm')).name).toBe('wasm');
-    const x = tf.randomUniform([3, 5, 7, 2], -4, 4, 'float32', 9);
-    const view = tensorValues(x);
-    expect(Array.from(view)).toEqual(Array.from(x.dataSync()));
-    const heap = (tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8;
-    expect(view.buffer).toBe(heap.buffer);
-    const ints = tf.tensor1d([1, 2, 3], 'int32');
-    expect(Array.from(tensorValues(ints))).toEqual([1, 2, 3]); // not float32: dataSync
-    await tf.setBackend('cpu');
-    const y = tf.tensor1d([0.5, -2]);
-    expect(Array.from(tensorValues(y))).toEqual([0.5, -2]);
-    tf.dispose([x, ints, y]);
-    await initBackend();
-  });
-
   it('max pooling input gradient matches the cpu reference, overlapping windows included (the stock wasm MaxPoolGrad does not)', async () => {
     const x0 = tf.randomNormal([2, 7, 8, 3], 0, 1, 'float32', 3).arraySync();
     const cases: [number, number, 'same' | 'valid'][] = [

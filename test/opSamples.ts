@@ -4,6 +4,7 @@ import { allSamples, sampleNet, SAMPLE_INPUT, maxRelativeDifference } from '../s
 import { inferShapes } from '../src/engine/shapes.js';
 import type { Net } from '../src/engine/net.js';
 import type { Runtime } from '../src/engine/runtime.js';
+import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 
 /**
  * The per-op test harness that ops.test.ts (the CPU engine, TF.js wasm) and webgpu.test.ts (the GPU
@@ -34,9 +35,9 @@ export type Reference = { logits: number[]; dx: number[] }[];
  * reference: the bounds of float32 in another summation order.
  */
 export async function expectRuntimeMatches(rt: Runtime, x: tf.Tensor4D, dy: Float32Array, ref: Reference): Promise<void> {
-  const r = await rt.vjp(x, dy);
+  const r = await rt.vjp(batchOfTensor(x), dy);
   expect(maxRelativeDifference(r.logits, ref[0].logits)).toBeLessThan(1e-5);
-  expect(maxRelativeDifference(await rt.forward(x), ref[0].logits)).toBeLessThan(1e-5);
+  expect(maxRelativeDifference(await rt.forward(batchOfTensor(x)), ref[0].logits)).toBeLessThan(1e-5);
   const per = SAMPLE_INPUT.reduce((a, b) => a * b, 1);
   for (let j = 0; j < K; j++)
     for (let n = 0; n < N; n++) {

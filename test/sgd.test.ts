@@ -16,6 +16,7 @@ import { computeAlgorithm1, ALGORITHM1_DEFAULTS } from '../src/attacks/universal
 import { targetSuccessRate } from '../src/attacks/passes.js';
 import { classDiscriminative } from '../src/attacks/criterion.js';
 import { deepfool } from '../src/attacks/deepfool.js';
+import { batchOf } from '../src/math/batch.js';
 import { lpNorm } from '../src/math/lp.js';
 import { predictSet } from '../src/evaluation/scoring.js';
 import { randomPerturbation } from '../src/math/noise.js';
@@ -138,13 +139,13 @@ describe('targeted DeepFool on a linear classifier (closed form)', () => {
     ];
     const m = linearClassifier(W, [0, 0, 0], s);
     const x0 = [2, 1]; // f = [2, 1, -3]: class 0; target 2
-    const res = await deepfool(m, tf.tensor4d(x0, [1, ...s]), { target: 2, candidates: 3, overshoot: 0.02 });
+    const res = await deepfool(m, batchOf(Float32Array.from(x0), s), { target: 2, candidates: 3, overshoot: 0.02 });
     expect(res.status[0]).toBe('converged');
     expect(res.toLabel[0]).toBe(2);
     // First step from class 0 towards 2: w = w_2 - w_0 = (-2, -1), f = -5.
     // x + r = (2 - 2.04, 1 - 1.02) = (-0.04, -0.02): f = (-0.04, -0.02, 0.06), class 2 in one step.
     expect(res.steps[0]).toBe(1);
-    const r = res.r.dataSync();
+    const r = res.r;
     const w = [-2, -1];
     const nrm = Math.sqrt(5);
     const scale = ((5 / nrm + 1e-4) / nrm) * 1.02;
@@ -160,9 +161,9 @@ describe('targeted DeepFool on a linear classifier (closed form)', () => {
       [0, 0],
       [1, 1, 2],
     );
-    const res = await deepfool(m, tf.tensor4d([0, 3], [1, 1, 1, 2]), { target: 1, candidates: 2 });
+    const res = await deepfool(m, batchOf(Float32Array.from([0, 3]), [1, 1, 2]), { target: 1, candidates: 2 });
     expect(res.status[0]).toBe('already');
-    expect(Array.from(res.r.dataSync())).toEqual([0, 0]);
+    expect(Array.from(res.r)).toEqual([0, 0]);
   });
 });
 
@@ -280,14 +281,8 @@ describe('SGD-UAP gradient shards (the unit of its data-parallel run)', () => {
     const remote = await computeSgdUniversal(model, X, o, {
       shardGradients: async (v, shards, n) => {
         calls++;
-        const vt = tf.tensor3d(v, shape);
         const out = [];
-        for (const s of [...shards].reverse()) {
-          const x = X.batch(s.idx);
-          out.unshift(await shardGradient(model, x, vt, s.labels, n, o));
-          x.dispose();
-        }
-        vt.dispose();
+        for (const s of [...shards].reverse()) out.unshift(await shardGradient(model, X.images(s.idx), v, s.labels, n, o));
         return out;
       },
     });

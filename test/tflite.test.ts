@@ -19,6 +19,7 @@ import { assetsDir, CARDS_DIR } from '../src/paths.js';
 import { Rng } from '../src/math/random.js';
 import { vjp } from '../src/classifier/compute.js';
 import { UsageError } from '../src/errors.js';
+import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 
 const engine = await initBackend();
 
@@ -270,7 +271,7 @@ describe.skipIf(!present)('the coral TFLite MobileNets (shared assets)', () => {
           return tf.sub(y.slice([0, 1], [1, 1]), y.slice([0, 0], [1, 1])).sum();
         });
       const viaTfjs = tf.tidy(() => tf.grad(f)(x0));
-      const viaOnnx = (await vjp(model, x0, dy)).dx;
+      const viaOnnx = tf.tensor4d((await vjp(model, batchOfTensor(x0), dy)).dx, x0.shape);
       for (const g of [viaTfjs, viaOnnx])
         for (let k = 0; k < 3; k++) {
           const d = tf.tidy(() => {

@@ -12,9 +12,10 @@ import { fixtureCard, fixtureNames, readFixture } from './onnxFixtures.js';
 import { computeJob, type ComputeJob } from '../src/jobs/compute.js';
 import { loadClassifier, loadNet } from '../src/import/load.js';
 import { mkdtempSync, mkdirSync } from 'node:fs';
-import { argmaxRows, forwardLogits, vjpRows } from '../src/classifier/compute.js';
+import { argmaxRows, forwardLogits, vjp } from '../src/classifier/compute.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 
 /**
  * The GPU engine: every op sample of the registry (as ops.test.ts generates them) exported for ONNX
@@ -143,7 +144,7 @@ describe.skipIf(skip)("end to end on the WebGPU engine: the CPU engine's fooling
       expect(fg.runtime?.name).toBe('onnxruntime-webgpu');
       const size = fc.layers.reduce((a, l) => a + l.size, 0);
       const dy = Float32Array.from({ length: 3 * size }, (_, t) => Math.cos(t));
-      const [a, b] = [await vjpRows(fg, x, dy), await vjpRows(fc, x, dy)];
+      const [a, b] = [await vjp(fg, batchOfTensor(x), dy), await vjp(fc, batchOfTensor(x), dy)];
       expect(maxRelativeDifference(a.logits, b.logits)).toBeLessThan(1e-5);
       expect(maxRelativeDifference(a.dx, b.dx)).toBeLessThan(1e-4);
     } finally {
@@ -222,10 +223,10 @@ describe.skipIf(skip)("PyTorch ONNX exports on the WebGPU engine: PyTorch autogr
     expect(model.engine).toBe('onnxruntime (WebGPU)');
     const x = tf.tensor4d(Float32Array.from(f.pixels), [2, ...f.inputShape]);
     try {
-      const logits = await forwardLogits(model, x);
+      const logits = await forwardLogits(model, batchOfTensor(x));
       expect(maxRelativeDifference(logits, f.logits)).toBeLessThan(1e-4);
       expect(Array.from(argmaxRows(logits, f.numClasses))).toEqual(Array.from(argmaxRows(Float32Array.from(f.logits), f.numClasses)));
-      expect(maxRelativeDifference((await vjpRows(model, x, Float32Array.from(f.dy), 1)).dx, f.dx)).toBeLessThan(1e-4);
+      expect(maxRelativeDifference((await vjp(model, batchOfTensor(x), Float32Array.from(f.dy), 1)).dx, f.dx)).toBeLessThan(1e-4);
     } finally {
       x.dispose();
       model.dispose();

@@ -5,6 +5,7 @@ import { lpNorm, type Norm } from '../math/lp.js';
 import { noiseOfNorm } from '../math/noise.js';
 import { predictMany, predictSet, foolingRate } from '../evaluation/scoring.js';
 import { predictLabels } from '../classifier/compute.js';
+import { addClipped, perturbedBytes } from '../math/batch.js';
 import { deepfool } from '../attacks/deepfool.js';
 import type { TopLevelSpec } from '../report/plots.js';
 
@@ -113,24 +114,26 @@ async function deepfoolCurves(model: Classifier, set: ImageSource, norm: Norm, r
   let sum = tf.zeros([h, w, c]) as tf.Tensor3D;
   for await (const b of set.batches(16)) {
     const idx = b.items.map((_, j) => b.start + j);
-    const x = tf.tensor4d(Float32Array.from(b.pixels), [idx.length, h, w, c]);
+    const x = perturbedBytes(b.pixels, model.inputShape, null);
     const df = await deepfool(model, x, { norm });
-    const unit = tf.tidy(() => {
-      const flat = df.r.reshape([idx.length, -1]);
+    const r = tf.tensor4d(df.r, [idx.length, h, w, c]);
+    const unitTensor = tf.tidy(() => {
+      const flat = r.reshape([idx.length, -1]);
       const size = norm === 2 ? tf.norm(flat, 2, 1, true) : tf.max(tf.abs(flat), 1, true);
-      return tf.div(flat, tf.maximum(size, 1e-12)).reshape(df.r.shape) as tf.Tensor4D;
+      return tf.div(flat, tf.maximum(size, 1e-12));
     });
-    const next = tf.tidy(() => tf.add(sum, tf.sum(df.r, 0)) as tf.Tensor3D);
+    const unit = unitTensor.dataSync() as Float32Array;
+    unitTensor.dispose();
+    const next = tf.tidy(() => tf.add(sum, tf.sum(r, 0)) as tf.Tensor3D);
     sum.dispose();
     sum = next;
+    r.dispose();
     for (const [k, radius] of radii.entries()) {
-      const adv = tf.tidy(() => tf.clipByValue(tf.add(x, tf.mul(unit, radius)), 0, 255) as tf.Tensor4D);
-      const pred = await predictLabels(model, adv).finally(() => adv.dispose());
+      const pred = await predictLabels(model, addClipped(x, unit, radius));
       pred.forEach((p, j) => {
         if (p !== clean[idx[j]]) fooled[k]++;
       });
     }
-    tf.dispose([x, df.r, unit]);
   }
   const points: SweepPoint[] = radii.map((radius, k) => ({
     kind: 'per-image DeepFool',

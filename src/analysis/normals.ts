@@ -8,7 +8,7 @@ import { deepfool } from '../attacks/deepfool.js';
 import { Rng } from '../math/random.js';
 import { predictMany, foolingRate } from '../evaluation/scoring.js';
 import type { TopLevelSpec } from '../report/plots.js';
-import { takeRows } from '../math/rows.js';
+import { pickImages } from '../math/batch.js';
 
 /**
  * The geometry behind universality (the paper's Sec. 5, Fig. 9): the DeepFool boundary normals
@@ -83,18 +83,15 @@ export async function normalsAnalysis(
   // 1. DeepFool normals r(x)/||r(x)|| of the converged images.
   const parts: tf.Tensor2D[] = [];
   for (const idx of X.batchIndices(opts.batchSize ?? 16)) {
-    const x = X.batch(idx);
-    const df = await deepfool(model, x);
-    x.dispose();
+    const df = await deepfool(model, X.images(idx));
     const ok = idx.map((_, j) => j).filter((j) => df.status[j] === 'converged');
     if (ok.length)
       parts.push(
         tf.tidy(() => {
-          const r = takeRows(df.r.reshape([idx.length, size]) as tf.Tensor2D, ok);
+          const r = tf.tensor2d(pickImages({ data: df.r, n: idx.length, shape: model.inputShape }, ok).data, [ok.length, size]);
           return tf.div(r, tf.norm(r, 2, 1, true)) as tf.Tensor2D;
         }),
       );
-    df.r.dispose();
     opts.onProgress?.(idx[idx.length - 1] + 1);
   }
   if (parts.length === 0)

@@ -1,8 +1,7 @@
-import * as tf from '../tf.js';
 import type { Classifier, FeatureModel } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/imageSet.js';
-import { forwardLogits, vjpRows } from '../classifier/compute.js';
-import { tensorValues } from '../engine/tfjs/tensorView.js';
+import { forwardLogits, vjp } from '../classifier/compute.js';
+import { batchOf, shiftedBy, type Batch } from '../math/batch.js';
 import { Rng, passSeed } from '../math/random.js';
 import { UsageError } from '../errors.js';
 import { Ascent, batchGradient } from './ascent.js';
@@ -102,31 +101,26 @@ export async function computeDataFreeUniversal(
       const rng = new Rng(passSeed(o.seed, ctx.pass) ^ 0x5eed);
       for (let step = 0; step < o.stepsPerPass; step++) {
         const base = priorBatch(step, ctx.order);
-        const n = base.shape[0];
-        const raw = tf.tidy(() => tf.add(base, ctx.v) as tf.Tensor4D);
-        const x = tf.tidy(() => tf.clipByValue(raw, 0, 255) as tf.Tensor4D);
-        try {
-          const { dy } = logNormCotangent(await forwardLogits(features, x), sizes, n);
-          const grad = batchGradient((await vjpRows(features, x, dy)).dx, tensorValues(raw), size);
-          const prev = ctx.v;
-          ctx.v = ascent.step(prev, grad, o.norm, lr, o.xi);
-          prev.dispose();
-        } finally {
-          tf.dispose([base, raw, x]);
-        }
+        const n = base.n;
+        const { raw, adv } = shiftedBy(base, ctx.v.dataSync() as Float32Array);
+        const { dy } = logNormCotangent(await forwardLogits(features, adv), sizes, n);
+        const grad = batchGradient((await vjp(features, adv, dy)).dx, raw, size);
+        const prev = ctx.v;
+        ctx.v = ascent.step(prev, grad, o.norm, lr, o.xi);
+        prev.dispose();
         await ctx.report(Math.round(((step + 1) / o.stepsPerPass) * X.size), 0);
       }
       return o.stepsPerPass;
 
-      function priorBatch(step: number, order: number[]): tf.Tensor4D {
-        if (o.prior === 'none') return tf.tensor4d(neutral, [1, h, w, c]);
+      function priorBatch(step: number, order: number[]): Batch {
+        if (o.prior === 'none') return batchOf(neutral, model.inputShape, 1);
         if (o.prior === 'range')
-          return tf.tensor4d(
+          return batchOf(
             Float32Array.from({ length: o.batchSize * size }, () => rng.next() * 255),
-            [o.batchSize, h, w, c],
+            model.inputShape,
           );
         const at = (step * o.batchSize) % Math.max(X.size, 1);
-        return X.batch(order.slice(at, at + o.batchSize));
+        return X.images(order.slice(at, at + o.batchSize));
       }
     },
     state: () => ascent.state(),

@@ -1,10 +1,9 @@
-import * as tf from '../tf.js';
 import type { Classifier } from '../classifier/classifier.js';
-import { candidateGradientRows, type GradientOptions, type GradientScratch } from '../classifier/gradients.js';
+import { candidateGradients, type GradientOptions, type GradientScratch } from '../classifier/gradients.js';
 import { forwardLogits, predictLabels } from '../classifier/compute.js';
+import { addScaled, imageSize, pickImages, type Batch } from '../math/batch.js';
 import type { Norm } from '../math/lp.js';
 import { UsageError } from '../errors.js';
-import { takeRows } from '../math/rows.js';
 import { criterionOf } from './criterion.js';
 
 /** DeepFool's settings: the norm of the step (2 or inf), the candidate classes per image, the overshoot, the step cap, known labels and an optional target class. */
@@ -40,7 +39,7 @@ export type DeepFoolStatus = 'converged' | 'maxSteps' | 'already' | 'zeroGradien
 /** What DeepFool found for each image of the batch: its perturbation r [n, H, W, C], its steps, why it stopped, and its labels before and after. */
 export interface DeepFoolResult {
   /** [n, H, W, C] perturbations (overshoot included): x + r crosses the boundary when converged. */
-  r: tf.Tensor4D;
+  r: Float32Array;
   steps: Int32Array;
   status: DeepFoolStatus[];
   /** The label each image started from and its label at x + r. */
@@ -68,16 +67,17 @@ function topK(logits: Float32Array, n: number, m: number, k: number): Int32Array
  *   L2:   r = (|f_l| / ||w_l||_2 + 1e-4) * w_l / ||w_l||_2
  *   Linf: r = (|f_l| / ||w_l||_1 + 1e-4) * sign(w_l)
  * with l = argmin_k |f_k| / ||w_k||_q, f_k, w_k the logit difference to candidate k and its gradient.
+ * Plain arrays from end to end: the iterate, the gradient rows and the step never leave this memory.
  */
-export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFoolOptions = {}): Promise<DeepFoolResult> {
+export async function deepfool(model: Classifier, x: Batch, opts: DeepFoolOptions = {}): Promise<DeepFoolResult> {
   const norm = opts.norm ?? 2;
   const overshoot = opts.overshoot ?? 0.02;
   const maxSteps = opts.maxSteps ?? 50;
-  const n = x.shape[0];
+  const n = x.n;
+  const size = imageSize(x.shape);
   const candidates = opts.candidates ?? 10;
   if (!Number.isInteger(candidates) || candidates < 2) throw new UsageError(`{candidates}: expected an integer >= 2, got ${candidates}`);
   const k = Math.min(candidates, model.numClasses);
-  const [h, w, c] = [x.shape[1], x.shape[2], x.shape[3]];
 
   const clean = opts.logits ?? (await forwardLogits(model, x));
   const order = topK(clean, n, model.numClasses, k);
@@ -103,7 +103,7 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
   const steps = new Int32Array(n);
   const status: DeepFoolStatus[] = new Array(n).fill('maxSteps');
   const toLabel = Int32Array.from({ length: n }, (_, i) => order[i * k]);
-  let rTot: tf.Tensor4D = tf.zeros([n, h, w, c]);
+  const rTot = new Float32Array(n * size);
   let active = Array.from({ length: n }, (_, i) => i).filter((i) => {
     if (!done(i, toLabel[i])) return true;
     status[i] = 'already';
@@ -113,7 +113,13 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
   // Every step's gradient rows in one buffer: each step is done with them before the next.
   const scratch: GradientScratch = {};
   for (let step = 0; step < maxSteps && active.length > 0; step++) {
-    const xStep = tf.tidy(() => tf.add(takeRows(x, active), tf.mul(takeRows(rTot, active), 1 + overshoot)) as tf.Tensor4D);
+    // Step 0 starts at x itself (r = 0): no copy when every image is still active.
+    const xStep =
+      step > 0
+        ? addScaled(pickImages(x, active), pickRows(rTot, active, size), 1 + overshoot)
+        : active.length === n
+          ? x
+          : pickImages(x, active);
     // Cheap forward check first: only images still on their label pay for gradients. At step 0,
     // x_i = x and the clean prediction is already known.
     const pred = step === 0 ? Int32Array.from(active, (img) => order[img * k]) : await predictLabels(model, xStep);
@@ -125,11 +131,10 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
       } else still.push(a);
     });
     if (still.length === 0) {
-      xStep.dispose();
       active = [];
       break;
     }
-    const sub = takeRows(xStep, still);
+    const sub = still.length === active.length ? xStep : pickImages(xStep, still);
     const stillImgs = still.map((a) => active[a]);
     const subCand = new Int32Array(still.length * rows);
     stillImgs.forEach((img, s) => {
@@ -138,16 +143,12 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
     });
     // Gradients of the logit differences f_k - f_label (targeted: f_target - f_current) directly.
     const reference = Int32Array.from(still, (a, s) => (target !== undefined ? pred[a] : fromLabel[stillImgs[s]]));
-    const g = await candidateGradientRows(model, sub, subCand, rows, { ...opts, reference, scratch });
+    const g = await candidateGradients(model, sub, subCand, rows, { ...opts, reference, scratch });
     const { step: stepRows, zero } = lpStep(g, still.length, rows, norm);
-    const stepTensor = tf.tensor4d(stepRows, [still.length, h, w, c]);
-    const prev = rTot;
-    rTot = tf.tidy(() => {
-      const update = tf.scatterND(tf.tensor2d(stillImgs, [stillImgs.length, 1], 'int32'), stepTensor, [n, h, w, c]);
-      return tf.add(prev, update) as tf.Tensor4D;
+    stillImgs.forEach((img, s) => {
+      const into = rTot.subarray(img * size, (img + 1) * size);
+      for (let t = 0, o = s * size; t < size; t++, o++) into[t] += stepRows[o];
     });
-    prev.dispose();
-    tf.dispose([xStep, sub, stepTensor]);
     const next: number[] = [];
     stillImgs.forEach((img, s) => {
       steps[img]++;
@@ -158,18 +159,23 @@ export async function deepfool(model: Classifier, x: tf.Tensor4D, opts: DeepFool
   }
 
   // Images still active after the cap: check where their final point landed.
-  const r = tf.tidy(() => tf.mul(rTot, 1 + overshoot) as tf.Tensor4D);
-  rTot.dispose();
+  const grow = Math.fround(1 + overshoot);
+  const r = rTot.map((t) => t * grow);
   if (active.length > 0) {
-    const end = tf.tidy(() => tf.add(takeRows(x, active), takeRows(r, active)) as tf.Tensor4D);
-    const pred = await predictLabels(model, end);
-    end.dispose();
+    const pred = await predictLabels(model, addScaled(pickImages(x, active), pickRows(r, active, size)));
     active.forEach((img, a) => {
       toLabel[img] = pred[a];
       if (done(img, pred[a])) status[img] = 'converged';
     });
   }
   return { r, steps, status, fromLabel, toLabel };
+}
+
+/** Rows idx[0], idx[1], ... of `rows` values each (copied). */
+function pickRows(values: Float32Array, idx: ArrayLike<number>, size: number): Float32Array {
+  const out = new Float32Array(idx.length * size);
+  for (let j = 0; j < idx.length; j++) out.set(values.subarray(idx[j] * size, (idx[j] + 1) * size), j * size);
+  return out;
 }
 
 /**

@@ -1,6 +1,6 @@
-import * as tf from '../tf.js';
 import type { Classifier } from '../classifier/classifier.js';
-import { argmaxRows, forwardLogits, vjpRows } from '../classifier/compute.js';
+import { argmaxRows, forwardLogits, vjp } from '../classifier/compute.js';
+import { addClipped, imageSize, type Batch } from '../math/batch.js';
 import { l2, projectInPlace, type Norm } from '../math/lp.js';
 import { UsageError } from '../errors.js';
 import { criterionOf } from './criterion.js';
@@ -66,23 +66,18 @@ function steepestInPlace(g: Float32Array, norm: Norm, length: number): Float32Ar
  */
 async function gradientAt(
   model: Classifier,
-  x: tf.Tensor4D,
+  x: Batch,
   r: Float32Array,
   cotangent: (logits: Float32Array) => Float32Array,
 ): Promise<{ logits: Float32Array; dx: Float32Array }> {
-  const at = tf.tidy(() => tf.clipByValue(tf.add(x, tf.tensor4d(r, x.shape)), 0, 255) as tf.Tensor4D);
-  try {
-    const logits = await forwardLogits(model, at);
-    return { logits, dx: (await vjpRows(model, at, cotangent(logits), 1)).dx };
-  } finally {
-    at.dispose();
-  }
+  const at = addClipped(x, r);
+  const logits = await forwardLogits(model, at);
+  return { logits, dx: (await vjp(model, at, cotangent(logits))).dx };
 }
 
 /** Labels at clip(x + r). */
-async function labelsAt(model: Classifier, x: tf.Tensor4D, r: Float32Array): Promise<Int32Array> {
-  const at = tf.tidy(() => tf.clipByValue(tf.add(x, tf.tensor4d(r, x.shape)), 0, 255) as tf.Tensor4D);
-  return argmaxRows(await forwardLogits(model, at).finally(() => at.dispose()), model.numClasses);
+async function labelsAt(model: Classifier, x: Batch, r: Float32Array): Promise<Int32Array> {
+  return argmaxRows(await forwardLogits(model, addClipped(x, r)), model.numClasses);
 }
 
 /** r_i := clip(x_i + r_i, 0, 255) - x_i: r is the perturbation actually applied. */
@@ -90,13 +85,13 @@ function keepInRange(ri: Float32Array, base: Float32Array, offset: number): void
   for (let t = 0; t < ri.length; t++) ri[t] = Math.min(255, Math.max(0, base[offset + t] + ri[t])) - base[offset + t];
 }
 
-export async function innerAttack(model: Classifier, x: tf.Tensor4D, o: InnerOptions): Promise<InnerResult> {
+export async function innerAttack(model: Classifier, x: Batch, o: InnerOptions): Promise<InnerResult> {
   if (o.kind === 'newtonfool') return newtonFool(model, x, o);
   if (o.kind === 'cw') return carliniWagnerL2(model, x, o);
-  const n = x.shape[0];
-  const size = x.shape[1] * x.shape[2] * x.shape[3];
+  const n = x.n;
+  const size = imageSize(x.shape);
   const k = model.numClasses;
-  const base = x.dataSync() as Float32Array;
+  const base = x.data;
   const r = new Float32Array(n * size);
   const steps = o.kind === 'fgsm' ? 1 : (o.steps ?? 10);
   const stepSize = o.kind === 'fgsm' ? o.eps : (o.stepSize ?? (2.5 * o.eps) / steps);
@@ -129,12 +124,12 @@ function reachedFn(o: { labels: Int32Array; target?: number }): (pred: number, i
  * probability p_y of the label, each of size delta = min(eta ||x_0||_2 ||grad p_y||_2, p_y - 1/K), until
  * the label changes or `steps` (default 100) run out. Untargeted; no radius (the outer projection bounds v).
  */
-async function newtonFool(model: Classifier, x: tf.Tensor4D, o: InnerOptions): Promise<InnerResult> {
+async function newtonFool(model: Classifier, x: Batch, o: InnerOptions): Promise<InnerResult> {
   if (o.target !== undefined) throw new UsageError('{inner} newtonfool: untargeted only (use deepfool, fgsm, pgd or cw with {target})');
-  const n = x.shape[0];
-  const size = x.shape[1] * x.shape[2] * x.shape[3];
+  const n = x.n;
+  const size = imageSize(x.shape);
   const k = model.numClasses;
-  const base = x.dataSync() as Float32Array;
+  const base = x.data;
   const r = new Float32Array(n * size);
   const eta = o.stepSize ?? 0.01;
   const norms0 = Array.from({ length: n }, (_, i) => l2(base.subarray(i * size, (i + 1) * size)));
@@ -182,12 +177,12 @@ async function newtonFool(model: Classifier, x: tf.Tensor4D, o: InnerOptions): P
  * per constant, and a binary search over c per image (5 rounds from 0.01, x10 while it fails). The
  * smallest successful perturbation is kept; an image never fooled keeps the last one, marked not fooled.
  */
-async function carliniWagnerL2(model: Classifier, x: tf.Tensor4D, o: InnerOptions): Promise<InnerResult> {
-  const n = x.shape[0];
-  const size = x.shape[1] * x.shape[2] * x.shape[3];
+async function carliniWagnerL2(model: Classifier, x: Batch, o: InnerOptions): Promise<InnerResult> {
+  const n = x.n;
+  const size = imageSize(x.shape);
   const k = model.numClasses;
   const kappa = 0;
-  const base = x.dataSync() as Float32Array;
+  const base = x.data;
   const x01 = Float32Array.from(base, (p) => Math.min(1, Math.max(0, p / 255)));
   const w0 = Float32Array.from(x01, (p) => Math.atanh((2 * p - 1) * 0.999999));
   const best = new Float32Array(n * size);

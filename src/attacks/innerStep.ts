@@ -1,5 +1,5 @@
-import type * as tf from '../tf.js';
 import type { Classifier } from '../classifier/classifier.js';
+import type { Batch } from '../math/batch.js';
 import type { Norm } from '../math/lp.js';
 import { deepfool } from './deepfool.js';
 import { innerAttack } from './inner.js';
@@ -12,16 +12,15 @@ import { innerAttack } from './inner.js';
 
 export type InnerKind = 'deepfool' | 'fgsm' | 'pgd' | 'newtonfool' | 'cw';
 
-/** Each image's perturbation at x + v, whether the pass takes it, and what to free once it has. */
+/** Each image's perturbation at x + v, and whether the pass takes it. */
 export interface InnerStep {
   /** [n * H * W * C] perturbations. */
   r: Float32Array;
   take: boolean[];
-  release(): void;
 }
 
 /** One batch: the images at x + v not yet done, their labels (clean predictions), and their logits there. */
-export type InnerAttackRun = (x: tf.Tensor4D, labels: Int32Array, logits: Float32Array) => Promise<InnerStep>;
+export type InnerAttackRun = (x: Batch, labels: Int32Array, logits: Float32Array) => Promise<InnerStep>;
 
 /** The settings of Algorithm 1 an inner attack reads. */
 export interface InnerSettings {
@@ -54,7 +53,7 @@ const gradientAttack =
       labels,
       target: o.target,
     });
-    return { r: res.r, take: res.fooled.map((f) => f || o.accept === 'all'), release: () => {} };
+    return { r: res.r, take: res.fooled.map((f) => f || o.accept === 'all') };
   };
 
 const INNER_STEPS: Record<InnerKind, (model: Classifier, o: InnerSettings) => InnerAttackRun> = {
@@ -70,9 +69,8 @@ const INNER_STEPS: Record<InnerKind, (model: Classifier, o: InnerSettings) => In
       logits,
     });
     return {
-      r: df.r.dataSync() as Float32Array,
+      r: df.r,
       take: df.status.map((st) => st === 'converged' || (o.accept === 'all' && st === 'maxSteps')),
-      release: () => df.r.dispose(),
     };
   },
   fgsm: gradientAttack('fgsm'),

@@ -1,15 +1,14 @@
 import { criterionOf } from './criterion.js';
 import { crossEntropy } from './losses.js';
-import * as tf from '../tf.js';
 import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { lpNorm } from '../math/lp.js';
 import { Ascent, batchGradient } from './ascent.js';
 import { checkOptions, defaultsOf, fingerprintOf, type OptionsOf } from './options.js';
 export { batchGradient };
-import { argmaxRows, forwardLogits, vjpRows } from '../classifier/compute.js';
+import { argmaxRows, forwardLogits, vjp } from '../classifier/compute.js';
 import { scratchRows, type GradientScratch } from '../classifier/gradients.js';
-import { tensorValues } from '../engine/tfjs/tensorView.js';
+import { imageSize, shiftedBy, type Batch } from '../math/batch.js';
 import { forEachMinibatchIndex, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
 
 /**
@@ -52,30 +51,25 @@ export type ShardGradients = (v: Float32Array, shards: GradientShard[], n: numbe
  */
 export async function shardGradient(
   model: Classifier,
-  x: tf.Tensor4D,
-  v: tf.Tensor3D,
+  x: Batch,
+  v: Float32Array,
   labels: Int32Array,
   n: number,
   o: SgdLossOptions,
   scratch?: GradientScratch,
 ): Promise<ShardGradient> {
-  const [h, w, c] = model.inputShape;
+  const size = imageSize(x.shape);
   const K = model.numClasses;
   const criterion = criterionOf(o.target, o.classes);
-  const raw = tf.tidy(() => tf.add(x, v) as tf.Tensor4D);
-  const adv = tf.tidy(() => tf.clipByValue(raw, 0, 255) as tf.Tensor4D);
-  try {
-    const logits = await forwardLogits(model, adv);
-    let fooled = 0;
-    argmaxRows(logits, K).forEach((top, i) => {
-      if (criterion.done(top, labels[i])) fooled++;
-    });
-    const { dy } = lossCotangent(logits, labels, K, o, n);
-    const dx = (await vjpRows(model, adv, dy, 1, scratchRows(model, x.shape[0] * h * w * c, scratch))).dx;
-    return { grad: batchGradient(dx, tensorValues(raw), h * w * c), fooled };
-  } finally {
-    tf.dispose([raw, adv]);
-  }
+  const { raw, adv } = shiftedBy(x, v);
+  const logits = await forwardLogits(model, adv);
+  let fooled = 0;
+  argmaxRows(logits, K).forEach((top, i) => {
+    if (criterion.done(top, labels[i])) fooled++;
+  });
+  const { dy } = lossCotangent(logits, labels, K, o, n);
+  const dx = (await vjp(model, adv, dy, 1, scratchRows(model, x.n * size, scratch))).dx;
+  return { grad: batchGradient(dx, raw, size), fooled };
 }
 
 /** The loss settings a gradient shard needs. */
@@ -169,16 +163,9 @@ export async function computeSgdUniversal(
   // Every shard's input gradients in one buffer: each is summed into the step's gradient at once.
   const scratch: GradientScratch = {};
   /** The step's shards here, one forward and backward pass each. */
-  const local = async (v: tf.Tensor3D, shards: GradientShard[], n: number) => {
+  const local = async (v: Float32Array, shards: GradientShard[], n: number) => {
     const parts: ShardGradient[] = [];
-    for (const s of shards) {
-      const x = X.batch(s.idx);
-      try {
-        parts.push(await shardGradient(model, x, v, s.labels, n, o, scratch));
-      } finally {
-        x.dispose();
-      }
-    }
+    for (const s of shards) parts.push(await shardGradient(model, X.images(s.idx), v, s.labels, n, o, scratch));
     return parts;
   };
   const method: PassMethod = {
@@ -190,9 +177,8 @@ export async function computeSgdUniversal(
       let steps = 0;
       await forEachMinibatchIndex(ctx, X, o.batchSize, async ({ idx, labels }) => {
         const shards = gradientShards(idx, labels, gradShard);
-        const parts = ctl.shardGradients
-          ? await ctl.shardGradients(ctx.v.dataSync() as Float32Array, shards, idx.length)
-          : await local(ctx.v, shards, idx.length);
+        const v = ctx.v.dataSync() as Float32Array;
+        const parts = ctl.shardGradients ? await ctl.shardGradients(v, shards, idx.length) : await local(v, shards, idx.length);
         const { grad, fooled } = sumShards(parts, h * w * c);
         const prev = ctx.v;
         ctx.v = ascent.step(prev, grad, o.norm, lr, o.xi);

@@ -3,12 +3,11 @@ import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import { ballL2Radius, l2, projectInPlace } from '../math/lp.js';
 import { argmaxRows, forwardLogits } from '../classifier/compute.js';
-import { innerStepOf, type InnerStep } from './innerStep.js';
+import { innerStepOf } from './innerStep.js';
 import { criterionOf } from './criterion.js';
-import { perturb } from '../math/perturb.js';
 import { UsageError } from '../errors.js';
-import { forEachMinibatch, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
-import { takeRows } from '../math/rows.js';
+import { forEachMinibatchIndex, runPasses, type PassMethod, type PassOptions, type RunControl, type UniversalResult } from './passes.js';
+import { pickImages } from '../math/batch.js';
 import { checkOptions, defaultsOf, fingerprintOf, type OptionsOf } from './options.js';
 
 /**
@@ -100,40 +99,33 @@ export async function computeAlgorithm1(
       const v = Float32Array.from(ctx.v.dataSync());
       if (o.projection === 'sum') sum ??= v.slice();
       const length = o.stepSize * (o.stepDecay ?? 1) ** ctx.pass * (o.steps === 'unit' ? ballL2Radius(o.norm, o.xi, size) : 1);
-      await forEachMinibatch(ctx, X, o.batchSize, async ({ idx, labels, x }) => {
-        const adv = tf.tidy(() => perturb(x, ctx.v));
-        let sub: tf.Tensor4D | undefined;
-        let got: InnerStep | undefined;
-        try {
-          const K = model.numClasses;
-          const logits = await forwardLogits(model, adv);
-          const pred = argmaxRows(logits, K);
-          const todo = idx.map((_, j) => j).filter((j) => !criterion.done(pred[j], labels[j]));
-          if (todo.length > 0) {
-            sub = takeRows(adv, todo);
-            // The inner attack's perturbation of each image at x + v, and whether to take it.
-            got = await step(
-              sub,
-              Int32Array.from(todo, (j) => labels[j]),
-              Float32Array.from({ length: todo.length * K }, (_, t) => logits[todo[Math.floor(t / K)] * K + (t % K)]),
-            );
-            for (let u = 0; u < todo.length; u++) {
-              if (!got.take[u]) continue;
-              const r = got.r.subarray(u * size, (u + 1) * size);
-              const k = o.steps === 'unit' ? length / Math.max(l2(r), 1e-12) : length;
-              const into = sum ?? v;
-              for (let t = 0; t < size; t++) into[t] += k * r[t];
-              if (!sum) projectInPlace(v, o.norm, o.xi);
-              updates++;
-            }
-            if (sum) v.set(projectInPlace(sum.slice(), o.norm, o.xi));
-            replace(ctx, tf.tensor3d(v, [h, w, c]));
+      await forEachMinibatchIndex(ctx, X, o.batchSize, async ({ idx, labels }) => {
+        // clip(x + v) straight from the stored bytes: the batch stays a plain array down to the runtime.
+        const adv = X.images(idx, v);
+        const K = model.numClasses;
+        const logits = await forwardLogits(model, adv);
+        const pred = argmaxRows(logits, K);
+        const todo = idx.map((_, j) => j).filter((j) => !criterion.done(pred[j], labels[j]));
+        if (todo.length > 0) {
+          // The inner attack's perturbation of each image at x + v, and whether to take it.
+          const got = await step(
+            todo.length === idx.length ? adv : pickImages(adv, todo),
+            Int32Array.from(todo, (j) => labels[j]),
+            Float32Array.from({ length: todo.length * K }, (_, t) => logits[todo[Math.floor(t / K)] * K + (t % K)]),
+          );
+          for (let u = 0; u < todo.length; u++) {
+            if (!got.take[u]) continue;
+            const r = got.r.subarray(u * size, (u + 1) * size);
+            const k = o.steps === 'unit' ? length / Math.max(l2(r), 1e-12) : length;
+            const into = sum ?? v;
+            for (let t = 0; t < size; t++) into[t] += k * r[t];
+            if (!sum) projectInPlace(v, o.norm, o.xi);
+            updates++;
           }
-          return idx.length - todo.length;
-        } finally {
-          tf.dispose([adv, ...(sub ? [sub] : [])]);
-          got?.release();
+          if (sum) v.set(projectInPlace(sum.slice(), o.norm, o.xi));
+          replace(ctx, tf.tensor3d(v, [h, w, c]));
         }
+        return idx.length - todo.length;
       });
       if (o.rescale) {
         const n = o.norm === 2 ? l2(v) : v.reduce((m, t) => Math.max(m, Math.abs(t)), 0);

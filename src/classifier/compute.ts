@@ -1,13 +1,14 @@
-import * as tf from '../tf.js';
+import type { Batch } from '../math/batch.js';
 import type { Differentiable } from './classifier.js';
 
 /**
  * The one forward function and the one gradient function every attack and evaluation calls. They run
- * on the classifier's runtime (ONNX Runtime or TF.js); callers never know which.
+ * on the classifier's runtime (ONNX Runtime or TF.js); callers never know which. Batches are plain
+ * arrays (engine/batch.ts) in and out.
  */
 
 /** Logits [n * numClasses] of a pixel-space batch. */
-export async function forwardLogits(model: Differentiable, x: tf.Tensor4D): Promise<Float32Array> {
+export async function forwardLogits(model: Differentiable, x: Batch): Promise<Float32Array> {
   return model.runtime.forward(x);
 }
 
@@ -15,23 +16,12 @@ export async function forwardLogits(model: Differentiable, x: tf.Tensor4D): Prom
  * Logits [n * numClasses] of clip(x + v, 0, 255) for n images stored as uint8 [n, H, W, C] (a dataset's
  * bytes). ONNX Runtime takes the bytes and adds v inside its graph; TF.js builds the float batch.
  */
-export async function logitsOfImages(
-  model: Differentiable,
-  pixels: Uint8Array,
-  n: number,
-  v: tf.Tensor3D | Float32Array | null,
-): Promise<Float32Array> {
-  const vData = v === null || v instanceof Float32Array ? v : (v.dataSync() as Float32Array);
-  return model.runtime.forwardImages(pixels, n, vData);
+export async function logitsOfImages(model: Differentiable, pixels: Uint8Array, n: number, v: Float32Array | null): Promise<Float32Array> {
+  return model.runtime.forwardImages(pixels, n, v);
 }
 
 /** Top-1 labels of clip(x + v, 0, 255) for n images stored as uint8 [n, H, W, C]. */
-export async function predictImages(
-  model: Differentiable,
-  pixels: Uint8Array,
-  n: number,
-  v: tf.Tensor3D | Float32Array | null,
-): Promise<Int32Array> {
+export async function predictImages(model: Differentiable, pixels: Uint8Array, n: number, v: Float32Array | null): Promise<Int32Array> {
   return argmaxRows(await logitsOfImages(model, pixels, n, v), model.numClasses);
 }
 
@@ -48,40 +38,31 @@ export function argmaxRows(values: Float32Array, k: number): Int32Array {
 }
 
 /** Top-1 labels of a pixel-space batch. */
-export async function predictLabels(model: Differentiable, x: tf.Tensor4D): Promise<Int32Array> {
+export async function predictLabels(model: Differentiable, x: Batch): Promise<Int32Array> {
   return argmaxRows(await forwardLogits(model, x), model.numClasses);
 }
 
 /**
  * Vector-Jacobian products: logits of x [n, H, W, C] and, for each image i and each of its k
- * cotangents dy[i, j] (dy: [n, k, numClasses] flat), dx[i, j] = sum_c dy[i, j, c] d logit_c(x_i) / d x_i.
- * Returns dx as [n, k, H, W, C]; the caller owns it. ONNX Runtime runs one forward pass for all k;
- * TF.js differentiates the batch tiled k times.
+ * cotangents dy[i, j] (dy: [n, k, numClasses] flat), dx[i, j] = sum_c dy[i, j, c] d logit_c(x_i) / d x_i,
+ * as a plain array [n, k, H, W, C] (written into `out` when given: shared memory on a runtime with
+ * `sharedRows`, so that ONNX Runtime's workers write their rows in place). ONNX Runtime runs one forward
+ * pass for all k; TF.js differentiates the batch tiled k times.
  */
 export async function vjp(
   model: Differentiable,
-  x: tf.Tensor4D,
-  dy: Float32Array,
-  k = 1,
-): Promise<{ logits: Float32Array; dx: tf.Tensor }> {
-  const [n, h, w, c] = x.shape;
-  const r = await vjpRows(model, x, dy, k);
-  return { logits: r.logits, dx: tf.tensor(r.dx, [n, k, h, w, c]) };
-}
-
-/**
- * `vjp` with dx as a plain array [n, k, H, W, C] (written into `out` when given: shared memory on a
- * runtime with `sharedRows`, so that ONNX Runtime's workers write their rows in place). For callers
- * that read a few rows of dx and never need all of it as a tensor.
- */
-export async function vjpRows(
-  model: Differentiable,
-  x: tf.Tensor4D,
+  x: Batch,
   dy: Float32Array,
   k = 1,
   out?: Float32Array,
 ): Promise<{ logits: Float32Array; dx: Float32Array }> {
-  const n = x.shape[0];
-  if (dy.length !== n * k * model.numClasses) throw new Error(`internal: dy has ${dy.length} values for ${n} x ${k} x ${model.numClasses}`);
+  if (dy.length !== x.n * k * model.numClasses)
+    throw new Error(`internal: dy has ${dy.length} values for ${x.n} x ${k} x ${model.numClasses}`);
   return model.runtime.vjp(x, dy, out);
 }
+
+/**
+ * `vjp` under its 0.1 name (`vjp` itself now returns dx as a plain array).
+ * @deprecated use `vjp`; this name goes at 1.0.
+ */
+export const vjpRows = vjp;

@@ -1,6 +1,6 @@
-import * as tf from '../tf.js';
+import { imageSize, sliceImages, type Batch } from '../math/batch.js';
 import type { Classifier, Differentiable } from './classifier.js';
-import { vjp, vjpRows } from './compute.js';
+import { vjp } from './compute.js';
 
 /**
  * For each image n and each of its k candidate classes cand[n][j], the logit f_{cand[n][j]}(x_n)
@@ -12,10 +12,11 @@ import { vjp, vjpRows } from './compute.js';
 export interface CandidateGradients {
   /** [n, k] logits of the candidate classes. */
   logits: Float32Array;
-  /** [n, k, H, W, C] gradients. */
-  grads: tf.Tensor;
+  /** [n, k, H, W, C] gradients (the scratch's memory when one is given). */
+  rows: Float32Array;
 }
 
+/** How `candidateGradients` chunks and where it writes: a row budget, a reference class, reusable memory. */
 export interface GradientOptions {
   /** Upper bound on rows (images x candidates) per backward pass (default and cap: what the model's runtime and memory allow). */
   maxRows?: number;
@@ -72,29 +73,19 @@ function picked(logits: Float32Array, cand: Int32Array, k: number, numClasses: n
   });
 }
 
-/** The selected logit (differences) and their input gradients [n, k, H, W, C] for a batch. */
-async function selectedGradients(
+/**
+ * For each image n and each of its k candidate classes cand[n, k], the selected logit (difference)
+ * and its input gradient, chunked to the runtime's row budget (see CandidateGradients).
+ */
+export async function candidateGradients(
   model: Classifier,
-  x: tf.Tensor4D,
-  cand: Int32Array,
-  k: number,
-  reference?: Int32Array,
-): Promise<{ logits: Float32Array; grads: tf.Tensor }> {
-  const K = model.numClasses;
-  const { logits, dx } = await vjp(model, x, selection(cand, x.shape[0], k, K, reference), k);
-  return { logits: picked(logits, cand, k, K, reference), grads: dx };
-}
-
-/** `candidateGradients` with the gradients as a plain array [n, k, H, W, C] (no TF.js tensor). */
-export async function candidateGradientRows(
-  model: Classifier,
-  x: tf.Tensor4D,
+  x: Batch,
   cand: Int32Array,
   k: number,
   opts: GradientOptions = {},
-): Promise<{ logits: Float32Array; rows: Float32Array }> {
-  const [n, h, w, c] = x.shape;
-  const size = h * w * c;
+): Promise<CandidateGradients> {
+  const n = x.n;
+  const size = imageSize(x.shape);
   const K = model.numClasses;
   const budget = model.runtime.maxRows;
   const maxRows = Math.max(1, Math.min(opts.maxRows ?? budget, budget));
@@ -103,16 +94,11 @@ export async function candidateGradientRows(
   const rows = scratchRows(model, n * k * size, opts.scratch);
   /** Images first..first+count-1, their candidates j0..j0+kj-1: rows contiguous in `rows`. */
   const run = async (first: number, count: number, j0: number, kj: number) => {
-    const xs = count === n ? x : (x.slice([first], [count]) as tf.Tensor4D);
     const cls = Int32Array.from({ length: count * kj }, (_, r) => cand[(first + Math.floor(r / kj)) * k + j0 + (r % kj)]);
     const ref = opts.reference?.subarray(first, first + count);
-    try {
-      const out = rows.subarray((first * k + j0) * size, (first * k + j0 + count * kj) * size);
-      const r = await vjpRows(model, xs, selection(cls, count, kj, K, ref), kj, out);
-      picked(r.logits, cls, kj, K, ref).forEach((v, t) => (logits[(first + Math.floor(t / kj)) * k + j0 + (t % kj)] = v));
-    } finally {
-      if (xs !== x) xs.dispose();
-    }
+    const out = rows.subarray((first * k + j0) * size, (first * k + j0 + count * kj) * size);
+    const r = await vjp(model, sliceImages(x, first, count), selection(cls, count, kj, K, ref), kj, out);
+    picked(r.logits, cls, kj, K, ref).forEach((v, t) => (logits[(first + Math.floor(t / kj)) * k + j0 + (t % kj)] = v));
   };
   const chunks: Parameters<typeof run>[] = [];
   if (k <= maxRows) {
@@ -128,17 +114,11 @@ export async function candidateGradientRows(
   return { logits, rows };
 }
 
-/** `candidateGradientRows` with the gradients as one TF.js tensor [n, k, H, W, C] (the caller disposes it). */
-export async function candidateGradients(
-  model: Classifier,
-  x: tf.Tensor4D,
-  cand: Int32Array,
-  k: number,
-  opts: GradientOptions = {},
-): Promise<CandidateGradients> {
-  const { logits, rows } = await candidateGradientRows(model, x, cand, k, opts);
-  return { logits, grads: tf.tensor(rows, [x.shape[0], k, ...x.shape.slice(1)]) };
-}
+/**
+ * `candidateGradients` under its 0.1 name (`candidateGradients` itself now returns plain rows).
+ * @deprecated use `candidateGradients`; this name goes at 1.0.
+ */
+export const candidateGradientRows = candidateGradients;
 
 /**
  * The naive reference: one backward pass per candidate class (what other toolkits do). Same results
@@ -146,23 +126,21 @@ export async function candidateGradients(
  */
 export async function candidateGradientsLoop(
   model: Classifier,
-  x: tf.Tensor4D,
+  x: Batch,
   cand: Int32Array,
   k: number,
   reference?: Int32Array,
 ): Promise<CandidateGradients> {
-  const n = x.shape[0];
+  const n = x.n;
+  const size = imageSize(x.shape);
+  const K = model.numClasses;
   const logits = new Float32Array(n * k);
-  const perClass: tf.Tensor[] = [];
-  try {
-    for (let j = 0; j < k; j++) {
-      const classes = Int32Array.from({ length: n }, (_, i) => cand[i * k + j]);
-      const { logits: l, grads } = await selectedGradients(model, x, classes, 1, reference);
-      l.forEach((v, i) => (logits[i * k + j] = v));
-      perClass.push(grads);
-    }
-    return { logits, grads: tf.concat(perClass, 1) };
-  } finally {
-    tf.dispose(perClass);
+  const rows = new Float32Array(n * k * size);
+  for (let j = 0; j < k; j++) {
+    const classes = Int32Array.from({ length: n }, (_, i) => cand[i * k + j]);
+    const r = await vjp(model, x, selection(classes, n, 1, K, reference));
+    picked(r.logits, classes, 1, K, reference).forEach((v, i) => (logits[i * k + j] = v));
+    for (let i = 0; i < n; i++) rows.set(r.dx.subarray(i * size, (i + 1) * size), (i * k + j) * size);
   }
+  return { logits, rows };
 }

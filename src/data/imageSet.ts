@@ -2,6 +2,7 @@ import * as tf from '../tf.js';
 import { Rng } from '../math/random.js';
 import { labelsOf, type DecodedBatch, type ImageItem, type ImageSource } from './source.js';
 import type { ImageShape } from '../math/imageShape.js';
+import { perturbedBytes, type Batch } from '../math/batch.js';
 
 export type { ImageItem };
 
@@ -61,7 +62,11 @@ export class ImageSet implements ImageSource {
     const per = this.shape[0] * this.shape[1] * this.shape[2];
     return this.pixels.subarray(start * per, (start + count) * per);
   }
-  /** Float32 pixel-space batch of the given images, [n, H, W, C]. */
+  /** The given images as a plain float batch, clip(x + v, 0, 255) when a perturbation v [H, W, C] is given. */
+  images(indices: ArrayLike<number>, v: Float32Array | null = null): Batch {
+    return perturbedBytes(this.pixels, this.shape, v, indices);
+  }
+  /** Float32 pixel-space batch of the given images, [n, H, W, C] (a TF.js tensor). */
   batch(indices: ArrayLike<number>): tf.Tensor4D {
     const [h, w, c] = this.shape;
     const per = h * w * c;

@@ -6,6 +6,7 @@ import { UsageError } from '../errors.js';
 import { selfCheckInputs, selfCheckNet, closeEnough, tfjsProbe, SELF_CHECK_SHAPE } from './selfcheck.js';
 import { onnxRuntime, loadOrt, type Device } from './onnx/runtime.js';
 import type { Runtime } from './runtime.js';
+import { batchOfTensor } from './tfjs/batchTensor.js';
 
 /**
  * Where models run. 'onnx': ONNX Runtime on the CPU for forward passes and input gradients of every
@@ -103,7 +104,7 @@ async function onnxSelfCheck(device: Device): Promise<string | null> {
   if (!rt) return 'onnxruntime-node is not installed';
   const { x, dy } = selfCheckInputs();
   try {
-    const r = await rt.vjp(x, dy);
+    const r = await rt.vjp(batchOfTensor(x), dy);
     if (!closeEnough(r.logits, ref.logits) || !closeEnough(r.dx, ref.dx))
       return 'its logits or gradients differ from the reference on the probe network';
     return null;

@@ -1,9 +1,10 @@
-import type * as tf from '../tf.js';
+import type { Batch } from '../math/batch.js';
 
 /**
  * Where a classifier's batched forward passes and input gradients run: ONNX Runtime
  * (src/engine/onnx/runtime.ts) or TF.js (src/engine/tfjs/tfjsRuntime.ts). Every attack and evaluation goes
- * through this one head (compute.ts). Inputs are pixel-space NHWC batches; outputs are plain arrays.
+ * through this one head (compute.ts). Inputs are plain pixel-space NHWC batches (batch.ts); outputs are
+ * plain arrays: no runtime's containers cross the seam, so a device engine can sit behind it as well.
  */
 export interface Runtime {
   /** 'onnxruntime', or the TF.js backend ('wasm', 'cpu', 'webgl', 'webgpu'). */
@@ -17,7 +18,7 @@ export interface Runtime {
   /** Rows (images x cotangents) one vjp call may hold; TF.js's measured limits do not apply here. */
   readonly maxRows: number;
   /** logits [n * numClasses] of a batch x [n, H, W, C]. */
-  forward(x: tf.Tensor4D): Promise<Float32Array>;
+  forward(x: Batch): Promise<Float32Array>;
   /** logits of clip(pixels + v, 0, 255) for n images stored as uint8 [n, H, W, C]; v [H, W, C] or none. */
   forwardImages(pixels: Uint8Array, n: number, v: Float32Array | null): Promise<Float32Array>;
   /**
@@ -26,6 +27,6 @@ export interface Runtime {
    * dx [n, k, H, W, C]. dx is written into `out` when given (backed by a SharedArrayBuffer when
    * `sharedRows`).
    */
-  vjp(x: tf.Tensor4D, dy: Float32Array, out?: Float32Array): Promise<{ logits: Float32Array; dx: Float32Array }>;
+  vjp(x: Batch, dy: Float32Array, out?: Float32Array): Promise<{ logits: Float32Array; dx: Float32Array }>;
   dispose(): Promise<void>;
 }

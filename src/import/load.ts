@@ -22,6 +22,7 @@ import type { Engine } from '../engine/backend.js';
 import { cardFromTflite, readTflite } from './tflite/index.js';
 import { cardFromOnnx, readOnnx } from './onnx/index.js';
 import { checkInputShape, classifierNet } from './importNet.js';
+import { batchOfTensor } from '../engine/tfjs/batchTensor.js';
 export { checkInputShape };
 
 /** Short names for the cards shipped in cards/ and the embedded default. */
@@ -202,7 +203,10 @@ async function onnxOn(
   try {
     const want = tf.tidy(() => logits(probe).dataSync());
     const bytes = Uint8Array.from(probe.dataSync());
-    if (!closeEnough(await runtime.forward(probe), want, 1e-3) || !closeEnough(await runtime.forwardImages(bytes, 1, null), want, 1e-3)) {
+    if (
+      !closeEnough(await runtime.forward(batchOfTensor(probe)), want, 1e-3) ||
+      !closeEnough(await runtime.forwardImages(bytes, 1, null), want, 1e-3)
+    ) {
       await runtime.dispose();
       return { why: 'the ONNX export disagreed with TF.js on a probe image' };
     }

@@ -10,7 +10,7 @@ import { shardGradient } from '../attacks/sgd.js';
 import { dataFolder, defaultData } from '../data/sets.js';
 import { decodeItem, defaultCacheBytes } from '../data/stream.js';
 import { packageVersion } from '../paths.js';
-import * as tf from '../tf.js';
+import { perturbedBytes } from '../math/batch.js';
 import type { ShardResult } from './coordinator.js';
 import {
   SHARD_PROTOCOL,
@@ -179,14 +179,9 @@ export class ShardWork {
     if (classes.some((k) => k >= model.numClasses)) throw this.refuse(`loss: a class outside the model's ${model.numClasses} classes`);
     if (!(g.loss.beta > 0) || g.loss.kappa < 0) throw this.refuse('loss: expected beta > 0 and kappa >= 0');
     const v = await this.perturbation(g.v, model);
-    const x = tf.tensor4d(await this.pixelsOf(items, model.inputShape), [items.length, ...model.inputShape]);
-    const vt = tf.tensor3d(v, model.inputShape);
-    try {
-      const r = await shardGradient(model, x, vt, Int32Array.from(g.labels), g.n, g.loss);
-      return { grad: toBase64(r.grad), fooled: r.fooled };
-    } finally {
-      tf.dispose([x, vt]);
-    }
+    const x = perturbedBytes(await this.pixelsOf(items, model.inputShape), model.inputShape, null);
+    const r = await shardGradient(model, x, v, Int32Array.from(g.labels), g.n, g.loss);
+    return { grad: toBase64(r.grad), fooled: r.fooled };
   }
 
   /** A whole crafting run (a point of a size sweep) on the job's X. */

@@ -1,6 +1,4 @@
 import { availableParallelism, totalmem } from 'node:os';
-import type * as tf from '../../tf.js';
-import { tensorValues } from '../tfjs/tensorView.js';
 import type { Net } from '../net.js';
 import type { Runtime } from '../runtime.js';
 import { exportOnnxEach } from './export.js';
@@ -166,11 +164,6 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
     data: x.subarray(a * size, b * size),
     dims: [b - a, ...inputShape],
   });
-  /** Images a..b of a tensor, read (without a copy where possible) as the run is sent. */
-  const tensorFeed = (x: tf.Tensor4D, a: number, b: number): Feed => ({
-    data: () => tensorValues(x).subarray(a * size, b * size),
-    dims: [b - a, ...inputShape],
-  });
   const concat = (parts: Float32Array[]) => {
     const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
     parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
@@ -189,7 +182,7 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
     async forward(x) {
       const out = await pool.runShards(
         'forward',
-        imageRuns(x.shape[0], 0).map(([a, b]) => ({ feeds: { x: tensorFeed(x, a, b) } })),
+        imageRuns(x.n, 0).map(([a, b]) => ({ feeds: { x: imageFeed(x.data, a, b) } })),
         ['logits'],
       );
       return concat(out.map((o) => o.logits));
@@ -206,7 +199,7 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
       return concat(out.map((o) => o.logits));
     },
     async vjp(x, dy, into) {
-      const n = x.shape[0];
+      const n = x.n;
       const k = dy.length / (n * C);
       // dx [n, k, H, W, C] in shared memory: each run copies its rows straight into place.
       if (into && !(into.buffer instanceof SharedArrayBuffer && into.length === n * k * size))
@@ -216,7 +209,7 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
         const out = await pool.runShards(
           'vjp',
           imageRuns(n, k).map(([a, b]) => ({
-            feeds: { x: tensorFeed(x, a, b), dy: { data: dy.subarray(a * k * C, b * k * C), dims: [b - a, k, C] } },
+            feeds: { x: imageFeed(x.data, a, b), dy: { data: dy.subarray(a * k * C, b * k * C), dims: [b - a, k, C] } },
             into: { dx: [dx.subarray(a * k * size, b * k * size)] },
           })),
           ['logits'],
@@ -231,7 +224,7 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
           const share = new Float32Array(n * (b - a) * C);
           for (let i = 0; i < n; i++) share.set(dy.subarray((i * k + a) * C, (i * k + b) * C), i * (b - a) * C);
           const rows = Array.from({ length: n }, (_, i) => dx.subarray((i * k + a) * size, (i * k + b) * size));
-          return { feeds: { x: tensorFeed(x, 0, n), dy: { data: share, dims: [n, b - a, C] } }, into: { dx: rows } };
+          return { feeds: { x: imageFeed(x.data, 0, n), dy: { data: share, dims: [n, b - a, C] } }, into: { dx: rows } };
         }),
         ['logits'],
       );

@@ -1,6 +1,6 @@
 import * as tf from '../../tf.js';
-import { perturb } from '../../math/perturb.js';
-import { takeRows } from '../../math/rows.js';
+import { perturbedBytes, pickImages, type Batch } from '../../math/batch.js';
+import { tensorOfBatch } from './batchTensor.js';
 import type { Runtime } from '../runtime.js';
 import type { ImageShape } from '../../math/imageShape.js';
 
@@ -21,11 +21,10 @@ const DEFAULT_ROWS = 32;
  * interface as ONNX Runtime's, so that compute.ts has one path.
  */
 export function tfjsRuntime(model: TfjsGraph, maxGradientRows?: number): Runtime {
-  const [h, w, c] = model.inputShape;
   const K = model.numClasses;
-  const forward = async (x: tf.Tensor4D): Promise<Float32Array> => {
+  const forward = async (x: Batch): Promise<Float32Array> => {
     // Read outside tf.tidy: tidy walks a returned typed array element by element looking for tensors.
-    const y = tf.tidy(() => model.logits(x));
+    const y = tf.tidy(() => model.logits(tensorOfBatch(x)));
     try {
       return y.dataSync() as Float32Array;
     } finally {
@@ -40,26 +39,22 @@ export function tfjsRuntime(model: TfjsGraph, maxGradientRows?: number): Runtime
     maxRows: Math.min(DEFAULT_ROWS, maxGradientRows ?? DEFAULT_ROWS),
     forward,
     async forwardImages(pixels, n, v) {
-      const x = tf.tidy(() => perturb(tf.tensor4d(Float32Array.from(pixels), [n, h, w, c]), v && tf.tensor3d(v, [h, w, c])));
-      try {
-        return await forward(x);
-      } finally {
-        x.dispose();
-      }
+      return forward(perturbedBytes(pixels, model.inputShape, v));
     },
     async vjp(x, dy, out) {
-      const n = x.shape[0];
+      const n = x.n;
       const k = dy.length / (n * K);
       let logits: Float32Array | undefined;
+      // The batch tiled k times: one row per cotangent.
+      const tiled =
+        k === 1
+          ? x
+          : pickImages(
+              x,
+              Int32Array.from({ length: n * k }, (_, r) => Math.floor(r / k)),
+            );
       const dx = tf.tidy(() => {
         const weights = tf.tensor2d(dy, [n * k, K]);
-        const tiled =
-          k === 1
-            ? x
-            : takeRows(
-                x,
-                Int32Array.from({ length: n * k }, (_, r) => Math.floor(r / k)),
-              );
         return tf.grad((t: tf.Tensor) => {
           const y = model.logits(t as tf.Tensor4D);
           if (!logits) {
@@ -67,7 +62,7 @@ export function tfjsRuntime(model: TfjsGraph, maxGradientRows?: number): Runtime
             logits = k === 1 ? all : Float32Array.from({ length: n * K }, (_, i) => all[Math.floor(i / K) * k * K + (i % K)]);
           }
           return tf.sum(tf.mul(y, weights));
-        })(tiled);
+        })(tensorOfBatch(tiled));
       });
       try {
         const rows = dx.dataSync() as Float32Array;
