@@ -82,14 +82,7 @@ export async function deepfool(model: Classifier, x: Batch, opts: DeepFoolOption
   const clean = opts.logits ?? (await forwardLogits(model, x));
   const order = topK(clean, n, model.numClasses, k);
   const fromLabel = Int32Array.from({ length: n }, (_, i) => opts.labels?.[i] ?? order[i * k]);
-  // Per image, the k-1 top-ranked classes other than the one to leave: DeepFool's candidates.
-  const others = new Int32Array(n * (k - 1));
-  for (let i = 0; i < n; i++) {
-    const ranked = Array.from(order.subarray(i * k, (i + 1) * k))
-      .filter((j) => j !== fromLabel[i])
-      .slice(0, k - 1);
-    others.set(ranked, i * (k - 1));
-  }
+  const others = otherClasses(order, fromLabel, k);
 
   const target = opts.target;
   if (target !== undefined && !(Number.isInteger(target) && target >= 0 && target < model.numClasses))
@@ -116,7 +109,7 @@ export async function deepfool(model: Classifier, x: Batch, opts: DeepFoolOption
     // Step 0 starts at x itself (r = 0): no copy when every image is still active.
     const xStep =
       step > 0
-        ? addScaled(pickImages(x, active), pickRows(rTot, active, size), 1 + overshoot)
+        ? addScaled(pickImages(x, active), rowsOf(rTot, active, size), 1 + overshoot)
         : active.length === n
           ? x
           : pickImages(x, active);
@@ -136,19 +129,12 @@ export async function deepfool(model: Classifier, x: Batch, opts: DeepFoolOption
     }
     const sub = still.length === active.length ? xStep : pickImages(xStep, still);
     const stillImgs = still.map((a) => active[a]);
-    const subCand = new Int32Array(still.length * rows);
-    stillImgs.forEach((img, s) => {
-      if (target !== undefined) subCand[s] = target;
-      else subCand.set(others.subarray(img * (k - 1), (img + 1) * (k - 1)), s * (k - 1));
-    });
+    const subCand = target !== undefined ? new Int32Array(still.length).fill(target) : rowsOf(others, stillImgs, k - 1);
     // Gradients of the logit differences f_k - f_label (targeted: f_target - f_current) directly.
     const reference = Int32Array.from(still, (a, s) => (target !== undefined ? pred[a] : fromLabel[stillImgs[s]]));
     const g = await candidateGradients(model, sub, subCand, rows, { ...opts, reference, scratch });
     const { step: stepRows, zero } = lpStep(g, still.length, rows, norm);
-    stillImgs.forEach((img, s) => {
-      const into = rTot.subarray(img * size, (img + 1) * size);
-      for (let t = 0, o = s * size; t < size; t++, o++) into[t] += stepRows[o];
-    });
+    addRowsInPlace(rTot, stepRows, stillImgs, size);
     const next: number[] = [];
     stillImgs.forEach((img, s) => {
       steps[img]++;
@@ -162,7 +148,7 @@ export async function deepfool(model: Classifier, x: Batch, opts: DeepFoolOption
   const grow = Math.fround(1 + overshoot);
   const r = rTot.map((t) => t * grow);
   if (active.length > 0) {
-    const pred = await predictLabels(model, addScaled(pickImages(x, active), pickRows(r, active, size)));
+    const pred = await predictLabels(model, addScaled(pickImages(x, active), rowsOf(r, active, size)));
     active.forEach((img, a) => {
       toLabel[img] = pred[a];
       if (done(img, pred[a])) status[img] = 'converged';
@@ -171,11 +157,32 @@ export async function deepfool(model: Classifier, x: Batch, opts: DeepFoolOption
   return { r, steps, status, fromLabel, toLabel };
 }
 
-/** Rows idx[0], idx[1], ... of `rows` values each (copied). */
-function pickRows(values: Float32Array, idx: ArrayLike<number>, size: number): Float32Array {
-  const out = new Float32Array(idx.length * size);
+/** Rows idx[0], idx[1], ... of `size` values each of an array of rows, in a new array of its kind. */
+function rowsOf<T extends Float32Array | Int32Array>(values: T, idx: ArrayLike<number>, size: number): T {
+  const out = new (values.constructor as new (n: number) => T)(idx.length * size);
   for (let j = 0; j < idx.length; j++) out.set(values.subarray(idx[j] * size, (idx[j] + 1) * size), j * size);
   return out;
+}
+
+/** total[idx[s]] += rows[s] for each row s (`size` values each). */
+function addRowsInPlace(total: Float32Array, rows: Float32Array, idx: number[], size: number): void {
+  idx.forEach((img, s) => {
+    const into = total.subarray(img * size, (img + 1) * size);
+    for (let t = 0, o = s * size; t < size; t++, o++) into[t] += rows[o];
+  });
+}
+
+/** Per image, the k-1 top-ranked classes (of `order`, k per image) other than the one to leave: DeepFool's candidates. */
+function otherClasses(order: Int32Array, fromLabel: Int32Array, k: number): Int32Array {
+  const n = fromLabel.length;
+  const others = new Int32Array(n * (k - 1));
+  for (let i = 0; i < n; i++) {
+    const ranked = Array.from(order.subarray(i * k, (i + 1) * k))
+      .filter((j) => j !== fromLabel[i])
+      .slice(0, k - 1);
+    others.set(ranked, i * (k - 1));
+  }
+  return others;
 }
 
 /**

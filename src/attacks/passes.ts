@@ -134,26 +134,10 @@ export interface PassMethod {
 }
 
 /**
- * Walks one pass's order in minibatches: `step` gets the images (and their clean labels), returns how
- * many of them were already fooled, and the pass reports progress after each batch.
+ * Walks one pass's order in minibatches: `step` gets the minibatch's positions in X and their clean
+ * labels (it reads the images itself, here or on workers), returns how many of them were already
+ * fooled, and the pass reports progress after each batch.
  */
-export async function forEachMinibatch(
-  ctx: PassContext,
-  X: ImageSet,
-  batchSize: number,
-  step: (b: { idx: number[]; labels: Int32Array; x: tf.Tensor4D }) => Promise<number>,
-): Promise<void> {
-  await forEachMinibatchIndex(ctx, X, batchSize, async (b) => {
-    const x = X.batch(b.idx);
-    try {
-      return await step({ ...b, x });
-    } finally {
-      x.dispose();
-    }
-  });
-}
-
-/** As forEachMinibatch, with the minibatch's positions and labels only (a step that reads its images itself, or on workers). */
 export async function forEachMinibatchIndex(
   ctx: PassContext,
   X: { size: number },
@@ -226,34 +210,11 @@ export async function runPasses(
   // Only runs with checkpoints need it.
   const fp = ctl.checkpoints ? await fingerprint(model, X, o, method) : {};
   refuseResumeWithInit(ctl.resume, ctl.init);
-  const ctx = { v: undefined as unknown as tf.Tensor3D };
-  let history: PassRecord[] = [];
-  let startPass = 0;
-  let elapsedBefore = 0;
-  if (ctl.resume) {
-    if (!ctl.checkpoints) throw new UsageError('{resume} needs the run directory ({out}) of the interrupted run');
-    const ck = ctl.checkpoints.load(fp);
-    // What a resumed run publishes must be what this run could have made: its shape, inside its ball.
-    if (ck.shape.join() !== [h, w, c].join())
-      throw new UsageError(
-        `{resume}: the checkpoint in ${ctl.checkpoints.where} holds a ${ck.shape.join('x')} perturbation; model ${model.name} takes ${h}x${w}x${c}`,
-      );
-    const n = o.norm === 2 ? l2(ck.v) : ck.v.reduce((m, t) => Math.max(m, Math.abs(t)), 0);
-    if (n > o.xi * (1 + 1e-5))
-      throw new UsageError(
-        `{resume}: the checkpoint's perturbation has ||v||_${o.norm} = ${n.toPrecision(4)}, outside the ball of radius ${o.xi}; it was not made by this run`,
-      );
-    ctl.onResume?.(ck.completed);
-    ctx.v = tf.tensor3d(ck.v, ck.shape);
-    history = ck.history;
-    startPass = ck.completed;
-    elapsedBefore = ck.elapsed;
-    method.restore?.(ck.extra ?? {});
-  } else {
-    ctx.v = ctl.init ? projectLp(ctl.init, o.norm, o.xi) : tf.zeros([h, w, c]);
-  }
+  const start = startingPoint(model, o, method, ctl, fp);
+  const ctx = { v: start.v };
+  const history = start.history;
   const t0 = performance.now();
-  const seconds = () => elapsedBefore + (performance.now() - t0) / 1000;
+  const seconds = () => start.elapsed + (performance.now() - t0) / 1000;
   const goal = 1 - o.delta;
   const criterion = criterionOf(o.target, o.classes);
   const rateOf = (r: PassRecord) => criterion.rateIn(r);
@@ -264,13 +225,14 @@ export async function runPasses(
     let converged = last !== undefined && rateOf(last) >= goal;
     let stopReason = converged ? `${what} ${pct(rateOf(last))} >= ${pct(goal)} (target reached before resume)` : '';
     let outOfTime = false;
-    for (let pass = startPass; pass < o.maxPasses && !converged; pass++) {
-      if (pass > startPass && ctl.deadline !== undefined && Date.now() >= ctl.deadline) {
+    for (let pass = start.pass; pass < o.maxPasses && !converged; pass++) {
+      if (pass > start.pass && ctl.deadline !== undefined && Date.now() >= ctl.deadline) {
         outOfTime = true;
         break;
       }
       const passStart = performance.now();
       const lastRate = history.length ? history[history.length - 1].foolingRate : null;
+      const report = progressReporter(ctx, ctl, o, X.size, pass, lastRate, () => history.length);
       const order = new Rng(passSeed(o.seed, pass)).permutation(X.size);
       const updates = await method.pass({
         get v() {
@@ -282,38 +244,9 @@ export async function runPasses(
         pass,
         order,
         cleanPred,
-        report: async (done, fooledSeen) => {
-          await ctl.gate?.(); // a pause holds here, before this batch is reported
-          if (ctl.signal?.aborted)
-            throw new AbortedError(
-              ctl.checkpoints && history.length
-                ? `stopped; pass ${history.length} is in the checkpoint in ${ctl.checkpoints.where}`
-                : 'stopped',
-            );
-          ctl.onProgress?.({
-            pass: pass + 1,
-            maxPasses: o.maxPasses,
-            done,
-            total: X.size,
-            foolingRate: lastRate,
-            passFooledShare: fooledSeen / Math.max(done, 1),
-            normL2: lpNorm(ctx.v, 2),
-            normInf: lpNorm(ctx.v, 'inf'),
-          });
-          await new Promise((r) => setTimeout(r, 0)); // let the progress bar and abort signals through
-        },
+        report,
       });
-      const adv = await predictSet(model, X, ctx.v, o.batchSize);
-      const rec: PassRecord = {
-        pass: pass + 1,
-        foolingRate: foolingRate(cleanPred, adv),
-        normL2: lpNorm(ctx.v, 2),
-        normInf: lpNorm(ctx.v, 'inf'),
-        updates,
-        seconds: (performance.now() - passStart) / 1000,
-        ...criterion.figures(cleanPred, adv),
-      };
-      if (ctl.scorePass) rec.valFoolingRate = await ctl.scorePass(ctx.v);
+      const rec = await passRecord(model, X, o, ctx.v, cleanPred, { pass, updates, passStart }, ctl.scorePass);
       history.push(rec);
       ctl.checkpoints?.save({
         completed: pass + 1,
@@ -353,4 +286,91 @@ export async function runPasses(
   } finally {
     method.dispose?.();
   }
+}
+
+/** What a finished pass records: X's fooling rate at v (and the criterion's figures), v's norms, its time, the validation rate when asked. */
+async function passRecord(
+  model: Classifier,
+  X: ImageSet,
+  o: PassOptions,
+  v: tf.Tensor3D,
+  cleanPred: Int32Array,
+  at: { pass: number; updates: number; passStart: number },
+  scorePass?: RunControl['scorePass'],
+): Promise<PassRecord> {
+  const adv = await predictSet(model, X, v, o.batchSize);
+  const rec: PassRecord = {
+    pass: at.pass + 1,
+    foolingRate: foolingRate(cleanPred, adv),
+    normL2: lpNorm(v, 2),
+    normInf: lpNorm(v, 'inf'),
+    updates: at.updates,
+    seconds: (performance.now() - at.passStart) / 1000,
+    ...criterionOf(o.target, o.classes).figures(cleanPred, adv),
+  };
+  if (scorePass) rec.valFoolingRate = await scorePass(v);
+  return rec;
+}
+
+/**
+ * Where a run starts: the checkpoint of the interrupted run (refused unless it is this run's: same
+ * fingerprint, shape, inside the ball), or the warm start projected onto the ball, or zero.
+ */
+function startingPoint(
+  model: Classifier,
+  o: PassOptions,
+  method: PassMethod,
+  ctl: RunControl,
+  fp: Record<string, unknown>,
+): { v: tf.Tensor3D; history: PassRecord[]; pass: number; elapsed: number } {
+  const [h, w, c] = model.inputShape;
+  if (!ctl.resume) return { v: ctl.init ? projectLp(ctl.init, o.norm, o.xi) : tf.zeros([h, w, c]), history: [], pass: 0, elapsed: 0 };
+  if (!ctl.checkpoints) throw new UsageError('{resume} needs the run directory ({out}) of the interrupted run');
+  const ck = ctl.checkpoints.load(fp);
+  // What a resumed run publishes must be what this run could have made: its shape, inside its ball.
+  if (ck.shape.join() !== [h, w, c].join())
+    throw new UsageError(
+      `{resume}: the checkpoint in ${ctl.checkpoints.where} holds a ${ck.shape.join('x')} perturbation; model ${model.name} takes ${h}x${w}x${c}`,
+    );
+  const n = o.norm === 2 ? l2(ck.v) : ck.v.reduce((m, t) => Math.max(m, Math.abs(t)), 0);
+  if (n > o.xi * (1 + 1e-5))
+    throw new UsageError(
+      `{resume}: the checkpoint's perturbation has ||v||_${o.norm} = ${n.toPrecision(4)}, outside the ball of radius ${o.xi}; it was not made by this run`,
+    );
+  ctl.onResume?.(ck.completed);
+  method.restore?.(ck.extra ?? {});
+  return { v: tf.tensor3d(ck.v, ck.shape), history: ck.history, pass: ck.completed, elapsed: ck.elapsed };
+}
+
+/**
+ * A pass's `report`: holds at a pause, stops on abort (saying where the last pass is kept), and tells
+ * the caller the pass's progress with v's norms so far.
+ */
+function progressReporter(
+  ctx: { v: tf.Tensor3D },
+  ctl: RunControl,
+  o: PassOptions,
+  total: number,
+  pass: number,
+  lastRate: number | null,
+  passesKept: () => number,
+): PassContext['report'] {
+  return async (done, fooledSeen) => {
+    await ctl.gate?.(); // a pause holds here, before this batch is reported
+    if (ctl.signal?.aborted)
+      throw new AbortedError(
+        ctl.checkpoints && passesKept() ? `stopped; pass ${passesKept()} is in the checkpoint in ${ctl.checkpoints.where}` : 'stopped',
+      );
+    ctl.onProgress?.({
+      pass: pass + 1,
+      maxPasses: o.maxPasses,
+      done,
+      total,
+      foolingRate: lastRate,
+      passFooledShare: fooledSeen / Math.max(done, 1),
+      normL2: lpNorm(ctx.v, 2),
+      normInf: lpNorm(ctx.v, 'inf'),
+    });
+    await new Promise((r) => setTimeout(r, 0)); // let the progress bar and abort signals through
+  };
 }

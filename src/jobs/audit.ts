@@ -148,77 +148,18 @@ export async function auditJob(
     const sets: DataSpec = job.data !== undefined && job.val === undefined ? { ...given, ...splitData(model, job, assets, log) } : given;
     const budgets = job.budgets ?? defaultBudgets(model);
     if (!budgets.length) throw new UsageError('{norms}: give at least one norm budget, e.g. inf:10');
-    const runsTotal = budgets.length * methods.length;
-    const share = (0.75 * seconds * 1000) / runsTotal;
+    const share = (0.75 * seconds * 1000) / (budgets.length * methods.length);
     const seed = job.seed ?? 0;
     const results: AuditBudgetResult[] = [];
     const summaries: ComputeSummary[] = [];
     for (const b of budgets) {
-      const runs: AuditRun[] = [];
-      // The untargeted run that fooled most crafting images: its most absorbing label is the target.
-      let strongest: ComputeSummary | undefined;
-      for (const m of methods) {
-        const name = `${budgetTag(b)}-${m.key}`;
-        const target = m.targeted && strongest ? mostAbsorbing(strongest) : undefined;
-        if (m.targeted && target === undefined) {
-          log.warn(`audit ${name}: no untargeted run fooled a crafting image, so there is no absorbing label to aim at; left out`);
-          continue;
-        }
-        const plan = job.maxPasses ? `${job.maxPasses} passes` : `${Math.round(share / 1000)} s of crafting`;
-        log.info(`audit: ${m.title}, ${budgetName(b)} (${plan}) -> ${join(job.out, name)}`);
-        const s = await computeJob(
-          {
-            model: job.model,
-            card: job.card,
-            engine: job.engine,
-            assets: job.assets,
-            ...sets,
-            out: join(job.out, name),
-            force: true,
-            method: m.method,
-            options: { ...m.options, norm: b.norm, xi: b.xi, seed, delta: 0, maxPasses: job.maxPasses ?? 1000 },
-            target,
-            randomDraws: 3,
-            queue: job.queue,
-          },
-          { log, model, signal: ctl.signal, onProgress: ctl.onProgress, ...(job.maxPasses ? {} : { deadline: Date.now() + share }) },
-        );
-        summaries.push(s);
-        const run = auditRun(m, name, s, model, target);
-        runs.push(run);
-        ctl.onRun?.(run, b);
-        if (!m.targeted && (!strongest || s.onX.foolingRate > strongest.onX.foolingRate)) strongest = s;
-      }
-      if (authors) runs.push(...(await authorsRuns(model, b, { ...job, ...sets }, assets, log)));
-      if (!runs.length)
-        throw new UsageError(
-          `{methods}: nothing ran at ${budgetName(b)} (the authors' perturbations need a 224x224x3 model and the assets)`,
-        );
-      const worst = runs.reduce((a, r) => (r.heldOutFoolingRate > a.heldOutFoolingRate ? r : a));
-      const verdict = job.failAbove === undefined ? 'reported' : worst.heldOutFoolingRate > job.failAbove ? 'fail' : 'pass';
-      results.push({ ...b, verdict, noiseFoolingRate: await budgetNoise(model, b, { ...job, ...sets }, assets, log), worst, runs });
+      const r = await auditBudget(job, b, { model, methods, authors, sets, assets, seed, share, log, ctl });
+      results.push(r.result);
+      summaries.push(...r.summaries);
     }
     if (!summaries.length) throw new UsageError('{methods}: give at least one crafting method beside authors');
-    const first = summaries[0];
-    const prov = first.config.provenance ?? {};
-    const prints = await modelPrints(model);
     const audit: AuditResult = {
-      schema: AUDIT_SCHEMA,
-      uapVersion: packageVersion(),
-      date: new Date().toISOString(),
-      command: commandLine(),
-      model: {
-        spec: job.model,
-        name: model.name,
-        sha256: prints.files ?? null,
-        fingerprint: prints.print,
-        inputShape: [...model.inputShape],
-        numClasses: model.numClasses,
-      },
-      data: {
-        crafting: { images: first.onX.images, listSha256: (prov.dataListSha256 as string | null | undefined) ?? null },
-        heldOut: { images: first.onVal?.images ?? 0, listSha256: (prov.valListSha256 as string | null | undefined) ?? null },
-      },
+      ...auditHeader(job, model, await modelPrints(model), summaries[0]),
       seed,
       budgetSeconds: seconds,
       maxPasses: job.maxPasses ?? null,
@@ -245,6 +186,100 @@ export async function auditJob(
   } finally {
     model.dispose();
   }
+}
+
+/** What one budget's runs share: the model, the methods, the image sets, the time share per run. */
+interface BudgetContext {
+  model: Classifier;
+  methods: AuditMethod[];
+  authors: boolean;
+  sets: DataSpec;
+  assets: string;
+  seed: number;
+  /** Milliseconds of crafting per run (when no pass cap is given). */
+  share: number;
+  log: Log;
+  ctl: Parameters<typeof auditJob>[1] & object;
+}
+
+/** Every method at one budget (the targeted one aimed at the strongest untargeted run's most absorbing label), the worst case and the verdict. */
+async function auditBudget(
+  job: AuditJob,
+  b: AuditBudget,
+  c: BudgetContext,
+): Promise<{ result: AuditBudgetResult; summaries: ComputeSummary[] }> {
+  const { model, log, ctl } = c;
+  const runs: AuditRun[] = [];
+  const summaries: ComputeSummary[] = [];
+  // The untargeted run that fooled most crafting images: its most absorbing label is the target.
+  let strongest: ComputeSummary | undefined;
+  for (const m of c.methods) {
+    const name = `${budgetTag(b)}-${m.key}`;
+    const target = m.targeted && strongest ? mostAbsorbing(strongest) : undefined;
+    if (m.targeted && target === undefined) {
+      log.warn(`audit ${name}: no untargeted run fooled a crafting image, so there is no absorbing label to aim at; left out`);
+      continue;
+    }
+    const plan = job.maxPasses ? `${job.maxPasses} passes` : `${Math.round(c.share / 1000)} s of crafting`;
+    log.info(`audit: ${m.title}, ${budgetName(b)} (${plan}) -> ${join(job.out, name)}`);
+    const s = await computeJob(
+      {
+        model: job.model,
+        card: job.card,
+        engine: job.engine,
+        assets: job.assets,
+        ...c.sets,
+        out: join(job.out, name),
+        force: true,
+        method: m.method,
+        options: { ...m.options, norm: b.norm, xi: b.xi, seed: c.seed, delta: 0, maxPasses: job.maxPasses ?? 1000 },
+        target,
+        randomDraws: 3,
+        queue: job.queue,
+      },
+      { log, model, signal: ctl.signal, onProgress: ctl.onProgress, ...(job.maxPasses ? {} : { deadline: Date.now() + c.share }) },
+    );
+    summaries.push(s);
+    const run = auditRun(m, name, s, model, target);
+    runs.push(run);
+    ctl.onRun?.(run, b);
+    if (!m.targeted && (!strongest || s.onX.foolingRate > strongest.onX.foolingRate)) strongest = s;
+  }
+  if (c.authors) runs.push(...(await authorsRuns(model, b, { ...job, ...c.sets }, c.assets, log)));
+  if (!runs.length)
+    throw new UsageError(`{methods}: nothing ran at ${budgetName(b)} (the authors' perturbations need a 224x224x3 model and the assets)`);
+  const worst = runs.reduce((a, r) => (r.heldOutFoolingRate > a.heldOutFoolingRate ? r : a));
+  const verdict = job.failAbove === undefined ? 'reported' : worst.heldOutFoolingRate > job.failAbove ? 'fail' : 'pass';
+  const noiseFoolingRate = await budgetNoise(model, b, { ...job, ...c.sets }, c.assets, log);
+  return { result: { ...b, verdict, noiseFoolingRate, worst, runs }, summaries };
+}
+
+/** The audit's header: its schema and version, the command, the model's identity, the image sets' hashes (the first run's provenance). */
+function auditHeader(
+  job: AuditJob,
+  model: Classifier,
+  prints: Awaited<ReturnType<typeof modelPrints>>,
+  first: ComputeSummary,
+): Pick<AuditResult, 'schema' | 'uapVersion' | 'date' | 'command' | 'model' | 'data'> {
+  const prov = first.config.provenance ?? {};
+  return {
+    schema: AUDIT_SCHEMA,
+    uapVersion: packageVersion(),
+    date: new Date().toISOString(),
+    command: commandLine(),
+    model: {
+      spec: job.model,
+      name: model.name,
+      sha256: prints.files ?? null,
+      fingerprint: prints.print,
+      inputShape: [...model.inputShape],
+      numClasses: model.numClasses,
+    },
+    data: {
+      crafting: { images: first.onX.images, listSha256: (prov.dataListSha256 as string | null | undefined) ?? null },
+      heldOut: { images: first.onVal?.images ?? 0, listSha256: (prov.valListSha256 as string | null | undefined) ?? null },
+    },
+  };
 }
 
 function auditRun(m: AuditMethod, run: string, s: ComputeSummary, model: Classifier, target?: number): AuditRun {

@@ -147,41 +147,156 @@ function erf(x: number): number {
   return Math.sign(x) * (1 - Math.exp(-t * t) / Math.sqrt(Math.PI) / (t + f));
 }
 
-/** Operators fold() evaluates (besides the element-wise ones): shape arithmetic and constants. */
-export const FOLDED = [
-  'Identity',
-  'Dropout',
-  'Shape',
-  'Div',
-  'Equal',
-  'Less',
-  'Greater',
-  'Not',
-  'Where',
-  'Cast',
-  'Constant',
-  'ConstantOfShape',
-  'Range',
-  'Reshape',
-  'Flatten',
-  'Squeeze',
-  'Unsqueeze',
-  'Concat',
-  'Gather',
-  'Slice',
-  'Transpose',
-  'Expand',
-  'ReduceProd',
-  'ReduceSum',
-  ...Object.keys(ELEMENTWISE),
-];
+/** The ops fold() evaluates besides the element-wise ones (shape arithmetic and constants): one entry each. */
+const FOLDERS: Record<string, (node: OnnxNodeInfo, inputs: (Tensor | undefined)[], x: Tensor | undefined) => Tensor[] | undefined> = {
+  Identity: (_node, _inputs, x) => [x!],
+  Dropout: (...a) => FOLDERS.Identity(...a),
+  Shape: (node, _inputs, x) => {
+    const start = norm(attr(node, 'start', 0), x!.dims.length);
+    const end = node.attrs.has('end') ? norm(attr(node, 'end', 0), x!.dims.length) : x!.dims.length;
+    return [tensor('int', [end - start], x!.dims.slice(start, end))];
+  },
+  Div: (_node, inputs, x) => [elementwise([x!, inputs[1]!], x!.dtype === 'int' ? (a, b) => Math.trunc(a / b) : (a, b) => a / b)],
+  Equal: (_node, inputs, x) => [elementwise([x!, inputs[1]!], (a, b) => (a === b ? 1 : 0), 'bool')],
+  Less: (_node, inputs, x) => [elementwise([x!, inputs[1]!], (a, b) => (a < b ? 1 : 0), 'bool')],
+  Greater: (_node, inputs, x) => [elementwise([x!, inputs[1]!], (a, b) => (a > b ? 1 : 0), 'bool')],
+  Not: (_node, _inputs, x) => [elementwise([x!], (a) => (a ? 0 : 1), 'bool')],
+  Where: (_node, inputs, x) => [elementwise([x!, inputs[1]!, inputs[2]!], (c, a, b) => (c ? a : b), inputs[1]!.dtype)],
+  Cast: (node, _inputs, x) => {
+    const to = attr(node, 'to', 1);
+    const dtype: Tensor['dtype'] = [1, 10, 11, 16].includes(to) ? 'float' : to === 9 ? 'bool' : 'int';
+    return [
+      {
+        dtype,
+        dims: x!.dims,
+        data: Float64Array.from(x!.data, (v) => (dtype === 'int' ? Math.trunc(v) : dtype === 'bool' ? (v ? 1 : 0) : v)),
+      },
+    ];
+  },
+  Constant: (node, _inputs, _x) => {
+    const v =
+      node.attrs.get('value') ??
+      node.attrs.get('value_float') ??
+      node.attrs.get('value_floats') ??
+      node.attrs.get('value_int') ??
+      node.attrs.get('value_ints');
+    if (v === undefined) return undefined;
+    if (typeof v === 'number') return [tensor(node.attrs.has('value_int') ? 'int' : 'float', [], [v])];
+    if (Array.isArray(v)) return [tensor(node.attrs.has('value_ints') ? 'int' : 'float', [v.length], v as number[])];
+    return [v as Tensor];
+  },
+  ConstantOfShape: (node, _inputs, x) => {
+    const value = node.attrs.get('value') as Tensor | undefined;
+    const dims = ints(x);
+    if (dims.includes(BATCH)) return undefined; // one per image: the converter decides
+    return [{ dtype: value?.dtype ?? 'float', dims, data: new Float64Array(size(dims)).fill(value ? value.data[0] : 0) }];
+  },
+  Range: (_node, inputs, x) => {
+    const [s, l, d] = inputs.map((t) => t!.data[0]);
+    const n = Math.max(Math.ceil((l - s) / d), 0);
+    return [
+      tensor(
+        x!.dtype,
+        [n],
+        Array.from({ length: n }, (_, i) => s + i * d),
+      ),
+    ];
+  },
+  Reshape: (node, inputs, x) => {
+    const shape = ints(inputs[1]);
+    const out = shape.map((d, i) => (d === 0 && !attr(node, 'allowzero', 0) ? x!.dims[i] : d));
+    const known = out.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
+    return [{ ...x!, dims: out.map((d) => (d === -1 ? x!.data.length / known : d)) }];
+  },
+  Flatten: (node, _inputs, x) => {
+    const a = norm(attr(node, 'axis', 1), x!.dims.length);
+    return [{ ...x!, dims: [size(x!.dims.slice(0, a)), size(x!.dims.slice(a))] }];
+  },
+  Squeeze: (node, inputs, x) => {
+    const axes = (axesOf(node, inputs, 1) ?? x!.dims.flatMap((d, i) => (d === 1 ? [i] : []))).map((a) => norm(a, x!.dims.length));
+    return [{ ...x!, dims: x!.dims.filter((_, i) => !axes.includes(i)) }];
+  },
+  Unsqueeze: (node, inputs, x) => {
+    const axes = axesOf(node, inputs, 1)!;
+    const r = x!.dims.length + axes.length;
+    const at = axes.map((a) => norm(a, r));
+    const dims: number[] = [];
+    let k = 0;
+    for (let i = 0; i < r; i++) dims.push(at.includes(i) ? 1 : x!.dims[k++]);
+    return [{ ...x!, dims }];
+  },
+  Concat: (node, inputs, _x) => {
+    const ts = inputs.filter((t): t is Tensor => !!t && t.data.length > 0);
+    const a = norm(attr(node, 'axis', 0), ts[0].dims.length);
+    const outer = size(ts[0].dims.slice(0, a));
+    const data: number[] = [];
+    for (let o = 0; o < outer; o++)
+      for (const t of ts) {
+        const inner = size(t.dims.slice(a));
+        for (let i = 0; i < inner; i++) data.push(t.data[o * inner + i]);
+      }
+    return [
+      tensor(
+        ts[0].dtype,
+        ts[0].dims.map((d, i) => (i === a ? ts.reduce((s, t) => s + t.dims[a], 0) : d)),
+        data,
+      ),
+    ];
+  },
+  Gather: (node, inputs, x) => {
+    const a = norm(attr(node, 'axis', 0), x!.dims.length);
+    const idx = ints(inputs[1]).map((i) => (i < 0 ? i + x!.dims[a] : i));
+    const taken = pick(
+      x!,
+      x!.dims.map((d, i) => (i === a ? idx : all(d))),
+    );
+    const idxDims = inputs[1]!.dims;
+    return [{ ...taken, dims: [...x!.dims.slice(0, a), ...idxDims, ...x!.dims.slice(a + 1)] }];
+  },
+  Slice: (node, inputs, x) => {
+    const r = x!.dims.length;
+    const starts = node.attrs.has('starts') ? (node.attrs.get('starts') as number[]) : ints(inputs[1]);
+    const ends = node.attrs.has('ends') ? (node.attrs.get('ends') as number[]) : ints(inputs[2]);
+    const axes = (
+      node.attrs.has('axes') ? (node.attrs.get('axes') as number[]) : inputs[3] ? ints(inputs[3]) : starts.map((_, i) => i)
+    ).map((a) => norm(a, r));
+    const steps = inputs[4] ? ints(inputs[4]) : starts.map(() => 1);
+    const keep = x!.dims.map((d, i) => {
+      const k = axes.indexOf(i);
+      return k < 0 ? all(d) : sliceIndices(d, starts[k], ends[k], steps[k]);
+    });
+    return [pick(x!, keep)];
+  },
+  Transpose: (node, _inputs, x) => {
+    const perm = attr(
+      node,
+      'perm',
+      x!.dims.map((_, i) => x!.dims.length - 1 - i),
+    );
+    return [transposeTensor(x!, perm)];
+  },
+  Expand: (_node, inputs, x) => {
+    if (ints(inputs[1]).includes(BATCH)) return undefined; // one per image: the converter decides
+    const dims = broadcastDims(x!.dims, ints(inputs[1]));
+    return [elementwise([x!, { dtype: x!.dtype, dims, data: new Float64Array(size(dims)) }], (a) => a)];
+  },
+  ReduceProd: (node, inputs, x) => {
+    if (x!.dims.length > 1 || (axesOf(node, inputs, 1) ?? [0]).some((a) => norm(a, 1) !== 0)) return undefined;
+    const values = Array.from(x!.data);
+    const v = node.opType === 'ReduceProd' ? values.reduce((a, b) => a * b, 1) : values.reduce((a, b) => a + b, 0);
+    return [tensor(x!.dtype, attr(node, 'keepdims', 1) ? [1] : [], [v])];
+  },
+  ReduceSum: (...a) => FOLDERS.ReduceProd(...a),
+};
+
+/** Operators fold() evaluates: the element-wise ones and FOLDERS. */
+export const FOLDED = [...Object.keys(FOLDERS), ...Object.keys(ELEMENTWISE)];
 
 /**
  * The outputs of `node` when every input is a constant (undefined inputs are omitted optional ones),
  * or undefined when this op is not folded here.
  */
 export function fold(node: OnnxNodeInfo, inputs: (Tensor | undefined)[]): Tensor[] | undefined {
-  const [x] = inputs;
   const op = node.opType;
   if (ELEMENTWISE[op])
     return [
@@ -190,153 +305,5 @@ export function fold(node: OnnxNodeInfo, inputs: (Tensor | undefined)[]): Tensor
         ELEMENTWISE[op],
       ),
     ];
-  switch (op) {
-    case 'Identity':
-    case 'Dropout':
-      return [x!];
-    case 'Shape': {
-      const start = norm(attr(node, 'start', 0), x!.dims.length);
-      const end = node.attrs.has('end') ? norm(attr(node, 'end', 0), x!.dims.length) : x!.dims.length;
-      return [tensor('int', [end - start], x!.dims.slice(start, end))];
-    }
-    case 'Div':
-      return [elementwise([x!, inputs[1]!], x!.dtype === 'int' ? (a, b) => Math.trunc(a / b) : (a, b) => a / b)];
-    case 'Equal':
-      return [elementwise([x!, inputs[1]!], (a, b) => (a === b ? 1 : 0), 'bool')];
-    case 'Less':
-      return [elementwise([x!, inputs[1]!], (a, b) => (a < b ? 1 : 0), 'bool')];
-    case 'Greater':
-      return [elementwise([x!, inputs[1]!], (a, b) => (a > b ? 1 : 0), 'bool')];
-    case 'Not':
-      return [elementwise([x!], (a) => (a ? 0 : 1), 'bool')];
-    case 'Where':
-      return [elementwise([x!, inputs[1]!, inputs[2]!], (c, a, b) => (c ? a : b), inputs[1]!.dtype)];
-    case 'Cast': {
-      const to = attr(node, 'to', 1);
-      const dtype: Tensor['dtype'] = [1, 10, 11, 16].includes(to) ? 'float' : to === 9 ? 'bool' : 'int';
-      return [
-        {
-          dtype,
-          dims: x!.dims,
-          data: Float64Array.from(x!.data, (v) => (dtype === 'int' ? Math.trunc(v) : dtype === 'bool' ? (v ? 1 : 0) : v)),
-        },
-      ];
-    }
-    case 'Constant': {
-      const v =
-        node.attrs.get('value') ??
-        node.attrs.get('value_float') ??
-        node.attrs.get('value_floats') ??
-        node.attrs.get('value_int') ??
-        node.attrs.get('value_ints');
-      if (v === undefined) return undefined;
-      if (typeof v === 'number') return [tensor(node.attrs.has('value_int') ? 'int' : 'float', [], [v])];
-      if (Array.isArray(v)) return [tensor(node.attrs.has('value_ints') ? 'int' : 'float', [v.length], v as number[])];
-      return [v as Tensor];
-    }
-    case 'ConstantOfShape': {
-      const value = node.attrs.get('value') as Tensor | undefined;
-      const dims = ints(x);
-      if (dims.includes(BATCH)) return undefined; // one per image: the converter decides
-      return [{ dtype: value?.dtype ?? 'float', dims, data: new Float64Array(size(dims)).fill(value ? value.data[0] : 0) }];
-    }
-    case 'Range': {
-      const [s, l, d] = inputs.map((t) => t!.data[0]);
-      const n = Math.max(Math.ceil((l - s) / d), 0);
-      return [
-        tensor(
-          x!.dtype,
-          [n],
-          Array.from({ length: n }, (_, i) => s + i * d),
-        ),
-      ];
-    }
-    case 'Reshape': {
-      const shape = ints(inputs[1]);
-      const out = shape.map((d, i) => (d === 0 && !attr(node, 'allowzero', 0) ? x!.dims[i] : d));
-      const known = out.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
-      return [{ ...x!, dims: out.map((d) => (d === -1 ? x!.data.length / known : d)) }];
-    }
-    case 'Flatten': {
-      const a = norm(attr(node, 'axis', 1), x!.dims.length);
-      return [{ ...x!, dims: [size(x!.dims.slice(0, a)), size(x!.dims.slice(a))] }];
-    }
-    case 'Squeeze': {
-      const axes = (axesOf(node, inputs, 1) ?? x!.dims.flatMap((d, i) => (d === 1 ? [i] : []))).map((a) => norm(a, x!.dims.length));
-      return [{ ...x!, dims: x!.dims.filter((_, i) => !axes.includes(i)) }];
-    }
-    case 'Unsqueeze': {
-      const axes = axesOf(node, inputs, 1)!;
-      const r = x!.dims.length + axes.length;
-      const at = axes.map((a) => norm(a, r));
-      const dims: number[] = [];
-      let k = 0;
-      for (let i = 0; i < r; i++) dims.push(at.includes(i) ? 1 : x!.dims[k++]);
-      return [{ ...x!, dims }];
-    }
-    case 'Concat': {
-      const ts = inputs.filter((t): t is Tensor => !!t && t.data.length > 0);
-      const a = norm(attr(node, 'axis', 0), ts[0].dims.length);
-      const outer = size(ts[0].dims.slice(0, a));
-      const data: number[] = [];
-      for (let o = 0; o < outer; o++)
-        for (const t of ts) {
-          const inner = size(t.dims.slice(a));
-          for (let i = 0; i < inner; i++) data.push(t.data[o * inner + i]);
-        }
-      return [
-        tensor(
-          ts[0].dtype,
-          ts[0].dims.map((d, i) => (i === a ? ts.reduce((s, t) => s + t.dims[a], 0) : d)),
-          data,
-        ),
-      ];
-    }
-    case 'Gather': {
-      const a = norm(attr(node, 'axis', 0), x!.dims.length);
-      const idx = ints(inputs[1]).map((i) => (i < 0 ? i + x!.dims[a] : i));
-      const taken = pick(
-        x!,
-        x!.dims.map((d, i) => (i === a ? idx : all(d))),
-      );
-      const idxDims = inputs[1]!.dims;
-      return [{ ...taken, dims: [...x!.dims.slice(0, a), ...idxDims, ...x!.dims.slice(a + 1)] }];
-    }
-    case 'Slice': {
-      const r = x!.dims.length;
-      const starts = node.attrs.has('starts') ? (node.attrs.get('starts') as number[]) : ints(inputs[1]);
-      const ends = node.attrs.has('ends') ? (node.attrs.get('ends') as number[]) : ints(inputs[2]);
-      const axes = (
-        node.attrs.has('axes') ? (node.attrs.get('axes') as number[]) : inputs[3] ? ints(inputs[3]) : starts.map((_, i) => i)
-      ).map((a) => norm(a, r));
-      const steps = inputs[4] ? ints(inputs[4]) : starts.map(() => 1);
-      const keep = x!.dims.map((d, i) => {
-        const k = axes.indexOf(i);
-        return k < 0 ? all(d) : sliceIndices(d, starts[k], ends[k], steps[k]);
-      });
-      return [pick(x!, keep)];
-    }
-    case 'Transpose': {
-      const perm = attr(
-        node,
-        'perm',
-        x!.dims.map((_, i) => x!.dims.length - 1 - i),
-      );
-      return [transposeTensor(x!, perm)];
-    }
-    case 'Expand': {
-      if (ints(inputs[1]).includes(BATCH)) return undefined; // one per image: the converter decides
-      const dims = broadcastDims(x!.dims, ints(inputs[1]));
-      return [elementwise([x!, { dtype: x!.dtype, dims, data: new Float64Array(size(dims)) }], (a) => a)];
-    }
-    case 'ReduceProd':
-    case 'ReduceSum': {
-      if (x!.dims.length > 1 || (axesOf(node, inputs, 1) ?? [0]).some((a) => norm(a, 1) !== 0)) return undefined;
-      const values = Array.from(x!.data);
-      const v = op === 'ReduceProd' ? values.reduce((a, b) => a * b, 1) : values.reduce((a, b) => a + b, 0);
-      return [tensor(x!.dtype, attr(node, 'keepdims', 1) ? [1] : [], [v])];
-    }
-    default:
-      return undefined;
-  }
+  return Object.hasOwn(FOLDERS, op) ? FOLDERS[op](node, inputs, inputs[0]) : undefined;
 }
