@@ -28,16 +28,15 @@ const images = Number(args.get('images') ?? 64);
 const passes = Number(args.get('passes') ?? 2);
 const backendFlag = args.get('backend');
 
-/** Best of `repeats` timings (the first run also warms caches); returns the last result. */
-/** max_i |a_i - b_i| and max_i |a_i|: how far two gradient arrays are apart, relative to their size. */
+/** max_i |a_i - b_i| and max_i |a_i|: their ratio is how far two gradient arrays are apart, relative to their scale. */
 const maxAbsDifference = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
 const maxAbs = (a: Float32Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
 
-async function seconds<T>(f: () => T | Promise<T>, repeats = 3, release: (r: T) => void = () => {}): Promise<[T, number]> {
+/** Best of `repeats` timings (the first run also warms caches); returns the last result. */
+async function seconds<T>(f: () => T | Promise<T>, repeats = 3): Promise<[T, number]> {
   let best = Infinity;
   let r!: T;
   for (let i = 0; i < repeats; i++) {
-    if (i > 0) release(r);
     const t = performance.now();
     r = await f();
     best = Math.min(best, (performance.now() - t) / 1000);

@@ -15,8 +15,8 @@ import { resolveCardPath } from '../src/classifier/card.js';
 import { fileHandler } from '../src/import/fileHandler.js';
 import { forwardLogits, vjp } from '../src/classifier/compute.js';
 import { candidateGradients } from '../src/classifier/gradients.js';
-import { sliceImages } from '../src/math/batch.js';
-import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
+import { sliceImages, type Batch } from '../src/math/batch.js';
+import { tensorOfBatch } from '../src/engine/tfjs/batchTensor.js';
 import type { Classifier } from '../src/classifier/classifier.js';
 import { loadSet } from '../src/data/sets.js';
 import { assetsDir } from '../src/paths.js';
@@ -61,27 +61,26 @@ interface Row {
   gradRelDiffVsTfjsCpu: number;
 }
 
-async function measure(engine: Engine, name: string, assets: string, x: tf.Tensor4D, opts: { naive?: boolean }): Promise<Row> {
+async function measure(engine: Engine, name: string, assets: string, x: Batch, opts: { naive?: boolean }): Promise<Row> {
   const ort = await loadClassifier(name, { assets, engine });
   if (ort.engine !== 'onnxruntime') throw new Error(`${name}: expected ONNX Runtime, got ${ort.engine}`);
   const K = ort.numClasses;
   const dy = marginDy(K);
-  const xb = batchOfTensor(x);
-  const first = sliceImages(xb, 0, 1);
-  const ortForward = await best(() => forwardLogits(ort, xb), 10);
-  const ortGradient = await best(() => vjp(ort, xb, dy), 5);
+  const first = sliceImages(x, 0, 1);
+  const ortForward = await best(() => forwardLogits(ort, x), 10);
+  const ortGradient = await best(() => vjp(ort, x, dy), 5);
   // Ten candidate classes per image (DeepFool's top-10): k = 10 cotangents share each forward pass.
   const cand = Int32Array.from({ length: B * 10 }, (_, i) => 10 + (i % 10));
   // As DeepFool takes them: plain rows in shared memory, no TF.js tensor of all ten.
-  const ortTenGradients = await best(() => candidateGradients(ort, xb, cand, 10), 5);
+  const ortTenGradients = await best(() => candidateGradients(ort, x, cand, 10), 5);
   // Evaluation's path: the images' uint8 bytes in, the perturbation added inside the graph.
-  const bytes = Uint8Array.from(x.dataSync());
+  const bytes = Uint8Array.from(x.data);
   const ortForwardImages = await best(() => ort.runtime!.forwardImages(bytes, B, null), 10);
   const ortGrad0 = (await vjp(ort, first, marginDy(K).subarray(0, K))).dx.slice();
   ort.dispose();
 
   const wasm = await loadClassifier(name, { assets, engine: tfjsEngine() });
-  const wasmGradient = await best(() => vjp(wasm, xb, dy), 2);
+  const wasmGradient = await best(() => vjp(wasm, x, dy), 2);
   wasm.dispose();
 
   // The reference: the TF.js engine on the pure-JS cpu backend, image 0.
@@ -99,13 +98,14 @@ async function measure(engine: Engine, name: string, assets: string, x: tf.Tenso
       [B, K],
     );
     const pre = (t: tf.Tensor) => tf.sub(tf.mul(t, card.preprocess.scale ?? 1), -(card.preprocess.offset ?? 0));
+    const xt = tensorOfBatch(x);
     naiveCpuGradient = await best(
-      async () => tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.mul((model.predict(pre(t)) as tf.Tensor).reshape([B, K]), sel)))(x)),
+      async () => tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.mul((model.predict(pre(t)) as tf.Tensor).reshape([B, K]), sel)))(xt)),
       1,
       (g) => g.dispose(),
     );
     model.dispose();
-    sel.dispose();
+    tf.dispose([sel, xt]);
   }
   await tf.setBackend('wasm');
 
@@ -115,7 +115,7 @@ async function measure(engine: Engine, name: string, assets: string, x: tf.Tenso
     const card = findCard(name);
     const net = await loadNet(card, resolveCardPath(card, card.model, assets), assets);
     writeNetFiles(net, card.inputShape, join(dir, 'net.json'), join(dir, 'net.bin'));
-    writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
+    writeNpy(join(dir, 'x.npy'), { data: x.data, shape: [x.n, ...x.shape] });
     const t = runTorchBest<{ forwardMs: number; gradientMs: number; tenGradientsMs: number; threads: number; grad0: number[] }>(
       'bench/torch_ref.py',
       [join(dir, 'net.json'), join(dir, 'net.bin'), join(dir, 'x.npy'), join(dir, 'out.json'), '2'],
@@ -148,12 +148,11 @@ export async function benchEngine(assets: string): Promise<Row[]> {
   const probe: Classifier = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine: tfjsEngine() });
   const X = await loadSet(probe, join(assets, 'data', 'imagenet-sample-images'), { limit: B, assets, what: 'images' });
   probe.dispose();
-  const x224 = X.batch(Array.from({ length: B }, (_, i) => i));
+  const x224 = X.images(Array.from({ length: B }, (_, i) => i));
   const rows = [
     await measure(engine, 'mobilenet_v1_0.25_224', assets, x224, { naive: true }),
     await measure(engine, 'mobilenet_v2_1.0_224_quant', assets, x224, {}),
   ];
-  x224.dispose();
   const f = (v?: number) => (v === undefined ? '-' : v.toFixed(1));
   const ratio = (a?: number, b?: number) => (a === undefined || b === undefined ? '-' : (a / b).toFixed(2) + 'x');
   console.log(

@@ -15,13 +15,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '../src/tf.js';
 import { initBackend, tfjsEngine, type Engine } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
 import { forwardLogits, vjp } from '../src/classifier/compute.js';
 import { candidateGradients, scratchRows, type GradientScratch } from '../src/classifier/gradients.js';
-import { sliceImages } from '../src/math/batch.js';
-import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
+import { sliceImages, type Batch } from '../src/math/batch.js';
 import { l2RelativeDifference, maxRelativeDifference } from '../src/engine/selfcheck.js';
 import { loadSet } from '../src/data/sets.js';
 import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
@@ -54,34 +52,33 @@ type TorchRef = {
   grad0f64: number[];
 };
 
-function torchReference(name: string, x: tf.Tensor4D): (TorchRef & { torchSettings: string }) | undefined {
+function torchReference(name: string, x: Batch): (TorchRef & { torchSettings: string }) | undefined {
   if (!TORCH_PYTHON || spawnSync(TORCH_PYTHON, ['-c', 'import torchvision'], { stdio: 'ignore' }).status !== 0) return undefined;
   const dir = mkdtempSync(join(tmpdir(), 'uap-zoo-'));
   try {
-    writeNpy(join(dir, 'x.npy'), { data: x.dataSync() as Float32Array, shape: x.shape });
+    writeNpy(join(dir, 'x.npy'), { data: x.data, shape: [x.n, ...x.shape] });
     return runTorchBest<TorchRef>('bench/torch_zoo.py', [name, join(dir, 'x.npy'), join(dir, 'out.json'), '2'], join(dir, 'out.json'));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-async function measure(engine: Engine, file: string, name: string, x: tf.Tensor4D) {
+async function measure(engine: Engine, file: string, name: string, x: Batch) {
   const t0 = performance.now();
   const model = await loadClassifier(file, { engine, card: { preprocess: TORCHVISION, numClasses: 1000 } });
   const loadSeconds = (performance.now() - t0) / 1000;
   const K = model.numClasses;
   const margin = new Float32Array(B * K);
   for (let i = 0; i < B; i++) [margin[i * K], margin[i * K + 1]] = [-1, 1];
-  const xb = batchOfTensor(x);
-  const forward = await best(() => forwardLogits(model, xb), 5);
+  const forward = await best(() => forwardLogits(model, x), 5);
   // Each in reused memory, as SGD-UAP's steps and DeepFool's iterations run them.
   const one: GradientScratch = {};
-  const gradient = await best(() => vjp(model, xb, margin, 1, scratchRows(model, x.size, one)), 3);
+  const gradient = await best(() => vjp(model, x, margin, 1, scratchRows(model, x.data.length, one)), 3);
   const cand = Int32Array.from({ length: B * 10 }, (_, i) => 10 + (i % 10));
   const ten: GradientScratch = {};
-  const tenGradients = await best(() => candidateGradients(model, xb, cand, 10, { scratch: ten }), 3);
-  const logits = await forwardLogits(model, xb);
-  const g0 = (await vjp(model, sliceImages(xb, 0, 1), margin.subarray(0, K), 1)).dx;
+  const tenGradients = await best(() => candidateGradients(model, x, cand, 10, { scratch: ten }), 3);
+  const logits = await forwardLogits(model, x);
+  const g0 = (await vjp(model, sliceImages(x, 0, 1), margin.subarray(0, K), 1)).dx;
   const runsOn = model.engine;
   model.dispose();
   const torch = torchReference(name, x);
@@ -228,7 +225,7 @@ async function main() {
   const probe = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine: tfjsEngine() });
   const X = await loadSet(probe, join(assets, 'data', 'imagenet-sample-images'), { limit: B, assets, what: 'images' });
   probe.dispose();
-  const x = X.batch(Array.from({ length: B }, (_, i) => i));
+  const x = X.images(Array.from({ length: B }, (_, i) => i));
   const rows: Row[] = [];
   for (const name of names) {
     try {
@@ -257,7 +254,6 @@ async function main() {
       save(rows, backend);
     }
   }
-  x.dispose();
   console.log(`\n${zooTable(previousRows())}\n\n${memoryTable(previousRows())}\nwritten ${RESULTS}`);
 }
 

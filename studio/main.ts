@@ -10,6 +10,7 @@ import type {
   AttackSettings,
   BrowserCard,
   BrowserDataset,
+  ControlSpecs,
   FromWorker,
   HeldOutRates,
   Method,
@@ -247,6 +248,29 @@ function fillMethods(methods: { name: string; title: string }[]): void {
   select.value = methods.some((x) => x.name === current) ? current : methods[0].name;
 }
 
+/** The attack controls' bounds, steps and titles (and the norm's choices), from the library's option schema (sent by the worker). */
+function bindControls(controls: ControlSpecs): void {
+  const inputs: [keyof ControlSpecs, string][] = [
+    ['xi', 'xi'],
+    ['maxPasses', 'passes'],
+    ['seed', 'seed'],
+  ];
+  for (const [name, id] of inputs) {
+    const c = controls[name];
+    const input = $<HTMLInputElement>(id);
+    input.title = c.title;
+    if (c.min !== undefined) input.min = String(c.min);
+    if (c.max !== undefined) input.max = String(c.max);
+    if (c.step !== undefined) input.step = String(c.step);
+  }
+  const norm = controls.norm;
+  const select = $<HTMLSelectElement>('norm');
+  const current = select.value;
+  select.title = norm.title;
+  select.innerHTML = (norm.choices ?? []).map((p) => `<option value="${p}">${p === 'inf' ? 'L∞' : `L${p}`}</option>`).join('');
+  select.value = (norm.choices ?? []).some((p) => String(p) === current) ? current : String(norm.default);
+}
+
 function settings(): AttackSettings {
   const target = $<HTMLSelectElement>('target').value;
   return {
@@ -263,6 +287,10 @@ function settings(): AttackSettings {
 function start(): void {
   const s = settings();
   if (!(s.xi > 0)) return status('ξ must be a positive number of pixels.');
+  for (const id of ['xi', 'passes', 'seed']) {
+    const input = $<HTMLInputElement>(id);
+    if (!input.checkValidity()) return status(`${input.title}: ${input.validationMessage}`);
+  }
   history = [];
   metrics = undefined;
   setRunning(true);
@@ -313,6 +341,7 @@ worker.onmessage = async (e: MessageEvent<FromWorker>) => {
       );
       methodTitles = new Map(m.methods.map((x) => [x.name, x.title]));
       fillMethods(m.methods);
+      bindControls(m.controls);
       $<HTMLSelectElement>('target').innerHTML =
         '<option value="">none (untargeted)</option>' +
         Array.from({ length: info.numClasses }, (_, i) => `<option value="${i}">${i}: ${labelOf(i)}</option>`).join('');

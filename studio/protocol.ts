@@ -66,6 +66,8 @@ export type FromWorker =
       labels?: Int32Array;
       /** The library's crafting methods (its registry), for the method menu. */
       methods: { name: Method; title: string }[];
+      /** The attack controls as the library's option schema bounds them. */
+      controls: ControlSpecs;
     }
   | { type: 'progress'; p: Progress }
   /** A pause took effect: the run waits between batches, and nothing moves until resume. */
@@ -96,4 +98,22 @@ export const GRAPH_MIN_FOOLED = 20;
 export interface TopLabel {
   label: number;
   p: number;
+}
+
+/** A form control of one crafting option (`formControl` of src/attacks/options.ts). */
+export interface ControlSpec {
+  title: string;
+  min?: number;
+  max?: number;
+  step?: number | 'any';
+  choices?: readonly (string | number)[];
+  default?: string | number;
+}
+
+/** The studio's attack controls that the schema describes. */
+export interface ControlSpecs {
+  xi: ControlSpec;
+  maxPasses: ControlSpec;
+  seed: ControlSpec;
+  norm: ControlSpec;
 }

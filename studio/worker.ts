@@ -20,6 +20,7 @@ import { arrayFromBytes, fitPerturbation } from '../src/perturbation/format.js';
 import { AbortedError, withOptionNames } from '../src/errors.js';
 import type { AttackSettings, BrowserCard, DroppedModel, FromWorker, HeldOutRates, ToWorker, TopLabel } from './protocol.js';
 import { GRAPH_MIN_FOOLED } from './protocol.js';
+import { formControl } from '../src/attacks/options.js';
 import { forwardLogits } from '../src/classifier/compute.js';
 import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 import { chooseBrowserBackend } from './host/backend.js';
@@ -97,6 +98,7 @@ async function load(msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
     cleanPred: cleanH,
     labels: H.labels,
     methods: METHOD_NAMES.map((name) => ({ name, title: METHODS[name].title })),
+    controls: { xi: formControl('xi'), maxPasses: formControl('maxPasses'), seed: formControl('seed'), norm: formControl('norm') },
   });
 }
 

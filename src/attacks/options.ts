@@ -433,6 +433,30 @@ export function checkOptions(o: object, users: readonly OptionUser[]): void {
   }
 }
 
+/**
+ * What a form control of the option shows (the studio's): for a number, its inclusive bounds (an
+ * exclusive bound of an integer becomes the next whole number; of a real, the browser has no exclusive
+ * bound, so it stays unset and the check on start names it), its step and default; for a choice, its
+ * choices; the help line as the title.
+ */
+export function formControl(name: OptionName): {
+  title: string;
+  min?: number;
+  max?: number;
+  step?: number | 'any';
+  choices?: readonly (string | number)[];
+  default?: string | number;
+} {
+  const s = spec(name);
+  const title = usersPrefix(s) + s.help;
+  if (s.kind === 'choice') return { title, choices: s.choices, default: s.default };
+  if (s.kind === 'list') return { title };
+  const whole = s.kind === 'integer';
+  const min = s.min ?? (s.above !== undefined && whole ? Math.floor(s.above) + 1 : undefined);
+  const max = s.max ?? (s.below !== undefined && whole ? Math.ceil(s.below) - 1 : undefined);
+  return { title, min, max, step: whole ? 1 : 'any', default: s.default };
+}
+
 /** The options `users` read as they enter a resume fingerprint (see `OptionSpec.fingerprint`). */
 export function fingerprintOf(o: object, users: readonly OptionUser[]): Record<string, unknown> {
   const given = o as Record<string, unknown>;

@@ -7,7 +7,10 @@ import type { Batch } from '../../math/batch.js';
  * tensors (the TF.js runtime itself, the gradient attacks' and the defence's TF.js arithmetic).
  */
 
-/** A batch of a [n, H, W, C] tensor's values (read back: a copy). */
+/**
+ * A batch of a [n, H, W, C] tensor's values: read back (a copy on wasm; on the cpu backend it may be the
+ * tensor's own memory, so treat the batch as read-only while the tensor lives).
+ */
 export function batchOfTensor(x: tf.Tensor4D): Batch {
   const [n, h, w, c] = x.shape;
   return { data: x.dataSync() as Float32Array, n, shape: [h, w, c] as ImageShape };
