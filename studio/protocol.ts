@@ -2,6 +2,7 @@
 import type { BrowserCard, BrowserDataset, StudioCatalog } from '../src/studio/catalog.js';
 import type { PassRecord, Progress } from '../src/attacks/passes.js';
 import type { Method } from '../src/attacks/methods.js';
+import type { FormControl } from '../src/attacks/options.js';
 
 export type { BrowserCard, BrowserDataset, StudioCatalog, PassRecord, Progress, Method };
 
@@ -100,20 +101,10 @@ export interface TopLabel {
   p: number;
 }
 
-/** A form control of one crafting option (`formControl` of src/attacks/options.ts). */
-export interface ControlSpec {
-  title: string;
-  min?: number;
-  max?: number;
-  step?: number | 'any';
-  choices?: readonly (string | number)[];
-  default?: string | number;
-}
-
-/** The studio's attack controls that the schema describes. */
+/** The studio's attack controls that the schema describes (`formControl` of src/attacks/options.ts). */
 export interface ControlSpecs {
-  xi: ControlSpec;
-  maxPasses: ControlSpec;
-  seed: ControlSpec;
-  norm: ControlSpec;
+  xi: FormControl;
+  maxPasses: FormControl;
+  seed: FormControl;
+  norm: FormControl;
 }

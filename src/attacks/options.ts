@@ -433,20 +433,23 @@ export function checkOptions(o: object, users: readonly OptionUser[]): void {
   }
 }
 
-/**
- * What a form control of the option shows (the studio's): for a number, its inclusive bounds (an
- * exclusive bound of an integer becomes the next whole number; of a real, the browser has no exclusive
- * bound, so it stays unset and the check on start names it), its step and default; for a choice, its
- * choices; the help line as the title.
- */
-export function formControl(name: OptionName): {
+/** A form control of one option: bounds, step, choices, default, and the help line as its title. */
+export interface FormControl {
   title: string;
   min?: number;
   max?: number;
   step?: number | 'any';
   choices?: readonly (string | number)[];
   default?: string | number;
-} {
+}
+
+/**
+ * What a form control of the option shows (the studio's): for a number, its inclusive bounds (an
+ * exclusive bound of an integer becomes the next whole number; of a real, the browser has no exclusive
+ * bound, so it stays unset and the check on start names it), its step and default; for a choice, its
+ * choices; the help line as the title.
+ */
+export function formControl(name: OptionName): FormControl {
   const s = spec(name);
   const title = usersPrefix(s) + s.help;
   if (s.kind === 'choice') return { title, choices: s.choices, default: s.default };
