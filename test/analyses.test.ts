@@ -22,6 +22,7 @@ import { tinyNet, randomImages, linearClassifier, uapCli } from './helpers.js';
 import { normalsAnalysis } from '../src/analysis/normals.js';
 import { sizeSweep } from '../src/analysis/sizes.js';
 import { SGD_DEFAULTS } from '../src/attacks/sgd.js';
+import { OWN_FORMAT } from '../src/perturbation/format.js';
 
 const uap = (...args: string[]) => uapCli(args);
 
@@ -162,8 +163,8 @@ describe('DeepFool normals', () => {
 describe('transfer matrix outputs', () => {
   const t: TransferResult = {
     sources: [
-      { name: 'a (run)', craftedOn: 'a', file: 'x.npy' },
-      { name: 'b', craftedOn: 'b', file: 'y.npy' },
+      { name: 'a (run)', craftedOn: 'a', file: 'x.npy', format: OWN_FORMAT },
+      { name: 'b', craftedOn: 'b', file: 'y.npy', format: OWN_FORMAT },
     ],
     models: ['a', 'b'],
     foolingRate: [
@@ -186,13 +187,13 @@ describe('transfer matrix outputs', () => {
     );
   });
   it('puts every crafted-on cell on the diagonal, whatever order rows and columns come in', () => {
-    const src = (name: string, craftedOn: string | null) => ({ name, craftedOn, file: `${name}.npy` });
+    const src = (name: string, craftedOn: string | null) => ({ name, craftedOn, file: `${name}.npy`, format: OWN_FORMAT });
     const { sources, models } = diagonalOrder([src('other', null), src('c1', 'c'), src('a1', 'a'), src('c2', 'c')], ['x', 'a', 'y', 'c']);
     expect(models).toEqual(['a', 'c', 'x', 'y']);
     expect(sources.map((s) => s.name)).toEqual(['a1', 'c1', 'c2', 'other']);
   });
   it('the spread over perturbations crafted on one model: mean, sample standard deviation and range per column', () => {
-    const src = (name: string, craftedOn: string) => ({ name, craftedOn, file: `${name}.npy` });
+    const src = (name: string, craftedOn: string) => ({ name, craftedOn, file: `${name}.npy`, format: OWN_FORMAT });
     const spread = transferSpread(
       [src('a1', 'a'), src('a2', 'a'), src('a3', 'a'), src('b1', 'b')],
       ['a', 'b'],

@@ -176,7 +176,9 @@ describe('GD-UAP on the embedded Fashion-MNIST model', () => {
   ] as const)('norm %s xi %s (%s): ||v|| never exceeds xi', async (norm, xi, optimizer) => {
     const norms: number[] = [];
     const res = await computeDataFreeUniversal(model, X, opts({ norm, xi, optimizer, prior: 'range' }), {
-      onPass: (r) => norms.push(norm === 2 ? r.normL2 : r.normInf),
+      onPass: (r) => {
+        norms.push(norm === 2 ? r.normL2 : r.normInf);
+      },
     });
     expect(res.method).toBe('gduap');
     expect(norms.length).toBe(2);

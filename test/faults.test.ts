@@ -419,37 +419,47 @@ describe('checkpoints and run folders', () => {
   it.each([
     [
       'an all-NaN perturbation',
-      (dir: string) => writeNpy(join(dir, 'checkpoint-1.npy'), { data: new Float32Array(784).fill(NaN), shape: [28, 28, 1] }),
+      (dir: string): void => writeNpy(join(dir, 'checkpoint-1.npy'), { data: new Float32Array(784).fill(NaN), shape: [28, 28, 1] }),
       /checkpoint-1\.npy: holds NaN or infinite values/,
     ],
     [
       'a perturbation outside the ball',
-      (dir: string) => writeNpy(join(dir, 'checkpoint-1.npy'), { data: new Float32Array(784).fill(1000), shape: [28, 28, 1] }),
+      (dir: string): void => writeNpy(join(dir, 'checkpoint-1.npy'), { data: new Float32Array(784).fill(1000), shape: [28, 28, 1] }),
       /\|\|v\|\|_inf = 1000, outside the ball of radius 40/,
     ],
     [
       'a negative pass count',
-      (_dir: string, m: Record<string, unknown>) => (m.completed = -3),
+      (_dir: string, m: Record<string, unknown>): void => {
+        m.completed = -3;
+      },
       /"completed" must be an integer >= 1, got -3/,
     ],
     [
       'a wrong shape',
-      (_dir: string, m: Record<string, unknown>) => (m.shape = [14, 56, 1]),
+      (_dir: string, m: Record<string, unknown>): void => {
+        m.shape = [14, 56, 1];
+      },
       /holds a 14x56x1 perturbation; model fashion-mnist-cnn takes 28x28x1/,
     ],
     [
       'a vFile outside the run folder',
-      (_dir: string, m: Record<string, unknown>) => (m.vFile = '../../etc/passwd'),
+      (_dir: string, m: Record<string, unknown>): void => {
+        m.vFile = '../../etc/passwd';
+      },
       /"vFile" must name a checkpoint-N\.npy file in the run folder/,
     ],
     [
       'garbage in its pass history (the report would copy it)',
-      (_dir: string, m: Record<string, unknown>) => ((m.history as Record<string, unknown>[])[0].foolingRate = '<script>'),
+      (_dir: string, m: Record<string, unknown>): void => {
+        (m.history as Record<string, unknown>[])[0].foolingRate = '<script>';
+      },
       /"history"\[0\]\.foolingRate must be a rate in \[0, 1\], got "<script>"/,
     ],
     [
       'a pass history out of order',
-      (_dir: string, m: Record<string, unknown>) => ((m.history as Record<string, unknown>[])[0].pass = 7),
+      (_dir: string, m: Record<string, unknown>): void => {
+        (m.history as Record<string, unknown>[])[0].pass = 7;
+      },
       /"history"\[0\]\.pass must be 1, got 7/,
     ],
   ] as const)('--resume refuses a checkpoint with %s', async (name, edit, pattern) => {

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { uapCli } from './helpers.js';
 import { readRunFiles } from '../src/run/files.js';
+import { OWN_FORMAT } from '../src/perturbation/format.js';
 
 const uap = (...args: string[]) => uapCli(args);
 type Json = Record<string, unknown>;
@@ -254,7 +255,7 @@ describe('figures a reviewer accepts', () => {
     const long = 'mobilenet_v2_1.0_224_quant';
     const svg = await vegaLiteToSvg(
       transferSpec({
-        sources: [{ name: `${long} (sgd-${long}-linf-seed-0)`, craftedOn: long, file: 'v.npy' }],
+        sources: [{ name: `${long} (sgd-${long}-linf-seed-0)`, craftedOn: long, file: 'v.npy', format: OWN_FORMAT }],
         models: [long],
         foolingRate: [[0.658]],
         interval: [[[0.631, 0.683]]],

@@ -176,7 +176,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
           ({ seconds: _s, runs, ...p }) => ({ ...p, runs: runs.map(({ seconds: _t, ...r }) => r) }),
         );
       expect(points('squeued')).toEqual(points('slocal'));
-      expect(points('slocal').some((p) => (p as { valFoolingRate: number }).valFoolingRate > 0)).toBe(true); // not a comparison of zeros
+      expect(points('slocal').some((p) => (p as unknown as { valFoolingRate: number }).valFoolingRate > 0)).toBe(true); // not a comparison of zeros
       expect(workers.map((w) => (w.log().match(/^crafting run \S+: (20|60) images/gm) ?? []).length).reduce((a, b) => a + b, 0)).toBe(2);
       // The norm sweep against noise: every scaled v and noise draw scored in shards on the workers.
       const base = ['baseline', '--perturbation', vFile, '--factors', '0,0.5,1', '--draws', '2', '--limit', '96'];
@@ -477,7 +477,7 @@ describe.skipIf(!hasRedis)('scale-out: uap worker and --queue on Redis (BullMQ)'
         () => {},
       );
       const failed = (await queue.getJob(id))!;
-      return { reason: failed.failedReason, stack: failed.stacktrace };
+      return { reason: failed.failedReason, stack: failed.stacktrace ?? [] };
     };
     try {
       await events.waitUntilReady();

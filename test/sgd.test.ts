@@ -178,7 +178,9 @@ describe('SGD-UAP', () => {
   ] as const)('norm %s xi %s (%s): ||v|| never exceeds xi, and it fools far more than random noise', async (p, xi, optimizer) => {
     const norms: number[] = [];
     const res = await computeSgdUniversal(model, X, opts({ norm: p, xi, optimizer }), {
-      onPass: (r) => norms.push(p === 2 ? r.normL2 : r.normInf),
+      onPass: (r) => {
+        norms.push(p === 2 ? r.normL2 : r.normInf);
+      },
     });
     for (const n of norms) expect(n).toBeLessThanOrEqual(xi * (1 + 1e-5));
     const noise = randomPerturbation(shape, p, xi, 7);
@@ -290,8 +292,8 @@ describe('SGD-UAP gradient shards (the unit of its data-parallel run)', () => {
     expect(Array.from(remote.v.dataSync())).toEqual(Array.from(local.v.dataSync()));
     // One shard per minibatch (the default) is the unsharded run; the sharded one differs only by float sums.
     const whole = await computeSgdUniversal(model, X, opts({ maxPasses: 2 }));
-    const a = whole.v.dataSync();
-    const b = local.v.dataSync();
+    const a = whole.v.dataSync() as Float32Array;
+    const b = local.v.dataSync() as Float32Array;
     expect(a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0)).toBeLessThanOrEqual(2 * 12);
     expect(() => validateSgdOptions(opts({ gradShard: 0 }))).toThrow(/^gradShard: expected an integer in \[1, 4096\], got 0$/);
     tf.dispose([local.v, remote.v, whole.v]);

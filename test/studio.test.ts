@@ -370,7 +370,7 @@ describe.skipIf(!hasChromium)('studio in headless Chromium', () => {
   });
 
   it('reads a perturbation as PyTorch stores it (a .npz holding NCHW) with the same code as uap evaluate: the same rate as the .npy', async () => {
-    const rateOf = (text: string) => /changes the label of (\d+\.\d)%/.exec(text)?.[1];
+    const rateOf = (text: string | null) => /changes the label of (\d+\.\d)%/.exec(text ?? '')?.[1];
     const own = rateOf(await status());
     const { data, shape } = decodeNpy(readFileSync(join(downloads, 'perturbation.npy')), 'perturbation.npy');
     expect(shape).toEqual([28, 28, 1]); // one channel: NCHW holds the same values in the same order

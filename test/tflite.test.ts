@@ -6,7 +6,9 @@ import * as tf from '../src/tf.js';
 import './helpers.js';
 import { initBackend } from '../src/engine/backend.js';
 import * as fb from '../src/import/tflite/schema.generated.js';
-import { buildTflite, type TensorSpec } from './tfliteBuilder.js';
+import { buildTflite, type OpSpec, type TensorSpec } from './tfliteBuilder.js';
+
+type Builder = Parameters<NonNullable<OpSpec['options']>>[0];
 import { parseTflite, dequantize, tfliteToNet, cardFromTflite, readTflite } from '../src/import/tflite/index.js';
 import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
 import { runPlainGraph } from '../src/engine/tfjs/plainGraph.js';
@@ -51,14 +53,14 @@ function tinyQuantisedModel(extraOp?: number): Uint8Array {
       code: CONV_2D,
       inputs: [0, 1, 2],
       outputs: [3],
-      options: (b: never) =>
+      options: (b: Builder) =>
         [fb.BuiltinOptions.Conv2DOptions, fb.Conv2DOptions.createConv2DOptions(b, 1, 1, 1, 1, 1, 1)] as [fb.BuiltinOptions, number],
     },
     {
       code: MEAN,
       inputs: [3, 4],
       outputs: [5],
-      options: (b: never) =>
+      options: (b: Builder) =>
         [fb.BuiltinOptions.ReducerOptions, fb.ReducerOptions.createReducerOptions(b, false)] as [fb.BuiltinOptions, number],
     },
     { code: FULLY_CONNECTED, inputs: [5, 6, -1], outputs: [7] },
@@ -66,7 +68,7 @@ function tinyQuantisedModel(extraOp?: number): Uint8Array {
       code: SOFTMAX,
       inputs: [7],
       outputs: [8],
-      options: (b: never) =>
+      options: (b: Builder) =>
         [fb.BuiltinOptions.SoftmaxOptions, fb.SoftmaxOptions.createSoftmaxOptions(b, 1)] as [fb.BuiltinOptions, number],
     },
   ];
@@ -170,7 +172,7 @@ describe('a .tflite file as a classifier', () => {
   it('has input gradients that match central finite differences', async () => {
     // Pixels away from the ReLU kinks (a = 0.5 (p - 10) not near -1 or 2) so differences are exact.
     const px = [20, 40, 0, 60];
-    const f = (x: tf.Tensor4D) => tf.sum(tf.mul(model.logits(x), tf.tensor1d([1, -2, 0.5])));
+    const f = (x: tf.Tensor) => tf.sum(tf.mul(model.logits(x as tf.Tensor4D), tf.tensor1d([1, -2, 0.5])));
     const g = tf.tidy(() =>
       tf
         .grad(f)(tf.tensor4d(px, [1, 2, 2, 1]))
@@ -265,9 +267,9 @@ describe.skipIf(!present)('the coral TFLite MobileNets (shared assets)', () => {
       const dy = new Float32Array(model.numClasses);
       dy[1] = 1;
       dy[0] = -1;
-      const f = (x: tf.Tensor4D) =>
+      const f = (x: tf.Tensor) =>
         tf.tidy(() => {
-          const y = model.logits(x);
+          const y = model.logits(x as tf.Tensor4D);
           return tf.sub(y.slice([0, 1], [1, 1]), y.slice([0, 0], [1, 1])).sum();
         });
       const viaTfjs = tf.tidy(() => tf.grad(f)(x0));

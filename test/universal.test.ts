@@ -42,7 +42,9 @@ describe('Algorithm 1 (universal perturbation)', () => {
   ] as const)('norm %s, %s: ||v|| never exceeds xi after any pass, and fools more as it goes', async (p, xi, variant) => {
     const norms: number[] = [];
     const res = await computeAlgorithm1(model, X, opts({ norm: p, xi, ...ALGORITHM1_VARIANTS[variant] }), {
-      onPass: (r) => norms.push(p === 2 ? r.normL2 : r.normInf),
+      onPass: (r) => {
+        norms.push(p === 2 ? r.normL2 : r.normInf);
+      },
     });
     for (const n of norms) expect(n).toBeLessThanOrEqual(xi * (1 + 1e-5));
     expect(lpNorm(res.v, p)).toBeLessThanOrEqual(xi * (1 + 1e-5));
@@ -151,7 +153,9 @@ describe('Algorithm 1 (universal perturbation)', () => {
     const run = computeAlgorithm1(model, X, opts({ maxPasses: 3 }), {
       checkpoints: folderCheckpoints(dir),
       signal: ctl.signal,
-      onPass: (r) => r.pass === 1 && ctl.abort(),
+      onPass: (r) => {
+        if (r.pass === 1) ctl.abort();
+      },
     });
     await expect(run).rejects.toBeInstanceOf(AbortedError);
     const resumed = await computeAlgorithm1(model, X, opts({ maxPasses: 1 }), { checkpoints: folderCheckpoints(dir), resume: true });
