@@ -28,8 +28,8 @@ export interface GradientOptions {
 
 /**
  * Memory that repeated gradient calls (DeepFool's steps) write their rows into. Why: writing to freshly
- * allocated memory costs page faults, about 2.5 ms per MB on the machines measured, and ten candidate
- * gradients of 8 images at 224x224 are 48 MB, as long as MobileNet v3 small takes to compute them.
+ * allocated memory pays a page fault per page, and ten candidate gradients of 8 images at 224x224 are
+ * 48 MB: faulting them in costs about as much as a small model takes to compute them.
  * Rows returned through a scratch are overwritten by its next use.
  */
 export interface GradientScratch {

@@ -24,10 +24,10 @@ const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 4: 2, 6: 4 };
 /**
  * A PNG already of the model's size, 8-bit, not palette, not interlaced, without colour profile or
  * orientation: decoded here, with exactly sharp's pixels (tested, on every row filter). Why by hand:
- * sharp's fixed cost per image (a libvips pipeline and a thread hop, about 1-2 ms) is 10x the model's
- * own time on 28x28 or 32x32 datasets, and fast-png's JavaScript inflate took 60-90 us per 28x28 image
- * (its output buffer grows as it goes); node:zlib inflates the same in about 8 us, which leaves only the
- * PNG row filters (the spec's five, a few lines) to write. Anything else returns undefined (sharp decodes it).
+ * sharp's fixed cost per image (a libvips pipeline and a thread hop) is many times the model's own
+ * time on 28x28 or 32x32 datasets, and fast-png's JavaScript inflate is several times slower than
+ * node:zlib's (its output buffer grows as it goes), which leaves only the PNG row filters (the spec's
+ * five, a few lines) to write (bench/results/stream-torch.md measures the decode path). Anything else returns undefined (sharp decodes it).
  */
 export function plainPng(bytes: Buffer, h: number, w: number, c: 1 | 3): Uint8Array | undefined {
   // Every image sharp decodes passes here first: no output buffer for one that is not a PNG of this size.

@@ -100,7 +100,7 @@ const SELF_CHECK_CLASSES = 3;
 
 /**
  * The samples the start-up self-check runs: the first of each op, and one per activation (each is its
- * own code path in every runtime). All of them would triple the check's time (0.4 -> 2.7 s); the
+ * own code path in every runtime). All of them would make every start several times slower; the
  * per-op tests run every sample.
  */
 function selfCheckSamples(): { kind: string; sample: AnySample }[] {

@@ -5,7 +5,7 @@ import { weights, type Activation, type Net, type NetNode, type NodeOp, type Wei
 /**
  * Translates a tf.LayersModel into the engine's Net, cut at the logits layer.
  * Why: tf.grad through LayersModel.apply goes through fused ops whose gradients also compute every
- * filter gradient (about 10x slower), and some of their backward kernels are missing on wasm.
+ * filter gradient (an order of magnitude slower), and some of their backward kernels are missing on wasm.
  * Batch-norm layers that directly follow a convolution are folded into it.
  */
 

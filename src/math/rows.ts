@@ -5,8 +5,8 @@ const CPU_BACKENDS = new Set(['wasm', 'cpu']);
 
 /**
  * x[idx] along the first axis (rows may repeat). On wasm and cpu, copied row by row in JS: TF.js's
- * wasm gather walks element by element (picking 12 of 16 images at 224 took 66 ms there against 3 ms
- * here, a fifth of DeepFool's time). On GPU backends, tf.gather: no read-back.
+ * wasm gather walks element by element, many times slower than a row copy (docs/speed.md). On GPU
+ * backends, tf.gather: no read-back.
  */
 export function takeRows<T extends tf.Tensor>(x: T, idx: ArrayLike<number>): T {
   if (!CPU_BACKENDS.has(tf.getBackend())) return tf.tidy(() => tf.gather(x, tf.tensor1d(Array.from(idx), 'int32'))) as T;

@@ -24,9 +24,9 @@ export function loadOrt(): Promise<Ort | null> {
 
 /**
  * What one session run holds: at most ROWS_PER_RUN backward rows (images x cotangents) and
- * IMAGES_PER_RUN images. Small runs keep the activations in cache: on MobileNet v1 0.25 (2 workers),
- * ten-candidate gradients took 15.2 ms per image in runs of one image and 26.7 ms in runs of 8;
- * forward passes and single gradients were fastest in runs of about 4 images.
+ * IMAGES_PER_RUN images. Small runs keep the activations in cache: on MobileNet-size models,
+ * ten-candidate gradients are fastest per image in runs of one image, forward passes and single
+ * gradients in runs of about 4 (measured by bench/onnx.ts; bench/results/onnx-zoo.md).
  */
 const ROWS_PER_RUN = 10;
 const IMAGES_PER_RUN = 4;

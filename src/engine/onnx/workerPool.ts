@@ -7,15 +7,15 @@ import type { ModelFiles } from './modelFiles.js';
  * ONNX Runtime sessions in worker threads, one copy per worker, each worker running a share of every
  * batch. Why: onnxruntime-node runs a session synchronously on the calling thread, and several of
  * the kernels the backward graph needs (ConvTranspose above all, Transpose) use one core whatever
- * intraOpNumThreads says. Two 1-thread workers on 2 cores ran MobileNet v1 0.25's ten-candidate
- * gradients in ~16 ms per image against ~26 ms for one 2-thread session (README, Speed).
+ * intraOpNumThreads says, so two 1-thread workers on 2 cores beat one 2-thread session on the
+ * gradients (docs/speed.md).
  */
 
 /**
  * A float32 or uint8 input tensor; `data` may be a view of a larger array. It is copied into a buffer
- * the worker hands back with its reply, so every later request reuses memory already touched: here,
- * writing to freshly allocated memory costs about 2.5 ms per MB (page faults), 60x a copy into reused
- * memory, and a 4.8 MB batch of 224x224 images cost more than MobileNet v3 small's forward pass.
+ * the worker hands back with its reply, so every later request reuses memory already touched: writing
+ * to freshly allocated memory pays a page fault per page, far more than a copy into reused memory, and
+ * for a batch of 224x224 images more than a small model's forward pass.
  */
 export interface Feed {
   /** The values, or a function that reads them when the request is sent (a view that must be read at once). */
@@ -75,8 +75,8 @@ const options = {
 };
 const message = (e) => String((e && e.message) || e).split('\\n')[0];
 (async () => {
-  // Sessions are made on first use: an evaluation never builds the gradient graph's session (for
-  // ResNet-18, 0.5 GB of resident memory after load, and its build time).
+  // Sessions are made on first use: an evaluation never builds the gradient graph's session (its
+  // resident memory, several times the weights', and its build time).
   const sessions = {};
   const session = (name) => (sessions[name] ??= ort.InferenceSession.create(workerData.models[name], options));
   try {
@@ -210,7 +210,7 @@ export class SessionPool {
   static async create(files: ModelFiles, workers: number, threadsPerWorker: number, device: Device = 'cpu'): Promise<SessionPool> {
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
     // The workers open the models by path (modelFiles.ts): cloning the bytes into each worker's message
-    // took 27 s for VGG-11's three 530 MB graphs, and bytes in shared memory still cost each worker a copy.
+    // took tens of seconds for VGG-size graphs, and bytes in shared memory still cost each worker a copy.
     const pool = Array.from({ length: workers }, () => new SessionWorker(files.paths, threadsPerWorker, ortPath, device));
     try {
       await Promise.all(pool.map((w) => w.ready));

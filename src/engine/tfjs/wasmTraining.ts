@@ -7,7 +7,8 @@ import { UsageError } from '../../errors.js';
  * (XNNPACK) but no kernels for the filter gradients (Conv2DBackpropFilter,
  * DepthwiseConv2dNativeBackpropFilter) or the depthwise input gradient, and TF.js has no fallback:
  * training threw "kernel not registered". Each missing kernel is registered here as the equivalent
- * forward convolutions (inputgrad.ts). The pure-JS cpu backend has these kernels but is ~100x slower.
+ * forward convolutions (inputgrad.ts). The pure-JS cpu backend has these kernels but is orders of
+ * magnitude slower.
  */
 
 type Attrs = Record<string, unknown>;
