@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { writeAtomic } from '../src/io/atomic.js';
@@ -96,7 +97,12 @@ export const RESULT_ROWS: ResultRow[] = [
 export interface KeptResult {
   id: string;
   command: string;
+  /** The uap arguments that ran (a row whose args change no longer matches its kept figures). */
+  args: string[];
   date: string;
+  /** The machine: its cores, and its load average as the run ended (other work slows the seconds). */
+  cores: number;
+  loadAverage?: number[];
   kind: ResultRow['kind'];
   metrics: Record<string, unknown>;
 }
@@ -123,7 +129,7 @@ function renderRow(row: ResultRow, kept: KeptResult): string {
       : [
           row.setting,
           row.craftedOn ?? '',
-          `${pct(at(m, 'foolingRate'))} (${num(at(m, 'images'))} images)`,
+          `${pct(at(m, 'foolingRate'))} on ${at(m, 'model')} (${num(at(m, 'images'))} images)`,
           '',
           pct(at(m, 'randomSameLinf', 'mean')),
           pct(at(m, 'randomSameL2', 'mean')),
@@ -143,13 +149,15 @@ export function resultsTable(dir = RESULTS_DIR): string {
     const kept = readKept(r.id, dir);
     return kept ? [renderRow(r, kept)] : [];
   });
-  const dates = RESULT_ROWS.map((r) => readKept(r.id, dir)?.date.slice(0, 10)).filter((d): d is string => !!d);
+  const kept = RESULT_ROWS.map((r) => readKept(r.id, dir)).filter((k): k is KeptResult => !!k);
+  const dates = kept.map((k) => k.date.slice(0, 10));
+  const cores = [...new Set(kept.map((k) => k.cores))].join(' or ');
   return [
     '| model, setting | X | val fooling rate | X fooling rate | random, same Linf | random, same L2 | run |',
     '|---|---|---|---|---|---|---|',
     ...rows,
     '',
-    `Figures from docs/results/ (runs of ${[...new Set(dates)].sort().join(', ')} on the 2-core machine; its seconds are wall time, not a benchmark: docs/speed.md has those); \`npm run docs:results -- --run\` reruns them.`,
+    `Figures from docs/results/ (runs of ${[...new Set(dates)].sort().join(', ')} on ${cores} cores; their seconds are wall time, not a benchmark: docs/speed.md has those); \`npm run docs:results -- --run\` reruns them.`,
   ].join('\n');
 }
 
@@ -159,13 +167,14 @@ export function resultsTable(dir = RESULTS_DIR): string {
  * caption as one paragraph.
  */
 export function headline(dir = RESULTS_DIR, artFile = join(PROJECT_ROOT, 'bench', 'results', 'art-inf-1000.json')): string {
-  const m = readKept('imagenet-algorithm1', dir)?.metrics;
+  const kept = readKept('imagenet-algorithm1', dir);
+  const m = kept?.metrics;
   if (!m) return '';
   const art = existsSync(artFile) ? at(JSON.parse(readFileSync(artFile, 'utf8')), 'uap', 'foolingV') : undefined;
   return (
     '*`npm run demo:imagenet`: one perturbation `v` (bottom left, scaled for visibility; Linf = 10 on [0, 255]) ' +
     `computed by Algorithm 1 on MobileNet v1 0.25 from the ${num(at(m, 'onX', 'images'))} ImageNet sample images ` +
-    `(${num(at(m, 'run', 'passes'))} pass(es) on 2 cores). ` +
+    `(${num(at(m, 'run', 'passes'))} pass(es) on ${kept?.cores} cores). ` +
     "Top: validation images and the model's labels; middle: the same images plus `v`, and the labels it now gives. " +
     `It changes the label of ${pct(at(m, 'onVal', 'foolingRate'))} of the ${num(at(m, 'onVal', 'images'))} validation images it never saw ` +
     `(random noise of the same Linf norm: ${pct(at(m, 'randomNoiseOnVal', 'sameLp', 'mean'))}).` +
@@ -186,8 +195,18 @@ function runRow(row: ResultRow, assets: string): void {
   });
   if (r.status !== 0) throw new Error(`${row.id}: uap exited with ${r.status}`);
   const metrics = JSON.parse(readFileSync(join(PROJECT_ROOT, row.out, 'metrics.json'), 'utf8')) as Record<string, unknown>;
-  delete metrics.detail; // per-class rows: in the run folder, not the docs
-  const kept: KeptResult = { id: row.id, command: row.command, date: new Date().toISOString(), kind: row.kind, metrics };
+  // Per-class rows stay in the run folder; this machine's paths stay out of the docs.
+  for (const k of ['detail', 'validationDetail', 'perturbation', 'folder']) delete metrics[k];
+  const kept: KeptResult = {
+    id: row.id,
+    command: row.command,
+    args: row.args,
+    date: new Date().toISOString(),
+    cores: availableParallelism(),
+    loadAverage: loadavg().map((l) => Math.round(l * 100) / 100),
+    kind: row.kind,
+    metrics,
+  };
   mkdirSync(RESULTS_DIR, { recursive: true });
   writeAtomic(join(RESULTS_DIR, `${row.id}.json`), `${JSON.stringify(kept, null, 2)}\n`);
 }

@@ -4,6 +4,10 @@ import { addClipped, addScaled, batchOf, perturbedBytes, pickImages, shiftedBy, 
 import { batchOfTensor, tensorOfBatch } from '../src/engine/tfjs/batchTensor.js';
 import { perturb } from '../src/math/perturb.js';
 import type { ImageShape } from '../src/math/imageShape.js';
+import { forwardLogits, vjp } from '../src/classifier/compute.js';
+import { candidateGradients } from '../src/classifier/gradients.js';
+import { deepfool } from '../src/attacks/deepfool.js';
+import { tinyNet } from './helpers.js';
 
 // The plain batches that cross the runtime seam, against the TF.js float32 kernels they replaced: the
 // same bits, so that attacks give the results they gave before.
@@ -79,5 +83,26 @@ describe('plain image batches', () => {
     expect(Array.from(adv.data)).toEqual(Array.from(tf.tidy(() => tf.clipByValue(tf.add(t, vt), 0, 255).dataSync())));
     expect(raw.some((u) => u < 0 || u > 255)).toBe(true); // the case the gradient mask is for
     tf.dispose([t, vt]);
+  });
+
+  it("the forward and gradient functions refuse what is not a batch of the model's images (a tensor gave empty results)", async () => {
+    const model = tinyNet([4, 4, 1], 3);
+    const t = tf.zeros([2, 4, 4, 1]) as tf.Tensor4D;
+    const wrong = batchOf(new Float32Array(2 * 12), shape);
+    const expected = /expected a batch of 4x4x1 images .*batchOf\(pixels, shape\), or batchOfTensor\(t\)/;
+    for (const [name, call] of [
+      ['forwardLogits', (x: never) => forwardLogits(model, x)],
+      ['vjp', (x: never) => vjp(model, x, new Float32Array(6))],
+      ['candidateGradients', (x: never) => candidateGradients(model, x, Int32Array.from([0, 1]), 1)],
+      ['deepfool', (x: never) => deepfool(model, x)],
+    ] as const) {
+      await expect(call(t as never), name).rejects.toThrow(new RegExp(`^${name}: ${expected.source}`));
+      await expect(call(wrong as never), name).rejects.toThrow(expected);
+    }
+    const right = batchOfTensor(t);
+    expect((await forwardLogits(model, right)).length).toBe(6);
+    expect(batchOf(Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]), shape).data).toBeInstanceOf(Float32Array);
+    t.dispose();
+    model.dispose();
   });
 });

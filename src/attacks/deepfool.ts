@@ -1,7 +1,7 @@
 import type { Classifier } from '../classifier/classifier.js';
 import { candidateGradients, type GradientOptions, type GradientScratch } from '../classifier/gradients.js';
 import { forwardLogits, predictLabels } from '../classifier/compute.js';
-import { addScaled, imageSize, pickImages, type Batch } from '../math/batch.js';
+import { addScaled, checkBatch, imageSize, pickImages, type Batch } from '../math/batch.js';
 import type { Norm } from '../math/lp.js';
 import { UsageError } from '../errors.js';
 import { criterionOf } from './criterion.js';
@@ -73,6 +73,7 @@ export async function deepfool(model: Classifier, x: Batch, opts: DeepFoolOption
   const norm = opts.norm ?? 2;
   const overshoot = opts.overshoot ?? 0.02;
   const maxSteps = opts.maxSteps ?? 50;
+  checkBatch(x, model.inputShape, 'deepfool');
   const n = x.n;
   const size = imageSize(x.shape);
   const candidates = opts.candidates ?? 10;

@@ -1,14 +1,15 @@
-import type { Batch } from '../math/batch.js';
+import { checkBatch, type Batch } from '../math/batch.js';
 import type { Differentiable } from './classifier.js';
 
 /**
  * The one forward function and the one gradient function every attack and evaluation calls. They run
  * on the classifier's runtime (ONNX Runtime or TF.js); callers never know which. Batches are plain
- * arrays (engine/batch.ts) in and out.
+ * arrays (math/batch.ts) in and out; what is not a batch of the model's images is refused.
  */
 
 /** Logits [n * numClasses] of a pixel-space batch. */
 export async function forwardLogits(model: Differentiable, x: Batch): Promise<Float32Array> {
+  checkBatch(x, model.inputShape, 'forwardLogits');
   return model.runtime.forward(x);
 }
 
@@ -56,13 +57,14 @@ export async function vjp(
   k = 1,
   out?: Float32Array,
 ): Promise<{ logits: Float32Array; dx: Float32Array }> {
+  checkBatch(x, model.inputShape, 'vjp');
   if (dy.length !== x.n * k * model.numClasses)
     throw new Error(`internal: dy has ${dy.length} values for ${x.n} x ${k} x ${model.numClasses}`);
   return model.runtime.vjp(x, dy, out);
 }
 
 /**
- * `vjp` under its 0.1 name (`vjp` itself now returns dx as a plain array).
+ * `vjp` under its 0.1 name (it now takes a `Batch`, not a tensor, and returns dx as a plain array).
  * @deprecated use `vjp`; this name goes at 1.0.
  */
 export const vjpRows = vjp;

@@ -1,4 +1,4 @@
-import { imageSize, sliceImages, type Batch } from '../math/batch.js';
+import { checkBatch, imageSize, sliceImages, type Batch } from '../math/batch.js';
 import type { Classifier, Differentiable } from './classifier.js';
 import { vjp } from './compute.js';
 
@@ -84,6 +84,7 @@ export async function candidateGradients(
   k: number,
   opts: GradientOptions = {},
 ): Promise<CandidateGradients> {
+  checkBatch(x, model.inputShape, 'candidateGradients');
   const n = x.n;
   const size = imageSize(x.shape);
   const K = model.numClasses;
@@ -115,7 +116,7 @@ export async function candidateGradients(
 }
 
 /**
- * `candidateGradients` under its 0.1 name (`candidateGradients` itself now returns plain rows).
+ * `candidateGradients` under its 0.1 name (it now takes a `Batch`, not a tensor, and returns plain rows).
  * @deprecated use `candidateGradients`; this name goes at 1.0.
  */
 export const candidateGradientRows = candidateGradients;

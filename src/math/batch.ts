@@ -1,4 +1,5 @@
 import type { ImageShape } from './imageShape.js';
+import { UsageError } from '../errors.js';
 
 /**
  * A batch of pixel-space images as the runtimes take it: n images of `shape` [H, W, C], NHWC float32
@@ -17,8 +18,12 @@ export interface Batch {
 /** Values per image. */
 export const imageSize = (shape: ImageShape): number => shape[0] * shape[1] * shape[2];
 
-/** A batch of `data` (n images of `shape`); refuses a length that is not n whole images. */
-export function batchOf(data: Float32Array, shape: ImageShape, n = data.length / imageSize(shape)): Batch {
+/**
+ * A batch of `data` (n images of `shape`; pixel values, converted to float32 when given as bytes or
+ * numbers); refuses a length that is not n whole images.
+ */
+export function batchOf(values: Float32Array | ArrayLike<number>, shape: ImageShape, n = values.length / imageSize(shape)): Batch {
+  const data = values instanceof Float32Array ? values : Float32Array.from(values);
   if (!Number.isInteger(n) || n < 0 || data.length !== n * imageSize(shape))
     throw new Error(`internal: ${data.length} values are not ${Number.isInteger(n) ? n : 'whole'} images of ${shape.join('x')}`);
   return { data, n, shape };
@@ -67,7 +72,8 @@ export function perturbedBytes(pixels: Uint8Array, shape: ImageShape, v: Float32
   const out = new Float32Array(n * size);
   for (let i = 0; i < n; i++) {
     const from = (indices ? indices[i] : i) * size;
-    if (!(from >= 0 && from + size <= pixels.length)) throw new Error(`internal: image ${indices?.[i]} is out of range`);
+    if (!(from >= 0 && from + size <= pixels.length))
+      throw new Error(`internal: image ${indices ? indices[i] : i} is out of range of ${pixels.length / size} stored images`);
     if (!v) out.set(pixels.subarray(from, from + size), i * size);
     else for (let t = 0, o = i * size; t < size; t++, o++) out[o] = Math.min(255, Math.max(0, pixels[from + t] + v[t]));
   }
@@ -89,4 +95,23 @@ export function shiftedBy(x: Batch, v: Float32Array): { raw: Float32Array; adv: 
       clipped[at] = Math.min(255, Math.max(0, raw[at]));
     }
   return { raw, adv: { data: clipped, n: x.n, shape: x.shape } };
+}
+
+/**
+ * Refuses what is not a batch of `shape` images (a TF.js tensor passed where a batch is taken, a
+ * misshapen one), in one line naming `what`: a wrong argument would otherwise give empty results.
+ */
+export function checkBatch(x: Batch, shape: ImageShape, what: string): void {
+  const ok =
+    x !== null &&
+    typeof x === 'object' &&
+    x.data instanceof Float32Array &&
+    Number.isInteger(x.n) &&
+    Array.isArray(x.shape) &&
+    x.shape.join() === shape.join() &&
+    x.data.length === x.n * imageSize(shape);
+  if (!ok)
+    throw new UsageError(
+      `${what}: expected a batch of ${shape.join('x')} images ({ data: Float32Array, n, shape }: batchOf(pixels, shape), or batchOfTensor(t) for a TF.js tensor)`,
+    );
 }

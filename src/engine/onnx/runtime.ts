@@ -26,7 +26,7 @@ export function loadOrt(): Promise<Ort | null> {
  * What one session run holds: at most ROWS_PER_RUN backward rows (images x cotangents) and
  * IMAGES_PER_RUN images. Small runs keep the activations in cache: on MobileNet-size models,
  * ten-candidate gradients are fastest per image in runs of one image, forward passes and single
- * gradients in runs of about 4 (measured by bench/onnx.ts; bench/results/onnx-zoo.md).
+ * gradients in runs of about 4 (docs/speed.md).
  */
 const ROWS_PER_RUN = 10;
 const IMAGES_PER_RUN = 4;

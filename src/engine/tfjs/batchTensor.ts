@@ -4,7 +4,8 @@ import type { Batch } from '../../math/batch.js';
 
 /**
  * The crossing between TF.js tensors and the runtimes' plain batches, for the code that still works on
- * tensors (the TF.js runtime itself, the gradient attacks' and the defence's TF.js arithmetic).
+ * tensors (the TF.js runtime itself, the start-up self-checks, the studio's worker, library users'
+ * tensors).
  */
 
 /**
@@ -16,7 +17,10 @@ export function batchOfTensor(x: tf.Tensor4D): Batch {
   return { data: x.dataSync() as Float32Array, n, shape: [h, w, c] as ImageShape };
 }
 
-/** A [n, H, W, C] tensor of a batch's values (the caller disposes it). */
+/**
+ * A [n, H, W, C] tensor of a batch's values (the caller disposes it). On the cpu backend the tensor may
+ * hold the batch's own memory: do not write to either while both are in use.
+ */
 export function tensorOfBatch(x: Batch): tf.Tensor4D {
   return tf.tensor4d(x.data, [x.n, ...x.shape]);
 }

@@ -1,5 +1,5 @@
 import * as tf from '../../tf.js';
-import { perturbedBytes, pickImages, type Batch } from '../../math/batch.js';
+import { imageSize, perturbedBytes, pickImages, type Batch } from '../../math/batch.js';
 import { tensorOfBatch } from './batchTensor.js';
 import type { Runtime } from '../runtime.js';
 import type { ImageShape } from '../../math/imageShape.js';
@@ -39,7 +39,7 @@ export function tfjsRuntime(model: TfjsGraph, maxGradientRows?: number): Runtime
     maxRows: Math.min(DEFAULT_ROWS, maxGradientRows ?? DEFAULT_ROWS),
     forward,
     async forwardImages(pixels, n, v) {
-      return forward(perturbedBytes(pixels, model.inputShape, v));
+      return forward(perturbedBytes(pixels.subarray(0, n * imageSize(model.inputShape)), model.inputShape, v));
     },
     async vjp(x, dy, out) {
       const n = x.n;

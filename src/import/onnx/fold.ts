@@ -298,7 +298,7 @@ export const FOLDED = [...Object.keys(FOLDERS), ...Object.keys(ELEMENTWISE)];
  */
 export function fold(node: OnnxNodeInfo, inputs: (Tensor | undefined)[]): Tensor[] | undefined {
   const op = node.opType;
-  if (ELEMENTWISE[op])
+  if (Object.hasOwn(ELEMENTWISE, op))
     return [
       elementwise(
         inputs.filter((t): t is Tensor => !!t),
