@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { writeAtomic } from '../src/io/atomic.js';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { replaceDocBlock } from '../bench/docBlock.js';
+import { pct } from '../src/math/percent.js';
 
 /**
  * The README's main results table, from runs: each row is a command whose metrics.json is kept in
@@ -108,7 +109,8 @@ export interface KeptResult {
 }
 
 const RESULTS_DIR = join(PROJECT_ROOT, 'docs', 'results');
-const pct = (x: unknown) => (typeof x === 'number' ? `${(100 * x).toFixed(1)}%` : '');
+/** A rate as a percentage, or an empty cell. */
+const cell = (x: unknown) => pct(x, '');
 const num = (x: unknown) => (typeof x === 'number' ? x : undefined);
 const at = (o: unknown, ...path: string[]): unknown =>
   path.reduce<unknown>((v, k) => (v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), o);
@@ -121,18 +123,18 @@ function renderRow(row: ResultRow, kept: KeptResult): string {
       ? [
           row.setting,
           `${num(at(m, 'onX', 'images'))} images, ${num(at(m, 'run', 'passes'))} pass(es) (${Math.round(num(at(m, 'run', 'seconds')) ?? 0)} s)`,
-          `**${pct(at(m, 'onVal', 'foolingRate'))}** (${num(at(m, 'onVal', 'images'))} images)`,
-          pct(at(m, 'onX', 'foolingRate')),
-          pct(at(m, 'randomNoiseOnVal', 'sameLp', 'norm') === 'inf' ? at(m, 'randomNoiseOnVal', 'sameLp', 'mean') : undefined),
-          pct(at(m, 'randomNoiseOnVal', 'sameL2', 'mean')),
+          `**${cell(at(m, 'onVal', 'foolingRate'))}** (${num(at(m, 'onVal', 'images'))} images)`,
+          cell(at(m, 'onX', 'foolingRate')),
+          cell(at(m, 'randomNoiseOnVal', 'sameLp', 'norm') === 'inf' ? at(m, 'randomNoiseOnVal', 'sameLp', 'mean') : undefined),
+          cell(at(m, 'randomNoiseOnVal', 'sameL2', 'mean')),
         ]
       : [
           row.setting,
           row.craftedOn ?? '',
-          `${pct(at(m, 'foolingRate'))} on ${at(m, 'model')} (${num(at(m, 'images'))} images)`,
+          `${cell(at(m, 'foolingRate'))} on ${at(m, 'model')} (${num(at(m, 'images'))} images)`,
           '',
-          pct(at(m, 'randomSameLinf', 'mean')),
-          pct(at(m, 'randomSameL2', 'mean')),
+          cell(at(m, 'randomSameLinf', 'mean')),
+          cell(at(m, 'randomSameL2', 'mean')),
         ];
   return `| ${[...cells, `\`${row.command}\``].join(' | ')} |`;
 }
@@ -145,11 +147,12 @@ export function readKept(id: string, dir = RESULTS_DIR): KeptResult | undefined 
 
 /** The README's results table: every row with kept figures, in RESULT_ROWS' order. */
 export function resultsTable(dir = RESULTS_DIR): string {
-  const rows = RESULT_ROWS.flatMap((r) => {
-    const kept = readKept(r.id, dir);
-    return kept ? [renderRow(r, kept)] : [];
+  const found = RESULT_ROWS.flatMap((row) => {
+    const k = readKept(row.id, dir);
+    return k ? [{ row, kept: k }] : [];
   });
-  const kept = RESULT_ROWS.map((r) => readKept(r.id, dir)).filter((k): k is KeptResult => !!k);
+  const rows = found.map((f) => renderRow(f.row, f.kept));
+  const kept = found.map((f) => f.kept);
   const dates = kept.map((k) => k.date.slice(0, 10));
   const cores = [...new Set(kept.map((k) => k.cores))].join(' or ');
   return [
@@ -176,10 +179,10 @@ export function headline(dir = RESULTS_DIR, artFile = join(PROJECT_ROOT, 'bench'
     `computed by Algorithm 1 on MobileNet v1 0.25 from the ${num(at(m, 'onX', 'images'))} ImageNet sample images ` +
     `(${num(at(m, 'run', 'passes'))} pass(es) on ${kept?.cores} cores). ` +
     "Top: validation images and the model's labels; middle: the same images plus `v`, and the labels it now gives. " +
-    `It changes the label of ${pct(at(m, 'onVal', 'foolingRate'))} of the ${num(at(m, 'onVal', 'images'))} validation images it never saw ` +
-    `(random noise of the same Linf norm: ${pct(at(m, 'randomNoiseOnVal', 'sameLp', 'mean'))}).` +
+    `It changes the label of ${cell(at(m, 'onVal', 'foolingRate'))} of the ${num(at(m, 'onVal', 'images'))} validation images it never saw ` +
+    `(random noise of the same Linf norm: ${cell(at(m, 'randomNoiseOnVal', 'sameLp', 'mean'))}).` +
     (art !== undefined
-      ? ` The Adversarial Robustness Toolbox's \`UniversalPerturbation\` on the same model, images and norm: ${pct(art)} (bench/results/art-inf-1000.json).`
+      ? ` The Adversarial Robustness Toolbox's \`UniversalPerturbation\` on the same model, images and norm: ${cell(art)} (bench/results/art-inf-1000.json).`
       : '') +
     ' See [Algorithm 1 at 200-1000 images](docs/results.md#algorithm-1-at-200-1000-images).*'
   );

@@ -8,7 +8,7 @@ import { deepfool } from '../attacks/deepfool.js';
 import { Rng } from '../math/random.js';
 import { predictMany, foolingRate } from '../evaluation/scoring.js';
 import type { TopLevelSpec } from '../report/plots.js';
-import { pickImages } from '../math/batch.js';
+import { pickRows } from '../math/batch.js';
 
 /**
  * The geometry behind universality (the paper's Sec. 5, Fig. 9): the DeepFool boundary normals
@@ -88,7 +88,7 @@ export async function normalsAnalysis(
     if (ok.length)
       parts.push(
         tf.tidy(() => {
-          const r = tf.tensor2d(pickImages({ data: df.r, n: idx.length, shape: model.inputShape }, ok).data, [ok.length, size]);
+          const r = tf.tensor2d(pickRows(df.r, ok, size), [ok.length, size]);
           return tf.div(r, tf.norm(r, 2, 1, true)) as tf.Tensor2D;
         }),
       );

@@ -1,7 +1,7 @@
 import type { Classifier } from '../classifier/classifier.js';
 import { candidateGradients, type GradientOptions, type GradientScratch } from '../classifier/gradients.js';
 import { forwardLogits, predictLabels } from '../classifier/compute.js';
-import { addScaled, checkBatch, imageSize, pickImages, type Batch } from '../math/batch.js';
+import { addScaled, checkBatch, imageSize, pickImages, pickRows, type Batch } from '../math/batch.js';
 import type { Norm } from '../math/lp.js';
 import { UsageError } from '../errors.js';
 import { criterionOf } from './criterion.js';
@@ -110,7 +110,7 @@ export async function deepfool(model: Classifier, x: Batch, opts: DeepFoolOption
     // Step 0 starts at x itself (r = 0): no copy when every image is still active.
     const xStep =
       step > 0
-        ? addScaled(pickImages(x, active), rowsOf(rTot, active, size), 1 + overshoot)
+        ? addScaled(pickImages(x, active), pickRows(rTot, active, size), 1 + overshoot)
         : active.length === n
           ? x
           : pickImages(x, active);
@@ -130,7 +130,7 @@ export async function deepfool(model: Classifier, x: Batch, opts: DeepFoolOption
     }
     const sub = still.length === active.length ? xStep : pickImages(xStep, still);
     const stillImgs = still.map((a) => active[a]);
-    const subCand = target !== undefined ? new Int32Array(still.length).fill(target) : rowsOf(others, stillImgs, k - 1);
+    const subCand = target !== undefined ? new Int32Array(still.length).fill(target) : pickRows(others, stillImgs, k - 1);
     // Gradients of the logit differences f_k - f_label (targeted: f_target - f_current) directly.
     const reference = Int32Array.from(still, (a, s) => (target !== undefined ? pred[a] : fromLabel[stillImgs[s]]));
     const g = await candidateGradients(model, sub, subCand, rows, { ...opts, reference, scratch });
@@ -149,20 +149,13 @@ export async function deepfool(model: Classifier, x: Batch, opts: DeepFoolOption
   const grow = Math.fround(1 + overshoot);
   const r = rTot.map((t) => t * grow);
   if (active.length > 0) {
-    const pred = await predictLabels(model, addScaled(pickImages(x, active), rowsOf(r, active, size)));
+    const pred = await predictLabels(model, addScaled(pickImages(x, active), pickRows(r, active, size)));
     active.forEach((img, a) => {
       toLabel[img] = pred[a];
       if (done(img, pred[a])) status[img] = 'converged';
     });
   }
   return { r, steps, status, fromLabel, toLabel };
-}
-
-/** Rows idx[0], idx[1], ... of `size` values each of an array of rows, in a new array of its kind. */
-function rowsOf<T extends Float32Array | Int32Array>(values: T, idx: ArrayLike<number>, size: number): T {
-  const out = new (values.constructor as new (n: number) => T)(idx.length * size);
-  for (let j = 0; j < idx.length; j++) out.set(values.subarray(idx[j] * size, (idx[j] + 1) * size), j * size);
-  return out;
 }
 
 /** total[idx[s]] += rows[s] for each row s (`size` values each). */

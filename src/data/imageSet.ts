@@ -68,13 +68,6 @@ export class ImageSet implements ImageSource {
   }
   /** Float32 pixel-space batch of the given images, [n, H, W, C] (a TF.js tensor). */
   batch(indices: ArrayLike<number>): tf.Tensor4D {
-    const [h, w, c] = this.shape;
-    const per = h * w * c;
-    const buf = new Float32Array(indices.length * per);
-    for (let k = 0; k < indices.length; k++) {
-      const src = this.pixels.subarray(indices[k] * per, (indices[k] + 1) * per);
-      buf.set(src, k * per);
-    }
-    return tf.tensor4d(buf, [indices.length, h, w, c]);
+    return tf.tensor4d(this.images(indices).data, [indices.length, ...this.shape]);
   }
 }

@@ -35,21 +35,24 @@ export function sliceImages(x: Batch, first: number, count: number): Batch {
   return { data: x.data.subarray(first * size, (first + count) * size), n: count, shape: x.shape };
 }
 
+/** Rows idx[0], idx[1], ... of `size` values each, copied into a new array of the same kind (an index may repeat). */
+export function pickRows<T extends Float32Array | Int32Array>(values: T, idx: ArrayLike<number>, size: number): T {
+  const out = new (values.constructor as new (n: number) => T)(idx.length * size);
+  for (let j = 0; j < idx.length; j++) out.set(values.subarray(idx[j] * size, (idx[j] + 1) * size), j * size);
+  return out;
+}
+
 /** Images idx[0], idx[1], ... (copied; an index may repeat). */
 export function pickImages(x: Batch, idx: ArrayLike<number>): Batch {
-  const size = imageSize(x.shape);
-  const out = new Float32Array(idx.length * size);
-  for (let j = 0; j < idx.length; j++) out.set(x.data.subarray(idx[j] * size, (idx[j] + 1) * size), j * size);
-  return { data: out, n: idx.length, shape: x.shape };
+  return { data: pickRows(x.data, idx, imageSize(x.shape)), n: idx.length, shape: x.shape };
 }
 
 /** clip(x_i + scale * r_i, 0, 255) for every image i (r: one perturbation per image, [n, H, W, C]). */
 export function addClipped(x: Batch, r: Float32Array, scale = 1): Batch {
-  if (r.length !== x.data.length) throw new Error(`internal: ${r.length} perturbation values for ${x.data.length} pixels`);
-  const out = new Float32Array(x.data.length);
-  const s = Math.fround(scale);
-  for (let t = 0; t < out.length; t++) out[t] = Math.min(255, Math.max(0, Math.fround(x.data[t] + Math.fround(s * r[t]))));
-  return { data: out, n: x.n, shape: x.shape };
+  // Clipping the stored float32 sum equals clipping before the store: 0 and 255 are exact.
+  const out = addScaled(x, r, scale);
+  for (let t = 0; t < out.data.length; t++) out.data[t] = Math.min(255, Math.max(0, out.data[t]));
+  return out;
 }
 
 /** x_i + scale * r_i without the clip (DeepFool's iterate: the reference code does not clip it either). */

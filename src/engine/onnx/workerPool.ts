@@ -18,8 +18,8 @@ import type { ModelFiles } from './modelFiles.js';
  * for a batch of 224x224 images more than a small model's forward pass.
  */
 export interface Feed {
-  /** The values, or a function that reads them when the request is sent (a view that must be read at once). */
-  data: Float32Array | Uint8Array | (() => Float32Array | Uint8Array);
+  /** The values (a view of a larger array is fine: they are copied when the request is sent). */
+  data: Float32Array | Uint8Array;
   dims: number[];
 }
 
@@ -179,7 +179,7 @@ class SessionWorker {
 
   /** The feed's values copied to the start of the smallest spare buffer that holds them (or a new one). */
   private wire(f: Feed): WireFeed {
-    const data = typeof f.data === 'function' ? f.data() : f.data;
+    const data = f.data;
     const bytes = data.byteLength;
     const fits = this.spare.filter((b) => b.byteLength >= bytes).sort((a, b) => a.byteLength - b.byteLength)[0];
     if (fits) this.spare.splice(this.spare.indexOf(fits), 1);
