@@ -7,17 +7,10 @@ import { initBackend } from '../src/engine/backend.js';
 import { Rng } from '../src/math/random.js';
 import { drawPerturbations, applyDraws } from '../src/defence/sampling.js';
 import { enableWasmTraining } from '../src/engine/tfjs/wasmTraining.js';
-import {
-  runFinetune,
-  FINETUNE_DEFAULTS,
-  type DefenceResult,
-  type EpochRecord,
-  type RemoteCraft,
-  type RoundRecord,
-} from '../src/defence/finetune.js';
+import { runFinetune, FINETUNE_DEFAULTS, type DefenceResult, type EpochRecord, type RoundRecord } from '../src/defence/finetune.js';
 import { finetuneOptions } from '../src/defence/finetune/options.js';
 import { readTrainingLog, resumedRounds, writeRecords } from '../src/defence/finetune/records.js';
-import { craft } from '../src/attacks/methods.js';
+import { localExecutor, type Executor } from '../src/run/executor.js';
 import { loadClassifier } from '../src/import/load.js';
 import { UsageError } from '../src/errors.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
@@ -223,20 +216,21 @@ describe('uap finetune (library) on the embedded model', () => {
     expect(again.rounds[1].epochs).toHaveLength(1);
   });
 
-  it('pool members crafted through a RemoteCraft are the ones crafted here, asked for all at once from the model as named', async () => {
+  it('pool members crafted on another executor are the ones crafted here, asked for all at once from the model as named', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'uap-defence-remote-'));
     const asked: { spec: unknown; seeds: number[] }[] = [];
-    const remoteCraft: RemoteCraft = async (req) => {
-      asked.push({ spec: req.spec, seeds: req.runs.map((r) => r.options.seed) });
-      const made: { v: Float32Array }[] = [];
-      for (const r of req.runs) {
-        const res = await craft(req.model, r.X, req.method, r.options);
-        made.push({ v: (await res.v.data()) as Float32Array });
-        res.v.dispose();
-      }
-      return made;
+    // An executor that crafts here but takes the whole pool at once, as a queue's does, and says where it is.
+    const exec: Executor = {
+      ...localExecutor,
+      where: 'elsewhere',
+      craft: async (on, runs, method, o) => {
+        asked.push({ spec: on.place?.model, seeds: runs.map((r) => r.options.seed) });
+        const made = await localExecutor.craft({ model: on.model }, runs, method);
+        made.forEach((r, i) => o?.onRun?.(i, r));
+        return made;
+      },
     };
-    await runFinetune({ ...job, out: dir, options: { ...job.options, poolSize: 2, epochs: 1 } }, { remoteCraft });
+    await runFinetune({ ...job, out: dir, options: { ...job.options, poolSize: 2, epochs: 1 } }, { exec });
     expect(asked).toEqual([{ spec: { spec: 'fashion', card: undefined }, seeds: [1001, 1002] }]);
     for (const m of ['member-0.npy', 'member-1.npy'])
       expect(readFileSync(join(dir, 'round-1', 'pool', m)).equals(readFileSync(join(out, 'round-1', 'pool', m)))).toBe(true);

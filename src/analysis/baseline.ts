@@ -3,7 +3,8 @@ import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSource } from '../data/source.js';
 import { lpNorm, type Norm } from '../math/lp.js';
 import { noiseOfNorm } from '../math/noise.js';
-import { predictMany, predictSet, foolingRate } from '../evaluation/scoring.js';
+import { predictSet, foolingRate } from '../evaluation/scoring.js';
+import { localExecutor, type Executor, type SetPlace } from '../run/executor.js';
 import { predictLabels } from '../classifier/compute.js';
 import { addClipped, perturbedBytes } from '../math/batch.js';
 import { deepfool } from '../attacks/deepfool.js';
@@ -46,8 +47,9 @@ export async function normSweep(
     deepfool?: boolean;
     onPoint?: (p: SweepPoint) => void;
     onBatch?: (done: number) => void;
-    /** Where the sweep's perturbations are scored (default: here, in batches of 32): clean labels first, then each; elsewhere (on workers), the same labels. */
-    labels?: (vs: Float32Array[]) => Promise<Int32Array[]>;
+    /** Where the sweep's perturbations are scored, in batches of 32 (default: here), and where the set is for a worker. */
+    exec?: Executor;
+    place?: SetPlace;
   } = {},
 ): Promise<NormSweep> {
   const factors = opts.factors ?? DEFAULT_FACTORS;
@@ -72,9 +74,10 @@ export async function normSweep(
         push(noiseOfNorm(kind === 'gaussian' ? 'gaussian' : 'sign', model.inputShape, norm, radius, seed + d));
     }
   }
-  const [clean, ...preds] = opts.labels
-    ? await opts.labels(perturbations)
-    : await predictMany(model, set, [null, ...perturbations], 32, opts.onBatch);
+  const [clean, ...preds] = await (opts.exec ?? localExecutor).labels({ model, set, place: opts.place }, perturbations, {
+    batchSize: 32,
+    onBatch: opts.onBatch,
+  });
   const points: SweepPoint[] = [];
   const add = (p: SweepPoint) => {
     points.push(p);

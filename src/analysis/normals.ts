@@ -6,7 +6,8 @@ import type { ImageSet } from '../data/dataset.js';
 import type { ImageSource } from '../data/source.js';
 import { deepfool } from '../attacks/deepfool.js';
 import { Rng } from '../math/random.js';
-import { predictMany, foolingRate } from '../evaluation/scoring.js';
+import { foolingRate } from '../evaluation/scoring.js';
+import { localExecutor, type Executor, type SetPlace } from '../run/executor.js';
 import type { TopLevelSpec } from '../report/plots.js';
 import { pickRows } from '../math/batch.js';
 
@@ -72,8 +73,9 @@ export async function normalsAnalysis(
     onProgress?: (done: number) => void;
     /** Told when dimensions asked for are beyond the rank of the normals found (they are left out). */
     warn?: (message: string) => void;
-    /** Where the random vectors are scored on V (default: here): clean labels first, then with each; elsewhere (on workers), the same labels. */
-    labels?: (vs: Float32Array[]) => Promise<Int32Array[]>;
+    /** Where the random vectors are scored on V (default: here), and where V is for a worker. */
+    exec?: Executor;
+    place?: SetPlace;
   },
 ): Promise<NormalsResult> {
   const [h, w, c] = model.inputShape;
@@ -144,7 +146,7 @@ export async function normalsAnalysis(
     }
     basis.dispose();
     for (let k = 0; k < draws; k++) vectors.push(scaled(tf.tensor1d(Float32Array.from({ length: size }, () => rng.normal()))));
-    const [clean, ...preds] = opts.labels ? await opts.labels(vectors) : await predictMany(model, V, [null, ...vectors]);
+    const [clean, ...preds] = await (opts.exec ?? localExecutor).labels({ model, set: V, place: opts.place }, vectors);
     const rates = preds.map((p) => foolingRate(clean, p));
     const stats = (r: number[]) => ({ mean: r.reduce((a, b) => a + b, 0) / r.length, min: Math.min(...r), max: Math.max(...r) });
     const subspace: NormalsResult['subspace'] = dims.map((d, i) => ({ d, ...stats(rates.slice(i * draws, (i + 1) * draws)) }));

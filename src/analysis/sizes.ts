@@ -2,9 +2,9 @@ import type { Classifier } from '../classifier/classifier.js';
 import type { ImageSet } from '../data/dataset.js';
 import type { ImageSource } from '../data/source.js';
 import { Rng } from '../math/random.js';
-import { craft, type Method } from '../attacks/methods.js';
-import type { AttackSettings } from '../attacks/methods.js';
-import { evaluatePerturbation, foolingRate, predictSet } from '../evaluation/scoring.js';
+import type { AttackSettings, Method } from '../attacks/methods.js';
+import { foolingRate } from '../evaluation/scoring.js';
+import { localExecutor, type Executor, type SetPlace } from '../run/executor.js';
 import type { TopLevelSpec } from '../report/plots.js';
 import { wilsonInterval } from '../math/interval.js';
 
@@ -42,9 +42,23 @@ export interface SizePoint {
 
 export const DEFAULT_SIZES = [50, 100, 250, 500, 1000, 2000, 5000, 10000];
 
+/** How a sweep runs: where (default here; its sets' places for a queue's workers) and who hears each run. */
+export interface SweepControl {
+  sizes?: number[];
+  seed?: number;
+  seeds?: number;
+  exec?: Executor;
+  places?: { x?: SetPlace; v?: SetPlace };
+  /** Told each crafting run as it is made (on a queue: all at once, when the workers are done). */
+  onCrafted?: (r: Omit<SizeRun, 'valFoolingRate'>) => void;
+  /** Told each run as it is scored on the validation images. */
+  onRun?: (r: SizeRun) => void;
+}
+
 /**
  * The sweep, once per seed (seed, seed + 1, ...): each seed draws its own nested subsets and seeds its
- * attack, so the spread over seeds shows how much one run's curve owes to the draw of X.
+ * attack, so the spread over seeds shows how much one run's curve owes to the draw of X. Every run is
+ * crafted first, then all the v are scored in one pass over the validation images.
  */
 export async function sizeSweep(
   model: Classifier,
@@ -52,7 +66,7 @@ export async function sizeSweep(
   V: ImageSource,
   method: Method,
   options: AttackSettings,
-  opts: { sizes?: number[]; seed?: number; seeds?: number; onRun?: (r: SizeRun) => void; remote?: RemoteSweep } = {},
+  opts: SweepControl = {},
 ): Promise<SizePoint[]> {
   const sizes = [...new Set((opts.sizes ?? DEFAULT_SIZES).filter((n) => n <= X.size).concat(opts.sizes ? [] : [X.size]))].sort(
     (a, b) => a - b,
@@ -64,7 +78,32 @@ export async function sizeSweep(
     const settings = { ...options, seed: ((options as { seed?: number }).seed ?? 0) + (seed - first) } as AttackSettings;
     return sizes.map((size) => ({ size, seed, X: X.subset(order.slice(0, size)), settings }));
   });
-  const runs = opts.remote ? await remoteSweep(opts.remote, plan, opts.onRun) : await localSweep(model, V, method, plan, opts.onRun);
+  const exec = opts.exec ?? localExecutor;
+  const crafted = await exec.craft(
+    { model, place: opts.places?.x },
+    plan.map((p) => ({ X: p.X, options: p.settings })),
+    method,
+    {
+      onRun: (i, r) =>
+        opts.onCrafted?.({ size: plan[i].size, seed: plan[i].seed, xFoolingRate: r.foolingRate, passes: r.passes, seconds: r.seconds }),
+    },
+  );
+  const [clean, ...advs] = await exec.labels(
+    { model, set: V, place: opts.places?.v },
+    crafted.map((r) => r.v),
+  );
+  const runs = crafted.map((r, i) => {
+    const run = {
+      size: plan[i].size,
+      seed: plan[i].seed,
+      valFoolingRate: foolingRate(clean, advs[i]),
+      xFoolingRate: r.foolingRate,
+      passes: r.passes,
+      seconds: r.seconds,
+    };
+    opts.onRun?.(run);
+    return run;
+  });
   return sizes.map((size) =>
     sizePoint(
       size,
@@ -72,31 +111,6 @@ export async function sizeSweep(
       V.size,
     ),
   );
-}
-
-type PlannedRun = { size: number; seed: number; X: ImageSet; settings: AttackSettings };
-
-async function localSweep(
-  model: Classifier,
-  V: ImageSource,
-  method: Method,
-  plan: PlannedRun[],
-  onRun?: (r: SizeRun) => void,
-): Promise<SizeRun[]> {
-  const cleanV = await predictSet(model, V, null);
-  const runs: SizeRun[] = [];
-  for (const { size, seed, X, settings } of plan) {
-    const res = await craft(model, X, method, settings);
-    try {
-      const ev = await evaluatePerturbation(model, V, res.v, { cleanPred: cleanV });
-      const r = { size, seed, valFoolingRate: ev.foolingRate, xFoolingRate: res.foolingRate, passes: res.passes, seconds: res.seconds };
-      runs.push(r);
-      onRun?.(r);
-    } finally {
-      res.v.dispose();
-    }
-  }
-  return runs;
 }
 
 /** The runs of one size as a point: means, interval and spread. */
@@ -115,33 +129,6 @@ export function sizePoint(size: number, runs: SizeRun[], valImages: number): Siz
     spread: runs.length > 1 ? { seeds: runs.length, sd, min: Math.min(...rates), max: Math.max(...rates) } : null,
     runs,
   };
-}
-
-/** Where a sweep's points run elsewhere (on workers): every crafting run at once, then every v scored in one pass. */
-export interface RemoteSweep {
-  craft(
-    sets: { X: ImageSet; options: AttackSettings }[],
-  ): Promise<{ v: Float32Array; foolingRate: number; passes: number; seconds: number }[]>;
-  /** Top-1 labels of the validation images: clean, then with each v. */
-  labels(vs: Float32Array[]): Promise<Int32Array[]>;
-}
-
-/** The runs, crafted and scored remotely: the same figures as locally (same subsets, settings and batches). */
-async function remoteSweep(remote: RemoteSweep, plan: PlannedRun[], onRun?: (r: SizeRun) => void): Promise<SizeRun[]> {
-  const crafted = await remote.craft(plan.map((p) => ({ X: p.X, options: p.settings })));
-  const [clean, ...advs] = await remote.labels(crafted.map((r) => r.v));
-  return crafted.map((r, i) => {
-    const run = {
-      size: plan[i].size,
-      seed: plan[i].seed,
-      valFoolingRate: foolingRate(clean, advs[i]),
-      xFoolingRate: r.foolingRate,
-      passes: r.passes,
-      seconds: r.seconds,
-    };
-    onRun?.(run);
-    return run;
-  });
 }
 
 /** Fooling rate against |X| (log axis): validation with its 95% interval (and each seed's run as a dot), X itself. */

@@ -3,15 +3,14 @@ import { existsSync, statSync } from 'node:fs';
 import { readRunConfig } from '../run/config.js';
 import { basename, join } from 'node:path';
 import { UsageError } from '../errors.js';
-import { predictMany, foolingRate } from '../evaluation/scoring.js';
+import { foolingRate } from '../evaluation/scoring.js';
+import { localExecutor, type Executor } from '../run/executor.js';
 import { loadModel } from '../import/load.js';
 import { loadPerturbation, OWN_FORMAT } from '../perturbation/file.js';
 import { openSet, dataFolder, defaultData } from '../data/sets.js';
 import type { Log } from '../log.js';
 import type { CardOverrides } from '../import/load.js';
 import type { TopLevelSpec } from '../report/plots.js';
-import type { Classifier } from '../classifier/classifier.js';
-import type { StreamedImages } from '../data/stream.js';
 import { pct, pctRange } from '../report/format.js';
 import { wilsonInterval } from '../math/interval.js';
 import type { Engine } from '../engine/backend.js';
@@ -77,12 +76,6 @@ export function transferSource(spec: string, format: PerturbationFormat = {}): T
   return { name: basename(spec).replace(/\.np[yz]$/, ''), craftedOn: null, file: spec, format };
 }
 
-/** A column's labels computed elsewhere (on workers): clean, then with each v; the same labels as here. */
-export type RemoteLabels = (
-  column: { spec: string; card: CardOverrides; model: Classifier; set: StreamedImages; data: string | null; folder: string },
-  vs: Float32Array[],
-) => Promise<Int32Array[]>;
-
 export async function transferMatrix(
   givenSources: TransferSource[],
   givenModels: string[],
@@ -95,7 +88,8 @@ export async function transferMatrix(
     sample?: number;
     batchSize?: number;
     log: Log;
-    remote?: RemoteLabels;
+    /** Where each column's labels are computed (default: here). */
+    exec?: Executor;
   },
 ): Promise<TransferResult> {
   if (givenSources.length === 0) throw new UsageError('transfer: give at least one run directory or .npy perturbation');
@@ -127,8 +121,9 @@ export async function transferMatrix(
         v.dispose();
         return data;
       });
-      const column = { spec: name, card, model, set, data: opts.data ?? null, folder: dataFolder(dir, opts.assets) };
-      const [clean, ...advs] = opts.remote ? await opts.remote(column, vs) : await predictMany(model, set, [null, ...vs], opts.batchSize);
+      const place = { model: { spec: name, card }, data: opts.data ?? null, role: 'val' as const, dir: dataFolder(dir, opts.assets) };
+      const exec = opts.exec ?? localExecutor;
+      const [clean, ...advs] = await exec.labels({ model, set, place }, vs, { batchSize: opts.batchSize });
       advs.forEach((adv, r) => foolingRates[r].push(foolingRate(clean, adv)));
       images.push(set.size);
       data.push(dir);

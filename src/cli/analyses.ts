@@ -177,6 +177,10 @@ async function sweepSize(flags: Record<string, unknown>): Promise<void> {
       target: flags.target as string | undefined,
       sizes: flags.sizes as number[] | undefined,
       seeds: flags.seeds as number,
+      onCrafted: (r) =>
+        consoleLog.info(
+          `|X| = ${r.size}, seed ${r.seed}: crafted, X ${pct(r.xFoolingRate)}, ${r.passes} pass(es), ${r.seconds.toFixed(0)} s`,
+        ),
       onRun: (r) =>
         consoleLog.info(
           `|X| = ${r.size}, seed ${r.seed}: validation ${pct(r.valFoolingRate)}, X ${pct(r.xFoolingRate)}, ${r.passes} pass(es), ${r.seconds.toFixed(0)} s`,

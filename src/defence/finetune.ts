@@ -29,7 +29,7 @@ import { measureRound } from './finetune/measure.js';
  */
 
 export { FINETUNE_DEFAULTS, type FinetuneOptions } from './finetune/options.js';
-export type { DefenceJob, FinetuneControl, RemoteCraft } from './finetune/job.js';
+export type { DefenceJob, FinetuneControl } from './finetune/job.js';
 export { defenceMarkdown, type DefenceResult, type EpochRecord, type RoundRecord } from './finetune/records.js';
 
 /**

@@ -25,7 +25,8 @@ import type { SgdOptions } from '../attacks/sgd.js';
 import { evaluatePerturbation, foolingRate, predictSet, type Evaluation } from '../evaluation/scoring.js';
 import type { Baseline } from '../evaluation/noiseScore.js';
 import { runMetrics } from '../evaluation/metrics.js';
-import { queueFor, queueGradients, type QueueOption } from '../scale/coordinator.js';
+import { withExecutor, type QueueOption } from '../scale/coordinator.js';
+import { localExecutor, type Executor, type SetPlace } from '../run/executor.js';
 import { lpNorm } from '../math/lp.js';
 import { namedLog, type Log } from '../log.js';
 import { writePerturbation, writeExamples } from '../run/write.js';
@@ -104,8 +105,10 @@ export async function computeJob(job: ComputeJob, ctl: ComputeControl = {}): Pro
     const config = await runConfig(job, model, plan);
     // A resumed run keeps its original config.json (a refused resume must not overwrite it).
     if (!job.resume) writeRunConfig(job.out, config);
-    const res = await craftRun(job, model, plan, ctl, log);
-    const scored = await scoreRun(job, model, plan, res, ctl, log);
+    const { res, scored } = await withExecutor(job.queue, log, async (exec) => {
+      const res = await craftRun(job, model, plan, exec, ctl, log);
+      return { res, scored: await scoreRun(job, model, plan, res, exec, ctl, log) };
+    });
     const { v, cleanPred: _cp, ...result } = res;
     try {
       await writePerturbation(job.out, v);
@@ -224,8 +227,15 @@ async function runConfig(job: ComputeJob, model: Classifier, plan: RunPlan): Pro
   };
 }
 
-/** Crafts v with the method: checkpoints in the run folder, validation per pass when asked, SGD's steps on the queue. */
-async function craftRun(job: ComputeJob, model: Classifier, plan: RunPlan, ctl: ComputeControl, log: Log): Promise<UniversalResult> {
+/** Crafts v with the method: checkpoints in the run folder, validation per pass when asked, SGD's steps on the executor. */
+async function craftRun(
+  job: ComputeJob,
+  model: Classifier,
+  plan: RunPlan,
+  exec: Executor,
+  ctl: ComputeControl,
+  log: Log,
+): Promise<UniversalResult> {
   const { X, V, options, method, init } = plan;
   if (job.valPerPass && !V) throw new UsageError('{valPerPass}: needs a validation set (not {val} none)');
   let cleanV: Promise<Int32Array> | undefined;
@@ -234,39 +244,43 @@ async function craftRun(job: ComputeJob, model: Classifier, plan: RunPlan, ctl: 
       ? async (v: tf.Tensor3D) =>
           foolingRate(await (cleanV ??= predictSet(model, V, null, options.batchSize)), await predictSet(model, V, v, options.batchSize))
       : undefined;
-  const remote =
-    job.queue && method === 'sgd'
-      ? await queueGradients(queued(job, 'data', plan.dataDir, log)!, model, X, options as SgdOptions)
-      : undefined;
-  if (job.queue && !remote)
-    log.info(`queue: ${method} crafts here (only SGD-UAP's steps are sharded); the validation set is scored on the workers`);
+  // Only SGD-UAP's steps shard; the other methods craft here whatever the executor.
+  const onX = { model, set: X, place: place(job, 'data', plan.dataDir) };
+  const shardGradients = method === 'sgd' ? await exec.gradients(onX, options as SgdOptions) : undefined;
+  if (exec !== localExecutor && !shardGradients)
+    log.info(`${method} crafts here (only SGD-UAP's steps go to ${exec.where}); the validation set is scored there`);
   const control = {
     ...ctl,
     scorePass,
     checkpoints: folderCheckpoints<PassRecord>(job.out),
     resume: job.resume,
     init,
-    shardGradients: remote?.shardGradients,
+    shardGradients,
     onResume: ctl.onResume ?? ((done: number) => log.info(`resuming from pass ${done} (checkpoint in ${job.out})`)),
   };
-  const res = await craft(model, X, method, options, control).finally(async () => {
-    init?.dispose();
-    await remote?.close();
-  });
+  const res = await craft(model, X, method, options, control).finally(() => init?.dispose());
   log.info(`stopped: ${res.stopReason}`);
   if (lpNorm(res.v, 'inf') === 0)
     log.warn('the perturbation is zero: no image of X could be moved (try a larger {xi}, more passes, or another method)');
   return res;
 }
 
-/** The queue of a job's image set (X or validation), when it runs on one. */
-function queued(job: ComputeJob, role: 'data' | 'val', dir: string, log: Log) {
+/** Where a job's image set (X or validation) is for a worker. */
+function place(job: ComputeJob, role: 'data' | 'val', dir: string): SetPlace {
   const data = (role === 'data' ? job.data : job.val) ?? null;
-  return job.queue && queueFor(job.queue, { model: { spec: job.model, card: job.card }, data, role, dir, strict: job.strict }, log);
+  return { model: { spec: job.model, card: job.card }, data, role, dir, strict: job.strict };
 }
 
 /** v scored on X, and on validation beside random noise of its own norms, with the criterion's own success there. */
-async function scoreRun(job: ComputeJob, model: Classifier, plan: RunPlan, res: UniversalResult, ctl: ComputeControl, log: Log) {
+async function scoreRun(
+  job: ComputeJob,
+  model: Classifier,
+  plan: RunPlan,
+  res: UniversalResult,
+  exec: Executor,
+  ctl: ComputeControl,
+  log: Log,
+) {
   const { X, V, options } = plan;
   const onX = await evaluatePerturbation(model, X, res.v, { cleanPred: res.cleanPred, batchSize: options.batchSize });
   const scored = V
@@ -279,7 +293,7 @@ async function scoreRun(job: ComputeJob, model: Classifier, plan: RunPlan, res: 
           { norm: 2, xi: lpNorm(res.v, 2) },
         ],
         job.randomDraws ?? 3,
-        { batchSize: options.batchSize, onBatch: scoreProgress(ctl.onScore, V), queue: queued(job, 'val', plan.valDir, log) },
+        { batchSize: options.batchSize, onBatch: scoreProgress(ctl.onScore, V), exec, place: place(job, 'val', plan.valDir) },
       )
     : undefined;
   if (V) saySkipped(V, log, 'validation set');

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { runFinetune, type DefenceResult, type FinetuneControl, type DefenceJob } from '../defence/finetune.js';
-import { craftOnQueue, queueFor, type QueueOption } from '../scale/coordinator.js';
+import { withExecutor, type QueueOption } from '../scale/coordinator.js';
 import { namedLog } from '../log.js';
 import { reportJob } from './report.js';
 
@@ -13,20 +13,11 @@ export interface FinetuneJob extends DefenceJob {
 /** `uap finetune`: the defence (src/defence/finetune.ts) with its pool crafted on the queue when given, then its report (report.html in the run folder). */
 export async function finetuneJob(
   job: FinetuneJob,
-  ctl: Omit<FinetuneControl, 'remoteCraft'> = {},
+  ctl: Omit<FinetuneControl, 'exec'> = {},
 ): Promise<{ result: DefenceResult; files: string[] }> {
   const log = namedLog(ctl.log);
   const { queue, ...defence } = job;
-  const remoteCraft: FinetuneControl['remoteCraft'] =
-    queue &&
-    ((req) =>
-      craftOnQueue(
-        queueFor(queue, { model: req.spec, data: req.data, role: 'data', dir: req.folder, strict: req.strict }, log),
-        req.model,
-        req.runs,
-        req.method,
-      ));
-  const result = await runFinetune(defence, { ...ctl, log, remoteCraft });
+  const result = await withExecutor(queue, log, (exec) => runFinetune(defence, { ...ctl, log, exec }));
   const report = await reportJob({ dirs: [result.out], title: `uap finetune: ${String(result.config.model)}` });
   return { result, files: ['defence.md', 'defence.json', 'config.json'].map((f) => join(result.out, f)).concat(report.file) };
 }

@@ -6,9 +6,10 @@ import type { ImageSet } from '../data/imageSet.js';
 import type { StreamedImages } from '../data/stream.js';
 import { checkDataSpec, dataFolder, defaultData, loadSet, openSet, setOptionsOf, type DataSpec } from '../data/sets.js';
 import { methodOptions, type AttackSettings, type Method } from '../attacks/methods.js';
-import { sizeSweep, sizeSpec, type SizePoint, type SizeRun } from '../analysis/sizes.js';
+import { sizeSweep, sizeSpec, type SizePoint, type SizeRun, type SweepControl } from '../analysis/sizes.js';
 import { normalsAnalysis, normalsSpec, type NormalsResult } from '../analysis/normals.js';
-import { craftOnQueue, labelsOnQueue, queueFor, type QueueOption, type QueueScoring } from '../scale/coordinator.js';
+import { withExecutor, type QueueOption } from '../scale/coordinator.js';
+import type { Executor, SetPlace } from '../run/executor.js';
 import { defaultXi } from '../math/lp.js';
 import { namedLog, type Log } from '../log.js';
 import { writeJson, writeText } from '../run/write.js';
@@ -41,13 +42,13 @@ function checkCounts(option: 'sizes' | 'dims', asked: number[] | undefined, most
   log.warn(`{${option}} ${asked.join(',')}: ${over.join(', ')} exceed ${what} and are left out`);
 }
 
-/** The model, X (at most `xLimit` images unless the job says) and the validation images, with the queue settings for each. */
+/** The model, X (at most `xLimit` images unless the job says) and the validation images, where each is for a worker, and the job's executor. */
 interface Sets {
   model: Classifier;
   X: ImageSet;
   V: StreamedImages;
-  /** Queue settings for work on X ('data') or on the validation images ('val'); undefined without a queue. */
-  queued: (role: 'data' | 'val') => QueueScoring | undefined;
+  places: { x: SetPlace; v: SetPlace };
+  exec: Executor;
 }
 
 async function withModelAndSets<T>(
@@ -70,21 +71,15 @@ async function withModelAndSets<T>(
       limit: job.limit ?? (job.sample === undefined ? xLimit : undefined),
     });
     const V = openSet(model, val, setOptionsOf(job, 'val', seed, { assets, log, what: 'validation set' }));
-    const q = job.queue;
-    const queued = (role: 'data' | 'val') =>
-      q &&
-      queueFor(
-        q,
-        {
-          model: { spec: job.model, card: job.card },
-          data: (role === 'data' ? job.data : job.val) ?? null,
-          role,
-          dir: dataFolder(role === 'data' ? data : val, assets),
-          strict: job.strict,
-        },
-        log,
-      );
-    return await use({ model, X, V, queued });
+    const place = (role: 'data' | 'val'): SetPlace => ({
+      model: { spec: job.model, card: job.card },
+      data: (role === 'data' ? job.data : job.val) ?? null,
+      role,
+      dir: dataFolder(role === 'data' ? data : val, assets),
+      strict: job.strict,
+    });
+    const places = { x: place('data'), v: place('val') };
+    return await withExecutor(job.queue, log, (exec) => use({ model, X, V, places, exec }));
   } finally {
     model.dispose();
   }
@@ -100,7 +95,9 @@ export interface SweepSizeJob extends ModelAnalysisJob {
   sizes?: number[];
   /** Repeat the sweep with this many seeds (seed, seed + 1, ...): each point then has the spread over them (default 1). */
   seeds?: number;
-  /** Told each crafting run (a size and a seed) as it is scored. */
+  /** Told each crafting run (a size and a seed) as it is made, before the validation images score it. */
+  onCrafted?: SweepControl['onCrafted'];
+  /** Told each crafting run as it is scored. */
   onRun?: (r: SizeRun) => void;
 }
 
@@ -119,22 +116,17 @@ export async function sweepSizeJob(
     'the size sweep',
     undefined,
     log,
-    async ({ model, X, V, queued }) => {
+    async ({ model, X, V, places, exec }) => {
       checkCounts('sizes', job.sizes, X.size, `the ${X.size} images of X`, log);
       const method = job.method ?? 'algorithm1';
       const options = methodOptions(method, model, job.options, resolveTarget(job.target, model));
-      // Queued: every point crafts on a worker at once, then all the v are scored on the workers in one pass.
-      const [qx, qv] = [queued('data'), queued('val')];
-      const remote = qx &&
-        qv && {
-          craft: (sets: { X: ImageSet; options: AttackSettings }[]) => craftOnQueue(qx, model, sets, method),
-          labels: (vs: Float32Array[]) => labelsOnQueue(qv, model, V, vs, { batchSize: 32 }),
-        };
       const points = await sizeSweep(model, X, V, method, options, {
         sizes: job.sizes,
         seed: options.seed,
         seeds: job.seeds,
-        remote,
+        exec,
+        places,
+        onCrafted: job.onCrafted,
         onRun: job.onRun,
       });
       const files = ['sweep-size.json', 'sweep-size.svg'].map((f) => join(job.out, f));
@@ -165,17 +157,16 @@ export async function normalsJob(
   const log = namedLog(ctl.log);
   if (job.dims?.some((n) => !Number.isInteger(n) || n < 1))
     throw new UsageError(`{dims} ${job.dims.join(',')}: expected integers >= 1, e.g. 1,10,50`);
-  return withModelAndSets(job, 'the subspace fooling rates', 200, log, async ({ model, X, V, queued }) => {
+  return withModelAndSets(job, 'the subspace fooling rates', 200, log, async ({ model, X, V, places, exec }) => {
     checkCounts('dims', job.dims, X.size, `the ${X.size} normals that ${X.size} images of X give`, log);
     const xi = job.xi ?? defaultXi(2, model.inputShape);
-    // Queued: the random vectors are scored on the workers (the DeepFool normals of X are found here).
-    const qv = queued('val');
-    const labels = qv && ((vs: Float32Array[]) => labelsOnQueue(qv, model, V, vs, { batchSize: 32 }));
+    // The DeepFool normals of X are found here; the executor scores the random vectors.
     const normals = await normalsAnalysis(model, X, V, {
       xi,
       dims: job.dims,
       draws: job.draws,
-      labels,
+      exec,
+      place: places.v,
       warn: (m) => log.warn(m),
       onProgress: job.onProgress && ((done) => job.onProgress!(done, X.size)),
     });

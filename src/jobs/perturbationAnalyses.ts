@@ -10,7 +10,6 @@ import { assetsDir } from '../paths.js';
 import type { Norm } from '../math/lp.js';
 import { labelName, type Classifier } from '../classifier/classifier.js';
 import { loadModel, type CardOverrides } from '../import/load.js';
-import { predictMany } from '../evaluation/scoring.js';
 import type { StreamedImages } from '../data/stream.js';
 import { dataFolder, defaultData, openSet } from '../data/sets.js';
 import { loadPerturbation, type PerturbationFormat } from '../perturbation/file.js';
@@ -19,7 +18,8 @@ import { transferSource } from '../analysis/transfer.js';
 import { foolingGraph, graphToDot, dotToSvg, type FoolingGraph } from '../analysis/graph.js';
 import { normSweep, sweepSpec, type SweepPoint, type NormSweep } from '../analysis/baseline.js';
 import { vegaLiteToSvg } from '../report/plots.js';
-import { labelsOnQueue, queueFor, type QueueOption } from '../scale/coordinator.js';
+import { withExecutor, type QueueOption } from '../scale/coordinator.js';
+import type { Executor, SetPlace } from '../run/executor.js';
 
 /**
  * The analyses of one perturbation (`uap graph`, `uap baseline`) as typed jobs: what to analyse, on
@@ -88,7 +88,7 @@ function target(
   return { modelName: job.model, file: job.perturbation, format: job.format ?? {} };
 }
 
-/** What an analysis of one perturbation gets: the model, its images, v, their folder, and a way to label them under perturbations. */
+/** What an analysis of one perturbation gets: the model, its images, v, their folder, and the job's executor with the images' place. */
 interface AnalysisInputs {
   model: Classifier;
   set: StreamedImages;
@@ -99,8 +99,8 @@ interface AnalysisInputs {
   file: string;
   /** Where the files go. */
   out: string;
-  /** Top-1 labels, clean then with each of `vs`: here, or in shards on the workers (the same labels). */
-  labels: (vs: Float32Array[]) => Promise<Int32Array[]>;
+  exec: Executor;
+  place: SetPlace;
 }
 
 /** Loads the model, its image set and the perturbation (fitted to the model), runs `use`, cleans up. */
@@ -124,18 +124,9 @@ async function withTarget<T>(job: PerturbationAnalysisJob, what: string, log: Lo
     });
     const v = loadPerturbation(t.file, model, log, t.format);
     try {
-      const q = job.queue;
-      const labels = q
-        ? (vs: Float32Array[]) =>
-            labelsOnQueue(
-              queueFor(q, { model: { spec: t.modelName, card }, data: dir, role: 'val', dir: dataFolder(dir, assets) }, log),
-              model,
-              set,
-              vs,
-              {},
-            )
-        : (vs: Float32Array[]) => predictMany(model, set, [null, ...vs]);
-      return await use({ model, set, v, dir, file: t.file, out: job.out ?? t.out ?? 'runs/analysis', labels });
+      const place: SetPlace = { model: { spec: t.modelName, card }, data: dir, role: 'val', dir: dataFolder(dir, assets) };
+      const out = job.out ?? t.out ?? 'runs/analysis';
+      return await withExecutor(job.queue, log, (exec) => use({ model, set, v, dir, file: t.file, out, exec, place }));
     } finally {
       v.dispose();
     }
@@ -153,8 +144,8 @@ export interface GraphResult {
 /** `uap graph`: where the fooled images of each label go; dominant labels; components. */
 export async function graphJob(job: PerturbationAnalysisJob, ctl: JobControl = {}): Promise<GraphResult> {
   const log = namedLog(ctl.log);
-  return withTarget(job, 'graph', log, async ({ model, v, dir, file, out, labels }) => {
-    const [clean, adv] = await labels([v.dataSync() as Float32Array]);
+  return withTarget(job, 'graph', log, async ({ model, set, v, dir, file, out, exec, place }) => {
+    const [clean, adv] = await exec.labels({ model, set, place }, [v.dataSync() as Float32Array]);
     const name = (i: number) => labelName(model, i);
     const graph = foolingGraph(clean, adv, name);
     const dot = graphToDot(graph, name);
@@ -187,12 +178,13 @@ export async function baselineJob(job: BaselineJob, ctl: JobControl = {}): Promi
     throw new UsageError(`{factors} ${job.factors.join(',')}: expected numbers >= 0, e.g. 0,0.5,1,2`);
   let p = job.norm;
   if (p === undefined && job.run) p = runNorm(job.run);
-  return withTarget(job, 'baseline', log, async ({ model, set, v, dir, file, out, labels }) => {
+  return withTarget(job, 'baseline', log, async ({ model, set, v, dir, file, out, exec, place }) => {
     const sweep = await normSweep(model, set, v, p ?? 'inf', {
       factors: job.factors,
       draws: job.draws,
       deepfool: job.deepfool,
-      labels,
+      exec,
+      place,
       onPoint: job.onPoint,
     });
     const files = ['baseline.json', 'baseline.svg'].map((f) => join(out, f));

@@ -9,9 +9,10 @@ import type { ImageSource } from '../data/source.js';
 import { dataFolder, defaultData, openSet, saySkipped, type DataSpec } from '../data/sets.js';
 import type { Evaluation } from '../evaluation/scoring.js';
 import type { PerImage, ValidationDetail } from '../evaluation/perImage.js';
-import { joinParts, scorePart, type Baseline } from '../evaluation/noiseScore.js';
+import type { Baseline } from '../evaluation/noiseScore.js';
 import { evaluationSummary } from '../evaluation/metrics.js';
-import { queueFor, ranksOnQueue, scoreOnQueue, type QueueOption, type QueueScoring } from '../scale/coordinator.js';
+import { withExecutor, type QueueOption } from '../scale/coordinator.js';
+import { localExecutor, type Executor, type SetPlace } from '../run/executor.js';
 import { lpNorm, type Norm } from '../math/lp.js';
 import { namedLog, type Log } from '../log.js';
 import { writeJson, writeText, writeExamples } from '../run/write.js';
@@ -37,8 +38,8 @@ export function scoreProgress(on: ScoreProgress | undefined, set: ImageSource): 
 /**
  * v's figures on a set beside random noise at each of `radii`, all in ONE pass over the set (each
  * image read or decoded once: a streamed validation set of 50,000 images is not decoded 2 + 2 x draws
- * times), with the per-image facts of v (confidences, margins) on the way. With `queue`, the set is
- * scored in shards by `uap worker`s (src/scale) and joined in order: the same figures.
+ * times), with the per-image facts of v (confidences, margins) on the way. On a queue's executor, a
+ * set with a place is scored in shards by `uap worker`s (src/scale) and joined in order: the same figures.
  */
 export async function evaluateWithNoise(
   model: Classifier,
@@ -46,14 +47,10 @@ export async function evaluateWithNoise(
   v: tf.Tensor3D,
   radii: { norm: Norm; xi: number }[],
   draws: number,
-  opts: { batchSize?: number; onBatch?: (done: number) => void; queue?: QueueScoring } = {},
+  opts: { batchSize?: number; onBatch?: (done: number) => void; exec?: Executor; place?: SetPlace } = {},
 ): Promise<{ ev: Evaluation; baselines: Baseline[]; perImage: PerImage }> {
-  const data = v.dataSync() as Float32Array;
   const o = { radii, draws, batchSize: opts.batchSize, onBatch: opts.onBatch };
-  if (opts.queue && 'listed' in set) return scoreOnQueue(opts.queue, model, set, data, o);
-  const part = await scorePart(model, set, [data], o);
-  const listed = 'listed' in set ? set.listed : set.items;
-  return joinParts(listed, [{ start: 0 }], [part], o);
+  return (opts.exec ?? localExecutor).score({ model, set, place: opts.place }, v.dataSync() as Float32Array, o);
 }
 
 /** What metrics.json keeps of the per-image facts, and predictions.csv beside it. */
@@ -115,14 +112,21 @@ export async function evaluateJob(job: EvaluateJob, ctl: JobControl & { onScore?
         { norm: 'inf' as const, xi: normInf },
         { norm: 2 as const, xi: normL2 },
       ];
-      const queue =
-        job.queue &&
-        queueFor(job.queue, { model: { spec: job.model, card: job.card }, data: scoring.data ?? null, dir, strict: job.strict }, log);
-      const { ev, baselines, perImage } = await evaluateWithNoise(model, set, v, radii, job.randomDraws ?? 3, {
-        batchSize: job.batchSize,
-        onBatch: scoreProgress(onScore, set),
-        queue,
-      });
+      const place: SetPlace = {
+        model: { spec: job.model, card: job.card },
+        data: scoring.data ?? null,
+        role: 'val',
+        dir,
+        strict: job.strict,
+      };
+      const { ev, baselines, perImage } = await withExecutor(job.queue, log, (exec) =>
+        evaluateWithNoise(model, set, v, radii, job.randomDraws ?? 3, {
+          batchSize: job.batchSize,
+          onBatch: scoreProgress(onScore, set),
+          exec,
+          place,
+        }),
+      );
       saySkipped(set, log, 'images');
       const metrics = {
         model: model.name,
@@ -166,23 +170,14 @@ export async function accuracyJob(job: AccuracyJob, ctl: JobControl = {}) {
   return withScoringSet(job, log, async (model, set, dir) => {
     if (!set.labels) throw new UsageError(`data ${dir}: accuracy needs labelled images (class folders, wnid names or a labels file)`);
     // The rank of each image's true label among its clean logits: here, or in shards on the workers (the same ranks).
-    const o = { batchSize: job.batchSize };
-    const q =
-      job.queue &&
-      queueFor(
-        job.queue,
-        {
-          model: { spec: job.model, card: job.card },
-          data: job.data ?? null,
-          role: 'val',
-          dir: dataFolder(dir, assetsDir(job.assets)),
-          strict: job.strict,
-        },
-        log,
-      );
-    const ranks = q
-      ? await ranksOnQueue(q, model, set, o)
-      : (await scorePart(model, set, [], { ...o, radii: [], draws: 0, ranks: true })).ranks!;
+    const place: SetPlace = {
+      model: { spec: job.model, card: job.card },
+      data: job.data ?? null,
+      role: 'val',
+      dir: dataFolder(dir, assetsDir(job.assets)),
+      strict: job.strict,
+    };
+    const ranks = await withExecutor(job.queue, log, (exec) => exec.ranks({ model, set, place }, { batchSize: job.batchSize }));
     const n = ranks.length;
     return {
       model: model.name,

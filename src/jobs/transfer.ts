@@ -4,17 +4,9 @@ import { namedLog } from '../log.js';
 import { assetsDir } from '../paths.js';
 import type { PerturbationFormat } from '../perturbation/file.js';
 import { writeJson, writeText } from '../run/write.js';
-import {
-  transferMatrix,
-  transferSource,
-  transferMarkdown,
-  transferSpec,
-  type RemoteLabels,
-  type TransferResult,
-} from '../analysis/transfer.js';
+import { transferMatrix, transferSource, transferMarkdown, transferSpec, type TransferResult } from '../analysis/transfer.js';
 import { vegaLiteToSvg } from '../report/plots.js';
-import { labelsOnQueue, queueFor, type QueueOption } from '../scale/coordinator.js';
-import type { Log } from '../log.js';
+import { withExecutor, type QueueOption } from '../scale/coordinator.js';
 import type { JobControl } from './control.js';
 
 /** Options of `uap transfer`: every perturbation scored on every model (the paper's Table 2). */
@@ -46,31 +38,22 @@ export async function transferJob(
   const log = namedLog(ctl.log);
   const rows = job.sources.map((s) => transferSource(s, job.format));
   const models = job.models ?? [...new Set(rows.map((r) => r.craftedOn).filter((m): m is string => m !== null))];
-  const transfer = await transferMatrix(rows, models, {
-    engine: job.engine,
-    assets: assetsDir(job.assets),
-    data: job.data,
-    limit: job.limit,
-    sample: job.sample,
-    batchSize: job.batchSize,
-    log,
-    remote: queuedColumns(job.queue, job.batchSize, log),
-  });
+  const transfer = await withExecutor(job.queue, log, (exec) =>
+    transferMatrix(rows, models, {
+      engine: job.engine,
+      assets: assetsDir(job.assets),
+      data: job.data,
+      limit: job.limit,
+      sample: job.sample,
+      batchSize: job.batchSize,
+      log,
+      exec,
+    }),
+  );
   const markdown = transferMarkdown(transfer);
   const files = ['transfer.json', 'transfer.md', 'transfer.svg'].map((f) => join(job.out, f));
   writeJson(files[0], transfer);
   writeText(files[1], markdown);
   writeText(files[2], await vegaLiteToSvg(transferSpec(transfer)));
   return { transfer, markdown, files };
-}
-
-/** Queued transfer: every cell of a column, shard by shard on the workers, joined in order (the same labels). */
-function queuedColumns(queue: TransferJob['queue'], batchSize: number | undefined, log: Log): RemoteLabels | undefined {
-  return (
-    queue &&
-    ((c, vs) =>
-      labelsOnQueue(queueFor(queue, { model: { spec: c.spec, card: c.card }, data: c.data, dir: c.folder }, log), c.model, c.set, vs, {
-        batchSize,
-      }))
-  );
 }

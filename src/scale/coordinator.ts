@@ -1,9 +1,11 @@
 import type { Classifier } from '../classifier/classifier.js';
-import type { CardOverrides } from '../import/load.js';
 import type { StreamedImages } from '../data/stream.js';
 import type { ImageSet } from '../data/imageSet.js';
 import { joinLabels, joinParts, type NoiseScoreOptions, type ScorePart } from '../evaluation/noiseScore.js';
 import type { GradientShard, ShardGradient, ShardGradients, SgdLossOptions } from '../attacks/sgd.js';
+import type { CraftRuns, CraftedRun, Executor, OnSet, SetPlace, WorkerModel } from '../run/executor.js';
+import { localExecutor } from '../run/executor.js';
+import type { ImageSource } from '../data/source.js';
 import { UsageError, printable } from '../errors.js';
 import { scoringBatch } from '../evaluation/scoring.js';
 import { packageVersion } from '../paths.js';
@@ -24,7 +26,7 @@ import {
   type GradJob,
   type ScoreShard,
 } from './shards.js';
-import type { AttackSettings, Method } from '../attacks/methods.js';
+import type { Method } from '../attacks/methods.js';
 
 /**
  * The coordinator's side of distributed work: cut it into shards, queue them on BullMQ (the engine
@@ -32,35 +34,13 @@ import type { AttackSettings, Method } from '../attacks/methods.js';
  * shard order, which gives the local run's figures exactly.
  */
 
-export interface QueueScoring {
+/** A job's queue option: a BullMQ queue (redis:// URL) of `uap worker`s, its shared key, and images per shard. */
+export interface QueueOption {
   url: string;
   /** The queue's shared key (signing.ts: queueKey): jobs are signed with it, results without its signature refused. */
   key: string;
-  /** The model and the image set as the user named them: each worker resolves them on its own disk. */
-  model: { spec: string; card?: CardOverrides };
-  data: string | null;
-  /** Which of the model's default sets `data: null` means (default: its validation set). */
-  role?: 'data' | 'val';
-  /** The set's folder here (shards name their images relative to it). */
-  dir: string;
   /** Images per shard (rounded up to whole batches; default 512). */
   shardSize?: number;
-  /** Stop on the first file that does not decode (as locally). */
-  strict?: boolean;
-  /** Told once when no worker listens yet. */
-  warn?: (message: string) => void;
-}
-
-/** A job's queue option: a BullMQ queue (redis:// URL) of `uap worker`s, in shards of `shardSize` images. */
-export type QueueOption = Pick<QueueScoring, 'url' | 'key' | 'shardSize'>;
-
-/** The queue settings for one set of a job: the job's option, the model and set as workers resolve them, warnings to `log`. */
-export function queueFor(
-  queue: QueueOption,
-  set: Omit<QueueScoring, 'url' | 'key' | 'shardSize' | 'warn'>,
-  log: { warn: (message: string) => void },
-): QueueScoring {
-  return { ...queue, ...set, warn: (m) => log.warn(m) };
 }
 
 /** What a worker returns for a scoring shard: its part, and the positions (in the shard) of files that did not decode. */
@@ -71,7 +51,7 @@ export interface ShardResult extends ScorePart {
 const PROTOCOL = { protocol: SHARD_PROTOCOL, uap: packageVersion() };
 
 /** The model as a job names it: the name, and only the card fields a worker takes from a job. */
-function jobModel(m: QueueScoring['model']): ScoreShard['model'] {
+function jobModel(m: WorkerModel): ScoreShard['model'] {
   const card = jobCard(m.card);
   return { spec: m.spec, ...(card ? { card } : {}) };
 }
@@ -229,52 +209,90 @@ export class QueueSession {
   }
 }
 
-async function withSession<T>(
-  q: { url: string; key: string; warn?: (m: string) => void },
-  use: (s: QueueSession) => Promise<T>,
+/** A set a worker can find: it has a place, and its images are files listed on disk (not images in memory). */
+type Placed<S extends ImageSource = StreamedImages> = OnSet<S> & { place: SetPlace };
+const placed = (on: OnSet): on is Placed => on.place !== undefined && 'listed' in on.set;
+
+/**
+ * The work of a job on the queue's workers, in shards, over one connection for the life of the job
+ * (opened by its first piece of work, ended by `close`). A set that no worker could find (no place, or
+ * images in memory) is scored here.
+ */
+export function queueExecutor(q: QueueOption, log: { warn: (message: string) => void }): Executor {
+  let opening: Promise<QueueSession> | undefined;
+  const session = () => (opening ??= QueueSession.open(q.url, q.key, (m) => log.warn(m)));
+  return {
+    where: "the queue's workers",
+    async labels(on, vs, o = {}) {
+      if (!placed(on)) return localExecutor.labels(on, vs, o);
+      return joinLabels((await queueParts(await session(), q, on, vs, { ...o, radii: [], draws: 0 })).parts);
+    },
+    async score(on, v, o) {
+      if (!placed(on)) return localExecutor.score(on, v, o);
+      const { ranges, parts } = await queueParts(await session(), q, on, [v], o);
+      return joinParts(on.set.listed, ranges, parts, o);
+    },
+    async ranks(on, o = {}) {
+      if (!placed(on)) return localExecutor.ranks(on, o);
+      const { parts } = await queueParts(await session(), q, on, [], { ...o, radii: [], draws: 0, ranks: true });
+      return parts.flatMap((p) => p.ranks ?? []);
+    },
+    async craft(on, runs, method, o = {}) {
+      if (!on.place) return localExecutor.craft(on, runs, method, o);
+      const made = await craftOnQueue(await session(), on.model, on.place, runs, method);
+      made.forEach((r, i) => o.onRun?.(i, r));
+      return made;
+    },
+    async gradients(on, loss) {
+      if (!on.place) return undefined;
+      return queueGradients(await session(), on as Placed<ImageSet>, loss);
+    },
+    async close() {
+      await opening?.then(
+        (s) => s.close(),
+        () => {}, // it never opened: its error reached the work that asked
+      );
+    },
+  };
+}
+
+/** Where a job's work runs: on the queue's workers when it names a queue, else here. */
+export function executorFor(queue: QueueOption | undefined, log: { warn: (message: string) => void }): Executor {
+  return queue ? queueExecutor(queue, log) : localExecutor;
+}
+
+/** Runs `use` with the job's executor, and closes it after. */
+export async function withExecutor<T>(
+  queue: QueueOption | undefined,
+  log: { warn: (message: string) => void },
+  use: (exec: Executor) => Promise<T>,
 ): Promise<T> {
-  const session = await QueueSession.open(q.url, q.key, q.warn);
+  const exec = executorFor(queue, log);
   try {
-    return await use(session);
+    return await use(exec);
   } finally {
-    await session.close();
+    await exec.close();
   }
 }
 
-/** v's figures on a listed set with noise draws, scored in shards by workers: the local run's figures (see joinParts). */
-export async function scoreOnQueue(q: QueueScoring, model: Classifier, set: StreamedImages, v: Float32Array, o: NoiseScoreOptions) {
-  const { ranges, parts } = await withSession(q, (s) => queueParts(s, q, model, set, [v], o));
-  return joinParts(set.listed, ranges, parts, o);
+/** The fields every job of one model and set carries: the model as named and fingerprinted, the set's place. */
+async function jobBase(model: Classifier, place: SetPlace) {
+  const { print: modelPrint, files: modelFiles } = await modelPrints(model);
+  return {
+    ...PROTOCOL,
+    model: jobModel(place.model),
+    ...(modelFiles ? { modelFiles } : {}),
+    modelPrint,
+    data: place.data,
+    role: place.role,
+  };
 }
 
-/** Top-1 labels of a listed set, clean and with each of `vs`, scored in shards by workers (uap transfer). */
-export async function labelsOnQueue(
-  q: QueueScoring,
-  model: Classifier,
-  set: StreamedImages,
-  vs: Float32Array[],
-  o: { batchSize?: number; onBatch?: (done: number) => void },
-): Promise<Int32Array[]> {
-  return joinLabels((await withSession(q, (s) => queueParts(s, q, model, set, vs, { ...o, radii: [], draws: 0 }))).parts);
-}
-
-/** Each image's rank of its true label among the clean logits, scored in shards by workers (uap accuracy). */
-export async function ranksOnQueue(
-  q: QueueScoring,
-  model: Classifier,
-  set: StreamedImages,
-  o: { batchSize?: number; onBatch?: (done: number) => void },
-): Promise<number[]> {
-  const { parts } = await withSession(q, (s) => queueParts(s, q, model, set, [], { ...o, radii: [], draws: 0, ranks: true }));
-  return parts.flatMap((p) => p.ranks ?? []);
-}
-
-/** Queues the shards of scoring `set` with `vs` (and noise), follows them, and gives their parts in shard order. */
+/** Queues the shards of scoring the set with `vs` (and noise), follows them, and gives their parts in shard order. */
 async function queueParts(
   session: QueueSession,
-  q: QueueScoring,
-  model: Classifier,
-  set: StreamedImages,
+  q: QueueOption,
+  { model, set, place }: Placed,
   vs: Float32Array[],
   o: NoiseScoreOptions,
 ): Promise<{ ranges: { start: number; end: number }[]; parts: ShardResult[] }> {
@@ -284,23 +302,18 @@ async function queueParts(
   const shardSize = q.shardSize ?? 512;
   const batchSize = scoringBatch(model, o.batchSize ?? Math.min(scoringBatch(model), shardSize));
   const ranges = planShards(set.listed.length, shardSize, batchSize);
-  const { print: mPrint, files: mFiles } = await modelPrints(model);
+  const base = await jobBase(model, place);
   const shards: ScoreShard[] = ranges.map((r) => {
-    const items = shardItems(set.listed.slice(r.start, r.end), q.dir);
+    const items = shardItems(set.listed.slice(r.start, r.end), place.dir);
     return {
-      ...PROTOCOL,
-      model: jobModel(q.model),
-      ...(mFiles ? { modelFiles: mFiles } : {}),
-      modelPrint: mPrint,
-      data: q.data,
-      role: q.role ?? 'val',
+      ...base,
       items,
-      dataPrint: dataPrint(items, q.dir),
+      dataPrint: dataPrint(items, place.dir),
       vs: shas,
       radii: o.radii,
       draws: o.draws,
       batchSize,
-      strict: q.strict ?? false,
+      strict: place.strict ?? false,
       ...(o.ranks ? { ranks: true } : {}),
     };
   });
@@ -322,16 +335,13 @@ async function queueParts(
 /**
  * SGD-UAP data-parallel: each step's gradient shards go to the workers at the same v, their
  * gradients come back in order and the step adds them as the local run does (sgd.ts: sumShards).
- * The session stays open for the run; `close` ends it.
  */
-export async function queueGradients(
-  q: QueueScoring,
-  model: Classifier,
-  X: ImageSet,
+async function queueGradients(
+  session: QueueSession,
+  { model, set: X, place }: Placed<ImageSet>,
   loss: SgdLossOptions,
-): Promise<{ shardGradients: ShardGradients; close: () => Promise<void> }> {
-  const session = await QueueSession.open(q.url, q.key, q.warn);
-  const { print: mPrint, files: mFiles } = await modelPrints(model);
+): Promise<ShardGradients> {
+  const base = await jobBase(model, place);
   // The loss settings alone (the caller may pass all of SGD's options): a worker refuses any other field.
   const lossFields: SgdLossOptions = {
     loss: loss.loss,
@@ -341,29 +351,16 @@ export async function queueGradients(
     ...(loss.classes !== undefined ? { classes: loss.classes } : {}),
   };
   let step = 0;
-  const shardGradients: ShardGradients = async (v, shards: GradientShard[], n) => {
+  return async (v, shards: GradientShard[], n) => {
     step++;
     const sha = await session.put(v);
     try {
       const jobs: GradJob[] = shards.map((s) => {
         const items = shardItems(
           s.idx.map((i) => X.items[i]),
-          q.dir,
+          place.dir,
         );
-        return {
-          ...PROTOCOL,
-          model: jobModel(q.model),
-          ...(mFiles ? { modelFiles: mFiles } : {}),
-          modelPrint: mPrint,
-          data: q.data,
-          role: q.role ?? 'data',
-          items,
-          dataPrint: dataPrint(items, q.dir),
-          v: sha,
-          labels: Array.from(s.labels),
-          n,
-          loss: lossFields,
-        };
+        return { ...base, items, dataPrint: dataPrint(items, place.dir), v: sha, labels: Array.from(s.labels), n, loss: lossFields };
       });
       const got = await session.run<{ grad: string; fooled: number }>(
         'grad',
@@ -375,38 +372,24 @@ export async function queueGradients(
       await session.drop(sha); // a new v every step: keep Redis from filling with old ones
     }
   };
-  return { shardGradients, close: () => session.close() };
 }
 
 /**
  * Whole crafting runs on the workers, all queued at once (the points of a size sweep, the members of
  * a defence pool): each on its own X with its own settings; v and the run's figures come back in order.
  */
-export async function craftOnQueue(
-  q: QueueScoring,
+async function craftOnQueue(
+  session: QueueSession,
   model: Classifier,
-  runs: { X: ImageSet; options: AttackSettings }[],
+  place: SetPlace,
+  runs: CraftRuns,
   method: Method,
-): Promise<{ v: Float32Array; foolingRate: number; passes: number; seconds: number }[]> {
-  const { print: mPrint, files: mFiles } = await modelPrints(model);
+): Promise<CraftedRun[]> {
+  const base = await jobBase(model, place);
   const jobs: CraftJob[] = runs.map(({ X, options }) => {
-    const items = shardItems(X.items, q.dir);
-    return {
-      ...PROTOCOL,
-      model: jobModel(q.model),
-      ...(mFiles ? { modelFiles: mFiles } : {}),
-      modelPrint: mPrint,
-      data: q.data,
-      role: q.role ?? 'data',
-      items,
-      dataPrint: dataPrint(items, q.dir),
-      strict: q.strict ?? false,
-      method,
-      options,
-    };
+    const items = shardItems(X.items, place.dir);
+    return { ...base, items, dataPrint: dataPrint(items, place.dir), strict: place.strict ?? false, method, options };
   });
-  const got = await withSession(q, (s) =>
-    s.run<Crafted>('craft', jobs, (i) => `crafting run ${i + 1} of ${jobs.length} (|X| = ${runs[i].X.size})`),
-  );
+  const got = await session.run<Crafted>('craft', jobs, (i) => `crafting run ${i + 1} of ${jobs.length} (|X| = ${runs[i].X.size})`);
   return got.map((c) => ({ ...c, v: fromBase64(c.v) }));
 }

@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { UsageError } from '../../errors.js';
 import type { Classifier } from '../../classifier/classifier.js';
 import type { ModelCard } from '../../classifier/card.js';
-import { findCard, loadModel, type CardOverrides, type ModelSpec } from '../../import/load.js';
+import { findCard, loadModel, type ModelSpec } from '../../import/load.js';
 import type { ImageSet } from '../../data/dataset.js';
 import { dataFolder, defaultData, loadSet, setOptionsOf, type DataSpec } from '../../data/sets.js';
 import { predictSet } from '../../evaluation/scoring.js';
@@ -13,6 +13,9 @@ import { refuseUntrainable } from '../trainable.js';
 import { RECORDS_FILE } from './folder.js';
 import type { FinetuneOptions } from './options.js';
 import type { EpochRecord } from './records.js';
+import type { Executor, WorkerModel } from '../../run/executor.js';
+
+export type { WorkerModel } from '../../run/executor.js';
 
 /** A fine-tuning job: the model (a name or file) and its data, the attack that crafts the pools and re-attacks, the options, the output folder, and whether to resume there. */
 export interface DefenceJob extends DataSpec, ModelSpec {
@@ -24,23 +27,6 @@ export interface DefenceJob extends DataSpec, ModelSpec {
   resume?: boolean;
 }
 
-/** How a model is named for a worker to load it: a spec (name or file) and card overrides. */
-export interface WorkerModel {
-  spec: string;
-  card?: CardOverrides;
-}
-
-/** Whole crafting runs elsewhere (on workers), all at once, from the model as named on disk; v in order, the same as here. */
-export type RemoteCraft = (req: {
-  model: Classifier;
-  spec: WorkerModel;
-  data: string | null;
-  folder: string;
-  strict?: boolean;
-  runs: { X: ImageSet; options: AttackSettings }[];
-  method: Method;
-}) => Promise<{ v: Float32Array }[]>;
-
 /** What the caller of a fine-tuning job hears and controls: its log, progress, interruption, and where pools are crafted. */
 export interface FinetuneControl {
   log?: Log;
@@ -48,8 +34,8 @@ export interface FinetuneControl {
   onBatch?: (p: { round: number; epoch: number; epochs: number; done: number; total: number; loss: number }) => void;
   onEpoch?: (round: number, e: EpochRecord) => void;
   signal?: AbortSignal;
-  /** Craft each round's pool members elsewhere (on workers), all at once. */
-  remoteCraft?: RemoteCraft;
+  /** Where each round's pool members are crafted (default: here, one by one; a queue's executor crafts them all at once). */
+  exec?: Executor;
 }
 
 /** The job as the stages take it: its options checked, its log and assets folder resolved. */

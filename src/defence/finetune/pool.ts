@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import * as tf from '../../tf.js';
-import { craft } from '../../attacks/methods.js';
+import { localExecutor } from '../../run/executor.js';
 import { writeNpy } from '../../io/npy.js';
 import { loadPerturbation, OWN_FORMAT } from '../../perturbation/file.js';
 import { pct } from '../../report/format.js';
@@ -11,53 +11,37 @@ import type { FinetuneRun, RoundModel } from './job.js';
 const memberSeed = (run: FinetuneRun, r: number, i: number) => run.o.seed + 1000 * r + 1 + i;
 
 /**
- * With a RemoteCraft: every member not yet on disk, crafted on the workers at once from the model as
- * named on disk (they load the same file), and saved.
+ * Every member of round r's pool not yet on disk, crafted on the run's executor (here one by one; a
+ * queue's workers all at once, from the model as named on disk) and saved as it is made, atomically:
+ * a member file exists only when it is complete, so a stopped run resumes with the members it has.
  */
-async function craftMissingRemotely(run: FinetuneRun, model: RoundModel, r: number, folder: RoundFolder): Promise<void> {
-  const remote = run.ctl.remoteCraft;
+async function craftMissing(run: FinetuneRun, model: RoundModel, r: number, folder: RoundFolder): Promise<void> {
   const missing = Array.from({ length: run.o.poolSize }, (_, i) => i).filter((i) => !existsSync(folder.member(i)));
-  if (!remote || !missing.length) return;
-  run.log.info(`round ${r}: crafting ${missing.length} pool member(s) on the queue's workers`);
+  if (!missing.length) return;
+  const exec = run.ctl.exec ?? localExecutor;
+  if (exec !== localExecutor) run.log.info(`round ${r}: crafting ${missing.length} pool member(s) on ${exec.where}`);
+  const place = { model: model.worker, data: run.job.data ?? null, role: 'data' as const, dir: run.xDir, strict: run.job.strict };
   const runs = missing.map((i) => ({ X: run.X, options: { ...run.attack, seed: memberSeed(run, r, i) } }));
-  const made = await remote({
-    model: model.classifier,
-    spec: model.worker,
-    data: run.job.data ?? null,
-    folder: run.xDir,
-    strict: run.job.strict,
-    runs,
-    method: run.method,
+  await exec.craft({ model: model.classifier, place }, runs, run.method, {
+    signal: run.ctl.signal,
+    onRun: (k, m) => {
+      writeNpy(folder.member(missing[k]), { data: m.v, shape: model.classifier.inputShape });
+      run.log.info(
+        `round ${r}: pool member ${missing[k] + 1}/${run.o.poolSize}: fooling rate on X ${pct(m.foolingRate)} (${m.seconds.toFixed(0)} s)`,
+      );
+    },
   });
-  made.forEach((m, k) => writeNpy(folder.member(missing[k]), { data: m.v, shape: model.classifier.inputShape }));
-}
-
-/** Pool member i crafted here, and saved (atomically: a member file exists only when it is complete). */
-async function craftMember(run: FinetuneRun, model: RoundModel, r: number, i: number, folder: RoundFolder): Promise<tf.Tensor3D> {
-  const started = Date.now();
-  const res = await craft(model.classifier, run.X, run.method, { ...run.attack, seed: memberSeed(run, r, i) }, { signal: run.ctl.signal });
-  writeNpy(folder.member(i), { data: (await res.v.data()) as Float32Array, shape: res.v.shape });
-  run.log.info(
-    `round ${r}: pool member ${i + 1}/${run.o.poolSize}: fooling rate on X ${pct(res.history.at(-1)?.foolingRate ?? 0)} (${((Date.now() - started) / 1000).toFixed(0)} s)`,
-  );
-  return res.v;
 }
 
 /**
  * The pool of round r, stacked [P, H, W, C]: universal perturbations of the model the round starts from.
- * Members a previous run saved are read back; the others are crafted on the workers all at once when
- * the caller gave a RemoteCraft, else here one by one, each saved as it is made.
+ * Members a previous run saved are read back; the others are crafted first (craftMissing).
  */
 export async function roundPool(run: FinetuneRun, model: RoundModel, r: number, folder: RoundFolder): Promise<tf.Tensor4D> {
-  await craftMissingRemotely(run, model, r, folder);
+  await craftMissing(run, model, r, folder);
   const members: tf.Tensor3D[] = [];
   try {
-    for (let i = 0; i < run.o.poolSize; i++) {
-      const file = folder.member(i);
-      members.push(
-        existsSync(file) ? loadPerturbation(file, model.classifier, run.log, OWN_FORMAT) : await craftMember(run, model, r, i, folder),
-      );
-    }
+    for (let i = 0; i < run.o.poolSize; i++) members.push(loadPerturbation(folder.member(i), model.classifier, run.log, OWN_FORMAT));
     return tf.stack(members) as tf.Tensor4D;
   } finally {
     tf.dispose(members);
