@@ -160,9 +160,9 @@ async function main() {
     console.log(`bench:algorithm1: skipped, assets folder ${assets} not found`);
     return;
   }
-  const engine = await initBackend(args.get('backend'));
-  const backend = engine.name;
-  const model = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine });
+  const chosen = await initBackend(args.get('backend'));
+  const backend = chosen.name;
+  const model = await loadClassifier('mobilenet_v1_0.25_224', { assets, backend: chosen });
   const plan: Setting[] = args.has('images')
     ? [
         {
@@ -193,7 +193,7 @@ async function main() {
   mkdirSync('bench/results', { recursive: true });
   writeFileSync(
     file,
-    JSON.stringify({ date: new Date().toISOString(), backend, engine: model.engine, model: model.name, results }, null, 2) + '\n',
+    JSON.stringify({ date: new Date().toISOString(), backend, engine: model.runsOn, model: model.name, results }, null, 2) + '\n',
   );
   console.log(`written ${file}\n`);
   printTables(results);

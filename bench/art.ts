@@ -164,9 +164,9 @@ async function main(): Promise<void> {
     return;
   }
   if (norm !== 'inf' && norm !== '2') throw new Error(`--norm=${norm}: expected inf or 2`);
-  const engine = await initBackend();
-  const backend = engine.name;
-  const model = await loadClassifier(MODEL, { assets, engine });
+  const chosen = await initBackend();
+  const backend = chosen.name;
+  const model = await loadClassifier(MODEL, { assets, backend: chosen });
   const X = await loadSet(model, join(assets, 'data', 'imagenet-sample-images'), { limit: images, assets, what: 'X' });
   const V = await loadSet(model, join(assets, 'data', 'ilsvrc2012_val_1300'), { limit: val, assets, what: 'validation' });
   const dir = mkdtempSync(join(tmpdir(), 'uap-art-'));
@@ -192,7 +192,7 @@ async function main(): Promise<void> {
       date: new Date().toISOString(),
       model: MODEL,
       backend,
-      engine: model.engine,
+      engine: model.runsOn,
       art: { version: a.art, commit: artCommit(), path: artDir },
       torch: a.torch,
       threads: a.threads,

@@ -77,11 +77,11 @@ async function main() {
     console.log(`bench: skipped, assets folder ${assets} not found (pass --assets=DIR or set UAP_ASSETS)`);
     return;
   }
-  const engine = await initBackend(backendFlag);
-  const backend = engine.name;
-  const model = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine });
+  const chosen = await initBackend(backendFlag);
+  const backend = chosen.name;
+  const model = await loadClassifier('mobilenet_v1_0.25_224', { assets, backend: chosen });
   const X = await loadSet(model, join(assets, 'data', 'imagenet-sample-images'), { limit: images, assets, what: 'X' });
-  console.log(`backend ${backend} (model runs on ${model.engine}); MobileNet v1 0.25 224; ${X.size} images`);
+  console.log(`backend ${backend} (model runs on ${model.runsOn}); MobileNet v1 0.25 224; ${X.size} images`);
 
   // 1. Tiled top-k gradients vs one backward pass per class (same numbers).
   const k = 10;
@@ -134,7 +134,7 @@ async function main() {
   const result = {
     date: new Date().toISOString(),
     backend,
-    engine: model.engine,
+    engine: model.runsOn,
     images: X.size,
     forwardMsPerImage: (tFwd / 8) * 1000,
     inputGradientMsPerImage: (tOne / 8) * 1000,

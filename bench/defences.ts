@@ -9,7 +9,7 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend, type Engine } from '../src/engine/backend.js';
+import { initBackend, type Backend } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
 import { runFinetune, type FinetuneOptions } from '../src/defence/finetune.js';
 import { evaluatePerturbation } from '../src/evaluation/scoring.js';
@@ -38,8 +38,8 @@ interface Row {
   seconds: number;
 }
 
-async function attackAll(engine: Engine, spec: string, sets: { data: string; val: string }): Promise<Omit<Row, 'defence' | 'seconds'>> {
-  const model = await loadClassifier(spec, { engine });
+async function attackAll(backend: Backend, spec: string, sets: { data: string; val: string }): Promise<Omit<Row, 'defence' | 'seconds'>> {
+  const model = await loadClassifier(spec, { backend });
   try {
     const X = await loadSet(model, sets.data, { sample: { count: images, seed: 0 }, what: 'X' });
     const V = await loadSet(model, sets.val, { sample: { count: valImages, seed: 0 }, what: 'V' });
@@ -60,10 +60,10 @@ async function attackAll(engine: Engine, spec: string, sets: { data: string; val
 }
 
 async function main() {
-  const engine = await initBackend(args.get('backend'));
-  const backend = engine.name;
+  const chosen = await initBackend(args.get('backend'));
+  const backend = chosen.name;
   const sets = { data: 'fashion:train', val: 'fashion:test' };
-  const rows: Row[] = [{ defence: 'none (original model)', seconds: 0, ...(await attackAll(engine, 'fashion', sets)) }];
+  const rows: Row[] = [{ defence: 'none (original model)', seconds: 0, ...(await attackAll(chosen, 'fashion', sets)) }];
   const common: Partial<FinetuneOptions> = { epochs, learningRate: 1e-3, maxAccuracyDrop: 0.05 };
   for (const [name, options] of [
     ['fine-tuning on a pool of 10 SGD-UAPs (the paper)', { ...common, defence: 'pool' as const }],
@@ -73,7 +73,7 @@ async function main() {
     const t0 = performance.now();
     const res = await runFinetune({
       model: 'fashion',
-      engine,
+      backend: chosen,
       out,
       ...sets,
       sample: images,
@@ -89,7 +89,7 @@ async function main() {
       res.rounds[1].seconds +
       res.rounds[1].epochs.reduce((s, e) => s + e.seconds, 0);
     process.stdout.write(`${name}: ${seconds.toFixed(0)} s\n`);
-    rows.push({ defence: name, seconds, ...(await attackAll(engine, res.rounds[1].card, sets)) });
+    rows.push({ defence: name, seconds, ...(await attackAll(chosen, res.rounds[1].card, sets)) });
   }
   const pct = (r: number) => `${(r * 100).toFixed(1)}%`;
   const md = [

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend, tfjsEngine, type Engine } from '../src/engine/backend.js';
+import { initBackend, tfjsBackend, type Backend } from '../src/engine/backend.js';
 import { findCard, loadClassifier, loadNet } from '../src/import/load.js';
 import { resolveCardPath } from '../src/classifier/card.js';
 import { fileHandler } from '../src/import/fileHandler.js';
@@ -61,9 +61,9 @@ interface Row {
   gradRelDiffVsTfjsCpu: number;
 }
 
-async function measure(engine: Engine, name: string, assets: string, x: Batch, opts: { naive?: boolean }): Promise<Row> {
-  const ort = await loadClassifier(name, { assets, engine });
-  if (ort.engine !== 'onnxruntime') throw new Error(`${name}: expected ONNX Runtime, got ${ort.engine}`);
+async function measure(backend: Backend, name: string, assets: string, x: Batch, opts: { naive?: boolean }): Promise<Row> {
+  const ort = await loadClassifier(name, { assets, backend });
+  if (ort.runsOn !== 'onnxruntime') throw new Error(`${name}: expected ONNX Runtime, got ${ort.runsOn}`);
   const K = ort.numClasses;
   const dy = marginDy(K);
   const first = sliceImages(x, 0, 1);
@@ -79,13 +79,13 @@ async function measure(engine: Engine, name: string, assets: string, x: Batch, o
   const ortGrad0 = (await vjp(ort, first, marginDy(K).subarray(0, K))).dx.slice();
   ort.dispose();
 
-  const wasm = await loadClassifier(name, { assets, engine: tfjsEngine() });
+  const wasm = await loadClassifier(name, { assets, backend: tfjsBackend() });
   const wasmGradient = await best(() => vjp(wasm, x, dy), 2);
   wasm.dispose();
 
   // The reference: the TF.js engine on the pure-JS cpu backend, image 0.
   await tf.setBackend('cpu');
-  const cpu = await loadClassifier(name, { assets, engine: tfjsEngine() });
+  const cpu = await loadClassifier(name, { assets, backend: tfjsBackend() });
   const cpuGrad0 = (await vjp(cpu, first, marginDy(K).subarray(0, K))).dx.slice();
   cpu.dispose();
   let naiveCpuGradient: number | undefined;
@@ -144,14 +144,14 @@ async function measure(engine: Engine, name: string, assets: string, x: Batch, o
 }
 
 export async function benchEngine(assets: string): Promise<Row[]> {
-  const engine = await initBackend();
-  const probe: Classifier = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine: tfjsEngine() });
+  const backend = await initBackend();
+  const probe: Classifier = await loadClassifier('mobilenet_v1_0.25_224', { assets, backend: tfjsBackend() });
   const X = await loadSet(probe, join(assets, 'data', 'imagenet-sample-images'), { limit: B, assets, what: 'images' });
   probe.dispose();
   const x224 = X.images(Array.from({ length: B }, (_, i) => i));
   const rows = [
-    await measure(engine, 'mobilenet_v1_0.25_224', assets, x224, { naive: true }),
-    await measure(engine, 'mobilenet_v2_1.0_224_quant', assets, x224, {}),
+    await measure(backend, 'mobilenet_v1_0.25_224', assets, x224, { naive: true }),
+    await measure(backend, 'mobilenet_v2_1.0_224_quant', assets, x224, {}),
   ];
   const f = (v?: number) => (v === undefined ? '-' : v.toFixed(1));
   const ratio = (a?: number, b?: number) => (a === undefined || b === undefined ? '-' : (a / b).toFixed(2) + 'x');

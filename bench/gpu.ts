@@ -64,10 +64,10 @@ async function perSecond(f: () => Promise<unknown>, images: number, repeats = 3)
 
 /** One engine on one model, in this process (a child of main). */
 async function child(): Promise<void> {
-  const engine = await initBackend(args.get('child'));
+  const backend = await initBackend(args.get('child'));
   const B = num('batch', 32);
   const N = num('images', 256);
-  const model = await loadClassifier(args.get('file')!, { engine, card: { preprocess: TORCHVISION, numClasses: 1000 } });
+  const model = await loadClassifier(args.get('file')!, { backend, card: { preprocess: TORCHVISION, numClasses: 1000 } });
   const px = pictures(N);
   const X = new ImageSet(
     SHAPE,
@@ -80,7 +80,7 @@ async function child(): Promise<void> {
   for (let i = 0; i < B; i++) [margin[i * K], margin[i * K + 1]] = [-1, 1];
   const cand = Int32Array.from({ length: B * 10 }, (_, i) => 10 + (i % 10));
   const t: Timings = {
-    device: `${model.engine}${model.runtime.layout ? `, ${model.runtime.layout}` : ''}`,
+    device: `${model.runsOn}${model.runtime.layout ? `, ${model.runtime.layout}` : ''}`,
     batch: B,
     forward: await perSecond(() => forwardLogits(model, x), B),
     gradient: await perSecond(() => vjp(model, x, margin, 1), B),

@@ -134,12 +134,12 @@ async function main() {
     console.log(`bench:methods: skipped, assets folder ${assets} not found (pass --assets=DIR or set UAP_ASSETS)`);
     return;
   }
-  const engine = await initBackend(args.get('backend'));
-  const backend = engine.name;
+  const chosen = await initBackend(args.get('backend'));
+  const backend = chosen.name;
   const curves: Curve[] = [];
   const sizes: string[] = [];
   for (const spec of models) {
-    const model = await loadClassifier(spec, { assets, engine });
+    const model = await loadClassifier(spec, { assets, backend: chosen });
     try {
       // ImageNet models: the assets' images, Linf 10; Fashion-MNIST models (an ONNX export of a PyTorch
       // ResNet, say): seeded samples of the 60,000 / 10,000 images, Linf 25.5 (0.1 of the range, the
@@ -153,9 +153,9 @@ async function main() {
         : await loadSet(model, 'fashion:test', { sample: { count: valImages, seed: 0 }, what: 'V' });
       const linf = imagenet ? 10 : 25.5;
       sizes.push(
-        `${model.name} on ${model.engine}${imagenet ? '' : ` (Fashion-MNIST: ${images} of the 60,000 training images as X, ${valImages} test images)`}`,
+        `${model.name} on ${model.runsOn}${imagenet ? '' : ` (Fashion-MNIST: ${images} of the 60,000 training images as X, ${valImages} test images)`}`,
       );
-      console.log(`backend ${backend} (${model.engine}); ${model.name}; |X| = ${X.size}, |V| = ${V.size}; budget ${budget} s per run`);
+      console.log(`backend ${backend} (${model.runsOn}); ${model.name}; |X| = ${X.size}, |V| = ${V.size}; budget ${budget} s per run`);
       for (const norm of norms)
         for (const [name, run] of methods)
           curves.push(await race(model, X, V, name, run, norm, norm === 2 ? defaultXi(2, model.inputShape) * (linf / 10) : linf));

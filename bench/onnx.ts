@@ -15,7 +15,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend, tfjsEngine, type Engine } from '../src/engine/backend.js';
+import { initBackend, tfjsBackend, type Backend } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
 import { forwardLogits, vjp } from '../src/classifier/compute.js';
 import { candidateGradients, scratchRows, type GradientScratch } from '../src/classifier/gradients.js';
@@ -63,9 +63,9 @@ function torchReference(name: string, x: Batch): (TorchRef & { torchSettings: st
   }
 }
 
-async function measure(engine: Engine, file: string, name: string, x: Batch) {
+async function measure(backend: Backend, file: string, name: string, x: Batch) {
   const t0 = performance.now();
-  const model = await loadClassifier(file, { engine, card: { preprocess: TORCHVISION, numClasses: 1000 } });
+  const model = await loadClassifier(file, { backend, card: { preprocess: TORCHVISION, numClasses: 1000 } });
   const loadSeconds = (performance.now() - t0) / 1000;
   const K = model.numClasses;
   const margin = new Float32Array(B * K);
@@ -79,7 +79,7 @@ async function measure(engine: Engine, file: string, name: string, x: Batch) {
   const tenGradients = await best(() => candidateGradients(model, x, cand, 10, { scratch: ten }), 3);
   const logits = await forwardLogits(model, x);
   const g0 = (await vjp(model, sliceImages(x, 0, 1), margin.subarray(0, K), 1)).dx;
-  const runsOn = model.engine;
+  const runsOn = model.runsOn;
   model.dispose();
   const torch = torchReference(name, x);
   return {
@@ -212,8 +212,8 @@ async function main() {
     console.log(`bench:onnx: skipped, assets folder ${assets} not found`);
     return;
   }
-  const engine = await initBackend(args.get('backend'));
-  const backend = engine.name;
+  const chosen = await initBackend(args.get('backend'));
+  const backend = chosen.name;
   const names = (
     args.get('models') ??
     readdirSync(zoo)
@@ -222,7 +222,7 @@ async function main() {
       .sort()
       .join(',')
   ).split(',');
-  const probe = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine: tfjsEngine() });
+  const probe = await loadClassifier('mobilenet_v1_0.25_224', { assets, backend: tfjsBackend() });
   const X = await loadSet(probe, join(assets, 'data', 'imagenet-sample-images'), { limit: B, assets, what: 'images' });
   probe.dispose();
   const x = X.images(Array.from({ length: B }, (_, i) => i));
@@ -230,7 +230,7 @@ async function main() {
   for (const name of names) {
     try {
       // --memory-only: the load and memory columns alone (PyTorch's speed reference of a VGG-size model is slow on a few cores).
-      const speed = args.has('memory-only') ? undefined : await measure(engine, join(zoo, `${name}.onnx`), name, x);
+      const speed = args.has('memory-only') ? undefined : await measure(chosen, join(zoo, `${name}.onnx`), name, x);
       const earlierRow = previousRows().find((p) => p.model === name);
       const base = speed ?? (earlierRow && !('error' in earlierRow) ? earlierRow : { model: name });
       const r: Row = { ...base, memory: loadFigures(zoo, name), date: new Date().toISOString() };

@@ -20,10 +20,10 @@ const peakRssMB = () => process.resourceUsage().maxRSS / 1024;
 async function main(): Promise<void> {
   const [file, batchArg] = process.argv.slice(2);
   const batch = Number(batchArg ?? 8);
-  const engine = await initBackend();
+  const backend = await initBackend();
   const baseMB = rssMB();
   const t0 = performance.now();
-  const model = await loadClassifier(file, { engine, card: { preprocess: TORCHVISION, numClasses: 1000 } });
+  const model = await loadClassifier(file, { backend, card: { preprocess: TORCHVISION, numClasses: 1000 } });
   const loadSeconds = (performance.now() - t0) / 1000;
   const rssAfterLoadMB = rssMB();
   const [h, w, c] = model.inputShape;
@@ -37,7 +37,7 @@ async function main(): Promise<void> {
   await vjp(model, x, dy, 1);
   const peakMB = peakRssMB();
   model.dispose();
-  process.stdout.write(JSON.stringify({ engine: model.engine, loadSeconds, baseMB, rssAfterLoadMB, peakMB }) + '\n');
+  process.stdout.write(JSON.stringify({ engine: model.runsOn, loadSeconds, baseMB, rssAfterLoadMB, peakMB }) + '\n');
   process.exit(0);
 }
 

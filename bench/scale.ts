@@ -85,8 +85,8 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'uap-bench-scale-'));
   try {
     // The perturbation's values do not matter for speed: seeded signs at Linf 10 in the model's size.
-    const engine = await initBackend('cpu');
-    const model = await loadClassifier(MODEL, { assets: assetsDir(), engine });
+    const backend = await initBackend('cpu');
+    const model = await loadClassifier(MODEL, { assets: assetsDir(), backend });
     const shape = model.inputShape;
     model.dispose();
     const v = join(dir, 'v.npy');

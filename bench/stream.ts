@@ -30,7 +30,7 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import * as tf from '../src/tf.js';
-import { initBackend, type Engine } from '../src/engine/backend.js';
+import { initBackend, type Backend } from '../src/engine/backend.js';
 import { FASHION_MNIST_DIR, fashionPng, readFashionSplit } from '../src/data/fashion.js';
 import { listDataset } from '../src/data/dataset.js';
 import { openSet, loadSet } from '../src/data/sets.js';
@@ -133,9 +133,9 @@ async function imagenetShards(n: number): Promise<string> {
 /** torchvision's normalisation in pixel units: the card of an imported PyTorch model (--onnx). */
 
 /** A bundled model by name, or an ONNX file exported from torchvision (1000 classes, its normalisation). */
-function benchModel(engine: Engine, spec: string) {
+function benchModel(backend: Backend, spec: string) {
   const card = spec.endsWith('.onnx') ? { preprocess: TORCHVISION, numClasses: 1000 } : undefined;
-  return loadModel(spec, { assets: assetsDir(), card, engine }, { info: () => {}, warn: () => {} });
+  return loadModel(spec, { assets: assetsDir(), card, backend }, { info: () => {}, warn: () => {} });
 }
 
 type Measure = {
@@ -158,8 +158,8 @@ function scoredUnder(shape: [number, number, number], draws: number): (Float32Ar
 }
 
 /** Child: the labels of every image under scoredUnder's perturbations, streamed from `data`, in the batches `uap evaluate` uses. */
-async function scoreStreamed(engine: Engine, modelName: string, data: string, draws: number): Promise<Measure> {
-  const model = await benchModel(engine, modelName);
+async function scoreStreamed(backend: Backend, modelName: string, data: string, draws: number): Promise<Measure> {
+  const model = await benchModel(backend, modelName);
   const set = openSet(model, data, { assets: assetsDir() });
   const vs = scoredUnder(model.inputShape, draws);
   const t0 = performance.now();
@@ -181,8 +181,8 @@ async function scoreStreamed(engine: Engine, modelName: string, data: string, dr
 const MIN_SECONDS = 3;
 
 /** Child: the same work on batches decoded beforehand (the model's own speed): 2,048 images scored 4 times over, repeated for at least MIN_SECONDS. */
-async function scorePredecoded(engine: Engine, modelName: string, data: string, draws: number): Promise<Measure> {
-  const model = await benchModel(engine, modelName);
+async function scorePredecoded(backend: Backend, modelName: string, data: string, draws: number): Promise<Measure> {
+  const model = await benchModel(backend, modelName);
   const some = await loadSet(model, data, { limit: 2048, assets: assetsDir() });
   const big = new ImageSet(some.shape, new Uint8Array(some.pixels.length * 4), Array.from({ length: 4 }, () => some.items).flat());
   for (let r = 0; r < 4; r++) big.pixels.set(some.pixels, r * some.pixels.length);
@@ -199,8 +199,8 @@ async function scorePredecoded(engine: Engine, modelName: string, data: string, 
 }
 
 /** Child: reading and decoding alone, the streamed set's batches taken and dropped (no model runs). */
-async function decodeOnly(engine: Engine, modelName: string, data: string): Promise<Measure> {
-  const model = await benchModel(engine, modelName);
+async function decodeOnly(backend: Backend, modelName: string, data: string): Promise<Measure> {
+  const model = await benchModel(backend, modelName);
   const set = openSet(model, data, { assets: assetsDir() });
   const t0 = performance.now();
   let images = 0;
@@ -211,10 +211,10 @@ async function decodeOnly(engine: Engine, modelName: string, data: string): Prom
 
 /** Child: Algorithm 1 on |X| = 10,000 Fashion-MNIST images, peak RSS after every pass. */
 async function craftLarge(
-  engine: Engine,
+  backend: Backend,
   data: string,
 ): Promise<{ passes: { pass: number; foolingRate: number; seconds: number; peakRssMb: number }[]; images: number }> {
-  const model = await benchModel(engine, 'fashion');
+  const model = await benchModel(backend, 'fashion');
   const X = await loadSet(model, data, { limit: 10000, assets: assetsDir() });
   const passes: { pass: number; foolingRate: number; seconds: number; peakRssMb: number }[] = [];
   const res = await computeAlgorithm1(
@@ -284,19 +284,19 @@ function child<T>(mode: string, ...rest: string[]): T {
 }
 
 async function main(): Promise<void> {
-  const engine = await initBackend(undefined);
+  const backend = await initBackend(undefined);
   const mode = args.get('child');
   if (mode) {
     const a = (i: number) => args.get(`a${i}`)!;
     const draws = Number(args.get('a2') ?? 0);
     const result =
       mode === 'streamed'
-        ? await scoreStreamed(engine, a(0), a(1), draws)
+        ? await scoreStreamed(backend, a(0), a(1), draws)
         : mode === 'predecoded'
-          ? await scorePredecoded(engine, a(0), a(1), draws)
+          ? await scorePredecoded(backend, a(0), a(1), draws)
           : mode === 'decode'
-            ? await decodeOnly(engine, a(0), a(1))
-            : await craftLarge(engine, a(0));
+            ? await decodeOnly(backend, a(0), a(1))
+            : await craftLarge(backend, a(0));
     writeFileSync(args.get('out')!, JSON.stringify(result));
     tf.disposeVariables();
     return;

@@ -1,16 +1,27 @@
 /**
  * uap: universal adversarial perturbations for image classifiers (ONNX from PyTorch, TensorFlow.js, TFLite).
- * The public API: every export here is documented where it is declared (test/api.test.ts checks it)
- * and kept stable across minor versions. Internals that tools and tests reach for are in `uap/internal`
- * (src/internal.ts), with no such promise.
+ * The public API, kept small: models, images, the forward and gradient functions, the attacks, scoring
+ * and perturbation files. Every export here is documented where it is declared (test/api.test.ts checks
+ * it) and kept stable across minor versions. Whole jobs, as the CLI runs them, are in `uap/jobs`
+ * (src/jobs/index.ts); the building blocks tools and tests reach for are in `uap/internal`
+ * (src/internal.ts), with no stability promise.
  */
 import * as tfjs from './tf.js';
-import { computeJob } from './jobs/compute.js';
-import { accuracyJob, evaluateJob } from './jobs/scoring.js';
 import { computeAlgorithm1, ALGORITHM1_DEFAULTS, type Algorithm1Options } from './attacks/universal.js';
+import { tfjsBackend, type Backend } from './engine/backend.js';
 
 // Where models run, and the errors the library throws.
-export { initBackend, tfjsEngine, type BackendName, type Engine } from './engine/backend.js';
+export { initBackend, tfjsBackend, type BackendName, type Backend } from './engine/backend.js';
+/**
+ * The 0.1 name of `Backend`, the same type.
+ * @deprecated Use `Backend` (chosen with `initBackend`; the CLI's `--backend`).
+ */
+export type Engine = Backend;
+/**
+ * The 0.1 name of `tfjsBackend`, the same function.
+ * @deprecated Use `tfjsBackend`.
+ */
+export const tfjsEngine = tfjsBackend;
 export { UsageError, AbortedError } from './errors.js';
 /**
  * The TensorFlow.js instance uap runs on (tfjs-core, layers, converter and the cpu backend, with uap's
@@ -29,15 +40,10 @@ export { batchOf, type Batch } from './math/batch.js';
 export { batchOfTensor, tensorOfBatch } from './engine/tfjs/batchTensor.js';
 export { tfjsRuntime, type TfjsGraph } from './engine/tfjs/tfjsRuntime.js';
 export { forwardLogits, predictLabels, predictImages, vjp, vjpRows } from './classifier/compute.js';
-export {
-  candidateGradients,
-  candidateGradientRows,
-  type CandidateGradients,
-  type GradientOptions,
-  type GradientScratch,
-} from './classifier/gradients.js';
+export { candidateGradients, candidateGradientRows, type CandidateGradients, type GradientOptions } from './classifier/gradients.js';
 // Images.
 export { listDataset, loadImages, ImageSet, type ImageItem } from './data/dataset.js';
+export { loadSet } from './data/sets.js';
 export { decodeImage } from './data/decode.js';
 // Norms and noise.
 export { type Norm, lpNorm, projectLp } from './math/lp.js';
@@ -58,40 +64,6 @@ export { computeSgdUniversal, SGD_DEFAULTS, type SgdOptions, type SgdLoss } from
 export { computeDataFreeUniversal, DATA_FREE_DEFAULTS, type DataFreeOptions, type DataFreePrior } from './attacks/dataFree.js';
 export { METHODS, METHOD_NAMES, methodOf, type Method, type CraftMethod, type AttackSettings } from './attacks/methods.js';
 export { criterionOf, classDiscriminative, targetedAt, UNTARGETED, type Criterion } from './attacks/criterion.js';
-// Scoring.
-export { predictSet, foolingRate, evaluatePerturbation, type Evaluation } from './evaluation/scoring.js';
-// Perturbation files: uap's own and other tools'.
-export { readNpy, writeNpy } from './io/npy.js';
-export {
-  readArrayFile,
-  toPixelsHwc,
-  fromPixelsHwc,
-  LAYOUTS,
-  UNITS,
-  type PerturbationFormat,
-  type PerturbationLayout,
-  type PerturbationUnits,
-} from './perturbation/file.js';
-export { writePerturbation } from './run/write.js';
-export { folderCheckpoints } from './io/checkpoint.js';
-// Whole jobs, as the CLI runs them: typed options in, a result out (and the files of the command).
-export { computeJob, type ComputeJob, type ComputeSummary } from './jobs/compute.js';
-export { evaluateJob, accuracyJob, type EvaluateJob, type AccuracyJob } from './jobs/scoring.js';
-/**
- * The 0.1 name of `computeJob`, the same function.
- * @deprecated Use `computeJob` (every job is named `<command>Job`).
- */
-export const runCompute = computeJob;
-/**
- * The 0.1 name of `evaluateJob`, the same function.
- * @deprecated Use `evaluateJob`.
- */
-export const runEvaluate = evaluateJob;
-/**
- * The 0.1 name of `accuracyJob`, the same function.
- * @deprecated Use `accuracyJob`.
- */
-export const runAccuracy = accuracyJob;
 /**
  * The 0.1 name of `computeAlgorithm1`, the same function.
  * @deprecated Use `computeAlgorithm1` (it is Algorithm 1 alone; every method: `METHODS`).
@@ -107,33 +79,23 @@ export const UNIVERSAL_DEFAULTS = ALGORITHM1_DEFAULTS;
  * @deprecated Use `Algorithm1Options`.
  */
 export type UniversalOptions = Algorithm1Options;
-export { transferJob, type TransferJob } from './jobs/transfer.js';
-export { graphJob, baselineJob, type PerturbationAnalysisJob, type BaselineJob } from './jobs/perturbationAnalyses.js';
-export { sweepSizeJob, normalsJob, type ModelAnalysisJob, type SweepSizeJob, type NormalsJob } from './jobs/modelAnalyses.js';
-export { reproduceJob, type ReproduceJob } from './jobs/reproduce.js';
-export { reportJob, type ReportJob } from './jobs/report.js';
+// Scoring.
+export { predictSet, foolingRate, evaluatePerturbation, type Evaluation } from './evaluation/scoring.js';
+// Perturbation files: uap's own and other tools'.
+export { readNpy, writeNpy } from './io/npy.js';
 export {
-  auditJob,
-  AUDIT_SCHEMA,
-  AUDIT_METHODS,
-  type AuditJob,
-  type AuditResult,
-  type AuditRun,
-  type AuditBudget,
-  type AuditBudgetResult,
-  type AuditComparison,
-} from './jobs/audit.js';
-export type { JobControl } from './jobs/control.js';
-export { loadPerturbation } from './perturbation/file.js';
-export { loadSet } from './data/sets.js';
-export {
-  runFinetune,
-  FINETUNE_DEFAULTS,
-  type FinetuneOptions,
-  type DefenceResult,
-  type RoundRecord,
-  type EpochRecord,
-} from './defence/finetune.js';
-export { finetuneJob, type FinetuneJob } from './jobs/finetune.js';
+  loadPerturbation,
+  readArrayFile,
+  toPixelsHwc,
+  fromPixelsHwc,
+  LAYOUTS,
+  UNITS,
+  type PerturbationFormat,
+  type PerturbationLayout,
+  type PerturbationUnits,
+} from './perturbation/file.js';
+export { writePerturbation } from './run/write.js';
+export { folderCheckpoints } from './io/checkpoint.js';
 export { assetsDir } from './paths.js';
+// The studio, served from a host application.
 export { serveStudio } from './studio/server.js';

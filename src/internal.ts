@@ -1,9 +1,14 @@
 /**
  * `uap/internal`: building blocks the CLI, the studio, the benchmarks and the tests use, exported for
  * tools built on uap. No stability promise: these change with the code. The public API is `uap`
- * (src/index.ts), which this module also re-exports so that one import serves both.
+ * (src/index.ts) with `uap/jobs` (src/jobs/index.ts), which this module also re-exports so that one
+ * import serves all three.
  */
 export * from './index.js';
+export * from './jobs/index.js';
+export type { GradientScratch } from './classifier/gradients.js';
+export { localExecutor, type Executor, type SetPlace, type OnSet } from './run/executor.js';
+export { executorFor, queueExecutor, withExecutor } from './scale/coordinator.js';
 export { parseNorm, batchNorm } from './math/lp.js';
 export { Rng, passSeed } from './math/random.js';
 export { takeRows } from './math/rows.js';

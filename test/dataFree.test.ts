@@ -29,7 +29,7 @@ import { randomImages } from './helpers.js';
 import { folderCheckpoints } from '../src/io/checkpoint.js';
 import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 
-const engine = await initBackend();
+const backend = await initBackend();
 
 const shape: [number, number, number] = [6, 6, 3];
 
@@ -151,7 +151,7 @@ describe('inner layers as an output', () => {
 describe('GD-UAP on the embedded Fashion-MNIST model', () => {
   let model: Classifier;
   beforeAll(async () => {
-    model = await loadClassifier('fashion', { engine });
+    model = await loadClassifier('fashion', { backend });
   });
   afterAll(() => model?.dispose());
   const X = randomImages(24, [28, 28, 1], 11);
@@ -221,7 +221,7 @@ const present = existsSync(join(assets, 'models', 'mobilenet_v1_0.25_224'));
 
 describe.skipIf(!present)('GD-UAP without data on ImageNet MobileNet v1 0.25 (shared assets)', () => {
   it('beats random noise of the same Linf norm on validation images it never saw', async () => {
-    const model = await loadClassifier('mobilenet_v1_0.25_224', { engine, assets });
+    const model = await loadClassifier('mobilenet_v1_0.25_224', { backend, assets });
     try {
       const V = await loadSet(model, join(assets, 'data', 'ilsvrc2012_val_1300'), { limit: 64, assets, what: 'val' });
       const res = await computeDataFreeUniversal(model, V, {

@@ -22,7 +22,7 @@ import { assetsDir } from '../src/paths.js';
 import { readNpy } from '../src/io/npy.js';
 import { randomImages } from './helpers.js';
 
-const engine = await initBackend();
+const backend = await initBackend();
 
 describe('perturbation sampling for fine-tuning', () => {
   it('perturbs about the given share of images, with members drawn uniformly and magnitudes inside the range', () => {
@@ -127,7 +127,7 @@ describe('uap finetune (library) on the embedded model', () => {
   let res: DefenceResult;
   const job = {
     model: 'fashion',
-    engine,
+    backend,
     out,
     limit: 200,
     valLimit: 200,
@@ -160,7 +160,7 @@ describe('uap finetune (library) on the embedded model', () => {
     expect(tuned.length).toBe(original.length);
     const changed = tuned.filter((v, i) => v !== original[i]).length;
     expect(changed / tuned.length).toBeGreaterThan(0.5);
-    const m = await loadClassifier(join(out, 'round-1', 'model', 'card.json'), { engine });
+    const m = await loadClassifier(join(out, 'round-1', 'model', 'card.json'), { backend });
     expect(m.numClasses).toBe(10);
     m.dispose();
   });
@@ -247,7 +247,7 @@ describe('universal adversarial training (Shafahi et al.) on the embedded model'
   const out = mkdtempSync(join(tmpdir(), 'uap-uat-'));
   const job = {
     model: 'fashion',
-    engine,
+    backend,
     out,
     limit: 200,
     valLimit: 200,

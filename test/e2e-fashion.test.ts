@@ -8,13 +8,13 @@ import { computeJob } from '../src/jobs/compute.js';
 import { readNpy } from '../src/io/npy.js';
 import { uapCli } from './helpers.js';
 
-const engine = await initBackend();
+const backend = await initBackend();
 
 /** The embedded default model end to end, through the library and through the CLI (as `npm run demo` runs it). */
 describe('end to end on the embedded Fashion-MNIST model', () => {
   it('computes a UAP that fools far more validation images than random noise of the same norm', async () => {
     const out = mkdtempSync(join(tmpdir(), 'uap-fashion-'));
-    const s = await computeJob({ model: 'fashion', engine, out, options: { norm: 'inf', xi: 40, maxPasses: 8, seed: 1 } });
+    const s = await computeJob({ model: 'fashion', backend, out, options: { norm: 'inf', xi: 40, maxPasses: 8, seed: 1 } });
     expect(s.onVal).toBeDefined();
     expect(s.onVal!.cleanAccuracy).toBeGreaterThan(0.85);
     expect(s.onVal!.foolingRate).toBeGreaterThan(0.35);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import type { AuditResult } from '../src/jobs/audit.js';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
-import { initBackend, tfjsEngine } from '../src/engine/backend.js';
+import { initBackend, tfjsBackend } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
 import type { Classifier } from '../src/classifier/classifier.js';
 import { loadSet } from '../src/data/sets.js';
@@ -17,7 +17,7 @@ import { assetsDir } from '../src/paths.js';
 import type { ImageSet } from '../src/data/dataset.js';
 import { uapCli } from './helpers.js';
 
-const engine = await initBackend();
+const backend = await initBackend();
 
 const assets = assetsDir();
 const present = existsSync(join(assets, 'models', 'mobilenet_v1_0.25_224'));
@@ -28,7 +28,7 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
   let X: ImageSet;
   let V: ImageSet;
   beforeAll(async () => {
-    model = await loadClassifier('mobilenet_v1_0.25_224', { engine, assets });
+    model = await loadClassifier('mobilenet_v1_0.25_224', { backend, assets });
     X = await loadSet(model, join(assets, 'data', 'imagenet-sample-images'), { limit: 48, assets, what: 'X' });
     V = await loadSet(model, join(assets, 'data', 'ilsvrc2012_val_1300'), { limit: 200, assets, what: 'val' });
   });
@@ -43,14 +43,14 @@ describe.skipIf(!present)('end to end on the real ImageNet MobileNet v1 0.25 (sh
   // on a kink (0 or 6) and the backends' rounding picks different sides: measured 3.8e-4 (L2-relative)
   // on one of these two images. The kernels themselves are checked to 1e-5 in engine.test.ts.
   it('gradients on the fast engine (ONNX Runtime) equal the TF.js cpu reference (L2-relative error < 1e-3)', async () => {
-    expect(model.engine).toBe('onnxruntime');
+    expect(model.runsOn).toBe('onnxruntime');
     const x = X.images([0, 1]);
     const cand = Int32Array.from([1, 2, 3, 500, 600, 700]);
     const fast = (await candidateGradients(model, x, cand, 3)).rows;
     const fastData = fast;
     const prev = tf.getBackend();
     await tf.setBackend('cpu');
-    const tfjs = await loadClassifier('mobilenet_v1_0.25_224', { assets, engine: tfjsEngine() });
+    const tfjs = await loadClassifier('mobilenet_v1_0.25_224', { assets, backend: tfjsBackend() });
     const ref = (await candidateGradients(tfjs, x, cand, 3)).rows;
     tfjs.dispose();
     await tf.setBackend(prev);
@@ -109,7 +109,7 @@ describe.skipIf(!present)('ImageNet class names', () => {
   it('a 1000-class model of the ImageNet label space whose card names no classes gets the bundled ImageNet names, not #238', async () => {
     const { loadClassifier, findCard } = await import('../src/import/load.js');
     const { labels: _l, ...card } = findCard('mobilenet_v1_0.25_224', {}, assets);
-    const model = await loadClassifier({ ...card, model: card.model }, { engine, assets });
+    const model = await loadClassifier({ ...card, model: card.model }, { backend, assets });
     try {
       expect(model.labels?.[0]).toBe('tench, Tinca tinca');
       expect(model.labels?.[238]).toMatch(/^Greater Swiss Mountain dog/);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import * as tf from '../src/tf.js';
 import { loadClassifier } from '../src/import/load.js';
 import { deepfool } from '../src/attacks/deepfool.js';
-import { tfjsEngine } from '../src/engine/backend.js';
+import { tfjsBackend } from '../src/engine/backend.js';
 import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 
 beforeAll(async () => {
@@ -68,7 +68,7 @@ describe('GraphModel loading', () => {
     const dir = mkdtempSync(join(tmpdir(), 'uap-graph-'));
     const w1 = Array.from({ length: 12 }, (_, i) => (i % 3) - 1 + 0.25); // class-1 weights
     writeGraphModel(dir, [new Array(12).fill(0), w1], [0.5, 0]);
-    const model = await loadClassifier(dir, { engine: tfjsEngine() });
+    const model = await loadClassifier(dir, { backend: tfjsBackend() });
     expect(model.labels).toEqual(['zero', 'one']);
     const x = tf.fill([1, 2, 2, 3], 100) as tf.Tensor4D;
     const logits = model.logits(x).dataSync();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as tf from '../src/tf.js';
 import onnxProto from 'onnx-proto';
 import './helpers.js';
-import { initBackend, tfjsEngine } from '../src/engine/backend.js';
+import { initBackend, tfjsBackend } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
 import { argmaxRows, forwardLogits, vjp } from '../src/classifier/compute.js';
 import { maxRelativeDifference } from '../src/engine/selfcheck.js';
@@ -17,7 +17,7 @@ import { EMBEDDED_DIR } from '../src/paths.js';
 import { FIXTURE_DIR, fixtureCard, fixtureNames, readFixture } from './onnxFixtures.js';
 import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 
-const engine = await initBackend();
+const backend = await initBackend();
 
 /**
  * ONNX import against PyTorch: every fixture of scripts/make-onnx-fixtures.py (small seeded models that
@@ -43,8 +43,8 @@ describe('ONNX fixtures exported from PyTorch: logits and input gradients equal 
   for (const onnx of ortPresent ? [true, false] : [false])
     it.each(fixtures)(`%s on ${onnx ? 'ONNX Runtime' : 'TF.js'}`, async (name) => {
       const f = read(name);
-      const model = await loadClassifier(card(name, f), { engine: onnx ? engine : tfjsEngine() });
-      expect(model.engine).toBe(onnx ? 'onnxruntime' : `TF.js ${tf.getBackend()}`);
+      const model = await loadClassifier(card(name, f), { backend: onnx ? backend : tfjsBackend() });
+      expect(model.runsOn).toBe(onnx ? 'onnxruntime' : `TF.js ${tf.getBackend()}`);
       const x = tf.tensor4d(Float32Array.from(f.pixels), [2, ...f.inputShape]);
       try {
         const logits = await forwardLogits(model, batchOfTensor(x));
@@ -161,7 +161,7 @@ describe('bad ONNX files and operators: one-line errors naming what is wrong', (
       return onnx.ModelProto.encode(m).finish();
     };
     const p = write('external.onnx', bytes('weights.bin'));
-    const model = await loadClassifier(p, { engine, card: { preprocess: { scale: 1 / 255 }, numClasses: 4 } });
+    const model = await loadClassifier(p, { backend, card: { preprocess: { scale: 1 / 255 }, numClasses: 4 } });
     expect(model.numClasses).toBe(4);
     model.dispose();
     expectUsage(

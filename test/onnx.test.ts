@@ -8,7 +8,7 @@ import { exportOnnx, OnnxUnsupported } from '../src/engine/onnx/export.js';
 import { defaultLayout, forwardImagesPerRun, loadOrt, onnxRuntime, shares, weightBytes } from '../src/engine/onnx/runtime.js';
 import { multiplyAdds } from '../src/engine/shapes.js';
 import type { Classifier } from '../src/classifier/classifier.js';
-import { initBackend, tfjsEngine } from '../src/engine/backend.js';
+import { initBackend, tfjsBackend } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
 import { candidateGradients, candidateGradientsLoop, type GradientScratch } from '../src/classifier/gradients.js';
 import { maxPoolInputGrad } from '../src/engine/tfjs/inputgrad.js';
@@ -332,11 +332,11 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
 
 describe.skipIf(!ortPresent)('the embedded model on ONNX Runtime', () => {
   it('runs on onnxruntime and gives the TF.js candidate gradients', async () => {
-    const engine = await initBackend();
-    expect(engine.name).toBe('onnx');
-    const onnx = await loadClassifier('fashion', { engine });
-    const tfjs = await loadClassifier('fashion', { engine: tfjsEngine() });
-    expect(onnx.engine).toBe('onnxruntime');
+    const backend = await initBackend();
+    expect(backend.name).toBe('onnx');
+    const onnx = await loadClassifier('fashion', { backend });
+    const tfjs = await loadClassifier('fashion', { backend: tfjsBackend() });
+    expect(onnx.runsOn).toBe('onnxruntime');
     expect([onnx.runtime.name, tfjs.runtime.name]).toEqual(['onnxruntime', 'wasm']);
     const x = tf.randomUniform([4, 28, 28, 1], 0, 255, 'float32', 3) as tf.Tensor4D;
     const cand = Int32Array.from({ length: 4 * 3 }, (_, i) => (i * 7) % 10);
@@ -352,9 +352,9 @@ describe.skipIf(!ortPresent)('the embedded model on ONNX Runtime', () => {
 
 describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
   it('give the same labels as TF.js on the 200 bundled validation images', async () => {
-    const engine = await initBackend();
-    const onnx = await loadClassifier('fashion', { engine });
-    const tfjs = await loadClassifier('fashion', { engine: tfjsEngine() });
+    const backend = await initBackend();
+    const onnx = await loadClassifier('fashion', { backend });
+    const tfjs = await loadClassifier('fashion', { backend: tfjsBackend() });
     const V = await loadSet(onnx, join(EMBEDDED_DIR, 'images', 'val'), { assets: '', what: 'val' });
     expect(Array.from(await predictSet(onnx, V, null))).toEqual(Array.from(await predictSet(tfjs, V, null)));
     // With a perturbation: ONNX Runtime adds v to the stored bytes inside its graph, TF.js on tensors.
@@ -374,8 +374,8 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
   });
 
   it('candidate gradient rows land in caller-provided shared memory; other memory is refused', async () => {
-    const engine = await initBackend();
-    const onnx = await loadClassifier('fashion', { engine });
+    const backend = await initBackend();
+    const onnx = await loadClassifier('fashion', { backend });
     const x = tf.randomUniform([5, 28, 28, 1], 0, 255, 'float32', 4) as tf.Tensor4D;
     const cand = Int32Array.from({ length: 5 * 4 }, (_, i) => (i * 3) % 10);
     const reference = Int32Array.from([1, 2, 3, 4, 5]);
@@ -429,8 +429,8 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
   });
 
   it('a gradient scratch is reused from call to call (a smaller call too) and gives the same rows as fresh memory', async () => {
-    const engine = await initBackend();
-    const onnx = await loadClassifier('fashion', { engine });
+    const backend = await initBackend();
+    const onnx = await loadClassifier('fashion', { backend });
     const x = tf.randomUniform([4, 28, 28, 1], 0, 255, 'float32', 5) as tf.Tensor4D;
     const x2 = x.slice([1], [2]) as tf.Tensor4D;
     const cand = Int32Array.from({ length: 4 * 3 }, (_, i) => (i * 7) % 10);

@@ -23,7 +23,7 @@ import { vjp } from '../src/classifier/compute.js';
 import { UsageError } from '../src/errors.js';
 import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
 
-const engine = await initBackend();
+const backend = await initBackend();
 
 const CONV_2D = 3,
   MEAN = 40,
@@ -157,7 +157,7 @@ describe('a .tflite file as a classifier', () => {
   let file: string;
   beforeAll(async () => {
     file = tmpFile('tiny.tflite', tinyQuantisedModel());
-    model = await loadClassifier(file, { engine });
+    model = await loadClassifier(file, { backend });
   });
   afterAll(() => model?.dispose());
 
@@ -244,7 +244,7 @@ describe.skipIf(!present)('the coral TFLite MobileNets (shared assets)', () => {
   describe('MobileNet v1 0.25 128 (uint8)', () => {
     let model: Classifier;
     beforeAll(async () => {
-      model = await loadClassifier('mobilenet_v1_0.25_128_quant', { engine, assets });
+      model = await loadClassifier('mobilenet_v1_0.25_128_quant', { backend, assets });
     });
     afterAll(() => model?.dispose());
 
@@ -256,7 +256,7 @@ describe.skipIf(!present)('the coral TFLite MobileNets (shared assets)', () => {
     });
 
     it('has input gradients (TF.js engine and ONNX Runtime) that agree with central finite differences', async () => {
-      expect(model.engine).toBe('onnxruntime');
+      expect(model.runsOn).toBe('onnxruntime');
       const rng = new Rng(3);
       const [h, w, c] = model.inputShape;
       const x0 = tf.tensor4d(

@@ -5,7 +5,7 @@ import { SAMPLE_INPUT, tfjsVjp, maxRelativeDifference } from '../src/engine/self
 import { loadOrt, onnxRuntime } from '../src/engine/onnx/runtime.js';
 import { exportOnnx } from '../src/engine/onnx/export.js';
 import { nodePlacements, cpuFallbacks, shapeOnlyNodes } from '../src/engine/onnx/placement.js';
-import { GPU_DRIVER_HINT, hardwareGpuLikely, initBackend, type Engine } from '../src/engine/backend.js';
+import { GPU_DRIVER_HINT, hardwareGpuLikely, initBackend, type Backend } from '../src/engine/backend.js';
 import { uapCli } from './helpers.js';
 import { samples, K, outSize, input, cotangents, column, expectRuntimeMatches } from './opSamples.js';
 import { fixtureCard, fixtureNames, readFixture } from './onnxFixtures.js';
@@ -106,18 +106,18 @@ describe.skipIf(skip)('the WebGPU engine (ONNX Runtime WebGPU provider)', () => 
  * SGD-UAP averages gradients over minibatches and agrees more closely.
  */
 describe.skipIf(skip)("end to end on the WebGPU engine: the CPU engine's fooling rates", () => {
-  let gpu: Engine;
-  let cpu: Engine;
+  let gpu: Backend;
+  let cpu: Backend;
   beforeAll(async () => {
     cpu = await initBackend('onnx');
     gpu = await initBackend('webgpu');
   });
   const RESNET = join(import.meta.dirname, 'fixtures', 'fashion-resnet', 'fashion-resnet.card.json');
-  const job = (engine: Engine, o: Partial<ComputeJob>): ComputeJob => {
+  const job = (backend: Backend, o: Partial<ComputeJob>): ComputeJob => {
     const out = join(mkdtempSync(join(tmpdir(), 'uap-webgpu-')), 'run');
     return {
       model: 'fashion',
-      engine,
+      backend,
       out,
       limit: 200,
       valLimit: 200,
@@ -129,15 +129,15 @@ describe.skipIf(skip)("end to end on the WebGPU engine: the CPU engine's fooling
 
   it('the models load on WebGPU and say so', async () => {
     for (const spec of ['fashion', RESNET]) {
-      const model = await loadClassifier(spec, { engine: gpu });
-      expect(model.engine).toBe('onnxruntime (WebGPU)');
+      const model = await loadClassifier(spec, { backend: gpu });
+      expect(model.runsOn).toBe('onnxruntime (WebGPU)');
       expect(model.runtime.name).toBe('onnxruntime-webgpu');
       model.dispose();
     }
   });
 
   it("GD-UAP's inner-layer feature model runs on the GPU with the CPU engine's values and gradients", async () => {
-    const [g, c] = [await loadClassifier('fashion', { engine: gpu }), await loadClassifier('fashion', { engine: cpu })];
+    const [g, c] = [await loadClassifier('fashion', { backend: gpu }), await loadClassifier('fashion', { backend: cpu })];
     const [fg, fc] = [await g.features!(), await c.features!()];
     const x = tf.randomUniform([3, 28, 28, 1], 0, 255, 'float32', 5) as tf.Tensor4D;
     try {
@@ -185,7 +185,7 @@ describe.skipIf(skip)("end to end on the WebGPU engine: the CPU engine's fooling
  */
 describe.skipIf(skip)("PyTorch ONNX exports on the WebGPU engine: PyTorch autograd's logits and input gradients", () => {
   const RESNET_ONNX = join(import.meta.dirname, 'fixtures', 'fashion-resnet', 'fashion-resnet.onnx');
-  let gpu: Engine;
+  let gpu: Backend;
   beforeAll(async () => {
     gpu = await initBackend('webgpu');
   });
@@ -219,8 +219,8 @@ describe.skipIf(skip)("PyTorch ONNX exports on the WebGPU engine: PyTorch autogr
   it.each(fixtureNames)('%s', async (name) => {
     const f = readFixture(name);
     const card = fixtureCard(name, f);
-    const model = await loadClassifier(card, { engine: gpu });
-    expect(model.engine).toBe('onnxruntime (WebGPU)');
+    const model = await loadClassifier(card, { backend: gpu });
+    expect(model.runsOn).toBe('onnxruntime (WebGPU)');
     const x = tf.tensor4d(Float32Array.from(f.pixels), [2, ...f.inputShape]);
     try {
       const logits = await forwardLogits(model, batchOfTensor(x));

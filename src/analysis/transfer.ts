@@ -13,7 +13,7 @@ import type { CardOverrides } from '../import/load.js';
 import type { TopLevelSpec } from '../report/plots.js';
 import { pct, pctRange } from '../report/format.js';
 import { wilsonInterval } from '../math/interval.js';
-import type { Engine } from '../engine/backend.js';
+import type { Backend } from '../engine/backend.js';
 
 /**
  * Transfer of universal perturbations across models (paper, Table 2): every perturbation evaluated on
@@ -80,7 +80,7 @@ export async function transferMatrix(
   givenSources: TransferSource[],
   givenModels: string[],
   opts: {
-    engine: Engine;
+    backend: Backend;
     assets: string;
     card?: CardOverrides;
     data?: string;
@@ -104,7 +104,7 @@ export async function transferMatrix(
     // A model a run was crafted on loads with that run's card fields, completed by the given ones.
     const fromRun = sources.find((s) => s.craftedOn === name)?.card;
     const card = { ...fromRun, ...opts.card };
-    const model = await loadModel(name, { assets: opts.assets, card, engine: opts.engine }, opts.log);
+    const model = await loadModel(name, { assets: opts.assets, card, backend: opts.backend }, opts.log);
     try {
       const dir = opts.data ?? defaultData(model, opts.assets).val;
       const set = openSet(model, dir, {

@@ -40,7 +40,7 @@ export interface Classifier extends Differentiable {
   /** Where batched forward passes and input gradients run (ONNX Runtime or TF.js; see compute.ts). */
   readonly runtime: Runtime;
   /** Where it runs, in words (printed by the CLI). */
-  readonly engine?: string;
+  readonly runsOn?: string;
   /** Largest batches that fit in memory (measured at load; absent = no limit known). */
   readonly maxBatch?: BatchLimits;
   /** The file the model was read from (provenance: its hash goes into a run's config.json). */

@@ -26,7 +26,7 @@ import {
 } from './flags.js';
 import { addJsonFlag, consoleLog, pct, printResult, startBackend } from './console.js';
 import { pctCI } from '../report/format.js';
-import type { Engine } from '../engine/backend.js';
+import type { Backend } from '../engine/backend.js';
 import type { Method } from '../attacks/methods.js';
 import { graphJob, baselineJob, type BaselineJob, type PerturbationAnalysisJob } from '../jobs/perturbationAnalyses.js';
 import { transferJob } from '../jobs/transfer.js';
@@ -62,7 +62,7 @@ export function transferCommand(): Command {
       : undefined;
     const { markdown, files } = await transferJob(
       {
-        engine: await startBackend(flags.backend),
+        backend: await startBackend(flags.backend),
         sources,
         format: perturbationFormat(flags),
         models,
@@ -81,9 +81,9 @@ export function transferCommand(): Command {
 }
 
 /** The options of an analysis of one perturbation (`uap graph`, `uap baseline`) from its flags. */
-function analysisJob(flags: Record<string, unknown>, engine: Engine): PerturbationAnalysisJob {
+function analysisJob(flags: Record<string, unknown>, backend: Backend): PerturbationAnalysisJob {
   return {
-    engine,
+    backend,
     run: flags.run as string | undefined,
     model: flags.model as string | undefined,
     perturbation: perturbationPath(flags, false, consoleLog.warn),
@@ -116,9 +116,9 @@ export function printBaseline({ sweep, files }: Awaited<ReturnType<typeof baseli
 }
 
 /** The options of `uap baseline` from its flags. */
-function baselineOptions(flags: Record<string, unknown>, engine: Engine): BaselineJob {
+function baselineOptions(flags: Record<string, unknown>, backend: Backend): BaselineJob {
   return {
-    ...analysisJob(flags, engine),
+    ...analysisJob(flags, backend),
     norm: flags.norm as Norm | undefined,
     factors: flags.factors as number[] | undefined,
     draws: flags.draws as number,
@@ -153,9 +153,9 @@ export function baselineCommand(): Command {
 }
 
 /** The model, data and queue flags of sweep-size and normals as a job's options. */
-function modelAnalysisJob(flags: Record<string, unknown>, engine: Engine): ModelAnalysisJob {
+function modelAnalysisJob(flags: Record<string, unknown>, backend: Backend): ModelAnalysisJob {
   return {
-    engine,
+    backend,
     model: flags.model as string,
     card: cardOverrides(flags),
     assets: flags.assets as string | undefined,

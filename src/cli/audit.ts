@@ -77,7 +77,7 @@ export function auditCommand(): Command {
     try {
       const { audit, files } = await auditJob(
         {
-          engine: await startBackend(flags.backend),
+          backend: await startBackend(flags.backend),
           model: flags.model as string,
           card: cardOverrides(flags),
           assets: flags.assets as string | undefined,

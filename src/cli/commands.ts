@@ -30,7 +30,7 @@ import {
 import { consoleLog, pct, scoringProgress, startBackend, universalProgress, withInterrupt } from './console.js';
 import { printGraph, printBaseline } from './analyses.js';
 import { graphJob, baselineJob } from '../jobs/perturbationAnalyses.js';
-import type { Engine } from '../engine/backend.js';
+import type { Backend } from '../engine/backend.js';
 import { addQueueFlags, queueOption } from './worker.js';
 import { defaultRunFolder, OUT_DEFAULT_HELP } from './runFolder.js';
 import { methodName, pctCI } from '../report/format.js';
@@ -38,7 +38,7 @@ import { runWarnings } from '../report/warnings.js';
 
 /** Runs a compute job with a progress bar; Ctrl-C stops after the current batch, keeping the checkpoint. */
 async function computeWithProgress(
-  engine: Engine,
+  backend: Backend,
   flags: Record<string, unknown>,
   out: string,
   extra: { model?: string; randomDraws?: number; force?: boolean } = {},
@@ -52,7 +52,7 @@ async function computeWithProgress(
           model: extra.model ?? (flags.model as string),
           card: cardOverrides(flags),
           assets: flags.assets as string | undefined,
-          engine,
+          backend,
           out,
           ...dataSpec(flags),
           options: attackOptions(flags as unknown as AttackFlags),
@@ -159,11 +159,11 @@ export function evaluateCommand(): Command {
     .option('--json', 'print the figures as JSON (those metrics.json holds) instead of text')
     .action(async (flags: Record<string, unknown>) => {
       const queue = queueOption(flags);
-      const engine = await startBackend(flags.backend);
+      const backend = await startBackend(flags.backend);
       const progress = scoringProgress('scoring');
       const m = await evaluateJob(
         {
-          ...scoringJob(flags, engine),
+          ...scoringJob(flags, backend),
           perturbation: perturbationPath(flags, true, consoleLog.warn)!,
           format: perturbationFormat(flags),
           out: flags.out as string | undefined,
@@ -205,7 +205,7 @@ export function demoCommand(): Command {
         throw new UsageError(
           `--imagenet needs the shared assets folder (${assetsHint(assetsDir(flags.assets as string | undefined))}): pass --assets DIR or set UAP_ASSETS to the folder holding models/ and data/`,
         );
-      const engine = await startBackend(flags.backend);
+      const backend = await startBackend(flags.backend);
       // Demo defaults sized for a couple of minutes on 2 cores; every flag can override them.
       const fill = (k: string, v: unknown) => {
         if (cmd.getOptionValueSource(k) !== 'cli') flags[k] = v;
@@ -220,14 +220,14 @@ export function demoCommand(): Command {
       const out = (flags.out as string | undefined) ?? (imagenet ? 'runs/demo-imagenet' : 'runs/demo');
       // The demo always starts afresh (a demo killed earlier leaves nothing worth resuming).
       printSummary(
-        await computeWithProgress(engine, flags, out, {
+        await computeWithProgress(backend, flags, out, {
           model: imagenet ? 'mobilenet_v1_0.25_224' : 'fashion',
           randomDraws: 3,
           force: true,
         }),
       );
       // The analyses of the run and one HTML page with everything.
-      const analysis = { engine, run: out, assets: flags.assets as string | undefined };
+      const analysis = { backend, run: out, assets: flags.assets as string | undefined };
       printGraph(await graphJob(analysis, { log: consoleLog }));
       printBaseline(await baselineJob({ ...analysis, draws: 2 }, { log: consoleLog }));
       const { file } = await reportJob({
@@ -248,8 +248,8 @@ export function accuracyCommand(): Command {
     .option('--json', 'print the result as JSON')
     .action(async (flags: Record<string, unknown>) => {
       const queue = queueOption(flags);
-      const engine = await startBackend(flags.backend);
-      const r = await accuracyJob({ ...scoringJob(flags, engine), queue }, { log: consoleLog });
+      const backend = await startBackend(flags.backend);
+      const r = await accuracyJob({ ...scoringJob(flags, backend), queue }, { log: consoleLog });
       process.stdout.write(
         flags.json
           ? JSON.stringify(r) + '\n'

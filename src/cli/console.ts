@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
-import { initBackend, engineNotice, type Engine } from '../engine/backend.js';
+import { initBackend, backendNotice, type Backend } from '../engine/backend.js';
 import type { Log } from '../log.js';
 import { printable, withFlags } from '../errors.js';
 import type { Progress, PassRecord } from '../attacks/universal.js';
@@ -29,13 +29,13 @@ export function printResult(flags: Record<string, unknown>, jsonFile: string, te
 }
 
 /** Chooses where models run (--backend), says which, and returns the engine the command's job loads models with. */
-export async function startBackend(flag: unknown): Promise<Engine> {
+export async function startBackend(flag: unknown): Promise<Backend> {
   const name = flag as string | undefined;
-  const engine = await initBackend(name);
-  consoleLog.info(`backend: ${engine.name}`);
-  const notice = await engineNotice(engine, name);
+  const backend = await initBackend(name);
+  consoleLog.info(`backend: ${backend.name}`);
+  const notice = await backendNotice(backend, name);
   if (notice) consoleLog.info(notice);
-  return engine;
+  return backend;
 }
 
 /**

@@ -102,7 +102,7 @@ export function finetuneCommand(): Command {
       flags.out ??= defaultRunFolder('finetune', Boolean(flags.resume));
       consoleLog.info(`run folder: ${flags.out as string}`);
       const queue = queueOption(flags);
-      const engine = await startBackend(flags.backend);
+      const backend = await startBackend(flags.backend);
       const progress = trainingProgress();
       try {
         const { result: res, files } = await withInterrupt('interrupted: stopping after this step; continue with --resume', (signal) =>
@@ -111,7 +111,7 @@ export function finetuneCommand(): Command {
               model: flags.model as string,
               card: cardOverrides(flags),
               assets: flags.assets as string | undefined,
-              engine,
+              backend,
               out: flags.out as string,
               ...dataSpec(flags),
               method: flags.method as Method,

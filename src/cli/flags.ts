@@ -9,7 +9,7 @@ import type { DataSpec } from '../data/sets.js';
 import type { CardOverrides } from '../import/load.js';
 import type { ModelCard } from '../classifier/card.js';
 import { resolve } from 'node:path';
-import type { Engine } from '../engine/backend.js';
+import type { Backend } from '../engine/backend.js';
 import type { ImageShape } from '../math/imageShape.js';
 
 /** Flag value parsers: each error names the flag and what it expected. */
@@ -246,9 +246,9 @@ export function perturbationFormat(f: Record<string, unknown>): PerturbationForm
 }
 
 /** The fields every scoring command (evaluate, accuracy) passes to the library. */
-export function scoringJob(f: Record<string, unknown>, engine: Engine) {
+export function scoringJob(f: Record<string, unknown>, backend: Backend) {
   return {
-    engine,
+    backend,
     model: f.model as string,
     card: cardOverrides(f),
     assets: f.assets as string | undefined,

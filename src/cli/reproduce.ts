@@ -52,7 +52,7 @@ export function reproduceCommand(): Command {
         : undefined;
       const r = await reproduceJob(
         {
-          engine: await startBackend(flags.backend),
+          backend: await startBackend(flags.backend),
           method: flags.method as Method,
           models,
           quick: Boolean(flags.quick),

@@ -63,7 +63,7 @@ export function workerCommand(): Command {
         if (!flags.queue) throw new UsageError('{queue}: give the Redis URL (or set UAP_QUEUE)');
         queueConnection(flags.queue);
         const key = queueKey(flags.queueKey);
-        const engine = await startBackend(flags.backend);
+        const backend = await startBackend(flags.backend);
         const stop = new AbortController();
         for (const sig of ['SIGINT', 'SIGTERM'] as const)
           process.once(sig, () => {
@@ -73,7 +73,7 @@ export function workerCommand(): Command {
         await runWorker({
           url: flags.queue,
           key,
-          engine,
+          backend,
           models: flags.model,
           roots: flags.root,
           assets: flags.assets,

@@ -23,7 +23,7 @@ const BACKENDS: readonly BackendName[] = ['onnx', 'webgpu', 'wasm', 'cpu'];
  * ONNX Runtime when `onnx` is true, else runs them on TF.js. (TF.js's own backend is one per process,
  * TF.js's rule: `tfjs` says which one was set.)
  */
-export interface Engine {
+export interface Backend {
   /** 'onnx', or the TF.js backend when ONNX Runtime is not used. */
   readonly name: BackendName;
   /** ONNX Runtime loaded and passed its self-check: importable models run on it. */
@@ -35,7 +35,7 @@ export interface Engine {
 }
 
 /** TF.js alone, on the backend TF.js has now: models load without ONNX Runtime (a TF.js reference beside it, tests). */
-export function tfjsEngine(): Engine {
+export function tfjsBackend(): Backend {
   const tfjs = tf.getBackend() === 'wasm' ? 'wasm' : 'cpu';
   return { name: tfjs, onnx: false, device: 'cpu', tfjs };
 }
@@ -148,7 +148,7 @@ let gpuFallback: string | undefined;
  * and returns the engine to load classifiers with (loadClassifier's `engine`). A backend asked for by
  * name that cannot start is a UsageError saying why.
  */
-export async function initBackend(name?: string): Promise<Engine> {
+export async function initBackend(name?: string): Promise<Backend> {
   // Production mode: skips per-op debug checks and the "install tfjs-node" banner (it cannot be installed offline).
   tf.enableProdMode();
   if (name !== undefined && !BACKENDS.includes(name as BackendName))
@@ -203,10 +203,10 @@ export const ORT_INSTALL = 'ONNXRUNTIME_NODE_INSTALL=skip npm i onnxruntime-node
  * A line for the user when the default choice fell back to TF.js because onnxruntime-node is absent
  * (not when the caller chose TF.js, nor when ONNX Runtime loaded but failed its self-check).
  */
-export async function engineNotice(engine: Engine, requested?: string): Promise<string | undefined> {
+export async function backendNotice(backend: Backend, requested?: string): Promise<string | undefined> {
   if (requested !== undefined) return undefined;
-  if (gpuFallback && engine.device === 'cpu')
+  if (gpuFallback && backend.device === 'cpu')
     return `a GPU seems present but ONNX Runtime's WebGPU provider did not start (${gpuFallback}), so models run on the CPU; ${GPU_DRIVER_HINT}`;
-  if (engine.onnx || (await loadOrt())) return undefined;
+  if (backend.onnx || (await loadOrt())) return undefined;
   return `ONNX Runtime is not installed, so models run on TF.js (several times slower on ImageNet models); for the fast engine: ${ORT_INSTALL}`;
 }

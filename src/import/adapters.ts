@@ -125,7 +125,7 @@ export async function tfjsClassifier(
     logits,
     runtime: tfjsRuntime({ inputShape: [h, w, c], numClasses: card.numClasses, logits }, maxBatch?.gradient),
     preprocess: card.preprocess,
-    engine: `TF.js ${tf.getBackend()}`,
+    runsOn: `TF.js ${tf.getBackend()}`,
     dispose: release,
   };
 }

@@ -18,7 +18,7 @@ import { onnxRuntime, type Device } from '../engine/onnx/runtime.js';
 import { featureModel } from '../classifier/features.js';
 import type { Runtime } from '../engine/runtime.js';
 import { closeEnough } from '../engine/selfcheck.js';
-import type { Engine } from '../engine/backend.js';
+import type { Backend } from '../engine/backend.js';
 import { cardFromTflite, readTflite } from './tflite/index.js';
 import { cardFromOnnx, readOnnx } from './onnx/index.js';
 import { checkInputShape, classifierNet } from './importNet.js';
@@ -173,15 +173,15 @@ async function withOnnx(
   shape: ImageShape,
   logits: (x: tf.Tensor4D) => tf.Tensor2D,
   device: Device,
-): Promise<{ runtime?: Runtime; engine: string }> {
+): Promise<{ runtime?: Runtime; runsOn: string }> {
   const tfjs = `TF.js ${tf.getBackend()}`;
   const tried = await onnxOn(net, shape, logits, device);
-  if ('runtime' in tried) return { runtime: tried.runtime, engine: device === 'webgpu' ? 'onnxruntime (WebGPU)' : 'onnxruntime' };
+  if ('runtime' in tried) return { runtime: tried.runtime, runsOn: device === 'webgpu' ? 'onnxruntime (WebGPU)' : 'onnxruntime' };
   if (device === 'webgpu') {
     const cpu = await onnxOn(net, shape, logits, 'cpu');
-    if ('runtime' in cpu) return { runtime: cpu.runtime, engine: `onnxruntime on the CPU (not on WebGPU: ${tried.why})` };
+    if ('runtime' in cpu) return { runtime: cpu.runtime, runsOn: `onnxruntime on the CPU (not on WebGPU: ${tried.why})` };
   }
-  return { engine: `${tfjs} (${tried.why})` };
+  return { runsOn: `${tfjs} (${tried.why})` };
 }
 
 /** ONNX Runtime for `net` on `device`, checked on a probe image against the TF.js logits, or why not. */
@@ -228,12 +228,12 @@ export interface ModelSpec {
   /** The shared assets folder (default: UAP_ASSETS, else ../shared/assets). */
   assets?: string;
   /** Where it runs (initBackend's choice). */
-  engine: Engine;
+  backend: Backend;
 }
 
 export interface LoadOptions {
   /** Where it runs (initBackend's choice): ONNX Runtime for importable models when `engine.onnx`, else TF.js. */
-  engine: Engine;
+  backend: Backend;
   /** The shared assets folder (default: UAP_ASSETS, else ../shared/assets). */
   assets?: string;
   /** Card fields that override the found card's (preprocessing, class count, labels). */
@@ -257,6 +257,11 @@ function imagenetNames(card: ModelCard, assets: string): string[] | undefined {
 
 /** Loads the classifier a card describes; its logits take pixel-space images. */
 export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions): Promise<Classifier> {
+  // 0.1 called the field `engine`; a job or call still naming it would fail deep inside with no hint.
+  if (!opts.backend)
+    throw new TypeError(
+      `loadClassifier: no backend; pass { backend: await initBackend() }${'engine' in opts ? " (0.1's `engine` field is now `backend`)" : ''}`,
+    );
   const card = typeof spec === 'string' ? findCard(spec, opts.card, opts.assets) : spec;
   const assets = assetsDir(opts.assets);
   const modelPath = resolveCardPath(card, card.model, assets);
@@ -298,7 +303,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
       `model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`,
     );
   }
-  const rt = net && opts.engine.onnx ? await withOnnx(net, card.inputShape, checkedLogits(card, forward), opts.engine.device) : undefined;
+  const rt = net && opts.backend.onnx ? await withOnnx(net, card.inputShape, checkedLogits(card, forward), opts.backend.device) : undefined;
   // On ONNX Runtime, TF.js only checks the export on a probe image: its batch limits (measured with a
   // forward and a gradient pass on TF.js, many seconds for a large model) do not apply.
   const base = await tfjsClassifier(card, forward, release, labels, { measure: !rt?.runtime });
@@ -314,12 +319,12 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
               card.inputShape,
               layers,
               rt?.runtime
-                ? (cut) => onnxRuntime(cut, card.inputShape, { only: ['forward', 'vjp'], device: opts.engine.device })
+                ? (cut) => onnxRuntime(cut, card.inputShape, { only: ['forward', 'vjp'], device: opts.backend.device })
                 : undefined,
             ),
         }
       : {}),
-    engine: rt?.engine ?? base.engine,
+    runsOn: rt?.runsOn ?? base.runsOn,
     dispose: () => {
       base.dispose();
       void rt?.runtime?.dispose();
@@ -330,6 +335,6 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
 /** Loads a classifier and says where it runs. */
 export async function loadModel(spec: string, opts: LoadOptions & { assets: string }, log: Log): Promise<Classifier> {
   const model = await loadClassifier(spec, opts);
-  log.info(`model ${model.name}: runs on ${model.engine ?? 'TF.js'}${model.runtime.layout ? ` (${model.runtime.layout})` : ''}`);
+  log.info(`model ${model.name}: runs on ${model.runsOn ?? 'TF.js'}${model.runtime.layout ? ` (${model.runtime.layout})` : ''}`);
   return model;
 }

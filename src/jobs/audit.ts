@@ -1,6 +1,6 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Engine } from '../engine/backend.js';
+import type { Backend } from '../engine/backend.js';
 import * as tf from '../tf.js';
 import type { Classifier } from '../classifier/classifier.js';
 import { labelName } from '../classifier/classifier.js';
@@ -73,7 +73,7 @@ const AUTHORS_SHAPE = [224, 224, 3];
 
 /** Options of `uap audit`. */
 export interface AuditJob extends ModelSpec, DataSpec {
-  engine: Engine;
+  backend: Backend;
   assets?: string;
   /** Norm budgets (default: the paper's Linf 10 and L2 2000 at 224x224x3, scaled to the input; the embedded model: 4x, as its demo). */
   budgets?: AuditBudget[];
@@ -130,7 +130,7 @@ export async function auditJob(
   const before = job.compare === undefined ? undefined : readAudit(job.compare);
   const { crafted: methods, authors } = auditMethods(job.methods);
   const assets = assetsDir(job.assets);
-  const model = await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log);
+  const model = await loadModel(job.model, { assets, card: job.card, backend: job.backend }, log);
   try {
     // One folder given: the audit splits it (seeded) so that it never reports on an image it crafted on.
     const given: DataSpec = {
@@ -226,7 +226,7 @@ async function auditBudget(
       {
         model: job.model,
         card: job.card,
-        engine: job.engine,
+        backend: job.backend,
         assets: job.assets,
         ...c.sets,
         out: join(job.out, name),

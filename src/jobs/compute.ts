@@ -96,7 +96,7 @@ export async function computeJob(job: ComputeJob, ctl: ComputeControl = {}): Pro
   const assets = assetsDir(job.assets);
   const model =
     ctl.model ??
-    (await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log).catch((e: unknown) => {
+    (await loadModel(job.model, { assets, card: job.card, backend: job.backend }, log).catch((e: unknown) => {
       unlock();
       throw e;
     }));
@@ -223,7 +223,7 @@ async function runConfig(job: ComputeJob, model: Classifier, plan: RunPlan): Pro
     // A resume keeps the first run's config.json: its provenance is not hashed again.
     provenance: job.resume
       ? undefined
-      : await provenance({ modelFile: model.file, engine: model.engine, seed: plan.seed, data: X.items, val: V?.items }),
+      : await provenance({ modelFile: model.file, runsOn: model.runsOn, seed: plan.seed, data: X.items, val: V?.items }),
   };
 }
 

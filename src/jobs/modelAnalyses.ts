@@ -61,7 +61,7 @@ async function withModelAndSets<T>(
   if (job.val === 'none') throw new UsageError(`{val} none: ${what} needs validation images`);
   checkDataSpec(job);
   const assets = assetsDir(job.assets);
-  const model = await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log);
+  const model = await loadModel(job.model, { assets, card: job.card, backend: job.backend }, log);
   try {
     const defaults = defaultData(model, assets);
     const seed = job.seed ?? 0;

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { readRunConfig } from '../run/config.js';
 import { join } from 'node:path';
 import type * as tf from '../tf.js';
-import type { Engine } from '../engine/backend.js';
+import type { Backend } from '../engine/backend.js';
 import { UsageError } from '../errors.js';
 import { namedLog, type Log } from '../log.js';
 import type { JobControl } from './control.js';
@@ -28,7 +28,7 @@ import type { Executor, SetPlace } from '../run/executor.js';
  */
 export interface PerturbationAnalysisJob {
   /** Where the model runs. */
-  engine: Engine;
+  backend: Backend;
   /** A `uap compute` run directory: its model, card fields, perturbation, validation images and (default) output folder. */
   run?: string;
   /** Without `run`: the model and the perturbation file (.npy / .npz) read in `format`. */
@@ -109,7 +109,7 @@ async function withTarget<T>(job: PerturbationAnalysisJob, what: string, log: Lo
   const assets = assetsDir(job.assets);
   // The run's own card fields (given as flags to uap compute), completed or overridden by this job's.
   const card = { ...t.card, ...job.card };
-  const model = await loadModel(t.modelName, { assets, card, engine: job.engine }, log);
+  const model = await loadModel(t.modelName, { assets, card, backend: job.backend }, log);
   try {
     // Default: the images the run was scored on (its val, valLimit, valSample), else the model's validation set.
     const own = job.data === undefined && job.limit === undefined ? t.val : undefined;

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Engine } from '../engine/backend.js';
+import type { Backend } from '../engine/backend.js';
 import type { Method } from '../attacks/methods.js';
 import type { RunControl } from '../attacks/universal.js';
 import type { NormSweep } from '../analysis/baseline.js';
@@ -34,7 +34,7 @@ const EXTRA_COLUMNS = ['tf2_mobilenet_v2_1.0_224_ptq', 'mobilenet_v1_0.25_128_qu
 
 /** Options of `uap reproduce`. */
 export interface ReproduceJob {
-  engine: Engine;
+  backend: Backend;
   /** Crafting method of every perturbation (sgd reaches the paper's regime with the 1000 bundled images). */
   method: Method;
   /** Models to craft on (default REPRODUCE_MODELS, with two more transfer columns). */
@@ -125,7 +125,7 @@ export type RunProgress = () => Pick<RunControl, 'onProgress' | 'onPass'> & { st
 export async function reproduceJob(job: ReproduceJob, ctl: JobControl & { progress?: RunProgress } = {}): Promise<ReproduceResult> {
   const log = namedLog(ctl.log);
   const p = plan(job);
-  const { engine, method, queue, out } = job;
+  const { backend, method, queue, out } = job;
   const assets = assetsDir(job.assets);
   const xi = (norm: 2 | 'inf') => (norm === 2 ? p.l2 : p.linf);
   const sets = { data: p.data, val: p.val, sample: p.sample, valSample: p.valSample };
@@ -139,7 +139,7 @@ export async function reproduceJob(job: ReproduceJob, ctl: JobControl & { progre
       try {
         const options = { norm, maxPasses: job.maxPasses, ...(xi(norm) === undefined ? {} : { xi: xi(norm) }) };
         const summary = await computeJob(
-          { model, assets: job.assets, engine, out: dir, ...sets, limit: p.limit, valLimit: p.valLimit, method, options, queue },
+          { model, assets: job.assets, backend, out: dir, ...sets, limit: p.limit, valLimit: p.valLimit, method, options, queue },
           { log, signal: ctl.signal, onProgress: progress?.onProgress, onPass: progress?.onPass },
         );
         runs.push({ model, norm, dir, summary });
@@ -153,7 +153,7 @@ export async function reproduceJob(job: ReproduceJob, ctl: JobControl & { progre
   const sources = [...linf.map((r) => r.dir), ...(existsSync(caffe) && p.models.some((m) => m !== 'fashion') ? [caffe] : [])];
   const transfer = await transferJob(
     {
-      engine,
+      backend,
       sources,
       models: [...p.models, ...p.columns],
       assets: job.assets,
@@ -169,10 +169,10 @@ export async function reproduceJob(job: ReproduceJob, ctl: JobControl & { progre
   const first = p.models[0];
   const firstLinf = linf.find((r) => r.model === first)!;
   const firstL2 = runs.find((r) => r.model === first && r.norm === 2)!;
-  const analysis = { engine, assets: job.assets, queue, limit: p.valLimit };
+  const analysis = { backend, assets: job.assets, queue, limit: p.valLimit };
   const graph = await graphJob({ ...analysis, run: firstLinf.dir }, { log });
   const baseline = await baselineJob({ ...analysis, run: firstL2.dir, draws: 2, deepfool: true }, { log });
-  const common = { engine, model: first, assets: job.assets, queue, ...sets, valLimit: p.valLimit, seed: 0 };
+  const common = { backend, model: first, assets: job.assets, queue, ...sets, valLimit: p.valLimit, seed: 0 };
   const sweep = await sweepSizeJob(
     {
       ...common,

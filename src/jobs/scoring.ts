@@ -80,7 +80,7 @@ async function withScoringSet<T>(
   use: (model: Classifier, set: StreamedImages, dir: string) => Promise<T>,
 ): Promise<T> {
   const assets = assetsDir(job.assets);
-  const model = await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log);
+  const model = await loadModel(job.model, { assets, card: job.card, backend: job.backend }, log);
   try {
     const dir = job.data ?? defaultData(model, assets).val;
     const set = openSet(model, dir, {
@@ -140,7 +140,7 @@ export async function evaluateJob(job: EvaluateJob, ctl: JobControl & { onScore?
         randomSameL2: baselines[1],
       };
       if (job.out) {
-        const prov = await provenance({ modelFile: model.file, engine: model.engine, val: set.items });
+        const prov = await provenance({ modelFile: model.file, runsOn: model.runsOn, val: set.items });
         writeJson(join(job.out, 'metrics.json'), { ...metrics, detail: writePerImage(job.out, model, perImage), provenance: prov });
         await writeExamples(join(job.out, 'examples.png'), model, set, v, ev);
       }

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { Engine } from '../engine/backend.js';
+import type { Backend } from '../engine/backend.js';
 import { namedLog } from '../log.js';
 import { assetsDir } from '../paths.js';
 import type { PerturbationFormat } from '../perturbation/file.js';
@@ -11,7 +11,7 @@ import type { JobControl } from './control.js';
 
 /** Options of `uap transfer`: every perturbation scored on every model (the paper's Table 2). */
 export interface TransferJob {
-  engine: Engine;
+  backend: Backend;
   /** Run directories of `uap compute` (their config.json names the model) or .npy / .npz perturbations. */
   sources: string[];
   /** How the .npy / .npz sources are stored (default: detected). */
@@ -40,7 +40,7 @@ export async function transferJob(
   const models = job.models ?? [...new Set(rows.map((r) => r.craftedOn).filter((m): m is string => m !== null))];
   const transfer = await withExecutor(job.queue, log, (exec) =>
     transferMatrix(rows, models, {
-      engine: job.engine,
+      backend: job.backend,
       assets: assetsDir(job.assets),
       data: job.data,
       limit: job.limit,

@@ -50,7 +50,7 @@ export function commandLine(argv: readonly string[] = process.argv.slice(1)): st
  */
 export async function provenance(opts: {
   modelFile?: string;
-  engine?: string;
+  runsOn?: string;
   seed?: number;
   data?: ImageItem[];
   val?: ImageItem[];
@@ -65,7 +65,7 @@ export async function provenance(opts: {
     uapVersion: packageVersion(),
     command: commandLine(),
     node: process.version,
-    runtime: opts.engine ?? 'TF.js',
+    runtime: opts.runsOn ?? 'TF.js',
     seed: opts.seed ?? null,
     modelFile: opts.modelFile ?? null,
     modelSha256: await modelSha256(opts.modelFile),

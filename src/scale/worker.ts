@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { cacheDir } from '../data/fashion.js';
-import type { Engine } from '../engine/backend.js';
+import type { Backend } from '../engine/backend.js';
 import type { Log } from '../log.js';
 import { assetsDir, EMBEDDED_DIR } from '../paths.js';
 import { UsageError, printable } from '../errors.js';
@@ -27,7 +27,7 @@ export interface WorkerOptions {
   /** The queue's shared key (signing.ts): jobs without its signature are refused. */
   key: string;
   /** Where the models of its shards run. */
-  engine: Engine;
+  backend: Backend;
   assets?: string;
   /** Models it may load besides the bundled ones (cards, model folders or files); a job names one by its files' hash. */
   models?: string[];
@@ -44,7 +44,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const assets = assetsDir(o.assets);
   for (const r of o.roots ?? []) if (!existsSync(r)) throw new UsageError(`{root} ${r}: no such folder`);
   const roots = [EMBEDDED_DIR, ...(existsSync(assets) ? [assets] : []), cacheDir(), ...(o.roots ?? [])].map((r) => resolve(r));
-  const models = new WorkerModels(o.models ?? [], assets, o.engine, o.log);
+  const models = new WorkerModels(o.models ?? [], assets, o.backend, o.log);
   const { Worker, UnrecoverableError } = await import('bullmq');
   const { Redis } = await import('ioredis');
   const redis = new Redis(o.url, { maxRetriesPerRequest: 3, lazyConnect: true, ...(connection.tls ? { tls: {} } : {}) });

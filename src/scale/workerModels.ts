@@ -4,7 +4,7 @@ import type { Classifier } from '../classifier/classifier.js';
 import { resolveCardPath } from '../classifier/card.js';
 import { bundledModels, findCard, loadModel } from '../import/load.js';
 import { modelSha256 } from '../run/provenance.js';
-import type { Engine } from '../engine/backend.js';
+import type { Backend } from '../engine/backend.js';
 import type { Log } from '../log.js';
 import { UsageError } from '../errors.js';
 import { modelPrint, type ScoreShard } from './shards.js';
@@ -83,7 +83,7 @@ export class WorkerModels {
   constructor(
     specs: readonly string[],
     private readonly assets: string,
-    private readonly engine: Engine,
+    private readonly backend: Backend,
     private readonly log: Log,
   ) {
     // Each allowed model's card is found (and so checked) now, its files hashed at first need.
@@ -133,7 +133,7 @@ export class WorkerModels {
     }
     got = (async () => {
       const spec = await this.allowedSpec(m, files);
-      const model = await loadModel(spec, { assets: this.assets, card: m.card, engine: this.engine }, this.log);
+      const model = await loadModel(spec, { assets: this.assets, card: m.card, backend: this.backend }, this.log);
       return { model, print: await modelPrint(model) };
     })();
     got.catch(() => this.loaded.delete(key)); // a model that failed to load is tried afresh by the next shard

@@ -117,13 +117,13 @@ export interface RoundModel {
 
 /** The job's model as given (with its card overrides). */
 export async function originalModel({ job, assets, log }: FinetuneBasis, card: ModelCard): Promise<RoundModel> {
-  const classifier = await loadModel(job.model, { assets, card: job.card, engine: job.engine }, log);
+  const classifier = await loadModel(job.model, { assets, card: job.card, backend: job.backend }, log);
   return { classifier, card, worker: { spec: job.model, card: job.card } };
 }
 
 /** A fine-tuned round's model, from the card its model folder holds. */
 export async function finetunedModel({ job, assets, log }: FinetuneBasis, cardFile: string): Promise<RoundModel> {
   const card = findCard(cardFile);
-  const classifier = await loadModel(cardFile, { assets, engine: job.engine }, log);
+  const classifier = await loadModel(cardFile, { assets, backend: job.backend }, log);
   return { classifier, card, worker: { spec: resolve(cardFile) } };
 }
