@@ -16,6 +16,15 @@ import { loadOrt } from '../src/engine/onnx/runtime.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { FIXTURE_DIR, fixtureCard, fixtureNames, readFixture } from './onnxFixtures.js';
 import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
+import { BATCH } from '../src/import/onnx/fold.js';
+import {
+  canonicalPlan,
+  describeDims,
+  onnxDims,
+  plainPlan,
+  regroupPlan,
+  targetDims as groupedTarget,
+} from '../src/import/onnx/batchGroups.js';
 
 const backend = await initBackend();
 
@@ -37,8 +46,10 @@ const ortPresent = (await loadOrt()) !== null;
 
 describe('ONNX fixtures exported from PyTorch: logits and input gradients equal PyTorch autograd', () => {
   it('there is a fixture per family and opset', () => {
-    expect(fixtures.length).toBeGreaterThanOrEqual(14);
+    expect(fixtures.length).toBeGreaterThanOrEqual(18);
     expect(fixtures.some((f) => f.endsWith('op18'))).toBe(true);
+    // Vision transformers: timm's layout (ours, DeiT) and torchvision's nn.MultiheadAttention.
+    for (const family of ['vit', 'deit', 'tvvit']) expect(fixtures.some((f) => f.startsWith(`${family}-`))).toBe(true);
   });
   for (const onnx of ortPresent ? [true, false] : [false])
     it.each(fixtures)(`%s on ${onnx ? 'ONNX Runtime' : 'TF.js'}`, async (name) => {
@@ -70,6 +81,79 @@ function tinyModel(extra?: (g: OnnxGraph, x: string) => string, dims: (number | 
   g.opMulti('Flatten', [g.op('GlobalAveragePool', [x])], ['logits']);
   return g.encode([['input', dims]], [['logits', ['N', 4]]]);
 }
+
+describe('attention that moves or folds the batch axis (batchGroups.ts)', () => {
+  // nn.MultiheadAttention's export: x [B, T, D] -> [T, B, D] -> [T, B * heads, d] -> [B * heads, T, d].
+  const B = BATCH;
+  it('a reshape deals the Net axes out in ONNX order, splitting an axis where a target dim takes its outer part', () => {
+    // [T=17, B, D=16] held as Net [B, 17, 16] (groups [[1], [0], [2]]) to [17, B * 2, 8].
+    const dims = groupedTarget([17, 2 * B, 8], [[1], [0], [2]], [17, 16], false)!;
+    expect(dims).toEqual([
+      { size: 17, batch: false },
+      { size: 2, batch: true },
+      { size: 8, batch: false },
+    ]);
+    const plan = regroupPlan([[1], [0], [2]], [17, 16], dims);
+    // The Net value [B, 17, 16] becomes [B, 17, 2, 8]; ONNX axis 1 is the batch times the heads.
+    expect(plan).toEqual({ order: null, shape: [17, 2, 8], groups: [[1], [0, 2], [3]] });
+    // Back: [17, B * 2, 8] to [17 * B, 16] puts the batch inside the first axis, the heads with d.
+    const back = regroupPlan([[1], [0, 2], [3]], [17, 2, 8], groupedTarget([17 * B, 16], [[1], [0, 2], [3]], [17, 2, 8], false)!);
+    expect(back).toEqual({
+      order: null,
+      shape: null,
+      groups: [
+        [1, 0],
+        [2, 3],
+      ],
+    });
+    // -1 and 0 as exporters write them; a batch twice or not at all is no plan.
+    expect(groupedTarget([0, -1, 8], [[1], [0], [2]], [17, 16], false)).toEqual(dims);
+    expect(groupedTarget([17, 2, 8], [[1], [0], [2]], [17, 16], false)).toBeNull();
+    expect(
+      regroupPlan(
+        [[1], [0], [2]],
+        [17, 16],
+        [
+          { size: 17 * 16, batch: false },
+          { size: 1, batch: true },
+        ],
+      ),
+    ).toMatch(/batch/);
+  });
+  it('the canonical Net value puts the batch first and merges each ONNX axis into one Net axis', () => {
+    // [B * 2, 17, 8] held as Net [B, 17, 2, 8]: transposed to [B, 2, 17, 8], the batch group keeps its heads apart.
+    expect(canonicalPlan([[0, 2], [1], [3]], [17, 2, 8])).toEqual({ order: [0, 2, 1, 3], shape: null, groups: [[0, 1], [2], [3]] });
+    // [17 * B, 16] held as Net [B, 17, 2, 8]: the heads and d merge into one axis for the dense layer.
+    expect(
+      canonicalPlan(
+        [
+          [1, 0],
+          [2, 3],
+        ],
+        [17, 2, 8],
+      ),
+    ).toEqual({ order: null, shape: [17, 16], groups: [[1, 0], [2]] });
+    // The batch alone in front: the plain value, nothing to do.
+    expect(plainPlan([[0], [1], [2]], [17, 16])).toEqual({ order: null, shape: null, groups: [[0], [1], [2]] });
+    expect(plainPlan([[1], [0], [2]], [17, 16])).toBeNull();
+    expect(
+      onnxDims(
+        [
+          [1, 0],
+          [2, 3],
+        ],
+        [17, 2, 8],
+      ),
+    ).toEqual([17 * B, 16]);
+    expect(describeDims([[1], [0, 2], [3]], [17, 2, 8])).toBe('[17, N*2, 8]');
+  });
+  it('a fixed batch of 1 that attention folds is refused, asking for a dynamic batch axis', async () => {
+    const f = read('tvvit-op17');
+    await expect(loadClassifier(card('tvvit-batch1', f, join(DIR, 'tvvit-batch1-op17.onnx')), { backend })).rejects.toThrow(
+      /self_attention\/Reshape .*fixes the batch at 1.*export with a dynamic batch axis \(torch\.onnx\.export\(\.\.\., dynamic_axes=/,
+    );
+  });
+});
 
 describe('bad ONNX files and operators: one-line errors naming what is wrong', () => {
   let dir: string;

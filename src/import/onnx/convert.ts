@@ -6,6 +6,17 @@ import type { Shape } from '../../engine/ops/types.js';
 import { axesOf, BATCH, broadcastDims, fold, FOLDED, size, sliceIndices, tensor, transposeTensor } from './fold.js';
 import type { AttrValue, OnnxModel, OnnxNodeInfo, Tensor } from './parse.js';
 import { optimizeNet } from '../../engine/optimize.js';
+import {
+  canonicalPlan,
+  describeDims,
+  identityGroups,
+  onnxDims,
+  plainPlan,
+  regroupPlan,
+  targetDims as groupedTarget,
+  type Groups,
+  type Plan,
+} from './batchGroups.js';
 import type { ImageShape } from '../../math/imageShape.js';
 
 /**
@@ -23,11 +34,11 @@ interface Dyn {
   net: string;
   layout: Layout;
   /**
-   * A transpose that moved the batch axis, kept pending (plain values only): ONNX axis i is Net axis
-   * perm[i]. Only gathers and slices that take the moved axis apart (attention's q, k, v =
-   * qkv.permute(2, 0, ...)[i]) read such a value; anything else needs the batch first again.
+   * A value whose batch axis is moved or folded into another axis (attention; batchGroups.ts): ONNX
+   * axis i is the row-major product of Net axes groups[i], the Net value batch first as always (plain
+   * values only). The ops attention uses read it as it is; anything else needs the batch first again.
    */
-  perm?: number[];
+  groups?: Groups;
 }
 type Val = { t: Tensor } | { d: Dyn };
 
@@ -158,43 +169,108 @@ class Converter {
     return v;
   }
 
-  /** An input with the batch axis first (a pending transpose is applied, or refused when it moves the batch). */
+  /** An input with the batch axis first (refused when it is moved or folded into another axis). */
   private val(node: OnnxNodeInfo, name: string): Val | undefined {
     const v = this.raw(node, name);
-    if (!v || !('d' in v) || !v.d.perm) return v;
-    if (v.d.perm[0] !== 0)
-      this.fail(
-        node,
-        `its input has the batch axis moved away from the front (perm [${v.d.perm}]); only gathers and slices along the moved axes are supported`,
-      );
-    return { d: { net: this.emit(node, { kind: 'transpose', perm: v.d.perm }, [v.d.net]), layout: 'plain' } };
+    if (!v || !('d' in v) || !v.d.groups) return v;
+    this.fail(
+      node,
+      `its input has the batch axis moved or folded into another axis (${this.describe(v.d)}); this operator needs the batch first (attention's reshapes, transposes, matrix products, softmax and slices take it as it is)`,
+    );
   }
 
-  /** A value after a permutation of its Net value's axes: pending when the batch moves, applied otherwise. */
+  private describe(d: Dyn): string {
+    return describeDims(d.groups!, this.shapes.get(d.net)!);
+  }
+
+  /** A value's Net value and groups (a plain value's are its axes). */
+  private groupsOf(node: OnnxNodeInfo, d: Dyn): { net: string; groups: Groups } {
+    if (d.groups) return { net: d.net, groups: d.groups };
+    const net = this.as(node, d, 'plain');
+    return { net, groups: identityGroups(this.shapes.get(net)!.length + 1) };
+  }
+
+  /** The transpose and reshape a plan asks for. */
+  private apply(node: OnnxNodeInfo, net: string, plan: Plan): string {
+    let v = net;
+    if (plan.order) v = this.emit(node, { kind: 'transpose', perm: plan.order }, [v]);
+    if (plan.shape) v = this.emit(node, { kind: 'reshape', shape: plan.shape }, [v]);
+    return v;
+  }
+
+  /** A grouped value: plain once the batch is ONNX axis 0 alone again, else kept grouped. */
+  private grouped(node: OnnxNodeInfo, net: string, groups: Groups): Dyn {
+    const plain = plainPlan(groups, this.shapes.get(net)!);
+    return plain ? { net: this.apply(node, net, plain), layout: 'plain' } : { net, layout: 'plain', groups };
+  }
+
+  /** The canonical Net value of d (batchGroups.ts: canonicalPlan) and its groups. */
+  private canonical(node: OnnxNodeInfo, d: Dyn): { net: string; groups: Groups } {
+    const g = this.groupsOf(node, d);
+    const plan = canonicalPlan(g.groups, this.shapes.get(g.net)!);
+    return { net: this.apply(node, g.net, plan), groups: plan.groups };
+  }
+
+  /** The one Net axis of ONNX axis a of a canonical value, refused when it holds the batch. */
+  private single(node: OnnxNodeInfo, c: { net: string; groups: Groups }, a: number, what: string): number {
+    const g = c.groups[a];
+    if (g.length !== 1 || g[0] === 0)
+      this.fail(node, `${what} along an axis that holds the batch (${describeDims(c.groups, this.shapes.get(c.net)!)}) is not supported`);
+    return g[0];
+  }
+
+  /** A value after a permutation of its Net value's axes: kept grouped when the batch moves, applied otherwise. */
   private permuted(node: OnnxNodeInfo, net: string, perm: number[]): Dyn {
-    if (isIdentity(perm)) return { net, layout: 'plain' };
-    if (perm[0] !== 0) return { net, layout: 'plain', perm };
-    return { net: this.emit(node, { kind: 'transpose', perm }, [net]), layout: 'plain' };
+    return this.grouped(
+      node,
+      net,
+      perm.map((p) => [p]),
+    );
   }
 
   /**
-   * Takes index range [start, end) of ONNX axis a of a pending-transpose value (on its Net axis) and,
-   * when `drop`, removes that axis.
+   * Takes index range [start, end) of ONNX axis a of a grouped value (on its Net axis) and, when
+   * `drop`, removes that axis.
    */
-  private lazyTake(node: OnnxNodeInfo, d: Dyn & { perm: number[] }, a: number, start: number, end: number, drop: boolean): Dyn {
-    const p = d.perm[a];
-    if (p === 0) this.fail(node, 'taking part of the batch axis is not supported');
+  private lazyTake(node: OnnxNodeInfo, d: Dyn & { groups: Groups }, a: number, start: number, end: number, drop: boolean): Dyn {
+    const g = d.groups[a];
+    if (g.length !== 1 || g[0] === 0) this.fail(node, `taking part of an axis that holds the batch (${this.describe(d)}) is not supported`);
+    const p = g[0];
     const shape = this.shapes.get(d.net)!;
     let net =
       start === 0 && end === shape[p - 1] ? d.net : this.emit(node, { kind: 'slice', axis: p, begin: start, end, step: 1 }, [d.net]);
-    if (!drop) return this.permuted(node, net, d.perm);
+    if (!drop) return this.grouped(node, net, d.groups);
     if (end - start !== 1) this.fail(node, 'only a single index can be dropped');
     net = this.emit(node, { kind: 'reshape', shape: shape.filter((_, i) => i !== p - 1) }, [net]);
-    return this.permuted(
+    return this.grouped(
       node,
       net,
-      d.perm.filter((_, i) => i !== a).map((q) => (q > p ? q - 1 : q)),
+      d.groups.filter((_, i) => i !== a).map((q) => q.map((x) => (x > p ? x - 1 : x))),
     );
+  }
+
+  /** The size of ONNX axis a of a grouped value, when it is one Net axis. */
+  private groupedDim(d: Dyn & { groups: Groups }, a: number): number {
+    const g = d.groups[a];
+    return g.length === 1 && g[0] !== 0 ? this.shapes.get(d.net)![g[0] - 1] : NaN;
+  }
+
+  /** A reshape of a grouped value, or one whose target folds the batch into another axis (batchGroups.ts: regroupPlan). */
+  private regroup(node: OnnxNodeInfo, d: Dyn, target: number[]): Dyn {
+    const g = this.groupsOf(node, d);
+    const shape = this.shapes.get(g.net)!;
+    const from = describeDims(g.groups, shape);
+    const dims = groupedTarget(target, g.groups, shape, this.attr(node, 'allowzero', 0) === 1);
+    if (!dims)
+      this.fail(
+        node,
+        this.fixedBatch1
+          ? `the graph fixes the batch at 1, and this reshape of ${from} to [${target.join(', ')}] folds the batch into other axes where uap cannot tell which; export with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={'input': {0: 'N'}, 'logits': {0: 'N'}}))`
+          : `the target shape [${target.join(', ')}] of ${from} does not hold the batch once, as one factor of one axis`,
+      );
+    const plan = regroupPlan(g.groups, shape, dims);
+    if (typeof plan === 'string') this.fail(node, `cannot reshape ${from} to [${target.join(', ')}]: ${plan}`);
+    return this.grouped(node, this.apply(node, g.net, plan), plan.groups);
   }
 
   private dyn(node: OnnxNodeInfo, i: number, what = 'input'): Dyn {
@@ -267,7 +343,8 @@ class Converter {
     const op = node.opType;
     // Everything known at import time is computed now.
     if (op === 'Shape' && ins[0] && 'd' in ins[0]) {
-      const dims = [BATCH, ...this.dims(ins[0].d)];
+      const d = ins[0].d;
+      const dims = d.groups ? onnxDims(d.groups, this.shapes.get(d.net)!) : [BATCH, ...this.dims(d)];
       const start = norm(this.attr(node, 'start', 0), dims.length);
       const end = node.attrs.has('end') ? norm(this.attr(node, 'end', dims.length), dims.length) : dims.length;
       this.set(node.outputs[0], { t: tensor('int', [end - start], dims.slice(start, end)) });
@@ -357,11 +434,19 @@ class Converter {
   }
 
   softmax(node: OnnxNodeInfo): void {
-    const x = this.dyn(node, 0);
-    const r = this.dims(x).length + 1;
+    const raw = this.raw(node, node.inputs[0]);
+    const grouped = raw && 'd' in raw && raw.d.groups ? this.canonical(node, raw.d) : undefined;
+    const x = grouped ? { net: grouped.net, layout: 'plain' as const } : this.dyn(node, 0);
+    const r = grouped ? grouped.groups.length : this.dims(x).length + 1;
     const axis = norm(this.attr(node, 'axis', this.m.opset < 13 ? 1 : -1), r);
     // Before opset 13 softmax flattened the axes from `axis` on: the same when axis is the last.
     if (this.m.opset < 13 && axis !== r - 1) this.fail(node, 'softmax over several axes (opset < 13, axis not last) is not supported');
+    if (grouped) {
+      const y = this.emit(node, { kind: 'softmax', axis: this.single(node, grouped, axis, 'softmax'), log: node.opType === 'LogSoftmax' }, [
+        grouped.net,
+      ]);
+      return this.set(node.outputs[0], { d: this.grouped(node, y, grouped.groups) });
+    }
     const y = this.emit(node, { kind: 'softmax', axis: this.netAxis(x, axis), log: node.opType === 'LogSoftmax' }, [x.net]);
     this.set(node.outputs[0], { d: { net: y, layout: x.layout } });
   }
@@ -388,6 +473,29 @@ class Converter {
   }
 
   binary(node: OnnxNodeInfo, kind: 'add' | 'sub' | 'mul' | 'div'): void {
+    const raw = node.inputs.map((i) => this.raw(node, i)!);
+    const groupedAt = raw.findIndex((v) => 'd' in v && v.d.groups);
+    if (groupedAt >= 0 && 't' in raw[1 - groupedAt]) {
+      // Attention's scaling, biases and position biases on a value whose batch is moved: the constant's
+      // trailing dims must fall on the value's last ONNX axes, each one Net axis without the batch.
+      const t = (raw[1 - groupedAt] as { t: Tensor }).t;
+      const c = this.canonical(node, (raw[groupedAt] as { d: Dyn }).d);
+      const shape = this.shapes.get(c.net)!;
+      const first = t.dims.findIndex((d) => d !== 1);
+      const trailing = first < 0 ? [] : t.dims.slice(first);
+      const r = c.groups.length;
+      const fits =
+        trailing.length < r &&
+        trailing.every((d, k) => {
+          const g = c.groups[r - trailing.length + k];
+          return g.length === 1 && g[0] === shape.length - trailing.length + k + 1 && (d === 1 || d === shape[g[0] - 1]);
+        });
+      if (!fits)
+        this.fail(node, `a constant [${t.dims}] against a value whose batch is moved (${describeDims(c.groups, shape)}) is not supported`);
+      const weights = w(t, trailing);
+      const y = this.emit(node, { kind: 'binary', op: kind, act: 'linear', constant: { weights, first: groupedAt === 1 } }, [c.net]);
+      return this.set(node.outputs[0], { d: this.grouped(node, y, c.groups) });
+    }
     const [a, b] = node.inputs.map((i) => this.val(node, i)!);
     if ('t' in a || 't' in b) {
       const [d, t, first] = 'd' in a ? [a.d, (b as { t: Tensor }).t, false] : [(b as { d: Dyn }).d, a.t, true];
@@ -498,9 +606,15 @@ class Converter {
   }
 
   gemm(node: OnnxNodeInfo): void {
-    const a = this.dyn(node, 0);
+    const raw = this.raw(node, node.inputs[0]);
+    const grouped = raw && 'd' in raw && raw.d.groups ? this.canonical(node, raw.d) : undefined;
+    if (grouped?.groups.length !== undefined && grouped.groups.length !== 2)
+      this.fail(node, `Gemm takes [M, K] inputs, got ${describeDims(grouped.groups, this.shapes.get(grouped.net)!)}`);
+    // Canonical, K is then the last Net axis: the dense layer's.
+    if (grouped) this.single(node, grouped, 1, 'Gemm');
+    const a = grouped ? { net: grouped.net, layout: 'plain' as const } : this.dyn(node, 0);
     if (this.attr(node, 'transA', 0)) this.fail(node, 'transA is not supported');
-    if (this.dims(a).length !== 1) this.fail(node, `Gemm takes [N, K] inputs, got [N, ${this.dims(a)}]`);
+    if (!grouped && this.dims(a).length !== 1) this.fail(node, `Gemm takes [N, K] inputs, got [N, ${this.dims(a)}]`);
     let b = this.constant(node, 1, 'B');
     if (this.attr(node, 'transB', 0)) b = transposeTensor(b, [1, 0]);
     const alpha = this.attr(node, 'alpha', 1);
@@ -515,10 +629,13 @@ class Converter {
       bias: bias && { data: bias, shape: [out] },
       act: 'linear',
     };
-    this.set(node.outputs[0], { d: { net: this.emit(node, op, [a.net]), layout: 'plain' } });
+    const y = this.emit(node, op, [a.net]);
+    this.set(node.outputs[0], { d: grouped ? this.grouped(node, y, grouped.groups) : { net: y, layout: 'plain' } });
   }
 
   matmul(node: OnnxNodeInfo): void {
+    const raw = node.inputs.map((i) => this.raw(node, i)!);
+    if (raw.some((v) => 'd' in v && v.d.groups)) return this.groupedMatmul(node, raw[0], raw[1]);
     const [a, b] = node.inputs.map((i) => this.val(node, i)!);
     if ('t' in a) this.fail(node, 'a constant first operand is not supported');
     const x = this.as(node, a.d, 'plain');
@@ -528,6 +645,37 @@ class Converter {
       return;
     }
     this.set(node.outputs[0], { d: { net: this.emit(node, { kind: 'matmul' }, [x, this.as(node, b.d, 'plain')]), layout: 'plain' } });
+  }
+
+  /**
+   * A matrix product where the batch is moved or folded (nn.MultiheadAttention's [tokens, batch * heads,
+   * d] values): on the canonical Net values, the matrix axes are their last two axes and the leading
+   * axes line up, one image per row.
+   */
+  private groupedMatmul(node: OnnxNodeInfo, a: Val, b: Val): void {
+    if ('t' in a) this.fail(node, 'a constant first operand is not supported');
+    const ca = this.canonical(node, a.d);
+    const r = ca.groups.length;
+    this.single(node, ca, r - 1, 'a matrix product');
+    if ('t' in b) {
+      if (b.t.dims.length !== 2) this.fail(node, `only a 2-D constant second operand is supported (got [${b.t.dims}])`);
+      const y = this.emit(node, { kind: 'dense', kernel: w(b.t), act: 'linear' }, [ca.net]);
+      return this.set(node.outputs[0], { d: this.grouped(node, y, ca.groups) });
+    }
+    const cb = this.canonical(node, b.d);
+    if (cb.groups.length !== r || r < 3)
+      this.fail(node, 'a product whose matrices hold the batch (no leading axes to carry it) is not supported');
+    this.single(node, ca, r - 2, 'a matrix product');
+    this.single(node, cb, r - 2, 'a matrix product');
+    this.single(node, cb, r - 1, 'a matrix product');
+    if (JSON.stringify(ca.groups.slice(0, -2)) !== JSON.stringify(cb.groups.slice(0, -2)))
+      this.fail(
+        node,
+        `the operands hold the batch in different axes (${this.describe({ ...ca, layout: 'plain' })} and ${this.describe({ ...cb, layout: 'plain' })})`,
+      );
+    const y = this.emit(node, { kind: 'matmul' }, [ca.net, cb.net]);
+    const rank = this.shapes.get(y)!.length + 1;
+    this.set(node.outputs[0], { d: this.grouped(node, y, [...ca.groups.slice(0, -2), [rank - 2], [rank - 1]]) });
   }
 
   /** A reshape target (with the batch first) as dims without the batch. */
@@ -544,18 +692,21 @@ class Converter {
   }
 
   reshape(node: OnnxNodeInfo): void {
-    const x = this.dyn(node, 0);
     const target = Array.from(this.constant(node, 1, 'the target shape').data);
+    const v = this.raw(node, node.inputs[0]);
+    const folds = (d: number, i: number) => d >= BATCH && d % BATCH === 0 && (i > 0 || d !== BATCH);
+    if (v && 'd' in v && (v.d.groups || target.some(folds))) return this.set(node.outputs[0], { d: this.regroup(node, v.d, target) });
+    const x = this.dyn(node, 0);
     this.set(node.outputs[0], { d: this.reshapeTo(node, x, this.targetDims(node, x, target)) });
   }
 
   squeeze(node: OnnxNodeInfo): void {
     const v = this.raw(node, node.inputs[0]);
-    if (node.opType === 'Squeeze' && v && 'd' in v && v.d.perm) {
-      const d = v.d as Dyn & { perm: number[] };
+    if (node.opType === 'Squeeze' && v && 'd' in v && v.d.groups) {
+      const d = v.d as Dyn & { groups: Groups };
       const given = axesOf(node, [undefined, this.optConstant(node, 1)], 1);
       if (!given || given.length !== 1) this.fail(node, 'squeezing a value with a moved batch axis needs exactly one axis');
-      const a = norm(given[0], d.perm.length);
+      const a = norm(given[0], d.groups.length);
       return this.set(node.outputs[0], { d: this.lazyTake(node, d, a, 0, 1, true) });
     }
     const x = this.dyn(node, 0);
@@ -585,18 +736,18 @@ class Converter {
 
   transpose(node: OnnxNodeInfo): void {
     const v = this.raw(node, node.inputs[0]);
-    if (v && 'd' in v && v.d.perm) {
-      const pending = v.d.perm;
+    if (v && 'd' in v && v.d.groups) {
+      const groups = v.d.groups;
       const perm = this.attr(
         node,
         'perm',
-        pending.map((_, i) => pending.length - 1 - i),
+        groups.map((_, i) => groups.length - 1 - i),
       );
       return this.set(node.outputs[0], {
-        d: this.permuted(
+        d: this.grouped(
           node,
           v.d.net,
-          perm.map((p) => pending[p]),
+          perm.map((p) => groups[p]),
         ),
       });
     }
@@ -681,14 +832,17 @@ class Converter {
     const axes = get('axes', 3) ?? starts.map((_, i) => i);
     const steps = get('steps', 4) ?? starts.map(() => 1);
     const v = this.raw(node, node.inputs[0]);
-    if (v && 'd' in v && v.d.perm) {
+    if (v && 'd' in v && v.d.groups) {
       let d = v.d;
       axes.forEach((ax, k) => {
-        const pending = d.perm ?? [];
-        const a = norm(ax, pending.length);
-        if (steps[k] !== 1 || !d.perm) this.fail(node, 'only step-1 slices of a value with a moved batch axis are supported');
-        const idx = sliceIndices(this.shapes.get(d.net)![pending[a] - 1], starts[k], ends[k], 1);
-        d = this.lazyTake(node, d as Dyn & { perm: number[] }, a, idx[0], idx[idx.length - 1] + 1, false);
+        if (steps[k] !== 1 || !d.groups) this.fail(node, 'only step-1 slices of a value with a moved batch axis are supported');
+        const g = d as Dyn & { groups: Groups };
+        const a = norm(ax, g.groups.length);
+        const whole = this.groupedDim(g, a);
+        // Taking all of the batch's axis (start 0, end to the end) leaves the value as it is.
+        if (Number.isNaN(whole) && starts[k] === 0 && ends[k] >= BATCH) return;
+        const idx = sliceIndices(whole, starts[k], ends[k], 1);
+        d = this.lazyTake(node, g, a, idx[0], idx[idx.length - 1] + 1, false);
       });
       return this.set(node.outputs[0], { d });
     }
@@ -698,6 +852,25 @@ class Converter {
   }
 
   split(node: OnnxNodeInfo): void {
+    const v = this.raw(node, node.inputs[0]);
+    if (v && 'd' in v && v.d.groups) {
+      // timm's q, k, v = qkv.unbind(0) on the (3, batch, heads, tokens, d) permute.
+      const d = v.d as Dyn & { groups: Groups };
+      const a = norm(this.attr(node, 'axis', 0), d.groups.length);
+      const whole = this.groupedDim(d, a);
+      const n = node.outputs.length;
+      const given = node.attrs.has('split')
+        ? (node.attrs.get('split') as number[])
+        : this.optConstant(node, 1)
+          ? Array.from(this.optConstant(node, 1)!.data)
+          : Array.from({ length: n }, () => whole / n);
+      let at = 0;
+      node.outputs.forEach((out, i) => {
+        this.set(out, { d: this.lazyTake(node, d, a, at, at + given[i], false) });
+        at += given[i];
+      });
+      return;
+    }
     const x = this.dyn(node, 0);
     const dims = this.dims(x);
     const a = norm(this.attr(node, 'axis', 0), dims.length + 1);
@@ -720,11 +893,11 @@ class Converter {
   gather(node: OnnxNodeInfo): void {
     const v = this.raw(node, node.inputs[0]);
     const idx = this.constant(node, 1, 'the indices');
-    if (v && 'd' in v && v.d.perm) {
-      const d = v.d as Dyn & { perm: number[] };
-      const a = norm(this.attr(node, 'axis', 0), d.perm.length);
+    if (v && 'd' in v && v.d.groups) {
+      const d = v.d as Dyn & { groups: Groups };
+      const a = norm(this.attr(node, 'axis', 0), d.groups.length);
       if (idx.dims.length !== 0) this.fail(node, 'only a single constant index is supported');
-      const i = idx.data[0] < 0 ? idx.data[0] + this.shapes.get(d.net)![d.perm[a] - 1] : idx.data[0];
+      const i = idx.data[0] < 0 ? idx.data[0] + this.groupedDim(d, a) : idx.data[0];
       return this.set(node.outputs[0], { d: this.lazyTake(node, d, a, i, i + 1, true) });
     }
     const x = this.dyn(node, 0);
