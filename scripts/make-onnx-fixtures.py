@@ -187,6 +187,39 @@ def TvViT(classes=10):
                              num_classes=classes)
 
 
+def TvSwin(classes=10):
+    """torchvision's SwinTransformer at a small size: windows that fold the batch into B * windows, a
+    shifted-window mask built from shapes (ScatterND, Mod), relative position biases, patch merging by
+    strided slices."""
+    from torchvision.models.swin_transformer import SwinTransformer
+    return SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
+                           num_classes=classes)
+
+
+class EinsumWindows(nn.Module):
+    """MaxViT's attention as torchvision writes it: tokens partitioned into windows ([B, G, P, C]), multi-head
+    q, k, v as [B, G, H, P, d], scores and weighted values by einsum ('bghid,bghjd->bghij', 'bghij,bghjd->bghid')."""
+    def __init__(self, classes=10, dim=16, heads=2, window=4):
+        super().__init__()
+        self.heads, self.window = heads, window
+        self.stem = nn.Conv2d(3, dim, 4, 4)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        p = self.window
+        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p, c)
+        qkv = self.qkv(x).reshape(b, x.shape[1], p * p, 3, self.heads, c // self.heads).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        att = torch.einsum('bghid,bghjd->bghij', q, k) * (c // self.heads) ** -0.5
+        y = torch.einsum('bghij,bghjd->bghid', att.softmax(dim=-1), v)
+        y = self.proj(y.permute(0, 1, 3, 2, 4).reshape(b, x.shape[1], p * p, c))
+        return self.head((x + y).mean(dim=(1, 2)))
+
+
 class DeiTiny(nn.Module):
     """A DeiT in timm's layout: class and distillation tokens, qkv reshaped to (B, N, 3, heads, d) and
     permuted (2, 0, 3, 1, 4), unbound into q, k, v, and the two heads averaged at inference."""
@@ -281,6 +314,9 @@ FIXTURES = [
     ('tvvit-op17', TvViT, 17, True, 32, False),
     ('deit-op13', DeiTiny, 13, True, 32, False),
     ('deit-op17', DeiTiny, 17, False, 32, False),
+    ('tvswin-op13', TvSwin, 13, True, 32, False),
+    ('tvswin-op17', TvSwin, 17, True, 32, False),
+    ('einsum-op13', EinsumWindows, 13, True, 32, False),
 ]
 # Exports uap refuses, each with the reason its message must give (no reference values: test/onnx-import.test.ts).
 REFUSED = [
@@ -374,7 +410,8 @@ def make_fixtures(out, only=None):
 
 
 ZOO = ['resnet18', 'mobilenet_v3_small', 'efficientnet_b0', 'googlenet', 'densenet121', 'convnext_tiny', 'vgg11_bn',
-       'shufflenet_v2_x1_0', 'regnet_y_400mf', 'mnasnet1_0', 'squeezenet1_1', 'mobilenet_v2', 'vit_b_16', 'resnet50', 'vgg16']
+       'shufflenet_v2_x1_0', 'regnet_y_400mf', 'mnasnet1_0', 'squeezenet1_1', 'mobilenet_v2', 'vit_b_16', 'resnet50', 'vgg16',
+       'swin_t']
 
 
 def zoo_model(name):

@@ -177,12 +177,22 @@ describe('bad ONNX files and operators: one-line errors naming what is wrong', (
 
   it('an unsupported operator names the operator, the node and the opset', () => {
     const p = write(
+      'd2s.onnx',
+      tinyModel((g, x) => g.op('DepthToSpace', [x], { blocksize: 2 }, 'my_d2s')),
+    );
+    expectUsage(
+      uap('accuracy', '-m', p, ...TORCHVISION, '--num-classes', '4'),
+      /node my_d2s_\d+ \(DepthToSpace, opset 16\): this operator is not supported/,
+    );
+  });
+  it('an Einsum other than a batched matrix product of two image values names its equation and what works', () => {
+    const p = write(
       'einsum.onnx',
       tinyModel((g, x) => g.op('Einsum', [x], { equation: 'nchw->nchw' }, 'my_einsum')),
     );
     expectUsage(
       uap('accuracy', '-m', p, ...TORCHVISION, '--num-classes', '4'),
-      /node my_einsum_\d+ \(Einsum, opset 16\): this operator is not supported/,
+      /node my_einsum_\d+ \(Einsum, opset 16\): equation nchw->nchw: not two operands .*supported: a batched matrix product/,
     );
   });
   it('a file that is not ONNX, and an empty one', () => {

@@ -369,7 +369,8 @@ class Converter {
   same(node: OnnxNodeInfo): void {
     if (node.opType === 'Cast' && ![1, 10, 11, 16].includes(this.attr(node, 'to', 1)))
       this.fail(node, 'only casts to floating point are supported on image values');
-    this.set(node.outputs[0], { d: this.dyn(node, 0) });
+    const v = this.raw(node, node.inputs[0]);
+    this.set(node.outputs[0], { d: v && 'd' in v && v.d.groups ? v.d : this.dyn(node, 0) });
   }
 
   clip(node: OnnxNodeInfo): void {
@@ -678,6 +679,46 @@ class Converter {
     this.set(node.outputs[0], { d: this.grouped(node, y, [...ca.groups.slice(0, -2), [rank - 2], [rank - 1]]) });
   }
 
+  /**
+   * Einsum as a batched matrix product (MaxViT's attention: 'bghid,bghjd->bghij' and
+   * 'bghij,bghjd->bghid'): two image values sharing their leading labels (the batch first), one label
+   * kept from each, one summed over. Each operand is transposed to [shared..., kept, summed] /
+   * [shared..., summed, kept], multiplied, and the product transposed to the output's order.
+   */
+  einsum(node: OnnxNodeInfo): void {
+    const eq = String(this.attr(node, 'equation', '')).replace(/\s/g, '');
+    const m = /^([a-zA-Z]+),([a-zA-Z]+)->([a-zA-Z]+)$/.exec(eq);
+    const refuse = (why: string): never =>
+      this.fail(node, `equation ${eq}: ${why} (supported: a batched matrix product of two image values, like bhid,bhjd->bhij)`);
+    if (!m || node.inputs.length !== 2) return refuse('not two operands with explicit labels');
+    const [, la, lb, lo] = m;
+    const [a, b] = [0, 1].map((i) => this.dyn(node, i));
+    const [ra, rb] = [a, b].map((d) => this.dims(d).length + 1);
+    if (la.length !== ra || lb.length !== rb) refuse("the labels do not match the operands' ranks");
+    if (new Set(la).size !== la.length || new Set(lb).size !== lb.length || new Set(lo).size !== lo.length)
+      refuse('a label repeats within an operand (diagonals are not supported)');
+    const shared = [...lo].filter((c) => la.includes(c) && lb.includes(c));
+    const keptA = [...la].filter((c) => lo.includes(c) && !lb.includes(c));
+    const keptB = [...lb].filter((c) => lo.includes(c) && !la.includes(c));
+    const summed = [...la].filter((c) => lb.includes(c) && !lo.includes(c));
+    if (keptA.length !== 1 || keptB.length !== 1 || summed.length !== 1 || shared.length + 2 !== lo.length)
+      refuse('not one kept label per operand and one summed label');
+    if (la[0] !== lb[0] || la[0] !== lo[0] || shared[0] !== lo[0])
+      refuse('the first label (the batch) is not the first of each operand and of the output');
+    const order = (labels: string, want: string[]) => want.map((c) => labels.indexOf(c));
+    const moved = (d: Dyn, perm: number[]) => {
+      const net = this.as(node, d, 'plain');
+      return isIdentity(perm) ? net : this.emit(node, { kind: 'transpose', perm }, [net]);
+    };
+    const x = moved(a, order(la, [...shared, keptA[0], summed[0]]));
+    const y = moved(b, order(lb, [...shared, summed[0], keptB[0]]));
+    const product = this.emit(node, { kind: 'matmul' }, [x, y]);
+    const out = order([...shared, keptA[0], keptB[0]].join(''), [...lo]);
+    this.set(node.outputs[0], {
+      d: { net: isIdentity(out) ? product : this.emit(node, { kind: 'transpose', perm: out }, [product]), layout: 'plain' },
+    });
+  }
+
   /** A reshape target (with the batch first) as dims without the batch. */
   private targetDims(node: OnnxNodeInfo, x: Dyn, target: number[]): number[] {
     const dims = [BATCH, ...this.dims(x)];
@@ -697,6 +738,10 @@ class Converter {
     const folds = (d: number, i: number) => d >= BATCH && d % BATCH === 0 && (i > 0 || d !== BATCH);
     if (v && 'd' in v && (v.d.groups || target.some(folds))) return this.set(node.outputs[0], { d: this.regroup(node, v.d, target) });
     const x = this.dyn(node, 0);
+    // view(-1, heads, T, T) of [B, windows, heads, T, T]: the -1 is the batch times what is left (Swin).
+    const rest = target.slice(1);
+    if (target[0] === -1 && !rest.includes(-1) && !rest.includes(0) && size(rest) !== size(this.dims(x)) && !this.fixedBatch1)
+      return this.set(node.outputs[0], { d: this.regroup(node, x, target) });
     this.set(node.outputs[0], { d: this.reshapeTo(node, x, this.targetDims(node, x, target)) });
   }
 
@@ -805,6 +850,7 @@ class Converter {
       return x;
     }
     if (step === 1 && idx.length === dims[a - 1]) return x;
+    if (step > 1) return this.strided(node, x, a, idx, step);
     if (step !== 1 && step !== -1) this.fail(node, `slices with step ${step} are not supported`);
     if (idx.length === 0) this.fail(node, 'the slice is empty');
     const op: NodeOp =
@@ -818,6 +864,25 @@ class Converter {
             step: -1,
           };
     return { net: this.emit(node, op, [x.net]), layout: x.layout };
+  }
+
+  /**
+   * x[start::step] on ONNX axis a (Swin's patch merging, x[:, 0::2, 1::2]): the axis split into
+   * (dim / step, step), index `start` of the inner one taken, the split undone. Every step-th entry
+   * to the end of an axis the step divides; other strided slices are refused.
+   */
+  private strided(node: OnnxNodeInfo, x: Dyn, a: number, idx: number[], step: number): Dyn {
+    const p = this.netAxis(x, a);
+    const shape = this.shapes.get(x.net)!;
+    const dim = shape[p - 1];
+    const start = idx[0];
+    if (dim % step !== 0 || start >= step || idx.length !== dim / step)
+      this.fail(node, `slices with step ${step} are supported from an index below the step to the end of an axis it divides`);
+    const split = [...shape.slice(0, p - 1), dim / step, step, ...shape.slice(p)];
+    let v = this.emit(node, { kind: 'reshape', shape: split }, [x.net]);
+    v = this.emit(node, { kind: 'slice', axis: p + 1, begin: start, end: start + 1, step: 1 }, [v]);
+    v = this.emit(node, { kind: 'reshape', shape: shape.map((d, i) => (i === p - 1 ? dim / step : d)) }, [v]);
+    return { net: v, layout: x.layout };
   }
 
   slice(node: OnnxNodeInfo): void {
@@ -1026,6 +1091,7 @@ const HANDLERS: Record<string, Handler> = {
   Expand: (c, n) => c.expand(n),
   LRN: (c, n) => c.lrn(n),
   LayerNormalization: (c, n) => c.layerNorm(n),
+  Einsum: (c, n) => c.einsum(n),
 };
 
 /** What the importer takes: translated operators, and those it evaluates when their inputs are constants. */

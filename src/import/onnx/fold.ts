@@ -161,6 +161,32 @@ const FOLDERS: Record<string, (node: OnnxNodeInfo, inputs: (Tensor | undefined)[
   Less: (_node, inputs, x) => [elementwise([x!, inputs[1]!], (a, b) => (a < b ? 1 : 0), 'bool')],
   Greater: (_node, inputs, x) => [elementwise([x!, inputs[1]!], (a, b) => (a > b ? 1 : 0), 'bool')],
   Not: (_node, _inputs, x) => [elementwise([x!], (a) => (a ? 0 : 1), 'bool')],
+  Mod: (node, inputs, x) => {
+    // Shape arithmetic (Swin's window padding); the batch placeholder has no remainder to take.
+    if ([x!, inputs[1]!].some((t) => Array.from(t.data).some((v) => Math.abs(v) >= BATCH))) return undefined;
+    const c = attr(node, 'fmod', 0) === 1;
+    return [elementwise([x!, inputs[1]!], c ? (a, b) => a % b : (a, b) => a - Math.floor(a / b) * b)];
+  },
+  ScatterND: (node, inputs, x) => {
+    // A mask built from shapes (Swin's shifted windows): data with `updates` written at `indices`.
+    const reduction = node.attrs.get('reduction');
+    if (reduction !== undefined && reduction !== 'none') return undefined;
+    const [indices, updates] = [inputs[1]!, inputs[2]!];
+    const k = indices.dims[indices.dims.length - 1];
+    const st = strides(x!.dims);
+    const slice = size(x!.dims.slice(k));
+    const out = Float64Array.from(x!.data);
+    const n = size(indices.dims.slice(0, -1));
+    for (let i = 0; i < n; i++) {
+      let base = 0;
+      for (let j = 0; j < k; j++) {
+        const v = indices.data[i * k + j];
+        base += (v < 0 ? v + x!.dims[j] : v) * st[j];
+      }
+      for (let e = 0; e < slice; e++) out[base + e] = updates.data[i * slice + e];
+    }
+    return [{ dtype: x!.dtype, dims: x!.dims, data: out }];
+  },
   Where: (_node, inputs, x) => [elementwise([x!, inputs[1]!, inputs[2]!], (c, a, b) => (c ? a : b), inputs[1]!.dtype)],
   Cast: (node, _inputs, x) => {
     const to = attr(node, 'to', 1);
