@@ -219,13 +219,10 @@ class Converter {
     return g[0];
   }
 
-  /** A value after a permutation of its Net value's axes: kept grouped when the batch moves, applied otherwise. */
-  private permuted(node: OnnxNodeInfo, net: string, perm: number[]): Dyn {
-    return this.grouped(
-      node,
-      net,
-      perm.map((p) => [p]),
-    );
+  /** Input i when it is a grouped value (its batch moved or folded), as stored. */
+  private groupedInput(node: OnnxNodeInfo, i: number): (Dyn & { groups: Groups }) | undefined {
+    const v = this.raw(node, node.inputs[i]);
+    return v && 'd' in v && v.d.groups ? (v.d as Dyn & { groups: Groups }) : undefined;
   }
 
   /**
@@ -369,8 +366,7 @@ class Converter {
   same(node: OnnxNodeInfo): void {
     if (node.opType === 'Cast' && ![1, 10, 11, 16].includes(this.attr(node, 'to', 1)))
       this.fail(node, 'only casts to floating point are supported on image values');
-    const v = this.raw(node, node.inputs[0]);
-    this.set(node.outputs[0], { d: v && 'd' in v && v.d.groups ? v.d : this.dyn(node, 0) });
+    this.set(node.outputs[0], { d: this.groupedInput(node, 0) ?? this.dyn(node, 0) });
   }
 
   clip(node: OnnxNodeInfo): void {
@@ -435,8 +431,8 @@ class Converter {
   }
 
   softmax(node: OnnxNodeInfo): void {
-    const raw = this.raw(node, node.inputs[0]);
-    const grouped = raw && 'd' in raw && raw.d.groups ? this.canonical(node, raw.d) : undefined;
+    const g = this.groupedInput(node, 0);
+    const grouped = g && this.canonical(node, g);
     const x = grouped ? { net: grouped.net, layout: 'plain' as const } : this.dyn(node, 0);
     const r = grouped ? grouped.groups.length : this.dims(x).length + 1;
     const axis = norm(this.attr(node, 'axis', this.m.opset < 13 ? 1 : -1), r);
@@ -607,8 +603,8 @@ class Converter {
   }
 
   gemm(node: OnnxNodeInfo): void {
-    const raw = this.raw(node, node.inputs[0]);
-    const grouped = raw && 'd' in raw && raw.d.groups ? this.canonical(node, raw.d) : undefined;
+    const g = this.groupedInput(node, 0);
+    const grouped = g && this.canonical(node, g);
     if (grouped?.groups.length !== undefined && grouped.groups.length !== 2)
       this.fail(node, `Gemm takes [M, K] inputs, got ${describeDims(grouped.groups, this.shapes.get(grouped.net)!)}`);
     // Canonical, K is then the last Net axis: the dense layer's.
@@ -734,10 +730,11 @@ class Converter {
 
   reshape(node: OnnxNodeInfo): void {
     const target = Array.from(this.constant(node, 1, 'the target shape').data);
-    const v = this.raw(node, node.inputs[0]);
     const folds = (d: number, i: number) => d >= BATCH && d % BATCH === 0 && (i > 0 || d !== BATCH);
-    if (v && 'd' in v && (v.d.groups || target.some(folds))) return this.set(node.outputs[0], { d: this.regroup(node, v.d, target) });
+    const g = this.groupedInput(node, 0);
+    if (g) return this.set(node.outputs[0], { d: this.regroup(node, g, target) });
     const x = this.dyn(node, 0);
+    if (target.some(folds)) return this.set(node.outputs[0], { d: this.regroup(node, x, target) });
     // view(-1, heads, T, T) of [B, windows, heads, T, T]: the -1 is the batch times what is left (Swin).
     const rest = target.slice(1);
     if (target[0] === -1 && !rest.includes(-1) && !rest.includes(0) && size(rest) !== size(this.dims(x)) && !this.fixedBatch1)
@@ -746,9 +743,8 @@ class Converter {
   }
 
   squeeze(node: OnnxNodeInfo): void {
-    const v = this.raw(node, node.inputs[0]);
-    if (node.opType === 'Squeeze' && v && 'd' in v && v.d.groups) {
-      const d = v.d as Dyn & { groups: Groups };
+    const d = node.opType === 'Squeeze' ? this.groupedInput(node, 0) : undefined;
+    if (d) {
       const given = axesOf(node, [undefined, this.optConstant(node, 1)], 1);
       if (!given || given.length !== 1) this.fail(node, 'squeezing a value with a moved batch axis needs exactly one axis');
       const a = norm(given[0], d.groups.length);
@@ -780,9 +776,9 @@ class Converter {
   }
 
   transpose(node: OnnxNodeInfo): void {
-    const v = this.raw(node, node.inputs[0]);
-    if (v && 'd' in v && v.d.groups) {
-      const groups = v.d.groups;
+    const g = this.groupedInput(node, 0);
+    if (g) {
+      const groups = g.groups;
       const perm = this.attr(
         node,
         'perm',
@@ -791,7 +787,7 @@ class Converter {
       return this.set(node.outputs[0], {
         d: this.grouped(
           node,
-          v.d.net,
+          g.net,
           perm.map((p) => groups[p]),
         ),
       });
@@ -805,7 +801,11 @@ class Converter {
     );
     if (perm[0] !== 0)
       return this.set(node.outputs[0], {
-        d: this.permuted(node, this.as(node, x, 'plain'), x.layout === 'nhwc' && r === 4 ? perm.map((p) => NET_AXIS[p]) : perm),
+        d: this.grouped(
+          node,
+          this.as(node, x, 'plain'),
+          (x.layout === 'nhwc' && r === 4 ? perm.map((p) => NET_AXIS[p]) : perm).map((p) => [p]),
+        ),
       });
     // The permutation of the Net value that gives the ONNX result as it is ("plain").
     const q = x.layout === 'nhwc' && r === 4 ? perm.map((p) => NET_AXIS[p]) : perm;
@@ -896,9 +896,9 @@ class Converter {
     const ends = get('ends', 2)!;
     const axes = get('axes', 3) ?? starts.map((_, i) => i);
     const steps = get('steps', 4) ?? starts.map(() => 1);
-    const v = this.raw(node, node.inputs[0]);
-    if (v && 'd' in v && v.d.groups) {
-      let d = v.d;
+    const grouped = this.groupedInput(node, 0);
+    if (grouped) {
+      let d: Dyn = grouped;
       axes.forEach((ax, k) => {
         if (steps[k] !== 1 || !d.groups) this.fail(node, 'only step-1 slices of a value with a moved batch axis are supported');
         const g = d as Dyn & { groups: Groups };
@@ -917,10 +917,9 @@ class Converter {
   }
 
   split(node: OnnxNodeInfo): void {
-    const v = this.raw(node, node.inputs[0]);
-    if (v && 'd' in v && v.d.groups) {
+    const d = this.groupedInput(node, 0);
+    if (d) {
       // timm's q, k, v = qkv.unbind(0) on the (3, batch, heads, tokens, d) permute.
-      const d = v.d as Dyn & { groups: Groups };
       const a = norm(this.attr(node, 'axis', 0), d.groups.length);
       const whole = this.groupedDim(d, a);
       const n = node.outputs.length;
@@ -956,10 +955,9 @@ class Converter {
   }
 
   gather(node: OnnxNodeInfo): void {
-    const v = this.raw(node, node.inputs[0]);
     const idx = this.constant(node, 1, 'the indices');
-    if (v && 'd' in v && v.d.groups) {
-      const d = v.d as Dyn & { groups: Groups };
+    const d = this.groupedInput(node, 0);
+    if (d) {
       const a = norm(this.attr(node, 'axis', 0), d.groups.length);
       if (idx.dims.length !== 0) this.fail(node, 'only a single constant index is supported');
       const i = idx.data[0] < 0 ? idx.data[0] + this.groupedDim(d, a) : idx.data[0];
