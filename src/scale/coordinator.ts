@@ -220,32 +220,39 @@ const placed = (on: OnSet): on is Placed => on.place !== undefined && 'listed' i
  */
 export function queueExecutor(q: QueueOption, log: { warn: (message: string) => void }): Executor {
   let opening: Promise<QueueSession> | undefined;
-  const session = () => (opening ??= QueueSession.open(q.url, q.key, (m) => log.warn(m)));
+  // A model's files are hashed once per job, not once per piece of work (a job scores and crafts on one model).
+  const prints = new WeakMap<Classifier, ReturnType<typeof modelPrints>>();
+  const printsOf = (model: Classifier) => prints.get(model) ?? prints.set(model, modelPrints(model)).get(model)!;
+  const link = async (): Promise<QueueLink> => ({
+    session: await (opening ??= QueueSession.open(q.url, q.key, (m) => log.warn(m))),
+    q,
+    printsOf,
+  });
   return {
     where: "the queue's workers",
     async labels(on, vs, o = {}) {
       if (!placed(on)) return localExecutor.labels(on, vs, o);
-      return joinLabels((await queueParts(await session(), q, on, vs, { ...o, radii: [], draws: 0 })).parts);
+      return joinLabels((await queueParts(await link(), on, vs, { ...o, radii: [], draws: 0 })).parts);
     },
     async score(on, v, o) {
       if (!placed(on)) return localExecutor.score(on, v, o);
-      const { ranges, parts } = await queueParts(await session(), q, on, [v], o);
+      const { ranges, parts } = await queueParts(await link(), on, [v], o);
       return joinParts(on.set.listed, ranges, parts, o);
     },
     async ranks(on, o = {}) {
       if (!placed(on)) return localExecutor.ranks(on, o);
-      const { parts } = await queueParts(await session(), q, on, [], { ...o, radii: [], draws: 0, ranks: true });
+      const { parts } = await queueParts(await link(), on, [], { ...o, radii: [], draws: 0, ranks: true });
       return parts.flatMap((p) => p.ranks ?? []);
     },
     async craft(on, runs, method, o = {}) {
       if (!on.place) return localExecutor.craft(on, runs, method, o);
-      const made = await craftOnQueue(await session(), on.model, on.place, runs, method);
+      const made = await craftOnQueue(await link(), on.model, on.place, runs, method);
       made.forEach((r, i) => o.onRun?.(i, r));
       return made;
     },
     async gradients(on, loss) {
       if (!on.place) return undefined;
-      return queueGradients(await session(), on as Placed<ImageSet>, loss);
+      return queueGradients(await link(), on as Placed<ImageSet>, loss);
     },
     async close() {
       await opening?.then(
@@ -275,9 +282,16 @@ export async function withExecutor<T>(
   }
 }
 
+/** What the queue work of one job shares: its session, the queue option, each model's fingerprints (hashed once). */
+interface QueueLink {
+  session: QueueSession;
+  q: QueueOption;
+  printsOf: (model: Classifier) => ReturnType<typeof modelPrints>;
+}
+
 /** The fields every job of one model and set carries: the model as named and fingerprinted, the set's place. */
-async function jobBase(model: Classifier, place: SetPlace) {
-  const { print: modelPrint, files: modelFiles } = await modelPrints(model);
+async function jobBase(link: QueueLink, model: Classifier, place: SetPlace) {
+  const { print: modelPrint, files: modelFiles } = await link.printsOf(model);
   return {
     ...PROTOCOL,
     model: jobModel(place.model),
@@ -290,19 +304,18 @@ async function jobBase(model: Classifier, place: SetPlace) {
 
 /** Queues the shards of scoring the set with `vs` (and noise), follows them, and gives their parts in shard order. */
 async function queueParts(
-  session: QueueSession,
-  q: QueueOption,
+  link: QueueLink,
   { model, set, place }: Placed,
   vs: Float32Array[],
   o: NoiseScoreOptions,
 ): Promise<{ ranges: { start: number; end: number }[]; parts: ShardResult[] }> {
   const shas: string[] = [];
-  for (const v of vs) shas.push(await session.put(v));
+  for (const v of vs) shas.push(await link.session.put(v));
   // A shard is whole batches: a default batch bigger than the shard size asked for gives way to it.
-  const shardSize = q.shardSize ?? 512;
+  const shardSize = link.q.shardSize ?? 512;
   const batchSize = scoringBatch(model, o.batchSize ?? Math.min(scoringBatch(model), shardSize));
   const ranges = planShards(set.listed.length, shardSize, batchSize);
-  const base = await jobBase(model, place);
+  const base = await jobBase(link, model, place);
   const shards: ScoreShard[] = ranges.map((r) => {
     const items = shardItems(set.listed.slice(r.start, r.end), place.dir);
     return {
@@ -319,7 +332,7 @@ async function queueParts(
   });
   const done = new Array<number>(shards.length).fill(0);
   const tell = () => o.onBatch?.(done.reduce((a, b) => a + b, 0));
-  const parts = await session.run<ShardResult>(
+  const parts = await link.session.run<ShardResult>(
     'score',
     shards,
     (i) => `shard ${i + 1} of ${shards.length} (images ${ranges[i].start + 1}-${ranges[i].end})`,
@@ -336,12 +349,8 @@ async function queueParts(
  * SGD-UAP data-parallel: each step's gradient shards go to the workers at the same v, their
  * gradients come back in order and the step adds them as the local run does (sgd.ts: sumShards).
  */
-async function queueGradients(
-  session: QueueSession,
-  { model, set: X, place }: Placed<ImageSet>,
-  loss: SgdLossOptions,
-): Promise<ShardGradients> {
-  const base = await jobBase(model, place);
+async function queueGradients(link: QueueLink, { model, set: X, place }: Placed<ImageSet>, loss: SgdLossOptions): Promise<ShardGradients> {
+  const base = await jobBase(link, model, place);
   // The loss settings alone (the caller may pass all of SGD's options): a worker refuses any other field.
   const lossFields: SgdLossOptions = {
     loss: loss.loss,
@@ -353,7 +362,7 @@ async function queueGradients(
   let step = 0;
   return async (v, shards: GradientShard[], n) => {
     step++;
-    const sha = await session.put(v);
+    const sha = await link.session.put(v);
     try {
       const jobs: GradJob[] = shards.map((s) => {
         const items = shardItems(
@@ -362,14 +371,14 @@ async function queueGradients(
         );
         return { ...base, items, dataPrint: dataPrint(items, place.dir), v: sha, labels: Array.from(s.labels), n, loss: lossFields };
       });
-      const got = await session.run<{ grad: string; fooled: number }>(
+      const got = await link.session.run<{ grad: string; fooled: number }>(
         'grad',
         jobs,
         (i) => `gradient shard ${i + 1} of ${jobs.length} of step ${step}`,
       );
       return got.map((g): ShardGradient => ({ grad: fromBase64(g.grad), fooled: g.fooled }));
     } finally {
-      await session.drop(sha); // a new v every step: keep Redis from filling with old ones
+      await link.session.drop(sha); // a new v every step: keep Redis from filling with old ones
     }
   };
 }
@@ -378,18 +387,12 @@ async function queueGradients(
  * Whole crafting runs on the workers, all queued at once (the points of a size sweep, the members of
  * a defence pool): each on its own X with its own settings; v and the run's figures come back in order.
  */
-async function craftOnQueue(
-  session: QueueSession,
-  model: Classifier,
-  place: SetPlace,
-  runs: CraftRuns,
-  method: Method,
-): Promise<CraftedRun[]> {
-  const base = await jobBase(model, place);
+async function craftOnQueue(link: QueueLink, model: Classifier, place: SetPlace, runs: CraftRuns, method: Method): Promise<CraftedRun[]> {
+  const base = await jobBase(link, model, place);
   const jobs: CraftJob[] = runs.map(({ X, options }) => {
     const items = shardItems(X.items, place.dir);
     return { ...base, items, dataPrint: dataPrint(items, place.dir), strict: place.strict ?? false, method, options };
   });
-  const got = await session.run<Crafted>('craft', jobs, (i) => `crafting run ${i + 1} of ${jobs.length} (|X| = ${runs[i].X.size})`);
+  const got = await link.session.run<Crafted>('craft', jobs, (i) => `crafting run ${i + 1} of ${jobs.length} (|X| = ${runs[i].X.size})`);
   return got.map((c) => ({ ...c, v: fromBase64(c.v) }));
 }
