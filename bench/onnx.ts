@@ -19,12 +19,12 @@ import { initBackend, tfjsBackend, type Backend } from '../src/engine/backend.js
 import { loadClassifier } from '../src/import/load.js';
 import { forwardLogits, vjp } from '../src/classifier/compute.js';
 import { candidateGradients, scratchRows, type GradientScratch } from '../src/classifier/gradients.js';
-import { sliceImages, type Batch } from '../src/math/batch.js';
-import { l2RelativeDifference, maxRelativeDifference } from '../src/engine/selfcheck.js';
+import type { Batch } from '../src/math/batch.js';
 import { loadSet } from '../src/data/sets.js';
 import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeNpy } from '../src/io/npy.js';
 import { runTorchBest, TORCH_PYTHON } from './torch.js';
+import { exactness, uapExact, type TorchExact } from './exactness.js';
 import { writeAtomic } from '../src/io/atomic.js';
 import { replaceDocBlock } from './docBlock.js';
 import { TORCHVISION } from './torchvision.js';
@@ -43,13 +43,10 @@ async function best<T>(f: () => Promise<T>, repeats: number): Promise<number> {
   return t / B;
 }
 
-type TorchRef = {
+type TorchRef = TorchExact & {
   forwardMs: number;
   gradientMs: number;
   tenGradientsMs: number;
-  logits: number[];
-  grad0: number[];
-  grad0f64: number[];
 };
 
 function torchReference(name: string, x: Batch): (TorchRef & { torchSettings: string }) | undefined {
@@ -77,8 +74,7 @@ async function measure(backend: Backend, file: string, name: string, x: Batch) {
   const cand = Int32Array.from({ length: B * 10 }, (_, i) => 10 + (i % 10));
   const ten: GradientScratch = {};
   const tenGradients = await best(() => candidateGradients(model, x, cand, 10, { scratch: ten }), 3);
-  const logits = await forwardLogits(model, x);
-  const g0 = (await vjp(model, sliceImages(x, 0, 1), margin.subarray(0, K), 1)).dx;
+  const ours = await uapExact(model, x);
   const runsOn = model.runsOn;
   model.dispose();
   const torch = torchReference(name, x);
@@ -94,11 +90,7 @@ async function measure(backend: Backend, file: string, name: string, x: Batch) {
       gradientMs: torch.gradientMs,
       tenGradientsMs: torch.tenGradientsMs,
       settings: torch.torchSettings,
-      logitsRelDiff: maxRelativeDifference(logits, torch.logits),
-      // Gradients, L2-relative: ours and PyTorch's float32 against PyTorch in float64 (the exact answer).
-      gradL2VsTorch: l2RelativeDifference(g0, torch.grad0),
-      gradL2VsFloat64: l2RelativeDifference(g0, torch.grad0f64),
-      torchL2VsFloat64: l2RelativeDifference(torch.grad0, torch.grad0f64),
+      ...exactness(ours, torch),
     },
   };
 }

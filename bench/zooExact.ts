@@ -13,9 +13,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '../src/engine/backend.js';
 import { loadClassifier } from '../src/import/load.js';
-import { forwardLogits, vjp } from '../src/classifier/compute.js';
-import { sliceImages } from '../src/math/batch.js';
-import { l2RelativeDifference, maxRelativeDifference } from '../src/engine/selfcheck.js';
 import { loadSet } from '../src/data/sets.js';
 import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeNpy } from '../src/io/npy.js';
@@ -23,6 +20,7 @@ import { writeAtomic } from '../src/io/atomic.js';
 import { TORCH_PYTHON } from './torch.js';
 import { replaceDocBlock } from './docBlock.js';
 import { TORCHVISION } from './torchvision.js';
+import { exactness, uapExact, type TorchExact } from './exactness.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const RESULTS = 'bench/results/zoo-exact.json';
@@ -31,6 +29,7 @@ interface Row {
   model: string;
   runsOn: string;
   logitsRelDiff: number;
+  gradL2VsTorch: number;
   gradL2VsFloat64: number;
   torchL2VsFloat64: number;
   date: string;
@@ -67,23 +66,15 @@ async function main(): Promise<void> {
         writeNpy(join(dir, 'x.npy'), { data: x.data, shape: [x.n, ...x.shape] });
         const torch = spawnSync(
           TORCH_PYTHON,
-          [join(PROJECT_ROOT, 'bench', 'torch_zoo_exact.py'), name, join(dir, 'x.npy'), join(dir, 'out.json')],
-          {
-            encoding: 'utf8',
-          },
+          [join(PROJECT_ROOT, 'bench', 'torch_zoo.py'), name, join(dir, 'x.npy'), join(dir, 'out.json'), '2', '--exact'],
+          { encoding: 'utf8' },
         );
         if (torch.status !== 0) throw new Error(`${name}: the PyTorch reference failed: ${torch.stderr.trim().split('\n').pop()}`);
-        const ref = JSON.parse(readFileSync(join(dir, 'out.json'), 'utf8')) as { logits: number[]; grad0: number[]; grad0f64: number[] };
-        const logits = await forwardLogits(model, x);
-        const dy = new Float32Array(model.numClasses);
-        [dy[0], dy[1]] = [-1, 1];
-        const { dx } = await vjp(model, sliceImages(x, 0, 1), dy, 1);
+        const ref = JSON.parse(readFileSync(join(dir, 'out.json'), 'utf8')) as TorchExact;
         const row: Row = {
           model: name,
           runsOn: model.runsOn ?? 'TF.js',
-          logitsRelDiff: maxRelativeDifference(logits, ref.logits),
-          gradL2VsFloat64: l2RelativeDifference(dx, ref.grad0f64),
-          torchL2VsFloat64: l2RelativeDifference(Float32Array.from(ref.grad0), ref.grad0f64),
+          ...exactness(await uapExact(model, x), ref),
           date: new Date().toISOString(),
         };
         rows.splice(0, rows.length, ...rows.filter((r) => r.model !== name), row);
