@@ -257,6 +257,40 @@ class DeiTiny(nn.Module):
         return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2
 
 
+class HFViTiny(nn.Module):
+    """A ViT in Hugging Face transformers' layout (ViTModel + ViTForImageClassification, written out here:
+    no transformers package): separate query / key / value projections, transpose_for_scores as
+    view(B, T, heads, d).permute(0, 2, 1, 3) with the view's sizes taken from x.size(), scores divided by
+    sqrt(d), the context permuted back and viewed as (B, T, D), pre-norm layers, the class token's logits."""
+    def __init__(self, classes=10, dim=16, heads=2, patch=8, size=32, depth=2):
+        super().__init__()
+        self.heads, self.d = heads, dim // heads
+        self.patch = nn.Conv2d(3, dim, patch, patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.5)
+        self.pos = nn.Parameter(torch.randn(1, (size // patch) ** 2 + 1, dim) * 0.5)
+        self.layers = nn.ModuleList(nn.ModuleDict({
+            'before': nn.LayerNorm(dim, eps=1e-12), 'query': nn.Linear(dim, dim), 'key': nn.Linear(dim, dim),
+            'value': nn.Linear(dim, dim), 'out': nn.Linear(dim, dim), 'after': nn.LayerNorm(dim, eps=1e-12),
+            'intermediate': nn.Linear(dim, 4 * dim), 'output': nn.Linear(4 * dim, dim)}) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-12)
+        self.classifier = nn.Linear(dim, classes)
+
+    def scores(self, x):
+        return x.view(x.size()[:-1] + (self.heads, self.d)).permute(0, 2, 1, 3)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat((self.cls.expand(x.shape[0], -1, -1), x), dim=1) + self.pos
+        for l in self.layers:
+            h = l['before'](x)
+            q, k, v = self.scores(l['query'](h)), self.scores(l['key'](h)), self.scores(l['value'](h))
+            att = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d)
+            ctx = torch.matmul(nn.functional.softmax(att, dim=-1), v).permute(0, 2, 1, 3).contiguous()
+            x = l['out'](ctx.view(ctx.size()[:-2] + (self.heads * self.d,))) + x
+            x = l['output'](F.gelu(l['intermediate'](l['after'](x)))) + x
+        return self.classifier(self.norm(x)[:, 0, :])
+
+
 class Elementwise(nn.Module):
     """The remaining element-wise and shape operators: constant padding, sqrt, reciprocal, pow, exp, neg,
     division, subtraction, erf, clip, sum / max reductions, a softmax over channels, slicing, squeeze /
@@ -317,6 +351,8 @@ FIXTURES = [
     ('tvswin-op13', TvSwin, 13, True, 32, False),
     ('tvswin-op17', TvSwin, 17, True, 32, False),
     ('einsum-op13', EinsumWindows, 13, True, 32, False),
+    ('hfvit-op14', HFViTiny, 14, True, 32, False),
+    ('hfvit-op17', HFViTiny, 17, False, 32, False),
 ]
 # Exports uap refuses, each with the reason its message must give (no reference values: test/onnx-import.test.ts).
 REFUSED = [
