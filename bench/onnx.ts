@@ -101,6 +101,10 @@ interface LoadFigures {
   rssAfterLoadMB: number;
   peakMB: number;
   baseMB: number;
+  /** PSS (shared pages counted once), sampled: absent in rows measured before it was. */
+  basePssMB?: number;
+  pssAfterLoadMB?: number;
+  peakPssMB?: number;
 }
 
 /**
@@ -144,20 +148,26 @@ type Memory = { memory?: ReturnType<typeof loadFigures>; date?: string };
 /** A model's figures; `date`: when they were measured (a run of some models keeps the others' rows). */
 type Row = (Awaited<ReturnType<typeof measure>> & Memory) | ({ model: string } & Memory) | { model: string; error: string };
 
-/** Load time and memory beside PyTorch's: the targets are a peak within 3x the weights over the base, and load within 2x PyTorch's. */
+/**
+ * Load time and memory beside PyTorch's: the targets are a peak within 3x the weights over the base,
+ * and load within 2x PyTorch's. Memory as the kernel's high-water mark of resident pages (RSS) and as
+ * the sampled peak of PSS, which counts the weights file ONNX Runtime's sessions each map once
+ * (RSS counts it once per session).
+ */
 function memoryTable(rows: Row[]): string {
-  const f = (v?: number, d = 0) => (v === undefined ? '-' : v.toFixed(d));
+  const f = (v?: number, d = 0) => (v === undefined || Number.isNaN(v) ? '-' : v.toFixed(d));
   const lines = [
-    `| model | weights (MB) | load, s: uap / PyTorch | resident after load, MB: uap / PyTorch | peak after a gradient on ${B} images, MB: uap / PyTorch | peak over the process's base, in weights: uap / PyTorch |`,
+    `| model | weights (MB) | load, s: uap / PyTorch | peak RSS after a gradient on ${B} images, MB: uap / PyTorch | peak PSS, MB: uap / PyTorch | peak PSS over the base, in weights: uap / PyTorch |`,
     '|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
     if ('error' in r || !r.memory) continue;
     const { uap, torch, weightsMB } = r.memory;
-    const over = (m?: LoadFigures) => (m ? ((m.peakMB - m.baseMB) / weightsMB).toFixed(1) + 'x' : '-');
+    const over = (m?: LoadFigures) =>
+      m?.peakPssMB !== undefined && m.basePssMB !== undefined ? ((m.peakPssMB - m.basePssMB) / weightsMB).toFixed(1) + 'x' : '-';
     lines.push(
-      `| ${r.model} | ${f(weightsMB)} | ${f(uap?.loadSeconds, 1)} / ${f(torch?.loadSeconds, 1)} | ${f(uap?.rssAfterLoadMB)} / ${f(torch?.rssAfterLoadMB)} | ` +
-        `${f(uap?.peakMB)} / ${f(torch?.peakMB)} | ${over(uap)} / ${over(torch)} |`,
+      `| ${r.model} | ${f(weightsMB)} | ${f(uap?.loadSeconds, 1)} / ${f(torch?.loadSeconds, 1)} | ${f(uap?.peakMB)} / ${f(torch?.peakMB)} | ` +
+        `${f(uap?.peakPssMB)} / ${f(torch?.peakPssMB)} | ${over(uap)} / ${over(torch)} |`,
     );
   }
   return lines.join('\n');

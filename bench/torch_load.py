@@ -4,9 +4,10 @@ scripts/make-onnx-fixtures.py --zoo writes it), then a forward pass and one inpu
 
 Usage: torch_load.py ZOO_DIR NAME BATCH OUT.json [threads]
 Writes loadSeconds (class built and weights loaded), rssAfterLoadMB and peakMB (the process's
-resident memory after loading, and its high-water mark after the gradient), and the weights' MB.
+resident memory after loading, and its high-water mark after the gradient), the same in PSS (sampled),
+and the weights' MB.
 """
-import json, sys, time
+import json, sys, threading, time
 
 
 def rss_mb(field):
@@ -17,10 +18,40 @@ def rss_mb(field):
     return float('nan')
 
 
+def pss_mb():
+    try:
+        with open('/proc/self/smaps_rollup') as f:
+            for line in f:
+                if line.startswith('Pss:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float('nan')
+
+
+class PssSampler(threading.Thread):
+    """PSS sampled every 50 ms, as bench/pssSampler.ts samples uap's (torch releases the GIL in its kernels)."""
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self.done = 0.0, threading.Event()
+
+    def run(self):
+        while not self.done.wait(0.05):
+            self.peak = max(self.peak, pss_mb())
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        return max(self.peak, pss_mb())
+
+
 zoo, name, batch, out_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 import torch, torchvision  # noqa: E402 (imports are the interpreter's base, not the load)
 torch.set_num_threads(int(sys.argv[5]) if len(sys.argv) > 5 else 2)
 base = rss_mb('VmRSS')
+base_pss = pss_mb()
+sampler = PssSampler()
+sampler.start()
 t0 = time.perf_counter()
 kwargs = {'aux_logits': False, 'init_weights': False} if name == 'googlenet' else {}
 model = getattr(torchvision.models, name)(weights=None, **kwargs)
@@ -28,9 +59,11 @@ model.load_state_dict(torch.load(f'{zoo}/{name}.pt'))
 model.eval()
 load_seconds = time.perf_counter() - t0
 after_load = rss_mb('VmRSS')
+pss_after_load = pss_mb()
 weights_mb = sum(p.numel() * p.element_size() for p in model.state_dict().values()) / 2**20
 x = (torch.rand(batch, 3, 224, 224) * 2 - 1).requires_grad_(True)
 y = model(x)
 (y[:, 1] - y[:, 0]).sum().backward()
 json.dump({'loadSeconds': load_seconds, 'baseMB': base, 'rssAfterLoadMB': after_load, 'peakMB': rss_mb('VmHWM'),
+           'basePssMB': base_pss, 'pssAfterLoadMB': pss_after_load, 'peakPssMB': sampler.stop(),
            'weightsMB': weights_mb}, open(out_path, 'w'))

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '../src/tf.js';
 import { inputGradConv, relu6InputGrad } from '../src/engine/tfjs/inputgrad.js';
 import { layersToNet } from '../src/import/layersGraph.js';
-import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
+import { netToPassingTfGraph, netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
 
 const compileLayersModel = (m: tf.LayersModel, out?: string) => netToTfGraph(layersToNet(m, out), m.inputs[0].shape.slice(1) as number[]);
 import { runPlainGraph } from '../src/engine/tfjs/plainGraph.js';
@@ -10,6 +10,7 @@ import { candidateGradients, candidateGradientsLoop } from '../src/classifier/gr
 import { onTfjs } from './helpers.js';
 import { maxRelativeDifference } from '../src/engine/selfcheck.js';
 import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
+import { transposeArray, weights, type Net } from '../src/engine/net.js';
 
 beforeAll(async () => {
   tf.enableProdMode();
@@ -225,5 +226,110 @@ describe('batched candidate gradients', () => {
         expect(maxRelativeDifference(d[n][j], expected)).toBeLessThan(1e-5);
         expect(diff.logits[n * 3 + j]).toBeCloseTo(all.logits[n * 5 + cand[n * 3 + j]] - all.logits[n * 5 + ref[n]], 5);
       }
+  });
+});
+
+describe('transposeArray', () => {
+  /** Each output value read from its source index, one at a time: the definition. */
+  const naive = (data: Float32Array, shape: number[], perm: number[]) => {
+    const out = perm.map((p) => shape[p]);
+    const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
+    const moved = new Float32Array(data.length);
+    const idx = new Array<number>(out.length).fill(0);
+    for (let o = 0; o < moved.length; o++) {
+      moved[o] = data[idx.reduce((s, v, a) => s + v * strides[perm[a]], 0)];
+      for (let a = out.length - 1; a >= 0 && ++idx[a] === out[a]; a--) idx[a] = 0;
+    }
+    return moved;
+  };
+  it.each([
+    [
+      [70, 45],
+      [1, 0],
+    ],
+    [
+      [33, 3, 2, 2],
+      [2, 3, 1, 0],
+    ],
+    [
+      [4, 40, 3, 35],
+      [0, 3, 2, 1],
+    ],
+    [
+      [3, 4, 5],
+      [0, 2, 1],
+    ],
+    [
+      [3, 4, 5],
+      [1, 0, 2],
+    ],
+    [
+      [3, 4, 5],
+      [0, 1, 2],
+    ],
+    [[65], [0]],
+    [
+      [40, 33, 1, 1],
+      [2, 3, 1, 0],
+    ],
+    [
+      [1, 4, 1, 6],
+      [3, 0, 2, 1],
+    ],
+    [
+      [2, 3, 4, 5],
+      [0, 1, 3, 2],
+    ],
+    [
+      [6, 35, 3, 3],
+      [2, 3, 1, 0],
+    ],
+    [
+      [1, 1],
+      [1, 0],
+    ],
+  ])('%j by %j equals the definition', (shape, perm) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = Float32Array.from({ length: n }, (_, i) => i + 0.5);
+    const got = transposeArray(data, shape, perm);
+    expect(got.shape).toEqual(perm.map((p) => shape[p]));
+    expect(Array.from(got.data)).toEqual(Array.from(naive(data, shape, perm)));
+  });
+});
+
+describe('a passing graph (each node its weights only while it runs)', () => {
+  const w = (shape: number[], seed: number) =>
+    weights(
+      Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i * 0.37 + seed) * 0.3),
+      shape,
+    );
+  const net: Net = {
+    input: 'x',
+    output: 'fc',
+    nodes: [
+      { name: 'flat', inputs: ['x'], op: { kind: 'reshape', shape: [-1] } },
+      { name: 'h', inputs: ['flat'], op: { kind: 'dense', kernel: w([48, 300], 1), bias: w([300], 2), act: 'relu' } },
+      { name: 'fc', inputs: ['h'], op: { kind: 'dense', kernel: w([300, 23], 3), bias: w([23], 4), act: 'softmax' } },
+    ],
+  };
+  it("gives the whole graph's values, dense kernels in blocks of columns or whole, and frees every weight", async () => {
+    const x = tf.randomUniform([2, 4, 4, 3], -1, 1, 'float32', 3) as tf.Tensor4D;
+    const whole = netToTfGraph(net, [4, 4, 3]);
+    const want = tf.tidy(() => runPlainGraph(whole, x));
+    tf.dispose(whole.owned);
+    const kernelBytes = 4 * (48 * 300 + 300 * 23);
+    for (const blockBytes of [4 * 48 * 7, 4 * 300 * 5, 1, 2 ** 20]) {
+      const [before, baseBytes] = [tf.memory().numTensors, tf.memory().numBytes];
+      let got: tf.Tensor | undefined;
+      const { peakBytes } = await tf.profile(
+        () => (got = tf.tidy(() => runPlainGraph(netToPassingTfGraph(net, [4, 4, 3], blockBytes), x))),
+      );
+      expect(maxRelativeDifference(got!.dataSync(), want.dataSync())).toBeLessThan(1e-6);
+      got!.dispose();
+      expect(tf.memory().numTensors).toBe(before);
+      // Never every kernel at once; in small blocks, a fraction of the largest.
+      expect(peakBytes - baseBytes).toBeLessThan(blockBytes < 2 ** 10 ? kernelBytes / 4 : kernelBytes);
+    }
+    tf.dispose([x, want]);
   });
 });

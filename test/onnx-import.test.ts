@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
@@ -48,8 +48,8 @@ describe('ONNX fixtures exported from PyTorch: logits and input gradients equal 
   it('there is a fixture per family and opset', () => {
     expect(fixtures.length).toBeGreaterThanOrEqual(18);
     expect(fixtures.some((f) => f.endsWith('op18'))).toBe(true);
-    // Vision transformers: timm's layout (ours, DeiT) and torchvision's nn.MultiheadAttention.
-    for (const family of ['vit', 'deit', 'tvvit']) expect(fixtures.some((f) => f.startsWith(`${family}-`))).toBe(true);
+    // Vision transformers: timm's layout (ours, DeiT), torchvision's nn.MultiheadAttention, Hugging Face's.
+    for (const family of ['vit', 'deit', 'tvvit', 'hfvit']) expect(fixtures.some((f) => f.startsWith(`${family}-`))).toBe(true);
   });
   for (const onnx of ortPresent ? [true, false] : [false])
     it.each(fixtures)(`%s on ${onnx ? 'ONNX Runtime' : 'TF.js'}`, async (name) => {
@@ -262,6 +262,24 @@ describe('bad ONNX files and operators: one-line errors naming what is wrong', (
       uap('accuracy', '-m', write('escape.onnx', bytes('../weights.bin')), ...TORCHVISION),
       /external data "\.\.\/weights\.bin" lies outside the model's folder/,
     );
+  });
+  it('on ONNX Runtime the weights are read again for TF.js and feature layers, built in a tidy, refused once the file changed', async () => {
+    const p = write('reread.onnx', tinyModel());
+    const model = await loadClassifier(p, { backend, card: { preprocess: { scale: 1 / 255 }, numClasses: 4 } });
+    expect(model.runsOn).toBe('onnxruntime');
+    const x = tf.randomUniform([2, ...model.inputShape], 0, 255, 'float32', 4) as tf.Tensor4D;
+    const want = await model.runtime.forward(batchOfTensor(x));
+    // First TF.js use inside a tidy: the graph's weights outlive it (a second call still runs).
+    tf.tidy(() => model.logits(x).dataSync());
+    const twice = tf.tidy(() => Array.from(model.logits(x).dataSync()));
+    expect(maxRelativeDifference(Float32Array.from(twice), want)).toBeLessThan(1e-4);
+    const features = await model.features!();
+    expect(features.layers.length).toBeGreaterThan(0);
+    features.dispose();
+    writeFileSync(p, Buffer.concat([readFileSync(p), Buffer.alloc(1)]));
+    await expect(model.features!()).rejects.toThrow(/reread\.onnx changed or went away since it was loaded/);
+    x.dispose();
+    model.dispose();
   });
   it('fine-tuning an ONNX model is refused, saying why', () => {
     expectUsage(

@@ -4,7 +4,7 @@ import './helpers.js';
 import { weights, SLICE_END, type Net, type NetNode, type NodeOp, type Activation } from '../src/engine/net.js';
 import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
 import { runPlainGraph } from '../src/engine/tfjs/plainGraph.js';
-import { exportOnnx, OnnxUnsupported } from '../src/engine/onnx/export.js';
+import { exportOnnx, exportOnnxEach, OnnxUnsupported } from '../src/engine/onnx/export.js';
 import { defaultLayout, forwardImagesPerRun, loadOrt, onnxRuntime, shares, weightBytes } from '../src/engine/onnx/runtime.js';
 import { multiplyAdds } from '../src/engine/shapes.js';
 import type { Classifier } from '../src/classifier/classifier.js';
@@ -15,8 +15,9 @@ import { maxPoolInputGrad } from '../src/engine/tfjs/inputgrad.js';
 import { loadSet } from '../src/data/sets.js';
 import { DEFAULT_BATCH, predictSet, scoringBatch } from '../src/evaluation/scoring.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
-import { dirname, join } from 'node:path';
-import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { maxRelativeDifference, selfCheckNet, SELF_CHECK_SHAPE } from '../src/engine/selfcheck.js';
 import { SessionPool } from '../src/engine/onnx/workerPool.js';
 import { ModelFiles } from '../src/engine/onnx/modelFiles.js';
@@ -405,27 +406,66 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     await expect(SessionPool.create(ModelFiles.of({ vjp: bad }), 1, 1)).rejects.toThrow(/^ONNX Runtime: /);
   });
 
-  it('the workers open the models by path: the files hold the bytes, leave nothing in the temp folder, and go with the pool', async () => {
+  it('the workers open the models by path: the files hold the bytes, weights go to one file once, and go with the pool', async () => {
     const models = { forward: exportOnnx(selfCheckNet(), SELF_CHECK_SHAPE, ['forward']).forward, other: Uint8Array.of(1, 2, 3) };
     const files = ModelFiles.of(models);
     expect(readFileSync(files.paths.forward).equals(Buffer.from(models.forward))).toBe(true);
     expect([...readFileSync(files.paths.other)]).toEqual([1, 2, 3]);
-    if (process.platform === 'linux') {
-      // Unlinked at once, folder and all, and reached through the open descriptor.
-      const target = readlinkSync(files.paths.forward);
-      expect(target).toMatch(/uap-graphs-.*forward\.onnx \(deleted\)$/);
-      expect(existsSync(dirname(target.replace(/ \(deleted\)$/, '')))).toBe(false);
-    }
+    // Each array is written once, at an aligned offset, whatever the number of models that place it.
+    const a = Float32Array.from({ length: 300 }, (_, i) => i);
+    const b = Float32Array.from({ length: 7 }, (_, i) => -i);
+    const [pa, pb, again] = [files.place(a), files.place(b), files.place(a)];
+    expect(again).toEqual(pa);
+    expect(pb.offset % 64).toBe(0);
+    expect(pb.offset).toBeGreaterThanOrEqual(pa.offset + pa.length);
+    files.closeWeights();
+    const bin = readFileSync(join(files.dir, pb.location));
+    expect(Array.from(new Float32Array(bin.buffer.slice(bin.byteOffset + pb.offset, bin.byteOffset + pb.offset + pb.length)))).toEqual(
+      Array.from(b),
+    );
+    expect(basename(files.dir)).toMatch(new RegExp(`^uap-graphs-${process.pid}-`));
     files.release();
     files.release(); // twice is harmless
-    // (A closed descriptor's number may be reused at once by another file: only the bytes must be gone.)
-    let still = false;
+    expect(existsSync(files.dir)).toBe(false);
+  });
+
+  it("a folder left by a process that no longer runs is removed by the next one; a running process's stays", () => {
+    const dead = mkdtempSync(join(tmpdir(), 'uap-graphs-999999999-'));
+    const alive = mkdtempSync(join(tmpdir(), `uap-graphs-${process.ppid}-`));
+    const files = new ModelFiles();
     try {
-      still = readFileSync(files.paths.forward).equals(Buffer.from(models.forward));
-    } catch {
-      // gone
+      expect(existsSync(dead)).toBe(false);
+      expect(existsSync(alive)).toBe(true);
+    } finally {
+      files.release();
+      rmSync(alive, { recursive: true, force: true });
     }
-    expect(still).toBe(false);
+  });
+
+  it("a model exported with its weights in the pool's file gives the logits and gradients of one with them inside", async () => {
+    const net = selfCheckNet();
+    const inside = await onnxRuntime(net, SELF_CHECK_SHAPE, { layout: { workers: 1, threadsPerWorker: 1 } });
+    const files = new ModelFiles();
+    exportOnnxEach(net, SELF_CHECK_SHAPE, ['forward', 'vjp'], 'cpu', (k, bytes) => files.add(k, bytes), files);
+    files.closeWeights();
+    // Graphs only in the models: every weight of 1 KB or more went to weights.bin.
+    expect(statSync(files.paths.vjp).size).toBeLessThan(statSync(join(files.dir, 'weights.bin')).size);
+    const pool = await SessionPool.create(files, 1, 1, 'cpu', { prepack: false });
+    try {
+      const x = Float32Array.from({ length: 2 * 48 }, (_, i) => (i * 37) % 255);
+      const dy = Float32Array.from({ length: 2 * 3 }, (_, i) => i - 2);
+      const [out] = await pool.runShards(
+        'vjp',
+        [{ feeds: { x: { data: x, dims: [2, ...SELF_CHECK_SHAPE] }, dy: { data: dy, dims: [2, 1, 3] } } }],
+        ['logits', 'dx'],
+      );
+      const want = await inside!.vjp({ n: 2, shape: SELF_CHECK_SHAPE, data: x }, dy);
+      expect(maxRelativeDifference(out.logits, want.logits)).toBeLessThan(1e-6);
+      expect(maxRelativeDifference(out.dx, want.dx)).toBeLessThan(1e-6);
+    } finally {
+      await pool.dispose();
+      await inside!.dispose();
+    }
   });
 
   it('a gradient scratch is reused from call to call (a smaller call too) and gives the same rows as fresh memory', async () => {

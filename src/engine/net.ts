@@ -129,15 +129,32 @@ export function transposeArray<T extends Float32Array | Float64Array>(
   shape: number[],
   perm: number[],
 ): { data: T; shape: number[] } {
+  const outShape = perm.map((p) => shape[p]);
+  const moved = new (data.constructor as new (n: number) => T)(data.length);
+  // The same move with unit axes dropped and neighbours that stay neighbours merged: a 1x1
+  // convolution's filters [O, I, 1, 1] -> [1, 1, I, O] are a plain 2-D transpose.
+  ({ shape, perm } = simplestTranspose(shape, perm));
   const out = perm.map((p) => shape[p]);
   const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
-  const moved = new (data.constructor as new (n: number) => T)(data.length);
-  if (out.length === 0) {
+  if (out.length === 0 || perm.every((p, i) => p === i)) {
     moved.set(data);
-    return { data: moved, shape: out };
+    return { data: moved, shape: outShape };
+  }
+  const last = out.length - 1;
+  // The source's contiguous axis lands elsewhere: move tile by tile (a row by row walk would read one
+  // value per cache line, and turning VGG-16's dense kernels took seconds that way).
+  const q = perm.indexOf(shape.length - 1);
+  if (q !== last) {
+    tiledTranspose(
+      data,
+      moved,
+      out,
+      perm.map((p) => strides[p]),
+      q,
+    );
+    return { data: moved, shape: outShape };
   }
   // Row by row of the last output axis, whose source elements are `step` apart.
-  const last = out.length - 1;
   const [inner, step] = [out[last], strides[perm[last]]];
   const idx = new Array<number>(last).fill(0);
   for (let o = 0; o < moved.length; o += inner) {
@@ -146,7 +163,54 @@ export function transposeArray<T extends Float32Array | Float64Array>(
     for (let j = 0; j < inner; j++, src += step) moved[o + j] = data[src];
     for (let a = last - 1; a >= 0 && ++idx[a] === out[a]; a--) idx[a] = 0;
   }
-  return { data: moved, shape: out };
+  return { data: moved, shape: outShape };
+}
+
+/** `shape` and `perm` without unit axes, and with runs of source axes that stay in order in the output merged into one. */
+function simplestTranspose(shape: number[], perm: number[]): { shape: number[]; perm: number[] } {
+  const kept = perm.filter((p) => shape[p] !== 1);
+  // Runs of consecutive source axes, in output order.
+  const runs: number[][] = [];
+  for (const p of kept) {
+    const run = runs[runs.length - 1];
+    if (run && p === run[run.length - 1] + 1) run.push(p);
+    else runs.push([p]);
+  }
+  const bySource = [...runs].sort((a, b) => a[0] - b[0]);
+  return {
+    shape: bySource.map((run) => run.reduce((n, p) => n * shape[p], 1)),
+    perm: runs.map((run) => bySource.indexOf(run)),
+  };
+}
+
+/** Square tiles of this many values a side: a tile of the source and one of the result stay in L1. */
+const TILE = 32;
+
+/**
+ * Fills `moved` (shape `out`) from `data`, where output axis a steps `from[a]` through the source and
+ * output axis q is the source's contiguous one: for each index of the other axes, the [out[q], out[last]]
+ * plane moves as a tiled 2-D transpose.
+ */
+function tiledTranspose(data: ArrayLike<number>, moved: Float32Array | Float64Array, out: number[], from: number[], q: number): void {
+  const last = out.length - 1;
+  const to = out.map((_, i) => out.slice(i + 1).reduce((a, b) => a * b, 1));
+  const outer = out.map((_, i) => i).filter((i) => i !== q && i !== last);
+  const [A, B, stepB, rowA] = [out[q], out[last], from[last], to[q]];
+  const idx = new Array<number>(outer.length).fill(0);
+  const planes = outer.reduce((n, a) => n * out[a], 1);
+  for (let p = 0; p < planes; p++) {
+    let [src, dst] = [0, 0];
+    outer.forEach((a, k) => ((src += idx[k] * from[a]), (dst += idx[k] * to[a])));
+    for (let a0 = 0; a0 < A; a0 += TILE)
+      for (let b0 = 0; b0 < B; b0 += TILE) {
+        const [a1, b1] = [Math.min(a0 + TILE, A), Math.min(b0 + TILE, B)];
+        for (let b = b0; b < b1; b++) {
+          const s = src + b * stepB;
+          for (let a = a0; a < a1; a++) moved[dst + a * rowA + b] = data[s + a];
+        }
+      }
+    for (let k = outer.length - 1; k >= 0 && ++idx[k] === out[outer[k]]; k--) idx[k] = 0;
+  }
 }
 
 /** A weight array transposed by `perm` (row-major, any rank). */

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync, type Stats } from 'node:fs';
 import { readBoundedText } from '../io/bounded.js';
 import { dirname, join, resolve, basename } from 'node:path';
 import * as tf from '../tf.js';
@@ -12,8 +12,8 @@ import type { Net } from '../engine/net.js';
 import { cardAdapters, checkedLogits, tfjsClassifier, type OutputWnids } from './adapters.js';
 import type { ImageShape } from '../math/imageShape.js';
 export { cardAdapters, cardWnids };
-import { runPlainGraph } from '../engine/tfjs/plainGraph.js';
-import { netToTfGraph } from '../engine/tfjs/tfjsNet.js';
+import { runPlainGraph, type PlainGraph } from '../engine/tfjs/plainGraph.js';
+import { netToPassingTfGraph, netToTfGraph } from '../engine/tfjs/tfjsNet.js';
 import { onnxRuntime, type Device } from '../engine/onnx/runtime.js';
 import { featureModel } from '../classifier/features.js';
 import type { Runtime } from '../engine/runtime.js';
@@ -153,15 +153,39 @@ function cardWnids(card: ModelCard, assets: string): OutputWnids | undefined {
 
 /** The whole classifier (preprocessing, model, output mapping) as one Net, for formats the engine imports: the files read here, the import shared (classifierNet). */
 export async function loadNet(card: ModelCard, modelPath: string, assets: string): Promise<Net> {
+  if (card.format === 'tflite' || card.format === 'onnx') return readNet(card, modelPath, assets);
   const wnids = cardWnids(card, assets);
-  if (card.format === 'tflite') return classifierNet(card, { format: 'tflite', model: readTflite(modelPath), file: modelPath }, wnids);
-  if (card.format === 'onnx') return classifierNet(card, { format: 'onnx', model: readOnnx(modelPath, false), file: modelPath }, wnids);
   const model = await tf.loadLayersModel(fileHandler(modelPath));
   try {
     return classifierNet(card, { format: 'layers', model, file: modelPath }, wnids);
   } finally {
     model.dispose();
   }
+}
+
+/** The Net of a model file the engine reads without TF.js (ONNX, TFLite). */
+function readNet(card: ModelCard, modelPath: string, assets: string): Net {
+  const wnids = cardWnids(card, assets);
+  if (card.format === 'tflite') return classifierNet(card, { format: 'tflite', model: readTflite(modelPath), file: modelPath }, wnids);
+  return classifierNet(card, { format: 'onnx', model: readOnnx(modelPath, false), file: modelPath }, wnids);
+}
+
+/**
+ * How to read a model's Net again later (ONNX, TFLite), refusing a file that changed since `stamp`:
+ * on ONNX Runtime the main thread lets the weights go once the sessions hold them, and reads them
+ * again only for the rare TF.js use (a feature model, TF.js logits).
+ */
+function netRereader(card: ModelCard, modelPath: string, assets: string): (() => Net) | undefined {
+  if (card.format !== 'onnx' && card.format !== 'tflite') return undefined;
+  const stamp = (s?: Stats) => (s ? `${s.size}|${s.mtimeMs}` : 'gone');
+  const loaded = stamp(statSync(modelPath));
+  return () => {
+    if (stamp(statSync(modelPath, { throwIfNoEntry: false })) !== loaded)
+      throw new UsageError(
+        `model ${card.name}: ${modelPath} changed or went away since it was loaded (its weights are read again here); load the model again`,
+      );
+    return readNet(card, modelPath, assets);
+  };
 }
 
 /**
@@ -191,17 +215,35 @@ async function onnxOn(
   logits: (x: tf.Tensor4D) => tf.Tensor2D,
   device: Device,
 ): Promise<{ runtime: Runtime } | { why: string }> {
-  let runtime: Runtime | null;
-  try {
-    runtime = await onnxRuntime(net, shape, { device });
-  } catch (e) {
-    return { why: `not ONNX: ${(e as Error).message.split('\n')[0]}` };
-  }
-  if (!runtime) return { why: 'onnxruntime-node unavailable' };
+  const pending = onnxRuntime(net, shape, { device });
+  // Handled below; marked now, as it may fail while TF.js works.
+  pending.catch(() => undefined);
   // Whole pixel values, so that the evaluation model (uint8 bytes in) sees the same image.
   const probe = tf.tidy(() => tf.round(tf.linspace(0, 255, shape[0] * shape[1] * shape[2])).reshape([1, ...shape]) as tf.Tensor4D);
+  // TF.js computes the probe's logits once the export is written and the workers build their
+  // sessions (setImmediate runs after that synchronous part): the two overlap.
+  const want = await new Promise<Float32Array | Error>((resolve) =>
+    setImmediate(() => {
+      try {
+        resolve(tf.tidy(() => logits(probe).dataSync() as Float32Array));
+      } catch (e) {
+        resolve(e as Error);
+      }
+    }),
+  );
+  let runtime: Runtime | null;
   try {
-    const want = tf.tidy(() => logits(probe).dataSync());
+    runtime = await pending;
+  } catch (e) {
+    probe.dispose();
+    return { why: `not ONNX: ${(e as Error).message.split('\n')[0]}` };
+  }
+  if (!runtime) {
+    probe.dispose();
+    return { why: 'onnxruntime-node unavailable' };
+  }
+  try {
+    if (want instanceof Error) throw want;
     const bytes = Uint8Array.from(probe.dataSync());
     if (
       !closeEnough(await runtime.forward(batchOfTensor(probe)), want, 1e-3) ||
@@ -275,6 +317,9 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
   let forward: (x: tf.Tensor4D) => tf.Tensor;
   let release: () => void;
   let net: Net | undefined;
+  const reread = netRereader(card, modelPath, assets);
+  /** The Net while the main thread holds it, else read again. */
+  const netNow = (): Net => net ?? reread!();
   try {
     if (card.format === 'graph') {
       const model = await tf.loadGraphModel(fileHandler(modelPath));
@@ -293,9 +338,12 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
       };
     } else {
       net = await loadNet(card, modelPath, assets);
-      const graph = netToTfGraph(net, card.inputShape);
-      forward = (x) => runPlainGraph(graph, x);
-      release = () => tf.dispose(graph.owned);
+      // Built on first use: on ONNX Runtime, TF.js only runs a probe image (below).
+      let graph: PlainGraph | undefined;
+      forward = (x) => runPlainGraph((graph ??= netToTfGraph(netNow(), card.inputShape)), x);
+      release = () => {
+        if (graph) tf.dispose(graph.owned);
+      };
     }
   } catch (e) {
     if (e instanceof UsageError) throw e;
@@ -303,7 +351,12 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
       `model ${card.name}: ${modelPath} could not be loaded as a ${card.format} model (${(e as Error).message.split('\n')[0]})`,
     );
   }
-  const rt = net && opts.backend.onnx ? await withOnnx(net, card.inputShape, checkedLogits(card, forward), opts.backend.device) : undefined;
+  // The probe runs node by node, each node's weights in TF.js only while it runs (netToPassingTfGraph).
+  const probe = (n: Net) => checkedLogits(card, (x) => runPlainGraph(netToPassingTfGraph(n, card.inputShape), x));
+  const rt = net && opts.backend.onnx ? await withOnnx(net, card.inputShape, probe(net), opts.backend.device) : undefined;
+  const hasNet = net !== undefined;
+  // The sessions hold the weights now (in the file they map): the main thread lets its copy go.
+  if (rt?.runtime && reread) net = undefined;
   // On ONNX Runtime, TF.js only checks the export on a probe image: its batch limits (measured with a
   // forward and a gradient pass on TF.js, many seconds for a large model) do not apply.
   const base = await tfjsClassifier(card, forward, release, labels, { measure: !rt?.runtime });
@@ -311,11 +364,11 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
     ...base,
     file: modelPath,
     runtime: rt?.runtime ?? base.runtime,
-    ...(net
+    ...(hasNet
       ? {
-          features: (layers?: string[]) =>
+          features: async (layers?: string[]) =>
             featureModel(
-              net!,
+              netNow(),
               card.inputShape,
               layers,
               rt?.runtime

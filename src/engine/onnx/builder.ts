@@ -5,11 +5,29 @@ type Attr = number | number[] | string;
 /** A graph input or output: name, dimensions ('N' = batch), element type (float32 by default). */
 type ValueInfo = [string, (number | string)[], ('uint8' | 'float32')?];
 
+/** Where a weight array lies in a file beside the model (ONNX external data). */
+export interface WeightPlace {
+  location: string;
+  offset: number;
+  length: number;
+}
+
+/** A file the weights of several models go to, each array once (the models refer to it by place). */
+export interface WeightStore {
+  place(data: Float32Array): WeightPlace;
+}
+
+/** Arrays smaller than this stay in the model itself: shapes, scalars, small biases. */
+const EXTERNAL_MIN_BYTES = 1024;
+
 /** Appends nodes and constants to an ONNX graph under unique names; encodes the model. */
 export class OnnxGraph {
   private nodes: InstanceType<typeof onnx.NodeProto>[] = [];
   private inits: InstanceType<typeof onnx.TensorProto>[] = [];
   private count = 0;
+
+  /** @param weights where float arrays of EXTERNAL_MIN_BYTES or more go (default: inside the model). */
+  constructor(private readonly weights?: WeightStore) {}
 
   fresh(hint: string): string {
     return `${hint.replace(/[^A-Za-z0-9_]/g, '_')}_${this.count++}`;
@@ -36,14 +54,15 @@ export class OnnxGraph {
   floats(data: Float32Array | number[], dims: number[], hint = 'w'): string {
     const name = this.fresh(hint);
     const f = data instanceof Float32Array ? data : Float32Array.from(data);
-    this.inits.push(
-      onnx.TensorProto.create({
-        name,
-        dims,
-        dataType: onnx.TensorProto.DataType.FLOAT,
-        rawData: new Uint8Array(f.buffer, f.byteOffset, f.byteLength),
-      }),
-    );
+    const dataType = onnx.TensorProto.DataType.FLOAT;
+    if (this.weights && f.byteLength >= EXTERNAL_MIN_BYTES) {
+      const at = this.weights.place(f);
+      const externalData = Object.entries(at).map(([key, value]) => ({ key, value: String(value) }));
+      this.inits.push(
+        onnx.TensorProto.create({ name, dims, dataType, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL, externalData }),
+      );
+    } else
+      this.inits.push(onnx.TensorProto.create({ name, dims, dataType, rawData: new Uint8Array(f.buffer, f.byteOffset, f.byteLength) }));
     return name;
   }
 

@@ -2,7 +2,7 @@ import type { Weights } from '../net.js';
 import { transposeWeights } from '../net.js';
 import type { Shape } from '../net.js';
 import { NCHW_TO_NHWC, NHWC_TO_NCHW, storageAxis, storageDims, type Layout } from './layout.js';
-import { OnnxGraph } from './builder.js';
+import { OnnxGraph, type WeightStore } from './builder.js';
 
 export { NCHW_TO_NHWC, NHWC_TO_NCHW, storageAxis, storageDims, type Layout };
 
@@ -41,19 +41,23 @@ export class DerivedWeights {
 }
 
 export class OnnxEmitter {
-  readonly g = new OnnxGraph();
+  readonly g: OnnxGraph;
   private batchValue?: string;
 
   /**
    * @param input the ONNX value whose first dimension is the batch size.
    * @param target the execution provider the graph is written for.
    * @param derived arrays derived from the weights, shared by the graphs of one export.
+   * @param weights where the graph's weight arrays go (default: inside the model).
    */
   constructor(
     private readonly input: string,
     readonly target: Device = 'cpu',
     readonly derived = new DerivedWeights(),
-  ) {}
+    weights?: WeightStore,
+  ) {
+    this.g = new OnnxGraph(weights);
+  }
 
   /** N, the batch size, as an int64 [1] tensor (made on first use). */
   batch(): string {
@@ -68,8 +72,10 @@ export class OnnxEmitter {
   constant(w: Weights, rank: number, layout: Layout): string {
     if (layout !== 'nchw' || w.shape.length === 0) return this.g.floats(w.data, w.shape);
     const s4 = [...new Array(rank - w.shape.length).fill(1), ...w.shape];
+    // Derived once per export, so that the models of one export share the array (and its place on disk).
+    const data = this.derived.get(w, `nchw${rank}`, () => transposeWeights({ data: w.data, shape: s4 }, NHWC_TO_NCHW).data);
     return this.g.floats(
-      transposeWeights({ data: w.data, shape: s4 }, NHWC_TO_NCHW).data,
+      data,
       NHWC_TO_NCHW.map((p) => s4[p]),
     );
   }

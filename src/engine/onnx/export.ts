@@ -3,6 +3,7 @@ import { OPS } from '../ops/registry.js';
 import type { Layout, LayoutNeed, OnnxOp, Shape } from '../ops/types.js';
 import { inferShapes } from '../shapes.js';
 import { DerivedWeights, OnnxEmitter, OnnxNode, type Device } from './emit.js';
+import type { WeightStore } from './builder.js';
 
 /**
  * Exports a Net to ONNX: a forward model (x -> logits), an evaluation model (uint8 pixels and v ->
@@ -121,8 +122,9 @@ function build(
   kind: 'forward' | 'vjp' | 'images',
   target: Device,
   derived: DerivedWeights,
+  weights?: WeightStore,
 ): Uint8Array {
-  const e = new OnnxEmitter('x', target, derived);
+  const e = new OnnxEmitter('x', target, derived, weights);
   const g = e.g;
   if (kind === 'images') g.opMulti('Clip', [g.op('Add', [g.op('Cast', ['pixels'], { to: 1 }), 'v']), g.scalar(0), g.scalar(255)], ['x']);
   const b = forwardGraph(net, shapes, e);
@@ -197,9 +199,11 @@ export function exportOnnx(
 }
 
 /**
- * The ONNX models `kinds` of `net`, each handed to `take` as soon as it is written, so that a caller
- * that stores them (in files) holds one at a time: for VGG-16 the three together are 2.2 GB. Returns
- * the number of logits; throws OnnxUnsupported.
+ * The ONNX models `kinds` of `net`, each handed to `take` as soon as it is written. With `weights`,
+ * every weight array goes to that store once and the models hold only their graphs (kilobytes): the
+ * three models of VGG-16 with their weights inside are 2.2 GB, and ONNX Runtime maps external weights
+ * from the file instead of parsing them out of the model. Returns the number of logits; throws
+ * OnnxUnsupported.
  */
 export function exportOnnxEach(
   net: Net,
@@ -207,11 +211,12 @@ export function exportOnnxEach(
   kinds: (keyof Omit<OnnxModels, 'classes'>)[],
   target: Device,
   take: (kind: keyof Omit<OnnxModels, 'classes'>, bytes: Uint8Array) => void,
+  weights?: WeightStore,
 ): number {
   const shapes = inferShapes(net, inputShape);
   const derived = new DerivedWeights();
   try {
-    for (const kind of kinds) take(kind, build(net, inputShape, shapes, kind, target, derived));
+    for (const kind of kinds) take(kind, build(net, inputShape, shapes, kind, target, derived, weights));
     return shapes.get(net.output)![0];
   } catch (e) {
     if (e instanceof OnnxUnsupported) throw e;

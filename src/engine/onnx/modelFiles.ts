@@ -1,68 +1,113 @@
-import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { WeightPlace, WeightStore } from './builder.js';
+
+/** The folders' prefix in the temporary folder; the owning process's id follows it. */
+const PREFIX = 'uap-graphs-';
+/** Weight arrays start on cache-line boundaries in the weights file (ONNX Runtime maps them in place). */
+const ALIGN = 64;
+const WEIGHTS = 'weights.bin';
 
 /**
- * The exported ONNX models as files that every worker's ONNX Runtime opens by path. onnxruntime-node
- * takes a model as a path or as a plain ArrayBuffer (not shared memory): bytes would cost a copy in
- * the main thread and another in each worker, kept until that worker's garbage collector runs; a path
- * costs none, and ONNX Runtime reads the file as it parses it. Models
- * are added one at a time as they are exported, so the caller holds one model's bytes at most.
+ * The exported ONNX models as files that every worker's ONNX Runtime opens by path, with their weights
+ * in one file beside them (ONNX external data) that all the models share, each array written once.
+ * Why files: onnxruntime-node takes a model as a path or as a plain ArrayBuffer (not shared memory),
+ * and bytes would cost a copy in the main thread and another in each worker. Why external weights:
+ * ONNX Runtime maps them from the file, so its sessions (one per model in each worker) share one copy
+ * in the page cache instead of each parsing its own out of the model, and loads in a fraction of the
+ * time (bench:onnx's load column).
  *
- * On Linux each file is unlinked as soon as it is written and reached through its open descriptor
- * (/proc/self/fd/N, visible to every thread of the process): nothing is left behind when the process
- * ends, however it ends. Elsewhere the files stay in a temporary folder until `release` or the
- * process's exit.
+ * The folder lives while the models may still be opened (sessions are built on first use) and goes on
+ * `release` or when the process exits. ONNX Runtime resolves external data by its real path, so the
+ * files cannot be unlinked early and reached through descriptors; a process killed outright leaves its
+ * folder behind, and the next ModelFiles removes the folders of processes that no longer run.
  */
-export class ModelFiles {
+export class ModelFiles implements WeightStore {
   /** A path per model name. */
   readonly paths: Record<string, string> = {};
-  private readonly descriptors: number[] = [];
-  private readonly byDescriptor = process.platform === 'linux' && existsSync('/proc/self/fd');
-  private dir?: string;
+  readonly dir: string;
+  private weights?: { fd: number; end: number; placed: WeakMap<Float32Array, number> };
   private released = false;
-  private readonly removeDir = () => {
-    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
-  };
+  private readonly removeDir = () => rmSync(this.dir, { recursive: true, force: true });
+
+  constructor() {
+    removeOrphans();
+    this.dir = mkdtempSync(join(tmpdir(), `${PREFIX}${process.pid}-`));
+    process.once('exit', this.removeDir);
+  }
 
   add(name: string, bytes: Uint8Array): void {
-    if (this.released) throw new Error('internal: model files already released');
-    if (this.byDescriptor) {
-      // A folder of its own, gone with the file: an ended process leaves not even an empty folder.
-      const dir = mkdtempSync(join(tmpdir(), 'uap-graphs-'));
-      try {
-        const file = join(dir, `${name}.onnx`);
-        writeFileSync(file, bytes);
-        const fd = openSync(file, 'r');
-        this.descriptors.push(fd);
-        this.paths[name] = `/proc/self/fd/${fd}`;
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
-      return;
-    }
-    if (!this.dir) {
-      this.dir = mkdtempSync(join(tmpdir(), 'uap-graphs-'));
-      process.once('exit', this.removeDir);
-    }
+    this.check();
     const file = join(this.dir, `${name}.onnx`);
     writeFileSync(file, bytes);
     this.paths[name] = file;
   }
 
-  /** Closes the descriptors or removes the files; the paths are invalid afterwards. Idempotent. */
+  /** Where `data` lies in the weights file, written there on its first request. */
+  place(data: Float32Array): WeightPlace {
+    this.check();
+    const w = (this.weights ??= { fd: openSync(join(this.dir, WEIGHTS), 'w'), end: 0, placed: new WeakMap() });
+    let offset = w.placed.get(data);
+    if (offset === undefined) {
+      offset = Math.ceil(w.end / ALIGN) * ALIGN;
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      for (let at = 0; at < bytes.length;) at += writeSync(w.fd, bytes, at, bytes.length - at, offset + at);
+      w.end = offset + bytes.length;
+      w.placed.set(data, offset);
+    }
+    return { location: WEIGHTS, offset, length: data.byteLength };
+  }
+
+  /** Removes the folder; the paths are invalid afterwards. Idempotent. */
   release(): void {
     if (this.released) return;
     this.released = true;
-    for (const fd of this.descriptors) closeSync(fd);
+    this.closeWeights();
     process.removeListener('exit', this.removeDir);
     this.removeDir();
   }
 
-  /** The files of `models`, written now. */
+  /** The files of `models`, written now (weights inside them). */
   static of(models: Record<string, Uint8Array>): ModelFiles {
     const files = new ModelFiles();
     for (const [name, bytes] of Object.entries(models)) files.add(name, bytes);
     return files;
+  }
+
+  /** Closes the weights file once every model is written (the sessions open it by path). */
+  closeWeights(): void {
+    if (this.weights) closeSync(this.weights.fd);
+    this.weights = undefined;
+  }
+
+  private check(): void {
+    if (this.released) throw new Error('internal: model files already released');
+  }
+}
+
+/** Removes the model folders of processes that ended without removing them (killed, say). */
+function removeOrphans(): void {
+  let names: string[];
+  try {
+    names = readdirSync(tmpdir());
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(/^uap-graphs-(\d+)-/.exec(name)?.[1]);
+    if (!pid || pid === process.pid || running(pid)) continue;
+    const dir = join(tmpdir(), name);
+    if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it runs, as another user.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -53,11 +53,20 @@ const GPU_MAX_IMAGES_PER_RUN = 256;
 const MAX_WORKERS = 4;
 
 /**
- * Resident bytes one CPU worker may come to hold per byte of the model's weights: ONNX Runtime keeps
- * a copy of the weights per forward or evaluation session and more per gradient session (the flipped
- * filters), activations besides (bench:onnx's memory table, bench/results/onnx-memory.md).
+ * Resident bytes one CPU worker may come to hold per byte of the model's weights: the sessions share
+ * the weights file, but each keeps its own copy of the convolution filters in ONNX Runtime's blocked
+ * layout (forward, evaluation and gradient sessions), activations besides (bench:onnx's memory table,
+ * bench/results/onnx-memory.md).
  */
 const WORKER_BYTES_PER_WEIGHT_BYTE = 5;
+/**
+ * Models with more weights than this run without ONNX Runtime's prepacked weights: prepacking copies
+ * every matrix product's weights into each session (forward, evaluation and gradient models, in each
+ * worker), where unpacked they stay in the weights file that all sessions map once. VGG-16's fully
+ * connected layers packed cost about twice its weights per gradient session, for a few per cent of
+ * speed (bench/results/onnx-memory.md).
+ */
+const PREPACK_MAX_WEIGHT_BYTES = 128 * 2 ** 20;
 /** The share of the machine's memory the workers plan on (the main thread holds the model too). */
 const WORKER_MEMORY_SHARE = 0.5;
 
@@ -139,18 +148,20 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
   const layout: PoolLayout = gpu
     ? { workers: 1, threadsPerWorker: 1 }
     : (options.layout ?? defaultLayout(undefined, { weightBytes: weightBytes(net) }));
-  // Each model goes to its file as soon as it is written: one model's bytes in memory at a time.
+  // Each model goes to its file as soon as it is written, its weights to the one weights file.
   const files = new ModelFiles();
   let C: number;
   try {
     // In this order: the first is the session every worker builds at once.
     const kinds = (['forward', 'images', 'vjp'] as const).filter((k) => !only || only.includes(k));
-    C = exportOnnxEach(net, inputShape, kinds, device, (kind, bytes) => files.add(kind, bytes));
+    C = exportOnnxEach(net, inputShape, kinds, device, (kind, bytes) => files.add(kind, bytes), files);
+    files.closeWeights();
   } catch (e) {
     files.release();
     throw e;
   }
-  const pool = await SessionPool.create(files, layout.workers, layout.threadsPerWorker, device);
+  const prepack = weightBytes(net) <= PREPACK_MAX_WEIGHT_BYTES;
+  const pool = await SessionPool.create(files, layout.workers, layout.threadsPerWorker, device, { prepack });
   /** Values per image. */
   const size = inputShape[0] * inputShape[1] * inputShape[2];
   const onGpu = gpu ? gpuRunSizes(activationsPerImage(net, inputShape)) : undefined;

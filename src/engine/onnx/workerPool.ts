@@ -52,6 +52,12 @@ interface Request {
 /** `spare`: the request's feed buffers, handed back for reuse. */
 type Reply = ({ outputs: Record<string, Float32Array> } | { error: string }) & { id: number; spare: ArrayBuffer[] };
 
+/** How every session of a pool is built. */
+export interface SessionSettings {
+  /** ONNX Runtime's prepacked weights: a copy of each matrix product's weights per session, a little faster. */
+  prepack: boolean;
+}
+
 /** Spare feed buffers a worker's owner keeps: enough for a few requests in flight. */
 const MAX_SPARE_BUFFERS = 8;
 
@@ -71,7 +77,7 @@ const options = {
   graphOptimizationLevel: 'all',
   // No spinning between runs (with more than one thread per worker): TF.js works on the same cores in
   // between, and spinning threads slowed TF.js wasm 4x.
-  extra: { session: { intra_op: { allow_spinning: '0' } } },
+  extra: { session: { intra_op: { allow_spinning: '0' }, ...(workerData.prepack ? {} : { disable_prepacking: '1' }) } },
 };
 const message = (e) => String((e && e.message) || e).split('\\n')[0];
 (async () => {
@@ -126,11 +132,11 @@ class SessionWorker {
   private spare: ArrayBuffer[] = [];
   readonly ready: Promise<void>;
 
-  constructor(models: Record<string, string>, threads: number, ortPath: string, device: Device) {
+  constructor(models: Record<string, string>, threads: number, ortPath: string, device: Device, options: SessionSettings) {
     // The first model's session is built at once, so that a model ONNX Runtime refuses fails here.
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
-      workerData: { models, threads, ortPath, device, eager: Object.keys(models)[0] },
+      workerData: { models, threads, ortPath, device, eager: Object.keys(models)[0], prepack: options.prepack },
     });
     // Idle workers must not keep the process alive: unref once ready, ref while a request is pending.
     this.ready = new Promise<void>((resolve, reject) => {
@@ -207,11 +213,17 @@ export class SessionPool {
    * The pool owns `files`: it releases them on dispose or when it cannot start. The first model's
    * session is built at once in every worker.
    */
-  static async create(files: ModelFiles, workers: number, threadsPerWorker: number, device: Device = 'cpu'): Promise<SessionPool> {
+  static async create(
+    files: ModelFiles,
+    workers: number,
+    threadsPerWorker: number,
+    device: Device = 'cpu',
+    settings: SessionSettings = { prepack: true },
+  ): Promise<SessionPool> {
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
     // The workers open the models by path (modelFiles.ts): cloning the bytes into each worker's message
     // took tens of seconds for VGG-size graphs, and bytes in shared memory still cost each worker a copy.
-    const pool = Array.from({ length: workers }, () => new SessionWorker(files.paths, threadsPerWorker, ortPath, device));
+    const pool = Array.from({ length: workers }, () => new SessionWorker(files.paths, threadsPerWorker, ortPath, device, settings));
     try {
       await Promise.all(pool.map((w) => w.ready));
     } catch (e) {

@@ -79,7 +79,6 @@ export function readTensor(t: InstanceType<typeof onnx.TensorProto>, where: stri
   const count = dims.reduce((a, b) => a * b, 1);
   const kind = RAW[t.dataType];
   if (!kind) throw new UsageError(`${where}: tensor ${t.name} has element type ${T[t.dataType] ?? t.dataType}, which is not supported`);
-  const data = new Float64Array(count);
   let raw = t.rawData && t.rawData.length ? t.rawData : undefined;
   if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
     const info = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
@@ -95,6 +94,7 @@ export function readTensor(t: InstanceType<typeof onnx.TensorProto>, where: stri
     // Uint8Array's own slice: a copy even where the bytes are a Node Buffer, whose slice is a view of its pool.
     if (t.dataType === T.FLOAT)
       return { dtype: 'float', dims, data: new Float32Array(Uint8Array.prototype.slice.call(raw, 0, count * 4).buffer) };
+    const data = new Float64Array(count);
     const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     for (let i = 0; i < count; i++) data[i] = kind.read(view, i * kind.bytes);
     return { dtype: kind.dtype, dims, data };
@@ -102,6 +102,7 @@ export function readTensor(t: InstanceType<typeof onnx.TensorProto>, where: stri
   // Typed fields: float_data, double_data, int64_data, int32_data (which also holds int8/16, uint8, bool and float16 bits).
   const fields: ArrayLike<unknown> =
     t.dataType === T.FLOAT ? t.floatData : t.dataType === T.DOUBLE ? t.doubleData : t.dataType === T.INT64 ? t.int64Data : t.int32Data;
+  const data = new Float64Array(count);
   if ((fields?.length ?? 0) < count)
     throw new UsageError(`${where}: tensor ${t.name} holds ${fields?.length ?? 0} values, expected ${count}`);
   for (let i = 0; i < count; i++) data[i] = t.dataType === T.FLOAT16 ? halfToFloat(num(fields[i])) : num(fields[i]);
