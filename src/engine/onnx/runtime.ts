@@ -63,10 +63,11 @@ const WORKER_BYTES_PER_WEIGHT_BYTE = 5;
  * Models with more weights than this run without ONNX Runtime's prepacked weights: prepacking copies
  * every matrix product's weights into each session (forward, evaluation and gradient models, in each
  * worker), where unpacked they stay in the weights file that all sessions map once. VGG-16's fully
- * connected layers packed cost about twice its weights per gradient session, for a few per cent of
- * speed (bench/results/onnx-memory.md).
+ * connected layers packed cost about twice its weights per gradient session, and ConvNeXt-T's
+ * pointwise layers a quarter of its peak, for a few per cent of speed (bench/results/onnx-memory.md);
+ * small models (MobileNets) keep the speed.
  */
-const PREPACK_MAX_WEIGHT_BYTES = 128 * 2 ** 20;
+const PREPACK_MAX_WEIGHT_BYTES = 64 * 2 ** 20;
 /** The share of the machine's memory the workers plan on (the main thread holds the model too). */
 const WORKER_MEMORY_SHARE = 0.5;
 
