@@ -110,31 +110,41 @@ interface LoadFigures {
 /**
  * uap's figures (bench/onnxLoad.ts) and PyTorch's for the same weights loaded from a state dict
  * (bench/torch_load.py, where the zoo has NAME.pt), each in a fresh process: a high-water mark is per
- * process, and earlier models must not count.
+ * process, and earlier models must not count. With a gradient on B images, and again on one (`one`:
+ * the target's case, a model that loads and runs a gradient).
  */
-function loadFigures(zoo: string, name: string): { uap?: LoadFigures; torch?: LoadFigures; weightsMB: number } {
+function loadFigures(
+  zoo: string,
+  name: string,
+): { uap?: LoadFigures; torch?: LoadFigures; one?: { uap?: LoadFigures; torch?: LoadFigures }; weightsMB: number } {
   const weightsMB = statSync(join(zoo, `${name}.onnx`)).size / 2 ** 20;
-  const child = spawnSync(process.execPath, [join(import.meta.dirname, 'onnxLoad.js'), join(zoo, `${name}.onnx`), String(B)], {
+  const both = (batch: number) => ({ uap: uapLoad(zoo, name, batch), torch: torchLoad(zoo, name, batch) });
+  return { ...both(B), one: both(1), weightsMB };
+}
+
+function uapLoad(zoo: string, name: string, batch: number): LoadFigures | undefined {
+  const child = spawnSync(process.execPath, [join(import.meta.dirname, 'onnxLoad.js'), join(zoo, `${name}.onnx`), String(batch)], {
     encoding: 'utf8',
     maxBuffer: 2 ** 24,
   });
   const last = child.stdout.trim().split('\n').pop() ?? '';
   const uap = child.status === 0 && last.startsWith('{') ? (JSON.parse(last) as LoadFigures) : undefined;
   if (!uap) console.log(`${name}: load measurement failed (${child.stderr.trim().split('\n').pop() ?? child.status})`);
-  let torch: LoadFigures | undefined;
-  if (TORCH_PYTHON && existsSync(join(zoo, `${name}.pt`))) {
-    const dir = mkdtempSync(join(tmpdir(), 'uap-zoo-'));
-    try {
-      const out = join(dir, 'load.json');
-      const r = spawnSync(TORCH_PYTHON, ['bench/torch_load.py', zoo, name, String(B), out, '2'], {
-        stdio: ['ignore', 'ignore', 'inherit'],
-      });
-      if (r.status === 0) torch = JSON.parse(readFileSync(out, 'utf8')) as LoadFigures;
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+  return uap;
+}
+
+function torchLoad(zoo: string, name: string, batch: number): LoadFigures | undefined {
+  if (!TORCH_PYTHON || !existsSync(join(zoo, `${name}.pt`))) return undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'uap-zoo-'));
+  try {
+    const out = join(dir, 'load.json');
+    const r = spawnSync(TORCH_PYTHON, ['bench/torch_load.py', zoo, name, String(batch), out, '2'], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    return r.status === 0 ? (JSON.parse(readFileSync(out, 'utf8')) as LoadFigures) : undefined;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
-  return { uap, torch, weightsMB };
 }
 
 const RESULTS = 'bench/results/onnx-zoo.json';
@@ -157,8 +167,8 @@ type Row = (Awaited<ReturnType<typeof measure>> & Memory) | ({ model: string } &
 function memoryTable(rows: Row[]): string {
   const f = (v?: number, d = 0) => (v === undefined || Number.isNaN(v) ? '-' : v.toFixed(d));
   const lines = [
-    `| model | weights (MB) | load, s: uap / PyTorch | peak RSS after a gradient on ${B} images, MB: uap / PyTorch | peak PSS, MB: uap / PyTorch | peak PSS over the base, in weights: uap / PyTorch |`,
-    '|---|---|---|---|---|---|',
+    `| model | weights (MB) | load, s: uap / PyTorch | peak RSS after a gradient on ${B} images, MB: uap / PyTorch | peak PSS, MB: uap / PyTorch | peak PSS over the base, in weights: uap / PyTorch | the same with a gradient on 1 image |`,
+    '|---|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
     if ('error' in r || !r.memory) continue;
@@ -167,7 +177,7 @@ function memoryTable(rows: Row[]): string {
       m?.peakPssMB !== undefined && m.basePssMB !== undefined ? ((m.peakPssMB - m.basePssMB) / weightsMB).toFixed(1) + 'x' : '-';
     lines.push(
       `| ${r.model} | ${f(weightsMB)} | ${f(uap?.loadSeconds, 1)} / ${f(torch?.loadSeconds, 1)} | ${f(uap?.peakMB)} / ${f(torch?.peakMB)} | ` +
-        `${f(uap?.peakPssMB)} / ${f(torch?.peakPssMB)} | ${over(uap)} / ${over(torch)} |`,
+        `${f(uap?.peakPssMB)} / ${f(torch?.peakPssMB)} | ${over(uap)} / ${over(torch)} | ${over(r.memory.one?.uap)} / ${over(r.memory.one?.torch)} |`,
     );
   }
   return lines.join('\n');

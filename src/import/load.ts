@@ -23,6 +23,7 @@ import { cardFromTflite, readTflite } from './tflite/index.js';
 import { cardFromOnnx, readOnnx } from './onnx/index.js';
 import { checkInputShape, classifierNet } from './importNet.js';
 import { batchOfTensor } from '../engine/tfjs/batchTensor.js';
+import { collectGarbage } from './collectGarbage.js';
 export { checkInputShape };
 
 /** Short names for the cards shipped in cards/ and the embedded default. */
@@ -167,7 +168,11 @@ export async function loadNet(card: ModelCard, modelPath: string, assets: string
 function readNet(card: ModelCard, modelPath: string, assets: string): Net {
   const wnids = cardWnids(card, assets);
   if (card.format === 'tflite') return classifierNet(card, { format: 'tflite', model: readTflite(modelPath), file: modelPath }, wnids);
-  return classifierNet(card, { format: 'onnx', model: readOnnx(modelPath, false), file: modelPath }, wnids);
+  const model = readOnnx(modelPath, false);
+  // The file's bytes, parsed: not kept while the Net is built from them (a large model's peak).
+  collectGarbage();
+  const net = classifierNet(card, { format: 'onnx', model, file: modelPath }, wnids);
+  return net;
 }
 
 /**
@@ -193,29 +198,35 @@ function netRereader(card: ModelCard, modelPath: string, assets: string): (() =>
  * GPU that cannot run it, ONNX Runtime on the CPU; else TF.js. The reason is in `engine`.
  */
 async function withOnnx(
-  net: Net,
+  net: () => Net,
   shape: ImageShape,
   logits: (x: tf.Tensor4D) => tf.Tensor2D,
   device: Device,
+  release: () => void,
 ): Promise<{ runtime?: Runtime; runsOn: string }> {
   const tfjs = `TF.js ${tf.getBackend()}`;
-  const tried = await onnxOn(net, shape, logits, device);
+  const tried = await onnxOn(net, shape, logits, device, release);
   if ('runtime' in tried) return { runtime: tried.runtime, runsOn: device === 'webgpu' ? 'onnxruntime (WebGPU)' : 'onnxruntime' };
   if (device === 'webgpu') {
-    const cpu = await onnxOn(net, shape, logits, 'cpu');
+    const cpu = await onnxOn(net, shape, logits, 'cpu', release);
     if ('runtime' in cpu) return { runtime: cpu.runtime, runsOn: `onnxruntime on the CPU (not on WebGPU: ${tried.why})` };
   }
   return { runsOn: `${tfjs} (${tried.why})` };
 }
 
-/** ONNX Runtime for `net` on `device`, checked on a probe image against the TF.js logits, or why not. */
+/**
+ * ONNX Runtime for `net` on `device`, checked on a probe image against the TF.js logits, or why not.
+ * `release` is called once the sessions are built and TF.js has its logits, before ONNX Runtime runs
+ * the probe (which brings the weights file into memory): the main thread's copy need not be there too.
+ */
 async function onnxOn(
-  net: Net,
+  net: () => Net,
   shape: ImageShape,
   logits: (x: tf.Tensor4D) => tf.Tensor2D,
   device: Device,
+  release: () => void,
 ): Promise<{ runtime: Runtime } | { why: string }> {
-  const pending = onnxRuntime(net, shape, { device });
+  const pending = onnxRuntime(net(), shape, { device });
   // Handled below; marked now, as it may fail while TF.js works.
   pending.catch(() => undefined);
   // Whole pixel values, so that the evaluation model (uint8 bytes in) sees the same image.
@@ -244,6 +255,7 @@ async function onnxOn(
   }
   try {
     if (want instanceof Error) throw want;
+    release();
     const bytes = Uint8Array.from(probe.dataSync());
     if (
       !closeEnough(await runtime.forward(batchOfTensor(probe)), want, 1e-3) ||
@@ -338,6 +350,8 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
       };
     } else {
       net = await loadNet(card, modelPath, assets);
+      // The parsed file, now in the Net: gone before the export writes the weights again.
+      if (card.format === 'onnx') collectGarbage();
       // Built on first use: on ONNX Runtime, TF.js only runs a probe image (below).
       let graph: PlainGraph | undefined;
       forward = (x) => runPlainGraph((graph ??= netToTfGraph(netNow(), card.inputShape)), x);
@@ -352,11 +366,15 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
     );
   }
   // The probe runs node by node, each node's weights in TF.js only while it runs (netToPassingTfGraph).
-  const probe = (n: Net) => checkedLogits(card, (x) => runPlainGraph(netToPassingTfGraph(n, card.inputShape), x));
-  const rt = net && opts.backend.onnx ? await withOnnx(net, card.inputShape, probe(net), opts.backend.device) : undefined;
+  const probe = checkedLogits(card, (x) => runPlainGraph(netToPassingTfGraph(netNow(), card.inputShape), x));
+  // Once the sessions hold the weights (in the file they map), the main thread lets its copy go.
+  const letNetGo = () => {
+    if (!reread || !net) return;
+    net = undefined;
+    collectGarbage();
+  };
   const hasNet = net !== undefined;
-  // The sessions hold the weights now (in the file they map): the main thread lets its copy go.
-  if (rt?.runtime && reread) net = undefined;
+  const rt = hasNet && opts.backend.onnx ? await withOnnx(netNow, card.inputShape, probe, opts.backend.device, letNetGo) : undefined;
   // On ONNX Runtime, TF.js only checks the export on a probe image: its batch limits (measured with a
   // forward and a gradient pass on TF.js, many seconds for a large model) do not apply.
   const base = await tfjsClassifier(card, forward, release, labels, { measure: !rt?.runtime });
