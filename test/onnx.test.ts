@@ -17,7 +17,7 @@ import { DEFAULT_BATCH, predictSet, scoringBatch } from '../src/evaluation/scori
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { basename, join } from 'node:path';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { maxRelativeDifference, selfCheckNet, SELF_CHECK_SHAPE } from '../src/engine/selfcheck.js';
 import { SessionPool } from '../src/engine/onnx/workerPool.js';
 import { ModelFiles } from '../src/engine/onnx/modelFiles.js';
@@ -423,22 +423,26 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     expect(Array.from(new Float32Array(bin.buffer.slice(bin.byteOffset + pb.offset, bin.byteOffset + pb.offset + pb.length)))).toEqual(
       Array.from(b),
     );
-    expect(basename(files.dir)).toMatch(new RegExp(`^uap-graphs-${process.pid}-`));
+    expect(basename(files.dir).startsWith(`uap-graphs-${hostname().replace(/[^A-Za-z0-9.]/g, '_')}-${process.pid}-`)).toBe(true);
     files.release();
     files.release(); // twice is harmless
     expect(existsSync(files.dir)).toBe(false);
   });
 
   it("a folder left by a process that no longer runs is removed by the next one; a running process's stays", () => {
-    const dead = mkdtempSync(join(tmpdir(), 'uap-graphs-999999999-'));
-    const alive = mkdtempSync(join(tmpdir(), `uap-graphs-${process.ppid}-`));
+    const host = hostname().replace(/[^A-Za-z0-9.]/g, '_');
+    const dead = mkdtempSync(join(tmpdir(), `uap-graphs-${host}-999999999-`));
+    const alive = mkdtempSync(join(tmpdir(), `uap-graphs-${host}-${process.ppid}-`));
+    // Another host's (a container sharing the folder): its process ids are not ours to test.
+    const elsewhere = mkdtempSync(join(tmpdir(), `uap-graphs-${host}x-999999999-`));
     const files = new ModelFiles();
     try {
       expect(existsSync(dead)).toBe(false);
       expect(existsSync(alive)).toBe(true);
+      expect(existsSync(elsewhere)).toBe(true);
     } finally {
       files.release();
-      rmSync(alive, { recursive: true, force: true });
+      for (const d of [alive, elsewhere]) rmSync(d, { recursive: true, force: true });
     }
   });
 

@@ -171,14 +171,13 @@ function readNet(card: ModelCard, modelPath: string, assets: string): Net {
   const model = readOnnx(modelPath, false);
   // The file's bytes, parsed: not kept while the Net is built from them (a large model's peak).
   collectGarbage();
-  const net = classifierNet(card, { format: 'onnx', model, file: modelPath }, wnids);
-  return net;
+  return classifierNet(card, { format: 'onnx', model, file: modelPath }, wnids);
 }
 
 /**
- * How to read a model's Net again later (ONNX, TFLite), refusing a file that changed since `stamp`:
- * on ONNX Runtime the main thread lets the weights go once the sessions hold them, and reads them
- * again only for the rare TF.js use (a feature model, TF.js logits).
+ * How to read a model's Net again later (ONNX, TFLite), refusing a file whose size or time changed
+ * since now: on ONNX Runtime the main thread lets the weights go once the sessions hold them, and
+ * reads them again only for the rare TF.js use (a feature model, TF.js logits).
  */
 function netRereader(card: ModelCard, modelPath: string, assets: string): (() => Net) | undefined {
   if (card.format !== 'onnx' && card.format !== 'tflite') return undefined;

@@ -1,10 +1,13 @@
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { WeightPlace, WeightStore } from './builder.js';
 
-/** The folders' prefix in the temporary folder; the owning process's id follows it. */
-const PREFIX = 'uap-graphs-';
+/**
+ * The folders' prefix in the temporary folder: the host and the owning process's id follow it (a
+ * temporary folder shared between containers holds other hosts' folders, whose ids mean nothing here).
+ */
+const PREFIX = `uap-graphs-${hostname().replace(/[^A-Za-z0-9.]/g, '_')}-`;
 /** Weight arrays start on cache-line boundaries in the weights file (ONNX Runtime maps them in place). */
 const ALIGN = 64;
 const WEIGHTS = 'weights.bin';
@@ -21,7 +24,8 @@ const WEIGHTS = 'weights.bin';
  * The folder lives while the models may still be opened (sessions are built on first use) and goes on
  * `release` or when the process exits. ONNX Runtime resolves external data by its real path, so the
  * files cannot be unlinked early and reached through descriptors; a process killed outright leaves its
- * folder behind, and the next ModelFiles removes the folders of processes that no longer run.
+ * folder behind, and the next ModelFiles on the same host removes the folders of processes that no
+ * longer run.
  */
 export class ModelFiles implements WeightStore {
   /** A path per model name. */
@@ -95,7 +99,7 @@ function removeOrphans(): void {
     return;
   }
   for (const name of names) {
-    const pid = Number(/^uap-graphs-(\d+)-/.exec(name)?.[1]);
+    const pid = name.startsWith(PREFIX) ? Number(/^(\d+)-/.exec(name.slice(PREFIX.length))?.[1]) : 0;
     if (!pid || pid === process.pid || running(pid)) continue;
     const dir = join(tmpdir(), name);
     if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
