@@ -10,23 +10,24 @@ and the weights' MB.
 import json, sys, threading, time
 
 
-def rss_mb(field):
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) / 1024
-    return float('nan')
-
-
-def pss_mb():
+def proc_mb(path, field):
+    """A `field:  N kB` line of a /proc file, in MB (NaN where it cannot be read)."""
     try:
-        with open('/proc/self/smaps_rollup') as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith('Pss:'):
+                if line.startswith(field + ':'):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float('nan')
+
+
+def rss_mb(field):
+    return proc_mb('/proc/self/status', field)
+
+
+def pss_mb():
+    return proc_mb('/proc/self/smaps_rollup', 'Pss')
 
 
 class PssSampler(threading.Thread):

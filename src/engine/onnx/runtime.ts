@@ -146,9 +146,10 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
   if (!(await loadOrt())) return null;
   const { only, device = 'cpu' } = options;
   const gpu = device === 'webgpu';
+  const bytes = weightBytes(net);
   const layout: PoolLayout = gpu
     ? { workers: 1, threadsPerWorker: 1 }
-    : (options.layout ?? defaultLayout(undefined, { weightBytes: weightBytes(net) }));
+    : (options.layout ?? defaultLayout(undefined, { weightBytes: bytes }));
   // Each model goes to its file as soon as it is written, its weights to the one weights file.
   const files = new ModelFiles();
   let C: number;
@@ -161,7 +162,7 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
     files.release();
     throw e;
   }
-  const prepack = weightBytes(net) <= PREPACK_MAX_WEIGHT_BYTES;
+  const prepack = bytes <= PREPACK_MAX_WEIGHT_BYTES;
   const pool = await SessionPool.create(files, layout.workers, layout.threadsPerWorker, device, { prepack });
   /** Values per image. */
   const size = inputShape[0] * inputShape[1] * inputShape[2];
