@@ -12,6 +12,7 @@ import { argmaxRows, forwardLogits, vjp } from '../src/classifier/compute.js';
 import { maxRelativeDifference } from '../src/engine/selfcheck.js';
 import { OnnxGraph } from '../src/engine/onnx/builder.js';
 import { parseOnnx } from '../src/import/onnx/parse.js';
+import { onnxNet } from '../src/import/onnx/convert.js';
 import { loadOrt } from '../src/engine/onnx/runtime.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { FIXTURE_DIR, fixtureCard, fixtureNames, readFixture } from './onnxFixtures.js';
@@ -81,6 +82,28 @@ function tinyModel(extra?: (g: OnnxGraph, x: string) => string, dims: (number | 
   g.opMulti('Flatten', [g.op('GlobalAveragePool', [x])], ['logits']);
   return g.encode([['input', dims]], [['logits', ['N', 4]]]);
 }
+
+describe('x * sigmoid(x) as PyTorch exports SiLU', () => {
+  const net = (bytes: Uint8Array) => onnxNet(parseOnnx(bytes, 'silu.onnx'), 'silu.onnx', {});
+  it("becomes the convolution's activation, in either operand order; not where the sigmoid is read elsewhere", () => {
+    for (const first of [true, false]) {
+      const fused = net(tinyModel((g, x) => g.op('Mul', first ? [x, g.op('Sigmoid', [x])] : [g.op('Sigmoid', [x]), x])));
+      expect(fused.nodes.map((n) => `${n.op.kind}:${'act' in n.op ? JSON.stringify(n.op.act) : ''}`)).toEqual(
+        expect.arrayContaining(['conv:"silu"']),
+      );
+      expect(fused.nodes.some((n) => n.op.kind === 'act' || n.op.kind === 'binary')).toBe(false);
+    }
+    // The sigmoid also feeds an Add: it stays, and so does the product.
+    const kept = net(
+      tinyModel((g, x) => {
+        const s = g.op('Sigmoid', [x]);
+        return g.op('Add', [g.op('Mul', [x, s]), s]);
+      }),
+    );
+    expect(kept.nodes.filter((n) => n.op.kind === 'binary').length).toBe(2);
+    expect(kept.nodes.some((n) => 'act' in n.op && n.op.act === 'silu')).toBe(false);
+  });
+});
 
 describe('attention that moves or folds the batch axis (batchGroups.ts)', () => {
   // nn.MultiheadAttention's export: x [B, T, D] -> [T, B, D] -> [T, B * heads, d] -> [B * heads, T, d].

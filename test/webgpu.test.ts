@@ -7,7 +7,7 @@ import { exportOnnx } from '../src/engine/onnx/export.js';
 import { nodePlacements, cpuFallbacks, shapeOnlyNodes } from '../src/engine/onnx/placement.js';
 import { GPU_DRIVER_HINT, hardwareGpuLikely, initBackend, type Backend } from '../src/engine/backend.js';
 import { uapCli } from './helpers.js';
-import { samples, K, outSize, input, cotangents, column, expectRuntimeMatches } from './opSamples.js';
+import { samples, seedOf, K, outSize, input, cotangents, column, expectRuntimeMatches } from './opSamples.js';
 import { fixtureCard, fixtureNames, readFixture } from './onnxFixtures.js';
 import { computeJob, type ComputeJob } from '../src/jobs/compute.js';
 import { loadClassifier, loadNet } from '../src/import/load.js';
@@ -67,10 +67,10 @@ describe.skipIf(skip)('the WebGPU engine (ONNX Runtime WebGPU provider)', () => 
     const refs = new Map<string, { logits: number[]; dx: number[] }[]>();
     beforeAll(async () => {
       await tf.setBackend('cpu');
-      samples.forEach(({ title, net }, i) => {
+      samples.forEach(({ title, net }) => {
         const m = outSize(net);
-        const x = input(i);
-        const dy = cotangents(m, i);
+        const x = input(seedOf(title));
+        const dy = cotangents(m, seedOf(title));
         refs.set(
           title,
           Array.from({ length: K }, (_, j) => tfjsVjp(net, SAMPLE_INPUT, x, column(dy, m, j))),
@@ -81,8 +81,8 @@ describe.skipIf(skip)('the WebGPU engine (ONNX Runtime WebGPU provider)', () => 
     it.each(samples.map((s, i) => [s.title, i] as const))('%s', async (title, i) => {
       const { net } = samples[i];
       const m = outSize(net);
-      const x = input(i);
-      const dy = cotangents(m, i);
+      const x = input(seedOf(title));
+      const dy = cotangents(m, seedOf(title));
       const rt = (await onnxRuntime(net, SAMPLE_INPUT, { device: 'webgpu' }))!;
       try {
         // Float32 on another device (other summation orders, fused multiply-adds): the CPU provider's bounds.

@@ -24,7 +24,7 @@ export type Padding = 'same' | 'valid' | [[number, number], [number, number]];
 /**
  * Element-wise functions, fusable into the nodes that take an `act`. 'relu1' clips to [-1, 1]
  * (TFLite RELU_N1_TO_1); 'log' is log(max(x, 1e-30)); 'softmax' runs over the last axis; 'gelu' is
- * the exact (erf) GELU; hardSigmoid is max(0, min(1, alpha x + beta)).
+ * the exact (erf) GELU; 'silu' (swish) is x * sigmoid(x); hardSigmoid is max(0, min(1, alpha x + beta)).
  */
 export type Activation =
   | 'linear'
@@ -43,6 +43,7 @@ export type Activation =
   | 'exp'
   | 'neg'
   | 'hardSwish'
+  | 'silu'
   | { leaky: number }
   | { clip: [number, number] }
   | { hardSigmoid: [number, number] }

@@ -2,8 +2,8 @@ import type { Net, NetNode, NodeOp } from './net.js';
 
 /**
  * Net-level simplifications for imported graphs, each exact: a batch-norm (affine on channels) folded
- * into the convolution it alone follows, element-wise activations fused into the node they alone
- * follow, identities dropped. Fewer nodes make every runtime faster (TF.js most: it runs node by node).
+ * into the convolution it alone follows, x * sigmoid(x) (SiLU, as PyTorch exports it) made one
+ * activation, element-wise activations fused into the node they alone follow, identities dropped. Fewer nodes make every runtime faster (TF.js most: it runs node by node).
  */
 
 type Fusable = Extract<NodeOp, { act: unknown }>;
@@ -29,6 +29,16 @@ function foldAffine(conv: Extract<NodeOp, { kind: 'conv' }>, a: Extract<NodeOp, 
   return { ...conv, kernel: { data: kernel, shape: conv.kernel.shape }, bias: { data: bias, shape: [channels] } };
 }
 
+/** `n` as x * sigmoid(x), where the sigmoid node is read by `n` alone: its x and sigmoid node. */
+function siluOf(n: NetNode, named: Map<string, NetNode>, uses: Map<string, number>): { x: string; sigmoid: NetNode } | undefined {
+  if (n.op.kind !== 'binary' || n.op.op !== 'mul' || n.op.act !== 'linear' || n.op.constant || n.inputs.length !== 2) return undefined;
+  for (const [a, b] of [n.inputs, [...n.inputs].reverse()]) {
+    const s = named.get(b);
+    if (s?.op.kind === 'act' && s.op.act === 'sigmoid' && s.inputs[0] === a && uses.get(s.name) === 1) return { x: a, sigmoid: s };
+  }
+  return undefined;
+}
+
 export function optimizeNet(net: Net): Net {
   const nodes = [...net.nodes];
   const byName = () => new Map(nodes.map((n) => [n.name, n]));
@@ -44,6 +54,14 @@ export function optimizeNet(net: Net): Net {
     const uses = consumers({ ...net, nodes });
     const named = byName();
     for (const n of nodes) {
+      const silu = siluOf(n, named, uses);
+      if (silu) {
+        // The sigmoid goes; the product becomes the activation of x, fusable into x's producer below.
+        nodes.splice(nodes.indexOf(silu.sigmoid), 1);
+        nodes[nodes.indexOf(n)] = { name: n.name, inputs: [silu.x], op: { kind: 'act', act: 'silu' } };
+        changed = true;
+        break;
+      }
       if (n.inputs.length !== 1) continue;
       const p = named.get(n.inputs[0]);
       if (!p || uses.get(p.name) !== 1) continue;

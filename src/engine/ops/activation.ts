@@ -54,6 +54,8 @@ export function tfjsActivation(a: Activation): (x: tf.Tensor) => tf.Tensor {
       return (x) => tf.neg(x);
     case 'hardSwish':
       return (x) => tf.mul(x, tf.clipByValue(tf.add(tf.div(x, 6), 0.5), 0, 1));
+    case 'silu':
+      return (x) => tf.mul(x, tf.sigmoid(x));
   }
 }
 
@@ -99,6 +101,8 @@ export function onnxActivation(n: OnnxNode<unknown>, x: string, a: Activation): 
       return g.op('Neg', [x]);
     case 'hardSwish':
       return g.op('Mul', [x, g.op('HardSigmoid', [x], { alpha: 1 / 6, beta: 0.5 })]);
+    case 'silu':
+      return g.op('Mul', [x, g.op('Sigmoid', [x])]);
   }
 }
 
@@ -175,6 +179,12 @@ export function onnxActivationBackward(n: OnnxNode<unknown>, dy: string, x: stri
       const slope = g.op('Mul', [g.op('Cast', [between(x, -3, 3)], { to: 1 }), g.op('Div', [x, g.scalar(6)])]);
       return times(g.op('Add', [h, slope]));
     }
+    case 'silu': {
+      // d/dx x s(x) = s + x s (1 - s) = y + s (1 - y): one factor per image, one product per backward row
+      // (as a Sigmoid node and a Mul, each row went through the product rule's two branches and a Sum).
+      const s = g.op('Sigmoid', [x]);
+      return times(g.op('Add', [y, g.op('Mul', [s, g.op('Sub', [g.scalar(1), y])])]));
+    }
   }
 }
 
@@ -199,6 +209,7 @@ export const ACTIVATIONS: [Activation, [number, number]?][] = [
   ['exp'],
   ['neg'],
   ['hardSwish', [-5, 5]],
+  ['silu'],
   [{ leaky: 0.2 }],
   [{ clip: [-0.5, 1.5] }],
   [{ hardSigmoid: [0.2, 0.5] }],

@@ -143,6 +143,21 @@ function averageGradient(n: OnnxNode<Pool>, dy: string): string {
           [1, 1, ho, wo],
         ),
       ]);
+  const [H, W] = n.inShapes[0];
+  // Each input in exactly one window: windows side by side (stride = size), or one window over the axis.
+  const tiled = [0, 1].every((a) => [H, W][a] === [ho, wo][a] * op.size[a] && (op.strides[a] === op.size[a] || [ho, wo][a] === 1));
+  if (tiled && fullWindows(op, n.inShapes[0])) {
+    // Windows that tile the input exactly (global pooling among them): each input's share of its one
+    // window is dy / k, an upsampling rather than a depthwise ConvTranspose (ONNX Runtime runs that as
+    // one small product per channel: bench/results/vjp-profile.md).
+    const share = g.op('Mul', [dy, g.scalar(1 / k)]);
+    if (ho === 1 && wo === 1) return g.op('Expand', [share, g.ints([1, C, H, W])]);
+    return g.op('Resize', [share, '', g.floats([1, 1, op.size[0], op.size[1]], [4])], {
+      mode: 'nearest',
+      coordinate_transformation_mode: 'asymmetric',
+      nearest_mode: 'floor',
+    });
+  }
   return spreadOverWindows(n, scaled, g.floats(new Float32Array(C * k).fill(1 / k), [C, 1, op.size[0], op.size[1]]), C);
 }
 
@@ -187,6 +202,16 @@ export const pool: OpDef<'pool'> = {
   },
   samples: [
     { name: 'avg 2x2 valid', op: { kind: 'pool', mode: 'avg', size: [2, 2], strides: [2, 2], padding: 'valid' }, inputs: [[6, 6, 3]] },
+    {
+      name: 'avg 2x2 valid, a row left over',
+      op: { kind: 'pool', mode: 'avg', size: [2, 2], strides: [2, 2], padding: 'valid' },
+      inputs: [[5, 6, 3]],
+    },
+    {
+      name: 'avg global (window = input)',
+      op: { kind: 'pool', mode: 'avg', size: [2, 3], strides: [1, 1], padding: 'valid' },
+      inputs: [[2, 3, 4]],
+    },
     {
       name: 'avg 3x3/2 same (TF: pads not counted)',
       op: { kind: 'pool', mode: 'avg', size: [3, 3], strides: [2, 2], padding: 'same' },
