@@ -3,9 +3,12 @@
  * (TF.js LayersModel) and MobileNet v2 1.0 (TFLite) on 8 real images, on every runtime at hand:
  * ONNX Runtime (the default engine), the project's TF.js engine on wasm, the naive TF.js way
  * (tf.grad through LayersModel.predict on the cpu backend), and PyTorch (Debian's python3-torch, same
- * weights, when installed). Prints the ratios issue 8 sets as targets; writes bench/results/engine.json.
+ * weights, when installed). Prints the ratios issues 8 and 39 set as targets; writes bench/results/engine.json
+ * and the table of docs/speed.md between `<!-- engine:begin -->` and `<!-- engine:end -->`.
+ *   node dist/bench/engine.js [--assets=DIR]   (measure)
+ *   node dist/bench/engine.js --render         (the docs' table again from bench/results/engine.json)
  */
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
@@ -19,9 +22,10 @@ import { sliceImages, type Batch } from '../src/math/batch.js';
 import { tensorOfBatch } from '../src/engine/tfjs/batchTensor.js';
 import type { Classifier } from '../src/classifier/classifier.js';
 import { loadSet } from '../src/data/sets.js';
-import { assetsDir } from '../src/paths.js';
+import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeNpy } from '../src/io/npy.js';
 import { writeNetFiles } from './netFile.js';
+import { replaceDocBlock } from './docBlock.js';
 import { runTorchBest, TORCH_PYTHON } from './torch.js';
 import { maxRelativeDifference } from '../src/engine/selfcheck.js';
 
@@ -57,7 +61,17 @@ interface Row {
   ortTenGradients: number;
   wasmGradient: number;
   naiveCpuGradient?: number;
-  torch?: { forwardMs: number; gradientMs: number; tenGradientsMs: number; threads: number; settings: string; gradRelDiff: number };
+  torch?: {
+    forwardMs: number;
+    gradientMs: number;
+    tenGradientsMs: number;
+    threads: number;
+    settings: string;
+    /** uap's float32 gradient against PyTorch's float32 one, and each against PyTorch's float64 gradient. */
+    gradRelDiff: number;
+    uapVsFloat64?: number;
+    torchVsFloat64?: number;
+  };
   gradRelDiffVsTfjsCpu: number;
 }
 
@@ -116,7 +130,14 @@ async function measure(backend: Backend, name: string, assets: string, x: Batch,
     const net = await loadNet(card, resolveCardPath(card, card.model, assets), assets);
     writeNetFiles(net, card.inputShape, join(dir, 'net.json'), join(dir, 'net.bin'));
     writeNpy(join(dir, 'x.npy'), { data: x.data, shape: [x.n, ...x.shape] });
-    const t = runTorchBest<{ forwardMs: number; gradientMs: number; tenGradientsMs: number; threads: number; grad0: number[] }>(
+    const t = runTorchBest<{
+      forwardMs: number;
+      gradientMs: number;
+      tenGradientsMs: number;
+      threads: number;
+      grad0: number[];
+      grad0f64: number[];
+    }>(
       'bench/torch_ref.py',
       [join(dir, 'net.json'), join(dir, 'net.bin'), join(dir, 'x.npy'), join(dir, 'out.json'), '2'],
       join(dir, 'out.json'),
@@ -128,6 +149,8 @@ async function measure(backend: Backend, name: string, assets: string, x: Batch,
       threads: t.threads,
       settings: t.torchSettings,
       gradRelDiff: maxRelativeDifference(ortGrad0, t.grad0),
+      uapVsFloat64: maxRelativeDifference(ortGrad0, t.grad0f64),
+      torchVsFloat64: maxRelativeDifference(Float32Array.from(t.grad0), t.grad0f64),
     };
   }
   return {
@@ -194,16 +217,74 @@ export async function benchEngine(assets: string): Promise<Row[]> {
     ),
   );
   mkdirSync('bench/results', { recursive: true });
-  writeFileSync(
-    'bench/results/engine.json',
-    JSON.stringify({ date: new Date().toISOString(), batch: B, torch: TORCH_PYTHON ?? null, rows }, null, 2) + '\n',
-  );
+  const date = new Date().toISOString();
+  writeFileSync('bench/results/engine.json', JSON.stringify({ date, batch: B, torch: TORCH_PYTHON ?? null, rows }, null, 2) + '\n');
   console.log('written bench/results/engine.json');
+  renderDocs(rows, date);
   return rows;
 }
 
+const NAMES: Record<string, string> = {
+  'mobilenet_v1_0.25_224': 'MobileNet v1 0.25 224 (LayersModel)',
+  'mobilenet_v2_1.0_224_quant': 'MobileNet v2 1.0 224 (TFLite)',
+};
+
+/** The docs' table and target ratios from one run's rows: bold where uap is faster than PyTorch. */
+export function engineMarkdown(rows: Row[], date: string): string {
+  const f = (v?: number) => (v === undefined ? '-' : v.toFixed(1));
+  const ours = (v: number, torch?: number) => (torch !== undefined && v < torch ? `**${f(v)}**` : f(v));
+  const x = (a?: number, b?: number) => (a === undefined || b === undefined ? '-' : `${(a / b).toFixed(a / b >= 100 ? 0 : 2)}x`);
+  const line = (label: string, cell: (r: Row) => string) => `| ${label} | ${rows.map(cell).join(' | ')} |`;
+  const lines = [
+    `Run of ${date.slice(0, 10)}, batch ${B}, 2 cores, ms per image (\`npm run bench\`; PyTorch: \`bench/torch_ref.py\`, its best setting).`,
+    '',
+    `| ms / image | ${rows.map((r) => NAMES[r.model] ?? r.model).join(' | ')} |`,
+    `|---|${rows.map(() => '---|').join('')}`,
+    line('forward, ONNX Runtime (default engine)', (r) => ours(r.ortForward, r.torch?.forwardMs)),
+    line('forward for evaluation, ONNX Runtime (the uint8 bytes in, v added in the graph)', (r) =>
+      ours(r.ortForwardImages, r.torch?.forwardMs),
+    ),
+    line('forward, PyTorch', (r) => f(r.torch?.forwardMs)),
+    line('1 input gradient, ONNX Runtime (hand-built backward graph)', (r) => ours(r.ortGradient, r.torch?.gradientMs)),
+    line('1 input gradient, PyTorch autograd', (r) => f(r.torch?.gradientMs)),
+    line('1 input gradient, the TF.js engine on wasm (`--backend wasm`)', (r) => f(r.wasmGradient)),
+    line('1 input gradient, `tf.grad` through `LayersModel.predict`, TF.js cpu (the naive way)', (r) => f(r.naiveCpuGradient)),
+    line('10 candidate-class gradients, ONNX Runtime (one forward, 10 cotangents)', (r) =>
+      ours(r.ortTenGradients, r.torch?.tenGradientsMs),
+    ),
+    line('10 candidate-class gradients, PyTorch (one forward, `retain_graph` loop)', (r) => f(r.torch?.tenGradientsMs)),
+    line('gradient vs TF.js cpu (max relative difference)', (r) => r.gradRelDiffVsTfjsCpu.toExponential(1)),
+    line('gradient vs the float64 gradient (PyTorch autograd): uap / PyTorch float32', (r) =>
+      r.torch?.uapVsFloat64 !== undefined ? `${r.torch.uapVsFloat64.toExponential(1)} / ${r.torch.torchVsFloat64!.toExponential(1)}` : '-',
+    ),
+    '',
+    'Ratios in this run (PyTorch time / uap time: above 1 uap is faster; issue 39 asks 1.5x per gradient, and one gradient within 2.5x of the forward pass):',
+    '',
+    ...rows.map(
+      (r) =>
+        `- ${NAMES[r.model] ?? r.model}: forward ${x(r.torch?.forwardMs, r.ortForward)}, one gradient ${x(r.torch?.gradientMs, r.ortGradient)}, ` +
+        `ten gradients ${x(r.torch?.tenGradientsMs, r.ortTenGradients)}; uap's one gradient takes ${x(r.ortGradient, r.ortForward)} its forward pass` +
+        (r.naiveCpuGradient !== undefined
+          ? `; the naive TF.js gradient is ${x(r.naiveCpuGradient, r.ortGradient)} slower than uap's`
+          : '') +
+        '.',
+    ),
+  ];
+  return lines.join('\n') + '\n';
+}
+
+function renderDocs(rows: Row[], date: string): void {
+  if (!replaceDocBlock(join(PROJECT_ROOT, 'docs', 'speed.md'), 'engine', engineMarkdown(rows, date)))
+    console.log('docs/speed.md has no engine block: not updated');
+}
+
 if (process.argv[1]?.endsWith('engine.js')) {
-  const assets = assetsDir(process.argv.find((a) => a.startsWith('--assets='))?.slice(9));
-  if (!existsSync(assets)) console.log(`bench: skipped, assets folder ${assets} not found (pass --assets=DIR or set UAP_ASSETS)`);
-  else await benchEngine(assets);
+  if (process.argv.includes('--render')) {
+    const saved = JSON.parse(readFileSync(join(PROJECT_ROOT, 'bench', 'results', 'engine.json'), 'utf8')) as { date: string; rows: Row[] };
+    renderDocs(saved.rows, saved.date);
+  } else {
+    const assets = assetsDir(process.argv.find((a) => a.startsWith('--assets='))?.slice(9));
+    if (!existsSync(assets)) console.log(`bench: skipped, assets folder ${assets} not found (pass --assets=DIR or set UAP_ASSETS)`);
+    else await benchEngine(assets);
+  }
 }

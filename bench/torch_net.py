@@ -164,6 +164,17 @@ def load_net(json_path, bin_path):
     return NetModule(*read_net(json_path, bin_path)).eval()
 
 
+def to_dtype(v, dtype):
+    """The prepared weights (tensors inside dicts and lists) in another float type."""
+    if torch.is_tensor(v):
+        return v.to(dtype) if v.is_floating_point() else v
+    if isinstance(v, dict):
+        return {k: to_dtype(w, dtype) for k, w in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(to_dtype(w, dtype) for w in v)
+    return v
+
+
 def time_gradients(forward, x, forward_repeats=10, grad_repeats=5):
     """ms per image (best of the repeats) of a forward pass, one input gradient (of logit 1 - logit 0)
     and ten (one forward pass, a retain_graph backward per class), with the logits and image 0's

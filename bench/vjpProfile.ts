@@ -1,18 +1,22 @@
 /**
  * Where the gradient's time goes (`npm run bench:vjp-profile`): the forward and vector-Jacobian ONNX
  * graphs of a model, each on one 1-thread ONNX Runtime session (one worker's share of the engine), timed
- * side by side, then profiled op by op with ONNX Runtime's own profiler. The vjp graph's nodes are split
+ * side by side with 1 and with 10 cotangents per image (one gradient; DeepFool's ten candidate classes),
+ * then profiled op by op with ONNX Runtime's own profiler. The vjp graph's nodes are split
  * into its forward half (the nodes the forward graph also has, by name) and its backward half; each half
  * is summed by op kind, and the optimised vjp graph (as ONNX Runtime rewrites it: NCHWc convolutions,
  * Reorder nodes around the ops that need plain NCHW) is counted by op kind. The profiler adds a fixed
  * cost per node, so its sums exceed the timed runs: read them as shares, the timed ratio as the figure.
- *   node dist/bench/vjpProfile.js [--models=mobilenet_v1_0.25_224,...] [--batch=1] [--runs=10]
+ *   node dist/bench/vjpProfile.js [--models=mobilenet_v1_0.25_224,...] [--zoo=DIR [--zoo-models=resnet18,...]]
+ *     [--batch=1] [--runs=10]
+ * Zoo models are the torchvision exports of `scripts/make-onnx-fixtures.py --zoo DIR` (`UAP_ZOO`), read
+ * with torchvision's normalisation; they are skipped when the folder is missing.
  * Writes bench/results/vjp-profile.json and .md, and the block of docs/speed.md between
  * `<!-- vjp-profile:begin -->` and `<!-- vjp-profile:end -->`.
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { initBackend } from '../src/engine/backend.js';
 import { findCard, loadNet } from '../src/import/load.js';
 import { resolveCardPath } from '../src/classifier/card.js';
@@ -22,11 +26,16 @@ import { parseOnnx } from '../src/import/onnx/parse.js';
 import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeAtomic } from '../src/io/atomic.js';
 import { replaceDocBlock } from './docBlock.js';
+import { TORCHVISION, zooFiles } from './torchvision.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const MODELS = (args.get('models') ?? 'mobilenet_v1_0.25_224,mobilenet_v2_1.0_224_quant').split(',');
 const B = Number(args.get('batch') ?? 1);
 const RUNS = Number(args.get('runs') ?? 10);
+const ZOO = args.get('zoo') ?? process.env.UAP_ZOO;
+const ZOO_MODELS = (args.get('zoo-models') ?? 'resnet18,efficientnet_b0').split(',');
+/** Cotangents per image of the second timing: DeepFool's candidate classes. */
+const MANY = 10;
 
 type Ort = NonNullable<Awaited<ReturnType<typeof loadOrt>>>;
 type Session = Awaited<ReturnType<Ort['InferenceSession']['create']>>;
@@ -43,7 +52,12 @@ interface Row {
   forwardMs: number;
   vjpMs: number;
   ratio: number;
-  profiled: { forward: Split; vjpForwardHalf: Split; vjpBackwardHalf: Split };
+  /** MANY cotangents per image: ms per image, and per backward row beyond the one-gradient run. */
+  manyMs: number;
+  msPerExtraRow: number;
+  profiled: { forward: Split; vjpForwardHalf: Split; vjpBackwardHalf: Split; manyBackwardHalf: Split };
+  /** The backward half's slowest nodes (one gradient): op, input shape, ms. */
+  slowest: { op: string; shape: string; ms: number }[];
   optimisedVjpNodes: Record<string, number>;
 }
 
@@ -51,23 +65,26 @@ interface ProfileEvent {
   cat: string;
   name: string;
   dur: number;
-  args: { op_name: string };
+  args: { op_name: string; input_type_shape?: Record<string, number[]>[] };
 }
 
-/** Kernel time per node name (microseconds summed over every profiled run). */
-function kernelTimes(file: string): Map<string, { op: string; us: number }> {
-  const out = new Map<string, { op: string; us: number }>();
+type Times = Map<string, { op: string; us: number; shape: string }>;
+
+/** Kernel time per node name (microseconds summed over every profiled run), with its first input's shape. */
+function kernelTimes(file: string): Times {
+  const out: Times = new Map();
   for (const e of JSON.parse(readFileSync(file, 'utf8')) as ProfileEvent[]) {
     if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time')) continue;
     const name = e.name.slice(0, -'_kernel_time'.length);
-    const entry = out.get(name) ?? { op: e.args.op_name, us: 0 };
+    const first = e.args.input_type_shape?.[0];
+    const entry = out.get(name) ?? { op: e.args.op_name, us: 0, shape: first ? `[${Object.values(first)[0].join(',')}]` : '' };
     entry.us += e.dur;
     out.set(name, entry);
   }
   return out;
 }
 
-function split(times: Map<string, { op: string; us: number }>, keep: (name: string) => boolean, runs: number): Split {
+function split(times: Times, keep: (name: string) => boolean, runs: number): Split {
   const byOp: Record<string, number> = {};
   let total = 0;
   for (const [name, { op, us }] of times)
@@ -86,7 +103,7 @@ async function msOf(run: () => Promise<unknown>): Promise<number> {
 }
 
 async function profileModel(ort: Ort, name: string, assets: string, dir: string): Promise<Row> {
-  const card = findCard(name, {}, assets);
+  const card = findCard(name, name.endsWith('.onnx') ? { preprocess: TORCHVISION } : {}, assets);
   const net = await loadNet(card, resolveCardPath(card, card.model, assets), assets);
   const shape = card.inputShape as [number, number, number];
   const models = exportOnnx(net, shape, ['forward', 'vjp']);
@@ -97,56 +114,75 @@ async function profileModel(ort: Ort, name: string, assets: string, dir: string)
     Float32Array.from({ length: B * size }, (_, i) => (i * 7919) % 256),
     [B, ...shape],
   );
-  const dy = new ort.Tensor(
-    'float32',
-    Float32Array.from({ length: B * models.classes }, (_, i) => ((i * 31) % 17) / 17 - 0.5),
-    [B, 1, models.classes],
-  );
+  const cotangents = (k: number) =>
+    new ort.Tensor(
+      'float32',
+      Float32Array.from({ length: B * k * models.classes }, (_, i) => ((i * 31) % 17) / 17 - 0.5),
+      [B, k, models.classes],
+    );
+  const dy = cotangents(1);
+  const dyMany = cotangents(MANY);
   const base = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' as const, logSeverityLevel: 3 as const };
   const session = (bytes: Uint8Array, extra: object) => ort.InferenceSession.create(bytes, { ...base, ...extra });
   const timed = { forward: await session(models.forward, {}), vjp: await session(models.vjp, {}) };
   // One warm-up each, then the best of RUNS interleaved, so a burst of other work on the machine hits both.
   const runForward = () => timed.forward.run({ x });
   const runVjp = () => timed.vjp.run({ x, dy });
+  const runMany = () => timed.vjp.run({ x, dy: dyMany });
   await runForward();
   await runVjp();
+  await runMany();
   let forwardMs = Infinity;
   let vjpMs = Infinity;
+  let manyMs = Infinity;
   for (let i = 0; i < RUNS; i++) {
     forwardMs = Math.min(forwardMs, await msOf(runForward));
     vjpMs = Math.min(vjpMs, await msOf(runVjp));
+    if (i < Math.ceil(RUNS / 3)) manyMs = Math.min(manyMs, await msOf(runMany));
   }
   await Promise.all([timed.forward.release(), timed.vjp.release()]);
-  const profiled = async (kind: 'forward' | 'vjp', feeds: Record<string, InstanceType<Ort['Tensor']>>) => {
+  const tag = basename(name);
+  const profiled = async (kind: 'forward' | 'vjp', feeds: Record<string, InstanceType<Ort['Tensor']>>, label: string = kind) => {
     const s: Session = await session(models[kind], {
       enableProfiling: true,
-      profileFilePrefix: join(dir, `${name}-${kind}`),
-      optimizedModelFilePath: join(dir, `${name}-${kind}.optimised.onnx`),
+      profileFilePrefix: join(dir, `${tag}-${label}`),
+      optimizedModelFilePath: join(dir, `${tag}-${label}.optimised.onnx`),
     });
     for (let i = 0; i <= RUNS; i++) await s.run(feeds);
     s.endProfiling();
     await s.release();
     // onnxruntime-node writes PREFIX_<timestamp>.json and does not return the name.
-    const file = readdirSync(dir).find((f) => f.startsWith(`${name}-${kind}_`) && f.endsWith('.json'));
-    if (!file) throw new Error(`ONNX Runtime wrote no profile for ${name} ${kind} in ${dir}`);
+    const file = readdirSync(dir).find((f) => f.startsWith(`${tag}-${label}_`) && f.endsWith('.json'));
+    if (!file) throw new Error(`ONNX Runtime wrote no profile for ${name} ${label} in ${dir}`);
     return kernelTimes(join(dir, file));
   };
   const forwardTimes = await profiled('forward', { x });
   const vjpTimes = await profiled('vjp', { x, dy });
-  const optimised = parseOnnx(readFileSync(join(dir, `${name}-vjp.optimised.onnx`)), `${name} optimised vjp graph`);
+  const manyTimes = await profiled('vjp', { x, dy: dyMany }, 'many');
+  const optimised = parseOnnx(readFileSync(join(dir, `${tag}-vjp.optimised.onnx`)), `${name} optimised vjp graph`);
   const counts: Record<string, number> = {};
   for (const n of optimised.nodes) counts[n.opType] = (counts[n.opType] ?? 0) + 1;
+  const runs = (RUNS + 1) * B;
+  const slowest = [...vjpTimes.entries()]
+    .filter(([n]) => !forwardTimes.has(n))
+    .sort((a, b) => b[1].us - a[1].us)
+    .slice(0, 5)
+    .map(([, t]) => ({ op: t.op, shape: t.shape, ms: t.us / 1000 / runs }));
   return {
-    model: name,
+    model: tag.replace(/\.onnx$/, ''),
     batch: B,
     forwardMs: forwardMs / B,
     vjpMs: vjpMs / B,
     ratio: vjpMs / forwardMs,
+    manyMs: manyMs / B,
+    msPerExtraRow: (manyMs - vjpMs) / B / (MANY - 1),
     profiled: {
-      forward: split(forwardTimes, () => true, (RUNS + 1) * B),
-      vjpForwardHalf: split(vjpTimes, (n) => forwardTimes.has(n), (RUNS + 1) * B),
-      vjpBackwardHalf: split(vjpTimes, (n) => !forwardTimes.has(n), (RUNS + 1) * B),
+      forward: split(forwardTimes, () => true, runs),
+      vjpForwardHalf: split(vjpTimes, (n) => forwardTimes.has(n), runs),
+      vjpBackwardHalf: split(vjpTimes, (n) => !forwardTimes.has(n), runs),
+      manyBackwardHalf: split(manyTimes, (n) => !forwardTimes.has(n), runs),
     },
+    slowest,
     optimisedVjpNodes: Object.fromEntries(Object.entries(counts).sort((a, b) => b[1] - a[1])),
   };
 }
@@ -159,11 +195,16 @@ function markdown(rows: Row[]): string {
       .map(([op, v]) => `${op} ${((100 * v) / s.totalMs).toFixed(0)}%`)
       .join(', ');
   const lines = [
-    `One 1-thread ONNX Runtime session, batch ${rows[0]?.batch ?? B}, ms per image (\`npm run bench:vjp-profile\`).`,
+    `One 1-thread ONNX Runtime session, batch ${rows[0]?.batch ?? B}, ms per image (\`npm run bench:vjp-profile\`; ` +
+      `zoo models: torchvision exports with seeded weights). "Each further row": what one more backward row costs, ` +
+      `from the ${MANY}-cotangent run.`,
     '',
-    '| model | forward | 1 gradient | gradient / forward |',
-    '|---|---|---|---|',
-    ...rows.map((r) => `| ${r.model} | ${ms(r.forwardMs)} | ${ms(r.vjpMs)} | ${r.ratio.toFixed(2)}x |`),
+    `| model | forward | 1 gradient | gradient / forward | ${MANY} gradients | each further row / forward |`,
+    '|---|---|---|---|---|---|',
+    ...rows.map(
+      (r) =>
+        `| ${r.model} | ${ms(r.forwardMs)} | ${ms(r.vjpMs)} | ${r.ratio.toFixed(2)}x | ${ms(r.manyMs)} | ${(r.msPerExtraRow / r.forwardMs).toFixed(2)}x |`,
+    ),
     '',
     'Profiled time (shares of each half; the profiler inflates small nodes):',
     '',
@@ -172,7 +213,9 @@ function markdown(rows: Row[]): string {
     const p = r.profiled;
     lines.push(
       `- **${r.model}**: forward graph ${ms(p.forward.totalMs)} ms; vjp forward half ${ms(p.vjpForwardHalf.totalMs)} ms ` +
-        `(${top(p.vjpForwardHalf, 3)}); vjp backward half ${ms(p.vjpBackwardHalf.totalMs)} ms (${top(p.vjpBackwardHalf)}). ` +
+        `(${top(p.vjpForwardHalf, 3)}); vjp backward half ${ms(p.vjpBackwardHalf.totalMs)} ms (${top(p.vjpBackwardHalf)}); ` +
+        `with ${MANY} cotangents ${ms(p.manyBackwardHalf.totalMs)} ms (${top(p.manyBackwardHalf, 6)}). ` +
+        `Slowest backward nodes: ${r.slowest.map((n) => `${n.op} ${n.shape} ${ms(n.ms)} ms`).join(', ')}. ` +
         `Optimised vjp graph: ${Object.entries(r.optimisedVjpNodes)
           .slice(0, 10)
           .map(([op, n]) => `${n} ${op}`)
@@ -190,10 +233,12 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'uap-vjp-profile-'));
   try {
     const rows: Row[] = [];
-    for (const name of MODELS) {
+    const zoo = zooFiles('bench:vjp-profile', ZOO, ZOO_MODELS);
+    for (const name of [...MODELS, ...zoo]) {
       const row = await profileModel(ort, name, assets, dir);
       console.log(
-        `${name}: forward ${row.forwardMs.toFixed(2)} ms/img, gradient ${row.vjpMs.toFixed(2)} ms/img (${row.ratio.toFixed(2)}x)`,
+        `${row.model}: forward ${row.forwardMs.toFixed(2)} ms/img, gradient ${row.vjpMs.toFixed(2)} ms/img (${row.ratio.toFixed(2)}x), ` +
+          `${MANY} gradients ${row.manyMs.toFixed(2)} ms/img`,
       );
       rows.push(row);
     }

@@ -134,6 +134,11 @@ export interface OnnxRuntimeOptions {
   only?: ('forward' | 'images' | 'vjp')[];
   /** Where the sessions run (default 'cpu'). */
   device?: Device;
+  /**
+   * How calls are cut on the CPU (default ROWS_PER_RUN backward rows, IMAGES_PER_RUN images per
+   * gradient run): for measuring other cuts (`npm run bench:cuts`), not a user setting.
+   */
+  cuts?: { rowsPerRun?: number; imagesPerRun?: number };
 }
 
 /**
@@ -168,8 +173,8 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
   const size = inputShape[0] * inputShape[1] * inputShape[2];
   const onGpu = gpu ? gpuRunSizes(activationsPerImage(net, inputShape)) : undefined;
   const forwardRun = onGpu?.images ?? forwardImagesPerRun(multiplyAdds(net, inputShape));
-  const rowsPerRun = onGpu?.rows ?? ROWS_PER_RUN;
-  const imagesPerRun = onGpu?.images ?? IMAGES_PER_RUN;
+  const rowsPerRun = onGpu?.rows ?? options.cuts?.rowsPerRun ?? ROWS_PER_RUN;
+  const imagesPerRun = onGpu?.images ?? options.cuts?.imagesPerRun ?? IMAGES_PER_RUN;
   /** Runs of whole images for n images of `rows` backward rows each (0: forward only). */
   const imageRuns = (n: number, rows: number) =>
     shares(n, Math.min(n, Math.max(Math.ceil((n * rows) / rowsPerRun), Math.ceil(n / (rows ? imagesPerRun : forwardRun)), pool.size)));
@@ -190,7 +195,7 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
       : `${pool.size} worker${pool.size > 1 ? 's' : ''} x ${pool.threadsPerWorker} thread${pool.threadsPerWorker > 1 ? 's' : ''}` +
         (layout.fitsMemory ? ', fewer workers than cores so that their copies of the model fit in memory' : ''),
     // Per call: enough runs to keep every worker busy twice over (one run on a GPU); memory stays per run.
-    maxRows: gpu ? rowsPerRun : 2 * ROWS_PER_RUN * pool.size,
+    maxRows: gpu ? rowsPerRun : 2 * rowsPerRun * pool.size,
     forwardBatch: forwardRun * pool.size,
     async forward(x) {
       const out = await pool.runShards(
