@@ -121,6 +121,22 @@ describe('LayersModel -> plain-op graph', () => {
     const x = tf.randomUniform([2, 4, 4, 3], -1, 1, 'float32', 3);
     expect(maxRelativeDifference(runPlainGraph(g, x).dataSync(), (model.predict(x) as tf.Tensor).dataSync())).toBeLessThan(1e-5);
   });
+  it("reads Keras's swish activation (x * sigmoid(x)) as silu: the LayersModel's logits", () => {
+    const input = tf.input({ shape: [5, 5, 3] });
+    const conv = tf.layers
+      .conv2d({
+        filters: 4,
+        kernelSize: 3,
+        activation: 'swish',
+        name: 'c_swish',
+        kernelInitializer: tf.initializers.glorotNormal({ seed: 9 }),
+      })
+      .apply(input) as tf.SymbolicTensor;
+    const model = tf.model({ inputs: input, outputs: tf.layers.flatten().apply(conv) as tf.SymbolicTensor });
+    const g = compileLayersModel(model);
+    const x = tf.randomUniform([2, 5, 5, 3], -3, 3, 'float32', 11);
+    expect(maxRelativeDifference(runPlainGraph(g, x).dataSync(), (model.predict(x) as tf.Tensor).dataSync())).toBeLessThan(1e-5);
+  });
   it('frees activations after their last use outside a gradient tape: same logits, a fraction of the peak memory', async () => {
     const g = compileLayersModel(smallModel(), 'logits');
     const x = tf.randomUniform([8, 12, 12, 3], -1, 1, 'float32', 7);

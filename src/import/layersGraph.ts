@@ -30,6 +30,8 @@ function toWeights(t: tf.Tensor): Weights {
 function activation(name: unknown, layerName: string): Activation {
   const a = (name ?? 'linear') as string;
   if (['linear', 'relu', 'relu6', 'sigmoid', 'tanh', 'elu', 'softmax'].includes(a)) return a as Activation;
+  // Keras's swish is x * sigmoid(x) (TF.js Layers: alpha 1), EfficientNet's activation.
+  if (a === 'swish') return 'silu';
   throw new UsageError(`layer ${layerName}: activation "${a}" is not supported`);
 }
 
