@@ -1,25 +1,30 @@
 /**
- * How the CPU engine cuts gradient calls (`npm run bench:cuts`): one gradient and ten candidate-class
- * gradients of 8 images, ms per image, with each call cut into runs of 1, 2 or 4 images (10 backward
- * rows per image for the ten gradients; 8 images on two workers make runs of at most 4) on two
- * 1-thread workers, and with the default cut on one 2-thread worker. Every setting's runtime is loaded
- * first and the repeats go round the settings, so that a slow spell of the machine hits them all. MobileNet v1 0.25 and v2 from the assets; zoo models (`--zoo=DIR` or UAP_ZOO, from
- * `scripts/make-onnx-fixtures.py --zoo DIR`) where present. The pixels are a fixed pattern: the graphs'
- * cost does not depend on the values.
- *   node dist/bench/cuts.js [--zoo=DIR] [--zoo-models=resnet18,efficientnet_b0] [--repeats=3]
+ * How the CPU engine cuts gradient calls (`npm run bench:cuts`): one gradient (`vjp`) and ten
+ * candidate-class gradients (`candidateGradients`, as DeepFool asks for them) of 8 images, ms per
+ * image, with each call cut into runs of 1, 2 or 4 images (10 backward rows per image for the ten
+ * gradients; 8 images on two workers make runs of at most 4) on two 1-thread workers, and with the
+ * default cut on one 2-thread worker. Every setting's runtime is loaded first and the repeats go round
+ * the settings, so that a slow spell of the machine hits them all. MobileNet v1 0.25 and v2 from the
+ * assets; zoo models (`--zoo=DIR` or UAP_ZOO, from `scripts/make-onnx-fixtures.py --zoo DIR`) where
+ * present. The pixels are a fixed pattern: the graphs' cost does not depend on the values.
+ *   node dist/bench/cuts.js [--zoo=DIR] [--zoo-models=resnet18,efficientnet_b0] [--repeats=5]
  * Writes bench/results/cuts.json and .md, and the block of docs/speed.md between `<!-- cuts:begin -->`
  * and `<!-- cuts:end -->`.
  */
 import { mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { initBackend } from '../src/engine/backend.js';
-import { findCard, loadNet } from '../src/import/load.js';
-import { resolveCardPath } from '../src/classifier/card.js';
+import * as tf from '../src/tf.js';
+import { vjp } from '../src/classifier/compute.js';
+import { candidateGradients } from '../src/classifier/gradients.js';
+import type { Differentiable } from '../src/classifier/classifier.js';
+import { runPlainGraph, type PlainGraph } from '../src/engine/tfjs/plainGraph.js';
+import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
 import { onnxRuntime, type OnnxRuntimeOptions } from '../src/engine/onnx/runtime.js';
 import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeAtomic } from '../src/io/atomic.js';
 import { replaceDocBlock } from './docBlock.js';
-import { TORCHVISION, zooFiles } from './torchvision.js';
+import { benchNet, zooFiles } from './torchvision.js';
 import type { Runtime } from '../src/engine/runtime.js';
 import type { Batch } from '../src/math/batch.js';
 
@@ -50,21 +55,12 @@ interface Row {
   tenGradientsMs: number;
 }
 
-/** K gradients of every image, in calls of at most the runtime's maxRows rows (as candidateGradients cuts them). */
-async function gradients(rt: Runtime, x: Batch, classes: number, k: number): Promise<void> {
-  const size = x.shape[0] * x.shape[1] * x.shape[2];
-  const per = Math.max(1, Math.floor(rt.maxRows / k));
-  for (let a = 0; a < x.n; a += per) {
-    const b = Math.min(x.n, a + per);
-    const dy = Float32Array.from({ length: (b - a) * k * classes }, (_, i) => ((i * 31) % 17) / 17 - 0.5);
-    await rt.vjp({ data: x.data.subarray(a * size, b * size), n: b - a, shape: x.shape }, dy);
-  }
-}
-
 async function measureModel(name: string, assets: string): Promise<Row[]> {
-  const card = findCard(name, name.endsWith('.onnx') ? { preprocess: TORCHVISION } : {}, assets);
-  const net = await loadNet(card, resolveCardPath(card, card.model, assets), assets);
-  const shape = card.inputShape as [number, number, number];
+  const { card, net } = await benchNet(name, assets);
+  const shape = card.inputShape;
+  // The TF.js graph a Differentiable carries; the gradients below never run it.
+  let graph: PlainGraph | undefined;
+  const logits = (t: tf.Tensor4D) => runPlainGraph((graph ??= netToTfGraph(net, shape)), t) as tf.Tensor2D;
   const x: Batch = { data: Float32Array.from({ length: B * shape[0] * shape[1] * shape[2] }, (_, i) => (i * 7919) % 256), n: B, shape };
   const model = basename(name).replace(/\.onnx$/, '');
   const runtimes: Runtime[] = [];
@@ -75,7 +71,14 @@ async function measureModel(name: string, assets: string): Promise<Row[]> {
       runtimes.push(rt);
     }
     const classes = (await runtimes[0].forward({ data: x.data.subarray(0, x.data.length / B), n: 1, shape })).length;
-    const calls = runtimes.map((rt) => [() => gradients(rt, x, classes, 1), () => gradients(rt, x, classes, MANY)]);
+    // As the attacks ask for them: one gradient per image in one vjp call, the candidates' through
+    // candidateGradients (its chunks of the runtime's maxRows rows, all in flight at once).
+    const dy = Float32Array.from({ length: B * classes }, (_, i) => ((i * 31) % 17) / 17 - 0.5);
+    const cand = Int32Array.from({ length: B * MANY }, (_, i) => i % MANY);
+    const calls = runtimes.map((runtime) => {
+      const model: Differentiable = { inputShape: shape, numClasses: classes, logits, runtime };
+      return [() => vjp(model, x, dy), () => candidateGradients(model, x, cand, MANY)];
+    });
     const best = calls.map(() => [Infinity, Infinity]);
     for (const pair of calls) for (const call of pair) await call(); // warm-up
     for (let r = 0; r < REPEATS; r++)

@@ -166,6 +166,14 @@ async function measure(backend: Backend, name: string, assets: string, x: Batch,
   };
 }
 
+/** uap's and PyTorch's float32 gradients against PyTorch's float64 one, "uap / PyTorch". */
+function float64Errors(r: Row): string {
+  const t = r.torch;
+  return t?.uapVsFloat64 !== undefined && t.torchVsFloat64 !== undefined
+    ? `${t.uapVsFloat64.toExponential(1)} / ${t.torchVsFloat64.toExponential(1)}`
+    : '-';
+}
+
 export async function benchEngine(assets: string): Promise<Row[]> {
   const backend = await initBackend();
   const probe: Classifier = await loadClassifier('mobilenet_v1_0.25_224', { assets, backend: tfjsBackend() });
@@ -211,7 +219,7 @@ export async function benchEngine(assets: string): Promise<Row[]> {
           'forward: torch / ORT (>= 3)': ratio(r.torch?.forwardMs, r.ortForward),
           'evaluation forward (uint8): torch / ORT': ratio(r.torch?.forwardMs, r.ortForwardImages),
           'gradient rel. diff vs TF.js cpu (<= 1e-4)': r.gradRelDiffVsTfjsCpu.toExponential(1),
-          'vs PyTorch': r.torch ? r.torch.gradRelDiff.toExponential(1) : '-',
+          'vs float64, uap / PyTorch float32': float64Errors(r),
         },
       ]),
     ),
@@ -254,9 +262,7 @@ export function engineMarkdown(rows: Row[], date: string): string {
     ),
     line('10 candidate-class gradients, PyTorch (one forward, `retain_graph` loop)', (r) => f(r.torch?.tenGradientsMs)),
     line('gradient vs TF.js cpu (max relative difference)', (r) => r.gradRelDiffVsTfjsCpu.toExponential(1)),
-    line('gradient vs the float64 gradient (PyTorch autograd): uap / PyTorch float32', (r) =>
-      r.torch?.uapVsFloat64 !== undefined ? `${r.torch.uapVsFloat64.toExponential(1)} / ${r.torch.torchVsFloat64!.toExponential(1)}` : '-',
-    ),
+    line('gradient vs the float64 gradient (PyTorch autograd): uap / PyTorch float32', float64Errors),
     '',
     'Ratios in this run (PyTorch time / uap time: above 1 uap is faster; issue 39 asks 1.5x per gradient, and one gradient within 2.5x of the forward pass):',
     '',

@@ -18,15 +18,13 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { initBackend } from '../src/engine/backend.js';
-import { findCard, loadNet } from '../src/import/load.js';
-import { resolveCardPath } from '../src/classifier/card.js';
 import { exportOnnx } from '../src/engine/onnx/export.js';
 import { loadOrt } from '../src/engine/onnx/runtime.js';
 import { parseOnnx } from '../src/import/onnx/parse.js';
 import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeAtomic } from '../src/io/atomic.js';
 import { replaceDocBlock } from './docBlock.js';
-import { TORCHVISION, zooFiles } from './torchvision.js';
+import { benchNet, zooFiles } from './torchvision.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const MODELS = (args.get('models') ?? 'mobilenet_v1_0.25_224,mobilenet_v2_1.0_224_quant').split(',');
@@ -103,8 +101,7 @@ async function msOf(run: () => Promise<unknown>): Promise<number> {
 }
 
 async function profileModel(ort: Ort, name: string, assets: string, dir: string): Promise<Row> {
-  const card = findCard(name, name.endsWith('.onnx') ? { preprocess: TORCHVISION } : {}, assets);
-  const net = await loadNet(card, resolveCardPath(card, card.model, assets), assets);
+  const { card, net } = await benchNet(name, assets);
   const shape = card.inputShape as [number, number, number];
   const models = exportOnnx(net, shape, ['forward', 'vjp']);
   const size = shape[0] * shape[1] * shape[2];

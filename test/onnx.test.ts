@@ -351,6 +351,9 @@ describe.skipIf(!ortPresent)('the embedded model on ONNX Runtime', () => {
   });
 });
 
+/** This host's name as the model folders spell it (written out here, not taken from modelFiles.ts). */
+const HOST = hostname().replace(/[^A-Za-z0-9.]/g, '_');
+
 describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
   it('give the same labels as TF.js on the 200 bundled validation images', async () => {
     const backend = await initBackend();
@@ -423,18 +426,17 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     expect(Array.from(new Float32Array(bin.buffer.slice(bin.byteOffset + pb.offset, bin.byteOffset + pb.offset + pb.length)))).toEqual(
       Array.from(b),
     );
-    expect(basename(files.dir).startsWith(`uap-graphs-${hostname().replace(/[^A-Za-z0-9.]/g, '_')}-${process.pid}-`)).toBe(true);
+    expect(basename(files.dir).startsWith(`uap-graphs-${HOST}-${process.pid}-`)).toBe(true);
     files.release();
     files.release(); // twice is harmless
     expect(existsSync(files.dir)).toBe(false);
   });
 
   it("a folder left by a process that no longer runs is removed by the next one; a running process's stays", () => {
-    const host = hostname().replace(/[^A-Za-z0-9.]/g, '_');
-    const dead = mkdtempSync(join(tmpdir(), `uap-graphs-${host}-999999999-`));
-    const alive = mkdtempSync(join(tmpdir(), `uap-graphs-${host}-${process.ppid}-`));
+    const dead = mkdtempSync(join(tmpdir(), `uap-graphs-${HOST}-999999999-`));
+    const alive = mkdtempSync(join(tmpdir(), `uap-graphs-${HOST}-${process.ppid}-`));
     // Another host's (a container sharing the folder): its process ids are not ours to test.
-    const elsewhere = mkdtempSync(join(tmpdir(), `uap-graphs-${host}x-999999999-`));
+    const elsewhere = mkdtempSync(join(tmpdir(), `uap-graphs-${HOST}x-999999999-`));
     const files = new ModelFiles();
     try {
       expect(existsSync(dead)).toBe(false);

@@ -78,7 +78,7 @@ function picked(logits: Float32Array, cand: Int32Array, k: number, numClasses: n
  * and its input gradient, chunked to the runtime's row budget (see CandidateGradients).
  */
 export async function candidateGradients(
-  model: Classifier,
+  model: Differentiable,
   x: Batch,
   cand: Int32Array,
   k: number,
