@@ -18,8 +18,8 @@ out = time_gradients(lambda t: run_net(spec, prep, t), x)
 logits = out.pop('logits')
 out['logits0'] = logits[: len(logits) // x.shape[0]]  # image 0's, as engine.ts compares
 # Image 0's gradient in float64, the reference both float32 gradients are measured against: Debian's
-# PyTorch 1.13 computed MobileNet v1 0.25's float32 gradient 3% off it with 2 threads (exact with 1),
-# and MobileNet v2's 1% off with 1 thread (exact with 2), so neither of its float32 runs is one.
+# PyTorch 1.13 put one MobileNet's float32 gradient far beyond rounding from it with 2 threads and the
+# other's with 1 thread (bench/results/engine.json, torchVsFloat64), so neither thread count is one.
 x64 = x[:1].double().requires_grad_(True)
 y = run_net(spec, to_dtype(prep, torch.float64), x64)
 (y[0, 1] - y[0, 0]).backward()
