@@ -8,7 +8,11 @@
  * process, beside PyTorch loading the same weights from a state dict (NAME.pt in the zoo).
  * Writes bench/results/onnx-zoo.json, the tables bench/results/onnx-zoo.md and onnx-memory.md, and
  * their generated blocks in docs/models.md.
- *   node dist/bench/onnx.js --zoo=DIR [--models=resnet18,vgg11_bn] [--memory-only]
+ *   node dist/bench/onnx.js --zoo=DIR [--models=resnet18,vgg11_bn] [--memory-only] [--quick]
+ * --quick: every timing the best of two runs after a warm-up (the first gradient runs of a large model
+ * still fault in their activations' memory), PyTorch under its idle-machine setting alone (IDLE_BEST)
+ * instead of the best of four: for the transformers, whose full reference takes long on 2 cores.
+ * Such rows are marked in the table.
  *   node dist/bench/onnx.js --render   (the tables and docs again from the saved results)
  */
 import { spawnSync } from 'node:child_process';
@@ -23,7 +27,7 @@ import type { Batch } from '../src/math/batch.js';
 import { loadSet } from '../src/data/sets.js';
 import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeNpy } from '../src/io/npy.js';
-import { runTorchBest, TORCH_PYTHON } from './torch.js';
+import { IDLE_BEST, isReferenceBlas, runTorchBest, TORCH_PYTHON } from './torch.js';
 import { exactness, uapExact, type TorchExact } from './exactness.js';
 import { writeAtomic } from '../src/io/atomic.js';
 import { replaceDocBlock } from './docBlock.js';
@@ -31,6 +35,9 @@ import { TORCHVISION } from './torchvision.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const B = 8;
+const QUICK = args.has('quick');
+/** Timed runs after the warm-up: forward, gradients. */
+const REPEATS = QUICK ? { forward: 2, gradients: 2 } : { forward: 5, gradients: 3 };
 
 async function best<T>(f: () => Promise<T>, repeats: number): Promise<number> {
   await f();
@@ -47,6 +54,8 @@ type TorchRef = TorchExact & {
   forwardMs: number;
   gradientMs: number;
   tenGradientsMs: number;
+  /** The BLAS library PyTorch's matrix products ran on (bench/torch_net.py). */
+  blas?: string;
 };
 
 function torchReference(name: string, x: Batch): (TorchRef & { torchSettings: string }) | undefined {
@@ -54,7 +63,9 @@ function torchReference(name: string, x: Batch): (TorchRef & { torchSettings: st
   const dir = mkdtempSync(join(tmpdir(), 'uap-zoo-'));
   try {
     writeNpy(join(dir, 'x.npy'), { data: x.data, shape: [x.n, ...x.shape] });
-    return runTorchBest<TorchRef>('bench/torch_zoo.py', [name, join(dir, 'x.npy'), join(dir, 'out.json'), '2'], join(dir, 'out.json'));
+    const out = join(dir, 'out.json');
+    const scriptArgs = [name, join(dir, 'x.npy'), out, '2', ...(QUICK ? ['--quick'] : [])];
+    return runTorchBest<TorchRef>('bench/torch_zoo.py', scriptArgs, out, QUICK ? [IDLE_BEST] : undefined);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -67,13 +78,13 @@ async function measure(backend: Backend, file: string, name: string, x: Batch) {
   const K = model.numClasses;
   const margin = new Float32Array(B * K);
   for (let i = 0; i < B; i++) [margin[i * K], margin[i * K + 1]] = [-1, 1];
-  const forward = await best(() => forwardLogits(model, x), 5);
+  const forward = await best(() => forwardLogits(model, x), REPEATS.forward);
   // Each in reused memory, as SGD-UAP's steps and DeepFool's iterations run them.
   const one: GradientScratch = {};
-  const gradient = await best(() => vjp(model, x, margin, 1, scratchRows(model, x.data.length, one)), 3);
+  const gradient = await best(() => vjp(model, x, margin, 1, scratchRows(model, x.data.length, one)), REPEATS.gradients);
   const cand = Int32Array.from({ length: B * 10 }, (_, i) => 10 + (i % 10));
   const ten: GradientScratch = {};
-  const tenGradients = await best(() => candidateGradients(model, x, cand, 10, { scratch: ten }), 3);
+  const tenGradients = await best(() => candidateGradients(model, x, cand, 10, { scratch: ten }), REPEATS.gradients);
   const ours = await uapExact(model, x);
   const runsOn = model.runsOn;
   model.dispose();
@@ -82,6 +93,8 @@ async function measure(backend: Backend, file: string, name: string, x: Batch) {
     model: name,
     engine: runsOn,
     loadSeconds,
+    /** Timed by --quick: best of two runs, PyTorch under one setting. */
+    quick: QUICK || undefined,
     forward,
     gradient,
     tenGradients,
@@ -90,6 +103,7 @@ async function measure(backend: Backend, file: string, name: string, x: Batch) {
       gradientMs: torch.gradientMs,
       tenGradientsMs: torch.tenGradientsMs,
       settings: torch.torchSettings,
+      blas: torch.blas,
       ...exactness(ours, torch),
     },
   };
@@ -192,15 +206,22 @@ function zooTable(rows: Row[]): string {
     '| model | load (s) | forward, ms/image: uap / PyTorch (ratio) | 1 gradient | 10 gradients | logits vs PyTorch | gradient vs float64: uap / PyTorch float32 |',
     '|---|---|---|---|---|---|---|',
   ];
+  // Rows from before the bench recorded PyTorch's BLAS ran it on Debian's reference BLAS (this machine had no other).
+  const referenceBlas = (t?: { blas?: string }) => t !== undefined && (!t.blas || isReferenceBlas(t.blas));
   for (const r of rows) {
     if ('error' in r) lines.push(`| ${r.model} | refused: ${r.error} ||||||`);
     else if ('forward' in r) {
       const t = r.torch;
       lines.push(
-        `| ${r.model} | ${r.loadSeconds.toFixed(1)} | ${cell(r.forward, t?.forwardMs)} | ${cell(r.gradient, t?.gradientMs)} | ${cell(r.tenGradients, t?.tenGradientsMs)} | ${e(t?.logitsRelDiff)} | ${e(t?.gradL2VsFloat64)} / ${e(t?.torchL2VsFloat64)} |`,
+        `| ${r.model}${r.quick ? ' (quick)' : ''}${referenceBlas(t) ? ' *' : ''} | ${r.loadSeconds.toFixed(1)} | ${cell(r.forward, t?.forwardMs)} | ${cell(r.gradient, t?.gradientMs)} | ${cell(r.tenGradients, t?.tenGradientsMs)} | ${e(t?.logitsRelDiff)} | ${e(t?.gradL2VsFloat64)} / ${e(t?.torchL2VsFloat64)} |`,
       );
     }
   }
+  if (rows.some((r) => 'forward' in r && referenceBlas(r.torch)))
+    lines.push(
+      '',
+      "\\* PyTorch's matrix products on the reference BLAS (see below): its fully connected layers slower than they could be.",
+    );
   return lines.join('\n');
 }
 

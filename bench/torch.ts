@@ -21,21 +21,36 @@ export const TORCH_PYTHON = ['/usr/bin/python3', 'python3'].find(
 /** glibc malloc settings that keep freed memory for reuse instead of returning it to the system. */
 export const TUNED_MALLOC = { MALLOC_MMAP_THRESHOLD_: '1000000000', MALLOC_TRIM_THRESHOLD_: '4000000000' };
 
+/** Whether a library path (bench/torch_net.py's `blas`) is Debian's reference BLAS, which no fair reference runs on. */
+export const isReferenceBlas = (path: string): boolean => /\/blas\/libblas/.test(path);
+
+/** The setting a quick bench runs alone: the fastest on an idle machine. */
+export const IDLE_BEST = 'ACTIVE, malloc tuned';
+
 const SETTINGS = (['ACTIVE', 'PASSIVE'] as const).flatMap((policy) => [
   { name: policy, env: { OMP_WAIT_POLICY: policy } },
   { name: `${policy}, malloc tuned`, env: { OMP_WAIT_POLICY: policy, ...TUNED_MALLOC } },
 ]);
 
+/**
+ * `only`: the names of the settings to run (all by default); a quick bench names the one that wins on
+ * an idle machine, spinning threads with the allocator tuned.
+ */
 export function runTorchBest<T extends Record<string, unknown>>(
   script: string,
   args: string[],
   outJson: string,
+  only?: readonly string[],
 ): T & { torchSettings: string } {
-  const runs = SETTINGS.map((setting) => {
+  const settings = only ? SETTINGS.filter((s) => only.includes(s.name)) : SETTINGS;
+  if (settings.length === 0) throw new Error(`runTorchBest: no setting named ${only?.join(', ')}`);
+  const runs = settings.map((setting) => {
     execFileSync(TORCH_PYTHON!, [script, ...args], { env: { ...process.env, ...setting.env }, stdio: ['ignore', 'ignore', 'inherit'] });
     return { setting: setting.name, out: JSON.parse(readFileSync(outJson, 'utf8')) as T };
   });
   const best = { ...runs[0].out } as Record<string, unknown>;
+  if (typeof best.blas === 'string' && isReferenceBlas(best.blas))
+    console.warn(`PyTorch runs its matrix products on the reference BLAS (${best.blas}): install libopenblas0-openmp for a fair reference`);
   const winners = new Set<string>();
   for (const key of Object.keys(best).filter((k) => /Ms$|^msPer/.test(k) && typeof best[k] === 'number')) {
     const winner = runs.reduce((a, b) => ((b.out[key] as number) < (a.out[key] as number) ? b : a));

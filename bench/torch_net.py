@@ -175,6 +175,14 @@ def to_dtype(v, dtype):
     return v
 
 
+def blas_library():
+    """The BLAS library this process runs matrix products on (Debian's torch links whichever libblas.so.3
+    the system's alternatives name: the reference BLAS where no OpenBLAS is installed, tens of times
+    slower on Linear layers and attention)."""
+    libs = [line.split()[-1] for line in open('/proc/self/maps') if 'blas' in line.split()[-1]]
+    return libs[0] if libs else 'unknown'
+
+
 def time_gradients(forward, x, forward_repeats=10, grad_repeats=5):
     """ms per image (best of the repeats) of a forward pass, one input gradient (of logit 1 - logit 0)
     and ten (one forward pass, a retain_graph backward per class), with the logits and image 0's
@@ -205,6 +213,6 @@ def time_gradients(forward, x, forward_repeats=10, grad_repeats=5):
     with torch.no_grad():
         fwd_ms = best(lambda: forward(x), forward_repeats)
         logits = forward(x).numpy()
-    return {'threads': torch.get_num_threads(), 'torch': torch.__version__, 'batch': B, 'forwardMs': fwd_ms,
+    return {'threads': torch.get_num_threads(), 'torch': torch.__version__, 'blas': blas_library(), 'batch': B, 'forwardMs': fwd_ms,
             'gradientMs': best(one_grad, grad_repeats), 'tenGradientsMs': best(ten_grads, grad_repeats),
             'logits': logits.reshape(-1).tolist(), 'grad0': one_grad()[0].numpy().reshape(-1).tolist()}

@@ -2,10 +2,10 @@
  * How exactly uap runs imported PyTorch models (`npm run bench:zoo-exact`): for each zoo architecture
  * (scripts/make-onnx-fixtures.py --zoo DIR), its logits on 2 real ImageNet images against PyTorch's on
  * the same weights, and the pixel gradient of (logit 1 - logit 0) of image 0 against PyTorch's float64
- * gradient, beside PyTorch's own float32 error. No timing (bench:onnx times, and takes over half an
- * hour for ViT-B/16 on 2 cores); this answers "are its gradients as exact as PyTorch's" in minutes.
+ * gradient, beside PyTorch's own float32 error. No timing (bench:onnx times, and takes many minutes
+ * for the transformers on 2 cores); this answers "are its gradients as exact as PyTorch's" quickly.
  * Writes bench/results/zoo-exact.json and the block `zoo-exact` of docs/models.md.
- *   node dist/bench/zooExact.js --zoo=DIR [--models=vit_b_16,swin_t]
+ *   node dist/bench/zooExact.js --zoo=DIR [--models=vit_b_16,swin_t,maxvit_t]
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     return;
   }
   const backend = await initBackend(args.get('backend'));
-  const names = (args.get('models') ?? 'vit_b_16,swin_t').split(',');
+  const names = (args.get('models') ?? 'vit_b_16,swin_t,maxvit_t').split(',');
   const rows = previous();
   for (const name of names) {
     const model = await loadClassifier(join(zoo, `${name}.onnx`), { backend, card: { preprocess: TORCHVISION, numClasses: 1000 } });

@@ -220,6 +220,128 @@ class EinsumWindows(nn.Module):
         return self.head((x + y).mean(dim=(1, 2)))
 
 
+# MaxViT (Tu et al., "MaxViT: Multi-Axis Vision Transformer", 2022) as torchvision >= 0.15 builds it
+# (`maxvit_t`). Debian's torchvision 0.14 predates it, so it is rebuilt here from the paper and
+# torchvision's documented layout: the same layers in the same order, traced into the same operators
+# (shape arithmetic on Shape outputs for the partitions, chunk, swapaxes, einsum with torchvision's
+# spelled-out labels, a relative-position bias gathered from a table by a constant index).
+
+def conv_norm_act(cin, cout, k, stride=1, groups=1, norm=True, act=True):
+    """torchvision's Conv2dNormActivation as MaxViT uses it: a bias only where there is no batch norm."""
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=not norm)]
+    layers += [nn.BatchNorm2d(cout, eps=1e-3)] if norm else []
+    layers += [nn.GELU()] if act else []
+    return nn.Sequential(*layers)
+
+
+class MaxViTMBConv(nn.Module):
+    """Pre-norm inverted bottleneck (x4), depthwise 3x3 (strided in a block's first layer), squeeze-excitation
+    with SiLU (a quarter of the output width), and a shortcut that average-pools (3x3/2, padding counted)
+    and projects where the shape changes."""
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        mid = 4 * cout
+        if stride != 1 or cin != cout:
+            self.proj = nn.Sequential(*([nn.AvgPool2d(3, 2, 1)] if stride == 2 else []), nn.Conv2d(cin, cout, 1))
+        else:
+            self.proj = nn.Identity()
+        from torchvision.ops.misc import SqueezeExcitation
+        from collections import OrderedDict
+        self.layers = nn.Sequential(OrderedDict(
+            pre_norm=nn.BatchNorm2d(cin, eps=1e-3),
+            conv_a=conv_norm_act(cin, mid, 1),
+            conv_b=conv_norm_act(mid, mid, 3, stride, groups=mid),
+            squeeze_excitation=SqueezeExcitation(mid, cout // 4, activation=nn.SiLU),
+            conv_c=nn.Conv2d(mid, cout, 1)))
+
+    def forward(self, x):
+        return self.proj(x) + self.layers(x)
+
+
+class MaxViTAttention(nn.Module):
+    """Multi-head self-attention within each group of P tokens ([B, G, P, D]), scaled by D ** -0.5 (the
+    feature width, as torchvision does), plus a learnt bias per head and relative offset."""
+    def __init__(self, dim, head_dim, side):
+        super().__init__()
+        self.heads, self.head_dim = dim // head_dim, head_dim
+        self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.merge = nn.Linear(dim, dim)
+        self.scale = dim ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.randn((2 * side - 1) ** 2, self.heads) * 0.02)
+        yx = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing='ij')).flatten(1)
+        offset = yx[:, :, None] - yx[:, None, :] + side - 1
+        self.register_buffer('relative_position_index', offset[0] * (2 * side - 1) + offset[1])
+
+    def forward(self, x):
+        B, G, P, D = x.shape
+        q, k, v = torch.chunk(self.to_qkv(x), 3, dim=-1)
+        q, k, v = (t.reshape(B, G, P, self.heads, self.head_dim).permute(0, 1, 3, 2, 4) for t in (q, k, v))
+        scores = torch.einsum('B G H I D, B G H J D -> B G H I J', q, k * self.scale)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(P, P, -1)
+        att = F.softmax(scores + bias.permute(2, 0, 1).unsqueeze(0), dim=-1)
+        out = torch.einsum('B G H I J, B G H J D -> B G H I D', att, v).permute(0, 1, 3, 2, 4).reshape(B, G, P, D)
+        return self.merge(out)
+
+
+class MaxViTPartition(nn.Module):
+    """Attention and MLP (pre-norm, residual) over windows ('window': side x side blocks of neighbours) or a
+    grid ('grid': tokens grid / side apart, by partitioning into grid / side tiles and swapping axes)."""
+    def __init__(self, dim, head_dim, side, kind, grid):
+        super().__init__()
+        self.tile = side if kind == 'window' else grid // side
+        self.tiles = grid // self.tile
+        self.swap = kind == 'grid'
+        self.attn_layer = nn.Sequential(nn.LayerNorm(dim), MaxViTAttention(dim, head_dim, side), nn.Dropout(0.0))
+        self.mlp_layer = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim),
+                                       nn.Dropout(0.0))
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        p = self.tile
+        x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1).reshape(B, (H // p) * (W // p), p * p, C)
+        if self.swap:
+            x = torch.swapaxes(x, -2, -3)
+        x = x + self.attn_layer(x)
+        x = x + self.mlp_layer(x)
+        if self.swap:
+            x = torch.swapaxes(x, -2, -3)
+        n = self.tiles
+        return x.reshape(B, n, n, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, n * p, n * p)
+
+
+class MaxViT(nn.Module):
+    """maxvit_t's defaults (224 pixels, stem 64, widths 64-128-256-512, depths 2-2-5-2, heads of 32, windows
+    of 7); each layer is an MBConv, window attention and grid attention; the head pools, normalises and
+    runs Linear -> Tanh -> Linear."""
+    def __init__(self, classes=1000, size=224, stem=64, widths=(64, 128, 256, 512), depths=(2, 2, 5, 2), head_dim=32,
+                 side=7):
+        super().__init__()
+        from collections import OrderedDict
+        self.stem = nn.Sequential(conv_norm_act(3, stem, 3, 2), conv_norm_act(stem, stem, 3, norm=False, act=False))
+        grid, cin, blocks = (size - 1) // 2 + 1, stem, []
+        for width, depth in zip(widths, depths):
+            grid = (grid - 1) // 2 + 1
+            layers = []
+            for i in range(depth):
+                layers.append(nn.Sequential(OrderedDict(
+                    MBconv=MaxViTMBConv(cin if i == 0 else width, width, 2 if i == 0 else 1),
+                    window_attention=MaxViTPartition(width, head_dim, side, 'window', grid),
+                    grid_attention=MaxViTPartition(width, head_dim, side, 'grid', grid))))
+            blocks.append(nn.Sequential(*layers))
+            cin = width
+        self.blocks = nn.Sequential(*blocks)
+        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LayerNorm(cin), nn.Linear(cin, cin),
+                                        nn.Tanh(), nn.Linear(cin, classes, bias=False))
+
+    def forward(self, x):
+        return self.classifier(self.blocks(self.stem(x)))
+
+
+def MaxViTiny(classes=10):
+    """MaxViT at a small size: 32 pixels, two blocks (8 x 8 and 4 x 4 grids), windows of 4 x 4."""
+    return MaxViT(classes, size=32, stem=8, widths=(16, 32), depths=(1, 1), head_dim=8, side=4)
+
+
 class DeiTiny(nn.Module):
     """A DeiT in timm's layout: class and distillation tokens, qkv reshaped to (B, N, 3, heads, d) and
     permuted (2, 0, 3, 1, 4), unbound into q, k, v, and the two heads averaged at inference."""
@@ -353,6 +475,8 @@ FIXTURES = [
     ('einsum-op13', EinsumWindows, 13, True, 32, False),
     ('hfvit-op14', HFViTiny, 14, True, 32, False),
     ('hfvit-op17', HFViTiny, 17, False, 32, False),
+    ('maxvit-op13', MaxViTiny, 13, True, 32, False),
+    ('maxvit-op17', MaxViTiny, 17, True, 32, False),
 ]
 # Exports uap refuses, each with the reason its message must give (no reference values: test/onnx-import.test.ts).
 REFUSED = [
@@ -447,7 +571,7 @@ def make_fixtures(out, only=None):
 
 ZOO = ['resnet18', 'mobilenet_v3_small', 'efficientnet_b0', 'googlenet', 'densenet121', 'convnext_tiny', 'vgg11_bn',
        'shufflenet_v2_x1_0', 'regnet_y_400mf', 'mnasnet1_0', 'squeezenet1_1', 'mobilenet_v2', 'vit_b_16', 'resnet50', 'vgg16',
-       'swin_t']
+       'swin_t', 'maxvit_t']
 
 
 def zoo_model(name):
@@ -457,7 +581,13 @@ def zoo_model(name):
     k = ZOO.index(name)
     torch.manual_seed(k)
     kwargs = {'aux_logits': False, 'init_weights': True} if name == 'googlenet' else {}
-    return calibrate(randomize(getattr(torchvision.models, name)(weights=None, **kwargs), 1000 + k), 2000 + k)
+    build = getattr(torchvision.models, name, None)
+    model = build(weights=None, **kwargs) if build else REBUILT[name]()
+    return calibrate(randomize(model, 1000 + k), 2000 + k)
+
+
+# Zoo architectures the installed torchvision lacks, rebuilt above.
+REBUILT = {'maxvit_t': MaxViT}
 
 
 def calibrate(model, seed):

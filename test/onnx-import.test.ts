@@ -49,8 +49,10 @@ describe('ONNX fixtures exported from PyTorch: logits and input gradients equal 
   it('there is a fixture per family and opset', () => {
     expect(fixtures.length).toBeGreaterThanOrEqual(18);
     expect(fixtures.some((f) => f.endsWith('op18'))).toBe(true);
-    // Vision transformers: timm's layout (ours, DeiT), torchvision's nn.MultiheadAttention, Hugging Face's.
-    for (const family of ['vit', 'deit', 'tvvit', 'hfvit']) expect(fixtures.some((f) => f.startsWith(`${family}-`))).toBe(true);
+    // Vision transformers: timm's layout (ours, DeiT), torchvision's nn.MultiheadAttention, Hugging Face's,
+    // torchvision's Swin and MaxViT (window and grid partitions, einsum attention).
+    for (const family of ['vit', 'deit', 'tvvit', 'hfvit', 'tvswin', 'maxvit'])
+      expect(fixtures.some((f) => f.startsWith(`${family}-`))).toBe(true);
   });
   for (const onnx of ortPresent ? [true, false] : [false])
     it.each(fixtures)(`%s on ${onnx ? 'ONNX Runtime' : 'TF.js'}`, async (name) => {

@@ -56,6 +56,12 @@ type Reply = ({ outputs: Record<string, Float32Array> } | { error: string }) & {
 export interface SessionSettings {
   /** ONNX Runtime's prepacked weights: a copy of each matrix product's weights per session, a little faster. */
   prepack: boolean;
+  /**
+   * Optimise each model once and let every worker open that copy (CPU only; see the worker's
+   * `shared`). Off, each worker's session optimises the model itself and keeps its own blocked
+   * filters and packed weights.
+   */
+  shareOptimised?: boolean;
 }
 
 /** Spare feed buffers a worker's owner keeps: enough for a few requests in flight. */
@@ -80,11 +86,46 @@ const options = {
   extra: { session: { intra_op: { allow_spinning: '0' }, ...(workerData.prepack ? {} : { disable_prepacking: '1' }) } },
 };
 const message = (e) => String((e && e.message) || e).split('\\n')[0];
+// Optimised once, opened by all: ONNX Runtime's optimisations copy the convolution filters into its
+// blocked layout and pack matrix products' weights, in every session (forward, evaluation and gradient
+// models, in each worker). With \`shared\`, the first worker to need a model optimises it and saves the
+// result with its initializers in a file beside it; every worker, that one included, opens the saved
+// model with optimisations off, and ONNX Runtime maps its initializers from the file, so that the
+// workers' sessions share one copy in the page cache. Per model, in shared memory: 0 not started,
+// 1 being optimised, 2 saved, 3 failed (each worker then optimises its own, as without \`shared\`).
+const names = Object.keys(workerData.models);
+const stage = workerData.shared && new Int32Array(workerData.shared);
+const optimisedPath = (name) => workerData.models[name].replace(/\\.onnx$/, '.opt.onnx');
+async function optimised(name) {
+  const i = names.indexOf(name);
+  if (Atomics.compareExchange(stage, i, 0, 1) === 0) {
+    let done = 2;
+    try {
+      const session = { ...options.extra.session, optimized_model_external_initializers_file_name: name + '.opt.bin',
+        optimized_model_external_initializers_min_size_in_bytes: '1024', save_external_prepacked_constant_initializers: '1' };
+      const s = await ort.InferenceSession.create(workerData.models[name], { ...options, optimizedModelFilePath: optimisedPath(name), extra: { session } });
+      await s.release();
+    } catch {
+      done = 3;
+    }
+    Atomics.store(stage, i, done);
+    Atomics.notify(stage, i);
+  }
+  for (let now = Atomics.load(stage, i); now < 2; now = Atomics.load(stage, i)) {
+    const wait = Atomics.waitAsync(stage, i, now);
+    if (wait.async) await wait.value;
+  }
+  return Atomics.load(stage, i) === 2;
+}
+const create = async (name) =>
+  stage && (await optimised(name))
+    ? ort.InferenceSession.create(optimisedPath(name), { ...options, graphOptimizationLevel: 'disabled' })
+    : ort.InferenceSession.create(workerData.models[name], options);
 (async () => {
   // Sessions are made on first use: an evaluation never builds the gradient graph's session (its
   // resident memory, several times the weights', and its build time).
   const sessions = {};
-  const session = (name) => (sessions[name] ??= ort.InferenceSession.create(workerData.models[name], options));
+  const session = (name) => (sessions[name] ??= create(name));
   try {
     await session(workerData.eager);
   } catch (e) {
@@ -132,11 +173,19 @@ class SessionWorker {
   private spare: ArrayBuffer[] = [];
   readonly ready: Promise<void>;
 
-  constructor(models: Record<string, string>, threads: number, ortPath: string, device: Device, options: SessionSettings) {
+  /** `shared`: the models' optimisation stages, one Int32 each, shared by the pool's workers (see WORKER_SOURCE). */
+  constructor(
+    models: Record<string, string>,
+    threads: number,
+    ortPath: string,
+    device: Device,
+    options: SessionSettings,
+    shared?: SharedArrayBuffer,
+  ) {
     // The first model's session is built at once, so that a model ONNX Runtime refuses fails here.
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
-      workerData: { models, threads, ortPath, device, eager: Object.keys(models)[0], prepack: options.prepack },
+      workerData: { models, threads, ortPath, device, eager: Object.keys(models)[0], prepack: options.prepack, shared },
     });
     // Idle workers must not keep the process alive: unref once ready, ref while a request is pending.
     this.ready = new Promise<void>((resolve, reject) => {
@@ -223,7 +272,8 @@ export class SessionPool {
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
     // The workers open the models by path (modelFiles.ts): cloning the bytes into each worker's message
     // took tens of seconds for VGG-size graphs, and bytes in shared memory still cost each worker a copy.
-    const pool = Array.from({ length: workers }, () => new SessionWorker(files.paths, threadsPerWorker, ortPath, device, settings));
+    const shared = settings.shareOptimised && device === 'cpu' ? new SharedArrayBuffer(4 * Object.keys(files.paths).length) : undefined;
+    const pool = Array.from({ length: workers }, () => new SessionWorker(files.paths, threadsPerWorker, ortPath, device, settings, shared));
     try {
       await Promise.all(pool.map((w) => w.ready));
     } catch (e) {
