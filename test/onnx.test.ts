@@ -5,7 +5,15 @@ import { weights, SLICE_END, type Net, type NetNode, type NodeOp, type Activatio
 import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
 import { runPlainGraph } from '../src/engine/tfjs/plainGraph.js';
 import { exportOnnx, exportOnnxEach, OnnxUnsupported } from '../src/engine/onnx/export.js';
-import { defaultLayout, forwardImagesPerRun, loadOrt, onnxRuntime, shares, weightBytes } from '../src/engine/onnx/runtime.js';
+import {
+  defaultLayout,
+  forwardImagesPerRun,
+  loadOrt,
+  onnxRuntime,
+  shareOptimised,
+  shares,
+  weightBytes,
+} from '../src/engine/onnx/runtime.js';
 import { multiplyAdds } from '../src/engine/shapes.js';
 import type { Classifier } from '../src/classifier/classifier.js';
 import { initBackend, tfjsBackend } from '../src/engine/backend.js';
@@ -472,6 +480,46 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
       await pool.dispose();
       await inside!.dispose();
     }
+  });
+
+  it('workers that open one optimised copy of each model give the outputs of workers that optimise their own', async () => {
+    // The self-check net has every op's samples: any op ONNX Runtime saves and reads back wrongly shows here.
+    const net = selfCheckNet();
+    const own = await onnxRuntime(net, SELF_CHECK_SHAPE, { layout: { workers: 1, threadsPerWorker: 1 } });
+    for (const prepack of [true, false]) {
+      const files = new ModelFiles();
+      exportOnnxEach(net, SELF_CHECK_SHAPE, ['forward', 'vjp'], 'cpu', (k, bytes) => files.add(k, bytes), files);
+      files.closeWeights();
+      const pool = await SessionPool.create(files, 2, 1, 'cpu', { prepack, shareOptimised: true });
+      try {
+        const x = Float32Array.from({ length: 4 * 48 }, (_, i) => (i * 37) % 255);
+        const dy = Float32Array.from({ length: 4 * 3 }, (_, i) => i - 5);
+        const shard = (i: number) => ({
+          feeds: {
+            x: { data: x.subarray(i * 96, (i + 1) * 96), dims: [2, ...SELF_CHECK_SHAPE] },
+            dy: { data: dy.subarray(i * 6, (i + 1) * 6), dims: [2, 1, 3] },
+          },
+        });
+        // Two shards at once: both workers ask for the gradient model together, one optimises it.
+        const outs = await pool.runShards('vjp', [shard(0), shard(1)], ['logits', 'dx']);
+        for (const name of ['forward', 'vjp']) expect(existsSync(join(files.dir, `${name}.opt.onnx`))).toBe(true);
+        const want = await own!.vjp({ n: 4, shape: SELF_CHECK_SHAPE, data: x }, dy);
+        expect(maxRelativeDifference(Float32Array.from([...outs[0].dx, ...outs[1].dx]), want.dx)).toBeLessThan(1e-6);
+        expect(maxRelativeDifference(Float32Array.from([...outs[0].logits, ...outs[1].logits]), want.logits)).toBeLessThan(1e-6);
+      } finally {
+        await pool.dispose();
+      }
+    }
+    await own!.dispose();
+  });
+
+  it('models share an optimised copy where convolution filters make most of their weights, not where dense layers do', () => {
+    // Filters 3x3x3x64 + 3x3x64x64 (38,592 floats with biases) before a 576 x 4 dense layer: filters make most.
+    const convs = chainNet([{ op: conv(3, 64, 3, 1, 'same') }, { op: conv(64, 64, 3, 2, 'valid') }], 3 * 3 * 64);
+    expect(shareOptimised(convs, 2)).toBe(true);
+    expect(shareOptimised(convs, 1)).toBe(false); // one worker: one session per model, nothing to share
+    // A 3x3x3x4 filter before a 256 x 4 dense layer: the dense layer makes most.
+    expect(shareOptimised(chainNet([{ op: conv(3, 4, 3, 1, 'same') }], 8 * 8 * 4), 2)).toBe(false);
   });
 
   it('a gradient scratch is reused from call to call (a smaller call too) and gives the same rows as fresh memory', async () => {

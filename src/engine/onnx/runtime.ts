@@ -55,8 +55,8 @@ const MAX_WORKERS = 4;
 /**
  * Resident bytes one CPU worker may come to hold per byte of the model's weights: the sessions share
  * the weights file, but each keeps its own copy of the convolution filters in ONNX Runtime's blocked
- * layout (forward, evaluation and gradient sessions), activations besides (bench:onnx's memory table,
- * bench/results/onnx-memory.md).
+ * layout (forward, evaluation and gradient sessions) unless they open a shared optimised copy
+ * (shareOptimised), activations besides (bench:onnx's memory table, bench/results/onnx-memory.md).
  */
 const WORKER_BYTES_PER_WEIGHT_BYTE = 5;
 /**
@@ -95,13 +95,24 @@ export function defaultLayout(cores = availableParallelism(), memory?: { weightB
 }
 
 /** Bytes of a network's weights: every array its nodes hold, nested ones too (a binary op's constant). */
-export function weightBytes(net: Net): number {
+export function weightBytes(net: Net, which: (kind: string) => boolean = () => true): number {
   const bytes = (v: unknown): number => {
     if (!v || typeof v !== 'object') return 0;
     const data = (v as { data?: unknown }).data;
     return data instanceof Float32Array ? data.byteLength : Object.values(v).reduce((sum: number, x) => sum + bytes(x), 0);
   };
-  return net.nodes.reduce((sum, n) => sum + bytes(n.op), 0);
+  return net.nodes.reduce((sum, n) => sum + (which(n.op.kind) ? bytes(n.op) : 0), 0);
+}
+
+/**
+ * Whether the workers should open one optimised copy of each model (SessionSettings.shareOptimised):
+ * where convolution filters make most of the weights. Each session keeps its own copy of them in
+ * ONNX Runtime's blocked layout, which sharing saves once per worker and model; but each saved model
+ * holds all of its weights, so the models no longer share the others (fully connected layers) through
+ * the one weights file, which costs more than it saves where those dominate (VGG).
+ */
+export function shareOptimised(net: Net, workers: number): boolean {
+  return workers > 1 && 2 * weightBytes(net, (kind) => kind === 'conv') >= weightBytes(net);
 }
 
 /** Images per forward run for a model of `multiplyAdds` per image: IMAGES_PER_RUN, more for small models. */
@@ -168,7 +179,10 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
     throw e;
   }
   const prepack = bytes <= PREPACK_MAX_WEIGHT_BYTES;
-  const pool = await SessionPool.create(files, layout.workers, layout.threadsPerWorker, device, { prepack });
+  const pool = await SessionPool.create(files, layout.workers, layout.threadsPerWorker, device, {
+    prepack,
+    shareOptimised: !gpu && shareOptimised(net, layout.workers),
+  });
   /** Values per image. */
   const size = inputShape[0] * inputShape[1] * inputShape[2];
   const onGpu = gpu ? gpuRunSizes(activationsPerImage(net, inputShape)) : undefined;

@@ -101,8 +101,12 @@ async function optimised(name) {
   if (Atomics.compareExchange(stage, i, 0, 1) === 0) {
     let done = 2;
     try {
+      // Small initializers stay inside the saved graph: shape inference reads some (Pad's pads, shapes)
+      // and cannot from the file. Prepacked weights are not saved: sessions that opened saved prepacked
+      // weights crashed in a run (ONNX Runtime 1.30); each session prepacks its own (small models only:
+      // large ones run unpacked, see runtime.ts).
       const session = { ...options.extra.session, optimized_model_external_initializers_file_name: name + '.opt.bin',
-        optimized_model_external_initializers_min_size_in_bytes: '1024', save_external_prepacked_constant_initializers: '1' };
+        optimized_model_external_initializers_min_size_in_bytes: '65536' };
       const s = await ort.InferenceSession.create(workerData.models[name], { ...options, optimizedModelFilePath: optimisedPath(name), extra: { session } });
       await s.release();
     } catch {
@@ -111,16 +115,19 @@ async function optimised(name) {
     Atomics.store(stage, i, done);
     Atomics.notify(stage, i);
   }
-  for (let now = Atomics.load(stage, i); now < 2; now = Atomics.load(stage, i)) {
-    const wait = Atomics.waitAsync(stage, i, now);
-    if (wait.async) await wait.value;
-  }
+  // Polled: a pending Atomics.waitAsync does not keep a worker's event loop alive.
+  while (Atomics.load(stage, i) < 2) await new Promise((wake) => setTimeout(wake, 10));
   return Atomics.load(stage, i) === 2;
 }
-const create = async (name) =>
-  stage && (await optimised(name))
-    ? ort.InferenceSession.create(optimisedPath(name), { ...options, graphOptimizationLevel: 'disabled' })
-    : ort.InferenceSession.create(workerData.models[name], options);
+const create = async (name) => {
+  if (stage && (await optimised(name)))
+    try {
+      return await ort.InferenceSession.create(optimisedPath(name), { ...options, graphOptimizationLevel: 'disabled' });
+    } catch {
+      // A saved graph ONNX Runtime cannot read back: this worker optimises its own.
+    }
+  return ort.InferenceSession.create(workerData.models[name], options);
+};
 (async () => {
   // Sessions are made on first use: an evaluation never builds the gradient graph's session (its
   // resident memory, several times the weights', and its build time).
@@ -193,6 +200,7 @@ class SessionWorker {
         m.ready ? resolve() : reject(new Error(`ONNX Runtime: ${m.error}`)),
       );
       this.worker.once('error', reject);
+      this.worker.once('exit', (code) => reject(new Error(`ONNX Runtime worker exited (code ${code}) before its sessions were built`)));
     }).then(() => {
       if (this.pending.size === 0) this.worker.unref();
     });
