@@ -87,8 +87,7 @@ const options = {
 };
 const message = (e) => String((e && e.message) || e).split('\\n')[0];
 // Optimised once, opened by all: ONNX Runtime's optimisations copy the convolution filters into its
-// blocked layout and pack matrix products' weights, in every session (forward, evaluation and gradient
-// models, in each worker). With \`shared\`, the first worker to need a model optimises it and saves the
+// blocked layout, in every session (forward, evaluation and gradient models, in each worker). With \`shared\`, the first worker to need a model optimises it and saves the
 // result with its initializers in a file beside it; every worker, that one included, opens the saved
 // model with optimisations off, and ONNX Runtime maps its initializers from the file, so that the
 // workers' sessions share one copy in the page cache. Per model, in shared memory: 0 not started,
@@ -113,7 +112,6 @@ async function optimised(name) {
       done = 3;
     }
     Atomics.store(stage, i, done);
-    Atomics.notify(stage, i);
   }
   // Polled: a pending Atomics.waitAsync does not keep a worker's event loop alive.
   while (Atomics.load(stage, i) < 2) await new Promise((wake) => setTimeout(wake, 10));
