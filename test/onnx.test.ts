@@ -465,6 +465,7 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     // Graphs only in the models: every weight of 1 KB or more went to weights.bin.
     expect(statSync(files.paths.vjp).size).toBeLessThan(statSync(join(files.dir, 'weights.bin')).size);
     const pool = await SessionPool.create(files, 1, 1, 'cpu', { prepack: false });
+    expect(pool.sharedModels()).toEqual([]);
     try {
       const x = Float32Array.from({ length: 2 * 48 }, (_, i) => (i * 37) % 255);
       const dy = Float32Array.from({ length: 2 * 3 }, (_, i) => i - 2);
@@ -503,6 +504,8 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
         // Two shards at once: both workers ask for the gradient model together, one optimises it.
         const outs = await pool.runShards('vjp', [shard(0), shard(1)], ['logits', 'dx']);
         for (const name of ['forward', 'vjp']) expect(existsSync(join(files.dir, `${name}.opt.onnx`))).toBe(true);
+        // Saved and read back: no worker fell back to optimising its own.
+        expect(pool.sharedModels()).toEqual(['forward', 'vjp']);
         const want = await own!.vjp({ n: 4, shape: SELF_CHECK_SHAPE, data: x }, dy);
         expect(maxRelativeDifference(Float32Array.from([...outs[0].dx, ...outs[1].dx]), want.dx)).toBeLessThan(1e-6);
         expect(maxRelativeDifference(Float32Array.from([...outs[0].logits, ...outs[1].logits]), want.logits)).toBeLessThan(1e-6);

@@ -59,7 +59,7 @@ export interface SessionSettings {
   /**
    * Optimise each model once and let every worker open that copy (CPU only; see the worker's
    * `shared`). Off, each worker's session optimises the model itself and keeps its own blocked
-   * filters and packed weights.
+   * filters.
    */
   shareOptimised?: boolean;
 }
@@ -87,11 +87,13 @@ const options = {
 };
 const message = (e) => String((e && e.message) || e).split('\\n')[0];
 // Optimised once, opened by all: ONNX Runtime's optimisations copy the convolution filters into its
-// blocked layout, in every session (forward, evaluation and gradient models, in each worker). With \`shared\`, the first worker to need a model optimises it and saves the
-// result with its initializers in a file beside it; every worker, that one included, opens the saved
-// model with optimisations off, and ONNX Runtime maps its initializers from the file, so that the
-// workers' sessions share one copy in the page cache. Per model, in shared memory: 0 not started,
-// 1 being optimised, 2 saved, 3 failed (each worker then optimises its own, as without \`shared\`).
+// blocked layout, in every session (forward, evaluation and gradient models, in each worker). With
+// \`shared\`, the first worker to need a model optimises it and saves the result with its initializers
+// in a file beside it; every worker, that one included, opens the saved model with optimisations off,
+// and ONNX Runtime maps its initializers from the file, so that the workers' sessions share one copy
+// in the page cache. Per model, in shared memory: 0 not started, 1 being optimised, 2 saved (and read
+// back), 3 failed: not saved, or saved but not readable (each worker then optimises its own, as
+// without \`shared\`).
 const names = Object.keys(workerData.models);
 const stage = workerData.shared && new Int32Array(workerData.shared);
 const optimisedPath = (name) => workerData.models[name].replace(/\\.onnx$/, '.opt.onnx');
@@ -122,7 +124,8 @@ const create = async (name) => {
     try {
       return await ort.InferenceSession.create(optimisedPath(name), { ...options, graphOptimizationLevel: 'disabled' });
     } catch {
-      // A saved graph ONNX Runtime cannot read back: this worker optimises its own.
+      // A saved graph ONNX Runtime cannot read back: marked failed, so that no other worker tries it.
+      Atomics.store(stage, names.indexOf(name), 3);
     }
   return ort.InferenceSession.create(workerData.models[name], options);
 };
@@ -262,6 +265,8 @@ export class SessionPool {
     private readonly workers: SessionWorker[],
     readonly threadsPerWorker: number,
     private readonly files: ModelFiles,
+    /** The models' optimisation stages where the workers share optimised copies (see WORKER_SOURCE). */
+    private readonly stages?: Int32Array,
   ) {}
 
   /**
@@ -287,11 +292,16 @@ export class SessionPool {
       files.release();
       throw e;
     }
-    return new SessionPool(pool, threadsPerWorker, files);
+    return new SessionPool(pool, threadsPerWorker, files, shared && new Int32Array(shared));
   }
 
   get size(): number {
     return this.workers.length;
+  }
+
+  /** The models whose sessions run from the one optimised copy every worker opened (none without sharing). */
+  sharedModels(): string[] {
+    return Object.keys(this.files.paths).filter((_, i) => this.stages !== undefined && Atomics.load(this.stages, i) === 2);
   }
 
   /** Runs every shard, each worker taking the next one as it finishes its last; results in shard order. */
