@@ -10,14 +10,12 @@ PIXELS.npy: uint8 or float32 [N, H, W, 3] pixels in [0, 255]; normalised with to
 Settings: cudnn.benchmark on, PyTorch's defaults otherwise (TF32 convolutions where the GPU has them:
 what a user gets; recorded in the output).
 """
-import importlib.util, json, os, sys, time
+import json, sys, time
 import numpy as np
 import torch
+from torch_net import zoo_fixtures
 
-here = os.path.dirname(os.path.abspath(__file__))
-spec = importlib.util.spec_from_file_location('fixtures', os.path.join(here, '..', 'scripts', 'make-onnx-fixtures.py'))
-fixtures = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fixtures)
+fixtures = zoo_fixtures()
 
 name, x_path, out_path, device, batch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 torch.backends.cudnn.benchmark = True

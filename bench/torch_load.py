@@ -49,20 +49,15 @@ class PssSampler(threading.Thread):
 zoo, name, batch, out_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 import torch, torchvision  # noqa: E402 (imports are the interpreter's base, not the load)
 torch.set_num_threads(int(sys.argv[5]) if len(sys.argv) > 5 else 2)
-build = getattr(torchvision.models, name, None)
-if build is None:  # an architecture this torchvision lacks: the fixtures script's rebuild of it
-    import importlib.util, os  # noqa: E402
-    spec = importlib.util.spec_from_file_location('fixtures', os.path.join(os.path.dirname(__file__), '..', 'scripts', 'make-onnx-fixtures.py'))
-    fixtures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fixtures)
-    build = lambda weights=None: fixtures.REBUILT[name]()  # noqa: E731
+from torch_net import zoo_fixtures  # noqa: E402
+fixtures = zoo_fixtures()
 base = rss_mb('VmRSS')
 base_pss = pss_mb()
 sampler = PssSampler()
 sampler.start()
 t0 = time.perf_counter()
 kwargs = {'aux_logits': False, 'init_weights': False} if name == 'googlenet' else {}
-model = build(weights=None, **kwargs)
+model = fixtures.zoo_architecture(name, **kwargs)
 model.load_state_dict(torch.load(f'{zoo}/{name}.pt'))
 model.eval()
 load_seconds = time.perf_counter() - t0

@@ -175,6 +175,17 @@ def to_dtype(v, dtype):
     return v
 
 
+def zoo_fixtures():
+    """scripts/make-onnx-fixtures.py as a module: the zoo's architectures (zoo_architecture) and seeded
+    models (zoo_model), MEAN and STD."""
+    import importlib.util, os
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'scripts', 'make-onnx-fixtures.py')
+    spec = importlib.util.spec_from_file_location('fixtures', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def blas_library():
     """The BLAS library this process runs matrix products on (Debian's torch links whichever libblas.so.3
     the system's alternatives name: the reference BLAS where no OpenBLAS is installed, tens of times

@@ -15,7 +15,7 @@ the first batch's labels), peak RSS (this process + the largest worker), and the
 without the model (decodeImagesPerSecond). Run it with OMP_WAIT_POLICY=PASSIVE (bench/stream.ts does):
 spinning OpenMP threads take the cores the workers decode on (ResNet-18: 2x slower, see stream.ts).
 """
-import argparse, importlib.util, io, json, os, resource, tarfile, time
+import argparse, io, json, os, resource, tarfile, time
 import numpy as np
 import torch
 import torchvision.transforms as T
@@ -67,10 +67,8 @@ class TarShards(IterableDataset):
 def zoo_forward(name):
     """The zoo's torchvision model with its normalisation: NHWC pixels in, logits out. NCHW by a permute,
     as bench/torch_zoo.py: channels-last strides, which oneDNN runs about 25% faster than contiguous NCHW."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    spec = importlib.util.spec_from_file_location('fixtures', os.path.join(here, '..', 'scripts', 'make-onnx-fixtures.py'))
-    fixtures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fixtures)
+    from torch_net import zoo_fixtures
+    fixtures = zoo_fixtures()
     model = fixtures.zoo_model(name)
     mean, std = torch.tensor(fixtures.MEAN), torch.tensor(fixtures.STD)
     return (lambda x: model(((x - mean) / std).permute(0, 3, 1, 2))), [224, 224, 3]

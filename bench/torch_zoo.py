@@ -9,15 +9,12 @@ and float64. With --exact, no timing (bench:zoo-exact): the logits and the two g
 takes a few minutes where timing a transformer under four settings takes far longer. With --quick,
 each timing is the best of two runs after a warm-up (the transformers' rows).
 """
-import importlib.util, json, os, sys
+import json, sys
 import numpy as np
 import torch
-from torch_net import time_gradients
+from torch_net import time_gradients, zoo_fixtures
 
-here = os.path.dirname(os.path.abspath(__file__))
-spec = importlib.util.spec_from_file_location('fixtures', os.path.join(here, '..', 'scripts', 'make-onnx-fixtures.py'))
-fixtures = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fixtures)
+fixtures = zoo_fixtures()
 
 args = [a for a in sys.argv[1:] if not a.startswith('--')]
 name, x_path, out_path = args[:3]

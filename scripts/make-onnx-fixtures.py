@@ -577,13 +577,18 @@ ZOO = ['resnet18', 'mobilenet_v3_small', 'efficientnet_b0', 'googlenet', 'densen
 def zoo_model(name):
     """A torchvision architecture with seeded random weights (no pretrained weights offline): the same
     numbers whenever it is built, so bench/torch_zoo.py times the very model the zoo's .onnx holds."""
-    import torchvision
     k = ZOO.index(name)
     torch.manual_seed(k)
     kwargs = {'aux_logits': False, 'init_weights': True} if name == 'googlenet' else {}
+    return calibrate(randomize(zoo_architecture(name, **kwargs), 1000 + k), 2000 + k)
+
+
+def zoo_architecture(name, **kwargs):
+    """A zoo architecture untrained: torchvision's builder, or the rebuild here where the installed
+    torchvision lacks it (REBUILT)."""
+    import torchvision
     build = getattr(torchvision.models, name, None)
-    model = build(weights=None, **kwargs) if build else REBUILT[name]()
-    return calibrate(randomize(model, 1000 + k), 2000 + k)
+    return build(weights=None, **kwargs) if build else REBUILT[name](**kwargs)
 
 
 # Zoo architectures the installed torchvision lacks, rebuilt above.
