@@ -7,7 +7,10 @@ import * as tf from '../src/tf.js';
 import onnxProto from 'onnx-proto';
 import './helpers.js';
 import { initBackend, tfjsBackend } from '../src/engine/backend.js';
-import { loadClassifier } from '../src/import/load.js';
+import { loadClassifier, onnxOn, probeImage } from '../src/import/load.js';
+import { fileReference, referenceDifference, runFile } from '../src/import/onnx/reference.js';
+import { runPlainGraph } from '../src/engine/tfjs/plainGraph.js';
+import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
 import { argmaxRows, forwardLogits, vjp } from '../src/classifier/compute.js';
 import { maxRelativeDifference } from '../src/engine/selfcheck.js';
 import { OnnxGraph } from '../src/engine/onnx/builder.js';
@@ -375,5 +378,182 @@ describe('uap on an imported PyTorch model, end to end', () => {
     expect(existsSync(join(out, 'sgd', 'graph.svg'))).toBe(true);
     expect(existsSync(join(out, 'sgd', 'baseline.json'))).toBe(true);
     rmSync(out, { recursive: true, force: true });
+  });
+});
+
+describe('each load checks the import against the file itself, run by ONNX Runtime', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'uap-onnx-ref-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  /** tinyModel's classifier, its logits then through `last` (named "probs"), for a batch of `batch`. */
+  const ending = (last?: 'Softmax' | 'LogSoftmax' | 'Identity', batch: number | string = 'N') => {
+    const g = new OnnxGraph();
+    const x = g.op(
+      'Conv',
+      [
+        'input',
+        g.floats(
+          Float32Array.from({ length: 108 }, (_, i) => Math.sin(i) / 10),
+          [4, 3, 3, 3],
+        ),
+      ],
+      {
+        kernel_shape: [3, 3],
+        pads: [1, 1, 1, 1],
+      },
+    );
+    const out = last ? 'probs' : 'logits';
+    g.opMulti('Flatten', [g.op('GlobalAveragePool', [x])], ['z']);
+    g.opMulti(last ?? 'Identity', ['z'], [out], last && last !== 'Identity' ? { axis: 1 } : {});
+    return g.encode([['input', [batch, 3, 8, 8]]], [[out, [batch, 4]]]);
+  };
+  const reference = (bytes: Uint8Array, card: Parameters<typeof fileReference>[2] = {}) =>
+    fileReference(parseOnnx(bytes, 'm.onnx'), 'm.onnx', card);
+
+  it('fetches the logits output, or the softmax after them, in the form it gives', () => {
+    expect(reference(ending())).toEqual({ output: 'logits', outputIs: 'logits' });
+    expect(reference(ending('Identity'))).toEqual({ output: 'probs', outputIs: 'logits' });
+    expect(reference(ending('Softmax'))).toEqual({ output: 'probs', outputIs: 'probabilities' });
+    expect(reference(ending('LogSoftmax'))).toEqual({ output: 'probs', outputIs: 'log-probabilities' });
+    // Nothing it can compare with: an inner value as the logits.
+    expect(reference(ending('Softmax'), { logitsLayer: 'z' })).toBeUndefined();
+    // A softmax the import skips cannot also be read as probabilities (log of logits): refused.
+    expect(() => reference(ending('Softmax'), { outputIsProbabilities: true })).toThrow(
+      /m\.onnx: the graph ends in Softmax, which the import skips .*do not mark its output as probabilities/,
+    );
+  });
+  it('compares logits with probabilities and log-probabilities up to their normaliser', () => {
+    const z = Float32Array.from([2, -1, 0.5, 3]);
+    const lse = Math.log(z.reduce((s, v) => s + Math.exp(v), 0));
+    const ref = (outputIs: 'logits' | 'probabilities' | 'log-probabilities') => ({
+      file: '',
+      input: '',
+      channelsFirst: true,
+      output: '',
+      outputIs,
+    });
+    expect(
+      referenceDifference(
+        ref('log-probabilities'),
+        z,
+        z.map((v) => v - lse),
+      ),
+    ).toBeLessThan(1e-6);
+    expect(
+      referenceDifference(
+        ref('probabilities'),
+        z,
+        z.map((v) => Math.exp(v - lse)),
+      ),
+    ).toBeLessThan(1e-6);
+    // The shift matters for logits; another order of the classes matters for all three.
+    expect(
+      referenceDifference(
+        ref('logits'),
+        z,
+        z.map((v) => v - lse),
+      ),
+    ).toBeGreaterThan(0.5);
+    const swapped = Float32Array.from([z[1], z[0], z[2], z[3]]);
+    for (const form of ['logits', 'probabilities', 'log-probabilities'] as const) {
+      const file =
+        form === 'probabilities' ? swapped.map((v) => Math.exp(v - lse)) : form === 'logits' ? swapped : swapped.map((v) => v - lse);
+      expect(referenceDifference(ref(form), z, file)).toBeGreaterThan(0.1);
+    }
+  });
+  it.runIf(ortPresent)('runs the file on the probe image in its own layout; not a batch of fixed size 2', async () => {
+    const shape: [number, number, number] = [8, 8, 3];
+    const probe = probeImage(shape);
+    try {
+      const p = join(dir, 'run.onnx');
+      writeFileSync(p, ending('Softmax'));
+      const out = await runFile(p, probe, (x) => tf.div(x, 255));
+      // The NCHW file and the Net (NHWC) agree on the probe.
+      const net = onnxNet(parseOnnx(ending(), p), p, { inputShape: shape });
+      const graph = netToTfGraph(net, shape);
+      const z = tf.tidy(() => runPlainGraph(graph, tf.div(probe, 255) as tf.Tensor4D).dataSync() as Float32Array);
+      tf.dispose(graph.owned);
+      expect(out?.get('probs')?.dims).toEqual([1, 4]);
+      expect(referenceDifference({ output: 'probs', outputIs: 'probabilities' }, z, out!.get('probs')!.data)).toBeLessThan(1e-6);
+      writeFileSync(p, ending(undefined, 2));
+      expect(await runFile(p, probe, (x) => x)).toBeUndefined();
+    } finally {
+      probe.dispose();
+    }
+  });
+  it.runIf(ortPresent)('a model ending in softmax loads on ONNX Runtime with the logits before it', async () => {
+    for (const last of ['Softmax', 'LogSoftmax'] as const) {
+      const p = join(dir, `${last}.onnx`);
+      writeFileSync(p, ending(last));
+      const model = await loadClassifier(card('tiny', { inputShape: [8, 8, 3], numClasses: 4, preprocess: { scale: 1 / 255 } }, p), {
+        backend,
+      });
+      try {
+        expect(model.runsOn).toBe('onnxruntime');
+      } finally {
+        model.dispose();
+      }
+    }
+  });
+  it.runIf(ortPresent)('an export the file disagrees with runs on TF.js; an import it disagrees with is refused', async () => {
+    const bytes = ending();
+    const file = join(dir, 'tiny.onnx');
+    writeFileSync(file, bytes);
+    const shape: [number, number, number] = [8, 8, 3];
+    const net = onnxNet(parseOnnx(bytes, file), file, { inputShape: shape });
+    const graph = netToTfGraph(net, shape);
+    const logits = (x: tf.Tensor4D) => runPlainGraph(graph, x) as tf.Tensor2D;
+    const released: string[] = [];
+    const probe = probeImage(shape);
+    const z = tf.tidy(() => logits(probe).dataSync() as Float32Array);
+    probe.dispose();
+    const check = (shift: (z: Float32Array) => Float32Array) => ({ file, run: async () => shift(z), difference: maxRelativeDifference });
+    // The file agrees: ONNX Runtime runs it, and the Net was let go before the sessions were built.
+    const ok = await onnxOn(
+      () => net,
+      shape,
+      logits,
+      'cpu',
+      () => released.push('net'),
+      check((z) => z),
+    );
+    expect('runtime' in ok).toBe(true);
+    if ('runtime' in ok) await ok.runtime.dispose();
+    expect(released.length).toBeGreaterThan(0);
+    // The file's logits differ and TF.js (the same Net) agrees with the export: the import is wrong.
+    await expect(
+      onnxOn(
+        () => net,
+        shape,
+        logits,
+        'cpu',
+        () => undefined,
+        check((z) => z.map((v, i) => (i === 0 ? v + 1 : v))),
+      ),
+    ).rejects.toThrow(
+      /tiny\.onnx: uap's import computes other logits than ONNX Runtime running the file \(max relative difference .* on a probe image\)/,
+    );
+    // TF.js agrees with the file, the export does not: the model runs on TF.js, saying why.
+    const tfjsSide = (x: tf.Tensor4D) => tf.add(logits(x), tf.tensor2d([[1, 0, 0, 0]])) as tf.Tensor2D;
+    const onTfjs = await onnxOn(
+      () => net,
+      shape,
+      tfjsSide,
+      'cpu',
+      () => undefined,
+      check((z) => z.map((v, i) => (i === 0 ? v + 1 : v))),
+    );
+    expect(onTfjs).toEqual({ why: 'the ONNX export disagreed with the model file on a probe image' });
+    tf.dispose(graph.owned);
+  });
+  it('--probabilities on a model that ends in Softmax: exit 2, one line', () => {
+    const p = join(dir, 'softmax-cli.onnx');
+    writeFileSync(p, ending('Softmax'));
+    const r = uap('accuracy', '-m', p, ...TORCHVISION, '--probabilities', '--num-classes', '4', '--input-shape', '8x8x3');
+    expect(r.status, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/softmax-cli\.onnx: the graph ends in Softmax, which the import skips/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 });

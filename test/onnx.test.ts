@@ -24,7 +24,10 @@ import { loadSet } from '../src/data/sets.js';
 import { DEFAULT_BATCH, predictSet, scoringBatch } from '../src/evaluation/scoring.js';
 import { EMBEDDED_DIR } from '../src/paths.js';
 import { basename, join } from 'node:path';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import onnxProto from 'onnx-proto';
+import { OnnxGraph } from '../src/engine/onnx/builder.js';
+import { shareSavedInitializers } from '../src/engine/onnx/sharedInitializers.js';
 import { hostname, tmpdir } from 'node:os';
 import { maxRelativeDifference, selfCheckNet, SELF_CHECK_SHAPE } from '../src/engine/selfcheck.js';
 import { SessionPool } from '../src/engine/onnx/workerPool.js';
@@ -514,6 +517,104 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
       }
     }
     await own!.dispose();
+  });
+
+  it("the optimised models point at one copy of the filters they share; each file's model gives the same outputs", async () => {
+    const net = chainNet([{ op: conv(3, 64, 3, 1, 'same', 'relu') }, { op: conv(64, 64, 3, 2, 'valid') }], 3 * 3 * 64);
+    const shape: [number, number, number] = [8, 8, 3];
+    const own = await onnxRuntime(net, shape, { layout: { workers: 1, threadsPerWorker: 1 } });
+    const files = new ModelFiles();
+    exportOnnxEach(net, shape, ['forward', 'images', 'vjp'], 'cpu', (k, bytes) => files.add(k, bytes), files);
+    files.closeWeights();
+    const pool = await SessionPool.create(files, 2, 1, 'cpu', { prepack: false, shareOptimised: true });
+    try {
+      const x = Float32Array.from({ length: 2 * 192 }, (_, i) => (i * 37) % 255);
+      const feed = { x: { data: x, dims: [2, ...shape] } };
+      const dy = { data: Float32Array.from({ length: 8 }, (_, i) => i - 3), dims: [2, 1, 4] };
+      const [forward] = await pool.runShards('forward', [{ feeds: feed }], ['logits']);
+      const [images] = await pool.runShards(
+        'images',
+        [{ feeds: { pixels: { data: Uint8Array.from(x), dims: [2, ...shape] }, v: { data: new Float32Array(192), dims: shape } } }],
+        ['logits'],
+      );
+      const [grad] = await pool.runShards('vjp', [{ feeds: { ...feed, dy } }], ['logits', 'dx']);
+      expect(pool.sharedModels()).toEqual(['forward', 'images', 'vjp']);
+      // Where each saved model's external initializers lie.
+      const locations = (name: string) => {
+        const m = onnxProto.onnx.ModelProto.decode(readFileSync(join(files.dir, `${name}.opt.onnx`)));
+        return m.graph!.initializer!.flatMap((t) => (t.externalData ?? []).filter((e) => e.key === 'location').map((e) => e.value));
+      };
+      // The evaluation model's filters are the forward model's: its own file is gone.
+      expect(locations('images').length).toBeGreaterThan(0);
+      expect(new Set(locations('images'))).toEqual(new Set(['forward.opt.bin']));
+      expect(existsSync(join(files.dir, 'images.opt.bin'))).toBe(false);
+      // The gradient model's forward half shares them too.
+      expect(locations('vjp')).toContain('forward.opt.bin');
+      const want = await own!.vjp({ n: 2, shape, data: x }, dy.data);
+      expect(maxRelativeDifference(forward.logits, want.logits)).toBeLessThan(1e-6);
+      expect(maxRelativeDifference(images.logits, want.logits)).toBeLessThan(1e-6);
+      expect(maxRelativeDifference(grad.logits, want.logits)).toBeLessThan(1e-6);
+      expect(maxRelativeDifference(grad.dx, want.dx)).toBeLessThan(1e-6);
+    } finally {
+      await pool.dispose();
+      await own!.dispose();
+    }
+  });
+
+  it('shareSavedInitializers points equal bytes at the earlier file, keeps what differs, removes a file no longer read', async () => {
+    const ort = (await loadOrt())!;
+    const dir = mkdtempSync(join(tmpdir(), 'uap-share-'));
+    try {
+      /** A store writing each array to `file` in `dir`. */
+      const store = (file: string) => {
+        const fd = openSync(join(dir, file), 'w');
+        let end = 0;
+        return {
+          place(d: Float32Array) {
+            writeSync(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength), 0, d.byteLength, end);
+            end += d.byteLength;
+            return { location: file, offset: end - d.byteLength, length: d.byteLength };
+          },
+          close: () => closeSync(fd),
+        };
+      };
+      const w1 = Float32Array.from({ length: 64 * 64 }, (_, i) => Math.sin(i));
+      const w2 = Float32Array.from({ length: 64 * 64 }, (_, i) => Math.cos(i));
+      /** y = x W1 [W2]: each model's arrays in its own file. */
+      const model = (name: string, both: boolean) => {
+        const s = store(`${name}.bin`);
+        const g = new OnnxGraph(s);
+        const h = g.op('MatMul', ['x', g.floats(w1.slice(), [64, 64])]);
+        g.opMulti(both ? 'MatMul' : 'Identity', both ? [h, g.floats(w2.slice(), [64, 64])] : [h], ['y']);
+        writeFileSync(join(dir, `${name}.onnx`), g.encode([['x', [1, 64]]], [['y', [1, 64]]]));
+        s.close();
+        return join(dir, `${name}.onnx`);
+      };
+      const [a, b, c] = [model('a', false), model('b', true), model('c', false)];
+      const x = new ort.Tensor(
+        'float32',
+        Float32Array.from({ length: 64 }, (_, i) => i / 64),
+        [1, 64],
+      );
+      const run = async (file: string) => {
+        const s = await ort.InferenceSession.create(file);
+        const y = (await s.run({ x })).y.data as Float32Array;
+        await s.release();
+        return y;
+      };
+      const before = [await run(b), await run(c)];
+      expect(shareSavedInitializers(a, [])).toBe(0);
+      // b: W1 found in a.bin, W2 stays in b.bin.
+      expect(shareSavedInitializers(b, [a])).toBe(w1.byteLength);
+      expect(existsSync(join(dir, 'b.bin'))).toBe(true);
+      // c: all of it in a.bin, its own file removed.
+      expect(shareSavedInitializers(c, [a, b])).toBe(w1.byteLength);
+      expect(existsSync(join(dir, 'c.bin'))).toBe(false);
+      expect([...(await run(b))]).toEqual([...before[0]]);
+      expect([...(await run(c))]).toEqual([...before[1]]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('models share an optimised copy where convolution filters make most of their weights, not where dense layers do', () => {

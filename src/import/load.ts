@@ -14,13 +14,14 @@ import type { ImageShape } from '../math/imageShape.js';
 export { cardAdapters, cardWnids };
 import { runPlainGraph, type PlainGraph } from '../engine/tfjs/plainGraph.js';
 import { netToPassingTfGraph, netToTfGraph } from '../engine/tfjs/tfjsNet.js';
-import { onnxRuntime, type Device } from '../engine/onnx/runtime.js';
+import { exportRuntime, loadOrt, onnxRuntime, startRuntime, type Device, type ExportedRuntime } from '../engine/onnx/runtime.js';
 import { featureModel } from '../classifier/features.js';
 import type { Runtime } from '../engine/runtime.js';
-import { closeEnough } from '../engine/selfcheck.js';
+import { maxRelativeDifference } from '../engine/selfcheck.js';
 import type { Backend } from '../engine/backend.js';
 import { cardFromTflite, readTflite } from './tflite/index.js';
 import { cardFromOnnx, readOnnx } from './onnx/index.js';
+import { fileLogits, fileReference, referenceDifference, runFile, type FileReference } from './onnx/reference.js';
 import { checkInputShape, classifierNet } from './importNet.js';
 import { batchOfTensor } from '../engine/tfjs/batchTensor.js';
 import { collectGarbage } from './collectGarbage.js';
@@ -166,12 +167,19 @@ export async function loadNet(card: ModelCard, modelPath: string, assets: string
 
 /** The Net of a model file the engine reads without TF.js (ONNX, TFLite). */
 function readNet(card: ModelCard, modelPath: string, assets: string): Net {
+  return readNetAndReference(card, modelPath, assets).net;
+}
+
+/** readNet's Net, and for an ONNX file how ONNX Runtime runs the file itself (the load's probe reference) where it can. */
+function readNetAndReference(card: ModelCard, modelPath: string, assets: string): { net: Net; reference?: FileReference } {
   const wnids = cardWnids(card, assets);
-  if (card.format === 'tflite') return classifierNet(card, { format: 'tflite', model: readTflite(modelPath), file: modelPath }, wnids);
+  if (card.format === 'tflite')
+    return { net: classifierNet(card, { format: 'tflite', model: readTflite(modelPath), file: modelPath }, wnids) };
   const model = readOnnx(modelPath, false);
+  const reference = fileReference(model, modelPath, card);
   // The file's bytes, parsed: not kept while the Net is built from them (a large model's peak).
   collectGarbage();
-  return classifierNet(card, { format: 'onnx', model, file: modelPath }, wnids);
+  return { net: classifierNet(card, { format: 'onnx', model, file: modelPath }, wnids), reference };
 }
 
 /**
@@ -193,8 +201,28 @@ function netRereader(card: ModelCard, modelPath: string, assets: string): (() =>
 }
 
 /**
- * ONNX Runtime for `net` on `device` if it exports and gives the TF.js logits on a probe image; on a
- * GPU that cannot run it, ONNX Runtime on the CPU; else TF.js. The reason is in `engine`.
+ * The check of an export on the probe image against the model file itself, run as it is by ONNX
+ * Runtime (onnx/reference.ts): `run` gives the file's logits for the probe (undefined where ONNX
+ * Runtime cannot run it: the check falls back to TF.js), `difference` compares logits with them.
+ */
+export interface FileCheck {
+  file: string;
+  run: () => Promise<Float32Array | undefined>;
+  difference: (logits: Float32Array, file: Float32Array) => number;
+}
+
+/** The image every load checks a model's export on: whole pixel values (the evaluation model takes uint8 bytes), all different. */
+export function probeImage(shape: ImageShape): tf.Tensor4D {
+  return tf.tidy(() => tf.round(tf.linspace(0, 255, shape[0] * shape[1] * shape[2])).reshape([1, ...shape]) as tf.Tensor4D);
+}
+
+/** How far the export's logits may be from the reference's on the probe (max relative difference). */
+const PROBE_TOLERANCE = 1e-3;
+
+/**
+ * ONNX Runtime for `net` on `device` if it exports and gives the reference logits on a probe image
+ * (the file's own, else TF.js's); on a GPU that cannot run it, ONNX Runtime on the CPU; else TF.js.
+ * The reason is in `engine`.
  */
 async function withOnnx(
   net: () => Net,
@@ -202,74 +230,116 @@ async function withOnnx(
   logits: (x: tf.Tensor4D) => tf.Tensor2D,
   device: Device,
   release: () => void,
+  fileCheck?: FileCheck,
 ): Promise<{ runtime?: Runtime; runsOn: string }> {
   const tfjs = `TF.js ${tf.getBackend()}`;
-  const tried = await onnxOn(net, shape, logits, device, release);
+  const tried = await onnxOn(net, shape, logits, device, release, fileCheck);
   if ('runtime' in tried) return { runtime: tried.runtime, runsOn: device === 'webgpu' ? 'onnxruntime (WebGPU)' : 'onnxruntime' };
   if (device === 'webgpu') {
-    const cpu = await onnxOn(net, shape, logits, 'cpu', release);
+    const cpu = await onnxOn(net, shape, logits, 'cpu', release, fileCheck);
     if ('runtime' in cpu) return { runtime: cpu.runtime, runsOn: `onnxruntime on the CPU (not on WebGPU: ${tried.why})` };
   }
   return { runsOn: `${tfjs} (${tried.why})` };
 }
 
 /**
- * ONNX Runtime for `net` on `device`, checked on a probe image against the TF.js logits, or why not.
- * `release` is called once the sessions are built and TF.js has its logits, before ONNX Runtime runs
- * the probe (which brings the weights file into memory): the main thread's copy need not be there too.
+ * ONNX Runtime for `net` on `device`, checked on a probe image, or why not. The reference is the
+ * model file run by ONNX Runtime where `fileCheck` can (it checks the import as well as the export),
+ * else TF.js running the imported Net. `release` lets the main thread's Net go: at once where the file
+ * is the reference (the workers then build their sessions without a second copy of the weights in
+ * memory), else once TF.js has its logits and the sessions are built. A probe the file and TF.js both
+ * disagree with is an import that computes another function than the file's: refused. Exported for
+ * the tests.
  */
-async function onnxOn(
+export async function onnxOn(
   net: () => Net,
   shape: ImageShape,
   logits: (x: tf.Tensor4D) => tf.Tensor2D,
   device: Device,
   release: () => void,
+  fileCheck?: FileCheck,
 ): Promise<{ runtime: Runtime } | { why: string }> {
-  const pending = onnxRuntime(net(), shape, { device });
-  // Handled below; marked now, as it may fail while TF.js works.
+  if (!(await loadOrt())) return { why: 'onnxruntime-node unavailable' };
+  const notOnnx = (e: unknown) => ({ why: `not ONNX: ${(e as Error).message.split('\n')[0]}` });
+  let exported: ExportedRuntime;
+  try {
+    exported = exportRuntime(net(), shape, { device });
+  } catch (e) {
+    return notOnnx(e);
+  }
+  const pending = startRuntime(exported);
+  // Handled below; marked now, as it may fail while the reference works.
   pending.catch(() => undefined);
-  // Whole pixel values, so that the evaluation model (uint8 bytes in) sees the same image.
-  const probe = tf.tidy(() => tf.round(tf.linspace(0, 255, shape[0] * shape[1] * shape[2])).reshape([1, ...shape]) as tf.Tensor4D);
-  // TF.js computes the probe's logits once the export is written and the workers build their
-  // sessions (setImmediate runs after that synchronous part): the two overlap.
-  const want = await new Promise<Float32Array | Error>((resolve) =>
-    setImmediate(() => {
-      try {
-        resolve(tf.tidy(() => logits(probe).dataSync() as Float32Array));
-      } catch (e) {
-        resolve(e as Error);
-      }
-    }),
-  );
-  let runtime: Runtime | null;
+  const probe = probeImage(shape);
+  /** TF.js's logits for the probe, or why it could not compute them. */
+  const tfjsLogits = (): Float32Array | Error => {
+    try {
+      return tf.tidy(() => logits(probe).dataSync() as Float32Array);
+    } catch (e) {
+      return e as Error;
+    }
+  };
+  let fromFile: Float32Array | undefined;
+  if (fileCheck) {
+    // The import's parse and the Net are gone by now: ONNX Runtime's copy of the file's weights, held
+    // while it runs the file, is not added to them.
+    release();
+    fromFile = await fileCheck.run();
+  }
+  // TF.js runs while the workers build their sessions (setImmediate: after the messages that start them).
+  const want = fromFile ?? (await new Promise<Float32Array | Error>((resolve) => setImmediate(() => resolve(tfjsLogits()))));
+  let runtime: Runtime;
   try {
     runtime = await pending;
   } catch (e) {
     probe.dispose();
-    return { why: `not ONNX: ${(e as Error).message.split('\n')[0]}` };
-  }
-  if (!runtime) {
-    probe.dispose();
-    return { why: 'onnxruntime-node unavailable' };
+    return notOnnx(e);
   }
   try {
     if (want instanceof Error) throw want;
     release();
     const bytes = Uint8Array.from(probe.dataSync());
-    if (
-      !closeEnough(await runtime.forward(batchOfTensor(probe)), want, 1e-3) ||
-      !closeEnough(await runtime.forwardImages(bytes, 1, null), want, 1e-3)
-    ) {
+    const got = [await runtime.forward(batchOfTensor(probe)), await runtime.forwardImages(bytes, 1, null)];
+    const difference = fromFile ? fileCheck!.difference : maxRelativeDifference;
+    const off = Math.max(...got.map((g) => difference(g, want)));
+    if (!(off <= PROBE_TOLERANCE)) {
       await runtime.dispose();
-      return { why: 'the ONNX export disagreed with TF.js on a probe image' };
+      if (!fromFile) return { why: 'the ONNX export disagreed with TF.js on a probe image' };
+      // TF.js runs the imported Net too: where it agrees with the export, the import is what differs.
+      const tfjs = tfjsLogits();
+      if (tfjs instanceof Error || !(fileCheck!.difference(tfjs, want) <= PROBE_TOLERANCE))
+        throw new UsageError(
+          `${fileCheck!.file}: uap's import computes other logits than ONNX Runtime running the file (max relative difference ${off.toExponential(1)} on a probe image): an operator read wrongly; please report it with the model`,
+        );
+      return { why: 'the ONNX export disagreed with the model file on a probe image' };
     }
   } catch (e) {
     await runtime.dispose();
-    return { why: `not ONNX: ${(e as Error).message.split('\n')[0]}` };
+    if (e instanceof UsageError) throw e;
+    return notOnnx(e);
   } finally {
     probe.dispose();
   }
   return { runtime };
+}
+
+/** The check of an export against the model file: ONNX Runtime runs the file on the probe image, after the card's preprocessing and through its output mapping. */
+function checkOf(card: ModelCard, file: string, assets: string, ref: FileReference): FileCheck {
+  return {
+    file,
+    run: async () => {
+      const probe = probeImage(card.inputShape);
+      const adapters = cardAdapters(card, cardWnids(card, assets));
+      try {
+        const outputs = await runFile(file, probe, adapters.pre);
+        return outputs && fileLogits(ref, outputs, adapters.post);
+      } finally {
+        adapters.dispose();
+        probe.dispose();
+      }
+    },
+    difference: (logits, out) => referenceDifference(ref, logits, out),
+  };
 }
 
 /** A model as a job names it: a bundled name, a card or a model file, the card fields that complete or override its card, and where it runs. */
@@ -328,6 +398,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
   let forward: (x: tf.Tensor4D) => tf.Tensor;
   let release: () => void;
   let net: Net | undefined;
+  let reference: FileReference | undefined;
   const reread = netRereader(card, modelPath, assets);
   /** The Net while the main thread holds it, else read again. */
   const netNow = (): Net => net ?? reread!();
@@ -348,7 +419,8 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
         adapters.dispose();
       };
     } else {
-      net = await loadNet(card, modelPath, assets);
+      if (card.format === 'onnx') ({ net, reference } = readNetAndReference(card, modelPath, assets));
+      else net = await loadNet(card, modelPath, assets);
       // The parsed file, now in the Net: gone before the export writes the weights again.
       if (card.format === 'onnx') collectGarbage();
       // Built on first use: on ONNX Runtime, TF.js only runs a probe image (below).
@@ -373,7 +445,9 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
     collectGarbage();
   };
   const hasNet = net !== undefined;
-  const rt = hasNet && opts.backend.onnx ? await withOnnx(netNow, card.inputShape, probe, opts.backend.device, letNetGo) : undefined;
+  const fileCheck = reference && checkOf(card, modelPath, assets, reference);
+  const rt =
+    hasNet && opts.backend.onnx ? await withOnnx(netNow, card.inputShape, probe, opts.backend.device, letNetGo, fileCheck) : undefined;
   // On ONNX Runtime, TF.js only checks the export on a probe image: its batch limits (measured with a
   // forward and a gradient pass on TF.js, many seconds for a large model) do not apply.
   const base = await tfjsClassifier(card, forward, release, labels, { measure: !rt?.runtime });

@@ -160,6 +160,30 @@ export interface OnnxRuntimeOptions {
  */
 export async function onnxRuntime(net: Net, inputShape: ImageShape, options: OnnxRuntimeOptions = {}): Promise<Runtime | null> {
   if (!(await loadOrt())) return null;
+  return startRuntime(exportRuntime(net, inputShape, options));
+}
+
+/**
+ * What the workers need of a network, exported (its models written to files) and measured: all that
+ * starting its runtime takes, without the Net, which the caller may then let go before the workers
+ * build their sessions (a large model's weights need not be in memory twice while they do).
+ */
+export interface ExportedRuntime {
+  files: ModelFiles;
+  inputShape: ImageShape;
+  device: Device;
+  layout: PoolLayout;
+  /** Output classes. */
+  classes: number;
+  prepack: boolean;
+  shareOptimised: boolean;
+  forwardRun: number;
+  rowsPerRun: number;
+  imagesPerRun: number;
+}
+
+/** `net`'s models written for the workers, and the settings they run with (the synchronous half of onnxRuntime). */
+export function exportRuntime(net: Net, inputShape: ImageShape, options: OnnxRuntimeOptions = {}): ExportedRuntime {
   const { only, device = 'cpu' } = options;
   const gpu = device === 'webgpu';
   const bytes = weightBytes(net);
@@ -168,27 +192,41 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
     : (options.layout ?? defaultLayout(undefined, { weightBytes: bytes }));
   // Each model goes to its file as soon as it is written, its weights to the one weights file.
   const files = new ModelFiles();
-  let C: number;
+  let classes: number;
   try {
     // In this order: the first is the session every worker builds at once.
     const kinds = (['forward', 'images', 'vjp'] as const).filter((k) => !only || only.includes(k));
-    C = exportOnnxEach(net, inputShape, kinds, device, (kind, bytes) => files.add(kind, bytes), files);
+    classes = exportOnnxEach(net, inputShape, kinds, device, (kind, bytes) => files.add(kind, bytes), files);
     files.closeWeights();
   } catch (e) {
     files.release();
     throw e;
   }
-  const prepack = bytes <= PREPACK_MAX_WEIGHT_BYTES;
-  const pool = await SessionPool.create(files, layout.workers, layout.threadsPerWorker, device, {
-    prepack,
+  const onGpu = gpu ? gpuRunSizes(activationsPerImage(net, inputShape)) : undefined;
+  return {
+    files,
+    inputShape,
+    device,
+    layout,
+    classes,
+    prepack: bytes <= PREPACK_MAX_WEIGHT_BYTES,
     shareOptimised: !gpu && shareOptimised(net, layout.workers),
+    forwardRun: onGpu?.images ?? forwardImagesPerRun(multiplyAdds(net, inputShape)),
+    rowsPerRun: onGpu?.rows ?? options.cuts?.rowsPerRun ?? ROWS_PER_RUN,
+    imagesPerRun: onGpu?.images ?? options.cuts?.imagesPerRun ?? IMAGES_PER_RUN,
+  };
+}
+
+/** The workers for an exported network, once each has built its first session (the asynchronous half of onnxRuntime). */
+export async function startRuntime(exported: ExportedRuntime): Promise<Runtime> {
+  const { files, inputShape, device, layout, classes: C, forwardRun, rowsPerRun, imagesPerRun } = exported;
+  const gpu = device === 'webgpu';
+  const pool = await SessionPool.create(files, layout.workers, layout.threadsPerWorker, device, {
+    prepack: exported.prepack,
+    shareOptimised: exported.shareOptimised,
   });
   /** Values per image. */
   const size = inputShape[0] * inputShape[1] * inputShape[2];
-  const onGpu = gpu ? gpuRunSizes(activationsPerImage(net, inputShape)) : undefined;
-  const forwardRun = onGpu?.images ?? forwardImagesPerRun(multiplyAdds(net, inputShape));
-  const rowsPerRun = onGpu?.rows ?? options.cuts?.rowsPerRun ?? ROWS_PER_RUN;
-  const imagesPerRun = onGpu?.images ?? options.cuts?.imagesPerRun ?? IMAGES_PER_RUN;
   /** Runs of whole images for n images of `rows` backward rows each (0: forward only). */
   const imageRuns = (n: number, rows: number) =>
     shares(n, Math.min(n, Math.max(Math.ceil((n * rows) / rowsPerRun), Math.ceil(n / (rows ? imagesPerRun : forwardRun)), pool.size)));

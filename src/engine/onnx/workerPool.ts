@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { Device } from './emit.js';
 import type { ModelFiles } from './modelFiles.js';
+import { shareSavedInitializers } from './sharedInitializers.js';
 
 /**
  * ONNX Runtime sessions in worker threads, one copy per worker, each worker running a share of every
@@ -64,6 +65,28 @@ export interface SessionSettings {
   shareOptimised?: boolean;
 }
 
+/** A shared model's stage once every worker may open it (see WORKER_SOURCE). */
+const READY = 3;
+
+/**
+ * What the main thread does when a worker has saved model `name`'s optimised copy: its initializers
+ * pointed at equal bytes of the models ready before it (sharedInitializers.ts), then the model marked
+ * ready. A failure to share leaves the saved model as it is (still whole and correct).
+ */
+function sharer(paths: Record<string, string>, stages: Int32Array): (name: string) => void {
+  const names = Object.keys(paths);
+  const optimised = (name: string) => paths[name].replace(/\.onnx$/, '.opt.onnx');
+  return (name) => {
+    const i = names.indexOf(name);
+    try {
+      shareSavedInitializers(optimised(name), names.filter((n) => Atomics.load(stages, names.indexOf(n)) === READY).map(optimised));
+    } catch {
+      // Unshared: each file keeps its own copy.
+    }
+    Atomics.store(stages, i, READY);
+  };
+}
+
 /** Spare feed buffers a worker's owner keeps: enough for a few requests in flight. */
 const MAX_SPARE_BUFFERS = 8;
 
@@ -89,18 +112,18 @@ const message = (e) => String((e && e.message) || e).split('\\n')[0];
 // Optimised once, opened by all: ONNX Runtime's optimisations copy the convolution filters into its
 // blocked layout, in every session (forward, evaluation and gradient models, in each worker). With
 // \`shared\`, the first worker to need a model optimises it and saves the result with its initializers
-// in a file beside it; every worker, that one included, opens the saved model with optimisations off,
-// and ONNX Runtime maps its initializers from the file, so that the workers' sessions share one copy
-// in the page cache. Per model, in shared memory: 0 not started, 1 being optimised, 2 saved (and read
-// back), 3 failed: not saved, or saved but not readable (each worker then optimises its own, as
-// without \`shared\`).
+// in a file beside it; the main thread then points the saved model's initializers at equal bytes in the
+// files of the models saved before it (sharedInitializers.ts); every worker, that one included, opens
+// the saved model with optimisations off, and ONNX Runtime maps its initializers from the files, so
+// that all sessions share one copy in the page cache. Per model, in shared memory: 0 not started, 1
+// being optimised, 2 saved (the main thread shares its initializers), 3 ready, 4 failed: not saved, or
+// saved but not readable (each worker then optimises its own, as without \`shared\`).
 const names = Object.keys(workerData.models);
 const stage = workerData.shared && new Int32Array(workerData.shared);
 const optimisedPath = (name) => workerData.models[name].replace(/\\.onnx$/, '.opt.onnx');
 async function optimised(name) {
   const i = names.indexOf(name);
   if (Atomics.compareExchange(stage, i, 0, 1) === 0) {
-    let done = 2;
     try {
       // Small initializers stay inside the saved graph: shape inference reads some (Pad's pads, shapes)
       // and cannot from the file. Prepacked weights are not saved: sessions that opened saved prepacked
@@ -110,14 +133,15 @@ async function optimised(name) {
         optimized_model_external_initializers_min_size_in_bytes: '65536' };
       const s = await ort.InferenceSession.create(workerData.models[name], { ...options, optimizedModelFilePath: optimisedPath(name), extra: { session } });
       await s.release();
+      Atomics.store(stage, i, 2);
+      parentPort.postMessage({ saved: name });
     } catch {
-      done = 3;
+      Atomics.store(stage, i, 4);
     }
-    Atomics.store(stage, i, done);
   }
   // Polled: a pending Atomics.waitAsync does not keep a worker's event loop alive.
-  while (Atomics.load(stage, i) < 2) await new Promise((wake) => setTimeout(wake, 10));
-  return Atomics.load(stage, i) === 2;
+  while (Atomics.load(stage, i) < 3) await new Promise((wake) => setTimeout(wake, 10));
+  return Atomics.load(stage, i) === 3;
 }
 const create = async (name) => {
   if (stage && (await optimised(name)))
@@ -125,7 +149,7 @@ const create = async (name) => {
       return await ort.InferenceSession.create(optimisedPath(name), { ...options, graphOptimizationLevel: 'disabled' });
     } catch {
       // A saved graph ONNX Runtime cannot read back: marked failed, so that no other worker tries it.
-      Atomics.store(stage, names.indexOf(name), 3);
+      Atomics.store(stage, names.indexOf(name), 4);
     }
   return ort.InferenceSession.create(workerData.models[name], options);
 };
@@ -189,6 +213,7 @@ class SessionWorker {
     device: Device,
     options: SessionSettings,
     shared?: SharedArrayBuffer,
+    onSaved?: (model: string) => void,
   ) {
     // The first model's session is built at once, so that a model ONNX Runtime refuses fails here.
     this.worker = new Worker(WORKER_SOURCE, {
@@ -197,15 +222,21 @@ class SessionWorker {
     });
     // Idle workers must not keep the process alive: unref once ready, ref while a request is pending.
     this.ready = new Promise<void>((resolve, reject) => {
-      this.worker.once('message', (m: { ready: boolean; error?: string }) =>
-        m.ready ? resolve() : reject(new Error(`ONNX Runtime: ${m.error}`)),
-      );
+      // The first of its kind: a worker that saved a shared model says so before it is ready.
+      const readiness = (m: { ready?: boolean; error?: string }) => {
+        if (!('ready' in m)) return;
+        this.worker.off('message', readiness);
+        if (m.ready) resolve();
+        else reject(new Error(`ONNX Runtime: ${m.error}`));
+      };
+      this.worker.on('message', readiness);
       this.worker.once('error', reject);
       this.worker.once('exit', (code) => reject(new Error(`ONNX Runtime worker exited (code ${code}) before its sessions were built`)));
     }).then(() => {
       if (this.pending.size === 0) this.worker.unref();
     });
-    this.worker.on('message', (m: Reply | { ready: boolean }) => {
+    this.worker.on('message', (m: Reply | { ready: boolean } | { saved: string }) => {
+      if ('saved' in m) onSaved?.(m.saved);
       if (!('id' in m)) return;
       const p = this.pending.get(m.id);
       if (!p) return;
@@ -284,7 +315,11 @@ export class SessionPool {
     // The workers open the models by path (modelFiles.ts): cloning the bytes into each worker's message
     // took tens of seconds for VGG-size graphs, and bytes in shared memory still cost each worker a copy.
     const shared = settings.shareOptimised && device === 'cpu' ? new SharedArrayBuffer(4 * Object.keys(files.paths).length) : undefined;
-    const pool = Array.from({ length: workers }, () => new SessionWorker(files.paths, threadsPerWorker, ortPath, device, settings, shared));
+    const onSaved = shared && sharer(files.paths, new Int32Array(shared));
+    const pool = Array.from(
+      { length: workers },
+      () => new SessionWorker(files.paths, threadsPerWorker, ortPath, device, settings, shared, onSaved),
+    );
     try {
       await Promise.all(pool.map((w) => w.ready));
     } catch (e) {
@@ -301,7 +336,7 @@ export class SessionPool {
 
   /** The models whose sessions run from the one optimised copy every worker opened (none without sharing). */
   sharedModels(): string[] {
-    return Object.keys(this.files.paths).filter((_, i) => this.stages !== undefined && Atomics.load(this.stages, i) === 2);
+    return Object.keys(this.files.paths).filter((_, i) => this.stages !== undefined && Atomics.load(this.stages, i) === READY);
   }
 
   /** Runs every shard, each worker taking the next one as it finishes its last; results in shard order. */

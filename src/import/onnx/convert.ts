@@ -1149,9 +1149,8 @@ export function imageInput(m: OnnxModel, file: string, inputShape?: ImageShape):
   const { name, dims } = m.inputs[0];
   if (dims.length !== 4)
     throw new UsageError(`${file}: input ${name} has ${dims.length} dimensions; expected [N, C, H, W] (or [N, H, W, C])`);
-  const isChannels = (d: number | string) => d === 1 || d === 3;
-  const channelsFirst = isChannels(dims[1]) || !isChannels(dims[3]);
-  const [c, h, wd] = channelsFirst ? [dims[1], dims[2], dims[3]] : [dims[3], dims[1], dims[2]];
+  const first = channelsFirst(dims);
+  const [c, h, wd] = first ? [dims[1], dims[2], dims[3]] : [dims[3], dims[1], dims[2]];
   const num = (d: number | string, i: number) => (typeof d === 'number' ? d : inputShape?.[i]);
   const shape = [num(h, 0), num(wd, 1), num(c, 2)];
   if (shape.some((d) => d === undefined))
@@ -1160,7 +1159,13 @@ export function imageInput(m: OnnxModel, file: string, inputShape?: ImageShape):
     );
   if (inputShape && inputShape.some((d, i) => typeof [h, wd, c][i] === 'number' && [h, wd, c][i] !== d))
     throw new UsageError(`${file}: input ${name} takes [${dims.join(', ')}] images, but the card / flags say ${inputShape.join('x')}`);
-  return { name, shape: shape as ImageShape, channelsFirst, batch1: dims[0] === 1 };
+  return { name, shape: shape as ImageShape, channelsFirst: first, batch1: dims[0] === 1 };
+}
+
+/** Whether an image input of these dims is NCHW (else NHWC): 1 or 3 channels second, or not last. */
+export function channelsFirst(dims: readonly (number | string)[]): boolean {
+  const isChannels = (d: number | string) => d === 1 || d === 3;
+  return isChannels(dims[1]) || !isChannels(dims[3]);
 }
 
 /** The Net of an ONNX model from its image input up to its logits (the input is NHWC pixels after the card's preprocessing). */
