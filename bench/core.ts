@@ -75,12 +75,16 @@ async function torchDeepFool(
 }
 
 const DOC = join(PROJECT_ROOT, 'docs', 'speed.md');
+/** The run docs/speed.md's Algorithm 1 paragraph reports: 1000 images, up to 10 passes. */
+const PASSES_RUN = 'bench/results/core-1000x10.json';
 
 async function main() {
   if (args.has('render')) {
     // docs/speed.md's DeepFool sentence again from bench/results/core.json, measuring nothing.
     const saved = JSON.parse(readFileSync('bench/results/core.json', 'utf8')) as { deepfool: Parameters<typeof deepfoolText>[0] };
     replaceDocBlock(DOC, 'deepfool', deepfoolText(saved.deepfool));
+    if (existsSync(PASSES_RUN))
+      replaceDocBlock(DOC, 'algorithm1-passes', passesText(JSON.parse(readFileSync(PASSES_RUN, 'utf8')), PASSES_RUN));
     return;
   }
   const assets = assetsDir(args.get('assets'));
@@ -147,6 +151,7 @@ async function main() {
     backend,
     engine: model.runsOn,
     images: X.size,
+    maxPasses: passes,
     forwardMsPerImage: (tFwd / 8) * 1000,
     inputGradientMsPerImage: (tOne / 8) * 1000,
     gradients: {
@@ -195,7 +200,32 @@ async function main() {
   console.log(`written ${out}`);
   if (out.endsWith('core.json') && !replaceDocBlock(DOC, 'deepfool', deepfoolText(result.deepfool)))
     console.log('docs/speed.md has no deepfool block: not updated');
+  if (out === PASSES_RUN) replaceDocBlock(DOC, 'algorithm1-passes', passesText(result, out));
   model.dispose();
+}
+
+/** docs/speed.md's Algorithm 1 sentence (seconds and fooling rate per pass, memory across passes), from a run's figures. */
+function passesText(
+  r: {
+    date: string;
+    images: number;
+    /** Not in runs before 2026-12-07: then the file's name gives it (core-IMAGESxPASSES.json). */
+    maxPasses?: number;
+    universal: { secondsPerPass: number[]; foolingRate: number[] };
+    memory: { pass: number; numTensors: number; rssMB: number; peakRssMB: number }[];
+  },
+  file: string,
+): string {
+  const { secondsPerPass: s, foolingRate: fr } = r.universal;
+  const after = r.memory.filter((m) => m.pass > 0);
+  const range = (v: number[]) => (Math.min(...v) === Math.max(...v) ? `${v[0]}` : `${Math.min(...v)}-${Math.max(...v)}`);
+  const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
+  return (
+    `Run of ${r.date.slice(0, 10)} (\`node dist/bench/core.js --images=${r.images} --passes=${r.maxPasses ?? /x(\d+)\.json$/.exec(file)?.[1]}\`, \`${file}\`): ` +
+    `passes of ${s.map((t) => t.toFixed(1)).join(', ')} s, fooling ${pct(fr[0])} of X after the first and ${pct(fr[fr.length - 1])} after the last (pass ${fr.length}); ` +
+    `resident memory ${range(after.map((m) => m.rssMB))} MB after the passes, peak ${Math.max(...r.memory.map((m) => m.peakRssMB))} MB; ` +
+    `TF.js tensors ${range(after.map((m) => m.numTensors))} after each pass.`
+  );
 }
 
 /** docs/speed.md's DeepFool sentence, from this run's figures. */

@@ -299,7 +299,8 @@ export async function onnxOn(
     if (want instanceof Error) throw want;
     release();
     const bytes = Uint8Array.from(probe.dataSync());
-    const got = [await runtime.forward(batchOfTensor(probe)), await runtime.forwardImages(bytes, 1, null)];
+    // Both at once: each worker takes one (the evaluation model's session is built on this first use).
+    const got = await Promise.all([runtime.forward(batchOfTensor(probe)), runtime.forwardImages(bytes, 1, null)]);
     const difference = fromFile ? fileCheck!.difference : maxRelativeDifference;
     const off = Math.max(...got.map((g) => difference(g, want)));
     if (!(off <= PROBE_TOLERANCE)) {
