@@ -8,6 +8,7 @@ import { exportOnnx, exportOnnxEach, OnnxUnsupported } from '../src/engine/onnx/
 import {
   defaultLayout,
   forwardImagesPerRun,
+  eagerModels,
   loadOrt,
   onnxRuntime,
   shareOptimised,
@@ -558,6 +559,36 @@ describe.skipIf(!ortPresent)('forward passes on ONNX Runtime', () => {
     } finally {
       await pool.dispose();
       await own!.dispose();
+    }
+  });
+
+  it('the workers start with the forward and evaluation models; the gradient model only where it is alone', () => {
+    expect(eagerModels(['forward', 'images', 'vjp'])).toEqual(['forward', 'images']);
+    expect(eagerModels(['forward', 'vjp'])).toEqual(['forward']);
+    expect(eagerModels(['vjp'])).toEqual(['vjp']);
+  });
+
+  it('eager models: each worker optimises a different one at start, and they still share one copy', async () => {
+    const net = chainNet([{ op: conv(3, 64, 3, 1, 'same', 'relu') }, { op: conv(64, 64, 3, 2, 'valid') }], 3 * 3 * 64);
+    const shape: [number, number, number] = [8, 8, 3];
+    const files = new ModelFiles();
+    exportOnnxEach(net, shape, ['forward', 'images', 'vjp'], 'cpu', (k, bytes) => files.add(k, bytes), files);
+    files.closeWeights();
+    const pool = await SessionPool.create(files, 2, 1, 'cpu', { prepack: false, shareOptimised: true, eager: ['forward', 'images'] });
+    try {
+      // Both built before the pool is ready; the gradient model waits for its first use.
+      expect(pool.sharedModels()).toEqual(['forward', 'images']);
+      expect(existsSync(join(files.dir, 'vjp.opt.onnx'))).toBe(false);
+      // Whichever was saved second points at the first's file, and its own is gone.
+      const kept = ['forward', 'images'].filter((n) => existsSync(join(files.dir, `${n}.opt.bin`)));
+      expect(kept).toHaveLength(1);
+      for (const name of ['forward', 'images']) {
+        const m = onnxProto.onnx.ModelProto.decode(readFileSync(join(files.dir, `${name}.opt.onnx`)));
+        const at = m.graph!.initializer!.flatMap((t) => (t.externalData ?? []).filter((e) => e.key === 'location').map((e) => e.value));
+        expect(new Set(at)).toEqual(new Set([`${kept[0]}.opt.bin`]));
+      }
+    } finally {
+      await pool.dispose();
     }
   });
 

@@ -115,6 +115,15 @@ export function shareOptimised(net: Net, workers: number): boolean {
   return workers > 1 && 2 * weightBytes(net, (kind) => kind === 'conv') >= weightBytes(net);
 }
 
+/**
+ * The models the workers build at start: the forward and evaluation models, which every load's probe
+ * runs; the gradient model on first use (an evaluation never needs it), unless it is the only one.
+ */
+export function eagerModels(models: string[]): string[] {
+  const eager = models.filter((k) => k !== 'vjp');
+  return eager.length ? eager : models.slice(0, 1);
+}
+
 /** Images per forward run for a model of `multiplyAdds` per image: IMAGES_PER_RUN, more for small models. */
 export function forwardImagesPerRun(multiplyAdds: number): number {
   return Math.max(IMAGES_PER_RUN, Math.min(MAX_IMAGES_PER_RUN, Math.round(RUN_MULTIPLY_ADDS / Math.max(1, multiplyAdds))));
@@ -224,6 +233,7 @@ export async function startRuntime(exported: ExportedRuntime): Promise<Runtime> 
   const pool = await SessionPool.create(files, layout.workers, layout.threadsPerWorker, device, {
     prepack: exported.prepack,
     shareOptimised: exported.shareOptimised,
+    eager: eagerModels(Object.keys(files.paths)),
   });
   /** Values per image. */
   const size = inputShape[0] * inputShape[1] * inputShape[2];

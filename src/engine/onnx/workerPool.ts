@@ -63,6 +63,12 @@ export interface SessionSettings {
    * filters.
    */
   shareOptimised?: boolean;
+  /**
+   * The models every worker builds a session of at start (default: the first model), the others on
+   * first use. Each worker starts with a different one of them, so that workers sharing optimised
+   * copies optimise different models at once instead of waiting for one.
+   */
+  eager?: string[];
 }
 
 /** A shared model's stage once every worker may open it (see WORKER_SOURCE). */
@@ -159,7 +165,7 @@ const create = async (name) => {
   const sessions = {};
   const session = (name) => (sessions[name] ??= create(name));
   try {
-    await session(workerData.eager);
+    for (const name of workerData.eager) await session(name);
   } catch (e) {
     parentPort.postMessage({ ready: false, error: message(e) });
     return;
@@ -212,13 +218,14 @@ class SessionWorker {
     ortPath: string,
     device: Device,
     options: SessionSettings,
+    eager: string[],
     shared?: SharedArrayBuffer,
     onSaved?: (model: string) => void,
   ) {
-    // The first model's session is built at once, so that a model ONNX Runtime refuses fails here.
+    // The eager models' sessions are built at once, so that a model ONNX Runtime refuses fails here.
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
-      workerData: { models, threads, ortPath, device, eager: Object.keys(models)[0], prepack: options.prepack, shared },
+      workerData: { models, threads, ortPath, device, eager, prepack: options.prepack, shared },
     });
     // Idle workers must not keep the process alive: unref once ready, ref while a request is pending.
     this.ready = new Promise<void>((resolve, reject) => {
@@ -316,10 +323,12 @@ export class SessionPool {
     // took tens of seconds for VGG-size graphs, and bytes in shared memory still cost each worker a copy.
     const shared = settings.shareOptimised && device === 'cpu' ? new SharedArrayBuffer(4 * Object.keys(files.paths).length) : undefined;
     const onSaved = shared && sharer(files.paths, new Int32Array(shared));
-    const pool = Array.from(
-      { length: workers },
-      () => new SessionWorker(files.paths, threadsPerWorker, ortPath, device, settings, shared, onSaved),
-    );
+    const eager = settings.eager ?? Object.keys(files.paths).slice(0, 1);
+    const pool = Array.from({ length: workers }, (_, i) => {
+      const first = i % eager.length;
+      const order = [...eager.slice(first), ...eager.slice(0, first)];
+      return new SessionWorker(files.paths, threadsPerWorker, ortPath, device, settings, order, shared, onSaved);
+    });
     try {
       await Promise.all(pool.map((w) => w.ready));
     } catch (e) {
