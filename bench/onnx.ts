@@ -180,6 +180,11 @@ type Row = (Awaited<ReturnType<typeof measure>> & Memory) | ({ model: string } &
  */
 function memoryTable(rows: Row[]): string {
   const f = (v?: number, d = 0) => (v === undefined || Number.isNaN(v) ? '-' : v.toFixed(d));
+  // Load time does not depend on the batch: the faster of the two runs (the first reads a cold file).
+  const load = (a?: LoadFigures, b?: LoadFigures) => {
+    const t = [a?.loadSeconds, b?.loadSeconds].filter((v): v is number => v !== undefined);
+    return t.length ? Math.min(...t) : undefined;
+  };
   const lines = [
     `| model | weights (MB) | load (best of 2), s: uap / PyTorch | peak RSS after a gradient on ${B} images, MB: uap / PyTorch | peak PSS, MB: uap / PyTorch | peak PSS over the base, in weights: uap / PyTorch | the same with a gradient on 1 image |`,
     '|---|---|---|---|---|---|---|',
@@ -187,11 +192,6 @@ function memoryTable(rows: Row[]): string {
   for (const r of rows) {
     if ('error' in r || !r.memory) continue;
     const { uap, torch, weightsMB } = r.memory;
-    // Load time does not depend on the batch: the faster of the two runs (the first reads a cold file).
-    const load = (a?: LoadFigures, b?: LoadFigures) => {
-      const t = [a?.loadSeconds, b?.loadSeconds].filter((v): v is number => v !== undefined);
-      return t.length ? Math.min(...t) : undefined;
-    };
     const over = (m?: LoadFigures) =>
       m?.peakPssMB !== undefined && m.basePssMB !== undefined ? ((m.peakPssMB - m.basePssMB) / weightsMB).toFixed(1) + 'x' : '-';
     lines.push(

@@ -207,7 +207,7 @@ function netRereader(card: ModelCard, modelPath: string, assets: string): (() =>
  */
 export interface FileCheck {
   file: string;
-  run: () => Promise<Float32Array | undefined>;
+  run: (probe: tf.Tensor4D) => Promise<Float32Array | undefined>;
   difference: (logits: Float32Array, file: Float32Array) => number;
 }
 
@@ -284,7 +284,7 @@ export async function onnxOn(
     // The import's parse and the Net are gone by now: ONNX Runtime's copy of the file's weights, held
     // while it runs the file, is not added to them.
     release();
-    fromFile = await fileCheck.run();
+    fromFile = await fileCheck.run(probe);
   }
   // TF.js runs while the workers build their sessions (setImmediate: after the messages that start them).
   const want = fromFile ?? (await new Promise<Float32Array | Error>((resolve) => setImmediate(() => resolve(tfjsLogits()))));
@@ -295,48 +295,50 @@ export async function onnxOn(
     probe.dispose();
     return notOnnx(e);
   }
+  // What the probe says: the runtime, why not, or an import that computes another function (refused).
+  let verdict: { runtime: Runtime } | { why: string } | UsageError;
   try {
     if (want instanceof Error) throw want;
     release();
     const bytes = Uint8Array.from(probe.dataSync());
-    // Both at once: each worker takes one (the evaluation model's session is built on this first use).
+    // Both at once: each worker takes one.
     const got = await Promise.all([runtime.forward(batchOfTensor(probe)), runtime.forwardImages(bytes, 1, null)]);
     const difference = fromFile ? fileCheck!.difference : maxRelativeDifference;
     const off = Math.max(...got.map((g) => difference(g, want)));
-    if (!(off <= PROBE_TOLERANCE)) {
-      await runtime.dispose();
-      if (!fromFile) return { why: 'the ONNX export disagreed with TF.js on a probe image' };
+    if (off <= PROBE_TOLERANCE) verdict = { runtime };
+    else if (!fromFile) verdict = { why: 'the ONNX export disagreed with TF.js on a probe image' };
+    else {
       // TF.js runs the imported Net too: where it agrees with the export, the import is what differs.
       const tfjs = tfjsLogits();
-      if (tfjs instanceof Error || !(fileCheck!.difference(tfjs, want) <= PROBE_TOLERANCE))
-        throw new UsageError(
-          `${fileCheck!.file}: uap's import computes other logits than ONNX Runtime running the file (max relative difference ${off.toExponential(1)} on a probe image): an operator read wrongly; please report it with the model`,
-        );
-      return { why: 'the ONNX export disagreed with the model file on a probe image' };
+      verdict =
+        !(tfjs instanceof Error) && fileCheck!.difference(tfjs, want) <= PROBE_TOLERANCE
+          ? { why: 'the ONNX export disagreed with the model file on a probe image' }
+          : new UsageError(
+              `${fileCheck!.file}: uap's import computes other logits than ONNX Runtime running the file (max relative difference ${off.toExponential(1)} on a probe image): an operator read wrongly; please report it with the model`,
+            );
     }
   } catch (e) {
-    await runtime.dispose();
-    if (e instanceof UsageError) throw e;
-    return notOnnx(e);
+    verdict = notOnnx(e);
   } finally {
     probe.dispose();
   }
-  return { runtime };
+  if ('runtime' in verdict) return verdict;
+  await runtime.dispose();
+  if (verdict instanceof UsageError) throw verdict;
+  return verdict;
 }
 
 /** The check of an export against the model file: ONNX Runtime runs the file on the probe image, after the card's preprocessing and through its output mapping. */
 function checkOf(card: ModelCard, file: string, assets: string, ref: FileReference): FileCheck {
   return {
     file,
-    run: async () => {
-      const probe = probeImage(card.inputShape);
+    run: async (probe) => {
       const adapters = cardAdapters(card, cardWnids(card, assets));
       try {
-        const outputs = await runFile(file, probe, adapters.pre);
-        return outputs && fileLogits(ref, outputs, adapters.post);
+        const out = await runFile(file, ref.output, probe, adapters.pre);
+        return out && fileLogits(out, adapters.post);
       } finally {
         adapters.dispose();
-        probe.dispose();
       }
     },
     difference: (logits, out) => referenceDifference(ref, logits, out),

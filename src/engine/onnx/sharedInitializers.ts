@@ -1,6 +1,7 @@
-import { closeSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { writeAtomic } from '../../io/atomic.js';
 import onnxProto from 'onnx-proto';
 
 const onnx = onnxProto.onnx;
@@ -33,25 +34,29 @@ export function shareSavedInitializers(model: string, earlier: string[]): number
     const byHash = new Map<string, Place>();
     for (const file of earlier)
       for (const [, place] of externals(onnx.ModelProto.decode(readFileSync(file))))
-        if (lengths.has(place.length)) byHash.set(reader.hash(place), place);
+        if (lengths.has(place.length)) byHash.set(hash(reader.bytes(place)), place);
     let saved = 0;
     const ownFiles = new Set(own.map(([, p]) => p.location));
     for (const [tensor, place] of own) {
-      const found = byHash.get(reader.hash(place));
-      if (!found || !reader.equal(found, place)) continue;
+      const bytes = reader.bytes(place);
+      const found = byHash.get(hash(bytes));
+      // Equal bytes, not just an equal hash.
+      if (!found || !reader.bytes(found).equals(bytes)) continue;
       setPlace(tensor, found);
       saved += place.length;
     }
     if (saved === 0) return 0;
-    const temp = join(dir, `.${basename(model)}.tmp`);
-    writeFileSync(temp, onnx.ModelProto.encode(proto).finish());
-    renameSync(temp, model);
+    writeAtomic(model, onnx.ModelProto.encode(proto).finish());
     const stillUsed = new Set(externals(proto).map(([, p]) => p.location));
     for (const file of ownFiles) if (!stillUsed.has(file)) rmSync(join(dir, file), { force: true });
     return saved;
   } finally {
     reader.close();
   }
+}
+
+function hash(bytes: Buffer): string {
+  return `${bytes.length}:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
 /** Every initializer of the main graph whose bytes lie in a file, and where. */
@@ -94,14 +99,6 @@ class Reader {
       at += n;
     }
     return out;
-  }
-
-  hash(p: Place): string {
-    return `${p.length}:${createHash('sha256').update(this.bytes(p)).digest('hex')}`;
-  }
-
-  equal(a: Place, b: Place): boolean {
-    return this.bytes(a).equals(this.bytes(b));
   }
 
   close(): void {

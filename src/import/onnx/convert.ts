@@ -1100,6 +1100,14 @@ export const SUPPORTED_OPS = [...Object.keys(HANDLERS), ...FOLDED.filter((op) =>
  * (through Identity) left out.
  */
 export function logitsValue(m: OnnxModel, file: string, name?: string): string {
+  return logitsRoute(m, file, name).value;
+}
+
+/**
+ * logitsValue, and the nodes it left out between that value and the graph's first output (output
+ * first; none where `name` is given or the output is the logits).
+ */
+export function logitsRoute(m: OnnxModel, file: string, name?: string): { value: string; skipped: OnnxNodeInfo[] } {
   const produced = new Map<string, OnnxNodeInfo>();
   for (const n of m.nodes) for (const o of n.outputs) produced.set(o, n);
   if (name !== undefined) {
@@ -1107,12 +1115,16 @@ export function logitsValue(m: OnnxModel, file: string, name?: string): string {
       throw new UsageError(
         `${file}: logits value "${name}" is not computed by any node (outputs: ${m.outputs.map((o) => o.name).join(', ')})`,
       );
-    return name;
+    return { value: name, skipped: [] };
   }
   let v = m.outputs[0]?.name;
   if (!v) throw new UsageError(`${file}: the graph has no output`);
-  for (let p = produced.get(v); p && ['Softmax', 'LogSoftmax', 'Identity'].includes(p.opType); p = produced.get(v)) v = p.inputs[0];
-  return v;
+  const skipped: OnnxNodeInfo[] = [];
+  for (let p = produced.get(v); p && ['Softmax', 'LogSoftmax', 'Identity'].includes(p.opType); p = produced.get(v)) {
+    skipped.push(p);
+    v = p.inputs[0];
+  }
+  return { value: v, skipped };
 }
 
 /** Nodes the logits depend on, in graph order (branches that do not lead there are never converted). */

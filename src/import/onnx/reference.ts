@@ -1,10 +1,9 @@
 import { availableParallelism } from 'node:os';
 import * as tf from '../../tf.js';
 import type { OnnxModel } from './parse.js';
-import { channelsFirst, logitsValue } from './convert.js';
+import { channelsFirst, logitsRoute } from './convert.js';
 import { loadOrt } from '../../engine/onnx/runtime.js';
 import { maxRelativeDifference } from '../../engine/selfcheck.js';
-import type { ImageShape } from '../../math/imageShape.js';
 import { UsageError } from '../../errors.js';
 
 /**
@@ -15,9 +14,6 @@ import { UsageError } from '../../errors.js';
  * ONNX Runtime holds about twice the weights while it builds the session: the load runs it once the
  * import's parse and Net are gone, while the workers build their sessions.
  */
-
-/** The file's float outputs for the probe image, by graph output name. */
-export type FileOutputs = Map<string, { data: Float32Array; dims: number[] }>;
 
 /** Which of the file's outputs the import's logits compare with, and how they relate (logitsValue skips a final Softmax / LogSoftmax). */
 export interface FileReference {
@@ -32,21 +28,15 @@ export interface FileReference {
 export function fileReference(
   m: OnnxModel,
   file: string,
-  card: { inputShape?: ImageShape; logitsLayer?: string; outputIsProbabilities?: boolean },
+  card: { logitsLayer?: string; outputIsProbabilities?: boolean },
 ): FileReference | undefined {
-  const logits = logitsValue(m, file, card.logitsLayer);
+  const { value: logits, skipped } = logitsRoute(m, file, card.logitsLayer);
   const outputs = new Map(m.outputs.map((o) => [o.name, o.dims]));
   if (outputs.has(logits)) return { output: logits, outputIs: 'logits' };
   if (card.logitsLayer !== undefined) return undefined;
-  // logitsValue walked back from the first output over Softmax / LogSoftmax / Identity nodes.
+  // logitsRoute walked back from the first output over Softmax / LogSoftmax / Identity nodes.
   const output = m.outputs[0].name;
-  const produced = new Map(m.nodes.flatMap((n) => n.outputs.map((o) => [o, n] as const)));
-  const normalisers = [];
-  for (let v = output; v !== logits;) {
-    const node = produced.get(v)!;
-    if (node.opType !== 'Identity') normalisers.push(node);
-    v = node.inputs[0];
-  }
+  const normalisers = skipped.filter((n) => n.opType !== 'Identity');
   if (normalisers.length && card.outputIsProbabilities)
     throw new UsageError(
       `${file}: the graph ends in ${normalisers[0].opType}, which the import skips to take the logits before it; do not mark its output as probabilities (--probabilities, "outputIsProbabilities")`,
@@ -61,11 +51,16 @@ export function fileReference(
 }
 
 /**
- * ONNX Runtime's outputs of the file for `pixels` (one image, NHWC), after `pre` (the card's
+ * ONNX Runtime's output `output` of the file for `pixels` (one image, NHWC), after `pre` (the card's
  * preprocessing) and in the file's layout; undefined where it cannot run the file (an operator it
- * lacks, an input that is not one float image of batch 1 or any batch).
+ * lacks, an input that is not one float image of batch 1 or any batch, an output that is not float).
  */
-export async function runFile(file: string, pixels: tf.Tensor4D, pre: (x: tf.Tensor4D) => tf.Tensor): Promise<FileOutputs | undefined> {
+export async function runFile(
+  file: string,
+  output: string,
+  pixels: tf.Tensor4D,
+  pre: (x: tf.Tensor4D) => tf.Tensor,
+): Promise<{ data: Float32Array; dims: number[] } | undefined> {
   const ort = await loadOrt();
   if (!ort) return undefined;
   let session;
@@ -87,17 +82,15 @@ export async function runFile(file: string, pixels: tf.Tensor4D, pre: (x: tf.Ten
     const [input, ...more] = session.inputMetadata;
     if (more.length || !input.isTensor || input.type !== 'float32' || input.shape.length !== 4) return undefined;
     const batch = input.shape[0];
-    if (typeof batch === 'number' && batch !== 1) return undefined;
+    if ((typeof batch === 'number' && batch !== 1) || !session.outputNames.includes(output)) return undefined;
     const x = tf.tidy(() => {
       const t = pre(pixels);
       return channelsFirst(input.shape) ? tf.transpose(t, [0, 3, 1, 2]) : t;
     });
     const feed = new ort.Tensor('float32', x.dataSync() as Float32Array, x.shape);
     x.dispose();
-    const outputs: FileOutputs = new Map();
-    for (const [name, value] of Object.entries(await session.run({ [input.name]: feed })))
-      if (value.type === 'float32') outputs.set(name, { data: value.data as Float32Array, dims: [...value.dims] });
-    return outputs;
+    const y = (await session.run({ [input.name]: feed }, [output]))[output];
+    return y.type === 'float32' ? { data: y.data as Float32Array, dims: [...y.dims] } : undefined;
   } catch {
     return undefined;
   } finally {
@@ -105,10 +98,8 @@ export async function runFile(file: string, pixels: tf.Tensor4D, pre: (x: tf.Ten
   }
 }
 
-/** The file's output the import's logits compare with, through `post` (the card's output mapping); undefined where it gave none. */
-export function fileLogits(ref: FileReference, outputs: FileOutputs, post: (y: tf.Tensor) => tf.Tensor2D): Float32Array | undefined {
-  const out = outputs.get(ref.output);
-  if (!out) return undefined;
+/** The file's output through `post` (the card's output mapping), as logits are compared; undefined where the mapping does not take it. */
+export function fileLogits(out: { data: Float32Array; dims: number[] }, post: (y: tf.Tensor) => tf.Tensor2D): Float32Array | undefined {
   try {
     return tf.tidy(() => post(tf.tensor(out.data, out.dims)).dataSync() as Float32Array);
   } catch {
