@@ -8,7 +8,7 @@ import onnxProto from 'onnx-proto';
 import './helpers.js';
 import { initBackend, tfjsBackend } from '../src/engine/backend.js';
 import { loadClassifier, onnxOn, probeImage } from '../src/import/load.js';
-import { fileReference, referenceDifference, runFile } from '../src/import/onnx/reference.js';
+import { FileRunner, fileReference, referenceDifference } from '../src/import/onnx/reference.js';
 import { runPlainGraph } from '../src/engine/tfjs/plainGraph.js';
 import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
 import { argmaxRows, forwardLogits, vjp } from '../src/classifier/compute.js';
@@ -463,7 +463,8 @@ describe('each load checks the import against the file itself, run by ONNX Runti
       expect(referenceDifference(ref(form), z, file)).toBeGreaterThan(0.1);
     }
   });
-  it.runIf(ortPresent)('runs the file on the probe image in its own layout; not a batch of fixed size 2', async () => {
+  it.runIf(ortPresent)('runs the file on the probe image in its own layout, once per runner; not a batch of fixed size 2', async () => {
+    const runFile = async (...args: Parameters<FileRunner['run']>) => (await FileRunner.start())!.run(...args);
     const shape: [number, number, number] = [8, 8, 3];
     const probe = probeImage(shape);
     try {
@@ -479,6 +480,14 @@ describe('each load checks the import against the file itself, run by ONNX Runti
       expect(referenceDifference({ output: 'probs', outputIs: 'probabilities' }, z, out!.data)).toBeLessThan(1e-6);
       writeFileSync(p, ending(undefined, 2));
       expect(await runFile(p, 'logits', probe, (x) => x)).toBeUndefined();
+      // A runner runs once; one a load did not need ends when disposed.
+      const runner = (await FileRunner.start())!;
+      writeFileSync(p, ending('Softmax'));
+      expect(await runner.run(p, 'probs', probe, (x) => tf.div(x, 255))).toBeDefined();
+      expect(await runner.run(p, 'probs', probe, (x) => tf.div(x, 255))).toBeUndefined();
+      const idle = (await FileRunner.start())!;
+      idle.dispose();
+      expect(await idle.run(p, 'probs', probe, (x) => tf.div(x, 255))).toBeUndefined();
     } finally {
       probe.dispose();
     }

@@ -21,7 +21,7 @@ import { maxRelativeDifference } from '../engine/selfcheck.js';
 import type { Backend } from '../engine/backend.js';
 import { cardFromTflite, readTflite } from './tflite/index.js';
 import { cardFromOnnx, readOnnx } from './onnx/index.js';
-import { fileLogits, fileReference, referenceDifference, runFile, type FileReference } from './onnx/reference.js';
+import { FileRunner, fileLogits, fileReference, referenceDifference, type FileReference } from './onnx/reference.js';
 import { checkInputShape, classifierNet } from './importNet.js';
 import { batchOfTensor } from '../engine/tfjs/batchTensor.js';
 import { collectGarbage } from './collectGarbage.js';
@@ -329,18 +329,21 @@ export async function onnxOn(
 }
 
 /** The check of an export against the model file: ONNX Runtime runs the file on the probe image, after the card's preprocessing and through its output mapping. */
-function checkOf(card: ModelCard, file: string, assets: string, ref: FileReference): FileCheck {
+function checkOf(card: ModelCard, file: string, assets: string, ref: FileReference, runner: FileRunner): FileCheck {
+  // Once per load (the runner's process runs the file once): a second try on another device reuses it.
+  let logits: Promise<Float32Array | undefined> | undefined;
   return {
     file,
-    run: async (probe) => {
-      const adapters = cardAdapters(card, cardWnids(card, assets));
-      try {
-        const out = await runFile(file, ref.output, probe, adapters.pre);
-        return out && fileLogits(out, adapters.post);
-      } finally {
-        adapters.dispose();
-      }
-    },
+    run: (probe) =>
+      (logits ??= (async () => {
+        const adapters = cardAdapters(card, cardWnids(card, assets));
+        try {
+          const out = await runner.run(file, ref.output, probe, adapters.pre);
+          return out && fileLogits(out, adapters.post);
+        } finally {
+          adapters.dispose();
+        }
+      })()),
     difference: (logits, out) => referenceDifference(ref, logits, out),
   };
 }
@@ -397,6 +400,17 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
       : '';
     throw new UsageError(`model ${card.name}: ${modelPath} not found${hint}`);
   }
+  // The reference run's process starts now, while the file is parsed (onnx/reference.ts).
+  const runner = card.format === 'onnx' && opts.backend.onnx ? await FileRunner.start() : undefined;
+  try {
+    return await loadFound(card, modelPath, assets, opts, runner);
+  } finally {
+    runner?.dispose();
+  }
+}
+
+/** loadClassifier once the card and its model file are found; `runner` runs an .onnx file for the probe's reference. */
+async function loadFound(card: ModelCard, modelPath: string, assets: string, opts: LoadOptions, runner?: FileRunner): Promise<Classifier> {
   const labels = cardLabels(card, assets) ?? imagenetNames(card, assets);
   let forward: (x: tf.Tensor4D) => tf.Tensor;
   let release: () => void;
@@ -448,7 +462,7 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
     collectGarbage();
   };
   const hasNet = net !== undefined;
-  const fileCheck = reference && checkOf(card, modelPath, assets, reference);
+  const fileCheck = reference && runner && checkOf(card, modelPath, assets, reference, runner);
   const rt =
     hasNet && opts.backend.onnx ? await withOnnx(netNow, card.inputShape, probe, opts.backend.device, letNetGo, fileCheck) : undefined;
   // On ONNX Runtime, TF.js only checks the export on a probe image: its batch limits (measured with a

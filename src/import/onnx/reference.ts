@@ -1,3 +1,5 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import * as tf from '../../tf.js';
 import type { OnnxModel } from './parse.js';
@@ -51,52 +53,118 @@ export function fileReference(
 }
 
 /**
- * ONNX Runtime's output `output` of the file for `pixels` (one image, NHWC), after `pre` (the card's
- * preprocessing) and in the file's layout; undefined where it cannot run the file (an operator it
- * lacks, an input that is not one float image of batch 1 or any batch, an output that is not float).
+ * A process that runs a user's .onnx file once, as it is, on ONNX Runtime: the reference a load
+ * checks its export against. Started at the beginning of a load, so that Node and ONNX Runtime start
+ * in it while the main thread parses the file; it reads the file only when `run` asks, once the
+ * parse and the Net are gone. A process, not the main thread: ONNX Runtime's copy of the weights and
+ * its buffers, freed when the session is released, stayed resident in the main thread's malloc heap
+ * (about the weights' size on ResNet-50; in a worker thread's arena alike), where a process gives them
+ * all back when it exits.
  */
-export async function runFile(
-  file: string,
-  output: string,
-  pixels: tf.Tensor4D,
-  pre: (x: tf.Tensor4D) => tf.Tensor,
-): Promise<{ data: Float32Array; dims: number[] } | undefined> {
-  const ort = await loadOrt();
-  if (!ort) return undefined;
+export class FileRunner {
+  private readonly replies: unknown[] = [];
+  private readonly waiting: ((m: unknown) => void)[] = [];
+
+  private constructor(private readonly child: ChildProcess) {
+    const deliver = (m: unknown) => (this.waiting.length ? this.waiting.shift()!(m) : this.replies.push(m));
+    child.on('message', deliver);
+    child.on('error', () => deliver(null));
+    child.on('exit', () => deliver(null));
+  }
+
+  /** Starts the process; undefined where ONNX Runtime does not load here. */
+  static async start(): Promise<FileRunner | undefined> {
+    if (!(await loadOrt())) return undefined;
+    const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
+    const child = spawn(process.execPath, ['-e', RUNNER_SOURCE, ortPath], {
+      stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+      serialization: 'advanced',
+    });
+    return new FileRunner(child);
+  }
+
+  private reply<T>(): Promise<T | null> {
+    return new Promise((resolve) =>
+      this.replies.length ? resolve(this.replies.shift() as T) : this.waiting.push(resolve as (m: unknown) => void),
+    );
+  }
+
+  /**
+   * ONNX Runtime's output `output` of `file` for `pixels` (one image, NHWC), after `pre` (the card's
+   * preprocessing) and in the file's layout; undefined where it cannot run the file (an operator it
+   * lacks, an input that is not one float image of batch 1 or any batch, an output that is not float)
+   * or the process failed. Once per runner: the process exits after it.
+   */
+  async run(
+    file: string,
+    output: string,
+    pixels: tf.Tensor4D,
+    pre: (x: tf.Tensor4D) => tf.Tensor,
+  ): Promise<{ data: Float32Array; dims: number[] } | undefined> {
+    if (!this.child.connected) return undefined;
+    try {
+      this.child.send({ file, output, threads: availableParallelism() });
+      const input = await this.reply<{ shape: (number | string)[] }>();
+      if (!input) return undefined;
+      const x = tf.tidy(() => {
+        const t = pre(pixels);
+        return channelsFirst(input.shape) ? tf.transpose(t, [0, 3, 1, 2]) : t;
+      });
+      this.child.send({ data: x.dataSync() as Float32Array, dims: x.shape });
+      x.dispose();
+      return (await this.reply<{ data: Float32Array; dims: number[] }>()) ?? undefined;
+    } catch {
+      return undefined;
+    } finally {
+      this.dispose();
+    }
+  }
+
+  /** Ends the process (a load that needed no reference, or failed). */
+  dispose(): void {
+    if (this.child.exitCode === null) this.child.kill();
+  }
+}
+
+/**
+ * The runner's process. Plain JS: takes { file, output, threads }, sends the input's shape (or null
+ * where it cannot run the file), takes the pixels, sends the output (or null), exits.
+ */
+const RUNNER_SOURCE = `
+const ort = require(process.argv[1]);
+const next = () => new Promise((resolve) => process.once('message', resolve));
+const done = (m) => process.send(m, () => process.exit(0));
+process.on('disconnect', () => process.exit(0));
+(async () => {
+  const { file, output, threads } = await next();
   let session;
   try {
-    // Optimised no further than basic (fusions, constant folding): no blocked copies of the weights;
-    // no arena nor prepacking, whose memory would outlive the one run.
+    // Optimised no further than basic (fusions, constant folding): no blocked copies of the weights.
     session = await ort.InferenceSession.create(file, {
       executionProviders: ['cpu'],
       graphOptimizationLevel: 'basic',
-      intraOpNumThreads: availableParallelism(),
+      intraOpNumThreads: threads,
       enableCpuMemArena: false,
       logSeverityLevel: 3,
       extra: { session: { disable_prepacking: '1' } },
     });
   } catch {
-    return undefined;
+    return done(null);
   }
   try {
     const [input, ...more] = session.inputMetadata;
-    if (more.length || !input.isTensor || input.type !== 'float32' || input.shape.length !== 4) return undefined;
-    const batch = input.shape[0];
-    if ((typeof batch === 'number' && batch !== 1) || !session.outputNames.includes(output)) return undefined;
-    const x = tf.tidy(() => {
-      const t = pre(pixels);
-      return channelsFirst(input.shape) ? tf.transpose(t, [0, 3, 1, 2]) : t;
-    });
-    const feed = new ort.Tensor('float32', x.dataSync() as Float32Array, x.shape);
-    x.dispose();
-    const y = (await session.run({ [input.name]: feed }, [output]))[output];
-    return y.type === 'float32' ? { data: y.data as Float32Array, dims: [...y.dims] } : undefined;
+    const batch = input && input.shape[0];
+    if (more.length || !input.isTensor || input.type !== 'float32' || input.shape.length !== 4 ||
+        (typeof batch === 'number' && batch !== 1) || !session.outputNames.includes(output)) return done(null);
+    process.send({ shape: input.shape });
+    const x = await next();
+    const y = (await session.run({ [input.name]: new ort.Tensor('float32', x.data, x.dims) }, [output]))[output];
+    done(y.type === 'float32' ? { data: y.data, dims: [...y.dims] } : null);
   } catch {
-    return undefined;
-  } finally {
-    await session.release();
+    done(null);
   }
-}
+})();
+`;
 
 /** The file's output through `post` (the card's output mapping), as logits are compared; undefined where the mapping does not take it. */
 export function fileLogits(out: { data: Float32Array; dims: number[] }, post: (y: tf.Tensor) => tf.Tensor2D): Float32Array | undefined {
