@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
@@ -506,6 +506,29 @@ describe('each load checks the import against the file itself, run by ONNX Runti
       }
     }
   });
+  it.runIf(ortPresent && existsSync('/proc/self/task'))(
+    'the process of the reference run is gone after a load, and after a refused one',
+    async () => {
+      const children = () =>
+        readdirSync('/proc/self/task').flatMap((t) => readFileSync(`/proc/self/task/${t}/children`, 'utf8').split(' ').filter(Boolean));
+      const before = new Set(children());
+      const started = async () => {
+        for (let i = 0; i < 100 && children().some((c) => !before.has(c)); i++) await new Promise((wake) => setTimeout(wake, 20));
+        return children().filter((c) => !before.has(c));
+      };
+      const p = join(dir, 'gone.onnx');
+      writeFileSync(p, ending('Softmax'));
+      const tiny = (o: object = {}) => ({
+        ...card('tiny', { inputShape: [8, 8, 3], numClasses: 4, preprocess: { scale: 1 / 255 } }, p),
+        ...o,
+      });
+      const model = await loadClassifier(tiny(), { backend });
+      model.dispose();
+      expect(await started()).toEqual([]);
+      await expect(loadClassifier(tiny({ outputIsProbabilities: true }), { backend })).rejects.toThrow(/Softmax/);
+      expect(await started()).toEqual([]);
+    },
+  );
   it.runIf(ortPresent)('an export the file disagrees with runs on TF.js; an import it disagrees with is refused', async () => {
     const bytes = ending();
     const file = join(dir, 'tiny.onnx');
