@@ -72,15 +72,20 @@ export class FileRunner {
     child.on('exit', () => deliver(null));
   }
 
-  /** Starts the process; undefined where ONNX Runtime does not load here. */
+  /** Starts the process; undefined where ONNX Runtime does not load here or no process starts. */
   static async start(): Promise<FileRunner | undefined> {
     if (!(await loadOrt())) return undefined;
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
-    const child = spawn(process.execPath, ['-e', RUNNER_SOURCE, ortPath], {
-      stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
-      serialization: 'advanced',
-    });
-    return new FileRunner(child);
+    try {
+      const child = spawn(process.execPath, ['-e', RUNNER_SOURCE, ortPath], {
+        stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+        serialization: 'advanced',
+      });
+      return new FileRunner(child);
+    } catch {
+      // No process to be had (the load then checks against TF.js).
+      return undefined;
+    }
   }
 
   private reply<T>(): Promise<T | null> {
