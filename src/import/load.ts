@@ -331,11 +331,11 @@ export async function onnxOn(
 /** The check of an export against the model file: ONNX Runtime runs the file on the probe image, after the card's preprocessing and through its output mapping. */
 function checkOf(card: ModelCard, file: string, assets: string, ref: FileReference, runner: FileRunner): FileCheck {
   // Once per load (the runner's process runs the file once): a second try on another device reuses it.
-  let logits: Promise<Float32Array | undefined> | undefined;
+  let fileLogitsOnce: Promise<Float32Array | undefined> | undefined;
   return {
     file,
     run: (probe) =>
-      (logits ??= (async () => {
+      (fileLogitsOnce ??= (async () => {
         const adapters = cardAdapters(card, cardWnids(card, assets));
         try {
           const out = await runner.run(file, ref.output, probe, adapters.pre);
