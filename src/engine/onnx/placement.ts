@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ortModulePath } from './ortModule.js';
 import onnxProto from 'onnx-proto';
 import type { Device } from './emit.js';
 
@@ -51,7 +51,7 @@ export async function nodePlacements(models: Uint8Array[], provider: Device): Pr
       writeFileSync(f, m);
       return f;
     });
-    const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
+    const ortPath = ortModulePath();
     const log = await new Promise<string>((resolve, reject) => {
       const child = spawn(process.execPath, ['-e', CHILD, ortPath, JSON.stringify(files), provider], {
         stdio: ['ignore', 'ignore', 'pipe'],

@@ -1,5 +1,5 @@
-import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
+import { ortModulePath } from './ortModule.js';
 import type { Device } from './emit.js';
 import type { ModelFiles } from './modelFiles.js';
 import { shareSavedInitializers } from './sharedInitializers.js';
@@ -318,7 +318,7 @@ export class SessionPool {
     device: Device = 'cpu',
     settings: SessionSettings = { prepack: true },
   ): Promise<SessionPool> {
-    const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
+    const ortPath = ortModulePath();
     // The workers open the models by path (modelFiles.ts): cloning the bytes into each worker's message
     // took tens of seconds for VGG-size graphs, and bytes in shared memory still cost each worker a copy.
     const shared = settings.shareOptimised && device === 'cpu' ? new SharedArrayBuffer(4 * Object.keys(files.paths).length) : undefined;

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
+import { ortModulePath } from '../../engine/onnx/ortModule.js';
 import * as tf from '../../tf.js';
 import type { OnnxModel } from './parse.js';
 import { channelsFirst, logitsRoute } from './convert.js';
@@ -75,7 +75,7 @@ export class FileRunner {
   /** Starts the process; undefined where ONNX Runtime does not load here or no process starts. */
   static async start(): Promise<FileRunner | undefined> {
     if (!(await loadOrt())) return undefined;
-    const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
+    const ortPath = ortModulePath();
     try {
       const child = spawn(process.execPath, ['-e', RUNNER_SOURCE, ortPath], {
         stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
