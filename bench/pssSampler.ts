@@ -25,7 +25,7 @@ function processPssKB(pid: string): number {
 function childrenOf(pid: string): string[] {
   try {
     return readdirSync(`/proc/${pid}/task`).flatMap((t) =>
-      readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ').filter(Boolean),
+      readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(/\s+/).filter(Boolean),
     );
   } catch {
     return [];
@@ -38,7 +38,7 @@ function treePssKB(pid: string): number {
   for (const queue = [pid]; queue.length;) {
     const p = queue.pop()!;
     kB += processPssKB(p);
-    queue.push(...childrenOf(p).map((c) => c.trim()));
+    queue.push(...childrenOf(p));
   }
   return kB;
 }

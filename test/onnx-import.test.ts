@@ -512,8 +512,9 @@ describe('each load checks the import against the file itself, run by ONNX Runti
       const children = () =>
         readdirSync('/proc/self/task').flatMap((t) => readFileSync(`/proc/self/task/${t}/children`, 'utf8').split(' ').filter(Boolean));
       const before = new Set(children());
+      // A killed process leaves the list once Node has reaped it: waited for, up to 10 s on a busy machine.
       const started = async () => {
-        for (let i = 0; i < 100 && children().some((c) => !before.has(c)); i++) await new Promise((wake) => setTimeout(wake, 20));
+        for (let i = 0; i < 200 && children().some((c) => !before.has(c)); i++) await new Promise((wake) => setTimeout(wake, 50));
         return children().filter((c) => !before.has(c));
       };
       const p = join(dir, 'gone.onnx');
