@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 300_000,
     reporters: ['default'],
+    // Loads export anew: the tests of the export cache give it a folder of their own.
+    env: { UAP_CACHE_DIR: 'off' },
   },
 });

@@ -45,6 +45,8 @@ export interface Classifier extends Differentiable {
   readonly maxBatch?: BatchLimits;
   /** The file the model was read from (provenance: its hash goes into a run's config.json). */
   readonly file?: string;
+  /** Where the model runs on an export kept from an earlier load of the same file: the cache entry's folder (engine/onnx/exportCache.ts). */
+  readonly cachedExport?: string;
   /**
    * The activations of inner layers (default: every convolution's output, after its activation), on the
    * classifier's runtime. Absent for models the engine only runs as a whole (TF.js GraphModels).

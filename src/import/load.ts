@@ -20,11 +20,12 @@ import type { Runtime } from '../engine/runtime.js';
 import { maxRelativeDifference } from '../engine/selfcheck.js';
 import type { Backend } from '../engine/backend.js';
 import { cardFromTflite, readTflite } from './tflite/index.js';
-import { cardFromOnnx, readOnnx } from './onnx/index.js';
+import { cardFromOnnx, forgetParsedOnnx, readOnnx } from './onnx/index.js';
 import { FileRunner, fileLogits, fileReference, referenceDifference, type FileReference } from './onnx/reference.js';
 import { checkInputShape, classifierNet } from './importNet.js';
 import { batchOfTensor } from '../engine/tfjs/batchTensor.js';
 import { collectGarbage } from './collectGarbage.js';
+import { cachedRuntime, keepExport, loadCacheFor, type LoadCache } from './exportCacheLoad.js';
 export { checkInputShape };
 
 /** Short names for the cards shipped in cards/ and the embedded default. */
@@ -171,7 +172,11 @@ function readNet(card: ModelCard, modelPath: string, assets: string): Net {
 }
 
 /** readNet's Net, and for an ONNX file how ONNX Runtime runs the file itself (the load's probe reference) where it can. */
-function readNetAndReference(card: ModelCard, modelPath: string, assets: string): { net: Net; reference?: FileReference } {
+function readNetAndReference(
+  card: ModelCard,
+  modelPath: string,
+  assets: string,
+): { net: Net; reference?: FileReference; externalData?: boolean } {
   const wnids = cardWnids(card, assets);
   if (card.format === 'tflite')
     return { net: classifierNet(card, { format: 'tflite', model: readTflite(modelPath), file: modelPath }, wnids) };
@@ -179,7 +184,7 @@ function readNetAndReference(card: ModelCard, modelPath: string, assets: string)
   const reference = fileReference(model, modelPath, card);
   // The file's bytes, parsed: not kept while the Net is built from them (a large model's peak).
   collectGarbage();
-  return { net: classifierNet(card, { format: 'onnx', model, file: modelPath }, wnids), reference };
+  return { net: classifierNet(card, { format: 'onnx', model, file: modelPath }, wnids), reference, externalData: model.externalData };
 }
 
 /**
@@ -231,16 +236,20 @@ async function withOnnx(
   device: Device,
   release: () => void,
   fileCheck?: FileCheck,
+  cache?: LoadCache,
 ): Promise<{ runtime?: Runtime; runsOn: string }> {
   const tfjs = `TF.js ${tf.getBackend()}`;
-  const tried = await onnxOn(net, shape, logits, device, release, fileCheck);
-  if ('runtime' in tried) return { runtime: tried.runtime, runsOn: device === 'webgpu' ? 'onnxruntime (WebGPU)' : 'onnxruntime' };
+  const tried = await onnxOn(net, shape, logits, device, release, fileCheck, cache);
+  if ('runtime' in tried) return { runtime: tried.runtime, runsOn: runsOnOnnx(device) };
   if (device === 'webgpu') {
-    const cpu = await onnxOn(net, shape, logits, 'cpu', release, fileCheck);
+    const cpu = await onnxOn(net, shape, logits, 'cpu', release, fileCheck, cache);
     if ('runtime' in cpu) return { runtime: cpu.runtime, runsOn: `onnxruntime on the CPU (not on WebGPU: ${tried.why})` };
   }
   return { runsOn: `${tfjs} (${tried.why})` };
 }
+
+/** What a load on ONNX Runtime reports as where the model runs. */
+const runsOnOnnx = (device: Device) => (device === 'webgpu' ? 'onnxruntime (WebGPU)' : 'onnxruntime');
 
 /**
  * ONNX Runtime for `net` on `device`, checked on a probe image, or why not. The reference is the
@@ -248,8 +257,8 @@ async function withOnnx(
  * else TF.js running the imported Net. `release` lets the main thread's Net go: at once where the file
  * is the reference (the workers then build their sessions without a second copy of the weights in
  * memory), else once TF.js has its logits and the sessions are built. A probe the file and TF.js both
- * disagree with is an import that computes another function than the file's: refused. Exported for
- * the tests.
+ * disagree with is an import that computes another function than the file's: refused. An export
+ * that passes is kept in `cache` for later loads. Exported for the tests.
  */
 export async function onnxOn(
   net: () => Net,
@@ -258,12 +267,13 @@ export async function onnxOn(
   device: Device,
   release: () => void,
   fileCheck?: FileCheck,
+  cache?: LoadCache,
 ): Promise<{ runtime: Runtime } | { why: string }> {
   if (!(await loadOrt())) return { why: 'onnxruntime-node unavailable' };
   const notOnnx = (e: unknown) => ({ why: `not ONNX: ${(e as Error).message.split('\n')[0]}` });
   let exported: ExportedRuntime;
   try {
-    exported = exportRuntime(net(), shape, { device });
+    exported = exportRuntime(net(), shape, { device, filesIn: cache?.cache.workDir });
   } catch (e) {
     return notOnnx(e);
   }
@@ -305,8 +315,10 @@ export async function onnxOn(
     const got = await Promise.all([runtime.forward(batchOfTensor(probe)), runtime.forwardImages(bytes, 1, null)]);
     const difference = fromFile ? fileCheck!.difference : maxRelativeDifference;
     const off = Math.max(...got.map((g) => difference(g, want)));
-    if (off <= PROBE_TOLERANCE) verdict = { runtime };
-    else if (!fromFile) verdict = { why: 'the ONNX export disagreed with TF.js on a probe image' };
+    if (off <= PROBE_TOLERANCE) {
+      verdict = { runtime };
+      if (cache) keepExport(cache, device, exported, [got[0], got[1]]);
+    } else if (!fromFile) verdict = { why: 'the ONNX export disagreed with TF.js on a probe image' };
     else {
       // TF.js runs the imported Net too: where it agrees with the export, the import is what differs.
       const tfjs = tfjsLogits();
@@ -400,22 +412,65 @@ export async function loadClassifier(spec: string | ModelCard, opts: LoadOptions
       : '';
     throw new UsageError(`model ${card.name}: ${modelPath} not found${hint}`);
   }
+  // Read first: a bad labels file fails the load before any work.
+  const labels = cardLabels(card, assets) ?? imagenetNames(card, assets);
+  // Model files the engine imports and exports whole (a model.json's weights lie in other files).
+  const exportable = (card.format === 'onnx' || card.format === 'tflite') && opts.backend.onnx;
+  const cache = exportable ? loadCacheFor(card, modelPath, cardWnids(card, assets)) : undefined;
+  if (cache?.cache.has(cache.key(opts.backend.device))) {
+    // The card lookup's parse of the file is not needed with a kept export: gone before the workers start.
+    forgetParsedOnnx();
+    collectGarbage();
+    const probe = probeImage(card.inputShape);
+    const cached = await cachedRuntime(cache, card.inputShape, opts.backend.device, probe).finally(() => probe.dispose());
+    if (cached) return fromCachedExport(card, modelPath, assets, labels, opts, cached);
+  }
   // The reference run's process starts now, while the file is parsed (onnx/reference.ts).
-  const runner = card.format === 'onnx' && opts.backend.onnx ? await FileRunner.start() : undefined;
+  const runner = exportable && card.format === 'onnx' ? await FileRunner.start() : undefined;
   try {
-    return await loadFound(card, modelPath, assets, opts, runner);
+    return await loadFound(card, modelPath, assets, labels, opts, runner, cache);
   } finally {
     runner?.dispose();
   }
 }
 
+/**
+ * A classifier on the runtime of an export kept from an earlier load of the same file: no Net in
+ * memory; TF.js's graph (a feature model, TF.js logits) reads the file again on first use.
+ */
+async function fromCachedExport(
+  card: ModelCard,
+  modelPath: string,
+  assets: string,
+  labels: string[] | undefined,
+  opts: LoadOptions,
+  cached: { runtime: Runtime; entry: string },
+): Promise<Classifier> {
+  const netNow = netRereader(card, modelPath, assets)!;
+  let graph: PlainGraph | undefined;
+  const forward = (x: tf.Tensor4D) => runPlainGraph((graph ??= netToTfGraph(netNow(), card.inputShape)), x);
+  const release = () => {
+    if (graph) tf.dispose(graph.owned);
+  };
+  const rt = { runtime: cached.runtime, runsOn: runsOnOnnx(opts.backend.device) };
+  return { ...(await assemble(card, modelPath, labels, opts, { forward, release, netNow, rt })), cachedExport: cached.entry };
+}
+
 /** loadClassifier once the card and its model file are found; `runner` runs an .onnx file for the probe's reference. */
-async function loadFound(card: ModelCard, modelPath: string, assets: string, opts: LoadOptions, runner?: FileRunner): Promise<Classifier> {
-  const labels = cardLabels(card, assets) ?? imagenetNames(card, assets);
+async function loadFound(
+  card: ModelCard,
+  modelPath: string,
+  assets: string,
+  labels: string[] | undefined,
+  opts: LoadOptions,
+  runner?: FileRunner,
+  cache?: LoadCache,
+): Promise<Classifier> {
   let forward: (x: tf.Tensor4D) => tf.Tensor;
   let release: () => void;
   let net: Net | undefined;
   let reference: FileReference | undefined;
+  let externalData: boolean | undefined;
   const reread = netRereader(card, modelPath, assets);
   /** The Net while the main thread holds it, else read again. */
   const netNow = (): Net => net ?? reread!();
@@ -436,7 +491,7 @@ async function loadFound(card: ModelCard, modelPath: string, assets: string, opt
         adapters.dispose();
       };
     } else {
-      if (card.format === 'onnx') ({ net, reference } = readNetAndReference(card, modelPath, assets));
+      if (card.format === 'onnx') ({ net, reference, externalData } = readNetAndReference(card, modelPath, assets));
       else net = await loadNet(card, modelPath, assets);
       // The parsed file, now in the Net: gone before the export writes the weights again.
       if (card.format === 'onnx') collectGarbage();
@@ -463,16 +518,43 @@ async function loadFound(card: ModelCard, modelPath: string, assets: string, opt
   };
   const hasNet = net !== undefined;
   const fileCheck = reference && runner && checkOf(card, modelPath, assets, reference, runner);
+  // An export that reads weights from files beside the model is not kept: the key hashes the model file only.
+  const keep = externalData ? undefined : cache;
   const rt =
-    hasNet && opts.backend.onnx ? await withOnnx(netNow, card.inputShape, probe, opts.backend.device, letNetGo, fileCheck) : undefined;
+    hasNet && opts.backend.onnx
+      ? await withOnnx(netNow, card.inputShape, probe, opts.backend.device, letNetGo, fileCheck, keep)
+      : undefined;
+  return assemble(card, modelPath, labels, opts, { forward, release, netNow: hasNet ? netNow : undefined, rt });
+}
+
+/** The classifier of a loaded model: TF.js's forward (and its release), its Net where it has one, and its ONNX Runtime where it runs there. */
+async function assemble(
+  card: ModelCard,
+  modelPath: string,
+  labels: string[] | undefined,
+  opts: LoadOptions,
+  parts: {
+    forward: (x: tf.Tensor4D) => tf.Tensor;
+    release: () => void;
+    netNow?: () => Net;
+    rt?: { runtime?: Runtime; runsOn: string };
+  },
+): Promise<Classifier> {
+  const { forward, release, netNow, rt } = parts;
   // On ONNX Runtime, TF.js only checks the export on a probe image: its batch limits (measured with a
   // forward and a gradient pass on TF.js, many seconds for a large model) do not apply.
-  const base = await tfjsClassifier(card, forward, release, labels, { measure: !rt?.runtime });
+  let base: Classifier;
+  try {
+    base = await tfjsClassifier(card, forward, release, labels, { measure: !rt?.runtime });
+  } catch (e) {
+    await rt?.runtime?.dispose();
+    throw e;
+  }
   return {
     ...base,
     file: modelPath,
     runtime: rt?.runtime ?? base.runtime,
-    ...(hasNet
+    ...(netNow
       ? {
           features: async (layers?: string[]) =>
             featureModel(
@@ -496,6 +578,7 @@ async function loadFound(card: ModelCard, modelPath: string, assets: string, opt
 /** Loads a classifier and says where it runs. */
 export async function loadModel(spec: string, opts: LoadOptions & { assets: string }, log: Log): Promise<Classifier> {
   const model = await loadClassifier(spec, opts);
-  log.info(`model ${model.name}: runs on ${model.runsOn ?? 'TF.js'}${model.runtime.layout ? ` (${model.runtime.layout})` : ''}`);
+  const cached = model.cachedExport ? `; its export kept from an earlier load, in ${model.cachedExport}` : '';
+  log.info(`model ${model.name}: runs on ${model.runsOn ?? 'TF.js'}${model.runtime.layout ? ` (${model.runtime.layout})` : ''}${cached}`);
   return model;
 }

@@ -1,4 +1,16 @@
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { WeightPlace, WeightStore } from './builder.js';
@@ -10,7 +22,8 @@ import type { WeightPlace, WeightStore } from './builder.js';
 const PREFIX = `uap-graphs-${hostname().replace(/[^A-Za-z0-9.]/g, '_')}-`;
 /** Weight arrays start on cache-line boundaries in the weights file (ONNX Runtime maps them in place). */
 const ALIGN = 64;
-const WEIGHTS = 'weights.bin';
+/** The file beside the models that holds their weights. */
+export const WEIGHTS = 'weights.bin';
 
 /**
  * The exported ONNX models as files that every worker's ONNX Runtime opens by path, with their weights
@@ -25,7 +38,8 @@ const WEIGHTS = 'weights.bin';
  * `release` or when the process exits. ONNX Runtime resolves external data by its real path, so the
  * files cannot be unlinked early and reached through descriptors; a process killed outright leaves its
  * folder behind, and the next ModelFiles on the same host removes the folders of processes that no
- * longer run.
+ * longer run. The folder lies in the system's temporary folder, or in `parent` (an export cache's
+ * work folder: on its file system, so that files pass between the two as hard links).
  */
 export class ModelFiles implements WeightStore {
   /** A path per model name. */
@@ -35,9 +49,10 @@ export class ModelFiles implements WeightStore {
   private released = false;
   private readonly removeDir = () => rmSync(this.dir, { recursive: true, force: true });
 
-  constructor() {
-    removeOrphans();
-    this.dir = mkdtempSync(join(tmpdir(), `${PREFIX}${process.pid}-`));
+  constructor(parent = tmpdir()) {
+    mkdirSync(parent, { recursive: true });
+    removeOrphans(parent);
+    this.dir = mkdtempSync(join(parent, `${PREFIX}${process.pid}-`));
     process.once('exit', this.removeDir);
   }
 
@@ -61,6 +76,25 @@ export class ModelFiles implements WeightStore {
       w.placed.set(data, offset);
     }
     return { location: WEIGHTS, offset, length: data.byteLength };
+  }
+
+  /**
+   * The file `file` of folder `sourceDir` (an export kept from an earlier load) in this folder: a hard
+   * link, a copy across file systems. A model file (`name`.onnx) becomes model `name`; its weights and
+   * ONNX Runtime's optimised copies (`name`.opt.onnx, which the workers then open as they are) come
+   * as further files.
+   */
+  addLinked(file: string, sourceDir: string): void {
+    this.check();
+    const [from, to] = [join(sourceDir, file), join(this.dir, file)];
+    try {
+      linkSync(from, to);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EXDEV' && (e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
+      copyFileSync(from, to);
+    }
+    const model = /^([a-z]+)\.onnx$/.exec(file);
+    if (model) this.paths[model[1]] = to;
   }
 
   /** Removes the folder; the paths are invalid afterwards. Idempotent. */
@@ -90,18 +124,18 @@ export class ModelFiles implements WeightStore {
   }
 }
 
-/** Removes the model folders of processes that ended without removing them (killed, say). */
-function removeOrphans(): void {
+/** Removes the model folders in `parent` of processes that ended without removing them (killed, say). */
+function removeOrphans(parent: string): void {
   let names: string[];
   try {
-    names = readdirSync(tmpdir());
+    names = readdirSync(parent);
   } catch {
     return;
   }
   for (const name of names) {
     const pid = name.startsWith(PREFIX) ? Number(/^(\d+)-/.exec(name.slice(PREFIX.length))?.[1]) : 0;
     if (!pid || pid === process.pid || running(pid)) continue;
-    const dir = join(tmpdir(), name);
+    const dir = join(parent, name);
     if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -111,8 +111,9 @@ export function weightBytes(net: Net, which: (kind: string) => boolean = () => t
  * holds all of its weights, so the models no longer share the others (fully connected layers) through
  * the one weights file, which costs more than it saves where those dominate (VGG).
  */
-export function shareOptimised(net: Net, workers: number): boolean {
-  return workers > 1 && 2 * weightBytes(net, (kind) => kind === 'conv') >= weightBytes(net);
+export function shareOptimised(net: Net | NetFacts, workers: number): boolean {
+  const facts = 'nodes' in net ? { weightBytes: weightBytes(net), convWeightBytes: weightBytes(net, (kind) => kind === 'conv') } : net;
+  return workers > 1 && 2 * facts.convWeightBytes >= facts.weightBytes;
 }
 
 /**
@@ -159,6 +160,8 @@ export interface OnnxRuntimeOptions {
    * gradient run): for measuring other cuts (`npm run bench:cuts`), not a user setting.
    */
   cuts?: { rowsPerRun?: number; imagesPerRun?: number };
+  /** The folder the models' files are written in (default: the system's temporary folder; see ModelFiles). */
+  filesIn?: string;
 }
 
 /**
@@ -173,6 +176,22 @@ export async function onnxRuntime(net: Net, inputShape: ImageShape, options: Onn
 }
 
 /**
+ * What the runtime's settings depend on of a network (its size and work per image), measured at export:
+ * what an export kept between loads (exportCache.ts) stores beside its models, so that a later load
+ * starts the workers without the Net.
+ */
+export interface NetFacts {
+  /** Output classes. */
+  classes: number;
+  weightBytes: number;
+  /** Bytes of the convolution filters among them. */
+  convWeightBytes: number;
+  multiplyAdds: number;
+  /** Float32 values of all activations per image (GPU run sizes). */
+  activations: number;
+}
+
+/**
  * What the workers need of a network, exported (its models written to files) and measured: all that
  * starting its runtime takes, without the Net, which the caller may then let go before the workers
  * build their sessions (a large model's weights need not be in memory twice while they do).
@@ -184,6 +203,7 @@ export interface ExportedRuntime {
   layout: PoolLayout;
   /** Output classes. */
   classes: number;
+  facts: NetFacts;
   prepack: boolean;
   shareOptimised: boolean;
   forwardRun: number;
@@ -194,13 +214,8 @@ export interface ExportedRuntime {
 /** `net`'s models written for the workers, and the settings they run with (the synchronous half of onnxRuntime). */
 export function exportRuntime(net: Net, inputShape: ImageShape, options: OnnxRuntimeOptions = {}): ExportedRuntime {
   const { only, device = 'cpu' } = options;
-  const gpu = device === 'webgpu';
-  const bytes = weightBytes(net);
-  const layout: PoolLayout = gpu
-    ? { workers: 1, threadsPerWorker: 1 }
-    : (options.layout ?? defaultLayout(undefined, { weightBytes: bytes }));
   // Each model goes to its file as soon as it is written, its weights to the one weights file.
-  const files = new ModelFiles();
+  const files = new ModelFiles(options.filesIn);
   let classes: number;
   try {
     // In this order: the first is the session every worker builds at once.
@@ -211,16 +226,39 @@ export function exportRuntime(net: Net, inputShape: ImageShape, options: OnnxRun
     files.release();
     throw e;
   }
-  const onGpu = gpu ? gpuRunSizes(activationsPerImage(net, inputShape)) : undefined;
+  const facts: NetFacts = {
+    classes,
+    weightBytes: weightBytes(net),
+    convWeightBytes: weightBytes(net, (kind) => kind === 'conv'),
+    multiplyAdds: multiplyAdds(net, inputShape),
+    activations: activationsPerImage(net, inputShape),
+  };
+  return runtimeSettings(files, facts, inputShape, options);
+}
+
+/** The settings the workers run an exported network with, from its facts (an export of this load or one kept from an earlier load). */
+export function runtimeSettings(
+  files: ModelFiles,
+  facts: NetFacts,
+  inputShape: ImageShape,
+  options: OnnxRuntimeOptions = {},
+): ExportedRuntime {
+  const { device = 'cpu' } = options;
+  const gpu = device === 'webgpu';
+  const layout: PoolLayout = gpu
+    ? { workers: 1, threadsPerWorker: 1 }
+    : (options.layout ?? defaultLayout(undefined, { weightBytes: facts.weightBytes }));
+  const onGpu = gpu ? gpuRunSizes(facts.activations) : undefined;
   return {
     files,
     inputShape,
     device,
     layout,
-    classes,
-    prepack: bytes <= PREPACK_MAX_WEIGHT_BYTES,
-    shareOptimised: !gpu && shareOptimised(net, layout.workers),
-    forwardRun: onGpu?.images ?? forwardImagesPerRun(multiplyAdds(net, inputShape)),
+    classes: facts.classes,
+    facts,
+    prepack: facts.weightBytes <= PREPACK_MAX_WEIGHT_BYTES,
+    shareOptimised: !gpu && shareOptimised(facts, layout.workers),
+    forwardRun: onGpu?.images ?? forwardImagesPerRun(facts.multiplyAdds),
     rowsPerRun: onGpu?.rows ?? options.cuts?.rowsPerRun ?? ROWS_PER_RUN,
     imagesPerRun: onGpu?.images ?? options.cuts?.imagesPerRun ?? IMAGES_PER_RUN,
   };

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { ortModulePath } from './ortModule.js';
 import type { Device } from './emit.js';
@@ -71,6 +72,9 @@ export interface SessionSettings {
   eager?: string[];
 }
 
+/** Where a worker saves the optimised copy of the model at `path` (see WORKER_SOURCE). */
+const optimisedPath = (path: string) => path.replace(/\.onnx$/, '.opt.onnx');
+
 /** A shared model's stage once every worker may open it (see WORKER_SOURCE). */
 const READY = 3;
 
@@ -81,7 +85,7 @@ const READY = 3;
  */
 function sharer(paths: Record<string, string>, stages: Int32Array): (name: string) => void {
   const names = Object.keys(paths);
-  const optimised = (name: string) => paths[name].replace(/\.onnx$/, '.opt.onnx');
+  const optimised = (name: string) => optimisedPath(paths[name]);
   return (name) => {
     const i = names.indexOf(name);
     try {
@@ -322,6 +326,11 @@ export class SessionPool {
     // The workers open the models by path (modelFiles.ts): cloning the bytes into each worker's message
     // took tens of seconds for VGG-size graphs, and bytes in shared memory still cost each worker a copy.
     const shared = settings.shareOptimised && device === 'cpu' ? new SharedArrayBuffer(4 * Object.keys(files.paths).length) : undefined;
+    // Optimised copies already in the folder (an export kept from an earlier load) are ready as they are.
+    if (shared)
+      Object.values(files.paths).forEach((path, i) => {
+        if (existsSync(optimisedPath(path))) Atomics.store(new Int32Array(shared), i, READY);
+      });
     const onSaved = shared && sharer(files.paths, new Int32Array(shared));
     const eager = settings.eager ?? Object.keys(files.paths).slice(0, 1);
     const pool = Array.from({ length: workers }, (_, i) => {

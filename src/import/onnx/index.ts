@@ -55,6 +55,11 @@ export function readOnnx(file: string, keep = true): OnnxModel {
   return model;
 }
 
+/** Drops the model a card lookup kept, where the load that follows does not read it (an export from the cache). */
+export function forgetParsedOnnx(): void {
+  last = undefined;
+}
+
 function parseFile(file: string): OnnxModel {
   let bytes: Buffer;
   try {

@@ -43,6 +43,8 @@ export interface OnnxModel {
   inputs: ValueDims[];
   outputs: ValueDims[];
   producer: string;
+  /** Whether some tensor's bytes came from a file beside the model (ONNX external data). */
+  externalData: boolean;
 }
 
 /** Reads `length` bytes at `offset` of an external data file named in the model (relative to it). */
@@ -139,7 +141,14 @@ function valueDims(v: InstanceType<typeof onnx.ValueInfoProto>): ValueDims {
 }
 
 /** Decodes an ONNX model; `file` names it in errors. */
-export function parseOnnx(bytes: Uint8Array, file: string, external?: ExternalReader): OnnxModel {
+export function parseOnnx(bytes: Uint8Array, file: string, readExternal?: ExternalReader): OnnxModel {
+  let externalData = false;
+  const external: ExternalReader | undefined =
+    readExternal &&
+    ((location, offset, length) => {
+      externalData = true;
+      return readExternal(location, offset, length);
+    });
   let m: InstanceType<typeof onnx.ModelProto>;
   try {
     m = onnx.ModelProto.decode(bytes);
@@ -170,5 +179,6 @@ export function parseOnnx(bytes: Uint8Array, file: string, external?: ExternalRe
     inputs: (g.input as InstanceType<typeof onnx.ValueInfoProto>[]).filter((v) => !initializers.has(v.name)).map(valueDims),
     outputs: (g.output as InstanceType<typeof onnx.ValueInfoProto>[]).map(valueDims),
     producer: [m.producerName, m.producerVersion].filter(Boolean).join(' '),
+    externalData,
   };
 }

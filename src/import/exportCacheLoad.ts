@@ -1,0 +1,94 @@
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as tf from '../tf.js';
+import type { ModelCard } from '../classifier/card.js';
+import { ExportCache, exportCacheRoot, exportKey, fileHash, type ExportMeta } from '../engine/onnx/exportCache.js';
+import { ortModulePath } from '../engine/onnx/ortModule.js';
+import { eagerModels, runtimeSettings, startRuntime, type Device, type ExportedRuntime } from '../engine/onnx/runtime.js';
+import type { Runtime } from '../engine/runtime.js';
+import { maxRelativeDifference } from '../engine/selfcheck.js';
+import { batchOfTensor } from '../engine/tfjs/batchTensor.js';
+import type { ImageShape } from '../math/imageShape.js';
+import type { OutputWnids } from './adapters.js';
+
+/**
+ * A load's use of the export cache (engine/onnx/exportCache.ts): its key per device, from the model
+ * file's bytes, the card, the output map's class lists and ONNX Runtime's version.
+ */
+export interface LoadCache {
+  cache: ExportCache;
+  key: (device: Device) => string;
+}
+
+/** How far a cached export's probe logits may be from those it gave when it was checked (max relative difference). */
+const CACHED_PROBE_TOLERANCE = 1e-4;
+
+let ortVersionOnce: string | undefined;
+
+function ortVersion(): string {
+  const file = join(dirname(ortModulePath()), '..', 'package.json');
+  return (ortVersionOnce ??= (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version);
+}
+
+/** The cache for loading `card`'s .onnx file, or none where caching is off or the file cannot be hashed. */
+export function loadCacheFor(card: ModelCard, modelPath: string, wnids: OutputWnids | undefined): LoadCache | undefined {
+  const root = exportCacheRoot();
+  if (!root) return undefined;
+  try {
+    const file = fileHash(modelPath);
+    const version = ortVersion();
+    return { cache: new ExportCache(root), key: (device) => exportKey([file, card, wnids ?? null, device, version]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Keeps a checked export for later loads: its models, its facts, its logits on the probe image, and the
+ * optimised copies of the models every worker has opened by now (those built at start).
+ */
+export function keepExport(lc: LoadCache, device: Device, exported: ExportedRuntime, probe: [Float32Array, Float32Array]): void {
+  const meta = { facts: exported.facts, probe: { forward: [...probe[0]], images: [...probe[1]] } };
+  lc.cache.keep(lc.key(device), exported.files, meta, eagerModels(Object.keys(exported.files.paths)));
+}
+
+/**
+ * The runtime of the export kept for this load, once it gives the logits it gave when checked on
+ * `probe`; undefined where there is none or it does not (the entry is then dropped and the load
+ * exports anew).
+ */
+export async function cachedRuntime(
+  lc: LoadCache,
+  shape: ImageShape,
+  device: Device,
+  probe: tf.Tensor4D,
+): Promise<{ runtime: Runtime; entry: string } | undefined> {
+  const key = lc.key(device);
+  const hit = lc.cache.open(key);
+  if (!hit) return undefined;
+  let runtime: Runtime;
+  try {
+    runtime = await startRuntime(runtimeSettings(hit.files, hit.meta.facts, shape, { device }));
+  } catch {
+    hit.files.release();
+    lc.cache.forget(key);
+    return undefined;
+  }
+  if (await givesProbe(runtime, probe, hit.meta)) return { runtime, entry: hit.dir };
+  await runtime.dispose();
+  lc.cache.forget(key);
+  return undefined;
+}
+
+async function givesProbe(runtime: Runtime, probe: tf.Tensor4D, meta: ExportMeta): Promise<boolean> {
+  try {
+    const bytes = Uint8Array.from(probe.dataSync());
+    const [forward, images] = await Promise.all([runtime.forward(batchOfTensor(probe)), runtime.forwardImages(bytes, 1, null)]);
+    return (
+      maxRelativeDifference(forward, Float32Array.from(meta.probe.forward)) <= CACHED_PROBE_TOLERANCE &&
+      maxRelativeDifference(images, Float32Array.from(meta.probe.images)) <= CACHED_PROBE_TOLERANCE
+    );
+  } catch {
+    return false;
+  }
+}
