@@ -109,6 +109,44 @@ describe('export cache: entries', () => {
     }
   });
 
+  it("a model optimised after the entry was kept joins it, with its weights, once; not where the entry lacks another model's copy", () => {
+    const cache = new ExportCache(root);
+    const files = exportedFiles(cache.workDir);
+    writeFileSync(join(files.dir, 'forward.opt.onnx'), 'f');
+    writeFileSync(join(files.dir, 'forward.opt.bin'), 'fb');
+    cache.keep(KEY, files, meta(), ['forward']);
+    const entry = join(root, 'entries', KEY);
+    const sizes = () => (JSON.parse(readFileSync(join(entry, 'meta.json'), 'utf8')) as ExportMeta).sizes;
+    expect(Object.keys(sizes()).sort()).toEqual(['forward.onnx', 'forward.opt.bin', 'forward.opt.onnx', 'vjp.onnx', WEIGHTS].sort());
+    cache.addOptimised(KEY, files, 'vjp'); // not saved yet: nothing to add
+    expect(existsSync(join(entry, 'vjp.opt.onnx'))).toBe(false);
+    writeFileSync(join(files.dir, 'vjp.opt.onnx'), 'vv');
+    writeFileSync(join(files.dir, 'vjp.opt.bin'), 'vbin');
+    cache.addOptimised(KEY, files, 'vjp');
+    expect(sizes()['vjp.opt.onnx']).toBe(2);
+    expect(sizes()['vjp.opt.bin']).toBe(4);
+    expect(Object.keys(cache.open(KEY)!.files.paths).sort()).toEqual(['forward', 'vjp']);
+    // Once: a second process's copy does not replace it.
+    const second = cache.open(KEY)!.files;
+    rmSync(join(second.dir, 'vjp.opt.onnx'));
+    writeFileSync(join(second.dir, 'vjp.opt.onnx'), 'other');
+    cache.addOptimised(KEY, second, 'vjp');
+    expect(readFileSync(join(entry, 'vjp.opt.onnx'), 'utf8')).toBe('vv');
+    second.release();
+    // The entry's files are read-only: a process writing into its linked copy would change the entry.
+    expect(statSync(join(entry, 'vjp.opt.onnx')).mode & 0o222).toBe(0);
+    expect(statSync(join(entry, WEIGHTS)).mode & 0o222).toBe(0);
+    // A copy that may read the weights of a model the entry has no copy of is not added.
+    const other = exportedFiles(cache.workDir);
+    cache.keep('b'.repeat(40), other, meta());
+    writeFileSync(join(other.dir, 'images.opt.onnx'), 'i');
+    writeFileSync(join(other.dir, 'vjp.opt.onnx'), 'v');
+    cache.addOptimised('b'.repeat(40), other, 'vjp');
+    expect(existsSync(join(root, 'entries', 'b'.repeat(40), 'vjp.opt.onnx'))).toBe(false);
+    files.release();
+    other.release();
+  });
+
   it('beyond its entry count, the least recently used entries go', () => {
     const cache = new ExportCache(root, { maxEntries: 3 });
     const keys = ['1', '2', '3'].map((c) => c.repeat(40));
@@ -164,6 +202,9 @@ describe.runIf(ortPresent)('export cache: loads', () => {
     expect(await loadAndCheck(file)).toBeUndefined();
     const entries = readdirSync(join(root, 'entries'));
     expect(entries).toHaveLength(1);
+    // Where the workers share optimised copies, the gradient model's (saved at the first gradient) joined the entry.
+    const kept = readdirSync(join(root, 'entries', entries[0]));
+    expect(kept.includes('vjp.opt.onnx')).toBe(kept.includes('forward.opt.onnx'));
     expect(await loadAndCheck(file)).toBe(join(root, 'entries', entries[0]));
     // Other bytes (the same graph, another producer name) are another key: exported anew, kept beside.
     const m = onnxProto.onnx.ModelProto.decode(readFileSync(file));

@@ -9,6 +9,7 @@ import type { Runtime } from '../engine/runtime.js';
 import { maxRelativeDifference } from '../engine/selfcheck.js';
 import { batchOfTensor } from '../engine/tfjs/batchTensor.js';
 import type { ImageShape } from '../math/imageShape.js';
+import type { ModelFiles } from '../engine/onnx/modelFiles.js';
 import type { OutputWnids } from './adapters.js';
 
 /**
@@ -52,6 +53,11 @@ export function keepExport(lc: LoadCache, device: Device, exported: ExportedRunt
   lc.cache.keep(lc.key(device), exported.files, meta, eagerModels(Object.keys(exported.files.paths)));
 }
 
+/** What adds the gradient model's optimised copy, once the workers saved it in `files`'s folder, to the entry kept for this load. */
+export function addingOptimised(lc: LoadCache, device: Device, files: ModelFiles): (model: string) => void {
+  return (model) => lc.cache.addOptimised(lc.key(device), files, model);
+}
+
 /**
  * The runtime of the export kept for this load, once it gives the logits it gave when checked on
  * `probe`; undefined where there is none or it does not (the entry is then dropped and the load
@@ -68,7 +74,7 @@ export async function cachedRuntime(
   if (!hit) return undefined;
   let runtime: Runtime;
   try {
-    runtime = await startRuntime(runtimeSettings(hit.files, hit.meta.facts, shape, { device }));
+    runtime = await startRuntime(runtimeSettings(hit.files, hit.meta.facts, shape, { device }), addingOptimised(lc, device, hit.files));
   } catch {
     hit.files.release();
     lc.cache.forget(key);

@@ -25,7 +25,7 @@ import { FileRunner, fileLogits, fileReference, referenceDifference, type FileRe
 import { checkInputShape, classifierNet } from './importNet.js';
 import { batchOfTensor } from '../engine/tfjs/batchTensor.js';
 import { collectGarbage } from './collectGarbage.js';
-import { cachedRuntime, keepExport, loadCacheFor, type LoadCache } from './exportCacheLoad.js';
+import { addingOptimised, cachedRuntime, keepExport, loadCacheFor, type LoadCache } from './exportCacheLoad.js';
 export { checkInputShape };
 
 /** Short names for the cards shipped in cards/ and the embedded default. */
@@ -277,7 +277,7 @@ export async function onnxOn(
   } catch (e) {
     return notOnnx(e);
   }
-  const pending = startRuntime(exported);
+  const pending = startRuntime(exported, cache && addingOptimised(cache, device, exported.files));
   // Handled below; marked now, as it may fail while the reference works.
   pending.catch(() => undefined);
   const probe = probeImage(shape);

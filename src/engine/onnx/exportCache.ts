@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import {
+  chmodSync,
   closeSync,
   copyFileSync,
   existsSync,
@@ -19,6 +20,7 @@ import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readBoundedText } from '../../io/bounded.js';
+import { writeAtomic } from '../../io/atomic.js';
 import { ModelFiles, WEIGHTS } from './modelFiles.js';
 import type { NetFacts } from './runtime.js';
 
@@ -197,13 +199,8 @@ export class ExportCache {
       // No weights file where every array was small enough to stay inside the models.
       const weights = existsSync(join(files.dir, WEIGHTS)) ? [WEIGHTS] : [];
       for (const file of [...weights, ...Object.values(files.paths).map((p) => basename(p)), ...saved]) {
-        const [from, to] = [join(files.dir, file), join(staging, file)];
-        try {
-          linkSync(from, to);
-        } catch {
-          copyFileSync(from, to);
-        }
-        sizes[file] = statSync(to).size;
+        linkOrCopy(join(files.dir, file), join(staging, file));
+        sizes[file] = statSync(join(staging, file)).size;
       }
       writeFileSync(join(staging, META), JSON.stringify({ ...meta, sizes }));
       rmSync(dir, { recursive: true, force: true });
@@ -211,6 +208,33 @@ export class ExportCache {
       this.trim();
     } catch {
       rmSync(staging, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Adds the optimised copy of `model` that the workers saved in `files`'s folder after the entry was
+   * kept (the gradient model, optimised on first use), so that later loads open it as it is. Only where
+   * the entry holds every other optimised copy of the folder (the copy may read their weights files)
+   * and none of this model's yet. Best effort, as `keep`.
+   */
+  addOptimised(key: string, files: ModelFiles, model: string): void {
+    const dir = this.entry(key);
+    const metaFile = join(dir, META);
+    try {
+      if (!existsSync(metaFile)) return;
+      const meta = readMeta(JSON.parse(readBoundedText(metaFile, { what: 'export cache entry', maxBytes: MAX_META_BYTES })));
+      const own = [`${model}.opt.bin`, `${model}.opt.onnx`].filter((f) => existsSync(join(files.dir, f)));
+      if (!meta || !own.includes(`${model}.opt.onnx`) || own.some((f) => existsSync(join(dir, f)))) return;
+      const others = readdirSync(files.dir).filter((f) => f.endsWith('.opt.onnx') && f !== `${model}.opt.onnx`);
+      if (!others.every((f) => f in meta.sizes)) return;
+      // The weights before the model that reads them: a reader takes only what meta.json lists.
+      for (const f of own) {
+        linkOrCopy(join(files.dir, f), join(dir, f));
+        meta.sizes[f] = statSync(join(dir, f)).size;
+      }
+      writeAtomic(metaFile, JSON.stringify(meta));
+    } catch {
+      // Left as it was: later loads optimise this model themselves.
     }
   }
 
@@ -252,6 +276,20 @@ export class ExportCache {
 function optimisedFiles(dir: string, models: string[]): string[] {
   if (!models.every((m) => existsSync(join(dir, `${m}.opt.onnx`)))) return [];
   return models.flatMap((m) => [`${m}.opt.onnx`, ...(existsSync(join(dir, `${m}.opt.bin`)) ? [`${m}.opt.bin`] : [])]);
+}
+
+/**
+ * `to` as a hard link to `from`, or a copy where the file system has none; read-only, as the entry's
+ * files are (a process that wrote into its linked copy would change the entry under every other).
+ */
+function linkOrCopy(from: string, to: string): void {
+  try {
+    linkSync(from, to);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw e;
+    copyFileSync(from, to);
+  }
+  chmodSync(to, 0o444);
 }
 
 function running(pid: number): boolean {

@@ -264,14 +264,18 @@ export function runtimeSettings(
   };
 }
 
-/** The workers for an exported network, once each has built its first session (the asynchronous half of onnxRuntime). */
-export async function startRuntime(exported: ExportedRuntime): Promise<Runtime> {
+/**
+ * The workers for an exported network, once each has built its first session (the asynchronous half of
+ * onnxRuntime); `onOptimised` hears of each model whose optimised copy the workers share once it is ready.
+ */
+export async function startRuntime(exported: ExportedRuntime, onOptimised?: (model: string) => void): Promise<Runtime> {
   const { files, inputShape, device, layout, classes: C, forwardRun, rowsPerRun, imagesPerRun } = exported;
   const gpu = device === 'webgpu';
   const pool = await SessionPool.create(files, layout.workers, layout.threadsPerWorker, device, {
     prepack: exported.prepack,
     shareOptimised: exported.shareOptimised,
     eager: eagerModels(Object.keys(files.paths)),
+    onOptimised,
   });
   /** Values per image. */
   const size = inputShape[0] * inputShape[1] * inputShape[2];

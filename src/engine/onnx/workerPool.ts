@@ -70,6 +70,8 @@ export interface SessionSettings {
    * copies optimise different models at once instead of waiting for one.
    */
   eager?: string[];
+  /** Called in the main thread once model `name`'s shared optimised copy is ready in the pool's folder. */
+  onOptimised?: (name: string) => void;
 }
 
 /** Where a worker saves the optimised copy of the model at `path` (see WORKER_SOURCE). */
@@ -83,7 +85,7 @@ const READY = 3;
  * pointed at equal bytes of the models ready before it (sharedInitializers.ts), then the model marked
  * ready. A failure to share leaves the saved model as it is (still whole and correct).
  */
-function sharer(paths: Record<string, string>, stages: Int32Array): (name: string) => void {
+function sharer(paths: Record<string, string>, stages: Int32Array, onReady?: (name: string) => void): (name: string) => void {
   const names = Object.keys(paths);
   const optimised = (name: string) => optimisedPath(paths[name]);
   return (name) => {
@@ -94,6 +96,11 @@ function sharer(paths: Record<string, string>, stages: Int32Array): (name: strin
       // Unshared: each file keeps its own copy.
     }
     Atomics.store(stages, i, READY);
+    try {
+      onReady?.(name);
+    } catch {
+      // The pool runs whatever a listener does.
+    }
   };
 }
 
@@ -331,7 +338,7 @@ export class SessionPool {
       Object.values(files.paths).forEach((path, i) => {
         if (existsSync(optimisedPath(path))) Atomics.store(new Int32Array(shared), i, READY);
       });
-    const onSaved = shared && sharer(files.paths, new Int32Array(shared));
+    const onSaved = shared && sharer(files.paths, new Int32Array(shared), settings.onOptimised);
     const eager = settings.eager ?? Object.keys(files.paths).slice(0, 1);
     const pool = Array.from({ length: workers }, (_, i) => {
       const first = i % eager.length;
