@@ -1,5 +1,17 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
@@ -10,7 +22,7 @@ import { loadClassifier } from '../src/import/load.js';
 import { forwardLogits, vjp } from '../src/classifier/compute.js';
 import { maxRelativeDifference } from '../src/engine/selfcheck.js';
 import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
-import { ExportCache, exportCacheRoot, readMeta, type ExportMeta } from '../src/engine/onnx/exportCache.js';
+import { ExportCache, exportCacheRoot, readCardFacts, readMeta, type ExportMeta } from '../src/engine/onnx/exportCache.js';
 import { ModelFiles, WEIGHTS } from '../src/engine/onnx/modelFiles.js';
 import { loadOrt } from '../src/engine/onnx/runtime.js';
 import { OnnxGraph } from '../src/engine/onnx/builder.js';
@@ -51,6 +63,19 @@ describe('export cache: entries', () => {
     for (const off of ['', 'off', '0', ' off ']) expect(exportCacheRoot({ UAP_CACHE_DIR: off })).toBeUndefined();
     expect(exportCacheRoot({ XDG_CACHE_HOME: '/c' })).toBe(join('/c', 'uap', 'exports'));
     expect(exportCacheRoot({})).toMatch(/\.cache[/\\]uap[/\\]exports$/);
+  });
+
+  it('a cache folder another user could write to is not used; a new one is made private', () => {
+    const fresh = new ExportCache(join(root, 'new'));
+    expect(fresh.usable()).toBe(true);
+    expect(statSync(join(root, 'new')).mode & 0o077).toBe(0);
+    const open = join(root, 'shared');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    expect(new ExportCache(open).usable()).toBe(false);
+    const entries = join(root, 'new', 'entries');
+    chmodSync(entries, 0o775);
+    expect(fresh.usable()).toBe(false);
   });
 
   it('meta.json is taken only with every field in range', () => {
@@ -147,6 +172,19 @@ describe('export cache: entries', () => {
     other.release();
   });
 
+  it('card facts: kept and read back; out of range, not taken and removed', () => {
+    const cache = new ExportCache(root);
+    cache.keepCardFacts(KEY, { inputShape: [224, 224, 3], numClasses: 1000 });
+    expect(cache.cardFacts(KEY)).toEqual({ inputShape: [224, 224, 3], numClasses: 1000 });
+    expect(cache.cardFacts('b'.repeat(40))).toBeUndefined();
+    for (const bad of [{ inputShape: [224, 224] }, { inputShape: [224, 0, 3] }, { inputShape: [1, 1, 1], numClasses: -2 }, null, '7'])
+      expect(readCardFacts(bad)).toBeUndefined();
+    expect(readCardFacts({ inputShape: [8, 8, 3] })).toEqual({ inputShape: [8, 8, 3] });
+    writeFileSync(join(root, 'cards', `${KEY}.json`), '{"inputShape":[1,2]}');
+    expect(cache.cardFacts(KEY)).toBeUndefined();
+    expect(existsSync(join(root, 'cards', `${KEY}.json`))).toBe(false);
+  });
+
   it('beyond its entry count, the least recently used entries go', () => {
     const cache = new ExportCache(root, { maxEntries: 3 });
     const keys = ['1', '2', '3'].map((c) => c.repeat(40));
@@ -212,6 +250,25 @@ describe.runIf(ortPresent)('export cache: loads', () => {
     writeFileSync(file, onnxProto.onnx.ModelProto.encode(m).finish());
     expect(await loadAndCheck(file)).toBeUndefined();
     expect(readdirSync(join(root, 'entries'))).toHaveLength(2);
+  });
+
+  it("a bare .onnx path: the second load takes the card's facts from the cache too, and a spoilt facts file is made again", async () => {
+    const file = join(root, `${name}.onnx`);
+    copyFileSync(join(FIXTURE_DIR, `${name}.onnx`), file);
+    const load = async () => {
+      const model = await loadClassifier(file, { backend, card: { preprocess: f.preprocess } });
+      expect([model.inputShape, model.numClasses]).toEqual([f.inputShape, f.numClasses]);
+      const cached = model.cachedExport;
+      model.dispose();
+      return cached;
+    };
+    expect(await load()).toBeUndefined();
+    const [facts] = readdirSync(join(root, 'cards'));
+    expect(JSON.parse(readFileSync(join(root, 'cards', facts), 'utf8'))).toEqual({ inputShape: f.inputShape, numClasses: f.numClasses });
+    expect(await load()).toBeDefined();
+    writeFileSync(join(root, 'cards', facts), '{}');
+    expect(await load()).toBeDefined();
+    expect(JSON.parse(readFileSync(join(root, 'cards', facts), 'utf8'))).toEqual({ inputShape: f.inputShape, numClasses: f.numClasses });
   });
 
   it('an entry whose export no longer gives its probe logits is dropped, and the model exported anew', async () => {

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { cardFromOnnx, readOnnx } from './onnx/index.js';
 import * as tf from '../tf.js';
 import type { ModelCard } from '../classifier/card.js';
 import { ExportCache, exportCacheRoot, exportKey, fileHash, type ExportMeta } from '../engine/onnx/exportCache.js';
@@ -31,14 +32,42 @@ function ortVersion(): string {
   return (ortVersionOnce ??= (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version);
 }
 
-/** The cache for loading `card`'s .onnx file, or none where caching is off or the file cannot be hashed. */
-export function loadCacheFor(card: ModelCard, modelPath: string, wnids: OutputWnids | undefined): LoadCache | undefined {
+/** The export cache where it is on and usable (ExportCache.usable). */
+function usableCache(): ExportCache | undefined {
   const root = exportCacheRoot();
-  if (!root) return undefined;
+  const cache = root === undefined ? undefined : new ExportCache(root);
+  return cache?.usable() ? cache : undefined;
+}
+
+/**
+ * The card fields an .onnx file states itself (cardFromOnnx: its name, image size and class count),
+ * kept in the export cache by the file's bytes and the flags they depend on: a load from the cache
+ * then reads the file only to hash it.
+ */
+export function onnxCardFields(file: string, inputShape?: ImageShape, logitsLayer?: string): Partial<ModelCard> {
+  const cache = usableCache();
+  let key: string | undefined;
+  try {
+    key = cache && exportKey(['card', fileHash(file), inputShape ?? null, logitsLayer ?? null]);
+  } catch {
+    key = undefined;
+  }
+  const kept = key === undefined ? undefined : cache!.cardFacts(key);
+  if (kept) return { name: basename(file, '.onnx'), format: 'onnx', model: file, ...kept };
+  const own = cardFromOnnx(file, readOnnx(file), inputShape, logitsLayer);
+  if (key !== undefined && own.inputShape)
+    cache!.keepCardFacts(key, { inputShape: own.inputShape, ...(own.numClasses !== undefined ? { numClasses: own.numClasses } : {}) });
+  return own;
+}
+
+/** The cache for loading `card`'s model file, or none where caching is off, the cache is not this user's alone (ExportCache.usable) or the file cannot be hashed. */
+export function loadCacheFor(card: ModelCard, modelPath: string, wnids: OutputWnids | undefined): LoadCache | undefined {
+  const cache = usableCache();
+  if (!cache) return undefined;
   try {
     const file = fileHash(modelPath);
     const version = ortVersion();
-    return { cache: new ExportCache(root), key: (device) => exportKey([file, card, wnids ?? null, device, version]) };
+    return { cache, key: (device) => exportKey([file, card, wnids ?? null, device, version]) };
   } catch {
     return undefined;
   }

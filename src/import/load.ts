@@ -20,12 +20,12 @@ import type { Runtime } from '../engine/runtime.js';
 import { maxRelativeDifference } from '../engine/selfcheck.js';
 import type { Backend } from '../engine/backend.js';
 import { cardFromTflite, readTflite } from './tflite/index.js';
-import { cardFromOnnx, forgetParsedOnnx, readOnnx } from './onnx/index.js';
+import { forgetParsedOnnx, readOnnx } from './onnx/index.js';
 import { FileRunner, fileLogits, fileReference, referenceDifference, type FileReference } from './onnx/reference.js';
 import { checkInputShape, classifierNet } from './importNet.js';
 import { batchOfTensor } from '../engine/tfjs/batchTensor.js';
 import { collectGarbage } from './collectGarbage.js';
-import { addingOptimised, cachedRuntime, keepExport, loadCacheFor, type LoadCache } from './exportCacheLoad.js';
+import { addingOptimised, cachedRuntime, keepExport, loadCacheFor, onnxCardFields, type LoadCache } from './exportCacheLoad.js';
 export { checkInputShape };
 
 /** Short names for the cards shipped in cards/ and the embedded default. */
@@ -122,8 +122,7 @@ function modelFileCard(file: string, ext: '.tflite' | '.onnx', spec: string, o: 
   }
   const beside = join(dirname(file), `${basename(file, ext)}.card.json`);
   if (existsSync(beside)) return withFlags(beside);
-  const own =
-    format === 'tflite' ? cardFromTflite(file, undefined, o.logitsLayer) : cardFromOnnx(file, readOnnx(file), o.inputShape, o.logitsLayer);
+  const own = format === 'tflite' ? cardFromTflite(file, undefined, o.logitsLayer) : onnxCardFields(file, o.inputShape, o.logitsLayer);
   if (!own.preprocess && !o.preprocess) {
     const hint =
       format === 'onnx'

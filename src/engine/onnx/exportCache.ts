@@ -33,7 +33,8 @@ import type { NetFacts } from './runtime.js';
  * a load from the cache runs the probe again and drops an entry that no longer gives them.
  *
  * Layout under the root: `entries/KEY/` (the models, their weights file and `meta.json`, each entry
- * published whole by a rename) and `work/` (each process's model folder, ModelFiles: entries are hard
+ * published whole by a rename), `cards/KEY.json` (what a bare .onnx file says for its card, so that a
+ * load from the cache does not parse the file for it) and `work/` (each process's model folder, ModelFiles: entries are hard
  * linked into it, so that an entry removed while in use leaves the process's files in place, and the
  * optimised copies ONNX Runtime saves stay the process's own). The oldest entries (by last use) go
  * once the entries pass MAX_ENTRIES or MAX_BYTES.
@@ -45,6 +46,8 @@ const MAX_ENTRIES = 16;
 const MAX_BYTES = 4 * 2 ** 30;
 const META = 'meta.json';
 const MAX_META_BYTES = 2 ** 20;
+/** Card facts kept (a few hundred bytes each), the most recently written. */
+const MAX_CARDS = 256;
 
 /** What an entry stores beside its models. */
 export interface ExportMeta {
@@ -84,8 +87,24 @@ export function codeHash(): string {
   return (codeHashOnce = hash.digest('hex'));
 }
 
-/** SHA-256 of a file's bytes, read in chunks (a large model is not held whole for it). */
+/** The hashes this process computed, by path, with the file's identity (device, inode, size, times) then. */
+const hashed = new Map<string, { stamp: string; hash: string }>();
+
+/**
+ * SHA-256 of a file's bytes, read in chunks (a large model is not held whole for it); computed once per
+ * process while the file's identity and times stay the same (a load's card lookup and export key).
+ */
 export function fileHash(path: string): string {
+  const st = statSync(path, { bigint: true });
+  const stamp = `${st.dev}|${st.ino}|${st.size}|${st.mtimeNs}|${st.ctimeNs}`;
+  const known = hashed.get(path);
+  if (known?.stamp === stamp) return known.hash;
+  const hash = hashBytes(path);
+  hashed.set(path, { stamp, hash });
+  return hash;
+}
+
+function hashBytes(path: string): string {
   const hash = createHash('sha256');
   const fd = openSync(path, 'r');
   try {
@@ -108,6 +127,26 @@ export function exportKey(parts: unknown[]): string {
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isNumbers = (v: unknown, n: number): v is number[] =>
   Array.isArray(v) && v.length === n && v.every((x) => typeof x === 'number' && Number.isFinite(x));
+
+/** What a model file says of itself for its card where it has none: the image size and the class count. */
+export interface CardFacts {
+  inputShape: [number, number, number];
+  numClasses?: number;
+}
+
+/** A kept CardFacts if its fields are in range; undefined otherwise. */
+export function readCardFacts(json: unknown): CardFacts | undefined {
+  const { inputShape, numClasses } = (json ?? {}) as Partial<CardFacts>;
+  const positive = (v: unknown) => isCount(v) && v > 0;
+  if (!Array.isArray(inputShape) || inputShape.length !== 3 || !inputShape.every(positive)) return undefined;
+  if (numClasses !== undefined && !positive(numClasses)) return undefined;
+  return { inputShape, ...(numClasses !== undefined ? { numClasses } : {}) };
+}
+
+function checkedKey(key: string): string {
+  if (!/^[0-9a-f]{40}$/.test(key)) throw new Error(`internal: not an export key: ${key}`);
+  return key;
+}
 
 /** `meta.json`'s content if it has every field in range; undefined otherwise. */
 export function readMeta(json: unknown): ExportMeta | undefined {
@@ -135,14 +174,32 @@ export class ExportCache {
     this.maxBytes = limits.maxBytes ?? MAX_BYTES;
   }
 
+  /**
+   * Whether the cache may be used: its folders exist (made private where missing) and belong to this
+   * user, writable by no one else. Another user who could write an entry could make a load run models
+   * of their choosing (UAP_CACHE_DIR pointed at a shared folder, say): such a cache is not used.
+   */
+  usable(): boolean {
+    try {
+      for (const dir of [this.root, join(this.root, 'entries'), this.workDir]) {
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        const st = statSync(dir);
+        const uid = process.getuid?.();
+        if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o022) !== 0) return false;
+      }
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** The folder the process's model files go in, on the cache's file system. */
   get workDir(): string {
     return join(this.root, 'work');
   }
 
   private entry(key: string): string {
-    if (!/^[0-9a-f]{40}$/.test(key)) throw new Error(`internal: not an export key: ${key}`);
-    return join(this.root, 'entries', key);
+    return join(this.root, 'entries', checkedKey(key));
   }
 
   /** Whether an entry is kept under `key` (whole or not: `open` says). */
@@ -235,6 +292,34 @@ export class ExportCache {
       writeAtomic(metaFile, JSON.stringify(meta));
     } catch {
       // Left as it was: later loads optimise this model themselves.
+    }
+  }
+
+  /** The card facts kept under `key` (cardFacts), or none. */
+  cardFacts(key: string): CardFacts | undefined {
+    const file = join(this.root, 'cards', `${checkedKey(key)}.json`);
+    try {
+      if (!existsSync(file)) return undefined;
+      const facts = readCardFacts(JSON.parse(readBoundedText(file, { what: 'export cache card', maxBytes: MAX_META_BYTES })));
+      if (!facts) rmSync(file, { force: true });
+      return facts;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Keeps a model file's card facts under `key` (a bare .onnx's card otherwise parses the whole file); best effort. */
+  keepCardFacts(key: string, facts: CardFacts): void {
+    const dir = join(this.root, 'cards');
+    try {
+      writeAtomic(join(dir, `${checkedKey(key)}.json`), JSON.stringify(facts));
+      const kept = readdirSync(dir)
+        .filter((f) => f.endsWith('.json'))
+        .map((f) => ({ f, t: statSync(join(dir, f), { throwIfNoEntry: false })?.mtimeMs ?? 0 }))
+        .sort((a, b) => b.t - a.t);
+      for (const { f } of kept.slice(MAX_CARDS)) rmSync(join(dir, f), { force: true });
+    } catch {
+      // Not kept: the next load parses the file again.
     }
   }
 
