@@ -21,7 +21,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readBoundedText } from '../../io/bounded.js';
 import { writeAtomic } from '../../io/atomic.js';
-import { ModelFiles, WEIGHTS } from './modelFiles.js';
+import { ModelFiles, WEIGHTS, running } from './modelFiles.js';
 import type { NetFacts } from './runtime.js';
 
 /**
@@ -375,13 +375,4 @@ function linkOrCopy(from: string, to: string): void {
     copyFileSync(from, to);
   }
   chmodSync(to, 0o444);
-}
-
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

@@ -140,7 +140,8 @@ function removeOrphans(parent: string): void {
   }
 }
 
-function running(pid: number): boolean {
+/** Whether process `pid` runs on this host (a folder named after it is still in use). */
+export function running(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
