@@ -83,25 +83,6 @@ export function defaultData(model: SetModel, assets: string): { readonly data: s
   };
 }
 
-/**
- * Refuses, from the model's card alone, a job that would fall back on default images that do not fit
- * the model (defaultData's refusal): `roles` are the sets the job leaves to the defaults. Run before
- * the model loads, so that a large model's load is not spent on a run that cannot start.
- */
-export function checkDefaultData(
-  card: { name: string; inputShape: ImageShape; numClasses: number; labelSpace?: 'imagenet' | 'own' },
-  roles: ('data' | 'val')[],
-  assets: string,
-): void {
-  const defaults = defaultData({ ...card, labelSpace: card.labelSpace ?? 'own' }, assets);
-  for (const role of roles) void defaults[role];
-}
-
-/** The sets a job leaves to the default images: those it names no folder for. */
-export function leftToDefaults(job: { data?: string; val?: string }): ('data' | 'val')[] {
-  return (['data', 'val'] as const).filter((role) => job[role] === undefined);
-}
-
 /** The default crafting and validation folders of a label space. */
 export function defaultFolders(space: 'imagenet' | 'own', assets: string): { data: string; val: string } {
   if (space === 'imagenet')

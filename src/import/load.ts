@@ -574,19 +574,9 @@ async function assemble(
   };
 }
 
-/**
- * Loads a classifier and says where it runs; `check` sees the model's card first (a job's checks that
- * need no weights, made before a large model's load).
- */
-export async function loadModel(
-  spec: string,
-  opts: LoadOptions & { assets: string },
-  log: Log,
-  check?: (card: ModelCard) => void,
-): Promise<Classifier> {
-  const card = findCard(spec, opts.card, opts.assets);
-  check?.(card);
-  const model = await loadClassifier(card, opts);
+/** Loads a classifier and says where it runs. */
+export async function loadModel(spec: string, opts: LoadOptions & { assets: string }, log: Log): Promise<Classifier> {
+  const model = await loadClassifier(spec, opts);
   const cached = model.cachedExport ? `; its export kept from an earlier load, in ${model.cachedExport}` : '';
   log.info(`model ${model.name}: runs on ${model.runsOn ?? 'TF.js'}${model.runtime.layout ? ` (${model.runtime.layout})` : ''}${cached}`);
   return model;

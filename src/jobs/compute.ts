@@ -9,10 +9,8 @@ import { loadModel, type ModelSpec } from '../import/load.js';
 import { listDataset, type ImageSet, type StreamedImages } from '../data/dataset.js';
 import {
   checkDataSpec,
-  checkDefaultData,
   dataFolder,
   defaultData,
-  leftToDefaults,
   loadSet,
   openSet,
   saySkipped,
@@ -98,9 +96,7 @@ export async function computeJob(job: ComputeJob, ctl: ComputeControl = {}): Pro
   const assets = assetsDir(job.assets);
   const model =
     ctl.model ??
-    (await loadModel(job.model, { assets, card: job.card, backend: job.backend }, log, (card) =>
-      checkDefaultData(card, leftToDefaults(job), assets),
-    ).catch((e: unknown) => {
+    (await loadModel(job.model, { assets, card: job.card, backend: job.backend }, log).catch((e: unknown) => {
       unlock();
       throw e;
     }));

@@ -4,17 +4,7 @@ import { resolveTarget } from '../classifier/classifier.js';
 import { loadModel, type ModelSpec } from '../import/load.js';
 import type { ImageSet } from '../data/imageSet.js';
 import type { StreamedImages } from '../data/stream.js';
-import {
-  checkDataSpec,
-  checkDefaultData,
-  dataFolder,
-  defaultData,
-  leftToDefaults,
-  loadSet,
-  openSet,
-  setOptionsOf,
-  type DataSpec,
-} from '../data/sets.js';
+import { checkDataSpec, dataFolder, defaultData, loadSet, openSet, setOptionsOf, type DataSpec } from '../data/sets.js';
 import { methodOptions, type AttackSettings, type Method } from '../attacks/methods.js';
 import { sizeSweep, sizeSpec, type SizePoint, type SizeRun, type SweepControl } from '../analysis/sizes.js';
 import { normalsAnalysis, normalsSpec, type NormalsResult } from '../analysis/normals.js';
@@ -71,9 +61,7 @@ async function withModelAndSets<T>(
   if (job.val === 'none') throw new UsageError(`{val} none: ${what} needs validation images`);
   checkDataSpec(job);
   const assets = assetsDir(job.assets);
-  const model = await loadModel(job.model, { assets, card: job.card, backend: job.backend }, log, (card) =>
-    checkDefaultData(card, leftToDefaults(job), assets),
-  );
+  const model = await loadModel(job.model, { assets, card: job.card, backend: job.backend }, log);
   try {
     const defaults = defaultData(model, assets);
     const seed = job.seed ?? 0;

@@ -6,7 +6,7 @@ import { loadModel, type ModelSpec } from '../import/load.js';
 import type { ImageSet } from '../data/imageSet.js';
 import type { StreamedImages } from '../data/stream.js';
 import type { ImageSource } from '../data/source.js';
-import { checkDefaultData, dataFolder, defaultData, openSet, saySkipped, type DataSpec } from '../data/sets.js';
+import { dataFolder, defaultData, openSet, saySkipped, type DataSpec } from '../data/sets.js';
 import type { Evaluation } from '../evaluation/scoring.js';
 import type { PerImage, ValidationDetail } from '../evaluation/perImage.js';
 import type { Baseline } from '../evaluation/noiseScore.js';
@@ -80,9 +80,7 @@ async function withScoringSet<T>(
   use: (model: Classifier, set: StreamedImages, dir: string) => Promise<T>,
 ): Promise<T> {
   const assets = assetsDir(job.assets);
-  const model = await loadModel(job.model, { assets, card: job.card, backend: job.backend }, log, (card) =>
-    checkDefaultData(card, job.data === undefined ? ['val'] : [], assets),
-  );
+  const model = await loadModel(job.model, { assets, card: job.card, backend: job.backend }, log);
   try {
     const dir = job.data ?? defaultData(model, assets).val;
     const set = openSet(model, dir, {
