@@ -446,13 +446,20 @@ async function fromCachedExport(
   cached: { runtime: Runtime; entry: string },
 ): Promise<Classifier> {
   const netNow = netRereader(card, modelPath, assets)!;
-  let graph: PlainGraph | undefined;
-  const forward = (x: tf.Tensor4D) => runPlainGraph((graph ??= netToTfGraph(netNow(), card.inputShape)), x);
-  const release = () => {
-    if (graph) tf.dispose(graph.owned);
-  };
+  const { forward, release } = lazyTfForward(netNow, card.inputShape);
   const rt = { runtime: cached.runtime, runsOn: runsOnOnnx(opts.backend.device) };
   return { ...(await assemble(card, modelPath, labels, opts, { forward, release, netNow, rt })), cachedExport: cached.entry };
+}
+
+/** TF.js's forward pass of a Net, its graph built on first use (and freed by `release`). */
+function lazyTfForward(netNow: () => Net, shape: ImageShape): { forward: (x: tf.Tensor4D) => tf.Tensor; release: () => void } {
+  let graph: PlainGraph | undefined;
+  return {
+    forward: (x) => runPlainGraph((graph ??= netToTfGraph(netNow(), shape)), x),
+    release: () => {
+      if (graph) tf.dispose(graph.owned);
+    },
+  };
 }
 
 /** loadClassifier once the card and its model file are found; `runner` runs an .onnx file for the probe's reference. */
@@ -495,11 +502,7 @@ async function loadFound(
       // The parsed file, now in the Net: gone before the export writes the weights again.
       if (card.format === 'onnx') collectGarbage();
       // Built on first use: on ONNX Runtime, TF.js only runs a probe image (below).
-      let graph: PlainGraph | undefined;
-      forward = (x) => runPlainGraph((graph ??= netToTfGraph(netNow(), card.inputShape)), x);
-      release = () => {
-        if (graph) tf.dispose(graph.owned);
-      };
+      ({ forward, release } = lazyTfForward(netNow, card.inputShape));
     }
   } catch (e) {
     if (e instanceof UsageError) throw e;

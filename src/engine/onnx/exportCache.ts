@@ -2,9 +2,7 @@ import { createHash } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
-  copyFileSync,
   existsSync,
-  linkSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -21,7 +19,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readBoundedText } from '../../io/bounded.js';
 import { writeAtomic } from '../../io/atomic.js';
-import { ModelFiles, WEIGHTS, running } from './modelFiles.js';
+import { ModelFiles, WEIGHTS, linkOrCopy, running } from './modelFiles.js';
 import type { NetFacts } from './runtime.js';
 
 /**
@@ -143,6 +141,11 @@ export function readCardFacts(json: unknown): CardFacts | undefined {
   return { inputShape, ...(numClasses !== undefined ? { numClasses } : {}) };
 }
 
+/** The meta.json of the entry in `dir`, read bounded; undefined where a field is out of range (readMeta). */
+function readEntryMeta(dir: string): ExportMeta | undefined {
+  return readMeta(JSON.parse(readBoundedText(join(dir, META), { what: 'export cache entry', maxBytes: MAX_META_BYTES })));
+}
+
 function checkedKey(key: string): string {
   if (!/^[0-9a-f]{40}$/.test(key)) throw new Error(`internal: not an export key: ${key}`);
   return key;
@@ -216,7 +219,7 @@ export class ExportCache {
     if (!existsSync(join(dir, META))) return undefined;
     let meta: ExportMeta | undefined;
     try {
-      meta = readMeta(JSON.parse(readBoundedText(join(dir, META), { what: 'export cache entry', maxBytes: MAX_META_BYTES })));
+      meta = readEntryMeta(dir);
       if (meta && !Object.entries(meta.sizes).every(([name, size]) => statSync(join(dir, name), { throwIfNoEntry: false })?.size === size))
         meta = undefined;
     } catch {
@@ -256,7 +259,7 @@ export class ExportCache {
       // No weights file where every array was small enough to stay inside the models.
       const weights = existsSync(join(files.dir, WEIGHTS)) ? [WEIGHTS] : [];
       for (const file of [...weights, ...Object.values(files.paths).map((p) => basename(p)), ...saved]) {
-        linkOrCopy(join(files.dir, file), join(staging, file));
+        linkReadOnly(join(files.dir, file), join(staging, file));
         sizes[file] = statSync(join(staging, file)).size;
       }
       writeFileSync(join(staging, META), JSON.stringify({ ...meta, sizes }));
@@ -279,14 +282,14 @@ export class ExportCache {
     const metaFile = join(dir, META);
     try {
       if (!existsSync(metaFile)) return;
-      const meta = readMeta(JSON.parse(readBoundedText(metaFile, { what: 'export cache entry', maxBytes: MAX_META_BYTES })));
+      const meta = readEntryMeta(dir);
       const own = [`${model}.opt.bin`, `${model}.opt.onnx`].filter((f) => existsSync(join(files.dir, f)));
       if (!meta || !own.includes(`${model}.opt.onnx`) || own.some((f) => existsSync(join(dir, f)))) return;
       const others = readdirSync(files.dir).filter((f) => f.endsWith('.opt.onnx') && f !== `${model}.opt.onnx`);
       if (!others.every((f) => f in meta.sizes)) return;
       // The weights before the model that reads them: a reader takes only what meta.json lists.
       for (const f of own) {
-        linkOrCopy(join(files.dir, f), join(dir, f));
+        linkReadOnly(join(files.dir, f), join(dir, f));
         meta.sizes[f] = statSync(join(dir, f)).size;
       }
       writeAtomic(metaFile, JSON.stringify(meta));
@@ -364,15 +367,10 @@ function optimisedFiles(dir: string, models: string[]): string[] {
 }
 
 /**
- * `to` as a hard link to `from`, or a copy where the file system has none; read-only, as the entry's
- * files are (a process that wrote into its linked copy would change the entry under every other).
+ * `to` as a link to `from` (linkOrCopy), read-only, as the entry's files are: a process that wrote into
+ * its linked copy would change the entry under every other.
  */
-function linkOrCopy(from: string, to: string): void {
-  try {
-    linkSync(from, to);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw e;
-    copyFileSync(from, to);
-  }
+function linkReadOnly(from: string, to: string): void {
+  linkOrCopy(from, to);
   chmodSync(to, 0o444);
 }

@@ -86,13 +86,8 @@ export class ModelFiles implements WeightStore {
    */
   addLinked(file: string, sourceDir: string): void {
     this.check();
-    const [from, to] = [join(sourceDir, file), join(this.dir, file)];
-    try {
-      linkSync(from, to);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EXDEV' && (e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
-      copyFileSync(from, to);
-    }
+    const to = join(this.dir, file);
+    linkOrCopy(join(sourceDir, file), to);
     const model = /^([a-z]+)\.onnx$/.exec(file);
     if (model) this.paths[model[1]] = to;
   }
@@ -121,6 +116,17 @@ export class ModelFiles implements WeightStore {
 
   private check(): void {
     if (this.released) throw new Error('internal: model files already released');
+  }
+}
+
+/** `to` as a hard link to `from`, or a copy where the file system has no hard links or refuses them. */
+export function linkOrCopy(from: string, to: string): void {
+  try {
+    linkSync(from, to);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EXDEV' && code !== 'EPERM') throw e;
+    copyFileSync(from, to);
   }
 }
 

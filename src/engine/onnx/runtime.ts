@@ -201,8 +201,6 @@ export interface ExportedRuntime {
   inputShape: ImageShape;
   device: Device;
   layout: PoolLayout;
-  /** Output classes. */
-  classes: number;
   facts: NetFacts;
   prepack: boolean;
   shareOptimised: boolean;
@@ -254,7 +252,6 @@ export function runtimeSettings(
     inputShape,
     device,
     layout,
-    classes: facts.classes,
     facts,
     prepack: facts.weightBytes <= PREPACK_MAX_WEIGHT_BYTES,
     shareOptimised: !gpu && shareOptimised(facts, layout.workers),
@@ -269,7 +266,8 @@ export function runtimeSettings(
  * onnxRuntime); `onOptimised` hears of each model whose optimised copy the workers share once it is ready.
  */
 export async function startRuntime(exported: ExportedRuntime, onOptimised?: (model: string) => void): Promise<Runtime> {
-  const { files, inputShape, device, layout, classes: C, forwardRun, rowsPerRun, imagesPerRun } = exported;
+  const { files, inputShape, device, layout, forwardRun, rowsPerRun, imagesPerRun } = exported;
+  const C = exported.facts.classes;
   const gpu = device === 'webgpu';
   const pool = await SessionPool.create(files, layout.workers, layout.threadsPerWorker, device, {
     prepack: exported.prepack,

@@ -333,12 +333,13 @@ export class SessionPool {
     // The workers open the models by path (modelFiles.ts): cloning the bytes into each worker's message
     // took tens of seconds for VGG-size graphs, and bytes in shared memory still cost each worker a copy.
     const shared = settings.shareOptimised && device === 'cpu' ? new SharedArrayBuffer(4 * Object.keys(files.paths).length) : undefined;
+    const stages = shared && new Int32Array(shared);
     // Optimised copies already in the folder (an export kept from an earlier load) are ready as they are.
-    if (shared)
+    if (stages)
       Object.values(files.paths).forEach((path, i) => {
-        if (existsSync(optimisedPath(path))) Atomics.store(new Int32Array(shared), i, READY);
+        if (existsSync(optimisedPath(path))) Atomics.store(stages, i, READY);
       });
-    const onSaved = shared && sharer(files.paths, new Int32Array(shared), settings.onOptimised);
+    const onSaved = stages && sharer(files.paths, stages, settings.onOptimised);
     const eager = settings.eager ?? Object.keys(files.paths).slice(0, 1);
     const pool = Array.from({ length: workers }, (_, i) => {
       const first = i % eager.length;
@@ -352,7 +353,7 @@ export class SessionPool {
       files.release();
       throw e;
     }
-    return new SessionPool(pool, threadsPerWorker, files, shared && new Int32Array(shared));
+    return new SessionPool(pool, threadsPerWorker, files, stages);
   }
 
   get size(): number {
