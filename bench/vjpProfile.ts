@@ -3,7 +3,7 @@
  * graphs of a model, each on one 1-thread ONNX Runtime session (one worker's share of the engine), timed
  * side by side with 1 and with 10 cotangents per image (one gradient; DeepFool's ten candidate classes),
  * then profiled op by op with ONNX Runtime's own profiler. The vjp graph's nodes are split
- * into its forward half (the nodes the forward graph also has, by name) and its backward half; each half
+ * into its forward half (the nodes written before the backward rows begin) and its backward half; each half
  * is summed by op kind, and the optimised vjp graph (as ONNX Runtime rewrites it: NCHWc convolutions,
  * Reorder nodes around the ops that need plain NCHW) is counted by op kind. The profiler adds a fixed
  * cost per node, so its sums exceed the timed runs: read them as shares, the timed ratio as the figure.
@@ -20,6 +20,7 @@ import { basename, join } from 'node:path';
 import { initBackend } from '../src/engine/backend.js';
 import { exportOnnx } from '../src/engine/onnx/export.js';
 import { loadOrt } from '../src/engine/onnx/runtime.js';
+import { nchwcBlock } from '../src/engine/onnx/nchwc.js';
 import { parseOnnx } from '../src/import/onnx/parse.js';
 import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeAtomic } from '../src/io/atomic.js';
@@ -53,6 +54,11 @@ interface Row {
   /** MANY cotangents per image: ms per image, and per backward row beyond the one-gradient run. */
   manyMs: number;
   msPerExtraRow: number;
+  /**
+   * The gradient graph as written before it was blocked (UAP_NCHWC=off), timed in the same loop: 1 and
+   * MANY gradients, ms per image (absent where this machine's ONNX Runtime has no blocked kernels).
+   */
+  unblocked?: { vjpMs: number; manyMs: number };
   profiled: { forward: Split; vjpForwardHalf: Split; vjpBackwardHalf: Split; manyBackwardHalf: Split };
   /** The backward half's slowest nodes (one gradient): op, input shape, ms. */
   slowest: { op: string; shape: string; ms: number }[];
@@ -103,7 +109,8 @@ async function msOf(run: () => Promise<unknown>): Promise<number> {
 async function profileModel(ort: Ort, name: string, assets: string, dir: string): Promise<Row> {
   const { card, net } = await benchNet(name, assets);
   const shape = card.inputShape as [number, number, number];
-  const models = exportOnnx(net, shape, ['forward', 'vjp']);
+  const models = exportOnnx(net, shape, ['forward', 'vjp'], 'cpu', nchwcBlock());
+  const unblockedVjp = nchwcBlock() ? exportOnnx(net, shape, ['vjp'], 'cpu', 0).vjp : undefined;
   const size = shape[0] * shape[1] * shape[2];
   // Fixed patterns of pixels and cotangents: the graphs' cost does not depend on the values.
   const x = new ort.Tensor(
@@ -122,22 +129,31 @@ async function profileModel(ort: Ort, name: string, assets: string, dir: string)
   const base = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' as const, logSeverityLevel: 3 as const };
   const session = (bytes: Uint8Array, extra: object) => ort.InferenceSession.create(bytes, { ...base, ...extra });
   const timed = { forward: await session(models.forward, {}), vjp: await session(models.vjp, {}) };
+  const unblocked = unblockedVjp && (await session(unblockedVjp, {}));
   // One warm-up each, then the best of RUNS interleaved, so a burst of other work on the machine hits both.
   const runForward = () => timed.forward.run({ x });
   const runVjp = () => timed.vjp.run({ x, dy });
   const runMany = () => timed.vjp.run({ x, dy: dyMany });
+  const runUnblocked = () => unblocked!.run({ x, dy });
+  const runUnblockedMany = () => unblocked!.run({ x, dy: dyMany });
   await runForward();
   await runVjp();
   await runMany();
+  if (unblocked) await Promise.all([runUnblocked(), runUnblockedMany()]);
   let forwardMs = Infinity;
   let vjpMs = Infinity;
   let manyMs = Infinity;
+  const before = { vjpMs: Infinity, manyMs: Infinity };
   for (let i = 0; i < RUNS; i++) {
     forwardMs = Math.min(forwardMs, await msOf(runForward));
     vjpMs = Math.min(vjpMs, await msOf(runVjp));
-    if (i < Math.ceil(RUNS / 3)) manyMs = Math.min(manyMs, await msOf(runMany));
+    if (unblocked) before.vjpMs = Math.min(before.vjpMs, await msOf(runUnblocked));
+    if (i < Math.ceil(RUNS / 3)) {
+      manyMs = Math.min(manyMs, await msOf(runMany));
+      if (unblocked) before.manyMs = Math.min(before.manyMs, await msOf(runUnblockedMany));
+    }
   }
-  await Promise.all([timed.forward.release(), timed.vjp.release()]);
+  await Promise.all([timed.forward.release(), timed.vjp.release(), unblocked?.release()]);
   const tag = basename(name);
   const profiled = async (kind: 'forward' | 'vjp', feeds: Record<string, InstanceType<Ort['Tensor']>>, label: string = kind) => {
     const s: Session = await session(models[kind], {
@@ -157,11 +173,16 @@ async function profileModel(ort: Ort, name: string, assets: string, dir: string)
   const vjpTimes = await profiled('vjp', { x, dy });
   const manyTimes = await profiled('vjp', { x, dy: dyMany }, 'many');
   const optimised = parseOnnx(readFileSync(join(dir, `${tag}-vjp.optimised.onnx`)), `${name} optimised vjp graph`);
+  // The exporter names nodes by a running count and writes the forward half first, up to the reshape
+  // of dy ('dy_rows_<count>'): a lower count is the forward half (nodes ONNX Runtime adds go with the
+  // backward half; the forward graph's own names no longer line up once the gradient graph is blocked).
+  const cut = Number(/dy_rows_(\d+)/.exec(new TextDecoder().decode(models.vjp))?.[1] ?? Infinity);
+  const inForwardHalf = (n: string) => Number(/_(\d+)$/.exec(n)?.[1] ?? Infinity) < cut;
   const counts: Record<string, number> = {};
   for (const n of optimised.nodes) counts[n.opType] = (counts[n.opType] ?? 0) + 1;
   const runs = (RUNS + 1) * B;
   const slowest = [...vjpTimes.entries()]
-    .filter(([n]) => !forwardTimes.has(n))
+    .filter(([n]) => !inForwardHalf(n))
     .sort((a, b) => b[1].us - a[1].us)
     .slice(0, 5)
     .map(([, t]) => ({ op: t.op, shape: t.shape, ms: t.us / 1000 / runs }));
@@ -173,11 +194,12 @@ async function profileModel(ort: Ort, name: string, assets: string, dir: string)
     ratio: vjpMs / forwardMs,
     manyMs: manyMs / B,
     msPerExtraRow: (manyMs - vjpMs) / B / (MANY - 1),
+    ...(unblocked ? { unblocked: { vjpMs: before.vjpMs / B, manyMs: before.manyMs / B } } : {}),
     profiled: {
       forward: split(forwardTimes, () => true, runs),
-      vjpForwardHalf: split(vjpTimes, (n) => forwardTimes.has(n), runs),
-      vjpBackwardHalf: split(vjpTimes, (n) => !forwardTimes.has(n), runs),
-      manyBackwardHalf: split(manyTimes, (n) => !forwardTimes.has(n), runs),
+      vjpForwardHalf: split(vjpTimes, inForwardHalf, runs),
+      vjpBackwardHalf: split(vjpTimes, (n) => !inForwardHalf(n), runs),
+      manyBackwardHalf: split(manyTimes, (n) => !inForwardHalf(n), runs),
     },
     slowest,
     optimisedVjpNodes: Object.fromEntries(Object.entries(counts).sort((a, b) => b[1] - a[1])),
@@ -203,6 +225,23 @@ function markdown(rows: Row[]): string {
         `| ${r.model} | ${ms(r.forwardMs)} | ${ms(r.vjpMs)} | ${r.ratio.toFixed(2)}x | ${ms(r.manyMs)} | ${(r.msPerExtraRow / r.forwardMs).toFixed(2)}x |`,
     ),
     '',
+    ...(rows.some((r) => r.unblocked)
+      ? [
+          `The gradient graph as written before it was blocked (\`UAP_NCHWC=off\`), timed in the same loop (ms per image; ` +
+            `speed-up: unblocked / blocked):`,
+          '',
+          `| model | 1 gradient, unblocked | speed-up | ${MANY} gradients, unblocked | speed-up |`,
+          '|---|---|---|---|---|',
+          ...rows
+            .filter((r) => r.unblocked)
+            .map(
+              (r) =>
+                `| ${r.model} | ${ms(r.unblocked!.vjpMs)} | ${(r.unblocked!.vjpMs / r.vjpMs).toFixed(2)}x | ` +
+                `${ms(r.unblocked!.manyMs)} | ${(r.unblocked!.manyMs / r.manyMs).toFixed(2)}x |`,
+            ),
+          '',
+        ]
+      : []),
     'Profiled time (shares of each half; the profiler inflates small nodes):',
     '',
   ];

@@ -27,7 +27,8 @@ import { EMBEDDED_DIR } from '../src/paths.js';
 import { basename, join } from 'node:path';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import onnxProto from 'onnx-proto';
-import { OnnxGraph } from '../src/engine/onnx/builder.js';
+import { NCHWC_DOMAIN, OnnxGraph } from '../src/engine/onnx/builder.js';
+import { nchwcBlock } from '../src/engine/onnx/nchwc.js';
 import { shareSavedInitializers } from '../src/engine/onnx/sharedInitializers.js';
 import { hostname, tmpdir } from 'node:os';
 import { maxRelativeDifference, selfCheckNet, SELF_CHECK_SHAPE } from '../src/engine/selfcheck.js';
@@ -194,6 +195,23 @@ const cases: [string, Net][] = [
   ],
 ];
 
+/** An inverted-residual chain whose channels fill whole blocks (8 and 16): the gradient graph holds it blocked. */
+const blockedNet = chainNet(
+  [
+    { op: conv(3, 16, 3, 2, 'same', 'relu6', 41) },
+    { op: conv(16, 8, 1, 1, 'valid', 'linear', 43) },
+    { op: conv(8, 16, 1, 1, 'valid', 'relu6', 45) },
+    { op: { kind: 'conv', group: 16, kernel: w([3, 3, 1, 16], 47), strides: [1, 1], padding: 'same', act: 'relu6' } },
+    { op: conv(16, 8, 1, 1, 'valid', 'linear', 49) },
+    { op: { kind: 'binary', op: 'add', act: 'linear' }, inputs: ['n1', 'n4'] },
+    { op: { kind: 'act', act: 'relu' } },
+    { op: { kind: 'conv', group: 8, kernel: w([3, 3, 1, 8], 51), strides: [2, 2], padding: 'same', act: 'relu' } },
+    { op: { kind: 'act', act: 'sigmoid' } },
+  ],
+  2 * 2 * 8,
+);
+cases.push(['inverted residual on whole channel blocks (blocked gradient graph)', blockedNet]);
+
 const ortPresent = (await loadOrt()) !== null;
 if (!ortPresent) console.warn('SKIPPED ONNX tests: onnxruntime-node cannot load here');
 
@@ -215,8 +233,24 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     await rt.dispose();
   });
 
-  it('k cotangents per image from one forward pass equal k separate products', async () => {
-    const net = cases[2][1]; // max pooling, leaky relu, sigmoid: every per-image factor
+  it.skipIf(!nchwcBlock())("the gradient graph in ONNX Runtime's blocked layout: its kernels, no reorders between them", () => {
+    const nodes = (block: number) =>
+      onnxProto.onnx.ModelProto.decode(exportOnnx(blockedNet, SHAPE, ['vjp'], 'cpu', block).vjp).graph!.node!;
+    const blocked = nodes(nchwcBlock());
+    const ofKind = (type: string) => blocked.filter((n) => n.domain === NCHWC_DOMAIN && n.opType === type).length;
+    // Every convolution but the stem (3 input channels), forward and backward: 5, then 4 stride-1
+    // ones and the strided depthwise one's 4 output phases.
+    expect(ofKind('Conv')).toBe(13);
+    expect(blocked.filter((n) => n.opType === 'ConvTranspose').length).toBe(1); // the stem's
+    // Into the blocked chain after the stem and back out before the flattening, once each per pass.
+    expect(ofKind('ReorderInput') + ofKind('ReorderOutput')).toBe(4);
+    expect(nodes(0).some((n) => n.domain)).toBe(false);
+  });
+
+  it.each([
+    ['max pooling, leaky relu, sigmoid: every per-image factor', cases[2][1]],
+    ['blocked rows (an inverted residual)', blockedNet],
+  ])('k cotangents per image from one forward pass equal k separate products: %s', async (_name, net) => {
     const x = tf.randomUniform([2, ...SHAPE], -2, 3, 'float32', 6) as tf.Tensor4D;
     const k = 3;
     const dy = Float32Array.from({ length: 2 * k * 4 }, (_, i) => Math.sin(i * 2.3));

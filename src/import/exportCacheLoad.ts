@@ -5,7 +5,8 @@ import * as tf from '../tf.js';
 import type { ModelCard } from '../classifier/card.js';
 import { ExportCache, exportCacheRoot, exportKey, fileHash, type ExportMeta } from '../engine/onnx/exportCache.js';
 import { ortModulePath } from '../engine/onnx/ortModule.js';
-import { eagerModels, runtimeSettings, startRuntime, type Device, type ExportedRuntime } from '../engine/onnx/runtime.js';
+import { eagerModels, loadOrt, runtimeSettings, startRuntime, type Device, type ExportedRuntime } from '../engine/onnx/runtime.js';
+import { nchwcBlock } from '../engine/onnx/nchwc.js';
 import type { Runtime } from '../engine/runtime.js';
 import { maxRelativeDifference } from '../engine/selfcheck.js';
 import { batchOfTensor } from '../engine/tfjs/batchTensor.js';
@@ -67,7 +68,8 @@ export function loadCacheFor(card: ModelCard, modelPath: string, wnids: OutputWn
   try {
     const file = fileHash(modelPath);
     const version = ortVersion();
-    return { cache, key: (device) => exportKey([file, card, wnids ?? null, device, version]) };
+    // The gradient model is written for this machine's blocked layout (onnx/nchwc.ts), known once ONNX Runtime has loaded.
+    return { cache, key: (device) => exportKey([file, card, wnids ?? null, device, device === 'cpu' ? nchwcBlock() : 0, version]) };
   } catch {
     return undefined;
   }
@@ -98,6 +100,7 @@ export async function cachedRuntime(
   device: Device,
   probe: tf.Tensor4D,
 ): Promise<{ runtime: Runtime; entry: string } | undefined> {
+  await loadOrt();
   const key = lc.key(device);
   const hit = lc.cache.open(key);
   if (!hit) return undefined;

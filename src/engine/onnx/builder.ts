@@ -2,6 +2,12 @@ import onnxProto from 'onnx-proto';
 
 const { onnx } = onnxProto;
 type Attr = number | number[] | string;
+
+/**
+ * ONNX Runtime's own domain of its blocked-layout (NCHWc) CPU kernels, which its optimiser writes into
+ * graphs and which a graph may also name directly (see onnx/nchwc.ts).
+ */
+export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
 /** A graph input or output: name, dimensions ('N' = batch), element type (float32 by default). */
 type ValueInfo = [string, (number | string)[], ('uint8' | 'float32')?];
 
@@ -25,6 +31,7 @@ export class OnnxGraph {
   private nodes: InstanceType<typeof onnx.NodeProto>[] = [];
   private inits: InstanceType<typeof onnx.TensorProto>[] = [];
   private count = 0;
+  private readonly domains = new Set<string>();
 
   /** @param weights where float arrays of EXTERNAL_MIN_BYTES or more go (default: inside the model). */
   constructor(private readonly weights?: WeightStore) {}
@@ -40,15 +47,26 @@ export class OnnxGraph {
     return out;
   }
 
-  opMulti(type: string, inputs: string[], outputs: string[], attrs: Record<string, Attr> = {}): void {
+  /** One node of another operator domain than ONNX's (its opset version 1). */
+  opIn(domain: string, type: string, inputs: string[], attrs: Record<string, Attr> = {}, hint = type): string {
+    const out = this.fresh(hint);
+    this.opMulti(type, inputs, [out], attrs, domain);
+    return out;
+  }
+
+  opMulti(type: string, inputs: string[], outputs: string[], attrs: Record<string, Attr> = {}, domain = ''): void {
     const attribute = Object.entries(attrs).map(([name, v]) => {
       if (typeof v === 'string') return { name, type: onnx.AttributeProto.AttributeType.STRING, s: new TextEncoder().encode(v) };
-      if (Array.isArray(v)) return { name, type: onnx.AttributeProto.AttributeType.INTS, ints: v };
+      if (Array.isArray(v))
+        return FLOAT_ATTRS.has(name)
+          ? { name, type: onnx.AttributeProto.AttributeType.FLOATS, floats: v }
+          : { name, type: onnx.AttributeProto.AttributeType.INTS, ints: v };
       return Number.isInteger(v) && !FLOAT_ATTRS.has(name)
         ? { name, type: onnx.AttributeProto.AttributeType.INT, i: v }
         : { name, type: onnx.AttributeProto.AttributeType.FLOAT, f: v };
     });
-    this.nodes.push(onnx.NodeProto.create({ name: outputs[0], opType: type, input: inputs, output: outputs, attribute }));
+    if (domain) this.domains.add(domain);
+    this.nodes.push(onnx.NodeProto.create({ name: outputs[0], opType: type, input: inputs, output: outputs, attribute, domain }));
   }
 
   floats(data: Float32Array | number[], dims: number[], hint = 'w'): string {
@@ -97,10 +115,15 @@ export class OnnxGraph {
       input: inputs.map(info),
       output: outputs.map(info),
     });
-    const model = onnx.ModelProto.create({ irVersion: 7, producerName: 'uap', opsetImport: [{ domain: '', version: 16 }], graph });
+    const model = onnx.ModelProto.create({
+      irVersion: 7,
+      producerName: 'uap',
+      opsetImport: [{ domain: '', version: 16 }, ...[...this.domains].map((domain) => ({ domain, version: 1 }))],
+      graph,
+    });
     return onnx.ModelProto.encode(model).finish();
   }
 }
 
 /** Attributes that are floats even when their value is a whole number. */
-const FLOAT_ATTRS = new Set(['alpha', 'beta', 'gamma', 'value_float', 'epsilon']);
+const FLOAT_ATTRS = new Set(['alpha', 'beta', 'gamma', 'value_float', 'epsilon', 'activation_params']);

@@ -2,7 +2,7 @@ import type { Weights } from '../net.js';
 import { transposeWeights } from '../net.js';
 import type { Shape } from '../net.js';
 import { NCHW_TO_NHWC, NHWC_TO_NCHW, storageAxis, storageDims, type Layout } from './layout.js';
-import { OnnxGraph, type WeightStore } from './builder.js';
+import { NCHWC_DOMAIN, OnnxGraph, type WeightStore } from './builder.js';
 
 export { NCHW_TO_NHWC, NHWC_TO_NCHW, storageAxis, storageDims, type Layout };
 
@@ -49,12 +49,14 @@ export class OnnxEmitter {
    * @param target the execution provider the graph is written for.
    * @param derived arrays derived from the weights, shared by the graphs of one export.
    * @param weights where the graph's weight arrays go (default: inside the model).
+   * @param block ONNX Runtime's channel block where this graph may hold blocked values ('nchwc'), else 0.
    */
   constructor(
     private readonly input: string,
     readonly target: Device = 'cpu',
     readonly derived = new DerivedWeights(),
     weights?: WeightStore,
+    readonly block = 0,
   ) {
     this.g = new OnnxGraph(weights);
   }
@@ -70,6 +72,7 @@ export class OnnxEmitter {
    * out as that value is stored.
    */
   constant(w: Weights, rank: number, layout: Layout): string {
+    if (layout === 'nchwc' && w.shape.length) throw new Error('internal: no constant is laid out blocked');
     if (layout !== 'nchw' || w.shape.length === 0) return this.g.floats(w.data, w.shape);
     const s4 = [...new Array(rank - w.shape.length).fill(1), ...w.shape];
     // Derived once per export, so that the models of one export share the array (and its place on disk).
@@ -145,10 +148,16 @@ export class OnnxEmitter {
     return G.op('ConvTranspose', [xs, ws], attrs);
   }
 
-  /** Moves a value between layouts (rank 4 only; forward values and backward rows alike). */
-  convert(value: string, from: Layout, to: Layout): string {
+  /**
+   * Moves a value of `channels` channels between layouts (rank 4 only; forward values and backward
+   * rows alike).
+   */
+  convert(value: string, from: Layout, to: Layout, channels: number): string {
     if (from === to) return value;
-    return this.g.op('Transpose', [value], { perm: to === 'nchw' ? NHWC_TO_NCHW : NCHW_TO_NHWC });
+    const G = this.g;
+    if (to === 'nchwc') return G.opIn(NCHWC_DOMAIN, 'ReorderInput', [value], { channels_last: from === 'plain' ? 1 : 0 });
+    if (from === 'nchwc') return G.opIn(NCHWC_DOMAIN, 'ReorderOutput', [value], { channels, channels_last: to === 'plain' ? 1 : 0 });
+    return G.op('Transpose', [value], { perm: to === 'nchw' ? NHWC_TO_NCHW : NCHW_TO_NHWC });
   }
 
   /** The sum of gradient contributions: one value, a Sum node, or (WebGPU: no Sum kernel) a balanced tree of Adds. */

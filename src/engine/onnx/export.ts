@@ -20,18 +20,24 @@ export class OnnxUnsupported extends Error {
 }
 
 type AnyOnnxOp = OnnxOp<NodeOp>;
+/** Channels of a rank-4 value (its Net shape is [H, W, C]). */
+const channelsOf = (shape: Shape): number => shape[shape.length - 1];
 const onnxOf = (op: NodeOp) => OPS[op.kind].onnx as unknown as AnyOnnxOp;
 
-/** The storage layouts of a node's inputs: what the op needs, or (for 'any') what most rank-4 inputs already have. */
-function inputLayouts(need: LayoutNeed, shapes: Shape[], current: Layout[]): Layout[] {
+/**
+ * The storage layouts of a node's inputs: what the op needs, or (for 'any') what most rank-4 inputs
+ * already have; blocked only where all of them are and the op is element-wise on them (`blocked`).
+ */
+function inputLayouts(need: LayoutNeed, shapes: Shape[], current: Layout[], blocked: boolean): Layout[] {
   const rank4 = shapes.map((s) => s.length === 3);
   // Broadcasting between a rank-4 value and one of another rank aligns NHWC axes: stay plain.
   const mixed = rank4.some(Boolean) && !rank4.every(Boolean);
+  if (need === 'any' && blocked && !mixed && rank4.every(Boolean) && current.every((l) => l === 'nchwc')) return rank4.map(() => 'nchwc');
   let chosen: Layout =
     need === 'any'
       ? mixed
         ? 'plain'
-        : current.filter((l, i) => rank4[i] && l === 'nchw').length * 2 >= rank4.filter(Boolean).length
+        : current.filter((l, i) => rank4[i] && l !== 'plain').length * 2 >= rank4.filter(Boolean).length
           ? 'nchw'
           : 'plain'
       : need;
@@ -59,7 +65,7 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
     const have = b.values.get(name)!;
     let v = have.get(layout);
     if (!v) {
-      v = e.convert(have.get(b.own.get(name)!)!, b.own.get(name)!, layout);
+      v = e.convert(have.get(b.own.get(name)!)!, b.own.get(name)!, layout, channelsOf(shapes.get(name)!));
       have.set(layout, v);
     }
     return v;
@@ -70,6 +76,7 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
       ? def.layout(
           n.op,
           n.inputs.map((i) => shapes.get(i)!),
+          e.block,
         )
       : def.layout;
   };
@@ -90,11 +97,14 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
     // Steps on the input image itself (the card's preprocessing) run in the layout the first real layer
     // needs: the one transpose comes first, and a per-channel affine becomes one NCHW batch-norm kernel
     // (as Mul and Add on NHWC it took as long as MobileNet v3 small's convolutions).
-    if (need === 'any' && n.inputs.every((i) => i === net.input) && inShapes[0].length === 3 && ahead(n.name) === 'nchw') need = 'nchw';
+    const next = ahead(n.name);
+    if (need === 'any' && n.inputs.every((i) => i === net.input) && inShapes[0].length === 3 && (next === 'nchw' || next === 'nchwc'))
+      need = 'nchw';
     const layouts = inputLayouts(
       need,
       inShapes,
       n.inputs.map((i) => b.own.get(i)!),
+      def.blocked?.(n.op, inShapes) ?? false,
     );
     const first4 = layouts.find((_, i) => inShapes[i].length === 3);
     const outLayout: Layout = outShape.length !== 3 ? 'plain' : need === 'any' ? (first4 ?? 'plain') : need;
@@ -122,9 +132,12 @@ function build(
   kind: 'forward' | 'vjp' | 'images',
   target: Device,
   derived: DerivedWeights,
-  weights?: WeightStore,
+  weights: WeightStore | undefined,
+  block: number,
 ): Uint8Array {
-  const e = new OnnxEmitter('x', target, derived, weights);
+  // Blocked values only in the gradient graph: ONNX Runtime blocks the forward graphs' convolutions
+  // itself, with nothing element-wise between them that it cannot block.
+  const e = new OnnxEmitter('x', target, derived, weights, kind === 'vjp' && target === 'cpu' ? block : 0);
   const g = e.g;
   if (kind === 'images') g.opMulti('Clip', [g.op('Add', [g.op('Cast', ['pixels'], { to: 1 }), 'v']), g.scalar(0), g.scalar(255)], ['x']);
   const b = forwardGraph(net, shapes, e);
@@ -150,7 +163,7 @@ function build(
     n.inputs.forEach((input, i) => {
       const dx = dxs[i];
       if (!dx) return;
-      grads.set(input, [...(grads.get(input) ?? []), e.convert(dx, node.layouts[i], b.own.get(input)!)]);
+      grads.set(input, [...(grads.get(input) ?? []), e.convert(dx, node.layouts[i], b.own.get(input)!, channelsOf(shapes.get(input)!))]);
     });
   }
   const parts = grads.get(net.input);
@@ -191,10 +204,19 @@ export function exportOnnx(
   inputShape: number[],
   only?: (keyof Omit<OnnxModels, 'classes'>)[],
   target: Device = 'cpu',
+  block = 0,
 ): OnnxModels {
   const empty = new Uint8Array(0);
   const models: OnnxModels = { classes: 0, forward: empty, images: empty, vjp: empty };
-  models.classes = exportOnnxEach(net, inputShape, only ?? ['forward', 'images', 'vjp'], target, (kind, bytes) => (models[kind] = bytes));
+  models.classes = exportOnnxEach(
+    net,
+    inputShape,
+    only ?? ['forward', 'images', 'vjp'],
+    target,
+    (kind, bytes) => (models[kind] = bytes),
+    undefined,
+    block,
+  );
   return models;
 }
 
@@ -202,8 +224,9 @@ export function exportOnnx(
  * The ONNX models `kinds` of `net`, each handed to `take` as soon as it is written. With `weights`,
  * every weight array goes to that store once and the models hold only their graphs (kilobytes): the
  * three models of VGG-16 with their weights inside are 2.2 GB, and ONNX Runtime maps external weights
- * from the file instead of parsing them out of the model. Returns the number of logits; throws
- * OnnxUnsupported.
+ * from the file instead of parsing them out of the model. With `block` (ONNX Runtime's channel block
+ * on this machine, nchwc.ts), the gradient graph holds blocked values where it can. Returns the
+ * number of logits; throws OnnxUnsupported.
  */
 export function exportOnnxEach(
   net: Net,
@@ -212,11 +235,12 @@ export function exportOnnxEach(
   target: Device,
   take: (kind: keyof Omit<OnnxModels, 'classes'>, bytes: Uint8Array) => void,
   weights?: WeightStore,
+  block = 0,
 ): number {
   const shapes = inferShapes(net, inputShape);
   const derived = new DerivedWeights();
   try {
-    for (const kind of kinds) take(kind, build(net, inputShape, shapes, kind, target, derived, weights));
+    for (const kind of kinds) take(kind, build(net, inputShape, shapes, kind, target, derived, weights, block));
     return shapes.get(net.output)![0];
   } catch (e) {
     if (e instanceof OnnxUnsupported) throw e;

@@ -3,6 +3,7 @@ import type { Net } from '../net.js';
 import type { Runtime } from '../runtime.js';
 import { exportOnnxEach } from './export.js';
 import { ModelFiles } from './modelFiles.js';
+import { detectNchwcBlock, nchwcBlock } from './nchwc.js';
 import { inferShapes, multiplyAdds } from '../shapes.js';
 import type { Device } from './emit.js';
 import type { ImageShape } from '../../math/imageShape.js';
@@ -13,10 +14,17 @@ import { SessionPool, type Feed } from './workerPool.js';
 type Ort = typeof import('onnxruntime-node');
 let ortModule: Promise<Ort | null> | undefined;
 
-/** onnxruntime-node, or null where it cannot load (another platform, a browser bundle). */
+/**
+ * onnxruntime-node, or null where it cannot load (another platform, a browser bundle); its blocked
+ * layout's channel block is known once this resolves (nchwcBlock()).
+ */
 export function loadOrt(): Promise<Ort | null> {
   ortModule ??= import('onnxruntime-node').then(
-    (m) => ((m as { default?: Ort }).default?.InferenceSession ? (m as { default: Ort }).default : m),
+    async (m) => {
+      const ort = (m as { default?: Ort }).default?.InferenceSession ? (m as { default: Ort }).default : m;
+      await detectNchwcBlock(ort);
+      return ort;
+    },
     () => null,
   );
   return ortModule;
@@ -218,7 +226,7 @@ export function exportRuntime(net: Net, inputShape: ImageShape, options: OnnxRun
   try {
     // In this order: the first is the session every worker builds at once.
     const kinds = (['forward', 'images', 'vjp'] as const).filter((k) => !only || only.includes(k));
-    classes = exportOnnxEach(net, inputShape, kinds, device, (kind, bytes) => files.add(kind, bytes), files);
+    classes = exportOnnxEach(net, inputShape, kinds, device, (kind, bytes) => files.add(kind, bytes), files, nchwcBlock());
     files.closeWeights();
   } catch (e) {
     files.release();

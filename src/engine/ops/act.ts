@@ -12,6 +12,7 @@ export const act: OpDef<'act'> = {
   },
   onnx: {
     layout: 'any',
+    blocked: (op) => op.act !== 'softmax',
     forward(n) {
       n.save('x', n.inputs[0]);
       return n.save('y', onnxActivation(n, n.inputs[0], n.op.act));

@@ -41,6 +41,8 @@ export const binary: OpDef<'binary'> = {
   },
   onnx: {
     layout: 'any',
+    blocked: (op, xs) =>
+      xs.every((x) => x.join() === xs[0].join()) && (!op.constant || op.constant.weights.shape.length === 0) && op.act !== 'softmax',
     forward(n) {
       const type = ONNX[n.op.op];
       let pre: string;

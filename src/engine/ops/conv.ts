@@ -1,7 +1,9 @@
 import * as tf from '../../tf.js';
-import { transposeWeights, type OpOf, type Weights } from '../net.js';
+import { transposeWeights, type OpOf, type Shape, type Weights } from '../net.js';
 import { inputGradConv } from '../tfjs/inputgrad.js';
 import type { OnnxNode } from '../onnx/emit.js';
+import { NCHWC_DOMAIN } from '../onnx/builder.js';
+import { reorderFilter } from '../onnx/nchwc.js';
 import { onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
 import { extent, onnxPads, windowGeometry } from './geometry.js';
 import { sampleWeights as w, type OpDef } from './types.js';
@@ -14,6 +16,31 @@ import { sampleWeights as w, type OpDef } from './types.js';
 type Conv = OpOf<'conv'>;
 
 const dilationsOf = (op: Conv): [number, number] => op.dilations ?? [1, 1];
+
+/**
+ * Whether ONNX Runtime's blocked convolution (block b) runs this one on blocked input and output:
+ * ordinary or depthwise (multiplier 1), channels in whole blocks, no dilation, an element-wise
+ * activation.
+ */
+function blockable(op: Conv, [, , cin]: Shape, b: number): boolean {
+  const cout = op.kernel.shape[3];
+  const kindFits = op.group === 1 || (op.group === cin && cout === cin);
+  return b > 0 && kindFits && cin % b === 0 && cout % b === 0 && dilationsOf(op).every((d) => d === 1) && op.act !== 'softmax';
+}
+
+/**
+ * The activations ONNX Runtime's blocked convolution applies itself whose derivative reads only the
+ * output (so the pre-activation need not be kept): its `activation` attributes, or null.
+ */
+function fusedActivation(act: Conv['act']): Record<string, string | number[]> | null {
+  if (act === 'linear') return {};
+  if (act === 'relu') return { activation: 'Relu' };
+  if (act === 'relu6') return { activation: 'Clip', activation_params: [0, 6] };
+  if (act === 'relu1') return { activation: 'Clip', activation_params: [-1, 1] };
+  if (typeof act === 'object' && 'clip' in act) return { activation: 'Clip', activation_params: act.clip };
+  if (typeof act === 'object' && 'leaky' in act) return { activation: 'LeakyRelu', activation_params: [act.leaky] };
+  return null;
+}
 
 /** Depthwise: one group per input channel (any multiplier). */
 const isDepthwise = (op: Conv, cin: number) => op.group > 1 && op.group === cin && op.kernel.shape[2] === 1;
@@ -65,6 +92,17 @@ function backwardFilter(op: Conv): Float32Array {
   return out;
 }
 
+/** The forward filter in ONNX's layout [out, in / group, kh, kw], made once per graph (shared by both passes). */
+function forwardFilter(n: OnnxNode<Conv>): string {
+  const [kh, kw, cinG, cout] = n.op.kernel.shape;
+  return n.once('w', () =>
+    n.g.floats(
+      n.e.derived.get(n.op.kernel, 'forward', () => transposeWeights(n.op.kernel, [3, 2, 0, 1]).data),
+      [cout, cinG, kh, kw],
+    ),
+  );
+}
+
 /** dx of a strided convolution by ConvTranspose with the forward filter: no zero-dilated copy of dy. */
 function transposedGradient(n: OnnxNode<Conv>, d: string): string {
   const op = n.op;
@@ -76,7 +114,7 @@ function transposedGradient(n: OnnxNode<Conv>, d: string): string {
   const outputPadding = [0, 1].map(
     (a) => n.inShapes[0][a] - (op.strides[a] * (outHW[a] - 1) + extent([kh, kw][a], dil[a]) - pads[a][0] - pads[a][1]),
   );
-  return n.e.convTranspose(d, n.saved('w'), n.dims(), {
+  return n.e.convTranspose(d, forwardFilter(n), n.dims(), {
     kernel_shape: [kh, kw],
     strides: op.strides,
     pads: onnxPads(pads),
@@ -91,7 +129,7 @@ function transposedGradient(n: OnnxNode<Conv>, d: string): string {
  * output has the input's size: ONNX Runtime's Conv is far faster than its ConvTranspose here and keeps
  * its blocked layout.
  */
-function forwardGradient(n: OnnxNode<Conv>, d: string): string {
+function forwardGradient(n: OnnxNode<Conv>, d: string, blocked: boolean): string {
   const g = n.g;
   const op = n.op;
   const [kh, kw, , cout] = op.kernel.shape;
@@ -100,21 +138,101 @@ function forwardGradient(n: OnnxNode<Conv>, d: string): string {
   const [ho, wo] = n.outShape;
   const [eh, ew] = [extent(kh, dil[0]), extent(kw, dil[1])];
   const { pads } = geometry(op, n.inShapes[0]);
-  const wT = g.floats(
-    n.e.derived.get(op.kernel, 'backward', () => backwardFilter(op)),
-    [cin, cout / op.group, kh, kw],
-    `${n.name}_flipped`,
-  );
+  const flipped = n.e.derived.get(op.kernel, 'backward', () => backwardFilter(op));
+  const dims = [cin, cout / op.group, kh, kw];
   // Input row p gets output rows p - pad_before .. p - pad_before + extent - 1: pad dy by extent - 1 - pad_before in front.
   const before = [eh - 1 - pads[0][0], ew - 1 - pads[1][0]];
   const after = [H + eh - 1 - ho - before[0], W + ew - 1 - wo - before[1]];
+  const cropped = [...before, ...after].some((p) => p < 0);
+  if (blocked && !cropped) {
+    const b = n.e.block;
+    const w = g.floats(
+      n.e.derived.get(op.kernel, `backward-nchwc${b}`, () => reorderFilter(flipped, dims, b)),
+      dims,
+      `${n.name}_flipped`,
+    );
+    return g.opIn(NCHWC_DOMAIN, 'Conv', [d, w], { kernel_shape: [kh, kw], strides: [1, 1], pads: [...before, ...after], group: op.group });
+  }
+  // A blocked value has no axis order to crop: the crop and the convolution run in NCHW.
+  if (blocked) return n.e.convert(forwardGradient(n, n.e.convert(d, 'nchwc', 'nchw', cout), false), 'nchw', 'nchwc', cin);
+  const wT = g.floats(flipped, dims, `${n.name}_flipped`);
   let t = d;
-  if ([...before, ...after].some((p) => p < 0)) {
+  if (cropped) {
     const [r0, c0] = before.map((p) => Math.max(0, -p));
     t = g.op('Slice', [t, g.ints([r0, c0]), g.ints([ho - Math.max(0, -after[0]), wo - Math.max(0, -after[1])]), g.ints([2, 3])]);
   }
   const convPads = [Math.max(0, before[0]), Math.max(0, before[1]), Math.max(0, after[0]), Math.max(0, after[1])];
   return g.op('Conv', [t, wT], { kernel_shape: [kh, kw], strides: [1, 1], pads: convPads, group: op.group, dilations: dil });
+}
+
+/**
+ * Along one axis of a stride-s convolution (kernel k, `before` padding, input n = s * m): for each
+ * output phase r (input positions q = s*a + r) the taps t that reach it, as a stride-1 correlation of dy
+ * (kernel t = taps[u], its pads); null where a phase gets no tap or would need a crop.
+ */
+function phases(k: number, s: number, before: number, m: number, dyLength: number): { taps: number[]; pads: [number, number] }[] | null {
+  const out: { taps: number[]; pads: [number, number] }[] = [];
+  for (let r = 0; r < s; r++) {
+    // dx[s*a + r] = sum over t = r + before (mod s) of w[t] dy[a + (r + before - t) / s].
+    const ts = Array.from({ length: k }, (_, t) => t).filter((t) => (((r + before - t) % s) + s) % s === 0);
+    if (!ts.length) return null;
+    const offsets = ts.map((t) => (r + before - t) / s);
+    const lo = Math.min(...offsets);
+    // Kernel position u reads dy[a + lo + u]: the tap whose offset is lo + u.
+    const taps = ts.map((_, u) => ts[offsets.indexOf(lo + u)]);
+    const padBefore = -lo;
+    const padAfter = m - dyLength - padBefore + taps.length - 1;
+    if (padBefore < 0 || padAfter < 0 || taps.some((t) => t === undefined)) return null;
+    out.push({ taps, pads: [padBefore, padAfter] });
+  }
+  return out;
+}
+
+/**
+ * dx of a strided depthwise convolution on blocked rows, or null where its geometry does not tile:
+ * each output phase (s*s of them) is a blocked stride-1 depthwise convolution of dy with its share of
+ * the taps (every multiply one the gradient needs), and the phases are interleaved by two
+ * concatenations over the blocked rows' [.., H, W, block] view (one per axis). ONNX Runtime runs a
+ * depthwise ConvTranspose as one small matrix product per channel, and only in NCHW.
+ */
+function phaseGradient(n: OnnxNode<Conv>, d: string): string | null {
+  const g = n.g;
+  const op = n.op;
+  const [kh, kw, , C] = op.kernel.shape;
+  const [H, W] = n.inShapes[0];
+  const [ho, wo] = n.outShape;
+  const [sh, sw] = op.strides;
+  if (H % sh || W % sw) return null;
+  const [hp, wp] = [H / sh, W / sw];
+  const { pads } = geometry(op, n.inShapes[0]);
+  const rows = phases(kh, sh, pads[0][0], hp, ho);
+  const cols = phases(kw, sw, pads[1][0], wp, wo);
+  if (!rows || !cols) return null;
+  const b = n.e.block;
+  const oihw = n.e.derived.get(op.kernel, 'forward', () => transposeWeights(op.kernel, [3, 2, 0, 1]).data);
+  const phase = (ry: number, rx: number) => {
+    const [ty, tx] = [rows[ry].taps, cols[rx].taps];
+    const dims = [C, 1, ty.length, tx.length];
+    const kernel = n.e.derived.get(op.kernel, `phase-nchwc${b}-${ry}-${rx}`, () => {
+      const taps = Float32Array.from({ length: C * ty.length * tx.length }, (_, i) => {
+        const c = Math.floor(i / (ty.length * tx.length));
+        const u = Math.floor(i / tx.length) % ty.length;
+        return oihw[(c * kh + ty[u]) * kw + tx[i % tx.length]];
+      });
+      return reorderFilter(taps, dims, b);
+    });
+    return g.opIn(NCHWC_DOMAIN, 'Conv', [d, g.floats(kernel, dims, `${n.name}_phase`)], {
+      kernel_shape: [ty.length, tx.length],
+      strides: [1, 1],
+      pads: [rows[ry].pads[0], cols[rx].pads[0], rows[ry].pads[1], cols[rx].pads[1]],
+      group: C,
+    });
+  };
+  const rowsOf = Array.from({ length: sh }, (_, ry) => {
+    const side = Array.from({ length: sw }, (_, rx) => g.op('Reshape', [phase(ry, rx), g.ints([-1, hp, wp, 1, b])]));
+    return g.op('Reshape', [g.op('Concat', side, { axis: 3 }), g.ints([-1, hp, 1, wp * sw * b])]);
+  });
+  return g.op('Reshape', [g.op('Concat', rowsOf, { axis: 2 }), g.ints([-1, C, H, W])]);
 }
 
 export const conv: OpDef<'conv'> = {
@@ -168,37 +286,52 @@ export const conv: OpDef<'conv'> = {
       );
   },
   onnx: {
-    layout: 'nchw',
+    // Blocked where the graph may be (gradient graphs: the masks of every backward row then multiply
+    // blocked values as they are, where ONNX Runtime's own blocking put two reorders around each).
+    layout: (op, [x], block) => (blockable(op, x, block) ? 'nchwc' : 'nchw'),
     forward(n) {
       const op = n.op;
       const [kh, kw, cinG, cout] = op.kernel.shape;
-      const w = n.save(
-        'w',
-        n.g.floats(
-          n.e.derived.get(op.kernel, 'forward', () => transposeWeights(op.kernel, [3, 2, 0, 1]).data),
-          [cout, cinG, kh, kw],
-        ),
-      );
-      const inputs = [n.inputs[0], w, ...(op.bias ? [n.g.floats(op.bias.data, [op.bias.data.length])] : [])];
+      const dims = [cout, cinG, kh, kw];
+      const bias = op.bias ? [n.g.floats(op.bias.data, [op.bias.data.length])] : [];
       const { pads } = geometry(op, n.inShapes[0]);
-      const pre = n.save(
-        'pre',
-        n.g.op('Conv', inputs, {
-          kernel_shape: [kh, kw],
-          strides: op.strides,
-          pads: onnxPads(pads),
-          group: op.group,
-          dilations: dilationsOf(op),
-        }),
-      );
+      const attrs = { kernel_shape: [kh, kw], strides: op.strides, pads: onnxPads(pads), group: op.group };
+      if (n.layouts[0] === 'nchwc') {
+        const b = n.e.block;
+        const blockedW = n.g.floats(
+          n.e.derived.get(op.kernel, `forward-nchwc${b}`, () =>
+            reorderFilter(
+              n.e.derived.get(op.kernel, 'forward', () => transposeWeights(op.kernel, [3, 2, 0, 1]).data),
+              dims,
+              b,
+            ),
+          ),
+          dims,
+        );
+        const fused = fusedActivation(op.act);
+        const out = n.g.opIn(NCHWC_DOMAIN, 'Conv', [n.inputs[0], blockedW, ...bias], { ...attrs, ...fused });
+        if (fused) return n.save('y', out);
+        return n.save('y', onnxActivation(n, n.save('pre', out), op.act));
+      }
+      const pre = n.save('pre', n.g.op('Conv', [n.inputs[0], forwardFilter(n), ...bias], { ...attrs, dilations: dilationsOf(op) }));
       return n.save('y', onnxActivation(n, pre, op.act));
     },
     backward(n, dy) {
-      const d = onnxActivationBackward(n, dy, n.saved('pre'), n.saved('y'), n.op.act);
+      const y = n.saved('y');
+      // A fused activation's derivative reads only y (fusedActivation), so its pre-activation was not kept.
+      const pre = n.layouts[0] === 'nchwc' && fusedActivation(n.op.act) ? y : n.saved('pre');
+      const d = onnxActivationBackward(n, dy, pre, y, n.op.act);
       const strided = n.op.strides[0] > 1 || n.op.strides[1] > 1;
+      const blocked = n.layouts[0] === 'nchwc';
       // Measured on 2 cores: ConvTranspose is fastest for strided layers, a forward Conv with the flipped
       // filter for stride 1 (ORT's depthwise ConvTranspose is slow; its Conv keeps a blocked layout).
-      return [strided ? transposedGradient(n, d) : forwardGradient(n, d)];
+      if (!strided) return [forwardGradient(n, d, blocked)];
+      if (!blocked) return [transposedGradient(n, d)];
+      const phased = n.op.group > 1 ? phaseGradient(n, d) : null;
+      if (phased) return [phased];
+      const [, , cin] = n.inShapes[0];
+      const cout = n.op.kernel.shape[3];
+      return [n.e.convert(transposedGradient(n, n.e.convert(d, 'nchwc', 'nchw', cout)), 'nchw', 'nchwc', cin)];
     },
   },
   samples: [
@@ -274,6 +407,69 @@ export const conv: OpDef<'conv'> = {
       name: 'dilated 3x3 (2), same',
       op: { kind: 'conv', kernel: w([3, 3, 3, 2], 15), strides: [1, 1], padding: 'same', group: 1, dilations: [2, 2], act: 'linear' },
       inputs: [[9, 8, 3]],
+    },
+    // Channels in whole blocks of ONNX Runtime's blocked layout (8, or 16 with AVX-512 where these stay
+    // NCHW): the gradient graph holds these blocked (onnx/nchwc.ts).
+    {
+      name: '1x1 16 -> 8, relu6 (blocked)',
+      op: { kind: 'conv', kernel: w([1, 1, 16, 8], 19), bias: w([8], 20), strides: [1, 1], padding: 'valid', group: 1, act: 'relu6' },
+      inputs: [[4, 4, 16]],
+      range: [-2, 8],
+      check: true,
+    },
+    {
+      name: 'depthwise 3x3/1 16, relu (blocked)',
+      op: { kind: 'conv', kernel: w([3, 3, 1, 16], 21), strides: [1, 1], padding: 'same', group: 16, act: 'relu' },
+      inputs: [[5, 4, 16]],
+      check: true,
+    },
+    {
+      name: 'depthwise 3x3/2 same 16, relu6 (blocked, gradient by output phase)',
+      op: { kind: 'conv', kernel: w([3, 3, 1, 16], 27), bias: w([16], 28), strides: [2, 2], padding: 'same', group: 16, act: 'relu6' },
+      inputs: [[6, 4, 16]],
+      range: [-2, 8],
+      check: true,
+    },
+    {
+      name: 'depthwise 3x3/2 pads 1 8 (blocked, gradient by output phase)',
+      op: {
+        kind: 'conv',
+        kernel: w([3, 3, 1, 8], 29),
+        strides: [2, 2],
+        padding: [
+          [1, 1],
+          [1, 1],
+        ],
+        group: 8,
+        act: 'linear',
+      },
+      inputs: [[6, 6, 8]],
+    },
+    {
+      name: 'depthwise 5x5/2 same 8 (blocked, gradient by output phase)',
+      op: { kind: 'conv', kernel: w([5, 5, 1, 8], 31, 0.3), strides: [2, 2], padding: 'same', group: 8, act: 'linear' },
+      inputs: [[8, 6, 8]],
+    },
+    {
+      name: 'depthwise 3x3/2 same 8, odd height (blocked, ConvTranspose)',
+      op: { kind: 'conv', kernel: w([3, 3, 1, 8], 23), bias: w([8], 24), strides: [2, 2], padding: 'same', group: 8, act: 'relu6' },
+      inputs: [[7, 6, 8]],
+      range: [-2, 8],
+    },
+    {
+      name: '3x3 8 -> 8, tanh, pads past the window (blocked, cropped gradient)',
+      op: {
+        kind: 'conv',
+        kernel: w([3, 3, 8, 8], 25, 0.3),
+        strides: [1, 1],
+        padding: [
+          [3, 0],
+          [1, 1],
+        ],
+        group: 1,
+        act: 'tanh',
+      },
+      inputs: [[4, 4, 8]],
     },
     {
       name: '7x7/2 pad 3 (ResNet stem)',

@@ -24,11 +24,20 @@ export interface TfBuild {
   own<T extends tf.Tensor>(t: T): T;
 }
 
-/** 'nchw' / 'plain': the layout the op needs for its rank-4 inputs; 'any': it works in either (the walker keeps what it has). */
+/**
+ * 'nchw' / 'plain' / 'nchwc': the layout the op needs for its rank-4 inputs (and writes its output in);
+ * 'any': it works in either (the walker keeps what it has).
+ */
 export type LayoutNeed = Layout | 'any';
 
 export interface OnnxOp<O> {
-  layout: LayoutNeed | ((op: O, inShapes: Shape[]) => LayoutNeed);
+  /** `block`: ONNX Runtime's channel block where the graph may hold blocked values, else 0. */
+  layout: LayoutNeed | ((op: O, inShapes: Shape[], block: number) => LayoutNeed);
+  /**
+   * Whether the op, on these inputs, is element-wise between values of one shape (no axis, no
+   * broadcasting, no constant laid out per channel), so that an 'any' op may run on blocked values.
+   */
+  blocked?: (op: O, inShapes: Shape[]) => boolean;
   /** Writes the forward nodes; returns the output value (in `node.outLayout`). */
   forward(node: OnnxNode<O>): string;
   /**
@@ -48,6 +57,11 @@ export interface Sample<O> {
    * points (sqrt, reciprocal, log) take positive inputs.
    */
   range?: [number, number];
+  /**
+   * Also a branch of the start-up self-check (which takes each kind's first sample): a construction
+   * that leans on what a runtime may change between versions (ONNX Runtime's blocked kernels).
+   */
+  check?: boolean;
 }
 
 export interface OpDef<K extends OpKind> {
