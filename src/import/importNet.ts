@@ -2,6 +2,7 @@ import type * as tf from '../tf.js';
 import { UsageError } from '../errors.js';
 import type { ModelCard } from '../classifier/card.js';
 import { chain, type Net } from '../engine/net.js';
+import { optimizeNet } from '../engine/optimize.js';
 import { layersToNet } from './layersGraph.js';
 import { preprocessNodes, outputNodes, type OutputWnids } from './adapters.js';
 import { tfliteToNet, inputTensor } from './tflite/compile.js';
@@ -52,7 +53,9 @@ export function classifierNet(card: ImportCard, read: ReadModel, wnids?: OutputW
     net = onnxNet(read.model, read.file, card); // the importer checks the card's size itself
   } else {
     checkInputShape(card, read.file, read.model.inputs[0].shape);
-    net = layersToNet(read.model, card.logitsLayer);
+    // Keras models keep activations as layers of their own: fused into the convolution before them, a
+    // gradient graph's blocked convolutions apply them themselves (onnx/nchwc.ts).
+    net = optimizeNet(layersToNet(read.model, card.logitsLayer));
   }
   return chain(preprocessNodes(card), net, outputNodes(card, wnids));
 }
