@@ -235,6 +235,12 @@ function phaseGradient(n: OnnxNode<Conv>, d: string): string | null {
   return g.op('Reshape', [g.op('Concat', rowsOf, { axis: 2 }), g.ints([-1, C, H, W])]);
 }
 
+/** One row and column of zeros on every side, as PyTorch pads a 3x3 window. */
+const PAD_1: [[number, number], [number, number]] = [
+  [1, 1],
+  [1, 1],
+];
+
 export const conv: OpDef<'conv'> = {
   kind: 'conv',
   shape(op, [x]) {
@@ -358,10 +364,7 @@ export const conv: OpDef<'conv'> = {
         kernel: w([3, 3, 1, 6], 7),
         bias: w([6], 8),
         strides: [2, 2],
-        padding: [
-          [1, 1],
-          [1, 1],
-        ],
+        padding: PAD_1,
         group: 3,
         act: 'relu',
       },
@@ -390,17 +393,7 @@ export const conv: OpDef<'conv'> = {
     },
     {
       name: 'grouped (2), 3x3/2 explicit pads',
-      op: {
-        kind: 'conv',
-        kernel: w([3, 3, 2, 4], 13),
-        strides: [2, 2],
-        padding: [
-          [1, 1],
-          [1, 1],
-        ],
-        group: 2,
-        act: 'linear',
-      },
+      op: { kind: 'conv', kernel: w([3, 3, 2, 4], 13), strides: [2, 2], padding: PAD_1, group: 2, act: 'linear' },
       inputs: [[8, 8, 4]],
     },
     {
@@ -432,17 +425,7 @@ export const conv: OpDef<'conv'> = {
     },
     {
       name: 'depthwise 3x3/2 pads 1 8 (blocked, gradient by output phase)',
-      op: {
-        kind: 'conv',
-        kernel: w([3, 3, 1, 8], 29),
-        strides: [2, 2],
-        padding: [
-          [1, 1],
-          [1, 1],
-        ],
-        group: 8,
-        act: 'linear',
-      },
+      op: { kind: 'conv', kernel: w([3, 3, 1, 8], 29), strides: [2, 2], padding: PAD_1, group: 8, act: 'linear' },
       inputs: [[6, 6, 8]],
     },
     {
