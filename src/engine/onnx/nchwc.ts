@@ -29,7 +29,8 @@ export function detectNchwcBlock(ort: typeof import('onnxruntime-node')): Promis
       const y = (await s.run({ x: new ort.Tensor('float32', new Float32Array(4), [1, 4, 1, 1]) })).y;
       await s.release();
       const b = y.dims[1];
-      known = [4, 8, 16, 32].includes(b) ? b : 0;
+      // 8 (AVX2) and 16 (AVX-512) are MLAS's blocks; an answer of 4 could as well be no blocking at all.
+      known = b === 8 || b === 16 ? b : 0;
     } catch {
       known = 0;
     }
