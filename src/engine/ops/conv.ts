@@ -92,15 +92,23 @@ function backwardFilter(op: Conv): Float32Array {
   return out;
 }
 
-/** The forward filter in ONNX's layout [out, in / group, kh, kw], made once per graph (shared by both passes). */
+/** The forward filter's values in ONNX's layout [out, in / group, kh, kw], derived once per export. */
+const oihw = (n: OnnxNode<Conv>): Float32Array =>
+  n.e.derived.get(n.op.kernel, 'forward', () => transposeWeights(n.op.kernel, [3, 2, 0, 1]).data);
+
+/** The forward filter in ONNX's layout, as a constant made once per graph (shared by both passes). */
 function forwardFilter(n: OnnxNode<Conv>): string {
   const [kh, kw, cinG, cout] = n.op.kernel.shape;
-  return n.once('w', () =>
-    n.g.floats(
-      n.e.derived.get(n.op.kernel, 'forward', () => transposeWeights(n.op.kernel, [3, 2, 0, 1]).data),
-      [cout, cinG, kh, kw],
-    ),
-  );
+  return n.once('w', () => n.g.floats(oihw(n), [cout, cinG, kh, kw]));
+}
+
+/**
+ * `plain` (a gradient step written for NCHW) on blocked rows d: d reordered to NCHW, the result back
+ * to the blocked layout. For what a blocked value cannot do (a crop, a ConvTranspose).
+ */
+function throughNchw(n: OnnxNode<Conv>, d: string, plain: (d: string) => string): string {
+  const e = n.e;
+  return e.convert(plain(e.convert(d, 'nchwc', 'nchw', n.op.kernel.shape[3])), 'nchw', 'nchwc', n.inShapes[0][2]);
 }
 
 /** dx of a strided convolution by ConvTranspose with the forward filter: no zero-dilated copy of dy. */
@@ -154,7 +162,7 @@ function forwardGradient(n: OnnxNode<Conv>, d: string, blocked: boolean): string
     return g.opIn(NCHWC_DOMAIN, 'Conv', [d, w], { kernel_shape: [kh, kw], strides: [1, 1], pads: [...before, ...after], group: op.group });
   }
   // A blocked value has no axis order to crop: the crop and the convolution run in NCHW.
-  if (blocked) return n.e.convert(forwardGradient(n, n.e.convert(d, 'nchwc', 'nchw', cout), false), 'nchw', 'nchwc', cin);
+  if (blocked) return throughNchw(n, d, (plain) => forwardGradient(n, plain, false));
   const wT = g.floats(flipped, dims, `${n.name}_flipped`);
   let t = d;
   if (cropped) {
@@ -182,7 +190,7 @@ function phases(k: number, s: number, before: number, m: number, dyLength: numbe
     const taps = ts.map((_, u) => ts[offsets.indexOf(lo + u)]);
     const padBefore = -lo;
     const padAfter = m - dyLength - padBefore + taps.length - 1;
-    if (padBefore < 0 || padAfter < 0 || taps.some((t) => t === undefined)) return null;
+    if (padBefore < 0 || padAfter < 0) return null;
     out.push({ taps, pads: [padBefore, padAfter] });
   }
   return out;
@@ -209,7 +217,7 @@ function phaseGradient(n: OnnxNode<Conv>, d: string): string | null {
   const cols = phases(kw, sw, pads[1][0], wp, wo);
   if (!rows || !cols) return null;
   const b = n.e.block;
-  const oihw = n.e.derived.get(op.kernel, 'forward', () => transposeWeights(op.kernel, [3, 2, 0, 1]).data);
+  const forward = oihw(n);
   const phase = (ry: number, rx: number) => {
     const [ty, tx] = [rows[ry].taps, cols[rx].taps];
     const dims = [C, 1, ty.length, tx.length];
@@ -217,7 +225,7 @@ function phaseGradient(n: OnnxNode<Conv>, d: string): string | null {
       const taps = Float32Array.from({ length: C * ty.length * tx.length }, (_, i) => {
         const c = Math.floor(i / (ty.length * tx.length));
         const u = Math.floor(i / tx.length) % ty.length;
-        return oihw[(c * kh + ty[u]) * kw + tx[i % tx.length]];
+        return forward[(c * kh + ty[u]) * kw + tx[i % tx.length]];
       });
       return reorderFilter(taps, dims, b);
     });
@@ -305,13 +313,7 @@ export const conv: OpDef<'conv'> = {
       if (n.layouts[0] === 'nchwc') {
         const b = n.e.block;
         const blockedW = n.g.floats(
-          n.e.derived.get(op.kernel, `forward-nchwc${b}`, () =>
-            reorderFilter(
-              n.e.derived.get(op.kernel, 'forward', () => transposeWeights(op.kernel, [3, 2, 0, 1]).data),
-              dims,
-              b,
-            ),
-          ),
+          n.e.derived.get(op.kernel, `forward-nchwc${b}`, () => reorderFilter(oihw(n), dims, b)),
           dims,
         );
         const fused = fusedActivation(op.act);
@@ -324,20 +326,17 @@ export const conv: OpDef<'conv'> = {
     },
     backward(n, dy) {
       const y = n.saved('y');
+      const blocked = n.layouts[0] === 'nchwc';
       // A fused activation's derivative reads only y (fusedActivation), so its pre-activation was not kept.
-      const pre = n.layouts[0] === 'nchwc' && fusedActivation(n.op.act) ? y : n.saved('pre');
+      const pre = blocked && fusedActivation(n.op.act) ? y : n.saved('pre');
       const d = onnxActivationBackward(n, dy, pre, y, n.op.act);
       const strided = n.op.strides[0] > 1 || n.op.strides[1] > 1;
-      const blocked = n.layouts[0] === 'nchwc';
       // Measured on 2 cores: ConvTranspose is fastest for strided layers, a forward Conv with the flipped
       // filter for stride 1 (ORT's depthwise ConvTranspose is slow; its Conv keeps a blocked layout).
       if (!strided) return [forwardGradient(n, d, blocked)];
       if (!blocked) return [transposedGradient(n, d)];
       const phased = n.op.group > 1 ? phaseGradient(n, d) : null;
-      if (phased) return [phased];
-      const [, , cin] = n.inShapes[0];
-      const cout = n.op.kernel.shape[3];
-      return [n.e.convert(transposedGradient(n, n.e.convert(d, 'nchwc', 'nchw', cout)), 'nchw', 'nchwc', cin)];
+      return [phased ?? throughNchw(n, d, (plain) => transposedGradient(n, plain))];
     },
   },
   samples: [
