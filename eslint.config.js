@@ -15,6 +15,7 @@ export default tseslint.config(
       'bench/results/',
       'test/fixtures/',
       'docs/api/',
+      'scratch/',
     ],
   },
   js.configs.recommended,

@@ -74,12 +74,21 @@ interface ProfileEvent {
 
 type Times = Map<string, { op: string; us: number; shape: string }>;
 
-/** Kernel time per node name (microseconds summed over every profiled run), with its first input's shape. */
+/** Runs of a profiled session left out of its sums: the first ones fill ONNX Runtime's arena (page faults). */
+const WARM_UP = 2;
+
+/**
+ * Kernel time per node name (microseconds summed over the profiled runs after WARM_UP), with its
+ * first input's shape.
+ */
 function kernelTimes(file: string): Times {
   const out: Times = new Map();
+  const seen = new Map<string, number>();
   for (const e of JSON.parse(readFileSync(file, 'utf8')) as ProfileEvent[]) {
     if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time')) continue;
     const name = e.name.slice(0, -'_kernel_time'.length);
+    seen.set(name, (seen.get(name) ?? 0) + 1);
+    if (seen.get(name)! <= WARM_UP) continue;
     const first = e.args.input_type_shape?.[0];
     const entry = out.get(name) ?? { op: e.args.op_name, us: 0, shape: first ? `[${Object.values(first)[0].join(',')}]` : '' };
     entry.us += e.dur;
@@ -161,7 +170,7 @@ async function profileModel(ort: Ort, name: string, assets: string, dir: string)
       profileFilePrefix: join(dir, `${tag}-${label}`),
       optimizedModelFilePath: join(dir, `${tag}-${label}.optimised.onnx`),
     });
-    for (let i = 0; i <= RUNS; i++) await s.run(feeds);
+    for (let i = 0; i < WARM_UP + RUNS; i++) await s.run(feeds);
     s.endProfiling();
     await s.release();
     // onnxruntime-node writes PREFIX_<timestamp>.json and does not return the name.
@@ -180,7 +189,7 @@ async function profileModel(ort: Ort, name: string, assets: string, dir: string)
   const inForwardHalf = (n: string) => Number(/_(\d+)$/.exec(n)?.[1] ?? Infinity) < cut;
   const counts: Record<string, number> = {};
   for (const n of optimised.nodes) counts[n.opType] = (counts[n.opType] ?? 0) + 1;
-  const runs = (RUNS + 1) * B;
+  const runs = RUNS * B;
   const slowest = [...vjpTimes.entries()]
     .filter(([n]) => !inForwardHalf(n))
     .sort((a, b) => b[1].us - a[1].us)
@@ -242,7 +251,9 @@ function markdown(rows: Row[]): string {
           '',
         ]
       : []),
-    'Profiled time (shares of each half; the profiler inflates small nodes):',
+    `Profiled time (shares of each half, after ${WARM_UP} warm-up runs whose page faults would swell the largest ` +
+      'tensors; the profiler inflates small nodes; nodes ONNX Runtime adds, such as its own blocked stem convolution, ' +
+      'count with the backward half):',
     '',
   ];
   for (const r of rows) {

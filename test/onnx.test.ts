@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '../src/tf.js';
 import './helpers.js';
-import { weights, SLICE_END, type Net, type NetNode, type NodeOp, type Activation } from '../src/engine/net.js';
+import { weights, SLICE_END, type Net, type NetNode, type NodeOp, type OpOf, type Activation } from '../src/engine/net.js';
 import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
 import { runPlainGraph } from '../src/engine/tfjs/plainGraph.js';
 import { exportOnnx, exportOnnxEach, OnnxUnsupported } from '../src/engine/onnx/export.js';
@@ -212,6 +212,58 @@ const blockedNet = chainNet(
 );
 cases.push(['inverted residual on whole channel blocks (blocked gradient graph)', blockedNet]);
 
+const depthwise = (c: number, s: number, act: Activation, seed: number): NodeOp => ({
+  kind: 'conv',
+  group: c,
+  kernel: w([3, 3, 1, c], seed),
+  bias: w([c], seed + 1),
+  strides: [s, s],
+  padding: 'same',
+  act,
+});
+
+/**
+ * Squeeze-and-excitation blocks (EfficientNet's, and a Keras-style one through a dense layer) on 12
+ * channels, which a block of 8 or 16 pads: blocked values broadcast against 1x1 ones, blocked global
+ * means, padded lanes through SiLU, sigmoid and a strided depthwise layer by output phase.
+ */
+const squeezeNet = chainNet(
+  [
+    { op: conv(3, 12, 3, 1, 'same', 'silu', 61) },
+    { op: depthwise(12, 2, 'silu', 63) },
+    { op: { kind: 'reduce', mode: 'mean', axes: [1, 2], keepDims: true } },
+    { op: conv(12, 4, 1, 1, 'valid', 'silu', 65) },
+    { op: conv(4, 12, 1, 1, 'valid', 'sigmoid', 67) },
+    { op: { kind: 'binary', op: 'mul', act: 'linear' }, inputs: ['n1', 'n4'] },
+    { op: conv(12, 16, 1, 1, 'valid', 'relu', 69) },
+    { op: { kind: 'reduce', mode: 'mean', axes: [1, 2], keepDims: false } },
+    { op: { kind: 'dense', kernel: w([16, 16], 71), act: 'sigmoid' } },
+    { op: { kind: 'reshape', shape: [1, 1, 16] } },
+    { op: { kind: 'binary', op: 'mul', act: 'linear' }, inputs: ['n6', 'n9'] },
+    { op: { kind: 'reduce', mode: 'sum', axes: [1, 2], keepDims: true } },
+    { op: { kind: 'binary', op: 'add', act: 'tanh' }, inputs: ['n10', 'n11'] },
+  ],
+  4 * 4 * 16,
+);
+cases.push(['squeeze-and-excitation on padded channel blocks (blocked gradient graph)', squeezeNet]);
+// Padding lanes hold zeros after a linear convolution: a reciprocal or a quotient there would make
+// infinities that a following convolution's zero weights turn into NaN in real channels.
+cases.push([
+  'reciprocal and quotient on channels a block pads (left unblocked)',
+  chainNet(
+    [
+      { op: conv(3, 12, 3, 2, 'same', 'tanh', 81) },
+      // A bias of 8 keeps real channels away from 0; the padding lanes' bias is 0.
+      { op: { ...(conv(12, 12, 1, 1, 'valid', 'linear', 83) as OpOf<'conv'>), bias: weights(new Float32Array(12).fill(8), [12]) } },
+      { op: { kind: 'act', act: 'reciprocal' } },
+      { op: conv(12, 12, 1, 1, 'valid', 'tanh', 85) },
+      { op: { kind: 'binary', op: 'div', act: 'linear' }, inputs: ['n3', 'n1'] },
+      { op: conv(12, 4, 1, 1, 'valid', 'linear', 87) },
+    ],
+    4 * 4 * 4,
+  ),
+]);
+
 const ortPresent = (await loadOrt()) !== null;
 if (!ortPresent) console.warn('SKIPPED ONNX tests: onnxruntime-node cannot load here');
 
@@ -245,6 +297,17 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     // Into the blocked chain after the stem and back out before the flattening, once each per pass.
     expect(ofKind('ReorderInput') + ofKind('ReorderOutput')).toBe(4);
     expect(nodes(0).some((n) => n.domain)).toBe(false);
+  });
+
+  it.skipIf(!nchwcBlock())('squeeze-and-excitation blocks stay blocked: 1x1 values by reshape, full-size ones never reordered', () => {
+    const nodes = onnxProto.onnx.ModelProto.decode(exportOnnx(squeezeNet, SHAPE, ['vjp'], 'cpu', nchwcBlock()).vjp).graph!.node!;
+    const count: Record<string, number> = {};
+    for (const n of nodes) count[`${n.domain ? 'nchwc.' : ''}${n.opType}`] = (count[`${n.domain ? 'nchwc.' : ''}${n.opType}`] ?? 0) + 1;
+    expect(count['nchwc.Conv']).toBe(11); // 4 forward; backward the depthwise layer's 4 output phases and three 1x1
+    expect(count['nchwc.GlobalAveragePool']).toBe(5); // two means, and the sums of three broadcast operands' rows
+    // Into the blocked chain after the stem and back out before the flattening, once each per pass.
+    expect((count['nchwc.ReorderInput'] ?? 0) + (count['nchwc.ReorderOutput'] ?? 0)).toBe(4);
+    expect(count.Transpose).toBe(2); // the NHWC image in, its gradient out
   });
 
   it.each([

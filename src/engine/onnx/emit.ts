@@ -3,6 +3,7 @@ import { transposeWeights } from '../net.js';
 import type { Shape } from '../net.js';
 import { NCHW_TO_NHWC, NHWC_TO_NCHW, storageAxis, storageDims, type Layout } from './layout.js';
 import { NCHWC_DOMAIN, OnnxGraph, type WeightStore } from './builder.js';
+import { paddedChannels } from './nchwc.js';
 
 export { NCHW_TO_NHWC, NHWC_TO_NCHW, storageAxis, storageDims, type Layout };
 
@@ -90,7 +91,7 @@ export class OnnxEmitter {
    */
   perImage(g: string, f: string, shape: Shape, layout: Layout, fShape: Shape = shape): string {
     const G = this.g;
-    const dims = storageDims(shape, layout);
+    const dims = this.dims(shape, layout);
     if (fShape.join() === shape.join()) {
       // Flattened: one broadcast axis instead of several.
       const n = dims.reduce((a, b) => a * b, 1);
@@ -102,26 +103,70 @@ export class OnnxEmitter {
   }
 
   /**
+   * Storage dims (without batch) of a value of Net shape `shape` in `layout`: a blocked value's
+   * channels padded to whole blocks (nchwc.ts).
+   */
+  dims(shape: Shape, layout: Layout): number[] {
+    const dims = storageDims(shape, layout);
+    return layout === 'nchwc' ? [paddedChannels(dims[0], this.block), dims[1], dims[2]] : dims;
+  }
+
+  /**
+   * Dims (without batch) under which values of one layout broadcast against each other as numpy does
+   * on their Net shapes: a blocked value as its memory order [C/b, H, W, b], where a [1, 1, C] value
+   * broadcasts over H and W (never over channels: a blocked value's channels are split across axes).
+   */
+  view(shape: Shape, layout: Layout): number[] {
+    const [c, h, w] = this.dims(shape, layout);
+    return layout === 'nchwc' ? [c / this.block, h, w, this.block] : this.dims(shape, layout);
+  }
+
+  /**
    * Backward rows g [N*K, ...] of shape gShape times a per-image quantity f [N, ...] of shape fShape (same
    * rank, numpy broadcasting between the two): rows [N*K, ...broadcast shape].
    */
   rowsTimes(g: string, gShape: Shape, f: string, fShape: Shape, layout: Layout): string {
     const G = this.g;
-    const out = storageDims(
-      gShape.map((d, i) => Math.max(d, fShape[i])),
-      layout,
-    );
-    const rows = G.op('Reshape', [g, G.op('Concat', [this.batch(), G.ints([-1, ...storageDims(gShape, layout)])], { axis: 0 })]);
-    const product = G.op('Mul', [rows, G.op('Unsqueeze', [f, G.ints([1])])]);
-    return G.op('Reshape', [product, G.ints([-1, ...out])]);
+    const outShape = gShape.map((d, i) => Math.max(d, fShape[i]));
+    const rows = G.op('Reshape', [g, G.op('Concat', [this.batch(), G.ints([-1, ...this.view(gShape, layout)])], { axis: 0 })]);
+    const product = G.op('Mul', [rows, this.broadcastOperand(f, fShape, outShape, layout, [0, 1])]);
+    return G.op('Reshape', [product, G.ints([-1, ...this.dims(outShape, layout)])]);
+  }
+
+  /**
+   * Value v of Net shape `shape` as an operand broadcast against `outShape`: its view (`view`) under
+   * the leading dims `lead` (a Reshape's: -1, or 0 to keep an axis). A blocked value of 1x1 pixels is
+   * first widened to the output's columns (a small Expand): ONNX Runtime then broadcasts over rows of
+   * W*b values rather than over runs of b, which it walks several times slower.
+   */
+  broadcastOperand(v: string, shape: Shape, outShape: Shape, layout: Layout, lead: number[]): string {
+    const G = this.g;
+    const view = G.op('Reshape', [v, G.ints([...lead, ...this.view(shape, layout)])]);
+    if (layout !== 'nchwc' || shape.length !== 3 || shape[1] !== 1 || outShape[1] === 1 || outShape[0] === 1) return view;
+    const wide = this.view([shape[0], outShape[1], shape[2]], layout);
+    return G.op('Expand', [view, G.ints([...lead.map(() => 1), ...wide])]);
   }
 
   /** Sums backward rows of a broadcast result back to an input's shape (axes where it had 1). */
   unbroadcast(rows: string, outShape: Shape, inShape: Shape, layout: Layout): string {
-    const axes = inShape
-      .map((d, i) => (d === 1 && outShape[i] !== 1 ? storageAxis(i + 1, inShape.length + 1, layout) : -1))
-      .filter((a) => a >= 0);
-    return axes.length ? this.g.op('ReduceSum', [rows, this.g.ints(axes.sort())], { keepdims: 1 }) : rows;
+    const summed = inShape.map((d, i) => d === 1 && outShape[i] !== 1);
+    if (!summed.some(Boolean)) return rows;
+    if (layout === 'nchwc') {
+      // Over H and W of the blocked view [rows, C/b, H, W, b] (a blocked value never broadcasts over channels).
+      if (summed[2]) throw new Error('internal: a blocked value broadcast over channels');
+      const G = this.g;
+      if (summed[0] && summed[1]) {
+        // ONNX Runtime's blocked global pooling: a ReduceSum of the view walks runs of b values.
+        const mean = G.opIn(NCHWC_DOMAIN, 'GlobalAveragePool', [rows]);
+        return G.op('Mul', [mean, G.scalar(outShape[0] * outShape[1])]);
+      }
+      const axes = [2, 3].filter((_, i) => summed[i]);
+      const view = G.op('Reshape', [rows, G.ints([-1, ...this.view(outShape, layout)])]);
+      const sum = G.op('ReduceSum', [view, G.ints(axes)], { keepdims: 1 });
+      return G.op('Reshape', [sum, G.ints([-1, ...this.dims(inShape, layout)])]);
+    }
+    const axes = summed.map((s, i) => (s ? storageAxis(i + 1, inShape.length + 1, layout) : -1)).filter((a) => a >= 0);
+    return this.g.op('ReduceSum', [rows, this.g.ints(axes.sort())], { keepdims: 1 });
   }
 
   /**
@@ -149,12 +194,16 @@ export class OnnxEmitter {
   }
 
   /**
-   * Moves a value of `channels` channels between layouts (rank 4 only; forward values and backward
-   * rows alike).
+   * Moves a value of Net shape `shape` between layouts (rank 4 only; forward values and backward rows
+   * alike). At 1x1 pixels every layout holds the same memory order (unless blocking pads channels):
+   * a reshape.
    */
-  convert(value: string, from: Layout, to: Layout, channels: number): string {
+  convert(value: string, from: Layout, to: Layout, shape: Shape): string {
     if (from === to) return value;
     const G = this.g;
+    const [h, w, channels] = shape;
+    const padded = (from === 'nchwc' || to === 'nchwc') && channels % this.block !== 0;
+    if (h === 1 && w === 1 && !padded) return G.op('Reshape', [value, G.ints([-1, ...this.dims(shape, to)])]);
     if (to === 'nchwc') return G.opIn(NCHWC_DOMAIN, 'ReorderInput', [value], { channels_last: from === 'plain' ? 1 : 0 });
     if (from === 'nchwc') return G.opIn(NCHWC_DOMAIN, 'ReorderOutput', [value], { channels, channels_last: to === 'plain' ? 1 : 0 });
     return G.op('Transpose', [value], { perm: to === 'nchw' ? NHWC_TO_NCHW : NCHW_TO_NHWC });
@@ -196,7 +245,7 @@ export class OnnxNode<O> {
   }
   /** Storage dims (without batch) of input i, or of the output when i is omitted. */
   dims(i?: number): number[] {
-    return i === undefined ? storageDims(this.outShape, this.outLayout) : storageDims(this.inShapes[i], this.layouts[i]);
+    return i === undefined ? this.e.dims(this.outShape, this.outLayout) : this.e.dims(this.inShapes[i], this.layouts[i]);
   }
   /** A constant laid out for input i's storage (default 0). */
   constant(w: Weights, i = 0): string {

@@ -26,13 +26,23 @@ const onnxOf = (op: NodeOp) => OPS[op.kind].onnx as unknown as AnyOnnxOp;
 
 /**
  * The storage layouts of a node's inputs: what the op needs, or (for 'any') what most rank-4 inputs
- * already have; blocked only where all of them are and the op is element-wise on them (`blocked`).
+ * already have; blocked where one of them is, the others are too or are 1x1 pixels (an SE block's
+ * scale: a reshape away, emit.ts convert), and the op may run on blocked values (`blocked`).
  */
 function inputLayouts(need: LayoutNeed, shapes: Shape[], current: Layout[], blocked: boolean): Layout[] {
   const rank4 = shapes.map((s) => s.length === 3);
   // Broadcasting between a rank-4 value and one of another rank aligns NHWC axes: stay plain.
   const mixed = rank4.some(Boolean) && !rank4.every(Boolean);
-  if (need === 'any' && blocked && !mixed && rank4.every(Boolean) && current.every((l) => l === 'nchwc')) return rank4.map(() => 'nchwc');
+  const pixel = (s: Shape) => s[0] === 1 && s[1] === 1;
+  if (
+    need === 'any' &&
+    blocked &&
+    !mixed &&
+    rank4.every(Boolean) &&
+    current.includes('nchwc') &&
+    current.every((l, i) => l === 'nchwc' || pixel(shapes[i]))
+  )
+    return rank4.map(() => 'nchwc');
   let chosen: Layout =
     need === 'any'
       ? mixed
@@ -65,7 +75,7 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
     const have = b.values.get(name)!;
     let v = have.get(layout);
     if (!v) {
-      v = e.convert(have.get(b.own.get(name)!)!, b.own.get(name)!, layout, channelsOf(shapes.get(name)!));
+      v = e.convert(have.get(b.own.get(name)!)!, b.own.get(name)!, layout, shapes.get(name)!);
       have.set(layout, v);
     }
     return v;
@@ -104,7 +114,11 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
       need,
       inShapes,
       n.inputs.map((i) => b.own.get(i)!),
-      def.blocked?.(n.op, inShapes) ?? false,
+      def.blocked?.(
+        n.op,
+        inShapes,
+        inShapes.some((s) => s.length === 3 && channelsOf(s) % Math.max(e.block, 1) !== 0),
+      ) ?? false,
     );
     const first4 = layouts.find((_, i) => inShapes[i].length === 3);
     const outLayout: Layout = outShape.length !== 3 ? 'plain' : need === 'any' ? (first4 ?? 'plain') : need;
@@ -163,7 +177,7 @@ function build(
     n.inputs.forEach((input, i) => {
       const dx = dxs[i];
       if (!dx) return;
-      grads.set(input, [...(grads.get(input) ?? []), e.convert(dx, node.layouts[i], b.own.get(input)!, channelsOf(shapes.get(input)!))]);
+      grads.set(input, [...(grads.get(input) ?? []), e.convert(dx, node.layouts[i], b.own.get(input)!, shapes.get(input)!)]);
     });
   }
   const parts = grads.get(net.input);

@@ -48,24 +48,56 @@ export function nchwcBlock(): number {
 }
 
 /**
- * A convolution filter [O, I, kh, kw] (ONNX layout) in the order ONNX Runtime's blocked convolution
- * reads it: [O/b, I/b, kh, kw, b (in), b (out)] where the input is blocked (I a multiple of b), and
- * [O/b, I, kh, kw, b (out)] where it is not (a depthwise filter, I = 1, or fewer than b input channels).
- * O must be a multiple of b.
+ * Channels as a blocked value stores them: rounded up to whole blocks. ONNX Runtime's ReorderInput pads
+ * a value of C channels (a multiple of 4) with zero channels up to this count, and its blocked kernels
+ * take only whole blocks; ReorderOutput (told C) drops them again.
  */
-export function reorderFilter(w: Float32Array, [O, I, kh, kw]: number[], b: number): Float32Array {
-  const out = new Float32Array(w.length);
+export const paddedChannels = (c: number, b: number): number => Math.ceil(c / b) * b;
+
+/**
+ * Whether a value of `c` channels may be held blocked with block `b`: ReorderInput takes multiples of 4
+ * (a block of 16 holds 24 channels as 32, the last 8 zero in every value the graph feeds a convolution).
+ */
+export const blockableChannels = (c: number, b: number): boolean => b > 0 && c % 4 === 0;
+
+/**
+ * A convolution filter [O, I, kh, kw] (ONNX layout) in the order ONNX Runtime's blocked convolution
+ * reads it, zero-padded to whole blocks (paddedChannels): [O'/b, I'/b, kh, kw, b (in), b (out)] for a
+ * blocked input, or [O'/b, 1, kh, kw, b (out)] for a depthwise filter (I = 1, one group per channel).
+ * The padded rows and columns are zero, so padded channels never reach a real one.
+ */
+export function reorderFilter(w: Float32Array, [O, I, kh, kw]: number[], b: number, depthwise = I === 1): Float32Array {
   const taps = kh * kw;
-  const at = (o: number, i: number, t: number) => w[(o * I + i) * taps + t];
-  let k = 0;
-  if (I % b === 0 && I >= b) {
-    for (let ob = 0; ob < O / b; ob++)
-      for (let ib = 0; ib < I / b; ib++)
-        for (let t = 0; t < taps; t++)
-          for (let ii = 0; ii < b; ii++) for (let oo = 0; oo < b; oo++) out[k++] = at(ob * b + oo, ib * b + ii, t);
-  } else {
-    for (let ob = 0; ob < O / b; ob++)
+  const Op = paddedChannels(O, b);
+  const at = (o: number, i: number, t: number) => (o < O && i < I ? w[(o * I + i) * taps + t] : 0);
+  if (depthwise) {
+    const out = new Float32Array(Op * I * taps);
+    let k = 0;
+    for (let ob = 0; ob < Op / b; ob++)
       for (let i = 0; i < I; i++) for (let t = 0; t < taps; t++) for (let oo = 0; oo < b; oo++) out[k++] = at(ob * b + oo, i, t);
+    return out;
   }
+  const Ip = paddedChannels(I, b);
+  const out = new Float32Array(Op * Ip * taps);
+  let k = 0;
+  for (let ob = 0; ob < Op / b; ob++)
+    for (let ib = 0; ib < Ip / b; ib++)
+      for (let t = 0; t < taps; t++)
+        for (let ii = 0; ii < b; ii++) for (let oo = 0; oo < b; oo++) out[k++] = at(ob * b + oo, ib * b + ii, t);
+  return out;
+}
+
+/** The filter's logical dims as the blocked kernel checks them: [O', I' (or 1 for depthwise), kh, kw]. */
+export const paddedFilterDims = ([O, I, kh, kw]: number[], b: number, depthwise = I === 1): number[] => [
+  paddedChannels(O, b),
+  depthwise ? I : paddedChannels(I, b),
+  kh,
+  kw,
+];
+
+/** A bias of C values zero-padded to whole blocks. */
+export function padBias(bias: Float32Array, b: number): Float32Array {
+  const out = new Float32Array(paddedChannels(bias.length, b));
+  out.set(bias);
   return out;
 }

@@ -1,5 +1,5 @@
 import type { Activation } from '../net.js';
-import { ACTIVATIONS, activationName, onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
+import { ACTIVATIONS, activationName, finiteEverywhere, onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
 import type { OpDef, Sample } from './types.js';
 
 /** One element-wise activation as a node of its own (every activation is a sample). */
@@ -12,7 +12,7 @@ export const act: OpDef<'act'> = {
   },
   onnx: {
     layout: 'any',
-    blocked: (op) => op.act !== 'softmax',
+    blocked: (op, _xs, padded) => op.act !== 'softmax' && (!padded || finiteEverywhere(op.act)),
     forward(n) {
       n.save('x', n.inputs[0]);
       return n.save('y', onnxActivation(n, n.inputs[0], n.op.act));

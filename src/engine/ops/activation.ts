@@ -189,6 +189,15 @@ export function onnxActivationBackward(n: OnnxNode<unknown>, dy: string, x: stri
 }
 
 /**
+ * Whether an activation and its derivative are finite on every finite input (no log, root, reciprocal
+ * or power; no exponential that can overflow): what padded lanes of a blocked value may go through.
+ */
+export function finiteEverywhere(a: Activation): boolean {
+  if (typeof a === 'object') return !('pow' in a);
+  return !['softmax', 'log', 'sqrt', 'reciprocal', 'exp'].includes(a);
+}
+
+/**
  * Every activation, with the input range where its derivative is smooth enough for finite
  * differences (the generated tests differentiate each one).
  */

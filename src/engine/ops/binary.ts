@@ -1,5 +1,5 @@
 import * as tf from '../../tf.js';
-import { onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
+import { finiteEverywhere, onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
 import { sampleWeights as w, type OpDef, type Shape } from './types.js';
 
 /**
@@ -41,14 +41,27 @@ export const binary: OpDef<'binary'> = {
   },
   onnx: {
     layout: 'any',
-    blocked: (op, xs) =>
-      xs.every((x) => x.join() === xs[0].join()) && (!op.constant || op.constant.weights.shape.length === 0) && op.act !== 'softmax',
+    // Blocked operands broadcast over H and W only (an SE block's [1, 1, C] scale), and a quotient only
+    // between equal shapes with no padding lanes (0 / 0 there would reach real channels as NaN).
+    blocked(op, xs, padded) {
+      if (op.act === 'softmax' || (op.constant && op.constant.weights.shape.length > 0)) return false;
+      if (padded && (op.op === 'div' || !finiteEverywhere(op.act))) return false;
+      const channels = (x: Shape) => x[x.length - 1];
+      const same = xs.every((x) => x.join() === xs[0].join());
+      return same || (op.op !== 'div' && xs.every((x) => channels(x) === channels(xs[0])));
+    },
     forward(n) {
       const type = ONNX[n.op.op];
+      const e = n.e;
       let pre: string;
       if (n.op.constant) {
         const c = n.save('c', n.constant(n.op.constant.weights));
         pre = n.g.op(type, n.op.constant.first ? [c, n.inputs[0]] : [n.inputs[0], c]);
+      } else if (n.outLayout === 'nchwc' && n.inShapes.some((s) => s.join() !== n.outShape.join())) {
+        // Broadcast over H and W in the blocked view [N, C/b, H, W, b], where numpy's rules hold.
+        const views = n.inputs.map((x, i) => e.broadcastOperand(x, n.inShapes[i], n.outShape, 'nchwc', [-1]));
+        const product = views.slice(1).reduce((a, t) => n.g.op(type, [a, t]), views[0]);
+        pre = n.g.op('Reshape', [product, n.g.ints([-1, ...n.dims()])]);
       } else pre = n.inputs.slice(1).reduce((a, t) => n.g.op(type, [a, t]), n.inputs[0]);
       n.save('pre', pre);
       return n.save('y', onnxActivation(n, pre, n.op.act));

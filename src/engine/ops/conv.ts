@@ -3,7 +3,7 @@ import { transposeWeights, type OpOf, type Shape, type Weights } from '../net.js
 import { inputGradConv } from '../tfjs/inputgrad.js';
 import type { OnnxNode } from '../onnx/emit.js';
 import { NCHWC_DOMAIN } from '../onnx/builder.js';
-import { reorderFilter } from '../onnx/nchwc.js';
+import { blockableChannels, padBias, paddedChannels, paddedFilterDims, reorderFilter } from '../onnx/nchwc.js';
 import { onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
 import { extent, onnxPads, windowGeometry } from './geometry.js';
 import { sampleWeights as w, type OpDef } from './types.js';
@@ -19,14 +19,19 @@ const dilationsOf = (op: Conv): [number, number] => op.dilations ?? [1, 1];
 
 /**
  * Whether ONNX Runtime's blocked convolution (block b) runs this one on blocked input and output:
- * ordinary or depthwise (multiplier 1), channels in whole blocks, no dilation, an element-wise
- * activation.
+ * ordinary or depthwise (multiplier 1), channel counts it can pad to whole blocks, no dilation, an
+ * element-wise activation.
  */
 function blockable(op: Conv, [, , cin]: Shape, b: number): boolean {
   const cout = op.kernel.shape[3];
   const kindFits = op.group === 1 || (op.group === cin && cout === cin);
-  return b > 0 && kindFits && cin % b === 0 && cout % b === 0 && dilationsOf(op).every((d) => d === 1) && op.act !== 'softmax';
+  return (
+    kindFits && blockableChannels(cin, b) && blockableChannels(cout, b) && dilationsOf(op).every((d) => d === 1) && op.act !== 'softmax'
+  );
 }
+
+/** The group count of a blocked convolution: a depthwise one has one group per padded channel. */
+const blockedGroup = (op: Conv, b: number) => (op.group === 1 ? 1 : paddedChannels(op.group, b));
 
 /**
  * The activations ONNX Runtime's blocked convolution applies itself whose derivative reads only the
@@ -108,7 +113,7 @@ function forwardFilter(n: OnnxNode<Conv>): string {
  */
 function throughNchw(n: OnnxNode<Conv>, d: string, plain: (d: string) => string): string {
   const e = n.e;
-  return e.convert(plain(e.convert(d, 'nchwc', 'nchw', n.op.kernel.shape[3])), 'nchw', 'nchwc', n.inShapes[0][2]);
+  return e.convert(plain(e.convert(d, 'nchwc', 'nchw', n.outShape)), 'nchw', 'nchwc', n.inShapes[0]);
 }
 
 /** dx of a strided convolution by ConvTranspose with the forward filter: no zero-dilated copy of dy. */
@@ -156,10 +161,11 @@ function forwardGradient(n: OnnxNode<Conv>, d: string, blocked: boolean): string
     const b = n.e.block;
     const w = g.floats(
       n.e.derived.get(op.kernel, `backward-nchwc${b}`, () => reorderFilter(flipped, dims, b)),
-      dims,
+      paddedFilterDims(dims, b),
       `${n.name}_flipped`,
     );
-    return g.opIn(NCHWC_DOMAIN, 'Conv', [d, w], { kernel_shape: [kh, kw], strides: [1, 1], pads: [...before, ...after], group: op.group });
+    const attrs = { kernel_shape: [kh, kw], strides: [1, 1], pads: [...before, ...after], group: blockedGroup(op, b) };
+    return g.opIn(NCHWC_DOMAIN, 'Conv', [d, w], attrs);
   }
   // A blocked value has no axis order to crop: the crop and the convolution run in NCHW.
   if (blocked) return throughNchw(n, d, (plain) => forwardGradient(n, plain, false));
@@ -206,8 +212,8 @@ function phases(k: number, s: number, before: number, m: number, dyLength: numbe
 function phaseGradient(n: OnnxNode<Conv>, d: string): string | null {
   const g = n.g;
   const op = n.op;
-  const [kh, kw, , C] = op.kernel.shape;
-  const [H, W] = n.inShapes[0];
+  const [kh, kw, , cout] = op.kernel.shape;
+  const [H, W, cin] = n.inShapes[0];
   const [ho, wo] = n.outShape;
   const [sh, sw] = op.strides;
   if (H % sh || W % sw) return null;
@@ -218,29 +224,36 @@ function phaseGradient(n: OnnxNode<Conv>, d: string): string | null {
   if (!rows || !cols) return null;
   const b = n.e.block;
   const forward = oihw(n);
+  // Depthwise: one filter per channel; ordinary: dy's channels (the forward's outputs) in, dx's out.
+  const depthwise = op.group > 1;
+  const [outs, ins] = depthwise ? [cin, 1] : [cin, cout];
   const phase = (ry: number, rx: number) => {
     const [ty, tx] = [rows[ry].taps, cols[rx].taps];
-    const dims = [C, 1, ty.length, tx.length];
+    const dims = [outs, ins, ty.length, tx.length];
     const kernel = n.e.derived.get(op.kernel, `phase-nchwc${b}-${ry}-${rx}`, () => {
-      const taps = Float32Array.from({ length: C * ty.length * tx.length }, (_, i) => {
-        const c = Math.floor(i / (ty.length * tx.length));
+      const taps = Float32Array.from({ length: outs * ins * ty.length * tx.length }, (_, i) => {
+        const v = i % tx.length;
         const u = Math.floor(i / tx.length) % ty.length;
-        return forward[(c * kh + ty[u]) * kw + tx[i % tx.length]];
+        const j = Math.floor(i / (ty.length * tx.length)) % ins;
+        const c = Math.floor(i / (ins * ty.length * tx.length));
+        // forward is [cout, cin / group, kh, kw]: depthwise reads [c, 0], ordinary the transpose [j, c].
+        const at = depthwise ? c * kh : (j * cin + c) * kh;
+        return forward[(at + ty[u]) * kw + tx[v]];
       });
-      return reorderFilter(taps, dims, b);
+      return reorderFilter(taps, dims, b, depthwise);
     });
-    return g.opIn(NCHWC_DOMAIN, 'Conv', [d, g.floats(kernel, dims, `${n.name}_phase`)], {
+    return g.opIn(NCHWC_DOMAIN, 'Conv', [d, g.floats(kernel, paddedFilterDims(dims, b, depthwise), `${n.name}_phase`)], {
       kernel_shape: [ty.length, tx.length],
       strides: [1, 1],
       pads: [rows[ry].pads[0], cols[rx].pads[0], rows[ry].pads[1], cols[rx].pads[1]],
-      group: C,
+      group: blockedGroup(op, b),
     });
   };
   const rowsOf = Array.from({ length: sh }, (_, ry) => {
     const side = Array.from({ length: sw }, (_, rx) => g.op('Reshape', [phase(ry, rx), g.ints([-1, hp, wp, 1, b])]));
     return g.op('Reshape', [g.op('Concat', side, { axis: 3 }), g.ints([-1, hp, 1, wp * sw * b])]);
   });
-  return g.op('Reshape', [g.op('Concat', rowsOf, { axis: 2 }), g.ints([-1, C, H, W])]);
+  return g.op('Reshape', [g.op('Concat', rowsOf, { axis: 2 }), g.ints([-1, paddedChannels(cin, b), H, W])]);
 }
 
 /** One row and column of zeros on every side, as PyTorch pads a 3x3 window. */
@@ -307,20 +320,25 @@ export const conv: OpDef<'conv'> = {
       const op = n.op;
       const [kh, kw, cinG, cout] = op.kernel.shape;
       const dims = [cout, cinG, kh, kw];
-      const bias = op.bias ? [n.g.floats(op.bias.data, [op.bias.data.length])] : [];
       const { pads } = geometry(op, n.inShapes[0]);
       const attrs = { kernel_shape: [kh, kw], strides: op.strides, pads: onnxPads(pads), group: op.group };
       if (n.layouts[0] === 'nchwc') {
         const b = n.e.block;
         const blockedW = n.g.floats(
           n.e.derived.get(op.kernel, `forward-nchwc${b}`, () => reorderFilter(oihw(n), dims, b)),
-          dims,
+          paddedFilterDims(dims, b),
         );
+        const bias = op.bias ? [n.g.floats(padBias(op.bias.data, b), [paddedChannels(cout, b)])] : [];
         const fused = fusedActivation(op.act);
-        const out = n.g.opIn(NCHWC_DOMAIN, 'Conv', [n.inputs[0], blockedW, ...bias], { ...attrs, ...fused });
+        const out = n.g.opIn(NCHWC_DOMAIN, 'Conv', [n.inputs[0], blockedW, ...bias], {
+          ...attrs,
+          group: blockedGroup(op, b),
+          ...fused,
+        });
         if (fused) return n.save('y', out);
         return n.save('y', onnxActivation(n, n.save('pre', out), op.act));
       }
+      const bias = op.bias ? [n.g.floats(op.bias.data, [op.bias.data.length])] : [];
       const pre = n.save('pre', n.g.op('Conv', [n.inputs[0], forwardFilter(n), ...bias], { ...attrs, dilations: dilationsOf(op) }));
       return n.save('y', onnxActivation(n, pre, op.act));
     },
@@ -335,7 +353,7 @@ export const conv: OpDef<'conv'> = {
       // filter for stride 1 (ORT's depthwise ConvTranspose is slow; its Conv keeps a blocked layout).
       if (!strided) return [forwardGradient(n, d, blocked)];
       if (!blocked) return [transposedGradient(n, d)];
-      const phased = n.op.group > 1 ? phaseGradient(n, d) : null;
+      const phased = phaseGradient(n, d);
       return [phased ?? throughNchw(n, d, (plain) => transposedGradient(n, plain))];
     },
   },
@@ -400,8 +418,8 @@ export const conv: OpDef<'conv'> = {
       op: { kind: 'conv', kernel: w([3, 3, 3, 2], 15), strides: [1, 1], padding: 'same', group: 1, dilations: [2, 2], act: 'linear' },
       inputs: [[9, 8, 3]],
     },
-    // Channels in whole blocks of ONNX Runtime's blocked layout (8, or 16 with AVX-512 where these stay
-    // NCHW): the gradient graph holds these blocked (onnx/nchwc.ts).
+    // Channels in whole blocks of ONNX Runtime's blocked layout (8, or 16 with AVX-512, which pads the
+    // 8-channel ones): the gradient graph holds these blocked (onnx/nchwc.ts).
     {
       name: '1x1 16 -> 8, relu6 (blocked)',
       op: { kind: 'conv', kernel: w([1, 1, 16, 8], 19), bias: w([8], 20), strides: [1, 1], padding: 'valid', group: 1, act: 'relu6' },
@@ -421,6 +439,25 @@ export const conv: OpDef<'conv'> = {
       inputs: [[6, 4, 16]],
       range: [-2, 8],
       check: true,
+    },
+    // Channels a block pads (12 and 20 fill neither 8s nor 16s; 4 is one lane group): zero filter rows and
+    // columns keep the padding lanes away from real channels.
+    {
+      name: '1x1 12 -> 20, relu6 (blocked, channels padded)',
+      op: { kind: 'conv', kernel: w([1, 1, 12, 20], 33), bias: w([20], 34), strides: [1, 1], padding: 'valid', group: 1, act: 'relu6' },
+      inputs: [[3, 4, 12]],
+      range: [-2, 8],
+      check: true,
+    },
+    {
+      name: 'depthwise 3x3/2 same 12, silu (blocked, channels padded, by output phase)',
+      op: { kind: 'conv', kernel: w([3, 3, 1, 12], 35), bias: w([12], 36), strides: [2, 2], padding: 'same', group: 12, act: 'silu' },
+      inputs: [[6, 4, 12]],
+    },
+    {
+      name: '3x3 4 -> 12, leaky (blocked, channels padded)',
+      op: { kind: 'conv', kernel: w([3, 3, 4, 12], 37), strides: [1, 1], padding: 'same', group: 1, act: { leaky: 0.1 } },
+      inputs: [[4, 5, 4]],
     },
     {
       name: 'depthwise 3x3/2 pads 1 8 (blocked, gradient by output phase)',

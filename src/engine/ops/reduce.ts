@@ -1,7 +1,9 @@
 import * as tf from '../../tf.js';
 import type { OpOf } from '../net.js';
 import { storageDims } from '../onnx/emit.js';
+import { NCHWC_DOMAIN } from '../onnx/builder.js';
 import { normAxis, type OpDef, type Shape } from './types.js';
+import type { OnnxNode } from '../onnx/emit.js';
 
 /** Mean, max or sum over axes (batch-inclusive indices; the batch axis is never reduced). */
 
@@ -9,8 +11,43 @@ type Reduce = OpOf<'reduce'>;
 
 const axesOf = (op: Reduce, rank: number) => [...new Set(op.axes.map((a) => normAxis(a, rank)))].sort();
 
+/** A mean or sum over H and W of an image value: the reductions a blocked value can take (per channel). */
+const spatial = (op: Reduce, x: Shape) => x.length === 3 && op.mode !== 'max' && axesOf(op, 4).join() === '1,2';
+
 /** The input's shape with the reduced axes kept as 1. */
 const keptShape = (op: Reduce, x: Shape) => x.map((d, i) => (axesOf(op, x.length + 1).includes(i + 1) ? 1 : d));
+
+/**
+ * A spatial mean or sum of a blocked value (an SE block's squeeze): ONNX Runtime's blocked global
+ * pooling, or a sum over H and W of the blocked view; the result blocked [N, C, 1, 1], or [N, C].
+ */
+function blockedForward(n: OnnxNode<Reduce>): string {
+  const g = n.g;
+  const x = n.inShapes[0];
+  const kept = keptShape(n.op, x);
+  const pooled =
+    n.op.mode === 'mean'
+      ? g.opIn(NCHWC_DOMAIN, 'GlobalAveragePool', [n.inputs[0]])
+      : g.op('Reshape', [
+          g.op('ReduceSum', [g.op('Reshape', [n.inputs[0], g.ints([-1, ...n.e.view(x, 'nchwc')])]), g.ints([2, 3])], { keepdims: 1 }),
+          g.ints([-1, ...n.e.dims(kept, 'nchwc')]),
+        ]);
+  return n.op.keepDims ? pooled : g.op('Flatten', [n.e.convert(pooled, 'nchwc', 'nchw', kept)], { axis: 1 });
+}
+
+/** dx of blockedForward: each channel's row value spread over H and W (scaled for a mean). */
+function blockedBackward(n: OnnxNode<Reduce>, dy: string): string {
+  const g = n.g;
+  const x = n.inShapes[0];
+  const kept = keptShape(n.op, x);
+  const rows = n.op.keepDims ? dy : n.e.convert(g.op('Reshape', [dy, g.ints([-1, ...storageDims(kept, 'nchw')])]), 'nchw', 'nchwc', kept);
+  const scaled = n.op.mode === 'mean' ? g.op('Mul', [rows, g.scalar(1 / (x[0] * x[1]))]) : rows;
+  // Over W first, then H: one Expand straight from [.., 1, 1, b] copies runs of b values, several times slower.
+  const view = g.op('Reshape', [scaled, g.ints([-1, ...n.e.view(kept, 'nchwc')])]);
+  const row = g.op('Expand', [view, g.ints([1, ...n.e.view([1, x[1], x[2]], 'nchwc')])]);
+  const spread = g.op('Expand', [row, g.ints([1, ...n.e.view(x, 'nchwc')])]);
+  return g.op('Reshape', [spread, g.ints([-1, ...n.e.dims(x, 'nchwc')])]);
+}
 
 export const reduce: OpDef<'reduce'> = {
   kind: 'reduce',
@@ -32,7 +69,9 @@ export const reduce: OpDef<'reduce'> = {
       const left = [1, 2, 3].filter((a) => !axesOf(op, 4).includes(a));
       return left.includes(3) && left.length > 1 ? 'plain' : 'any';
     },
+    blocked: (op, [x]) => spatial(op, x),
     forward(n) {
+      if (n.layouts[0] === 'nchwc') return blockedForward(n);
       const axes = axesOf(n.op, n.rank(0)).map((a) => n.axis(a));
       const keep = n.op.keepDims ? 1 : 0;
       n.save('x', n.inputs[0]);
@@ -48,6 +87,7 @@ export const reduce: OpDef<'reduce'> = {
       return y;
     },
     backward(n, dy) {
+      if (n.layouts[0] === 'nchwc') return [blockedBackward(n, dy)];
       const g = n.g;
       const x = n.inShapes[0];
       const kept = storageDims(keptShape(n.op, x), n.layouts[0]);

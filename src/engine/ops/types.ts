@@ -34,10 +34,13 @@ export interface OnnxOp<O> {
   /** `block`: ONNX Runtime's channel block where the graph may hold blocked values, else 0. */
   layout: LayoutNeed | ((op: O, inShapes: Shape[], block: number) => LayoutNeed);
   /**
-   * Whether the op, on these inputs, is element-wise between values of one shape (no axis, no
-   * broadcasting, no constant laid out per channel), so that an 'any' op may run on blocked values.
+   * Whether the op, on these inputs, may run on blocked values ('any' ops): element-wise lane by lane
+   * (no axis, no broadcasting over channels, no constant laid out per channel). `padded`: some input's
+   * channels fill their last block only partly; the padding lanes then hold whatever the op makes of
+   * them, so the op (and its backward factors) must stay finite on any finite input (a NaN there would
+   * reach real channels through a convolution's zero weights).
    */
-  blocked?: (op: O, inShapes: Shape[]) => boolean;
+  blocked?: (op: O, inShapes: Shape[], padded: boolean) => boolean;
   /** Writes the forward nodes; returns the output value (in `node.outLayout`). */
   forward(node: OnnxNode<O>): string;
   /**
