@@ -16,7 +16,7 @@ import { basename, join } from 'node:path';
 import { initBackend } from '../src/engine/backend.js';
 import * as tf from '../src/tf.js';
 import { vjp } from '../src/classifier/compute.js';
-import { candidateGradients } from '../src/classifier/gradients.js';
+import { candidateGradients, scratchRows, type GradientScratch } from '../src/classifier/gradients.js';
 import type { Differentiable } from '../src/classifier/classifier.js';
 import { runPlainGraph, type PlainGraph } from '../src/engine/tfjs/plainGraph.js';
 import { netToTfGraph } from '../src/engine/tfjs/tfjsNet.js';
@@ -77,7 +77,12 @@ async function measureModel(name: string, assets: string): Promise<Row[]> {
     const cand = Int32Array.from({ length: B * MANY }, (_, i) => i % MANY);
     const calls = runtimes.map((runtime) => {
       const model: Differentiable = { inputShape: shape, numClasses: classes, logits, runtime };
-      return [() => vjp(model, x, dy), () => candidateGradients(model, x, cand, MANY)];
+      // Each in reused memory, as the attacks run them.
+      const [one, many]: GradientScratch[] = [{}, {}];
+      return [
+        () => vjp(model, x, dy, 1, scratchRows(model, x.data.length, one)),
+        () => candidateGradients(model, x, cand, MANY, { scratch: many }),
+      ];
     });
     const best = calls.map(() => [Infinity, Infinity]);
     for (const pair of calls) for (const call of pair) await call(); // warm-up

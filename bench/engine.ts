@@ -17,7 +17,7 @@ import { findCard, loadClassifier, loadNet } from '../src/import/load.js';
 import { resolveCardPath } from '../src/classifier/card.js';
 import { fileHandler } from '../src/import/fileHandler.js';
 import { forwardLogits, vjp } from '../src/classifier/compute.js';
-import { candidateGradients } from '../src/classifier/gradients.js';
+import { candidateGradients, scratchRows, type GradientScratch } from '../src/classifier/gradients.js';
 import { sliceImages, type Batch } from '../src/math/batch.js';
 import { tensorOfBatch } from '../src/engine/tfjs/batchTensor.js';
 import type { Classifier } from '../src/classifier/classifier.js';
@@ -82,11 +82,15 @@ async function measure(backend: Backend, name: string, assets: string, x: Batch,
   const dy = marginDy(K);
   const first = sliceImages(x, 0, 1);
   const ortForward = await best(() => forwardLogits(ort, x), 10);
-  const ortGradient = await best(() => vjp(ort, x, dy), 5);
+  // Each in reused memory, as SGD-UAP's steps and DeepFool's iterations run them (fresh shared memory
+  // on every call faults in its pages inside the workers: up to half of a call's time).
+  const one: GradientScratch = {};
+  const ortGradient = await best(() => vjp(ort, x, dy, 1, scratchRows(ort, x.data.length, one)), 5);
   // Ten candidate classes per image (DeepFool's top-10): k = 10 cotangents share each forward pass.
   const cand = Int32Array.from({ length: B * 10 }, (_, i) => 10 + (i % 10));
   // As DeepFool takes them: plain rows in shared memory, no TF.js tensor of all ten.
-  const ortTenGradients = await best(() => candidateGradients(ort, x, cand, 10), 5);
+  const ten: GradientScratch = {};
+  const ortTenGradients = await best(() => candidateGradients(ort, x, cand, 10, { scratch: ten }), 5);
   // Evaluation's path: the images' uint8 bytes in, the perturbation added inside the graph.
   const bytes = Uint8Array.from(x.data);
   const ortForwardImages = await best(() => ort.runtime!.forwardImages(bytes, B, null), 10);
