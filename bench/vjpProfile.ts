@@ -224,8 +224,9 @@ function markdown(rows: Row[]): string {
       .join(', ');
   const lines = [
     `One 1-thread ONNX Runtime session, batch ${rows[0]?.batch ?? B}, ms per image (\`npm run bench:vjp-profile\`; ` +
-      `zoo models: torchvision exports with seeded weights). "Each further row": what one more backward row costs, ` +
-      `from the ${MANY}-cotangent run.`,
+      `zoo models: torchvision exports with seeded weights; ONNX Runtime's channel block on this machine: ` +
+      `${nchwcBlock() === 16 ? '16, AVX-512' : nchwcBlock() === 8 ? '8, AVX2' : 'none'}). "Each further row": what one more ` +
+      `backward row costs, from the ${MANY}-cotangent run.`,
     '',
     `| model | forward | 1 gradient | gradient / forward | ${MANY} gradients | each further row / forward |`,
     '|---|---|---|---|---|---|',
