@@ -1,9 +1,8 @@
 import * as tf from '../../tf.js';
 import type { OpOf } from '../net.js';
-import { storageDims } from '../onnx/emit.js';
+import { storageDims, type OnnxNode } from '../onnx/emit.js';
 import { NCHWC_DOMAIN } from '../onnx/builder.js';
 import { normAxis, type OpDef, type Shape } from './types.js';
-import type { OnnxNode } from '../onnx/emit.js';
 
 /** Mean, max or sum over axes (batch-inclusive indices; the batch axis is never reduced). */
 
