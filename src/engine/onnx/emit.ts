@@ -117,8 +117,28 @@ export class OnnxEmitter {
    * broadcasts over H and W (never over channels: a blocked value's channels are split across axes).
    */
   view(shape: Shape, layout: Layout): number[] {
-    const [c, h, w] = this.dims(shape, layout);
-    return layout === 'nchwc' ? [c / this.block, h, w, this.block] : this.dims(shape, layout);
+    const dims = this.dims(shape, layout);
+    if (layout !== 'nchwc') return dims;
+    const [c, h, w] = dims;
+    return [c / this.block, h, w, this.block];
+  }
+
+  /** Whether a rank-4 value of Net shape `shape` fills its last channel block only partly when blocked. */
+  padsChannels(shape: Shape): boolean {
+    return this.block > 0 && shape.length === 3 && paddedChannels(shape[2], this.block) !== shape[2];
+  }
+
+  /**
+   * The sum of a blocked value of Net shape `shape` over its rows (`summed[0]`) and / or columns
+   * (`summed[1]`), by a ReduceSum of the blocked view; blocked, those axes kept as 1.
+   */
+  sumPixels(v: string, shape: Shape, summed: [boolean, boolean]): string {
+    const G = this.g;
+    const axes = [2, 3].filter((_, i) => summed[i]);
+    const view = G.op('Reshape', [v, G.ints([-1, ...this.view(shape, 'nchwc')])]);
+    const sum = G.op('ReduceSum', [view, G.ints(axes)], { keepdims: 1 });
+    const kept = shape.map((d, i) => (summed[i] ? 1 : d));
+    return G.op('Reshape', [sum, G.ints([-1, ...this.dims(kept, 'nchwc')])]);
   }
 
   /**
@@ -154,16 +174,12 @@ export class OnnxEmitter {
     if (layout === 'nchwc') {
       // Over H and W of the blocked view [rows, C/b, H, W, b] (a blocked value never broadcasts over channels).
       if (summed[2]) throw new Error('internal: a blocked value broadcast over channels');
-      const G = this.g;
       if (summed[0] && summed[1]) {
         // ONNX Runtime's blocked global pooling: a ReduceSum of the view walks runs of b values.
-        const mean = G.opIn(NCHWC_DOMAIN, 'GlobalAveragePool', [rows]);
-        return G.op('Mul', [mean, G.scalar(outShape[0] * outShape[1])]);
+        const mean = this.g.opIn(NCHWC_DOMAIN, 'GlobalAveragePool', [rows]);
+        return this.g.op('Mul', [mean, this.g.scalar(outShape[0] * outShape[1])]);
       }
-      const axes = [2, 3].filter((_, i) => summed[i]);
-      const view = G.op('Reshape', [rows, G.ints([-1, ...this.view(outShape, layout)])]);
-      const sum = G.op('ReduceSum', [view, G.ints(axes)], { keepdims: 1 });
-      return G.op('Reshape', [sum, G.ints([-1, ...this.dims(inShape, layout)])]);
+      return this.sumPixels(rows, outShape, [summed[0], summed[1]]);
     }
     const axes = summed.map((s, i) => (s ? storageAxis(i + 1, inShape.length + 1, layout) : -1)).filter((a) => a >= 0);
     return this.g.op('ReduceSum', [rows, this.g.ints(axes.sort())], { keepdims: 1 });
@@ -202,7 +218,7 @@ export class OnnxEmitter {
     if (from === to) return value;
     const G = this.g;
     const [h, w, channels] = shape;
-    const padded = (from === 'nchwc' || to === 'nchwc') && channels % this.block !== 0;
+    const padded = (from === 'nchwc' || to === 'nchwc') && this.padsChannels(shape);
     if (h === 1 && w === 1 && !padded) return G.op('Reshape', [value, G.ints([-1, ...this.dims(shape, to)])]);
     if (to === 'nchwc') return G.opIn(NCHWC_DOMAIN, 'ReorderInput', [value], { channels_last: from === 'plain' ? 1 : 0 });
     if (from === 'nchwc') return G.opIn(NCHWC_DOMAIN, 'ReorderOutput', [value], { channels, channels_last: to === 'plain' ? 1 : 0 });

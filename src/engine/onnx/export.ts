@@ -20,8 +20,6 @@ export class OnnxUnsupported extends Error {
 }
 
 type AnyOnnxOp = OnnxOp<NodeOp>;
-/** Channels of a rank-4 value (its Net shape is [H, W, C]). */
-const channelsOf = (shape: Shape): number => shape[shape.length - 1];
 const onnxOf = (op: NodeOp) => OPS[op.kind].onnx as unknown as AnyOnnxOp;
 
 /**
@@ -117,7 +115,7 @@ function forwardGraph(net: Net, shapes: Map<string, Shape>, e: OnnxEmitter): Bui
       def.blocked?.(
         n.op,
         inShapes,
-        inShapes.some((s) => s.length === 3 && channelsOf(s) % Math.max(e.block, 1) !== 0),
+        inShapes.some((s) => e.padsChannels(s)),
       ) ?? false,
     );
     const first4 = layouts.find((_, i) => inShapes[i].length === 3);

@@ -25,12 +25,7 @@ function blockedForward(n: OnnxNode<Reduce>): string {
   const x = n.inShapes[0];
   const kept = keptShape(n.op, x);
   const pooled =
-    n.op.mode === 'mean'
-      ? g.opIn(NCHWC_DOMAIN, 'GlobalAveragePool', [n.inputs[0]])
-      : g.op('Reshape', [
-          g.op('ReduceSum', [g.op('Reshape', [n.inputs[0], g.ints([-1, ...n.e.view(x, 'nchwc')])]), g.ints([2, 3])], { keepdims: 1 }),
-          g.ints([-1, ...n.e.dims(kept, 'nchwc')]),
-        ]);
+    n.op.mode === 'mean' ? g.opIn(NCHWC_DOMAIN, 'GlobalAveragePool', [n.inputs[0]]) : n.e.sumPixels(n.inputs[0], x, [true, true]);
   return n.op.keepDims ? pooled : g.op('Flatten', [n.e.convert(pooled, 'nchwc', 'nchw', kept)], { axis: 1 });
 }
 
@@ -41,9 +36,9 @@ function blockedBackward(n: OnnxNode<Reduce>, dy: string): string {
   const kept = keptShape(n.op, x);
   const rows = n.op.keepDims ? dy : n.e.convert(g.op('Reshape', [dy, g.ints([-1, ...storageDims(kept, 'nchw')])]), 'nchw', 'nchwc', kept);
   const scaled = n.op.mode === 'mean' ? g.op('Mul', [rows, g.scalar(1 / (x[0] * x[1]))]) : rows;
-  // Over W first, then H: one Expand straight from [.., 1, 1, b] copies runs of b values, several times slower.
-  const view = g.op('Reshape', [scaled, g.ints([-1, ...n.e.view(kept, 'nchwc')])]);
-  const row = g.op('Expand', [view, g.ints([1, ...n.e.view([1, x[1], x[2]], 'nchwc')])]);
+  // Widened over W first (broadcastOperand), then over H: one Expand straight from [.., 1, 1, b] copies
+  // runs of b values, several times slower.
+  const row = n.e.broadcastOperand(scaled, kept, x, 'nchwc', [-1]);
   const spread = g.op('Expand', [row, g.ints([1, ...n.e.view(x, 'nchwc')])]);
   return g.op('Reshape', [spread, g.ints([-1, ...n.e.dims(x, 'nchwc')])]);
 }
