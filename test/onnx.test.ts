@@ -246,6 +246,36 @@ const squeezeNet = chainNet(
   4 * 4 * 16,
 );
 cases.push(['squeeze-and-excitation on padded channel blocks (blocked gradient graph)', squeezeNet]);
+/**
+ * GoogLeNet's pattern on whole channel blocks: max pools (one strided with a ceil-mode end pad, two
+ * 3x3/1 ones, the second over a pooled map) and an inception join of three branches, after ReLUs whose
+ * zeros tie inside windows: blocked pools and a blocked join, the pools' first-maximum gradient.
+ */
+const maxPoolPad = (before: number, after: number): NodeOp => ({
+  kind: 'pool',
+  mode: 'max',
+  size: [3, 3],
+  strides: [before === after ? 1 : 2, before === after ? 1 : 2],
+  padding: [
+    [before, after],
+    [before, after],
+  ],
+});
+const inceptionNet = chainNet(
+  [
+    { op: conv(3, 16, 3, 1, 'same', 'relu', 91) },
+    { op: maxPoolPad(0, 1) },
+    { op: conv(16, 16, 1, 1, 'valid', 'relu', 93) },
+    { op: conv(16, 16, 3, 1, 'same', 'relu', 95), inputs: ['n1'] },
+    { op: maxPoolPad(1, 1), inputs: ['n1'] },
+    { op: conv(16, 16, 1, 1, 'valid', 'relu', 97) },
+    { op: { kind: 'concat', axis: -1, act: 'linear' }, inputs: ['n2', 'n3', 'n5'] },
+    { op: maxPoolPad(1, 1) },
+    { op: conv(48, 4, 1, 1, 'valid', 'linear', 89) },
+  ],
+  4 * 4 * 4,
+);
+cases.push(['inception join and max pools on whole channel blocks, ReLU ties (blocked gradient graph)', inceptionNet]);
 // Padding lanes hold zeros after a linear convolution: a reciprocal or a quotient there would make
 // infinities that a following convolution's zero weights turn into NaN in real channels.
 cases.push([
@@ -307,6 +337,19 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     expect(count['nchwc.GlobalAveragePool']).toBe(5); // two means, and the sums of three broadcast operands' rows
     // Into the blocked chain after the stem and back out before the flattening, once each per pass.
     expect((count['nchwc.ReorderInput'] ?? 0) + (count['nchwc.ReorderOutput'] ?? 0)).toBe(4);
+    expect(count.Transpose).toBe(2); // the NHWC image in, its gradient out
+  });
+
+  it.skipIf(!nchwcBlock())("max pools and an inception join stay blocked: reorders only around the pools' indices", () => {
+    const nodes = onnxProto.onnx.ModelProto.decode(exportOnnx(inceptionNet, SHAPE, ['vjp'], 'cpu', nchwcBlock()).vjp).graph!.node!;
+    const count: Record<string, number> = {};
+    for (const n of nodes) count[`${n.domain ? 'nchwc.' : ''}${n.opType}`] = (count[`${n.domain ? 'nchwc.' : ''}${n.opType}`] ?? 0) + 1;
+    expect(count['nchwc.MaxPool']).toBe(3);
+    expect(count.MaxPool).toBe(3); // each pool's argmax, once per image
+    expect(count.Split).toBe(1); // the join's backward
+    // Into the blocked chain after the stem and out before the flattening, once each per pass (4); per
+    // pool, its input to NCHW for the argmax and its rows out and back (3 x 3).
+    expect((count['nchwc.ReorderInput'] ?? 0) + (count['nchwc.ReorderOutput'] ?? 0)).toBe(13);
     expect(count.Transpose).toBe(2); // the NHWC image in, its gradient out
   });
 

@@ -281,6 +281,15 @@ export class OnnxNode<O> {
     if (v === undefined) throw new Error(`internal: ${this.name} saved no "${key}"`);
     return v;
   }
+  /**
+   * `plain` (a gradient step written for NCHW) on blocked rows d of the output: d reordered to NCHW,
+   * the result (rows of input 0) back to the blocked layout. For what a blocked value cannot do (a
+   * crop, a ConvTranspose, MaxPool's indices).
+   */
+  throughNchw(d: string, plain: (d: string) => string): string {
+    const e = this.e;
+    return e.convert(plain(e.convert(d, 'nchwc', 'nchw', this.outShape)), 'nchw', 'nchwc', this.inShapes[0]);
+  }
   /** A value the forward or the backward pass may need, made by whichever asks first and shared. */
   once(key: string, make: () => string): string {
     return this.kept.get(key) ?? this.save(key, make());

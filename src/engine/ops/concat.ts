@@ -1,6 +1,11 @@
 import * as tf from '../../tf.js';
 import { onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
+import type { OpOf } from '../net.js';
+import type { OnnxNode } from '../onnx/emit.js';
 import { normAxis, type OpDef } from './types.js';
+
+/** The storage axis joined: a blocked value's channels are axis 1 of its logical [N, C, H, W]. */
+const joinAxis = (n: OnnxNode<OpOf<'concat'>>) => (n.layouts[0] === 'nchwc' ? 1 : n.axis(n.op.axis));
 
 /** Joins the inputs along one axis (batch-inclusive index), with a fused activation. */
 export const concat: OpDef<'concat'> = {
@@ -17,15 +22,18 @@ export const concat: OpDef<'concat'> = {
   },
   onnx: {
     layout: 'any',
+    // Blocked values join along channels in whole blocks: each input's blocks, image by image, are
+    // one run of memory, as a Concat over NCHW's channel axis copies them.
+    blocked: (op, xs, padded) => !padded && op.act !== 'softmax' && xs.every((x) => x.length === 3) && normAxis(op.axis, 4) === 3,
     forward(n) {
-      const pre = n.save('pre', n.g.op('Concat', n.inputs, { axis: n.axis(n.op.axis) }));
+      const pre = n.save('pre', n.g.op('Concat', n.inputs, { axis: joinAxis(n) }));
       return n.save('y', onnxActivation(n, pre, n.op.act));
     },
     backward(n, dy) {
       const d = onnxActivationBackward(n, dy, n.saved('pre'), n.saved('y'), n.op.act);
       const a = normAxis(n.op.axis, n.rank(0)) - 1;
       const outs = n.inputs.map((_, i) => n.g.fresh(`${n.name}_split${i}`));
-      n.g.opMulti('Split', [d, n.g.ints(n.inShapes.map((s) => s[a]))], outs, { axis: n.axis(n.op.axis) });
+      n.g.opMulti('Split', [d, n.g.ints(n.inShapes.map((s) => s[a]))], outs, { axis: joinAxis(n) });
       return outs;
     },
   },

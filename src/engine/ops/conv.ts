@@ -107,15 +107,6 @@ function forwardFilter(n: OnnxNode<Conv>): string {
   return n.once('w', () => n.g.floats(oihw(n), [cout, cinG, kh, kw]));
 }
 
-/**
- * `plain` (a gradient step written for NCHW) on blocked rows d: d reordered to NCHW, the result back
- * to the blocked layout. For what a blocked value cannot do (a crop, a ConvTranspose).
- */
-function throughNchw(n: OnnxNode<Conv>, d: string, plain: (d: string) => string): string {
-  const e = n.e;
-  return e.convert(plain(e.convert(d, 'nchwc', 'nchw', n.outShape)), 'nchw', 'nchwc', n.inShapes[0]);
-}
-
 /** dx of a strided convolution by ConvTranspose with the forward filter: no zero-dilated copy of dy. */
 function transposedGradient(n: OnnxNode<Conv>, d: string): string {
   const op = n.op;
@@ -168,7 +159,7 @@ function forwardGradient(n: OnnxNode<Conv>, d: string, blocked: boolean): string
     return g.opIn(NCHWC_DOMAIN, 'Conv', [d, w], attrs);
   }
   // A blocked value has no axis order to crop: the crop and the convolution run in NCHW.
-  if (blocked) return throughNchw(n, d, (plain) => forwardGradient(n, plain, false));
+  if (blocked) return n.throughNchw(d, (plain) => forwardGradient(n, plain, false));
   const wT = g.floats(flipped, dims, `${n.name}_flipped`);
   let t = d;
   if (cropped) {
@@ -354,7 +345,7 @@ export const conv: OpDef<'conv'> = {
       if (!strided) return [forwardGradient(n, d, blocked)];
       if (!blocked) return [transposedGradient(n, d)];
       const phased = phaseGradient(n, d);
-      return [phased ?? throughNchw(n, d, (plain) => transposedGradient(n, plain))];
+      return [phased ?? n.throughNchw(d, (plain) => transposedGradient(n, plain))];
     },
   },
   samples: [

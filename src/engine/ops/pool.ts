@@ -2,6 +2,8 @@ import * as tf from '../../tf.js';
 import type { OpOf } from '../net.js';
 import { maxPoolInputGrad } from '../tfjs/inputgrad.js';
 import type { OnnxNode } from '../onnx/emit.js';
+import { NCHWC_DOMAIN } from '../onnx/builder.js';
+import { blockableChannels } from '../onnx/nchwc.js';
 import { onnxPads, windowGeometry } from './geometry.js';
 import type { OpDef } from './types.js';
 
@@ -39,25 +41,30 @@ function inverseCounts(op: Pool, x: number[]): Float32Array {
  * those positions (ScatterElements, reduction add: overlapping windows can share an argmax). One argmax,
  * not every tie: ties are structural after a max pooling (GoogLeNet pools pooled maps), and crediting
  * each copy would count one input several times. 5x cheaper on GoogLeNet than building the mask per
- * window offset from Equal / Pad / Sum.
+ * window offset from Equal / Pad / Sum. `x`: the input, NCHW (MaxPool's indices are NCHW positions;
+ * on the blocked view [N, C/b, H, W, b] as a 3-D pooling they cost twice as much: bench/results).
  */
-function maxGradient(n: OnnxNode<Pool>, dy: string): string {
+function maxGradient(n: OnnxNode<Pool>, dy: string, x: string): string {
   const g = n.g;
   const [H, W, C] = n.inShapes[0];
   const [ho, wo] = n.outShape;
   const { pads } = geometry(n.op, n.inShapes[0]);
   const argmax = g.fresh('argmax');
-  g.opMulti('MaxPool', [n.saved('x')], [g.fresh('pooled'), argmax], {
+  g.opMulti('MaxPool', [x], [g.fresh('pooled'), argmax], {
     kernel_shape: n.op.size,
     strides: n.op.strides,
     pads: onnxPads(pads),
   });
-  // ONNX's indices run over the whole batch; an image's own are modulo its size.
-  const inImage = g.op('Reshape', [g.op('Mod', [argmax, g.ints([C * H * W])]), g.ints([0, 1, C * ho * wo])]);
+  // ONNX's indices run over the whole batch: image i's start at i * C*H*W (a subtraction: int64 Mod
+  // costs twice as much).
+  const image = C * H * W;
+  const limit = g.op('Squeeze', [g.op('Mul', [n.e.batch(), g.ints([image])])]);
+  const starts = g.op('Range', [g.op('Squeeze', [g.ints([0])]), limit, g.op('Squeeze', [g.ints([image])])]);
+  const inImage = g.op('Sub', [g.op('Reshape', [argmax, g.ints([0, 1, C * ho * wo])]), g.op('Reshape', [starts, g.ints([-1, 1, 1])])]);
   const rows = g.op('Reshape', [dy, g.op('Concat', [n.e.batch(), g.ints([-1, C * ho * wo])], { axis: 0 })]);
   const rowsShape = g.op('Shape', [rows]);
   const zeros = g.op('ConstantOfShape', [
-    g.op('Concat', [g.op('Slice', [rowsShape, g.ints([0]), g.ints([2])]), g.ints([C * H * W])], { axis: 0 }),
+    g.op('Concat', [g.op('Slice', [rowsShape, g.ints([0]), g.ints([2])]), g.ints([image])], { axis: 0 }),
   ]);
   const dx = g.op('ScatterElements', [zeros, g.op('Expand', [inImage, rowsShape]), rows], { axis: 2, reduction: 'add' });
   return g.op('Reshape', [dx, g.ints([-1, C, H, W])]);
@@ -185,19 +192,25 @@ export const pool: OpDef<'pool'> = {
     };
   },
   onnx: {
-    layout: 'nchw',
+    // Max pooling of channels ONNX Runtime can block: its blocked kernel, so that a network of
+    // convolutions and max pools (GoogLeNet) stays blocked between them.
+    layout: (op, [x], block) => (op.mode === 'max' && blockableChannels(x[2], block) ? 'nchwc' : 'nchw'),
     forward(n) {
       const op = n.op;
       const { pads } = geometry(op, n.inShapes[0]);
       const attrs = { kernel_shape: op.size, strides: op.strides, pads: onnxPads(pads) };
       n.save('x', n.inputs[0]);
+      if (n.layouts[0] === 'nchwc') return n.save('y', n.g.opIn(NCHWC_DOMAIN, 'MaxPool', [n.inputs[0]], attrs));
       if (op.mode === 'avg')
         return n.g.op('AveragePool', [n.inputs[0]], { ...attrs, count_include_pad: fullWindows(op, n.inShapes[0]) ? 1 : 0 });
       return n.save('y', n.g.op('MaxPool', [n.inputs[0]], attrs));
     },
     backward(n, dy) {
       if (n.op.mode === 'avg') return [averageGradient(n, dy)];
-      return [n.e.target === 'webgpu' ? maxGradientByMasks(n, dy) : maxGradient(n, dy)];
+      if (n.e.target === 'webgpu') return [maxGradientByMasks(n, dy)];
+      if (n.layouts[0] !== 'nchwc') return [maxGradient(n, dy, n.saved('x'))];
+      const x = n.once('xNchw', () => n.e.convert(n.saved('x'), 'nchwc', 'nchw', n.inShapes[0]));
+      return [n.throughNchw(dy, (rows) => maxGradient(n, rows, x))];
     },
   },
   samples: [
@@ -258,6 +271,35 @@ export const pool: OpDef<'pool'> = {
       name: 'max 3x3/2 valid (unused last row)',
       op: { kind: 'pool', mode: 'max', size: [3, 3], strides: [2, 2], padding: 'valid' },
       inputs: [[8, 8, 2]],
+    },
+    {
+      name: 'max 3x3/2, ceil-mode end pad, 12 channels (blocked, channels padded)',
+      op: {
+        kind: 'pool',
+        mode: 'max',
+        size: [3, 3],
+        strides: [2, 2],
+        padding: [
+          [0, 1],
+          [0, 1],
+        ],
+      },
+      inputs: [[7, 6, 12]],
+      check: true,
+    },
+    {
+      name: 'max 3x3/1 pad 1, 16 channels (blocked)',
+      op: {
+        kind: 'pool',
+        mode: 'max',
+        size: [3, 3],
+        strides: [1, 1],
+        padding: [
+          [1, 1],
+          [1, 1],
+        ],
+      },
+      inputs: [[5, 4, 16]],
     },
     {
       name: 'max 3x3/2 pad 1 (ResNet)',

@@ -35,7 +35,8 @@ export interface OnnxOp<O> {
   layout: LayoutNeed | ((op: O, inShapes: Shape[], block: number) => LayoutNeed);
   /**
    * Whether the op, on these inputs, may run on blocked values ('any' ops): element-wise lane by lane
-   * (no axis, no broadcasting over channels, no constant laid out per channel). `padded`: some input's
+   * (no axis, no broadcasting over channels, no constant laid out per channel), or joining whole
+   * channel blocks (concat). `padded`: some input's
    * channels fill their last block only partly; the padding lanes then hold whatever the op makes of
    * them, so the op (and its backward factors) must stay finite on any finite input (a NaN there would
    * reach real channels through a convolution's zero weights).
