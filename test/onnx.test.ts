@@ -247,6 +247,25 @@ const squeezeNet = chainNet(
 );
 cases.push(['squeeze-and-excitation on padded channel blocks (blocked gradient graph)', squeezeNet]);
 /**
+ * An inverted residual whose expansion (1x1, 8 -> 32) feeds a stride-2 depthwise layer: the depthwise
+ * gradient's phases go to the expansion, which applies its activation's factor per phase and
+ * interleaves its own 8-channel rows. ReLU6 (a boolean mask cut into phases) and SiLU (floats from the
+ * kept pre-activation).
+ */
+const expansionNet = (act: Activation) =>
+  chainNet(
+    [
+      { op: conv(3, 8, 3, 1, 'same', 'relu6', 101) },
+      { op: conv(8, 32, 1, 1, 'valid', act, 103) },
+      { op: depthwise(32, 2, 'relu6', 105) },
+      { op: conv(32, 8, 1, 1, 'valid', 'linear', 107) },
+    ],
+    4 * 4 * 8,
+  );
+cases.push(['expansion before a strided depthwise layer, ReLU6: rows by phase (blocked gradient graph)', expansionNet('relu6')]);
+cases.push(['expansion before a strided depthwise layer, SiLU: rows by phase (blocked gradient graph)', expansionNet('silu')]);
+
+/**
  * GoogLeNet's pattern on whole channel blocks: max pools (one strided with a ceil-mode end pad, two
  * 3x3/1 ones, the second over a pooled map) and an inception join of three branches, after ReLUs whose
  * zeros tie inside windows: blocked pools and a blocked join, the pools' first-maximum gradient.
@@ -338,6 +357,20 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     // Into the blocked chain after the stem and back out before the flattening, once each per pass.
     expect((count['nchwc.ReorderInput'] ?? 0) + (count['nchwc.ReorderOutput'] ?? 0)).toBe(4);
     expect(count.Transpose).toBe(2); // the NHWC image in, its gradient out
+  });
+
+  it.skipIf(!nchwcBlock())('an expansion takes a strided depthwise gradient by phase and interleaves its narrower rows', () => {
+    for (const act of ['relu6', 'silu'] as const) {
+      const nodes = onnxProto.onnx.ModelProto.decode(exportOnnx(expansionNet(act), SHAPE, ['vjp'], 'cpu', nchwcBlock()).vjp).graph!.node!;
+      const blockedConvs = nodes.filter((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv');
+      // Forward: expansion, depthwise, projection; backward: projection, the depthwise layer's 4 phases, and
+      // the expansion once per phase (9 in all without phases).
+      expect(blockedConvs.length).toBe(12);
+      // One interleave (two concatenations over its columns, one over its rows), of 8-channel rows: the
+      // depthwise layer's 32-channel one is left out of the graph.
+      const interleaves = nodes.filter((n) => n.opType === 'Concat' && n.attribute!.some((a) => a.name === 'axis' && Number(a.i) === 3));
+      expect(interleaves.length).toBe(2);
+    }
   });
 
   it.skipIf(!nchwcBlock())("max pools and an inception join stay blocked: reorders only around the pools' indices", () => {

@@ -32,6 +32,7 @@ export class OnnxGraph {
   private inits: InstanceType<typeof onnx.TensorProto>[] = [];
   private count = 0;
   private readonly domains = new Set<string>();
+  private readonly constants = new Map<Float32Array, { name: string; dims: number[] }>();
 
   /** @param weights where float arrays of EXTERNAL_MIN_BYTES or more go (default: inside the model). */
   constructor(private readonly weights?: WeightStore) {}
@@ -69,8 +70,15 @@ export class OnnxGraph {
     this.nodes.push(onnx.NodeProto.create({ name: outputs[0], opType: type, input: inputs, output: outputs, attribute, domain }));
   }
 
+  /**
+   * A float constant. The same array (derived once per export, never written after) with the same
+   * dims is one initializer however many nodes ask for it.
+   */
   floats(data: Float32Array | number[], dims: number[], hint = 'w'): string {
+    const known = data instanceof Float32Array ? this.constants.get(data) : undefined;
+    if (known && known.dims.join() === dims.join()) return known.name;
     const name = this.fresh(hint);
+    if (data instanceof Float32Array && !known) this.constants.set(data, { name, dims });
     const f = data instanceof Float32Array ? data : Float32Array.from(data);
     const dataType = onnx.TensorProto.DataType.FLOAT;
     if (this.weights && f.byteLength >= EXTERNAL_MIN_BYTES) {
@@ -108,10 +116,21 @@ export class OnnxGraph {
         },
       },
     });
+    // Only what the outputs depend on: a writer may build a value that a later one makes unneeded
+    // (interleaved rows whose consumer reads the phases instead).
+    const needed = new Set(outputs.map(([name]) => name));
+    const nodes: typeof this.nodes = [];
+    for (let k = this.nodes.length - 1; k >= 0; k--) {
+      const node = this.nodes[k];
+      if (!node.output.some((o) => needed.has(o))) continue;
+      for (const i of node.input) needed.add(i);
+      nodes.push(node);
+    }
+    nodes.reverse();
     const graph = onnx.GraphProto.create({
       name: 'uap',
-      node: this.nodes,
-      initializer: this.inits,
+      node: nodes,
+      initializer: this.inits.filter((t) => needed.has(t.name)),
       input: inputs.map(info),
       output: outputs.map(info),
     });

@@ -41,9 +41,21 @@ export class DerivedWeights {
   }
 }
 
+/**
+ * Backward rows of a value also held as its stride phases: phases[ry][rx] holds rows at input positions
+ * (s*a + ry, s*b + rx), blocked, [N*K, C', H / sh, W / sw]. A strided convolution's gradient is
+ * computed phase by phase and interleaved; a pointwise producer of that value can read the phases and
+ * interleave its own, narrower rows instead (conv.ts).
+ */
+export interface PhasedRows {
+  phases: string[][];
+}
+
 export class OnnxEmitter {
   readonly g: OnnxGraph;
   private batchValue?: string;
+  /** Interleaved rows (their ONNX value) -> the phases they were made of. */
+  readonly phasedRows = new Map<string, PhasedRows>();
 
   /**
    * @param input the ONNX value whose first dimension is the batch size.

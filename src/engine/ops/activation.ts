@@ -122,24 +122,31 @@ export function softmaxBackward(n: OnnxNode<unknown>, dy: string, y: string, axi
 }
 
 /**
- * dy -> dx through an activation whose input is x and output y (the node's output shape and layout).
- * Masks read the OUTPUT where they can (0 < y < 6 exactly when 0 < x < 6, etc.), so the
- * pre-activation is rarely needed and ONNX Runtime can fuse the activation into its producer.
+ * The factor f of an element-wise activation's backward, dx = dy * f, from its input x and output y:
+ * a 0/1 mask left boolean (`mask`: cast to floats where it multiplies, so that it can be cut up at a
+ * quarter of the bytes), or floats; undefined where dx = dy (linear). Masks read the OUTPUT where they
+ * can (0 < y < 6 exactly when 0 < x < 6, etc.), so the pre-activation is rarely needed and ONNX Runtime
+ * can fuse the activation into its producer. Not for softmax and neg (no per-element factor).
  */
-export function onnxActivationBackward(n: OnnxNode<unknown>, dy: string, x: string, y: string, a: Activation): string {
+export function activationFactor(
+  n: OnnxNode<unknown>,
+  x: string,
+  y: string,
+  a: Exclude<Activation, 'softmax' | 'neg'>,
+): { value: string; mask: boolean } | undefined {
   const g = n.g;
-  const times = (f: string) => n.perImage(dy, f);
-  const mask = (m: string) => times(g.op('Cast', [m], { to: 1 }));
+  const floats = (value: string) => ({ value, mask: false });
+  const mask = (value: string) => ({ value, mask: true });
   const between = (v: string, lo: number, hi: number) => g.op('And', [g.op('Greater', [v, g.scalar(lo)]), g.op('Less', [v, g.scalar(hi)])]);
   if (typeof a === 'object') {
-    if ('leaky' in a) return times(g.op('Where', [g.op('Greater', [y, g.scalar(0)]), g.scalar(1), g.scalar(a.leaky)]));
+    if ('leaky' in a) return floats(g.op('Where', [g.op('Greater', [y, g.scalar(0)]), g.scalar(1), g.scalar(a.leaky)]));
     if ('clip' in a) return mask(between(y, a.clip[0], a.clip[1]));
-    if ('hardSigmoid' in a) return times(g.op('Mul', [g.op('Cast', [between(y, 0, 1)], { to: 1 }), g.scalar(a.hardSigmoid[0])]));
-    return times(g.op('Mul', [g.op('Pow', [x, g.scalar(a.pow - 1)]), g.scalar(a.pow)]));
+    if ('hardSigmoid' in a) return floats(g.op('Mul', [g.op('Cast', [between(y, 0, 1)], { to: 1 }), g.scalar(a.hardSigmoid[0])]));
+    return floats(g.op('Mul', [g.op('Pow', [x, g.scalar(a.pow - 1)]), g.scalar(a.pow)]));
   }
   switch (a) {
     case 'linear':
-      return dy;
+      return undefined;
     case 'relu':
       return mask(g.op('Greater', [y, g.scalar(0)]));
     case 'relu6':
@@ -147,45 +154,53 @@ export function onnxActivationBackward(n: OnnxNode<unknown>, dy: string, x: stri
     case 'relu1':
       return mask(between(y, -1, 1));
     case 'sigmoid':
-      return times(g.op('Mul', [y, g.op('Sub', [g.scalar(1), y])]));
+      return floats(g.op('Mul', [y, g.op('Sub', [g.scalar(1), y])]));
     case 'tanh':
-      return times(g.op('Sub', [g.scalar(1), g.op('Mul', [y, y])]));
+      return floats(g.op('Sub', [g.scalar(1), g.op('Mul', [y, y])]));
     case 'elu':
-      return times(g.op('Where', [g.op('Greater', [y, g.scalar(0)]), g.scalar(1), g.op('Add', [y, g.scalar(1)])]));
-    case 'softmax':
-      return softmaxBackward(n, dy, y, lastAxis(n));
+      return floats(g.op('Where', [g.op('Greater', [y, g.scalar(0)]), g.scalar(1), g.op('Add', [y, g.scalar(1)])]));
     case 'log': {
       const inRange = g.op('Cast', [g.op('Greater', [x, g.scalar(1e-30)])], { to: 1 });
-      return times(g.op('Div', [inRange, g.op('Max', [x, g.scalar(1e-30)])]));
+      return floats(g.op('Div', [inRange, g.op('Max', [x, g.scalar(1e-30)])]));
     }
     case 'gelu': {
       // d/dx x Phi(x) = Phi(x) + x phi(x)
       const density = g.op('Mul', [g.op('Exp', [g.op('Mul', [g.op('Mul', [x, x]), g.scalar(-0.5)])]), g.scalar(INV_SQRT_2PI)]);
-      return times(g.op('Add', [phi(n, x), g.op('Mul', [x, density])]));
+      return floats(g.op('Add', [phi(n, x), g.op('Mul', [x, density])]));
     }
     case 'erf':
-      return times(g.op('Mul', [g.op('Exp', [g.op('Neg', [g.op('Mul', [x, x])])]), g.scalar(2 / Math.sqrt(Math.PI))]));
+      return floats(g.op('Mul', [g.op('Exp', [g.op('Neg', [g.op('Mul', [x, x])])]), g.scalar(2 / Math.sqrt(Math.PI))]));
     case 'sqrt':
-      return times(g.op('Div', [g.scalar(0.5), y]));
+      return floats(g.op('Div', [g.scalar(0.5), y]));
     case 'reciprocal':
-      return times(g.op('Neg', [g.op('Mul', [y, y])]));
+      return floats(g.op('Neg', [g.op('Mul', [y, y])]));
     case 'exp':
-      return times(y);
-    case 'neg':
-      return g.op('Neg', [dy]);
+      return floats(y);
     case 'hardSwish': {
       // d/dx x h(x) = h(x) + x/6 on (-3, 3)
       const h = g.op('HardSigmoid', [x], { alpha: 1 / 6, beta: 0.5 });
       const slope = g.op('Mul', [g.op('Cast', [between(x, -3, 3)], { to: 1 }), g.op('Div', [x, g.scalar(6)])]);
-      return times(g.op('Add', [h, slope]));
+      return floats(g.op('Add', [h, slope]));
     }
     case 'silu': {
       // d/dx x s(x) = s + x s (1 - s) = y + s (1 - y): one factor per image, one product per backward row
       // (as a Sigmoid node and a Mul, each row went through the product rule's two branches and a Sum).
       const s = g.op('Sigmoid', [x]);
-      return times(g.op('Add', [y, g.op('Mul', [s, g.op('Sub', [g.scalar(1), y])])]));
+      return floats(g.op('Add', [y, g.op('Mul', [s, g.op('Sub', [g.scalar(1), y])])]));
     }
   }
+}
+
+/** A factor of activationFactor as floats. */
+export const factorFloats = (n: OnnxNode<unknown>, f: { value: string; mask: boolean }): string =>
+  f.mask ? n.g.op('Cast', [f.value], { to: 1 }) : f.value;
+
+/** dy -> dx through an activation whose input is x and output y (the node's output shape and layout). */
+export function onnxActivationBackward(n: OnnxNode<unknown>, dy: string, x: string, y: string, a: Activation): string {
+  if (a === 'softmax') return softmaxBackward(n, dy, y, lastAxis(n));
+  if (a === 'neg') return n.g.op('Neg', [dy]);
+  const f = activationFactor(n, x, y, a);
+  return f ? n.perImage(dy, factorFloats(n, f)) : dy;
 }
 
 /**

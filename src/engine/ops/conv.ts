@@ -1,10 +1,10 @@
 import * as tf from '../../tf.js';
 import { transposeWeights, type OpOf, type Shape, type Weights } from '../net.js';
 import { inputGradConv } from '../tfjs/inputgrad.js';
-import type { OnnxNode } from '../onnx/emit.js';
+import { OnnxNode, type PhasedRows } from '../onnx/emit.js';
 import { NCHWC_DOMAIN } from '../onnx/builder.js';
 import { blockableChannels, padBias, paddedChannels, paddedFilterDims, reorderFilter } from '../onnx/nchwc.js';
-import { onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
+import { activationFactor, factorFloats, onnxActivation, onnxActivationBackward, tfjsActivation } from './activation.js';
 import { extent, onnxPads, windowGeometry } from './geometry.js';
 import { sampleWeights as w, type OpDef } from './types.js';
 
@@ -240,11 +240,98 @@ function phaseGradient(n: OnnxNode<Conv>, d: string): string | null {
       group: blockedGroup(op, b),
     });
   };
-  const rowsOf = Array.from({ length: sh }, (_, ry) => {
-    const side = Array.from({ length: sw }, (_, rx) => g.op('Reshape', [phase(ry, rx), g.ints([-1, hp, wp, 1, b])]));
-    return g.op('Reshape', [g.op('Concat', side, { axis: 3 }), g.ints([-1, hp, 1, wp * sw * b])]);
+  const phased = Array.from({ length: sh }, (_, ry) => Array.from({ length: sw }, (_, rx) => phase(ry, rx)));
+  const dx = interleave(n, phased, cin);
+  n.e.phasedRows.set(dx, { phases: phased });
+  return dx;
+}
+
+/**
+ * Blocked phase rows phases[ry][rx] ([N*K, C', hp, wp]) of a value of `channels` channels interleaved
+ * into [N*K, C', hp * sh, wp * sw] by two concatenations over the blocked view (one per axis).
+ */
+function interleave(n: OnnxNode<Conv>, phases: string[][], channels: number): string {
+  const g = n.g;
+  const b = n.e.block;
+  const [sh, sw] = [phases.length, phases[0].length];
+  const [H, W] = n.inShapes[0];
+  const [hp, wp] = [H / sh, W / sw];
+  const rowsOf = phases.map((side) => {
+    const cells = side.map((p) => g.op('Reshape', [p, g.ints([-1, hp, wp, 1, b])]));
+    return g.op('Reshape', [g.op('Concat', cells, { axis: 3 }), g.ints([-1, hp, 1, wp * sw * b])]);
   });
-  return g.op('Reshape', [g.op('Concat', rowsOf, { axis: 2 }), g.ints([-1, paddedChannels(cin, b), H, W])]);
+  return g.op('Reshape', [g.op('Concat', rowsOf, { axis: 2 }), g.ints([-1, paddedChannels(channels, b), H, W])]);
+}
+
+/**
+ * Whether a pointwise convolution (1x1, stride 1, one group, blocked) takes its backward rows as stride
+ * phases: every step of its gradient (the activation's factor, the transposed 1x1 filter) treats each
+ * pixel alone, so it runs on each phase as on the whole image; worth it where it narrows the channels
+ * (its rows are then interleaved at fewer channels than the strided layer's would have been).
+ */
+function takesPhases(n: OnnxNode<Conv>): boolean {
+  const op = n.op;
+  const [kh, kw, cin, cout] = op.kernel.shape;
+  const b = n.e.block;
+  const { pads } = geometry(op, n.inShapes[0]);
+  return (
+    n.layouts[0] === 'nchwc' &&
+    kh === 1 &&
+    kw === 1 &&
+    op.group === 1 &&
+    op.strides.every((s) => s === 1) &&
+    pads.every(([a, c]) => a === 0 && c === 0) &&
+    op.act !== 'softmax' &&
+    op.act !== 'neg' &&
+    2 * paddedChannels(cin, b) <= paddedChannels(cout, b)
+  );
+}
+
+/**
+ * dx of a pointwise convolution from rows held as phases (the strided layer after it computed them
+ * so): the gradient of each phase, interleaved at this layer's input channels (an inverted residual's
+ * expansion has a sixth of its output channels). The activation's factor is cut into the same phases
+ * once per image, while still a boolean mask where it is one.
+ */
+function phasedGradient(n: OnnxNode<Conv>, { phases }: PhasedRows): string {
+  const g = n.g;
+  const b = n.e.block;
+  const op = n.op as Conv & { act: Exclude<Conv['act'], 'softmax' | 'neg'> };
+  const [sh, sw] = [phases.length, phases[0].length];
+  const [H, W, cin] = n.inShapes[0];
+  const channels = paddedChannels(n.outShape[2], b);
+  const [hp, wp] = [H / sh, W / sw];
+  const y = n.saved('y');
+  // A fused activation's derivative reads only y (fusedActivation), so its pre-activation was not kept.
+  const factor = activationFactor(n, fusedActivation(op.act) ? y : n.saved('pre'), y, op.act);
+  // A blocked value [N, C', H, W] viewed as [N, C'/b, hp, sh, wp, sw, b]: a phase is one slice of it.
+  const phaseOf = (v: string, ry: number, rx: number) =>
+    g.op('Reshape', [
+      g.op('Slice', [
+        g.op('Reshape', [v, g.ints([0, channels / b, hp, sh, wp, sw, b])]),
+        g.ints([ry, rx]),
+        g.ints([ry + 1, rx + 1]),
+        g.ints([3, 5]),
+      ]),
+      g.ints([0, channels, hp, wp]),
+    ]);
+  const dx = phases.map((side, ry) =>
+    side.map((rows, rx) => {
+      const part = new OnnxNode<Conv>(
+        n.e,
+        `${n.name}_phase`,
+        op,
+        n.inputs,
+        [[hp, wp, cin]],
+        [hp, wp, n.outShape[2]],
+        n.layouts,
+        n.outLayout,
+      );
+      const d = factor ? part.perImage(rows, factorFloats(n, { ...factor, value: phaseOf(factor.value, ry, rx) })) : rows;
+      return forwardGradient(part, d, true);
+    }),
+  );
+  return interleave(n, dx, cin);
 }
 
 /** One row and column of zeros on every side, as PyTorch pads a 3x3 window. */
@@ -334,6 +421,8 @@ export const conv: OpDef<'conv'> = {
       return n.save('y', onnxActivation(n, pre, op.act));
     },
     backward(n, dy) {
+      const phases = n.e.phasedRows.get(dy);
+      if (phases && takesPhases(n)) return [phasedGradient(n, phases)];
       const y = n.saved('y');
       const blocked = n.layouts[0] === 'nchwc';
       // A fused activation's derivative reads only y (fusedActivation), so its pre-activation was not kept.
