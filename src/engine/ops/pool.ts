@@ -168,6 +168,19 @@ function averageGradient(n: OnnxNode<Pool>, dy: string): string {
   return spreadOverWindows(n, scaled, g.floats(new Float32Array(C * k).fill(1 / k), [C, 1, op.size[0], op.size[1]]), C);
 }
 
+/** A sample's square k x k pooling of stride s with explicit pads, `before` and `after` on both axes. */
+const square = (mode: Pool['mode'], k: number, s: number, before: number, after: number, countIncludePad?: boolean): Pool => ({
+  kind: 'pool',
+  mode,
+  size: [k, k],
+  strides: [s, s],
+  padding: [
+    [before, after],
+    [before, after],
+  ],
+  ...(countIncludePad ? { countIncludePad } : {}),
+});
+
 export const pool: OpDef<'pool'> = {
   kind: 'pool',
   shape(op, [x]) {
@@ -232,31 +245,12 @@ export const pool: OpDef<'pool'> = {
     },
     {
       name: 'avg 3x3/1 pad 1, pads counted',
-      op: {
-        kind: 'pool',
-        mode: 'avg',
-        size: [3, 3],
-        strides: [1, 1],
-        padding: [
-          [1, 1],
-          [1, 1],
-        ],
-        countIncludePad: true,
-      },
+      op: square('avg', 3, 1, 1, 1, true),
       inputs: [[5, 5, 2]],
     },
     {
       name: 'avg 3x3/1 pad 1, pads not counted',
-      op: {
-        kind: 'pool',
-        mode: 'avg',
-        size: [3, 3],
-        strides: [1, 1],
-        padding: [
-          [1, 1],
-          [1, 1],
-        ],
-      },
+      op: square('avg', 3, 1, 1, 1),
       inputs: [[5, 5, 2]],
     },
     { name: 'max 2x2 same', op: { kind: 'pool', mode: 'max', size: [2, 2], strides: [2, 2], padding: 'same' }, inputs: [[5, 5, 3]] },
@@ -274,59 +268,23 @@ export const pool: OpDef<'pool'> = {
     },
     {
       name: 'max 3x3/2, ceil-mode end pad, 12 channels (blocked, channels padded)',
-      op: {
-        kind: 'pool',
-        mode: 'max',
-        size: [3, 3],
-        strides: [2, 2],
-        padding: [
-          [0, 1],
-          [0, 1],
-        ],
-      },
+      op: square('max', 3, 2, 0, 1),
       inputs: [[7, 6, 12]],
       check: true,
     },
     {
       name: 'max 3x3/1 pad 1, 16 channels (blocked)',
-      op: {
-        kind: 'pool',
-        mode: 'max',
-        size: [3, 3],
-        strides: [1, 1],
-        padding: [
-          [1, 1],
-          [1, 1],
-        ],
-      },
+      op: square('max', 3, 1, 1, 1),
       inputs: [[5, 4, 16]],
     },
     {
       name: 'max 3x3/2 pad 1 (ResNet)',
-      op: {
-        kind: 'pool',
-        mode: 'max',
-        size: [3, 3],
-        strides: [2, 2],
-        padding: [
-          [1, 1],
-          [1, 1],
-        ],
-      },
+      op: square('max', 3, 2, 1, 1),
       inputs: [[8, 8, 2]],
     },
     {
       name: 'max 3x3/2 ceil mode (extra end pad)',
-      op: {
-        kind: 'pool',
-        mode: 'max',
-        size: [3, 3],
-        strides: [2, 2],
-        padding: [
-          [0, 1],
-          [0, 1],
-        ],
-      },
+      op: square('max', 3, 2, 0, 1),
       inputs: [[8, 8, 2]],
     },
   ],
