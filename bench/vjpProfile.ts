@@ -32,7 +32,7 @@ const MODELS = (args.get('models') ?? 'mobilenet_v1_0.25_224,mobilenet_v2_1.0_22
 const B = Number(args.get('batch') ?? 1);
 const RUNS = Number(args.get('runs') ?? 10);
 const ZOO = args.get('zoo') ?? process.env.UAP_ZOO;
-const ZOO_MODELS = (args.get('zoo-models') ?? 'resnet18,efficientnet_b0').split(',');
+const ZOO_MODELS = (args.get('zoo-models') ?? 'resnet18,efficientnet_b0,googlenet').split(',');
 /** Cotangents per image of the second timing: DeepFool's candidate classes. */
 const MANY = 10;
 
