@@ -313,6 +313,20 @@ cases.push([
   ),
 ]);
 
+/** The nodes of `net`'s gradient graph as exported with channel block `block` (0: not blocked). */
+const vjpNodes = (net: Net, block = nchwcBlock()) =>
+  onnxProto.onnx.ModelProto.decode(exportOnnx(net, SHAPE, ['vjp'], 'cpu', block).vjp).graph!.node!;
+
+/** How many nodes of each kind `net`'s blocked gradient graph holds ('nchwc.Conv' for the blocked domain's). */
+function nodeKinds(net: Net): Record<string, number> {
+  const count: Record<string, number> = {};
+  for (const n of vjpNodes(net)) {
+    const kind = `${n.domain ? 'nchwc.' : ''}${n.opType}`;
+    count[kind] = (count[kind] ?? 0) + 1;
+  }
+  return count;
+}
+
 const ortPresent = (await loadOrt()) !== null;
 if (!ortPresent) console.warn('SKIPPED ONNX tests: onnxruntime-node cannot load here');
 
@@ -335,9 +349,7 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
   });
 
   it.skipIf(!nchwcBlock())("the gradient graph in ONNX Runtime's blocked layout: its kernels, no reorders between them", () => {
-    const nodes = (block: number) =>
-      onnxProto.onnx.ModelProto.decode(exportOnnx(blockedNet, SHAPE, ['vjp'], 'cpu', block).vjp).graph!.node!;
-    const blocked = nodes(nchwcBlock());
+    const blocked = vjpNodes(blockedNet);
     const ofKind = (type: string) => blocked.filter((n) => n.domain === NCHWC_DOMAIN && n.opType === type).length;
     // Every convolution but the stem (3 input channels), forward and backward: 5, then 4 stride-1
     // ones and the strided depthwise one's 4 output phases.
@@ -345,13 +357,11 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     expect(blocked.filter((n) => n.opType === 'ConvTranspose').length).toBe(1); // the stem's
     // Into the blocked chain after the stem and back out before the flattening, once each per pass.
     expect(ofKind('ReorderInput') + ofKind('ReorderOutput')).toBe(4);
-    expect(nodes(0).some((n) => n.domain)).toBe(false);
+    expect(vjpNodes(blockedNet, 0).some((n) => n.domain)).toBe(false);
   });
 
   it.skipIf(!nchwcBlock())('squeeze-and-excitation blocks stay blocked: 1x1 values by reshape, full-size ones never reordered', () => {
-    const nodes = onnxProto.onnx.ModelProto.decode(exportOnnx(squeezeNet, SHAPE, ['vjp'], 'cpu', nchwcBlock()).vjp).graph!.node!;
-    const count: Record<string, number> = {};
-    for (const n of nodes) count[`${n.domain ? 'nchwc.' : ''}${n.opType}`] = (count[`${n.domain ? 'nchwc.' : ''}${n.opType}`] ?? 0) + 1;
+    const count = nodeKinds(squeezeNet);
     expect(count['nchwc.Conv']).toBe(11); // 4 forward; backward the depthwise layer's 4 output phases and three 1x1
     expect(count['nchwc.GlobalAveragePool']).toBe(5); // two means, and the sums of three broadcast operands' rows
     // Into the blocked chain after the stem and back out before the flattening, once each per pass.
@@ -361,7 +371,7 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
 
   it.skipIf(!nchwcBlock())('an expansion takes a strided depthwise gradient by phase and interleaves its narrower rows', () => {
     for (const act of ['relu6', 'silu'] as const) {
-      const nodes = onnxProto.onnx.ModelProto.decode(exportOnnx(expansionNet(act), SHAPE, ['vjp'], 'cpu', nchwcBlock()).vjp).graph!.node!;
+      const nodes = vjpNodes(expansionNet(act));
       const blockedConvs = nodes.filter((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv');
       // Forward: expansion, depthwise, projection; backward: projection, the depthwise layer's 4 phases, and
       // the expansion once per phase (9 in all without phases).
@@ -374,9 +384,7 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
   });
 
   it.skipIf(!nchwcBlock())("max pools and an inception join stay blocked: reorders only around the pools' indices", () => {
-    const nodes = onnxProto.onnx.ModelProto.decode(exportOnnx(inceptionNet, SHAPE, ['vjp'], 'cpu', nchwcBlock()).vjp).graph!.node!;
-    const count: Record<string, number> = {};
-    for (const n of nodes) count[`${n.domain ? 'nchwc.' : ''}${n.opType}`] = (count[`${n.domain ? 'nchwc.' : ''}${n.opType}`] ?? 0) + 1;
+    const count = nodeKinds(inceptionNet);
     expect(count['nchwc.MaxPool']).toBe(3);
     expect(count.MaxPool).toBe(3); // each pool's argmax, once per image
     expect(count.Split).toBe(1); // the join's backward

@@ -304,30 +304,15 @@ function phasedGradient(n: OnnxNode<Conv>, { phases }: PhasedRows): string {
   const y = n.saved('y');
   // A fused activation's derivative reads only y (fusedActivation), so its pre-activation was not kept.
   const factor = activationFactor(n, fusedActivation(op.act) ? y : n.saved('pre'), y, op.act);
-  // A blocked value [N, C', H, W] viewed as [N, C'/b, hp, sh, wp, sw, b]: a phase is one slice of it.
+  // The factor [N, C', H, W] (blocked) viewed as [N, C'/b, hp, sh, wp, sw, b]: a phase is one slice of it.
+  const view = factor && g.op('Reshape', [factor.value, g.ints([0, channels / b, hp, sh, wp, sw, b])]);
   const phaseOf = (v: string, ry: number, rx: number) =>
-    g.op('Reshape', [
-      g.op('Slice', [
-        g.op('Reshape', [v, g.ints([0, channels / b, hp, sh, wp, sw, b])]),
-        g.ints([ry, rx]),
-        g.ints([ry + 1, rx + 1]),
-        g.ints([3, 5]),
-      ]),
-      g.ints([0, channels, hp, wp]),
-    ]);
+    g.op('Reshape', [g.op('Slice', [v, g.ints([ry, rx]), g.ints([ry + 1, rx + 1]), g.ints([3, 5])]), g.ints([0, channels, hp, wp])]);
+  // One phase as a 1x1 convolution of its own on images of the phase's size.
+  const part = new OnnxNode<Conv>(n.e, `${n.name}_phase`, op, n.inputs, [[hp, wp, cin]], [hp, wp, n.outShape[2]], n.layouts, n.outLayout);
   const dx = phases.map((side, ry) =>
     side.map((rows, rx) => {
-      const part = new OnnxNode<Conv>(
-        n.e,
-        `${n.name}_phase`,
-        op,
-        n.inputs,
-        [[hp, wp, cin]],
-        [hp, wp, n.outShape[2]],
-        n.layouts,
-        n.outLayout,
-      );
-      const d = factor ? part.perImage(rows, factorFloats(n, { ...factor, value: phaseOf(factor.value, ry, rx) })) : rows;
+      const d = factor && view ? part.perImage(rows, factorFloats(n, { ...factor, value: phaseOf(view, ry, rx) })) : rows;
       return forwardGradient(part, d, true);
     }),
   );

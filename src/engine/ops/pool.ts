@@ -222,7 +222,7 @@ export const pool: OpDef<'pool'> = {
       if (n.op.mode === 'avg') return [averageGradient(n, dy)];
       if (n.e.target === 'webgpu') return [maxGradientByMasks(n, dy)];
       if (n.layouts[0] !== 'nchwc') return [maxGradient(n, dy, n.saved('x'))];
-      const x = n.once('xNchw', () => n.e.convert(n.saved('x'), 'nchwc', 'nchw', n.inShapes[0]));
+      const x = n.e.convert(n.saved('x'), 'nchwc', 'nchw', n.inShapes[0]);
       return [n.throughNchw(dy, (rows) => maxGradient(n, rows, x))];
     },
   },
