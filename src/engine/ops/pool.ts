@@ -40,9 +40,9 @@ function inverseCounts(op: Pool, x: number[]): Float32Array {
  * first maximum in row-major order, as PyTorch and TF pick), and every backward row's dy is added at
  * those positions (ScatterElements, reduction add: overlapping windows can share an argmax). One argmax,
  * not every tie: ties are structural after a max pooling (GoogLeNet pools pooled maps), and crediting
- * each copy would count one input several times. 5x cheaper on GoogLeNet than building the mask per
- * window offset from Equal / Pad / Sum. `x`: the input, NCHW (MaxPool's indices are NCHW positions;
- * on the blocked view [N, C/b, H, W, b] as a 3-D pooling they cost twice as much: bench/results).
+ * each copy would count one input several times. Cheaper on GoogLeNet than building the mask per
+ * window offset from Equal / Pad / Sum (docs/speed.md). `x`: the input, NCHW (MaxPool's indices are NCHW positions;
+ * on the blocked view [N, C/b, H, W, b] as a 3-D pooling they are slower: docs/speed.md).
  */
 function maxGradient(n: OnnxNode<Pool>, dy: string, x: string): string {
   const g = n.g;
@@ -55,8 +55,8 @@ function maxGradient(n: OnnxNode<Pool>, dy: string, x: string): string {
     strides: n.op.strides,
     pads: onnxPads(pads),
   });
-  // ONNX's indices run over the whole batch: image i's start at i * C*H*W (a subtraction: int64 Mod
-  // costs twice as much).
+  // ONNX's indices run over the whole batch: image i's start at i * C*H*W (subtracted: int64 Mod is
+  // slower, docs/speed.md).
   const image = C * H * W;
   const limit = g.op('Squeeze', [g.op('Mul', [n.e.batch(), g.ints([image])])]);
   const starts = g.op('Range', [g.op('Squeeze', [g.ints([0])]), limit, g.op('Squeeze', [g.ints([image])])]);
