@@ -5,7 +5,9 @@
  * then profiled op by op with ONNX Runtime's own profiler. The vjp graph's nodes are split
  * into its forward half (the nodes written before the backward rows begin) and its backward half; each half
  * is summed by op kind, and the optimised vjp graph (as ONNX Runtime rewrites it: NCHWc convolutions,
- * Reorder nodes around the ops that need plain NCHW) is counted by op kind. The profiler adds a fixed
+ * Reorder nodes around the ops that need plain NCHW) is counted by op kind. In the same timing loop: the
+ * graph as written before blocking, and two rewrites that price the activations' 0/1 masks
+ * (bench/maskPasses.ts: their multiplies alone, and none). The profiler adds a fixed
  * cost per node, so its sums exceed the timed runs: read them as shares, the timed ratio as the figure.
  *   node dist/bench/vjpProfile.js [--models=mobilenet_v1_0.25_224,...] [--zoo=DIR [--zoo-models=resnet18,...]]
  *     [--batch=1] [--runs=10]
@@ -26,6 +28,7 @@ import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeAtomic } from '../src/io/atomic.js';
 import { replaceDocBlock } from './docBlock.js';
 import { benchNet, zooFiles } from './torchvision.js';
+import { withoutMaskPasses } from './maskPasses.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const MODELS = (args.get('models') ?? 'mobilenet_v1_0.25_224,mobilenet_v2_1.0_224_quant').split(',');
@@ -38,6 +41,14 @@ const MANY = 10;
 
 type Ort = NonNullable<Awaited<ReturnType<typeof loadOrt>>>;
 type Session = Awaited<ReturnType<Ort['InferenceSession']['create']>>;
+
+/** 1 and MANY gradients, ms (per call, or per image in a Row). */
+interface Timing {
+  vjpMs: number;
+  manyMs: number;
+}
+
+type Variant = 'vjp' | 'unblocked' | 'prebuilt' | 'none';
 
 /** Milliseconds per node kind (per run) and the total. */
 interface Split {
@@ -58,7 +69,12 @@ interface Row {
    * The gradient graph as written before it was blocked (UAP_NCHWC=off), timed in the same loop: 1 and
    * MANY gradients, ms per image (absent where this machine's ONNX Runtime has no blocked kernels).
    */
-  unblocked?: { vjpMs: number; manyMs: number };
+  unblocked?: Timing;
+  /**
+   * The activations' 0/1 masks (bench/maskPasses.ts), timed in the same loop: how many the graph has, and
+   * the gradient with their multiplies but no mask built, and with no masks (absent where it has none).
+   */
+  masks?: { count: number; prebuilt: Timing; none: Timing };
   profiled: { forward: Split; vjpForwardHalf: Split; vjpBackwardHalf: Split; manyBackwardHalf: Split };
   /** The backward half's slowest nodes (one gradient): op, input shape, ms. */
   slowest: { op: string; shape: string; ms: number }[];
@@ -137,32 +153,33 @@ async function profileModel(ort: Ort, name: string, assets: string, dir: string)
   const dyMany = cotangents(MANY);
   const base = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' as const, logSeverityLevel: 3 as const };
   const session = (bytes: Uint8Array, extra: object) => ort.InferenceSession.create(bytes, { ...base, ...extra });
-  const timed = { forward: await session(models.forward, {}), vjp: await session(models.vjp, {}) };
-  const unblocked = unblockedVjp && (await session(unblockedVjp, {}));
-  // One warm-up each, then the best of RUNS interleaved, so a burst of other work on the machine hits both.
-  const runForward = () => timed.forward.run({ x });
-  const runVjp = () => timed.vjp.run({ x, dy });
-  const runMany = () => timed.vjp.run({ x, dy: dyMany });
-  const runUnblocked = () => unblocked!.run({ x, dy });
-  const runUnblockedMany = () => unblocked!.run({ x, dy: dyMany });
+  const forward = await session(models.forward, {});
+  const prebuilt = withoutMaskPasses(models.vjp, 'prebuilt');
+  // Each gradient graph timed with 1 and MANY cotangents: ours, and where they apply the one written
+  // before blocking and the two mask counterfactuals.
+  const graphs: Partial<Record<Variant, Session>> = { vjp: await session(models.vjp, {}) };
+  if (unblockedVjp) graphs.unblocked = await session(unblockedVjp, {});
+  if (prebuilt.masks) {
+    graphs.prebuilt = await session(prebuilt.bytes, {});
+    graphs.none = await session(withoutMaskPasses(models.vjp, 'none').bytes, {});
+  }
+  const variants = Object.entries(graphs) as [Variant, Session][];
+  const runForward = () => forward.run({ x });
   await runForward();
-  await runVjp();
-  await runMany();
-  if (unblocked) await Promise.all([runUnblocked(), runUnblockedMany()]);
+  for (const [, s] of variants) await Promise.all([s.run({ x, dy }), s.run({ x, dy: dyMany })]);
+  // The best of RUNS interleaved, so a burst of other work on the machine hits every graph alike.
   let forwardMs = Infinity;
-  let vjpMs = Infinity;
-  let manyMs = Infinity;
-  const before = { vjpMs: Infinity, manyMs: Infinity };
+  const best = Object.fromEntries(variants.map(([k]) => [k, { vjpMs: Infinity, manyMs: Infinity }])) as Record<Variant, Timing>;
   for (let i = 0; i < RUNS; i++) {
     forwardMs = Math.min(forwardMs, await msOf(runForward));
-    vjpMs = Math.min(vjpMs, await msOf(runVjp));
-    if (unblocked) before.vjpMs = Math.min(before.vjpMs, await msOf(runUnblocked));
-    if (i < Math.ceil(RUNS / 3)) {
-      manyMs = Math.min(manyMs, await msOf(runMany));
-      if (unblocked) before.manyMs = Math.min(before.manyMs, await msOf(runUnblockedMany));
+    for (const [k, s] of variants) {
+      best[k].vjpMs = Math.min(best[k].vjpMs, await msOf(() => s.run({ x, dy })));
+      if (i < Math.ceil(RUNS / 3)) best[k].manyMs = Math.min(best[k].manyMs, await msOf(() => s.run({ x, dy: dyMany })));
     }
   }
-  await Promise.all([timed.forward.release(), timed.vjp.release(), unblocked?.release()]);
+  await Promise.all([forward.release(), ...variants.map(([, s]) => s.release())]);
+  const perImage = (t: Timing): Timing => ({ vjpMs: t.vjpMs / B, manyMs: t.manyMs / B });
+  const { vjpMs, manyMs } = best.vjp;
   const tag = basename(name);
   const profiled = async (kind: 'forward' | 'vjp', feeds: Record<string, InstanceType<Ort['Tensor']>>, label: string = kind) => {
     const s: Session = await session(models[kind], {
@@ -203,7 +220,10 @@ async function profileModel(ort: Ort, name: string, assets: string, dir: string)
     ratio: vjpMs / forwardMs,
     manyMs: manyMs / B,
     msPerExtraRow: (manyMs - vjpMs) / B / (MANY - 1),
-    ...(unblocked ? { unblocked: { vjpMs: before.vjpMs / B, manyMs: before.manyMs / B } } : {}),
+    ...(best.unblocked ? { unblocked: perImage(best.unblocked) } : {}),
+    ...(best.prebuilt && best.none
+      ? { masks: { count: prebuilt.masks, prebuilt: perImage(best.prebuilt), none: perImage(best.none) } }
+      : {}),
     profiled: {
       forward: split(forwardTimes, () => true, runs),
       vjpForwardHalf: split(vjpTimes, inForwardHalf, runs),
@@ -249,6 +269,27 @@ function markdown(rows: Row[]): string {
                 `| ${r.model} | ${ms(r.unblocked!.vjpMs)} | ${(r.unblocked!.vjpMs / r.vjpMs).toFixed(2)}x | ` +
                 `${ms(r.unblocked!.manyMs)} | ${(r.unblocked!.manyMs / r.manyMs).toFixed(2)}x |`,
             ),
+          '',
+        ]
+      : []),
+    ...(rows.some((r) => r.masks)
+      ? [
+          `What the activations' 0/1 masks cost, timed in the same loop on rewrites of the same graph that compute ` +
+            `wrong values (\`bench/maskPasses.ts\`): "prebuilt" multiplies the rows by each mask but builds none (the ` +
+            `multiplies alone), "none" leaves the masks out (ms per image; in brackets, over the forward):`,
+          '',
+          `| model | masks | 1 gradient | masks prebuilt | no masks | ${MANY} gradients | masks prebuilt | no masks |`,
+          '|---|---|---|---|---|---|---|---|',
+          ...rows
+            .filter((r) => r.masks)
+            .map((r) => {
+              const over = (v: number) => `${ms(v)} (${(v / r.forwardMs).toFixed(2)}x)`;
+              const { count, prebuilt, none } = r.masks!;
+              return (
+                `| ${r.model} | ${count} | ${over(r.vjpMs)} | ${over(prebuilt.vjpMs)} | ${over(none.vjpMs)} | ` +
+                `${ms(r.manyMs)} | ${ms(prebuilt.manyMs)} | ${ms(none.manyMs)} |`
+              );
+            }),
           '',
         ]
       : []),

@@ -35,6 +35,7 @@ import { maxRelativeDifference, selfCheckNet, SELF_CHECK_SHAPE } from '../src/en
 import { SessionPool } from '../src/engine/onnx/workerPool.js';
 import { ModelFiles } from '../src/engine/onnx/modelFiles.js';
 import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
+import { withoutMaskPasses } from '../bench/maskPasses.js';
 
 /** Deterministic weights of a shape. */
 const w = (shape: number[], seed: number) =>
@@ -381,6 +382,44 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
       const interleaves = nodes.filter((n) => n.opType === 'Concat' && n.attribute!.some((a) => a.name === 'axis' && Number(a.i) === 3));
       expect(interleaves.length).toBe(2);
     }
+  });
+
+  it("bench:vjp-profile's mask counterfactuals: without masks the gradient is the linear chain's", async () => {
+    const ort = (await loadOrt())!;
+    const net = expansionNet('relu6'); // masks cut into phases, and whole ones
+    const linear: Net = { ...net, nodes: net.nodes.map((n) => ({ ...n, op: { ...n.op, act: 'linear' } }) as NetNode) };
+    const vjp = exportOnnx(net, SHAPE, ['vjp'], 'cpu').vjp;
+    const none = withoutMaskPasses(vjp, 'none');
+    const prebuilt = withoutMaskPasses(vjp, 'prebuilt');
+    expect(none.masks).toBe(3);
+    expect(prebuilt.masks).toBeGreaterThanOrEqual(3); // a mask cut into phases is cast once per phase
+    const kinds = (bytes: Uint8Array) => onnxProto.onnx.ModelProto.decode(bytes).graph!.node!.map((n) => n.opType ?? '');
+    const count = (bytes: Uint8Array, op: string) => kinds(bytes).filter((k) => k === op).length;
+    // Prebuilt: every multiply stays, nothing builds a mask.
+    expect(count(prebuilt.bytes, 'Mul')).toBe(count(vjp, 'Mul'));
+    expect(kinds(prebuilt.bytes).filter((k) => ['Greater', 'Less', 'And', 'Cast'].includes(k))).toEqual([]);
+    const x = new ort.Tensor(
+      'float32',
+      Float32Array.from({ length: 2 * 8 * 8 * 3 }, (_, i) => Math.sin(i * 0.7) * 3),
+      [2, ...SHAPE],
+    );
+    const dy = new ort.Tensor(
+      'float32',
+      Float32Array.from({ length: 2 * 4 }, (_, i) => Math.cos(i * 1.3)),
+      [2, 1, 4],
+    );
+    const dxOf = async (bytes: Uint8Array) => {
+      const s = await ort.InferenceSession.create(bytes);
+      const dx = (await s.run({ x, dy })).dx.data as Float32Array;
+      await s.release();
+      return dx;
+    };
+    const [masked, unmasked, chain, products] = await Promise.all(
+      [vjp, none.bytes, exportOnnx(linear, SHAPE, ['vjp'], 'cpu').vjp, prebuilt.bytes].map(dxOf),
+    );
+    expect(maxRelativeDifference(unmasked, chain)).toBeLessThan(1e-5);
+    expect(maxRelativeDifference(masked, chain)).toBeGreaterThan(0.01); // the masks mattered
+    expect(products.every(Number.isFinite)).toBe(true);
   });
 
   it.skipIf(!nchwcBlock())("max pools and an inception join stay blocked: reorders only around the pools' indices", () => {
