@@ -6,8 +6,8 @@
  * into its forward half (the nodes written before the backward rows begin) and its backward half; each half
  * is summed by op kind, and the optimised vjp graph (as ONNX Runtime rewrites it: NCHWc convolutions,
  * Reorder nodes around the ops that need plain NCHW) is counted by op kind. In the same timing loop: the
- * graph as written before blocking, and two rewrites that price the activations' 0/1 masks
- * (bench/maskPasses.ts: their multiplies alone, and none). The profiler adds a fixed
+ * graph as written before blocking, and two rewrites that price the activations' derivative factors
+ * (bench/factorPasses.ts: their products alone, and none). The profiler adds a fixed
  * cost per node, so its sums exceed the timed runs: read them as shares, the timed ratio as the figure.
  *   node dist/bench/vjpProfile.js [--models=mobilenet_v1_0.25_224,...] [--zoo=DIR [--zoo-models=resnet18,...]]
  *     [--batch=1] [--runs=10]
@@ -28,7 +28,7 @@ import { assetsDir, PROJECT_ROOT } from '../src/paths.js';
 import { writeAtomic } from '../src/io/atomic.js';
 import { replaceDocBlock } from './docBlock.js';
 import { benchNet, zooFiles } from './torchvision.js';
-import { withoutMaskPasses } from './maskPasses.js';
+import { withoutFactorPasses } from './factorPasses.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const MODELS = (args.get('models') ?? 'mobilenet_v1_0.25_224,mobilenet_v2_1.0_224_quant').split(',');
@@ -71,10 +71,10 @@ interface Row {
    */
   unblocked?: Timing;
   /**
-   * The activations' 0/1 masks (bench/maskPasses.ts), timed in the same loop: how many the graph has, and
-   * the gradient with their multiplies but no mask built, and with no masks (absent where it has none).
+   * The activations' derivative factors (bench/factorPasses.ts), timed in the same loop: how many the graph
+   * builds, and the gradient with their products but no factor built, and with none (absent where it has none).
    */
-  masks?: { count: number; prebuilt: Timing; none: Timing };
+  factors?: { count: number; prebuilt: Timing; none: Timing };
   profiled: { forward: Split; vjpForwardHalf: Split; vjpBackwardHalf: Split; manyBackwardHalf: Split };
   /** The backward half's slowest nodes (one gradient): op, input shape, ms. */
   slowest: { op: string; shape: string; ms: number }[];
@@ -154,14 +154,14 @@ async function profileModel(ort: Ort, name: string, assets: string, dir: string)
   const base = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' as const, logSeverityLevel: 3 as const };
   const session = (bytes: Uint8Array, extra: object) => ort.InferenceSession.create(bytes, { ...base, ...extra });
   const forward = await session(models.forward, {});
-  const prebuilt = withoutMaskPasses(models.vjp, 'prebuilt');
+  const prebuilt = withoutFactorPasses(models.vjp, 'prebuilt');
   // Each gradient graph timed with 1 and MANY cotangents: ours, and where they apply the one written
-  // before blocking and the two mask counterfactuals.
+  // before blocking and the two factor counterfactuals.
   const graphs: Partial<Record<Variant, Session>> = { vjp: await session(models.vjp, {}) };
   if (unblockedVjp) graphs.unblocked = await session(unblockedVjp, {});
-  if (prebuilt.masks) {
+  if (prebuilt.factors) {
     graphs.prebuilt = await session(prebuilt.bytes, {});
-    graphs.none = await session(withoutMaskPasses(models.vjp, 'none').bytes, {});
+    graphs.none = await session(withoutFactorPasses(models.vjp, 'none').bytes, {});
   }
   const variants = Object.entries(graphs) as [Variant, Session][];
   const runForward = () => forward.run({ x });
@@ -222,7 +222,7 @@ async function profileModel(ort: Ort, name: string, assets: string, dir: string)
     msPerExtraRow: (manyMs - vjpMs) / B / (MANY - 1),
     ...(best.unblocked ? { unblocked: perImage(best.unblocked) } : {}),
     ...(best.prebuilt && best.none
-      ? { masks: { count: prebuilt.masks, prebuilt: perImage(best.prebuilt), none: perImage(best.none) } }
+      ? { factors: { count: prebuilt.factors, prebuilt: perImage(best.prebuilt), none: perImage(best.none) } }
       : {}),
     profiled: {
       forward: split(forwardTimes, () => true, runs),
@@ -272,19 +272,20 @@ function markdown(rows: Row[]): string {
           '',
         ]
       : []),
-    ...(rows.some((r) => r.masks)
+    ...(rows.some((r) => r.factors)
       ? [
-          `What the activations' 0/1 masks cost, timed in the same loop on rewrites of the same graph that compute ` +
-            `wrong values (\`bench/maskPasses.ts\`): "prebuilt" multiplies the rows by each mask but builds none (the ` +
-            `multiplies alone), "none" leaves the masks out (ms per image; in brackets, over the forward):`,
+          `What the activations' derivative factors cost (the 0/1 masks of ReLU-like activations, SiLU's floats), timed ` +
+            `in the same loop on rewrites of the same graph that compute wrong values (\`bench/factorPasses.ts\`): ` +
+            `"prebuilt" multiplies the rows by the forward value each factor is computed from and builds none (the ` +
+            `products alone), "none" leaves the factors out (ms per image; in brackets, over the forward):`,
           '',
-          `| model | masks | 1 gradient | masks prebuilt | no masks | ${MANY} gradients | masks prebuilt | no masks |`,
+          `| model | factors | 1 gradient | factors prebuilt | no factors | ${MANY} gradients | factors prebuilt | no factors |`,
           '|---|---|---|---|---|---|---|---|',
           ...rows
-            .filter((r) => r.masks)
+            .filter((r) => r.factors)
             .map((r) => {
               const over = (v: number) => `${ms(v)} (${(v / r.forwardMs).toFixed(2)}x)`;
-              const { count, prebuilt, none } = r.masks!;
+              const { count, prebuilt, none } = r.factors!;
               return (
                 `| ${r.model} | ${count} | ${over(r.vjpMs)} | ${over(prebuilt.vjpMs)} | ${over(none.vjpMs)} | ` +
                 `${ms(r.manyMs)} | ${ms(prebuilt.manyMs)} | ${ms(none.manyMs)} |`

@@ -35,7 +35,7 @@ import { maxRelativeDifference, selfCheckNet, SELF_CHECK_SHAPE } from '../src/en
 import { SessionPool } from '../src/engine/onnx/workerPool.js';
 import { ModelFiles } from '../src/engine/onnx/modelFiles.js';
 import { batchOfTensor } from '../src/engine/tfjs/batchTensor.js';
-import { withoutMaskPasses } from '../bench/maskPasses.js';
+import { withoutFactorPasses } from '../bench/factorPasses.js';
 
 /** Deterministic weights of a shape. */
 const w = (shape: number[], seed: number) =>
@@ -384,43 +384,47 @@ describe.skipIf(!ortPresent)('ONNX export: forward and hand-built backward graph
     }
   });
 
-  it("bench:vjp-profile's mask counterfactuals: without masks the gradient is the linear chain's", async () => {
-    const ort = (await loadOrt())!;
-    const net = expansionNet('relu6'); // masks cut into phases, and whole ones
-    const linear: Net = { ...net, nodes: net.nodes.map((n) => ({ ...n, op: { ...n.op, act: 'linear' } }) as NetNode) };
-    const vjp = exportOnnx(net, SHAPE, ['vjp'], 'cpu').vjp;
-    const none = withoutMaskPasses(vjp, 'none');
-    const prebuilt = withoutMaskPasses(vjp, 'prebuilt');
-    expect(none.masks).toBe(3);
-    expect(prebuilt.masks).toBeGreaterThanOrEqual(3); // a mask cut into phases is cast once per phase
-    const kinds = (bytes: Uint8Array) => onnxProto.onnx.ModelProto.decode(bytes).graph!.node!.map((n) => n.opType ?? '');
-    const count = (bytes: Uint8Array, op: string) => kinds(bytes).filter((k) => k === op).length;
-    // Prebuilt: every multiply stays, nothing builds a mask.
-    expect(count(prebuilt.bytes, 'Mul')).toBe(count(vjp, 'Mul'));
-    expect(kinds(prebuilt.bytes).filter((k) => ['Greater', 'Less', 'And', 'Cast'].includes(k))).toEqual([]);
-    const x = new ort.Tensor(
-      'float32',
-      Float32Array.from({ length: 2 * 8 * 8 * 3 }, (_, i) => Math.sin(i * 0.7) * 3),
-      [2, ...SHAPE],
-    );
-    const dy = new ort.Tensor(
-      'float32',
-      Float32Array.from({ length: 2 * 4 }, (_, i) => Math.cos(i * 1.3)),
-      [2, 1, 4],
-    );
-    const dxOf = async (bytes: Uint8Array) => {
-      const s = await ort.InferenceSession.create(bytes);
-      const dx = (await s.run({ x, dy })).dx.data as Float32Array;
-      await s.release();
-      return dx;
-    };
-    const [masked, unmasked, chain, products] = await Promise.all(
-      [vjp, none.bytes, exportOnnx(linear, SHAPE, ['vjp'], 'cpu').vjp, prebuilt.bytes].map(dxOf),
-    );
-    expect(maxRelativeDifference(unmasked, chain)).toBeLessThan(1e-5);
-    expect(maxRelativeDifference(masked, chain)).toBeGreaterThan(0.01); // the masks mattered
-    expect(products.every(Number.isFinite)).toBe(true);
-  });
+  it.each(['relu6', 'silu'] as const)(
+    "bench:vjp-profile's factor counterfactuals (%s): without factors the gradient is the linear chain's",
+    async (act) => {
+      const ort = (await loadOrt())!;
+      const net = expansionNet(act); // ReLU6 masks whole and (relu6) cut into phases; SiLU's floats cut into phases
+      const linear: Net = { ...net, nodes: net.nodes.map((n) => ({ ...n, op: { ...n.op, act: 'linear' } }) as NetNode) };
+      const vjp = exportOnnx(net, SHAPE, ['vjp'], 'cpu').vjp;
+      const none = withoutFactorPasses(vjp, 'none');
+      const prebuilt = withoutFactorPasses(vjp, 'prebuilt');
+      const kinds = (bytes: Uint8Array) => onnxProto.onnx.ModelProto.decode(bytes).graph!.node!.map((n) => n.opType ?? '');
+      const count = (bytes: Uint8Array, op: string) => kinds(bytes).filter((k) => k === op).length;
+      expect(none.factors).toBeGreaterThanOrEqual(3);
+      // Prebuilt: every product stays, nothing builds a factor: no mask, and of SiLU's factor y + s (1 - y)
+      // neither its Sigmoid, Sub, Mul nor Add (the forward's own x * s stays).
+      for (const op of ['Greater', 'Less', 'And', 'Cast']) expect(count(prebuilt.bytes, op)).toBe(0);
+      const built = act === 'silu' ? { Sigmoid: 1, Sub: 1, Mul: 1, Add: 1 } : { Mul: 0 };
+      for (const [op, k] of Object.entries(built)) expect(count(prebuilt.bytes, op)).toBe(count(vjp, op) - k);
+      const x = new ort.Tensor(
+        'float32',
+        Float32Array.from({ length: 2 * 8 * 8 * 3 }, (_, i) => Math.sin(i * 0.7) * 3),
+        [2, ...SHAPE],
+      );
+      const dy = new ort.Tensor(
+        'float32',
+        Float32Array.from({ length: 2 * 4 }, (_, i) => Math.cos(i * 1.3)),
+        [2, 1, 4],
+      );
+      const dxOf = async (bytes: Uint8Array) => {
+        const s = await ort.InferenceSession.create(bytes);
+        const dx = (await s.run({ x, dy })).dx.data as Float32Array;
+        await s.release();
+        return dx;
+      };
+      const [real, unfactored, chain, products] = await Promise.all(
+        [vjp, none.bytes, exportOnnx(linear, SHAPE, ['vjp'], 'cpu').vjp, prebuilt.bytes].map(dxOf),
+      );
+      expect(maxRelativeDifference(unfactored, chain)).toBeLessThan(1e-5);
+      expect(maxRelativeDifference(real, chain)).toBeGreaterThan(0.01); // the factors mattered
+      expect(products.every(Number.isFinite)).toBe(true);
+    },
+  );
 
   it.skipIf(!nchwcBlock())("max pools and an inception join stay blocked: reorders only around the pools' indices", () => {
     const count = nodeKinds(inceptionNet);

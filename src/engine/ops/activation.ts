@@ -121,12 +121,17 @@ export function softmaxBackward(n: OnnxNode<unknown>, dy: string, y: string, axi
   return n.perImage(n.g.op('Sub', [dy, dot]), y);
 }
 
+/** The name activation factors' values start with (activationFactor). */
+export const FACTOR = 'factor';
+
 /**
  * The factor f of an element-wise activation's backward, dx = dy * f, from its input x and output y:
  * a 0/1 mask left boolean (`mask`: cast to floats where it multiplies, so that it can be cut up at a
  * quarter of the bytes), or floats; undefined where dx = dy (linear). Masks read the OUTPUT where they
  * can (0 < y < 6 exactly when 0 < x < 6, etc.), so the pre-activation is rarely needed and ONNX Runtime
- * can fuse the activation into its producer. Not for softmax and neg (no per-element factor).
+ * can fuse the activation into its producer. Not for softmax and neg (no per-element factor). Float
+ * factors, and masks once cast, are values named 'factor_<n>': profiles and bench:vjp-profile's
+ * rewrites (bench/maskPasses.ts) find the products with them by that name.
  */
 export function activationFactor(
   n: OnnxNode<unknown>,
@@ -135,14 +140,14 @@ export function activationFactor(
   a: Exclude<Activation, 'softmax' | 'neg'>,
 ): { value: string; mask: boolean } | undefined {
   const g = n.g;
-  const floats = (value: string) => ({ value, mask: false });
+  const floats = (type: string, inputs: string[]) => ({ value: g.op(type, inputs, {}, FACTOR), mask: false });
   const mask = (value: string) => ({ value, mask: true });
   const between = (v: string, lo: number, hi: number) => g.op('And', [g.op('Greater', [v, g.scalar(lo)]), g.op('Less', [v, g.scalar(hi)])]);
   if (typeof a === 'object') {
-    if ('leaky' in a) return floats(g.op('Where', [g.op('Greater', [y, g.scalar(0)]), g.scalar(1), g.scalar(a.leaky)]));
+    if ('leaky' in a) return floats('Where', [g.op('Greater', [y, g.scalar(0)]), g.scalar(1), g.scalar(a.leaky)]);
     if ('clip' in a) return mask(between(y, a.clip[0], a.clip[1]));
-    if ('hardSigmoid' in a) return floats(g.op('Mul', [g.op('Cast', [between(y, 0, 1)], { to: 1 }), g.scalar(a.hardSigmoid[0])]));
-    return floats(g.op('Mul', [g.op('Pow', [x, g.scalar(a.pow - 1)]), g.scalar(a.pow)]));
+    if ('hardSigmoid' in a) return floats('Mul', [g.op('Cast', [between(y, 0, 1)], { to: 1 }), g.scalar(a.hardSigmoid[0])]);
+    return floats('Mul', [g.op('Pow', [x, g.scalar(a.pow - 1)]), g.scalar(a.pow)]);
   }
   switch (a) {
     case 'linear':
@@ -154,46 +159,46 @@ export function activationFactor(
     case 'relu1':
       return mask(between(y, -1, 1));
     case 'sigmoid':
-      return floats(g.op('Mul', [y, g.op('Sub', [g.scalar(1), y])]));
+      return floats('Mul', [y, g.op('Sub', [g.scalar(1), y])]);
     case 'tanh':
-      return floats(g.op('Sub', [g.scalar(1), g.op('Mul', [y, y])]));
+      return floats('Sub', [g.scalar(1), g.op('Mul', [y, y])]);
     case 'elu':
-      return floats(g.op('Where', [g.op('Greater', [y, g.scalar(0)]), g.scalar(1), g.op('Add', [y, g.scalar(1)])]));
+      return floats('Where', [g.op('Greater', [y, g.scalar(0)]), g.scalar(1), g.op('Add', [y, g.scalar(1)])]);
     case 'log': {
       const inRange = g.op('Cast', [g.op('Greater', [x, g.scalar(1e-30)])], { to: 1 });
-      return floats(g.op('Div', [inRange, g.op('Max', [x, g.scalar(1e-30)])]));
+      return floats('Div', [inRange, g.op('Max', [x, g.scalar(1e-30)])]);
     }
     case 'gelu': {
       // d/dx x Phi(x) = Phi(x) + x phi(x)
       const density = g.op('Mul', [g.op('Exp', [g.op('Mul', [g.op('Mul', [x, x]), g.scalar(-0.5)])]), g.scalar(INV_SQRT_2PI)]);
-      return floats(g.op('Add', [phi(n, x), g.op('Mul', [x, density])]));
+      return floats('Add', [phi(n, x), g.op('Mul', [x, density])]);
     }
     case 'erf':
-      return floats(g.op('Mul', [g.op('Exp', [g.op('Neg', [g.op('Mul', [x, x])])]), g.scalar(2 / Math.sqrt(Math.PI))]));
+      return floats('Mul', [g.op('Exp', [g.op('Neg', [g.op('Mul', [x, x])])]), g.scalar(2 / Math.sqrt(Math.PI))]);
     case 'sqrt':
-      return floats(g.op('Div', [g.scalar(0.5), y]));
+      return floats('Div', [g.scalar(0.5), y]);
     case 'reciprocal':
-      return floats(g.op('Neg', [g.op('Mul', [y, y])]));
+      return floats('Neg', [g.op('Mul', [y, y])]);
     case 'exp':
-      return floats(y);
+      return { value: y, mask: false };
     case 'hardSwish': {
       // d/dx x h(x) = h(x) + x/6 on (-3, 3)
       const h = g.op('HardSigmoid', [x], { alpha: 1 / 6, beta: 0.5 });
       const slope = g.op('Mul', [g.op('Cast', [between(x, -3, 3)], { to: 1 }), g.op('Div', [x, g.scalar(6)])]);
-      return floats(g.op('Add', [h, slope]));
+      return floats('Add', [h, slope]);
     }
     case 'silu': {
       // d/dx x s(x) = s + x s (1 - s) = y + s (1 - y): one factor per image, one product per backward row
       // (as a Sigmoid node and a Mul, each row went through the product rule's two branches and a Sum).
       const s = g.op('Sigmoid', [x]);
-      return floats(g.op('Add', [y, g.op('Mul', [s, g.op('Sub', [g.scalar(1), y])])]));
+      return floats('Add', [y, g.op('Mul', [s, g.op('Sub', [g.scalar(1), y])])]);
     }
   }
 }
 
 /** A factor of activationFactor as floats. */
 export const factorFloats = (n: OnnxNode<unknown>, f: { value: string; mask: boolean }): string =>
-  f.mask ? n.g.op('Cast', [f.value], { to: 1 }) : f.value;
+  f.mask ? n.g.op('Cast', [f.value], { to: 1 }, FACTOR) : f.value;
 
 /** dy -> dx through an activation whose input is x and output y (the node's output shape and layout). */
 export function onnxActivationBackward(n: OnnxNode<unknown>, dy: string, x: string, y: string, a: Activation): string {
