@@ -1,5 +1,6 @@
 import onnxProto from 'onnx-proto';
 import { FACTOR } from '../src/engine/ops/activation.js';
+import { liveNodes } from '../src/engine/onnx/builder.js';
 
 /**
  * Counterfactual gradient graphs for bench:vjp-profile: what the activations' derivative factors (the
@@ -81,14 +82,11 @@ export function withoutFactorPasses(model: Uint8Array, mode: FactorCounterfactua
       if (source !== undefined || shapeOps.length) Object.assign(f, { opType: 'Identity', input: [f.input![0]], attribute: [] });
     }
   }
-  const needed = new Set(graph.output!.map((o) => o.name!));
-  const kept: Node[] = [];
-  for (const n of [...nodes].reverse())
-    if (n.output!.some((o) => needed.has(o))) {
-      kept.push(n);
-      for (const i of n.input!) needed.add(i);
-    }
-  graph.node = kept.reverse();
-  graph.initializer = graph.initializer!.filter((t) => needed.has(t.name!));
+  const live = liveNodes(
+    nodes,
+    graph.output!.map((o) => o.name!),
+  );
+  graph.node = live.nodes;
+  graph.initializer = graph.initializer!.filter((t) => live.needed.has(t.name!));
   return { bytes: onnx.ModelProto.encode(m).finish(), factors: factors.length };
 }

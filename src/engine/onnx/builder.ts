@@ -26,9 +26,27 @@ export interface WeightStore {
 /** Arrays smaller than this stay in the model itself: shapes, scalars, small biases. */
 const EXTERNAL_MIN_BYTES = 1024;
 
+type Node = InstanceType<typeof onnx.NodeProto>;
+
+/**
+ * The nodes (in their order) that `outputs` depend on, and every value they read: what a graph keeps
+ * once nodes nothing needs are dropped (initializers not among `needed` go too).
+ */
+export function liveNodes(nodes: Node[], outputs: string[]): { nodes: Node[]; needed: Set<string> } {
+  const needed = new Set(outputs);
+  const live: Node[] = [];
+  for (let k = nodes.length - 1; k >= 0; k--) {
+    const node = nodes[k];
+    if (!node.output!.some((o) => needed.has(o))) continue;
+    for (const i of node.input!) needed.add(i);
+    live.push(node);
+  }
+  return { nodes: live.reverse(), needed };
+}
+
 /** Appends nodes and constants to an ONNX graph under unique names; encodes the model. */
 export class OnnxGraph {
-  private nodes: InstanceType<typeof onnx.NodeProto>[] = [];
+  private nodes: Node[] = [];
   private inits: InstanceType<typeof onnx.TensorProto>[] = [];
   private count = 0;
   private readonly domains = new Set<string>();
@@ -118,15 +136,10 @@ export class OnnxGraph {
     });
     // Only what the outputs depend on: a writer may build a value that a later one makes unneeded
     // (interleaved rows whose consumer reads the phases instead).
-    const needed = new Set(outputs.map(([name]) => name));
-    const nodes: typeof this.nodes = [];
-    for (let k = this.nodes.length - 1; k >= 0; k--) {
-      const node = this.nodes[k];
-      if (!node.output.some((o) => needed.has(o))) continue;
-      for (const i of node.input) needed.add(i);
-      nodes.push(node);
-    }
-    nodes.reverse();
+    const { nodes, needed } = liveNodes(
+      this.nodes,
+      outputs.map(([name]) => name),
+    );
     const graph = onnx.GraphProto.create({
       name: 'uap',
       node: nodes,

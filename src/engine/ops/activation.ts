@@ -131,7 +131,7 @@ export const FACTOR = 'factor';
  * can (0 < y < 6 exactly when 0 < x < 6, etc.), so the pre-activation is rarely needed and ONNX Runtime
  * can fuse the activation into its producer. Not for softmax and neg (no per-element factor). Float
  * factors, and masks once cast, are values named 'factor_<n>': profiles and bench:vjp-profile's
- * rewrites (bench/maskPasses.ts) find the products with them by that name.
+ * rewrites (bench/factorPasses.ts) find the products with them by that name.
  */
 export function activationFactor(
   n: OnnxNode<unknown>,

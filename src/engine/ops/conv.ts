@@ -302,8 +302,7 @@ function phasedGradient(n: OnnxNode<Conv>, { phases }: PhasedRows): string {
   const channels = paddedChannels(n.outShape[2], b);
   const [hp, wp] = [H / sh, W / sw];
   const y = n.saved('y');
-  // A fused activation's derivative reads only y (fusedActivation), so its pre-activation was not kept.
-  const factor = activationFactor(n, fusedActivation(op.act) ? y : n.saved('pre'), y, op.act);
+  const factor = activationFactor(n, preActivation(n), y, op.act);
   // The factor [N, C', H, W] (blocked) viewed as [N, C'/b, hp, sh, wp, sw, b]: a phase is one slice of it.
   const view = factor && g.op('Reshape', [factor.value, g.ints([0, channels / b, hp, sh, wp, sw, b])]);
   const phaseOf = (v: string, ry: number, rx: number) =>
@@ -318,6 +317,13 @@ function phasedGradient(n: OnnxNode<Conv>, { phases }: PhasedRows): string {
   );
   return interleave(n, dx, cin);
 }
+
+/**
+ * The pre-activation the backward's activation factor reads. A blocked convolution's fused activation
+ * (fusedActivation) has a derivative that reads only y, so its pre-activation was not kept: y stands in.
+ */
+const preActivation = (n: OnnxNode<Conv>): string =>
+  n.layouts[0] === 'nchwc' && fusedActivation(n.op.act) ? n.saved('y') : n.saved('pre');
 
 /** One row and column of zeros on every side, as PyTorch pads a 3x3 window. */
 const PAD_1: [[number, number], [number, number]] = [
@@ -408,11 +414,8 @@ export const conv: OpDef<'conv'> = {
     backward(n, dy) {
       const phases = n.e.phasedRows.get(dy);
       if (phases && takesPhases(n)) return [phasedGradient(n, phases)];
-      const y = n.saved('y');
       const blocked = n.layouts[0] === 'nchwc';
-      // A fused activation's derivative reads only y (fusedActivation), so its pre-activation was not kept.
-      const pre = blocked && fusedActivation(n.op.act) ? y : n.saved('pre');
-      const d = onnxActivationBackward(n, dy, pre, y, n.op.act);
+      const d = onnxActivationBackward(n, dy, preActivation(n), n.saved('y'), n.op.act);
       const strided = n.op.strides[0] > 1 || n.op.strides[1] > 1;
       // Measured on 2 cores: ConvTranspose is fastest for strided layers, a forward Conv with the flipped
       // filter for stride 1 (ORT's depthwise ConvTranspose is slow; its Conv keeps a blocked layout).
